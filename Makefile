@@ -1,0 +1,43 @@
+# K8s-Lite: `make up` runs a cluster, `make test` runs the suite. Both start from nothing.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+NATIVE_SRC := $(wildcard rust/src/*.rs) rust/Cargo.toml pyproject.toml
+STAMP := $(VENV)/.k8slite-installed
+
+.PHONY: up test venv install tools images lint bench clean
+
+up: install tools images
+	$(BIN)/k8slite up
+
+test: install tools images
+	$(BIN)/python -m pytest -q tests
+
+venv: $(BIN)/python
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# Builds the Rust extension (release) and installs the package editable with test extras.
+install: $(STAMP)
+
+$(STAMP): $(BIN)/python $(NATIVE_SRC)
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+tools: $(BIN)/python
+	hack/get-kubectl
+
+images:
+	hack/build-images
+
+lint: install
+	$(BIN)/python -m ruff check python tests benches
+	cd rust && cargo clippy --release -- -D warnings
+
+bench: install
+	for b in benches/*.py; do echo "== $$b"; $(BIN)/python $$b; done
+
+clean:
+	rm -rf $(VENV) rust/target target python/k8slite/*.so

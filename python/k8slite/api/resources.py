@@ -1,0 +1,138 @@
+"""The resource table: every served kind, driving routing, discovery, storage and caches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# Verbs of a fully served resource, in the order discovery lists them upstream.
+ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
+
+
+@dataclass(frozen=True)
+class ResourceType:
+    """One served resource (a plural under a group/version) and what it supports."""
+
+    group: str
+    version: str
+    kind: str
+    plural: str
+    namespaced: bool
+    short_names: tuple[str, ...] = ()
+    # Subresources served: status, scale, binding, log, eviction, ...
+    subresources: tuple[str, ...] = ()
+    # Selectable fields besides metadata.name and metadata.namespace (upstream's per kind).
+    fields: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    verbs: tuple[str, ...] = ALL_VERBS
+    # Whether a change to anything but metadata and status bumps metadata.generation.
+    has_spec: bool = True
+    extra: dict[str, object] = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def singular(self) -> str:
+        return self.kind.lower()
+
+    @property
+    def group_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def api_version(self) -> str:
+        return self.group_version
+
+    @property
+    def list_kind(self) -> str:
+        return self.kind + "List"
+
+    @property
+    def key_prefix(self) -> str:
+        """Storage keys: /registry/<group>/<plural>/[<namespace>/]<name>."""
+        return f"/registry/{self.group or 'core'}/{self.plural}/"
+
+    def key(self, namespace: str | None, name: str) -> str:
+        if self.namespaced:
+            return f"{self.key_prefix}{namespace}/{name}"
+        return f"{self.key_prefix}{name}"
+
+    def prefix(self, namespace: str | None) -> str:
+        """The key prefix of a list: one namespace, or everything of this resource."""
+        if self.namespaced and namespace:
+            return f"{self.key_prefix}{namespace}/"
+        return self.key_prefix
+
+    @property
+    def selectable_fields(self) -> tuple[str, ...]:
+        base = ("metadata.name", "metadata.namespace") if self.namespaced else ("metadata.name",)
+        return base + self.fields
+
+
+_POD_FIELDS = (
+    "spec.nodeName",
+    "spec.restartPolicy",
+    "spec.schedulerName",
+    "spec.serviceAccountName",
+    "spec.hostNetwork",
+    "status.phase",
+    "status.podIP",
+    "status.nominatedNodeName",
+)
+_EVENT_FIELDS = (
+    "involvedObject.kind",
+    "involvedObject.namespace",
+    "involvedObject.name",
+    "involvedObject.uid",
+    "involvedObject.apiVersion",
+    "involvedObject.resourceVersion",
+    "involvedObject.fieldPath",
+    "reason",
+    "reportingComponent",
+    "source",
+    "type",
+)
+
+RESOURCES: list[ResourceType] = [
+    ResourceType("", "v1", "Namespace", "namespaces", False, ("ns",), ("status", "finalize"),
+                 fields=("status.phase",)),
+    ResourceType("", "v1", "Node", "nodes", False, ("no",), ("status",),
+                 fields=("spec.unschedulable",)),
+    ResourceType("", "v1", "Pod", "pods", True, ("po",),
+                 ("status", "binding", "log", "eviction"), fields=_POD_FIELDS,
+                 categories=("all",)),
+    ResourceType("", "v1", "Service", "services", True, ("svc",), ("status",),
+                 categories=("all",)),
+    ResourceType("", "v1", "Endpoints", "endpoints", True, ("ep",), has_spec=False),
+    ResourceType("", "v1", "ConfigMap", "configmaps", True, ("cm",), has_spec=False),
+    ResourceType("", "v1", "Secret", "secrets", True, (), fields=("type",), has_spec=False),
+    ResourceType("", "v1", "Event", "events", True, ("ev",), fields=_EVENT_FIELDS,
+                 has_spec=False),
+    ResourceType("", "v1", "ServiceAccount", "serviceaccounts", True, ("sa",), has_spec=False),
+    ResourceType("apps", "v1", "Deployment", "deployments", True, ("deploy",),
+                 ("status", "scale"), categories=("all",)),
+    ResourceType("apps", "v1", "ReplicaSet", "replicasets", True, ("rs",),
+                 ("status", "scale"), fields=("status.replicas",), categories=("all",)),
+    ResourceType("coordination.k8s.io", "v1", "Lease", "leases", True),
+    ResourceType("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", True,
+                 has_spec=False),
+]
+
+_BY_PATH = {(r.group, r.version, r.plural): r for r in RESOURCES}
+_BY_KIND = {(r.group, r.kind): r for r in RESOURCES}
+
+
+def lookup(group: str, version: str, plural: str) -> ResourceType | None:
+    """The resource served at /api(s)/<group>/<version>/<plural>, if any."""
+    return _BY_PATH.get((group, version, plural))
+
+
+def by_kind(group: str, kind: str) -> ResourceType | None:
+    return _BY_KIND.get((group, kind))
+
+
+def group_versions() -> dict[str, list[str]]:
+    """Served groups (core is "") and their versions, in table order."""
+    out: dict[str, list[str]] = {}
+    for r in RESOURCES:
+        versions = out.setdefault(r.group, [])
+        if r.version not in versions:
+            versions.append(r.version)
+    return out

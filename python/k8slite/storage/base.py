@@ -1,0 +1,88 @@
+"""The Store protocol: compare-and-swap transactions on keys under one global revision."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+# Given the revision the transaction will commit at, the bytes to store (create, update)
+# or, for delete, the object's final state that the DELETED event carries.
+Encoder = Callable[[int], bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    """One write inside a transaction."""
+
+    verb: Literal["create", "update", "delete"]
+    key: str
+    encode: Encoder
+    # update/delete: the revision the key must still have (None: whatever it has).
+    expected_rv: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A committed change, delivered to subscribers in revision order."""
+
+    type: Literal["ADDED", "MODIFIED", "DELETED"]
+    key: str
+    rv: int
+    data: bytes
+
+
+class StorageError(Exception):
+    """Base of the errors a transaction raises; nothing of the transaction was written."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+class KeyExists(StorageError):
+    """create of a key that exists."""
+
+
+class KeyNotFound(StorageError):
+    """update or delete of a key that does not exist."""
+
+
+class RevisionConflict(StorageError):
+    """update or delete whose expected_rv is not the key's current revision."""
+
+    def __init__(self, key: str, current_rv: int) -> None:
+        super().__init__(key)
+        self.current_rv = current_rv
+
+
+Subscriber = Callable[[list[Event]], None]
+
+
+class Store(Protocol):
+    """What the API server needs from storage; RocksDB now, etcd for HA later.
+
+    Revisions are global and increase with every committed transaction; all ops of one
+    transaction share its revision (as in etcd, so etcd's revision can be ours). A
+    transaction returns only once it is durable and every subscriber has seen its events,
+    so a read from a subscriber's cache right after a write sees the write.
+    """
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def revision(self) -> int:
+        """The last committed revision."""
+
+    async def get(self, key: str) -> tuple[bytes, int] | None:
+        """The stored bytes and revision of `key`, including writes not yet committed."""
+
+    def scan(self, prefix: str) -> Iterable[tuple[str, bytes, int]]:
+        """Every (key, bytes, rv) under prefix in key order; used to warm caches at start."""
+
+    async def txn(self, ops: list[Op]) -> tuple[int, list[bytes]]:
+        """Apply all ops atomically or none; returns the revision and each op's bytes."""
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        """Call subscriber with each committed transaction's events, in revision order."""
