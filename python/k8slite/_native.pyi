@@ -6,17 +6,26 @@ from typing import Any
 # ---------------------------------------------------------------- codec
 
 class DecodeError(ValueError):
-    """Malformed JSON; the message names the problem and the byte offset."""
+    """Malformed JSON; the message names the problem and the byte offset.
+
+    Worded like Go's encoding/json, e.g. "invalid character 'x' looking for beginning of
+    value at byte 3" or "unexpected end of JSON input at byte 12".
+    """
 
 def dumps(obj: Any) -> bytes:
     """Compact UTF-8 JSON (no spaces), dict keys in insertion order.
 
-    Accepts dict (str keys), list, tuple, str, int (any size), float (finite), bool and None.
-    Raises TypeError for anything else and ValueError for NaN or infinity.
+    Accepts dict (str keys), list, tuple, str, int (any size), float (finite), bool and None,
+    and subclasses of these. Raises TypeError for anything else and ValueError for NaN or
+    infinity, and for nesting deeper than 1000 levels (which also catches cycles).
     """
 
 def loads(data: bytes | bytearray | memoryview | str) -> Any:
-    """Parse JSON exactly: ints of any size stay ints, floats stay floats."""
+    """Parse JSON exactly: ints of any size stay ints, floats stay floats.
+
+    Raises DecodeError for malformed input, trailing garbage, invalid UTF-8 or nesting
+    deeper than 1000 levels.
+    """
 
 # ------------------------------------------------------------ selectors
 
@@ -24,7 +33,10 @@ class SelectorError(ValueError):
     """A selector that does not parse; the message is upstream's wording."""
 
 class LabelSelector:
-    """A parsed label selector (`a=b,c!=d,e in (f,g),h notin (i),j,!k`)."""
+    """A parsed label selector (`a=b,c!=d,e in (f,g),h notin (i),j,!k`, also `x>1`, `x<1`).
+
+    str() gives upstream's canonical form: requirements sorted by key, values sorted.
+    """
 
     def __init__(self, text: str = "") -> None: ...
     @staticmethod
@@ -34,37 +46,62 @@ class LabelSelector:
         None selects nothing; an empty dict selects everything, as upstream.
         """
     def matches(self, labels: Mapping[str, str] | None) -> bool: ...
-    def is_empty(self) -> bool: ...
+    def is_empty(self) -> bool:
+        """True when it selects everything (False for from_dict(None), which selects nothing)."""
     def requirements(self) -> list[tuple[str, str, list[str]]]:
-        """(key, operator, values); operators: =, !=, in, notin, exists, !."""
-    def __str__(self) -> str: ...
+        """(key, operator, values) sorted by key; values sorted.
+
+        Operators: =, ==, !=, in, notin, exists, !, gt, lt.
+        """
 
 class FieldSelector:
-    """A parsed field selector (`metadata.name=x,spec.nodeName!=`)."""
+    """A parsed field selector (`metadata.name=x,spec.nodeName!=`); `\\`, `,`, `=` escaped.
+
+    str() gives upstream's canonical form: terms sorted, values escaped.
+    """
 
     def __init__(self, text: str = "") -> None: ...
-    def matches(self, fields: Mapping[str, str]) -> bool: ...
+    def matches(self, fields: Mapping[str, str]) -> bool:
+        """A missing field counts as "" (so `spec.nodeName=` selects unscheduled pods)."""
     def is_empty(self) -> bool: ...
     def requirements(self) -> list[tuple[str, str, str]]:
-        """(field, operator, value); operators: = and !=."""
-    def __str__(self) -> str: ...
+        """(field, operator, value); operators: = and != (`==` reads as =)."""
 
 # ---------------------------------------------------------- watch cache
 
 class ExpiredError(Exception):
-    """The requested resourceVersion is older than the event ring holds (410 Gone)."""
+    """The requested resourceVersion is older than the event ring holds (410 Gone).
+
+    The message is upstream's "too old resource version: <asked> (<oldest>)".
+    """
 
 class WatchCache:
     """Current objects and a ring of recent events for one resource type.
 
     Keys are storage keys (`/registry/core/pods/<ns>/<name>`); values are the object's JSON
     bytes exactly as stored and served. Each entry also keeps its labels and the values of
-    `field_paths` (dotted JSON paths such as `spec.nodeName`), extracted once at apply.
+    `field_paths` (dotted JSON paths such as `spec.nodeName`), extracted once at apply:
+    strings as they are, booleans as "true"/"false", numbers as their JSON text, and null,
+    objects, arrays and missing fields as "".
+
+    Warm-up: build the cache with the store revision of the snapshot you read
+    (`WatchCache(paths, revision=R)`), `load()` every object of that snapshot, then
+    `apply()` the changes after R. Watches and LISTs can reach back to R, not earlier.
     """
 
-    def __init__(self, field_paths: list[str], capacity: int = 10000) -> None: ...
+    def __init__(self, field_paths: list[str], capacity: int = 10000, revision: int = 0) -> None:
+        """`capacity` events are kept (>= 1); `revision` is where the cache starts."""
+    def load(self, key: str, rv: int, data: bytes) -> None:
+        """Warm-up: store an object without an event. Raises ValueError after any apply()."""
     def apply(self, type: str, key: str, rv: int, data: bytes) -> None:
-        """Record ADDED, MODIFIED or DELETED of `key` at `rv` (rvs increase; equal allowed)."""
+        """Record ADDED, MODIFIED or DELETED of `key` at `rv` (rvs increase; equal allowed).
+
+        DELETED removes the key; `data` is the deleted object's final state. The type is
+        normalised by presence (ADDED of a present key is recorded as MODIFIED, MODIFIED of an
+        absent one as ADDED), so watch streams always agree with LIST. Apply every event of a
+        store revision before waking watchers: a watcher resumed at rv N never sees N again.
+        Raises ValueError for an rv below revision(), an unknown type or malformed JSON.
+        """
     def advance(self, rv: int) -> None:
         """Note the store's revision when it moved on without touching this resource."""
     def revision(self) -> int: ...
@@ -81,12 +118,16 @@ class WatchCache:
         start_after: str | None = None,
         at_revision: int | None = None,
     ) -> tuple[bytes, int, str | None, int]:
-        """Matching objects in key order as one JSON array.
+        """Matching objects in key order as one JSON array (built with the GIL released).
 
         Returns (items, count, last_key, remaining): items is b"[obj,obj,...]";
         last_key is the key of the last item when `limit` cut the list short (else None);
-        remaining counts matching objects after it. `at_revision` answers as of that
-        revision (ExpiredError when the ring no longer reaches back to it).
+        remaining counts matching objects after it. `limit` 0 means all; `start_after` is
+        exclusive (a continue token's key). `at_revision` answers as of that revision, by
+        undoing newer ring events, so every page of a paginated LIST can be served from one
+        snapshot (ExpiredError when at_revision < oldest(); at or past revision() means now).
+        A field selector on a field not in `field_paths` raises SelectorError
+        ("field label not supported: <field>"); the same holds for the methods below.
         """
     def initial_events(
         self,
@@ -105,8 +146,12 @@ class WatchCache:
     ) -> tuple[list[bytes], int]:
         """Watch frames for events after `rv`, and the rv to resume from.
 
-        A frame is b'{"type":"MODIFIED","object":{...}}\\n'. With selectors an object that
-        starts matching is ADDED and one that stops matching is DELETED (carrying its
-        previous state with the event's resourceVersion), as upstream's watch cache does.
+        A frame is b'{"type":"MODIFIED","object":{...}}\\n'; frames are shared bytes objects
+        (every watcher gets the same one). With selectors an object that starts matching is
+        ADDED and one that stops matching is DELETED (carrying its previous state with the
+        event's resourceVersion), as upstream's watch cache does; a DELETED event is sent
+        when the object matched before it. The resume rv is that of the last event examined,
+        or max(revision(), rv) when caught up. `max_events` (0 = no limit) is a soft cap:
+        the events of one revision are never split, so a page may exceed it.
         Raises ExpiredError when `rv` < oldest().
         """

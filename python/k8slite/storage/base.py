@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from types import TracebackType
+from typing import Literal, Protocol, Self
 
 # Given the revision the transaction will commit at, the bytes to store (create, update)
 # or, for delete, the object's final state that the DELETED event carries.
@@ -56,6 +57,14 @@ class RevisionConflict(StorageError):
         self.current_rv = current_rv
 
 
+class StoreUnavailable(Exception):
+    """The store is not open, closed, or broken by a failed disk write.
+
+    A transaction that raises it may or may not have been written: the outcome is unknown,
+    as with an etcd request that timed out.
+    """
+
+
 Subscriber = Callable[[list[Event]], None]
 
 
@@ -68,9 +77,17 @@ class Store(Protocol):
     so a read from a subscriber's cache right after a write sees the write.
     """
 
-    async def open(self) -> None: ...
+    # `async with store:` opens it and runs its background tasks (the group committer) in
+    # a nursery of its own; leaving the block stops them and closes it. Trio needs a
+    # nursery for those tasks, which a bare open()/close() pair cannot provide.
+    async def __aenter__(self) -> Self: ...
 
-    async def close(self) -> None: ...
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None: ...
 
     def revision(self) -> int:
         """The last committed revision."""

@@ -1,0 +1,1 @@
+"""Kubernetes API types: the resource table, validation, defaults and patches."""

@@ -1,0 +1,56 @@
+"""Object metadata helpers: timestamps, uids, generated names, owner references."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import uuid
+from typing import Any
+
+# Upstream's generateName alphabet: no vowels (no words) and no look-alike characters.
+_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
+_GENERATED_SUFFIX = 5
+_MAX_NAME = 253
+
+
+def now() -> str:
+    """RFC 3339 UTC, second precision: the format of metav1.Time."""
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def now_micro() -> str:
+    """RFC 3339 UTC with microseconds: the format of metav1.MicroTime."""
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def format_time(t: dt.datetime) -> str:
+    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: str) -> dt.datetime:
+    """Parse metav1.Time or MicroTime (a trailing Z or an offset)."""
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def new_uid() -> str:
+    return str(uuid.uuid4())
+
+
+def generate_name(prefix: str) -> str:
+    """prefix + 5 random characters, the prefix cut so the whole stays a valid length."""
+    prefix = prefix[: _MAX_NAME - _GENERATED_SUFFIX]
+    return prefix + "".join(random.choices(_NAME_ALPHABET, k=_GENERATED_SUFFIX))
+
+
+def controller_of(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """The ownerReference with controller=true, if any."""
+    for ref in obj.get("metadata", {}).get("ownerReferences") or ():
+        if ref.get("controller"):
+            return ref
+    return None
+
+
+def namespaced_name(obj: dict[str, Any]) -> str:
+    meta = obj.get("metadata", {})
+    ns = meta.get("namespace")
+    return f"{ns}/{meta.get('name')}" if ns else str(meta.get("name"))

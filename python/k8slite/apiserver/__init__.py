@@ -1,0 +1,1 @@
+"""The API server: REST, watch, discovery and serving over HTTPS."""

@@ -1,0 +1,74 @@
+"""The API server's ASGI app: the resource handler for resource paths, Quart for the rest."""
+
+from __future__ import annotations
+
+from prometheus_client import generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from quart import Response
+from quart_trio import QuartTrio
+
+from k8slite import KUBERNETES_VERSION, __version__
+from k8slite._native import dumps
+from k8slite.apiserver import http
+from k8slite.apiserver.core import ApiCore
+from k8slite.apiserver.handler import ResourceHandler
+from k8slite.apiserver.metrics import ApiMetrics
+from k8slite.apiserver.requestinfo import is_resource_path
+
+
+def version_info() -> dict[str, str]:
+    major, minor = KUBERNETES_VERSION.lstrip("v").split(".")[:2]
+    return {
+        "major": major,
+        "minor": minor,
+        "gitVersion": f"{KUBERNETES_VERSION}+k8slite-{__version__}",
+        "gitCommit": "",
+        "gitTreeState": "clean",
+        "buildDate": "",
+        "goVersion": "",
+        "compiler": "k8slite",
+        "platform": "linux/amd64",
+    }
+
+
+def build_quart(core: ApiCore, metrics: ApiMetrics) -> QuartTrio:
+    """Health, metrics and version; discovery and OpenAPI register here too."""
+    app = QuartTrio("k8slite.apiserver")
+    app.config["MAX_CONTENT_LENGTH"] = http.MAX_BODY
+
+    def json(obj: object, status: int = 200) -> Response:
+        return Response(dumps(obj), status=status, content_type=http.JSON)
+
+    @app.route("/version")
+    async def version() -> Response:
+        return json(version_info())
+
+    @app.route("/healthz")
+    @app.route("/livez")
+    @app.route("/readyz")
+    async def health() -> Response:
+        return Response("ok", content_type="text/plain")
+
+    @app.route("/metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST)
+
+    metrics.count_objects(lambda: ((reg.rt.plural, len(reg.cache))
+                                   for reg in core.registries.values()))
+    return app
+
+
+class ApiServerApp:
+    """Routes resource requests to the fast handler and everything else to Quart."""
+
+    def __init__(self, core: ApiCore, metrics: ApiMetrics) -> None:
+        self.core = core
+        self.metrics = metrics
+        self.resources = ResourceHandler(core, metrics)
+        self.quart = build_quart(core, metrics)
+
+    async def __call__(self, scope: http.Scope, receive: http.Receive, send: http.Send) -> None:
+        if scope["type"] == "http" and is_resource_path(scope["path"]):
+            await self.resources(scope, receive, send)
+        else:
+            await self.quart(scope, receive, send)  # type: ignore[arg-type]

@@ -1,0 +1,77 @@
+"""Parse a resource URL into what upstream calls RequestInfo: verb, resource, namespace, name."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from k8slite.api import errors
+from k8slite.api.resources import ResourceType, lookup
+
+# Subresources of a namespace, which otherwise look like a resource inside the namespace.
+_NAMESPACE_SUBRESOURCES = {"status", "finalize"}
+_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+
+
+@dataclass(frozen=True, slots=True)
+class RequestInfo:
+    verb: str  # get list watch create update patch delete deletecollection
+    group: str
+    version: str
+    resource: ResourceType
+    namespace: str | None
+    name: str | None
+    subresource: str | None
+
+
+def is_resource_path(path: str) -> bool:
+    """Whether the path is under a group/version (the rest is discovery, health, ...)."""
+    parts = path.strip("/").split("/")
+    if parts[0] == "api":
+        return len(parts) >= 3
+    return parts[0] == "apis" and len(parts) >= 4
+
+
+def parse(method: str, path: str, watch_param: bool) -> RequestInfo:
+    parts = [p for p in path.strip("/").split("/")]
+    if parts[0] == "api":
+        group, version, rest = "", parts[1], parts[2:]
+    else:
+        group, version, rest = parts[1], parts[2], parts[3:]
+    legacy_watch = bool(rest) and rest[0] == "watch"
+    if legacy_watch:
+        rest = rest[1:]
+    namespace: str | None = None
+    if len(rest) >= 2 and rest[0] == "namespaces" and (
+            len(rest) == 2 or rest[2] not in _NAMESPACE_SUBRESOURCES or len(rest) > 3):
+        if len(rest) > 2:
+            namespace, rest = rest[1], rest[2:]
+    if not rest or not rest[0]:
+        raise errors.not_found_path()
+    resource = lookup(group, version, rest[0])
+    if resource is None:
+        raise errors.not_found_path()
+    name = rest[1] if len(rest) > 1 else None
+    subresource = rest[2] if len(rest) > 2 else None
+    if len(rest) > 3 or (subresource and subresource not in resource.subresources):
+        raise errors.not_found_path()
+    if resource.namespaced is False:
+        if namespace is not None:
+            raise errors.not_found_path()
+    elif name is not None and namespace is None:
+        raise errors.not_found_path()
+    if method in ("GET", "HEAD"):
+        if legacy_watch or (name is None and watch_param):
+            verb = "watch"
+        else:
+            verb = "get" if name is not None else "list"
+    elif method == "DELETE" and name is None:
+        verb = "deletecollection"
+    elif method in _VERBS:
+        verb = _VERBS[method]
+        if verb == "create" and name is not None and subresource is None:
+            raise errors.method_not_allowed()
+        if verb in ("update", "patch", "delete") and name is None:
+            raise errors.method_not_allowed()
+    else:
+        raise errors.method_not_allowed()
+    return RequestInfo(verb, group, version, resource, namespace, name, subresource)

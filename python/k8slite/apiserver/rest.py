@@ -1,0 +1,372 @@
+"""REST handlers for resources: get, list, create, update, patch, delete, deletecollection."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import trio
+import yaml
+
+from k8slite._native import (
+    DecodeError,
+    ExpiredError,
+    FieldSelector,
+    LabelSelector,
+    SelectorError,
+    dumps,
+    loads,
+)
+from k8slite.api import errors
+from k8slite.api.patch import json_patch, merge_patch
+from k8slite.api.resources import ResourceType
+from k8slite.apiserver.http import Request
+from k8slite.apiserver.registry import DeleteOptions, Registry
+from k8slite.apiserver.requestinfo import RequestInfo
+
+Obj = dict[str, Any]
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+PATCH_TYPES = (
+    "application/json-patch+json",
+    "application/merge-patch+json",
+    "application/strategic-merge-patch+json",
+    "application/apply-patch+yaml",
+)
+# How long a list or get for a resourceVersion newer than ours waits before 504.
+_TOO_LARGE_RV_WAIT = 3.0
+
+
+# ------------------------------------------------------------------ decoding
+
+
+def decode_body(req: Request, body: bytes) -> Any:
+    """JSON or YAML per Content-Type; 400 on malformed input, 415 on other media types."""
+    ctype = req.content_type
+    if not body.strip():
+        raise errors.bad_request("the body of the request was empty")
+    if ctype in ("", "application/json") or ctype in PATCH_TYPES[:3]:
+        try:
+            return loads(body)
+        except DecodeError as e:
+            raise errors.bad_request(f"json parse error: {e}") from None
+        except ValueError as e:
+            raise errors.bad_request(f"json parse error: {e}") from None
+    if ctype in ("application/yaml", "application/apply-patch+yaml"):
+        try:
+            return yaml.load(body, Loader=_YAML_LOADER)  # noqa: S506 - a safe loader
+        except yaml.YAMLError as e:
+            raise errors.bad_request(f"yaml parse error: {e}") from None
+    raise errors.unsupported_media_type(ctype)
+
+
+def check_type_meta(obj: Any, rt: ResourceType, expected_kind: str | None = None) -> Obj:
+    """The body must be an object of this resource's kind and group/version (when given)."""
+    if not isinstance(obj, dict):
+        raise errors.bad_request("the body of the request must be a JSON object")
+    kind = expected_kind or rt.kind
+    api_version = obj.get("apiVersion")
+    if api_version and api_version != rt.api_version and expected_kind is None:
+        raise errors.bad_request(f"the API version in the data ({api_version}) does not match "
+                                 f"the expected API version ({rt.api_version})")
+    if obj.get("kind") and obj["kind"] != kind:
+        raise errors.bad_request(f"the kind in the data ({obj['kind']}) does not match the "
+                                 f"expected kind ({kind})")
+    meta = obj.get("metadata")
+    if meta is not None and not isinstance(meta, dict):
+        raise errors.bad_request("metadata must be an object")
+    return obj
+
+
+def check_body_namespace(obj: Obj, namespace: str | None) -> None:
+    body_ns = (obj.get("metadata") or {}).get("namespace")
+    if namespace and body_ns and body_ns != namespace:
+        raise errors.bad_request("the namespace of the provided object does not match the "
+                                 "namespace sent on the request")
+
+
+def dry_run(req: Request) -> bool:
+    values = req.query.get("dryRun") or []
+    for v in values:
+        if v != "All":
+            raise errors.bad_request(f'Invalid value: "{v}": supported values: "All"')
+    return bool(values)
+
+
+# ----------------------------------------------------------------- selectors
+
+
+def label_selector(req: Request) -> LabelSelector | None:
+    text = req.arg("labelSelector")
+    if not text:
+        return None
+    try:
+        return LabelSelector(text)
+    except SelectorError as e:
+        raise errors.bad_request(str(e)) from None
+
+
+def field_selector(req: Request, rt: ResourceType, name: str | None = None) -> FieldSelector | None:
+    text = req.arg("fieldSelector") or ""
+    if name is not None:
+        text = f"metadata.name={name}" + (f",{text}" if text else "")
+    if not text:
+        return None
+    try:
+        sel = FieldSelector(text)
+    except SelectorError as e:
+        raise errors.bad_request(str(e)) from None
+    for field, _, _ in sel.requirements():
+        if field not in rt.selectable_fields:
+            raise errors.bad_request(f'field label not supported: {field}')
+    return sel
+
+
+# -------------------------------------------------------------------- list
+
+
+def encode_continue(rv: int, start_key: str) -> str:
+    token = dumps({"v": "meta.k8s.io/v1", "rv": rv, "start": start_key + "\x00"})
+    return base64.urlsafe_b64encode(token).decode().rstrip("=")
+
+
+def decode_continue(token: str) -> tuple[int, str]:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        data = loads(raw)
+        if data.get("v") != "meta.k8s.io/v1":
+            raise ValueError("continue key is not valid: incorrect encoded start "
+                             "resourceVersion (version meta.k8s.io/v1)")
+        rv, start = int(data["rv"]), str(data["start"])
+    except (binascii.Error, ValueError, KeyError, TypeError, AttributeError) as e:
+        message = str(e) if str(e).startswith("continue key") else \
+            f"continue key is not valid: {e}"
+        raise errors.bad_request(message) from None
+    if rv <= 0:
+        raise errors.bad_request("continue key is not valid: incorrect encoded start "
+                                 "resourceVersion (version meta.k8s.io/v1)")
+    return rv, start.rstrip("\x00")
+
+
+async def wait_for_revision(reg: Registry, rv: int) -> None:
+    """Wait briefly for the store to reach rv; upstream answers 504 when it does not."""
+    with trio.move_on_after(_TOO_LARGE_RV_WAIT):
+        while reg.store.revision() < rv:
+            await reg.changed.wait()
+    if reg.store.revision() < rv:
+        raise errors.ApiError(
+            504, "Timeout",
+            f"Too large resource version: {rv}, current: {reg.store.revision()}",
+            {"causes": [{"reason": "ResourceVersionTooLarge",
+                         "message": "Too large resource version"}], "retryAfterSeconds": 1},
+            {"Retry-After": "1"})
+
+
+def parse_rv(value: str, what: str = "resourceVersion") -> int:
+    try:
+        rv = int(value)
+    except ValueError:
+        raise errors.bad_request(f'{what}: Invalid value: "{value}": must be an integer') \
+            from None
+    if rv < 0:
+        raise errors.bad_request(f'{what}: Invalid value: "{value}": must be non-negative')
+    return rv
+
+
+async def list_objects(reg: Registry, req: Request, info: RequestInfo) -> bytes:
+    rt = reg.rt
+    label = label_selector(req)
+    field = field_selector(req, rt)
+    limit = req.int_arg("limit") or 0
+    if limit < 0:
+        limit = 0
+    token = req.arg("continue")
+    rv_arg = req.arg("resourceVersion") or ""
+    match = req.arg("resourceVersionMatch") or ""
+    if match and not rv_arg:
+        raise errors.bad_request("resourceVersionMatch is forbidden unless resourceVersion is "
+                                 "provided")
+    if match not in ("", "Exact", "NotOlderThan"):
+        raise errors.bad_request(f'resourceVersionMatch: Unsupported value: "{match}": '
+                                 'supported values: "Exact", "NotOlderThan"')
+    at: int | None = None
+    start_after: str | None = None
+    if token:
+        if rv_arg and rv_arg != "0":
+            raise errors.bad_request("specifying resource version is not allowed when using "
+                                     "continue")
+        at, start = decode_continue(token)
+        start_after = rt.key_prefix + start
+    elif match == "Exact":
+        at = parse_rv(rv_arg)
+        if at == 0:
+            raise errors.bad_request('resourceVersionMatch "exact" is forbidden for '
+                                     'resourceVersion "0"')
+    elif rv_arg and rv_arg != "0":
+        await wait_for_revision(reg, parse_rv(rv_arg))
+    prefix = rt.prefix(info.namespace)
+    try:
+        items, _count, last_key, remaining = reg.cache.list(
+            prefix, label, field, limit, start_after, at)
+    except ExpiredError:
+        if token:
+            raise errors.gone(
+                "The provided continue parameter is too old to display a consistent list "
+                "result. You can start a new list without the continue parameter, or use the "
+                "continue token in this response to retrieve the remainder of the results. "
+                "Continuing with the provided token results in an inconsistent list - objects "
+                "that were created, modified, or deleted between the time the first chunk was "
+                "returned and now may show up in the list.") from None
+        raise errors.gone(f"too old resource version: {at} ({reg.cache.oldest()})") from None
+    list_rv = at if at is not None else reg.store.revision()
+    meta: Obj = {"resourceVersion": str(list_rv)}
+    if last_key is not None:
+        meta["continue"] = encode_continue(list_rv, last_key[len(rt.key_prefix):])
+        if label is None and field is None:
+            meta["remainingItemCount"] = remaining
+    head = (b'{"kind":"' + rt.list_kind.encode() + b'","apiVersion":"'
+            + rt.api_version.encode() + b'","metadata":' + dumps(meta) + b',"items":')
+    return b"".join((head, items, b"}"))
+
+
+# ------------------------------------------------------------ get and write
+
+
+def get_object(reg: Registry, req: Request, info: RequestInfo) -> bytes:
+    assert info.name is not None
+    rv_arg = req.arg("resourceVersion")
+    if rv_arg and rv_arg != "0":
+        parse_rv(rv_arg)
+    return reg.get_bytes(info.namespace, info.name)[0]
+
+
+async def create_object(reg: Registry, req: Request, info: RequestInfo) -> bytes:
+    obj = check_type_meta(decode_body(req, await req.body()), reg.rt)
+    check_body_namespace(obj, info.namespace)
+    return await reg.create(info.namespace, obj, dry_run(req))
+
+
+async def update_object(reg: Registry, req: Request, info: RequestInfo) -> tuple[bytes, bool]:
+    """PUT of the object or of its status (or a namespace's finalize)."""
+    assert info.name is not None
+    body = check_type_meta(decode_body(req, await req.body()), reg.rt)
+    check_body_namespace(body, info.namespace)
+    name = info.name
+
+    def mutate(current: Obj | None) -> Obj:
+        wanted = (body.get("metadata") or {}).get("resourceVersion")
+        if current is None:
+            if wanted:
+                raise errors.not_found(reg.rt.plural, name, reg.rt.group)
+            return body
+        if wanted and wanted != current["metadata"].get("resourceVersion"):
+            raise errors.conflict(reg.rt.plural, name, reg.rt.group)
+        return dict(body)
+
+    return await reg.update(info.namespace, name, mutate, subresource=info.subresource,
+                            dry_run=dry_run(req))
+
+
+def apply_patch(ctype: str, current: Obj, patch: Any) -> Obj:
+    """Apply a JSON, merge or strategic merge patch (strategic as merge until kinds know keys)."""
+    if ctype == "application/json-patch+json":
+        result = json_patch(current, patch)
+    else:
+        if not isinstance(patch, dict):
+            raise errors.bad_request("the patch must be a JSON object")
+        result = merge_patch(current, patch)
+    if not isinstance(result, dict):
+        raise errors.bad_request("the patched object is not a JSON object")
+    return result
+
+
+async def patch_object(reg: Registry, req: Request, info: RequestInfo) -> bytes:
+    assert info.name is not None
+    ctype = req.content_type
+    if ctype not in PATCH_TYPES[:3]:
+        raise errors.unsupported_media_type(ctype)
+    patch = decode_body(req, await req.body())
+    name = info.name
+
+    def mutate(current: Obj | None) -> Obj:
+        if current is None:
+            raise errors.not_found(reg.rt.plural, name, reg.rt.group)
+        rv = current["metadata"].get("resourceVersion")
+        patched = apply_patch(ctype, current, patch)
+        wanted = (patched.get("metadata") or {}).get("resourceVersion")
+        if wanted and wanted != rv:
+            raise errors.conflict(reg.rt.plural, name, reg.rt.group)
+        return patched
+
+    data, _ = await reg.update(info.namespace, name, mutate, subresource=info.subresource,
+                               dry_run=dry_run(req), allow_create=False)
+    return data
+
+
+def delete_options(req: Request, body: Any) -> DeleteOptions:
+    opts = DeleteOptions(dry_run=dry_run(req))
+    if isinstance(body, dict):
+        if body.get("kind") not in (None, "DeleteOptions"):
+            raise errors.bad_request(f"the kind in the data ({body.get('kind')}) does not match "
+                                     f"the expected kind (DeleteOptions)")
+        opts.grace_period_seconds = body.get("gracePeriodSeconds")
+        opts.propagation_policy = body.get("propagationPolicy")
+        if body.get("orphanDependents") is not None and opts.propagation_policy is None:
+            opts.propagation_policy = "Orphan" if body["orphanDependents"] else "Background"
+        pre = body.get("preconditions") or {}
+        opts.precondition_uid = pre.get("uid")
+        opts.precondition_rv = pre.get("resourceVersion")
+        if body.get("dryRun"):
+            opts.dry_run = True
+    grace = req.int_arg("gracePeriodSeconds")
+    if grace is not None:
+        opts.grace_period_seconds = grace
+    policy = req.arg("propagationPolicy")
+    if policy:
+        opts.propagation_policy = policy
+    orphan = req.arg("orphanDependents")
+    if orphan and opts.propagation_policy is None:
+        opts.propagation_policy = "Orphan" if orphan == "true" else "Background"
+    if opts.propagation_policy not in (None, "Orphan", "Background", "Foreground"):
+        raise errors.invalid("DeleteOptions", "", [{
+            "reason": "FieldValueNotSupported", "field": "propagationPolicy",
+            "message": f'Unsupported value: "{opts.propagation_policy}": supported values: '
+                       '"Foreground", "Background", "Orphan", "nil"'}])
+    if opts.grace_period_seconds is not None and opts.grace_period_seconds < 0:
+        opts.grace_period_seconds = 0
+    return opts
+
+
+async def _delete_body(req: Request) -> Any:
+    body = await req.body()
+    if not body.strip():
+        return None
+    return decode_body(req, body)
+
+
+async def delete_object(reg: Registry, req: Request, info: RequestInfo) -> tuple[bytes, int]:
+    assert info.name is not None
+    opts = delete_options(req, await _delete_body(req))
+    return await reg.delete(info.namespace, info.name, opts)
+
+
+async def delete_collection(reg: Registry, req: Request, info: RequestInfo) -> bytes:
+    opts = delete_options(req, await _delete_body(req))
+    label = label_selector(req)
+    field = field_selector(req, reg.rt)
+    items, _, _, _ = reg.cache.list(reg.rt.prefix(info.namespace), label, field, 0, None, None)
+    deleted: list[bytes] = []
+    for obj in loads(items):
+        m = obj["metadata"]
+        try:
+            data, _ = await reg.delete(m.get("namespace"), m["name"], opts)
+        except errors.ApiError as e:
+            if e.code == 404:
+                continue
+            raise
+        answer = loads(data)
+        deleted.append(data if answer.get("kind") != "Status" else dumps(obj))
+    head = (b'{"kind":"' + reg.rt.list_kind.encode() + b'","apiVersion":"'
+            + reg.rt.api_version.encode() + b'","metadata":{"resourceVersion":"'
+            + str(reg.store.revision()).encode() + b'"},"items":[')
+    return head + b",".join(deleted) + b"]}"

@@ -1,0 +1,127 @@
+"""Subresources with their own shapes: pods/binding, pods/eviction and */scale."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from k8slite._native import LabelSelector, dumps, loads
+from k8slite.api import errors, meta
+from k8slite.apiserver.http import Request
+from k8slite.apiserver.registry import Registry
+from k8slite.apiserver.requestinfo import RequestInfo
+from k8slite.apiserver.rest import apply_patch, decode_body, delete_options, dry_run
+
+Obj = dict[str, Any]
+
+
+def _success(code: int = 201) -> bytes:
+    return dumps({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                  "code": code})
+
+
+def set_condition(status: Obj, condition: Obj) -> None:
+    """Replace the condition of the same type, keeping the order of the others."""
+    conditions = status.setdefault("conditions", [])
+    for i, c in enumerate(conditions):
+        if c.get("type") == condition["type"]:
+            conditions[i] = condition
+            return
+    conditions.append(condition)
+
+
+async def bind_pod(reg: Registry, req: Request, info: RequestInfo) -> bytes:
+    """POST pods/<name>/binding: assign the pod to a node, once."""
+    assert info.name is not None
+    body = decode_body(req, await req.body())
+    if not isinstance(body, dict) or body.get("kind") not in (None, "Binding"):
+        raise errors.bad_request("the body of the request must be a Binding")
+    target = body.get("target") or {}
+    node = target.get("name")
+    name = info.name
+    if not node:
+        raise errors.invalid("Binding", name, [{"reason": "FieldValueRequired",
+                                                "field": "target.name",
+                                                "message": "Required value"}])
+
+    def mutate(current: Obj | None) -> Obj:
+        if current is None:
+            raise errors.not_found("pods", name)
+        spec = current.setdefault("spec", {})
+        if current["metadata"].get("deletionTimestamp"):
+            raise errors.conflict("pods/binding", name, "",
+                                  f"pod {name} is being deleted, cannot be assigned to a host")
+        if spec.get("nodeName"):
+            raise errors.conflict("pods/binding", name, "",
+                                  f'pod {name} is already assigned to node "{spec["nodeName"]}"')
+        spec["nodeName"] = node
+        set_condition(current.setdefault("status", {}), {
+            "type": "PodScheduled", "status": "True", "lastProbeTime": None,
+            "lastTransitionTime": meta.now()})
+        return current
+
+    await reg.update(info.namespace, name, mutate, subresource="binding", dry_run=dry_run(req))
+    return _success()
+
+
+async def evict_pod(reg: Registry, req: Request, info: RequestInfo) -> bytes:
+    """POST pods/<name>/eviction: a delete that disruption budgets could refuse (none here)."""
+    assert info.name is not None
+    body = decode_body(req, await req.body())
+    if not isinstance(body, dict) or body.get("kind") not in (None, "Eviction"):
+        raise errors.bad_request("the body of the request must be an Eviction")
+    opts = delete_options(req, body.get("deleteOptions") or None)
+    if dry_run(req):
+        opts.dry_run = True
+    await reg.delete(info.namespace, info.name, opts)
+    return _success()
+
+
+def _scale_of(obj: Obj) -> Obj:
+    m = obj["metadata"]
+    selector = (obj.get("spec") or {}).get("selector") or {}
+    return {
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {k: m[k] for k in ("name", "namespace", "uid", "resourceVersion",
+                                       "creationTimestamp") if k in m},
+        "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 0)},
+        "status": {"replicas": (obj.get("status") or {}).get("replicas", 0),
+                   "selector": str(LabelSelector.from_dict(selector))},
+    }
+
+
+def get_scale(reg: Registry, info: RequestInfo) -> bytes:
+    assert info.name is not None
+    return dumps(_scale_of(reg.get(info.namespace, info.name)))
+
+
+async def update_scale(reg: Registry, req: Request, info: RequestInfo) -> bytes:
+    """PUT or PATCH of */scale: only spec.replicas moves, through the main resource."""
+    assert info.name is not None
+    body = decode_body(req, await req.body())
+    name = info.name
+    is_patch = req.method == "PATCH"
+
+    def mutate(current: Obj | None) -> Obj:
+        if current is None:
+            raise errors.not_found(reg.rt.plural, name, reg.rt.group)
+        scale = _scale_of(current)
+        wanted = apply_patch(req.content_type, copy.deepcopy(scale), body) if is_patch else body
+        if not isinstance(wanted, dict):
+            raise errors.bad_request("the body of the request must be a Scale")
+        rv = (wanted.get("metadata") or {}).get("resourceVersion")
+        if rv and rv != current["metadata"].get("resourceVersion"):
+            raise errors.conflict(reg.rt.plural, name, reg.rt.group)
+        replicas = (wanted.get("spec") or {}).get("replicas")
+        if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+            raise errors.invalid("Scale", name, [{
+                "reason": "FieldValueInvalid", "field": "spec.replicas",
+                "message": f"Invalid value: {replicas}: must be greater than or equal to 0"}],
+                "autoscaling")
+        current.setdefault("spec", {})["replicas"] = replicas
+        return current
+
+    data, _ = await reg.update(info.namespace, name, mutate, dry_run=dry_run(req),
+                               allow_create=False)
+    return dumps(_scale_of(loads(data)))

@@ -1,0 +1,104 @@
+"""Watch: stream cached event frames to a client, with bookmarks, timeouts and 410 Gone."""
+
+from __future__ import annotations
+
+import random
+
+import trio
+
+from k8slite._native import ExpiredError, dumps
+from k8slite.api import errors
+from k8slite.apiserver import http
+from k8slite.apiserver.registry import Registry
+from k8slite.apiserver.requestinfo import RequestInfo
+from k8slite.apiserver.rest import field_selector, label_selector, parse_rv
+
+# Upstream's --min-request-timeout: a watch without timeoutSeconds ends after 30 to 60 min.
+MIN_REQUEST_TIMEOUT = 1800
+# Bookmarks tell an idle watcher how far the store has moved on (upstream: about a minute).
+BOOKMARK_INTERVAL = 30.0
+# Frames sent in one write; bounds the latency a fast writer imposes on other watchers.
+MAX_EVENTS_PER_WRITE = 500
+
+
+def bookmark(reg: Registry, rv: int, initial_events_end: bool = False) -> bytes:
+    meta: dict[str, object] = {"resourceVersion": str(rv)}
+    if initial_events_end:
+        meta["annotations"] = {"k8s.io/initial-events-end": "true"}
+    obj = {"kind": reg.rt.kind, "apiVersion": reg.rt.api_version, "metadata": meta}
+    return b'{"type":"BOOKMARK","object":' + dumps(obj) + b"}\n"
+
+
+def error_frame(err: errors.ApiError) -> bytes:
+    return b'{"type":"ERROR","object":' + dumps(err.status()) + b"}\n"
+
+
+async def serve_watch(reg: Registry, req: http.Request, info: RequestInfo,
+                      send: http.Send) -> None:
+    """Validate, then stream until the timeout, a client disconnect or a 410."""
+    label = label_selector(req)
+    field = field_selector(req, reg.rt, info.name)
+    rv_arg = req.arg("resourceVersion") or ""
+    start = parse_rv(rv_arg) if rv_arg else 0
+    bookmarks = req.flag("allowWatchBookmarks")
+    send_initial = req.arg("sendInitialEvents")
+    if send_initial is not None and req.arg("resourceVersionMatch") != "NotOlderThan":
+        raise errors.invalid("ListOptions", "", [{
+            "reason": "FieldValueForbidden", "field": "sendInitialEvents",
+            "message": "Forbidden: sendInitialEvents is forbidden for watch unless "
+                       "resourceVersionMatch is set to NotOlderThan"}], "meta.k8s.io")
+    timeout = req.int_arg("timeoutSeconds")
+    if timeout is None or timeout <= 0:
+        timeout = int(MIN_REQUEST_TIMEOUT * (1 + random.random()))
+    prefix = reg.rt.prefix(info.namespace)
+    initial = send_initial == "true" or (send_initial is None and start == 0)
+
+    await http.start_stream(send)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_cancel_on_disconnect, req.receive, nursery.cancel_scope)
+        with trio.move_on_after(timeout):
+            await _stream(reg, send, prefix, label, field, start, initial,
+                          bookmarks, send_initial == "true")
+        nursery.cancel_scope.cancel()
+    try:
+        await http.end_stream(send)
+    except Exception:  # noqa: BLE001 - the client may be gone; nothing left to tell it
+        pass
+
+
+async def _cancel_on_disconnect(receive: http.Receive, scope: trio.CancelScope) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            scope.cancel()
+            return
+
+
+async def _stream(reg: Registry, send: http.Send, prefix: str, label: object, field: object,
+                  rv: int, initial: bool, bookmarks: bool, initial_end_bookmark: bool) -> None:
+    cache = reg.cache
+    if initial:
+        frames, rv = cache.initial_events(prefix, label, field)  # type: ignore[arg-type]
+        if frames:
+            await http.stream_chunk(send, b"".join(frames))
+        if initial_end_bookmark and bookmarks:
+            await http.stream_chunk(send, bookmark(reg, rv, initial_events_end=True))
+    last_sent = rv
+    while True:
+        changed = reg.changed
+        try:
+            frames, rv = cache.events_since(rv, prefix, label, field,  # type: ignore[arg-type]
+                                            MAX_EVENTS_PER_WRITE)
+        except ExpiredError:
+            err = errors.gone(f"too old resource version: {rv} ({cache.oldest()})")
+            await http.stream_chunk(send, error_frame(err))
+            return
+        if frames:
+            await http.stream_chunk(send, b"".join(frames))
+            last_sent = rv
+            continue
+        with trio.move_on_after(BOOKMARK_INTERVAL) as idle:
+            await changed.wait()
+        if idle.cancelled_caught and bookmarks and rv != last_sent:
+            await http.stream_chunk(send, bookmark(reg, rv))
+            last_sent = rv

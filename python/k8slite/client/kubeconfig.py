@@ -1,0 +1,152 @@
+"""Kubeconfig loading: the server, credentials and TLS context a client needs."""
+
+from __future__ import annotations
+
+import base64
+import os
+import platform
+import ssl
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from k8slite import __version__
+
+_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}
+
+
+def default_user_agent() -> str:
+    """client-go's shape: <program>/<version> (<os>/<arch>) <suffix>."""
+    program = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "k8slite"
+    machine = platform.machine().lower()
+    arch = _ARCH.get(machine, machine)
+    return f"{program or 'k8slite'}/{__version__} ({platform.system().lower()}/{arch}) k8slite"
+
+
+@dataclass
+class ClientConfig:
+    """How to reach and authenticate to an API server, and how hard to push it."""
+
+    server: str
+    ssl_context: ssl.SSLContext | None = None
+    # Client-side token bucket, like client-go's rest.Config QPS/Burst; qps <= 0 disables it.
+    qps: float = 50.0
+    burst: int = 100
+    user_agent: str = field(default_factory=default_user_agent)
+    # Seconds for connect/read/write of ordinary requests; watches set their own read timeout.
+    timeout: float = 30.0
+    token: str | None = None
+    # The kubeconfig context's namespace, for callers that want a default.
+    namespace: str = "default"
+    http2: bool = False
+    # Attempts after the first one for retryable failures (connection errors, 429, 5xx).
+    max_retries: int = 5
+
+
+class KubeconfigError(ValueError):
+    """The kubeconfig is missing, malformed or names a context/cluster/user it lacks."""
+
+
+def default_kubeconfig_path() -> Path:
+    """$KUBECONFIG's first existing entry, else ~/.kube/config (kubectl's lookup order)."""
+    for entry in os.environ.get("KUBECONFIG", "").split(os.pathsep):
+        if entry and Path(entry).exists():
+            return Path(entry)
+    return Path.home() / ".kube" / "config"
+
+
+def load_kubeconfig(
+    path: str | os.PathLike[str] | None = None, context: str | None = None
+) -> ClientConfig:
+    """Read a kubeconfig and build a ClientConfig for `context` (default: current-context)."""
+    file = Path(path) if path is not None else default_kubeconfig_path()
+    try:
+        doc = yaml.safe_load(file.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise KubeconfigError(f"cannot read kubeconfig {file}: {e}") from e
+    context_name = context or doc.get("current-context")
+    if not context_name:
+        raise KubeconfigError(f"{file}: no context given and no current-context set")
+    ctx = _named(doc, "contexts", "context", context_name, file)
+    cluster = _named(doc, "clusters", "cluster", ctx.get("cluster"), file)
+    user = _named(doc, "users", "user", ctx.get("user"), file) if ctx.get("user") else {}
+    server = cluster.get("server")
+    if not server:
+        raise KubeconfigError(f"{file}: cluster {ctx.get('cluster')!r} has no server")
+    base = file.parent
+    ssl_context = None
+    if str(server).startswith("https://"):
+        ssl_context = _ssl_context(cluster, user, base)
+    return ClientConfig(
+        server=str(server).rstrip("/"),
+        ssl_context=ssl_context,
+        token=_token(user, base),
+        namespace=ctx.get("namespace") or "default",
+    )
+
+
+def _named(doc: dict[str, Any], section: str, key: str, name: Any, file: Path) -> dict[str, Any]:
+    for entry in doc.get(section) or []:
+        if entry.get("name") == name:
+            return dict(entry.get(key) or {})
+    raise KubeconfigError(f"{file}: no {key} named {name!r}")
+
+
+def _resolve(base: Path, value: str) -> Path:
+    # Relative paths in a kubeconfig are relative to the file itself, as kubectl reads them.
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else base / p
+
+
+def _pem(entry: dict[str, Any], data_key: str, file_key: str, base: Path) -> bytes | None:
+    if entry.get(data_key):
+        return base64.b64decode(entry[data_key])
+    if entry.get(file_key):
+        return _resolve(base, entry[file_key]).read_bytes()
+    return None
+
+
+def _token(user: dict[str, Any], base: Path) -> str | None:
+    if user.get("token"):
+        return str(user["token"])
+    if user.get("tokenFile"):
+        return _resolve(base, user["tokenFile"]).read_text().strip()
+    return None
+
+
+def _ssl_context(cluster: dict[str, Any], user: dict[str, Any], base: Path) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    if cluster.get("insecure-skip-tls-verify"):
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    else:
+        ca = _pem(cluster, "certificate-authority-data", "certificate-authority", base)
+        if ca is not None:
+            ctx.load_verify_locations(cadata=ca.decode())
+    cert = _pem(user, "client-certificate-data", "client-certificate", base)
+    key = _pem(user, "client-key-data", "client-key", base)
+    if cert is not None:
+        load_client_cert(ctx, cert, key or cert)
+    return ctx
+
+
+def load_client_cert(ctx: ssl.SSLContext, cert_pem: bytes, key_pem: bytes) -> None:
+    """Load an in-memory client certificate and key into `ctx`.
+
+    The ssl module reads certificate chains only from files, so the PEMs go to a private
+    (0700) directory, preferably on a memory filesystem, and are removed right after loading.
+    """
+    shm = "/dev/shm"
+    where = shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
+    with tempfile.TemporaryDirectory(prefix="k8slite-tls-", dir=where) as tmp:
+        cert_file = os.path.join(tmp, "client.crt")
+        key_file = os.path.join(tmp, "client.key")
+        for name, data in ((cert_file, cert_pem), (key_file, key_pem)):
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        ctx.load_cert_chain(cert_file, key_file)

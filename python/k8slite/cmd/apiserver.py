@@ -1,0 +1,49 @@
+"""k8slite-apiserver: serve the Kubernetes API over HTTPS on embedded RocksDB."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import trio
+
+from k8slite.apiserver.server import ApiServerConfig, run
+from k8slite.cmd.common import add_verbosity_flag, run_until_signal, setup_logging
+
+
+def parse_args(argv: list[str] | None) -> tuple[ApiServerConfig, int]:
+    p = argparse.ArgumentParser(prog="k8slite-apiserver", description=__doc__)
+    p.add_argument("--data-dir", type=Path, default=Path(".k8slite"),
+                   help="RocksDB in DIR/db, certificates in DIR/pki (default ./.k8slite)")
+    p.add_argument("--bind-address", default="127.0.0.1")
+    p.add_argument("--secure-port", type=int, default=8080, help="0 picks a free port")
+    p.add_argument("--tls-cert-file", type=Path)
+    p.add_argument("--tls-private-key-file", type=Path)
+    p.add_argument("--client-ca-file", type=Path)
+    p.add_argument("--watch-cache-size", type=int, default=10_000,
+                   help="recent events kept per resource for watch resumption")
+    add_verbosity_flag(p)
+    a = p.parse_args(argv)
+    config = ApiServerConfig(
+        data_dir=a.data_dir, bind_address=a.bind_address, secure_port=a.secure_port,
+        tls_cert_file=a.tls_cert_file, tls_private_key_file=a.tls_private_key_file,
+        client_ca_file=a.client_ca_file, watch_cache_size=a.watch_cache_size)
+    return config, a.verbosity
+
+
+async def _serve(config: ApiServerConfig) -> None:
+    async with trio.open_nursery() as nursery:
+        serving = await nursery.start(run, config)
+        # A line for people and for scripts (tests read the URL from it).
+        print(f"k8slite-apiserver listening on {serving.url}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    config, verbosity = parse_args(argv)
+    setup_logging(verbosity)
+    return run_until_signal(_serve, config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

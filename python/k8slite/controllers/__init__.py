@@ -1,0 +1,1 @@
+"""The controllers run by k8slite-controller-manager."""

@@ -1,0 +1,646 @@
+"""The Docker runtime: pods as a pause sandbox plus app containers sharing its namespaces."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any, TypeVar
+
+import docker
+import docker.errors
+import docker.types
+import httpx
+import requests
+import trio
+
+from k8slite.kubelet.runtime.base import (
+    LABEL_MANAGED,
+    LABEL_NODE,
+    LABEL_SANDBOX_ID,
+    LABEL_TYPE,
+    REASON_START_ERROR,
+    TYPE_CONTAINER,
+    TYPE_SANDBOX,
+    ContainerConfig,
+    ContainerInfo,
+    ContainerRuntimeError,
+    ContainerState,
+    ContainerStatus,
+    CreateContainerError,
+    CreateSandboxError,
+    DNSConfig,
+    ExecResult,
+    ExecTimeoutError,
+    ImageInfo,
+    ImageRef,
+    InvalidImageNameError,
+    NamespaceMode,
+    NamespaceOptions,
+    NotFoundError,
+    Sandbox,
+    SandboxState,
+    StartContainerError,
+    container_info,
+    container_labels,
+    never_pull_error,
+    pod_identity,
+    pull_error,
+    sandbox_from_labels,
+    sandbox_labels,
+    terminated_reason,
+    validate_image,
+)
+from k8slite.kubelet.runtime.docker_network import ensure_network
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DEFAULT_NETWORK = "k8slite-pods"
+DEFAULT_SANDBOX_IMAGE = "k8slite/pause:1.0"
+
+_STATES = {
+    "created": ContainerState.CREATED,
+    "running": ContainerState.RUNNING,
+    "paused": ContainerState.RUNNING,
+    "restarting": ContainerState.RUNNING,
+    "exited": ContainerState.EXITED,
+    "dead": ContainerState.EXITED,
+    "removing": ContainerState.EXITED,
+}
+_PROPAGATION = {"None": None, "HostToContainer": "rslave", "Bidirectional": "rshared"}
+# Upstream's kubelet default: containerLogMaxSize 10Mi, containerLogMaxFiles 5.
+_LOG_CONFIG = docker.types.LogConfig(type="json-file", config={"max-size": "10m", "max-file": "5"})
+_STREAM_HEADER = 8
+
+
+class DockerRuntime:
+    """Runtime over a Docker engine, through the docker SDK in worker threads.
+
+    Pods get IPs on one user-defined bridge network shared by every kubelet on the engine,
+    so pods of different (simulated) nodes reach each other directly.
+    """
+
+    name = "docker"
+
+    def __init__(
+        self,
+        node_name: str,
+        *,
+        base_url: str | None = None,
+        network: str = DEFAULT_NETWORK,
+        pod_cidr: str | None = None,
+        node_ip: str = "127.0.0.1",
+        sandbox_image: str = DEFAULT_SANDBOX_IMAGE,
+        max_threads: int = 8,
+    ) -> None:
+        self.node_name = node_name
+        self.network = network
+        self.pod_cidr = pod_cidr
+        self.node_ip = node_ip
+        self.sandbox_image = sandbox_image
+        self._base_url = base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+        # A burst of pods must not spawn a thread each; the SDK's pool matches the limit.
+        self._limiter = trio.CapacityLimiter(max_threads)
+        self._max_threads = max_threads
+        self._api: docker.APIClient | None = None
+        self._api_lock = trio.Lock()
+        self._network_lock = trio.Lock()
+        self._network_ready = False
+        self._http: httpx.AsyncClient | None = None
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    async def _client(self) -> docker.APIClient:
+        # version="auto" asks the engine, a blocking call, so the client is made in a thread.
+        async with self._api_lock:
+            if self._api is None:
+                self._api = await trio.to_thread.run_sync(partial(
+                    docker.APIClient, base_url=self._base_url, version="auto", timeout=60,
+                    max_pool_size=self._max_threads), limiter=self._limiter)
+            return self._api
+
+    async def _call(self, fn: Callable[..., T], *args: Any, abandon: bool = False,
+                    **kwargs: Any) -> T:
+        """fn(api, *args, **kwargs) in a worker thread, Docker errors made runtime errors."""
+        with _translated():
+            api = await self._client()
+            return await trio.to_thread.run_sync(partial(fn, api, *args, **kwargs),
+                                                 limiter=self._limiter,
+                                                 abandon_on_cancel=abandon)
+
+    async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+        if self._api is not None:
+            self._api.close()
+            self._api = None
+
+    async def version(self) -> str:
+        info = await self._call(docker.APIClient.version)
+        return f"docker://{info['Version']}"
+
+    def _filters(self, kind: str, **extra: str) -> dict[str, list[str]]:
+        labels = [f"{LABEL_MANAGED}=true", f"{LABEL_NODE}={self.node_name}",
+                  f"{LABEL_TYPE}={kind}", *(f"{k}={v}" for k, v in extra.items())]
+        return {"label": labels}
+
+    # -- network ----------------------------------------------------------------------------
+
+    async def _ensure_network(self) -> None:
+        if self._network_ready:
+            return
+        async with self._network_lock:
+            if not self._network_ready:
+                await self._call(ensure_network, self.network, self.pod_cidr)
+                self._network_ready = True
+
+    # -- sandboxes --------------------------------------------------------------------------
+
+    async def run_sandbox(self, pod: Mapping[str, Any], *, attempt: int = 0,
+                          dns: DNSConfig | None = None) -> Sandbox:
+        namespaces = NamespaceOptions.from_pod(pod)
+        if namespaces.network is NamespaceMode.POD:
+            await self._ensure_network()
+        labels = sandbox_labels(self.node_name, pod, attempt, namespaces)
+        spec = self._sandbox_spec(pod, attempt, namespaces, labels, dns)
+        try:
+            attrs = await self._call(_run_sandbox, spec)
+        except CreateSandboxError as e:
+            if namespaces.network is not NamespaceMode.POD or "not found" not in e.message:
+                raise
+            # Someone removed the pod network since we made it: make it again, once.
+            self._network_ready = False
+            await self._ensure_network()
+            attrs = await self._call(_run_sandbox, spec)
+        return self._sandbox(attrs)
+
+    def _sandbox_spec(self, pod: Mapping[str, Any], attempt: int, namespaces: NamespaceOptions,
+                      labels: dict[str, str], dns: DNSConfig | None) -> dict[str, Any]:
+        uid, namespace, name = pod_identity(pod)
+        spec = pod.get("spec") or {}
+        host_net = namespaces.network is NamespaceMode.NODE
+        host_config: dict[str, Any] = {
+            "network_mode": "host" if host_net else self.network,
+            # "shareable" so app containers may join it; Docker's default IPC mode is private.
+            "ipc_mode": "host" if namespaces.ipc is NamespaceMode.NODE else "shareable",
+            "pid_mode": "host" if namespaces.pid is NamespaceMode.NODE else None,
+            "extra_hosts": {h: a["ip"] for a in spec.get("hostAliases") or ()
+                            for h in a.get("hostnames") or ()} or None,
+            "log_config": _LOG_CONFIG,
+        }
+        if dns is not None:
+            host_config.update(dns=list(dns.servers) or None,
+                               dns_search=list(dns.searches) or None,
+                               dns_opt=list(dns.options) or None)
+        ports = [] if host_net else _host_ports(spec)
+        if ports:
+            host_config["port_bindings"] = {key: (ip, hp) if ip else hp for key, ip, hp in ports}
+        return {
+            "image": self.sandbox_image,
+            "name": f"k8s_POD_{name}_{namespace}_{uid}_{attempt}",
+            "hostname": None if host_net else _hostname(spec.get("hostname") or name),
+            "labels": labels,
+            "ports": [tuple(key.split("/")) for key, _, _ in ports] or None,
+            "network": None if host_net else self.network,
+            "host_config": host_config,
+        }
+
+    def _sandbox(self, attrs: Mapping[str, Any]) -> Sandbox:
+        labels = attrs["Config"]["Labels"] or {}
+        sandbox = sandbox_from_labels(
+            attrs["Id"], labels, "",
+            SandboxState.READY if attrs["State"]["Running"] else SandboxState.NOTREADY,
+            _parse_time(attrs["Created"]) or 0.0)
+        sandbox.ip = self._sandbox_ip(sandbox.namespaces, attrs["NetworkSettings"])
+        return sandbox
+
+    def _sandbox_ip(self, namespaces: NamespaceOptions, settings: Mapping[str, Any]) -> str:
+        if namespaces.network is NamespaceMode.NODE:
+            return self.node_ip
+        net = (settings.get("Networks") or {}).get(self.network) or {}
+        return str(net.get("IPAddress") or "")
+
+    async def stop_sandbox(self, sandbox_id: str) -> None:
+        for info in await self._pod_containers(sandbox_id):
+            if info.state is ContainerState.RUNNING:
+                await self.stop_container(info.id, 0)
+        await self.stop_container(sandbox_id, 10)  # pause exits at once on SIGTERM
+
+    async def remove_sandbox(self, sandbox_id: str) -> None:
+        for info in await self._pod_containers(sandbox_id):
+            await self.remove_container(info.id)
+        await self.remove_container(sandbox_id)
+
+    async def _pod_containers(self, sandbox_id: str) -> list[ContainerInfo]:
+        rows = await self._call(docker.APIClient.containers, all=True,
+                                filters=self._filters(TYPE_CONTAINER,
+                                                      **{LABEL_SANDBOX_ID: sandbox_id}))
+        return [self._container_row(row) for row in rows]
+
+    async def sandbox_status(self, sandbox_id: str) -> Sandbox:
+        return self._sandbox(await self._call(docker.APIClient.inspect_container, sandbox_id))
+
+    async def list_sandboxes(self) -> list[Sandbox]:
+        rows = await self._call(docker.APIClient.containers, all=True,
+                                filters=self._filters(TYPE_SANDBOX))
+        out = []
+        for row in rows:
+            labels = row.get("Labels") or {}
+            sandbox = sandbox_from_labels(
+                row["Id"], labels, "",
+                SandboxState.READY if row.get("State") == "running" else SandboxState.NOTREADY,
+                float(row.get("Created") or 0))
+            sandbox.ip = self._sandbox_ip(sandbox.namespaces, row.get("NetworkSettings") or {})
+            out.append(sandbox)
+        return out
+
+    # -- images -----------------------------------------------------------------------------
+
+    async def ensure_image(self, image: str, pull_policy: str) -> ImageRef:
+        validate_image(image)
+        present = await self._call(_inspect_image, image)
+        if present is not None and pull_policy != "Always":
+            return ImageRef(image, present["Id"])
+        if pull_policy == "Never":
+            raise never_pull_error(image)
+        # Abandoned if the kubelet gives up: a pull cannot be interrupted through the SDK.
+        attrs = await self._call(_pull, image, abandon=True)
+        return ImageRef(image, attrs["Id"])
+
+    async def list_images(self) -> list[ImageInfo]:
+        rows = await self._call(docker.APIClient.images)
+        out = []
+        for row in rows:
+            names = [n for n in (row.get("RepoTags") or []) + (row.get("RepoDigests") or [])
+                     if not n.startswith("<none>")]
+            out.append(ImageInfo(row["Id"], tuple(names), int(row.get("Size") or 0)))
+        return out
+
+    # -- containers -------------------------------------------------------------------------
+
+    async def create_container(self, sandbox: Sandbox, config: ContainerConfig) -> str:
+        labels = container_labels(self.node_name, sandbox, config)
+        return await self._call(_create_container, _container_spec(sandbox, config, labels))
+
+    async def start_container(self, container_id: str) -> None:
+        try:
+            await self._call(docker.APIClient.start, container_id)
+        except NotFoundError:
+            raise
+        except ContainerRuntimeError as e:
+            raise StartContainerError(e.message) from None
+
+    async def stop_container(self, container_id: str, grace_seconds: float) -> None:
+        try:
+            attrs = await self._call(docker.APIClient.inspect_container, container_id)
+        except NotFoundError:
+            return
+        if not attrs["State"]["Running"]:
+            return
+        stop_signal = (attrs["Config"].get("StopSignal") or "SIGTERM") if grace_seconds > 0 \
+            else "SIGKILL"
+        if not await self._kill(container_id, stop_signal):
+            return
+        if stop_signal != "SIGKILL" and not await self._wait_stopped(container_id,
+                                                                     grace_seconds):
+            log.info("container %s outlived its %ss grace period; killing it",
+                     container_id[:12], grace_seconds)
+            await self._kill(container_id, "SIGKILL")
+        # SIGKILL is not instant: the exit (and cgroup teardown) is reported a moment later.
+        await self._wait_stopped(container_id, 30)
+
+    async def _kill(self, container_id: str, sig: str) -> bool:
+        """Signal the container's main process; False when it was not running."""
+        try:
+            await self._call(docker.APIClient.kill, container_id, sig)
+        except NotFoundError:
+            return False
+        except ContainerRuntimeError as e:
+            if "is not running" in e.message:
+                return False
+            raise
+        return True
+
+    async def _wait_stopped(self, container_id: str, timeout: float) -> bool:
+        # Polling with backoff keeps a long grace period from holding a worker thread.
+        delay = 0.02
+        with trio.move_on_after(timeout):
+            while True:
+                try:
+                    attrs = await self._call(docker.APIClient.inspect_container, container_id)
+                except NotFoundError:
+                    return True
+                if not attrs["State"]["Running"]:
+                    return True
+                await trio.sleep(delay)
+                delay = min(delay * 2, 0.5)
+        return False
+
+    async def remove_container(self, container_id: str) -> None:
+        try:
+            await self._call(docker.APIClient.remove_container, container_id, force=True)
+        except NotFoundError:
+            pass
+        except ContainerRuntimeError as e:
+            if "already in progress" not in e.message:
+                raise
+
+    async def container_status(self, container_id: str) -> ContainerStatus:
+        attrs = await self._call(docker.APIClient.inspect_container, container_id)
+        return _status(attrs)
+
+    async def list_containers(self) -> list[ContainerInfo]:
+        rows = await self._call(docker.APIClient.containers, all=True,
+                                filters=self._filters(TYPE_CONTAINER))
+        return [self._container_row(row) for row in rows]
+
+    def _container_row(self, row: Mapping[str, Any]) -> ContainerInfo:
+        return container_info(row["Id"], row.get("Labels") or {},
+                              _STATES.get(row.get("State", ""), ContainerState.UNKNOWN),
+                              row.get("Image", ""), float(row.get("Created") or 0))
+
+    # -- exec and logs ----------------------------------------------------------------------
+
+    async def exec(self, container_id: str, argv: list[str], timeout: float) -> ExecResult:
+        exec_id = (await self._call(docker.APIClient.exec_create, container_id, argv,
+                                    stdout=True, stderr=True))["Id"]
+        api = await self._client()  # made by the _call above
+        output = b""
+        with trio.move_on_after(timeout) as scope, _translated():
+            # Abandoned on timeout: the thread ends when the killed command's stream closes.
+            output = await trio.to_thread.run_sync(partial(api.exec_start, exec_id),
+                                                   limiter=self._limiter, abandon_on_cancel=True)
+        info = await self._call(docker.APIClient.exec_inspect, exec_id)
+        if scope.cancelled_caught:
+            self._kill_exec(info)
+            raise ExecTimeoutError(f"command {argv!r} timed out after {timeout}s")
+        return ExecResult(int(info.get("ExitCode") or 0), output)
+
+    def _kill_exec(self, info: Mapping[str, Any]) -> None:
+        # The engine has no API to kill an exec; its Pid is a host PID, valid only when the
+        # engine runs on this machine (a unix socket).
+        pid = int(info.get("Pid") or 0)
+        if info.get("Running") and pid > 0 and self._base_url.startswith("unix://"):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    async def logs(self, container_id: str, *, follow: bool = False,
+                   tail_lines: int | None = None, since_seconds: float | None = None,
+                   timestamps: bool = False) -> AsyncGenerator[bytes, None]:
+        """Stream logs over the engine's HTTP API with httpx, so a follower holds no thread."""
+        params = {"stdout": "1", "stderr": "1", "follow": "1" if follow else "0",
+                  "timestamps": "1" if timestamps else "0",
+                  "tail": "all" if tail_lines is None else str(max(tail_lines, 0))}
+        if since_seconds is not None:
+            params["since"] = f"{time.time() - since_seconds:.9f}"
+        client = await self._http_client()
+        async with client.stream("GET", f"/containers/{container_id}/logs",
+                                 params=params) as response:
+            if response.status_code == 404:
+                raise NotFoundError(f"container {container_id} not found")
+            if response.status_code >= 400:
+                body = (await response.aread()).decode(errors="replace")
+                raise ContainerRuntimeError(f"logs of {container_id}: {body.strip()}")
+            buf = bytearray()
+            async for chunk in response.aiter_raw():
+                buf += chunk
+                # Frames of a non-TTY container: stream byte, 3 zero bytes, big-endian size.
+                while len(buf) >= _STREAM_HEADER:
+                    size = int.from_bytes(buf[4:_STREAM_HEADER], "big")
+                    if len(buf) < _STREAM_HEADER + size:
+                        break
+                    yield bytes(buf[_STREAM_HEADER:_STREAM_HEADER + size])
+                    del buf[:_STREAM_HEADER + size]
+
+    async def _http_client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            api = await self._client()
+            version = api.api_version
+            if self._base_url.startswith("unix://"):
+                transport = httpx.AsyncHTTPTransport(uds=self._base_url.removeprefix("unix://"))
+                base = f"http://docker/v{version}"
+            elif self._base_url.startswith(("tcp://", "http://")):
+                transport = httpx.AsyncHTTPTransport()
+                host = self._base_url.split("://", 1)[1]
+                base = f"http://{host}/v{version}"
+            else:
+                raise ContainerRuntimeError(
+                    f"container logs need a unix:// or tcp:// Docker host, not {self._base_url}")
+            self._http = httpx.AsyncClient(transport=transport, base_url=base,
+                                           timeout=httpx.Timeout(30.0, read=None))
+        return self._http
+
+
+# -- blocking helpers, run in worker threads ----------------------------------------------------
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    """Docker SDK errors as runtime errors, with the engine's own words."""
+    try:
+        yield
+    except docker.errors.NotFound as e:
+        raise NotFoundError(_explain(e)) from None
+    except docker.errors.DockerException as e:
+        raise ContainerRuntimeError(_explain(e)) from None
+    except requests.RequestException as e:
+        # The SDK lets transport errors through: the engine is down or hung.
+        raise ContainerRuntimeError(f"the Docker engine does not answer: {e}") from None
+
+
+def _explain(e: Exception) -> str:
+    return str(getattr(e, "explanation", None) or e)
+
+
+def _run_sandbox(api: docker.APIClient, spec: dict[str, Any]) -> dict[str, Any]:
+    existing = _inspect(api, spec["name"])
+    if existing is not None:
+        if existing["State"]["Running"]:
+            return existing
+        api.remove_container(existing["Id"], force=True)
+    networking = None
+    if spec["network"]:
+        networking = api.create_networking_config({spec["network"]: api.create_endpoint_config()})
+    try:
+        created = api.create_container(
+            image=spec["image"], name=spec["name"], hostname=spec["hostname"],
+            labels=spec["labels"], ports=spec["ports"], networking_config=networking,
+            host_config=api.create_host_config(**spec["host_config"]),
+            use_config_proxy=False)
+    except docker.errors.ImageNotFound:
+        raise CreateSandboxError(f"the sandbox image {spec['image']} is missing on this node; "
+                                 "build it with hack/build-images") from None
+    except docker.errors.APIError as e:
+        raise CreateSandboxError(_explain(e)) from None
+    try:
+        api.start(created["Id"])
+    except docker.errors.APIError as e:
+        api.remove_container(created["Id"], force=True)
+        raise CreateSandboxError(_explain(e)) from None
+    return api.inspect_container(created["Id"])
+
+
+def _inspect(api: docker.APIClient, name: str) -> dict[str, Any] | None:
+    try:
+        return api.inspect_container(name)
+    except docker.errors.NotFound:
+        return None
+
+
+def _container_spec(sandbox: Sandbox, config: ContainerConfig,
+                    labels: dict[str, str]) -> dict[str, Any]:
+    ns = sandbox.namespaces
+    join = f"container:{sandbox.id}"
+    host_config: dict[str, Any] = {
+        "network_mode": join,
+        "ipc_mode": "host" if ns.ipc is NamespaceMode.NODE else join,
+        "pid_mode": {NamespaceMode.NODE: "host", NamespaceMode.POD: join}.get(ns.pid),
+        "mounts": [docker.types.Mount(m.container_path, m.host_path, type="bind",
+                                      read_only=m.read_only,
+                                      propagation=_PROPAGATION.get(m.propagation))
+                   for m in config.mounts] or None,
+        "privileged": config.privileged,
+        "log_config": _LOG_CONFIG,
+    }
+    if config.memory_limit_bytes is not None:
+        # No swap, as upstream: the limit is the limit, and exceeding it is an OOM kill.
+        host_config.update(mem_limit=config.memory_limit_bytes,
+                           memswap_limit=config.memory_limit_bytes)
+    if config.cpu_limit_milli is not None:
+        host_config["nano_cpus"] = config.cpu_limit_milli * 1_000_000
+    # Upstream's shares: request * 1024 / 1000, at least 2 (also for BestEffort pods).
+    host_config["cpu_shares"] = max(2, (config.cpu_request_milli or 0) * 1024 // 1000)
+    user = None
+    if config.run_as_user is not None:
+        user = str(config.run_as_user)
+        if config.run_as_group is not None:
+            user += f":{config.run_as_group}"
+    return {
+        "image": config.image,
+        "name": (f"k8s_{config.name}_{sandbox.name}_{sandbox.namespace}_{sandbox.pod_uid}_"
+                 f"{config.restart_count}"),
+        # Docker keeps the image's cmd only when no entrypoint is given, which is exactly
+        # Kubernetes' rule for command and args.
+        "entrypoint": config.command or None,
+        "command": config.args or None,
+        "environment": [f"{k}={v}" for k, v in config.env],
+        "working_dir": config.working_dir or None,
+        "user": user,
+        "labels": labels,
+        "host_config": host_config,
+    }
+
+
+def _create_container(api: docker.APIClient, spec: dict[str, Any]) -> str:
+    host_config = api.create_host_config(**spec.pop("host_config"))
+    for attempt in range(2):
+        try:
+            return str(api.create_container(**spec, host_config=host_config,
+                                            use_config_proxy=False)["Id"])
+        except docker.errors.ImageNotFound:
+            raise CreateContainerError(f'image "{spec["image"]}" is not present on this node')
+        except docker.errors.APIError as e:
+            if e.status_code != 409 or attempt:
+                raise CreateContainerError(_explain(e)) from None
+            # A leftover of a kubelet that died between create and start: replace it,
+            # unless it runs (then the kubelet's bookkeeping is wrong and it must look).
+            old = _inspect(api, spec["name"])
+            if old is not None and old["State"]["Running"]:
+                raise CreateContainerError(
+                    f"container name {spec['name']} is in use by a running container") from None
+            if old is not None:
+                api.remove_container(old["Id"], force=True)
+    raise AssertionError("unreachable")
+
+
+def _inspect_image(api: docker.APIClient, image: str) -> dict[str, Any] | None:
+    try:
+        return api.inspect_image(image)
+    except docker.errors.NotFound:
+        return None
+    except docker.errors.APIError as e:
+        if e.status_code == 400:
+            raise InvalidImageNameError(f'couldn\'t parse image reference "{image}": '
+                                        f"{_explain(e)}") from None
+        raise
+
+
+def _pull(api: docker.APIClient, image: str) -> dict[str, Any]:
+    repo, tag = docker.utils.parse_repository_tag(image)
+    error = ""
+    try:
+        # Errors after the pull started come inside the stream, not as an HTTP status.
+        for event in api.pull(repo, tag=tag or "latest", stream=True, decode=True):
+            if isinstance(event, dict) and event.get("error"):
+                error = str(event["error"])
+    except docker.errors.APIError as e:
+        error = _explain(e)
+    attrs = _inspect_image(api, image)
+    if attrs is None:
+        raise pull_error(image, error or "the pull did not produce the image")
+    return attrs
+
+
+def _status(attrs: Mapping[str, Any]) -> ContainerStatus:
+    state = attrs["State"]
+    labels = attrs["Config"].get("Labels") or {}
+    info = container_info(attrs["Id"], labels,
+                          _STATES.get(state.get("Status", ""), ContainerState.UNKNOWN),
+                          attrs["Config"].get("Image", ""), _parse_time(attrs["Created"]) or 0.0)
+    status = ContainerStatus(
+        id=info.id, name=info.name, restart_count=info.restart_count, state=info.state,
+        image=info.image, image_ref=attrs.get("Image", ""), created_at=info.created_at,
+        started_at=_parse_time(state.get("StartedAt")), labels=labels)
+    error = state.get("Error") or ""
+    if error:
+        # The command could not run (e.g. no such executable): Docker leaves it created.
+        status.state = ContainerState.EXITED
+        status.reason, status.message = REASON_START_ERROR, error
+        status.exit_code = int(state.get("ExitCode") or 128)
+        status.finished_at = _parse_time(state.get("FinishedAt")) or status.created_at
+        status.started_at = status.started_at or status.finished_at
+    elif status.state is ContainerState.EXITED:
+        status.exit_code = int(state.get("ExitCode") or 0)
+        status.finished_at = _parse_time(state.get("FinishedAt"))
+        status.reason = terminated_reason(status.exit_code, bool(state.get("OOMKilled")))
+    return status
+
+
+def _parse_time(value: str | None) -> float | None:
+    """Docker's RFC 3339 nanosecond times as epoch seconds; its zero time as None."""
+    if not value or value.startswith("0001-01-01"):
+        return None
+    main, _, rest = value.partition(".")
+    frac = "".join(c for c in rest if c.isdigit())
+    tz = rest[len(frac):] if rest else main[19:]
+    stamp = datetime.fromisoformat(main[:19] + (tz if tz and tz != "Z" else "+00:00"))
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=UTC)
+    return stamp.timestamp() + (float(f"0.{frac}") if frac else 0.0)
+
+
+def _hostname(name: str) -> str:
+    # Upstream truncates to 63 characters and trims what may not end a hostname.
+    return name[:63].rstrip("-.")
+
+
+def _host_ports(spec: Mapping[str, Any]) -> list[tuple[str, str, int]]:
+    """(port/proto, hostIP, hostPort) of every container port with a hostPort."""
+    out = []
+    for c in spec.get("containers") or ():
+        for p in c.get("ports") or ():
+            if p.get("hostPort"):
+                proto = str(p.get("protocol") or "TCP").lower()
+                out.append((f"{p['containerPort']}/{proto}", p.get("hostIP") or "",
+                            int(p["hostPort"])))
+    return out

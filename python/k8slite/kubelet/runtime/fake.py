@@ -1,0 +1,236 @@
+"""The fake runtime of hollow nodes: everything succeeds at once and containers run forever."""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import time
+from collections.abc import AsyncGenerator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from k8slite import __version__
+from k8slite.kubelet.runtime.base import (
+    LABEL_CONTAINER_NAME,
+    LABEL_MANAGED,
+    LABEL_NODE,
+    LABEL_POD_NAME,
+    LABEL_POD_NAMESPACE,
+    LABEL_POD_UID,
+    LABEL_RESTART_COUNT,
+    LABEL_SANDBOX_ID,
+    LABEL_TYPE,
+    REASON_COMPLETED,
+    TYPE_CONTAINER,
+    ContainerConfig,
+    ContainerInfo,
+    ContainerRuntimeError,
+    ContainerState,
+    ContainerStatus,
+    CreateSandboxError,
+    DNSConfig,
+    ExecResult,
+    ImageInfo,
+    ImageRef,
+    NamespaceMode,
+    NamespaceOptions,
+    NotFoundError,
+    Sandbox,
+    SandboxState,
+    pod_identity,
+    validate_image,
+)
+
+# Ids unique across every FakeRuntime of the process (hollow nodes share one process).
+_ids = itertools.count(1)
+
+
+@dataclass(slots=True)
+class _Container:
+    """As little as a fake container needs; labels and statuses are built when asked for."""
+
+    id: str
+    sandbox: Sandbox
+    name: str
+    restart_count: int
+    image: str
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+class FakeRuntime:
+    """A runtime that keeps a few hundred bytes per pod, for thousands of pods per process.
+
+    Each pod gets its own IP from pod_cidr (host-network pods the node's); exec succeeds
+    with no output and logs are empty.
+    """
+
+    name = "fake"
+
+    def __init__(self, node_name: str, *, pod_cidr: str = "10.244.0.0/16",
+                 node_ip: str = "127.0.0.1") -> None:
+        self.node_name = node_name
+        self.node_ip = node_ip
+        self._network = ipaddress.ip_network(pod_cidr)
+        # Offsets into pod_cidr: fresh ones in order, then those of removed sandboxes.
+        self._next_ip = 2  # .0 is the network, .1 the would-be gateway
+        self._free_ips: list[int] = []
+        self._sandboxes: dict[str, Sandbox] = {}
+        self._containers: dict[str, _Container] = {}
+        # Indexes, so that no call is linear in the node's pods: (pod uid, attempt) -> sandbox
+        # id, and sandbox id -> its containers' ids.
+        self._by_pod: dict[tuple[str, int], str] = {}
+        self._by_sandbox: dict[str, set[str]] = {}
+        self._images: set[str] = set()
+
+    async def version(self) -> str:
+        return f"fake://{__version__}"
+
+    async def aclose(self) -> None:
+        pass
+
+    # -- sandboxes --------------------------------------------------------------------------
+
+    async def run_sandbox(self, pod: Mapping[str, Any], *, attempt: int = 0,
+                          dns: DNSConfig | None = None) -> Sandbox:
+        uid, namespace, name = pod_identity(pod)
+        existing = self._sandboxes.get(self._by_pod.get((uid, attempt), ""))
+        if existing is not None:
+            if existing.state is SandboxState.READY:
+                return existing
+            await self.remove_sandbox(existing.id)
+        namespaces = NamespaceOptions.from_pod(pod)
+        ip = self.node_ip if namespaces.network is NamespaceMode.NODE else self._allocate_ip()
+        sandbox = Sandbox(f"fake-{next(_ids):x}", uid, namespace, name, attempt, ip,
+                          SandboxState.READY, namespaces, time.time())
+        self._sandboxes[sandbox.id] = sandbox
+        self._by_pod[uid, attempt] = sandbox.id
+        self._by_sandbox[sandbox.id] = set()
+        return sandbox
+
+    def _allocate_ip(self) -> str:
+        if self._free_ips:
+            offset = self._free_ips.pop()
+        elif self._next_ip < self._network.num_addresses - 1:
+            offset = self._next_ip
+            self._next_ip += 1
+        else:
+            raise CreateSandboxError(f"no free pod IP left in {self._network}")
+        return str(self._network.network_address + offset)
+
+    async def stop_sandbox(self, sandbox_id: str) -> None:
+        sandbox = self._sandboxes.get(sandbox_id)
+        if sandbox is None:
+            return
+        for c in self._of(sandbox_id):
+            _stop(c)
+        sandbox.state = SandboxState.NOTREADY
+
+    async def remove_sandbox(self, sandbox_id: str) -> None:
+        sandbox = self._sandboxes.pop(sandbox_id, None)
+        if sandbox is None:
+            return
+        del self._by_pod[sandbox.pod_uid, sandbox.attempt]
+        for cid in self._by_sandbox.pop(sandbox_id):
+            del self._containers[cid]
+        if sandbox.namespaces.network is NamespaceMode.POD:
+            self._free_ips.append(int(ipaddress.ip_address(sandbox.ip))
+                                  - int(self._network.network_address))
+
+    def _of(self, sandbox_id: str) -> list[_Container]:
+        return [self._containers[cid] for cid in self._by_sandbox.get(sandbox_id, ())]
+
+    async def sandbox_status(self, sandbox_id: str) -> Sandbox:
+        try:
+            return self._sandboxes[sandbox_id]
+        except KeyError:
+            raise NotFoundError(f"sandbox {sandbox_id} not found") from None
+
+    async def list_sandboxes(self) -> list[Sandbox]:
+        return list(self._sandboxes.values())
+
+    # -- images -----------------------------------------------------------------------------
+
+    async def ensure_image(self, image: str, pull_policy: str) -> ImageRef:
+        validate_image(image)
+        self._images.add(image)
+        return ImageRef(image, f"fake:{image}")
+
+    async def list_images(self) -> list[ImageInfo]:
+        return [ImageInfo(f"fake:{name}", (name,), 0) for name in sorted(self._images)]
+
+    # -- containers -------------------------------------------------------------------------
+
+    async def create_container(self, sandbox: Sandbox, config: ContainerConfig) -> str:
+        if sandbox.id not in self._sandboxes:
+            raise NotFoundError(f"sandbox {sandbox.id} not found")
+        c = _Container(f"fake-{next(_ids):x}", sandbox, config.name, config.restart_count,
+                       config.image, time.time())
+        self._containers[c.id] = c
+        self._by_sandbox[sandbox.id].add(c.id)
+        return c.id
+
+    async def start_container(self, container_id: str) -> None:
+        self._get(container_id).started_at = time.time()
+
+    async def stop_container(self, container_id: str, grace_seconds: float) -> None:
+        c = self._containers.get(container_id)
+        if c is not None:
+            _stop(c)
+
+    async def remove_container(self, container_id: str) -> None:
+        c = self._containers.pop(container_id, None)
+        if c is not None:
+            self._by_sandbox[c.sandbox.id].discard(container_id)
+
+    async def container_status(self, container_id: str) -> ContainerStatus:
+        c = self._get(container_id)
+        state = _state(c)
+        status = ContainerStatus(c.id, c.name, c.restart_count, state, c.image,
+                                 f"fake:{c.image}", c.created_at, c.started_at, c.finished_at,
+                                 labels=self._labels(c))
+        if state is ContainerState.EXITED:
+            status.exit_code, status.reason = 0, REASON_COMPLETED
+        return status
+
+    async def list_containers(self) -> list[ContainerInfo]:
+        return [ContainerInfo(c.id, c.sandbox.id, c.sandbox.pod_uid, c.sandbox.namespace,
+                              c.sandbox.name, c.name, c.restart_count, _state(c), c.image,
+                              c.created_at, self._labels(c))
+                for c in self._containers.values()]
+
+    def _labels(self, c: _Container) -> dict[str, str]:
+        return {LABEL_MANAGED: "true", LABEL_NODE: self.node_name, LABEL_TYPE: TYPE_CONTAINER,
+                LABEL_POD_UID: c.sandbox.pod_uid, LABEL_POD_NAMESPACE: c.sandbox.namespace,
+                LABEL_POD_NAME: c.sandbox.name, LABEL_SANDBOX_ID: c.sandbox.id,
+                LABEL_CONTAINER_NAME: c.name, LABEL_RESTART_COUNT: str(c.restart_count)}
+
+    def _get(self, container_id: str) -> _Container:
+        try:
+            return self._containers[container_id]
+        except KeyError:
+            raise NotFoundError(f"container {container_id} not found") from None
+
+    async def exec(self, container_id: str, argv: list[str], timeout: float) -> ExecResult:
+        if _state(self._get(container_id)) is not ContainerState.RUNNING:
+            raise ContainerRuntimeError(f"container {container_id} is not running")
+        return ExecResult(0, b"")
+
+    async def logs(self, container_id: str, *, follow: bool = False,
+                   tail_lines: int | None = None, since_seconds: float | None = None,
+                   timestamps: bool = False) -> AsyncGenerator[bytes, None]:
+        self._get(container_id)
+        return
+        yield b""  # an async generator that yields nothing
+
+
+def _state(c: _Container) -> ContainerState:
+    if c.finished_at is not None:
+        return ContainerState.EXITED
+    return ContainerState.CREATED if c.started_at is None else ContainerState.RUNNING
+
+
+def _stop(c: _Container) -> None:
+    if c.started_at is not None and c.finished_at is None:
+        c.finished_at = time.time()

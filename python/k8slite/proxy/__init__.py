@@ -1,0 +1,1 @@
+"""The service proxy: userspace load balancer and nftables rules."""

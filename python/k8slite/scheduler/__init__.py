@@ -1,0 +1,1 @@
+"""The scheduler: queue, node cache and the native filter and score kernel."""

@@ -1,0 +1,137 @@
+"""Shared fixtures: real API servers (child processes on ephemeral HTTPS ports) and clients."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class ServerHandle:
+    """A running k8slite-apiserver child process and how to reach it."""
+
+    url: str
+    data_dir: Path
+    proc: subprocess.Popen[bytes]
+    args: list[str] = field(default_factory=list)
+
+    @property
+    def pki(self) -> Path:
+        return self.data_dir / "pki"
+
+    @property
+    def ca(self) -> Path:
+        return self.pki / "ca.pem"
+
+    @property
+    def kubeconfig(self) -> Path:
+        """The admin kubeconfig (system:masters)."""
+        return self.pki / "admin.kubeconfig"
+
+    def cert(self, name: str = "admin") -> tuple[str, str]:
+        return str(self.pki / f"client-{name}.pem"), str(self.pki / f"client-{name}.key")
+
+    def client(self, name: str = "admin", **kw: object) -> httpx.Client:
+        """A synchronous HTTPS client with the named identity's certificate."""
+        ctx = ssl.create_default_context(cafile=str(self.ca))
+        ctx.load_cert_chain(*self.cert(name))
+        return httpx.Client(base_url=self.url, verify=ctx, timeout=30,
+                            **kw)  # type: ignore[arg-type]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill9(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def start_apiserver(data_dir: Path, *extra: str, timeout: float = 60.0) -> ServerHandle:
+    """Start k8slite-apiserver on a free port and wait for its 'listening on' line."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    args = [sys.executable, "-m", "k8slite.cmd.apiserver", "--data-dir", str(data_dir),
+            "--secure-port", "0", *extra]
+    log = (data_dir / "apiserver.log").open("ab")
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, cwd=REPO)
+    assert proc.stdout is not None
+    found: list[str] = []
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.decode(errors="replace")
+            if "listening on " in line and not found:
+                found.append(line.rsplit("listening on ", 1)[1].strip())
+
+    threading.Thread(target=read, daemon=True).start()
+    deadline = time.monotonic() + timeout
+    while not found:
+        if proc.poll() is not None:
+            raise RuntimeError(f"apiserver exited with {proc.returncode}; see "
+                               f"{data_dir / 'apiserver.log'}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError("apiserver did not start in time")
+        time.sleep(0.05)
+    return ServerHandle(found[0], data_dir, proc, args)
+
+
+@pytest.fixture(scope="session")
+def apiserver() -> Iterator[ServerHandle]:
+    """One API server shared by the session; tests use their own namespaces or names."""
+    tmp = Path(tempfile.mkdtemp(prefix="k8slite-api-"))
+    server = start_apiserver(tmp)
+    yield server
+    server.stop()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture
+def fresh_apiserver(tmp_path: Path) -> Iterator[ServerHandle]:
+    """An API server of the test's own, on a new data directory."""
+    server = start_apiserver(tmp_path / "data")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def api(apiserver: ServerHandle) -> Iterator[httpx.Client]:
+    with apiserver.client() as client:
+        yield client
+
+
+@pytest.fixture
+def namespace(api: httpx.Client, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace named after the test."""
+    base = request.node.name.lower().replace("_", "-").replace("[", "-").replace("]", "")
+    name = "t-" + "".join(c for c in base if c.isalnum() or c == "-")[:40].strip("-") \
+        + "-" + os.urandom(3).hex()
+    r = api.post("/api/v1/namespaces", json={"metadata": {"name": name}})
+    assert r.status_code == 201, r.text
+    yield name
+
+
+def kubectl_path() -> Path:
+    return BIN / "kubectl"

@@ -1,0 +1,1 @@
+"""Small readable pure-Python references used as oracles for the native (Rust) parts."""
