@@ -18,6 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from k8slite import pki
+
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
@@ -41,8 +43,18 @@ class ServerHandle:
 
     @property
     def kubeconfig(self) -> Path:
-        """The admin kubeconfig (system:masters)."""
-        return self.pki / "admin.kubeconfig"
+        """The admin kubeconfig (system:masters), pointing at this server's port."""
+        return self.kubeconfig_for("admin")
+
+    def kubeconfig_for(self, identity: str) -> Path:
+        """A kubeconfig for `identity` ("admin", "scheduler", "node-node1", ...) at our URL."""
+        path = self.data_dir / "kubeconfigs" / f"{identity}.kubeconfig"
+        if not path.exists():
+            path.parent.mkdir(exist_ok=True)
+            cert, key = self.cert(identity)
+            pki.write_kubeconfig(path, self.url, self.ca.read_bytes(), Path(cert).read_bytes(),
+                                 Path(key).read_bytes(), identity)
+        return path
 
     def cert(self, name: str = "admin") -> tuple[str, str]:
         return str(self.pki / f"client-{name}.pem"), str(self.pki / f"client-{name}.key")
@@ -68,9 +80,14 @@ class ServerHandle:
         self.proc.wait()
 
 
+# Node identities every test server's PKI carries.
+TEST_NODES = ("node1", "node2")
+
+
 def start_apiserver(data_dir: Path, *extra: str, timeout: float = 60.0) -> ServerHandle:
     """Start k8slite-apiserver on a free port and wait for its 'listening on' line."""
     data_dir.mkdir(parents=True, exist_ok=True)
+    pki.ensure_pki(data_dir / "pki", nodes=TEST_NODES)
     args = [sys.executable, "-m", "k8slite.cmd.apiserver", "--data-dir", str(data_dir),
             "--secure-port", "0", *extra]
     log = (data_dir / "apiserver.log").open("ab")

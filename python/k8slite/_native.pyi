@@ -84,15 +84,17 @@ class WatchCache:
     strings as they are, booleans as "true"/"false", numbers as their JSON text, and null,
     objects, arrays and missing fields as "".
 
-    Warm-up: build the cache with the store revision of the snapshot you read
-    (`WatchCache(paths, revision=R)`), `load()` every object of that snapshot, then
-    `apply()` the changes after R. Watches and LISTs can reach back to R, not earlier.
+    Warm-up: `load()` every object of a store snapshot, then `advance(snapshot_revision)`.
+    That first advance() ends warm-up and fixes where the cache starts: oldest() becomes
+    that revision, so watches and LISTs can reach back to it but not earlier. Later
+    advance() calls never move oldest(). (An apply() before any advance() also ends
+    warm-up; oldest() then stays at the newest loaded rv, or 0.)
     """
 
-    def __init__(self, field_paths: list[str], capacity: int = 10000, revision: int = 0) -> None:
-        """`capacity` events are kept (>= 1); `revision` is where the cache starts."""
+    def __init__(self, field_paths: list[str], capacity: int = 10000) -> None:
+        """`capacity` events are kept in the ring (at least 1)."""
     def load(self, key: str, rv: int, data: bytes) -> None:
-        """Warm-up: store an object without an event. Raises ValueError after any apply()."""
+        """Warm-up: store an object without an event. ValueError once warm-up has ended."""
     def apply(self, type: str, key: str, rv: int, data: bytes) -> None:
         """Record ADDED, MODIFIED or DELETED of `key` at `rv` (rvs increase; equal allowed).
 
@@ -103,7 +105,10 @@ class WatchCache:
         Raises ValueError for an rv below revision(), an unknown type or malformed JSON.
         """
     def advance(self, rv: int) -> None:
-        """Note the store's revision when it moved on without touching this resource."""
+        """Note the store's revision when it moved on without touching this resource.
+
+        The first call before any apply() ends warm-up (see the class docstring).
+        """
     def revision(self) -> int: ...
     def oldest(self) -> int:
         """Events with rv > oldest() are all in the ring; older starts are Expired."""

@@ -201,7 +201,8 @@ struct Inner {
     capacity: usize,
     revision: u64,
     oldest: u64,
-    applied: bool,
+    /// Until the first advance() or apply(): load() fills the cache from a store snapshot.
+    warming: bool,
 }
 
 /// Selectors resolved against this cache's field paths.
@@ -405,11 +406,9 @@ where
 
 #[pymethods]
 impl WatchCache {
-    /// `revision` is the store revision the cache starts from (the snapshot that `load`
-    /// fills it with): watches may start there but not earlier.
     #[new]
-    #[pyo3(signature = (field_paths, capacity = 10000, revision = 0))]
-    fn py_new(field_paths: Vec<String>, capacity: usize, revision: u64) -> PyResult<Self> {
+    #[pyo3(signature = (field_paths, capacity = 10000))]
+    fn py_new(field_paths: Vec<String>, capacity: usize) -> PyResult<Self> {
         if capacity == 0 {
             return Err(PyValueError::new_err("capacity must be at least 1"));
         }
@@ -423,9 +422,9 @@ impl WatchCache {
                 map: BTreeMap::new(),
                 ring: VecDeque::with_capacity(capacity.min(1 << 16)),
                 capacity,
-                revision,
-                oldest: revision,
-                applied: false,
+                revision: 0,
+                oldest: 0,
+                warming: true,
             }),
             tree: PathTree::new(&field_paths),
             field_index,
@@ -433,13 +432,13 @@ impl WatchCache {
     }
 
     /// Warm-up: stores an object read from the store snapshot, without an event. Only
-    /// before the first apply(); the cache cannot replay anything older than what it loads.
+    /// before the first advance() or apply().
     fn load(&self, py: Python<'_>, key: &str, rv: u64, data: &[u8]) -> PyResult<()> {
         let attrs = self.attrs(data)?;
         let mut inner = self.write(py);
-        if inner.applied {
+        if !inner.warming {
             return Err(PyValueError::new_err(
-                "load() after apply(): build a new cache instead",
+                "load() after warm-up ended (the first advance() or apply()): build a new cache",
             ));
         }
         let key: Arc<str> = Arc::from(key);
@@ -511,14 +510,20 @@ impl WatchCache {
             }
         }
         inner.revision = rv;
-        inner.applied = true;
+        inner.warming = false;
         Ok(())
     }
 
-    /// Notes the store's revision when it moved on without touching this resource.
+    /// Notes the store's revision when it moved on without touching this resource. The
+    /// first call before any apply() ends warm-up: the cache then starts at `rv`, and
+    /// oldest() says so (nothing before the snapshot can be replayed).
     fn advance(&self, py: Python<'_>, rv: u64) {
         let mut inner = self.write(py);
         inner.revision = inner.revision.max(rv);
+        if inner.warming {
+            inner.warming = false;
+            inner.oldest = inner.revision;
+        }
     }
 
     fn revision(&self, py: Python<'_>) -> u64 {

@@ -49,7 +49,7 @@ pub fn dumps<'py>(py: Python<'py>, obj: &Bound<'py, PyAny>) -> PyResult<Bound<'p
         Ok(()) => {
             let out = enc.finish()?;
             let len = out.as_bytes().len();
-            SIZE_HINT.with(|h| h.set((len + len / 4 + 64).clamp(128, 1 << 20)));
+            SIZE_HINT.with(|h| h.set((len + len / 4 + 64).clamp(128, 64 << 10)));
             Ok(out)
         }
         Err(Failed) => Err(enc.err.take().expect("failure recorded")),
@@ -102,7 +102,15 @@ impl<'py> Encoder<'py> {
         let base = unsafe { ffi::PyBytes_AsString(out) as *mut u8 };
         // SAFETY: within the buffer.
         let end = unsafe { base.add(capacity) };
-        Ok(Encoder { py, out, base, cur: base, end, depth: 0, err: None })
+        Ok(Encoder {
+            py,
+            out,
+            base,
+            cur: base,
+            end,
+            depth: 0,
+            err: None,
+        })
     }
 
     fn len(&self) -> usize {
@@ -437,7 +445,7 @@ impl<'py> Encoder<'py> {
         }
     }
 
-    /// ASCII string body, quoted and escaped. Scans and copies eight bytes at a time: each
+    /// String body (ASCII or UTF-8), quoted and escaped. Scans and copies eight bytes at a time: each
     /// word is stored before it is checked (there is room for it), so plain runs cost one
     /// load and one store per eight bytes and no memcpy call.
     #[inline(always)]
@@ -527,8 +535,18 @@ impl<'py> Encoder<'py> {
         }
     }
 
+    /// Non-ASCII strings: their UTF-8 form (which CPython computes once and caches on the
+    /// object, like orjson relies on) is escaped like ASCII, since only ASCII bytes ever
+    /// need escaping. Strings holding lone surrogates have no UTF-8 form and are transcoded.
     #[inline(never)]
     unsafe fn wide_string(&mut self, obj: *mut ffi::PyObject) {
+        let mut size: ffi::Py_ssize_t = 0;
+        let utf8 = ffi::PyUnicode_AsUTF8AndSize(obj, &mut size);
+        if !utf8.is_null() {
+            self.ascii(std::slice::from_raw_parts(utf8 as *const u8, size as usize));
+            return;
+        }
+        ffi::PyErr_Clear();
         let len = ffi::PyUnicode_GET_LENGTH(obj) as usize;
         let data = ffi::PyUnicode_DATA(obj);
         // At most 6 output bytes per code unit (a \uXXXX escape).
@@ -675,8 +693,8 @@ unsafe fn combined_entries(
 }
 
 /// Escape table: 0 = copy as is, otherwise the letter after the backslash ('u' = \u00XX).
-static ESCAPE: [u8; 128] = {
-    let mut t = [0u8; 128];
+static ESCAPE: [u8; 256] = {
+    let mut t = [0u8; 256];
     let mut i = 0;
     while i < 0x20 {
         t[i] = b'u';
@@ -1164,10 +1182,8 @@ impl Decoder<'_> {
             };
             return self.ok_or_python(obj);
         }
-        let mut non_ascii = false;
-        // Non-ASCII but no escape: find the end, check it is UTF-8 and let CPython build it.
-        while i < d.len() && d[i] >= 0x80 {
-            non_ascii = true;
+        // Non-ASCII: find the end (non-ASCII bytes no longer stop the scan).
+        if i < d.len() && d[i] >= 0x80 {
             i = swar::find_quote_or_escape(d, i + 1);
         }
         if i >= d.len() {
@@ -1176,20 +1192,30 @@ impl Decoder<'_> {
         match d[i] {
             b'"' => {
                 let raw = &d[start..i];
-                if let Err(e) = std::str::from_utf8(raw) {
-                    return Err(self.bad_utf8(start + e.valid_up_to()));
-                }
                 self.pos = i + 1;
+                // CPython's strict decoder validates as it goes; only on failure do we
+                // look for the offset to report.
                 let obj = ffi::PyUnicode_DecodeUTF8(
                     raw.as_ptr() as *const c_char,
                     raw.len() as ffi::Py_ssize_t,
                     ptr::null(),
                 );
-                self.ok_or_python(obj)
+                if obj.is_null() {
+                    return Err(self.invalid_utf8(start, raw));
+                }
+                Ok(obj)
             }
-            b'\\' => self.escaped_string(start, i, non_ascii),
+            b'\\' => self.escaped_string(start, i),
             _ => Err(self.syntax(i, "in string literal")),
         }
+    }
+
+    /// The error for a string body that CPython's strict UTF-8 decoder refused.
+    #[cold]
+    unsafe fn invalid_utf8(&self, start: usize, raw: &[u8]) -> Fail {
+        ffi::PyErr_Clear();
+        let bad = validate_utf8_raw(raw).err().unwrap_or(0);
+        self.bad_utf8(start + bad)
     }
 
     #[cold]
@@ -1215,67 +1241,59 @@ impl Decoder<'_> {
         &mut self,
         start: usize,
         first_escape: usize,
-        mut non_ascii: bool,
     ) -> Result<*mut ffi::PyObject, Fail> {
         let d = self.data;
         let mut lone_surrogate = false;
-        let mut raw_non_ascii = non_ascii;
         self.scratch.clear();
         self.scratch.extend_from_slice(&d[start..first_escape]);
         let mut i = first_escape;
         loop {
-            // Invariant: d[i] is '"', '\\', a control character or non-ASCII, or i == len.
-            if i >= d.len() {
-                return Err(self.syntax(i, ""));
-            }
-            match d[i] {
-                b'"' => break,
-                b'\\' => {
-                    let (cp, next) = self.escape(i)?;
-                    i = next;
-                    if (0xD800..0xE000).contains(&cp) {
-                        lone_surrogate = true;
+            // Invariant: d[i] is '"', '\\' or a control character, or i == len.
+            match d.get(i) {
+                None => return Err(self.syntax(i, "")),
+                Some(b'"') => break,
+                Some(b'\\') => match d.get(i + 1).map(|&c| SIMPLE_ESCAPES[c as usize]) {
+                    Some(b) if b != 0 => {
+                        self.scratch.push(b);
+                        i += 2;
                     }
-                    if cp >= 0x80 {
-                        non_ascii = true;
+                    _ => {
+                        let (cp, next) = self.escape(i)?;
+                        i = next;
+                        lone_surrogate |= (0xD800..0xE000).contains(&cp);
+                        push_wtf8(self.scratch, cp);
                     }
-                    push_wtf8(self.scratch, cp);
-                }
-                c if c < 0x20 => return Err(self.syntax(i, "in string literal")),
-                c => {
-                    // Non-ASCII raw byte: copied now, validated once at the end.
-                    non_ascii = true;
-                    raw_non_ascii = true;
-                    self.scratch.push(c);
-                    i += 1;
-                }
+                },
+                Some(_) => return Err(self.syntax(i, "in string literal")),
             }
-            let next = swar::find_string_special(d, i);
-            self.scratch.extend_from_slice(&d[i..next.min(d.len())]);
-            i = next;
+            // Raw runs, non-ASCII included, are copied as they are and checked at the end.
+            i = copy_run(self.scratch, d, i);
         }
-        if raw_non_ascii {
-            if let Err(e) = validate_utf8_raw(&d[start..i]) {
-                return Err(self.bad_utf8(start + e));
-            }
-        }
+        let raw = &d[start..i];
         self.pos = i + 1;
         let buf = &self.scratch[..];
-        let obj = if !non_ascii {
-            new_ascii(buf)
+        if buf.is_ascii() {
+            return self.ok_or_python(new_ascii(buf));
+        }
+        let errors: *const c_char = if lone_surrogate {
+            // "surrogatepass" would also let encoded surrogates in the raw input through,
+            // so the raw bytes are checked first.
+            if let Err(bad) = validate_utf8_raw(raw) {
+                return Err(self.bad_utf8(start + bad));
+            }
+            c"surrogatepass".as_ptr()
         } else {
-            let errors: *const c_char = if lone_surrogate {
-                c"surrogatepass".as_ptr()
-            } else {
-                ptr::null()
-            };
-            ffi::PyUnicode_DecodeUTF8(
-                buf.as_ptr() as *const c_char,
-                buf.len() as ffi::Py_ssize_t,
-                errors,
-            )
+            ptr::null()
         };
-        self.ok_or_python(obj)
+        let obj = ffi::PyUnicode_DecodeUTF8(
+            buf.as_ptr() as *const c_char,
+            buf.len() as ffi::Py_ssize_t,
+            errors,
+        );
+        if obj.is_null() {
+            return Err(self.invalid_utf8(start, raw));
+        }
+        Ok(obj)
     }
 
     /// Decodes the escape at `d[at] == '\\'`: returns the code point (a lone surrogate if
@@ -1448,6 +1466,49 @@ unsafe fn new_ascii(s: &[u8]) -> *mut ffi::PyObject {
     }
     obj
 }
+
+/// Appends `d[i..]` up to the next `"`, `\\` or control byte to `out` and returns its index
+/// (or `d.len()`). Copies sixteen bytes per step with no memcpy call, since strings full of
+/// escapes (JSON inside an annotation) have many short runs.
+fn copy_run(out: &mut Vec<u8>, d: &[u8], mut i: usize) -> usize {
+    out.reserve(d.len() - i + 16);
+    let mut len = out.len();
+    let base = out.as_mut_ptr();
+    while i + 16 <= d.len() {
+        let chunk: &[u8; 16] = d[i..i + 16].try_into().expect("16 bytes");
+        // SAFETY: `reserve` made room for every byte left in `d` plus 16, and at most that
+        // many are written; only the bytes before the stop are counted into the length.
+        unsafe { ptr::copy_nonoverlapping(chunk.as_ptr(), base.add(len), 16) };
+        let mask = swar::simd::specials(chunk, false);
+        if mask != 0 {
+            let k = mask.trailing_zeros() as usize;
+            // SAFETY: the first `k` of the bytes just written are part of the output.
+            unsafe { out.set_len(len + k) };
+            return i + k;
+        }
+        len += 16;
+        i += 16;
+    }
+    // SAFETY: all `len` bytes have been written above.
+    unsafe { out.set_len(len) };
+    let next = swar::find_quote_or_escape(d, i).min(d.len());
+    out.extend_from_slice(&d[i..next]);
+    next
+}
+
+/// The byte that a one-letter escape (`\\n`, `\\"`, ...) stands for; 0 for `u` and invalid ones.
+static SIMPLE_ESCAPES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    t[b'/' as usize] = b'/';
+    t[b'b' as usize] = 0x08;
+    t[b'f' as usize] = 0x0c;
+    t[b'n' as usize] = b'\n';
+    t[b'r' as usize] = b'\r';
+    t[b't' as usize] = b'\t';
+    t
+};
 
 /// UTF-8 of `cp`, or for a surrogate its 3-byte generalised form.
 fn push_wtf8(out: &mut Vec<u8>, cp: u32) {

@@ -32,20 +32,21 @@ def frame(kind: str, data: bytes) -> bytes:
 
 
 class WatchCache:
-    def __init__(self, field_paths: list[str], capacity: int = 10000, revision: int = 0) -> None:
+    def __init__(self, field_paths: list[str], capacity: int = 10000) -> None:
         self.field_paths = list(field_paths)
         self.capacity = capacity
         self.base: dict[str, tuple[int, bytes]] = {}  # what load() filled in
         self.history: list[Event] = []
         self.current: dict[str, tuple[int, bytes]] = {}
-        self.rev = revision
-        self.start = revision  # oldest() while no event has left the ring
+        self.rev = 0
+        self.start = 0  # oldest() while no event has left the ring
+        self.warming = True  # until the first advance() or apply()
 
     # ------------------------------------------------------------------- writing
 
     def load(self, key: str, rv: int, data: bytes) -> None:
-        if self.history:
-            raise ValueError("load() after apply()")
+        if not self.warming:
+            raise ValueError("load() after warm-up")
         self.base[key] = self.current[key] = (rv, data)
         self.rev = max(self.rev, rv)
         self.start = max(self.start, rv)
@@ -62,9 +63,14 @@ class WatchCache:
             self.current[key] = (rv, data)
         self.history.append(Event(rv, kind, key, data, prev[1] if prev else None))
         self.rev = rv
+        self.warming = False
 
     def advance(self, rv: int) -> None:
         self.rev = max(self.rev, rv)
+        if self.warming:
+            # The snapshot is as of rv: nothing earlier can be replayed.
+            self.warming = False
+            self.start = self.rev
 
     # ------------------------------------------------------------------- reading
 

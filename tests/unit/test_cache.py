@@ -95,7 +95,15 @@ SELECTORS = [
 def build(
     ops: list[tuple[Any, ...]], capacity: int, start: int
 ) -> tuple[WatchCache, ref.WatchCache]:
-    native, oracle = WatchCache(FIELDS, capacity, start), ref.WatchCache(FIELDS, capacity, start)
+    native, oracle = WatchCache(FIELDS, capacity), ref.WatchCache(FIELDS, capacity)
+    if start:
+        # Warm up from a snapshot at `start` holding a few objects written before it.
+        for i, key in enumerate(sorted({op[2] for op in ops if op[0] == "apply"})[:3]):
+            data = pod(key, i + 1, {"app": "a"}, "n1", "Running")
+            native.load(key, i + 1, data)
+            oracle.load(key, i + 1, data)
+        native.advance(start)
+        oracle.advance(start)
     rv = start
     for op in ops:
         if op[0] == "advance":
@@ -215,20 +223,35 @@ def test_pagination_is_a_consistent_snapshot(
 
 
 def test_warm_up_with_load() -> None:
-    cache = WatchCache(FIELDS, revision=100)
+    cache = WatchCache(FIELDS)
     cache.load(PREFIX + "ns1/a", 40, pod(PREFIX + "ns1/a", 40, {"app": "a"}, "n1", "Running"))
     cache.load(PREFIX + "ns1/b", 90, pod(PREFIX + "ns1/b", 90, None, "", "Pending"))
-    assert (len(cache), cache.revision(), cache.oldest()) == (2, 100, 100)
+    assert (len(cache), cache.revision(), cache.oldest()) == (2, 90, 90)
+    cache.advance(100)  # the snapshot's revision ends warm-up: the cache starts there
+    assert (cache.revision(), cache.oldest()) == (100, 100)
     assert cache.events_since(100, PREFIX) == ([], 100)
-    with pytest.raises(ExpiredError):
+    with pytest.raises(ExpiredError, match=r"too old resource version: 99 \(100\)"):
         cache.events_since(99, PREFIX)
     frames, revision = cache.initial_events(PREFIX, LabelSelector("app=a"))
     assert revision == 100 and [loads(f)["type"] for f in frames] == ["ADDED"]
-    cache.apply("DELETED", PREFIX + "ns1/b", 101, pod(PREFIX + "ns1/b", 101, None, "", "Pending"))
-    with pytest.raises(ValueError, match="load"):
+    with pytest.raises(ValueError, match="warm-up"):
         cache.load(PREFIX + "ns1/c", 1, pod(PREFIX + "ns1/c", 1, None, "", "Pending"))
+    cache.apply("DELETED", PREFIX + "ns1/b", 101, pod(PREFIX + "ns1/b", 101, None, "", "Pending"))
     frames, resume = cache.events_since(100, PREFIX)
     assert [loads(f)["type"] for f in frames] == ["DELETED"] and resume == 101
+    # Later advances (commits to other resources) never move oldest(), so a quiet resource
+    # keeps accepting watches from any revision since warm-up.
+    cache.advance(500)
+    assert (cache.revision(), cache.oldest()) == (500, 100)
+    assert cache.events_since(101, PREFIX) == ([], 500)
+
+
+def test_cache_without_warm_up_starts_at_first_advance() -> None:
+    cache = WatchCache(FIELDS)
+    cache.advance(7)
+    assert cache.oldest() == 7
+    with pytest.raises(ExpiredError):
+        cache.list(PREFIX, at_revision=6)
 
 
 def test_rejects_bad_input() -> None:

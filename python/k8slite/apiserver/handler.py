@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from k8slite.api import errors
 from k8slite.apiserver import http, requestinfo, rest, subresources
@@ -17,12 +18,19 @@ from k8slite.storage import StoreUnavailable
 log = logging.getLogger(__name__)
 
 
+# Runs before a resource request is served; raises ApiError to refuse it (authorization,
+# admission and the like plug in here).
+RequestFilter = Callable[[http.Request, RequestInfo], Awaitable[None]]
+
+
 class ResourceHandler:
     """Serves /api/v1/... and /apis/<group>/<version>/... for every resource in the table."""
 
-    def __init__(self, core: ApiCore, metrics: ApiMetrics) -> None:
+    def __init__(self, core: ApiCore, metrics: ApiMetrics,
+                 filters: list[RequestFilter] | None = None) -> None:
         self.core = core
         self.metrics = metrics
+        self.filters: list[RequestFilter] = list(filters or ())
 
     async def __call__(self, scope: http.Scope, receive: http.Receive, send: http.Send) -> None:
         req = http.Request(scope, receive)
@@ -31,6 +39,8 @@ class ResourceHandler:
         code = 500
         try:
             info = requestinfo.parse(req.method, req.path, req.flag("watch"))
+            for check in self.filters:
+                await check(req, info)
             reg = self.core.registry(info.resource)
             if info.verb == "watch":
                 code = 200

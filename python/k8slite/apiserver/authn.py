@@ -1,0 +1,96 @@
+"""Authentication: the user and groups of a request, from its verified client certificate."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
+from k8slite.api import errors
+from k8slite.apiserver.tls import TLS_EXTENSION
+
+# Upstream's well-known groups and users.
+AUTHENTICATED = "system:authenticated"
+MASTERS = "system:masters"
+NODES = "system:nodes"
+NODE_PREFIX = "system:node:"
+# Where the authenticated user travels in the ASGI scope (like upstream's request context).
+SCOPE_KEY = "k8slite.user"
+# Distinct certificates remembered; a cluster has a few dozen, users add some more.
+_CACHE_SIZE = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class UserInfo:
+    """upstream's user.Info: name, groups (system:authenticated included) and extra."""
+
+    name: str
+    groups: tuple[str, ...] = ()
+    uid: str = ""
+    extra: dict[str, list[str]] = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def node_name(self) -> str | None:
+        """The node a kubelet identity speaks for (system:node:<name> in system:nodes)."""
+        if self.name.startswith(NODE_PREFIX) and NODES in self.groups:
+            return self.name[len(NODE_PREFIX):] or None
+        return None
+
+
+def unauthorized() -> errors.ApiError:
+    return errors.ApiError(401, "Unauthorized", "Unauthorized")
+
+
+class CertAuthenticator:
+    """Maps the client certificate the TLS layer verified to a UserInfo (CN, O).
+
+    The TLS handshake already checked the chain to the cluster CA and the validity period;
+    this only reads the subject, once per distinct certificate, and refuses a certificate
+    that expired while its connection stayed open.
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[str, tuple[UserInfo, float]] = {}
+
+    def authenticate(self, scope: Any) -> UserInfo:
+        """The request's user; 401 without a usable client certificate."""
+        tls = scope.get("extensions", {}).get(TLS_EXTENSION) or {}
+        chain = tls.get("client_cert_chain") or ()
+        if not chain:
+            raise unauthorized()
+        pem = chain[0]
+        hit = self._cache.get(pem)
+        if hit is None:
+            hit = self._parse(pem)
+            if len(self._cache) >= _CACHE_SIZE:
+                self._cache.clear()
+            self._cache[pem] = hit
+        user, not_after = hit
+        if time.time() >= not_after:
+            raise unauthorized()
+        return user
+
+    @staticmethod
+    def _parse(pem: str) -> tuple[UserInfo, float]:
+        try:
+            cert = x509.load_pem_x509_certificate(pem.encode())
+        except ValueError:
+            raise unauthorized() from None
+        subject = cert.subject
+        names = subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        user = str(names[0].value) if names else ""
+        if not user:
+            raise unauthorized()
+        groups = [str(a.value) for a in subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
+        if AUTHENTICATED not in groups:
+            groups.append(AUTHENTICATED)
+        return UserInfo(user, tuple(groups)), cert.not_valid_after_utc.timestamp()
+
+
+def user_of(scope: Any) -> UserInfo | None:
+    """The user the authentication layer attached to this request, if any."""
+    user = scope.get(SCOPE_KEY)
+    return user if isinstance(user, UserInfo) else None
