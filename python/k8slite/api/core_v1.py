@@ -392,6 +392,26 @@ class ServiceStrategy(Strategy):
                 if "targetPort" not in port and "port" in port:
                     port["targetPort"] = port["port"]
 
+    def prepare_update(self, new: Obj, old: Obj) -> None:
+        """Allocated values the client left out are kept, as upstream does."""
+        super().prepare_update(new, old)
+        spec, old_spec = new.get("spec"), old.get("spec") or {}
+        if not isinstance(spec, dict) or spec.get("type") == "ExternalName":
+            return
+        if not spec.get("clusterIP") and old_spec.get("clusterIP"):
+            spec["clusterIP"] = old_spec["clusterIP"]
+            spec["clusterIPs"] = old_spec.get("clusterIPs", [old_spec["clusterIP"]])
+        for field in ("ipFamilies", "ipFamilyPolicy"):
+            if field in old_spec:
+                spec.setdefault(field, old_spec[field])
+        if spec.get("type") in ("NodePort", "LoadBalancer"):
+            held = {(p.get("port"), p.get("protocol")): p.get("nodePort")
+                    for p in old_spec.get("ports") or ()}
+            for port in spec.get("ports") or ():
+                kept = held.get((port.get("port"), port.get("protocol")))
+                if isinstance(port, dict) and not port.get("nodePort") and kept:
+                    port["nodePort"] = kept
+
     def validate(self, obj: Obj, errs: FieldErrors, namespaced: bool) -> None:
         super().validate(obj, errs, namespaced)
         name = obj.get("metadata", {}).get("name")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from fractions import Fraction
 
 QUANTITY_REGEX = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+_QUANTITY_RE = re.compile(QUANTITY_REGEX)
 _NUMBER_RE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)\Z")
 _EXP_RE = re.compile(r"[eE]([-+]?\d+)\Z")
 
@@ -24,6 +26,8 @@ class QuantityError(ValueError):
 
 def parse_quantity(value: object) -> Fraction:
     """The exact value of a quantity string (or JSON number)."""
+    if isinstance(value, str):
+        return _parse_string(value)
     if isinstance(value, bool):
         raise QuantityError(f"quantities must match the regular expression '{QUANTITY_REGEX}'")
     if isinstance(value, int):
@@ -32,9 +36,13 @@ def parse_quantity(value: object) -> Fraction:
         if not math.isfinite(value):
             raise QuantityError("quantities must be finite")
         return Fraction(str(value))
-    if not isinstance(value, str):
-        raise QuantityError(f"quantities must match the regular expression '{QUANTITY_REGEX}'")
-    m = re.match(QUANTITY_REGEX, value)
+    raise QuantityError(f"quantities must match the regular expression '{QUANTITY_REGEX}'")
+
+
+# The same few quantity strings ("100m", "64Mi") recur in every pod: parse each once.
+@functools.lru_cache(maxsize=4096)
+def _parse_string(value: str) -> Fraction:
+    m = _QUANTITY_RE.match(value)
     if not m or not _NUMBER_RE.match(m.group(1)):
         raise QuantityError(f"quantities must match the regular expression '{QUANTITY_REGEX}'")
     number, suffix = Fraction(m.group(1)), m.group(2)

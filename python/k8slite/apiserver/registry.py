@@ -11,7 +11,7 @@ import copy
 import datetime as dt
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -35,6 +35,22 @@ FOREGROUND_FINALIZER = "foregroundDeletion"
 
 # Mutates the current object into the desired one; None means "it does not exist".
 Mutator = Callable[[Obj | None], Awaitable[Obj] | Obj]
+# How often a create retries when a value an allocator picked was taken meanwhile.
+_MAX_ALLOCATION_RETRIES = 5
+
+
+class Allocator(Protocol):
+    """Assigns fields backed by claims of their own keys (service IPs and node ports).
+
+    Each hook may change the object and returns the ops that claim or release keys; the
+    registry commits them in the same transaction as the object.
+    """
+
+    def on_create(self, obj: Obj) -> list[Op]: ...
+
+    def on_update(self, new: Obj, old: Obj) -> list[Op]: ...
+
+    def on_remove(self, obj: Obj) -> list[Op]: ...
 
 
 def normalize(obj: Obj, rt: ResourceType) -> Obj:
@@ -83,6 +99,7 @@ class Registry:
         # Returns a namespace's phase ("Active", "Terminating") or None if it does not exist.
         self._namespace_state = namespace_state
         self.changed = trio.Event()
+        self.allocator: Allocator | None = None
 
     # ---------------------------------------------------------------- helpers
 
@@ -164,16 +181,22 @@ class Registry:
         name = obj["metadata"]["name"]
         self._check_namespace_for_create(namespace, name)
         key = self.key(namespace, name)
-        if dry_run:
-            if self.cache.get(key) is not None:
-                raise errors.already_exists(self.rt.plural, name, self.rt.group)
-            obj["metadata"].pop("resourceVersion", None)
-            return dumps(obj)
-        try:
-            _, (data,) = await self.store.txn([Op("create", key, encoder(obj))])
-        except KeyExists:
-            raise errors.already_exists(self.rt.plural, name, self.rt.group) from None
-        return data
+        if self.cache.get(key) is not None:
+            raise errors.already_exists(self.rt.plural, name, self.rt.group)
+        for _ in range(_MAX_ALLOCATION_RETRIES):
+            attempt = copy.deepcopy(obj) if self.allocator else obj
+            claims = self.allocator.on_create(attempt) if self.allocator else []
+            if dry_run:
+                attempt["metadata"].pop("resourceVersion", None)
+                return dumps(attempt)
+            try:
+                _, datas = await self.store.txn([Op("create", key, encoder(attempt)), *claims])
+            except KeyExists as e:
+                if e.key == key:
+                    raise errors.already_exists(self.rt.plural, name, self.rt.group) from None
+                continue  # a value picked for us was claimed meanwhile: pick again
+            return datas[0]
+        raise errors.internal("could not allocate the object's values; try again")
 
     # ----------------------------------------------------------------- update
 
@@ -199,15 +222,21 @@ class Registry:
             old = loads(current[0])
             desired = await _call(mutate, copy.deepcopy(old))
             new = self._prepare_update(namespace, name, desired, old, subresource)
-            if _same(new, old):
+            removing = self._ready_to_remove(new)
+            if removing:
+                ops = [Op("delete", key, encoder(new), current[1]), *self._releases(new)]
+            else:
+                claims = self.allocator.on_update(new, old) if self.allocator else []
+                ops = [Op("update", key, encoder(new), current[1]), *claims]
+            if not removing and _same(new, old):
                 return current[0], False
             if dry_run:
                 return dumps(new), False
             try:
-                data = await self._commit_update(key, new, current[1])
-            except RevisionConflict:
+                _, datas = await self.store.txn(ops)
+            except (RevisionConflict, KeyExists):
                 continue
-            return data, False
+            return datas[0], False
         raise errors.conflict(self.rt.plural, name, self.rt.group)
 
     def _prepare_update(self, namespace: str | None, name: str, desired: Obj, old: Obj,
@@ -263,13 +292,8 @@ class Registry:
         new["metadata"]["resourceVersion"] = old_meta.get("resourceVersion")
         return new
 
-    async def _commit_update(self, key: str, new: Obj, expected_rv: int) -> bytes:
-        """Store an update, or remove the object when it was terminating and is now free."""
-        if self._ready_to_remove(new):
-            _, (data,) = await self.store.txn([Op("delete", key, encoder(new), expected_rv)])
-        else:
-            _, (data,) = await self.store.txn([Op("update", key, encoder(new), expected_rv)])
-        return data
+    def _releases(self, obj: Obj) -> list[Op]:
+        return self.allocator.on_remove(obj) if self.allocator else []
 
     def _ready_to_remove(self, obj: Obj) -> bool:
         m = obj["metadata"]
@@ -300,11 +324,12 @@ class Registry:
             if _same(obj, loads(current[0])):
                 return self._delete_answer(obj, False, current[0], opts)
             verb = "delete" if removed else "update"
+            extra = self._releases(obj) if removed else []
             try:
-                _, (data,) = await self.store.txn([Op(verb, key, encoder(obj), current[1])])
+                _, datas = await self.store.txn([Op(verb, key, encoder(obj), current[1]), *extra])
             except (RevisionConflict, KeyNotFound):
                 continue
-            return self._delete_answer(obj, removed, data, opts)
+            return self._delete_answer(obj, removed, datas[0], opts)
         raise errors.conflict(self.rt.plural, name, self.rt.group)
 
     def _check_preconditions(self, name: str, m: Obj, opts: DeleteOptions) -> None:

@@ -12,7 +12,9 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
 from k8slite import pki
+from k8slite.apiserver.allocators import ServiceAllocator
 from k8slite.apiserver.app import ApiServerApp
+from k8slite.apiserver.bootstrap import ensure_kubernetes_service
 from k8slite.apiserver.core import ApiCore
 from k8slite.apiserver.metrics import ApiMetrics, MeteredStore
 from k8slite.storage.rocksdb import RocksStore
@@ -30,6 +32,11 @@ class ApiServerConfig:
     client_ca_file: Path | None = None
     watch_cache_size: int = 10_000
     extra_sans: list[str] = field(default_factory=list)
+    service_cluster_ip_range: str = "10.96.0.0/12"
+    service_node_port_range: tuple[int, int] = (30000, 32767)
+    # The address the `kubernetes` service's endpoints point at (default: the bind address,
+    # or 127.0.0.1 when binding every address).
+    advertise_address: str | None = None
 
     @property
     def pki_dir(self) -> Path:
@@ -69,6 +76,10 @@ async def run(config: ApiServerConfig, *,
     async with RocksStore(config.data_dir / "db") as raw_store:
         store = MeteredStore(raw_store, metrics)
         core = ApiCore(store, config.watch_cache_size)  # type: ignore[arg-type]
+        allocator = ServiceAllocator(store, config.service_cluster_ip_range,  # type: ignore[arg-type]
+                                     config.service_node_port_range)
+        core.registries[("", "services")].allocator = allocator
+        allocator.warm()
         core.warm()
         await core.ensure_system_namespaces()
         app = ApiServerApp(core, metrics)
@@ -77,8 +88,10 @@ async def run(config: ApiServerConfig, *,
             binds = await nursery.start(serve, app, hc)
             url = binds[0]
             port = int(url.rsplit(":", 1)[1])
-            host = config.bind_address if config.bind_address not in ("0.0.0.0", "::") \
+            local = config.bind_address if config.bind_address not in ("0.0.0.0", "::") \
                 else "127.0.0.1"
-            serving = Serving(f"https://{host}:{port}", port)
+            serving = Serving(f"https://{local}:{port}", port)
+            await ensure_kubernetes_service(core, allocator.kubernetes_ip,
+                                            config.advertise_address or local, port)
             log.info("k8slite-apiserver serving on %s", serving.url)
             task_status.started(serving)

@@ -23,12 +23,20 @@ def parse_args(argv: list[str] | None) -> tuple[ApiServerConfig, int]:
     p.add_argument("--client-ca-file", type=Path)
     p.add_argument("--watch-cache-size", type=int, default=10_000,
                    help="recent events kept per resource for watch resumption")
+    p.add_argument("--service-cluster-ip-range", default="10.96.0.0/12")
+    p.add_argument("--service-node-port-range", default="30000-32767")
+    p.add_argument("--advertise-address",
+                   help="address the kubernetes service's endpoints point at")
     add_verbosity_flag(p)
     a = p.parse_args(argv)
+    low, _, high = a.service_node_port_range.partition("-")
     config = ApiServerConfig(
         data_dir=a.data_dir, bind_address=a.bind_address, secure_port=a.secure_port,
         tls_cert_file=a.tls_cert_file, tls_private_key_file=a.tls_private_key_file,
-        client_ca_file=a.client_ca_file, watch_cache_size=a.watch_cache_size)
+        client_ca_file=a.client_ca_file, watch_cache_size=a.watch_cache_size,
+        service_cluster_ip_range=a.service_cluster_ip_range,
+        service_node_port_range=(int(low), int(high or low)),
+        advertise_address=a.advertise_address)
     return config, a.verbosity
 
 

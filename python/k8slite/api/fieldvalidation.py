@@ -1,0 +1,109 @@
+"""Server-side field validation: unknown fields and mistyped values, found against the schemas.
+
+Upstream decodes a body into typed structs: unknown fields are dropped (and reported under
+fieldValidation=Warn or refused under Strict) and a value of the wrong JSON type fails the
+decode. The same walk here also prunes the unknown fields it reports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from k8slite.api.schemas import Definition, Node
+
+DIRECTIVES = ("Strict", "Warn", "Ignore")
+_JSON_TYPES = {str: "string", bool: "bool", int: "number", float: "number", list: "array",
+               dict: "object"}
+
+
+@dataclass
+class Findings:
+    """What a walk found: unknown field paths and the first mistyped value's message."""
+
+    unknown: list[str] = field(default_factory=list)
+    type_error: str | None = None
+
+    def strict_message(self) -> str:
+        return "strict decoding error: " + ", ".join(f'unknown field "{p}"' for p in self.unknown)
+
+
+def go_type(node: Node) -> str:
+    """How upstream's decoder names a field's type in its messages."""
+    if node.kind == "struct" and node.definition is not None:
+        return f"v1.{node.definition.short}"
+    if node.kind == "list" and node.elem is not None:
+        return "[]" + go_type(node.elem)
+    if node.kind == "map" and node.elem is not None:
+        return "map[string]" + go_type(node.elem)
+    return {"integer": "int32", "boolean": "bool", "number": "float64", "string": "string",
+            "time": "v1.Time", "quantity": "resource.Quantity",
+            "intstr": "intstr.IntOrString"}.get(node.kind, "interface {}")
+
+
+def _type_ok(node: Node, value: Any) -> bool:
+    kind = node.kind
+    if kind == "string" or kind == "time":
+        return isinstance(value, str)
+    if kind == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "boolean":
+        return isinstance(value, bool)
+    if kind == "number":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind in ("struct", "map"):
+        return isinstance(value, dict)
+    if kind == "list":
+        return isinstance(value, list)
+    if kind in ("intstr", "quantity"):
+        return isinstance(value, str | int | float) and not isinstance(value, bool)
+    return True
+
+
+class _Walker:
+    def __init__(self, prune: bool) -> None:
+        self.prune = prune
+        self.found = Findings()
+
+    def struct(self, obj: dict[str, Any], defn: Definition, path: str) -> None:
+        fields = defn.fields
+        unknown: list[str] = []
+        for key, value in obj.items():
+            node = fields.get(key)
+            sub = f"{path}.{key}" if path else key
+            if node is None:
+                self.found.unknown.append(sub)
+                unknown.append(key)
+            elif value is not None:
+                self.value(value, node, sub, defn)
+        if self.prune:
+            for key in unknown:
+                del obj[key]
+
+    def value(self, value: Any, node: Node, path: str, owner: Definition) -> None:
+        if not _type_ok(node, value):
+            if self.found.type_error is None:
+                json_type = _JSON_TYPES.get(type(value), "value")
+                self.found.type_error = (
+                    f"json: cannot unmarshal {json_type} into Go struct field "
+                    f"{owner.short}.{path} of type {go_type(node)}")
+            return
+        kind = node.kind
+        if kind == "struct" and node.definition is not None:
+            self.struct(value, node.definition, path)
+        elif kind == "list" and node.elem is not None and node.elem.kind in ("struct", "list",
+                                                                              "map"):
+            for i, item in enumerate(value):
+                if item is not None:
+                    self.value(item, node.elem, f"{path}[{i}]", owner)
+        elif kind == "map" and node.elem is not None and node.elem.kind != "any":
+            for key, item in value.items():
+                if item is not None:
+                    self.value(item, node.elem, f"{path}.{key}", owner)
+
+
+def check(obj: dict[str, Any], defn: Definition, prune: bool = True) -> Findings:
+    """Walk obj against its definition; unknown fields are removed when prune is set."""
+    walker = _Walker(prune)
+    walker.struct(obj, defn, "")
+    return walker.found

@@ -1,0 +1,1 @@
+"""Authorization: RBAC, the node authorizer, node restriction, the bootstrap policy, reviews."""

@@ -1,0 +1,68 @@
+"""Objects every cluster has, reconciled at each start: the `kubernetes` service and endpoints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from k8slite.apiserver.core import ApiCore
+
+Obj = dict[str, Any]
+_LABELS = {"component": "apiserver", "provider": "kubernetes"}
+
+
+def _service(cluster_ip: str, port: int) -> Obj:
+    return {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kubernetes", "namespace": "default", "labels": dict(_LABELS)},
+        "spec": {"type": "ClusterIP", "clusterIP": cluster_ip, "sessionAffinity": "None",
+                 "ports": [{"name": "https", "port": 443, "protocol": "TCP",
+                            "targetPort": port}]},
+    }
+
+
+def _endpoints(address: str, port: int) -> Obj:
+    return {
+        "apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+                     "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": [{"addresses": [{"ip": address}],
+                     "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}],
+    }
+
+
+def _slice(address: str, port: int) -> Obj:
+    return {
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "kubernetes", "namespace": "default",
+                     "labels": {"kubernetes.io/service-name": "kubernetes",
+                                "endpointslice.kubernetes.io/managed-by": "kube-apiserver"}},
+        "addressType": "IPv6" if ":" in address else "IPv4",
+        "endpoints": [{"addresses": [address], "conditions": {"ready": True}}],
+        "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+    }
+
+
+async def _ensure(core: ApiCore, group: str, plural: str, desired: Obj,
+                  fields: tuple[str, ...]) -> None:
+    """Create the object, or bring the named top-level fields back to what they should be."""
+    reg = core.registries[(group, plural)]
+
+    def mutate(current: Obj | None) -> Obj:
+        if current is None:
+            return desired
+        for f in fields:
+            current[f] = desired[f]
+        return current
+
+    await reg.update("default", desired["metadata"]["name"], mutate, allow_create=True)
+
+
+async def ensure_kubernetes_service(core: ApiCore, cluster_ip: str, address: str,
+                                    port: int) -> None:
+    """The `kubernetes` service at the range's first address, pointing at this server."""
+    services = core.registries[("", "services")]
+    if services.cache.get(services.key("default", "kubernetes")) is None:
+        await services.create("default", _service(cluster_ip, port))
+    await _ensure(core, "", "endpoints", _endpoints(address, port), ("subsets",))
+    await _ensure(core, "discovery.k8s.io", "endpointslices", _slice(address, port),
+                  ("endpoints", "ports"))
