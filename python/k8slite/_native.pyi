@@ -1,6 +1,6 @@
 """Typed face of the Rust core: JSON codec, selectors and the watch cache."""
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 # ---------------------------------------------------------------- codec
@@ -122,8 +122,13 @@ class WatchCache:
         limit: int = 0,
         start_after: str | None = None,
         at_revision: int | None = None,
+        envelope: Callable[[str | None, int], tuple[bytes, bytes]] | None = None,
     ) -> tuple[bytes, int, str | None, int]:
         """Matching objects in key order as one JSON array (built with the GIL released).
+
+        With `envelope`, it is called with (last_key, remaining) once the page is chosen and
+        the (head, tail) it returns are written around the array in the same buffer, so a
+        whole list response is built with one copy of its items.
 
         Returns (items, count, last_key, remaining): items is b"[obj,obj,...]";
         last_key is the key of the last item when `limit` cut the list short (else None);

@@ -548,7 +548,7 @@ impl WatchCache {
     }
 
     /// Matching objects in key order as one JSON array: (items, count, last_key, remaining).
-    #[pyo3(signature = (prefix, label = None, field = None, limit = 0, start_after = None, at_revision = None))]
+    #[pyo3(signature = (prefix, label = None, field = None, limit = 0, start_after = None, at_revision = None, envelope = None))]
     #[allow(clippy::too_many_arguments)]
     fn list<'py>(
         &self,
@@ -559,6 +559,7 @@ impl WatchCache {
         limit: usize,
         start_after: Option<&str>,
         at_revision: Option<u64>,
+        envelope: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<(Bound<'py, PyBytes>, usize, Option<String>, usize)> {
         let filter = self.filter(label.map(|l| l.get()), field.map(|f| f.get()))?;
         // Choosing the page runs without the GIL; it returns owned versions so the lock is
@@ -568,11 +569,25 @@ impl WatchCache {
             let at = inner.check_at(at_revision)?;
             Ok(inner.page(prefix, &filter, limit, start_after, at))
         })?;
-        let size = 2 + page
-            .items
-            .iter()
-            .map(|o| o.object().len() + 1)
-            .sum::<usize>()
+        // The envelope (a list object's head and tail) depends on the page, so it is asked
+        // for now and written around the items in the same buffer: a big LIST is copied once.
+        let (head, tail): (Vec<u8>, Vec<u8>) = match envelope {
+            Some(f) => {
+                let (h, t): (Bound<'py, PyBytes>, Bound<'py, PyBytes>) = f
+                    .call1((page.last_key.clone(), page.remaining))?
+                    .extract()?;
+                (h.as_bytes().to_vec(), t.as_bytes().to_vec())
+            }
+            None => (Vec::new(), Vec::new()),
+        };
+        let size = head.len()
+            + tail.len()
+            + 2
+            + page
+                .items
+                .iter()
+                .map(|o| o.object().len() + 1)
+                .sum::<usize>()
             - usize::from(!page.items.is_empty());
         let out = uninit_bytes(py, size)?;
         // SAFETY: `out` is a new bytes object that nothing else has seen yet, so writing its
@@ -582,7 +597,8 @@ impl WatchCache {
         };
         let items = &page.items;
         py.detach(|| {
-            let mut at = 0;
+            buf[..head.len()].copy_from_slice(&head);
+            let mut at = head.len();
             buf[at] = b'[';
             at += 1;
             for (i, obj) in items.iter().enumerate() {
@@ -595,6 +611,7 @@ impl WatchCache {
                 at += object.len();
             }
             buf[at] = b']';
+            buf[at + 1..].copy_from_slice(&tail);
         });
         let count = page.items.len();
         // The versions are dropped here, with the GIL held (they own bytes objects).

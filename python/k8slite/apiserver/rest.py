@@ -205,9 +205,20 @@ async def list_objects(reg: Registry, req: Request, info: RequestInfo) -> bytes:
     elif rv_arg and rv_arg != "0":
         await wait_for_revision(reg, parse_rv(rv_arg))
     prefix = rt.prefix(info.namespace)
+    list_rv = at if at is not None else reg.store.revision()
+
+    def envelope(last_key: str | None, remaining: int) -> tuple[bytes, bytes]:
+        meta: Obj = {"resourceVersion": str(list_rv)}
+        if last_key is not None:
+            meta["continue"] = encode_continue(list_rv, last_key[len(rt.key_prefix):])
+            if label is None and field is None:
+                meta["remainingItemCount"] = remaining
+        head = (b'{"kind":"' + rt.list_kind.encode() + b'","apiVersion":"'
+                + rt.api_version.encode() + b'","metadata":' + dumps(meta) + b',"items":')
+        return head, b"}"
+
     try:
-        items, _count, last_key, remaining = reg.cache.list(
-            prefix, label, field, limit, start_after, at)
+        body, _, _, _ = reg.cache.list(prefix, label, field, limit, start_after, at, envelope)
     except ExpiredError:
         if token:
             raise errors.gone(
@@ -218,15 +229,7 @@ async def list_objects(reg: Registry, req: Request, info: RequestInfo) -> bytes:
                 "that were created, modified, or deleted between the time the first chunk was "
                 "returned and now may show up in the list.") from None
         raise errors.gone(f"too old resource version: {at} ({reg.cache.oldest()})") from None
-    list_rv = at if at is not None else reg.store.revision()
-    meta: Obj = {"resourceVersion": str(list_rv)}
-    if last_key is not None:
-        meta["continue"] = encode_continue(list_rv, last_key[len(rt.key_prefix):])
-        if label is None and field is None:
-            meta["remainingItemCount"] = remaining
-    head = (b'{"kind":"' + rt.list_kind.encode() + b'","apiVersion":"'
-            + rt.api_version.encode() + b'","metadata":' + dumps(meta) + b',"items":')
-    return b"".join((head, items, b"}"))
+    return body
 
 
 # ------------------------------------------------------------ get and write
