@@ -5,12 +5,12 @@ BIN := $(VENV)/bin
 NATIVE_SRC := $(wildcard rust/src/*.rs) rust/Cargo.toml pyproject.toml
 STAMP := $(VENV)/.k8slite-installed
 
-.PHONY: up test venv install tools images lint bench clean
+.PHONY: up test venv install deps tools images lint bench clean
 
-up: install tools images
+up: install deps tools images
 	$(BIN)/k8slite up
 
-test: install tools images
+test: install deps tools images
 	$(BIN)/python -m pytest -q tests
 
 venv: $(BIN)/python
@@ -25,6 +25,10 @@ install: $(STAMP)
 $(STAMP): $(BIN)/python $(NATIVE_SRC)
 	$(BIN)/pip install -q -e '.[test]'
 	touch $(STAMP)
+
+# System packages the node components use (iproute2, nftables, util-linux).
+deps:
+	hack/install-deps
 
 tools: $(BIN)/python
 	hack/get-kubectl

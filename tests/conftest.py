@@ -152,3 +152,14 @@ def namespace(api: httpx.Client, request: pytest.FixtureRequest) -> Iterator[str
 
 def kubectl_path() -> Path:
     return BIN / "kubectl"
+
+
+@pytest.fixture(scope="module")
+def module_apiserver() -> Iterator[ServerHandle]:
+    """An API server for one test module, for tests whose components act on everything in
+    it (controllers) and so must not share a server with other modules."""
+    tmp = Path(tempfile.mkdtemp(prefix="k8slite-mod-"))
+    server = start_apiserver(tmp)
+    yield server
+    server.stop()
+    shutil.rmtree(tmp, ignore_errors=True)

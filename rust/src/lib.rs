@@ -4,6 +4,7 @@ use pyo3::prelude::*;
 mod cache;
 mod codec;
 mod jsonscan;
+mod sched;
 mod selector;
 
 #[pymodule]
@@ -18,5 +19,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("SelectorError", py.get_type::<selector::SelectorError>())?;
     m.add_class::<cache::WatchCache>()?;
     m.add("ExpiredError", py.get_type::<cache::ExpiredError>())?;
+    sched::register(m)?;
     Ok(())
 }

@@ -174,8 +174,6 @@ async def test_patch_types(kube: ApiClient, namespace: str) -> None:
                          patch_type="bogus")  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(strict=True,
-                   reason="the API server answers 415 to application/apply-patch+yaml so far")
 async def test_server_side_apply(kube: ApiClient, namespace: str) -> None:
     body = {"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "applied", "namespace": namespace}, "data": {"k": "v"}}

@@ -384,6 +384,14 @@ class ServiceStrategy(Strategy):
             return
         spec.setdefault("type", "ClusterIP")
         spec.setdefault("sessionAffinity", "None")
+        # As upstream's defaults: no affinity config without affinity; ClientIP gets 3 h.
+        if spec["sessionAffinity"] == "None":
+            spec.pop("sessionAffinityConfig", None)
+        elif spec["sessionAffinity"] == "ClientIP":
+            config = spec.get("sessionAffinityConfig")
+            client = config.get("clientIP") if isinstance(config, dict) else None
+            if not isinstance(client, dict) or client.get("timeoutSeconds") is None:
+                spec["sessionAffinityConfig"] = {"clientIP": {"timeoutSeconds": 10800}}
         if spec["type"] != "ExternalName":
             spec.setdefault("internalTrafficPolicy", "Cluster")
         for port in spec.get("ports") or ():
@@ -396,7 +404,10 @@ class ServiceStrategy(Strategy):
         """Allocated values the client left out are kept, as upstream does."""
         super().prepare_update(new, old)
         spec, old_spec = new.get("spec"), old.get("spec") or {}
-        if not isinstance(spec, dict) or spec.get("type") == "ExternalName":
+        if not isinstance(spec, dict):
+            return
+        _drop_type_dependent_fields(spec, old_spec)
+        if spec.get("type") == "ExternalName":
             return
         if not spec.get("clusterIP") and old_spec.get("clusterIP"):
             spec["clusterIP"] = old_spec["clusterIP"]
@@ -431,11 +442,24 @@ class ServiceStrategy(Strategy):
         if not ports and spec.get("type") != "ExternalName" and spec.get("clusterIP") != "None":
             errs.required("spec.ports")
         names: set[str] = set()
+        seen_ports: set[tuple[Any, Any]] = set()
+        seen_node_ports: set[tuple[Any, Any]] = set()
         for i, port in enumerate(ports):
             p = f"spec.ports[{i}]"
             if not isinstance(port, dict):
                 errs.invalid(p, port, "must be an object")
                 continue
+            key = (port.get("port"), port.get("protocol"))
+            if key in seen_ports:
+                errs.duplicate(p, _GoServicePort(port.get("protocol"), port.get("port")))
+            seen_ports.add(key)
+            node_key = (port.get("nodePort"), port.get("protocol"))
+            if port.get("nodePort"):
+                if node_key in seen_node_ports:
+                    errs.duplicate(f"{p}.nodePort", port["nodePort"])
+                seen_node_ports.add(node_key)
+                if spec.get("type") == "ClusterIP":
+                    errs.forbidden(f"{p}.nodePort", "may not be used when `type` is 'ClusterIP'")
             name = port.get("name") or ""
             if len(ports) > 1 and not name:
                 errs.required(f"{p}.name")
@@ -452,6 +476,15 @@ class ServiceStrategy(Strategy):
             if port.get("nodePort") not in (None, 0):
                 check_port_number(errs, f"{p}.nodePort", port["nodePort"])
         check_labels(errs, "spec.selector", spec.get("selector"))
+        if spec.get("type") in ("NodePort", "LoadBalancer") and spec.get("clusterIP") == "None":
+            errs.invalid("spec.clusterIPs[0]", "None",
+                         f"may not be set to 'None' for {spec['type']} services")
+        if spec.get("sessionAffinity") == "ClientIP":
+            timeout = ((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}).get(
+                "timeoutSeconds")
+            if not isinstance(timeout, int) or not 0 < timeout <= 86400:
+                errs.invalid("spec.sessionAffinityConfig.clientIP.timeoutSeconds", timeout,
+                             "must be greater than 0 and less than 86400")
 
     def validate_update(self, new: Obj, old: Obj, errs: FieldErrors, namespaced: bool) -> None:
         super().validate_update(new, old, errs, namespaced)
@@ -459,6 +492,36 @@ class ServiceStrategy(Strategy):
         new_ip = (new.get("spec") or {}).get("clusterIP")
         if old_ip and new_ip != old_ip and (new.get("spec") or {}).get("type") != "ExternalName":
             errs.immutable("spec.clusterIPs[0]", new_ip or "")
+
+
+class _GoServicePort:
+    """Renders like upstream's %#v of the core.ServicePort key in its duplicate-port error."""
+
+    def __init__(self, protocol: Any, port: Any) -> None:
+        self.protocol, self.port = protocol, port
+
+    def __str__(self) -> str:
+        return (f'core.ServicePort{{Name:"", Protocol:"{self.protocol}", '
+                f"AppProtocol:(*string)(nil), Port:{self.port}, "
+                'TargetPort:intstr.IntOrString{Type:0, IntVal:0, StrVal:""}, NodePort:0}')
+
+
+def _drop_type_dependent_fields(spec: Obj, old_spec: Obj) -> None:
+    """Changing only the type lets go of what the old type had allocated, as upstream does:
+    node ports when leaving NodePort/LoadBalancer, the cluster IP when becoming ExternalName.
+    Values the client changed itself are left for validation to judge."""
+    node_port_types = ("NodePort", "LoadBalancer")
+    if old_spec.get("type") in node_port_types and spec.get("type") not in node_port_types:
+        held = {(p.get("port"), p.get("protocol")): p.get("nodePort")
+                for p in old_spec.get("ports") or () if isinstance(p, dict)}
+        for port in spec.get("ports") or ():
+            if isinstance(port, dict) and port.get("nodePort") and \
+                    held.get((port.get("port"), port.get("protocol"))) == port["nodePort"]:
+                del port["nodePort"]
+    if spec.get("type") == "ExternalName" and old_spec.get("type") != "ExternalName" \
+            and spec.get("clusterIP") == old_spec.get("clusterIP"):
+        for field in ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"):
+            spec.pop(field, None)
 
 
 @register("", "Endpoints")

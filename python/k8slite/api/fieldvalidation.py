@@ -23,6 +23,7 @@ class Findings:
 
     unknown: list[str] = field(default_factory=list)
     type_error: str | None = None
+    type_path: str | None = None
 
     def strict_message(self) -> str:
         return "strict decoding error: " + ", ".join(f'unknown field "{p}"' for p in self.unknown)
@@ -87,6 +88,7 @@ class _Walker:
                 self.found.type_error = (
                     f"json: cannot unmarshal {json_type} into Go struct field "
                     f"{owner.short}.{path} of type {go_type(node)}")
+                self.found.type_path = path
             return
         kind = node.kind
         if kind == "struct" and node.definition is not None:

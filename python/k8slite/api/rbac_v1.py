@@ -82,15 +82,15 @@ class ClusterRoleStrategy(_RoleStrategy):
 class _BindingStrategy(Strategy):
     name_check = "path"
     reset_status_on_create = False
-    role_kinds = ["Role", "ClusterRole"]
+    role_kinds: tuple[str, ...] = ("Role", "ClusterRole")
     # A ClusterRoleBinding has no namespace to default a service account subject's from.
     needs_subject_namespace = False
 
     def default(self, obj: Obj) -> None:
         for subject in obj.get("subjects") or ():
-            if isinstance(subject, dict) and not subject.get("apiGroup"):
-                if subject.get("kind") in ("User", "Group"):
-                    subject["apiGroup"] = GROUP
+            if isinstance(subject, dict) and not subject.get("apiGroup") \
+                    and subject.get("kind") in ("User", "Group"):
+                subject["apiGroup"] = GROUP
         ref = obj.get("roleRef")
         if isinstance(ref, dict) and not ref.get("apiGroup"):
             ref["apiGroup"] = GROUP
@@ -122,7 +122,7 @@ class _BindingStrategy(Strategy):
         if ref.get("apiGroup") != GROUP:
             errs.not_supported("roleRef.apiGroup", ref.get("apiGroup"), [GROUP])
         if ref.get("kind") not in self.role_kinds:
-            errs.not_supported("roleRef.kind", ref.get("kind"), self.role_kinds)
+            errs.not_supported("roleRef.kind", ref.get("kind"), list(self.role_kinds))
         name = ref.get("name")
         if not name:
             errs.required("roleRef.name")
@@ -165,5 +165,5 @@ class RoleBindingStrategy(_BindingStrategy):
 
 @register(GROUP, "ClusterRoleBinding")
 class ClusterRoleBindingStrategy(_BindingStrategy):
-    role_kinds = ["ClusterRole"]
+    role_kinds = ("ClusterRole",)
     needs_subject_namespace = True

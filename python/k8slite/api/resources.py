@@ -90,6 +90,8 @@ _EVENT_FIELDS = (
     "type",
 )
 
+_RBAC = "rbac.authorization.k8s.io"
+
 RESOURCES: list[ResourceType] = [
     ResourceType("", "v1", "Namespace", "namespaces", False, ("ns",), ("status", "finalize"),
                  fields=("status.phase",)),
@@ -113,6 +115,22 @@ RESOURCES: list[ResourceType] = [
     ResourceType("coordination.k8s.io", "v1", "Lease", "leases", True),
     ResourceType("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", True,
                  has_spec=False),
+    ResourceType(_RBAC, "v1", "ClusterRole", "clusterroles", False, has_spec=False),
+    ResourceType(_RBAC, "v1", "ClusterRoleBinding", "clusterrolebindings", False,
+                 has_spec=False),
+    ResourceType(_RBAC, "v1", "Role", "roles", True, has_spec=False),
+    ResourceType(_RBAC, "v1", "RoleBinding", "rolebindings", True, has_spec=False),
+    # Access reviews: answered per request and never stored, so create is their only verb.
+    ResourceType("authorization.k8s.io", "v1", "SelfSubjectAccessReview",
+                 "selfsubjectaccessreviews", False, verbs=("create",)),
+    ResourceType("authorization.k8s.io", "v1", "SelfSubjectRulesReview",
+                 "selfsubjectrulesreviews", False, verbs=("create",)),
+    ResourceType("authorization.k8s.io", "v1", "SubjectAccessReview",
+                 "subjectaccessreviews", False, verbs=("create",)),
+    ResourceType("authorization.k8s.io", "v1", "LocalSubjectAccessReview",
+                 "localsubjectaccessreviews", True, verbs=("create",)),
+    ResourceType("authentication.k8s.io", "v1", "SelfSubjectReview", "selfsubjectreviews",
+                 False, verbs=("create",)),
 ]
 
 _BY_PATH = {(r.group, r.version, r.plural): r for r in RESOURCES}

@@ -103,7 +103,7 @@ class _Builder:
     """Walks model classes from the served kinds, naming each type after upstream."""
 
     def __init__(self) -> None:
-        import kubernetes.client.models as models  # a runtime dependency, imported lazily
+        from kubernetes.client import models  # a runtime dependency, imported lazily
 
         self.models = models
         self.defs: dict[str, Definition] = {}
@@ -165,13 +165,13 @@ class _Builder:
         return Node("struct", definition=self.definition(typ, group), meta=meta)
 
 
-def _kind_class(models: Any, rt: ResourceType) -> str:
+def _kind_class(models: Any, rt: ResourceType) -> str | None:
     version = rt.version.capitalize()
     prefix = (rt.group.split(".")[0] or "core").capitalize()
     for name in (f"{version}{rt.kind}", f"{prefix}{version}{rt.kind}"):
         if hasattr(models, name):
             return name
-    raise KeyError(f"no model for {rt.group}/{rt.version} {rt.kind}")
+    return None
 
 
 @dataclass
@@ -181,8 +181,8 @@ class Catalog:
     definitions: dict[str, Definition]
     kinds: dict[tuple[str, str, str], Definition]  # (group, version, kind) -> definition
 
-    def root(self, rt: ResourceType) -> Definition:
-        return self.kinds[(rt.group, rt.version, rt.kind)]
+    def root(self, rt: ResourceType) -> Definition | None:
+        return self.kinds.get((rt.group, rt.version, rt.kind))
 
 
 @functools.cache
@@ -193,12 +193,15 @@ def catalog() -> Catalog:
     ordered = sorted(RESOURCES, key=lambda r: r.group != "")
     for rt in ordered:
         cls = _kind_class(b.models, rt)
+        if cls is None:  # a kind the client does not model: served without a schema
+            continue
         defn = b.definition(cls, rt.group)
         defn.gvks = [{"group": rt.group, "kind": rt.kind, "version": rt.version}]
         kinds[(rt.group, rt.version, rt.kind)] = defn
-        lst = b.definition(cls + "List", rt.group)
-        lst.gvks = [{"group": rt.group, "kind": rt.list_kind, "version": rt.version}]
-        kinds[(rt.group, rt.version, rt.list_kind)] = lst
+        if hasattr(b.models, cls + "List"):
+            lst = b.definition(cls + "List", rt.group)
+            lst.gvks = [{"group": rt.group, "kind": rt.list_kind, "version": rt.version}]
+            kinds[(rt.group, rt.version, rt.list_kind)] = lst
     for cls_name, group, version, kind in _EXTRA_KINDS:
         defn = b.definition(cls_name, group)
         if kind == "DeleteOptions":
@@ -210,5 +213,6 @@ def catalog() -> Catalog:
     return Catalog(b.defs, kinds)
 
 
-def root(rt: ResourceType) -> Definition:
+def root(rt: ResourceType) -> Definition | None:
+    """The definition of a served kind; None for a kind the client has no model for."""
     return catalog().root(rt)

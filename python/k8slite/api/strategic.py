@@ -23,10 +23,6 @@ SET_ORDER = "$setElementOrder/"
 DELETE_FROM = "$deleteFromPrimitiveList/"
 
 
-def _invalid(message: str) -> errors.ApiError:
-    return errors.ApiError(422, "Invalid", message)
-
-
 def _child(node: Node | None, key: str) -> Node | None:
     if node is None:
         return None
@@ -68,17 +64,17 @@ def _key_of(item: Any, merge_key: str) -> Any:
     if not isinstance(item, dict):
         raise errors.bad_request(f"unable to find api field in struct for the list item {item}")
     if merge_key not in item:
-        raise errors.bad_request(f"map: {_go(item)} does not contain declared merge key: "
+        raise errors.bad_request(f"map: {go_format(item)} does not contain declared merge key: "
                                  f"{merge_key}")
     return item[merge_key]
 
 
-def _go(value: Any) -> str:
+def go_format(value: Any) -> str:
     """Format a value the way Go's %v prints decoded JSON (used in upstream's messages)."""
     if isinstance(value, dict):
-        return "map[" + " ".join(f"{k}:{_go(v)}" for k, v in sorted(value.items())) + "]"
+        return "map[" + " ".join(f"{k}:{go_format(v)}" for k, v in sorted(value.items())) + "]"
     if isinstance(value, list):
-        return "[" + " ".join(_go(v) for v in value) + "]"
+        return "[" + " ".join(go_format(v) for v in value) + "]"
     if value is None:
         return "<nil>"
     if isinstance(value, bool):
@@ -159,7 +155,7 @@ def _merge_list(original: list[Any], patch: list[Any], node: Node | None) -> lis
         elif directive == "merge":
             raise errors.bad_request("merging lists cannot yet be specified in the patch")
         else:
-            raise errors.bad_request(f"Unknown patch type: {directive} in map: {_go(item)}")
+            raise errors.bad_request(f"Unknown patch type: {directive} in map: {go_format(item)}")
     if replace:
         return [_strip(v)[0] for v in plain]
     merged = list(original)
@@ -240,7 +236,7 @@ def merge_map(original: Obj, patch: Obj, node: Node | None) -> Obj:
             return _strip({k: v for k, v in patch.items() if k != PATCH})[0]  # type: ignore
         if directive == "delete":
             return {}
-        raise errors.bad_request(f"Unknown patch type: {directive} in map: {_go(patch)}")
+        raise errors.bad_request(f"Unknown patch type: {directive} in map: {go_format(patch)}")
     out = dict(original) if isinstance(original, dict) else {}
     patch = dict(patch)
     if RETAIN_KEYS in patch:

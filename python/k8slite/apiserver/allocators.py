@@ -124,22 +124,26 @@ class ServiceAllocator:
 
     def on_create(self, obj: Obj) -> list[Op]:
         spec = obj.setdefault("spec", {})
-        name = obj["metadata"]["name"]
-        ops: list[Op] = []
-        if spec.get("type") != "ExternalName":
-            ip = spec.get("clusterIP") or (spec.get("clusterIPs") or [None])[0]
-            if ip == "None":
-                spec["clusterIP"], spec["clusterIPs"] = "None", ["None"]
-            else:
-                if ip:
-                    self._check_ip(name, ip)
-                else:
-                    ip = self._pick_ip()
-                spec["clusterIP"], spec["clusterIPs"] = ip, [ip]
-                ops.append(_claim(IP_PREFIX + ip, obj))
-            spec.setdefault("ipFamilies", ["IPv4"])
-            spec.setdefault("ipFamilyPolicy", "SingleStack")
+        ops = self._cluster_ip_ops(obj) if spec.get("type") != "ExternalName" else []
         ops.extend(self._node_port_ops(obj, set()))
+        return ops
+
+    def _cluster_ip_ops(self, obj: Obj) -> list[Op]:
+        """Honour or pick the service's cluster IP and claim it (headless claims nothing)."""
+        spec = obj["spec"]
+        ops: list[Op] = []
+        ip = spec.get("clusterIP") or (spec.get("clusterIPs") or [None])[0]
+        if ip == "None":
+            spec["clusterIP"], spec["clusterIPs"] = "None", ["None"]
+        else:
+            if ip:
+                self._check_ip(obj["metadata"]["name"], ip)
+            else:
+                ip = self._pick_ip()
+            spec["clusterIP"], spec["clusterIPs"] = ip, [ip]
+            ops.append(_claim(IP_PREFIX + ip, obj))
+        spec.setdefault("ipFamilies", ["IPv4"])
+        spec.setdefault("ipFamilyPolicy", "SingleStack")
         return ops
 
     def _node_port_ops(self, obj: Obj, held: set[int]) -> list[Op]:
@@ -149,7 +153,8 @@ class ServiceAllocator:
             for port in spec.get("ports") or ():
                 port.pop("nodePort", None)
             return []
-        ops, claimed = [], set()
+        ops: list[Op] = []
+        claimed: set[int] = set()
         for i, port in enumerate(spec.get("ports") or ()):
             wanted = port.get("nodePort")
             if wanted in held or wanted in claimed:
@@ -171,6 +176,8 @@ class ServiceAllocator:
         old_ip, new_ip = old_spec.get("clusterIP"), spec.get("clusterIP")
         if old_ip and old_ip != "None" and new_ip != old_ip:
             ops.append(_release(IP_PREFIX + old_ip))  # ExternalName conversion gives it up
+        if not old_ip and spec.get("type") != "ExternalName":
+            ops.extend(self._cluster_ip_ops(new))  # an ExternalName service becoming proxied
         return ops
 
     @staticmethod

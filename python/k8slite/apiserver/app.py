@@ -9,7 +9,7 @@ from quart_trio import QuartTrio
 
 from k8slite import KUBERNETES_VERSION, __version__
 from k8slite._native import dumps
-from k8slite.apiserver import http
+from k8slite.apiserver import discovery, http, openapi, reasonphrases
 from k8slite.apiserver.core import ApiCore
 from k8slite.apiserver.handler import ResourceHandler
 from k8slite.apiserver.metrics import ApiMetrics
@@ -53,6 +53,9 @@ def build_quart(core: ApiCore, metrics: ApiMetrics) -> QuartTrio:
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST)
 
+    discovery.register(app)
+    openapi.register(app)
+    reasonphrases.install()
     metrics.count_objects(lambda: ((reg.rt.plural, len(reg.cache))
                                    for reg in core.registries.values()))
     return app

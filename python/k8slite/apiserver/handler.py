@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
 
 from k8slite.api import errors
-from k8slite.apiserver import http, requestinfo, rest, subresources
+from k8slite.apiserver import http, podlogs, requestinfo, rest, subresources, tables, writes
 from k8slite.apiserver.core import ApiCore
 from k8slite.apiserver.metrics import ApiMetrics
 from k8slite.apiserver.registry import Registry
@@ -21,6 +22,9 @@ log = logging.getLogger(__name__)
 # Runs before a resource request is served; raises ApiError to refuse it (authorization,
 # admission and the like plug in here).
 RequestFilter = Callable[[http.Request, RequestInfo], Awaitable[None]]
+# Serves every verb of a resource that is computed rather than stored (access reviews):
+# returns the status code and body.
+VirtualResource = Callable[[http.Request, RequestInfo], Awaitable[tuple[int, bytes]]]
 
 
 class ResourceHandler:
@@ -31,6 +35,9 @@ class ResourceHandler:
         self.core = core
         self.metrics = metrics
         self.filters: list[RequestFilter] = list(filters or ())
+        self.virtual: dict[tuple[str, str], VirtualResource] = {}
+        # How pods/log reaches kubelets; set by the server from its PKI.
+        self.kubelets: podlogs.KubeletConnector | None = None
 
     async def __call__(self, scope: http.Scope, receive: http.Receive, send: http.Send) -> None:
         req = http.Request(scope, receive)
@@ -41,16 +48,30 @@ class ResourceHandler:
             info = requestinfo.parse(req.method, req.path, req.flag("watch"))
             for check in self.filters:
                 await check(req, info)
+            virtual = self.virtual.get((info.group, info.resource.plural))
+            if virtual is not None:
+                code, body = await virtual(req, info)
+                await http.respond(send, code, body)
+                return
+            if info.verb == "get" and info.subresource == "log":
+                code = 200
+                await podlogs.serve_log(self.core, self.kubelets, req, info, send)
+                return
             reg = self.core.registry(info.resource)
             if info.verb == "watch":
                 code = 200
                 await self._watch(reg, req, info, send)
             else:
                 code, body = await self.dispatch(reg, req, info)
-                await http.respond(send, code, body)
+                content_type, body = _render(req, info, body)
+                await http.respond(send, code, body, content_type, writes.warning_headers(req))
         except errors.ApiError as e:
             code = e.code
             await http.respond_error(send, e)
+        except RecursionError:
+            # Input nested past what the recursive Python code can walk: the input's fault.
+            code = 400
+            await http.respond_error(send, errors.bad_request("the object nests too deeply"))
         except StoreUnavailable as e:
             log.error("storage unavailable serving %s %s: %s", req.method, req.path, e)
             code = 503
@@ -71,7 +92,12 @@ class ResourceHandler:
         watchers.inc()
         running.inc()
         try:
-            await serve_watch(reg, req, info, send)
+            target = tables.negotiate(req.headers.get("accept"), is_list=False)
+            convert = None
+            if target is not None:
+                include = tables.include_object(req.arg("includeObject"))
+                convert = tables.watch_converter(rt, target, include)
+            await serve_watch(reg, req, info, send, convert)
         finally:
             watchers.dec()
             running.dec()
@@ -103,7 +129,8 @@ class ResourceHandler:
             if sub == "scale":
                 return 200, await subresources.update_scale(reg, req, info)
             if sub in (None, "status"):
-                return 200, await rest.patch_object(reg, req, info)
+                data, created = await rest.patch_object(reg, req, info)
+                return (201 if created else 200), data
         elif verb == "delete" and sub is None:
             data, code = await rest.delete_object(reg, req, info)
             return code, data
@@ -120,3 +147,17 @@ class ResourceHandler:
         self.metrics.observe_request(info.verb.upper(), info.group, info.version,
                                      info.resource.plural, info.subresource or "", scope,
                                      code, seconds)
+
+
+def _render(req: http.Request, info: RequestInfo, body: bytes) -> tuple[str, bytes]:
+    """Server-side printing (Tables, partial metadata) and ?pretty for gets and lists."""
+    content_type = http.JSON
+    if info.verb in ("get", "list") and info.subresource is None:
+        target = tables.negotiate(req.headers.get("accept"), is_list=info.verb == "list")
+        if target is not None:
+            include = tables.include_object(req.arg("includeObject"))
+            body = tables.convert(body, info.resource, target, include, info.verb == "list")
+            content_type = target.content_type
+    if req.flag("pretty"):
+        body = json.dumps(json.loads(body), indent=2).encode() + b"\n"
+    return content_type, body

@@ -35,6 +35,9 @@ FOREGROUND_FINALIZER = "foregroundDeletion"
 
 # Mutates the current object into the desired one; None means "it does not exist".
 Mutator = Callable[[Obj | None], Awaitable[Obj] | Obj]
+# Called with (new, old) once a write is defaulted and validated, before it is compared and
+# stored; records managedFields (old is None on create).
+Tracker = Callable[[Obj, Obj | None], None]
 # How often a create retries when a value an allocator picked was taken meanwhile.
 _MAX_ALLOCATION_RETRIES = 5
 
@@ -147,7 +150,8 @@ class Registry:
 
     # ----------------------------------------------------------------- create
 
-    def prepare_new(self, namespace: str | None, obj: Obj) -> Obj:
+    def prepare_new(self, namespace: str | None, obj: Obj, track: Tracker | None = None
+                    ) -> Obj:
         """Defaulting, system metadata and validation of an object about to be created."""
         m = obj.setdefault("metadata", {})
         if not isinstance(m, dict):
@@ -173,11 +177,14 @@ class Registry:
         if "status" in self.rt.subresources:
             obj.setdefault("status", {})
         self._validate(obj, None)
+        if track is not None:
+            track(obj, None)
         return normalize(obj, self.rt)
 
-    async def create(self, namespace: str | None, obj: Obj, dry_run: bool = False) -> bytes:
+    async def create(self, namespace: str | None, obj: Obj, dry_run: bool = False,
+                     track: Tracker | None = None) -> bytes:
         name = (obj.get("metadata") or {}).get("name") or ""
-        obj = self.prepare_new(namespace, obj)
+        obj = self.prepare_new(namespace, obj, track)
         name = obj["metadata"]["name"]
         self._check_namespace_for_create(namespace, name)
         key = self.key(namespace, name)
@@ -202,7 +209,8 @@ class Registry:
 
     async def update(self, namespace: str | None, name: str, mutate: Mutator, *,
                      subresource: str | None = None, dry_run: bool = False,
-                     allow_create: bool | None = None) -> tuple[bytes, bool]:
+                     allow_create: bool | None = None,
+                     track: Tracker | None = None) -> tuple[bytes, bool]:
         """Read, mutate, validate and compare-and-swap until it sticks (GuaranteedUpdate).
 
         Returns the stored bytes and whether the object was created. The mutator raises
@@ -218,10 +226,10 @@ class Registry:
                     raise errors.not_found(self.rt.plural, name, self.rt.group)
                 desired = await _call(mutate, None)
                 _check_name(desired, name)
-                return await self.create(namespace, desired, dry_run), True
+                return await self.create(namespace, desired, dry_run, track), True
             old = loads(current[0])
             desired = await _call(mutate, copy.deepcopy(old))
-            new = self._prepare_update(namespace, name, desired, old, subresource)
+            new = self._prepare_update(namespace, name, desired, old, subresource, track)
             removing = self._ready_to_remove(new)
             if removing:
                 ops = [Op("delete", key, encoder(new), current[1]), *self._releases(new)]
@@ -240,7 +248,7 @@ class Registry:
         raise errors.conflict(self.rt.plural, name, self.rt.group)
 
     def _prepare_update(self, namespace: str | None, name: str, desired: Obj, old: Obj,
-                        subresource: str | None) -> Obj:
+                        subresource: str | None, track: Tracker | None = None) -> Obj:
         if not isinstance(desired, dict):
             raise errors.bad_request("the body of the request must be a JSON object")
         m = desired.get("metadata")
@@ -288,6 +296,8 @@ class Registry:
             self._validate(new, old)
             if self.strategy.tracks_generation and self.strategy.spec_changed(new, old):
                 m["generation"] = int(old_meta.get("generation", 1)) + 1
+        if track is not None:
+            track(new, old)
         new = normalize(new, self.rt)
         new["metadata"]["resourceVersion"] = old_meta.get("resourceVersion")
         return new

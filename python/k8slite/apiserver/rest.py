@@ -18,9 +18,12 @@ from k8slite._native import (
     dumps,
     loads,
 )
-from k8slite.api import errors
+from k8slite.api import apply, errors, schemas
 from k8slite.api.patch import json_patch, merge_patch
 from k8slite.api.resources import ResourceType
+from k8slite.api.schemas import Definition
+from k8slite.api.strategic import go_format, strategic_merge_patch
+from k8slite.apiserver import pbobjects, writes
 from k8slite.apiserver.http import Request
 from k8slite.apiserver.registry import DeleteOptions, Registry
 from k8slite.apiserver.requestinfo import RequestInfo
@@ -52,9 +55,11 @@ def decode_body(req: Request, body: bytes) -> Any:
             raise errors.bad_request(f"json parse error: {e}") from None
         except ValueError as e:
             raise errors.bad_request(f"json parse error: {e}") from None
+    if ctype == pbobjects.CONTENT_TYPE:
+        return pbobjects.decode(body)
     if ctype in ("application/yaml", "application/apply-patch+yaml"):
         try:
-            return yaml.load(body, Loader=_YAML_LOADER)  # noqa: S506 - a safe loader
+            return yaml.load(body, Loader=_YAML_LOADER)
         except yaml.YAMLError as e:
             raise errors.bad_request(f"yaml parse error: {e}") from None
     raise errors.unsupported_media_type(ctype)
@@ -178,8 +183,7 @@ async def list_objects(reg: Registry, req: Request, info: RequestInfo) -> bytes:
     label = label_selector(req)
     field = field_selector(req, rt)
     limit = req.int_arg("limit") or 0
-    if limit < 0:
-        limit = 0
+    limit = max(limit, 0)
     token = req.arg("continue")
     rv_arg = req.arg("resourceVersion") or ""
     match = req.arg("resourceVersionMatch") or ""
@@ -246,7 +250,10 @@ def get_object(reg: Registry, req: Request, info: RequestInfo) -> bytes:
 async def create_object(reg: Registry, req: Request, info: RequestInfo) -> bytes:
     obj = check_type_meta(decode_body(req, await req.body()), reg.rt)
     check_body_namespace(obj, info.namespace)
-    return await reg.create(info.namespace, obj, dry_run(req))
+    opts = writes.write_options(req, "CreateOptions")
+    writes.validate_body(req, reg.rt, obj, opts)
+    return await reg.create(info.namespace, obj, dry_run(req),
+                            writes.tracker(reg.rt, opts, None))
 
 
 async def update_object(reg: Registry, req: Request, info: RequestInfo) -> tuple[bytes, bool]:
@@ -254,6 +261,8 @@ async def update_object(reg: Registry, req: Request, info: RequestInfo) -> tuple
     assert info.name is not None
     body = check_type_meta(decode_body(req, await req.body()), reg.rt)
     check_body_namespace(body, info.namespace)
+    opts = writes.write_options(req, "UpdateOptions")
+    writes.validate_body(req, reg.rt, body, opts)
     name = info.name
 
     def mutate(current: Obj | None) -> Obj:
@@ -267,13 +276,17 @@ async def update_object(reg: Registry, req: Request, info: RequestInfo) -> tuple
         return dict(body)
 
     return await reg.update(info.namespace, name, mutate, subresource=info.subresource,
-                            dry_run=dry_run(req))
+                            dry_run=dry_run(req),
+                            track=writes.tracker(reg.rt, opts, info.subresource))
 
 
-def apply_patch(ctype: str, current: Obj, patch: Any) -> Obj:
-    """Apply a JSON, merge or strategic merge patch (strategic as merge until kinds know keys)."""
+def apply_patch(ctype: str, current: Obj, patch: Any,
+                definition: Definition | None = None) -> Obj:
+    """Apply a JSON, merge or strategic merge patch (SMP merges by the definition's keys)."""
     if ctype == "application/json-patch+json":
         result = json_patch(current, patch)
+    elif ctype == "application/strategic-merge-patch+json":
+        result = strategic_merge_patch(current, patch, definition)
     else:
         if not isinstance(patch, dict):
             raise errors.bad_request("the patch must be a JSON object")
@@ -283,27 +296,68 @@ def apply_patch(ctype: str, current: Obj, patch: Any) -> Obj:
     return result
 
 
-async def patch_object(reg: Registry, req: Request, info: RequestInfo) -> bytes:
+async def patch_object(reg: Registry, req: Request, info: RequestInfo) -> tuple[bytes, bool]:
+    """PATCH of any type; returns the body and whether an apply created the object."""
     assert info.name is not None
     ctype = req.content_type
-    if ctype not in PATCH_TYPES[:3]:
-        raise errors.unsupported_media_type(ctype)
+    if ctype not in PATCH_TYPES:
+        raise errors.ApiError(415, "UnsupportedMediaType", f'the body of the request was in '
+                              f'an unknown format - accepted media types include: '
+                              f'{", ".join(PATCH_TYPES)}')
     patch = decode_body(req, await req.body())
+    if ctype == "application/apply-patch+yaml":
+        return await apply_object(reg, req, info, patch)
+    if req.arg("force") is not None:
+        raise errors.invalid("PatchOptions", "", [{
+            "reason": "FieldValueForbidden", "field": "force",
+            "message": "Forbidden: may not be specified for non-apply patch"}], "meta.k8s.io")
+    opts = writes.write_options(req, "PatchOptions")
+    definition = schemas.root(reg.rt)
     name = info.name
 
     def mutate(current: Obj | None) -> Obj:
         if current is None:
             raise errors.not_found(reg.rt.plural, name, reg.rt.group)
         rv = current["metadata"].get("resourceVersion")
-        patched = apply_patch(ctype, current, patch)
+        patched = apply_patch(ctype, current, patch, definition)
         wanted = (patched.get("metadata") or {}).get("resourceVersion")
         if wanted and wanted != rv:
             raise errors.conflict(reg.rt.plural, name, reg.rt.group)
+        writes.validate_patched(
+            req, reg.rt, patched, opts,
+            lambda: go_format(patch) if ctype == PATCH_TYPES[2] else dumps(patched).decode())
         return patched
 
     data, _ = await reg.update(info.namespace, name, mutate, subresource=info.subresource,
-                               dry_run=dry_run(req), allow_create=False)
-    return data
+                               dry_run=dry_run(req), allow_create=False,
+                               track=writes.tracker(reg.rt, opts, info.subresource))
+    return data, False
+
+
+async def apply_object(reg: Registry, req: Request, info: RequestInfo,
+                       body: Any) -> tuple[bytes, bool]:
+    """Server-side apply (application/apply-patch+yaml): merge, own, prune, or 409."""
+    assert info.name is not None
+    rt, name, namespace = reg.rt, info.name, info.namespace
+    opts = writes.write_options(req, "PatchOptions", is_apply=True)
+    config = apply.check_config(body, rt.api_version, rt.kind, name)
+    check_body_namespace(config, namespace)
+    writes.check_apply_config(rt, config, namespace, name)
+    definition = schemas.root(rt)
+    node = schemas.Node("struct", definition=definition) if definition else None
+    request = apply.ApplyRequest(config, opts.manager, req.flag("force"), rt.api_version,
+                                 info.subresource or "")
+
+    def mutate(current: Obj | None) -> Obj:
+        if node is None:
+            return merge_patch(current or {}, config)  # type: ignore[no-any-return]
+        try:
+            return apply.server_side_apply(current, request, node)
+        except apply.ApplyError as e:
+            raise writes.apply_failed(rt, namespace, name, str(e)) from None
+
+    return await reg.update(namespace, name, mutate, subresource=info.subresource,
+                            dry_run=dry_run(req), allow_create=info.subresource is None)
 
 
 def delete_options(req: Request, body: Any) -> DeleteOptions:

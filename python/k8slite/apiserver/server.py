@@ -9,14 +9,21 @@ from pathlib import Path
 
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve
 
 from k8slite import pki
 from k8slite.apiserver.allocators import ServiceAllocator
 from k8slite.apiserver.app import ApiServerApp
 from k8slite.apiserver.bootstrap import ensure_kubernetes_service
 from k8slite.apiserver.core import ApiCore
+from k8slite.apiserver.limits import (
+    MAX_MUTATING_REQUESTS_INFLIGHT,
+    MAX_REQUESTS_INFLIGHT,
+    REQUEST_TIMEOUT,
+)
 from k8slite.apiserver.metrics import ApiMetrics, MeteredStore
+from k8slite.apiserver.podlogs import KubeletConnector
+from k8slite.apiserver.security import secure_app
+from k8slite.apiserver.tls import serve
 from k8slite.storage.rocksdb import RocksStore
 
 log = logging.getLogger(__name__)
@@ -37,6 +44,11 @@ class ApiServerConfig:
     # The address the `kubernetes` service's endpoints point at (default: the bind address,
     # or 127.0.0.1 when binding every address).
     advertise_address: str | None = None
+    # One JSON line per mutating request (upstream's --audit-log-path); None: no audit log.
+    audit_log_path: Path | None = None
+    max_requests_inflight: int = MAX_REQUESTS_INFLIGHT
+    max_mutating_requests_inflight: int = MAX_MUTATING_REQUESTS_INFLIGHT
+    request_timeout: float = REQUEST_TIMEOUT
 
     @property
     def pki_dir(self) -> Path:
@@ -57,7 +69,12 @@ def _hypercorn_config(config: ApiServerConfig) -> HypercornConfig:
     hc.certfile = str(config.tls_cert_file or config.pki_dir / "server.pem")
     hc.keyfile = str(config.tls_private_key_file or config.pki_dir / "server.key")
     hc.ca_certs = str(config.client_ca_file or config.pki_dir / "ca.pem")
-    hc.verify_mode = ssl.CERT_OPTIONAL
+    # Mutual TLS: no certificate signed by the cluster CA, no connection (no anonymous).
+    hc.verify_mode = ssl.CERT_REQUIRED
+    # Slow or silent clients: the handshake must finish in 10 s; a connection that does not
+    # finish sending a request's headers counts as idle (keep_alive_timeout); bodies are
+    # bounded by the request timeout.
+    hc.ssl_handshake_timeout = 10
     hc.accesslog = None
     hc.errorlog = log
     hc.keep_alive_timeout = 90
@@ -83,9 +100,15 @@ async def run(config: ApiServerConfig, *,
         core.warm()
         await core.ensure_system_namespaces()
         app = ApiServerApp(core, metrics)
+        app.resources.kubelets = KubeletConnector.from_pki(config.pki_dir)
+        secured = await secure_app(
+            app, core, audit_log_path=config.audit_log_path,
+            max_requests_inflight=config.max_requests_inflight,
+            max_mutating_requests_inflight=config.max_mutating_requests_inflight,
+            request_timeout=config.request_timeout)
         hc = _hypercorn_config(config)
         async with trio.open_nursery() as nursery:
-            binds = await nursery.start(serve, app, hc)
+            binds = await nursery.start(serve, secured, hc)
             url = binds[0]
             port = int(url.rsplit(":", 1)[1])
             local = config.bind_address if config.bind_address not in ("0.0.0.0", "::") \

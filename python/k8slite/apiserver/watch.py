@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import trio
 
@@ -33,8 +34,12 @@ def error_frame(err: errors.ApiError) -> bytes:
     return b'{"type":"ERROR","object":' + dumps(err.status()) + b"}\n"
 
 
+# Rewrites a batch of event frames (server-side printing of watch events as Tables).
+FrameConverter = Callable[[list[bytes]], list[bytes]]
+
+
 async def serve_watch(reg: Registry, req: http.Request, info: RequestInfo,
-                      send: http.Send) -> None:
+                      send: http.Send, convert: FrameConverter | None = None) -> None:
     """Validate, then stream until the timeout, a client disconnect or a 410."""
     label = label_selector(req)
     field = field_selector(req, reg.rt, info.name)
@@ -58,7 +63,7 @@ async def serve_watch(reg: Registry, req: http.Request, info: RequestInfo,
         nursery.start_soon(_cancel_on_disconnect, req.receive, nursery.cancel_scope)
         with trio.move_on_after(timeout):
             await _stream(reg, send, prefix, label, field, start, initial,
-                          bookmarks, send_initial == "true")
+                          bookmarks, send_initial == "true", convert)
         nursery.cancel_scope.cancel()
     try:
         await http.end_stream(send)
@@ -75,10 +80,13 @@ async def _cancel_on_disconnect(receive: http.Receive, scope: trio.CancelScope) 
 
 
 async def _stream(reg: Registry, send: http.Send, prefix: str, label: object, field: object,
-                  rv: int, initial: bool, bookmarks: bool, initial_end_bookmark: bool) -> None:
+                  rv: int, initial: bool, bookmarks: bool, initial_end_bookmark: bool,
+                  convert: FrameConverter | None = None) -> None:
     cache = reg.cache
     if initial:
         frames, rv = cache.initial_events(prefix, label, field)  # type: ignore[arg-type]
+        if frames and convert is not None:
+            frames = convert(frames)
         if frames:
             await http.stream_chunk(send, b"".join(frames))
         if initial_end_bookmark and bookmarks:
@@ -94,6 +102,8 @@ async def _stream(reg: Registry, send: http.Send, prefix: str, label: object, fi
             await http.stream_chunk(send, error_frame(err))
             return
         if frames:
+            if convert is not None:
+                frames = convert(frames)
             await http.stream_chunk(send, b"".join(frames))
             last_sent = rv
             continue

@@ -8,8 +8,21 @@ from pathlib import Path
 
 import trio
 
+from k8slite.apiserver.limits import (
+    MAX_MUTATING_REQUESTS_INFLIGHT,
+    MAX_REQUESTS_INFLIGHT,
+    REQUEST_TIMEOUT,
+    parse_duration,
+)
 from k8slite.apiserver.server import ApiServerConfig, run
 from k8slite.cmd.common import add_verbosity_flag, run_until_signal, setup_logging
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text) if not text.replace(".", "", 1).isdigit() else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r}") from None
 
 
 def parse_args(argv: list[str] | None) -> tuple[ApiServerConfig, int]:
@@ -27,6 +40,15 @@ def parse_args(argv: list[str] | None) -> tuple[ApiServerConfig, int]:
     p.add_argument("--service-node-port-range", default="30000-32767")
     p.add_argument("--advertise-address",
                    help="address the kubernetes service's endpoints point at")
+    p.add_argument("--audit-log-path", type=Path,
+                   help="append one JSON line per mutating request (audit.k8s.io/v1 Events)")
+    p.add_argument("--max-requests-inflight", type=int, default=MAX_REQUESTS_INFLIGHT,
+                   help="read-only requests served at once before 429 (0: no limit)")
+    p.add_argument("--max-mutating-requests-inflight", type=int,
+                   default=MAX_MUTATING_REQUESTS_INFLIGHT,
+                   help="mutating requests served at once before 429 (0: no limit)")
+    p.add_argument("--request-timeout", type=_duration, default=REQUEST_TIMEOUT,
+                   help="longest a non-long-running request may take, e.g. 60s or 1m0s")
     add_verbosity_flag(p)
     a = p.parse_args(argv)
     low, _, high = a.service_node_port_range.partition("-")
@@ -36,7 +58,10 @@ def parse_args(argv: list[str] | None) -> tuple[ApiServerConfig, int]:
         client_ca_file=a.client_ca_file, watch_cache_size=a.watch_cache_size,
         service_cluster_ip_range=a.service_cluster_ip_range,
         service_node_port_range=(int(low), int(high or low)),
-        advertise_address=a.advertise_address)
+        advertise_address=a.advertise_address, audit_log_path=a.audit_log_path,
+        max_requests_inflight=a.max_requests_inflight,
+        max_mutating_requests_inflight=a.max_mutating_requests_inflight,
+        request_timeout=a.request_timeout)
     return config, a.verbosity
 
 

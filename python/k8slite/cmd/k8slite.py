@@ -25,10 +25,17 @@ def _up(argv: list[str]) -> int:
     return up_main(argv)
 
 
+def _hollow_nodes(argv: list[str]) -> int:
+    from k8slite.cmd.hollow import main as hollow_main
+
+    return hollow_main(argv)
+
+
 COMMANDS = {
     "version": (_version, "print the version"),
     "certs": (_certs, "create the cluster's certificates and kubeconfigs"),
     "up": (_up, "run a cluster on embedded defaults"),
+    "hollow-nodes": (_hollow_nodes, "run simulated kubelets for scale tests"),
 }
 
 

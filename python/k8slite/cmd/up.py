@@ -64,6 +64,8 @@ async def supervise(component: Component) -> None:
 async def wait_ready(url: str, ca: Path, timeout: float = 60.0) -> None:
     """Poll /readyz until the API server answers."""
     ctx = ssl.create_default_context(cafile=str(ca))
+    # The API server requires a client certificate (mutual TLS): present the admin's.
+    ctx.load_cert_chain(ca.parent / "client-admin.pem", ca.parent / "client-admin.key")
     with trio.fail_after(timeout):
         async with httpx.AsyncClient(verify=ctx) as client:
             while True:
@@ -101,7 +103,9 @@ async def up(data_dir: Path, port: int) -> None:
         print(f"K8s-Lite API server is up at {url} (data in {data_dir})", flush=True)
         print(f"  export KUBECONFIG={kubeconfig}", flush=True)
         print("  kubectl get namespaces", flush=True)
-        print(f"  curl --cacert {data_dir}/pki/ca.pem {url}/api/v1/namespaces", flush=True)
+        pki_dir = data_dir / "pki"
+        print(f"  curl --cert {pki_dir}/client-admin.pem --key {pki_dir}/client-admin.key "
+              f"--cacert {pki_dir}/ca.pem {url}/api/v1/namespaces", flush=True)
         print("Press Ctrl-C to stop.", flush=True)
 
 

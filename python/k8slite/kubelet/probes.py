@@ -211,11 +211,13 @@ class Prober:
         self.success_threshold = int(probe.get("successThreshold") or 1)
         self.failure_threshold = int(probe.get("failureThreshold") or 3)
         self.healthy = kind == "liveness"
+        # A startup probe that failed failureThreshold times in a row: kill the container.
+        self.failed = False
         self.last: ProbeResult | None = None
         self._streak = 0
 
     def observe(self, result: ProbeResult) -> bool:
-        """Count one probe result; True when the reported state (healthy) changed."""
+        """Count one probe result; True when the reported state (healthy or failed) changed."""
         if self.last is not None and self.last.success == result.success:
             self._streak += 1
         else:
@@ -225,10 +227,15 @@ class Prober:
         if result.success != self.healthy and self._streak >= threshold:
             self.healthy = result.success
             return True
+        if self.kind == "startup" and not result.success and not self.failed and \
+                self._streak >= threshold:
+            # Startup starts unhealthy, so failing changes nothing but still must be told.
+            self.failed = True
+            return True
         return False
 
     async def run(self, on_change: Callable[[Prober], object]) -> None:
-        """Probe every periodSeconds until cancelled (a startup probe: until it succeeds).
+        """Probe every periodSeconds until cancelled (a startup probe: until it succeeds or fails).
 
         on_change(self) is called on every change of healthy. The initial delay counts from
         the container's start (started_at, epoch seconds), so an adopted container is not
@@ -242,7 +249,7 @@ class Prober:
         while True:
             if self.observe(await self.check()):
                 on_change(self)
-            if self.kind == "startup" and self.healthy:
+            if self.kind == "startup" and (self.healthy or self.failed):
                 return
             # Ticks stay on the period's grid; a probe slower than its period skips ticks.
             now = trio.current_time()

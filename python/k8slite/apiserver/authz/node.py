@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 NODE_LEASE_NAMESPACE = "kube-node-lease"
 _POD_PREFIX = "/registry/core/pods/"
+_NODE_NAME = b'"nodeName":"'
 Obj = dict[str, Any]
 # (resource, namespace, name) of an object a pod uses.
 Ref = tuple[str, str, str]
@@ -124,9 +125,11 @@ class NodeGraph:
             try:
                 if ev.type == "DELETED":
                     self._remove(ev.key)
-                elif ev.key not in self._pods:
+                elif ev.key not in self._pods and _NODE_NAME in ev.data:
+                    # Only bound pods matter; most pods are created unbound, and are not
+                    # decoded until the scheduler binds them.
                     self._add(ev.key, loads(ev.data))
-            except Exception:  # noqa: BLE001 - a store subscriber must never raise
+            except Exception:  # a store subscriber must never raise
                 log.exception("node graph: cannot index %s", ev.key)
 
     def _add(self, key: str, pod: Obj) -> None:
@@ -212,8 +215,8 @@ class NodeAuthorizer:
         if attrs.verb not in ("get", "create", "update", "patch", "delete"):
             return False, "can only get, create, update, patch, or delete a node lease"
         if attrs.namespace != NODE_LEASE_NAMESPACE:
-            return False, f'can only access leases in the "{NODE_LEASE_NAMESPACE}" system ' \
-                          f'namespace'
+            return False, (f'can only access leases in the "{NODE_LEASE_NAMESPACE}" system '
+                           'namespace')
         # A create has no name yet; the node restriction checks the body's name.
         if attrs.verb != "create" and attrs.name != node:
             return False, "can only access node lease with the same name as the requesting node"

@@ -31,7 +31,7 @@ class RuleSet:
     The same probing answers "does this rule set cover that rule" for escalation checks.
     """
 
-    __slots__ = ("resources", "urls", "rules")
+    __slots__ = ("resources", "rules", "urls")
 
     def __init__(self) -> None:
         self.resources: dict[tuple[str, str, str], frozenset[str] | None] = {}

@@ -1,0 +1,60 @@
+"""The audit log: one JSON line per mutating request, in upstream's audit.k8s.io/v1 Event shape.
+
+Each line is an Event at level Metadata and stage ResponseComplete (so the tools that read
+upstream audit logs read these): user and groups, verb, the object (group, version,
+resource, subresource, namespace, name), the response code, the request's start and end
+times, and its latency in the annotation "k8slite.io/latency-seconds".
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from pathlib import Path
+from typing import IO, Any
+
+from k8slite._native import dumps
+from k8slite.apiserver.authn import UserInfo
+
+LATENCY_ANNOTATION = "k8slite.io/latency-seconds"
+
+
+def _timestamp(when: float) -> str:
+    """RFC 3339 with microseconds, as upstream's MicroTime."""
+    moment = dt.datetime.fromtimestamp(when, dt.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class AuditLog:
+    """Appends events to a file, one line each, flushed as written (tail -f shows them)."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._file: IO[str] = path.open("a", buffering=1, encoding="utf-8")
+
+    def close(self) -> None:
+        self._file.close()
+
+    def record(self, *, user: UserInfo | None, verb: str, uri: str, code: int, started: float,
+               finished: float, source_ip: str, user_agent: str,
+               object_ref: dict[str, str] | None) -> None:
+        event: dict[str, Any] = {
+            "kind": "Event",
+            "apiVersion": "audit.k8s.io/v1",
+            "level": "Metadata",
+            "auditID": str(uuid.uuid4()),
+            "stage": "ResponseComplete",
+            "requestURI": uri,
+            "verb": verb,
+            "user": {"username": user.name, "groups": list(user.groups)} if user else {},
+            "sourceIPs": [source_ip] if source_ip else [],
+            "userAgent": user_agent,
+        }
+        if object_ref:
+            event["objectRef"] = object_ref
+        event["responseStatus"] = {"metadata": {}, "code": code}
+        event["requestReceivedTimestamp"] = _timestamp(started)
+        event["stageTimestamp"] = _timestamp(finished)
+        event["annotations"] = {LATENCY_ANNOTATION: f"{finished - started:.6f}"}
+        self._file.write(dumps(event).decode() + "\n")

@@ -1,0 +1,377 @@
+"""OpenAPI v2 and v3 documents of the served API, rendered once from api.schemas.
+
+v3 is what kubectl 1.35 reads: `kubectl explain`, the patch metadata of client-side apply,
+and the check that the server validates fields itself (the `fieldValidation` parameter on a
+kind's PATCH operation). The per group-version documents are addressed by content hash.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from typing import Any
+
+from quart import Response, request
+from quart_trio import QuartTrio
+
+from k8slite import KUBERNETES_VERSION
+from k8slite._native import dumps
+from k8slite.api import schemas
+from k8slite.api.patchmeta import META
+from k8slite.api.resources import RESOURCES, ResourceType, group_versions
+from k8slite.api.schemas import Definition, Node
+
+Obj = dict[str, Any]
+_SPECIAL: dict[str, Obj] = {
+    META + "Time": {"description": "Time is a wrapper around time.Time which supports correct "
+                    "marshaling to YAML and JSON.", "type": "string", "format": "date-time"},
+    META + "MicroTime": {"description": "MicroTime is version of Time with microsecond level "
+                         "precision.", "type": "string", "format": "date-time"},
+    META + "FieldsV1": {"description": "FieldsV1 stores a set of fields in a data structure "
+                        "like a Trie, in JSON format.", "type": "object"},
+    META + "Patch": {"description": "Patch is provided to give a concrete name and type to "
+                     "the Kubernetes PATCH request body.", "type": "object"},
+    "io.k8s.apimachinery.pkg.api.resource.Quantity": {
+        "description": "Quantity is a fixed-point representation of a number.",
+        "type": "string"},
+    "io.k8s.apimachinery.pkg.util.intstr.IntOrString": {
+        "description": "IntOrString is a type that can hold an int32 or a string.",
+        "type": "string", "format": "int-or-string"},
+    "io.k8s.apimachinery.pkg.runtime.RawExtension": {
+        "description": "RawExtension is used to hold extensions in external versions.",
+        "type": "object"},
+}
+_V3_OVERRIDES = {
+    "io.k8s.apimachinery.pkg.api.resource.Quantity": {
+        "oneOf": [{"type": "string"}, {"type": "number"}]},
+    "io.k8s.apimachinery.pkg.util.intstr.IntOrString": {
+        "x-kubernetes-int-or-string": True, "anyOf": [{"type": "integer"},
+                                                       {"type": "string"}]},
+}
+
+
+class _Renderer:
+    """Renders definitions for one OpenAPI version (refs and $ref-with-description differ)."""
+
+    def __init__(self, v3: bool) -> None:
+        self.v3 = v3
+        self.prefix = "#/components/schemas/" if v3 else "#/definitions/"
+        self.used: set[str] = set()
+
+    def ref(self, name: str, description: str = "") -> Obj:
+        self.used.add(name)
+        target = {"$ref": self.prefix + name}
+        if not description:
+            return target
+        if self.v3:  # siblings of $ref are ignored in OpenAPI 3.0, so wrap it
+            return {"allOf": [target], "description": description}
+        return {**target, "description": description}
+
+    def node(self, node: Node, description: str = "") -> Obj:
+        kind = node.kind
+        if kind == "struct" and node.definition is not None:
+            out = self.ref(node.definition.name, description)
+        elif kind == "list" and node.elem is not None:
+            out = {"type": "array", "items": self.node(node.elem)}
+        elif kind == "map" and node.elem is not None:
+            out = {"type": "object", "additionalProperties": self.node(node.elem)}
+        elif kind == "time":
+            name = META + ("MicroTime" if node.fmt == "micro" else "Time")
+            out = self.ref(name, description)
+        elif kind == "quantity":
+            out = self.ref("io.k8s.apimachinery.pkg.api.resource.Quantity", description)
+        elif kind == "intstr":
+            out = self.ref("io.k8s.apimachinery.pkg.util.intstr.IntOrString", description)
+        elif kind == "any":
+            name = {"fieldsV1": META + "FieldsV1",
+                    "object": "io.k8s.apimachinery.pkg.runtime.RawExtension"}.get(node.fmt)
+            out = self.ref(name, description) if name else {"type": "object"}
+        else:
+            out = {"type": kind}
+            if node.fmt == "byte":
+                out["format"] = "byte"
+        if description and "description" not in out and "allOf" not in out \
+                and "$ref" not in out:
+            out["description"] = description
+        if node.enum:
+            out["enum"] = list(node.enum)
+        m = node.meta
+        if m.merge_key:
+            out["x-kubernetes-patch-merge-key"] = m.merge_key
+        if m.strategy:
+            out["x-kubernetes-patch-strategy"] = m.strategy
+        if m.list_type:
+            out["x-kubernetes-list-type"] = m.list_type
+            if m.list_type == "map":
+                out["x-kubernetes-list-map-keys"] = list(m.keys)
+        if m.map_type:
+            out["x-kubernetes-map-type"] = m.map_type
+        return out
+
+    def definition(self, defn: Definition) -> Obj:
+        out: Obj = {}
+        # A field whose own description the client's models lost carries its type's
+        # description (api.schemas), so only kinds keep theirs here: explain prints both.
+        if defn.description and defn.gvks:
+            out["description"] = defn.description
+        out["type"] = "object"
+        out["properties"] = {k: self.node(n, n.description) for k, n in defn.fields.items()}
+        if defn.required:
+            out["required"] = list(defn.required)
+        if defn.gvks:
+            out["x-kubernetes-group-version-kind"] = defn.gvks
+        if defn.atomic:
+            out["x-kubernetes-map-type"] = "atomic"
+        return out
+
+    def closure(self, names: set[str]) -> dict[str, Obj]:
+        """Render the named definitions and everything they refer to."""
+        catalog = schemas.catalog().definitions
+        out: dict[str, Obj] = {}
+        pending = set(names)
+        while pending:
+            name = pending.pop()
+            if name in out:
+                continue
+            if name in catalog:
+                out[name] = self.definition(catalog[name])
+            else:
+                out[name] = dict(_SPECIAL[name])
+                if self.v3 and name in _V3_OVERRIDES:
+                    out[name] = {"description": out[name]["description"],
+                                 **_V3_OVERRIDES[name]}
+            pending |= self.used - out.keys()
+        return dict(sorted(out.items()))
+
+
+# ------------------------------------------------------------------------ paths
+
+_PATCH_TYPES = ("application/apply-patch+yaml", "application/json-patch+json",
+                "application/merge-patch+json", "application/strategic-merge-patch+json")
+
+
+def _param(name: str, where: str = "query", kind: str = "string", desc: str = "",
+           required: bool = False) -> Obj:
+    out: Obj = {"name": name, "in": where, "description": desc}
+    if required:
+        out["required"] = True
+    out["schema"] = {"type": kind}
+    return out
+
+
+def _v2_param(p: Obj) -> Obj:
+    """OpenAPI v2 puts a non-body parameter's type beside it rather than in a schema."""
+    if p.get("in") == "body" or "schema" not in p:
+        return p
+    out = {k: v for k, v in p.items() if k != "schema"}
+    out["type"] = p["schema"]["type"]
+    return out
+
+
+_WRITE_PARAMS = [
+    _param("dryRun", desc="When present, indicates that modifications should not be "
+           "persisted. Valid values are: - All: all dry run stages will be processed"),
+    _param("fieldManager", desc="fieldManager is a name associated with the actor or entity "
+           "that is making these changes."),
+    _param("fieldValidation", desc="fieldValidation instructs the server on how to handle "
+           "objects in the request (POST/PUT/PATCH) containing unknown or duplicate fields. "
+           "Valid values are: - Ignore - Warn (default) - Strict"),
+]
+_FORCE = _param("force", kind="boolean", desc="Force is going to \"force\" Apply requests. "
+                "It means user will re-acquire conflicting fields owned by other people.")
+_PRETTY = _param("pretty", desc="If 'true', then the output is pretty printed.")
+
+
+def _op(rt: ResourceType, action: str, kind: str, group: str, version: str, v3: bool,
+        response: str, body: str | None = None, params: list[Obj] | None = None,
+        patch: bool = False) -> Obj:
+    op: Obj = {
+        "description": f"{action} {kind}",
+        "operationId": f"{action}{rt.kind}",
+        "tags": [rt.group_version.replace("/", "_").replace(".", "_")],
+        "parameters": [_PRETTY, *(params or [])],
+        "responses": {"200": {"description": "OK"}, "401": {"description": "Unauthorized"}},
+        "x-kubernetes-action": action,
+        "x-kubernetes-group-version-kind": {"group": group, "kind": kind, "version": version},
+    }
+    ref = ("#/components/schemas/" if v3 else "#/definitions/") + response
+    if v3:
+        op["responses"]["200"]["content"] = {"application/json": {"schema": {"$ref": ref}}}
+    else:
+        op["responses"]["200"]["schema"] = {"$ref": ref}
+        op["produces"] = ["application/json", "application/yaml"]
+    if body is not None:
+        types = list(_PATCH_TYPES) if patch else ["*/*"]
+        body_ref = ("#/components/schemas/" if v3 else "#/definitions/") + body
+        if v3:
+            op["requestBody"] = {"content": {t: {"schema": {"$ref": body_ref}} for t in types},
+                                 "required": True}
+        else:
+            op["consumes"] = types
+            op["parameters"].append({"name": "body", "in": "body", "required": True,
+                                     "schema": {"$ref": body_ref}})
+    if not v3:
+        op["parameters"] = [_v2_param(p) for p in op["parameters"]]
+    return op
+
+
+def _paths(rt: ResourceType, v3: bool) -> dict[str, Obj]:
+    root = schemas.root(rt)
+    if root is None:
+        return {}
+    defn = root.name
+    lst_defn = schemas.catalog().kinds.get((rt.group, rt.version, rt.list_kind))
+    lst = lst_defn.name if lst_defn is not None else defn
+    status = META + "Status"
+    base = f"/api/{rt.version}" if not rt.group else f"/apis/{rt.group}/{rt.version}"
+    scoped = f"{base}/namespaces/{{namespace}}/{rt.plural}" if rt.namespaced \
+        else f"{base}/{rt.plural}"
+    args = (rt.group, rt.version, v3)
+    name = _param("name", "path", desc=f"name of the {rt.kind}", required=True)
+    ns = [_param("namespace", "path", desc="object name and auth scope", required=True)] \
+        if rt.namespaced else []
+    writes = [*_WRITE_PARAMS]
+    verbs = set(rt.verbs)
+    collection: Obj = {}
+    if "list" in verbs:
+        collection["get"] = _op(rt, "list", rt.kind, *args, lst)
+    if "create" in verbs:
+        collection["post"] = _op(rt, "post", rt.kind, *args, defn, defn, writes)
+    if "deletecollection" in verbs:
+        collection["delete"] = _op(rt, "deletecollection", rt.kind, *args, status)
+    item: Obj = {}
+    if "get" in verbs:
+        item["get"] = _op(rt, "get", rt.kind, *args, defn)
+    if "update" in verbs:
+        item["put"] = _op(rt, "put", rt.kind, *args, defn, defn, writes)
+    if "patch" in verbs:
+        item["patch"] = _op(rt, "patch", rt.kind, *args, defn, META + "Patch",
+                            [*writes, _FORCE], patch=True)
+    if "delete" in verbs:
+        item["delete"] = _op(rt, "delete", rt.kind, *args, status)
+    out: dict[str, Obj] = {scoped: {**collection, "parameters": ns}}
+    if item:
+        out[f"{scoped}/{{name}}"] = {**item, "parameters": [name, *ns]}
+    if rt.namespaced and "list" in verbs:
+        out[f"{base}/{rt.plural}"] = {"get": _op(rt, "list", rt.kind, *args, lst)}
+    for sub in rt.subresources:
+        if sub not in ("status", "scale"):
+            continue
+        kind, target = (rt.kind, defn) if sub == "status" else \
+            ("Scale", "io.k8s.api.autoscaling.v1.Scale")
+        g, v = (rt.group, rt.version) if sub == "status" else ("autoscaling", "v1")
+        sub_args = (g, v, v3)
+        out[f"{scoped}/{{name}}/{sub}"] = {
+            "get": _op(rt, "get", kind, *sub_args, target),
+            "put": _op(rt, "put", kind, *sub_args, target, target, writes),
+            "patch": _op(rt, "patch", kind, *sub_args, target, META + "Patch",
+                         [*writes, _FORCE], patch=True),
+            "parameters": [name, *ns]}
+    if not v3:
+        for item in out.values():
+            if "parameters" in item:
+                item["parameters"] = [_v2_param(p) for p in item["parameters"]]
+    return out
+
+
+def _refs(paths: dict[str, Obj]) -> set[str]:
+    found: set[str] = set()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            ref = value.get("$ref")
+            if isinstance(ref, str):
+                found.add(ref.rsplit("/", 1)[1])
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+
+    walk(paths)
+    return found
+
+
+def _info() -> Obj:
+    return {"title": "Kubernetes", "version": KUBERNETES_VERSION}
+
+
+@functools.cache
+def v2() -> bytes:
+    paths: dict[str, Obj] = {}
+    for rt in RESOURCES:
+        paths.update(_paths(rt, v3=False))
+    r = _Renderer(v3=False)
+    definitions = r.closure(_refs(paths))
+    return dumps({"swagger": "2.0", "info": _info(), "paths": dict(sorted(paths.items())),
+                  "definitions": definitions})
+
+
+def gv_path(group: str, version: str) -> str:
+    return f"api/{version}" if not group else f"apis/{group}/{version}"
+
+
+@functools.cache
+def v3_documents() -> dict[str, tuple[bytes, str]]:
+    """Per group-version documents (bytes, hash), keyed by e.g. "apis/apps/v1"."""
+    out: dict[str, tuple[bytes, str]] = {}
+    for group, versions in group_versions().items():
+        for version in versions:
+            paths: dict[str, Obj] = {}
+            for rt in RESOURCES:
+                if rt.group == group and rt.version == version:
+                    paths.update(_paths(rt, v3=True))
+            r = _Renderer(v3=True)
+            schemas_ = r.closure(_refs(paths))
+            doc = dumps({"openapi": "3.0.0", "info": _info(),
+                         "paths": dict(sorted(paths.items())),
+                         "components": {"schemas": schemas_}})
+            out[gv_path(group, version)] = (doc, hashlib.sha512(doc).hexdigest().upper())
+    return out
+
+
+def v3_root() -> Obj:
+    return {"paths": {path: {"serverRelativeURL": f"/openapi/v3/{path}?hash={digest}"}
+                      for path, (_, digest) in v3_documents().items()}}
+
+
+def register(app: QuartTrio) -> None:
+    """Serve /openapi/v2, /openapi/v3 and /openapi/v3/<group-version>."""
+    schemas.catalog()  # built at start-up so that the first write does not pay for it
+
+    @app.route("/openapi/v2")
+    async def openapi_v2() -> Response:
+        accept = request.headers.get("Accept", "")
+        if accept and "json" not in accept and "*/*" not in accept:
+            # Only the JSON form is served; clients fall back when refused.
+            return Response(dumps(_not_acceptable(accept)), status=406,
+                            content_type="application/json")
+        return Response(v2(), content_type="application/json")
+
+    @app.route("/openapi/v3")
+    async def openapi_v3() -> Response:
+        return Response(dumps(v3_root()), content_type="application/json")
+
+    @app.route("/openapi/v3/<path:gv>")
+    async def openapi_v3_gv(gv: str) -> Response:
+        doc = v3_documents().get(gv)
+        if doc is None:
+            return Response(dumps(_not_found()), status=404, content_type="application/json")
+        body, digest = doc
+        immutable = request.args.get("hash") == digest
+        return Response(body, content_type="application/json", headers={
+            "Etag": f'"{digest}"',
+            "Cache-Control": "public, immutable" if immutable else "no-cache, private"})
+
+
+def _not_acceptable(accept: str) -> Obj:
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": f"the server was unable to respond with a content type that the "
+                       f"client supports (got \"{accept}\")", "reason": "NotAcceptable",
+            "code": 406}
+
+
+def _not_found() -> Obj:
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": "the server could not find the requested resource",
+            "reason": "NotFound", "details": {}, "code": 404}

@@ -1,0 +1,257 @@
+"""Protobuf request bodies of the kinds kubectl's typed clients create and update.
+
+client-go's generated clients send built-in kinds as application/vnd.kubernetes.protobuf
+(`kubectl create deployment|service|configmap|secret|namespace|serviceaccount` do) and accept
+JSON answers. A body is the magic "k8s\\0" and a runtime.Unknown {typeMeta = 1, raw = 2}; raw
+is the object's message. The tables below give the field numbers of upstream's generated
+messages for these kinds (the fields kubectl fills in and the common ones around them);
+anything else in a body is ignored, as a newer client's unknown field would be.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from typing import Any, Union
+
+from k8slite.api import errors
+
+CONTENT_TYPE = "application/vnd.kubernetes.protobuf"
+MAGIC = b"k8s\x00"
+
+# A message: field number -> (JSON name, kind). A kind is "str", "int", "bool", "bytes"
+# (base64 in JSON), "time", "intstr", "quantity", a nested message, ("list", kind) for a
+# repeated field or ("map", kind) for a map<string, kind>. Go's protobuf encoding writes
+# every non-pointer field, zero or not, where JSON omits zero values: "int" and "bool"
+# fields equal to zero (and empty strings) are dropped; "int?" and "bool?" are pointers,
+# kept whatever their value. An empty JSON name inlines an embedded struct.
+Kind = Union[str, "Message", tuple[str, Any]]
+Message = dict[int, tuple[str, Kind]]
+
+_STRS = ("list", "str")
+_LABELS = ("map", "str")
+OBJECT_META: Message = {
+    1: ("name", "str"), 2: ("generateName", "str"), 3: ("namespace", "str"),
+    5: ("uid", "str"), 6: ("resourceVersion", "str"), 7: ("generation", "int"),
+    8: ("creationTimestamp", "time"), 11: ("labels", _LABELS), 12: ("annotations", _LABELS),
+    13: ("ownerReferences", ("list", {
+        1: ("kind", "str"), 3: ("name", "str"), 4: ("uid", "str"), 5: ("apiVersion", "str"),
+        6: ("controller", "bool?"), 7: ("blockOwnerDeletion", "bool?")})),
+    14: ("finalizers", _STRS),
+}
+LABEL_SELECTOR: Message = {
+    1: ("matchLabels", _LABELS),
+    2: ("matchExpressions", ("list", {1: ("key", "str"), 2: ("operator", "str"),
+                                      3: ("values", _STRS)})),
+}
+_LOCAL_REF: Message = {1: ("name", "str")}
+_KEY_SELECTOR: Message = {1: ("", _LOCAL_REF), 2: ("key", "str"), 3: ("optional", "bool?")}
+_ENV_VAR: Message = {
+    1: ("name", "str"), 2: ("value", "str"),
+    3: ("valueFrom", {1: ("fieldRef", {1: ("apiVersion", "str"), 2: ("fieldPath", "str")}),
+                      3: ("configMapKeyRef", _KEY_SELECTOR),
+                      4: ("secretKeyRef", _KEY_SELECTOR)}),
+}
+_RESOURCES: Message = {1: ("limits", ("map", "quantity")),
+                       2: ("requests", ("map", "quantity"))}
+_PROBE: Message = {
+    1: ("exec", {1: ("command", _STRS)}),
+    2: ("httpGet", {1: ("path", "str"), 2: ("port", "intstr"), 3: ("host", "str"),
+                    4: ("scheme", "str")}),
+    3: ("tcpSocket", {1: ("port", "intstr"), 2: ("host", "str")}),
+}
+# Probe embeds its handler (field 1) inline in JSON: handled by _INLINE below.
+_PROBE_FIELDS: Message = {
+    1: ("", _PROBE), 2: ("initialDelaySeconds", "int"), 3: ("timeoutSeconds", "int"),
+    4: ("periodSeconds", "int"), 5: ("successThreshold", "int"), 6: ("failureThreshold", "int"),
+}
+CONTAINER: Message = {
+    1: ("name", "str"), 2: ("image", "str"), 3: ("command", _STRS), 4: ("args", _STRS),
+    5: ("workingDir", "str"),
+    6: ("ports", ("list", {1: ("name", "str"), 2: ("hostPort", "int"),
+                           3: ("containerPort", "int"), 4: ("protocol", "str"),
+                           5: ("hostIP", "str")})),
+    7: ("env", ("list", _ENV_VAR)), 8: ("resources", _RESOURCES),
+    9: ("volumeMounts", ("list", {1: ("name", "str"), 2: ("readOnly", "bool"),
+                                  3: ("mountPath", "str"), 4: ("subPath", "str")})),
+    10: ("livenessProbe", _PROBE_FIELDS), 11: ("readinessProbe", _PROBE_FIELDS),
+    13: ("terminationMessagePath", "str"), 14: ("imagePullPolicy", "str"),
+    16: ("stdin", "bool"), 17: ("stdinOnce", "bool"), 18: ("tty", "bool"),
+    20: ("terminationMessagePolicy", "str"), 22: ("startupProbe", _PROBE_FIELDS),
+}
+POD_SPEC: Message = {
+    1: ("volumes", ("list", {1: ("name", "str"), 2: ("", {
+        1: ("hostPath", {1: ("path", "str"), 2: ("type", "str")}),
+        2: ("emptyDir", {1: ("medium", "str"), 2: ("sizeLimit", "quantity")}),
+        6: ("secret", {1: ("secretName", "str"), 3: ("defaultMode", "int?"),
+                       4: ("optional", "bool?")}),
+        19: ("configMap", {1: ("", _LOCAL_REF), 3: ("defaultMode", "int?"),
+                           4: ("optional", "bool?")})})})),
+    2: ("containers", ("list", CONTAINER)), 3: ("restartPolicy", "str"),
+    4: ("terminationGracePeriodSeconds", "int?"), 5: ("activeDeadlineSeconds", "int?"),
+    6: ("dnsPolicy", "str"), 7: ("nodeSelector", _LABELS), 8: ("serviceAccountName", "str"),
+    9: ("serviceAccount", "str"), 10: ("nodeName", "str"), 11: ("hostNetwork", "bool"),
+    15: ("imagePullSecrets", ("list", _LOCAL_REF)), 16: ("hostname", "str"),
+    17: ("subdomain", "str"), 19: ("schedulerName", "str"),
+    20: ("initContainers", ("list", CONTAINER)),
+    22: ("tolerations", ("list", {1: ("key", "str"), 2: ("operator", "str"),
+                                  3: ("value", "str"), 4: ("effect", "str"),
+                                  5: ("tolerationSeconds", "int?")})),
+    24: ("priorityClassName", "str"), 25: ("priority", "int?"),
+}
+POD_TEMPLATE: Message = {1: ("metadata", OBJECT_META), 2: ("spec", POD_SPEC)}
+_SERVICE_SPEC: Message = {
+    1: ("ports", ("list", {1: ("name", "str"), 2: ("protocol", "str"), 3: ("port", "int"),
+                           4: ("targetPort", "intstr"), 5: ("nodePort", "int"),
+                           6: ("appProtocol", "str")})),
+    2: ("selector", _LABELS), 3: ("clusterIP", "str"), 4: ("type", "str"),
+    5: ("externalIPs", _STRS), 7: ("sessionAffinity", "str"), 10: ("externalName", "str"),
+    11: ("externalTrafficPolicy", "str"), 18: ("clusterIPs", _STRS),
+    19: ("ipFamilies", _STRS), 17: ("ipFamilyPolicy", "str"),
+}
+_DEPLOYMENT_SPEC: Message = {
+    1: ("replicas", "int?"), 2: ("selector", LABEL_SELECTOR), 3: ("template", POD_TEMPLATE),
+    4: ("strategy", {1: ("type", "str"), 2: ("rollingUpdate", {
+        1: ("maxUnavailable", "intstr"), 2: ("maxSurge", "intstr")})}),
+    5: ("minReadySeconds", "int"), 6: ("revisionHistoryLimit", "int?"), 7: ("paused", "bool"),
+    9: ("progressDeadlineSeconds", "int?"),
+}
+
+KINDS: dict[tuple[str, str], Message] = {
+    ("v1", "Namespace"): {1: ("metadata", OBJECT_META),
+                          2: ("spec", {1: ("finalizers", _STRS)})},
+    ("v1", "ConfigMap"): {1: ("metadata", OBJECT_META), 2: ("data", _LABELS),
+                          3: ("binaryData", ("map", "bytes")), 4: ("immutable", "bool?")},
+    ("v1", "Secret"): {1: ("metadata", OBJECT_META), 2: ("data", ("map", "bytes")),
+                       3: ("type", "str"), 4: ("stringData", _LABELS),
+                       5: ("immutable", "bool?")},
+    ("v1", "Service"): {1: ("metadata", OBJECT_META), 2: ("spec", _SERVICE_SPEC)},
+    ("v1", "ServiceAccount"): {1: ("metadata", OBJECT_META),
+                               3: ("imagePullSecrets", ("list", _LOCAL_REF))},
+    ("apps/v1", "Deployment"): {1: ("metadata", OBJECT_META), 2: ("spec", _DEPLOYMENT_SPEC)},
+    ("v1", "Pod"): {1: ("metadata", OBJECT_META), 2: ("spec", POD_SPEC)},
+}
+
+
+class _Malformed(ValueError):
+    pass
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            raise _Malformed("truncated varint")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+
+
+def _fields(data: bytes) -> list[tuple[int, int | bytes]]:
+    """(field number, value): ints for varints, bytes for length-delimited fields."""
+    out: list[tuple[int, int | bytes]] = []
+    pos = 0
+    while pos < len(data):
+        key, pos = _varint(data, pos)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, pos = _varint(data, pos)
+            out.append((number, value))
+        elif wire == 2:
+            size, pos = _varint(data, pos)
+            if pos + size > len(data):
+                raise _Malformed("truncated field")
+            out.append((number, data[pos:pos + size]))
+            pos += size
+        elif wire in (1, 5):
+            pos += 8 if wire == 1 else 4
+        else:
+            raise _Malformed(f"unsupported wire type {wire}")
+    if pos != len(data):
+        raise _Malformed("truncated field")
+    return out
+
+
+def _signed(value: int) -> int:
+    """int32/int64 fields are varints in two's complement."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _bytes(value: int | bytes, name: str) -> bytes:
+    if not isinstance(value, bytes):
+        raise _Malformed(f"{name} must be length-delimited")
+    return value
+
+
+def _scalar(kind: Kind, value: int | bytes, name: str) -> Any:
+    if kind == "str":
+        return _bytes(value, name).decode("utf-8")
+    if kind == "bytes":
+        return base64.b64encode(_bytes(value, name)).decode()
+    if kind in ("int", "bool", "int?", "bool?"):
+        if isinstance(value, bytes):  # a packed or length-delimited number
+            value, _ = _varint(value, 0)
+        return _signed(value) if kind.startswith("int") else bool(value)
+    if kind == "time":
+        parts = dict(_fields(_bytes(value, name)))
+        seconds = _signed(int(parts.get(1, 0)))  # type: ignore[arg-type]
+        if seconds == 0:
+            return None
+        stamp = dt.datetime.fromtimestamp(seconds, dt.UTC)
+        return stamp.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if kind == "intstr":
+        parts = dict(_fields(_bytes(value, name)))
+        if parts.get(1, 0) == 1:
+            return _bytes(parts.get(3, b""), name).decode("utf-8")
+        return _signed(int(parts.get(2, 0)))  # type: ignore[arg-type]
+    if kind == "quantity":
+        return _bytes(dict(_fields(_bytes(value, name))).get(1, b""), name).decode("utf-8")
+    if isinstance(kind, dict):
+        return _message(_bytes(value, name), kind)
+    raise _Malformed(f"unknown kind for {name}")
+
+
+def _message(data: bytes, schema: Message) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for number, value in _fields(data):
+        entry = schema.get(number)
+        if entry is None:
+            continue
+        name, kind = entry
+        if isinstance(kind, tuple) and kind[0] == "list":
+            out.setdefault(name, []).append(_scalar(kind[1], value, name))
+        elif isinstance(kind, tuple) and kind[0] == "map":
+            pair = dict(_fields(_bytes(value, name)))
+            key = _bytes(pair.get(1, b""), name).decode("utf-8")
+            item = pair.get(2, b"" if kind[1] != "int" else 0)
+            out.setdefault(name, {})[key] = _scalar(kind[1], item, name)
+        elif name == "":
+            out.update(_scalar(kind, value, name))  # an embedded (inlined) struct
+        else:
+            decoded = _scalar(kind, value, name)
+            if decoded is None or (decoded in ("", 0, False) and kind in ("str", "int", "bool")):
+                continue
+            out[name] = decoded
+    return out
+
+
+def decode(body: bytes) -> dict[str, Any]:
+    """The JSON-shaped object a protobuf body carries: 400 if malformed, 415 if unknown."""
+    if not body.startswith(MAGIC):
+        raise errors.bad_request("protobuf body does not start with the k8s magic prefix")
+    try:
+        unknown = _message(body[len(MAGIC):], {
+            1: ("typeMeta", {1: ("apiVersion", "str"), 2: ("kind", "str")}),
+            2: ("raw", "bytes")})
+        meta = unknown.get("typeMeta") or {}
+        key = (meta.get("apiVersion", ""), meta.get("kind", ""))
+        schema = KINDS.get(key)
+        if schema is None:
+            raise errors.unsupported_media_type(CONTENT_TYPE)
+        obj = _message(base64.b64decode(unknown.get("raw", "")), schema)
+    except (_Malformed, UnicodeDecodeError, OverflowError, ValueError) as e:
+        raise errors.bad_request(f"protobuf decode error: {e}") from None
+    return {"apiVersion": key[0], "kind": key[1], **obj}

@@ -1,0 +1,142 @@
+"""What every write carries besides its body: field manager, field validation and warnings.
+
+Field validation walks the decoded object against its schema: unknown fields are dropped,
+reported as Warning headers (fieldValidation=Warn, the default) or refused (Strict); a
+mistyped value is refused whatever the directive, as upstream's decoder does. The tracker
+records the write in managedFields under its manager.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from k8slite.api import apply, errors, fieldvalidation, schemas
+from k8slite.api.resources import ResourceType
+from k8slite.apiserver.http import Request
+from k8slite.apiserver.registry import Tracker
+
+Obj = dict[str, Any]
+_WARNINGS = "k8slite.warnings"
+MAX_MANAGER_LENGTH = 128
+
+
+@dataclass(frozen=True)
+class WriteOptions:
+    manager: str
+    validation: str
+
+
+def warn(req: Request, text: str) -> None:
+    """Queue a warning for the response's Warning header."""
+    req.scope.setdefault(_WARNINGS, []).append(text)
+
+
+def warning_headers(req: Request) -> dict[str, str] | None:
+    """The Warning header for queued warnings: `299 - "text"`, comma separated."""
+    texts = req.scope.get(_WARNINGS)
+    if not texts:
+        return None
+    quoted = (t.replace("\\", "\\\\").replace('"', '\\"') for t in texts)
+    return {"Warning": ", ".join(f'299 - "{t}"' for t in quoted)}
+
+
+def _options_error(kind: str, field: str, reason: str, message: str) -> errors.ApiError:
+    return errors.invalid(kind, "", [{"reason": reason, "field": field, "message": message}],
+                          "meta.k8s.io")
+
+
+def write_options(req: Request, options_kind: str, is_apply: bool = False) -> WriteOptions:
+    """fieldManager (or the User-Agent's product) and fieldValidation of a write."""
+    validation = req.arg("fieldValidation") or "Warn"
+    if validation not in fieldvalidation.DIRECTIVES:
+        raise _options_error(options_kind, "fieldValidation", "FieldValueNotSupported",
+                             f'Unsupported value: "{validation}": supported values: '
+                             '"Ignore", "Strict", "Warn"')
+    manager = req.arg("fieldManager")
+    if manager is None:
+        if is_apply:
+            raise _options_error(options_kind, "fieldManager", "FieldValueRequired",
+                                 "Required value: is required for apply patch")
+        manager = req.headers.get("user-agent", "").split("/", 1)[0][:MAX_MANAGER_LENGTH]
+    if len(manager.encode()) > MAX_MANAGER_LENGTH:
+        raise _options_error(options_kind, "fieldManager", "FieldValueTooLong",
+                             f"Too long: may not be more than {MAX_MANAGER_LENGTH} bytes")
+    return WriteOptions(manager, validation)
+
+
+def tracker(rt: ResourceType, opts: WriteOptions, subresource: str | None) -> Tracker | None:
+    """Records an Update by opts.manager in managedFields (kinds with a schema only)."""
+    root = schemas.root(rt)
+    if root is None:
+        return None
+    node = schemas.Node("struct", definition=root)
+    who = apply.Manager(opts.manager, "Update", subresource or "")
+
+    def track(new: Obj, old: Obj | None) -> None:
+        apply.record_update(new, old, who, rt.api_version, node)
+
+    return track
+
+
+def validate_body(req: Request, rt: ResourceType, obj: Obj, opts: WriteOptions) -> None:
+    """Field validation of a create or update body: 400 like upstream's decoder."""
+    defn = schemas.root(rt)
+    if defn is None:
+        return
+    found = fieldvalidation.check(obj, defn)
+    prefix = f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: '
+    if found.type_error:
+        raise errors.bad_request(prefix + found.type_error)
+    if found.unknown:
+        if opts.validation == "Strict":
+            raise errors.bad_request(prefix + found.strict_message())
+        if opts.validation == "Warn":
+            for path in found.unknown:
+                warn(req, f'unknown field "{path}"')
+
+
+def validate_patched(req: Request, rt: ResourceType, obj: Obj, opts: WriteOptions,
+                     shown: Callable[[], str]) -> None:
+    """Field validation of a patched object: 422 on the patch (shown renders it)."""
+    defn = schemas.root(rt)
+    if defn is None:
+        return
+    found = fieldvalidation.check(obj, defn)
+
+    def invalid(message: str) -> errors.ApiError:
+        return errors.invalid("", "", [{"reason": "FieldValueInvalid", "field": "patch",
+                                        "message": f'Invalid value: "{shown()}": {message}'}])
+
+    if found.type_error:
+        raise invalid(found.type_error)
+    if found.unknown:
+        if opts.validation == "Strict":
+            raise invalid(found.strict_message())
+        if opts.validation == "Warn":
+            for path in found.unknown:
+                warn(req, f'unknown field "{path}"')
+
+
+def check_apply_config(rt: ResourceType, config: Obj, namespace: str | None,
+                       name: str) -> None:
+    """An applied configuration must type against the schema (upstream answers 500)."""
+    defn = schemas.root(rt)
+    if defn is None:
+        return
+    found = fieldvalidation.check(config, defn, prune=False)
+    problem = None
+    if found.unknown:
+        problem = f".{found.unknown[0]}: field not declared in schema"
+    elif found.type_error and found.type_path:
+        problem = f".{found.type_path}: {found.type_error.split(': ', 1)[1]}"
+    if problem is not None:
+        raise apply_failed(rt, namespace, name, problem)
+
+
+def apply_failed(rt: ResourceType, namespace: str | None, name: str,
+                 problem: str) -> errors.ApiError:
+    gvk = f"{rt.group_version if rt.group else '/' + rt.version}, Kind={rt.kind}"
+    return errors.ApiError(500, "", f"failed to create typed patch object "
+                                    f"({namespace or ''}/{name}; {gvk}): {problem}")

@@ -1,0 +1,118 @@
+"""k8slite-scheduler: place pending pods on nodes, with kube-scheduler's plugins and flags."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+
+import trio
+from prometheus_client import REGISTRY
+
+from k8slite.client import ApiClient, load_kubeconfig
+from k8slite.cmd.common import add_verbosity_flag, run_until_signal, setup_logging
+from k8slite.leaderelection import (
+    LeaderElectionConfig,
+    LeaderElectionLost,
+    add_leader_election_flags,
+    default_identity,
+)
+from k8slite.scheduler.plugins import ConfigError, Profile, load_profile
+from k8slite.scheduler.scheduler import DEFAULT_BIND_CONCURRENCY, Scheduler
+from k8slite.scheduler.serving import HEALTH_PATHS, SecureServer, ServingConfig
+
+log = logging.getLogger("k8slite.scheduler")
+
+
+@dataclasses.dataclass
+class Options:
+    kubeconfig: Path | None
+    master: str | None
+    qps: float
+    burst: int
+    profile: Profile
+    serving: ServingConfig
+    leader_election: LeaderElectionConfig
+    bind_concurrency: int
+
+
+def parse_args(argv: list[str] | None) -> tuple[Options, int]:
+    p = argparse.ArgumentParser(prog="k8slite-scheduler", description=__doc__)
+    p.add_argument("--kubeconfig", type=Path,
+                   help="kubeconfig with the API server and the scheduler's credentials")
+    p.add_argument("--master", help="API server URL (overrides the kubeconfig's)")
+    p.add_argument("--config", type=Path,
+                   help="a KubeSchedulerConfiguration file (profile, weights, scoring strategy)")
+    p.add_argument("--scheduler-name", default=None,
+                   help="take only pods with this spec.schedulerName (default default-scheduler)")
+    p.add_argument("--kube-api-qps", type=float, default=2000.0,
+                   help="client-side requests per second to the API server (0: unlimited)")
+    p.add_argument("--kube-api-burst", type=int, default=4000)
+    p.add_argument("--bind-concurrency", type=int, default=DEFAULT_BIND_CONCURRENCY,
+                   help="bindings in flight at once")
+    p.add_argument("--bind-address", default="0.0.0.0")
+    p.add_argument("--secure-port", type=int, default=10259, help="0 picks a free port")
+    p.add_argument("--tls-cert-file", type=Path,
+                   help="serving certificate (default: a self-signed one, made at start)")
+    p.add_argument("--tls-private-key-file", type=Path)
+    p.add_argument("--client-ca-file", type=Path,
+                   help="require client certificates from this CA outside the always-allowed "
+                        "paths")
+    p.add_argument("--authorization-always-allow-paths", default=",".join(HEALTH_PATHS))
+    add_leader_election_flags(p, default_name="kube-scheduler")
+    add_verbosity_flag(p)
+    a = p.parse_args(argv)
+    try:
+        profile = load_profile(a.config) if a.config else Profile()
+    except ConfigError as e:
+        p.error(str(e))
+    if a.scheduler_name:
+        profile = dataclasses.replace(profile, scheduler_name=a.scheduler_name)
+    serving = ServingConfig(
+        bind_address=a.bind_address, secure_port=a.secure_port, tls_cert_file=a.tls_cert_file,
+        tls_private_key_file=a.tls_private_key_file, client_ca_file=a.client_ca_file,
+        always_allow=tuple(x for x in a.authorization_always_allow_paths.split(",") if x))
+    options = Options(a.kubeconfig, a.master, a.kube_api_qps, a.kube_api_burst, profile,
+                      serving, LeaderElectionConfig.from_args(a), a.bind_concurrency)
+    return options, a.verbosity
+
+
+async def serve(options: Options) -> None:
+    config = load_kubeconfig(options.kubeconfig)
+    config = dataclasses.replace(config, qps=options.qps, burst=options.burst,
+                                 server=options.master or config.server)
+    async with ApiClient(config) as client:
+        scheduler = Scheduler(client, options.profile, registry=REGISTRY,
+                              bind_concurrency=options.bind_concurrency)
+        server = SecureServer(options.serving, REGISTRY, scheduler.ready)
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(server.run)
+            host = options.serving.bind_address
+            shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+            # A line for people and for scripts (tests read the URL from it).
+            print(f"k8slite-scheduler listening on https://{shown}:{port}", flush=True)
+
+            async def lead(leader: trio.Nursery) -> None:
+                await scheduler.run()
+
+            await options.leader_election.run(client, lead, identity=default_identity())
+            nursery.cancel_scope.cancel()
+
+
+def main(argv: list[str] | None = None) -> int:
+    options, verbosity = parse_args(argv)
+    setup_logging(verbosity)
+    code = 0
+    try:
+        code = run_until_signal(serve, options)
+    except* LeaderElectionLost as group:
+        # Like kube-scheduler: a scheduler that lost its lease exits and is restarted.
+        log.error("%s", group.exceptions[0])
+        code = 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""What every controller shares: its context, a keyed workqueue, workers and error metrics."""
+
+from __future__ import annotations
+
+import abc
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import trio
+from prometheus_client import REGISTRY, CollectorRegistry, Counter
+
+from k8slite.client import (
+    ApiClient,
+    Conflict,
+    DeletedFinalStateUnknown,
+    SharedInformerFactory,
+    WorkQueue,
+    object_key,
+    run_workers,
+)
+from k8slite.controllers.events import EventBroadcaster, EventRecorder
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+# A write lost an optimistic-concurrency race: our cache was a step behind. The informer
+# catches up within milliseconds, so retry soon rather than with growing backoff.
+CONFLICT_RETRY = 0.05
+
+_errors_by_registry: dict[int, Counter] = {}
+
+
+def reconcile_errors(registry: CollectorRegistry = REGISTRY) -> Counter:
+    """controller_reconcile_errors_total{controller}: syncs that failed and were retried."""
+    counter = _errors_by_registry.get(id(registry))
+    if counter is None:
+        counter = Counter("controller_reconcile_errors_total",
+                          "Number of reconciles of a controller that ended in an error.",
+                          ("controller",), registry=registry)
+        _errors_by_registry[id(registry)] = counter
+    return counter
+
+
+@dataclass
+class ControllerOptions:
+    """Tunables from the command line (upstream's flag names in comments)."""
+
+    concurrent_replicaset_syncs: int = 5  # --concurrent-replicaset-syncs
+    concurrent_deployment_syncs: int = 5  # --concurrent-deployment-syncs
+    concurrent_endpoint_syncs: int = 5  # --concurrent-endpoint-syncs
+    concurrent_service_endpoint_syncs: int = 5  # --concurrent-service-endpoint-syncs
+    concurrent_gc_syncs: int = 20  # --concurrent-gc-syncs
+    concurrent_namespace_syncs: int = 10  # --concurrent-namespace-syncs
+    node_monitor_period: float = 5.0  # --node-monitor-period
+    node_monitor_grace_period: float = 40.0  # --node-monitor-grace-period
+    node_startup_grace_period: float = 60.0  # --node-startup-grace-period
+
+
+class ControllerContext:
+    """What the manager hands each controller: clients, shared informers, events, options."""
+
+    def __init__(self, client_for: Callable[[str], ApiClient], informers: SharedInformerFactory,
+                 broadcaster: EventBroadcaster, options: ControllerOptions,
+                 metrics_registry: CollectorRegistry = REGISTRY) -> None:
+        self.client_for = client_for
+        self.informers = informers
+        self.broadcaster = broadcaster
+        self.options = options
+        self.metrics_registry = metrics_registry
+
+
+class Controller(abc.ABC):
+    """A level-based controller: informer events put keys on a queue, workers sync keys.
+
+    Subclasses set `name` (upstream's controller name, also the event source and the
+    client's user agent suffix), wire their informers in __init__, and implement sync(key),
+    which returns a delay to look at the key again, or None.
+    """
+
+    name: ClassVar[str]
+    queue_name: ClassVar[str]
+    event_source: ClassVar[str] = ""
+
+    def __init__(self, ctx: ControllerContext, workers: int = 1) -> None:
+        self.ctx = ctx
+        self.workers = workers
+        self.client = ctx.client_for(self.name)
+        self.recorder: EventRecorder = ctx.broadcaster.recorder(self.event_source or self.name)
+        self.queue: WorkQueue[str] = WorkQueue(self.queue_name,
+                                               metrics_registry=ctx.metrics_registry)
+        self._errors = reconcile_errors(ctx.metrics_registry).labels(self.name)
+
+    async def setup(self) -> None:
+        """Async wiring done before informers start (discovery, for instance)."""
+
+    def after_sync(self) -> None:
+        """Work to queue once the informers have synced (say, a sweep for leftovers)."""
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Work the queue until cancelled (informers are already synced)."""
+        await run_workers(self.queue, self._reconcile, self.workers, task_status=task_status)
+
+    async def _reconcile(self, key: str) -> float | None:
+        try:
+            return await self.sync(key)
+        except Conflict as e:
+            self._errors.inc()
+            log.debug("%s: %s: %s; retrying", self.name, key, e)
+            return CONFLICT_RETRY
+        except Exception:
+            self._errors.inc()
+            raise
+
+    @abc.abstractmethod
+    async def sync(self, key: str) -> float | None:
+        """Make the world match the object named by key; a delay asks for another look."""
+
+    def enqueue(self, obj: Obj | DeletedFinalStateUnknown) -> None:
+        self.queue.add(object_key(obj))
+
+    def enqueue_after(self, obj: Obj, delay: float) -> None:
+        self.queue.add_after(object_key(obj), delay)

@@ -1,0 +1,188 @@
+"""The kubelet: registers its Node, runs the pods bound to it and serves its API."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import trio
+
+from k8slite.client import ApiClient, DeletedFinalStateUnknown, SharedInformerFactory
+from k8slite.client.resource import PODS, SERVICES
+from k8slite.kubelet import machine
+from k8slite.kubelet.config import KubeletConfig
+from k8slite.kubelet.events import EventRecorder
+from k8slite.kubelet.httpserver import serve
+from k8slite.kubelet.metrics import KubeletMetrics, MeteredRuntime
+from k8slite.kubelet.node import MAX_IMAGES, Health, NodeStatusManager
+from k8slite.kubelet.objects import ObjectFetcher
+from k8slite.kubelet.pleg import Relister
+from k8slite.kubelet.podworkers import Adopted, PodWorkers, WorkerEnv
+from k8slite.kubelet.runtime.base import ContainerRuntimeError, Runtime
+from k8slite.kubelet.server import KubeletApi, serving_context
+from k8slite.kubelet.volumes import VolumeManager
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+
+
+@dataclass
+class KubeletServing:
+    """What run() reports once the kubelet is registered: the ports it serves on."""
+
+    port: int | None
+    healthz_port: int | None
+
+
+def pod_handlers(workers: PodWorkers) -> dict[str, Any]:
+    """Informer callbacks feeding pod workers."""
+
+    def deleted(obj: Obj | DeletedFinalStateUnknown) -> None:
+        workers.remove(obj.obj if isinstance(obj, DeletedFinalStateUnknown) else obj)
+
+    return {"on_add": workers.update, "on_update": lambda old, new: workers.update(new),
+            "on_delete": deleted}
+
+
+async def image_list(runtime: Runtime) -> list[Obj]:
+    """status.images: the largest images first, at most MAX_IMAGES, named ones only."""
+    infos = [i for i in await runtime.list_images() if i.names]
+    infos.sort(key=lambda i: i.size_bytes, reverse=True)
+    return [{"names": list(i.names), "sizeBytes": i.size_bytes} for i in infos[:MAX_IMAGES]]
+
+
+class Kubelet:
+    """One node's kubelet over a real (docker, process) or fake runtime."""
+
+    def __init__(self, config: KubeletConfig, client: ApiClient, runtime: Runtime) -> None:
+        self.config = config
+        self.client = client
+        self.metrics = KubeletMetrics()
+        self.runtime: Runtime = MeteredRuntime(runtime, self.metrics)  # type: ignore[assignment]
+        self.raw_runtime = runtime
+        self.simulated = runtime.name == "fake"
+        self.relister = Relister(self.runtime, self._wake, config.pleg_relist_period)
+        self.workers: PodWorkers | None = None
+        self._image_cache: list[Obj] = []
+
+    async def _images(self) -> list[Obj]:
+        # A runtime that stopped answering keeps the last list; Ready says what is wrong.
+        try:
+            self._image_cache = await image_list(self.runtime)
+        except ContainerRuntimeError as e:
+            log.debug("listing images failed: %s", e)
+        return self._image_cache
+
+    async def _runtime_version(self) -> str:
+        delay = 1.0
+        while True:
+            try:
+                return await self.runtime.version()
+            except ContainerRuntimeError as e:
+                log.warning("the container runtime does not answer (%s); retrying in %.0fs",
+                            e, delay)
+            await trio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+    def _wake(self, uid: str) -> None:
+        if self.workers is not None:
+            self.workers.wake(uid)
+
+    async def _health(self) -> Health:
+        pressure = await trio.to_thread.run_sync(machine.pressure, self.config.root_dir)
+        return Health(self.relister.healthy, self.relister.last_error, pressure)
+
+    async def run(self, *,
+                  task_status: trio.TaskStatus[KubeletServing] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until cancelled; reports the ports once the Node is registered."""
+        cfg = self.config
+        cfg.root_dir.mkdir(parents=True, exist_ok=True)
+        version = await self._runtime_version()
+        capacity = machine.host_capacity(cfg.root_dir, cfg.max_pods)
+        capacity.update(cfg.capacity)
+        objects = ObjectFetcher(self.client)
+        events = EventRecorder(self.client, "kubelet", cfg.node_name) if cfg.events else None
+        factory = SharedInformerFactory(self.client)
+        pods = factory.informer(PODS, field_selector=f"spec.nodeName={cfg.node_name}")
+        services = None if self.simulated else factory.informer(SERVICES)
+        async with httpx.AsyncClient(verify=False, trust_env=False) as probe_http, \
+                trio.open_nursery() as nursery:
+            env = WorkerEnv(
+                config=cfg, client=self.client, runtime=self.runtime,
+                volumes=None if self.simulated else VolumeManager(cfg.root_dir, objects.get,
+                                                                  objects.token),
+                objects=objects, services=(lambda: services.list()) if services else list,
+                events=events, metrics=self.metrics, allocatable=capacity,
+                probe_http=probe_http)
+            workers = self.workers = PodWorkers(env)
+            self.metrics.set_sources(workers.running_pods, self.relister.counts)
+            api = KubeletApi(workers, self.runtime, self.metrics.registry)
+            port = await self._serve_api(nursery, api)
+            healthz = None
+            if cfg.healthz_port is not None:
+                healthz = await nursery.start(serve, api.healthz, cfg.healthz_bind_address,
+                                              cfg.healthz_port)
+            await self._snapshot(workers)
+            node = NodeStatusManager(self.client, cfg, info=machine.node_info(),
+                                     capacity=capacity, runtime_version=version,
+                                     kubelet_port=port or 0,
+                                     images=self._images,
+                                     health=self._health)
+            await nursery.start(node.run)
+            if events is not None:
+                nursery.start_soon(events.run)
+            await nursery.start(workers.run)
+            pods.add_event_handler(**pod_handlers(workers))
+            await factory.start(nursery)
+            await factory.wait_for_cache_sync()
+            await self._remove_orphans(workers, env.volumes)
+            if not self.simulated:
+                nursery.start_soon(self.relister.run)
+            log.info("kubelet %s running (%s)", cfg.node_name, version)
+            task_status.started(KubeletServing(port, healthz))
+
+    async def _serve_api(self, nursery: trio.Nursery, api: KubeletApi) -> int | None:
+        cfg = self.config
+        if cfg.port is None:
+            return None
+        files = cfg.tls_files
+        if files is None or cfg.client_ca_file is None:
+            raise ValueError("the kubelet API needs --tls-cert-file, --tls-private-key-file and "
+                             "--client-ca-file (or --port=-1 to not serve it)")
+        ctx = serving_context(files[0], files[1], cfg.client_ca_file)
+        port: int = await nursery.start(serve, api.handle, cfg.address, cfg.port, ctx)
+        return port
+
+    async def _snapshot(self, workers: PodWorkers) -> None:
+        """What a previous kubelet left in the runtime, for the workers to adopt."""
+        try:
+            sandboxes = await self.runtime.list_sandboxes()
+            containers = await self.runtime.list_containers()
+        except ContainerRuntimeError as e:
+            log.warning("cannot list what the runtime runs: %s", e)
+            return
+        for sandbox in sandboxes:
+            workers.adopted.setdefault(sandbox.pod_uid, Adopted()).sandboxes.append(sandbox)
+        for info in containers:
+            workers.adopted.setdefault(info.pod_uid, Adopted()).containers.append(info)
+
+    async def _remove_orphans(self, workers: PodWorkers, volumes: VolumeManager | None) -> None:
+        """Remove what belongs to pods the API no longer has (deleted while we were away)."""
+        for uid, adopted in list(workers.adopted.items()):
+            del workers.adopted[uid]
+            log.info("removing sandboxes and containers of pod %s, which is gone", uid)
+            try:
+                for sandbox in adopted.sandboxes:
+                    await self.runtime.stop_sandbox(sandbox.id)
+                    await self.runtime.remove_sandbox(sandbox.id)
+                for info in adopted.containers:
+                    await self.runtime.remove_container(info.id)
+            except ContainerRuntimeError as e:
+                log.warning("cleaning up pod %s: %s", uid, e)
+        if volumes is not None:
+            for uid in volumes.known_pods():
+                if uid not in workers.workers:
+                    volumes.cleanup(uid)

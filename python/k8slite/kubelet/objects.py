@@ -1,0 +1,64 @@
+"""Reading the ConfigMaps, Secrets and service account tokens pods use, with a short cache."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from k8slite.client import ApiClient, ApiError, NotFound
+from k8slite.client.resource import CONFIGMAPS, SECRETS, SERVICEACCOUNTS
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+_RESOURCES = {"ConfigMap": CONFIGMAPS, "Secret": SECRETS}
+
+
+class ObjectFetcher:
+    """GETs one referenced object at a time, as the node authorizer allows.
+
+    Answers are kept for `ttl` seconds, so a pod whose containers and volumes name the same
+    ConfigMap costs one request per sync, not one per reference.
+    """
+
+    def __init__(self, client: ApiClient, ttl: float = 1.0) -> None:
+        self.client = client
+        self.ttl = ttl
+        self._cache: dict[tuple[str, str, str], tuple[float, Obj | None]] = {}
+
+    async def get(self, kind: str, namespace: str, name: str) -> Obj | None:
+        key = (kind, namespace, name)
+        now = time.monotonic()
+        hit = self._cache.get(key)
+        if hit is not None and now - hit[0] < self.ttl:
+            return hit[1]
+        try:
+            obj: Obj | None = await self.client.get(_RESOURCES[kind], name, namespace=namespace)
+        except NotFound:
+            obj = None
+        if len(self._cache) > 1024:
+            self._cache = {k: v for k, v in self._cache.items() if now - v[0] < self.ttl}
+        self._cache[key] = (now, obj)
+        return obj
+
+    async def token(self, namespace: str, service_account: str, audiences: list[str],
+                    expiration_seconds: int, pod: Obj) -> str | None:
+        """A bound token from serviceaccounts/<sa>/token; None where the API has none."""
+        m = pod.get("metadata") or {}
+        body = {
+            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+            "metadata": {"name": service_account, "namespace": namespace},
+            "spec": {"audiences": audiences, "expirationSeconds": expiration_seconds,
+                     "boundObjectRef": {"apiVersion": "v1", "kind": "Pod",
+                                        "name": m.get("name"), "uid": m.get("uid")}},
+        }
+        try:
+            answer = await self.client.create(SERVICEACCOUNTS, body, namespace=namespace,
+                                              subresource="token")
+        except ApiError as e:
+            if e.code in (404, 405):
+                log.debug("no TokenRequest API (%s); projected token left out", e)
+                return None
+            raise
+        return str((answer.get("status") or {}).get("token") or "") or None

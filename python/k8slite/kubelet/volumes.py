@@ -1,0 +1,298 @@
+"""Pod volumes prepared on the host: emptyDir, configMap, secret, downwardAPI, projected, hostPath.
+
+Each volume of a pod is a directory under ROOT/pods/<uid>/volumes/<plugin>/<name>, bind
+mounted into the containers that name it. ConfigMap, Secret, downward API and projected
+volumes are written like upstream's atomic writer: the files live in a timestamped
+directory that a `..data` symlink points at, and each top-level name is a symlink through
+`..data`, so an update (a new directory, then one rename of the link) is seen by a running
+container all at once.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import shutil
+import stat
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from k8slite.kubelet.envvars import (
+    ConfigError,
+    ObjectGetter,
+    field_ref_value,
+    resource_field_value,
+)
+from k8slite.kubelet.runtime.base import Mount
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+# A service account token: (namespace, account, audiences, expiration seconds, pod) -> token.
+TokenGetter = Callable[[str, str, list[str], int, Obj], Awaitable[str | None]]
+DATA_LINK = "..data"
+_PLUGINS = {"emptyDir": "kubernetes.io~empty-dir", "configMap": "kubernetes.io~configmap",
+            "secret": "kubernetes.io~secret", "downwardAPI": "kubernetes.io~downward-api",
+            "projected": "kubernetes.io~projected", "hostPath": "kubernetes.io~host-path"}
+# Volumes whose files are written by the kubelet and mounted read-only (upstream: since 1.10).
+_READ_ONLY = {"configMap", "secret", "downwardAPI", "projected"}
+
+
+class VolumeError(Exception):
+    """A volume cannot be set up; the message is upstream's FailedMount text."""
+
+
+def _plugin(volume: Obj) -> str | None:
+    return next((k for k in _PLUGINS if k in volume), None)
+
+
+class VolumeManager:
+    """Sets up and tears down the volumes of the pods of one kubelet."""
+
+    def __init__(self, root_dir: Path, get: ObjectGetter, token: TokenGetter | None = None) -> None:
+        self.root = Path(root_dir) / "pods"
+        self.get = get
+        self.token = token
+
+    def pod_dir(self, uid: str) -> Path:
+        return self.root / uid
+
+    def volume_dir(self, uid: str, plugin: str, name: str) -> Path:
+        return self.pod_dir(uid) / "volumes" / _PLUGINS[plugin] / name
+
+    async def setup(self, pod: Obj, *, pod_ips: list[str], host_ip: str,
+                    allocatable: Mapping[str, str]) -> dict[str, str]:
+        """Create or refresh every volume; volume name -> host path."""
+        uid = pod["metadata"]["uid"]
+        paths: dict[str, str] = {}
+        for volume in (pod.get("spec") or {}).get("volumes") or ():
+            name = volume["name"]
+            plugin = _plugin(volume)
+            if plugin is None:
+                kinds = sorted(k for k in volume if k != "name")
+                raise VolumeError(f'MountVolume.SetUp failed for volume "{name}" : volume type '
+                                  f"{', '.join(kinds) or 'unknown'} is not supported by "
+                                  "this kubelet")
+            try:
+                paths[name] = await self._setup_one(pod, uid, plugin, volume, pod_ips=pod_ips,
+                                                    host_ip=host_ip, allocatable=allocatable)
+            except (ConfigError, OSError) as e:
+                raise VolumeError(f'MountVolume.SetUp failed for volume "{name}" : {e}') from None
+        return paths
+
+    async def _setup_one(self, pod: Obj, uid: str, plugin: str, volume: Obj, *,
+                         pod_ips: list[str], host_ip: str,
+                         allocatable: Mapping[str, str]) -> str:
+        source = volume[plugin] or {}
+        if plugin == "hostPath":
+            return _host_path(source)
+        target = self.volume_dir(uid, plugin, volume["name"])
+        if plugin == "emptyDir":
+            target.mkdir(parents=True, exist_ok=True)
+            # Upstream's emptyDir is world-writable, so any container user may use it.
+            target.chmod(0o777)
+            return str(target)
+        namespace = pod["metadata"].get("namespace") or "default"
+        files: dict[str, tuple[bytes, int]] = {}
+        if plugin in ("configMap", "secret"):
+            kind = "ConfigMap" if plugin == "configMap" else "Secret"
+            name = source.get("name") if plugin == "configMap" else source.get("secretName")
+            await self._object_files(files, kind, namespace, name or "", source,
+                                     int(source.get("defaultMode", 0o644)))
+        elif plugin == "downwardAPI":
+            self._downward_files(files, pod, source.get("items") or (),
+                                 int(source.get("defaultMode", 0o644)), pod_ips, host_ip,
+                                 allocatable)
+        else:
+            await self._projected_files(files, pod, source, pod_ips, host_ip, allocatable)
+        write_atomic(target, files)
+        return str(target)
+
+    async def _object_files(self, files: dict[str, tuple[bytes, int]], kind: str,
+                            namespace: str, name: str, source: Obj, default_mode: int) -> None:
+        obj = await self.get(kind, namespace, name)
+        optional = bool(source.get("optional"))
+        if obj is None:
+            if optional:
+                return
+            raise ConfigError(f'{kind.lower()} "{name}" not found')
+        data = _raw_data(kind, obj)
+        items = source.get("items")
+        if not items:
+            for key, value in data.items():
+                files[key] = (value, default_mode)
+            return
+        for item in items:
+            key = item.get("key") or ""
+            if key not in data:
+                if optional:
+                    continue
+                raise ConfigError(f"configmap references non-existent config key: {key}"
+                                  if kind == "ConfigMap" else
+                                  f"references non-existent secret key: {key}")
+            files[item.get("path") or key] = (data[key], int(item.get("mode", default_mode)))
+
+    def _downward_files(self, files: dict[str, tuple[bytes, int]], pod: Obj, items: Any,
+                        default_mode: int, pod_ips: list[str], host_ip: str,
+                        allocatable: Mapping[str, str]) -> None:
+        containers = {c["name"]: c for c in (pod.get("spec") or {}).get("containers") or ()}
+        for item in items:
+            if "fieldRef" in item:
+                value = field_ref_value(pod, item["fieldRef"].get("fieldPath", ""),
+                                        pod_ips=pod_ips, host_ip=host_ip)
+            elif "resourceFieldRef" in item:
+                ref = item["resourceFieldRef"]
+                container = containers.get(ref.get("containerName") or "") or {}
+                value = resource_field_value(container, ref, allocatable)
+            else:
+                continue
+            files[item["path"]] = (value.encode(), int(item.get("mode", default_mode)))
+
+    async def _projected_files(self, files: dict[str, tuple[bytes, int]], pod: Obj, source: Obj,
+                               pod_ips: list[str], host_ip: str,
+                               allocatable: Mapping[str, str]) -> None:
+        namespace = pod["metadata"].get("namespace") or "default"
+        mode = int(source.get("defaultMode", 0o644))
+        for src in source.get("sources") or ():
+            if "configMap" in src:
+                await self._object_files(files, "ConfigMap", namespace,
+                                         src["configMap"].get("name") or "", src["configMap"],
+                                         mode)
+            elif "secret" in src:
+                await self._object_files(files, "Secret", namespace,
+                                         src["secret"].get("name") or "", src["secret"], mode)
+            elif "downwardAPI" in src:
+                self._downward_files(files, pod, src["downwardAPI"].get("items") or (), mode,
+                                     pod_ips, host_ip, allocatable)
+            elif "serviceAccountToken" in src and self.token is not None:
+                sat = src["serviceAccountToken"]
+                account = (pod.get("spec") or {}).get("serviceAccountName") or "default"
+                audiences = [sat["audience"]] if sat.get("audience") else []
+                token = await self.token(namespace, account, audiences,
+                                         int(sat.get("expirationSeconds") or 3607), pod)
+                if token is not None:
+                    files[sat.get("path") or "token"] = (token.encode(), mode)
+
+    @staticmethod
+    def mounts(container: Obj, paths: Mapping[str, str], pod: Obj) -> list[Mount]:
+        """The container's volumeMounts as host paths (subPath resolved)."""
+        kinds = {v["name"]: _plugin(v) for v in (pod.get("spec") or {}).get("volumes") or ()}
+        out = []
+        for vm in container.get("volumeMounts") or ():
+            host = paths.get(vm.get("name") or "")
+            if host is None:
+                raise VolumeError(f'volume "{vm.get("name")}" of container '
+                                  f'"{container["name"]}" is not set up')
+            sub = vm.get("subPath") or ""
+            if sub:
+                if sub.startswith("/") or ".." in Path(sub).parts:
+                    raise VolumeError(f"invalid subPath {sub!r}: must be a relative path "
+                                      "without '..'")
+                host = os.path.realpath(os.path.join(host, sub))
+                if not os.path.exists(host):
+                    # Upstream creates a missing subPath as a directory.
+                    os.makedirs(host, exist_ok=True)
+            read_only = bool(vm.get("readOnly")) or kinds.get(vm.get("name")) in _READ_ONLY
+            out.append(Mount(host, vm["mountPath"], read_only,
+                             vm.get("mountPropagation") or "None"))
+        return out
+
+    def cleanup(self, uid: str) -> None:
+        """Remove the pod's volumes (never hostPath ones: those are the host's)."""
+        shutil.rmtree(self.pod_dir(uid), ignore_errors=True)
+
+    def known_pods(self) -> list[str]:
+        """Uids that have a directory, for cleaning up after pods gone while we were down."""
+        try:
+            return [p.name for p in self.root.iterdir() if p.is_dir()]
+        except FileNotFoundError:
+            return []
+
+
+def _raw_data(kind: str, obj: Obj) -> dict[str, bytes]:
+    if kind == "ConfigMap":
+        out = {k: str(v).encode() for k, v in (obj.get("data") or {}).items()}
+        out.update({k: base64.b64decode(v) for k, v in (obj.get("binaryData") or {}).items()})
+        return out
+    out = {k: base64.b64decode(v) for k, v in (obj.get("data") or {}).items()}
+    out.update({k: str(v).encode() for k, v in (obj.get("stringData") or {}).items()})
+    return out
+
+
+_HOST_CHECKS = {
+    "Directory": (stat.S_ISDIR, "is not a directory"),
+    "File": (stat.S_ISREG, "is not a file"),
+    "Socket": (stat.S_ISSOCK, "is not a socket file"),
+    "CharDevice": (stat.S_ISCHR, "is not a character device"),
+    "BlockDevice": (stat.S_ISBLK, "is not a block device"),
+}
+
+
+def _host_path(source: Obj) -> str:
+    path = source.get("path") or ""
+    kind = source.get("type") or ""
+    if kind == "DirectoryOrCreate":
+        os.makedirs(path, mode=0o755, exist_ok=True)
+    elif kind == "FileOrCreate":
+        if not os.path.exists(path):
+            os.makedirs(os.path.dirname(path) or "/", exist_ok=True)
+            with open(path, "a"):
+                pass
+            os.chmod(path, 0o644)
+    elif kind in _HOST_CHECKS:
+        check, words = _HOST_CHECKS[kind]
+        try:
+            mode = os.stat(path).st_mode
+        except FileNotFoundError:
+            raise ConfigError(f"hostPath type check failed: {path} {words}") from None
+        if not check(mode):
+            raise ConfigError(f"hostPath type check failed: {path} {words}")
+    return path
+
+
+def write_atomic(target: Path, files: Mapping[str, tuple[bytes, int]]) -> bool:
+    """Make target hold exactly `files` (relative path -> content, mode); whether it changed."""
+    target.mkdir(parents=True, exist_ok=True)
+    data_link = target / DATA_LINK
+    current = _read_current(target)
+    if current == dict(files):
+        return False
+    stamp = target / f"..{time.strftime('%Y_%m_%d_%H_%M_%S')}.{time.time_ns() % 10**9}"
+    stamp.mkdir()
+    for rel, (content, mode) in files.items():
+        path = stamp / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+        path.chmod(mode & 0o777)
+    tmp_link = target / "..data_tmp"
+    tmp_link.unlink(missing_ok=True)
+    tmp_link.symlink_to(stamp.name)
+    old = os.readlink(data_link) if data_link.is_symlink() else None
+    os.replace(tmp_link, data_link)
+    tops = {Path(rel).parts[0] for rel in files}
+    for top in tops:
+        link = target / top
+        if not link.is_symlink():
+            link.symlink_to(f"{DATA_LINK}/{top}")
+    for entry in target.iterdir():
+        if not entry.name.startswith("..") and entry.name not in tops and entry.is_symlink():
+            entry.unlink()
+    if old is not None and old != stamp.name:
+        shutil.rmtree(target / old, ignore_errors=True)
+    return True
+
+
+def _read_current(target: Path) -> dict[str, tuple[bytes, int]] | None:
+    data = target / DATA_LINK
+    if not data.is_symlink():
+        return None
+    root = target / os.readlink(data)
+    out = {}
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            path = Path(dirpath) / name
+            out[str(path.relative_to(root))] = (path.read_bytes(), path.stat().st_mode & 0o777)
+    return out

@@ -1,0 +1,60 @@
+"""The scheduler's Prometheus metrics, named and labelled as kube-scheduler's."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+SCHEDULED, UNSCHEDULABLE, ERROR = "scheduled", "unschedulable", "error"
+QUEUES = ("active", "backoff", "unschedulable", "gated")
+
+
+def _exponential(start: float, factor: float, count: int) -> list[float]:
+    return [start * factor**i for i in range(count)]
+
+
+class SchedulerMetrics:
+    """One set of scheduler metrics in `registry` (each scheduler instance gets its own)."""
+
+    def __init__(self, registry: CollectorRegistry, profile: str) -> None:
+        self.profile = profile
+        self.attempts = Counter(
+            "scheduler_schedule_attempts_total",
+            "Number of attempts to schedule pods, by the result. 'unschedulable' means a pod "
+            "could not be scheduled, while 'error' means an internal scheduler problem.",
+            ("result", "profile"), registry=registry)
+        self.attempt_duration = Histogram(
+            "scheduler_scheduling_attempt_duration_seconds",
+            "Scheduling attempt latency in seconds (scheduling algorithm + binding)",
+            ("result", "profile"), buckets=_exponential(0.001, 2, 15), registry=registry)
+        self.pending = Gauge(
+            "scheduler_pending_pods",
+            "Number of pending pods, by the queue type. 'active' means number of pods in "
+            "activeQ; 'backoff' means number of pods in backoffQ; 'unschedulable' means "
+            "number of pods in unschedulablePods that the scheduler attempted to schedule "
+            "and failed; 'gated' is the number of unschedulable pods that the scheduler "
+            "never attempted to schedule because they are gated.",
+            ("queue",), registry=registry)
+        self.sli_duration = Histogram(
+            "scheduler_pod_scheduling_sli_duration_seconds",
+            "E2e latency for a pod being scheduled, from the time the pod enters the "
+            "scheduling queue and might involve multiple scheduling attempts.",
+            ("attempts",), buckets=_exponential(0.01, 2, 20), registry=registry)
+        self.dropped_events = Counter(
+            "scheduler_dropped_events_total",
+            "Events not written because the event queue was full.", registry=registry)
+        for result in (SCHEDULED, UNSCHEDULABLE, ERROR):
+            self.attempts.labels(result, profile)
+
+    def watch_queue(self, pending: Callable[[], dict[str, int]]) -> None:
+        """Report the queue's sizes whenever metrics are collected."""
+        for name in QUEUES:
+            self.pending.labels(name).set_function(lambda n=name: pending().get(n, 0))
+
+    def attempt(self, result: str, seconds: float) -> None:
+        self.attempts.labels(result, self.profile).inc()
+        self.attempt_duration.labels(result, self.profile).observe(seconds)
+
+    def scheduled(self, attempts: int, since_queued: float) -> None:
+        self.sli_duration.labels(str(attempts)).observe(since_queued)

@@ -1,0 +1,365 @@
+"""The scheduling profile (plugins, weights, scoring strategy) and the native kernel's inputs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from k8slite._native import LabelSelector, NodeTable, PodSpec, SelectorError
+from k8slite.api.quantity import QuantityError, parse_quantity
+
+Obj = dict[str, Any]
+
+DEFAULT_SCHEDULER = "default-scheduler"
+FILTER_PLUGINS = ("NodeUnschedulable", "NodeName", "TaintToleration", "NodeAffinity",
+                  "NodePorts", "NodeResourcesFit", "InterPodAffinity")
+# Upstream's default profile weights; SelectorSpread stands in for PodTopologySpread's
+# default spreading. InterPodAffinity only filters here (required terms; no preferred ones).
+DEFAULT_WEIGHTS: dict[str, int] = {
+    "NodeResourcesFit": 1,
+    "NodeResourcesBalancedAllocation": 1,
+    "ImageLocality": 1,
+    "NodeAffinity": 2,
+    "TaintToleration": 3,
+    "SelectorSpread": 2,
+}
+SCORE_PLUGINS = tuple(DEFAULT_WEIGHTS)
+SCORING_STRATEGIES = ("LeastAllocated", "MostAllocated")
+
+# What the scorers assume for a container that requests no cpu or memory (upstream's
+# DefaultMilliCPURequest and DefaultMemoryRequest).
+DEFAULT_MILLI_CPU = 100
+DEFAULT_MEMORY = 200 * 1024 * 1024
+_BASE = ("cpu", "memory", "ephemeral-storage")
+_POD_LEVEL = ("cpu", "memory")
+
+
+class ConfigError(ValueError):
+    """A scheduler configuration file that cannot be used; the message says why."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One scheduling profile: whose pods it takes and how it filters and scores."""
+
+    scheduler_name: str = DEFAULT_SCHEDULER
+    weights: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    strategy: str = "LeastAllocated"
+    fit_resources: tuple[tuple[str, int], ...] = (("cpu", 1), ("memory", 1))
+    balanced_resources: tuple[str, ...] = ("cpu", "memory")
+    disabled: frozenset[str] = frozenset()
+
+    def node_table(self) -> NodeTable:
+        """A fresh native table configured for this profile."""
+        return NodeTable(weights=dict(self.weights), strategy=self.strategy,
+                         resources=list(self.fit_resources),
+                         balanced_resources=list(self.balanced_resources),
+                         disabled=sorted(self.disabled))
+
+
+def load_profile(path: Path) -> Profile:
+    """A KubeSchedulerConfiguration file's (first) profile.
+
+    Understood: profiles[0].schedulerName; plugins.{multiPoint,filter,score}.{enabled,disabled}
+    (names and score weights; "*" disables all); pluginConfig NodeResourcesFit
+    scoringStrategy (type LeastAllocated or MostAllocated, resources) and
+    NodeResourcesBalancedAllocation resources.
+    """
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"cannot read {path}: {e}") from e
+    if doc.get("kind") != "KubeSchedulerConfiguration":
+        raise ConfigError(f"{path}: kind must be KubeSchedulerConfiguration")
+    profiles = doc.get("profiles") or [{}]
+    return profile_from_dict(profiles[0])
+
+
+def profile_from_dict(p: Obj) -> Profile:
+    weights = dict(DEFAULT_WEIGHTS)
+    filters_off: set[str] = set()
+    known = set(FILTER_PLUGINS) | set(SCORE_PLUGINS)
+    plugins = p.get("plugins") or {}
+    # Which plugins each extension point's lists speak for.
+    points = {"multiPoint": known, "filter": set(FILTER_PLUGINS), "score": set(SCORE_PLUGINS)}
+    for point, scope in points.items():
+        sets = plugins.get(point) or {}
+        for entry in sets.get("disabled") or ():
+            name = entry.get("name", "")
+            if name != "*" and name not in known:
+                raise ConfigError(f"unknown plugin {name!r}")
+            for target in scope if name == "*" else {name} & scope:
+                if target in FILTER_PLUGINS and point != "score":
+                    filters_off.add(target)
+                if target in SCORE_PLUGINS and point != "filter":
+                    weights[target] = 0
+        for entry in sets.get("enabled") or ():
+            name = entry.get("name", "")
+            if name not in known:
+                raise ConfigError(f"unknown plugin {name!r}")
+            if point != "score":
+                filters_off.discard(name)
+            if name in SCORE_PLUGINS and point != "filter":
+                weights[name] = int(entry.get("weight") or DEFAULT_WEIGHTS[name])
+    strategy, fit_resources = "LeastAllocated", (("cpu", 1), ("memory", 1))
+    balanced: tuple[str, ...] = ("cpu", "memory")
+    for entry in p.get("pluginConfig") or ():
+        args = entry.get("args") or {}
+        if entry.get("name") == "NodeResourcesFit":
+            scoring = args.get("scoringStrategy") or {}
+            strategy = scoring.get("type", strategy)
+            if strategy not in SCORING_STRATEGIES:
+                raise ConfigError(f"unsupported scoringStrategy type {strategy!r}")
+            if scoring.get("resources"):
+                fit_resources = tuple((r["name"], int(r.get("weight", 1)))
+                                      for r in scoring["resources"])
+        elif entry.get("name") == "NodeResourcesBalancedAllocation" and args.get("resources"):
+            balanced = tuple(r["name"] for r in args["resources"])
+    for name, _ in fit_resources:
+        if name not in _BASE:
+            raise ConfigError(f"unsupported scoring resource {name!r}")
+    return Profile(scheduler_name=p.get("schedulerName") or DEFAULT_SCHEDULER, weights=weights,
+                   strategy=strategy, fit_resources=fit_resources, balanced_resources=balanced,
+                   disabled=frozenset(filters_off))
+
+
+# --------------------------------------------------------------------------- resources
+
+
+def is_scalar_resource(name: str) -> bool:
+    """Extended, prefixed-native, hugepages and attachable-volume resources (upstream's
+    IsScalarResourceName); other names are not counted."""
+    return "/" in name or name.startswith(("hugepages-", "attachable-volumes-"))
+
+
+def _counted(name: str) -> bool:
+    return name in _BASE or is_scalar_resource(name)
+
+
+def _quantities(resources: Mapping[str, Any] | None) -> dict[str, Fraction]:
+    out: dict[str, Fraction] = {}
+    for name, value in (resources or {}).items():
+        if _counted(name):
+            try:
+                out[name] = parse_quantity(value)
+            except QuantityError:
+                continue  # validation keeps these out; a stray one must not stop scheduling
+    return out
+
+
+def _add(total: dict[str, Fraction], more: Mapping[str, Fraction]) -> None:
+    for name, value in more.items():
+        total[name] = total.get(name, Fraction(0)) + value
+
+
+def _max(total: dict[str, Fraction], other: Mapping[str, Fraction]) -> None:
+    for name, value in other.items():
+        if value > total.get(name, Fraction(0)):
+            total[name] = value
+
+
+def _aggregate(spec: Obj, defaults: Mapping[str, Fraction]) -> dict[str, Fraction]:
+    """Upstream's PodRequests: app containers and running sidecars add up; each ordinary init
+    container runs alone beside the sidecars started before it; the pod needs the larger."""
+
+    def requests(c: Obj) -> dict[str, Fraction]:
+        got = _quantities((c.get("resources") or {}).get("requests"))
+        for name, value in defaults.items():
+            got.setdefault(name, value)
+        return got
+
+    total: dict[str, Fraction] = {}
+    for c in spec.get("containers") or ():
+        _add(total, requests(c))
+    sidecars: dict[str, Fraction] = {}
+    init_peak: dict[str, Fraction] = {}
+    for c in spec.get("initContainers") or ():
+        own = requests(c)
+        if c.get("restartPolicy") == "Always":
+            _add(total, own)
+            _add(sidecars, own)
+            _max(init_peak, sidecars)
+        else:
+            running = dict(sidecars)
+            _add(running, own)
+            _max(init_peak, running)
+    _max(total, init_peak)
+    pod_level = _quantities((spec.get("resources") or {}).get("requests"))
+    for name in _POD_LEVEL:
+        if name in pod_level:
+            total[name] = pod_level[name]
+    _add(total, _quantities(spec.get("overhead")))
+    return total
+
+
+def _ceil(value: Fraction) -> int:
+    return -((-value.numerator) // value.denominator)
+
+
+def to_units(quantities: Mapping[str, Fraction]) -> dict[str, int]:
+    """cpu in millicores, everything else in units, rounded up as upstream rounds."""
+    return {name: _ceil(q * 1000) if name == "cpu" else _ceil(q)
+            for name, q in quantities.items()}
+
+
+def pod_requests(spec: Obj) -> tuple[dict[str, int], tuple[int, int]]:
+    """(requests for the filter, (cpu, memory) for scoring with upstream's defaults)."""
+    requests = to_units(_aggregate(spec, {}))
+    defaults = {"cpu": Fraction(DEFAULT_MILLI_CPU, 1000), "memory": Fraction(DEFAULT_MEMORY)}
+    nonzero = to_units(_aggregate(spec, defaults))
+    return requests, (nonzero.get("cpu", 0), nonzero.get("memory", 0))
+
+
+# ------------------------------------------------------------------------ pod summary
+
+
+def _exprs(items: Iterable[Obj] | None) -> list[tuple[str, str, list[str]]]:
+    return [(str(e.get("key", "")), str(e.get("operator", "")),
+             [str(v) for v in e.get("values") or ()]) for e in items or ()]
+
+
+def _node_term(term: Obj | None) -> tuple[list[Any], list[Any]]:
+    term = term or {}
+    return _exprs(term.get("matchExpressions")), _exprs(term.get("matchFields"))
+
+
+def _selector(selector: Obj | None, labels: Mapping[str, str], match_keys: Iterable[str],
+              mismatch_keys: Iterable[str]) -> list[tuple[str, str, list[str]]] | None:
+    """A metav1.LabelSelector as requirements (None selects nothing), with matchLabelKeys and
+    mismatchLabelKeys folded in from the pod's own labels as the API server does."""
+    if selector is None:
+        return None
+    reqs = [(str(k), "In", [str(v)]) for k, v in (selector.get("matchLabels") or {}).items()]
+    reqs += _exprs(selector.get("matchExpressions"))
+    reqs += [(k, "In", [labels[k]]) for k in match_keys if k in labels]
+    reqs += [(k, "NotIn", [labels[k]]) for k in mismatch_keys if k in labels]
+    return reqs
+
+
+NamespaceLister = Callable[[], Iterable[Obj]]
+
+
+def _namespaces(term: Obj, own: str, namespaces: NamespaceLister | None) -> list[str] | None:
+    """The namespaces a pod affinity term covers (None: all of them)."""
+    names = [str(n) for n in term.get("namespaces") or ()]
+    ns_selector = term.get("namespaceSelector")
+    if ns_selector is None:
+        return names or [own]
+    try:
+        selector = LabelSelector.from_dict(ns_selector)
+    except SelectorError:
+        return names
+    if selector.is_empty():
+        return None
+    for ns in namespaces() if namespaces is not None else ():
+        meta = ns.get("metadata") or {}
+        if selector.matches(meta.get("labels") or {}):
+            names.append(str(meta.get("name")))
+    return names
+
+
+def _pod_terms(terms: Iterable[Obj] | None, namespace: str, labels: Mapping[str, str],
+               namespaces: NamespaceLister | None) -> list[Any]:
+    out = []
+    for term in terms or ():
+        selector = _selector(term.get("labelSelector"), labels, term.get("matchLabelKeys") or (),
+                             term.get("mismatchLabelKeys") or ())
+        out.append((selector, _namespaces(term, namespace, namespaces),
+                    str(term.get("topologyKey", ""))))
+    return out
+
+
+def normalized_image(name: str) -> str:
+    """An image reference with its implied tag (":latest" when none is given)."""
+    return name if name.rfind(":") > name.rfind("/") else name + ":latest"
+
+
+def spread_key(pod: Obj) -> str:
+    """Pods owned by the same controller (ReplicaSet, StatefulSet, ...) spread together."""
+    for ref in (pod.get("metadata") or {}).get("ownerReferences") or ():
+        if ref.get("controller") and ref.get("uid"):
+            return f"{ref.get('kind', '')}/{ref['uid']}"
+    return ""
+
+
+def host_ports(spec: Obj) -> list[tuple[str, str, int]]:
+    """Host ports the pod's containers bind; with hostNetwork a port is its container port."""
+    out = []
+    host_network = bool(spec.get("hostNetwork"))
+    for c in spec.get("containers") or ():
+        for p in c.get("ports") or ():
+            port = p.get("hostPort") or (p.get("containerPort") if host_network else 0)
+            if isinstance(port, int) and port > 0:
+                out.append((str(p.get("hostIP") or ""), str(p.get("protocol") or "TCP"), port))
+    return out
+
+
+def pod_spec(pod: Obj, namespaces: NamespaceLister | None = None) -> PodSpec:
+    """The kernel's summary of a pod, built once per pod version."""
+    meta = pod.get("metadata") or {}
+    spec = pod.get("spec") or {}
+    namespace = str(meta.get("namespace") or "default")
+    labels = {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
+    requests, nonzero = pod_requests(spec)
+    affinity = spec.get("affinity") or {}
+    node_affinity = affinity.get("nodeAffinity") or {}
+    required = node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution")
+    preferred = [(int(p.get("weight") or 0), _node_term(p.get("preference")))
+                 for p in node_affinity.get("preferredDuringSchedulingIgnoredDuringExecution")
+                 or ()]
+    pod_affinity = affinity.get("podAffinity") or {}
+    pod_anti = affinity.get("podAntiAffinity") or {}
+    containers = [*(spec.get("initContainers") or ()), *(spec.get("containers") or ())]
+    return PodSpec(
+        namespace=namespace,
+        labels=labels,
+        node_name=str(spec.get("nodeName") or ""),
+        requests=requests,
+        nonzero=nonzero,
+        node_selector={str(k): str(v) for k, v in (spec.get("nodeSelector") or {}).items()},
+        required=None if required is None else [
+            _node_term(t) for t in required.get("nodeSelectorTerms") or ()],
+        preferred=preferred,
+        tolerations=[(str(t.get("key") or ""), str(t.get("operator") or ""),
+                      str(t.get("value") or ""), str(t.get("effect") or ""))
+                     for t in spec.get("tolerations") or ()],
+        ports=host_ports(spec),
+        images=[normalized_image(str(c.get("image") or "")) for c in containers],
+        spread_key=spread_key(pod),
+        affinity=_pod_terms(pod_affinity.get("requiredDuringSchedulingIgnoredDuringExecution"),
+                            namespace, labels, namespaces),
+        anti_affinity=_pod_terms(
+            pod_anti.get("requiredDuringSchedulingIgnoredDuringExecution"), namespace, labels,
+            namespaces),
+    )
+
+
+# ----------------------------------------------------------------------- node summary
+
+
+def node_args(node: Obj) -> dict[str, Any]:
+    """Keyword arguments of NodeTable.set_node for a Node object."""
+    spec = node.get("spec") or {}
+    status = node.get("status") or {}
+    quantities = {}
+    for name, value in (status.get("allocatable") or {}).items():
+        if _counted(name) or name == "pods":
+            try:
+                quantities[name] = parse_quantity(value)
+            except QuantityError:
+                continue
+    return {
+        "allocatable": to_units(quantities),
+        "labels": {str(k): str(v) for k, v in
+                   ((node.get("metadata") or {}).get("labels") or {}).items()},
+        "taints": [(str(t.get("key") or ""), str(t.get("value") or ""),
+                    str(t.get("effect") or "")) for t in spec.get("taints") or ()],
+        "unschedulable": bool(spec.get("unschedulable")),
+        "images": [([str(n) for n in image.get("names") or ()], int(image.get("sizeBytes") or 0))
+                   for image in status.get("images") or ()],
+    }

@@ -1,0 +1,248 @@
+"""Kubelet test plumbing: a kubelet child process per node, pods bound to it, polling helpers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+
+from k8slite import pki
+from tests.conftest import REPO, TEST_NODES, ServerHandle, kubectl_path
+
+T = TypeVar("T")
+BUSYBOX = "busybox:1.35"
+PAUSE = "k8slite/pause:1.0"
+# Short periods so tests see heartbeats, restarts and back-offs within seconds.
+FAST_FLAGS = ("--node-status-update-frequency", "1s", "--node-lease-renew-interval", "1s",
+              "--sync-frequency", "5s", "--pleg-relist-period", "0.5s",
+              "--crashloop-backoff-initial", "1s", "--crashloop-backoff-max", "8s")
+
+
+def docker_problem() -> str | None:
+    """Why the Docker tests cannot run here, or None when they can."""
+    try:
+        import docker
+        import docker.errors
+    except ImportError:
+        return "the docker SDK is not installed"
+    try:
+        client = docker.from_env(timeout=10)
+        client.ping()
+    except Exception as e:  # noqa: BLE001 - whatever the failure, there is no usable engine
+        return f"the Docker engine does not answer: {e}"
+    try:
+        missing = []
+        for image in (BUSYBOX, PAUSE):
+            try:
+                client.images.get(image)
+            except docker.errors.ImageNotFound:
+                missing.append(image)
+    finally:
+        client.close()
+    return f"images {', '.join(missing)} are missing: run hack/build-images" if missing else None
+
+
+def unique_node(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:6]}"
+
+
+def wait_for(fn: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.1,
+             what: str = "condition") -> T:
+    """Poll fn until it returns something truthy; its value."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            last = fn()
+        except (httpx.HTTPError, KeyError, IndexError) as e:
+            last = e
+        if last and not isinstance(last, Exception):
+            return last  # type: ignore[return-value]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+        time.sleep(interval)
+
+
+class KubeletProcess:
+    """A k8slite-kubelet child process for one node of a test API server."""
+
+    def __init__(self, server: ServerHandle, node: str, runtime: str, workdir: Path,
+                 *extra: str) -> None:
+        self.server = server
+        self.node = node
+        self.runtime = runtime
+        self.workdir = workdir
+        self.extra = list(extra)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.healthz_port = 0
+        # The node identity, once the PKI has a certificate for it.
+        pki.ensure_pki(server.pki, nodes=[*TEST_NODES, node])
+        self.kubeconfig = server.kubeconfig_for(f"node-{node}")
+
+    def start(self, timeout: float = 60.0) -> None:
+        args = [sys.executable, "-m", "k8slite.cmd.kubelet", "--node-name", self.node,
+                "--runtime", self.runtime, "--kubeconfig", str(self.kubeconfig),
+                "--pki-dir", str(self.server.pki), "--root-dir", str(self.workdir / "root"),
+                "--port", "0", "--healthz-port", "0", *FAST_FLAGS, *self.extra]
+        log = (self.workdir / "kubelet.log").open("ab")
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, cwd=REPO)
+        self.proc = proc
+        found: list[str] = []
+
+        def read() -> None:
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                line = raw.decode(errors="replace")
+                if " ready: " in line and not found:
+                    found.append(line)
+
+        threading.Thread(target=read, daemon=True).start()
+        deadline = time.monotonic() + timeout
+        while not found:
+            if proc.poll() is not None:
+                raise RuntimeError(f"kubelet exited with {proc.returncode}; see "
+                                   f"{self.workdir / 'kubelet.log'}")
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("kubelet did not start in time")
+            time.sleep(0.05)
+        line = found[0]
+        self.port = int(line.split("API listening on https://", 1)[1].split(",")[0]
+                        .rsplit(":", 1)[1])
+        self.healthz_port = int(line.rsplit(":", 1)[1])
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def log_text(self) -> str:
+        path = self.workdir / "kubelet.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+@contextmanager
+def running_kubelet(server: ServerHandle, node: str, runtime: str, workdir: Path,
+                    *extra: str) -> Iterator[KubeletProcess]:
+    kubelet = KubeletProcess(server, node, runtime, workdir, *extra)
+    kubelet.start()
+    try:
+        yield kubelet
+    finally:
+        kubelet.stop()
+
+
+def remove_docker_leftovers(nodes: list[str], network: str | None) -> None:
+    """Every container of these nodes, then the pod network: nothing of ours stays."""
+    import docker
+
+    client = docker.APIClient(timeout=60)
+    try:
+        for node in nodes:
+            for row in client.containers(all=True, filters={"label": f"k8slite.node={node}"}):
+                client.remove_container(row["Id"], force=True)
+        if network:
+            for net in client.networks(names=[network]):
+                if net["Name"] == network:
+                    client.remove_network(net["Id"])
+    finally:
+        client.close()
+
+
+def remove_process_leftovers(workdir: Path) -> None:
+    """Kill what the process runtime of a kubelet under workdir still runs."""
+    import json
+
+    from k8slite.kubelet.runtime.shim import proc_start
+
+    for state in (workdir / "root" / "process-runtime" / "containers").glob("*/state.json"):
+        try:
+            data = json.loads(state.read_text())
+            # Only the very process the runtime started (a PID may have been reused since).
+            if proc_start(int(data["pid"])) == data["pid_start"] != "":
+                os.killpg(int(data["pid"]), signal.SIGKILL)
+        except (OSError, ValueError, KeyError):
+            pass
+
+
+class Pods:
+    """Pods in one namespace, bound to one node at creation, read back through the API."""
+
+    def __init__(self, api: httpx.Client, namespace: str, node: str) -> None:
+        self.api = api
+        self.namespace = namespace
+        self.node = node
+
+    def create(self, name: str, containers: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
+        body = {"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, **spec.pop("metadata", {})},
+                "spec": {"nodeName": self.node, "terminationGracePeriodSeconds": 2,
+                         "containers": containers, **spec}}
+        r = self.api.post(f"/api/v1/namespaces/{self.namespace}/pods", json=body)
+        assert r.status_code == 201, r.text
+        return r.json()  # type: ignore[no-any-return]
+
+    def get(self, name: str) -> dict[str, Any] | None:
+        r = self.api.get(f"/api/v1/namespaces/{self.namespace}/pods/{name}")
+        if r.status_code == 404:
+            return None
+        assert r.status_code == 200, r.text
+        return r.json()  # type: ignore[no-any-return]
+
+    def status(self, name: str) -> dict[str, Any]:
+        pod = self.get(name)
+        return (pod or {}).get("status") or {}
+
+    def container(self, name: str, container: str, init: bool = False) -> dict[str, Any]:
+        key = "initContainerStatuses" if init else "containerStatuses"
+        for st in self.status(name).get(key) or ():
+            if st["name"] == container:
+                return st  # type: ignore[no-any-return]
+        return {}
+
+    def wait_phase(self, name: str, phase: str, timeout: float = 60.0) -> dict[str, Any]:
+        return wait_for(lambda: (s := self.status(name)).get("phase") == phase and s,
+                        timeout, what=f"pod {name} to be {phase}")
+
+    def condition(self, name: str, type_: str) -> str | None:
+        for c in self.status(name).get("conditions") or ():
+            if c["type"] == type_:
+                return str(c["status"])
+        return None
+
+    def delete(self, name: str, grace: int | None = None) -> None:
+        body = {} if grace is None else {"gracePeriodSeconds": grace}
+        r = self.api.request("DELETE", f"/api/v1/namespaces/{self.namespace}/pods/{name}",
+                             json=body)
+        assert r.status_code in (200, 404), r.text
+
+    def wait_gone(self, name: str, timeout: float = 60.0) -> None:
+        wait_for(lambda: self.get(name) is None, timeout, what=f"pod {name} to be gone")
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        r = self.api.get(f"/api/v1/namespaces/{self.namespace}/events",
+                         params={"fieldSelector": f"involvedObject.name={name}"})
+        assert r.status_code == 200, r.text
+        return r.json()["items"]  # type: ignore[no-any-return]
+
+
+def kubectl(server: ServerHandle, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, KUBECONFIG=str(server.kubeconfig))
+    return subprocess.run([str(kubectl_path()), *args], env=env, capture_output=True, text=True,
+                          timeout=timeout, check=False)
