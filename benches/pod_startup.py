@@ -32,7 +32,7 @@ from k8slite import pki
 
 
 def start_kubelet(server: harness.Server, node: str, workdir: Path, network: str,
-                  runtime: str) -> subprocess.Popen[bytes]:
+                  runtime: str) -> tuple[subprocess.Popen[bytes], int]:
     pki_dir = server.data_dir / "pki"
     pki.ensure_pki(pki_dir, nodes=[node])
     args = [sys.executable, "-m", "k8slite.cmd.kubelet", "--node-name", node,
@@ -50,7 +50,25 @@ def start_kubelet(server: harness.Server, node: str, workdir: Path, network: str
     line = proc.stdout.readline()
     if b" ready: " not in line:
         raise RuntimeError(f"kubelet did not start; see {workdir / 'kubelet.log'}")
-    return proc
+    port = int(line.split(b"API listening on https://", 1)[1].split(b",")[0].rsplit(b":", 1)[1])
+    return proc, port
+
+
+def runtime_means(pki_dir: Path, port: int) -> dict[str, float]:
+    """Mean seconds per runtime operation, from the kubelet's own metrics."""
+    ctx = ssl.create_default_context(cafile=str(pki_dir / "ca.pem"))
+    ctx.load_cert_chain(str(pki_dir / "client-apiserver-kubelet-client.pem"),
+                        str(pki_dir / "client-apiserver-kubelet-client.key"))
+    text = httpx.get(f"https://127.0.0.1:{port}/metrics", verify=ctx).text
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        for suffix, into in (("_sum{", sums), ("_count{", counts)):
+            prefix = "kubelet_runtime_operations_duration_seconds" + suffix
+            if line.startswith(prefix):
+                op = line.split('operation_type="', 1)[1].split('"', 1)[0]
+                into[op] = float(line.rsplit(" ", 1)[1])
+    return {op: round(sums[op] / counts[op], 4) for op in sums if counts.get(op)}
 
 
 def pod(name: str, node: str) -> dict[str, Any]:
@@ -146,7 +164,7 @@ def main() -> None:
         server = harness.start_apiserver(workdir / "data")
         kubelet = None
         try:
-            kubelet = start_kubelet(server, node, workdir, network, a.runtime)
+            kubelet, port = start_kubelet(server, node, workdir, network, a.runtime)
             ctx = harness.tls_context(workdir / "data" / "pki")
             # A first pod warms the pod network and the image cache.
             run_once(server, ctx, node, 1, 0)
@@ -157,6 +175,9 @@ def main() -> None:
                              "max": max(lat)})
                 print(f"run {i + 1}: p50 {runs[-1]['p50']:.3f}s p99 {runs[-1]['p99']:.3f}s "
                       f"max {runs[-1]['max']:.3f}s", flush=True)
+            means = runtime_means(workdir / "data" / "pki", port)
+            print("mean seconds per runtime operation:",
+                  ", ".join(f"{op} {v:.3f}" for op, v in sorted(means.items())), flush=True)
         finally:
             if kubelet is not None:
                 kubelet.terminate()

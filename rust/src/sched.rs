@@ -8,6 +8,7 @@
 //! tests/reference/scheduler.py and is the oracle of the property tests.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
 
@@ -113,6 +114,34 @@ fn plugin_of(bit: u32) -> usize {
 }
 
 // ---------------------------------------------------------------------------- interning
+
+/// A multiply-rotate hasher for the small integer keys looked up once per node per call;
+/// SipHash's flood resistance buys nothing for ids the table hands out itself.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(b as u64);
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(n as u64);
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+type IdSet<K> = HashSet<K, BuildHasherDefault<IdHasher>>;
 
 /// Strings as small ids, so per-node comparisons are integer compares.
 #[derive(Default)]
@@ -599,7 +628,8 @@ struct PortUse {
 
 struct ImageState {
     size: i64,
-    nodes: u32,
+    /// Slots of the nodes that hold the image (ImageLocality looks up by image, not by node).
+    slots: Vec<u32>,
 }
 
 /// A bound or assumed pod, as far as node accounting and inter-pod affinity need it.
@@ -651,7 +681,7 @@ struct Table {
     /// Keys of pods with required anti-affinity terms (checked against every incoming pod).
     anti_pods: HashSet<Box<str>>,
     /// Spread key -> slot -> pods with that key on the slot.
-    spread: HashMap<Box<str>, HashMap<u32, u32>>,
+    spread: HashMap<Box<str>, IdMap<u32, u32>>,
 }
 
 /// A node as set_node receives it.
@@ -712,23 +742,29 @@ impl Table {
 
     fn set_images(&mut self, slot: usize, images: &[(Vec<String>, i64)]) {
         for &id in self.node_images[slot].iter() {
-            self.image_states[id as usize].nodes -= 1;
+            let holders = &mut self.image_states[id as usize].slots;
+            if let Some(i) = holders.iter().position(|&x| x as usize == slot) {
+                holders.swap_remove(i);
+            }
         }
         let mut ids: Vec<u32> = Vec::new();
         for (names, size) in images {
             for name in names {
                 let id = self.images.intern(name);
                 if id as usize == self.image_states.len() {
-                    self.image_states.push(ImageState { size: 0, nodes: 0 });
+                    self.image_states.push(ImageState {
+                        size: 0,
+                        slots: Vec::new(),
+                    });
                 }
                 if !ids.contains(&id) {
                     ids.push(id);
                     let state = &mut self.image_states[id as usize];
                     // Like upstream's cache, an image's size is the one first reported.
-                    if state.nodes == 0 {
+                    if state.slots.is_empty() {
                         state.size = *size;
                     }
-                    state.nodes += 1;
+                    state.slots.push(slot as u32);
                 }
             }
         }
@@ -983,12 +1019,12 @@ struct Resolved<'a> {
 #[derive(Default)]
 struct InterPod {
     affinity_keys: Vec<u32>,
-    affinity_counts: HashMap<(u32, u32), u32>,
+    affinity_counts: IdMap<(u32, u32), u32>,
     self_match: bool,
     anti_keys: Vec<u32>,
-    anti_pairs: HashSet<(u32, u32)>,
+    anti_pairs: IdSet<(u32, u32)>,
     /// Domains existing pods' anti-affinity keeps this pod out of, by topology key.
-    existing: Vec<(u32, HashSet<u32>)>,
+    existing: Vec<(u32, IdSet<u32>)>,
 }
 
 fn resolve_term(t: &Table, term: &NodeTerm) -> RTerm {
@@ -1023,10 +1059,10 @@ fn resolve<'a>(t: &Table, spec: &'a Spec) -> Resolved<'a> {
             .filter_map(|name| {
                 let id = t.images.get(name);
                 let state = t.image_states.get(id as usize)?;
-                if state.nodes == 0 {
+                if state.slots.is_empty() {
                     return None;
                 }
-                let spread = state.nodes as f64 / t.nodes as f64;
+                let spread = state.slots.len() as f64 / t.nodes as f64;
                 Some((id, (state.size as f64 * spread) as i64))
             })
             .collect()
@@ -1167,7 +1203,11 @@ fn interpod_state(t: &Table, spec: &Spec) -> Option<InterPod> {
                         Some((_, values)) => {
                             values.insert(value);
                         }
-                        None => st.existing.push((term.topology_key, HashSet::from([value]))),
+                        None => {
+                            let mut values = IdSet::default();
+                            values.insert(value);
+                            st.existing.push((term.topology_key, values));
+                        }
                     }
                 }
             }
@@ -1437,15 +1477,19 @@ impl Table {
         ((1.0 - std) * MAX_NODE_SCORE as f64) as i64
     }
 
-    fn image_score(&self, s: usize, pod: &Resolved) -> i64 {
-        let have = &self.node_images[s];
-        let sum: i64 = pod
-            .images
-            .iter()
-            .filter(|(id, _)| have.binary_search(id).is_ok())
-            .map(|(_, scaled)| scaled)
-            .sum();
-        let max = IMAGE_MAX_PER_CONTAINER * pod.spec.images.len() as i64;
+    /// The scaled sizes of the pod's images each slot holds, summed per container.
+    fn image_sums(&self, pod: &Resolved) -> Vec<i64> {
+        let mut sums = vec![0i64; self.name.len()];
+        for &(id, scaled) in &pod.images {
+            for &slot in &self.image_states[id as usize].slots {
+                sums[slot as usize] += scaled;
+            }
+        }
+        sums
+    }
+
+    fn image_score(sum: i64, containers: usize) -> i64 {
+        let max = IMAGE_MAX_PER_CONTAINER * containers as i64;
         let clamped = if sum < IMAGE_MIN {
             IMAGE_MIN
         } else if sum > max {
@@ -1482,11 +1526,20 @@ impl Table {
             .balanced_resources
             .iter()
             .all(|&i| spec.requests.base[i] == 0);
-        let spread_counts = if w[S_SPREAD] != 0 && !spec.spread_key.is_empty() {
-            self.spread.get(spec.spread_key.as_str())
+        // Spread counts laid out by slot: one pass over the key's pods, then plain indexing.
+        let spread_counts: Option<Vec<u32>> = if w[S_SPREAD] != 0 && !spec.spread_key.is_empty() {
+            self.spread.get(spec.spread_key.as_str()).map(|per_slot| {
+                let mut dense = vec![0u32; self.name.len()];
+                for (&slot, &n) in per_slot {
+                    dense[slot as usize] = n;
+                }
+                dense
+            })
         } else {
             None
         };
+        let image_sums = (w[S_IMAGE] != 0 && !pod.images.is_empty()).then(|| self.image_sums(pod));
+        let containers = spec.images.len();
         let mut rows: Vec<[i64; 6]> = feasible
             .iter()
             .map(|&slot| {
@@ -1499,7 +1552,8 @@ impl Table {
                     row[S_BALANCED] = self.balanced_score(s, pod, cfg);
                 }
                 if w[S_IMAGE] != 0 {
-                    row[S_IMAGE] = self.image_score(s, pod);
+                    let sum = image_sums.as_ref().map_or(0, |sums| sums[s]);
+                    row[S_IMAGE] = Self::image_score(sum, containers);
                 }
                 if w[S_AFFINITY] != 0 {
                     row[S_AFFINITY] = pod
@@ -1512,8 +1566,8 @@ impl Table {
                 if w[S_TAINT] != 0 {
                     row[S_TAINT] = self.untolerated_prefer(s, pod);
                 }
-                if let Some(counts) = spread_counts {
-                    row[S_SPREAD] = counts.get(&slot).copied().unwrap_or(0) as i64;
+                if let Some(counts) = &spread_counts {
+                    row[S_SPREAD] = counts[s] as i64;
                 }
                 row
             })

@@ -185,7 +185,7 @@ def _child(node: Node | None, key: str) -> Node | None:
 
 def merge(live: Any, config: Any, node: Node | None) -> Any:
     """The live value with the configuration merged in (config wins on leaves)."""
-    if live is None or config is None or not fieldsets._granular(node):
+    if live is None or config is None or not fieldsets.granular(node):
         return copy.deepcopy(config)
     assert node is not None
     if node.kind == "list":

@@ -55,7 +55,7 @@ def _child(node: Node | None, key: str) -> Node | None:
     return None
 
 
-def _granular(node: Node | None) -> bool:
+def granular(node: Node | None) -> bool:
     """Whether a value's members are tracked separately (else it is one leaf)."""
     if node is None:
         return False
@@ -81,7 +81,7 @@ def to_set(value: Any, node: Node | None, path: Path = (), out: FieldSet | None 
            ) -> FieldSet:
     """The fields an applied configuration sets (upstream's ToFieldSet)."""
     out = set() if out is None else out
-    if not _granular(node) or not isinstance(value, dict | list):
+    if not granular(node) or not isinstance(value, dict | list):
         if path:
             out.add(path)
         return out
@@ -103,7 +103,7 @@ def to_set(value: Any, node: Node | None, path: Path = (), out: FieldSet | None 
 
 def _members(value: Any, node: Node | None, path: Path, out: FieldSet) -> None:
     """Every path of a subtree that appears or disappears as a whole (for compare)."""
-    if not _granular(node) or not isinstance(value, dict | list):
+    if not granular(node) or not isinstance(value, dict | list):
         out.add(path)
         return
     assert node is not None
@@ -147,16 +147,17 @@ def compare(old: Any, new: Any, node: Node | None, path: Path = (),
     if new is None:
         _members(old, node, path, out.removed)
         return out
-    if not _granular(node) or type(old) is not type(new) or not isinstance(old, dict | list):
+    if not granular(node) or type(old) is not type(new) or not isinstance(old, dict | list):
         if old != new and path:
             out.modified.add(path)
         return out
     assert node is not None
-    if node.kind == "list":
+    if isinstance(old, list) and isinstance(new, list):
         olds, news = _list_items(old, node), _list_items(new, node)
         for key in olds.keys() | news.keys():
             compare(olds.get(key), news.get(key), node.elem, path + (key,), out)
         return out
+    assert isinstance(old, dict) and isinstance(new, dict)
     for k in old.keys() | new.keys():
         compare(old.get(k), new.get(k), _child(node, k), path + ("f:" + k,), out)
     return out

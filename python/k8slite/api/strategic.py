@@ -118,7 +118,8 @@ def _ordered(patch_items: list[Any], server_only: list[Any], patch_order: list[A
 
 
 def _partition(merged: list[Any], by: list[Any], merge_key: str) -> tuple[list[Any], list[Any]]:
-    inside, outside = [], []
+    inside: list[Any] = []
+    outside: list[Any] = []
     for item in merged:
         (inside if _index(by, item, merge_key) >= 0 else outside).append(item)
     return inside, outside

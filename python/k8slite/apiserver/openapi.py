@@ -41,7 +41,7 @@ _SPECIAL: dict[str, Obj] = {
         "description": "RawExtension is used to hold extensions in external versions.",
         "type": "object"},
 }
-_V3_OVERRIDES = {
+_V3_OVERRIDES: dict[str, Obj] = {
     "io.k8s.apimachinery.pkg.api.resource.Quantity": {
         "oneOf": [{"type": "string"}, {"type": "number"}]},
     "io.k8s.apimachinery.pkg.util.intstr.IntOrString": {
@@ -83,9 +83,9 @@ class _Renderer:
         elif kind == "intstr":
             out = self.ref("io.k8s.apimachinery.pkg.util.intstr.IntOrString", description)
         elif kind == "any":
-            name = {"fieldsV1": META + "FieldsV1",
-                    "object": "io.k8s.apimachinery.pkg.runtime.RawExtension"}.get(node.fmt)
-            out = self.ref(name, description) if name else {"type": "object"}
+            special = {"fieldsV1": META + "FieldsV1",
+                       "object": "io.k8s.apimachinery.pkg.runtime.RawExtension"}.get(node.fmt)
+            out = self.ref(special, description) if special else {"type": "object"}
         else:
             out = {"type": kind}
             if node.fmt == "byte":

@@ -117,6 +117,16 @@ _DEPLOYMENT_SPEC: Message = {
     9: ("progressDeadlineSeconds", "int?"),
 }
 
+# Access reviews: `kubectl auth can-i` and `kubectl auth whoami` post these.
+_RESOURCE_ATTRIBUTES: Message = {
+    1: ("namespace", "str"), 2: ("verb", "str"), 3: ("group", "str"), 4: ("version", "str"),
+    5: ("resource", "str"), 6: ("subresource", "str"), 7: ("name", "str"),
+}
+_ACCESS_SPEC: Message = {1: ("resourceAttributes", _RESOURCE_ATTRIBUTES),
+                         2: ("nonResourceAttributes", {1: ("path", "str"), 2: ("verb", "str")})}
+_SUBJECT_ACCESS_SPEC: Message = {**_ACCESS_SPEC, 3: ("user", "str"), 4: ("groups", _STRS),
+                                 6: ("uid", "str")}
+
 KINDS: dict[tuple[str, str], Message] = {
     ("v1", "Namespace"): {1: ("metadata", OBJECT_META),
                           2: ("spec", {1: ("finalizers", _STRS)})},
@@ -130,6 +140,15 @@ KINDS: dict[tuple[str, str], Message] = {
                                3: ("imagePullSecrets", ("list", _LOCAL_REF))},
     ("apps/v1", "Deployment"): {1: ("metadata", OBJECT_META), 2: ("spec", _DEPLOYMENT_SPEC)},
     ("v1", "Pod"): {1: ("metadata", OBJECT_META), 2: ("spec", POD_SPEC)},
+    ("authorization.k8s.io/v1", "SelfSubjectAccessReview"): {1: ("metadata", OBJECT_META),
+                                                             2: ("spec", _ACCESS_SPEC)},
+    ("authorization.k8s.io/v1", "SubjectAccessReview"): {1: ("metadata", OBJECT_META),
+                                                         2: ("spec", _SUBJECT_ACCESS_SPEC)},
+    ("authorization.k8s.io/v1", "LocalSubjectAccessReview"): {
+        1: ("metadata", OBJECT_META), 2: ("spec", _SUBJECT_ACCESS_SPEC)},
+    ("authorization.k8s.io/v1", "SelfSubjectRulesReview"): {
+        1: ("metadata", OBJECT_META), 2: ("spec", {1: ("namespace", "str")})},
+    ("authentication.k8s.io/v1", "SelfSubjectReview"): {1: ("metadata", OBJECT_META)},
 }
 
 

@@ -30,4 +30,4 @@ def _init_with_reason(self: h11.Response, *, headers: Any, status_code: int,
 def install() -> None:
     """Idempotent: wraps h11's Response constructor once per process."""
     if h11.Response.__init__ is not _init_with_reason:
-        h11.Response.__init__ = _init_with_reason  # type: ignore[method-assign]
+        h11.Response.__init__ = _init_with_reason  # type: ignore[method-assign,assignment]

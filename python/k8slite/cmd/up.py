@@ -3,19 +3,29 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
+import fcntl
+import json
 import logging
+import os
+import re
 import shutil
+import signal
+import socket
 import ssl
-import subprocess
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import IO, Any
 
 import httpx
 import trio
+import yaml
 
 from k8slite import pki
-from k8slite.cmd.common import run_until_signal, setup_logging
+from k8slite.cmd.common import setup_logging
 
 log = logging.getLogger("k8slite.up")
 
@@ -23,6 +33,26 @@ log = logging.getLogger("k8slite.up")
 _BACKOFF_START, _BACKOFF_MAX = 1.0, 30.0
 # A component that stayed up this long counts as healthy again (backoff resets).
 _HEALTHY_AFTER = 60.0
+# How long a child may take to exit after SIGTERM before it gets SIGKILL.
+STOP_GRACE = 5.0
+# Grace of a pod's containers when the cluster stops: short, so that Ctrl-C is quick.
+_POD_STOP_GRACE = 2.0
+# The upstream ports each component serves on by default (see DESIGN.md).
+DEFAULT_PORTS = {"apiserver": 8080, "controller-manager": 10257, "scheduler": 10259,
+                 "kubelet": 10250, "kubelet-healthz": 10248, "proxy-metrics": 10249,
+                 "proxy-healthz": 10256}
+RUNTIMES = ("docker", "process", "fake")
+SANDBOX_IMAGE = "k8slite/pause:1.0"
+WORKLOAD_IMAGE = "busybox:1.35"
+# The identity Prometheus scrapes the API server with: upstream's system:monitoring group
+# may read /metrics, /healthz, /livez and /readyz and nothing else.
+MONITORING_IDENTITY = "monitoring"
+# The kubelet API answers only the API server's kubelet client (see kubelet/server.py).
+KUBELET_SCRAPE_IDENTITY = "apiserver-kubelet-client"
+
+
+class UpError(Exception):
+    """The cluster cannot come up; the message says why and what to do."""
 
 
 @dataclass
@@ -32,42 +62,94 @@ class Component:
     name: str
     argv: list[str]
     log_path: Path
-    restarts: int = field(default=0)
+    restarts: int = 0
+    # The running child, if any; stop() ends it.
+    proc: trio.Process | None = field(default=None, repr=False)
+
+
+@dataclass
+class ClusterInfo:
+    """What a running `k8slite up` cluster listens on; written to DIR/cluster.json."""
+
+    data_dir: str
+    server: str
+    node: str
+    runtime: str
+    ports: dict[str, int]
+    proxy: bool
+    hollow_nodes: int
+    pid: int
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        with path.open("rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 8192))
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join("    " + line for line in text.splitlines()[-lines:])
 
 
 async def supervise(component: Component) -> None:
-    """Run the component forever, restarting it with backoff whenever it exits."""
+    """Run the component forever, restarting it with backoff whenever it exits.
+
+    Cancellation leaves the running child alone: stop() ends the children in an order
+    (the API server last), which cancelling every supervisor at once could not.
+    """
     delay = _BACKOFF_START
     while True:
         started = trio.current_time()
         with component.log_path.open("ab") as out:
-            proc = await trio.lowlevel.open_process(component.argv, stdout=out, stderr=out)
-            try:
-                code = await proc.wait()
-            finally:
-                if proc.returncode is None:
-                    proc.terminate()
-                    with trio.move_on_after(5) as cleanup:
-                        cleanup.shield = True
-                        await proc.wait()
-                    if proc.returncode is None:
-                        proc.kill()
+            # Shielded so that a cancellation cannot lose a process that was just spawned.
+            with trio.CancelScope(shield=True):
+                # A session of its own: the terminal's Ctrl-C reaches `k8slite up` only, so
+                # the children stop in order rather than all at once (and none of them
+                # looks crashed meanwhile).
+                component.proc = await trio.lowlevel.open_process(
+                    component.argv, stdout=out, stderr=out, start_new_session=True)
+            code = await component.proc.wait()
+        component.proc = None
         component.restarts += 1
         if trio.current_time() - started > _HEALTHY_AFTER:
             delay = _BACKOFF_START
-        log.error("%s exited with code %s; restarting in %.0fs (see %s)",
-                  component.name, code, delay, component.log_path)
+        log.error("%s exited with code %s (restart %d); restarting in %.0fs. "
+                  "Last lines of %s:\n%s", component.name, code, component.restarts, delay,
+                  component.log_path, _tail(component.log_path))
         await trio.sleep(delay)
         delay = min(delay * 2, _BACKOFF_MAX)
 
 
-async def wait_ready(url: str, ca: Path, timeout: float = 60.0) -> None:
-    """Poll /readyz until the API server answers."""
-    ctx = ssl.create_default_context(cafile=str(ca))
+async def stop(components: list[Component], grace: float = STOP_GRACE) -> None:
+    """SIGTERM every running child of `components`, then SIGKILL those still there."""
+    procs = [c.proc for c in components if c.proc is not None]
+    for proc in procs:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+    with trio.move_on_after(grace):
+        for proc in procs:
+            await proc.wait()
+    for c, proc in zip(components, procs, strict=False):
+        if proc.returncode is None:
+            log.warning("%s did not stop within %.0fs; killing it", c.name, grace)
+            proc.kill()
+            await proc.wait()
+    for c in components:
+        c.proc = None
+
+
+def _admin_context(pki_dir: Path) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(pki_dir / "ca.pem"))
     # The API server requires a client certificate (mutual TLS): present the admin's.
-    ctx.load_cert_chain(ca.parent / "client-admin.pem", ca.parent / "client-admin.key")
+    ctx.load_cert_chain(pki_dir / "client-admin.pem", pki_dir / "client-admin.key")
+    return ctx
+
+
+async def wait_ready(url: str, ca: Path, timeout: float = 60.0) -> None:
+    """Poll /readyz until the API server answers ok (the CA's directory holds the admin's
+    client certificate)."""
     with trio.fail_after(timeout):
-        async with httpx.AsyncClient(verify=ctx) as client:
+        async with httpx.AsyncClient(verify=_admin_context(ca.parent)) as client:
             while True:
                 try:
                     if (await client.get(f"{url}/readyz")).status_code == 200:
@@ -77,46 +159,409 @@ async def wait_ready(url: str, ca: Path, timeout: float = 60.0) -> None:
                 await trio.sleep(0.2)
 
 
-def _script(name: str) -> str:
+def _node_ready(node: dict[str, Any]) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True"
+               for c in (node.get("status") or {}).get("conditions") or ())
+
+
+async def wait_node_ready(url: str, pki_dir: Path, node: str, timeout: float = 120.0) -> None:
+    """Poll the Node until its Ready condition is True."""
+    with trio.fail_after(timeout):
+        async with httpx.AsyncClient(verify=_admin_context(pki_dir), timeout=10) as client:
+            while True:
+                try:
+                    r = await client.get(f"{url}/api/v1/nodes/{node}")
+                    if r.status_code == 200 and _node_ready(r.json()):
+                        return
+                except httpx.HTTPError:
+                    pass
+                await trio.sleep(0.3)
+
+
+def script(name: str) -> str:
     """The console script next to this interpreter (the venv's bin), else on PATH."""
     local = Path(sys.executable).with_name(name)
     return str(local) if local.exists() else (shutil.which(name) or name)
 
 
-async def up(data_dir: Path, port: int) -> None:
-    data_dir = data_dir.resolve()
-    (data_dir / "logs").mkdir(parents=True, exist_ok=True)
-    url = f"https://127.0.0.1:{port}"
-    pki.ensure_pki(data_dir / "pki", server_url=url)
-    kubeconfig = data_dir / "kubeconfig"
-    shutil.copyfile(data_dir / "pki" / "admin.kubeconfig", kubeconfig)
-    kubeconfig.chmod(0o600)
-    components = [
-        Component("apiserver", [_script("k8slite-apiserver"), "--data-dir", str(data_dir),
-                                "--secure-port", str(port)],
-                  data_dir / "logs" / "apiserver.log"),
+# A node name is a DNS-1123 subdomain (it also ends up in certificate file names).
+_NODE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def valid_node_name(name: str) -> bool:
+    return len(name) <= 253 and _NODE_NAME.fullmatch(name) is not None
+
+
+def default_node_name() -> str:
+    """The host name, lowercased, as the kubelet's own default; node1 if it cannot be one."""
+    name = socket.gethostname().lower()
+    return name if valid_node_name(name) else "node1"
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now (the component binds it a moment later)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pick_ports(api_port: int) -> dict[str, int]:
+    """Upstream's ports, or free ones for everything when the API port is 0."""
+    if api_port == 0:
+        return {name: free_port() for name in DEFAULT_PORTS}
+    return {**DEFAULT_PORTS, "apiserver": api_port}
+
+
+def check_ports_free(ports: dict[str, int]) -> None:
+    """Fail early, and clearly, when another process holds one of our ports."""
+    busy = []
+    for name, port in ports.items():
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError as e:
+                if e.errno != errno.EADDRINUSE:
+                    raise
+                busy.append(f"{port} ({name})")
+    if busy:
+        raise UpError(f"port {', '.join(busy)} already in use: is another cluster running? "
+                      "Stop it, or run `k8slite up --port 0` to use free ports")
+
+
+def detect_runtime() -> tuple[str, str]:
+    """(runtime, why): Docker when an engine answers and has the images, else process."""
+    try:
+        import docker
+        import docker.errors
+    except ImportError:
+        return "process", "the docker SDK is not installed"
+    try:
+        client = docker.from_env(timeout=10)
+    except docker.errors.DockerException as e:
+        return "process", f"no Docker engine ({e})"
+    try:
+        try:
+            version = client.version().get("Version", "?")
+        except (docker.errors.DockerException, OSError) as e:
+            return "process", f"the Docker engine does not answer ({e})"
+        missing = []
+        for image in (SANDBOX_IMAGE, WORKLOAD_IMAGE):
+            try:
+                client.images.get(image)
+            except docker.errors.ImageNotFound:
+                missing.append(image)
+            except docker.errors.DockerException as e:
+                return "process", f"the Docker engine does not answer ({e})"
+        if missing:
+            return "process", (f"Docker {version} answers but lacks {', '.join(missing)} "
+                               "(hack/build-images builds them)")
+        return "docker", f"Docker {version} with {SANDBOX_IMAGE} and {WORKLOAD_IMAGE}"
+    finally:
+        client.close()
+
+
+def prometheus_config(data_dir: Path, ports: dict[str, int], proxy: bool = True) -> str:
+    """A Prometheus scrape configuration for every component of this cluster."""
+    p = data_dir / "pki"
+
+    def tls(identity: str | None) -> dict[str, Any]:
+        if identity is None:
+            # The controller manager and scheduler serve a self-signed certificate unless
+            # given one, as upstream's do; there is nothing to verify it against.
+            return {"insecure_skip_verify": True}
+        return {"ca_file": str(p / "ca.pem"), "cert_file": str(p / f"client-{identity}.pem"),
+                "key_file": str(p / f"client-{identity}.key")}
+
+    def job(name: str, port_key: str, identity: str | None, https: bool = True) -> dict[str, Any]:
+        config: dict[str, Any] = {"job_name": name, "scheme": "https" if https else "http",
+                                  "static_configs": [
+                                      {"targets": [f"127.0.0.1:{ports[port_key]}"]}]}
+        if https:
+            config["tls_config"] = tls(identity)
+        return config
+
+    jobs = [job("apiserver", "apiserver", MONITORING_IDENTITY),
+            job("controller-manager", "controller-manager", None),
+            job("scheduler", "scheduler", None),
+            job("kubelet", "kubelet", KUBELET_SCRAPE_IDENTITY)]
+    if proxy:
+        jobs.append(job("proxy", "proxy-metrics", None, https=False))
+    doc = {"global": {"scrape_interval": "15s", "scrape_timeout": "10s"},
+           "scrape_configs": jobs}
+    header = (f"# Prometheus scrape configuration for the K8s-Lite cluster in {data_dir},\n"
+              "# written by `k8slite up` (see docs/observability.md). Run e.g.\n"
+              f"#   prometheus --config.file={data_dir / 'prometheus.yml'} "
+              "--web.listen-address=127.0.0.1:9090\n")
+    return header + yaml.safe_dump(doc, sort_keys=False)
+
+
+@dataclass
+class UpOptions:
+    data_dir: Path
+    port: int = 8080
+    runtime: str | None = None
+    nodes: int = 0
+    proxy_mode: str = "userspace"
+    node_name: str = ""
+    docker_network: str | None = None
+    proxy: bool = True
+    verbosity: int = 0
+
+
+def components(opts: UpOptions, data_dir: Path, node: str, runtime: str,
+               ports: dict[str, int], proxy: bool) -> tuple[Component, list[Component]]:
+    """The API server, and the rest (in start order), each with its own identity."""
+    p, logs = data_dir / "pki", data_dir / "logs"
+    verbosity = ["-v", str(opts.verbosity)] if opts.verbosity else []
+
+    def kubeconfig(identity: str) -> list[str]:
+        return ["--kubeconfig", str(pki.kubeconfig_path(p, identity))]
+
+    # Explicit TLS files: the API server then leaves the PKI (and the kubeconfigs, which
+    # carry our port) to us.
+    apiserver = Component("apiserver", [
+        script("k8slite-apiserver"), "--data-dir", str(data_dir),
+        "--secure-port", str(ports["apiserver"]),
+        "--tls-cert-file", str(p / "server.pem"), "--tls-private-key-file", str(p / "server.key"),
+        "--client-ca-file", str(p / "ca.pem"), *verbosity], logs / "apiserver.log")
+    rest = [
+        Component("controller-manager", [
+            script("k8slite-controller-manager"), *kubeconfig("controller-manager"),
+            "--bind-address", "127.0.0.1", "--secure-port", str(ports["controller-manager"]),
+            *verbosity], logs / "controller-manager.log"),
+        Component("scheduler", [
+            script("k8slite-scheduler"), *kubeconfig("scheduler"),
+            "--bind-address", "127.0.0.1", "--secure-port", str(ports["scheduler"]),
+            *verbosity], logs / "scheduler.log"),
+        Component("kubelet", [
+            script("k8slite-kubelet"), "--node-name", node, "--runtime", runtime,
+            *kubeconfig(f"node-{node}"), "--pki-dir", str(p),
+            "--root-dir", str(data_dir / "kubelet" / node),
+            "--port", str(ports["kubelet"]), "--healthz-port", str(ports["kubelet-healthz"]),
+            *(["--docker-network", opts.docker_network] if opts.docker_network else []),
+            *verbosity], logs / "kubelet.log"),
     ]
+    if proxy:
+        rest.append(Component("proxy", [
+            script("k8slite-proxy"), *kubeconfig("proxy"), "--proxy-mode", opts.proxy_mode,
+            "--hostname-override", node,
+            "--metrics-bind-address", f"127.0.0.1:{ports['proxy-metrics']}",
+            "--healthz-bind-address", f"127.0.0.1:{ports['proxy-healthz']}",
+            *verbosity], logs / "proxy.log"))
+    if opts.nodes > 0:
+        rest.append(Component("hollow-nodes", [
+            script("k8slite"), "hollow-nodes", "--count", str(opts.nodes),
+            "--kubeconfig", str(data_dir / "kubeconfig"), *verbosity],
+            logs / "hollow-nodes.log"))
+    return apiserver, rest
+
+
+async def stop_pods(runtime: str, node: str, data_dir: Path, network: str | None) -> None:
+    """Stop and remove the node's pods' containers and sandboxes, so that nothing of the
+    cluster keeps running; the next `k8slite up` starts the pods again."""
+    if runtime == "fake":
+        return
+    from k8slite.kubelet.runtime import make_runtime
+    from k8slite.kubelet.runtime.base import ContainerRuntimeError
+
+    rt = make_runtime(runtime, node_name=node, root_dir=data_dir / "kubelet" / node,
+                      docker_network=network)
+    try:
+        async def remove_container(cid: str) -> None:
+            with contextlib.suppress(ContainerRuntimeError):
+                await rt.stop_container(cid, _POD_STOP_GRACE)
+                await rt.remove_container(cid)
+
+        async def remove_sandbox(sid: str) -> None:
+            with contextlib.suppress(ContainerRuntimeError):
+                await rt.stop_sandbox(sid)
+                await rt.remove_sandbox(sid)
+
+        containers = await rt.list_containers()
+        async with trio.open_nursery() as nursery:
+            for c in containers:
+                nursery.start_soon(remove_container, c.id)
+        sandboxes = await rt.list_sandboxes()
+        async with trio.open_nursery() as nursery:
+            for s in sandboxes:
+                nursery.start_soon(remove_sandbox, s.id)
+        if containers or sandboxes:
+            log.info("stopped %d containers in %d pod sandboxes", len(containers),
+                     len(sandboxes))
+    except (ContainerRuntimeError, OSError) as e:
+        log.warning("could not stop the node's pods: %s", e)
+    finally:
+        await rt.aclose()
+
+
+@contextlib.contextmanager
+def _exclusive(data_dir: Path) -> Iterator[IO[str]]:
+    """One `k8slite up` per data directory: two would share (and break) one RocksDB."""
+    with (data_dir / "up.lock").open("a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UpError(f"another `k8slite up` is running on {data_dir}") from None
+        yield f
+
+
+async def up(opts: UpOptions) -> None:
+    data_dir = opts.data_dir.resolve()
+    (data_dir / "logs").mkdir(parents=True, exist_ok=True)
+    with _exclusive(data_dir):
+        await _up(opts, data_dir)
+
+
+async def _up(opts: UpOptions, data_dir: Path) -> None:
+    node = opts.node_name or default_node_name()
+    ports = pick_ports(opts.port)
+    check_ports_free(ports)
+    url = f"https://127.0.0.1:{ports['apiserver']}"
+    pki_dir = data_dir / "pki"
+    try:
+        written = pki.ensure_pki(pki_dir, nodes=[node], server_url=url)
+        if not (pki_dir / f"client-{MONITORING_IDENTITY}.pem").exists():
+            pki.issue_client_cert(pki_dir, MONITORING_IDENTITY, "system:monitoring:prometheus",
+                                  ["system:monitoring"])
+    except (pki.PKIError, ValueError) as e:
+        raise UpError(str(e)) from None
+    log.info("certificates in %s (%s)", pki_dir,
+             f"{len(written)} files written" if written else "reused")
+    kubeconfig = data_dir / "kubeconfig"
+    shutil.copyfile(pki.kubeconfig_path(pki_dir, "admin"), kubeconfig)
+    kubeconfig.chmod(0o600)
+
+    runtime = opts.runtime
+    if runtime is None:
+        runtime, why = await trio.to_thread.run_sync(detect_runtime)
+        log.info("kubelet runtime: %s (%s)", runtime, why)
+    else:
+        log.info("kubelet runtime: %s (--runtime)", runtime)
+    proxy = opts.proxy
+    if proxy and os.geteuid() != 0:
+        log.warning("not root: the proxy (which must route the service range on this host) "
+                    "is not started, so Services are not reachable from this host")
+        proxy = False
+    info = ClusterInfo(str(data_dir), url, node, runtime, ports, proxy, opts.nodes, os.getpid())
+    (data_dir / "cluster.json").write_text(json.dumps(asdict(info), indent=1) + "\n")
+    (data_dir / "prometheus.yml").write_text(prometheus_config(data_dir, ports, proxy))
+
+    apiserver, rest = components(opts, data_dir, node, runtime, ports, proxy)
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(supervise, apiserver)
+            try:
+                await wait_ready(url, pki_dir / "ca.pem")
+            except trio.TooSlowError:
+                raise UpError(f"the API server did not become ready at {url}; see "
+                              f"{apiserver.log_path}") from None
+            log.info("API server ready at %s", url)
+            for c in rest:
+                nursery.start_soon(supervise, c)
+            try:
+                await wait_node_ready(url, pki_dir, node)
+            except trio.TooSlowError:
+                raise UpError(f"node {node} did not become Ready; see "
+                              f"{data_dir / 'logs' / 'kubelet.log'}") from None
+            _print_welcome(data_dir, url, node, runtime, kubeconfig)
+    finally:
+        with trio.CancelScope(shield=True):
+            await shutdown(apiserver, rest, runtime, node, data_dir, opts.docker_network)
+
+
+def _print_welcome(data_dir: Path, url: str, node: str, runtime: str, kubeconfig: Path) -> None:
+    lines = [
+        f"K8s-Lite is up: node {node} is Ready ({runtime} runtime), API server at {url}.",
+        f"Data in {data_dir}, logs in {data_dir / 'logs'}.",
+        f"Prometheus scrape config: {data_dir / 'prometheus.yml'}.",
+        "",
+        f"  export KUBECONFIG={kubeconfig}",
+        "  kubectl get nodes",
+        "",
+    ]
+    if shutil.which("kubectl") is None and Path(script("kubectl")).exists():
+        lines.insert(-1, f"(kubectl is {script('kubectl')})")
+    lines.append("Press Ctrl-C to stop.")
+    print("\n".join(lines), flush=True)
+
+
+async def shutdown(apiserver: Component, rest: list[Component], runtime: str, node: str,
+                   data_dir: Path, network: str | None) -> None:
+    """Stop everything: the components first, the API server last, then the pods."""
+    running = [c for c in rest if c.proc is not None]
+    if running or apiserver.proc is not None:
+        log.info("stopping %s", ", ".join(c.name for c in [*reversed(running), apiserver]
+                                          if c.proc is not None))
+    await stop(list(reversed(rest)))
+    await stop([apiserver])
+    await stop_pods(runtime, node, data_dir, network)
+    log.info("stopped")
+
+
+async def _until_signal(opts: UpOptions) -> None:
     async with trio.open_nursery() as nursery:
-        for c in components:
-            nursery.start_soon(supervise, c)
-        await wait_ready(url, data_dir / "pki" / "ca.pem")
-        print(f"K8s-Lite API server is up at {url} (data in {data_dir})", flush=True)
-        print(f"  export KUBECONFIG={kubeconfig}", flush=True)
-        print("  kubectl get namespaces", flush=True)
-        pki_dir = data_dir / "pki"
-        print(f"  curl --cert {pki_dir}/client-admin.pem --key {pki_dir}/client-admin.key "
-              f"--cacert {pki_dir}/ca.pem {url}/api/v1/namespaces", flush=True)
-        print("Press Ctrl-C to stop.", flush=True)
+        # SIGHUP too: the children have sessions of their own, so a closed terminal must
+        # stop them through us.
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM,
+                                       signal.SIGHUP) as signals:
+            async def run() -> None:
+                await up(opts)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(run)
+            async for signum in signals:
+                log.info("%s received, stopping the cluster", signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break
+
+
+def parse_args(argv: list[str] | None) -> UpOptions:
+    p = argparse.ArgumentParser(prog="k8slite up", description=__doc__)
+    p.add_argument("--data-dir", type=Path, default=Path(".k8slite"),
+                   help="database, certificates, logs and kubeconfig (default ./.k8slite); "
+                        "a second run reuses them")
+    p.add_argument("--port", type=int, default=8080,
+                   help="the API server's HTTPS port; 0 picks free ports for it and for every "
+                        "other component (several clusters side by side)")
+    p.add_argument("--runtime", choices=RUNTIMES,
+                   help="the kubelet's runtime (default: docker when an engine answers and "
+                        "has the images, else process)")
+    p.add_argument("--nodes", type=int, default=0, metavar="N",
+                   help="add N hollow (simulated) nodes besides the real one")
+    p.add_argument("--proxy-mode", choices=("userspace", "nftables"), default="userspace")
+    p.add_argument("--node-name", default="",
+                   help="the kubelet's node name (default: the host name)")
+    p.add_argument("--docker-network", help="the Docker network of the pods "
+                                             "(default: the kubelet's, k8slite-pods)")
+    p.add_argument("--no-proxy", dest="proxy", action="store_false",
+                   help="do not run the proxy (it needs root: it routes the service range)")
+    p.add_argument("-v", "--v", dest="verbosity", type=int, default=0,
+                   help="log verbosity passed to every component (4 or more: debug)")
+    a = p.parse_args(argv)
+    if a.nodes < 0:
+        p.error("--nodes must be 0 or more")
+    if a.node_name and not valid_node_name(a.node_name):
+        p.error(f"--node-name {a.node_name!r} is not a lowercase RFC 1123 subdomain")
+    return UpOptions(data_dir=a.data_dir, port=a.port, runtime=a.runtime, nodes=a.nodes,
+                     proxy_mode=a.proxy_mode, node_name=a.node_name,
+                     docker_network=a.docker_network, proxy=a.proxy, verbosity=a.verbosity)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="k8slite up", description=__doc__)
-    p.add_argument("--data-dir", type=Path, default=Path(".k8slite"))
-    p.add_argument("--port", type=int, default=8080)
-    a = p.parse_args(argv)
+    opts = parse_args(argv)
     setup_logging()
+    errors: list[UpError] = []
     try:
-        return run_until_signal(up, a.data_dir, a.port)
-    except subprocess.CalledProcessError as e:
-        log.error("%s", e)
-        return 1
+        trio.run(_until_signal, opts)
+    except* UpError as group:
+        errors += [e for e in _leaves(group) if isinstance(e, UpError)]
+    for e in errors:
+        print(f"k8slite up: error: {e}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for e in group.exceptions:
+        out += _leaves(e) if isinstance(e, BaseExceptionGroup) else [e]
+    return out

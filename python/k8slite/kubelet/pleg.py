@@ -42,8 +42,12 @@ class Relister:
             return
         self.healthy, self.last_error = True, ""
         now = {i.id: (i.pod_uid, str(i.state)) for i in infos}
-        changed = {uid for cid, (uid, state) in now.items() if self.states.get(cid) !=
-                   (uid, state)}
+        # A container seen for the first time running (or just created) was started by its
+        # worker, which knows; waking it would only cost inspections. Exits, vanishings and
+        # other changes do wake it.
+        changed = {uid for cid, (uid, state) in now.items()
+                   if (cid in self.states and self.states[cid] != (uid, state)) or
+                   (cid not in self.states and state == "exited")}
         changed |= {uid for cid, (uid, _) in self.states.items() if cid not in now}
         self.states = now
         for uid in changed:

@@ -50,6 +50,8 @@ log = logging.getLogger(__name__)
 Obj = dict[str, Any]
 # Retry delay after a failed sandbox, volume or config step (upstream requeues similarly).
 RETRY_SECONDS = 2.0
+# How long an image found present is taken to stay so (images are removed by hand only).
+IMAGE_SEEN_SECONDS = 60.0
 _API_ERRORS = (ApiError, ApiConnectionError)
 
 
@@ -68,6 +70,11 @@ class WorkerEnv:
     metrics: KubeletMetrics | None = None
     allocatable: dict[str, str] = field(default_factory=dict)
     probe_http: httpx.AsyncClient | None = None
+    # Images known present (image -> when), so IfNotPresent does not ask for each pod.
+    images_seen: dict[str, float] = field(default_factory=dict)
+    # Pods being started for the first time at once: a burst then finishes pods in order
+    # instead of every pod waiting for every other pod's runtime calls.
+    start_slots: trio.Semaphore = field(default_factory=lambda: trio.Semaphore(4))
 
     @property
     def simulated(self) -> bool:
@@ -263,9 +270,11 @@ class PodWorker:
             await self._report()
             return
         await self._refresh()
-        if not await self._deadline_exceeded() and await self._ensure_sandbox() \
-                and await self._ensure_volumes():
-            await self._sync_containers()
+        if self.sandbox is None and not self.running_seen:
+            async with self.env.start_slots:
+                await self._sync_runtime()
+        else:
+            await self._sync_runtime()
         phase = status.phase(self.pod.get("spec") or {}, self.records)
         if phase in TERMINAL:
             self.view.phase = phase
@@ -275,6 +284,11 @@ class PodWorker:
             if self.env.metrics is not None:
                 self.env.metrics.pod_start.observe(time.monotonic() - self.first_seen)
         await self._report()
+
+    async def _sync_runtime(self) -> None:
+        if not await self._deadline_exceeded() and await self._ensure_sandbox() \
+                and await self._ensure_volumes():
+            await self._sync_containers()
 
     def _spec(self, name: str) -> Obj:
         spec = self.pod.get("spec") or {}
@@ -523,6 +537,11 @@ class PodWorker:
             return False
         policy = c.get("imagePullPolicy") or "IfNotPresent"
         started = time.monotonic()
+        seen = self.env.images_seen.get(image)
+        if policy != "Always" and seen is not None and started - seen < IMAGE_SEEN_SECONDS:
+            self._event_for(NORMAL, "Pulled",
+                            f'Container image "{image}" already present on machine', rec)
+            return True
         try:
             await self.env.runtime.ensure_image(image, policy)
         except ContainerRuntimeError as e:
@@ -538,6 +557,7 @@ class PodWorker:
             self.wake_at(now + delay)
             return False
         self.image_backoff.pop(image, None)
+        self.env.images_seen[image] = time.monotonic()
         took = time.monotonic() - started
         if took > 1.0:
             self._event_for(NORMAL, "Pulled",

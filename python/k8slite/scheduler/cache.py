@@ -28,6 +28,19 @@ def _pod_accounting(pod: Obj) -> tuple[Any, ...]:
     return pod.get("spec"), meta.get("labels"), meta.get("ownerReferences")
 
 
+def _same_but_binding(pending: Obj, bound: Obj) -> bool:
+    """Whether `bound` is `pending` with nothing changed but what a binding sets."""
+    spec = bound.get("spec") or {}
+    pending_spec = pending.get("spec") or {}
+    if len(spec) != len(pending_spec) + ("nodeName" not in pending_spec):
+        return False
+    if any(v != pending_spec.get(k) for k, v in spec.items() if k != "nodeName"):
+        return False
+    a, b = pending.get("metadata") or {}, bound.get("metadata") or {}
+    return a.get("labels") == b.get("labels") and a.get("ownerReferences") == b.get(
+        "ownerReferences")
+
+
 def _node_accounting(node: Obj) -> tuple[Any, ...]:
     spec = node.get("spec") or {}
     status = node.get("status") or {}
@@ -42,8 +55,9 @@ class SchedulerCache:
     def __init__(self, table: NodeTable, namespaces: NamespaceLister | None = None) -> None:
         self.table = table
         self.namespaces = namespaces
-        # Pods accounted because we chose them, not yet seen bound by the watch.
-        self.assumed: dict[str, str] = {}
+        # Pods accounted because we chose them, not yet seen bound by the watch: the node,
+        # and the pod as it was summarised.
+        self.assumed: dict[str, tuple[str, Obj]] = {}
 
     def spec_of(self, pod: Obj) -> PodSpec:
         return pod_spec(pod, self.namespaces)
@@ -76,8 +90,10 @@ class SchedulerCache:
             return
         key = pod_key(pod)
         assumed = self.assumed.pop(key, None)
-        if assumed is not None and assumed != node:
-            log.info("pod %s assumed on %s was bound to %s", key, assumed, node)
+        if assumed is not None:
+            if assumed[0] == node and _same_but_binding(assumed[1], pod):
+                return  # the binding we made: the account stands as assumed
+            log.info("pod %s assumed on %s was bound to %s", key, assumed[0], node)
         self.table.add_pod(key, node, self.spec_of(pod))
 
     def update_pod(self, old: Obj, new: Obj) -> None:
@@ -92,10 +108,11 @@ class SchedulerCache:
 
     # ----------------------------------------------------------------- assume
 
-    def assume(self, key: str, node: str, spec: PodSpec) -> None:
+    def assume(self, pod: Obj, node: str, spec: PodSpec) -> None:
         """Account a pod to the node chosen for it, before it is bound."""
+        key = pod_key(pod)
         self.table.add_pod(key, node, spec)
-        self.assumed[key] = node
+        self.assumed[key] = (node, pod)
 
     def forget(self, key: str) -> None:
         """Undo an assumption whose binding failed (a pod the watch confirmed stays)."""

@@ -19,8 +19,8 @@ from typing import Any
 import trio
 
 from k8slite.api.meta import now as now_text
-from k8slite.client import ApiClient, ApiConnectionError, ApiError, NotFound
-from k8slite.client.resource import EVENTS
+from k8slite.client import ApiConnectionError, ApiError, NotFound
+from k8slite.scheduler.http import WritePool, events_path
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +39,9 @@ class _Event:
 class EventRecorder:
     """Events about pods, attributed to one scheduler profile."""
 
-    def __init__(self, client: ApiClient, component: str, *, host: str | None = None,
+    def __init__(self, writes: WritePool, component: str, *, host: str | None = None,
                  on_drop: Callable[[], None] | None = None) -> None:
-        self.client = client
+        self.writes = writes
         self.component = component
         self.instance = f"{component}-{host or socket.gethostname()}"
         self.on_drop = on_drop
@@ -99,14 +99,16 @@ class EventRecorder:
             namespace, name, count = seen
             patch = {"count": count + 1, "lastTimestamp": event.body["lastTimestamp"]}
             try:
-                await self.client.patch(EVENTS, name, patch, namespace=namespace)
+                await self.writes.request("PATCH", events_path(namespace, name), patch,
+                                          "application/merge-patch+json")
             except NotFound:
                 del self._written[event.key]
             else:
                 self._written[event.key] = (namespace, name, count + 1)
                 self._written.move_to_end(event.key)
                 return
-        created = await self.client.create(EVENTS, event.body)
+        namespace = event.body["metadata"]["namespace"]
+        created = await self.writes.request("POST", events_path(namespace), event.body)
         meta = created.get("metadata") or {}
         self._written[event.key] = (meta.get("namespace", ""), meta.get("name", ""), 1)
         if len(self._written) > REMEMBERED:

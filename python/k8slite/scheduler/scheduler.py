@@ -18,6 +18,7 @@ from k8slite.client.resource import NAMESPACES, NODES, PODS
 from k8slite.client.store import DeletedFinalStateUnknown
 from k8slite.scheduler.cache import SchedulerCache
 from k8slite.scheduler.events import EventRecorder
+from k8slite.scheduler.http import WritePool, pod_path
 from k8slite.scheduler.metrics import ERROR, SCHEDULED, UNSCHEDULABLE, SchedulerMetrics
 from k8slite.scheduler.plugins import FILTER_PLUGINS, Profile
 from k8slite.scheduler.queue import QueuedPod, SchedulingQueue, pod_key
@@ -101,7 +102,10 @@ class Scheduler:
         self.pods = self.factory.informer(PODS, field_selector=ACTIVE_PODS)
         self.namespaces = self.factory.informer(NAMESPACES)
         self.cache = SchedulerCache(self.profile.node_table(), self.namespaces.list)
-        self.events = EventRecorder(client, self.name, host=host,
+        # Bindings, events and conditions go over a lean pool of their own; the informers'
+        # lists and watches stay on the general client.
+        self.writes = WritePool(client.config)
+        self.events = EventRecorder(self.writes, self.name, host=host,
                                     on_drop=self.metrics.dropped_events.inc)
         self._binds = trio.CapacityLimiter(bind_concurrency)
         self._status_writes = trio.CapacityLimiter(STATUS_CONCURRENCY)
@@ -120,19 +124,23 @@ class Scheduler:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Sync the informers, then schedule until cancelled."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            await self.factory.start(nursery)
-            await self.factory.wait_for_cache_sync()
-            self._synced = True
-            log.info("scheduler %s: caches synced (%d nodes, %d pending pods)", self.name,
-                     len(self.table), len(self.queue))
-            nursery.start_soon(self.queue.run)
-            nursery.start_soon(self.events.run)
-            task_status.started()
-            while True:
-                qp = await self.queue.pop()
-                await self._schedule_one(qp)
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                await self.factory.start(nursery)
+                await self.factory.wait_for_cache_sync()
+                self._synced = True
+                log.info("scheduler %s: caches synced (%d nodes, %d pending pods)", self.name,
+                         len(self.table), len(self.queue))
+                nursery.start_soon(self.queue.run)
+                nursery.start_soon(self.events.run)
+                task_status.started()
+                while True:
+                    qp = await self.queue.pop()
+                    await self._schedule_one(qp)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self.writes.aclose()
 
     # ----------------------------------------------------------------- informers
 
@@ -194,7 +202,7 @@ class Scheduler:
             self._unschedulable(qp, result, start)
             await trio.lowlevel.checkpoint()
             return
-        self.cache.assume(qp.key, result.node, spec)
+        self.cache.assume(qp.pod, result.node, spec)
         self.queue.done(qp.key)
         # Backpressure: wait here, not in an ever-growing pile of binding tasks.
         await self._binds.acquire_on_behalf_of(qp)
@@ -227,9 +235,9 @@ class Scheduler:
     async def _patch_status(self, name: str, namespace: str, condition: Obj) -> None:
         async with self._status_writes:
             try:
-                await self.client.patch(PODS, name, {"status": {"conditions": [condition]}},
-                                        namespace=namespace, patch_type="strategic",
-                                        subresource="status")
+                await self.writes.request("PATCH", pod_path(namespace, name, "status"),
+                                          {"status": {"conditions": [condition]}},
+                                          "application/strategic-merge-patch+json")
             except (ApiError, ApiConnectionError) as e:
                 log.info("pod %s/%s: condition not written: %s", namespace, name, e)
 
@@ -240,7 +248,7 @@ class Scheduler:
                    "metadata": {"name": name, "namespace": namespace, "uid": meta.get("uid")},
                    "target": {"apiVersion": "v1", "kind": "Node", "name": node}}
         try:
-            await self.client.create(PODS, binding, namespace=namespace, subresource="binding")
+            await self.writes.request("POST", pod_path(namespace, name, "binding"), binding)
         except (NotFound, Conflict) as e:
             # Gone, being deleted, or bound by someone else: the watch says what happened.
             log.info("pod %s: binding to %s refused: %s", qp.key, node, e)

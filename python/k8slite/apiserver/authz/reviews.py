@@ -12,7 +12,7 @@ from typing import Any
 
 from k8slite._native import dumps
 from k8slite.api import errors
-from k8slite.apiserver import protobuf, rest
+from k8slite.apiserver import rest
 from k8slite.apiserver.authn import UserInfo, user_of
 from k8slite.apiserver.authz.attributes import Attributes
 from k8slite.apiserver.authz.authorizer import Authorizer
@@ -26,13 +26,8 @@ Review = Callable[[Request, RequestInfo], Awaitable[tuple[int, bytes]]]
 
 
 async def _body(req: Request, info: RequestInfo) -> Obj:
-    body = await req.body()
-    if req.content_type == protobuf.CONTENT_TYPE:
-        # client-go's typed clients (kubectl auth can-i, whoami) post reviews as protobuf.
-        decoded: Any = protobuf.decode(body)
-    else:
-        decoded = rest.decode_body(req, body)
-    obj = rest.check_type_meta(decoded, info.resource)
+    # JSON, YAML, or the protobuf that client-go's typed clients (kubectl auth) send.
+    obj = rest.check_type_meta(rest.decode_body(req, await req.body()), info.resource)
     spec = obj.get("spec")
     if spec is not None and not isinstance(spec, dict):
         raise _invalid(info, [{"reason": "FieldValueInvalid", "field": "spec",

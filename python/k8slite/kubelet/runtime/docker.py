@@ -463,25 +463,30 @@ def _explain(e: Exception) -> str:
 
 
 def _run_sandbox(api: docker.APIClient, spec: dict[str, Any]) -> dict[str, Any]:
-    existing = _inspect(api, spec["name"])
-    if existing is not None:
-        if existing["State"]["Running"]:
-            return existing
-        api.remove_container(existing["Id"], force=True)
     networking = None
     if spec["network"]:
         networking = api.create_networking_config({spec["network"]: api.create_endpoint_config()})
-    try:
-        created = api.create_container(
-            image=spec["image"], name=spec["name"], hostname=spec["hostname"],
-            labels=spec["labels"], ports=spec["ports"], networking_config=networking,
-            host_config=api.create_host_config(**spec["host_config"]),
-            use_config_proxy=False)
-    except docker.errors.ImageNotFound:
-        raise CreateSandboxError(f"the sandbox image {spec['image']} is missing on this node; "
-                                 "build it with hack/build-images") from None
-    except docker.errors.APIError as e:
-        raise CreateSandboxError(_explain(e)) from None
+    # Creating first spares a lookup per pod; a name conflict means this attempt's sandbox
+    # exists already: reuse it if it runs, else replace it.
+    for retry in range(2):
+        try:
+            created = api.create_container(
+                image=spec["image"], name=spec["name"], hostname=spec["hostname"],
+                labels=spec["labels"], ports=spec["ports"], networking_config=networking,
+                host_config=api.create_host_config(**spec["host_config"]),
+                use_config_proxy=False)
+            break
+        except docker.errors.ImageNotFound:
+            raise CreateSandboxError(f"the sandbox image {spec['image']} is missing on this "
+                                     "node; build it with hack/build-images") from None
+        except docker.errors.APIError as e:
+            existing = _inspect(api, spec["name"]) if e.status_code == 409 and not retry \
+                else None
+            if existing is None:
+                raise CreateSandboxError(_explain(e)) from None
+            if existing["State"]["Running"]:
+                return existing
+            api.remove_container(existing["Id"], force=True)
     try:
         api.start(created["Id"])
     except docker.errors.APIError as e:
