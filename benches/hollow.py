@@ -51,7 +51,7 @@ def count_renewals(url: str, ctx: ssl.SSLContext, rv: str, stop: threading.Event
                 out[0] += 1
 
 
-def measure(count: int, window: float) -> dict[str, float]:
+def measure(count: int, window: float, extra: list[str]) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="k8slite-hollow-") as tmp:
         data = Path(tmp) / "data"
         server = harness.start_apiserver(data)
@@ -60,7 +60,8 @@ def measure(count: int, window: float) -> dict[str, float]:
         kubeconfig.write_text(text.replace("https://127.0.0.1:8080", server.url))
         started = time.monotonic()
         proc = subprocess.Popen([sys.executable, "-m", "k8slite.cmd.k8slite", "hollow-nodes",
-                                 "--count", str(count), "--kubeconfig", str(kubeconfig)],
+                                 "--count", str(count), "--kubeconfig", str(kubeconfig),
+                                 *extra],
                                 stdout=subprocess.PIPE,
                                 stderr=(Path(tmp) / "hollow.log").open("ab"))
         try:
@@ -111,10 +112,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--nodes", type=int, nargs="+", default=[1000, 5000])
     p.add_argument("--window", type=float, default=30.0)
+    p.add_argument("--concurrency", type=int, default=32,
+                   help="API requests the hollow process keeps in flight")
     a = p.parse_args()
     results = {}
     for count in a.nodes:
-        r = measure(count, a.window)
+        r = measure(count, a.window, ["--concurrency", str(a.concurrency)])
         print(f"{count} nodes: registered in {r['register_s']}s, {r['ready']} Ready, "
               f"{r['heartbeats_per_s']} heartbeats/s (goal {r['goal_heartbeats_per_s']}), "
               f"{r['rss_mib']} MiB ({r['kib_per_node']} KiB/node), "

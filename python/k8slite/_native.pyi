@@ -1,6 +1,6 @@
-"""Typed face of the Rust core: JSON codec, selectors and the watch cache."""
+"""Typed face of the Rust core: JSON codec, selectors, the watch cache, the scheduler kernel."""
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 # ---------------------------------------------------------------- codec
@@ -165,3 +165,130 @@ class WatchCache:
         the events of one revision are never split, so a page may exceed it.
         Raises ExpiredError when `rv` < oldest().
         """
+
+# ------------------------------------------------------------- scheduler kernel
+
+# (key, operator, values) of a node selector requirement or a label selector requirement.
+Requirement = tuple[str, str, Sequence[str]]
+# A NodeSelectorTerm: (matchExpressions, matchFields).
+NodeSelectorTerm = tuple[Sequence[Requirement], Sequence[Requirement]]
+# A required pod (anti-)affinity term: (label selector as requirements, or None to select
+# nothing; namespaces, or None for all of them; topology key).
+PodAffinityTerm = tuple[Sequence[Requirement] | None, Sequence[str] | None, str]
+
+class PodSpec:
+    """What the kernel needs of one pod, built once per pod version (see
+    k8slite.scheduler.plugins.pod_spec). Quantities are integers: cpu in millicores, memory,
+    ephemeral-storage and extended resources in units.
+    """
+
+    def __init__(
+        self,
+        *,
+        namespace: str,
+        labels: Mapping[str, str] | None = None,
+        node_name: str = "",
+        requests: Mapping[str, int] | None = None,
+        nonzero: tuple[int, int] = (0, 0),
+        node_selector: Mapping[str, str] | None = None,
+        required: Sequence[NodeSelectorTerm] | None = None,
+        preferred: Sequence[tuple[int, NodeSelectorTerm]] = (),
+        tolerations: Sequence[tuple[str, str, str, str]] = (),
+        ports: Sequence[tuple[str, str, int]] = (),
+        images: Sequence[str] = (),
+        spread_key: str = "",
+        affinity: Sequence[PodAffinityTerm] = (),
+        anti_affinity: Sequence[PodAffinityTerm] = (),
+    ) -> None:
+        """`nonzero` is (cpu, memory) as the scorers count them (upstream's 100m and 200Mi
+        for a container without requests); `required` None means no required node affinity
+        (an empty list matches no node); `tolerations` are (key, operator, value, effect);
+        `ports` are (hostIP, protocol, hostPort); `images` one per container, normalised.
+        ValueError for more than 51 extended resources.
+        """
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def requests(self) -> dict[str, int]:
+        """cpu (millicores), memory, ephemeral-storage, then extended resources."""
+
+class ScheduleResult:
+    """One schedule() decision: the node (None if none fits) and why the others did not."""
+
+    node: str | None
+    score: int
+    feasible: int
+    nodes: int
+    # Upstream's reason histogram: (reason, nodes), e.g. ("Insufficient cpu", 2).
+    reasons: list[tuple[str, int]]
+    # Nodes whose rejection preemption could not fix (UnschedulableAndUnresolvable).
+    unresolvable: int
+    # Filter plugins that rejected at least one node.
+    rejected_by: list[str]
+    # Set when NodeAffinity's PreFilter left no node to try ("pod affinity terms conflict").
+    prefilter: str | None
+
+class NodeTable:
+    """The columnar node table: allocatable and requested resources, labels, taints, host
+    ports, images and spread counts per node, updated incrementally from informers; filters
+    and scores every node for a pod in one call with the GIL released.
+
+    Filters, in upstream's order (a node reports the first that rejects it):
+    NodeUnschedulable, NodeName, TaintToleration, NodeAffinity, NodePorts, NodeResourcesFit,
+    InterPodAffinity. Scores (normalised 0..100, weighted): NodeResourcesFit (LeastAllocated
+    or MostAllocated), NodeResourcesBalancedAllocation, ImageLocality, NodeAffinity,
+    TaintToleration, SelectorSpread.
+    """
+
+    def __init__(
+        self,
+        *,
+        weights: Mapping[str, int] | None = None,
+        strategy: str = "LeastAllocated",
+        resources: Sequence[tuple[str, int]] | None = None,
+        balanced_resources: Sequence[str] | None = None,
+        disabled: Sequence[str] = (),
+    ) -> None:
+        """`weights` overrides the default profile's (Fit 1, BalancedAllocation 1,
+        ImageLocality 1, NodeAffinity 2, TaintToleration 3, SelectorSpread 2; 0 disables);
+        `resources` are NodeResourcesFit's scored (name, weight) pairs and
+        `balanced_resources` BalancedAllocation's (cpu, memory, ephemeral-storage);
+        `disabled` names filter (or score) plugins to switch off. ValueError otherwise.
+        """
+    def set_node(
+        self,
+        name: str,
+        *,
+        allocatable: Mapping[str, int],
+        labels: Mapping[str, str] | None = None,
+        taints: Sequence[tuple[str, str, str]] = (),
+        unschedulable: bool = False,
+        images: Sequence[tuple[Sequence[str], int]] = (),
+    ) -> None:
+        """Add or replace a node (pods already accounted to it stay). `allocatable` has cpu
+        (millicores), memory, ephemeral-storage, pods and extended resources; `taints` are
+        (key, value, effect); `images` (names, sizeBytes)."""
+    def remove_node(self, name: str) -> bool:
+        """Forget a node; pods still accounted to it wait for it (not a candidate meanwhile)."""
+    def add_pod(self, key: str, node: str, pod: PodSpec) -> None:
+        """Account a bound or assumed pod to `node`, replacing an earlier account of `key`."""
+    def remove_pod(self, key: str) -> bool:
+        """Undo add_pod; False if `key` was not accounted."""
+    def pod_node(self, key: str) -> str | None: ...
+    def pod_count(self) -> int: ...
+    def node_info(self, name: str) -> dict[str, Any] | None:
+        """A node's accounting: present, allocatable, requested, nonzero_requested, pods,
+        ports."""
+    def schedule(self, pod: PodSpec, seed: int | None = None) -> ScheduleResult:
+        """Filter and score every node and pick the best; ties are broken at random
+        (reproducibly when `seed` is given). The GIL is released throughout."""
+    def evaluate(
+        self, pod: PodSpec
+    ) -> list[tuple[str, list[str], bool, dict[str, int] | None]]:
+        """Every node's verdict: (name, reasons, unresolvable, scores). Reasons are empty for
+        a feasible node, whose scores map each enabled score plugin to its normalised,
+        unweighted score."""
+    @property
+    def weights(self) -> dict[str, int]: ...
+    def __len__(self) -> int: ...
+    def __contains__(self, name: str) -> bool: ...

@@ -553,7 +553,11 @@ impl PodSpec {
             .filter(|(_, _, port)| *port > 0)
             .map(|(ip, proto, port)| {
                 let ip = if ip.is_empty() { "0.0.0.0".into() } else { ip };
-                let proto = if proto.is_empty() { "TCP".into() } else { proto };
+                let proto = if proto.is_empty() {
+                    "TCP".into()
+                } else {
+                    proto
+                };
                 (ip, proto, port)
             })
             .collect();
@@ -595,17 +599,6 @@ impl PodSpec {
             .collect();
         out.extend(r.scalars.iter().cloned());
         out
-    }
-
-    #[getter]
-    fn spread_key(&self) -> &str {
-        &self.spec.spread_key
-    }
-
-    /// Whether the pod carries required pod affinity or anti-affinity terms.
-    #[getter]
-    fn has_pod_affinity(&self) -> bool {
-        !self.spec.affinity.is_empty() || !self.spec.anti_affinity.is_empty()
     }
 }
 
@@ -677,9 +670,15 @@ struct Table {
     /// Sorted image ids.
     node_images: Vec<Box<[u32]>>,
 
-    pod_recs: HashMap<Box<str>, PodRec>,
+    /// Pods by key, kept in a slab (`pods_of`) so that scans walk a plain vector.
+    pod_ids: HashMap<Box<str>, u32>,
+    pods_of: Vec<Option<PodRec>>,
+    free_pods: Vec<u32>,
     /// Keys of pods with required anti-affinity terms (checked against every incoming pod).
-    anti_pods: HashSet<Box<str>>,
+    anti_pods: IdSet<u32>,
+    /// Label columns (key id -> value id per slot, NONE when absent) for the topology keys
+    /// pod (anti-)affinity terms use: read once per node per pod, so kept dense.
+    topology: IdMap<u32, Vec<u32>>,
     /// Spread key -> slot -> pods with that key on the slot.
     spread: HashMap<Box<str>, IdMap<u32, u32>>,
 }
@@ -718,6 +717,9 @@ impl Table {
                 self.taints.push(Box::default());
                 self.ports.push(Vec::new());
                 self.node_images.push(Box::default());
+                for column in self.topology.values_mut() {
+                    column.push(NONE);
+                }
                 (self.name.len() - 1) as u32
             }
         };
@@ -795,6 +797,7 @@ impl Table {
             .collect();
         labels.sort_unstable();
         self.labels[s] = labels.into_boxed_slice();
+        self.refresh_topology(s);
         self.taints[s] = node
             .taints
             .iter()
@@ -819,6 +822,7 @@ impl Table {
         self.nodes -= 1;
         self.set_images(s, &[]);
         self.labels[s] = Box::default();
+        self.refresh_topology(s);
         self.taints[s] = Box::default();
         self.scalar_alloc[s] = Box::default();
         self.alloc[s] = [0; 4];
@@ -880,41 +884,82 @@ impl Table {
                 .entry(slot)
                 .or_insert(0) += 1;
         }
-        if !spec.anti_affinity.is_empty() {
-            self.anti_pods.insert(key.into());
-        }
         let mut labels: Vec<(u32, u32)> = spec
             .labels
             .iter()
             .map(|(k, v)| (self.strings.intern(k), self.strings.intern(v)))
             .collect();
         labels.sort_unstable();
-        let anti = spec
+        let anti: Box<[RPodTerm]> = spec
             .anti_affinity
             .iter()
             .map(|term| term.resolve(|x| self.strings.intern(x)))
             .collect();
-        self.pod_recs.insert(
-            key.into(),
-            PodRec {
-                slot,
-                namespace: self.strings.intern(&spec.namespace),
-                labels: labels.into_boxed_slice(),
-                base: r.base,
-                nonzero: r.nonzero,
-                scalars,
-                ports,
-                spread,
-                anti,
-            },
-        );
+        for term in spec.affinity.iter().chain(&spec.anti_affinity) {
+            let key = self.strings.intern(&term.topology_key);
+            self.register_topology(key);
+        }
+        let id = match self.free_pods.pop() {
+            Some(id) => id,
+            None => {
+                self.pods_of.push(None);
+                (self.pods_of.len() - 1) as u32
+            }
+        };
+        if !anti.is_empty() {
+            self.anti_pods.insert(id);
+        }
+        self.pod_ids.insert(key.into(), id);
+        self.pods_of[id as usize] = Some(PodRec {
+            slot,
+            namespace: self.strings.intern(&spec.namespace),
+            labels: labels.into_boxed_slice(),
+            base: r.base,
+            nonzero: r.nonzero,
+            scalars,
+            ports,
+            spread,
+            anti,
+        });
+    }
+
+    /// Keeps a dense column of label `key` from now on.
+    fn register_topology(&mut self, key: u32) {
+        if self.topology.contains_key(&key) {
+            return;
+        }
+        let column = (0..self.name.len())
+            .map(|s| self.node_label(s, key).unwrap_or(NONE))
+            .collect();
+        self.topology.insert(key, column);
+    }
+
+    /// A node's value of a topology label, from its column when there is one.
+    fn topology_value(&self, s: usize, key: u32) -> Option<u32> {
+        match self.topology.get(&key) {
+            Some(column) => Some(column[s]).filter(|&v| v != NONE),
+            None => self.node_label(s, key),
+        }
+    }
+
+    fn refresh_topology(&mut self, s: usize) {
+        let labels = &self.labels[s];
+        for (key, column) in self.topology.iter_mut() {
+            column[s] = labels
+                .binary_search_by(|(k, _)| k.cmp(key))
+                .map_or(NONE, |i| labels[i].1);
+        }
     }
 
     fn remove_pod(&mut self, key: &str) -> bool {
-        let Some(rec) = self.pod_recs.remove(key) else {
+        let Some(id) = self.pod_ids.remove(key) else {
             return false;
         };
-        self.anti_pods.remove(key);
+        let Some(rec) = self.pods_of[id as usize].take() else {
+            return false;
+        };
+        self.free_pods.push(id);
+        self.anti_pods.remove(&id);
         let s = rec.slot as usize;
         for i in 0..3 {
             self.req[s][i] -= rec.base[i];
@@ -1067,7 +1112,10 @@ fn resolve<'a>(t: &Table, spec: &'a Spec) -> Resolved<'a> {
             })
             .collect()
     };
-    let names = spec.required.as_ref().and_then(|terms| prefilter_names(terms));
+    let names = spec
+        .required
+        .as_ref()
+        .and_then(|terms| prefilter_names(terms));
     Resolved {
         spec,
         tolerates_unschedulable,
@@ -1139,7 +1187,11 @@ fn interpod_state(t: &Table, spec: &Spec) -> Option<InterPod> {
     }
     let lookup = |x: &str| t.strings.get(x);
     let affinity: Vec<RPodTerm> = spec.affinity.iter().map(|x| x.resolve(lookup)).collect();
-    let anti: Vec<RPodTerm> = spec.anti_affinity.iter().map(|x| x.resolve(lookup)).collect();
+    let anti: Vec<RPodTerm> = spec
+        .anti_affinity
+        .iter()
+        .map(|x| x.resolve(lookup))
+        .collect();
     let namespace = t.strings.get(&spec.namespace);
     let mut labels: Vec<(u32, u32)> = spec
         .labels
@@ -1159,11 +1211,13 @@ fn interpod_state(t: &Table, spec: &Spec) -> Option<InterPod> {
                 term.namespaces
                     .as_ref()
                     .is_none_or(|ns| ns.contains(&spec.namespace))
-                    && sel.iter().all(|e| e.matches(pod_label(&spec.labels, &e.key)))
+                    && sel
+                        .iter()
+                        .all(|e| e.matches(pod_label(&spec.labels, &e.key)))
             })
         });
     if !affinity.is_empty() || !anti.is_empty() {
-        for rec in t.pod_recs.values() {
+        for rec in t.pods_of.iter().flatten() {
             let s = rec.slot as usize;
             if !t.present[s] {
                 continue;
@@ -1174,13 +1228,13 @@ fn interpod_state(t: &Table, spec: &Spec) -> Option<InterPod> {
                     .all(|term| term.matches(rec.namespace, &rec.labels))
             {
                 for &key in &st.affinity_keys {
-                    if let Some(value) = t.node_label(s, key) {
+                    if let Some(value) = t.topology_value(s, key) {
                         *st.affinity_counts.entry((key, value)).or_insert(0) += 1;
                     }
                 }
             }
             for term in &anti {
-                if let Some(value) = t.node_label(s, term.topology_key) {
+                if let Some(value) = t.topology_value(s, term.topology_key) {
                     if !st.anti_pairs.contains(&(term.topology_key, value))
                         && term.matches(rec.namespace, &rec.labels)
                     {
@@ -1190,16 +1244,22 @@ fn interpod_state(t: &Table, spec: &Spec) -> Option<InterPod> {
             }
         }
     }
-    for key in &t.anti_pods {
-        let rec = &t.pod_recs[key];
+    for id in &t.anti_pods {
+        let Some(rec) = &t.pods_of[*id as usize] else {
+            continue;
+        };
         let s = rec.slot as usize;
         if !t.present[s] {
             continue;
         }
         for term in rec.anti.iter() {
             if term.matches(namespace, &labels) {
-                if let Some(value) = t.node_label(s, term.topology_key) {
-                    match st.existing.iter_mut().find(|(k, _)| *k == term.topology_key) {
+                if let Some(value) = t.topology_value(s, term.topology_key) {
+                    match st
+                        .existing
+                        .iter_mut()
+                        .find(|(k, _)| *k == term.topology_key)
+                    {
                         Some((_, values)) => {
                             values.insert(value);
                         }
@@ -1247,16 +1307,8 @@ impl Table {
                     (Op::NotIn, None) => true,
                     (Op::Exists, v) => v.is_some(),
                     (Op::DoesNotExist, v) => v.is_none(),
-                    (Op::Gt, Some(v)) => self
-                        .strings
-                        .str(v)
-                        .parse::<i64>()
-                        .is_ok_and(|n| n > *num),
-                    (Op::Lt, Some(v)) => self
-                        .strings
-                        .str(v)
-                        .parse::<i64>()
-                        .is_ok_and(|n| n < *num),
+                    (Op::Gt, Some(v)) => self.strings.str(v).parse::<i64>().is_ok_and(|n| n > *num),
+                    (Op::Lt, Some(v)) => self.strings.str(v).parse::<i64>().is_ok_and(|n| n < *num),
                     (Op::Gt | Op::Lt, None) => false,
                 }
             })
@@ -1302,11 +1354,8 @@ impl Table {
             }
         }
         for (i, &(id, want)) in pod.scalars.iter().enumerate() {
-            let lookup = |row: &[(u32, i64)]| {
-                row.iter()
-                    .find(|(k, _)| *k == id)
-                    .map_or(0, |(_, v)| *v)
-            };
+            let lookup =
+                |row: &[(u32, i64)]| row.iter().find(|(k, _)| *k == id).map_or(0, |(_, v)| *v);
             let alloc = lookup(&self.scalar_alloc[s]);
             if want > alloc - lookup(&self.scalar_req[s]) {
                 mask |= 1 << (R_SCALAR + i as u32);
@@ -1320,7 +1369,7 @@ impl Table {
         if !st.affinity_keys.is_empty() {
             let mut exist = true;
             for &key in &st.affinity_keys {
-                match self.node_label(s, key) {
+                match self.topology_value(s, key) {
                     Some(value) => exist &= st.affinity_counts.contains_key(&(key, value)),
                     None => return fail(R_AFFINITY, true),
                 }
@@ -1333,7 +1382,7 @@ impl Table {
         }
         if !st.anti_pairs.is_empty() {
             for &key in &st.anti_keys {
-                if let Some(value) = self.node_label(s, key) {
+                if let Some(value) = self.topology_value(s, key) {
                     if st.anti_pairs.contains(&(key, value)) {
                         return fail(R_ANTI_AFFINITY, false);
                     }
@@ -1341,7 +1390,10 @@ impl Table {
             }
         }
         for (key, values) in &st.existing {
-            if self.node_label(s, *key).is_some_and(|v| values.contains(&v)) {
+            if self
+                .topology_value(s, *key)
+                .is_some_and(|v| values.contains(&v))
+            {
                 return fail(R_EXISTING_ANTI, false);
             }
         }
@@ -1760,9 +1812,21 @@ pub struct ScheduleResult {
 #[pymethods]
 impl ScheduleResult {
     fn __repr__(&self) -> String {
+        let node = self
+            .node
+            .as_ref()
+            .map_or("None".to_string(), |n| format!("'{n}'"));
+        let reasons: Vec<String> = self
+            .reasons
+            .iter()
+            .map(|(r, n)| format!("{n} {r}"))
+            .collect();
         format!(
-            "ScheduleResult(node={:?}, score={}, feasible={}/{}, reasons={:?})",
-            self.node, self.score, self.feasible, self.nodes, self.reasons
+            "ScheduleResult(node={node}, score={}, feasible={}/{}, reasons=[{}])",
+            self.score,
+            self.feasible,
+            self.nodes,
+            reasons.join(", ")
         )
     }
 }
@@ -1838,7 +1902,9 @@ fn parse_config(
     };
     for (name, weight) in weights.unwrap_or_default() {
         let Some(i) = SCORES.iter().position(|s| *s == name) else {
-            return Err(PyValueError::new_err(format!("unknown score plugin {name:?}")));
+            return Err(PyValueError::new_err(format!(
+                "unknown score plugin {name:?}"
+            )));
         };
         cfg.weights[i] = weight;
     }
@@ -1952,9 +2018,11 @@ impl NodeTable {
     /// The node a pod is accounted to, if any.
     fn pod_node(&self, py: Python<'_>, key: &str) -> Option<String> {
         let t = self.read(py);
-        t.pod_recs
+        let rec = t
+            .pod_ids
             .get(key)
-            .map(|rec| t.name[rec.slot as usize].to_string())
+            .and_then(|&id| t.pods_of[id as usize].as_ref());
+        rec.map(|rec| t.name[rec.slot as usize].to_string())
     }
 
     fn __len__(&self, py: Python<'_>) -> usize {
@@ -1968,7 +2036,7 @@ impl NodeTable {
 
     /// Number of pods accounted (bound and assumed).
     fn pod_count(&self, py: Python<'_>) -> usize {
-        self.read(py).pod_recs.len()
+        self.read(py).pod_ids.len()
     }
 
     /// A node's accounting: allocatable and requested resources, pods, used host ports.
@@ -2000,7 +2068,13 @@ impl NodeTable {
         d.set_item("pods", t.pods[s])?;
         let ports: Vec<(String, String, i32)> = t.ports[s]
             .iter()
-            .map(|u| (t.strings.str(u.ip).into(), t.strings.str(u.proto).into(), u.port))
+            .map(|u| {
+                (
+                    t.strings.str(u.ip).into(),
+                    t.strings.str(u.proto).into(),
+                    u.port,
+                )
+            })
             .collect();
         d.set_item("ports", ports)?;
         Ok(Some(d))
@@ -2042,7 +2116,12 @@ impl NodeTable {
         &self,
         py: Python<'_>,
         pod: &Bound<'_, PodSpec>,
-    ) -> Vec<(String, Vec<String>, bool, Option<HashMap<&'static str, i64>>)> {
+    ) -> Vec<(
+        String,
+        Vec<String>,
+        bool,
+        Option<HashMap<&'static str, i64>>,
+    )> {
         let spec = &pod.get().spec;
         let verdicts = py.detach(|| self.read_detached().evaluate(spec, &self.config));
         let weights = self.config.weights;

@@ -148,6 +148,27 @@ def running_kubelet(server: ServerHandle, node: str, runtime: str, workdir: Path
         kubelet.stop()
 
 
+def retire_node(server: ServerHandle, node: str, timeout: float = 60.0) -> None:
+    """Delete the node's pods (its kubelet still running), then its Node and Lease.
+
+    Tests share the session API server: nothing of a finished kubelet may linger there for
+    a scheduler or controller test to find.
+    """
+    with server.client() as api:
+        pods = api.get("/api/v1/pods", params={"fieldSelector": f"spec.nodeName={node}"})
+        for pod in pods.json().get("items") or ():
+            m = pod["metadata"]
+            api.request("DELETE", f"/api/v1/namespaces/{m['namespace']}/pods/{m['name']}",
+                        json={"gracePeriodSeconds": 1})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and api.get(
+                "/api/v1/pods", params={"fieldSelector": f"spec.nodeName={node}"}
+        ).json().get("items"):
+            time.sleep(0.2)
+        api.delete(f"/api/v1/nodes/{node}")
+        api.delete(f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{node}")
+
+
 def remove_docker_leftovers(nodes: list[str], network: str | None) -> None:
     """Every container of these nodes, then the pod network: nothing of ours stays."""
     import docker

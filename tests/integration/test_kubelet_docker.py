@@ -17,6 +17,7 @@ from tests.integration.kubelet_harness import (
     docker_problem,
     kubectl,
     remove_docker_leftovers,
+    retire_node,
     unique_node,
     wait_for,
 )
@@ -39,6 +40,8 @@ def kubelet(apiserver: ServerHandle,
         proc.start()
         yield proc
     finally:
+        if proc.proc is not None:
+            retire_node(apiserver, node)
         proc.stop()
         remove_docker_leftovers([node], network)
 

@@ -25,6 +25,7 @@ from tests.integration.kubelet_harness import (
     kubectl,
     remove_docker_leftovers,
     remove_process_leftovers,
+    retire_node,
     unique_node,
     wait_for,
 )
@@ -48,6 +49,8 @@ def kubelet(request: pytest.FixtureRequest, apiserver: ServerHandle,
         proc.start()
         yield proc
     finally:
+        if proc.proc is not None:
+            retire_node(apiserver, node)
         proc.stop()
         if runtime == "docker":
             remove_docker_leftovers([node], network)
@@ -394,5 +397,6 @@ def test_max_pods_rejects_the_extra_pod(api: httpx.Client, namespace: str,
             pods.delete(name)
             pods.wait_gone(name)
     finally:
+        retire_node(apiserver, node)
         small.stop()
         remove_process_leftovers(small.workdir)

@@ -224,8 +224,8 @@ async def test_unschedulable_until_a_node_is_added(api: ApiClient, running: Sche
     event = await wait_for(scheduled_event, message="a Scheduled event")
     assert event["message"] == f"Successfully assigned {NS}/web-1 to w3"
     assert event["type"] == "Normal"
-    cond = await condition_of(api, "web-1")
-    assert cond is not None and cond["status"] == "True"
+    scheduled = await condition_of(api, "web-1")
+    assert scheduled is not None and scheduled["status"] == "True"
 
 
 async def test_no_nodes_message(api: ApiClient, running: Scheduler) -> None:

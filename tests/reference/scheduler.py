@@ -576,8 +576,8 @@ class NodeTable:
         tied = [n for n, t in best if t == top]
         node = random.Random(seed).choice(tied) if tied else None
         order = {r: i for i, r in enumerate(REASON_ORDER)}
-        reasons = sorted(histogram.items(), key=lambda kv: (order.get(kv[0], 99), kv[0]))
-        return ScheduleResult(node, top if node else 0, len(best), len(verdicts), reasons,
+        ordered = sorted(histogram.items(), key=lambda kv: (order.get(kv[0], 99), kv[0]))
+        return ScheduleResult(node, top if node else 0, len(best), len(verdicts), ordered,
                               unresolvable, [f for f in FILTERS if f in rejected], prefilter)
 
 

@@ -502,7 +502,7 @@ def histories(draw: st.DrawFn) -> list[tuple[Any, ...]]:
     return history
 
 
-configs = st.one_of(st.just({}), st.fixed_dictionaries({}, optional={
+configs: st.SearchStrategy[dict[str, Any]] = st.one_of(st.just({}), st.fixed_dictionaries({}, optional={
     "strategy": st.sampled_from(["LeastAllocated", "MostAllocated"]),
     "resources": st.lists(st.tuples(st.sampled_from(["cpu", "memory", "ephemeral-storage"]),
                                     st.integers(1, 3)), min_size=1, max_size=3),

@@ -94,8 +94,10 @@ def test_pod_summary_schedules_like_the_pod() -> None:
                             "nodeSelectorTerms": [{"matchExpressions": [
                                 {"key": "zone", "operator": "In", "values": ["z2"]}]}]}}}}}
     assert table.schedule(pod_spec(pod)).node == "b"
+    assert pod_spec(pod).namespace == "ns"
+    assert pod_spec(pod).requests == {"cpu": 1000, "memory": GI, "ephemeral-storage": 0}
     table.add_pod("ns/p", "b", pod_spec(pod))
-    anti = {"metadata": {"name": "q", "namespace": "ns", "labels": {"app": "db"}},
+    anti: dict[str, Any] = {"metadata": {"name": "q", "namespace": "ns", "labels": {"app": "db"}},
             "spec": {"containers": [container("c")], "affinity": {"podAntiAffinity": {
                 "requiredDuringSchedulingIgnoredDuringExecution": [{
                     "labelSelector": {"matchLabels": {"app": "db"}},

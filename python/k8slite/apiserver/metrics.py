@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from k8slite.metrics import component_registry
 from k8slite.storage import Op, Store
 
 _REQUEST_LABELS = ("verb", "group", "version", "resource", "subresource", "scope", "component")
@@ -20,7 +21,7 @@ class ApiMetrics:
     """Request counts and latencies, watchers, storage latency and stored object counts."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
+        self.registry = registry or component_registry()
         r = self.registry
         self.requests = Counter("apiserver_request", "Requests by verb, resource and code.",
                                 (*_REQUEST_LABELS, "code"), registry=r)

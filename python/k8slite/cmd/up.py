@@ -113,11 +113,20 @@ async def supervise(component: Component) -> None:
         component.restarts += 1
         if trio.current_time() - started > _HEALTHY_AFTER:
             delay = _BACKOFF_START
-        log.error("%s exited with code %s (restart %d); restarting in %.0fs. "
-                  "Last lines of %s:\n%s", component.name, code, component.restarts, delay,
+        log.error("%s %s; restarting it in %.0fs (restart %d). Last lines of %s:\n%s",
+                  component.name, _exit_reason(code), delay, component.restarts,
                   component.log_path, _tail(component.log_path))
         await trio.sleep(delay)
         delay = min(delay * 2, _BACKOFF_MAX)
+
+
+def _exit_reason(code: int) -> str:
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
 
 
 async def stop(components: list[Component], grace: float = STOP_GRACE) -> None:
@@ -425,8 +434,10 @@ async def _up(opts: UpOptions, data_dir: Path) -> None:
                                   ["system:monitoring"])
     except (pki.PKIError, ValueError) as e:
         raise UpError(str(e)) from None
-    log.info("certificates in %s (%s)", pki_dir,
-             f"{len(written)} files written" if written else "reused")
+    # Kubeconfigs are rewritten whenever the port changes; certificates only when missing
+    # or unfit (see pki.ensure_pki).
+    made = [p.name for p in written if p.suffix in (".pem", ".key")]
+    log.info("certificates in %s: %s", pki_dir, f"made {', '.join(made)}" if made else "reused")
     kubeconfig = data_dir / "kubeconfig"
     shutil.copyfile(pki.kubeconfig_path(pki_dir, "admin"), kubeconfig)
     kubeconfig.chmod(0o600)

@@ -20,10 +20,11 @@ import trio
 from k8slite.client import ApiClient, DeletedFinalStateUnknown, SharedInformerFactory
 from k8slite.client.resource import PODS
 from k8slite.kubelet.config import KubeletConfig
+from k8slite.kubelet.containers import WorkerEnv
 from k8slite.kubelet.kubelet import image_list
 from k8slite.kubelet.machine import NodeInfo, architecture
 from k8slite.kubelet.node import API_ERRORS, NodeStatusManager
-from k8slite.kubelet.podworkers import PodWorkers, WorkerEnv
+from k8slite.kubelet.podworkers import PodWorkers
 from k8slite.kubelet.runtime.fake import FakeRuntime
 
 log = logging.getLogger(__name__)

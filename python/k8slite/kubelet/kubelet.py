@@ -13,13 +13,14 @@ from k8slite.client import ApiClient, DeletedFinalStateUnknown, SharedInformerFa
 from k8slite.client.resource import PODS, SERVICES
 from k8slite.kubelet import machine
 from k8slite.kubelet.config import KubeletConfig
+from k8slite.kubelet.containers import WorkerEnv
 from k8slite.kubelet.events import EventRecorder
 from k8slite.kubelet.httpserver import serve
 from k8slite.kubelet.metrics import KubeletMetrics, MeteredRuntime
 from k8slite.kubelet.node import MAX_IMAGES, Health, NodeStatusManager
 from k8slite.kubelet.objects import ObjectFetcher
 from k8slite.kubelet.pleg import Relister
-from k8slite.kubelet.podworkers import Adopted, PodWorkers, WorkerEnv
+from k8slite.kubelet.podworkers import Adopted, PodWorkers
 from k8slite.kubelet.runtime.base import ContainerRuntimeError, Runtime
 from k8slite.kubelet.server import KubeletApi, serving_context
 from k8slite.kubelet.volumes import VolumeManager

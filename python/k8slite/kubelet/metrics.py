@@ -9,6 +9,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from k8slite.kubelet.runtime.base import Runtime
+from k8slite.metrics import component_registry
 
 # Upstream's kubelet buckets for pod start and worker durations.
 _POD_BUCKETS = (0.5, 1, 2, 3, 4, 5, 6, 8, 10, 20, 30, 45, 60, 120, 180, 240, 300, 360, 480,
@@ -32,7 +33,7 @@ class KubeletMetrics:
     """The metric families of one kubelet, in a registry of its own (served on /metrics)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
+        self.registry = registry or component_registry()
         r = self.registry
         self.running_pods = Gauge("kubelet_running_pods",
                                   "Number of pods that have a running pod sandbox", registry=r)

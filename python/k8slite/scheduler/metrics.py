@@ -49,8 +49,11 @@ class SchedulerMetrics:
 
     def watch_queue(self, pending: Callable[[], dict[str, int]]) -> None:
         """Report the queue's sizes whenever metrics are collected."""
+        def size(name: str) -> Callable[[], float]:
+            return lambda: float(pending().get(name, 0))
+
         for name in QUEUES:
-            self.pending.labels(name).set_function(lambda n=name: pending().get(n, 0))
+            self.pending.labels(name).set_function(size(name))
 
     def attempt(self, result: str, seconds: float) -> None:
         self.attempts.labels(result, self.profile).inc()

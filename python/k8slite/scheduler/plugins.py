@@ -107,7 +107,8 @@ def profile_from_dict(p: Obj) -> Profile:
                 filters_off.discard(name)
             if name in SCORE_PLUGINS and point != "filter":
                 weights[name] = int(entry.get("weight") or DEFAULT_WEIGHTS[name])
-    strategy, fit_resources = "LeastAllocated", (("cpu", 1), ("memory", 1))
+    strategy = "LeastAllocated"
+    fit_resources: tuple[tuple[str, int], ...] = (("cpu", 1), ("memory", 1))
     balanced: tuple[str, ...] = ("cpu", "memory")
     for entry in p.get("pluginConfig") or ():
         args = entry.get("args") or {}

@@ -10,7 +10,7 @@ from typing import Any
 import trio
 from prometheus_client import CollectorRegistry
 
-from k8slite._native import ScheduleResult
+from k8slite._native import NodeTable, ScheduleResult
 from k8slite.api.meta import now as now_text
 from k8slite.client import ApiClient, ApiConnectionError, ApiError, Conflict, NotFound
 from k8slite.client.informer import SharedInformerFactory
@@ -116,7 +116,7 @@ class Scheduler:
         self.pods.add_event_handler(self._on_pod_add, self._on_pod_update, self._on_pod_delete)
 
     @property
-    def table(self) -> Any:
+    def table(self) -> NodeTable:
         return self.cache.table
 
     def ready(self) -> bool:
@@ -193,10 +193,20 @@ class Scheduler:
         pod = qp.pod
         if _deleting(pod) or _assigned(pod):
             self.queue.done(qp.key)
+            await trio.lowlevel.checkpoint()
             return
         spec = qp.cache.get("spec")
         if spec is None:
-            spec = qp.cache["spec"] = self.cache.spec_of(pod)
+            try:
+                spec = qp.cache["spec"] = self.cache.spec_of(pod)
+            except (ValueError, TypeError, OverflowError) as e:
+                # A pod the API server let through with fields we cannot read: an error for
+                # this pod (retried with backoff), never for the scheduler.
+                log.warning("pod %s cannot be scheduled: %s", qp.key, e)
+                self.metrics.attempt(ERROR, time.perf_counter() - start)
+                self.queue.requeue_backoff(qp)
+                await trio.lowlevel.checkpoint()
+                return
         result = self.table.schedule(spec)
         if result.node is None:
             self._unschedulable(qp, result, start)

@@ -90,7 +90,9 @@ class SecureServer:
         ctx = server_context(self.config)
         listeners = await trio.open_ssl_over_tcp_listeners(
             self.config.secure_port, ctx, host=self.config.bind_address)
-        port = listeners[0].transport_listener.socket.getsockname()[1]
+        transport = listeners[0].transport_listener
+        assert isinstance(transport, trio.SocketListener)
+        port = transport.socket.getsockname()[1]
         task_status.started(port)
         await trio.serve_listeners(self._handle, listeners)
 
@@ -149,6 +151,6 @@ class SecureServer:
             if event is not h11.NEED_DATA:
                 return event
             with trio.move_on_after(_READ_TIMEOUT):
-                conn.receive_data(await stream.receive_some(_MAX_REQUEST))
+                conn.receive_data(bytes(await stream.receive_some(_MAX_REQUEST)))
                 continue
             return None

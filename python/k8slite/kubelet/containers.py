@@ -1,0 +1,421 @@
+"""Starting, probing and stopping a pod's containers: the container half of a pod worker."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import httpx
+import trio
+
+from k8slite.client import ApiClient
+from k8slite.kubelet import lifecycle
+from k8slite.kubelet.config import KubeletConfig
+from k8slite.kubelet.envvars import ConfigError, container_env
+from k8slite.kubelet.events import NORMAL, WARNING, EventRecorder
+from k8slite.kubelet.metrics import KubeletMetrics
+from k8slite.kubelet.objects import ObjectFetcher
+from k8slite.kubelet.probes import Prober, run_probe
+from k8slite.kubelet.runtime.base import (
+    REASON_STATUS_UNKNOWN,
+    ContainerConfig,
+    ContainerRuntimeError,
+    ContainerState,
+    ContainerStatus,
+    ImagePullError,
+    NotFoundError,
+    Runtime,
+    Sandbox,
+)
+from k8slite.kubelet.status import ContainerRecord, PodView
+from k8slite.kubelet.volumes import VolumeError, VolumeManager
+
+log = logging.getLogger(__name__)
+
+Obj = dict[str, Any]
+# Retry delay after a failed sandbox, volume or config step (upstream requeues similarly).
+RETRY_SECONDS = 2.0
+# How long an image found present is taken to stay so (images are removed by hand only).
+IMAGE_SEEN_SECONDS = 60.0
+
+
+@dataclass
+class WorkerEnv:
+    """What every pod worker of a kubelet shares."""
+
+    config: KubeletConfig
+    client: ApiClient
+    runtime: Runtime
+    # None for the fake runtime: hollow pods have no volumes, env or probes.
+    volumes: VolumeManager | None = None
+    objects: ObjectFetcher | None = None
+    services: Callable[[], list[Obj]] = list
+    events: EventRecorder | None = None
+    metrics: KubeletMetrics | None = None
+    allocatable: dict[str, str] = field(default_factory=dict)
+    probe_http: httpx.AsyncClient | None = None
+    # Images known present (image -> when), so IfNotPresent does not ask for each pod.
+    images_seen: dict[str, float] = field(default_factory=dict)
+    # Pods being started for the first time at once: a burst then finishes pods in order
+    # instead of every pod waiting for every other pod's runtime calls.
+    start_slots: trio.Semaphore = field(default_factory=lambda: trio.Semaphore(4))
+
+    @property
+    def simulated(self) -> bool:
+        return self.volumes is None
+
+
+def vanished(cs: ContainerStatus) -> ContainerStatus:
+    """A container the runtime lost: reported as upstream reports it."""
+    cs.state = ContainerState.EXITED
+    cs.exit_code = 137
+    cs.reason = REASON_STATUS_UNKNOWN
+    cs.message = "The container could not be located when the pod was terminated"
+    cs.finished_at = cs.finished_at or time.time()
+    return cs
+
+
+class ContainerOps:
+    """Container steps of a pod worker; PodWorker provides the state declared here."""
+
+    env: WorkerEnv
+    pod: Obj
+    uid: str
+    namespace: str
+    name: str
+    records: dict[str, ContainerRecord]
+    sandbox: Sandbox | None
+    view: PodView
+    volume_paths: dict[str, str] | None
+    image_backoff: dict[str, tuple[float, float]]
+    _nursery: trio.Nursery | None
+    _event: trio.Event
+    _timers: list[float]
+
+    def wake(self) -> None:
+        self._event.set()
+
+    def wake_at(self, when: float) -> None:
+        """Sync again at trio time `when` at the latest."""
+        self._timers.append(when)
+        if len(self._timers) > 16:
+            self._timers = sorted(self._timers)[:8]
+
+    def _spec(self, name: str) -> Obj:
+        spec = self.pod.get("spec") or {}
+        for group in ("initContainers", "containers"):
+            for c in spec.get(group) or ():
+                if c["name"] == name:
+                    return c  # type: ignore[no-any-return]
+        raise KeyError(name)
+
+    def _event_for(self, type_: str, reason: str, message: str,
+                   rec: ContainerRecord | None = None) -> None:
+        if self.env.events is not None:
+            self.env.events.pod_event(self.pod, type_, reason, message,
+                                      rec.name if rec else None, rec.init if rec else False)
+
+    # ------------------------------------------------------------------ containers
+
+    async def _sync_containers(self) -> None:
+        spec = self.pod.get("spec") or {}
+        policy = spec.get("restartPolicy") or "Always"
+        for c in [*(spec.get("initContainers") or ()), *(spec.get("containers") or ())]:
+            rec = self.records[c["name"]]
+            if rec.kill is not None and rec.running:
+                kind, _ = rec.kill
+                self._event_for(NORMAL, "Killing",
+                                f"Container {rec.name} failed {kind} probe, will be restarted", rec)
+                await self._kill(rec, c, self._probe_grace(c, kind))
+            elif rec.running and rec.current is not None and rec.current.image != c.get("image"):
+                self._event_for(NORMAL, "Killing",
+                                f"Container {rec.name} definition changed, will be restarted", rec)
+                await self._kill(rec, c, lifecycle.grace_period(self.pod))
+                rec.backoff = 0.0
+            rec.kill = None
+        for c in spec.get("initContainers") or ():
+            rec = self.records[c["name"]]
+            if rec.sidecar:
+                if not rec.running:
+                    await self._start(rec, c)
+                if not (rec.running and rec.started):
+                    return
+                continue
+            if rec.exited_ok():
+                continue
+            if rec.state is ContainerState.EXITED:
+                if policy != "Never":
+                    await self._start(rec, c)
+                return
+            if rec.current is None or rec.state is ContainerState.CREATED:
+                await self._start(rec, c)
+            return  # running (or just started): the next one waits for it
+        for c in spec.get("containers") or ():
+            rec = self.records[c["name"]]
+            exit_code = rec.current.exit_code if rec.current is not None else None
+            if rec.state in (None, ContainerState.CREATED) or (
+                    rec.state is ContainerState.EXITED and
+                    lifecycle.should_restart(policy, exit_code)):
+                await self._start(rec, c)
+
+    def _probe_grace(self, c: Obj, kind: str) -> float:
+        probe = c.get(f"{kind}Probe") or {}
+        if probe.get("terminationGracePeriodSeconds") is not None:
+            return float(probe["terminationGracePeriodSeconds"])
+        return lifecycle.grace_period(self.pod)
+
+    async def _start(self, rec: ContainerRecord, c: Obj) -> None:
+        """Start (or restart) one container, unless a back-off or an error holds it back."""
+        cfg = self.env.config
+        now = time.time()
+        restarting = rec.current is not None and rec.state is ContainerState.EXITED
+        if restarting:
+            assert rec.current is not None
+            ran = (rec.current.finished_at or now) - (rec.current.started_at or now)
+            if ran >= cfg.backoff_reset_after:
+                rec.backoff = 0.0
+            until = (rec.current.finished_at or now) + rec.backoff
+            if now < until:
+                rec.waiting = ("CrashLoopBackOff",
+                               (f"back-off {rec.backoff:g}s restarting failed container="
+                                f"{rec.name} pod={self.name}_{self.namespace}({self.uid})"))
+                self._event_for(WARNING, "BackOff",
+                                f"Back-off restarting failed container {rec.name} in pod "
+                                f"{self.name}_{self.namespace}({self.uid})", rec)
+                self.wake_at(trio.current_time() + until - now)
+                return
+        if not await self._pull(rec, c):
+            return
+        try:
+            config = await self._container_config(rec, c)
+        except (ConfigError, VolumeError) as e:
+            rec.waiting = ("CreateContainerConfigError", str(e))
+            self._event_for(WARNING, "Failed", f"Error: {e}", rec)
+            self.wake_at(trio.current_time() + RETRY_SECONDS)
+            return
+        assert self.sandbox is not None
+        rt = self.env.runtime
+        try:
+            cid = await rt.create_container(self.sandbox, config)
+        except ContainerRuntimeError as e:
+            rec.waiting = ("CreateContainerError", e.message)
+            self._event_for(WARNING, "Failed", f"Error: {e.message}", rec)
+            self.wake_at(trio.current_time() + RETRY_SECONDS)
+            return
+        self._event_for(NORMAL, "Created", f"Created container: {rec.name}", rec)
+        start_error = None
+        try:
+            await rt.start_container(cid)
+        except ContainerRuntimeError as e:
+            start_error = e.message
+            self._event_for(WARNING, "Failed", f"Error: {e.message}", rec)
+        await self._replace_instance(rec, await rt.container_status(cid))
+        if restarting:
+            rec.backoff = min(max(rec.backoff * 2, cfg.backoff_initial), cfg.backoff_max)
+        if start_error is None:
+            self._event_for(NORMAL, "Started", f"Started container {rec.name}", rec)
+            await self._post_start(rec, c)
+        if rec.running:
+            self._start_probes(rec)
+
+    async def _replace_instance(self, rec: ContainerRecord, new: ContainerStatus) -> None:
+        """new becomes current; the old current becomes previous; older ones are removed."""
+        stale = rec.previous
+        if rec.current is not None and rec.current.state is ContainerState.CREATED:
+            stale = rec.current  # a leftover that never ran is nobody's last state
+        elif rec.current is not None:
+            rec.previous = rec.current
+        rec.current = new
+        rec.waiting = None
+        rec.started = rec.ready = False
+        if rec.probes is not None:
+            rec.probes.cancel()
+            rec.probes = None
+        if stale is not None and stale.id != new.id:
+            await self.env.runtime.remove_container(stale.id)
+
+    async def _pull(self, rec: ContainerRecord, c: Obj) -> bool:
+        image = c.get("image") or ""
+        now = trio.current_time()
+        delay, until = self.image_backoff.get(image, (0.0, 0.0))
+        if now < until:
+            rec.waiting = ("ImagePullBackOff", f'Back-off pulling image "{image}"')
+            self._event_for(NORMAL, "BackOff", f'Back-off pulling image "{image}"', rec)
+            self.wake_at(until)
+            return False
+        policy = c.get("imagePullPolicy") or "IfNotPresent"
+        started = time.monotonic()
+        seen = self.env.images_seen.get(image)
+        if policy != "Always" and seen is not None and started - seen < IMAGE_SEEN_SECONDS:
+            self._event_for(NORMAL, "Pulled",
+                            f'Container image "{image}" already present on machine', rec)
+            return True
+        try:
+            await self.env.runtime.ensure_image(image, policy)
+        except ContainerRuntimeError as e:
+            rec.waiting = (e.reason, e.message)
+            self._event_for(WARNING, "Failed", e.message, rec)
+            self._event_for(WARNING, "Failed", f"Error: {e.reason}", rec)
+            cfg = self.env.config
+            delay = min(max(delay * 2, cfg.backoff_initial), cfg.backoff_max)
+            self.image_backoff[image] = (delay, now + delay)
+            if isinstance(e, ImagePullError):
+                # Show ImagePullBackOff while waiting, then try again when it ends.
+                self.wake_at(now + min(delay / 2, 2.0))
+            self.wake_at(now + delay)
+            return False
+        self.image_backoff.pop(image, None)
+        self.env.images_seen[image] = time.monotonic()
+        took = time.monotonic() - started
+        if took > 1.0:
+            self._event_for(NORMAL, "Pulled",
+                            f'Successfully pulled image "{image}" in {took:.3f}s', rec)
+        elif self.env.events is not None:
+            self._event_for(NORMAL, "Pulled",
+                            f'Container image "{image}" already present on machine', rec)
+        return True
+
+    async def _container_config(self, rec: ContainerRecord, c: Obj) -> ContainerConfig:
+        restart_count = rec.restart_count
+        if rec.state is ContainerState.EXITED:
+            restart_count += 1
+        if self.env.simulated:
+            return ContainerConfig.from_spec(c, pod=self.pod, restart_count=restart_count)
+        assert self.env.objects is not None and self.env.volumes is not None
+        env = await container_env(self.pod, c, get=self.env.objects.get,
+                                  services=self.env.services(), pod_ips=self.view.pod_ips,
+                                  host_ip=self.env.config.node_ip,
+                                  allocatable=self.env.allocatable)
+        mounts = self.env.volumes.mounts(c, self.volume_paths or {}, self.pod)
+        return ContainerConfig.from_spec(c, pod=self.pod, restart_count=restart_count, env=env,
+                                         mounts=mounts)
+
+    async def _post_start(self, rec: ContainerRecord, c: Obj) -> None:
+        hook = (c.get("lifecycle") or {}).get("postStart")
+        if not hook or rec.current is None:
+            return
+        try:
+            await lifecycle.run_hook(hook, runtime=self.env.runtime, container_id=rec.current.id,
+                                     container=c, pod_ip=self._pod_ip(),
+                                     timeout=lifecycle.grace_period(self.pod))
+        except lifecycle.HookError as e:
+            self._event_for(WARNING, "FailedPostStartHook", str(e), rec)
+            await self._kill(rec, c, lifecycle.grace_period(self.pod))
+
+    def _pod_ip(self) -> str:
+        return self.view.pod_ips[0] if self.view.pod_ips else self.env.config.node_ip
+
+    async def _kill(self, rec: ContainerRecord, c: Obj, grace: float) -> None:
+        """preStop, then the stop signal, then SIGKILL when the grace period is over."""
+        if rec.probes is not None:
+            rec.probes.cancel()
+            rec.probes = None
+        cur = rec.current
+        if cur is None or cur.state is not ContainerState.RUNNING:
+            return
+        rt = self.env.runtime
+        begun = trio.current_time()
+        hook = (c.get("lifecycle") or {}).get("preStop")
+        if hook and grace > 0:
+            with trio.move_on_after(grace):
+                try:
+                    await lifecycle.run_hook(hook, runtime=rt, container_id=cur.id, container=c,
+                                             pod_ip=self._pod_ip(), timeout=grace)
+                except lifecycle.HookError as e:
+                    self._event_for(WARNING, "FailedPreStopHook", str(e), rec)
+        left = 0.0
+        if grace > 0:
+            left = max(grace - (trio.current_time() - begun), lifecycle.MIN_GRACE_AFTER_HOOK
+                       if hook else 0.0)
+        await rt.stop_container(cur.id, left)
+        try:
+            rec.current = await rt.container_status(cur.id)
+        except NotFoundError:
+            rec.current = vanished(cur)
+        rec.ready = rec.started = False
+
+    async def _kill_all(self, grace: float) -> None:
+        """Stop the regular containers together, then the sidecars in reverse order."""
+        spec = self.pod.get("spec") or {}
+        regular = [(self.records[c["name"]], c) for c in spec.get("containers") or ()]
+        init = [(self.records[c["name"]], c) for c in spec.get("initContainers") or ()]
+        deadline = trio.current_time() + grace
+        async with trio.open_nursery() as nursery:
+            for rec, c in regular + [(r, c) for r, c in init if not r.sidecar]:
+                if rec.running:
+                    self._event_for(NORMAL, "Killing", f"Stopping container {rec.name}", rec)
+                    nursery.start_soon(self._kill, rec, c, grace)
+        for rec, c in reversed([(r, c) for r, c in init if r.sidecar]):
+            if rec.running:
+                self._event_for(NORMAL, "Killing", f"Stopping container {rec.name}", rec)
+                await self._kill(rec, c, max(deadline - trio.current_time(), 0.0))
+
+    # ---------------------------------------------------------------------- probes
+
+    def _start_probes(self, rec: ContainerRecord) -> None:
+        c = self._spec(rec.name)
+        if self.env.simulated or self._nursery is None or rec.current is None:
+            rec.started = rec.ready = True
+            return
+        kinds = [k for k in ("startup", "liveness", "readiness") if c.get(f"{k}Probe")]
+        rec.started = rec.started or "startup" not in kinds
+        if "readiness" not in kinds:
+            rec.ready = rec.started
+        if not kinds:
+            return
+        scope = trio.CancelScope()
+        rec.probes = scope
+        self._nursery.start_soon(self._probe, rec, c, rec.current, scope)
+
+    async def _probe(self, rec: ContainerRecord, c: Obj, cs: ContainerStatus,
+                     scope: trio.CancelScope) -> None:
+        check = partial(run_probe, pod_ip=self._pod_ip(), runtime=self.env.runtime,
+                        container_id=cs.id, container=c, http_client=self.env.probe_http)
+
+        def mine() -> bool:
+            return rec.current is not None and rec.current.id == cs.id
+
+        with scope:
+            if c.get("startupProbe") and not rec.started:
+                startup = Prober("startup", c["startupProbe"], partial(check, c["startupProbe"]),
+                                 started_at=cs.started_at)
+                await startup.run(lambda p: None)
+                if not mine():
+                    return
+                if startup.failed:
+                    message = startup.last.message if startup.last else ""
+                    self._event_for(WARNING, "Unhealthy", f"Startup probe failed: {message}", rec)
+                    rec.kill = ("startup", message)
+                    self.wake()
+                    return
+                rec.started = True
+                if not c.get("readinessProbe"):
+                    rec.ready = True
+                self.wake()
+            async with trio.open_nursery() as nursery:
+                for kind in ("liveness", "readiness"):
+                    probe = c.get(f"{kind}Probe")
+                    if probe:
+                        prober = Prober(kind, probe, partial(check, probe),
+                                        started_at=cs.started_at)
+                        if kind == "readiness" and rec.ready:
+                            prober.healthy = True  # adopted as ready: keep it unless it fails
+                        nursery.start_soon(prober.run, partial(self._probe_changed, rec, mine))
+
+    def _probe_changed(self, rec: ContainerRecord, mine: Callable[[], bool],
+                       prober: Prober) -> None:
+        if not mine():
+            return
+        message = prober.last.message if prober.last else ""
+        if prober.kind == "readiness":
+            rec.ready = prober.healthy
+            if not prober.healthy:
+                self._event_for(WARNING, "Unhealthy", f"Readiness probe failed: {message}", rec)
+        elif not prober.healthy:
+            self._event_for(WARNING, "Unhealthy", f"Liveness probe failed: {message}", rec)
+            rec.kill = ("liveness", message)
+        self.wake()
