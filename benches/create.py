@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-import harness  # noqa: E402
+import harness
 
 # Client threads run in this many processes so the load generator is not one GIL.
 _PROCESSES = 2

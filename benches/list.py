@@ -16,12 +16,12 @@ from pathlib import Path
 import trio
 
 sys.path.insert(0, str(Path(__file__).parent))
-import harness  # noqa: E402
+import harness
 
-from k8slite import pki  # noqa: E402
-from k8slite.apiserver.core import ApiCore  # noqa: E402
-from k8slite.apiserver.registry import encoder  # noqa: E402
-from k8slite.storage import Op, RocksStore  # noqa: E402
+from k8slite import pki
+from k8slite.apiserver.core import ApiCore
+from k8slite.apiserver.registry import encoder
+from k8slite.storage import Op, RocksStore
 
 _BATCH = 1000
 

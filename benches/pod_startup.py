@@ -135,6 +135,33 @@ def run_once(server: harness.Server, ctx: ssl.SSLContext, node: str, count: int,
     return latencies
 
 
+def wait_idle(pki_dir: Path, port: int, timeout: float = 120.0) -> None:
+    """Until the kubelet has removed every pod: stopping it mid-removal can leave Docker
+    with a stale network endpoint."""
+    ctx = ssl.create_default_context(cafile=str(pki_dir / "ca.pem"))
+    ctx.load_cert_chain(str(pki_dir / "client-apiserver-kubelet-client.pem"),
+                        str(pki_dir / "client-apiserver-kubelet-client.key"))
+    deadline = time.monotonic() + timeout
+    with httpx.Client(verify=ctx, trust_env=False, timeout=10) as client:
+        while client.get(f"https://127.0.0.1:{port}/pods").json()["items"] and \
+                time.monotonic() < deadline:
+            time.sleep(0.2)
+
+
+def remove_network(client: Any, net_id: str) -> None:
+    """Remove a Docker network, waiting out endpoints that removed containers still hold."""
+    import docker.errors
+
+    for attempt in range(50):
+        try:
+            client.remove_network(net_id)
+            return
+        except docker.errors.APIError as e:
+            if "active endpoints" not in str(e) or attempt == 49:
+                raise
+            time.sleep(0.1)
+
+
 def cleanup_docker(node: str, network: str) -> None:
     import docker
 
@@ -144,7 +171,7 @@ def cleanup_docker(node: str, network: str) -> None:
             client.remove_container(row["Id"], force=True)
         for net in client.networks(names=[network]):
             if net["Name"] == network:
-                client.remove_network(net["Id"])
+                remove_network(client, net["Id"])
     finally:
         client.close()
 
@@ -170,6 +197,8 @@ def main() -> None:
             run_once(server, ctx, node, 1, 0)
             runs = []
             for i in range(a.runs):
+                # Each run starts on an idle node, not amid the last run's teardown.
+                wait_idle(workdir / "data" / "pki", port)
                 lat = run_once(server, ctx, node, a.pods, a.rate)
                 runs.append({"p50": harness.median(lat), "p99": harness.percentile(lat, 0.99),
                              "max": max(lat)})
@@ -180,6 +209,7 @@ def main() -> None:
                   ", ".join(f"{op} {v:.3f}" for op, v in sorted(means.items())), flush=True)
         finally:
             if kubelet is not None:
+                wait_idle(workdir / "data" / "pki", port)
                 kubelet.terminate()
                 kubelet.wait(30)
             server.stop()

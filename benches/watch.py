@@ -21,7 +21,7 @@ from pathlib import Path
 import trio
 
 sys.path.insert(0, str(Path(__file__).parent))
-import harness  # noqa: E402
+import harness
 
 _SENT = re.compile(rb'"sent":"([0-9.]+)"')
 _PROCESSES = 2

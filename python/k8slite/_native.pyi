@@ -1,7 +1,7 @@
 """Typed face of the Rust core: JSON codec, selectors, the watch cache, the scheduler kernel."""
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 # ---------------------------------------------------------------- codec
 
@@ -169,12 +169,12 @@ class WatchCache:
 # ------------------------------------------------------------- scheduler kernel
 
 # (key, operator, values) of a node selector requirement or a label selector requirement.
-Requirement = tuple[str, str, Sequence[str]]
+Requirement: TypeAlias = tuple[str, str, Sequence[str]]
 # A NodeSelectorTerm: (matchExpressions, matchFields).
-NodeSelectorTerm = tuple[Sequence[Requirement], Sequence[Requirement]]
+NodeSelectorTerm: TypeAlias = tuple[Sequence[Requirement], Sequence[Requirement]]
 # A required pod (anti-)affinity term: (label selector as requirements, or None to select
 # nothing; namespaces, or None for all of them; topology key).
-PodAffinityTerm = tuple[Sequence[Requirement] | None, Sequence[str] | None, str]
+PodAffinityTerm: TypeAlias = tuple[Sequence[Requirement] | None, Sequence[str] | None, str]
 
 class PodSpec:
     """What the kernel needs of one pod, built once per pod version (see

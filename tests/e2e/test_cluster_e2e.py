@@ -22,11 +22,13 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import BIN
 from tests.e2e.cluster import Cluster, cluster_for_tests, wait_for
 
 pytestmark = pytest.mark.xdist_group("host-network")
 
 IMAGE = "busybox:1.35"
+CHART = Path(__file__).with_name("charts") / "hello"
 # The same image under another tag: a rollout needs a template change, and nothing may be
 # pulled from outside the machine.
 IMAGE_V2 = "busybox:1.35.0"
@@ -256,8 +258,9 @@ def test_scale(cluster: Cluster, ns: str, web: str) -> None:
     wait_for(lambda: ready_pods(cluster, ns, "app=web", 5), 120, what="5 ready pods")
     cluster.kubectl("scale", "deployment/web", "--replicas=2", "-n", ns)
     wait_for(lambda: ready_pods(cluster, ns, "app=web", 2), 120, what="2 ready pods")
-    out = cluster.kubectl("get", "deployment", "web", "-n", ns).stdout
-    assert "2/2" in out, out
+    # The Deployment's status catches up with its pods a moment later.
+    wait_for(lambda: "2/2" in cluster.kubectl("get", "deployment", "web", "-n", ns).stdout,
+             30, what="the Deployment to show 2/2")
 
 
 def _containers_of(ns: str) -> list[str]:
@@ -291,6 +294,46 @@ def test_delete_with_cascade(cluster: Cluster, ns: str, node: str) -> None:
     cluster.kubectl("delete", "replicaset", "-n", ns, "-l", "app=kept")
     wait_for(lambda: not pods(cluster, ns, "app=kept"), 120,
              what="the orphaned ReplicaSet's pod to be collected")
+
+
+def helm(cluster: Cluster, *args: str) -> str:
+    env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig), HELM_CACHE_HOME=str(
+        cluster.kubeconfig.parent / ".helm-cache"), HELM_CONFIG_HOME=str(
+        cluster.kubeconfig.parent / ".helm-config"))
+    done = subprocess.run([str(BIN / "helm"), *args], env=env, capture_output=True, text=True,
+                          timeout=200, check=False)
+    assert done.returncode == 0, f"helm {' '.join(args)}: {done.stdout}{done.stderr}"
+    return done.stdout
+
+
+def test_helm_chart(cluster: Cluster, ns: str, node: str) -> None:
+    """The README's chart: install, upgrade, rollback and uninstall with the real helm."""
+    chart = str(CHART)
+    helm(cluster, "install", "hello", chart, "-n", ns, f"--set=nodeName={node}", "--wait",
+         "--timeout=2m")
+    wait_for(lambda: ready_pods(cluster, ns, "app.kubernetes.io/instance=hello", 2), 60,
+             what="2 ready hello pods")
+    if not cluster.info or cluster.info.get("proxy"):
+        ip = cluster_ip(cluster, ns, "hello")
+        assert set(spread_from_host(ip, 5)) == {"hello from K8s-Lite"}
+    helm(cluster, "upgrade", "hello", chart, "-n", ns, f"--set=nodeName={node}",
+         "--set=replicas=3", "--set=message=upgraded", "--wait", "--timeout=2m")
+    wait_for(lambda: ready_pods(cluster, ns, "app.kubernetes.io/instance=hello", 3), 60,
+             what="3 ready hello pods")
+    assert "upgraded" in cluster.kubectl("get", "configmap", "hello", "-n", ns, "-o",
+                                         "jsonpath={.data.message}").stdout
+    helm(cluster, "rollback", "hello", "1", "-n", ns, "--wait", "--timeout=2m")
+    wait_for(lambda: ready_pods(cluster, ns, "app.kubernetes.io/instance=hello", 2), 60,
+             what="2 ready hello pods after the rollback")
+    history = helm(cluster, "history", "hello", "-n", ns)
+    assert "Rollback to 1" in history, history
+    helm(cluster, "uninstall", "hello", "-n", ns, "--wait", "--timeout=2m")
+    assert "hello" not in helm(cluster, "list", "-n", ns, "-q")
+    wait_for(lambda: not pods(cluster, ns, "app.kubernetes.io/instance=hello"), 60,
+             what="the hello pods to go")
+    left = cluster.kubectl("get", "deployments,services,configmaps,secrets", "-n", ns,
+                           "-o", "name").stdout
+    assert "hello" not in left.replace("kube-root-ca.crt", ""), left
 
 
 def test_namespace_delete_removes_containers(cluster: Cluster, ns: str) -> None:

@@ -169,6 +169,37 @@ def retire_node(server: ServerHandle, node: str, timeout: float = 60.0) -> None:
         api.delete(f"/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{node}")
 
 
+def wait_idle(kubelet: KubeletProcess, timeout: float = 60.0) -> None:
+    """Wait until the kubelet has no pod left: its last removals are done.
+
+    Stopping it (and force-removing what is left) in the middle of a removal can leave the
+    Docker engine with a stale network endpoint, and the network can then not be removed.
+    """
+    import ssl
+
+    pki_dir = kubelet.server.pki
+    ctx = ssl.create_default_context(cafile=str(pki_dir / "ca.pem"))
+    ctx.load_cert_chain(str(pki_dir / "client-apiserver-kubelet-client.pem"),
+                        str(pki_dir / "client-apiserver-kubelet-client.key"))
+    with httpx.Client(verify=ctx, trust_env=False, timeout=10) as client:
+        wait_for(lambda: not client.get(f"https://127.0.0.1:{kubelet.port}/pods")
+                 .json()["items"], timeout, interval=0.2, what="the kubelet to be idle")
+
+
+def remove_network(client: Any, net_id: str) -> None:
+    """Remove a Docker network, waiting out endpoints that removed containers still hold."""
+    import docker.errors
+
+    for attempt in range(50):
+        try:
+            client.remove_network(net_id)
+            return
+        except docker.errors.APIError as e:
+            if "active endpoints" not in str(e) or attempt == 49:
+                raise
+            time.sleep(0.1)
+
+
 def remove_docker_leftovers(nodes: list[str], network: str | None) -> None:
     """Every container of these nodes, then the pod network: nothing of ours stays."""
     import docker
@@ -181,7 +212,7 @@ def remove_docker_leftovers(nodes: list[str], network: str | None) -> None:
         if network:
             for net in client.networks(names=[network]):
                 if net["Name"] == network:
-                    client.remove_network(net["Id"])
+                    remove_network(client, net["Id"])
     finally:
         client.close()
 

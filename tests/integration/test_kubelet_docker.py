@@ -20,6 +20,7 @@ from tests.integration.kubelet_harness import (
     retire_node,
     unique_node,
     wait_for,
+    wait_idle,
 )
 
 _PROBLEM = docker_problem()
@@ -42,6 +43,7 @@ def kubelet(apiserver: ServerHandle,
     finally:
         if proc.proc is not None:
             retire_node(apiserver, node)
+            wait_idle(proc)
         proc.stop()
         remove_docker_leftovers([node], network)
 

@@ -28,6 +28,7 @@ from tests.integration.kubelet_harness import (
     retire_node,
     unique_node,
     wait_for,
+    wait_idle,
 )
 
 _DOCKER = docker_problem()
@@ -51,6 +52,7 @@ def kubelet(request: pytest.FixtureRequest, apiserver: ServerHandle,
     finally:
         if proc.proc is not None:
             retire_node(apiserver, node)
+            wait_idle(proc)
         proc.stop()
         if runtime == "docker":
             remove_docker_leftovers([node], network)
@@ -378,10 +380,8 @@ def test_restarted_kubelet_adopts_running_containers(pods: Pods,
 
 
 def test_max_pods_rejects_the_extra_pod(api: httpx.Client, namespace: str,
-                                        apiserver: ServerHandle, kubelet: KubeletProcess,
-                                        tmp_path: Path) -> None:
-    if kubelet.runtime != "process":
-        pytest.skip("admission is runtime-independent; checked once")
+                                        apiserver: ServerHandle, tmp_path: Path) -> None:
+    # Admission does not depend on the runtime: one process-runtime kubelet of its own.
     node = unique_node("kl-max")
     small = KubeletProcess(apiserver, node, "process", tmp_path, "--max-pods", "1")
     small.start()
@@ -398,5 +398,6 @@ def test_max_pods_rejects_the_extra_pod(api: httpx.Client, namespace: str,
             pods.wait_gone(name)
     finally:
         retire_node(apiserver, node)
+        wait_idle(small)
         small.stop()
         remove_process_leftovers(small.workdir)

@@ -22,6 +22,7 @@ from k8slite.api.quantity import milli_value
 from k8slite.client import ApiClient, ClientConfig, load_kubeconfig
 from k8slite.client.resource import EVENTS, LEASES, NAMESPACES, NODES, PODS
 from k8slite.scheduler.plugins import Profile
+from k8slite.scheduler.queue import QueuedPod
 from k8slite.scheduler.scheduler import Scheduler
 from tests.conftest import REPO, ServerHandle
 
@@ -270,6 +271,33 @@ async def test_burst_of_1000_pods_never_overcommits(api: ApiClient,
     for name in nodes:
         info = running.table.node_info(name)
         assert info is not None and info["requested"]["cpu"] == per_node[name]
+
+
+async def test_binding_refused_keeps_the_real_binding(api: ApiClient,
+                                                      running: Scheduler) -> None:
+    await make_node(api, "n1")
+    await make_node(api, "n2")
+    # Another scheduler's pod, so that the running loop leaves it to this test.
+    pod = await api.create(PODS, pod_body("raced", schedulerName="someone-else"))
+    qp = QueuedPod("sched/raced", pod, timestamp=0.0, initial=0.0, attempts=1)
+    running.cache.assume(pod, "n2", running.cache.spec_of(pod))
+    # Someone else binds it first; our binding then gets 409 Conflict.
+    await api.create(PODS, {"apiVersion": "v1", "kind": "Binding",
+                            "metadata": {"name": "raced", "namespace": NS},
+                            "target": {"apiVersion": "v1", "kind": "Node", "name": "n1"}},
+                     namespace=NS, subresource="binding")
+    await running._binds.acquire_on_behalf_of(qp)
+    await running._bind(qp, "n2", time.perf_counter())
+    assert not running.cache.is_assumed("sched/raced")
+
+    async def accounted() -> str | None:
+        return running.table.pod_node("sched/raced")
+
+    assert await wait_for(accounted, message="the real binding accounted") == "n1"
+    assert running.registry.get_sample_value(
+        "scheduler_schedule_attempts_total",
+        {"result": "error", "profile": "default-scheduler"}) == 1.0
+    assert "sched/raced" not in running.queue
 
 
 # ------------------------------------------------------------------ the real binary

@@ -181,12 +181,12 @@ def validate_container(errs: FieldErrors, path: str, c: Any, volumes: set[str]) 
         if not mount.get("mountPath"):
             errs.required(f"{mp}.mountPath")
     for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
-        p = c.get(probe)
-        if isinstance(p, dict):
+        spec = c.get(probe)
+        if isinstance(spec, dict):
             for field in ("initialDelaySeconds", "timeoutSeconds", "periodSeconds",
                           "successThreshold", "failureThreshold"):
-                check_non_negative(errs, f"{path}.{probe}.{field}", p.get(field))
-            handlers = [h for h in ("exec", "httpGet", "tcpSocket", "grpc") if p.get(h)]
+                check_non_negative(errs, f"{path}.{probe}.{field}", spec.get(field))
+            handlers = [h for h in ("exec", "httpGet", "tcpSocket", "grpc") if spec.get(h)]
             if len(handlers) != 1:
                 errs.required(f"{path}.{probe}", "must specify a handler type")
 

@@ -29,7 +29,7 @@ def format_time(t: dt.datetime) -> str:
 
 def parse_time(value: str) -> dt.datetime:
     """Parse metav1.Time or MicroTime (a trailing Z or an offset)."""
-    return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return dt.datetime.fromisoformat(value)  # Python 3.11 reads a trailing Z
 
 
 def new_uid() -> str:

@@ -26,7 +26,7 @@ JSON = "application/json"
 class Request:
     """One HTTP request: method, path, query, headers, and the body read on demand."""
 
-    __slots__ = ("scope", "receive", "method", "path", "query", "headers", "user", "_body")
+    __slots__ = ("_body", "headers", "method", "path", "query", "receive", "scope", "user")
 
     def __init__(self, scope: Scope, receive: Receive) -> None:
         self.scope = scope

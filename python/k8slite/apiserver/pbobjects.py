@@ -127,6 +127,14 @@ _ACCESS_SPEC: Message = {1: ("resourceAttributes", _RESOURCE_ATTRIBUTES),
 _SUBJECT_ACCESS_SPEC: Message = {**_ACCESS_SPEC, 3: ("user", "str"), 4: ("groups", _STRS),
                                  6: ("uid", "str")}
 
+# DeleteOptions is registered in every group version (metav1.AddToGroupVersion), so a typed
+# client sends it under its own group's apiVersion (helm's release storage: "v1").
+DELETE_OPTIONS: Message = {
+    1: ("gracePeriodSeconds", "int?"),
+    2: ("preconditions", {1: ("uid", "str"), 2: ("resourceVersion", "str")}),
+    3: ("orphanDependents", "bool?"), 4: ("propagationPolicy", "str"), 5: ("dryRun", _STRS),
+}
+
 KINDS: dict[tuple[str, str], Message] = {
     ("v1", "Namespace"): {1: ("metadata", OBJECT_META),
                           2: ("spec", {1: ("finalizers", _STRS)})},
@@ -267,7 +275,7 @@ def decode(body: bytes) -> dict[str, Any]:
             2: ("raw", "bytes")})
         meta = unknown.get("typeMeta") or {}
         key = (meta.get("apiVersion", ""), meta.get("kind", ""))
-        schema = KINDS.get(key)
+        schema = KINDS.get(key) or (DELETE_OPTIONS if key[1] == "DeleteOptions" else None)
         if schema is None:
             raise errors.unsupported_media_type(CONTENT_TYPE)
         obj = _message(base64.b64decode(unknown.get("raw", "")), schema)

@@ -333,10 +333,10 @@ class Registry:
                 return self._delete_answer(obj, removed, dumps(obj), opts)
             if _same(obj, loads(current[0])):
                 return self._delete_answer(obj, False, current[0], opts)
-            verb = "delete" if removed else "update"
+            op = Op("delete" if removed else "update", key, encoder(obj), current[1])
             extra = self._releases(obj) if removed else []
             try:
-                _, datas = await self.store.txn([Op(verb, key, encoder(obj), current[1]), *extra])
+                _, datas = await self.store.txn([op, *extra])
             except (RevisionConflict, KeyNotFound):
                 continue
             return self._delete_answer(obj, removed, datas[0], opts)

@@ -78,6 +78,9 @@ def _hypercorn_config(config: ApiServerConfig) -> HypercornConfig:
     hc.accesslog = None
     hc.errorlog = log
     hc.keep_alive_timeout = 90
+    # hypercorn closes a connection after 1,000 requests by default, failing the HTTP/2
+    # streams in flight on it; Kubernetes clients keep one connection for hours.
+    hc.keep_alive_max_requests = 2**62
     hc.graceful_timeout = 2
     # Bodies are limited by the handler (413 with a Status), not by a connection reset.
     hc.h11_max_incomplete_size = 64 * 1024

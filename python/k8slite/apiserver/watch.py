@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Callable
 
@@ -65,10 +66,9 @@ async def serve_watch(reg: Registry, req: http.Request, info: RequestInfo,
             await _stream(reg, send, prefix, label, field, start, initial,
                           bookmarks, send_initial == "true", convert)
         nursery.cancel_scope.cancel()
-    try:
+    # The client may be gone already; there is nothing left to tell it.
+    with contextlib.suppress(Exception):
         await http.end_stream(send)
-    except Exception:  # noqa: BLE001 - the client may be gone; nothing left to tell it
-        pass
 
 
 async def _cancel_on_disconnect(receive: http.Receive, scope: trio.CancelScope) -> None:

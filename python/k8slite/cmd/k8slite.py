@@ -1,4 +1,4 @@
-"""k8slite: the umbrella command (version, certs, up)."""
+"""k8slite: the umbrella command (version, certs, up, hollow-nodes)."""
 
 from __future__ import annotations
 

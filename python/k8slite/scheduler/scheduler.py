@@ -162,7 +162,7 @@ class Scheduler:
         if _assigned(pod):
             self.cache.add_pod(pod)
             self.queue.move_all("AssignedPodAdd", ASSIGNED_POD_CHANGE)
-        elif self._ours(pod) and not _deleting(pod):
+        elif self._ours(pod) and not _deleting(pod) and not self.cache.is_assumed(pod_key(pod)):
             self.queue.add(pod)
 
     def _on_pod_update(self, old: Obj, new: Obj) -> None:
@@ -174,7 +174,10 @@ class Scheduler:
                     "labels"):
                 self.queue.move_all("AssignedPodUpdate", ASSIGNED_POD_CHANGE)
         elif self._ours(new) and not _deleting(new):
-            self.queue.update(old, new)
+            # An assumed pod is being bound: a change now (a condition we wrote earlier
+            # landing late, say) must not queue it a second time.
+            if not self.cache.is_assumed(pod_key(new)):
+                self.queue.update(old, new)
         else:
             self.queue.delete(pod_key(new))
 
@@ -268,7 +271,11 @@ class Scheduler:
             log.warning("pod %s: binding to %s failed: %s", qp.key, node, e)
             self.cache.forget(qp.key)
             self.metrics.attempt(ERROR, time.perf_counter() - start)
-            if self.pods.get(name, namespace) is not None:
+            current = self.pods.get(name, namespace)
+            if current is not None and not _assigned(current):
+                if current is not qp.pod:  # changed while we were binding it
+                    qp.pod = current
+                    qp.cache.clear()
                 self.queue.requeue_backoff(qp)
                 message = f"Binding rejected: {e}"
                 self.events.record(qp.pod, "Warning", "FailedScheduling", "Scheduling", message)
