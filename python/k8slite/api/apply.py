@@ -132,6 +132,10 @@ def record_update(new: Obj, old: Obj | None, who: Manager, api_version: str,
     entries = None
     if who.subresource == "" and sent is not None and sent != old_entries:
         entries = {} if _is_reset(sent) else _decode(sent)
+    ident = (who.name, "Update", api_version, who.subresource)
+    if old is None and entries is None:
+        _record_first(new, who, api_version, root)  # a create: the writer owns all it set
+        return
     comparison = fieldsets.compare(_without_meta(old), _without_meta(new), root)
     if entries is None:
         if comparison.empty():  # nothing changed: ownership stays exactly as it was
@@ -140,10 +144,13 @@ def record_update(new: Obj, old: Obj | None, who: Manager, api_version: str,
             else:
                 new_meta.pop("managedFields", None)
             return
-        entries = _decode(old_entries or []) or {}
     changed = _strip(comparison.changed())
     removed = _strip(comparison.removed)
-    ident = (who.name, "Update", api_version, who.subresource)
+    if entries is None:
+        if not removed and _already_owned(old_entries, ident, changed):
+            new_meta["managedFields"] = old_entries  # a heartbeat or a status refresh
+            return
+        entries = _decode(old_entries or []) or {}
     for e in entries.values():
         if e.ident != ident:
             e.fields -= changed
@@ -157,6 +164,52 @@ def record_update(new: Obj, old: Obj | None, who: Manager, api_version: str,
         mine.time = meta.now()
     _cap(entries, api_version)
     _encode(new, entries)
+
+
+def _record_first(new: Obj, who: Manager, api_version: str, root: Node) -> None:
+    """managedFields of an object's first write, built straight from the object."""
+    tree = fieldsets.members_tree(_without_meta(new), root)
+    tree.pop("f:apiVersion", None)
+    tree.pop("f:kind", None)
+    metadata = tree.get("f:metadata")
+    if isinstance(metadata, dict):
+        for path in _STRIPPED:
+            if len(path) == 2:
+                metadata.pop(path[1], None)
+        metadata.pop(".", None)
+        if not metadata:
+            del tree["f:metadata"]
+    m = new.setdefault("metadata", {})
+    if not tree:
+        m.pop("managedFields", None)
+        return
+    entry = Entry(who.name, "Update", api_version, meta.now(), who.subresource)
+    out = entry.to_json()
+    out["fieldsV1"] = tree
+    m["managedFields"] = [out]
+
+
+def _already_owned(raw: Any, ident: tuple[str, str, str, str], paths: FieldSet) -> bool:
+    """Whether the writer's entry holds every changed path and no other entry holds any:
+    then ownership, and so managedFields, stay exactly as they were."""
+    if not isinstance(raw, list) or not paths:
+        return False
+    mine = None
+    others = []
+    for e in raw:
+        if not isinstance(e, dict):
+            return False
+        key = (str(e.get("manager") or ""), e.get("operation"), str(e.get("apiVersion") or ""),
+               str(e.get("subresource") or ""))
+        if key == ident:
+            mine = e
+        else:
+            others.append(e.get("fieldsV1"))
+    if mine is None or not mine.get("time"):
+        return False
+    fields = mine.get("fieldsV1")
+    return all(fieldsets.owns(fields, p) and not any(fieldsets.owns(o, p) for o in others)
+               for p in paths)
 
 
 def _without_meta(obj: Obj | None) -> Obj:

@@ -119,6 +119,45 @@ def _members(value: Any, node: Node | None, path: Path, out: FieldSet) -> None:
             _members(v, _child(node, k), path + ("f:" + k,), out)
 
 
+def members_tree(value: Any, node: Node | None) -> dict[str, Any]:
+    """encode() of every member path of value, built in one walk (the create fast path)."""
+    return _build(value, node, False) or {}
+
+
+def _build(value: Any, node: Node | None, member: bool) -> dict[str, Any] | None:
+    """The FieldsV1 subtree of value; None when nothing in it is a member (as _members)."""
+    if not granular(node) or not isinstance(value, dict | list):
+        return {}
+    assert node is not None
+    children: dict[str, Any] = {}
+    if node.kind == "list":
+        for key, item in _list_items(value, node).items():  # type: ignore[arg-type]
+            children[key] = _build(item, node.elem, True)
+    else:
+        member = member or node.kind == "map"
+        for k, v in value.items():  # type: ignore[union-attr]
+            if v is not None:
+                sub = _build(v, _child(node, k), False)
+                if sub is not None:
+                    children["f:" + k] = sub
+    if not children:
+        return {} if member else None
+    out: dict[str, Any] = {".": {}} if member else {}
+    for k in sorted(children):
+        out[k] = children[k]
+    return out
+
+
+def owns(fields: Any, path: Path) -> bool:
+    """Whether a FieldsV1 tree has path as a member, without decoding the whole tree."""
+    node = fields
+    for el in path:
+        if not isinstance(node, dict) or el not in node:
+            return False
+        node = node[el]
+    return isinstance(node, dict) and (not node or "." in node)
+
+
 class Comparison:
     """Paths added, modified and removed between two versions of an object."""
 
