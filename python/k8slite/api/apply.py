@@ -137,13 +137,13 @@ def record_update(new: Obj, old: Obj | None, who: Manager, api_version: str,
         _record_first(new, who, api_version, root)  # a create: the writer owns all it set
         return
     comparison = fieldsets.compare(_without_meta(old), _without_meta(new), root)
-    if entries is None:
-        if comparison.empty():  # nothing changed: ownership stays exactly as it was
-            if old_entries:
-                new_meta["managedFields"] = old_entries
-            else:
-                new_meta.pop("managedFields", None)
-            return
+    if entries is None and comparison.empty():
+        # Nothing changed: ownership stays exactly as it was.
+        if old_entries:
+            new_meta["managedFields"] = old_entries
+        else:
+            new_meta.pop("managedFields", None)
+        return
     changed = _strip(comparison.changed())
     removed = _strip(comparison.removed)
     if entries is None:
