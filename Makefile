@@ -7,8 +7,11 @@ STAMP := $(VENV)/.k8slite-installed
 
 .PHONY: up test venv install deps tools images lint bench clean
 
+# Flags for k8slite up, e.g. make up UP_ARGS="--nodes 100 --proxy-mode nftables".
+UP_ARGS ?=
+
 up: install deps tools images
-	$(BIN)/k8slite up
+	$(BIN)/k8slite up $(UP_ARGS)
 
 test: install deps tools images
 	$(BIN)/python -m pytest -q tests

@@ -197,9 +197,9 @@ def test_service_reached_from_a_pod(cluster: Cluster, ns: str, node: str, web: s
     # `timeout`, not wget's -T, which Debian's static busybox 1.35 wget crashes with.
     script = ("for i in $(seq 30); do timeout 5 wget -qO- "
               "http://$WEB_SERVICE_HOST:$WEB_SERVICE_PORT/ || echo FAILED; done")
+    pinned = {"spec": {"nodeSelector": {"kubernetes.io/hostname": node}}}
     cluster.kubectl("run", "client", "-n", ns, f"--image={IMAGE}", "--restart=Never",
-                    f"--overrides={json.dumps({'spec': {'nodeSelector': {'kubernetes.io/hostname': node}}})}",
-                    "--command", "--", "sh", "-c", script)
+                    f"--overrides={json.dumps(pinned)}", "--command", "--", "sh", "-c", script)
     wait_for(lambda: _phase(cluster, ns, "client") in ("Succeeded", "Failed"), 120,
              what="the client pod to finish")
     out = cluster.kubectl("logs", "client", "-n", ns).stdout
@@ -296,39 +296,40 @@ def test_delete_with_cascade(cluster: Cluster, ns: str, node: str) -> None:
              what="the orphaned ReplicaSet's pod to be collected")
 
 
-def helm(cluster: Cluster, *args: str) -> str:
-    env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig), HELM_CACHE_HOME=str(
-        cluster.kubeconfig.parent / ".helm-cache"), HELM_CONFIG_HOME=str(
-        cluster.kubeconfig.parent / ".helm-config"))
+def helm(cluster: Cluster, home: Path, *args: str) -> str:
+    # helm's cache, config and data under the test's own directory, not the user's home.
+    env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig),
+               HELM_CACHE_HOME=str(home / "cache"), HELM_CONFIG_HOME=str(home / "config"),
+               HELM_DATA_HOME=str(home / "data"))
     done = subprocess.run([str(BIN / "helm"), *args], env=env, capture_output=True, text=True,
                           timeout=200, check=False)
     assert done.returncode == 0, f"helm {' '.join(args)}: {done.stdout}{done.stderr}"
     return done.stdout
 
 
-def test_helm_chart(cluster: Cluster, ns: str, node: str) -> None:
+def test_helm_chart(cluster: Cluster, ns: str, node: str, tmp_path: Path) -> None:
     """The README's chart: install, upgrade, rollback and uninstall with the real helm."""
     chart = str(CHART)
-    helm(cluster, "install", "hello", chart, "-n", ns, f"--set=nodeName={node}", "--wait",
-         "--timeout=2m")
+    helm(cluster, tmp_path, "install", "hello", chart, "-n", ns, f"--set=nodeName={node}",
+         "--wait", "--timeout=2m")
     wait_for(lambda: ready_pods(cluster, ns, "app.kubernetes.io/instance=hello", 2), 60,
              what="2 ready hello pods")
     if not cluster.info or cluster.info.get("proxy"):
         ip = cluster_ip(cluster, ns, "hello")
         assert set(spread_from_host(ip, 5)) == {"hello from K8s-Lite"}
-    helm(cluster, "upgrade", "hello", chart, "-n", ns, f"--set=nodeName={node}",
+    helm(cluster, tmp_path, "upgrade", "hello", chart, "-n", ns, f"--set=nodeName={node}",
          "--set=replicas=3", "--set=message=upgraded", "--wait", "--timeout=2m")
     wait_for(lambda: ready_pods(cluster, ns, "app.kubernetes.io/instance=hello", 3), 60,
              what="3 ready hello pods")
     assert "upgraded" in cluster.kubectl("get", "configmap", "hello", "-n", ns, "-o",
                                          "jsonpath={.data.message}").stdout
-    helm(cluster, "rollback", "hello", "1", "-n", ns, "--wait", "--timeout=2m")
+    helm(cluster, tmp_path, "rollback", "hello", "1", "-n", ns, "--wait", "--timeout=2m")
     wait_for(lambda: ready_pods(cluster, ns, "app.kubernetes.io/instance=hello", 2), 60,
              what="2 ready hello pods after the rollback")
-    history = helm(cluster, "history", "hello", "-n", ns)
+    history = helm(cluster, tmp_path, "history", "hello", "-n", ns)
     assert "Rollback to 1" in history, history
-    helm(cluster, "uninstall", "hello", "-n", ns, "--wait", "--timeout=2m")
-    assert "hello" not in helm(cluster, "list", "-n", ns, "-q")
+    helm(cluster, tmp_path, "uninstall", "hello", "-n", ns, "--wait", "--timeout=2m")
+    assert "hello" not in helm(cluster, tmp_path, "list", "-n", ns, "-q")
     wait_for(lambda: not pods(cluster, ns, "app.kubernetes.io/instance=hello"), 60,
              what="the hello pods to go")
     left = cluster.kubectl("get", "deployments,services,configmaps,secrets", "-n", ns,

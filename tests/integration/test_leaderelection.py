@@ -13,7 +13,7 @@ import pytest
 import trio
 from prometheus_client import CollectorRegistry
 
-from k8slite.client import ApiClient, ClientConfig
+from k8slite.client import ApiClient, ClientConfig, Conflict
 from k8slite.client.resource import LEASES
 from k8slite.leaderelection import (
     LeaderElectionConfig,
@@ -154,11 +154,17 @@ async def test_leader_whose_lease_is_taken_stops(kube: ApiClient, namespace: str
         nursery.start_soon(leader.run)
         with trio.fail_after(20):
             await leader.started.wait()
-        # Someone else writes the lease as theirs (as another elector would after expiry).
-        lease = await kube.get(LEASES, "lock", namespace=namespace)
-        lease["spec"].update(holderIdentity="usurper", leaseDurationSeconds=600,
-                             renewTime=micro_time())
-        await kube.update(LEASES, lease)
+        # Someone else writes the lease as theirs (as another elector would after expiry);
+        # the leader's renewal may land between our read and write, so read again then.
+        while True:
+            lease = await kube.get(LEASES, "lock", namespace=namespace)
+            lease["spec"].update(holderIdentity="usurper", leaseDurationSeconds=600,
+                                 renewTime=micro_time())
+            try:
+                await kube.update(LEASES, lease)
+                break
+            except Conflict:
+                continue
         with trio.fail_after(20):
             await leader.stopped.wait()
             while not leader.lost:

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from k8slite.cmd.up import KUBELET_SCRAPE_IDENTITY, MONITORING_IDENTITY
+from k8slite.cmd.up import MONITORING_IDENTITY
 from tests.e2e.cluster import Cluster, cluster_for_tests, wait_for
 
 pytestmark = pytest.mark.xdist_group("host-network")
@@ -66,7 +66,7 @@ def scrape(cluster: Cluster, component: str) -> str:
         "apiserver": (f"https://127.0.0.1:{ports['apiserver']}", MONITORING_IDENTITY),
         "controller-manager": (f"https://127.0.0.1:{ports['controller-manager']}", None),
         "scheduler": (f"https://127.0.0.1:{ports['scheduler']}", None),
-        "kubelet": (f"https://127.0.0.1:{ports['kubelet']}", KUBELET_SCRAPE_IDENTITY),
+        "kubelet": (f"https://127.0.0.1:{ports['kubelet']}", MONITORING_IDENTITY),
         "proxy": (f"http://127.0.0.1:{ports['proxy-metrics']}", None),
     }
     base, identity = where[component]

@@ -170,7 +170,7 @@ def test_prometheus_config_names_every_component(tmp_path: Path) -> None:
     assert jobs["apiserver"]["static_configs"][0]["targets"] == ["127.0.0.1:8080"]
     assert jobs["proxy"]["scheme"] == "http"
     assert jobs["kubelet"]["tls_config"]["cert_file"].endswith(
-        "client-apiserver-kubelet-client.pem")
+        "client-monitoring.pem")
     assert json.dumps(doc)  # plain data, nothing YAML-specific
 
 

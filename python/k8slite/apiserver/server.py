@@ -87,11 +87,28 @@ def _hypercorn_config(config: ApiServerConfig) -> HypercornConfig:
     return hc
 
 
+def _ensure_certificates(config: ApiServerConfig) -> None:
+    """The cluster PKI from the first start; kubeconfigs name this server's own port.
+
+    With an ephemeral port (0) the URL is not known yet, so existing files are left as
+    they are and only a missing PKI is made.
+    """
+    if config.secure_port:
+        host = config.bind_address if config.bind_address not in ("0.0.0.0", "::") \
+            else "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        pki.ensure_pki(config.pki_dir, sans=config.extra_sans,
+                       server_url=f"https://{host}:{config.secure_port}")
+    elif not (config.pki_dir / "server.pem").exists():
+        pki.ensure_pki(config.pki_dir, sans=config.extra_sans)
+
+
 async def run(config: ApiServerConfig, *,
               task_status: trio.TaskStatus[Serving] = trio.TASK_STATUS_IGNORED) -> None:
     """Serve until cancelled."""
     if config.tls_cert_file is None:
-        pki.ensure_pki(config.pki_dir, sans=config.extra_sans)
+        _ensure_certificates(config)
     metrics = ApiMetrics()
     async with RocksStore(config.data_dir / "db") as raw_store:
         store = MeteredStore(raw_store, metrics)

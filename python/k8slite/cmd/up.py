@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
 import errno
 import fcntl
 import json
@@ -23,6 +24,8 @@ from typing import IO, Any
 import httpx
 import trio
 import yaml
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 
 from k8slite import pki
 from k8slite.cmd.common import setup_logging
@@ -44,11 +47,9 @@ DEFAULT_PORTS = {"apiserver": 8080, "controller-manager": 10257, "scheduler": 10
 RUNTIMES = ("docker", "process", "fake")
 SANDBOX_IMAGE = "k8slite/pause:1.0"
 WORKLOAD_IMAGE = "busybox:1.35"
-# The identity Prometheus scrapes the API server with: upstream's system:monitoring group
-# may read /metrics, /healthz, /livez and /readyz and nothing else.
+# The identity Prometheus scrapes with: upstream's system:monitoring group may read the API
+# server's /metrics, /healthz, /livez and /readyz, and the kubelet's /metrics, nothing else.
 MONITORING_IDENTITY = "monitoring"
-# The kubelet API answers only the API server's kubelet client (see kubelet/server.py).
-KUBELET_SCRAPE_IDENTITY = "apiserver-kubelet-client"
 
 
 class UpError(Exception):
@@ -106,9 +107,9 @@ async def supervise(component: Component) -> None:
                 # A session of its own: the terminal's Ctrl-C reaches `k8slite up` only, so
                 # the children stop in order rather than all at once (and none of them
                 # looks crashed meanwhile).
-                component.proc = await trio.lowlevel.open_process(
+                proc = component.proc = await trio.lowlevel.open_process(
                     component.argv, stdout=out, stderr=out, start_new_session=True)
-            code = await component.proc.wait()
+            code = await proc.wait()
         component.proc = None
         component.restarts += 1
         if trio.current_time() - started > _HEALTHY_AFTER:
@@ -131,19 +132,18 @@ def _exit_reason(code: int) -> str:
 
 async def stop(components: list[Component], grace: float = STOP_GRACE) -> None:
     """SIGTERM every running child of `components`, then SIGKILL those still there."""
-    procs = [c.proc for c in components if c.proc is not None]
-    for proc in procs:
+    running = [(c, c.proc) for c in components if c.proc is not None]
+    for _, proc in running:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
     with trio.move_on_after(grace):
-        for proc in procs:
+        for _, proc in running:
             await proc.wait()
-    for c, proc in zip(components, procs, strict=False):
+    for c, proc in running:
         if proc.returncode is None:
             log.warning("%s did not stop within %.0fs; killing it", c.name, grace)
             proc.kill()
             await proc.wait()
-    for c in components:
         c.proc = None
 
 
@@ -292,7 +292,7 @@ def prometheus_config(data_dir: Path, ports: dict[str, int], proxy: bool = True)
     jobs = [job("apiserver", "apiserver", MONITORING_IDENTITY),
             job("controller-manager", "controller-manager", None),
             job("scheduler", "scheduler", None),
-            job("kubelet", "kubelet", KUBELET_SCRAPE_IDENTITY)]
+            job("kubelet", "kubelet", MONITORING_IDENTITY)]
     if proxy:
         jobs.append(job("proxy", "proxy-metrics", None, https=False))
     doc = {"global": {"scrape_interval": "15s", "scrape_timeout": "10s"},
@@ -371,21 +371,27 @@ async def stop_pods(runtime: str, node: str, data_dir: Path, network: str | None
     if runtime == "fake":
         return
     from k8slite.kubelet.runtime import make_runtime
-    from k8slite.kubelet.runtime.base import ContainerRuntimeError
 
     rt = make_runtime(runtime, node_name=node, root_dir=data_dir / "kubelet" / node,
                       docker_network=network)
+
+    # Whatever goes wrong with one pod (the engine gone, a container already removed), the
+    # others are still stopped, and `k8slite up` still exits cleanly: it is logged, no more.
+    async def remove_container(cid: str) -> None:
+        try:
+            await rt.stop_container(cid, _POD_STOP_GRACE)
+            await rt.remove_container(cid)
+        except Exception as e:  # noqa: BLE001
+            log.warning("could not remove container %s: %s", cid, e)
+
+    async def remove_sandbox(sid: str) -> None:
+        try:
+            await rt.stop_sandbox(sid)
+            await rt.remove_sandbox(sid)
+        except Exception as e:  # noqa: BLE001
+            log.warning("could not remove pod sandbox %s: %s", sid, e)
+
     try:
-        async def remove_container(cid: str) -> None:
-            with contextlib.suppress(ContainerRuntimeError):
-                await rt.stop_container(cid, _POD_STOP_GRACE)
-                await rt.remove_container(cid)
-
-        async def remove_sandbox(sid: str) -> None:
-            with contextlib.suppress(ContainerRuntimeError):
-                await rt.stop_sandbox(sid)
-                await rt.remove_sandbox(sid)
-
         containers = await rt.list_containers()
         async with trio.open_nursery() as nursery:
             for c in containers:
@@ -397,7 +403,7 @@ async def stop_pods(runtime: str, node: str, data_dir: Path, network: str | None
         if containers or sandboxes:
             log.info("stopped %d containers in %d pod sandboxes", len(containers),
                      len(sandboxes))
-    except (ContainerRuntimeError, OSError) as e:
+    except Exception as e:  # noqa: BLE001
         log.warning("could not stop the node's pods: %s", e)
     finally:
         await rt.aclose()
@@ -412,6 +418,19 @@ def _exclusive(data_dir: Path) -> Iterator[IO[str]]:
         except BlockingIOError:
             raise UpError(f"another `k8slite up` is running on {data_dir}") from None
         yield f
+
+
+def _usable_client_cert(pki_dir: Path, name: str) -> bool:
+    """Whether client-<name>.pem exists, chains to the CA and has a while to live (the
+    identities ensure_pki does not know about are renewed here, on the same terms)."""
+    try:
+        cert = x509.load_pem_x509_certificate((pki_dir / f"client-{name}.pem").read_bytes())
+        ca = x509.load_pem_x509_certificate((pki_dir / "ca.pem").read_bytes())
+        cert.verify_directly_issued_by(ca)
+    except (OSError, ValueError, TypeError, InvalidSignature):
+        return False
+    left = cert.not_valid_after_utc - dt.datetime.now(dt.UTC)
+    return left > pki.RENEW_BEFORE and (pki_dir / f"client-{name}.key").exists()
 
 
 async def up(opts: UpOptions) -> None:
@@ -429,7 +448,7 @@ async def _up(opts: UpOptions, data_dir: Path) -> None:
     pki_dir = data_dir / "pki"
     try:
         written = pki.ensure_pki(pki_dir, nodes=[node], server_url=url)
-        if not (pki_dir / f"client-{MONITORING_IDENTITY}.pem").exists():
+        if not _usable_client_cert(pki_dir, MONITORING_IDENTITY):
             pki.issue_client_cert(pki_dir, MONITORING_IDENTITY, "system:monitoring:prometheus",
                                   ["system:monitoring"])
     except (pki.PKIError, ValueError) as e:
@@ -442,12 +461,11 @@ async def _up(opts: UpOptions, data_dir: Path) -> None:
     shutil.copyfile(pki.kubeconfig_path(pki_dir, "admin"), kubeconfig)
     kubeconfig.chmod(0o600)
 
-    runtime = opts.runtime
-    if runtime is None:
+    if opts.runtime is None:
         runtime, why = await trio.to_thread.run_sync(detect_runtime)
-        log.info("kubelet runtime: %s (%s)", runtime, why)
     else:
-        log.info("kubelet runtime: %s (--runtime)", runtime)
+        runtime, why = opts.runtime, "--runtime"
+    log.info("kubelet runtime: %s (%s)", runtime, why)
     proxy = opts.proxy
     if proxy and os.geteuid() != 0:
         log.warning("not root: the proxy (which must route the service range on this host) "

@@ -36,10 +36,17 @@ def serving_context(cert: Path, key: Path, client_ca: Path) -> ssl.SSLContext:
     return ctx
 
 
-def _common_name(der: bytes) -> str:
+# Prometheus scrapes /metrics with a certificate in this group (upstream grants it the
+# equivalent of nodes/metrics); everything else needs the API server's identity.
+MONITORING_GROUP = "system:monitoring"
+
+
+def _identity(der: bytes) -> tuple[str, frozenset[str]]:
+    """The certificate's user (CN) and groups (O)."""
     cert = x509.load_der_x509_certificate(der)
     names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return str(names[0].value) if names else ""
+    groups = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
+    return (str(names[0].value) if names else "", frozenset(str(g.value) for g in groups))
 
 
 def _text(status: int, message: str) -> Response:
@@ -55,7 +62,7 @@ class KubeletApi:
         self.runtime = runtime
         self.registry = registry
         self.allowed_users = allowed_users
-        self._names: dict[bytes, str] = {}
+        self._names: dict[bytes, tuple[str, frozenset[str]]] = {}
 
     async def healthz(self, req: Request) -> Response:
         if req.path in ("/healthz", "/healthz/ping"):
@@ -65,10 +72,12 @@ class KubeletApi:
     async def handle(self, req: Request) -> Response:
         if req.peer_cert is None:
             return _text(401, "Unauthorized")
-        user = self._names.get(req.peer_cert)
-        if user is None:
-            user = self._names[req.peer_cert] = _common_name(req.peer_cert)
-        if user not in self.allowed_users:
+        identity = self._names.get(req.peer_cert)
+        if identity is None:
+            identity = self._names[req.peer_cert] = _identity(req.peer_cert)
+        user, groups = identity
+        scraping = req.path == "/metrics" and MONITORING_GROUP in groups
+        if user not in self.allowed_users and not scraping:
             sub = req.path.strip("/").split("/", 1)[0] or "proxy"
             return _text(403, f"Forbidden (user={user}, verb={req.method.lower()}, "
                               f"resource=nodes, subresource(s)=[{sub}])")
