@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
-from k8slite._native import loads
+from k8slite._native import FieldSelector, loads
 from k8slite.apiserver.authz.attributes import Attributes
 from k8slite.apiserver.authz.policy import NODE_RULES
 from k8slite.apiserver.authz.rbac import compile_rules
@@ -93,6 +93,9 @@ def _named(resource: str, ns: str, name: Any) -> Iterator[Ref]:
         yield resource, ns, name
 
 
+_BOUND = FieldSelector("spec.nodeName!=")
+
+
 class NodeGraph:
     """Which node each bound pod is on and what each node's pods reference, kept current.
 
@@ -105,7 +108,10 @@ class NodeGraph:
         self._pods: dict[str, tuple[str, tuple[Ref, ...]]] = {}  # pod key -> node, refs
         self._refs: dict[str, Counter[Ref]] = {}  # node -> reference counts
         reg = core.registries[("", "pods")]
-        for pod in loads(reg.cache.list(reg.rt.key_prefix, None, None, 0, None, None)[0]):
+        # Only bound pods matter; each is decoded on its own, never one giant list.
+        frames, _ = reg.cache.initial_events(reg.rt.key_prefix, None, _BOUND)
+        for frame in frames:
+            pod = loads(frame)["object"]
             self._add(reg.rt.key(pod["metadata"].get("namespace"), pod["metadata"]["name"]), pod)
         core.store.subscribe(self._on_commit)
 
