@@ -43,8 +43,10 @@ lint: install
 	$(BIN)/python -m ruff check python tests benches
 	cd rust && cargo clippy --release -- -D warnings
 
-bench: install
-	for b in benches/*.py; do echo "== $$b"; $(BIN)/python $$b; done
+# The measurements, one after another (proxy.py needs root for its network namespaces).
+BENCHES := codec cache storage create list watch scheduler hollow pod_startup proxy
+bench: install deps tools images
+	for b in $(BENCHES); do echo "== benches/$$b.py"; $(BIN)/python benches/$$b.py || exit 1; done
 
 clean:
 	rm -rf $(VENV) rust/target target python/k8slite/*.so

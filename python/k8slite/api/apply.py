@@ -9,7 +9,6 @@ refused with 409 when it would change a field another manager owns (unless force
 
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -239,14 +238,14 @@ def _child(node: Node | None, key: str) -> Node | None:
 def merge(live: Any, config: Any, node: Node | None) -> Any:
     """The live value with the configuration merged in (config wins on leaves)."""
     if live is None or config is None or not fieldsets.granular(node):
-        return copy.deepcopy(config)
+        return meta.clone(config)
     assert node is not None
     if node.kind == "list":
         if not isinstance(live, list) or not isinstance(config, list):
-            return copy.deepcopy(config)
+            return meta.clone(config)
         return _merge_list(live, config, node)
     if not isinstance(live, dict) or not isinstance(config, dict):
-        return copy.deepcopy(config)
+        return meta.clone(config)
     out = dict(live)
     for k, v in config.items():
         if v is None:
@@ -272,7 +271,7 @@ def _merge_list(live: list[Any], config: list[Any], node: Node) -> list[Any]:
         while ci < len(order) and order[ci] != key:
             other = order[ci]
             if other not in done and other not in live_keys:
-                out.append(copy.deepcopy(cfg[other]))
+                out.append(meta.clone(cfg[other]))
                 done.add(other)
             ci += 1
         if key not in done:
@@ -392,7 +391,7 @@ def _allowed_by_last_applied(live: Obj, root: Node) -> FieldSet:
 def server_side_apply(live: Obj | None, req: ApplyRequest, root: Node) -> Obj:
     """The object after applying req.config; raises 409 on conflicts unless forced."""
     _check_keys(req.config, root, "")
-    base = copy.deepcopy(live) if live is not None else {}
+    base = meta.clone(live) if live is not None else {}
     entries = _decode((base.get("metadata") or {}).get("managedFields") or []) or {}
     ident = (req.manager, "Apply", "", req.subresource)
     previous = entries.get(ident)
@@ -419,7 +418,7 @@ def server_side_apply(live: Obj | None, req: ApplyRequest, root: Node) -> Obj:
             e.fields -= removed
     if req.manager == "kubectl" and live is not None and LAST_APPLIED in (
             (merged.get("metadata") or {}).get("annotations") or {}):
-        config = copy.deepcopy(req.config)
+        config = meta.clone(req.config)
         (config.get("metadata") or {}).get("annotations", {}).pop(LAST_APPLIED, None)
         merged["metadata"]["annotations"][LAST_APPLIED] = dumps(config).decode()
     _encode(merged, entries)

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import base64
 import binascii
-import copy
 import re
 from typing import Any
 
-from k8slite.api import errors
+from k8slite.api import errors, meta
 from k8slite.api.quantity import QuantityError, parse_quantity
 from k8slite.api.strategy import Obj, Strategy, register
 from k8slite.api.validation import (
@@ -337,12 +336,12 @@ class NamespaceStrategy(Strategy):
         super().prepare_update(new, old)
         # spec.finalizers changes only through the finalize subresource.
         if "spec" in old:
-            new["spec"] = copy.deepcopy(old["spec"])
+            new["spec"] = meta.clone(old["spec"])
 
     def prepare_subresource(self, subresource: str, new: Obj, old: Obj) -> Obj:
         if subresource != "finalize":
             return super().prepare_subresource(subresource, new, old)
-        out = copy.deepcopy(old)
+        out = meta.clone(old)
         finalizers = (new.get("spec") or {}).get("finalizers") or []
         out.setdefault("spec", {})["finalizers"] = list(finalizers)
         return out

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
-from k8slite.api import errors
+from k8slite.api import errors, meta
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
     """RFC 7386: objects merge recursively, null deletes, everything else replaces."""
     if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
+        return meta.clone(patch)
     out = dict(target) if isinstance(target, dict) else {}
     for key, value in patch.items():
         if value is None:
@@ -111,7 +110,7 @@ def json_patch(doc: Any, operations: Any) -> Any:
     """RFC 6902 add, remove, replace, move, copy and test; all or nothing."""
     if not isinstance(operations, list):
         raise errors.bad_request("json patch must be a list of operations")
-    doc = copy.deepcopy(doc)
+    doc = meta.clone(doc)
     for op in operations:
         if not isinstance(op, dict) or "op" not in op or "path" not in op:
             raise errors.bad_request(f"invalid json patch operation: {op!r}")
@@ -119,20 +118,20 @@ def json_patch(doc: Any, operations: Any) -> Any:
         if kind in ("add", "replace", "test") and "value" not in op:
             raise errors.bad_request(f'json patch operation "{kind}" needs a value')
         if kind == "add":
-            doc = _add(doc, path, copy.deepcopy(op["value"]))
+            doc = _add(doc, path, meta.clone(op["value"]))
         elif kind == "remove":
             _remove(doc, path)
         elif kind == "replace":
             if not _split(path):
-                doc = copy.deepcopy(op["value"])
+                doc = meta.clone(op["value"])
             else:
                 _remove(doc, path)
-                doc = _add(doc, path, copy.deepcopy(op["value"]))
+                doc = _add(doc, path, meta.clone(op["value"]))
         elif kind == "move":
             value = _remove(doc, op.get("from", ""))
             doc = _add(doc, path, value)
         elif kind == "copy":
-            doc = _add(doc, path, copy.deepcopy(_get(doc, op.get("from", ""))))
+            doc = _add(doc, path, meta.clone(_get(doc, op.get("from", ""))))
         elif kind == "test":
             if _get(doc, path) != op["value"]:
                 raise errors.ApiError(422, "Invalid",

@@ -9,10 +9,9 @@ Directives: `$patch: replace|delete|merge`, `$retainKeys`, `$setElementOrder/<li
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
-from k8slite.api import errors
+from k8slite.api import errors, meta
 from k8slite.api.patchmeta import NONE, FieldMeta
 from k8slite.api.schemas import Definition, Node
 
@@ -269,4 +268,4 @@ def strategic_merge_patch(original: Obj, patch: Any, definition: Definition | No
     if not isinstance(patch, dict):
         raise errors.bad_request("the patch must be a JSON object")
     root = Node("struct", definition=definition) if definition is not None else None
-    return merge_map(copy.deepcopy(original), patch, root)
+    return merge_map(meta.clone(original), patch, root)

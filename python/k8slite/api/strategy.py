@@ -6,11 +6,10 @@ storage) and asks the kind's Strategy for the rest. Kinds register with @registe
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
 from typing import Any
 
-from k8slite.api import errors
+from k8slite.api import errors, meta
 from k8slite.api.validation import FieldErrors, check_object_meta
 
 Obj = dict[str, Any]
@@ -40,13 +39,13 @@ class Strategy:
     def prepare_update(self, new: Obj, old: Obj) -> None:
         """Writes to the main resource leave status alone."""
         if "status" in old:
-            new["status"] = copy.deepcopy(old["status"])
+            new["status"] = meta.clone(old["status"])
         else:
             new.pop("status", None)
 
     def prepare_status_update(self, new: Obj, old: Obj) -> Obj:
         """The status subresource changes status only; returns the object to store."""
-        out = copy.deepcopy(old)
+        out = meta.clone(old)
         out["status"] = new.get("status", {})
         return out
 

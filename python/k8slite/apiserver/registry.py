@@ -7,7 +7,6 @@ store, whose subscribers update the cache before the write is acknowledged.
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -191,7 +190,7 @@ class Registry:
         if self.cache.get(key) is not None:
             raise errors.already_exists(self.rt.plural, name, self.rt.group)
         for _ in range(_MAX_ALLOCATION_RETRIES):
-            attempt = copy.deepcopy(obj) if self.allocator else obj
+            attempt = meta.clone(obj) if self.allocator else obj
             claims = self.allocator.on_create(attempt) if self.allocator else []
             if dry_run:
                 attempt["metadata"].pop("resourceVersion", None)
@@ -228,7 +227,8 @@ class Registry:
                 _check_name(desired, name)
                 return await self.create(namespace, desired, dry_run, track), True
             old = loads(current[0])
-            desired = await _call(mutate, copy.deepcopy(old))
+            # A second decode of the stored bytes is several times cheaper than deepcopy.
+            desired = await _call(mutate, loads(current[0]))
             new = self._prepare_update(namespace, name, desired, old, subresource, track)
             removing = self._ready_to_remove(new)
             if removing:

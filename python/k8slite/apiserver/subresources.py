@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from k8slite._native import LabelSelector, dumps, loads
@@ -107,7 +106,7 @@ async def update_scale(reg: Registry, req: Request, info: RequestInfo) -> bytes:
         if current is None:
             raise errors.not_found(reg.rt.plural, name, reg.rt.group)
         scale = _scale_of(current)
-        wanted = apply_patch(req.content_type, copy.deepcopy(scale), body) if is_patch else body
+        wanted = apply_patch(req.content_type, meta.clone(scale), body) if is_patch else body
         if not isinstance(wanted, dict):
             raise errors.bad_request("the body of the request must be a Scale")
         rv = (wanted.get("metadata") or {}).get("resourceVersion")
