@@ -8,11 +8,13 @@ import ssl
 import statistics
 import subprocess
 import sys
-import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+# The repository root, for the launcher the tests use too.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.launch import after, launch
 
 
 @dataclass
@@ -40,25 +42,9 @@ class Server:
 def start(argv: list[str], data_dir: Path, timeout: float = 120.0) -> Server:
     """Run a server that prints '... listening on https://host:port' and wait for it."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    log = (data_dir / "server.log").open("ab")
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log)
-    found: list[str] = []
-
-    def read() -> None:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            line = raw.decode(errors="replace")
-            if "listening on " in line and not found:
-                found.append(line.rsplit("listening on ", 1)[1].strip())
-
-    threading.Thread(target=read, daemon=True).start()
-    deadline = time.monotonic() + timeout
-    while not found:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"server did not start; see {data_dir / 'server.log'}")
-        time.sleep(0.05)
-    url = found[0]
+    marker = "listening on "
+    proc, line = launch(argv, data_dir / "server.log", marker, what="server", timeout=timeout)
+    url = after(line, marker)
     host, port = url.removeprefix("https://").rsplit(":", 1)
     return Server(url, host, int(port), data_dir, proc)
 

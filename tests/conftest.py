@@ -9,8 +9,6 @@ import ssl
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +17,8 @@ import httpx
 import pytest
 
 from k8slite import pki
+from tests.launch import after, launch
 
-REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
@@ -90,29 +88,10 @@ def start_apiserver(data_dir: Path, *extra: str, timeout: float = 60.0) -> Serve
     pki.ensure_pki(data_dir / "pki", nodes=TEST_NODES)
     args = [sys.executable, "-m", "k8slite.cmd.apiserver", "--data-dir", str(data_dir),
             "--secure-port", "0", *extra]
-    log = (data_dir / "apiserver.log").open("ab")
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, cwd=REPO)
-    assert proc.stdout is not None
-    found: list[str] = []
-
-    def read() -> None:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            line = raw.decode(errors="replace")
-            if "listening on " in line and not found:
-                found.append(line.rsplit("listening on ", 1)[1].strip())
-
-    threading.Thread(target=read, daemon=True).start()
-    deadline = time.monotonic() + timeout
-    while not found:
-        if proc.poll() is not None:
-            raise RuntimeError(f"apiserver exited with {proc.returncode}; see "
-                               f"{data_dir / 'apiserver.log'}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError("apiserver did not start in time")
-        time.sleep(0.05)
-    return ServerHandle(found[0], data_dir, proc, args)
+    marker = "listening on "
+    proc, line = launch(args, data_dir / "apiserver.log", marker, what="apiserver",
+                        timeout=timeout)
+    return ServerHandle(after(line, marker), data_dir, proc, args)
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,8 @@ import httpx
 import pytest
 
 from k8slite.client import load_kubeconfig
-from tests.conftest import BIN, REPO, kubectl_path
+from tests.conftest import BIN, kubectl_path
+from tests.launch import REPO
 
 T = TypeVar("T")
 ENV_KUBECONFIG = "K8SLITE_E2E_KUBECONFIG"

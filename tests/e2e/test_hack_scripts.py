@@ -9,7 +9,8 @@ import subprocess
 from pathlib import Path
 
 from k8slite import pki
-from tests.conftest import REPO, ServerHandle
+from tests.conftest import ServerHandle
+from tests.launch import REPO
 
 HACK = REPO / "hack"
 

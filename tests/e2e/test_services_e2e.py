@@ -29,8 +29,9 @@ import httpx
 import pytest
 import trio
 
-from tests.conftest import BIN, REPO, ServerHandle, start_apiserver
+from tests.conftest import BIN, ServerHandle, start_apiserver
 from tests.integration.proxy_harness import ProxyProcess, eventually
+from tests.launch import REPO
 
 NETWORK = "k8slite-e2e-services"
 NODE = "node1"

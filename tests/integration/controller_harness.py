@@ -13,8 +13,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +33,8 @@ from k8slite.client import (
     run_workers,
 )
 from k8slite.client.resource import NAMESPACES, PODS
-from tests.conftest import REPO, ServerHandle, kubectl_path
+from tests.conftest import ServerHandle, kubectl_path
+from tests.launch import after, launch
 
 Obj = dict[str, Any]
 # Leader election keeps upstream's timings (15s/10s/2s) unless a test says otherwise: a
@@ -94,27 +93,9 @@ def start_controller_manager(server: ServerHandle, *flags: str, name: str = "cm"
     args = [sys.executable, "-m", "k8slite.cmd.controller_manager",
             "--kubeconfig", str(manager_kubeconfig(server)), "--secure-port", "0",
             "--bind-address", "127.0.0.1", *FAST_FLAGS, *flags]
-    out = log.open("ab")
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=out, cwd=REPO)
-    found: list[str] = []
-
-    def read() -> None:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            line = raw.decode(errors="replace")
-            if "serving on " in line and not found:
-                found.append(line.rsplit("serving on ", 1)[1].strip())
-
-    threading.Thread(target=read, daemon=True).start()
-    deadline = time.monotonic() + timeout
-    while not found:
-        if proc.poll() is not None:
-            raise RuntimeError(f"controller manager exited with {proc.returncode}; see {log}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError("controller manager did not start in time")
-        time.sleep(0.05)
-    return ManagerHandle(proc, found[0], log, args)
+    marker = "serving on "
+    proc, line = launch(args, log, marker, what="controller manager", timeout=timeout)
+    return ManagerHandle(proc, after(line, marker), log, args)
 
 
 def admin_config(server: ServerHandle) -> ClientConfig:

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -17,7 +16,8 @@ from typing import Any, TypeVar
 import httpx
 
 from k8slite import pki
-from tests.conftest import REPO, TEST_NODES, ServerHandle, kubectl_path
+from tests.conftest import TEST_NODES, ServerHandle, kubectl_path
+from tests.launch import launch
 
 T = TypeVar("T")
 BUSYBOX = "busybox:1.35"
@@ -95,29 +95,8 @@ class KubeletProcess:
                 "--runtime", self.runtime, "--kubeconfig", str(self.kubeconfig),
                 "--pki-dir", str(self.server.pki), "--root-dir", str(self.workdir / "root"),
                 "--port", "0", "--healthz-port", "0", *FAST_FLAGS, *self.extra]
-        log = (self.workdir / "kubelet.log").open("ab")
-        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, cwd=REPO)
-        self.proc = proc
-        found: list[str] = []
-
-        def read() -> None:
-            assert proc.stdout is not None
-            for raw in proc.stdout:
-                line = raw.decode(errors="replace")
-                if " ready: " in line and not found:
-                    found.append(line)
-
-        threading.Thread(target=read, daemon=True).start()
-        deadline = time.monotonic() + timeout
-        while not found:
-            if proc.poll() is not None:
-                raise RuntimeError(f"kubelet exited with {proc.returncode}; see "
-                                   f"{self.workdir / 'kubelet.log'}")
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("kubelet did not start in time")
-            time.sleep(0.05)
-        line = found[0]
+        self.proc, line = launch(args, self.workdir / "kubelet.log", " ready: ",
+                                 what="kubelet", timeout=timeout)
         self.port = int(line.split("API listening on https://", 1)[1].split(",")[0]
                         .rsplit(":", 1)[1])
         self.healthz_port = int(line.rsplit(":", 1)[1])

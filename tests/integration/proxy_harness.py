@@ -18,7 +18,8 @@ import pytest
 import trio
 
 from k8slite import pki
-from tests.conftest import REPO, ServerHandle
+from tests.conftest import ServerHandle
+from tests.launch import REPO
 
 T = TypeVar("T")
 _CLONE_NEWNET = 0x40000000

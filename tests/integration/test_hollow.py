@@ -11,8 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import REPO, ServerHandle
+from tests.conftest import ServerHandle
 from tests.integration.kubelet_harness import wait_for
+from tests.launch import REPO
 
 COUNT = 1000
 # Short periods keep the test quick; a lease period is how long "stays Ready" is watched.

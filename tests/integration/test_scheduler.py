@@ -8,7 +8,6 @@ import signal
 import ssl
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -24,7 +23,8 @@ from k8slite.client.resource import EVENTS, LEASES, NAMESPACES, NODES, PODS
 from k8slite.scheduler.plugins import Profile
 from k8slite.scheduler.queue import QueuedPod
 from k8slite.scheduler.scheduler import Scheduler
-from tests.conftest import REPO, ServerHandle
+from tests.conftest import ServerHandle
+from tests.launch import after, launch
 
 Obj = dict[str, Any]
 T = TypeVar("T")
@@ -329,25 +329,10 @@ def start_scheduler(server: ServerHandle, log: Path, *extra: str) -> SchedulerPr
     args = [sys.executable, "-m", "k8slite.cmd.scheduler",
             "--kubeconfig", str(server.kubeconfig_for("scheduler")), "--secure-port", "0",
             "--bind-address", "127.0.0.1", *extra]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log.open("ab"), cwd=REPO,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    found: list[str] = []
-
-    def read() -> None:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            line = raw.decode(errors="replace")
-            if "listening on " in line and not found:
-                found.append(line.rsplit("listening on ", 1)[1].strip())
-
-    threading.Thread(target=read, daemon=True).start()
-    deadline = time.monotonic() + 30
-    while not found:
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"scheduler did not start; see {log}")
-        time.sleep(0.05)
-    return SchedulerProcess(proc, found[0])
+    marker = "listening on "
+    proc, line = launch(args, log, marker, what="scheduler", timeout=30,
+                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    return SchedulerProcess(proc, after(line, marker))
 
 
 ELECTION = ("--leader-elect=true", "--leader-elect-lease-duration=4s",

@@ -17,8 +17,9 @@ from pathlib import Path
 import yaml
 
 from k8slite.cmd.up import DEFAULT_PORTS, prometheus_config
-from tests.conftest import BIN, REPO
+from tests.conftest import BIN
 from tests.e2e.cluster import Cluster, start_up, stop_up, up_command, wait_for
+from tests.launch import REPO
 
 
 def children(pid: int) -> dict[int, str]:
