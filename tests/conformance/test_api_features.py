@@ -105,6 +105,15 @@ def test_field_validation_directives(http: httpx.Client, ns: str) -> None:
     assert 'strict decoding error: unknown field \\"nope\\"' in patch.text
 
 
+def test_apply_patch_yaml_keeps_timestamps_as_strings(http: httpx.Client, ns: str) -> None:
+    """Upstream reads YAML as JSON: an unquoted date is the string it was written as."""
+    url = f"/api/v1/namespaces/{ns}/configmaps/dated?fieldManager=tester"
+    config = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: dated\ndata:\n  day: 2024-01-02\n"
+    r = http.patch(url, content=config, headers={"Content-Type": "application/apply-patch+yaml"})
+    assert r.status_code == 201, r.text
+    assert r.json()["data"] == {"day": "2024-01-02"}
+
+
 def test_apply_patch_creates_and_records_manager(http: httpx.Client, ns: str) -> None:
     url = f"/api/v1/namespaces/{ns}/configmaps/applied?fieldManager=tester"
     config = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: applied\ndata:\n  a: '1'\n"

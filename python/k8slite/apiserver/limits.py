@@ -11,6 +11,7 @@ import yaml
 
 from k8slite._native import DecodeError, loads
 from k8slite.api import errors
+from k8slite.apiserver import yamlbody
 from k8slite.apiserver.http import Request
 from k8slite.apiserver.requestinfo import RequestInfo
 
@@ -30,7 +31,6 @@ _WRITE_VERBS = {"create", "update", "patch"}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
                    "h": 3600.0}
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def is_mutating(method: str) -> bool:
@@ -153,7 +153,7 @@ async def check_body_depth(req: Request, info: RequestInfo) -> None:
     body = await req.body()
     if "yaml" in req.content_type:
         try:
-            obj = yaml.load(body, Loader=_YAML_LOADER)  # a safe loader
+            obj = yamlbody.load(body)
         except RecursionError:
             raise _too_deep() from None
         except yaml.YAMLError:

@@ -23,13 +23,12 @@ from k8slite.api.patch import json_patch, merge_patch
 from k8slite.api.resources import ResourceType
 from k8slite.api.schemas import Definition
 from k8slite.api.strategic import go_format, strategic_merge_patch
-from k8slite.apiserver import pbobjects, writes
+from k8slite.apiserver import pbobjects, writes, yamlbody
 from k8slite.apiserver.http import Request
 from k8slite.apiserver.registry import DeleteOptions, Registry
 from k8slite.apiserver.requestinfo import RequestInfo
 
 Obj = dict[str, Any]
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 PATCH_TYPES = (
     "application/json-patch+json",
     "application/merge-patch+json",
@@ -59,7 +58,7 @@ def decode_body(req: Request, body: bytes) -> Any:
         return pbobjects.decode(body)
     if ctype in ("application/yaml", "application/apply-patch+yaml"):
         try:
-            return yaml.load(body, Loader=_YAML_LOADER)
+            return yamlbody.load(body)
         except yaml.YAMLError as e:
             raise errors.bad_request(f"yaml parse error: {e}") from None
     raise errors.unsupported_media_type(ctype)
