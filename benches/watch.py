@@ -135,7 +135,7 @@ def run(server: harness.Server, pki: Path, watchers: int, writes: int,
     for p in pipes:
         assert p.recv() == "ready"
     for i in range(writes):
-        pod = harness.realistic_pod(f"w{watchers}-{i}", "bench")
+        pod = harness.realistic_pod(f"w{watchers}-{client}-{i}", "bench")
         pod["metadata"]["annotations"]["sent"] = repr(time.time())
         status, body = conn.request("POST", "/api/v1/namespaces/bench/pods",
                                     json.dumps(pod).encode())

@@ -97,7 +97,7 @@ class ResourceHandler:
             if target is not None:
                 include = tables.include_object(req.arg("includeObject"))
                 convert = tables.watch_converter(rt, target, include)
-            await serve_watch(reg, req, info, send, convert)
+            await serve_watch(reg, req, info, send, convert, self.metrics.direct_writes)
         finally:
             watchers.dec()
             running.dec()

@@ -36,6 +36,9 @@ class ApiMetrics:
         self.storage = Histogram("etcd_request_duration_seconds",
                                  "Storage operation latency (RocksDB or etcd).",
                                  ("operation", "type"), registry=r)
+        self.direct_writes = Counter("apiserver_watch_direct_writes",
+                                     "Watch chunks written straight onto the TLS connection "
+                                     "(apiserver/directsend.py).", registry=r)
         self.inflight = Gauge("apiserver_current_inflight_requests",
                               "Requests being served.", ("request_kind",), registry=r)
 

@@ -24,6 +24,7 @@ from k8slite.apiserver.metrics import ApiMetrics, MeteredStore
 from k8slite.apiserver.podlogs import KubeletConnector
 from k8slite.apiserver.security import secure_app
 from k8slite.apiserver.tls import serve
+from k8slite.apiserver.watch import bookmark_ticker
 from k8slite.storage.rocksdb import RocksStore
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,7 @@ async def run(config: ApiServerConfig, *,
         hc = _hypercorn_config(config)
         async with trio.open_nursery() as nursery:
             binds = await nursery.start(serve, secured, hc)
+            nursery.start_soon(bookmark_ticker, core.registries.values())
             url = binds[0]
             port = int(url.rsplit(":", 1)[1])
             local = config.bind_address if config.bind_address not in ("0.0.0.0", "::") \

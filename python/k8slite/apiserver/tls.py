@@ -34,6 +34,8 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import AppWrapper, ASGIFramework, ConnectionState, LifespanState
 from hypercorn.utils import repr_socket_addr
 
+from k8slite.apiserver import directsend
+
 TLS_EXTENSION = "tls"
 
 
@@ -54,9 +56,12 @@ def tls_extension(stream: trio.SSLStream[Any]) -> dict[str, Any]:
 class _PeerCertApp:
     """One connection's view of the app: adds the connection's TLS extension to each scope."""
 
-    def __init__(self, app: AppWrapper, stream: trio.SSLStream[Any]) -> None:
+    def __init__(self, app: AppWrapper, stream: trio.SSLStream[Any],
+                 server: TCPServer | None = None) -> None:
         self.app = app
         self.stream = stream
+        self.server = server
+        self.direct: directsend.DirectChunks | None = None
         # Computed at the first request: by then the handshake is over (TCPServer.run does
         # it before any request can be read), and it never changes afterwards.
         self.tls: dict[str, Any] | None = None
@@ -67,6 +72,10 @@ class _PeerCertApp:
             if self.tls is None:
                 self.tls = tls_extension(self.stream)
             scope["extensions"][TLS_EXTENSION] = self.tls
+            if self.server is not None and scope.get("http_version") == "1.1":
+                if self.direct is None:
+                    self.direct = directsend.DirectChunks(self.server, self.stream)
+                scope["extensions"][directsend.SCOPE_KEY] = self.direct
         await self.app(scope, receive, send, sync_spawn, call_soon)
 
 
@@ -75,7 +84,7 @@ class PeerCertServer(TCPServer):
 
     def __init__(self, app: AppWrapper, config: Config, context: WorkerContext,
                  state: ConnectionState, stream: trio.SSLStream[Any]) -> None:
-        super().__init__(_PeerCertApp(app, stream), config, context, state, stream)
+        super().__init__(_PeerCertApp(app, stream, self), config, context, state, stream)
 
 
 async def serve(app: ASGIFramework, config: Config, *,
