@@ -992,15 +992,20 @@ impl FieldSelector {
             .collect()
     }
 
+    /// The canonical text: terms written with `=` or `!=` and sorted, as parsing sorts
+    /// them. Sorting again here matters when the input used `==`, which sorts differently
+    /// from the `=` it is written back as; without it, parsing this text could reorder it.
     fn __str__(&self) -> String {
-        self.terms
+        let mut parts: Vec<String> = self
+            .terms
             .iter()
             .map(|t| {
                 let op = if t.negate { "!=" } else { "=" };
                 format!("{}{op}{}", t.field, escape_value(&t.value))
             })
-            .collect::<Vec<_>>()
-            .join(",")
+            .collect();
+        parts.sort();
+        parts.join(",")
     }
 
     fn __repr__(&self) -> String {

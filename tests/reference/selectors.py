@@ -455,7 +455,8 @@ class FieldSelector:
         def escape(v: str) -> str:
             return v.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=")
 
-        return ",".join(f"{name}{op}{escape(value)}" for name, op, value in self.terms)
+        # Sorted again: parsing sorted the raw terms, and `==` sorts apart from `=`.
+        return ",".join(sorted(f"{name}{op}{escape(value)}" for name, op, value in self.terms))
 
 
 def _split_terms(text: str) -> list[str]:
