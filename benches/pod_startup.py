@@ -148,30 +148,14 @@ def wait_idle(pki_dir: Path, port: int, timeout: float = 120.0) -> None:
             time.sleep(0.2)
 
 
-def remove_network(client: Any, net_id: str) -> None:
-    """Remove a Docker network, waiting out endpoints that removed containers still hold."""
-    import docker.errors
-
-    for attempt in range(50):
-        try:
-            client.remove_network(net_id)
-            return
-        except docker.errors.APIError as e:
-            if "active endpoints" not in str(e) or attempt == 49:
-                raise
-            time.sleep(0.1)
-
-
 def cleanup_docker(node: str, network: str) -> None:
     import docker
 
+    from k8slite.kubelet.runtime.docker_network import remove_leftovers
+
     client = docker.APIClient(timeout=60)
     try:
-        for row in client.containers(all=True, filters={"label": f"k8slite.node={node}"}):
-            client.remove_container(row["Id"], force=True)
-        for net in client.networks(names=[network]):
-            if net["Name"] == network:
-                remove_network(client, net["Id"])
+        remove_leftovers(client, [node], network)
     finally:
         client.close()
 

@@ -19,7 +19,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -180,19 +180,3 @@ def _arg(argv: Any, flag: str) -> str | None:
     return args[args.index(flag) + 1] if flag in args else None
 
 
-def wait_for(fn: Callable[[], T | None], timeout: float = 60.0, interval: float = 0.5,
-             what: str = "condition") -> T:
-    """Poll fn until it returns something truthy; its value."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            last = fn()
-        except (httpx.HTTPError, KeyError, IndexError, ValueError) as e:
-            last = e
-        if last and not isinstance(last, Exception):
-            return last  # type: ignore[return-value]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; "
-                                 f"last: {last!r}")
-        time.sleep(interval)

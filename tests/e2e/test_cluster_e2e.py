@@ -23,7 +23,8 @@ import httpx
 import pytest
 
 from tests.conftest import BIN
-from tests.e2e.cluster import Cluster, cluster_for_tests, wait_for
+from tests.e2e.cluster import Cluster, cluster_for_tests
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.xdist_group("host-network")
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,6 +18,7 @@ import httpx
 from k8slite import pki
 from tests.conftest import TEST_NODES, ServerHandle, kubectl_path
 from tests.launch import launch
+from tests.polling import wait_for
 
 T = TypeVar("T")
 BUSYBOX = "busybox:1.35"
@@ -54,23 +55,6 @@ def docker_problem() -> str | None:
 
 def unique_node(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:6]}"
-
-
-def wait_for(fn: Callable[[], T | None], timeout: float = 30.0, interval: float = 0.1,
-             what: str = "condition") -> T:
-    """Poll fn until it returns something truthy; its value."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            last = fn()
-        except (httpx.HTTPError, KeyError, IndexError) as e:
-            last = e
-        if last and not isinstance(last, Exception):
-            return last  # type: ignore[return-value]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
-        time.sleep(interval)
 
 
 class KubeletProcess:
@@ -165,33 +149,15 @@ def wait_idle(kubelet: KubeletProcess, timeout: float = 60.0) -> None:
                  .json()["items"], timeout, interval=0.2, what="the kubelet to be idle")
 
 
-def remove_network(client: Any, net_id: str) -> None:
-    """Remove a Docker network, waiting out endpoints that removed containers still hold."""
-    import docker.errors
-
-    for attempt in range(50):
-        try:
-            client.remove_network(net_id)
-            return
-        except docker.errors.APIError as e:
-            if "active endpoints" not in str(e) or attempt == 49:
-                raise
-            time.sleep(0.1)
-
-
 def remove_docker_leftovers(nodes: list[str], network: str | None) -> None:
     """Every container of these nodes, then the pod network: nothing of ours stays."""
     import docker
 
+    from k8slite.kubelet.runtime.docker_network import remove_leftovers
+
     client = docker.APIClient(timeout=60)
     try:
-        for node in nodes:
-            for row in client.containers(all=True, filters={"label": f"k8slite.node={node}"}):
-                client.remove_container(row["Id"], force=True)
-        if network:
-            for net in client.networks(names=[network]):
-                if net["Name"] == network:
-                    remove_network(client, net["Id"])
+        remove_leftovers(client, nodes, network)
     finally:
         client.close()
 

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import ServerHandle
-from tests.integration.kubelet_harness import wait_for
 from tests.launch import REPO
+from tests.polling import wait_for
 
 COUNT = 1000
 # Short periods keep the test quick; a lease period is how long "stays Ready" is watched.

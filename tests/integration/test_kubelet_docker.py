@@ -19,9 +19,9 @@ from tests.integration.kubelet_harness import (
     remove_docker_leftovers,
     retire_node,
     unique_node,
-    wait_for,
     wait_idle,
 )
+from tests.polling import wait_for
 
 _PROBLEM = docker_problem()
 pytestmark = pytest.mark.skipif(_PROBLEM is not None, reason=_PROBLEM or "")

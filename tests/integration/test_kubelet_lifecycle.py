@@ -27,9 +27,9 @@ from tests.integration.kubelet_harness import (
     remove_process_leftovers,
     retire_node,
     unique_node,
-    wait_for,
     wait_idle,
 )
+from tests.polling import wait_for
 
 _DOCKER = docker_problem()
 

@@ -11,7 +11,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from k8slite.cmd.up import MONITORING_IDENTITY
-from tests.e2e.cluster import Cluster, cluster_for_tests, wait_for
+from tests.e2e.cluster import Cluster, cluster_for_tests
+from tests.polling import wait_for
 
 pytestmark = pytest.mark.xdist_group("host-network")
 

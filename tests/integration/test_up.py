@@ -18,8 +18,9 @@ import yaml
 
 from k8slite.cmd.up import DEFAULT_PORTS, prometheus_config
 from tests.conftest import BIN
-from tests.e2e.cluster import Cluster, start_up, stop_up, up_command, wait_for
+from tests.e2e.cluster import Cluster, start_up, stop_up, up_command
 from tests.launch import REPO
+from tests.polling import wait_for
 
 
 def children(pid: int) -> dict[int, str]:

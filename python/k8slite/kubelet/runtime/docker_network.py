@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import time
 
 import docker
 import docker.errors
 import docker.types
 
-from k8slite.kubelet.runtime.base import LABEL_MANAGED, CreateSandboxError
+from k8slite.kubelet.runtime.base import LABEL_MANAGED, LABEL_NODE, CreateSandboxError
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,29 @@ def ensure_network(api: docker.APIClient, name: str, pod_cidr: str | None) -> No
             # Another kubelet may have won the race (same name or same subnet): look again.
             log.info("creating Docker network %s on %s: %s", name, free[0], e)
     raise CreateSandboxError(f"could not create the Docker network {name!r}")
+
+
+def remove_network(api: docker.APIClient, net_id: str) -> None:
+    """Remove a network, waiting out endpoints that just-removed containers still hold."""
+    for attempt in range(50):
+        try:
+            api.remove_network(net_id)
+            return
+        except docker.errors.APIError as e:
+            if "active endpoints" not in str(e) or attempt == 49:
+                raise
+            time.sleep(0.1)
+
+
+def remove_leftovers(api: docker.APIClient, nodes: list[str], network: str | None) -> None:
+    """Every container these nodes' kubelets made, then the pod network: nothing stays."""
+    for node in nodes:
+        for row in api.containers(all=True, filters={"label": f"{LABEL_NODE}={node}"}):
+            api.remove_container(row["Id"], force=True)
+    if network:
+        for net in api.networks(names=[network]):
+            if net["Name"] == network:
+                remove_network(api, net["Id"])
 
 
 def _taken_subnets(api: docker.APIClient) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
