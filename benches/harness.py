@@ -14,7 +14,7 @@ from typing import Any
 
 # The repository root, for the launcher the tests use too.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.launch import after, launch
+from tests.launch import after, launch, stop
 
 
 @dataclass
@@ -26,11 +26,7 @@ class Server:
     proc: subprocess.Popen[bytes]
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop(self.proc)
 
     def rss_mib(self) -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():

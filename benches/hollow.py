@@ -100,11 +100,7 @@ def measure(count: int, window: float, extra: list[str]) -> dict[str, float]:
                     "apiserver_cpu_percent": round(100 * (api1 - api0) / (t1 - t0), 1),
                     "rss_mib": round(rss, 1), "kib_per_node": round(rss * 1024 / count, 1)}
         finally:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            harness.stop(proc, 30)
             server.stop()
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import ssl
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import httpx
 import pytest
 
 from k8slite import pki
-from tests.launch import after, launch
+from tests.launch import after, launch, stop
 
 BIN = Path(sys.executable).parent
 
@@ -65,13 +64,7 @@ class ServerHandle:
                             **kw)  # type: ignore[arg-type]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc)
 
     def kill9(self) -> None:
         self.proc.kill()

@@ -49,3 +49,15 @@ def launch(argv: list[str], log: Path, marker: str, *, what: str, timeout: float
 def after(line: str, marker: str) -> str:
     """The text after the last marker in line: the address a serving line ends with."""
     return line.rsplit(marker, 1)[1].strip()
+
+
+def stop(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `grace` seconds; reaps it."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

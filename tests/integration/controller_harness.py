@@ -34,7 +34,7 @@ from k8slite.client import (
 )
 from k8slite.client.resource import NAMESPACES, PODS
 from tests.conftest import ServerHandle, kubectl_path
-from tests.launch import after, launch
+from tests.launch import after, launch, stop
 
 Obj = dict[str, Any]
 # Leader election keeps upstream's timings (15s/10s/2s) unless a test says otherwise: a
@@ -64,13 +64,7 @@ class ManagerHandle:
             # It died on its own: show why, in the failing test's captured output.
             print(f"controller manager exited with {self.proc.returncode}:\n"
                   + self.log.read_text(errors="replace")[-4000:])
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc)
 
     def kill9(self) -> None:
         self.proc.kill()

@@ -17,7 +17,7 @@ import httpx
 
 from k8slite import pki
 from tests.conftest import TEST_NODES, ServerHandle, kubectl_path
-from tests.launch import launch
+from tests.launch import launch, stop
 from tests.polling import wait_for
 
 T = TypeVar("T")
@@ -86,13 +86,8 @@ class KubeletProcess:
         self.healthz_port = int(line.rsplit(":", 1)[1])
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            stop(self.proc, 20)
         self.proc = None
 
     def log_text(self) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import ServerHandle
-from tests.launch import REPO
+from tests.launch import REPO, stop
 from tests.polling import wait_for
 
 COUNT = 1000
@@ -44,12 +44,7 @@ def hollow(fresh_apiserver: ServerHandle) -> Iterator[tuple[subprocess.Popen[byt
         print(f"{COUNT} hollow nodes registered in {time.monotonic() - started:.1f}s")
         yield proc, time.time()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, 20)
 
 
 def _ready(node: dict[str, object]) -> bool:

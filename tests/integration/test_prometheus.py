@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from tests.e2e.cluster import Cluster, cluster_for_tests
+from tests.launch import stop
 from tests.polling import wait_for
 
 pytestmark = pytest.mark.xdist_group("host-network")
@@ -89,9 +90,4 @@ def test_every_target_up(cluster: Cluster, tmp_path: Path) -> None:
                            params={"query": "sum by (job) (up)"})
         assert {s["metric"]["job"] for s in r.json()["data"]["result"]} == expected
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)

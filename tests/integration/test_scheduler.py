@@ -24,7 +24,7 @@ from k8slite.scheduler.plugins import Profile
 from k8slite.scheduler.queue import QueuedPod
 from k8slite.scheduler.scheduler import Scheduler
 from tests.conftest import ServerHandle
-from tests.launch import after, launch
+from tests.launch import after, launch, stop
 
 Obj = dict[str, Any]
 T = TypeVar("T")
@@ -316,13 +316,7 @@ class SchedulerProcess:
         return 'leader_election_master_status{name="kube-scheduler"} 1.0' in self.metrics()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc)
 
 
 def start_scheduler(server: ServerHandle, log: Path, *extra: str) -> SchedulerProcess:
