@@ -14,9 +14,11 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+import trio
 import yaml
 
-from k8slite.cmd.up import DEFAULT_PORTS, prometheus_config
+from k8slite.cmd.up import DEFAULT_PORTS, free_port, prometheus_config, wait_healthy
 from tests.conftest import BIN
 from tests.e2e.cluster import Cluster, start_up, stop_up, up_command
 from tests.launch import REPO
@@ -78,8 +80,13 @@ def test_up_runs_stops_and_reuses(tmp_path: Path) -> None:
             if identity:
                 assert f"pki/{identity}.kubeconfig" in cmd, cmd
         assert not any("k8slite-proxy" in c for c in cmds)
-        for log in ("apiserver", "controller-manager", "scheduler", "kubelet"):
-            assert (data / "logs" / f"{log}.log").stat().st_size > 0
+        # "Up" means every component serves, so each has written its start line by now.
+        for log, line in (("apiserver", "k8slite-apiserver listening on"),
+                          ("controller-manager", "k8slite-controller-manager serving on"),
+                          ("scheduler", "k8slite-scheduler listening on"),
+                          ("kubelet", "API listening on")):
+            text = (data / "logs" / f"{log}.log").read_text()
+            assert line in text, (log, text, (data / "up.stderr").read_text())
         pids = list(children(cluster.proc.pid))
         ca = (data / "pki" / "ca.pem").read_bytes()
         server_cert = (data / "pki" / "server.pem").read_bytes()
@@ -112,6 +119,8 @@ def test_crashed_component_is_restarted_and_reported(tmp_path: Path) -> None:
     try:
         first = component_pid(cluster, "k8slite-scheduler")
         assert first is not None
+        log = data / "logs" / "scheduler.log"
+        assert log.read_text().count("k8slite-scheduler listening on") == 1, log.read_text()
         os.kill(first, signal.SIGKILL)
         second = wait_for(lambda: (p := component_pid(cluster, "k8slite-scheduler")) != first
                           and p, 30, what="a new scheduler")
@@ -120,8 +129,11 @@ def test_crashed_component_is_restarted_and_reported(tmp_path: Path) -> None:
         assert "scheduler was killed by SIGKILL; restarting it in 1s" in err, err
         # The new one serves again (taking the lease over waits for the old one's to
         # expire, as upstream: not waited for here).
-        wait_for(lambda: (data / "logs" / "scheduler.log").read_text().count(
-            "k8slite-scheduler listening on") == 2, 30, what="the new scheduler to serve")
+        try:
+            wait_for(lambda: log.read_text().count("k8slite-scheduler listening on") == 2, 30,
+                     what="the new scheduler to serve")
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{log}:\n{log.read_text()}") from None
     finally:
         assert stop_up(cluster) == 0
 
@@ -184,3 +196,9 @@ def test_help_lists_up() -> None:
                           text=True, check=True)
     for flag in ("--data-dir", "--runtime", "--nodes", "--port", "--proxy-mode"):
         assert flag in done.stdout
+
+
+async def test_wait_healthy_names_what_never_answered() -> None:
+    silent = free_port()  # nothing listens there
+    with pytest.raises(trio.TooSlowError, match="^scheduler$"):
+        await wait_healthy({"scheduler": f"https://127.0.0.1:{silent}/healthz"}, timeout=1)

@@ -187,6 +187,38 @@ async def wait_node_ready(url: str, pki_dir: Path, node: str, timeout: float = 1
                 await trio.sleep(0.3)
 
 
+def health_urls(ports: dict[str, int], proxy: bool) -> dict[str, str]:
+    """Each component's /healthz (the controller manager and the scheduler serve HTTPS with
+    a certificate of their own; the proxy plain HTTP, as upstream)."""
+    urls = {name: f"https://127.0.0.1:{ports[name]}/healthz"
+            for name in ("controller-manager", "scheduler")}
+    urls["kubelet"] = f"http://127.0.0.1:{ports['kubelet-healthz']}/healthz"
+    if proxy:
+        urls["proxy"] = f"http://127.0.0.1:{ports['proxy-healthz']}/healthz"
+    return urls
+
+
+async def wait_healthy(urls: dict[str, str], timeout: float = 60.0) -> None:
+    """Poll every component's /healthz until each answers ok, so that "up" means every
+    component serves (a controller manager still starting would delay the first
+    Deployment). Raises TooSlowError naming the ones that never answered."""
+    pending = dict(urls)
+    # Loopback only, to our own children: their serving certificates are self-signed.
+    async with httpx.AsyncClient(verify=False, timeout=5) as client:
+        with trio.move_on_after(timeout):
+            while pending:
+                for name, url in list(pending.items()):
+                    try:
+                        if (await client.get(url)).status_code == 200:
+                            del pending[name]
+                    except httpx.HTTPError:
+                        pass
+                if pending:
+                    await trio.sleep(0.2)
+    if pending:
+        raise trio.TooSlowError(", ".join(sorted(pending)))
+
+
 def script(name: str) -> str:
     """The console script next to this interpreter (the venv's bin), else on PATH."""
     local = Path(sys.executable).with_name(name)
@@ -492,6 +524,11 @@ async def _up(opts: UpOptions, data_dir: Path) -> None:
             except trio.TooSlowError:
                 raise UpError(f"node {node} did not become Ready; see "
                               f"{data_dir / 'logs' / 'kubelet.log'}") from None
+            try:
+                await wait_healthy(health_urls(ports, proxy))
+            except trio.TooSlowError as e:
+                raise UpError(f"not serving /healthz: {e}; see their logs in "
+                              f"{data_dir / 'logs'}") from None
             _print_welcome(data_dir, url, node, runtime, kubeconfig)
     finally:
         with trio.CancelScope(shield=True):
