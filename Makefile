@@ -2,7 +2,7 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-NATIVE_SRC := $(wildcard rust/src/*.rs) rust/Cargo.toml pyproject.toml
+NATIVE_SRC := $(wildcard rust/src/*.rs rust/src/*/*.rs) rust/Cargo.toml pyproject.toml
 STAMP := $(VENV)/.k8slite-installed
 
 .PHONY: up test venv install deps tools images lint bench clean
