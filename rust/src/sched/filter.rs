@@ -8,7 +8,7 @@ pub(super) struct Failure {
     pub(super) unresolvable: bool,
 }
 
-pub(super) fn fail(bit: u32, unresolvable: bool) -> Option<Failure> {
+fn fail(bit: u32, unresolvable: bool) -> Option<Failure> {
     Some(Failure {
         mask: 1 << bit,
         unresolvable,
@@ -45,7 +45,7 @@ impl Table {
             })
     }
 
-    pub(super) fn tolerated(&self, pod: &Resolved, taint: &Taint) -> bool {
+    fn tolerated(&self, pod: &Resolved, taint: &Taint) -> bool {
         pod.tolerations.iter().any(|&(key, exists, value, effect)| {
             (effect == Effect::Any || effect == taint.effect)
                 && key.is_none_or(|k| k == taint.key)
@@ -57,20 +57,13 @@ impl Table {
         })
     }
 
-    pub(super) fn port_conflict(
-        &self,
-        s: usize,
-        all_ips: u32,
-        ip: u32,
-        proto: u32,
-        port: i32,
-    ) -> bool {
+    fn port_conflict(&self, s: usize, all_ips: u32, ip: u32, proto: u32, port: i32) -> bool {
         self.ports[s].iter().any(|u| {
             u.proto == proto && u.port == port && (ip == all_ips || u.ip == all_ips || u.ip == ip)
         })
     }
 
-    pub(super) fn fit(&self, s: usize, pod: &Resolved) -> Option<Failure> {
+    fn fit(&self, s: usize, pod: &Resolved) -> Option<Failure> {
         let mut mask = 0u64;
         let mut unresolvable = false;
         if self.pods[s] as i64 + 1 > self.alloc[s][3] {

@@ -62,7 +62,7 @@ pub(super) struct InterPod {
     pub(super) existing: Vec<(u32, IdSet<u32>)>,
 }
 
-pub(super) fn resolve_term(t: &Table, term: &NodeTerm) -> RTerm {
+fn resolve_term(t: &Table, term: &NodeTerm) -> RTerm {
     RTerm {
         exprs: term
             .exprs
@@ -152,7 +152,7 @@ pub(super) fn resolve<'a>(t: &Table, spec: &'a Spec) -> Resolved<'a> {
 
 /// NodeAffinity's PreFilter: when every required term names nodes by metadata.name In, only
 /// those nodes are tried. Some(empty) means the terms contradict each other.
-pub(super) fn prefilter_names(terms: &[NodeTerm]) -> Option<HashSet<&str>> {
+fn prefilter_names(terms: &[NodeTerm]) -> Option<HashSet<&str>> {
     if terms.is_empty() {
         return None;
     }
@@ -171,7 +171,7 @@ pub(super) fn prefilter_names(terms: &[NodeTerm]) -> Option<HashSet<&str>> {
     Some(union)
 }
 
-pub(super) fn interpod_state(t: &Table, spec: &Spec) -> Option<InterPod> {
+fn interpod_state(t: &Table, spec: &Spec) -> Option<InterPod> {
     if spec.affinity.is_empty() && spec.anti_affinity.is_empty() && t.anti_pods.is_empty() {
         return None;
     }

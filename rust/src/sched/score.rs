@@ -3,7 +3,7 @@
 use super::*;
 
 /// Upstream's DefaultNormalizeScore over the feasible nodes.
-pub(super) fn normalize(scores: &mut [i64], reverse: bool) {
+fn normalize(scores: &mut [i64], reverse: bool) {
     let max = scores.iter().copied().fold(0, i64::max);
     if max == 0 {
         if reverse {
@@ -18,7 +18,7 @@ pub(super) fn normalize(scores: &mut [i64], reverse: bool) {
 }
 
 impl Table {
-    pub(super) fn fit_score(&self, s: usize, pod: &Resolved, cfg: &Config) -> i64 {
+    fn fit_score(&self, s: usize, pod: &Resolved, cfg: &Config) -> i64 {
         let (mut total, mut weights) = (0i64, 0i64);
         for &(i, weight) in &cfg.fit_resources {
             let alloc = self.alloc[s][i];
@@ -46,7 +46,7 @@ impl Table {
         }
     }
 
-    pub(super) fn balanced_score(&self, s: usize, pod: &Resolved, cfg: &Config) -> i64 {
+    fn balanced_score(&self, s: usize, pod: &Resolved, cfg: &Config) -> i64 {
         let mut fractions = [0f64; 3];
         let (mut n, mut sum) = (0usize, 0f64);
         for &i in &cfg.balanced_resources {
@@ -73,7 +73,7 @@ impl Table {
     }
 
     /// The scaled sizes of the pod's images each slot holds, summed per container.
-    pub(super) fn image_sums(&self, pod: &Resolved) -> Vec<i64> {
+    fn image_sums(&self, pod: &Resolved) -> Vec<i64> {
         let mut sums = vec![0i64; self.name.len()];
         for &(id, scaled) in &pod.images {
             for &slot in &self.image_states[id as usize].slots {
@@ -83,7 +83,7 @@ impl Table {
         sums
     }
 
-    pub(super) fn image_score(sum: i64, containers: usize) -> i64 {
+    fn image_score(sum: i64, containers: usize) -> i64 {
         let max = IMAGE_MAX_PER_CONTAINER * containers as i64;
         let clamped = if sum < IMAGE_MIN {
             IMAGE_MIN
@@ -95,7 +95,7 @@ impl Table {
         MAX_NODE_SCORE * (clamped - IMAGE_MIN) / (max - IMAGE_MIN)
     }
 
-    pub(super) fn untolerated_prefer(&self, s: usize, pod: &Resolved) -> i64 {
+    fn untolerated_prefer(&self, s: usize, pod: &Resolved) -> i64 {
         self.taints[s]
             .iter()
             .filter(|taint| taint.effect == Effect::PreferNoSchedule)

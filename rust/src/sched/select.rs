@@ -26,10 +26,10 @@ pub(super) struct Outcome {
 }
 
 /// Per node: (name, reasons (empty if feasible), unresolvable, scores).
-pub(super) type NodeVerdict = (String, Vec<String>, bool, Option<[i64; 6]>);
+type NodeVerdict = (String, Vec<String>, bool, Option<[i64; 6]>);
 
 impl Table {
-    pub(super) fn reason_text(&self, bit: u32, pod: &Resolved) -> String {
+    fn reason_text(&self, bit: u32, pod: &Resolved) -> String {
         if bit < R_SCALAR {
             return REASONS[bit as usize].to_string();
         }
@@ -37,7 +37,7 @@ impl Table {
         format!("Insufficient {name}")
     }
 
-    pub(super) fn candidates(&self) -> impl Iterator<Item = usize> + '_ {
+    fn candidates(&self) -> impl Iterator<Item = usize> + '_ {
         (0..self.name.len()).filter(|&s| self.present[s])
     }
 

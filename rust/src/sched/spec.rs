@@ -41,7 +41,7 @@ pub(super) struct Expr {
     pub(super) num: i64,
 }
 
-pub(super) type RawExpr = (String, String, Vec<String>);
+type RawExpr = (String, String, Vec<String>);
 
 impl Expr {
     /// A node selector requirement, validated as upstream does before matching: None when it
@@ -70,7 +70,7 @@ impl Expr {
     }
 
     /// A node field requirement: only In and NotIn with exactly one value.
-    pub(super) fn node_field(raw: &RawExpr) -> Option<Expr> {
+    fn node_field(raw: &RawExpr) -> Option<Expr> {
         let (key, op, values) = raw;
         let op = Op::parse(op).filter(|op| matches!(op, Op::In | Op::NotIn))?;
         if values.len() != 1 {
@@ -117,7 +117,7 @@ pub(super) struct NodeTerm {
     pub(super) valid: bool,
 }
 
-pub(super) type RawNodeTerm = (Vec<RawExpr>, Vec<RawExpr>);
+type RawNodeTerm = (Vec<RawExpr>, Vec<RawExpr>);
 
 impl NodeTerm {
     pub(super) fn new(raw: &RawNodeTerm) -> NodeTerm {
@@ -150,7 +150,7 @@ pub(super) struct PodTerm {
     pub(super) topology_key: String,
 }
 
-pub(super) type RawPodTerm = (Option<Vec<RawExpr>>, Option<Vec<String>>, String);
+type RawPodTerm = (Option<Vec<RawExpr>>, Option<Vec<String>>, String);
 
 impl PodTerm {
     pub(super) fn new(raw: &RawPodTerm) -> PodTerm {

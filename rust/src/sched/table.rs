@@ -94,7 +94,7 @@ pub(super) struct NodeData {
 }
 
 impl Table {
-    pub(super) fn slot_for(&mut self, name: &str) -> u32 {
+    fn slot_for(&mut self, name: &str) -> u32 {
         if let Some(&slot) = self.slots.get(name) {
             return slot;
         }
@@ -128,7 +128,7 @@ impl Table {
     }
 
     /// Frees a slot with neither a node nor pods.
-    pub(super) fn release_if_empty(&mut self, slot: u32) {
+    fn release_if_empty(&mut self, slot: u32) {
         let s = slot as usize;
         if self.present[s] || self.pods[s] > 0 {
             return;
@@ -142,7 +142,7 @@ impl Table {
         self.free.push(slot);
     }
 
-    pub(super) fn set_images(&mut self, slot: usize, images: &[(Vec<String>, i64)]) {
+    fn set_images(&mut self, slot: usize, images: &[(Vec<String>, i64)]) {
         for &id in self.node_images[slot].iter() {
             let holders = &mut self.image_states[id as usize].slots;
             if let Some(i) = holders.iter().position(|&x| x as usize == slot) {
@@ -324,7 +324,7 @@ impl Table {
     }
 
     /// Keeps a dense column of label `key` from now on.
-    pub(super) fn register_topology(&mut self, key: u32) {
+    fn register_topology(&mut self, key: u32) {
         if self.topology.contains_key(&key) {
             return;
         }
@@ -342,7 +342,7 @@ impl Table {
         }
     }
 
-    pub(super) fn refresh_topology(&mut self, s: usize) {
+    fn refresh_topology(&mut self, s: usize) {
         let labels = &self.labels[s];
         for (key, column) in self.topology.iter_mut() {
             column[s] = labels
