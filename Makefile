@@ -22,11 +22,14 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-# Builds the Rust extension (release) and installs the package editable with test extras.
+# Builds the Rust extension (release) and installs the package editable with test extras;
+# then writes our bytecode once, for environments with PYTHONDONTWRITEBYTECODE set (CI's
+# is), where every component process would otherwise compile our modules on each start.
 install: $(STAMP)
 
 $(STAMP): $(BIN)/python $(NATIVE_SRC)
 	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/python -m compileall -q python/k8slite
 	touch $(STAMP)
 
 # System packages the node components use (iproute2, nftables, util-linux).
