@@ -312,15 +312,46 @@ def _tls(server: ServerHandle, identity: str) -> ssl.SSLContext:
     return ctx
 
 
-def test_kubelet_api_serves_only_the_api_server(apiserver: ServerHandle, pods: Pods,
-                                                kubelet: KubeletProcess) -> None:
+def test_kubelet_api_authorizes_through_the_api_server(apiserver: ServerHandle, pods: Pods,
+                                                       kubelet: KubeletProcess) -> None:
     pods.create("listed", [sh("main", "sleep 600")])
     pods.wait_phase("listed", "Running")
     url = f"https://127.0.0.1:{kubelet.port}"
+    # Anyone but the API server is asked about with a SubjectAccessReview, so RBAC decides:
+    # the admin (system:masters) may; kube-proxy's role has no nodes/* subresource.
     with httpx.Client(verify=_tls(apiserver, "admin"), trust_env=False) as admin:
         r = admin.get(f"{url}/pods")
+        assert r.status_code == 200, r.text
+        assert "listed" in [p["metadata"]["name"] for p in r.json()["items"]]
+    with httpx.Client(verify=_tls(apiserver, "proxy"), trust_env=False) as proxy:
+        r = proxy.get(f"{url}/pods")
         assert r.status_code == 403
-        assert "user=admin" in r.text
+        assert r.text.strip() == ("Forbidden (user=system:kube-proxy, verb=get, resource=nodes, "
+                                  "subresource(s)=[pods proxy])")
+    # A role with nodes/proxy opens everything under the proxy fallback, not /metrics.
+    node = kubelet.node
+    role = f"kubelet-proxy-{node}"
+    admin_api = pods.api
+    assert admin_api.post("/apis/rbac.authorization.k8s.io/v1/clusterroles", json={
+        "metadata": {"name": role},
+        "rules": [{"apiGroups": [""], "resources": ["nodes/proxy"], "verbs": ["get"],
+                   "resourceNames": [node]}]}).status_code == 201
+    assert admin_api.post("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", json={
+        "metadata": {"name": role},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                    "name": role},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
+                      "name": "system:kube-scheduler"}]}).status_code == 201
+    try:
+        with httpx.Client(verify=_tls(apiserver, "scheduler"), trust_env=False) as granted:
+            assert granted.get(f"{url}/pods").status_code == 200
+            assert granted.get(f"{url}/healthz").text.strip() == "ok"
+            r = granted.get(f"{url}/metrics")
+            assert r.status_code == 403
+            assert "subresource(s)=[metrics]" in r.text
+    finally:
+        admin_api.delete(f"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{role}")
+        admin_api.delete(f"/apis/rbac.authorization.k8s.io/v1/clusterroles/{role}")
     with httpx.Client(verify=_tls(apiserver, "apiserver-kubelet-client"),
                       trust_env=False) as client:
         body = client.get(f"{url}/pods").json()

@@ -12,6 +12,7 @@ import trio
 from k8slite.client import ApiClient, DeletedFinalStateUnknown, SharedInformerFactory
 from k8slite.client.resource import PODS, SERVICES
 from k8slite.kubelet import machine
+from k8slite.kubelet.authz import Authorizer, sar_review
 from k8slite.kubelet.config import KubeletConfig
 from k8slite.kubelet.containers import WorkerEnv
 from k8slite.kubelet.events import EventRecorder
@@ -120,7 +121,8 @@ class Kubelet:
                 probe_http=probe_http)
             workers = self.workers = PodWorkers(env)
             self.metrics.set_sources(workers.running_pods, self.relister.counts)
-            api = KubeletApi(workers, self.runtime, self.metrics.registry)
+            api = KubeletApi(workers, self.runtime, self.metrics.registry,
+                             Authorizer(sar_review(self.client, cfg.node_name)))
             port = await self._serve_api(nursery, api)
             healthz = None
             if cfg.healthz_port is not None:

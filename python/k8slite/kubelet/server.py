@@ -1,14 +1,17 @@
 """The kubelet API (HTTPS, port 10250): /healthz, /pods, /metrics and /containerLogs.
 
-Only the API server may call it: a client certificate from the cluster CA whose common
-name is kube-apiserver-kubelet-client (upstream delegates this check to the API server;
-here the one identity that needs the API is allowed, everyone else gets 403).
+Callers present a client certificate from the cluster CA. The API server's own identity
+(kube-apiserver-kubelet-client) may do everything, and group system:monitoring may scrape
+/metrics, without a round trip; anyone else is authorized as upstream's kubelet does it, by
+a SubjectAccessReview to the API server for nodes/<subresource> (see authz.py), so RBAC
+decides: `kubectl create clusterrole ... --resource=nodes/proxy` lets a user in.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -20,9 +23,12 @@ from cryptography.x509.oid import NameOID
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from k8slite.kubelet.authz import AuthorizationError, Authorizer, attributes
 from k8slite.kubelet.httpserver import Request, Response
 from k8slite.kubelet.podworkers import PodWorker, PodWorkers
 from k8slite.kubelet.runtime.base import NotFoundError, Runtime
+
+log = logging.getLogger(__name__)
 
 APISERVER_KUBELET_CLIENT = "kube-apiserver-kubelet-client"
 _JSON = "application/json"
@@ -39,14 +45,16 @@ def serving_context(cert: Path, key: Path, client_ca: Path) -> ssl.SSLContext:
 # Prometheus scrapes /metrics with a certificate in this group (upstream grants it the
 # equivalent of nodes/metrics); everything else needs the API server's identity.
 MONITORING_GROUP = "system:monitoring"
+AUTHENTICATED = "system:authenticated"
 
 
 def _identity(der: bytes) -> tuple[str, frozenset[str]]:
-    """The certificate's user (CN) and groups (O)."""
+    """The certificate's user (CN) and groups (O, and system:authenticated as upstream's
+    x509 authenticator adds)."""
     cert = x509.load_der_x509_certificate(der)
     names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    groups = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
-    return (str(names[0].value) if names else "", frozenset(str(g.value) for g in groups))
+    groups = {str(g.value) for g in cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)}
+    return (str(names[0].value) if names else "", frozenset(groups | {AUTHENTICATED}))
 
 
 def _text(status: int, message: str) -> Response:
@@ -57,10 +65,13 @@ class KubeletApi:
     """Request routing of the kubelet API; healthz is also served alone on plain HTTP."""
 
     def __init__(self, workers: PodWorkers, runtime: Runtime, registry: CollectorRegistry,
+                 authorizer: Authorizer | None = None,
                  allowed_users: frozenset[str] = frozenset({APISERVER_KUBELET_CLIENT})) -> None:
         self.workers = workers
         self.runtime = runtime
         self.registry = registry
+        # None: only the fast paths below (a kubelet without an API server to ask).
+        self.authorizer = authorizer
         self.allowed_users = allowed_users
         self._names: dict[bytes, tuple[str, frozenset[str]]] = {}
 
@@ -78,9 +89,9 @@ class KubeletApi:
         user, groups = identity
         scraping = req.path == "/metrics" and MONITORING_GROUP in groups
         if user not in self.allowed_users and not scraping:
-            sub = req.path.strip("/").split("/", 1)[0] or "proxy"
-            return _text(403, f"Forbidden (user={user}, verb={req.method.lower()}, "
-                              f"resource=nodes, subresource(s)=[{sub}])")
+            refused = await self._authorize(req, user, groups)
+            if refused is not None:
+                return refused
         if req.method not in ("GET", "HEAD"):
             return _text(405, "405 method not allowed")
         parts = req.path.strip("/").split("/")
@@ -93,6 +104,22 @@ class KubeletApi:
         if parts[0] == "containerLogs" and len(parts) == 4:
             return await self._logs(req, parts[1], parts[2], parts[3])
         return _text(404, "404 page not found")
+
+    async def _authorize(self, req: Request, user: str,
+                         groups: frozenset[str]) -> Response | None:
+        """None when the API server says the user may; else the answer (upstream's words)."""
+        verb, subresources = attributes(req.method, req.path)
+        what = (f"user={user}, verb={verb}, resource=nodes, "
+                f"subresource(s)=[{' '.join(subresources)}]")
+        if self.authorizer is None:
+            return _text(403, f"Forbidden ({what})")
+        try:
+            if await self.authorizer.allowed(user, groups, verb, subresources):
+                return None
+        except AuthorizationError as e:
+            log.warning("kubelet API authorization of %s failed: %s", user, e)
+            return _text(500, f"Authorization error ({what})")
+        return _text(403, f"Forbidden ({what})")
 
     def _pods(self) -> Response:
         items = []
