@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -232,6 +232,18 @@ class Pods:
                          params={"fieldSelector": f"involvedObject.name={name}"})
         assert r.status_code == 200, r.text
         return r.json()["items"]  # type: ignore[no-any-return]
+
+    def wait_events(self, name: str, field: str, *wanted: Callable[[list[str]], bool] | str,
+                    timeout: float = 30.0) -> list[str]:
+        """The `field` ("reason", "message") of the pod's events, once every wanted one is
+        there: a string present, or a predicate true. The kubelet records events in the
+        background, so they can trail the status that the test saw."""
+        def ready() -> list[str] | None:
+            values = [e[field] for e in self.events(name)]
+            ok = all(w(values) if callable(w) else w in values for w in wanted)
+            return values if ok else None
+
+        return wait_for(ready, timeout, what=f"events of {name}")
 
 
 def kubectl(server: ServerHandle, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:

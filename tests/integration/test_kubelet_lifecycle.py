@@ -124,8 +124,7 @@ def test_pod_runs_and_reports_status(pods: Pods, kubelet: KubeletProcess) -> Non
     assert cs["containerID"].startswith(f"{kubelet.runtime}://")
     assert cs["image"] == BUSYBOX and cs["imageID"]
     assert "running" in cs["state"] and cs["lastState"] == {}
-    reasons = [e["reason"] for e in pods.events("web")]
-    assert "Created" in reasons and "Started" in reasons
+    pods.wait_events("web", "reason", "Created", "Started")
 
 
 def test_completed_pod_succeeds(pods: Pods) -> None:
@@ -201,7 +200,7 @@ def test_crashloop_backoff_grows(pods: Pods) -> None:
     last = cs["lastState"]["terminated"]
     assert last["exitCode"] == 1 and last["reason"] == "Error"
     assert pods.status("crash")["phase"] == "Running"
-    assert "BackOff" in [e["reason"] for e in pods.events("crash")]
+    pods.wait_events("crash", "reason", "BackOff")
 
 
 def test_liveness_failure_restarts_container(pods: Pods) -> None:
@@ -212,9 +211,9 @@ def test_liveness_failure_restarts_container(pods: Pods) -> None:
     cs = wait_for(lambda: (c := pods.container("live", "main")).get("restartCount", 0) >= 1 and c,
                   timeout=60, what="a liveness restart")
     assert cs["lastState"]["terminated"]["containerID"] != cs.get("containerID")
-    messages = [e["message"] for e in pods.events("live")]
-    assert any(m.startswith("Liveness probe failed") for m in messages), messages
-    assert any("failed liveness probe, will be restarted" in m for m in messages), messages
+    pods.wait_events("live", "message",
+                     lambda ms: any(m.startswith("Liveness probe failed") for m in ms),
+                     lambda ms: any("failed liveness probe, will be restarted" in m for m in ms))
 
 
 def test_readiness_gates_ready_condition(pods: Pods) -> None:
@@ -256,7 +255,7 @@ def test_deletion_honours_grace_period(pods: Pods) -> None:
     assert pod["metadata"]["deletionGracePeriodSeconds"] == 4
     pods.wait_gone("stubborn", timeout=30)
     assert time.monotonic() - started >= 3.5
-    assert "Killing" in [e["reason"] for e in pods.events("stubborn")]
+    pods.wait_events("stubborn", "reason", "Killing")
 
 
 def test_kubectl_logs(apiserver: ServerHandle, pods: Pods) -> None:
