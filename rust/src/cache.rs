@@ -8,13 +8,14 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Bound as Edge;
-use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
+use crate::gillock;
 use crate::jsonscan::{extract, locate, PathTree};
 use crate::selector::{FieldSelector, FieldTerm, LabelSelector, SelectorError};
 
@@ -237,26 +238,13 @@ pub struct WatchCache {
 }
 
 impl WatchCache {
-    /// Takes the lock without ever blocking while holding the GIL: a LIST running in another
-    /// thread holds the lock with the GIL released and needs the GIL back to finish.
+    // A LIST running in another thread holds the lock with the GIL released.
     fn read(&self, py: Python<'_>) -> RwLockReadGuard<'_, Inner> {
-        loop {
-            match self.inner.try_read() {
-                Ok(guard) => return guard,
-                Err(TryLockError::Poisoned(p)) => return p.into_inner(),
-                Err(TryLockError::WouldBlock) => py.detach(|| drop(self.inner.read())),
-            }
-        }
+        gillock::read(py, &self.inner)
     }
 
     fn write(&self, py: Python<'_>) -> RwLockWriteGuard<'_, Inner> {
-        loop {
-            match self.inner.try_write() {
-                Ok(guard) => return guard,
-                Err(TryLockError::Poisoned(p)) => return p.into_inner(),
-                Err(TryLockError::WouldBlock) => py.detach(|| drop(self.inner.write())),
-            }
-        }
+        gillock::write(py, &self.inner)
     }
 
     fn filter<'a>(

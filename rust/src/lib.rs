@@ -3,6 +3,7 @@ use pyo3::prelude::*;
 
 mod cache;
 mod codec;
+mod gillock;
 mod jsonscan;
 mod sched;
 mod selector;

@@ -554,17 +554,10 @@ impl<'py> Encoder<'py> {
         self.put_byte(b'"');
         for c in units {
             if c < 0x80 {
-                match ESCAPE[c as usize] {
-                    0 => self.put_byte(c as u8),
-                    b'u' => self.put(&[
-                        b'\\',
-                        b'u',
-                        b'0',
-                        b'0',
-                        HEX[(c >> 4) as usize],
-                        HEX[(c & 15) as usize],
-                    ]),
-                    e => self.put(&[b'\\', e]),
+                if ESCAPE[c as usize] == 0 {
+                    self.put_byte(c as u8);
+                } else {
+                    self.escape(c as u8);
                 }
             } else if (0xD800..0xE000).contains(&c) {
                 self.put(&[

@@ -59,3 +59,24 @@ impl Interner {
         &self.strs[id as usize]
     }
 }
+
+/// Label pairs as ids, sorted by key id: the form `label_value` searches.
+pub(super) fn label_ids<K: AsRef<str>, V: AsRef<str>>(
+    labels: &[(K, V)],
+    mut id: impl FnMut(&str) -> u32,
+) -> Vec<(u32, u32)> {
+    let mut out: Vec<(u32, u32)> = labels
+        .iter()
+        .map(|(k, v)| (id(k.as_ref()), id(v.as_ref())))
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// The value id of label `key` in pairs sorted by key id.
+pub(super) fn label_value(labels: &[(u32, u32)], key: u32) -> Option<u32> {
+    labels
+        .binary_search_by(|(k, _)| k.cmp(&key))
+        .ok()
+        .map(|i| labels[i].1)
+}

@@ -2,13 +2,14 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
-use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::*;
+use crate::gillock;
 
 /// What one schedule() call decided.
 #[pyclass(frozen, get_all, module = "k8slite._native")]
@@ -58,26 +59,13 @@ fn int_of(map: &HashMap<String, i64>, key: &str) -> i64 {
 }
 
 impl NodeTable {
-    // Never block on the lock while holding the GIL: a schedule() in another thread holds it
-    // with the GIL released (the same discipline as the watch cache).
+    // A schedule() in another thread holds the lock with the GIL released.
     fn read(&self, py: Python<'_>) -> RwLockReadGuard<'_, Table> {
-        loop {
-            match self.inner.try_read() {
-                Ok(guard) => return guard,
-                Err(TryLockError::Poisoned(p)) => return p.into_inner(),
-                Err(TryLockError::WouldBlock) => py.detach(|| drop(self.inner.read())),
-            }
-        }
+        gillock::read(py, &self.inner)
     }
 
     fn write(&self, py: Python<'_>) -> RwLockWriteGuard<'_, Table> {
-        loop {
-            match self.inner.try_write() {
-                Ok(guard) => return guard,
-                Err(TryLockError::Poisoned(p)) => return p.into_inner(),
-                Err(TryLockError::WouldBlock) => py.detach(|| drop(self.inner.write())),
-            }
-        }
+        gillock::write(py, &self.inner)
     }
 
     fn read_detached(&self) -> RwLockReadGuard<'_, Table> {

@@ -183,12 +183,7 @@ fn interpod_state(t: &Table, spec: &Spec) -> Option<InterPod> {
         .map(|x| x.resolve(lookup))
         .collect();
     let namespace = t.strings.get(&spec.namespace);
-    let mut labels: Vec<(u32, u32)> = spec
-        .labels
-        .iter()
-        .map(|(k, v)| (t.strings.get(k), t.strings.get(v)))
-        .collect();
-    labels.sort_unstable();
+    let labels = label_ids(&spec.labels, |x| t.strings.get(x));
     let mut st = InterPod {
         affinity_keys: affinity.iter().map(|x| x.topology_key).collect(),
         anti_keys: anti.iter().map(|x| x.topology_key).collect(),

@@ -209,18 +209,14 @@ impl RPodTerm {
                 return false;
             }
         }
-        selector.iter().all(|(key, op, values)| {
-            let value = labels
-                .binary_search_by(|(k, _)| k.cmp(key))
-                .ok()
-                .map(|i| labels[i].1);
-            match (op, value) {
+        selector
+            .iter()
+            .all(|(key, op, values)| match (op, label_value(labels, *key)) {
                 (Op::In, Some(v)) => values.contains(&v),
                 (Op::NotIn, Some(v)) => !values.contains(&v),
                 (Op::NotIn, None) | (Op::Exists, Some(_)) | (Op::DoesNotExist, None) => true,
                 _ => false,
-            }
-        })
+            })
     }
 }
 

@@ -190,12 +190,7 @@ impl Table {
             .collect();
         scalars.sort_unstable();
         self.scalar_alloc[s] = scalars.into_boxed_slice();
-        let mut labels: Vec<(u32, u32)> = node
-            .labels
-            .iter()
-            .map(|(k, v)| (self.strings.intern(k), self.strings.intern(v)))
-            .collect();
-        labels.sort_unstable();
+        let labels = label_ids(&node.labels, |x| self.strings.intern(x));
         self.labels[s] = labels.into_boxed_slice();
         self.refresh_topology(s);
         self.taints[s] = node
@@ -284,12 +279,7 @@ impl Table {
                 .entry(slot)
                 .or_insert(0) += 1;
         }
-        let mut labels: Vec<(u32, u32)> = spec
-            .labels
-            .iter()
-            .map(|(k, v)| (self.strings.intern(k), self.strings.intern(v)))
-            .collect();
-        labels.sort_unstable();
+        let labels = label_ids(&spec.labels, |x| self.strings.intern(x));
         let anti: Box<[RPodTerm]> = spec
             .anti_affinity
             .iter()
@@ -345,9 +335,7 @@ impl Table {
     fn refresh_topology(&mut self, s: usize) {
         let labels = &self.labels[s];
         for (key, column) in self.topology.iter_mut() {
-            column[s] = labels
-                .binary_search_by(|(k, _)| k.cmp(key))
-                .map_or(NONE, |i| labels[i].1);
+            column[s] = label_value(labels, *key).unwrap_or(NONE);
         }
     }
 
@@ -404,10 +392,6 @@ impl Table {
     }
 
     pub(super) fn node_label(&self, slot: usize, key: u32) -> Option<u32> {
-        let labels = &self.labels[slot];
-        labels
-            .binary_search_by(|(k, _)| k.cmp(&key))
-            .ok()
-            .map(|i| labels[i].1)
+        label_value(&self.labels[slot], key)
     }
 }
