@@ -10,6 +10,7 @@ use pyo3::prelude::*;
 
 use crate::jsonscan::{quote_char, swar};
 
+use super::strcache::{new_ascii, KeyCache, KEY_MAX_LEN, KEY_SLOTS, VALUE_MAX_LEN, VALUE_SLOTS};
 use super::{DecodeError, MAX_DEPTH};
 
 /// Scratch buffers larger than this are not kept between calls, so one huge document does
@@ -117,90 +118,6 @@ impl DecodeState {
             scratch: Vec::with_capacity(256),
         }
     }
-}
-
-/// Dict keys repeat endlessly across objects ("metadata", "name", ...), and so do many short
-/// values ("True", "TCP", "IfNotPresent"): direct-mapped caches of short ASCII strings return
-/// the same (immutable) str object instead of allocating a new one.
-struct KeyCache {
-    slots: Vec<(u64, *mut ffi::PyObject)>,
-}
-
-const KEY_SLOTS: usize = 2048;
-const KEY_MAX_LEN: usize = 64;
-const VALUE_SLOTS: usize = 1024;
-const VALUE_MAX_LEN: usize = 24;
-
-impl KeyCache {
-    fn new(slots: usize) -> Self {
-        debug_assert!(slots.is_power_of_two());
-        KeyCache {
-            slots: vec![(0, ptr::null_mut()); slots],
-        }
-    }
-
-    /// The cached str for the ASCII bytes `s`, or a new one (then cached); null on
-    /// MemoryError. Returns a new reference.
-    ///
-    /// SAFETY: GIL held; `s` is ASCII.
-    #[inline(always)]
-    unsafe fn get(&mut self, s: &[u8]) -> *mut ffi::PyObject {
-        let h = key_hash(s);
-        let mask = self.slots.len() - 1;
-        let slot = &mut self.slots[h as usize & mask];
-        if slot.0 == h && !slot.1.is_null() {
-            let obj = slot.1;
-            // Cached strings are compact ASCII strs that we made: their characters follow
-            // the PyASCIIObject header.
-            let len = ffi::PyUnicode_GET_LENGTH(obj) as usize;
-            let data = (obj as *const ffi::PyASCIIObject).add(1) as *const u8;
-            if short_eq(std::slice::from_raw_parts(data, len), s) {
-                ffi::Py_INCREF(obj);
-                return obj;
-            }
-        }
-        let obj = new_ascii(s);
-        if !obj.is_null() {
-            if !slot.1.is_null() {
-                ffi::Py_DECREF(slot.1);
-            }
-            ffi::Py_INCREF(obj);
-            *slot = (h, obj);
-        }
-        obj
-    }
-}
-
-fn key_hash(s: &[u8]) -> u64 {
-    const K: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut h = s.len() as u64;
-    let mut chunks = s.chunks_exact(8);
-    for c in &mut chunks {
-        let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
-        h = (h.rotate_left(5) ^ w).wrapping_mul(K);
-    }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        h = (h.rotate_left(5) ^ swar::tail_word(rest)).wrapping_mul(K);
-    }
-    h ^ (h >> 29)
-}
-
-/// Byte equality for short keys without a call to memcmp.
-#[inline(always)]
-fn short_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let mut ca = a.chunks_exact(8);
-    let mut cb = b.chunks_exact(8);
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        if x != y {
-            return false;
-        }
-    }
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    ra.is_empty() || swar::tail_word(ra) == swar::tail_word(rb)
 }
 
 /// A decode failure: a syntax error at a byte offset, or a Python error (memory, int size).
@@ -754,15 +671,6 @@ impl Decoder<'_> {
         }
         Ok(obj)
     }
-}
-
-/// A new compact ASCII str holding `s` (which must be ASCII); null on MemoryError.
-unsafe fn new_ascii(s: &[u8]) -> *mut ffi::PyObject {
-    let obj = ffi::PyUnicode_New(s.len() as ffi::Py_ssize_t, 127);
-    if !obj.is_null() && !s.is_empty() {
-        ptr::copy_nonoverlapping(s.as_ptr(), ffi::PyUnicode_DATA(obj) as *mut u8, s.len());
-    }
-    obj
 }
 
 /// Appends `d[i..]` up to the next `"`, `\\` or control byte to `out` and returns its index

@@ -12,6 +12,7 @@ use pyo3::exceptions::PyValueError;
 mod decode;
 mod dictwalk;
 mod encode;
+mod strcache;
 
 pub use decode::loads;
 pub use dictwalk::init;
