@@ -16,7 +16,7 @@ import signal
 import socket
 import ssl
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -154,21 +154,32 @@ def _admin_context(pki_dir: Path) -> ssl.SSLContext:
     return ctx
 
 
+async def _poll(client: httpx.AsyncClient, url: str, ok: Callable[[httpx.Response], bool],
+                interval: float) -> None:
+    """GET url until ok(answer); a connection that fails counts as "not yet"."""
+    while True:
+        try:
+            if ok(await client.get(url)):
+                return
+        except httpx.HTTPError:
+            pass
+        await trio.sleep(interval)
+
+
+def _is_ok(r: httpx.Response) -> bool:
+    return r.status_code == 200
+
+
 async def wait_ready(url: str, ca: Path, timeout: float = 60.0) -> None:
     """Poll /readyz until the API server answers ok (the CA's directory holds the admin's
     client certificate)."""
     with trio.fail_after(timeout):
         async with httpx.AsyncClient(verify=_admin_context(ca.parent)) as client:
-            while True:
-                try:
-                    if (await client.get(f"{url}/readyz")).status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                await trio.sleep(0.2)
+            await _poll(client, f"{url}/readyz", _is_ok, 0.2)
 
 
-def _node_ready(node: dict[str, Any]) -> bool:
+def _node_ready(r: httpx.Response) -> bool:
+    node = r.json() if r.status_code == 200 else {}
     return any(c.get("type") == "Ready" and c.get("status") == "True"
                for c in (node.get("status") or {}).get("conditions") or ())
 
@@ -177,14 +188,7 @@ async def wait_node_ready(url: str, pki_dir: Path, node: str, timeout: float = 1
     """Poll the Node until its Ready condition is True."""
     with trio.fail_after(timeout):
         async with httpx.AsyncClient(verify=_admin_context(pki_dir), timeout=10) as client:
-            while True:
-                try:
-                    r = await client.get(f"{url}/api/v1/nodes/{node}")
-                    if r.status_code == 200 and _node_ready(r.json()):
-                        return
-                except httpx.HTTPError:
-                    pass
-                await trio.sleep(0.3)
+            await _poll(client, f"{url}/api/v1/nodes/{node}", _node_ready, 0.3)
 
 
 def health_urls(ports: dict[str, int], proxy: bool) -> dict[str, str]:
@@ -206,15 +210,9 @@ async def wait_healthy(urls: dict[str, str], timeout: float = 60.0) -> None:
     # Loopback only, to our own children: their serving certificates are self-signed.
     async with httpx.AsyncClient(verify=False, timeout=5) as client:
         with trio.move_on_after(timeout):
-            while pending:
-                for name, url in list(pending.items()):
-                    try:
-                        if (await client.get(url)).status_code == 200:
-                            del pending[name]
-                    except httpx.HTTPError:
-                        pass
-                if pending:
-                    await trio.sleep(0.2)
+            for name, url in urls.items():
+                await _poll(client, url, _is_ok, 0.2)
+                del pending[name]
     if pending:
         raise trio.TooSlowError(", ".join(sorted(pending)))
 
