@@ -51,20 +51,26 @@ def _worker(args: tuple[str, int, Path, int, int, str, int]) -> tuple[list[float
     return latencies, errors[0]
 
 
-def load(server: harness.Server, pki: Path, requests: int, clients: int,
-         prefix: str) -> dict[str, float]:
+def load(
+    server: harness.Server, pki: Path, requests: int, clients: int, prefix: str
+) -> dict[str, float]:
     per_proc = clients // _PROCESSES
     per_thread = requests // clients
-    jobs = [(server.host, server.port, pki, per_proc, per_thread, prefix, p)
-            for p in range(_PROCESSES)]
+    jobs = [
+        (server.host, server.port, pki, per_proc, per_thread, prefix, p) for p in range(_PROCESSES)
+    ]
     with mp.get_context("fork").Pool(_PROCESSES) as pool:
         start = time.perf_counter()
         results = pool.map(_worker, jobs)
         elapsed = time.perf_counter() - start
     latencies = [x for lat, _ in results for x in lat]
     failures = sum(e for _, e in results)
-    return {"per_s": len(latencies) / elapsed, "p50_ms": harness.percentile(latencies, 0.5) * 1e3,
-            "p99_ms": harness.percentile(latencies, 0.99) * 1e3, "errors": failures}
+    return {
+        "per_s": len(latencies) / elapsed,
+        "p50_ms": harness.percentile(latencies, 0.5) * 1e3,
+        "p99_ms": harness.percentile(latencies, 0.99) * 1e3,
+        "errors": failures,
+    }
 
 
 def main() -> None:
@@ -83,25 +89,39 @@ def main() -> None:
             finally:
                 server.stop()
             edata = Path(tmp) / f"empty{run}"
-            empty = harness.start([sys.executable, str(Path(__file__).with_name(
-                "empty_server.py")), str(edata)], edata)
+            empty = harness.start(
+                [sys.executable, str(Path(__file__).with_name("empty_server.py")), str(edata)],
+                edata,
+            )
             try:
                 empties.append(load(empty, edata / "pki", a.requests, a.clients, f"e{run}"))
             finally:
                 empty.stop()
     med = {k: harness.median([r[k] for r in creates]) for k in creates[0]}
     emed = {k: harness.median([r[k] for r in empties]) for k in empties[0]}
-    print(f"creates: {med['per_s']:.0f}/s p50 {med['p50_ms']:.1f} ms p99 {med['p99_ms']:.1f} ms "
-          f"(errors {med['errors']:.0f})")
-    print(f"empty handler: {emed['per_s']:.0f}/s p50 {emed['p50_ms']:.1f} ms "
-          f"p99 {emed['p99_ms']:.1f} ms")
+    print(
+        f"creates: {med['per_s']:.0f}/s p50 {med['p50_ms']:.1f} ms p99 {med['p99_ms']:.1f} ms "
+        f"(errors {med['errors']:.0f})"
+    )
+    print(
+        f"empty handler: {emed['per_s']:.0f}/s p50 {emed['p50_ms']:.1f} ms "
+        f"p99 {emed['p99_ms']:.1f} ms"
+    )
     print(f"creates / empty-handler ceiling: {med['per_s'] / emed['per_s']:.2f}")
-    harness.emit({"bench": "create", "clients": a.clients, "requests": a.requests,
-                  "runs": a.runs, "creates_per_s": round(med["per_s"]),
-                  "p50_ms": round(med["p50_ms"], 1), "p99_ms": round(med["p99_ms"], 1),
-                  "empty_handler_per_s": round(emed["per_s"]),
-                  "empty_p99_ms": round(emed["p99_ms"], 1),
-                  "ratio_to_ceiling": round(med["per_s"] / emed["per_s"], 3)})
+    harness.emit(
+        {
+            "bench": "create",
+            "clients": a.clients,
+            "requests": a.requests,
+            "runs": a.runs,
+            "creates_per_s": round(med["per_s"]),
+            "p50_ms": round(med["p50_ms"], 1),
+            "p99_ms": round(med["p99_ms"], 1),
+            "empty_handler_per_s": round(emed["per_s"]),
+            "empty_p99_ms": round(emed["p99_ms"], 1),
+            "ratio_to_ceiling": round(med["per_s"] / emed["per_s"], 3),
+        }
+    )
 
 
 if __name__ == "__main__":

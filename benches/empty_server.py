@@ -28,9 +28,16 @@ async def app(scope: dict, receive, send) -> None:  # type: ignore[no-untyped-de
     while more:
         message = await receive()
         more = message.get("more_body", False)
-    await send({"type": "http.response.start", "status": 201,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(_BODY)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 201,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(_BODY)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": _BODY})
 
 

@@ -46,8 +46,19 @@ def start(argv: list[str], data_dir: Path, timeout: float = 120.0) -> Server:
 
 
 def start_apiserver(data_dir: Path, *extra: str) -> Server:
-    return start([sys.executable, "-m", "k8slite.cmd.apiserver", "--data-dir", str(data_dir),
-                  "--secure-port", "0", *extra], data_dir)
+    return start(
+        [
+            sys.executable,
+            "-m",
+            "k8slite.cmd.apiserver",
+            "--data-dir",
+            str(data_dir),
+            "--secure-port",
+            "0",
+            *extra,
+        ],
+        data_dir,
+    )
 
 
 def tls_context(pki: Path, identity: str = "admin") -> ssl.SSLContext:
@@ -68,10 +79,13 @@ class Connection:
         self.host = host
         self.buf = b""
 
-    def request(self, method: str, path: str, body: bytes = b"",
-                content_type: str = "application/json") -> tuple[int, bytes]:
-        head = (f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n"
-                f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n")
+    def request(
+        self, method: str, path: str, body: bytes = b"", content_type: str = "application/json"
+    ) -> tuple[int, bytes]:
+        head = (
+            f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n"
+            f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
         self.sock.sendall(head.encode() + body)
         return self._response()
 
@@ -87,8 +101,9 @@ class Connection:
         head, self.buf = self.buf.split(b"\r\n\r\n", 1)
         lines = head.split(b"\r\n")
         status = int(lines[0].split()[1])
-        headers = {k.strip().lower(): v.strip() for k, v in
-                   (line.split(b":", 1) for line in lines[1:])}
+        headers = {
+            k.strip().lower(): v.strip() for k, v in (line.split(b":", 1) for line in lines[1:])
+        }
         if b"content-length" in headers:
             return status, self._exactly(int(headers[b"content-length"]))
         return status, self._chunked()
@@ -124,31 +139,50 @@ class Connection:
 def realistic_pod(name: str, namespace: str = "default") -> dict[str, Any]:
     """A pod as a Deployment would create it: labels, owner, two containers, env, probes."""
     return {
-        "apiVersion": "v1", "kind": "Pod",
+        "apiVersion": "v1",
+        "kind": "Pod",
         "metadata": {
-            "name": name, "namespace": namespace,
+            "name": name,
+            "namespace": namespace,
             "labels": {"app": "web", "pod-template-hash": "6b7f8d9c5d", "tier": "frontend"},
             "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": "9090"},
-            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
-                                 "name": "web-6b7f8d9c5d",
-                                 "uid": "1f2e3d4c-5b6a-4978-8695-a4b3c2d1e0f9",
-                                 "controller": True, "blockOwnerDeletion": True}],
+            "ownerReferences": [
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "ReplicaSet",
+                    "name": "web-6b7f8d9c5d",
+                    "uid": "1f2e3d4c-5b6a-4978-8695-a4b3c2d1e0f9",
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
         },
         "spec": {
             "containers": [
-                {"name": "web", "image": "busybox:1.35",
-                 "command": ["httpd", "-f", "-p", "8080"],
-                 "ports": [{"name": "http", "containerPort": 8080}],
-                 "env": [{"name": "MODE", "value": "production"},
-                         {"name": "POD_NAME", "valueFrom": {"fieldRef": {
-                             "fieldPath": "metadata.name"}}}],
-                 "resources": {"requests": {"cpu": "100m", "memory": "64Mi"},
-                               "limits": {"cpu": "500m", "memory": "128Mi"}},
-                 "readinessProbe": {"httpGet": {"path": "/", "port": 8080},
-                                    "periodSeconds": 5}},
-                {"name": "sidecar", "image": "busybox:1.35",
-                 "command": ["sleep", "3600"],
-                 "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}},
+                {
+                    "name": "web",
+                    "image": "busybox:1.35",
+                    "command": ["httpd", "-f", "-p", "8080"],
+                    "ports": [{"name": "http", "containerPort": 8080}],
+                    "env": [
+                        {"name": "MODE", "value": "production"},
+                        {
+                            "name": "POD_NAME",
+                            "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+                        },
+                    ],
+                    "resources": {
+                        "requests": {"cpu": "100m", "memory": "64Mi"},
+                        "limits": {"cpu": "500m", "memory": "128Mi"},
+                    },
+                    "readinessProbe": {"httpGet": {"path": "/", "port": 8080}, "periodSeconds": 5},
+                },
+                {
+                    "name": "sidecar",
+                    "image": "busybox:1.35",
+                    "command": ["sleep", "3600"],
+                    "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
+                },
             ],
             "volumes": [{"name": "data", "emptyDir": {}}],
         },

@@ -39,11 +39,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / 100
 
 
-def count_renewals(url: str, ctx: ssl.SSLContext, rv: str, stop: threading.Event,
-                   out: list[int]) -> None:
+def count_renewals(
+    url: str, ctx: ssl.SSLContext, rv: str, stop: threading.Event, out: list[int]
+) -> None:
     path = f"{url}/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases"
-    with httpx.Client(verify=ctx, timeout=None) as client, client.stream(
-            "GET", path, params={"watch": "1", "resourceVersion": rv}) as r:
+    with (
+        httpx.Client(verify=ctx, timeout=None) as client,
+        client.stream("GET", path, params={"watch": "1", "resourceVersion": rv}) as r,
+    ):
         for line in r.iter_lines():
             if stop.is_set():
                 return
@@ -59,11 +62,21 @@ def measure(count: int, window: float, extra: list[str]) -> dict[str, float]:
         text = (data / "pki" / "admin.kubeconfig").read_text()
         kubeconfig.write_text(text.replace("https://127.0.0.1:8080", server.url))
         started = time.monotonic()
-        proc = subprocess.Popen([sys.executable, "-m", "k8slite.cmd.k8slite", "hollow-nodes",
-                                 "--count", str(count), "--kubeconfig", str(kubeconfig),
-                                 *extra],
-                                stdout=subprocess.PIPE,
-                                stderr=(Path(tmp) / "hollow.log").open("ab"))
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "k8slite.cmd.k8slite",
+                "hollow-nodes",
+                "--count",
+                str(count),
+                "--kubeconfig",
+                str(kubeconfig),
+                *extra,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=(Path(tmp) / "hollow.log").open("ab"),
+        )
         try:
             assert proc.stdout is not None
             line = proc.stdout.readline()
@@ -72,14 +85,19 @@ def measure(count: int, window: float, extra: list[str]) -> dict[str, float]:
             registered = time.monotonic() - started
             ctx = harness.tls_context(data / "pki")
             with httpx.Client(verify=ctx, timeout=60) as api:
-                leases = api.get(f"{server.url}/apis/coordination.k8s.io/v1/namespaces/"
-                                 "kube-node-lease/leases", params={"limit": 1}).json()
+                leases = api.get(
+                    f"{server.url}/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
+                    params={"limit": 1},
+                ).json()
             # Let the heartbeat schedule settle into its period before measuring.
             time.sleep(10)
             seen = [0]
             stop = threading.Event()
-            watcher = threading.Thread(target=count_renewals, daemon=True, args=(
-                server.url, ctx, leases["metadata"]["resourceVersion"], stop, seen))
+            watcher = threading.Thread(
+                target=count_renewals,
+                daemon=True,
+                args=(server.url, ctx, leases["metadata"]["resourceVersion"], stop, seen),
+            )
             watcher.start()
             time.sleep(1)
             base, cpu0, t0 = seen[0], cpu_seconds(proc.pid), time.monotonic()
@@ -91,14 +109,25 @@ def measure(count: int, window: float, extra: list[str]) -> dict[str, float]:
             rss = rss_mib(proc.pid)
             with httpx.Client(verify=ctx, timeout=60) as api:
                 nodes = api.get(f"{server.url}/api/v1/nodes").json()["items"]
-            ready = sum(1 for n in nodes if any(c["type"] == "Ready" and c["status"] == "True"
-                                                for c in n["status"]["conditions"]))
-            return {"nodes": count, "ready": ready, "register_s": round(registered, 1),
-                    "heartbeats_per_s": round(beats / (t1 - t0), 1),
-                    "goal_heartbeats_per_s": count / 10,
-                    "cpu_percent": round(100 * (cpu1 - cpu0) / (t1 - t0), 1),
-                    "apiserver_cpu_percent": round(100 * (api1 - api0) / (t1 - t0), 1),
-                    "rss_mib": round(rss, 1), "kib_per_node": round(rss * 1024 / count, 1)}
+            ready = sum(
+                1
+                for n in nodes
+                if any(
+                    c["type"] == "Ready" and c["status"] == "True"
+                    for c in n["status"]["conditions"]
+                )
+            )
+            return {
+                "nodes": count,
+                "ready": ready,
+                "register_s": round(registered, 1),
+                "heartbeats_per_s": round(beats / (t1 - t0), 1),
+                "goal_heartbeats_per_s": count / 10,
+                "cpu_percent": round(100 * (cpu1 - cpu0) / (t1 - t0), 1),
+                "apiserver_cpu_percent": round(100 * (api1 - api0) / (t1 - t0), 1),
+                "rss_mib": round(rss, 1),
+                "kib_per_node": round(rss * 1024 / count, 1),
+            }
         finally:
             harness.stop(proc, 30)
             server.stop()
@@ -108,16 +137,23 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--nodes", type=int, nargs="+", default=[1000, 5000])
     p.add_argument("--window", type=float, default=30.0)
-    p.add_argument("--concurrency", type=int, default=32,
-                   help="API requests the hollow process keeps in flight")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=32,
+        help="API requests the hollow process keeps in flight",
+    )
     a = p.parse_args()
     results = {}
     for count in a.nodes:
         r = measure(count, a.window, ["--concurrency", str(a.concurrency)])
-        print(f"{count} nodes: registered in {r['register_s']}s, {r['ready']} Ready, "
-              f"{r['heartbeats_per_s']} heartbeats/s (goal {r['goal_heartbeats_per_s']}), "
-              f"{r['rss_mib']} MiB ({r['kib_per_node']} KiB/node), "
-              f"{r['cpu_percent']}% CPU (API server {r['apiserver_cpu_percent']}%)", flush=True)
+        print(
+            f"{count} nodes: registered in {r['register_s']}s, {r['ready']} Ready, "
+            f"{r['heartbeats_per_s']} heartbeats/s (goal {r['goal_heartbeats_per_s']}), "
+            f"{r['rss_mib']} MiB ({r['kib_per_node']} KiB/node), "
+            f"{r['cpu_percent']}% CPU (API server {r['apiserver_cpu_percent']}%)",
+            flush=True,
+        )
         results[str(count)] = r
     harness.emit({"bench": "hollow", **{f"n{k}": v for k, v in results.items()}})
 

@@ -36,8 +36,7 @@ async def populate(db: Path, count: int) -> None:
             ops = []
             for i in range(first, min(first + _BATCH, count)):
                 obj = pods.prepare_new("default", harness.realistic_pod(f"web-{i:07}"))
-                ops.append(Op("create", pods.key("default", obj["metadata"]["name"]),
-                              encoder(obj)))
+                ops.append(Op("create", pods.key("default", obj["metadata"]["name"]), encoder(obj)))
             await store.txn(ops)
 
 
@@ -74,9 +73,11 @@ def main() -> None:
             finally:
                 server.stop()
         med = harness.median(times)
-        print(f"LIST {size} pods: median {med * 1e3:.0f} ms ({nbytes / 1e6:.1f} MB, "
-              f"{nbytes / med / 1e6:.0f} MB/s); server start with warm-up {startup:.1f} s; "
-              f"RSS {rss:.0f} MiB")
+        print(
+            f"LIST {size} pods: median {med * 1e3:.0f} ms ({nbytes / 1e6:.1f} MB, "
+            f"{nbytes / med / 1e6:.0f} MB/s); server start with warm-up {startup:.1f} s; "
+            f"RSS {rss:.0f} MiB"
+        )
         figures[f"list_{size}_ms"] = round(med * 1e3, 1)
         figures[f"list_{size}_mb"] = round(nbytes / 1e6, 1)
         figures[f"startup_{size}_s"] = round(startup, 2)

@@ -31,21 +31,40 @@ import harness
 from k8slite import pki
 
 
-def start_kubelet(server: harness.Server, node: str, workdir: Path, network: str,
-                  runtime: str) -> tuple[subprocess.Popen[bytes], int]:
+def start_kubelet(
+    server: harness.Server, node: str, workdir: Path, network: str, runtime: str
+) -> tuple[subprocess.Popen[bytes], int]:
     pki_dir = server.data_dir / "pki"
     pki.ensure_pki(pki_dir, nodes=[node])
-    args = [sys.executable, "-m", "k8slite.cmd.kubelet", "--node-name", node,
-            "--runtime", runtime, "--kubeconfig", str(pki_dir / f"node-{node}.kubeconfig"),
-            "--pki-dir", str(pki_dir), "--root-dir", str(workdir / "kubelet"),
-            "--port", "0", "--healthz-port", "0", "--docker-network", network]
+    args = [
+        sys.executable,
+        "-m",
+        "k8slite.cmd.kubelet",
+        "--node-name",
+        node,
+        "--runtime",
+        runtime,
+        "--kubeconfig",
+        str(pki_dir / f"node-{node}.kubeconfig"),
+        "--pki-dir",
+        str(pki_dir),
+        "--root-dir",
+        str(workdir / "kubelet"),
+        "--port",
+        "0",
+        "--healthz-port",
+        "0",
+        "--docker-network",
+        network,
+    ]
     # The kubeconfig points at the default URL; use the bench server's.
     kubeconfig = workdir / "node.kubeconfig"
     text = (pki_dir / f"node-{node}.kubeconfig").read_text()
     kubeconfig.write_text(text.replace(pki.DEFAULT_SERVER_URL, server.url))
     args[args.index("--kubeconfig") + 1] = str(kubeconfig)
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE,
-                            stderr=(workdir / "kubelet.log").open("ab"))
+    proc = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=(workdir / "kubelet.log").open("ab")
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if b" ready: " not in line:
@@ -57,8 +76,10 @@ def start_kubelet(server: harness.Server, node: str, workdir: Path, network: str
 def runtime_means(pki_dir: Path, port: int) -> dict[str, float]:
     """Mean seconds per runtime operation, from the kubelet's own metrics."""
     ctx = ssl.create_default_context(cafile=str(pki_dir / "ca.pem"))
-    ctx.load_cert_chain(str(pki_dir / "client-apiserver-kubelet-client.pem"),
-                        str(pki_dir / "client-apiserver-kubelet-client.key"))
+    ctx.load_cert_chain(
+        str(pki_dir / "client-apiserver-kubelet-client.pem"),
+        str(pki_dir / "client-apiserver-kubelet-client.key"),
+    )
     text = httpx.get(f"https://127.0.0.1:{port}/metrics", verify=ctx).text
     sums: dict[str, float] = {}
     counts: dict[str, float] = {}
@@ -72,15 +93,21 @@ def runtime_means(pki_dir: Path, port: int) -> dict[str, float]:
 
 
 def pod(name: str, node: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "labels": {"bench": "startup"}},
-            "spec": {"nodeName": node, "terminationGracePeriodSeconds": 0,
-                     "containers": [{"name": "main", "image": "busybox:1.35",
-                                     "command": ["sleep", "3600"]}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "labels": {"bench": "startup"}},
+        "spec": {
+            "nodeName": node,
+            "terminationGracePeriodSeconds": 0,
+            "containers": [{"name": "main", "image": "busybox:1.35", "command": ["sleep", "3600"]}],
+        },
+    }
 
 
-def run_once(server: harness.Server, ctx: ssl.SSLContext, node: str, count: int,
-             rate: float) -> list[float]:
+def run_once(
+    server: harness.Server, ctx: ssl.SSLContext, node: str, count: int, rate: float
+) -> list[float]:
     sent: dict[str, float] = {}
     running: dict[str, float] = {}
     done = threading.Event()
@@ -89,9 +116,14 @@ def run_once(server: harness.Server, ctx: ssl.SSLContext, node: str, count: int,
         rv = api.get(base, params={"limit": 1}).json()["metadata"]["resourceVersion"]
 
         def watch() -> None:
-            with httpx.Client(verify=ctx, timeout=None) as w, w.stream(
-                    "GET", base, params={"watch": "1", "resourceVersion": rv,
-                                         "labelSelector": "bench=startup"}) as r:
+            with (
+                httpx.Client(verify=ctx, timeout=None) as w,
+                w.stream(
+                    "GET",
+                    base,
+                    params={"watch": "1", "resourceVersion": rv, "labelSelector": "bench=startup"},
+                ) as r,
+            ):
                 for line in r.iter_lines():
                     event = json.loads(line)
                     obj = event["object"]
@@ -139,12 +171,16 @@ def wait_idle(pki_dir: Path, port: int, timeout: float = 120.0) -> None:
     """Until the kubelet has removed every pod: stopping it mid-removal can leave Docker
     with a stale network endpoint."""
     ctx = ssl.create_default_context(cafile=str(pki_dir / "ca.pem"))
-    ctx.load_cert_chain(str(pki_dir / "client-apiserver-kubelet-client.pem"),
-                        str(pki_dir / "client-apiserver-kubelet-client.key"))
+    ctx.load_cert_chain(
+        str(pki_dir / "client-apiserver-kubelet-client.pem"),
+        str(pki_dir / "client-apiserver-kubelet-client.key"),
+    )
     deadline = time.monotonic() + timeout
     with httpx.Client(verify=ctx, trust_env=False, timeout=10) as client:
-        while client.get(f"https://127.0.0.1:{port}/pods").json()["items"] and \
-                time.monotonic() < deadline:
+        while (
+            client.get(f"https://127.0.0.1:{port}/pods").json()["items"]
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.2)
 
 
@@ -165,8 +201,12 @@ def main() -> None:
     p.add_argument("--pods", type=int, default=50)
     p.add_argument("--rate", type=float, default=0.0, help="pods per second; 0: all at once")
     p.add_argument("--runs", type=int, default=1)
-    p.add_argument("--runtime", default="docker", choices=("docker", "fake"),
-                   help="fake measures the kubelet and API server alone")
+    p.add_argument(
+        "--runtime",
+        default="docker",
+        choices=("docker", "fake"),
+        help="fake measures the kubelet and API server alone",
+    )
     a = p.parse_args()
     node = f"bench-{uuid.uuid4().hex[:6]}"
     network = f"k8slite-{node}"
@@ -184,13 +224,24 @@ def main() -> None:
                 # Each run starts on an idle node, not amid the last run's teardown.
                 wait_idle(workdir / "data" / "pki", port)
                 lat = run_once(server, ctx, node, a.pods, a.rate)
-                runs.append({"p50": harness.median(lat), "p99": harness.percentile(lat, 0.99),
-                             "max": max(lat)})
-                print(f"run {i + 1}: p50 {runs[-1]['p50']:.3f}s p99 {runs[-1]['p99']:.3f}s "
-                      f"max {runs[-1]['max']:.3f}s", flush=True)
+                runs.append(
+                    {
+                        "p50": harness.median(lat),
+                        "p99": harness.percentile(lat, 0.99),
+                        "max": max(lat),
+                    }
+                )
+                print(
+                    f"run {i + 1}: p50 {runs[-1]['p50']:.3f}s p99 {runs[-1]['p99']:.3f}s "
+                    f"max {runs[-1]['max']:.3f}s",
+                    flush=True,
+                )
             means = runtime_means(workdir / "data" / "pki", port)
-            print("mean seconds per runtime operation:",
-                  ", ".join(f"{op} {v:.3f}" for op, v in sorted(means.items())), flush=True)
+            print(
+                "mean seconds per runtime operation:",
+                ", ".join(f"{op} {v:.3f}" for op, v in sorted(means.items())),
+                flush=True,
+            )
         finally:
             if kubelet is not None:
                 wait_idle(workdir / "data" / "pki", port)
@@ -199,10 +250,17 @@ def main() -> None:
             server.stop()
             if a.runtime == "docker":
                 cleanup_docker(node, network)
-    harness.emit({"bench": "pod_startup", "runtime": a.runtime, "pods": a.pods, "rate": a.rate,
-                  "p50_s": round(harness.median([r["p50"] for r in runs]), 3),
-                  "p99_s": round(harness.median([r["p99"] for r in runs]), 3),
-                  "runs": len(runs)})
+    harness.emit(
+        {
+            "bench": "pod_startup",
+            "runtime": a.runtime,
+            "pods": a.pods,
+            "rate": a.rate,
+            "p50_s": round(harness.median([r["p50"] for r in runs]), 3),
+            "p99_s": round(harness.median([r["p99"] for r in runs]), 3),
+            "runs": len(runs),
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ CONNECT_ROUNDS = 1000
 
 async def backend_main() -> None:
     """Sink (first byte b"S": count bytes until EOF, reply with the count) or echo."""
+
     async def handle(stream: trio.SocketStream) -> None:
         stream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         first = await stream.receive_some(1)
@@ -78,8 +79,15 @@ async def backend_main() -> None:
 async def userspace_main() -> None:
     await ServiceRangeGuard(parse_ranges("10.96.0.0/12")).ensure()
     proxier = UserspaceProxier()
-    port = ServicePort(ServicePortName("bench", "web", "", "TCP"), VIP, VPORT, "TCP", None,
-                       None, (Endpoint(*BACKEND),))
+    port = ServicePort(
+        ServicePortName("bench", "web", "", "TCP"),
+        VIP,
+        VPORT,
+        "TCP",
+        None,
+        None,
+        (Endpoint(*BACKEND),),
+    )
     async with trio.open_nursery() as nursery:
         await nursery.start(proxier.run)
         assert await proxier.sync([port], None)
@@ -171,7 +179,8 @@ def bench_userspace(mib: int, rounds: int) -> dict[str, float]:
         "userspace_connect_rtt_direct_us": round(med(conn["direct"]) * 1e6, 1),
         "userspace_connect_rtt_proxied_us": round(med(conn["proxied"]) * 1e6, 1),
         "userspace_connect_rtt_added_us": round(
-            (med(conn["proxied"]) - med(conn["direct"])) * 1e6, 1),
+            (med(conn["proxied"]) - med(conn["direct"])) * 1e6, 1
+        ),
     }
 
 
@@ -184,8 +193,17 @@ def synthetic_ports(n: int) -> list[ServicePort]:
     out = []
     for i in range(n):
         eps = (Endpoint(str(pods + 2 * i + 2), 8080), Endpoint(str(pods + 2 * i + 3), 8080))
-        out.append(ServicePort(ServicePortName(f"ns{i % 50}", f"svc{i}", "http", "TCP"),
-                               str(base + 10 + i), 80, "TCP", None, None, eps))
+        out.append(
+            ServicePort(
+                ServicePortName(f"ns{i % 50}", f"svc{i}", "http", "TCP"),
+                str(base + 10 + i),
+                80,
+                "TCP",
+                None,
+                None,
+                eps,
+            )
+        )
     return out
 
 
@@ -202,8 +220,15 @@ def bench_nftables(sizes: list[int], rounds: int) -> dict[str, float]:
         ports = synthetic_ports(n)
         changed = list(ports)
         first = changed[0]
-        changed[0] = ServicePort(first.name, first.cluster_ip, first.port, first.protocol,
-                                 None, None, first.endpoints[:1])
+        changed[0] = ServicePort(
+            first.name,
+            first.cluster_ip,
+            first.port,
+            first.protocol,
+            None,
+            None,
+            first.endpoints[:1],
+        )
         fresh, partial, full = [], [], []
         for _ in range(rounds):
             start = time.perf_counter()
@@ -228,12 +253,16 @@ def bench_nftables(sizes: list[int], rounds: int) -> dict[str, float]:
 
 
 def _slice(ready: str) -> dict[str, Any]:
-    return {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"name": "flip", "labels": {"kubernetes.io/service-name": "flip"}},
-            "addressType": "IPv4",
-            "endpoints": [{"addresses": [ip], "conditions": {"ready": ip == ready}}
-                          for ip in FLIP_BACKENDS],
-            "ports": [{"name": "", "port": 8080, "protocol": "TCP"}]}
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": "flip", "labels": {"kubernetes.io/service-name": "flip"}},
+        "addressType": "IPv4",
+        "endpoints": [
+            {"addresses": [ip], "conditions": {"ready": ip == ready}} for ip in FLIP_BACKENDS
+        ],
+        "ports": [{"name": "", "port": 8080, "protocol": "TCP"}],
+    }
 
 
 async def _greeter(ip: str, *, task_status: trio.TaskStatus[None]) -> None:
@@ -257,25 +286,41 @@ async def _answer(ip: str) -> str:
         return ""
 
 
-async def bench_programming(mode: str, flips: int, kubeconfig: Path,
-                            admin: Path) -> dict[str, float]:
+async def bench_programming(
+    mode: str, flips: int, kubeconfig: Path, admin: Path
+) -> dict[str, float]:
     from k8slite.client import ApiClient, load_kubeconfig
     from k8slite.client.resource import ENDPOINTSLICES, SERVICES
 
-    argv = [sys.executable, "-m", "k8slite.cmd.proxy", "--kubeconfig", str(kubeconfig),
-            "--proxy-mode", mode, "--metrics-bind-address", "127.0.0.1:0",
-            "--healthz-bind-address", "127.0.0.1:0", "--hostname-override", "bench"]
+    argv = [
+        sys.executable,
+        "-m",
+        "k8slite.cmd.proxy",
+        "--kubeconfig",
+        str(kubeconfig),
+        "--proxy-mode",
+        mode,
+        "--metrics-bind-address",
+        "127.0.0.1:0",
+        "--healthz-bind-address",
+        "127.0.0.1:0",
+        "--hostname-override",
+        "bench",
+    ]
     samples: list[float] = []
     async with ApiClient(load_kubeconfig(admin)) as api, trio.open_nursery() as nursery:
         for ip in FLIP_BACKENDS:
             await nursery.start(_greeter, ip)
-        svc = await api.create(SERVICES, {"metadata": {"name": "flip"}, "spec": {
-            "ports": [{"port": 80, "targetPort": 8080}]}}, namespace="default")
+        svc = await api.create(
+            SERVICES,
+            {"metadata": {"name": "flip"}, "spec": {"ports": [{"port": 80, "targetPort": 8080}]}},
+            namespace="default",
+        )
         vip = svc["spec"]["clusterIP"]
-        current = await api.create(ENDPOINTSLICES, _slice(FLIP_BACKENDS[0]),
-                                   namespace="default")
-        proc = await trio.lowlevel.open_process(argv, stdout=subprocess.PIPE,
-                                                stderr=subprocess.DEVNULL)
+        current = await api.create(ENDPOINTSLICES, _slice(FLIP_BACKENDS[0]), namespace="default")
+        proc = await trio.lowlevel.open_process(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+        )
         try:
             assert proc.stdout is not None
             seen = b""
@@ -303,8 +348,10 @@ async def bench_programming(mode: str, flips: int, kubeconfig: Path,
             await api.delete(SERVICES, "flip", namespace="default")
             await api.delete(ENDPOINTSLICES, "flip", namespace="default")
             nursery.cancel_scope.cancel()
-    return {f"{mode}_programming_latency_p50_s": round(statistics.median(samples), 3),
-            f"{mode}_programming_latency_max_s": round(max(samples), 3)}
+    return {
+        f"{mode}_programming_latency_p50_s": round(statistics.median(samples), 3),
+        f"{mode}_programming_latency_max_s": round(max(samples), 3),
+    }
 
 
 def programming(flips: int, modes: list[str]) -> dict[str, float]:
@@ -318,9 +365,14 @@ def programming(flips: int, modes: list[str]) -> dict[str, float]:
             kubeconfig, admin = data / "proxy.kubeconfig", data / "admin.kubeconfig"
             ca = (data / "pki" / "ca.pem").read_bytes()
             for path, who in ((kubeconfig, "proxy"), (admin, "admin")):
-                pki.write_kubeconfig(path, server.url, ca,
-                                     (data / "pki" / f"client-{who}.pem").read_bytes(),
-                                     (data / "pki" / f"client-{who}.key").read_bytes(), who)
+                pki.write_kubeconfig(
+                    path,
+                    server.url,
+                    ca,
+                    (data / "pki" / f"client-{who}.pem").read_bytes(),
+                    (data / "pki" / f"client-{who}.key").read_bytes(),
+                    who,
+                )
             figures: dict[str, float] = {}
             for mode in modes:
                 figures.update(trio.run(bench_programming, mode, flips, kubeconfig, admin))
@@ -338,8 +390,11 @@ def inside(args: argparse.Namespace) -> None:
     """Runs in the bench's namespace; prints the figures as the last line."""
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     figures: dict[str, object] = {"bench": "proxy"}
-    print(f"userspace: {args.mib} MiB bulk, {PING_ROUNDS} ping-pongs, {CONNECT_ROUNDS} "
-          f"connects, x{args.rounds}", file=sys.stderr)
+    print(
+        f"userspace: {args.mib} MiB bulk, {PING_ROUNDS} ping-pongs, {CONNECT_ROUNDS} "
+        f"connects, x{args.rounds}",
+        file=sys.stderr,
+    )
     figures.update(bench_userspace(args.mib, args.rounds))
     modes = ["userspace"]
     if shutil.which("nft"):
@@ -359,8 +414,12 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--services", type=int, nargs="+", default=[1000, 10000])
     p.add_argument("--flips", type=int, default=20)
-    p.add_argument("--role", choices=["main", "inside", "backend", "userspace"],
-                   default="main", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--role",
+        choices=["main", "inside", "backend", "userspace"],
+        default="main",
+        help=argparse.SUPPRESS,
+    )
     args = p.parse_args()
     if args.role == "backend":
         trio.run(backend_main)
@@ -372,15 +431,30 @@ def main() -> None:
         inside(args)
         return
     if os.geteuid() != 0 or shutil.which("ip") is None:
-        harness.emit({"bench": "proxy", "skipped": "needs root and iproute2 (network "
-                                                   "namespaces, routes, nftables)"})
+        harness.emit(
+            {
+                "bench": "proxy",
+                "skipped": "needs root and iproute2 (network namespaces, routes, nftables)",
+            }
+        )
         return
     netns = f"k8slite-bench-{uuid.uuid4().hex[:8]}"
     subprocess.run(["ip", "netns", "add", netns], check=True)
     try:
-        argv = [sys.executable, __file__, "--role", "inside", "--mib", str(args.mib),
-                "--rounds", str(args.rounds), "--flips", str(args.flips),
-                "--services", *map(str, args.services)]
+        argv = [
+            sys.executable,
+            __file__,
+            "--role",
+            "inside",
+            "--mib",
+            str(args.mib),
+            "--rounds",
+            str(args.rounds),
+            "--flips",
+            str(args.flips),
+            "--services",
+            *map(str, args.services),
+        ]
         sys.exit(subprocess.run(["ip", "netns", "exec", netns, *argv], check=False).returncode)
     finally:
         subprocess.run(["ip", "netns", "del", netns], check=False)

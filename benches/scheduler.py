@@ -57,9 +57,13 @@ _PROCESSES = 2
 
 # ------------------------------------------------------------------------------- kernel
 
-IMAGES = [(["registry.k8s.io/pause:3.9"], 744 * 1024), (["busybox:1.36"], 4 * MI),
-          (["nginx:1.25"], 187 * MI), (["postgres:16"], 431 * MI),
-          (["registry.k8s.io/kube-proxy:v1.35.0"], 30 * MI)]
+IMAGES = [
+    (["registry.k8s.io/pause:3.9"], 744 * 1024),
+    (["busybox:1.36"], 4 * MI),
+    (["nginx:1.25"], 187 * MI),
+    (["postgres:16"], 431 * MI),
+    (["registry.k8s.io/kube-proxy:v1.35.0"], 30 * MI),
+]
 
 
 def synthetic_cluster(impl: Any, nodes: int, seed: int) -> Any:
@@ -73,12 +77,23 @@ def synthetic_cluster(impl: Any, nodes: int, seed: int) -> Any:
         taints = [("node-role.kubernetes.io/control-plane", "", "NoSchedule")] if i < 3 else []
         if rng.random() < 0.05:
             taints.append(("example.com/maintenance", "soon", "PreferNoSchedule"))
-        table.set_node(name, allocatable={"cpu": cpu, "memory": cpu * 4 * MI,
-                                          "ephemeral-storage": 100 * GI, "pods": 110},
-                       labels={"kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
-                               "topology.kubernetes.io/zone": f"zone-{i % 3}",
-                               "node.kubernetes.io/instance-type": f"m{cpu // 1000}"},
-                       taints=taints, images=rng.sample(IMAGES, rng.randint(1, 4)))
+        table.set_node(
+            name,
+            allocatable={
+                "cpu": cpu,
+                "memory": cpu * 4 * MI,
+                "ephemeral-storage": 100 * GI,
+                "pods": 110,
+            },
+            labels={
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "topology.kubernetes.io/zone": f"zone-{i % 3}",
+                "node.kubernetes.io/instance-type": f"m{cpu // 1000}",
+            },
+            taints=taints,
+            images=rng.sample(IMAGES, rng.randint(1, 4)),
+        )
         for j in range(5):
             spec = impl.PodSpec(**pod_kwargs(rng, i * 5 + j))
             table.add_pod(f"bench/running-{i}-{j}", name, spec)
@@ -92,21 +107,28 @@ def pod_kwargs(rng: random.Random, i: int) -> dict[str, Any]:
     rs = f"ReplicaSet/rs-{i % 20}"
     cpu, memory = rng.choice([(100, 128 * MI), (250, 256 * MI), (500, GI), (110, 80 * MI)])
     kwargs: dict[str, Any] = {
-        "namespace": NAMESPACE, "labels": {"app": f"app-{i % 20}", "pod-template-hash": "x"},
-        "requests": {"cpu": cpu, "memory": memory}, "nonzero": (cpu, memory),
-        "tolerations": [("node.kubernetes.io/not-ready", "Exists", "", "NoExecute"),
-                        ("node.kubernetes.io/unreachable", "Exists", "", "NoExecute")],
-        "images": [rng.choice(IMAGES)[0][0]], "spread_key": rs,
+        "namespace": NAMESPACE,
+        "labels": {"app": f"app-{i % 20}", "pod-template-hash": "x"},
+        "requests": {"cpu": cpu, "memory": memory},
+        "nonzero": (cpu, memory),
+        "tolerations": [
+            ("node.kubernetes.io/not-ready", "Exists", "", "NoExecute"),
+            ("node.kubernetes.io/unreachable", "Exists", "", "NoExecute"),
+        ],
+        "images": [rng.choice(IMAGES)[0][0]],
+        "spread_key": rs,
     }
     roll = rng.random()
     if roll < 0.1:
         kwargs["node_selector"] = {"topology.kubernetes.io/zone": f"zone-{i % 3}"}
     elif roll < 0.2:
-        kwargs["preferred"] = [(50, ([("node.kubernetes.io/instance-type", "In",
-                                       ["m16", "m32"])], []))]
+        kwargs["preferred"] = [
+            (50, ([("node.kubernetes.io/instance-type", "In", ["m16", "m32"])], []))
+        ]
     elif roll < 0.25:
-        kwargs["anti_affinity"] = [([("app", "In", [f"app-{i % 20}"])], None,
-                                    "kubernetes.io/hostname")]
+        kwargs["anti_affinity"] = [
+            ([("app", "In", [f"app-{i % 20}"])], None, "kubernetes.io/hostname")
+        ]
     return kwargs
 
 
@@ -137,8 +159,10 @@ def kernel(sizes: list[int], runs: int, figures: dict[str, Any]) -> None:
         native = [place(_native, nodes, 5000, 30.0, seed)[0] for seed in range(runs)]
         ref = [place(reference, nodes, 200, 3.0, seed)[0] for seed in range(runs)]
         n, r = harness.median(native), harness.median(ref)
-        print(f"kernel {nodes} nodes: native {n:,.0f} pods/s ({1e3 / n:.2f} ms/pod), "
-              f"reference {r:,.1f} pods/s; {n / r:,.0f}x")
+        print(
+            f"kernel {nodes} nodes: native {n:,.0f} pods/s ({1e3 / n:.2f} ms/pod), "
+            f"reference {r:,.1f} pods/s; {n / r:,.0f}x"
+        )
         figures[f"kernel_{nodes}_native_pods_per_s"] = round(n)
         figures[f"kernel_{nodes}_reference_pods_per_s"] = round(r, 1)
         figures[f"kernel_{nodes}_speedup"] = round(n / r)
@@ -149,18 +173,30 @@ def kernel(sizes: list[int], runs: int, figures: dict[str, Any]) -> None:
 
 def node_object(i: int) -> dict[str, Any]:
     name = f"node-{i:05}"
-    return {"apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": name, "labels": {
-                "kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
-                "kubernetes.io/arch": "amd64", "topology.kubernetes.io/zone": f"zone-{i % 3}"}},
-            "spec": {}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "topology.kubernetes.io/zone": f"zone-{i % 3}",
+            },
+        },
+        "spec": {},
+    }
 
 
 def node_status() -> dict[str, Any]:
     resources = {"cpu": "4", "memory": "32Gi", "pods": "110", "ephemeral-storage": "100Gi"}
-    return {"capacity": resources, "allocatable": resources,
-            "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
-            "images": [{"names": names, "sizeBytes": size} for names, size in IMAGES[:3]]}
+    return {
+        "capacity": resources,
+        "allocatable": resources,
+        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
+        "images": [{"names": names, "sizeBytes": size} for names, size in IMAGES[:3]],
+    }
 
 
 def pod_object(name: str) -> dict[str, Any]:
@@ -183,16 +219,16 @@ async def populate(db: Path, nodes: int, pods: int) -> None:
             for i in range(first, min(first + _BATCH, nodes)):
                 obj = node_reg.prepare_new(None, node_object(i))
                 obj["status"] = node_status()
-                ops.append(Op("create", node_reg.key(None, obj["metadata"]["name"]),
-                              encoder(obj)))
+                ops.append(Op("create", node_reg.key(None, obj["metadata"]["name"]), encoder(obj)))
             await store.txn(ops)
         pod_reg = core.registries[("", "pods")]
         for first in range(0, pods, _BATCH):
             ops = []
             for i in range(first, min(first + _BATCH, pods)):
                 obj = pod_reg.prepare_new(NAMESPACE, pod_object(f"web-{i:06}"))
-                ops.append(Op("create", pod_reg.key(NAMESPACE, obj["metadata"]["name"]),
-                              encoder(obj)))
+                ops.append(
+                    Op("create", pod_reg.key(NAMESPACE, obj["metadata"]["name"]), encoder(obj))
+                )
             await store.txn(ops)
 
 
@@ -211,8 +247,10 @@ class BindingWatch:
         ctx = harness.tls_context(self.pki_dir)
         raw = socket.create_connection((self.server.host, self.server.port))
         sock = ctx.wrap_socket(raw, server_hostname=self.server.host)
-        sock.sendall(f"GET /api/v1/namespaces/{NAMESPACE}/pods?watch=1&resourceVersion="
-                     f"{self.rv}&timeoutSeconds=3600 HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        sock.sendall(
+            f"GET /api/v1/namespaces/{NAMESPACE}/pods?watch=1&resourceVersion="
+            f"{self.rv}&timeoutSeconds=3600 HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        )
         self.ready.set()
         buf = b""
         while True:
@@ -256,8 +294,11 @@ def _create_worker(args: tuple[str, int, str, int, int, int, float]) -> dict[str
                 if delay > 0:
                     time.sleep(delay)
             name = f"web-{i:06}"
-            status, _ = conn.request("POST", f"/api/v1/namespaces/{NAMESPACE}/pods",
-                                        json.dumps(pod_object(name)).encode())
+            status, _ = conn.request(
+                "POST",
+                f"/api/v1/namespaces/{NAMESPACE}/pods",
+                json.dumps(pod_object(name)).encode(),
+            )
             if status == 201:
                 mine[name] = time.time()
         conn.close()
@@ -283,13 +324,17 @@ def _bind_worker(args: tuple[str, int, str, int, int, int, int]) -> int:
         ok = 0
         for i in range(proc * threads + t, total, threads * _PROCESSES):
             name = f"web-{i:06}"
-            body = {"apiVersion": "v1", "kind": "Binding",
-                    "metadata": {"name": name, "namespace": NAMESPACE},
-                    "target": {"apiVersion": "v1", "kind": "Node",
-                               "name": f"node-{i % nodes:05}"}}
+            body = {
+                "apiVersion": "v1",
+                "kind": "Binding",
+                "metadata": {"name": name, "namespace": NAMESPACE},
+                "target": {"apiVersion": "v1", "kind": "Node", "name": f"node-{i % nodes:05}"},
+            }
             status, _ = conn.request(
-                "POST", f"/api/v1/namespaces/{NAMESPACE}/pods/{name}/binding",
-                json.dumps(body).encode())
+                "POST",
+                f"/api/v1/namespaces/{NAMESPACE}/pods/{name}/binding",
+                json.dumps(body).encode(),
+            )
             ok += status == 201
         conn.close()
         with lock:
@@ -310,10 +355,23 @@ def cpu_seconds(pid: int) -> float:
 
 def start_scheduler(server: harness.Server, pki_dir: Path, data: Path) -> harness.Server:
     kubeconfig = pki.kubeconfig_path(pki_dir, "scheduler")
-    return harness.start([sys.executable, "-m", "k8slite.cmd.scheduler", "--kubeconfig",
-                          str(kubeconfig), "--master", server.url, "--leader-elect=false",
-                          "--secure-port", "0", "--bind-address", "127.0.0.1"],
-                         data / "scheduler")
+    return harness.start(
+        [
+            sys.executable,
+            "-m",
+            "k8slite.cmd.scheduler",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--master",
+            server.url,
+            "--leader-elect=false",
+            "--secure-port",
+            "0",
+            "--bind-address",
+            "127.0.0.1",
+        ],
+        data / "scheduler",
+    )
 
 
 def metric(url: str, name: str) -> float:
@@ -322,8 +380,11 @@ def metric(url: str, name: str) -> float:
     conn = harness.Connection(host, int(port), ssl._create_unverified_context())
     _, body = conn.request("GET", "/metrics")
     conn.close()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in body.decode().splitlines()
-               if line.startswith((name + " ", name + "{")))
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in body.decode().splitlines()
+        if line.startswith((name + " ", name + "{"))
+    )
 
 
 def wait_ready(url: str, timeout: float = 300.0) -> None:
@@ -377,8 +438,10 @@ def e2e(mode: str, nodes: int, pods: int, tmp: Path, pace: float = 0.0) -> dict[
         api_cpu = cpu_seconds(server.proc.pid)
         if mode == "ceiling":
             per = _CLIENTS // _PROCESSES
-            bind_jobs = [(server.host, server.port, str(pki_dir), p, per, pods, nodes)
-                         for p in range(_PROCESSES)]
+            bind_jobs = [
+                (server.host, server.port, str(pki_dir), p, per, pods, nodes)
+                for p in range(_PROCESSES)
+            ]
             with mp.get_context("fork").Pool(_PROCESSES) as pool:
                 done = sum(pool.map(_bind_worker, bind_jobs))
             wait_bound(watch, done, 60)
@@ -394,8 +457,10 @@ def e2e(mode: str, nodes: int, pods: int, tmp: Path, pace: float = 0.0) -> dict[
             created: dict[str, float] = {}
             if mode in ("stream", "paced"):
                 per = _CLIENTS // _PROCESSES
-                jobs = [(server.host, server.port, str(pki_dir), p, per, pods, pace)
-                        for p in range(_PROCESSES)]
+                jobs = [
+                    (server.host, server.port, str(pki_dir), p, per, pods, pace)
+                    for p in range(_PROCESSES)
+                ]
                 with mp.get_context("fork").Pool(_PROCESSES) as pool:
                     for part in pool.map(_create_worker, jobs):
                         created.update(part)
@@ -408,11 +473,13 @@ def e2e(mode: str, nodes: int, pods: int, tmp: Path, pace: float = 0.0) -> dict[
             # The scheduler's own view: queued to bound, as upstream's SLI metric has it.
             sli = "scheduler_pod_scheduling_sli_duration_seconds"
             out["sli_mean_s"] = metric(sched.url, sli + "_sum") / max(
-                1.0, metric(sched.url, sli + "_count"))
+                1.0, metric(sched.url, sli + "_count")
+            )
             # Of which the attempt itself: the algorithm, then the binding's round trip.
             attempt = "scheduler_scheduling_attempt_duration_seconds"
             out["attempt_mean_s"] = metric(sched.url, attempt + "_sum") / max(
-                1.0, metric(sched.url, attempt + "_count"))
+                1.0, metric(sched.url, attempt + "_count")
+            )
             if mode in ("stream", "paced"):
                 lat = [watch.bound[n] - t for n, t in created.items() if n in watch.bound]
                 out["p50_s"] = harness.percentile(lat, 0.5)
@@ -429,43 +496,63 @@ def e2e(mode: str, nodes: int, pods: int, tmp: Path, pace: float = 0.0) -> dict[
 MODES = ("ceiling", "backlog", "stream", "paced")
 
 
-def end_to_end(nodes: int, pods: int, runs: int, paced: tuple[int, float], modes: list[str],
-               figures: dict[str, Any]) -> None:
+def end_to_end(
+    nodes: int,
+    pods: int,
+    runs: int,
+    paced: tuple[int, float],
+    modes: list[str],
+    figures: dict[str, Any],
+) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for mode in modes:
             count, pace = paced if mode == "paced" else (pods, 0.0)
-            results = [e2e(mode, nodes, count, Path(tmp) / f"{mode}{r}", pace)
-                       for r in range(runs)]
+            results = [e2e(mode, nodes, count, Path(tmp) / f"{mode}{r}", pace) for r in range(runs)]
             med = {k: harness.median([r[k] for r in results]) for k in results[0]}
-            print(f"e2e {mode} ({nodes} nodes, {count} pods): "
-                  + ", ".join(f"{k} {v:,.3f}" for k, v in sorted(med.items())))
+            print(
+                f"e2e {mode} ({nodes} nodes, {count} pods): "
+                + ", ".join(f"{k} {v:,.3f}" for k, v in sorted(med.items()))
+            )
             for k, v in med.items():
                 figures[f"e2e_{mode}_{k}"] = round(v, 3 if v < 10 else 1)
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--nodes", type=int, nargs="+", default=[500, 5000])
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--e2e-nodes", type=int, default=5000)
     p.add_argument("--e2e-pods", type=int, default=10000)
     p.add_argument("--e2e-runs", type=int, default=1)
     p.add_argument("--paced-pods", type=int, default=3000)
-    p.add_argument("--paced-rate", type=float, default=100.0,
-                   help="pods created per second in the paced run")
+    p.add_argument(
+        "--paced-rate", type=float, default=100.0, help="pods created per second in the paced run"
+    )
     p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     p.add_argument("--skip-e2e", action="store_true")
     a = p.parse_args()
-    figures: dict[str, Any] = {"bench": "scheduler", "runs": a.runs, "cpus": os.cpu_count(),
-                               "load_avg_1m": round(os.getloadavg()[0], 2)}
+    figures: dict[str, Any] = {
+        "bench": "scheduler",
+        "runs": a.runs,
+        "cpus": os.cpu_count(),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
+    }
     kernel(a.nodes, a.runs, figures)
     if not a.skip_e2e:
-        figures.update({"e2e_nodes": a.e2e_nodes, "e2e_pods": a.e2e_pods,
-                        "e2e_runs": a.e2e_runs, "e2e_paced_pods": a.paced_pods,
-                        "e2e_paced_rate": a.paced_rate})
-        end_to_end(a.e2e_nodes, a.e2e_pods, a.e2e_runs, (a.paced_pods, a.paced_rate),
-                   a.modes, figures)
+        figures.update(
+            {
+                "e2e_nodes": a.e2e_nodes,
+                "e2e_pods": a.e2e_pods,
+                "e2e_runs": a.e2e_runs,
+                "e2e_paced_pods": a.paced_pods,
+                "e2e_paced_rate": a.paced_rate,
+            }
+        )
+        end_to_end(
+            a.e2e_nodes, a.e2e_pods, a.e2e_runs, (a.paced_pods, a.paced_rate), a.modes, figures
+        )
     harness.emit(figures)
 
 

@@ -34,13 +34,21 @@ _SENT = re.compile(rb'"sent":"([0-9.]+)"')
 _PROCESSES = 2
 
 
-async def _watcher(host: str, port: int, ctx: ssl.SSLContext, rv: str,
-                   out: list[tuple[float, float]], ready: trio.Semaphore,
-                   stop: trio.Event) -> None:
+async def _watcher(
+    host: str,
+    port: int,
+    ctx: ssl.SSLContext,
+    rv: str,
+    out: list[tuple[float, float]],
+    ready: trio.Semaphore,
+    stop: trio.Event,
+) -> None:
     tcp = await trio.open_tcp_stream(host, port)
     stream = trio.SSLStream(tcp, ctx, server_hostname=host)
-    request = (f"GET /api/v1/namespaces/bench/pods?watch=1&resourceVersion={rv}"
-               f"&timeoutSeconds=600 HTTP/1.1\r\nHost: {host}\r\n\r\n").encode()
+    request = (
+        f"GET /api/v1/namespaces/bench/pods?watch=1&resourceVersion={rv}"
+        f"&timeoutSeconds=600 HTTP/1.1\r\nHost: {host}\r\n\r\n"
+    ).encode()
     await stream.send_all(request)
     ready.release()
     async with stream:
@@ -53,8 +61,15 @@ async def _watcher(host: str, port: int, ctx: ssl.SSLContext, rv: str,
                 out.append((float(m.group(1)), now - float(m.group(1))))
 
 
-async def _watch_main(host: str, port: int, pki: str, rv: str, count: int, expected: int,
-                      conn: mp.connection.Connection) -> None:
+async def _watch_main(
+    host: str,
+    port: int,
+    pki: str,
+    rv: str,
+    count: int,
+    expected: int,
+    conn: mp.connection.Connection,
+) -> None:
     ctx = harness.tls_context(Path(pki))
     out: list[tuple[float, float]] = []
     ready = trio.Semaphore(count, max_value=count)
@@ -80,13 +95,22 @@ def _watch_process(*args: object) -> None:
     trio.run(_watch_main, *args)
 
 
-def _lean_process(host: str, port: int, pki: str, rv: str, count: int, expected: int,
-                  conn: mp.connection.Connection) -> None:
+def _lean_process(
+    host: str,
+    port: int,
+    pki: str,
+    rv: str,
+    count: int,
+    expected: int,
+    conn: mp.connection.Connection,
+) -> None:
     """The same watchers on plain non-blocking sockets and one epoll loop: the client's own
     cost per event is a few microseconds, so the figure is mostly the server's."""
     ctx = harness.tls_context(Path(pki))
-    request = (f"GET /api/v1/namespaces/bench/pods?watch=1&resourceVersion={rv}"
-               f"&timeoutSeconds=600 HTTP/1.1\r\nHost: {host}\r\n\r\n").encode()
+    request = (
+        f"GET /api/v1/namespaces/bench/pods?watch=1&resourceVersion={rv}"
+        f"&timeoutSeconds=600 HTTP/1.1\r\nHost: {host}\r\n\r\n"
+    ).encode()
     sel = selectors.DefaultSelector()
     for _ in range(count):
         sock = ctx.wrap_socket(socket.create_connection((host, port)), server_hostname=host)
@@ -116,8 +140,9 @@ def _lean_process(host: str, port: int, pki: str, rv: str, count: int, expected:
     conn.send(out)
 
 
-def run(server: harness.Server, pki: Path, watchers: int, writes: int,
-        client: str = "trio") -> dict[str, float]:
+def run(
+    server: harness.Server, pki: Path, watchers: int, writes: int, client: str = "trio"
+) -> dict[str, float]:
     conn = harness.Connection(server.host, server.port, harness.tls_context(pki))
     status, body = conn.request("GET", "/api/v1/namespaces/bench/pods")
     rv = json.loads(body)["metadata"]["resourceVersion"]
@@ -127,8 +152,9 @@ def run(server: harness.Server, pki: Path, watchers: int, writes: int,
         share = watchers // _PROCESSES + (1 if i < watchers % _PROCESSES else 0)
         parent, child = ctx.Pipe()
         target = _lean_process if client == "lean" else _watch_process
-        proc = ctx.Process(target=target, args=(
-            server.host, server.port, str(pki), rv, share, writes, child))
+        proc = ctx.Process(
+            target=target, args=(server.host, server.port, str(pki), rv, share, writes, child)
+        )
         proc.start()
         pipes.append(parent)
         procs.append(proc)
@@ -137,8 +163,9 @@ def run(server: harness.Server, pki: Path, watchers: int, writes: int,
     for i in range(writes):
         pod = harness.realistic_pod(f"w{watchers}-{client}-{i}", "bench")
         pod["metadata"]["annotations"]["sent"] = repr(time.time())
-        status, body = conn.request("POST", "/api/v1/namespaces/bench/pods",
-                                    json.dumps(pod).encode())
+        status, body = conn.request(
+            "POST", "/api/v1/namespaces/bench/pods", json.dumps(pod).encode()
+        )
         assert status == 201, body[:200]
         time.sleep(0.2)
     samples: list[tuple[float, float]] = []
@@ -153,33 +180,43 @@ def run(server: harness.Server, pki: Path, watchers: int, writes: int,
     p99s = [harness.percentile(v, 0.99) for v in by_write.values()]
     p50s = [harness.percentile(v, 0.5) for v in by_write.values()]
     delivered = len(samples) / (watchers * writes)
-    return {"p50_ms": harness.median(p50s) * 1e3, "p99_ms": harness.median(p99s) * 1e3,
-            "delivered": delivered}
+    return {
+        "p50_ms": harness.median(p50s) * 1e3,
+        "p99_ms": harness.median(p99s) * 1e3,
+        "delivered": delivered,
+    }
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--watchers", type=int, nargs="+", default=[100, 1000])
     p.add_argument("--writes", type=int, default=20)
-    p.add_argument("--clients", nargs="+", choices=("trio", "lean"), default=["trio", "lean"],
-                   help="trio: asynchronous Python watchers; lean: one epoll loop per process")
+    p.add_argument(
+        "--clients",
+        nargs="+",
+        choices=("trio", "lean"),
+        default=["trio", "lean"],
+        help="trio: asynchronous Python watchers; lean: one epoll loop per process",
+    )
     a = p.parse_args()
     figures: dict[str, object] = {"bench": "watch", "writes": a.writes}
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
         server = harness.start_apiserver(data)
         try:
-            conn = harness.Connection(server.host, server.port,
-                                      harness.tls_context(data / "pki"))
-            conn.request("POST", "/api/v1/namespaces",
-                         json.dumps({"metadata": {"name": "bench"}}).encode())
+            conn = harness.Connection(server.host, server.port, harness.tls_context(data / "pki"))
+            conn.request(
+                "POST", "/api/v1/namespaces", json.dumps({"metadata": {"name": "bench"}}).encode()
+            )
             conn.close()
             for client in a.clients:
                 for n in a.watchers:
                     r = run(server, data / "pki", n, a.writes, client)
-                    print(f"{n} watchers ({client} clients): delivery p50 {r['p50_ms']:.1f} ms, "
-                          f"p99 {r['p99_ms']:.1f} ms (median over {a.writes} writes; "
-                          f"{r['delivered']:.0%} delivered)")
+                    print(
+                        f"{n} watchers ({client} clients): delivery p50 {r['p50_ms']:.1f} ms, "
+                        f"p99 {r['p99_ms']:.1f} ms (median over {a.writes} writes; "
+                        f"{r['delivered']:.0%} delivered)"
+                    )
                     tag = f"w{n}" if client == "trio" else f"w{n}_{client}"
                     figures[f"{tag}_p50_ms"] = round(r["p50_ms"], 1)
                     figures[f"{tag}_p99_ms"] = round(r["p99_ms"], 1)

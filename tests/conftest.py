@@ -49,8 +49,14 @@ class ServerHandle:
         if not path.exists():
             path.parent.mkdir(exist_ok=True)
             cert, key = self.cert(identity)
-            pki.write_kubeconfig(path, self.url, self.ca.read_bytes(), Path(cert).read_bytes(),
-                                 Path(key).read_bytes(), identity)
+            pki.write_kubeconfig(
+                path,
+                self.url,
+                self.ca.read_bytes(),
+                Path(cert).read_bytes(),
+                Path(key).read_bytes(),
+                identity,
+            )
         return path
 
     def cert(self, name: str = "admin") -> tuple[str, str]:
@@ -60,8 +66,7 @@ class ServerHandle:
         """A synchronous HTTPS client with the named identity's certificate."""
         ctx = ssl.create_default_context(cafile=str(self.ca))
         ctx.load_cert_chain(*self.cert(name))
-        return httpx.Client(base_url=self.url, verify=ctx, timeout=30,
-                            **kw)  # type: ignore[arg-type]
+        return httpx.Client(base_url=self.url, verify=ctx, timeout=30, **kw)  # type: ignore[arg-type]
 
     def stop(self) -> None:
         stop(self.proc)
@@ -79,11 +84,18 @@ def start_apiserver(data_dir: Path, *extra: str, timeout: float = 60.0) -> Serve
     """Start k8slite-apiserver on a free port and wait for its 'listening on' line."""
     data_dir.mkdir(parents=True, exist_ok=True)
     pki.ensure_pki(data_dir / "pki", nodes=TEST_NODES)
-    args = [sys.executable, "-m", "k8slite.cmd.apiserver", "--data-dir", str(data_dir),
-            "--secure-port", "0", *extra]
+    args = [
+        sys.executable,
+        "-m",
+        "k8slite.cmd.apiserver",
+        "--data-dir",
+        str(data_dir),
+        "--secure-port",
+        "0",
+        *extra,
+    ]
     marker = "listening on "
-    proc, line = launch(args, data_dir / "apiserver.log", marker, what="apiserver",
-                        timeout=timeout)
+    proc, line = launch(args, data_dir / "apiserver.log", marker, what="apiserver", timeout=timeout)
     return ServerHandle(after(line, marker), data_dir, proc, args)
 
 
@@ -115,8 +127,12 @@ def api(apiserver: ServerHandle) -> Iterator[httpx.Client]:
 def namespace(api: httpx.Client, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace named after the test."""
     base = request.node.name.lower().replace("_", "-").replace("[", "-").replace("]", "")
-    name = "t-" + "".join(c for c in base if c.isalnum() or c == "-")[:40].strip("-") \
-        + "-" + os.urandom(3).hex()
+    name = (
+        "t-"
+        + "".join(c for c in base if c.isalnum() or c == "-")[:40].strip("-")
+        + "-"
+        + os.urandom(3).hex()
+    )
     r = api.post("/api/v1/namespaces", json={"metadata": {"name": name}})
     assert r.status_code == 201, r.text
     yield name

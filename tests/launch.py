@@ -16,15 +16,27 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-def launch(argv: list[str], log: Path, marker: str, *, what: str, timeout: float = 60.0,
-           env: Mapping[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
+def launch(
+    argv: list[str],
+    log: Path,
+    marker: str,
+    *,
+    what: str,
+    timeout: float = 60.0,
+    env: Mapping[str, str] | None = None,
+) -> tuple[subprocess.Popen[bytes], str]:
     """Run argv (stderr appended to log) until a stdout line holds marker.
 
     Returns the process and the first such line. Raises RuntimeError, killing the process,
     if it exits or the timeout passes first.
     """
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log.open("ab"), cwd=REPO,
-                            env=dict(env) if env is not None else None)
+    proc = subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=log.open("ab"),
+        cwd=REPO,
+        env=dict(env) if env is not None else None,
+    )
     found: list[str] = []
 
     def read() -> None:

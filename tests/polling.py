@@ -11,8 +11,12 @@ import httpx
 T = TypeVar("T")
 
 
-def wait_for(fn: Callable[[], T | None], timeout: float = 60.0, interval: float = 0.2,
-             what: str = "condition") -> T:
+def wait_for(
+    fn: Callable[[], T | None],
+    timeout: float = 60.0,
+    interval: float = 0.2,
+    what: str = "condition",
+) -> T:
     """Poll fn until it returns something truthy, and return that.
 
     A transient failure of the probe itself (a connection refused, a field not there yet, an
@@ -28,6 +32,7 @@ def wait_for(fn: Callable[[], T | None], timeout: float = 60.0, interval: float 
         if last and not isinstance(last, Exception):
             return last  # type: ignore[no-any-return]
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; "
-                                 f"last: {last!r}")
+            raise AssertionError(
+                f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}"
+            )
         time.sleep(interval)

@@ -282,9 +282,7 @@ class NodeTable:
     def schedule(self, pod: PodSpec, seed: int | None = None) -> ScheduleResult:
         """Filter and score every node and pick the best; ties are broken at random
         (reproducibly when `seed` is given). The GIL is released throughout."""
-    def evaluate(
-        self, pod: PodSpec
-    ) -> list[tuple[str, list[str], bool, dict[str, int] | None]]:
+    def evaluate(self, pod: PodSpec) -> list[tuple[str, list[str], bool, dict[str, int] | None]]:
         """Every node's verdict: (name, reasons, unresolvable, scores). Reasons are empty for
         a feasible node, whose scores map each enabled score plugin to its normalised,
         unweighted score."""

@@ -58,13 +58,12 @@ class _Families:
             "leader_election_master_status",
             "Gauge of if the reporting system is master of the relevant lease, 0 indicates "
             "backup, 1 indicates master. 'name' is the string used to identify the lease.",
-            labelnames=("name",), registry=registry,
+            labelnames=("name",),
+            registry=registry,
         )
 
 
-_families: weakref.WeakKeyDictionary[CollectorRegistry, _Families] = (
-    weakref.WeakKeyDictionary()
-)
+_families: weakref.WeakKeyDictionary[CollectorRegistry, _Families] = weakref.WeakKeyDictionary()
 
 
 def _master_gauge(registry: CollectorRegistry | None, name: str) -> Any:
@@ -265,8 +264,13 @@ class LeaderElector:
                 while not await self.try_acquire_or_renew():
                     await trio.sleep(self.retry_period)
             if deadline.cancelled_caught:
-                log.error("lease %s/%s: %s failed to renew within %.1fs", self.namespace,
-                          self.name, self.identity, self.renew_deadline)
+                log.error(
+                    "lease %s/%s: %s failed to renew within %.1fs",
+                    self.namespace,
+                    self.name,
+                    self.identity,
+                    self.renew_deadline,
+                )
                 self._gauge.set(0)
                 return
             await trio.sleep(self.retry_period)
@@ -326,8 +330,14 @@ async def run_leader_elected(
     See LeaderElector.run for when it returns and raises.
     """
     elector = LeaderElector(
-        client, namespace, name, identity, lease_duration=lease_duration,
-        renew_deadline=renew_deadline, retry_period=retry_period, on_new_leader=on_new_leader,
+        client,
+        namespace,
+        name,
+        identity,
+        lease_duration=lease_duration,
+        renew_deadline=renew_deadline,
+        retry_period=retry_period,
+        on_new_leader=on_new_leader,
         metrics_registry=metrics_registry,
     )
     await elector.run(on_started_leading, release_on_cancel=release_on_cancel)
@@ -336,8 +346,16 @@ async def run_leader_elected(
 # ------------------------------------------------------------------------ flags
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0,
-                 "m": 60.0, "h": 3600.0}
+_UNIT_SECONDS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "μs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
 
 
 def parse_duration(text: str) -> float:
@@ -408,10 +426,15 @@ class LeaderElectionConfig:
         if not self.resource_name:
             raise ValueError("--leader-elect-resource-name is required for leader election")
         await run_leader_elected(
-            client, self.resource_namespace, self.resource_name,
-            identity or default_identity(), on_started_leading,
-            lease_duration=self.lease_duration, renew_deadline=self.renew_deadline,
-            retry_period=self.retry_period, metrics_registry=metrics_registry,
+            client,
+            self.resource_namespace,
+            self.resource_name,
+            identity or default_identity(),
+            on_started_leading,
+            lease_duration=self.lease_duration,
+            renew_deadline=self.renew_deadline,
+            retry_period=self.retry_period,
+            metrics_registry=metrics_registry,
         )
 
 
@@ -419,31 +442,48 @@ def add_leader_election_flags(parser: argparse.ArgumentParser, default_name: str
     """Upstream's leader election flags, with upstream's defaults."""
     group = parser.add_argument_group("leader election")
     group.add_argument(
-        "--leader-elect", type=parse_bool, nargs="?", const=True, default=True,
+        "--leader-elect",
+        type=parse_bool,
+        nargs="?",
+        const=True,
+        default=True,
         help="Start a leader election client and gain leadership before executing the main "
-             "loop (default true).",
+        "loop (default true).",
     )
     group.add_argument(
-        "--leader-elect-lease-duration", type=parse_duration, default="15s", metavar="DURATION",
+        "--leader-elect-lease-duration",
+        type=parse_duration,
+        default="15s",
+        metavar="DURATION",
         help="How long non-leaders wait after observing a renewal before trying to take over.",
     )
     group.add_argument(
-        "--leader-elect-renew-deadline", type=parse_duration, default="10s", metavar="DURATION",
+        "--leader-elect-renew-deadline",
+        type=parse_duration,
+        default="10s",
+        metavar="DURATION",
         help="How long the leader keeps trying to renew before it stops leading.",
     )
     group.add_argument(
-        "--leader-elect-retry-period", type=parse_duration, default="2s", metavar="DURATION",
+        "--leader-elect-retry-period",
+        type=parse_duration,
+        default="2s",
+        metavar="DURATION",
         help="How long clients wait between attempts to acquire or renew.",
     )
     group.add_argument(
-        "--leader-elect-resource-lock", choices=("leases",), default="leases",
+        "--leader-elect-resource-lock",
+        choices=("leases",),
+        default="leases",
         help="The type of resource object used for locking (only leases).",
     )
     group.add_argument(
-        "--leader-elect-resource-namespace", default="kube-system",
+        "--leader-elect-resource-namespace",
+        default="kube-system",
         help="The namespace of the lock object.",
     )
     group.add_argument(
-        "--leader-elect-resource-name", default=default_name,
+        "--leader-elect-resource-name",
+        default=default_name,
         help="The name of the lock object.",
     )

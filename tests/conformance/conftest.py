@@ -24,14 +24,31 @@ def kubectl(apiserver: ServerHandle, tmp_path_factory: pytest.TempPathFactory) -
     cache = tmp_path_factory.mktemp("kubectl-cache")
     home = tmp_path_factory.mktemp("kubectl-home")
 
-    def run(*args: str, stdin: str | None = None, check: bool = True,
-            env: dict[str, str] | None = None, timeout: float = 60,
-            ) -> subprocess.CompletedProcess[str]:
-        cmd = [str(binary), "--kubeconfig", str(apiserver.kubeconfig), "--cache-dir",
-               str(cache), *args]
+    def run(
+        *args: str,
+        stdin: str | None = None,
+        check: bool = True,
+        env: dict[str, str] | None = None,
+        timeout: float = 60,
+    ) -> subprocess.CompletedProcess[str]:
+        cmd = [
+            str(binary),
+            "--kubeconfig",
+            str(apiserver.kubeconfig),
+            "--cache-dir",
+            str(cache),
+            *args,
+        ]
         full_env = {"PATH": os.environ.get("PATH", ""), "HOME": str(home), **(env or {})}
-        proc = subprocess.run(cmd, input=stdin, capture_output=True, text=True,
-                              timeout=timeout, env=full_env, check=False)
+        proc = subprocess.run(
+            cmd,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=full_env,
+            check=False,
+        )
         if check:
             assert proc.returncode == 0, f"{' '.join(args)}: {proc.stderr}"
         return proc
@@ -42,8 +59,12 @@ def kubectl(apiserver: ServerHandle, tmp_path_factory: pytest.TempPathFactory) -
 @pytest.fixture
 def ns(kubectl: Kubectl, request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh namespace named after the test, made with kubectl."""
-    name = "k-" + request.node.name.lower().replace("_", "-")[:40].strip("-") + "-" \
+    name = (
+        "k-"
+        + request.node.name.lower().replace("_", "-")[:40].strip("-")
+        + "-"
         + os.urandom(2).hex()
+    )
     kubectl("create", "namespace", name)
     yield name
 

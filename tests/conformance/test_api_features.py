@@ -16,8 +16,9 @@ def test_aggregated_and_legacy_discovery(http: httpx.Client) -> None:
     body = r.json()
     assert body["kind"] == "APIGroupDiscoveryList"
     apps = next(i for i in body["items"] if i["metadata"]["name"] == "apps")
-    deploy = next(res for res in apps["versions"][0]["resources"]
-                  if res["resource"] == "deployments")
+    deploy = next(
+        res for res in apps["versions"][0]["resources"] if res["resource"] == "deployments"
+    )
     assert deploy["scope"] == "Namespaced" and deploy["shortNames"] == ["deploy"]
     scale = next(s for s in deploy["subresources"] if s["subresource"] == "scale")
     assert scale["responseKind"] == {"group": "autoscaling", "version": "v1", "kind": "Scale"}
@@ -42,20 +43,28 @@ def test_openapi_documents(http: httpx.Client) -> None:
     assert spec["containers"]["x-kubernetes-patch-merge-key"] == "name"
     assert spec["containers"]["x-kubernetes-list-map-keys"] == ["name"]
     patch = doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"]
-    assert patch["x-kubernetes-group-version-kind"] == {"group": "apps", "kind": "Deployment",
-                                                        "version": "v1"}
+    assert patch["x-kubernetes-group-version-kind"] == {
+        "group": "apps",
+        "kind": "Deployment",
+        "version": "v1",
+    }
     assert "fieldValidation" in [p["name"] for p in patch["parameters"]]
     v2 = http.get("/openapi/v2").json()
     deployment = v2["definitions"]["io.k8s.api.apps.v1.Deployment"]
     assert deployment["x-kubernetes-group-version-kind"][0]["kind"] == "Deployment"
-    assert http.get("/openapi/v2", headers={
-        "Accept": "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"}
-    ).status_code == 406
+    assert (
+        http.get(
+            "/openapi/v2",
+            headers={"Accept": "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"},
+        ).status_code
+        == 406
+    )
 
 
 def test_table_and_partial_metadata(http: httpx.Client, ns: str) -> None:
-    http.post(f"/api/v1/namespaces/{ns}/configmaps",
-              json={"metadata": {"name": "c"}, "data": {"a": "1"}})
+    http.post(
+        f"/api/v1/namespaces/{ns}/configmaps", json={"metadata": {"name": "c"}, "data": {"a": "1"}}
+    )
     r = http.get(f"/api/v1/namespaces/{ns}/configmaps", headers={"Accept": TABLE})
     assert r.headers["content-type"] == TABLE
     table = r.json()
@@ -63,14 +72,22 @@ def test_table_and_partial_metadata(http: httpx.Client, ns: str) -> None:
     assert [c["name"] for c in table["columnDefinitions"]] == ["Name", "Data", "Age"]
     assert table["rows"][0]["cells"][:2] == ["c", 1]
     assert table["rows"][0]["object"]["kind"] == "PartialObjectMetadata"
-    full = http.get(f"/api/v1/namespaces/{ns}/configmaps/c?includeObject=Object",
-                    headers={"Accept": TABLE}).json()
+    full = http.get(
+        f"/api/v1/namespaces/{ns}/configmaps/c?includeObject=Object", headers={"Accept": TABLE}
+    ).json()
     assert full["rows"][0]["object"]["data"] == {"a": "1"}
-    partial = http.get(f"/api/v1/namespaces/{ns}/configmaps", headers={
-        "Accept": "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io"}).json()
+    partial = http.get(
+        f"/api/v1/namespaces/{ns}/configmaps",
+        headers={"Accept": "application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io"},
+    ).json()
     assert partial["kind"] == "PartialObjectMetadataList"
-    assert http.get(f"/api/v1/namespaces/{ns}/configmaps", headers={
-        "Accept": "application/json;as=Table;v=v9;g=meta.k8s.io"}).status_code == 406
+    assert (
+        http.get(
+            f"/api/v1/namespaces/{ns}/configmaps",
+            headers={"Accept": "application/json;as=Table;v=v9;g=meta.k8s.io"},
+        ).status_code
+        == 406
+    )
     plain = http.get(f"/api/v1/namespaces/{ns}/configmaps/c")
     assert plain.json()["kind"] == "ConfigMap"
     pretty = http.get(f"/api/v1/namespaces/{ns}/configmaps/c?pretty=true").text
@@ -84,23 +101,28 @@ def test_field_validation_directives(http: httpx.Client, ns: str) -> None:
     assert warn.status_code == 201
     assert warn.headers["warning"] == '299 - "unknown field \\"bogus\\""'
     assert "bogus" not in warn.json()
-    strict = http.post(url + "?fieldValidation=Strict", json={**body, "metadata": {
-        "name": "w"}})
+    strict = http.post(url + "?fieldValidation=Strict", json={**body, "metadata": {"name": "w"}})
     assert strict.status_code == 400
-    assert strict.json()["message"] == ('ConfigMap in version "v1" cannot be handled as a '
-                                        'ConfigMap: strict decoding error: unknown field '
-                                        '"bogus"')
-    ignored = http.post(url + "?fieldValidation=Ignore", json={**body, "metadata": {
-        "name": "x"}})
+    assert strict.json()["message"] == (
+        'ConfigMap in version "v1" cannot be handled as a '
+        "ConfigMap: strict decoding error: unknown field "
+        '"bogus"'
+    )
+    ignored = http.post(url + "?fieldValidation=Ignore", json={**body, "metadata": {"name": "x"}})
     assert ignored.status_code == 201 and "warning" not in ignored.headers
     mistyped = http.post(url, json={"metadata": {"name": "y"}, "data": {"a": 1}})
     assert mistyped.status_code == 400
-    assert "json: cannot unmarshal number into Go struct field ConfigMap.data.a of type " \
-           "string" in mistyped.json()["message"]
+    assert (
+        "json: cannot unmarshal number into Go struct field ConfigMap.data.a of type "
+        "string" in mistyped.json()["message"]
+    )
     bad = http.post(url + "?fieldValidation=Loud", json={"metadata": {"name": "z"}})
     assert bad.status_code == 422
-    patch = http.patch(url + "/v?fieldValidation=Strict", content=json.dumps({"nope": 1}),
-                       headers={"Content-Type": "application/merge-patch+json"})
+    patch = http.patch(
+        url + "/v?fieldValidation=Strict",
+        content=json.dumps({"nope": 1}),
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
     assert patch.status_code == 422
     assert 'strict decoding error: unknown field \\"nope\\"' in patch.text
 
@@ -122,7 +144,8 @@ def test_apply_patch_creates_and_records_manager(http: httpx.Client, ns: str) ->
     managed = r.json()["metadata"]["managedFields"]
     assert managed[0]["manager"] == "tester" and managed[0]["operation"] == "Apply"
     assert managed[0]["fieldsV1"] == {"f:data": {"f:a": {}}}
-    no_manager = http.patch(url.split("?")[0], content=config,
-                            headers={"Content-Type": "application/apply-patch+yaml"})
+    no_manager = http.patch(
+        url.split("?")[0], content=config, headers={"Content-Type": "application/apply-patch+yaml"}
+    )
     assert no_manager.status_code == 422
     assert "fieldManager: Required value" in no_manager.json()["message"]

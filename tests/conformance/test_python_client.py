@@ -30,8 +30,9 @@ def ns(core: Any) -> Iterator[str]:
 
 
 def configmap(name: str, labels: dict[str, str] | None = None) -> Any:
-    return client.V1ConfigMap(metadata=client.V1ObjectMeta(name=name, labels=labels),
-                              data={"k": "v"})
+    return client.V1ConfigMap(
+        metadata=client.V1ObjectMeta(name=name, labels=labels), data={"k": "v"}
+    )
 
 
 def test_crud(core: Any, ns: str) -> None:
@@ -54,11 +55,14 @@ def test_deployment_through_apps_api(apiserver: ServerHandle, ns: str) -> None:
     body = client.V1Deployment(
         metadata=client.V1ObjectMeta(name="web"),
         spec=client.V1DeploymentSpec(
-            replicas=2, selector=client.V1LabelSelector(match_labels={"app": "web"}),
+            replicas=2,
+            selector=client.V1LabelSelector(match_labels={"app": "web"}),
             template=client.V1PodTemplateSpec(
                 metadata=client.V1ObjectMeta(labels={"app": "web"}),
-                spec=client.V1PodSpec(containers=[client.V1Container(name="c",
-                                                                     image="nginx")]))))
+                spec=client.V1PodSpec(containers=[client.V1Container(name="c", image="nginx")]),
+            ),
+        ),
+    )
     created = apps.create_namespaced_deployment(ns, body)
     assert created.spec.strategy.type == "RollingUpdate"
     scale = apps.patch_namespaced_deployment_scale("web", ns, {"spec": {"replicas": 5}})
@@ -68,11 +72,14 @@ def test_deployment_through_apps_api(apiserver: ServerHandle, ns: str) -> None:
 def test_list_with_selectors(core: Any, ns: str) -> None:
     core.create_namespaced_config_map(ns, configmap("x", {"tier": "db"}))
     core.create_namespaced_config_map(ns, configmap("y", {"tier": "web"}))
-    names = [c.metadata.name for c in
-             core.list_namespaced_config_map(ns, label_selector="tier=db").items]
+    names = [
+        c.metadata.name for c in core.list_namespaced_config_map(ns, label_selector="tier=db").items
+    ]
     assert names == ["x"]
-    names = [c.metadata.name for c in
-             core.list_namespaced_config_map(ns, field_selector="metadata.name=y").items]
+    names = [
+        c.metadata.name
+        for c in core.list_namespaced_config_map(ns, field_selector="metadata.name=y").items
+    ]
     assert names == ["y"]
     limited = core.list_namespaced_config_map(ns, limit=1)
     assert len(limited.items) == 1 and limited.metadata._continue

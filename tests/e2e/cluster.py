@@ -56,17 +56,25 @@ class Cluster:
 
     def api(self) -> httpx.Client:
         config = load_kubeconfig(self.kubeconfig)
-        return httpx.Client(base_url=config.server, verify=config.ssl_context or True,
-                            timeout=30)
+        return httpx.Client(base_url=config.server, verify=config.ssl_context or True, timeout=30)
 
-    def kubectl(self, *args: str, check: bool = True, timeout: float = 120.0,
-                input: str | None = None) -> subprocess.CompletedProcess[str]:
+    def kubectl(
+        self, *args: str, check: bool = True, timeout: float = 120.0, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         env = dict(os.environ, KUBECONFIG=str(self.kubeconfig))
-        done = subprocess.run([str(kubectl_path()), *args], env=env, capture_output=True,
-                              text=True, timeout=timeout, check=False, input=input)
+        done = subprocess.run(
+            [str(kubectl_path()), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            input=input,
+        )
         if check and done.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed ({done.returncode}):\n"
-                                 f"{done.stdout}{done.stderr}")
+            raise AssertionError(
+                f"kubectl {' '.join(args)} failed ({done.returncode}):\n{done.stdout}{done.stderr}"
+            )
         return done
 
     def logs(self) -> str:
@@ -90,8 +98,9 @@ def requirements() -> str | None:
     if subprocess.run(["docker", "info"], capture_output=True, check=False).returncode:
         return "the Docker engine does not answer"
     for image in IMAGES:
-        if subprocess.run(["docker", "image", "inspect", image], capture_output=True,
-                          check=False).returncode:
+        if subprocess.run(
+            ["docker", "image", "inspect", image], capture_output=True, check=False
+        ).returncode:
             return f"image {image} missing (hack/build-images builds it)"
     return None
 
@@ -104,13 +113,24 @@ def host_network_lock() -> Iterator[None]:
         yield
 
 
-def up_command(data_dir: Path, *extra: str, node: str | None = None,
-               network: str | None = None) -> list[str]:
+def up_command(
+    data_dir: Path, *extra: str, node: str | None = None, network: str | None = None
+) -> list[str]:
     """`k8slite up` on free ports with a node and a Docker network of its own."""
     suffix = uuid.uuid4().hex[:6]
-    return [str(BIN / "k8slite"), "up", "--data-dir", str(data_dir), "--port", "0",
-            "--node-name", node or f"e2e-{suffix}",
-            "--docker-network", network or f"k8slite-e2e-{suffix}", *extra]
+    return [
+        str(BIN / "k8slite"),
+        "up",
+        "--data-dir",
+        str(data_dir),
+        "--port",
+        "0",
+        "--node-name",
+        node or f"e2e-{suffix}",
+        "--docker-network",
+        network or f"k8slite-e2e-{suffix}",
+        *extra,
+    ]
 
 
 def start_up(argv: list[str], data_dir: Path, timeout: float = 180.0) -> Cluster:
@@ -130,9 +150,11 @@ def start_up(argv: list[str], data_dir: Path, timeout: float = 180.0) -> Cluster
     while not any("export KUBECONFIG=" in line for line in cluster.output):
         if proc.poll() is not None or time.monotonic() > deadline:
             stop_up(cluster)
-            raise RuntimeError(f"k8slite up did not come up (exit {proc.returncode}):\n"
-                               f"{(data_dir / 'up.stderr').read_text(errors='replace')}\n"
-                               f"{cluster.logs()}")
+            raise RuntimeError(
+                f"k8slite up did not come up (exit {proc.returncode}):\n"
+                f"{(data_dir / 'up.stderr').read_text(errors='replace')}\n"
+                f"{cluster.logs()}"
+            )
         time.sleep(0.1)
     cluster.info = json.loads((data_dir / "cluster.json").read_text())
     return cluster
@@ -171,12 +193,11 @@ def cluster_for_tests(tmp: Path, *extra: str) -> Iterator[Cluster]:
             stop_up(cluster)
             network = _arg(cluster.proc.args if cluster.proc else [], "--docker-network")
             if network:
-                subprocess.run(["docker", "network", "rm", network], capture_output=True,
-                               check=False)
+                subprocess.run(
+                    ["docker", "network", "rm", network], capture_output=True, check=False
+                )
 
 
 def _arg(argv: Any, flag: str) -> str | None:
     args = list(argv)
     return args[args.index(flag) + 1] if flag in args else None
-
-

@@ -34,8 +34,10 @@ CHART = Path(__file__).with_name("charts") / "hello"
 # pulled from outside the machine.
 IMAGE_V2 = "busybox:1.35.0"
 # Each pod says hello in its log, then serves its own name on :8080.
-HTTPD = ('echo "serving $(hostname)"; mkdir -p /www && hostname > /www/index.html '
-         "&& exec httpd -f -p 8080 -h /www")
+HTTPD = (
+    'echo "serving $(hostname)"; mkdir -p /www && hostname > /www/index.html '
+    "&& exec httpd -f -p 8080 -h /www"
+)
 
 
 @pytest.fixture(scope="module")
@@ -66,8 +68,10 @@ def ns(cluster: Cluster) -> Iterator[str]:
 
 
 def _ready(obj: dict[str, Any]) -> bool:
-    return any(c["type"] == "Ready" and c["status"] == "True"
-               for c in (obj.get("status") or {}).get("conditions") or ())
+    return any(
+        c["type"] == "Ready" and c["status"] == "True"
+        for c in (obj.get("status") or {}).get("conditions") or ()
+    )
 
 
 def deployment(name: str, node: str, replicas: int, image: str = IMAGE) -> str:
@@ -108,25 +112,31 @@ def pods(cluster: Cluster, ns: str, selector: str) -> list[dict[str, Any]]:
 def ready_pods(cluster: Cluster, ns: str, selector: str, n: int) -> list[dict[str, Any]] | None:
     """The pods if exactly n are live, scheduled, Running and Ready."""
     live = pods(cluster, ns, selector)
-    ok = [p for p in live if p["spec"].get("nodeName") and p["status"].get("phase") == "Running"
-          and _ready(p)]
+    ok = [
+        p
+        for p in live
+        if p["spec"].get("nodeName") and p["status"].get("phase") == "Running" and _ready(p)
+    ]
     return ok if len(live) == n and len(ok) == n else None
 
 
 def rollout(cluster: Cluster, ns: str, name: str) -> None:
-    cluster.kubectl("rollout", "status", f"deployment/{name}", "-n", ns, "--timeout=180s",
-                    timeout=200)
+    cluster.kubectl(
+        "rollout", "status", f"deployment/{name}", "-n", ns, "--timeout=180s", timeout=200
+    )
 
 
 def cluster_ip(cluster: Cluster, ns: str, svc: str) -> str:
-    return cluster.kubectl("get", "service", svc, "-n", ns, "-o",
-                           "jsonpath={.spec.clusterIP}").stdout.strip()
+    return cluster.kubectl(
+        "get", "service", svc, "-n", ns, "-o", "jsonpath={.spec.clusterIP}"
+    ).stdout.strip()
 
 
 def routed_locally(ip: str) -> bool:
     """The proxy's guard holds: a packet to `ip` stays on this host."""
-    out = subprocess.run(["ip", "route", "get", ip], capture_output=True, text=True,
-                         check=False).stdout
+    out = subprocess.run(
+        ["ip", "route", "get", ip], capture_output=True, text=True, check=False
+    ).stdout
     return out.startswith(f"local {ip} dev lo")
 
 
@@ -148,8 +158,7 @@ def web(cluster: Cluster, ns: str, node: str) -> str:
     """Deployment `web` (3 pods) and its Service, created with kubectl."""
     cluster.kubectl("apply", "-n", ns, "-f", "-", input=deployment("web", node, 3))
     rollout(cluster, ns, "web")
-    cluster.kubectl("expose", "deployment", "web", "-n", ns, "--port=80",
-                    "--target-port=http")
+    cluster.kubectl("expose", "deployment", "web", "-n", ns, "--port=80", "--target-port=http")
     return "web"
 
 
@@ -161,18 +170,19 @@ def test_nodes_ready(cluster: Cluster, node: str) -> None:
     assert any(line.split()[:2] == [node, "Ready"] for line in out.splitlines()), out
 
 
-def test_deployment_pods_scheduled_and_running(cluster: Cluster, ns: str, node: str,
-                                               web: str) -> None:
-    running = wait_for(lambda: ready_pods(cluster, ns, "app=web", 3), 120,
-                       what="3 Running and Ready web pods")
+def test_deployment_pods_scheduled_and_running(
+    cluster: Cluster, ns: str, node: str, web: str
+) -> None:
+    running = wait_for(
+        lambda: ready_pods(cluster, ns, "app=web", 3), 120, what="3 Running and Ready web pods"
+    )
     for pod in running:
         # The scheduler placed it (the template names no node, only a selector).
         assert pod["spec"]["nodeName"] == node
         scheduled = [c for c in pod["status"]["conditions"] if c["type"] == "PodScheduled"]
         assert scheduled and scheduled[0]["status"] == "True"
         assert pod["status"]["podIP"]
-    deploy = json.loads(cluster.kubectl("get", "deployment", "web", "-n", ns, "-o",
-                                        "json").stdout)
+    deploy = json.loads(cluster.kubectl("get", "deployment", "web", "-n", ns, "-o", "json").stdout)
     assert deploy["status"]["readyReplicas"] == 3
     assert deploy["status"]["updatedReplicas"] == 3
     table = cluster.kubectl("get", "pods", "-n", ns, "-o", "wide").stdout
@@ -186,8 +196,11 @@ def test_service_reached_from_the_host(cluster: Cluster, ns: str, web: str) -> N
     names = {p["metadata"]["name"] for p in pods(cluster, ns, "app=web")}
     wait_for(lambda: routed_locally(ip), 30, what=f"the route to {ip}")
     # Every backend answers, through the proxy, once the endpoints have reached it.
-    wait_for(lambda: set(spread_from_host(ip, 30)) == names, 60,
-             what="every web pod to answer on the service address")
+    wait_for(
+        lambda: set(spread_from_host(ip, 30)) == names,
+        60,
+        what="every web pod to answer on the service address",
+    )
 
 
 def test_service_reached_from_a_pod(cluster: Cluster, ns: str, node: str, web: str) -> None:
@@ -196,13 +209,30 @@ def test_service_reached_from_a_pod(cluster: Cluster, ns: str, node: str, web: s
     names = {p["metadata"]["name"] for p in pods(cluster, ns, "app=web")}
     # The service's environment variables, as the kubelet sets them for pods made after it;
     # `timeout`, not wget's -T, which Debian's static busybox 1.35 wget crashes with.
-    script = ("for i in $(seq 30); do timeout 5 wget -qO- "
-              "http://$WEB_SERVICE_HOST:$WEB_SERVICE_PORT/ || echo FAILED; done")
+    script = (
+        "for i in $(seq 30); do timeout 5 wget -qO- "
+        "http://$WEB_SERVICE_HOST:$WEB_SERVICE_PORT/ || echo FAILED; done"
+    )
     pinned = {"spec": {"nodeSelector": {"kubernetes.io/hostname": node}}}
-    cluster.kubectl("run", "client", "-n", ns, f"--image={IMAGE}", "--restart=Never",
-                    f"--overrides={json.dumps(pinned)}", "--command", "--", "sh", "-c", script)
-    wait_for(lambda: _phase(cluster, ns, "client") in ("Succeeded", "Failed"), 120,
-             what="the client pod to finish")
+    cluster.kubectl(
+        "run",
+        "client",
+        "-n",
+        ns,
+        f"--image={IMAGE}",
+        "--restart=Never",
+        f"--overrides={json.dumps(pinned)}",
+        "--command",
+        "--",
+        "sh",
+        "-c",
+        script,
+    )
+    wait_for(
+        lambda: _phase(cluster, ns, "client") in ("Succeeded", "Failed"),
+        120,
+        what="the client pod to finish",
+    )
     out = cluster.kubectl("logs", "client", "-n", ns).stdout
     seen = Counter(out.split())
     assert "FAILED" not in seen, out
@@ -210,8 +240,7 @@ def test_service_reached_from_a_pod(cluster: Cluster, ns: str, node: str, web: s
 
 
 def _phase(cluster: Cluster, ns: str, pod: str) -> str:
-    return cluster.kubectl("get", "pod", pod, "-n", ns, "-o",
-                           "jsonpath={.status.phase}").stdout
+    return cluster.kubectl("get", "pod", pod, "-n", ns, "-o", "jsonpath={.status.phase}").stdout
 
 
 def test_logs(cluster: Cluster, ns: str, web: str) -> None:
@@ -235,23 +264,34 @@ def test_rolling_update_and_rollback(cluster: Cluster, ns: str, web: str) -> Non
     assert _images(cluster, ns) == {IMAGE_V2}
     history = cluster.kubectl("rollout", "history", "deployment/web", "-n", ns).stdout
     assert "1 " in history and "2 " in history, history
-    rs = json.loads(cluster.kubectl("get", "replicasets", "-n", ns, "-l", "app=web", "-o",
-                                    "json").stdout)["items"]
+    rs = json.loads(
+        cluster.kubectl("get", "replicasets", "-n", ns, "-l", "app=web", "-o", "json").stdout
+    )["items"]
     assert sorted(r["spec"]["replicas"] for r in rs) == [0, 3], rs
 
     cluster.kubectl("rollout", "undo", "deployment/web", "-n", ns)
     rollout(cluster, ns, "web")
     wait_for(lambda: ready_pods(cluster, ns, "app=web", 3), 120, what="3 ready pods")
     assert _images(cluster, ns) == {IMAGE}
-    revision = cluster.kubectl("get", "deployment", "web", "-n", ns, "-o", "jsonpath="
-                               "{.metadata.annotations.deployment\\.kubernetes\\.io/revision}")
+    revision = cluster.kubectl(
+        "get",
+        "deployment",
+        "web",
+        "-n",
+        ns,
+        "-o",
+        "jsonpath={.metadata.annotations.deployment\\.kubernetes\\.io/revision}",
+    )
     assert revision.stdout == "3"
     # The Service follows the new pods.
     if not cluster.info or cluster.info.get("proxy"):
         names = {p["metadata"]["name"] for p in pods(cluster, ns, "app=web")}
         ip = cluster_ip(cluster, ns, "web")
-        wait_for(lambda: set(spread_from_host(ip, 30)) == names, 60,
-                 what="the rolled-back pods to answer on the service address")
+        wait_for(
+            lambda: set(spread_from_host(ip, 30)) == names,
+            60,
+            what="the rolled-back pods to answer on the service address",
+        )
 
 
 def test_scale(cluster: Cluster, ns: str, web: str) -> None:
@@ -260,26 +300,40 @@ def test_scale(cluster: Cluster, ns: str, web: str) -> None:
     cluster.kubectl("scale", "deployment/web", "--replicas=2", "-n", ns)
     wait_for(lambda: ready_pods(cluster, ns, "app=web", 2), 120, what="2 ready pods")
     # The Deployment's status catches up with its pods a moment later.
-    wait_for(lambda: "2/2" in cluster.kubectl("get", "deployment", "web", "-n", ns).stdout,
-             30, what="the Deployment to show 2/2")
+    wait_for(
+        lambda: "2/2" in cluster.kubectl("get", "deployment", "web", "-n", ns).stdout,
+        30,
+        what="the Deployment to show 2/2",
+    )
 
 
 def _containers_of(ns: str) -> list[str]:
-    done = subprocess.run(["docker", "ps", "-aq", "--filter",
-                           f"label=io.kubernetes.pod.namespace={ns}"],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label=io.kubernetes.pod.namespace={ns}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     return done.stdout.split()
 
 
 def test_delete_with_cascade(cluster: Cluster, ns: str, node: str) -> None:
     cluster.kubectl("apply", "-n", ns, "-f", "-", input=deployment("gone", node, 2))
     rollout(cluster, ns, "gone")
-    cluster.kubectl("delete", "deployment", "gone", "-n", ns, "--cascade=foreground",
-                    "--wait=true", "--timeout=120s", timeout=150)
+    cluster.kubectl(
+        "delete",
+        "deployment",
+        "gone",
+        "-n",
+        ns,
+        "--cascade=foreground",
+        "--wait=true",
+        "--timeout=120s",
+        timeout=150,
+    )
 
     def nothing_left() -> bool:
-        rs = cluster.kubectl("get", "replicasets", "-n", ns, "-l", "app=gone", "-o",
-                             "name").stdout
+        rs = cluster.kubectl("get", "replicasets", "-n", ns, "-l", "app=gone", "-o", "name").stdout
         return not rs.strip() and not pods(cluster, ns, "app=gone")
 
     wait_for(nothing_left, 120, what="the ReplicaSet and pods of `gone` to be collected")
@@ -288,22 +342,36 @@ def test_delete_with_cascade(cluster: Cluster, ns: str, node: str) -> None:
     cluster.kubectl("apply", "-n", ns, "-f", "-", input=deployment("kept", node, 1))
     rollout(cluster, ns, "kept")
     cluster.kubectl("delete", "deployment", "kept", "-n", ns, "--cascade=orphan")
-    rs = json.loads(cluster.kubectl("get", "replicasets", "-n", ns, "-l", "app=kept", "-o",
-                                    "json").stdout)["items"]
+    rs = json.loads(
+        cluster.kubectl("get", "replicasets", "-n", ns, "-l", "app=kept", "-o", "json").stdout
+    )["items"]
     assert len(rs) == 1 and not rs[0]["metadata"].get("ownerReferences"), rs
     assert len(pods(cluster, ns, "app=kept")) == 1
     cluster.kubectl("delete", "replicaset", "-n", ns, "-l", "app=kept")
-    wait_for(lambda: not pods(cluster, ns, "app=kept"), 120,
-             what="the orphaned ReplicaSet's pod to be collected")
+    wait_for(
+        lambda: not pods(cluster, ns, "app=kept"),
+        120,
+        what="the orphaned ReplicaSet's pod to be collected",
+    )
 
 
 def helm(cluster: Cluster, home: Path, *args: str) -> str:
     # helm's cache, config and data under the test's own directory, not the user's home.
-    env = dict(os.environ, KUBECONFIG=str(cluster.kubeconfig),
-               HELM_CACHE_HOME=str(home / "cache"), HELM_CONFIG_HOME=str(home / "config"),
-               HELM_DATA_HOME=str(home / "data"))
-    done = subprocess.run([str(BIN / "helm"), *args], env=env, capture_output=True, text=True,
-                          timeout=200, check=False)
+    env = dict(
+        os.environ,
+        KUBECONFIG=str(cluster.kubeconfig),
+        HELM_CACHE_HOME=str(home / "cache"),
+        HELM_CONFIG_HOME=str(home / "config"),
+        HELM_DATA_HOME=str(home / "data"),
+    )
+    done = subprocess.run(
+        [str(BIN / "helm"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=200,
+        check=False,
+    )
     assert done.returncode == 0, f"helm {' '.join(args)}: {done.stdout}{done.stderr}"
     return done.stdout
 
@@ -311,30 +379,69 @@ def helm(cluster: Cluster, home: Path, *args: str) -> str:
 def test_helm_chart(cluster: Cluster, ns: str, node: str, tmp_path: Path) -> None:
     """The README's chart: install, upgrade, rollback and uninstall with the real helm."""
     chart = str(CHART)
-    helm(cluster, tmp_path, "install", "hello", chart, "-n", ns, f"--set=nodeName={node}",
-         "--wait", "--timeout=2m")
-    wait_for(lambda: ready_pods(cluster, ns, "app.kubernetes.io/instance=hello", 2), 60,
-             what="2 ready hello pods")
+    helm(
+        cluster,
+        tmp_path,
+        "install",
+        "hello",
+        chart,
+        "-n",
+        ns,
+        f"--set=nodeName={node}",
+        "--wait",
+        "--timeout=2m",
+    )
+    wait_for(
+        lambda: ready_pods(cluster, ns, "app.kubernetes.io/instance=hello", 2),
+        60,
+        what="2 ready hello pods",
+    )
     if not cluster.info or cluster.info.get("proxy"):
         ip = cluster_ip(cluster, ns, "hello")
         assert set(spread_from_host(ip, 5)) == {"hello from K8s-Lite"}
-    helm(cluster, tmp_path, "upgrade", "hello", chart, "-n", ns, f"--set=nodeName={node}",
-         "--set=replicas=3", "--set=message=upgraded", "--wait", "--timeout=2m")
-    wait_for(lambda: ready_pods(cluster, ns, "app.kubernetes.io/instance=hello", 3), 60,
-             what="3 ready hello pods")
-    assert "upgraded" in cluster.kubectl("get", "configmap", "hello", "-n", ns, "-o",
-                                         "jsonpath={.data.message}").stdout
+    helm(
+        cluster,
+        tmp_path,
+        "upgrade",
+        "hello",
+        chart,
+        "-n",
+        ns,
+        f"--set=nodeName={node}",
+        "--set=replicas=3",
+        "--set=message=upgraded",
+        "--wait",
+        "--timeout=2m",
+    )
+    wait_for(
+        lambda: ready_pods(cluster, ns, "app.kubernetes.io/instance=hello", 3),
+        60,
+        what="3 ready hello pods",
+    )
+    assert (
+        "upgraded"
+        in cluster.kubectl(
+            "get", "configmap", "hello", "-n", ns, "-o", "jsonpath={.data.message}"
+        ).stdout
+    )
     helm(cluster, tmp_path, "rollback", "hello", "1", "-n", ns, "--wait", "--timeout=2m")
-    wait_for(lambda: ready_pods(cluster, ns, "app.kubernetes.io/instance=hello", 2), 60,
-             what="2 ready hello pods after the rollback")
+    wait_for(
+        lambda: ready_pods(cluster, ns, "app.kubernetes.io/instance=hello", 2),
+        60,
+        what="2 ready hello pods after the rollback",
+    )
     history = helm(cluster, tmp_path, "history", "hello", "-n", ns)
     assert "Rollback to 1" in history, history
     helm(cluster, tmp_path, "uninstall", "hello", "-n", ns, "--wait", "--timeout=2m")
     assert "hello" not in helm(cluster, tmp_path, "list", "-n", ns, "-q")
-    wait_for(lambda: not pods(cluster, ns, "app.kubernetes.io/instance=hello"), 60,
-             what="the hello pods to go")
-    left = cluster.kubectl("get", "deployments,services,configmaps,secrets", "-n", ns,
-                           "-o", "name").stdout
+    wait_for(
+        lambda: not pods(cluster, ns, "app.kubernetes.io/instance=hello"),
+        60,
+        what="the hello pods to go",
+    )
+    left = cluster.kubectl(
+        "get", "deployments,services,configmaps,secrets", "-n", ns, "-o", "name"
+    ).stdout
     assert "hello" not in left.replace("kube-root-ca.crt", ""), left
 
 
@@ -349,5 +456,10 @@ def test_cluster_logs_exist(cluster: Cluster) -> None:
     if cluster.data_dir is None:
         pytest.skip("not a cluster of ours")
     logs = {p.name for p in Path(cluster.data_dir, "logs").glob("*.log")}
-    assert {"apiserver.log", "controller-manager.log", "scheduler.log", "kubelet.log",
-            "proxy.log"} <= logs, logs
+    assert {
+        "apiserver.log",
+        "controller-manager.log",
+        "scheduler.log",
+        "kubelet.log",
+        "proxy.log",
+    } <= logs, logs

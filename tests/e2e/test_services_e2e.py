@@ -42,8 +42,10 @@ LOCK = Path(os.environ.get("TMPDIR", "/tmp")) / "k8slite-e2e-services.lock"
 BUSYBOX = "busybox:1.35"
 
 # Each pod serves its own hostname (the pod name) and is ready while /tmp/ready exists.
-HTTPD = ("mkdir -p /www && hostname > /www/index.html && touch /tmp/ready "
-         "&& exec httpd -f -p 8080 -h /www")
+HTTPD = (
+    "mkdir -p /www && hostname > /www/index.html && touch /tmp/ready "
+    "&& exec httpd -f -p 8080 -h /www"
+)
 
 
 def _docker(*args: str, check: bool = True) -> str:
@@ -62,8 +64,9 @@ def _requirements() -> str | None:
             return f"{tool} not found (hack/install-deps installs ip and nft)"
     if subprocess.run(["docker", "info"], capture_output=True, check=False).returncode != 0:
         return "the Docker engine does not answer"
-    if subprocess.run(["docker", "image", "inspect", BUSYBOX], capture_output=True,
-                      check=False).returncode:
+    if subprocess.run(
+        ["docker", "image", "inspect", BUSYBOX], capture_output=True, check=False
+    ).returncode:
         return f"image {BUSYBOX} missing (hack/build-images builds it)"
     for binary in (KUBELET, CONTROLLER_MANAGER):
         if not binary.exists():
@@ -73,8 +76,9 @@ def _requirements() -> str | None:
 
 def _supported(binary: Path, flags: list[str]) -> list[str]:
     """The flags among `flags` ("--x=y") that `binary --help` lists."""
-    text = subprocess.run([str(binary), "--help"], capture_output=True, text=True,
-                          check=False).stdout
+    text = subprocess.run(
+        [str(binary), "--help"], capture_output=True, text=True, check=False
+    ).stdout
     return [f for f in flags if f.split("=", 1)[0] in text]
 
 
@@ -99,8 +103,12 @@ class Cluster:
         return str(ipaddress.ip_network(config["Subnet"]).network_address + 1)
 
     def proxy(self, mode: str, log: Path) -> ProxyProcess:
-        argv = ProxyProcess.command(self.server.kubeconfig_for("proxy"), mode,
-                                    "--nodeport-addresses", f"{self.subnet},127.0.0.0/8")
+        argv = ProxyProcess.command(
+            self.server.kubeconfig_for("proxy"),
+            mode,
+            "--nodeport-addresses",
+            f"{self.subnet},127.0.0.0/8",
+        )
         return ProxyProcess(argv, log)
 
 
@@ -142,17 +150,40 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         server = start_apiserver(tmp / "api")
         procs: list[subprocess.Popen[bytes]] = []
         try:
-            procs.append(_start([str(KUBELET), "--node-name", NODE, "--runtime", "docker",
-                                 "--kubeconfig", str(server.kubeconfig_for(f"node-{NODE}")),
-                                 "--pki-dir", str(server.pki), "--root-dir", str(tmp / "kubelet"),
-                                 "--docker-network", NETWORK,
-                                 *_supported(KUBELET, ["--port=0", "--healthz-port=0"])],
-                                tmp / "kubelet.log"))
-            procs.append(_start([str(CONTROLLER_MANAGER), "--kubeconfig",
-                                 str(server.kubeconfig_for("controller-manager")),
-                                 *_supported(CONTROLLER_MANAGER,
-                                             ["--leader-elect=false", "--secure-port=0"])],
-                                tmp / "controller-manager.log"))
+            procs.append(
+                _start(
+                    [
+                        str(KUBELET),
+                        "--node-name",
+                        NODE,
+                        "--runtime",
+                        "docker",
+                        "--kubeconfig",
+                        str(server.kubeconfig_for(f"node-{NODE}")),
+                        "--pki-dir",
+                        str(server.pki),
+                        "--root-dir",
+                        str(tmp / "kubelet"),
+                        "--docker-network",
+                        NETWORK,
+                        *_supported(KUBELET, ["--port=0", "--healthz-port=0"]),
+                    ],
+                    tmp / "kubelet.log",
+                )
+            )
+            procs.append(
+                _start(
+                    [
+                        str(CONTROLLER_MANAGER),
+                        "--kubeconfig",
+                        str(server.kubeconfig_for("controller-manager")),
+                        *_supported(
+                            CONTROLLER_MANAGER, ["--leader-elect=false", "--secure-port=0"]
+                        ),
+                    ],
+                    tmp / "controller-manager.log",
+                )
+            )
             namespaces: list[str] = []
             with server.client() as api:
                 _wait("node1 to be Ready", lambda: _node_ready(api), 90)
@@ -161,8 +192,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             for proc in reversed(procs):
                 _stop(proc)
             _remove_leftovers(namespaces)
-            subprocess.run([sys.executable, "-m", "k8slite.cmd.proxy", "--cleanup"],
-                           cwd=REPO, check=False, capture_output=True)
+            subprocess.run(
+                [sys.executable, "-m", "k8slite.cmd.proxy", "--cleanup"],
+                cwd=REPO,
+                check=False,
+                capture_output=True,
+            )
             server.stop()
 
 
@@ -173,8 +208,9 @@ def _node_ready(api: httpx.Client) -> bool:
 
 
 def _containers(namespace: str) -> list[str]:
-    return _docker("ps", "-aq", "--filter", f"label=io.kubernetes.pod.namespace={namespace}",
-                   check=False).split()
+    return _docker(
+        "ps", "-aq", "--filter", f"label=io.kubernetes.pod.namespace={namespace}", check=False
+    ).split()
 
 
 def _remove_leftovers(namespaces: list[str]) -> None:
@@ -192,53 +228,107 @@ def _remove_leftovers(namespaces: list[str]) -> None:
 def deployment(name: str, replicas: int) -> dict[str, Any]:
     labels = {"app": name}
     return {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
         "spec": {
-            "replicas": replicas, "selector": {"matchLabels": labels},
-            "template": {"metadata": {"labels": labels}, "spec": {
-                # Bound to our node directly, so no scheduler is needed.
-                "nodeName": NODE, "terminationGracePeriodSeconds": 1,
-                "containers": [{
-                    "name": "web", "image": BUSYBOX, "command": ["sh", "-c", HTTPD],
-                    "ports": [{"name": "http", "containerPort": 8080}],
-                    "readinessProbe": {"exec": {"command": ["test", "-f", "/tmp/ready"]},
-                                       "periodSeconds": 1, "failureThreshold": 1}}]}}},
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    # Bound to our node directly, so no scheduler is needed.
+                    "nodeName": NODE,
+                    "terminationGracePeriodSeconds": 1,
+                    "containers": [
+                        {
+                            "name": "web",
+                            "image": BUSYBOX,
+                            "command": ["sh", "-c", HTTPD],
+                            "ports": [{"name": "http", "containerPort": 8080}],
+                            "readinessProbe": {
+                                "exec": {"command": ["test", "-f", "/tmp/ready"]},
+                                "periodSeconds": 1,
+                                "failureThreshold": 1,
+                            },
+                        }
+                    ],
+                },
+            },
+        },
     }
 
 
 def client_pod() -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "client"}, "spec": {
-        "nodeName": NODE, "terminationGracePeriodSeconds": 0,
-        "containers": [{"name": "client", "image": BUSYBOX, "command": ["sleep", "3600"]}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "client"},
+        "spec": {
+            "nodeName": NODE,
+            "terminationGracePeriodSeconds": 0,
+            "containers": [{"name": "client", "image": BUSYBOX, "command": ["sleep", "3600"]}],
+        },
+    }
 
 
 def service(name: str, selector: str, **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": {
-        "selector": {"app": selector},
-        "ports": [{"name": "http", "port": 80, "targetPort": "http"}], **spec}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {
+            "selector": {"app": selector},
+            "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
+            **spec,
+        },
+    }
 
 
 def container_of(namespace: str, pod: str, container: str) -> str:
-    ids = _docker("ps", "-q", "--filter", f"label=io.kubernetes.pod.namespace={namespace}",
-                  "--filter", f"label=io.kubernetes.pod.name={pod}",
-                  "--filter", f"label=io.kubernetes.container.name={container}").split()
+    ids = _docker(
+        "ps",
+        "-q",
+        "--filter",
+        f"label=io.kubernetes.pod.namespace={namespace}",
+        "--filter",
+        f"label=io.kubernetes.pod.name={pod}",
+        "--filter",
+        f"label=io.kubernetes.container.name={container}",
+    ).split()
     assert ids, f"no running container {container} of pod {namespace}/{pod}"
     return ids[0]
 
 
 def pod_names(api: httpx.Client, namespace: str, *, ready: bool = True) -> set[str]:
-    pods = api.get(f"/api/v1/namespaces/{namespace}/pods", params={
-        "labelSelector": "app=web"}).json()["items"]
-    return {p["metadata"]["name"] for p in pods if not p["metadata"].get("deletionTimestamp")
-            and (not ready or any(c["type"] == "Ready" and c["status"] == "True"
-                                  for c in p.get("status", {}).get("conditions", [])))}
+    pods = api.get(
+        f"/api/v1/namespaces/{namespace}/pods", params={"labelSelector": "app=web"}
+    ).json()["items"]
+    return {
+        p["metadata"]["name"]
+        for p in pods
+        if not p["metadata"].get("deletionTimestamp")
+        and (
+            not ready
+            or any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in p.get("status", {}).get("conditions", [])
+            )
+        )
+    }
 
 
 def ready_endpoints(api: httpx.Client, namespace: str, svc: str) -> int:
-    slices = api.get(f"/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices",
-                     params={"labelSelector": f"kubernetes.io/service-name={svc}"}).json()
-    return sum(1 for s in slices["items"] for e in s.get("endpoints") or ()
-               if (e.get("conditions") or {}).get("ready") is not False)
+    slices = api.get(
+        f"/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices",
+        params={"labelSelector": f"kubernetes.io/service-name={svc}"},
+    ).json()
+    return sum(
+        1
+        for s in slices["items"]
+        for e in s.get("endpoints") or ()
+        if (e.get("conditions") or {}).get("ready") is not False
+    )
 
 
 async def get_from_host(ip: str, port: int) -> str:
@@ -291,34 +381,53 @@ async def test_deployment_behind_a_service(cluster: Cluster, mode: str) -> None:
         api.delete(f"/api/v1/namespaces/{ns}")
         # Let the kubelet take its containers down before the next test or the teardown.
         deadline = time.monotonic() + 60
-        while _docker("ps", "-q", "--filter", f"label=io.kubernetes.pod.namespace={ns}",
-                      check=False).split() and time.monotonic() < deadline:
+        while (
+            _docker(
+                "ps", "-q", "--filter", f"label=io.kubernetes.pod.namespace={ns}", check=False
+            ).split()
+            and time.monotonic() < deadline
+        ):
             await trio.sleep(0.5)
 
 
 async def _scenario(cluster: Cluster, ns: str, mode: str) -> None:
     api = cluster.api
-    assert api.post(f"/apis/apps/v1/namespaces/{ns}/deployments",
-                    json=deployment("web", 3)).status_code == 201
+    assert (
+        api.post(
+            f"/apis/apps/v1/namespaces/{ns}/deployments", json=deployment("web", 3)
+        ).status_code
+        == 201
+    )
     svc = api.post(f"/api/v1/namespaces/{ns}/services", json=service("web", "web")).json()
-    np = api.post(f"/api/v1/namespaces/{ns}/services",
-                  json=service("web-np", "web", type="NodePort")).json()
+    np = api.post(
+        f"/api/v1/namespaces/{ns}/services", json=service("web-np", "web", type="NodePort")
+    ).json()
     empty = api.post(f"/api/v1/namespaces/{ns}/services", json=service("none", "nothing")).json()
     assert api.post(f"/api/v1/namespaces/{ns}/pods", json=client_pod()).status_code == 201
     ip, node_port = svc["spec"]["clusterIP"], np["spec"]["ports"][0]["nodePort"]
     _wait("3 ready pods", lambda: len(pod_names(api, ns)) == 3, 120)
     _wait("3 ready endpoints", lambda: ready_endpoints(api, ns, "web") == 3, 60)
-    _wait("the client pod", lambda: _docker(
-        "ps", "-q", "--filter", f"label=io.kubernetes.pod.namespace={ns}",
-        "--filter", "label=io.kubernetes.container.name=client"), 60)
+    _wait(
+        "the client pod",
+        lambda: _docker(
+            "ps",
+            "-q",
+            "--filter",
+            f"label=io.kubernetes.pod.namespace={ns}",
+            "--filter",
+            "label=io.kubernetes.container.name=client",
+        ),
+        60,
+    )
     pods = pod_names(api, ns)
 
     proxy = cluster.proxy(mode, cluster.tmp / f"proxy-{mode}.log")
     await proxy.start()
     try:
         # The guard first: before any packet goes to a service address, it must be local.
-        route = (await trio.run_process(["ip", "route", "get", ip],
-                                        capture_stdout=True)).stdout.decode()
+        route = (
+            await trio.run_process(["ip", "route", "get", ip], capture_stdout=True)
+        ).stdout.decode()
         assert route.startswith(f"local {ip} dev lo"), route
 
         # From the host and from a pod, every backend answers.
@@ -342,6 +451,7 @@ async def _scenario(cluster: Cluster, ns: str, mode: str) -> None:
 
         async def without_sick() -> bool:
             return sick not in await spread_from_host(ip, 80, 20)
+
         await eventually(without_sick, what="traffic to avoid the unready pod")
         assert set(spread_from_pod(ns, f"http://{ip}/", 20)) == pods - {sick}
 
@@ -351,14 +461,17 @@ async def _scenario(cluster: Cluster, ns: str, mode: str) -> None:
         assert set(await spread_from_host(ip, 80, 20)) == pods - {sick}
 
         # Scaling to 1 sends everything to the one left.
-        r = api.patch(f"/apis/apps/v1/namespaces/{ns}/deployments/web",
-                      json={"spec": {"replicas": 1}},
-                      headers={"Content-Type": "application/merge-patch+json"})
+        r = api.patch(
+            f"/apis/apps/v1/namespaces/{ns}/deployments/web",
+            json={"spec": {"replicas": 1}},
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
         assert r.status_code == 200, r.text
         _wait("one ready endpoint", lambda: ready_endpoints(api, ns, "web") == 1, 60)
 
         async def single() -> bool:
             return len(await spread_from_host(ip, 80, 10)) == 1
+
         await eventually(single, what="traffic to go to one pod")
         (left,) = await spread_from_host(ip, 80, 10)
         assert left in pod_names(api, ns)

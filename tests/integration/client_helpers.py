@@ -36,8 +36,11 @@ class TcpProxy:
             # Stay open while cut (no listener task) so restore() can start one again.
             await trio.sleep_forever()
 
-    async def _listen(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-                      ) -> None:
+    async def _listen(
+        self,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
         listeners = await trio.open_tcp_listeners(self.port, host="127.0.0.1")
         self.port = listeners[0].socket.getsockname()[1]
         with trio.CancelScope() as scope:

@@ -62,8 +62,10 @@ class ManagerHandle:
     def stop(self) -> None:
         if self.proc.poll() not in (None, 0, -signal.SIGKILL):
             # It died on its own: show why, in the failing test's captured output.
-            print(f"controller manager exited with {self.proc.returncode}:\n"
-                  + self.log.read_text(errors="replace")[-4000:])
+            print(
+                f"controller manager exited with {self.proc.returncode}:\n"
+                + self.log.read_text(errors="replace")[-4000:]
+            )
         stop(self.proc)
 
     def kill9(self) -> None:
@@ -80,13 +82,24 @@ class ManagerHandle:
         return re.search(pattern, self.metrics(), re.MULTILINE) is not None
 
 
-def start_controller_manager(server: ServerHandle, *flags: str, name: str = "cm",
-                             timeout: float = 60.0) -> ManagerHandle:
+def start_controller_manager(
+    server: ServerHandle, *flags: str, name: str = "cm", timeout: float = 60.0
+) -> ManagerHandle:
     """Start k8slite-controller-manager against `server`; wait for its 'serving on' line."""
     log = server.data_dir / f"{name}.log"
-    args = [sys.executable, "-m", "k8slite.cmd.controller_manager",
-            "--kubeconfig", str(manager_kubeconfig(server)), "--secure-port", "0",
-            "--bind-address", "127.0.0.1", *FAST_FLAGS, *flags]
+    args = [
+        sys.executable,
+        "-m",
+        "k8slite.cmd.controller_manager",
+        "--kubeconfig",
+        str(manager_kubeconfig(server)),
+        "--secure-port",
+        "0",
+        "--bind-address",
+        "127.0.0.1",
+        *FAST_FLAGS,
+        *flags,
+    ]
     marker = "serving on "
     proc, line = launch(args, log, marker, what="controller manager", timeout=timeout)
     return ManagerHandle(proc, after(line, marker), log, args)
@@ -102,24 +115,38 @@ def new_namespace_name(prefix: str) -> str:
 
 async def create_namespace(client: ApiClient, prefix: str) -> str:
     name = new_namespace_name(prefix)
-    await client.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace",
-                                     "metadata": {"name": name}})
+    await client.create(
+        NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+    )
     return name
 
 
-def deployment(name: str, replicas: int = 1, image: str = "nginx:1.27",
-               labels: dict[str, str] | None = None, **spec: Any) -> Obj:
+def deployment(
+    name: str,
+    replicas: int = 1,
+    image: str = "nginx:1.27",
+    labels: dict[str, str] | None = None,
+    **spec: Any,
+) -> Obj:
     labels = labels or {"app": name}
     return {
-        "apiVersion": "apps/v1", "kind": "Deployment",
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
         "metadata": {"name": name},
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": labels},
             "template": {
                 "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": "app", "image": image,
-                                         "ports": [{"name": "http", "containerPort": 8080}]}]},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "app",
+                            "image": image,
+                            "ports": [{"name": "http", "containerPort": 8080}],
+                        }
+                    ]
+                },
             },
             **spec,
         },
@@ -128,18 +155,26 @@ def deployment(name: str, replicas: int = 1, image: str = "nginx:1.27",
 
 async def kubectl(server: ServerHandle, *args: str, check: bool = True) -> str:
     """Run the real kubectl against `server` (admin); its stdout (stderr too on failure)."""
-    result = await trio.run_process([str(kubectl_path()), "--kubeconfig",
-                                     str(server.kubeconfig), *args],
-                                    capture_stdout=True, capture_stderr=True, check=False)
+    result = await trio.run_process(
+        [str(kubectl_path()), "--kubeconfig", str(server.kubeconfig), *args],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
     out = result.stdout.decode()
     if check and result.returncode != 0:
-        raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}): "
-                             f"{out}{result.stderr.decode()}")
+        raise AssertionError(
+            f"kubectl {' '.join(args)} failed ({result.returncode}): {out}{result.stderr.decode()}"
+        )
     return out + (result.stderr.decode() if result.returncode != 0 else "")
 
 
-async def wait_for(predicate: Callable[[], Any], timeout: float = 30.0,
-                   interval: float = 0.1, message: str = "condition") -> Any:
+async def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = 30.0,
+    interval: float = 0.1,
+    message: str = "condition",
+) -> Any:
     """Poll an async or sync predicate until it returns something truthy."""
     last: Any = None
     with trio.move_on_after(timeout):
@@ -154,26 +189,47 @@ async def wait_for(predicate: Callable[[], Any], timeout: float = 30.0,
 
 
 def is_ready(pod: Obj) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in (pod.get("status") or {}).get("conditions") or ())
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in (pod.get("status") or {}).get("conditions") or ()
+    )
 
 
 def running_pod_status(pod: Obj, ip: str) -> Obj:
     stamp = now_text()
     containers = (pod.get("spec") or {}).get("containers") or []
-    conditions = [{"type": t, "status": "True", "lastProbeTime": None,
-                   "lastTransitionTime": stamp}
-                  for t in ("PodReadyToStartContainers", "Initialized", "Ready",
-                            "ContainersReady", "PodScheduled")]
+    conditions = [
+        {"type": t, "status": "True", "lastProbeTime": None, "lastTransitionTime": stamp}
+        for t in (
+            "PodReadyToStartContainers",
+            "Initialized",
+            "Ready",
+            "ContainersReady",
+            "PodScheduled",
+        )
+    ]
     return {
         **(pod.get("status") or {}),
-        "phase": "Running", "hostIP": "10.0.0.1", "hostIPs": [{"ip": "10.0.0.1"}],
-        "podIP": ip, "podIPs": [{"ip": ip}], "startTime": stamp, "conditions": conditions,
-        "containerStatuses": [{
-            "name": c["name"], "image": c.get("image", ""), "imageID": "",
-            "containerID": f"fake://{pod['metadata']['uid']}/{c['name']}",
-            "ready": True, "started": True, "restartCount": 0,
-            "state": {"running": {"startedAt": stamp}}} for c in containers],
+        "phase": "Running",
+        "hostIP": "10.0.0.1",
+        "hostIPs": [{"ip": "10.0.0.1"}],
+        "podIP": ip,
+        "podIPs": [{"ip": ip}],
+        "startTime": stamp,
+        "conditions": conditions,
+        "containerStatuses": [
+            {
+                "name": c["name"],
+                "image": c.get("image", ""),
+                "imageID": "",
+                "containerID": f"fake://{pod['metadata']['uid']}/{c['name']}",
+                "ready": True,
+                "started": True,
+                "restartCount": 0,
+                "state": {"running": {"startedAt": stamp}},
+            }
+            for c in containers
+        ],
     }
 
 
@@ -186,8 +242,14 @@ class FakeKubelet:
     names images whose pods stay Pending (for progress deadline tests).
     """
 
-    def __init__(self, client: ApiClient, namespace: str | None, nodes: list[str],
-                 ready_delay: float = 0.0, never_ready: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self,
+        client: ApiClient,
+        namespace: str | None,
+        nodes: list[str],
+        ready_delay: float = 0.0,
+        never_ready: frozenset[str] = frozenset(),
+    ) -> None:
         self.client = client
         self.namespace = namespace
         self.nodes = list(nodes)
@@ -201,7 +263,8 @@ class FakeKubelet:
         self._seen: dict[str, float] = {}
         key = self.queue.add
         self.informer.add_event_handler(
-            lambda p: key(_key(p)), lambda _o, n: key(_key(n)), lambda p: None)
+            lambda p: key(_key(p)), lambda _o, n: key(_key(n)), lambda p: None
+        )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -222,8 +285,9 @@ class FakeKubelet:
         try:
             if pod["metadata"].get("deletionTimestamp"):
                 if not node or node not in self.dead:
-                    await self.client.delete(PODS, name, namespace=namespace,
-                                             grace_period_seconds=0)
+                    await self.client.delete(
+                        PODS, name, namespace=namespace, grace_period_seconds=0
+                    )
                 return None
             if not node:
                 return await self._bind(pod)
@@ -250,11 +314,15 @@ class FakeKubelet:
         if not live:
             return 0.2
         node = live[next(self._turn) % len(live)]
-        binding = {"apiVersion": "v1", "kind": "Binding",
-                   "metadata": {"name": pod["metadata"]["name"]},
-                   "target": {"apiVersion": "v1", "kind": "Node", "name": node}}
-        await self.client.create(PODS, binding, namespace=pod["metadata"]["namespace"],
-                                 subresource="binding")
+        binding = {
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {"name": pod["metadata"]["name"]},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+        }
+        await self.client.create(
+            PODS, binding, namespace=pod["metadata"]["namespace"], subresource="binding"
+        )
         return None
 
 

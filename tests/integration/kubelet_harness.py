@@ -24,9 +24,20 @@ T = TypeVar("T")
 BUSYBOX = "busybox:1.35"
 PAUSE = "k8slite/pause:1.0"
 # Short periods so tests see heartbeats, restarts and back-offs within seconds.
-FAST_FLAGS = ("--node-status-update-frequency", "1s", "--node-lease-renew-interval", "1s",
-              "--sync-frequency", "5s", "--pleg-relist-period", "0.5s",
-              "--crashloop-backoff-initial", "1s", "--crashloop-backoff-max", "8s")
+FAST_FLAGS = (
+    "--node-status-update-frequency",
+    "1s",
+    "--node-lease-renew-interval",
+    "1s",
+    "--sync-frequency",
+    "5s",
+    "--pleg-relist-period",
+    "0.5s",
+    "--crashloop-backoff-initial",
+    "1s",
+    "--crashloop-backoff-max",
+    "8s",
+)
 
 
 def docker_problem() -> str | None:
@@ -60,8 +71,9 @@ def unique_node(prefix: str) -> str:
 class KubeletProcess:
     """A k8slite-kubelet child process for one node of a test API server."""
 
-    def __init__(self, server: ServerHandle, node: str, runtime: str, workdir: Path,
-                 *extra: str) -> None:
+    def __init__(
+        self, server: ServerHandle, node: str, runtime: str, workdir: Path, *extra: str
+    ) -> None:
         self.server = server
         self.node = node
         self.runtime = runtime
@@ -75,14 +87,33 @@ class KubeletProcess:
         self.kubeconfig = server.kubeconfig_for(f"node-{node}")
 
     def start(self, timeout: float = 60.0) -> None:
-        args = [sys.executable, "-m", "k8slite.cmd.kubelet", "--node-name", self.node,
-                "--runtime", self.runtime, "--kubeconfig", str(self.kubeconfig),
-                "--pki-dir", str(self.server.pki), "--root-dir", str(self.workdir / "root"),
-                "--port", "0", "--healthz-port", "0", *FAST_FLAGS, *self.extra]
-        self.proc, line = launch(args, self.workdir / "kubelet.log", " ready: ",
-                                 what="kubelet", timeout=timeout)
-        self.port = int(line.split("API listening on https://", 1)[1].split(",")[0]
-                        .rsplit(":", 1)[1])
+        args = [
+            sys.executable,
+            "-m",
+            "k8slite.cmd.kubelet",
+            "--node-name",
+            self.node,
+            "--runtime",
+            self.runtime,
+            "--kubeconfig",
+            str(self.kubeconfig),
+            "--pki-dir",
+            str(self.server.pki),
+            "--root-dir",
+            str(self.workdir / "root"),
+            "--port",
+            "0",
+            "--healthz-port",
+            "0",
+            *FAST_FLAGS,
+            *self.extra,
+        ]
+        self.proc, line = launch(
+            args, self.workdir / "kubelet.log", " ready: ", what="kubelet", timeout=timeout
+        )
+        self.port = int(
+            line.split("API listening on https://", 1)[1].split(",")[0].rsplit(":", 1)[1]
+        )
         self.healthz_port = int(line.rsplit(":", 1)[1])
 
     def stop(self) -> None:
@@ -96,8 +127,9 @@ class KubeletProcess:
 
 
 @contextmanager
-def running_kubelet(server: ServerHandle, node: str, runtime: str, workdir: Path,
-                    *extra: str) -> Iterator[KubeletProcess]:
+def running_kubelet(
+    server: ServerHandle, node: str, runtime: str, workdir: Path, *extra: str
+) -> Iterator[KubeletProcess]:
     kubelet = KubeletProcess(server, node, runtime, workdir, *extra)
     kubelet.start()
     try:
@@ -116,11 +148,14 @@ def retire_node(server: ServerHandle, node: str, timeout: float = 60.0) -> None:
         pods = api.get("/api/v1/pods", params={"fieldSelector": f"spec.nodeName={node}"})
         for pod in pods.json().get("items") or ():
             m = pod["metadata"]
-            api.request("DELETE", f"/api/v1/namespaces/{m['namespace']}/pods/{m['name']}",
-                        json={"gracePeriodSeconds": 1})
+            api.request(
+                "DELETE",
+                f"/api/v1/namespaces/{m['namespace']}/pods/{m['name']}",
+                json={"gracePeriodSeconds": 1},
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and api.get(
-                "/api/v1/pods", params={"fieldSelector": f"spec.nodeName={node}"}
+            "/api/v1/pods", params={"fieldSelector": f"spec.nodeName={node}"}
         ).json().get("items"):
             time.sleep(0.2)
         api.delete(f"/api/v1/nodes/{node}")
@@ -137,11 +172,17 @@ def wait_idle(kubelet: KubeletProcess, timeout: float = 60.0) -> None:
 
     pki_dir = kubelet.server.pki
     ctx = ssl.create_default_context(cafile=str(pki_dir / "ca.pem"))
-    ctx.load_cert_chain(str(pki_dir / "client-apiserver-kubelet-client.pem"),
-                        str(pki_dir / "client-apiserver-kubelet-client.key"))
+    ctx.load_cert_chain(
+        str(pki_dir / "client-apiserver-kubelet-client.pem"),
+        str(pki_dir / "client-apiserver-kubelet-client.key"),
+    )
     with httpx.Client(verify=ctx, trust_env=False, timeout=10) as client:
-        wait_for(lambda: not client.get(f"https://127.0.0.1:{kubelet.port}/pods")
-                 .json()["items"], timeout, interval=0.2, what="the kubelet to be idle")
+        wait_for(
+            lambda: not client.get(f"https://127.0.0.1:{kubelet.port}/pods").json()["items"],
+            timeout,
+            interval=0.2,
+            what="the kubelet to be idle",
+        )
 
 
 def remove_docker_leftovers(nodes: list[str], network: str | None) -> None:
@@ -182,10 +223,17 @@ class Pods:
         self.node = node
 
     def create(self, name: str, containers: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
-        body = {"apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": name, **spec.pop("metadata", {})},
-                "spec": {"nodeName": self.node, "terminationGracePeriodSeconds": 2,
-                         "containers": containers, **spec}}
+        body = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, **spec.pop("metadata", {})},
+            "spec": {
+                "nodeName": self.node,
+                "terminationGracePeriodSeconds": 2,
+                "containers": containers,
+                **spec,
+            },
+        }
         r = self.api.post(f"/api/v1/namespaces/{self.namespace}/pods", json=body)
         assert r.status_code == 201, r.text
         return r.json()  # type: ignore[no-any-return]
@@ -209,8 +257,11 @@ class Pods:
         return {}
 
     def wait_phase(self, name: str, phase: str, timeout: float = 60.0) -> dict[str, Any]:
-        return wait_for(lambda: (s := self.status(name)).get("phase") == phase and s,
-                        timeout, what=f"pod {name} to be {phase}")
+        return wait_for(
+            lambda: (s := self.status(name)).get("phase") == phase and s,
+            timeout,
+            what=f"pod {name} to be {phase}",
+        )
 
     def condition(self, name: str, type_: str) -> str | None:
         for c in self.status(name).get("conditions") or ():
@@ -220,24 +271,33 @@ class Pods:
 
     def delete(self, name: str, grace: int | None = None) -> None:
         body = {} if grace is None else {"gracePeriodSeconds": grace}
-        r = self.api.request("DELETE", f"/api/v1/namespaces/{self.namespace}/pods/{name}",
-                             json=body)
+        r = self.api.request(
+            "DELETE", f"/api/v1/namespaces/{self.namespace}/pods/{name}", json=body
+        )
         assert r.status_code in (200, 404), r.text
 
     def wait_gone(self, name: str, timeout: float = 60.0) -> None:
         wait_for(lambda: self.get(name) is None, timeout, what=f"pod {name} to be gone")
 
     def events(self, name: str) -> list[dict[str, Any]]:
-        r = self.api.get(f"/api/v1/namespaces/{self.namespace}/events",
-                         params={"fieldSelector": f"involvedObject.name={name}"})
+        r = self.api.get(
+            f"/api/v1/namespaces/{self.namespace}/events",
+            params={"fieldSelector": f"involvedObject.name={name}"},
+        )
         assert r.status_code == 200, r.text
         return r.json()["items"]  # type: ignore[no-any-return]
 
-    def wait_events(self, name: str, field: str, *wanted: Callable[[list[str]], bool] | str,
-                    timeout: float = 30.0) -> list[str]:
+    def wait_events(
+        self,
+        name: str,
+        field: str,
+        *wanted: Callable[[list[str]], bool] | str,
+        timeout: float = 30.0,
+    ) -> list[str]:
         """The `field` ("reason", "message") of the pod's events, once every wanted one is
         there: a string present, or a predicate true. The kubelet records events in the
         background, so they can trail the status that the test saw."""
+
         def ready() -> list[str] | None:
             values = [e[field] for e in self.events(name)]
             ok = all(w(values) if callable(w) else w in values for w in wanted)
@@ -246,7 +306,15 @@ class Pods:
         return wait_for(ready, timeout, what=f"events of {name}")
 
 
-def kubectl(server: ServerHandle, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+def kubectl(
+    server: ServerHandle, *args: str, timeout: float = 60.0
+) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, KUBECONFIG=str(server.kubeconfig))
-    return subprocess.run([str(kubectl_path()), *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, check=False)
+    return subprocess.run(
+        [str(kubectl_path()), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import shutil
@@ -55,8 +56,9 @@ class NetNS:
             raise
 
     def ip(self, *args: str) -> str:
-        done = subprocess.run(["ip", "-n", self.name, *args], check=True,
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            ["ip", "-n", self.name, *args], check=True, capture_output=True, text=True
+        )
         return done.stdout
 
     def add_address(self, cidr: str) -> None:
@@ -66,8 +68,9 @@ class NetNS:
     def exec_argv(self, argv: list[str]) -> list[str]:
         return ["ip", "netns", "exec", self.name, *argv]
 
-    def socket(self, family: int = socket.AF_INET,
-               type: int = socket.SOCK_STREAM) -> trio.socket.SocketType:
+    def socket(
+        self, family: int = socket.AF_INET, type: int = socket.SOCK_STREAM
+    ) -> trio.socket.SocketType:
         """A socket that lives in this namespace (it stays there whatever thread uses it).
 
         setns() switches only the calling thread, and only around the socket() call, which
@@ -96,8 +99,9 @@ class NetNS:
 # ------------------------------------------------------------------------ clients
 
 
-async def fetch(ns: NetNS, ip: str, port: int, *, source: str | None = None,
-                timeout: float = 5.0) -> str:
+async def fetch(
+    ns: NetNS, ip: str, port: int, *, source: str | None = None, timeout: float = 5.0
+) -> str:
     """Connect from inside `ns`, read the backend's greeting line."""
     sock = ns.socket()
     with sock, trio.fail_after(timeout):
@@ -139,8 +143,9 @@ async def http_get(ns: NetNS, host: str, port: int, path: str) -> tuple[int, str
     sock = ns.socket()
     with sock, trio.fail_after(10):
         await sock.connect((host, port))
-        await sock.send(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-                        .encode())
+        await sock.send(
+            f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+        )
         data = b""
         while chunk := await sock.recv(65536):
             data += chunk
@@ -148,8 +153,9 @@ async def http_get(ns: NetNS, host: str, port: int, path: str) -> tuple[int, str
     return int(head.split()[1]), body.decode()
 
 
-async def eventually(check: Callable[[], Awaitable[T]], timeout: float = 15.0,
-                     what: str = "condition") -> T:
+async def eventually(
+    check: Callable[[], Awaitable[T]], timeout: float = 15.0, what: str = "condition"
+) -> T:
     """Retry `check` until it returns something truthy without raising."""
     last: BaseException | None = None
     with trio.move_on_after(timeout):
@@ -167,8 +173,14 @@ async def eventually(check: Callable[[], Awaitable[T]], timeout: float = 15.0,
 # ----------------------------------------------------------------------- backends
 
 
-async def serve_backend(ns: NetNS, ip: str, port: int, name: str, *,
-                        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+async def serve_backend(
+    ns: NetNS,
+    ip: str,
+    port: int,
+    name: str,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
     """A TCP backend in `ns` that greets with its name and then echoes what it gets."""
     sock = ns.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -192,9 +204,14 @@ async def serve_backend(ns: NetNS, ip: str, port: int, name: str, *,
                 nursery.start_soon(handle, conn)
 
 
-async def serve_udp_backend(ns: NetNS, ip: str, port: int, name: str, *,
-                            task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-                            ) -> None:
+async def serve_udp_backend(
+    ns: NetNS,
+    ip: str,
+    port: int,
+    name: str,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
     sock = ns.socket(socket.AF_INET, socket.SOCK_DGRAM)
     await sock.bind((ip, port))
     with sock:
@@ -204,8 +221,12 @@ async def serve_udp_backend(ns: NetNS, ip: str, port: int, name: str, *,
             await sock.sendto(name.encode(), peer)
 
 
-async def relay_api(ns: NetNS, target: tuple[str, int], *,
-                    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+async def relay_api(
+    ns: NetNS,
+    target: tuple[str, int],
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
     """Make the host's API server reachable at 127.0.0.1:<port> inside `ns`."""
     listener = ns.socket()
     await listener.bind(("127.0.0.1", 0))
@@ -220,10 +241,8 @@ async def relay_api(ns: NetNS, target: tuple[str, int], *,
         except OSError:
             pass
         finally:
-            try:
+            with contextlib.suppress(OSError):
                 dst.shutdown(socket.SHUT_WR)
-            except OSError:
-                pass
 
     async def handle(conn: trio.socket.SocketType) -> None:
         upstream = trio.socket.socket()
@@ -250,8 +269,9 @@ async def relay_api(ns: NetNS, target: tuple[str, int], *,
 def proxy_kubeconfig(server: ServerHandle, url: str, path: Path) -> Path:
     """The kube-proxy identity's kubeconfig, pointing at `url`."""
     cert, key = server.cert("proxy")
-    pki.write_kubeconfig(path, url, server.ca.read_bytes(), Path(cert).read_bytes(),
-                         Path(key).read_bytes(), "proxy")
+    pki.write_kubeconfig(
+        path, url, server.ca.read_bytes(), Path(cert).read_bytes(), Path(key).read_bytes(), "proxy"
+    )
     return path
 
 
@@ -266,16 +286,31 @@ class ProxyProcess:
 
     @classmethod
     def command(cls, kubeconfig: Path, mode: str, *extra: str) -> list[str]:
-        return [sys.executable, "-m", "k8slite.cmd.proxy", "--kubeconfig", str(kubeconfig),
-                "--proxy-mode", mode, "--metrics-bind-address", "127.0.0.1:0",
-                "--healthz-bind-address", "127.0.0.1:0", "--hostname-override", "node1",
-                "--min-sync-period", "50ms", *extra]
+        return [
+            sys.executable,
+            "-m",
+            "k8slite.cmd.proxy",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--proxy-mode",
+            mode,
+            "--metrics-bind-address",
+            "127.0.0.1:0",
+            "--healthz-bind-address",
+            "127.0.0.1:0",
+            "--hostname-override",
+            "node1",
+            "--min-sync-period",
+            "50ms",
+            *extra,
+        ]
 
     async def start(self, timeout: float = 30.0) -> None:
         """Start it and wait for its "ready" line (the first sync is done)."""
         with self.log.open("ab") as log:
             self.proc = await trio.lowlevel.open_process(
-                self.argv, stdout=subprocess.PIPE, stderr=log, cwd=REPO)
+                self.argv, stdout=subprocess.PIPE, stderr=log, cwd=REPO
+            )
         assert self.proc.stdout is not None
         buf = b""
         with trio.move_on_after(timeout):

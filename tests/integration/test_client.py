@@ -37,7 +37,8 @@ from tests.integration.client_helpers import TcpProxy, server_config
 
 def configmap(name: str, labels: dict[str, str] | None = None, **data: str) -> dict[str, Any]:
     return {
-        "apiVersion": "v1", "kind": "ConfigMap",
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
         "metadata": {"name": name, "labels": labels or {}},
         "data": data,
     }
@@ -45,7 +46,9 @@ def configmap(name: str, labels: dict[str, str] | None = None, **data: str) -> d
 
 def pod(name: str) -> dict[str, Any]:
     return {
-        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
         "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]},
     }
 
@@ -61,8 +64,9 @@ async def kube(config: ClientConfig) -> AsyncIterator[ApiClient]:
         yield client
 
 
-async def test_kubeconfig_gives_mutual_tls(config: ClientConfig, apiserver: ServerHandle,
-                                           kube: ApiClient) -> None:
+async def test_kubeconfig_gives_mutual_tls(
+    config: ClientConfig, apiserver: ServerHandle, kube: ApiClient
+) -> None:
     loaded = load_kubeconfig(apiserver.kubeconfig)
     assert urlsplit(loaded.server).hostname == urlsplit(apiserver.url).hostname
     assert loaded.namespace == "default" and loaded.token is None
@@ -72,8 +76,9 @@ async def test_kubeconfig_gives_mutual_tls(config: ClientConfig, apiserver: Serv
     assert version["gitVersion"].startswith("v1.")
 
 
-async def test_kubeconfig_with_files_and_context(apiserver: ServerHandle, tmp_path: Path,
-                                                 kube: ApiClient) -> None:
+async def test_kubeconfig_with_files_and_context(
+    apiserver: ServerHandle, tmp_path: Path, kube: ApiClient
+) -> None:
     # The same credentials as file references, relative to the kubeconfig, under a
     # non-current context.
     pki = apiserver.pki
@@ -99,7 +104,8 @@ def test_kubeconfig_errors(tmp_path: Path) -> None:
         load_kubeconfig(tmp_path / "missing")
     (tmp_path / "kc").write_text(
         "clusters:\n- name: c\n  cluster: {server: 'https://127.0.0.1:1'}\n"
-        "contexts:\n- name: x\n  context: {cluster: c}\n")
+        "contexts:\n- name: x\n  context: {cluster: c}\n"
+    )
     with pytest.raises(KubeconfigError, match="no context given"):
         load_kubeconfig(tmp_path / "kc")
     with pytest.raises(KubeconfigError, match="no context named 'y'"):
@@ -160,23 +166,35 @@ async def test_crud_and_typed_errors(kube: ApiClient, namespace: str) -> None:
 
 async def test_patch_types(kube: ApiClient, namespace: str) -> None:
     await kube.create(CONFIGMAPS, configmap("p", a="1"), namespace=namespace)
-    merged = await kube.patch(CONFIGMAPS, "p", {"data": {"b": "2", "a": None}},
-                              namespace=namespace)
+    merged = await kube.patch(CONFIGMAPS, "p", {"data": {"b": "2", "a": None}}, namespace=namespace)
     assert merged["data"] == {"b": "2"}
-    jsonp = await kube.patch(CONFIGMAPS, "p", [{"op": "add", "path": "/data/c", "value": "3"}],
-                             namespace=namespace, patch_type="json")
+    jsonp = await kube.patch(
+        CONFIGMAPS,
+        "p",
+        [{"op": "add", "path": "/data/c", "value": "3"}],
+        namespace=namespace,
+        patch_type="json",
+    )
     assert jsonp["data"] == {"b": "2", "c": "3"}
-    strategic = await kube.patch(CONFIGMAPS, "p", {"metadata": {"labels": {"x": "y"}}},
-                                 namespace=namespace, patch_type="strategic")
+    strategic = await kube.patch(
+        CONFIGMAPS,
+        "p",
+        {"metadata": {"labels": {"x": "y"}}},
+        namespace=namespace,
+        patch_type="strategic",
+    )
     assert strategic["metadata"]["labels"] == {"x": "y"}
     with pytest.raises(ValueError):
-        await kube.patch(CONFIGMAPS, "p", {}, namespace=namespace,
-                         patch_type="bogus")  # type: ignore[arg-type]
+        await kube.patch(CONFIGMAPS, "p", {}, namespace=namespace, patch_type="bogus")  # type: ignore[arg-type]
 
 
 async def test_server_side_apply(kube: ApiClient, namespace: str) -> None:
-    body = {"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": "applied", "namespace": namespace}, "data": {"k": "v"}}
+    body = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "applied", "namespace": namespace},
+        "data": {"k": "v"},
+    }
     applied = await kube.apply(CONFIGMAPS, body, field_manager="test-client")
     assert applied["data"] == {"k": "v"}
     body["data"] = {"k": "w"}
@@ -190,14 +208,14 @@ async def test_list_selectors_and_pages(kube: ApiClient, namespace: str) -> None
         await kube.create(CONFIGMAPS, configmap(f"cm-{i}", labels), namespace=namespace)
     web = await kube.list(CONFIGMAPS, namespace=namespace, label_selector={"tier": "web"})
     assert sorted(o["metadata"]["name"] for o in web["items"]) == ["cm-1", "cm-3", "cm-5"]
-    by_field = await kube.list(CONFIGMAPS, namespace=namespace,
-                               field_selector="metadata.name=cm-4")
+    by_field = await kube.list(CONFIGMAPS, namespace=namespace, field_selector="metadata.name=cm-4")
     assert [o["metadata"]["name"] for o in by_field["items"]] == ["cm-4"]
 
     page = await kube.list(CONFIGMAPS, namespace=namespace, limit=3)
     assert len(page["items"]) == 3 and page["metadata"].get("continue")
-    rest = await kube.list(CONFIGMAPS, namespace=namespace, limit=3,
-                           continue_=page["metadata"]["continue"])
+    rest = await kube.list(
+        CONFIGMAPS, namespace=namespace, limit=3, continue_=page["metadata"]["continue"]
+    )
     assert len(rest["items"]) == 3
 
     everything = await kube.list_all(CONFIGMAPS, namespace=namespace, page_size=2)
@@ -215,11 +233,20 @@ async def test_list_selectors_and_pages(kube: ApiClient, namespace: str) -> None
 async def test_delete_options(kube: ApiClient, namespace: str) -> None:
     cm = await kube.create(CONFIGMAPS, configmap("guarded"), namespace=namespace)
     with pytest.raises(Conflict):
-        await kube.delete(CONFIGMAPS, "guarded", namespace=namespace,
-                          preconditions={"uid": "00000000-0000-0000-0000-000000000000"})
-    await kube.delete(CONFIGMAPS, "guarded", namespace=namespace,
-                      preconditions={"uid": cm["metadata"]["uid"]},
-                      propagation_policy="Background", grace_period_seconds=0)
+        await kube.delete(
+            CONFIGMAPS,
+            "guarded",
+            namespace=namespace,
+            preconditions={"uid": "00000000-0000-0000-0000-000000000000"},
+        )
+    await kube.delete(
+        CONFIGMAPS,
+        "guarded",
+        namespace=namespace,
+        preconditions={"uid": cm["metadata"]["uid"]},
+        propagation_policy="Background",
+        grace_period_seconds=0,
+    )
     with pytest.raises(NotFound):
         await kube.get(CONFIGMAPS, "guarded", namespace=namespace)
 
@@ -227,7 +254,8 @@ async def test_delete_options(kube: ApiClient, namespace: str) -> None:
 async def test_subresources(kube: ApiClient, namespace: str) -> None:
     p = await kube.create(PODS, pod("web"), namespace=namespace)
     binding = {
-        "apiVersion": "v1", "kind": "Binding",
+        "apiVersion": "v1",
+        "kind": "Binding",
         "metadata": {"name": "web", "namespace": namespace},
         "target": {"apiVersion": "v1", "kind": "Node", "name": "node-1"},
     }
@@ -238,18 +266,24 @@ async def test_subresources(kube: ApiClient, namespace: str) -> None:
     status = await kube.get(PODS, "web", namespace=namespace, subresource="status")
     status["status"] = {**status.get("status", {}), "phase": "Running"}
     await kube.update_status(PODS, status)
-    patched = await kube.patch(PODS, "web", {"status": {"podIP": "10.0.0.9"}},
-                               namespace=namespace, subresource="status")
+    patched = await kube.patch(
+        PODS, "web", {"status": {"podIP": "10.0.0.9"}}, namespace=namespace, subresource="status"
+    )
     assert patched["status"]["phase"] == "Running"
     assert patched["status"]["podIP"] == "10.0.0.9"
     assert patched["metadata"]["uid"] == p["metadata"]["uid"]
 
     deploy = {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "d"},
         "spec": {
-            "replicas": 1, "selector": {"matchLabels": {"app": "d"}},
-            "template": {"metadata": {"labels": {"app": "d"}},
-                         "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}},
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "d"}},
+            "template": {
+                "metadata": {"labels": {"app": "d"}},
+                "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]},
+            },
         },
     }
     await kube.create(DEPLOYMENTS, deploy, namespace=namespace)
@@ -264,8 +298,9 @@ async def test_watch_frames(kube: ApiClient, namespace: str) -> None:
     listed = await kube.list(CONFIGMAPS, namespace=namespace)
     rv = listed["metadata"]["resourceVersion"]
     seen: list[tuple[str, str]] = []
-    async with kube.watch(CONFIGMAPS, namespace=namespace, resource_version=rv,
-                          timeout_seconds=30) as events:
+    async with kube.watch(
+        CONFIGMAPS, namespace=namespace, resource_version=rv, timeout_seconds=30
+    ) as events:
         await kube.create(CONFIGMAPS, configmap("w", a="1"), namespace=namespace)
         await kube.patch(CONFIGMAPS, "w", {"data": {"a": "2"}}, namespace=namespace)
         await kube.delete(CONFIGMAPS, "w", namespace=namespace)
@@ -284,8 +319,7 @@ async def test_watch_ends_at_timeout_and_iterates_bare(kube: ApiClient, namespac
     events = []
     with trio.fail_after(20):
         # Without a resourceVersion the watch starts with the current state as ADDED events.
-        async for event_type, obj in kube.watch(CONFIGMAPS, namespace=namespace,
-                                                timeout_seconds=1):
+        async for event_type, obj in kube.watch(CONFIGMAPS, namespace=namespace, timeout_seconds=1):
             events.append((event_type, obj["metadata"]["name"]))
     assert ("ADDED", "pre") in events
 
@@ -303,8 +337,9 @@ async def test_watch_from_expired_version(tmp_path: Path) -> None:
             # Upstream answers an expired start either as HTTP 410 or as an ERROR frame.
             try:
                 with trio.fail_after(20):
-                    async with client.watch(CONFIGMAPS, namespace=ns, resource_version=old_rv,
-                                            timeout_seconds=10) as events:
+                    async with client.watch(
+                        CONFIGMAPS, namespace=ns, resource_version=old_rv, timeout_seconds=10
+                    ) as events:
                         event_type, obj = await events.__anext__()
                 assert event_type == "ERROR"
                 assert obj["code"] == 410 and obj["reason"] in ("Expired", "Gone")
@@ -314,8 +349,9 @@ async def test_watch_from_expired_version(tmp_path: Path) -> None:
         server.stop()
 
 
-async def test_retries_over_a_broken_connection(config: ClientConfig, kube: ApiClient,
-                                                namespace: str) -> None:
+async def test_retries_over_a_broken_connection(
+    config: ClientConfig, kube: ApiClient, namespace: str
+) -> None:
     target = urlsplit(config.server)
     async with trio.open_nursery() as nursery:
         proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 443)
@@ -334,8 +370,7 @@ async def test_retries_over_a_broken_connection(config: ClientConfig, kube: ApiC
                 await proxy.restore()
 
             nursery.start_soon(restore_soon)
-            created = await client.create(CONFIGMAPS, configmap("after-cut"),
-                                          namespace=namespace)
+            created = await client.create(CONFIGMAPS, configmap("after-cut"), namespace=namespace)
             assert created["metadata"]["name"] == "after-cut"
         proxy.close()
 
@@ -350,11 +385,12 @@ async def test_resource_paths() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.integers(min_value=0, max_value=10_000), max_size=12),
-       st.lists(st.text(max_size=30), min_size=1, max_size=8))
+@given(
+    st.lists(st.integers(min_value=0, max_value=10_000), max_size=12),
+    st.lists(st.text(max_size=30), min_size=1, max_size=8),
+)
 def test_watch_framing_survives_any_chunking(cuts: list[int], names: list[str]) -> None:
-    frames = [{"type": "ADDED", "object": {"metadata": {"name": n, "note": "a\nb"}}}
-              for n in names]
+    frames = [{"type": "ADDED", "object": {"metadata": {"name": n, "note": "a\nb"}}} for n in names]
     stream = b"".join(_json.dumps(f) + b"\n" for f in frames)
     bounds = sorted({c % (len(stream) + 1) for c in cuts} | {0, len(stream)})
     watch = Watch(None, "/x", {}, httpx.Timeout(1))  # type: ignore[arg-type]

@@ -26,8 +26,13 @@ from tests.integration.controller_harness import (
 Obj = dict[str, Any]
 LEASE, RENEW, RETRY = 5.0, 4.0, 0.5
 # Slow the controllers' writes so a scale-up takes seconds and can be interrupted.
-HA_FLAGS = (f"--leader-elect-lease-duration={LEASE}s", f"--leader-elect-renew-deadline={RENEW}s",
-            f"--leader-elect-retry-period={RETRY}s", "--kube-api-qps=5", "--kube-api-burst=1")
+HA_FLAGS = (
+    f"--leader-elect-lease-duration={LEASE}s",
+    f"--leader-elect-renew-deadline={RENEW}s",
+    f"--leader-elect-retry-period={RETRY}s",
+    "--kube-api-qps=5",
+    "--kube-api-burst=1",
+)
 TARGET = 30
 
 
@@ -68,12 +73,21 @@ class PodCount:
     def active(self) -> int:
         return len(pods_of(list(self.pods.values())))
 
-    async def run(self, kube: ApiClient, ns: str, *,
-                  task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self,
+        kube: ApiClient,
+        ns: str,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
         listed = await kube.list(PODS, namespace=ns)
         self.pods = {p["metadata"]["name"]: p for p in listed["items"]}
-        async with kube.watch(PODS, namespace=ns, timeout_seconds=600,
-                              resource_version=listed["metadata"]["resourceVersion"]) as events:
+        async with kube.watch(
+            PODS,
+            namespace=ns,
+            timeout_seconds=600,
+            resource_version=listed["metadata"]["resourceVersion"],
+        ) as events:
             task_status.started()
             async for etype, obj in events:
                 if etype == "DELETED":
@@ -84,8 +98,11 @@ class PodCount:
 
 
 async def test_standby_takes_over_a_scale_up_without_duplicates(
-        kube: ApiClient, managers: list[ManagerHandle], module_apiserver: ServerHandle,
-        nursery: trio.Nursery) -> None:
+    kube: ApiClient,
+    managers: list[ManagerHandle],
+    module_apiserver: ServerHandle,
+    nursery: trio.Nursery,
+) -> None:
     ns = await create_namespace(kube, "ha")
     kubelet = FakeKubelet(kube, ns, ["node-1", "node-2"])
     await nursery.start(kubelet.run)
@@ -127,8 +144,9 @@ async def test_standby_takes_over_a_scale_up_without_duplicates(
     assert len(pods) == TARGET
 
 
-async def test_clean_shutdown_hands_over_at_once(kube: ApiClient,
-                                                 managers: list[ManagerHandle]) -> None:
+async def test_clean_shutdown_hands_over_at_once(
+    kube: ApiClient, managers: list[ManagerHandle]
+) -> None:
     leader = await wait_for(lambda: the_leader(managers), timeout=30, message="one leader")
     [standby] = [m for m in managers if m is not leader]
     before = await holder(kube)

@@ -87,11 +87,21 @@ class Deletions:
     def __init__(self) -> None:
         self.rv: dict[tuple[str, str], int] = {}
 
-    async def follow(self, kube: ApiClient, res: Resource, ns: str, *,
-                     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def follow(
+        self,
+        kube: ApiClient,
+        res: Resource,
+        ns: str,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
         listed = await kube.list(res, namespace=ns)
-        async with kube.watch(res, namespace=ns, timeout_seconds=300,
-                              resource_version=listed["metadata"]["resourceVersion"]) as events:
+        async with kube.watch(
+            res,
+            namespace=ns,
+            timeout_seconds=300,
+            resource_version=listed["metadata"]["resourceVersion"],
+        ) as events:
             task_status.started()
             async for etype, obj in events:
                 if etype == "DELETED":
@@ -100,8 +110,12 @@ class Deletions:
 
 
 async def test_foreground_deletion_removes_dependents_first(
-        kube: ApiClient, ns: str, kubelet: FakeKubelet, module_apiserver: ServerHandle,
-        nursery: trio.Nursery) -> None:
+    kube: ApiClient,
+    ns: str,
+    kubelet: FakeKubelet,
+    module_apiserver: ServerHandle,
+    nursery: trio.Nursery,
+) -> None:
     await running_deployment(kube, ns)
     deletions = Deletions()
     for res in (DEPLOYMENTS, REPLICASETS, PODS):
@@ -120,22 +134,40 @@ async def test_foreground_deletion_removes_dependents_first(
         assert deletions.rv[("pods", pod)] < deletions.rv[("replicasets", rs)]
 
 
-async def test_foreground_deletion_with_kubectl(kube: ApiClient, ns: str, kubelet: FakeKubelet,
-                                                module_apiserver: ServerHandle) -> None:
+async def test_foreground_deletion_with_kubectl(
+    kube: ApiClient, ns: str, kubelet: FakeKubelet, module_apiserver: ServerHandle
+) -> None:
     await running_deployment(kube, ns, 2)
-    out = await kubectl(module_apiserver, "-n", ns, "delete", "deployment", "web",
-                        "--cascade=foreground", "--timeout=60s")
+    out = await kubectl(
+        module_apiserver,
+        "-n",
+        ns,
+        "delete",
+        "deployment",
+        "web",
+        "--cascade=foreground",
+        "--timeout=60s",
+    )
     assert 'deployment.apps "web" deleted' in out
     # kubectl waited for the Deployment itself, which goes last.
     assert await names(kube, REPLICASETS, ns) == [] and await names(kube, PODS, ns) == []
 
 
-async def test_orphan_deletion_keeps_dependents(kube: ApiClient, ns: str, kubelet: FakeKubelet,
-                                                module_apiserver: ServerHandle) -> None:
+async def test_orphan_deletion_keeps_dependents(
+    kube: ApiClient, ns: str, kubelet: FakeKubelet, module_apiserver: ServerHandle
+) -> None:
     await running_deployment(kube, ns)
     pods = await names(kube, PODS, ns)
-    out = await kubectl(module_apiserver, "-n", ns, "delete", "deployment", "web",
-                        "--cascade=orphan", "--timeout=60s")
+    out = await kubectl(
+        module_apiserver,
+        "-n",
+        ns,
+        "delete",
+        "deployment",
+        "web",
+        "--cascade=orphan",
+        "--timeout=60s",
+    )
     assert 'deployment.apps "web" deleted' in out
     assert await gone(kube, DEPLOYMENTS, "web", ns)
     [rs] = (await kube.list(REPLICASETS, namespace=ns))["items"]
@@ -147,7 +179,8 @@ async def test_orphan_deletion_keeps_dependents(kube: ApiClient, ns: str, kubele
 
 
 async def test_background_deletion_collects_dependents(
-        kube: ApiClient, ns: str, kubelet: FakeKubelet, module_apiserver: ServerHandle) -> None:
+    kube: ApiClient, ns: str, kubelet: FakeKubelet, module_apiserver: ServerHandle
+) -> None:
     await running_deployment(kube, ns)
     await kubectl(module_apiserver, "-n", ns, "delete", "deployment", "web")
     assert await gone(kube, DEPLOYMENTS, "web", ns)
@@ -159,17 +192,28 @@ async def _empty(kube: ApiClient, ns: str) -> bool:
 
 
 async def test_dangling_owner_reference_is_collected(kube: ApiClient, ns: str) -> None:
-    owner = await kube.create(CONFIGMAPS, {"apiVersion": "v1", "kind": "ConfigMap",
-                                           "metadata": {"name": "owner"}}, namespace=ns)
+    owner = await kube.create(
+        CONFIGMAPS,
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "owner"}},
+        namespace=ns,
+    )
 
     def owned(name: str, uid: str) -> Obj:
-        return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {
-            "name": name, "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap",
-                                               "name": "owner", "uid": uid}]}}
+        return {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": name,
+                "ownerReferences": [
+                    {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": uid}
+                ],
+            },
+        }
 
     await kube.create(CONFIGMAPS, owned("kept", owner["metadata"]["uid"]), namespace=ns)
-    await kube.create(CONFIGMAPS, owned("dangling", "00000000-0000-0000-0000-000000000000"),
-                      namespace=ns)
+    await kube.create(
+        CONFIGMAPS, owned("dangling", "00000000-0000-0000-0000-000000000000"), namespace=ns
+    )
     await wait_for(lambda: gone(kube, CONFIGMAPS, "dangling", ns), message="dangling collected")
     remaining = await names(kube, CONFIGMAPS, ns)
     assert "kept" in remaining and "owner" in remaining
@@ -178,14 +222,24 @@ async def test_dangling_owner_reference_is_collected(kube: ApiClient, ns: str) -
 
 
 async def test_namespace_deletion_empties_then_removes_it(
-        kube: ApiClient, ns: str, kubelet: FakeKubelet, module_apiserver: ServerHandle) -> None:
+    kube: ApiClient, ns: str, kubelet: FakeKubelet, module_apiserver: ServerHandle
+) -> None:
     await running_deployment(kube, ns, 2)
-    await kube.create(SERVICES, {"apiVersion": "v1", "kind": "Service",
-                                 "metadata": {"name": "web"},
-                                 "spec": {"selector": {"app": "web"},
-                                          "ports": [{"port": 80}]}}, namespace=ns)
-    held = {"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": "held", "finalizers": ["example.com/hold"]}}
+    await kube.create(
+        SERVICES,
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "web"},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]},
+        },
+        namespace=ns,
+    )
+    held = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "held", "finalizers": ["example.com/hold"]},
+    }
     await kube.create(CONFIGMAPS, held, namespace=ns)
     await kube.delete(NAMESPACES, ns)
 
@@ -200,7 +254,8 @@ async def test_namespace_deletion_empties_then_removes_it(
     conds = await wait_for(held_only, timeout=30, message="only the held configmap left")
     assert conds["NamespaceFinalizersRemaining"]["message"] == (
         "Some content in the namespace has finalizers remaining: example.com/hold in 1 "
-        "resource instances")
+        "resource instances"
+    )
     assert conds["NamespaceContentRemaining"]["reason"] == "SomeResourcesRemain"
     assert "configmaps. has 1 resource instances" in conds["NamespaceContentRemaining"]["message"]
     assert conds["NamespaceDeletionDiscoveryFailure"]["status"] == "False"
@@ -211,8 +266,9 @@ async def test_namespace_deletion_empties_then_removes_it(
     await wait_for(lambda: gone(kube, NAMESPACES, ns, None), timeout=30, message="namespace gone")
 
 
-async def test_namespace_deletion_with_kubectl(kube: ApiClient, ns: str, kubelet: FakeKubelet,
-                                               module_apiserver: ServerHandle) -> None:
+async def test_namespace_deletion_with_kubectl(
+    kube: ApiClient, ns: str, kubelet: FakeKubelet, module_apiserver: ServerHandle
+) -> None:
     await running_deployment(kube, ns, 2)
     out = await kubectl(module_apiserver, "delete", "namespace", ns, "--timeout=60s")
     assert f'namespace "{ns}" deleted' in out

@@ -52,11 +52,18 @@ async def kubelet(kube: ApiClient, ns: str, nursery: trio.Nursery) -> FakeKubele
 
 
 def service(name: str, selector: dict[str, str] | None, **spec: Any) -> Obj:
-    body: Obj = {"apiVersion": "v1", "kind": "Service",
-                 "metadata": {"name": name, "labels": {"team": "blue"}},
-                 "spec": {"ports": [{"name": "web", "port": 80, "targetPort": "http"},
-                                    {"name": "metrics", "port": 9090, "targetPort": 9090}],
-                          **spec}}
+    body: Obj = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "labels": {"team": "blue"}},
+        "spec": {
+            "ports": [
+                {"name": "web", "port": 80, "targetPort": "http"},
+                {"name": "metrics", "port": 9090, "targetPort": 9090},
+            ],
+            **spec,
+        },
+    }
     if selector is not None:
         body["spec"]["selector"] = selector
     return body
@@ -80,12 +87,14 @@ def addresses(ep: Obj, field: str = "addresses") -> list[str]:
 
 async def pod_ips(kube: ApiClient, ns: str) -> list[str]:
     items = (await kube.list(PODS, namespace=ns))["items"]
-    return sorted(p["status"]["podIP"] for p in items
-                  if is_ready(p) and not p["metadata"].get("deletionTimestamp"))
+    return sorted(
+        p["status"]["podIP"]
+        for p in items
+        if is_ready(p) and not p["metadata"].get("deletionTimestamp")
+    )
 
 
-async def test_endpoints_follow_ready_pods(kube: ApiClient, ns: str,
-                                          kubelet: FakeKubelet) -> None:
+async def test_endpoints_follow_ready_pods(kube: ApiClient, ns: str, kubelet: FakeKubelet) -> None:
     await kube.create(SERVICES, service("web", {"app": "web"}), namespace=ns)
     await kube.create(DEPLOYMENTS, deployment("web", 3), namespace=ns)
 
@@ -97,7 +106,9 @@ async def test_endpoints_follow_ready_pods(kube: ApiClient, ns: str,
     ep = await wait_for(three, message="3 ready addresses")
     [subset] = ep["subsets"]
     assert sorted((p["name"], p["port"]) for p in subset["ports"]) == [
-        ("metrics", 9090), ("web", 8080)], "a named targetPort resolves to the container port"
+        ("metrics", 9090),
+        ("web", 8080),
+    ], "a named targetPort resolves to the container port"
     address = subset["addresses"][0]
     assert address["targetRef"]["kind"] == "Pod" and address["nodeName"].startswith("node-")
     labels = ep["metadata"]["labels"]
@@ -116,7 +127,8 @@ async def test_endpoints_follow_ready_pods(kube: ApiClient, ns: str,
     async def moved() -> Obj | None:
         current = await endpoints(kube, ns, "web")
         if current is not None and addresses(current, "notReadyAddresses") == [
-                pod["status"]["podIP"]]:
+            pod["status"]["podIP"]
+        ]:
             return current
         return None
 
@@ -139,8 +151,7 @@ async def test_endpoints_follow_ready_pods(kube: ApiClient, ns: str,
     await wait_for(removed, message="endpoints deleted with the service")
 
 
-async def test_endpoint_slices_follow_pods(kube: ApiClient, ns: str,
-                                          kubelet: FakeKubelet) -> None:
+async def test_endpoint_slices_follow_pods(kube: ApiClient, ns: str, kubelet: FakeKubelet) -> None:
     await kube.create(SERVICES, service("web", {"app": "web"}), namespace=ns)
 
     async def placeholder() -> list[Obj] | None:
@@ -169,7 +180,9 @@ async def test_endpoint_slices_follow_pods(kube: ApiClient, ns: str,
     [owner] = slice_["metadata"]["ownerReferences"]
     assert owner["kind"] == "Service" and owner["controller"] is True
     assert sorted((p["name"], p["port"]) for p in slice_["ports"]) == [
-        ("metrics", 9090), ("web", 8080)]
+        ("metrics", 9090),
+        ("web", 8080),
+    ]
     ep = slice_["endpoints"][0]
     assert ep["conditions"] == {"ready": True, "serving": True, "terminating": False}
     assert ep["targetRef"]["kind"] == "Pod" and ep["nodeName"].startswith("node-")
@@ -182,11 +195,16 @@ async def test_endpoint_slices_follow_pods(kube: ApiClient, ns: str,
     await wait_for(collected, message="slices deleted with the service")
 
 
-async def test_services_without_selector_are_left_alone(kube: ApiClient, ns: str,
-                                                        kubelet: FakeKubelet) -> None:
+async def test_services_without_selector_are_left_alone(
+    kube: ApiClient, ns: str, kubelet: FakeKubelet
+) -> None:
     await kube.create(SERVICES, service("manual", None), namespace=ns)
-    manual = {"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "manual"},
-              "subsets": [{"addresses": [{"ip": "192.0.2.10"}], "ports": [{"port": 80}]}]}
+    manual = {
+        "apiVersion": "v1",
+        "kind": "Endpoints",
+        "metadata": {"name": "manual"},
+        "subsets": [{"addresses": [{"ip": "192.0.2.10"}], "ports": [{"port": 80}]}],
+    }
     await kube.create(ENDPOINTS, manual, namespace=ns)
     await kube.create(DEPLOYMENTS, deployment("web", 1), namespace=ns)
     await wait_for(lambda: _ready_pods(kube, ns, 1), message="a running pod")

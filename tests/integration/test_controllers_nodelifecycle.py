@@ -35,8 +35,12 @@ TOLERATION = 2  # tolerationSeconds of the deployment's pods
 @pytest.fixture(scope="module")
 def manager(module_apiserver: ServerHandle) -> Iterator[ManagerHandle]:
     handle = start_controller_manager(
-        module_apiserver, "--node-monitor-period=0.5s", f"--node-monitor-grace-period={GRACE}s",
-        f"--node-startup-grace-period={GRACE}s", "--pod-eviction-timeout=5m")
+        module_apiserver,
+        "--node-monitor-period=0.5s",
+        f"--node-monitor-grace-period={GRACE}s",
+        f"--node-startup-grace-period={GRACE}s",
+        "--pod-eviction-timeout=5m",
+    )
     yield handle
     handle.stop()
 
@@ -48,14 +52,29 @@ async def kube(module_apiserver: ServerHandle, manager: ManagerHandle) -> AsyncI
 
 
 def node_conditions(status: str, stamp: str) -> list[Obj]:
-    ready = {"type": "Ready", "status": status, "reason": "KubeletReady",
-             "message": "kubelet is posting ready status", "lastHeartbeatTime": stamp,
-             "lastTransitionTime": stamp}
-    pressures = [{"type": t, "status": "False", "reason": f"KubeletHas{r}",
-                  "message": "fine", "lastHeartbeatTime": stamp, "lastTransitionTime": stamp}
-                 for t, r in (("MemoryPressure", "SufficientMemory"),
-                              ("DiskPressure", "NoDiskPressure"),
-                              ("PIDPressure", "SufficientPID"))]
+    ready = {
+        "type": "Ready",
+        "status": status,
+        "reason": "KubeletReady",
+        "message": "kubelet is posting ready status",
+        "lastHeartbeatTime": stamp,
+        "lastTransitionTime": stamp,
+    }
+    pressures = [
+        {
+            "type": t,
+            "status": "False",
+            "reason": f"KubeletHas{r}",
+            "message": "fine",
+            "lastHeartbeatTime": stamp,
+            "lastTransitionTime": stamp,
+        }
+        for t, r in (
+            ("MemoryPressure", "SufficientMemory"),
+            ("DiskPressure", "NoDiskPressure"),
+            ("PIDPressure", "SufficientPID"),
+        )
+    ]
     return [*pressures, ready]
 
 
@@ -69,14 +88,28 @@ class FakeNodes:
 
     async def register(self) -> None:
         for name in self.names:
-            await self.client.create(NODES, {
-                "apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
-                "status": {"conditions": node_conditions("True", now_text())}})
-            await self.client.create(LEASES, {
-                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": {"name": name, "namespace": "kube-node-lease"},
-                "spec": {"holderIdentity": name, "leaseDurationSeconds": 40,
-                         "renewTime": micro_time()}})
+            await self.client.create(
+                NODES,
+                {
+                    "apiVersion": "v1",
+                    "kind": "Node",
+                    "metadata": {"name": name},
+                    "status": {"conditions": node_conditions("True", now_text())},
+                },
+            )
+            await self.client.create(
+                LEASES,
+                {
+                    "apiVersion": "coordination.k8s.io/v1",
+                    "kind": "Lease",
+                    "metadata": {"name": name, "namespace": "kube-node-lease"},
+                    "spec": {
+                        "holderIdentity": name,
+                        "leaseDurationSeconds": 40,
+                        "renewTime": micro_time(),
+                    },
+                },
+            )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -104,12 +137,14 @@ class FakeNodes:
 
 
 def condition(obj: Obj, ctype: str) -> Obj:
-    return next((c for c in (obj.get("status") or {}).get("conditions") or ()
-                 if c["type"] == ctype), {})
+    return next(
+        (c for c in (obj.get("status") or {}).get("conditions") or () if c["type"] == ctype), {}
+    )
 
 
-async def test_silent_node_is_tainted_and_its_pods_evicted(kube: ApiClient,
-                                                          nursery: trio.Nursery) -> None:
+async def test_silent_node_is_tainted_and_its_pods_evicted(
+    kube: ApiClient, nursery: trio.Nursery
+) -> None:
     suffix = os.urandom(2).hex()
     lost, spare = f"lost-{suffix}", f"spare-{suffix}"
     nodes = FakeNodes(kube, [lost, spare])
@@ -120,20 +155,28 @@ async def test_silent_node_is_tainted_and_its_pods_evicted(kube: ApiClient,
     await nursery.start(kubelet.run)
     body = deployment("web", 3)
     body["spec"]["template"]["spec"]["tolerations"] = [
-        {"key": key, "operator": "Exists", "effect": "NoExecute",
-         "tolerationSeconds": TOLERATION}
-        for key in ("node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready")]
+        {"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": TOLERATION}
+        for key in ("node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready")
+    ]
     await kube.create(DEPLOYMENTS, body, namespace=ns)
     # A pod with the API server's default tolerations (300s) is not evicted this soon.
-    patient = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "patient"},
-               "spec": {"nodeName": lost,
-                        "containers": [{"name": "app", "image": "nginx:1.27"}]}}
+    patient = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "patient"},
+        "spec": {"nodeName": lost, "containers": [{"name": "app", "image": "nginx:1.27"}]},
+    }
     await kube.create(PODS, patient, namespace=ns)
 
     async def on(node: str, n: int) -> list[Obj] | None:
         pods = pods_of((await kube.list(PODS, namespace=ns))["items"])
-        placed = [p for p in pods if p["spec"].get("nodeName") == node and is_ready(p)
-                  and p["metadata"]["name"] != "patient"]
+        placed = [
+            p
+            for p in pods
+            if p["spec"].get("nodeName") == node
+            and is_ready(p)
+            and p["metadata"]["name"] != "patient"
+        ]
         return placed if len(placed) == n else None
 
     victims = await wait_for(lambda: on(lost, 3), message="3 pods on the node to lose")
@@ -153,14 +196,21 @@ async def test_silent_node_is_tainted_and_its_pods_evicted(kube: ApiClient,
 
     async def tainted() -> list[Obj] | None:
         taints = ((await kube.get(NODES, lost)).get("spec") or {}).get("taints") or []
-        return taints if any(t["key"] == "node.kubernetes.io/unreachable"
-                             and t["effect"] == "NoExecute" for t in taints) else None
+        return (
+            taints
+            if any(
+                t["key"] == "node.kubernetes.io/unreachable" and t["effect"] == "NoExecute"
+                for t in taints
+            )
+            else None
+        )
 
     taints = await wait_for(tainted, message="unreachable taint")
     no_execute = next(t for t in taints if t["effect"] == "NoExecute")
     assert no_execute["timeAdded"]
     assert {(t["key"], t["effect"]) for t in taints} >= {
-        ("node.kubernetes.io/unreachable", "NoSchedule")}
+        ("node.kubernetes.io/unreachable", "NoSchedule")
+    }
 
     await wait_for(lambda: on(spare, 3), timeout=30, message="3 replacements on the spare")
     for victim in victims:
@@ -172,8 +222,9 @@ async def test_silent_node_is_tainted_and_its_pods_evicted(kube: ApiClient,
     assert not patient_now["metadata"].get("deletionTimestamp")
     reasons = {e["reason"] for e in (await kube.list(EVENTS, namespace=ns))["items"]}
     assert {"TaintManagerEviction", "NodeNotReady"} <= reasons
-    node_events = (await kube.list(EVENTS, namespace="default",
-                                   field_selector=f"involvedObject.name={lost}"))["items"]
+    node_events = (
+        await kube.list(EVENTS, namespace="default", field_selector=f"involvedObject.name={lost}")
+    )["items"]
     assert any(e["message"] == f"Node {lost} status is now: NodeNotReady" for e in node_events)
 
     # The kubelet comes back: the node is Ready again and the taints go.

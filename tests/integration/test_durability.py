@@ -26,8 +26,10 @@ def test_acknowledged_writes_survive_kill9(tmp_path: Path) -> None:
             while not stop.is_set():
                 name = f"w{n}-{i}"
                 try:
-                    r = api.post("/api/v1/namespaces/default/configmaps",
-                                 json={"metadata": {"name": name}, "data": {"i": str(i)}})
+                    r = api.post(
+                        "/api/v1/namespaces/default/configmaps",
+                        json={"metadata": {"name": name}, "data": {"i": str(i)}},
+                    )
                 except httpx.HTTPError:
                     return  # the server died mid-request: that write was never acknowledged
                 if r.status_code == 201:
@@ -52,14 +54,18 @@ def test_acknowledged_writes_survive_kill9(tmp_path: Path) -> None:
     try:
         with restarted.client() as api:
             listed = api.get("/api/v1/namespaces/default/configmaps").json()
-            stored = {i["metadata"]["name"]: int(i["metadata"]["resourceVersion"])
-                      for i in listed["items"]}
+            stored = {
+                i["metadata"]["name"]: int(i["metadata"]["resourceVersion"])
+                for i in listed["items"]
+            }
             missing = [name for name in snapshot if name not in stored]
             assert not missing, f"{len(missing)} acknowledged writes lost, e.g. {missing[:5]}"
             for name, rv in snapshot.items():
                 assert stored[name] == rv
-            r = api.post("/api/v1/namespaces/default/configmaps",
-                         json={"metadata": {"name": "after-restart"}})
+            r = api.post(
+                "/api/v1/namespaces/default/configmaps",
+                json={"metadata": {"name": "after-restart"}},
+            )
             assert int(r.json()["metadata"]["resourceVersion"]) > max(snapshot.values())
     finally:
         restarted.stop()

@@ -22,10 +22,22 @@ RENEW = 5.0
 
 @pytest.fixture
 def hollow(fresh_apiserver: ServerHandle) -> Iterator[tuple[subprocess.Popen[bytes], float]]:
-    args = [sys.executable, "-m", "k8slite.cmd.k8slite", "hollow-nodes", "--count", str(COUNT),
-            "--kubeconfig", str(fresh_apiserver.kubeconfig),
-            "--node-lease-renew-interval", f"{RENEW}s", "--node-status-update-frequency", "5s",
-            "--node-status-report-frequency", "60s"]
+    args = [
+        sys.executable,
+        "-m",
+        "k8slite.cmd.k8slite",
+        "hollow-nodes",
+        "--count",
+        str(COUNT),
+        "--kubeconfig",
+        str(fresh_apiserver.kubeconfig),
+        "--node-lease-renew-interval",
+        f"{RENEW}s",
+        "--node-status-update-frequency",
+        "5s",
+        "--node-status-report-frequency",
+        "60s",
+    ]
     log = (fresh_apiserver.data_dir / "hollow.log").open("ab")
     started = time.monotonic()
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=log, cwd=REPO)
@@ -58,7 +70,8 @@ def _renewed_after(lease: dict[str, object], when: float) -> bool:
 
 
 def test_thousand_hollow_nodes_register_and_stay_ready(
-        fresh_apiserver: ServerHandle, hollow: tuple[subprocess.Popen[bytes], float]) -> None:
+    fresh_apiserver: ServerHandle, hollow: tuple[subprocess.Popen[bytes], float]
+) -> None:
     proc, registered_at = hollow
     with fresh_apiserver.client() as api:
         nodes = api.get("/api/v1/nodes").json()["items"]
@@ -70,10 +83,12 @@ def test_thousand_hollow_nodes_register_and_stay_ready(
 
         # Every Lease is renewed again after registration: the heartbeat keeps going.
         def all_renewed() -> bool:
-            leases = api.get("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/"
-                             "leases").json()["items"]
-            return len(leases) == COUNT and all(_renewed_after(lease, registered_at)
-                                                for lease in leases)
+            leases = api.get(
+                "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases"
+            ).json()["items"]
+            return len(leases) == COUNT and all(
+                _renewed_after(lease, registered_at) for lease in leases
+            )
 
         wait_for(all_renewed, timeout=6 * RENEW, interval=1.0, what="every lease renewed")
         nodes = api.get("/api/v1/nodes").json()["items"]
@@ -82,16 +97,24 @@ def test_thousand_hollow_nodes_register_and_stay_ready(
 
         # Pods bound to hollow nodes run at once, with distinct IPs, and go when deleted.
         for i in range(20):
-            body = {"metadata": {"name": f"p{i}"}, "spec": {
-                "nodeName": f"hollow-{i * 37}",
-                "containers": [{"name": "c", "image": "busybox:1.35"}]}}
+            body = {
+                "metadata": {"name": f"p{i}"},
+                "spec": {
+                    "nodeName": f"hollow-{i * 37}",
+                    "containers": [{"name": "c", "image": "busybox:1.35"}],
+                },
+            }
             r = api.post("/api/v1/namespaces/default/pods", json=body)
             assert r.status_code == 201, r.text
 
         def running() -> list[dict[str, object]] | None:
             items = api.get("/api/v1/namespaces/default/pods").json()["items"]
-            ok = [p for p in items if p["status"].get("phase") == "Running" and
-                  p["status"]["containerStatuses"][0]["ready"]]
+            ok = [
+                p
+                for p in items
+                if p["status"].get("phase") == "Running"
+                and p["status"]["containerStatuses"][0]["ready"]
+            ]
             return items if len(ok) == 20 else None
 
         items = wait_for(running, timeout=60, what="20 hollow pods running")
@@ -99,20 +122,34 @@ def test_thousand_hollow_nodes_register_and_stay_ready(
         for i in range(20):
             r = api.delete(f"/api/v1/namespaces/default/pods/p{i}")
             assert r.status_code == 200, r.text
-        wait_for(lambda: not api.get("/api/v1/namespaces/default/pods").json()["items"],
-                 timeout=60, what="the hollow pods to be deleted")
+        wait_for(
+            lambda: not api.get("/api/v1/namespaces/default/pods").json()["items"],
+            timeout=60,
+            what="the hollow pods to be deleted",
+        )
 
 
 def test_hollow_pod_logs_say_there_is_no_kubelet_api(fresh_apiserver: ServerHandle) -> None:
     # A node without a kubelet endpoint (as hollow nodes register) cannot serve logs.
     with fresh_apiserver.client() as api:
-        r = api.post("/api/v1/nodes", json={"metadata": {"name": "silent"}, "status": {
-            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}}}})
+        r = api.post(
+            "/api/v1/nodes",
+            json={
+                "metadata": {"name": "silent"},
+                "status": {
+                    "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+                    "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+                },
+            },
+        )
         assert r.status_code == 201, r.text
-        r = api.post("/api/v1/namespaces/default/pods", json={
-            "metadata": {"name": "quiet"},
-            "spec": {"nodeName": "silent", "containers": [{"name": "c", "image": "x:1"}]}})
+        r = api.post(
+            "/api/v1/namespaces/default/pods",
+            json={
+                "metadata": {"name": "quiet"},
+                "spec": {"nodeName": "silent", "containers": [{"name": "c", "image": "x:1"}]},
+            },
+        )
         assert r.status_code == 201, r.text
         r = api.get("/api/v1/namespaces/default/pods/quiet/log")
         assert r.status_code == 503

@@ -28,8 +28,12 @@ Obj = dict[str, Any]
 
 
 def configmap(name: str, labels: dict[str, str] | None = None, **data: str) -> Obj:
-    return {"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": name, "labels": labels or {}}, "data": data}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "labels": labels or {}},
+        "data": data,
+    }
 
 
 class Recorder:
@@ -96,8 +100,11 @@ async def test_list_then_watch(kube: ApiClient, namespace: str) -> None:
         await kube.patch(CONFIGMAPS, "c", {"data": {"x": "2"}}, namespace=namespace)
         await kube.delete(CONFIGMAPS, "a", namespace=namespace)
         await rec.wait_for(lambda: ("delete", f"{namespace}/a") in rec.events)
-        assert rec.events[2:] == [("add", f"{namespace}/c"), ("update", f"{namespace}/c"),
-                                  ("delete", f"{namespace}/a")]
+        assert rec.events[2:] == [
+            ("add", f"{namespace}/c"),
+            ("update", f"{namespace}/c"),
+            ("delete", f"{namespace}/a"),
+        ]
         cached = informer.get("c", namespace)
         assert cached is not None and cached["data"] == {"x": "2"}
         assert informer.get("a", namespace) is None
@@ -116,31 +123,38 @@ async def test_selectors_and_indexes(kube: ApiClient, namespace: str) -> None:
         spec: Obj = {"containers": [{"name": "c", "image": "busybox:1.36"}]}
         if node:
             spec["nodeName"] = node
-        return {"apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": name, "labels": {"app": app}}, "spec": spec}
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "labels": {"app": app}},
+            "spec": spec,
+        }
 
     await kube.create(PODS, pod("p1", "n1", "web"), namespace=namespace)
     await kube.create(PODS, pod("p2", "n2", "web"), namespace=namespace)
     await kube.create(PODS, pod("p3", "n1", "db"), namespace=namespace)
     factory = SharedInformerFactory(kube)
     web = factory.informer(PODS, namespace=namespace, label_selector={"app": "web"})
-    unscheduled = factory.informer(PODS, namespace=namespace,
-                                   field_selector="spec.nodeName=",
-                                   indexers={"app": lambda o: [o["metadata"]["labels"]["app"]]})
+    unscheduled = factory.informer(
+        PODS,
+        namespace=namespace,
+        field_selector="spec.nodeName=",
+        indexers={"app": lambda o: [o["metadata"]["labels"]["app"]]},
+    )
     async with trio.open_nursery() as nursery:
         await factory.start(nursery)
         with trio.fail_after(20):
             await factory.wait_for_cache_sync()
         assert sorted(p["metadata"]["name"] for p in web.list()) == ["p1", "p2"]
-        assert [p["metadata"]["name"] for p in web.indexer.by_index(NODE_NAME_INDEX, "n1")] \
-            == ["p1"]
+        assert [p["metadata"]["name"] for p in web.indexer.by_index(NODE_NAME_INDEX, "n1")] == [
+            "p1"
+        ]
         assert unscheduled.list() == []
         rec = Recorder()
         rec.register(unscheduled)
         await kube.create(PODS, pod("p4", None, "db"), namespace=namespace)
         await rec.wait_for(lambda: bool(rec.events))
-        assert [p["metadata"]["name"] for p in unscheduled.indexer.by_index("app", "db")] \
-            == ["p4"]
+        assert [p["metadata"]["name"] for p in unscheduled.indexer.by_index("app", "db")] == ["p4"]
         nursery.cancel_scope.cancel()
 
 
@@ -213,7 +227,8 @@ async def test_relist_after_410_reports_missed_deletes(tmp_path: Path) -> None:
             keep = informer.get("keep", ns)
             assert keep is not None and keep["data"] == {"v": "2"}
             assert sorted(o["metadata"]["name"] for o in informer.list()) == sorted(
-                ["keep", "seen"] + [f"new-{i}" for i in range(6)])
+                ["keep", "seen"] + [f"new-{i}" for i in range(6)]
+            )
             # The watch resumes after the relist: later changes still arrive.
             await direct.create(CONFIGMAPS, configmap("later"), namespace=ns)
             await rec.wait_for(lambda: ("add", f"{ns}/later") in rec.events)

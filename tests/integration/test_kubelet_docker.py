@@ -31,12 +31,14 @@ MISSING_IMAGE = "127.0.0.1:9/k8slite-test/missing:1.0"
 
 
 @pytest.fixture(scope="module")
-def kubelet(apiserver: ServerHandle,
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeletProcess]:
+def kubelet(
+    apiserver: ServerHandle, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[KubeletProcess]:
     node = unique_node("kl-dock")
     network = f"k8slite-t-{node}"
-    proc = KubeletProcess(apiserver, node, "docker", tmp_path_factory.mktemp(node),
-                          "--docker-network", network)
+    proc = KubeletProcess(
+        apiserver, node, "docker", tmp_path_factory.mktemp(node), "--docker-network", network
+    )
     try:
         proc.start()
         yield proc
@@ -59,15 +61,26 @@ def _create(api: httpx.Client, namespace: str, plural: str, body: dict[str, obje
 
 
 def test_httpd_pod_answers_at_its_pod_ip(api: httpx.Client, namespace: str, pods: Pods) -> None:
-    _create(api, namespace, "configmaps", {"metadata": {"name": "site"},
-                                           "data": {"index.html": "hello from a pod\n"}})
-    pods.create("httpd", [{"name": "web", "image": BUSYBOX,
-                           "command": ["httpd", "-f", "-p", "8080", "-h", "/www"],
-                           "ports": [{"containerPort": 8080, "name": "http"}],
-                           "volumeMounts": [{"name": "site", "mountPath": "/www"}],
-                           "readinessProbe": {"httpGet": {"path": "/", "port": "http"},
-                                              "periodSeconds": 1}}],
-                volumes=[{"name": "site", "configMap": {"name": "site"}}])
+    _create(
+        api,
+        namespace,
+        "configmaps",
+        {"metadata": {"name": "site"}, "data": {"index.html": "hello from a pod\n"}},
+    )
+    pods.create(
+        "httpd",
+        [
+            {
+                "name": "web",
+                "image": BUSYBOX,
+                "command": ["httpd", "-f", "-p", "8080", "-h", "/www"],
+                "ports": [{"containerPort": 8080, "name": "http"}],
+                "volumeMounts": [{"name": "site", "mountPath": "/www"}],
+                "readinessProbe": {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 1},
+            }
+        ],
+        volumes=[{"name": "site", "configMap": {"name": "site"}}],
+    )
     pods.create("other", [{"name": "main", "image": BUSYBOX, "command": ["sleep", "600"]}])
     wait_for(lambda: pods.condition("httpd", "Ready") == "True", what="httpd ready")
     ip = pods.status("httpd")["podIP"]
@@ -83,72 +96,148 @@ def _logs(server: ServerHandle, pods: Pods, name: str) -> str:
     return out.stdout
 
 
-def test_env_and_volumes_inside_the_container(apiserver: ServerHandle, api: httpx.Client,
-                                              namespace: str, pods: Pods,
-                                              tmp_path: Path) -> None:
-    _create(api, namespace, "configmaps", {"metadata": {"name": "settings"},
-                                           "data": {"mode": "fast", "color": "blue",
-                                                    "app.conf": "x=1\n"}})
-    _create(api, namespace, "secrets", {"metadata": {"name": "creds"},
-                                        "data": {"password": base64.b64encode(b"s3cret").decode(),
-                                                 "user": base64.b64encode(b"ann").decode()}})
-    _create(api, namespace, "services", {"metadata": {"name": "my-db"}, "spec": {
-        "ports": [{"name": "sql", "port": 5432, "targetPort": 5432}]}})
+def test_env_and_volumes_inside_the_container(
+    apiserver: ServerHandle, api: httpx.Client, namespace: str, pods: Pods, tmp_path: Path
+) -> None:
+    _create(
+        api,
+        namespace,
+        "configmaps",
+        {
+            "metadata": {"name": "settings"},
+            "data": {"mode": "fast", "color": "blue", "app.conf": "x=1\n"},
+        },
+    )
+    _create(
+        api,
+        namespace,
+        "secrets",
+        {
+            "metadata": {"name": "creds"},
+            "data": {
+                "password": base64.b64encode(b"s3cret").decode(),
+                "user": base64.b64encode(b"ann").decode(),
+            },
+        },
+    )
+    _create(
+        api,
+        namespace,
+        "services",
+        {
+            "metadata": {"name": "my-db"},
+            "spec": {"ports": [{"name": "sql", "port": 5432, "targetPort": 5432}]},
+        },
+    )
     host_dir = tmp_path / "host"
     host_dir.mkdir()
     (host_dir / "from-host.txt").write_text("host data\n")
-    script = ("env | sort; echo ---; "
-              "cat /config/mode; echo; cat /config/renamed.conf /secret/password; echo; "
-              "stat -L -c '%a %n' /config/renamed.conf /secret/password; "
-              "cat /host/from-host.txt; echo written > /host/from-pod.txt; "
-              "echo scratch > /scratch/x && cat /scratch/x; "
-              "cat /info/labels; echo; cat /info/name; echo; echo ---end; sleep 600")
-    pods.create("envvol", [{
-        "name": "main", "image": BUSYBOX, "command": ["sh", "-c", script],
-        "resources": {"limits": {"memory": "64Mi", "cpu": "500m"}},
-        "env": [
-            {"name": "MODE_REF", "valueFrom": {"configMapKeyRef": {"name": "settings",
-                                                                   "key": "mode"}}},
-            # $(VAR) sees the variables defined before it, and only those.
-            {"name": "PLAIN", "value": "value-$(MODE_REF) $(LATER)"},
-            {"name": "LATER", "value": "x"},
-            {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "creds",
-                                                                "key": "password"}}},
-            {"name": "MISSING_OK", "valueFrom": {"configMapKeyRef": {
-                "name": "nope", "key": "x", "optional": True}}},
-            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-            {"name": "POD_NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
-            {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-            {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
-            {"name": "TIER", "valueFrom": {"fieldRef": {
-                "fieldPath": "metadata.labels['tier']"}}},
-            {"name": "SA", "valueFrom": {"fieldRef": {"fieldPath": "spec.serviceAccountName"}}},
-            {"name": "MEM_MI", "valueFrom": {"resourceFieldRef": {
-                "resource": "limits.memory", "divisor": "1Mi"}}},
-            {"name": "CPU_M", "valueFrom": {"resourceFieldRef": {
-                "resource": "limits.cpu", "divisor": "1m"}}},
+    script = (
+        "env | sort; echo ---; "
+        "cat /config/mode; echo; cat /config/renamed.conf /secret/password; echo; "
+        "stat -L -c '%a %n' /config/renamed.conf /secret/password; "
+        "cat /host/from-host.txt; echo written > /host/from-pod.txt; "
+        "echo scratch > /scratch/x && cat /scratch/x; "
+        "cat /info/labels; echo; cat /info/name; echo; echo ---end; sleep 600"
+    )
+    pods.create(
+        "envvol",
+        [
+            {
+                "name": "main",
+                "image": BUSYBOX,
+                "command": ["sh", "-c", script],
+                "resources": {"limits": {"memory": "64Mi", "cpu": "500m"}},
+                "env": [
+                    {
+                        "name": "MODE_REF",
+                        "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "mode"}},
+                    },
+                    # $(VAR) sees the variables defined before it, and only those.
+                    {"name": "PLAIN", "value": "value-$(MODE_REF) $(LATER)"},
+                    {"name": "LATER", "value": "x"},
+                    {
+                        "name": "PASSWORD",
+                        "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}},
+                    },
+                    {
+                        "name": "MISSING_OK",
+                        "valueFrom": {
+                            "configMapKeyRef": {"name": "nope", "key": "x", "optional": True}
+                        },
+                    },
+                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                    {
+                        "name": "POD_NS",
+                        "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+                    },
+                    {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                    {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+                    {
+                        "name": "TIER",
+                        "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['tier']"}},
+                    },
+                    {
+                        "name": "SA",
+                        "valueFrom": {"fieldRef": {"fieldPath": "spec.serviceAccountName"}},
+                    },
+                    {
+                        "name": "MEM_MI",
+                        "valueFrom": {
+                            "resourceFieldRef": {"resource": "limits.memory", "divisor": "1Mi"}
+                        },
+                    },
+                    {
+                        "name": "CPU_M",
+                        "valueFrom": {
+                            "resourceFieldRef": {"resource": "limits.cpu", "divisor": "1m"}
+                        },
+                    },
+                ],
+                "envFrom": [
+                    {"prefix": "CFG_", "configMapRef": {"name": "settings"}},
+                    {"secretRef": {"name": "creds"}},
+                ],
+                "volumeMounts": [
+                    {"name": "config", "mountPath": "/config"},
+                    {"name": "secret", "mountPath": "/secret"},
+                    {"name": "host", "mountPath": "/host"},
+                    {"name": "scratch", "mountPath": "/scratch"},
+                    {"name": "info", "mountPath": "/info"},
+                ],
+            }
         ],
-        "envFrom": [{"prefix": "CFG_", "configMapRef": {"name": "settings"}},
-                    {"secretRef": {"name": "creds"}}],
-        "volumeMounts": [{"name": "config", "mountPath": "/config"},
-                         {"name": "secret", "mountPath": "/secret"},
-                         {"name": "host", "mountPath": "/host"},
-                         {"name": "scratch", "mountPath": "/scratch"},
-                         {"name": "info", "mountPath": "/info"}],
-    }], metadata={"labels": {"tier": "backend", "app": "envvol"}}, volumes=[
-        {"name": "config", "configMap": {"name": "settings", "items": [
-            {"key": "mode", "path": "mode"},
-            {"key": "app.conf", "path": "renamed.conf", "mode": 0o600}]}},
-        {"name": "secret", "secret": {"secretName": "creds", "defaultMode": 0o400}},
-        {"name": "host", "hostPath": {"path": str(host_dir), "type": "Directory"}},
-        {"name": "scratch", "emptyDir": {}},
-        {"name": "info", "downwardAPI": {"items": [
-            {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
-            {"path": "name", "fieldRef": {"fieldPath": "metadata.name"}}]}},
-    ])
+        metadata={"labels": {"tier": "backend", "app": "envvol"}},
+        volumes=[
+            {
+                "name": "config",
+                "configMap": {
+                    "name": "settings",
+                    "items": [
+                        {"key": "mode", "path": "mode"},
+                        {"key": "app.conf", "path": "renamed.conf", "mode": 0o600},
+                    ],
+                },
+            },
+            {"name": "secret", "secret": {"secretName": "creds", "defaultMode": 0o400}},
+            {"name": "host", "hostPath": {"path": str(host_dir), "type": "Directory"}},
+            {"name": "scratch", "emptyDir": {}},
+            {
+                "name": "info",
+                "downwardAPI": {
+                    "items": [
+                        {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
+                        {"path": "name", "fieldRef": {"fieldPath": "metadata.name"}},
+                    ]
+                },
+            },
+        ],
+    )
     status = pods.wait_phase("envvol", "Running")
-    text = wait_for(lambda: (t := _logs(apiserver, pods, "envvol")).endswith("---end\n") and t,
-                    what="the container's report")
+    text = wait_for(
+        lambda: (t := _logs(apiserver, pods, "envvol")).endswith("---end\n") and t,
+        what="the container's report",
+    )
     env_part, files = text.split("---\n", 1)
     env = dict(line.split("=", 1) for line in env_part.splitlines() if "=" in line)
     assert env["PLAIN"] == "value-fast $(LATER)"
@@ -175,44 +264,81 @@ def test_env_and_volumes_inside_the_container(apiserver: ServerHandle, api: http
     assert (host_dir / "from-pod.txt").read_text() == "written\n"
 
 
-def test_configmap_volume_update_reaches_the_container(api: httpx.Client, namespace: str,
-                                                       pods: Pods, kubelet: KubeletProcess,
-                                                       apiserver: ServerHandle) -> None:
+def test_configmap_volume_update_reaches_the_container(
+    api: httpx.Client, namespace: str, pods: Pods, kubelet: KubeletProcess, apiserver: ServerHandle
+) -> None:
     _create(api, namespace, "configmaps", {"metadata": {"name": "live"}, "data": {"k": "v1"}})
-    pods.create("watcher", [{"name": "main", "image": BUSYBOX, "command": [
-        "sh", "-c", "while true; do cat /c/k; echo; sleep 0.5; done"],
-        "volumeMounts": [{"name": "c", "mountPath": "/c"}]}],
-        volumes=[{"name": "c", "configMap": {"name": "live"}}])
+    pods.create(
+        "watcher",
+        [
+            {
+                "name": "main",
+                "image": BUSYBOX,
+                "command": ["sh", "-c", "while true; do cat /c/k; echo; sleep 0.5; done"],
+                "volumeMounts": [{"name": "c", "mountPath": "/c"}],
+            }
+        ],
+        volumes=[{"name": "c", "configMap": {"name": "live"}}],
+    )
     pods.wait_phase("watcher", "Running")
-    r = api.patch(f"/api/v1/namespaces/{namespace}/configmaps/live", json={"data": {"k": "v2"}},
-                  headers={"Content-Type": "application/merge-patch+json"})
+    r = api.patch(
+        f"/api/v1/namespaces/{namespace}/configmaps/live",
+        json={"data": {"k": "v2"}},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
     assert r.status_code == 200, r.text
     # Seen at the next periodic sync (--sync-frequency=5s in these tests).
-    wait_for(lambda: "v2" in _logs(apiserver, pods, "watcher"), timeout=30,
-             what="the new value inside the container")
+    wait_for(
+        lambda: "v2" in _logs(apiserver, pods, "watcher"),
+        timeout=30,
+        what="the new value inside the container",
+    )
 
 
-def test_missing_config_is_a_config_error_until_it_exists(api: httpx.Client, namespace: str,
-                                                          pods: Pods) -> None:
-    pods.create("needs", [{"name": "main", "image": BUSYBOX, "command": ["sleep", "600"],
-                           "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {
-                               "name": "later", "key": "x"}}}]}])
-    wait_for(lambda: pods.container("needs", "main")["state"].get("waiting", {}).get("reason")
-             == "CreateContainerConfigError", what="CreateContainerConfigError")
+def test_missing_config_is_a_config_error_until_it_exists(
+    api: httpx.Client, namespace: str, pods: Pods
+) -> None:
+    pods.create(
+        "needs",
+        [
+            {
+                "name": "main",
+                "image": BUSYBOX,
+                "command": ["sleep", "600"],
+                "env": [
+                    {"name": "X", "valueFrom": {"configMapKeyRef": {"name": "later", "key": "x"}}}
+                ],
+            }
+        ],
+    )
+    wait_for(
+        lambda: (
+            pods.container("needs", "main")["state"].get("waiting", {}).get("reason")
+            == "CreateContainerConfigError"
+        ),
+        what="CreateContainerConfigError",
+    )
     waiting = pods.container("needs", "main")["state"]["waiting"]
     assert waiting["message"] == 'configmap "later" not found'
     _create(api, namespace, "configmaps", {"metadata": {"name": "later"}, "data": {"y": "1"}})
-    wait_for(lambda: pods.container("needs", "main")["state"].get("waiting", {}).get("message")
-             == f"couldn't find key x in ConfigMap {namespace}/later", what="the missing key")
-    r = api.patch(f"/api/v1/namespaces/{namespace}/configmaps/later", json={"data": {"x": "1"}},
-                  headers={"Content-Type": "application/merge-patch+json"})
+    wait_for(
+        lambda: (
+            pods.container("needs", "main")["state"].get("waiting", {}).get("message")
+            == f"couldn't find key x in ConfigMap {namespace}/later"
+        ),
+        what="the missing key",
+    )
+    r = api.patch(
+        f"/api/v1/namespaces/{namespace}/configmaps/later",
+        json={"data": {"x": "1"}},
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
     assert r.status_code == 200, r.text
     pods.wait_phase("needs", "Running")
 
 
 def test_missing_image_is_err_image_pull_then_back_off(pods: Pods) -> None:
-    pods.create("noimage", [{"name": "main", "image": MISSING_IMAGE,
-                             "imagePullPolicy": "Always"}])
+    pods.create("noimage", [{"name": "main", "image": MISSING_IMAGE, "imagePullPolicy": "Always"}])
     reasons: list[str] = []
 
     def seen() -> bool:
@@ -229,24 +355,39 @@ def test_missing_image_is_err_image_pull_then_back_off(pods: Pods) -> None:
     assert reasons.index("ErrImagePull") < len(reasons) - 1
     assert pods.status("noimage")["phase"] == "Pending"
     pods.create("never", [{"name": "main", "image": MISSING_IMAGE, "imagePullPolicy": "Never"}])
-    wait_for(lambda: pods.container("never", "main").get("state", {}).get("waiting", {})
-             .get("reason") == "ErrImageNeverPull", what="ErrImageNeverPull")
+    wait_for(
+        lambda: (
+            pods.container("never", "main").get("state", {}).get("waiting", {}).get("reason")
+            == "ErrImageNeverPull"
+        ),
+        what="ErrImageNeverPull",
+    )
 
 
 def test_prestop_hook_runs_before_the_stop_signal(pods: Pods, tmp_path: Path) -> None:
     marks = tmp_path / "marks"
     marks.mkdir()
-    pods.create("hooked", [{
-        "name": "main", "image": BUSYBOX,
-        "command": ["sh", "-c", ("trap 'echo term >> /m/order; exit 0' TERM; "
-                                 "while true; do sleep 0.1; done")],
-        "volumeMounts": [{"name": "m", "mountPath": "/m"}],
-        "lifecycle": {"preStop": {"exec": {"command": ["sh", "-c",
-                                                       "echo prestop >> /m/order"]}},
-                      "postStart": {"exec": {"command": ["sh", "-c",
-                                                         "echo poststart >> /m/order"]}}}}],
+    pods.create(
+        "hooked",
+        [
+            {
+                "name": "main",
+                "image": BUSYBOX,
+                "command": [
+                    "sh",
+                    "-c",
+                    ("trap 'echo term >> /m/order; exit 0' TERM; while true; do sleep 0.1; done"),
+                ],
+                "volumeMounts": [{"name": "m", "mountPath": "/m"}],
+                "lifecycle": {
+                    "preStop": {"exec": {"command": ["sh", "-c", "echo prestop >> /m/order"]}},
+                    "postStart": {"exec": {"command": ["sh", "-c", "echo poststart >> /m/order"]}},
+                },
+            }
+        ],
         volumes=[{"name": "m", "hostPath": {"path": str(marks)}}],
-        terminationGracePeriodSeconds=10)
+        terminationGracePeriodSeconds=10,
+    )
     pods.wait_phase("hooked", "Running")
     pods.delete("hooked")
     pods.wait_gone("hooked")

@@ -35,17 +35,30 @@ _DOCKER = docker_problem()
 
 
 @pytest.fixture(scope="module", params=["docker", "process"])
-def kubelet(request: pytest.FixtureRequest, apiserver: ServerHandle,
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeletProcess]:
+def kubelet(
+    request: pytest.FixtureRequest,
+    apiserver: ServerHandle,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[KubeletProcess]:
     runtime = request.param
     if runtime == "docker" and _DOCKER is not None:
         pytest.skip(_DOCKER)
     node = unique_node(f"kl-{runtime[:4]}")
     network = f"k8slite-t-{node}"
-    proc = KubeletProcess(apiserver, node, runtime, tmp_path_factory.mktemp(node),
-                          "--docker-network", network, "--node-labels", "tier=test,zone=a",
-                          "--register-with-taints", "dedicated=tests:PreferNoSchedule",
-                          "--capacity", "cpu=3")
+    proc = KubeletProcess(
+        apiserver,
+        node,
+        runtime,
+        tmp_path_factory.mktemp(node),
+        "--docker-network",
+        network,
+        "--node-labels",
+        "tier=test,zone=a",
+        "--register-with-taints",
+        "dedicated=tests:PreferNoSchedule",
+        "--capacity",
+        "cpu=3",
+    )
     try:
         proc.start()
         yield proc
@@ -69,12 +82,13 @@ def sh(name: str, script: str, **extra: object) -> dict[str, object]:
     return {"name": name, "image": BUSYBOX, "command": ["sh", "-c", script], **extra}
 
 
-MARK_ENV = [{"name": "UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
-            {"name": "MARK", "value": "/tmp/k8slite-mark-$(UID)"}]
+MARK_ENV = [
+    {"name": "UID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}}},
+    {"name": "MARK", "value": "/tmp/k8slite-mark-$(UID)"},
+]
 
 
-def test_node_registers_with_status_and_lease(api: httpx.Client,
-                                             kubelet: KubeletProcess) -> None:
+def test_node_registers_with_status_and_lease(api: httpx.Client, kubelet: KubeletProcess) -> None:
     node = api.get(f"/api/v1/nodes/{kubelet.node}").json()
     status = node["status"]
     assert node["metadata"]["labels"]["kubernetes.io/hostname"] == kubelet.node
@@ -83,8 +97,9 @@ def test_node_registers_with_status_and_lease(api: httpx.Client,
         assert key in status["capacity"] and key in status["allocatable"]
     assert status["capacity"]["pods"] == "110" and status["capacity"]["cpu"] == "3"
     assert node["metadata"]["labels"]["tier"] == "test"
-    assert node["spec"]["taints"] == [{"key": "dedicated", "value": "tests",
-                                       "effect": "PreferNoSchedule"}]
+    assert node["spec"]["taints"] == [
+        {"key": "dedicated", "value": "tests", "effect": "PreferNoSchedule"}
+    ]
     info = status["nodeInfo"]
     assert info["kubeletVersion"].startswith("v1.35.")
     assert info["containerRuntimeVersion"].startswith(f"{kubelet.runtime}://")
@@ -105,8 +120,10 @@ def test_node_registers_with_status_and_lease(api: httpx.Client,
     assert first["spec"]["holderIdentity"] == kubelet.node
     assert first["spec"]["leaseDurationSeconds"] == 40
     assert first["metadata"]["ownerReferences"][0]["uid"] == node["metadata"]["uid"]
-    wait_for(lambda: api.get(lease_path).json()["spec"]["renewTime"] !=
-             first["spec"]["renewTime"], what="a lease renewal")
+    wait_for(
+        lambda: api.get(lease_path).json()["spec"]["renewTime"] != first["spec"]["renewTime"],
+        what="a lease renewal",
+    )
 
 
 def test_pod_runs_and_reports_status(pods: Pods, kubelet: KubeletProcess) -> None:
@@ -116,8 +133,13 @@ def test_pod_runs_and_reports_status(pods: Pods, kubelet: KubeletProcess) -> Non
     assert status["podIP"] and status["podIPs"] == [{"ip": status["podIP"]}]
     assert status["startTime"] and status["qosClass"] == "BestEffort"
     types = [c["type"] for c in status["conditions"]]
-    assert types[:5] == ["PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady",
-                         "PodScheduled"]
+    assert types[:5] == [
+        "PodReadyToStartContainers",
+        "Initialized",
+        "Ready",
+        "ContainersReady",
+        "PodScheduled",
+    ]
     assert all(c["status"] == "True" for c in status["conditions"])
     (cs,) = status["containerStatuses"]
     assert cs["ready"] and cs["started"] and cs["restartCount"] == 0
@@ -142,12 +164,20 @@ def test_completed_pod_succeeds(pods: Pods) -> None:
 
 
 def test_init_containers_run_in_order(pods: Pods) -> None:
-    pods.create("init", [sh("main", "sleep 600")],
-                initContainers=[sh("first", "sleep 1"), sh("second", "sleep 0.2")])
+    pods.create(
+        "init",
+        [sh("main", "sleep 600")],
+        initContainers=[sh("first", "sleep 1"), sh("second", "sleep 0.2")],
+    )
     # While the first init container runs, the rest wait: kubectl shows Init:0/2.
-    status = wait_for(lambda: (s := pods.status("init")).get("initContainerStatuses") and
-                      "running" in s["initContainerStatuses"][0]["state"] and s,
-                      what="the first init container to run")
+    status = wait_for(
+        lambda: (
+            (s := pods.status("init")).get("initContainerStatuses")
+            and "running" in s["initContainerStatuses"][0]["state"]
+            and s
+        ),
+        what="the first init container to run",
+    )
     assert status["phase"] == "Pending"
     assert status["initContainerStatuses"][1]["state"]["waiting"]["reason"] == "PodInitializing"
     assert status["containerStatuses"][0]["state"]["waiting"]["reason"] == "PodInitializing"
@@ -166,9 +196,11 @@ def test_init_containers_run_in_order(pods: Pods) -> None:
 def test_sidecar_init_container_runs_alongside(pods: Pods) -> None:
     # An init container with restartPolicy Always is a sidecar: the next init container
     # starts once it runs, and it keeps running next to the main container.
-    pods.create("sidecar", [sh("main", "sleep 600")],
-                initContainers=[sh("proxy", "sleep 600", restartPolicy="Always"),
-                                sh("setup", "true")])
+    pods.create(
+        "sidecar",
+        [sh("main", "sleep 600")],
+        initContainers=[sh("proxy", "sleep 600", restartPolicy="Always"), sh("setup", "true")],
+    )
     status = pods.wait_phase("sidecar", "Running")
     proxy, setup = status["initContainerStatuses"]
     assert "running" in proxy["state"] and proxy["started"] is True
@@ -204,24 +236,50 @@ def test_crashloop_backoff_grows(pods: Pods) -> None:
 
 
 def test_liveness_failure_restarts_container(pods: Pods) -> None:
-    pods.create("live", [sh("main", 'touch "$MARK"; sleep 2; rm -f "$MARK"; sleep 600',
-                            env=MARK_ENV,
-                            livenessProbe={"exec": {"command": ["sh", "-c", 'test -f "$MARK"']},
-                                           "periodSeconds": 1, "failureThreshold": 1})])
-    cs = wait_for(lambda: (c := pods.container("live", "main")).get("restartCount", 0) >= 1 and c,
-                  timeout=60, what="a liveness restart")
+    pods.create(
+        "live",
+        [
+            sh(
+                "main",
+                'touch "$MARK"; sleep 2; rm -f "$MARK"; sleep 600',
+                env=MARK_ENV,
+                livenessProbe={
+                    "exec": {"command": ["sh", "-c", 'test -f "$MARK"']},
+                    "periodSeconds": 1,
+                    "failureThreshold": 1,
+                },
+            )
+        ],
+    )
+    cs = wait_for(
+        lambda: (c := pods.container("live", "main")).get("restartCount", 0) >= 1 and c,
+        timeout=60,
+        what="a liveness restart",
+    )
     assert cs["lastState"]["terminated"]["containerID"] != cs.get("containerID")
-    pods.wait_events("live", "message",
-                     lambda ms: any(m.startswith("Liveness probe failed") for m in ms),
-                     lambda ms: any("failed liveness probe, will be restarted" in m for m in ms))
+    pods.wait_events(
+        "live",
+        "message",
+        lambda ms: any(m.startswith("Liveness probe failed") for m in ms),
+        lambda ms: any("failed liveness probe, will be restarted" in m for m in ms),
+    )
 
 
 def test_readiness_gates_ready_condition(pods: Pods) -> None:
-    pods.create("ready", [sh("main", 'sleep 2; touch "$MARK"; sleep 3; rm -f "$MARK"; sleep 600',
-                             env=MARK_ENV,
-                             readinessProbe={"exec": {"command": ["sh", "-c",
-                                                                  'test -f "$MARK"']},
-                                             "periodSeconds": 1})])
+    pods.create(
+        "ready",
+        [
+            sh(
+                "main",
+                'sleep 2; touch "$MARK"; sleep 3; rm -f "$MARK"; sleep 600',
+                env=MARK_ENV,
+                readinessProbe={
+                    "exec": {"command": ["sh", "-c", 'test -f "$MARK"']},
+                    "periodSeconds": 1,
+                },
+            )
+        ],
+    )
     pods.wait_phase("ready", "Running")
     assert pods.condition("ready", "Ready") == "False"
     assert pods.container("ready", "main")["ready"] is False
@@ -234,11 +292,16 @@ def test_readiness_gates_ready_condition(pods: Pods) -> None:
 
 def test_deletion_honours_grace_period(pods: Pods) -> None:
     # One container stops on SIGTERM within a second; one ignores it and is killed.
-    pods.create("polite", [sh("main", "trap 'echo bye; exit 0' TERM; "
-                                      "while true; do sleep 0.2; done")],
-                terminationGracePeriodSeconds=30)
-    pods.create("stubborn", [sh("main", "trap '' TERM; while true; do sleep 0.2; done")],
-                terminationGracePeriodSeconds=4)
+    pods.create(
+        "polite",
+        [sh("main", "trap 'echo bye; exit 0' TERM; while true; do sleep 0.2; done")],
+        terminationGracePeriodSeconds=30,
+    )
+    pods.create(
+        "stubborn",
+        [sh("main", "trap '' TERM; while true; do sleep 0.2; done")],
+        terminationGracePeriodSeconds=4,
+    )
     pods.wait_phase("polite", "Running")
     pods.wait_phase("stubborn", "Running")
     started = time.monotonic()
@@ -260,10 +323,12 @@ def test_deletion_honours_grace_period(pods: Pods) -> None:
 
 def test_kubectl_logs(apiserver: ServerHandle, pods: Pods) -> None:
     ns = pods.namespace
-    pods.create("talk", [sh("a", "echo a1; echo a2; sleep 600"),
-                         sh("b", "echo b-run; exit 1")])
-    wait_for(lambda: pods.container("talk", "b").get("restartCount", 0) >= 1, timeout=60,
-             what="a restart of b")
+    pods.create("talk", [sh("a", "echo a1; echo a2; sleep 600"), sh("b", "echo b-run; exit 1")])
+    wait_for(
+        lambda: pods.container("talk", "b").get("restartCount", 0) >= 1,
+        timeout=60,
+        what="a restart of b",
+    )
     out = kubectl(apiserver, "-n", ns, "logs", "talk", "-c", "a")
     assert out.returncode == 0, out.stderr
     assert out.stdout == "a1\na2\n"
@@ -281,10 +346,14 @@ def test_kubectl_logs(apiserver: ServerHandle, pods: Pods) -> None:
     assert out.stdout == "a1\na2\n" and "Defaulted container" in out.stderr
 
     # -f follows until the container ends.
-    pods.create("follow", [sh("main", "for i in 1 2 3; do echo line $i; sleep 0.5; done")],
-                restartPolicy="Never")
-    wait_for(lambda: pods.container("follow", "main").get("containerID"),
-             what="the container to start")
+    pods.create(
+        "follow",
+        [sh("main", "for i in 1 2 3; do echo line $i; sleep 0.5; done")],
+        restartPolicy="Never",
+    )
+    wait_for(
+        lambda: pods.container("follow", "main").get("containerID"), what="the container to start"
+    )
     out = kubectl(apiserver, "-n", ns, "logs", "-f", "follow")
     assert out.returncode == 0, out.stderr
     assert out.stdout == "line 1\nline 2\nline 3\n"
@@ -292,27 +361,32 @@ def test_kubectl_logs(apiserver: ServerHandle, pods: Pods) -> None:
 
 def test_logs_of_a_waiting_container(apiserver: ServerHandle, pods: Pods) -> None:
     pods.create("slowinit", [sh("main", "sleep 600")], initContainers=[sh("init", "sleep 600")])
-    wait_for(lambda: "running" in pods.container("slowinit", "init", init=True).get("state", {}),
-             what="the init container to run")
+    wait_for(
+        lambda: "running" in pods.container("slowinit", "init", init=True).get("state", {}),
+        what="the init container to run",
+    )
     out = kubectl(apiserver, "-n", pods.namespace, "logs", "slowinit", "-c", "main")
     assert out.returncode != 0
     assert 'container "main" in pod "slowinit" is waiting to start: PodInitializing' in out.stderr
     r = pods.api.get(f"/api/v1/namespaces/{pods.namespace}/pods/slowinit/log")
     assert r.status_code == 400
-    assert r.json()["message"] == ("a container name must be specified for pod slowinit, choose "
-                                   "one of: [main] or one of the init containers: [init]") \
-        or r.json()["message"].startswith('container "main" in pod "slowinit" is waiting')
+    assert r.json()["message"] == (
+        "a container name must be specified for pod slowinit, choose "
+        "one of: [main] or one of the init containers: [init]"
+    ) or r.json()["message"].startswith('container "main" in pod "slowinit" is waiting')
 
 
 def _tls(server: ServerHandle, identity: str) -> ssl.SSLContext:
     ctx = ssl.create_default_context(cafile=str(server.ca))
-    ctx.load_cert_chain(str(server.pki / f"client-{identity}.pem"),
-                        str(server.pki / f"client-{identity}.key"))
+    ctx.load_cert_chain(
+        str(server.pki / f"client-{identity}.pem"), str(server.pki / f"client-{identity}.key")
+    )
     return ctx
 
 
-def test_kubelet_api_authorizes_through_the_api_server(apiserver: ServerHandle, pods: Pods,
-                                                       kubelet: KubeletProcess) -> None:
+def test_kubelet_api_authorizes_through_the_api_server(
+    apiserver: ServerHandle, pods: Pods, kubelet: KubeletProcess
+) -> None:
     pods.create("listed", [sh("main", "sleep 600")])
     pods.wait_phase("listed", "Running")
     url = f"https://127.0.0.1:{kubelet.port}"
@@ -325,22 +399,52 @@ def test_kubelet_api_authorizes_through_the_api_server(apiserver: ServerHandle, 
     with httpx.Client(verify=_tls(apiserver, "proxy"), trust_env=False) as proxy:
         r = proxy.get(f"{url}/pods")
         assert r.status_code == 403
-        assert r.text.strip() == ("Forbidden (user=system:kube-proxy, verb=get, resource=nodes, "
-                                  "subresource(s)=[pods proxy])")
+        assert r.text.strip() == (
+            "Forbidden (user=system:kube-proxy, verb=get, resource=nodes, "
+            "subresource(s)=[pods proxy])"
+        )
     # A role with nodes/proxy opens everything under the proxy fallback, not /metrics.
     node = kubelet.node
     role = f"kubelet-proxy-{node}"
     admin_api = pods.api
-    assert admin_api.post("/apis/rbac.authorization.k8s.io/v1/clusterroles", json={
-        "metadata": {"name": role},
-        "rules": [{"apiGroups": [""], "resources": ["nodes/proxy"], "verbs": ["get"],
-                   "resourceNames": [node]}]}).status_code == 201
-    assert admin_api.post("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", json={
-        "metadata": {"name": role},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                    "name": role},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User",
-                      "name": "system:kube-scheduler"}]}).status_code == 201
+    assert (
+        admin_api.post(
+            "/apis/rbac.authorization.k8s.io/v1/clusterroles",
+            json={
+                "metadata": {"name": role},
+                "rules": [
+                    {
+                        "apiGroups": [""],
+                        "resources": ["nodes/proxy"],
+                        "verbs": ["get"],
+                        "resourceNames": [node],
+                    }
+                ],
+            },
+        ).status_code
+        == 201
+    )
+    assert (
+        admin_api.post(
+            "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings",
+            json={
+                "metadata": {"name": role},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": role,
+                },
+                "subjects": [
+                    {
+                        "apiGroup": "rbac.authorization.k8s.io",
+                        "kind": "User",
+                        "name": "system:kube-scheduler",
+                    }
+                ],
+            },
+        ).status_code
+        == 201
+    )
     try:
         with httpx.Client(verify=_tls(apiserver, "scheduler"), trust_env=False) as granted:
             assert granted.get(f"{url}/pods").status_code == 200
@@ -351,16 +455,21 @@ def test_kubelet_api_authorizes_through_the_api_server(apiserver: ServerHandle, 
     finally:
         admin_api.delete(f"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{role}")
         admin_api.delete(f"/apis/rbac.authorization.k8s.io/v1/clusterroles/{role}")
-    with httpx.Client(verify=_tls(apiserver, "apiserver-kubelet-client"),
-                      trust_env=False) as client:
+    with httpx.Client(
+        verify=_tls(apiserver, "apiserver-kubelet-client"), trust_env=False
+    ) as client:
         body = client.get(f"{url}/pods").json()
         assert body["kind"] == "PodList"
         assert "listed" in [p["metadata"]["name"] for p in body["items"]]
         metrics = client.get(f"{url}/metrics").text
-        for name in ("kubelet_running_pods", "kubelet_running_containers",
-                     "kubelet_pod_start_duration_seconds", "kubelet_pod_worker_duration_seconds",
-                     "kubelet_runtime_operations_total",
-                     "kubelet_runtime_operations_duration_seconds"):
+        for name in (
+            "kubelet_running_pods",
+            "kubelet_running_containers",
+            "kubelet_pod_start_duration_seconds",
+            "kubelet_pod_worker_duration_seconds",
+            "kubelet_runtime_operations_total",
+            "kubelet_runtime_operations_duration_seconds",
+        ):
             assert name in metrics, name
         assert client.get(f"{url}/healthz").text.strip() == "ok"
     with httpx.Client(trust_env=False) as plain:
@@ -370,10 +479,21 @@ def test_kubelet_api_authorizes_through_the_api_server(apiserver: ServerHandle, 
 def _running_ids(kubelet: KubeletProcess, uid: str) -> list[str]:
     """Ids of the runtime's containers of a pod, asked of the runtime itself."""
     if kubelet.runtime == "docker":
-        out = subprocess.run(["docker", "ps", "-q", "--no-trunc", "--filter",
-                              f"label=io.kubernetes.pod.uid={uid}", "--filter",
-                              "label=io.kubernetes.docker.type=container"],
-                             capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [
+                "docker",
+                "ps",
+                "-q",
+                "--no-trunc",
+                "--filter",
+                f"label=io.kubernetes.pod.uid={uid}",
+                "--filter",
+                "label=io.kubernetes.docker.type=container",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         return out.stdout.split()
     root = kubelet.workdir / "root" / "process-runtime" / "containers"
     ids = []
@@ -383,8 +503,7 @@ def _running_ids(kubelet: KubeletProcess, uid: str) -> list[str]:
     return ids
 
 
-def test_restarted_kubelet_adopts_running_containers(pods: Pods,
-                                                     kubelet: KubeletProcess) -> None:
+def test_restarted_kubelet_adopts_running_containers(pods: Pods, kubelet: KubeletProcess) -> None:
     pods.create("keep", [sh("main", "sleep 600")])
     gone = pods.create("gone", [sh("main", "sleep 600")])
     pods.wait_phase("keep", "Running")
@@ -397,8 +516,10 @@ def test_restarted_kubelet_adopts_running_containers(pods: Pods,
         pods.wait_gone("gone")
     finally:
         kubelet.start()
-    wait_for(lambda: not _running_ids(kubelet, gone["metadata"]["uid"]),
-             what="the containers of the deleted pod to be removed")
+    wait_for(
+        lambda: not _running_ids(kubelet, gone["metadata"]["uid"]),
+        what="the containers of the deleted pod to be removed",
+    )
     time.sleep(2)  # a few relists and syncs
     after = pods.container("keep", "main")
     assert after["containerID"] == before["containerID"]
@@ -409,8 +530,9 @@ def test_restarted_kubelet_adopts_running_containers(pods: Pods,
     assert "adopted" in kubelet.log_text()
 
 
-def test_max_pods_rejects_the_extra_pod(api: httpx.Client, namespace: str,
-                                        apiserver: ServerHandle, tmp_path: Path) -> None:
+def test_max_pods_rejects_the_extra_pod(
+    api: httpx.Client, namespace: str, apiserver: ServerHandle, tmp_path: Path
+) -> None:
     # Admission does not depend on the runtime: one process-runtime kubelet of its own.
     node = unique_node("kl-max")
     small = KubeletProcess(apiserver, node, "process", tmp_path, "--max-pods", "1")

@@ -48,8 +48,14 @@ class Contender:
 
     def __init__(self, client: ApiClient, namespace: str, identity: str, **timing: Any) -> None:
         self.registry = CollectorRegistry()
-        self.elector = LeaderElector(client, namespace, "lock", identity,
-                                     metrics_registry=self.registry, **{**FAST, **timing})
+        self.elector = LeaderElector(
+            client,
+            namespace,
+            "lock",
+            identity,
+            metrics_registry=self.registry,
+            **{**FAST, **timing},
+        )
         self.identity = identity
         self.leading = False
         self.started = trio.Event()
@@ -81,8 +87,7 @@ async def lease_of(client: ApiClient, namespace: str) -> dict[str, Any]:
     return (await client.get(LEASES, "lock", namespace=namespace))["spec"]
 
 
-async def test_exactly_one_leader_and_release_hands_over(kube: ApiClient,
-                                                         namespace: str) -> None:
+async def test_exactly_one_leader_and_release_hands_over(kube: ApiClient, namespace: str) -> None:
     # A long lease: without the release on cancel, no standby could take over in time.
     timing = {"lease_duration": 60.0, "renew_deadline": 2.0, "retry_period": 0.25}
     contenders = [Contender(kube, namespace, f"c{i}", **timing) for i in range(3)]
@@ -118,8 +123,9 @@ async def test_exactly_one_leader_and_release_hands_over(kube: ApiClient,
         nursery.cancel_scope.cancel()
 
 
-async def test_leader_that_cannot_renew_stops(config: ClientConfig, kube: ApiClient,
-                                              namespace: str) -> None:
+async def test_leader_that_cannot_renew_stops(
+    config: ClientConfig, kube: ApiClient, namespace: str
+) -> None:
     target = urlsplit(config.server)
     async with trio.open_nursery() as nursery:
         proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 443)
@@ -158,8 +164,9 @@ async def test_leader_whose_lease_is_taken_stops(kube: ApiClient, namespace: str
         # the leader's renewal may land between our read and write, so read again then.
         while True:
             lease = await kube.get(LEASES, "lock", namespace=namespace)
-            lease["spec"].update(holderIdentity="usurper", leaseDurationSeconds=600,
-                                 renewTime=micro_time())
+            lease["spec"].update(
+                holderIdentity="usurper", leaseDurationSeconds=600, renewTime=micro_time()
+            )
             try:
                 await kube.update(LEASES, lease)
                 break
@@ -188,9 +195,16 @@ async def test_finished_work_releases_and_returns(kube: ApiClient, namespace: st
         ran.append("work")
 
     with trio.fail_after(20):
-        await run_leader_elected(kube, namespace, "lock", "once", work, **FAST,
-                                 on_new_leader=new_leaders.append,
-                                 metrics_registry=CollectorRegistry())
+        await run_leader_elected(
+            kube,
+            namespace,
+            "lock",
+            "once",
+            work,
+            **FAST,
+            on_new_leader=new_leaders.append,
+            metrics_registry=CollectorRegistry(),
+        )
     assert ran == ["work", "child"]
     assert new_leaders == ["once"]
     spec = await lease_of(kube, namespace)
@@ -223,11 +237,17 @@ def test_flags() -> None:
     add_leader_election_flags(parser, default_name="kube-scheduler")
     defaults = LeaderElectionConfig.from_args(parser.parse_args([]))
     assert defaults == LeaderElectionConfig(resource_name="kube-scheduler")
-    args = parser.parse_args([
-        "--leader-elect=false", "--leader-elect-lease-duration=30s",
-        "--leader-elect-renew-deadline", "20s", "--leader-elect-retry-period=500ms",
-        "--leader-elect-resource-namespace=other", "--leader-elect-resource-name=x",
-    ])
+    args = parser.parse_args(
+        [
+            "--leader-elect=false",
+            "--leader-elect-lease-duration=30s",
+            "--leader-elect-renew-deadline",
+            "20s",
+            "--leader-elect-retry-period=500ms",
+            "--leader-elect-resource-namespace=other",
+            "--leader-elect-resource-name=x",
+        ]
+    )
     cfg = LeaderElectionConfig.from_args(args)
     assert cfg == LeaderElectionConfig(False, 30.0, 20.0, 0.5, "leases", "other", "x")
     assert parser.parse_args(["--leader-elect"]).leader_elect is True
@@ -251,8 +271,13 @@ async def test_config_runs_elected(kube: ApiClient, namespace: str) -> None:
     async def work(nursery: trio.Nursery) -> None:
         holders.append((await lease_of(kube, namespace))["holderIdentity"])
 
-    cfg = LeaderElectionConfig(lease_duration=3, renew_deadline=2, retry_period=0.25,
-                               resource_namespace=namespace, resource_name="lock")
+    cfg = LeaderElectionConfig(
+        lease_duration=3,
+        renew_deadline=2,
+        retry_period=0.25,
+        resource_namespace=namespace,
+        resource_name="lock",
+    )
     with trio.fail_after(20):
         await cfg.run(kube, work, identity="cfg", metrics_registry=CollectorRegistry())
     assert holders == ["cfg"]
@@ -260,5 +285,3 @@ async def test_config_runs_elected(kube: ApiClient, namespace: str) -> None:
 
 def test_micro_time() -> None:
     assert MICRO_TIME.match(micro_time())
-
-

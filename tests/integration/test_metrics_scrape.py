@@ -17,27 +17,54 @@ from tests.polling import wait_for
 pytestmark = pytest.mark.xdist_group("host-network")
 
 # What every component's page has besides its own: the process collector's upstream names.
-PROCESS = {"process_cpu_seconds", "process_resident_memory_bytes", "process_start_time_seconds",
-           "process_open_fds", "process_max_fds", "process_virtual_memory_bytes", "python_info"}
+PROCESS = {
+    "process_cpu_seconds",
+    "process_resident_memory_bytes",
+    "process_start_time_seconds",
+    "process_open_fds",
+    "process_max_fds",
+    "process_virtual_memory_bytes",
+    "python_info",
+}
 # Families each component serves, named as upstream's (a counter's family name drops
 # _total, which the exposition adds back).
 EXPECTED = {
-    "apiserver": {"apiserver_request", "apiserver_request_duration_seconds",
-                  "apiserver_registered_watchers", "apiserver_storage_objects",
-                  "etcd_request_duration_seconds", "apiserver_longrunning_requests"},
-    "controller-manager": {"workqueue_adds", "workqueue_depth", "workqueue_queue_duration_seconds",
-                           "workqueue_work_duration_seconds", "workqueue_retries",
-                           "leader_election_master_status"},
-    "scheduler": {"scheduler_schedule_attempts", "scheduler_pending_pods",
-                  "scheduler_scheduling_attempt_duration_seconds",
-                  "scheduler_pod_scheduling_sli_duration_seconds",
-                  "leader_election_master_status"},
-    "kubelet": {"kubelet_running_pods", "kubelet_running_containers",
-                "kubelet_pod_start_duration_seconds", "kubelet_pod_worker_duration_seconds",
-                "kubelet_runtime_operations", "kubelet_runtime_operations_duration_seconds"},
-    "proxy": {"kubeproxy_sync_proxy_rules_duration_seconds",
-              "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
-              "kubeproxy_network_programming_duration_seconds"},
+    "apiserver": {
+        "apiserver_request",
+        "apiserver_request_duration_seconds",
+        "apiserver_registered_watchers",
+        "apiserver_storage_objects",
+        "etcd_request_duration_seconds",
+        "apiserver_longrunning_requests",
+    },
+    "controller-manager": {
+        "workqueue_adds",
+        "workqueue_depth",
+        "workqueue_queue_duration_seconds",
+        "workqueue_work_duration_seconds",
+        "workqueue_retries",
+        "leader_election_master_status",
+    },
+    "scheduler": {
+        "scheduler_schedule_attempts",
+        "scheduler_pending_pods",
+        "scheduler_scheduling_attempt_duration_seconds",
+        "scheduler_pod_scheduling_sli_duration_seconds",
+        "leader_election_master_status",
+    },
+    "kubelet": {
+        "kubelet_running_pods",
+        "kubelet_running_containers",
+        "kubelet_pod_start_duration_seconds",
+        "kubelet_pod_worker_duration_seconds",
+        "kubelet_runtime_operations",
+        "kubelet_runtime_operations_duration_seconds",
+    },
+    "proxy": {
+        "kubeproxy_sync_proxy_rules_duration_seconds",
+        "kubeproxy_sync_proxy_rules_last_timestamp_seconds",
+        "kubeproxy_network_programming_duration_seconds",
+    },
 }
 
 
@@ -82,6 +109,7 @@ def scrape(cluster: Cluster, component: str) -> str:
 def test_component_metrics_parse(cluster: Cluster, component: str) -> None:
     if component == "proxy" and not cluster.info.get("proxy"):
         pytest.skip("the cluster runs no proxy")
+
     # Some families appear only once they have a sample (a first request, a first sync).
     def families() -> set[str] | None:
         names = {f.name for f in text_string_to_metric_families(scrape(cluster, component))}
@@ -89,10 +117,10 @@ def test_component_metrics_parse(cluster: Cluster, component: str) -> None:
 
     try:
         wait_for(families, 30, interval=1, what=f"{component}'s metric families")
-    except AssertionError:
+    except AssertionError as e:
         names = {f.name for f in text_string_to_metric_families(scrape(cluster, component))}
         missing = (EXPECTED[component] | PROCESS) - names
-        raise AssertionError(f"{component} lacks {sorted(missing)}; has {sorted(names)}")
+        raise AssertionError(f"{component} lacks {sorted(missing)}; has {sorted(names)}") from e
     # Every sample parses to a number; the process metrics make sense.
     by_name = {f.name: f for f in text_string_to_metric_families(scrape(cluster, component))}
     assert by_name["process_resident_memory_bytes"].samples[0].value > 1_000_000
@@ -113,9 +141,11 @@ def test_apiserver_metrics_need_permission(cluster: Cluster) -> None:
 def test_health_endpoints(cluster: Cluster) -> None:
     ports = cluster.info["ports"]
     with _client(Path(), None) as client:
-        for url in (f"https://127.0.0.1:{ports['controller-manager']}/healthz",
-                    f"https://127.0.0.1:{ports['scheduler']}/healthz",
-                    f"http://127.0.0.1:{ports['kubelet-healthz']}/healthz"):
+        for url in (
+            f"https://127.0.0.1:{ports['controller-manager']}/healthz",
+            f"https://127.0.0.1:{ports['scheduler']}/healthz",
+            f"http://127.0.0.1:{ports['kubelet-healthz']}/healthz",
+        ):
             assert client.get(url).status_code == 200, url
         if cluster.info.get("proxy"):
             r = client.get(f"http://127.0.0.1:{ports['proxy-healthz']}/healthz")

@@ -68,27 +68,32 @@ def test_node_changes_only_its_own_node(admin: httpx.Client, node1: httpx.Client
     merge = {"content-type": "application/merge-patch+json"}
     label = {"metadata": {"labels": {"touched": "yes"}}}
     assert node1.patch("/api/v1/nodes/node1", json=label, headers=merge).status_code == 200
-    assert node1.patch("/api/v1/nodes/node1/status", json={"status": {}},
-                       headers=merge).status_code == 200
+    assert (
+        node1.patch("/api/v1/nodes/node1/status", json={"status": {}}, headers=merge).status_code
+        == 200
+    )
     expected = 'nodes "node2" is forbidden: node "node1" is not allowed to modify node "node2"'
     assert _message(node1.patch("/api/v1/nodes/node2", json=label, headers=merge)) == expected
-    assert _message(node1.patch("/api/v1/nodes/node2/status", json={"status": {}},
-                                headers=merge)) == expected
+    assert (
+        _message(node1.patch("/api/v1/nodes/node2/status", json={"status": {}}, headers=merge))
+        == expected
+    )
     current = admin.get("/api/v1/nodes/node2").json()
     assert _message(node1.put("/api/v1/nodes/node2", json=current)) == expected
     r = node1.post("/api/v1/nodes", json={"metadata": {"name": "node2"}})
     assert _message(r) == expected
     r = node1.delete("/api/v1/nodes/node2")
-    assert _message(r) == 'nodes "node2" is forbidden: User "system:node:node1" cannot delete ' \
-                          'resource "nodes" in API group "" at the cluster scope'
+    assert (
+        _message(r) == 'nodes "node2" is forbidden: User "system:node:node1" cannot delete '
+        'resource "nodes" in API group "" at the cluster scope'
+    )
     # Reading other nodes is fine.
     assert node1.get("/api/v1/nodes/node2").status_code == 200
 
 
 def test_node_changes_only_its_own_lease(node1: httpx.Client, node2: httpx.Client) -> None:
     for client, name in ((node1, "node1"), (node2, "node2")):
-        r = client.post(LEASES, json={"metadata": {"name": name},
-                                      "spec": {"holderIdentity": name}})
+        r = client.post(LEASES, json={"metadata": {"name": name}, "spec": {"holderIdentity": name}})
         assert r.status_code in (201, 409), r.text
     mine = node1.get(f"{LEASES}/node1").json()
     mine["spec"]["leaseDurationSeconds"] = 40
@@ -99,63 +104,75 @@ def test_node_changes_only_its_own_lease(node1: httpx.Client, node2: httpx.Clien
         'leases.coordination.k8s.io "node2" is forbidden: User "system:node:node1" cannot '
         'update resource "leases" in API group "coordination.k8s.io" in the namespace '
         '"kube-node-lease": can only access node lease with the same name as the requesting '
-        'node')
+        "node"
+    )
     assert _message(node1.get(f"{LEASES}/node2")).endswith(
-        "can only access node lease with the same name as the requesting node")
+        "can only access node lease with the same name as the requesting node"
+    )
     r = node1.delete(f"{LEASES}/node2")
     assert r.status_code == 403
     r = node1.post(LEASES, json={"metadata": {"name": "node3"}})
-    assert _message(r) == 'leases.coordination.k8s.io "node3" is forbidden: can only access ' \
-                          'node lease with the same name as the requesting node'
+    assert (
+        _message(r) == 'leases.coordination.k8s.io "node3" is forbidden: can only access '
+        "node lease with the same name as the requesting node"
+    )
     r = node1.get("/apis/coordination.k8s.io/v1/namespaces/default/leases/node1")
-    assert _message(r).endswith('can only access leases in the "kube-node-lease" system '
-                                'namespace')
+    assert _message(r).endswith('can only access leases in the "kube-node-lease" system namespace')
 
 
 def test_node_changes_only_pods_bound_to_it(admin: httpx.Client, node1: httpx.Client) -> None:
     ns = "default"
     mine, theirs, unbound = _unique("on-node1"), _unique("on-node2"), _unique("unbound")
     for name, node in ((mine, "node1"), (theirs, "node2"), (unbound, None)):
-        assert admin.post(f"/api/v1/namespaces/{ns}/pods",
-                          json=_pod(name, node)).status_code == 201
+        assert admin.post(f"/api/v1/namespaces/{ns}/pods", json=_pod(name, node)).status_code == 201
     status = {"status": {"phase": "Running"}}
     merge = {"content-type": "application/merge-patch+json"}
     r = node1.patch(f"/api/v1/namespaces/{ns}/pods/{mine}/status", json=status, headers=merge)
     assert r.status_code == 200, r.text
     for other in (theirs, unbound):
-        r = node1.patch(f"/api/v1/namespaces/{ns}/pods/{other}/status", json=status,
-                        headers=merge)
-        assert _message(r) == f'pods "{other}" is forbidden: node "node1" can only update pod ' \
-                              f'status for pods with spec.nodeName set to itself'
+        r = node1.patch(f"/api/v1/namespaces/{ns}/pods/{other}/status", json=status, headers=merge)
+        assert (
+            _message(r) == f'pods "{other}" is forbidden: node "node1" can only update pod '
+            f"status for pods with spec.nodeName set to itself"
+        )
         r = node1.delete(f"/api/v1/namespaces/{ns}/pods/{other}")
-        assert _message(r) == f'pods "{other}" is forbidden: node "node1" can only delete ' \
-                              f'pods with spec.nodeName set to itself'
-        r = node1.post(f"/api/v1/namespaces/{ns}/pods/{other}/eviction",
-                       json={"apiVersion": "policy/v1", "kind": "Eviction",
-                             "metadata": {"name": other}})
-        assert _message(r) == f'pods "{other}" is forbidden: node "node1" can only evict ' \
-                              f'pods with spec.nodeName set to itself'
+        assert (
+            _message(r) == f'pods "{other}" is forbidden: node "node1" can only delete '
+            f"pods with spec.nodeName set to itself"
+        )
+        r = node1.post(
+            f"/api/v1/namespaces/{ns}/pods/{other}/eviction",
+            json={"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": other}},
+        )
+        assert (
+            _message(r) == f'pods "{other}" is forbidden: node "node1" can only evict '
+            f"pods with spec.nodeName set to itself"
+        )
     current = admin.get(f"/api/v1/namespaces/{ns}/pods/{mine}").json()
     r = node1.put(f"/api/v1/namespaces/{ns}/pods/{mine}", json=current)
-    assert _message(r) == f'pods "{mine}" is forbidden: User "system:node:node1" cannot update ' \
-                          f'resource "pods" in API group "" in the namespace "{ns}"'
+    assert (
+        _message(r) == f'pods "{mine}" is forbidden: User "system:node:node1" cannot update '
+        f'resource "pods" in API group "" in the namespace "{ns}"'
+    )
     # Its own pods it may delete (the kubelet's final delete after termination).
-    r = node1.delete(f"/api/v1/namespaces/{ns}/pods/{mine}",
-                     params={"gracePeriodSeconds": "0"})
+    r = node1.delete(f"/api/v1/namespaces/{ns}/pods/{mine}", params={"gracePeriodSeconds": "0"})
     assert r.status_code == 200, r.text
 
 
 def test_node_creates_only_its_mirror_pods(node1: httpx.Client) -> None:
     ns = "default"
     r = node1.post(f"/api/v1/namespaces/{ns}/pods", json=_pod("plain", "node1"))
-    assert _message(r) == 'pods "plain" is forbidden: pod does not have ' \
-                          '"kubernetes.io/config.mirror" annotation, node "node1" can only ' \
-                          'create mirror pods'
+    assert (
+        _message(r) == 'pods "plain" is forbidden: pod does not have '
+        '"kubernetes.io/config.mirror" annotation, node "node1" can only '
+        "create mirror pods"
+    )
     mirror = _pod(_unique("static"), "node2")
     mirror["metadata"]["annotations"] = {"kubernetes.io/config.mirror": "hash"}
     r = node1.post(f"/api/v1/namespaces/{ns}/pods", json=mirror)
-    assert _message(r).endswith('node "node1" can only create pods with spec.nodeName set to '
-                                'itself')
+    assert _message(r).endswith(
+        'node "node1" can only create pods with spec.nodeName set to itself'
+    )
     mirror["spec"]["nodeName"] = "node1"
     mirror["spec"]["volumes"] = [{"name": "s", "secret": {"secretName": "stolen"}}]
     r = node1.post(f"/api/v1/namespaces/{ns}/pods", json=mirror)
@@ -164,23 +181,43 @@ def test_node_creates_only_its_mirror_pods(node1: httpx.Client) -> None:
     assert node1.post(f"/api/v1/namespaces/{ns}/pods", json=mirror).status_code == 201
 
 
-def test_node_reads_only_what_its_pods_reference(admin: httpx.Client, node1: httpx.Client,
-                                                 node2: httpx.Client) -> None:
+def test_node_reads_only_what_its_pods_reference(
+    admin: httpx.Client, node1: httpx.Client, node2: httpx.Client
+) -> None:
     ns = "default"
     used, unused = _unique("used"), _unique("unused")
     env_cm, claim, sa = _unique("env-cm"), _unique("claim"), _unique("sa")
     for name in (used, unused):
-        assert admin.post(f"/api/v1/namespaces/{ns}/secrets",
-                          json={"metadata": {"name": name}}).status_code == 201
-    assert admin.post(f"/api/v1/namespaces/{ns}/configmaps",
-                      json={"metadata": {"name": env_cm}}).status_code == 201
-    assert admin.post(f"/api/v1/namespaces/{ns}/serviceaccounts",
-                      json={"metadata": {"name": sa}}).status_code == 201
-    pod = _pod(_unique("consumer"), None, serviceAccountName=sa,
-               volumes=[{"name": "s", "secret": {"secretName": used}},
-                        {"name": "d", "persistentVolumeClaim": {"claimName": claim}}])
+        assert (
+            admin.post(
+                f"/api/v1/namespaces/{ns}/secrets", json={"metadata": {"name": name}}
+            ).status_code
+            == 201
+        )
+    assert (
+        admin.post(
+            f"/api/v1/namespaces/{ns}/configmaps", json={"metadata": {"name": env_cm}}
+        ).status_code
+        == 201
+    )
+    assert (
+        admin.post(
+            f"/api/v1/namespaces/{ns}/serviceaccounts", json={"metadata": {"name": sa}}
+        ).status_code
+        == 201
+    )
+    pod = _pod(
+        _unique("consumer"),
+        None,
+        serviceAccountName=sa,
+        volumes=[
+            {"name": "s", "secret": {"secretName": used}},
+            {"name": "d", "persistentVolumeClaim": {"claimName": claim}},
+        ],
+    )
     pod["spec"]["containers"][0]["env"] = [
-        {"name": "X", "valueFrom": {"configMapKeyRef": {"name": env_cm, "key": "k"}}}]
+        {"name": "X", "valueFrom": {"configMapKeyRef": {"name": env_cm, "key": "k"}}}
+    ]
     pod_name = pod["metadata"]["name"]
     assert admin.post(f"/api/v1/namespaces/{ns}/pods", json=pod).status_code == 201
     secret = f"/api/v1/namespaces/{ns}/secrets/{used}"
@@ -188,31 +225,42 @@ def test_node_reads_only_what_its_pods_reference(admin: httpx.Client, node1: htt
     # Not bound yet: nothing to read.
     assert _message(node1.get(secret)).endswith(no_relation)
     # The scheduler binds it to node1: now node1 may read what the pod uses.
-    with_binding = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": pod_name},
-                    "target": {"kind": "Node", "name": "node1"}}
+    with_binding = {
+        "apiVersion": "v1",
+        "kind": "Binding",
+        "metadata": {"name": pod_name},
+        "target": {"kind": "Node", "name": "node1"},
+    }
     r = admin.post(f"/api/v1/namespaces/{ns}/pods/{pod_name}/binding", json=with_binding)
     assert r.status_code == 201, r.text
     assert node1.get(secret).status_code == 200
     assert node1.get(f"/api/v1/namespaces/{ns}/configmaps/{env_cm}").status_code == 200
     assert node1.get(f"/api/v1/namespaces/{ns}/serviceaccounts/{sa}").status_code == 200
-    assert node1.get(f"/api/v1/namespaces/{ns}/persistentvolumeclaims/{claim}").status_code \
-        in (200, 404)  # allowed; PVCs may not be served at all
-    watch_one = node1.get(f"/api/v1/namespaces/{ns}/secrets",
-                           params={"watch": "1", "timeoutSeconds": "1",
-                                   "fieldSelector": f"metadata.name={used}"})
+    assert node1.get(f"/api/v1/namespaces/{ns}/persistentvolumeclaims/{claim}").status_code in (
+        200,
+        404,
+    )  # allowed; PVCs may not be served at all
+    watch_one = node1.get(
+        f"/api/v1/namespaces/{ns}/secrets",
+        params={"watch": "1", "timeoutSeconds": "1", "fieldSelector": f"metadata.name={used}"},
+    )
     assert watch_one.status_code == 200
     assert _message(node1.get(f"/api/v1/namespaces/{ns}/secrets/{unused}")) == (
         f'secrets "{unused}" is forbidden: User "system:node:node1" cannot get resource '
-        f'"secrets" in API group "" in the namespace "{ns}": {no_relation}')
-    assert _message(node1.get(f"/api/v1/namespaces/{ns}/secrets")).endswith(
-        "No Object name found")
+        f'"secrets" in API group "" in the namespace "{ns}": {no_relation}'
+    )
+    assert _message(node1.get(f"/api/v1/namespaces/{ns}/secrets")).endswith("No Object name found")
     r = node2.get(secret)
     assert _message(r).endswith("no relationship found between node 'node2' and this object")
     r = node1.put(secret, json=admin.get(secret).json())
     assert _message(r).endswith("can only read resources of this type")
     # Gone with the pod.
-    assert admin.delete(f"/api/v1/namespaces/{ns}/pods/{pod_name}",
-                        params={"gracePeriodSeconds": "0"}).status_code == 200
+    assert (
+        admin.delete(
+            f"/api/v1/namespaces/{ns}/pods/{pod_name}", params={"gracePeriodSeconds": "0"}
+        ).status_code
+        == 200
+    )
     assert admin.get(f"/api/v1/namespaces/{ns}/pods/{pod_name}").status_code == 404
     assert _message(node1.get(secret)).endswith(no_relation)
 
@@ -223,8 +271,14 @@ def test_scheduler_cannot_delete_a_namespace(server: ServerHandle, admin: httpx.
     with server.client("scheduler") as scheduler:
         r = scheduler.delete(f"/api/v1/namespaces/{name}")
     assert r.json() == {
-        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
         "message": f'namespaces "{name}" is forbidden: User "system:kube-scheduler" cannot '
-                   f'delete resource "namespaces" in API group "" in the namespace "{name}"',
-        "reason": "Forbidden", "details": {"name": name, "kind": "namespaces"}, "code": 403}
+        f'delete resource "namespaces" in API group "" in the namespace "{name}"',
+        "reason": "Forbidden",
+        "details": {"name": name, "kind": "namespaces"},
+        "code": 403,
+    }
     assert admin.get(f"/api/v1/namespaces/{name}").json()["status"]["phase"] == "Active"

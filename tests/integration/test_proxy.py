@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,20 +45,37 @@ BACKENDS = {"b1": "127.0.0.11", "b2": "127.0.0.12", "b3": "127.0.0.13"}
 
 def service(name: str, *, ports: list[dict[str, Any]] | None = None, **spec: Any) -> dict[str, Any]:
     ports = ports or [{"name": "http", "port": 80, "targetPort": 8080}]
-    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
-            "spec": {"ports": ports, **spec}}
-
-
-def endpoint_slice(svc: str, ready: dict[str, bool], *, port: int = 8080,
-                   port_name: str = "http", protocol: str = "TCP") -> dict[str, Any]:
     return {
-        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": f"{svc}-test", "labels": {
-            "kubernetes.io/service-name": svc,
-            "endpointslice.kubernetes.io/managed-by": "test"}},
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {"ports": ports, **spec},
+    }
+
+
+def endpoint_slice(
+    svc: str,
+    ready: dict[str, bool],
+    *,
+    port: int = 8080,
+    port_name: str = "http",
+    protocol: str = "TCP",
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": f"{svc}-test",
+            "labels": {
+                "kubernetes.io/service-name": svc,
+                "endpointslice.kubernetes.io/managed-by": "test",
+            },
+        },
         "addressType": "IPv4",
-        "endpoints": [{"addresses": [BACKENDS[name]], "conditions": {"ready": is_ready}}
-                      for name, is_ready in ready.items()],
+        "endpoints": [
+            {"addresses": [BACKENDS[name]], "conditions": {"ready": is_ready}}
+            for name, is_ready in ready.items()
+        ],
         "ports": [{"name": port_name, "port": port, "protocol": protocol}],
     }
 
@@ -90,13 +107,16 @@ class Env:
         for name in names:
             await self.nursery.start(serve_backend, self.ns, BACKENDS[name], port, name)
 
-    async def create(self, svc: dict[str, Any], ready: dict[str, bool] | None = None,
-                     **slice_args: Any) -> dict[str, Any]:
+    async def create(
+        self, svc: dict[str, Any], ready: dict[str, bool] | None = None, **slice_args: Any
+    ) -> dict[str, Any]:
         created = await self.api.create(SERVICES, svc, namespace=self.namespace)
         if ready is not None:
-            await self.api.create(ENDPOINTSLICES,
-                                  endpoint_slice(svc["metadata"]["name"], ready, **slice_args),
-                                  namespace=self.namespace)
+            await self.api.create(
+                ENDPOINTSLICES,
+                endpoint_slice(svc["metadata"]["name"], ready, **slice_args),
+                namespace=self.namespace,
+            )
         return created
 
     async def set_ready(self, svc: str, ready: dict[str, bool], **slice_args: Any) -> None:
@@ -116,41 +136,43 @@ class Env:
 
 
 @asynccontextmanager
-async def environment(apiserver: ServerHandle, tmp_path: Path, mode: str,
-                      *extra: str) -> AsyncIterator[Env]:
+async def environment(
+    apiserver: ServerHandle, tmp_path: Path, mode: str, *extra: str
+) -> AsyncIterator[Env]:
     require_netns()
     if mode == "nftables":
         require_nft()
     ns = NetNS()
     try:
         ns.add_address(f"{NODE_IP}/32")
-        async with ApiClient(load_kubeconfig(apiserver.kubeconfig)) as api, \
-                trio.open_nursery() as nursery:
+        async with (
+            ApiClient(load_kubeconfig(apiserver.kubeconfig)) as api,
+            trio.open_nursery() as nursery,
+        ):
             host, port = apiserver.url.removeprefix("https://").rsplit(":", 1)
             relay_port = await nursery.start(relay_api, ns, (host, int(port)))
-            kubeconfig = proxy_kubeconfig(apiserver, f"https://127.0.0.1:{relay_port}",
-                                          tmp_path / "proxy.kubeconfig")
+            kubeconfig = proxy_kubeconfig(
+                apiserver, f"https://127.0.0.1:{relay_port}", tmp_path / "proxy.kubeconfig"
+            )
             namespace = f"proxy-{os.urandom(4).hex()}"
             await api.create(NAMESPACES, {"metadata": {"name": namespace}})
-            env = Env(ns, api, namespace, kubeconfig, mode, tmp_path, nursery,
-                      extra=list(extra))
+            env = Env(ns, api, namespace, kubeconfig, mode, tmp_path, nursery, extra=list(extra))
             try:
                 yield env
             finally:
                 with trio.CancelScope(shield=True):
                     await env.stop_proxy()
-                    try:
+                    with suppress(NotFound):
                         await api.delete(NAMESPACES, namespace)
-                    except NotFound:
-                        pass
                 nursery.cancel_scope.cancel()
     finally:
         ns.delete()
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_round_robin_readiness_and_metrics(apiserver: ServerHandle, tmp_path: Path,
-                                                 mode: str) -> None:
+async def test_round_robin_readiness_and_metrics(
+    apiserver: ServerHandle, tmp_path: Path, mode: str
+) -> None:
     async with environment(apiserver, tmp_path, mode) as env:
         await env.backends("b1", "b2", "b3")
         svc = await env.create(service("web"), {"b1": True, "b2": True, "b3": True})
@@ -170,12 +192,15 @@ async def test_round_robin_readiness_and_metrics(apiserver: ServerHandle, tmp_pa
 
         async def b3_gone() -> bool:
             return "b3" not in await env.spread(ip, 80, 30)
+
         await eventually(b3_gone, what="b3 to leave the rotation")
         assert set(await env.spread(ip, 80, 30)) == {"b1", "b2"}
 
         metrics = await env.metrics()
-        for name in ("kubeproxy_sync_proxy_rules_duration_seconds_count",
-                     "kubeproxy_network_programming_duration_seconds_count"):
+        for name in (
+            "kubeproxy_sync_proxy_rules_duration_seconds_count",
+            "kubeproxy_network_programming_duration_seconds_count",
+        ):
             line = next(x for x in metrics.splitlines() if x.startswith(name))
             assert float(line.split()[-1]) >= 1, line
         assert env.proxy is not None
@@ -187,8 +212,9 @@ async def test_round_robin_readiness_and_metrics(apiserver: ServerHandle, tmp_pa
 async def test_client_ip_affinity(apiserver: ServerHandle, tmp_path: Path, mode: str) -> None:
     async with environment(apiserver, tmp_path, mode) as env:
         await env.backends("b1", "b2", "b3")
-        svc = await env.create(service("sticky", sessionAffinity="ClientIP"),
-                               {"b1": True, "b2": True, "b3": True})
+        svc = await env.create(
+            service("sticky", sessionAffinity="ClientIP"), {"b1": True, "b2": True, "b3": True}
+        )
         assert svc["spec"]["sessionAffinity"] == "ClientIP"
         ip = svc["spec"]["clusterIP"]
         await env.start_proxy()
@@ -201,8 +227,9 @@ async def test_client_ip_affinity(apiserver: ServerHandle, tmp_path: Path, mode:
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_no_endpoints_refused_then_deleted(apiserver: ServerHandle, tmp_path: Path,
-                                                 mode: str) -> None:
+async def test_no_endpoints_refused_then_deleted(
+    apiserver: ServerHandle, tmp_path: Path, mode: str
+) -> None:
     async with environment(apiserver, tmp_path, mode) as env:
         await env.backends("b1")
         svc = await env.create(service("lonely"), {})
@@ -237,8 +264,9 @@ async def test_node_port(apiserver: ServerHandle, tmp_path: Path, mode: str) -> 
 
 
 @pytest.mark.parametrize("mode", MODES)
-async def test_restart_restores_and_drains(apiserver: ServerHandle, tmp_path: Path,
-                                           mode: str) -> None:
+async def test_restart_restores_and_drains(
+    apiserver: ServerHandle, tmp_path: Path, mode: str
+) -> None:
     async with environment(apiserver, tmp_path, mode) as env:
         await env.backends("b1", "b2")
         svc = await env.create(service("durable"), {"b1": True, "b2": False})
@@ -256,6 +284,7 @@ async def test_restart_restores_and_drains(apiserver: ServerHandle, tmp_path: Pa
 
             async def only_b2() -> bool:
                 return set(await env.spread(ip, 80, 6)) == {"b2"}
+
             await eventually(only_b2, what="traffic to move to b2")
             await conn.send(b"still there\n")
             assert (await conn.recv(100)) == b"still there\n"
@@ -264,7 +293,10 @@ async def test_restart_restores_and_drains(apiserver: ServerHandle, tmp_path: Pa
         if mode == "nftables":
             listed = await trio.run_process(
                 env.ns.exec_argv(["nft", "list", "table", "ip", "k8slite"]),
-                capture_stdout=True, capture_stderr=True, check=False)
+                capture_stdout=True,
+                capture_stderr=True,
+                check=False,
+            )
             assert listed.returncode != 0  # the table went with the proxy
         # The guard stays after exit: the range is still local, so nothing leaks out.
         assert env.ns.ip("route", "get", ip).startswith("local ")
@@ -279,24 +311,33 @@ async def test_udp(apiserver: ServerHandle, tmp_path: Path, mode: str) -> None:
         for name in ("b1", "b2"):
             await env.nursery.start(serve_udp_backend, env.ns, BACKENDS[name], 5353, name)
         ports = [{"name": "dns", "port": 53, "targetPort": 5353, "protocol": "UDP"}]
-        svc = await env.create(service("dns", ports=ports), {"b1": True, "b2": True},
-                               port=5353, port_name="dns", protocol="UDP")
+        svc = await env.create(
+            service("dns", ports=ports),
+            {"b1": True, "b2": True},
+            port=5353,
+            port_name="dns",
+            protocol="UDP",
+        )
         ip = svc["spec"]["clusterIP"]
         await env.start_proxy()
         answers = {await udp_ask(env.ns, ip, 53) for _ in range(20)}
         assert answers == {"b1", "b2"}
 
 
-async def test_refuses_to_start_without_routing(apiserver: ServerHandle,
-                                                tmp_path: Path) -> None:
+async def test_refuses_to_start_without_routing(apiserver: ServerHandle, tmp_path: Path) -> None:
     """Without CAP_NET_ADMIN the range cannot be routed locally: a clear error, exit 1."""
     require_netns()
     ns = NetNS()
     try:
-        argv = ns.exec_argv(["setpriv", "--bounding-set=-net_admin", "--inh-caps=-net_admin",
-                             *ProxyProcess.command(apiserver.kubeconfig, "userspace")])
-        done = await trio.run_process(argv, capture_stdout=True, capture_stderr=True,
-                                      check=False)
+        argv = ns.exec_argv(
+            [
+                "setpriv",
+                "--bounding-set=-net_admin",
+                "--inh-caps=-net_admin",
+                *ProxyProcess.command(apiserver.kubeconfig, "userspace"),
+            ]
+        )
+        done = await trio.run_process(argv, capture_stdout=True, capture_stderr=True, check=False)
         assert done.returncode == 1
         err = done.stderr.decode()
         assert "cannot route the service range 10.96.0.0/12 to this host" in err, err

@@ -13,10 +13,12 @@ import pytest
 from tests.conftest import ServerHandle, start_apiserver
 
 
-def pod(name: str, labels: dict[str, str] | None = None, node: str | None = None,
-        **spec: Any) -> dict[str, Any]:
+def pod(
+    name: str, labels: dict[str, str] | None = None, node: str | None = None, **spec: Any
+) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "apiVersion": "v1", "kind": "Pod",
+        "apiVersion": "v1",
+        "kind": "Pod",
         "metadata": {"name": name, "labels": labels or {}},
         "spec": {"containers": [{"name": "c", "image": "busybox:1.35"}], **spec},
     }
@@ -106,8 +108,7 @@ def test_not_found_and_already_exists(api: httpx.Client, namespace: str) -> None
 def test_missing_and_terminating_namespace(api: httpx.Client) -> None:
     status = assert_status(api.post(pods("no-such-ns"), json=pod("x")), 404, "NotFound")
     assert status["message"] == 'namespaces "no-such-ns" not found'
-    assert api.post("/api/v1/namespaces", json={"metadata": {"name": "doomed"}}).status_code \
-        == 201
+    assert api.post("/api/v1/namespaces", json={"metadata": {"name": "doomed"}}).status_code == 201
     r = api.delete("/api/v1/namespaces/doomed")
     assert r.status_code == 200 and r.json()["status"]["phase"] == "Terminating"
     status = assert_status(api.post(pods("doomed"), json=pod("x")), 403, "Forbidden")
@@ -119,11 +120,18 @@ def test_missing_and_terminating_namespace(api: httpx.Client) -> None:
 
 def test_update_conflict_and_generation(api: httpx.Client, namespace: str) -> None:
     url = f"/apis/apps/v1/namespaces/{namespace}/deployments"
-    dep = {"apiVersion": "apps/v1", "kind": "Deployment",
-           "metadata": {"name": "d"},
-           "spec": {"selector": {"matchLabels": {"app": "d"}},
-                    "template": {"metadata": {"labels": {"app": "d"}},
-                                 "spec": {"containers": [{"name": "c", "image": "busybox:1.35"}]}}}}
+    dep = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "d"},
+        "spec": {
+            "selector": {"matchLabels": {"app": "d"}},
+            "template": {
+                "metadata": {"labels": {"app": "d"}},
+                "spec": {"containers": [{"name": "c", "image": "busybox:1.35"}]},
+            },
+        },
+    }
     created = api.post(url, json=dep).json()
     assert created["metadata"]["generation"] == 1
     assert created["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == "25%"
@@ -136,9 +144,11 @@ def test_update_conflict_and_generation(api: httpx.Client, namespace: str) -> No
     stale = dict(created)
     stale["spec"] = dict(created["spec"], replicas=5)
     status = assert_status(api.put(f"{url}/d", json=stale), 409, "Conflict")
-    assert status["message"] == ('Operation cannot be fulfilled on deployments.apps "d": the '
-                                 'object has been modified; please apply your changes to the '
-                                 'latest version and try again')
+    assert status["message"] == (
+        'Operation cannot be fulfilled on deployments.apps "d": the '
+        "object has been modified; please apply your changes to the "
+        "latest version and try again"
+    )
     assert api.get(f"{url}/d").json() == labelled.json()
     fresh = labelled.json()
     fresh["spec"]["replicas"] = 3
@@ -164,17 +174,22 @@ def test_noop_update_keeps_resource_version(api: httpx.Client, namespace: str) -
 def test_patch_merge_and_json(api: httpx.Client, namespace: str) -> None:
     url = f"/api/v1/namespaces/{namespace}/configmaps"
     api.post(url, json={"metadata": {"name": "p"}, "data": {"a": "1", "b": "2"}})
-    r = api.patch(f"{url}/p", content=json.dumps({"data": {"a": None, "c": "3"}}),
-                  headers={"content-type": "application/merge-patch+json"})
+    r = api.patch(
+        f"{url}/p",
+        content=json.dumps({"data": {"a": None, "c": "3"}}),
+        headers={"content-type": "application/merge-patch+json"},
+    )
     assert r.status_code == 200, r.text
     assert r.json()["data"] == {"b": "2", "c": "3"}
     ops = [{"op": "add", "path": "/data/d", "value": "4"}, {"op": "remove", "path": "/data/b"}]
-    r = api.patch(f"{url}/p", content=json.dumps(ops),
-                  headers={"content-type": "application/json-patch+json"})
+    r = api.patch(
+        f"{url}/p", content=json.dumps(ops), headers={"content-type": "application/json-patch+json"}
+    )
     assert r.json()["data"] == {"c": "3", "d": "4"}
     bad = [{"op": "test", "path": "/data/c", "value": "nope"}]
-    r = api.patch(f"{url}/p", content=json.dumps(bad),
-                  headers={"content-type": "application/json-patch+json"})
+    r = api.patch(
+        f"{url}/p", content=json.dumps(bad), headers={"content-type": "application/json-patch+json"}
+    )
     assert r.status_code == 422
     r = api.patch(f"{url}/p", content=b"{}", headers={"content-type": "text/plain"})
     assert_status(r, 415, "UnsupportedMediaType")
@@ -185,11 +200,15 @@ def test_patch_merge_and_json(api: httpx.Client, namespace: str) -> None:
 
 def test_bad_requests_change_nothing(api: httpx.Client, namespace: str) -> None:
     before = current_rv(api)
-    r = api.post(pods(namespace), content=b"{not json",
-                 headers={"content-type": "application/json"})
+    r = api.post(
+        pods(namespace), content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert_status(r, 400, "BadRequest")
-    r = api.post(pods(namespace), content=b"x" * (3 * 1024 * 1024 + 1),
-                 headers={"content-type": "application/json"})
+    r = api.post(
+        pods(namespace),
+        content=b"x" * (3 * 1024 * 1024 + 1),
+        headers={"content-type": "application/json"},
+    )
     assert_status(r, 413, "RequestEntityTooLarge")
     r = api.post(pods(namespace), content=b"{}", headers={"content-type": "text/plain"})
     assert_status(r, 415, "UnsupportedMediaType")
@@ -200,8 +219,10 @@ def test_bad_requests_change_nothing(api: httpx.Client, namespace: str) -> None:
     status = assert_status(api.post(pods(namespace), json=bad), 422, "Invalid")
     fields = {c["field"] for c in status["details"]["causes"]}
     assert {"metadata.name", "metadata.labels", "spec.containers[0].image"} <= fields
-    assert status["message"].startswith('Pod "Bad_Name" is invalid: [metadata.name: Invalid '
-                                        'value: "Bad_Name": a lowercase RFC 1123 subdomain')
+    assert status["message"].startswith(
+        'Pod "Bad_Name" is invalid: [metadata.name: Invalid '
+        'value: "Bad_Name": a lowercase RFC 1123 subdomain'
+    )
     quantity = pod("q")
     quantity["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "lots"}}
     status = assert_status(api.post(pods(namespace), json=quantity), 422, "Invalid")
@@ -232,15 +253,19 @@ def test_list_selectors(api: httpx.Client, namespace: str) -> None:
     assert select(fieldSelector="spec.nodeName=") == ["b"]
     assert select(fieldSelector="status.phase=Pending,metadata.name!=a") == ["b", "c"]
     assert select(labelSelector="app=web", fieldSelector="spec.nodeName!=n1") == ["b"]
-    status = assert_status(api.get(pods(namespace), params={"labelSelector": "app in (x"}),
-                           400, "BadRequest")
+    status = assert_status(
+        api.get(pods(namespace), params={"labelSelector": "app in (x"}), 400, "BadRequest"
+    )
     assert status["message"]
-    status = assert_status(api.get(pods(namespace), params={"fieldSelector": "spec.foo=x"}),
-                           400, "BadRequest")
+    status = assert_status(
+        api.get(pods(namespace), params={"fieldSelector": "spec.foo=x"}), 400, "BadRequest"
+    )
     assert status["message"] == "field label not supported: spec.foo"
     all_ns = api.get("/api/v1/pods", params={"labelSelector": "app=web"}).json()
-    assert {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in all_ns["items"]} >= \
-        {(namespace, "a"), (namespace, "b")}
+    assert {(p["metadata"]["namespace"], p["metadata"]["name"]) for p in all_ns["items"]} >= {
+        (namespace, "a"),
+        (namespace, "b"),
+    }
 
 
 def test_pagination_is_a_consistent_snapshot(api: httpx.Client, namespace: str) -> None:
@@ -256,8 +281,9 @@ def test_pagination_is_a_consistent_snapshot(api: httpx.Client, namespace: str) 
     second = api.get(pods(namespace), params={"limit": "3", "continue": token}).json()
     assert names(second) == ["p3", "p4", "p5"]
     assert second["metadata"]["resourceVersion"] == first["metadata"]["resourceVersion"]
-    third = api.get(pods(namespace), params={"limit": "3",
-                                             "continue": second["metadata"]["continue"]}).json()
+    third = api.get(
+        pods(namespace), params={"limit": "3", "continue": second["metadata"]["continue"]}
+    ).json()
     assert names(third) == ["p6"] and "continue" not in third["metadata"]
     assert_status(api.get(pods(namespace), params={"continue": "garbage!"}), 400, "BadRequest")
 
@@ -266,22 +292,30 @@ def test_list_at_exact_resource_version(api: httpx.Client, namespace: str) -> No
     url = f"/api/v1/namespaces/{namespace}/configmaps"
     api.post(url, json={"metadata": {"name": "x"}, "data": {"v": "1"}})
     rv = api.get(url).json()["metadata"]["resourceVersion"]
-    api.patch(f"{url}/x", content=b'{"data":{"v":"2"}}',
-              headers={"content-type": "application/merge-patch+json"})
+    api.patch(
+        f"{url}/x",
+        content=b'{"data":{"v":"2"}}',
+        headers={"content-type": "application/merge-patch+json"},
+    )
     old = api.get(url, params={"resourceVersion": rv, "resourceVersionMatch": "Exact"}).json()
     assert old["items"][0]["data"] == {"v": "1"}
     assert api.get(url).json()["items"][0]["data"] == {"v": "2"}
-    status = assert_status(api.get(url, params={"resourceVersion": "999999999",
-                                                "resourceVersionMatch": "NotOlderThan"}),
-                           504, "Timeout")
+    status = assert_status(
+        api.get(
+            url, params={"resourceVersion": "999999999", "resourceVersionMatch": "NotOlderThan"}
+        ),
+        504,
+        "Timeout",
+    )
     assert status["message"].startswith("Too large resource version: 999999999")
 
 
 # ------------------------------------------------------------------ watch
 
 
-def read_events(client: httpx.Client, url: str, params: dict[str, str],
-                count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+def read_events(
+    client: httpx.Client, url: str, params: dict[str, str], count: int, timeout: float = 10.0
+) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
     params = {"watch": "1", "timeoutSeconds": str(int(timeout)), **params}
     with client.stream("GET", url, params=params) as r:
@@ -294,37 +328,61 @@ def read_events(client: httpx.Client, url: str, params: dict[str, str],
     return events
 
 
-def test_watch_with_selectors_and_resume(api: httpx.Client, apiserver: ServerHandle,
-                                         namespace: str) -> None:
+def test_watch_with_selectors_and_resume(
+    api: httpx.Client, apiserver: ServerHandle, namespace: str
+) -> None:
     start = str(current_rv(api))
     got: list[dict[str, Any]] = []
 
     def watch() -> None:
         with apiserver.client() as c:
-            got.extend(read_events(c, pods(namespace), {
-                "resourceVersion": start, "labelSelector": "app=web",
-                "fieldSelector": "spec.nodeName=n1"}, 3))
+            got.extend(
+                read_events(
+                    c,
+                    pods(namespace),
+                    {
+                        "resourceVersion": start,
+                        "labelSelector": "app=web",
+                        "fieldSelector": "spec.nodeName=n1",
+                    },
+                    3,
+                )
+            )
 
     t = threading.Thread(target=watch)
     t.start()
     time.sleep(0.5)
     api.post(pods(namespace), json=pod("w1", {"app": "web"}, node="n1"))
     api.post(pods(namespace), json=pod("w2", {"app": "db"}, node="n1"))  # filtered out
-    api.patch(f"{pods(namespace)}/w1", content=b'{"metadata":{"labels":{"x":"y"}}}',
-              headers={"content-type": "application/merge-patch+json"})
-    api.patch(f"{pods(namespace)}/w1", content=b'{"metadata":{"labels":{"app":"other"}}}',
-              headers={"content-type": "application/merge-patch+json"})
+    api.patch(
+        f"{pods(namespace)}/w1",
+        content=b'{"metadata":{"labels":{"x":"y"}}}',
+        headers={"content-type": "application/merge-patch+json"},
+    )
+    api.patch(
+        f"{pods(namespace)}/w1",
+        content=b'{"metadata":{"labels":{"app":"other"}}}',
+        headers={"content-type": "application/merge-patch+json"},
+    )
     t.join(15)
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in got] == [
-        ("ADDED", "w1"), ("MODIFIED", "w1"), ("DELETED", "w1")]
+        ("ADDED", "w1"),
+        ("MODIFIED", "w1"),
+        ("DELETED", "w1"),
+    ]
     # the object that left the selection is sent in its last matching state
     left = got[2]["object"]
     assert left["metadata"]["labels"]["app"] == "web"
     assert int(left["metadata"]["resourceVersion"]) > int(
-        got[1]["object"]["metadata"]["resourceVersion"])
+        got[1]["object"]["metadata"]["resourceVersion"]
+    )
     # resume from the first event's rv: the rest replays
-    resumed = read_events(api, pods(namespace), {
-        "resourceVersion": got[0]["object"]["metadata"]["resourceVersion"]}, 3)
+    resumed = read_events(
+        api,
+        pods(namespace),
+        {"resourceVersion": got[0]["object"]["metadata"]["resourceVersion"]},
+        3,
+    )
     assert [e["type"] for e in resumed] == ["ADDED", "MODIFIED", "MODIFIED"]
     assert [e["object"]["metadata"]["name"] for e in resumed] == ["w2", "w1", "w1"]
 
@@ -334,14 +392,20 @@ def test_watch_without_rv_starts_with_current_state(api: httpx.Client, namespace
     api.post(pods(namespace), json=pod("s2"))
     events = read_events(api, pods(namespace), {}, 2)
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
-        ("ADDED", "s1"), ("ADDED", "s2")]
+        ("ADDED", "s1"),
+        ("ADDED", "s2"),
+    ]
 
 
-def test_watch_timeout_and_bookmark_for_initial_events(api: httpx.Client,
-                                                       namespace: str) -> None:
+def test_watch_timeout_and_bookmark_for_initial_events(api: httpx.Client, namespace: str) -> None:
     api.post(pods(namespace), json=pod("b1"))
-    params = {"watch": "1", "timeoutSeconds": "1", "allowWatchBookmarks": "true",
-              "sendInitialEvents": "true", "resourceVersionMatch": "NotOlderThan"}
+    params = {
+        "watch": "1",
+        "timeoutSeconds": "1",
+        "allowWatchBookmarks": "true",
+        "sendInitialEvents": "true",
+        "resourceVersionMatch": "NotOlderThan",
+    }
     t0 = time.monotonic()
     with api.stream("GET", pods(namespace), params=params) as r:
         lines = [json.loads(line) for line in r.iter_lines() if line]
@@ -359,8 +423,9 @@ def test_watch_too_old_is_gone(tmp_path: Any) -> None:
             first = api.post(url, json={"metadata": {"name": "c0"}}).json()
             for i in range(1, 12):
                 api.post(url, json={"metadata": {"name": f"c{i}"}})
-            events = read_events(api, url, {
-                "resourceVersion": first["metadata"]["resourceVersion"]}, 1)
+            events = read_events(
+                api, url, {"resourceVersion": first["metadata"]["resourceVersion"]}, 1
+            )
             assert events[0]["type"] == "ERROR"
             status = events[0]["object"]
             assert status["code"] == 410 and status["reason"] == "Expired"
@@ -398,10 +463,14 @@ def test_delete_immediate_and_graceful(api: httpx.Client, namespace: str) -> Non
 def test_finalizers_and_propagation_policy(api: httpx.Client, namespace: str) -> None:
     url = f"/api/v1/namespaces/{namespace}/configmaps"
     api.post(url, json={"metadata": {"name": "f", "finalizers": ["example.com/hold"]}})
-    r = api.request("DELETE", f"{url}/f",
-                    content=json.dumps({"kind": "DeleteOptions", "apiVersion": "v1",
-                                        "propagationPolicy": "Orphan"}),
-                    headers={"content-type": "application/json"})
+    r = api.request(
+        "DELETE",
+        f"{url}/f",
+        content=json.dumps(
+            {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Orphan"}
+        ),
+        headers={"content-type": "application/json"},
+    )
     assert r.status_code == 200
     held = api.get(f"{url}/f").json()
     assert held["metadata"]["deletionTimestamp"]
@@ -422,8 +491,12 @@ def test_delete_preconditions_and_collection(api: httpx.Client, namespace: str) 
     url = f"/api/v1/namespaces/{namespace}/configmaps"
     for name, tier in (("k1", "a"), ("k2", "a"), ("k3", "b")):
         api.post(url, json={"metadata": {"name": name, "labels": {"tier": tier}}})
-    r = api.request("DELETE", f"{url}/k3", content=json.dumps(
-        {"preconditions": {"uid": "not-the-uid"}}), headers={"content-type": "application/json"})
+    r = api.request(
+        "DELETE",
+        f"{url}/k3",
+        content=json.dumps({"preconditions": {"uid": "not-the-uid"}}),
+        headers={"content-type": "application/json"},
+    )
     assert_status(r, 409, "Conflict")
     r = api.delete(url, params={"labelSelector": "tier=a"})
     assert r.status_code == 200 and r.json()["kind"] == "ConfigMapList"
@@ -436,29 +509,44 @@ def test_delete_preconditions_and_collection(api: httpx.Client, namespace: str) 
 
 def test_binding_and_scale(api: httpx.Client, namespace: str) -> None:
     api.post(pods(namespace), json=pod("bind-me"))
-    binding = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "bind-me"},
-               "target": {"apiVersion": "v1", "kind": "Node", "name": "node-a"}}
+    binding = {
+        "apiVersion": "v1",
+        "kind": "Binding",
+        "metadata": {"name": "bind-me"},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": "node-a"},
+    }
     r = api.post(f"{pods(namespace)}/bind-me/binding", json=binding)
     assert r.status_code == 201, r.text
     bound = api.get(f"{pods(namespace)}/bind-me").json()
     assert bound["spec"]["nodeName"] == "node-a"
     assert bound["status"]["conditions"][0]["type"] == "PodScheduled"
-    status = assert_status(api.post(f"{pods(namespace)}/bind-me/binding", json=binding),
-                           409, "Conflict")
+    status = assert_status(
+        api.post(f"{pods(namespace)}/bind-me/binding", json=binding), 409, "Conflict"
+    )
     assert "is already assigned to node" in status["message"]
     url = f"/apis/apps/v1/namespaces/{namespace}/replicasets"
-    rs = {"metadata": {"name": "rs"},
-          "spec": {"replicas": 2, "selector": {"matchLabels": {"a": "b"}},
-                   "template": {"metadata": {"labels": {"a": "b"}},
-                                "spec": {"containers": [{"name": "c", "image": "i:1"}]}}}}
+    rs = {
+        "metadata": {"name": "rs"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"a": "b"}},
+            "template": {
+                "metadata": {"labels": {"a": "b"}},
+                "spec": {"containers": [{"name": "c", "image": "i:1"}]},
+            },
+        },
+    }
     assert api.post(url, json=rs).status_code == 201
     scale = api.get(f"{url}/rs/scale").json()
     assert scale["kind"] == "Scale" and scale["spec"]["replicas"] == 2
     assert scale["status"]["selector"] == "a=b"
     scale["spec"]["replicas"] = 4
     assert api.put(f"{url}/rs/scale", json=scale).json()["spec"]["replicas"] == 4
-    r = api.patch(f"{url}/rs/scale", content=b'{"spec":{"replicas":1}}',
-                  headers={"content-type": "application/merge-patch+json"})
+    r = api.patch(
+        f"{url}/rs/scale",
+        content=b'{"spec":{"replicas":1}}',
+        headers={"content-type": "application/merge-patch+json"},
+    )
     assert r.json()["spec"]["replicas"] == 1
     assert api.get(f"{url}/rs").json()["spec"]["replicas"] == 1
 
@@ -471,7 +559,9 @@ def test_metrics(api: httpx.Client) -> None:
     assert 'apiserver_storage_objects{resource="namespaces"}' in text
 
 
-@pytest.mark.parametrize("path", ["/api/v1/namespaces/default/pods/x/nosuch",
-                                  "/apis/apps/v1/namespaces/default/nothings"])
+@pytest.mark.parametrize(
+    "path",
+    ["/api/v1/namespaces/default/pods/x/nosuch", "/apis/apps/v1/namespaces/default/nothings"],
+)
 def test_unknown_paths(api: httpx.Client, path: str) -> None:
     assert api.get(path).status_code == 404

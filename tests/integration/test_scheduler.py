@@ -41,8 +41,9 @@ def admin_config(server: ServerHandle) -> ClientConfig:
     return dataclasses.replace(load_kubeconfig(server.kubeconfig), server=server.url, qps=0)
 
 
-async def wait_for(probe: Callable[[], Awaitable[T | None]], timeout: float = 20.0,
-                   message: str = "condition") -> T:
+async def wait_for(
+    probe: Callable[[], Awaitable[T | None]], timeout: float = 20.0, message: str = "condition"
+) -> T:
     with trio.move_on_after(timeout):
         while True:
             got = await probe()
@@ -52,32 +53,70 @@ async def wait_for(probe: Callable[[], Awaitable[T | None]], timeout: float = 20
     raise AssertionError(f"timed out waiting for {message}")
 
 
-async def make_node(api: ApiClient, name: str, *, cpu: str = "4", memory: str = "8Gi",
-                    pods: str = "110", labels: dict[str, str] | None = None,
-                    taints: list[Obj] | None = None, unschedulable: bool = False,
-                    images: list[Obj] | None = None) -> None:
+async def make_node(
+    api: ApiClient,
+    name: str,
+    *,
+    cpu: str = "4",
+    memory: str = "8Gi",
+    pods: str = "110",
+    labels: dict[str, str] | None = None,
+    taints: list[Obj] | None = None,
+    unschedulable: bool = False,
+    images: list[Obj] | None = None,
+) -> None:
     spec: Obj = {"taints": taints or []}
     if unschedulable:
         spec["unschedulable"] = True
-    await api.create(NODES, {"apiVersion": "v1", "kind": "Node", "metadata": {
-        "name": name, "labels": {"kubernetes.io/hostname": name, **(labels or {})}},
-        "spec": spec})
+    await api.create(
+        NODES,
+        {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": name,
+                "labels": {"kubernetes.io/hostname": name, **(labels or {})},
+            },
+            "spec": spec,
+        },
+    )
     resources = {"cpu": cpu, "memory": memory, "pods": pods}
-    await api.patch(NODES, name, {"status": {
-        "capacity": resources, "allocatable": resources, "images": images or [],
-        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}]}},
-        subresource="status")
+    await api.patch(
+        NODES,
+        name,
+        {
+            "status": {
+                "capacity": resources,
+                "allocatable": resources,
+                "images": images or [],
+                "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}],
+            }
+        },
+        subresource="status",
+    )
 
 
-def pod_body(name: str, *, cpu: str = "100m", memory: str = "64Mi", labels: dict[str, str]
-             | None = None, **spec: Any) -> Obj:
-    container: Obj = {"name": "app", "image": "busybox:1.36",
-                      "resources": {"requests": {"cpu": cpu, "memory": memory}}}
+def pod_body(
+    name: str,
+    *,
+    cpu: str = "100m",
+    memory: str = "64Mi",
+    labels: dict[str, str] | None = None,
+    **spec: Any,
+) -> Obj:
+    container: Obj = {
+        "name": "app",
+        "image": "busybox:1.36",
+        "resources": {"requests": {"cpu": cpu, "memory": memory}},
+    }
     if "ports" in spec:
         container["ports"] = spec.pop("ports")
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": NS, "labels": labels or {}},
-            "spec": {"containers": [container], **spec}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": NS, "labels": labels or {}},
+        "spec": {"containers": [container], **spec},
+    }
 
 
 async def node_of(api: ApiClient, name: str) -> str | None:
@@ -122,22 +161,49 @@ async def running(fresh_apiserver: ServerHandle) -> AsyncIterator[Scheduler]:
 # --------------------------------------------------------------------------- placement
 
 
-async def test_places_by_fit_taints_affinity_and_ports(api: ApiClient,
-                                                       running: Scheduler) -> None:
+async def test_places_by_fit_taints_affinity_and_ports(api: ApiClient, running: Scheduler) -> None:
     await make_node(api, "small", cpu="1", memory="2Gi")
     await make_node(api, "big", cpu="8", memory="16Gi", labels={"disk": "ssd"})
-    await make_node(api, "gpu", cpu="8", memory="16Gi", labels={"gpu": "true"},
-                    taints=[{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}])
+    await make_node(
+        api,
+        "gpu",
+        cpu="8",
+        memory="16Gi",
+        labels={"gpu": "true"},
+        taints=[{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}],
+    )
     await make_node(api, "cordoned", cpu="8", memory="16Gi", unschedulable=True)
 
     await api.create(PODS, pod_body("huge", cpu="4"))
-    await api.create(PODS, pod_body("ssd", affinity={"nodeAffinity": {
-        "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-            {"matchExpressions": [{"key": "disk", "operator": "In", "values": ["ssd"]}]}]}}}))
-    await api.create(PODS, pod_body(
-        "trainer", nodeSelector={"gpu": "true"},
-        tolerations=[{"key": "dedicated", "operator": "Equal", "value": "gpu",
-                      "effect": "NoSchedule"}]))
+    await api.create(
+        PODS,
+        pod_body(
+            "ssd",
+            affinity={
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [
+                            {
+                                "matchExpressions": [
+                                    {"key": "disk", "operator": "In", "values": ["ssd"]}
+                                ]
+                            }
+                        ]
+                    }
+                }
+            },
+        ),
+    )
+    await api.create(
+        PODS,
+        pod_body(
+            "trainer",
+            nodeSelector={"gpu": "true"},
+            tolerations=[
+                {"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}
+            ],
+        ),
+    )
     got = await bound(api, "huge", "ssd", "trainer")
     assert got == {"huge": "big", "ssd": "big", "trainer": "gpu"}
 
@@ -149,9 +215,16 @@ async def test_places_by_fit_taints_affinity_and_ports(api: ApiClient,
     assert sorted(got.values()) == ["big", "small"]
 
     # Anti-affinity on the hostname: one db per node; the third has nowhere to go.
-    anti = {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
-        {"labelSelector": {"matchLabels": {"app": "db"}},
-         "topologyKey": "kubernetes.io/hostname"}]}}
+    anti = {
+        "podAntiAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": [
+                {
+                    "labelSelector": {"matchLabels": {"app": "db"}},
+                    "topologyKey": "kubernetes.io/hostname",
+                }
+            ]
+        }
+    }
     for i in range(2):
         await api.create(PODS, pod_body(f"db-{i}", labels={"app": "db"}, affinity=anti))
     got = await bound(api, "db-0", "db-1")
@@ -163,7 +236,8 @@ async def test_places_by_fit_taints_affinity_and_ports(api: ApiClient,
         "0/4 nodes are available: 1 node(s) had untolerated taint(s), 1 node(s) were "
         "unschedulable, 2 node(s) didn't match pod anti-affinity rules. no new claims to "
         "deallocate, preemption: 0/4 nodes are available: 2 No preemption victims found for "
-        "incoming pod, 2 Preemption is not helpful for scheduling.")
+        "incoming pod, 2 Preemption is not helpful for scheduling."
+    )
     # A pod without terms is kept off both nodes by the db pods' own anti-affinity.
     await api.create(PODS, pod_body("db-helper", labels={"app": "db"}))
     cond = await wait_for(lambda: condition_of(api, "db-helper"), message="db-helper")
@@ -182,30 +256,37 @@ async def test_places_by_fit_taints_affinity_and_ports(api: ApiClient,
     got = await bound(api, "db-2")
     assert got["db-2"] == freed
     metrics = running.registry
-    assert (metrics.get_sample_value("scheduler_schedule_attempts_total",
-                                     {"result": "scheduled", "profile": "default-scheduler"})
-            or 0) >= 8
+    assert (
+        metrics.get_sample_value(
+            "scheduler_schedule_attempts_total",
+            {"result": "scheduled", "profile": "default-scheduler"},
+        )
+        or 0
+    ) >= 8
 
 
 async def test_unschedulable_until_a_node_is_added(api: ApiClient, running: Scheduler) -> None:
-    await make_node(api, "cp", taints=[{"key": "node-role.kubernetes.io/control-plane",
-                                        "effect": "NoSchedule"}])
+    await make_node(
+        api, "cp", taints=[{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]
+    )
     for name in ("w1", "w2"):
         await make_node(api, name, cpu="2")
         # Already running there: bound directly, as a kubelet-created pod would be.
         await api.create(PODS, pod_body(f"busy-{name}", cpu="1500m", nodeName=name))
     await api.create(PODS, pod_body("web-1", cpu="1"))
-    expected = ("0/3 nodes are available: 1 node(s) had untolerated taint(s), 2 Insufficient "
-                "cpu. no new claims to deallocate, preemption: 0/3 nodes are available: 1 "
-                "Preemption is not helpful for scheduling, 2 No preemption victims found for "
-                "incoming pod.")
+    expected = (
+        "0/3 nodes are available: 1 node(s) had untolerated taint(s), 2 Insufficient "
+        "cpu. no new claims to deallocate, preemption: 0/3 nodes are available: 1 "
+        "Preemption is not helpful for scheduling, 2 No preemption victims found for "
+        "incoming pod."
+    )
     cond = await wait_for(lambda: condition_of(api, "web-1"), message="PodScheduled=False")
-    assert (cond["status"], cond["reason"], cond["message"]) == (
-        "False", "Unschedulable", expected)
+    assert (cond["status"], cond["reason"], cond["message"]) == ("False", "Unschedulable", expected)
 
     async def failed_event() -> Obj | None:
-        items = (await api.list(EVENTS, namespace=NS,
-                                field_selector="involvedObject.name=web-1"))["items"]
+        items = (await api.list(EVENTS, namespace=NS, field_selector="involvedObject.name=web-1"))[
+            "items"
+        ]
         return next((e for e in items if e["reason"] == "FailedScheduling"), None)
 
     event = await wait_for(failed_event, message="a FailedScheduling event")
@@ -218,8 +299,9 @@ async def test_unschedulable_until_a_node_is_added(api: ApiClient, running: Sche
     assert got == {"web-1": "w3"}
 
     async def scheduled_event() -> Obj | None:
-        items = (await api.list(EVENTS, namespace=NS,
-                                field_selector="involvedObject.name=web-1"))["items"]
+        items = (await api.list(EVENTS, namespace=NS, field_selector="involvedObject.name=web-1"))[
+            "items"
+        ]
         return next((e for e in items if e["reason"] == "Scheduled"), None)
 
     event = await wait_for(scheduled_event, message="a Scheduled event")
@@ -235,8 +317,7 @@ async def test_no_nodes_message(api: ApiClient, running: Scheduler) -> None:
     assert cond["message"] == "no nodes available to schedule pods"
 
 
-async def test_burst_of_1000_pods_never_overcommits(api: ApiClient,
-                                                    running: Scheduler) -> None:
+async def test_burst_of_1000_pods_never_overcommits(api: ApiClient, running: Scheduler) -> None:
     nodes = [f"n{i:02}" for i in range(20)]
     for name in nodes:
         await make_node(api, name, cpu="1", memory="4Gi")
@@ -254,8 +335,14 @@ async def test_burst_of_1000_pods_never_overcommits(api: ApiClient,
     async def settled() -> list[Obj] | None:
         items = (await api.list(PODS, namespace=NS))["items"]
         done = sum(1 for p in items if p["spec"].get("nodeName"))
-        failed = sum(1 for p in items if any(c.get("reason") == "Unschedulable" for c in
-                                             p.get("status", {}).get("conditions") or ()))
+        failed = sum(
+            1
+            for p in items
+            if any(
+                c.get("reason") == "Unschedulable"
+                for c in p.get("status", {}).get("conditions") or ()
+            )
+        )
         return items if done == fits and failed == total - fits else None
 
     items = await wait_for(settled, timeout=120, message="800 bound and 200 unschedulable")
@@ -273,8 +360,7 @@ async def test_burst_of_1000_pods_never_overcommits(api: ApiClient,
         assert info is not None and info["requested"]["cpu"] == per_node[name]
 
 
-async def test_binding_refused_keeps_the_real_binding(api: ApiClient,
-                                                      running: Scheduler) -> None:
+async def test_binding_refused_keeps_the_real_binding(api: ApiClient, running: Scheduler) -> None:
     await make_node(api, "n1")
     await make_node(api, "n2")
     # Another scheduler's pod, so that the running loop leaves it to this test.
@@ -282,10 +368,17 @@ async def test_binding_refused_keeps_the_real_binding(api: ApiClient,
     qp = QueuedPod("sched/raced", pod, timestamp=0.0, initial=0.0, attempts=1)
     running.cache.assume(pod, "n2", running.cache.spec_of(pod))
     # Someone else binds it first; our binding then gets 409 Conflict.
-    await api.create(PODS, {"apiVersion": "v1", "kind": "Binding",
-                            "metadata": {"name": "raced", "namespace": NS},
-                            "target": {"apiVersion": "v1", "kind": "Node", "name": "n1"}},
-                     namespace=NS, subresource="binding")
+    await api.create(
+        PODS,
+        {
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {"name": "raced", "namespace": NS},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": "n1"},
+        },
+        namespace=NS,
+        subresource="binding",
+    )
     await running._binds.acquire_on_behalf_of(qp)
     await running._bind(qp, "n2", time.perf_counter())
     assert not running.cache.is_assumed("sched/raced")
@@ -294,9 +387,12 @@ async def test_binding_refused_keeps_the_real_binding(api: ApiClient,
         return running.table.pod_node("sched/raced")
 
     assert await wait_for(accounted, message="the real binding accounted") == "n1"
-    assert running.registry.get_sample_value(
-        "scheduler_schedule_attempts_total",
-        {"result": "error", "profile": "default-scheduler"}) == 1.0
+    assert (
+        running.registry.get_sample_value(
+            "scheduler_schedule_attempts_total", {"result": "error", "profile": "default-scheduler"}
+        )
+        == 1.0
+    )
     assert "sched/raced" not in running.queue
 
 
@@ -320,21 +416,36 @@ class SchedulerProcess:
 
 
 def start_scheduler(server: ServerHandle, log: Path, *extra: str) -> SchedulerProcess:
-    args = [sys.executable, "-m", "k8slite.cmd.scheduler",
-            "--kubeconfig", str(server.kubeconfig_for("scheduler")), "--secure-port", "0",
-            "--bind-address", "127.0.0.1", *extra]
+    args = [
+        sys.executable,
+        "-m",
+        "k8slite.cmd.scheduler",
+        "--kubeconfig",
+        str(server.kubeconfig_for("scheduler")),
+        "--secure-port",
+        "0",
+        "--bind-address",
+        "127.0.0.1",
+        *extra,
+    ]
     marker = "listening on "
-    proc, line = launch(args, log, marker, what="scheduler", timeout=30,
-                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc, line = launch(
+        args, log, marker, what="scheduler", timeout=30, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
     return SchedulerProcess(proc, after(line, marker))
 
 
-ELECTION = ("--leader-elect=true", "--leader-elect-lease-duration=4s",
-            "--leader-elect-renew-deadline=3s", "--leader-elect-retry-period=500ms")
+ELECTION = (
+    "--leader-elect=true",
+    "--leader-elect-lease-duration=4s",
+    "--leader-elect-renew-deadline=3s",
+    "--leader-elect-retry-period=500ms",
+)
 
 
-async def test_leader_failover_between_two_schedulers(fresh_apiserver: ServerHandle,
-                                                      api: ApiClient, tmp_path: Path) -> None:
+async def test_leader_failover_between_two_schedulers(
+    fresh_apiserver: ServerHandle, api: ApiClient, tmp_path: Path
+) -> None:
     await make_node(api, "n1")
     a = start_scheduler(fresh_apiserver, tmp_path / "a.log", *ELECTION)
     b = start_scheduler(fresh_apiserver, tmp_path / "b.log", *ELECTION)
@@ -351,8 +462,9 @@ async def test_leader_failover_between_two_schedulers(fresh_apiserver: ServerHan
         await api.create(PODS, pod_body("before"))
         assert await bound(api, "before") == {"before": "n1"}
         metrics = await trio.to_thread.run_sync(first.metrics)
-        assert ('scheduler_schedule_attempts_total{profile="default-scheduler",'
-                'result="scheduled"} 1.0') in metrics
+        assert (
+            'scheduler_schedule_attempts_total{profile="default-scheduler",result="scheduled"} 1.0'
+        ) in metrics
         assert 'scheduler_pending_pods{queue="active"} 0.0' in metrics
         assert "scheduler_pod_scheduling_sli_duration_seconds_bucket" in metrics
         lease = await api.get(LEASES, "kube-scheduler", namespace="kube-system")
@@ -372,9 +484,15 @@ async def test_leader_failover_between_two_schedulers(fresh_apiserver: ServerHan
 
 
 def test_serving_requires_client_certificates_outside_health(
-        fresh_apiserver: ServerHandle, tmp_path: Path) -> None:
-    proc = start_scheduler(fresh_apiserver, tmp_path / "s.log", "--leader-elect=false",
-                           "--client-ca-file", str(fresh_apiserver.ca))
+    fresh_apiserver: ServerHandle, tmp_path: Path
+) -> None:
+    proc = start_scheduler(
+        fresh_apiserver,
+        tmp_path / "s.log",
+        "--leader-elect=false",
+        "--client-ca-file",
+        str(fresh_apiserver.ca),
+    )
     try:
         with httpx.Client(verify=False, timeout=10) as client:
             assert client.get(f"{proc.url}/healthz").status_code == 200

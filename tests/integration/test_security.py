@@ -28,8 +28,10 @@ def _context(server: ServerHandle, cert: tuple[str, str] | None) -> ssl.SSLConte
 
 def _refused(server: ServerHandle, cert: tuple[str, str] | None) -> None:
     """The TLS layer refuses the connection: no HTTP answer of any kind comes back."""
-    with pytest.raises(httpx.TransportError), \
-            httpx.Client(base_url=server.url, verify=_context(server, cert), timeout=10) as c:
+    with (
+        pytest.raises(httpx.TransportError),
+        httpx.Client(base_url=server.url, verify=_context(server, cert), timeout=10) as c,
+    ):
         c.get("/api/v1/namespaces")
 
 
@@ -37,9 +39,11 @@ def _refused_raw(server: ServerHandle, cert: tuple[str, str] | None) -> None:
     """Same through a bare TLS socket: the server aborts the handshake with an alert."""
     host, port = server.url.removeprefix("https://").rsplit(":", 1)
     ctx = _context(server, cert)
-    with socket.create_connection((host, int(port)), timeout=10) as raw, \
-            pytest.raises((ssl.SSLError, ConnectionError)), \
-            ctx.wrap_socket(raw, server_hostname=host) as tls:
+    with (
+        socket.create_connection((host, int(port)), timeout=10) as raw,
+        pytest.raises((ssl.SSLError, ConnectionError)),
+        ctx.wrap_socket(raw, server_hostname=host) as tls,
+    ):
         # TLS 1.3 reports a refused client certificate at the first read.
         tls.sendall(b"GET /api/v1/namespaces HTTP/1.1\r\nHost: x\r\n\r\n")
         if not tls.recv(1024):
@@ -60,17 +64,20 @@ def test_certificate_of_a_foreign_ca_is_refused(apiserver: ServerHandle, tmp_pat
 
 def test_expired_certificate_is_refused(apiserver: ServerHandle) -> None:
     start = datetime.now(UTC) - timedelta(days=3)
-    cert, key = pki.issue_client_cert(apiserver.pki, "expired-admin", "admin",
-                                      ["system:masters"], days=1, not_before=start)
+    cert, key = pki.issue_client_cert(
+        apiserver.pki, "expired-admin", "admin", ["system:masters"], days=1, not_before=start
+    )
     _refused(apiserver, (str(cert), str(key)))
     _refused_raw(apiserver, (str(cert), str(key)))
 
 
 @pytest.mark.parametrize("http2", [False, True], ids=["http1.1", "http2"])
 def test_identity_reaches_the_handlers(apiserver: ServerHandle, http2: bool) -> None:
-    expected = {"admin": ("admin", ["system:masters", "system:authenticated"]),
-                "node-node1": ("system:node:node1", ["system:nodes", "system:authenticated"]),
-                "scheduler": ("system:kube-scheduler", ["system:authenticated"])}
+    expected = {
+        "admin": ("admin", ["system:masters", "system:authenticated"]),
+        "node-node1": ("system:node:node1", ["system:nodes", "system:authenticated"]),
+        "scheduler": ("system:kube-scheduler", ["system:authenticated"]),
+    }
     review = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
     for identity, (user, groups) in expected.items():
         with apiserver.client(identity, http2=http2, http1=not http2) as c:
@@ -105,23 +112,37 @@ def test_seed_curl_command(apiserver: ServerHandle) -> None:
         pytest.skip("curl is not installed")
     cert, key = apiserver.cert("admin")
     url = apiserver.url.replace("127.0.0.1", "localhost") + "/api/v1/nodes"
-    out = subprocess.run([curl, "-sS", "--cert", cert, "--key", key, "--cacert",
-                          str(apiserver.ca), url], capture_output=True, timeout=30, check=True)
+    out = subprocess.run(
+        [curl, "-sS", "--cert", cert, "--key", key, "--cacert", str(apiserver.ca), url],
+        capture_output=True,
+        timeout=30,
+        check=True,
+    )
     assert json.loads(out.stdout)["kind"] == "NodeList"
-    refused = subprocess.run([curl, "-sS", "--cacert", str(apiserver.ca), url],
-                             capture_output=True, timeout=30, check=False)
+    refused = subprocess.run(
+        [curl, "-sS", "--cacert", str(apiserver.ca), url],
+        capture_output=True,
+        timeout=30,
+        check=False,
+    )
     assert refused.returncode != 0
 
 
 def _kubectl(server: ServerHandle, identity: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(kubectl_path()), "--kubeconfig",
-                           str(server.kubeconfig_for(identity)), *args],
-                          capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        [str(kubectl_path()), "--kubeconfig", str(server.kubeconfig_for(identity)), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_kubectl_admin_works_and_node_is_forbidden(apiserver: ServerHandle) -> None:
-    forbidden = 'secrets is forbidden: User "system:node:node1" cannot list resource ' \
-                '"secrets" in API group "" in the namespace "default"'
+    forbidden = (
+        'secrets is forbidden: User "system:node:node1" cannot list resource '
+        '"secrets" in API group "" in the namespace "default"'
+    )
     ok = _kubectl(apiserver, "admin", "get", "--raw", "/api/v1/namespaces")
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["kind"] == "NamespaceList"
@@ -142,8 +163,10 @@ def test_nonresource_paths_are_authorized(apiserver: ServerHandle) -> None:
         assert c.get("/version").status_code == 200
         r = c.get("/metrics")
         assert r.status_code == 403
-        assert r.json()["message"] == \
-            'forbidden: User "system:kube-scheduler" cannot get path "/metrics"'
+        assert (
+            r.json()["message"]
+            == 'forbidden: User "system:kube-scheduler" cannot get path "/metrics"'
+        )
     with apiserver.client("admin") as c:
         assert c.get("/metrics").status_code == 200
 
@@ -153,9 +176,13 @@ def test_nonresource_paths_are_authorized(apiserver: ServerHandle) -> None:
 
 @pytest.fixture
 def limited_server(tmp_path: Path) -> ServerHandle:
-    server = start_apiserver(tmp_path / "data", "--max-requests-inflight=1",
-                             "--max-mutating-requests-inflight=1", "--request-timeout=2s",
-                             f"--audit-log-path={tmp_path / 'audit' / 'audit.log'}")
+    server = start_apiserver(
+        tmp_path / "data",
+        "--max-requests-inflight=1",
+        "--max-mutating-requests-inflight=1",
+        "--request-timeout=2s",
+        f"--audit-log-path={tmp_path / 'audit' / 'audit.log'}",
+    )
     yield server  # type: ignore[misc]
     server.stop()
 
@@ -190,8 +217,11 @@ def test_inflight_limit_answers_429(limited_server: ServerHandle) -> None:
     assert r.json()["reason"] == "TooManyRequests"
     assert r.json()["message"] == "Too many requests, please try again later."
     # system:masters is not counted (upstream exempts it), watches are not either.
-    with limited_server.client("admin") as admin, limited_server.client("scheduler") as sched, \
-            sched.stream("GET", "/api/v1/pods?watch=true&timeoutSeconds=2"):
+    with (
+        limited_server.client("admin") as admin,
+        limited_server.client("scheduler") as sched,
+        sched.stream("GET", "/api/v1/pods?watch=true&timeoutSeconds=2"),
+    ):
         assert sched.get("/api/v1/nodes").status_code == 200
         t = threading.Thread(target=lambda: holder.append(_slow_list(sched, future)))
         t.start()
@@ -207,14 +237,15 @@ def test_request_timeout_answers_504(limited_server: ServerHandle) -> None:
         assert time.monotonic() - start < 2.9  # the 2 s deadline, not the list's own 3 s wait
         assert r.status_code == 504
         assert r.json()["reason"] == "Timeout"
-        assert r.json()["message"] == "Timeout: request did not complete within requested " \
-                                      "timeout - context deadline exceeded"
+        assert (
+            r.json()["message"] == "Timeout: request did not complete within requested "
+            "timeout - context deadline exceeded"
+        )
         r = admin.get("/api/v1/namespaces?timeout=forever")
         assert r.status_code == 400
 
 
-def test_audit_log_records_mutating_requests(limited_server: ServerHandle,
-                                             tmp_path: Path) -> None:
+def test_audit_log_records_mutating_requests(limited_server: ServerHandle, tmp_path: Path) -> None:
     cm = {"metadata": {"generateName": "audited-"}, "data": {"a": "b"}}
     with limited_server.client("admin") as admin:
         created = admin.post("/api/v1/namespaces/default/configmaps", json=cm)
@@ -234,10 +265,17 @@ def test_audit_log_records_mutating_requests(limited_server: ServerHandle,
             break
         time.sleep(0.05)
     assert [(e["verb"], e["responseStatus"]["code"], e["user"]["username"]) for e in mine] == [
-        ("create", 201, "admin"), ("delete", 200, "admin"), ("create", 403, "system:node:node1")]
+        ("create", 201, "admin"),
+        ("delete", 200, "admin"),
+        ("create", 403, "system:node:node1"),
+    ]
     first = mine[0]
-    assert first["objectRef"] == {"resource": "configmaps", "namespace": "default",
-                                  "name": name, "apiVersion": "v1"}
+    assert first["objectRef"] == {
+        "resource": "configmaps",
+        "namespace": "default",
+        "name": name,
+        "apiVersion": "v1",
+    }
     assert first["user"]["groups"] == ["system:masters", "system:authenticated"]
     assert first["kind"] == "Event" and first["apiVersion"] == "audit.k8s.io/v1"
     assert float(first["annotations"]["k8slite.io/latency-seconds"]) >= 0
@@ -256,26 +294,43 @@ def test_body_nesting_depth_is_limited(apiserver: ServerHandle) -> None:
     with apiserver.client("admin") as c:
         for depth, code in ((150, 400), (2000, 400)):
             body = '{"metadata":{"generateName":"deep-"},"data":{},"x":' + _nested(depth) + "}"
-            r = c.post("/api/v1/namespaces/default/configmaps", content=body,
-                       headers={"content-type": "application/json"})
+            r = c.post(
+                "/api/v1/namespaces/default/configmaps",
+                content=body,
+                headers={"content-type": "application/json"},
+            )
             assert r.status_code == code, r.text
         yaml_body = "metadata: {generateName: deep-}\nx: " + "[" * 150 + "]" * 150
-        r = c.post("/api/v1/namespaces/default/configmaps", content=yaml_body,
-                   headers={"content-type": "application/yaml"})
+        r = c.post(
+            "/api/v1/namespaces/default/configmaps",
+            content=yaml_body,
+            headers={"content-type": "application/yaml"},
+        )
         assert r.status_code == 400, r.text
-        laughs = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
-            f"{chr(98 + i)}: &{chr(98 + i)} [" + ", ".join([f"*{chr(97 + i)}"] * 9) + "]\n"
-            for i in range(8)) + "metadata: {generateName: laughs-}\n"
-        r = c.post("/api/v1/namespaces/default/configmaps", content=laughs,
-                   headers={"content-type": "application/yaml"})
+        laughs = (
+            "a: &a [x, x, x, x, x, x, x, x, x]\n"
+            + "".join(
+                f"{chr(98 + i)}: &{chr(98 + i)} [" + ", ".join([f"*{chr(97 + i)}"] * 9) + "]\n"
+                for i in range(8)
+            )
+            + "metadata: {generateName: laughs-}\n"
+        )
+        r = c.post(
+            "/api/v1/namespaces/default/configmaps",
+            content=laughs,
+            headers={"content-type": "application/yaml"},
+        )
         assert r.status_code == 400, r.text
         assert "aliasing" in r.json()["message"]
 
 
 def test_oversized_headers_and_bodies_are_refused(apiserver: ServerHandle) -> None:
     with apiserver.client("admin") as c:
-        r = c.post("/api/v1/namespaces/default/configmaps", content=b"x" * (4 << 20),
-                   headers={"content-type": "application/json"})
+        r = c.post(
+            "/api/v1/namespaces/default/configmaps",
+            content=b"x" * (4 << 20),
+            headers={"content-type": "application/json"},
+        )
         assert r.status_code == 413
         try:
             r = c.get("/api/v1/namespaces", headers={"x-big": "y" * (200 << 10)})
@@ -301,10 +356,14 @@ def test_refused_request_keeps_its_connection(apiserver: ServerHandle) -> None:
     host, port = apiserver.url.removeprefix("https://").rsplit(":", 1)
     ctx = _context(apiserver, apiserver.cert("node-node1"))
     body = b'{"metadata":{"name":"x"}}'
-    head = (b"POST /api/v1/namespaces/default/configmaps HTTP/1.1\r\nHost: x\r\n"
-            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
-    with socket.create_connection((host, int(port)), timeout=10) as raw, \
-            ctx.wrap_socket(raw, server_hostname=host) as tls:
+    head = (
+        b"POST /api/v1/namespaces/default/configmaps HTTP/1.1\r\nHost: x\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+    )
+    with (
+        socket.create_connection((host, int(port)), timeout=10) as raw,
+        ctx.wrap_socket(raw, server_hostname=host) as tls,
+    ):
         tls.sendall(head)
         time.sleep(0.3)  # the server refuses while the body is still on its way
         tls.sendall(body)

@@ -12,9 +12,12 @@ from tests.conftest import ServerHandle, start_apiserver
 
 
 def svc(name: str, **spec: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name},
-                            "spec": {"selector": {"app": name},
-                                     "ports": [{"port": 80, "targetPort": 8080}]}}
+    body: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name},
+        "spec": {"selector": {"app": name}, "ports": [{"port": 80, "targetPort": 8080}]},
+    }
     body["spec"].update(spec)
     return body
 
@@ -53,11 +56,13 @@ def test_requested_ip_honoured_or_refused(api: httpx.Client, namespace: str) -> 
     assert r.status_code == 422
     assert r.json()["message"] == (
         'Service "taken" is invalid: spec.clusterIPs: Invalid value: []string{"10.96.100.100"}: '
-        'failed to allocate IP 10.96.100.100: provided IP is already allocated')
+        "failed to allocate IP 10.96.100.100: provided IP is already allocated"
+    )
     r = api.post(url(namespace), json=svc("outside", clusterIP="192.168.1.1"))
     assert r.status_code == 422
-    assert "is not in the valid range. The range of valid IPs is 10.96.0.0/12" in \
-        r.json()["message"]
+    assert (
+        "is not in the valid range. The range of valid IPs is 10.96.0.0/12" in r.json()["message"]
+    )
     # deleting releases the address for reuse
     assert api.delete(f"{url(namespace)}/fixed").status_code == 200
     r = api.post(url(namespace), json=svc("again", clusterIP="10.96.100.100"))
@@ -68,8 +73,10 @@ def test_headless_and_external_name(api: httpx.Client, namespace: str) -> None:
     r = api.post(url(namespace), json=svc("headless", clusterIP="None"))
     assert r.status_code == 201
     assert r.json()["spec"]["clusterIPs"] == ["None"]
-    ext = {"metadata": {"name": "ext"}, "spec": {"type": "ExternalName",
-                                                 "externalName": "example.com"}}
+    ext = {
+        "metadata": {"name": "ext"},
+        "spec": {"type": "ExternalName", "externalName": "example.com"},
+    }
     r = api.post(url(namespace), json=ext)
     assert r.status_code == 201, r.text
     assert "clusterIP" not in r.json()["spec"]
@@ -84,8 +91,9 @@ def test_node_ports(api: httpx.Client, namespace: str) -> None:
     body["spec"]["ports"][0]["nodePort"] = port
     r = api.post(url(namespace), json=body)
     assert r.status_code == 422
-    assert r.json()["message"].endswith(f"spec.ports[0].nodePort: Invalid value: {port}: "
-                                        "provided port is already allocated")
+    assert r.json()["message"].endswith(
+        f"spec.ports[0].nodePort: Invalid value: {port}: provided port is already allocated"
+    )
     body["spec"]["ports"][0]["nodePort"] = 80
     r = api.post(url(namespace), json=body)
     assert "provided port is not in the valid range" in r.json()["message"]

@@ -61,8 +61,12 @@ def test_up_runs_stops_and_reuses(tmp_path: Path) -> None:
         assert "  kubectl get nodes" in out, out
         node, port = cluster.info["node"], cluster.info["ports"]["apiserver"]
         # Every kubeconfig points at the port chosen, the admin's is in DIR/kubeconfig.
-        for name in ("kubeconfig", "pki/admin.kubeconfig", "pki/scheduler.kubeconfig",
-                     f"pki/node-{node}.kubeconfig"):
+        for name in (
+            "kubeconfig",
+            "pki/admin.kubeconfig",
+            "pki/scheduler.kubeconfig",
+            f"pki/node-{node}.kubeconfig",
+        ):
             doc = yaml.safe_load((data / name).read_text())
             assert doc["clusters"][0]["cluster"]["server"] == f"https://127.0.0.1:{port}"
         assert oct((data / "kubeconfig").stat().st_mode & 0o777) == "0o600"
@@ -72,19 +76,23 @@ def test_up_runs_stops_and_reuses(tmp_path: Path) -> None:
         # One child per component, each its own console script with its own identity.
         assert cluster.proc is not None
         cmds = list(children(cluster.proc.pid).values())
-        for script, identity in (("k8slite-apiserver", None),
-                                 ("k8slite-controller-manager", "controller-manager"),
-                                 ("k8slite-scheduler", "scheduler"),
-                                 ("k8slite-kubelet", f"node-{node}")):
+        for script, identity in (
+            ("k8slite-apiserver", None),
+            ("k8slite-controller-manager", "controller-manager"),
+            ("k8slite-scheduler", "scheduler"),
+            ("k8slite-kubelet", f"node-{node}"),
+        ):
             [cmd] = [c for c in cmds if f"/{script} " in c]
             if identity:
                 assert f"pki/{identity}.kubeconfig" in cmd, cmd
         assert not any("k8slite-proxy" in c for c in cmds)
         # "Up" means every component serves, so each has written its start line by now.
-        for log, line in (("apiserver", "k8slite-apiserver listening on"),
-                          ("controller-manager", "k8slite-controller-manager serving on"),
-                          ("scheduler", "k8slite-scheduler listening on"),
-                          ("kubelet", "API listening on")):
+        for log, line in (
+            ("apiserver", "k8slite-apiserver listening on"),
+            ("controller-manager", "k8slite-controller-manager serving on"),
+            ("scheduler", "k8slite-scheduler listening on"),
+            ("kubelet", "API listening on"),
+        ):
             text = (data / "logs" / f"{log}.log").read_text()
             assert line in text, (log, text, (data / "up.stderr").read_text())
         pids = list(children(cluster.proc.pid))
@@ -96,8 +104,12 @@ def test_up_runs_stops_and_reuses(tmp_path: Path) -> None:
     assert code == 0, (data / "up.stderr").read_text()
     # Quick (SIGTERM, then SIGKILL after 5 s at most), and nothing stays behind.
     assert time.monotonic() - started < 20
-    assert not [p for p in pids if Path(f"/proc/{p}").exists()
-                and "Z" not in Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1][:3]]
+    assert not [
+        p
+        for p in pids
+        if Path(f"/proc/{p}").exists()
+        and "Z" not in Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1][:3]
+    ]
     assert "stopped" in (data / "up.stderr").read_text()
 
     # Again on the same directory: same certificates, same data.
@@ -106,8 +118,7 @@ def test_up_runs_stops_and_reuses(tmp_path: Path) -> None:
         assert (data / "pki" / "ca.pem").read_bytes() == ca
         assert (data / "pki" / "server.pem").read_bytes() == server_cert
         assert f"certificates in {data / 'pki'}: reused" in (data / "up.stderr").read_text()
-        value = cluster.kubectl("get", "configmap", "survivor", "-o",
-                                "jsonpath={.data.k}").stdout
+        value = cluster.kubectl("get", "configmap", "survivor", "-o", "jsonpath={.data.k}").stdout
         assert value == "v"
     finally:
         assert stop_up(cluster) == 0
@@ -122,16 +133,22 @@ def test_crashed_component_is_restarted_and_reported(tmp_path: Path) -> None:
         log = data / "logs" / "scheduler.log"
         assert log.read_text().count("k8slite-scheduler listening on") == 1, log.read_text()
         os.kill(first, signal.SIGKILL)
-        second = wait_for(lambda: (p := component_pid(cluster, "k8slite-scheduler")) != first
-                          and p, 30, what="a new scheduler")
+        second = wait_for(
+            lambda: (p := component_pid(cluster, "k8slite-scheduler")) != first and p,
+            30,
+            what="a new scheduler",
+        )
         assert second != first
         err = (data / "up.stderr").read_text()
         assert "scheduler was killed by SIGKILL; restarting it in 1s" in err, err
         # The new one serves again (taking the lease over waits for the old one's to
         # expire, as upstream: not waited for here).
         try:
-            wait_for(lambda: log.read_text().count("k8slite-scheduler listening on") == 2, 30,
-                     what="the new scheduler to serve")
+            wait_for(
+                lambda: log.read_text().count("k8slite-scheduler listening on") == 2,
+                30,
+                what="the new scheduler to serve",
+            )
         except AssertionError as e:
             raise AssertionError(f"{e}\n{log}:\n{log.read_text()}") from None
     finally:
@@ -141,6 +158,7 @@ def test_crashed_component_is_restarted_and_reported(tmp_path: Path) -> None:
 def test_hollow_nodes(tmp_path: Path) -> None:
     cluster = up(tmp_path / "data", "--runtime", "fake", "--nodes", "3")
     try:
+
         def all_ready() -> list[str] | None:
             out = cluster.kubectl("get", "nodes", "--no-headers").stdout
             ready = [line.split()[0] for line in out.splitlines() if line.split()[1] == "Ready"]
@@ -157,10 +175,24 @@ def test_busy_port_is_reported(tmp_path: Path) -> None:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        done = subprocess.run([str(BIN / "k8slite"), "up", "--data-dir", str(tmp_path),
-                               "--port", str(port), "--no-proxy", "--runtime", "fake"],
-                              capture_output=True, text=True, timeout=60, cwd=REPO,
-                              check=False)
+        done = subprocess.run(
+            [
+                str(BIN / "k8slite"),
+                "up",
+                "--data-dir",
+                str(tmp_path),
+                "--port",
+                str(port),
+                "--no-proxy",
+                "--runtime",
+                "fake",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO,
+            check=False,
+        )
     assert done.returncode == 1
     assert f"port {port} (apiserver) already in use" in done.stderr, done.stderr
 
@@ -168,9 +200,22 @@ def test_busy_port_is_reported(tmp_path: Path) -> None:
 def test_one_up_per_data_dir(tmp_path: Path) -> None:
     cluster = up(tmp_path / "data", "--runtime", "fake")
     try:
-        done = subprocess.run([str(BIN / "k8slite"), "up", "--data-dir", str(tmp_path / "data"),
-                               "--port", "0", "--no-proxy"], capture_output=True, text=True,
-                              timeout=60, cwd=REPO, check=False)
+        done = subprocess.run(
+            [
+                str(BIN / "k8slite"),
+                "up",
+                "--data-dir",
+                str(tmp_path / "data"),
+                "--port",
+                "0",
+                "--no-proxy",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO,
+            check=False,
+        )
         assert done.returncode == 1
         assert "another `k8slite up` is running on" in done.stderr, done.stderr
     finally:
@@ -183,17 +228,18 @@ def test_prometheus_config_names_every_component(tmp_path: Path) -> None:
     assert set(jobs) == {"apiserver", "controller-manager", "scheduler", "kubelet", "proxy"}
     assert jobs["apiserver"]["static_configs"][0]["targets"] == ["127.0.0.1:8080"]
     assert jobs["proxy"]["scheme"] == "http"
-    assert jobs["kubelet"]["tls_config"]["cert_file"].endswith(
-        "client-monitoring.pem")
+    assert jobs["kubelet"]["tls_config"]["cert_file"].endswith("client-monitoring.pem")
     assert json.dumps(doc)  # plain data, nothing YAML-specific
 
 
 def test_help_lists_up() -> None:
-    done = subprocess.run([str(BIN / "k8slite"), "--help"], capture_output=True, text=True,
-                          check=True)
+    done = subprocess.run(
+        [str(BIN / "k8slite"), "--help"], capture_output=True, text=True, check=True
+    )
     assert "up:" in done.stdout
-    done = subprocess.run([str(BIN / "k8slite"), "up", "--help"], capture_output=True,
-                          text=True, check=True)
+    done = subprocess.run(
+        [str(BIN / "k8slite"), "up", "--help"], capture_output=True, text=True, check=True
+    )
     for flag in ("--data-dir", "--runtime", "--nodes", "--port", "--proxy-mode"):
         assert flag in done.stdout
 

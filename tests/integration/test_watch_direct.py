@@ -93,15 +93,20 @@ def _rv(api: httpx.Client, namespace: str) -> str:
 
 
 def test_http11_watch_frames_go_straight_to_the_connection(
-        apiserver: ServerHandle, api: httpx.Client, namespace: str) -> None:
+    apiserver: ServerHandle, api: httpx.Client, namespace: str
+) -> None:
     before = direct_writes(api)
     rv = _rv(api, namespace)
-    watch = ChunkedWatch(apiserver, f"/api/v1/namespaces/{namespace}/configmaps?watch=1"
-                                    f"&resourceVersion={rv}&timeoutSeconds=3")
+    watch = ChunkedWatch(
+        apiserver,
+        f"/api/v1/namespaces/{namespace}/configmaps?watch=1&resourceVersion={rv}&timeoutSeconds=3",
+    )
     try:
         for i in range(20):
-            r = api.post(f"/api/v1/namespaces/{namespace}/configmaps",
-                         json={"metadata": {"name": f"cm{i}"}, "data": {"i": str(i)}})
+            r = api.post(
+                f"/api/v1/namespaces/{namespace}/configmaps",
+                json={"metadata": {"name": f"cm{i}"}, "data": {"i": str(i)}},
+            )
             assert r.status_code == 201, r.text
         api.delete(f"/api/v1/namespaces/{namespace}/configmaps/cm0")
         events = watch.events(21)
@@ -118,40 +123,48 @@ def test_http11_watch_frames_go_straight_to_the_connection(
 
 
 def test_a_reader_that_pauses_gets_every_frame_intact(
-        apiserver: ServerHandle, api: httpx.Client, namespace: str) -> None:
+    apiserver: ServerHandle, api: httpx.Client, namespace: str
+) -> None:
     """Frames larger than the socket buffers: partial writes finish through Trio, in order,
     and the server keeps answering others while this connection's writes wait."""
     rv = _rv(api, namespace)
-    watch = ChunkedWatch(apiserver, f"/api/v1/namespaces/{namespace}/configmaps?watch=1"
-                                    f"&resourceVersion={rv}&timeoutSeconds=60")
+    watch = ChunkedWatch(
+        apiserver,
+        f"/api/v1/namespaces/{namespace}/configmaps?watch=1&resourceVersion={rv}&timeoutSeconds=60",
+    )
     try:
         value = "x" * (700 * 1024)
         count = 12  # about 8 MiB of frames against a reader that is not reading
         for i in range(count):
-            r = api.post(f"/api/v1/namespaces/{namespace}/configmaps",
-                         json={"metadata": {"name": f"big{i}"}, "data": {"v": value}})
+            r = api.post(
+                f"/api/v1/namespaces/{namespace}/configmaps",
+                json={"metadata": {"name": f"big{i}"}, "data": {"v": value}},
+            )
             assert r.status_code == 201, r.text
         started = time.monotonic()
         assert api.get("/api/v1/namespaces").status_code == 200
         assert time.monotonic() - started < 5
         events = watch.events(count)
         assert [e["object"]["metadata"]["name"] for e in events] == [  # type: ignore[index]
-            f"big{i}" for i in range(count)]
+            f"big{i}" for i in range(count)
+        ]
         assert all(e["object"]["data"]["v"] == value for e in events)  # type: ignore[index]
     finally:
         watch.close()
 
 
-def test_http2_watches_take_the_ordinary_path(
-        apiserver: ServerHandle, namespace: str) -> None:
+def test_http2_watches_take_the_ordinary_path(apiserver: ServerHandle, namespace: str) -> None:
     with apiserver.client(http2=True) as client:
         rv = _rv(client, namespace)
-        with client.stream("GET", f"/api/v1/namespaces/{namespace}/configmaps",
-                           params={"watch": "1", "resourceVersion": rv,
-                                   "timeoutSeconds": "2"}) as r:
+        with client.stream(
+            "GET",
+            f"/api/v1/namespaces/{namespace}/configmaps",
+            params={"watch": "1", "resourceVersion": rv, "timeoutSeconds": "2"},
+        ) as r:
             assert r.http_version == "HTTP/2"
-            created = client.post(f"/api/v1/namespaces/{namespace}/configmaps",
-                                  json={"metadata": {"name": "h2"}})
+            created = client.post(
+                f"/api/v1/namespaces/{namespace}/configmaps", json={"metadata": {"name": "h2"}}
+            )
             assert created.status_code == 201
             lines = [json.loads(line) for line in r.iter_lines() if line]
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in lines] == [("ADDED", "h2")]

@@ -18,13 +18,31 @@ IMAGE_MIN = 23 * MIB
 IMAGE_MAX_PER_CONTAINER = 1000 * MIB
 ALL_IPS = "0.0.0.0"
 
-FILTERS = ("NodeUnschedulable", "NodeName", "TaintToleration", "NodeAffinity", "NodePorts",
-           "NodeResourcesFit", "InterPodAffinity")
-SCORES = ("NodeResourcesFit", "NodeResourcesBalancedAllocation", "ImageLocality",
-          "NodeAffinity", "TaintToleration", "SelectorSpread")
-DEFAULT_WEIGHTS = {"NodeResourcesFit": 1, "NodeResourcesBalancedAllocation": 1,
-                   "ImageLocality": 1, "NodeAffinity": 2, "TaintToleration": 3,
-                   "SelectorSpread": 2}
+FILTERS = (
+    "NodeUnschedulable",
+    "NodeName",
+    "TaintToleration",
+    "NodeAffinity",
+    "NodePorts",
+    "NodeResourcesFit",
+    "InterPodAffinity",
+)
+SCORES = (
+    "NodeResourcesFit",
+    "NodeResourcesBalancedAllocation",
+    "ImageLocality",
+    "NodeAffinity",
+    "TaintToleration",
+    "SelectorSpread",
+)
+DEFAULT_WEIGHTS = {
+    "NodeResourcesFit": 1,
+    "NodeResourcesBalancedAllocation": 1,
+    "ImageLocality": 1,
+    "NodeAffinity": 2,
+    "TaintToleration": 3,
+    "SelectorSpread": 2,
+}
 BASE = ("cpu", "memory", "ephemeral-storage")
 
 UNSCHEDULABLE = "node(s) were unschedulable"
@@ -206,8 +224,9 @@ class PodSpec:
         self.required = None if required is None else [NodeTerm(t) for t in required]
         self.preferred = [(w, NodeTerm(t)) for w, t in preferred]
         self.tolerations = [Toleration(*t) for t in tolerations]
-        self.ports = [(ip or ALL_IPS, proto or "TCP", port) for ip, proto, port in ports
-                      if port > 0]
+        self.ports = [
+            (ip or ALL_IPS, proto or "TCP", port) for ip, proto, port in ports if port > 0
+        ]
         self.images = list(images)
         self.spread_key = spread_key
         self.affinity = [self._term(t) for t in affinity]
@@ -216,8 +235,11 @@ class PodSpec:
     @staticmethod
     def _term(raw: RawPodTerm) -> PodTerm:
         selector, namespaces, key = raw
-        return PodTerm(None if selector is None else list(selector),
-                       None if namespaces is None else list(namespaces), key)
+        return PodTerm(
+            None if selector is None else list(selector),
+            None if namespaces is None else list(namespaces),
+            key,
+        )
 
     @property
     def scalars(self) -> dict[str, int]:
@@ -279,8 +301,9 @@ class NodeTable:
             raise ValueError(f"unknown scoring strategy {strategy!r}")
         self.weights = dict(DEFAULT_WEIGHTS) | dict(weights or {})
         self.strategy = strategy
-        self.fit_resources = list(resources) if resources is not None else [("cpu", 1),
-                                                                             ("memory", 1)]
+        self.fit_resources = (
+            list(resources) if resources is not None else [("cpu", 1), ("memory", 1)]
+        )
         self.balanced_resources = list(dict.fromkeys(balanced_resources or ("cpu", "memory")))
         self.filters = {f: f not in disabled for f in FILTERS}
         for name in disabled:
@@ -293,10 +316,16 @@ class NodeTable:
 
     # ------------------------------------------------------------------ updates
 
-    def set_node(self, name: str, *, allocatable: Mapping[str, int],
-                 labels: Mapping[str, str] | None = None,
-                 taints: Sequence[tuple[str, str, str]] = (), unschedulable: bool = False,
-                 images: Sequence[tuple[Sequence[str], int]] = ()) -> None:
+    def set_node(
+        self,
+        name: str,
+        *,
+        allocatable: Mapping[str, int],
+        labels: Mapping[str, str] | None = None,
+        taints: Sequence[tuple[str, str, str]] = (),
+        unschedulable: bool = False,
+        images: Sequence[tuple[Sequence[str], int]] = (),
+    ) -> None:
         slot = self.slots.setdefault(name, Slot())
         # The old images go first: an image no other node has is then sized afresh.
         slot.node = None
@@ -305,8 +334,9 @@ class NodeTable:
         for names, size in images:
             for image in names:
                 sizes.setdefault(image, size)
-        slot.node = Node(name, dict(allocatable), dict(labels or {}), list(taints),
-                         unschedulable, sizes)
+        slot.node = Node(
+            name, dict(allocatable), dict(labels or {}), list(taints), unschedulable, sizes
+        )
         for image, size in sizes.items():
             self.image_sizes.setdefault(image, size)
 
@@ -365,22 +395,29 @@ class NodeTable:
             union |= names
         return union
 
-    def filter(self, pod: PodSpec, node: Node, names: set[str] | None,
-               interpod: InterPodState | None) -> tuple[list[str], bool] | None:
+    def filter(
+        self, pod: PodSpec, node: Node, names: set[str] | None, interpod: InterPodState | None
+    ) -> tuple[list[str], bool] | None:
         """(reasons, unresolvable) of the first filter that rejects the node; None if it fits."""
         on = self.filters
         if names is not None and node.name not in names:
             return [PREFILTER], True
-        if on["NodeUnschedulable"] and node.unschedulable and not any(
+        if (
+            on["NodeUnschedulable"]
+            and node.unschedulable
+            and not any(
                 t.tolerates("node.kubernetes.io/unschedulable", "", "NoSchedule")
-                for t in pod.tolerations):
+                for t in pod.tolerations
+            )
+        ):
             return [UNSCHEDULABLE], True
         if on["NodeName"] and pod.node_name and pod.node_name != node.name:
             return [NODE_NAME], True
         if on["TaintToleration"]:
             for key, value, effect in node.taints:
                 if effect in ("NoSchedule", "NoExecute") and not any(
-                        t.tolerates(key, value, effect) for t in pod.tolerations):
+                    t.tolerates(key, value, effect) for t in pod.tolerations
+                ):
                     return [TAINT], True
         if on["NodeAffinity"]:
             selector_ok = all(node.labels.get(k) == v for k, v in pod.node_selector.items())
@@ -406,7 +443,7 @@ class NodeTable:
             for used_ip, used_proto, used_port in used:
                 if (proto, port) != (used_proto, used_port):
                     continue
-                if ip == ALL_IPS or used_ip == ALL_IPS or ip == used_ip:
+                if ip in (ALL_IPS, used_ip) or used_ip == ALL_IPS:
                     return True
         return False
 
@@ -442,7 +479,8 @@ class NodeTable:
             best_effort = all(pod.requests[r] == 0 for r in self.balanced_resources)
             for row, node in zip(rows, feasible, strict=True):
                 row["NodeResourcesBalancedAllocation"] = (
-                    0 if best_effort else self.balanced_score(pod, node))
+                    0 if best_effort else self.balanced_score(pod, node)
+                )
         if w["ImageLocality"]:
             # How many nodes hold each image (ImageLocality spreads by it).
             holders: dict[str, int] = {}
@@ -453,18 +491,25 @@ class NodeTable:
             for row, node in zip(rows, feasible, strict=True):
                 row["ImageLocality"] = self.image_score(pod, node, holders, total)
         if w["NodeAffinity"]:
-            raw = [sum(weight for weight, term in pod.preferred if weight and term.matches(node))
-                   for node in feasible]
+            raw = [
+                sum(weight for weight, term in pod.preferred if weight and term.matches(node))
+                for node in feasible
+            ]
             if pod.preferred:
                 raw = default_normalize(raw, reverse=False)
             for row, value in zip(rows, raw, strict=True):
                 row["NodeAffinity"] = value
         if w["TaintToleration"]:
             prefer = [t for t in pod.tolerations if t.effect in ("", "PreferNoSchedule")]
-            raw = [sum(1 for key, value, effect in node.taints
-                       if effect == "PreferNoSchedule"
-                       and not any(t.tolerates(key, value, effect) for t in prefer))
-                   for node in feasible]
+            raw = [
+                sum(
+                    1
+                    for key, value, effect in node.taints
+                    if effect == "PreferNoSchedule"
+                    and not any(t.tolerates(key, value, effect) for t in prefer)
+                )
+                for node in feasible
+            ]
             for row, value in zip(rows, default_normalize(raw, reverse=True), strict=True):
                 row["TaintToleration"] = value
         if w["SelectorSpread"]:
@@ -511,8 +556,9 @@ class NodeTable:
             std = 0.0
         return int((1 - std) * MAX_NODE_SCORE)
 
-    def image_score(self, pod: PodSpec, node: Node, holders: dict[str, int],
-                    total_nodes: int) -> int:
+    def image_score(
+        self, pod: PodSpec, node: Node, holders: dict[str, int], total_nodes: int
+    ) -> int:
         total = 0
         for image in pod.images:
             if image in node.images:
@@ -525,8 +571,10 @@ class NodeTable:
     def spread_scores(self, pod: PodSpec, feasible: list[Node]) -> list[int]:
         if not pod.spread_key:
             return [0] * len(feasible)
-        counts = [sum(1 for p in self.slots[n.name].pods.values()
-                      if p.spread_key == pod.spread_key) for n in feasible]
+        counts = [
+            sum(1 for p in self.slots[n.name].pods.values() if p.spread_key == pod.spread_key)
+            for n in feasible
+        ]
         top = max(counts, default=0)
         if top == 0:
             return [MAX_NODE_SCORE] * len(feasible)
@@ -577,13 +625,33 @@ class NodeTable:
         node = random.Random(seed).choice(tied) if tied else None
         order = {r: i for i, r in enumerate(REASON_ORDER)}
         ordered = sorted(histogram.items(), key=lambda kv: (order.get(kv[0], 99), kv[0]))
-        return ScheduleResult(node, top if node else 0, len(best), len(verdicts), ordered,
-                              unresolvable, [f for f in FILTERS if f in rejected], prefilter)
+        return ScheduleResult(
+            node,
+            top if node else 0,
+            len(best),
+            len(verdicts),
+            ordered,
+            unresolvable,
+            [f for f in FILTERS if f in rejected],
+            prefilter,
+        )
 
 
-REASON_ORDER = (UNSCHEDULABLE, NODE_NAME, TAINT, NODE_AFFINITY, PREFILTER, PORTS, TOO_MANY_PODS,
-                "Insufficient cpu", "Insufficient memory", "Insufficient ephemeral-storage",
-                AFFINITY, ANTI_AFFINITY, EXISTING_ANTI)
+REASON_ORDER = (
+    UNSCHEDULABLE,
+    NODE_NAME,
+    TAINT,
+    NODE_AFFINITY,
+    PREFILTER,
+    PORTS,
+    TOO_MANY_PODS,
+    "Insufficient cpu",
+    "Insufficient memory",
+    "Insufficient ephemeral-storage",
+    AFFINITY,
+    ANTI_AFFINITY,
+    EXISTING_ANTI,
+)
 
 
 def plugin_of(reason: str) -> str:
@@ -651,7 +719,8 @@ class InterPodState:
                     exist = False
             # The first pod of a group that selects itself may start it anywhere.
             first = not self.affinity_counts and all(
-                t.matches(pod.namespace, pod.labels) for t in pod.affinity)
+                t.matches(pod.namespace, pod.labels) for t in pod.affinity
+            )
             if not exist and not first:
                 return AFFINITY
         for term in pod.anti_affinity:

@@ -23,29 +23,44 @@ DEPLOY = Node("struct", definition=schemas.root(lookup("apps", "v1", "deployment
 CM = Node("struct", definition=schemas.root(lookup("", "v1", "configmaps")))  # type: ignore[arg-type]
 
 
-def deployment(replicas: int = 1, image: str = "nginx", labels: dict[str, str] | None = None,
-               containers: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def deployment(
+    replicas: int = 1,
+    image: str = "nginx",
+    labels: dict[str, str] | None = None,
+    containers: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     return {
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "web", "namespace": "default", **({"labels": labels}
-                                                               if labels else {})},
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": "web",
+            "namespace": "default",
+            **({"labels": labels} if labels else {}),
+        },
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": {"app": "web"}},
-            "template": {"metadata": {"labels": {"app": "web"}},
-                         "spec": {"containers": containers or [{"name": "web",
-                                                                "image": image}]}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": containers or [{"name": "web", "image": image}]},
+            },
         },
     }
 
 
 def managers(obj: dict[str, Any]) -> dict[tuple[str, str], set[fieldsets.Path]]:
-    return {(e["manager"], e["operation"]): fieldsets.decode(e["fieldsV1"])
-            for e in obj["metadata"].get("managedFields", [])}
+    return {
+        (e["manager"], e["operation"]): fieldsets.decode(e["fieldsV1"])
+        for e in obj["metadata"].get("managedFields", [])
+    }
 
 
-def apply(live: dict[str, Any] | None, config: dict[str, Any], manager: str = "kubectl",
-          force: bool = False) -> dict[str, Any]:
+def apply(
+    live: dict[str, Any] | None,
+    config: dict[str, Any],
+    manager: str = "kubectl",
+    force: bool = False,
+) -> dict[str, Any]:
     return server_side_apply(live, ApplyRequest(config, manager, force, "apps/v1"), DEPLOY)
 
 
@@ -56,11 +71,16 @@ def created_by(manager: str, obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_fieldsv1_round_trip_and_dot_marker() -> None:
-    paths = {("f:metadata", "f:labels"), ("f:metadata", "f:labels", "f:app"),
-             ("f:spec", "f:replicas")}
+    paths = {
+        ("f:metadata", "f:labels"),
+        ("f:metadata", "f:labels", "f:app"),
+        ("f:spec", "f:replicas"),
+    }
     encoded = fieldsets.encode(paths)
-    assert encoded == {"f:metadata": {"f:labels": {".": {}, "f:app": {}}},
-                       "f:spec": {"f:replicas": {}}}
+    assert encoded == {
+        "f:metadata": {"f:labels": {".": {}, "f:app": {}}},
+        "f:spec": {"f:replicas": {}},
+    }
     assert fieldsets.decode(encoded) == paths
 
 
@@ -88,12 +108,14 @@ def test_conflict_with_update_manager_and_force() -> None:
     with pytest.raises(ApiError) as e:
         apply(live, deployment(replicas=3))
     assert e.value.code == 409
-    assert e.value.message == ('Apply failed with 1 conflict: conflict with "kubectl-create" '
-                               "using apps/v1: .spec.replicas")
+    assert e.value.message == (
+        'Apply failed with 1 conflict: conflict with "kubectl-create" using apps/v1: .spec.replicas'
+    )
     assert e.value.details["causes"][0] == {  # type: ignore[index]
         "reason": "FieldManagerConflict",
         "message": 'conflict with "kubectl-create" using apps/v1',
-        "field": ".spec.replicas"}
+        "field": ".spec.replicas",
+    }
     forced = apply(live, deployment(replicas=3), force=True)
     assert forced["spec"]["replicas"] == 3
     sets = managers(forced)
@@ -127,8 +149,9 @@ def test_dropped_fields_owned_by_another_manager_stay() -> None:
 def test_keyed_list_elements_merge_and_prune() -> None:
     two = [{"name": "a", "image": "x"}, {"name": "b", "image": "y"}]
     first = apply(None, deployment(containers=two))
-    other = apply(first, deployment(containers=[{"name": "c", "image": "z"}]),
-                  manager="sidecar-injector")
+    other = apply(
+        first, deployment(containers=[{"name": "c", "image": "z"}]), manager="sidecar-injector"
+    )
     names = [c["name"] for c in other["spec"]["template"]["spec"]["containers"]]
     assert names == ["a", "b", "c"]
     only_a = apply(other, deployment(containers=[{"name": "a", "image": "x"}]))
@@ -170,17 +193,23 @@ def test_applied_keyed_list_element_needs_its_key() -> None:
 
 
 def test_port_protocol_defaults_for_the_key() -> None:
-    obj = apply(None, deployment(containers=[{"name": "a", "image": "x",
-                                              "ports": [{"containerPort": 80}]}]))
+    obj = apply(
+        None, deployment(containers=[{"name": "a", "image": "x", "ports": [{"containerPort": 80}]}])
+    )
     fields = obj["metadata"]["managedFields"][0]["fieldsV1"]
-    ports = fields["f:spec"]["f:template"]["f:spec"]["f:containers"]['k:{"name":"a"}'][
-        "f:ports"]
+    ports = fields["f:spec"]["f:template"]["f:spec"]["f:containers"]['k:{"name":"a"}']["f:ports"]
     assert list(ports) == ['k:{"containerPort":80,"protocol":"TCP"}']
 
 
 def test_configmap_data_keys_are_owned_per_key() -> None:
-    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"},
-          "data": {"a": "1", "b": "2"}}
+    cm = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "c"},
+        "data": {"a": "1", "b": "2"},
+    }
     obj = server_side_apply(None, ApplyRequest(cm, "m", False, "v1"), CM)
     assert fieldsets.decode(obj["metadata"]["managedFields"][0]["fieldsV1"]) == {
-        ("f:data", "f:a"), ("f:data", "f:b")}
+        ("f:data", "f:a"),
+        ("f:data", "f:b"),
+    }

@@ -25,20 +25,45 @@ def stamp(seconds_ago: float) -> str:
     return (NOW - dt.timedelta(seconds=seconds_ago)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def pod(name: str, *, node: str = "n1", phase: str = "Running", ready: bool = True,
-        ready_for: float = 3600, age: float = 7200, restarts: int = 0, cost: int | None = None,
-        ip: str = "10.0.0.1", labels: dict[str, str] | None = None) -> Obj:
+def pod(
+    name: str,
+    *,
+    node: str = "n1",
+    phase: str = "Running",
+    ready: bool = True,
+    ready_for: float = 3600,
+    age: float = 7200,
+    restarts: int = 0,
+    cost: int | None = None,
+    ip: str = "10.0.0.1",
+    labels: dict[str, str] | None = None,
+) -> Obj:
     annotations = {} if cost is None else {"controller.kubernetes.io/pod-deletion-cost": str(cost)}
     return {
-        "metadata": {"name": name, "namespace": "ns", "uid": f"uid-{name}",
-                     "creationTimestamp": stamp(age), "annotations": annotations,
-                     "labels": labels or {"app": "web"}},
-        "spec": {"nodeName": node, "containers": [
-            {"name": "app", "ports": [{"name": "http", "containerPort": 8080}]}]},
-        "status": {"phase": phase, "podIP": ip,
-                   "conditions": [{"type": "Ready", "status": "True" if ready else "False",
-                                   "lastTransitionTime": stamp(ready_for)}],
-                   "containerStatuses": [{"name": "app", "restartCount": restarts}]},
+        "metadata": {
+            "name": name,
+            "namespace": "ns",
+            "uid": f"uid-{name}",
+            "creationTimestamp": stamp(age),
+            "annotations": annotations,
+            "labels": labels or {"app": "web"},
+        },
+        "spec": {
+            "nodeName": node,
+            "containers": [{"name": "app", "ports": [{"name": "http", "containerPort": 8080}]}],
+        },
+        "status": {
+            "phase": phase,
+            "podIP": ip,
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True" if ready else "False",
+                    "lastTransitionTime": stamp(ready_for),
+                }
+            ],
+            "containerStatuses": [{"name": "app", "restartCount": restarts}],
+        },
     }
 
 
@@ -99,7 +124,9 @@ def test_controllers_flag_follows_upstream() -> None:
     assert "replicaset-controller" in every and "taint-eviction-controller" in every
     assert "garbage-collector-controller" not in enabled_controllers(["*", "-garbagecollector"])
     assert enabled_controllers(["deployment", "replicaset"]) == [
-        "replicaset-controller", "deployment-controller"]
+        "replicaset-controller",
+        "deployment-controller",
+    ]
     assert enabled_controllers(["replicaset", "-replicaset-controller"]) == []
     with pytest.raises(UnknownController, match="not in the list of known controllers"):
         enabled_controllers(["*", "-nosuch"])
@@ -121,18 +148,24 @@ def test_conditions_map_to_taints() -> None:
     assert ("node.kubernetes.io/not-ready", "NoExecute") in desired_taints(node("False"))
     assert desired_taints(node(None)) == [], "a new node is not lost"
     assert desired_taints(node("True", DiskPressure="True")) == [
-        ("node.kubernetes.io/disk-pressure", "NoSchedule")]
+        ("node.kubernetes.io/disk-pressure", "NoSchedule")
+    ]
 
 
 def test_taints_are_swapped_and_foreign_ones_kept() -> None:
     n = node("False")
-    n["spec"]["taints"] = [{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"},
-                           {"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"}]
+    n["spec"]["taints"] = [
+        {"key": "dedicated", "value": "gpu", "effect": "NoSchedule"},
+        {"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"},
+    ]
     taints = merge_taints(n)
     assert taints is not None
     keys = {(t["key"], t["effect"]) for t in taints}
-    assert keys == {("dedicated", "NoSchedule"), ("node.kubernetes.io/not-ready", "NoExecute"),
-                    ("node.kubernetes.io/not-ready", "NoSchedule")}
+    assert keys == {
+        ("dedicated", "NoSchedule"),
+        ("node.kubernetes.io/not-ready", "NoExecute"),
+        ("node.kubernetes.io/not-ready", "NoSchedule"),
+    }
     assert all(t.get("timeAdded") for t in taints if t["effect"] == "NoExecute")
     n["spec"]["taints"] = taints
     assert merge_taints(n) is None
@@ -140,8 +173,12 @@ def test_taints_are_swapped_and_foreign_ones_kept() -> None:
 
 def test_tolerations_decide_how_long_a_pod_stays() -> None:
     taint = {"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"}
-    exists = {"key": "node.kubernetes.io/unreachable", "operator": "Exists",
-              "effect": "NoExecute", "tolerationSeconds": 300}
+    exists = {
+        "key": "node.kubernetes.io/unreachable",
+        "operator": "Exists",
+        "effect": "NoExecute",
+        "tolerationSeconds": 300,
+    }
     assert tolerates(exists, taint)
     assert tolerates({"operator": "Exists"}, taint), "an empty key with Exists tolerates all"
     assert not tolerates({"key": "other", "operator": "Exists"}, taint)
@@ -163,28 +200,37 @@ def test_tolerations_decide_how_long_a_pod_stays() -> None:
 
 
 def service(**spec: Any) -> Obj:
-    return {"metadata": {"name": "web", "namespace": "ns"},
-            "spec": {"selector": {"app": "web"},
-                     "ports": [{"name": "web", "port": 80, "targetPort": "http"}], **spec}}
+    return {
+        "metadata": {"name": "web", "namespace": "ns"},
+        "spec": {
+            "selector": {"app": "web"},
+            "ports": [{"name": "web", "port": 80, "targetPort": "http"}],
+            **spec,
+        },
+    }
 
 
 def test_subsets_resolve_named_ports_and_split_readiness() -> None:
-    subsets = build_subsets(service(), [pod("a", ip="10.0.0.2"),
-                                        pod("b", ip="10.0.0.1", ready=False),
-                                        pod("c", ip="")])
+    subsets = build_subsets(
+        service(), [pod("a", ip="10.0.0.2"), pod("b", ip="10.0.0.1", ready=False), pod("c", ip="")]
+    )
     assert len(subsets) == 1
     [subset] = subsets
     assert [a["ip"] for a in subset["addresses"]] == ["10.0.0.2"]
     assert [a["ip"] for a in subset["notReadyAddresses"]] == ["10.0.0.1"]
     assert subset["ports"] == [{"port": 8080, "protocol": "TCP", "name": "web"}]
-    published = build_subsets(service(publishNotReadyAddresses=True),
-                              [pod("b", ip="10.0.0.1", ready=False)])
+    published = build_subsets(
+        service(publishNotReadyAddresses=True), [pod("b", ip="10.0.0.1", ready=False)]
+    )
     assert [a["ip"] for a in published[0]["addresses"]] == ["10.0.0.1"]
 
 
 def endpoint(i: int) -> Obj:
-    return {"addresses": [f"10.1.{i // 250}.{i % 250}"], "targetRef": {"uid": f"u{i}"},
-            "conditions": {"ready": True}}
+    return {
+        "addresses": [f"10.1.{i // 250}.{i % 250}"],
+        "targetRef": {"uid": f"u{i}"},
+        "conditions": {"ready": True},
+    }
 
 
 PORTS = [{"name": "web", "port": 8080, "protocol": "TCP"}]
@@ -192,8 +238,12 @@ GROUP = ("IPv4", (("web", 8080, "TCP"),))
 
 
 def existing_slice(name: str, endpoints: list[Obj], ports: list[Obj] | None = None) -> Obj:
-    return {"metadata": {"name": name}, "addressType": "IPv4",
-            "ports": PORTS if ports is None else ports, "endpoints": endpoints}
+    return {
+        "metadata": {"name": name},
+        "addressType": "IPv4",
+        "ports": PORTS if ports is None else ports,
+        "endpoints": endpoints,
+    }
 
 
 def test_slice_plan_fills_existing_slices_then_adds_new_ones() -> None:
@@ -226,9 +276,17 @@ def test_slice_plan_keeps_one_placeholder_when_nothing_is_ready() -> None:
 
 
 def test_command_line_follows_upstream_flags() -> None:
-    config, _ = parse_args(["--kubeconfig", "/x", "--controllers=*,-garbagecollector",
-                            "--node-monitor-grace-period=3s", "--concurrent-deployment-syncs=2",
-                            "--leader-elect=false", "--secure-port=0"])
+    config, _ = parse_args(
+        [
+            "--kubeconfig",
+            "/x",
+            "--controllers=*,-garbagecollector",
+            "--node-monitor-grace-period=3s",
+            "--concurrent-deployment-syncs=2",
+            "--leader-elect=false",
+            "--secure-port=0",
+        ]
+    )
     assert config.controllers == ["*", "-garbagecollector"]
     assert config.options.node_monitor_grace_period == 3.0
     assert config.options.concurrent_deployment_syncs == 2
@@ -236,8 +294,11 @@ def test_command_line_follows_upstream_flags() -> None:
     assert config.leader_election.resource_name == "kube-controller-manager"
     assert config.leader_election.resource_namespace == "kube-system"
     defaults, _ = parse_args([])
-    assert (defaults.leader_election.lease_duration, defaults.leader_election.renew_deadline,
-            defaults.leader_election.retry_period) == (15.0, 10.0, 2.0)
+    assert (
+        defaults.leader_election.lease_duration,
+        defaults.leader_election.renew_deadline,
+        defaults.leader_election.retry_period,
+    ) == (15.0, 10.0, 2.0)
     assert defaults.serving.secure_port == 10257
     assert defaults.options.node_monitor_grace_period == 40.0
     with pytest.raises(SystemExit):

@@ -14,28 +14,52 @@ from k8slite.controllers import rollout
 from k8slite.controllers.podutil import utcnow
 
 Obj = dict[str, Any]
-TEMPLATE: Obj = {"metadata": {"labels": {"app": "web"}},
-                 "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]}}
+TEMPLATE: Obj = {
+    "metadata": {"labels": {"app": "web"}},
+    "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]},
+}
 
 
-def deploy(replicas: int, surge: int | str = "25%", unavailable: int | str = "25%",
-           strategy: str = "RollingUpdate", status_replicas: int = 0) -> Obj:
-    spec: Obj = {"replicas": replicas, "template": copy.deepcopy(TEMPLATE),
-                 "strategy": {"type": strategy}}
+def deploy(
+    replicas: int,
+    surge: int | str = "25%",
+    unavailable: int | str = "25%",
+    strategy: str = "RollingUpdate",
+    status_replicas: int = 0,
+) -> Obj:
+    spec: Obj = {
+        "replicas": replicas,
+        "template": copy.deepcopy(TEMPLATE),
+        "strategy": {"type": strategy},
+    }
     if strategy == "RollingUpdate":
         spec["strategy"]["rollingUpdate"] = {"maxSurge": surge, "maxUnavailable": unavailable}
-    return {"metadata": {"name": "web", "generation": 1}, "spec": spec,
-            "status": {"replicas": status_replicas}}
+    return {
+        "metadata": {"name": "web", "generation": 1},
+        "spec": spec,
+        "status": {"replicas": status_replicas},
+    }
 
 
-def rs(name: str, replicas: int, available: int | None = None, actual: int | None = None,
-       created: str = "2024-01-01T00:00:00Z", annotations: dict[str, str] | None = None) -> Obj:
+def rs(
+    name: str,
+    replicas: int,
+    available: int | None = None,
+    actual: int | None = None,
+    created: str = "2024-01-01T00:00:00Z",
+    annotations: dict[str, str] | None = None,
+) -> Obj:
     available = replicas if available is None else available
     actual = replicas if actual is None else actual
-    return {"metadata": {"name": name, "creationTimestamp": created,
-                         "annotations": dict(annotations or {})},
-            "spec": {"replicas": replicas},
-            "status": {"replicas": actual, "availableReplicas": available}}
+    return {
+        "metadata": {
+            "name": name,
+            "creationTimestamp": created,
+            "annotations": dict(annotations or {}),
+        },
+        "spec": {"replicas": replicas},
+        "status": {"replicas": actual, "availableReplicas": available},
+    }
 
 
 # --------------------------------------------------------------------- hashes
@@ -64,15 +88,17 @@ def test_templates_compare_without_the_hash_label_and_empty_fields() -> None:
 # ----------------------------------------------------------------- fenceposts
 
 
-@pytest.mark.parametrize(("replicas", "surge", "unavailable", "expected"), [
-    (10, "25%", "25%", (3, 2)),  # surge rounds up, unavailable rounds down
-    (5, 1, 0, (1, 0)),
-    (3, "10%", "10%", (1, 0)),
-    (1, "0%", "0%", (0, 1)),  # both zero after rounding: one may be unavailable
-    (4, 0, "100%", (0, 4)),
-])
-def test_fenceposts(replicas: int, surge: Any, unavailable: Any,
-                    expected: tuple[int, int]) -> None:
+@pytest.mark.parametrize(
+    ("replicas", "surge", "unavailable", "expected"),
+    [
+        (10, "25%", "25%", (3, 2)),  # surge rounds up, unavailable rounds down
+        (5, 1, 0, (1, 0)),
+        (3, "10%", "10%", (1, 0)),
+        (1, "0%", "0%", (0, 1)),  # both zero after rounding: one may be unavailable
+        (4, 0, "100%", (0, 4)),
+    ],
+)
+def test_fenceposts(replicas: int, surge: Any, unavailable: Any, expected: tuple[int, int]) -> None:
     d = deploy(replicas, surge, unavailable)
     assert (du.max_surge(d), du.max_unavailable(d)) == expected
 
@@ -177,8 +203,10 @@ def test_proportional_scaling_down_takes_from_the_larger_first() -> None:
 
 
 def test_rollback_moves_the_revision_and_keeps_history() -> None:
-    d: Obj = {"metadata": {"annotations": {"team": "blue", du.REVISION: "2"}},
-         "spec": {"replicas": 2, "strategy": {"type": "Recreate"}}}
+    d: Obj = {
+        "metadata": {"annotations": {"team": "blue", du.REVISION: "2"}},
+        "spec": {"replicas": 2, "strategy": {"type": "Recreate"}},
+    }
     back: Obj = {"metadata": {"annotations": {du.REVISION: "1"}}, "spec": {"replicas": 0}}
     assert du.set_new_rs_annotations(d, back, 3, exists=True)
     annotations = back["metadata"]["annotations"]
@@ -200,16 +228,25 @@ def test_new_replica_set_gets_replica_annotations() -> None:
 
 
 def status_rs(name: str, replicas: int, ready: int) -> Obj:
-    return {"metadata": {"name": name}, "spec": {"replicas": replicas},
-            "status": {"replicas": replicas, "readyReplicas": ready,
-                       "availableReplicas": ready}}
+    return {
+        "metadata": {"name": name},
+        "spec": {"replicas": replicas},
+        "status": {"replicas": replicas, "readyReplicas": ready, "availableReplicas": ready},
+    }
 
 
 def with_progress(d: Obj, reason: str, updated: str, status: str = "True") -> Obj:
     d["spec"]["progressDeadlineSeconds"] = 60
-    d["status"]["conditions"] = [{"type": "Progressing", "status": status, "reason": reason,
-                                  "message": "", "lastUpdateTime": updated,
-                                  "lastTransitionTime": updated}]
+    d["status"]["conditions"] = [
+        {
+            "type": "Progressing",
+            "status": status,
+            "reason": reason,
+            "message": "",
+            "lastUpdateTime": updated,
+            "lastTransitionTime": updated,
+        }
+    ]
     return d
 
 

@@ -17,10 +17,15 @@ from k8slite.client.store import (
 )
 
 
-def pod(name: str, ns: str = "default", node: str | None = None,
-        owners: tuple[str, ...] = (), rv: str = "1", **labels: str) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": name, "namespace": ns, "resourceVersion": rv,
-                            "labels": labels}
+def pod(
+    name: str,
+    ns: str = "default",
+    node: str | None = None,
+    owners: tuple[str, ...] = (),
+    rv: str = "1",
+    **labels: str,
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": ns, "resourceVersion": rv, "labels": labels}
     if owners:
         meta["ownerReferences"] = [{"uid": u, "kind": "ReplicaSet", "name": u} for u in owners]
     spec = {"nodeName": node} if node else {}

@@ -13,24 +13,28 @@ from k8slite.kubelet.authz import (
 )
 
 
-@pytest.mark.parametrize(("method", "path", "verb", "subresources"), [
-    ("GET", "/pods", "get", ("pods", "proxy")),
-    ("GET", "/healthz", "get", ("healthz", "proxy")),
-    ("GET", "/configz", "get", ("configz", "proxy")),
-    ("GET", "/metrics", "get", ("metrics",)),
-    ("GET", "/metrics/cadvisor", "get", ("metrics",)),
-    ("GET", "/stats/summary", "get", ("stats",)),
-    ("GET", "/logs/syslog", "get", ("log",)),
-    ("POST", "/checkpoint/ns/pod/c", "create", ("checkpoint",)),
-    ("GET", "/containerLogs/ns/pod/c", "get", ("proxy",)),
-    ("POST", "/exec/ns/pod/c", "create", ("proxy",)),
-    ("PUT", "/", "update", ("proxy",)),
-    ("PATCH", "/x", "patch", ("proxy",)),
-    ("DELETE", "/x", "delete", ("proxy",)),
-    ("OPTIONS", "/pods", "", ("pods", "proxy")),
-])
-def test_attributes_as_upstream(method: str, path: str, verb: str,
-                                subresources: tuple[str, ...]) -> None:
+@pytest.mark.parametrize(
+    ("method", "path", "verb", "subresources"),
+    [
+        ("GET", "/pods", "get", ("pods", "proxy")),
+        ("GET", "/healthz", "get", ("healthz", "proxy")),
+        ("GET", "/configz", "get", ("configz", "proxy")),
+        ("GET", "/metrics", "get", ("metrics",)),
+        ("GET", "/metrics/cadvisor", "get", ("metrics",)),
+        ("GET", "/stats/summary", "get", ("stats",)),
+        ("GET", "/logs/syslog", "get", ("log",)),
+        ("POST", "/checkpoint/ns/pod/c", "create", ("checkpoint",)),
+        ("GET", "/containerLogs/ns/pod/c", "get", ("proxy",)),
+        ("POST", "/exec/ns/pod/c", "create", ("proxy",)),
+        ("PUT", "/", "update", ("proxy",)),
+        ("PATCH", "/x", "patch", ("proxy",)),
+        ("DELETE", "/x", "delete", ("proxy",)),
+        ("OPTIONS", "/pods", "", ("pods", "proxy")),
+    ],
+)
+def test_attributes_as_upstream(
+    method: str, path: str, verb: str, subresources: tuple[str, ...]
+) -> None:
     assert attributes(method, path) == (verb, subresources)
 
 
@@ -43,8 +47,9 @@ class Reviews:
         self.calls: list[tuple[str, str, str]] = []
         self.groups: list[frozenset[str]] = []
 
-    async def __call__(self, user: str, groups: frozenset[str], verb: str,
-                       subresource: str) -> bool:
+    async def __call__(
+        self, user: str, groups: frozenset[str], verb: str, subresource: str
+    ) -> bool:
         self.calls.append((user, verb, subresource))
         self.groups.append(groups)
         if self.fail:
@@ -124,12 +129,23 @@ def _cert_der(common_name: str, org: str) -> bytes:
     from cryptography.x509.oid import NameOID
 
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, org),
-                      x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, org),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
     now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(1).not_valid_before(now)
-            .not_valid_after(now + dt.timedelta(hours=1)).sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .sign(key, hashes.SHA256())
+    )
     return cert.public_bytes(serialization.Encoding.DER)
 
 
@@ -140,21 +156,27 @@ async def test_kubelet_api_answers_as_upstream_when_it_cannot_ask() -> None:
     from k8slite.kubelet.server import KubeletApi
 
     reviews = Reviews(set(), fail=True)
-    api = KubeletApi(None, None, CollectorRegistry(),  # type: ignore[arg-type]
-                     Authorizer(reviews, Clock()))
+    api = KubeletApi(
+        None,
+        None,
+        CollectorRegistry(),  # type: ignore[arg-type]
+        Authorizer(reviews, Clock()),
+    )
     req = Request("GET", "/pods", {}, {}, _cert_der("alice", "ops"))
     r = await api.handle(req)
     assert r.status == 500
-    assert r.body.decode().strip() == ("Authorization error (user=alice, verb=get, "
-                                       "resource=nodes, subresource(s)=[pods proxy])")
+    assert r.body.decode().strip() == (
+        "Authorization error (user=alice, verb=get, resource=nodes, subresource(s)=[pods proxy])"
+    )
     # The review carried the certificate's groups and system:authenticated.
     assert reviews.calls == [("alice", "get", "pods")]
     assert reviews.groups == [frozenset({"ops", "system:authenticated"})]
     reviews.fail = False
     r = await api.handle(req)
     assert r.status == 403
-    assert r.body.decode().strip() == ("Forbidden (user=alice, verb=get, resource=nodes, "
-                                       "subresource(s)=[pods proxy])")
+    assert r.body.decode().strip() == (
+        "Forbidden (user=alice, verb=get, resource=nodes, subresource(s)=[pods proxy])"
+    )
     # Without an authorizer only the fast paths are open.
     bare = KubeletApi(None, None, CollectorRegistry())  # type: ignore[arg-type]
     assert (await bare.handle(req)).status == 403

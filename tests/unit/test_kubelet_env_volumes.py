@@ -25,32 +25,49 @@ async def get(kind: str, namespace: str, name: str) -> dict[str, Any] | None:
     return OBJECTS.get((kind, namespace, name))
 
 
-POD = {"metadata": {"name": "web", "namespace": "ns", "uid": "u-1",
-                    "labels": {"app": "web"}, "annotations": {"note": "hi"}},
-       "spec": {"nodeName": "n1", "serviceAccountName": "sa",
-                "volumes": [{"name": "cfg", "configMap": {"name": "cm"}}]}}
+POD = {
+    "metadata": {
+        "name": "web",
+        "namespace": "ns",
+        "uid": "u-1",
+        "labels": {"app": "web"},
+        "annotations": {"note": "hi"},
+    },
+    "spec": {
+        "nodeName": "n1",
+        "serviceAccountName": "sa",
+        "volumes": [{"name": "cfg", "configMap": {"name": "cm"}}],
+    },
+}
 
 
 def svc(name: str, ns: str, ip: str | None, ports: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"metadata": {"name": name, "namespace": ns}, "spec": {"clusterIP": ip,
-                                                                   "ports": ports}}
+    return {"metadata": {"name": name, "namespace": ns}, "spec": {"clusterIP": ip, "ports": ports}}
 
 
 async def test_env_sources_in_upstream_order() -> None:
-    container = {"name": "c", "envFrom": [{"configMapRef": {"name": "cm"}, "prefix": "CM_"}],
-                 "env": [{"name": "CM_a", "value": "overridden"},
-                         {"name": "PW", "valueFrom": {"secretKeyRef": {"name": "sec",
-                                                                        "key": "pw"}}},
-                         {"name": "REF", "value": "$(PW)-$(UNKNOWN)-$$(PW)"},
-                         {"name": "LBL", "valueFrom": {"fieldRef": {
-                             "fieldPath": "metadata.labels['app']"}}},
-                         {"name": "IPS", "valueFrom": {"fieldRef": {
-                             "fieldPath": "status.podIPs"}}},
-                         {"name": "CPU", "valueFrom": {"resourceFieldRef": {
-                             "resource": "limits.cpu"}}}],
-                 "resources": {}}
-    env = await container_env(POD, container, get=get, services=[], pod_ips=["10.0.0.5"],
-                              host_ip="127.0.0.1", allocatable={"cpu": "3500m"})
+    container = {
+        "name": "c",
+        "envFrom": [{"configMapRef": {"name": "cm"}, "prefix": "CM_"}],
+        "env": [
+            {"name": "CM_a", "value": "overridden"},
+            {"name": "PW", "valueFrom": {"secretKeyRef": {"name": "sec", "key": "pw"}}},
+            {"name": "REF", "value": "$(PW)-$(UNKNOWN)-$$(PW)"},
+            {"name": "LBL", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['app']"}}},
+            {"name": "IPS", "valueFrom": {"fieldRef": {"fieldPath": "status.podIPs"}}},
+            {"name": "CPU", "valueFrom": {"resourceFieldRef": {"resource": "limits.cpu"}}},
+        ],
+        "resources": {},
+    }
+    env = await container_env(
+        POD,
+        container,
+        get=get,
+        services=[],
+        pod_ips=["10.0.0.5"],
+        host_ip="127.0.0.1",
+        allocatable={"cpu": "3500m"},
+    )
     values = dict(env)
     assert [k for k, _ in env][:2] == ["CM_a", "CM_b"]
     assert "CM_bad=key" not in values
@@ -62,30 +79,55 @@ async def test_env_sources_in_upstream_order() -> None:
 
 async def test_missing_references_are_config_errors() -> None:
     for ref, message in (
-            ({"configMapKeyRef": {"name": "nope", "key": "a"}}, 'configmap "nope" not found'),
-            ({"configMapKeyRef": {"name": "cm", "key": "zz"}},
-             "couldn't find key zz in ConfigMap ns/cm"),
-            ({"secretKeyRef": {"name": "nope", "key": "a"}}, 'secret "nope" not found')):
+        ({"configMapKeyRef": {"name": "nope", "key": "a"}}, 'configmap "nope" not found'),
+        (
+            {"configMapKeyRef": {"name": "cm", "key": "zz"}},
+            "couldn't find key zz in ConfigMap ns/cm",
+        ),
+        ({"secretKeyRef": {"name": "nope", "key": "a"}}, 'secret "nope" not found'),
+    ):
         container = {"name": "c", "env": [{"name": "X", "valueFrom": ref}]}
         with pytest.raises(ConfigError, match=message):
-            await container_env(POD, container, get=get, services=[], pod_ips=[],
-                                host_ip="", allocatable={})
-    optional = {"name": "c", "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {
-        "name": "nope", "key": "a", "optional": True}}}]}
-    assert await container_env(POD, optional, get=get, services=[], pod_ips=[], host_ip="",
-                               allocatable={}) == []
+            await container_env(
+                POD, container, get=get, services=[], pod_ips=[], host_ip="", allocatable={}
+            )
+    optional = {
+        "name": "c",
+        "env": [
+            {
+                "name": "X",
+                "valueFrom": {"configMapKeyRef": {"name": "nope", "key": "a", "optional": True}},
+            }
+        ],
+    }
+    assert (
+        await container_env(
+            POD, optional, get=get, services=[], pod_ips=[], host_ip="", allocatable={}
+        )
+        == []
+    )
 
 
 async def test_service_links() -> None:
-    services = [svc("my-db", "ns", "10.96.0.10", [{"name": "sql", "port": 5432,
-                                                   "protocol": "TCP"},
-                                                  {"name": "admin", "port": 9000,
-                                                   "protocol": "UDP"}]),
-                svc("headless", "ns", "None", [{"port": 80}]),
-                svc("kubernetes", "default", "10.96.0.1", [{"name": "https", "port": 443}]),
-                svc("elsewhere", "other", "10.96.0.11", [{"port": 80}])]
-    env = dict(await container_env(POD, {"name": "c"}, get=get, services=services, pod_ips=[],
-                                   host_ip="", allocatable={}))
+    services = [
+        svc(
+            "my-db",
+            "ns",
+            "10.96.0.10",
+            [
+                {"name": "sql", "port": 5432, "protocol": "TCP"},
+                {"name": "admin", "port": 9000, "protocol": "UDP"},
+            ],
+        ),
+        svc("headless", "ns", "None", [{"port": 80}]),
+        svc("kubernetes", "default", "10.96.0.1", [{"name": "https", "port": 443}]),
+        svc("elsewhere", "other", "10.96.0.11", [{"port": 80}]),
+    ]
+    env = dict(
+        await container_env(
+            POD, {"name": "c"}, get=get, services=services, pod_ips=[], host_ip="", allocatable={}
+        )
+    )
     assert env["MY_DB_SERVICE_HOST"] == "10.96.0.10"
     assert env["MY_DB_SERVICE_PORT"] == "5432" and env["MY_DB_SERVICE_PORT_ADMIN"] == "9000"
     assert env["MY_DB_PORT"] == "tcp://10.96.0.10:5432"
@@ -95,8 +137,17 @@ async def test_service_links() -> None:
     assert env["KUBERNETES_SERVICE_HOST"] == "10.96.0.1"
     assert not any(k.startswith(("HEADLESS", "ELSEWHERE")) for k in env)
     no_links = {**POD, "spec": {**POD["spec"], "enableServiceLinks": False}}
-    env = dict(await container_env(no_links, {"name": "c"}, get=get, services=services,
-                                   pod_ips=[], host_ip="", allocatable={}))
+    env = dict(
+        await container_env(
+            no_links,
+            {"name": "c"},
+            get=get,
+            services=services,
+            pod_ips=[],
+            host_ip="",
+            allocatable={},
+        )
+    )
     assert "MY_DB_SERVICE_HOST" not in env and "KUBERNETES_SERVICE_HOST" in env
     assert service_env([]) == {}
 
@@ -117,31 +168,67 @@ def test_write_atomic_swaps_contents(tmp_path: Path) -> None:
 async def test_volume_manager(tmp_path: Path) -> None:
     manager = VolumeManager(tmp_path, get)
     host = tmp_path / "hostdir"
-    pod = {**POD, "spec": {**POD["spec"], "volumes": [
-        {"name": "cfg", "configMap": {"name": "cm", "items": [{"key": "a", "path": "x/a"}],
-                                      "defaultMode": 0o640}},
-        {"name": "tmp", "emptyDir": {}},
-        {"name": "host", "hostPath": {"path": str(host), "type": "DirectoryOrCreate"}},
-        {"name": "info", "downwardAPI": {"items": [
-            {"path": "ann", "fieldRef": {"fieldPath": "metadata.annotations"}}]}}]}}
+    pod = {
+        **POD,
+        "spec": {
+            **POD["spec"],
+            "volumes": [
+                {
+                    "name": "cfg",
+                    "configMap": {
+                        "name": "cm",
+                        "items": [{"key": "a", "path": "x/a"}],
+                        "defaultMode": 0o640,
+                    },
+                },
+                {"name": "tmp", "emptyDir": {}},
+                {"name": "host", "hostPath": {"path": str(host), "type": "DirectoryOrCreate"}},
+                {
+                    "name": "info",
+                    "downwardAPI": {
+                        "items": [
+                            {"path": "ann", "fieldRef": {"fieldPath": "metadata.annotations"}}
+                        ]
+                    },
+                },
+            ],
+        },
+    }
     paths = await manager.setup(pod, pod_ips=["10.0.0.1"], host_ip="h", allocatable={})
     assert Path(paths["cfg"], "x", "a").read_text() == "1"
     assert os.stat(Path(paths["cfg"], "x", "a")).st_mode & 0o777 == 0o640
     assert host.is_dir() and paths["host"] == str(host)
     assert Path(paths["info"], "ann").read_text() == 'note="hi"'
-    mounts = manager.mounts({"name": "c", "volumeMounts": [
-        {"name": "cfg", "mountPath": "/etc/cfg"},
-        {"name": "tmp", "mountPath": "/data", "subPath": "sub"}]}, paths, pod)
+    mounts = manager.mounts(
+        {
+            "name": "c",
+            "volumeMounts": [
+                {"name": "cfg", "mountPath": "/etc/cfg"},
+                {"name": "tmp", "mountPath": "/data", "subPath": "sub"},
+            ],
+        },
+        paths,
+        pod,
+    )
     assert mounts[0].read_only and not mounts[1].read_only
     assert mounts[1].host_path == str(Path(paths["tmp"]) / "sub")
     with pytest.raises(VolumeError, match="invalid subPath"):
-        manager.mounts({"name": "c", "volumeMounts": [
-            {"name": "tmp", "mountPath": "/d", "subPath": "../x"}]}, paths, pod)
+        manager.mounts(
+            {"name": "c", "volumeMounts": [{"name": "tmp", "mountPath": "/d", "subPath": "../x"}]},
+            paths,
+            pod,
+        )
     bad = {**POD, "spec": {"volumes": [{"name": "v", "configMap": {"name": "nope"}}]}}
     with pytest.raises(VolumeError, match='configmap "nope" not found'):
         await manager.setup(bad, pod_ips=[], host_ip="", allocatable={})
-    missing = {**POD, "spec": {"volumes": [{"name": "v", "hostPath": {
-        "path": str(tmp_path / "absent"), "type": "Directory"}}]}}
+    missing = {
+        **POD,
+        "spec": {
+            "volumes": [
+                {"name": "v", "hostPath": {"path": str(tmp_path / "absent"), "type": "Directory"}}
+            ]
+        },
+    }
     with pytest.raises(VolumeError, match="is not a directory"):
         await manager.setup(missing, pod_ips=[], host_ip="", allocatable={})
     manager.cleanup("u-1")
@@ -153,7 +240,9 @@ def test_flags_and_rules() -> None:
     assert duration("2.5") == 2.5
     assert parse_key_values("a=1,b=") == {"a": "1", "b": ""}
     assert parse_taints("dedicated=gpu:NoSchedule,spot:PreferNoSchedule") == [
-        Taint("dedicated", "gpu", "NoSchedule"), Taint("spot", "", "PreferNoSchedule")]
+        Taint("dedicated", "gpu", "NoSchedule"),
+        Taint("spot", "", "PreferNoSchedule"),
+    ]
     with pytest.raises(ValueError):
         parse_taints("x=y:Sometimes")
     assert should_restart("Always", 0) and not should_restart("Never", 1)
@@ -164,7 +253,12 @@ def test_flags_and_rules() -> None:
     assert dns is not None and dns.servers == ("10.96.0.10",)
     assert dns.searches == ("ns.svc.cluster.local", "svc.cluster.local", "cluster.local")
     assert dns_config(POD, KubeletConfig(node_name="n")) is None
-    custom = {**POD, "spec": {"dnsPolicy": "None", "dnsConfig": {
-        "nameservers": ["1.2.3.4"], "options": [{"name": "ndots", "value": "2"}]}}}
+    custom = {
+        **POD,
+        "spec": {
+            "dnsPolicy": "None",
+            "dnsConfig": {"nameservers": ["1.2.3.4"], "options": [{"name": "ndots", "value": "2"}]},
+        },
+    }
     dns = dns_config(custom, config)
     assert dns is not None and dns.servers == ("1.2.3.4",) and dns.options == ("ndots:2",)

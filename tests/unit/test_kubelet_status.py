@@ -10,22 +10,43 @@ from k8slite.kubelet.runtime.base import ContainerState, ContainerStatus
 from k8slite.kubelet.status import ContainerRecord, PodView
 
 
-def cs(name: str, state: ContainerState, exit_code: int | None = None, restart: int = 0,
-       cid: str = "c1") -> ContainerStatus:
-    return ContainerStatus(id=cid, name=name, restart_count=restart, state=state, image="img",
-                           image_ref="sha256:1", created_at=1.0, started_at=10.0,
-                           finished_at=20.0 if state is ContainerState.EXITED else None,
-                           exit_code=exit_code,
-                           reason="" if exit_code is None else ("Completed" if exit_code == 0
-                                                                else "Error"))
+def cs(
+    name: str,
+    state: ContainerState,
+    exit_code: int | None = None,
+    restart: int = 0,
+    cid: str = "c1",
+) -> ContainerStatus:
+    return ContainerStatus(
+        id=cid,
+        name=name,
+        restart_count=restart,
+        state=state,
+        image="img",
+        image_ref="sha256:1",
+        created_at=1.0,
+        started_at=10.0,
+        finished_at=20.0 if state is ContainerState.EXITED else None,
+        exit_code=exit_code,
+        reason="" if exit_code is None else ("Completed" if exit_code == 0 else "Error"),
+    )
 
 
-def pod(policy: str = "Always", inits: tuple[str, ...] = (), names: tuple[str, ...] = ("a",),
-        **extra: Any) -> dict[str, Any]:
-    return {"metadata": {"name": "p", "namespace": "ns", "uid": "u"},
-            "spec": {"restartPolicy": policy,
-                     "initContainers": [{"name": n, "image": "img"} for n in inits],
-                     "containers": [{"name": n, "image": "img"} for n in names], **extra}}
+def pod(
+    policy: str = "Always",
+    inits: tuple[str, ...] = (),
+    names: tuple[str, ...] = ("a",),
+    **extra: Any,
+) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "p", "namespace": "ns", "uid": "u"},
+        "spec": {
+            "restartPolicy": policy,
+            "initContainers": [{"name": n, "image": "img"} for n in inits],
+            "containers": [{"name": n, "image": "img"} for n in names],
+            **extra,
+        },
+    }
 
 
 def records(p: dict[str, Any], **current: ContainerStatus | None) -> dict[str, ContainerRecord]:
@@ -49,8 +70,13 @@ def test_phase_follows_upstream_rules() -> None:
     assert status.phase(pod("OnFailure")["spec"], failed) == "Running"
     assert status.phase(pod("OnFailure")["spec"], done) == "Succeeded"
     two = pod("Never", names=("a", "b"))
-    assert status.phase(two["spec"], records(two, a=cs("a", ContainerState.EXITED, 0),
-                                             b=cs("b", ContainerState.RUNNING))) == "Running"
+    assert (
+        status.phase(
+            two["spec"],
+            records(two, a=cs("a", ContainerState.EXITED, 0), b=cs("b", ContainerState.RUNNING)),
+        )
+        == "Running"
+    )
 
 
 def test_phase_with_init_containers() -> None:
@@ -67,7 +93,8 @@ def test_container_status_states() -> None:
     spec = {"name": "a", "image": "busybox:1.35"}
     rec = ContainerRecord("a")
     assert status.container_status(spec, rec, "docker", "ContainerCreating")["state"] == {
-        "waiting": {"reason": "ContainerCreating"}}
+        "waiting": {"reason": "ContainerCreating"}
+    }
     rec.current = cs("a", ContainerState.EXITED, 1, restart=2, cid="new")
     rec.previous = cs("a", ContainerState.EXITED, 1, restart=1, cid="old")
     out = status.container_status(spec, rec, "docker", "ContainerCreating")
@@ -77,24 +104,42 @@ def test_container_status_states() -> None:
     # Held back by a back-off: waiting, and the exited instance is the last state.
     rec.waiting = ("CrashLoopBackOff", "back-off 10s restarting failed container=a")
     out = status.container_status(spec, rec, "docker", "ContainerCreating")
-    assert out["state"] == {"waiting": {"reason": "CrashLoopBackOff",
-                                        "message": "back-off 10s restarting failed container=a"}}
+    assert out["state"] == {
+        "waiting": {
+            "reason": "CrashLoopBackOff",
+            "message": "back-off 10s restarting failed container=a",
+        }
+    }
     assert out["lastState"]["terminated"]["containerID"] == "docker://new"
     assert out["lastState"]["terminated"]["startedAt"] == "1970-01-01T00:00:10Z"
-    assert list(out) == ["name", "state", "lastState", "ready", "restartCount", "image",
-                         "imageID", "containerID", "started"]
+    assert list(out) == [
+        "name",
+        "state",
+        "lastState",
+        "ready",
+        "restartCount",
+        "image",
+        "imageID",
+        "containerID",
+        "started",
+    ]
 
 
 def test_conditions_keep_transition_times_and_foreign_conditions() -> None:
     p = pod(names=("a", "b"), readinessGates=[{"conditionType": "example.com/gate"}])
-    recs = records(p, a=cs("a", ContainerState.RUNNING), b=cs("b", ContainerState.RUNNING,
-                                                              cid="c2"))
+    recs = records(
+        p, a=cs("a", ContainerState.RUNNING), b=cs("b", ContainerState.RUNNING, cid="c2")
+    )
     recs["a"].ready = True
-    previous = [{"type": "ContainersReady", "status": "False",
-                 "lastTransitionTime": "2020-01-01T00:00:00Z"},
-                {"type": "PodScheduled", "status": "True",
-                 "lastTransitionTime": "2019-01-01T00:00:00Z"},
-                {"type": "example.com/gate", "status": "True"}]
+    previous = [
+        {
+            "type": "ContainersReady",
+            "status": "False",
+            "lastTransitionTime": "2020-01-01T00:00:00Z",
+        },
+        {"type": "PodScheduled", "status": "True", "lastTransitionTime": "2019-01-01T00:00:00Z"},
+        {"type": "example.com/gate", "status": "True"},
+    ]
     conds = {c["type"]: c for c in status.conditions(p["spec"], recs, "Running", True, previous)}
     assert conds["ContainersReady"]["message"] == "containers with unready status: [b]"
     assert conds["ContainersReady"]["lastTransitionTime"] == "2020-01-01T00:00:00Z"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -41,8 +42,9 @@ async def http_handler(stream: trio.abc.Stream) -> None:
         request += chunk
     head = request.split(b"\r\n\r\n", 1)[0].decode()
     path = head.split(" ")[1]
-    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":")
-                                                    for line in head.split("\r\n")[1:])}
+    headers = {
+        k.lower(): v.strip() for k, _, v in (line.partition(":") for line in head.split("\r\n")[1:])
+    }
     status, body = {
         "/ok": ("200 OK", "fine"),
         "/redirect": ("302 Found", ""),
@@ -52,8 +54,10 @@ async def http_handler(stream: trio.abc.Stream) -> None:
         await trio.sleep(30)
     if path == "/echo":
         status, body = "200 OK", f"{headers.get('user-agent')}|{headers.get('x-probe')}"
-    await stream.send_all(f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\n"
-                          f"Location: /ok\r\nConnection: close\r\n\r\n{body}".encode())
+    await stream.send_all(
+        f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\n"
+        f"Location: /ok\r\nConnection: close\r\n\r\n{body}".encode()
+    )
     await stream.aclose()
 
 
@@ -68,8 +72,9 @@ async def http_port() -> AsyncIterator[int]:
 async def process_runtime(tmp_path: Path) -> AsyncIterator[tuple[ProcessRuntime, str]]:
     rt = ProcessRuntime("probe-node", tmp_path / "state")
     sandbox = await rt.run_sandbox({"metadata": {"name": "p", "namespace": "d", "uid": "u"}})
-    cid = await rt.create_container(sandbox, ContainerConfig("c", "x", command=["sleep", "60"],
-                                                             env=[("WHO", "probe")]))
+    cid = await rt.create_container(
+        sandbox, ContainerConfig("c", "x", command=["sleep", "60"], env=[("WHO", "probe")])
+    )
     await rt.start_container(cid)
     yield rt, cid
     await rt.remove_sandbox(sandbox.id)
@@ -87,14 +92,17 @@ async def check(probe: dict[str, Any], **kw: Any) -> ProbeResult:
 
 async def test_exec_probe(process_runtime: tuple[ProcessRuntime, str]) -> None:
     rt, cid = process_runtime
-    ok = await check({"exec": {"command": ["sh", "-c", "echo $WHO; exit 0"]}}, runtime=rt,
-                     container_id=cid)
+    ok = await check(
+        {"exec": {"command": ["sh", "-c", "echo $WHO; exit 0"]}}, runtime=rt, container_id=cid
+    )
     assert ok == ProbeResult(True, "probe\n")
-    failed = await check({"exec": {"command": ["sh", "-c", "echo nope; exit 1"]}}, runtime=rt,
-                         container_id=cid)
+    failed = await check(
+        {"exec": {"command": ["sh", "-c", "echo nope; exit 1"]}}, runtime=rt, container_id=cid
+    )
     assert failed == ProbeResult(False, "nope\n")
-    slow = await check({"exec": {"command": ["sleep", "10"]}, "timeoutSeconds": 1},
-                       runtime=rt, container_id=cid)
+    slow = await check(
+        {"exec": {"command": ["sleep", "10"]}, "timeoutSeconds": 1}, runtime=rt, container_id=cid
+    )
     assert not slow.success and "timed out" in slow.message
     await rt.stop_container(cid, 0)
     stopped = await check({"exec": {"command": ["true"]}}, runtime=rt, container_id=cid)
@@ -108,8 +116,9 @@ async def test_http_probe(http_port: int) -> None:
     failed = await check(probe_http(http_port, "/fail"))
     assert failed == ProbeResult(False, "HTTP probe failed with statuscode: 500")
     assert not (await check(probe_http(http_port, "/missing"))).success
-    echoed = await check(probe_http(http_port, "echo",
-                                    httpHeaders=[{"name": "X-Probe", "value": "yes"}]))
+    echoed = await check(
+        probe_http(http_port, "echo", httpHeaders=[{"name": "X-Probe", "value": "yes"}])
+    )
     assert echoed == ProbeResult(True, f"{USER_AGENT}|yes")
     assert USER_AGENT == "kube-probe/1.35"
     container = {"name": "web", "ports": [{"name": "web", "containerPort": http_port}]}
@@ -130,10 +139,8 @@ async def test_https_probe_does_not_verify(tmp_path: Path) -> None:
 
     async def handler(stream: trio.abc.Stream) -> None:
         tls = trio.SSLStream(stream, context, server_side=True)
-        try:
+        with contextlib.suppress(trio.BrokenResourceError):
             await http_handler(tls)
-        except trio.BrokenResourceError:
-            pass
 
     async with trio.open_nursery() as nursery:
         port = await serve(nursery, handler)
@@ -196,8 +203,11 @@ def respond(conn: h2.connection.H2Connection, stream_id: int, service: str) -> N
     head = [(":status", "200"), ("content-type", "application/grpc")]
     if service not in ("", "sick"):
         # A trailers-only response: the status comes in the headers.
-        conn.send_headers(stream_id, [*head, ("grpc-status", "5"),
-                                      ("grpc-message", "unknown service")], end_stream=True)
+        conn.send_headers(
+            stream_id,
+            [*head, ("grpc-status", "5"), ("grpc-message", "unknown service")],
+            end_stream=True,
+        )
         return
     conn.send_headers(stream_id, head)
     conn.send_data(stream_id, _grpc_frame(b"\x08" + (b"\x02" if service else b"\x01")))
@@ -233,7 +243,14 @@ def test_prober_thresholds() -> None:
     liveness = Prober("liveness", {}, never)  # failureThreshold 3, successThreshold 1
     assert liveness.healthy
     assert [liveness.observe(r) for r in (BAD, BAD, OK, BAD, BAD, BAD, OK)] == [
-        False, False, False, False, False, True, True]
+        False,
+        False,
+        False,
+        False,
+        False,
+        True,
+        True,
+    ]
 
     startup = Prober("startup", {"failureThreshold": 30}, never)
     assert not startup.healthy
@@ -251,8 +268,9 @@ async def test_prober_run_schedule(autojump_clock: trio.testing.MockClock) -> No
         probed_at.append(trio.current_time())
         return next(results)
 
-    prober = Prober("readiness", {"initialDelaySeconds": 5, "periodSeconds": 10,
-                                  "failureThreshold": 2}, probe)
+    prober = Prober(
+        "readiness", {"initialDelaySeconds": 5, "periodSeconds": 10, "failureThreshold": 2}, probe
+    )
     with trio.move_on_after(56):
         await prober.run(lambda p: changes.append((trio.current_time(), p.healthy)))
     assert probed_at == [5, 15, 25, 35, 45, 55]

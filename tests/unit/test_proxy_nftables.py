@@ -20,11 +20,26 @@ CONFIG = NftablesConfig([ipaddress.ip_network("10.96.0.0/12")])
 A, B = Endpoint("10.244.0.5", 8080), Endpoint("10.244.0.6", 8080)
 
 
-def sp(name: str = "web", *endpoints: Endpoint, ip: str = "10.96.0.10", port: int = 80,
-       node_port: int | None = None, affinity: int | None = None, protocol: str = "TCP",
-       namespace: str = "default", port_name: str = "http") -> ServicePort:
-    return ServicePort(ServicePortName(namespace, name, port_name, protocol), ip, port,
-                       protocol, node_port, affinity, endpoints)
+def sp(
+    name: str = "web",
+    *endpoints: Endpoint,
+    ip: str = "10.96.0.10",
+    port: int = 80,
+    node_port: int | None = None,
+    affinity: int | None = None,
+    protocol: str = "TCP",
+    namespace: str = "default",
+    port_name: str = "http",
+) -> ServicePort:
+    return ServicePort(
+        ServicePortName(namespace, name, port_name, protocol),
+        ip,
+        port,
+        protocol,
+        node_port,
+        affinity,
+        endpoints,
+    )
 
 
 def chains(rules: Ruleset) -> set[str]:
@@ -32,28 +47,39 @@ def chains(rules: Ruleset) -> set[str]:
 
 
 def test_fresh_ruleset_structure() -> None:
-    rules = render([sp("web", A, B, node_port=30080), sp("one", A, ip="10.96.0.11")], None,
-                   CONFIG, None)
+    rules = render(
+        [sp("web", A, B, node_port=30080), sp("one", A, ip="10.96.0.11")], None, CONFIG, None
+    )
     text = rules.text
     assert text.startswith("add table ip k8slite\ndelete table ip k8slite\n")
-    assert ("add element ip k8slite service-ips { 10.96.0.10 . tcp . 80 : goto "
-            "svc-default/web/tcp/http, 10.96.0.11 . tcp . 80 : goto svc-default/one/tcp/http }"
-            ) in text
+    assert (
+        "add element ip k8slite service-ips { 10.96.0.10 . tcp . 80 : goto "
+        "svc-default/web/tcp/http, 10.96.0.11 . tcp . 80 : goto svc-default/one/tcp/http }"
+    ) in text
     # A uniform pick: the first of two endpoints half the time, else the second.
-    assert ("add rule ip k8slite svc-default/web/tcp/http numgen random mod 2 == 0 goto "
-            "ep-default/web/tcp/http__10.244.0.5/8080\n"
-            "add rule ip k8slite svc-default/web/tcp/http goto "
-            "ep-default/web/tcp/http__10.244.0.6/8080\n") in text
-    assert ("add rule ip k8slite svc-default/one/tcp/http goto "
-            "ep-default/one/tcp/http__10.244.0.5/8080") in text
-    assert ("add rule ip k8slite ep-default/web/tcp/http__10.244.0.5/8080 meta l4proto tcp "
-            "dnat to 10.244.0.5:8080") in text
+    assert (
+        "add rule ip k8slite svc-default/web/tcp/http numgen random mod 2 == 0 goto "
+        "ep-default/web/tcp/http__10.244.0.5/8080\n"
+        "add rule ip k8slite svc-default/web/tcp/http goto "
+        "ep-default/web/tcp/http__10.244.0.6/8080\n"
+    ) in text
+    assert (
+        "add rule ip k8slite svc-default/one/tcp/http goto ep-default/one/tcp/http__10.244.0.5/8080"
+    ) in text
+    assert (
+        "add rule ip k8slite ep-default/web/tcp/http__10.244.0.5/8080 meta l4proto tcp "
+        "dnat to 10.244.0.5:8080"
+    ) in text
     assert "service-nodeports { tcp . 30080 : goto ext-default/web/tcp/http }" in text
     assert "fib daddr type local ip daddr != 127.0.0.0/8 jump nodeports" in text
     assert chains(rules) == {
-        "svc-default/web/tcp/http", "ext-default/web/tcp/http",
-        "ep-default/web/tcp/http__10.244.0.5/8080", "ep-default/web/tcp/http__10.244.0.6/8080",
-        "svc-default/one/tcp/http", "ep-default/one/tcp/http__10.244.0.5/8080"}
+        "svc-default/web/tcp/http",
+        "ext-default/web/tcp/http",
+        "ep-default/web/tcp/http__10.244.0.5/8080",
+        "ep-default/web/tcp/http__10.244.0.6/8080",
+        "svc-default/one/tcp/http",
+        "ep-default/one/tcp/http__10.244.0.5/8080",
+    }
 
 
 def test_no_endpoints_means_no_map_entry_and_closed_node_port() -> None:
@@ -64,15 +90,20 @@ def test_no_endpoints_means_no_map_entry_and_closed_node_port() -> None:
 
 
 def test_affinity_sets_and_masquerading() -> None:
-    config = NftablesConfig(CONFIG.service_ranges,
-                            cluster_cidr=ipaddress.ip_network("10.244.0.0/16"))
+    config = NftablesConfig(
+        CONFIG.service_ranges, cluster_cidr=ipaddress.ip_network("10.244.0.0/16")
+    )
     rules = render([sp("s", A, B, affinity=60)], ("192.0.2.10", "127.0.0.1"), config, None)
     text = rules.text
     aff = "aff-60-default/s/tcp/http__10.244.0.5/8080"
-    assert f"add set ip k8slite {aff} {{ type ipv4_addr ; flags dynamic,timeout ; " \
-           "timeout 60s ; }" in text
-    assert f"add rule ip k8slite svc-default/s/tcp/http ip saddr @{aff} goto " \
-           "ep-default/s/tcp/http__10.244.0.5/8080" in text
+    assert (
+        f"add set ip k8slite {aff} {{ type ipv4_addr ; flags dynamic,timeout ; "
+        "timeout 60s ; }" in text
+    )
+    assert (
+        f"add rule ip k8slite svc-default/s/tcp/http ip saddr @{aff} goto "
+        "ep-default/s/tcp/http__10.244.0.5/8080" in text
+    )
     assert f"update @{aff} {{ ip saddr }}" in text
     assert "svc-default/s/tcp/http ip saddr != 10.244.0.0/16 jump mark-for-masquerade" in text
     # Loopback is never a NodePort address in this mode.
@@ -97,8 +128,10 @@ def test_changes_touch_only_changed_services() -> None:
     assert "flush table" not in text and "svc-default/a/" not in text
     assert "delete element ip k8slite service-ips { 10.96.0.11 . tcp . 80 }" in text
     assert "delete chain ip k8slite ep-default/b/tcp/http__10.244.0.5/8080" in text
-    assert "add rule ip k8slite svc-default/b/tcp/http goto " \
-           "ep-default/b/tcp/http__10.244.0.6/8080" in text
+    assert (
+        "add rule ip k8slite svc-default/b/tcp/http goto "
+        "ep-default/b/tcp/http__10.244.0.6/8080" in text
+    )
 
 
 # ------------------------------------------------------------- against the kernel
@@ -118,8 +151,13 @@ other_netns = pytest.fixture(_netns)
 
 
 def nft(netns: str, *args: str, text: str | None = None) -> str:
-    return subprocess.run(["ip", "netns", "exec", netns, "nft", *args], input=text,
-                          text=True, check=True, capture_output=True).stdout
+    return subprocess.run(
+        ["ip", "netns", "exec", netns, "nft", *args],
+        input=text,
+        text=True,
+        check=True,
+        capture_output=True,
+    ).stdout
 
 
 def apply(netns: str, rules: Ruleset) -> str:
@@ -153,8 +191,9 @@ def test_kernel_accepts_successive_rulesets(netns: str) -> None:
     assert "svc-tcp/ip/tcp/dnat" in listed and "svc-default/dns/udp/53" in listed
     assert "aff-30-tcp/ip/tcp/dnat__10.244.0.5/8080" in listed
     # Drop a service and change another's endpoints: stale chains go, the table stays.
-    second = render([sp("ip", B, namespace="tcp", port_name="dnat", affinity=30)],
-                    ("10.1.2.3",), CONFIG, first)
+    second = render(
+        [sp("ip", B, namespace="tcp", port_name="dnat", affinity=30)], ("10.1.2.3",), CONFIG, first
+    )
     listed = apply(netns, second)
     assert "dns" not in listed and "10.244.0.5" not in listed
     assert "aff-30-tcp/ip/tcp/dnat__10.244.0.6/8080" in listed
@@ -170,8 +209,14 @@ def test_changes_end_where_a_full_sync_would(netns: str, other_netns: str) -> No
 
     def random_port(i: int) -> ServicePort:
         eps = tuple(sorted(rng.sample(pool, rng.randint(0, 3))))
-        return sp(f"s{i}", *eps, ip=f"10.96.1.{i}", node_port=rng.choice([None, 30100 + i]),
-                  affinity=rng.choice([None, 60]), protocol=rng.choice(["TCP", "UDP"]))
+        return sp(
+            f"s{i}",
+            *eps,
+            ip=f"10.96.1.{i}",
+            node_port=rng.choice([None, 30100 + i]),
+            affinity=rng.choice([None, 60]),
+            protocol=rng.choice(["TCP", "UDP"]),
+        )
 
     state = {i: random_port(i) for i in range(8)}
     applied = render(list(state.values()), None, CONFIG, None)
@@ -185,6 +230,7 @@ def test_changes_end_where_a_full_sync_would(netns: str, other_netns: str) -> No
         nodeport_ips = rng.choice([None, ("10.1.2.3",)])
         applied = render_changes(list(state.values()), nodeport_ips, CONFIG, applied)
         partial = normalized(apply(netns, applied))
-        full = normalized(apply(other_netns, render(list(state.values()), nodeport_ips,
-                                                    CONFIG, None)))
+        full = normalized(
+            apply(other_netns, render(list(state.values()), nodeport_ips, CONFIG, None))
+        )
         assert partial == full

@@ -16,8 +16,9 @@ NAME = ServicePortName("ns", "web", "http", "TCP")
 VIP = "127.0.0.50"
 
 
-def port(*endpoints: Endpoint, affinity: int | None = None, vport: int = 0,
-         node_port: int | None = None) -> ServicePort:
+def port(
+    *endpoints: Endpoint, affinity: int | None = None, vport: int = 0, node_port: int | None = None
+) -> ServicePort:
     return ServicePort(NAME, VIP, vport, "TCP", node_port, affinity, tuple(endpoints))
 
 
@@ -95,7 +96,8 @@ async def test_relays_round_robin_and_counts_connections(nursery: trio.Nursery) 
     stream = await trio.open_tcp_stream(VIP, vport)
     assert (await stream.receive_some(100)) == b"a\n"
     gauge = metrics.registry.get_sample_value(
-        "kubeproxy_userspace_active_connections", {"service": "ns/web:http"})
+        "kubeproxy_userspace_active_connections", {"service": "ns/web:http"}
+    )
     assert gauge == 1
     await stream.send_all(b"ping")
     await stream.send_eof()

@@ -99,14 +99,18 @@ async def runtime(pod_network: str) -> AsyncIterator[DockerRuntime]:
 
 
 def make_pod(name: str, **spec: Any) -> dict[str, Any]:
-    return {"metadata": {"name": name, "namespace": "default", "uid": str(uuid.uuid4())},
-            "spec": {"containers": [], **spec}}
+    return {
+        "metadata": {"name": name, "namespace": "default", "uid": str(uuid.uuid4())},
+        "spec": {"containers": [], **spec},
+    }
 
 
-async def start(rt: DockerRuntime, sandbox: Sandbox, name: str, *command: str,
-                **config: Any) -> str:
-    cid = await rt.create_container(sandbox, ContainerConfig(name, BUSYBOX,
-                                                             command=list(command), **config))
+async def start(
+    rt: DockerRuntime, sandbox: Sandbox, name: str, *command: str, **config: Any
+) -> str:
+    cid = await rt.create_container(
+        sandbox, ContainerConfig(name, BUSYBOX, command=list(command), **config)
+    )
     await rt.start_container(cid)
     return cid
 
@@ -150,8 +154,22 @@ HTTPD = 'mkdir -p /www && echo "hello from $POD" > /www/index.html && exec httpd
 
 async def test_pod_network_httpd_shared_namespaces_and_probes(runtime: DockerRuntime) -> None:
     host_port = free_port()
-    pod = make_pod("web", containers=[{"name": "httpd", "ports": [
-        {"name": "http", "containerPort": 8080, "hostPort": host_port, "hostIP": "127.0.0.1"}]}])
+    pod = make_pod(
+        "web",
+        containers=[
+            {
+                "name": "httpd",
+                "ports": [
+                    {
+                        "name": "http",
+                        "containerPort": 8080,
+                        "hostPort": host_port,
+                        "hostIP": "127.0.0.1",
+                    }
+                ],
+            }
+        ],
+    )
     sandbox = await runtime.run_sandbox(pod)
     assert sandbox.state is SandboxState.READY and sandbox.name == "web"
     with docker.APIClient() as client:
@@ -175,35 +193,59 @@ async def test_pod_network_httpd_shared_namespaces_and_probes(runtime: DockerRun
     assert result.output.strip() == b"web"
 
     container = pod["spec"]["containers"][0]
-    probe = await run_probe({"httpGet": {"port": "http", "path": "/"}}, pod_ip=sandbox.ip,
-                            runtime=runtime, container_id=httpd, container=container)
+    probe = await run_probe(
+        {"httpGet": {"port": "http", "path": "/"}},
+        pod_ip=sandbox.ip,
+        runtime=runtime,
+        container_id=httpd,
+        container=container,
+    )
     assert probe.success, probe.message
-    probe = await run_probe({"exec": {"command": ["test", "-f", "/www/index.html"]}},
-                            pod_ip=sandbox.ip, runtime=runtime, container_id=httpd)
+    probe = await run_probe(
+        {"exec": {"command": ["test", "-f", "/www/index.html"]}},
+        pod_ip=sandbox.ip,
+        runtime=runtime,
+        container_id=httpd,
+    )
     assert probe.success, probe.message
-    probe = await run_probe({"exec": {"command": ["test", "-f", "/nope"]}},
-                            pod_ip=sandbox.ip, runtime=runtime, container_id=httpd)
+    probe = await run_probe(
+        {"exec": {"command": ["test", "-f", "/nope"]}},
+        pod_ip=sandbox.ip,
+        runtime=runtime,
+        container_id=httpd,
+    )
     assert not probe.success
 
 
-async def test_env_mounts_workdir_user_and_host_aliases(runtime: DockerRuntime,
-                                                        tmp_path: Path) -> None:
+async def test_env_mounts_workdir_user_and_host_aliases(
+    runtime: DockerRuntime, tmp_path: Path
+) -> None:
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "greeting").write_text("hi from the host\n")
     (tmp_path / "data").mkdir(mode=0o777)
     (tmp_path / "data").chmod(0o777)
     pod = make_pod("envpod", hostAliases=[{"ip": "10.1.2.3", "hostnames": ["db.example"]}])
-    dns = DNSConfig(servers=("10.96.0.10",), searches=("default.svc.cluster.local",),
-                    options=("ndots:5",))
+    dns = DNSConfig(
+        servers=("10.96.0.10",), searches=("default.svc.cluster.local",), options=("ndots:5",)
+    )
     sandbox = await runtime.run_sandbox(pod, dns=dns)
-    spec = {"name": "app", "image": BUSYBOX, "command": ["echo"],
-            "args": ["$(GREETING) from $(NAME)", "$$(NAME)", "$(MISSING)"],
-            "workingDir": "/data", "securityContext": {"runAsUser": 1234, "runAsGroup": 5678},
-            "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}}}
+    spec = {
+        "name": "app",
+        "image": BUSYBOX,
+        "command": ["echo"],
+        "args": ["$(GREETING) from $(NAME)", "$$(NAME)", "$(MISSING)"],
+        "workingDir": "/data",
+        "securityContext": {"runAsUser": 1234, "runAsGroup": 5678},
+        "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}},
+    }
     config = ContainerConfig.from_spec(
-        spec, env=[("GREETING", "hello"), ("NAME", "k8slite")],
-        mounts=[Mount(str(tmp_path / "config"), "/etc/config", read_only=True),
-                Mount(str(tmp_path / "data"), "/data")])
+        spec,
+        env=[("GREETING", "hello"), ("NAME", "k8slite")],
+        mounts=[
+            Mount(str(tmp_path / "config"), "/etc/config", read_only=True),
+            Mount(str(tmp_path / "data"), "/data"),
+        ],
+    )
     assert config.args == ["hello from k8slite", "$(NAME)", "$(MISSING)"]
     cid = await runtime.create_container(sandbox, config)
     await runtime.start_container(cid)
@@ -211,17 +253,37 @@ async def test_env_mounts_workdir_user_and_host_aliases(runtime: DockerRuntime,
     assert (status.exit_code, status.reason) == (0, "Completed")
     assert await read_logs(runtime, cid) == b"hello from k8slite $(NAME) $(MISSING)\n"
 
-    shell = await start(runtime, sandbox, "shell", "sleep", "3600", env=[("GREETING", "hello")],
-                        mounts=config.mounts, working_dir="/data", run_as_user=1234)
-    script = ("cat /etc/config/greeting; env | grep GREETING; pwd; id -u; "
-              "touch /data/written && echo wrote; touch /etc/config/x 2>/dev/null || echo ro; "
-              "grep db.example /etc/hosts; cat /etc/resolv.conf")
+    shell = await start(
+        runtime,
+        sandbox,
+        "shell",
+        "sleep",
+        "3600",
+        env=[("GREETING", "hello")],
+        mounts=config.mounts,
+        working_dir="/data",
+        run_as_user=1234,
+    )
+    script = (
+        "cat /etc/config/greeting; env | grep GREETING; pwd; id -u; "
+        "touch /data/written && echo wrote; touch /etc/config/x 2>/dev/null || echo ro; "
+        "grep db.example /etc/hosts; cat /etc/resolv.conf"
+    )
     result = await runtime.exec(shell, ["sh", "-c", script], 10)
     assert result.output.decode().split("\n") == [
-        "hi from the host", "GREETING=hello", "/data", "1234", "wrote", "ro",
-        "10.1.2.3\tdb.example", "search default.svc.cluster.local",
+        "hi from the host",
+        "GREETING=hello",
+        "/data",
+        "1234",
+        "wrote",
+        "ro",
+        "10.1.2.3\tdb.example",
+        "search default.svc.cluster.local",
         # Docker's embedded DNS of the pod network, which forwards to the given servers.
-        "nameserver 127.0.0.11", "options ndots:5", ""]
+        "nameserver 127.0.0.11",
+        "options ndots:5",
+        "",
+    ]
     assert (tmp_path / "data" / "written").exists()
 
 
@@ -236,16 +298,27 @@ async def test_exit_codes_oom_and_start_errors(runtime: DockerRuntime) -> None:
         nursery.start_soon(run, "ok", "true")
         nursery.start_soon(run, "fails", "sh", "-c", "exit 3")
         # dd allocates its 64 MiB block at once: with a 16 MiB limit and no swap, an OOM kill.
-        nursery.start_soon(partial(run, "oom", "dd", "if=/dev/zero", "of=/dev/null", "bs=64M",
-                                   "count=1", memory_limit_bytes=16 * 2**20))
+        nursery.start_soon(
+            partial(
+                run,
+                "oom",
+                "dd",
+                "if=/dev/zero",
+                "of=/dev/null",
+                "bs=64M",
+                "count=1",
+                memory_limit_bytes=16 * 2**20,
+            )
+        )
     results = {name: await wait_exited(runtime, cid) for name, cid in ids.items()}
     assert (results["ok"].exit_code, results["ok"].reason) == (0, "Completed")
     assert (results["fails"].exit_code, results["fails"].reason) == (3, "Error")
     assert (results["oom"].exit_code, results["oom"].reason) == (137, "OOMKilled")
     assert results["ok"].started_at and results["ok"].finished_at
 
-    cid = await runtime.create_container(sandbox, ContainerConfig(
-        "missing", BUSYBOX, command=["/no/such/binary"]))
+    cid = await runtime.create_container(
+        sandbox, ContainerConfig("missing", BUSYBOX, command=["/no/such/binary"])
+    )
     with pytest.raises(StartContainerError) as err:
         await runtime.start_container(cid)
     assert "/no/such/binary" in err.value.message
@@ -256,10 +329,22 @@ async def test_exit_codes_oom_and_start_errors(runtime: DockerRuntime) -> None:
 
 async def test_stop_honours_the_grace_period(runtime: DockerRuntime) -> None:
     sandbox = await runtime.run_sandbox(make_pod("stopper"))
-    polite = await start(runtime, sandbox, "polite", "sh", "-c",
-                         "trap 'echo bye; exit 0' TERM; echo up; while true; do sleep 0.1; done")
-    stubborn = await start(runtime, sandbox, "stubborn", "sh", "-c",
-                           "trap '' TERM; echo up; while true; do sleep 0.1; done")
+    polite = await start(
+        runtime,
+        sandbox,
+        "polite",
+        "sh",
+        "-c",
+        "trap 'echo bye; exit 0' TERM; echo up; while true; do sleep 0.1; done",
+    )
+    stubborn = await start(
+        runtime,
+        sandbox,
+        "stubborn",
+        "sh",
+        "-c",
+        "trap '' TERM; echo up; while true; do sleep 0.1; done",
+    )
     for cid in (polite, stubborn):  # the traps are set once "up" is printed
         with trio.fail_after(30):
             while b"up" not in await read_logs(runtime, cid):
@@ -268,8 +353,11 @@ async def test_stop_honours_the_grace_period(runtime: DockerRuntime) -> None:
         nursery.start_soon(runtime.stop_container, polite, 30)
         nursery.start_soon(runtime.stop_container, stubborn, 1)
     status = await runtime.container_status(polite)
-    assert (status.state, status.exit_code, status.reason) == (ContainerState.EXITED, 0,
-                                                               "Completed")
+    assert (status.state, status.exit_code, status.reason) == (
+        ContainerState.EXITED,
+        0,
+        "Completed",
+    )
     assert (await read_logs(runtime, polite)).endswith(b"bye\n")
     status = await runtime.container_status(stubborn)
     assert (status.exit_code, status.reason) == (137, "Error")
@@ -294,8 +382,14 @@ async def test_images(runtime: DockerRuntime) -> None:
     with pytest.raises(ImagePullError) as pull:
         await runtime.ensure_image(missing, "IfNotPresent")
     assert pull.value.reason == "ErrImagePull"
-    for hint in (missing, "no image registry answers", "busybox:1.35", "hack/build-images",
-                 "IfNotPresent", "Never"):
+    for hint in (
+        missing,
+        "no image registry answers",
+        "busybox:1.35",
+        "hack/build-images",
+        "IfNotPresent",
+        "Never",
+    ):
         assert hint in pull.value.message
     with pytest.raises(InvalidImageNameError):
         await runtime.ensure_image("Not A/valid:image", "IfNotPresent")
@@ -305,9 +399,14 @@ async def test_images(runtime: DockerRuntime) -> None:
 
 async def test_logs_tail_timestamps_since_and_follow(runtime: DockerRuntime) -> None:
     sandbox = await runtime.run_sandbox(make_pod("logger"))
-    cid = await start(runtime, sandbox, "logger", "sh", "-c",
-                      "for i in 1 2 3 4 5; do echo line $i; done; sleep 0.2; echo oops >&2; "
-                      "sleep 1; echo late")
+    cid = await start(
+        runtime,
+        sandbox,
+        "logger",
+        "sh",
+        "-c",
+        "for i in 1 2 3 4 5; do echo line $i; done; sleep 0.2; echo oops >&2; sleep 1; echo late",
+    )
     # Following returns what comes later and ends when the container does.
     followed = await read_logs(runtime, cid, follow=True)
     assert followed == b"line 1\nline 2\nline 3\nline 4\nline 5\noops\nlate\n"
@@ -324,12 +423,15 @@ async def test_logs_tail_timestamps_since_and_follow(runtime: DockerRuntime) -> 
         await read_logs(runtime, "no-such-container")
 
 
-async def test_adoption_by_labels_and_removal(runtime: DockerRuntime,
-                                              pod_network: str) -> None:
+async def test_adoption_by_labels_and_removal(runtime: DockerRuntime, pod_network: str) -> None:
     pod = make_pod("adoptee", shareProcessNamespace=True)
     sandbox = await runtime.run_sandbox(pod)
-    cid = await runtime.create_container(sandbox, ContainerConfig(
-        "main", BUSYBOX, restart_count=2, command=["sleep", "3600"], labels={"hash": "abc"}))
+    cid = await runtime.create_container(
+        sandbox,
+        ContainerConfig(
+            "main", BUSYBOX, restart_count=2, command=["sleep", "3600"], labels={"hash": "abc"}
+        ),
+    )
     await runtime.start_container(cid)
     # One PID namespace for the pod: the sandbox's pause is PID 1.
     assert b"1 65535    /pause" in (await runtime.exec(cid, ["ps"], 10)).output
@@ -344,13 +446,23 @@ async def test_adoption_by_labels_and_removal(runtime: DockerRuntime,
         assert set(sandboxes) == {sandbox.id, host.id}
         found = sandboxes[sandbox.id]
         assert (found.pod_uid, found.namespace, found.name, found.ip, found.state) == (
-            sandbox.pod_uid, "default", "adoptee", sandbox.ip, SandboxState.READY)
+            sandbox.pod_uid,
+            "default",
+            "adoptee",
+            sandbox.ip,
+            SandboxState.READY,
+        )
         assert found.namespaces.pid is NamespaceMode.POD
         assert sandboxes[host.id].namespaces.network is NamespaceMode.NODE
         [container] = await again.list_containers()
-        assert (container.id, container.sandbox_id, container.pod_uid, container.name,
-                container.restart_count, container.state) == (
-            cid, sandbox.id, sandbox.pod_uid, "main", 2, ContainerState.RUNNING)
+        assert (
+            container.id,
+            container.sandbox_id,
+            container.pod_uid,
+            container.name,
+            container.restart_count,
+            container.state,
+        ) == (cid, sandbox.id, sandbox.pod_uid, "main", 2, ContainerState.RUNNING)
         assert container.labels["hash"] == "abc" and container.labels[LABEL_RESTART_COUNT] == "2"
         # Another node's kubelet on the same engine sees none of it.
         assert await other.list_sandboxes() == [] and await other.list_containers() == []

@@ -46,14 +46,17 @@ async def runtime(tmp_path: Path) -> AsyncIterator[ProcessRuntime]:
 
 
 def make_pod(name: str, **spec: Any) -> dict[str, Any]:
-    return {"metadata": {"name": name, "namespace": "default", "uid": str(uuid.uuid4())},
-            "spec": spec}
+    return {
+        "metadata": {"name": name, "namespace": "default", "uid": str(uuid.uuid4())},
+        "spec": spec,
+    }
 
 
 async def start(rt: ProcessRuntime, name: str, *command: str, **config: Any) -> str:
     sandbox = await rt.run_sandbox(make_pod(f"pod-{name}"))
-    cid = await rt.create_container(sandbox, ContainerConfig(name, "busybox:1.35",
-                                                             command=list(command), **config))
+    cid = await rt.create_container(
+        sandbox, ContainerConfig(name, "busybox:1.35", command=list(command), **config)
+    )
     await rt.start_container(cid)
     return cid
 
@@ -82,8 +85,13 @@ async def test_lifecycle_env_workdir_and_exec(runtime: ProcessRuntime, tmp_path:
     assert (await runtime.run_sandbox(pod)).id == sandbox.id
     assert await runtime.version() == "process://0.1.0"
     # args without a command: the image map's entrypoint runs them.
-    config = ContainerConfig("app", "busybox:1.35", args=["echo $GREETING in $PWD; sleep 60"],
-                             env=[("GREETING", "hello")], working_dir=str(tmp_path))
+    config = ContainerConfig(
+        "app",
+        "busybox:1.35",
+        args=["echo $GREETING in $PWD; sleep 60"],
+        env=[("GREETING", "hello")],
+        working_dir=str(tmp_path),
+    )
     cid = await runtime.create_container(sandbox, config)
     status = await runtime.container_status(cid)
     assert status.state is ContainerState.CREATED and status.name == "app"
@@ -106,7 +114,12 @@ async def test_lifecycle_env_workdir_and_exec(runtime: ProcessRuntime, tmp_path:
     assert await read_logs(runtime, cid) == f"hello in {tmp_path}\n".encode()
     [info] = await runtime.list_containers()
     assert (info.id, info.sandbox_id, info.pod_uid, info.name, info.state) == (
-        cid, sandbox.id, sandbox.pod_uid, "app", ContainerState.RUNNING)
+        cid,
+        sandbox.id,
+        sandbox.pod_uid,
+        "app",
+        ContainerState.RUNNING,
+    )
 
     await runtime.stop_sandbox(sandbox.id)
     assert (await runtime.sandbox_status(sandbox.id)).state is SandboxState.NOTREADY
@@ -122,9 +135,11 @@ async def test_lifecycle_env_workdir_and_exec(runtime: ProcessRuntime, tmp_path:
 
 
 async def test_exit_codes_and_start_errors(runtime: ProcessRuntime) -> None:
-    ids = {"ok": await start(runtime, "ok", "true"),
-           "fails": await start(runtime, "fails", "sh", "-c", "exit 3"),
-           "killed": await start(runtime, "killed", "sh", "-c", "kill -TERM $$")}
+    ids = {
+        "ok": await start(runtime, "ok", "true"),
+        "fails": await start(runtime, "fails", "sh", "-c", "exit 3"),
+        "killed": await start(runtime, "killed", "sh", "-c", "kill -TERM $$"),
+    }
     results = {name: await wait_exited(runtime, cid) for name, cid in ids.items()}
     assert (results["ok"].exit_code, results["ok"].reason) == (0, "Completed")
     assert (results["fails"].exit_code, results["fails"].reason) == (3, "Error")
@@ -132,23 +147,33 @@ async def test_exit_codes_and_start_errors(runtime: ProcessRuntime) -> None:
     assert results["ok"].finished_at and results["ok"].started_at
 
     sandbox = await runtime.run_sandbox(make_pod("bad"))
-    cid = await runtime.create_container(sandbox, ContainerConfig("bad", "x",
-                                                                  command=["/no/such/binary"]))
+    cid = await runtime.create_container(
+        sandbox, ContainerConfig("bad", "x", command=["/no/such/binary"])
+    )
     with pytest.raises(StartContainerError) as err:
         await runtime.start_container(cid)
     assert "/no/such/binary" in err.value.message
     status = await runtime.container_status(cid)
-    assert (status.state, status.reason, status.exit_code) == (ContainerState.EXITED,
-                                                               "StartError", 128)
+    assert (status.state, status.reason, status.exit_code) == (
+        ContainerState.EXITED,
+        "StartError",
+        128,
+    )
     with pytest.raises(CreateContainerError):
         await runtime.create_container(sandbox, ContainerConfig("none", "unmapped:1.0"))
 
 
 async def test_stop_honours_the_grace_period(runtime: ProcessRuntime) -> None:
-    polite = await start(runtime, "polite", "sh", "-c",
-                         "trap 'echo bye; exit 0' TERM; echo up; while true; do sleep 0.05; done")
-    stubborn = await start(runtime, "stubborn", "sh", "-c",
-                           "trap '' TERM; echo up; while true; do sleep 0.05; done")
+    polite = await start(
+        runtime,
+        "polite",
+        "sh",
+        "-c",
+        "trap 'echo bye; exit 0' TERM; echo up; while true; do sleep 0.05; done",
+    )
+    stubborn = await start(
+        runtime, "stubborn", "sh", "-c", "trap '' TERM; echo up; while true; do sleep 0.05; done"
+    )
     for cid in (polite, stubborn):
         with trio.fail_after(10):
             while b"up" not in await read_logs(runtime, cid):
@@ -164,15 +189,19 @@ async def test_stop_honours_the_grace_period(runtime: ProcessRuntime) -> None:
     await runtime.stop_container("no-such-container", 30)
 
 
-async def test_logs_tail_timestamps_since_follow_and_partial_lines(
-        runtime: ProcessRuntime) -> None:
-    cid = await start(runtime, "logger", "sh", "-c",
-                      "for i in 1 2 3 4 5; do echo line $i; done; echo oops >&2; "
-                      "sleep 0.5; printf 'late'; sleep 0.2; echo ' and done'; printf tail")
+async def test_logs_tail_timestamps_since_follow_and_partial_lines(runtime: ProcessRuntime) -> None:
+    cid = await start(
+        runtime,
+        "logger",
+        "sh",
+        "-c",
+        "for i in 1 2 3 4 5; do echo line $i; done; echo oops >&2; "
+        "sleep 0.5; printf 'late'; sleep 0.2; echo ' and done'; printf tail",
+    )
     followed = await read_logs(runtime, cid, follow=True)
     assert sorted(followed.split(b"\n")) == sorted(
-        [b"line 1", b"line 2", b"line 3", b"line 4", b"line 5", b"oops", b"late and done",
-         b"tail"])
+        [b"line 1", b"line 2", b"line 3", b"line 4", b"line 5", b"oops", b"late and done", b"tail"]
+    )
     assert await read_logs(runtime, cid, tail_lines=2) == b"late and done\ntail"
     assert await read_logs(runtime, cid, tail_lines=0) == b""
     assert (await read_logs(runtime, cid, tail_lines=100)) == followed
@@ -247,8 +276,11 @@ async def test_fake_runtime_is_instant_and_allocates_ips() -> None:
         assert [c async for c in chunks] == []
     await rt.stop_container(cid, 30)
     status = await rt.container_status(cid)
-    assert (status.state, status.exit_code, status.reason) == (ContainerState.EXITED, 0,
-                                                               "Completed")
+    assert (status.state, status.exit_code, status.reason) == (
+        ContainerState.EXITED,
+        0,
+        "Completed",
+    )
     await rt.remove_sandbox(sandboxes[0].id)
     with pytest.raises(NotFoundError):
         await rt.container_status(cid)

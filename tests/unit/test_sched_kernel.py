@@ -28,8 +28,7 @@ def pod(impl: Any, namespace: str = "default", **kw: Any) -> Any:
 
 
 def verdicts(table: Any, spec: Any) -> dict[str, tuple[list[str], bool, dict[str, int] | None]]:
-    return {name: (reasons, unres, scores) for name, reasons, unres, scores in
-            table.evaluate(spec)}
+    return {name: (reasons, unres, scores) for name, reasons, unres, scores in table.evaluate(spec)}
 
 
 def feasible(table: Any, spec: Any) -> set[str]:
@@ -48,8 +47,9 @@ class TestFilters:
         v = verdicts(t, pod(impl))
         assert v["a"][:2] == (["node(s) were unschedulable"], True)
         assert v["b"][0] == []
-        tolerant = pod(impl, tolerations=[("node.kubernetes.io/unschedulable", "Exists", "",
-                                           "NoSchedule")])
+        tolerant = pod(
+            impl, tolerations=[("node.kubernetes.io/unschedulable", "Exists", "", "NoSchedule")]
+        )
         assert feasible(t, tolerant) == {"a", "b"}
 
     def test_node_name(self, impl: Any) -> None:
@@ -62,22 +62,25 @@ class TestFilters:
 
     def test_taints(self, impl: Any) -> None:
         t = impl.NodeTable()
-        t.set_node("cp", allocatable=alloc(),
-                   taints=[("node-role.kubernetes.io/control-plane", "", "NoSchedule")])
+        t.set_node(
+            "cp",
+            allocatable=alloc(),
+            taints=[("node-role.kubernetes.io/control-plane", "", "NoSchedule")],
+        )
         t.set_node("gpu", allocatable=alloc(), taints=[("gpu", "true", "NoExecute")])
         t.set_node("soft", allocatable=alloc(), taints=[("x", "y", "PreferNoSchedule")])
         assert feasible(t, pod(impl)) == {"soft"}
         v = verdicts(t, pod(impl))
         assert v["cp"][:2] == (["node(s) had untolerated taint(s)"], True)
         assert feasible(t, pod(impl, tolerations=[("gpu", "Equal", "true", "NoExecute")])) == {
-            "gpu", "soft"}
+            "gpu",
+            "soft",
+        }
         # Wrong value, wrong effect: still untolerated.
         assert feasible(t, pod(impl, tolerations=[("gpu", "Equal", "false", "")])) == {"soft"}
-        assert feasible(t, pod(impl, tolerations=[("gpu", "Exists", "", "NoSchedule")])) == {
-            "soft"}
+        assert feasible(t, pod(impl, tolerations=[("gpu", "Exists", "", "NoSchedule")])) == {"soft"}
         # An empty key with Exists tolerates every taint.
-        assert feasible(t, pod(impl, tolerations=[("", "Exists", "", "")])) == {
-            "cp", "gpu", "soft"}
+        assert feasible(t, pod(impl, tolerations=[("", "Exists", "", "")])) == {"cp", "gpu", "soft"}
 
     def test_node_selector_and_required_affinity(self, impl: Any) -> None:
         t = impl.NodeTable()
@@ -109,8 +112,7 @@ class TestFilters:
         assert feasible(t, pod(impl, required=[([], [])])) == set()
         assert feasible(t, req(fields=(("metadata.name", "NotIn", ["a"]),))) == {"b", "c"}
         # Selector and affinity must both hold.
-        both = pod(impl, node_selector={"zone": "z1"},
-                   required=[([("cores", "Gt", ["10"])], [])])
+        both = pod(impl, node_selector={"zone": "z1"}, required=[([("cores", "Gt", ["10"])], [])])
         assert feasible(t, both) == set()
 
     def test_match_fields_prefilter(self, impl: Any) -> None:
@@ -121,11 +123,15 @@ class TestFilters:
         v = verdicts(t, daemon)
         assert v["b"][0] == []
         assert v["a"][:2] == (["node(s) didn't satisfy plugin(s) [NodeAffinity]"], True)
-        conflict = pod(impl, required=[([], [("metadata.name", "In", ["a"]),
-                                             ("metadata.name", "In", ["b"])])])
+        conflict = pod(
+            impl, required=[([], [("metadata.name", "In", ["a"]), ("metadata.name", "In", ["b"])])]
+        )
         result = t.schedule(conflict)
         assert (result.node, result.prefilter, result.unresolvable) == (
-            None, "pod affinity terms conflict", 3)
+            None,
+            "pod affinity terms conflict",
+            3,
+        )
 
     def test_host_ports(self, impl: Any) -> None:
         t = impl.NodeTable()
@@ -135,8 +141,7 @@ class TestFilters:
         t.add_pod("ns/y", "b", pod(impl, ports=[("10.0.0.2", "UDP", 53)]))
         assert feasible(t, pod(impl, ports=[("", "", 8080)])) == {"b", "c"}
         v = verdicts(t, pod(impl, ports=[("", "", 8080)]))
-        assert v["a"][:2] == (["node(s) didn't have free ports for the requested pod ports"],
-                              False)
+        assert v["a"][:2] == (["node(s) didn't have free ports for the requested pod ports"], False)
         # Another IP conflicts with a bind-all port; another protocol does not.
         assert feasible(t, pod(impl, ports=[("10.0.0.9", "TCP", 8080)])) == {"b", "c"}
         assert feasible(t, pod(impl, ports=[("", "UDP", 8080)])) == {"a", "b", "c"}
@@ -176,27 +181,38 @@ class TestFilters:
     def test_anti_affinity_hostname_both_directions(self, impl: Any) -> None:
         t = impl.NodeTable()
         for n in ("n1", "n2", "n3"):
-            t.set_node(n, allocatable=alloc(), labels={"kubernetes.io/hostname": n,
-                                                       "zone": "z1" if n != "n3" else "z2"})
+            t.set_node(
+                n,
+                allocatable=alloc(),
+                labels={"kubernetes.io/hostname": n, "zone": "z1" if n != "n3" else "z2"},
+            )
         host = "kubernetes.io/hostname"
         web = [([("app", "In", ["web"])], None, host)]
         t.add_pod("default/web-1", "n1", pod(impl, labels={"app": "web"}, anti_affinity=web))
-        incoming = pod(impl, labels={"app": "web"}, anti_affinity=[
-            ([("app", "In", ["web"])], ["default"], host)])
+        incoming = pod(
+            impl,
+            labels={"app": "web"},
+            anti_affinity=[([("app", "In", ["web"])], ["default"], host)],
+        )
         v = verdicts(t, incoming)
         assert v["n1"][:2] == (["node(s) didn't match pod anti-affinity rules"], False)
         assert feasible(t, incoming) == {"n2", "n3"}
         # A pod without terms is still kept off n1 by web-1's own anti-affinity...
         plain = pod(impl, labels={"app": "web"})
         assert verdicts(t, plain)["n1"][:2] == (
-            ["node(s) didn't satisfy existing pods anti-affinity rules"], False)
+            ["node(s) didn't satisfy existing pods anti-affinity rules"],
+            False,
+        )
         # ... unless it is not selected by it (labels, or another namespace).
         assert feasible(t, pod(impl, labels={"app": "db"})) == {"n1", "n2", "n3"}
         t.add_pod("other/web-x", "n2", pod(impl, "other", labels={"app": "web"}))
         assert feasible(t, incoming) == {"n2", "n3"}
         # Zone topology: web-1 in z1 keeps a zone-anti-affine pod to z2.
-        zonal = pod(impl, labels={"app": "api"}, anti_affinity=[
-            ([("app", "In", ["web"])], ["default"], "zone")])
+        zonal = pod(
+            impl,
+            labels={"app": "api"},
+            anti_affinity=[([("app", "In", ["web"])], ["default"], "zone")],
+        )
         assert feasible(t, zonal) == {"n3"}
         t.remove_pod("default/web-1")
         assert feasible(t, plain) == {"n1", "n2", "n3"}
@@ -279,8 +295,10 @@ class TestScores:
         t.set_node("a", allocatable=alloc(), labels={"disk": "ssd", "zone": "z1"})
         t.set_node("b", allocatable=alloc(), labels={"disk": "ssd"})
         t.set_node("c", allocatable=alloc())
-        spec = pod(impl, preferred=[(30, ([("disk", "In", ["ssd"])], [])),
-                                    (10, ([("zone", "Exists", [])], []))])
+        spec = pod(
+            impl,
+            preferred=[(30, ([("disk", "In", ["ssd"])], [])), (10, ([("zone", "Exists", [])], []))],
+        )
         v = verdicts(t, spec)
         got = {n: s[2]["NodeAffinity"] for n, s in v.items()}  # type: ignore[index]
         assert got == {"a": 100, "b": 75, "c": 0}
@@ -288,28 +306,34 @@ class TestScores:
 
     def test_taint_toleration_score(self, impl: Any) -> None:
         t = impl.NodeTable()
-        t.set_node("a", allocatable=alloc(), taints=[("x", "", "PreferNoSchedule"),
-                                                      ("y", "", "PreferNoSchedule")])
+        t.set_node(
+            "a",
+            allocatable=alloc(),
+            taints=[("x", "", "PreferNoSchedule"), ("y", "", "PreferNoSchedule")],
+        )
         t.set_node("b", allocatable=alloc(), taints=[("x", "", "PreferNoSchedule")])
         t.set_node("c", allocatable=alloc())
         v = verdicts(t, pod(impl))
         got = {n: s[2]["TaintToleration"] for n, s in v.items()}  # type: ignore[index]
         assert got == {"a": 0, "b": 50, "c": 100}
         tolerant = pod(impl, tolerations=[("y", "Exists", "", "PreferNoSchedule")])
-        got = {n: s[2]["TaintToleration"]  # type: ignore[index]
-               for n, s in verdicts(t, tolerant).items()}
+        got = {
+            n: s[2]["TaintToleration"]  # type: ignore[index]
+            for n, s in verdicts(t, tolerant).items()
+        }
         assert got == {"a": 0, "b": 0, "c": 100}
 
     def test_image_locality(self, impl: Any) -> None:
         t = impl.NodeTable()
         t.set_node("a", allocatable=alloc(), images=[(["web:1", "reg/web:1"], 500 * MI)])
-        t.set_node("b", allocatable=alloc(), images=[(["web:1"], 500 * MI),
-                                                     (["side:1"], 300 * MI)])
+        t.set_node("b", allocatable=alloc(), images=[(["web:1"], 500 * MI), (["side:1"], 300 * MI)])
         t.set_node("c", allocatable=alloc())
         t.set_node("d", allocatable=alloc())
         spec = pod(impl, images=["web:1", "side:1"])
-        got = {n: s[2]["ImageLocality"]  # type: ignore[index]
-               for n, s in verdicts(t, spec).items()}
+        got = {
+            n: s[2]["ImageLocality"]  # type: ignore[index]
+            for n, s in verdicts(t, spec).items()
+        }
         # web:1 on 2 of 4 nodes: 250 MiB; side:1 on 1 of 4: 75 MiB; over 2 containers.
         web = 250 * MI
         assert got["a"] == 100 * (web - 23 * MI) // (2000 * MI - 23 * MI)
@@ -323,8 +347,10 @@ class TestScores:
         rs = "default/rs-uid"
         for i, n in enumerate(("a", "a", "b")):
             t.add_pod(f"default/web-{i}", n, pod(impl, spread_key=rs))
-        got = {n: s[2]["SelectorSpread"]  # type: ignore[index]
-               for n, s in verdicts(t, pod(impl, spread_key=rs)).items()}
+        got = {
+            n: s[2]["SelectorSpread"]  # type: ignore[index]
+            for n, s in verdicts(t, pod(impl, spread_key=rs)).items()
+        }
         assert got == {"a": 0, "b": 50, "c": 100}
         assert t.schedule(pod(impl, spread_key=rs)).node == "c"
 
@@ -348,8 +374,11 @@ class TestScores:
 
 def test_schedule_result_histogram() -> None:
     t = _native.NodeTable()
-    t.set_node("cp", allocatable=alloc(),
-               taints=[("node-role.kubernetes.io/control-plane", "", "NoSchedule")])
+    t.set_node(
+        "cp",
+        allocatable=alloc(),
+        taints=[("node-role.kubernetes.io/control-plane", "", "NoSchedule")],
+    )
     t.set_node("w1", allocatable=alloc(cpu=1000))
     t.set_node("w2", allocatable=alloc(cpu=1000))
     t.add_pod("default/x", "w2", pod(_native, requests={"cpu": 800}))
@@ -357,8 +386,7 @@ def test_schedule_result_histogram() -> None:
     assert result.node == "w1"
     result = t.schedule(pod(_native, requests={"cpu": 1500}))
     assert result.node is None and result.feasible == 0 and result.nodes == 3
-    assert dict(result.reasons) == {"node(s) had untolerated taint(s)": 1,
-                                    "Insufficient cpu": 2}
+    assert dict(result.reasons) == {"node(s) had untolerated taint(s)": 1, "Insufficient cpu": 2}
     assert result.unresolvable == 3
     assert set(result.rejected_by) == {"TaintToleration", "NodeResourcesFit"}
 
@@ -375,14 +403,19 @@ def test_native_rejects_bad_config() -> None:
 def test_node_info_accounting() -> None:
     t = _native.NodeTable()
     t.set_node("a", allocatable=alloc(**{"example.com/foo": 4}))
-    spec = pod(_native, requests={"cpu": 250, "memory": GI, "example.com/foo": 1},
-               ports=[("", "TCP", 80)])
+    spec = pod(
+        _native, requests={"cpu": 250, "memory": GI, "example.com/foo": 1}, ports=[("", "TCP", 80)]
+    )
     t.add_pod("ns/p", "a", spec)
     t.add_pod("ns/p", "a", spec)  # re-adding replaces, never double counts
     info = t.node_info("a")
     assert info is not None
-    assert info["requested"] == {"cpu": 250, "memory": GI, "ephemeral-storage": 0,
-                                 "example.com/foo": 1}
+    assert info["requested"] == {
+        "cpu": 250,
+        "memory": GI,
+        "ephemeral-storage": 0,
+        "example.com/foo": 1,
+    }
     assert info["pods"] == 1 and info["ports"] == [("0.0.0.0", "TCP", 80)]
     t.remove_pod("ns/p")
     info = t.node_info("a")
@@ -404,39 +437,58 @@ def mostly(common: Any, *rare: Any) -> st.SearchStrategy[Any]:
 
 label_maps = st.dictionaries(st.sampled_from(KEYS), st.sampled_from(VALUES), max_size=3)
 ops = st.sampled_from(["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt", "Bad"])
-exprs = st.tuples(st.sampled_from(KEYS), ops,
-                  st.lists(st.sampled_from(VALUES), max_size=2))
-field_exprs = st.tuples(mostly("metadata.name", "other"), mostly("In", "NotIn", "Exists"),
-                        st.lists(st.sampled_from(NODES[:4]), min_size=1, max_size=2))
-node_terms = st.tuples(st.lists(exprs, max_size=2),
-                       st.one_of(st.just([]), st.lists(field_exprs, max_size=1)))
+exprs = st.tuples(st.sampled_from(KEYS), ops, st.lists(st.sampled_from(VALUES), max_size=2))
+field_exprs = st.tuples(
+    mostly("metadata.name", "other"),
+    mostly("In", "NotIn", "Exists"),
+    st.lists(st.sampled_from(NODES[:4]), min_size=1, max_size=2),
+)
+node_terms = st.tuples(
+    st.lists(exprs, max_size=2), st.one_of(st.just([]), st.lists(field_exprs, max_size=1))
+)
 pod_label_keys = st.sampled_from(["app", "tier"])
 pod_labels = st.dictionaries(pod_label_keys, st.sampled_from(["web", "db"]), max_size=2)
-selector_exprs = st.tuples(pod_label_keys, mostly("In", "NotIn", "Exists", "Gt"),
-                           st.lists(st.sampled_from(["web", "db"]), max_size=2))
+selector_exprs = st.tuples(
+    pod_label_keys,
+    mostly("In", "NotIn", "Exists", "Gt"),
+    st.lists(st.sampled_from(["web", "db"]), max_size=2),
+)
 pod_terms = st.tuples(
     st.one_of(st.lists(selector_exprs, max_size=2), st.none()),
     st.one_of(st.none(), st.lists(st.sampled_from(["ns1", "ns2"]), max_size=2)),
     st.sampled_from(["zone", "kubernetes.io/hostname", "kubernetes.io/hostname", "missing"]),
 )
 effects = st.sampled_from(["NoSchedule", "NoExecute", "PreferNoSchedule", "PreferNoSchedule"])
-taints = st.lists(st.tuples(st.sampled_from(["k1", "k2"]), st.sampled_from(["", "v"]), effects),
-                  max_size=2)
-tolerations = st.lists(st.tuples(st.sampled_from(["", "k1", "k2", "k2"]),
-                                 mostly("Exists", "", "Equal", "Gt"),
-                                 st.sampled_from(["", "v"]),
-                                 st.sampled_from(["", "NoSchedule", "NoExecute",
-                                                  "PreferNoSchedule"])), max_size=3)
-ports = st.lists(st.tuples(st.sampled_from(["", "0.0.0.0", "10.0.0.1"]),
-                           st.sampled_from(["", "TCP", "UDP"]), st.sampled_from([0, 80, 443])),
-                 max_size=2)
+taints = st.lists(
+    st.tuples(st.sampled_from(["k1", "k2"]), st.sampled_from(["", "v"]), effects), max_size=2
+)
+tolerations = st.lists(
+    st.tuples(
+        st.sampled_from(["", "k1", "k2", "k2"]),
+        mostly("Exists", "", "Equal", "Gt"),
+        st.sampled_from(["", "v"]),
+        st.sampled_from(["", "NoSchedule", "NoExecute", "PreferNoSchedule"]),
+    ),
+    max_size=3,
+)
+ports = st.lists(
+    st.tuples(
+        st.sampled_from(["", "0.0.0.0", "10.0.0.1"]),
+        st.sampled_from(["", "TCP", "UDP"]),
+        st.sampled_from([0, 80, 443]),
+    ),
+    max_size=2,
+)
 images = st.lists(st.sampled_from(["web:1", "db:2", "big:3"]), max_size=3)
-requests = st.fixed_dictionaries({}, optional={
-    "cpu": st.sampled_from([0, 100, 500, 1500, 5000]),
-    "memory": st.sampled_from([0, 64 * MI, GI, 3 * GI, 9 * GI]),
-    "ephemeral-storage": st.sampled_from([0, GI]),
-    "example.com/dev": st.integers(0, 3),
-})
+requests = st.fixed_dictionaries(
+    {},
+    optional={
+        "cpu": st.sampled_from([0, 100, 500, 1500, 5000]),
+        "memory": st.sampled_from([0, 64 * MI, GI, 3 * GI, 9 * GI]),
+        "ephemeral-storage": st.sampled_from([0, GI]),
+        "example.com/dev": st.integers(0, 3),
+    },
+)
 
 
 @st.composite
@@ -449,8 +501,12 @@ def pod_specs(draw: st.DrawFn) -> dict[str, Any]:
         "node_name": draw(mostly("", "n1")),
         "requests": reqs,
         "nonzero": (reqs.get("cpu", default[0]), reqs.get("memory", default[1])),
-        "node_selector": draw(st.one_of(st.just({}), st.dictionaries(
-            st.sampled_from(KEYS), st.sampled_from(VALUES), max_size=1))),
+        "node_selector": draw(
+            st.one_of(
+                st.just({}),
+                st.dictionaries(st.sampled_from(KEYS), st.sampled_from(VALUES), max_size=1),
+            )
+        ),
         "required": draw(st.one_of(st.none(), st.none(), st.lists(node_terms, max_size=2))),
         "preferred": draw(st.lists(st.tuples(st.integers(0, 50), node_terms), max_size=3)),
         "tolerations": draw(tolerations),
@@ -477,40 +533,63 @@ def node_specs(draw: st.DrawFn) -> dict[str, Any]:
         "labels": draw(label_maps),
         "taints": draw(st.one_of(st.just([]), taints)),
         "unschedulable": draw(mostly(False, True)),
-        "images": draw(st.lists(st.tuples(st.lists(st.sampled_from(["web:1", "db:2", "big:3"]),
-                                                   min_size=1, max_size=2),
-                                          st.sampled_from([10 * MI, 300 * MI, 3000 * MI])),
-                                max_size=2)),
+        "images": draw(
+            st.lists(
+                st.tuples(
+                    st.lists(st.sampled_from(["web:1", "db:2", "big:3"]), min_size=1, max_size=2),
+                    st.sampled_from([10 * MI, 300 * MI, 3000 * MI]),
+                ),
+                max_size=2,
+            )
+        ),
     }
 
 
 # A cluster's history: nodes first, then bound pods, then any mix of changes.
 @st.composite
 def histories(draw: st.DrawFn) -> list[tuple[Any, ...]]:
-    names = NODES[:draw(st.integers(2, len(NODES)))]
+    names = NODES[: draw(st.integers(2, len(NODES)))]
     history: list[tuple[Any, ...]] = [("node", n, draw(node_specs())) for n in names]
     pod_keys = [f"p{i}" for i in range(10)]
     for key in draw(st.lists(st.sampled_from(pod_keys), max_size=10)):
         history.append(("pod", key, draw(st.sampled_from([*names, "ghost"])), draw(pod_specs())))
-    history += draw(st.lists(st.one_of(
-        st.tuples(st.just("node"), st.sampled_from(NODES), node_specs()),
-        st.tuples(st.just("rmnode"), st.sampled_from(NODES)),
-        st.tuples(st.just("pod"), st.sampled_from(pod_keys), st.sampled_from(NODES),
-                  pod_specs()),
-        st.tuples(st.just("rmpod"), st.sampled_from(pod_keys)),
-    ), max_size=6))
+    history += draw(
+        st.lists(
+            st.one_of(
+                st.tuples(st.just("node"), st.sampled_from(NODES), node_specs()),
+                st.tuples(st.just("rmnode"), st.sampled_from(NODES)),
+                st.tuples(
+                    st.just("pod"), st.sampled_from(pod_keys), st.sampled_from(NODES), pod_specs()
+                ),
+                st.tuples(st.just("rmpod"), st.sampled_from(pod_keys)),
+            ),
+            max_size=6,
+        )
+    )
     return history
 
 
-configs: st.SearchStrategy[dict[str, Any]] = st.one_of(st.just({}), st.fixed_dictionaries({}, optional={
-    "strategy": st.sampled_from(["LeastAllocated", "MostAllocated"]),
-    "resources": st.lists(st.tuples(st.sampled_from(["cpu", "memory", "ephemeral-storage"]),
-                                    st.integers(1, 3)), min_size=1, max_size=3),
-    "balanced_resources": st.lists(st.sampled_from(["cpu", "memory", "ephemeral-storage"]),
-                                   min_size=1, max_size=3),
-    "weights": st.dictionaries(st.sampled_from(list(ref.SCORES)), st.integers(0, 5)),
-    "disabled": st.lists(st.sampled_from(list(ref.FILTERS)), max_size=2),
-}))
+configs: st.SearchStrategy[dict[str, Any]] = st.one_of(
+    st.just({}),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "strategy": st.sampled_from(["LeastAllocated", "MostAllocated"]),
+            "resources": st.lists(
+                st.tuples(
+                    st.sampled_from(["cpu", "memory", "ephemeral-storage"]), st.integers(1, 3)
+                ),
+                min_size=1,
+                max_size=3,
+            ),
+            "balanced_resources": st.lists(
+                st.sampled_from(["cpu", "memory", "ephemeral-storage"]), min_size=1, max_size=3
+            ),
+            "weights": st.dictionaries(st.sampled_from(list(ref.SCORES)), st.integers(0, 5)),
+            "disabled": st.lists(st.sampled_from(list(ref.FILTERS)), max_size=2),
+        },
+    ),
+)
 
 
 def build(impl: Any, config: dict[str, Any], history: list[tuple[Any, ...]]) -> Any:
@@ -529,8 +608,9 @@ def build(impl: Any, config: dict[str, Any], history: list[tuple[Any, ...]]) -> 
 
 @settings(max_examples=400, deadline=None)
 @given(configs, histories(), st.lists(pod_specs(), min_size=1, max_size=3))
-def test_native_matches_reference(config: dict[str, Any], history: list[tuple[Any, ...]],
-                                  incoming: list[dict[str, Any]]) -> None:
+def test_native_matches_reference(
+    config: dict[str, Any], history: list[tuple[Any, ...]], incoming: list[dict[str, Any]]
+) -> None:
     native, oracle = build(_native, config, history), build(ref, config, history)
     assert len(native) == len(oracle)
     for kwargs in incoming:
@@ -540,14 +620,32 @@ def test_native_matches_reference(config: dict[str, Any], history: list[tuple[An
         assert got == expected
         n_res, r_res = native.schedule(n_spec), oracle.schedule(r_spec)
         summary = SimpleNamespace(
-            feasible=r_res.feasible, nodes=r_res.nodes, reasons=dict(r_res.reasons),
-            unresolvable=r_res.unresolvable, rejected_by=r_res.rejected_by,
-            prefilter=r_res.prefilter, score=r_res.score)
-        assert SimpleNamespace(
-            feasible=n_res.feasible, nodes=n_res.nodes, reasons=dict(n_res.reasons),
-            unresolvable=n_res.unresolvable, rejected_by=list(n_res.rejected_by),
-            prefilter=n_res.prefilter, score=n_res.score) == summary
-        best = {name for name, reasons, _, scores in expected if not reasons and scores is not None
-                and sum(v * oracle.weights[k] for k, v in scores.items()) == r_res.score}
+            feasible=r_res.feasible,
+            nodes=r_res.nodes,
+            reasons=dict(r_res.reasons),
+            unresolvable=r_res.unresolvable,
+            rejected_by=r_res.rejected_by,
+            prefilter=r_res.prefilter,
+            score=r_res.score,
+        )
+        assert (
+            SimpleNamespace(
+                feasible=n_res.feasible,
+                nodes=n_res.nodes,
+                reasons=dict(n_res.reasons),
+                unresolvable=n_res.unresolvable,
+                rejected_by=list(n_res.rejected_by),
+                prefilter=n_res.prefilter,
+                score=n_res.score,
+            )
+            == summary
+        )
+        best = {
+            name
+            for name, reasons, _, scores in expected
+            if not reasons
+            and scores is not None
+            and sum(v * oracle.weights[k] for k, v in scores.items()) == r_res.score
+        }
         assert (n_res.node is None) == (r_res.node is None)
         assert n_res.node is None or n_res.node in best

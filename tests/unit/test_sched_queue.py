@@ -15,8 +15,7 @@ from k8slite.scheduler.queue import (
 
 
 def pod(name: str, priority: int = 0, **spec: Any) -> dict[str, Any]:
-    return {"metadata": {"name": name, "namespace": "ns"},
-            "spec": {"priority": priority, **spec}}
+    return {"metadata": {"name": name, "namespace": "ns"}, "spec": {"priority": priority, **spec}}
 
 
 def test_backoff_doubles_from_one_to_ten_seconds() -> None:
@@ -50,7 +49,8 @@ async def test_pop_waits_for_a_pod() -> None:
 
 
 async def test_unschedulable_waits_for_an_event_then_the_backoff(
-        mock_clock: trio.testing.MockClock) -> None:
+    mock_clock: trio.testing.MockClock,
+) -> None:
     q = SchedulingQueue()
     q.add(pod("a"))
     qp = await q.pop()

@@ -233,15 +233,15 @@ def test_from_dict_errors() -> None:
         (
             {"matchExpressions": [{"key": "a", "operator": "In", "values": []}]},
             (
-                "values: Invalid value: []string(nil): for 'in', 'notin' operators, values set can't be "
-                "empty"
+                "values: Invalid value: []string(nil): for 'in', 'notin' operators, "
+                "values set can't be empty"
             ),
         ),
         (
             {"matchExpressions": [{"key": "a", "operator": "Exists", "values": ["x"]}]},
             (
-                'values: Invalid value: []string{"x"}: values set must be empty for exists and does not '
-                "exist"
+                'values: Invalid value: []string{"x"}: values set must be empty for exists and '
+                "does not exist"
             ),
         ),
     ]

@@ -59,8 +59,10 @@ async def test_each_request_sees_its_connections_certificate(tmp_path: Path) -> 
         binds = await nursery.start(tls.serve, _echo_identity, _config(tmp_path))
         url = binds[0]
         for http2, version in ((False, "1.1"), (True, "2")):
-            async with _client(tmp_path, "admin", url, http2) as admin, \
-                    _client(tmp_path, "node-node1", url, http2) as node:
+            async with (
+                _client(tmp_path, "admin", url, http2) as admin,
+                _client(tmp_path, "node-node1", url, http2) as node,
+            ):
                 answers: dict[str, list[str]] = {"admin": [], "node": []}
 
                 async def ask(client: httpx.AsyncClient, key: str) -> None:

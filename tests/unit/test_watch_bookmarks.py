@@ -18,8 +18,14 @@ from k8slite.storage import RocksStore
 
 
 def _request(path: str, query: str) -> Request:
-    scope = {"type": "http", "method": "GET", "path": path, "headers": [],
-             "query_string": query.encode(), "extensions": {}}
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": path,
+        "headers": [],
+        "query_string": query.encode(),
+        "extensions": {},
+    }
 
     async def receive() -> dict[str, Any]:
         await trio.sleep_forever()
@@ -28,8 +34,9 @@ def _request(path: str, query: str) -> Request:
     return Request(scope, receive)
 
 
-async def _watch_frames(core: ApiCore, query: str, seconds: float,
-                        during: Any) -> list[tuple[float, dict[str, Any]]]:
+async def _watch_frames(
+    core: ApiCore, query: str, seconds: float, during: Any
+) -> list[tuple[float, dict[str, Any]]]:
     """Run a configmaps watch for `seconds` while `during()` runs; frames with arrival times."""
     path = "/api/v1/namespaces/default/configmaps"
     req = _request(path, f"watch=1&{query}")
@@ -64,8 +71,10 @@ async def core(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 async def _create_pod(core: ApiCore) -> int:
     pods = core.registry(next(rt for rt in RESOURCES if rt.plural == "pods"))
-    data = await pods.create("default", {"metadata": {"name": "p"}, "spec": {
-        "containers": [{"name": "c", "image": "busybox"}]}})
+    data = await pods.create(
+        "default",
+        {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}},
+    )
     return int(json.loads(data)["metadata"]["resourceVersion"])
 
 
@@ -76,8 +85,9 @@ async def test_an_idle_watcher_gets_a_bookmark_after_the_interval(core: ApiCore)
     async def write_elsewhere() -> None:
         created.append(await _create_pod(core))  # moves the revision, not configmaps
 
-    frames = await _watch_frames(core, f"allowWatchBookmarks=true&resourceVersion={rv}",
-                                 1.2, write_elsewhere)
+    frames = await _watch_frames(
+        core, f"allowWatchBookmarks=true&resourceVersion={rv}", 1.2, write_elsewhere
+    )
     bookmarks = [(t, f) for t, f in frames if f["type"] == "BOOKMARK"]
     assert bookmarks, frames
     first_at, first = bookmarks[0]

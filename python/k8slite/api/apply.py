@@ -24,10 +24,23 @@ LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 MAX_UPDATE_MANAGERS = 10
 ANCIENT = "ancient-changes"
 _STRIPPED: FieldSet = {
-    ("f:apiVersion",), ("f:kind",), ("f:metadata",),
-    *((("f:metadata", "f:" + f)) for f in (
-        "name", "namespace", "creationTimestamp", "selfLink", "uid", "clusterName",
-        "generation", "managedFields", "resourceVersion")),
+    ("f:apiVersion",),
+    ("f:kind",),
+    ("f:metadata",),
+    *(
+        (("f:metadata", "f:" + f))
+        for f in (
+            "name",
+            "namespace",
+            "creationTimestamp",
+            "selfLink",
+            "uid",
+            "clusterName",
+            "generation",
+            "managedFields",
+            "resourceVersion",
+        )
+    ),
 }
 
 
@@ -65,8 +78,11 @@ class Entry:
         return out
 
     def to_json(self) -> Obj:
-        out: Obj = {"manager": self.manager, "operation": self.operation,
-                    "apiVersion": self.api_version}
+        out: Obj = {
+            "manager": self.manager,
+            "operation": self.operation,
+            "apiVersion": self.api_version,
+        }
         if self.time:
             out["time"] = self.time
         out["fieldsType"] = "FieldsV1"
@@ -84,9 +100,14 @@ def _decode(entries: Any) -> dict[tuple[str, str, str, str], Entry] | None:
     for raw in entries:
         if not isinstance(raw, dict) or raw.get("operation") not in ("Apply", "Update"):
             return None
-        e = Entry(str(raw.get("manager") or ""), raw["operation"],
-                  str(raw.get("apiVersion") or ""), raw.get("time"),
-                  str(raw.get("subresource") or ""), fieldsets.decode(raw.get("fieldsV1")))
+        e = Entry(
+            str(raw.get("manager") or ""),
+            raw["operation"],
+            str(raw.get("apiVersion") or ""),
+            raw.get("time"),
+            str(raw.get("subresource") or ""),
+            fieldsets.decode(raw.get("fieldsV1")),
+        )
         out[e.ident] = e
     return out
 
@@ -110,20 +131,22 @@ def _is_reset(value: Any) -> bool:
 
 
 def _cap(entries: dict[tuple[str, str, str, str], Entry], api_version: str) -> None:
-    updates = sorted((e for e in entries.values() if e.operation == "Update"
-                      and e.manager != ANCIENT), key=lambda e: e.time or "")
+    updates = sorted(
+        (e for e in entries.values() if e.operation == "Update" and e.manager != ANCIENT),
+        key=lambda e: e.time or "",
+    )
     excess = len(updates) - MAX_UPDATE_MANAGERS + 1
     if excess <= 0:
         return
-    ancient = entries.setdefault((ANCIENT, "Update", api_version, ""),
-                                 Entry(ANCIENT, "Update", api_version, None))
+    ancient = entries.setdefault(
+        (ANCIENT, "Update", api_version, ""), Entry(ANCIENT, "Update", api_version, None)
+    )
     for e in updates[:excess]:
         ancient.fields |= e.fields
         del entries[e.ident]
 
 
-def record_update(new: Obj, old: Obj | None, who: Manager, api_version: str,
-                  root: Node) -> None:
+def record_update(new: Obj, old: Obj | None, who: Manager, api_version: str, root: Node) -> None:
     """Record a non-apply write's changes in new's managedFields (in place)."""
     new_meta = new.setdefault("metadata", {})
     old_entries = (old or {}).get("metadata", {}).get("managedFields")
@@ -198,8 +221,12 @@ def _already_owned(raw: Any, ident: tuple[str, str, str, str], paths: FieldSet) 
     for e in raw:
         if not isinstance(e, dict):
             return False
-        key = (str(e.get("manager") or ""), e.get("operation"), str(e.get("apiVersion") or ""),
-               str(e.get("subresource") or ""))
+        key = (
+            str(e.get("manager") or ""),
+            e.get("operation"),
+            str(e.get("apiVersion") or ""),
+            str(e.get("subresource") or ""),
+        )
         if key == ident:
             mine = e
         else:
@@ -207,8 +234,9 @@ def _already_owned(raw: Any, ident: tuple[str, str, str, str], paths: FieldSet) 
     if mine is None or not mine.get("time"):
         return False
     fields = mine.get("fieldsV1")
-    return all(fieldsets.owns(fields, p) and not any(fieldsets.owns(o, p) for o in others)
-               for p in paths)
+    return all(
+        fieldsets.owns(fields, p) and not any(fieldsets.owns(o, p) for o in others) for p in paths
+    )
 
 
 def _without_meta(obj: Obj | None) -> Obj:
@@ -285,8 +313,9 @@ def _merge_list(live: list[Any], config: list[Any], node: Node) -> list[Any]:
     return out
 
 
-def _remove(obj: Any, path: Path, node: Node | None, depth: int = 0,
-            keys: tuple[str, ...] = ()) -> bool:
+def _remove(
+    obj: Any, path: Path, node: Node | None, depth: int = 0, keys: tuple[str, ...] = ()
+) -> bool:
     """Remove one path; True when the container it was in became empty.
 
     A map or list emptied by the removal goes too (upstream's typed objects omit empty
@@ -327,8 +356,10 @@ def _check_keys(value: Any, node: Node | None, path: str) -> None:
         for i, item in enumerate(value):
             key = fieldsets.missing_key(item, node)
             if key is not None:
-                raise ApplyError(f"{path}: element {i}: associative list with keys has an "
-                                 f'element that omits key field "{key}"')
+                raise ApplyError(
+                    f"{path}: element {i}: associative list with keys has an "
+                    f'element that omits key field "{key}"'
+                )
             _check_keys(item, node.elem, f"{path}[{i}]")
     elif isinstance(value, dict) and node.kind in ("struct", "map"):
         for k, v in value.items():
@@ -354,12 +385,20 @@ class ApplyRequest:
 
 
 def conflict_error(conflicts: list[tuple[Entry, Path]]) -> errors.ApiError:
-    causes = [{"reason": "FieldManagerConflict", "message": f"conflict with {e.describe()}",
-               "field": fieldsets.format_path(p)} for e, p in conflicts]
+    causes = [
+        {
+            "reason": "FieldManagerConflict",
+            "message": f"conflict with {e.describe()}",
+            "field": fieldsets.format_path(p),
+        }
+        for e, p in conflicts
+    ]
     if len(conflicts) == 1:
         e, p = conflicts[0]
-        message = (f"Apply failed with 1 conflict: conflict with {e.describe()}: "
-                   f"{fieldsets.format_path(p)}")
+        message = (
+            f"Apply failed with 1 conflict: conflict with {e.describe()}: "
+            f"{fieldsets.format_path(p)}"
+        )
     else:
         by: dict[str, list[str]] = {}
         for e, p in conflicts:
@@ -404,8 +443,9 @@ def server_side_apply(live: Obj | None, req: ApplyRequest, root: Node) -> Obj:
     _prune(merged, last_set - owned, root)
     comparison = fieldsets.compare(_without_meta(base), merged, root)
     changed = _strip(comparison.changed())
-    conflicts = [(e, p) for e in entries.values() if e.ident != ident
-                 for p in sorted(e.fields & changed)]
+    conflicts = [
+        (e, p) for e in entries.values() if e.ident != ident for p in sorted(e.fields & changed)
+    ]
     if conflicts and not req.force and req.manager == "kubectl" and live is not None:
         allowed = _allowed_by_last_applied(live, root)
         conflicts = [(e, p) for e, p in conflicts if p not in allowed]
@@ -416,8 +456,11 @@ def server_side_apply(live: Obj | None, req: ApplyRequest, root: Node) -> Obj:
         if e.ident != ident:
             e.fields -= changed
             e.fields -= removed
-    if req.manager == "kubectl" and live is not None and LAST_APPLIED in (
-            (merged.get("metadata") or {}).get("annotations") or {}):
+    if (
+        req.manager == "kubectl"
+        and live is not None
+        and LAST_APPLIED in ((merged.get("metadata") or {}).get("annotations") or {})
+    ):
         config = meta.clone(req.config)
         (config.get("metadata") or {}).get("annotations", {}).pop(LAST_APPLIED, None)
         merged["metadata"]["annotations"][LAST_APPLIED] = dumps(config).decode()
@@ -428,25 +471,29 @@ def server_side_apply(live: Obj | None, req: ApplyRequest, root: Node) -> Obj:
 def check_config(config: Any, rt_api_version: str, kind: str, name: str) -> Obj:
     """An apply body must be an object of this kind and version, naming this object."""
     if not isinstance(config, dict):
-        raise errors.bad_request("error decoding patch: the patch must be a YAML or JSON "
-                                 "object")
+        raise errors.bad_request("error decoding patch: the patch must be a YAML or JSON object")
     if not config.get("apiVersion") or not config.get("kind"):
         missing = "apiVersion" if not config.get("apiVersion") else "kind"
-        raise errors.bad_request(f"error decoding patch: Object '{missing}' is missing in "
-                                 f"'{dumps(config).decode()}'")
+        raise errors.bad_request(
+            f"error decoding patch: Object '{missing}' is missing in '{dumps(config).decode()}'"
+        )
     if config["apiVersion"] != rt_api_version:
-        raise errors.bad_request(f"Incorrect version specified in apply patch. Specified "
-                                 f"patch version: {config['apiVersion']}, expected: "
-                                 f"{rt_api_version}")
+        raise errors.bad_request(
+            f"Incorrect version specified in apply patch. Specified "
+            f"patch version: {config['apiVersion']}, expected: "
+            f"{rt_api_version}"
+        )
     if config["kind"] != kind:
-        raise errors.bad_request(f"the kind in the data ({config['kind']}) does not match "
-                                 f"the expected kind ({kind})")
+        raise errors.bad_request(
+            f"the kind in the data ({config['kind']}) does not match the expected kind ({kind})"
+        )
     m = config.get("metadata") or {}
     if not isinstance(m, dict):
         raise errors.bad_request("metadata must be an object")
     if m.get("managedFields") is not None:
         raise errors.bad_request("metadata.managedFields must be nil")
     if m.get("name") and m["name"] != name:
-        raise errors.bad_request(f"the name of the object ({m['name']}) does not match the "
-                                 f"name on the URL ({name})")
+        raise errors.bad_request(
+            f"the name of the object ({m['name']}) does not match the name on the URL ({name})"
+        )
     return config

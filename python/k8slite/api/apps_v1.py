@@ -22,8 +22,10 @@ def go_map(labels: dict[str, str] | None) -> str:
 def go_selector(sel: dict[str, Any]) -> str:
     exprs = sel.get("matchExpressions")
     rendered = "nil" if not exprs else "{...}"
-    return (f"v1.LabelSelector{{MatchLabels:{go_map(sel.get('matchLabels'))}, "
-            f"MatchExpressions:[]v1.LabelSelectorRequirement({rendered})}}")
+    return (
+        f"v1.LabelSelector{{MatchLabels:{go_map(sel.get('matchLabels'))}, "
+        f"MatchExpressions:[]v1.LabelSelectorRequirement({rendered})}}"
+    )
 
 
 def validate_selector_and_template(errs: FieldErrors, spec: Obj, kind: str) -> None:
@@ -33,8 +35,9 @@ def validate_selector_and_template(errs: FieldErrors, spec: Obj, kind: str) -> N
         errs.required("spec.selector")
         return
     if not selector.get("matchLabels") and not selector.get("matchExpressions"):
-        errs.invalid("spec.selector", go_selector(selector),
-                     f"empty selector is invalid for {kind.lower()}")
+        errs.invalid(
+            "spec.selector", go_selector(selector), f"empty selector is invalid for {kind.lower()}"
+        )
         return
     check_labels(errs, "spec.selector.matchLabels", selector.get("matchLabels"))
     try:
@@ -48,8 +51,11 @@ def validate_selector_and_template(errs: FieldErrors, spec: Obj, kind: str) -> N
     labels = (template.get("metadata") or {}).get("labels") or {}
     check_labels(errs, "spec.template.metadata.labels", labels)
     if not parsed.matches(labels):
-        errs.invalid("spec.template.metadata.labels", go_map(labels),
-                     "`selector` does not match template `labels`")
+        errs.invalid(
+            "spec.template.metadata.labels",
+            go_map(labels),
+            "`selector` does not match template `labels`",
+        )
     validate_pod_spec(errs, "spec.template.spec", template.get("spec"))
     policy = (template.get("spec") or {}).get("restartPolicy")
     if policy != "Always":
@@ -61,9 +67,13 @@ def _int_or_percent(errs: FieldErrors, path: str, value: Any) -> int | None:
     if isinstance(value, str):
         m = _PERCENT_RE.match(value)
         if not m:
-            errs.invalid(path, value, "a valid percent string must be a numeric string followed "
-                         "by an ending '%' (e.g. '1%',  or '93%', regex used for validation is "
-                         "'[0-9]+%')")
+            errs.invalid(
+                path,
+                value,
+                "a valid percent string must be a numeric string followed "
+                "by an ending '%' (e.g. '1%',  or '93%', regex used for validation is "
+                "'[0-9]+%')",
+            )
             return None
         if int(m.group(1)) > 100:
             errs.invalid(path, value, "must not be greater than 100%")
@@ -80,6 +90,7 @@ def _default_template(spec: Obj) -> None:
 
 class _WorkloadStrategy(Strategy):
     tracks_generation = True
+
     def default(self, obj: Obj) -> None:
         spec = obj.setdefault("spec", {})
         if isinstance(spec, dict):
@@ -105,8 +116,15 @@ class _WorkloadStrategy(Strategy):
 
     def validate_status(self, new: Obj, old: Obj, errs: FieldErrors) -> None:
         status = new.get("status") or {}
-        for field in ("replicas", "readyReplicas", "availableReplicas", "updatedReplicas",
-                      "fullyLabeledReplicas", "observedGeneration", "unavailableReplicas"):
+        for field in (
+            "replicas",
+            "readyReplicas",
+            "availableReplicas",
+            "updatedReplicas",
+            "fullyLabeledReplicas",
+            "observedGeneration",
+            "unavailableReplicas",
+        ):
             check_non_negative(errs, f"status.{field}", status.get(field))
 
 
@@ -141,19 +159,26 @@ class DeploymentStrategy(_WorkloadStrategy):
         if kind not in ("Recreate", "RollingUpdate"):
             errs.not_supported("spec.strategy.type", kind, ["Recreate", "RollingUpdate"])
         elif kind == "Recreate" and strategy.get("rollingUpdate") is not None:
-            errs.forbidden("spec.strategy.rollingUpdate",
-                           "may not be specified when strategy `type` is 'Recreate'")
+            errs.forbidden(
+                "spec.strategy.rollingUpdate",
+                "may not be specified when strategy `type` is 'Recreate'",
+            )
         elif kind == "RollingUpdate":
             rolling = strategy.get("rollingUpdate") or {}
             path = "spec.strategy.rollingUpdate"
             surge = _int_or_percent(errs, f"{path}.maxSurge", rolling.get("maxSurge", 0))
-            unavailable = _int_or_percent(errs, f"{path}.maxUnavailable",
-                                          rolling.get("maxUnavailable", 0))
+            unavailable = _int_or_percent(
+                errs, f"{path}.maxUnavailable", rolling.get("maxUnavailable", 0)
+            )
             if surge == 0 and unavailable == 0:
-                errs.invalid(f"{path}.maxUnavailable", rolling.get("maxUnavailable"),
-                             "may not be 0 when `maxSurge` is 0")
+                errs.invalid(
+                    f"{path}.maxUnavailable",
+                    rolling.get("maxUnavailable"),
+                    "may not be 0 when `maxSurge` is 0",
+                )
         check_non_negative(errs, "spec.revisionHistoryLimit", spec.get("revisionHistoryLimit"))
         deadline = spec.get("progressDeadlineSeconds")
         if isinstance(deadline, int) and deadline <= spec.get("minReadySeconds", 0):
-            errs.invalid("spec.progressDeadlineSeconds", deadline,
-                         "must be greater than minReadySeconds")
+            errs.invalid(
+                "spec.progressDeadlineSeconds", deadline, "must be greater than minReadySeconds"
+            )

@@ -43,8 +43,9 @@ def default_container(c: Obj) -> None:
     if "imagePullPolicy" not in c:
         last = image.rsplit("/", 1)[-1]
         tag = last.split(":", 1)[1] if ":" in last and "@" not in image else ""
-        c["imagePullPolicy"] = "Always" if tag in ("", "latest") and "@" not in image \
-            else "IfNotPresent"
+        c["imagePullPolicy"] = (
+            "Always" if tag in ("", "latest") and "@" not in image else "IfNotPresent"
+        )
     c.setdefault("terminationMessagePath", "/dev/termination-log")
     c.setdefault("terminationMessagePolicy", "File")
     resources = c.setdefault("resources", {})
@@ -94,8 +95,14 @@ def add_default_tolerations(spec: Obj) -> None:
     present = {(t.get("key"), t.get("effect")) for t in tolerations if isinstance(t, dict)}
     for key in _DEFAULT_TOLERATIONS:
         if (key, "NoExecute") not in present and (key, None) not in present:
-            tolerations.append({"key": key, "operator": "Exists", "effect": "NoExecute",
-                                "tolerationSeconds": DEFAULT_NOT_READY_SECONDS})
+            tolerations.append(
+                {
+                    "key": key,
+                    "operator": "Exists",
+                    "effect": "NoExecute",
+                    "tolerationSeconds": DEFAULT_NOT_READY_SECONDS,
+                }
+            )
 
 
 def qos_class(spec: Obj) -> str:
@@ -167,8 +174,11 @@ def validate_container(errs: FieldErrors, path: str, c: Any, volumes: set[str]) 
     requests, limits = resources.get("requests") or {}, resources.get("limits") or {}
     for rname, value in requests.items():
         if rname in limits and _q(value) > _q(limits[rname]):
-            errs.invalid(f"{path}.resources.requests", value,
-                         f"must be less than or equal to {rname} limit of {limits[rname]}")
+            errs.invalid(
+                f"{path}.resources.requests",
+                value,
+                f"must be less than or equal to {rname} limit of {limits[rname]}",
+            )
     for i, mount in enumerate(c.get("volumeMounts") or ()):
         mp = f"{path}.volumeMounts[{i}]"
         if not isinstance(mount, dict):
@@ -182,8 +192,13 @@ def validate_container(errs: FieldErrors, path: str, c: Any, volumes: set[str]) 
     for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
         spec = c.get(probe)
         if isinstance(spec, dict):
-            for field in ("initialDelaySeconds", "timeoutSeconds", "periodSeconds",
-                          "successThreshold", "failureThreshold"):
+            for field in (
+                "initialDelaySeconds",
+                "timeoutSeconds",
+                "periodSeconds",
+                "successThreshold",
+                "failureThreshold",
+            ):
                 check_non_negative(errs, f"{path}.{probe}.{field}", spec.get(field))
             handlers = [h for h in ("exec", "httpGet", "tcpSocket", "grpc") if spec.get(h)]
             if len(handlers) != 1:
@@ -218,8 +233,9 @@ def validate_pod_spec(errs: FieldErrors, path: str, spec: Any) -> None:
     policy = spec.get("restartPolicy")
     if policy not in (None, "Always", "OnFailure", "Never"):
         errs.not_supported(f"{path}.restartPolicy", policy, ["Always", "Never", "OnFailure"])
-    check_non_negative(errs, f"{path}.terminationGracePeriodSeconds",
-                       spec.get("terminationGracePeriodSeconds"))
+    check_non_negative(
+        errs, f"{path}.terminationGracePeriodSeconds", spec.get("terminationGracePeriodSeconds")
+    )
     check_non_negative(errs, f"{path}.activeDeadlineSeconds", spec.get("activeDeadlineSeconds"))
     check_labels(errs, f"{path}.nodeSelector", spec.get("nodeSelector"))
     for i, t in enumerate(spec.get("tolerations") or ()):
@@ -231,12 +247,14 @@ def validate_pod_spec(errs: FieldErrors, path: str, spec: Any) -> None:
         if op not in ("Equal", "Exists"):
             errs.not_supported(f"{tp}.operator", op, ["Equal", "Exists"])
         if op == "Exists" and t.get("value"):
-            errs.invalid(f"{tp}.operator", t["value"],
-                         "value must be empty when `operator` is 'Exists'")
+            errs.invalid(
+                f"{tp}.operator", t["value"], "value must be empty when `operator` is 'Exists'"
+            )
         effect = t.get("effect")
         if effect not in (None, "", "NoSchedule", "PreferNoSchedule", "NoExecute"):
-            errs.not_supported(f"{tp}.effect", effect,
-                               ["NoExecute", "NoSchedule", "PreferNoSchedule"])
+            errs.not_supported(
+                f"{tp}.effect", effect, ["NoExecute", "NoSchedule", "PreferNoSchedule"]
+            )
 
 
 # Pod spec fields an update may change (upstream's list, simplified to whole fields).
@@ -297,21 +315,26 @@ class PodStrategy(Strategy):
         if "initContainers" in changed and _only_images_changed(ns, os_, "initContainers"):
             changed.discard("initContainers")
         if changed:
-            errs.forbidden("spec", "pod updates may not change fields other than "
-                           "`spec.containers[*].image`,`spec.initContainers[*].image`,"
-                           "`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to "
-                           "existing tolerations),`spec.terminationGracePeriodSeconds` (allow "
-                           "it to be set to 1 if it was previously negative)")
+            errs.forbidden(
+                "spec",
+                "pod updates may not change fields other than "
+                "`spec.containers[*].image`,`spec.initContainers[*].image`,"
+                "`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to "
+                "existing tolerations),`spec.terminationGracePeriodSeconds` (allow "
+                "it to be set to 1 if it was previously negative)",
+            )
 
 
 def _only_images_changed(new: Obj, old: Obj, group: str) -> bool:
     a, b = new.get(group) or [], old.get(group) or []
     if len(a) != len(b):
         return False
-    strip = [({k: v for k, v in c.items() if k != "image"} if isinstance(c, dict) else c)
-             for c in a]
-    strip_old = [({k: v for k, v in c.items() if k != "image"} if isinstance(c, dict) else c)
-                 for c in b]
+    strip = [
+        ({k: v for k, v in c.items() if k != "image"} if isinstance(c, dict) else c) for c in a
+    ]
+    strip_old = [
+        ({k: v for k, v in c.items() if k != "image"} if isinstance(c, dict) else c) for c in b
+    ]
     return strip == strip_old
 
 
@@ -369,8 +392,11 @@ class NodeStrategy(Strategy):
             if not isinstance(t, dict) or not t.get("key"):
                 errs.required(f"spec.taints[{i}].key")
             elif t.get("effect") not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
-                errs.not_supported(f"spec.taints[{i}].effect", t.get("effect"),
-                                   ["NoExecute", "NoSchedule", "PreferNoSchedule"])
+                errs.not_supported(
+                    f"spec.taints[{i}].effect",
+                    t.get("effect"),
+                    ["NoExecute", "NoSchedule", "PreferNoSchedule"],
+                )
 
 
 @register("", "Service")
@@ -415,8 +441,10 @@ class ServiceStrategy(Strategy):
             if field in old_spec:
                 spec.setdefault(field, old_spec[field])
         if spec.get("type") in ("NodePort", "LoadBalancer"):
-            held = {(p.get("port"), p.get("protocol")): p.get("nodePort")
-                    for p in old_spec.get("ports") or ()}
+            held = {
+                (p.get("port"), p.get("protocol")): p.get("nodePort")
+                for p in old_spec.get("ports") or ()
+            }
             for port in spec.get("ports") or ():
                 kept = held.get((port.get("port"), port.get("protocol")))
                 if isinstance(port, dict) and not port.get("nodePort") and kept:
@@ -435,8 +463,9 @@ class ServiceStrategy(Strategy):
         if spec.get("type") not in types:
             errs.not_supported("spec.type", spec.get("type"), types)
         if spec.get("sessionAffinity") not in ("None", "ClientIP"):
-            errs.not_supported("spec.sessionAffinity", spec.get("sessionAffinity"),
-                               ["ClientIP", "None"])
+            errs.not_supported(
+                "spec.sessionAffinity", spec.get("sessionAffinity"), ["ClientIP", "None"]
+            )
         ports = spec.get("ports") or []
         if not ports and spec.get("type") != "ExternalName" and spec.get("clusterIP") != "None":
             errs.required("spec.ports")
@@ -476,14 +505,21 @@ class ServiceStrategy(Strategy):
                 check_port_number(errs, f"{p}.nodePort", port["nodePort"])
         check_labels(errs, "spec.selector", spec.get("selector"))
         if spec.get("type") in ("NodePort", "LoadBalancer") and spec.get("clusterIP") == "None":
-            errs.invalid("spec.clusterIPs[0]", "None",
-                         f"may not be set to 'None' for {spec['type']} services")
+            errs.invalid(
+                "spec.clusterIPs[0]",
+                "None",
+                f"may not be set to 'None' for {spec['type']} services",
+            )
         if spec.get("sessionAffinity") == "ClientIP":
             timeout = ((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}).get(
-                "timeoutSeconds")
+                "timeoutSeconds"
+            )
             if not isinstance(timeout, int) or not 0 < timeout <= 86400:
-                errs.invalid("spec.sessionAffinityConfig.clientIP.timeoutSeconds", timeout,
-                             "must be greater than 0 and less than 86400")
+                errs.invalid(
+                    "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+                    timeout,
+                    "must be greater than 0 and less than 86400",
+                )
 
     def validate_update(self, new: Obj, old: Obj, errs: FieldErrors, namespaced: bool) -> None:
         super().validate_update(new, old, errs, namespaced)
@@ -500,9 +536,11 @@ class _GoServicePort:
         self.protocol, self.port = protocol, port
 
     def __str__(self) -> str:
-        return (f'core.ServicePort{{Name:"", Protocol:"{self.protocol}", '
-                f"AppProtocol:(*string)(nil), Port:{self.port}, "
-                'TargetPort:intstr.IntOrString{Type:0, IntVal:0, StrVal:""}, NodePort:0}')
+        return (
+            f'core.ServicePort{{Name:"", Protocol:"{self.protocol}", '
+            f"AppProtocol:(*string)(nil), Port:{self.port}, "
+            'TargetPort:intstr.IntOrString{Type:0, IntVal:0, StrVal:""}, NodePort:0}'
+        )
 
 
 def _drop_type_dependent_fields(spec: Obj, old_spec: Obj) -> None:
@@ -511,14 +549,23 @@ def _drop_type_dependent_fields(spec: Obj, old_spec: Obj) -> None:
     Values the client changed itself are left for validation to judge."""
     node_port_types = ("NodePort", "LoadBalancer")
     if old_spec.get("type") in node_port_types and spec.get("type") not in node_port_types:
-        held = {(p.get("port"), p.get("protocol")): p.get("nodePort")
-                for p in old_spec.get("ports") or () if isinstance(p, dict)}
+        held = {
+            (p.get("port"), p.get("protocol")): p.get("nodePort")
+            for p in old_spec.get("ports") or ()
+            if isinstance(p, dict)
+        }
         for port in spec.get("ports") or ():
-            if isinstance(port, dict) and port.get("nodePort") and \
-                    held.get((port.get("port"), port.get("protocol"))) == port["nodePort"]:
+            if (
+                isinstance(port, dict)
+                and port.get("nodePort")
+                and held.get((port.get("port"), port.get("protocol"))) == port["nodePort"]
+            ):
                 del port["nodePort"]
-    if spec.get("type") == "ExternalName" and old_spec.get("type") != "ExternalName" \
-            and spec.get("clusterIP") == old_spec.get("clusterIP"):
+    if (
+        spec.get("type") == "ExternalName"
+        and old_spec.get("type") != "ExternalName"
+        and spec.get("clusterIP") == old_spec.get("clusterIP")
+    ):
         for field in ("clusterIP", "clusterIPs", "ipFamilies", "ipFamilyPolicy"):
             spec.pop(field, None)
 
@@ -567,8 +614,7 @@ def _check_base64(errs: FieldErrors, path: str, value: Any) -> None:
     try:
         base64.b64decode(value, validate=True)
     except (binascii.Error, TypeError, ValueError):
-        errs.invalid(path, "<secret contents redacted>",
-                     "illegal base64 data at input byte 0")
+        errs.invalid(path, "<secret contents redacted>", "illegal base64 data at input byte 0")
 
 
 @register("", "Secret")
@@ -608,8 +654,9 @@ class EventStrategy(Strategy):
             return
         ns = obj.get("metadata", {}).get("namespace")
         if involved.get("namespace") and involved["namespace"] != ns:
-            errs.invalid("involvedObject.namespace", involved["namespace"],
-                         "does not match event.namespace")
+            errs.invalid(
+                "involvedObject.namespace", involved["namespace"], "does not match event.namespace"
+            )
 
 
 @register("", "ServiceAccount")

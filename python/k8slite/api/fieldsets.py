@@ -77,8 +77,7 @@ def _list_items(value: list[Any], node: Node) -> dict[str, Any]:
     return out
 
 
-def to_set(value: Any, node: Node | None, path: Path = (), out: FieldSet | None = None
-           ) -> FieldSet:
+def to_set(value: Any, node: Node | None, path: Path = (), out: FieldSet | None = None) -> FieldSet:
     """The fields an applied configuration sets (upstream's ToFieldSet)."""
     out = set() if out is None else out
     if not granular(node) or not isinstance(value, dict | list):
@@ -175,8 +174,9 @@ class Comparison:
         return not (self.added or self.modified or self.removed)
 
 
-def compare(old: Any, new: Any, node: Node | None, path: Path = (),
-            out: Comparison | None = None) -> Comparison:
+def compare(
+    old: Any, new: Any, node: Node | None, path: Path = (), out: Comparison | None = None
+) -> Comparison:
     out = Comparison() if out is None else out
     if old == new:  # the common case for most subtrees, checked at C speed
         return out

@@ -13,8 +13,14 @@ from typing import Any
 from k8slite.api.schemas import Definition, Node
 
 DIRECTIVES = ("Strict", "Warn", "Ignore")
-_JSON_TYPES = {str: "string", bool: "bool", int: "number", float: "number", list: "array",
-               dict: "object"}
+_JSON_TYPES = {
+    str: "string",
+    bool: "bool",
+    int: "number",
+    float: "number",
+    list: "array",
+    dict: "object",
+}
 
 
 @dataclass
@@ -37,9 +43,15 @@ def go_type(node: Node) -> str:
         return "[]" + go_type(node.elem)
     if node.kind == "map" and node.elem is not None:
         return "map[string]" + go_type(node.elem)
-    return {"integer": "int32", "boolean": "bool", "number": "float64", "string": "string",
-            "time": "v1.Time", "quantity": "resource.Quantity",
-            "intstr": "intstr.IntOrString"}.get(node.kind, "interface {}")
+    return {
+        "integer": "int32",
+        "boolean": "bool",
+        "number": "float64",
+        "string": "string",
+        "time": "v1.Time",
+        "quantity": "resource.Quantity",
+        "intstr": "intstr.IntOrString",
+    }.get(node.kind, "interface {}")
 
 
 def _type_ok(node: Node, value: Any) -> bool:
@@ -87,14 +99,16 @@ class _Walker:
                 json_type = _JSON_TYPES.get(type(value), "value")
                 self.found.type_error = (
                     f"json: cannot unmarshal {json_type} into Go struct field "
-                    f"{owner.short}.{path} of type {go_type(node)}")
+                    f"{owner.short}.{path} of type {go_type(node)}"
+                )
                 self.found.type_path = path
             return
         kind = node.kind
         if kind == "struct" and node.definition is not None:
             self.struct(value, node.definition, path)
-        elif kind == "list" and node.elem is not None and node.elem.kind in ("struct", "list",
-                                                                              "map"):
+        elif (
+            kind == "list" and node.elem is not None and node.elem.kind in ("struct", "list", "map")
+        ):
             for i, item in enumerate(value):
                 if item is not None:
                     self.value(item, node.elem, f"{path}[{i}]", owner)

@@ -40,8 +40,7 @@ def _index(container: list[Any], token: str, allow_end: bool, path: str) -> int:
     i = int(token)
     limit = len(container) if allow_end else len(container) - 1
     if i > limit:
-        raise errors.ApiError(422, "Invalid",
-                              f"Unable to access invalid index: {i}")
+        raise errors.ApiError(422, "Invalid", f"Unable to access invalid index: {i}")
     return i
 
 
@@ -50,8 +49,9 @@ def _parent(doc: Any, tokens: list[str], path: str) -> Any:
     for token in tokens[:-1]:
         if isinstance(node, dict):
             if token not in node:
-                raise errors.ApiError(422, "Invalid",
-                                      f"doc is missing path: \"{path}\": missing value")
+                raise errors.ApiError(
+                    422, "Invalid", f'doc is missing path: "{path}": missing value'
+                )
             node = node[token]
         elif isinstance(node, list):
             node = node[_index(node, token, False, path)]
@@ -83,8 +83,9 @@ def _remove(doc: Any, path: str) -> Any:
     last = tokens[-1]
     if isinstance(parent, dict):
         if last not in parent:
-            raise errors.ApiError(422, "Invalid",
-                                  f"Unable to remove nonexistent key: {last}: missing value")
+            raise errors.ApiError(
+                422, "Invalid", f"Unable to remove nonexistent key: {last}: missing value"
+            )
         return parent.pop(last)
     if isinstance(parent, list):
         return parent.pop(_index(parent, last, False, path))
@@ -134,8 +135,7 @@ def json_patch(doc: Any, operations: Any) -> Any:
             doc = _add(doc, path, meta.clone(_get(doc, op.get("from", ""))))
         elif kind == "test":
             if _get(doc, path) != op["value"]:
-                raise errors.ApiError(422, "Invalid",
-                                      f"testing value {path} failed: test failed")
+                raise errors.ApiError(422, "Invalid", f"testing value {path} failed: test failed")
         else:
-            raise errors.bad_request(f'Unexpected kind: {kind}')
+            raise errors.bad_request(f"Unexpected kind: {kind}")
     return doc

@@ -45,7 +45,10 @@ _CONTAINER = {
     "env": keyed("name"),
     "volumeMounts": keyed("mountPath"),
     "volumeDevices": keyed("devicePath"),
-    "command": ATOMIC, "args": ATOMIC, "envFrom": ATOMIC, "resizePolicy": ATOMIC,
+    "command": ATOMIC,
+    "args": ATOMIC,
+    "envFrom": ATOMIC,
+    "resizePolicy": ATOMIC,
     "restartPolicyRules": ATOMIC,
 }
 _CONDITIONS = {"conditions": keyed("type")}
@@ -101,12 +104,19 @@ FIELDS: dict[str, dict[str, FieldMeta]] = {
     CORE + "NodeSelectorTerm": {"matchExpressions": ATOMIC, "matchFields": ATOMIC},
     CORE + "NodeSelectorRequirement": {"values": ATOMIC},
     CORE + "NodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": ATOMIC},
-    CORE + "PodAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": ATOMIC,
-                           "preferredDuringSchedulingIgnoredDuringExecution": ATOMIC},
-    CORE + "PodAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": ATOMIC,
-                               "preferredDuringSchedulingIgnoredDuringExecution": ATOMIC},
-    CORE + "PodAffinityTerm": {"namespaces": ATOMIC, "matchLabelKeys": ATOMIC,
-                               "mismatchLabelKeys": ATOMIC},
+    CORE + "PodAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": ATOMIC,
+        "preferredDuringSchedulingIgnoredDuringExecution": ATOMIC,
+    },
+    CORE + "PodAntiAffinity": {
+        "requiredDuringSchedulingIgnoredDuringExecution": ATOMIC,
+        "preferredDuringSchedulingIgnoredDuringExecution": ATOMIC,
+    },
+    CORE + "PodAffinityTerm": {
+        "namespaces": ATOMIC,
+        "matchLabelKeys": ATOMIC,
+        "mismatchLabelKeys": ATOMIC,
+    },
     CORE + "SecretVolumeSource": {"items": ATOMIC},
     CORE + "ConfigMapVolumeSource": {"items": ATOMIC},
     CORE + "ProjectedVolumeSource": {"sources": ATOMIC},
@@ -114,20 +124,23 @@ FIELDS: dict[str, dict[str, FieldMeta]] = {
     CORE + "ServiceSpec": {
         "ports": keyed("port", "protocol"),
         "selector": ATOMIC_MAP,
-        "clusterIPs": ATOMIC, "externalIPs": ATOMIC, "loadBalancerSourceRanges": ATOMIC,
+        "clusterIPs": ATOMIC,
+        "externalIPs": ATOMIC,
+        "loadBalancerSourceRanges": ATOMIC,
         "ipFamilies": ATOMIC,
     },
     CORE + "ServiceStatus": _CONDITIONS,
     CORE + "LoadBalancerStatus": {"ingress": ATOMIC},
     CORE + "ServiceAccount": {"secrets": keyed("name"), "imagePullSecrets": ATOMIC},
     CORE + "Endpoints": {"subsets": ATOMIC},
-    CORE + "EndpointSubset": {"addresses": ATOMIC, "notReadyAddresses": ATOMIC,
-                              "ports": ATOMIC},
+    CORE + "EndpointSubset": {"addresses": ATOMIC, "notReadyAddresses": ATOMIC, "ports": ATOMIC},
     CORE + "NodeSpec": {"podCIDRs": MERGED_SET, "taints": ATOMIC},
     CORE + "NodeStatus": {
         **_CONDITIONS,
         "addresses": keyed("type"),
-        "images": ATOMIC, "volumesInUse": ATOMIC, "volumesAttached": ATOMIC,
+        "images": ATOMIC,
+        "volumesInUse": ATOMIC,
+        "volumesAttached": ATOMIC,
         "runtimeHandlers": ATOMIC,
     },
     CORE + "ContainerImage": {"names": ATOMIC},
@@ -142,15 +155,28 @@ FIELDS: dict[str, dict[str, FieldMeta]] = {
 }
 
 # Structs owned as a whole by server-side apply (upstream's +structType=atomic).
-ATOMIC_STRUCTS = frozenset({
-    META + "LabelSelector", META + "OwnerReference",
-    CORE + "ObjectReference", CORE + "LocalObjectReference", CORE + "SecretReference",
-    CORE + "TypedLocalObjectReference", CORE + "ConfigMapKeySelector",
-    CORE + "SecretKeySelector", CORE + "FileKeySelector", CORE + "ObjectFieldSelector",
-    CORE + "ResourceFieldSelector", CORE + "EnvVarSource", CORE + "NodeSelector",
-    CORE + "NodeSelectorTerm", CORE + "EndpointAddress", CORE + "EndpointPort",
-    DISCOVERY + "EndpointPort", DISCOVERY + "ForNode",
-})
+ATOMIC_STRUCTS = frozenset(
+    {
+        META + "LabelSelector",
+        META + "OwnerReference",
+        CORE + "ObjectReference",
+        CORE + "LocalObjectReference",
+        CORE + "SecretReference",
+        CORE + "TypedLocalObjectReference",
+        CORE + "ConfigMapKeySelector",
+        CORE + "SecretKeySelector",
+        CORE + "FileKeySelector",
+        CORE + "ObjectFieldSelector",
+        CORE + "ResourceFieldSelector",
+        CORE + "EnvVarSource",
+        CORE + "NodeSelector",
+        CORE + "NodeSelectorTerm",
+        CORE + "EndpointAddress",
+        CORE + "EndpointPort",
+        DISCOVERY + "EndpointPort",
+        DISCOVERY + "ForNode",
+    }
+)
 
 # Defaults of list-map key fields: an applied element may omit them (upstream declares the
 # same defaults in its OpenAPI so that apply can key such elements).
@@ -160,8 +186,7 @@ KEY_DEFAULTS = {"protocol": "TCP"}
 ENUMS: dict[tuple[str, str], tuple[str, ...]] = {
     (APPS + "DeploymentStrategy", "type"): ("Recreate", "RollingUpdate"),
     (CORE + "PodSpec", "restartPolicy"): ("Always", "Never", "OnFailure"),
-    (CORE + "PodSpec", "dnsPolicy"): ("ClusterFirst", "ClusterFirstWithHostNet", "Default",
-                                      "None"),
+    (CORE + "PodSpec", "dnsPolicy"): ("ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"),
     (CORE + "Container", "imagePullPolicy"): ("Always", "IfNotPresent", "Never"),
     (CORE + "ContainerPort", "protocol"): ("SCTP", "TCP", "UDP"),
     (CORE + "ServicePort", "protocol"): ("SCTP", "TCP", "UDP"),
@@ -171,11 +196,21 @@ ENUMS: dict[tuple[str, str], tuple[str, ...]] = {
 }
 
 # JSON field names whose untyped ("object") values are upstream's IntOrString.
-INT_OR_STRING = frozenset({"maxSurge", "maxUnavailable", "port", "targetPort",
-                           "minAvailable"})
+INT_OR_STRING = frozenset({"maxSurge", "maxUnavailable", "port", "targetPort", "minAvailable"})
 # Fields holding resource quantities (a string or a number on the wire).
-QUANTITY_FIELDS = frozenset({"limits", "requests", "capacity", "allocatable", "overhead",
-                             "sizeLimit", "allocatedResources", "hard", "used"})
+QUANTITY_FIELDS = frozenset(
+    {
+        "limits",
+        "requests",
+        "capacity",
+        "allocatable",
+        "overhead",
+        "sizeLimit",
+        "allocatedResources",
+        "hard",
+        "used",
+    }
+)
 # Time fields with microsecond precision (metav1.MicroTime rather than metav1.Time).
 MICRO_TIME_FIELDS = frozenset({"acquireTime", "renewTime", "eventTime", "lastObservedTime"})
 

@@ -25,27 +25,38 @@ class Column:
     format: str = ""
 
     def definition(self) -> Obj:
-        return {"name": self.name, "type": self.type, "format": self.format,
-                "description": self.description, "priority": self.priority}
+        return {
+            "name": self.name,
+            "type": self.type,
+            "format": self.format,
+            "description": self.description,
+            "priority": self.priority,
+        }
 
 
-NAME_DOC = ("Name must be unique within a namespace. Is required when creating resources, "
-            "although some resources may allow a client to request the generation of an "
-            "appropriate name automatically. Name is primarily intended for creation "
-            "idempotence and configuration definition. Cannot be updated. More info: "
-            "https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names")
-AGE_DOC = ("CreationTimestamp is a timestamp representing the server time when this object "
-           "was created. It is not guaranteed to be set in happens-before order across "
-           "separate operations. Clients may not set this value. It is represented in "
-           "RFC3339 form and is in UTC.\n\nPopulated by the system. Read-only. Null for "
-           "lists. More info: https://git.k8s.io/community/contributors/devel/sig-architecture"
-           "/api-conventions.md#metadata")
+NAME_DOC = (
+    "Name must be unique within a namespace. Is required when creating resources, "
+    "although some resources may allow a client to request the generation of an "
+    "appropriate name automatically. Name is primarily intended for creation "
+    "idempotence and configuration definition. Cannot be updated. More info: "
+    "https://kubernetes.io/docs/concepts/overview/working-with-objects/names#names"
+)
+AGE_DOC = (
+    "CreationTimestamp is a timestamp representing the server time when this object "
+    "was created. It is not guaranteed to be set in happens-before order across "
+    "separate operations. Clients may not set this value. It is represented in "
+    "RFC3339 form and is in UTC.\n\nPopulated by the system. Read-only. Null for "
+    "lists. More info: https://git.k8s.io/community/contributors/devel/sig-architecture"
+    "/api-conventions.md#metadata"
+)
 NAME = Column("Name", format="name", description=NAME_DOC)
 AGE = Column("Age", description=AGE_DOC)
-CONTAINERS = Column("Containers", priority=1,
-                    description="Names of each container in the template.")
-IMAGES = Column("Images", priority=1,
-                description="Images referenced by each container in the template.")
+CONTAINERS = Column(
+    "Containers", priority=1, description="Names of each container in the template."
+)
+IMAGES = Column(
+    "Images", priority=1, description="Images referenced by each container in the template."
+)
 SELECTOR = Column("Selector", priority=1, description="A label query over pods.")
 
 
@@ -126,8 +137,10 @@ def go_selector(sel: Any) -> str:
 
 def containers_and_images(spec: Any) -> tuple[str, str]:
     containers = (spec or {}).get("containers") or []
-    return (",".join(str(c.get("name", "")) for c in containers),
-            ",".join(str(c.get("image", "")) for c in containers))
+    return (
+        ",".join(str(c.get("name", "")) for c in containers),
+        ",".join(str(c.get("image", "")) for c in containers),
+    )
 
 
 def _template_spec(obj: Obj) -> Obj:
@@ -159,7 +172,8 @@ def pod_status(pod: Obj) -> tuple[str, int, str, int, int]:
             reason = "SchedulingGated"
     init_specs = {c.get("name"): c for c in spec.get("initContainers") or ()}
     total = len(spec.get("containers") or ()) + sum(
-        1 for c in init_specs.values() if _restartable(c))
+        1 for c in init_specs.values() if _restartable(c)
+    )
     restarts = sidecar_restarts = ready = 0
     last = sidecar_last = ""
     initializing = False
@@ -197,8 +211,9 @@ def pod_status(pod: Obj) -> tuple[str, int, str, int, int]:
         running = False
         for cs in reversed(status.get("containerStatuses") or []):
             restarts += int(cs.get("restartCount") or 0)
-            last = _later(last, ((cs.get("lastState") or {}).get("terminated") or {})
-                          .get("finishedAt"))
+            last = _later(
+                last, ((cs.get("lastState") or {}).get("terminated") or {}).get("finishedAt")
+            )
             state = cs.get("state") or {}
             term, waiting = state.get("terminated"), state.get("waiting")
             if waiting and waiting.get("reason"):
@@ -206,14 +221,16 @@ def pod_status(pod: Obj) -> tuple[str, int, str, int, int]:
             elif term and term.get("reason"):
                 reason = term["reason"]
             elif term:
-                reason = (f"Signal:{term['signal']}" if term.get("signal")
-                          else f"ExitCode:{term.get('exitCode', 0)}")
+                reason = (
+                    f"Signal:{term['signal']}"
+                    if term.get("signal")
+                    else f"ExitCode:{term.get('exitCode', 0)}"
+                )
             elif cs.get("ready") and state.get("running") is not None:
                 running = True
                 ready += 1
         if reason == "Completed" and running:
-            reason = ("Running" if _condition_true(status.get("conditions"), "Ready")
-                      else "NotReady")
+            reason = "Running" if _condition_true(status.get("conditions"), "Ready") else "NotReady"
     deleting = pod.get("metadata", {}).get("deletionTimestamp")
     if deleting and status.get("reason") == "NodeLost":
         reason = "Unknown"
@@ -236,19 +253,39 @@ def pod_row(pod: Obj, now: dt.datetime) -> list[Cell]:
         conds = {c.get("type"): c.get("status") for c in status.get("conditions") or ()}
         true = sum(1 for g in gates if conds.get(g.get("conditionType")) == "True")
         gates_cell = f"{true}/{len(gates)}"
-    return [pod["metadata"].get("name", ""), f"{ready}/{total}", reason, restarts_cell,
-            age(pod, now), ip, spec.get("nodeName") or "<none>",
-            status.get("nominatedNodeName") or "<none>", gates_cell]
+    return [
+        pod["metadata"].get("name", ""),
+        f"{ready}/{total}",
+        reason,
+        restarts_cell,
+        age(pod, now),
+        ip,
+        spec.get("nodeName") or "<none>",
+        status.get("nominatedNodeName") or "<none>",
+        gates_cell,
+    ]
 
 
 def pod_conditions(pod: Obj) -> list[Obj] | None:
     phase = (pod.get("status") or {}).get("phase")
     if phase == "Succeeded":
-        return [{"type": "Completed", "status": "True", "reason": "Succeeded",
-                 "message": "The pod has completed successfully."}]
+        return [
+            {
+                "type": "Completed",
+                "status": "True",
+                "reason": "Succeeded",
+                "message": "The pod has completed successfully.",
+            }
+        ]
     if phase == "Failed":
-        return [{"type": "Completed", "status": "True", "reason": "Failed",
-                 "message": "The pod failed."}]
+        return [
+            {
+                "type": "Completed",
+                "status": "True",
+                "reason": "Failed",
+                "message": "The pod failed.",
+            }
+        ]
     return None
 
 
@@ -258,18 +295,31 @@ def pod_conditions(pod: Obj) -> list[Obj] | None:
 def deployment_row(d: Obj, now: dt.datetime) -> list[Cell]:
     spec, status = d.get("spec") or {}, d.get("status") or {}
     names, images = containers_and_images(_template_spec(d))
-    return [d["metadata"].get("name", ""),
-            f"{status.get('readyReplicas', 0)}/{spec.get('replicas', 0)}",
-            status.get("updatedReplicas", 0), status.get("availableReplicas", 0), age(d, now),
-            names, images, go_selector(spec.get("selector"))]
+    return [
+        d["metadata"].get("name", ""),
+        f"{status.get('readyReplicas', 0)}/{spec.get('replicas', 0)}",
+        status.get("updatedReplicas", 0),
+        status.get("availableReplicas", 0),
+        age(d, now),
+        names,
+        images,
+        go_selector(spec.get("selector")),
+    ]
 
 
 def replicaset_row(rs: Obj, now: dt.datetime) -> list[Cell]:
     spec, status = rs.get("spec") or {}, rs.get("status") or {}
     names, images = containers_and_images(_template_spec(rs))
-    return [rs["metadata"].get("name", ""), spec.get("replicas", 0), status.get("replicas", 0),
-            status.get("readyReplicas", 0), age(rs, now), names, images,
-            go_selector(spec.get("selector"))]
+    return [
+        rs["metadata"].get("name", ""),
+        spec.get("replicas", 0),
+        status.get("replicas", 0),
+        status.get("readyReplicas", 0),
+        age(rs, now),
+        names,
+        images,
+        go_selector(spec.get("selector")),
+    ]
 
 
 def node_row(node: Obj, now: dt.datetime) -> list[Cell]:
@@ -284,22 +334,28 @@ def node_row(node: Obj, now: dt.datetime) -> list[Cell]:
         states.append("SchedulingDisabled")
     roles = set()
     for k, v in (node["metadata"].get("labels") or {}).items():
-        if k.startswith("node-role.kubernetes.io/") and k[len("node-role.kubernetes.io/"):]:
-            roles.add(k[len("node-role.kubernetes.io/"):])
+        if k.startswith("node-role.kubernetes.io/") and k[len("node-role.kubernetes.io/") :]:
+            roles.add(k[len("node-role.kubernetes.io/") :])
         elif k == "kubernetes.io/role" and v:
             roles.add(v)
     info = status.get("nodeInfo") or {}
     addresses = status.get("addresses") or []
 
     def address(kind: str) -> str:
-        return next((a.get("address", "") for a in addresses if a.get("type") == kind),
-                    "<none>")
+        return next((a.get("address", "") for a in addresses if a.get("type") == kind), "<none>")
 
-    return [node["metadata"].get("name", ""), ",".join(states),
-            ",".join(sorted(roles)) or "<none>", age(node, now),
-            info.get("kubeletVersion", ""), address("InternalIP"), address("ExternalIP"),
-            info.get("osImage") or "<unknown>", info.get("kernelVersion") or "<unknown>",
-            info.get("containerRuntimeVersion") or "<unknown>"]
+    return [
+        node["metadata"].get("name", ""),
+        ",".join(states),
+        ",".join(sorted(roles)) or "<none>",
+        age(node, now),
+        info.get("kubeletVersion", ""),
+        address("InternalIP"),
+        address("ExternalIP"),
+        info.get("osImage") or "<unknown>",
+        info.get("kernelVersion") or "<unknown>",
+        info.get("containerRuntimeVersion") or "<unknown>",
+    ]
 
 
 def _external_ip(spec: Obj, status: Obj) -> str:
@@ -308,9 +364,13 @@ def _external_ip(spec: Obj, status: Obj) -> str:
     if kind in ("ClusterIP", "NodePort"):
         return ",".join(external) if external else "<none>"
     if kind == "LoadBalancer":
-        ingress = sorted({i.get("ip") or i.get("hostname") for i in
-                          (status.get("loadBalancer") or {}).get("ingress") or ()
-                          if i.get("ip") or i.get("hostname")})
+        ingress = sorted(
+            {
+                i.get("ip") or i.get("hostname")
+                for i in (status.get("loadBalancer") or {}).get("ingress") or ()
+                if i.get("ip") or i.get("hostname")
+            }
+        )
         results = ingress + external
         return ",".join(results) if results else "<pending>"
     if kind == "ExternalName":
@@ -328,10 +388,15 @@ def service_row(svc: Obj, now: dt.datetime) -> list[Cell]:
             ports.append(f"{p.get('port')}:{p['nodePort']}/{proto}")
         else:
             ports.append(f"{p.get('port')}/{proto}")
-    return [svc["metadata"].get("name", ""), spec.get("type") or "ClusterIP",
-            ips[0] if ips else (spec.get("clusterIP") or "<none>"),
-            _external_ip(spec, status), ",".join(ports) or "<none>", age(svc, now),
-            go_labels(spec.get("selector"))]
+    return [
+        svc["metadata"].get("name", ""),
+        spec.get("type") or "ClusterIP",
+        ips[0] if ips else (spec.get("clusterIP") or "<none>"),
+        _external_ip(spec, status),
+        ",".join(ports) or "<none>",
+        age(svc, now),
+        go_labels(spec.get("selector")),
+    ]
 
 
 def _with_more(items: list[str], count: int, limit: int = 3, empty: str = "<unset>") -> str:
@@ -363,17 +428,25 @@ def endpoints_row(ep: Obj, now: dt.datetime) -> list[Cell]:
 
 def endpointslice_row(es: Obj, now: dt.datetime) -> list[Cell]:
     ports = es.get("ports") or []
-    port_cells = [str(p.get("port") if p.get("port") is not None else p.get("name") or "*")
-                  for p in ports]
+    port_cells = [
+        str(p.get("port") if p.get("port") is not None else p.get("name") or "*") for p in ports
+    ]
     addresses = [a for e in es.get("endpoints") or () for a in e.get("addresses") or ()]
-    return [es["metadata"].get("name", ""), es.get("addressType", ""),
-            _with_more(port_cells, len(port_cells)),
-            _with_more(addresses, len(addresses)), age(es, now)]
+    return [
+        es["metadata"].get("name", ""),
+        es.get("addressType", ""),
+        _with_more(port_cells, len(port_cells)),
+        _with_more(addresses, len(addresses)),
+        age(es, now),
+    ]
 
 
 def event_row(ev: Obj, now: dt.datetime) -> list[Cell]:
-    first = since(ev.get("firstTimestamp"), now) if ev.get("firstTimestamp") else \
-        since(ev.get("eventTime"), now)
+    first = (
+        since(ev.get("firstTimestamp"), now)
+        if ev.get("firstTimestamp")
+        else since(ev.get("eventTime"), now)
+    )
     last = since(ev.get("lastTimestamp"), now) if ev.get("lastTimestamp") else first
     count = ev.get("count") or 0
     series = ev.get("series")
@@ -388,9 +461,18 @@ def event_row(ev: Obj, now: dt.datetime) -> list[Cell]:
     source = ev.get("source") or {}
     component = source.get("component") or ev.get("reportingComponent") or ""
     host = source.get("host") or ev.get("reportingInstance") or ""
-    return [last, ev.get("type", ""), ev.get("reason", ""), target,
-            involved.get("fieldPath", ""), f"{component}, {host}" if host else component,
-            str(ev.get("message", "")).strip(), first, count, ev["metadata"].get("name", "")]
+    return [
+        last,
+        ev.get("type", ""),
+        ev.get("reason", ""),
+        target,
+        involved.get("fieldPath", ""),
+        f"{component}, {host}" if host else component,
+        str(ev.get("message", "")).strip(),
+        first,
+        count,
+        ev["metadata"].get("name", ""),
+    ]
 
 
 def _simple(*fields: Callable[[Obj], Cell]) -> Callable[[Obj, dt.datetime], list[Cell]]:
@@ -415,103 +497,242 @@ def _ready_doc(what: str) -> str:
 
 
 PRINTERS: dict[tuple[str, str], Printer] = {
-    ("", "Pod"): Printer((
-        NAME, Column("Ready", description=_ready_doc("pod")),
-        Column("Status", description="The aggregate status of the containers in this pod."),
-        Column("Restarts", description="The number of times the containers in this pod have "
-               "been restarted and when the last container in this pod has restarted."),
-        AGE, Column("IP", priority=1, description="podIP address allocated to the pod."),
-        Column("Node", priority=1, description="NodeName indicates in which node this pod "
-               "is scheduled."),
-        Column("Nominated Node", priority=1, description="nominatedNodeName is set only when "
-               "this pod preempts other pods on the node."),
-        Column("Readiness Gates", priority=1, description="If specified, all readiness gates "
-               "will be evaluated for pod readiness."),
-    ), pod_row, pod_conditions),
-    ("apps", "Deployment"): Printer((
-        NAME, Column("Ready", description="Number of the pod with ready state"),
-        Column("Up-to-date", description="Total number of non-terminating pods targeted by "
-               "this deployment that have the desired template spec."),
-        Column("Available", description="Total number of available non-terminating pods "
-               "(ready for at least minReadySeconds) targeted by this deployment."),
-        AGE, CONTAINERS, IMAGES, SELECTOR), deployment_row),
-    ("apps", "ReplicaSet"): Printer((
-        NAME, Column("Desired", "integer", "Replicas is the number of desired replicas."),
-        Column("Current", "integer", "Replicas is the most recently observed number of "
-               "replicas."),
-        Column("Ready", "integer", "The number of ready replicas for this replica set."),
-        AGE, CONTAINERS, IMAGES, SELECTOR), replicaset_row),
-    ("", "Node"): Printer((
-        NAME, Column("Status", description="The status of the node"),
-        Column("Roles", description="The roles of the node"), AGE,
-        Column("Version", description="Kubelet Version reported by the node."),
-        Column("Internal-IP", priority=1, description="List of addresses reachable to the "
-               "node."),
-        Column("External-IP", priority=1, description="List of addresses reachable to the "
-               "node."),
-        Column("OS-Image", priority=1, description="OS Image reported by the node from "
-               "/etc/os-release (e.g. Debian GNU/Linux 7 (wheezy))."),
-        Column("Kernel-Version", priority=1, description="Kernel Version reported by the "
-               "node from 'uname -r' (e.g. 3.16.0-0.bpo.4-amd64)."),
-        Column("Container-Runtime", priority=1, description="ContainerRuntime Version "
-               "reported by the node through runtime remote API (e.g. containerd://1.4.2)."),
-    ), node_row),
-    ("", "Service"): Printer((
-        NAME, Column("Type", description="type determines how the Service is exposed."),
-        Column("Cluster-IP", description="clusterIP is the IP address of the service."),
-        Column("External-IP", description="externalIPs is a list of IP addresses for which "
-               "nodes in the cluster will also accept traffic for this service."),
-        Column("Port(s)", description="The list of ports that are exposed by this service."),
-        AGE, Column("Selector", priority=1, description="Route service traffic to pods with "
-                    "label keys and values matching this selector.")), service_row),
-    ("", "Endpoints"): Printer((
-        NAME, Column("Endpoints", description="The set of all endpoints is the union of all "
-                     "subsets."), AGE), endpoints_row),
-    ("discovery.k8s.io", "EndpointSlice"): Printer((
-        NAME, Column("AddressType", description="addressType specifies the type of address "
-                     "carried by this EndpointSlice."),
-        Column("Ports", description="ports specifies the list of network ports exposed by "
-               "each endpoint in this slice."),
-        Column("Endpoints", description="endpoints is a list of unique endpoints in this "
-               "slice."), AGE), endpointslice_row),
-    ("", "Namespace"): Printer((
-        NAME, Column("Status", description="The status of the namespace"), AGE),
-        _simple(lambda o: (o.get("status") or {}).get("phase", ""))),
-    ("", "Event"): Printer((
-        Column("Last Seen", description="The time at which the most recent occurrence of "
-               "this event was recorded."),
-        Column("Type", description="Type of this event (Normal, Warning), new types could be "
-               "added in the future"),
-        Column("Reason", description="This should be a short, machine understandable string "
-               "that gives the reason for the transition into the object's current status."),
-        Column("Object", description="The object that this event is about."),
-        Column("Subobject", priority=1, description="If referring to a piece of an object "
-               "instead of an entire object, this string should contain a valid JSON/Go "
-               "field access statement, such as desiredState.manifest.containers[2]."),
-        Column("Source", priority=1, description="The component reporting this event."),
-        Column("Message", description="A human-readable description of the status of this "
-               "operation."),
-        Column("First Seen", priority=1, description="The time at which the event was first "
-               "recorded."),
-        Column("Count", priority=1, description="The number of times this event has "
-               "occurred."),
-        Column("Name", priority=1, format="name", description=NAME_DOC)), event_row),
-    ("", "ConfigMap"): Printer((
-        NAME, Column("Data", description="Data contains the configuration data."), AGE),
-        _simple(lambda o: len(o.get("data") or {}) + len(o.get("binaryData") or {}))),
-    ("", "Secret"): Printer((
-        NAME, Column("Type", description="Used to facilitate programmatic handling of "
-                     "secret data."),
-        Column("Data", description="Data contains the secret data."), AGE),
-        _simple(lambda o: o.get("type", ""), lambda o: len(o.get("data") or {}))),
-    ("", "ServiceAccount"): Printer((
-        NAME, Column("Secrets", description="Secrets is a list of the secrets in the same "
-                     "namespace that pods running using this ServiceAccount are allowed to "
-                     "use."), AGE), _simple(lambda o: len(o.get("secrets") or ()))),
-    ("coordination.k8s.io", "Lease"): Printer((
-        NAME, Column("Holder", description="holderIdentity contains the identity of the "
-                     "holder of a current lease."), AGE),
-        _simple(lambda o: (o.get("spec") or {}).get("holderIdentity") or "")),
+    ("", "Pod"): Printer(
+        (
+            NAME,
+            Column("Ready", description=_ready_doc("pod")),
+            Column("Status", description="The aggregate status of the containers in this pod."),
+            Column(
+                "Restarts",
+                description="The number of times the containers in this pod have "
+                "been restarted and when the last container in this pod has restarted.",
+            ),
+            AGE,
+            Column("IP", priority=1, description="podIP address allocated to the pod."),
+            Column(
+                "Node",
+                priority=1,
+                description="NodeName indicates in which node this pod is scheduled.",
+            ),
+            Column(
+                "Nominated Node",
+                priority=1,
+                description="nominatedNodeName is set only when "
+                "this pod preempts other pods on the node.",
+            ),
+            Column(
+                "Readiness Gates",
+                priority=1,
+                description="If specified, all readiness gates "
+                "will be evaluated for pod readiness.",
+            ),
+        ),
+        pod_row,
+        pod_conditions,
+    ),
+    ("apps", "Deployment"): Printer(
+        (
+            NAME,
+            Column("Ready", description="Number of the pod with ready state"),
+            Column(
+                "Up-to-date",
+                description="Total number of non-terminating pods targeted by "
+                "this deployment that have the desired template spec.",
+            ),
+            Column(
+                "Available",
+                description="Total number of available non-terminating pods "
+                "(ready for at least minReadySeconds) targeted by this deployment.",
+            ),
+            AGE,
+            CONTAINERS,
+            IMAGES,
+            SELECTOR,
+        ),
+        deployment_row,
+    ),
+    ("apps", "ReplicaSet"): Printer(
+        (
+            NAME,
+            Column("Desired", "integer", "Replicas is the number of desired replicas."),
+            Column(
+                "Current", "integer", "Replicas is the most recently observed number of replicas."
+            ),
+            Column("Ready", "integer", "The number of ready replicas for this replica set."),
+            AGE,
+            CONTAINERS,
+            IMAGES,
+            SELECTOR,
+        ),
+        replicaset_row,
+    ),
+    ("", "Node"): Printer(
+        (
+            NAME,
+            Column("Status", description="The status of the node"),
+            Column("Roles", description="The roles of the node"),
+            AGE,
+            Column("Version", description="Kubelet Version reported by the node."),
+            Column(
+                "Internal-IP", priority=1, description="List of addresses reachable to the node."
+            ),
+            Column(
+                "External-IP", priority=1, description="List of addresses reachable to the node."
+            ),
+            Column(
+                "OS-Image",
+                priority=1,
+                description="OS Image reported by the node from "
+                "/etc/os-release (e.g. Debian GNU/Linux 7 (wheezy)).",
+            ),
+            Column(
+                "Kernel-Version",
+                priority=1,
+                description="Kernel Version reported by the "
+                "node from 'uname -r' (e.g. 3.16.0-0.bpo.4-amd64).",
+            ),
+            Column(
+                "Container-Runtime",
+                priority=1,
+                description="ContainerRuntime Version "
+                "reported by the node through runtime remote API (e.g. containerd://1.4.2).",
+            ),
+        ),
+        node_row,
+    ),
+    ("", "Service"): Printer(
+        (
+            NAME,
+            Column("Type", description="type determines how the Service is exposed."),
+            Column("Cluster-IP", description="clusterIP is the IP address of the service."),
+            Column(
+                "External-IP",
+                description="externalIPs is a list of IP addresses for which "
+                "nodes in the cluster will also accept traffic for this service.",
+            ),
+            Column("Port(s)", description="The list of ports that are exposed by this service."),
+            AGE,
+            Column(
+                "Selector",
+                priority=1,
+                description="Route service traffic to pods with "
+                "label keys and values matching this selector.",
+            ),
+        ),
+        service_row,
+    ),
+    ("", "Endpoints"): Printer(
+        (
+            NAME,
+            Column(
+                "Endpoints", description="The set of all endpoints is the union of all subsets."
+            ),
+            AGE,
+        ),
+        endpoints_row,
+    ),
+    ("discovery.k8s.io", "EndpointSlice"): Printer(
+        (
+            NAME,
+            Column(
+                "AddressType",
+                description="addressType specifies the type of address "
+                "carried by this EndpointSlice.",
+            ),
+            Column(
+                "Ports",
+                description="ports specifies the list of network ports exposed by "
+                "each endpoint in this slice.",
+            ),
+            Column(
+                "Endpoints", description="endpoints is a list of unique endpoints in this slice."
+            ),
+            AGE,
+        ),
+        endpointslice_row,
+    ),
+    ("", "Namespace"): Printer(
+        (NAME, Column("Status", description="The status of the namespace"), AGE),
+        _simple(lambda o: (o.get("status") or {}).get("phase", "")),
+    ),
+    ("", "Event"): Printer(
+        (
+            Column(
+                "Last Seen",
+                description="The time at which the most recent occurrence of "
+                "this event was recorded.",
+            ),
+            Column(
+                "Type",
+                description="Type of this event (Normal, Warning), new types could be "
+                "added in the future",
+            ),
+            Column(
+                "Reason",
+                description="This should be a short, machine understandable string "
+                "that gives the reason for the transition into the object's current status.",
+            ),
+            Column("Object", description="The object that this event is about."),
+            Column(
+                "Subobject",
+                priority=1,
+                description="If referring to a piece of an object "
+                "instead of an entire object, this string should contain a valid JSON/Go "
+                "field access statement, such as desiredState.manifest.containers[2].",
+            ),
+            Column("Source", priority=1, description="The component reporting this event."),
+            Column(
+                "Message",
+                description="A human-readable description of the status of this operation.",
+            ),
+            Column(
+                "First Seen",
+                priority=1,
+                description="The time at which the event was first recorded.",
+            ),
+            Column("Count", priority=1, description="The number of times this event has occurred."),
+            Column("Name", priority=1, format="name", description=NAME_DOC),
+        ),
+        event_row,
+    ),
+    ("", "ConfigMap"): Printer(
+        (NAME, Column("Data", description="Data contains the configuration data."), AGE),
+        _simple(lambda o: len(o.get("data") or {}) + len(o.get("binaryData") or {})),
+    ),
+    ("", "Secret"): Printer(
+        (
+            NAME,
+            Column("Type", description="Used to facilitate programmatic handling of secret data."),
+            Column("Data", description="Data contains the secret data."),
+            AGE,
+        ),
+        _simple(lambda o: o.get("type", ""), lambda o: len(o.get("data") or {})),
+    ),
+    ("", "ServiceAccount"): Printer(
+        (
+            NAME,
+            Column(
+                "Secrets",
+                description="Secrets is a list of the secrets in the same "
+                "namespace that pods running using this ServiceAccount are allowed to "
+                "use.",
+            ),
+            AGE,
+        ),
+        _simple(lambda o: len(o.get("secrets") or ())),
+    ),
+    ("coordination.k8s.io", "Lease"): Printer(
+        (
+            NAME,
+            Column(
+                "Holder",
+                description="holderIdentity contains the identity of the "
+                "holder of a current lease.",
+            ),
+            AGE,
+        ),
+        _simple(lambda o: (o.get("spec") or {}).get("holderIdentity") or ""),
+    ),
 }
 DEFAULT = Printer((NAME, AGE), _simple())
 

@@ -39,16 +39,20 @@ def validate_rules(errs: FieldErrors, rules: Any, namespaced: bool) -> None:
         urls = lists["nonResourceURLs"]
         if urls:
             if namespaced:
-                errs.invalid(f"{path}.nonResourceURLs", urls,
-                             "namespaced rules cannot apply to non-resource URLs")
+                errs.invalid(
+                    f"{path}.nonResourceURLs",
+                    urls,
+                    "namespaced rules cannot apply to non-resource URLs",
+                )
             if lists["apiGroups"] or lists["resources"] or lists["resourceNames"]:
-                errs.invalid(f"{path}.nonResourceURLs", urls,
-                             "rules cannot apply to both regular resources and non-resource "
-                             "URLs")
+                errs.invalid(
+                    f"{path}.nonResourceURLs",
+                    urls,
+                    "rules cannot apply to both regular resources and non-resource URLs",
+                )
             continue
         if not lists["apiGroups"]:
-            errs.required(f"{path}.apiGroups",
-                          "resource rules must supply at least one api group")
+            errs.required(f"{path}.apiGroups", "resource rules must supply at least one api group")
         if not lists["resources"]:
             errs.required(f"{path}.resources", "resource rules must supply at least one resource")
 
@@ -88,8 +92,11 @@ class _BindingStrategy(Strategy):
 
     def default(self, obj: Obj) -> None:
         for subject in obj.get("subjects") or ():
-            if isinstance(subject, dict) and not subject.get("apiGroup") \
-                    and subject.get("kind") in ("User", "Group"):
+            if (
+                isinstance(subject, dict)
+                and not subject.get("apiGroup")
+                and subject.get("kind") in ("User", "Group")
+            ):
                 subject["apiGroup"] = GROUP
         ref = obj.get("roleRef")
         if isinstance(ref, dict) and not ref.get("apiGroup"):

@@ -20,23 +20,51 @@ from k8slite.api.resources import RESOURCES, ResourceType
 _CLASS_RE = re.compile(r"^([A-Z][a-z]+)?(V\d+(?:(?:alpha|beta)\d+)?)([A-Z]\w*)$")
 _LIST_RE = re.compile(r"^(?:List\[|list\[)(.+)\]$")
 _DICT_RE = re.compile(r"^(?:Dict\[str, |dict\(str, )(.+)[\])]$")
-_SCALARS = {"str": "string", "int": "integer", "float": "number", "bool": "boolean",
-            "date": "string"}
+_SCALARS = {
+    "str": "string",
+    "int": "integer",
+    "float": "number",
+    "bool": "boolean",
+    "date": "string",
+}
 META_GROUP = "meta"
 # Types of apimachinery's meta/v1 package, whatever group refers to them.
-_META_TYPES = frozenset({
-    "ObjectMeta", "ListMeta", "LabelSelector", "LabelSelectorRequirement", "OwnerReference",
-    "ManagedFieldsEntry", "Condition", "Status", "StatusDetails", "StatusCause",
-    "DeleteOptions", "Preconditions", "WatchEvent", "APIResource", "APIResourceList",
-})
+_META_TYPES = frozenset(
+    {
+        "ObjectMeta",
+        "ListMeta",
+        "LabelSelector",
+        "LabelSelectorRequirement",
+        "OwnerReference",
+        "ManagedFieldsEntry",
+        "Condition",
+        "Status",
+        "StatusDetails",
+        "StatusCause",
+        "DeleteOptions",
+        "Preconditions",
+        "WatchEvent",
+        "APIResource",
+        "APIResourceList",
+    }
+)
 # Types whose package is not the group of the kind that first refers to them.
-_GROUP_OF_TYPE = {"PodTemplateSpec": "", "Scale": "autoscaling", "ScaleSpec": "autoscaling",
-                  "ScaleStatus": "autoscaling", "Eviction": "policy"}
+_GROUP_OF_TYPE = {
+    "PodTemplateSpec": "",
+    "Scale": "autoscaling",
+    "ScaleSpec": "autoscaling",
+    "ScaleStatus": "autoscaling",
+    "Eviction": "policy",
+}
 # Extra kinds served as subresources or in every group: (class, group, version, kind).
-_EXTRA_KINDS = (("V1Scale", "autoscaling", "v1", "Scale"), ("V1Binding", "", "v1", "Binding"),
-                ("V1Eviction", "policy", "v1", "Eviction"),
-                ("V1Status", "", "v1", "Status"), ("V1WatchEvent", "", "v1", "WatchEvent"),
-                ("V1DeleteOptions", "", "v1", "DeleteOptions"))
+_EXTRA_KINDS = (
+    ("V1Scale", "autoscaling", "v1", "Scale"),
+    ("V1Binding", "", "v1", "Binding"),
+    ("V1Eviction", "policy", "v1", "Eviction"),
+    ("V1Status", "", "v1", "Status"),
+    ("V1WatchEvent", "", "v1", "WatchEvent"),
+    ("V1DeleteOptions", "", "v1", "DeleteOptions"),
+)
 
 
 @dataclass(eq=False, slots=True)
@@ -91,8 +119,11 @@ def _field_doc(cls: type, attr: str) -> tuple[str, bool]:
     prop = getattr(cls, attr, None)
     if isinstance(prop, property) and prop.fget is not None:
         lines = [ln.strip() for ln in (prop.fget.__doc__ or "").split("\n")]
-        text = " ".join(ln.replace("# noqa: E501", "").strip() for ln in lines[2:]
-                        if ln and not ln.startswith(":"))
+        text = " ".join(
+            ln.replace("# noqa: E501", "").strip()
+            for ln in lines[2:]
+            if ln and not ln.startswith(":")
+        )
         consts = prop.fset.__code__.co_consts if prop.fset is not None else ()
         required = any(isinstance(c, str) and "must not be `None`" in c for c in consts)
         return text, required
@@ -160,8 +191,7 @@ class _Builder:
             micro = json_name in patchmeta.MICRO_TIME_FIELDS
             return Node("time", fmt="micro" if micro else "")
         if typ == "object":
-            return Node("intstr" if json_name in patchmeta.INT_OR_STRING else "any",
-                        fmt=json_name)
+            return Node("intstr" if json_name in patchmeta.INT_OR_STRING else "any", fmt=json_name)
         return Node("struct", definition=self.definition(typ, group), meta=meta)
 
 

@@ -63,8 +63,9 @@ def _key_of(item: Any, merge_key: str) -> Any:
     if not isinstance(item, dict):
         raise errors.bad_request(f"unable to find api field in struct for the list item {item}")
     if merge_key not in item:
-        raise errors.bad_request(f"map: {go_format(item)} does not contain declared merge key: "
-                                 f"{merge_key}")
+        raise errors.bad_request(
+            f"map: {go_format(item)} does not contain declared merge key: {merge_key}"
+        )
     return item[merge_key]
 
 
@@ -90,8 +91,13 @@ def _index(items: list[Any], value: Any, merge_key: str) -> int:
     return -1
 
 
-def _ordered(patch_items: list[Any], server_only: list[Any], patch_order: list[Any],
-             server_order: list[Any], merge_key: str) -> list[Any]:
+def _ordered(
+    patch_items: list[Any],
+    server_only: list[Any],
+    patch_order: list[Any],
+    server_order: list[Any],
+    merge_key: str,
+) -> list[Any]:
     """Patch items in patch order, interleaved with server-only items in live order."""
     patch_items = sorted(patch_items, key=lambda v: _index(patch_order, v, merge_key))
     server_only = sorted(server_only, key=lambda v: _index(server_order, v, merge_key))
@@ -148,8 +154,9 @@ def _merge_list(original: list[Any], patch: list[Any], node: Node | None) -> lis
         directive = item[PATCH]
         if directive == "delete":
             key = _key_of(item, merge_key)
-            original = [v for v in original if not (isinstance(v, dict)
-                                                     and v.get(merge_key) == key)]
+            original = [
+                v for v in original if not (isinstance(v, dict) and v.get(merge_key) == key)
+            ]
         elif directive == "replace":
             replace = True
         elif directive == "merge":
@@ -209,8 +216,7 @@ def _set_element_order(original: Obj, patch: Obj, key: str, node: Node | None) -
     merge_key = _meta(sub).merge_key
     live = original.get(key)
     if key in patch:
-        merged, keep = _merge_value(live if isinstance(live, list) else None,
-                                    patch.pop(key), sub)
+        merged, keep = _merge_value(live if isinstance(live, list) else None, patch.pop(key), sub)
         if not keep:
             original.pop(key, None)
             return
@@ -224,8 +230,9 @@ def _set_element_order(original: Obj, patch: Obj, key: str, node: Node | None) -
     if merge_key and not all(isinstance(v, dict) for v in merged):
         merge_key = ""
     inside, outside = _partition(merged, order, merge_key)
-    original[key] = _ordered(inside, outside, order, live if isinstance(live, list) else [],
-                             merge_key)
+    original[key] = _ordered(
+        inside, outside, order, live if isinstance(live, list) else [], merge_key
+    )
 
 
 def merge_map(original: Obj, patch: Obj, node: Node | None) -> Obj:
@@ -242,10 +249,10 @@ def merge_map(original: Obj, patch: Obj, node: Node | None) -> Obj:
     if RETAIN_KEYS in patch:
         _retain_keys(out, patch)
     for k in [k for k in patch if k.startswith(SET_ORDER)]:
-        _set_element_order(out, patch, k[len(SET_ORDER):], node)
+        _set_element_order(out, patch, k[len(SET_ORDER) :], node)
     for k, value in patch.items():
         if k.startswith(DELETE_FROM):
-            field = k[len(DELETE_FROM):]
+            field = k[len(DELETE_FROM) :]
             live = out.get(field)
             if not isinstance(value, list):
                 raise errors.bad_request("invalid patch format of primitive list")

@@ -75,8 +75,11 @@ class FieldErrors:
 
     def not_supported(self, path: str, value: Any, valid: list[str]) -> None:
         quoted = ", ".join(f'"{v}"' for v in valid)
-        self._add("FieldValueNotSupported", path,
-                  f"Unsupported value: {go_repr(value)}: supported values: {quoted}")
+        self._add(
+            "FieldValueNotSupported",
+            path,
+            f"Unsupported value: {go_repr(value)}: supported values: {quoted}",
+        )
 
     def duplicate(self, path: str, value: Any) -> None:
         self._add("FieldValueDuplicate", path, f"Duplicate value: {go_repr(value)}")
@@ -119,8 +122,11 @@ def qualified_name_problems(value: str) -> list[str]:
     """Problems of a label or annotation key (optional DNS prefix, then a name part)."""
     parts = value.split("/")
     if len(parts) > 2:
-        return ["a qualified name " + QUALIFIED_NAME_MSG.split("name part ", 1)[1]
-                + " with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"]
+        return [
+            "a qualified name "
+            + QUALIFIED_NAME_MSG.split("name part ", 1)[1]
+            + " with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"
+        ]
     name = parts[-1]
     out = []
     if len(parts) == 2:
@@ -180,27 +186,39 @@ def check_annotations(errs: FieldErrors, path: str, annotations: Any) -> None:
 
 def check_c_identifier(errs: FieldErrors, path: str, value: str) -> None:
     if not _C_IDENT_RE.match(value):
-        errs.invalid(path, value, "a valid C identifier must start with alphabetic character "
-                     "or '_', followed by a string of alphanumeric characters or '_' (e.g. "
-                     "'my_name',  or 'MY_NAME',  or 'MyName', regex used for validation is "
-                     "'[A-Za-z_][A-Za-z0-9_]*')")
+        errs.invalid(
+            path,
+            value,
+            "a valid C identifier must start with alphabetic character "
+            "or '_', followed by a string of alphanumeric characters or '_' (e.g. "
+            "'my_name',  or 'MY_NAME',  or 'MyName', regex used for validation is "
+            "'[A-Za-z_][A-Za-z0-9_]*')",
+        )
 
 
 def check_env_name(errs: FieldErrors, path: str, value: str) -> None:
     if not _ENV_NAME_RE.match(value or ""):
-        errs.invalid(path, value, "a valid environment variable name must consist of "
-                     "alphabetic characters, digits, '_', '-', or '.', and must not start with "
-                     "a digit (e.g. 'my.env-name',  or 'MY_ENV.NAME',  or 'MyEnvName1', regex "
-                     "used for validation is '[-._a-zA-Z][-._a-zA-Z0-9]*')")
+        errs.invalid(
+            path,
+            value,
+            "a valid environment variable name must consist of "
+            "alphabetic characters, digits, '_', '-', or '.', and must not start with "
+            "a digit (e.g. 'my.env-name',  or 'MY_ENV.NAME',  or 'MyEnvName1', regex "
+            "used for validation is '[-._a-zA-Z][-._a-zA-Z0-9]*')",
+        )
 
 
 def check_config_key(errs: FieldErrors, path: str, key: str) -> None:
     if len(key) > 253:
         errs.invalid(path, key, "must be no more than 253 characters")
     if not _CONFIG_KEY_RE.match(key) or key in (".", ".."):
-        errs.invalid(path, key, "a valid config key must consist of alphanumeric characters, "
-                     "'-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex "
-                     "used for validation is '[-._a-zA-Z0-9]+')")
+        errs.invalid(
+            path,
+            key,
+            "a valid config key must consist of alphanumeric characters, "
+            "'-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex "
+            "used for validation is '[-._a-zA-Z0-9]+')",
+        )
 
 
 def check_port_number(errs: FieldErrors, path: str, value: Any) -> None:
@@ -213,8 +231,9 @@ def check_port_name(errs: FieldErrors, path: str, value: str) -> None:
     if len(value) > 15:
         errs.invalid(path, value, "must be no more than 15 characters")
     if not _IANA_SVC_RE.match(value):
-        errs.invalid(path, value, "must contain only alpha-numeric characters (a-z, 0-9), "
-                     "and hyphens (-)")
+        errs.invalid(
+            path, value, "must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)"
+        )
     elif "--" in value:
         errs.invalid(path, value, "must not contain consecutive hyphens")
     elif value.startswith("-") or value.endswith("-"):
@@ -249,8 +268,9 @@ def check_non_negative(errs: FieldErrors, path: str, value: Any) -> None:
         errs.invalid(path, value, "must be greater than or equal to 0")
 
 
-def check_object_meta(errs: FieldErrors, meta: dict[str, Any], namespaced: bool,
-                      name_check: str = "subdomain") -> None:
+def check_object_meta(
+    errs: FieldErrors, meta: dict[str, Any], namespaced: bool, name_check: str = "subdomain"
+) -> None:
     """Name (or generateName), namespace, labels and annotations of any object."""
     name = meta.get("name")
     if not name:
@@ -307,5 +327,6 @@ def check_owner_references(errs: FieldErrors, owners: Any) -> None:
         if ref.get("controller"):
             controllers += 1
     if controllers > 1:
-        errs.invalid("metadata.ownerReferences", "", "Only one reference can have Controller "
-                     "set to true")
+        errs.invalid(
+            "metadata.ownerReferences", "", "Only one reference can have Controller set to true"
+        )

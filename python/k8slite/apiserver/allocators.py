@@ -35,16 +35,25 @@ def _release(key: str) -> Op:
 
 
 def _invalid(name: str, field: str, value: str, detail: str) -> errors.ApiError:
-    return errors.invalid("Service", name, [{
-        "reason": "FieldValueInvalid", "field": field,
-        "message": f"Invalid value: {value}: {detail}"}])
+    return errors.invalid(
+        "Service",
+        name,
+        [
+            {
+                "reason": "FieldValueInvalid",
+                "field": field,
+                "message": f"Invalid value: {value}: {detail}",
+            }
+        ],
+    )
 
 
 class ServiceAllocator:
     """Assigns spec.clusterIP(s) and nodePorts on create and update, releases on removal."""
 
-    def __init__(self, store: Store, cidr: str = "10.96.0.0/12",
-                 node_ports: tuple[int, int] = (30000, 32767)) -> None:
+    def __init__(
+        self, store: Store, cidr: str = "10.96.0.0/12", node_ports: tuple[int, int] = (30000, 32767)
+    ) -> None:
         self.store = store
         self.network = ipaddress.ip_network(cidr)
         self.node_ports = node_ports
@@ -58,18 +67,18 @@ class ServiceAllocator:
 
     def warm(self) -> None:
         for key, _, _ in self.store.scan(IP_PREFIX):
-            self.ips.add(key[len(IP_PREFIX):])
+            self.ips.add(key[len(IP_PREFIX) :])
         for key, _, _ in self.store.scan(PORT_PREFIX):
-            self.ports.add(int(key[len(PORT_PREFIX):]))
+            self.ports.add(int(key[len(PORT_PREFIX) :]))
         self.store.subscribe(self._on_commit)
 
     def _on_commit(self, events: list[Event]) -> None:
         for ev in events:
             if ev.key.startswith(IP_PREFIX):
-                ip = ev.key[len(IP_PREFIX):]
+                ip = ev.key[len(IP_PREFIX) :]
                 (self.ips.discard if ev.type == "DELETED" else self.ips.add)(ip)
             elif ev.key.startswith(PORT_PREFIX):
-                port = int(ev.key[len(PORT_PREFIX):])
+                port = int(ev.key[len(PORT_PREFIX) :])
                 (self.ports.discard if ev.type == "DELETED" else self.ports.add)(port)
 
     # --------------------------------------------------------------- picking
@@ -77,8 +86,11 @@ class ServiceAllocator:
     def _pick_ip(self) -> str:
         size = self.network.num_addresses
         if len(self.ips) >= size - 3:
-            raise errors.ApiError(500, "InternalError", "Internal error occurred: failed to "
-                                  "allocate a serviceIP: range is full")
+            raise errors.ApiError(
+                500,
+                "InternalError",
+                "Internal error occurred: failed to allocate a serviceIP: range is full",
+            )
         while True:  # the range is mostly free, so a random probe finds a hole fast
             ip = str(self.network.network_address + random.randrange(2, size - 1))
             if ip not in self.ips:
@@ -87,8 +99,11 @@ class ServiceAllocator:
     def _pick_port(self, taken: set[int]) -> int:
         low, high = self.node_ports
         if len(self.ports) + len(taken) > high - low:
-            raise errors.ApiError(500, "InternalError", "Internal error occurred: failed to "
-                                  "allocate a nodePort: range is full")
+            raise errors.ApiError(
+                500,
+                "InternalError",
+                "Internal error occurred: failed to allocate a nodePort: range is full",
+            )
         while True:
             port = random.randint(low, high)
             if port not in self.ports and port not in taken:
@@ -99,26 +114,42 @@ class ServiceAllocator:
         try:
             addr = ipaddress.ip_address(ip)
         except ValueError:
-            raise _invalid(name, "spec.clusterIPs[0]", f'"{ip}"',
-                           "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)") \
-                from None
+            raise _invalid(
+                name,
+                "spec.clusterIPs[0]",
+                f'"{ip}"',
+                "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
+            ) from None
         if addr not in self.network:
-            raise _invalid(name, "spec.clusterIPs", quoted,
-                           f"failed to allocate IP {ip}: the provided IP ({ip}) is not in the "
-                           f"valid range. The range of valid IPs is {self.network}")
+            raise _invalid(
+                name,
+                "spec.clusterIPs",
+                quoted,
+                f"failed to allocate IP {ip}: the provided IP ({ip}) is not in the "
+                f"valid range. The range of valid IPs is {self.network}",
+            )
         if ip in self.ips:
-            raise _invalid(name, "spec.clusterIPs", quoted,
-                           f"failed to allocate IP {ip}: provided IP is already allocated")
+            raise _invalid(
+                name,
+                "spec.clusterIPs",
+                quoted,
+                f"failed to allocate IP {ip}: provided IP is already allocated",
+            )
 
     def _check_port(self, name: str, i: int, port: int) -> None:
         low, high = self.node_ports
         if not low <= port <= high:
-            raise _invalid(name, f"spec.ports[{i}].nodePort", str(port),
-                           f"provided port is not in the valid range. The range of valid "
-                           f"ports is {low}-{high}")
+            raise _invalid(
+                name,
+                f"spec.ports[{i}].nodePort",
+                str(port),
+                f"provided port is not in the valid range. The range of valid "
+                f"ports is {low}-{high}",
+            )
         if port in self.ports:
-            raise _invalid(name, f"spec.ports[{i}].nodePort", str(port),
-                           "provided port is already allocated")
+            raise _invalid(
+                name, f"spec.ports[{i}].nodePort", str(port), "provided port is already allocated"
+            )
 
     # ------------------------------------------------------------ registry hooks
 
@@ -182,8 +213,9 @@ class ServiceAllocator:
 
     @staticmethod
     def node_ports_of(obj: Obj) -> Iterable[int]:
-        return {p["nodePort"] for p in (obj.get("spec") or {}).get("ports") or ()
-                if p.get("nodePort")}
+        return {
+            p["nodePort"] for p in (obj.get("spec") or {}).get("ports") or () if p.get("nodePort")
+        }
 
     def on_remove(self, obj: Obj) -> list[Op]:
         spec = obj.get("spec") or {}

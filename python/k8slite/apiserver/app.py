@@ -56,8 +56,9 @@ def build_quart(core: ApiCore, metrics: ApiMetrics) -> QuartTrio:
     discovery.register(app)
     openapi.register(app)
     reasonphrases.install()
-    metrics.count_objects(lambda: ((reg.rt.plural, len(reg.cache))
-                                   for reg in core.registries.values()))
+    metrics.count_objects(
+        lambda: ((reg.rt.plural, len(reg.cache)) for reg in core.registries.values())
+    )
     return app
 
 

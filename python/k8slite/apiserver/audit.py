@@ -36,9 +36,19 @@ class AuditLog:
     def close(self) -> None:
         self._file.close()
 
-    def record(self, *, user: UserInfo | None, verb: str, uri: str, code: int, started: float,
-               finished: float, source_ip: str, user_agent: str,
-               object_ref: dict[str, str] | None) -> None:
+    def record(
+        self,
+        *,
+        user: UserInfo | None,
+        verb: str,
+        uri: str,
+        code: int,
+        started: float,
+        finished: float,
+        source_ip: str,
+        user_agent: str,
+        object_ref: dict[str, str] | None,
+    ) -> None:
         event: dict[str, Any] = {
             "kind": "Event",
             "apiVersion": "audit.k8s.io/v1",

@@ -36,7 +36,7 @@ class UserInfo:
     def node_name(self) -> str | None:
         """The node a kubelet identity speaks for (system:node:<name> in system:nodes)."""
         if self.name.startswith(NODE_PREFIX) and NODES in self.groups:
-            return self.name[len(NODE_PREFIX):] or None
+            return self.name[len(NODE_PREFIX) :] or None
         return None
 
 

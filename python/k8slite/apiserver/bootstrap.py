@@ -12,38 +12,57 @@ _LABELS = {"component": "apiserver", "provider": "kubernetes"}
 
 def _service(cluster_ip: str, port: int) -> Obj:
     return {
-        "apiVersion": "v1", "kind": "Service",
+        "apiVersion": "v1",
+        "kind": "Service",
         "metadata": {"name": "kubernetes", "namespace": "default", "labels": dict(_LABELS)},
-        "spec": {"type": "ClusterIP", "clusterIP": cluster_ip, "sessionAffinity": "None",
-                 "ports": [{"name": "https", "port": 443, "protocol": "TCP",
-                            "targetPort": port}]},
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": cluster_ip,
+            "sessionAffinity": "None",
+            "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}],
+        },
     }
 
 
 def _endpoints(address: str, port: int) -> Obj:
     return {
-        "apiVersion": "v1", "kind": "Endpoints",
-        "metadata": {"name": "kubernetes", "namespace": "default",
-                     "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
-        "subsets": [{"addresses": [{"ip": address}],
-                     "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}],
+        "apiVersion": "v1",
+        "kind": "Endpoints",
+        "metadata": {
+            "name": "kubernetes",
+            "namespace": "default",
+            "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"},
+        },
+        "subsets": [
+            {
+                "addresses": [{"ip": address}],
+                "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+            }
+        ],
     }
 
 
 def _slice(address: str, port: int) -> Obj:
     return {
-        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-        "metadata": {"name": "kubernetes", "namespace": "default",
-                     "labels": {"kubernetes.io/service-name": "kubernetes",
-                                "endpointslice.kubernetes.io/managed-by": "kube-apiserver"}},
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": "kubernetes",
+            "namespace": "default",
+            "labels": {
+                "kubernetes.io/service-name": "kubernetes",
+                "endpointslice.kubernetes.io/managed-by": "kube-apiserver",
+            },
+        },
         "addressType": "IPv6" if ":" in address else "IPv4",
         "endpoints": [{"addresses": [address], "conditions": {"ready": True}}],
         "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
     }
 
 
-async def _ensure(core: ApiCore, group: str, plural: str, desired: Obj,
-                  fields: tuple[str, ...]) -> None:
+async def _ensure(
+    core: ApiCore, group: str, plural: str, desired: Obj, fields: tuple[str, ...]
+) -> None:
     """Create the object, or bring the named top-level fields back to what they should be."""
     reg = core.registries[(group, plural)]
 
@@ -57,12 +76,14 @@ async def _ensure(core: ApiCore, group: str, plural: str, desired: Obj,
     await reg.update("default", desired["metadata"]["name"], mutate, allow_create=True)
 
 
-async def ensure_kubernetes_service(core: ApiCore, cluster_ip: str, address: str,
-                                    port: int) -> None:
+async def ensure_kubernetes_service(
+    core: ApiCore, cluster_ip: str, address: str, port: int
+) -> None:
     """The `kubernetes` service at the range's first address, pointing at this server."""
     services = core.registries[("", "services")]
     if services.cache.get(services.key("default", "kubernetes")) is None:
         await services.create("default", _service(cluster_ip, port))
     await _ensure(core, "", "endpoints", _endpoints(address, port), ("subsets",))
-    await _ensure(core, "discovery.k8s.io", "endpointslices", _slice(address, port),
-                  ("endpoints", "ports"))
+    await _ensure(
+        core, "discovery.k8s.io", "endpointslices", _slice(address, port), ("endpoints", "ports")
+    )

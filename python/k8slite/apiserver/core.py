@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from k8slite._native import WatchCache, loads
 from k8slite.api.resources import RESOURCES, ResourceType
 from k8slite.apiserver.registry import Registry, encoder
@@ -79,7 +81,5 @@ class ApiCore:
                 continue
             obj = self._namespaces.prepare_new(None, {"metadata": {"name": name}})
             key = self._namespaces.key(None, name)
-            try:
+            with contextlib.suppress(KeyExists):
                 await self.store.txn([Op("create", key, encoder(obj))])
-            except KeyExists:
-                pass

@@ -40,14 +40,20 @@ class DirectChunks:
     def __init__(self, server: Any, stream: trio.SSLStream[Any]) -> None:
         self.server = server  # hypercorn's TCPServer: its send_lock and protocol
         self.stream = stream
-        self.broken = not (ChunkedWriter is not None and hasattr(server, "send_lock")
-                           and all(hasattr(stream, part) for part in _STREAM_PARTS))
+        self.broken = not (
+            ChunkedWriter is not None
+            and hasattr(server, "send_lock")
+            and all(hasattr(stream, part) for part in _STREAM_PARTS)
+        )
 
     def _in_chunked_body(self) -> bool:
         h11_protocol = getattr(getattr(self.server, "protocol", None), "protocol", None)
         conn = getattr(h11_protocol, "connection", None)
-        return (isinstance(conn, h11.Connection) and conn.our_state is h11.SEND_BODY
-                and isinstance(getattr(conn, "_writer", None), ChunkedWriter))
+        return (
+            isinstance(conn, h11.Connection)
+            and conn.our_state is h11.SEND_BODY
+            and isinstance(getattr(conn, "_writer", None), ChunkedWriter)
+        )
 
     async def write(self, data: bytes) -> bool:
         """Send data as one chunk of the response body; False: send it the ordinary way."""
@@ -73,8 +79,12 @@ class DirectChunks:
             outer.release()
 
     async def _write_locked(self, stream: Any, data: bytes) -> bool:
-        if (getattr(stream._state, "name", None) != "OK" or stream._delayed_outgoing is not None
-                or stream._outgoing.pending or not self._in_chunked_body()):
+        if (
+            getattr(stream._state, "name", None) != "OK"
+            or stream._delayed_outgoing is not None
+            or stream._outgoing.pending
+            or not self._in_chunked_body()
+        ):
             return False
         try:
             stream._ssl_object.write(b"%x\r\n%b\r\n" % (len(data), data))

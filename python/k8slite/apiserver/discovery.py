@@ -49,8 +49,13 @@ def _resources(group: str, version: str) -> list[ResourceType]:
 
 def api_versions(server_address: str) -> Obj:
     """GET /api."""
-    return {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [
-        {"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}]}
+    return {
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [
+            {"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}
+        ],
+    }
 
 
 def _group(name: str, versions: list[str]) -> Obj:
@@ -79,8 +84,13 @@ def resource_list(group: str, version: str) -> Obj | None:
         return None
     out: list[Obj] = []
     for rt in resources:
-        entry: Obj = {"name": rt.plural, "singularName": rt.singular,
-                      "namespaced": rt.namespaced, "kind": rt.kind, "verbs": list(rt.verbs)}
+        entry: Obj = {
+            "name": rt.plural,
+            "singularName": rt.singular,
+            "namespaced": rt.namespaced,
+            "kind": rt.kind,
+            "verbs": list(rt.verbs),
+        }
         if rt.short_names:
             entry["shortNames"] = list(rt.short_names)
         if rt.categories:
@@ -89,16 +99,18 @@ def resource_list(group: str, version: str) -> Obj | None:
         out.append(entry)
         for sub in rt.subresources:
             g, v, kind = _sub_kind(rt, sub)
-            sub_entry: Obj = {"name": f"{rt.plural}/{sub}", "singularName": "",
-                              "namespaced": rt.namespaced}
+            sub_entry: Obj = {
+                "name": f"{rt.plural}/{sub}",
+                "singularName": "",
+                "namespaced": rt.namespaced,
+            }
             if (g, v) != (rt.group, rt.version):
                 sub_entry.update(group=g, version=v)
             sub_entry["kind"] = kind
             sub_entry["verbs"] = list(_SUBRESOURCE_VERBS.get(sub, ("get",)))
             out.append(sub_entry)
     gv = f"{group}/{version}" if group else version
-    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv,
-            "resources": out}
+    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": out}
 
 
 def _aggregated_resource(rt: ResourceType) -> Obj:
@@ -116,9 +128,13 @@ def _aggregated_resource(rt: ResourceType) -> Obj:
     subs = []
     for sub in rt.subresources:
         g, v, kind = _sub_kind(rt, sub)
-        subs.append({"subresource": sub,
-                     "responseKind": {"group": g, "version": v, "kind": kind},
-                     "verbs": list(_SUBRESOURCE_VERBS.get(sub, ("get",)))})
+        subs.append(
+            {
+                "subresource": sub,
+                "responseKind": {"group": g, "version": v, "kind": kind},
+                "verbs": list(_SUBRESOURCE_VERBS.get(sub, ("get",))),
+            }
+        )
     if subs:
         entry["subresources"] = subs
     return entry
@@ -133,12 +149,25 @@ def aggregated(legacy: bool, version: str = "v2") -> Obj:
         meta: Obj = {"creationTimestamp": None}
         if group:
             meta = {"name": group, "creationTimestamp": None}
-        items.append({"metadata": meta, "versions": [
-            {"version": v, "resources": [_aggregated_resource(r)
-                                         for r in _resources(group, v)],
-             "freshness": "Current"} for v in versions]})
-    return {"kind": "APIGroupDiscoveryList", "apiVersion": f"apidiscovery.k8s.io/{version}",
-            "metadata": {}, "items": items}
+        items.append(
+            {
+                "metadata": meta,
+                "versions": [
+                    {
+                        "version": v,
+                        "resources": [_aggregated_resource(r) for r in _resources(group, v)],
+                        "freshness": "Current",
+                    }
+                    for v in versions
+                ],
+            }
+        )
+    return {
+        "kind": "APIGroupDiscoveryList",
+        "apiVersion": f"apidiscovery.k8s.io/{version}",
+        "metadata": {},
+        "items": items,
+    }
 
 
 def wants_aggregated(accept: str | None) -> str | None:
@@ -148,9 +177,12 @@ def wants_aggregated(accept: str | None) -> str | None:
     for item in accept.split(","):
         parts = [p.strip() for p in item.split(";")]
         params = dict(p.split("=", 1) for p in parts[1:] if "=" in p)
-        if parts[0] == "application/json" and params.get("as") == "APIGroupDiscoveryList" \
-                and params.get("g") == "apidiscovery.k8s.io" \
-                and params.get("v") in AGGREGATED_VERSIONS:
+        if (
+            parts[0] == "application/json"
+            and params.get("as") == "APIGroupDiscoveryList"
+            and params.get("g") == "apidiscovery.k8s.io"
+            and params.get("v") in AGGREGATED_VERSIONS
+        ):
             return params["v"]
         if parts[0] == "application/json" and "as" not in params:
             return None
@@ -166,9 +198,16 @@ def register(app: QuartTrio) -> None:
 
     def answer(obj: Obj | None, content_type: str = "application/json") -> Response:
         if obj is None:
-            obj = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                   "message": "the server could not find the requested resource",
-                   "reason": "NotFound", "details": {}, "code": 404}
+            obj = {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Failure",
+                "message": "the server could not find the requested resource",
+                "reason": "NotFound",
+                "details": {},
+                "code": 404,
+            }
             return Response(dumps(obj), status=404, content_type="application/json")
         return Response(dumps(obj), content_type=content_type)
 

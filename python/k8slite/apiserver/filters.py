@@ -43,8 +43,12 @@ _DRAIN_SECONDS = 2.0
 
 
 def _timeout() -> errors.ApiError:
-    return errors.ApiError(504, "Timeout", "Timeout: request did not complete within requested "
-                                           "timeout - context deadline exceeded", {})
+    return errors.ApiError(
+        504,
+        "Timeout",
+        "Timeout: request did not complete within requested timeout - context deadline exceeded",
+        {},
+    )
 
 
 class _Receive:
@@ -89,10 +93,15 @@ class _Response:
     async def __call__(self, message: http.Message) -> None:
         if message["type"] == "http.response.start":
             self.status = message["status"]
-            if self.request is not None and not self.request.done \
-                    and not await self.request.drain():
-                message = {**message, "headers": [*message.get("headers", ()),
-                                                  (b"connection", b"close")]}
+            if (
+                self.request is not None
+                and not self.request.done
+                and not await self.request.drain()
+            ):
+                message = {
+                    **message,
+                    "headers": [*message.get("headers", ()), (b"connection", b"close")],
+                }
         elif self.keep_body and not self.body and message["type"] == "http.response.body":
             self.body = message.get("body", b"")
         await self.send(message)
@@ -101,9 +110,14 @@ class _Response:
 class SecureApp:
     """Wraps the API server's ASGI app with the checks every request goes through."""
 
-    def __init__(self, app: ASGIApp, authorizer: Authorizer,
-                 limiter: InflightLimiter | None = None, audit: AuditLog | None = None,
-                 request_timeout: float = REQUEST_TIMEOUT) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        authorizer: Authorizer,
+        limiter: InflightLimiter | None = None,
+        audit: AuditLog | None = None,
+        request_timeout: float = REQUEST_TIMEOUT,
+    ) -> None:
         self.app = app
         self.authn = CertAuthenticator()
         self.authorizer = authorizer
@@ -136,8 +150,15 @@ class SecureApp:
             if self.audit is not None and mutating:
                 self._audit(scope, user, response, started)
 
-    async def _limited(self, scope: http.Scope, receive: http.Receive, response: _Response,
-                       user: UserInfo, mutating: bool, long_running: bool) -> None:
+    async def _limited(
+        self,
+        scope: http.Scope,
+        receive: http.Receive,
+        response: _Response,
+        user: UserInfo,
+        mutating: bool,
+        long_running: bool,
+    ) -> None:
         if long_running:
             await self._authorized(scope, receive, response)
             return
@@ -155,14 +176,16 @@ class SecureApp:
             if counted:
                 self.limiter.release(mutating)
 
-    async def _authorized(self, scope: http.Scope, receive: http.Receive,
-                          response: _Response) -> None:
+    async def _authorized(
+        self, scope: http.Scope, receive: http.Receive, response: _Response
+    ) -> None:
         if not is_resource_path(scope["path"]):
             self.authorizer.check_path(scope)
         await self.app(scope, receive, response)
 
-    def _audit(self, scope: http.Scope, user: UserInfo | None, response: _Response,
-               started: float) -> None:
+    def _audit(
+        self, scope: http.Scope, user: UserInfo | None, response: _Response, started: float
+    ) -> None:
         assert self.audit is not None
         attrs: Attributes | None = scope.get(ATTRIBUTES_KEY)
         headers = dict(scope.get("headers") or ())
@@ -171,10 +194,16 @@ class SecureApp:
         uri = scope["path"] + (f"?{query}" if query else "")
         verb = attrs.verb if attrs else scope["method"].lower()
         self.audit.record(
-            user=user, verb=verb, uri=uri, code=response.status or 500, started=started,
-            finished=time.time(), source_ip=str(client[0]),
+            user=user,
+            verb=verb,
+            uri=uri,
+            code=response.status or 500,
+            started=started,
+            finished=time.time(),
+            source_ip=str(client[0]),
             user_agent=headers.get(b"user-agent", b"").decode("latin-1"),
-            object_ref=_object_ref(attrs, response) if attrs else None)
+            object_ref=_object_ref(attrs, response) if attrs else None,
+        )
 
 
 def _object_ref(attrs: Attributes, response: _Response) -> dict[str, str] | None:
@@ -187,7 +216,12 @@ def _object_ref(attrs: Attributes, response: _Response) -> dict[str, str] | None
             name = str(loads(response.body).get("metadata", {}).get("name") or "")
         except Exception:  # noqa: BLE001 - a partial or odd body just leaves the name out
             name = ""
-    ref = {"resource": attrs.resource, "namespace": attrs.namespace, "name": name,
-           "apiGroup": attrs.api_group, "apiVersion": attrs.api_version,
-           "subresource": attrs.subresource}
+    ref = {
+        "resource": attrs.resource,
+        "namespace": attrs.namespace,
+        "name": name,
+        "apiGroup": attrs.api_group,
+        "apiVersion": attrs.api_version,
+        "subresource": attrs.subresource,
+    }
     return {k: v for k, v in ref.items() if v}

@@ -30,8 +30,9 @@ VirtualResource = Callable[[http.Request, RequestInfo], Awaitable[tuple[int, byt
 class ResourceHandler:
     """Serves /api/v1/... and /apis/<group>/<version>/... for every resource in the table."""
 
-    def __init__(self, core: ApiCore, metrics: ApiMetrics,
-                 filters: list[RequestFilter] | None = None) -> None:
+    def __init__(
+        self, core: ApiCore, metrics: ApiMetrics, filters: list[RequestFilter] | None = None
+    ) -> None:
         self.core = core
         self.metrics = metrics
         self.filters: list[RequestFilter] = list(filters or ())
@@ -75,8 +76,9 @@ class ResourceHandler:
         except StoreUnavailable as e:
             log.error("storage unavailable serving %s %s: %s", req.method, req.path, e)
             code = 503
-            await http.respond_error(send, errors.ApiError(
-                503, "ServiceUnavailable", f"storage is unavailable: {e}"))
+            await http.respond_error(
+                send, errors.ApiError(503, "ServiceUnavailable", f"storage is unavailable: {e}")
+            )
         except Exception:
             log.exception("internal error serving %s %s", req.method, req.path)
             code = 500
@@ -84,8 +86,9 @@ class ResourceHandler:
         finally:
             self._observe(req, info, code, time.perf_counter() - start)
 
-    async def _watch(self, reg: Registry, req: http.Request, info: RequestInfo,
-                     send: http.Send) -> None:
+    async def _watch(
+        self, reg: Registry, req: http.Request, info: RequestInfo, send: http.Send
+    ) -> None:
         rt = reg.rt
         watchers = self.metrics.watchers.labels(rt.group, rt.version, rt.kind)
         running = self.metrics.longrunning.labels("WATCH", rt.group, rt.version, rt.plural)
@@ -102,8 +105,9 @@ class ResourceHandler:
             watchers.dec()
             running.dec()
 
-    async def dispatch(self, reg: Registry, req: http.Request,
-                       info: RequestInfo) -> tuple[int, bytes]:
+    async def dispatch(
+        self, reg: Registry, req: http.Request, info: RequestInfo
+    ) -> tuple[int, bytes]:
         verb, sub = info.verb, info.subresource
         if verb == "get":
             if sub == "scale":
@@ -138,15 +142,23 @@ class ResourceHandler:
             return 200, await rest.delete_collection(reg, req, info)
         raise errors.method_not_allowed()
 
-    def _observe(self, req: http.Request, info: RequestInfo | None, code: int,
-                 seconds: float) -> None:
+    def _observe(
+        self, req: http.Request, info: RequestInfo | None, code: int, seconds: float
+    ) -> None:
         if info is None:
             self.metrics.observe_request(req.method, "", "", "", "", "", code, seconds)
             return
         scope = "resource" if info.name else ("namespace" if info.namespace else "cluster")
-        self.metrics.observe_request(info.verb.upper(), info.group, info.version,
-                                     info.resource.plural, info.subresource or "", scope,
-                                     code, seconds)
+        self.metrics.observe_request(
+            info.verb.upper(),
+            info.group,
+            info.version,
+            info.resource.plural,
+            info.subresource or "",
+            scope,
+            code,
+            seconds,
+        )
 
 
 def _render(req: http.Request, info: RequestInfo, body: bytes) -> tuple[str, bytes]:

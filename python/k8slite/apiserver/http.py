@@ -34,9 +34,11 @@ class Request:
         self.method: str = scope["method"]
         self.path: str = scope["path"]
         self.query: dict[str, list[str]] = parse_qs(
-            scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+            scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True
+        )
         self.headers: dict[str, str] = {
-            k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]
+        }
         # The authenticated caller, set by the authentication layer.
         self.user: Any = None
         self._body: bytes | None = None
@@ -92,8 +94,13 @@ def _headers(content_type: str, extra: dict[str, str] | None) -> list[tuple[byte
     return out
 
 
-async def respond(send: Send, status: int, body: bytes, content_type: str = JSON,
-                  headers: dict[str, str] | None = None) -> None:
+async def respond(
+    send: Send,
+    status: int,
+    body: bytes,
+    content_type: str = JSON,
+    headers: dict[str, str] | None = None,
+) -> None:
     hdrs = _headers(content_type, headers)
     hdrs.append((b"content-length", str(len(body)).encode()))
     await send({"type": "http.response.start", "status": status, "headers": hdrs})
@@ -104,8 +111,13 @@ async def respond(send: Send, status: int, body: bytes, content_type: str = JSON
     # the socket while it is still in the CPU cache, instead of one copy the size of all.
     view = memoryview(body)
     for start in range(0, len(body), _SEND_CHUNK):
-        await send({"type": "http.response.body", "body": bytes(view[start:start + _SEND_CHUNK]),
-                    "more_body": True})
+        await send(
+            {
+                "type": "http.response.body",
+                "body": bytes(view[start : start + _SEND_CHUNK]),
+                "more_body": True,
+            }
+        )
     await send({"type": "http.response.body", "body": b""})
 
 
@@ -113,10 +125,16 @@ async def respond_error(send: Send, err: errors.ApiError) -> None:
     await respond(send, err.code, dumps(err.status()), headers=err.headers)
 
 
-async def start_stream(send: Send, status: int = 200, content_type: str = JSON,
-                       headers: dict[str, str] | None = None) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": _headers(content_type, headers)})
+async def start_stream(
+    send: Send, status: int = 200, content_type: str = JSON, headers: dict[str, str] | None = None
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": _headers(content_type, headers),
+        }
+    )
 
 
 async def stream_chunk(send: Send, data: bytes) -> None:

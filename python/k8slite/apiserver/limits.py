@@ -29,8 +29,7 @@ _LONG_RUNNING_SUBRESOURCES = {"attach", "exec", "log", "portforward", "proxy"}
 _READONLY_METHODS = {"GET", "HEAD", "OPTIONS"}
 _WRITE_VERBS = {"create", "update", "patch"}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
-                   "h": 3600.0}
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def is_mutating(method: str) -> bool:
@@ -83,16 +82,20 @@ def request_deadline(scope: Any, default: float = REQUEST_TIMEOUT) -> float:
     try:
         wanted = parse_duration(values[-1])
     except ValueError:
-        raise errors.bad_request(f'invalid timeout specified in the request URL: '
-                                 f'time: invalid duration "{values[-1]}"') from None
+        raise errors.bad_request(
+            f'invalid timeout specified in the request URL: time: invalid duration "{values[-1]}"'
+        ) from None
     return min(wanted, default) if wanted > 0 else default
 
 
 class InflightLimiter:
     """Counts requests being served, read-only and mutating apart; 0 means unlimited."""
 
-    def __init__(self, max_readonly: int = MAX_REQUESTS_INFLIGHT,
-                 max_mutating: int = MAX_MUTATING_REQUESTS_INFLIGHT) -> None:
+    def __init__(
+        self,
+        max_readonly: int = MAX_REQUESTS_INFLIGHT,
+        max_mutating: int = MAX_MUTATING_REQUESTS_INFLIGHT,
+    ) -> None:
         self.limits = {False: max_readonly, True: max_mutating}
         self.inflight = {False: 0, True: 0}
 

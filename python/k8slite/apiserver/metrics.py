@@ -13,8 +13,32 @@ from k8slite.metrics import component_registry
 from k8slite.storage import Op, Store
 
 _REQUEST_LABELS = ("verb", "group", "version", "resource", "subresource", "scope", "component")
-_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2, 3,
-                    4, 5, 6, 8, 10, 15, 20, 30, 45, 60)
+_LATENCY_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.2,
+    0.4,
+    0.6,
+    0.8,
+    1.0,
+    1.25,
+    1.5,
+    2,
+    3,
+    4,
+    5,
+    6,
+    8,
+    10,
+    15,
+    20,
+    30,
+    45,
+    60,
+)
 
 
 class ApiMetrics:
@@ -23,27 +47,60 @@ class ApiMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or component_registry()
         r = self.registry
-        self.requests = Counter("apiserver_request", "Requests by verb, resource and code.",
-                                (*_REQUEST_LABELS, "code"), registry=r)
-        self.latency = Histogram("apiserver_request_duration_seconds",
-                                 "Response latency by verb and resource.", _REQUEST_LABELS,
-                                 buckets=_LATENCY_BUCKETS, registry=r)
-        self.watchers = Gauge("apiserver_registered_watchers", "Open watches by kind.",
-                              ("group", "version", "kind"), registry=r)
-        self.longrunning = Gauge("apiserver_longrunning_requests",
-                                 "Long-running requests (watches) in flight.",
-                                 ("verb", "group", "version", "resource"), registry=r)
-        self.storage = Histogram("etcd_request_duration_seconds",
-                                 "Storage operation latency (RocksDB or etcd).",
-                                 ("operation", "type"), registry=r)
-        self.direct_writes = Counter("apiserver_watch_direct_writes",
-                                     "Watch chunks written straight onto the TLS connection "
-                                     "(apiserver/directsend.py).", registry=r)
-        self.inflight = Gauge("apiserver_current_inflight_requests",
-                              "Requests being served.", ("request_kind",), registry=r)
+        self.requests = Counter(
+            "apiserver_request",
+            "Requests by verb, resource and code.",
+            (*_REQUEST_LABELS, "code"),
+            registry=r,
+        )
+        self.latency = Histogram(
+            "apiserver_request_duration_seconds",
+            "Response latency by verb and resource.",
+            _REQUEST_LABELS,
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.watchers = Gauge(
+            "apiserver_registered_watchers",
+            "Open watches by kind.",
+            ("group", "version", "kind"),
+            registry=r,
+        )
+        self.longrunning = Gauge(
+            "apiserver_longrunning_requests",
+            "Long-running requests (watches) in flight.",
+            ("verb", "group", "version", "resource"),
+            registry=r,
+        )
+        self.storage = Histogram(
+            "etcd_request_duration_seconds",
+            "Storage operation latency (RocksDB or etcd).",
+            ("operation", "type"),
+            registry=r,
+        )
+        self.direct_writes = Counter(
+            "apiserver_watch_direct_writes",
+            "Watch chunks written straight onto the TLS connection (apiserver/directsend.py).",
+            registry=r,
+        )
+        self.inflight = Gauge(
+            "apiserver_current_inflight_requests",
+            "Requests being served.",
+            ("request_kind",),
+            registry=r,
+        )
 
-    def observe_request(self, verb: str, group: str, version: str, resource: str,
-                        subresource: str, scope: str, code: int, seconds: float) -> None:
+    def observe_request(
+        self,
+        verb: str,
+        group: str,
+        version: str,
+        resource: str,
+        subresource: str,
+        scope: str,
+        code: int,
+        seconds: float,
+    ) -> None:
         labels = (verb, group, version, resource, subresource, scope, "apiserver")
         self.requests.labels(*labels, str(code)).inc()
         if verb not in ("WATCH", "watch"):
@@ -59,8 +116,9 @@ class _ObjectCounts(Collector):
         self._counts = counts
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
-        family = GaugeMetricFamily("apiserver_storage_objects",
-                                   "Stored objects per resource.", labels=["resource"])
+        family = GaugeMetricFamily(
+            "apiserver_storage_objects", "Stored objects per resource.", labels=["resource"]
+        )
         for resource, n in self._counts():
             family.add_metric([resource], n)
         yield family
@@ -81,8 +139,7 @@ class MeteredStore:
         try:
             return await self._store.get(key)
         finally:
-            self._metrics.storage.labels("get", _type_of(key)).observe(
-                time.perf_counter() - start)
+            self._metrics.storage.labels("get", _type_of(key)).observe(time.perf_counter() - start)
 
     async def txn(self, ops: list[Op]) -> tuple[int, list[bytes]]:
         start = time.perf_counter()
@@ -91,7 +148,8 @@ class MeteredStore:
         finally:
             operation = ops[0].verb if len(ops) == 1 else "txn"
             self._metrics.storage.labels(operation, _type_of(ops[0].key)).observe(
-                time.perf_counter() - start)
+                time.perf_counter() - start
+            )
 
 
 def _type_of(key: str) -> str:

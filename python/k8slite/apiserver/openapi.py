@@ -23,30 +23,49 @@ from k8slite.api.schemas import Definition, Node
 
 Obj = dict[str, Any]
 _SPECIAL: dict[str, Obj] = {
-    META + "Time": {"description": "Time is a wrapper around time.Time which supports correct "
-                    "marshaling to YAML and JSON.", "type": "string", "format": "date-time"},
-    META + "MicroTime": {"description": "MicroTime is version of Time with microsecond level "
-                         "precision.", "type": "string", "format": "date-time"},
-    META + "FieldsV1": {"description": "FieldsV1 stores a set of fields in a data structure "
-                        "like a Trie, in JSON format.", "type": "object"},
-    META + "Patch": {"description": "Patch is provided to give a concrete name and type to "
-                     "the Kubernetes PATCH request body.", "type": "object"},
+    META + "Time": {
+        "description": "Time is a wrapper around time.Time which supports correct "
+        "marshaling to YAML and JSON.",
+        "type": "string",
+        "format": "date-time",
+    },
+    META + "MicroTime": {
+        "description": "MicroTime is version of Time with microsecond level precision.",
+        "type": "string",
+        "format": "date-time",
+    },
+    META + "FieldsV1": {
+        "description": "FieldsV1 stores a set of fields in a data structure "
+        "like a Trie, in JSON format.",
+        "type": "object",
+    },
+    META + "Patch": {
+        "description": "Patch is provided to give a concrete name and type to "
+        "the Kubernetes PATCH request body.",
+        "type": "object",
+    },
     "io.k8s.apimachinery.pkg.api.resource.Quantity": {
         "description": "Quantity is a fixed-point representation of a number.",
-        "type": "string"},
+        "type": "string",
+    },
     "io.k8s.apimachinery.pkg.util.intstr.IntOrString": {
         "description": "IntOrString is a type that can hold an int32 or a string.",
-        "type": "string", "format": "int-or-string"},
+        "type": "string",
+        "format": "int-or-string",
+    },
     "io.k8s.apimachinery.pkg.runtime.RawExtension": {
         "description": "RawExtension is used to hold extensions in external versions.",
-        "type": "object"},
+        "type": "object",
+    },
 }
 _V3_OVERRIDES: dict[str, Obj] = {
     "io.k8s.apimachinery.pkg.api.resource.Quantity": {
-        "oneOf": [{"type": "string"}, {"type": "number"}]},
+        "oneOf": [{"type": "string"}, {"type": "number"}]
+    },
     "io.k8s.apimachinery.pkg.util.intstr.IntOrString": {
-        "x-kubernetes-int-or-string": True, "anyOf": [{"type": "integer"},
-                                                       {"type": "string"}]},
+        "x-kubernetes-int-or-string": True,
+        "anyOf": [{"type": "integer"}, {"type": "string"}],
+    },
 }
 
 
@@ -83,15 +102,16 @@ class _Renderer:
         elif kind == "intstr":
             out = self.ref("io.k8s.apimachinery.pkg.util.intstr.IntOrString", description)
         elif kind == "any":
-            special = {"fieldsV1": META + "FieldsV1",
-                       "object": "io.k8s.apimachinery.pkg.runtime.RawExtension"}.get(node.fmt)
+            special = {
+                "fieldsV1": META + "FieldsV1",
+                "object": "io.k8s.apimachinery.pkg.runtime.RawExtension",
+            }.get(node.fmt)
             out = self.ref(special, description) if special else {"type": "object"}
         else:
             out = {"type": kind}
             if node.fmt == "byte":
                 out["format"] = "byte"
-        if description and "description" not in out and "allOf" not in out \
-                and "$ref" not in out:
+        if description and "description" not in out and "allOf" not in out and "$ref" not in out:
             out["description"] = description
         if node.enum:
             out["enum"] = list(node.enum)
@@ -138,20 +158,24 @@ class _Renderer:
             else:
                 out[name] = dict(_SPECIAL[name])
                 if self.v3 and name in _V3_OVERRIDES:
-                    out[name] = {"description": out[name]["description"],
-                                 **_V3_OVERRIDES[name]}
+                    out[name] = {"description": out[name]["description"], **_V3_OVERRIDES[name]}
             pending |= self.used - out.keys()
         return dict(sorted(out.items()))
 
 
 # ------------------------------------------------------------------------ paths
 
-_PATCH_TYPES = ("application/apply-patch+yaml", "application/json-patch+json",
-                "application/merge-patch+json", "application/strategic-merge-patch+json")
+_PATCH_TYPES = (
+    "application/apply-patch+yaml",
+    "application/json-patch+json",
+    "application/merge-patch+json",
+    "application/strategic-merge-patch+json",
+)
 
 
-def _param(name: str, where: str = "query", kind: str = "string", desc: str = "",
-           required: bool = False) -> Obj:
+def _param(
+    name: str, where: str = "query", kind: str = "string", desc: str = "", required: bool = False
+) -> Obj:
     out: Obj = {"name": name, "in": where, "description": desc}
     if required:
         out["required"] = True
@@ -169,22 +193,44 @@ def _v2_param(p: Obj) -> Obj:
 
 
 _WRITE_PARAMS = [
-    _param("dryRun", desc="When present, indicates that modifications should not be "
-           "persisted. Valid values are: - All: all dry run stages will be processed"),
-    _param("fieldManager", desc="fieldManager is a name associated with the actor or entity "
-           "that is making these changes."),
-    _param("fieldValidation", desc="fieldValidation instructs the server on how to handle "
-           "objects in the request (POST/PUT/PATCH) containing unknown or duplicate fields. "
-           "Valid values are: - Ignore - Warn (default) - Strict"),
+    _param(
+        "dryRun",
+        desc="When present, indicates that modifications should not be "
+        "persisted. Valid values are: - All: all dry run stages will be processed",
+    ),
+    _param(
+        "fieldManager",
+        desc="fieldManager is a name associated with the actor or entity "
+        "that is making these changes.",
+    ),
+    _param(
+        "fieldValidation",
+        desc="fieldValidation instructs the server on how to handle "
+        "objects in the request (POST/PUT/PATCH) containing unknown or duplicate fields. "
+        "Valid values are: - Ignore - Warn (default) - Strict",
+    ),
 ]
-_FORCE = _param("force", kind="boolean", desc="Force is going to \"force\" Apply requests. "
-                "It means user will re-acquire conflicting fields owned by other people.")
+_FORCE = _param(
+    "force",
+    kind="boolean",
+    desc='Force is going to "force" Apply requests. '
+    "It means user will re-acquire conflicting fields owned by other people.",
+)
 _PRETTY = _param("pretty", desc="If 'true', then the output is pretty printed.")
 
 
-def _op(rt: ResourceType, action: str, kind: str, group: str, version: str, v3: bool,
-        response: str, body: str | None = None, params: list[Obj] | None = None,
-        patch: bool = False) -> Obj:
+def _op(
+    rt: ResourceType,
+    action: str,
+    kind: str,
+    group: str,
+    version: str,
+    v3: bool,
+    response: str,
+    body: str | None = None,
+    params: list[Obj] | None = None,
+    patch: bool = False,
+) -> Obj:
     op: Obj = {
         "description": f"{action} {kind}",
         "operationId": f"{action}{rt.kind}",
@@ -204,12 +250,15 @@ def _op(rt: ResourceType, action: str, kind: str, group: str, version: str, v3: 
         types = list(_PATCH_TYPES) if patch else ["*/*"]
         body_ref = ("#/components/schemas/" if v3 else "#/definitions/") + body
         if v3:
-            op["requestBody"] = {"content": {t: {"schema": {"$ref": body_ref}} for t in types},
-                                 "required": True}
+            op["requestBody"] = {
+                "content": {t: {"schema": {"$ref": body_ref}} for t in types},
+                "required": True,
+            }
         else:
             op["consumes"] = types
-            op["parameters"].append({"name": "body", "in": "body", "required": True,
-                                     "schema": {"$ref": body_ref}})
+            op["parameters"].append(
+                {"name": "body", "in": "body", "required": True, "schema": {"$ref": body_ref}}
+            )
     if not v3:
         op["parameters"] = [_v2_param(p) for p in op["parameters"]]
     return op
@@ -224,12 +273,16 @@ def _paths(rt: ResourceType, v3: bool) -> dict[str, Obj]:
     lst = lst_defn.name if lst_defn is not None else defn
     status = META + "Status"
     base = f"/api/{rt.version}" if not rt.group else f"/apis/{rt.group}/{rt.version}"
-    scoped = f"{base}/namespaces/{{namespace}}/{rt.plural}" if rt.namespaced \
-        else f"{base}/{rt.plural}"
+    scoped = (
+        f"{base}/namespaces/{{namespace}}/{rt.plural}" if rt.namespaced else f"{base}/{rt.plural}"
+    )
     args = (rt.group, rt.version, v3)
     name = _param("name", "path", desc=f"name of the {rt.kind}", required=True)
-    ns = [_param("namespace", "path", desc="object name and auth scope", required=True)] \
-        if rt.namespaced else []
+    ns = (
+        [_param("namespace", "path", desc="object name and auth scope", required=True)]
+        if rt.namespaced
+        else []
+    )
     writes = [*_WRITE_PARAMS]
     verbs = set(rt.verbs)
     collection: Obj = {}
@@ -245,8 +298,9 @@ def _paths(rt: ResourceType, v3: bool) -> dict[str, Obj]:
     if "update" in verbs:
         item["put"] = _op(rt, "put", rt.kind, *args, defn, defn, writes)
     if "patch" in verbs:
-        item["patch"] = _op(rt, "patch", rt.kind, *args, defn, META + "Patch",
-                            [*writes, _FORCE], patch=True)
+        item["patch"] = _op(
+            rt, "patch", rt.kind, *args, defn, META + "Patch", [*writes, _FORCE], patch=True
+        )
     if "delete" in verbs:
         item["delete"] = _op(rt, "delete", rt.kind, *args, status)
     out: dict[str, Obj] = {scoped: {**collection, "parameters": ns}}
@@ -257,16 +311,19 @@ def _paths(rt: ResourceType, v3: bool) -> dict[str, Obj]:
     for sub in rt.subresources:
         if sub not in ("status", "scale"):
             continue
-        kind, target = (rt.kind, defn) if sub == "status" else \
-            ("Scale", "io.k8s.api.autoscaling.v1.Scale")
+        kind, target = (
+            (rt.kind, defn) if sub == "status" else ("Scale", "io.k8s.api.autoscaling.v1.Scale")
+        )
         g, v = (rt.group, rt.version) if sub == "status" else ("autoscaling", "v1")
         sub_args = (g, v, v3)
         out[f"{scoped}/{{name}}/{sub}"] = {
             "get": _op(rt, "get", kind, *sub_args, target),
             "put": _op(rt, "put", kind, *sub_args, target, target, writes),
-            "patch": _op(rt, "patch", kind, *sub_args, target, META + "Patch",
-                         [*writes, _FORCE], patch=True),
-            "parameters": [name, *ns]}
+            "patch": _op(
+                rt, "patch", kind, *sub_args, target, META + "Patch", [*writes, _FORCE], patch=True
+            ),
+            "parameters": [name, *ns],
+        }
     if not v3:
         for item in out.values():
             if "parameters" in item:
@@ -303,8 +360,14 @@ def v2() -> bytes:
         paths.update(_paths(rt, v3=False))
     r = _Renderer(v3=False)
     definitions = r.closure(_refs(paths))
-    return dumps({"swagger": "2.0", "info": _info(), "paths": dict(sorted(paths.items())),
-                  "definitions": definitions})
+    return dumps(
+        {
+            "swagger": "2.0",
+            "info": _info(),
+            "paths": dict(sorted(paths.items())),
+            "definitions": definitions,
+        }
+    )
 
 
 def gv_path(group: str, version: str) -> str:
@@ -323,16 +386,25 @@ def v3_documents() -> dict[str, tuple[bytes, str]]:
                     paths.update(_paths(rt, v3=True))
             r = _Renderer(v3=True)
             schemas_ = r.closure(_refs(paths))
-            doc = dumps({"openapi": "3.0.0", "info": _info(),
-                         "paths": dict(sorted(paths.items())),
-                         "components": {"schemas": schemas_}})
+            doc = dumps(
+                {
+                    "openapi": "3.0.0",
+                    "info": _info(),
+                    "paths": dict(sorted(paths.items())),
+                    "components": {"schemas": schemas_},
+                }
+            )
             out[gv_path(group, version)] = (doc, hashlib.sha512(doc).hexdigest().upper())
     return out
 
 
 def v3_root() -> Obj:
-    return {"paths": {path: {"serverRelativeURL": f"/openapi/v3/{path}?hash={digest}"}
-                      for path, (_, digest) in v3_documents().items()}}
+    return {
+        "paths": {
+            path: {"serverRelativeURL": f"/openapi/v3/{path}?hash={digest}"}
+            for path, (_, digest) in v3_documents().items()
+        }
+    }
 
 
 def register(app: QuartTrio) -> None:
@@ -344,8 +416,9 @@ def register(app: QuartTrio) -> None:
         accept = request.headers.get("Accept", "")
         if accept and "json" not in accept and "*/*" not in accept:
             # Only the JSON form is served; clients fall back when refused.
-            return Response(dumps(_not_acceptable(accept)), status=406,
-                            content_type="application/json")
+            return Response(
+                dumps(_not_acceptable(accept)), status=406, content_type="application/json"
+            )
         return Response(v2(), content_type="application/json")
 
     @app.route("/openapi/v3")
@@ -359,19 +432,37 @@ def register(app: QuartTrio) -> None:
             return Response(dumps(_not_found()), status=404, content_type="application/json")
         body, digest = doc
         immutable = request.args.get("hash") == digest
-        return Response(body, content_type="application/json", headers={
-            "Etag": f'"{digest}"',
-            "Cache-Control": "public, immutable" if immutable else "no-cache, private"})
+        return Response(
+            body,
+            content_type="application/json",
+            headers={
+                "Etag": f'"{digest}"',
+                "Cache-Control": "public, immutable" if immutable else "no-cache, private",
+            },
+        )
 
 
 def _not_acceptable(accept: str) -> Obj:
-    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": f"the server was unable to respond with a content type that the "
-                       f"client supports (got \"{accept}\")", "reason": "NotAcceptable",
-            "code": 406}
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": f"the server was unable to respond with a content type that the "
+        f'client supports (got "{accept}")',
+        "reason": "NotAcceptable",
+        "code": 406,
+    }
 
 
 def _not_found() -> Obj:
-    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": "the server could not find the requested resource",
-            "reason": "NotFound", "details": {}, "code": 404}
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": "the server could not find the requested resource",
+        "reason": "NotFound",
+        "details": {},
+        "code": 404,
+    }

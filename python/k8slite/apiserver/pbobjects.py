@@ -31,131 +31,290 @@ Message = dict[int, tuple[str, Kind]]
 _STRS = ("list", "str")
 _LABELS = ("map", "str")
 OBJECT_META: Message = {
-    1: ("name", "str"), 2: ("generateName", "str"), 3: ("namespace", "str"),
-    5: ("uid", "str"), 6: ("resourceVersion", "str"), 7: ("generation", "int"),
-    8: ("creationTimestamp", "time"), 11: ("labels", _LABELS), 12: ("annotations", _LABELS),
-    13: ("ownerReferences", ("list", {
-        1: ("kind", "str"), 3: ("name", "str"), 4: ("uid", "str"), 5: ("apiVersion", "str"),
-        6: ("controller", "bool?"), 7: ("blockOwnerDeletion", "bool?")})),
+    1: ("name", "str"),
+    2: ("generateName", "str"),
+    3: ("namespace", "str"),
+    5: ("uid", "str"),
+    6: ("resourceVersion", "str"),
+    7: ("generation", "int"),
+    8: ("creationTimestamp", "time"),
+    11: ("labels", _LABELS),
+    12: ("annotations", _LABELS),
+    13: (
+        "ownerReferences",
+        (
+            "list",
+            {
+                1: ("kind", "str"),
+                3: ("name", "str"),
+                4: ("uid", "str"),
+                5: ("apiVersion", "str"),
+                6: ("controller", "bool?"),
+                7: ("blockOwnerDeletion", "bool?"),
+            },
+        ),
+    ),
     14: ("finalizers", _STRS),
 }
 LABEL_SELECTOR: Message = {
     1: ("matchLabels", _LABELS),
-    2: ("matchExpressions", ("list", {1: ("key", "str"), 2: ("operator", "str"),
-                                      3: ("values", _STRS)})),
+    2: (
+        "matchExpressions",
+        ("list", {1: ("key", "str"), 2: ("operator", "str"), 3: ("values", _STRS)}),
+    ),
 }
 _LOCAL_REF: Message = {1: ("name", "str")}
 _KEY_SELECTOR: Message = {1: ("", _LOCAL_REF), 2: ("key", "str"), 3: ("optional", "bool?")}
 _ENV_VAR: Message = {
-    1: ("name", "str"), 2: ("value", "str"),
-    3: ("valueFrom", {1: ("fieldRef", {1: ("apiVersion", "str"), 2: ("fieldPath", "str")}),
-                      3: ("configMapKeyRef", _KEY_SELECTOR),
-                      4: ("secretKeyRef", _KEY_SELECTOR)}),
+    1: ("name", "str"),
+    2: ("value", "str"),
+    3: (
+        "valueFrom",
+        {
+            1: ("fieldRef", {1: ("apiVersion", "str"), 2: ("fieldPath", "str")}),
+            3: ("configMapKeyRef", _KEY_SELECTOR),
+            4: ("secretKeyRef", _KEY_SELECTOR),
+        },
+    ),
 }
-_RESOURCES: Message = {1: ("limits", ("map", "quantity")),
-                       2: ("requests", ("map", "quantity"))}
+_RESOURCES: Message = {1: ("limits", ("map", "quantity")), 2: ("requests", ("map", "quantity"))}
 _PROBE: Message = {
     1: ("exec", {1: ("command", _STRS)}),
-    2: ("httpGet", {1: ("path", "str"), 2: ("port", "intstr"), 3: ("host", "str"),
-                    4: ("scheme", "str")}),
+    2: (
+        "httpGet",
+        {1: ("path", "str"), 2: ("port", "intstr"), 3: ("host", "str"), 4: ("scheme", "str")},
+    ),
     3: ("tcpSocket", {1: ("port", "intstr"), 2: ("host", "str")}),
 }
 # Probe embeds its handler (field 1) inline in JSON: handled by _INLINE below.
 _PROBE_FIELDS: Message = {
-    1: ("", _PROBE), 2: ("initialDelaySeconds", "int"), 3: ("timeoutSeconds", "int"),
-    4: ("periodSeconds", "int"), 5: ("successThreshold", "int"), 6: ("failureThreshold", "int"),
+    1: ("", _PROBE),
+    2: ("initialDelaySeconds", "int"),
+    3: ("timeoutSeconds", "int"),
+    4: ("periodSeconds", "int"),
+    5: ("successThreshold", "int"),
+    6: ("failureThreshold", "int"),
 }
 CONTAINER: Message = {
-    1: ("name", "str"), 2: ("image", "str"), 3: ("command", _STRS), 4: ("args", _STRS),
+    1: ("name", "str"),
+    2: ("image", "str"),
+    3: ("command", _STRS),
+    4: ("args", _STRS),
     5: ("workingDir", "str"),
-    6: ("ports", ("list", {1: ("name", "str"), 2: ("hostPort", "int"),
-                           3: ("containerPort", "int"), 4: ("protocol", "str"),
-                           5: ("hostIP", "str")})),
-    7: ("env", ("list", _ENV_VAR)), 8: ("resources", _RESOURCES),
-    9: ("volumeMounts", ("list", {1: ("name", "str"), 2: ("readOnly", "bool"),
-                                  3: ("mountPath", "str"), 4: ("subPath", "str")})),
-    10: ("livenessProbe", _PROBE_FIELDS), 11: ("readinessProbe", _PROBE_FIELDS),
-    13: ("terminationMessagePath", "str"), 14: ("imagePullPolicy", "str"),
-    16: ("stdin", "bool"), 17: ("stdinOnce", "bool"), 18: ("tty", "bool"),
-    20: ("terminationMessagePolicy", "str"), 22: ("startupProbe", _PROBE_FIELDS),
+    6: (
+        "ports",
+        (
+            "list",
+            {
+                1: ("name", "str"),
+                2: ("hostPort", "int"),
+                3: ("containerPort", "int"),
+                4: ("protocol", "str"),
+                5: ("hostIP", "str"),
+            },
+        ),
+    ),
+    7: ("env", ("list", _ENV_VAR)),
+    8: ("resources", _RESOURCES),
+    9: (
+        "volumeMounts",
+        (
+            "list",
+            {
+                1: ("name", "str"),
+                2: ("readOnly", "bool"),
+                3: ("mountPath", "str"),
+                4: ("subPath", "str"),
+            },
+        ),
+    ),
+    10: ("livenessProbe", _PROBE_FIELDS),
+    11: ("readinessProbe", _PROBE_FIELDS),
+    13: ("terminationMessagePath", "str"),
+    14: ("imagePullPolicy", "str"),
+    16: ("stdin", "bool"),
+    17: ("stdinOnce", "bool"),
+    18: ("tty", "bool"),
+    20: ("terminationMessagePolicy", "str"),
+    22: ("startupProbe", _PROBE_FIELDS),
 }
 POD_SPEC: Message = {
-    1: ("volumes", ("list", {1: ("name", "str"), 2: ("", {
-        1: ("hostPath", {1: ("path", "str"), 2: ("type", "str")}),
-        2: ("emptyDir", {1: ("medium", "str"), 2: ("sizeLimit", "quantity")}),
-        6: ("secret", {1: ("secretName", "str"), 3: ("defaultMode", "int?"),
-                       4: ("optional", "bool?")}),
-        19: ("configMap", {1: ("", _LOCAL_REF), 3: ("defaultMode", "int?"),
-                           4: ("optional", "bool?")})})})),
-    2: ("containers", ("list", CONTAINER)), 3: ("restartPolicy", "str"),
-    4: ("terminationGracePeriodSeconds", "int?"), 5: ("activeDeadlineSeconds", "int?"),
-    6: ("dnsPolicy", "str"), 7: ("nodeSelector", _LABELS), 8: ("serviceAccountName", "str"),
-    9: ("serviceAccount", "str"), 10: ("nodeName", "str"), 11: ("hostNetwork", "bool"),
-    15: ("imagePullSecrets", ("list", _LOCAL_REF)), 16: ("hostname", "str"),
-    17: ("subdomain", "str"), 19: ("schedulerName", "str"),
+    1: (
+        "volumes",
+        (
+            "list",
+            {
+                1: ("name", "str"),
+                2: (
+                    "",
+                    {
+                        1: ("hostPath", {1: ("path", "str"), 2: ("type", "str")}),
+                        2: ("emptyDir", {1: ("medium", "str"), 2: ("sizeLimit", "quantity")}),
+                        6: (
+                            "secret",
+                            {
+                                1: ("secretName", "str"),
+                                3: ("defaultMode", "int?"),
+                                4: ("optional", "bool?"),
+                            },
+                        ),
+                        19: (
+                            "configMap",
+                            {
+                                1: ("", _LOCAL_REF),
+                                3: ("defaultMode", "int?"),
+                                4: ("optional", "bool?"),
+                            },
+                        ),
+                    },
+                ),
+            },
+        ),
+    ),
+    2: ("containers", ("list", CONTAINER)),
+    3: ("restartPolicy", "str"),
+    4: ("terminationGracePeriodSeconds", "int?"),
+    5: ("activeDeadlineSeconds", "int?"),
+    6: ("dnsPolicy", "str"),
+    7: ("nodeSelector", _LABELS),
+    8: ("serviceAccountName", "str"),
+    9: ("serviceAccount", "str"),
+    10: ("nodeName", "str"),
+    11: ("hostNetwork", "bool"),
+    15: ("imagePullSecrets", ("list", _LOCAL_REF)),
+    16: ("hostname", "str"),
+    17: ("subdomain", "str"),
+    19: ("schedulerName", "str"),
     20: ("initContainers", ("list", CONTAINER)),
-    22: ("tolerations", ("list", {1: ("key", "str"), 2: ("operator", "str"),
-                                  3: ("value", "str"), 4: ("effect", "str"),
-                                  5: ("tolerationSeconds", "int?")})),
-    24: ("priorityClassName", "str"), 25: ("priority", "int?"),
+    22: (
+        "tolerations",
+        (
+            "list",
+            {
+                1: ("key", "str"),
+                2: ("operator", "str"),
+                3: ("value", "str"),
+                4: ("effect", "str"),
+                5: ("tolerationSeconds", "int?"),
+            },
+        ),
+    ),
+    24: ("priorityClassName", "str"),
+    25: ("priority", "int?"),
 }
 POD_TEMPLATE: Message = {1: ("metadata", OBJECT_META), 2: ("spec", POD_SPEC)}
 _SERVICE_SPEC: Message = {
-    1: ("ports", ("list", {1: ("name", "str"), 2: ("protocol", "str"), 3: ("port", "int"),
-                           4: ("targetPort", "intstr"), 5: ("nodePort", "int"),
-                           6: ("appProtocol", "str")})),
-    2: ("selector", _LABELS), 3: ("clusterIP", "str"), 4: ("type", "str"),
-    5: ("externalIPs", _STRS), 7: ("sessionAffinity", "str"), 10: ("externalName", "str"),
-    11: ("externalTrafficPolicy", "str"), 18: ("clusterIPs", _STRS),
-    19: ("ipFamilies", _STRS), 17: ("ipFamilyPolicy", "str"),
+    1: (
+        "ports",
+        (
+            "list",
+            {
+                1: ("name", "str"),
+                2: ("protocol", "str"),
+                3: ("port", "int"),
+                4: ("targetPort", "intstr"),
+                5: ("nodePort", "int"),
+                6: ("appProtocol", "str"),
+            },
+        ),
+    ),
+    2: ("selector", _LABELS),
+    3: ("clusterIP", "str"),
+    4: ("type", "str"),
+    5: ("externalIPs", _STRS),
+    7: ("sessionAffinity", "str"),
+    10: ("externalName", "str"),
+    11: ("externalTrafficPolicy", "str"),
+    18: ("clusterIPs", _STRS),
+    19: ("ipFamilies", _STRS),
+    17: ("ipFamilyPolicy", "str"),
 }
 _DEPLOYMENT_SPEC: Message = {
-    1: ("replicas", "int?"), 2: ("selector", LABEL_SELECTOR), 3: ("template", POD_TEMPLATE),
-    4: ("strategy", {1: ("type", "str"), 2: ("rollingUpdate", {
-        1: ("maxUnavailable", "intstr"), 2: ("maxSurge", "intstr")})}),
-    5: ("minReadySeconds", "int"), 6: ("revisionHistoryLimit", "int?"), 7: ("paused", "bool"),
+    1: ("replicas", "int?"),
+    2: ("selector", LABEL_SELECTOR),
+    3: ("template", POD_TEMPLATE),
+    4: (
+        "strategy",
+        {
+            1: ("type", "str"),
+            2: ("rollingUpdate", {1: ("maxUnavailable", "intstr"), 2: ("maxSurge", "intstr")}),
+        },
+    ),
+    5: ("minReadySeconds", "int"),
+    6: ("revisionHistoryLimit", "int?"),
+    7: ("paused", "bool"),
     9: ("progressDeadlineSeconds", "int?"),
 }
 
 # Access reviews: `kubectl auth can-i` and `kubectl auth whoami` post these.
 _RESOURCE_ATTRIBUTES: Message = {
-    1: ("namespace", "str"), 2: ("verb", "str"), 3: ("group", "str"), 4: ("version", "str"),
-    5: ("resource", "str"), 6: ("subresource", "str"), 7: ("name", "str"),
+    1: ("namespace", "str"),
+    2: ("verb", "str"),
+    3: ("group", "str"),
+    4: ("version", "str"),
+    5: ("resource", "str"),
+    6: ("subresource", "str"),
+    7: ("name", "str"),
 }
-_ACCESS_SPEC: Message = {1: ("resourceAttributes", _RESOURCE_ATTRIBUTES),
-                         2: ("nonResourceAttributes", {1: ("path", "str"), 2: ("verb", "str")})}
-_SUBJECT_ACCESS_SPEC: Message = {**_ACCESS_SPEC, 3: ("user", "str"), 4: ("groups", _STRS),
-                                 6: ("uid", "str")}
+_ACCESS_SPEC: Message = {
+    1: ("resourceAttributes", _RESOURCE_ATTRIBUTES),
+    2: ("nonResourceAttributes", {1: ("path", "str"), 2: ("verb", "str")}),
+}
+_SUBJECT_ACCESS_SPEC: Message = {
+    **_ACCESS_SPEC,
+    3: ("user", "str"),
+    4: ("groups", _STRS),
+    6: ("uid", "str"),
+}
 
 # DeleteOptions is registered in every group version (metav1.AddToGroupVersion), so a typed
 # client sends it under its own group's apiVersion (helm's release storage: "v1").
 DELETE_OPTIONS: Message = {
     1: ("gracePeriodSeconds", "int?"),
     2: ("preconditions", {1: ("uid", "str"), 2: ("resourceVersion", "str")}),
-    3: ("orphanDependents", "bool?"), 4: ("propagationPolicy", "str"), 5: ("dryRun", _STRS),
+    3: ("orphanDependents", "bool?"),
+    4: ("propagationPolicy", "str"),
+    5: ("dryRun", _STRS),
 }
 
 KINDS: dict[tuple[str, str], Message] = {
-    ("v1", "Namespace"): {1: ("metadata", OBJECT_META),
-                          2: ("spec", {1: ("finalizers", _STRS)})},
-    ("v1", "ConfigMap"): {1: ("metadata", OBJECT_META), 2: ("data", _LABELS),
-                          3: ("binaryData", ("map", "bytes")), 4: ("immutable", "bool?")},
-    ("v1", "Secret"): {1: ("metadata", OBJECT_META), 2: ("data", ("map", "bytes")),
-                       3: ("type", "str"), 4: ("stringData", _LABELS),
-                       5: ("immutable", "bool?")},
+    ("v1", "Namespace"): {1: ("metadata", OBJECT_META), 2: ("spec", {1: ("finalizers", _STRS)})},
+    ("v1", "ConfigMap"): {
+        1: ("metadata", OBJECT_META),
+        2: ("data", _LABELS),
+        3: ("binaryData", ("map", "bytes")),
+        4: ("immutable", "bool?"),
+    },
+    ("v1", "Secret"): {
+        1: ("metadata", OBJECT_META),
+        2: ("data", ("map", "bytes")),
+        3: ("type", "str"),
+        4: ("stringData", _LABELS),
+        5: ("immutable", "bool?"),
+    },
     ("v1", "Service"): {1: ("metadata", OBJECT_META), 2: ("spec", _SERVICE_SPEC)},
-    ("v1", "ServiceAccount"): {1: ("metadata", OBJECT_META),
-                               3: ("imagePullSecrets", ("list", _LOCAL_REF))},
+    ("v1", "ServiceAccount"): {
+        1: ("metadata", OBJECT_META),
+        3: ("imagePullSecrets", ("list", _LOCAL_REF)),
+    },
     ("apps/v1", "Deployment"): {1: ("metadata", OBJECT_META), 2: ("spec", _DEPLOYMENT_SPEC)},
     ("v1", "Pod"): {1: ("metadata", OBJECT_META), 2: ("spec", POD_SPEC)},
-    ("authorization.k8s.io/v1", "SelfSubjectAccessReview"): {1: ("metadata", OBJECT_META),
-                                                             2: ("spec", _ACCESS_SPEC)},
-    ("authorization.k8s.io/v1", "SubjectAccessReview"): {1: ("metadata", OBJECT_META),
-                                                         2: ("spec", _SUBJECT_ACCESS_SPEC)},
+    ("authorization.k8s.io/v1", "SelfSubjectAccessReview"): {
+        1: ("metadata", OBJECT_META),
+        2: ("spec", _ACCESS_SPEC),
+    },
+    ("authorization.k8s.io/v1", "SubjectAccessReview"): {
+        1: ("metadata", OBJECT_META),
+        2: ("spec", _SUBJECT_ACCESS_SPEC),
+    },
     ("authorization.k8s.io/v1", "LocalSubjectAccessReview"): {
-        1: ("metadata", OBJECT_META), 2: ("spec", _SUBJECT_ACCESS_SPEC)},
+        1: ("metadata", OBJECT_META),
+        2: ("spec", _SUBJECT_ACCESS_SPEC),
+    },
     ("authorization.k8s.io/v1", "SelfSubjectRulesReview"): {
-        1: ("metadata", OBJECT_META), 2: ("spec", {1: ("namespace", "str")})},
+        1: ("metadata", OBJECT_META),
+        2: ("spec", {1: ("namespace", "str")}),
+    },
     ("authentication.k8s.io/v1", "SelfSubjectReview"): {1: ("metadata", OBJECT_META)},
 }
 
@@ -191,7 +350,7 @@ def _fields(data: bytes) -> list[tuple[int, int | bytes]]:
             size, pos = _varint(data, pos)
             if pos + size > len(data):
                 raise _Malformed("truncated field")
-            out.append((number, data[pos:pos + size]))
+            out.append((number, data[pos : pos + size]))
             pos += size
         elif wire in (1, 5):
             pos += 8 if wire == 1 else 4
@@ -270,9 +429,10 @@ def decode(body: bytes) -> dict[str, Any]:
     if not body.startswith(MAGIC):
         raise errors.bad_request("protobuf body does not start with the k8s magic prefix")
     try:
-        unknown = _message(body[len(MAGIC):], {
-            1: ("typeMeta", {1: ("apiVersion", "str"), 2: ("kind", "str")}),
-            2: ("raw", "bytes")})
+        unknown = _message(
+            body[len(MAGIC) :],
+            {1: ("typeMeta", {1: ("apiVersion", "str"), 2: ("kind", "str")}), 2: ("raw", "bytes")},
+        )
         meta = unknown.get("typeMeta") or {}
         key = (meta.get("apiVersion", ""), meta.get("kind", ""))
         schema = KINDS.get(key) or (DELETE_OPTIONS if key[1] == "DeleteOptions" else None)

@@ -24,8 +24,15 @@ from k8slite.apiserver.requestinfo import RequestInfo
 
 Obj = dict[str, Any]
 # Query parameters passed on to the kubelet as they came.
-_PASSED = ("follow", "previous", "timestamps", "tailLines", "sinceSeconds", "sinceTime",
-           "limitBytes")
+_PASSED = (
+    "follow",
+    "previous",
+    "timestamps",
+    "tailLines",
+    "sinceSeconds",
+    "sinceTime",
+    "limitBytes",
+)
 # Node addresses tried in this order (upstream's --kubelet-preferred-address-types, with
 # InternalIP first: node names need not resolve here).
 _ADDRESS_TYPES = ("InternalIP", "Hostname", "InternalDNS", "ExternalIP", "ExternalDNS")
@@ -42,19 +49,24 @@ class KubeletConnector:
 
     @classmethod
     def from_pki(cls, pki_dir: Path) -> KubeletConnector:
-        return cls(pki_dir / "client-apiserver-kubelet-client.pem",
-                   pki_dir / "client-apiserver-kubelet-client.key", pki_dir / "ca.pem")
+        return cls(
+            pki_dir / "client-apiserver-kubelet-client.pem",
+            pki_dir / "client-apiserver-kubelet-client.key",
+            pki_dir / "ca.pem",
+        )
 
     def client(self) -> httpx.AsyncClient:
         if self._client is None:
             if not self.cert.exists():
-                raise errors.ApiError(503, "ServiceUnavailable",
-                                      f"no kubelet client certificate at {self.cert}")
+                raise errors.ApiError(
+                    503, "ServiceUnavailable", f"no kubelet client certificate at {self.cert}"
+                )
             ctx = ssl.create_default_context(cafile=str(self.ca))
             ctx.load_cert_chain(str(self.cert), str(self.key))
             # Kubelet traffic never goes through a proxy from the environment.
-            self._client = httpx.AsyncClient(verify=ctx, trust_env=False,
-                                             timeout=httpx.Timeout(30.0, read=None))
+            self._client = httpx.AsyncClient(
+                verify=ctx, trust_env=False, timeout=httpx.Timeout(30.0, read=None)
+            )
         return self._client
 
     async def aclose(self) -> None:
@@ -69,12 +81,22 @@ def _validate(req: http.Request) -> None:
         value = req.int_arg(name)
         if value is not None and value < minimum:
             word = "greater than or equal to 0" if minimum == 0 else "greater than 0"
-            causes.append({"reason": "FieldValueInvalid", "field": name,
-                           "message": f"Invalid value: {value}: must be {word}"})
+            causes.append(
+                {
+                    "reason": "FieldValueInvalid",
+                    "field": name,
+                    "message": f"Invalid value: {value}: must be {word}",
+                }
+            )
     if req.arg("sinceSeconds") and req.arg("sinceTime"):
-        causes.append({"reason": "FieldValueForbidden", "field": "",
-                       "message": "Forbidden: at most one of `sinceTime` or `sinceSeconds` may "
-                                  "be specified"})
+        causes.append(
+            {
+                "reason": "FieldValueForbidden",
+                "field": "",
+                "message": "Forbidden: at most one of `sinceTime` or `sinceSeconds` may "
+                "be specified",
+            }
+        )
     if causes:
         raise errors.invalid("PodLogOptions", "", causes, "")
 
@@ -89,8 +111,10 @@ def pick_container(pod: Obj, requested: str | None) -> str:
     if not requested:
         if len(containers) == 1:
             return containers[0]
-        message = f"a container name must be specified for pod {name}, choose one of: " \
-                  f"[{' '.join(containers)}]"
+        message = (
+            f"a container name must be specified for pod {name}, choose one of: "
+            f"[{' '.join(containers)}]"
+        )
         if inits:
             message += f" or one of the init containers: [{' '.join(inits)}]"
         if ephemeral:
@@ -103,19 +127,26 @@ def pick_container(pod: Obj, requested: str | None) -> str:
 
 def kubelet_location(node: Obj) -> tuple[str, int]:
     status = node.get("status") or {}
-    port = int(((status.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {})
-               .get("Port") or 0)
+    port = int(
+        ((status.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get("Port") or 0
+    )
     addresses = {a.get("type"): a.get("address") for a in status.get("addresses") or ()}
     host = next((addresses[t] for t in _ADDRESS_TYPES if addresses.get(t)), None)
     name = node["metadata"]["name"]
     if host is None or port <= 0:
-        raise errors.ApiError(503, "ServiceUnavailable",
-                              f'node "{name}" has no kubelet endpoint (address and port)')
+        raise errors.ApiError(
+            503, "ServiceUnavailable", f'node "{name}" has no kubelet endpoint (address and port)'
+        )
     return host, port
 
 
-async def serve_log(core: ApiCore, connector: KubeletConnector | None, req: http.Request,
-                    info: RequestInfo, send: http.Send) -> None:
+async def serve_log(
+    core: ApiCore,
+    connector: KubeletConnector | None,
+    req: http.Request,
+    info: RequestInfo,
+    send: http.Send,
+) -> None:
     """GET pods/<name>/log: errors before any byte as a Status, then the raw log stream."""
     assert info.name is not None
     _validate(req)
@@ -132,8 +163,10 @@ async def serve_log(core: ApiCore, connector: KubeletConnector | None, req: http
         raise errors.not_found("nodes", node_name)
     host, port = kubelet_location(loads(hit[0]))
     host = f"[{host}]" if ":" in host else host
-    url = (f"https://{host}:{port}/containerLogs/{quote(info.namespace or '', safe='')}/"
-           f"{quote(info.name, safe='')}/{quote(container, safe='')}")
+    url = (
+        f"https://{host}:{port}/containerLogs/{quote(info.namespace or '', safe='')}/"
+        f"{quote(info.name, safe='')}/{quote(container, safe='')}"
+    )
     params = {k: v for k in _PASSED if (v := req.arg(k)) not in (None, "")}
     client = connector.client()
     try:
@@ -165,7 +198,8 @@ def _kubelet_error(code: int, body: bytes, pod: str) -> errors.ApiError:
     if code == 404:
         return errors.ApiError(404, "NotFound", text or f'pods "{pod}" not found')
     reason = {401: "Unauthorized", 403: "Forbidden", 503: "ServiceUnavailable"}.get(
-        code, "InternalError")
+        code, "InternalError"
+    )
     return errors.ApiError(code if code >= 400 else 500, reason, text)
 
 

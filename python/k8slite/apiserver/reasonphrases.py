@@ -15,16 +15,28 @@ import h11
 _original_init = h11.Response.__init__
 
 
-def _init_with_reason(self: h11.Response, *, headers: Any, status_code: int,
-                      http_version: bytes | str = b"1.1", reason: bytes | str = b"",
-                      _parsed: bool = False) -> None:
+def _init_with_reason(
+    self: h11.Response,
+    *,
+    headers: Any,
+    status_code: int,
+    http_version: bytes | str = b"1.1",
+    reason: bytes | str = b"",
+    _parsed: bool = False,
+) -> None:
     if not reason and not _parsed:
         try:
             reason = HTTPStatus(status_code).phrase
         except ValueError:
             pass  # a non-standard code: an empty phrase is valid HTTP
-    _original_init(self, headers=headers, status_code=status_code,
-                   http_version=http_version, reason=reason, _parsed=_parsed)
+    _original_init(
+        self,
+        headers=headers,
+        status_code=status_code,
+        http_version=http_version,
+        reason=reason,
+        _parsed=_parsed,
+    )
 
 
 def install() -> None:

@@ -22,9 +22,20 @@ from k8slite.api.validation import FieldErrors
 from k8slite.storage import KeyExists, KeyNotFound, Op, RevisionConflict, Store
 
 _META_ORDER = (
-    "name", "generateName", "namespace", "uid", "resourceVersion", "generation",
-    "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "labels",
-    "annotations", "ownerReferences", "finalizers", "managedFields",
+    "name",
+    "generateName",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "labels",
+    "annotations",
+    "ownerReferences",
+    "finalizers",
+    "managedFields",
 )
 # How often an update retries when another writer keeps winning the race for a key.
 _MAX_UPDATE_RETRIES = 20
@@ -92,8 +103,13 @@ class DeleteOptions:
 class Registry:
     """Storage-backed REST operations for one ResourceType."""
 
-    def __init__(self, rt: ResourceType, store: Store, cache: WatchCache,
-                 namespace_state: Callable[[str], str | None]) -> None:
+    def __init__(
+        self,
+        rt: ResourceType,
+        store: Store,
+        cache: WatchCache,
+        namespace_state: Callable[[str], str | None],
+    ) -> None:
         self.rt = rt
         self.store = store
         self.cache = cache
@@ -130,13 +146,22 @@ class Registry:
             raise errors.not_found("namespaces", namespace)
         if phase == "Terminating":
             raise errors.ApiError(
-                403, "Forbidden",
+                403,
+                "Forbidden",
                 f'{self.rt.plural} "{name}" is forbidden: unable to create new content in '
                 f"namespace {namespace} because it is being terminated",
-                {"name": name, "kind": self.rt.plural, "causes": [{
-                    "reason": "NamespaceTerminating",
-                    "message": f"namespace {namespace} is being terminated",
-                    "field": "metadata.namespace"}]})
+                {
+                    "name": name,
+                    "kind": self.rt.plural,
+                    "causes": [
+                        {
+                            "reason": "NamespaceTerminating",
+                            "message": f"namespace {namespace} is being terminated",
+                            "field": "metadata.namespace",
+                        }
+                    ],
+                },
+            )
 
     def _validate(self, obj: Obj, old: Obj | None) -> None:
         errs = FieldErrors()
@@ -149,8 +174,7 @@ class Registry:
 
     # ----------------------------------------------------------------- create
 
-    def prepare_new(self, namespace: str | None, obj: Obj, track: Tracker | None = None
-                    ) -> Obj:
+    def prepare_new(self, namespace: str | None, obj: Obj, track: Tracker | None = None) -> Obj:
         """Defaulting, system metadata and validation of an object about to be created."""
         m = obj.setdefault("metadata", {})
         if not isinstance(m, dict):
@@ -161,8 +185,12 @@ class Registry:
             m.pop("namespace", None)
         if not m.get("name") and m.get("generateName"):
             m["name"] = meta.generate_name(m["generateName"])
-        for system in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds",
-                       "selfLink"):
+        for system in (
+            "resourceVersion",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "selfLink",
+        ):
             m.pop(system, None)
         m["uid"] = meta.new_uid()
         m["resourceVersion"] = ""  # holds its place in the key order; set at commit
@@ -180,8 +208,9 @@ class Registry:
             track(obj, None)
         return normalize(obj, self.rt)
 
-    async def create(self, namespace: str | None, obj: Obj, dry_run: bool = False,
-                     track: Tracker | None = None) -> bytes:
+    async def create(
+        self, namespace: str | None, obj: Obj, dry_run: bool = False, track: Tracker | None = None
+    ) -> bytes:
         name = (obj.get("metadata") or {}).get("name") or ""
         obj = self.prepare_new(namespace, obj, track)
         name = obj["metadata"]["name"]
@@ -206,10 +235,17 @@ class Registry:
 
     # ----------------------------------------------------------------- update
 
-    async def update(self, namespace: str | None, name: str, mutate: Mutator, *,
-                     subresource: str | None = None, dry_run: bool = False,
-                     allow_create: bool | None = None,
-                     track: Tracker | None = None) -> tuple[bytes, bool]:
+    async def update(
+        self,
+        namespace: str | None,
+        name: str,
+        mutate: Mutator,
+        *,
+        subresource: str | None = None,
+        dry_run: bool = False,
+        allow_create: bool | None = None,
+        track: Tracker | None = None,
+    ) -> tuple[bytes, bool]:
         """Read, mutate, validate and compare-and-swap until it sticks (GuaranteedUpdate).
 
         Returns the stored bytes and whether the object was created. The mutator raises
@@ -247,8 +283,15 @@ class Registry:
             return datas[0], False
         raise errors.conflict(self.rt.plural, name, self.rt.group)
 
-    def _prepare_update(self, namespace: str | None, name: str, desired: Obj, old: Obj,
-                        subresource: str | None, track: Tracker | None = None) -> Obj:
+    def _prepare_update(
+        self,
+        namespace: str | None,
+        name: str,
+        desired: Obj,
+        old: Obj,
+        subresource: str | None,
+        track: Tracker | None = None,
+    ) -> Obj:
         if not isinstance(desired, dict):
             raise errors.bad_request("the body of the request must be a JSON object")
         m = desired.get("metadata")
@@ -256,8 +299,10 @@ class Registry:
             desired["metadata"] = m = {}
         _check_name(desired, name)
         if self.rt.namespaced and m.get("namespace") not in (None, "", namespace):
-            raise errors.bad_request("the namespace of the provided object does not match the "
-                                     "namespace sent on the request")
+            raise errors.bad_request(
+                "the namespace of the provided object does not match the "
+                "namespace sent on the request"
+            )
         old_meta = old["metadata"]
         if subresource == "status":
             new = self.strategy.prepare_status_update(desired, old)
@@ -269,12 +314,21 @@ class Registry:
         else:
             new = desired
             if m.get("uid") not in (None, "", old_meta.get("uid")):
-                raise errors.conflict(self.rt.plural, name, self.rt.group,
-                                      f"Precondition failed: UID in precondition: "
-                                      f"{old_meta.get('uid')}, UID in object meta: {m.get('uid')}")
+                raise errors.conflict(
+                    self.rt.plural,
+                    name,
+                    self.rt.group,
+                    f"Precondition failed: UID in precondition: "
+                    f"{old_meta.get('uid')}, UID in object meta: {m.get('uid')}",
+                )
             # System-owned metadata keeps its stored value whatever the client sent.
-            for system in ("uid", "creationTimestamp", "deletionTimestamp",
-                           "deletionGracePeriodSeconds", "generation"):
+            for system in (
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+            ):
                 if system in old_meta:
                     m[system] = old_meta[system]
                 else:
@@ -288,11 +342,20 @@ class Registry:
                 # A terminating object may only lose finalizers, never gain them.
                 added = set(m.get("finalizers") or ()) - set(old_meta.get("finalizers") or ())
                 if added:
-                    raise errors.invalid(self.rt.kind, name, [{
-                        "reason": "FieldValueForbidden", "field": "metadata.finalizers",
-                        "message": "Forbidden: no new finalizers can be added if the object "
-                                   "is being deleted, found new finalizers "
-                                   + str(sorted(added))}], self.rt.group)
+                    raise errors.invalid(
+                        self.rt.kind,
+                        name,
+                        [
+                            {
+                                "reason": "FieldValueForbidden",
+                                "field": "metadata.finalizers",
+                                "message": "Forbidden: no new finalizers can be added if the "
+                                "object is being deleted, found new finalizers "
+                                + str(sorted(added)),
+                            }
+                        ],
+                        self.rt.group,
+                    )
             self._validate(new, old)
             if self.strategy.tracks_generation and self.strategy.spec_changed(new, old):
                 m["generation"] = int(old_meta.get("generation", 1)) + 1
@@ -315,8 +378,9 @@ class Registry:
 
     # ----------------------------------------------------------------- delete
 
-    async def delete(self, namespace: str | None, name: str,
-                     opts: DeleteOptions) -> tuple[bytes, int]:
+    async def delete(
+        self, namespace: str | None, name: str, opts: DeleteOptions
+    ) -> tuple[bytes, int]:
         """Delete now, or mark for deletion (grace period, finalizers); returns body and code."""
         key = self.key(namespace, name)
         for _ in range(_MAX_UPDATE_RETRIES):
@@ -345,15 +409,21 @@ class Registry:
     def _check_preconditions(self, name: str, m: Obj, opts: DeleteOptions) -> None:
         if opts.precondition_uid and opts.precondition_uid != m.get("uid"):
             raise errors.conflict(
-                self.rt.plural, name, self.rt.group,
+                self.rt.plural,
+                name,
+                self.rt.group,
                 f"Precondition failed: UID in precondition: {opts.precondition_uid}, "
-                f"UID in object meta: {m.get('uid')}")
+                f"UID in object meta: {m.get('uid')}",
+            )
         if opts.precondition_rv and opts.precondition_rv != m.get("resourceVersion"):
             raise errors.conflict(
-                self.rt.plural, name, self.rt.group,
+                self.rt.plural,
+                name,
+                self.rt.group,
                 f"Precondition failed: ResourceVersion in precondition: "
                 f"{opts.precondition_rv}, ResourceVersion in object meta: "
-                f"{m.get('resourceVersion')}")
+                f"{m.get('resourceVersion')}",
+            )
 
     def _mark_deleting(self, obj: Obj, opts: DeleteOptions) -> None:
         """Set deletionTimestamp, the grace period and the propagation finalizers."""
@@ -376,8 +446,9 @@ class Registry:
             m["deletionGracePeriodSeconds"] = grace
         self.strategy.on_delete(obj)
 
-    def _delete_answer(self, obj: Obj, removed: bool, data: bytes,
-                       opts: DeleteOptions) -> tuple[bytes, int]:
+    def _delete_answer(
+        self, obj: Obj, removed: bool, data: bytes, opts: DeleteOptions
+    ) -> tuple[bytes, int]:
         if removed and not self.strategy.return_deleted_object:
             return dumps(self.success_status(obj)), 200
         code = 202 if not removed and opts.propagation_policy == "Foreground" else 200
@@ -389,15 +460,21 @@ class Registry:
             details["group"] = self.rt.group
         details["kind"] = self.rt.plural
         details["uid"] = obj["metadata"].get("uid")
-        return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                "details": details}
+        return {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Success",
+            "details": details,
+        }
 
 
 def _check_name(obj: Obj, name: str) -> None:
     body_name = (obj.get("metadata") or {}).get("name")
     if body_name and body_name != name:
-        raise errors.bad_request(f"the name of the object ({body_name}) does not match the name "
-                                 f"on the URL ({name})")
+        raise errors.bad_request(
+            f"the name of the object ({body_name}) does not match the name on the URL ({name})"
+        )
     obj.setdefault("metadata", {})["name"] = name
 
 

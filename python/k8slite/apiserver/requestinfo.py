@@ -43,8 +43,11 @@ def parse(method: str, path: str, watch_param: bool) -> RequestInfo:
     namespace: str | None = None
     # /namespaces/<ns>/<resource>... names a namespace's content, while
     # /namespaces/<name>/status and /finalize are subresources of the namespace itself.
-    if len(rest) > 2 and rest[0] == "namespaces" and (
-            rest[2] not in _NAMESPACE_SUBRESOURCES or len(rest) > 3):
+    if (
+        len(rest) > 2
+        and rest[0] == "namespaces"
+        and (rest[2] not in _NAMESPACE_SUBRESOURCES or len(rest) > 3)
+    ):
         namespace, rest = rest[1], rest[2:]
     if not rest or not rest[0]:
         raise errors.not_found_path()

@@ -71,11 +71,14 @@ def check_type_meta(obj: Any, rt: ResourceType, expected_kind: str | None = None
     kind = expected_kind or rt.kind
     api_version = obj.get("apiVersion")
     if api_version and api_version != rt.api_version and expected_kind is None:
-        raise errors.bad_request(f"the API version in the data ({api_version}) does not match "
-                                 f"the expected API version ({rt.api_version})")
+        raise errors.bad_request(
+            f"the API version in the data ({api_version}) does not match "
+            f"the expected API version ({rt.api_version})"
+        )
     if obj.get("kind") and obj["kind"] != kind:
-        raise errors.bad_request(f"the kind in the data ({obj['kind']}) does not match the "
-                                 f"expected kind ({kind})")
+        raise errors.bad_request(
+            f"the kind in the data ({obj['kind']}) does not match the expected kind ({kind})"
+        )
     meta = obj.get("metadata")
     if meta is not None and not isinstance(meta, dict):
         raise errors.bad_request("metadata must be an object")
@@ -85,8 +88,9 @@ def check_type_meta(obj: Any, rt: ResourceType, expected_kind: str | None = None
 def check_body_namespace(obj: Obj, namespace: str | None) -> None:
     body_ns = (obj.get("metadata") or {}).get("namespace")
     if namespace and body_ns and body_ns != namespace:
-        raise errors.bad_request("the namespace of the provided object does not match the "
-                                 "namespace sent on the request")
+        raise errors.bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request"
+        )
 
 
 def dry_run(req: Request) -> bool:
@@ -122,7 +126,7 @@ def field_selector(req: Request, rt: ResourceType, name: str | None = None) -> F
         raise errors.bad_request(str(e)) from None
     for field, _, _ in sel.requirements():
         if field not in rt.selectable_fields:
-            raise errors.bad_request(f'field label not supported: {field}')
+            raise errors.bad_request(f"field label not supported: {field}")
     return sel
 
 
@@ -139,16 +143,19 @@ def decode_continue(token: str) -> tuple[int, str]:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         data = loads(raw)
         if data.get("v") != "meta.k8s.io/v1":
-            raise ValueError("continue key is not valid: incorrect encoded start "
-                             "resourceVersion (version meta.k8s.io/v1)")
+            raise ValueError(
+                "continue key is not valid: incorrect encoded start "
+                "resourceVersion (version meta.k8s.io/v1)"
+            )
         rv, start = int(data["rv"]), str(data["start"])
     except (binascii.Error, ValueError, KeyError, TypeError, AttributeError) as e:
-        message = str(e) if str(e).startswith("continue key") else \
-            f"continue key is not valid: {e}"
+        message = str(e) if str(e).startswith("continue key") else f"continue key is not valid: {e}"
         raise errors.bad_request(message) from None
     if rv <= 0:
-        raise errors.bad_request("continue key is not valid: incorrect encoded start "
-                                 "resourceVersion (version meta.k8s.io/v1)")
+        raise errors.bad_request(
+            "continue key is not valid: incorrect encoded start "
+            "resourceVersion (version meta.k8s.io/v1)"
+        )
     return rv, start.rstrip("\x00")
 
 
@@ -159,19 +166,24 @@ async def wait_for_revision(reg: Registry, rv: int) -> None:
             await reg.changed.wait()
     if reg.store.revision() < rv:
         raise errors.ApiError(
-            504, "Timeout",
+            504,
+            "Timeout",
             f"Too large resource version: {rv}, current: {reg.store.revision()}",
-            {"causes": [{"reason": "ResourceVersionTooLarge",
-                         "message": "Too large resource version"}], "retryAfterSeconds": 1},
-            {"Retry-After": "1"})
+            {
+                "causes": [
+                    {"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}
+                ],
+                "retryAfterSeconds": 1,
+            },
+            {"Retry-After": "1"},
+        )
 
 
 def parse_rv(value: str, what: str = "resourceVersion") -> int:
     try:
         rv = int(value)
     except ValueError:
-        raise errors.bad_request(f'{what}: Invalid value: "{value}": must be an integer') \
-            from None
+        raise errors.bad_request(f'{what}: Invalid value: "{value}": must be an integer') from None
     if rv < 0:
         raise errors.bad_request(f'{what}: Invalid value: "{value}": must be non-negative')
     return rv
@@ -187,24 +199,29 @@ async def list_objects(reg: Registry, req: Request, info: RequestInfo) -> bytes:
     rv_arg = req.arg("resourceVersion") or ""
     match = req.arg("resourceVersionMatch") or ""
     if match and not rv_arg:
-        raise errors.bad_request("resourceVersionMatch is forbidden unless resourceVersion is "
-                                 "provided")
+        raise errors.bad_request(
+            "resourceVersionMatch is forbidden unless resourceVersion is provided"
+        )
     if match not in ("", "Exact", "NotOlderThan"):
-        raise errors.bad_request(f'resourceVersionMatch: Unsupported value: "{match}": '
-                                 'supported values: "Exact", "NotOlderThan"')
+        raise errors.bad_request(
+            f'resourceVersionMatch: Unsupported value: "{match}": '
+            'supported values: "Exact", "NotOlderThan"'
+        )
     at: int | None = None
     start_after: str | None = None
     if token:
         if rv_arg and rv_arg != "0":
-            raise errors.bad_request("specifying resource version is not allowed when using "
-                                     "continue")
+            raise errors.bad_request(
+                "specifying resource version is not allowed when using continue"
+            )
         at, start = decode_continue(token)
         start_after = rt.key_prefix + start
     elif match == "Exact":
         at = parse_rv(rv_arg)
         if at == 0:
-            raise errors.bad_request('resourceVersionMatch "exact" is forbidden for '
-                                     'resourceVersion "0"')
+            raise errors.bad_request(
+                'resourceVersionMatch "exact" is forbidden for resourceVersion "0"'
+            )
     elif rv_arg and rv_arg != "0":
         await wait_for_revision(reg, parse_rv(rv_arg))
     prefix = rt.prefix(info.namespace)
@@ -213,11 +230,18 @@ async def list_objects(reg: Registry, req: Request, info: RequestInfo) -> bytes:
     def envelope(last_key: str | None, remaining: int) -> tuple[bytes, bytes]:
         meta: Obj = {"resourceVersion": str(list_rv)}
         if last_key is not None:
-            meta["continue"] = encode_continue(list_rv, last_key[len(rt.key_prefix):])
+            meta["continue"] = encode_continue(list_rv, last_key[len(rt.key_prefix) :])
             if label is None and field is None:
                 meta["remainingItemCount"] = remaining
-        head = (b'{"kind":"' + rt.list_kind.encode() + b'","apiVersion":"'
-                + rt.api_version.encode() + b'","metadata":' + dumps(meta) + b',"items":')
+        head = (
+            b'{"kind":"'
+            + rt.list_kind.encode()
+            + b'","apiVersion":"'
+            + rt.api_version.encode()
+            + b'","metadata":'
+            + dumps(meta)
+            + b',"items":'
+        )
         return head, b"}"
 
     try:
@@ -230,7 +254,8 @@ async def list_objects(reg: Registry, req: Request, info: RequestInfo) -> bytes:
                 "continue token in this response to retrieve the remainder of the results. "
                 "Continuing with the provided token results in an inconsistent list - objects "
                 "that were created, modified, or deleted between the time the first chunk was "
-                "returned and now may show up in the list.") from None
+                "returned and now may show up in the list."
+            ) from None
         raise errors.gone(f"too old resource version: {at} ({reg.cache.oldest()})") from None
     return body
 
@@ -251,8 +276,7 @@ async def create_object(reg: Registry, req: Request, info: RequestInfo) -> bytes
     check_body_namespace(obj, info.namespace)
     opts = writes.write_options(req, "CreateOptions")
     writes.validate_body(req, reg.rt, obj, opts)
-    return await reg.create(info.namespace, obj, dry_run(req),
-                            writes.tracker(reg.rt, opts, None))
+    return await reg.create(info.namespace, obj, dry_run(req), writes.tracker(reg.rt, opts, None))
 
 
 async def update_object(reg: Registry, req: Request, info: RequestInfo) -> tuple[bytes, bool]:
@@ -274,13 +298,17 @@ async def update_object(reg: Registry, req: Request, info: RequestInfo) -> tuple
             raise errors.conflict(reg.rt.plural, name, reg.rt.group)
         return dict(body)
 
-    return await reg.update(info.namespace, name, mutate, subresource=info.subresource,
-                            dry_run=dry_run(req),
-                            track=writes.tracker(reg.rt, opts, info.subresource))
+    return await reg.update(
+        info.namespace,
+        name,
+        mutate,
+        subresource=info.subresource,
+        dry_run=dry_run(req),
+        track=writes.tracker(reg.rt, opts, info.subresource),
+    )
 
 
-def apply_patch(ctype: str, current: Obj, patch: Any,
-                definition: Definition | None = None) -> Obj:
+def apply_patch(ctype: str, current: Obj, patch: Any, definition: Definition | None = None) -> Obj:
     """Apply a JSON, merge or strategic merge patch (SMP merges by the definition's keys)."""
     if ctype == "application/json-patch+json":
         result = json_patch(current, patch)
@@ -300,16 +328,29 @@ async def patch_object(reg: Registry, req: Request, info: RequestInfo) -> tuple[
     assert info.name is not None
     ctype = req.content_type
     if ctype not in PATCH_TYPES:
-        raise errors.ApiError(415, "UnsupportedMediaType", f'the body of the request was in '
-                              f'an unknown format - accepted media types include: '
-                              f'{", ".join(PATCH_TYPES)}')
+        raise errors.ApiError(
+            415,
+            "UnsupportedMediaType",
+            f"the body of the request was in "
+            f"an unknown format - accepted media types include: "
+            f"{', '.join(PATCH_TYPES)}",
+        )
     patch = decode_body(req, await req.body())
     if ctype == "application/apply-patch+yaml":
         return await apply_object(reg, req, info, patch)
     if req.arg("force") is not None:
-        raise errors.invalid("PatchOptions", "", [{
-            "reason": "FieldValueForbidden", "field": "force",
-            "message": "Forbidden: may not be specified for non-apply patch"}], "meta.k8s.io")
+        raise errors.invalid(
+            "PatchOptions",
+            "",
+            [
+                {
+                    "reason": "FieldValueForbidden",
+                    "field": "force",
+                    "message": "Forbidden: may not be specified for non-apply patch",
+                }
+            ],
+            "meta.k8s.io",
+        )
     opts = writes.write_options(req, "PatchOptions")
     definition = schemas.root(reg.rt)
     name = info.name
@@ -323,18 +364,29 @@ async def patch_object(reg: Registry, req: Request, info: RequestInfo) -> tuple[
         if wanted and wanted != rv:
             raise errors.conflict(reg.rt.plural, name, reg.rt.group)
         writes.validate_patched(
-            req, reg.rt, patched, opts,
-            lambda: go_format(patch) if ctype == PATCH_TYPES[2] else dumps(patched).decode())
+            req,
+            reg.rt,
+            patched,
+            opts,
+            lambda: go_format(patch) if ctype == PATCH_TYPES[2] else dumps(patched).decode(),
+        )
         return patched
 
-    data, _ = await reg.update(info.namespace, name, mutate, subresource=info.subresource,
-                               dry_run=dry_run(req), allow_create=False,
-                               track=writes.tracker(reg.rt, opts, info.subresource))
+    data, _ = await reg.update(
+        info.namespace,
+        name,
+        mutate,
+        subresource=info.subresource,
+        dry_run=dry_run(req),
+        allow_create=False,
+        track=writes.tracker(reg.rt, opts, info.subresource),
+    )
     return data, False
 
 
-async def apply_object(reg: Registry, req: Request, info: RequestInfo,
-                       body: Any) -> tuple[bytes, bool]:
+async def apply_object(
+    reg: Registry, req: Request, info: RequestInfo, body: Any
+) -> tuple[bytes, bool]:
     """Server-side apply (application/apply-patch+yaml): merge, own, prune, or 409."""
     assert info.name is not None
     rt, name, namespace = reg.rt, info.name, info.namespace
@@ -344,8 +396,9 @@ async def apply_object(reg: Registry, req: Request, info: RequestInfo,
     writes.check_apply_config(rt, config, namespace, name)
     definition = schemas.root(rt)
     node = schemas.Node("struct", definition=definition) if definition else None
-    request = apply.ApplyRequest(config, opts.manager, req.flag("force"), rt.api_version,
-                                 info.subresource or "")
+    request = apply.ApplyRequest(
+        config, opts.manager, req.flag("force"), rt.api_version, info.subresource or ""
+    )
 
     def mutate(current: Obj | None) -> Obj:
         if node is None:
@@ -355,16 +408,24 @@ async def apply_object(reg: Registry, req: Request, info: RequestInfo,
         except apply.ApplyError as e:
             raise writes.apply_failed(rt, namespace, name, str(e)) from None
 
-    return await reg.update(namespace, name, mutate, subresource=info.subresource,
-                            dry_run=dry_run(req), allow_create=info.subresource is None)
+    return await reg.update(
+        namespace,
+        name,
+        mutate,
+        subresource=info.subresource,
+        dry_run=dry_run(req),
+        allow_create=info.subresource is None,
+    )
 
 
 def delete_options(req: Request, body: Any) -> DeleteOptions:
     opts = DeleteOptions(dry_run=dry_run(req))
     if isinstance(body, dict):
         if body.get("kind") not in (None, "DeleteOptions"):
-            raise errors.bad_request(f"the kind in the data ({body.get('kind')}) does not match "
-                                     f"the expected kind (DeleteOptions)")
+            raise errors.bad_request(
+                f"the kind in the data ({body.get('kind')}) does not match "
+                f"the expected kind (DeleteOptions)"
+            )
         opts.grace_period_seconds = body.get("gracePeriodSeconds")
         opts.propagation_policy = body.get("propagationPolicy")
         if body.get("orphanDependents") is not None and opts.propagation_policy is None:
@@ -384,10 +445,18 @@ def delete_options(req: Request, body: Any) -> DeleteOptions:
     if orphan and opts.propagation_policy is None:
         opts.propagation_policy = "Orphan" if orphan == "true" else "Background"
     if opts.propagation_policy not in (None, "Orphan", "Background", "Foreground"):
-        raise errors.invalid("DeleteOptions", "", [{
-            "reason": "FieldValueNotSupported", "field": "propagationPolicy",
-            "message": f'Unsupported value: "{opts.propagation_policy}": supported values: '
-                       '"Foreground", "Background", "Orphan", "nil"'}])
+        raise errors.invalid(
+            "DeleteOptions",
+            "",
+            [
+                {
+                    "reason": "FieldValueNotSupported",
+                    "field": "propagationPolicy",
+                    "message": f'Unsupported value: "{opts.propagation_policy}": supported values: '
+                    '"Foreground", "Background", "Orphan", "nil"',
+                }
+            ],
+        )
     if opts.grace_period_seconds is not None and opts.grace_period_seconds < 0:
         opts.grace_period_seconds = 0
     return opts
@@ -422,7 +491,13 @@ async def delete_collection(reg: Registry, req: Request, info: RequestInfo) -> b
             raise
         answer = loads(data)
         deleted.append(data if answer.get("kind") != "Status" else dumps(obj))
-    head = (b'{"kind":"' + reg.rt.list_kind.encode() + b'","apiVersion":"'
-            + reg.rt.api_version.encode() + b'","metadata":{"resourceVersion":"'
-            + str(reg.store.revision()).encode() + b'"},"items":[')
+    head = (
+        b'{"kind":"'
+        + reg.rt.list_kind.encode()
+        + b'","apiVersion":"'
+        + reg.rt.api_version.encode()
+        + b'","metadata":{"resourceVersion":"'
+        + str(reg.store.revision()).encode()
+        + b'"},"items":['
+    )
     return head + b",".join(deleted) + b"]}"

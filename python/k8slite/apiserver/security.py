@@ -22,10 +22,15 @@ from k8slite.apiserver.limits import (
 )
 
 
-async def secure_app(app: ApiServerApp, core: ApiCore, *, audit_log_path: Path | None = None,
-                     max_requests_inflight: int = MAX_REQUESTS_INFLIGHT,
-                     max_mutating_requests_inflight: int = MAX_MUTATING_REQUESTS_INFLIGHT,
-                     request_timeout: float = REQUEST_TIMEOUT) -> SecureApp:
+async def secure_app(
+    app: ApiServerApp,
+    core: ApiCore,
+    *,
+    audit_log_path: Path | None = None,
+    max_requests_inflight: int = MAX_REQUESTS_INFLIGHT,
+    max_mutating_requests_inflight: int = MAX_MUTATING_REQUESTS_INFLIGHT,
+    request_timeout: float = REQUEST_TIMEOUT,
+) -> SecureApp:
     """The app behind authentication, limits, audit and authorization, policy reconciled.
 
     Call after the caches are warm: the node graph is built from the cached pods.

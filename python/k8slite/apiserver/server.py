@@ -95,18 +95,21 @@ def _ensure_certificates(config: ApiServerConfig) -> None:
     they are and only a missing PKI is made.
     """
     if config.secure_port:
-        host = config.bind_address if config.bind_address not in ("0.0.0.0", "::") \
-            else "127.0.0.1"
+        host = config.bind_address if config.bind_address not in ("0.0.0.0", "::") else "127.0.0.1"
         if ":" in host:
             host = f"[{host}]"
-        pki.ensure_pki(config.pki_dir, sans=config.extra_sans,
-                       server_url=f"https://{host}:{config.secure_port}")
+        pki.ensure_pki(
+            config.pki_dir,
+            sans=config.extra_sans,
+            server_url=f"https://{host}:{config.secure_port}",
+        )
     elif not (config.pki_dir / "server.pem").exists():
         pki.ensure_pki(config.pki_dir, sans=config.extra_sans)
 
 
-async def run(config: ApiServerConfig, *,
-              task_status: trio.TaskStatus[Serving] = trio.TASK_STATUS_IGNORED) -> None:
+async def run(
+    config: ApiServerConfig, *, task_status: trio.TaskStatus[Serving] = trio.TASK_STATUS_IGNORED
+) -> None:
     """Serve until cancelled."""
     if config.tls_cert_file is None:
         _ensure_certificates(config)
@@ -114,8 +117,11 @@ async def run(config: ApiServerConfig, *,
     async with RocksStore(config.data_dir / "db") as raw_store:
         store = MeteredStore(raw_store, metrics)
         core = ApiCore(store, config.watch_cache_size)  # type: ignore[arg-type]
-        allocator = ServiceAllocator(store, config.service_cluster_ip_range,  # type: ignore[arg-type]
-                                     config.service_node_port_range)
+        allocator = ServiceAllocator(
+            store,
+            config.service_cluster_ip_range,  # type: ignore[arg-type]
+            config.service_node_port_range,
+        )
         core.registries[("", "services")].allocator = allocator
         allocator.warm()
         core.warm()
@@ -123,20 +129,25 @@ async def run(config: ApiServerConfig, *,
         app = ApiServerApp(core, metrics)
         app.resources.kubelets = KubeletConnector.from_pki(config.pki_dir)
         secured = await secure_app(
-            app, core, audit_log_path=config.audit_log_path,
+            app,
+            core,
+            audit_log_path=config.audit_log_path,
             max_requests_inflight=config.max_requests_inflight,
             max_mutating_requests_inflight=config.max_mutating_requests_inflight,
-            request_timeout=config.request_timeout)
+            request_timeout=config.request_timeout,
+        )
         hc = _hypercorn_config(config)
         async with trio.open_nursery() as nursery:
             binds = await nursery.start(serve, secured, hc)
             nursery.start_soon(bookmark_ticker, core.registries.values())
             url = binds[0]
             port = int(url.rsplit(":", 1)[1])
-            local = config.bind_address if config.bind_address not in ("0.0.0.0", "::") \
-                else "127.0.0.1"
+            local = (
+                config.bind_address if config.bind_address not in ("0.0.0.0", "::") else "127.0.0.1"
+            )
             serving = Serving(f"https://{local}:{port}", port)
-            await ensure_kubernetes_service(core, allocator.kubernetes_ip,
-                                            config.advertise_address or local, port)
+            await ensure_kubernetes_service(
+                core, allocator.kubernetes_ip, config.advertise_address or local, port
+            )
             log.info("k8slite-apiserver serving on %s", serving.url)
             task_status.started(serving)

@@ -15,8 +15,9 @@ Obj = dict[str, Any]
 
 
 def _success(code: int = 201) -> bytes:
-    return dumps({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
-                  "code": code})
+    return dumps(
+        {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": code}
+    )
 
 
 def set_condition(status: Obj, condition: Obj) -> None:
@@ -39,24 +40,40 @@ async def bind_pod(reg: Registry, req: Request, info: RequestInfo) -> bytes:
     node = target.get("name")
     name = info.name
     if not node:
-        raise errors.invalid("Binding", name, [{"reason": "FieldValueRequired",
-                                                "field": "target.name",
-                                                "message": "Required value"}])
+        raise errors.invalid(
+            "Binding",
+            name,
+            [{"reason": "FieldValueRequired", "field": "target.name", "message": "Required value"}],
+        )
 
     def mutate(current: Obj | None) -> Obj:
         if current is None:
             raise errors.not_found("pods", name)
         spec = current.setdefault("spec", {})
         if current["metadata"].get("deletionTimestamp"):
-            raise errors.conflict("pods/binding", name, "",
-                                  f"pod {name} is being deleted, cannot be assigned to a host")
+            raise errors.conflict(
+                "pods/binding",
+                name,
+                "",
+                f"pod {name} is being deleted, cannot be assigned to a host",
+            )
         if spec.get("nodeName"):
-            raise errors.conflict("pods/binding", name, "",
-                                  f'pod {name} is already assigned to node "{spec["nodeName"]}"')
+            raise errors.conflict(
+                "pods/binding",
+                name,
+                "",
+                f'pod {name} is already assigned to node "{spec["nodeName"]}"',
+            )
         spec["nodeName"] = node
-        set_condition(current.setdefault("status", {}), {
-            "type": "PodScheduled", "status": "True", "lastProbeTime": None,
-            "lastTransitionTime": meta.now()})
+        set_condition(
+            current.setdefault("status", {}),
+            {
+                "type": "PodScheduled",
+                "status": "True",
+                "lastProbeTime": None,
+                "lastTransitionTime": meta.now(),
+            },
+        )
         return current
 
     await reg.update(info.namespace, name, mutate, subresource="binding", dry_run=dry_run(req))
@@ -82,11 +99,16 @@ def _scale_of(obj: Obj) -> Obj:
     return {
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
-        "metadata": {k: m[k] for k in ("name", "namespace", "uid", "resourceVersion",
-                                       "creationTimestamp") if k in m},
+        "metadata": {
+            k: m[k]
+            for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+            if k in m
+        },
         "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 0)},
-        "status": {"replicas": (obj.get("status") or {}).get("replicas", 0),
-                   "selector": str(LabelSelector.from_dict(selector))},
+        "status": {
+            "replicas": (obj.get("status") or {}).get("replicas", 0),
+            "selector": str(LabelSelector.from_dict(selector)),
+        },
     }
 
 
@@ -114,13 +136,22 @@ async def update_scale(reg: Registry, req: Request, info: RequestInfo) -> bytes:
             raise errors.conflict(reg.rt.plural, name, reg.rt.group)
         replicas = (wanted.get("spec") or {}).get("replicas")
         if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
-            raise errors.invalid("Scale", name, [{
-                "reason": "FieldValueInvalid", "field": "spec.replicas",
-                "message": f"Invalid value: {replicas}: must be greater than or equal to 0"}],
-                "autoscaling")
+            raise errors.invalid(
+                "Scale",
+                name,
+                [
+                    {
+                        "reason": "FieldValueInvalid",
+                        "field": "spec.replicas",
+                        "message": f"Invalid value: {replicas}: must be greater than or equal to 0",
+                    }
+                ],
+                "autoscaling",
+            )
         current.setdefault("spec", {})["replicas"] = replicas
         return current
 
-    data, _ = await reg.update(info.namespace, name, mutate, dry_run=dry_run(req),
-                               allow_create=False)
+    data, _ = await reg.update(
+        info.namespace, name, mutate, dry_run=dry_run(req), allow_create=False
+    )
     return dumps(_scale_of(loads(data)))

@@ -68,8 +68,11 @@ def include_object(value: str | None) -> str:
 
 
 def partial(obj: Obj, target: Target) -> Obj:
-    return {"kind": PARTIAL, "apiVersion": target.api_version,
-            "metadata": obj.get("metadata") or {}}
+    return {
+        "kind": PARTIAL,
+        "apiVersion": target.api_version,
+        "metadata": obj.get("metadata") or {},
+    }
 
 
 def _row(obj: Obj, p: Printer, target: Target, include: str, now: dt.datetime) -> Obj:
@@ -85,18 +88,27 @@ def _row(obj: Obj, p: Printer, target: Target, include: str, now: dt.datetime) -
     return row
 
 
-def table(items: list[Obj], rt: ResourceType, target: Target, include: str,
-          list_meta: Obj, headers: bool = True) -> Obj:
+def table(
+    items: list[Obj],
+    rt: ResourceType,
+    target: Target,
+    include: str,
+    list_meta: Obj,
+    headers: bool = True,
+) -> Obj:
     p = printer(rt.group, rt.kind)
     now = dt.datetime.now(dt.UTC)
-    out: Obj = {"kind": TABLE, "apiVersion": target.api_version, "metadata": list_meta,
-                "columnDefinitions": [c.definition() for c in p.columns] if headers else None,
-                "rows": [_row(obj, p, target, include, now) for obj in items]}
+    out: Obj = {
+        "kind": TABLE,
+        "apiVersion": target.api_version,
+        "metadata": list_meta,
+        "columnDefinitions": [c.definition() for c in p.columns] if headers else None,
+        "rows": [_row(obj, p, target, include, now) for obj in items],
+    }
     return out
 
 
-def convert(body: bytes, rt: ResourceType, target: Target, include: str,
-            is_list: bool) -> bytes:
+def convert(body: bytes, rt: ResourceType, target: Target, include: str, is_list: bool) -> bytes:
     """A list or get response body in the target form."""
     data = loads(body)
     if data.get("kind") == "Status":
@@ -104,9 +116,14 @@ def convert(body: bytes, rt: ResourceType, target: Target, include: str,
     if is_list:
         items = data.get("items") or []
         if target.kind == PARTIAL_LIST:
-            return dumps({"kind": PARTIAL_LIST, "apiVersion": target.api_version,
-                          "metadata": data.get("metadata") or {},
-                          "items": [partial(o, target) for o in items]})
+            return dumps(
+                {
+                    "kind": PARTIAL_LIST,
+                    "apiVersion": target.api_version,
+                    "metadata": data.get("metadata") or {},
+                    "items": [partial(o, target) for o in items],
+                }
+            )
         return dumps(table(items, rt, target, include, data.get("metadata") or {}))
     if target.kind == PARTIAL:
         return dumps(partial(data, target))
@@ -114,8 +131,9 @@ def convert(body: bytes, rt: ResourceType, target: Target, include: str,
     return dumps(table([data], rt, target, include, {"resourceVersion": rv} if rv else {}))
 
 
-def watch_converter(rt: ResourceType, target: Target,
-                    include: str) -> Callable[[list[bytes]], list[bytes]]:
+def watch_converter(
+    rt: ResourceType, target: Target, include: str
+) -> Callable[[list[bytes]], list[bytes]]:
     """Turns watch frames into frames of one-row Tables; only the first carries columns."""
     first = [True]
 
@@ -127,8 +145,9 @@ def watch_converter(rt: ResourceType, target: Target,
             if event.get("type") in ("ADDED", "MODIFIED", "DELETED") and isinstance(obj, dict):
                 if target.kind == TABLE:
                     rv = (obj.get("metadata") or {}).get("resourceVersion")
-                    event["object"] = table([obj], rt, target, include,
-                                            {"resourceVersion": rv}, headers=first[0])
+                    event["object"] = table(
+                        [obj], rt, target, include, {"resourceVersion": rv}, headers=first[0]
+                    )
                     first[0] = False
                 else:
                     event["object"] = partial(obj, target)

@@ -56,8 +56,9 @@ def tls_extension(stream: trio.SSLStream[Any]) -> dict[str, Any]:
 class _PeerCertApp:
     """One connection's view of the app: adds the connection's TLS extension to each scope."""
 
-    def __init__(self, app: AppWrapper, stream: trio.SSLStream[Any],
-                 server: TCPServer | None = None) -> None:
+    def __init__(
+        self, app: AppWrapper, stream: trio.SSLStream[Any], server: TCPServer | None = None
+    ) -> None:
         self.app = app
         self.stream = stream
         self.server = server
@@ -66,8 +67,14 @@ class _PeerCertApp:
         # it before any request can be read), and it never changes afterwards.
         self.tls: dict[str, Any] | None = None
 
-    async def __call__(self, scope: Any, receive: Any, send: Any, sync_spawn: Callable[..., Any],
-                       call_soon: Callable[..., Any]) -> None:
+    async def __call__(
+        self,
+        scope: Any,
+        receive: Any,
+        send: Any,
+        sync_spawn: Callable[..., Any],
+        call_soon: Callable[..., Any],
+    ) -> None:
         if scope["type"] in ("http", "websocket"):
             if self.tls is None:
                 self.tls = tls_extension(self.stream)
@@ -82,13 +89,23 @@ class _PeerCertApp:
 class PeerCertServer(TCPServer):
     """hypercorn's per-connection server, with the app seeing the peer's certificate."""
 
-    def __init__(self, app: AppWrapper, config: Config, context: WorkerContext,
-                 state: ConnectionState, stream: trio.SSLStream[Any]) -> None:
+    def __init__(
+        self,
+        app: AppWrapper,
+        config: Config,
+        context: WorkerContext,
+        state: ConnectionState,
+        stream: trio.SSLStream[Any],
+    ) -> None:
         super().__init__(_PeerCertApp(app, stream, self), config, context, state, stream)
 
 
-async def serve(app: ASGIFramework, config: Config, *,
-                task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+async def serve(
+    app: ASGIFramework,
+    config: Config,
+    *,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
     """Serve `app` on config.bind over TLS until cancelled; reports the bound URLs like hypercorn.
 
     Only TLS listeners: a configuration without certfile/keyfile is an error here, since the
@@ -106,9 +123,13 @@ async def serve(app: ASGIFramework, config: Config, *,
     binds = []
     for sock in sockets.secure_sockets:
         sock.listen(config.backlog)
-        listeners.append(trio.SSLListener(
-            trio.SocketListener(trio.socket.from_stdlib_socket(sock)), ssl_context,
-            https_compatible=True))
+        listeners.append(
+            trio.SSLListener(
+                trio.SocketListener(trio.socket.from_stdlib_socket(sock)),
+                ssl_context,
+                https_compatible=True,
+            )
+        )
         binds.append(f"https://{repr_socket_addr(sock.family, sock.getsockname())}")
 
     async def handle(stream: trio.SSLStream[Any]) -> None:

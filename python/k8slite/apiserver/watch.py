@@ -47,7 +47,8 @@ Emit = Callable[[bytes], Awaitable[None]]
 def chunk_sender(req: http.Request, send: http.Send, counter: Counter | None = None) -> Emit:
     """How this watch sends a chunk: straight onto an HTTP/1.1 connection when it can."""
     direct: directsend.DirectChunks | None = req.scope.get("extensions", {}).get(
-        directsend.SCOPE_KEY)
+        directsend.SCOPE_KEY
+    )
     if direct is None:
         return lambda data: http.stream_chunk(send, data)
 
@@ -61,9 +62,14 @@ def chunk_sender(req: http.Request, send: http.Send, counter: Counter | None = N
     return emit
 
 
-async def serve_watch(reg: Registry, req: http.Request, info: RequestInfo,
-                      send: http.Send, convert: FrameConverter | None = None,
-                      direct_writes: Counter | None = None) -> None:
+async def serve_watch(
+    reg: Registry,
+    req: http.Request,
+    info: RequestInfo,
+    send: http.Send,
+    convert: FrameConverter | None = None,
+    direct_writes: Counter | None = None,
+) -> None:
     """Validate, then stream until the timeout, a client disconnect or a 410."""
     label = label_selector(req)
     field = field_selector(req, reg.rt, info.name)
@@ -72,10 +78,19 @@ async def serve_watch(reg: Registry, req: http.Request, info: RequestInfo,
     bookmarks = req.flag("allowWatchBookmarks")
     send_initial = req.arg("sendInitialEvents")
     if send_initial is not None and req.arg("resourceVersionMatch") != "NotOlderThan":
-        raise errors.invalid("ListOptions", "", [{
-            "reason": "FieldValueForbidden", "field": "sendInitialEvents",
-            "message": "Forbidden: sendInitialEvents is forbidden for watch unless "
-                       "resourceVersionMatch is set to NotOlderThan"}], "meta.k8s.io")
+        raise errors.invalid(
+            "ListOptions",
+            "",
+            [
+                {
+                    "reason": "FieldValueForbidden",
+                    "field": "sendInitialEvents",
+                    "message": "Forbidden: sendInitialEvents is forbidden for watch unless "
+                    "resourceVersionMatch is set to NotOlderThan",
+                }
+            ],
+            "meta.k8s.io",
+        )
     timeout = req.int_arg("timeoutSeconds")
     if timeout is None or timeout <= 0:
         timeout = int(MIN_REQUEST_TIMEOUT * (1 + random.random()))
@@ -86,8 +101,18 @@ async def serve_watch(reg: Registry, req: http.Request, info: RequestInfo,
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_cancel_on_disconnect, req.receive, nursery.cancel_scope)
         with trio.move_on_after(timeout):
-            await _stream(reg, chunk_sender(req, send, direct_writes), prefix, label, field,
-                          start, initial, bookmarks, send_initial == "true", convert)
+            await _stream(
+                reg,
+                chunk_sender(req, send, direct_writes),
+                prefix,
+                label,
+                field,
+                start,
+                initial,
+                bookmarks,
+                send_initial == "true",
+                convert,
+            )
         nursery.cancel_scope.cancel()
     # The client may be gone already; there is nothing left to tell it.
     with contextlib.suppress(Exception):
@@ -102,9 +127,18 @@ async def _cancel_on_disconnect(receive: http.Receive, scope: trio.CancelScope) 
             return
 
 
-async def _stream(reg: Registry, emit: Emit, prefix: str, label: object, field: object,
-                  rv: int, initial: bool, bookmarks: bool, initial_end_bookmark: bool,
-                  convert: FrameConverter | None = None) -> None:
+async def _stream(
+    reg: Registry,
+    emit: Emit,
+    prefix: str,
+    label: object,
+    field: object,
+    rv: int,
+    initial: bool,
+    bookmarks: bool,
+    initial_end_bookmark: bool,
+    convert: FrameConverter | None = None,
+) -> None:
     cache = reg.cache
     if initial:
         frames, rv = cache.initial_events(prefix, label, field)  # type: ignore[arg-type]
@@ -118,8 +152,13 @@ async def _stream(reg: Registry, emit: Emit, prefix: str, label: object, field: 
     while True:
         changed = reg.changed
         try:
-            frames, rv = cache.events_since(rv, prefix, label, field,  # type: ignore[arg-type]
-                                            MAX_EVENTS_PER_WRITE)
+            frames, rv = cache.events_since(
+                rv,
+                prefix,
+                label,
+                field,  # type: ignore[arg-type]
+                MAX_EVENTS_PER_WRITE,
+            )
         except ExpiredError:
             err = errors.gone(f"too old resource version: {rv} ({cache.oldest()})")
             await emit(error_frame(err))
@@ -130,8 +169,11 @@ async def _stream(reg: Registry, emit: Emit, prefix: str, label: object, field: 
             await emit(b"".join(frames))
             last_sent, last_sent_at = rv, trio.current_time()
             continue
-        if bookmarks and rv != last_sent and \
-                trio.current_time() - last_sent_at >= BOOKMARK_INTERVAL:
+        if (
+            bookmarks
+            and rv != last_sent
+            and trio.current_time() - last_sent_at >= BOOKMARK_INTERVAL
+        ):
             await emit(bookmark(reg, rv))
             last_sent, last_sent_at = rv, trio.current_time()
         # No timeout of our own: bookmark_ticker wakes every watcher now and then, which

@@ -43,26 +43,38 @@ def warning_headers(req: Request) -> dict[str, str] | None:
 
 
 def _options_error(kind: str, field: str, reason: str, message: str) -> errors.ApiError:
-    return errors.invalid(kind, "", [{"reason": reason, "field": field, "message": message}],
-                          "meta.k8s.io")
+    return errors.invalid(
+        kind, "", [{"reason": reason, "field": field, "message": message}], "meta.k8s.io"
+    )
 
 
 def write_options(req: Request, options_kind: str, is_apply: bool = False) -> WriteOptions:
     """fieldManager (or the User-Agent's product) and fieldValidation of a write."""
     validation = req.arg("fieldValidation") or "Warn"
     if validation not in fieldvalidation.DIRECTIVES:
-        raise _options_error(options_kind, "fieldValidation", "FieldValueNotSupported",
-                             f'Unsupported value: "{validation}": supported values: '
-                             '"Ignore", "Strict", "Warn"')
+        raise _options_error(
+            options_kind,
+            "fieldValidation",
+            "FieldValueNotSupported",
+            f'Unsupported value: "{validation}": supported values: "Ignore", "Strict", "Warn"',
+        )
     manager = req.arg("fieldManager")
     if manager is None:
         if is_apply:
-            raise _options_error(options_kind, "fieldManager", "FieldValueRequired",
-                                 "Required value: is required for apply patch")
+            raise _options_error(
+                options_kind,
+                "fieldManager",
+                "FieldValueRequired",
+                "Required value: is required for apply patch",
+            )
         manager = req.headers.get("user-agent", "").split("/", 1)[0][:MAX_MANAGER_LENGTH]
     if len(manager.encode()) > MAX_MANAGER_LENGTH:
-        raise _options_error(options_kind, "fieldManager", "FieldValueTooLong",
-                             f"Too long: may not be more than {MAX_MANAGER_LENGTH} bytes")
+        raise _options_error(
+            options_kind,
+            "fieldManager",
+            "FieldValueTooLong",
+            f"Too long: may not be more than {MAX_MANAGER_LENGTH} bytes",
+        )
     return WriteOptions(manager, validation)
 
 
@@ -97,8 +109,9 @@ def validate_body(req: Request, rt: ResourceType, obj: Obj, opts: WriteOptions) 
                 warn(req, f'unknown field "{path}"')
 
 
-def validate_patched(req: Request, rt: ResourceType, obj: Obj, opts: WriteOptions,
-                     shown: Callable[[], str]) -> None:
+def validate_patched(
+    req: Request, rt: ResourceType, obj: Obj, opts: WriteOptions, shown: Callable[[], str]
+) -> None:
     """Field validation of a patched object: 422 on the patch (shown renders it)."""
     defn = schemas.root(rt)
     if defn is None:
@@ -106,8 +119,17 @@ def validate_patched(req: Request, rt: ResourceType, obj: Obj, opts: WriteOption
     found = fieldvalidation.check(obj, defn)
 
     def invalid(message: str) -> errors.ApiError:
-        return errors.invalid("", "", [{"reason": "FieldValueInvalid", "field": "patch",
-                                        "message": f'Invalid value: "{shown()}": {message}'}])
+        return errors.invalid(
+            "",
+            "",
+            [
+                {
+                    "reason": "FieldValueInvalid",
+                    "field": "patch",
+                    "message": f'Invalid value: "{shown()}": {message}',
+                }
+            ],
+        )
 
     if found.type_error:
         raise invalid(found.type_error)
@@ -119,8 +141,7 @@ def validate_patched(req: Request, rt: ResourceType, obj: Obj, opts: WriteOption
                 warn(req, f'unknown field "{path}"')
 
 
-def check_apply_config(rt: ResourceType, config: Obj, namespace: str | None,
-                       name: str) -> None:
+def check_apply_config(rt: ResourceType, config: Obj, namespace: str | None, name: str) -> None:
     """An applied configuration must type against the schema (upstream answers 500)."""
     defn = schemas.root(rt)
     if defn is None:
@@ -135,8 +156,10 @@ def check_apply_config(rt: ResourceType, config: Obj, namespace: str | None,
         raise apply_failed(rt, namespace, name, problem)
 
 
-def apply_failed(rt: ResourceType, namespace: str | None, name: str,
-                 problem: str) -> errors.ApiError:
+def apply_failed(
+    rt: ResourceType, namespace: str | None, name: str, problem: str
+) -> errors.ApiError:
     gvk = f"{rt.group_version if rt.group else '/' + rt.version}, Kind={rt.kind}"
-    return errors.ApiError(500, "", f"failed to create typed patch object "
-                                    f"({namespace or ''}/{name}; {gvk}): {problem}")
+    return errors.ApiError(
+        500, "", f"failed to create typed patch object ({namespace or ''}/{name}; {gvk}): {problem}"
+    )

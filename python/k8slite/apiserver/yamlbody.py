@@ -36,8 +36,11 @@ class JsonYamlLoader(_BASE):  # type: ignore[valid-type,misc]
             key = _key(self.construct_object(key_node, deep=deep))
             if not isinstance(key, str):
                 raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping", node.start_mark,
-                    "found a key that is not a scalar", key_node.start_mark)
+                    "while constructing a mapping",
+                    node.start_mark,
+                    "found a key that is not a scalar",
+                    key_node.start_mark,
+                )
             mapping[key] = self.construct_object(value_node, deep=deep)
         return mapping
 

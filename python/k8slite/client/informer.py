@@ -82,8 +82,13 @@ class SharedInformer:
         self.resync_period = resync_period
         self.indexer = Indexer(indexers)
         self.reflector = Reflector(
-            client, res, self, namespace=namespace, label_selector=label_selector,
-            field_selector=field_selector, page_size=page_size,
+            client,
+            res,
+            self,
+            namespace=namespace,
+            label_selector=label_selector,
+            field_selector=field_selector,
+            page_size=page_size,
         )
         self._handlers: list[EventHandler] = []
         self._synced = trio.Event()
@@ -105,7 +110,9 @@ class SharedInformer:
     ) -> EventHandler:
         """Register callbacks; a handler added late first gets on_add for everything cached."""
         handler = EventHandler(
-            on_add, on_update, on_delete,
+            on_add,
+            on_update,
+            on_delete,
             self.resync_period if resync_period is None else resync_period,
         )
         self._handlers.append(handler)
@@ -278,14 +285,20 @@ class SharedInformerFactory:
         `indexers` are added to the built-in ones (namespace, ownerUID, nodeName).
         """
         key = _InformerKey(
-            res, namespace or self.namespace, selector_text(label_selector),
+            res,
+            namespace or self.namespace,
+            selector_text(label_selector),
             field_selector or None,
         )
         informer = self._informers.get(key)
         if informer is None:
             informer = SharedInformer(
-                self.client, res, namespace=key.namespace, label_selector=key.label_selector,
-                field_selector=key.field_selector, resync_period=self.resync_period,
+                self.client,
+                res,
+                namespace=key.namespace,
+                label_selector=key.label_selector,
+                field_selector=key.field_selector,
+                resync_period=self.resync_period,
                 page_size=self.page_size,
             )
             self._informers[key] = informer

@@ -46,8 +46,10 @@ class Resource:
         return "/".join(parts)
 
     def __str__(self) -> str:
-        return f"{self.plural}.{self.version}.{self.group}" if self.group else (
-            f"{self.plural}.{self.version}"
+        return (
+            f"{self.plural}.{self.version}.{self.group}"
+            if self.group
+            else (f"{self.plural}.{self.version}")
         )
 
 

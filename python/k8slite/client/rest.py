@@ -129,8 +129,9 @@ class ApiClient:
             headers=headers,
             timeout=httpx.Timeout(config.timeout),
             # Every informer holds a watch open; keep-alive spares a TLS handshake per call.
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64,
-                                keepalive_expiry=60.0),
+            limits=httpx.Limits(
+                max_connections=None, max_keepalive_connections=64, keepalive_expiry=60.0
+            ),
         )
         self._bucket = TokenBucket(config.qps, config.burst) if config.qps > 0 else None
 
@@ -168,7 +169,11 @@ class ApiClient:
             if self._bucket is not None:
                 await self._bucket.wait()
             request = self._http.build_request(
-                method, path, params=params, content=body, headers=headers,
+                method,
+                path,
+                params=params,
+                content=body,
+                headers=headers,
                 timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
             )
             try:
@@ -371,11 +376,12 @@ class ApiClient:
             content_type = PATCH_CONTENT_TYPES[patch_type]
         except KeyError:
             raise ValueError(f"unknown patch type {patch_type!r}") from None
-        params = _params(
-            fieldManager=field_manager, force=force, dryRun="All" if dry_run else None
-        )
+        params = _params(fieldManager=field_manager, force=force, dryRun="All" if dry_run else None)
         result: dict[str, Any] = await self.request(
-            "PATCH", res.path(namespace, name, subresource), params=params, body=patch,
+            "PATCH",
+            res.path(namespace, name, subresource),
+            params=params,
+            body=patch,
             content_type=content_type,
         )
         return result
@@ -392,8 +398,13 @@ class ApiClient:
     ) -> dict[str, Any]:
         """Server-side apply of a (partial) object named by its metadata."""
         return await self.patch(
-            res, _name_of(body), body, namespace=_namespace_of(body, namespace),
-            patch_type="apply", subresource=subresource, field_manager=field_manager,
+            res,
+            _name_of(body),
+            body,
+            namespace=_namespace_of(body, namespace),
+            patch_type="apply",
+            subresource=subresource,
+            field_manager=field_manager,
             force=force,
         )
 

@@ -33,38 +33,51 @@ class _Families:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         labels = ("name",)
-        self.depth = Gauge("workqueue_depth", "Current depth of workqueue", labels,
-                           registry=registry)
-        self.adds = Counter("workqueue_adds_total", "Total number of adds handled by workqueue",
-                            labels, registry=registry)
+        self.depth = Gauge(
+            "workqueue_depth", "Current depth of workqueue", labels, registry=registry
+        )
+        self.adds = Counter(
+            "workqueue_adds_total",
+            "Total number of adds handled by workqueue",
+            labels,
+            registry=registry,
+        )
         self.latency = Histogram(
             "workqueue_queue_duration_seconds",
             "How long in seconds an item stays in workqueue before being requested.",
-            labels, registry=registry, buckets=_BUCKETS,
+            labels,
+            registry=registry,
+            buckets=_BUCKETS,
         )
         self.work_duration = Histogram(
             "workqueue_work_duration_seconds",
             "How long in seconds processing an item from workqueue takes.",
-            labels, registry=registry, buckets=_BUCKETS,
+            labels,
+            registry=registry,
+            buckets=_BUCKETS,
         )
-        self.retries = Counter("workqueue_retries_total",
-                               "Total number of retries handled by workqueue", labels,
-                               registry=registry)
+        self.retries = Counter(
+            "workqueue_retries_total",
+            "Total number of retries handled by workqueue",
+            labels,
+            registry=registry,
+        )
         self.unfinished = Gauge(
             "workqueue_unfinished_work_seconds",
             "How many seconds of work has been done that is in progress and hasn't been "
-            "observed by work_duration.", labels, registry=registry,
+            "observed by work_duration.",
+            labels,
+            registry=registry,
         )
         self.longest = Gauge(
             "workqueue_longest_running_processor_seconds",
             "How many seconds has the longest running processor for workqueue been running.",
-            labels, registry=registry,
+            labels,
+            registry=registry,
         )
 
 
-_families: weakref.WeakKeyDictionary[CollectorRegistry, _Families] = (
-    weakref.WeakKeyDictionary()
-)
+_families: weakref.WeakKeyDictionary[CollectorRegistry, _Families] = weakref.WeakKeyDictionary()
 
 
 def _families_for(registry: CollectorRegistry) -> _Families:
@@ -267,8 +280,7 @@ async def run_workers(
                 requeue_after = await reconcile(item)
             except Exception:
                 if max_retries is not None and queue.num_requeues(item) >= max_retries:
-                    log.exception("%s: dropping %r after %d retries", queue.name, item,
-                                  max_retries)
+                    log.exception("%s: dropping %r after %d retries", queue.name, item, max_retries)
                     queue.forget(item)
                 else:
                     log.exception("%s: reconciling %r failed; requeued", queue.name, item)

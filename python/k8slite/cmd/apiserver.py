@@ -27,41 +27,70 @@ def _duration(text: str) -> float:
 
 def parse_args(argv: list[str] | None) -> tuple[ApiServerConfig, int]:
     p = argparse.ArgumentParser(prog="k8slite-apiserver", description=__doc__)
-    p.add_argument("--data-dir", type=Path, default=Path(".k8slite"),
-                   help="RocksDB in DIR/db, certificates in DIR/pki (default ./.k8slite)")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(".k8slite"),
+        help="RocksDB in DIR/db, certificates in DIR/pki (default ./.k8slite)",
+    )
     p.add_argument("--bind-address", default="127.0.0.1")
     p.add_argument("--secure-port", type=int, default=8080, help="0 picks a free port")
     p.add_argument("--tls-cert-file", type=Path)
     p.add_argument("--tls-private-key-file", type=Path)
     p.add_argument("--client-ca-file", type=Path)
-    p.add_argument("--watch-cache-size", type=int, default=10_000,
-                   help="recent events kept per resource for watch resumption")
+    p.add_argument(
+        "--watch-cache-size",
+        type=int,
+        default=10_000,
+        help="recent events kept per resource for watch resumption",
+    )
     p.add_argument("--service-cluster-ip-range", default="10.96.0.0/12")
     p.add_argument("--service-node-port-range", default="30000-32767")
-    p.add_argument("--advertise-address",
-                   help="address the kubernetes service's endpoints point at")
-    p.add_argument("--audit-log-path", type=Path,
-                   help="append one JSON line per mutating request (audit.k8s.io/v1 Events)")
-    p.add_argument("--max-requests-inflight", type=int, default=MAX_REQUESTS_INFLIGHT,
-                   help="read-only requests served at once before 429 (0: no limit)")
-    p.add_argument("--max-mutating-requests-inflight", type=int,
-                   default=MAX_MUTATING_REQUESTS_INFLIGHT,
-                   help="mutating requests served at once before 429 (0: no limit)")
-    p.add_argument("--request-timeout", type=_duration, default=REQUEST_TIMEOUT,
-                   help="longest a non-long-running request may take, e.g. 60s or 1m0s")
+    p.add_argument(
+        "--advertise-address", help="address the kubernetes service's endpoints point at"
+    )
+    p.add_argument(
+        "--audit-log-path",
+        type=Path,
+        help="append one JSON line per mutating request (audit.k8s.io/v1 Events)",
+    )
+    p.add_argument(
+        "--max-requests-inflight",
+        type=int,
+        default=MAX_REQUESTS_INFLIGHT,
+        help="read-only requests served at once before 429 (0: no limit)",
+    )
+    p.add_argument(
+        "--max-mutating-requests-inflight",
+        type=int,
+        default=MAX_MUTATING_REQUESTS_INFLIGHT,
+        help="mutating requests served at once before 429 (0: no limit)",
+    )
+    p.add_argument(
+        "--request-timeout",
+        type=_duration,
+        default=REQUEST_TIMEOUT,
+        help="longest a non-long-running request may take, e.g. 60s or 1m0s",
+    )
     add_verbosity_flag(p)
     a = p.parse_args(argv)
     low, _, high = a.service_node_port_range.partition("-")
     config = ApiServerConfig(
-        data_dir=a.data_dir, bind_address=a.bind_address, secure_port=a.secure_port,
-        tls_cert_file=a.tls_cert_file, tls_private_key_file=a.tls_private_key_file,
-        client_ca_file=a.client_ca_file, watch_cache_size=a.watch_cache_size,
+        data_dir=a.data_dir,
+        bind_address=a.bind_address,
+        secure_port=a.secure_port,
+        tls_cert_file=a.tls_cert_file,
+        tls_private_key_file=a.tls_private_key_file,
+        client_ca_file=a.client_ca_file,
+        watch_cache_size=a.watch_cache_size,
         service_cluster_ip_range=a.service_cluster_ip_range,
         service_node_port_range=(int(low), int(high or low)),
-        advertise_address=a.advertise_address, audit_log_path=a.audit_log_path,
+        advertise_address=a.advertise_address,
+        audit_log_path=a.audit_log_path,
         max_requests_inflight=a.max_requests_inflight,
         max_mutating_requests_inflight=a.max_mutating_requests_inflight,
-        request_timeout=a.request_timeout)
+        request_timeout=a.request_timeout,
+    )
     return config, a.verbosity
 
 

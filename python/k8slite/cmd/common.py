@@ -13,8 +13,9 @@ import trio
 
 def setup_logging(verbosity: int = 0) -> None:
     level = logging.DEBUG if verbosity >= 4 else logging.INFO
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname).1s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname).1s %(name)s: %(message)s"
+    )
     # hypercorn and httpx are chatty at INFO; their warnings still show.
     for noisy in ("hypercorn.error", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -30,8 +31,9 @@ async def _until_signal(main: Callable[..., Awaitable[Any]], *args: Any) -> None
                 break
 
 
-async def _run_then_cancel(main: Callable[..., Awaitable[Any]], args: tuple[Any, ...],
-                           scope: trio.CancelScope) -> None:
+async def _run_then_cancel(
+    main: Callable[..., Awaitable[Any]], args: tuple[Any, ...], scope: trio.CancelScope
+) -> None:
     await main(*args)
     scope.cancel()
 
@@ -43,5 +45,6 @@ def run_until_signal(main: Callable[..., Awaitable[Any]], *args: Any) -> int:
 
 
 def add_verbosity_flag(parser: Any) -> None:
-    parser.add_argument("-v", "--v", dest="verbosity", type=int, default=0,
-                        help="log verbosity (4 or more: debug)")
+    parser.add_argument(
+        "-v", "--v", dest="verbosity", type=int, default=0, help="log verbosity (4 or more: debug)"
+    )

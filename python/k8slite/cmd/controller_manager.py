@@ -40,42 +40,76 @@ def _positive(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="k8slite-controller-manager", description=__doc__)
-    p.add_argument("--kubeconfig", type=Path,
-                   help="kubeconfig with the API server's address and this component's "
-                        "credentials (default: $KUBECONFIG, then ~/.kube/config)")
-    p.add_argument("--controllers", default="*",
-                   help="comma-separated controllers to run: '*' is all, 'foo' enables foo, "
-                        "'-foo' disables it; known: " + ", ".join(CONTROLLERS))
-    p.add_argument("--kube-api-qps", type=float, default=20.0,
-                   help="queries per second to the API server, per controller")
+    p.add_argument(
+        "--kubeconfig",
+        type=Path,
+        help="kubeconfig with the API server's address and this component's "
+        "credentials (default: $KUBECONFIG, then ~/.kube/config)",
+    )
+    p.add_argument(
+        "--controllers",
+        default="*",
+        help="comma-separated controllers to run: '*' is all, 'foo' enables foo, "
+        "'-foo' disables it; known: " + ", ".join(CONTROLLERS),
+    )
+    p.add_argument(
+        "--kube-api-qps",
+        type=float,
+        default=20.0,
+        help="queries per second to the API server, per controller",
+    )
     p.add_argument("--kube-api-burst", type=int, default=30)
     serving = p.add_argument_group("serving (/healthz, /metrics)")
     serving.add_argument("--bind-address", default="0.0.0.0")
-    serving.add_argument("--secure-port", type=int, default=10257,
-                         help="HTTPS port; 0 picks a free one (printed on start)")
-    serving.add_argument("--tls-cert-file", type=Path,
-                         help="serving certificate (default: a self-signed one)")
+    serving.add_argument(
+        "--secure-port",
+        type=int,
+        default=10257,
+        help="HTTPS port; 0 picks a free one (printed on start)",
+    )
+    serving.add_argument(
+        "--tls-cert-file", type=Path, help="serving certificate (default: a self-signed one)"
+    )
     serving.add_argument("--tls-private-key-file", type=Path)
     workers = p.add_argument_group("workers")
-    for flag, default in (("--concurrent-replicaset-syncs", 5),
-                          ("--concurrent-deployment-syncs", 5),
-                          ("--concurrent-endpoint-syncs", 5),
-                          ("--concurrent-service-endpoint-syncs", 5),
-                          ("--concurrent-gc-syncs", 20),
-                          ("--concurrent-namespace-syncs", 10)):
+    for flag, default in (
+        ("--concurrent-replicaset-syncs", 5),
+        ("--concurrent-deployment-syncs", 5),
+        ("--concurrent-endpoint-syncs", 5),
+        ("--concurrent-service-endpoint-syncs", 5),
+        ("--concurrent-gc-syncs", 20),
+        ("--concurrent-namespace-syncs", 10),
+    ):
         workers.add_argument(flag, type=_positive, default=default)
     nodes = p.add_argument_group("node lifecycle")
-    nodes.add_argument("--node-monitor-period", type=parse_duration, default="5s",
-                       metavar="DURATION", help="how often node health is checked")
-    nodes.add_argument("--node-monitor-grace-period", type=parse_duration, default="40s",
-                       metavar="DURATION",
-                       help="how long a node may be silent before it is marked Unknown")
-    nodes.add_argument("--node-startup-grace-period", type=parse_duration, default="60s",
-                       metavar="DURATION",
-                       help="how long a new node may take to post its first status")
-    nodes.add_argument("--pod-eviction-timeout", type=parse_duration, metavar="DURATION",
-                       help="deprecated and ignored, as upstream: pods are evicted after "
-                            "their toleration of the node's NoExecute taint")
+    nodes.add_argument(
+        "--node-monitor-period",
+        type=parse_duration,
+        default="5s",
+        metavar="DURATION",
+        help="how often node health is checked",
+    )
+    nodes.add_argument(
+        "--node-monitor-grace-period",
+        type=parse_duration,
+        default="40s",
+        metavar="DURATION",
+        help="how long a node may be silent before it is marked Unknown",
+    )
+    nodes.add_argument(
+        "--node-startup-grace-period",
+        type=parse_duration,
+        default="60s",
+        metavar="DURATION",
+        help="how long a new node may take to post its first status",
+    )
+    nodes.add_argument(
+        "--pod-eviction-timeout",
+        type=parse_duration,
+        metavar="DURATION",
+        help="deprecated and ignored, as upstream: pods are evicted after "
+        "their toleration of the node's NoExecute taint",
+    )
     add_leader_election_flags(p, default_name=LEASE_NAME)
     add_verbosity_flag(p)
     return p
@@ -91,8 +125,11 @@ def parse_args(argv: list[str] | None) -> tuple[ControllerManagerConfig, int]:
         parser.error(str(e))
     if a.pod_eviction_timeout is not None:
         # Worded as pflag words a deprecated flag; logging is not set up yet.
-        print("Flag --pod-eviction-timeout has been deprecated, it has no effect: pods are "
-              "evicted after their toleration of the node's NoExecute taint", file=sys.stderr)
+        print(
+            "Flag --pod-eviction-timeout has been deprecated, it has no effect: pods are "
+            "evicted after their toleration of the node's NoExecute taint",
+            file=sys.stderr,
+        )
     options = ControllerOptions(
         concurrent_replicaset_syncs=a.concurrent_replicaset_syncs,
         concurrent_deployment_syncs=a.concurrent_deployment_syncs,
@@ -106,16 +143,26 @@ def parse_args(argv: list[str] | None) -> tuple[ControllerManagerConfig, int]:
     )
     leader_election = LeaderElectionConfig.from_args(a)
     if leader_election.leader_elect and not (
-            leader_election.lease_duration > leader_election.renew_deadline
-            > JITTER_FACTOR * leader_election.retry_period > 0):
-        parser.error("leader election needs lease duration > renew deadline > "
-                     f"{JITTER_FACTOR} * retry period > 0")
+        leader_election.lease_duration
+        > leader_election.renew_deadline
+        > JITTER_FACTOR * leader_election.retry_period
+        > 0
+    ):
+        parser.error(
+            "leader election needs lease duration > renew deadline > "
+            f"{JITTER_FACTOR} * retry period > 0"
+        )
     config = ControllerManagerConfig(
-        kubeconfig=a.kubeconfig, controllers=controllers, leader_election=leader_election,
+        kubeconfig=a.kubeconfig,
+        controllers=controllers,
+        leader_election=leader_election,
         options=options,
-        serving=ServingConfig(a.bind_address, a.secure_port, a.tls_cert_file,
-                              a.tls_private_key_file),
-        kube_api_qps=a.kube_api_qps, kube_api_burst=a.kube_api_burst)
+        serving=ServingConfig(
+            a.bind_address, a.secure_port, a.tls_cert_file, a.tls_private_key_file
+        ),
+        kube_api_qps=a.kube_api_qps,
+        kube_api_burst=a.kube_api_burst,
+    )
     return config, a.verbosity
 
 

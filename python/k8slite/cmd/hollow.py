@@ -19,35 +19,51 @@ from k8slite.kubelet.hollow import DEFAULT_POD_CIDR_BASE, HollowNodes, HollowNod
 def parse_args(argv: list[str] | None) -> tuple[HollowNodesConfig, Path, int]:
     p = argparse.ArgumentParser(prog="k8slite hollow-nodes", description=__doc__)
     p.add_argument("--count", type=int, required=True, help="how many nodes")
-    p.add_argument("--kubeconfig", type=Path, default=Path(".k8slite/kubeconfig"),
-                   help="an identity that may act for all the nodes (e.g. the admin's)")
+    p.add_argument(
+        "--kubeconfig",
+        type=Path,
+        default=Path(".k8slite/kubeconfig"),
+        help="an identity that may act for all the nodes (e.g. the admin's)",
+    )
     p.add_argument("--name-prefix", default="hollow-", help="nodes are PREFIX0, PREFIX1, ...")
     p.add_argument("--node-ip", default="127.0.0.1", help="every hollow node's InternalIP")
-    p.add_argument("--pod-cidr-base", default=DEFAULT_POD_CIDR_BASE,
-                   help="each node gets the next /24 of it as its pod CIDR")
+    p.add_argument(
+        "--pod-cidr-base",
+        default=DEFAULT_POD_CIDR_BASE,
+        help="each node gets the next /24 of it as its pod CIDR",
+    )
     p.add_argument("--max-pods", type=int, default=110)
-    p.add_argument("--capacity", type=parse_key_values, default={},
-                   help="what each node reports, e.g. cpu=8,memory=32Gi")
+    p.add_argument(
+        "--capacity",
+        type=parse_key_values,
+        default={},
+        help="what each node reports, e.g. cpu=8,memory=32Gi",
+    )
     p.add_argument("--node-labels", type=parse_key_values, default={})
     p.add_argument("--register-with-taints", type=parse_taints, default=[])
     p.add_argument("--node-lease-renew-interval", type=duration, default=10.0)
     p.add_argument("--node-lease-duration-seconds", type=int, default=40)
     p.add_argument("--node-status-update-frequency", type=duration, default=10.0)
     p.add_argument("--node-status-report-frequency", type=duration, default=60.0)
-    p.add_argument("--concurrency", type=int, default=32,
-                   help="API requests in flight at once")
+    p.add_argument("--concurrency", type=int, default=32, help="API requests in flight at once")
     add_verbosity_flag(p)
     a = p.parse_args(argv)
     template = KubeletConfig(
-        node_name=a.name_prefix, runtime="fake", node_ip=a.node_ip, max_pods=a.max_pods,
-        capacity=a.capacity, node_labels=a.node_labels,
+        node_name=a.name_prefix,
+        runtime="fake",
+        node_ip=a.node_ip,
+        max_pods=a.max_pods,
+        capacity=a.capacity,
+        node_labels=a.node_labels,
         register_with_taints=a.register_with_taints,
         node_lease_renew_interval=a.node_lease_renew_interval,
         node_lease_duration_seconds=a.node_lease_duration_seconds,
         node_status_update_frequency=a.node_status_update_frequency,
-        node_status_report_frequency=a.node_status_report_frequency)
-    config = HollowNodesConfig(count=a.count, template=template, pod_cidr_base=a.pod_cidr_base,
-                               concurrency=a.concurrency)
+        node_status_report_frequency=a.node_status_report_frequency,
+    )
+    config = HollowNodesConfig(
+        count=a.count, template=template, pod_cidr_base=a.pod_cidr_base, concurrency=a.concurrency
+    )
     return config, a.kubeconfig, a.verbosity
 
 

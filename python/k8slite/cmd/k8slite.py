@@ -42,8 +42,11 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = argparse.ArgumentParser(prog="k8slite", description=__doc__)
-    parser.add_argument("command", choices=COMMANDS, help=", ".join(
-        f"{name}: {help_}" for name, (_, help_) in COMMANDS.items()))
+    parser.add_argument(
+        "command",
+        choices=COMMANDS,
+        help=", ".join(f"{name}: {help_}" for name, (_, help_) in COMMANDS.items()),
+    )
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
         return 0 if argv else 2

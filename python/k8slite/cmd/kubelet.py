@@ -46,31 +46,55 @@ def _port(text: str) -> int | None:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="k8slite-kubelet", description=__doc__)
     p.add_argument("--node-name", default=socket.gethostname().lower())
-    p.add_argument("--runtime", choices=RUNTIMES, default="docker",
-                   help="docker: real containers; process: host processes, no isolation "
-                        "(development); fake: nothing runs (hollow nodes)")
-    p.add_argument("--kubeconfig", type=Path,
-                   help="default: PKI_DIR/node-<node-name>.kubeconfig")
-    p.add_argument("--pki-dir", type=Path, default=Path(".k8slite/pki"),
-                   help="where the default kubeconfig, serving certificate and CA are")
-    p.add_argument("--root-dir", type=Path,
-                   help="volumes and runtime state (default .k8slite/kubelet/<node-name>)")
+    p.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        default="docker",
+        help="docker: real containers; process: host processes, no isolation "
+        "(development); fake: nothing runs (hollow nodes)",
+    )
+    p.add_argument("--kubeconfig", type=Path, help="default: PKI_DIR/node-<node-name>.kubeconfig")
+    p.add_argument(
+        "--pki-dir",
+        type=Path,
+        default=Path(".k8slite/pki"),
+        help="where the default kubeconfig, serving certificate and CA are",
+    )
+    p.add_argument(
+        "--root-dir",
+        type=Path,
+        help="volumes and runtime state (default .k8slite/kubelet/<node-name>)",
+    )
     p.add_argument("--node-ip", default="127.0.0.1")
     p.add_argument("--pod-cidr", help="the node's pod CIDR; for docker the pod network's subnet")
-    p.add_argument("--docker-network", default="k8slite-pods",
-                   help="the Docker network pods get their IPs on")
+    p.add_argument(
+        "--docker-network", default="k8slite-pods", help="the Docker network pods get their IPs on"
+    )
     p.add_argument("--max-pods", type=int, default=110)
     p.add_argument("--node-labels", type=parse_key_values, default={}, help="k=v,...")
-    p.add_argument("--register-with-taints", type=parse_taints, default=[],
-                   help="key=value:Effect,...")
-    p.add_argument("--capacity", type=parse_key_values, default={},
-                   help="override what the host reports, e.g. cpu=4,memory=8Gi,pods=50")
+    p.add_argument(
+        "--register-with-taints", type=parse_taints, default=[], help="key=value:Effect,..."
+    )
+    p.add_argument(
+        "--capacity",
+        type=parse_key_values,
+        default={},
+        help="override what the host reports, e.g. cpu=4,memory=8Gi,pods=50",
+    )
     p.add_argument("--address", default="127.0.0.1", help="the kubelet API's address")
-    p.add_argument("--port", type=_port, default=10250,
-                   help="kubelet API (HTTPS); 0 picks a free port, -1 serves none")
+    p.add_argument(
+        "--port",
+        type=_port,
+        default=10250,
+        help="kubelet API (HTTPS); 0 picks a free port, -1 serves none",
+    )
     p.add_argument("--healthz-bind-address", default="127.0.0.1")
-    p.add_argument("--healthz-port", type=_port, default=10248,
-                   help="plain HTTP /healthz; 0 picks a free port, -1 serves none")
+    p.add_argument(
+        "--healthz-port",
+        type=_port,
+        default=10248,
+        help="plain HTTP /healthz; 0 picks a free port, -1 serves none",
+    )
     p.add_argument("--tls-cert-file", type=Path, help="default PKI_DIR/kubelet-<node>.pem")
     p.add_argument("--tls-private-key-file", type=Path, help="default PKI_DIR/kubelet-<node>.key")
     p.add_argument("--client-ca-file", type=Path, help="default PKI_DIR/ca.pem")
@@ -80,11 +104,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--node-lease-renew-interval", type=duration, default=10.0)
     p.add_argument("--sync-frequency", type=duration, default=60.0)
     p.add_argument("--pleg-relist-period", type=duration, default=1.0)
-    p.add_argument("--crashloop-backoff-initial", type=duration, default=10.0,
-                   help="first CrashLoopBackOff and image pull back-off delay (doubles)")
+    p.add_argument(
+        "--crashloop-backoff-initial",
+        type=duration,
+        default=10.0,
+        help="first CrashLoopBackOff and image pull back-off delay (doubles)",
+    )
     p.add_argument("--crashloop-backoff-max", type=duration, default=300.0)
-    p.add_argument("--kube-api-qps", type=float, default=50.0,
-                   help="requests per second to the API server (0: unlimited)")
+    p.add_argument(
+        "--kube-api-qps",
+        type=float,
+        default=50.0,
+        help="requests per second to the API server (0: unlimited)",
+    )
     p.add_argument("--kube-api-burst", type=int, default=100)
     p.add_argument("--cluster-dns", type=lambda s: [x for x in s.split(",") if x], default=[])
     p.add_argument("--cluster-domain", default="cluster.local")
@@ -97,13 +129,20 @@ def parse_args(argv: list[str] | None) -> tuple[KubeletConfig, int]:
     node = a.node_name
     pki = a.pki_dir
     config = KubeletConfig(
-        node_name=node, runtime=a.runtime,
+        node_name=node,
+        runtime=a.runtime,
         kubeconfig=a.kubeconfig or pki / f"node-{node}.kubeconfig",
         root_dir=a.root_dir or Path(".k8slite/kubelet") / node,
-        node_ip=a.node_ip, pod_cidr=a.pod_cidr, docker_network=a.docker_network,
-        max_pods=a.max_pods, node_labels=a.node_labels,
-        register_with_taints=a.register_with_taints, capacity=a.capacity,
-        address=a.address, port=a.port, healthz_bind_address=a.healthz_bind_address,
+        node_ip=a.node_ip,
+        pod_cidr=a.pod_cidr,
+        docker_network=a.docker_network,
+        max_pods=a.max_pods,
+        node_labels=a.node_labels,
+        register_with_taints=a.register_with_taints,
+        capacity=a.capacity,
+        address=a.address,
+        port=a.port,
+        healthz_bind_address=a.healthz_bind_address,
         healthz_port=a.healthz_port,
         tls_cert_file=a.tls_cert_file or pki / f"kubelet-{node}.pem",
         tls_private_key_file=a.tls_private_key_file or pki / f"kubelet-{node}.key",
@@ -112,34 +151,47 @@ def parse_args(argv: list[str] | None) -> tuple[KubeletConfig, int]:
         node_status_report_frequency=a.node_status_report_frequency,
         node_lease_duration_seconds=a.node_lease_duration_seconds,
         node_lease_renew_interval=a.node_lease_renew_interval,
-        sync_frequency=a.sync_frequency, pleg_relist_period=a.pleg_relist_period,
-        backoff_initial=a.crashloop_backoff_initial, backoff_max=a.crashloop_backoff_max,
-        cluster_dns=a.cluster_dns, cluster_domain=a.cluster_domain,
-        kube_api_qps=a.kube_api_qps, kube_api_burst=a.kube_api_burst,
+        sync_frequency=a.sync_frequency,
+        pleg_relist_period=a.pleg_relist_period,
+        backoff_initial=a.crashloop_backoff_initial,
+        backoff_max=a.crashloop_backoff_max,
+        cluster_dns=a.cluster_dns,
+        cluster_domain=a.cluster_domain,
+        kube_api_qps=a.kube_api_qps,
+        kube_api_burst=a.kube_api_burst,
     )
     return config, a.verbosity
 
 
 async def _run(config: KubeletConfig) -> None:
     assert config.kubeconfig is not None
-    runtime = make_runtime(config.runtime, node_name=config.node_name, root_dir=config.root_dir,
-                           node_ip=config.node_ip, pod_cidr=config.pod_cidr,
-                           docker_network=config.docker_network)
+    runtime = make_runtime(
+        config.runtime,
+        node_name=config.node_name,
+        root_dir=config.root_dir,
+        node_ip=config.node_ip,
+        pod_cidr=config.pod_cidr,
+        docker_network=config.docker_network,
+    )
     try:
-        client_config = replace(load_kubeconfig(config.kubeconfig), qps=config.kube_api_qps,
-                                burst=config.kube_api_burst)
-        async with ApiClient(client_config) as client, \
-                trio.open_nursery() as nursery:
+        client_config = replace(
+            load_kubeconfig(config.kubeconfig), qps=config.kube_api_qps, burst=config.kube_api_burst
+        )
+        async with ApiClient(client_config) as client, trio.open_nursery() as nursery:
             serving = await nursery.start(Kubelet(config, client, runtime).run)
             where = []
             if serving.port is not None:
                 where.append(f"API listening on https://{config.address}:{serving.port}")
             if serving.healthz_port is not None:
-                where.append(f"healthz listening on http://{config.healthz_bind_address}:"
-                             f"{serving.healthz_port}")
+                where.append(
+                    f"healthz listening on http://{config.healthz_bind_address}:"
+                    f"{serving.healthz_port}"
+                )
             # A line for people and for scripts (tests read the ports from it).
-            print(f"k8slite-kubelet {config.node_name} ready: {', '.join(where) or 'no API'}",
-                  flush=True)
+            print(
+                f"k8slite-kubelet {config.node_name} ready: {', '.join(where) or 'no API'}",
+                flush=True,
+            )
     finally:
         with trio.CancelScope(shield=True):
             await runtime.aclose()
@@ -151,10 +203,12 @@ def main(argv: list[str] | None = None) -> int:
     if config.port is not None:
         for path in (config.tls_cert_file, config.tls_private_key_file, config.client_ca_file):
             if path is None or not path.exists():
-                print(f"k8slite-kubelet: {path} does not exist: create the node's certificates "
-                      f"with `k8slite certs --node {config.node_name}`, pass --tls-cert-file, "
-                      "--tls-private-key-file and --client-ca-file, or serve no API (--port=-1)",
-                      file=sys.stderr)
+                print(
+                    f"k8slite-kubelet: {path} does not exist: create the node's certificates "
+                    f"with `k8slite certs --node {config.node_name}`, pass --tls-cert-file, "
+                    "--tls-private-key-file and --client-ca-file, or serve no API (--port=-1)",
+                    file=sys.stderr,
+                )
                 return 2
     return run_until_signal(_run, config)
 

@@ -40,26 +40,48 @@ class Options:
 
 def parse_args(argv: list[str] | None) -> tuple[Options, int]:
     p = argparse.ArgumentParser(prog="k8slite-scheduler", description=__doc__)
-    p.add_argument("--kubeconfig", type=Path,
-                   help="kubeconfig with the API server and the scheduler's credentials")
+    p.add_argument(
+        "--kubeconfig",
+        type=Path,
+        help="kubeconfig with the API server and the scheduler's credentials",
+    )
     p.add_argument("--master", help="API server URL (overrides the kubeconfig's)")
-    p.add_argument("--config", type=Path,
-                   help="a KubeSchedulerConfiguration file (profile, weights, scoring strategy)")
-    p.add_argument("--scheduler-name", default=None,
-                   help="take only pods with this spec.schedulerName (default default-scheduler)")
-    p.add_argument("--kube-api-qps", type=float, default=2000.0,
-                   help="client-side requests per second to the API server (0: unlimited)")
+    p.add_argument(
+        "--config",
+        type=Path,
+        help="a KubeSchedulerConfiguration file (profile, weights, scoring strategy)",
+    )
+    p.add_argument(
+        "--scheduler-name",
+        default=None,
+        help="take only pods with this spec.schedulerName (default default-scheduler)",
+    )
+    p.add_argument(
+        "--kube-api-qps",
+        type=float,
+        default=2000.0,
+        help="client-side requests per second to the API server (0: unlimited)",
+    )
     p.add_argument("--kube-api-burst", type=int, default=4000)
-    p.add_argument("--bind-concurrency", type=int, default=DEFAULT_BIND_CONCURRENCY,
-                   help="bindings in flight at once")
+    p.add_argument(
+        "--bind-concurrency",
+        type=int,
+        default=DEFAULT_BIND_CONCURRENCY,
+        help="bindings in flight at once",
+    )
     p.add_argument("--bind-address", default="0.0.0.0")
     p.add_argument("--secure-port", type=int, default=10259, help="0 picks a free port")
-    p.add_argument("--tls-cert-file", type=Path,
-                   help="serving certificate (default: a self-signed one, made at start)")
+    p.add_argument(
+        "--tls-cert-file",
+        type=Path,
+        help="serving certificate (default: a self-signed one, made at start)",
+    )
     p.add_argument("--tls-private-key-file", type=Path)
-    p.add_argument("--client-ca-file", type=Path,
-                   help="require client certificates from this CA outside the always-allowed "
-                        "paths")
+    p.add_argument(
+        "--client-ca-file",
+        type=Path,
+        help="require client certificates from this CA outside the always-allowed paths",
+    )
     p.add_argument("--authorization-always-allow-paths", default=",".join(HEALTH_PATHS))
     add_leader_election_flags(p, default_name="kube-scheduler")
     add_verbosity_flag(p)
@@ -71,21 +93,35 @@ def parse_args(argv: list[str] | None) -> tuple[Options, int]:
     if a.scheduler_name:
         profile = dataclasses.replace(profile, scheduler_name=a.scheduler_name)
     serving = ServingConfig(
-        bind_address=a.bind_address, secure_port=a.secure_port, tls_cert_file=a.tls_cert_file,
-        tls_private_key_file=a.tls_private_key_file, client_ca_file=a.client_ca_file,
-        always_allow=tuple(x for x in a.authorization_always_allow_paths.split(",") if x))
-    options = Options(a.kubeconfig, a.master, a.kube_api_qps, a.kube_api_burst, profile,
-                      serving, LeaderElectionConfig.from_args(a), a.bind_concurrency)
+        bind_address=a.bind_address,
+        secure_port=a.secure_port,
+        tls_cert_file=a.tls_cert_file,
+        tls_private_key_file=a.tls_private_key_file,
+        client_ca_file=a.client_ca_file,
+        always_allow=tuple(x for x in a.authorization_always_allow_paths.split(",") if x),
+    )
+    options = Options(
+        a.kubeconfig,
+        a.master,
+        a.kube_api_qps,
+        a.kube_api_burst,
+        profile,
+        serving,
+        LeaderElectionConfig.from_args(a),
+        a.bind_concurrency,
+    )
     return options, a.verbosity
 
 
 async def serve(options: Options) -> None:
     config = load_kubeconfig(options.kubeconfig)
-    config = dataclasses.replace(config, qps=options.qps, burst=options.burst,
-                                 server=options.master or config.server)
+    config = dataclasses.replace(
+        config, qps=options.qps, burst=options.burst, server=options.master or config.server
+    )
     async with ApiClient(config) as client:
-        scheduler = Scheduler(client, options.profile, registry=REGISTRY,
-                              bind_concurrency=options.bind_concurrency)
+        scheduler = Scheduler(
+            client, options.profile, registry=REGISTRY, bind_concurrency=options.bind_concurrency
+        )
         server = SecureServer(options.serving, REGISTRY, scheduler.ready)
         async with trio.open_nursery() as nursery:
             port = await nursery.start(server.run)

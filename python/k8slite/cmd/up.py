@@ -41,9 +41,15 @@ STOP_GRACE = 5.0
 # Grace of a pod's containers when the cluster stops: short, so that Ctrl-C is quick.
 _POD_STOP_GRACE = 2.0
 # The upstream ports each component serves on by default (see DESIGN.md).
-DEFAULT_PORTS = {"apiserver": 8080, "controller-manager": 10257, "scheduler": 10259,
-                 "kubelet": 10250, "kubelet-healthz": 10248, "proxy-metrics": 10249,
-                 "proxy-healthz": 10256}
+DEFAULT_PORTS = {
+    "apiserver": 8080,
+    "controller-manager": 10257,
+    "scheduler": 10259,
+    "kubelet": 10250,
+    "kubelet-healthz": 10248,
+    "proxy-metrics": 10249,
+    "proxy-healthz": 10256,
+}
 RUNTIMES = ("docker", "process", "fake")
 SANDBOX_IMAGE = "k8slite/pause:1.0"
 WORKLOAD_IMAGE = "busybox:1.35"
@@ -108,15 +114,22 @@ async def supervise(component: Component) -> None:
                 # the children stop in order rather than all at once (and none of them
                 # looks crashed meanwhile).
                 proc = component.proc = await trio.lowlevel.open_process(
-                    component.argv, stdout=out, stderr=out, start_new_session=True)
+                    component.argv, stdout=out, stderr=out, start_new_session=True
+                )
             code = await proc.wait()
         component.proc = None
         component.restarts += 1
         if trio.current_time() - started > _HEALTHY_AFTER:
             delay = _BACKOFF_START
-        log.error("%s %s; restarting it in %.0fs (restart %d). Last lines of %s:\n%s",
-                  component.name, _exit_reason(code), delay, component.restarts,
-                  component.log_path, _tail(component.log_path))
+        log.error(
+            "%s %s; restarting it in %.0fs (restart %d). Last lines of %s:\n%s",
+            component.name,
+            _exit_reason(code),
+            delay,
+            component.restarts,
+            component.log_path,
+            _tail(component.log_path),
+        )
         await trio.sleep(delay)
         delay = min(delay * 2, _BACKOFF_MAX)
 
@@ -154,8 +167,9 @@ def _admin_context(pki_dir: Path) -> ssl.SSLContext:
     return ctx
 
 
-async def _poll(client: httpx.AsyncClient, url: str, ok: Callable[[httpx.Response], bool],
-                interval: float) -> None:
+async def _poll(
+    client: httpx.AsyncClient, url: str, ok: Callable[[httpx.Response], bool], interval: float
+) -> None:
     """GET url until ok(answer); a connection that fails counts as "not yet"."""
     while True:
         try:
@@ -180,8 +194,10 @@ async def wait_ready(url: str, ca: Path, timeout: float = 60.0) -> None:
 
 def _node_ready(r: httpx.Response) -> bool:
     node = r.json() if r.status_code == 200 else {}
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in (node.get("status") or {}).get("conditions") or ())
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in (node.get("status") or {}).get("conditions") or ()
+    )
 
 
 async def wait_node_ready(url: str, pki_dir: Path, node: str, timeout: float = 120.0) -> None:
@@ -194,8 +210,10 @@ async def wait_node_ready(url: str, pki_dir: Path, node: str, timeout: float = 1
 def health_urls(ports: dict[str, int], proxy: bool) -> dict[str, str]:
     """Each component's /healthz (the controller manager and the scheduler serve HTTPS with
     a certificate of their own; the proxy plain HTTP, as upstream)."""
-    urls = {name: f"https://127.0.0.1:{ports[name]}/healthz"
-            for name in ("controller-manager", "scheduler")}
+    urls = {
+        name: f"https://127.0.0.1:{ports[name]}/healthz"
+        for name in ("controller-manager", "scheduler")
+    }
     urls["kubelet"] = f"http://127.0.0.1:{ports['kubelet-healthz']}/healthz"
     if proxy:
         urls["proxy"] = f"http://127.0.0.1:{ports['proxy-healthz']}/healthz"
@@ -263,8 +281,10 @@ def check_ports_free(ports: dict[str, int]) -> None:
                     raise
                 busy.append(f"{port} ({name})")
     if busy:
-        raise UpError(f"port {', '.join(busy)} already in use: is another cluster running? "
-                      "Stop it, or run `k8slite up --port 0` to use free ports")
+        raise UpError(
+            f"port {', '.join(busy)} already in use: is another cluster running? "
+            "Stop it, or run `k8slite up --port 0` to use free ports"
+        )
 
 
 def detect_runtime() -> tuple[str, str]:
@@ -292,8 +312,10 @@ def detect_runtime() -> tuple[str, str]:
             except docker.errors.DockerException as e:
                 return "process", f"the Docker engine does not answer ({e})"
         if missing:
-            return "process", (f"Docker {version} answers but lacks {', '.join(missing)} "
-                               "(hack/build-images builds them)")
+            return "process", (
+                f"Docker {version} answers but lacks {', '.join(missing)} "
+                "(hack/build-images builds them)"
+            )
         return "docker", f"Docker {version} with {SANDBOX_IMAGE} and {WORKLOAD_IMAGE}"
     finally:
         client.close()
@@ -308,29 +330,37 @@ def prometheus_config(data_dir: Path, ports: dict[str, int], proxy: bool = True)
             # The controller manager and scheduler serve a self-signed certificate unless
             # given one, as upstream's do; there is nothing to verify it against.
             return {"insecure_skip_verify": True}
-        return {"ca_file": str(p / "ca.pem"), "cert_file": str(p / f"client-{identity}.pem"),
-                "key_file": str(p / f"client-{identity}.key")}
+        return {
+            "ca_file": str(p / "ca.pem"),
+            "cert_file": str(p / f"client-{identity}.pem"),
+            "key_file": str(p / f"client-{identity}.key"),
+        }
 
     def job(name: str, port_key: str, identity: str | None, https: bool = True) -> dict[str, Any]:
-        config: dict[str, Any] = {"job_name": name, "scheme": "https" if https else "http",
-                                  "static_configs": [
-                                      {"targets": [f"127.0.0.1:{ports[port_key]}"]}]}
+        config: dict[str, Any] = {
+            "job_name": name,
+            "scheme": "https" if https else "http",
+            "static_configs": [{"targets": [f"127.0.0.1:{ports[port_key]}"]}],
+        }
         if https:
             config["tls_config"] = tls(identity)
         return config
 
-    jobs = [job("apiserver", "apiserver", MONITORING_IDENTITY),
-            job("controller-manager", "controller-manager", None),
-            job("scheduler", "scheduler", None),
-            job("kubelet", "kubelet", MONITORING_IDENTITY)]
+    jobs = [
+        job("apiserver", "apiserver", MONITORING_IDENTITY),
+        job("controller-manager", "controller-manager", None),
+        job("scheduler", "scheduler", None),
+        job("kubelet", "kubelet", MONITORING_IDENTITY),
+    ]
     if proxy:
         jobs.append(job("proxy", "proxy-metrics", None, https=False))
-    doc = {"global": {"scrape_interval": "15s", "scrape_timeout": "10s"},
-           "scrape_configs": jobs}
-    header = (f"# Prometheus scrape configuration for the K8s-Lite cluster in {data_dir},\n"
-              "# written by `k8slite up` (see docs/observability.md). Run e.g.\n"
-              f"#   prometheus --config.file={data_dir / 'prometheus.yml'} "
-              "--web.listen-address=127.0.0.1:9090\n")
+    doc = {"global": {"scrape_interval": "15s", "scrape_timeout": "10s"}, "scrape_configs": jobs}
+    header = (
+        f"# Prometheus scrape configuration for the K8s-Lite cluster in {data_dir},\n"
+        "# written by `k8slite up` (see docs/observability.md). Run e.g.\n"
+        f"#   prometheus --config.file={data_dir / 'prometheus.yml'} "
+        "--web.listen-address=127.0.0.1:9090\n"
+    )
     return header + yaml.safe_dump(doc, sort_keys=False)
 
 
@@ -347,8 +377,9 @@ class UpOptions:
     verbosity: int = 0
 
 
-def components(opts: UpOptions, data_dir: Path, node: str, runtime: str,
-               ports: dict[str, int], proxy: bool) -> tuple[Component, list[Component]]:
+def components(
+    opts: UpOptions, data_dir: Path, node: str, runtime: str, ports: dict[str, int], proxy: bool
+) -> tuple[Component, list[Component]]:
     """The API server, and the rest (in start order), each with its own identity."""
     p, logs = data_dir / "pki", data_dir / "logs"
     verbosity = ["-v", str(opts.verbosity)] if opts.verbosity else []
@@ -358,40 +389,110 @@ def components(opts: UpOptions, data_dir: Path, node: str, runtime: str,
 
     # Explicit TLS files: the API server then leaves the PKI (and the kubeconfigs, which
     # carry our port) to us.
-    apiserver = Component("apiserver", [
-        script("k8slite-apiserver"), "--data-dir", str(data_dir),
-        "--secure-port", str(ports["apiserver"]),
-        "--tls-cert-file", str(p / "server.pem"), "--tls-private-key-file", str(p / "server.key"),
-        "--client-ca-file", str(p / "ca.pem"), *verbosity], logs / "apiserver.log")
+    apiserver = Component(
+        "apiserver",
+        [
+            script("k8slite-apiserver"),
+            "--data-dir",
+            str(data_dir),
+            "--secure-port",
+            str(ports["apiserver"]),
+            "--tls-cert-file",
+            str(p / "server.pem"),
+            "--tls-private-key-file",
+            str(p / "server.key"),
+            "--client-ca-file",
+            str(p / "ca.pem"),
+            *verbosity,
+        ],
+        logs / "apiserver.log",
+    )
     rest = [
-        Component("controller-manager", [
-            script("k8slite-controller-manager"), *kubeconfig("controller-manager"),
-            "--bind-address", "127.0.0.1", "--secure-port", str(ports["controller-manager"]),
-            *verbosity], logs / "controller-manager.log"),
-        Component("scheduler", [
-            script("k8slite-scheduler"), *kubeconfig("scheduler"),
-            "--bind-address", "127.0.0.1", "--secure-port", str(ports["scheduler"]),
-            *verbosity], logs / "scheduler.log"),
-        Component("kubelet", [
-            script("k8slite-kubelet"), "--node-name", node, "--runtime", runtime,
-            *kubeconfig(f"node-{node}"), "--pki-dir", str(p),
-            "--root-dir", str(data_dir / "kubelet" / node),
-            "--port", str(ports["kubelet"]), "--healthz-port", str(ports["kubelet-healthz"]),
-            *(["--docker-network", opts.docker_network] if opts.docker_network else []),
-            *verbosity], logs / "kubelet.log"),
+        Component(
+            "controller-manager",
+            [
+                script("k8slite-controller-manager"),
+                *kubeconfig("controller-manager"),
+                "--bind-address",
+                "127.0.0.1",
+                "--secure-port",
+                str(ports["controller-manager"]),
+                *verbosity,
+            ],
+            logs / "controller-manager.log",
+        ),
+        Component(
+            "scheduler",
+            [
+                script("k8slite-scheduler"),
+                *kubeconfig("scheduler"),
+                "--bind-address",
+                "127.0.0.1",
+                "--secure-port",
+                str(ports["scheduler"]),
+                *verbosity,
+            ],
+            logs / "scheduler.log",
+        ),
+        Component(
+            "kubelet",
+            [
+                script("k8slite-kubelet"),
+                "--node-name",
+                node,
+                "--runtime",
+                runtime,
+                *kubeconfig(f"node-{node}"),
+                "--pki-dir",
+                str(p),
+                "--root-dir",
+                str(data_dir / "kubelet" / node),
+                "--port",
+                str(ports["kubelet"]),
+                "--healthz-port",
+                str(ports["kubelet-healthz"]),
+                *(["--docker-network", opts.docker_network] if opts.docker_network else []),
+                *verbosity,
+            ],
+            logs / "kubelet.log",
+        ),
     ]
     if proxy:
-        rest.append(Component("proxy", [
-            script("k8slite-proxy"), *kubeconfig("proxy"), "--proxy-mode", opts.proxy_mode,
-            "--hostname-override", node,
-            "--metrics-bind-address", f"127.0.0.1:{ports['proxy-metrics']}",
-            "--healthz-bind-address", f"127.0.0.1:{ports['proxy-healthz']}",
-            *verbosity], logs / "proxy.log"))
+        rest.append(
+            Component(
+                "proxy",
+                [
+                    script("k8slite-proxy"),
+                    *kubeconfig("proxy"),
+                    "--proxy-mode",
+                    opts.proxy_mode,
+                    "--hostname-override",
+                    node,
+                    "--metrics-bind-address",
+                    f"127.0.0.1:{ports['proxy-metrics']}",
+                    "--healthz-bind-address",
+                    f"127.0.0.1:{ports['proxy-healthz']}",
+                    *verbosity,
+                ],
+                logs / "proxy.log",
+            )
+        )
     if opts.nodes > 0:
-        rest.append(Component("hollow-nodes", [
-            script("k8slite"), "hollow-nodes", "--count", str(opts.nodes),
-            "--kubeconfig", str(data_dir / "kubeconfig"), *verbosity],
-            logs / "hollow-nodes.log"))
+        rest.append(
+            Component(
+                "hollow-nodes",
+                [
+                    script("k8slite"),
+                    "hollow-nodes",
+                    "--count",
+                    str(opts.nodes),
+                    "--kubeconfig",
+                    str(data_dir / "kubeconfig"),
+                    *verbosity,
+                ],
+                logs / "hollow-nodes.log",
+            )
+        )
     return apiserver, rest
 
 
@@ -402,8 +503,9 @@ async def stop_pods(runtime: str, node: str, data_dir: Path, network: str | None
         return
     from k8slite.kubelet.runtime import make_runtime
 
-    rt = make_runtime(runtime, node_name=node, root_dir=data_dir / "kubelet" / node,
-                      docker_network=network)
+    rt = make_runtime(
+        runtime, node_name=node, root_dir=data_dir / "kubelet" / node, docker_network=network
+    )
 
     # Whatever goes wrong with one pod (the engine gone, a container already removed), the
     # others are still stopped, and `k8slite up` still exits cleanly: it is logged, no more.
@@ -431,8 +533,7 @@ async def stop_pods(runtime: str, node: str, data_dir: Path, network: str | None
             for s in sandboxes:
                 nursery.start_soon(remove_sandbox, s.id)
         if containers or sandboxes:
-            log.info("stopped %d containers in %d pod sandboxes", len(containers),
-                     len(sandboxes))
+            log.info("stopped %d containers in %d pod sandboxes", len(containers), len(sandboxes))
     except Exception as e:  # noqa: BLE001
         log.warning("could not stop the node's pods: %s", e)
     finally:
@@ -479,8 +580,9 @@ async def _up(opts: UpOptions, data_dir: Path) -> None:
     try:
         written = pki.ensure_pki(pki_dir, nodes=[node], server_url=url)
         if not _usable_client_cert(pki_dir, MONITORING_IDENTITY):
-            pki.issue_client_cert(pki_dir, MONITORING_IDENTITY, "system:monitoring:prometheus",
-                                  ["system:monitoring"])
+            pki.issue_client_cert(
+                pki_dir, MONITORING_IDENTITY, "system:monitoring:prometheus", ["system:monitoring"]
+            )
     except (pki.PKIError, ValueError) as e:
         raise UpError(str(e)) from None
     # Kubeconfigs are rewritten whenever the port changes; certificates only when missing
@@ -498,8 +600,10 @@ async def _up(opts: UpOptions, data_dir: Path) -> None:
     log.info("kubelet runtime: %s (%s)", runtime, why)
     proxy = opts.proxy
     if proxy and os.geteuid() != 0:
-        log.warning("not root: the proxy (which must route the service range on this host) "
-                    "is not started, so Services are not reachable from this host")
+        log.warning(
+            "not root: the proxy (which must route the service range on this host) "
+            "is not started, so Services are not reachable from this host"
+        )
         proxy = False
     info = ClusterInfo(str(data_dir), url, node, runtime, ports, proxy, opts.nodes, os.getpid())
     (data_dir / "cluster.json").write_text(json.dumps(asdict(info), indent=1) + "\n")
@@ -512,21 +616,24 @@ async def _up(opts: UpOptions, data_dir: Path) -> None:
             try:
                 await wait_ready(url, pki_dir / "ca.pem")
             except trio.TooSlowError:
-                raise UpError(f"the API server did not become ready at {url}; see "
-                              f"{apiserver.log_path}") from None
+                raise UpError(
+                    f"the API server did not become ready at {url}; see {apiserver.log_path}"
+                ) from None
             log.info("API server ready at %s", url)
             for c in rest:
                 nursery.start_soon(supervise, c)
             try:
                 await wait_node_ready(url, pki_dir, node)
             except trio.TooSlowError:
-                raise UpError(f"node {node} did not become Ready; see "
-                              f"{data_dir / 'logs' / 'kubelet.log'}") from None
+                raise UpError(
+                    f"node {node} did not become Ready; see {data_dir / 'logs' / 'kubelet.log'}"
+                ) from None
             try:
                 await wait_healthy(health_urls(ports, proxy))
             except trio.TooSlowError as e:
-                raise UpError(f"not serving /healthz: {e}; see their logs in "
-                              f"{data_dir / 'logs'}") from None
+                raise UpError(
+                    f"not serving /healthz: {e}; see their logs in {data_dir / 'logs'}"
+                ) from None
             _print_welcome(data_dir, url, node, runtime, kubeconfig)
     finally:
         with trio.CancelScope(shield=True):
@@ -549,13 +656,21 @@ def _print_welcome(data_dir: Path, url: str, node: str, runtime: str, kubeconfig
     print("\n".join(lines), flush=True)
 
 
-async def shutdown(apiserver: Component, rest: list[Component], runtime: str, node: str,
-                   data_dir: Path, network: str | None) -> None:
+async def shutdown(
+    apiserver: Component,
+    rest: list[Component],
+    runtime: str,
+    node: str,
+    data_dir: Path,
+    network: str | None,
+) -> None:
     """Stop everything: the components first, the API server last, then the pods."""
     running = [c for c in rest if c.proc is not None]
     if running or apiserver.proc is not None:
-        log.info("stopping %s", ", ".join(c.name for c in [*reversed(running), apiserver]
-                                          if c.proc is not None))
+        log.info(
+            "stopping %s",
+            ", ".join(c.name for c in [*reversed(running), apiserver] if c.proc is not None),
+        )
     await stop(list(reversed(rest)))
     await stop([apiserver])
     await stop_pods(runtime, node, data_dir, network)
@@ -566,8 +681,8 @@ async def _until_signal(opts: UpOptions) -> None:
     async with trio.open_nursery() as nursery:
         # SIGHUP too: the children have sessions of their own, so a closed terminal must
         # stop them through us.
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM,
-                                       signal.SIGHUP) as signals:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+
             async def run() -> None:
                 await up(opts)
                 nursery.cancel_scope.cancel()
@@ -581,34 +696,71 @@ async def _until_signal(opts: UpOptions) -> None:
 
 def parse_args(argv: list[str] | None) -> UpOptions:
     p = argparse.ArgumentParser(prog="k8slite up", description=__doc__)
-    p.add_argument("--data-dir", type=Path, default=Path(".k8slite"),
-                   help="database, certificates, logs and kubeconfig (default ./.k8slite); "
-                        "a second run reuses them")
-    p.add_argument("--port", type=int, default=8080,
-                   help="the API server's HTTPS port; 0 picks free ports for it and for every "
-                        "other component (several clusters side by side)")
-    p.add_argument("--runtime", choices=RUNTIMES,
-                   help="the kubelet's runtime (default: docker when an engine answers and "
-                        "has the images, else process)")
-    p.add_argument("--nodes", type=int, default=0, metavar="N",
-                   help="add N hollow (simulated) nodes besides the real one")
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(".k8slite"),
+        help="database, certificates, logs and kubeconfig (default ./.k8slite); "
+        "a second run reuses them",
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=8080,
+        help="the API server's HTTPS port; 0 picks free ports for it and for every "
+        "other component (several clusters side by side)",
+    )
+    p.add_argument(
+        "--runtime",
+        choices=RUNTIMES,
+        help="the kubelet's runtime (default: docker when an engine answers and "
+        "has the images, else process)",
+    )
+    p.add_argument(
+        "--nodes",
+        type=int,
+        default=0,
+        metavar="N",
+        help="add N hollow (simulated) nodes besides the real one",
+    )
     p.add_argument("--proxy-mode", choices=("userspace", "nftables"), default="userspace")
-    p.add_argument("--node-name", default="",
-                   help="the kubelet's node name (default: the host name)")
-    p.add_argument("--docker-network", help="the Docker network of the pods "
-                                             "(default: the kubelet's, k8slite-pods)")
-    p.add_argument("--no-proxy", dest="proxy", action="store_false",
-                   help="do not run the proxy (it needs root: it routes the service range)")
-    p.add_argument("-v", "--v", dest="verbosity", type=int, default=0,
-                   help="log verbosity passed to every component (4 or more: debug)")
+    p.add_argument(
+        "--node-name", default="", help="the kubelet's node name (default: the host name)"
+    )
+    p.add_argument(
+        "--docker-network",
+        help="the Docker network of the pods (default: the kubelet's, k8slite-pods)",
+    )
+    p.add_argument(
+        "--no-proxy",
+        dest="proxy",
+        action="store_false",
+        help="do not run the proxy (it needs root: it routes the service range)",
+    )
+    p.add_argument(
+        "-v",
+        "--v",
+        dest="verbosity",
+        type=int,
+        default=0,
+        help="log verbosity passed to every component (4 or more: debug)",
+    )
     a = p.parse_args(argv)
     if a.nodes < 0:
         p.error("--nodes must be 0 or more")
     if a.node_name and not valid_node_name(a.node_name):
         p.error(f"--node-name {a.node_name!r} is not a lowercase RFC 1123 subdomain")
-    return UpOptions(data_dir=a.data_dir, port=a.port, runtime=a.runtime, nodes=a.nodes,
-                     proxy_mode=a.proxy_mode, node_name=a.node_name,
-                     docker_network=a.docker_network, proxy=a.proxy, verbosity=a.verbosity)
+    return UpOptions(
+        data_dir=a.data_dir,
+        port=a.port,
+        runtime=a.runtime,
+        nodes=a.nodes,
+        proxy_mode=a.proxy_mode,
+        node_name=a.node_name,
+        docker_network=a.docker_network,
+        proxy=a.proxy,
+        verbosity=a.verbosity,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

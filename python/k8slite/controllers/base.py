@@ -36,9 +36,12 @@ def reconcile_errors(registry: CollectorRegistry = REGISTRY) -> Counter:
     """controller_reconcile_errors_total{controller}: syncs that failed and were retried."""
     counter = _errors_by_registry.get(id(registry))
     if counter is None:
-        counter = Counter("controller_reconcile_errors_total",
-                          "Number of reconciles of a controller that ended in an error.",
-                          ("controller",), registry=registry)
+        counter = Counter(
+            "controller_reconcile_errors_total",
+            "Number of reconciles of a controller that ended in an error.",
+            ("controller",),
+            registry=registry,
+        )
         _errors_by_registry[id(registry)] = counter
     return counter
 
@@ -61,9 +64,14 @@ class ControllerOptions:
 class ControllerContext:
     """What the manager hands each controller: clients, shared informers, events, options."""
 
-    def __init__(self, client_for: Callable[[str], ApiClient], informers: SharedInformerFactory,
-                 broadcaster: EventBroadcaster, options: ControllerOptions,
-                 metrics_registry: CollectorRegistry = REGISTRY) -> None:
+    def __init__(
+        self,
+        client_for: Callable[[str], ApiClient],
+        informers: SharedInformerFactory,
+        broadcaster: EventBroadcaster,
+        options: ControllerOptions,
+        metrics_registry: CollectorRegistry = REGISTRY,
+    ) -> None:
         self.client_for = client_for
         self.informers = informers
         self.broadcaster = broadcaster
@@ -88,8 +96,9 @@ class Controller(abc.ABC):
         self.workers = workers
         self.client = ctx.client_for(self.name)
         self.recorder: EventRecorder = ctx.broadcaster.recorder(self.event_source or self.name)
-        self.queue: WorkQueue[str] = WorkQueue(self.queue_name,
-                                               metrics_registry=ctx.metrics_registry)
+        self.queue: WorkQueue[str] = WorkQueue(
+            self.queue_name, metrics_registry=ctx.metrics_registry
+        )
         self._errors = reconcile_errors(ctx.metrics_registry).labels(self.name)
 
     async def setup(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 from typing import Any
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 
+
 def _selector(d: Obj) -> LabelSelector:
     return LabelSelector.from_dict((d.get("spec") or {}).get("selector"))
 
@@ -59,10 +61,10 @@ class DeploymentController(Controller):
         super().__init__(ctx, workers)
         self.d_informer = ctx.informers.informer(DEPLOYMENTS)
         self.rs_informer = ctx.informers.informer(
-            REPLICASETS, indexers={ORPHAN_INDEX: orphan_namespace_index})
+            REPLICASETS, indexers={ORPHAN_INDEX: orphan_namespace_index}
+        )
         self.pod_informer = ctx.informers.informer(PODS)
-        self.d_informer.add_event_handler(self.enqueue, lambda _o, n: self.enqueue(n),
-                                          self.enqueue)
+        self.d_informer.add_event_handler(self.enqueue, lambda _o, n: self.enqueue(n), self.enqueue)
         self.rs_informer.add_event_handler(self._rs_added, self._rs_updated, self._rs_deleted)
         self.pod_informer.add_event_handler(on_delete=self._pod_deleted)
 
@@ -141,9 +143,12 @@ class DeploymentController(Controller):
             return None
         d = copy.deepcopy(cached)
         if _selector(d).is_empty():
-            self.recorder.event(d, WARNING, "SelectingAll",
-                                "This deployment is selecting all pods. A non-empty selector "
-                                "is required.")
+            self.recorder.event(
+                d,
+                WARNING,
+                "SelectingAll",
+                "This deployment is selecting all pods. A non-empty selector is required.",
+            )
             status = d.get("status") or {}
             if ds.count(status, "observedGeneration") < int(meta(d).get("generation", 0)):
                 status["observedGeneration"] = meta(d).get("generation", 0)
@@ -164,19 +169,31 @@ class DeploymentController(Controller):
 
     async def _claim_replica_sets(self, d: Obj) -> list[Obj]:
         selector = _selector(d)
-        manager = RefManager(self.client, REPLICASETS, d, DEPLOYMENTS, "Deployment",
-                             lambda rs: selector.matches(meta(rs).get("labels") or {}))
+        manager = RefManager(
+            self.client,
+            REPLICASETS,
+            d,
+            DEPLOYMENTS,
+            "Deployment",
+            lambda rs: selector.matches(meta(rs).get("labels") or {}),
+        )
         return await manager.claim(owned_and_orphans(self.rs_informer.indexer, d))
 
     # --------------------------------------------------- new RS and revisions
 
-    async def _get_all(self, d: Obj, rs_list: list[Obj],
-                       create: bool) -> tuple[Obj | None, list[Obj]]:
+    async def _get_all(
+        self, d: Obj, rs_list: list[Obj], create: bool
+    ) -> tuple[Obj | None, list[Obj]]:
         """(new RS, old RSes); syncs revision annotations, and makes the new RS if asked."""
         template = (d.get("spec") or {}).get("template") or {}
-        existing = next((rs for rs in du.by_creation(rs_list)
-                         if du.equal_ignore_hash((rs.get("spec") or {}).get("template") or {},
-                                                 template)), None)
+        existing = next(
+            (
+                rs
+                for rs in du.by_creation(rs_list)
+                if du.equal_ignore_hash((rs.get("spec") or {}).get("template") or {}, template)
+            ),
+            None,
+        )
         old_rs = [rs for rs in rs_list if existing is None or uid_of(rs) != uid_of(existing)]
         new_revision = du.max_revision(old_rs) + 1
         if existing is not None:
@@ -198,9 +215,16 @@ class DeploymentController(Controller):
         status = copy.deepcopy(d.get("status") or {})
         status_changed = False
         if du.progress_deadline(d) is not None and du.get_condition(status, ds.PROGRESSING) is None:
-            du.set_condition(status, du.new_condition(
-                ds.PROGRESSING, "True", du.FOUND_NEW_RS_REASON,
-                f"Found new replica set {ds.quoted(meta(rs)['name'])}", ds.now_text()))
+            du.set_condition(
+                status,
+                du.new_condition(
+                    ds.PROGRESSING,
+                    "True",
+                    du.FOUND_NEW_RS_REASON,
+                    f"Found new replica set {ds.quoted(meta(rs)['name'])}",
+                    ds.now_text(),
+                ),
+            )
             status_changed = True
         await self._set_revision(d, str(du.revision_of(rs)))
         if status_changed:
@@ -212,16 +236,21 @@ class DeploymentController(Controller):
         template = copy.deepcopy(spec.get("template") or {})
         collisions = (d.get("status") or {}).get("collisionCount")
         pod_hash = du.compute_hash(template, collisions)
-        template.setdefault("metadata", {}).setdefault("labels", {})[du.POD_TEMPLATE_HASH] = \
+        template.setdefault("metadata", {}).setdefault("labels", {})[du.POD_TEMPLATE_HASH] = (
             pod_hash
+        )
         selector = copy.deepcopy(spec.get("selector") or {})
         selector.setdefault("matchLabels", {})[du.POD_TEMPLATE_HASH] = pod_hash
         name = f"{meta(d)['name']}-{pod_hash}"
         new_rs: Obj = {
-            "apiVersion": "apps/v1", "kind": "ReplicaSet",
-            "metadata": {"name": name, "namespace": meta(d).get("namespace"),
-                         "labels": dict(template["metadata"]["labels"]),
-                         "ownerReferences": [new_controller_ref(d, "apps/v1", "Deployment")]},
+            "apiVersion": "apps/v1",
+            "kind": "ReplicaSet",
+            "metadata": {
+                "name": name,
+                "namespace": meta(d).get("namespace"),
+                "labels": dict(template["metadata"]["labels"]),
+                "ownerReferences": [new_controller_ref(d, "apps/v1", "Deployment")],
+            },
             "spec": {"replicas": 0, "selector": selector, "template": template},
         }
         _set_min_ready(new_rs["spec"], int(spec.get("minReadySeconds") or 0))
@@ -240,8 +269,12 @@ class DeploymentController(Controller):
                 raise
             message = f"Failed to create new replica set {ds.quoted(name)}: {e.message}"
             if du.progress_deadline(d) is not None:
-                du.set_condition(status, du.new_condition(
-                    ds.PROGRESSING, "False", du.FAILED_RS_CREATE_REASON, message, ds.now_text()))
+                du.set_condition(
+                    status,
+                    du.new_condition(
+                        ds.PROGRESSING, "False", du.FAILED_RS_CREATE_REASON, message, ds.now_text()
+                    ),
+                )
                 try:
                     await self._put_status(d, status)
                 except ApiError:
@@ -249,13 +282,21 @@ class DeploymentController(Controller):
             self.recorder.event(d, WARNING, du.FAILED_RS_CREATE_REASON, message)
             raise
         if not already and size > 0:
-            self.recorder.event(d, NORMAL, "ScalingReplicaSet",
-                                f"Scaled up replica set {name} from 0 to {size}")
+            self.recorder.event(
+                d, NORMAL, "ScalingReplicaSet", f"Scaled up replica set {name} from 0 to {size}"
+            )
         await self._set_revision(d, str(new_revision))
         if not already and du.progress_deadline(d) is not None:
-            du.set_condition(status, du.new_condition(
-                ds.PROGRESSING, "True", du.NEW_RS_REASON,
-                f"Created new replica set {ds.quoted(name)}", ds.now_text()))
+            du.set_condition(
+                status,
+                du.new_condition(
+                    ds.PROGRESSING,
+                    "True",
+                    du.NEW_RS_REASON,
+                    f"Created new replica set {ds.quoted(name)}",
+                    ds.now_text(),
+                ),
+            )
             await self._put_status(d, status)
         return created
 
@@ -266,22 +307,31 @@ class DeploymentController(Controller):
             rs = await self.client.get(REPLICASETS, name, namespace=meta(d).get("namespace"))
         ref = controller_ref(rs)
         template = (d.get("spec") or {}).get("template") or {}
-        if ref is not None and ref.get("uid") == uid_of(d) and du.equal_ignore_hash(
-                template, (rs.get("spec") or {}).get("template") or {}):
+        if (
+            ref is not None
+            and ref.get("uid") == uid_of(d)
+            and du.equal_ignore_hash(template, (rs.get("spec") or {}).get("template") or {})
+        ):
             return rs
         # Another template hashed to the same name: a new collision count gives a new hash.
         status["collisionCount"] = int(status.get("collisionCount") or 0) + 1
         await self._put_status(d, status)
-        raise AlreadyExists({"reason": "AlreadyExists", "code": 409,
-                             "message": f"hash collision for replica set {name}; retrying"})
+        raise AlreadyExists(
+            {
+                "reason": "AlreadyExists",
+                "code": 409,
+                "message": f"hash collision for replica set {name}; retrying",
+            }
+        )
 
     async def _set_revision(self, d: Obj, revision: str) -> None:
         """The Deployment's revision annotation follows its new RS."""
         if (meta(d).get("annotations") or {}).get(du.REVISION) == revision:
             return
         patch = {"metadata": {"annotations": {du.REVISION: revision}}}
-        updated = await self.client.patch(DEPLOYMENTS, meta(d)["name"], patch,
-                                          namespace=meta(d).get("namespace"))
+        updated = await self.client.patch(
+            DEPLOYMENTS, meta(d)["name"], patch, namespace=meta(d).get("namespace")
+        )
         d["metadata"] = updated["metadata"]
 
     async def _put_status(self, d: Obj, status: Obj) -> None:
@@ -306,9 +356,12 @@ class DeploymentController(Controller):
         updated = await self.client.update(REPLICASETS, body)
         if resize:
             direction = direction or ("up" if old_size < size else "down")
-            self.recorder.event(d, NORMAL, "ScalingReplicaSet",
-                                f"Scaled {direction} replica set {meta(rs)['name']} from "
-                                f"{old_size} to {size}")
+            self.recorder.event(
+                d,
+                NORMAL,
+                "ScalingReplicaSet",
+                f"Scaled {direction} replica set {meta(rs)['name']} from {old_size} to {size}",
+            )
         return resize, updated
 
     async def _scale_if_needed(self, rs: Obj, size: int, d: Obj) -> tuple[bool, Obj]:
@@ -354,17 +407,20 @@ class DeploymentController(Controller):
             return
         alive = [rs for rs in old_rs if not is_deleting(rs)]
         excess = len(alive) - int(limit)
-        for rs in du.by_revision(alive)[:max(0, excess)]:
-            if (du.status_count(rs, "replicas") != 0 or du.spec_replicas(rs) != 0
-                    or int(meta(rs).get("generation", 0))
-                    > du.status_count(rs, "observedGeneration")):
+        for rs in du.by_revision(alive)[: max(0, excess)]:
+            if (
+                du.status_count(rs, "replicas") != 0
+                or du.spec_replicas(rs) != 0
+                or int(meta(rs).get("generation", 0)) > du.status_count(rs, "observedGeneration")
+            ):
                 continue
-            try:
-                await self.client.delete(REPLICASETS, meta(rs)["name"],
-                                         namespace=meta(rs).get("namespace"),
-                                         preconditions={"uid": uid_of(rs)})
-            except NotFound:
-                pass
+            with contextlib.suppress(NotFound):
+                await self.client.delete(
+                    REPLICASETS,
+                    meta(rs)["name"],
+                    namespace=meta(rs).get("namespace"),
+                    preconditions={"uid": uid_of(rs)},
+                )
 
     # ------------------------------------------------------------- strategies
 
@@ -428,11 +484,13 @@ class DeploymentController(Controller):
         paused_reported = cond is not None and cond.get("reason") == du.PAUSED_REASON
         paused = bool((d.get("spec") or {}).get("paused"))
         if paused and not paused_reported:
-            new = du.new_condition(ds.PROGRESSING, "Unknown", du.PAUSED_REASON,
-                                   "Deployment is paused", ds.now_text())
+            new = du.new_condition(
+                ds.PROGRESSING, "Unknown", du.PAUSED_REASON, "Deployment is paused", ds.now_text()
+            )
         elif not paused and paused_reported:
-            new = du.new_condition(ds.PROGRESSING, "Unknown", du.RESUMED_REASON,
-                                   "Deployment is resumed", ds.now_text())
+            new = du.new_condition(
+                ds.PROGRESSING, "Unknown", du.RESUMED_REASON, "Deployment is resumed", ds.now_text()
+            )
         else:
             return
         du.set_condition(status, new)
@@ -443,8 +501,9 @@ class DeploymentController(Controller):
         if status != (d.get("status") or {}):
             await self._put_status(d, status)
 
-    async def _sync_rollout_status(self, d: Obj, all_rs: list[Obj | None],
-                                   new_rs: Obj | None) -> float | None:
+    async def _sync_rollout_status(
+        self, d: Obj, all_rs: list[Obj | None], new_rs: Obj | None
+    ) -> float | None:
         """Write the rollout's status; returns when to check the progress deadline."""
         status = ds.rollout_status(d, all_rs, new_rs)
         if status == (d.get("status") or {}):

@@ -51,11 +51,21 @@ def calculate_status(d: Obj, all_rs: list[Obj | None], new_rs: Obj | None) -> Ob
         status["collisionCount"] = old["collisionCount"]
     status["conditions"] = copy.deepcopy(old.get("conditions") or [])
     if available >= replicas_of(d) - du.max_unavailable(d):
-        cond = du.new_condition(AVAILABLE, "True", du.MIN_AVAILABLE_REASON,
-                                "Deployment has minimum availability.", now_text())
+        cond = du.new_condition(
+            AVAILABLE,
+            "True",
+            du.MIN_AVAILABLE_REASON,
+            "Deployment has minimum availability.",
+            now_text(),
+        )
     else:
-        cond = du.new_condition(AVAILABLE, "False", du.MIN_UNAVAILABLE_REASON,
-                                "Deployment does not have minimum availability.", now_text())
+        cond = du.new_condition(
+            AVAILABLE,
+            "False",
+            du.MIN_UNAVAILABLE_REASON,
+            "Deployment does not have minimum availability.",
+            now_text(),
+        )
     du.set_condition(status, cond)
     return compact(status)
 
@@ -63,9 +73,12 @@ def calculate_status(d: Obj, all_rs: list[Obj | None], new_rs: Obj | None) -> Ob
 def deployment_complete(d: Obj, status: Obj) -> bool:
     """Every replica updated and available, and the latest spec observed."""
     want = replicas_of(d)
-    return (count(status, "updatedReplicas") == want and count(status, "replicas") == want
-            and count(status, "availableReplicas") == want
-            and count(status, "observedGeneration") >= int(meta(d).get("generation", 0)))
+    return (
+        count(status, "updatedReplicas") == want
+        and count(status, "replicas") == want
+        and count(status, "availableReplicas") == want
+        and count(status, "observedGeneration") >= int(meta(d).get("generation", 0))
+    )
 
 
 def deployment_progressing(d: Obj, status: Obj) -> bool:
@@ -73,10 +86,12 @@ def deployment_progressing(d: Obj, status: Obj) -> bool:
     old = d.get("status") or {}
     old_olds = count(old, "replicas") - count(old, "updatedReplicas")
     new_olds = count(status, "replicas") - count(status, "updatedReplicas")
-    return (count(status, "updatedReplicas") > count(old, "updatedReplicas")
-            or new_olds < old_olds
-            or count(status, "readyReplicas") > count(old, "readyReplicas")
-            or count(status, "availableReplicas") > count(old, "availableReplicas"))
+    return (
+        count(status, "updatedReplicas") > count(old, "updatedReplicas")
+        or new_olds < old_olds
+        or count(status, "readyReplicas") > count(old, "readyReplicas")
+        or count(status, "availableReplicas") > count(old, "availableReplicas")
+    )
 
 
 def deadline_passes_at(d: Obj, cond: Obj) -> dt.datetime | None:
@@ -109,9 +124,14 @@ def replica_failure(all_rs: list[Obj | None], new_rs: Obj | None) -> Obj | None:
         for cond in (rs.get("status") or {}).get("conditions") or ():
             if cond.get("type") == REPLICA_FAILURE:
                 stamp = cond.get("lastTransitionTime") or now_text()
-                return {"type": REPLICA_FAILURE, "status": cond.get("status"),
-                        "lastUpdateTime": stamp, "lastTransitionTime": stamp,
-                        "reason": cond.get("reason"), "message": cond.get("message")}
+                return {
+                    "type": REPLICA_FAILURE,
+                    "status": cond.get("status"),
+                    "lastUpdateTime": stamp,
+                    "lastTransitionTime": stamp,
+                    "reason": cond.get("reason"),
+                    "message": cond.get("message"),
+                }
     return None
 
 
@@ -121,19 +141,32 @@ def rollout_status(d: Obj, all_rs: list[Obj | None], new_rs: Obj | None) -> Obj:
     if du.progress_deadline(d) is None:
         du.remove_condition(status, PROGRESSING)
     current = du.get_condition(status, PROGRESSING)
-    complete = (count(status, "replicas") == count(status, "updatedReplicas")
-                and current is not None
-                and current.get("reason") == du.NEW_RS_AVAILABLE_REASON)
-    subject = (f"ReplicaSet {quoted(meta(new_rs)['name'])}" if new_rs is not None
-               else f"Deployment {quoted(meta(d)['name'])}")
+    complete = (
+        count(status, "replicas") == count(status, "updatedReplicas")
+        and current is not None
+        and current.get("reason") == du.NEW_RS_AVAILABLE_REASON
+    )
+    subject = (
+        f"ReplicaSet {quoted(meta(new_rs)['name'])}"
+        if new_rs is not None
+        else f"Deployment {quoted(meta(d)['name'])}"
+    )
     if du.progress_deadline(d) is not None and not complete:
         if deployment_complete(d, status):
-            du.set_condition(status, du.new_condition(
-                PROGRESSING, "True", du.NEW_RS_AVAILABLE_REASON,
-                f"{subject} has successfully progressed.", now_text()))
+            du.set_condition(
+                status,
+                du.new_condition(
+                    PROGRESSING,
+                    "True",
+                    du.NEW_RS_AVAILABLE_REASON,
+                    f"{subject} has successfully progressed.",
+                    now_text(),
+                ),
+            )
         elif deployment_progressing(d, status):
-            cond = du.new_condition(PROGRESSING, "True", du.RS_UPDATED_REASON,
-                                    f"{subject} is progressing.", now_text())
+            cond = du.new_condition(
+                PROGRESSING, "True", du.RS_UPDATED_REASON, f"{subject} is progressing.", now_text()
+            )
             if current is not None:
                 # Progress refreshes lastUpdateTime (the deadline's base) every time.
                 if current.get("status") == "True":
@@ -141,9 +174,16 @@ def rollout_status(d: Obj, all_rs: list[Obj | None], new_rs: Obj | None) -> Obj:
                 du.remove_condition(status, PROGRESSING)
             du.set_condition(status, cond)
         elif deployment_timed_out(d, status):
-            du.set_condition(status, du.new_condition(
-                PROGRESSING, "False", du.TIMED_OUT_REASON,
-                f"{subject} has timed out progressing.", now_text()))
+            du.set_condition(
+                status,
+                du.new_condition(
+                    PROGRESSING,
+                    "False",
+                    du.TIMED_OUT_REASON,
+                    f"{subject} has timed out progressing.",
+                    now_text(),
+                ),
+            )
     failure = replica_failure(all_rs, new_rs)
     if failure is not None:
         du.set_condition(status, failure)

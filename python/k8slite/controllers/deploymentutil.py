@@ -21,8 +21,16 @@ DESIRED_REPLICAS = "deployment.kubernetes.io/desired-replicas"
 MAX_REPLICAS = "deployment.kubernetes.io/max-replicas"
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 # Deployment annotations that are the controller's (or kubectl's) own, never copied to RSes.
-SKIP_COPY = frozenset({LAST_APPLIED, REVISION, REVISION_HISTORY, DESIRED_REPLICAS,
-                       MAX_REPLICAS, "deprecated.deployment.rollback.to"})
+SKIP_COPY = frozenset(
+    {
+        LAST_APPLIED,
+        REVISION,
+        REVISION_HISTORY,
+        DESIRED_REPLICAS,
+        MAX_REPLICAS,
+        "deprecated.deployment.rollback.to",
+    }
+)
 MAX_REVISION_HISTORY_CHARS = 2000
 # progressDeadlineSeconds of MaxInt32 means "no deadline".
 NO_DEADLINE = 2**31 - 1
@@ -147,8 +155,9 @@ def set_replicas_annotations(rs: Obj, desired: int, maximum: int) -> bool:
 
 def replicas_annotations_need_update(rs: Obj, desired: int, maximum: int) -> bool:
     annotations = meta(rs).get("annotations") or {}
-    return (annotations.get(DESIRED_REPLICAS) != str(desired)
-            or annotations.get(MAX_REPLICAS) != str(maximum))
+    return annotations.get(DESIRED_REPLICAS) != str(desired) or annotations.get(
+        MAX_REPLICAS
+    ) != str(maximum)
 
 
 def int_annotation(rs: Obj, key: str) -> int | None:
@@ -163,8 +172,9 @@ def int_annotation(rs: Obj, key: str) -> int | None:
 
 
 def is_rolling(d: Obj) -> bool:
-    return ((d.get("spec") or {}).get("strategy") or {}).get("type", "RollingUpdate") \
-        == "RollingUpdate"
+    return ((d.get("spec") or {}).get("strategy") or {}).get(
+        "type", "RollingUpdate"
+    ) == "RollingUpdate"
 
 
 def scaled_value(value: int | str | None, total: int, round_up: bool) -> int:
@@ -241,8 +251,11 @@ def pods_counted(replica_sets: Iterable[Obj | None]) -> int:
     Upstream adds up spec.replicas; taking status.replicas when larger keeps a rolling
     update's surge bound true at every instant, not only once deletions have landed.
     """
-    return sum(max(spec_replicas(rs), status_count(rs, "replicas"))
-               for rs in replica_sets if rs is not None)
+    return sum(
+        max(spec_replicas(rs), status_count(rs, "replicas"))
+        for rs in replica_sets
+        if rs is not None
+    )
 
 
 def pods_available(replica_sets: Iterable[Obj | None]) -> int:
@@ -251,8 +264,11 @@ def pods_available(replica_sets: Iterable[Obj | None]) -> int:
     An RS just scaled down may still report the pods it is about to delete as available;
     counting them would let a second scale-down go below the availability floor.
     """
-    return sum(min(spec_replicas(rs), status_count(rs, "availableReplicas"))
-               for rs in replica_sets if rs is not None)
+    return sum(
+        min(spec_replicas(rs), status_count(rs, "availableReplicas"))
+        for rs in replica_sets
+        if rs is not None
+    )
 
 
 def total(replica_sets: Iterable[Obj | None], field: str) -> int:
@@ -274,16 +290,25 @@ def get_condition(status: Obj, ctype: str) -> Obj | None:
 
 
 def new_condition(ctype: str, status: str, reason: str, message: str, now: str) -> Obj:
-    return {"type": ctype, "status": status, "lastUpdateTime": now,
-            "lastTransitionTime": now, "reason": reason, "message": message}
+    return {
+        "type": ctype,
+        "status": status,
+        "lastUpdateTime": now,
+        "lastTransitionTime": now,
+        "reason": reason,
+        "message": message,
+    }
 
 
 def set_condition(status: Obj, condition: Obj) -> None:
     """Upstream's SetDeploymentCondition: same status and reason is no change; same status
     keeps its transition time; the condition moves to the end."""
     current = get_condition(status, condition["type"])
-    if current is not None and current.get("status") == condition["status"] \
-            and current.get("reason") == condition["reason"]:
+    if (
+        current is not None
+        and current.get("status") == condition["status"]
+        and current.get("reason") == condition["reason"]
+    ):
         return
     if current is not None and current.get("status") == condition["status"]:
         condition["lastTransitionTime"] = current.get("lastTransitionTime")

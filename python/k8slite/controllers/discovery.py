@@ -35,8 +35,14 @@ def _resources(doc: dict[str, Any], group: str, version: str) -> list[ApiResourc
         name = entry.get("name", "")
         if not name or "/" in name:
             continue  # subresources are not objects of their own
-        out.append(ApiResource(Resource(group, version, name), str(entry.get("kind", "")),
-                               bool(entry.get("namespaced")), frozenset(entry.get("verbs") or ())))
+        out.append(
+            ApiResource(
+                Resource(group, version, name),
+                str(entry.get("kind", "")),
+                bool(entry.get("namespaced")),
+                frozenset(entry.get("verbs") or ()),
+            )
+        )
     return out
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from typing import Any
 
@@ -29,8 +30,7 @@ def _address(pod: Obj, svc: Obj) -> Obj:
 
 
 def _ports_key(ports: list[Obj]) -> tuple[tuple[str, int, str], ...]:
-    return tuple(sorted((p.get("name", ""), p["port"], p.get("protocol", "TCP"))
-                        for p in ports))
+    return tuple(sorted((p.get("name", ""), p["port"], p.get("protocol", "TCP")) for p in ports))
 
 
 def _by_ip(address: Obj) -> tuple[str, str]:
@@ -65,8 +65,7 @@ def build_subsets(svc: Obj, pods: list[Obj]) -> list[Obj]:
         if group["notReady"]:
             subset["notReadyAddresses"] = sorted(group["notReady"], key=_by_ip)
         if group["ports"]:
-            subset["ports"] = sorted(group["ports"], key=lambda p: (p.get("name", ""),
-                                                                   p["port"]))
+            subset["ports"] = sorted(group["ports"], key=lambda p: (p.get("name", ""), p["port"]))
         subsets.append(subset)
     return subsets
 
@@ -81,16 +80,17 @@ class EndpointsController(Controller):
         self.services = ctx.informers.informer(SERVICES)
         self.pods = ctx.informers.informer(PODS)
         self.endpoints = ctx.informers.informer(ENDPOINTS)
-        self.services.add_event_handler(self.enqueue, lambda _o, n: self.enqueue(n),
-                                        self.enqueue)
+        self.services.add_event_handler(self.enqueue, lambda _o, n: self.enqueue(n), self.enqueue)
         self.pods.add_event_handler(self._pod_added, self._pod_updated, self._pod_deleted)
 
     def after_sync(self) -> None:
         """Endpoints whose Service went away while we were not running are removed."""
         for ep in self.endpoints.list():
             m = meta(ep)
-            if self.services.get(m["name"], m.get("namespace")) is None \
-                    and (m.get("labels") or {}).get(MANAGED_BY) == MANAGER:
+            if (
+                self.services.get(m["name"], m.get("namespace")) is None
+                and (m.get("labels") or {}).get(MANAGED_BY) == MANAGER
+            ):
                 self.enqueue(ep)
 
     def _pod_added(self, pod: Obj) -> None:
@@ -115,10 +115,8 @@ class EndpointsController(Controller):
         namespace, name = key.split("/", 1)
         svc = self.services.get(name, namespace)
         if svc is None:
-            try:
+            with contextlib.suppress(NotFound):
                 await self.client.delete(ENDPOINTS, name, namespace=namespace)
-            except NotFound:
-                pass
             return None
         if eu.service_selector(svc) is None:
             return None  # a Service without a selector has its Endpoints managed by hand
@@ -127,12 +125,21 @@ class EndpointsController(Controller):
         labels = eu.service_labels(svc)
         labels[MANAGED_BY] = MANAGER
         current = self.endpoints.get(name, namespace)
-        if current is not None and (current.get("subsets") or []) == subsets \
-                and (meta(current).get("labels") or {}) == labels:
+        if (
+            current is not None
+            and (current.get("subsets") or []) == subsets
+            and (meta(current).get("labels") or {}) == labels
+        ):
             return None
-        body: Obj = copy.deepcopy(current) if current is not None else {
-            "apiVersion": "v1", "kind": "Endpoints",
-            "metadata": {"name": name, "namespace": namespace}}
+        body: Obj = (
+            copy.deepcopy(current)
+            if current is not None
+            else {
+                "apiVersion": "v1",
+                "kind": "Endpoints",
+                "metadata": {"name": name, "namespace": namespace},
+            }
+        )
         body["metadata"]["labels"] = labels
         stamp = eu.trigger_time(svc, pods)
         if stamp:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,8 +39,11 @@ def service_index(slice_: Obj) -> list[str]:
 
 
 def _ports_key(ports: list[Obj]) -> tuple[tuple[str, int, str], ...]:
-    return tuple(sorted((p.get("name", ""), int(p.get("port") or 0), p.get("protocol", "TCP"))
-                        for p in ports))
+    return tuple(
+        sorted(
+            (p.get("name", ""), int(p.get("port") or 0), p.get("protocol", "TCP")) for p in ports
+        )
+    )
 
 
 def _endpoint_key(ep: Obj) -> tuple[str, str]:
@@ -53,8 +57,9 @@ class SlicePlan:
     delete: list[Obj] = field(default_factory=list)
 
 
-def plan_slices(desired: dict[_Group, tuple[list[Obj], list[Obj]]], existing: list[Obj],
-                primary_family: str) -> SlicePlan:
+def plan_slices(
+    desired: dict[_Group, tuple[list[Obj], list[Obj]]], existing: list[Obj], primary_family: str
+) -> SlicePlan:
     """What to create, update and delete so the slices hold the desired endpoints.
 
     Endpoints stay in the slice they are in; new ones fill free room before new slices are
@@ -81,8 +86,9 @@ def plan_slices(desired: dict[_Group, tuple[list[Obj], list[Obj]]], existing: li
         want = {_endpoint_key(ep): ep for ep in endpoints}
         contents: list[tuple[Obj, list[Obj]]] = []
         for slice_ in by_group.get(group, []):
-            kept = [want.pop(k) for k in map(_endpoint_key, slice_.get("endpoints") or ())
-                    if k in want]
+            kept = [
+                want.pop(k) for k in map(_endpoint_key, slice_.get("endpoints") or ()) if k in want
+            ]
             contents.append((slice_, kept))
         remaining = [want[k] for k in sorted(want)]
         for _, kept in contents:
@@ -95,7 +101,7 @@ def plan_slices(desired: dict[_Group, tuple[list[Obj], list[Obj]]], existing: li
             else:
                 plan.delete.append(slice_)
         for start in range(0, len(remaining), MAX_ENDPOINTS):
-            plan.create.append((group[0], ports, remaining[start:start + MAX_ENDPOINTS]))
+            plan.create.append((group[0], ports, remaining[start : start + MAX_ENDPOINTS]))
     # Reuse slices about to go for the ones about to come: fewer writes, stable names.
     for address_type, ports, endpoints in list(plan.create):
         reusable = next((s for s in plan.delete if s.get("addressType") == address_type), None)
@@ -116,15 +122,18 @@ class EndpointSliceController(Controller):
         self.services = ctx.informers.informer(SERVICES)
         self.pods = ctx.informers.informer(PODS)
         self.nodes = ctx.informers.informer(NODES)
-        self.slices = ctx.informers.informer(ENDPOINTSLICES,
-                                             indexers={SERVICE_INDEX: service_index})
+        self.slices = ctx.informers.informer(
+            ENDPOINTSLICES, indexers={SERVICE_INDEX: service_index}
+        )
         # service key -> slice name -> (resourceVersion we wrote, None if deleted; when)
         self._written: dict[str, dict[str, tuple[str | None, float]]] = {}
-        self.services.add_event_handler(self.enqueue, lambda _o, n: self.enqueue(n),
-                                        self._service_deleted)
+        self.services.add_event_handler(
+            self.enqueue, lambda _o, n: self.enqueue(n), self._service_deleted
+        )
         self.pods.add_event_handler(self._pod_added, self._pod_updated, self._pod_deleted)
-        self.slices.add_event_handler(self._slice_changed, lambda _o, n: self._slice_changed(n),
-                                      self._slice_changed)
+        self.slices.add_event_handler(
+            self._slice_changed, lambda _o, n: self._slice_changed(n), self._slice_changed
+        )
 
     # ---------------------------------------------------------------- handlers
 
@@ -173,8 +182,7 @@ class EndpointSliceController(Controller):
         stamp = eu.trigger_time(svc, pods)
         families = (svc.get("spec") or {}).get("ipFamilies") or ["IPv4"]
         try:
-            await self._apply(key, svc, plan_slices(desired, existing, families[0]), labels,
-                              stamp)
+            await self._apply(key, svc, plan_slices(desired, existing, families[0]), labels, stamp)
         except ApiError as e:
             if not is_namespace_terminating(e):
                 raise
@@ -212,9 +220,14 @@ class EndpointSliceController(Controller):
     def _endpoint(self, pod: Obj, svc: Obj, ip: str, publish: bool) -> Obj:
         serving = publish or is_pod_ready(pod)
         terminating = is_deleting(pod)
-        ep: Obj = {"addresses": [ip],
-                   "conditions": {"ready": publish or (serving and not terminating),
-                                  "serving": serving, "terminating": terminating}}
+        ep: Obj = {
+            "addresses": [ip],
+            "conditions": {
+                "ready": publish or (serving and not terminating),
+                "serving": serving,
+                "terminating": terminating,
+            },
+        }
         hostname = eu.hostname_for(pod, svc)
         if hostname:
             ep["hostname"] = hostname
@@ -228,8 +241,9 @@ class EndpointSliceController(Controller):
                 ep["zone"] = zone
         return ep
 
-    async def _apply(self, key: str, svc: Obj, plan: SlicePlan, labels: dict[str, str],
-                     stamp: str) -> None:
+    async def _apply(
+        self, key: str, svc: Obj, plan: SlicePlan, labels: dict[str, str], stamp: str
+    ) -> None:
         """Creates first and deletes last, so no endpoint is ever missing in between."""
         for address_type, ports, endpoints in plan.create:
             await self._create(key, svc, address_type, ports, endpoints, labels, stamp)
@@ -240,31 +254,57 @@ class EndpointSliceController(Controller):
 
     # ------------------------------------------------------------------ writes
 
-    async def _create(self, key: str, svc: Obj, address_type: str, ports: list[Obj],
-                      endpoints: list[Obj], labels: dict[str, str], stamp: str) -> None:
+    async def _create(
+        self,
+        key: str,
+        svc: Obj,
+        address_type: str,
+        ports: list[Obj],
+        endpoints: list[Obj],
+        labels: dict[str, str],
+        stamp: str,
+    ) -> None:
         body: Obj = {
-            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {"generateName": f"{meta(svc)['name']}-",
-                         "namespace": meta(svc).get("namespace"), "labels": labels,
-                         "ownerReferences": [new_controller_ref(svc, "v1", "Service")]},
-            "addressType": address_type, "endpoints": endpoints, "ports": ports,
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "generateName": f"{meta(svc)['name']}-",
+                "namespace": meta(svc).get("namespace"),
+                "labels": labels,
+                "ownerReferences": [new_controller_ref(svc, "v1", "Service")],
+            },
+            "addressType": address_type,
+            "endpoints": endpoints,
+            "ports": ports,
         }
         if stamp:
             body["metadata"]["annotations"] = {eu.TRIGGER_TIME: stamp}
         created = await self.client.create(ENDPOINTSLICES, body)
         self._remember(key, created)
 
-    async def _update(self, key: str, slice_: Obj, ports: list[Obj], endpoints: list[Obj],
-                      labels: dict[str, str], stamp: str) -> None:
-        if ((slice_.get("ports") or []) == ports and (slice_.get("endpoints") or []) == endpoints
-                and (meta(slice_).get("labels") or {}) == labels):
+    async def _update(
+        self,
+        key: str,
+        slice_: Obj,
+        ports: list[Obj],
+        endpoints: list[Obj],
+        labels: dict[str, str],
+        stamp: str,
+    ) -> None:
+        if (
+            (slice_.get("ports") or []) == ports
+            and (slice_.get("endpoints") or []) == endpoints
+            and (meta(slice_).get("labels") or {}) == labels
+        ):
             return
         body = dict(slice_)
         body["metadata"] = dict(meta(slice_))
         body["metadata"]["labels"] = labels
         if stamp:
-            body["metadata"]["annotations"] = {**(meta(slice_).get("annotations") or {}),
-                                               eu.TRIGGER_TIME: stamp}
+            body["metadata"]["annotations"] = {
+                **(meta(slice_).get("annotations") or {}),
+                eu.TRIGGER_TIME: stamp,
+            }
         body["ports"] = ports
         body["endpoints"] = endpoints
         updated = await self.client.update(ENDPOINTSLICES, body)
@@ -272,16 +312,16 @@ class EndpointSliceController(Controller):
 
     async def _delete(self, key: str, slice_: Obj) -> None:
         m = meta(slice_)
-        try:
+        with contextlib.suppress(NotFound):
             await self.client.delete(ENDPOINTSLICES, m["name"], namespace=m.get("namespace"))
-        except NotFound:
-            pass
         self._written.setdefault(key, {})[m["name"]] = (None, time.monotonic())
 
     def _remember(self, key: str, written: Obj) -> None:
         m = meta(written)
-        self._written.setdefault(key, {})[m["name"]] = (str(m.get("resourceVersion")),
-                                                        time.monotonic())
+        self._written.setdefault(key, {})[m["name"]] = (
+            str(m.get("resourceVersion")),
+            time.monotonic(),
+        )
 
     def _cache_behind(self, key: str) -> bool:
         """Our last writes for this Service are not all in the cache yet.

@@ -38,15 +38,25 @@ def selected_pods(pods: SharedInformer, svc: Obj) -> list[Obj]:
     selector = service_selector(svc)
     if selector is None:
         return []
-    return [p for p in pods.list(meta(svc).get("namespace"))
-            if selector.matches(meta(p).get("labels") or {})]
+    return [
+        p
+        for p in pods.list(meta(svc).get("namespace"))
+        if selector.matches(meta(p).get("labels") or {})
+    ]
 
 
 def _endpoint_view(pod: Obj) -> tuple[Any, ...]:
     status, spec = pod.get("status") or {}, pod.get("spec") or {}
-    return (status.get("podIP"), status.get("podIPs"), is_pod_ready(pod), is_deleting(pod),
-            spec.get("nodeName"), spec.get("hostname"), spec.get("subdomain"),
-            status.get("phase"))
+    return (
+        status.get("podIP"),
+        status.get("podIPs"),
+        is_pod_ready(pod),
+        is_deleting(pod),
+        spec.get("nodeName"),
+        spec.get("hostname"),
+        spec.get("subdomain"),
+        status.get("phase"),
+    )
 
 
 def pod_changed(old: Obj, new: Obj) -> bool:
@@ -108,16 +118,23 @@ def endpoint_port(service_port: Obj, number: int) -> Obj:
 def hostname_for(pod: Obj, svc: Obj) -> str | None:
     """A pod's hostname is published when its subdomain is this Service."""
     spec = pod.get("spec") or {}
-    if (spec.get("hostname") and spec.get("subdomain") == meta(svc).get("name")
-            and meta(pod).get("namespace") == meta(svc).get("namespace")):
+    if (
+        spec.get("hostname")
+        and spec.get("subdomain") == meta(svc).get("name")
+        and meta(pod).get("namespace") == meta(svc).get("namespace")
+    ):
         return str(spec["hostname"])
     return None
 
 
 def target_ref(pod: Obj) -> Obj:
     m = meta(pod)
-    return {"kind": "Pod", "namespace": m.get("namespace"), "name": m.get("name"),
-            "uid": m.get("uid")}
+    return {
+        "kind": "Pod",
+        "namespace": m.get("namespace"),
+        "name": m.get("name"),
+        "uid": m.get("uid"),
+    }
 
 
 def trigger_time(svc: Obj, pods: list[Obj]) -> str:

@@ -50,10 +50,14 @@ class _Seen:
 def involved_object(obj: Obj) -> Obj:
     """An ObjectReference to obj, as events carry it."""
     m = obj.get("metadata") or {}
-    ref: Obj = {"kind": obj.get("kind", ""), "namespace": m.get("namespace", ""),
-                "name": m.get("name", ""), "uid": m.get("uid", ""),
-                "apiVersion": obj.get("apiVersion", ""),
-                "resourceVersion": m.get("resourceVersion", "")}
+    ref: Obj = {
+        "kind": obj.get("kind", ""),
+        "namespace": m.get("namespace", ""),
+        "name": m.get("name", ""),
+        "uid": m.get("uid", ""),
+        "apiVersion": obj.get("apiVersion", ""),
+        "resourceVersion": m.get("resourceVersion", ""),
+    }
     return {k: v for k, v in ref.items() if v}
 
 
@@ -80,18 +84,27 @@ class EventBroadcaster:
     def recorder(self, component: str) -> EventRecorder:
         return EventRecorder(self, component)
 
-    def submit(self, component: str, obj: Obj, event_type: str, reason: str,
-               message: str) -> None:
+    def submit(self, component: str, obj: Obj, event_type: str, reason: str, message: str) -> None:
         ref = involved_object(obj)
-        key: _Key = (component, ref.get("kind", ""), ref.get("namespace", ""),
-                     ref.get("name", ""), ref.get("uid", ""), event_type, reason, message)
+        key: _Key = (
+            component,
+            ref.get("kind", ""),
+            ref.get("namespace", ""),
+            ref.get("name", ""),
+            ref.get("uid", ""),
+            event_type,
+            reason,
+            message,
+        )
         stamp = now_text()
         namespace = ref.get("namespace") or "default"
         event: Obj = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"name": f"{ref.get('name', 'unknown')}.{time.time_ns():x}",
-                         "namespace": namespace},
+            "metadata": {
+                "name": f"{ref.get('name', 'unknown')}.{time.time_ns():x}",
+                "namespace": namespace,
+            },
             "involvedObject": ref,
             "reason": reason,
             "message": message,
@@ -115,8 +128,12 @@ class EventBroadcaster:
             try:
                 await self._write(pending)
             except (ApiError, ApiConnectionError) as e:
-                log.warning("could not write event %s for %s: %s", pending.event["reason"],
-                            pending.event["involvedObject"].get("name"), e)
+                log.warning(
+                    "could not write event %s for %s: %s",
+                    pending.event["reason"],
+                    pending.event["involvedObject"].get("name"),
+                    e,
+                )
 
     async def _write(self, pending: _Pending) -> None:
         seen = self._seen.get(pending.key)

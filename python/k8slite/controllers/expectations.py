@@ -28,8 +28,9 @@ class _Record:
 class Expectations:
     """Pending creations and deletions per controller key."""
 
-    def __init__(self, ttl: float = EXPECTATIONS_TTL,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, ttl: float = EXPECTATIONS_TTL, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.ttl = ttl
         self._clock = clock
         self._records: dict[str, _Record] = {}

@@ -58,8 +58,7 @@ class ObjectRef:
 
     def key(self) -> str:
         r = self.res
-        return "|".join((r.group, r.version, r.plural, self.namespace or "", self.name,
-                         self.uid))
+        return "|".join((r.group, r.version, r.plural, self.namespace or "", self.name, self.uid))
 
     @classmethod
     def parse(cls, key: str) -> ObjectRef:
@@ -86,7 +85,8 @@ class GarbageCollector(Controller):
     def __init__(self, ctx: ControllerContext, workers: int = 20) -> None:
         super().__init__(ctx, workers)
         self.orphan_queue: WorkQueue[str] = WorkQueue(
-            "garbage_collector_attempt_to_orphan", metrics_registry=ctx.metrics_registry)
+            "garbage_collector_attempt_to_orphan", metrics_registry=ctx.metrics_registry
+        )
         self._kinds: dict[tuple[str, str], ApiResource] = {}
         self._informers: dict[Resource, tuple[ApiResource, SharedInformer]] = {}
         self._absent: OrderedDict[str, None] = OrderedDict()
@@ -110,9 +110,11 @@ class GarbageCollector(Controller):
                 continue
             informer = self.ctx.informers.informer(api.resource)
             self._informers[api.resource] = (api, informer)
-            informer.add_event_handler(functools.partial(self._observe, api, None),
-                                       functools.partial(self._observe, api),
-                                       functools.partial(self._observe_delete, api))
+            informer.add_event_handler(
+                functools.partial(self._observe, api, None),
+                functools.partial(self._observe, api),
+                functools.partial(self._observe_delete, api),
+            )
         log.info("garbage collector watching %d resources", len(self._informers))
 
     def after_sync(self) -> None:
@@ -126,16 +128,21 @@ class GarbageCollector(Controller):
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(run_workers, self.queue, self._reconcile, self.workers)
-            await nursery.start(run_workers, self.orphan_queue, self._reconcile_orphan,
-                                self.workers)
+            await nursery.start(
+                run_workers, self.orphan_queue, self._reconcile_orphan, self.workers
+            )
             task_status.started()
 
     # ------------------------------------------------------------------- graph
 
     def _ref(self, api: ApiResource, obj: Obj) -> ObjectRef:
         m = meta(obj)
-        return ObjectRef(api.resource, m.get("namespace") if api.namespaced else None,
-                         m["name"], m.get("uid", ""))
+        return ObjectRef(
+            api.resource,
+            m.get("namespace") if api.namespaced else None,
+            m["name"],
+            m.get("uid", ""),
+        )
 
     def _cached_owner(self, ref: Obj, namespace: str | None) -> Obj | None:
         api = self._kinds.get((_group_of(ref.get("apiVersion", "")), ref.get("kind", "")))
@@ -161,8 +168,7 @@ class GarbageCollector(Controller):
         return False
 
     def _observe(self, api: ApiResource, old: Obj | None, new: Obj) -> None:
-        if old is not None and \
-                meta(old).get("resourceVersion") == meta(new).get("resourceVersion"):
+        if old is not None and meta(old).get("resourceVersion") == meta(new).get("resourceVersion"):
             return
         key = self._ref(api, new).key()
         finalizers = meta(new).get("finalizers") or ()
@@ -222,8 +228,9 @@ class GarbageCollector(Controller):
         if solid:
             if dangling or waiting:
                 gone = {o.get("uid") for o in dangling + waiting}
-                await self._set_owner_refs(ref, latest,
-                                           [o for o in owners if o.get("uid") not in gone])
+                await self._set_owner_refs(
+                    ref, latest, [o for o in owners if o.get("uid") not in gone]
+                )
             return None
         if waiting and self._dependents(ref.uid):
             if any(_waiting_for_dependents(dep) for _, dep in self._dependents(ref.uid)):
@@ -263,15 +270,21 @@ class GarbageCollector(Controller):
             return "dangling"
         api = self._kinds.get((_group_of(owner.get("apiVersion", "")), owner.get("kind", "")))
         if api is None:
-            log.warning("owner kind %s/%s is not served; keeping the dependent",
-                        owner.get("apiVersion"), owner.get("kind"))
+            log.warning(
+                "owner kind %s/%s is not served; keeping the dependent",
+                owner.get("apiVersion"),
+                owner.get("kind"),
+            )
             return "solid"
         cached = self._cached_owner(owner, namespace)
         if cached is not None and not _waiting_for_dependents(cached):
             return "solid"
         # The cache may lag behind a new owner: only the live API may say it is gone.
-        live = await self._get(ObjectRef(api.resource, namespace if api.namespaced else None,
-                                         str(owner.get("name", "")), uid))
+        live = await self._get(
+            ObjectRef(
+                api.resource, namespace if api.namespaced else None, str(owner.get("name", "")), uid
+            )
+        )
         if live is None:
             self._absent[uid] = None
             if len(self._absent) > ABSENT_CACHE_SIZE:
@@ -291,8 +304,11 @@ class GarbageCollector(Controller):
     async def _orphan(self, key: str) -> float | None:
         ref = ObjectRef.parse(key)
         latest = await self._get(ref)
-        if latest is None or not is_deleting(latest) \
-                or ORPHAN not in (meta(latest).get("finalizers") or ()):
+        if (
+            latest is None
+            or not is_deleting(latest)
+            or ORPHAN not in (meta(latest).get("finalizers") or ())
+        ):
             return None
         for dep_api, dep in self._dependents(ref.uid):
             dep_ref = self._ref(dep_api, dep)
@@ -313,8 +329,7 @@ class GarbageCollector(Controller):
             return None
         return obj if uid_of(obj) == ref.uid else None
 
-    async def _set_owner_refs(self, ref: ObjectRef, latest: Obj,
-                              refs: list[Obj]) -> Obj | None:
+    async def _set_owner_refs(self, ref: ObjectRef, latest: Obj, refs: list[Obj]) -> Obj | None:
         """Write ownerReferences, re-reading on conflicts; None if the object went away."""
         current: Obj | None = latest
         for _ in range(WRITE_RETRIES):
@@ -322,11 +337,14 @@ class GarbageCollector(Controller):
                 return None
             if _owner_refs(current) == refs:
                 return current
-            patch = {"metadata": {"resourceVersion": meta(current).get("resourceVersion"),
-                                  "ownerReferences": refs or None}}
+            patch = {
+                "metadata": {
+                    "resourceVersion": meta(current).get("resourceVersion"),
+                    "ownerReferences": refs or None,
+                }
+            }
             try:
-                return await self.client.patch(ref.res, ref.name, patch,
-                                               namespace=ref.namespace)
+                return await self.client.patch(ref.res, ref.name, patch, namespace=ref.namespace)
             except NotFound:
                 return None
             except Conflict:
@@ -336,8 +354,13 @@ class GarbageCollector(Controller):
                     wanted = {o.get("uid") for o in refs}
                     dropped = {o.get("uid") for o in _owner_refs(latest)} - wanted
                     refs = [o for o in _owner_refs(current) if o.get("uid") not in dropped]
-        raise Conflict({"reason": "Conflict", "code": 409,
-                        "message": f"ownerReferences of {ref.name} kept changing"})
+        raise Conflict(
+            {
+                "reason": "Conflict",
+                "code": 409,
+                "message": f"ownerReferences of {ref.name} kept changing",
+            }
+        )
 
     async def _remove_finalizer(self, ref: ObjectRef, finalizer: str) -> None:
         for _ in range(WRITE_RETRIES):
@@ -348,8 +371,12 @@ class GarbageCollector(Controller):
             if finalizer not in finalizers:
                 return
             finalizers.remove(finalizer)
-            patch = {"metadata": {"resourceVersion": meta(current).get("resourceVersion"),
-                                  "finalizers": finalizers}}
+            patch = {
+                "metadata": {
+                    "resourceVersion": meta(current).get("resourceVersion"),
+                    "finalizers": finalizers,
+                }
+            }
             try:
                 await self.client.patch(ref.res, ref.name, patch, namespace=ref.namespace)
                 return
@@ -357,15 +384,29 @@ class GarbageCollector(Controller):
                 return
             except Conflict:
                 continue
-        raise Conflict({"reason": "Conflict", "code": 409,
-                        "message": f"finalizers of {ref.name} kept changing"})
+        raise Conflict(
+            {
+                "reason": "Conflict",
+                "code": 409,
+                "message": f"finalizers of {ref.name} kept changing",
+            }
+        )
 
     async def _delete(self, ref: ObjectRef, policy: str) -> None:
-        log.info("garbage collector deleting %s %s/%s (%s)", ref.res.plural,
-                 ref.namespace or "", ref.name, policy)
+        log.info(
+            "garbage collector deleting %s %s/%s (%s)",
+            ref.res.plural,
+            ref.namespace or "",
+            ref.name,
+            policy,
+        )
         try:
-            await self.client.delete(ref.res, ref.name, namespace=ref.namespace,
-                                     propagation_policy=policy,
-                                     preconditions={"uid": ref.uid})
+            await self.client.delete(
+                ref.res,
+                ref.name,
+                namespace=ref.namespace,
+                propagation_policy=policy,
+                preconditions={"uid": ref.uid},
+            )
         except (NotFound, Conflict):
             pass  # gone already, or a namesake we must not touch

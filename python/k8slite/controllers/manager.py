@@ -44,22 +44,27 @@ class ControllerSpec:
 # Upstream's names (and the short names older flags used); all are on by default.
 CONTROLLERS: dict[str, ControllerSpec] = {
     "replicaset-controller": ControllerSpec(
-        ReplicaSetController, lambda o: o.concurrent_replicaset_syncs, ("replicaset",)),
+        ReplicaSetController, lambda o: o.concurrent_replicaset_syncs, ("replicaset",)
+    ),
     "deployment-controller": ControllerSpec(
-        DeploymentController, lambda o: o.concurrent_deployment_syncs, ("deployment",)),
+        DeploymentController, lambda o: o.concurrent_deployment_syncs, ("deployment",)
+    ),
     "endpoints-controller": ControllerSpec(
-        EndpointsController, lambda o: o.concurrent_endpoint_syncs, ("endpoint",)),
+        EndpointsController, lambda o: o.concurrent_endpoint_syncs, ("endpoint",)
+    ),
     "endpointslice-controller": ControllerSpec(
-        EndpointSliceController, lambda o: o.concurrent_service_endpoint_syncs,
-        ("endpointslice",)),
+        EndpointSliceController, lambda o: o.concurrent_service_endpoint_syncs, ("endpointslice",)
+    ),
     "garbage-collector-controller": ControllerSpec(
-        GarbageCollector, lambda o: o.concurrent_gc_syncs, ("garbagecollector",)),
+        GarbageCollector, lambda o: o.concurrent_gc_syncs, ("garbagecollector",)
+    ),
     "namespace-controller": ControllerSpec(
-        NamespaceController, lambda o: o.concurrent_namespace_syncs, ("namespace",)),
+        NamespaceController, lambda o: o.concurrent_namespace_syncs, ("namespace",)
+    ),
     "node-lifecycle-controller": ControllerSpec(
-        NodeLifecycleController, lambda o: 1, ("nodelifecycle",)),
-    "taint-eviction-controller": ControllerSpec(
-        TaintEvictionController, lambda o: 4),
+        NodeLifecycleController, lambda o: 1, ("nodelifecycle",)
+    ),
+    "taint-eviction-controller": ControllerSpec(TaintEvictionController, lambda o: 4),
 }
 _ALIASES = {alias: name for name, spec in CONTROLLERS.items() for alias in spec.aliases}
 
@@ -87,8 +92,7 @@ def enabled_controllers(flags: list[str]) -> list[str]:
             disabled.add(_canonical(item[1:]))
         elif item:
             enabled.add(_canonical(item))
-    return [name for name in CONTROLLERS
-            if name not in disabled and (name in enabled or star)]
+    return [name for name in CONTROLLERS if name not in disabled and (name in enabled or star)]
 
 
 @dataclass
@@ -96,7 +100,8 @@ class ControllerManagerConfig:
     kubeconfig: Path | None = None
     controllers: list[str] = field(default_factory=lambda: ["*"])
     leader_election: LeaderElectionConfig = field(
-        default_factory=lambda: LeaderElectionConfig(resource_name=LEASE_NAME))
+        default_factory=lambda: LeaderElectionConfig(resource_name=LEASE_NAME)
+    )
     options: ControllerOptions = field(default_factory=ControllerOptions)
     serving: ServingConfig = field(default_factory=ServingConfig)
     kube_api_qps: float = 20.0
@@ -107,14 +112,16 @@ class ControllerManagerConfig:
 class ControllerManager:
     """Runs the enabled controllers while this process leads."""
 
-    def __init__(self, config: ControllerManagerConfig,
-                 metrics_registry: CollectorRegistry = REGISTRY) -> None:
+    def __init__(
+        self, config: ControllerManagerConfig, metrics_registry: CollectorRegistry = REGISTRY
+    ) -> None:
         self.config = config
         self.registry = metrics_registry
         self.names = enabled_controllers(config.controllers)
         base = load_kubeconfig(config.kubeconfig)
         self.base_client_config = dataclasses.replace(
-            base, qps=config.kube_api_qps, burst=config.kube_api_burst)
+            base, qps=config.kube_api_qps, burst=config.kube_api_burst
+        )
 
     def _client_config(self, name: str) -> ClientConfig:
         """Each controller its own client and rate limit, named in the user agent."""
@@ -130,8 +137,11 @@ class ControllerManager:
             # queue can never delay a renewal past the deadline.
             async with ApiClient(self._client_config("leader-election")) as client:
                 await self.config.leader_election.run(
-                    client, self._lead, identity=self.config.identity,
-                    metrics_registry=self.registry)
+                    client,
+                    self._lead,
+                    identity=self.config.identity,
+                    metrics_registry=self.registry,
+                )
             nursery.cancel_scope.cancel()
 
     async def _lead(self, leader: trio.Nursery) -> None:
@@ -147,12 +157,14 @@ class ControllerManager:
             # Informers start only now that we lead: their first list then comes after
             # the previous leader stopped writing, so no controller acts on its past.
             factory = SharedInformerFactory(client_for("shared-informers"))
-            broadcaster = EventBroadcaster(client_for("event-broadcaster"),
-                                           self.config.identity)
-            ctx = ControllerContext(client_for, factory, broadcaster, self.config.options,
-                                    self.registry)
-            controllers = [CONTROLLERS[name].make(ctx, CONTROLLERS[name].workers(ctx.options))
-                           for name in self.names]
+            broadcaster = EventBroadcaster(client_for("event-broadcaster"), self.config.identity)
+            ctx = ControllerContext(
+                client_for, factory, broadcaster, self.config.options, self.registry
+            )
+            controllers = [
+                CONTROLLERS[name].make(ctx, CONTROLLERS[name].workers(ctx.options))
+                for name in self.names
+            ]
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(broadcaster.run)
                 for controller in controllers:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as dt
 import logging
@@ -34,39 +35,101 @@ CONDITION_TYPES = (
 )
 
 
-def _conditions(discovery_error: str, content_errors: list[str], remaining: Counter[str],
-                finalizers: Counter[str]) -> list[Obj]:
+def _conditions(
+    discovery_error: str,
+    content_errors: list[str],
+    remaining: Counter[str],
+    finalizers: Counter[str],
+) -> list[Obj]:
     """Upstream's five deletion conditions, worded as upstream words them."""
     out = []
     if discovery_error:
-        out.append(("NamespaceDeletionDiscoveryFailure", "True", "DiscoveryFailed",
-                    f"Discovery failed for some groups: {discovery_error}"))
+        out.append(
+            (
+                "NamespaceDeletionDiscoveryFailure",
+                "True",
+                "DiscoveryFailed",
+                f"Discovery failed for some groups: {discovery_error}",
+            )
+        )
     else:
-        out.append(("NamespaceDeletionDiscoveryFailure", "False", "ResourcesDiscovered",
-                    "All resources successfully discovered"))
-    out.append(("NamespaceDeletionGroupVersionParsingFailure", "False", "ParsedGroupVersions",
-                "All legacy kube types successfully parsed"))
+        out.append(
+            (
+                "NamespaceDeletionDiscoveryFailure",
+                "False",
+                "ResourcesDiscovered",
+                "All resources successfully discovered",
+            )
+        )
+    out.append(
+        (
+            "NamespaceDeletionGroupVersionParsingFailure",
+            "False",
+            "ParsedGroupVersions",
+            "All legacy kube types successfully parsed",
+        )
+    )
     if content_errors:
-        out.append(("NamespaceDeletionContentFailure", "True", "ContentDeletionFailed",
-                    f"Failed to delete all resource types, {len(content_errors)} remaining: "
-                    + ", ".join(content_errors)))
+        out.append(
+            (
+                "NamespaceDeletionContentFailure",
+                "True",
+                "ContentDeletionFailed",
+                f"Failed to delete all resource types, {len(content_errors)} remaining: "
+                + ", ".join(content_errors),
+            )
+        )
     else:
-        out.append(("NamespaceDeletionContentFailure", "False", "ContentDeleted",
-                    "All content successfully deleted, may be waiting on finalization"))
+        out.append(
+            (
+                "NamespaceDeletionContentFailure",
+                "False",
+                "ContentDeleted",
+                "All content successfully deleted, may be waiting on finalization",
+            )
+        )
     if remaining:
-        out.append(("NamespaceContentRemaining", "True", "SomeResourcesRemain",
-                    "Some resources are remaining: " + ", ".join(
-                        f"{res} has {n} resource instances" for res, n in sorted(remaining.items()))))
+        out.append(
+            (
+                "NamespaceContentRemaining",
+                "True",
+                "SomeResourcesRemain",
+                "Some resources are remaining: "
+                + ", ".join(
+                    f"{res} has {n} resource instances" for res, n in sorted(remaining.items())
+                ),
+            )
+        )
     else:
-        out.append(("NamespaceContentRemaining", "False", "ContentRemoved",
-                    "All content successfully removed"))
+        out.append(
+            (
+                "NamespaceContentRemaining",
+                "False",
+                "ContentRemoved",
+                "All content successfully removed",
+            )
+        )
     if finalizers:
-        out.append(("NamespaceFinalizersRemaining", "True", "SomeFinalizersRemain",
-                    "Some content in the namespace has finalizers remaining: " + ", ".join(
-                        f"{f} in {n} resource instances" for f, n in sorted(finalizers.items()))))
+        out.append(
+            (
+                "NamespaceFinalizersRemaining",
+                "True",
+                "SomeFinalizersRemain",
+                "Some content in the namespace has finalizers remaining: "
+                + ", ".join(
+                    f"{f} in {n} resource instances" for f, n in sorted(finalizers.items())
+                ),
+            )
+        )
     else:
-        out.append(("NamespaceFinalizersRemaining", "False", "ContentHasNoFinalizers",
-                    "All content-preserving finalizers finished"))
+        out.append(
+            (
+                "NamespaceFinalizersRemaining",
+                "False",
+                "ContentHasNoFinalizers",
+                "All content-preserving finalizers finished",
+            )
+        )
     return [{"type": t, "status": s, "reason": r, "message": m} for t, s, r, m in out]
 
 
@@ -77,10 +140,15 @@ def _merge_conditions(old: list[Obj], new: list[Obj]) -> list[Obj]:
     merged = []
     for cond in new:
         prior = by_type.get(cond["type"])
-        same = prior is not None and all(prior.get(k) == cond[k]
-                                         for k in ("status", "reason", "message"))
-        merged.append({**cond, "lastTransitionTime":
-                       prior.get("lastTransitionTime") if same and prior else stamp})
+        same = prior is not None and all(
+            prior.get(k) == cond[k] for k in ("status", "reason", "message")
+        )
+        merged.append(
+            {
+                **cond,
+                "lastTransitionTime": prior.get("lastTransitionTime") if same and prior else stamp,
+            }
+        )
     return merged
 
 
@@ -102,8 +170,10 @@ class NamespaceController(Controller):
         now = time.monotonic()
         if self._discovered is None or now - self._discovered[0] > DISCOVERY_TTL:
             found = await server_resources(self.client)
-            self._discovered = (now, [r for r in found
-                                      if r.namespaced and r.supports("list", "delete")])
+            self._discovered = (
+                now,
+                [r for r in found if r.namespaced and r.supports("list", "delete")],
+            )
         return self._discovered[1]
 
     async def sync(self, key: str) -> float | None:
@@ -153,19 +223,17 @@ class NamespaceController(Controller):
             for item in listed.get("items") or ():
                 if is_deleting(item):
                     continue
-                try:
-                    await self.client.delete(res.resource, meta(item)["name"],
-                                             namespace=namespace)
-                except NotFound:
-                    pass
+                with contextlib.suppress(NotFound):
+                    await self.client.delete(res.resource, meta(item)["name"], namespace=namespace)
         except NotFound:
             return ""
         except ApiError as e:
             return f"{res.resource.plural}.{res.group}: {e.message}"
         return ""
 
-    async def _remaining(self, resources: list[ApiResource],
-                         namespace: str) -> tuple[Counter[str], Counter[str], float]:
+    async def _remaining(
+        self, resources: list[ApiResource], namespace: str
+    ) -> tuple[Counter[str], Counter[str], float]:
         """What is still there, which finalizers hold it, and a guess of how long it takes."""
         remaining: Counter[str] = Counter()
         finalizers: Counter[str] = Counter()

@@ -46,8 +46,7 @@ PRESSURE_TAINTS = {
     "NetworkUnavailable": "node.kubernetes.io/network-unavailable",
 }
 # Taints this controller owns; any other taint on a node is left as it is.
-MANAGED_TAINT_KEYS = frozenset({UNREACHABLE, NOT_READY, UNSCHEDULABLE,
-                                *PRESSURE_TAINTS.values()})
+MANAGED_TAINT_KEYS = frozenset({UNREACHABLE, NOT_READY, UNSCHEDULABLE, *PRESSURE_TAINTS.values()})
 
 
 @dataclass
@@ -82,12 +81,14 @@ def merge_taints(node: Obj) -> list[Obj] | None:
     """The node's taints with ours brought up to date; None when nothing changes."""
     current = list((node.get("spec") or {}).get("taints") or ())
     wanted = desired_taints(node)
-    ours = {(t.get("key"), t.get("effect")) for t in current
-            if t.get("key") in MANAGED_TAINT_KEYS}
+    ours = {(t.get("key"), t.get("effect")) for t in current if t.get("key") in MANAGED_TAINT_KEYS}
     if ours == set(wanted):
         return None
-    kept = [t for t in current if t.get("key") not in MANAGED_TAINT_KEYS
-            or (t.get("key"), t.get("effect")) in wanted]
+    kept = [
+        t
+        for t in current
+        if t.get("key") not in MANAGED_TAINT_KEYS or (t.get("key"), t.get("effect")) in wanted
+    ]
     have = {(t.get("key"), t.get("effect")) for t in kept}
     stamp = now_text()
     for key, effect in wanted:
@@ -114,8 +115,9 @@ class NodeLifecycleController(Controller):
         self.leases = ctx.informers.informer(LEASES, namespace=NODE_LEASE_NAMESPACE)
         self.pods = ctx.informers.informer(PODS)
         self.health: dict[str, NodeHealth] = {}
-        self.nodes.add_event_handler(self.enqueue, lambda _o, n: self.enqueue(n),
-                                     self._node_deleted)
+        self.nodes.add_event_handler(
+            self.enqueue, lambda _o, n: self.enqueue(n), self._node_deleted
+        )
 
     def _node_deleted(self, node: Obj | DeletedFinalStateUnknown) -> None:
         obj = node.obj if isinstance(node, DeletedFinalStateUnknown) else node
@@ -145,8 +147,9 @@ class NodeLifecycleController(Controller):
         was_ready = before is not None and before.get("status") == "True"
         is_ready = after is not None and after.get("status") == "True"
         if was_ready and not is_ready:
-            self.recorder.event(node, NORMAL, "NodeNotReady",
-                                f"Node {key} status is now: NodeNotReady")
+            self.recorder.event(
+                node, NORMAL, "NodeNotReady", f"Node {key} status is now: NodeNotReady"
+            )
         if not is_ready:
             await self._mark_pods_not_ready(key)
         await self._update_taints(node)
@@ -177,19 +180,28 @@ class NodeLifecycleController(Controller):
         for ctype in WATCHED_CONDITIONS:
             cond = next((c for c in conditions if c.get("type") == ctype), None)
             if cond is None:
-                conditions.append({
-                    "type": ctype, "status": "Unknown", "reason": "NodeStatusNeverUpdated",
-                    "message": "Kubelet never posted node status.",
-                    "lastHeartbeatTime": meta(node).get("creationTimestamp"),
-                    "lastTransitionTime": stamp})
+                conditions.append(
+                    {
+                        "type": ctype,
+                        "status": "Unknown",
+                        "reason": "NodeStatusNeverUpdated",
+                        "message": "Kubelet never posted node status.",
+                        "lastHeartbeatTime": meta(node).get("creationTimestamp"),
+                        "lastTransitionTime": stamp,
+                    }
+                )
             elif cond.get("status") != "Unknown":
-                cond.update(status="Unknown", reason="NodeStatusUnknown",
-                            message="Kubelet stopped posting node status.",
-                            lastTransitionTime=stamp)
+                cond.update(
+                    status="Unknown",
+                    reason="NodeStatusUnknown",
+                    message="Kubelet stopped posting node status.",
+                    lastTransitionTime=stamp,
+                )
         if updated == node:
             return node
-        log.info("node %s: no sign of life for %.0fs; conditions Unknown", name,
-                 now - health.probe_time)
+        log.info(
+            "node %s: no sign of life for %.0fs; conditions Unknown", name, now - health.probe_time
+        )
         return await self.client.update_status(NODES, updated)
 
     async def _mark_pods_not_ready(self, node_name: str) -> None:

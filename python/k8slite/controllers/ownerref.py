@@ -23,14 +23,24 @@ def controller_ref(obj: Obj) -> Obj | None:
 def new_controller_ref(owner: Obj, api_version: str, kind: str) -> Obj:
     """A controller=true, blockOwnerDeletion=true reference to `owner`."""
     m = meta(owner)
-    return {"apiVersion": api_version, "kind": kind, "name": m.get("name"),
-            "uid": m.get("uid"), "controller": True, "blockOwnerDeletion": True}
+    return {
+        "apiVersion": api_version,
+        "kind": kind,
+        "name": m.get("name"),
+        "uid": m.get("uid"),
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
 
 
 def owner_patch(obj: Obj, refs: list[Obj]) -> Obj:
     """A merge patch setting ownerReferences, refused if obj changed since we read it."""
-    return {"metadata": {"resourceVersion": meta(obj).get("resourceVersion"),
-                         "ownerReferences": refs or None}}
+    return {
+        "metadata": {
+            "resourceVersion": meta(obj).get("resourceVersion"),
+            "ownerReferences": refs or None,
+        }
+    }
 
 
 class RefManager:
@@ -41,8 +51,15 @@ class RefManager:
     so that a deleted owner cannot grab objects its replacement should get).
     """
 
-    def __init__(self, client: ApiClient, res: Resource, owner: Obj, owner_res: Resource,
-                 owner_kind: str, matches: Callable[[Obj], bool]) -> None:
+    def __init__(
+        self,
+        client: ApiClient,
+        res: Resource,
+        owner: Obj,
+        owner_res: Resource,
+        owner_kind: str,
+        matches: Callable[[Obj], bool],
+    ) -> None:
         self.client = client
         self.res = res
         self.owner = owner
@@ -89,16 +106,18 @@ class RefManager:
         refs = list(meta(obj).get("ownerReferences") or ())
         refs.append(new_controller_ref(self.owner, self.owner_res.api_version, self.owner_kind))
         m = meta(obj)
-        return await self.client.patch(self.res, m["name"], owner_patch(obj, refs),
-                                       namespace=m.get("namespace"))
+        return await self.client.patch(
+            self.res, m["name"], owner_patch(obj, refs), namespace=m.get("namespace")
+        )
 
     async def _release(self, obj: Obj) -> None:
         owner_uid = uid_of(self.owner)
         refs = [r for r in meta(obj).get("ownerReferences") or () if r.get("uid") != owner_uid]
         m = meta(obj)
         try:
-            await self.client.patch(self.res, m["name"], owner_patch(obj, refs),
-                                    namespace=m.get("namespace"))
+            await self.client.patch(
+                self.res, m["name"], owner_patch(obj, refs), namespace=m.get("namespace")
+            )
         except Invalid:
             pass  # the object was replaced by another of the same name: nothing to release
 
@@ -107,12 +126,14 @@ class RefManager:
         if self._can_adopt is None:
             m = meta(self.owner)
             try:
-                fresh = await self.client.get(self.owner_res, m["name"],
-                                              namespace=m.get("namespace"))
+                fresh = await self.client.get(
+                    self.owner_res, m["name"], namespace=m.get("namespace")
+                )
             except NotFound:
                 fresh = None
-            self._can_adopt = (fresh is not None and uid_of(fresh) == uid_of(self.owner)
-                               and not is_deleting(fresh))
+            self._can_adopt = (
+                fresh is not None and uid_of(fresh) == uid_of(self.owner) and not is_deleting(fresh)
+            )
         return self._can_adopt
 
 

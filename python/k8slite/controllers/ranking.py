@@ -41,8 +41,9 @@ def _log_rank(t: dt.datetime, now: dt.datetime) -> int:
     return int(math.log2(age)) if age > 0 else -1
 
 
-def _compare_times(a: dt.datetime | None, b: dt.datetime | None, ua: str, ub: str,
-                   now: dt.datetime) -> int:
+def _compare_times(
+    a: dt.datetime | None, b: dt.datetime | None, ua: str, ub: str, now: dt.datetime
+) -> int:
     """Negative when a should go first: a missing time, else the newer (log-bucketed)."""
     if a == b:
         return 0
@@ -91,16 +92,19 @@ def _compare(a: tuple[Obj, int], b: tuple[Obj, int], now: dt.datetime) -> int:
     return _compare_times(_created(pa), _created(pb), uid_of(pa), uid_of(pb), now)
 
 
-def pods_to_delete(pods: list[Obj], related: list[Obj], count: int,
-                   now: dt.datetime | None = None) -> list[Obj]:
+def pods_to_delete(
+    pods: list[Obj], related: list[Obj], count: int, now: dt.datetime | None = None
+) -> list[Obj]:
     """The `count` pods to delete first; `related` are the pods of the same owner's family
     (all ReplicaSets of one Deployment), used to spread what remains across nodes."""
     if count >= len(pods):
         return list(pods)
-    on_node = Counter((p.get("spec") or {}).get("nodeName") or "" for p in related
-                      if is_pod_active(p))
+    on_node = Counter(
+        (p.get("spec") or {}).get("nodeName") or "" for p in related if is_pod_active(p)
+    )
     ranked: list[tuple[Obj, int]] = [
-        (p, on_node[(p.get("spec") or {}).get("nodeName") or ""]) for p in pods]
+        (p, on_node[(p.get("spec") or {}).get("nodeName") or ""]) for p in pods
+    ]
     when = now or dt.datetime.now(dt.UTC)
     ranked.sort(key=functools.cmp_to_key(functools.partial(_compare, now=when)))
     return [p for p, _ in ranked[:count]]

@@ -68,16 +68,22 @@ def is_namespace_terminating(error: ApiError) -> bool:
 def pod_from_template(owner: Obj, template: Obj, owner_ref: Obj) -> Obj:
     """A new pod of the template, named after its owner and owned by it."""
     tmeta = template.get("metadata") or {}
-    pod_meta: Obj = {"generateName": f"{meta(owner)['name']}-",
-                     "namespace": meta(owner).get("namespace"),
-                     "labels": dict(tmeta.get("labels") or {}),
-                     "ownerReferences": [owner_ref]}
+    pod_meta: Obj = {
+        "generateName": f"{meta(owner)['name']}-",
+        "namespace": meta(owner).get("namespace"),
+        "labels": dict(tmeta.get("labels") or {}),
+        "ownerReferences": [owner_ref],
+    }
     if tmeta.get("annotations"):
         pod_meta["annotations"] = dict(tmeta["annotations"])
     if tmeta.get("finalizers"):
         pod_meta["finalizers"] = list(tmeta["finalizers"])
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta,
-            "spec": copy.deepcopy(template.get("spec") or {})}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": pod_meta,
+        "spec": copy.deepcopy(template.get("spec") or {}),
+    }
 
 
 async def _collect_errors(fn: Callable[[], Awaitable[None]], errors: list[Exception]) -> None:
@@ -87,8 +93,9 @@ async def _collect_errors(fn: Callable[[], Awaitable[None]], errors: list[Except
         errors.append(e)
 
 
-async def slow_start_batch(count: int,
-                           fn: Callable[[], Awaitable[None]]) -> tuple[int, Exception | None]:
+async def slow_start_batch(
+    count: int, fn: Callable[[], Awaitable[None]]
+) -> tuple[int, Exception | None]:
     """Call fn() count times in batches of 1, 2, 4, ...; stop after a batch with a failure.
 
     A quota or admission error then costs one request, not hundreds. Returns how many calls
@@ -119,10 +126,10 @@ class ReplicaSetController(Controller):
         self.expectations = Expectations()
         self.rs_informer = ctx.informers.informer(REPLICASETS)
         self.pod_informer = ctx.informers.informer(
-            PODS, indexers={ORPHAN_INDEX: orphan_namespace_index})
+            PODS, indexers={ORPHAN_INDEX: orphan_namespace_index}
+        )
         self.rs_informer.add_event_handler(self.enqueue, self._rs_updated, self._rs_deleted)
-        self.pod_informer.add_event_handler(self._pod_added, self._pod_updated,
-                                            self._pod_deleted)
+        self.pod_informer.add_event_handler(self._pod_added, self._pod_updated, self._pod_deleted)
 
     # ---------------------------------------------------------------- handlers
 
@@ -213,10 +220,17 @@ class ReplicaSetController(Controller):
             return None
         needs_sync = self.expectations.satisfied(key)
         selector = selector_of(rs)
-        candidates = [p for p in owned_and_orphans(self.pod_informer.indexer, rs)
-                      if is_pod_active(p)]
-        manager = RefManager(self.client, PODS, rs, REPLICASETS, "ReplicaSet",
-                             lambda p: selector.matches(meta(p).get("labels") or {}))
+        candidates = [
+            p for p in owned_and_orphans(self.pod_informer.indexer, rs) if is_pod_active(p)
+        ]
+        manager = RefManager(
+            self.client,
+            PODS,
+            rs,
+            REPLICASETS,
+            "ReplicaSet",
+            lambda p: selector.matches(meta(p).get("labels") or {}),
+        )
         pods = await manager.claim(candidates)
         manage_error: Exception | None = None
         if needs_sync and not is_deleting(rs):
@@ -229,8 +243,11 @@ class ReplicaSetController(Controller):
         if manage_error is not None:
             raise manage_error
         min_ready = int((rs.get("spec") or {}).get("minReadySeconds") or 0)
-        if (min_ready > 0 and status.get("readyReplicas", 0) == replicas_of(rs)
-                and status.get("availableReplicas", 0) != replicas_of(rs)):
+        if (
+            min_ready > 0
+            and status.get("readyReplicas", 0) == replicas_of(rs)
+            and status.get("availableReplicas", 0) != replicas_of(rs)
+        ):
             return float(min_ready)
         return None
 
@@ -256,8 +273,9 @@ class ReplicaSetController(Controller):
                     return  # every create will fail; the namespace controller is at work
                 self.recorder.event(rs, WARNING, "FailedCreate", f"Error creating: {e.message}")
                 raise
-            self.recorder.event(rs, NORMAL, "SuccessfulCreate",
-                                f"Created pod: {meta(pod).get('name')}")
+            self.recorder.event(
+                rs, NORMAL, "SuccessfulCreate", f"Created pod: {meta(pod).get('name')}"
+            )
 
         created, error = await slow_start_batch(count, create)
         # The pods never made will never be observed: stop waiting for them.
@@ -274,8 +292,12 @@ class ReplicaSetController(Controller):
         async def delete(pod: Obj) -> None:
             m = meta(pod)
             try:
-                await self.client.delete(PODS, m["name"], namespace=m.get("namespace"),
-                                         preconditions={"uid": str(m.get("uid"))})
+                await self.client.delete(
+                    PODS,
+                    m["name"],
+                    namespace=m.get("namespace"),
+                    preconditions={"uid": str(m.get("uid"))},
+                )
             except ApiError as e:
                 # This deletion will never be observed: stop waiting for it.
                 self.expectations.deletion_observed(key, object_key(pod))
@@ -297,13 +319,19 @@ class ReplicaSetController(Controller):
         ref = controller_ref(rs)
         family = [rs]
         if ref is not None:
-            family = [s for s in self.rs_informer.indexer.by_index(OWNER_UID_INDEX, ref["uid"])
-                      if (controller_ref(s) or {}).get("uid") == ref["uid"]]
+            family = [
+                s
+                for s in self.rs_informer.indexer.by_index(OWNER_UID_INDEX, ref["uid"])
+                if (controller_ref(s) or {}).get("uid") == ref["uid"]
+            ]
         pods: list[Obj] = []
         for member in family:
             member_uid = uid_of(member)
-            pods.extend(p for p in self.pod_informer.indexer.by_index(OWNER_UID_INDEX, member_uid)
-                        if (controller_ref(p) or {}).get("uid") == member_uid)
+            pods.extend(
+                p
+                for p in self.pod_informer.indexer.by_index(OWNER_UID_INDEX, member_uid)
+                if (controller_ref(p) or {}).get("uid") == member_uid
+            )
         return pods
 
     async def _update_status(self, rs: Obj, status: Obj) -> Obj:
@@ -318,8 +346,9 @@ class ReplicaSetController(Controller):
         try:
             return await self.client.update_status(REPLICASETS, body)
         except Conflict:
-            fresh = await self.client.get(REPLICASETS, meta(rs)["name"],
-                                          namespace=meta(rs).get("namespace"))
+            fresh = await self.client.get(
+                REPLICASETS, meta(rs)["name"], namespace=meta(rs).get("namespace")
+            )
             status["observedGeneration"] = meta(fresh).get("generation", 0)
             fresh["status"] = status
             return await self.client.update_status(REPLICASETS, fresh)
@@ -327,13 +356,19 @@ class ReplicaSetController(Controller):
             return rs
 
 
-_STATUS_FIELDS = ("replicas", "fullyLabeledReplicas", "readyReplicas", "availableReplicas",
-                  "observedGeneration")
+_STATUS_FIELDS = (
+    "replicas",
+    "fullyLabeledReplicas",
+    "readyReplicas",
+    "availableReplicas",
+    "observedGeneration",
+)
 
 
 def _status_equal(a: Obj, b: Obj) -> bool:
-    return (all(int(a.get(f) or 0) == int(b.get(f) or 0) for f in _STATUS_FIELDS)
-            and (a.get("conditions") or []) == (b.get("conditions") or []))
+    return all(int(a.get(f) or 0) == int(b.get(f) or 0) for f in _STATUS_FIELDS) and (
+        a.get("conditions") or []
+    ) == (b.get("conditions") or [])
 
 
 def calculate_status(rs: Obj, pods: list[Obj], manage_error: Exception | None) -> Obj:
@@ -345,7 +380,8 @@ def calculate_status(rs: Obj, pods: list[Obj], manage_error: Exception | None) -
     status: Obj = {"replicas": len(pods)}
     counts = {
         "fullyLabeledReplicas": sum(
-            1 for p in pods if labels_match_all(meta(p).get("labels"), template_labels)),
+            1 for p in pods if labels_match_all(meta(p).get("labels"), template_labels)
+        ),
         "readyReplicas": sum(1 for p in pods if is_pod_ready(p)),
         "availableReplicas": sum(1 for p in pods if is_pod_available(p, min_ready, now)),
     }
@@ -357,9 +393,15 @@ def calculate_status(rs: Obj, pods: list[Obj], manage_error: Exception | None) -
         diff = len(pods) - replicas_of(rs)
         reason = "FailedCreate" if diff < 0 else "FailedDelete"
         message = getattr(manage_error, "message", "") or str(manage_error)
-        conditions.append({"type": "ReplicaFailure", "status": "True",
-                           "lastTransitionTime": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                           "reason": reason, "message": message})
+        conditions.append(
+            {
+                "type": "ReplicaFailure",
+                "status": "True",
+                "lastTransitionTime": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "reason": reason,
+                "message": message,
+            }
+        )
     elif manage_error is None and failure is not None:
         conditions = [c for c in conditions if c.get("type") != "ReplicaFailure"]
     if conditions:

@@ -40,8 +40,10 @@ def new_rs_replicas(d: Obj, all_rs: list[Obj | None], new_rs: Obj | None) -> int
         return desired
     current_new = spec_replicas(new_rs)
     surge = scaled_value(
-        (((d.get("spec") or {}).get("strategy") or {}).get("rollingUpdate") or {})
-        .get("maxSurge"), desired, True)
+        (((d.get("spec") or {}).get("strategy") or {}).get("rollingUpdate") or {}).get("maxSurge"),
+        desired,
+        True,
+    )
     current = pods_counted(all_rs)
     ceiling = desired + surge
     if current >= ceiling:
@@ -123,8 +125,11 @@ def is_saturated(d: Obj, rs: Obj | None) -> bool:
     if rs is None:
         return False
     desired = replicas_of(d)
-    return (int_annotation(rs, DESIRED_REPLICAS) == desired and spec_replicas(rs) == desired
-            and status_count(rs, "availableReplicas") == desired)
+    return (
+        int_annotation(rs, DESIRED_REPLICAS) == desired
+        and spec_replicas(rs) == desired
+        and status_count(rs, "availableReplicas") == desired
+    )
 
 
 def _fraction(rs: Obj, d: Obj) -> int:
@@ -178,4 +183,3 @@ def proportional_plan(d: Obj, new_rs: Obj | None, old_rs: list[Obj]) -> tuple[Pl
         # The leftover from rounding goes to the largest.
         sizes[0] = max(0, sizes[0] + to_add - added)
     return list(zip(rs_list, sizes, strict=True)), direction
-

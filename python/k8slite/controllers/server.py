@@ -43,19 +43,31 @@ def self_signed(directory: Path, host: str) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{host}@controller-manager")])
     now = dt.datetime.now(dt.UTC)
-    sans: list[x509.GeneralName] = [x509.DNSName("localhost"), x509.DNSName(host),
-                                    x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=365))
-            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            .sign(key, hashes.SHA256()))
+    sans: list[x509.GeneralName] = [
+        x509.DNSName("localhost"),
+        x509.DNSName(host),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+    ]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=365))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .sign(key, hashes.SHA256())
+    )
     cert_path, key_path = directory / "serving.pem", directory / "serving.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                           serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     key_path.chmod(0o600)
     return cert_path, key_path
 
@@ -81,16 +93,27 @@ def health_app(registry: CollectorRegistry) -> Callable[[Scope, Receive, Send], 
             status, ctype, body = 200, CONTENT_TYPE_LATEST, generate_latest(registry)
         else:
             status, ctype, body = 404, "text/plain; charset=utf-8", b"404 page not found\n"
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", ctype.encode()),
-                                (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", ctype.encode()),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
     return app
 
 
-async def serve_health(config: ServingConfig, registry: CollectorRegistry, *,
-                       task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
+async def serve_health(
+    config: ServingConfig,
+    registry: CollectorRegistry,
+    *,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
     """Serve until cancelled; reports the URL it listens on."""
     with tempfile.TemporaryDirectory(prefix="k8slite-cm-") as tmp:
         hc = HypercornConfig()
@@ -106,6 +129,7 @@ async def serve_health(config: ServingConfig, registry: CollectorRegistry, *,
         async with trio.open_nursery() as nursery:
             binds = await nursery.start(serve, health_app(registry), hc)
             port = int(binds[0].rsplit(":", 1)[1])
-            host = config.bind_address if config.bind_address not in ("0.0.0.0", "::") \
-                else "127.0.0.1"
+            host = (
+                config.bind_address if config.bind_address not in ("0.0.0.0", "::") else "127.0.0.1"
+            )
             task_status.started(f"https://{host}:{port}")

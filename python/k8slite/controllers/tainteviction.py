@@ -3,6 +3,7 @@ tolerate, at once, or when their tolerationSeconds run out."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime as dt
 import logging
@@ -24,8 +25,9 @@ Obj = dict[str, Any]
 def no_execute_taints(node: Obj | None) -> list[Obj]:
     if node is None:
         return []
-    return [t for t in (node.get("spec") or {}).get("taints") or ()
-            if t.get("effect") == "NoExecute"]
+    return [
+        t for t in (node.get("spec") or {}).get("taints") or () if t.get("effect") == "NoExecute"
+    ]
 
 
 def tolerates(toleration: Obj, taint: Obj) -> bool:
@@ -83,8 +85,9 @@ class TaintEvictionController(Controller):
 
     def _pod_updated(self, old: Obj, new: Obj) -> None:
         old_spec, new_spec = old.get("spec") or {}, new.get("spec") or {}
-        if (old_spec.get("nodeName") != new_spec.get("nodeName")
-                or old_spec.get("tolerations") != new_spec.get("tolerations")):
+        if old_spec.get("nodeName") != new_spec.get("nodeName") or old_spec.get(
+            "tolerations"
+        ) != new_spec.get("tolerations"):
             self._pod_added(new)
 
     def _node_added(self, node: Obj) -> None:
@@ -137,22 +140,37 @@ class TaintEvictionController(Controller):
 
     async def _evict(self, pod: Obj) -> None:
         m = meta(pod)
-        log.info("evicting pod %s/%s from tainted node %s", m.get("namespace"), m.get("name"),
-                 (pod.get("spec") or {}).get("nodeName"))
-        self.recorder.event(pod, NORMAL, "TaintManagerEviction",
-                            f"Marking for deletion Pod {m.get('namespace')}/{m.get('name')}")
+        log.info(
+            "evicting pod %s/%s from tainted node %s",
+            m.get("namespace"),
+            m.get("name"),
+            (pod.get("spec") or {}).get("nodeName"),
+        )
+        self.recorder.event(
+            pod,
+            NORMAL,
+            "TaintManagerEviction",
+            f"Marking for deletion Pod {m.get('namespace')}/{m.get('name')}",
+        )
         if get_condition(pod.get("status"), "DisruptionTarget") is None:
             body = copy.deepcopy(pod)
-            body.setdefault("status", {}).setdefault("conditions", []).append({
-                "type": "DisruptionTarget", "status": "True",
-                "lastTransitionTime": now_text(), "reason": "DeletionByTaintManager",
-                "message": "Taint manager: deleting due to NoExecute taint"})
+            body.setdefault("status", {}).setdefault("conditions", []).append(
+                {
+                    "type": "DisruptionTarget",
+                    "status": "True",
+                    "lastTransitionTime": now_text(),
+                    "reason": "DeletionByTaintManager",
+                    "message": "Taint manager: deleting due to NoExecute taint",
+                }
+            )
             try:
                 await self.client.update_status(PODS, body)
             except (Conflict, NotFound):
                 pass  # the condition is a courtesy; the deletion is what matters
-        try:
-            await self.client.delete(PODS, m["name"], namespace=m.get("namespace"),
-                                     preconditions={"uid": str(m.get("uid"))})
-        except (NotFound, Conflict):
-            pass
+        with contextlib.suppress(NotFound, Conflict):
+            await self.client.delete(
+                PODS,
+                m["name"],
+                namespace=m.get("namespace"),
+                preconditions={"uid": str(m.get("uid"))},
+            )

@@ -25,11 +25,16 @@ UNAUTHORIZED_TTL = 30.0
 REVIEW_TIMEOUT = 10.0
 SAR_PATH = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
 
-_VERBS = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch",
-          "DELETE": "delete"}
-_SUBRESOURCES = {"stats": ("stats",), "metrics": ("metrics",), "logs": ("log",),
-                 "checkpoint": ("checkpoint",), "pods": ("pods", "proxy"),
-                 "healthz": ("healthz", "proxy"), "configz": ("configz", "proxy")}
+_VERBS = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+_SUBRESOURCES = {
+    "stats": ("stats",),
+    "metrics": ("metrics",),
+    "logs": ("log",),
+    "checkpoint": ("checkpoint",),
+    "pods": ("pods", "proxy"),
+    "healthz": ("healthz", "proxy"),
+    "configz": ("configz", "proxy"),
+}
 
 
 def attributes(method: str, path: str) -> tuple[str, tuple[str, ...]]:
@@ -50,11 +55,22 @@ def sar_review(client: ApiClient, node: str) -> Review:
     """Ask the API server whether the user may `verb` nodes/<subresource> of this node."""
 
     async def review(user: str, groups: frozenset[str], verb: str, subresource: str) -> bool:
-        body = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
-                "spec": {"user": user, "groups": sorted(groups),
-                         "resourceAttributes": {"verb": verb, "group": "", "version": "v1",
-                                                "resource": "nodes",
-                                                "subresource": subresource, "name": node}}}
+        body = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": {
+                "user": user,
+                "groups": sorted(groups),
+                "resourceAttributes": {
+                    "verb": verb,
+                    "group": "",
+                    "version": "v1",
+                    "resource": "nodes",
+                    "subresource": subresource,
+                    "name": node,
+                },
+            },
+        }
         answer: dict[str, Any] | None = None
         with trio.move_on_after(REVIEW_TIMEOUT):
             try:
@@ -76,16 +92,18 @@ class Authorizer:
         self.clock = clock
         self._cache: dict[tuple[str, frozenset[str], str, str], tuple[bool, float]] = {}
 
-    async def allowed(self, user: str, groups: frozenset[str], verb: str,
-                      subresources: tuple[str, ...]) -> bool:
+    async def allowed(
+        self, user: str, groups: frozenset[str], verb: str, subresources: tuple[str, ...]
+    ) -> bool:
         """True when any of the subresources is allowed; AuthorizationError when unknown."""
         for subresource in subresources:
             if await self._allowed(user, groups, verb, subresource):
                 return True
         return False
 
-    async def _allowed(self, user: str, groups: frozenset[str], verb: str,
-                       subresource: str) -> bool:
+    async def _allowed(
+        self, user: str, groups: frozenset[str], verb: str, subresource: str
+    ) -> bool:
         key = (user, groups, verb, subresource)
         now = self.clock()
         cached = self._cache.get(key)

@@ -77,7 +77,7 @@ class KubeletConfig:
 
 
 def parse_key_values(text: str) -> dict[str, str]:
-    """"a=1,b=2" as a dict; an empty string is an empty dict."""
+    """ "a=1,b=2" as a dict; an empty string is an empty dict."""
     out: dict[str, str] = {}
     for item in filter(None, (s.strip() for s in text.split(","))):
         key, sep, value = item.partition("=")
@@ -93,8 +93,9 @@ def parse_taints(text: str) -> list[Taint]:
     for item in filter(None, (s.strip() for s in text.split(","))):
         head, sep, effect = item.rpartition(":")
         if not sep or effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
-            raise ValueError(f"taint {item!r}: want key[=value]:NoSchedule|PreferNoSchedule|"
-                             "NoExecute")
+            raise ValueError(
+                f"taint {item!r}: want key[=value]:NoSchedule|PreferNoSchedule|NoExecute"
+            )
         key, _, value = head.partition("=")
         if not key:
             raise ValueError(f"taint {item!r} has no key")

@@ -113,11 +113,18 @@ class ContainerOps:
                     return c  # type: ignore[no-any-return]
         raise KeyError(name)
 
-    def _event_for(self, type_: str, reason: str, message: str,
-                   rec: ContainerRecord | None = None) -> None:
+    def _event_for(
+        self, type_: str, reason: str, message: str, rec: ContainerRecord | None = None
+    ) -> None:
         if self.env.events is not None:
-            self.env.events.pod_event(self.pod, type_, reason, message,
-                                      rec.name if rec else None, rec.init if rec else False)
+            self.env.events.pod_event(
+                self.pod,
+                type_,
+                reason,
+                message,
+                rec.name if rec else None,
+                rec.init if rec else False,
+            )
 
     # ------------------------------------------------------------------ containers
 
@@ -128,12 +135,20 @@ class ContainerOps:
             rec = self.records[c["name"]]
             if rec.kill is not None and rec.running:
                 kind, _ = rec.kill
-                self._event_for(NORMAL, "Killing",
-                                f"Container {rec.name} failed {kind} probe, will be restarted", rec)
+                self._event_for(
+                    NORMAL,
+                    "Killing",
+                    f"Container {rec.name} failed {kind} probe, will be restarted",
+                    rec,
+                )
                 await self._kill(rec, c, self._probe_grace(c, kind))
             elif rec.running and rec.current is not None and rec.current.image != c.get("image"):
-                self._event_for(NORMAL, "Killing",
-                                f"Container {rec.name} definition changed, will be restarted", rec)
+                self._event_for(
+                    NORMAL,
+                    "Killing",
+                    f"Container {rec.name} definition changed, will be restarted",
+                    rec,
+                )
                 await self._kill(rec, c, lifecycle.grace_period(self.pod))
                 rec.backoff = 0.0
             rec.kill = None
@@ -158,8 +173,8 @@ class ContainerOps:
             rec = self.records[c["name"]]
             exit_code = rec.current.exit_code if rec.current is not None else None
             if rec.state in (None, ContainerState.CREATED) or (
-                    rec.state is ContainerState.EXITED and
-                    lifecycle.should_restart(policy, exit_code)):
+                rec.state is ContainerState.EXITED and lifecycle.should_restart(policy, exit_code)
+            ):
                 await self._start(rec, c)
 
     def _probe_grace(self, c: Obj, kind: str) -> float:
@@ -180,12 +195,20 @@ class ContainerOps:
                 rec.backoff = 0.0
             until = (rec.current.finished_at or now) + rec.backoff
             if now < until:
-                rec.waiting = ("CrashLoopBackOff",
-                               (f"back-off {rec.backoff:g}s restarting failed container="
-                                f"{rec.name} pod={self.name}_{self.namespace}({self.uid})"))
-                self._event_for(WARNING, "BackOff",
-                                f"Back-off restarting failed container {rec.name} in pod "
-                                f"{self.name}_{self.namespace}({self.uid})", rec)
+                rec.waiting = (
+                    "CrashLoopBackOff",
+                    (
+                        f"back-off {rec.backoff:g}s restarting failed container="
+                        f"{rec.name} pod={self.name}_{self.namespace}({self.uid})"
+                    ),
+                )
+                self._event_for(
+                    WARNING,
+                    "BackOff",
+                    f"Back-off restarting failed container {rec.name} in pod "
+                    f"{self.name}_{self.namespace}({self.uid})",
+                    rec,
+                )
                 self.wake_at(trio.current_time() + until - now)
                 return
         if not await self._pull(rec, c):
@@ -251,8 +274,9 @@ class ContainerOps:
         started = time.monotonic()
         seen = self.env.images_seen.get(image)
         if policy != "Always" and seen is not None and started - seen < IMAGE_SEEN_SECONDS:
-            self._event_for(NORMAL, "Pulled",
-                            f'Container image "{image}" already present on machine', rec)
+            self._event_for(
+                NORMAL, "Pulled", f'Container image "{image}" already present on machine', rec
+            )
             return True
         try:
             await self.env.runtime.ensure_image(image, policy)
@@ -272,11 +296,13 @@ class ContainerOps:
         self.env.images_seen[image] = time.monotonic()
         took = time.monotonic() - started
         if took > 1.0:
-            self._event_for(NORMAL, "Pulled",
-                            f'Successfully pulled image "{image}" in {took:.3f}s', rec)
+            self._event_for(
+                NORMAL, "Pulled", f'Successfully pulled image "{image}" in {took:.3f}s', rec
+            )
         elif self.env.events is not None:
-            self._event_for(NORMAL, "Pulled",
-                            f'Container image "{image}" already present on machine', rec)
+            self._event_for(
+                NORMAL, "Pulled", f'Container image "{image}" already present on machine', rec
+            )
         return True
 
     async def _container_config(self, rec: ContainerRecord, c: Obj) -> ContainerConfig:
@@ -286,22 +312,33 @@ class ContainerOps:
         if self.env.simulated:
             return ContainerConfig.from_spec(c, pod=self.pod, restart_count=restart_count)
         assert self.env.objects is not None and self.env.volumes is not None
-        env = await container_env(self.pod, c, get=self.env.objects.get,
-                                  services=self.env.services(), pod_ips=self.view.pod_ips,
-                                  host_ip=self.env.config.node_ip,
-                                  allocatable=self.env.allocatable)
+        env = await container_env(
+            self.pod,
+            c,
+            get=self.env.objects.get,
+            services=self.env.services(),
+            pod_ips=self.view.pod_ips,
+            host_ip=self.env.config.node_ip,
+            allocatable=self.env.allocatable,
+        )
         mounts = self.env.volumes.mounts(c, self.volume_paths or {}, self.pod)
-        return ContainerConfig.from_spec(c, pod=self.pod, restart_count=restart_count, env=env,
-                                         mounts=mounts)
+        return ContainerConfig.from_spec(
+            c, pod=self.pod, restart_count=restart_count, env=env, mounts=mounts
+        )
 
     async def _post_start(self, rec: ContainerRecord, c: Obj) -> None:
         hook = (c.get("lifecycle") or {}).get("postStart")
         if not hook or rec.current is None:
             return
         try:
-            await lifecycle.run_hook(hook, runtime=self.env.runtime, container_id=rec.current.id,
-                                     container=c, pod_ip=self._pod_ip(),
-                                     timeout=lifecycle.grace_period(self.pod))
+            await lifecycle.run_hook(
+                hook,
+                runtime=self.env.runtime,
+                container_id=rec.current.id,
+                container=c,
+                pod_ip=self._pod_ip(),
+                timeout=lifecycle.grace_period(self.pod),
+            )
         except lifecycle.HookError as e:
             self._event_for(WARNING, "FailedPostStartHook", str(e), rec)
             await self._kill(rec, c, lifecycle.grace_period(self.pod))
@@ -323,14 +360,22 @@ class ContainerOps:
         if hook and grace > 0:
             with trio.move_on_after(grace):
                 try:
-                    await lifecycle.run_hook(hook, runtime=rt, container_id=cur.id, container=c,
-                                             pod_ip=self._pod_ip(), timeout=grace)
+                    await lifecycle.run_hook(
+                        hook,
+                        runtime=rt,
+                        container_id=cur.id,
+                        container=c,
+                        pod_ip=self._pod_ip(),
+                        timeout=grace,
+                    )
                 except lifecycle.HookError as e:
                     self._event_for(WARNING, "FailedPreStopHook", str(e), rec)
         left = 0.0
         if grace > 0:
-            left = max(grace - (trio.current_time() - begun), lifecycle.MIN_GRACE_AFTER_HOOK
-                       if hook else 0.0)
+            left = max(
+                grace - (trio.current_time() - begun),
+                lifecycle.MIN_GRACE_AFTER_HOOK if hook else 0.0,
+            )
         await rt.stop_container(cur.id, left)
         try:
             rec.current = await rt.container_status(cur.id)
@@ -371,18 +416,29 @@ class ContainerOps:
         rec.probes = scope
         self._nursery.start_soon(self._probe, rec, c, rec.current, scope)
 
-    async def _probe(self, rec: ContainerRecord, c: Obj, cs: ContainerStatus,
-                     scope: trio.CancelScope) -> None:
-        check = partial(run_probe, pod_ip=self._pod_ip(), runtime=self.env.runtime,
-                        container_id=cs.id, container=c, http_client=self.env.probe_http)
+    async def _probe(
+        self, rec: ContainerRecord, c: Obj, cs: ContainerStatus, scope: trio.CancelScope
+    ) -> None:
+        check = partial(
+            run_probe,
+            pod_ip=self._pod_ip(),
+            runtime=self.env.runtime,
+            container_id=cs.id,
+            container=c,
+            http_client=self.env.probe_http,
+        )
 
         def mine() -> bool:
             return rec.current is not None and rec.current.id == cs.id
 
         with scope:
             if c.get("startupProbe") and not rec.started:
-                startup = Prober("startup", c["startupProbe"], partial(check, c["startupProbe"]),
-                                 started_at=cs.started_at)
+                startup = Prober(
+                    "startup",
+                    c["startupProbe"],
+                    partial(check, c["startupProbe"]),
+                    started_at=cs.started_at,
+                )
                 await startup.run(lambda p: None)
                 if not mine():
                     return
@@ -400,14 +456,16 @@ class ContainerOps:
                 for kind in ("liveness", "readiness"):
                     probe = c.get(f"{kind}Probe")
                     if probe:
-                        prober = Prober(kind, probe, partial(check, probe),
-                                        started_at=cs.started_at)
+                        prober = Prober(
+                            kind, probe, partial(check, probe), started_at=cs.started_at
+                        )
                         if kind == "readiness" and rec.ready:
                             prober.healthy = True  # adopted as ready: keep it unless it fails
                         nursery.start_soon(prober.run, partial(self._probe_changed, rec, mine))
 
-    def _probe_changed(self, rec: ContainerRecord, mine: Callable[[], bool],
-                       prober: Prober) -> None:
+    def _probe_changed(
+        self, rec: ContainerRecord, mine: Callable[[], bool], prober: Prober
+    ) -> None:
         if not mine():
             return
         message = prober.last.message if prober.last else ""

@@ -32,14 +32,16 @@ def object_data(kind: str, obj: Obj) -> dict[str, str]:
         for key, value in (obj.get("binaryData") or {}).items():
             out[key] = base64.b64decode(value).decode(errors="replace")
         return out
-    out = {k: base64.b64decode(v).decode(errors="replace")
-           for k, v in (obj.get("data") or {}).items()}
+    out = {
+        k: base64.b64decode(v).decode(errors="replace") for k, v in (obj.get("data") or {}).items()
+    }
     out.update(obj.get("stringData") or {})
     return out
 
 
-async def _source(get: ObjectGetter, kind: str, namespace: str, name: str,
-                  optional: bool) -> dict[str, str] | None:
+async def _source(
+    get: ObjectGetter, kind: str, namespace: str, name: str, optional: bool
+) -> dict[str, str] | None:
     obj = await get(kind, namespace, name)
     if obj is None:
         if optional:
@@ -65,10 +67,12 @@ def field_ref_value(pod: Obj, path: str, *, pod_ips: list[str], host_ip: str) ->
     """The downward API's fieldRef values (env and volumes)."""
     m = pod.get("metadata") or {}
     spec = pod.get("spec") or {}
-    for prefix, source in (("metadata.labels", m.get("labels")),
-                           ("metadata.annotations", m.get("annotations"))):
+    for prefix, source in (
+        ("metadata.labels", m.get("labels")),
+        ("metadata.annotations", m.get("annotations")),
+    ):
         if path.startswith(prefix + "['") and path.endswith("']"):
-            return str((source or {}).get(path[len(prefix) + 2:-2], ""))
+            return str((source or {}).get(path[len(prefix) + 2 : -2], ""))
         if path == prefix:
             # The whole map, one key="value" per line, sorted (downward API volumes).
             return "\n".join(f'{k}="{v}"' for k, v in sorted((source or {}).items()))
@@ -130,8 +134,9 @@ def service_env(services: Iterable[Obj]) -> dict[str, str]:
                 out[f"{base}_SERVICE_PORT_{_service_name(p['name'])}"] = str(p.get("port"))
         first = ports[0]
         host = f"[{ip}]" if ":" in ip else ip
-        out[f"{base}_PORT"] = f"{str(first.get('protocol') or 'TCP').lower()}://{host}:" \
-                              f"{first.get('port')}"
+        out[f"{base}_PORT"] = (
+            f"{str(first.get('protocol') or 'TCP').lower()}://{host}:{first.get('port')}"
+        )
         for p in ports:
             proto = str(p.get("protocol") or "TCP")
             prefix = f"{base}_PORT_{p.get('port')}_{proto.upper()}"
@@ -157,9 +162,16 @@ def pod_services(pod: Obj, services: Iterable[Obj]) -> list[Obj]:
     return list(picked.values())
 
 
-async def container_env(pod: Obj, container: Obj, *, get: ObjectGetter, services: Iterable[Obj],
-                        pod_ips: list[str], host_ip: str,
-                        allocatable: Mapping[str, str]) -> list[tuple[str, str]]:
+async def container_env(
+    pod: Obj,
+    container: Obj,
+    *,
+    get: ObjectGetter,
+    services: Iterable[Obj],
+    pod_ips: list[str],
+    host_ip: str,
+    allocatable: Mapping[str, str],
+) -> list[tuple[str, str]]:
     """The container's variables in order: envFrom, env, then service variables not set.
 
     Raises ConfigError for a missing ConfigMap, Secret or key that is not optional.
@@ -173,8 +185,9 @@ async def container_env(pod: Obj, container: Obj, *, get: ObjectGetter, services
             ref = source.get(key)
             if ref is None:
                 continue
-            data = await _source(get, kind, namespace, ref.get("name") or "",
-                                 bool(ref.get("optional")))
+            data = await _source(
+                get, kind, namespace, ref.get("name") or "", bool(ref.get("optional"))
+            )
             for k, v in (data or {}).items():
                 # Upstream skips keys that cannot be variable names (and reports an event).
                 if k and "=" not in prefix + k:
@@ -193,11 +206,11 @@ async def container_env(pod: Obj, container: Obj, *, get: ObjectGetter, services
         elif "secretKeyRef" in value_from:
             resolved = await _key_ref(get, "Secret", namespace, value_from["secretKeyRef"])
         elif "fieldRef" in value_from:
-            resolved = field_ref_value(pod, value_from["fieldRef"].get("fieldPath", ""),
-                                       pod_ips=pod_ips, host_ip=host_ip)
+            resolved = field_ref_value(
+                pod, value_from["fieldRef"].get("fieldPath", ""), pod_ips=pod_ips, host_ip=host_ip
+            )
         elif "resourceFieldRef" in value_from:
-            resolved = resource_field_value(container, value_from["resourceFieldRef"],
-                                            allocatable)
+            resolved = resource_field_value(container, value_from["resourceFieldRef"], allocatable)
         else:
             resolved = ""
         if resolved is not None:

@@ -37,21 +37,39 @@ class EventRecorder:
         # (uid, fieldPath, reason, message) -> (namespace, event name, count)
         self._seen: OrderedDict[tuple[str, str, str, str], tuple[str, str, int]] = OrderedDict()
 
-    def pod_event(self, pod: Obj, type_: str, reason: str, message: str,
-                  container: str | None = None, init: bool = False) -> None:
+    def pod_event(
+        self,
+        pod: Obj,
+        type_: str,
+        reason: str,
+        message: str,
+        container: str | None = None,
+        init: bool = False,
+    ) -> None:
         m = pod.get("metadata") or {}
-        involved = {"kind": "Pod", "namespace": m.get("namespace"), "name": m.get("name"),
-                    "uid": m.get("uid"), "apiVersion": "v1",
-                    "resourceVersion": m.get("resourceVersion")}
+        involved = {
+            "kind": "Pod",
+            "namespace": m.get("namespace"),
+            "name": m.get("name"),
+            "uid": m.get("uid"),
+            "apiVersion": "v1",
+            "resourceVersion": m.get("resourceVersion"),
+        }
         if container:
             group = "initContainers" if init else "containers"
             involved["fieldPath"] = f"spec.{group}{{{container}}}"
         try:
-            self._send.send_nowait({"type": type_, "reason": reason, "message": message,
-                                    "involvedObject": involved})
+            self._send.send_nowait(
+                {"type": type_, "reason": reason, "message": message, "involvedObject": involved}
+            )
         except trio.WouldBlock:
-            log.info("event queue full; dropped %s %s for %s/%s", type_, reason,
-                     m.get("namespace"), m.get("name"))
+            log.info(
+                "event queue full; dropped %s %s for %s/%s",
+                type_,
+                reason,
+                m.get("namespace"),
+                m.get("name"),
+            )
 
     async def run(self) -> None:
         async with self._receive:
@@ -63,15 +81,20 @@ class EventRecorder:
 
     async def _write(self, item: Obj) -> None:
         involved = item["involvedObject"]
-        key = (involved.get("uid") or "", involved.get("fieldPath") or "", item["reason"],
-               item["message"])
+        key = (
+            involved.get("uid") or "",
+            involved.get("fieldPath") or "",
+            item["reason"],
+            item["message"],
+        )
         now = meta.now()
         seen = self._seen.get(key)
         if seen is not None:
             namespace, name, count = seen
             try:
-                await self.client.patch(EVENTS, name, {"count": count + 1, "lastTimestamp": now},
-                                        namespace=namespace)
+                await self.client.patch(
+                    EVENTS, name, {"count": count + 1, "lastTimestamp": now}, namespace=namespace
+                )
                 self._seen[key] = (namespace, name, count + 1)
                 self._seen.move_to_end(key)
                 return
@@ -79,15 +102,26 @@ class EventRecorder:
                 del self._seen[key]
         namespace = involved.get("namespace") or "default"
         name = f"{involved.get('name')}.{time.time_ns():x}"
-        await self.client.create(EVENTS, {
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": name, "namespace": namespace},
-            "involvedObject": involved, "reason": item["reason"], "message": item["message"],
-            "source": {"component": self.component, "host": self.host},
-            "firstTimestamp": now, "lastTimestamp": now, "count": 1, "type": item["type"],
-            "eventTime": None, "reportingComponent": self.component,
-            "reportingInstance": self.host,
-        }, namespace=namespace)
+        await self.client.create(
+            EVENTS,
+            {
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"name": name, "namespace": namespace},
+                "involvedObject": involved,
+                "reason": item["reason"],
+                "message": item["message"],
+                "source": {"component": self.component, "host": self.host},
+                "firstTimestamp": now,
+                "lastTimestamp": now,
+                "count": 1,
+                "type": item["type"],
+                "eventTime": None,
+                "reportingComponent": self.component,
+                "reportingInstance": self.host,
+            },
+            namespace=namespace,
+        )
         self._seen[key] = (namespace, name, 1)
         if len(self._seen) > _REMEMBERED:
             self._seen.popitem(last=False)

@@ -31,8 +31,14 @@ log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 # What a hollow node says it has, unless --capacity says otherwise.
-DEFAULT_CAPACITY = {"cpu": "4", "memory": "16Gi", "ephemeral-storage": "100Gi", "pods": "110",
-                    "hugepages-1Gi": "0", "hugepages-2Mi": "0"}
+DEFAULT_CAPACITY = {
+    "cpu": "4",
+    "memory": "16Gi",
+    "ephemeral-storage": "100Gi",
+    "pods": "110",
+    "hugepages-1Gi": "0",
+    "hugepages-2Mi": "0",
+}
 # Pod CIDRs of hollow nodes: one /24 each out of this range (shared address space, so no
 # hollow pod IP is anybody's real address).
 DEFAULT_POD_CIDR_BASE = "100.64.0.0/10"
@@ -52,16 +58,25 @@ class HollowNode:
 
     __slots__ = ("name", "node", "runtime", "workers")
 
-    def __init__(self, client: ApiClient, config: KubeletConfig, info: NodeInfo,
-                 capacity: dict[str, str]) -> None:
+    def __init__(
+        self, client: ApiClient, config: KubeletConfig, info: NodeInfo, capacity: dict[str, str]
+    ) -> None:
         self.name = config.node_name
-        self.runtime = FakeRuntime(config.node_name, pod_cidr=config.pod_cidr or "10.0.0.0/24",
-                                   node_ip=config.node_ip)
-        self.workers = PodWorkers(WorkerEnv(config=config, client=client, runtime=self.runtime,
-                                            allocatable=capacity))
-        self.node = NodeStatusManager(client, config, info=info, capacity=capacity,
-                                      runtime_version="fake://0.1.0", kubelet_port=0,
-                                      images=lambda: image_list(self.runtime))
+        self.runtime = FakeRuntime(
+            config.node_name, pod_cidr=config.pod_cidr or "10.0.0.0/24", node_ip=config.node_ip
+        )
+        self.workers = PodWorkers(
+            WorkerEnv(config=config, client=client, runtime=self.runtime, allocatable=capacity)
+        )
+        self.node = NodeStatusManager(
+            client,
+            config,
+            info=info,
+            capacity=capacity,
+            runtime_version="fake://0.1.0",
+            kubelet_port=0,
+            images=lambda: image_list(self.runtime),
+        )
 
 
 def node_configs(config: HollowNodesConfig) -> list[KubeletConfig]:
@@ -70,9 +85,18 @@ def node_configs(config: HollowNodesConfig) -> list[KubeletConfig]:
     out = []
     for i in range(config.count):
         cidr = str(next(subnets))
-        out.append(dataclasses.replace(
-            config.template, node_name=f"{config.template.node_name}{i}", pod_cidr=cidr,
-            runtime="fake", port=None, healthz_port=None, events=False, sync_frequency=0.0))
+        out.append(
+            dataclasses.replace(
+                config.template,
+                node_name=f"{config.template.node_name}{i}",
+                pod_cidr=cidr,
+                runtime="fake",
+                port=None,
+                healthz_port=None,
+                events=False,
+                sync_frequency=0.0,
+            )
+        )
     return out
 
 
@@ -83,9 +107,15 @@ class HollowNodes:
         self.client = client
         self.config = config
         t = config.template
-        self.info = NodeInfo(machine_id="", system_uuid="", boot_id="hollow",
-                             kernel_version="hollow", os_image="K8s-Lite hollow node",
-                             operating_system="linux", architecture=architecture())
+        self.info = NodeInfo(
+            machine_id="",
+            system_uuid="",
+            boot_id="hollow",
+            kernel_version="hollow",
+            os_image="K8s-Lite hollow node",
+            operating_system="linux",
+            architecture=architecture(),
+        )
         capacity = {**DEFAULT_CAPACITY, "pods": str(t.max_pods), **t.capacity}
         self.nodes = [HollowNode(client, c, self.info, capacity) for c in node_configs(config)]
         self.by_name = {n.name: n for n in self.nodes}
@@ -142,9 +172,11 @@ class HollowNodes:
         async with trio.open_nursery() as nursery:
             for node in self.nodes:
                 await nursery.start(node.workers.run)
-            pods.add_event_handler(on_add=self._pod_added,
-                                   on_update=lambda old, new: self._pod_added(new),
-                                   on_delete=self._pod_deleted)
+            pods.add_event_handler(
+                on_add=self._pod_added,
+                on_update=lambda old, new: self._pod_added(new),
+                on_delete=self._pod_deleted,
+            )
             await factory.start(nursery)
             await factory.wait_for_cache_sync()
             nursery.start_soon(self._every, t.node_lease_renew_interval, "renew_lease")

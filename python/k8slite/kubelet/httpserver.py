@@ -46,9 +46,14 @@ class Response:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-async def serve(handler: Handler, host: str, port: int,
-                ssl_context: ssl.SSLContext | None = None, *,
-                task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED) -> None:
+async def serve(
+    handler: Handler,
+    host: str,
+    port: int,
+    ssl_context: ssl.SSLContext | None = None,
+    *,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
     """Serve until cancelled; reports the bound port (useful when port is 0)."""
     tcp = await trio.open_tcp_listeners(port, host=host)
     bound = tcp[0].socket.getsockname()[1]
@@ -84,10 +89,13 @@ async def _serve_connection(stream: trio.abc.Stream, handler: Handler) -> None:
             peer = stream.getpeercert(binary_form=True)
         target = event.target.decode("latin-1")
         parts = urlsplit(target)
-        request = Request(event.method.decode(), parts.path,
-                          parse_qs(parts.query, keep_blank_values=True),
-                          {k.decode().lower(): v.decode("latin-1") for k, v in event.headers},
-                          peer)
+        request = Request(
+            event.method.decode(),
+            parts.path,
+            parse_qs(parts.query, keep_blank_values=True),
+            {k.decode().lower(): v.decode("latin-1") for k, v in event.headers},
+            peer,
+        )
         try:
             response = await handler(request)
         except Exception:
@@ -116,13 +124,11 @@ async def _next_event(stream: trio.abc.Stream, conn: h11.Connection) -> Any:
         return event
 
 
-async def _send_response(stream: trio.abc.Stream, conn: h11.Connection,
-                         response: Response) -> None:
+async def _send_response(stream: trio.abc.Stream, conn: h11.Connection, response: Response) -> None:
     headers = [("content-type", response.content_type), *response.headers.items()]
     if isinstance(response.body, bytes):
         headers.append(("content-length", str(len(response.body))))
-        await stream.send_all(conn.send(h11.Response(status_code=response.status,
-                                                     headers=headers)))
+        await stream.send_all(conn.send(h11.Response(status_code=response.status, headers=headers)))
         await stream.send_all(conn.send(h11.Data(data=response.body)))
         await stream.send_all(conn.send(h11.EndOfMessage()))
         return

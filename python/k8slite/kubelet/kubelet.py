@@ -45,8 +45,11 @@ def pod_handlers(workers: PodWorkers) -> dict[str, Any]:
     def deleted(obj: Obj | DeletedFinalStateUnknown) -> None:
         workers.remove(obj.obj if isinstance(obj, DeletedFinalStateUnknown) else obj)
 
-    return {"on_add": workers.update, "on_update": lambda old, new: workers.update(new),
-            "on_delete": deleted}
+    return {
+        "on_add": workers.update,
+        "on_update": lambda old, new: workers.update(new),
+        "on_delete": deleted,
+    }
 
 
 async def image_list(runtime: Runtime) -> list[Obj]:
@@ -84,8 +87,9 @@ class Kubelet:
             try:
                 return await self.runtime.version()
             except ContainerRuntimeError as e:
-                log.warning("the container runtime does not answer (%s); retrying in %.0fs",
-                            e, delay)
+                log.warning(
+                    "the container runtime does not answer (%s); retrying in %.0fs", e, delay
+                )
             await trio.sleep(delay)
             delay = min(delay * 2, 30.0)
 
@@ -97,8 +101,9 @@ class Kubelet:
         pressure = await trio.to_thread.run_sync(machine.pressure, self.config.root_dir)
         return Health(self.relister.healthy, self.relister.last_error, pressure)
 
-    async def run(self, *,
-                  task_status: trio.TaskStatus[KubeletServing] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: trio.TaskStatus[KubeletServing] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Run until cancelled; reports the ports once the Node is registered."""
         cfg = self.config
         cfg.root_dir.mkdir(parents=True, exist_ok=True)
@@ -110,30 +115,49 @@ class Kubelet:
         factory = SharedInformerFactory(self.client)
         pods = factory.informer(PODS, field_selector=f"spec.nodeName={cfg.node_name}")
         services = None if self.simulated else factory.informer(SERVICES)
-        async with httpx.AsyncClient(verify=False, trust_env=False) as probe_http, \
-                trio.open_nursery() as nursery:
+        async with (
+            httpx.AsyncClient(verify=False, trust_env=False) as probe_http,
+            trio.open_nursery() as nursery,
+        ):
             env = WorkerEnv(
-                config=cfg, client=self.client, runtime=self.runtime,
-                volumes=None if self.simulated else VolumeManager(cfg.root_dir, objects.get,
-                                                                  objects.token),
-                objects=objects, services=(lambda: services.list()) if services else list,
-                events=events, metrics=self.metrics, allocatable=capacity,
-                probe_http=probe_http)
+                config=cfg,
+                client=self.client,
+                runtime=self.runtime,
+                volumes=None
+                if self.simulated
+                else VolumeManager(cfg.root_dir, objects.get, objects.token),
+                objects=objects,
+                services=(lambda: services.list()) if services else list,
+                events=events,
+                metrics=self.metrics,
+                allocatable=capacity,
+                probe_http=probe_http,
+            )
             workers = self.workers = PodWorkers(env)
             self.metrics.set_sources(workers.running_pods, self.relister.counts)
-            api = KubeletApi(workers, self.runtime, self.metrics.registry,
-                             Authorizer(sar_review(self.client, cfg.node_name)))
+            api = KubeletApi(
+                workers,
+                self.runtime,
+                self.metrics.registry,
+                Authorizer(sar_review(self.client, cfg.node_name)),
+            )
             port = await self._serve_api(nursery, api)
             healthz = None
             if cfg.healthz_port is not None:
-                healthz = await nursery.start(serve, api.healthz, cfg.healthz_bind_address,
-                                              cfg.healthz_port)
+                healthz = await nursery.start(
+                    serve, api.healthz, cfg.healthz_bind_address, cfg.healthz_port
+                )
             await self._snapshot(workers)
-            node = NodeStatusManager(self.client, cfg, info=machine.node_info(),
-                                     capacity=capacity, runtime_version=version,
-                                     kubelet_port=port or 0,
-                                     images=self._images,
-                                     health=self._health)
+            node = NodeStatusManager(
+                self.client,
+                cfg,
+                info=machine.node_info(),
+                capacity=capacity,
+                runtime_version=version,
+                kubelet_port=port or 0,
+                images=self._images,
+                health=self._health,
+            )
             await nursery.start(node.run)
             if events is not None:
                 nursery.start_soon(events.run)
@@ -153,8 +177,10 @@ class Kubelet:
             return None
         files = cfg.tls_files
         if files is None or cfg.client_ca_file is None:
-            raise ValueError("the kubelet API needs --tls-cert-file, --tls-private-key-file and "
-                             "--client-ca-file (or --port=-1 to not serve it)")
+            raise ValueError(
+                "the kubelet API needs --tls-cert-file, --tls-private-key-file and "
+                "--client-ca-file (or --port=-1 to not serve it)"
+            )
         ctx = serving_context(files[0], files[1], cfg.client_ca_file)
         port: int = await nursery.start(serve, api.handle, cfg.address, cfg.port, ctx)
         return port

@@ -20,8 +20,9 @@ class HookError(Exception):
     """A lifecycle hook failed; the message is what upstream's event says."""
 
 
-async def run_hook(hook: Obj, *, runtime: Runtime, container_id: str, container: Obj,
-                   pod_ip: str, timeout: float) -> None:
+async def run_hook(
+    hook: Obj, *, runtime: Runtime, container_id: str, container: Obj, pod_ip: str, timeout: float
+) -> None:
     """Run a postStart or preStop handler (exec, httpGet or sleep) within timeout seconds."""
     if "exec" in hook:
         command = list((hook["exec"] or {}).get("command") or ())
@@ -31,9 +32,11 @@ async def run_hook(hook: Obj, *, runtime: Runtime, container_id: str, container:
             raise HookError(f"Exec lifecycle hook ({command}) failed: {e.message}") from None
         if result.exit_code != 0:
             output = result.output.decode(errors="replace")
-            raise HookError(f"Exec lifecycle hook ({command}) for Container "
-                            f'"{container["name"]}" failed - error: command '
-                            f"'{' '.join(command)}' exited with {result.exit_code}: {output}")
+            raise HookError(
+                f"Exec lifecycle hook ({command}) for Container "
+                f'"{container["name"]}" failed - error: command '
+                f"'{' '.join(command)}' exited with {result.exit_code}: {output}"
+            )
     elif "httpGet" in hook:
         await _http_hook(hook["httpGet"], container, pod_ip, timeout)
     elif "sleep" in hook:
@@ -47,8 +50,10 @@ async def _http_hook(get: Obj, container: Obj, pod_ip: str, timeout: float) -> N
         raise HookError(f"HTTP lifecycle hook failed: {e}") from None
     host = get.get("host") or pod_ip
     path = get.get("path") or "/"
-    url = f"{str(get.get('scheme') or 'HTTP').lower()}://{host}:{port}" \
-          f"{path if path.startswith('/') else '/' + path}"
+    url = (
+        f"{str(get.get('scheme') or 'HTTP').lower()}://{host}:{port}"
+        f"{path if path.startswith('/') else '/' + path}"
+    )
     headers = {"User-Agent": USER_AGENT}
     for h in get.get("httpHeaders") or ():
         headers[h["name"]] = h.get("value", "")
@@ -58,8 +63,7 @@ async def _http_hook(get: Obj, container: Obj, pod_ip: str, timeout: float) -> N
     except httpx.HTTPError as e:
         raise HookError(f'HTTP lifecycle hook ({path}) failed: Get "{url}": {e}') from None
     if response.status_code >= 400:
-        raise HookError(f"HTTP lifecycle hook ({path}) failed with status "
-                        f"{response.status_code}")
+        raise HookError(f"HTTP lifecycle hook ({path}) failed with status {response.status_code}")
 
 
 def should_restart(policy: str, exit_code: int | None, sidecar: bool = False) -> bool:

@@ -7,8 +7,13 @@ import platform
 from dataclasses import dataclass
 from pathlib import Path
 
-_ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le",
-         "s390x": "s390x"}
+_ARCH = {
+    "x86_64": "amd64",
+    "aarch64": "arm64",
+    "armv7l": "arm",
+    "ppc64le": "ppc64le",
+    "s390x": "s390x",
+}
 # Upstream's default hard eviction thresholds, used here as pressure thresholds.
 MEMORY_AVAILABLE_MIN = 100 * 2**20
 DISK_AVAILABLE_MIN_FRACTION = 0.10

@@ -37,12 +37,21 @@ Obj = dict[str, Any]
 
 # (type, reason and message when False, reason and message when True)
 _PRESSURE = (
-    ("MemoryPressure", ("KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-     ("KubeletHasInsufficientMemory", "kubelet has insufficient memory available")),
-    ("DiskPressure", ("KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-     ("KubeletHasDiskPressure", "kubelet has disk pressure")),
-    ("PIDPressure", ("KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-     ("KubeletHasInsufficientPID", "kubelet has insufficient PID available")),
+    (
+        "MemoryPressure",
+        ("KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+        ("KubeletHasInsufficientMemory", "kubelet has insufficient memory available"),
+    ),
+    (
+        "DiskPressure",
+        ("KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+        ("KubeletHasDiskPressure", "kubelet has disk pressure"),
+    ),
+    (
+        "PIDPressure",
+        ("KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+        ("KubeletHasInsufficientPID", "kubelet has insufficient PID available"),
+    ),
 )
 
 
@@ -66,8 +75,14 @@ def default_labels(node_name: str, arch: str, os_name: str) -> dict[str, str]:
 
 
 def _condition(type_: str, status: bool, reason: str, message: str, now: str) -> Obj:
-    return {"type": type_, "status": "True" if status else "False", "lastHeartbeatTime": now,
-            "lastTransitionTime": now, "reason": reason, "message": message}
+    return {
+        "type": type_,
+        "status": "True" if status else "False",
+        "lastHeartbeatTime": now,
+        "lastTransitionTime": now,
+        "reason": reason,
+        "message": message,
+    }
 
 
 def conditions(health: Health, now: str) -> list[Obj]:
@@ -78,11 +93,19 @@ def conditions(health: Health, now: str) -> list[Obj]:
         reason, message = bad if flag else ok
         out.append(_condition(type_, flag, reason, message, now))
     if health.runtime_ok:
-        out.append(_condition("Ready", True, "KubeletReady", "kubelet is posting ready status",
-                              now))
+        out.append(
+            _condition("Ready", True, "KubeletReady", "kubelet is posting ready status", now)
+        )
     else:
-        out.append(_condition("Ready", False, "KubeletNotReady",
-                              f"container runtime is down: {health.runtime_message}", now))
+        out.append(
+            _condition(
+                "Ready",
+                False,
+                "KubeletNotReady",
+                f"container runtime is down: {health.runtime_message}",
+                now,
+            )
+        )
     return out
 
 
@@ -92,16 +115,21 @@ def merge_conditions(old: list[Obj], new: list[Obj]) -> list[Obj]:
     out = []
     for c in new:
         prev = before.get(c["type"])
-        if prev is not None and prev.get("status") == c["status"] and \
-                prev.get("lastTransitionTime"):
+        if (
+            prev is not None
+            and prev.get("status") == c["status"]
+            and prev.get("lastTransitionTime")
+        ):
             c = {**c, "lastTransitionTime": prev["lastTransitionTime"]}
         out.append(c)
     return out
 
 
 def _without_heartbeats(status: Obj) -> Obj:
-    conds = [{k: v for k, v in c.items() if k != "lastHeartbeatTime"}
-             for c in status.get("conditions") or ()]
+    conds = [
+        {k: v for k, v in c.items() if k != "lastHeartbeatTime"}
+        for c in status.get("conditions") or ()
+    ]
     return {**status, "conditions": conds}
 
 
@@ -113,10 +141,18 @@ class NodeStatusManager:
     hollow nodes call register/sync_status/renew_lease from a shared scheduler instead.
     """
 
-    def __init__(self, client: ApiClient, config: KubeletConfig, *, info: NodeInfo,
-                 capacity: dict[str, str], runtime_version: str, kubelet_port: int,
-                 images: Callable[[], Any] | None = None,
-                 health: Callable[[], Any] | None = None) -> None:
+    def __init__(
+        self,
+        client: ApiClient,
+        config: KubeletConfig,
+        *,
+        info: NodeInfo,
+        capacity: dict[str, str],
+        runtime_version: str,
+        kubelet_port: int,
+        images: Callable[[], Any] | None = None,
+        health: Callable[[], Any] | None = None,
+    ) -> None:
         self.client = client
         self.config = config
         self.name = config.node_name
@@ -146,10 +182,16 @@ class NodeStatusManager:
         if c.register_with_taints:
             spec["taints"] = [t.to_api() for t in c.register_with_taints]
         return {
-            "apiVersion": "v1", "kind": "Node",
-            "metadata": {"name": self.name, "labels": labels, "annotations": {
-                "node.alpha.kubernetes.io/ttl": "0",
-                "volumes.kubernetes.io/controller-managed-attach-detach": "true"}},
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": self.name,
+                "labels": labels,
+                "annotations": {
+                    "node.alpha.kubernetes.io/ttl": "0",
+                    "volumes.kubernetes.io/controller-managed-attach-detach": "true",
+                },
+            },
             "spec": spec,
             "status": status,
         }
@@ -162,10 +204,13 @@ class NodeStatusManager:
         return {
             "capacity": dict(self.capacity),
             "allocatable": allocatable,
-            "conditions": merge_conditions(self.reported.get("conditions") or [],
-                                           conditions(health, now)),
-            "addresses": [{"type": "InternalIP", "address": self.config.node_ip},
-                          {"type": "Hostname", "address": self.name}],
+            "conditions": merge_conditions(
+                self.reported.get("conditions") or [], conditions(health, now)
+            ),
+            "addresses": [
+                {"type": "InternalIP", "address": self.config.node_ip},
+                {"type": "Hostname", "address": self.name},
+            ],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": self.kubelet_port}},
             "nodeInfo": self.info.to_api(KUBERNETES_VERSION, self.runtime_version),
             "images": images,
@@ -206,8 +251,11 @@ class NodeStatusManager:
         """Write the status if it changed or the report period is over; whether it wrote."""
         status = await self.desired_status()
         due = time.monotonic() - self.reported_at >= self.config.node_status_report_frequency
-        if not force and not due and \
-                _without_heartbeats(status) == _without_heartbeats(self.reported):
+        if (
+            not force
+            and not due
+            and _without_heartbeats(status) == _without_heartbeats(self.reported)
+        ):
             return False
         node = await self._write_status(status)
         self.reported = node.get("status") or status
@@ -219,8 +267,9 @@ class NodeStatusManager:
         # A merge patch replaces lists whole; conditions are always all of ours.
         patch["conditions"] = status["conditions"]
         try:
-            return await self.client.patch(NODES, self.name, {"status": patch},
-                                           subresource="status")
+            return await self.client.patch(
+                NODES, self.name, {"status": patch}, subresource="status"
+            )
         except NotFound:
             # Someone deleted our Node: register again, as upstream does.
             log.warning("node %s was deleted; registering it again", self.name)
@@ -233,13 +282,20 @@ class NodeStatusManager:
     def _lease_object(self) -> Obj:
         now = micro_time()
         return {
-            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-            "metadata": {"name": self.name, "namespace": NODE_LEASE_NAMESPACE,
-                         "ownerReferences": [{"apiVersion": "v1", "kind": "Node",
-                                              "name": self.name, "uid": self.uid}]},
-            "spec": {"holderIdentity": self.name,
-                     "leaseDurationSeconds": self.config.node_lease_duration_seconds,
-                     "renewTime": now},
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {
+                "name": self.name,
+                "namespace": NODE_LEASE_NAMESPACE,
+                "ownerReferences": [
+                    {"apiVersion": "v1", "kind": "Node", "name": self.name, "uid": self.uid}
+                ],
+            },
+            "spec": {
+                "holderIdentity": self.name,
+                "leaseDurationSeconds": self.config.node_lease_duration_seconds,
+                "renewTime": now,
+            },
         }
 
     async def renew_lease(self) -> None:
@@ -248,9 +304,12 @@ class NodeStatusManager:
             await self._ensure_lease()
         else:
             lease = dict(self.lease)
-            lease["spec"] = {**lease.get("spec", {}), "renewTime": micro_time(),
-                             "holderIdentity": self.name,
-                             "leaseDurationSeconds": self.config.node_lease_duration_seconds}
+            lease["spec"] = {
+                **lease.get("spec", {}),
+                "renewTime": micro_time(),
+                "holderIdentity": self.name,
+                "leaseDurationSeconds": self.config.node_lease_duration_seconds,
+            }
             try:
                 self.lease = await self.client.update(LEASES, lease)
             except (Conflict, NotFound):
@@ -280,10 +339,10 @@ class NodeStatusManager:
         await self._retrying(self.renew_lease)
         task_status.started()
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._every, self.config.node_lease_renew_interval,
-                               self.renew_lease)
-            nursery.start_soon(self._every, self.config.node_status_update_frequency,
-                               self.sync_status)
+            nursery.start_soon(self._every, self.config.node_lease_renew_interval, self.renew_lease)
+            nursery.start_soon(
+                self._every, self.config.node_status_update_frequency, self.sync_status
+            )
 
     async def _every(self, period: float, fn: Callable[[], Any]) -> None:
         while True:

@@ -42,20 +42,35 @@ class ObjectFetcher:
         self._cache[key] = (now, obj)
         return obj
 
-    async def token(self, namespace: str, service_account: str, audiences: list[str],
-                    expiration_seconds: int, pod: Obj) -> str | None:
+    async def token(
+        self,
+        namespace: str,
+        service_account: str,
+        audiences: list[str],
+        expiration_seconds: int,
+        pod: Obj,
+    ) -> str | None:
         """A bound token from serviceaccounts/<sa>/token; None where the API has none."""
         m = pod.get("metadata") or {}
         body = {
-            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
             "metadata": {"name": service_account, "namespace": namespace},
-            "spec": {"audiences": audiences, "expirationSeconds": expiration_seconds,
-                     "boundObjectRef": {"apiVersion": "v1", "kind": "Pod",
-                                        "name": m.get("name"), "uid": m.get("uid")}},
+            "spec": {
+                "audiences": audiences,
+                "expirationSeconds": expiration_seconds,
+                "boundObjectRef": {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "name": m.get("name"),
+                    "uid": m.get("uid"),
+                },
+            },
         }
         try:
-            answer = await self.client.create(SERVICEACCOUNTS, body, namespace=namespace,
-                                              subresource="token")
+            answer = await self.client.create(
+                SERVICEACCOUNTS, body, namespace=namespace, subresource="token"
+            )
         except ApiError as e:
             if e.code in (404, 405):
                 log.debug("no TokenRequest API (%s); projected token left out", e)

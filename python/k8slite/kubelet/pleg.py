@@ -45,9 +45,12 @@ class Relister:
         # A container seen for the first time running (or just created) was started by its
         # worker, which knows; waking it would only cost inspections. Exits, vanishings and
         # other changes do wake it.
-        changed = {uid for cid, (uid, state) in now.items()
-                   if (cid in self.states and self.states[cid] != (uid, state)) or
-                   (cid not in self.states and state == "exited")}
+        changed = {
+            uid
+            for cid, (uid, state) in now.items()
+            if (cid in self.states and self.states[cid] != (uid, state))
+            or (cid not in self.states and state == "exited")
+        }
         changed |= {uid for cid, (uid, _) in self.states.items() if cid not in now}
         self.states = now
         for uid in changed:

@@ -68,16 +68,23 @@ def _matters(old: Obj, new: Obj) -> bool:
         if om.get(key) != nm.get(key):
             return True
     if (new.get("spec") or {}).get("readinessGates"):
-        return (old.get("status") or {}).get("conditions") != \
-            (new.get("status") or {}).get("conditions")
+        return (old.get("status") or {}).get("conditions") != (new.get("status") or {}).get(
+            "conditions"
+        )
     return False
 
 
 class PodWorker(ContainerOps):
     """Owns one pod (by uid) from admission to its final DELETE."""
 
-    def __init__(self, env: WorkerEnv, pod: Obj, *, adopted: Adopted | None = None,
-                 rejected: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        env: WorkerEnv,
+        pod: Obj,
+        *,
+        adopted: Adopted | None = None,
+        rejected: tuple[str, str] | None = None,
+    ) -> None:
         self.env = env
         self.pod = pod
         m = pod["metadata"]
@@ -88,13 +95,19 @@ class PodWorker(ContainerOps):
         self.records: dict[str, ContainerRecord] = {}
         for c in spec.get("initContainers") or ():
             self.records[c["name"]] = ContainerRecord(
-                c["name"], init=True, sidecar=c.get("restartPolicy") == "Always")
+                c["name"], init=True, sidecar=c.get("restartPolicy") == "Always"
+            )
         for c in spec.get("containers") or ():
             self.records[c["name"]] = ContainerRecord(c["name"])
         self.sandbox: Sandbox | None = None
         self.attempt = 0
-        self.view = PodView(env.runtime.name, env.config.node_ip, [], False,
-                            (pod.get("status") or {}).get("startTime"))
+        self.view = PodView(
+            env.runtime.name,
+            env.config.node_ip,
+            [],
+            False,
+            (pod.get("status") or {}).get("startTime"),
+        )
         if rejected is not None:
             self.view.phase = status.FAILED
             self.view.reason, self.view.message = rejected
@@ -186,8 +199,9 @@ class PodWorker(ContainerOps):
                 await self._timed("terminate", self.terminate)
                 return
             except (*_API_ERRORS, ContainerRuntimeError) as e:
-                log.warning("pod %s/%s: stopping failed: %s; retrying", self.namespace,
-                            self.name, e)
+                log.warning(
+                    "pod %s/%s: stopping failed: %s; retrying", self.namespace, self.name, e
+                )
             await trio.sleep(RETRY_SECONDS)
 
     async def _timed(self, operation: str, fn: Callable[[], Any]) -> None:
@@ -238,8 +252,11 @@ class PodWorker(ContainerOps):
         await self._report()
 
     async def _sync_runtime(self) -> None:
-        if not await self._deadline_exceeded() and await self._ensure_sandbox() \
-                and await self._ensure_volumes():
+        if (
+            not await self._deadline_exceeded()
+            and await self._ensure_sandbox()
+            and await self._ensure_volumes()
+        ):
             await self._sync_containers()
 
     async def _refresh(self) -> None:
@@ -289,8 +306,9 @@ class PodWorker(ContainerOps):
                 return True
         if self.sandbox is not None:
             # The sandbox died (or vanished): its containers lost their namespaces.
-            self._event_for(NORMAL, "SandboxChanged",
-                            "Pod sandbox changed, it will be killed and re-created.")
+            self._event_for(
+                NORMAL, "SandboxChanged", "Pod sandbox changed, it will be killed and re-created."
+            )
             await self._kill_all(0)
             await rt.remove_sandbox(self.sandbox.id)
             self.attempt = self.sandbox.attempt + 1
@@ -303,11 +321,13 @@ class PodWorker(ContainerOps):
             if not self._anything_to_run():
                 return False
         try:
-            sandbox = await rt.run_sandbox(self.pod, attempt=self.attempt,
-                                           dns=lifecycle.dns_config(self.pod, self.env.config))
+            sandbox = await rt.run_sandbox(
+                self.pod, attempt=self.attempt, dns=lifecycle.dns_config(self.pod, self.env.config)
+            )
         except ContainerRuntimeError as e:
-            self._event_for(WARNING, "FailedCreatePodSandBox",
-                            f"Failed to create pod sandbox: {e.message}")
+            self._event_for(
+                WARNING, "FailedCreatePodSandBox", f"Failed to create pod sandbox: {e.message}"
+            )
             self.wake_at(trio.current_time() + RETRY_SECONDS)
             return False
         self.sandbox = sandbox
@@ -321,9 +341,14 @@ class PodWorker(ContainerOps):
     def _anything_to_run(self) -> bool:
         policy = (self.pod.get("spec") or {}).get("restartPolicy") or "Always"
         for rec in self.records.values():
-            if rec.current is None or (rec.state is ContainerState.EXITED and (
-                    rec.init and not rec.exited_ok() or
-                    lifecycle.should_restart(policy, rec.current.exit_code, rec.sidecar))):
+            if rec.current is None or (
+                rec.state is ContainerState.EXITED
+                and (
+                    rec.init
+                    and not rec.exited_ok()
+                    or lifecycle.should_restart(policy, rec.current.exit_code, rec.sidecar)
+                )
+            ):
                 return True
         return False
 
@@ -336,8 +361,11 @@ class PodWorker(ContainerOps):
             return True
         try:
             self.volume_paths = await manager.setup(
-                self.pod, pod_ips=self.view.pod_ips, host_ip=self.env.config.node_ip,
-                allocatable=self.env.allocatable)
+                self.pod,
+                pod_ips=self.view.pod_ips,
+                host_ip=self.env.config.node_ip,
+                allocatable=self.env.allocatable,
+            )
             self.volumes_at = time.monotonic()
             return True
         except VolumeError as e:
@@ -369,8 +397,11 @@ class PodWorker(ContainerOps):
         by_name: dict[str, list[ContainerInfo]] = {}
         for info in adopted.containers:
             by_name.setdefault(info.name, []).append(info)
-        reported = {s["name"]: s for group in ("initContainerStatuses", "containerStatuses")
-                    for s in (self.pod.get("status") or {}).get(group) or ()}
+        reported = {
+            s["name"]: s
+            for group in ("initContainerStatuses", "containerStatuses")
+            for s in (self.pod.get("status") or {}).get(group) or ()
+        }
         for name, infos in by_name.items():
             infos.sort(key=lambda i: (i.restart_count, i.created_at), reverse=True)
             rec = self.records.get(name)
@@ -390,8 +421,9 @@ class PodWorker(ContainerOps):
             if seen.get("containerID", "").endswith(rec.current.id) and rec.running:
                 rec.started = bool(seen.get("started"))
                 rec.ready = bool(seen.get("ready"))
-        log.info("pod %s/%s: adopted %d containers", self.namespace, self.name,
-                 len(adopted.containers))
+        log.info(
+            "pod %s/%s: adopted %d containers", self.namespace, self.name, len(adopted.containers)
+        )
 
     # ----------------------------------------------------------------- termination
 
@@ -412,16 +444,19 @@ class PodWorker(ContainerOps):
         self.view.sandbox_ready = False
         if not self.removed:
             if self.view.phase not in TERMINAL:
-                self.view.phase = status.SUCCEEDED if all(
-                    r.exited_ok() for r in self.records.values() if not r.init) \
+                self.view.phase = (
+                    status.SUCCEEDED
+                    if all(r.exited_ok() for r in self.records.values() if not r.init)
                     else status.FAILED
+                )
             try:
                 await self._report()
                 if self.pod["metadata"].get("deletionTimestamp"):
                     await self._delete()
             except _API_ERRORS as e:
-                log.warning("pod %s/%s: final status or delete failed: %s", self.namespace,
-                            self.name, e)
+                log.warning(
+                    "pod %s/%s: final status or delete failed: %s", self.namespace, self.name, e
+                )
         await self._remove_everything()
         self.done = True
 
@@ -438,9 +473,13 @@ class PodWorker(ContainerOps):
         delay = 0.2
         for _ in range(8):
             try:
-                await self.env.client.delete(PODS, self.name, namespace=self.namespace,
-                                             grace_period_seconds=0,
-                                             preconditions={"uid": self.uid})
+                await self.env.client.delete(
+                    PODS,
+                    self.name,
+                    namespace=self.namespace,
+                    grace_period_seconds=0,
+                    preconditions={"uid": self.uid},
+                )
                 return
             except (NotFound, Conflict):
                 return  # gone already, or a new pod of the same name: not ours
@@ -465,8 +504,12 @@ class PodWorker(ContainerOps):
         """The status as the kubelet sees it now (also what /pods serves)."""
         if self.rejected:
             # Upstream's rejection: phase, reason and message; the rest stays as it was.
-            return {**(self.pod.get("status") or {}), "phase": self.view.phase,
-                    "reason": self.view.reason, "message": self.view.message}
+            return {
+                **(self.pod.get("status") or {}),
+                "phase": self.view.phase,
+                "reason": self.view.reason,
+                "message": self.view.message,
+            }
         previous = self.reported.get("conditions") or []
         if self.written is not None and self.written[1] >= _rv(self.pod):
             previous = self.written[0].get("conditions") or []
@@ -477,8 +520,7 @@ class PodWorker(ContainerOps):
     async def _report(self) -> None:
         new = self.status()
         current_rv = _rv(self.pod)
-        if self.written is not None and self.written[1] >= current_rv and \
-                self.written[0] == new:
+        if self.written is not None and self.written[1] >= current_rv and self.written[0] == new:
             return  # the informer has not caught up with what we wrote
         baseline = self.pod.get("status") or {}
         if self.written is not None and self.written[1] >= current_rv:
@@ -487,8 +529,9 @@ class PodWorker(ContainerOps):
         if patch is None:
             return
         try:
-            answer = await self.env.client.patch(PODS, self.name, {"status": patch},
-                                                 namespace=self.namespace, subresource="status")
+            answer = await self.env.client.patch(
+                PODS, self.name, {"status": patch}, namespace=self.namespace, subresource="status"
+            )
         except NotFound:
             self.removed = True
             return
@@ -527,9 +570,14 @@ class PodWorkers:
         phase = (pod.get("status") or {}).get("phase")
         rejected = None
         if phase not in TERMINAL and self.active_count() >= self.env.config.max_pods:
-            rejected = ("OutOfpods", ("Pod was rejected: Node didn't have enough resource: "
-                                      f"pods, requested: 1, used: {self.active_count()}, "
-                                      f"capacity: {self.env.config.max_pods}"))
+            rejected = (
+                "OutOfpods",
+                (
+                    "Pod was rejected: Node didn't have enough resource: "
+                    f"pods, requested: 1, used: {self.active_count()}, "
+                    f"capacity: {self.env.config.max_pods}"
+                ),
+            )
         worker = PodWorker(self.env, pod, adopted=self.adopted.pop(uid, None), rejected=rejected)
         if phase in TERMINAL and rejected is None:
             worker.view.phase = phase

@@ -27,9 +27,15 @@ class ProbeResult:
     message: str = ""
 
 
-async def run_probe(probe: Mapping[str, Any], *, pod_ip: str, runtime: Runtime,
-                    container_id: str, container: Mapping[str, Any] | None = None,
-                    http_client: httpx.AsyncClient | None = None) -> ProbeResult:
+async def run_probe(
+    probe: Mapping[str, Any],
+    *,
+    pod_ip: str,
+    runtime: Runtime,
+    container_id: str,
+    container: Mapping[str, Any] | None = None,
+    http_client: httpx.AsyncClient | None = None,
+) -> ProbeResult:
     """Run one probe of a container once, within its timeoutSeconds.
 
     container (the pod's container spec) resolves named ports; http_client, when given, is
@@ -71,8 +77,9 @@ def _host(probe: Mapping[str, Any], pod_ip: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-async def _exec(probe: Mapping[str, Any], runtime: Runtime, container_id: str,
-                timeout: float) -> ProbeResult:
+async def _exec(
+    probe: Mapping[str, Any], runtime: Runtime, container_id: str, timeout: float
+) -> ProbeResult:
     command = list(probe.get("command") or ())
     try:
         result = await runtime.exec(container_id, command, timeout)
@@ -84,8 +91,13 @@ async def _exec(probe: Mapping[str, Any], runtime: Runtime, container_id: str,
     return ProbeResult(result.exit_code == 0, output)
 
 
-async def _http_get(probe: Mapping[str, Any], pod_ip: str, container: Mapping[str, Any] | None,
-                    timeout: float, client: httpx.AsyncClient | None) -> ProbeResult:
+async def _http_get(
+    probe: Mapping[str, Any],
+    pod_ip: str,
+    container: Mapping[str, Any] | None,
+    timeout: float,
+    client: httpx.AsyncClient | None,
+) -> ProbeResult:
     port = resolve_port(probe.get("port", 80), container)
     scheme = str(probe.get("scheme") or "HTTP").lower()
     path = probe.get("path") or "/"
@@ -101,13 +113,15 @@ async def _http_get(probe: Mapping[str, Any], pod_ip: str, container: Mapping[st
     return await _http_request(client, url, headers, timeout)
 
 
-async def _http_request(client: httpx.AsyncClient, url: str, headers: dict[str, str],
-                        timeout: float) -> ProbeResult:
+async def _http_request(
+    client: httpx.AsyncClient, url: str, headers: dict[str, str], timeout: float
+) -> ProbeResult:
     body = b""
     with trio.move_on_after(timeout):
         try:
-            async with client.stream("GET", url, headers=headers, timeout=timeout,
-                                     follow_redirects=False) as response:
+            async with client.stream(
+                "GET", url, headers=headers, timeout=timeout, follow_redirects=False
+            ) as response:
                 async for chunk in response.aiter_bytes():
                     body += chunk
                     if len(body) >= MAX_OUTPUT:
@@ -124,8 +138,9 @@ async def _http_request(client: httpx.AsyncClient, url: str, headers: dict[str, 
     return ProbeResult(False, f'Get "{url}": context deadline exceeded')
 
 
-async def _tcp(probe: Mapping[str, Any], pod_ip: str, container: Mapping[str, Any] | None,
-               timeout: float) -> ProbeResult:
+async def _tcp(
+    probe: Mapping[str, Any], pod_ip: str, container: Mapping[str, Any] | None, timeout: float
+) -> ProbeResult:
     port = resolve_port(probe.get("port", 0), container)
     host = probe.get("host") or pod_ip
     with trio.move_on_after(timeout):
@@ -150,8 +165,12 @@ async def _grpc(probe: Mapping[str, Any], pod_ip: str, timeout: float) -> ProbeR
         try:
             # http1 off: HTTP/2 with prior knowledge over plain TCP (h2c), as gRPC speaks.
             async with httpx.AsyncClient(http1=False, http2=True, trust_env=False) as client:
-                response = await client.post(f"http://{target}/grpc.health.v1.Health/Check",
-                                             content=frame, headers=headers, timeout=timeout)
+                response = await client.post(
+                    f"http://{target}/grpc.health.v1.Health/Check",
+                    content=frame,
+                    headers=headers,
+                    timeout=timeout,
+                )
         except httpx.HTTPError as e:
             return ProbeResult(False, f'failed to connect service "{target}": {e}')
         grpc_status = response.headers.get("grpc-status", "0")
@@ -161,9 +180,10 @@ async def _grpc(probe: Mapping[str, Any], pod_ip: str, timeout: float) -> ProbeR
         status = _grpc_serving_status(response.content)
         if status == 1:
             return ProbeResult(True)
-        return ProbeResult(False, f'service unhealthy (responded with '
-                                  f'"{_GRPC_STATUS.get(status, status)}")')
-    return ProbeResult(False, f'timeout: health rpc did not complete within {timeout:g}s')
+        return ProbeResult(
+            False, f'service unhealthy (responded with "{_GRPC_STATUS.get(status, status)}")'
+        )
+    return ProbeResult(False, f"timeout: health rpc did not complete within {timeout:g}s")
 
 
 def _varint(n: int) -> bytes:
@@ -177,7 +197,7 @@ def _varint(n: int) -> bytes:
 
 def _grpc_serving_status(body: bytes) -> int:
     """HealthCheckResponse.status (field 1, a varint) of the first gRPC frame; 0 if absent."""
-    message = body[5:5 + int.from_bytes(body[1:5], "big")] if len(body) >= 5 else b""
+    message = body[5 : 5 + int.from_bytes(body[1:5], "big")] if len(body) >= 5 else b""
     if len(message) >= 2 and message[0] == 0x08:
         value, shift = 0, 0
         for byte in message[1:]:
@@ -198,9 +218,14 @@ class Prober:
     restarted.
     """
 
-    def __init__(self, kind: str, probe: Mapping[str, Any],
-                 check: Callable[[], Awaitable[ProbeResult]], *,
-                 started_at: float | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        probe: Mapping[str, Any],
+        check: Callable[[], Awaitable[ProbeResult]],
+        *,
+        started_at: float | None = None,
+    ) -> None:
         if kind not in ("liveness", "readiness", "startup"):
             raise ValueError(f"unknown probe kind {kind!r}")
         self.kind = kind
@@ -227,8 +252,12 @@ class Prober:
         if result.success != self.healthy and self._streak >= threshold:
             self.healthy = result.success
             return True
-        if self.kind == "startup" and not result.success and not self.failed and \
-                self._streak >= threshold:
+        if (
+            self.kind == "startup"
+            and not result.success
+            and not self.failed
+            and self._streak >= threshold
+        ):
             # Startup starts unhealthy, so failing changes nothing but still must be told.
             self.failed = True
             return True

@@ -65,9 +65,14 @@ def _text(status: int, message: str) -> Response:
 class KubeletApi:
     """Request routing of the kubelet API; healthz is also served alone on plain HTTP."""
 
-    def __init__(self, workers: PodWorkers, runtime: Runtime, registry: CollectorRegistry,
-                 authorizer: Authorizer | None = None,
-                 allowed_users: frozenset[str] = frozenset({APISERVER_KUBELET_CLIENT})) -> None:
+    def __init__(
+        self,
+        workers: PodWorkers,
+        runtime: Runtime,
+        registry: CollectorRegistry,
+        authorizer: Authorizer | None = None,
+        allowed_users: frozenset[str] = frozenset({APISERVER_KUBELET_CLIENT}),
+    ) -> None:
         self.workers = workers
         self.runtime = runtime
         self.registry = registry
@@ -106,12 +111,12 @@ class KubeletApi:
             return await self._logs(req, parts[1], parts[2], parts[3])
         return _text(404, "404 page not found")
 
-    async def _authorize(self, req: Request, user: str,
-                         groups: frozenset[str]) -> Response | None:
+    async def _authorize(self, req: Request, user: str, groups: frozenset[str]) -> Response | None:
         """None when the API server says the user may; else the answer (upstream's words)."""
         verb, subresources = attributes(req.method, req.path)
-        what = (f"user={user}, verb={verb}, resource=nodes, "
-                f"subresource(s)=[{' '.join(subresources)}]")
+        what = (
+            f"user={user}, verb={verb}, resource=nodes, subresource(s)=[{' '.join(subresources)}]"
+        )
         if self.authorizer is None:
             return _text(403, f"Forbidden ({what})")
         try:
@@ -127,8 +132,9 @@ class KubeletApi:
         for worker in list(self.workers.workers.values()):
             if worker.done:
                 continue
-            items.append({**worker.pod, "status": {**(worker.pod.get("status") or {}),
-                                                   **worker.status()}})
+            items.append(
+                {**worker.pod, "status": {**(worker.pod.get("status") or {}), **worker.status()}}
+            )
         body = {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}
         return Response(200, json.dumps(body).encode(), _JSON)
 
@@ -156,26 +162,31 @@ class KubeletApi:
             except ValueError:
                 return _text(400, f"invalid sinceTime {since_time!r}")
             since = max(0, int(dt.datetime.now(dt.UTC).timestamp() - t.timestamp()))
-        body = self.runtime.logs(found, follow=_flag(req, "follow"), tail_lines=tail,
-                                 since_seconds=since, timestamps=_flag(req, "timestamps"))
+        body = self.runtime.logs(
+            found,
+            follow=_flag(req, "follow"),
+            tail_lines=tail,
+            since_seconds=since,
+            timestamps=_flag(req, "timestamps"),
+        )
         return Response(200, _limited(body, limit))
 
 
 def log_container_id(worker: PodWorker, container: str, previous: bool) -> str | Response:
     """Which container instance's logs to read, with upstream's refusals."""
     status = worker.status()
-    statuses = (status.get("initContainerStatuses") or []) + \
-        (status.get("containerStatuses") or [])
+    statuses = (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or [])
     st = next((s for s in statuses if s["name"] == container), None)
     if st is None:
-        return _text(400, f'container {container} is not valid for pod {worker.name}')
+        return _text(400, f"container {container} is not valid for pod {worker.name}")
     state, last = st.get("state") or {}, (st.get("lastState") or {}).get("terminated")
     pod = worker.name
     cid = ""
     if previous:
         if not last or not last.get("containerID"):
-            return _text(400, f'previous terminated container "{container}" in pod "{pod}" '
-                              "not found")
+            return _text(
+                400, f'previous terminated container "{container}" in pod "{pod}" not found'
+            )
         cid = last["containerID"]
     elif "running" in state or "terminated" in state:
         cid = st.get("containerID") or ""
@@ -183,12 +194,15 @@ def log_container_id(worker: PodWorker, container: str, previous: bool) -> str |
         cid = last["containerID"]
     elif "waiting" in state:
         reason = state["waiting"].get("reason") or ""
-        words = {"ErrImagePull": "image can't be pulled",
-                 "ImagePullBackOff": "trying and failing to pull image"}.get(reason, reason)
+        words = {
+            "ErrImagePull": "image can't be pulled",
+            "ImagePullBackOff": "trying and failing to pull image",
+        }.get(reason, reason)
         return _text(400, f'container "{container}" in pod "{pod}" is waiting to start: {words}')
     if not cid:
-        return _text(400, f'container "{container}" in pod "{pod}" is waiting to start - '
-                          "no logs yet")
+        return _text(
+            400, f'container "{container}" in pod "{pod}" is waiting to start - no logs yet'
+        )
     return cid.split("://", 1)[-1]
 
 
@@ -212,7 +226,7 @@ async def _limited(body: Any, limit: int | None) -> AsyncIterator[bytes]:
     async with aclosing(body) as chunks:
         async for chunk in chunks:
             if limit is not None:
-                chunk = chunk[:max(limit - sent, 0)]
+                chunk = chunk[: max(limit - sent, 0)]
             sent += len(chunk)
             if chunk:
                 yield chunk

@@ -52,8 +52,11 @@ class ContainerRecord:
         return 0 if self.current is None else self.current.restart_count
 
     def exited_ok(self) -> bool:
-        return self.state is ContainerState.EXITED and self.current is not None and \
-            self.current.exit_code == 0
+        return (
+            self.state is ContainerState.EXITED
+            and self.current is not None
+            and self.current.exit_code == 0
+        )
 
 
 def rfc3339(t: float | None) -> str | None:
@@ -63,8 +66,10 @@ def rfc3339(t: float | None) -> str | None:
 
 
 def _terminated(cs: ContainerStatus, runtime: str) -> Obj:
-    out: Obj = {"exitCode": cs.exit_code if cs.exit_code is not None else 0,
-                "reason": cs.reason or ("Completed" if not cs.exit_code else "Error")}
+    out: Obj = {
+        "exitCode": cs.exit_code if cs.exit_code is not None else 0,
+        "reason": cs.reason or ("Completed" if not cs.exit_code else "Error"),
+    }
     if cs.message:
         out["message"] = cs.message
     out["startedAt"] = rfc3339(cs.started_at)
@@ -75,9 +80,15 @@ def _terminated(cs: ContainerStatus, runtime: str) -> Obj:
 
 def container_status(spec: Obj, rec: ContainerRecord, runtime: str, default_waiting: str) -> Obj:
     """One entry of containerStatuses / initContainerStatuses."""
-    out: Obj = {"name": rec.name, "state": {}, "lastState": {}, "ready": False,
-                "restartCount": rec.restart_count, "image": spec.get("image", ""),
-                "imageID": ""}
+    out: Obj = {
+        "name": rec.name,
+        "state": {},
+        "lastState": {},
+        "ready": False,
+        "restartCount": rec.restart_count,
+        "image": spec.get("image", ""),
+        "imageID": "",
+    }
     cur, prev = rec.current, rec.previous
     last = prev
     if cur is not None:
@@ -158,16 +169,27 @@ def _condition(type_: str, ok: bool, reason: str = "", message: str = "") -> Obj
     return out
 
 
-def conditions(spec: Obj, records: dict[str, ContainerRecord], pod_phase: str,
-               sandbox_ready: bool, previous: list[Obj]) -> list[Obj]:
+def conditions(
+    spec: Obj,
+    records: dict[str, ContainerRecord],
+    pod_phase: str,
+    sandbox_ready: bool,
+    previous: list[Obj],
+) -> list[Obj]:
     """PodReadyToStartContainers, Initialized, Ready, ContainersReady, PodScheduled (and any
     other condition someone else set), lastTransitionTime kept where the status held."""
     old = {c.get("type"): c for c in previous}
     done = pod_phase == SUCCEEDED
     init_names = [c["name"] for c in spec.get("initContainers") or ()]
-    incomplete = [n for n in init_names
-                  if not (records[n].exited_ok() if not records[n].sidecar
-                          else records[n].started and records[n].running)]
+    incomplete = [
+        n
+        for n in init_names
+        if not (
+            records[n].exited_ok()
+            if not records[n].sidecar
+            else records[n].started and records[n].running
+        )
+    ]
     names = [c["name"] for c in spec.get("containers") or ()]
     names += [n for n in init_names if records[n].sidecar]
     unready = [n for n in names if not (records[n].running and records[n].ready)]
@@ -175,15 +197,25 @@ def conditions(spec: Obj, records: dict[str, ContainerRecord], pod_phase: str,
     if done:
         out.append(_condition("Initialized", True, "PodCompleted"))
     elif incomplete:
-        out.append(_condition("Initialized", False, "ContainersNotInitialized",
-                              f"containers with incomplete status: [{' '.join(incomplete)}]"))
+        out.append(
+            _condition(
+                "Initialized",
+                False,
+                "ContainersNotInitialized",
+                f"containers with incomplete status: [{' '.join(incomplete)}]",
+            )
+        )
     else:
         out.append(_condition("Initialized", True))
     if done or pod_phase == FAILED:
         ready_cond = _condition("ContainersReady", False, "PodCompleted")
     elif unready:
-        ready_cond = _condition("ContainersReady", False, "ContainersNotReady",
-                                f"containers with unready status: [{' '.join(unready)}]")
+        ready_cond = _condition(
+            "ContainersReady",
+            False,
+            "ContainersNotReady",
+            f"containers with unready status: [{' '.join(unready)}]",
+        )
     else:
         ready_cond = _condition("ContainersReady", True)
     ready = dict(ready_cond, type="Ready")
@@ -191,11 +223,15 @@ def conditions(spec: Obj, records: dict[str, ContainerRecord], pod_phase: str,
     if ready["status"] == "True" and gates:
         missing = [g for g in gates if (old.get(g) or {}).get("status") != "True"]
         if missing:
-            ready = _condition("Ready", False, "ReadinessGatesNotReady",
-                               "corresponding condition of pod readiness gate "
-                               f'"{missing[0]}" does not exist.' if missing[0] not in old
-                               else f'the status of pod readiness gate "{missing[0]}" is '
-                                    f'not "True", but {old[missing[0]].get("status")}')
+            ready = _condition(
+                "Ready",
+                False,
+                "ReadinessGatesNotReady",
+                f'corresponding condition of pod readiness gate "{missing[0]}" does not exist.'
+                if missing[0] not in old
+                else f'the status of pod readiness gate "{missing[0]}" is '
+                f'not "True", but {old[missing[0]].get("status")}',
+            )
     out += [ready, ready_cond]
     ours = {c["type"] for c in out}
     out.append(old.get("PodScheduled") or _condition("PodScheduled", True))
@@ -203,8 +239,11 @@ def conditions(spec: Obj, records: dict[str, ContainerRecord], pod_phase: str,
     now = rfc3339(dt.datetime.now(dt.UTC).timestamp())
     for c in out:
         prev = old.get(c["type"])
-        if prev is not None and prev.get("status") == c["status"] and \
-                prev.get("lastTransitionTime"):
+        if (
+            prev is not None
+            and prev.get("status") == c["status"]
+            and prev.get("lastTransitionTime")
+        ):
             c["lastTransitionTime"] = prev["lastTransitionTime"]
         elif "lastTransitionTime" not in c:
             c["lastTransitionTime"] = now
@@ -225,8 +264,9 @@ class PodView:
     message: str = ""
 
 
-def pod_status(pod: Obj, records: dict[str, ContainerRecord], view: PodView,
-               previous_conditions: list[Obj]) -> Obj:
+def pod_status(
+    pod: Obj, records: dict[str, ContainerRecord], view: PodView, previous_conditions: list[Obj]
+) -> Obj:
     """The whole status the kubelet reports (qosClass and nominatedNodeName stay the server's).
 
     previous_conditions are the conditions as last reported, for their transition times.
@@ -234,11 +274,13 @@ def pod_status(pod: Obj, records: dict[str, ContainerRecord], view: PodView,
     spec = pod.get("spec") or {}
     pod_phase = view.phase or phase(spec, records)
     init_specs = spec.get("initContainers") or []
-    init_pending = any(not (records[c["name"]].exited_ok() or records[c["name"]].sidecar)
-                       for c in init_specs)
-    status: Obj = {"phase": pod_phase,
-                   "conditions": conditions(spec, records, pod_phase, view.sandbox_ready,
-                                            previous_conditions)}
+    init_pending = any(
+        not (records[c["name"]].exited_ok() or records[c["name"]].sidecar) for c in init_specs
+    )
+    status: Obj = {
+        "phase": pod_phase,
+        "conditions": conditions(spec, records, pod_phase, view.sandbox_ready, previous_conditions),
+    }
     if view.reason:
         status["reason"] = view.reason
     if view.message:
@@ -253,11 +295,13 @@ def pod_status(pod: Obj, records: dict[str, ContainerRecord], view: PodView,
     if init_specs:
         status["initContainerStatuses"] = [
             container_status(c, records[c["name"]], view.runtime, "PodInitializing")
-            for c in init_specs]
+            for c in init_specs
+        ]
     default = "PodInitializing" if init_pending else "ContainerCreating"
     status["containerStatuses"] = [
         container_status(c, records[c["name"]], view.runtime, default)
-        for c in spec.get("containers") or ()]
+        for c in spec.get("containers") or ()
+    ]
     return status
 
 

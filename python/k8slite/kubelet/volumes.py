@@ -34,9 +34,14 @@ Obj = dict[str, Any]
 # A service account token: (namespace, account, audiences, expiration seconds, pod) -> token.
 TokenGetter = Callable[[str, str, list[str], int, Obj], Awaitable[str | None]]
 DATA_LINK = "..data"
-_PLUGINS = {"emptyDir": "kubernetes.io~empty-dir", "configMap": "kubernetes.io~configmap",
-            "secret": "kubernetes.io~secret", "downwardAPI": "kubernetes.io~downward-api",
-            "projected": "kubernetes.io~projected", "hostPath": "kubernetes.io~host-path"}
+_PLUGINS = {
+    "emptyDir": "kubernetes.io~empty-dir",
+    "configMap": "kubernetes.io~configmap",
+    "secret": "kubernetes.io~secret",
+    "downwardAPI": "kubernetes.io~downward-api",
+    "projected": "kubernetes.io~projected",
+    "hostPath": "kubernetes.io~host-path",
+}
 # Volumes whose files are written by the kubelet and mounted read-only (upstream: since 1.10).
 _READ_ONLY = {"configMap", "secret", "downwardAPI", "projected"}
 
@@ -63,8 +68,9 @@ class VolumeManager:
     def volume_dir(self, uid: str, plugin: str, name: str) -> Path:
         return self.pod_dir(uid) / "volumes" / _PLUGINS[plugin] / name
 
-    async def setup(self, pod: Obj, *, pod_ips: list[str], host_ip: str,
-                    allocatable: Mapping[str, str]) -> dict[str, str]:
+    async def setup(
+        self, pod: Obj, *, pod_ips: list[str], host_ip: str, allocatable: Mapping[str, str]
+    ) -> dict[str, str]:
         """Create or refresh every volume; volume name -> host path."""
         uid = pod["metadata"]["uid"]
         paths: dict[str, str] = {}
@@ -73,19 +79,36 @@ class VolumeManager:
             plugin = _plugin(volume)
             if plugin is None:
                 kinds = sorted(k for k in volume if k != "name")
-                raise VolumeError(f'MountVolume.SetUp failed for volume "{name}" : volume type '
-                                  f"{', '.join(kinds) or 'unknown'} is not supported by "
-                                  "this kubelet")
+                raise VolumeError(
+                    f'MountVolume.SetUp failed for volume "{name}" : volume type '
+                    f"{', '.join(kinds) or 'unknown'} is not supported by "
+                    "this kubelet"
+                )
             try:
-                paths[name] = await self._setup_one(pod, uid, plugin, volume, pod_ips=pod_ips,
-                                                    host_ip=host_ip, allocatable=allocatable)
+                paths[name] = await self._setup_one(
+                    pod,
+                    uid,
+                    plugin,
+                    volume,
+                    pod_ips=pod_ips,
+                    host_ip=host_ip,
+                    allocatable=allocatable,
+                )
             except (ConfigError, OSError) as e:
                 raise VolumeError(f'MountVolume.SetUp failed for volume "{name}" : {e}') from None
         return paths
 
-    async def _setup_one(self, pod: Obj, uid: str, plugin: str, volume: Obj, *,
-                         pod_ips: list[str], host_ip: str,
-                         allocatable: Mapping[str, str]) -> str:
+    async def _setup_one(
+        self,
+        pod: Obj,
+        uid: str,
+        plugin: str,
+        volume: Obj,
+        *,
+        pod_ips: list[str],
+        host_ip: str,
+        allocatable: Mapping[str, str],
+    ) -> str:
         source = volume[plugin] or {}
         if plugin == "hostPath":
             return _host_path(source)
@@ -100,19 +123,33 @@ class VolumeManager:
         if plugin in ("configMap", "secret"):
             kind = "ConfigMap" if plugin == "configMap" else "Secret"
             name = source.get("name") if plugin == "configMap" else source.get("secretName")
-            await self._object_files(files, kind, namespace, name or "", source,
-                                     int(source.get("defaultMode", 0o644)))
+            await self._object_files(
+                files, kind, namespace, name or "", source, int(source.get("defaultMode", 0o644))
+            )
         elif plugin == "downwardAPI":
-            self._downward_files(files, pod, source.get("items") or (),
-                                 int(source.get("defaultMode", 0o644)), pod_ips, host_ip,
-                                 allocatable)
+            self._downward_files(
+                files,
+                pod,
+                source.get("items") or (),
+                int(source.get("defaultMode", 0o644)),
+                pod_ips,
+                host_ip,
+                allocatable,
+            )
         else:
             await self._projected_files(files, pod, source, pod_ips, host_ip, allocatable)
         write_atomic(target, files)
         return str(target)
 
-    async def _object_files(self, files: dict[str, tuple[bytes, int]], kind: str,
-                            namespace: str, name: str, source: Obj, default_mode: int) -> None:
+    async def _object_files(
+        self,
+        files: dict[str, tuple[bytes, int]],
+        kind: str,
+        namespace: str,
+        name: str,
+        source: Obj,
+        default_mode: int,
+    ) -> None:
         obj = await self.get(kind, namespace, name)
         optional = bool(source.get("optional"))
         if obj is None:
@@ -130,19 +167,29 @@ class VolumeManager:
             if key not in data:
                 if optional:
                     continue
-                raise ConfigError(f"configmap references non-existent config key: {key}"
-                                  if kind == "ConfigMap" else
-                                  f"references non-existent secret key: {key}")
+                raise ConfigError(
+                    f"configmap references non-existent config key: {key}"
+                    if kind == "ConfigMap"
+                    else f"references non-existent secret key: {key}"
+                )
             files[item.get("path") or key] = (data[key], int(item.get("mode", default_mode)))
 
-    def _downward_files(self, files: dict[str, tuple[bytes, int]], pod: Obj, items: Any,
-                        default_mode: int, pod_ips: list[str], host_ip: str,
-                        allocatable: Mapping[str, str]) -> None:
+    def _downward_files(
+        self,
+        files: dict[str, tuple[bytes, int]],
+        pod: Obj,
+        items: Any,
+        default_mode: int,
+        pod_ips: list[str],
+        host_ip: str,
+        allocatable: Mapping[str, str],
+    ) -> None:
         containers = {c["name"]: c for c in (pod.get("spec") or {}).get("containers") or ()}
         for item in items:
             if "fieldRef" in item:
-                value = field_ref_value(pod, item["fieldRef"].get("fieldPath", ""),
-                                        pod_ips=pod_ips, host_ip=host_ip)
+                value = field_ref_value(
+                    pod, item["fieldRef"].get("fieldPath", ""), pod_ips=pod_ips, host_ip=host_ip
+                )
             elif "resourceFieldRef" in item:
                 ref = item["resourceFieldRef"]
                 container = containers.get(ref.get("containerName") or "") or {}
@@ -151,28 +198,48 @@ class VolumeManager:
                 continue
             files[item["path"]] = (value.encode(), int(item.get("mode", default_mode)))
 
-    async def _projected_files(self, files: dict[str, tuple[bytes, int]], pod: Obj, source: Obj,
-                               pod_ips: list[str], host_ip: str,
-                               allocatable: Mapping[str, str]) -> None:
+    async def _projected_files(
+        self,
+        files: dict[str, tuple[bytes, int]],
+        pod: Obj,
+        source: Obj,
+        pod_ips: list[str],
+        host_ip: str,
+        allocatable: Mapping[str, str],
+    ) -> None:
         namespace = pod["metadata"].get("namespace") or "default"
         mode = int(source.get("defaultMode", 0o644))
         for src in source.get("sources") or ():
             if "configMap" in src:
-                await self._object_files(files, "ConfigMap", namespace,
-                                         src["configMap"].get("name") or "", src["configMap"],
-                                         mode)
+                await self._object_files(
+                    files,
+                    "ConfigMap",
+                    namespace,
+                    src["configMap"].get("name") or "",
+                    src["configMap"],
+                    mode,
+                )
             elif "secret" in src:
-                await self._object_files(files, "Secret", namespace,
-                                         src["secret"].get("name") or "", src["secret"], mode)
+                await self._object_files(
+                    files, "Secret", namespace, src["secret"].get("name") or "", src["secret"], mode
+                )
             elif "downwardAPI" in src:
-                self._downward_files(files, pod, src["downwardAPI"].get("items") or (), mode,
-                                     pod_ips, host_ip, allocatable)
+                self._downward_files(
+                    files,
+                    pod,
+                    src["downwardAPI"].get("items") or (),
+                    mode,
+                    pod_ips,
+                    host_ip,
+                    allocatable,
+                )
             elif "serviceAccountToken" in src and self.token is not None:
                 sat = src["serviceAccountToken"]
                 account = (pod.get("spec") or {}).get("serviceAccountName") or "default"
                 audiences = [sat["audience"]] if sat.get("audience") else []
-                token = await self.token(namespace, account, audiences,
-                                         int(sat.get("expirationSeconds") or 3607), pod)
+                token = await self.token(
+                    namespace, account, audiences, int(sat.get("expirationSeconds") or 3607), pod
+                )
                 if token is not None:
                     files[sat.get("path") or "token"] = (token.encode(), mode)
 
@@ -184,20 +251,23 @@ class VolumeManager:
         for vm in container.get("volumeMounts") or ():
             host = paths.get(vm.get("name") or "")
             if host is None:
-                raise VolumeError(f'volume "{vm.get("name")}" of container '
-                                  f'"{container["name"]}" is not set up')
+                raise VolumeError(
+                    f'volume "{vm.get("name")}" of container "{container["name"]}" is not set up'
+                )
             sub = vm.get("subPath") or ""
             if sub:
                 if sub.startswith("/") or ".." in Path(sub).parts:
-                    raise VolumeError(f"invalid subPath {sub!r}: must be a relative path "
-                                      "without '..'")
+                    raise VolumeError(
+                        f"invalid subPath {sub!r}: must be a relative path without '..'"
+                    )
                 host = os.path.realpath(os.path.join(host, sub))
                 if not os.path.exists(host):
                     # Upstream creates a missing subPath as a directory.
                     os.makedirs(host, exist_ok=True)
             read_only = bool(vm.get("readOnly")) or kinds.get(vm.get("name")) in _READ_ONLY
-            out.append(Mount(host, vm["mountPath"], read_only,
-                             vm.get("mountPropagation") or "None"))
+            out.append(
+                Mount(host, vm["mountPath"], read_only, vm.get("mountPropagation") or "None")
+            )
         return out
 
     def cleanup(self, uid: str) -> None:

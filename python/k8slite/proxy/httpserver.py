@@ -17,7 +17,7 @@ _READ_TIMEOUT = 10.0
 
 
 def split_host_port(text: str, default_port: int) -> tuple[str, int]:
-    """"127.0.0.1:10249", "[::1]:0", "0.0.0.0" (default port) or ":10256" (all addresses)."""
+    """ "127.0.0.1:10249", "[::1]:0", "0.0.0.0" (default port) or ":10256" (all addresses)."""
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
         return host, int(rest.lstrip(":") or default_port)
@@ -47,8 +47,10 @@ async def _handle(stream: trio.SocketStream, routes: dict[str, Route]) -> None:
             status, ctype, body = 405, "text/plain", b"method not allowed\n"
         else:
             status, ctype, body = route()
-        reply = (f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\nContent-Type: {ctype}\r\n"
-                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+        reply = (
+            f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\nContent-Type: {ctype}\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode()
         await stream.send_all(reply + (b"" if method == "HEAD" else body))
     except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
         pass
@@ -56,9 +58,13 @@ async def _handle(stream: trio.SocketStream, routes: dict[str, Route]) -> None:
         await stream.aclose()
 
 
-async def serve(address: str, default_port: int, routes: dict[str, Route], *,
-                task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
-                ) -> None:
+async def serve(
+    address: str,
+    default_port: int,
+    routes: dict[str, Route],
+    *,
+    task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
+) -> None:
     """Serve `routes` on `address` (port 0 picks a free one); reports (host, port) bound."""
     host, port = split_host_port(address, default_port)
     listeners = await trio.open_tcp_listeners(port, host=host)

@@ -137,8 +137,9 @@ def port_rules(sp: ServicePort, config: NftablesConfig) -> PortRules:
     # anonymous set, and the kernel scans all of a table's sets to name a new one, so with
     # 10,000 services a sync took 20 s instead of 2 s.
     n = len(targets)
-    svc_rules += [f"numgen random mod {n - i} == 0 goto {chain}"
-                  for i, chain in enumerate(targets[:-1])]
+    svc_rules += [
+        f"numgen random mod {n - i} == 0 goto {chain}" for i, chain in enumerate(targets[:-1])
+    ]
     svc_rules.append(f"goto {targets[-1]}")
     chains.insert(0, (svc, tuple(svc_rules)))
     node_port = None
@@ -148,8 +149,12 @@ def port_rules(sp: ServicePort, config: NftablesConfig) -> PortRules:
         # through this host to be un-NATed.
         chains.append((ext, ("jump mark-for-masquerade", f"goto {svc}")))
         node_port = (f"{proto} . {sp.node_port}", f"goto {ext}")
-    return PortRules(tuple(chains), tuple(sets),
-                     (f"{sp.cluster_ip} . {proto} . {sp.port}", f"goto {svc}"), node_port)
+    return PortRules(
+        tuple(chains),
+        tuple(sets),
+        (f"{sp.cluster_ip} . {proto} . {sp.port}", f"goto {svc}"),
+        node_port,
+    )
 
 
 def _add_port(t: str, rules: PortRules, out: list[str]) -> None:
@@ -170,8 +175,11 @@ def _add_elements(t: str, ports: Iterable[PortRules], out: list[str]) -> None:
             node_ports.append(" : ".join(rules.node_port))
         if rules.closed_node_port:
             closed.append(rules.closed_node_port)
-    for name, elements in (("service-ips", service_ips), ("service-nodeports", node_ports),
-                           ("no-endpoint-nodeports", closed)):
+    for name, elements in (
+        ("service-ips", service_ips),
+        ("service-nodeports", node_ports),
+        ("no-endpoint-nodeports", closed),
+    ):
         if elements:
             out.append(f"add element ip {t} {name} {{ {', '.join(elements)} }}")
 
@@ -196,8 +204,11 @@ def _definitions(t: str) -> list[str]:
     return out
 
 
-def _wanted(ports: list[ServicePort], config: NftablesConfig, previous: Ruleset | None,
-            ) -> tuple[dict[ServicePortName, PortRules], dict[ServicePortName, ServicePort]]:
+def _wanted(
+    ports: list[ServicePort],
+    config: NftablesConfig,
+    previous: Ruleset | None,
+) -> tuple[dict[ServicePortName, PortRules], dict[ServicePortName, ServicePort]]:
     rules: dict[ServicePortName, PortRules] = {}
     sources: dict[ServicePortName, ServicePort] = {}
     for sp in ports:
@@ -211,8 +222,12 @@ def _wanted(ports: list[ServicePort], config: NftablesConfig, previous: Ruleset 
     return rules, sources
 
 
-def render(ports: list[ServicePort], nodeport_ips: tuple[str, ...] | None,
-           config: NftablesConfig, previous: Ruleset | None) -> Ruleset:
+def render(
+    ports: list[ServicePort],
+    nodeport_ips: tuple[str, ...] | None,
+    config: NftablesConfig,
+    previous: Ruleset | None,
+) -> Ruleset:
     """The whole ruleset as one transaction.
 
     With `previous` (what the last successful sync left), the table is flushed and only
@@ -237,8 +252,12 @@ def render(ports: list[ServicePort], nodeport_ips: tuple[str, ...] | None,
     return Ruleset("\n".join(out) + "\n", wanted, nodeport_ips, True, sources)
 
 
-def render_changes(ports: list[ServicePort], nodeport_ips: tuple[str, ...] | None,
-                   config: NftablesConfig, previous: Ruleset) -> Ruleset:
+def render_changes(
+    ports: list[ServicePort],
+    nodeport_ips: tuple[str, ...] | None,
+    config: NftablesConfig,
+    previous: Ruleset,
+) -> Ruleset:
     """Only what changed since `previous`, as one transaction (upstream's partial sync).
 
     The fixed chains are refilled every time, which is cheap and fails (so the next sync
@@ -262,16 +281,18 @@ def render_changes(ports: list[ServicePort], nodeport_ips: tuple[str, ...] | Non
     return Ruleset("\n".join(out) + "\n", wanted, nodeport_ips, False, sources)
 
 
-def _delete_stale(t: str, old: Iterable[PortRules], wanted: Iterable[PortRules],
-                  out: list[str]) -> None:
+def _delete_stale(
+    t: str, old: Iterable[PortRules], wanted: Iterable[PortRules], out: list[str]
+) -> None:
     keep_chains: set[str] = set()
     keep_sets: set[str] = set()
     for rules in wanted:
         keep_chains.update(name for name, _ in rules.chains)
         keep_sets.update(name for name, _ in rules.sets)
     for rules in old:
-        out += [f"delete chain ip {t} {name}" for name, _ in rules.chains
-                if name not in keep_chains]
+        out += [
+            f"delete chain ip {t} {name}" for name, _ in rules.chains if name not in keep_chains
+        ]
         out += [f"delete set ip {t} {name}" for name, _ in rules.sets if name not in keep_sets]
 
 
@@ -286,8 +307,9 @@ def _nodeport_addresses(nodeport_ips: tuple[str, ...] | None) -> list[str]:
     return sorted(set(out))
 
 
-def _static_rules(t: str, config: NftablesConfig,
-                  nodeport_ips: tuple[str, ...] | None) -> list[str]:
+def _static_rules(
+    t: str, config: NftablesConfig, nodeport_ips: tuple[str, ...] | None
+) -> list[str]:
     ranges = ", ".join(str(n) for n in config.service_ranges if n.version == 4)
     if nodeport_ips is None:
         to_node = f"fib daddr type local ip daddr != {_LOOPBACK}"
@@ -312,10 +334,15 @@ def _static_rules(t: str, config: NftablesConfig,
     # reset or an ICMP port unreachable, so clients fail at once rather than time out.
     unrewritten = "ct state new ct status & dnat == 0"
     for match in ([f"ip daddr {{ {ranges} }}"] if ranges else []) + [
-            f"{to_node} meta l4proto . th dport @no-endpoint-nodeports"]:
-        rules += [(f"add rule ip {t} filter-input {unrewritten} {match} meta l4proto tcp "
-                   "reject with tcp reset"),
-                  f"add rule ip {t} filter-input {unrewritten} {match} reject"]
+        f"{to_node} meta l4proto . th dport @no-endpoint-nodeports"
+    ]:
+        rules += [
+            (
+                f"add rule ip {t} filter-input {unrewritten} {match} meta l4proto tcp "
+                "reject with tcp reset"
+            ),
+            f"add rule ip {t} filter-input {unrewritten} {match} reject",
+        ]
     ips = _nodeport_addresses(nodeport_ips)
     if ips:
         rules.append(f"add element ip {t} nodeport-ips {{ {', '.join(ips)} }}")
@@ -325,12 +352,14 @@ def _static_rules(t: str, config: NftablesConfig,
 async def _nft(*args: str, stdin: bytes | None = None) -> str:
     cmd = ["nft", *args]
     try:
-        done = await trio.run_process(cmd, stdin=stdin, capture_stdout=True,
-                                      capture_stderr=True, check=False)
+        done = await trio.run_process(
+            cmd, stdin=stdin, capture_stdout=True, capture_stderr=True, check=False
+        )
     except OSError as e:
-        raise NftablesError(f"cannot run nft: {e}; nftables mode needs the nft tool "
-                            "(Debian: apt-get install nftables, or run hack/install-deps)") \
-            from e
+        raise NftablesError(
+            f"cannot run nft: {e}; nftables mode needs the nft tool "
+            "(Debian: apt-get install nftables, or run hack/install-deps)"
+        ) from e
     if done.returncode != 0:
         err = done.stderr.decode(errors="replace").strip()
         raise NftablesError(f"nft {' '.join(args)}: {err or f'exit {done.returncode}'}")

@@ -74,8 +74,9 @@ class Proxier(Protocol):
 
     async def run(self, *, task_status: trio.TaskStatus[None] = ...) -> None: ...
 
-    async def sync(self, ports: list[ServicePort],
-                   nodeport_ips: tuple[str, ...] | None) -> bool: ...
+    async def sync(
+        self, ports: list[ServicePort], nodeport_ips: tuple[str, ...] | None
+    ) -> bool: ...
 
     async def cleanup(self) -> None: ...
 
@@ -90,7 +91,8 @@ def _trigger_time(new: Obj, old: Obj | None) -> float:
     """When the change behind this EndpointSlice update happened (wall clock seconds)."""
     value = ((new.get("metadata") or {}).get("annotations") or {}).get(TRIGGER_ANNOTATION)
     previous = (((old or {}).get("metadata") or {}).get("annotations") or {}).get(
-        TRIGGER_ANNOTATION)
+        TRIGGER_ANNOTATION
+    )
     if value and value != previous:
         try:
             return datetime.fromisoformat(value).timestamp()
@@ -110,22 +112,30 @@ async def local_addresses() -> list[str]:
     return out
 
 
-def make_proxier(config: ProxyConfig, metrics: ProxyMetrics,
-                 ranges: list[Network]) -> UserspaceProxier | NftablesProxier:
+def make_proxier(
+    config: ProxyConfig, metrics: ProxyMetrics, ranges: list[Network]
+) -> UserspaceProxier | NftablesProxier:
     if config.mode == "userspace":
         return UserspaceProxier(metrics)
     if config.mode == "nftables":
         cidr = ipaddress.ip_network(config.cluster_cidr) if config.cluster_cidr else None
-        return NftablesProxier(NftablesConfig(ranges, cluster_cidr=cidr,
-                                              masquerade_all=config.masquerade_all))
+        return NftablesProxier(
+            NftablesConfig(ranges, cluster_cidr=cidr, masquerade_all=config.masquerade_all)
+        )
     raise ValueError(f"unknown proxy mode {config.mode!r}; want one of {', '.join(MODES)}")
 
 
 class Proxy:
     """Turns the informers' view into service ports and hands them to the proxier."""
 
-    def __init__(self, config: ProxyConfig, client: ApiClient, proxier: Proxier,
-                 guard: ServiceRangeGuard, metrics: ProxyMetrics) -> None:
+    def __init__(
+        self,
+        config: ProxyConfig,
+        client: ApiClient,
+        proxier: Proxier,
+        guard: ServiceRangeGuard,
+        metrics: ProxyMetrics,
+    ) -> None:
         self.config = config
         self.client = client
         self.proxier = proxier
@@ -135,8 +145,11 @@ class Proxy:
         self.factory = factory
         self.services = factory.informer(SERVICES)
         self.slices = factory.informer(ENDPOINTSLICES, indexers={_SERVICE_INDEX: _service_index})
-        self.nodes = factory.informer(NODES, field_selector=f"metadata.name={config.hostname}") \
-            if config.nodeport_addresses == ["primary"] else None
+        self.nodes = (
+            factory.informer(NODES, field_selector=f"metadata.name={config.hostname}")
+            if config.nodeport_addresses == ["primary"]
+            else None
+        )
         # Service keys whose ports must be recomputed, and when their change began.
         self._dirty: set[str] = set()
         self._triggers: dict[str, float] = {}
@@ -157,21 +170,30 @@ class Proxy:
         def slice_changed(new: Obj | DeletedFinalStateUnknown, old: Obj | None = None) -> None:
             self.metrics.endpoint_changes.inc()
             obj = new.obj if isinstance(new, DeletedFinalStateUnknown) else new
-            when = _trigger_time(obj, old) if not isinstance(new, DeletedFinalStateUnknown) \
+            when = (
+                _trigger_time(obj, old)
+                if not isinstance(new, DeletedFinalStateUnknown)
                 else time.time()
+            )
             for key in _service_index(obj) + (_service_index(old) if old else []):
                 self._mark(key, when)
 
         self.services.add_event_handler(
-            on_add=service_changed, on_update=lambda old, new: service_changed(new),
-            on_delete=service_changed)
+            on_add=service_changed,
+            on_update=lambda old, new: service_changed(new),
+            on_delete=service_changed,
+        )
         self.slices.add_event_handler(
-            on_add=slice_changed, on_update=lambda old, new: slice_changed(new, old),
-            on_delete=slice_changed)
+            on_add=slice_changed,
+            on_update=lambda old, new: slice_changed(new, old),
+            on_delete=slice_changed,
+        )
         if self.nodes is not None:
             self.nodes.add_event_handler(
-                on_add=lambda _: self._wake.set(), on_update=lambda *_: self._wake.set(),
-                on_delete=lambda _: self._wake.set())
+                on_add=lambda _: self._wake.set(),
+                on_update=lambda *_: self._wake.set(),
+                on_delete=lambda _: self._wake.set(),
+            )
 
     def _mark(self, key: str, when: float) -> None:
         self._dirty.add(key)
@@ -206,11 +228,15 @@ class Proxy:
             assert self.nodes is not None
             node = self.nodes.get(self.config.hostname)
             addresses = ((node or {}).get("status") or {}).get("addresses") or ()
-            return tuple(a["address"] for a in addresses
-                         if a.get("type") == "InternalIP" and a.get("address"))
+            return tuple(
+                a["address"]
+                for a in addresses
+                if a.get("type") == "InternalIP" and a.get("address")
+            )
         nets = [ipaddress.ip_network(c, strict=False) for c in wanted]
-        return tuple(ip for ip in await local_addresses()
-                     if any(ipaddress.ip_address(ip) in n for n in nets))
+        return tuple(
+            ip for ip in await local_addresses() if any(ipaddress.ip_address(ip) in n for n in nets)
+        )
 
     async def sync_once(self) -> bool:
         dirty, self._dirty = self._dirty, set()
@@ -238,8 +264,9 @@ class Proxy:
         self._pending_since = time.time() if self._dirty else None
         return True
 
-    async def run_sync_loop(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
-                            ) -> None:
+    async def run_sync_loop(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Sync now, then on every change (batched by min_sync_period) and every sync_period."""
         self._dirty |= {object_key(s) for s in self.services.list()}
         last_guard_check = trio.current_time()
@@ -263,11 +290,17 @@ class Proxy:
     def healthz(self) -> tuple[int, str, bytes]:
         """Upstream's shape: healthy once synced, and while no change waits too long."""
         now = time.time()
-        stale = self._pending_since is not None and \
-            now - self._pending_since > 2 * self.config.sync_period
+        stale = (
+            self._pending_since is not None
+            and now - self._pending_since > 2 * self.config.sync_period
+        )
         healthy = self.last_synced is not None and not stale
-        body = {"lastUpdated": _rfc3339(self.last_synced), "currentTime": _rfc3339(now),
-                "nodeName": self.config.hostname, "nodeHealthy": healthy}
+        body = {
+            "lastUpdated": _rfc3339(self.last_synced),
+            "currentTime": _rfc3339(now),
+            "nodeName": self.config.hostname,
+            "nodeHealthy": healthy,
+        }
         return (200 if healthy else 503), "application/json", json.dumps(body).encode()
 
     def metrics_page(self) -> tuple[int, str, bytes]:
@@ -277,13 +310,22 @@ class Proxy:
         """An Event on our Node, as upstream's kube-proxy records when it starts."""
         now = datetime.now().astimezone().isoformat(timespec="seconds")
         event = {
-            "apiVersion": "v1", "kind": "Event",
+            "apiVersion": "v1",
+            "kind": "Event",
             "metadata": {"generateName": f"{self.config.hostname}.", "namespace": "default"},
-            "involvedObject": {"kind": "Node", "name": self.config.hostname,
-                               "uid": self.config.hostname, "apiVersion": "v1"},
-            "reason": "Starting", "message": "Starting k8slite-proxy.", "type": "Normal",
+            "involvedObject": {
+                "kind": "Node",
+                "name": self.config.hostname,
+                "uid": self.config.hostname,
+                "apiVersion": "v1",
+            },
+            "reason": "Starting",
+            "message": "Starting k8slite-proxy.",
+            "type": "Normal",
             "source": {"component": "kube-proxy", "host": self.config.hostname},
-            "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
         }
         with trio.move_on_after(10):
             try:
@@ -298,8 +340,9 @@ def _rfc3339(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts).astimezone().isoformat()
 
 
-async def run(config: ProxyConfig, *,
-              task_status: trio.TaskStatus[ProxyServing] = trio.TASK_STATUS_IGNORED) -> None:
+async def run(
+    config: ProxyConfig, *, task_status: trio.TaskStatus[ProxyServing] = trio.TASK_STATUS_IGNORED
+) -> None:
     """Run the proxy until cancelled; reports where metrics and healthz listen after the
     first sync."""
     ranges = parse_ranges(config.service_cluster_ip_range)
@@ -317,15 +360,22 @@ async def run(config: ProxyConfig, *,
     async with ApiClient(load_kubeconfig(config.kubeconfig)) as client:
         proxy = Proxy(config, client, proxier, guard, metrics)
         async with trio.open_nursery() as nursery:
-            metrics_at = await nursery.start(httpserver.serve, config.metrics_bind_address,
-                                             10249, {"/metrics": proxy.metrics_page,
-                                                     "/healthz": proxy.healthz,
-                                                     "/proxyMode": lambda: (
-                                                         200, "text/plain",
-                                                         proxier.mode.encode())})
-            healthz_at = await nursery.start(httpserver.serve, config.healthz_bind_address,
-                                             10256, {"/healthz": proxy.healthz,
-                                                     "/livez": proxy.healthz})
+            metrics_at = await nursery.start(
+                httpserver.serve,
+                config.metrics_bind_address,
+                10249,
+                {
+                    "/metrics": proxy.metrics_page,
+                    "/healthz": proxy.healthz,
+                    "/proxyMode": lambda: (200, "text/plain", proxier.mode.encode()),
+                },
+            )
+            healthz_at = await nursery.start(
+                httpserver.serve,
+                config.healthz_bind_address,
+                10256,
+                {"/healthz": proxy.healthz, "/livez": proxy.healthz},
+            )
             await nursery.start(proxier.run)
             await proxy.factory.start(nursery)
             await proxy.factory.wait_for_cache_sync()

@@ -25,8 +25,10 @@ def parse_ranges(text: str) -> list[Network]:
     except ValueError as e:
         raise ValueError(f"invalid --service-cluster-ip-range {text!r}: {e}") from None
     if not nets or len(nets) > 2 or len({n.version for n in nets}) != len(nets):
-        raise ValueError(f"invalid --service-cluster-ip-range {text!r}: want one CIDR or "
-                         "one IPv4 and one IPv6 CIDR")
+        raise ValueError(
+            f"invalid --service-cluster-ip-range {text!r}: want one CIDR or "
+            "one IPv4 and one IPv6 CIDR"
+        )
     return nets
 
 
@@ -34,8 +36,7 @@ async def _ip(*args: str) -> str:
     """Run `ip ARGS`; return stdout or raise RoutingError with its stderr."""
     cmd = ["ip", *args]
     try:
-        done = await trio.run_process(cmd, capture_stdout=True, capture_stderr=True,
-                                      check=False)
+        done = await trio.run_process(cmd, capture_stdout=True, capture_stderr=True, check=False)
     except OSError as e:
         raise RoutingError(f"cannot run {' '.join(cmd)}: {e} (is iproute2 installed?)") from e
     if done.returncode != 0:
@@ -52,8 +53,13 @@ def _samples(net: Network) -> list[Address]:
     """Addresses whose route stands for the whole range: both ends and the middle."""
     first, last = net.network_address, net.broadcast_address
     middle = first + net.num_addresses // 2
-    return sorted({first + 1 if net.num_addresses > 2 else first, middle,
-                   last - 1 if net.num_addresses > 2 else last})
+    return sorted(
+        {
+            first + 1 if net.num_addresses > 2 else first,
+            middle,
+            last - 1 if net.num_addresses > 2 else last,
+        }
+    )
 
 
 class ServiceRangeGuard:
@@ -80,13 +86,23 @@ class ServiceRangeGuard:
         """Install (idempotently) and verify the routes; raise RoutingError if either fails."""
         for net in self.networks:
             try:
-                await _ip(_family(net), "route", "replace", "local", str(net), "dev", "lo",
-                          "table", "local")
+                await _ip(
+                    _family(net),
+                    "route",
+                    "replace",
+                    "local",
+                    str(net),
+                    "dev",
+                    "lo",
+                    "table",
+                    "local",
+                )
             except RoutingError as e:
                 raise RoutingError(
                     f"cannot route the service range {net} to this host ({e}); refusing to "
                     "start, because packets for service addresses could otherwise leave the "
-                    "machine. k8slite-proxy needs CAP_NET_ADMIN (run it as root)") from None
+                    "machine. k8slite-proxy needs CAP_NET_ADMIN (run it as root)"
+                ) from None
         await self.verify()
 
     async def verify(self) -> None:
@@ -102,16 +118,17 @@ class ServiceRangeGuard:
                     raise RoutingError(
                         f"service address {addr} is not routed locally (the kernel says "
                         f"{route.get('type', 'unicast')} via {route.get('dev')}); refusing to "
-                        "go on, because packets for it could leave the machine")
+                        "go on, because packets for it could leave the machine"
+                    )
 
     async def remove(self) -> None:
         """Drop the routes (only `k8slite-proxy --cleanup` does this; see docs/networking.md)."""
         for net in self.networks:
             try:
-                await _ip(_family(net), "route", "del", "local", str(net), "dev", "lo",
-                          "table", "local")
+                await _ip(
+                    _family(net), "route", "del", "local", str(net), "dev", "lo", "table", "local"
+                )
                 log.info("removed the local route for %s", net)
             except RoutingError as e:
                 if "No such process" not in str(e):
                     raise
-

@@ -27,8 +27,11 @@ class ServicePortName:
     protocol: str
 
     def __str__(self) -> str:
-        return f"{self.namespace}/{self.name}:{self.port}" if self.port else \
-            f"{self.namespace}/{self.name}"
+        return (
+            f"{self.namespace}/{self.name}:{self.port}"
+            if self.port
+            else f"{self.namespace}/{self.name}"
+        )
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -73,8 +76,9 @@ def _valid_ip(text: Any) -> str | None:
         return None
 
 
-def endpoints_for(slices: Iterable[Obj], port_name: str, protocol: str,
-                  address_type: str) -> tuple[Endpoint, ...]:
+def endpoints_for(
+    slices: Iterable[Obj], port_name: str, protocol: str, address_type: str
+) -> tuple[Endpoint, ...]:
     """The endpoints a service port sends to: the ready ones, or, when none is ready, those
     still serving while they terminate (upstream's graceful fallback), sorted and unique."""
     ready: set[Endpoint] = set()
@@ -82,9 +86,14 @@ def endpoints_for(slices: Iterable[Obj], port_name: str, protocol: str,
     for eps in slices:
         if eps.get("addressType") != address_type:
             continue
-        number = next((p.get("port") for p in eps.get("ports") or ()
-                       if (p.get("name") or "") == port_name
-                       and (p.get("protocol") or "TCP") == protocol), None)
+        number = next(
+            (
+                p.get("port")
+                for p in eps.get("ports") or ()
+                if (p.get("name") or "") == port_name and (p.get("protocol") or "TCP") == protocol
+            ),
+            None,
+        )
         if not isinstance(number, int) or not 0 < number < 65536:
             continue
         for ep in eps.get("endpoints") or ():
@@ -106,7 +115,7 @@ def endpoints_for(slices: Iterable[Obj], port_name: str, protocol: str,
 def affinity_timeout(spec: Obj) -> int | None:
     if spec.get("sessionAffinity") != "ClientIP":
         return None
-    config = ((spec.get("sessionAffinityConfig") or {}).get("clientIP") or {})
+    config = (spec.get("sessionAffinityConfig") or {}).get("clientIP") or {}
     seconds = config.get("timeoutSeconds")
     return seconds if isinstance(seconds, int) and seconds > 0 else DEFAULT_AFFINITY_SECONDS
 
@@ -116,8 +125,9 @@ def cluster_ips(spec: Obj) -> list[str]:
     return [ip for ip in ips if ip and ip != "None"]
 
 
-def service_ports(service: Obj, slices: Iterable[Obj],
-                  routable: Callable[[str], bool]) -> tuple[list[ServicePort], list[str]]:
+def service_ports(
+    service: Obj, slices: Iterable[Obj], routable: Callable[[str], bool]
+) -> tuple[list[ServicePort], list[str]]:
     """The service's ports to program, and the problems that made parts of it unusable.
 
     `routable` says whether an address lies in the locally routed service range; addresses
@@ -133,20 +143,36 @@ def service_ports(service: Obj, slices: Iterable[Obj],
     for raw_ip in cluster_ips(spec):
         ip = _valid_ip(raw_ip)
         if ip is None or not routable(ip):
-            problems.append(f"cluster IP {raw_ip} is outside the service range this proxy "
-                            "routes locally (check --service-cluster-ip-range)")
+            problems.append(
+                f"cluster IP {raw_ip} is outside the service range this proxy "
+                "routes locally (check --service-cluster-ip-range)"
+            )
             continue
         for port in spec.get("ports") or ():
             protocol = port.get("protocol") or "TCP"
             number = port.get("port")
             if protocol not in PROTOCOLS or not isinstance(number, int):
-                problems.append(f"port {port.get('name') or number}/{protocol} is not "
-                                "supported by k8slite-proxy")
+                problems.append(
+                    f"port {port.get('name') or number}/{protocol} is not "
+                    "supported by k8slite-proxy"
+                )
                 continue
-            name = ServicePortName(meta.get("namespace") or "default", meta.get("name", ""),
-                                   port.get("name") or "", protocol)
+            name = ServicePortName(
+                meta.get("namespace") or "default",
+                meta.get("name", ""),
+                port.get("name") or "",
+                protocol,
+            )
             node_port = port.get("nodePort") if spec.get("type") in _NODE_PORT_TYPES else None
-            out.append(ServicePort(
-                name, ip, number, protocol, node_port or None, timeout,
-                endpoints_for(slices, name.port, protocol, _address_type(ip))))
+            out.append(
+                ServicePort(
+                    name,
+                    ip,
+                    number,
+                    protocol,
+                    node_port or None,
+                    timeout,
+                    endpoints_for(slices, name.port, protocol, _address_type(ip)),
+                )
+            )
     return out, problems

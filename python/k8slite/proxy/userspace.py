@@ -41,10 +41,8 @@ def _family(ip: str) -> socket.AddressFamily:
 def reset(sock: trio.socket.SocketType) -> None:
     """Close abortively: with SO_LINGER 0 the kernel answers with RST, not FIN, so the
     client sees its connection refused (ECONNRESET) at once instead of an empty reply."""
-    try:
+    with contextlib.suppress(OSError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-    except OSError:
-        pass
     sock.close()
 
 
@@ -71,8 +69,11 @@ class Balancer:
         now = trio.current_time()
         # Forget clients whose endpoint is gone or whose stickiness ran out.
         live = set(endpoints)
-        self._affinity = {c: (ep, until) for c, (ep, until) in self._affinity.items()
-                          if ep in live and until > now}
+        self._affinity = {
+            c: (ep, until)
+            for c, (ep, until) in self._affinity.items()
+            if ep in live and until > now
+        }
 
     def pick(self, client_ip: str, exclude: Iterable[Endpoint] = ()) -> Endpoint | None:
         excluded = set(exclude)
@@ -109,10 +110,8 @@ class Balancer:
 
     def _maybe_forget(self) -> None:
         if self.retired and self.active == 0 and self._metrics is not None:
-            try:
+            with contextlib.suppress(KeyError):
                 self._metrics.active_connections.remove(str(self.name))
-            except KeyError:
-                pass
 
 
 @dataclass(eq=False)
@@ -178,8 +177,9 @@ class UserspaceProxier:
         balancers: dict[BalancerKey, Balancer] = {}
         for sp in ports:
             key = (sp.name, sp.version)
-            balancer = balancers.get(key) or self._balancers.get(key) or \
-                Balancer(sp.name, self.metrics)
+            balancer = (
+                balancers.get(key) or self._balancers.get(key) or Balancer(sp.name, self.metrics)
+            )
             balancer.update(sp.endpoints, sp.affinity_timeout)
             balancers[key] = balancer
             wanted[(sp.cluster_ip, sp.port, sp.protocol)] = balancer
@@ -222,8 +222,9 @@ class UserspaceProxier:
             # Retried every second until it works: say it loudly once, then quietly.
             level = logging.DEBUG if address in self._failed else logging.WARNING
             self._failed.add(address)
-            log.log(level, "cannot listen on %s:%d/%s for %s: %s", ip, port, protocol,
-                    balancer.name, e)
+            log.log(
+                level, "cannot listen on %s:%d/%s for %s: %s", ip, port, protocol, balancer.name, e
+            )
             return False
         self._failed.discard(address)
         listener = _Listener(address, sock, balancer)
@@ -252,8 +253,7 @@ class UserspaceProxier:
                 assert self._nursery is not None
                 self._nursery.start_soon(self._relay_tcp, conn, peer[0], listener.balancer)
 
-    async def _connect(self, balancer: Balancer,
-                       client_ip: str) -> trio.socket.SocketType | None:
+    async def _connect(self, balancer: Balancer, client_ip: str) -> trio.socket.SocketType | None:
         """A connection to the first endpoint that takes one, trying each at most once."""
         tried: list[Endpoint] = []
         while (ep := balancer.pick(client_ip, tried)) is not None:
@@ -273,8 +273,9 @@ class UserspaceProxier:
             return sock
         return None
 
-    async def _relay_tcp(self, client: trio.socket.SocketType, client_ip: str,
-                         balancer: Balancer) -> None:
+    async def _relay_tcp(
+        self, client: trio.socket.SocketType, client_ip: str, balancer: Balancer
+    ) -> None:
         backend = None
         try:
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -288,10 +289,12 @@ class UserspaceProxier:
         failed = False
         try:
             async with trio.open_nursery() as nursery:
+
                 def fail() -> None:
                     nonlocal failed
                     failed = True
                     nursery.cancel_scope.cancel()
+
                 nursery.start_soon(_pump, client, backend, fail)
                 nursery.start_soon(_pump, backend, client, fail)
         finally:
@@ -320,14 +323,16 @@ class UserspaceProxier:
                         if session is None:
                             continue  # no endpoint: dropped, as a closed port would
                     session.last = trio.current_time()
-                    try:
+                    with contextlib.suppress(OSError):
                         await session.backend.send(data)
-                    except OSError:
-                        pass
 
-    async def _udp_session(self, listener: _Listener, peer: tuple[str, int],
-                           sessions: dict[tuple[str, int], _UdpSession],
-                           nursery: trio.Nursery) -> _UdpSession | None:
+    async def _udp_session(
+        self,
+        listener: _Listener,
+        peer: tuple[str, int],
+        sessions: dict[tuple[str, int], _UdpSession],
+        nursery: trio.Nursery,
+    ) -> _UdpSession | None:
         ep = listener.balancer.pick(peer[0])
         if ep is None:
             return None
@@ -342,9 +347,13 @@ class UserspaceProxier:
         nursery.start_soon(self._udp_replies, listener, session, peer, sessions)
         return session
 
-    async def _udp_replies(self, listener: _Listener, session: _UdpSession,
-                           peer: tuple[str, int], sessions: dict[tuple[str, int], _UdpSession],
-                           ) -> None:
+    async def _udp_replies(
+        self,
+        listener: _Listener,
+        session: _UdpSession,
+        peer: tuple[str, int],
+        sessions: dict[tuple[str, int], _UdpSession],
+    ) -> None:
         balancer = listener.balancer
         balancer.opened()
         try:
@@ -370,8 +379,9 @@ class _UdpSession:
     last: float
 
 
-async def _pump(src: trio.socket.SocketType, dst: trio.socket.SocketType,
-                fail: Callable[[], None]) -> None:
+async def _pump(
+    src: trio.socket.SocketType, dst: trio.socket.SocketType, fail: Callable[[], None]
+) -> None:
     """Copy one direction until end of stream, then pass the half-close on.
 
     The bytes go socket -> pipe -> socket with splice(2), inside the kernel: the relay
@@ -390,10 +400,8 @@ async def _pump(src: trio.socket.SocketType, dst: trio.socket.SocketType,
                 await trio.lowlevel.wait_readable(src)
                 continue
             if n == 0:
-                try:
+                with contextlib.suppress(OSError):
                     dst.shutdown(socket.SHUT_WR)
-                except OSError:
-                    pass
                 return
             while n:
                 try:

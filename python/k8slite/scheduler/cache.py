@@ -38,15 +38,21 @@ def _same_but_binding(pending: Obj, bound: Obj) -> bool:
         return False
     a, b = pending.get("metadata") or {}, bound.get("metadata") or {}
     return a.get("labels") == b.get("labels") and a.get("ownerReferences") == b.get(
-        "ownerReferences")
+        "ownerReferences"
+    )
 
 
 def _node_accounting(node: Obj) -> tuple[Any, ...]:
     spec = node.get("spec") or {}
     status = node.get("status") or {}
     labels = (node.get("metadata") or {}).get("labels")
-    return (status.get("allocatable"), labels, spec.get("taints"), spec.get("unschedulable"),
-            status.get("images"))
+    return (
+        status.get("allocatable"),
+        labels,
+        spec.get("taints"),
+        spec.get("unschedulable"),
+        status.get("images"),
+    )
 
 
 class SchedulerCache:

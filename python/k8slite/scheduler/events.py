@@ -39,8 +39,14 @@ class _Event:
 class EventRecorder:
     """Events about pods, attributed to one scheduler profile."""
 
-    def __init__(self, writes: WritePool, component: str, *, host: str | None = None,
-                 on_drop: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        writes: WritePool,
+        component: str,
+        *,
+        host: str | None = None,
+        on_drop: Callable[[], None] | None = None,
+    ) -> None:
         self.writes = writes
         self.component = component
         self.instance = f"{component}-{host or socket.gethostname()}"
@@ -57,11 +63,18 @@ class EventRecorder:
         body: Obj = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"name": f"{meta.get('name', 'pod')}.{time.time_ns():x}",
-                         "namespace": namespace},
-            "involvedObject": {"kind": "Pod", "apiVersion": "v1", "namespace": namespace,
-                               "name": meta.get("name", ""), "uid": meta.get("uid", ""),
-                               "resourceVersion": meta.get("resourceVersion", "")},
+            "metadata": {
+                "name": f"{meta.get('name', 'pod')}.{time.time_ns():x}",
+                "namespace": namespace,
+            },
+            "involvedObject": {
+                "kind": "Pod",
+                "apiVersion": "v1",
+                "namespace": namespace,
+                "name": meta.get("name", ""),
+                "uid": meta.get("uid", ""),
+                "resourceVersion": meta.get("resourceVersion", ""),
+            },
             "reason": reason,
             "message": message,
             "type": event_type,
@@ -90,8 +103,12 @@ class EventRecorder:
             try:
                 await self._write(event)
             except (ApiError, ApiConnectionError) as e:
-                log.info("event %s for %s not written: %s", event.body["reason"],
-                         event.body["involvedObject"]["name"], e)
+                log.info(
+                    "event %s for %s not written: %s",
+                    event.body["reason"],
+                    event.body["involvedObject"]["name"],
+                    e,
+                )
 
     async def _write(self, event: _Event) -> None:
         seen = self._written.get(event.key)
@@ -99,8 +116,9 @@ class EventRecorder:
             namespace, name, count = seen
             patch = {"count": count + 1, "lastTimestamp": event.body["lastTimestamp"]}
             try:
-                await self.writes.request("PATCH", events_path(namespace, name), patch,
-                                          "application/merge-patch+json")
+                await self.writes.request(
+                    "PATCH", events_path(namespace, name), patch, "application/merge-patch+json"
+                )
             except NotFound:
                 del self._written[event.key]
             else:

@@ -48,7 +48,7 @@ class _Connection:
         while (end := self.buf.find(b"\r\n")) < 0:
             await self._fill()
         line = bytes(self.buf[:end])
-        del self.buf[:end + 2]
+        del self.buf[: end + 2]
         return line
 
     async def exchange(self, request: bytes) -> tuple[int, bytes, bool]:
@@ -59,7 +59,7 @@ class _Connection:
                 raise EOFError("response header too large")
             await self._fill()
         head = bytes(self.buf[:end]).split(b"\r\n")
-        del self.buf[:end + 4]
+        del self.buf[: end + 4]
         status = int(head[0].split(b" ", 2)[1])
         headers = {}
         for line in head[1:]:
@@ -89,8 +89,11 @@ class WritePool:
         self.context = config.ssl_context or ssl.create_default_context()
         self.timeout = config.timeout
         self.max_idle = max_idle
-        head = [f"Host: {url.netloc}", f"User-Agent: {config.user_agent}",
-                "Accept: application/json"]
+        head = [
+            f"Host: {url.netloc}",
+            f"User-Agent: {config.user_agent}",
+            "Accept: application/json",
+        ]
         if config.token:
             head.append(f"Authorization: Bearer {config.token}")
         self._head = ("\r\n".join(head) + "\r\n").encode()
@@ -102,13 +105,17 @@ class WritePool:
         await stream.do_handshake()
         return _Connection(stream)
 
-    async def request(self, method: str, path: str, body: Any,
-                      content_type: str = "application/json") -> Any:
+    async def request(
+        self, method: str, path: str, body: Any, content_type: str = "application/json"
+    ) -> Any:
         """One JSON request; the decoded answer, or the typed ApiError of a failure."""
         payload = dumps(body)
-        request = (f"{method} {path} HTTP/1.1\r\n".encode() + self._head
-                   + f"Content-Type: {content_type}\r\nContent-Length: {len(payload)}"
-                     "\r\n\r\n".encode() + payload)
+        request = (
+            f"{method} {path} HTTP/1.1\r\n".encode()
+            + self._head
+            + f"Content-Type: {content_type}\r\nContent-Length: {len(payload)}\r\n\r\n".encode()
+            + payload
+        )
         for attempt in (1, 2):
             conn = self._idle.pop() if self._idle else None
             reused = conn is not None

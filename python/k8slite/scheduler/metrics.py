@@ -23,11 +23,16 @@ class SchedulerMetrics:
             "scheduler_schedule_attempts_total",
             "Number of attempts to schedule pods, by the result. 'unschedulable' means a pod "
             "could not be scheduled, while 'error' means an internal scheduler problem.",
-            ("result", "profile"), registry=registry)
+            ("result", "profile"),
+            registry=registry,
+        )
         self.attempt_duration = Histogram(
             "scheduler_scheduling_attempt_duration_seconds",
             "Scheduling attempt latency in seconds (scheduling algorithm + binding)",
-            ("result", "profile"), buckets=_exponential(0.001, 2, 15), registry=registry)
+            ("result", "profile"),
+            buckets=_exponential(0.001, 2, 15),
+            registry=registry,
+        )
         self.pending = Gauge(
             "scheduler_pending_pods",
             "Number of pending pods, by the queue type. 'active' means number of pods in "
@@ -35,20 +40,28 @@ class SchedulerMetrics:
             "number of pods in unschedulablePods that the scheduler attempted to schedule "
             "and failed; 'gated' is the number of unschedulable pods that the scheduler "
             "never attempted to schedule because they are gated.",
-            ("queue",), registry=registry)
+            ("queue",),
+            registry=registry,
+        )
         self.sli_duration = Histogram(
             "scheduler_pod_scheduling_sli_duration_seconds",
             "E2e latency for a pod being scheduled, from the time the pod enters the "
             "scheduling queue and might involve multiple scheduling attempts.",
-            ("attempts",), buckets=_exponential(0.01, 2, 20), registry=registry)
+            ("attempts",),
+            buckets=_exponential(0.01, 2, 20),
+            registry=registry,
+        )
         self.dropped_events = Counter(
             "scheduler_dropped_events_total",
-            "Events not written because the event queue was full.", registry=registry)
+            "Events not written because the event queue was full.",
+            registry=registry,
+        )
         for result in (SCHEDULED, UNSCHEDULABLE, ERROR):
             self.attempts.labels(result, profile)
 
     def watch_queue(self, pending: Callable[[], dict[str, int]]) -> None:
         """Report the queue's sizes whenever metrics are collected."""
+
         def size(name: str) -> Callable[[], float]:
             return lambda: float(pending().get(name, 0))
 

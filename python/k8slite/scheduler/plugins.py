@@ -17,8 +17,15 @@ from k8slite.api.quantity import QuantityError, parse_quantity
 Obj = dict[str, Any]
 
 DEFAULT_SCHEDULER = "default-scheduler"
-FILTER_PLUGINS = ("NodeUnschedulable", "NodeName", "TaintToleration", "NodeAffinity",
-                  "NodePorts", "NodeResourcesFit", "InterPodAffinity")
+FILTER_PLUGINS = (
+    "NodeUnschedulable",
+    "NodeName",
+    "TaintToleration",
+    "NodeAffinity",
+    "NodePorts",
+    "NodeResourcesFit",
+    "InterPodAffinity",
+)
 # Upstream's default profile weights; SelectorSpread stands in for PodTopologySpread's
 # default spreading. InterPodAffinity only filters here (required terms; no preferred ones).
 DEFAULT_WEIGHTS: dict[str, int] = {
@@ -57,10 +64,13 @@ class Profile:
 
     def node_table(self) -> NodeTable:
         """A fresh native table configured for this profile."""
-        return NodeTable(weights=dict(self.weights), strategy=self.strategy,
-                         resources=list(self.fit_resources),
-                         balanced_resources=list(self.balanced_resources),
-                         disabled=sorted(self.disabled))
+        return NodeTable(
+            weights=dict(self.weights),
+            strategy=self.strategy,
+            resources=list(self.fit_resources),
+            balanced_resources=list(self.balanced_resources),
+            disabled=sorted(self.disabled),
+        )
 
 
 def load_profile(path: Path) -> Profile:
@@ -118,16 +128,22 @@ def profile_from_dict(p: Obj) -> Profile:
             if strategy not in SCORING_STRATEGIES:
                 raise ConfigError(f"unsupported scoringStrategy type {strategy!r}")
             if scoring.get("resources"):
-                fit_resources = tuple((r["name"], int(r.get("weight", 1)))
-                                      for r in scoring["resources"])
+                fit_resources = tuple(
+                    (r["name"], int(r.get("weight", 1))) for r in scoring["resources"]
+                )
         elif entry.get("name") == "NodeResourcesBalancedAllocation" and args.get("resources"):
             balanced = tuple(r["name"] for r in args["resources"])
     for name, _ in fit_resources:
         if name not in _BASE:
             raise ConfigError(f"unsupported scoring resource {name!r}")
-    return Profile(scheduler_name=p.get("schedulerName") or DEFAULT_SCHEDULER, weights=weights,
-                   strategy=strategy, fit_resources=fit_resources, balanced_resources=balanced,
-                   disabled=frozenset(filters_off))
+    return Profile(
+        scheduler_name=p.get("schedulerName") or DEFAULT_SCHEDULER,
+        weights=weights,
+        strategy=strategy,
+        fit_resources=fit_resources,
+        balanced_resources=balanced,
+        disabled=frozenset(filters_off),
+    )
 
 
 # --------------------------------------------------------------------------- resources
@@ -213,8 +229,7 @@ def _aggregate(spec: Obj, defaults: Mapping[str, int]) -> dict[str, int]:
 
 def to_units(nanos: Mapping[str, int]) -> dict[str, int]:
     """cpu in millicores, everything else in units, rounded up as upstream rounds."""
-    return {name: -(-q // 10**6) if name == "cpu" else -(-q // _NANO)
-            for name, q in nanos.items()}
+    return {name: -(-q // 10**6) if name == "cpu" else -(-q // _NANO) for name, q in nanos.items()}
 
 
 _DEFAULTS = {"cpu": DEFAULT_MILLI_CPU * 10**6, "memory": DEFAULT_MEMORY * _NANO}
@@ -231,8 +246,10 @@ def pod_requests(spec: Obj) -> tuple[dict[str, int], tuple[int, int]]:
 
 
 def _exprs(items: Iterable[Obj] | None) -> list[tuple[str, str, list[str]]]:
-    return [(str(e.get("key", "")), str(e.get("operator", "")),
-             [str(v) for v in e.get("values") or ()]) for e in items or ()]
+    return [
+        (str(e.get("key", "")), str(e.get("operator", "")), [str(v) for v in e.get("values") or ()])
+        for e in items or ()
+    ]
 
 
 def _node_term(term: Obj | None) -> tuple[list[Any], list[Any]]:
@@ -240,8 +257,12 @@ def _node_term(term: Obj | None) -> tuple[list[Any], list[Any]]:
     return _exprs(term.get("matchExpressions")), _exprs(term.get("matchFields"))
 
 
-def _selector(selector: Obj | None, labels: Mapping[str, str], match_keys: Iterable[str],
-              mismatch_keys: Iterable[str]) -> list[tuple[str, str, list[str]]] | None:
+def _selector(
+    selector: Obj | None,
+    labels: Mapping[str, str],
+    match_keys: Iterable[str],
+    mismatch_keys: Iterable[str],
+) -> list[tuple[str, str, list[str]]] | None:
     """A metav1.LabelSelector as requirements (None selects nothing), with matchLabelKeys and
     mismatchLabelKeys folded in from the pod's own labels as the API server does."""
     if selector is None:
@@ -275,14 +296,23 @@ def _namespaces(term: Obj, own: str, namespaces: NamespaceLister | None) -> list
     return names
 
 
-def _pod_terms(terms: Iterable[Obj] | None, namespace: str, labels: Mapping[str, str],
-               namespaces: NamespaceLister | None) -> list[Any]:
+def _pod_terms(
+    terms: Iterable[Obj] | None,
+    namespace: str,
+    labels: Mapping[str, str],
+    namespaces: NamespaceLister | None,
+) -> list[Any]:
     out = []
     for term in terms or ():
-        selector = _selector(term.get("labelSelector"), labels, term.get("matchLabelKeys") or (),
-                             term.get("mismatchLabelKeys") or ())
-        out.append((selector, _namespaces(term, namespace, namespaces),
-                    str(term.get("topologyKey", ""))))
+        selector = _selector(
+            term.get("labelSelector"),
+            labels,
+            term.get("matchLabelKeys") or (),
+            term.get("mismatchLabelKeys") or (),
+        )
+        out.append(
+            (selector, _namespaces(term, namespace, namespaces), str(term.get("topologyKey", "")))
+        )
     return out
 
 
@@ -321,9 +351,10 @@ def pod_spec(pod: Obj, namespaces: NamespaceLister | None = None) -> PodSpec:
     affinity = spec.get("affinity") or {}
     node_affinity = affinity.get("nodeAffinity") or {}
     required = node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution")
-    preferred = [(int(p.get("weight") or 0), _node_term(p.get("preference")))
-                 for p in node_affinity.get("preferredDuringSchedulingIgnoredDuringExecution")
-                 or ()]
+    preferred = [
+        (int(p.get("weight") or 0), _node_term(p.get("preference")))
+        for p in node_affinity.get("preferredDuringSchedulingIgnoredDuringExecution") or ()
+    ]
     pod_affinity = affinity.get("podAffinity") or {}
     pod_anti = affinity.get("podAntiAffinity") or {}
     containers = [*(spec.get("initContainers") or ()), *(spec.get("containers") or ())]
@@ -334,20 +365,34 @@ def pod_spec(pod: Obj, namespaces: NamespaceLister | None = None) -> PodSpec:
         requests=requests,
         nonzero=nonzero,
         node_selector={str(k): str(v) for k, v in (spec.get("nodeSelector") or {}).items()},
-        required=None if required is None else [
-            _node_term(t) for t in required.get("nodeSelectorTerms") or ()],
+        required=None
+        if required is None
+        else [_node_term(t) for t in required.get("nodeSelectorTerms") or ()],
         preferred=preferred,
-        tolerations=[(str(t.get("key") or ""), str(t.get("operator") or ""),
-                      str(t.get("value") or ""), str(t.get("effect") or ""))
-                     for t in spec.get("tolerations") or ()],
+        tolerations=[
+            (
+                str(t.get("key") or ""),
+                str(t.get("operator") or ""),
+                str(t.get("value") or ""),
+                str(t.get("effect") or ""),
+            )
+            for t in spec.get("tolerations") or ()
+        ],
         ports=host_ports(spec),
         images=[normalized_image(str(c.get("image") or "")) for c in containers],
         spread_key=spread_key(pod),
-        affinity=_pod_terms(pod_affinity.get("requiredDuringSchedulingIgnoredDuringExecution"),
-                            namespace, labels, namespaces),
+        affinity=_pod_terms(
+            pod_affinity.get("requiredDuringSchedulingIgnoredDuringExecution"),
+            namespace,
+            labels,
+            namespaces,
+        ),
         anti_affinity=_pod_terms(
-            pod_anti.get("requiredDuringSchedulingIgnoredDuringExecution"), namespace, labels,
-            namespaces),
+            pod_anti.get("requiredDuringSchedulingIgnoredDuringExecution"),
+            namespace,
+            labels,
+            namespaces,
+        ),
     )
 
 
@@ -366,11 +411,16 @@ def node_args(node: Obj) -> dict[str, Any]:
                 quantities[name] = nano
     return {
         "allocatable": to_units(quantities),
-        "labels": {str(k): str(v) for k, v in
-                   ((node.get("metadata") or {}).get("labels") or {}).items()},
-        "taints": [(str(t.get("key") or ""), str(t.get("value") or ""),
-                    str(t.get("effect") or "")) for t in spec.get("taints") or ()],
+        "labels": {
+            str(k): str(v) for k, v in ((node.get("metadata") or {}).get("labels") or {}).items()
+        },
+        "taints": [
+            (str(t.get("key") or ""), str(t.get("value") or ""), str(t.get("effect") or ""))
+            for t in spec.get("taints") or ()
+        ],
         "unschedulable": bool(spec.get("unschedulable")),
-        "images": [([str(n) for n in image.get("names") or ()], int(image.get("sizeBytes") or 0))
-                   for image in status.get("images") or ()],
+        "images": [
+            ([str(n) for n in image.get("names") or ()], int(image.get("sizeBytes") or 0))
+            for image in status.get("images") or ()
+        ],
     }

@@ -105,14 +105,14 @@ class Scheduler:
         # Bindings, events and conditions go over a lean pool of their own; the informers'
         # lists and watches stay on the general client.
         self.writes = WritePool(client.config)
-        self.events = EventRecorder(self.writes, self.name, host=host,
-                                    on_drop=self.metrics.dropped_events.inc)
+        self.events = EventRecorder(
+            self.writes, self.name, host=host, on_drop=self.metrics.dropped_events.inc
+        )
         self._binds = trio.CapacityLimiter(bind_concurrency)
         self._status_writes = trio.CapacityLimiter(STATUS_CONCURRENCY)
         self._synced = False
         self._nursery: trio.Nursery | None = None
-        self.nodes.add_event_handler(self._on_node_add, self._on_node_update,
-                                     self._on_node_delete)
+        self.nodes.add_event_handler(self._on_node_add, self._on_node_update, self._on_node_delete)
         self.pods.add_event_handler(self._on_pod_add, self._on_pod_update, self._on_pod_delete)
 
     @property
@@ -130,8 +130,12 @@ class Scheduler:
                 await self.factory.start(nursery)
                 await self.factory.wait_for_cache_sync()
                 self._synced = True
-                log.info("scheduler %s: caches synced (%d nodes, %d pending pods)", self.name,
-                         len(self.table), len(self.queue))
+                log.info(
+                    "scheduler %s: caches synced (%d nodes, %d pending pods)",
+                    self.name,
+                    len(self.table),
+                    len(self.queue),
+                )
                 nursery.start_soon(self.queue.run)
                 nursery.start_soon(self.events.run)
                 task_status.started()
@@ -171,7 +175,8 @@ class Scheduler:
                 self.queue.delete(pod_key(new))
             self.cache.update_pod(old, new)
             if (old.get("metadata") or {}).get("labels") != (new.get("metadata") or {}).get(
-                    "labels"):
+                "labels"
+            ):
                 self.queue.move_all("AssignedPodUpdate", ASSIGNED_POD_CHANGE)
         elif self._ours(new) and not _deleting(new):
             # An assumed pod is being bound: a change now (a condition we wrote earlier
@@ -234,32 +239,48 @@ class Scheduler:
     def _set_condition(self, pod: Obj, reason: str, message: str) -> None:
         """PodScheduled=False with the reason and message, unless the pod already says so."""
         for c in (pod.get("status") or {}).get("conditions") or ():
-            if c.get("type") == "PodScheduled" and c.get("status") == "False" and \
-                    c.get("reason") == reason and c.get("message") == message:
+            if (
+                c.get("type") == "PodScheduled"
+                and c.get("status") == "False"
+                and c.get("reason") == reason
+                and c.get("message") == message
+            ):
                 return
-        condition = {"type": "PodScheduled", "status": "False", "reason": reason,
-                     "message": message, "lastProbeTime": None,
-                     "lastTransitionTime": now_text()}
+        condition = {
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": reason,
+            "message": message,
+            "lastProbeTime": None,
+            "lastTransitionTime": now_text(),
+        }
         meta = pod.get("metadata") or {}
         assert self._nursery is not None
-        self._nursery.start_soon(self._patch_status, meta.get("name", ""),
-                                 meta.get("namespace", ""), condition)
+        self._nursery.start_soon(
+            self._patch_status, meta.get("name", ""), meta.get("namespace", ""), condition
+        )
 
     async def _patch_status(self, name: str, namespace: str, condition: Obj) -> None:
         async with self._status_writes:
             try:
-                await self.writes.request("PATCH", pod_path(namespace, name, "status"),
-                                          {"status": {"conditions": [condition]}},
-                                          "application/strategic-merge-patch+json")
+                await self.writes.request(
+                    "PATCH",
+                    pod_path(namespace, name, "status"),
+                    {"status": {"conditions": [condition]}},
+                    "application/strategic-merge-patch+json",
+                )
             except (ApiError, ApiConnectionError) as e:
                 log.info("pod %s/%s: condition not written: %s", namespace, name, e)
 
     async def _bind(self, qp: QueuedPod, node: str, start: float) -> None:
         meta = qp.pod.get("metadata") or {}
         namespace, name = meta.get("namespace", ""), meta.get("name", "")
-        binding = {"apiVersion": "v1", "kind": "Binding",
-                   "metadata": {"name": name, "namespace": namespace, "uid": meta.get("uid")},
-                   "target": {"apiVersion": "v1", "kind": "Node", "name": node}}
+        binding = {
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {"name": name, "namespace": namespace, "uid": meta.get("uid")},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+        }
         try:
             await self.writes.request("POST", pod_path(namespace, name, "binding"), binding)
         except (NotFound, Conflict) as e:
@@ -282,7 +303,12 @@ class Scheduler:
         else:
             self.metrics.attempt(SCHEDULED, time.perf_counter() - start)
             self.metrics.scheduled(qp.attempts, trio.current_time() - qp.initial)
-            self.events.record(qp.pod, "Normal", "Scheduled", "Binding",
-                               f"Successfully assigned {namespace}/{name} to {node}")
+            self.events.record(
+                qp.pod,
+                "Normal",
+                "Scheduled",
+                "Binding",
+                f"Successfully assigned {namespace}/{name} to {node}",
+            )
         finally:
             self._binds.release_on_behalf_of(qp)

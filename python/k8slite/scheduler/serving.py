@@ -42,17 +42,26 @@ def self_signed(host: str = "localhost") -> tuple[bytes, bytes]:
     components make for themselves when given no serving certificate."""
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.now(UTC)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME,
-                                         f"{host}@{int(now.timestamp())}")])
-    sans: list[x509.GeneralName] = [x509.DNSName(host), x509.DNSName("localhost"),
-                                    x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(minutes=1)).not_valid_after(now + timedelta(days=365))
-            .add_extension(x509.SubjectAlternativeName(sans), False)
-            .sign(key, hashes.SHA256()))
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{host}@{int(now.timestamp())}")])
+    sans: list[x509.GeneralName] = [
+        x509.DNSName(host),
+        x509.DNSName("localhost"),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+    ]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(days=365))
+        .add_extension(x509.SubjectAlternativeName(sans), False)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     return cert.public_bytes(serialization.Encoding.PEM), key_pem
 
 
@@ -79,8 +88,9 @@ def server_context(config: ServingConfig) -> ssl.SSLContext:
 class SecureServer:
     """Health and metrics over HTTPS: a tiny HTTP/1.1 server on Trio, one task per client."""
 
-    def __init__(self, config: ServingConfig, registry: CollectorRegistry,
-                 ready: Callable[[], bool]) -> None:
+    def __init__(
+        self, config: ServingConfig, registry: CollectorRegistry, ready: Callable[[], bool]
+    ) -> None:
         self.config = config
         self.registry = registry
         self.ready = ready
@@ -89,7 +99,8 @@ class SecureServer:
         """Serve until cancelled; reports the port it listens on."""
         ctx = server_context(self.config)
         listeners = await trio.open_ssl_over_tcp_listeners(
-            self.config.secure_port, ctx, host=self.config.bind_address)
+            self.config.secure_port, ctx, host=self.config.bind_address
+        )
         transport = listeners[0].transport_listener
         assert isinstance(transport, trio.SocketListener)
         port = transport.socket.getsockname()[1]
@@ -97,8 +108,11 @@ class SecureServer:
         await trio.serve_listeners(self._handle, listeners)
 
     def _answer(self, path: str, authenticated: bool) -> tuple[int, str, bytes]:
-        if self.config.client_ca_file is not None and not authenticated and \
-                path not in self.config.always_allow:
+        if (
+            self.config.client_ca_file is not None
+            and not authenticated
+            and path not in self.config.always_allow
+        ):
             return 403, "text/plain", b"forbidden: a client certificate is required\n"
         if path in ("/healthz", "/livez"):
             return 200, "text/plain", b"ok"
@@ -120,8 +134,10 @@ class SecureServer:
                 event = await self._next_event(conn, stream)
                 if not isinstance(event, h11.Request):
                     return
-                while not isinstance(await self._next_event(conn, stream),
-                                     h11.EndOfMessage | h11.ConnectionClosed | None):
+                while not isinstance(
+                    await self._next_event(conn, stream),
+                    h11.EndOfMessage | h11.ConnectionClosed | None,
+                ):
                     pass  # drain a body nobody asked for
                 path = event.target.decode("latin-1").split("?", 1)[0]
                 code, ctype, body = self._answer(path, authenticated)
@@ -136,16 +152,21 @@ class SecureServer:
                 if conn.our_state is h11.MUST_CLOSE:
                     return
                 conn.start_next_cycle()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, h11.RemoteProtocolError,
-                ssl.SSLError):
+        except (
+            trio.BrokenResourceError,
+            trio.ClosedResourceError,
+            h11.RemoteProtocolError,
+            ssl.SSLError,
+        ):
             return
         finally:
             with trio.move_on_after(1):
                 await stream.aclose()
 
     @staticmethod
-    async def _next_event(conn: h11.Connection,
-                          stream: trio.SSLStream[trio.SocketStream]) -> object | None:
+    async def _next_event(
+        conn: h11.Connection, stream: trio.SSLStream[trio.SocketStream]
+    ) -> object | None:
         while True:
             event = conn.next_event()
             if event is not h11.NEED_DATA:

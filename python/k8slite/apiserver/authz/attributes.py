@@ -52,8 +52,18 @@ def resource_attributes(user: UserInfo, req: Request, info: RequestInfo) -> Attr
     if rt.plural == "namespaces" and not rt.group and info.name:
         # A namespace is inside itself: a RoleBinding in "ns" may grant "get namespaces/ns".
         namespace = info.name
-    return Attributes(user, info.verb, True, info.group, info.version, rt.plural,
-                      info.subresource or "", namespace, name, req.path)
+    return Attributes(
+        user,
+        info.verb,
+        True,
+        info.group,
+        info.version,
+        rt.plural,
+        info.subresource or "",
+        namespace,
+        name,
+        req.path,
+    )
 
 
 def nonresource_attributes(user: UserInfo, method: str, path: str) -> Attributes:
@@ -69,8 +79,10 @@ def forbidden_message(attrs: Attributes, reason: str = "") -> str:
         resource = attrs.resource
         if attrs.subresource:
             resource += "/" + attrs.subresource
-        text = f'User "{user}" cannot {attrs.verb} resource "{resource}" in API group ' \
-               f'"{attrs.api_group}"'
+        text = (
+            f'User "{user}" cannot {attrs.verb} resource "{resource}" in API group '
+            f'"{attrs.api_group}"'
+        )
         if attrs.namespace:
             text += f' in the namespace "{attrs.namespace}"'
         else:

@@ -93,8 +93,10 @@ def _rules_status(rules: RuleSet) -> Obj:
     seen: set[bytes] = set()
     for rule in rules.rules:
         if rule.get("nonResourceURLs"):
-            out: Obj = {"verbs": rule.get("verbs") or [],
-                        "nonResourceURLs": rule["nonResourceURLs"]}
+            out: Obj = {
+                "verbs": rule.get("verbs") or [],
+                "nonResourceURLs": rule["nonResourceURLs"],
+            }
             target = nonresource_rules
         else:
             out = {"verbs": rule.get("verbs") or []}

@@ -35,15 +35,29 @@ def _metadata(name: str, namespace: str | None) -> Obj:
 
 
 def role_object(kind: str, name: str, rules: list[Obj], namespace: str | None = None) -> Obj:
-    return {"apiVersion": f"{GROUP}/v1", "kind": kind, "metadata": _metadata(name, namespace),
-            "rules": copy.deepcopy(rules)}
+    return {
+        "apiVersion": f"{GROUP}/v1",
+        "kind": kind,
+        "metadata": _metadata(name, namespace),
+        "rules": copy.deepcopy(rules),
+    }
 
 
-def binding_object(kind: str, name: str, role_kind: str, role: str, subjects: list[Obj],
-                   namespace: str | None = None) -> Obj:
-    return {"apiVersion": f"{GROUP}/v1", "kind": kind, "metadata": _metadata(name, namespace),
-            "roleRef": {"apiGroup": GROUP, "kind": role_kind, "name": role},
-            "subjects": copy.deepcopy(subjects)}
+def binding_object(
+    kind: str,
+    name: str,
+    role_kind: str,
+    role: str,
+    subjects: list[Obj],
+    namespace: str | None = None,
+) -> Obj:
+    return {
+        "apiVersion": f"{GROUP}/v1",
+        "kind": kind,
+        "metadata": _metadata(name, namespace),
+        "roleRef": {"apiGroup": GROUP, "kind": role_kind, "name": role},
+        "subjects": copy.deepcopy(subjects),
+    }
 
 
 def _autoupdate(current: Obj) -> bool:
@@ -107,13 +121,18 @@ def bootstrap_objects() -> list[tuple[str, Obj]]:
     for name, rules in policy.cluster_roles().items():
         out.append(("clusterroles", role_object("ClusterRole", name, rules)))
     for name, (role, subjects) in policy.cluster_role_bindings().items():
-        out.append(("clusterrolebindings", binding_object(
-            "ClusterRoleBinding", name, "ClusterRole", role, subjects)))
+        out.append(
+            (
+                "clusterrolebindings",
+                binding_object("ClusterRoleBinding", name, "ClusterRole", role, subjects),
+            )
+        )
     for (ns, name), rules in policy.namespaced_roles().items():
         out.append(("roles", role_object("Role", name, rules, ns)))
     for (ns, name), (role, subjects) in policy.role_bindings().items():
-        out.append(("rolebindings", binding_object("RoleBinding", name, "Role", role,
-                                                   subjects, ns)))
+        out.append(
+            ("rolebindings", binding_object("RoleBinding", name, "Role", role, subjects, ns))
+        )
     return out
 
 

@@ -77,8 +77,7 @@ class EscalationCheck:
 
     async def filter(self, req: Request, info: RequestInfo) -> None:
         rt = info.resource
-        if rt.group != GROUP or info.verb not in ("create", "update", "patch") \
-                or info.subresource:
+        if rt.group != GROUP or info.verb not in ("create", "update", "patch") or info.subresource:
             return
         user = user_of(req.scope)
         if user is None or MASTERS in user.groups:
@@ -99,8 +98,13 @@ class EscalationCheck:
             role_plural = "clusterroles" if ref.get("kind") == "ClusterRole" else "roles"
             if self._may(user, "bind", role_plural, ns, ref["name"]):
                 return
-            self._confirm(user, ns, self._role_rules(role_plural, ns, ref["name"], rt.plural,
-                                                     name), rt.plural, name)
+            self._confirm(
+                user,
+                ns,
+                self._role_rules(role_plural, ns, ref["name"], rt.plural, name),
+                rt.plural,
+                name,
+            )
 
     def _may(self, user: UserInfo, verb: str, plural: str, ns: str, name: str) -> bool:
         attrs = Attributes(user, verb, True, GROUP, "v1", plural, "", ns, name)
@@ -112,12 +116,16 @@ class EscalationCheck:
         if missing:
             groups = "[" + " ".join(f'"{g}"' for g in user.groups) + "]"
             raise errors.forbidden(
-                plural, name, GROUP,
+                plural,
+                name,
+                GROUP,
                 f'user "{user.name}" (groups={groups}) is attempting to grant RBAC permissions '
-                f'not currently held:\n' + "\n".join(missing))
+                f"not currently held:\n" + "\n".join(missing),
+            )
 
-    def _role_rules(self, role_plural: str, ns: str, role: str, plural: str,
-                    name: str) -> list[Obj]:
+    def _role_rules(
+        self, role_plural: str, ns: str, role: str, plural: str, name: str
+    ) -> list[Obj]:
         reg = self.core.registries[(GROUP, role_plural)]
         role_ns = ns if role_plural == "roles" else None
         if reg.cache.get(reg.key(role_ns, role)) is None:

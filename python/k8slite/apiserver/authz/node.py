@@ -30,8 +30,16 @@ Obj = dict[str, Any]
 # (resource, namespace, name) of an object a pod uses.
 Ref = tuple[str, str, str]
 # Volume sources that name a secret under "secretRef" (flexVolume, cephfs, rbd, ...).
-_SECRET_REF_VOLUMES = ("azureFile", "cephfs", "cinder", "flexVolume", "iscsi", "rbd", "scaleIO",
-                       "storageos")
+_SECRET_REF_VOLUMES = (
+    "azureFile",
+    "cephfs",
+    "cinder",
+    "flexVolume",
+    "iscsi",
+    "rbd",
+    "scaleIO",
+    "storageos",
+)
 
 
 def pod_references(pod: Obj) -> Iterator[Ref]:
@@ -61,8 +69,7 @@ def pod_references(pod: Obj) -> Iterator[Ref]:
 def _volume_refs(ns: str, pod_name: str, vol: Obj) -> Iterator[Ref]:
     yield from _named("secrets", ns, _get(vol, "secret", "secretName"))
     yield from _named("configmaps", ns, _get(vol, "configMap", "name"))
-    yield from _named("persistentvolumeclaims", ns, _get(vol, "persistentVolumeClaim",
-                                                          "claimName"))
+    yield from _named("persistentvolumeclaims", ns, _get(vol, "persistentVolumeClaim", "claimName"))
     yield from _named("secrets", ns, _get(vol, "csi", "nodePublishSecretRef", "name"))
     yield from _named("secrets", ns, _get(vol, "azureFile", "secretName"))
     for kind in _SECRET_REF_VOLUMES:
@@ -186,15 +193,19 @@ class NodeAuthorizer:
             verbs = _GRAPH_READS.get(attrs.resource)
             if verbs is not None:
                 return self._read_related(node, attrs, verbs)
-        if attrs.resource_request and attrs.api_group == "coordination.k8s.io" \
-                and attrs.resource == "leases":
+        if (
+            attrs.resource_request
+            and attrs.api_group == "coordination.k8s.io"
+            and attrs.resource == "leases"
+        ):
             return self._lease(node, attrs)
         if self.rules.allows(attrs):
             return True, ""
         return False, ""
 
-    def _read_related(self, node: str, attrs: Attributes,
-                      verbs: tuple[str, ...]) -> tuple[bool, str]:
+    def _read_related(
+        self, node: str, attrs: Attributes, verbs: tuple[str, ...]
+    ) -> tuple[bool, str]:
         if attrs.verb not in verbs:
             return False, "can only read resources of this type"
         if attrs.subresource:
@@ -221,8 +232,9 @@ class NodeAuthorizer:
         if attrs.verb not in ("get", "create", "update", "patch", "delete"):
             return False, "can only get, create, update, patch, or delete a node lease"
         if attrs.namespace != NODE_LEASE_NAMESPACE:
-            return False, (f'can only access leases in the "{NODE_LEASE_NAMESPACE}" system '
-                           'namespace')
+            return False, (
+                f'can only access leases in the "{NODE_LEASE_NAMESPACE}" system namespace'
+            )
         # A create has no name yet; the node restriction checks the body's name.
         if attrs.verb != "create" and attrs.name != node:
             return False, "can only access node lease with the same name as the requesting node"

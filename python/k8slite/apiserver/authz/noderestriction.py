@@ -41,12 +41,14 @@ class NodeRestriction:
             await self._node(req, info, node)
         elif rt.group == "" and rt.plural == "pods":
             await self._pod(req, info, node)
-        elif rt.group == "coordination.k8s.io" and rt.plural == "leases" \
-                and info.verb == "create":
+        elif rt.group == "coordination.k8s.io" and rt.plural == "leases" and info.verb == "create":
             name = _name(await _object(req, info))
             if name != node:
-                raise _forbidden(info, name, "can only access node lease with the same name "
-                                             "as the requesting node")
+                raise _forbidden(
+                    info,
+                    name,
+                    "can only access node lease with the same name as the requesting node",
+                )
 
     async def _node(self, req: Request, info: RequestInfo, node: str) -> None:
         name = info.name or (_name(await _object(req, info)) if info.verb == "create" else "")
@@ -63,8 +65,10 @@ class NodeRestriction:
         if self.graph.node_of(ns, name) == node:
             return
         if info.subresource == "status":
-            why = f'node "{node}" can only update pod status for pods with spec.nodeName set ' \
-                  f'to itself'
+            why = (
+                f'node "{node}" can only update pod status for pods with spec.nodeName set '
+                f"to itself"
+            )
         elif info.subresource == "eviction":
             why = f'node "{node}" can only evict pods with spec.nodeName set to itself'
         elif info.verb == "delete":
@@ -79,20 +83,27 @@ class NodeRestriction:
         meta = pod.get("metadata") or {}
         annotations = meta.get("annotations") if isinstance(meta, dict) else None
         if not isinstance(annotations, dict) or MIRROR_ANNOTATION not in annotations:
-            raise _forbidden(info, name, f'pod does not have "{MIRROR_ANNOTATION}" annotation, '
-                                         f'node "{node}" can only create mirror pods')
+            raise _forbidden(
+                info,
+                name,
+                f'pod does not have "{MIRROR_ANNOTATION}" annotation, '
+                f'node "{node}" can only create mirror pods',
+            )
         spec = pod.get("spec") if isinstance(pod.get("spec"), dict) else {}
         if spec.get("nodeName") != node:
-            raise _forbidden(info, name, f'node "{node}" can only create pods with '
-                                         f'spec.nodeName set to itself')
+            raise _forbidden(
+                info, name, f'node "{node}" can only create pods with spec.nodeName set to itself'
+            )
         if spec.get("serviceAccountName"):
-            raise _forbidden(info, name, f'node "{node}" can not create pods that reference '
-                                         f'a service account')
+            raise _forbidden(
+                info, name, f'node "{node}" can not create pods that reference a service account'
+            )
         # A mirror pod must not put secrets and the like into the node's reach.
         for resource, _, _ in pod_references(pod):
             if resource != "serviceaccounts":
-                raise _forbidden(info, name, f'node "{node}" can not create pods that '
-                                             f'reference {resource}')
+                raise _forbidden(
+                    info, name, f'node "{node}" can not create pods that reference {resource}'
+                )
 
 
 async def _object(req: Request, info: RequestInfo) -> Obj:

@@ -24,21 +24,26 @@ PROXY = "system:kube-proxy"
 RBAC_GROUP = "rbac.authorization.k8s.io"
 
 
-def rule(verbs: tuple[str, ...] | str, groups: tuple[str, ...] | str,
-         resources: tuple[str, ...] | str, names: tuple[str, ...] = ()) -> Obj:
+def rule(
+    verbs: tuple[str, ...] | str,
+    groups: tuple[str, ...] | str,
+    resources: tuple[str, ...] | str,
+    names: tuple[str, ...] = (),
+) -> Obj:
     def listed(v: tuple[str, ...] | str) -> list[str]:
         return [v] if isinstance(v, str) else list(v)
 
-    out: Obj = {"verbs": listed(verbs), "apiGroups": listed(groups),
-                "resources": listed(resources)}
+    out: Obj = {"verbs": listed(verbs), "apiGroups": listed(groups), "resources": listed(resources)}
     if names:
         out["resourceNames"] = list(names)
     return out
 
 
 def url_rule(verbs: tuple[str, ...] | str, urls: tuple[str, ...]) -> Obj:
-    return {"verbs": [verbs] if isinstance(verbs, str) else list(verbs),
-            "nonResourceURLs": list(urls)}
+    return {
+        "verbs": [verbs] if isinstance(verbs, str) else list(verbs),
+        "nonResourceURLs": list(urls),
+    }
 
 
 def events_rules() -> list[Obj]:
@@ -47,8 +52,7 @@ def events_rules() -> list[Obj]:
 
 NODE_RULES: list[Obj] = [
     rule("create", "authentication.k8s.io", "tokenreviews"),
-    rule("create", "authorization.k8s.io", ("subjectaccessreviews",
-                                             "localsubjectaccessreviews")),
+    rule("create", "authorization.k8s.io", ("subjectaccessreviews", "localsubjectaccessreviews")),
     rule(READ, "", "services"),
     # The node restriction narrows these to the node's own Node object.
     rule(("create", "get", "list", "watch"), "", "nodes"),
@@ -63,8 +67,7 @@ NODE_RULES: list[Obj] = [
     rule(READ, "", ("secrets", "configmaps")),
     rule("get", "", ("persistentvolumeclaims", "persistentvolumes")),
     rule("get", "", "endpoints"),
-    rule(("create", "get", "list", "watch"), "certificates.k8s.io",
-         "certificatesigningrequests"),
+    rule(("create", "get", "list", "watch"), "certificates.k8s.io", "certificatesigningrequests"),
     rule(("get", "create", "update", "patch", "delete"), "coordination.k8s.io", "leases"),
     rule("get", "storage.k8s.io", "volumeattachments"),
     rule("create", "", "serviceaccounts/token"),
@@ -74,24 +77,75 @@ NODE_RULES: list[Obj] = [
     rule(READ, "node.k8s.io", "runtimeclasses"),
 ]
 
-_DISCOVERY_URLS = ("/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/openapi",
-                   "/openapi/*", "/readyz", "/version", "/version/")
+_DISCOVERY_URLS = (
+    "/api",
+    "/api/*",
+    "/apis",
+    "/apis/*",
+    "/healthz",
+    "/livez",
+    "/openapi",
+    "/openapi/*",
+    "/readyz",
+    "/version",
+    "/version/",
+)
 _PUBLIC_URLS = ("/healthz", "/livez", "/readyz", "/version", "/version/")
 
 # The resources of the user-facing roles (upstream aggregates them from many fragments).
-_VIEW_CORE = ("pods", "pods/log", "pods/status", "services", "services/status", "endpoints",
-              "configmaps", "persistentvolumeclaims", "persistentvolumeclaims/status",
-              "replicationcontrollers", "replicationcontrollers/scale",
-              "replicationcontrollers/status", "serviceaccounts", "events", "limitranges",
-              "resourcequotas", "resourcequotas/status", "namespaces", "namespaces/status",
-              "bindings")
-_APPS = ("deployments", "deployments/scale", "deployments/status", "replicasets",
-         "replicasets/scale", "replicasets/status", "statefulsets", "statefulsets/scale",
-         "statefulsets/status", "daemonsets", "daemonsets/status", "controllerrevisions")
-_EDIT_CORE = ("pods", "pods/attach", "pods/exec", "pods/portforward", "pods/proxy", "services",
-              "services/proxy", "endpoints", "configmaps", "secrets", "persistentvolumeclaims",
-              "replicationcontrollers", "replicationcontrollers/scale", "serviceaccounts",
-              "events")
+_VIEW_CORE = (
+    "pods",
+    "pods/log",
+    "pods/status",
+    "services",
+    "services/status",
+    "endpoints",
+    "configmaps",
+    "persistentvolumeclaims",
+    "persistentvolumeclaims/status",
+    "replicationcontrollers",
+    "replicationcontrollers/scale",
+    "replicationcontrollers/status",
+    "serviceaccounts",
+    "events",
+    "limitranges",
+    "resourcequotas",
+    "resourcequotas/status",
+    "namespaces",
+    "namespaces/status",
+    "bindings",
+)
+_APPS = (
+    "deployments",
+    "deployments/scale",
+    "deployments/status",
+    "replicasets",
+    "replicasets/scale",
+    "replicasets/status",
+    "statefulsets",
+    "statefulsets/scale",
+    "statefulsets/status",
+    "daemonsets",
+    "daemonsets/status",
+    "controllerrevisions",
+)
+_EDIT_CORE = (
+    "pods",
+    "pods/attach",
+    "pods/exec",
+    "pods/portforward",
+    "pods/proxy",
+    "services",
+    "services/proxy",
+    "endpoints",
+    "configmaps",
+    "secrets",
+    "persistentvolumeclaims",
+    "replicationcontrollers",
+    "replicationcontrollers/scale",
+    "serviceaccounts",
+    "events",
+)
 _WRITE = ("create", "delete", "deletecollection", "patch", "update")
 
 VIEW_RULES = [
@@ -109,8 +163,11 @@ EDIT_RULES = [
     rule(READ, "", "secrets"),
     rule(_WRITE, "", _EDIT_CORE),
     rule("create", "", ("pods/eviction", "serviceaccounts/token")),
-    rule(("get",), "", ("pods/attach", "pods/exec", "pods/portforward", "pods/proxy",
-                        "services/proxy")),
+    rule(
+        ("get",),
+        "",
+        ("pods/attach", "pods/exec", "pods/portforward", "pods/proxy", "services/proxy"),
+    ),
     rule("impersonate", "", "serviceaccounts"),
     rule(_WRITE, "apps", _APPS[:-1]),
     rule(_WRITE, "autoscaling", "horizontalpodautoscalers"),
@@ -130,13 +187,11 @@ _CONTROLLER_ROLES: dict[str, list[Obj]] = {
     "attachdetach-controller": [
         rule(READ, "", ("persistentvolumes", "persistentvolumeclaims", "nodes", "pods")),
         rule(("patch", "update"), "", "nodes/status"),
-        rule(("create", "delete", "get", "list", "watch"), "storage.k8s.io",
-             "volumeattachments"),
+        rule(("create", "delete", "get", "list", "watch"), "storage.k8s.io", "volumeattachments"),
         rule(READ, "storage.k8s.io", ("csidrivers", "csinodes")),
     ],
     "clusterrole-aggregation-controller": [
-        rule(("escalate", "get", "list", "patch", "update", "watch"), RBAC_GROUP,
-             "clusterroles"),
+        rule(("escalate", "get", "list", "patch", "update", "watch"), RBAC_GROUP, "clusterroles"),
     ],
     "cronjob-controller": [
         rule(("get", "list", "update", "watch"), "batch", "cronjobs"),
@@ -150,14 +205,18 @@ _CONTROLLER_ROLES: dict[str, list[Obj]] = {
         rule(READ, "", "nodes"),
         rule(("create", "delete", "list", "patch", "watch"), "", "pods"),
         rule("create", "", "pods/binding"),
-        rule(("create", "delete", "get", "list", "patch", "update", "watch"), "apps",
-             "controllerrevisions"),
+        rule(
+            ("create", "delete", "get", "list", "patch", "update", "watch"),
+            "apps",
+            "controllerrevisions",
+        ),
     ],
     "deployment-controller": [
         rule(("get", "list", "update", "watch"), "apps", "deployments"),
         rule("update", "apps", ("deployments/status", "deployments/finalizers")),
-        rule(("create", "delete", "get", "list", "patch", "update", "watch"), "apps",
-             "replicasets"),
+        rule(
+            ("create", "delete", "get", "list", "patch", "update", "watch"), "apps", "replicasets"
+        ),
         rule(("get", "list", "update", "watch"), "", "pods"),
     ],
     "disruption-controller": [
@@ -176,14 +235,12 @@ _CONTROLLER_ROLES: dict[str, list[Obj]] = {
     "endpointslice-controller": [
         rule(READ, "", ("services", "pods", "nodes")),
         rule("update", "", "services/finalizers"),
-        rule(("create", "delete", "get", "list", "update"), "discovery.k8s.io",
-             "endpointslices"),
+        rule(("create", "delete", "get", "list", "update"), "discovery.k8s.io", "endpointslices"),
     ],
     "endpointslicemirroring-controller": [
         rule(READ, "", ("services", "endpoints")),
         rule("update", "", ("services/finalizers", "endpoints/finalizers")),
-        rule(("create", "delete", "get", "list", "update"), "discovery.k8s.io",
-             "endpointslices"),
+        rule(("create", "delete", "get", "list", "update"), "discovery.k8s.io", "endpointslices"),
     ],
     "ephemeral-volume-controller": [
         rule(READ, "", "pods"),
@@ -216,8 +273,7 @@ _CONTROLLER_ROLES: dict[str, list[Obj]] = {
         rule(("delete", "list"), "", "pods"),
     ],
     "persistent-volume-binder": [
-        rule(("create", "delete", "get", "list", "update", "watch"), "",
-             "persistentvolumes"),
+        rule(("create", "delete", "get", "list", "update", "watch"), "", "persistentvolumes"),
         rule("update", "", ("persistentvolumes/status", "persistentvolumeclaims/status")),
         rule(("get", "list", "update", "watch"), "", "persistentvolumeclaims"),
         rule(("create", "delete", "get", "list", "watch"), "", "pods"),
@@ -245,8 +301,7 @@ _CONTROLLER_ROLES: dict[str, list[Obj]] = {
     ],
     "replication-controller": [
         rule(("get", "list", "update", "watch"), "", "replicationcontrollers"),
-        rule("update", "", ("replicationcontrollers/status",
-                            "replicationcontrollers/finalizers")),
+        rule("update", "", ("replicationcontrollers/status", "replicationcontrollers/finalizers")),
         rule(("create", "delete", "list", "patch", "watch"), "", "pods"),
     ],
     "resourcequota-controller": [
@@ -273,8 +328,11 @@ _CONTROLLER_ROLES: dict[str, list[Obj]] = {
         rule(READ, "apps", "statefulsets"),
         rule("update", "apps", ("statefulsets/status", "statefulsets/finalizers")),
         rule(("create", "delete", "get", "patch", "update"), "", "pods"),
-        rule(("create", "delete", "get", "list", "patch", "update", "watch"), "apps",
-             "controllerrevisions"),
+        rule(
+            ("create", "delete", "get", "list", "patch", "update", "watch"),
+            "apps",
+            "controllerrevisions",
+        ),
         rule(("create", "get"), "", "persistentvolumeclaims"),
     ],
     "ttl-after-finished-controller": [
@@ -295,13 +353,28 @@ def cluster_roles() -> dict[str, list[Obj]]:
         "system:discovery": [url_rule("get", _DISCOVERY_URLS)],
         "system:public-info-viewer": [url_rule("get", _PUBLIC_URLS)],
         "system:basic-user": [
-            rule("create", "authorization.k8s.io", ("selfsubjectaccessreviews",
-                                                    "selfsubjectrulesreviews")),
+            rule(
+                "create",
+                "authorization.k8s.io",
+                ("selfsubjectaccessreviews", "selfsubjectrulesreviews"),
+            ),
             rule("create", "authentication.k8s.io", "selfsubjectreviews"),
         ],
-        "system:monitoring": [url_rule("get", ("/healthz", "/healthz/*", "/livez", "/livez/*",
-                                              "/metrics", "/metrics/slis", "/readyz",
-                                              "/readyz/*"))],
+        "system:monitoring": [
+            url_rule(
+                "get",
+                (
+                    "/healthz",
+                    "/healthz/*",
+                    "/livez",
+                    "/livez/*",
+                    "/metrics",
+                    "/metrics/slis",
+                    "/readyz",
+                    "/readyz/*",
+                ),
+            )
+        ],
         "system:auth-delegator": [
             rule("create", "authentication.k8s.io", "tokenreviews"),
             rule("create", "authorization.k8s.io", "subjectaccessreviews"),
@@ -321,8 +394,17 @@ def cluster_roles() -> dict[str, list[Obj]]:
             rule(("delete", "get", "list", "watch"), "", "pods"),
             rule("create", "", ("bindings", "pods/binding")),
             rule(("patch", "update"), "", "pods/status"),
-            rule(READ, "", ("replicationcontrollers", "services", "namespaces",
-                            "persistentvolumeclaims", "persistentvolumes")),
+            rule(
+                READ,
+                "",
+                (
+                    "replicationcontrollers",
+                    "services",
+                    "namespaces",
+                    "persistentvolumeclaims",
+                    "persistentvolumes",
+                ),
+            ),
             rule(READ, "apps", ("replicasets", "statefulsets")),
             rule(READ, "policy", "poddisruptionbudgets"),
             rule("create", "authentication.k8s.io", "tokenreviews"),
@@ -330,15 +412,17 @@ def cluster_roles() -> dict[str, list[Obj]]:
             rule(READ, "storage.k8s.io", ("csinodes", "csidrivers", "csistoragecapacities")),
         ],
         "system:volume-scheduler": [
-            rule(("get", "list", "patch", "update", "watch"), "", ("persistentvolumes",
-                                                                  "persistentvolumeclaims")),
+            rule(
+                ("get", "list", "patch", "update", "watch"),
+                "",
+                ("persistentvolumes", "persistentvolumeclaims"),
+            ),
             rule(READ, "storage.k8s.io", "storageclasses"),
         ],
         "system:kube-controller-manager": [
             *events_rules(),
             rule("create", "coordination.k8s.io", "leases"),
-            rule(("get", "update"), "coordination.k8s.io", "leases",
-                 ("kube-controller-manager",)),
+            rule(("get", "update"), "coordination.k8s.io", "leases", ("kube-controller-manager",)),
             rule("create", "", ("secrets", "serviceaccounts")),
             rule("delete", "", "secrets"),
             rule("get", "", ("namespaces", "secrets", "serviceaccounts")),
@@ -369,35 +453,46 @@ def cluster_role_bindings() -> dict[str, tuple[str, list[Obj]]]:
         "cluster-admin": ("cluster-admin", [_group(MASTERS)]),
         "system:basic-user": ("system:basic-user", [_group(AUTHENTICATED)]),
         "system:discovery": ("system:discovery", [_group(AUTHENTICATED)]),
-        "system:public-info-viewer": ("system:public-info-viewer",
-                                      [_group(AUTHENTICATED), _group(UNAUTHENTICATED)]),
+        "system:public-info-viewer": (
+            "system:public-info-viewer",
+            [_group(AUTHENTICATED), _group(UNAUTHENTICATED)],
+        ),
         "system:monitoring": ("system:monitoring", [_group("system:monitoring")]),
         # Nodes get these rules from the node authorizer; upstream leaves this unbound too.
         "system:node": ("system:node", []),
         "system:node-proxier": ("system:node-proxier", [_user(PROXY)]),
         "system:kube-scheduler": ("system:kube-scheduler", [_user(SCHEDULER)]),
         "system:volume-scheduler": ("system:volume-scheduler", [_user(SCHEDULER)]),
-        "system:kube-controller-manager": ("system:kube-controller-manager",
-                                           [_user(CONTROLLER_MANAGER)]),
+        "system:kube-controller-manager": (
+            "system:kube-controller-manager",
+            [_user(CONTROLLER_MANAGER)],
+        ),
     }
     for name in _CONTROLLER_ROLES:
         role = f"system:controller:{name}"
-        bindings[role] = (role, [
-            {"kind": "ServiceAccount", "name": name, "namespace": "kube-system"},
-            _user(CONTROLLER_MANAGER)])
+        bindings[role] = (
+            role,
+            [
+                {"kind": "ServiceAccount", "name": name, "namespace": "kube-system"},
+                _user(CONTROLLER_MANAGER),
+            ],
+        )
     return bindings
 
 
 def namespaced_roles() -> dict[tuple[str, str], list[Obj]]:
     return {
         ("kube-system", "extension-apiserver-authentication-reader"): [
-            rule(READ, "", "configmaps", ("extension-apiserver-authentication",))],
+            rule(READ, "", "configmaps", ("extension-apiserver-authentication",))
+        ],
         ("kube-system", "system::leader-locking-kube-controller-manager"): [
             rule("watch", "", "configmaps"),
-            rule(("get", "update"), "", "configmaps", ("kube-controller-manager",))],
+            rule(("get", "update"), "", "configmaps", ("kube-controller-manager",)),
+        ],
         ("kube-system", "system::leader-locking-kube-scheduler"): [
             rule("watch", "", "configmaps"),
-            rule(("get", "update"), "", "configmaps", ("kube-scheduler",))],
+            rule(("get", "update"), "", "configmaps", ("kube-scheduler",)),
+        ],
     }
 
 
@@ -405,9 +500,14 @@ def role_bindings() -> dict[tuple[str, str], tuple[str, list[Obj]]]:
     return {
         ("kube-system", "system::extension-apiserver-authentication-reader"): (
             "extension-apiserver-authentication-reader",
-            [_user(CONTROLLER_MANAGER), _user(SCHEDULER)]),
+            [_user(CONTROLLER_MANAGER), _user(SCHEDULER)],
+        ),
         ("kube-system", "system::leader-locking-kube-controller-manager"): (
-            "system::leader-locking-kube-controller-manager", [_user(CONTROLLER_MANAGER)]),
+            "system::leader-locking-kube-controller-manager",
+            [_user(CONTROLLER_MANAGER)],
+        ),
         ("kube-system", "system::leader-locking-kube-scheduler"): (
-            "system::leader-locking-kube-scheduler", [_user(SCHEDULER)]),
+            "system::leader-locking-kube-scheduler",
+            [_user(SCHEDULER)],
+        ),
     }

@@ -64,15 +64,15 @@ class RuleSet:
                     if have is _MISSING:
                         self.resources[key] = names
                     elif have is not _ANY:
-                        self.resources[key] = _ANY if names is _ANY \
-                            else have | names  # type: ignore[operator]
+                        self.resources[key] = _ANY if names is _ANY else have | names  # type: ignore[operator]
 
     def extend(self, other: RuleSet) -> None:
         for rule in other.rules:
             self.add(rule)
 
-    def allows_resource(self, verb: str, group: str, resource: str, subresource: str,
-                        name: str) -> bool:
+    def allows_resource(
+        self, verb: str, group: str, resource: str, subresource: str, name: str
+    ) -> bool:
         combined = f"{resource}/{subresource}" if subresource else resource
         candidates = (combined, "*", f"*/{subresource}") if subresource else (combined, "*")
         get = self.resources.get
@@ -98,8 +98,9 @@ class RuleSet:
 
     def allows(self, attrs: Attributes) -> bool:
         if attrs.resource_request:
-            return self.allows_resource(attrs.verb, attrs.api_group, attrs.resource,
-                                        attrs.subresource, attrs.name)
+            return self.allows_resource(
+                attrs.verb, attrs.api_group, attrs.resource, attrs.subresource, attrs.name
+            )
         return self.allows_path(attrs.verb, attrs.path)
 
 
@@ -133,18 +134,25 @@ def subject_user(subject: Obj, default_namespace: str) -> tuple[str, str] | None
 class RBACIndex:
     """Rule sets per subject, cluster-wide and per namespace, from one snapshot of the policy."""
 
-    def __init__(self, roles: list[Obj], cluster_roles: list[Obj], bindings: list[Obj],
-                 cluster_bindings: list[Obj]) -> None:
-        role_rules = {(_meta(r, "namespace"), _meta(r, "name")): compile_rules(r.get("rules") or ())
-                      for r in roles}
-        cluster_rules = {_meta(r, "name"): compile_rules(r.get("rules") or ())
-                         for r in cluster_roles}
+    def __init__(
+        self,
+        roles: list[Obj],
+        cluster_roles: list[Obj],
+        bindings: list[Obj],
+        cluster_bindings: list[Obj],
+    ) -> None:
+        role_rules = {
+            (_meta(r, "namespace"), _meta(r, "name")): compile_rules(r.get("rules") or ())
+            for r in roles
+        }
+        cluster_rules = {
+            _meta(r, "name"): compile_rules(r.get("rules") or ()) for r in cluster_roles
+        }
         self.cluster: dict[tuple[str, str], RuleSet] = {}
         self.namespaced: dict[tuple[str, str, str], RuleSet] = {}
         for b in cluster_bindings:
             ref = b.get("roleRef") or {}
-            rules = cluster_rules.get(ref.get("name")) if ref.get("kind") == "ClusterRole" \
-                else None
+            rules = cluster_rules.get(ref.get("name")) if ref.get("kind") == "ClusterRole" else None
             if rules:
                 for subject in _subjects(b, ""):
                     self.cluster.setdefault(subject, RuleSet()).extend(rules)
@@ -209,8 +217,12 @@ class RBACAuthorizer:
     @property
     def index(self) -> RBACIndex:
         if self._index is None:
-            self._index = RBACIndex(*(self._list(plural) for plural in (
-                "roles", "clusterroles", "rolebindings", "clusterrolebindings")))
+            self._index = RBACIndex(
+                *(
+                    self._list(plural)
+                    for plural in ("roles", "clusterroles", "rolebindings", "clusterrolebindings")
+                )
+            )
         return self._index
 
     def _list(self, plural: str) -> list[Obj]:

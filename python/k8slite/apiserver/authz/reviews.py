@@ -30,8 +30,16 @@ async def _body(req: Request, info: RequestInfo) -> Obj:
     obj = rest.check_type_meta(rest.decode_body(req, await req.body()), info.resource)
     spec = obj.get("spec")
     if spec is not None and not isinstance(spec, dict):
-        raise _invalid(info, [{"reason": "FieldValueInvalid", "field": "spec",
-                               "message": "Invalid value: spec must be an object"}])
+        raise _invalid(
+            info,
+            [
+                {
+                    "reason": "FieldValueInvalid",
+                    "field": "spec",
+                    "message": "Invalid value: spec must be an object",
+                }
+            ],
+        )
     return obj
 
 
@@ -42,8 +50,11 @@ def _invalid(info: RequestInfo, causes: list[dict[str, str]]) -> errors.ApiError
 def _answer(info: RequestInfo, obj: Obj, status: Obj) -> tuple[int, bytes]:
     meta = dict(obj.get("metadata") or {}) if isinstance(obj.get("metadata"), dict) else {}
     meta.setdefault("creationTimestamp", None)
-    out: Obj = {"kind": info.resource.kind, "apiVersion": info.resource.api_version,
-                "metadata": meta}
+    out: Obj = {
+        "kind": info.resource.kind,
+        "apiVersion": info.resource.api_version,
+        "metadata": meta,
+    }
     if "spec" in obj:
         out["spec"] = obj["spec"]
     out["status"] = status
@@ -54,36 +65,76 @@ def _string(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _attributes(info: RequestInfo, spec: Obj, user: UserInfo, local_ns: str | None,
-                allow_nonresource: bool = True) -> Attributes:
+def _attributes(
+    info: RequestInfo,
+    spec: Obj,
+    user: UserInfo,
+    local_ns: str | None,
+    allow_nonresource: bool = True,
+) -> Attributes:
     resource, nonresource = spec.get("resourceAttributes"), spec.get("nonResourceAttributes")
     if resource is not None and nonresource is not None:
-        raise _invalid(info, [{"reason": "FieldValueInvalid",
-                               "field": "spec.nonResourceAttributes",
-                               "message": "Invalid value: cannot be specified in combination "
-                                          "with resourceAttributes"}])
+        raise _invalid(
+            info,
+            [
+                {
+                    "reason": "FieldValueInvalid",
+                    "field": "spec.nonResourceAttributes",
+                    "message": "Invalid value: cannot be specified in combination "
+                    "with resourceAttributes",
+                }
+            ],
+        )
     if isinstance(nonresource, dict):
         if not allow_nonresource:
-            raise _invalid(info, [{"reason": "FieldValueInvalid",
-                                   "field": "spec.nonResourceAttributes",
-                                   "message": "Invalid value: disallowed on this kind of "
-                                              "request"}])
-        return Attributes(user, _string(nonresource.get("verb")), False,
-                          path=_string(nonresource.get("path")))
+            raise _invalid(
+                info,
+                [
+                    {
+                        "reason": "FieldValueInvalid",
+                        "field": "spec.nonResourceAttributes",
+                        "message": "Invalid value: disallowed on this kind of request",
+                    }
+                ],
+            )
+        return Attributes(
+            user, _string(nonresource.get("verb")), False, path=_string(nonresource.get("path"))
+        )
     if not isinstance(resource, dict):
-        raise _invalid(info, [{"reason": "FieldValueRequired", "field": "spec.resourceAttributes",
-                               "message": "Required value: one of resourceAttributes or "
-                                          "nonResourceAttributes must be specified"}])
+        raise _invalid(
+            info,
+            [
+                {
+                    "reason": "FieldValueRequired",
+                    "field": "spec.resourceAttributes",
+                    "message": "Required value: one of resourceAttributes or "
+                    "nonResourceAttributes must be specified",
+                }
+            ],
+        )
     namespace = _string(resource.get("namespace"))
     if local_ns is not None and namespace != local_ns:
-        raise _invalid(info, [{"reason": "FieldValueInvalid",
-                               "field": "spec.resourceAttributes.namespace",
-                               "message": f'Invalid value: "{namespace}": must match '
-                                          f'metadata.namespace'}])
-    return Attributes(user, _string(resource.get("verb")), True,
-                      _string(resource.get("group")), _string(resource.get("version")),
-                      _string(resource.get("resource")), _string(resource.get("subresource")),
-                      namespace, _string(resource.get("name")))
+        raise _invalid(
+            info,
+            [
+                {
+                    "reason": "FieldValueInvalid",
+                    "field": "spec.resourceAttributes.namespace",
+                    "message": f'Invalid value: "{namespace}": must match metadata.namespace',
+                }
+            ],
+        )
+    return Attributes(
+        user,
+        _string(resource.get("verb")),
+        True,
+        _string(resource.get("group")),
+        _string(resource.get("version")),
+        _string(resource.get("resource")),
+        _string(resource.get("subresource")),
+        namespace,
+        _string(resource.get("name")),
+    )
 
 
 def _review_status(authorizer: Authorizer, attrs: Attributes) -> Obj:
@@ -104,12 +155,27 @@ def _caller(req: Request) -> UserInfo:
 def _subject(info: RequestInfo, spec: Obj) -> UserInfo:
     name, groups = _string(spec.get("user")), spec.get("groups") or []
     if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
-        raise _invalid(info, [{"reason": "FieldValueInvalid", "field": "spec.groups",
-                               "message": "Invalid value: must be a list of strings"}])
+        raise _invalid(
+            info,
+            [
+                {
+                    "reason": "FieldValueInvalid",
+                    "field": "spec.groups",
+                    "message": "Invalid value: must be a list of strings",
+                }
+            ],
+        )
     if not name and not groups:
-        raise _invalid(info, [{"reason": "FieldValueInvalid", "field": "spec.user",
-                               "message": 'Invalid value: "": at least one of user or group '
-                                          'must be specified'}])
+        raise _invalid(
+            info,
+            [
+                {
+                    "reason": "FieldValueInvalid",
+                    "field": "spec.user",
+                    "message": 'Invalid value: "": at least one of user or group must be specified',
+                }
+            ],
+        )
     return UserInfo(name, tuple(groups), _string(spec.get("uid")))
 
 
@@ -130,8 +196,9 @@ def reviews(authorizer: Authorizer) -> dict[tuple[str, str], Review]:
     async def local_access(req: Request, info: RequestInfo) -> tuple[int, bytes]:
         obj = await _body(req, info)
         spec = obj.get("spec") or {}
-        attrs = _attributes(info, spec, _subject(info, spec), info.namespace or "",
-                            allow_nonresource=False)
+        attrs = _attributes(
+            info, spec, _subject(info, spec), info.namespace or "", allow_nonresource=False
+        )
         return _answer(info, obj, _review_status(authorizer, attrs))
 
     async def self_rules(req: Request, info: RequestInfo) -> tuple[int, bytes]:

@@ -34,9 +34,15 @@ from k8slite.kubelet.runtime.base import (
 RUNTIMES = ("docker", "process", "fake")
 
 
-def make_runtime(kind: str, *, node_name: str, root_dir: str | os.PathLike[str],
-                 node_ip: str = "127.0.0.1", pod_cidr: str | None = None,
-                 docker_network: str | None = None) -> Runtime:
+def make_runtime(
+    kind: str,
+    *,
+    node_name: str,
+    root_dir: str | os.PathLike[str],
+    node_ip: str = "127.0.0.1",
+    pod_cidr: str | None = None,
+    docker_network: str | None = None,
+) -> Runtime:
     """The runtime a kubelet's --runtime names, imported only when chosen.
 
     pod_cidr is the Docker pod network's subnet (shared by every kubelet on the engine;
@@ -46,8 +52,9 @@ def make_runtime(kind: str, *, node_name: str, root_dir: str | os.PathLike[str],
     if kind == "docker":
         from k8slite.kubelet.runtime.docker import DEFAULT_NETWORK, DockerRuntime
 
-        return DockerRuntime(node_name, node_ip=node_ip, pod_cidr=pod_cidr,
-                             network=docker_network or DEFAULT_NETWORK)
+        return DockerRuntime(
+            node_name, node_ip=node_ip, pod_cidr=pod_cidr, network=docker_network or DEFAULT_NETWORK
+        )
     if kind == "process":
         from k8slite.kubelet.runtime.process import ProcessRuntime
 

@@ -321,7 +321,8 @@ def pull_error(image: str, detail: str) -> ImagePullError:
 def never_pull_error(image: str) -> ImageNeverPullError:
     # Upstream's words.
     return ImageNeverPullError(
-        f'Container image "{image}" is not present with pull policy of Never')
+        f'Container image "{image}" is not present with pull policy of Never'
+    )
 
 
 # The image reference grammar of distribution/reference: [domain[:port]/]path[:tag][@digest].
@@ -330,7 +331,8 @@ _DOMAIN = rf"(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9a-fA-F:]+\])(?::[0-9]+)?"
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _IMAGE_RE = re.compile(
     rf"(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*(?::[\w][\w.-]{{0,127}})?"
-    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?")
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?"
+)
 
 
 def validate_image(image: str) -> None:
@@ -338,7 +340,8 @@ def validate_image(image: str) -> None:
     if not _IMAGE_RE.fullmatch(image):
         raise InvalidImageNameError(
             f'Failed to apply default image tag "{image}": couldn\'t parse image name '
-            f'"{image}": invalid reference format')
+            f'"{image}": invalid reference format'
+        )
 
 
 def expand_vars(value: str, env: Mapping[str, str]) -> str:
@@ -356,8 +359,8 @@ def expand_vars(value: str, env: Mapping[str, str]) -> str:
             if nxt == "(":
                 end = value.find(")", i + 2)
                 if end != -1:
-                    name = value[i + 2:end]
-                    out.append(env[name] if name in env else value[i:end + 1])
+                    name = value[i + 2 : end]
+                    out.append(env[name] if name in env else value[i : end + 1])
                     i = end + 1
                     continue
         out.append(c)
@@ -371,8 +374,9 @@ def pod_identity(pod: Mapping[str, Any]) -> tuple[str, str, str]:
     return meta.get("uid", ""), meta.get("namespace", "default"), meta.get("name", "")
 
 
-def sandbox_labels(node_name: str, pod: Mapping[str, Any], attempt: int,
-                   namespaces: NamespaceOptions) -> dict[str, str]:
+def sandbox_labels(
+    node_name: str, pod: Mapping[str, Any], attempt: int, namespaces: NamespaceOptions
+) -> dict[str, str]:
     uid, namespace, name = pod_identity(pod)
     return {
         LABEL_MANAGED: "true",
@@ -401,8 +405,9 @@ def container_labels(node_name: str, sandbox: Sandbox, config: ContainerConfig) 
     }
 
 
-def container_info(id: str, labels: dict[str, str], state: ContainerState, image: str,
-                   created_at: float) -> ContainerInfo:
+def container_info(
+    id: str, labels: dict[str, str], state: ContainerState, image: str, created_at: float
+) -> ContainerInfo:
     """A ContainerInfo from the labels container_labels wrote."""
     return ContainerInfo(
         id=id,
@@ -419,8 +424,9 @@ def container_info(id: str, labels: dict[str, str], state: ContainerState, image
     )
 
 
-def sandbox_from_labels(id: str, labels: dict[str, str], ip: str, state: SandboxState,
-                        created_at: float) -> Sandbox:
+def sandbox_from_labels(
+    id: str, labels: dict[str, str], ip: str, state: SandboxState, created_at: float
+) -> Sandbox:
     """A Sandbox from the labels sandbox_labels wrote."""
     return Sandbox(
         id=id,
@@ -455,8 +461,9 @@ class Runtime(Protocol):
         """status.nodeInfo.containerRuntimeVersion, e.g. "docker://20.10.24"."""
         ...
 
-    async def run_sandbox(self, pod: Mapping[str, Any], *, attempt: int = 0,
-                          dns: DNSConfig | None = None) -> Sandbox:
+    async def run_sandbox(
+        self, pod: Mapping[str, Any], *, attempt: int = 0, dns: DNSConfig | None = None
+    ) -> Sandbox:
         """Create and start the pod's sandbox (or return the running one of this attempt)."""
         ...
 
@@ -475,8 +482,7 @@ class Runtime(Protocol):
         """The sandbox now; NotFoundError when it is gone."""
         ...
 
-    async def list_sandboxes(self) -> list[Sandbox]:
-        ...
+    async def list_sandboxes(self) -> list[Sandbox]: ...
 
     async def ensure_image(self, image: str, pull_policy: str) -> ImageRef:
         """Make the image present per imagePullPolicy (Always, IfNotPresent, Never).
@@ -485,8 +491,7 @@ class Runtime(Protocol):
         """
         ...
 
-    async def list_images(self) -> list[ImageInfo]:
-        ...
+    async def list_images(self) -> list[ImageInfo]: ...
 
     async def create_container(self, sandbox: Sandbox, config: ContainerConfig) -> str:
         """Create (not start) a container in the sandbox; returns its id."""
@@ -519,9 +524,15 @@ class Runtime(Protocol):
         """Run argv in the running container; ExecTimeoutError after timeout seconds."""
         ...
 
-    def logs(self, container_id: str, *, follow: bool = False, tail_lines: int | None = None,
-             since_seconds: float | None = None,
-             timestamps: bool = False) -> AsyncGenerator[bytes, None]:
+    def logs(
+        self,
+        container_id: str,
+        *,
+        follow: bool = False,
+        tail_lines: int | None = None,
+        since_seconds: float | None = None,
+        timestamps: bool = False,
+    ) -> AsyncGenerator[bytes, None]:
         """The container's stdout and stderr, also once it exited (kubectl logs --previous).
 
         With timestamps, each line starts with its RFC 3339 time (nanoseconds) and a space.

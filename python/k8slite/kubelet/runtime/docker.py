@@ -7,7 +7,7 @@ import os
 import signal
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar
@@ -121,19 +121,27 @@ class DockerRuntime:
         # version="auto" asks the engine, a blocking call, so the client is made in a thread.
         async with self._api_lock:
             if self._api is None:
-                self._api = await trio.to_thread.run_sync(partial(
-                    docker.APIClient, base_url=self._base_url, version="auto", timeout=60,
-                    max_pool_size=self._max_threads), limiter=self._limiter)
+                self._api = await trio.to_thread.run_sync(
+                    partial(
+                        docker.APIClient,
+                        base_url=self._base_url,
+                        version="auto",
+                        timeout=60,
+                        max_pool_size=self._max_threads,
+                    ),
+                    limiter=self._limiter,
+                )
             return self._api
 
-    async def _call(self, fn: Callable[..., T], *args: Any, abandon: bool = False,
-                    **kwargs: Any) -> T:
+    async def _call(
+        self, fn: Callable[..., T], *args: Any, abandon: bool = False, **kwargs: Any
+    ) -> T:
         """fn(api, *args, **kwargs) in a worker thread, Docker errors made runtime errors."""
         with _translated():
             api = await self._client()
-            return await trio.to_thread.run_sync(partial(fn, api, *args, **kwargs),
-                                                 limiter=self._limiter,
-                                                 abandon_on_cancel=abandon)
+            return await trio.to_thread.run_sync(
+                partial(fn, api, *args, **kwargs), limiter=self._limiter, abandon_on_cancel=abandon
+            )
 
     async def aclose(self) -> None:
         if self._http is not None:
@@ -148,8 +156,12 @@ class DockerRuntime:
         return f"docker://{info['Version']}"
 
     def _filters(self, kind: str, **extra: str) -> dict[str, list[str]]:
-        labels = [f"{LABEL_MANAGED}=true", f"{LABEL_NODE}={self.node_name}",
-                  f"{LABEL_TYPE}={kind}", *(f"{k}={v}" for k, v in extra.items())]
+        labels = [
+            f"{LABEL_MANAGED}=true",
+            f"{LABEL_NODE}={self.node_name}",
+            f"{LABEL_TYPE}={kind}",
+            *(f"{k}={v}" for k, v in extra.items()),
+        ]
         return {"label": labels}
 
     # -- network ----------------------------------------------------------------------------
@@ -164,8 +176,9 @@ class DockerRuntime:
 
     # -- sandboxes --------------------------------------------------------------------------
 
-    async def run_sandbox(self, pod: Mapping[str, Any], *, attempt: int = 0,
-                          dns: DNSConfig | None = None) -> Sandbox:
+    async def run_sandbox(
+        self, pod: Mapping[str, Any], *, attempt: int = 0, dns: DNSConfig | None = None
+    ) -> Sandbox:
         namespaces = NamespaceOptions.from_pod(pod)
         if namespaces.network is NamespaceMode.POD:
             await self._ensure_network()
@@ -182,8 +195,14 @@ class DockerRuntime:
             attrs = await self._call(_run_sandbox, spec)
         return self._sandbox(attrs)
 
-    def _sandbox_spec(self, pod: Mapping[str, Any], attempt: int, namespaces: NamespaceOptions,
-                      labels: dict[str, str], dns: DNSConfig | None) -> dict[str, Any]:
+    def _sandbox_spec(
+        self,
+        pod: Mapping[str, Any],
+        attempt: int,
+        namespaces: NamespaceOptions,
+        labels: dict[str, str],
+        dns: DNSConfig | None,
+    ) -> dict[str, Any]:
         uid, namespace, name = pod_identity(pod)
         spec = pod.get("spec") or {}
         host_net = namespaces.network is NamespaceMode.NODE
@@ -192,14 +211,18 @@ class DockerRuntime:
             # "shareable" so app containers may join it; Docker's default IPC mode is private.
             "ipc_mode": "host" if namespaces.ipc is NamespaceMode.NODE else "shareable",
             "pid_mode": "host" if namespaces.pid is NamespaceMode.NODE else None,
-            "extra_hosts": {h: a["ip"] for a in spec.get("hostAliases") or ()
-                            for h in a.get("hostnames") or ()} or None,
+            "extra_hosts": {
+                h: a["ip"] for a in spec.get("hostAliases") or () for h in a.get("hostnames") or ()
+            }
+            or None,
             "log_config": _LOG_CONFIG,
         }
         if dns is not None:
-            host_config.update(dns=list(dns.servers) or None,
-                               dns_search=list(dns.searches) or None,
-                               dns_opt=list(dns.options) or None)
+            host_config.update(
+                dns=list(dns.servers) or None,
+                dns_search=list(dns.searches) or None,
+                dns_opt=list(dns.options) or None,
+            )
         ports = [] if host_net else _host_ports(spec)
         if ports:
             host_config["port_bindings"] = {key: (ip, hp) if ip else hp for key, ip, hp in ports}
@@ -216,9 +239,12 @@ class DockerRuntime:
     def _sandbox(self, attrs: Mapping[str, Any]) -> Sandbox:
         labels = attrs["Config"]["Labels"] or {}
         sandbox = sandbox_from_labels(
-            attrs["Id"], labels, "",
+            attrs["Id"],
+            labels,
+            "",
             SandboxState.READY if attrs["State"]["Running"] else SandboxState.NOTREADY,
-            _parse_time(attrs["Created"]) or 0.0)
+            _parse_time(attrs["Created"]) or 0.0,
+        )
         sandbox.ip = self._sandbox_ip(sandbox.namespaces, attrs["NetworkSettings"])
         return sandbox
 
@@ -240,24 +266,30 @@ class DockerRuntime:
         await self.remove_container(sandbox_id)
 
     async def _pod_containers(self, sandbox_id: str) -> list[ContainerInfo]:
-        rows = await self._call(docker.APIClient.containers, all=True,
-                                filters=self._filters(TYPE_CONTAINER,
-                                                      **{LABEL_SANDBOX_ID: sandbox_id}))
+        rows = await self._call(
+            docker.APIClient.containers,
+            all=True,
+            filters=self._filters(TYPE_CONTAINER, **{LABEL_SANDBOX_ID: sandbox_id}),
+        )
         return [self._container_row(row) for row in rows]
 
     async def sandbox_status(self, sandbox_id: str) -> Sandbox:
         return self._sandbox(await self._call(docker.APIClient.inspect_container, sandbox_id))
 
     async def list_sandboxes(self) -> list[Sandbox]:
-        rows = await self._call(docker.APIClient.containers, all=True,
-                                filters=self._filters(TYPE_SANDBOX))
+        rows = await self._call(
+            docker.APIClient.containers, all=True, filters=self._filters(TYPE_SANDBOX)
+        )
         out = []
         for row in rows:
             labels = row.get("Labels") or {}
             sandbox = sandbox_from_labels(
-                row["Id"], labels, "",
+                row["Id"],
+                labels,
+                "",
                 SandboxState.READY if row.get("State") == "running" else SandboxState.NOTREADY,
-                float(row.get("Created") or 0))
+                float(row.get("Created") or 0),
+            )
             sandbox.ip = self._sandbox_ip(sandbox.namespaces, row.get("NetworkSettings") or {})
             out.append(sandbox)
         return out
@@ -279,8 +311,11 @@ class DockerRuntime:
         rows = await self._call(docker.APIClient.images)
         out = []
         for row in rows:
-            names = [n for n in (row.get("RepoTags") or []) + (row.get("RepoDigests") or [])
-                     if not n.startswith("<none>")]
+            names = [
+                n
+                for n in (row.get("RepoTags") or []) + (row.get("RepoDigests") or [])
+                if not n.startswith("<none>")
+            ]
             out.append(ImageInfo(row["Id"], tuple(names), int(row.get("Size") or 0)))
         return out
 
@@ -305,14 +340,17 @@ class DockerRuntime:
             return
         if not attrs["State"]["Running"]:
             return
-        stop_signal = (attrs["Config"].get("StopSignal") or "SIGTERM") if grace_seconds > 0 \
-            else "SIGKILL"
+        stop_signal = (
+            (attrs["Config"].get("StopSignal") or "SIGTERM") if grace_seconds > 0 else "SIGKILL"
+        )
         if not await self._kill(container_id, stop_signal):
             return
-        if stop_signal != "SIGKILL" and not await self._wait_stopped(container_id,
-                                                                     grace_seconds):
-            log.info("container %s outlived its %ss grace period; killing it",
-                     container_id[:12], grace_seconds)
+        if stop_signal != "SIGKILL" and not await self._wait_stopped(container_id, grace_seconds):
+            log.info(
+                "container %s outlived its %ss grace period; killing it",
+                container_id[:12],
+                grace_seconds,
+            )
             await self._kill(container_id, "SIGKILL")
         # SIGKILL is not instant: the exit (and cgroup teardown) is reported a moment later.
         await self._wait_stopped(container_id, 30)
@@ -358,26 +396,35 @@ class DockerRuntime:
         return _status(attrs)
 
     async def list_containers(self) -> list[ContainerInfo]:
-        rows = await self._call(docker.APIClient.containers, all=True,
-                                filters=self._filters(TYPE_CONTAINER))
+        rows = await self._call(
+            docker.APIClient.containers, all=True, filters=self._filters(TYPE_CONTAINER)
+        )
         return [self._container_row(row) for row in rows]
 
     def _container_row(self, row: Mapping[str, Any]) -> ContainerInfo:
-        return container_info(row["Id"], row.get("Labels") or {},
-                              _STATES.get(row.get("State", ""), ContainerState.UNKNOWN),
-                              row.get("Image", ""), float(row.get("Created") or 0))
+        return container_info(
+            row["Id"],
+            row.get("Labels") or {},
+            _STATES.get(row.get("State", ""), ContainerState.UNKNOWN),
+            row.get("Image", ""),
+            float(row.get("Created") or 0),
+        )
 
     # -- exec and logs ----------------------------------------------------------------------
 
     async def exec(self, container_id: str, argv: list[str], timeout: float) -> ExecResult:
-        exec_id = (await self._call(docker.APIClient.exec_create, container_id, argv,
-                                    stdout=True, stderr=True))["Id"]
+        exec_id = (
+            await self._call(
+                docker.APIClient.exec_create, container_id, argv, stdout=True, stderr=True
+            )
+        )["Id"]
         api = await self._client()  # made by the _call above
         output = b""
         with trio.move_on_after(timeout) as scope, _translated():
             # Abandoned on timeout: the thread ends when the killed command's stream closes.
-            output = await trio.to_thread.run_sync(partial(api.exec_start, exec_id),
-                                                   limiter=self._limiter, abandon_on_cancel=True)
+            output = await trio.to_thread.run_sync(
+                partial(api.exec_start, exec_id), limiter=self._limiter, abandon_on_cancel=True
+            )
         info = await self._call(docker.APIClient.exec_inspect, exec_id)
         if scope.cancelled_caught:
             self._kill_exec(info)
@@ -389,23 +436,32 @@ class DockerRuntime:
         # engine runs on this machine (a unix socket).
         pid = int(info.get("Pid") or 0)
         if info.get("Running") and pid > 0 and self._base_url.startswith("unix://"):
-            try:
+            with suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
 
-    async def logs(self, container_id: str, *, follow: bool = False,
-                   tail_lines: int | None = None, since_seconds: float | None = None,
-                   timestamps: bool = False) -> AsyncGenerator[bytes, None]:
+    async def logs(
+        self,
+        container_id: str,
+        *,
+        follow: bool = False,
+        tail_lines: int | None = None,
+        since_seconds: float | None = None,
+        timestamps: bool = False,
+    ) -> AsyncGenerator[bytes, None]:
         """Stream logs over the engine's HTTP API with httpx, so a follower holds no thread."""
-        params = {"stdout": "1", "stderr": "1", "follow": "1" if follow else "0",
-                  "timestamps": "1" if timestamps else "0",
-                  "tail": "all" if tail_lines is None else str(max(tail_lines, 0))}
+        params = {
+            "stdout": "1",
+            "stderr": "1",
+            "follow": "1" if follow else "0",
+            "timestamps": "1" if timestamps else "0",
+            "tail": "all" if tail_lines is None else str(max(tail_lines, 0)),
+        }
         if since_seconds is not None:
             params["since"] = f"{time.time() - since_seconds:.9f}"
         client = await self._http_client()
-        async with client.stream("GET", f"/containers/{container_id}/logs",
-                                 params=params) as response:
+        async with client.stream(
+            "GET", f"/containers/{container_id}/logs", params=params
+        ) as response:
             if response.status_code == 404:
                 raise NotFoundError(f"container {container_id} not found")
             if response.status_code >= 400:
@@ -419,8 +475,8 @@ class DockerRuntime:
                     size = int.from_bytes(buf[4:_STREAM_HEADER], "big")
                     if len(buf) < _STREAM_HEADER + size:
                         break
-                    yield bytes(buf[_STREAM_HEADER:_STREAM_HEADER + size])
-                    del buf[:_STREAM_HEADER + size]
+                    yield bytes(buf[_STREAM_HEADER : _STREAM_HEADER + size])
+                    del buf[: _STREAM_HEADER + size]
 
     async def _http_client(self) -> httpx.AsyncClient:
         if self._http is None:
@@ -435,9 +491,11 @@ class DockerRuntime:
                 base = f"http://{host}/v{version}"
             else:
                 raise ContainerRuntimeError(
-                    f"container logs need a unix:// or tcp:// Docker host, not {self._base_url}")
-            self._http = httpx.AsyncClient(transport=transport, base_url=base,
-                                           timeout=httpx.Timeout(30.0, read=None))
+                    f"container logs need a unix:// or tcp:// Docker host, not {self._base_url}"
+                )
+            self._http = httpx.AsyncClient(
+                transport=transport, base_url=base, timeout=httpx.Timeout(30.0, read=None)
+            )
         return self._http
 
 
@@ -471,17 +529,23 @@ def _run_sandbox(api: docker.APIClient, spec: dict[str, Any]) -> dict[str, Any]:
     for retry in range(2):
         try:
             created = api.create_container(
-                image=spec["image"], name=spec["name"], hostname=spec["hostname"],
-                labels=spec["labels"], ports=spec["ports"], networking_config=networking,
+                image=spec["image"],
+                name=spec["name"],
+                hostname=spec["hostname"],
+                labels=spec["labels"],
+                ports=spec["ports"],
+                networking_config=networking,
                 host_config=api.create_host_config(**spec["host_config"]),
-                use_config_proxy=False)
+                use_config_proxy=False,
+            )
             break
         except docker.errors.ImageNotFound:
-            raise CreateSandboxError(f"the sandbox image {spec['image']} is missing on this "
-                                     "node; build it with hack/build-images") from None
+            raise CreateSandboxError(
+                f"the sandbox image {spec['image']} is missing on this "
+                "node; build it with hack/build-images"
+            ) from None
         except docker.errors.APIError as e:
-            existing = _inspect(api, spec["name"]) if e.status_code == 409 and not retry \
-                else None
+            existing = _inspect(api, spec["name"]) if e.status_code == 409 and not retry else None
             if existing is None:
                 raise CreateSandboxError(_explain(e)) from None
             if existing["State"]["Running"]:
@@ -502,25 +566,34 @@ def _inspect(api: docker.APIClient, name: str) -> dict[str, Any] | None:
         return None
 
 
-def _container_spec(sandbox: Sandbox, config: ContainerConfig,
-                    labels: dict[str, str]) -> dict[str, Any]:
+def _container_spec(
+    sandbox: Sandbox, config: ContainerConfig, labels: dict[str, str]
+) -> dict[str, Any]:
     ns = sandbox.namespaces
     join = f"container:{sandbox.id}"
     host_config: dict[str, Any] = {
         "network_mode": join,
         "ipc_mode": "host" if ns.ipc is NamespaceMode.NODE else join,
         "pid_mode": {NamespaceMode.NODE: "host", NamespaceMode.POD: join}.get(ns.pid),
-        "mounts": [docker.types.Mount(m.container_path, m.host_path, type="bind",
-                                      read_only=m.read_only,
-                                      propagation=_PROPAGATION.get(m.propagation))
-                   for m in config.mounts] or None,
+        "mounts": [
+            docker.types.Mount(
+                m.container_path,
+                m.host_path,
+                type="bind",
+                read_only=m.read_only,
+                propagation=_PROPAGATION.get(m.propagation),
+            )
+            for m in config.mounts
+        ]
+        or None,
         "privileged": config.privileged,
         "log_config": _LOG_CONFIG,
     }
     if config.memory_limit_bytes is not None:
         # No swap, as upstream: the limit is the limit, and exceeding it is an OOM kill.
-        host_config.update(mem_limit=config.memory_limit_bytes,
-                           memswap_limit=config.memory_limit_bytes)
+        host_config.update(
+            mem_limit=config.memory_limit_bytes, memswap_limit=config.memory_limit_bytes
+        )
     if config.cpu_limit_milli is not None:
         host_config["nano_cpus"] = config.cpu_limit_milli * 1_000_000
     # Upstream's shares: request * 1024 / 1000, at least 2 (also for BestEffort pods).
@@ -532,8 +605,10 @@ def _container_spec(sandbox: Sandbox, config: ContainerConfig,
             user += f":{config.run_as_group}"
     return {
         "image": config.image,
-        "name": (f"k8s_{config.name}_{sandbox.name}_{sandbox.namespace}_{sandbox.pod_uid}_"
-                 f"{config.restart_count}"),
+        "name": (
+            f"k8s_{config.name}_{sandbox.name}_{sandbox.namespace}_{sandbox.pod_uid}_"
+            f"{config.restart_count}"
+        ),
         # Docker keeps the image's cmd only when no entrypoint is given, which is exactly
         # Kubernetes' rule for command and args.
         "entrypoint": config.command or None,
@@ -550,10 +625,13 @@ def _create_container(api: docker.APIClient, spec: dict[str, Any]) -> str:
     host_config = api.create_host_config(**spec.pop("host_config"))
     for attempt in range(2):
         try:
-            return str(api.create_container(**spec, host_config=host_config,
-                                            use_config_proxy=False)["Id"])
+            return str(
+                api.create_container(**spec, host_config=host_config, use_config_proxy=False)["Id"]
+            )
         except docker.errors.ImageNotFound:
-            raise CreateContainerError(f'image "{spec["image"]}" is not present on this node')
+            raise CreateContainerError(
+                f'image "{spec["image"]}" is not present on this node'
+            ) from None
         except docker.errors.APIError as e:
             if e.status_code != 409 or attempt:
                 raise CreateContainerError(_explain(e)) from None
@@ -562,7 +640,8 @@ def _create_container(api: docker.APIClient, spec: dict[str, Any]) -> str:
             old = _inspect(api, spec["name"])
             if old is not None and old["State"]["Running"]:
                 raise CreateContainerError(
-                    f"container name {spec['name']} is in use by a running container") from None
+                    f"container name {spec['name']} is in use by a running container"
+                ) from None
             if old is not None:
                 api.remove_container(old["Id"], force=True)
     raise AssertionError("unreachable")
@@ -575,8 +654,9 @@ def _inspect_image(api: docker.APIClient, image: str) -> dict[str, Any] | None:
         return None
     except docker.errors.APIError as e:
         if e.status_code == 400:
-            raise InvalidImageNameError(f'couldn\'t parse image reference "{image}": '
-                                        f"{_explain(e)}") from None
+            raise InvalidImageNameError(
+                f'couldn\'t parse image reference "{image}": {_explain(e)}'
+            ) from None
         raise
 
 
@@ -599,13 +679,24 @@ def _pull(api: docker.APIClient, image: str) -> dict[str, Any]:
 def _status(attrs: Mapping[str, Any]) -> ContainerStatus:
     state = attrs["State"]
     labels = attrs["Config"].get("Labels") or {}
-    info = container_info(attrs["Id"], labels,
-                          _STATES.get(state.get("Status", ""), ContainerState.UNKNOWN),
-                          attrs["Config"].get("Image", ""), _parse_time(attrs["Created"]) or 0.0)
+    info = container_info(
+        attrs["Id"],
+        labels,
+        _STATES.get(state.get("Status", ""), ContainerState.UNKNOWN),
+        attrs["Config"].get("Image", ""),
+        _parse_time(attrs["Created"]) or 0.0,
+    )
     status = ContainerStatus(
-        id=info.id, name=info.name, restart_count=info.restart_count, state=info.state,
-        image=info.image, image_ref=attrs.get("Image", ""), created_at=info.created_at,
-        started_at=_parse_time(state.get("StartedAt")), labels=labels)
+        id=info.id,
+        name=info.name,
+        restart_count=info.restart_count,
+        state=info.state,
+        image=info.image,
+        image_ref=attrs.get("Image", ""),
+        created_at=info.created_at,
+        started_at=_parse_time(state.get("StartedAt")),
+        labels=labels,
+    )
     error = state.get("Error") or ""
     if error:
         # The command could not run (e.g. no such executable): Docker leaves it created.
@@ -627,7 +718,7 @@ def _parse_time(value: str | None) -> float | None:
         return None
     main, _, rest = value.partition(".")
     frac = "".join(c for c in rest if c.isdigit())
-    tz = rest[len(frac):] if rest else main[19:]
+    tz = rest[len(frac) :] if rest else main[19:]
     stamp = datetime.fromisoformat(main[:19] + (tz if tz and tz != "Z" else "+00:00"))
     if stamp.tzinfo is None:
         stamp = stamp.replace(tzinfo=UTC)
@@ -646,6 +737,7 @@ def _host_ports(spec: Mapping[str, Any]) -> list[tuple[str, str, int]]:
         for p in c.get("ports") or ():
             if p.get("hostPort"):
                 proto = str(p.get("protocol") or "TCP").lower()
-                out.append((f"{p['containerPort']}/{proto}", p.get("hostIP") or "",
-                            int(p["hostPort"])))
+                out.append(
+                    (f"{p['containerPort']}/{proto}", p.get("hostIP") or "", int(p["hostPort"]))
+                )
     return out

@@ -26,25 +26,38 @@ def ensure_network(api: docker.APIClient, name: str, pod_cidr: str | None) -> No
         if existing:
             net = min(existing, key=lambda n: n["Id"])
             if (net.get("Labels") or {}).get(LABEL_MANAGED) != "true":
-                raise CreateSandboxError(f"Docker network {name!r} exists and is not k8slite's; "
-                                         "remove it or choose another pod network name")
+                raise CreateSandboxError(
+                    f"Docker network {name!r} exists and is not k8slite's; "
+                    "remove it or choose another pod network name"
+                )
             subnets = [c.get("Subnet") for c in (net.get("IPAM") or {}).get("Config") or ()]
             if pod_cidr and pod_cidr not in subnets:
-                log.warning("Docker network %s exists on %s, not on the pod CIDR %s; using it",
-                            name, ", ".join(map(str, subnets)), pod_cidr)
+                log.warning(
+                    "Docker network %s exists on %s, not on the pod CIDR %s; using it",
+                    name,
+                    ", ".join(map(str, subnets)),
+                    pod_cidr,
+                )
             return
         taken = _taken_subnets(api)
         candidates = [pod_cidr] if pod_cidr else list(CANDIDATE_CIDRS)
-        free = [c for c in candidates
-                if not any(ipaddress.ip_network(c).overlaps(t) for t in taken)]
+        free = [
+            c for c in candidates if not any(ipaddress.ip_network(c).overlaps(t) for t in taken)
+        ]
         if not free:
             raise CreateSandboxError(
                 f"no free pod network among {', '.join(candidates)}: each overlaps a Docker "
-                "network or a host route; choose a free pod CIDR")
+                "network or a host route; choose a free pod CIDR"
+            )
         ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet=free[0])])
         try:
-            api.create_network(name, driver="bridge", ipam=ipam, check_duplicate=True,
-                               labels={LABEL_MANAGED: "true"})
+            api.create_network(
+                name,
+                driver="bridge",
+                ipam=ipam,
+                check_duplicate=True,
+                labels={LABEL_MANAGED: "true"},
+            )
             log.info("created Docker network %s on %s", name, free[0])
             return
         except docker.errors.APIError as e:

@@ -68,8 +68,9 @@ class FakeRuntime:
 
     name = "fake"
 
-    def __init__(self, node_name: str, *, pod_cidr: str = "10.244.0.0/16",
-                 node_ip: str = "127.0.0.1") -> None:
+    def __init__(
+        self, node_name: str, *, pod_cidr: str = "10.244.0.0/16", node_ip: str = "127.0.0.1"
+    ) -> None:
         self.node_name = node_name
         self.node_ip = node_ip
         self._network = ipaddress.ip_network(pod_cidr)
@@ -92,8 +93,9 @@ class FakeRuntime:
 
     # -- sandboxes --------------------------------------------------------------------------
 
-    async def run_sandbox(self, pod: Mapping[str, Any], *, attempt: int = 0,
-                          dns: DNSConfig | None = None) -> Sandbox:
+    async def run_sandbox(
+        self, pod: Mapping[str, Any], *, attempt: int = 0, dns: DNSConfig | None = None
+    ) -> Sandbox:
         uid, namespace, name = pod_identity(pod)
         existing = self._sandboxes.get(self._by_pod.get((uid, attempt), ""))
         if existing is not None:
@@ -102,8 +104,17 @@ class FakeRuntime:
             await self.remove_sandbox(existing.id)
         namespaces = NamespaceOptions.from_pod(pod)
         ip = self.node_ip if namespaces.network is NamespaceMode.NODE else self._allocate_ip()
-        sandbox = Sandbox(f"fake-{next(_ids):x}", uid, namespace, name, attempt, ip,
-                          SandboxState.READY, namespaces, time.time())
+        sandbox = Sandbox(
+            f"fake-{next(_ids):x}",
+            uid,
+            namespace,
+            name,
+            attempt,
+            ip,
+            SandboxState.READY,
+            namespaces,
+            time.time(),
+        )
         self._sandboxes[sandbox.id] = sandbox
         self._by_pod[uid, attempt] = sandbox.id
         self._by_sandbox[sandbox.id] = set()
@@ -135,8 +146,9 @@ class FakeRuntime:
         for cid in self._by_sandbox.pop(sandbox_id):
             del self._containers[cid]
         if sandbox.namespaces.network is NamespaceMode.POD:
-            self._free_ips.append(int(ipaddress.ip_address(sandbox.ip))
-                                  - int(self._network.network_address))
+            self._free_ips.append(
+                int(ipaddress.ip_address(sandbox.ip)) - int(self._network.network_address)
+            )
 
     def _of(self, sandbox_id: str) -> list[_Container]:
         return [self._containers[cid] for cid in self._by_sandbox.get(sandbox_id, ())]
@@ -165,8 +177,14 @@ class FakeRuntime:
     async def create_container(self, sandbox: Sandbox, config: ContainerConfig) -> str:
         if sandbox.id not in self._sandboxes:
             raise NotFoundError(f"sandbox {sandbox.id} not found")
-        c = _Container(f"fake-{next(_ids):x}", sandbox, config.name, config.restart_count,
-                       config.image, time.time())
+        c = _Container(
+            f"fake-{next(_ids):x}",
+            sandbox,
+            config.name,
+            config.restart_count,
+            config.image,
+            time.time(),
+        )
         self._containers[c.id] = c
         self._by_sandbox[sandbox.id].add(c.id)
         return c.id
@@ -187,24 +205,52 @@ class FakeRuntime:
     async def container_status(self, container_id: str) -> ContainerStatus:
         c = self._get(container_id)
         state = _state(c)
-        status = ContainerStatus(c.id, c.name, c.restart_count, state, c.image,
-                                 f"fake:{c.image}", c.created_at, c.started_at, c.finished_at,
-                                 labels=self._labels(c))
+        status = ContainerStatus(
+            c.id,
+            c.name,
+            c.restart_count,
+            state,
+            c.image,
+            f"fake:{c.image}",
+            c.created_at,
+            c.started_at,
+            c.finished_at,
+            labels=self._labels(c),
+        )
         if state is ContainerState.EXITED:
             status.exit_code, status.reason = 0, REASON_COMPLETED
         return status
 
     async def list_containers(self) -> list[ContainerInfo]:
-        return [ContainerInfo(c.id, c.sandbox.id, c.sandbox.pod_uid, c.sandbox.namespace,
-                              c.sandbox.name, c.name, c.restart_count, _state(c), c.image,
-                              c.created_at, self._labels(c))
-                for c in self._containers.values()]
+        return [
+            ContainerInfo(
+                c.id,
+                c.sandbox.id,
+                c.sandbox.pod_uid,
+                c.sandbox.namespace,
+                c.sandbox.name,
+                c.name,
+                c.restart_count,
+                _state(c),
+                c.image,
+                c.created_at,
+                self._labels(c),
+            )
+            for c in self._containers.values()
+        ]
 
     def _labels(self, c: _Container) -> dict[str, str]:
-        return {LABEL_MANAGED: "true", LABEL_NODE: self.node_name, LABEL_TYPE: TYPE_CONTAINER,
-                LABEL_POD_UID: c.sandbox.pod_uid, LABEL_POD_NAMESPACE: c.sandbox.namespace,
-                LABEL_POD_NAME: c.sandbox.name, LABEL_SANDBOX_ID: c.sandbox.id,
-                LABEL_CONTAINER_NAME: c.name, LABEL_RESTART_COUNT: str(c.restart_count)}
+        return {
+            LABEL_MANAGED: "true",
+            LABEL_NODE: self.node_name,
+            LABEL_TYPE: TYPE_CONTAINER,
+            LABEL_POD_UID: c.sandbox.pod_uid,
+            LABEL_POD_NAMESPACE: c.sandbox.namespace,
+            LABEL_POD_NAME: c.sandbox.name,
+            LABEL_SANDBOX_ID: c.sandbox.id,
+            LABEL_CONTAINER_NAME: c.name,
+            LABEL_RESTART_COUNT: str(c.restart_count),
+        }
 
     def _get(self, container_id: str) -> _Container:
         try:
@@ -217,9 +263,15 @@ class FakeRuntime:
             raise ContainerRuntimeError(f"container {container_id} is not running")
         return ExecResult(0, b"")
 
-    async def logs(self, container_id: str, *, follow: bool = False,
-                   tail_lines: int | None = None, since_seconds: float | None = None,
-                   timestamps: bool = False) -> AsyncGenerator[bytes, None]:
+    async def logs(
+        self,
+        container_id: str,
+        *,
+        follow: bool = False,
+        tail_lines: int | None = None,
+        since_seconds: float | None = None,
+        timestamps: bool = False,
+    ) -> AsyncGenerator[bytes, None]:
         self._get(container_id)
         return
         yield b""  # an async generator that yields nothing

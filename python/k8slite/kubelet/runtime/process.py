@@ -10,6 +10,7 @@ running containers and still learns how the others ended.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -84,9 +85,14 @@ class ProcessRuntime:
 
     name = "process"
 
-    def __init__(self, node_name: str, state_dir: str | os.PathLike[str], *,
-                 node_ip: str = "127.0.0.1",
-                 images: Mapping[str, Sequence[str]] | None = None) -> None:
+    def __init__(
+        self,
+        node_name: str,
+        state_dir: str | os.PathLike[str],
+        *,
+        node_ip: str = "127.0.0.1",
+        images: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
         self.node_name = node_name
         self.node_ip = node_ip
         # image -> the entrypoint used when a container gives args but no command.
@@ -121,8 +127,9 @@ class ProcessRuntime:
 
     # -- sandboxes --------------------------------------------------------------------------
 
-    async def run_sandbox(self, pod: Mapping[str, Any], *, attempt: int = 0,
-                          dns: DNSConfig | None = None) -> Sandbox:
+    async def run_sandbox(
+        self, pod: Mapping[str, Any], *, attempt: int = 0, dns: DNSConfig | None = None
+    ) -> Sandbox:
         uid = pod_identity(pod)[0]
         for sandbox in await self.list_sandboxes():
             if sandbox.pod_uid == uid and sandbox.attempt == attempt:
@@ -130,15 +137,23 @@ class ProcessRuntime:
                     return sandbox
                 await self.remove_sandbox(sandbox.id)
         labels = sandbox_labels(self.node_name, pod, attempt, NamespaceOptions.from_pod(pod))
-        sandbox = sandbox_from_labels(secrets.token_hex(16), labels, self.node_ip,
-                                      SandboxState.READY, time.time())
+        sandbox = sandbox_from_labels(
+            secrets.token_hex(16), labels, self.node_ip, SandboxState.READY, time.time()
+        )
         self._save_sandbox(sandbox)
         return sandbox
 
     def _save_sandbox(self, sandbox: Sandbox) -> None:
-        _write_json(self._sandbox_dir / f"{sandbox.id}.json",
-                    {"id": sandbox.id, "labels": sandbox.labels, "ip": sandbox.ip,
-                     "state": str(sandbox.state), "created_at": sandbox.created_at})
+        _write_json(
+            self._sandbox_dir / f"{sandbox.id}.json",
+            {
+                "id": sandbox.id,
+                "labels": sandbox.labels,
+                "ip": sandbox.ip,
+                "state": str(sandbox.state),
+                "created_at": sandbox.created_at,
+            },
+        )
 
     async def stop_sandbox(self, sandbox_id: str) -> None:
         try:
@@ -156,8 +171,9 @@ class ProcessRuntime:
         (self._sandbox_dir / f"{sandbox_id}.json").unlink(missing_ok=True)
 
     def _pod_containers(self, sandbox_id: str) -> list[_Container]:
-        return [c for c in self._containers.values()
-                if c.labels.get(LABEL_SANDBOX_ID) == sandbox_id]
+        return [
+            c for c in self._containers.values() if c.labels.get(LABEL_SANDBOX_ID) == sandbox_id
+        ]
 
     async def sandbox_status(self, sandbox_id: str) -> Sandbox:
         data = _read_json(self._sandbox_dir / f"{sandbox_id}.json")
@@ -190,7 +206,8 @@ class ProcessRuntime:
         if not argv:
             raise CreateContainerError(
                 f"the process runtime needs a command: container {config.name!r} has none and "
-                f"image {config.image!r} has no entrypoint in the runtime's image map")
+                f"image {config.image!r} has no entrypoint in the runtime's image map"
+            )
         labels = container_labels(self.node_name, sandbox, config)
         for old in self._containers.values():
             if old.labels == labels:
@@ -199,21 +216,41 @@ class ProcessRuntime:
                 if state is not ContainerState.CREATED:
                     raise CreateContainerError(
                         f"container {config.name} #{config.restart_count} of pod "
-                        f"{sandbox.namespace}/{sandbox.name} exists already")
+                        f"{sandbox.namespace}/{sandbox.name} exists already"
+                    )
                 await self.remove_container(old.id)
                 break
-        env = {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-               "HOSTNAME": sandbox.name, **dict(config.env)}
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "HOSTNAME": sandbox.name,
+            **dict(config.env),
+        }
         if "HOME" in os.environ:
             env.setdefault("HOME", os.environ["HOME"])
         cid = secrets.token_hex(16)
-        container = _Container(id=cid, dir=self._container_dir / cid, labels=labels,
-                               image=config.image, argv=argv, env=env, cwd=config.working_dir,
-                               created_at=time.time())
+        container = _Container(
+            id=cid,
+            dir=self._container_dir / cid,
+            labels=labels,
+            image=config.image,
+            argv=argv,
+            env=env,
+            cwd=config.working_dir,
+            created_at=time.time(),
+        )
         container.dir.mkdir()
-        _write_json(container.dir / "config.json",
-                    {"id": cid, "labels": labels, "image": config.image, "argv": argv,
-                     "env": env, "cwd": config.working_dir, "created_at": container.created_at})
+        _write_json(
+            container.dir / "config.json",
+            {
+                "id": cid,
+                "labels": labels,
+                "image": config.image,
+                "argv": argv,
+                "env": env,
+                "cwd": config.working_dir,
+                "created_at": container.created_at,
+            },
+        )
         self._containers[cid] = container
         return cid
 
@@ -226,8 +263,11 @@ class ProcessRuntime:
         try:
             proc = await trio.lowlevel.open_process(
                 [sys.executable, "-I", "-S", str(SHIM), str(container.dir)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
-                start_new_session=True)
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                start_new_session=True,
+            )
         finally:
             os.close(err)
         self._shims[container_id] = proc
@@ -289,21 +329,31 @@ class ProcessRuntime:
 
     def _status(self, c: _Container) -> ContainerStatus:
         info = c.info(ContainerState.CREATED)
-        status = ContainerStatus(id=c.id, name=info.name, restart_count=info.restart_count,
-                                 state=ContainerState.CREATED, image=c.image, image_ref=c.image,
-                                 created_at=c.created_at, labels=c.labels)
+        status = ContainerStatus(
+            id=c.id,
+            name=info.name,
+            restart_count=info.restart_count,
+            state=ContainerState.CREATED,
+            image=c.image,
+            image_ref=c.image,
+            created_at=c.created_at,
+            labels=c.labels,
+        )
         state = _read_json(c.dir / "state.json")
         ended = _read_json(c.dir / "exit.json")
         if ended is None and state is not None:
-            if _alive(state["shim_pid"], state["shim_start"]) or \
-                    _alive(state["pid"], state["pid_start"]):
+            if _alive(state["shim_pid"], state["shim_start"]) or _alive(
+                state["pid"], state["pid_start"]
+            ):
                 status.state, status.started_at = ContainerState.RUNNING, state["started_at"]
                 return status
             # The shim may have finished between the two reads.
             ended = _read_json(c.dir / "exit.json") or {
-                "exit_code": UNKNOWN_EXIT_CODE, "finished_at": time.time(),
+                "exit_code": UNKNOWN_EXIT_CODE,
+                "finished_at": time.time(),
                 "reason": REASON_STATUS_UNKNOWN,
-                "message": "The container could not be located when the pod was terminated"}
+                "message": "The container could not be located when the pod was terminated",
+            }
         if ended is not None:
             status.state = ContainerState.EXITED
             status.exit_code = int(ended["exit_code"])
@@ -330,19 +380,33 @@ class ProcessRuntime:
         with trio.move_on_after(timeout):
             try:
                 done = await trio.run_process(
-                    argv, env=container.env, cwd=container.cwd or None, check=False,
-                    capture_stdout=True, stderr=subprocess.STDOUT, start_new_session=True,
-                    deliver_cancel=kill_group)
+                    argv,
+                    env=container.env,
+                    cwd=container.cwd or None,
+                    check=False,
+                    capture_stdout=True,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    deliver_cancel=kill_group,
+                )
             except OSError as e:
-                return ExecResult(126 if isinstance(e, PermissionError) else 127,
-                                  f"exec: {argv[0]!r}: {e.strerror}\n".encode())
+                return ExecResult(
+                    126 if isinstance(e, PermissionError) else 127,
+                    f"exec: {argv[0]!r}: {e.strerror}\n".encode(),
+                )
             code = done.returncode
             return ExecResult(128 - code if code < 0 else code, done.stdout)
         raise ExecTimeoutError(f"command {argv!r} timed out after {timeout}s")
 
-    async def logs(self, container_id: str, *, follow: bool = False,
-                   tail_lines: int | None = None, since_seconds: float | None = None,
-                   timestamps: bool = False) -> AsyncGenerator[bytes, None]:
+    async def logs(
+        self,
+        container_id: str,
+        *,
+        follow: bool = False,
+        tail_lines: int | None = None,
+        since_seconds: float | None = None,
+        timestamps: bool = False,
+    ) -> AsyncGenerator[bytes, None]:
         container = self._get(container_id)
         since = None
         if since_seconds is not None:
@@ -414,8 +478,9 @@ def _tail_offset(f: Any, lines: int) -> int:
 
 
 def _sandbox(data: Mapping[str, Any]) -> Sandbox:
-    return sandbox_from_labels(data["id"], data["labels"], data["ip"],
-                               SandboxState(data["state"]), data["created_at"])
+    return sandbox_from_labels(
+        data["id"], data["labels"], data["ip"], SandboxState(data["state"]), data["created_at"]
+    )
 
 
 def _alive(pid: int, start: str) -> bool:
@@ -428,10 +493,8 @@ def _killpg(state: Mapping[str, Any], sig: signal.Signals) -> None:
     pid = int(state["pid"])
     if state["pid_start"] and proc_start(pid) not in ("", state["pid_start"]):
         return
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

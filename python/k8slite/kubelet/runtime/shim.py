@@ -13,6 +13,7 @@ and answers on stdout with one line, "ok" or "error <message>", then detaches fr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -87,21 +88,40 @@ def run(directory: str) -> int:
     err_r, err_w = os.pipe()
     try:
         # A session of its own: stopping the container signals its whole process group.
-        child = subprocess.Popen(argv, env=config["env"], cwd=config.get("cwd") or None,
-                                 stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w,
-                                 start_new_session=True)
+        child = subprocess.Popen(
+            argv,
+            env=config["env"],
+            cwd=config.get("cwd") or None,
+            stdin=subprocess.DEVNULL,
+            stdout=out_w,
+            stderr=err_w,
+            start_new_session=True,
+        )
     except OSError as e:
         message = f'exec: "{argv[0]}": {e.strerror}'
-        write_json(os.path.join(directory, "exit.json"),
-                   {"exit_code": 128, "finished_at": time.time(), "reason": "StartError",
-                    "message": message})
+        write_json(
+            os.path.join(directory, "exit.json"),
+            {
+                "exit_code": 128,
+                "finished_at": time.time(),
+                "reason": "StartError",
+                "message": message,
+            },
+        )
         print("error", message, flush=True)
         return 0
     os.close(out_w)
     os.close(err_w)
-    write_json(os.path.join(directory, "state.json"),
-               {"pid": child.pid, "pid_start": proc_start(child.pid), "shim_pid": os.getpid(),
-                "shim_start": proc_start(os.getpid()), "started_at": time.time()})
+    write_json(
+        os.path.join(directory, "state.json"),
+        {
+            "pid": child.pid,
+            "pid_start": proc_start(child.pid),
+            "shim_pid": os.getpid(),
+            "shim_start": proc_start(os.getpid()),
+            "started_at": time.time(),
+        },
+    )
     print("ok", flush=True)
     # Nobody reads stdout any more: the kubelet may have gone away.
     devnull = os.open(os.devnull, os.O_WRONLY)
@@ -109,8 +129,10 @@ def run(directory: str) -> int:
     os.close(devnull)
     with open(os.path.join(directory, "log"), "ab", buffering=0) as log:
         exit_code = pump(child, {out_r: LogWriter(log, "stdout"), err_r: LogWriter(log, "stderr")})
-    write_json(os.path.join(directory, "exit.json"),
-               {"exit_code": exit_code, "finished_at": time.time(), "reason": "", "message": ""})
+    write_json(
+        os.path.join(directory, "exit.json"),
+        {"exit_code": exit_code, "finished_at": time.time(), "reason": "", "message": ""},
+    )
     return 0
 
 
@@ -150,10 +172,8 @@ def reap(child: subprocess.Popen[bytes]) -> int:
     """Wait for the child; its exit code, 128 + N when signal N killed it."""
     code = child.wait()
     # Like a container's PID namespace ending: what the command left behind dies too.
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(child.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     return 128 - code if code < 0 else code
 
 
