@@ -250,6 +250,35 @@ def write_kubeconfig(
     )
 
 
+def self_signed(directory: Path, host: str) -> tuple[Path, Path]:
+    """A throwaway serving pair for `host` and loopback, as upstream's components make when
+    given no --tls-cert-file: a leaf signed by its own one-off CA ("host-ca@time"), written
+    to directory/serving.pem (leaf, then CA) and serving.key; returns those paths."""
+    now = datetime.now(UTC)
+    stamp = int(now.timestamp())
+    start, end = now - BACKDATE, now + timedelta(days=CERT_DAYS)
+    ca_key, key = _new_key(), _new_key()
+    ca = _sign(_name(f"{host}-ca@{stamp}"), ca_key.public_key(), ca_key, None, start=start, end=end)
+    try:
+        sans = [parse_san(host), *_LOOPBACK_SANS]
+    except ValueError:  # a host name that is no DNS name: loopback only
+        sans = list(_LOOPBACK_SANS)
+    subject = _name(f"{host}@{stamp}")
+    leaf = _sign(
+        subject, key.public_key(), ca_key, ca, start=start, end=end, usage=SERVER_AUTH, sans=sans
+    )
+    cert_path, key_path = directory / "serving.pem", directory / "serving.key"
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    _write_atomic(key_path, key_pem, KEY_MODE)
+    chain = leaf.public_bytes(serialization.Encoding.PEM) + ca.public_bytes(
+        serialization.Encoding.PEM
+    )
+    _write_atomic(cert_path, chain, CERT_MODE)
+    return cert_path, key_path
+
+
 def certs_main(argv: list[str] | None = None) -> int:
     """`k8slite certs`: create the cluster PKI in --dir; existing valid files are kept."""
     parser = argparse.ArgumentParser(

@@ -120,39 +120,11 @@ async def test_a_failed_review_is_an_error_and_is_not_cached() -> None:
     assert len(reviews.calls) == 2
 
 
-def _cert_der(common_name: str, org: str) -> bytes:
-    import datetime as dt
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, org),
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        ]
-    )
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(hours=1))
-        .sign(key, hashes.SHA256())
-    )
-    return cert.public_bytes(serialization.Encoding.DER)
-
-
 async def test_kubelet_api_answers_as_upstream_when_it_cannot_ask() -> None:
     from prometheus_client import CollectorRegistry
 
-    from k8slite.kubelet.httpserver import Request
+    from k8slite.apiserver.authn import UserInfo
+    from k8slite.component.serving import Request
     from k8slite.kubelet.server import KubeletApi
 
     reviews = Reviews(set(), fail=True)
@@ -161,22 +133,29 @@ async def test_kubelet_api_answers_as_upstream_when_it_cannot_ask() -> None:
         None,
         CollectorRegistry(),  # type: ignore[arg-type]
         Authorizer(reviews, Clock()),
-    )
-    req = Request("GET", "/pods", {}, {}, _cert_der("alice", "ops"))
+    ).server()
+    alice = UserInfo("alice", ("ops", "system:authenticated"))
+    req = Request("GET", "/pods", {}, {}, alice)
     r = await api.handle(req)
     assert r.status == 500
+    assert isinstance(r.body, bytes)
     assert r.body.decode().strip() == (
         "Authorization error (user=alice, verb=get, resource=nodes, subresource(s)=[pods proxy])"
     )
-    # The review carried the certificate's groups and system:authenticated.
+    # The review carried the certificate's groups.
     assert reviews.calls == [("alice", "get", "pods")]
     assert reviews.groups == [frozenset({"ops", "system:authenticated"})]
     reviews.fail = False
     r = await api.handle(req)
     assert r.status == 403
+    assert isinstance(r.body, bytes)
     assert r.body.decode().strip() == (
         "Forbidden (user=alice, verb=get, resource=nodes, subresource(s)=[pods proxy])"
     )
+    # Without a certificate: 401, before anything is asked.
+    asked = len(reviews.calls)
+    assert (await api.handle(Request("GET", "/healthz", {}, {}))).status == 401
+    assert len(reviews.calls) == asked
     # Without an authorizer only the fast paths are open.
-    bare = KubeletApi(None, None, CollectorRegistry())  # type: ignore[arg-type]
+    bare = KubeletApi(None, None, CollectorRegistry()).server()  # type: ignore[arg-type]
     assert (await bare.handle(req)).status == 403

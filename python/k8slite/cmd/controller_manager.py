@@ -10,6 +10,7 @@ from pathlib import Path
 import trio
 
 from k8slite.cmd.common import add_verbosity_flag, run_until_signal, setup_logging
+from k8slite.component.serving import ServingOptions
 from k8slite.controllers.base import ControllerOptions
 from k8slite.controllers.manager import (
     CONTROLLERS,
@@ -19,7 +20,6 @@ from k8slite.controllers.manager import (
     UnknownController,
     enabled_controllers,
 )
-from k8slite.controllers.server import ServingConfig
 from k8slite.leaderelection import (
     JITTER_FACTOR,
     LeaderElectionConfig,
@@ -59,18 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="queries per second to the API server, per controller",
     )
     p.add_argument("--kube-api-burst", type=int, default=30)
-    serving = p.add_argument_group("serving (/healthz, /metrics)")
-    serving.add_argument("--bind-address", default="0.0.0.0")
-    serving.add_argument(
-        "--secure-port",
-        type=int,
-        default=10257,
-        help="HTTPS port; 0 picks a free one (printed on start)",
-    )
-    serving.add_argument(
-        "--tls-cert-file", type=Path, help="serving certificate (default: a self-signed one)"
-    )
-    serving.add_argument("--tls-private-key-file", type=Path)
+    ServingOptions.add_flags(p, default_port=10257)
     workers = p.add_argument_group("workers")
     for flag, default in (
         ("--concurrent-replicaset-syncs", 5),
@@ -157,9 +146,7 @@ def parse_args(argv: list[str] | None) -> tuple[ControllerManagerConfig, int]:
         controllers=controllers,
         leader_election=leader_election,
         options=options,
-        serving=ServingConfig(
-            a.bind_address, a.secure_port, a.tls_cert_file, a.tls_private_key_file
-        ),
+        serving=ServingOptions.from_args(a),
         kube_api_qps=a.kube_api_qps,
         kube_api_burst=a.kube_api_burst,
     )

@@ -13,6 +13,13 @@ from prometheus_client import REGISTRY
 
 from k8slite.client import ApiClient, load_kubeconfig
 from k8slite.cmd.common import add_verbosity_flag, run_until_signal, setup_logging
+from k8slite.component.serving import (
+    PING,
+    Check,
+    ComponentServer,
+    ServingOptions,
+)
+from k8slite.component.serving import serve as serve_component
 from k8slite.leaderelection import (
     LeaderElectionConfig,
     LeaderElectionLost,
@@ -21,7 +28,6 @@ from k8slite.leaderelection import (
 )
 from k8slite.scheduler.plugins import ConfigError, Profile, load_profile
 from k8slite.scheduler.scheduler import DEFAULT_BIND_CONCURRENCY, Scheduler
-from k8slite.scheduler.serving import HEALTH_PATHS, SecureServer, ServingConfig
 
 log = logging.getLogger("k8slite.scheduler")
 
@@ -33,7 +39,7 @@ class Options:
     qps: float
     burst: int
     profile: Profile
-    serving: ServingConfig
+    serving: ServingOptions
     leader_election: LeaderElectionConfig
     bind_concurrency: int
 
@@ -69,20 +75,7 @@ def parse_args(argv: list[str] | None) -> tuple[Options, int]:
         default=DEFAULT_BIND_CONCURRENCY,
         help="bindings in flight at once",
     )
-    p.add_argument("--bind-address", default="0.0.0.0")
-    p.add_argument("--secure-port", type=int, default=10259, help="0 picks a free port")
-    p.add_argument(
-        "--tls-cert-file",
-        type=Path,
-        help="serving certificate (default: a self-signed one, made at start)",
-    )
-    p.add_argument("--tls-private-key-file", type=Path)
-    p.add_argument(
-        "--client-ca-file",
-        type=Path,
-        help="require client certificates from this CA outside the always-allowed paths",
-    )
-    p.add_argument("--authorization-always-allow-paths", default=",".join(HEALTH_PATHS))
+    ServingOptions.add_flags(p, default_port=10259)
     add_leader_election_flags(p, default_name="kube-scheduler")
     add_verbosity_flag(p)
     a = p.parse_args(argv)
@@ -92,14 +85,7 @@ def parse_args(argv: list[str] | None) -> tuple[Options, int]:
         p.error(str(e))
     if a.scheduler_name:
         profile = dataclasses.replace(profile, scheduler_name=a.scheduler_name)
-    serving = ServingConfig(
-        bind_address=a.bind_address,
-        secure_port=a.secure_port,
-        tls_cert_file=a.tls_cert_file,
-        tls_private_key_file=a.tls_private_key_file,
-        client_ca_file=a.client_ca_file,
-        always_allow=tuple(x for x in a.authorization_always_allow_paths.split(",") if x),
-    )
+    serving = ServingOptions.from_args(a)
     options = Options(
         a.kubeconfig,
         a.master,
@@ -122,13 +108,20 @@ async def serve(options: Options) -> None:
         scheduler = Scheduler(
             client, options.profile, registry=REGISTRY, bind_concurrency=options.bind_concurrency
         )
-        server = SecureServer(options.serving, REGISTRY, scheduler.ready)
+        synced = Check(
+            "sched-handler-sync",
+            lambda: None if scheduler.ready() else "waiting for handlers to sync",
+        )
+        app = ComponentServer(
+            checks={"/healthz": (PING,), "/livez": (PING,), "/readyz": (PING, synced)},
+            registry=REGISTRY,
+            configz={"componentconfig": lambda: options},
+            authorize=options.serving.authorizer(),
+        )
         async with trio.open_nursery() as nursery:
-            port = await nursery.start(server.run)
-            host = options.serving.bind_address
-            shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+            url, _ = await nursery.start(serve_component, app, options.serving)
             # A line for people and for scripts (tests read the URL from it).
-            print(f"k8slite-scheduler listening on https://{shown}:{port}", flush=True)
+            print(f"k8slite-scheduler listening on {url}", flush=True)
 
             async def lead(leader: trio.Nursery) -> None:
                 await scheduler.run()

@@ -12,6 +12,7 @@ import trio
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from k8slite.client import ApiClient, ClientConfig, SharedInformerFactory, load_kubeconfig
+from k8slite.component.serving import ComponentServer, ServingOptions, serve
 from k8slite.controllers.base import Controller, ControllerContext, ControllerOptions
 from k8slite.controllers.deployment import DeploymentController
 from k8slite.controllers.endpoints import EndpointsController
@@ -21,7 +22,6 @@ from k8slite.controllers.garbagecollector import GarbageCollector
 from k8slite.controllers.namespace import NamespaceController
 from k8slite.controllers.nodelifecycle import NodeLifecycleController
 from k8slite.controllers.replicaset import ReplicaSetController
-from k8slite.controllers.server import ServingConfig, serve_health
 from k8slite.controllers.tainteviction import TaintEvictionController
 from k8slite.leaderelection import LeaderElectionConfig
 
@@ -103,7 +103,7 @@ class ControllerManagerConfig:
         default_factory=lambda: LeaderElectionConfig(resource_name=LEASE_NAME)
     )
     options: ControllerOptions = field(default_factory=ControllerOptions)
-    serving: ServingConfig = field(default_factory=ServingConfig)
+    serving: ServingOptions = field(default_factory=lambda: ServingOptions(secure_port=10257))
     kube_api_qps: float = 20.0
     kube_api_burst: int = 30
     identity: str | None = None
@@ -131,7 +131,12 @@ class ControllerManager:
     async def run(self, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve health and metrics; run the controllers whenever elected; never return."""
         async with trio.open_nursery() as nursery:
-            url = await nursery.start(serve_health, self.config.serving, self.registry)
+            app = ComponentServer(
+                registry=self.registry,
+                configz={"componentconfig": lambda: self.config},
+                authorize=self.config.serving.authorizer(),
+            )
+            url, _ = await nursery.start(serve, app, self.config.serving)
             task_status.started(url)
             # The lease is renewed on a client of its own, so a busy controller's request
             # queue can never delay a renewal past the deadline.

@@ -11,19 +11,19 @@ import trio
 
 from k8slite.client import ApiClient, DeletedFinalStateUnknown, SharedInformerFactory
 from k8slite.client.resource import PODS, SERVICES
+from k8slite.component.serving import ServingOptions, serve
 from k8slite.kubelet import machine
 from k8slite.kubelet.authz import Authorizer, sar_review
 from k8slite.kubelet.config import KubeletConfig
 from k8slite.kubelet.containers import WorkerEnv
 from k8slite.kubelet.events import EventRecorder
-from k8slite.kubelet.httpserver import serve
 from k8slite.kubelet.metrics import KubeletMetrics, MeteredRuntime
 from k8slite.kubelet.node import MAX_IMAGES, Health, NodeStatusManager
 from k8slite.kubelet.objects import ObjectFetcher
 from k8slite.kubelet.pleg import Relister
 from k8slite.kubelet.podworkers import Adopted, PodWorkers
 from k8slite.kubelet.runtime.base import ContainerRuntimeError, Runtime
-from k8slite.kubelet.server import KubeletApi, serving_context
+from k8slite.kubelet.server import KubeletApi, read_only_server
 from k8slite.kubelet.volumes import VolumeManager
 
 log = logging.getLogger(__name__)
@@ -140,13 +140,13 @@ class Kubelet:
                 self.runtime,
                 self.metrics.registry,
                 Authorizer(sar_review(self.client, cfg.node_name)),
+                config=lambda: cfg,
             )
             port = await self._serve_api(nursery, api)
             healthz = None
             if cfg.healthz_port is not None:
-                healthz = await nursery.start(
-                    serve, api.healthz, cfg.healthz_bind_address, cfg.healthz_port
-                )
+                plain = ServingOptions(cfg.healthz_bind_address, cfg.healthz_port, secure=False)
+                _, healthz = await nursery.start(serve, read_only_server(), plain)
             await self._snapshot(workers)
             node = NodeStatusManager(
                 self.client,
@@ -181,9 +181,15 @@ class Kubelet:
                 "the kubelet API needs --tls-cert-file, --tls-private-key-file and "
                 "--client-ca-file (or --port=-1 to not serve it)"
             )
-        ctx = serving_context(files[0], files[1], cfg.client_ca_file)
-        port: int = await nursery.start(serve, api.handle, cfg.address, cfg.port, ctx)
-        return port
+        options = ServingOptions(
+            cfg.address,
+            cfg.port,
+            tls_cert_file=files[0],
+            tls_private_key_file=files[1],
+            client_ca_file=cfg.client_ca_file,
+        )
+        _, port = await nursery.start(serve, api.server(), options)
+        return int(port)
 
     async def _snapshot(self, workers: PodWorkers) -> None:
         """What a previous kubelet left in the runtime, for the workers to adopt."""

@@ -1,4 +1,5 @@
-"""The kubelet API (HTTPS, port 10250): /healthz, /pods, /metrics and /containerLogs.
+"""The kubelet API (HTTPS, port 10250): /pods and /containerLogs, with the component base's
+/healthz, /metrics and /configz.
 
 Callers present a client certificate from the cluster CA. The API server's own identity
 (kube-apiserver-kubelet-client) may do everything, and group system:monitoring may scrape
@@ -12,19 +13,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
-from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.x509.oid import NameOID
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client import CollectorRegistry
 
+from k8slite.component.serving import PING, ComponentServer, Request, Response, text
 from k8slite.kubelet.authz import AuthorizationError, Authorizer, attributes
-from k8slite.kubelet.httpserver import Request, Response
 from k8slite.kubelet.podworkers import PodWorker, PodWorkers
 from k8slite.kubelet.runtime.base import NotFoundError, Runtime
 
@@ -32,38 +28,22 @@ log = logging.getLogger(__name__)
 
 APISERVER_KUBELET_CLIENT = "kube-apiserver-kubelet-client"
 _JSON = "application/json"
-
-
-def serving_context(cert: Path, key: Path, client_ca: Path) -> ssl.SSLContext:
-    """TLS for the kubelet API: our serving certificate, client certificates required."""
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(client_ca))
-    ctx.load_cert_chain(str(cert), str(key))
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    return ctx
-
+# Upstream's kubelet registers its health checks on /healthz only (no livez or readyz).
+HEALTHZ = {"/healthz": (PING,)}
 
 # Prometheus scrapes /metrics with a certificate in this group (upstream grants it the
 # equivalent of nodes/metrics), without a SubjectAccessReview per scrape.
 MONITORING_GROUP = "system:monitoring"
-AUTHENTICATED = "system:authenticated"
 
 
-def _identity(der: bytes) -> tuple[str, frozenset[str]]:
-    """The certificate's user (CN) and groups (O, and system:authenticated as upstream's
-    x509 authenticator adds)."""
-    cert = x509.load_der_x509_certificate(der)
-    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    orgs = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)
-    groups = {str(g.value) for g in orgs}
-    return (str(names[0].value) if names else "", frozenset(groups | {AUTHENTICATED}))
-
-
-def _text(status: int, message: str) -> Response:
-    return Response(status, (message + "\n").encode())
+def read_only_server() -> ComponentServer:
+    """The read-only health port (10248, plain HTTP, loopback): /healthz and nothing else."""
+    return ComponentServer(checks=HEALTHZ)
 
 
 class KubeletApi:
-    """Request routing of the kubelet API; healthz is also served alone on plain HTTP."""
+    """The kubelet API's own routes and its authorization; the component base serves them
+    with /healthz, /metrics and /configz."""
 
     def __init__(
         self,
@@ -72,6 +52,7 @@ class KubeletApi:
         registry: CollectorRegistry,
         authorizer: Authorizer | None = None,
         allowed_users: frozenset[str] = frozenset({APISERVER_KUBELET_CLIENT}),
+        config: Callable[[], Any] | None = None,
     ) -> None:
         self.workers = workers
         self.runtime = runtime
@@ -79,37 +60,27 @@ class KubeletApi:
         # None: only the fast paths below (a kubelet without an API server to ask).
         self.authorizer = authorizer
         self.allowed_users = allowed_users
-        self._names: dict[bytes, tuple[str, frozenset[str]]] = {}
+        self.config = config
 
-    async def healthz(self, req: Request) -> Response:
-        if req.path in ("/healthz", "/healthz/ping"):
-            return _text(200, "ok")
-        return _text(404, "404 page not found")
+    def server(self) -> ComponentServer:
+        """The authenticated API (10250): every path needs a certificate and permission."""
+        return ComponentServer(
+            checks=HEALTHZ,
+            registry=self.registry,
+            configz={"kubeletconfig": self.config} if self.config is not None else None,
+            routes={"/pods": self._pods, "/containerLogs/": self._logs},
+            authorize=self.authorize,
+        )
 
-    async def handle(self, req: Request) -> Response:
-        if req.peer_cert is None:
-            return _text(401, "Unauthorized")
-        identity = self._names.get(req.peer_cert)
-        if identity is None:
-            identity = self._names[req.peer_cert] = _identity(req.peer_cert)
-        user, groups = identity
+    async def authorize(self, req: Request) -> Response | None:
+        """None when the caller may; else the refusal (401 without a certificate)."""
+        if req.user is None:
+            return text(401, "Unauthorized")
+        user, groups = req.user.name, frozenset(req.user.groups)
         scraping = req.path == "/metrics" and MONITORING_GROUP in groups
-        if user not in self.allowed_users and not scraping:
-            refused = await self._authorize(req, user, groups)
-            if refused is not None:
-                return refused
-        if req.method not in ("GET", "HEAD"):
-            return _text(405, "405 method not allowed")
-        parts = req.path.strip("/").split("/")
-        if parts[0] == "healthz":
-            return _text(200, "ok")
-        if parts == ["pods"]:
-            return self._pods()
-        if parts == ["metrics"]:
-            return Response(200, generate_latest(self.registry), CONTENT_TYPE_LATEST)
-        if parts[0] == "containerLogs" and len(parts) == 4:
-            return await self._logs(req, parts[1], parts[2], parts[3])
-        return _text(404, "404 page not found")
+        if user in self.allowed_users or scraping:
+            return None
+        return await self._authorize(req, user, groups)
 
     async def _authorize(self, req: Request, user: str, groups: frozenset[str]) -> Response | None:
         """None when the API server says the user may; else the answer (upstream's words)."""
@@ -118,16 +89,16 @@ class KubeletApi:
             f"user={user}, verb={verb}, resource=nodes, subresource(s)=[{' '.join(subresources)}]"
         )
         if self.authorizer is None:
-            return _text(403, f"Forbidden ({what})")
+            return text(403, f"Forbidden ({what})")
         try:
             if await self.authorizer.allowed(user, groups, verb, subresources):
                 return None
         except AuthorizationError as e:
             log.warning("kubelet API authorization of %s failed: %s", user, e)
-            return _text(500, f"Authorization error ({what})")
-        return _text(403, f"Forbidden ({what})")
+            return text(500, f"Authorization error ({what})")
+        return text(403, f"Forbidden ({what})")
 
-    def _pods(self) -> Response:
+    async def _pods(self, req: Request) -> Response:
         items = []
         for worker in list(self.workers.workers.values()):
             if worker.done:
@@ -138,29 +109,33 @@ class KubeletApi:
         body = {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}
         return Response(200, json.dumps(body).encode(), _JSON)
 
-    async def _logs(self, req: Request, namespace: str, pod: str, container: str) -> Response:
+    async def _logs(self, req: Request) -> Response:
+        parts = req.path.strip("/").split("/")
+        if len(parts) != 4:
+            return text(404, "404 page not found")
+        namespace, pod, container = parts[1:]
         worker = self.workers.find(namespace, pod)
         if worker is None:
-            return _text(404, f'pod "{pod}" in namespace "{namespace}" not found')
+            return text(404, f'pod "{pod}" in namespace "{namespace}" not found')
         found = log_container_id(worker, container, _flag(req, "previous"))
         if isinstance(found, Response):
             return found
         try:
             await self.runtime.container_status(found)
         except NotFoundError:
-            return _text(404, f'container "{container}" in pod "{pod}" is not available')
+            return text(404, f'container "{container}" in pod "{pod}" is not available')
         try:
             tail = _int(req, "tailLines")
             since = _int(req, "sinceSeconds")
             limit = _int(req, "limitBytes")
         except ValueError as e:
-            return _text(400, str(e))
+            return text(400, str(e))
         since_time = req.arg("sinceTime")
         if since_time and since is None:
             try:
                 t = dt.datetime.fromisoformat(since_time)
             except ValueError:
-                return _text(400, f"invalid sinceTime {since_time!r}")
+                return text(400, f"invalid sinceTime {since_time!r}")
             since = max(0, int(dt.datetime.now(dt.UTC).timestamp() - t.timestamp()))
         body = self.runtime.logs(
             found,
@@ -178,13 +153,13 @@ def log_container_id(worker: PodWorker, container: str, previous: bool) -> str |
     statuses = (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or [])
     st = next((s for s in statuses if s["name"] == container), None)
     if st is None:
-        return _text(400, f"container {container} is not valid for pod {worker.name}")
+        return text(400, f"container {container} is not valid for pod {worker.name}")
     state, last = st.get("state") or {}, (st.get("lastState") or {}).get("terminated")
     pod = worker.name
     cid = ""
     if previous:
         if not last or not last.get("containerID"):
-            return _text(
+            return text(
                 400, f'previous terminated container "{container}" in pod "{pod}" not found'
             )
         cid = last["containerID"]
@@ -198,9 +173,9 @@ def log_container_id(worker: PodWorker, container: str, previous: bool) -> str |
             "ErrImagePull": "image can't be pulled",
             "ImagePullBackOff": "trying and failing to pull image",
         }.get(reason, reason)
-        return _text(400, f'container "{container}" in pod "{pod}" is waiting to start: {words}')
+        return text(400, f'container "{container}" in pod "{pod}" is waiting to start: {words}')
     if not cid:
-        return _text(
+        return text(
             400, f'container "{container}" in pod "{pod}" is waiting to start - no logs yet'
         )
     return cid.split("://", 1)[-1]

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import trio
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from k8slite.client import (
     ApiClient,
@@ -25,7 +24,14 @@ from k8slite.client import (
     object_key,
 )
 from k8slite.client.resource import ENDPOINTSLICES, EVENTS, NODES, SERVICES
-from k8slite.proxy import httpserver
+from k8slite.component.serving import (
+    ComponentServer,
+    Request,
+    Response,
+    ServingOptions,
+    serve,
+    split_host_port,
+)
 from k8slite.proxy.metrics import ProxyMetrics
 from k8slite.proxy.nftables import NftablesConfig, NftablesProxier
 from k8slite.proxy.routing import Network, RoutingError, ServiceRangeGuard, parse_ranges
@@ -287,7 +293,7 @@ class Proxy:
 
     # ------------------------------------------------------------------ health
 
-    def healthz(self) -> tuple[int, str, bytes]:
+    async def healthz(self, req: Request) -> Response:
         """Upstream's shape: healthy once synced, and while no change waits too long."""
         now = time.time()
         stale = (
@@ -301,10 +307,7 @@ class Proxy:
             "nodeName": self.config.hostname,
             "nodeHealthy": healthy,
         }
-        return (200 if healthy else 503), "application/json", json.dumps(body).encode()
-
-    def metrics_page(self) -> tuple[int, str, bytes]:
-        return 200, CONTENT_TYPE_LATEST, generate_latest(self.metrics.registry)
+        return Response(200 if healthy else 503, json.dumps(body).encode(), "application/json")
 
     async def post_starting_event(self) -> None:
         """An Event on our Node, as upstream's kube-proxy records when it starts."""
@@ -360,22 +363,22 @@ async def run(
     async with ApiClient(load_kubeconfig(config.kubeconfig)) as client:
         proxy = Proxy(config, client, proxier, guard, metrics)
         async with trio.open_nursery() as nursery:
-            metrics_at = await nursery.start(
-                httpserver.serve,
-                config.metrics_bind_address,
-                10249,
-                {
-                    "/metrics": proxy.metrics_page,
-                    "/healthz": proxy.healthz,
-                    "/proxyMode": lambda: (200, "text/plain", proxier.mode.encode()),
-                },
+            # Plain HTTP as upstream's kube-proxy serves them; routes replace the component
+            # base's own health checks with the proxy's JSON answer.
+            async def proxy_mode(req: Request) -> Response:
+                return Response(200, proxier.mode.encode())
+
+            metrics_app = ComponentServer(
+                checks={},
+                registry=metrics.registry,
+                configz={"kubeproxy.config.k8s.io": lambda: config},
+                routes={"/healthz": proxy.healthz, "/proxyMode": proxy_mode},
             )
-            healthz_at = await nursery.start(
-                httpserver.serve,
-                config.healthz_bind_address,
-                10256,
-                {"/healthz": proxy.healthz, "/livez": proxy.healthz},
+            healthz_app = ComponentServer(
+                checks={}, routes={"/healthz": proxy.healthz, "/livez": proxy.healthz}
             )
+            metrics_at = await _serve(nursery, metrics_app, config.metrics_bind_address, 10249)
+            healthz_at = await _serve(nursery, healthz_app, config.healthz_bind_address, 10256)
             await nursery.start(proxier.run)
             await proxy.factory.start(nursery)
             await proxy.factory.wait_for_cache_sync()
@@ -383,6 +386,15 @@ async def run(
             nursery.start_soon(proxy.post_starting_event)
             log.info("%s proxy synced", proxier.mode)
             task_status.started(ProxyServing(metrics_at, healthz_at))
+
+
+async def _serve(
+    nursery: trio.Nursery, app: ComponentServer, address: str, default_port: int
+) -> tuple[str, int]:
+    """Serve `app` on plain HTTP at `address` (port 0 picks one); (host, port) bound."""
+    host, port = split_host_port(address, default_port)
+    _, bound = await nursery.start(serve, app, ServingOptions(host, port, secure=False))
+    return host, bound
 
 
 async def cleanup(config: ProxyConfig) -> None:
