@@ -288,11 +288,7 @@ def health(root: str, checks: Sequence[Check], req: Request, name: str = "") -> 
 def jsonable(value: Any) -> Any:
     """A configuration as JSON: dataclass fields in camelCase, as upstream's config types."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {
-            _camel(f.name): jsonable(getattr(value, f.name))
-            for f in dataclasses.fields(value)
-            if f.repr
-        }
+        return {_camel(f.name): jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, Mapping):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
