@@ -25,7 +25,6 @@ import socket
 import ssl
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -215,12 +214,11 @@ class ComponentServer:
         return text(404, "404 page not found")
 
     def _request(self, scope: dict[str, Any]) -> Request:
-        user: UserInfo | None = None
-        if scope.get("extensions", {}).get("tls"):
-            try:
-                user = self._authenticator.authenticate(scope)
-            except ApiError:  # no certificate, or one that expired while connected
-                user = None
+        user: UserInfo | None
+        try:
+            user = self._authenticator.authenticate(scope)
+        except ApiError:  # plain HTTP, no certificate, or one that expired while connected
+            user = None
         return Request(
             scope["method"],
             scope["path"],
@@ -316,24 +314,22 @@ async def _send(response: Response, head_only: bool, receive: Any, send: Any) ->
         await send({"type": "http.response.body", "body": b"" if head_only else body})
         return
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
-    async with AsyncExitStack() as stack, trio.open_nursery() as nursery:
-        # The runtime's generator (a log stream) is closed whatever happens, even when the
-        # client hung up and the copy below was cancelled.
-        aclose = getattr(body, "aclose", None)
-        if aclose is not None:
-            stack.push_async_callback(_shielded, aclose)
+    async with trio.open_nursery() as nursery:
         nursery.start_soon(_cancel_on_disconnect, receive, nursery.cancel_scope)
-        if not head_only:
-            async for chunk in body:
-                if chunk:
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b""})
+        try:
+            if not head_only:
+                async for chunk in body:
+                    if chunk:
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            # The runtime's generator (a log stream) is closed even when the client hung
+            # up and the copy above was cancelled.
+            aclose = getattr(body, "aclose", None)
+            if aclose is not None:
+                with trio.CancelScope(shield=True):
+                    await aclose()
         nursery.cancel_scope.cancel()
-
-
-async def _shielded(aclose: Callable[[], Awaitable[Any]]) -> None:
-    with trio.CancelScope(shield=True):
-        await aclose()
 
 
 async def _cancel_on_disconnect(receive: Any, scope: trio.CancelScope) -> None:
