@@ -97,24 +97,33 @@ async def _events_of(client: ApiClient, namespace: str, name: str) -> list[dict[
 
 
 async def test_kubelet_source_and_field_path(apiserver: ServerHandle, namespace: str) -> None:
+    """A container's events are told apart by fieldPath: the same words about another
+    container are another Event, not a repeat."""
     async with ApiClient(server_config(apiserver)) as client:
         broadcaster = EventBroadcaster(client)
         recorder = broadcaster.recorder("kubelet", host="node-1")
+        pod = _pod(namespace, "p")
         async with trio.open_nursery() as nursery:
             nursery.start_soon(broadcaster.run)
-            recorder.event(
-                _pod(namespace, "p"),
-                "Normal",
-                "Started",
-                "Started container app",
-                field_path="spec.containers{app}",
-            )
-            items = await wait_for(lambda: _events_of(client, namespace, "p"), message="event")
+            for container in ("app", "app", "sidecar"):
+                recorder.event(
+                    pod,
+                    "Normal",
+                    "Pulled",
+                    'Container image "pause" already present on machine',
+                    field_path=f"spec.containers{{{container}}}",
+                )
+
+            async def both() -> list[dict[str, Any]] | None:
+                items = await _events_of(client, namespace, "p")
+                return items if sum(e["count"] for e in items) == 3 else None
+
+            items = await wait_for(both, message="two events, one counted twice")
             nursery.cancel_scope.cancel()
-    [event] = items
-    assert event["source"] == {"component": "kubelet", "host": "node-1"}
-    assert event["reportingInstance"] == "node-1"
-    assert event["involvedObject"]["fieldPath"] == "spec.containers{app}"
+    counts = {e["involvedObject"]["fieldPath"]: e["count"] for e in items}
+    assert counts == {"spec.containers{app}": 2, "spec.containers{sidecar}": 1}
+    assert all(e["source"] == {"component": "kubelet", "host": "node-1"} for e in items)
+    assert all(e["reportingInstance"] == "node-1" for e in items)
 
 
 async def test_similar_events_aggregate(apiserver: ServerHandle, namespace: str) -> None:

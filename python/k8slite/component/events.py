@@ -22,7 +22,7 @@ import socket
 import time
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -191,13 +191,11 @@ class EventBroadcaster:
         *,
         host: str | None = None,
         registry: CollectorRegistry | None = None,
-        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
         self.host = host or socket.gethostname()
         self.registry = registry if registry is not None else CollectorRegistry()
         self._dropped = _DropCounter.get(self.registry)
-        self._clock = clock
         self._send, self._receive = trio.open_memory_channel[Obj](QUEUE_CAPACITY)
         self._similar: _Lru[tuple[str, ...], _Similar] = _Lru()
         self._written: _Lru[tuple[str, ...], _Written] = _Lru()
@@ -239,8 +237,10 @@ class EventBroadcaster:
 
     def _correlate(self, event: Obj) -> tuple[tuple[str, ...], Obj] | None:
         """(the key it counts up under, the event to write), or None if spam-filtered."""
-        now = self._clock()
+        now = time.monotonic()
         ref, source = event["involvedObject"], event["source"]
+        # client-go's keys: the spam filter's per source and object, similar events' also
+        # by type and reason, an identical event's also by the object's part and message.
         object_key = (
             source["component"],
             source.get("host", ""),
@@ -249,7 +249,6 @@ class EventBroadcaster:
             ref.get("name", ""),
             ref.get("uid", ""),
             ref.get("apiVersion", ""),
-            ref.get("fieldPath", ""),
         )
         if not self._allow(object_key, now):
             self._dropped.labels(SPAM_FILTERED).inc()
@@ -262,7 +261,7 @@ class EventBroadcaster:
         similar.last = now
         self._similar.put(similar_key, similar)
         if len(similar.messages) < AGGREGATE_MAX_EVENTS:
-            return (*similar_key, event["message"]), event
+            return (*similar_key, ref.get("fieldPath", ""), event["message"]), event
         # Keep the set from growing: each further new message aggregates again.
         similar.messages.pop()
         return similar_key, {**event, "message": COMBINED + event["message"]}
