@@ -72,6 +72,7 @@ ACCEPTED = [
     ("-2562047h47m16.854775808s", -(1 << 63)),
     ("0.100000000000000000000h", 6 * 60 * S),
     ("0.830103483285477580700h", 49 * 60 * S + 48 * S + 372539827),
+    ("0000000000000000000000001s", 1 * S),
     # What our flags use.
     ("1h2m3.5s", 3723 * S + 500 * MS),
     ("300ms", 300 * MS),
@@ -98,6 +99,7 @@ REJECTED = [
     ("9223372036854775.808us", 'time: invalid duration "9223372036854775.808us"'),
     ("9223372036854ms775us808ns", 'time: invalid duration "9223372036854ms775us808ns"'),
     ("-9223372036854775809ns", 'time: invalid duration "-9223372036854775809ns"'),
+    pytest.param("9" * 5000 + "s", f'time: invalid duration "{"9" * 5000}s"', id="5000 nines"),
 ]
 
 # Go's Duration.String table.

@@ -70,7 +70,12 @@ class Duration:
                 raise invalid
             start = pos
             pos = whole_end = _digits(s, pos)
-            whole = int(s[start:pos]) if pos > start else 0
+            # More than 19 significant digits overflow an int64 (and would cost Python's
+            # int() a long conversion).
+            significant = s[start:pos].lstrip("0")
+            if len(significant) > 19:
+                raise invalid
+            whole = int(significant or "0")
             fraction, scale, fraction_digits = 0, 1.0, 0
             if pos < len(s) and s[pos] == ".":
                 begin = pos + 1
