@@ -469,7 +469,7 @@ def e2e(mode: str, nodes: int, pods: int, tmp: Path, pace: float = 0.0) -> dict[
             out["per_s"] = rate(list(watch.bound.values()))
             out["sched_cpu_ms_per_pod"] = (cpu_seconds(sched.proc.pid) - sched_cpu) / pods * 1e3
             out["api_cpu_ms_per_pod"] = (cpu_seconds(server.proc.pid) - api_cpu) / pods * 1e3
-            out["events_dropped"] = metric(sched.url, "scheduler_dropped_events_total")
+            out["events_dropped"] = metric(sched.url, "k8slite_events_dropped_total")
             # The scheduler's own view: queued to bound, as upstream's SLI metric has it.
             sli = "scheduler_pod_scheduling_sli_duration_seconds"
             out["sli_mean_s"] = metric(sched.url, sli + "_sum") / max(

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import copy
 import logging
 import random
-import re
 import socket
 import uuid
 import weakref
@@ -33,6 +31,27 @@ log = logging.getLogger(__name__)
 # client-go waits retry_period * (1 + up to 1.2) between attempts to acquire.
 JITTER_FACTOR = 1.2
 LeaderWork = Callable[[trio.Nursery], Awaitable[None]]
+
+
+def timing_errors(
+    lease_duration: float, renew_deadline: float, retry_period: float
+) -> list[tuple[str, str]]:
+    """client-go's checks of the three periods, as (field, message) in its words."""
+    errors = []
+    if lease_duration <= renew_deadline:
+        errors.append(("leaseDuration", "leaseDuration must be greater than renewDeadline"))
+    if renew_deadline <= JITTER_FACTOR * retry_period:
+        errors.append(
+            ("renewDeadline", "renewDeadline must be greater than retryPeriod*JitterFactor")
+        )
+    for field, seconds in (
+        ("leaseDuration", lease_duration),
+        ("renewDeadline", renew_deadline),
+        ("retryPeriod", retry_period),
+    ):
+        if seconds <= 0:
+            errors.append((field, f"{field} must be greater than zero"))
+    return errors
 
 
 class LeaderElectionLost(Exception):
@@ -97,12 +116,9 @@ class LeaderElector:
     ) -> None:
         if not identity:
             raise ValueError("leader election needs a non-empty identity")
-        if lease_duration <= renew_deadline:
-            raise ValueError("lease_duration must be greater than renew_deadline")
-        if renew_deadline <= JITTER_FACTOR * retry_period:
-            raise ValueError(f"renew_deadline must be greater than {JITTER_FACTOR} * retry_period")
-        if retry_period <= 0:
-            raise ValueError("retry_period must be positive")
+        errors = timing_errors(lease_duration, renew_deadline, retry_period)
+        if errors:
+            raise ValueError(errors[0][1])
         self.client = client
         self.namespace = namespace
         self.name = name
@@ -343,49 +359,6 @@ async def run_leader_elected(
     await elector.run(on_started_leading, release_on_cancel=release_on_cancel)
 
 
-# ------------------------------------------------------------------------ flags
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
-_UNIT_SECONDS = {
-    "ns": 1e-9,
-    "us": 1e-6,
-    "µs": 1e-6,
-    "μs": 1e-6,
-    "ms": 1e-3,
-    "s": 1.0,
-    "m": 60.0,
-    "h": 3600.0,
-}
-
-
-def parse_duration(text: str) -> float:
-    """A Go duration ("15s", "500ms", "1m30s", "1.5h", "0") in seconds."""
-    s = text.strip()
-    sign = -1.0 if s.startswith("-") else 1.0
-    s = s.lstrip("+-")
-    if s == "0":
-        return 0.0
-    total, pos = 0.0, 0
-    for match in _DURATION_PART.finditer(s):
-        if match.start() != pos:
-            break
-        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-        pos = match.end()
-    if not s or pos != len(s):
-        raise argparse.ArgumentTypeError(f"invalid duration {text!r}")
-    return sign * total
-
-
-def parse_bool(text: str) -> bool:
-    """Go's strconv.ParseBool, which upstream's boolean flags accept."""
-    value = text.strip().lower()
-    if value in ("1", "t", "true"):
-        return True
-    if value in ("0", "f", "false"):
-        return False
-    raise argparse.ArgumentTypeError(f"invalid boolean {text!r}")
-
-
 @dataclass
 class LeaderElectionConfig:
     """The --leader-elect* flags, parsed."""
@@ -397,18 +370,6 @@ class LeaderElectionConfig:
     resource_lock: str = "leases"
     resource_namespace: str = "kube-system"
     resource_name: str = ""
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> LeaderElectionConfig:
-        return cls(
-            leader_elect=args.leader_elect,
-            lease_duration=args.leader_elect_lease_duration,
-            renew_deadline=args.leader_elect_renew_deadline,
-            retry_period=args.leader_elect_retry_period,
-            resource_lock=args.leader_elect_resource_lock,
-            resource_namespace=args.leader_elect_resource_namespace,
-            resource_name=args.leader_elect_resource_name,
-        )
 
     async def run(
         self,
@@ -436,54 +397,3 @@ class LeaderElectionConfig:
             retry_period=self.retry_period,
             metrics_registry=metrics_registry,
         )
-
-
-def add_leader_election_flags(parser: argparse.ArgumentParser, default_name: str = "") -> None:
-    """Upstream's leader election flags, with upstream's defaults."""
-    group = parser.add_argument_group("leader election")
-    group.add_argument(
-        "--leader-elect",
-        type=parse_bool,
-        nargs="?",
-        const=True,
-        default=True,
-        help="Start a leader election client and gain leadership before executing the main "
-        "loop (default true).",
-    )
-    group.add_argument(
-        "--leader-elect-lease-duration",
-        type=parse_duration,
-        default="15s",
-        metavar="DURATION",
-        help="How long non-leaders wait after observing a renewal before trying to take over.",
-    )
-    group.add_argument(
-        "--leader-elect-renew-deadline",
-        type=parse_duration,
-        default="10s",
-        metavar="DURATION",
-        help="How long the leader keeps trying to renew before it stops leading.",
-    )
-    group.add_argument(
-        "--leader-elect-retry-period",
-        type=parse_duration,
-        default="2s",
-        metavar="DURATION",
-        help="How long clients wait between attempts to acquire or renew.",
-    )
-    group.add_argument(
-        "--leader-elect-resource-lock",
-        choices=("leases",),
-        default="leases",
-        help="The type of resource object used for locking (only leases).",
-    )
-    group.add_argument(
-        "--leader-elect-resource-namespace",
-        default="kube-system",
-        help="The namespace of the lock object.",
-    )
-    group.add_argument(
-        "--leader-elect-resource-name",
-        default=default_name,
-        help="The name of the lock object.",
-    )

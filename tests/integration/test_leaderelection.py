@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import re
 from collections.abc import AsyncIterator
@@ -19,9 +18,7 @@ from k8slite.leaderelection import (
     LeaderElectionConfig,
     LeaderElectionLost,
     LeaderElector,
-    add_leader_election_flags,
     micro_time,
-    parse_duration,
     run_leader_elected,
 )
 from tests.conftest import ServerHandle
@@ -218,39 +215,6 @@ async def test_invalid_timings(kube: ApiClient) -> None:
         LeaderElector(kube, "ns", "l", "me", renew_deadline=2, retry_period=2)
     with pytest.raises(ValueError):
         LeaderElector(kube, "ns", "l", "")
-
-
-def test_parse_duration() -> None:
-    assert parse_duration("15s") == 15
-    assert parse_duration("500ms") == pytest.approx(0.5)
-    assert parse_duration("1m") == 60
-    assert parse_duration("1h30m") == 5400
-    assert parse_duration("1.5s") == pytest.approx(1.5)
-    assert parse_duration("0") == 0
-    for bad in ("", "15", "s", "1x", "1s2"):
-        with pytest.raises(argparse.ArgumentTypeError):
-            parse_duration(bad)
-
-
-def test_flags() -> None:
-    parser = argparse.ArgumentParser()
-    add_leader_election_flags(parser, default_name="kube-scheduler")
-    defaults = LeaderElectionConfig.from_args(parser.parse_args([]))
-    assert defaults == LeaderElectionConfig(resource_name="kube-scheduler")
-    args = parser.parse_args(
-        [
-            "--leader-elect=false",
-            "--leader-elect-lease-duration=30s",
-            "--leader-elect-renew-deadline",
-            "20s",
-            "--leader-elect-retry-period=500ms",
-            "--leader-elect-resource-namespace=other",
-            "--leader-elect-resource-name=x",
-        ]
-    )
-    cfg = LeaderElectionConfig.from_args(args)
-    assert cfg == LeaderElectionConfig(False, 30.0, 20.0, 0.5, "leases", "other", "x")
-    assert parser.parse_args(["--leader-elect"]).leader_elect is True
 
 
 async def test_config_runs_work_without_election() -> None:

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from k8slite.cmd.kubelet import duration
 from k8slite.kubelet.config import KubeletConfig, Taint, parse_key_values, parse_taints
 from k8slite.kubelet.envvars import ConfigError, container_env, service_env
 from k8slite.kubelet.lifecycle import dns_config, should_restart
@@ -236,8 +235,6 @@ async def test_volume_manager(tmp_path: Path) -> None:
 
 
 def test_flags_and_rules() -> None:
-    assert duration("10s") == 10 and duration("1m30s") == 90 and duration("500ms") == 0.5
-    assert duration("2.5") == 2.5
     assert parse_key_values("a=1,b=") == {"a": "1", "b": ""}
     assert parse_taints("dedicated=gpu:NoSchedule,spot:PreferNoSchedule") == [
         Taint("dedicated", "gpu", "NoSchedule"),

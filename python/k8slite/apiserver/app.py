@@ -7,7 +7,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from quart import Response
 from quart_trio import QuartTrio
 
-from k8slite import KUBERNETES_VERSION, __version__
+from k8slite import GIT_VERSION, KUBERNETES_VERSION
 from k8slite._native import dumps
 from k8slite.apiserver import discovery, http, openapi, reasonphrases
 from k8slite.apiserver.core import ApiCore
@@ -21,7 +21,7 @@ def version_info() -> dict[str, str]:
     return {
         "major": major,
         "minor": minor,
-        "gitVersion": f"{KUBERNETES_VERSION}+k8slite-{__version__}",
+        "gitVersion": GIT_VERSION,
         "gitCommit": "",
         "gitTreeState": "clean",
         "buildDate": "",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs
@@ -14,6 +13,7 @@ from k8slite.api import errors
 from k8slite.apiserver import yamlbody
 from k8slite.apiserver.http import Request
 from k8slite.apiserver.requestinfo import RequestInfo
+from k8slite.component.flags import Duration
 
 # Upstream's --max-requests-inflight and --max-mutating-requests-inflight defaults.
 MAX_REQUESTS_INFLIGHT = 400
@@ -28,8 +28,6 @@ MAX_DEPTH = 100
 _LONG_RUNNING_SUBRESOURCES = {"attach", "exec", "log", "portforward", "proxy"}
 _READONLY_METHODS = {"GET", "HEAD", "OPTIONS"}
 _WRITE_VERBS = {"create", "update", "patch"}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 def is_mutating(method: str) -> bool:
@@ -54,23 +52,6 @@ def is_long_running(scope: Any) -> bool:
     return False
 
 
-def parse_duration(text: str) -> float:
-    """A Go duration ("30s", "1m30s", "500ms") in seconds; ValueError if malformed."""
-    text = text.strip()
-    if text == "0":
-        return 0.0
-    pos, total = 0, 0.0
-    while pos < len(text):
-        m = _DURATION_PART.match(text, pos)
-        if m is None:
-            raise ValueError(text)
-        total += float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-        pos = m.end()
-    if pos == 0:
-        raise ValueError(text)
-    return total
-
-
 def request_deadline(scope: Any, default: float = REQUEST_TIMEOUT) -> float:
     """Seconds a request may run: ?timeout= when shorter than the server's limit (upstream)."""
     query = scope.get("query_string", b"")
@@ -80,11 +61,9 @@ def request_deadline(scope: Any, default: float = REQUEST_TIMEOUT) -> float:
     if not values or not values[-1]:
         return default
     try:
-        wanted = parse_duration(values[-1])
-    except ValueError:
-        raise errors.bad_request(
-            f'invalid timeout specified in the request URL: time: invalid duration "{values[-1]}"'
-        ) from None
+        wanted = Duration.parse(values[-1]).seconds
+    except ValueError as e:
+        raise errors.bad_request(f"invalid timeout specified in the request URL: {e}") from None
     return min(wanted, default) if wanted > 0 else default
 
 

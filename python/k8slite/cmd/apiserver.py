@@ -12,20 +12,14 @@ from k8slite.apiserver.limits import (
     MAX_MUTATING_REQUESTS_INFLIGHT,
     MAX_REQUESTS_INFLIGHT,
     REQUEST_TIMEOUT,
-    parse_duration,
 )
 from k8slite.apiserver.server import ApiServerConfig, run
-from k8slite.cmd.common import add_verbosity_flag, run_until_signal, setup_logging
+from k8slite.cmd.common import run_until_signal
+from k8slite.component.flags import add_component_flags, duration
+from k8slite.component.logging import setup_logging
 
 
-def _duration(text: str) -> float:
-    try:
-        return parse_duration(text) if not text.replace(".", "", 1).isdigit() else float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid duration {text!r}") from None
-
-
-def parse_args(argv: list[str] | None) -> tuple[ApiServerConfig, int]:
+def parse_args(argv: list[str] | None) -> tuple[ApiServerConfig, argparse.Namespace]:
     p = argparse.ArgumentParser(prog="k8slite-apiserver", description=__doc__)
     p.add_argument(
         "--data-dir",
@@ -68,11 +62,11 @@ def parse_args(argv: list[str] | None) -> tuple[ApiServerConfig, int]:
     )
     p.add_argument(
         "--request-timeout",
-        type=_duration,
+        type=duration,
         default=REQUEST_TIMEOUT,
         help="longest a non-long-running request may take, e.g. 60s or 1m0s",
     )
-    add_verbosity_flag(p)
+    add_component_flags(p)
     a = p.parse_args(argv)
     low, _, high = a.service_node_port_range.partition("-")
     config = ApiServerConfig(
@@ -91,7 +85,7 @@ def parse_args(argv: list[str] | None) -> tuple[ApiServerConfig, int]:
         max_mutating_requests_inflight=a.max_mutating_requests_inflight,
         request_timeout=a.request_timeout,
     )
-    return config, a.verbosity
+    return config, a
 
 
 async def _serve(config: ApiServerConfig) -> None:
@@ -102,8 +96,8 @@ async def _serve(config: ApiServerConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    config, verbosity = parse_args(argv)
-    setup_logging(verbosity)
+    config, args = parse_args(argv)
+    setup_logging(args.verbosity, args.logging_format)
     return run_until_signal(_serve, config)
 
 

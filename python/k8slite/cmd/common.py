@@ -1,24 +1,13 @@
-"""What every component's main shares: logging, and a clean stop on SIGINT or SIGTERM."""
+"""What every component's main shares: a clean stop on SIGINT or SIGTERM."""
 
 from __future__ import annotations
 
 import logging
 import signal
-import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
-
-
-def setup_logging(verbosity: int = 0) -> None:
-    level = logging.DEBUG if verbosity >= 4 else logging.INFO
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(asctime)s %(levelname).1s %(name)s: %(message)s"
-    )
-    # hypercorn and httpx are chatty at INFO; their warnings still show.
-    for noisy in ("hypercorn.error", "httpx", "httpcore"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 async def _until_signal(main: Callable[..., Awaitable[Any]], *args: Any) -> None:
@@ -42,9 +31,3 @@ def run_until_signal(main: Callable[..., Awaitable[Any]], *args: Any) -> int:
     """Run main under Trio; SIGINT or SIGTERM cancels it and returns 0."""
     trio.run(_until_signal, main, *args)
     return 0
-
-
-def add_verbosity_flag(parser: Any) -> None:
-    parser.add_argument(
-        "-v", "--v", dest="verbosity", type=int, default=0, help="log verbosity (4 or more: debug)"
-    )

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import trio
 
-from k8slite.cmd.common import add_verbosity_flag, run_until_signal, setup_logging
+from k8slite.cmd.common import run_until_signal
+from k8slite.component.flags import (
+    add_component_flags,
+    add_leader_election_flags,
+    duration,
+    leader_election_config,
+)
+from k8slite.component.logging import setup_logging
 from k8slite.component.serving import ServingOptions
 from k8slite.controllers.base import ControllerOptions
 from k8slite.controllers.manager import (
@@ -20,13 +27,7 @@ from k8slite.controllers.manager import (
     UnknownController,
     enabled_controllers,
 )
-from k8slite.leaderelection import (
-    JITTER_FACTOR,
-    LeaderElectionConfig,
-    LeaderElectionLost,
-    add_leader_election_flags,
-    parse_duration,
-)
+from k8slite.leaderelection import LeaderElectionLost
 
 log = logging.getLogger("k8slite.controller-manager")
 
@@ -73,38 +74,38 @@ def build_parser() -> argparse.ArgumentParser:
     nodes = p.add_argument_group("node lifecycle")
     nodes.add_argument(
         "--node-monitor-period",
-        type=parse_duration,
+        type=duration,
         default="5s",
         metavar="DURATION",
         help="how often node health is checked",
     )
     nodes.add_argument(
         "--node-monitor-grace-period",
-        type=parse_duration,
+        type=duration,
         default="40s",
         metavar="DURATION",
         help="how long a node may be silent before it is marked Unknown",
     )
     nodes.add_argument(
         "--node-startup-grace-period",
-        type=parse_duration,
+        type=duration,
         default="60s",
         metavar="DURATION",
         help="how long a new node may take to post its first status",
     )
     nodes.add_argument(
         "--pod-eviction-timeout",
-        type=parse_duration,
+        type=duration,
         metavar="DURATION",
         help="deprecated and ignored, as upstream: pods are evicted after "
         "their toleration of the node's NoExecute taint",
     )
     add_leader_election_flags(p, default_name=LEASE_NAME)
-    add_verbosity_flag(p)
+    add_component_flags(p)
     return p
 
 
-def parse_args(argv: list[str] | None) -> tuple[ControllerManagerConfig, int]:
+def parse_args(argv: list[str] | None) -> tuple[ControllerManagerConfig, argparse.Namespace]:
     parser = build_parser()
     a = parser.parse_args(argv)
     try:
@@ -130,17 +131,7 @@ def parse_args(argv: list[str] | None) -> tuple[ControllerManagerConfig, int]:
         node_monitor_grace_period=a.node_monitor_grace_period,
         node_startup_grace_period=a.node_startup_grace_period,
     )
-    leader_election = LeaderElectionConfig.from_args(a)
-    if leader_election.leader_elect and not (
-        leader_election.lease_duration
-        > leader_election.renew_deadline
-        > JITTER_FACTOR * leader_election.retry_period
-        > 0
-    ):
-        parser.error(
-            "leader election needs lease duration > renew deadline > "
-            f"{JITTER_FACTOR} * retry period > 0"
-        )
+    leader_election = leader_election_config(parser, a)
     config = ControllerManagerConfig(
         kubeconfig=a.kubeconfig,
         controllers=controllers,
@@ -150,7 +141,7 @@ def parse_args(argv: list[str] | None) -> tuple[ControllerManagerConfig, int]:
         kube_api_qps=a.kube_api_qps,
         kube_api_burst=a.kube_api_burst,
     )
-    return config, a.verbosity
+    return config, a
 
 
 async def _run(config: ControllerManagerConfig) -> None:
@@ -162,8 +153,8 @@ async def _run(config: ControllerManagerConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    config, verbosity = parse_args(argv)
-    setup_logging(verbosity)
+    config, args = parse_args(argv)
+    setup_logging(args.verbosity, args.logging_format)
     code = 0
     try:
         code = run_until_signal(_run, config)

@@ -10,13 +10,14 @@ from pathlib import Path
 import trio
 
 from k8slite.client import ApiClient, load_kubeconfig
-from k8slite.cmd.common import add_verbosity_flag, run_until_signal, setup_logging
-from k8slite.cmd.kubelet import duration
+from k8slite.cmd.common import run_until_signal
+from k8slite.component.flags import add_component_flags, duration
+from k8slite.component.logging import setup_logging
 from k8slite.kubelet.config import KubeletConfig, parse_key_values, parse_taints
 from k8slite.kubelet.hollow import DEFAULT_POD_CIDR_BASE, HollowNodes, HollowNodesConfig
 
 
-def parse_args(argv: list[str] | None) -> tuple[HollowNodesConfig, Path, int]:
+def parse_args(argv: list[str] | None) -> tuple[HollowNodesConfig, Path, argparse.Namespace]:
     p = argparse.ArgumentParser(prog="k8slite hollow-nodes", description=__doc__)
     p.add_argument("--count", type=int, required=True, help="how many nodes")
     p.add_argument(
@@ -46,7 +47,7 @@ def parse_args(argv: list[str] | None) -> tuple[HollowNodesConfig, Path, int]:
     p.add_argument("--node-status-update-frequency", type=duration, default=10.0)
     p.add_argument("--node-status-report-frequency", type=duration, default=60.0)
     p.add_argument("--concurrency", type=int, default=32, help="API requests in flight at once")
-    add_verbosity_flag(p)
+    add_component_flags(p)
     a = p.parse_args(argv)
     template = KubeletConfig(
         node_name=a.name_prefix,
@@ -64,7 +65,7 @@ def parse_args(argv: list[str] | None) -> tuple[HollowNodesConfig, Path, int]:
     config = HollowNodesConfig(
         count=a.count, template=template, pod_cidr_base=a.pod_cidr_base, concurrency=a.concurrency
     )
-    return config, a.kubeconfig, a.verbosity
+    return config, a.kubeconfig, a
 
 
 async def _run(config: HollowNodesConfig, kubeconfig: Path) -> None:
@@ -76,8 +77,8 @@ async def _run(config: HollowNodesConfig, kubeconfig: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    config, kubeconfig, verbosity = parse_args(argv)
-    setup_logging(verbosity)
+    config, kubeconfig, args = parse_args(argv)
+    setup_logging(args.verbosity, args.logging_format)
     return run_until_signal(_run, config, kubeconfig)
 
 

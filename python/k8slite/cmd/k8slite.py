@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from k8slite import KUBERNETES_VERSION, __version__
+from k8slite.component.flags import version_text
 
 
 def _version(_: list[str]) -> int:
-    print(f"k8slite {__version__} (Kubernetes API {KUBERNETES_VERSION})")
+    print(version_text())
     return 0
 
 
@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         choices=COMMANDS,
         help=", ".join(f"{name}: {help_}" for name, (_, help_) in COMMANDS.items()),
     )
+    parser.add_argument("--version", action="version", version=version_text())
     if not argv or argv[0] in ("-h", "--help"):
         parser.print_help()
         return 0 if argv else 2

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import re
 import socket
 import sys
 from dataclasses import replace
@@ -12,30 +11,12 @@ from pathlib import Path
 import trio
 
 from k8slite.client import ApiClient, load_kubeconfig
-from k8slite.cmd.common import add_verbosity_flag, run_until_signal, setup_logging
+from k8slite.cmd.common import run_until_signal
+from k8slite.component.flags import add_component_flags, duration
+from k8slite.component.logging import setup_logging
 from k8slite.kubelet.config import KubeletConfig, parse_key_values, parse_taints
 from k8slite.kubelet.kubelet import Kubelet
 from k8slite.kubelet.runtime import RUNTIMES, make_runtime
-
-_DURATION = re.compile(r"(\d+(?:\.\d*)?)(ms|s|m|h)")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def duration(text: str) -> float:
-    """Seconds from a Go duration ("10s", "1m30s", "500ms") or a plain number of seconds."""
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    pos, total = 0, 0.0
-    for m in _DURATION.finditer(text):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * _UNITS[m.group(2)]
-        pos = m.end()
-    if pos != len(text) or not text:
-        raise argparse.ArgumentTypeError(f"invalid duration {text!r} (e.g. 10s, 1m, 500ms)")
-    return total
 
 
 def _port(text: str) -> int | None:
@@ -120,11 +101,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--kube-api-burst", type=int, default=100)
     p.add_argument("--cluster-dns", type=lambda s: [x for x in s.split(",") if x], default=[])
     p.add_argument("--cluster-domain", default="cluster.local")
-    add_verbosity_flag(p)
+    add_component_flags(p)
     return p
 
 
-def parse_args(argv: list[str] | None) -> tuple[KubeletConfig, int]:
+def parse_args(argv: list[str] | None) -> tuple[KubeletConfig, argparse.Namespace]:
     a = parser().parse_args(argv)
     node = a.node_name
     pki = a.pki_dir
@@ -160,7 +141,7 @@ def parse_args(argv: list[str] | None) -> tuple[KubeletConfig, int]:
         kube_api_qps=a.kube_api_qps,
         kube_api_burst=a.kube_api_burst,
     )
-    return config, a.verbosity
+    return config, a
 
 
 async def _run(config: KubeletConfig) -> None:
@@ -198,8 +179,8 @@ async def _run(config: KubeletConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    config, verbosity = parse_args(argv)
-    setup_logging(verbosity)
+    config, args = parse_args(argv)
+    setup_logging(args.verbosity, args.logging_format)
     if config.port is not None:
         for path in (config.tls_cert_file, config.tls_private_key_file, config.client_ca_file):
             if path is None or not path.exists():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import re
 import socket
 import sys
 from pathlib import Path
@@ -11,23 +10,15 @@ from pathlib import Path
 import trio
 
 from k8slite.client import KubeconfigError
-from k8slite.cmd.common import add_verbosity_flag, run_until_signal, setup_logging
+from k8slite.cmd.common import run_until_signal
+from k8slite.component.flags import add_component_flags, duration
+from k8slite.component.logging import setup_logging
 from k8slite.proxy.nftables import NftablesError
 from k8slite.proxy.proxy import MODES, ProxyConfig, cleanup, run
 from k8slite.proxy.routing import RoutingError
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 # Errors that mean "cannot run like this": one clear line and exit status 1.
 _FATAL = (RoutingError, NftablesError, KubeconfigError, ValueError)
-
-
-def duration(text: str) -> float:
-    """A Go-style duration as upstream flags take them: 1s, 250ms, 1m30s."""
-    parts = _DURATION.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise argparse.ArgumentTypeError(f"invalid duration {text!r} (e.g. 1s, 250ms, 1m)")
-    return sum(float(n) * _UNIT[u] for n, u in parts)
 
 
 def parse_args(argv: list[str] | None) -> tuple[ProxyConfig, argparse.Namespace]:
@@ -80,7 +71,7 @@ def parse_args(argv: list[str] | None) -> tuple[ProxyConfig, argparse.Namespace]
         action="store_true",
         help="remove the nftables table and the service range route, then exit",
     )
-    add_verbosity_flag(p)
+    add_component_flags(p)
     a = p.parse_args(argv)
     config = ProxyConfig(
         kubeconfig=a.kubeconfig,
@@ -113,7 +104,7 @@ async def _serve(config: ProxyConfig) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     config, args = parse_args(argv)
-    setup_logging(args.verbosity)
+    setup_logging(args.verbosity, args.logging_format)
     try:
         if args.cleanup:
             trio.run(cleanup, config)

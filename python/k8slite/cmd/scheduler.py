@@ -12,7 +12,13 @@ import trio
 from prometheus_client import REGISTRY
 
 from k8slite.client import ApiClient, load_kubeconfig
-from k8slite.cmd.common import add_verbosity_flag, run_until_signal, setup_logging
+from k8slite.cmd.common import run_until_signal
+from k8slite.component.flags import (
+    add_component_flags,
+    add_leader_election_flags,
+    leader_election_config,
+)
+from k8slite.component.logging import setup_logging
 from k8slite.component.serving import (
     PING,
     Check,
@@ -20,12 +26,7 @@ from k8slite.component.serving import (
     ServingOptions,
 )
 from k8slite.component.serving import serve as serve_component
-from k8slite.leaderelection import (
-    LeaderElectionConfig,
-    LeaderElectionLost,
-    add_leader_election_flags,
-    default_identity,
-)
+from k8slite.leaderelection import LeaderElectionConfig, LeaderElectionLost, default_identity
 from k8slite.scheduler.plugins import ConfigError, Profile, load_profile
 from k8slite.scheduler.scheduler import DEFAULT_BIND_CONCURRENCY, Scheduler
 
@@ -44,7 +45,7 @@ class Options:
     bind_concurrency: int
 
 
-def parse_args(argv: list[str] | None) -> tuple[Options, int]:
+def parse_args(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
     p = argparse.ArgumentParser(prog="k8slite-scheduler", description=__doc__)
     p.add_argument(
         "--kubeconfig",
@@ -77,7 +78,7 @@ def parse_args(argv: list[str] | None) -> tuple[Options, int]:
     )
     ServingOptions.add_flags(p, default_port=10259)
     add_leader_election_flags(p, default_name="kube-scheduler")
-    add_verbosity_flag(p)
+    add_component_flags(p)
     a = p.parse_args(argv)
     try:
         profile = load_profile(a.config) if a.config else Profile()
@@ -93,10 +94,10 @@ def parse_args(argv: list[str] | None) -> tuple[Options, int]:
         a.kube_api_burst,
         profile,
         serving,
-        LeaderElectionConfig.from_args(a),
+        leader_election_config(p, a),
         a.bind_concurrency,
     )
-    return options, a.verbosity
+    return options, a
 
 
 async def serve(options: Options) -> None:
@@ -131,8 +132,8 @@ async def serve(options: Options) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    options, verbosity = parse_args(argv)
-    setup_logging(verbosity)
+    options, args = parse_args(argv)
+    setup_logging(args.verbosity, args.logging_format)
     code = 0
     try:
         code = run_until_signal(serve, options)

@@ -28,7 +28,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
 from k8slite import pki
-from k8slite.cmd.common import setup_logging
+from k8slite.component.logging import setup_logging
 
 log = logging.getLogger("k8slite.up")
 

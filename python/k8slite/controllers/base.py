@@ -20,7 +20,7 @@ from k8slite.client import (
     object_key,
     run_workers,
 )
-from k8slite.controllers.events import EventBroadcaster, EventRecorder
+from k8slite.component.events import EventBroadcaster, EventRecorder
 
 log = logging.getLogger(__name__)
 

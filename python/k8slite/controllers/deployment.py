@@ -16,11 +16,11 @@ from k8slite.client import (
     NotFound,
 )
 from k8slite.client.resource import DEPLOYMENTS, PODS, REPLICASETS
+from k8slite.component.events import NORMAL, WARNING
 from k8slite.controllers import deploymentstatus as ds
 from k8slite.controllers import deploymentutil as du
 from k8slite.controllers import rollout
 from k8slite.controllers.base import Controller, ControllerContext
-from k8slite.controllers.events import NORMAL, WARNING
 from k8slite.controllers.ownerref import (
     ORPHAN_INDEX,
     RefManager,

@@ -12,12 +12,12 @@ import trio
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from k8slite.client import ApiClient, ClientConfig, SharedInformerFactory, load_kubeconfig
+from k8slite.component.events import EventBroadcaster
 from k8slite.component.serving import ComponentServer, ServingOptions, serve
 from k8slite.controllers.base import Controller, ControllerContext, ControllerOptions
 from k8slite.controllers.deployment import DeploymentController
 from k8slite.controllers.endpoints import EndpointsController
 from k8slite.controllers.endpointslice import EndpointSliceController
-from k8slite.controllers.events import EventBroadcaster
 from k8slite.controllers.garbagecollector import GarbageCollector
 from k8slite.controllers.namespace import NamespaceController
 from k8slite.controllers.nodelifecycle import NodeLifecycleController
@@ -162,7 +162,9 @@ class ControllerManager:
             # Informers start only now that we lead: their first list then comes after
             # the previous leader stopped writing, so no controller acts on its past.
             factory = SharedInformerFactory(client_for("shared-informers"))
-            broadcaster = EventBroadcaster(client_for("event-broadcaster"), self.config.identity)
+            broadcaster = EventBroadcaster(
+                client_for("event-broadcaster"), host=self.config.identity, registry=self.registry
+            )
             ctx = ControllerContext(
                 client_for, factory, broadcaster, self.config.options, self.registry
             )

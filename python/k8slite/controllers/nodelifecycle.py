@@ -25,8 +25,8 @@ from k8slite.client import (
     run_workers,
 )
 from k8slite.client.resource import LEASES, NODES, PODS
+from k8slite.component.events import NORMAL, WARNING
 from k8slite.controllers.base import Controller, ControllerContext
-from k8slite.controllers.events import NORMAL, WARNING
 from k8slite.controllers.podutil import get_condition, meta
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,8 @@ from k8slite.client import (
     object_key,
 )
 from k8slite.client.resource import PODS, REPLICASETS
+from k8slite.component.events import NORMAL, WARNING
 from k8slite.controllers.base import Controller, ControllerContext
-from k8slite.controllers.events import NORMAL, WARNING
 from k8slite.controllers.expectations import Expectations
 from k8slite.controllers.ownerref import (
     ORPHAN_INDEX,

@@ -13,8 +13,8 @@ from k8slite.api.meta import now as now_text
 from k8slite.api.meta import parse_time
 from k8slite.client import NODE_NAME_INDEX, Conflict, DeletedFinalStateUnknown, NotFound
 from k8slite.client.resource import NODES, PODS
+from k8slite.component.events import NORMAL
 from k8slite.controllers.base import Controller, ControllerContext
-from k8slite.controllers.events import NORMAL
 from k8slite.controllers.podutil import get_condition, is_deleting, meta, utcnow
 
 log = logging.getLogger(__name__)

@@ -63,8 +63,6 @@ class KubeletConfig:
     kube_api_burst: int = 100
     cluster_dns: list[str] = field(default_factory=list)
     cluster_domain: str = "cluster.local"
-    # Emit Events for pod lifecycle steps (hollow nodes turn it off).
-    events: bool = True
 
     def __post_init__(self) -> None:
         self.root_dir = Path(self.root_dir)

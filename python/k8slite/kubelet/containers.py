@@ -13,10 +13,10 @@ import httpx
 import trio
 
 from k8slite.client import ApiClient
+from k8slite.component.events import NORMAL, WARNING, EventRecorder
 from k8slite.kubelet import lifecycle
 from k8slite.kubelet.config import KubeletConfig
 from k8slite.kubelet.envvars import ConfigError, container_env
-from k8slite.kubelet.events import NORMAL, WARNING, EventRecorder
 from k8slite.kubelet.metrics import KubeletMetrics
 from k8slite.kubelet.objects import ObjectFetcher
 from k8slite.kubelet.probes import Prober, run_probe
@@ -117,14 +117,9 @@ class ContainerOps:
         self, type_: str, reason: str, message: str, rec: ContainerRecord | None = None
     ) -> None:
         if self.env.events is not None:
-            self.env.events.pod_event(
-                self.pod,
-                type_,
-                reason,
-                message,
-                rec.name if rec else None,
-                rec.init if rec else False,
-            )
+            group = "initContainers" if rec and rec.init else "containers"
+            field_path = f"spec.{group}{{{rec.name}}}" if rec else ""
+            self.env.events.event(self.pod, type_, reason, message, field_path=field_path)
 
     # ------------------------------------------------------------------ containers
 

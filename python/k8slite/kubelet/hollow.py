@@ -19,6 +19,7 @@ import trio
 
 from k8slite.client import ApiClient, DeletedFinalStateUnknown, SharedInformerFactory
 from k8slite.client.resource import PODS
+from k8slite.component.events import EventBroadcaster, EventRecorder
 from k8slite.kubelet.config import KubeletConfig
 from k8slite.kubelet.containers import WorkerEnv
 from k8slite.kubelet.kubelet import image_list
@@ -59,14 +60,25 @@ class HollowNode:
     __slots__ = ("name", "node", "runtime", "workers")
 
     def __init__(
-        self, client: ApiClient, config: KubeletConfig, info: NodeInfo, capacity: dict[str, str]
+        self,
+        client: ApiClient,
+        config: KubeletConfig,
+        info: NodeInfo,
+        capacity: dict[str, str],
+        events: EventRecorder,
     ) -> None:
         self.name = config.node_name
         self.runtime = FakeRuntime(
             config.node_name, pod_cidr=config.pod_cidr or "10.0.0.0/24", node_ip=config.node_ip
         )
         self.workers = PodWorkers(
-            WorkerEnv(config=config, client=client, runtime=self.runtime, allocatable=capacity)
+            WorkerEnv(
+                config=config,
+                client=client,
+                runtime=self.runtime,
+                events=events,
+                allocatable=capacity,
+            )
         )
         self.node = NodeStatusManager(
             client,
@@ -93,7 +105,6 @@ def node_configs(config: HollowNodesConfig) -> list[KubeletConfig]:
                 runtime="fake",
                 port=None,
                 healthz_port=None,
-                events=False,
                 sync_frequency=0.0,
             )
         )
@@ -117,7 +128,14 @@ class HollowNodes:
             architecture=architecture(),
         )
         capacity = {**DEFAULT_CAPACITY, "pods": str(t.max_pods), **t.capacity}
-        self.nodes = [HollowNode(client, c, self.info, capacity) for c in node_configs(config)]
+        # One broadcaster for all: one writer task, and its queue bounds what a burst costs.
+        self.events = EventBroadcaster(client)
+        self.nodes = [
+            HollowNode(
+                client, c, self.info, capacity, self.events.recorder("kubelet", host=c.node_name)
+            )
+            for c in node_configs(config)
+        ]
         self.by_name = {n.name: n for n in self.nodes}
         self.limiter = trio.CapacityLimiter(config.concurrency)
 
@@ -170,6 +188,7 @@ class HollowNodes:
         # Every bound pod: a set of node names is no field selector; filter here.
         pods = factory.informer(PODS, field_selector="spec.nodeName!=")
         async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.events.run)
             for node in self.nodes:
                 await nursery.start(node.workers.run)
             pods.add_event_handler(

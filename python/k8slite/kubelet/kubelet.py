@@ -11,12 +11,12 @@ import trio
 
 from k8slite.client import ApiClient, DeletedFinalStateUnknown, SharedInformerFactory
 from k8slite.client.resource import PODS, SERVICES
+from k8slite.component.events import EventBroadcaster
 from k8slite.component.serving import ServingOptions, serve
 from k8slite.kubelet import machine
 from k8slite.kubelet.authz import Authorizer, sar_review
 from k8slite.kubelet.config import KubeletConfig
 from k8slite.kubelet.containers import WorkerEnv
-from k8slite.kubelet.events import EventRecorder
 from k8slite.kubelet.metrics import KubeletMetrics, MeteredRuntime
 from k8slite.kubelet.node import MAX_IMAGES, Health, NodeStatusManager
 from k8slite.kubelet.objects import ObjectFetcher
@@ -111,7 +111,7 @@ class Kubelet:
         capacity = machine.host_capacity(cfg.root_dir, cfg.max_pods)
         capacity.update(cfg.capacity)
         objects = ObjectFetcher(self.client)
-        events = EventRecorder(self.client, "kubelet", cfg.node_name) if cfg.events else None
+        events = EventBroadcaster(self.client, registry=self.metrics.registry)
         factory = SharedInformerFactory(self.client)
         pods = factory.informer(PODS, field_selector=f"spec.nodeName={cfg.node_name}")
         services = None if self.simulated else factory.informer(SERVICES)
@@ -128,7 +128,7 @@ class Kubelet:
                 else VolumeManager(cfg.root_dir, objects.get, objects.token),
                 objects=objects,
                 services=(lambda: services.list()) if services else list,
-                events=events,
+                events=events.recorder("kubelet", host=cfg.node_name),
                 metrics=self.metrics,
                 allocatable=capacity,
                 probe_http=probe_http,
@@ -159,8 +159,7 @@ class Kubelet:
                 health=self._health,
             )
             await nursery.start(node.run)
-            if events is not None:
-                nursery.start_soon(events.run)
+            nursery.start_soon(events.run)
             await nursery.start(workers.run)
             pods.add_event_handler(**pod_handlers(workers))
             await factory.start(nursery)

@@ -20,9 +20,9 @@ import trio
 from k8slite.api import meta
 from k8slite.client import ApiConnectionError, ApiError, Conflict, NotFound
 from k8slite.client.resource import PODS
+from k8slite.component.events import NORMAL, WARNING
 from k8slite.kubelet import lifecycle, status
 from k8slite.kubelet.containers import RETRY_SECONDS, ContainerOps, WorkerEnv, vanished
-from k8slite.kubelet.events import NORMAL, WARNING
 from k8slite.kubelet.runtime.base import (
     ContainerInfo,
     ContainerRuntimeError,

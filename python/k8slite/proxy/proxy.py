@@ -17,13 +17,13 @@ import trio
 
 from k8slite.client import (
     ApiClient,
-    ApiError,
     DeletedFinalStateUnknown,
     SharedInformerFactory,
     load_kubeconfig,
     object_key,
 )
-from k8slite.client.resource import ENDPOINTSLICES, EVENTS, NODES, SERVICES
+from k8slite.client.resource import ENDPOINTSLICES, NODES, SERVICES
+from k8slite.component.events import NORMAL, EventBroadcaster
 from k8slite.component.serving import (
     ComponentServer,
     Request,
@@ -309,33 +309,6 @@ class Proxy:
         }
         return Response(200 if healthy else 503, json.dumps(body).encode(), "application/json")
 
-    async def post_starting_event(self) -> None:
-        """An Event on our Node, as upstream's kube-proxy records when it starts."""
-        now = datetime.now().astimezone().isoformat(timespec="seconds")
-        event = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{self.config.hostname}.", "namespace": "default"},
-            "involvedObject": {
-                "kind": "Node",
-                "name": self.config.hostname,
-                "uid": self.config.hostname,
-                "apiVersion": "v1",
-            },
-            "reason": "Starting",
-            "message": "Starting k8slite-proxy.",
-            "type": "Normal",
-            "source": {"component": "kube-proxy", "host": self.config.hostname},
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        }
-        with trio.move_on_after(10):
-            try:
-                await self.client.create(EVENTS, event, namespace="default")
-            except ApiError as e:
-                log.info("could not record the Starting event: %s", e)
-
 
 def _rfc3339(ts: float | None) -> str | None:
     if ts is None:
@@ -383,7 +356,17 @@ async def run(
             await proxy.factory.start(nursery)
             await proxy.factory.wait_for_cache_sync()
             await nursery.start(proxy.run_sync_loop)
-            nursery.start_soon(proxy.post_starting_event)
+            events = EventBroadcaster(client, registry=metrics.registry)
+            nursery.start_soon(events.run)
+            # As upstream's kube-proxy: an Event on our Node, whose reference has the
+            # hostname for uid.
+            node = {
+                "kind": "Node",
+                "apiVersion": "v1",
+                "metadata": {"name": config.hostname, "uid": config.hostname},
+            }
+            recorder = events.recorder("kube-proxy", host=config.hostname)
+            recorder.event(node, NORMAL, "Starting", "Starting k8slite-proxy.")
             log.info("%s proxy synced", proxier.mode)
             task_status.started(ProxyServing(metrics_at, healthz_at))
 

@@ -159,8 +159,3 @@ def _error(code: int, content: bytes) -> ApiError:
 def pod_path(namespace: str, name: str, subresource: str = "") -> str:
     path = f"/api/v1/namespaces/{quote(namespace, safe='')}/pods/{quote(name, safe='')}"
     return f"{path}/{subresource}" if subresource else path
-
-
-def events_path(namespace: str, name: str = "") -> str:
-    path = f"/api/v1/namespaces/{quote(namespace, safe='')}/events"
-    return f"{path}/{quote(name, safe='')}" if name else path

@@ -51,11 +51,6 @@ class SchedulerMetrics:
             buckets=_exponential(0.01, 2, 20),
             registry=registry,
         )
-        self.dropped_events = Counter(
-            "scheduler_dropped_events_total",
-            "Events not written because the event queue was full.",
-            registry=registry,
-        )
         for result in (SCHEDULED, UNSCHEDULABLE, ERROR):
             self.attempts.labels(result, profile)
 

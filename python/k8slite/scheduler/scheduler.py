@@ -16,8 +16,8 @@ from k8slite.client import ApiClient, ApiConnectionError, ApiError, Conflict, No
 from k8slite.client.informer import SharedInformerFactory
 from k8slite.client.resource import NAMESPACES, NODES, PODS
 from k8slite.client.store import DeletedFinalStateUnknown
+from k8slite.component.events import NORMAL, WARNING, EventBroadcaster
 from k8slite.scheduler.cache import SchedulerCache
-from k8slite.scheduler.events import EventRecorder
 from k8slite.scheduler.http import WritePool, pod_path
 from k8slite.scheduler.metrics import ERROR, SCHEDULED, UNSCHEDULABLE, SchedulerMetrics
 from k8slite.scheduler.plugins import FILTER_PLUGINS, Profile
@@ -102,11 +102,12 @@ class Scheduler:
         self.pods = self.factory.informer(PODS, field_selector=ACTIVE_PODS)
         self.namespaces = self.factory.informer(NAMESPACES)
         self.cache = SchedulerCache(self.profile.node_table(), self.namespaces.list)
-        # Bindings, events and conditions go over a lean pool of their own; the informers'
-        # lists and watches stay on the general client.
+        # Bindings and conditions go over a lean pool of their own; the informers' lists and
+        # watches, and the one event writer, stay on the general client.
         self.writes = WritePool(client.config)
-        self.events = EventRecorder(
-            self.writes, self.name, host=host, on_drop=self.metrics.dropped_events.inc
+        self.broadcaster = EventBroadcaster(client, host=host, registry=self.registry)
+        self.events = self.broadcaster.recorder(
+            self.name, instance=f"{self.name}-{self.broadcaster.host}"
         )
         self._binds = trio.CapacityLimiter(bind_concurrency)
         self._status_writes = trio.CapacityLimiter(STATUS_CONCURRENCY)
@@ -137,7 +138,7 @@ class Scheduler:
                     len(self.queue),
                 )
                 nursery.start_soon(self.queue.run)
-                nursery.start_soon(self.events.run)
+                nursery.start_soon(self.broadcaster.run)
                 task_status.started()
                 while True:
                     qp = await self.queue.pop()
@@ -233,7 +234,7 @@ class Scheduler:
         self.queue.requeue_unschedulable(qp, rejected)
         self.metrics.attempt(UNSCHEDULABLE, time.perf_counter() - start)
         log.debug("pod %s unschedulable: %s", qp.key, message)
-        self.events.record(qp.pod, "Warning", "FailedScheduling", "Scheduling", message)
+        self.events.event(qp.pod, WARNING, "FailedScheduling", message, action="Scheduling")
         self._set_condition(qp.pod, "Unschedulable", message)
 
     def _set_condition(self, pod: Obj, reason: str, message: str) -> None:
@@ -299,16 +300,16 @@ class Scheduler:
                     qp.cache.clear()
                 self.queue.requeue_backoff(qp)
                 message = f"Binding rejected: {e}"
-                self.events.record(qp.pod, "Warning", "FailedScheduling", "Scheduling", message)
+                self.events.event(qp.pod, WARNING, "FailedScheduling", message, action="Scheduling")
         else:
             self.metrics.attempt(SCHEDULED, time.perf_counter() - start)
             self.metrics.scheduled(qp.attempts, trio.current_time() - qp.initial)
-            self.events.record(
+            self.events.event(
                 qp.pod,
-                "Normal",
+                NORMAL,
                 "Scheduled",
-                "Binding",
                 f"Successfully assigned {namespace}/{name} to {node}",
+                action="Binding",
             )
         finally:
             self._binds.release_on_behalf_of(qp)
