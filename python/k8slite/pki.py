@@ -21,7 +21,7 @@ import yaml
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import (
     CertificateIssuerPrivateKeyTypes,
     CertificatePublicKeyTypes,
@@ -68,10 +68,11 @@ _LOOPBACK_SANS: tuple[x509.GeneralName, ...] = (
 
 KeyPair = tuple[x509.Certificate, CertificateIssuerPrivateKeyTypes]
 # Key types that can sign certificates: ours are EC, a CA brought along may be any of these.
+# Not DSA: Go's crypto/x509 (so upstream's components) signs no certificate with it, and
+# cryptography deprecates it (merely naming its key type warns on every start).
 _SIGNING_KEY_TYPES = (
     ec.EllipticCurvePrivateKey,
     rsa.RSAPrivateKey,
-    dsa.DSAPrivateKey,
     ed25519.Ed25519PrivateKey,
     ed448.Ed448PrivateKey,
 )
