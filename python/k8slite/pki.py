@@ -28,6 +28,8 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 )
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from k8slite import datadir
+
 CLUSTER_NAME = "k8slite"
 DEFAULT_SERVER_URL = "https://127.0.0.1:8080"
 DEFAULT_PKI_DIR = Path(".k8slite/pki")
@@ -159,7 +161,7 @@ def ensure_pki(
     server_host = _server_host(server_url)
     extra_sans = [parse_san(s) for s in sans]
     host = _hostname_san()
-    pki_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    secure_dir(pki_dir)
     written: list[Path] = []
     with _locked(pki_dir):
         ca = _ensure_ca(pki_dir, written)
@@ -582,6 +584,14 @@ def _write_atomic(path: Path, data: bytes, mode: int) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def secure_dir(pki_dir: Path) -> None:
+    """The PKI directory 0700 (made if missing), its keys and kubeconfigs 0600."""
+    datadir.private_dir(pki_dir)
+    for pattern in ("*.key", "*.kubeconfig"):
+        for path in pki_dir.glob(pattern):
+            _fix_key_mode(path)
 
 
 def _fix_key_mode(path: Path) -> None:
