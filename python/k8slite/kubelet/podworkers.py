@@ -442,7 +442,7 @@ class PodWorker:
         """Report the final status and DELETE the pod, retrying while the API server is away.
 
         Giving up is said (log line and event): the pod then stays in the API, Terminating,
-        until this kubelet sees it again (its informer's next list) and tries once more.
+        until it changes or the kubelet restarts, when a new worker tries once more.
         """
         delay = 0.2
         for attempt in range(1, FINISH_ATTEMPTS + 1):
@@ -464,7 +464,7 @@ class PodWorker:
     def _gave_up(self, why: str) -> None:
         message = (
             f"Gave up deleting pod {self.namespace}/{self.name} ({self.uid}) after stopping "
-            f"its containers: {why}; it stays Terminating until the kubelet sees it again"
+            f"its containers: {why}; it stays Terminating until it changes or the kubelet restarts"
         )
         log.warning("%s", message)
         self.containers.event(WARNING, "FailedDelete", message)
