@@ -21,12 +21,14 @@ import yaml
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import (
     CertificateIssuerPrivateKeyTypes,
     CertificatePublicKeyTypes,
 )
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from k8slite import datadir
 
 CLUSTER_NAME = "k8slite"
 DEFAULT_SERVER_URL = "https://127.0.0.1:8080"
@@ -68,10 +70,11 @@ _LOOPBACK_SANS: tuple[x509.GeneralName, ...] = (
 
 KeyPair = tuple[x509.Certificate, CertificateIssuerPrivateKeyTypes]
 # Key types that can sign certificates: ours are EC, a CA brought along may be any of these.
+# Not DSA: Go's crypto/x509 (so upstream's components) signs no certificate with it, and
+# cryptography deprecates it (merely naming its key type warns on every start).
 _SIGNING_KEY_TYPES = (
     ec.EllipticCurvePrivateKey,
     rsa.RSAPrivateKey,
-    dsa.DSAPrivateKey,
     ed25519.Ed25519PrivateKey,
     ed448.Ed448PrivateKey,
 )
@@ -158,7 +161,7 @@ def ensure_pki(
     server_host = _server_host(server_url)
     extra_sans = [parse_san(s) for s in sans]
     host = _hostname_san()
-    pki_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    secure_dir(pki_dir)
     written: list[Path] = []
     with _locked(pki_dir):
         ca = _ensure_ca(pki_dir, written)
@@ -610,6 +613,14 @@ def _write_atomic(path: Path, data: bytes, mode: int) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def secure_dir(pki_dir: Path) -> None:
+    """The PKI directory 0700 (made if missing), its keys and kubeconfigs 0600."""
+    datadir.private_dir(pki_dir)
+    for pattern in ("*.key", "*.kubeconfig"):
+        for path in pki_dir.glob(pattern):
+            _fix_key_mode(path)
 
 
 def _fix_key_mode(path: Path) -> None:

@@ -8,6 +8,7 @@ containers, image pulls) is in test_kubelet_docker.py.
 from __future__ import annotations
 
 import ssl
+import stat
 import subprocess
 import time
 from collections.abc import Iterator
@@ -124,6 +125,11 @@ def test_node_registers_with_status_and_lease(api: httpx.Client, kubelet: Kubele
         lambda: api.get(lease_path).json()["spec"]["renewTime"] != first["spec"]["renewTime"],
         what="a lease renewal",
     )
+
+
+def test_root_dir_is_the_owners_alone(kubelet: KubeletProcess) -> None:
+    # Secret and token volumes are under it; the test's umask (022) would leave it 0755.
+    assert stat.S_IMODE((kubelet.workdir / "root").stat().st_mode) == 0o700
 
 
 def test_pod_runs_and_reports_status(pods: Pods, kubelet: KubeletProcess) -> None:

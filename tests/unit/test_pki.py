@@ -524,3 +524,19 @@ def test_expired_client_cert_is_refused(pki_dir: Path, mtls_server: str) -> None
         conn.request("GET", "/version")
         conn.getresponse()
     conn.close()
+
+
+def test_certs_command_starts_without_warnings(tmp_path: Path) -> None:
+    # PYTHONWARNINGS=error turns any warning at import or run time (DSA's deprecation, say)
+    # into a failure of the console script itself.
+    env = {**os.environ, "PYTHONPATH": str(REPO / "python"), "PYTHONWARNINGS": "error"}
+    result = subprocess.run(
+        [REPO / ".venv" / "bin" / "k8slite", "certs", "--dir", tmp_path / "pki"],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Warning" not in result.stderr
+    assert (tmp_path / "pki" / "ca.key").exists()

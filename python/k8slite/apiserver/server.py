@@ -10,7 +10,7 @@ from pathlib import Path
 import trio
 from hypercorn.config import Config as HypercornConfig
 
-from k8slite import pki
+from k8slite import datadir, pki
 from k8slite.apiserver.allocators import ServiceAllocator
 from k8slite.apiserver.app import ApiServerApp
 from k8slite.apiserver.bootstrap import ensure_kubernetes_service
@@ -111,8 +111,13 @@ async def run(
     config: ApiServerConfig, *, task_status: trio.TaskStatus[Serving] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Serve until cancelled."""
+    # Its data holds every Secret: the owner's alone, as etcd keeps its data dir.
+    datadir.private_data_dir(config.data_dir)
+    datadir.private_tree(config.data_dir / "db")
     if config.tls_cert_file is None:
         _ensure_certificates(config)
+    if config.pki_dir.exists():
+        pki.secure_dir(config.pki_dir)
     metrics = ApiMetrics()
     async with RocksStore(config.data_dir / "db") as raw_store:
         store = MeteredStore(raw_store, metrics)

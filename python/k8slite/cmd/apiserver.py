@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -97,6 +98,8 @@ async def _serve(config: ApiServerConfig) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     config, args = parse_args(argv)
+    # RocksDB creates its files under the process umask: 077 makes them 0600, as etcd's.
+    os.umask(0o077)
     setup_logging(args.verbosity, args.logging_format)
     return run_until_signal(_serve, config)
 

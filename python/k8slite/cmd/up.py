@@ -40,7 +40,7 @@ _HEALTHY_AFTER = 60.0
 STOP_GRACE = 5.0
 # Grace of a pod's containers when the cluster stops: short, so that Ctrl-C is quick.
 _POD_STOP_GRACE = 2.0
-# The upstream ports each component serves on by default (see DESIGN.md).
+# The upstream ports each component serves on by default.
 DEFAULT_PORTS = {
     "apiserver": 8080,
     "controller-manager": 10257,

@@ -19,6 +19,7 @@ from k8slite.kubelet.config import KubeletConfig
 from k8slite.kubelet.envvars import ConfigError, container_env
 from k8slite.kubelet.metrics import KubeletMetrics
 from k8slite.kubelet.objects import ObjectFetcher
+from k8slite.kubelet.podstate import PodState
 from k8slite.kubelet.probes import Prober, run_probe
 from k8slite.kubelet.runtime.base import (
     REASON_STATUS_UNKNOWN,
@@ -29,9 +30,8 @@ from k8slite.kubelet.runtime.base import (
     ImagePullError,
     NotFoundError,
     Runtime,
-    Sandbox,
 )
-from k8slite.kubelet.status import ContainerRecord, PodView
+from k8slite.kubelet.status import ContainerRecord
 from k8slite.kubelet.volumes import VolumeError, VolumeManager
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,12 @@ class WorkerEnv:
         return self.volumes is None
 
 
+def _cancel_probes(rec: ContainerRecord) -> None:
+    if rec.probes is not None:
+        rec.probes.cancel()
+        rec.probes = None
+
+
 def vanished(cs: ContainerStatus) -> ContainerStatus:
     """A container the runtime lost: reported as upstream reports it."""
     cs.state = ContainerState.EXITED
@@ -80,57 +86,56 @@ def vanished(cs: ContainerStatus) -> ContainerStatus:
 
 
 class ContainerOps:
-    """Container steps of a pod worker; PodWorker provides the state declared here."""
+    """A pod worker's container steps, acting on its PodState."""
 
-    env: WorkerEnv
-    pod: Obj
-    uid: str
-    namespace: str
-    name: str
-    records: dict[str, ContainerRecord]
-    sandbox: Sandbox | None
-    view: PodView
-    volume_paths: dict[str, str] | None
-    image_backoff: dict[str, tuple[float, float]]
-    _nursery: trio.Nursery | None
-    _event: trio.Event
-    _timers: list[float]
+    def __init__(self, env: WorkerEnv, state: PodState) -> None:
+        self.env = env
+        self.state = state
+        # Where probes run: the worker's nursery, once it runs (no probes before).
+        self.nursery: trio.Nursery | None = None
 
-    def wake(self) -> None:
-        self._event.set()
-
-    def wake_at(self, when: float) -> None:
-        """Sync again at trio time `when` at the latest."""
-        self._timers.append(when)
-        if len(self._timers) > 16:
-            self._timers = sorted(self._timers)[:8]
-
-    def _spec(self, name: str) -> Obj:
-        spec = self.pod.get("spec") or {}
-        for group in ("initContainers", "containers"):
-            for c in spec.get(group) or ():
-                if c["name"] == name:
-                    return c  # type: ignore[no-any-return]
-        raise KeyError(name)
-
-    def _event_for(
+    def event(
         self, type_: str, reason: str, message: str, rec: ContainerRecord | None = None
     ) -> None:
         if self.env.events is not None:
             group = "initContainers" if rec and rec.init else "containers"
             field_path = f"spec.{group}{{{rec.name}}}" if rec else ""
-            self.env.events.event(self.pod, type_, reason, message, field_path=field_path)
+            self.env.events.event(self.state.pod, type_, reason, message, field_path=field_path)
+
+    async def refresh(self) -> None:
+        """Fresh runtime states of the containers that were not known to have exited."""
+        rt = self.env.runtime
+        for rec in self.state.records.values():
+            if rec.current is not None and rec.current.state is not ContainerState.EXITED:
+                try:
+                    rec.current = await rt.container_status(rec.current.id)
+                except NotFoundError:
+                    rec.current = vanished(rec.current)
+
+    def follow_probes(self) -> None:
+        """Probes for the running containers, none for the others."""
+        for rec in self.state.records.values():
+            if rec.running and rec.probes is None:
+                self.start_probes(rec)
+            elif not rec.running and rec.probes is not None:
+                _cancel_probes(rec)
+                rec.ready = rec.started = False
+
+    def stop_probes(self) -> None:
+        for rec in self.state.records.values():
+            _cancel_probes(rec)
 
     # ------------------------------------------------------------------ containers
 
-    async def _sync_containers(self) -> None:
-        spec = self.pod.get("spec") or {}
+    async def sync(self) -> None:
+        """Kill, start and restart containers as the spec, probes and back-offs call for."""
+        spec = self.state.pod.get("spec") or {}
         policy = spec.get("restartPolicy") or "Always"
         for c in [*(spec.get("initContainers") or ()), *(spec.get("containers") or ())]:
-            rec = self.records[c["name"]]
+            rec = self.state.records[c["name"]]
             if rec.kill is not None and rec.running:
                 kind, _ = rec.kill
-                self._event_for(
+                self.event(
                     NORMAL,
                     "Killing",
                     f"Container {rec.name} failed {kind} probe, will be restarted",
@@ -138,17 +143,17 @@ class ContainerOps:
                 )
                 await self._kill(rec, c, self._probe_grace(c, kind))
             elif rec.running and rec.current is not None and rec.current.image != c.get("image"):
-                self._event_for(
+                self.event(
                     NORMAL,
                     "Killing",
                     f"Container {rec.name} definition changed, will be restarted",
                     rec,
                 )
-                await self._kill(rec, c, lifecycle.grace_period(self.pod))
+                await self._kill(rec, c, lifecycle.grace_period(self.state.pod))
                 rec.backoff = 0.0
             rec.kill = None
         for c in spec.get("initContainers") or ():
-            rec = self.records[c["name"]]
+            rec = self.state.records[c["name"]]
             if rec.sidecar:
                 if not rec.running:
                     await self._start(rec, c)
@@ -165,7 +170,7 @@ class ContainerOps:
                 await self._start(rec, c)
             return  # running (or just started): the next one waits for it
         for c in spec.get("containers") or ():
-            rec = self.records[c["name"]]
+            rec = self.state.records[c["name"]]
             exit_code = rec.current.exit_code if rec.current is not None else None
             if rec.state in (None, ContainerState.CREATED) or (
                 rec.state is ContainerState.EXITED and lifecycle.should_restart(policy, exit_code)
@@ -176,7 +181,7 @@ class ContainerOps:
         probe = c.get(f"{kind}Probe") or {}
         if probe.get("terminationGracePeriodSeconds") is not None:
             return float(probe["terminationGracePeriodSeconds"])
-        return lifecycle.grace_period(self.pod)
+        return lifecycle.grace_period(self.state.pod)
 
     async def _start(self, rec: ContainerRecord, c: Obj) -> None:
         """Start (or restart) one container, unless a back-off or an error holds it back."""
@@ -194,17 +199,17 @@ class ContainerOps:
                     "CrashLoopBackOff",
                     (
                         f"back-off {rec.backoff:g}s restarting failed container="
-                        f"{rec.name} pod={self.name}_{self.namespace}({self.uid})"
+                        f"{rec.name} pod={self.state.name}_{self.state.namespace}({self.state.uid})"
                     ),
                 )
-                self._event_for(
+                self.event(
                     WARNING,
                     "BackOff",
                     f"Back-off restarting failed container {rec.name} in pod "
-                    f"{self.name}_{self.namespace}({self.uid})",
+                    f"{self.state.name}_{self.state.namespace}({self.state.uid})",
                     rec,
                 )
-                self.wake_at(trio.current_time() + until - now)
+                self.state.wake_at(trio.current_time() + until - now)
                 return
         if not await self._pull(rec, c):
             return
@@ -212,33 +217,33 @@ class ContainerOps:
             config = await self._container_config(rec, c)
         except (ConfigError, VolumeError) as e:
             rec.waiting = ("CreateContainerConfigError", str(e))
-            self._event_for(WARNING, "Failed", f"Error: {e}", rec)
-            self.wake_at(trio.current_time() + RETRY_SECONDS)
+            self.event(WARNING, "Failed", f"Error: {e}", rec)
+            self.state.wake_at(trio.current_time() + RETRY_SECONDS)
             return
-        assert self.sandbox is not None
+        assert self.state.sandbox is not None
         rt = self.env.runtime
         try:
-            cid = await rt.create_container(self.sandbox, config)
+            cid = await rt.create_container(self.state.sandbox, config)
         except ContainerRuntimeError as e:
             rec.waiting = ("CreateContainerError", e.message)
-            self._event_for(WARNING, "Failed", f"Error: {e.message}", rec)
-            self.wake_at(trio.current_time() + RETRY_SECONDS)
+            self.event(WARNING, "Failed", f"Error: {e.message}", rec)
+            self.state.wake_at(trio.current_time() + RETRY_SECONDS)
             return
-        self._event_for(NORMAL, "Created", f"Created container: {rec.name}", rec)
+        self.event(NORMAL, "Created", f"Created container: {rec.name}", rec)
         start_error = None
         try:
             await rt.start_container(cid)
         except ContainerRuntimeError as e:
             start_error = e.message
-            self._event_for(WARNING, "Failed", f"Error: {e.message}", rec)
+            self.event(WARNING, "Failed", f"Error: {e.message}", rec)
         await self._replace_instance(rec, await rt.container_status(cid))
         if restarting:
             rec.backoff = min(max(rec.backoff * 2, cfg.backoff_initial), cfg.backoff_max)
         if start_error is None:
-            self._event_for(NORMAL, "Started", f"Started container {rec.name}", rec)
+            self.event(NORMAL, "Started", f"Started container {rec.name}", rec)
             await self._post_start(rec, c)
         if rec.running:
-            self._start_probes(rec)
+            self.start_probes(rec)
 
     async def _replace_instance(self, rec: ContainerRecord, new: ContainerStatus) -> None:
         """new becomes current; the old current becomes previous; older ones are removed."""
@@ -250,26 +255,24 @@ class ContainerOps:
         rec.current = new
         rec.waiting = None
         rec.started = rec.ready = False
-        if rec.probes is not None:
-            rec.probes.cancel()
-            rec.probes = None
+        _cancel_probes(rec)
         if stale is not None and stale.id != new.id:
             await self.env.runtime.remove_container(stale.id)
 
     async def _pull(self, rec: ContainerRecord, c: Obj) -> bool:
         image = c.get("image") or ""
         now = trio.current_time()
-        delay, until = self.image_backoff.get(image, (0.0, 0.0))
+        delay, until = self.state.image_backoff.get(image, (0.0, 0.0))
         if now < until:
             rec.waiting = ("ImagePullBackOff", f'Back-off pulling image "{image}"')
-            self._event_for(NORMAL, "BackOff", f'Back-off pulling image "{image}"', rec)
-            self.wake_at(until)
+            self.event(NORMAL, "BackOff", f'Back-off pulling image "{image}"', rec)
+            self.state.wake_at(until)
             return False
         policy = c.get("imagePullPolicy") or "IfNotPresent"
         started = time.monotonic()
         seen = self.env.images_seen.get(image)
         if policy != "Always" and seen is not None and started - seen < IMAGE_SEEN_SECONDS:
-            self._event_for(
+            self.event(
                 NORMAL, "Pulled", f'Container image "{image}" already present on machine', rec
             )
             return True
@@ -277,25 +280,23 @@ class ContainerOps:
             await self.env.runtime.ensure_image(image, policy)
         except ContainerRuntimeError as e:
             rec.waiting = (e.reason, e.message)
-            self._event_for(WARNING, "Failed", e.message, rec)
-            self._event_for(WARNING, "Failed", f"Error: {e.reason}", rec)
+            self.event(WARNING, "Failed", e.message, rec)
+            self.event(WARNING, "Failed", f"Error: {e.reason}", rec)
             cfg = self.env.config
             delay = min(max(delay * 2, cfg.backoff_initial), cfg.backoff_max)
-            self.image_backoff[image] = (delay, now + delay)
+            self.state.image_backoff[image] = (delay, now + delay)
             if isinstance(e, ImagePullError):
                 # Show ImagePullBackOff while waiting, then try again when it ends.
-                self.wake_at(now + min(delay / 2, 2.0))
-            self.wake_at(now + delay)
+                self.state.wake_at(now + min(delay / 2, 2.0))
+            self.state.wake_at(now + delay)
             return False
-        self.image_backoff.pop(image, None)
+        self.state.image_backoff.pop(image, None)
         self.env.images_seen[image] = time.monotonic()
         took = time.monotonic() - started
         if took > 1.0:
-            self._event_for(
-                NORMAL, "Pulled", f'Successfully pulled image "{image}" in {took:.3f}s', rec
-            )
+            self.event(NORMAL, "Pulled", f'Successfully pulled image "{image}" in {took:.3f}s', rec)
         elif self.env.events is not None:
-            self._event_for(
+            self.event(
                 NORMAL, "Pulled", f'Container image "{image}" already present on machine', rec
             )
         return True
@@ -305,20 +306,20 @@ class ContainerOps:
         if rec.state is ContainerState.EXITED:
             restart_count += 1
         if self.env.simulated:
-            return ContainerConfig.from_spec(c, pod=self.pod, restart_count=restart_count)
+            return ContainerConfig.from_spec(c, pod=self.state.pod, restart_count=restart_count)
         assert self.env.objects is not None and self.env.volumes is not None
         env = await container_env(
-            self.pod,
+            self.state.pod,
             c,
             get=self.env.objects.get,
             services=self.env.services(),
-            pod_ips=self.view.pod_ips,
+            pod_ips=self.state.view.pod_ips,
             host_ip=self.env.config.node_ip,
             allocatable=self.env.allocatable,
         )
-        mounts = self.env.volumes.mounts(c, self.volume_paths or {}, self.pod)
+        mounts = self.env.volumes.mounts(c, self.state.volume_paths or {}, self.state.pod)
         return ContainerConfig.from_spec(
-            c, pod=self.pod, restart_count=restart_count, env=env, mounts=mounts
+            c, pod=self.state.pod, restart_count=restart_count, env=env, mounts=mounts
         )
 
     async def _post_start(self, rec: ContainerRecord, c: Obj) -> None:
@@ -332,20 +333,18 @@ class ContainerOps:
                 container_id=rec.current.id,
                 container=c,
                 pod_ip=self._pod_ip(),
-                timeout=lifecycle.grace_period(self.pod),
+                timeout=lifecycle.grace_period(self.state.pod),
             )
         except lifecycle.HookError as e:
-            self._event_for(WARNING, "FailedPostStartHook", str(e), rec)
-            await self._kill(rec, c, lifecycle.grace_period(self.pod))
+            self.event(WARNING, "FailedPostStartHook", str(e), rec)
+            await self._kill(rec, c, lifecycle.grace_period(self.state.pod))
 
     def _pod_ip(self) -> str:
-        return self.view.pod_ips[0] if self.view.pod_ips else self.env.config.node_ip
+        return self.state.view.pod_ips[0] if self.state.view.pod_ips else self.env.config.node_ip
 
     async def _kill(self, rec: ContainerRecord, c: Obj, grace: float) -> None:
         """preStop, then the stop signal, then SIGKILL when the grace period is over."""
-        if rec.probes is not None:
-            rec.probes.cancel()
-            rec.probes = None
+        _cancel_probes(rec)
         cur = rec.current
         if cur is None or cur.state is not ContainerState.RUNNING:
             return
@@ -364,7 +363,7 @@ class ContainerOps:
                         timeout=grace,
                     )
                 except lifecycle.HookError as e:
-                    self._event_for(WARNING, "FailedPreStopHook", str(e), rec)
+                    self.event(WARNING, "FailedPreStopHook", str(e), rec)
         left = 0.0
         if grace > 0:
             left = max(
@@ -378,27 +377,27 @@ class ContainerOps:
             rec.current = vanished(cur)
         rec.ready = rec.started = False
 
-    async def _kill_all(self, grace: float) -> None:
+    async def kill_all(self, grace: float) -> None:
         """Stop the regular containers together, then the sidecars in reverse order."""
-        spec = self.pod.get("spec") or {}
-        regular = [(self.records[c["name"]], c) for c in spec.get("containers") or ()]
-        init = [(self.records[c["name"]], c) for c in spec.get("initContainers") or ()]
+        spec = self.state.pod.get("spec") or {}
+        regular = [(self.state.records[c["name"]], c) for c in spec.get("containers") or ()]
+        init = [(self.state.records[c["name"]], c) for c in spec.get("initContainers") or ()]
         deadline = trio.current_time() + grace
         async with trio.open_nursery() as nursery:
             for rec, c in regular + [(r, c) for r, c in init if not r.sidecar]:
                 if rec.running:
-                    self._event_for(NORMAL, "Killing", f"Stopping container {rec.name}", rec)
+                    self.event(NORMAL, "Killing", f"Stopping container {rec.name}", rec)
                     nursery.start_soon(self._kill, rec, c, grace)
         for rec, c in reversed([(r, c) for r, c in init if r.sidecar]):
             if rec.running:
-                self._event_for(NORMAL, "Killing", f"Stopping container {rec.name}", rec)
+                self.event(NORMAL, "Killing", f"Stopping container {rec.name}", rec)
                 await self._kill(rec, c, max(deadline - trio.current_time(), 0.0))
 
     # ---------------------------------------------------------------------- probes
 
-    def _start_probes(self, rec: ContainerRecord) -> None:
-        c = self._spec(rec.name)
-        if self.env.simulated or self._nursery is None or rec.current is None:
+    def start_probes(self, rec: ContainerRecord) -> None:
+        c = self.state.container_spec(rec.name)
+        if self.env.simulated or self.nursery is None or rec.current is None:
             rec.started = rec.ready = True
             return
         kinds = [k for k in ("startup", "liveness", "readiness") if c.get(f"{k}Probe")]
@@ -409,7 +408,7 @@ class ContainerOps:
             return
         scope = trio.CancelScope()
         rec.probes = scope
-        self._nursery.start_soon(self._probe, rec, c, rec.current, scope)
+        self.nursery.start_soon(self._probe, rec, c, rec.current, scope)
 
     async def _probe(
         self, rec: ContainerRecord, c: Obj, cs: ContainerStatus, scope: trio.CancelScope
@@ -439,14 +438,14 @@ class ContainerOps:
                     return
                 if startup.failed:
                     message = startup.last.message if startup.last else ""
-                    self._event_for(WARNING, "Unhealthy", f"Startup probe failed: {message}", rec)
+                    self.event(WARNING, "Unhealthy", f"Startup probe failed: {message}", rec)
                     rec.kill = ("startup", message)
-                    self.wake()
+                    self.state.wake()
                     return
                 rec.started = True
                 if not c.get("readinessProbe"):
                     rec.ready = True
-                self.wake()
+                self.state.wake()
             async with trio.open_nursery() as nursery:
                 for kind in ("liveness", "readiness"):
                     probe = c.get(f"{kind}Probe")
@@ -467,8 +466,8 @@ class ContainerOps:
         if prober.kind == "readiness":
             rec.ready = prober.healthy
             if not prober.healthy:
-                self._event_for(WARNING, "Unhealthy", f"Readiness probe failed: {message}", rec)
+                self.event(WARNING, "Unhealthy", f"Readiness probe failed: {message}", rec)
         elif not prober.healthy:
-            self._event_for(WARNING, "Unhealthy", f"Liveness probe failed: {message}", rec)
+            self.event(WARNING, "Unhealthy", f"Liveness probe failed: {message}", rec)
             rec.kill = ("liveness", message)
-        self.wake()
+        self.state.wake()

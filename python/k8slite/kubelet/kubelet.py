@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import trio
 
+from k8slite import datadir
 from k8slite.client import ApiClient, DeletedFinalStateUnknown, SharedInformerFactory
 from k8slite.client.resource import PODS, SERVICES
 from k8slite.component.events import EventBroadcaster
@@ -106,7 +107,8 @@ class Kubelet:
     ) -> None:
         """Run until cancelled; reports the ports once the Node is registered."""
         cfg = self.config
-        cfg.root_dir.mkdir(parents=True, exist_ok=True)
+        # Secret and token volumes live here: the owner's alone.
+        datadir.private_dir(cfg.root_dir)
         version = await self._runtime_version()
         capacity = machine.host_capacity(cfg.root_dir, cfg.max_pods)
         capacity.update(cfg.capacity)

@@ -22,7 +22,8 @@ from k8slite.client import ApiConnectionError, ApiError, Conflict, NotFound
 from k8slite.client.resource import PODS
 from k8slite.component.events import NORMAL, WARNING
 from k8slite.kubelet import lifecycle, status
-from k8slite.kubelet.containers import RETRY_SECONDS, ContainerOps, WorkerEnv, vanished
+from k8slite.kubelet.containers import RETRY_SECONDS, ContainerOps, WorkerEnv
+from k8slite.kubelet.podstate import PodState
 from k8slite.kubelet.runtime.base import (
     ContainerInfo,
     ContainerRuntimeError,
@@ -31,13 +32,16 @@ from k8slite.kubelet.runtime.base import (
     Sandbox,
     SandboxState,
 )
-from k8slite.kubelet.status import TERMINAL, ContainerRecord, PodView
+from k8slite.kubelet.status import TERMINAL, PodView
 from k8slite.kubelet.volumes import VolumeError
 
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 _API_ERRORS = (ApiError, ApiConnectionError)
+# Tries at the final status and DELETE while the API server is unreachable (0.2 s doubling,
+# so about 50 s), after the client's own retries of each request.
+FINISH_ATTEMPTS = 8
 
 
 @dataclass
@@ -74,7 +78,7 @@ def _matters(old: Obj, new: Obj) -> bool:
     return False
 
 
-class PodWorker(ContainerOps):
+class PodWorker:
     """Owns one pod (by uid) from admission to its final DELETE."""
 
     def __init__(
@@ -86,22 +90,7 @@ class PodWorker(ContainerOps):
         rejected: tuple[str, str] | None = None,
     ) -> None:
         self.env = env
-        self.pod = pod
-        m = pod["metadata"]
-        self.uid: str = m["uid"]
-        self.namespace: str = m.get("namespace") or "default"
-        self.name: str = m["name"]
-        spec = pod.get("spec") or {}
-        self.records: dict[str, ContainerRecord] = {}
-        for c in spec.get("initContainers") or ():
-            self.records[c["name"]] = ContainerRecord(
-                c["name"], init=True, sidecar=c.get("restartPolicy") == "Always"
-            )
-        for c in spec.get("containers") or ():
-            self.records[c["name"]] = ContainerRecord(c["name"])
-        self.sandbox: Sandbox | None = None
-        self.attempt = 0
-        self.view = PodView(
+        view = PodView(
             env.runtime.name,
             env.config.node_ip,
             [],
@@ -109,8 +98,10 @@ class PodWorker(ContainerOps):
             (pod.get("status") or {}).get("startTime"),
         )
         if rejected is not None:
-            self.view.phase = status.FAILED
-            self.view.reason, self.view.message = rejected
+            view.phase = status.FAILED
+            view.reason, view.message = rejected
+        self.state = PodState.of(pod, view)
+        self.containers = ContainerOps(env, self.state)
         self.rejected = rejected is not None
         self.adopted = adopted
         self.removed = False  # gone from the API (deleted for good, or force-deleted)
@@ -118,37 +109,52 @@ class PodWorker(ContainerOps):
         self.first_seen = time.monotonic()
         self.running_seen = False
         self.sandbox_stopped = False
-        self.volume_paths: dict[str, str] | None = None
         self.volumes_at = 0.0
-        self.image_backoff: dict[str, tuple[float, float]] = {}  # image -> (delay, until)
         self.written: tuple[Obj, int] | None = None  # (status, resourceVersion) we wrote
         self.reported: Obj = pod.get("status") or {}
-        self._event = trio.Event()
-        self._timers: list[float] = []
         self._last_sync = 0.0
         self._sync_scope: trio.CancelScope | None = None
-        self._nursery: trio.Nursery | None = None
         self._updated = True
+
+    @property
+    def pod(self) -> Obj:
+        return self.state.pod
+
+    @property
+    def uid(self) -> str:
+        return self.state.uid
+
+    @property
+    def namespace(self) -> str:
+        return self.state.namespace
+
+    @property
+    def name(self) -> str:
+        return self.state.name
+
+    @property
+    def view(self) -> PodView:
+        return self.state.view
 
     # ------------------------------------------------------------ outside events
 
     def set_pod(self, pod: Obj) -> None:
-        old, self.pod = self.pod, pod
+        old, self.state.pod = self.pod, pod
         if not _matters(old, pod):
             return  # our own status write coming back, say: nothing to do
         self._updated = True
         if self.terminating and self._sync_scope is not None:
             # A pod being deleted must not wait for a slow pull or start to finish.
             self._sync_scope.cancel()
-        self.wake()
+        self.state.wake()
 
     def mark_removed(self, last: Obj | None = None) -> None:
         if last is not None:
-            self.pod = last
+            self.state.pod = last
         self.removed = True
         if self._sync_scope is not None:
             self._sync_scope.cancel()
-        self.wake()
+        self.state.wake()
 
     @property
     def terminating(self) -> bool:
@@ -163,7 +169,7 @@ class PodWorker(ContainerOps):
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
-            self._nursery = nursery
+            self.containers.nursery = nursery
             try:
                 await self._loop()
             finally:
@@ -183,11 +189,11 @@ class PodWorker(ContainerOps):
                     await self._timed(operation, self.sync)
                 except (*_API_ERRORS, ContainerRuntimeError) as e:
                     log.warning("pod %s/%s: sync failed: %s", self.namespace, self.name, e)
-                    self.wake_at(trio.current_time() + RETRY_SECONDS)
+                    self.state.wake_at(trio.current_time() + RETRY_SECONDS)
                 except Exception:
                     # A bug must not orphan the pod's containers: keep the worker, retry.
                     log.exception("pod %s/%s: sync failed", self.namespace, self.name)
-                    self.wake_at(trio.current_time() + RETRY_SECONDS)
+                    self.state.wake_at(trio.current_time() + RETRY_SECONDS)
             self._sync_scope = None
             self._last_sync = trio.current_time()
             await self._wait()
@@ -213,14 +219,10 @@ class PodWorker(ContainerOps):
                 self.env.metrics.pod_worker.labels(operation).observe(time.perf_counter() - start)
 
     async def _wait(self) -> None:
-        now = trio.current_time()
-        self._timers = [t for t in self._timers if t > now]
-        deadline = min(self._timers, default=float("inf"))
+        deadline = float("inf")
         if self.env.config.sync_frequency > 0 and self.view.phase not in TERMINAL:
-            deadline = min(deadline, self._last_sync + self.env.config.sync_frequency)
-        with trio.move_on_at(deadline):
-            await self._event.wait()
-        self._event = trio.Event()
+            deadline = self._last_sync + self.env.config.sync_frequency
+        await self.state.wait(deadline)
 
     # ------------------------------------------------------------------------ sync
 
@@ -230,18 +232,18 @@ class PodWorker(ContainerOps):
             self.adopted = None
         if self.view.start_time is None:
             self.view.start_time = meta.now()
+        await self.containers.refresh()
+        self.containers.follow_probes()
         if self.view.phase in TERMINAL:
-            await self._refresh()
             await self._stop_after_terminal()
             await self._report()
             return
-        await self._refresh()
-        if self.sandbox is None and not self.running_seen:
+        if self.state.sandbox is None and not self.running_seen:
             async with self.env.start_slots:
                 await self._sync_runtime()
         else:
             await self._sync_runtime()
-        phase = status.phase(self.pod.get("spec") or {}, self.records)
+        phase = status.phase(self.pod.get("spec") or {}, self.state.records)
         if phase in TERMINAL:
             self.view.phase = phase
             await self._stop_after_terminal()
@@ -257,23 +259,7 @@ class PodWorker(ContainerOps):
             and await self._ensure_sandbox()
             and await self._ensure_volumes()
         ):
-            await self._sync_containers()
-
-    async def _refresh(self) -> None:
-        """Fresh runtime states of the current containers; probes follow running ones."""
-        rt = self.env.runtime
-        for rec in self.records.values():
-            if rec.current is not None and rec.current.state is not ContainerState.EXITED:
-                try:
-                    rec.current = await rt.container_status(rec.current.id)
-                except NotFoundError:
-                    rec.current = vanished(rec.current)
-            if rec.running and rec.probes is None:
-                self._start_probes(rec)
-            elif not rec.running and rec.probes is not None:
-                rec.probes.cancel()
-                rec.probes = None
-                rec.ready = rec.started = False
+            await self.containers.sync()
 
     async def _deadline_exceeded(self) -> bool:
         deadline = (self.pod.get("spec") or {}).get("activeDeadlineSeconds")
@@ -281,40 +267,40 @@ class PodWorker(ContainerOps):
             return False
         started = meta.parse_time(self.view.start_time).timestamp()
         if time.time() - started < float(deadline):
-            self.wake_at(trio.current_time() + float(deadline) - (time.time() - started))
+            self.state.wake_at(trio.current_time() + float(deadline) - (time.time() - started))
             return False
         self.view.phase = status.FAILED
         self.view.reason = "DeadlineExceeded"
         self.view.message = "Pod was active on the node longer than the specified deadline"
-        self._event_for(NORMAL, "DeadlineExceeded", self.view.message)
-        await self._kill_all(lifecycle.grace_period(self.pod))
+        self.containers.event(NORMAL, "DeadlineExceeded", self.view.message)
+        await self.containers.kill_all(lifecycle.grace_period(self.pod))
         return True
 
     # --------------------------------------------------------------------- sandbox
 
     async def _ensure_sandbox(self) -> bool:
         rt = self.env.runtime
-        old = self.sandbox
+        old = self.state.sandbox
         if old is not None:
             try:
                 old = await rt.sandbox_status(old.id)
             except NotFoundError:
                 old = None
             if old is not None and old.state is SandboxState.READY:
-                self.sandbox = old
+                self.state.sandbox = old
                 self._set_ips(old)
                 return True
-        if self.sandbox is not None:
+        if self.state.sandbox is not None:
             # The sandbox died (or vanished): its containers lost their namespaces.
-            self._event_for(
+            self.containers.event(
                 NORMAL, "SandboxChanged", "Pod sandbox changed, it will be killed and re-created."
             )
-            await self._kill_all(0)
-            await rt.remove_sandbox(self.sandbox.id)
-            self.attempt = self.sandbox.attempt + 1
-            self.sandbox = None
+            await self.containers.kill_all(0)
+            await rt.remove_sandbox(self.state.sandbox.id)
+            self.state.attempt = self.state.sandbox.attempt + 1
+            self.state.sandbox = None
             self.view.sandbox_ready = False
-            for rec in self.records.values():
+            for rec in self.state.records.values():
                 if rec.init and rec.current is not None:
                     # Init containers run again in a new sandbox.
                     rec.previous, rec.current = rec.current, None
@@ -322,15 +308,17 @@ class PodWorker(ContainerOps):
                 return False
         try:
             sandbox = await rt.run_sandbox(
-                self.pod, attempt=self.attempt, dns=lifecycle.dns_config(self.pod, self.env.config)
+                self.pod,
+                attempt=self.state.attempt,
+                dns=lifecycle.dns_config(self.pod, self.env.config),
             )
         except ContainerRuntimeError as e:
-            self._event_for(
+            self.containers.event(
                 WARNING, "FailedCreatePodSandBox", f"Failed to create pod sandbox: {e.message}"
             )
-            self.wake_at(trio.current_time() + RETRY_SECONDS)
+            self.state.wake_at(trio.current_time() + RETRY_SECONDS)
             return False
-        self.sandbox = sandbox
+        self.state.sandbox = sandbox
         self._set_ips(sandbox)
         return True
 
@@ -340,7 +328,7 @@ class PodWorker(ContainerOps):
 
     def _anything_to_run(self) -> bool:
         policy = (self.pod.get("spec") or {}).get("restartPolicy") or "Always"
-        for rec in self.records.values():
+        for rec in self.state.records.values():
             if rec.current is None or (
                 rec.state is ContainerState.EXITED
                 and (
@@ -357,10 +345,10 @@ class PodWorker(ContainerOps):
         if manager is None:
             return True
         refresh = self.env.config.sync_frequency or 60.0
-        if self.volume_paths is not None and time.monotonic() - self.volumes_at < refresh:
+        if self.state.volume_paths is not None and time.monotonic() - self.volumes_at < refresh:
             return True
         try:
-            self.volume_paths = await manager.setup(
+            self.state.volume_paths = await manager.setup(
                 self.pod,
                 pod_ips=self.view.pod_ips,
                 host_ip=self.env.config.node_ip,
@@ -369,17 +357,17 @@ class PodWorker(ContainerOps):
             self.volumes_at = time.monotonic()
             return True
         except VolumeError as e:
-            self._event_for(WARNING, "FailedMount", str(e))
-            self.wake_at(trio.current_time() + RETRY_SECONDS)
-            return self.volume_paths is not None
+            self.containers.event(WARNING, "FailedMount", str(e))
+            self.state.wake_at(trio.current_time() + RETRY_SECONDS)
+            return self.state.volume_paths is not None
 
     async def _stop_after_terminal(self) -> None:
         """A pod that finished keeps its containers (for logs) but not its sandbox."""
         if self.sandbox_stopped:
             return
-        await self._kill_all(lifecycle.grace_period(self.pod))
-        if self.sandbox is not None:
-            await self.env.runtime.stop_sandbox(self.sandbox.id)
+        await self.containers.kill_all(lifecycle.grace_period(self.pod))
+        if self.state.sandbox is not None:
+            await self.env.runtime.stop_sandbox(self.state.sandbox.id)
         self.sandbox_stopped = True
         self.view.sandbox_ready = False
 
@@ -392,8 +380,8 @@ class PodWorker(ContainerOps):
         for extra in sandboxes[:-1]:
             await rt.remove_sandbox(extra.id)
         if sandboxes:
-            self.sandbox = sandboxes[-1]
-            self.attempt = self.sandbox.attempt
+            self.state.sandbox = sandboxes[-1]
+            self.state.attempt = self.state.sandbox.attempt
         by_name: dict[str, list[ContainerInfo]] = {}
         for info in adopted.containers:
             by_name.setdefault(info.name, []).append(info)
@@ -404,7 +392,7 @@ class PodWorker(ContainerOps):
         }
         for name, infos in by_name.items():
             infos.sort(key=lambda i: (i.restart_count, i.created_at), reverse=True)
-            rec = self.records.get(name)
+            rec = self.state.records.get(name)
             if rec is None:
                 for info in infos:
                     await rt.remove_container(info.id)
@@ -429,69 +417,75 @@ class PodWorker(ContainerOps):
 
     async def terminate(self) -> None:
         """Stop everything gracefully, report the final status, DELETE the pod, clean up."""
-        for rec in self.records.values():
-            if rec.probes is not None:
-                rec.probes.cancel()
-                rec.probes = None
+        self.containers.stop_probes()
         if self.adopted is not None:
             await self._adopt(self.adopted)
             self.adopted = None
-        await self._refresh_quietly()
-        await self._kill_all(lifecycle.grace_period(self.pod))
+        await self.containers.refresh()
+        await self.containers.kill_all(lifecycle.grace_period(self.pod))
         rt = self.env.runtime
-        if self.sandbox is not None:
-            await rt.stop_sandbox(self.sandbox.id)
+        if self.state.sandbox is not None:
+            await rt.stop_sandbox(self.state.sandbox.id)
         self.view.sandbox_ready = False
         if not self.removed:
             if self.view.phase not in TERMINAL:
                 self.view.phase = (
                     status.SUCCEEDED
-                    if all(r.exited_ok() for r in self.records.values() if not r.init)
+                    if all(r.exited_ok() for r in self.state.records.values() if not r.init)
                     else status.FAILED
                 )
+            await self._finish_in_api()
+        await self._remove_everything()
+        self.done = True
+
+    async def _finish_in_api(self) -> None:
+        """Report the final status and DELETE the pod, retrying while the API server is away.
+
+        Giving up is said (log line and event): the pod then stays in the API, Terminating,
+        until it changes or the kubelet restarts, when a new worker tries once more.
+        """
+        delay = 0.2
+        for attempt in range(1, FINISH_ATTEMPTS + 1):
             try:
                 await self._report()
                 if self.pod["metadata"].get("deletionTimestamp"):
                     await self._delete()
-            except _API_ERRORS as e:
-                log.warning(
-                    "pod %s/%s: final status or delete failed: %s", self.namespace, self.name, e
-                )
-        await self._remove_everything()
-        self.done = True
+                return
+            except ApiConnectionError as e:
+                if attempt == FINISH_ATTEMPTS:
+                    self._gave_up(f"the API server did not answer {attempt} attempts: {e}")
+                    return
+            except ApiError as e:
+                self._gave_up(str(e))
+                return
+            await trio.sleep(delay)
+            delay *= 2
 
-    async def _refresh_quietly(self) -> None:
-        rt = self.env.runtime
-        for rec in self.records.values():
-            if rec.current is not None and rec.current.state is not ContainerState.EXITED:
-                try:
-                    rec.current = await rt.container_status(rec.current.id)
-                except NotFoundError:
-                    rec.current = vanished(rec.current)
+    def _gave_up(self, why: str) -> None:
+        message = (
+            f"Gave up deleting pod {self.namespace}/{self.name} ({self.uid}) after stopping "
+            f"its containers: {why}; it stays Terminating until it changes or the kubelet restarts"
+        )
+        log.warning("%s", message)
+        self.containers.event(WARNING, "FailedDelete", message)
 
     async def _delete(self) -> None:
-        delay = 0.2
-        for _ in range(8):
-            try:
-                await self.env.client.delete(
-                    PODS,
-                    self.name,
-                    namespace=self.namespace,
-                    grace_period_seconds=0,
-                    preconditions={"uid": self.uid},
-                )
-                return
-            except (NotFound, Conflict):
-                return  # gone already, or a new pod of the same name: not ours
-            except ApiConnectionError:
-                await trio.sleep(delay)
-                delay *= 2
+        try:
+            await self.env.client.delete(
+                PODS,
+                self.name,
+                namespace=self.namespace,
+                grace_period_seconds=0,
+                preconditions={"uid": self.uid},
+            )
+        except (NotFound, Conflict):
+            pass  # gone already, or a new pod of the same name: not ours
 
     async def _remove_everything(self) -> None:
         rt = self.env.runtime
-        if self.sandbox is not None:
-            await rt.remove_sandbox(self.sandbox.id)
-        for rec in self.records.values():
+        if self.state.sandbox is not None:
+            await rt.remove_sandbox(self.state.sandbox.id)
+        for rec in self.state.records.values():
             for cs in (rec.current, rec.previous):
                 if cs is not None:
                     await rt.remove_container(cs.id)
@@ -515,7 +509,7 @@ class PodWorker(ContainerOps):
             previous = self.written[0].get("conditions") or []
         else:
             previous = (self.pod.get("status") or {}).get("conditions") or previous
-        return status.pod_status(self.pod, self.records, self.view, previous)
+        return status.pod_status(self.pod, self.state.records, self.view, previous)
 
     async def _report(self) -> None:
         new = self.status()
@@ -596,7 +590,7 @@ class PodWorkers:
     def wake(self, uid: str) -> None:
         worker = self.workers.get(uid)
         if worker is not None:
-            worker.wake()
+            worker.state.wake()
 
     async def _run_worker(self, worker: PodWorker) -> None:
         try:
