@@ -351,7 +351,8 @@ def check_ports_free(ports: dict[str, int]) -> None:
     if busy:
         raise UpError(
             f"port {', '.join(busy)} already in use: is another cluster running? "
-            "Stop it, or run `k8slite up --port 0` to use free ports"
+            "Stop it (`k8slite stop --data-dir ITS_DIR`, or Ctrl-C where it runs), "
+            "or run `k8slite up --port 0` to use free ports"
         )
 
 
