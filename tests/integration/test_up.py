@@ -328,6 +328,10 @@ def test_detached_cluster_status_logs_and_stop(tmp_path: Path) -> None:
 
         logs = k8slite("logs", "--data-dir", str(data), "scheduler")
         assert "k8slite-scheduler listening on" in logs.stdout, logs.stdout + logs.stderr
+        last = k8slite("logs", "--data-dir", str(data), "--tail", "1", "scheduler")
+        # One whole line of it (the scheduler may log more meanwhile).
+        assert last.stdout.count("\n") == 1, last.stdout
+        assert last.stdout in (data / "logs" / "scheduler.log").read_text()
         missing = k8slite("logs", "--data-dir", str(data), "etcd")
         assert missing.returncode == 1 and "there are: apiserver" in missing.stderr
 

@@ -81,11 +81,14 @@ def status_main(argv: list[str]) -> int:
             print(f"left behind by a supervisor that died: {names}; `k8slite stop` stops them")
         return 1
     assert info.supervisor is not None
-    how = "in the background" if info.detached else "in the foreground"
     since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.supervisor.started))
+    how = (
+        f"in the background, its log {data_dir / 'logs' / 'up.log'}"
+        if info.detached
+        else "in the foreground, its output in its terminal"
+    )
     print(f"cluster    {data_dir}: {info.state}")
-    log = data_dir / "logs" / "up.log" if info.detached else "its terminal"
-    print(f"supervisor pid {info.pid}, {how}, since {since}; log {log}")
+    print(f"supervisor pid {info.pid} since {since}, {how}")
     print(f"server     {info.server} ({info.runtime} runtime)")
     healthy = True
     # Loopback, to our own components; the controller manager's and scheduler's serving

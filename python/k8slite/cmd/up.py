@@ -772,7 +772,10 @@ async def _up(opts: UpOptions, data_dir: Path, runtime: str, why: str) -> None:
                 log.info("the cluster is up")
             else:
                 print("\n".join(welcome(info, opts.data_dir)), flush=True)
-                print(f"Press Ctrl-C (or run `{command('stop', opts.data_dir)}`) to stop.")
+                print(
+                    f"Press Ctrl-C (or run `{command('stop', opts.data_dir)}`) to stop.",
+                    flush=True,
+                )
     finally:
         with trio.CancelScope(shield=True):
             await shutdown(apiserver, rest, runtime, node, data_dir, opts.docker_network)
