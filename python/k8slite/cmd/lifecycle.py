@@ -69,6 +69,14 @@ def _node_readiness(client: httpx.Client, info: ClusterInfo) -> str:
     return "NotReady (no Ready condition yet)"
 
 
+def _age(seconds: float) -> str:
+    """Roughly as kubectl shows ages: 42s, 5m, 3h, 2d."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size * (2 if unit != "m" else 1):
+            return f"{int(seconds // size)}{unit}"
+    return f"{max(0, int(seconds))}s"
+
+
 def status_main(argv: list[str]) -> int:
     p = _parser("status", "The cluster's supervisor, components, their health, node readiness.")
     data_dir = p.parse_args(argv).data_dir.resolve()
@@ -99,7 +107,7 @@ def status_main(argv: list[str]) -> int:
         print(f"node       {info.node}: {readiness}")
         healthy &= readiness == "Ready"
         print()
-        rows = [("COMPONENT", "PID", "PORTS", "HEALTH", "RESTARTS")]
+        rows = [("COMPONENT", "PID", "PORTS", "HEALTH", "RESTARTS", "AGE")]
         order = list(COMPONENT_PORTS)
         for name, rec in sorted(info.components.items(), key=lambda c: order.index(c[0])):
             ports = ",".join(str(info.ports[k]) for k in COMPONENT_PORTS.get(name, ()))
@@ -112,7 +120,8 @@ def status_main(argv: list[str]) -> int:
             else:
                 health = "running"
             healthy &= health in ("ok", "running")
-            rows.append((name, str(rec.pid), ports or "-", health, str(rec.restarts)))
+            age = _age(time.time() - rec.started)
+            rows.append((name, str(rec.pid), ports or "-", health, str(rec.restarts), age))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())

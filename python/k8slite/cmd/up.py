@@ -92,11 +92,7 @@ def _tail(path: Path, lines: int = 5) -> str:
     return "\n".join("    " + line for line in text.splitlines()[-lines:])
 
 
-def _no_hook(_: Component) -> None:
-    pass
-
-
-async def supervise(component: Component, on_start: Callable[[Component], None] = _no_hook) -> None:
+async def supervise(component: Component, on_start: Callable[[Component], None]) -> None:
     """Run the component forever, restarting it with backoff whenever it exits; on_start
     is called after each start.
 
@@ -736,7 +732,9 @@ async def _up(opts: UpOptions, data_dir: Path, runtime: str, why: str) -> None:
         proxy,
         opts.nodes,
         me,
-        supervisor=ProcessRecord.of(me, sys.argv, str(data_dir / "logs" / "up.log")),
+        supervisor=ProcessRecord.of(
+            me, sys.argv, str(data_dir / "logs" / "up.log") if opts.background else ""
+        ),
         docker_network=opts.docker_network,
         detached=opts.background,
     )
