@@ -6,11 +6,14 @@ service route; tests/e2e runs `k8slite up` with it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -18,6 +21,7 @@ import pytest
 import trio
 import yaml
 
+from k8slite import pki
 from k8slite.cmd.up import DEFAULT_PORTS, free_port, prometheus_config, wait_healthy
 from tests.conftest import BIN
 from tests.e2e.cluster import Cluster, start_up, stop_up, up_command
@@ -37,6 +41,28 @@ def children(pid: int) -> dict[int, str]:
         except (OSError, IndexError, ValueError):
             continue
     return out
+
+
+def running(pid: int) -> bool:
+    """Whether pid is a live process (a zombie is not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def k8slite(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "k8slite"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env=env,
+        check=False,
+    )
 
 
 def component_pid(cluster: Cluster, script: str) -> int | None:
@@ -248,3 +274,233 @@ async def test_wait_healthy_names_what_never_answered() -> None:
     silent = free_port()  # nothing listens there
     with pytest.raises(trio.TooSlowError, match="^scheduler$"):
         await wait_healthy({"scheduler": f"https://127.0.0.1:{silent}/healthz"}, timeout=1)
+
+
+def test_detached_cluster_status_logs_and_stop(tmp_path: Path) -> None:
+    """--detach without a Docker engine: the process runtime's WARNING heads the output,
+    then progress; status, logs and stop find the background supervisor."""
+    data = tmp_path / "data"
+    env = dict(os.environ, DOCKER_HOST=f"unix://{tmp_path}/no-docker.sock")
+    argv = up_command(data, "--no-proxy", "--detach")
+    node = argv[argv.index("--node-name") + 1]
+    done = subprocess.run(
+        argv, env=env, capture_output=True, text=True, timeout=300, cwd=REPO, check=False
+    )
+    follower: subprocess.Popen[bytes] | None = None
+    try:
+        err = done.stderr
+        assert done.returncode == 0, err
+        assert "WARNING: Pods will run as plain processes" in err, err
+        assert err.index("WARNING: Pods will run") < err.index("certificates in"), err
+        assert "Why: no Docker engine" in err, err
+        assert "hack/build-images" in err and "`make up`" in err, err
+        for line in (
+            "started apiserver (pid",
+            "API server ready at",
+            "started kubelet (pid",
+            "started scheduler (pid",
+            "controller-manager is healthy",
+            "kubelet is healthy",
+            f"node {node} is Ready",
+        ):
+            assert line in err, (line, err)
+        assert f"export KUBECONFIG={data / 'kubeconfig'}" in done.stdout, done.stdout
+        assert f"Stop it with `k8slite stop --data-dir {data}`" in done.stdout, done.stdout
+        state = data / "cluster.json"
+        assert oct(state.stat().st_mode & 0o777) == "0o600"
+        info = json.loads(state.read_text())
+        assert (info["state"], info["runtime"], info["detached"]) == ("ready", "process", True)
+        # The supervisor outlived the command that started it, with its components.
+        supervisor = info["pid"]
+        assert running(supervisor)
+        comps = {name: rec["pid"] for name, rec in info["components"].items()}
+        assert set(comps) == {"apiserver", "controller-manager", "scheduler", "kubelet"}
+        assert set(children(supervisor)) == set(comps.values())
+        assert "the cluster is up" in (data / "logs" / "up.log").read_text()
+
+        status = k8slite("status", "--data-dir", str(data))
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert f"node       {node}: Ready" in status.stdout, status.stdout
+        rows = {line.split()[0]: line.split() for line in status.stdout.splitlines() if line}
+        for name, pid in comps.items():
+            assert rows[name][1:2] == [str(pid)] and rows[name][3] == "ok", status.stdout
+        assert rows["apiserver"][2] == str(info["ports"]["apiserver"])
+
+        logs = k8slite("logs", "--data-dir", str(data), "scheduler")
+        assert "k8slite-scheduler listening on" in logs.stdout, logs.stdout + logs.stderr
+        last = k8slite("logs", "--data-dir", str(data), "--tail", "1", "scheduler")
+        # One whole line of it (the scheduler may log more meanwhile).
+        assert last.stdout.count("\n") == 1, last.stdout
+        assert last.stdout in (data / "logs" / "scheduler.log").read_text()
+        missing = k8slite("logs", "--data-dir", str(data), "etcd")
+        assert missing.returncode == 1 and "there are: apiserver" in missing.stderr
+
+        follower = subprocess.Popen(
+            [str(BIN / "k8slite"), "logs", "--data-dir", str(data), "-f", "up"],
+            stdout=subprocess.PIPE,
+            cwd=REPO,
+        )
+        followed: list[str] = []
+
+        def read() -> None:
+            assert follower is not None and follower.stdout is not None
+            for raw in follower.stdout:
+                followed.append(raw.decode(errors="replace"))
+
+        threading.Thread(target=read, daemon=True).start()
+        wait_for(lambda: "the cluster is up" in "".join(followed), 30, what="the log so far")
+
+        stopped = k8slite("stop", "--data-dir", str(data))
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        assert f"supervisor pid {supervisor}" in stopped.stdout
+        # The follower saw what the supervisor wrote while stopping.
+        wait_for(
+            lambda: "SIGTERM received, stopping the cluster" in "".join(followed),
+            30,
+            what="the followed log to show the stop",
+        )
+        assert not [p for p in [supervisor, *comps.values()] if running(p)]
+        after = k8slite("status", "--data-dir", str(data))
+        assert after.returncode == 1 and "no cluster is running" in after.stdout
+        assert json.loads(state.read_text())["state"] == "stopped"
+    finally:
+        if follower is not None:
+            follower.terminate()
+            follower.wait(10)
+        k8slite("stop", "--data-dir", str(data))
+
+
+def test_killed_supervisor_takes_its_components_along(tmp_path: Path) -> None:
+    """kill -9 of `k8slite up`: its components get their death signal; one that could not
+    act on it (stopped) is found and stopped by the next `k8slite up` on the directory."""
+    data = tmp_path / "data"
+    cluster = up(data, "--runtime", "fake")
+    leftover: int | None = None
+    try:
+        assert cluster.proc is not None
+        node = cluster.info["node"]
+        pids = list(children(cluster.proc.pid))
+        assert len(pids) == 4, pids
+        cluster.proc.kill()
+        cluster.proc.wait()
+        wait_for(
+            lambda: not [p for p in pids if running(p)],
+            60,
+            what="the components to stop with their supervisor",
+        )
+
+        # Again on the same directory: it starts. This time the API server is stopped
+        # (SIGSTOP) when its supervisor dies, so that it outlives it, holding the database.
+        cluster = up(data, "--runtime", "fake", node=node)
+        assert cluster.proc is not None
+        leftover = component_pid(cluster, "k8slite-apiserver")
+        assert leftover is not None
+        os.kill(leftover, signal.SIGSTOP)
+        cluster.proc.kill()
+        cluster.proc.wait()
+        assert running(leftover)
+        status = k8slite("status", "--data-dir", str(data))
+        assert status.returncode == 1
+        assert f"apiserver (pid {leftover})" in status.stdout, status.stdout
+
+        cluster = up(data, "--runtime", "fake", node=node)
+        err = (data / "up.stderr").read_text()
+        assert "is gone but left" in err and f"apiserver (pid {leftover})" in err, err
+        assert "stopped what the previous `k8slite up` left behind" in err, err
+        assert not running(leftover)
+        assert cluster.kubectl("get", "node", node, "--no-headers").stdout.split()[1] == "Ready"
+
+        # `k8slite stop` stops a cluster running in the foreground too, as Ctrl-C would.
+        stopped = k8slite("stop", "--data-dir", str(data))
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+        assert cluster.proc is not None
+        assert cluster.proc.wait(30) == 0
+    finally:
+        stop_up(cluster)
+        if leftover is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(leftover, signal.SIGKILL)
+
+
+def test_component_that_does_not_come_up_is_named(tmp_path: Path) -> None:
+    """A kubelet whose runtime does not answer: `k8slite up` gives up after --wait, naming
+    it, its /healthz, its log and the end of that log."""
+    data = tmp_path / "data"
+    env = dict(os.environ, DOCKER_HOST=f"unix://{tmp_path}/no-docker.sock")
+    # Long enough for the kubelet to start and log why, even on a busy machine.
+    argv = up_command(data, "--no-proxy", "--runtime", "docker", "--wait", "30")
+    node = argv[argv.index("--node-name") + 1]
+    done = subprocess.run(
+        argv, env=env, capture_output=True, text=True, timeout=180, cwd=REPO, check=False
+    )
+    assert done.returncode == 1, done.stderr
+    kubelet_log = data / "logs" / "kubelet.log"
+    assert "k8slite up: error: kubelet did not answer http://127.0.0.1:" in done.stderr
+    assert f"within 30s; its log {kubelet_log} ends with:" in done.stderr, done.stderr
+    assert "the container runtime does not answer" in done.stderr, done.stderr
+    assert f"node {node} did not become Ready within 30s" in done.stderr, done.stderr
+    # Meanwhile it said what it was waiting for.
+    reminders = [line for line in done.stderr.splitlines() if "still waiting, after" in line]
+    assert reminders, done.stderr
+    assert "kubelet" in reminders[0] and f"node {node} to be Ready" in reminders[0], reminders
+    info = json.loads((data / "cluster.json").read_text())
+    assert info["state"] == "stopped" and info["components"] == {}
+
+
+def test_kubeconfig_merge_keeps_the_users_entries(tmp_path: Path) -> None:
+    one, two = tmp_path / "one", tmp_path / "two"
+    pki.ensure_pki(one / "pki", nodes=["n1"], server_url="https://127.0.0.1:6443")
+    for data in (one, two):
+        data.mkdir(exist_ok=True)
+        shutil.copyfile(pki.kubeconfig_path(one / "pki", "admin"), data / "kubeconfig")
+    home = tmp_path / "home"
+    config = home / ".kube" / "config"
+    config.parent.mkdir(parents=True)
+    theirs = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "prod", "cluster": {"server": "https://prod.invalid:6443"}}],
+        "users": [{"name": "me", "user": {"token": "secret"}}],
+        "contexts": [{"name": "prod", "context": {"cluster": "prod", "user": "me"}}],
+        "current-context": "prod",
+        "preferences": {"colors": True},
+    }
+    config.write_text(yaml.safe_dump(theirs))
+    env = {k: v for k, v in os.environ.items() if k != "KUBECONFIG"}
+    env["HOME"] = str(home)
+
+    printed = k8slite("kubeconfig", "--data-dir", str(one), env=env)
+    name_one = yaml.safe_load(printed.stdout)["current-context"]
+    assert name_one.startswith("k8slite-one-"), printed.stdout
+    for _ in range(2):  # a second merge replaces the first
+        merged = k8slite("kubeconfig", "--data-dir", str(one), "--merge", env=env)
+        assert merged.returncode == 0, merged.stderr
+    assert f"merged context {name_one} into {config}" in merged.stdout
+    doc = yaml.safe_load(config.read_text())
+    assert doc["current-context"] == name_one
+    assert [c["name"] for c in doc["contexts"]] == ["prod", name_one]
+    assert doc["users"][0] == theirs["users"][0] and doc["preferences"] == {"colors": True}
+    assert oct(config.stat().st_mode & 0o777) == "0o600"
+
+    merged = k8slite("kubeconfig", "--data-dir", str(two), "--merge", env=env)
+    assert merged.returncode == 0, merged.stderr
+    doc = yaml.safe_load(config.read_text())
+    name_two = doc["current-context"]
+    assert name_two.startswith("k8slite-two-") and name_two != name_one
+    contexts = subprocess.run(
+        [str(BIN / "kubectl"), "config", "get-contexts", "-o", "name"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert sorted(contexts) == sorted(["prod", name_one, name_two])
+
+    # With $KUBECONFIG, its first file is the one written.
+    first, second = tmp_path / "first", tmp_path / "second"
+    second.write_text(yaml.safe_dump(theirs))
+    env["KUBECONFIG"] = f"{first}{os.pathsep}{second}"
+    merged = k8slite("kubeconfig", "--data-dir", str(one), "--merge", env=env)
+    assert merged.returncode == 0, merged.stderr
+    assert yaml.safe_load(first.read_text())["current-context"] == name_one
+    assert yaml.safe_load(second.read_text()) == theirs

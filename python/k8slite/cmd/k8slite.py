@@ -1,4 +1,4 @@
-"""k8slite: the umbrella command (version, certs, up, hollow-nodes)."""
+"""k8slite: the umbrella command (version, certs, up, status, stop, logs, kubeconfig, ...)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,30 @@ def _up(argv: list[str]) -> int:
     return up_main(argv)
 
 
+def _status(argv: list[str]) -> int:
+    from k8slite.cmd.lifecycle import status_main
+
+    return status_main(argv)
+
+
+def _stop(argv: list[str]) -> int:
+    from k8slite.cmd.lifecycle import stop_main
+
+    return stop_main(argv)
+
+
+def _logs(argv: list[str]) -> int:
+    from k8slite.cmd.lifecycle import logs_main
+
+    return logs_main(argv)
+
+
+def _kubeconfig(argv: list[str]) -> int:
+    from k8slite.cmd.kubeconfig import main as kubeconfig_main
+
+    return kubeconfig_main(argv)
+
+
 def _hollow_nodes(argv: list[str]) -> int:
     from k8slite.cmd.hollow import main as hollow_main
 
@@ -34,7 +58,11 @@ def _hollow_nodes(argv: list[str]) -> int:
 COMMANDS = {
     "version": (_version, "print the version"),
     "certs": (_certs, "create the cluster's certificates and kubeconfigs"),
-    "up": (_up, "run a cluster on embedded defaults"),
+    "up": (_up, "run a cluster on embedded defaults (--detach: in the background)"),
+    "status": (_status, "the cluster's components, their health, node readiness"),
+    "stop": (_stop, "stop the cluster of a data directory"),
+    "logs": (_logs, "print (-f: follow) a component's log"),
+    "kubeconfig": (_kubeconfig, "print the admin kubeconfig, or --merge it into ~/.kube/config"),
     "hollow-nodes": (_hollow_nodes, "run simulated kubelets for scale tests"),
 }
 

@@ -7,17 +7,17 @@ import contextlib
 import datetime as dt
 import errno
 import fcntl
-import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
 import ssl
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -27,7 +27,10 @@ import yaml
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
-from k8slite import pki
+from k8slite import datadir, pki
+from k8slite.cmd import runstate
+from k8slite.cmd.child import Child, spawn
+from k8slite.cmd.runstate import ClusterInfo, ProcessRecord
 from k8slite.component.logging import setup_logging
 
 log = logging.getLogger("k8slite.up")
@@ -40,6 +43,10 @@ _HEALTHY_AFTER = 60.0
 STOP_GRACE = 5.0
 # Grace of a pod's containers when the cluster stops: short, so that Ctrl-C is quick.
 _POD_STOP_GRACE = 2.0
+# How long the components may take to serve /healthz, and the node to be Ready, once the
+# API server is ready; and how often `k8slite up` says what it still waits for.
+START_TIMEOUT = 180.0
+_REMIND_EVERY = 20.0
 # The upstream ports each component serves on by default.
 DEFAULT_PORTS = {
     "apiserver": 8080,
@@ -51,6 +58,7 @@ DEFAULT_PORTS = {
     "proxy-healthz": 10256,
 }
 RUNTIMES = ("docker", "process", "fake")
+DEFAULT_DATA_DIR = ".k8slite"
 SANDBOX_IMAGE = "k8slite/pause:1.0"
 WORKLOAD_IMAGE = "busybox:1.35"
 # The identity Prometheus scrapes with: upstream's system:monitoring group may read the API
@@ -71,21 +79,7 @@ class Component:
     log_path: Path
     restarts: int = 0
     # The running child, if any; stop() ends it.
-    proc: trio.Process | None = field(default=None, repr=False)
-
-
-@dataclass
-class ClusterInfo:
-    """What a running `k8slite up` cluster listens on; written to DIR/cluster.json."""
-
-    data_dir: str
-    server: str
-    node: str
-    runtime: str
-    ports: dict[str, int]
-    proxy: bool
-    hollow_nodes: int
-    pid: int
+    proc: Child | None = field(default=None, repr=False)
 
 
 def _tail(path: Path, lines: int = 5) -> str:
@@ -98,8 +92,9 @@ def _tail(path: Path, lines: int = 5) -> str:
     return "\n".join("    " + line for line in text.splitlines()[-lines:])
 
 
-async def supervise(component: Component) -> None:
-    """Run the component forever, restarting it with backoff whenever it exits.
+async def supervise(component: Component, on_start: Callable[[Component], None]) -> None:
+    """Run the component forever, restarting it with backoff whenever it exits; on_start
+    is called after each start.
 
     Cancellation leaves the running child alone: stop() ends the children in an order
     (the API server last), which cancelling every supervisor at once could not.
@@ -107,16 +102,15 @@ async def supervise(component: Component) -> None:
     delay = _BACKOFF_START
     while True:
         started = trio.current_time()
-        with component.log_path.open("ab") as out:
-            # Shielded so that a cancellation cannot lose a process that was just spawned.
-            with trio.CancelScope(shield=True):
-                # A session of its own: the terminal's Ctrl-C reaches `k8slite up` only, so
-                # the children stop in order rather than all at once (and none of them
-                # looks crashed meanwhile).
-                proc = component.proc = await trio.lowlevel.open_process(
-                    component.argv, stdout=out, stderr=out, start_new_session=True
-                )
-            code = await proc.wait()
+        # Synchronous, in Trio's thread: no cancellation can come between the start and
+        # component.proc, and the child's death signal is tied to a thread that lives.
+        proc = component.proc = spawn(component.argv, component.log_path)
+        if component.restarts == 0:
+            log.info("started %s (pid %d), log %s", component.name, proc.pid, component.log_path)
+        else:
+            log.info("restarted %s (pid %d)", component.name, proc.pid)
+        on_start(component)
+        code = await proc.wait()
         component.proc = None
         component.restarts += 1
         if trio.current_time() - started > _HEALTHY_AFTER:
@@ -220,19 +214,89 @@ def health_urls(ports: dict[str, int], proxy: bool) -> dict[str, str]:
     return urls
 
 
-async def wait_healthy(urls: dict[str, str], timeout: float = 60.0) -> None:
+async def wait_healthy(
+    urls: dict[str, str],
+    timeout: float = 60.0,
+    on_healthy: Callable[[str], None] = lambda _: None,
+) -> None:
     """Poll every component's /healthz until each answers ok, so that "up" means every
     component serves (a controller manager still starting would delay the first
-    Deployment). Raises TooSlowError naming the ones that never answered."""
+    Deployment); on_healthy(name) as each does. Raises TooSlowError naming the ones that
+    never answered."""
     pending = dict(urls)
+
+    async def one(client: httpx.AsyncClient, name: str, url: str) -> None:
+        await _poll(client, url, _is_ok, 0.2)
+        del pending[name]
+        on_healthy(name)
+
     # Loopback only, to our own children: their serving certificates are self-signed.
     async with httpx.AsyncClient(verify=False, timeout=5) as client:
         with trio.move_on_after(timeout):
-            for name, url in urls.items():
-                await _poll(client, url, _is_ok, 0.2)
-                del pending[name]
+            async with trio.open_nursery() as nursery:
+                for name, url in urls.items():
+                    nursery.start_soon(one, client, name, url)
     if pending:
         raise trio.TooSlowError(", ".join(sorted(pending)))
+
+
+async def wait_started(
+    url: str, pki_dir: Path, node: str, urls: dict[str, str], logs: Path, timeout: float
+) -> None:
+    """Wait until every component serves /healthz and the node is Ready, saying so as each
+    does, and every little while what it still waits for. An UpError names each that did
+    not come up, with the end of its log."""
+    began = trio.current_time()
+    pending = {*urls, "node"}
+
+    def done(name: str) -> None:
+        pending.discard(name)
+        what = f"node {node} is Ready" if name == "node" else f"{name} is healthy"
+        log.info("%s (%.0fs)", what, trio.current_time() - began)
+
+    def log_of(name: str) -> str:
+        path = logs / f"{name}.log"
+        return f"its log {path} ends with:\n{_tail(path)}"
+
+    # What times out stays in pending, and is reported below.
+    async def components() -> None:
+        with contextlib.suppress(trio.TooSlowError):
+            await wait_healthy(urls, timeout, done)
+
+    async def node_ready() -> None:
+        with contextlib.suppress(trio.TooSlowError):
+            await wait_node_ready(url, pki_dir, node, timeout)
+            done("node")
+
+    async def remind() -> None:
+        while True:
+            await trio.sleep(_REMIND_EVERY)
+            log.info(
+                "still waiting, after %.0fs, for: %s",
+                trio.current_time() - began,
+                ", ".join(
+                    f"node {node} to be Ready" if p == "node" else p for p in sorted(pending)
+                ),
+            )
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(remind)
+        async with trio.open_nursery() as waits:
+            waits.start_soon(components)
+            waits.start_soon(node_ready)
+        nursery.cancel_scope.cancel()
+    problems = [
+        f"{name} did not answer {urls[name]} within {timeout:.0f}s; {log_of(name)}"
+        for name in sorted(pending - {"node"})
+    ]
+    if "node" in pending:
+        problems.append(
+            f"node {node} did not become Ready within {timeout:.0f}s"
+            # The kubelet registers the node and reports its readiness.
+            + ("" if "kubelet" in pending else f"; the kubelet's {log_of('kubelet')}")
+        )
+    if problems:
+        raise UpError("\n".join(problems))
 
 
 def script(name: str) -> str:
@@ -283,7 +347,8 @@ def check_ports_free(ports: dict[str, int]) -> None:
     if busy:
         raise UpError(
             f"port {', '.join(busy)} already in use: is another cluster running? "
-            "Stop it, or run `k8slite up --port 0` to use free ports"
+            "Stop it (`k8slite stop --data-dir ITS_DIR`, or Ctrl-C where it runs), "
+            "or run `k8slite up --port 0` to use free ports"
         )
 
 
@@ -319,6 +384,23 @@ def detect_runtime() -> tuple[str, str]:
         return "docker", f"Docker {version} with {SANDBOX_IMAGE} and {WORKLOAD_IMAGE}"
     finally:
         client.close()
+
+
+def process_runtime_warning(why: str) -> str:
+    """The WARNING block `k8slite up` starts with when it falls back to the process runtime."""
+    lines = [
+        "*" * 72,
+        "Pods will run as plain processes on this host (the process runtime), not in",
+        "Docker containers.",
+        f"Why: {why}.",
+        "They share the host's network and files: three replicas of `httpd -p 8080`",
+        "crash-loop, all but one finding port 8080 taken.",
+        "For the Docker runtime, have a Docker engine that answers and build the images:",
+        "    hack/build-images        (or `make up`, which runs it)",
+        "then run `k8slite up` again. `--runtime process` keeps this runtime, silently.",
+        "*" * 72,
+    ]
+    return "\n".join(f"WARNING: {line}" for line in lines)
 
 
 def prometheus_config(data_dir: Path, ports: dict[str, int], proxy: bool = True) -> str:
@@ -375,6 +457,12 @@ class UpOptions:
     docker_network: str | None = None
     proxy: bool = True
     verbosity: int = 0
+    # How long the components may take to serve, and the node to be Ready.
+    wait: float = START_TIMEOUT
+    # Run in the background (a supervisor of its own, logging to DIR/logs/up.log).
+    detach: bool = False
+    # Set in that background supervisor: nobody reads its standard output.
+    background: bool = False
 
 
 def components(
@@ -566,12 +654,48 @@ def _usable_client_cert(pki_dir: Path, name: str) -> bool:
 
 async def up(opts: UpOptions) -> None:
     data_dir = opts.data_dir.resolve()
-    (data_dir / "logs").mkdir(parents=True, exist_ok=True)
+    # The data dir holds keys and the database, its logs the cluster's secrets in passing:
+    # the owner's alone, as etcd keeps its data dir.
+    datadir.private_data_dir(data_dir)
+    datadir.private_tree(data_dir / "logs")
+    # First, so that its WARNING heads the output.
+    if opts.runtime is None:
+        runtime, why = await trio.to_thread.run_sync(detect_runtime)
+        if runtime == "process":
+            print(process_runtime_warning(why), file=sys.stderr, flush=True)
+    else:
+        runtime, why = opts.runtime, "--runtime"
     with _exclusive(data_dir):
-        await _up(opts, data_dir)
+        previous = runstate.read(data_dir)
+        if previous is not None:
+            # Holding the lock, we know its supervisor is gone; its components may not be.
+            await trio.to_thread.run_sync(stop_left_behind, previous, data_dir)
+        await _up(opts, data_dir, runtime, why)
 
 
-async def _up(opts: UpOptions, data_dir: Path) -> None:
+def stop_left_behind(previous: ClusterInfo, data_dir: Path) -> None:
+    """Stop the components a supervisor that died (kill -9, OOM) left running, should their
+    death signal not have ended them: they hold the ports and the database."""
+    left = previous.leftovers()
+    if not left:
+        return
+    log.warning(
+        "the previous `k8slite up` on %s (pid %d) is gone but left %s running; stopping them",
+        data_dir,
+        previous.pid,
+        ", ".join(f"{name} (pid {rec.pid})" for name, rec in left.items()),
+    )
+    # As a supervisor stops them: the API server last.
+    for group in (
+        {n: r for n, r in left.items() if n != "apiserver"},
+        {n: r for n, r in left.items() if n == "apiserver"},
+    ):
+        for name in runstate.terminate(group, STOP_GRACE):
+            log.warning("%s did not stop within %.0fs; killed it", name, STOP_GRACE)
+    log.info("stopped what the previous `k8slite up` left behind")
+
+
+async def _up(opts: UpOptions, data_dir: Path, runtime: str, why: str) -> None:
     node = opts.node_name or default_node_name()
     ports = pick_ports(opts.port)
     check_ports_free(ports)
@@ -593,10 +717,6 @@ async def _up(opts: UpOptions, data_dir: Path) -> None:
     shutil.copyfile(pki.kubeconfig_path(pki_dir, "admin"), kubeconfig)
     kubeconfig.chmod(0o600)
 
-    if opts.runtime is None:
-        runtime, why = await trio.to_thread.run_sync(detect_runtime)
-    else:
-        runtime, why = opts.runtime, "--runtime"
     log.info("kubelet runtime: %s (%s)", runtime, why)
     proxy = opts.proxy
     if proxy and os.geteuid() != 0:
@@ -605,55 +725,97 @@ async def _up(opts: UpOptions, data_dir: Path) -> None:
             "is not started, so Services are not reachable from this host"
         )
         proxy = False
-    info = ClusterInfo(str(data_dir), url, node, runtime, ports, proxy, opts.nodes, os.getpid())
-    (data_dir / "cluster.json").write_text(json.dumps(asdict(info), indent=1) + "\n")
+    me = os.getpid()
+    info = ClusterInfo(
+        str(data_dir),
+        url,
+        node,
+        runtime,
+        ports,
+        proxy,
+        opts.nodes,
+        me,
+        supervisor=ProcessRecord.of(
+            me, sys.argv, str(data_dir / "logs" / "up.log") if opts.background else ""
+        ),
+        docker_network=opts.docker_network,
+        detached=opts.background,
+    )
+    runstate.write(data_dir, info)
     (data_dir / "prometheus.yml").write_text(prometheus_config(data_dir, ports, proxy))
+
+    def record(c: Component) -> None:
+        assert c.proc is not None
+        info.components[c.name] = ProcessRecord.of(c.proc.pid, c.argv, str(c.log_path))
+        info.components[c.name].restarts = c.restarts
+        runstate.write(data_dir, info)
 
     apiserver, rest = components(opts, data_dir, node, runtime, ports, proxy)
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(supervise, apiserver)
+            nursery.start_soon(supervise, apiserver, record)
             try:
                 await wait_ready(url, pki_dir / "ca.pem")
             except trio.TooSlowError:
                 raise UpError(
-                    f"the API server did not become ready at {url}; see {apiserver.log_path}"
+                    f"the API server did not become ready at {url}; "
+                    f"its log {apiserver.log_path} ends with:\n{_tail(apiserver.log_path)}"
                 ) from None
             log.info("API server ready at %s", url)
             for c in rest:
-                nursery.start_soon(supervise, c)
-            try:
-                await wait_node_ready(url, pki_dir, node)
-            except trio.TooSlowError:
-                raise UpError(
-                    f"node {node} did not become Ready; see {data_dir / 'logs' / 'kubelet.log'}"
-                ) from None
-            try:
-                await wait_healthy(health_urls(ports, proxy))
-            except trio.TooSlowError as e:
-                raise UpError(
-                    f"not serving /healthz: {e}; see their logs in {data_dir / 'logs'}"
-                ) from None
-            _print_welcome(data_dir, url, node, runtime, kubeconfig)
+                nursery.start_soon(supervise, c, record)
+            await wait_started(
+                url, pki_dir, node, health_urls(ports, proxy), data_dir / "logs", opts.wait
+            )
+            info.state = "ready"
+            runstate.write(data_dir, info)
+            if opts.background:
+                log.info("the cluster is up")
+            else:
+                print("\n".join(welcome(info, opts.data_dir)), flush=True)
+                print(
+                    f"Press Ctrl-C (or run `{command('stop', opts.data_dir)}`) to stop.",
+                    flush=True,
+                )
     finally:
         with trio.CancelScope(shield=True):
             await shutdown(apiserver, rest, runtime, node, data_dir, opts.docker_network)
+            info.state, info.components = "stopped", {}
+            runstate.write(data_dir, info)
 
 
-def _print_welcome(data_dir: Path, url: str, node: str, runtime: str, kubeconfig: Path) -> None:
+def command(name: str, data_dir: Path) -> str:
+    """`k8slite NAME`, with --data-dir unless it is the default."""
+    if data_dir == Path(DEFAULT_DATA_DIR):
+        return f"k8slite {name}"
+    return f"k8slite {name} --data-dir {shlex.quote(str(data_dir.resolve()))}"
+
+
+def welcome(info: ClusterInfo, data_dir: Path) -> list[str]:
+    """What `k8slite up` prints once the cluster is up."""
+    abs_dir = Path(info.data_dir)
     lines = [
-        f"K8s-Lite is up: node {node} is Ready ({runtime} runtime), API server at {url}.",
-        f"Data in {data_dir}, logs in {data_dir / 'logs'}.",
-        f"Prometheus scrape config: {data_dir / 'prometheus.yml'}.",
+        f"K8s-Lite is up: node {info.node} is Ready ({info.runtime} runtime), "
+        f"API server at {info.server}.",
+        f"Data in {abs_dir}, logs in {abs_dir / 'logs'}.",
+        f"Prometheus scrape config: {abs_dir / 'prometheus.yml'}.",
+    ]
+    if info.runtime == "process":
+        lines.append("Pods run as host processes, sharing its ports: see the WARNING above.")
+    lines += [
         "",
-        f"  export KUBECONFIG={kubeconfig}",
+        f"  export KUBECONFIG={abs_dir / 'kubeconfig'}",
         "  kubectl get nodes",
         "",
     ]
     if shutil.which("kubectl") is None and Path(script("kubectl")).exists():
         lines.insert(-1, f"(kubectl is {script('kubectl')})")
-    lines.append("Press Ctrl-C to stop.")
-    print("\n".join(lines), flush=True)
+    lines += [
+        f"Status: {command('status', data_dir)}",
+        f"Logs:   {command('logs', data_dir)} COMPONENT [-f]",
+        f"Merge into ~/.kube/config: {command('kubeconfig', data_dir)} --merge",
+    ]
+    return lines
 
 
 async def shutdown(
@@ -699,10 +861,27 @@ def parse_args(argv: list[str] | None) -> UpOptions:
     p.add_argument(
         "--data-dir",
         type=Path,
-        default=Path(".k8slite"),
+        default=Path(DEFAULT_DATA_DIR),
         help="database, certificates, logs and kubeconfig (default ./.k8slite); "
         "a second run reuses them",
     )
+    p.add_argument(
+        "-d",
+        "--detach",
+        action="store_true",
+        help="return once the cluster is up, leaving it running in the background "
+        "(its supervisor's log: DIR/logs/up.log); `k8slite stop` stops it",
+    )
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=START_TIMEOUT,
+        metavar="SECONDS",
+        help="how long the components may take to serve /healthz and the node to be Ready, "
+        f"once the API server is (default {START_TIMEOUT:.0f})",
+    )
+    # What --detach runs in the background: the supervisor itself.
+    p.add_argument("--background", action="store_true", help=argparse.SUPPRESS)
     p.add_argument(
         "--port",
         type=int,
@@ -746,6 +925,8 @@ def parse_args(argv: list[str] | None) -> UpOptions:
         help="log verbosity passed to every component (4 or more: debug)",
     )
     a = p.parse_args(argv)
+    if a.wait <= 0:
+        p.error("--wait must be more than 0")
     if a.nodes < 0:
         p.error("--nodes must be 0 or more")
     if a.node_name and not valid_node_name(a.node_name):
@@ -760,11 +941,19 @@ def parse_args(argv: list[str] | None) -> UpOptions:
         docker_network=a.docker_network,
         proxy=a.proxy,
         verbosity=a.verbosity,
+        wait=a.wait,
+        detach=a.detach,
+        background=a.background,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     opts = parse_args(argv)
+    if opts.detach and not opts.background:
+        from k8slite.cmd.detach import detach
+
+        return detach(opts, argv)
     setup_logging()
     errors: list[UpError] = []
     try:

@@ -1,0 +1,222 @@
+"""k8slite status, stop and logs: a `k8slite up` cluster of a data dir, from DIR/cluster.json."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import ssl
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import trio
+
+from k8slite.cmd import runstate
+from k8slite.cmd.runstate import ClusterInfo
+from k8slite.cmd.up import DEFAULT_DATA_DIR, health_urls, stop_left_behind, stop_pods
+from k8slite.component.logging import setup_logging
+
+# The ports each component serves on, by their keys in ClusterInfo.ports.
+COMPONENT_PORTS = {
+    "apiserver": ("apiserver",),
+    "controller-manager": ("controller-manager",),
+    "scheduler": ("scheduler",),
+    "kubelet": ("kubelet", "kubelet-healthz"),
+    "proxy": ("proxy-metrics", "proxy-healthz"),
+    "hollow-nodes": (),
+}
+
+
+def _parser(prog: str, description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"k8slite {prog}", description=description)
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(DEFAULT_DATA_DIR),
+        help="the cluster's data directory (default ./.k8slite)",
+    )
+    return p
+
+
+def _admin_client(data_dir: Path) -> httpx.Client:
+    pki_dir = data_dir / "pki"
+    ctx = ssl.create_default_context(cafile=str(pki_dir / "ca.pem"))
+    ctx.load_cert_chain(pki_dir / "client-admin.pem", pki_dir / "client-admin.key")
+    return httpx.Client(verify=ctx, timeout=5)
+
+
+def _health(client: httpx.Client, url: str) -> str:
+    try:
+        r = client.get(url)
+    except httpx.HTTPError as e:
+        return f"unreachable ({type(e).__name__})"
+    return "ok" if r.status_code == 200 else f"{r.status_code} {r.text.strip()[:40]}"
+
+
+def _node_readiness(client: httpx.Client, info: ClusterInfo) -> str:
+    try:
+        r = client.get(f"{info.server}/api/v1/nodes/{info.node}")
+    except httpx.HTTPError as e:
+        return f"unknown ({type(e).__name__})"
+    if r.status_code != 200:
+        return f"unknown ({r.status_code})"
+    for c in (r.json().get("status") or {}).get("conditions") or ():
+        if c.get("type") == "Ready":
+            return "Ready" if c.get("status") == "True" else f"NotReady ({c.get('reason', '')})"
+    return "NotReady (no Ready condition yet)"
+
+
+def _age(seconds: float) -> str:
+    """Roughly as kubectl shows ages: 42s, 5m, 3h, 2d."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size * (2 if unit != "m" else 1):
+            return f"{int(seconds // size)}{unit}"
+    return f"{max(0, int(seconds))}s"
+
+
+def status_main(argv: list[str]) -> int:
+    p = _parser("status", "The cluster's supervisor, components, their health, node readiness.")
+    data_dir = p.parse_args(argv).data_dir.resolve()
+    info = runstate.read(data_dir)
+    if info is None or not info.running():
+        print(f"no cluster is running in {data_dir}")
+        left = info.leftovers() if info is not None else {}
+        if left:
+            names = ", ".join(f"{n} (pid {r.pid})" for n, r in left.items())
+            print(f"left behind by a supervisor that died: {names}; `k8slite stop` stops them")
+        return 1
+    assert info.supervisor is not None
+    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.supervisor.started))
+    how = (
+        f"in the background, its log {data_dir / 'logs' / 'up.log'}"
+        if info.detached
+        else "in the foreground, its output in its terminal"
+    )
+    print(f"cluster    {data_dir}: {info.state}")
+    print(f"supervisor pid {info.pid} since {since}, {how}")
+    print(f"server     {info.server} ({info.runtime} runtime)")
+    healthy = True
+    # Loopback, to our own components; the controller manager's and scheduler's serving
+    # certificates are self-signed, as upstream's are by default.
+    with _admin_client(data_dir) as admin, httpx.Client(verify=False, timeout=5) as plain:
+        urls = health_urls(info.ports, info.proxy)
+        readiness = _node_readiness(admin, info)
+        print(f"node       {info.node}: {readiness}")
+        healthy &= readiness == "Ready"
+        print()
+        rows = [("COMPONENT", "PID", "PORTS", "HEALTH", "RESTARTS", "AGE")]
+        order = list(COMPONENT_PORTS)
+        for name, rec in sorted(info.components.items(), key=lambda c: order.index(c[0])):
+            ports = ",".join(str(info.ports[k]) for k in COMPONENT_PORTS.get(name, ()))
+            if not rec.alive():
+                health = "not running"
+            elif name == "apiserver":
+                health = _health(admin, f"{info.server}/healthz")
+            elif name in urls:
+                health = _health(plain, urls[name])
+            else:
+                health = "running"
+            healthy &= health in ("ok", "running")
+            age = _age(time.time() - rec.started)
+            rows.append((name, str(rec.pid), ports or "-", health, str(rec.restarts), age))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+    return 0 if healthy and info.state == "ready" else 1
+
+
+def stop_main(argv: list[str]) -> int:
+    p = _parser("stop", "Stop the cluster of a data directory, detached or in the foreground.")
+    data_dir = p.parse_args(argv).data_dir.resolve()
+    info = runstate.read(data_dir)
+    if info is not None and info.running():
+        assert info.supervisor is not None
+        print(f"stopping the cluster in {data_dir} (supervisor pid {info.pid})", flush=True)
+        # As Ctrl-C: the supervisor stops its components (the API server last), then pods.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(info.pid, signal.SIGTERM)
+        if not runstate.wait_gone([info.supervisor], runstate.SUPERVISOR_STOP_TIMEOUT):
+            print(
+                f"k8slite stop: error: the supervisor (pid {info.pid}) is still running after "
+                f"{runstate.SUPERVISOR_STOP_TIMEOUT:.0f}s; see {data_dir / 'logs' / 'up.log'}",
+                file=sys.stderr,
+            )
+            return 1
+        print("stopped")
+        return 0
+    left = info.leftovers() if info is not None else {}
+    if not left:
+        print(f"no cluster is running in {data_dir}")
+        return 0
+    assert info is not None
+    setup_logging()
+    stop_left_behind(info, data_dir)
+    # The pods, as the supervisor would have stopped them.
+    trio.run(stop_pods, info.runtime, info.node, data_dir, info.docker_network)
+    print("stopped")
+    return 0
+
+
+def logs_main(argv: list[str]) -> int:
+    p = _parser("logs", "Print a component's log (DIR/logs/COMPONENT.log); -f follows it.")
+    p.add_argument(
+        "component",
+        help="apiserver, controller-manager, scheduler, kubelet, proxy, "
+        "hollow-nodes, or up (the supervisor's own log, with --detach)",
+    )
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing what is written")
+    p.add_argument("--tail", type=int, default=-1, help="only the last N lines (default all)")
+    a = p.parse_args(argv)
+    logs = a.data_dir.resolve() / "logs"
+    path = logs / f"{a.component}.log"
+    if "/" in a.component or not path.is_file():
+        there = sorted(f.stem for f in logs.glob("*.log"))
+        print(
+            f"k8slite logs: error: no log for {a.component!r} in {logs}"
+            + (f"; there are: {', '.join(there)}" if there else ""),
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        _print_log(path, a.tail, a.follow)
+    except KeyboardInterrupt:
+        pass
+    except BrokenPipeError:
+        # `k8slite logs x | head`: stop quietly, as cat does.
+        sys.stderr.close()
+    return 0
+
+
+def _print_log(path: Path, tail: int, follow: bool) -> None:
+    out = sys.stdout.buffer
+    f = path.open("rb")
+    try:
+        if tail >= 0:
+            lines = f.read().splitlines(keepends=True)
+            out.write(b"".join(lines[-tail:] if tail else []))
+        else:
+            while chunk := f.read(1 << 16):
+                out.write(chunk)
+        out.flush()
+        while follow:
+            chunk = f.read(1 << 16)
+            if chunk:
+                out.write(chunk)
+                out.flush()
+                continue
+            # Truncated in place (logrotate's copytruncate), or replaced: from the start.
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                st = None
+            if st is not None and (
+                st.st_ino != os.fstat(f.fileno()).st_ino or st.st_size < f.tell()
+            ):
+                f.close()
+                f = path.open("rb")
+            time.sleep(0.25)
+    finally:
+        f.close()
