@@ -17,8 +17,8 @@ from k8slite._native import dumps
 from k8slite.api import errors, fieldsets, meta
 from k8slite.api.fieldsets import FieldSet, Path
 from k8slite.api.schemas import Node
+from k8slite.component.objects import Obj
 
-Obj = dict[str, Any]
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 # At most this many Update entries are kept; older ones merge into "ancient-changes".
 MAX_UPDATE_MANAGERS = 10

@@ -27,8 +27,8 @@ from k8slite.apiserver import pbobjects, writes, yamlbody
 from k8slite.apiserver.http import Request
 from k8slite.apiserver.registry import DeleteOptions, Registry
 from k8slite.apiserver.requestinfo import RequestInfo
+from k8slite.component.objects import Obj
 
-Obj = dict[str, Any]
 PATCH_TYPES = (
     "application/json-patch+json",
     "application/merge-patch+json",

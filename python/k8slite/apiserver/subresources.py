@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from k8slite._native import LabelSelector, dumps, loads
 from k8slite.api import errors, meta
 from k8slite.apiserver.http import Request
 from k8slite.apiserver.registry import Registry
 from k8slite.apiserver.requestinfo import RequestInfo
 from k8slite.apiserver.rest import apply_patch, decode_body, delete_options, dry_run
-
-Obj = dict[str, Any]
+from k8slite.component.objects import Obj
 
 
 def _success(code: int = 201) -> bytes:

@@ -9,14 +9,13 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from k8slite._native import dumps, loads
 from k8slite.api import errors
 from k8slite.api.printers import Printer, printer
 from k8slite.api.resources import ResourceType
+from k8slite.component.objects import Obj
 
-Obj = dict[str, Any]
 TABLE = "Table"
 PARTIAL = "PartialObjectMetadata"
 PARTIAL_LIST = "PartialObjectMetadataList"

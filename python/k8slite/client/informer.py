@@ -20,10 +20,10 @@ from k8slite.client.store import (
     IndexFunc,
     object_key,
 )
+from k8slite.component.objects import Obj
 
 log = logging.getLogger(__name__)
 
-Obj = dict[str, Any]
 AddHandler = Callable[[Obj], None]
 UpdateHandler = Callable[[Obj, Obj], None]
 DeleteHandler = Callable[[Obj | DeletedFinalStateUnknown], None]

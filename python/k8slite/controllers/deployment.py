@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-from typing import Any
 
 from k8slite._native import LabelSelector
 from k8slite.client import (
@@ -16,6 +15,7 @@ from k8slite.client import (
     NotFound,
 )
 from k8slite.client.resource import DEPLOYMENTS, PODS, REPLICASETS
+from k8slite.component.objects import Obj
 from k8slite.controllers import deploymentstatus as ds
 from k8slite.controllers import deploymentutil as du
 from k8slite.controllers import rollout
@@ -33,8 +33,6 @@ from k8slite.controllers.podutil import is_deleting, meta, uid_of
 from k8slite.controllers.replicaset import is_namespace_terminating, replicas_of
 
 log = logging.getLogger(__name__)
-
-Obj = dict[str, Any]
 
 
 def _selector(d: Obj) -> LabelSelector:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-from typing import Any
 
 from k8slite.api.meta import format_time, parse_time
+from k8slite.component.objects import Obj
 from k8slite.controllers import deploymentutil as du
 from k8slite.controllers.podutil import meta, utcnow
 from k8slite.controllers.replicaset import replicas_of
 
-Obj = dict[str, Any]
 PROGRESSING = "Progressing"
 AVAILABLE = "Available"
 REPLICA_FAILURE = "ReplicaFailure"

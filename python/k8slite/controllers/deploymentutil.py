@@ -9,10 +9,9 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+from k8slite.component.objects import Obj
 from k8slite.controllers.podutil import meta
 from k8slite.controllers.replicaset import replicas_of
-
-Obj = dict[str, Any]
 
 POD_TEMPLATE_HASH = "pod-template-hash"
 REVISION = "deployment.kubernetes.io/revision"

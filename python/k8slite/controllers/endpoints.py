@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Any
 
 from k8slite.client import AlreadyExists, DeletedFinalStateUnknown, NotFound
 from k8slite.client.resource import ENDPOINTS, PODS, SERVICES
+from k8slite.component.objects import Obj
 from k8slite.controllers import endpointutil as eu
 from k8slite.controllers.base import CONFLICT_RETRY, Controller, ControllerContext
 from k8slite.controllers.podutil import is_pod_ready, meta
 
-Obj = dict[str, Any]
 MANAGED_BY = "endpoints.kubernetes.io/managed-by"
 MANAGER = "endpoint-controller"
 

@@ -5,17 +5,16 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from k8slite.client import ApiError, DeletedFinalStateUnknown, NotFound, object_key
 from k8slite.client.resource import ENDPOINTSLICES, NODES, PODS, SERVICES
+from k8slite.component.objects import Obj
 from k8slite.controllers import endpointutil as eu
 from k8slite.controllers.base import Controller, ControllerContext
 from k8slite.controllers.ownerref import new_controller_ref
 from k8slite.controllers.podutil import is_deleting, is_pod_ready, meta
 from k8slite.controllers.replicaset import is_namespace_terminating
 
-Obj = dict[str, Any]
 SERVICE_NAME = "kubernetes.io/service-name"
 MANAGED_BY = "endpointslice.kubernetes.io/managed-by"
 MANAGER = "endpointslice-controller.k8s.io"

@@ -8,9 +8,9 @@ from typing import Any
 from k8slite._native import LabelSelector
 from k8slite.api.meta import format_time, parse_time
 from k8slite.client import SharedInformer
+from k8slite.component.objects import Obj
 from k8slite.controllers.podutil import get_condition, is_deleting, is_pod_ready, meta
 
-Obj = dict[str, Any]
 TRIGGER_TIME = "endpoints.kubernetes.io/last-change-trigger-time"
 HEADLESS = "service.kubernetes.io/headless"
 

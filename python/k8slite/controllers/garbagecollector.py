@@ -17,7 +17,6 @@ import functools
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
 
 import trio
 
@@ -34,13 +33,13 @@ from k8slite.client import (
 )
 from k8slite.client.backoff import Backoff
 from k8slite.client.resource import Resource
+from k8slite.component.objects import Obj
 from k8slite.controllers.base import Controller, ControllerContext
 from k8slite.controllers.discovery import ApiResource, server_resources
 from k8slite.controllers.podutil import is_deleting, meta, uid_of
 
 log = logging.getLogger(__name__)
 
-Obj = dict[str, Any]
 ORPHAN = "orphan"
 FOREGROUND = "foregroundDeletion"
 # Events are never owners worth collecting for, and there are many of them.

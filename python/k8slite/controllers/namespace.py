@@ -8,19 +8,18 @@ import datetime as dt
 import logging
 import time
 from collections import Counter
-from typing import Any
 
 from k8slite.api.meta import now as now_text
 from k8slite.api.meta import parse_time
 from k8slite.client import ApiError, MethodNotAllowed, NotFound
 from k8slite.client.resource import NAMESPACES
+from k8slite.component.objects import Obj
 from k8slite.controllers.base import Controller, ControllerContext
 from k8slite.controllers.discovery import ApiResource, server_resources
 from k8slite.controllers.podutil import is_deleting, meta, utcnow
 
 log = logging.getLogger(__name__)
 
-Obj = dict[str, Any]
 KUBERNETES_FINALIZER = "kubernetes"
 # Discovery rarely changes; one answer serves a burst of namespace deletions.
 DISCOVERY_TTL = 30.0

@@ -7,9 +7,8 @@ from typing import Any
 
 from k8slite.client import ApiClient, Invalid, NotFound
 from k8slite.client.resource import Resource
+from k8slite.component.objects import Obj
 from k8slite.controllers.podutil import is_deleting, meta, uid_of
-
-Obj = dict[str, Any]
 
 
 def controller_ref(obj: Obj) -> Obj | None:

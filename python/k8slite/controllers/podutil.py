@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 from k8slite.api.meta import parse_time
-
-Obj = dict[str, Any]
+from k8slite.component.objects import Obj
 
 
 def meta(obj: Obj) -> Obj:

@@ -6,12 +6,11 @@ import datetime as dt
 import functools
 import math
 from collections import Counter
-from typing import Any
 
 from k8slite.api.meta import parse_time
+from k8slite.component.objects import Obj
 from k8slite.controllers.podutil import is_pod_active, is_pod_ready, ready_since, uid_of
 
-Obj = dict[str, Any]
 DELETION_COST_ANNOTATION = "controller.kubernetes.io/pod-deletion-cost"
 _PHASE_ORDER = {"Pending": 0, "Unknown": 1, "Running": 2}
 

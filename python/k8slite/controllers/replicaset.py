@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import trio
 
@@ -19,6 +18,7 @@ from k8slite.client import (
     object_key,
 )
 from k8slite.client.resource import PODS, REPLICASETS
+from k8slite.component.objects import Obj
 from k8slite.controllers.base import Controller, ControllerContext
 from k8slite.controllers.events import NORMAL, WARNING
 from k8slite.controllers.expectations import Expectations
@@ -45,7 +45,6 @@ from k8slite.controllers.ranking import pods_to_delete
 
 log = logging.getLogger(__name__)
 
-Obj = dict[str, Any]
 # At most this many creates or deletes per sync (upstream's burstReplicas).
 BURST_REPLICAS = 500
 NAMESPACE_TERMINATING = "NamespaceTerminating"

@@ -5,12 +5,11 @@ from __future__ import annotations
 import base64
 import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
 
 from k8slite.api.quantity import QuantityError, milli_value, parse_quantity
+from k8slite.component.objects import Obj
 from k8slite.kubelet.runtime.base import expand_vars
 
-Obj = dict[str, Any]
 # (kind, namespace, name) -> the object, or None when it does not exist.
 ObjectGetter = Callable[[str, str, str], Awaitable[Obj | None]]
 

@@ -11,6 +11,7 @@ import trio
 
 from k8slite.client import ApiClient, DeletedFinalStateUnknown, SharedInformerFactory
 from k8slite.client.resource import PODS, SERVICES
+from k8slite.component.objects import Obj
 from k8slite.kubelet import machine
 from k8slite.kubelet.authz import Authorizer, sar_review
 from k8slite.kubelet.config import KubeletConfig
@@ -27,8 +28,6 @@ from k8slite.kubelet.server import KubeletApi, serving_context
 from k8slite.kubelet.volumes import VolumeManager
 
 log = logging.getLogger(__name__)
-
-Obj = dict[str, Any]
 
 
 @dataclass

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
 import trio
 
+from k8slite.component.objects import Obj
 from k8slite.kubelet.config import KubeletConfig
 from k8slite.kubelet.probes import USER_AGENT, resolve_port
 from k8slite.kubelet.runtime.base import ContainerRuntimeError, DNSConfig, Runtime
 
-Obj = dict[str, Any]
 # Upstream gives a container at least this long after its preStop hook before SIGKILL.
 MIN_GRACE_AFTER_HOOK = 2.0
 

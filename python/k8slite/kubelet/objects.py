@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 from k8slite.client import ApiClient, ApiError, NotFound
 from k8slite.client.resource import CONFIGMAPS, SECRETS, SERVICEACCOUNTS
+from k8slite.component.objects import Obj
 
 log = logging.getLogger(__name__)
 
-Obj = dict[str, Any]
 _RESOURCES = {"ConfigMap": CONFIGMAPS, "Secret": SECRETS}
 
 

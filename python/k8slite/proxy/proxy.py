@@ -25,6 +25,7 @@ from k8slite.client import (
     object_key,
 )
 from k8slite.client.resource import ENDPOINTSLICES, EVENTS, NODES, SERVICES
+from k8slite.component.objects import Obj
 from k8slite.proxy import httpserver
 from k8slite.proxy.metrics import ProxyMetrics
 from k8slite.proxy.nftables import NftablesConfig, NftablesProxier
@@ -34,7 +35,6 @@ from k8slite.proxy.userspace import UserspaceProxier
 
 log = logging.getLogger(__name__)
 
-Obj = dict[str, Any]
 TRIGGER_ANNOTATION = "endpoints.kubernetes.io/last-change-trigger-time"
 _SERVICE_INDEX = "service"
 MODES = ("userspace", "nftables")

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-Obj = dict[str, Any]
+from k8slite.component.objects import Obj
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 # Services carrying this label belong to another proxy implementation, as upstream.

@@ -13,12 +13,12 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from k8slite._native import NodeTable, PodSpec
+from k8slite.component.objects import Obj
 from k8slite.scheduler.plugins import node_args, pod_spec
 from k8slite.scheduler.queue import pod_key
 
 log = logging.getLogger(__name__)
 
-Obj = dict[str, Any]
 NamespaceLister = Callable[[], Iterable[Obj]]
 
 

@@ -13,8 +13,7 @@ import yaml
 
 from k8slite._native import LabelSelector, NodeTable, PodSpec, SelectorError
 from k8slite.api.quantity import QuantityError, parse_quantity
-
-Obj = dict[str, Any]
+from k8slite.component.objects import Obj
 
 DEFAULT_SCHEDULER = "default-scheduler"
 FILTER_PLUGINS = (

@@ -11,9 +11,10 @@ from typing import Any
 
 import trio
 
+from k8slite.component.objects import Obj
+
 log = logging.getLogger(__name__)
 
-Obj = dict[str, Any]
 
 INITIAL_BACKOFF = 1.0
 MAX_BACKOFF = 10.0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Collection
-from typing import Any
 
 import trio
 from prometheus_client import CollectorRegistry
@@ -16,6 +15,7 @@ from k8slite.client import ApiClient, ApiConnectionError, ApiError, Conflict, No
 from k8slite.client.informer import SharedInformerFactory
 from k8slite.client.resource import NAMESPACES, NODES, PODS
 from k8slite.client.store import DeletedFinalStateUnknown
+from k8slite.component.objects import Obj
 from k8slite.scheduler.cache import SchedulerCache
 from k8slite.scheduler.events import EventRecorder
 from k8slite.scheduler.http import WritePool, pod_path
@@ -25,7 +25,6 @@ from k8slite.scheduler.queue import QueuedPod, SchedulingQueue, pod_key
 
 log = logging.getLogger(__name__)
 
-Obj = dict[str, Any]
 # Pods that ended no longer hold resources; the scheduler does not watch them.
 ACTIVE_PODS = "status.phase!=Succeeded,status.phase!=Failed"
 NO_NODES = "no nodes available to schedule pods"

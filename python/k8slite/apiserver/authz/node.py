@@ -19,6 +19,7 @@ from k8slite.apiserver.authz.attributes import Attributes
 from k8slite.apiserver.authz.policy import NODE_RULES
 from k8slite.apiserver.authz.rbac import compile_rules
 from k8slite.apiserver.core import ApiCore
+from k8slite.component.objects import Obj
 from k8slite.storage import Event
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,6 @@ log = logging.getLogger(__name__)
 NODE_LEASE_NAMESPACE = "kube-node-lease"
 _POD_PREFIX = "/registry/core/pods/"
 _NODE_NAME = b'"nodeName":"'
-Obj = dict[str, Any]
 # (resource, namespace, name) of an object a pod uses.
 Ref = tuple[str, str, str]
 # Volume sources that name a secret under "secretRef" (flexVolume, cephfs, rbd, ...).

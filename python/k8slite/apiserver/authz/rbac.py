@@ -14,11 +14,11 @@ from k8slite._native import loads
 from k8slite.apiserver.authn import UserInfo
 from k8slite.apiserver.authz.attributes import Attributes
 from k8slite.apiserver.core import ApiCore
+from k8slite.component.objects import Obj
 from k8slite.storage import Event
 
 GROUP = "rbac.authorization.k8s.io"
 PREFIX = f"/registry/{GROUP}/"
-Obj = dict[str, Any]
 _ANY = None  # a key's names: None grants every name, a set only those names
 _MISSING = object()
 
