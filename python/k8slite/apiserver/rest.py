@@ -27,7 +27,7 @@ from k8slite.apiserver import pbobjects, writes, yamlbody
 from k8slite.apiserver.http import Request
 from k8slite.apiserver.registry import DeleteOptions, Registry
 from k8slite.apiserver.requestinfo import RequestInfo
-from k8slite.component.objects import Obj
+from k8slite.component.objects import Obj, meta, resource_version_of
 
 PATCH_TYPES = (
     "application/json-patch+json",
@@ -86,7 +86,7 @@ def check_type_meta(obj: Any, rt: ResourceType, expected_kind: str | None = None
 
 
 def check_body_namespace(obj: Obj, namespace: str | None) -> None:
-    body_ns = (obj.get("metadata") or {}).get("namespace")
+    body_ns = meta(obj).get("namespace")
     if namespace and body_ns and body_ns != namespace:
         raise errors.bad_request(
             "the namespace of the provided object does not match the namespace sent on the request"
@@ -289,7 +289,7 @@ async def update_object(reg: Registry, req: Request, info: RequestInfo) -> tuple
     name = info.name
 
     def mutate(current: Obj | None) -> Obj:
-        wanted = (body.get("metadata") or {}).get("resourceVersion")
+        wanted = resource_version_of(body)
         if current is None:
             if wanted:
                 raise errors.not_found(reg.rt.plural, name, reg.rt.group)
@@ -360,7 +360,7 @@ async def patch_object(reg: Registry, req: Request, info: RequestInfo) -> tuple[
             raise errors.not_found(reg.rt.plural, name, reg.rt.group)
         rv = current["metadata"].get("resourceVersion")
         patched = apply_patch(ctype, current, patch, definition)
-        wanted = (patched.get("metadata") or {}).get("resourceVersion")
+        wanted = resource_version_of(patched)
         if wanted and wanted != rv:
             raise errors.conflict(reg.rt.plural, name, reg.rt.group)
         writes.validate_patched(

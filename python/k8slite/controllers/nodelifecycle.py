@@ -24,10 +24,9 @@ from k8slite.client import (
     run_workers,
 )
 from k8slite.client.resource import LEASES, NODES, PODS
-from k8slite.component.objects import Obj
+from k8slite.component.objects import Obj, get_condition, meta
 from k8slite.controllers.base import Controller, ControllerContext
 from k8slite.controllers.events import NORMAL, WARNING
-from k8slite.controllers.podutil import get_condition, meta
 
 log = logging.getLogger(__name__)
 

@@ -66,7 +66,6 @@ class Kubelet:
         self.client = client
         self.metrics = KubeletMetrics()
         self.runtime: Runtime = MeteredRuntime(runtime, self.metrics)  # type: ignore[assignment]
-        self.raw_runtime = runtime
         self.simulated = runtime.name == "fake"
         self.relister = Relister(self.runtime, self._wake, config.pleg_relist_period)
         self.workers: PodWorkers | None = None

@@ -7,7 +7,7 @@ import time
 
 from k8slite.client import ApiClient, ApiError, NotFound
 from k8slite.client.resource import CONFIGMAPS, SECRETS, SERVICEACCOUNTS
-from k8slite.component.objects import Obj
+from k8slite.component.objects import Obj, meta
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class ObjectFetcher:
         pod: Obj,
     ) -> str | None:
         """A bound token from serviceaccounts/<sa>/token; None where the API has none."""
-        m = pod.get("metadata") or {}
+        m = meta(pod)
         body = {
             "apiVersion": "authentication.k8s.io/v1",
             "kind": "TokenRequest",

@@ -17,7 +17,7 @@ from k8slite.api import errors
 from k8slite.apiserver.authz import policy
 from k8slite.apiserver.core import ApiCore
 from k8slite.apiserver.registry import DeleteOptions, Registry
-from k8slite.component.objects import Obj
+from k8slite.component.objects import Obj, annotations_of
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def binding_object(
 
 
 def _autoupdate(current: Obj) -> bool:
-    annotations = (current.get("metadata") or {}).get("annotations") or {}
+    annotations = annotations_of(current)
     return annotations.get(AUTOUPDATE) != "false"
 
 

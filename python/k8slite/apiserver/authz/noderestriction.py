@@ -78,8 +78,9 @@ class NodeRestriction:
     @staticmethod
     async def _mirror_pod(pod: Obj, info: RequestInfo, node: str) -> None:
         name = _name(pod)
-        meta = pod.get("metadata") or {}
-        annotations = meta.get("annotations") if isinstance(meta, dict) else None
+        # The body is not validated yet: metadata may be anything.
+        metadata = pod.get("metadata")
+        annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
         if not isinstance(annotations, dict) or MIRROR_ANNOTATION not in annotations:
             raise _forbidden(
                 info,

@@ -48,7 +48,8 @@ def _invalid(info: RequestInfo, causes: list[dict[str, str]]) -> errors.ApiError
 
 
 def _answer(info: RequestInfo, obj: Obj, status: Obj) -> tuple[int, bytes]:
-    meta = dict(obj.get("metadata") or {}) if isinstance(obj.get("metadata"), dict) else {}
+    metadata = obj.get("metadata")
+    meta = dict(metadata) if isinstance(metadata, dict) else {}
     meta.setdefault("creationTimestamp", None)
     out: Obj = {
         "kind": info.resource.kind,
