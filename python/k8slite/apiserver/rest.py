@@ -79,8 +79,8 @@ def check_type_meta(obj: Any, rt: ResourceType, expected_kind: str | None = None
         raise errors.bad_request(
             f"the kind in the data ({obj['kind']}) does not match the expected kind ({kind})"
         )
-    meta = obj.get("metadata")
-    if meta is not None and not isinstance(meta, dict):
+    metadata = obj.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
         raise errors.bad_request("metadata must be an object")
     return obj
 
@@ -228,18 +228,18 @@ async def list_objects(reg: Registry, req: Request, info: RequestInfo) -> bytes:
     list_rv = at if at is not None else reg.store.revision()
 
     def envelope(last_key: str | None, remaining: int) -> tuple[bytes, bytes]:
-        meta: Obj = {"resourceVersion": str(list_rv)}
+        list_meta: Obj = {"resourceVersion": str(list_rv)}
         if last_key is not None:
-            meta["continue"] = encode_continue(list_rv, last_key[len(rt.key_prefix) :])
+            list_meta["continue"] = encode_continue(list_rv, last_key[len(rt.key_prefix) :])
             if label is None and field is None:
-                meta["remainingItemCount"] = remaining
+                list_meta["remainingItemCount"] = remaining
         head = (
             b'{"kind":"'
             + rt.list_kind.encode()
             + b'","apiVersion":"'
             + rt.api_version.encode()
             + b'","metadata":'
-            + dumps(meta)
+            + dumps(list_meta)
             + b',"items":'
         )
         return head, b"}"

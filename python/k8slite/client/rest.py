@@ -316,7 +316,7 @@ class ApiClient:
         merged_meta["resourceVersion"] = meta(last).get(
             "resourceVersion", merged_meta.get("resourceVersion")
         )
-        merged["metadata"] = meta
+        merged["metadata"] = merged_meta
         return merged
 
     async def create(
