@@ -482,6 +482,8 @@ async def delete_collection(reg: Registry, req: Request, info: RequestInfo) -> b
     items, _, _, _ = reg.cache.list(reg.rt.prefix(info.namespace), label, field, 0, None, None)
     deleted: list[bytes] = []
     for obj in loads(items):
+        # Stored objects always carry metadata: read inline, as the request paths here do,
+        # rather than an accessor call per item (component/objects.py is for the rest).
         m = obj["metadata"]
         try:
             data, _ = await reg.delete(m.get("namespace"), m["name"], opts)

@@ -78,9 +78,8 @@ class NodeRestriction:
     @staticmethod
     async def _mirror_pod(pod: Obj, info: RequestInfo, node: str) -> None:
         name = _name(pod)
-        # The body is not validated yet: metadata may be anything.
-        metadata = pod.get("metadata")
-        annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
+        meta = pod.get("metadata") or {}
+        annotations = meta.get("annotations") if isinstance(meta, dict) else None
         if not isinstance(annotations, dict) or MIRROR_ANNOTATION not in annotations:
             raise _forbidden(
                 info,
@@ -88,7 +87,9 @@ class NodeRestriction:
                 f'pod does not have "{MIRROR_ANNOTATION}" annotation, '
                 f'node "{node}" can only create mirror pods',
             )
-        spec = pod.get("spec") if isinstance(pod.get("spec"), dict) else {}
+        spec = pod.get("spec")
+        if not isinstance(spec, dict):
+            spec = {}
         if spec.get("nodeName") != node:
             raise _forbidden(
                 info, name, f'node "{node}" can only create pods with spec.nodeName set to itself'
