@@ -33,10 +33,10 @@ from k8slite.client import (
     run_workers,
 )
 from k8slite.client.resource import NAMESPACES, PODS
+from k8slite.component.objects import Obj
 from tests.conftest import ServerHandle, kubectl_path
 from tests.launch import after, launch, stop
 
-Obj = dict[str, Any]
 # Leader election keeps upstream's timings (15s/10s/2s) unless a test says otherwise: a
 # fresh lease is won at once, and a busy machine never makes a manager lose it mid-test.
 FAST_FLAGS = ("--kube-api-qps=200", "--kube-api-burst=400")

@@ -4,13 +4,13 @@ standby takes over within the lease duration, and the pods come out exact, never
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 import pytest
 import trio
 
 from k8slite.client import ApiClient
 from k8slite.client.resource import DEPLOYMENTS, LEASES, PODS
+from k8slite.component.objects import Obj
 from tests.conftest import ServerHandle
 from tests.integration.controller_harness import (
     FakeKubelet,
@@ -23,7 +23,6 @@ from tests.integration.controller_harness import (
     wait_for,
 )
 
-Obj = dict[str, Any]
 LEASE, RENEW, RETRY = 5.0, 4.0, 0.5
 # Slow the controllers' writes so a scale-up takes seconds and can be interrupted.
 HA_FLAGS = (

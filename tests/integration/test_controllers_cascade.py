@@ -4,7 +4,6 @@ real API server and controller manager, with the real kubectl."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 import pytest
 import trio
@@ -19,6 +18,7 @@ from k8slite.client.resource import (
     SERVICES,
     Resource,
 )
+from k8slite.component.objects import Obj
 from tests.conftest import ServerHandle
 from tests.integration.controller_harness import (
     FakeKubelet,
@@ -30,8 +30,6 @@ from tests.integration.controller_harness import (
     start_controller_manager,
     wait_for,
 )
-
-Obj = dict[str, Any]
 
 
 @pytest.fixture(scope="module")

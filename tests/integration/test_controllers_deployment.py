@@ -13,6 +13,7 @@ import trio
 
 from k8slite.client import ApiClient, NotFound
 from k8slite.client.resource import DEPLOYMENTS, EVENTS, PODS, REPLICASETS
+from k8slite.component.objects import Obj
 from tests.conftest import ServerHandle
 from tests.integration.controller_harness import (
     FakeKubelet,
@@ -26,8 +27,6 @@ from tests.integration.controller_harness import (
     start_controller_manager,
     wait_for,
 )
-
-Obj = dict[str, Any]
 
 
 @pytest.fixture(scope="module")

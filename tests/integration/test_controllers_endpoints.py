@@ -10,6 +10,7 @@ import trio
 
 from k8slite.client import ApiClient, NotFound
 from k8slite.client.resource import DEPLOYMENTS, ENDPOINTS, ENDPOINTSLICES, PODS, SERVICES
+from k8slite.component.objects import Obj
 from tests.conftest import ServerHandle
 from tests.integration.controller_harness import (
     FakeKubelet,
@@ -22,7 +23,6 @@ from tests.integration.controller_harness import (
     wait_for,
 )
 
-Obj = dict[str, Any]
 SLICE_OF = "kubernetes.io/service-name"
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 import pytest
 import trio
@@ -13,6 +12,7 @@ import trio
 from k8slite.api.meta import now as now_text
 from k8slite.client import ApiClient, Conflict, NotFound
 from k8slite.client.resource import DEPLOYMENTS, EVENTS, LEASES, NODES, PODS
+from k8slite.component.objects import Obj
 from k8slite.leaderelection import micro_time
 from tests.conftest import ServerHandle
 from tests.integration.controller_harness import (
@@ -27,7 +27,6 @@ from tests.integration.controller_harness import (
     wait_for,
 )
 
-Obj = dict[str, Any]
 GRACE = 3  # --node-monitor-grace-period
 TOLERATION = 2  # tolerationSeconds of the deployment's pods
 

@@ -21,10 +21,9 @@ from k8slite.client import (
 )
 from k8slite.client.resource import CONFIGMAPS, NAMESPACES, PODS
 from k8slite.client.store import NODE_NAME_INDEX
+from k8slite.component.objects import Obj
 from tests.conftest import ServerHandle, start_apiserver
 from tests.integration.client_helpers import TcpProxy, server_config
-
-Obj = dict[str, Any]
 
 
 def configmap(name: str, labels: dict[str, str] | None = None, **data: str) -> Obj:

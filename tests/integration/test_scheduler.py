@@ -20,13 +20,13 @@ import trio
 from k8slite.api.quantity import milli_value
 from k8slite.client import ApiClient, ClientConfig, load_kubeconfig
 from k8slite.client.resource import EVENTS, LEASES, NAMESPACES, NODES, PODS
+from k8slite.component.objects import Obj
 from k8slite.scheduler.plugins import Profile
 from k8slite.scheduler.queue import QueuedPod
 from k8slite.scheduler.scheduler import Scheduler
 from tests.conftest import ServerHandle
 from tests.launch import after, launch, stop
 
-Obj = dict[str, Any]
 T = TypeVar("T")
 NS = "sched"
 

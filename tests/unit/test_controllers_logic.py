@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from k8slite.cmd.controller_manager import parse_args
+from k8slite.component.objects import Obj
 from k8slite.controllers.endpoints import build_subsets
 from k8slite.controllers.endpointslice import MAX_ENDPOINTS, plan_slices
 from k8slite.controllers.expectations import Expectations
@@ -17,7 +18,6 @@ from k8slite.controllers.nodelifecycle import desired_taints, merge_taints
 from k8slite.controllers.ranking import pods_to_delete
 from k8slite.controllers.tainteviction import tolerates, toleration_seconds
 
-Obj = dict[str, Any]
 NOW = dt.datetime(2024, 6, 1, 12, 0, 0, tzinfo=dt.UTC)
 
 

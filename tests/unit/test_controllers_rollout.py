@@ -10,10 +10,10 @@ import pytest
 import k8slite.controllers.deploymentstatus as ds
 import k8slite.controllers.deploymentutil as du
 from k8slite.api.meta import format_time
+from k8slite.component.objects import Obj, get_condition
 from k8slite.controllers import rollout
 from k8slite.controllers.podutil import utcnow
 
-Obj = dict[str, Any]
 TEMPLATE: Obj = {
     "metadata": {"labels": {"app": "web"}},
     "spec": {"containers": [{"name": "app", "image": "nginx:1.27"}]},
@@ -254,10 +254,10 @@ def test_complete_rollout_reports_new_replica_set_available() -> None:
     d = with_progress(deploy(2), du.RS_UPDATED_REASON, "2024-01-01T00:00:00Z")
     new = status_rs("web-abc", 2, 2)
     status = ds.rollout_status(d, [new], new)
-    progressing = du.get_condition(status, "Progressing")
+    progressing = get_condition(status, "Progressing")
     assert progressing is not None and progressing["reason"] == du.NEW_RS_AVAILABLE_REASON
     assert progressing["message"] == 'ReplicaSet "web-abc" has successfully progressed.'
-    available = du.get_condition(status, "Available")
+    available = get_condition(status, "Available")
     assert available is not None and available["status"] == "True"
     assert status["updatedReplicas"] == 2 and "unavailableReplicas" not in status
 
@@ -267,12 +267,12 @@ def test_progress_refreshes_the_deadline_and_silence_exceeds_it() -> None:
     d["status"].update(replicas=4, updatedReplicas=1)
     new, old = status_rs("web-new", 2, 0), status_rs("web-old", 3, 3)
     moving = ds.rollout_status(d, [old, new], new)
-    cond = du.get_condition(moving, "Progressing")
+    cond = get_condition(moving, "Progressing")
     assert cond is not None and cond["reason"] == du.RS_UPDATED_REASON
     assert cond["lastUpdateTime"] != "2024-01-01T00:00:00Z"
     d["status"].update(replicas=5, updatedReplicas=2, readyReplicas=3, availableReplicas=3)
     stuck = ds.rollout_status(d, [old, new], new)
-    cond = du.get_condition(stuck, "Progressing")
+    cond = get_condition(stuck, "Progressing")
     assert cond is not None and cond["reason"] == du.TIMED_OUT_REASON
     assert cond["status"] == "False"
     assert cond["message"] == 'ReplicaSet "web-new" has timed out progressing.'

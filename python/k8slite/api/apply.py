@@ -17,8 +17,9 @@ from k8slite._native import dumps
 from k8slite.api import errors, fieldsets, meta
 from k8slite.api.fieldsets import FieldSet, Path
 from k8slite.api.schemas import Node
+from k8slite.component import objects
+from k8slite.component.objects import Obj
 
-Obj = dict[str, Any]
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 # At most this many Update entries are kept; older ones merge into "ancient-changes".
 MAX_UPDATE_MANAGERS = 10
@@ -413,7 +414,7 @@ def conflict_error(conflicts: list[tuple[Entry, Path]]) -> errors.ApiError:
 
 def _allowed_by_last_applied(live: Obj, root: Node) -> FieldSet:
     """Fields kubectl client-side apply last set and still holds: kubectl may take them."""
-    raw = (live.get("metadata") or {}).get("annotations", {}).get(LAST_APPLIED)
+    raw = objects.annotations_of(live).get(LAST_APPLIED)
     if not raw:
         return set()
     try:
@@ -431,7 +432,7 @@ def server_side_apply(live: Obj | None, req: ApplyRequest, root: Node) -> Obj:
     """The object after applying req.config; raises 409 on conflicts unless forced."""
     _check_keys(req.config, root, "")
     base = meta.clone(live) if live is not None else {}
-    entries = _decode((base.get("metadata") or {}).get("managedFields") or []) or {}
+    entries = _decode(objects.meta(base).get("managedFields") or []) or {}
     ident = (req.manager, "Apply", "", req.subresource)
     previous = entries.get(ident)
     last_set = previous.fields if previous is not None else set()
@@ -459,10 +460,10 @@ def server_side_apply(live: Obj | None, req: ApplyRequest, root: Node) -> Obj:
     if (
         req.manager == "kubectl"
         and live is not None
-        and LAST_APPLIED in ((merged.get("metadata") or {}).get("annotations") or {})
+        and LAST_APPLIED in objects.annotations_of(merged)
     ):
         config = meta.clone(req.config)
-        (config.get("metadata") or {}).get("annotations", {}).pop(LAST_APPLIED, None)
+        objects.annotations_of(config).pop(LAST_APPLIED, None)
         merged["metadata"]["annotations"][LAST_APPLIED] = dumps(config).decode()
     _encode(merged, entries)
     return merged
@@ -487,7 +488,7 @@ def check_config(config: Any, rt_api_version: str, kind: str, name: str) -> Obj:
         raise errors.bad_request(
             f"the kind in the data ({config['kind']}) does not match the expected kind ({kind})"
         )
-    m = config.get("metadata") or {}
+    m = objects.meta(config)
     if not isinstance(m, dict):
         raise errors.bad_request("metadata must be an object")
     if m.get("managedFields") is not None:

@@ -9,6 +9,7 @@ from k8slite._native import LabelSelector, SelectorError
 from k8slite.api.core_v1 import default_pod_spec, validate_pod_spec
 from k8slite.api.strategy import Obj, Strategy, register
 from k8slite.api.validation import FieldErrors, check_labels, check_non_negative
+from k8slite.component.objects import labels_of
 
 _PERCENT_RE = re.compile(r"(\d+)%\Z")
 
@@ -48,7 +49,7 @@ def validate_selector_and_template(errs: FieldErrors, spec: Obj, kind: str) -> N
     if not isinstance(template, dict):
         errs.required("spec.template")
         return
-    labels = (template.get("metadata") or {}).get("labels") or {}
+    labels = labels_of(template)
     check_labels(errs, "spec.template.metadata.labels", labels)
     if not parsed.matches(labels):
         errs.invalid(

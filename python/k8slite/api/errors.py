@@ -142,16 +142,6 @@ def gone(message: str) -> ApiError:
     return ApiError(410, "Expired", message)
 
 
-def server_timeout(message: str, retry_after: int = 1) -> ApiError:
-    return ApiError(
-        504,
-        "Timeout",
-        message,
-        {"retryAfterSeconds": retry_after},
-        {"Retry-After": str(retry_after)},
-    )
-
-
 def too_many_requests(retry_after: int = 1) -> ApiError:
     return ApiError(
         429,

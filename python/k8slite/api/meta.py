@@ -1,4 +1,4 @@
-"""Object metadata helpers: timestamps, uids, generated names, owner references."""
+"""Object metadata the server stamps: timestamps, uids, generated names; and deep copies."""
 
 from __future__ import annotations
 
@@ -20,11 +20,6 @@ def now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def now_micro() -> str:
-    """RFC 3339 UTC with microseconds: the format of metav1.MicroTime."""
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def format_time(t: dt.datetime) -> str:
     return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -42,20 +37,6 @@ def generate_name(prefix: str) -> str:
     """prefix + 5 random characters, the prefix cut so the whole stays a valid length."""
     prefix = prefix[: _MAX_NAME - _GENERATED_SUFFIX]
     return prefix + "".join(random.choices(_NAME_ALPHABET, k=_GENERATED_SUFFIX))
-
-
-def controller_of(obj: dict[str, Any]) -> dict[str, Any] | None:
-    """The ownerReference with controller=true, if any."""
-    for ref in obj.get("metadata", {}).get("ownerReferences") or ():
-        if ref.get("controller"):
-            return ref
-    return None
-
-
-def namespaced_name(obj: dict[str, Any]) -> str:
-    meta = obj.get("metadata", {})
-    ns = meta.get("namespace")
-    return f"{ns}/{meta.get('name')}" if ns else str(meta.get("name"))
 
 
 def clone(value: Any) -> Any:

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from k8slite.api import meta
+from k8slite.component.objects import Obj
 
-Obj = dict[str, Any]
 Cell = str | int | bool
 
 

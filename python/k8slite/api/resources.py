@@ -24,8 +24,6 @@ class ResourceType:
     fields: tuple[str, ...] = ()
     categories: tuple[str, ...] = ()
     verbs: tuple[str, ...] = ALL_VERBS
-    # Whether a change to anything but metadata and status bumps metadata.generation.
-    has_spec: bool = True
     extra: dict[str, object] = field(default_factory=dict, compare=False, hash=False)
 
     @property
@@ -118,11 +116,11 @@ RESOURCES: list[ResourceType] = [
         categories=("all",),
     ),
     ResourceType("", "v1", "Service", "services", True, ("svc",), ("status",), categories=("all",)),
-    ResourceType("", "v1", "Endpoints", "endpoints", True, ("ep",), has_spec=False),
-    ResourceType("", "v1", "ConfigMap", "configmaps", True, ("cm",), has_spec=False),
-    ResourceType("", "v1", "Secret", "secrets", True, (), fields=("type",), has_spec=False),
-    ResourceType("", "v1", "Event", "events", True, ("ev",), fields=_EVENT_FIELDS, has_spec=False),
-    ResourceType("", "v1", "ServiceAccount", "serviceaccounts", True, ("sa",), has_spec=False),
+    ResourceType("", "v1", "Endpoints", "endpoints", True, ("ep",)),
+    ResourceType("", "v1", "ConfigMap", "configmaps", True, ("cm",)),
+    ResourceType("", "v1", "Secret", "secrets", True, (), fields=("type",)),
+    ResourceType("", "v1", "Event", "events", True, ("ev",), fields=_EVENT_FIELDS),
+    ResourceType("", "v1", "ServiceAccount", "serviceaccounts", True, ("sa",)),
     ResourceType(
         "apps",
         "v1",
@@ -145,11 +143,11 @@ RESOURCES: list[ResourceType] = [
         categories=("all",),
     ),
     ResourceType("coordination.k8s.io", "v1", "Lease", "leases", True),
-    ResourceType("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", True, has_spec=False),
-    ResourceType(_RBAC, "v1", "ClusterRole", "clusterroles", False, has_spec=False),
-    ResourceType(_RBAC, "v1", "ClusterRoleBinding", "clusterrolebindings", False, has_spec=False),
-    ResourceType(_RBAC, "v1", "Role", "roles", True, has_spec=False),
-    ResourceType(_RBAC, "v1", "RoleBinding", "rolebindings", True, has_spec=False),
+    ResourceType("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", True),
+    ResourceType(_RBAC, "v1", "ClusterRole", "clusterroles", False),
+    ResourceType(_RBAC, "v1", "ClusterRoleBinding", "clusterrolebindings", False),
+    ResourceType(_RBAC, "v1", "Role", "roles", True),
+    ResourceType(_RBAC, "v1", "RoleBinding", "rolebindings", True),
     # Access reviews: answered per request and never stored, so create is their only verb.
     ResourceType(
         "authorization.k8s.io",
@@ -194,16 +192,11 @@ RESOURCES: list[ResourceType] = [
 ]
 
 _BY_PATH = {(r.group, r.version, r.plural): r for r in RESOURCES}
-_BY_KIND = {(r.group, r.kind): r for r in RESOURCES}
 
 
 def lookup(group: str, version: str, plural: str) -> ResourceType | None:
     """The resource served at /api(s)/<group>/<version>/<plural>, if any."""
     return _BY_PATH.get((group, version, plural))
-
-
-def by_kind(group: str, kind: str) -> ResourceType | None:
-    return _BY_KIND.get((group, kind))
 
 
 def group_versions() -> dict[str, list[str]]:

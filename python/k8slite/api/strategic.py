@@ -14,8 +14,8 @@ from typing import Any
 from k8slite.api import errors, meta
 from k8slite.api.patchmeta import NONE, FieldMeta
 from k8slite.api.schemas import Definition, Node
+from k8slite.component.objects import Obj
 
-Obj = dict[str, Any]
 PATCH = "$patch"
 RETAIN_KEYS = "$retainKeys"
 SET_ORDER = "$setElementOrder/"

@@ -7,12 +7,10 @@ storage) and asks the kind's Strategy for the rest. Kinds register with @registe
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 from k8slite.api import errors, meta
 from k8slite.api.validation import FieldErrors, check_object_meta
-
-Obj = dict[str, Any]
+from k8slite.component.objects import Obj
 
 
 class Strategy:

@@ -16,7 +16,6 @@ _QUALIFIED_NAME = r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]"
 _QUALIFIED_RE = re.compile(_QUALIFIED_NAME + r"\Z")
 _LABEL_VALUE = r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?"
 _LABEL_VALUE_RE = re.compile(_LABEL_VALUE + r"\Z")
-_C_IDENT_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _ENV_NAME_RE = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*\Z")
 _CONFIG_KEY_RE = re.compile(r"[-._a-zA-Z0-9]+\Z")
 _IANA_SVC_RE = re.compile(r"[-a-z0-9]+\Z")
@@ -182,18 +181,6 @@ def check_annotations(errs: FieldErrors, path: str, annotations: Any) -> None:
         total += len(key) + len(value)
     if total > TOTAL_ANNOTATION_SIZE:
         errs.too_long(path, TOTAL_ANNOTATION_SIZE)
-
-
-def check_c_identifier(errs: FieldErrors, path: str, value: str) -> None:
-    if not _C_IDENT_RE.match(value):
-        errs.invalid(
-            path,
-            value,
-            "a valid C identifier must start with alphabetic character "
-            "or '_', followed by a string of alphanumeric characters or '_' (e.g. "
-            "'my_name',  or 'MY_NAME',  or 'MyName', regex used for validation is "
-            "'[A-Za-z_][A-Za-z0-9_]*')",
-        )
 
 
 def check_env_name(errs: FieldErrors, path: str, value: str) -> None:

@@ -11,13 +11,12 @@ from __future__ import annotations
 import ipaddress
 import random
 from collections.abc import Iterable
-from typing import Any
 
 from k8slite._native import dumps
 from k8slite.api import errors
+from k8slite.component.objects import Obj
 from k8slite.storage import Event, Op, Store
 
-Obj = dict[str, Any]
 IP_PREFIX = "/registry/networking.k8s.io/ipaddresses/"
 PORT_PREFIX = "/registry/k8slite/servicenodeports/"
 _NODE_PORT_TYPES = ("NodePort", "LoadBalancer")

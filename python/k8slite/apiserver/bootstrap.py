@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from k8slite.apiserver.core import ApiCore
+from k8slite.component.objects import Obj
 
-Obj = dict[str, Any]
 _LABELS = {"component": "apiserver", "provider": "kubernetes"}
 
 

@@ -7,6 +7,7 @@ import contextlib
 from k8slite._native import WatchCache, loads
 from k8slite.api.resources import RESOURCES, ResourceType
 from k8slite.apiserver.registry import Registry, encoder
+from k8slite.component.objects import is_deleting
 from k8slite.storage import Event, KeyExists, Op, Store
 
 # Namespaces that exist from the start, as in every upstream cluster.
@@ -41,7 +42,7 @@ class ApiCore:
         if hit is None:
             return None
         obj = loads(hit[0])
-        if obj["metadata"].get("deletionTimestamp"):
+        if is_deleting(obj):
             return "Terminating"
         return str((obj.get("status") or {}).get("phase", "Active"))
 

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from typing import Any
 
 from quart import Response, request
 from quart_trio import QuartTrio
 
 from k8slite._native import dumps
 from k8slite.api.resources import RESOURCES, ResourceType, group_versions
+from k8slite.component.objects import Obj
 
-Obj = dict[str, Any]
 AGGREGATED_VERSIONS = ("v2", "v2beta1")
 _SUBRESOURCE_VERBS = {
     "status": ("get", "patch", "update"),

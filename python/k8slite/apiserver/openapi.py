@@ -20,8 +20,8 @@ from k8slite.api import schemas
 from k8slite.api.patchmeta import META
 from k8slite.api.resources import RESOURCES, ResourceType, group_versions
 from k8slite.api.schemas import Definition, Node
+from k8slite.component.objects import Obj
 
-Obj = dict[str, Any]
 _SPECIAL: dict[str, Obj] = {
     META + "Time": {
         "description": "Time is a wrapper around time.Time which supports correct "

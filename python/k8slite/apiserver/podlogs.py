@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import ssl
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -21,8 +20,8 @@ from k8slite.api import errors
 from k8slite.apiserver import http
 from k8slite.apiserver.core import ApiCore
 from k8slite.apiserver.requestinfo import RequestInfo
+from k8slite.component.objects import Obj
 
-Obj = dict[str, Any]
 # Query parameters passed on to the kubelet as they came.
 _PASSED = (
     "follow",

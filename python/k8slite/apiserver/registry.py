@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import trio
 
@@ -19,6 +19,7 @@ from k8slite.api import errors, meta
 from k8slite.api.resources import ResourceType
 from k8slite.api.strategy import Obj, Strategy, strategy_for
 from k8slite.api.validation import FieldErrors
+from k8slite.component import objects
 from k8slite.storage import KeyExists, KeyNotFound, Op, RevisionConflict, Store
 
 _META_ORDER = (
@@ -69,7 +70,7 @@ class Allocator(Protocol):
 def normalize(obj: Obj, rt: ResourceType) -> Obj:
     """kind and apiVersion first, metadata in upstream's order, status last."""
     out: Obj = {"kind": rt.kind, "apiVersion": rt.api_version}
-    m = obj.get("metadata") or {}
+    m = objects.meta(obj)
     ordered = {k: m[k] for k in _META_ORDER if k in m}
     ordered.update((k, v) for k, v in m.items() if k not in ordered)
     out["metadata"] = ordered
@@ -211,7 +212,6 @@ class Registry:
     async def create(
         self, namespace: str | None, obj: Obj, dry_run: bool = False, track: Tracker | None = None
     ) -> bytes:
-        name = (obj.get("metadata") or {}).get("name") or ""
         obj = self.prepare_new(namespace, obj, track)
         name = obj["metadata"]["name"]
         self._check_namespace_for_create(namespace, name)
@@ -470,7 +470,7 @@ class Registry:
 
 
 def _check_name(obj: Obj, name: str) -> None:
-    body_name = (obj.get("metadata") or {}).get("name")
+    body_name = objects.meta(obj).get("name")
     if body_name and body_name != name:
         raise errors.bad_request(
             f"the name of the object ({body_name}) does not match the name on the URL ({name})"
@@ -492,9 +492,3 @@ async def _call(mutate: Mutator, current: Obj | None) -> Obj:
     if isinstance(result, dict):
         return result
     return await result  # type: ignore[no-any-return,misc]
-
-
-def parse_body_object(body: Any) -> Obj:
-    if not isinstance(body, dict):
-        raise errors.bad_request("the body of the request must be a JSON object")
-    return body

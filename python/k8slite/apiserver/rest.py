@@ -27,8 +27,8 @@ from k8slite.apiserver import pbobjects, writes, yamlbody
 from k8slite.apiserver.http import Request
 from k8slite.apiserver.registry import DeleteOptions, Registry
 from k8slite.apiserver.requestinfo import RequestInfo
+from k8slite.component.objects import Obj, meta, resource_version_of
 
-Obj = dict[str, Any]
 PATCH_TYPES = (
     "application/json-patch+json",
     "application/merge-patch+json",
@@ -79,14 +79,14 @@ def check_type_meta(obj: Any, rt: ResourceType, expected_kind: str | None = None
         raise errors.bad_request(
             f"the kind in the data ({obj['kind']}) does not match the expected kind ({kind})"
         )
-    meta = obj.get("metadata")
-    if meta is not None and not isinstance(meta, dict):
+    metadata = obj.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
         raise errors.bad_request("metadata must be an object")
     return obj
 
 
 def check_body_namespace(obj: Obj, namespace: str | None) -> None:
-    body_ns = (obj.get("metadata") or {}).get("namespace")
+    body_ns = meta(obj).get("namespace")
     if namespace and body_ns and body_ns != namespace:
         raise errors.bad_request(
             "the namespace of the provided object does not match the namespace sent on the request"
@@ -228,18 +228,18 @@ async def list_objects(reg: Registry, req: Request, info: RequestInfo) -> bytes:
     list_rv = at if at is not None else reg.store.revision()
 
     def envelope(last_key: str | None, remaining: int) -> tuple[bytes, bytes]:
-        meta: Obj = {"resourceVersion": str(list_rv)}
+        list_meta: Obj = {"resourceVersion": str(list_rv)}
         if last_key is not None:
-            meta["continue"] = encode_continue(list_rv, last_key[len(rt.key_prefix) :])
+            list_meta["continue"] = encode_continue(list_rv, last_key[len(rt.key_prefix) :])
             if label is None and field is None:
-                meta["remainingItemCount"] = remaining
+                list_meta["remainingItemCount"] = remaining
         head = (
             b'{"kind":"'
             + rt.list_kind.encode()
             + b'","apiVersion":"'
             + rt.api_version.encode()
             + b'","metadata":'
-            + dumps(meta)
+            + dumps(list_meta)
             + b',"items":'
         )
         return head, b"}"
@@ -289,7 +289,7 @@ async def update_object(reg: Registry, req: Request, info: RequestInfo) -> tuple
     name = info.name
 
     def mutate(current: Obj | None) -> Obj:
-        wanted = (body.get("metadata") or {}).get("resourceVersion")
+        wanted = resource_version_of(body)
         if current is None:
             if wanted:
                 raise errors.not_found(reg.rt.plural, name, reg.rt.group)
@@ -360,7 +360,7 @@ async def patch_object(reg: Registry, req: Request, info: RequestInfo) -> tuple[
             raise errors.not_found(reg.rt.plural, name, reg.rt.group)
         rv = current["metadata"].get("resourceVersion")
         patched = apply_patch(ctype, current, patch, definition)
-        wanted = (patched.get("metadata") or {}).get("resourceVersion")
+        wanted = resource_version_of(patched)
         if wanted and wanted != rv:
             raise errors.conflict(reg.rt.plural, name, reg.rt.group)
         writes.validate_patched(
@@ -482,6 +482,8 @@ async def delete_collection(reg: Registry, req: Request, info: RequestInfo) -> b
     items, _, _, _ = reg.cache.list(reg.rt.prefix(info.namespace), label, field, 0, None, None)
     deleted: list[bytes] = []
     for obj in loads(items):
+        # Stored objects always carry metadata: read inline, as the request paths here do,
+        # rather than an accessor call per item (component/objects.py is for the rest).
         m = obj["metadata"]
         try:
             data, _ = await reg.delete(m.get("namespace"), m["name"], opts)

@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from k8slite._native import LabelSelector, dumps, loads
 from k8slite.api import errors, meta
 from k8slite.apiserver.http import Request
 from k8slite.apiserver.registry import Registry
 from k8slite.apiserver.requestinfo import RequestInfo
 from k8slite.apiserver.rest import apply_patch, decode_body, delete_options, dry_run
-
-Obj = dict[str, Any]
+from k8slite.component.objects import Obj, is_deleting, resource_version_of, set_condition
 
 
 def _success(code: int = 201) -> bytes:
     return dumps(
         {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": code}
     )
-
-
-def set_condition(status: Obj, condition: Obj) -> None:
-    """Replace the condition of the same type, keeping the order of the others."""
-    conditions = status.setdefault("conditions", [])
-    for i, c in enumerate(conditions):
-        if c.get("type") == condition["type"]:
-            conditions[i] = condition
-            return
-    conditions.append(condition)
 
 
 async def bind_pod(reg: Registry, req: Request, info: RequestInfo) -> bytes:
@@ -50,7 +37,7 @@ async def bind_pod(reg: Registry, req: Request, info: RequestInfo) -> bytes:
         if current is None:
             raise errors.not_found("pods", name)
         spec = current.setdefault("spec", {})
-        if current["metadata"].get("deletionTimestamp"):
+        if is_deleting(current):
             raise errors.conflict(
                 "pods/binding",
                 name,
@@ -131,7 +118,7 @@ async def update_scale(reg: Registry, req: Request, info: RequestInfo) -> bytes:
         wanted = apply_patch(req.content_type, meta.clone(scale), body) if is_patch else body
         if not isinstance(wanted, dict):
             raise errors.bad_request("the body of the request must be a Scale")
-        rv = (wanted.get("metadata") or {}).get("resourceVersion")
+        rv = resource_version_of(wanted)
         if rv and rv != current["metadata"].get("resourceVersion"):
             raise errors.conflict(reg.rt.plural, name, reg.rt.group)
         replicas = (wanted.get("spec") or {}).get("replicas")

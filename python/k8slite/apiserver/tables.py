@@ -9,14 +9,13 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from k8slite._native import dumps, loads
 from k8slite.api import errors
 from k8slite.api.printers import Printer, printer
 from k8slite.api.resources import ResourceType
+from k8slite.component.objects import Obj, meta
 
-Obj = dict[str, Any]
 TABLE = "Table"
 PARTIAL = "PartialObjectMetadata"
 PARTIAL_LIST = "PartialObjectMetadataList"
@@ -71,7 +70,7 @@ def partial(obj: Obj, target: Target) -> Obj:
     return {
         "kind": PARTIAL,
         "apiVersion": target.api_version,
-        "metadata": obj.get("metadata") or {},
+        "metadata": meta(obj),
     }
 
 
@@ -120,14 +119,14 @@ def convert(body: bytes, rt: ResourceType, target: Target, include: str, is_list
                 {
                     "kind": PARTIAL_LIST,
                     "apiVersion": target.api_version,
-                    "metadata": data.get("metadata") or {},
+                    "metadata": meta(data),
                     "items": [partial(o, target) for o in items],
                 }
             )
-        return dumps(table(items, rt, target, include, data.get("metadata") or {}))
+        return dumps(table(items, rt, target, include, meta(data)))
     if target.kind == PARTIAL:
         return dumps(partial(data, target))
-    rv = (data.get("metadata") or {}).get("resourceVersion")
+    rv = meta(data).get("resourceVersion")
     return dumps(table([data], rt, target, include, {"resourceVersion": rv} if rv else {}))
 
 
@@ -144,7 +143,7 @@ def watch_converter(
             obj = event.get("object")
             if event.get("type") in ("ADDED", "MODIFIED", "DELETED") and isinstance(obj, dict):
                 if target.kind == TABLE:
-                    rv = (obj.get("metadata") or {}).get("resourceVersion")
+                    rv = meta(obj).get("resourceVersion")
                     event["object"] = table(
                         [obj], rt, target, include, {"resourceVersion": rv}, headers=first[0]
                     )

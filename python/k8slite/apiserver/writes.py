@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from k8slite.api import apply, errors, fieldvalidation, schemas
 from k8slite.api.resources import ResourceType
 from k8slite.apiserver.http import Request
 from k8slite.apiserver.registry import Tracker
+from k8slite.component.objects import Obj
 
-Obj = dict[str, Any]
 _WARNINGS = "k8slite.warnings"
 MAX_MANAGER_LENGTH = 128
 

@@ -19,11 +19,6 @@ class ApiError(Exception):
     def details(self) -> dict[str, Any]:
         return dict(self.status.get("details") or {})
 
-    @property
-    def retry_after_seconds(self) -> int | None:
-        value = self.details.get("retryAfterSeconds")
-        return int(value) if value is not None else None
-
 
 class BadRequest(ApiError):
     """400: a malformed request (bad selector, undecodable body, ...)."""

@@ -20,17 +20,17 @@ from k8slite.client.store import (
     IndexFunc,
     object_key,
 )
+from k8slite.component.objects import Obj, resource_version_of
 
 log = logging.getLogger(__name__)
 
-Obj = dict[str, Any]
 AddHandler = Callable[[Obj], None]
 UpdateHandler = Callable[[Obj, Obj], None]
 DeleteHandler = Callable[[Obj | DeletedFinalStateUnknown], None]
 
 
 def _rv(obj: Obj) -> str:
-    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+    return resource_version_of(obj)
 
 
 @dataclass(eq=False)
@@ -120,10 +120,6 @@ class SharedInformer:
             self._call(handler.added, obj)
         self._wake_resync()
         return handler
-
-    def remove_event_handler(self, handler: EventHandler) -> None:
-        self._handlers.remove(handler)
-        self._wake_resync()
 
     def add_indexers(self, indexers: dict[str, IndexFunc]) -> None:
         self.indexer.add_indexers(indexers)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import Any, Protocol
+from typing import Protocol
 
 import trio
 
@@ -19,10 +19,10 @@ from k8slite.client.errors import (
 )
 from k8slite.client.resource import Resource
 from k8slite.client.rest import ApiClient, Selector
+from k8slite.component.objects import Obj, resource_version_of
 
 log = logging.getLogger(__name__)
 
-Obj = dict[str, Any]
 # client-go picks each watch's server-side timeout at random in [5, 10) minutes so that the
 # watches of many clients do not all expire and re-establish at the same moment.
 MIN_WATCH_TIMEOUT = 300
@@ -41,7 +41,7 @@ class _Relist(Exception):
 
 
 def _rv(obj: Obj) -> str:
-    return str((obj.get("metadata") or {}).get("resourceVersion") or "")
+    return resource_version_of(obj)
 
 
 class Reflector:
@@ -103,7 +103,7 @@ class Reflector:
             field_selector=self.field_selector,
             page_size=self.page_size,
         )
-        rv = str((result.get("metadata") or {}).get("resourceVersion") or "")
+        rv = resource_version_of(result)
         self.sink.replace(list(result.get("items") or []), rv)
         self.last_sync_resource_version = rv
 

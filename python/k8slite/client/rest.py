@@ -17,6 +17,7 @@ from k8slite.client.errors import ApiConnectionError, ApiError, error_for, statu
 from k8slite.client.kubeconfig import ClientConfig
 from k8slite.client.ratelimit import TokenBucket
 from k8slite.client.resource import Resource
+from k8slite.component.objects import meta
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +75,11 @@ def _params(**values: Any) -> dict[str, str]:
 
 
 def _namespace_of(body: Mapping[str, Any], namespace: str | None) -> str | None:
-    return namespace or (body.get("metadata") or {}).get("namespace") or None
+    return namespace or meta(body).get("namespace") or None
 
 
 def _name_of(body: Mapping[str, Any]) -> str:
-    name = (body.get("metadata") or {}).get("name")
+    name = meta(body).get("name")
     if not name:
         raise ValueError("object has no metadata.name")
     return str(name)
@@ -295,7 +296,7 @@ class ApiClient:
         }
         first = await self.list(res, limit=page_size or None, **kwargs)
         items: list[dict[str, Any]] = list(first.get("items") or [])
-        token = (first.get("metadata") or {}).get("continue")
+        token = meta(first).get("continue")
         last = first
         while token:
             try:
@@ -306,16 +307,16 @@ class ApiClient:
                 log.info("continue token for %s expired; listing unpaginated", res)
                 return await self.list(res, **kwargs)
             items.extend(last.get("items") or [])
-            token = (last.get("metadata") or {}).get("continue")
+            token = meta(last).get("continue")
         merged = dict(first)
         merged["items"] = items
-        meta = dict(first.get("metadata") or {})
-        meta.pop("continue", None)
-        meta.pop("remainingItemCount", None)
-        meta["resourceVersion"] = (last.get("metadata") or {}).get(
-            "resourceVersion", meta.get("resourceVersion")
+        merged_meta = dict(meta(first))
+        merged_meta.pop("continue", None)
+        merged_meta.pop("remainingItemCount", None)
+        merged_meta["resourceVersion"] = meta(last).get(
+            "resourceVersion", merged_meta.get("resourceVersion")
         )
-        merged["metadata"] = meta
+        merged["metadata"] = merged_meta
         return merged
 
     async def create(

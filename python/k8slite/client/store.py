@@ -5,9 +5,9 @@ from __future__ import annotations
 import builtins
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
-Obj = dict[str, Any]
+from k8slite.component.objects import Obj, key_of, meta
+
 IndexFunc = Callable[[Obj], Iterable[str]]
 
 NAMESPACE_INDEX = "namespace"
@@ -30,12 +30,9 @@ def object_key(obj: Obj | DeletedFinalStateUnknown) -> str:
     """client-go's DeletionHandlingMetaNamespaceKeyFunc: "<namespace>/<name>" or "<name>"."""
     if isinstance(obj, DeletedFinalStateUnknown):
         return obj.key
-    meta = obj.get("metadata") or {}
-    name = meta.get("name")
-    if not name:
+    if not meta(obj).get("name"):
         raise ValueError("object has no metadata.name")
-    namespace = meta.get("namespace")
-    return f"{namespace}/{name}" if namespace else str(name)
+    return key_of(obj)
 
 
 def split_key(key: str) -> tuple[str | None, str]:
@@ -45,12 +42,12 @@ def split_key(key: str) -> tuple[str | None, str]:
 
 
 def namespace_index(obj: Obj) -> list[str]:
-    namespace = (obj.get("metadata") or {}).get("namespace")
+    namespace = meta(obj).get("namespace")
     return [namespace] if namespace else []
 
 
 def owner_uid_index(obj: Obj) -> list[str]:
-    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    refs = meta(obj).get("ownerReferences") or []
     return [ref["uid"] for ref in refs if ref.get("uid")]
 
 

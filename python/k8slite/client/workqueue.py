@@ -134,10 +134,6 @@ class WorkQueue(Generic[T]):
         """Items ready to be handed out (not counting delayed ones)."""
         return len(self._queue)
 
-    @property
-    def shutting_down(self) -> bool:
-        return self._shutting_down
-
     # ----------------------------------------------------------------- adding
 
     def add(self, item: T) -> None:

@@ -24,7 +24,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import trio
 from prometheus_client import CollectorRegistry, Counter
@@ -32,10 +32,10 @@ from prometheus_client import CollectorRegistry, Counter
 from k8slite.api.meta import now as now_text
 from k8slite.client import ApiClient, ApiConnectionError, ApiError, NotFound
 from k8slite.client.resource import EVENTS
+from k8slite.component.objects import Obj
 
 log = logging.getLogger(__name__)
 
-Obj = dict[str, Any]
 NORMAL = "Normal"
 WARNING = "Warning"
 # Events waiting to be written; past this, new ones are dropped rather than block a caller.

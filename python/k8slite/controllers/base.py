@@ -6,7 +6,7 @@ import abc
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import trio
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
@@ -21,10 +21,10 @@ from k8slite.client import (
     run_workers,
 )
 from k8slite.component.events import EventBroadcaster, EventRecorder
+from k8slite.component.objects import Obj
 
 log = logging.getLogger(__name__)
 
-Obj = dict[str, Any]
 # A write lost an optimistic-concurrency race: our cache was a step behind. The informer
 # catches up within milliseconds, so retry soon rather than with growing backoff.
 CONFLICT_RETRY = 0.05

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-from typing import Any
 
 from k8slite._native import LabelSelector
 from k8slite.client import (
@@ -17,6 +16,18 @@ from k8slite.client import (
 )
 from k8slite.client.resource import DEPLOYMENTS, PODS, REPLICASETS
 from k8slite.component.events import NORMAL, WARNING
+from k8slite.component.objects import (
+    Obj,
+    annotations_of,
+    controller_ref,
+    generation_of,
+    get_condition,
+    is_deleting,
+    labels_of,
+    meta,
+    resource_version_of,
+    uid_of,
+)
 from k8slite.controllers import deploymentstatus as ds
 from k8slite.controllers import deploymentutil as du
 from k8slite.controllers import rollout
@@ -24,17 +35,13 @@ from k8slite.controllers.base import Controller, ControllerContext
 from k8slite.controllers.ownerref import (
     ORPHAN_INDEX,
     RefManager,
-    controller_ref,
     new_controller_ref,
     orphan_namespace_index,
     owned_and_orphans,
 )
-from k8slite.controllers.podutil import is_deleting, meta, uid_of
 from k8slite.controllers.replicaset import is_namespace_terminating, replicas_of
 
 log = logging.getLogger(__name__)
-
-Obj = dict[str, Any]
 
 
 def _selector(d: Obj) -> LabelSelector:
@@ -77,7 +84,7 @@ class DeploymentController(Controller):
         return d if d is not None and uid_of(d) == ref.get("uid") else None
 
     def _selecting(self, rs: Obj) -> list[Obj]:
-        labels = meta(rs).get("labels") or {}
+        labels = labels_of(rs)
         out = []
         for d in self.d_informer.list(meta(rs).get("namespace")):
             selector = _selector(d)
@@ -99,7 +106,7 @@ class DeploymentController(Controller):
             self.enqueue(d)
 
     def _rs_updated(self, old: Obj, new: Obj) -> None:
-        if meta(old).get("resourceVersion") == meta(new).get("resourceVersion"):
+        if resource_version_of(old) == resource_version_of(new):
             return
         old_ref, new_ref = controller_ref(old), controller_ref(new)
         if old_ref != new_ref and old_ref is not None:
@@ -150,8 +157,8 @@ class DeploymentController(Controller):
                 "This deployment is selecting all pods. A non-empty selector is required.",
             )
             status = d.get("status") or {}
-            if ds.count(status, "observedGeneration") < int(meta(d).get("generation", 0)):
-                status["observedGeneration"] = meta(d).get("generation", 0)
+            if ds.count(status, "observedGeneration") < generation_of(d):
+                status["observedGeneration"] = generation_of(d)
                 await self._put_status(d, status)
             return None
         rs_list = await self._claim_replica_sets(d)
@@ -175,7 +182,7 @@ class DeploymentController(Controller):
             d,
             DEPLOYMENTS,
             "Deployment",
-            lambda rs: selector.matches(meta(rs).get("labels") or {}),
+            lambda rs: selector.matches(labels_of(rs)),
         )
         return await manager.claim(owned_and_orphans(self.rs_informer.indexer, d))
 
@@ -214,7 +221,7 @@ class DeploymentController(Controller):
             return await self.client.update(REPLICASETS, rs)
         status = copy.deepcopy(d.get("status") or {})
         status_changed = False
-        if du.progress_deadline(d) is not None and du.get_condition(status, ds.PROGRESSING) is None:
+        if du.progress_deadline(d) is not None and get_condition(status, ds.PROGRESSING) is None:
             du.set_condition(
                 status,
                 du.new_condition(
@@ -326,7 +333,7 @@ class DeploymentController(Controller):
 
     async def _set_revision(self, d: Obj, revision: str) -> None:
         """The Deployment's revision annotation follows its new RS."""
-        if (meta(d).get("annotations") or {}).get(du.REVISION) == revision:
+        if annotations_of(d).get(du.REVISION) == revision:
             return
         patch = {"metadata": {"annotations": {du.REVISION: revision}}}
         updated = await self.client.patch(
@@ -411,7 +418,7 @@ class DeploymentController(Controller):
             if (
                 du.status_count(rs, "replicas") != 0
                 or du.spec_replicas(rs) != 0
-                or int(meta(rs).get("generation", 0)) > du.status_count(rs, "observedGeneration")
+                or generation_of(rs) > du.status_count(rs, "observedGeneration")
             ):
                 continue
             with contextlib.suppress(NotFound):
@@ -478,7 +485,7 @@ class DeploymentController(Controller):
         if du.progress_deadline(d) is None:
             return
         status = copy.deepcopy(d.get("status") or {})
-        cond = du.get_condition(status, ds.PROGRESSING)
+        cond = get_condition(status, ds.PROGRESSING)
         if cond is not None and cond.get("reason") == du.TIMED_OUT_REASON:
             return  # a reported lack of progress is not overwritten by a pause
         paused_reported = cond is not None and cond.get("reason") == du.PAUSED_REASON

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-from typing import Any
 
 from k8slite.api.meta import format_time, parse_time
+from k8slite.component.objects import Obj, generation_of, get_condition, meta
 from k8slite.controllers import deploymentutil as du
-from k8slite.controllers.podutil import meta, utcnow
+from k8slite.controllers.podutil import utcnow
 from k8slite.controllers.replicaset import replicas_of
 
-Obj = dict[str, Any]
 PROGRESSING = "Progressing"
 AVAILABLE = "Available"
 REPLICA_FAILURE = "ReplicaFailure"
@@ -39,7 +38,7 @@ def calculate_status(d: Obj, all_rs: list[Obj | None], new_rs: Obj | None) -> Ob
     """Replica counts summed over the Deployment's RSes, plus the Available condition."""
     available = du.total(all_rs, "availableReplicas")
     status: Obj = {
-        "observedGeneration": meta(d).get("generation", 0),
+        "observedGeneration": generation_of(d),
         "replicas": du.total(all_rs, "replicas"),
         "updatedReplicas": du.total([new_rs], "replicas"),
         "readyReplicas": du.total(all_rs, "readyReplicas"),
@@ -77,7 +76,7 @@ def deployment_complete(d: Obj, status: Obj) -> bool:
         count(status, "updatedReplicas") == want
         and count(status, "replicas") == want
         and count(status, "availableReplicas") == want
-        and count(status, "observedGeneration") >= int(meta(d).get("generation", 0))
+        and count(status, "observedGeneration") >= generation_of(d)
     )
 
 
@@ -104,7 +103,7 @@ def deadline_passes_at(d: Obj, cond: Obj) -> dt.datetime | None:
 
 
 def deployment_timed_out(d: Obj, status: Obj) -> bool:
-    cond = du.get_condition(status, PROGRESSING)
+    cond = get_condition(status, PROGRESSING)
     if du.progress_deadline(d) is None or cond is None:
         return False
     if cond.get("reason") == du.NEW_RS_AVAILABLE_REASON:
@@ -140,7 +139,7 @@ def rollout_status(d: Obj, all_rs: list[Obj | None], new_rs: Obj | None) -> Obj:
     status = calculate_status(d, all_rs, new_rs)
     if du.progress_deadline(d) is None:
         du.remove_condition(status, PROGRESSING)
-    current = du.get_condition(status, PROGRESSING)
+    current = get_condition(status, PROGRESSING)
     complete = (
         count(status, "replicas") == count(status, "updatedReplicas")
         and current is not None
@@ -194,7 +193,7 @@ def rollout_status(d: Obj, all_rs: list[Obj | None], new_rs: Obj | None) -> Obj:
 
 def recheck_after(d: Obj, status: Obj) -> float | None:
     """When an unchanged rollout should be looked at again: as its deadline passes."""
-    cond = du.get_condition(d.get("status") or {}, PROGRESSING)
+    cond = get_condition(d.get("status") or {}, PROGRESSING)
     if du.progress_deadline(d) is None or cond is None:
         return None
     if deployment_complete(d, status) or cond.get("reason") == du.TIMED_OUT_REASON:

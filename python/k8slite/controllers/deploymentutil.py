@@ -9,10 +9,8 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from k8slite.controllers.podutil import meta
+from k8slite.component.objects import Obj, annotations_of, get_condition, meta
 from k8slite.controllers.replicaset import replicas_of
-
-Obj = dict[str, Any]
 
 POD_TEMPLATE_HASH = "pod-template-hash"
 REVISION = "deployment.kubernetes.io/revision"
@@ -86,7 +84,7 @@ def _semantic(value: Any) -> Any:
 
 def without_hash(template: Obj) -> Obj:
     out = copy.deepcopy(template)
-    labels = (out.get("metadata") or {}).get("labels")
+    labels = meta(out).get("labels")
     if isinstance(labels, dict):
         labels.pop(POD_TEMPLATE_HASH, None)
     return out
@@ -101,7 +99,7 @@ def equal_ignore_hash(a: Obj, b: Obj) -> bool:
 
 
 def revision_of(obj: Obj) -> int:
-    value = (meta(obj).get("annotations") or {}).get(REVISION)
+    value = annotations_of(obj).get(REVISION)
     try:
         return int(value) if value is not None else 0
     except ValueError:
@@ -120,7 +118,7 @@ def set_new_rs_annotations(d: Obj, rs: Obj, new_revision: int, exists: bool) -> 
     """
     annotations = rs["metadata"].setdefault("annotations", {})
     changed = False
-    for k, v in (meta(d).get("annotations") or {}).items():
+    for k, v in annotations_of(d).items():
         if k not in SKIP_COPY and annotations.get(k) != v:
             annotations[k] = v
             changed = True
@@ -154,14 +152,14 @@ def set_replicas_annotations(rs: Obj, desired: int, maximum: int) -> bool:
 
 
 def replicas_annotations_need_update(rs: Obj, desired: int, maximum: int) -> bool:
-    annotations = meta(rs).get("annotations") or {}
+    annotations = annotations_of(rs)
     return annotations.get(DESIRED_REPLICAS) != str(desired) or annotations.get(
         MAX_REPLICAS
     ) != str(maximum)
 
 
 def int_annotation(rs: Obj, key: str) -> int | None:
-    value = (meta(rs).get("annotations") or {}).get(key)
+    value = annotations_of(rs).get(key)
     try:
         return int(value) if value is not None else None
     except ValueError:
@@ -280,13 +278,6 @@ def total_spec(replica_sets: Iterable[Obj | None]) -> int:
 
 
 # -------------------------------------------------------------------- conditions
-
-
-def get_condition(status: Obj, ctype: str) -> Obj | None:
-    for cond in status.get("conditions") or ():
-        if cond.get("type") == ctype:
-            return cond
-    return None
 
 
 def new_condition(ctype: str, status: str, reason: str, message: str, now: str) -> Obj:

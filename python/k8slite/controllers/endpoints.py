@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from typing import Any
 
 from k8slite.client import AlreadyExists, DeletedFinalStateUnknown, NotFound
 from k8slite.client.resource import ENDPOINTS, PODS, SERVICES
+from k8slite.component.objects import Obj, labels_of, meta, resource_version_of
 from k8slite.controllers import endpointutil as eu
 from k8slite.controllers.base import CONFLICT_RETRY, Controller, ControllerContext
-from k8slite.controllers.podutil import is_pod_ready, meta
+from k8slite.controllers.podutil import is_pod_ready
 
-Obj = dict[str, Any]
 MANAGED_BY = "endpoints.kubernetes.io/managed-by"
 MANAGER = "endpoint-controller"
 
@@ -98,7 +97,7 @@ class EndpointsController(Controller):
             self.enqueue(svc)
 
     def _pod_updated(self, old: Obj, new: Obj) -> None:
-        if meta(old).get("resourceVersion") == meta(new).get("resourceVersion"):
+        if resource_version_of(old) == resource_version_of(new):
             return
         if meta(old).get("labels") != meta(new).get("labels"):
             for svc in eu.services_for_pod(self.services, old):
@@ -128,7 +127,7 @@ class EndpointsController(Controller):
         if (
             current is not None
             and (current.get("subsets") or []) == subsets
-            and (meta(current).get("labels") or {}) == labels
+            and labels_of(current) == labels
         ):
             return None
         body: Obj = (

@@ -5,17 +5,23 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 from k8slite.client import ApiError, DeletedFinalStateUnknown, NotFound, object_key
 from k8slite.client.resource import ENDPOINTSLICES, NODES, PODS, SERVICES
+from k8slite.component.objects import (
+    Obj,
+    annotations_of,
+    is_deleting,
+    labels_of,
+    meta,
+    resource_version_of,
+)
 from k8slite.controllers import endpointutil as eu
 from k8slite.controllers.base import Controller, ControllerContext
 from k8slite.controllers.ownerref import new_controller_ref
-from k8slite.controllers.podutil import is_deleting, is_pod_ready, meta
+from k8slite.controllers.podutil import is_pod_ready
 from k8slite.controllers.replicaset import is_namespace_terminating
 
-Obj = dict[str, Any]
 SERVICE_NAME = "kubernetes.io/service-name"
 MANAGED_BY = "endpointslice.kubernetes.io/managed-by"
 MANAGER = "endpointslice-controller.k8s.io"
@@ -32,7 +38,7 @@ _Group = tuple[str, tuple[tuple[str, int, str], ...]]
 
 def service_index(slice_: Obj) -> list[str]:
     """Our slices by "<namespace>/<service>"."""
-    labels = meta(slice_).get("labels") or {}
+    labels = labels_of(slice_)
     if labels.get(MANAGED_BY) != MANAGER or not labels.get(SERVICE_NAME):
         return []
     return [f"{meta(slice_).get('namespace')}/{labels[SERVICE_NAME]}"]
@@ -150,7 +156,7 @@ class EndpointSliceController(Controller):
             self.enqueue(svc)
 
     def _pod_updated(self, old: Obj, new: Obj) -> None:
-        if meta(old).get("resourceVersion") == meta(new).get("resourceVersion"):
+        if resource_version_of(old) == resource_version_of(new):
             return
         if meta(old).get("labels") != meta(new).get("labels"):
             for svc in eu.services_for_pod(self.services, old):
@@ -236,7 +242,7 @@ class EndpointSliceController(Controller):
         if node_name:
             ep["nodeName"] = node_name
             node = self.nodes.get(node_name)
-            zone = (meta(node).get("labels") or {}).get(ZONE) if node is not None else None
+            zone = labels_of(node).get(ZONE) if node is not None else None
             if zone:
                 ep["zone"] = zone
         return ep
@@ -294,7 +300,7 @@ class EndpointSliceController(Controller):
         if (
             (slice_.get("ports") or []) == ports
             and (slice_.get("endpoints") or []) == endpoints
-            and (meta(slice_).get("labels") or {}) == labels
+            and labels_of(slice_) == labels
         ):
             return
         body = dict(slice_)
@@ -302,7 +308,7 @@ class EndpointSliceController(Controller):
         body["metadata"]["labels"] = labels
         if stamp:
             body["metadata"]["annotations"] = {
-                **(meta(slice_).get("annotations") or {}),
+                **annotations_of(slice_),
                 eu.TRIGGER_TIME: stamp,
             }
         body["ports"] = ports

@@ -8,9 +8,9 @@ from typing import Any
 from k8slite._native import LabelSelector
 from k8slite.api.meta import format_time, parse_time
 from k8slite.client import SharedInformer
-from k8slite.controllers.podutil import get_condition, is_deleting, is_pod_ready, meta
+from k8slite.component.objects import Obj, get_condition, is_deleting, labels_of, meta
+from k8slite.controllers.podutil import is_pod_ready
 
-Obj = dict[str, Any]
 TRIGGER_TIME = "endpoints.kubernetes.io/last-change-trigger-time"
 HEADLESS = "service.kubernetes.io/headless"
 
@@ -25,7 +25,7 @@ def service_selector(svc: Obj) -> LabelSelector | None:
 
 def services_for_pod(services: SharedInformer, pod: Obj) -> list[Obj]:
     """Services of the pod's namespace whose selector matches its labels."""
-    labels = meta(pod).get("labels") or {}
+    labels = labels_of(pod)
     out = []
     for svc in services.list(meta(pod).get("namespace")):
         selector = service_selector(svc)
@@ -38,11 +38,7 @@ def selected_pods(pods: SharedInformer, svc: Obj) -> list[Obj]:
     selector = service_selector(svc)
     if selector is None:
         return []
-    return [
-        p
-        for p in pods.list(meta(svc).get("namespace"))
-        if selector.matches(meta(p).get("labels") or {})
-    ]
+    return [p for p in pods.list(meta(svc).get("namespace")) if selector.matches(labels_of(p))]
 
 
 def _endpoint_view(pod: Obj) -> tuple[Any, ...]:
@@ -149,7 +145,7 @@ def trigger_time(svc: Obj, pods: list[Obj]) -> str:
 
 def service_labels(svc: Obj) -> dict[str, str]:
     """A Service's labels as its endpoints carry them, with the headless marker."""
-    labels = dict(meta(svc).get("labels") or {})
+    labels = dict(labels_of(svc))
     if (svc.get("spec") or {}).get("clusterIP") == "None":
         labels[HEADLESS] = ""
     else:

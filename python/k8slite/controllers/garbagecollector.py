@@ -17,7 +17,6 @@ import functools
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
 
 import trio
 
@@ -34,13 +33,19 @@ from k8slite.client import (
 )
 from k8slite.client.backoff import Backoff
 from k8slite.client.resource import Resource
+from k8slite.component.objects import (
+    Obj,
+    is_deleting,
+    meta,
+    owner_references,
+    resource_version_of,
+    uid_of,
+)
 from k8slite.controllers.base import Controller, ControllerContext
 from k8slite.controllers.discovery import ApiResource, server_resources
-from k8slite.controllers.podutil import is_deleting, meta, uid_of
 
 log = logging.getLogger(__name__)
 
-Obj = dict[str, Any]
 ORPHAN = "orphan"
 FOREGROUND = "foregroundDeletion"
 # Events are never owners worth collecting for, and there are many of them.
@@ -75,7 +80,7 @@ def _waiting_for_dependents(obj: Obj) -> bool:
 
 
 def _owner_refs(obj: Obj) -> list[Obj]:
-    return list(meta(obj).get("ownerReferences") or ())
+    return list(owner_references(obj))
 
 
 class GarbageCollector(Controller):
@@ -168,7 +173,7 @@ class GarbageCollector(Controller):
         return False
 
     def _observe(self, api: ApiResource, old: Obj | None, new: Obj) -> None:
-        if old is not None and meta(old).get("resourceVersion") == meta(new).get("resourceVersion"):
+        if old is not None and resource_version_of(old) == resource_version_of(new):
             return
         key = self._ref(api, new).key()
         finalizers = meta(new).get("finalizers") or ()

@@ -8,31 +8,23 @@ import datetime as dt
 import logging
 import time
 from collections import Counter
-from typing import Any
 
 from k8slite.api.meta import now as now_text
 from k8slite.api.meta import parse_time
 from k8slite.client import ApiError, MethodNotAllowed, NotFound
 from k8slite.client.resource import NAMESPACES
+from k8slite.component.objects import Obj, deletion_timestamp, is_deleting, meta
 from k8slite.controllers.base import Controller, ControllerContext
 from k8slite.controllers.discovery import ApiResource, server_resources
-from k8slite.controllers.podutil import is_deleting, meta, utcnow
+from k8slite.controllers.podutil import utcnow
 
 log = logging.getLogger(__name__)
 
-Obj = dict[str, Any]
 KUBERNETES_FINALIZER = "kubernetes"
 # Discovery rarely changes; one answer serves a burst of namespace deletions.
 DISCOVERY_TTL = 30.0
 # Waiting for content that is going away on its own (pods finishing their grace period).
 MIN_REQUEUE, MAX_REQUEUE = 1.0, 15.0
-CONDITION_TYPES = (
-    "NamespaceDeletionDiscoveryFailure",
-    "NamespaceDeletionGroupVersionParsingFailure",
-    "NamespaceDeletionContentFailure",
-    "NamespaceContentRemaining",
-    "NamespaceFinalizersRemaining",
-)
 
 
 def _conditions(
@@ -251,7 +243,7 @@ class NamespaceController(Controller):
             for item in items:
                 for f in meta(item).get("finalizers") or ():
                     finalizers[f] += 1
-                stamp = meta(item).get("deletionTimestamp")
+                stamp = deletion_timestamp(item)
                 if stamp:
                     left = (parse_time(stamp) - now) / dt.timedelta(seconds=1)
                     estimate = max(estimate, left)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 import trio
 
@@ -26,12 +25,11 @@ from k8slite.client import (
 )
 from k8slite.client.resource import LEASES, NODES, PODS
 from k8slite.component.events import NORMAL, WARNING
+from k8slite.component.objects import Obj, get_condition, meta
 from k8slite.controllers.base import Controller, ControllerContext
-from k8slite.controllers.podutil import get_condition, meta
 
 log = logging.getLogger(__name__)
 
-Obj = dict[str, Any]
 NODE_LEASE_NAMESPACE = "kube-node-lease"
 UNREACHABLE = "node.kubernetes.io/unreachable"
 NOT_READY = "node.kubernetes.io/not-ready"

@@ -7,17 +7,14 @@ from typing import Any
 
 from k8slite.client import ApiClient, Invalid, NotFound
 from k8slite.client.resource import Resource
-from k8slite.controllers.podutil import is_deleting, meta, uid_of
-
-Obj = dict[str, Any]
-
-
-def controller_ref(obj: Obj) -> Obj | None:
-    """The ownerReference with controller=true, if any."""
-    for ref in meta(obj).get("ownerReferences") or ():
-        if ref.get("controller"):
-            return dict(ref)
-    return None
+from k8slite.component.objects import (
+    Obj,
+    controller_ref,
+    is_deleting,
+    meta,
+    owner_references,
+    uid_of,
+)
 
 
 def new_controller_ref(owner: Obj, api_version: str, kind: str) -> Obj:
@@ -103,7 +100,7 @@ class RefManager:
     async def _adopt(self, obj: Obj) -> Obj | None:
         if not await self._owner_still_adopting():
             return None
-        refs = list(meta(obj).get("ownerReferences") or ())
+        refs = list(owner_references(obj))
         refs.append(new_controller_ref(self.owner, self.owner_res.api_version, self.owner_kind))
         m = meta(obj)
         return await self.client.patch(
@@ -112,7 +109,7 @@ class RefManager:
 
     async def _release(self, obj: Obj) -> None:
         owner_uid = uid_of(self.owner)
-        refs = [r for r in meta(obj).get("ownerReferences") or () if r.get("uid") != owner_uid]
+        refs = [r for r in owner_references(obj) if r.get("uid") != owner_uid]
         m = meta(obj)
         try:
             await self.client.patch(

@@ -1,32 +1,11 @@
-"""Pod and condition predicates the controllers share: active, ready, available, conditions."""
+"""Pod predicates the controllers share: active, ready, available, fully labeled."""
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 from k8slite.api.meta import parse_time
-
-Obj = dict[str, Any]
-
-
-def meta(obj: Obj) -> Obj:
-    return obj.get("metadata") or {}
-
-
-def uid_of(obj: Obj) -> str:
-    return str(meta(obj).get("uid") or "")
-
-
-def is_deleting(obj: Obj) -> bool:
-    return bool(meta(obj).get("deletionTimestamp"))
-
-
-def get_condition(status: Obj | None, ctype: str) -> Obj | None:
-    for cond in (status or {}).get("conditions") or ():
-        if cond.get("type") == ctype:
-            return dict(cond)
-    return None
+from k8slite.component.objects import Obj, get_condition, is_deleting
 
 
 def is_pod_active(pod: Obj) -> bool:

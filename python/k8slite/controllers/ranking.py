@@ -6,18 +6,17 @@ import datetime as dt
 import functools
 import math
 from collections import Counter
-from typing import Any
 
 from k8slite.api.meta import parse_time
-from k8slite.controllers.podutil import is_pod_active, is_pod_ready, ready_since, uid_of
+from k8slite.component.objects import Obj, annotations_of, meta, uid_of
+from k8slite.controllers.podutil import is_pod_active, is_pod_ready, ready_since
 
-Obj = dict[str, Any]
 DELETION_COST_ANNOTATION = "controller.kubernetes.io/pod-deletion-cost"
 _PHASE_ORDER = {"Pending": 0, "Unknown": 1, "Running": 2}
 
 
 def _deletion_cost(pod: Obj) -> int:
-    value = ((pod.get("metadata") or {}).get("annotations") or {}).get(DELETION_COST_ANNOTATION)
+    value = annotations_of(pod).get(DELETION_COST_ANNOTATION)
     try:
         return int(value) if value is not None else 0
     except ValueError:
@@ -30,7 +29,7 @@ def _max_restarts(pod: Obj) -> int:
 
 
 def _created(pod: Obj) -> dt.datetime | None:
-    stamp = (pod.get("metadata") or {}).get("creationTimestamp")
+    stamp = meta(pod).get("creationTimestamp")
     return parse_time(stamp) if stamp else None
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 import trio
 
@@ -20,32 +19,37 @@ from k8slite.client import (
 )
 from k8slite.client.resource import PODS, REPLICASETS
 from k8slite.component.events import NORMAL, WARNING
+from k8slite.component.objects import (
+    Obj,
+    controller_ref,
+    generation_of,
+    get_condition,
+    is_deleting,
+    labels_of,
+    meta,
+    resource_version_of,
+    uid_of,
+)
 from k8slite.controllers.base import Controller, ControllerContext
 from k8slite.controllers.expectations import Expectations
 from k8slite.controllers.ownerref import (
     ORPHAN_INDEX,
     RefManager,
-    controller_ref,
     new_controller_ref,
     orphan_namespace_index,
     owned_and_orphans,
 )
 from k8slite.controllers.podutil import (
-    get_condition,
-    is_deleting,
     is_pod_active,
     is_pod_available,
     is_pod_ready,
     labels_match_all,
-    meta,
-    uid_of,
     utcnow,
 )
 from k8slite.controllers.ranking import pods_to_delete
 
 log = logging.getLogger(__name__)
 
-Obj = dict[str, Any]
 # At most this many creates or deletes per sync (upstream's burstReplicas).
 BURST_REPLICAS = 500
 NAMESPACE_TERMINATING = "NamespaceTerminating"
@@ -67,7 +71,7 @@ def is_namespace_terminating(error: ApiError) -> bool:
 
 def pod_from_template(owner: Obj, template: Obj, owner_ref: Obj) -> Obj:
     """A new pod of the template, named after its owner and owned by it."""
-    tmeta = template.get("metadata") or {}
+    tmeta = meta(template)
     pod_meta: Obj = {
         "generateName": f"{meta(owner)['name']}-",
         "namespace": meta(owner).get("namespace"),
@@ -152,7 +156,7 @@ class ReplicaSetController(Controller):
 
     def _selecting(self, pod: Obj) -> list[Obj]:
         """ReplicaSets of the pod's namespace whose selector matches it (for orphans)."""
-        labels = meta(pod).get("labels") or {}
+        labels = labels_of(pod)
         out = []
         for rs in self.rs_informer.list(meta(pod).get("namespace")):
             selector = selector_of(rs)
@@ -176,7 +180,7 @@ class ReplicaSetController(Controller):
                 self.enqueue(rs)
 
     def _pod_updated(self, old: Obj, new: Obj) -> None:
-        if meta(old).get("resourceVersion") == meta(new).get("resourceVersion"):
+        if resource_version_of(old) == resource_version_of(new):
             return
         labels_changed = meta(old).get("labels") != meta(new).get("labels")
         if is_deleting(new):
@@ -229,7 +233,7 @@ class ReplicaSetController(Controller):
             rs,
             REPLICASETS,
             "ReplicaSet",
-            lambda p: selector.matches(meta(p).get("labels") or {}),
+            lambda p: selector.matches(labels_of(p)),
         )
         pods = await manager.claim(candidates)
         manage_error: Exception | None = None
@@ -337,7 +341,7 @@ class ReplicaSetController(Controller):
     async def _update_status(self, rs: Obj, status: Obj) -> Obj:
         """Write status if it changed; one retry on a fresh copy if ours was stale."""
         current = rs.get("status") or {}
-        generation = meta(rs).get("generation", 0)
+        generation = generation_of(rs)
         status = {**status, "observedGeneration": generation}
         if _status_equal(current, status):
             return rs
@@ -349,7 +353,7 @@ class ReplicaSetController(Controller):
             fresh = await self.client.get(
                 REPLICASETS, meta(rs)["name"], namespace=meta(rs).get("namespace")
             )
-            status["observedGeneration"] = meta(fresh).get("generation", 0)
+            status["observedGeneration"] = generation_of(fresh)
             fresh["status"] = status
             return await self.client.update_status(REPLICASETS, fresh)
         except NotFound:
@@ -374,7 +378,7 @@ def _status_equal(a: Obj, b: Obj) -> bool:
 def calculate_status(rs: Obj, pods: list[Obj], manage_error: Exception | None) -> Obj:
     """replicas, fullyLabeledReplicas, readyReplicas, availableReplicas and ReplicaFailure."""
     spec = rs.get("spec") or {}
-    template_labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
+    template_labels = labels_of(spec.get("template") or {})
     min_ready = int(spec.get("minReadySeconds") or 0)
     now = utcnow()
     status: Obj = {"replicas": len(pods)}

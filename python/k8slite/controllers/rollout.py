@@ -8,8 +8,8 @@ A plan is a list of (replica set, new size) pairs, in the order to apply them.
 from __future__ import annotations
 
 import copy
-from typing import Any
 
+from k8slite.component.objects import Obj
 from k8slite.controllers.deploymentutil import (
     DESIRED_REPLICAS,
     MAX_REPLICAS,
@@ -28,7 +28,6 @@ from k8slite.controllers.deploymentutil import (
 )
 from k8slite.controllers.replicaset import replicas_of
 
-Obj = dict[str, Any]
 Plan = list[tuple[Obj, int]]
 
 

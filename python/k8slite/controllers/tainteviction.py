@@ -7,19 +7,17 @@ import contextlib
 import copy
 import datetime as dt
 import logging
-from typing import Any
 
 from k8slite.api.meta import now as now_text
 from k8slite.api.meta import parse_time
 from k8slite.client import NODE_NAME_INDEX, Conflict, DeletedFinalStateUnknown, NotFound
 from k8slite.client.resource import NODES, PODS
 from k8slite.component.events import NORMAL
+from k8slite.component.objects import Obj, get_condition, is_deleting, meta
 from k8slite.controllers.base import Controller, ControllerContext
-from k8slite.controllers.podutil import get_condition, is_deleting, meta, utcnow
+from k8slite.controllers.podutil import utcnow
 
 log = logging.getLogger(__name__)
-
-Obj = dict[str, Any]
 
 
 def no_execute_taints(node: Obj | None) -> list[Obj]:

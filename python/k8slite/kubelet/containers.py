@@ -7,13 +7,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
 
 import httpx
 import trio
 
 from k8slite.client import ApiClient
 from k8slite.component.events import NORMAL, WARNING, EventRecorder
+from k8slite.component.objects import Obj
 from k8slite.kubelet import lifecycle
 from k8slite.kubelet.config import KubeletConfig
 from k8slite.kubelet.envvars import ConfigError, container_env
@@ -36,7 +36,6 @@ from k8slite.kubelet.volumes import VolumeError, VolumeManager
 
 log = logging.getLogger(__name__)
 
-Obj = dict[str, Any]
 # Retry delay after a failed sandbox, volume or config step (upstream requeues similarly).
 RETRY_SECONDS = 2.0
 # How long an image found present is taken to stay so (images are removed by hand only).

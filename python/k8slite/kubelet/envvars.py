@@ -5,12 +5,11 @@ from __future__ import annotations
 import base64
 import math
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
 
 from k8slite.api.quantity import QuantityError, milli_value, parse_quantity
+from k8slite.component.objects import Obj, meta, namespace_of
 from k8slite.kubelet.runtime.base import expand_vars
 
-Obj = dict[str, Any]
 # (kind, namespace, name) -> the object, or None when it does not exist.
 ObjectGetter = Callable[[str, str, str], Awaitable[Obj | None]]
 
@@ -65,7 +64,7 @@ async def _key_ref(get: ObjectGetter, kind: str, namespace: str, ref: Obj) -> st
 
 def field_ref_value(pod: Obj, path: str, *, pod_ips: list[str], host_ip: str) -> str:
     """The downward API's fieldRef values (env and volumes)."""
-    m = pod.get("metadata") or {}
+    m = meta(pod)
     spec = pod.get("spec") or {}
     for prefix, source in (
         ("metadata.labels", m.get("labels")),
@@ -150,11 +149,11 @@ def service_env(services: Iterable[Obj]) -> dict[str, str]:
 def pod_services(pod: Obj, services: Iterable[Obj]) -> list[Obj]:
     """The services whose variables a pod gets: its namespace's (when enableServiceLinks) and
     always the API server's own "kubernetes" service from default."""
-    ns = (pod.get("metadata") or {}).get("namespace") or "default"
+    ns = namespace_of(pod) or "default"
     links = (pod.get("spec") or {}).get("enableServiceLinks", True) is not False
     picked = {}
     for svc in services:
-        m = svc.get("metadata") or {}
+        m = meta(svc)
         if m.get("namespace") == "default" and m.get("name") == "kubernetes":
             picked[m["name"]] = svc
         elif links and m.get("namespace") == ns:
@@ -176,7 +175,7 @@ async def container_env(
 
     Raises ConfigError for a missing ConfigMap, Secret or key that is not optional.
     """
-    namespace = (pod.get("metadata") or {}).get("namespace") or "default"
+    namespace = namespace_of(pod) or "default"
     svc_env = service_env(pod_services(pod, services))
     env: dict[str, str] = {}
     for source in container.get("envFrom") or ():

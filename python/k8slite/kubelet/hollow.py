@@ -20,6 +20,7 @@ import trio
 from k8slite.client import ApiClient, DeletedFinalStateUnknown, SharedInformerFactory
 from k8slite.client.resource import PODS
 from k8slite.component.events import EventBroadcaster, EventRecorder
+from k8slite.component.objects import Obj
 from k8slite.kubelet.config import KubeletConfig
 from k8slite.kubelet.containers import WorkerEnv
 from k8slite.kubelet.kubelet import image_list
@@ -30,7 +31,6 @@ from k8slite.kubelet.runtime.fake import FakeRuntime
 
 log = logging.getLogger(__name__)
 
-Obj = dict[str, Any]
 # What a hollow node says it has, unless --capacity says otherwise.
 DEFAULT_CAPACITY = {
     "cpu": "4",

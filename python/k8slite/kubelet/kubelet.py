@@ -13,6 +13,7 @@ from k8slite import datadir
 from k8slite.client import ApiClient, DeletedFinalStateUnknown, SharedInformerFactory
 from k8slite.client.resource import PODS, SERVICES
 from k8slite.component.events import EventBroadcaster
+from k8slite.component.objects import Obj
 from k8slite.component.serving import ServingOptions, serve
 from k8slite.kubelet import machine
 from k8slite.kubelet.authz import Authorizer, sar_review
@@ -28,8 +29,6 @@ from k8slite.kubelet.server import KubeletApi, read_only_server
 from k8slite.kubelet.volumes import VolumeManager
 
 log = logging.getLogger(__name__)
-
-Obj = dict[str, Any]
 
 
 @dataclass
@@ -68,7 +67,6 @@ class Kubelet:
         self.client = client
         self.metrics = KubeletMetrics()
         self.runtime: Runtime = MeteredRuntime(runtime, self.metrics)  # type: ignore[assignment]
-        self.raw_runtime = runtime
         self.simulated = runtime.name == "fake"
         self.relister = Relister(self.runtime, self._wake, config.pleg_relist_period)
         self.workers: PodWorkers | None = None

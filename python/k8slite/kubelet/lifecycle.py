@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
 import trio
 
+from k8slite.component.objects import Obj, meta, namespace_of
 from k8slite.kubelet.config import KubeletConfig
 from k8slite.kubelet.probes import USER_AGENT, resolve_port
 from k8slite.kubelet.runtime.base import ContainerRuntimeError, DNSConfig, Runtime
 
-Obj = dict[str, Any]
 # Upstream gives a container at least this long after its preStop hook before SIGKILL.
 MIN_GRACE_AFTER_HOOK = 2.0
 
@@ -75,7 +73,7 @@ def should_restart(policy: str, exit_code: int | None, sidecar: bool = False) ->
 
 def grace_period(pod: Obj) -> float:
     """Seconds a terminating pod's containers get: the deletion's grace, else the spec's."""
-    m = pod.get("metadata") or {}
+    m = meta(pod)
     if m.get("deletionGracePeriodSeconds") is not None:
         return float(m["deletionGracePeriodSeconds"])
     spec = pod.get("spec") or {}
@@ -99,7 +97,7 @@ def dns_config(pod: Obj, config: KubeletConfig) -> DNSConfig | None:
     searches: list[str] = []
     options: list[str] = []
     if policy == "ClusterFirst" and config.cluster_dns:
-        ns = (pod.get("metadata") or {}).get("namespace") or "default"
+        ns = namespace_of(pod) or "default"
         domain = config.cluster_domain
         servers = list(config.cluster_dns)
         searches = [f"{ns}.svc.{domain}", f"svc.{domain}", domain]

@@ -21,6 +21,7 @@ from k8slite.client import (
     NotFound,
 )
 from k8slite.client.resource import LEASES, NODES
+from k8slite.component.objects import Obj
 from k8slite.kubelet.config import KubeletConfig
 from k8slite.kubelet.machine import NodeInfo, Pressure
 from k8slite.leaderelection import micro_time
@@ -33,7 +34,6 @@ API_ERRORS = (ApiError, ApiConnectionError)
 # Upstream reports at most this many images in status.images, the largest first.
 MAX_IMAGES = 50
 
-Obj = dict[str, Any]
 
 # (type, reason and message when False, reason and message when True)
 _PRESSURE = (

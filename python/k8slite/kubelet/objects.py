@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
 
 from k8slite.client import ApiClient, ApiError, NotFound
 from k8slite.client.resource import CONFIGMAPS, SECRETS, SERVICEACCOUNTS
+from k8slite.component.objects import Obj, meta
 
 log = logging.getLogger(__name__)
 
-Obj = dict[str, Any]
 _RESOURCES = {"ConfigMap": CONFIGMAPS, "Secret": SECRETS}
 
 
@@ -51,7 +50,7 @@ class ObjectFetcher:
         pod: Obj,
     ) -> str | None:
         """A bound token from serviceaccounts/<sa>/token; None where the API has none."""
-        m = pod.get("metadata") or {}
+        m = meta(pod)
         body = {
             "apiVersion": "authentication.k8s.io/v1",
             "kind": "TokenRequest",

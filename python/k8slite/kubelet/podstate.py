@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import trio
 
+from k8slite.component.objects import Obj
 from k8slite.kubelet.runtime.base import Sandbox
 from k8slite.kubelet.status import ContainerRecord, PodView
 
-Obj = dict[str, Any]
 # Pending wake-up times kept per pod: enough for every back-off it can have at once.
 _MAX_TIMERS = 16
 

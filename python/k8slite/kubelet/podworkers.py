@@ -21,6 +21,7 @@ from k8slite.api import meta
 from k8slite.client import ApiConnectionError, ApiError, Conflict, NotFound
 from k8slite.client.resource import PODS
 from k8slite.component.events import NORMAL, WARNING
+from k8slite.component.objects import Obj
 from k8slite.kubelet import lifecycle, status
 from k8slite.kubelet.containers import RETRY_SECONDS, ContainerOps, WorkerEnv
 from k8slite.kubelet.podstate import PodState
@@ -37,7 +38,6 @@ from k8slite.kubelet.volumes import VolumeError
 
 log = logging.getLogger(__name__)
 
-Obj = dict[str, Any]
 _API_ERRORS = (ApiError, ApiConnectionError)
 # Tries at the final status and DELETE while the API server is unreachable (0.2 s doubling,
 # so about 50 s), after the client's own retries of each request.

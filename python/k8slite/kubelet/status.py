@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any
 
 import trio
 
+from k8slite.component.objects import Obj
 from k8slite.kubelet.runtime.base import ContainerState, ContainerStatus
-
-Obj = dict[str, Any]
 
 PENDING, RUNNING, SUCCEEDED, FAILED = "Pending", "Running", "Succeeded", "Failed"
 TERMINAL = (SUCCEEDED, FAILED)

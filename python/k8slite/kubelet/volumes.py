@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from k8slite.component.objects import Obj
 from k8slite.kubelet.envvars import (
     ConfigError,
     ObjectGetter,
@@ -30,7 +31,6 @@ from k8slite.kubelet.runtime.base import Mount
 
 log = logging.getLogger(__name__)
 
-Obj = dict[str, Any]
 # A service account token: (namespace, account, audiences, expiration seconds, pod) -> token.
 TokenGetter = Callable[[str, str, list[str], int, Obj], Awaitable[str | None]]
 DATA_LINK = "..data"

@@ -24,6 +24,7 @@ from k8slite.client import (
 )
 from k8slite.client.resource import ENDPOINTSLICES, NODES, SERVICES
 from k8slite.component.events import NORMAL, EventBroadcaster
+from k8slite.component.objects import Obj, annotations_of, labels_of, meta
 from k8slite.component.serving import (
     ComponentServer,
     Request,
@@ -40,7 +41,6 @@ from k8slite.proxy.userspace import UserspaceProxier
 
 log = logging.getLogger(__name__)
 
-Obj = dict[str, Any]
 TRIGGER_ANNOTATION = "endpoints.kubernetes.io/last-change-trigger-time"
 _SERVICE_INDEX = "service"
 MODES = ("userspace", "nftables")
@@ -88,17 +88,14 @@ class Proxier(Protocol):
 
 
 def _service_index(obj: Obj) -> list[str]:
-    meta = obj.get("metadata") or {}
-    name = (meta.get("labels") or {}).get(SERVICE_NAME_LABEL)
-    return [f"{meta.get('namespace')}/{name}"] if name else []
+    name = labels_of(obj).get(SERVICE_NAME_LABEL)
+    return [f"{meta(obj).get('namespace')}/{name}"] if name else []
 
 
 def _trigger_time(new: Obj, old: Obj | None) -> float:
     """When the change behind this EndpointSlice update happened (wall clock seconds)."""
-    value = ((new.get("metadata") or {}).get("annotations") or {}).get(TRIGGER_ANNOTATION)
-    previous = (((old or {}).get("metadata") or {}).get("annotations") or {}).get(
-        TRIGGER_ANNOTATION
-    )
+    value = annotations_of(new).get(TRIGGER_ANNOTATION)
+    previous = annotations_of(old or {}).get(TRIGGER_ANNOTATION)
     if value and value != previous:
         try:
             return datetime.fromisoformat(value).timestamp()

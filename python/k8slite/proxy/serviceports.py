@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-Obj = dict[str, Any]
+from k8slite.component.objects import Obj, labels_of, name_of, namespace_of
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 # Services carrying this label belong to another proxy implementation, as upstream.
@@ -133,8 +133,8 @@ def service_ports(
     `routable` says whether an address lies in the locally routed service range; addresses
     outside it are refused, since traffic to them would not be held on this machine.
     """
-    meta, spec = service.get("metadata") or {}, service.get("spec") or {}
-    if spec.get("type") == "ExternalName" or PROXY_NAME_LABEL in (meta.get("labels") or {}):
+    spec = service.get("spec") or {}
+    if spec.get("type") == "ExternalName" or PROXY_NAME_LABEL in labels_of(service):
         return [], []
     slices = list(slices)
     out: list[ServicePort] = []
@@ -158,8 +158,8 @@ def service_ports(
                 )
                 continue
             name = ServicePortName(
-                meta.get("namespace") or "default",
-                meta.get("name", ""),
+                namespace_of(service) or "default",
+                name_of(service),
                 port.get("name") or "",
                 protocol,
             )

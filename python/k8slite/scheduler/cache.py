@@ -13,19 +13,19 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from k8slite._native import NodeTable, PodSpec
+from k8slite.component.objects import Obj, meta, name_of
 from k8slite.scheduler.plugins import node_args, pod_spec
 from k8slite.scheduler.queue import pod_key
 
 log = logging.getLogger(__name__)
 
-Obj = dict[str, Any]
 NamespaceLister = Callable[[], Iterable[Obj]]
 
 
 def _pod_accounting(pod: Obj) -> tuple[Any, ...]:
     """What of a bound pod the table accounts: a status-only update changes none of it."""
-    meta = pod.get("metadata") or {}
-    return pod.get("spec"), meta.get("labels"), meta.get("ownerReferences")
+    m = meta(pod)
+    return pod.get("spec"), m.get("labels"), m.get("ownerReferences")
 
 
 def _same_but_binding(pending: Obj, bound: Obj) -> bool:
@@ -36,7 +36,7 @@ def _same_but_binding(pending: Obj, bound: Obj) -> bool:
         return False
     if any(v != pending_spec.get(k) for k, v in spec.items() if k != "nodeName"):
         return False
-    a, b = pending.get("metadata") or {}, bound.get("metadata") or {}
+    a, b = meta(pending), meta(bound)
     return a.get("labels") == b.get("labels") and a.get("ownerReferences") == b.get(
         "ownerReferences"
     )
@@ -45,7 +45,7 @@ def _same_but_binding(pending: Obj, bound: Obj) -> bool:
 def _node_accounting(node: Obj) -> tuple[Any, ...]:
     spec = node.get("spec") or {}
     status = node.get("status") or {}
-    labels = (node.get("metadata") or {}).get("labels")
+    labels = meta(node).get("labels")
     return (
         status.get("allocatable"),
         labels,
@@ -71,7 +71,7 @@ class SchedulerCache:
     # ------------------------------------------------------------------ nodes
 
     def add_node(self, node: Obj) -> None:
-        name = (node.get("metadata") or {}).get("name")
+        name = name_of(node)
         if name:
             self.table.set_node(name, **node_args(node))
 
@@ -83,7 +83,7 @@ class SchedulerCache:
         return True
 
     def remove_node(self, node: Obj) -> None:
-        name = (node.get("metadata") or {}).get("name")
+        name = name_of(node)
         if name:
             self.table.remove_node(name)
 

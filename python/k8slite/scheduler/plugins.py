@@ -13,8 +13,7 @@ import yaml
 
 from k8slite._native import LabelSelector, NodeTable, PodSpec, SelectorError
 from k8slite.api.quantity import QuantityError, parse_quantity
-
-Obj = dict[str, Any]
+from k8slite.component.objects import Obj, controller_ref, labels_of, name_of, namespace_of
 
 DEFAULT_SCHEDULER = "default-scheduler"
 FILTER_PLUGINS = (
@@ -290,9 +289,8 @@ def _namespaces(term: Obj, own: str, namespaces: NamespaceLister | None) -> list
     if selector.is_empty():
         return None
     for ns in namespaces() if namespaces is not None else ():
-        meta = ns.get("metadata") or {}
-        if selector.matches(meta.get("labels") or {}):
-            names.append(str(meta.get("name")))
+        if selector.matches(labels_of(ns)):
+            names.append(name_of(ns))
     return names
 
 
@@ -323,10 +321,8 @@ def normalized_image(name: str) -> str:
 
 def spread_key(pod: Obj) -> str:
     """Pods owned by the same controller (ReplicaSet, StatefulSet, ...) spread together."""
-    for ref in (pod.get("metadata") or {}).get("ownerReferences") or ():
-        if ref.get("controller") and ref.get("uid"):
-            return f"{ref.get('kind', '')}/{ref['uid']}"
-    return ""
+    ref = controller_ref(pod)
+    return f"{ref.get('kind', '')}/{ref['uid']}" if ref is not None and ref.get("uid") else ""
 
 
 def host_ports(spec: Obj) -> list[tuple[str, str, int]]:
@@ -343,10 +339,9 @@ def host_ports(spec: Obj) -> list[tuple[str, str, int]]:
 
 def pod_spec(pod: Obj, namespaces: NamespaceLister | None = None) -> PodSpec:
     """The kernel's summary of a pod, built once per pod version."""
-    meta = pod.get("metadata") or {}
     spec = pod.get("spec") or {}
-    namespace = str(meta.get("namespace") or "default")
-    labels = {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
+    namespace = namespace_of(pod) or "default"
+    labels = {str(k): str(v) for k, v in labels_of(pod).items()}
     requests, nonzero = pod_requests(spec)
     affinity = spec.get("affinity") or {}
     node_affinity = affinity.get("nodeAffinity") or {}
@@ -411,9 +406,7 @@ def node_args(node: Obj) -> dict[str, Any]:
                 quantities[name] = nano
     return {
         "allocatable": to_units(quantities),
-        "labels": {
-            str(k): str(v) for k, v in ((node.get("metadata") or {}).get("labels") or {}).items()
-        },
+        "labels": {str(k): str(v) for k, v in labels_of(node).items()},
         "taints": [
             (str(t.get("key") or ""), str(t.get("value") or ""), str(t.get("effect") or ""))
             for t in spec.get("taints") or ()

@@ -11,9 +11,10 @@ from typing import Any
 
 import trio
 
+from k8slite.component.objects import Obj, meta, name_of, namespace_of
+
 log = logging.getLogger(__name__)
 
-Obj = dict[str, Any]
 
 INITIAL_BACKOFF = 1.0
 MAX_BACKOFF = 10.0
@@ -52,8 +53,7 @@ class QueuedPod:
 
 
 def pod_key(pod: Obj) -> str:
-    meta = pod.get("metadata") or {}
-    return f"{meta.get('namespace') or ''}/{meta.get('name') or ''}"
+    return f"{namespace_of(pod)}/{name_of(pod)}"
 
 
 def is_gated(pod: Obj) -> bool:
@@ -266,5 +266,4 @@ class SchedulingQueue:
 
 def _scheduling_relevant(pod: Obj) -> tuple[Any, Any]:
     """What of a pod can change where it fits: its spec and its labels (not its status)."""
-    meta = pod.get("metadata") or {}
-    return pod.get("spec"), meta.get("labels")
+    return pod.get("spec"), meta(pod).get("labels")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Collection
-from typing import Any
 
 import trio
 from prometheus_client import CollectorRegistry
@@ -17,6 +16,7 @@ from k8slite.client.informer import SharedInformerFactory
 from k8slite.client.resource import NAMESPACES, NODES, PODS
 from k8slite.client.store import DeletedFinalStateUnknown
 from k8slite.component.events import NORMAL, WARNING, EventBroadcaster
+from k8slite.component.objects import Obj, get_condition, is_deleting, meta, name_of, namespace_of
 from k8slite.scheduler.cache import SchedulerCache
 from k8slite.scheduler.http import WritePool, pod_path
 from k8slite.scheduler.metrics import ERROR, SCHEDULED, UNSCHEDULABLE, SchedulerMetrics
@@ -25,7 +25,6 @@ from k8slite.scheduler.queue import QueuedPod, SchedulingQueue, pod_key
 
 log = logging.getLogger(__name__)
 
-Obj = dict[str, Any]
 # Pods that ended no longer hold resources; the scheduler does not watch them.
 ACTIVE_PODS = "status.phase!=Succeeded,status.phase!=Failed"
 NO_NODES = "no nodes available to schedule pods"
@@ -41,10 +40,6 @@ ASSIGNED_POD_CHANGE = ("InterPodAffinity",)
 
 def _assigned(pod: Obj) -> bool:
     return bool((pod.get("spec") or {}).get("nodeName"))
-
-
-def _deleting(pod: Obj) -> bool:
-    return bool((pod.get("metadata") or {}).get("deletionTimestamp"))
 
 
 def fit_error_message(result: ScheduleResult, pod: Obj) -> str:
@@ -167,7 +162,7 @@ class Scheduler:
         if _assigned(pod):
             self.cache.add_pod(pod)
             self.queue.move_all("AssignedPodAdd", ASSIGNED_POD_CHANGE)
-        elif self._ours(pod) and not _deleting(pod) and not self.cache.is_assumed(pod_key(pod)):
+        elif self._ours(pod) and not is_deleting(pod) and not self.cache.is_assumed(pod_key(pod)):
             self.queue.add(pod)
 
     def _on_pod_update(self, old: Obj, new: Obj) -> None:
@@ -175,11 +170,9 @@ class Scheduler:
             if not _assigned(old):
                 self.queue.delete(pod_key(new))
             self.cache.update_pod(old, new)
-            if (old.get("metadata") or {}).get("labels") != (new.get("metadata") or {}).get(
-                "labels"
-            ):
+            if meta(old).get("labels") != meta(new).get("labels"):
                 self.queue.move_all("AssignedPodUpdate", ASSIGNED_POD_CHANGE)
-        elif self._ours(new) and not _deleting(new):
+        elif self._ours(new) and not is_deleting(new):
             # An assumed pod is being bound: a change now (a condition we wrote earlier
             # landing late, say) must not queue it a second time.
             if not self.cache.is_assumed(pod_key(new)):
@@ -200,7 +193,7 @@ class Scheduler:
     async def _schedule_one(self, qp: QueuedPod) -> None:
         start = time.perf_counter()
         pod = qp.pod
-        if _deleting(pod) or _assigned(pod):
+        if is_deleting(pod) or _assigned(pod):
             self.queue.done(qp.key)
             await trio.lowlevel.checkpoint()
             return
@@ -239,14 +232,14 @@ class Scheduler:
 
     def _set_condition(self, pod: Obj, reason: str, message: str) -> None:
         """PodScheduled=False with the reason and message, unless the pod already says so."""
-        for c in (pod.get("status") or {}).get("conditions") or ():
-            if (
-                c.get("type") == "PodScheduled"
-                and c.get("status") == "False"
-                and c.get("reason") == reason
-                and c.get("message") == message
-            ):
-                return
+        c = get_condition(pod.get("status"), "PodScheduled")
+        if (
+            c is not None
+            and c.get("status") == "False"
+            and c.get("reason") == reason
+            and c.get("message") == message
+        ):
+            return
         condition = {
             "type": "PodScheduled",
             "status": "False",
@@ -255,11 +248,8 @@ class Scheduler:
             "lastProbeTime": None,
             "lastTransitionTime": now_text(),
         }
-        meta = pod.get("metadata") or {}
         assert self._nursery is not None
-        self._nursery.start_soon(
-            self._patch_status, meta.get("name", ""), meta.get("namespace", ""), condition
-        )
+        self._nursery.start_soon(self._patch_status, name_of(pod), namespace_of(pod), condition)
 
     async def _patch_status(self, name: str, namespace: str, condition: Obj) -> None:
         async with self._status_writes:
@@ -274,12 +264,11 @@ class Scheduler:
                 log.info("pod %s/%s: condition not written: %s", namespace, name, e)
 
     async def _bind(self, qp: QueuedPod, node: str, start: float) -> None:
-        meta = qp.pod.get("metadata") or {}
-        namespace, name = meta.get("namespace", ""), meta.get("name", "")
+        namespace, name = namespace_of(qp.pod), name_of(qp.pod)
         binding = {
             "apiVersion": "v1",
             "kind": "Binding",
-            "metadata": {"name": name, "namespace": namespace, "uid": meta.get("uid")},
+            "metadata": {"name": name, "namespace": namespace, "uid": meta(qp.pod).get("uid")},
             "target": {"apiVersion": "v1", "kind": "Node", "name": node},
         }
         try:

@@ -18,10 +18,10 @@ from k8slite.apiserver.authz.rbac import RBACAuthorizer, RuleSet
 from k8slite.apiserver.core import ApiCore
 from k8slite.apiserver.http import Request
 from k8slite.apiserver.requestinfo import RequestInfo
+from k8slite.component.objects import Obj
 
 # Where a request's authorization attributes travel in the ASGI scope (the audit reads them).
 ATTRIBUTES_KEY = "k8slite.authz"
-Obj = dict[str, Any]
 
 
 class Authorizer:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import logging
-from typing import Any
 
 import trio
 
@@ -18,13 +17,13 @@ from k8slite.api import errors
 from k8slite.apiserver.authz import policy
 from k8slite.apiserver.core import ApiCore
 from k8slite.apiserver.registry import DeleteOptions, Registry
+from k8slite.component.objects import Obj, annotations_of
 
 log = logging.getLogger(__name__)
 
 GROUP = policy.RBAC_GROUP
 AUTOUPDATE = "rbac.authorization.kubernetes.io/autoupdate"
 LABELS = {"kubernetes.io/bootstrapping": "rbac-defaults"}
-Obj = dict[str, Any]
 
 
 def _metadata(name: str, namespace: str | None) -> Obj:
@@ -61,7 +60,7 @@ def binding_object(
 
 
 def _autoupdate(current: Obj) -> bool:
-    annotations = (current.get("metadata") or {}).get("annotations") or {}
+    annotations = annotations_of(current)
     return annotations.get(AUTOUPDATE) != "false"
 
 

@@ -19,8 +19,8 @@ from k8slite.apiserver.authz.rbac import GROUP, RuleSet
 from k8slite.apiserver.core import ApiCore
 from k8slite.apiserver.http import Request
 from k8slite.apiserver.requestinfo import RequestInfo
+from k8slite.component.objects import Obj
 
-Obj = dict[str, Any]
 _ROLES = ("roles", "clusterroles")
 _BINDINGS = ("rolebindings", "clusterrolebindings")
 

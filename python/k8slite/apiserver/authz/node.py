@@ -19,6 +19,7 @@ from k8slite.apiserver.authz.attributes import Attributes
 from k8slite.apiserver.authz.policy import NODE_RULES
 from k8slite.apiserver.authz.rbac import compile_rules
 from k8slite.apiserver.core import ApiCore
+from k8slite.component.objects import Obj, name_of, namespace_of
 from k8slite.storage import Event
 
 log = logging.getLogger(__name__)
@@ -26,7 +27,6 @@ log = logging.getLogger(__name__)
 NODE_LEASE_NAMESPACE = "kube-node-lease"
 _POD_PREFIX = "/registry/core/pods/"
 _NODE_NAME = b'"nodeName":"'
-Obj = dict[str, Any]
 # (resource, namespace, name) of an object a pod uses.
 Ref = tuple[str, str, str]
 # Volume sources that name a secret under "secretRef" (flexVolume, cephfs, rbd, ...).
@@ -44,14 +44,14 @@ _SECRET_REF_VOLUMES = (
 
 def pod_references(pod: Obj) -> Iterator[Ref]:
     """Everything a pod makes its kubelet read: volumes, env, pull secrets, service account."""
-    ns = str((pod.get("metadata") or {}).get("namespace") or "")
+    ns = namespace_of(pod)
     spec = pod.get("spec")
     if not isinstance(spec, dict):
         return
     yield "serviceaccounts", ns, str(spec.get("serviceAccountName") or "default")
     for s in _dicts(spec.get("imagePullSecrets")):
         yield from _named("secrets", ns, s.get("name"))
-    pod_name = str((pod.get("metadata") or {}).get("name") or "")
+    pod_name = name_of(pod)
     for vol in _dicts(spec.get("volumes")):
         yield from _volume_refs(ns, pod_name, vol)
     for key in ("initContainers", "containers", "ephemeralContainers"):

@@ -7,8 +7,6 @@ Most checks read only the request's name and the node graph; creates read the bo
 
 from __future__ import annotations
 
-from typing import Any
-
 from k8slite.api import errors
 from k8slite.apiserver import rest
 from k8slite.apiserver.authn import user_of
@@ -16,10 +14,10 @@ from k8slite.apiserver.authz.node import NodeGraph, pod_references
 from k8slite.apiserver.core import ApiCore
 from k8slite.apiserver.http import Request
 from k8slite.apiserver.requestinfo import RequestInfo
+from k8slite.component.objects import Obj
 
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 _WRITES = {"create", "update", "patch", "delete", "deletecollection"}
-Obj = dict[str, Any]
 
 
 class NodeRestriction:
@@ -89,7 +87,9 @@ class NodeRestriction:
                 f'pod does not have "{MIRROR_ANNOTATION}" annotation, '
                 f'node "{node}" can only create mirror pods',
             )
-        spec = pod.get("spec") if isinstance(pod.get("spec"), dict) else {}
+        spec = pod.get("spec")
+        if not isinstance(spec, dict):
+            spec = {}
         if spec.get("nodeName") != node:
             raise _forbidden(
                 info, name, f'node "{node}" can only create pods with spec.nodeName set to itself'

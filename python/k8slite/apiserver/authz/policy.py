@@ -9,9 +9,7 @@ to the service accounts upstream binds them to.
 
 from __future__ import annotations
 
-from typing import Any
-
-Obj = dict[str, Any]
+from k8slite.component.objects import Obj
 
 READ = ("get", "list", "watch")
 READ_WRITE = ("get", "list", "watch", "create", "update", "patch", "delete", "deletecollection")

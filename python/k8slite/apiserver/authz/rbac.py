@@ -14,11 +14,11 @@ from k8slite._native import loads
 from k8slite.apiserver.authn import UserInfo
 from k8slite.apiserver.authz.attributes import Attributes
 from k8slite.apiserver.core import ApiCore
+from k8slite.component.objects import Obj, name_of, namespace_of
 from k8slite.storage import Event
 
 GROUP = "rbac.authorization.k8s.io"
 PREFIX = f"/registry/{GROUP}/"
-Obj = dict[str, Any]
 _ANY = None  # a key's names: None grants every name, a set only those names
 _MISSING = object()
 
@@ -142,27 +142,26 @@ class RBACIndex:
         cluster_bindings: list[Obj],
     ) -> None:
         role_rules = {
-            (_meta(r, "namespace"), _meta(r, "name")): compile_rules(r.get("rules") or ())
-            for r in roles
+            (namespace_of(r), name_of(r)): compile_rules(r.get("rules") or ()) for r in roles
         }
-        cluster_rules = {
-            _meta(r, "name"): compile_rules(r.get("rules") or ()) for r in cluster_roles
-        }
+        cluster_rules = {name_of(r): compile_rules(r.get("rules") or ()) for r in cluster_roles}
         self.cluster: dict[tuple[str, str], RuleSet] = {}
         self.namespaced: dict[tuple[str, str, str], RuleSet] = {}
         for b in cluster_bindings:
             ref = b.get("roleRef") or {}
-            rules = cluster_rules.get(ref.get("name")) if ref.get("kind") == "ClusterRole" else None
+            role = str(ref.get("name") or "")
+            rules = cluster_rules.get(role) if ref.get("kind") == "ClusterRole" else None
             if rules:
                 for subject in _subjects(b, ""):
                     self.cluster.setdefault(subject, RuleSet()).extend(rules)
         for b in bindings:
-            ns = _meta(b, "namespace")
+            ns = namespace_of(b)
             ref = b.get("roleRef") or {}
+            role = str(ref.get("name") or "")
             if ref.get("kind") == "ClusterRole":
-                rules = cluster_rules.get(ref.get("name"))
+                rules = cluster_rules.get(role)
             elif ref.get("kind") == "Role":
-                rules = role_rules.get((ns, ref.get("name")))
+                rules = role_rules.get((ns, role))
             else:
                 rules = None
             if rules:
@@ -187,10 +186,6 @@ class RBACIndex:
                 found = namespaced.get((namespace, "Group", group))
                 if found is not None:
                     yield found
-
-
-def _meta(obj: Obj, key: str) -> str:
-    return str((obj.get("metadata") or {}).get(key) or "")
 
 
 def _subjects(binding: Obj, namespace: str) -> Iterator[tuple[str, str]]:

@@ -18,10 +18,10 @@ from k8slite.apiserver.authz.attributes import Attributes
 from k8slite.apiserver.authz.authorizer import Authorizer
 from k8slite.apiserver.http import Request
 from k8slite.apiserver.requestinfo import RequestInfo
+from k8slite.component.objects import Obj
 
 AUTHZ_GROUP = "authorization.k8s.io"
 AUTHN_GROUP = "authentication.k8s.io"
-Obj = dict[str, Any]
 Review = Callable[[Request, RequestInfo], Awaitable[tuple[int, bytes]]]
 
 
@@ -48,7 +48,8 @@ def _invalid(info: RequestInfo, causes: list[dict[str, str]]) -> errors.ApiError
 
 
 def _answer(info: RequestInfo, obj: Obj, status: Obj) -> tuple[int, bytes]:
-    meta = dict(obj.get("metadata") or {}) if isinstance(obj.get("metadata"), dict) else {}
+    metadata = obj.get("metadata")
+    meta = dict(metadata) if isinstance(metadata, dict) else {}
     meta.setdefault("creationTimestamp", None)
     out: Obj = {
         "kind": info.resource.kind,

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from k8slite.api.quantity import int_value, milli_value
+from k8slite.component.objects import meta
 
 # Labels on every sandbox and container, as upstream's dockershim wrote them, so that
 # `docker ps --filter label=io.kubernetes.pod.name=web` works and a restarted kubelet can
@@ -370,8 +371,8 @@ def expand_vars(value: str, env: Mapping[str, str]) -> str:
 
 def pod_identity(pod: Mapping[str, Any]) -> tuple[str, str, str]:
     """(uid, namespace, name) of a pod object."""
-    meta = pod.get("metadata") or {}
-    return meta.get("uid", ""), meta.get("namespace", "default"), meta.get("name", "")
+    m = meta(pod)
+    return m.get("uid", ""), m.get("namespace", "default"), m.get("name", "")
 
 
 def sandbox_labels(
