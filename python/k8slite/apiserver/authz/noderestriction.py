@@ -89,7 +89,9 @@ class NodeRestriction:
                 f'pod does not have "{MIRROR_ANNOTATION}" annotation, '
                 f'node "{node}" can only create mirror pods',
             )
-        spec = pod.get("spec") if isinstance(pod.get("spec"), dict) else {}
+        spec = pod.get("spec")
+        if not isinstance(spec, dict):
+            spec = {}
         if spec.get("nodeName") != node:
             raise _forbidden(
                 info, name, f'node "{node}" can only create pods with spec.nodeName set to itself'

@@ -152,17 +152,19 @@ class RBACIndex:
         self.namespaced: dict[tuple[str, str, str], RuleSet] = {}
         for b in cluster_bindings:
             ref = b.get("roleRef") or {}
-            rules = cluster_rules.get(ref.get("name")) if ref.get("kind") == "ClusterRole" else None
+            role = ref.get("name", "")
+            rules = cluster_rules.get(role) if ref.get("kind") == "ClusterRole" else None
             if rules:
                 for subject in _subjects(b, ""):
                     self.cluster.setdefault(subject, RuleSet()).extend(rules)
         for b in bindings:
             ns = _meta(b, "namespace")
             ref = b.get("roleRef") or {}
+            role = ref.get("name", "")
             if ref.get("kind") == "ClusterRole":
-                rules = cluster_rules.get(ref.get("name"))
+                rules = cluster_rules.get(role)
             elif ref.get("kind") == "Role":
-                rules = role_rules.get((ns, ref.get("name")))
+                rules = role_rules.get((ns, role))
             else:
                 rules = None
             if rules:
