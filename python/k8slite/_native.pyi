@@ -1,7 +1,24 @@
 """Typed face of the Rust core: JSON codec, selectors, the watch cache, the scheduler kernel."""
 
+import builtins
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeAlias
+from typing import Any, Final, Self, TypeAlias, final
+
+__all__ = [
+    "DEFAULT_WEIGHTS",
+    "FILTER_PLUGINS",
+    "DecodeError",
+    "ExpiredError",
+    "FieldSelector",
+    "LabelSelector",
+    "NodeTable",
+    "PodSpec",
+    "ScheduleResult",
+    "SelectorError",
+    "WatchCache",
+    "dumps",
+    "loads",
+]
 
 # ---------------------------------------------------------------- codec
 
@@ -32,13 +49,14 @@ def loads(data: bytes | bytearray | memoryview | str) -> Any:
 class SelectorError(ValueError):
     """A selector that does not parse; the message is upstream's wording."""
 
+@final
 class LabelSelector:
     """A parsed label selector (`a=b,c!=d,e in (f,g),h notin (i),j,!k`, also `x>1`, `x<1`).
 
     str() gives upstream's canonical form: requirements sorted by key, values sorted.
     """
 
-    def __init__(self, text: str = "") -> None: ...
+    def __new__(cls, text: str = "") -> Self: ...
     @staticmethod
     def from_dict(selector: Mapping[str, Any] | None) -> LabelSelector:
         """From a metav1.LabelSelector dict (matchLabels, matchExpressions).
@@ -54,13 +72,14 @@ class LabelSelector:
         Operators: =, ==, !=, in, notin, exists, !, gt, lt.
         """
 
+@final
 class FieldSelector:
     """A parsed field selector (`metadata.name=x,spec.nodeName!=`); `\\`, `,`, `=` escaped.
 
     str() gives upstream's canonical form: terms sorted, values escaped.
     """
 
-    def __init__(self, text: str = "") -> None: ...
+    def __new__(cls, text: str = "") -> Self: ...
     def matches(self, fields: Mapping[str, str]) -> bool:
         """A missing field counts as "" (so `spec.nodeName=` selects unscheduled pods)."""
     def is_empty(self) -> bool: ...
@@ -75,6 +94,7 @@ class ExpiredError(Exception):
     The message is upstream's "too old resource version: <asked> (<oldest>)".
     """
 
+@final
 class WatchCache:
     """Current objects and a ring of recent events for one resource type.
 
@@ -91,7 +111,7 @@ class WatchCache:
     warm-up; oldest() then stays at the newest loaded rv, or 0.)
     """
 
-    def __init__(self, field_paths: list[str], capacity: int = 10000) -> None:
+    def __new__(cls, field_paths: list[str], capacity: int = 10000) -> Self:
         """`capacity` events are kept in the ring (at least 1)."""
     def load(self, key: str, rv: int, data: bytes) -> None:
         """Warm-up: store an object without an event. ValueError once warm-up has ended."""
@@ -144,7 +164,7 @@ class WatchCache:
         prefix: str,
         label: LabelSelector | None = None,
         field: FieldSelector | None = None,
-    ) -> tuple[list[bytes], int]:
+    ) -> tuple[builtins.list[bytes], int]:
         """ADDED frames for every matching current object, and the revision they reflect."""
     def events_since(
         self,
@@ -153,7 +173,7 @@ class WatchCache:
         label: LabelSelector | None = None,
         field: FieldSelector | None = None,
         max_events: int = 0,
-    ) -> tuple[list[bytes], int]:
+    ) -> tuple[builtins.list[bytes], int]:
         """Watch frames for events after `rv`, and the rv to resume from.
 
         A frame is b'{"type":"MODIFIED","object":{...}}\\n'; frames are shared bytes objects
@@ -168,38 +188,48 @@ class WatchCache:
 
 # ------------------------------------------------------------- scheduler kernel
 
+# Defaults written `...` below are empty ("", (), and (0, 0) for `nonzero`): pyo3 shows a
+# default that is not a Python literal as `...`, and the stub says the same so stubtest agrees.
+
 # (key, operator, values) of a node selector requirement or a label selector requirement.
-Requirement: TypeAlias = tuple[str, str, Sequence[str]]
+_Requirement: TypeAlias = tuple[str, str, Sequence[str]]
 # A NodeSelectorTerm: (matchExpressions, matchFields).
-NodeSelectorTerm: TypeAlias = tuple[Sequence[Requirement], Sequence[Requirement]]
+_NodeSelectorTerm: TypeAlias = tuple[Sequence[_Requirement], Sequence[_Requirement]]
 # A required pod (anti-)affinity term: (label selector as requirements, or None to select
 # nothing; namespaces, or None for all of them; topology key).
-PodAffinityTerm: TypeAlias = tuple[Sequence[Requirement] | None, Sequence[str] | None, str]
+_PodAffinityTerm: TypeAlias = tuple[Sequence[_Requirement] | None, Sequence[str] | None, str]
 
+# The filter plugins in upstream's order (a node reports the first that rejects it).
+FILTER_PLUGINS: Final[tuple[str, ...]]
+# The score plugins in order, with the default profile's weights (upstream's; SelectorSpread
+# takes PodTopologySpread's 2).
+DEFAULT_WEIGHTS: Final[tuple[tuple[str, int], ...]]
+
+@final
 class PodSpec:
     """What the kernel needs of one pod, built once per pod version (see
     k8slite.scheduler.plugins.pod_spec). Quantities are integers: cpu in millicores, memory,
     ephemeral-storage and extended resources in units.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         namespace: str,
         labels: Mapping[str, str] | None = None,
-        node_name: str = "",
+        node_name: str = ...,
         requests: Mapping[str, int] | None = None,
-        nonzero: tuple[int, int] = (0, 0),
+        nonzero: tuple[int, int] = ...,
         node_selector: Mapping[str, str] | None = None,
-        required: Sequence[NodeSelectorTerm] | None = None,
-        preferred: Sequence[tuple[int, NodeSelectorTerm]] = (),
-        tolerations: Sequence[tuple[str, str, str, str]] = (),
-        ports: Sequence[tuple[str, str, int]] = (),
-        images: Sequence[str] = (),
-        spread_key: str = "",
-        affinity: Sequence[PodAffinityTerm] = (),
-        anti_affinity: Sequence[PodAffinityTerm] = (),
-    ) -> None:
+        required: Sequence[_NodeSelectorTerm] | None = None,
+        preferred: Sequence[tuple[int, _NodeSelectorTerm]] = ...,
+        tolerations: Sequence[tuple[str, str, str, str]] = ...,
+        ports: Sequence[tuple[str, str, int]] = ...,
+        images: Sequence[str] = ...,
+        spread_key: str = ...,
+        affinity: Sequence[_PodAffinityTerm] = ...,
+        anti_affinity: Sequence[_PodAffinityTerm] = ...,
+    ) -> Self:
         """`nonzero` is (cpu, memory) as the scorers count them (upstream's 100m and 200Mi
         for a container without requests); `required` None means no required node affinity
         (an empty list matches no node); `tolerations` are (key, operator, value, effect);
@@ -212,6 +242,7 @@ class PodSpec:
     def requests(self) -> dict[str, int]:
         """cpu (millicores), memory, ephemeral-storage, then extended resources."""
 
+@final
 class ScheduleResult:
     """One schedule() decision: the node (None if none fits) and why the others did not."""
 
@@ -228,6 +259,7 @@ class ScheduleResult:
     # Set when NodeAffinity's PreFilter left no node to try ("pod affinity terms conflict").
     prefilter: str | None
 
+@final
 class NodeTable:
     """The columnar node table: allocatable and requested resources, labels, taints, host
     ports, images and spread counts per node, updated incrementally from informers; filters
@@ -240,15 +272,15 @@ class NodeTable:
     TaintToleration, SelectorSpread.
     """
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         weights: Mapping[str, int] | None = None,
         strategy: str = "LeastAllocated",
         resources: Sequence[tuple[str, int]] | None = None,
         balanced_resources: Sequence[str] | None = None,
-        disabled: Sequence[str] = (),
-    ) -> None:
+        disabled: Sequence[str] = ...,
+    ) -> Self:
         """`weights` overrides the default profile's (Fit 1, BalancedAllocation 1,
         ImageLocality 1, NodeAffinity 2, TaintToleration 3, SelectorSpread 2; 0 disables);
         `resources` are NodeResourcesFit's scored (name, weight) pairs and
@@ -261,16 +293,16 @@ class NodeTable:
         *,
         allocatable: Mapping[str, int],
         labels: Mapping[str, str] | None = None,
-        taints: Sequence[tuple[str, str, str]] = (),
+        taints: Sequence[tuple[str, str, str]] = ...,
         unschedulable: bool = False,
-        images: Sequence[tuple[Sequence[str], int]] = (),
+        images: Sequence[tuple[Sequence[str], int]] = ...,
     ) -> None:
         """Add or replace a node (pods already accounted to it stay). `allocatable` has cpu
         (millicores), memory, ephemeral-storage, pods and extended resources; `taints` are
         (key, value, effect); `images` (names, sizeBytes)."""
     def remove_node(self, name: str) -> bool:
         """Forget a node; pods still accounted to it wait for it (not a candidate meanwhile)."""
-    def add_pod(self, key: str, node: str, pod: PodSpec) -> None:
+    def add_pod(self, key: str, node: str, spec: PodSpec) -> None:
         """Account a bound or assumed pod to `node`, replacing an earlier account of `key`."""
     def remove_pod(self, key: str) -> bool:
         """Undo add_pod; False if `key` was not accounted."""
@@ -289,4 +321,4 @@ class NodeTable:
     @property
     def weights(self) -> dict[str, int]: ...
     def __len__(self) -> int: ...
-    def __contains__(self, name: str) -> bool: ...
+    def __contains__(self, name: str, /) -> bool: ...

@@ -737,3 +737,6 @@ fn with_resource_version(object: &[u8], rv: u64) -> Vec<u8> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests;

@@ -12,37 +12,19 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from k8slite import _native
+
 MAX_NODE_SCORE = 100
 MIB = 1024 * 1024
 IMAGE_MIN = 23 * MIB
 IMAGE_MAX_PER_CONTAINER = 1000 * MIB
 ALL_IPS = "0.0.0.0"
 
-FILTERS = (
-    "NodeUnschedulable",
-    "NodeName",
-    "TaintToleration",
-    "NodeAffinity",
-    "NodePorts",
-    "NodeResourcesFit",
-    "InterPodAffinity",
-)
-SCORES = (
-    "NodeResourcesFit",
-    "NodeResourcesBalancedAllocation",
-    "ImageLocality",
-    "NodeAffinity",
-    "TaintToleration",
-    "SelectorSpread",
-)
-DEFAULT_WEIGHTS = {
-    "NodeResourcesFit": 1,
-    "NodeResourcesBalancedAllocation": 1,
-    "ImageLocality": 1,
-    "NodeAffinity": 2,
-    "TaintToleration": 3,
-    "SelectorSpread": 2,
-}
+# The plugin names and default weights are the kernel's: one list, which the oracle shares
+# (the semantics below are its own).
+FILTERS = _native.FILTER_PLUGINS
+DEFAULT_WEIGHTS = dict(_native.DEFAULT_WEIGHTS)
+SCORES = tuple(DEFAULT_WEIGHTS)
 BASE = ("cpu", "memory", "ephemeral-storage")
 
 UNSCHEDULABLE = "node(s) were unschedulable"

@@ -1,22 +1,18 @@
-"""Tests of the cluster PKI: files, identities, idempotence, and mTLS with kubectl and clients."""
+"""Tests of the cluster PKI: files, identities, idempotence, and mTLS with Python clients."""
 
 from __future__ import annotations
 
 import base64
 import http.client
 import ipaddress
-import json
 import os
 import socket
 import ssl
 import stat
 import subprocess
-import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
 import yaml
@@ -25,9 +21,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from k8slite import pki
+from tests.mtls import VersionHandler, kubeconfig_for, version_server
 
 REPO = Path(__file__).resolve().parents[2]
-KUBECTL = REPO / ".venv" / "bin" / "kubectl"
 NODES = ("node1", "node-2.example")
 
 COMPONENTS = ["admin", "controller-manager", "scheduler", "proxy"]
@@ -192,29 +188,6 @@ def test_kubeconfig_structure(pki_dir: Path, name: str) -> None:
     key = base64.b64decode(user["user"]["client-key-data"])
     assert cert == (pki_dir / f"client-{name}.pem").read_bytes()
     assert key == (pki_dir / f"client-{name}.key").read_bytes()
-
-
-@pytest.mark.skipif(not KUBECTL.exists(), reason="no .venv/bin/kubectl (run hack/get-kubectl)")
-def test_kubectl_reads_kubeconfig(pki_dir: Path, tmp_path: Path) -> None:
-    out = subprocess.run(
-        [
-            KUBECTL,
-            "config",
-            "view",
-            "--raw",
-            "-o",
-            "json",
-            "--kubeconfig",
-            pki_dir / "admin.kubeconfig",
-        ],
-        check=True,
-        capture_output=True,
-        env={**os.environ, "HOME": str(tmp_path)},
-    ).stdout
-    view = json.loads(out)
-    assert view["current-context"] == "k8slite"
-    assert view["users"][0]["name"] == "admin"
-    assert view["users"][0]["user"]["client-key-data"]
 
 
 def test_new_san_reissues_only_the_server_certificate(tmp_path: Path) -> None:
@@ -395,102 +368,26 @@ def test_gen_certs_script(tmp_path: Path) -> None:
     assert listing(tmp_path / "pki") == expected_files(("worker-1",))
 
 
-# --- mTLS against a real HTTPS server, with the real kubectl and the official client ---
-
-
-class _VersionHandler(BaseHTTPRequestHandler):
-    """Answers /version like the API server, recording who the client certificate names."""
-
-    peers: ClassVar[list[tuple[str, list[str]]]] = []
-
-    def do_GET(self) -> None:
-        peer = self.connection.getpeercert()  # type: ignore[attr-defined]
-        subject = [rdn[0] for rdn in peer["subject"]]
-        self.peers.append(
-            (
-                next(v for k, v in subject if k == "commonName"),
-                [v for k, v in subject if k == "organizationName"],
-            )
-        )
-        body = json.dumps(
-            {
-                "major": "1",
-                "minor": "35",
-                "gitVersion": "v1.35.0",
-                "gitCommit": "test",
-                "gitTreeState": "clean",
-                "buildDate": "2025-01-01T00:00:00Z",
-                "goVersion": "go1.25",
-                "compiler": "gc",
-                "platform": "linux/amd64",
-            }
-        ).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+# --- mTLS against a real HTTPS server, with the official client and Python's ssl ---
+# (kubectl against the same server: tests/integration/test_pki_kubectl.py)
 
 
 @pytest.fixture
 def mtls_server(pki_dir: Path) -> Iterator[str]:
     """An HTTPS server on an ephemeral loopback port that requires a client certificate."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(pki_dir / "server.pem", pki_dir / "server.key")
-    ctx.load_verify_locations(pki_dir / "ca.pem")
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _VersionHandler)
-    server.socket = ctx.wrap_socket(server.socket, server_side=True)
-    _VersionHandler.peers = []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"https://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
-
-def _kubeconfig_for(pki_dir: Path, name: str, url: str, tmp_path: Path) -> Path:
-    path = tmp_path / f"{name}.kubeconfig"
-    pki.write_kubeconfig(
-        path,
-        url,
-        (pki_dir / "ca.pem").read_bytes(),
-        (pki_dir / f"client-{name}.pem").read_bytes(),
-        (pki_dir / f"client-{name}.key").read_bytes(),
-        name,
-    )
-    return path
-
-
-@pytest.mark.skipif(not KUBECTL.exists(), reason="no .venv/bin/kubectl (run hack/get-kubectl)")
-def test_kubectl_mtls(pki_dir: Path, mtls_server: str, tmp_path: Path) -> None:
-    kubeconfig = _kubeconfig_for(pki_dir, "admin", mtls_server, tmp_path)
-    out = subprocess.run(
-        [KUBECTL, "--kubeconfig", kubeconfig, "get", "--raw", "/version"],
-        check=True,
-        capture_output=True,
-        env={**os.environ, "HOME": str(tmp_path)},
-        timeout=60,
-    ).stdout
-    assert json.loads(out)["gitVersion"] == "v1.35.0"
-    assert _VersionHandler.peers[-1] == ("admin", ["system:masters"])
+    with version_server(pki_dir) as url:
+        yield url
 
 
 def test_kubernetes_client_mtls(pki_dir: Path, mtls_server: str, tmp_path: Path) -> None:
     kubernetes = pytest.importorskip("kubernetes")
-    kubeconfig = _kubeconfig_for(pki_dir, "node-node1", mtls_server, tmp_path)
+    kubeconfig = kubeconfig_for(pki_dir, "node-node1", mtls_server, tmp_path)
     api = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
     try:
         assert kubernetes.client.VersionApi(api).get_code().git_version == "v1.35.0"
     finally:
         api.close()
-    assert _VersionHandler.peers[-1] == ("system:node:node1", ["system:nodes"])
+    assert VersionHandler.peers[-1] == ("system:node:node1", ["system:nodes"])
 
 
 @pytest.mark.parametrize("host", ["localhost", "127.0.0.1"])
@@ -506,7 +403,7 @@ def test_strict_python_tls_client(pki_dir: Path, mtls_server: str, host: str) ->
         assert conn.getresponse().status == 200
     finally:
         conn.close()
-    assert _VersionHandler.peers[-1] == ("system:kube-scheduler", [])
+    assert VersionHandler.peers[-1] == ("system:kube-scheduler", [])
 
 
 def test_expired_client_cert_is_refused(pki_dir: Path, mtls_server: str) -> None:

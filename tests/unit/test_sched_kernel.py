@@ -491,30 +491,39 @@ requests = st.fixed_dictionaries(
 )
 
 
+# Built once: strategies made inside a composite are rebuilt and revalidated on every draw,
+# which was most of this module's run time.
+namespaces = st.sampled_from(["ns1", "ns2"])
+node_names = mostly("", "n1")
+node_selectors = st.one_of(
+    st.just({}), st.dictionaries(st.sampled_from(KEYS), st.sampled_from(VALUES), max_size=1)
+)
+required_terms = st.one_of(st.none(), st.none(), st.lists(node_terms, max_size=2))
+preferred_terms = st.lists(st.tuples(st.integers(0, 50), node_terms), max_size=3)
+spread_keys = st.sampled_from(["", "rs-a", "rs-b"])
+affinity_terms = st.one_of(st.just([]), st.lists(pod_terms, max_size=1))
+anti_affinity_terms = st.one_of(st.just([]), st.lists(pod_terms, max_size=2))
+
+
 @st.composite
 def pod_specs(draw: st.DrawFn) -> dict[str, Any]:
     reqs = draw(requests)
     default = (100, 200 * MI)
     return {
-        "namespace": draw(st.sampled_from(["ns1", "ns2"])),
+        "namespace": draw(namespaces),
         "labels": draw(pod_labels),
-        "node_name": draw(mostly("", "n1")),
+        "node_name": draw(node_names),
         "requests": reqs,
         "nonzero": (reqs.get("cpu", default[0]), reqs.get("memory", default[1])),
-        "node_selector": draw(
-            st.one_of(
-                st.just({}),
-                st.dictionaries(st.sampled_from(KEYS), st.sampled_from(VALUES), max_size=1),
-            )
-        ),
-        "required": draw(st.one_of(st.none(), st.none(), st.lists(node_terms, max_size=2))),
-        "preferred": draw(st.lists(st.tuples(st.integers(0, 50), node_terms), max_size=3)),
+        "node_selector": draw(node_selectors),
+        "required": draw(required_terms),
+        "preferred": draw(preferred_terms),
         "tolerations": draw(tolerations),
         "ports": draw(ports),
         "images": draw(images),
-        "spread_key": draw(st.sampled_from(["", "rs-a", "rs-b"])),
-        "affinity": draw(st.one_of(st.just([]), st.lists(pod_terms, max_size=1))),
-        "anti_affinity": draw(st.one_of(st.just([]), st.lists(pod_terms, max_size=2))),
+        "spread_key": draw(spread_keys),
+        "affinity": draw(affinity_terms),
+        "anti_affinity": draw(anti_affinity_terms),
     }
 
 
@@ -606,7 +615,7 @@ def build(impl: Any, config: dict[str, Any], history: list[tuple[Any, ...]]) -> 
     return table
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(configs, histories(), st.lists(pod_specs(), min_size=1, max_size=3))
 def test_native_matches_reference(
     config: dict[str, Any], history: list[tuple[Any, ...]], incoming: list[dict[str, Any]]

@@ -60,7 +60,7 @@ def outcome(make: Any, text: str) -> tuple[str, ...]:
     return ("ok", str(sel), repr(sel.requirements()), repr(sel.is_empty()))
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(st.lists(st.sampled_from(TOKENS), max_size=10).map("".join))
 def test_label_parse_matches_reference(text: str) -> None:
     assert outcome(LabelSelector, text) == outcome(ref.LabelSelector, text)
@@ -93,7 +93,7 @@ selector_text = st.lists(requirement_text, max_size=4).map(",".join)
 label_sets = st.dictionaries(st.sampled_from(KEYS), st.sampled_from(VALUES + ["abc"]), max_size=4)
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(selector_text, label_sets)
 def test_label_matching_matches_reference(text: str, labels: dict[str, str]) -> None:
     try:
@@ -206,7 +206,7 @@ dict_selectors = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=800, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(dict_selectors, label_sets)
 def test_from_dict_matches_reference(selector: dict[str, Any], labels: dict[str, str]) -> None:
     def build(make: Any) -> Any:
@@ -278,7 +278,7 @@ FIELD_TOKENS = [
 ]
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(st.lists(st.sampled_from(FIELD_TOKENS), max_size=8).map("".join))
 def test_field_parse_matches_reference(text: str) -> None:
     assert outcome(FieldSelector, text) == outcome(ref.FieldSelector, text)
@@ -291,7 +291,7 @@ field_sets = st.dictionaries(
 )
 
 
-@settings(max_examples=1000, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(st.lists(st.sampled_from(FIELD_TOKENS), max_size=8).map("".join), field_sets)
 # `==` sorts before the `=` it is written back as: the text must still be canonical.
 @example("==metadata.namemetadata.name,=metadata.name", {})

@@ -359,7 +359,7 @@ ops = st.builds(
 txns = st.lists(st.lists(ops, min_size=1, max_size=3, unique_by=lambda op: op.key), max_size=10)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(txns=txns)
 def test_store_matches_a_reference_model(txns: list[list[Op]]) -> None:
     model = ModelStore()

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Iterable
 import trio
 from prometheus_client import Counter
 
-from k8slite._native import ExpiredError, dumps
+from k8slite._native import ExpiredError, FieldSelector, LabelSelector, dumps
 from k8slite.api import errors
 from k8slite.apiserver import directsend, http
 from k8slite.apiserver.registry import Registry
@@ -131,8 +131,8 @@ async def _stream(
     reg: Registry,
     emit: Emit,
     prefix: str,
-    label: object,
-    field: object,
+    label: LabelSelector | None,
+    field: FieldSelector | None,
     rv: int,
     initial: bool,
     bookmarks: bool,
@@ -141,7 +141,7 @@ async def _stream(
 ) -> None:
     cache = reg.cache
     if initial:
-        frames, rv = cache.initial_events(prefix, label, field)  # type: ignore[arg-type]
+        frames, rv = cache.initial_events(prefix, label, field)
         if frames and convert is not None:
             frames = convert(frames)
         if frames:
@@ -156,7 +156,7 @@ async def _stream(
                 rv,
                 prefix,
                 label,
-                field,  # type: ignore[arg-type]
+                field,
                 MAX_EVENTS_PER_WRITE,
             )
         except ExpiredError:

@@ -11,30 +11,16 @@ from typing import Any
 
 import yaml
 
-from k8slite._native import LabelSelector, NodeTable, PodSpec, SelectorError
+from k8slite import _native
+from k8slite._native import FILTER_PLUGINS, LabelSelector, NodeTable, PodSpec, SelectorError
 from k8slite.api.quantity import QuantityError, parse_quantity
 from k8slite.component.objects import Obj, controller_ref, labels_of, name_of, namespace_of
 
 DEFAULT_SCHEDULER = "default-scheduler"
-FILTER_PLUGINS = (
-    "NodeUnschedulable",
-    "NodeName",
-    "TaintToleration",
-    "NodeAffinity",
-    "NodePorts",
-    "NodeResourcesFit",
-    "InterPodAffinity",
-)
-# Upstream's default profile weights; SelectorSpread stands in for PodTopologySpread's
-# default spreading. InterPodAffinity only filters here (required terms; no preferred ones).
-DEFAULT_WEIGHTS: dict[str, int] = {
-    "NodeResourcesFit": 1,
-    "NodeResourcesBalancedAllocation": 1,
-    "ImageLocality": 1,
-    "NodeAffinity": 2,
-    "TaintToleration": 3,
-    "SelectorSpread": 2,
-}
+# The kernel owns the plugin names and upstream's default profile weights; SelectorSpread
+# stands in for PodTopologySpread's default spreading. InterPodAffinity only filters here
+# (required terms; no preferred ones).
+DEFAULT_WEIGHTS: dict[str, int] = dict(_native.DEFAULT_WEIGHTS)
 SCORE_PLUGINS = tuple(DEFAULT_WEIGHTS)
 SCORING_STRATEGIES = ("LeastAllocated", "MostAllocated")
 

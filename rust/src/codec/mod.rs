@@ -28,3 +28,6 @@ pyo3::create_exception!(
 /// Containers nested deeper than this are refused by both directions: it bounds native
 /// recursion (so a hostile request body cannot overflow the stack) and catches cycles.
 pub const MAX_DEPTH: u32 = 1000;
+
+#[cfg(test)]
+mod tests;

@@ -122,3 +122,6 @@ fn plugin_of(bit: u32) -> usize {
         _ => F_FIT,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -6,7 +6,7 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyTuple};
 
 use super::*;
 use crate::gillock;
@@ -73,7 +73,7 @@ impl NodeTable {
     }
 }
 
-fn parse_config(
+pub(super) fn parse_config(
     weights: Option<HashMap<String, i64>>,
     strategy: &str,
     resources: Option<Vec<(String, i64)>>,
@@ -152,15 +152,11 @@ impl NodeTable {
         disabled: Vec<String>,
     ) -> PyResult<Self> {
         let config = parse_config(weights, strategy, resources, balanced_resources, disabled)?;
-        let mut table = Table::default();
-        // Interned up front so that an empty taint value and the bind-all address resolve.
-        table.strings.intern("");
-        table.strings.intern("0.0.0.0");
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
         Ok(NodeTable {
-            inner: RwLock::new(table),
+            inner: RwLock::new(Table::new()),
             config,
             seed: AtomicU64::new(seed),
         })
@@ -348,8 +344,15 @@ impl NodeTable {
     }
 }
 
-/// Adds the kernel's classes to the module.
+/// Adds the kernel's classes to the module, and its plugin names and default weights, which
+/// the Python side (the profile, the reference twin) reads instead of keeping its own list.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    m.add("FILTER_PLUGINS", PyTuple::new(py, FILTERS)?)?;
+    m.add(
+        "DEFAULT_WEIGHTS",
+        PyTuple::new(py, SCORES.iter().zip(DEFAULT_WEIGHTS))?,
+    )?;
     m.add_class::<PodSpec>()?;
     m.add_class::<NodeTable>()?;
     m.add_class::<ScheduleResult>()?;

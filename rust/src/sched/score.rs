@@ -83,7 +83,7 @@ impl Table {
         sums
     }
 
-    fn image_score(sum: i64, containers: usize) -> i64 {
+    pub(super) fn image_score(sum: i64, containers: usize) -> i64 {
         let max = IMAGE_MAX_PER_CONTAINER * containers as i64;
         let clamped = if sum < IMAGE_MIN {
             IMAGE_MIN

@@ -324,7 +324,7 @@ impl PodSpec {
         nonzero = (0, 0), node_selector = None, required = None, preferred = Vec::new(),
         tolerations = Vec::new(), ports = Vec::new(), images = Vec::new(),
         spread_key = String::new(), affinity = Vec::new(), anti_affinity = Vec::new()))]
-    fn py_new(
+    pub(super) fn py_new(
         namespace: String,
         labels: Option<HashMap<String, String>>,
         node_name: String,

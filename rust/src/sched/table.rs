@@ -94,6 +94,15 @@ pub(super) struct NodeData {
 }
 
 impl Table {
+    /// An empty table. The empty string and the bind-all address are interned up front so
+    /// that an empty taint value and a pod port without hostIP resolve.
+    pub(super) fn new() -> Table {
+        let mut table = Table::default();
+        table.strings.intern("");
+        table.strings.intern("0.0.0.0");
+        table
+    }
+
     fn slot_for(&mut self, name: &str) -> u32 {
         if let Some(&slot) = self.slots.get(name) {
             return slot;

@@ -173,7 +173,7 @@ impl FieldSelector {
     /// The canonical text: terms written with `=` or `!=` and sorted, as parsing sorts
     /// them. Sorting again here matters when the input used `==`, which sorts differently
     /// from the `=` it is written back as; without it, parsing this text could reorder it.
-    fn __str__(&self) -> String {
+    pub fn __str__(&self) -> String {
         let mut parts: Vec<String> = self
             .terms
             .iter()

@@ -615,7 +615,7 @@ impl LabelSelector {
             .collect()
     }
 
-    fn __str__(&self) -> String {
+    pub fn __str__(&self) -> String {
         self.reqs
             .iter()
             .map(Requirement::render)

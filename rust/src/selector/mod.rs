@@ -16,3 +16,6 @@ pyo3::create_exception!(
     PyValueError,
     "A selector that does not parse; the message is upstream's wording."
 );
+
+#[cfg(test)]
+mod tests;

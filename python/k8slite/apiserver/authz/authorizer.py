@@ -104,8 +104,8 @@ def _rules_status(rules: RuleSet) -> Obj:
                 if rule.get(key):
                     out[key] = rule[key]
             target = resource_rules
-        key = dumps(out)  # several roles often grant the same rule
-        if key not in seen:
-            seen.add(key)
+        encoded = dumps(out)  # several roles often grant the same rule
+        if encoded not in seen:
+            seen.add(encoded)
             target.append(out)
     return {"resourceRules": resource_rules, "nonResourceRules": nonresource_rules}
