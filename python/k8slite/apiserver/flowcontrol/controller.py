@@ -73,22 +73,28 @@ def _level(obj: Obj, seats: int | None) -> Level:
     )
 
 
-def attributes(scope: http.Scope) -> Attributes:
-    """The request as rules see it; a resource request's RequestInfo is kept in the scope."""
+def _key(scope: http.Scope) -> tuple[Any, ...]:
+    """What classification depends on, as a cache key; a resource request's RequestInfo is
+    left in the scope for the handler. Object names are not part of it (no rule names one)."""
     method, path = scope["method"], scope["path"]
     if not is_resource_path(path):
-        return Attributes(method.lower(), "", None, None, path)
+        return (method.lower(), path)
     try:
         # Long-running requests (watches) are not classified, so watch=false here.
         info = parse(method, path, False)
     except errors.ApiError:
         # Unknown resources still need a level: the handler answers 404 or 405 there.
-        return Attributes(method.lower(), "", "", None, path)
+        return (method.lower(), "", "", None, None)
     scope[SCOPE_KEY] = info
-    resource = info.resource.plural
-    if info.subresource:
-        resource = f"{resource}/{info.subresource}"
-    return Attributes(info.verb, info.group, resource, info.namespace, path)
+    return (info.verb, info.group, info.resource.plural, info.subresource, info.namespace)
+
+
+def _attributes(key: tuple[Any, ...]) -> Attributes:
+    if len(key) == 2:
+        return Attributes(key[0], "", None, None, key[1])
+    verb, group, plural, subresource, namespace = key
+    resource = f"{plural}/{subresource}" if subresource else plural
+    return Attributes(verb, group, resource, namespace, "")
 
 
 class FlowControl:
@@ -113,17 +119,17 @@ class FlowControl:
         )
         self.queue_wait = queue_wait
         self.metrics = metrics
-        self._cache: dict[tuple[str, tuple[str, ...], Attributes], Flow] = {}
+        self._cache: dict[tuple[Any, ...], Flow] = {}
         self._flows: dict[tuple[str, str], Flow] = {}
 
     def classify(self, user: UserInfo, scope: http.Scope) -> Flow:
-        a = attributes(scope)
-        key = (user.name, user.groups, a)
+        request = _key(scope)
+        key = (user.name, user.groups, request)
         flow = self._cache.get(key)
         if flow is None:
             if len(self._cache) >= _CACHE_SIZE:
                 self._cache.clear()
-            flow = self._cache[key] = self._match(user, a)
+            flow = self._cache[key] = self._match(user, _attributes(request))
         return flow
 
     def _match(self, user: UserInfo, a: Attributes) -> Flow:
