@@ -170,6 +170,10 @@ class SecureApp:
         self.authorizer = authorizer
         self.flowcontrol = flowcontrol
         self.body_reads = metrics.body_reads
+        self.inflight = {
+            False: metrics.inflight.labels("readOnly"),
+            True: metrics.inflight.labels("mutating"),
+        }
         self.audit = audit
         self.request_timeout = request_timeout
         # A write's body must arrive before the request takes a seat, within the time it
@@ -232,9 +236,12 @@ class SecureApp:
             flow = self.flowcontrol.classify(user, scope)
             response.extra = flow.headers
             await self.flowcontrol.admit(flow)
+            inflight = self.inflight[mutating]
+            inflight.inc()
             try:
                 await self._authorized(scope, receive, response)
             finally:
+                inflight.dec()
                 self.flowcontrol.release(flow)
         if deadline.cancelled_caught:
             log.warning("%s %s timed out", scope["method"], scope["path"])
