@@ -102,6 +102,13 @@ def test_requests_name_their_flow_schema_and_level(apiserver: ServerHandle) -> N
         ("node-node1", "/api/v1/nodes/node1", "system-node-high", "node-high"),
         ("node-node1", "/api/v1/namespaces/default/pods", "system-nodes", "system"),
         ("scheduler", "/api/v1/nodes", "kube-scheduler", "workload-high"),
+        (
+            "controller-manager",
+            "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/kube-controller-manager",
+            "system-leader-election",
+            "leader-election",
+        ),
+        ("controller-manager", "/api/v1/endpoints", "kube-controller-manager", "workload-high"),
         ("scheduler", "/healthz", "probes", "exempt"),
     ]
     for identity, path, schema, level in expected:

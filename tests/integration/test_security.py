@@ -238,6 +238,8 @@ def test_inflight_limit_answers_429(one_seat_server: ServerHandle) -> None:
         rbac = "/apis/rbac.authorization.k8s.io/v1/namespaces/flood"
         assert admin.post(f"{rbac}/roles", json=role).status_code == 201
         assert admin.post(f"{rbac}/rolebindings", json=binding).status_code == 201
+        pod = {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}
+        assert admin.post("/api/v1/namespaces/flood/pods", json=pod).status_code == 201
         # 16 MB of ConfigMaps: their list cannot fit in the two sockets' buffers.
         for i in range(18):
             cm = {"metadata": {"name": f"big-{i}"}, "data": {"d": "x" * 900_000}}
@@ -254,10 +256,21 @@ def test_inflight_limit_answers_429(one_seat_server: ServerHandle) -> None:
             server.client("flooder") as flooder,
             server.client("node-node1") as kubelet,
             server.client("scheduler") as scheduler,
+            server.client("controller-manager") as manager,
         ):
             wait_for(lambda: executing(admin, "global-default") == 1, what="a held seat")
             kubelet_heartbeat(kubelet, "node1")  # node-high
-            assert scheduler.get("/api/v1/nodes").status_code == 200  # workload-high
+            binding = {"metadata": {"name": "p"}, "target": {"kind": "Node", "name": "node1"}}
+            r = scheduler.post("/api/v1/namespaces/flood/pods/p/binding", json=binding)
+            assert r.status_code == 201, r.text  # workload-high
+            lease = {
+                "metadata": {"name": "kube-controller-manager"},
+                "spec": {"holderIdentity": "manager-1", "leaseDurationSeconds": 15},
+            }
+            r = manager.post(
+                "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases", json=lease
+            )
+            assert r.status_code == 201, r.text  # leader-election
             with flooder.stream("GET", "/api/v1/namespaces/flood/configmaps?watch=1") as w:
                 assert w.status_code == 200  # watches take no seat
             r = flooder.get("/api/v1/namespaces/flood/configmaps?limit=1")
