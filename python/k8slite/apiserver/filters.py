@@ -3,7 +3,8 @@
 Upstream's order: authenticate (401), then API Priority and Fairness (a seat in the
 request's priority level, else 429; long-running requests take none), then the request
 deadline (504 after 60 s, long-running requests exempt), then authorization. A write's
-body is read before its seat is taken, so a client trickling a body in holds no seat.
+body is read before its seat is taken, within its own deadline (408 past a quarter of the
+request timeout), so a client trickling a body in holds no seat.
 Resource requests are authorized by the resource handler's filters, which know the parsed
 request; non-resource paths (/healthz, /version, /api, /openapi, ...) are authorized here.
 """
@@ -33,7 +34,7 @@ ASGIApp = Any
 # hypercorn decides whether an HTTP/1.1 connection carries another request when a response
 # ends: if the request's body has not all arrived by then, it closes the connection without
 # telling the client, whose next request on it fails. So a request answered without its
-# body being read (a 403, a 429, ...) has the rest read and dropped before the answer, up
+# body being read (a 401, a 413, ...) has the rest read and dropped before the answer, up
 # to this much and this long; beyond, the answer says "Connection: close".
 _DRAIN_LIMIT = http.MAX_BODY
 _DRAIN_SECONDS = 2.0
