@@ -180,6 +180,7 @@ def flow_schemas() -> list[Obj]:
                     "subjects": [
                         _user("system:kube-controller-manager"),
                         _service_account("kube-system", "endpoint-controller"),
+                        _service_account("kube-system", "endpointslicemirroring-controller"),
                     ],
                     "resourceRules": [
                         {
@@ -199,7 +200,7 @@ def flow_schemas() -> list[Obj]:
             "ByUser",
             [
                 {
-                    "subjects": [kube_system_sas],
+                    "subjects": [_group("system:serviceaccounts")],
                     "resourceRules": [_leases("get", "create", "update")],
                 }
             ],
