@@ -9,6 +9,7 @@ import ssl
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,6 +18,13 @@ import pytest
 
 from k8slite import pki
 from tests.conftest import ServerHandle, kubectl_path, start_apiserver
+from tests.integration.flowcontrol_helpers import (
+    executing,
+    kubelet_heartbeat,
+    metric,
+    tls_socket,
+)
+from tests.polling import wait_for
 
 
 def _context(server: ServerHandle, cert: tuple[str, str] | None) -> ssl.SSLContext:
@@ -196,38 +204,96 @@ def _revision(client: httpx.Client) -> int:
     return int(client.get("/api/v1/namespaces").json()["metadata"]["resourceVersion"])
 
 
-def test_inflight_limit_answers_429(limited_server: ServerHandle) -> None:
-    with limited_server.client("admin") as admin:
-        future = _revision(admin) + 1000
-    holder: list[httpx.Response] = []
-    with limited_server.client("scheduler") as first, limited_server.client("scheduler") as second:
-        for _ in range(5):  # until the slow list, not our probe, got the seat first
-            t = threading.Thread(target=lambda: holder.append(_slow_list(first, future)))
-            t.start()
-            while t.is_alive():  # the slow list holds the one seat for 2 s (its deadline)
-                r = second.get("/api/v1/nodes")
-                if r.status_code == 429:
-                    break
-                time.sleep(0.05)
-            t.join()
-            if r.status_code == 429:
-                break
-    assert r.status_code == 429, r.text
-    assert r.headers["retry-after"] == "1"
-    assert r.json()["reason"] == "TooManyRequests"
-    assert r.json()["message"] == "Too many requests, please try again later."
-    # system:masters is not counted (upstream exempts it), watches are not either.
-    with (
-        limited_server.client("admin") as admin,
-        limited_server.client("scheduler") as sched,
-        sched.stream("GET", "/api/v1/pods?watch=true&timeoutSeconds=2"),
-    ):
-        assert sched.get("/api/v1/nodes").status_code == 200
-        t = threading.Thread(target=lambda: holder.append(_slow_list(sched, future)))
-        t.start()
-        time.sleep(0.5)
-        assert admin.get("/api/v1/nodes").status_code == 200
-        t.join()
+@pytest.fixture
+def one_seat_server(tmp_path: Path) -> Iterator[ServerHandle]:
+    """The smallest seat total: every limited priority level has one seat. A request may
+    wait in its queue for a quarter of the 30 s request timeout."""
+    server = start_apiserver(
+        tmp_path / "data",
+        "--max-requests-inflight=1",
+        "--max-mutating-requests-inflight=1",
+        "--request-timeout=30s",
+    )
+    yield server
+    server.stop()
+
+
+def test_inflight_limit_answers_429(one_seat_server: ServerHandle) -> None:
+    """A user whose level's seat is provably held waits in its queue, then gets 429, while
+    other priority levels, system:masters and watches flow."""
+    server = one_seat_server
+    with server.client("admin") as admin:
+        assert admin.post("/api/v1/nodes", json={"metadata": {"name": "node1"}}).status_code == 201
+        ns = {"metadata": {"name": "flood"}}
+        assert admin.post("/api/v1/namespaces", json=ns).status_code == 201
+        rules = [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list", "watch"]}]
+        role = {"metadata": {"name": "reader"}, "rules": rules}
+        binding = {
+            "metadata": {"name": "reader"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "reader"},
+            "subjects": [
+                {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "flooder"}
+            ],
+        }
+        rbac = "/apis/rbac.authorization.k8s.io/v1/namespaces/flood"
+        assert admin.post(f"{rbac}/roles", json=role).status_code == 201
+        assert admin.post(f"{rbac}/rolebindings", json=binding).status_code == 201
+        pod = {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}
+        assert admin.post("/api/v1/namespaces/flood/pods", json=pod).status_code == 201
+        # 16 MB of ConfigMaps: their list cannot fit in the two sockets' buffers.
+        for i in range(18):
+            cm = {"metadata": {"name": f"big-{i}"}, "data": {"d": "x" * 900_000}}
+            r = admin.post("/api/v1/namespaces/flood/configmaps", json=cm)
+            assert r.status_code == 201, r.text
+    pki.issue_client_cert(server.pki, "flooder", "flooder")
+    holder = tls_socket(server, "flooder", rcvbuf=4096)
+    try:
+        # The list's answer is never read, so the request keeps global-default's one seat
+        # until the socket closes (or its 30 s deadline).
+        holder.sendall(b"GET /api/v1/namespaces/flood/configmaps HTTP/1.1\r\nHost: x\r\n\r\n")
+        with (
+            server.client("admin") as admin,
+            server.client("flooder") as flooder,
+            server.client("node-node1") as kubelet,
+            server.client("scheduler") as scheduler,
+            server.client("controller-manager") as manager,
+        ):
+            wait_for(lambda: executing(admin, "global-default") == 1, what="a held seat")
+            kubelet_heartbeat(kubelet, "node1")  # node-high
+            binding = {"metadata": {"name": "p"}, "target": {"kind": "Node", "name": "node1"}}
+            r = scheduler.post("/api/v1/namespaces/flood/pods/p/binding", json=binding)
+            assert r.status_code == 201, r.text  # workload-high
+            lease = {
+                "metadata": {"name": "kube-controller-manager"},
+                "spec": {"holderIdentity": "manager-1", "leaseDurationSeconds": 15},
+            }
+            r = manager.post(
+                "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases", json=lease
+            )
+            assert r.status_code == 201, r.text  # leader-election
+            with flooder.stream("GET", "/api/v1/namespaces/flood/configmaps?watch=1") as w:
+                assert w.status_code == 200  # watches take no seat
+            r = flooder.get("/api/v1/namespaces/flood/configmaps?limit=1")
+            assert r.status_code == 429, r.text
+            assert r.headers["retry-after"] == "1"
+            assert r.json()["reason"] == "TooManyRequests"
+            assert r.json()["message"] == "Too many requests, please try again later."
+            assert r.headers["x-kubernetes-pf-flowschema-uid"]
+            rejected = metric(
+                admin,
+                "apiserver_flowcontrol_rejected_requests_total",
+                priority_level="global-default",
+                flow_schema="global-default",
+                reason="time-out",
+            )
+            assert rejected == 1
+            # The seat was held all along: the refusal was no race.
+            assert executing(admin, "global-default") == 1
+    finally:
+        holder.close()
+    with server.client("admin") as admin, server.client("flooder") as flooder:
+        wait_for(lambda: executing(admin, "global-default") == 0, what="the seat freed")
+        assert flooder.get("/api/v1/namespaces/flood/configmaps?limit=1").status_code == 200
 
 
 def test_request_timeout_answers_504(limited_server: ServerHandle) -> None:
@@ -351,29 +417,31 @@ def _read_response(tls: ssl.SSLSocket) -> bytes:
     return data
 
 
-def test_refused_request_keeps_its_connection(apiserver: ServerHandle) -> None:
-    """A 403 decided before the body arrived still leaves the keep-alive connection usable."""
-    host, port = apiserver.url.removeprefix("https://").rsplit(":", 1)
-    ctx = _context(apiserver, apiserver.cert("node-node1"))
+def test_refused_request_keeps_its_connection(limited_server: ServerHandle) -> None:
+    """A refused write leaves the keep-alive connection usable; a withheld body closes it."""
+    host, port = limited_server.url.removeprefix("https://").rsplit(":", 1)
+    ctx = _context(limited_server, limited_server.cert("node-node1"))
     body = b'{"metadata":{"name":"x"}}'
     head = (
         b"POST /api/v1/namespaces/default/configmaps HTTP/1.1\r\nHost: x\r\n"
         b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
     )
     with (
-        socket.create_connection((host, int(port)), timeout=10) as raw,
+        socket.create_connection((host, int(port)), timeout=30) as raw,
         ctx.wrap_socket(raw, server_hostname=host) as tls,
     ):
         tls.sendall(head)
-        time.sleep(0.3)  # the server refuses while the body is still on its way
         tls.sendall(body)
         first = _read_response(tls)
         assert first.startswith(b"HTTP/1.1 403")
         assert b"connection: close" not in first.lower()
         tls.sendall(b"GET /api/v1/nodes HTTP/1.1\r\nHost: x\r\n\r\n")
         assert _read_response(tls).startswith(b"HTTP/1.1 200")
-        # A client that holds its body back until it has the answer is told to go away.
+        # A client that holds its body back until it has the answer is told to go away once
+        # the body's own deadline (a quarter of the 2 s request timeout) has passed; it
+        # held no seat meanwhile.
         tls.sendall(head)
         late = _read_response(tls)
-        assert late.startswith(b"HTTP/1.1 403")
+        assert late.startswith(b"HTTP/1.1 408")
         assert b"connection: close" in late.lower()
+        assert b"the request body did not arrive within 0.5s" in late

@@ -485,6 +485,26 @@ def _simple(*fields: Callable[[Obj], Cell]) -> Callable[[Obj, dt.datetime], list
     return row
 
 
+def _dangling(obj: Obj) -> str:
+    """MissingPL: the Dangling condition's status, "?" before the server has set one."""
+    for cond in (obj.get("status") or {}).get("conditions") or ():
+        if cond.get("type") == "Dangling":
+            return str(cond.get("status", "?"))
+    return "?"
+
+
+def _limits(obj: Obj) -> list[Cell]:
+    """A priority level's shares and queuing; <none> where it has none (exempt, Reject)."""
+    limited = obj["spec"].get("limited")
+    if not limited:
+        return ["<none>"] * 4
+    queuing = (limited.get("limitResponse") or {}).get("queuing")
+    shares: Cell = limited.get("nominalConcurrencyShares", 0)
+    if not queuing:
+        return [shares, "<none>", "<none>", "<none>"]
+    return [shares, queuing["queues"], queuing["handSize"], queuing["queueLengthLimit"]]
+
+
 @dataclass(frozen=True)
 class Printer:
     columns: tuple[Column, ...]
@@ -732,6 +752,75 @@ PRINTERS: dict[tuple[str, str], Printer] = {
             AGE,
         ),
         _simple(lambda o: (o.get("spec") or {}).get("holderIdentity") or ""),
+    ),
+    ("flowcontrol.apiserver.k8s.io", "FlowSchema"): Printer(
+        (
+            NAME,
+            Column(
+                "PriorityLevel",
+                description="`name` is the name of the priority level "
+                "configuration being referenced Required.",
+            ),
+            Column(
+                "MatchingPrecedence",
+                description="`matchingPrecedence` is used to choose "
+                "among the FlowSchemas that match a given request.",
+            ),
+            Column(
+                "DistinguisherMethod",
+                description="`distinguisherMethod` defines how to "
+                "compute the flow distinguisher for requests that match this schema.",
+            ),
+            AGE,
+            Column(
+                "MissingPL",
+                description="references a broken or non-existent PriorityLevelConfiguration",
+            ),
+        ),
+        lambda o, now: [
+            o["metadata"].get("name", ""),
+            o["spec"]["priorityLevelConfiguration"].get("name", ""),
+            o["spec"].get("matchingPrecedence", 0),
+            (o["spec"].get("distinguisherMethod") or {}).get("type", "*"),
+            age(o, now),
+            _dangling(o),
+        ],
+    ),
+    ("flowcontrol.apiserver.k8s.io", "PriorityLevelConfiguration"): Printer(
+        (
+            NAME,
+            Column(
+                "Type",
+                description="`type` indicates whether this priority level is "
+                "subject to limitation on request execution.",
+            ),
+            Column(
+                "NominalConcurrencyShares",
+                description="`nominalConcurrencyShares` "
+                "(NCS) contributes to the computation of the NominalConcurrencyLimit.",
+            ),
+            Column(
+                "Queues", description="`queues` is the number of queues for this priority level."
+            ),
+            Column(
+                "HandSize",
+                description="`handSize` is a small positive number that "
+                "configures the shuffle sharding of requests into queues.",
+            ),
+            Column(
+                "QueueLengthLimit",
+                description="`queueLengthLimit` is the maximum number "
+                "of requests allowed to be waiting in a given queue of this priority level "
+                "at a time.",
+            ),
+            AGE,
+        ),
+        lambda o, now: [
+            o["metadata"].get("name", ""),
+            o["spec"].get("type", ""),
+            *_limits(o),
+            age(o, now),
+        ],
     ),
 }
 DEFAULT = Printer((NAME, AGE), _simple())

@@ -148,6 +148,23 @@ RESOURCES: list[ResourceType] = [
     ResourceType(_RBAC, "v1", "ClusterRoleBinding", "clusterrolebindings", False),
     ResourceType(_RBAC, "v1", "Role", "roles", True),
     ResourceType(_RBAC, "v1", "RoleBinding", "rolebindings", True),
+    # API Priority and Fairness: upstream's defaults, made at start and served read-only.
+    ResourceType(
+        "flowcontrol.apiserver.k8s.io",
+        "v1",
+        "FlowSchema",
+        "flowschemas",
+        False,
+        verbs=("get", "list", "watch"),
+    ),
+    ResourceType(
+        "flowcontrol.apiserver.k8s.io",
+        "v1",
+        "PriorityLevelConfiguration",
+        "prioritylevelconfigurations",
+        False,
+        verbs=("get", "list", "watch"),
+    ),
     # Access reviews: answered per request and never stored, so create is their only verb.
     ResourceType(
         "authorization.k8s.io",

@@ -1,8 +1,10 @@
-"""Objects every cluster has, reconciled at each start: the `kubernetes` service and endpoints."""
+"""Objects every cluster has, reconciled at each start: the `kubernetes` service, APF defaults."""
 
 from __future__ import annotations
 
+from k8slite._native import loads
 from k8slite.apiserver.core import ApiCore
+from k8slite.apiserver.flowcontrol import defaults
 from k8slite.component.objects import Obj
 
 _LABELS = {"component": "apiserver", "provider": "kubernetes"}
@@ -59,7 +61,12 @@ def _slice(address: str, port: int) -> Obj:
 
 
 async def _ensure(
-    core: ApiCore, group: str, plural: str, desired: Obj, fields: tuple[str, ...]
+    core: ApiCore,
+    group: str,
+    plural: str,
+    desired: Obj,
+    fields: tuple[str, ...],
+    namespace: str | None = "default",
 ) -> None:
     """Create the object, or bring the named top-level fields back to what they should be."""
     reg = core.registries[(group, plural)]
@@ -71,7 +78,7 @@ async def _ensure(
             current[f] = desired[f]
         return current
 
-    await reg.update("default", desired["metadata"]["name"], mutate, allow_create=True)
+    await reg.update(namespace, desired["metadata"]["name"], mutate, allow_create=True)
 
 
 async def ensure_kubernetes_service(
@@ -85,3 +92,24 @@ async def ensure_kubernetes_service(
     await _ensure(
         core, "discovery.k8s.io", "endpointslices", _slice(address, port), ("endpoints", "ports")
     )
+
+
+_FLOWCONTROL = "flowcontrol.apiserver.k8s.io"
+
+
+async def ensure_flowcontrol_objects(core: ApiCore) -> None:
+    """Upstream's default FlowSchemas and priority levels, their specs as upstream's.
+
+    They are served read-only, so at each start every one is created or reset.
+    """
+    for level in defaults.priority_levels():
+        await _ensure(core, _FLOWCONTROL, "prioritylevelconfigurations", level, ("spec",), None)
+    for schema in defaults.flow_schemas():
+        await _ensure(core, _FLOWCONTROL, "flowschemas", schema, ("spec",), None)
+
+
+def stored(core: ApiCore, plural: str) -> list[Obj]:
+    """Every stored object of a flowcontrol resource, from the cache."""
+    reg = core.registries[(_FLOWCONTROL, plural)]
+    objs: list[Obj] = loads(reg.cache.list(reg.rt.key_prefix)[0])
+    return objs

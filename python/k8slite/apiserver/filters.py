@@ -1,10 +1,12 @@
-"""The handler chain in front of the API: authentication, in-flight limit, deadline, audit.
+"""The handler chain in front of the API: authentication, priority and fairness, deadline, audit.
 
-Upstream's order: authenticate (401), then the max-in-flight limit (429, system:masters
-exempt, long-running requests not counted), then the request deadline (504 after 60 s,
-long-running requests exempt), then authorization. Resource requests are authorized by the
-resource handler's filters, which know the parsed request; non-resource paths (/healthz,
-/version, /api, /openapi, ...) are authorized here.
+Upstream's order: authenticate (401), then API Priority and Fairness (a seat in the
+request's priority level, else 429; long-running requests take none), then the request
+deadline (504 after 60 s, long-running requests exempt), then authorization. A write's
+body is read before its seat is taken, within its own deadline (408 past a quarter of the
+request timeout), so a client trickling a body in holds no seat.
+Resource requests are authorized by the resource handler's filters, which know the parsed
+request; non-resource paths (/healthz, /version, /api, /openapi, ...) are authorized here.
 """
 
 from __future__ import annotations
@@ -19,16 +21,12 @@ from k8slite._native import loads
 from k8slite.api import errors
 from k8slite.apiserver import http
 from k8slite.apiserver.audit import AuditLog
-from k8slite.apiserver.authn import MASTERS, SCOPE_KEY, CertAuthenticator, UserInfo
+from k8slite.apiserver.authn import SCOPE_KEY, CertAuthenticator, UserInfo
 from k8slite.apiserver.authz.attributes import Attributes
 from k8slite.apiserver.authz.authorizer import ATTRIBUTES_KEY, Authorizer
-from k8slite.apiserver.limits import (
-    REQUEST_TIMEOUT,
-    InflightLimiter,
-    is_long_running,
-    is_mutating,
-    request_deadline,
-)
+from k8slite.apiserver.flowcontrol.controller import FlowControl
+from k8slite.apiserver.limits import REQUEST_TIMEOUT, is_long_running, is_mutating, request_deadline
+from k8slite.apiserver.metrics import ApiMetrics
 from k8slite.apiserver.requestinfo import is_resource_path
 
 log = logging.getLogger(__name__)
@@ -36,7 +34,7 @@ ASGIApp = Any
 # hypercorn decides whether an HTTP/1.1 connection carries another request when a response
 # ends: if the request's body has not all arrived by then, it closes the connection without
 # telling the client, whose next request on it fails. So a request answered without its
-# body being read (a 403, a 429, ...) has the rest read and dropped before the answer, up
+# body being read (a 401, a 413, ...) has the rest read and dropped before the answer, up
 # to this much and this long; beyond, the answer says "Connection: close".
 _DRAIN_LIMIT = http.MAX_BODY
 _DRAIN_SECONDS = 2.0
@@ -48,6 +46,12 @@ def _timeout() -> errors.ApiError:
         "Timeout",
         "Timeout: request did not complete within requested timeout - context deadline exceeded",
         {},
+    )
+
+
+def _body_timeout(seconds: float) -> errors.ApiError:
+    return errors.ApiError(
+        408, "Timeout", f"Timeout: the request body did not arrive within {seconds:g}s", {}
     )
 
 
@@ -75,13 +79,52 @@ class _Receive:
         return self.done
 
 
+class _Replay:
+    """Hands the app a body read beforehand, then whatever the connection says next."""
+
+    __slots__ = ("message", "receive")
+
+    def __init__(self, body: bytes, receive: http.Receive) -> None:
+        self.message: http.Message | None = {
+            "type": "http.request",
+            "body": body,
+            "more_body": False,
+        }
+        self.receive = receive
+
+    async def __call__(self) -> http.Message:
+        message, self.message = self.message, None
+        return message if message is not None else await self.receive()
+
+
+async def _read_body(scope: http.Scope, receive: http.Receive) -> bytes | None:
+    """The whole body (413 past upstream's 3 MiB); None if the client went away."""
+    length = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+    if length is not None and length.isdigit() and int(length) > http.MAX_BODY:
+        raise errors.too_large()
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return None
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > http.MAX_BODY:
+            raise errors.too_large()
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
 class _Response:
     """Watches what the app sends: the status, and (for the audit of creates) the first body.
 
-    Before an HTTP/1.1 answer starts, the unread rest of the request body is drained.
+    Before an HTTP/1.1 answer starts, the unread rest of the request body is drained. The
+    answer carries the request's FlowSchema and priority level UIDs (upstream's headers).
     """
 
-    __slots__ = ("body", "keep_body", "request", "send", "status")
+    __slots__ = ("body", "extra", "give_up", "keep_body", "request", "send", "status")
 
     def __init__(self, send: http.Send, request: _Receive | None, keep_body: bool) -> None:
         self.send = send
@@ -89,14 +132,18 @@ class _Response:
         self.status = 0
         self.body = b""
         self.keep_body = keep_body
+        self.extra: tuple[tuple[bytes, bytes], ...] = ()
+        self.give_up = False  # close the connection rather than wait for the body's rest
 
     async def __call__(self, message: http.Message) -> None:
         if message["type"] == "http.response.start":
             self.status = message["status"]
+            if self.extra:
+                message = {**message, "headers": [*message.get("headers", ()), *self.extra]}
             if (
                 self.request is not None
                 and not self.request.done
-                and not await self.request.drain()
+                and (self.give_up or not await self.request.drain())
             ):
                 message = {
                     **message,
@@ -114,16 +161,26 @@ class SecureApp:
         self,
         app: ASGIApp,
         authorizer: Authorizer,
-        limiter: InflightLimiter | None = None,
+        flowcontrol: FlowControl,
+        metrics: ApiMetrics,
         audit: AuditLog | None = None,
         request_timeout: float = REQUEST_TIMEOUT,
     ) -> None:
         self.app = app
         self.authn = CertAuthenticator()
         self.authorizer = authorizer
-        self.limiter = limiter or InflightLimiter()
+        self.flowcontrol = flowcontrol
+        self.body_reads = metrics.body_reads
+        self.inflight = {
+            False: metrics.inflight.labels("readOnly"),
+            True: metrics.inflight.labels("mutating"),
+        }
         self.audit = audit
         self.request_timeout = request_timeout
+        # A write's body must arrive before the request takes a seat, within the time it
+        # could have waited in a queue (a quarter of the request timeout: 15 s, in which
+        # 3 MiB needs 1.7 Mbit/s). Past it: 408 and the connection closes.
+        self.body_timeout = request_timeout / 4
 
     async def __call__(self, scope: http.Scope, receive: http.Receive, send: http.Send) -> None:
         if scope["type"] != "http":
@@ -162,19 +219,35 @@ class SecureApp:
         if long_running:
             await self._authorized(scope, receive, response)
             return
-        counted = MASTERS not in user.groups
-        if counted and not self.limiter.acquire(mutating):
-            raise errors.too_many_requests()
-        try:
-            with trio.move_on_after(request_deadline(scope, self.request_timeout)) as deadline:
+        with trio.move_on_after(request_deadline(scope, self.request_timeout)) as deadline:
+            if mutating:
+                # The body first, holding no seat: a slow sender only ties up its own socket.
+                self.body_reads.inc()
+                try:
+                    with trio.move_on_after(self.body_timeout) as waited:
+                        body = await _read_body(scope, receive)
+                finally:
+                    self.body_reads.dec()
+                if waited.cancelled_caught:
+                    response.give_up = True
+                    raise _body_timeout(self.body_timeout)
+                if body is None:
+                    return  # the client left; nobody to answer
+                receive = _Replay(body, receive)
+            flow = self.flowcontrol.classify(user, scope)
+            response.extra = flow.headers
+            await self.flowcontrol.admit(flow)
+            inflight = self.inflight[mutating]
+            inflight.inc()
+            try:
                 await self._authorized(scope, receive, response)
-            if deadline.cancelled_caught:
-                log.warning("%s %s timed out", scope["method"], scope["path"])
-                if not response.status:
-                    raise _timeout()
-        finally:
-            if counted:
-                self.limiter.release(mutating)
+            finally:
+                inflight.dec()
+                self.flowcontrol.release(flow)
+        if deadline.cancelled_caught:
+            log.warning("%s %s timed out", scope["method"], scope["path"])
+            if not response.status:
+                raise _timeout()
 
     async def _authorized(
         self, scope: http.Scope, receive: http.Receive, response: _Response

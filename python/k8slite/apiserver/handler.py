@@ -46,7 +46,10 @@ class ResourceHandler:
         info: RequestInfo | None = None
         code = 500
         try:
-            info = requestinfo.parse(req.method, req.path, req.flag("watch"))
+            # Parsed already when priority and fairness classified the request.
+            info = scope.get(requestinfo.SCOPE_KEY) or requestinfo.parse(
+                req.method, req.path, req.flag("watch")
+            )
             for check in self.filters:
                 await check(req, info)
             virtual = self.virtual.get((info.group, info.resource.plural))
@@ -58,6 +61,8 @@ class ResourceHandler:
                 code = 200
                 await podlogs.serve_log(self.core, self.kubelets, req, info, send)
                 return
+            if info.verb not in info.resource.verbs:
+                raise errors.method_not_allowed()
             reg = self.core.registry(info.resource)
             if info.verb == "watch":
                 code = 200

@@ -1,4 +1,4 @@
-"""Request limits: in-flight caps, request deadlines, long-running requests, body nesting depth."""
+"""Request limits: the seat total, request deadlines, long-running requests, body nesting depth."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from k8slite.apiserver.http import Request
 from k8slite.apiserver.requestinfo import RequestInfo
 from k8slite.component.flags import Duration
 
-# Upstream's --max-requests-inflight and --max-mutating-requests-inflight defaults.
+# Upstream's --max-requests-inflight and --max-mutating-requests-inflight defaults; with
+# priority and fairness their sum is the seats shared out among the priority levels.
 MAX_REQUESTS_INFLIGHT = 400
 MAX_MUTATING_REQUESTS_INFLIGHT = 200
 # Upstream's --request-timeout: the most a non-long-running request may take.
@@ -65,28 +66,6 @@ def request_deadline(scope: Any, default: float = REQUEST_TIMEOUT) -> float:
     except ValueError as e:
         raise errors.bad_request(f"invalid timeout specified in the request URL: {e}") from None
     return min(wanted, default) if wanted > 0 else default
-
-
-class InflightLimiter:
-    """Counts requests being served, read-only and mutating apart; 0 means unlimited."""
-
-    def __init__(
-        self,
-        max_readonly: int = MAX_REQUESTS_INFLIGHT,
-        max_mutating: int = MAX_MUTATING_REQUESTS_INFLIGHT,
-    ) -> None:
-        self.limits = {False: max_readonly, True: max_mutating}
-        self.inflight = {False: 0, True: 0}
-
-    def acquire(self, mutating: bool) -> bool:
-        limit = self.limits[mutating]
-        if limit and self.inflight[mutating] >= limit:
-            return False
-        self.inflight[mutating] += 1
-        return True
-
-    def release(self, mutating: bool) -> None:
-        self.inflight[mutating] -= 1
 
 
 def _too_deep() -> errors.ApiError:

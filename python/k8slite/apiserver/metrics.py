@@ -40,6 +40,9 @@ _LATENCY_BUCKETS = (
     45,
     60,
 )
+# Upstream's buckets for apiserver_flowcontrol_request_wait_duration_seconds.
+_WAIT_BUCKETS = (0, 0.005, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30)
+_FLOW_LABELS = ("priority_level", "flow_schema")
 
 
 class ApiMetrics:
@@ -88,6 +91,43 @@ class ApiMetrics:
             "apiserver_current_inflight_requests",
             "Requests being served.",
             ("request_kind",),
+            registry=r,
+        )
+        # API Priority and Fairness (apiserver/flowcontrol), upstream's names and labels.
+        self.fc_executing = Gauge(
+            "apiserver_flowcontrol_current_executing_requests",
+            "Requests executing (holding a seat) by priority level and FlowSchema.",
+            _FLOW_LABELS,
+            registry=r,
+        )
+        self.fc_inqueue = Gauge(
+            "apiserver_flowcontrol_current_inqueue_requests",
+            "Requests waiting in a queue for a seat.",
+            _FLOW_LABELS,
+            registry=r,
+        )
+        self.fc_rejected = Counter(
+            "apiserver_flowcontrol_rejected_requests",
+            "Requests refused with 429 (reason: queue-full, concurrency-limit, time-out).",
+            (*_FLOW_LABELS, "reason"),
+            registry=r,
+        )
+        self.fc_dispatched = Counter(
+            "apiserver_flowcontrol_dispatched_requests",
+            "Requests given a seat.",
+            _FLOW_LABELS,
+            registry=r,
+        )
+        self.fc_wait = Histogram(
+            "apiserver_flowcontrol_request_wait_duration_seconds",
+            "Time requests waited for a seat (execute: whether they got one).",
+            (*_FLOW_LABELS, "execute"),
+            buckets=_WAIT_BUCKETS,
+            registry=r,
+        )
+        self.body_reads = Gauge(
+            "k8slite_apiserver_request_body_reads",
+            "Requests whose body is still arriving; they hold no seat meanwhile.",
             registry=r,
         )
 

@@ -9,6 +9,8 @@ from k8slite.api.resources import ResourceType, lookup
 
 # Subresources of a namespace, which otherwise look like a resource inside the namespace.
 _NAMESPACE_SUBRESOURCES = {"status", "finalize"}
+# Where the filter chain leaves a request's parsed RequestInfo for the resource handler.
+SCOPE_KEY = "k8slite.requestinfo"
 _VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 
 

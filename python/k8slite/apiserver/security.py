@@ -11,13 +11,14 @@ from k8slite.apiserver.authz.bootstrap import reconcile
 from k8slite.apiserver.authz.escalation import EscalationCheck
 from k8slite.apiserver.authz.noderestriction import NodeRestriction
 from k8slite.apiserver.authz.reviews import reviews
+from k8slite.apiserver.bootstrap import ensure_flowcontrol_objects, stored
 from k8slite.apiserver.core import ApiCore
 from k8slite.apiserver.filters import SecureApp
+from k8slite.apiserver.flowcontrol.controller import FlowControl
 from k8slite.apiserver.limits import (
     MAX_MUTATING_REQUESTS_INFLIGHT,
     MAX_REQUESTS_INFLIGHT,
     REQUEST_TIMEOUT,
-    InflightLimiter,
     check_body_depth,
 )
 
@@ -31,7 +32,9 @@ async def secure_app(
     max_mutating_requests_inflight: int = MAX_MUTATING_REQUESTS_INFLIGHT,
     request_timeout: float = REQUEST_TIMEOUT,
 ) -> SecureApp:
-    """The app behind authentication, limits, audit and authorization, policy reconciled.
+    """The app behind authentication, priority and fairness, audit and authorization.
+
+    Policy (RBAC, FlowSchemas, priority levels) is reconciled first.
 
     Call after the caches are warm: the node graph is built from the cached pods.
     """
@@ -45,5 +48,13 @@ async def secure_app(
     ]
     app.resources.virtual.update(reviews(authorizer))
     audit = AuditLog(audit_log_path) if audit_log_path else None
-    limiter = InflightLimiter(max_requests_inflight, max_mutating_requests_inflight)
-    return SecureApp(app, authorizer, limiter, audit, request_timeout)
+    await ensure_flowcontrol_objects(core)
+    flowcontrol = FlowControl(
+        stored(core, "flowschemas"),
+        stored(core, "prioritylevelconfigurations"),
+        max_requests_inflight + max_mutating_requests_inflight,
+        # Upstream lets a request wait in its queue for a quarter of its deadline.
+        request_timeout / 4,
+        app.metrics,
+    )
+    return SecureApp(app, authorizer, flowcontrol, app.metrics, audit, request_timeout)

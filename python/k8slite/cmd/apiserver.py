@@ -53,13 +53,13 @@ def parse_args(argv: list[str] | None) -> tuple[ApiServerConfig, argparse.Namesp
         "--max-requests-inflight",
         type=int,
         default=MAX_REQUESTS_INFLIGHT,
-        help="read-only requests served at once before 429 (0: no limit)",
+        help="with the next, the seats shared among the priority levels (both 0: no limit)",
     )
     p.add_argument(
         "--max-mutating-requests-inflight",
         type=int,
         default=MAX_MUTATING_REQUESTS_INFLIGHT,
-        help="mutating requests served at once before 429 (0: no limit)",
+        help="with the previous, the seats shared among the priority levels",
     )
     p.add_argument(
         "--request-timeout",
