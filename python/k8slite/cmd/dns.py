@@ -71,10 +71,12 @@ async def _serve(config: DnsConfig) -> None:
     async with trio.open_nursery() as nursery:
         serving = await nursery.start(run, config)
         host, port = serving.dns
-        # Lines for people and for scripts (tests wait for "ready").
-        print(f"k8slite-dns serving on {serving.serving_url}", flush=True)
-        print(f"k8slite-dns DNS on {host} port {port} (udp, tcp)", flush=True)
-        print("k8slite-dns ready", flush=True)
+        address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        # One line for people and for scripts (tests wait for "ready:" and read both ports).
+        print(
+            f"k8slite-dns ready: DNS on {address} (udp, tcp); serving on {serving.serving_url}",
+            flush=True,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
