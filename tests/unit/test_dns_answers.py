@@ -13,7 +13,7 @@ import dns.rdatatype
 import pytest
 from prometheus_client import CollectorRegistry
 
-from k8slite.dns.forward import Forwarder
+from k8slite.dns.forward import Forwarder, parse_upstreams, without_self
 from k8slite.dns.metrics import DnsMetrics
 from k8slite.dns.records import service_records
 from k8slite.dns.resolve import PodMode, Resolver
@@ -233,3 +233,37 @@ def test_bad_queries_are_refused_not_fatal() -> None:
     assert server.respond(b"\x12\x34\x01", "udp", "1") is None
     reply = dns.message.make_response(dns.message.make_query("a.example", "A")).to_wire()
     assert server.respond(reply, "udp", "1") is None
+
+
+async def test_no_upstream_resolvers_means_servfail_at_once() -> None:
+    server = make_server()
+    query = dns.message.make_query("example.com", "A")
+    pending = server.respond(query.to_wire(), "udp", "1")
+    assert isinstance(pending, Pending)
+    response = dns.message.from_wire(await server.finish(pending))
+    assert response.id == query.id and rcode(response) == "SERVFAIL"
+    # An ExternalName whose target cannot be looked up still gets its CNAME.
+    ext = {
+        "metadata": {"name": "out", "namespace": "default"},
+        "spec": {"type": "ExternalName", "externalName": "www.example.com"},
+    }
+    server.store.set_records("default/out", service_records(ext, [], server.store.zone))
+    query = dns.message.make_query("out.default.svc.cluster.local", "A")
+    pending = server.respond(query.to_wire(), "udp", "1")
+    assert isinstance(pending, Pending)
+    response = dns.message.from_wire(await server.finish(pending))
+    assert rcode(response) == "NOERROR"
+    assert [r.to_text() for r in response.answer[0]] == ["www.example.com."]
+
+
+def test_upstream_flags() -> None:
+    assert parse_upstreams("10.0.0.2, 10.0.0.3:5353,[fd00::1]:53") == [
+        ("10.0.0.2", 53),
+        ("10.0.0.3", 5353),
+        ("fd00::1", 53),
+    ]
+    with pytest.raises(ValueError):
+        parse_upstreams("dns.example.com")
+    assert without_self([("127.0.0.1", 53), ("127.0.0.1", 5353)], "0.0.0.0", 53) == [
+        ("127.0.0.1", 5353)
+    ]

@@ -113,7 +113,8 @@ class Forwarder:
                 return None
             log.debug("upstream %s:%d answered in %.3fs", *upstream, time.perf_counter() - started)
             return answer
-        log.info(
+        # Per query, so debug: a dead upstream under load would flood the log otherwise.
+        log.debug(
             "upstream %s:%d did not answer within %.1fs", upstream[0], upstream[1], self.timeout
         )
         return None
