@@ -153,6 +153,8 @@ def test_pod_records() -> None:
     response = ask(insecure, "10-244-0-9.default.pod.cluster.local")
     assert [r.to_text() for r in response.answer[0]] == ["10.244.0.9"]
     assert rcode(ask(insecure, "not-an-ip.default.pod.cluster.local")) == "NXDOMAIN"
+    # Even insecure, the namespace must exist (as CoreDNS).
+    assert rcode(ask(insecure, "10-244-0-9.nowhere.pod.cluster.local")) == "NXDOMAIN"
     verified = make_server(PodMode.VERIFIED)
     assert rcode(ask(verified, "10-244-0-9.default.pod.cluster.local")) == "NXDOMAIN"
     verified.store.set_pod("default/p", "default", ("10.244.0.9",))

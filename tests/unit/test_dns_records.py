@@ -78,6 +78,32 @@ def test_cluster_ip_service_2_3() -> None:
     }
 
 
+def test_cluster_ip_service_endpoints_by_name_as_coredns() -> None:
+    svc = service("api", clusterIP="10.96.0.9", ports=[{"name": "http", "port": 80}])
+    slices = [
+        endpoint_slice(
+            "api",
+            [
+                {"addresses": ["10.1.0.4"], "hostname": "api-0"},
+                {"addresses": ["10.1.0.5"], "conditions": {"ready": False}},
+            ],
+            [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        )
+    ]
+    records = service_records(svc, slices, ZONE)
+    # The service name stays the ClusterIP; the endpoint has a name and a PTR of its own.
+    assert texts(records, "A") == {
+        "api.default.svc.cluster.local.": ["10.96.0.9"],
+        "api-0.api.default.svc.cluster.local.": ["10.1.0.4"],
+    }
+    assert texts(records, "PTR")["4.0.1.10.in-addr.arpa."] == [
+        "api-0.api.default.svc.cluster.local."
+    ]
+    assert texts(records, "SRV") == {
+        "_http._tcp.api.default.svc.cluster.local.": ["0 100 80 api.default.svc.cluster.local."]
+    }
+
+
 def test_unnamed_ports_have_no_srv_and_names_are_lowercase() -> None:
     svc = service(
         "Web",
@@ -184,6 +210,7 @@ def test_pod_names_2_6() -> None:
     assert undashed("10-244-1-7") == "10.244.1.7"
     assert undashed("fd00--1") == "fd00::1"
     assert undashed("fd00-0-0-0-0-0-0-1") == "fd00::1"
+    assert undashed("1--2-3") == "1::2:3"  # three dashes, but "--": IPv6 (as CoreDNS)
     for bad in ("10-244-1", "300-1-1-1", "web", "1-2-3-4-5"):
         assert undashed(bad) is None
     assert reverse_name("10.3.0.100") == "100.0.3.10.in-addr.arpa."

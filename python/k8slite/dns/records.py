@@ -57,7 +57,8 @@ def dashed(ip: str) -> str:
 
 def undashed(label: str) -> str | None:
     """The IP a dashed label spells, in canonical form, or None."""
-    text = label.replace("-", ".") if label.count("-") == 3 else label.replace("-", ":")
+    dotted = label.count("-") == 3 and "--" not in label
+    text = label.replace("-", ".") if dotted else label.replace("-", ":")
     try:
         return str(ipaddress.ip_address(text))
     except ValueError:
@@ -121,7 +122,7 @@ def ready_endpoints(slices: Iterable[Obj]) -> list[tuple[Obj, str, list[Obj]]]:
 
 def service_records(service: Obj, slices: Iterable[Obj], zone: str) -> list[Record]:
     """Every record of one Service: spec sections 2.3 (ClusterIP), 2.4 (headless) and 2.5
-    (ExternalName). `slices` are the Service's EndpointSlices (used when headless)."""
+    (ExternalName). `slices` are the Service's EndpointSlices."""
     spec = service.get("spec") or {}
     name = service_name(service, zone)
     if spec.get("type") == "ExternalName":
@@ -140,6 +141,12 @@ def service_records(service: Obj, slices: Iterable[Obj], zone: str) -> list[Reco
         srv_name = _srv_name(port, name)
         if srv_name is not None:
             out.append(_srv(srv_name, int(port.get("port") or 0), name, 100))
+    # Each ready endpoint by name, and its address back to that name, as CoreDNS answers
+    # them for every Service (the spec asks it only of headless ones).
+    for endpoint, ip, _ in ready_endpoints(slices):
+        host = f"{endpoint_hostname(endpoint, ip)}.{name}"
+        out.append(address_record(host, ip))
+        out.append(Record(reverse_name(ip), dns.rdatatype.PTR, _ptr(host)))
     return out
 
 

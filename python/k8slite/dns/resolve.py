@@ -134,7 +134,7 @@ class Resolver:
         return None
 
     def _pod_records(self, name: str, label: str, namespace: str) -> dict[int, list] | None:
-        if self.pods is PodMode.DISABLED:
+        if self.pods is PodMode.DISABLED or not self.store.has_namespace(namespace):
             return None
         ip = undashed(label)
         if ip is None:
