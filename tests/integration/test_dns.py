@@ -11,6 +11,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import dns.exception
@@ -24,6 +25,7 @@ import dns.rrset
 import httpx
 import pytest
 
+from k8slite.dns import kubedns
 from tests.conftest import ServerHandle
 from tests.launch import launch, stop
 from tests.polling import wait_for
@@ -226,11 +228,11 @@ def test_headless_service_with_hostnames_and_truncation(
         {"addresses": [f"10.200.1.{i}"], "conditions": {"ready": True}} for i in range(1, 101)
     ]
     ports = [{"name": "pg", "port": 5432, "protocol": "TCP"}]
-    create(
-        api,
-        f"/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices",
-        endpoint_slice("db", endpoints, ports),
-    )
+    eps = endpoint_slice("db", endpoints, ports)
+    # As the endpointslice controller marks the change behind it.
+    trigger = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    eps["metadata"]["annotations"] = {"endpoints.kubernetes.io/last-change-trigger-time": trigger}
+    create(api, f"/apis/discovery.k8s.io/v1/namespaces/{namespace}/endpointslices", eps)
     name = f"db.{namespace}.svc.cluster.local"
     eventually(lambda: answers(k8sdns.query(f"db-0.{name}")) == ["10.200.0.10"], "db-0")
     assert rcode(k8sdns.query(f"db-2.{name}")) == "NXDOMAIN"  # not ready
@@ -247,6 +249,14 @@ def test_headless_service_with_hostnames_and_truncation(
     assert len(targets) == 102
     ptr = k8sdns.query("10.0.200.10.in-addr.arpa", "PTR")
     assert answers(ptr, "PTR") == [f"db-0.{name}."]
+    with httpx.Client(verify=False, base_url=k8sdns.serving_url) as client:  # self-signed
+        metrics = client.get("/metrics").text
+    count = re.search(
+        r"coredns_kubernetes_dns_programming_duration_seconds_count"
+        r'\{service_kind="headless_with_selector"\} (\S+)',
+        metrics,
+    )
+    assert count and float(count[1]) >= 1
 
 
 def test_pods_and_external_names(k8sdns: Dns, api: httpx.Client, namespace: str) -> None:
@@ -278,6 +288,26 @@ def test_pods_and_external_names(k8sdns: Dns, api: httpx.Client, namespace: str)
     # The CNAME, then its target's address as the upstream resolver gave it.
     assert answers(response, "CNAME") == ["www.example.test."]
     assert answers(response) == [EXAMPLE_IP]
+
+
+def test_the_kube_dns_service(k8sdns: Dns, api: httpx.Client) -> None:
+    """The objects `k8slite up` makes so that pods reach the server at 10.96.0.10."""
+    services = f"/api/v1/namespaces/{kubedns.NAMESPACE}/services"
+    slices = f"/apis/discovery.k8s.io/v1/namespaces/{kubedns.NAMESPACE}/endpointslices"
+    # An address pods would reach; here only data, no packet goes to it.
+    create(api, services, kubedns.service())
+    create(api, slices, kubedns.endpoint_slice("192.0.2.53", dns_port=10053))
+    try:
+        name = "kube-dns.kube-system.svc.cluster.local"
+        eventually(lambda: answers(k8sdns.query(name)) == ["10.96.0.10"], name)
+        assert answers(k8sdns.query("ns.dns.cluster.local")) == ["10.96.0.10"]
+        srv = k8sdns.query(f"_dns._udp.{name}", "SRV")
+        assert answers(srv, "SRV") == [f"0 100 53 {name}."]
+        endpoint = k8sdns.query(f"192-0-2-53.{name}")
+        assert answers(endpoint) == ["192.0.2.53"]
+    finally:
+        api.delete(f"{slices}/{kubedns.endpoint_slice('192.0.2.53')['metadata']['name']}")
+        api.delete(f"{services}/{kubedns.NAME}")
 
 
 def test_forwarding_to_the_upstream(k8sdns: Dns) -> None:

@@ -39,7 +39,9 @@ def parse_args(argv: list[str] | None) -> tuple[DnsConfig, argparse.Namespace]:
         help="<dashed-ip>.<namespace>.pod.<domain> records: for any IP (insecure), only "
         "for pods' IPs (verified: watches Pods), or none",
     )
-    p.add_argument("--cache-size", type=int, default=10_000, help="answers kept in the cache")
+    p.add_argument(
+        "--cache-size", type=int, default=10_000, help="answers kept in the cache (0: none)"
+    )
     # --bind-address is the DNS listeners' address as well as the serving one.
     ServingOptions.add_flags(p, default_port=9153)
     add_verbosity_flag(p)

@@ -60,6 +60,8 @@ class AnswerCache:
         if generation != self.generation:
             self._entries.clear()
             self.generation = generation
+        if self.capacity <= 0:
+            return  # caching turned off
         if len(self._entries) >= self.capacity:
             # The oldest entry goes (dicts keep insertion order).
             del self._entries[next(iter(self._entries))]

@@ -101,7 +101,7 @@ async def run(
         async with ApiClient(load_kubeconfig(config.kubeconfig)) as client:
             factory = SharedInformerFactory(client)
             # Its informer handlers keep it alive.
-            ClusterWatcher(factory, store, config.pods is PodMode.VERIFIED)
+            ClusterWatcher(factory, store, config.pods is PodMode.VERIFIED, metrics)
             synced = trio.Event()
 
             def not_synced() -> str | None:

@@ -10,6 +10,8 @@ from k8slite.metrics import component_registry
 
 # CoreDNS's plugin.TimeBuckets: exponential from 250 µs, doubling, 16 of them (about 8 s).
 _TIME_BUCKETS = tuple(0.00025 * 2**i for i in range(16))
+# CoreDNS's: exponential from 1 ms, doubling, 20 of them (about 9 minutes).
+_PROGRAMMING_BUCKETS = tuple(0.001 * 2**i for i in range(20))
 # The query types CoreDNS counts by name; the rest are "other".
 _MONITORED = frozenset(
     dns.rdatatype.from_text(t)
@@ -90,6 +92,15 @@ class DnsMetrics:
             buckets=_TIME_BUCKETS,
             registry=r,
         )
+        # CoreDNS records it for headless Services with a selector only: theirs are the
+        # answers that change with endpoints (a ClusterIP's does not).
+        self.programming = Histogram(
+            "coredns_kubernetes_dns_programming_duration_seconds",
+            "Histogram of the time (in seconds) it took to program a dns instance.",
+            ["service_kind"],
+            buckets=_PROGRAMMING_BUCKETS,
+            registry=r,
+        ).labels("headless_with_selector")
         self.records = Gauge(
             "k8slite_dns_records", "Records the cluster's objects stand for.", registry=r
         )
