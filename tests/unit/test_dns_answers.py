@@ -116,10 +116,74 @@ def test_names_are_case_insensitive_and_the_cache_keeps_the_query_case() -> None
 def test_cache_is_dropped_when_records_change() -> None:
     server = make_server()
     assert rcode(ask(server, "new.default.svc.cluster.local")) == "NXDOMAIN"
-    new = {"metadata": {"name": "new", "namespace": "default"}, "spec": {"clusterIP": "10.96.0.5"}}
-    server.store.set_records("default/new", service_records(new, [], server.store.zone))
+    set_service(server, "new", "10.96.0.5")
     response = ask(server, "new.default.svc.cluster.local")
     assert [r.to_text() for r in response.answer[0]] == ["10.96.0.5"]
+
+
+def misses(server: DnsServer) -> float:
+    return server.metrics.cache_misses._value.get()  # type: ignore[no-any-return]
+
+
+def set_service(server: DnsServer, name: str, ip: str) -> None:
+    svc = {"metadata": {"name": name, "namespace": "default"}, "spec": {"clusterIP": ip}}
+    server.store.set_records(f"default/{name}", service_records(svc, [], server.store.zone))
+
+
+def test_a_change_drops_only_the_answers_read_from_what_it_touched() -> None:
+    server = make_server()
+    web, ext = "web.default.svc.cluster.local", "ext.default.svc.cluster.local"
+    for name in (web, ext):
+        ask(server, name)
+    assert misses(server) == 2
+    set_service(server, "other", "10.96.0.30")  # unrelated: both answers stay
+    ask(server, web), ask(server, ext)
+    assert misses(server) == 2
+    # ext is a CNAME to web: its cached answer read web's records, so it goes too.
+    set_service(server, "web", "10.96.0.21")
+    assert [r.to_text() for r in ask(server, ext).answer[1]] == ["10.96.0.21"]
+    assert [r.to_text() for r in ask(server, web).answer[0]] == ["10.96.0.21"]
+    assert misses(server) == 4
+
+
+def test_denials_go_when_the_name_or_a_descendant_appears() -> None:
+    server = make_server()
+    assert rcode(ask(server, "db.default.svc.cluster.local")) == "NXDOMAIN"
+    slices = [
+        {"addressType": "IPv4", "endpoints": [{"addresses": ["10.1.0.9"], "hostname": "db-0"}]}
+    ]
+    headless = {"metadata": {"name": "db", "namespace": "default"}, "spec": {"clusterIP": "None"}}
+    server.store.set_records("default/db", service_records(headless, slices, server.store.zone))
+    assert [r.to_text() for r in ask(server, "db.default.svc.cluster.local").answer[0]] == [
+        "10.1.0.9"
+    ]
+    server.store.set_records("default/db", [])
+    assert rcode(ask(server, "db-0.db.default.svc.cluster.local")) == "NXDOMAIN"
+    server.store.set_records("default/db", service_records(headless, slices, server.store.zone))
+    assert rcode(ask(server, "db-0.db.default.svc.cluster.local")) == "NOERROR"
+
+
+def test_pod_and_namespace_changes_reach_cached_answers() -> None:
+    server = make_server(PodMode.VERIFIED)
+    pod = "10-244-0-9.default.pod.cluster.local"
+    assert rcode(ask(server, pod)) == "NXDOMAIN"
+    server.store.set_pod("default/p", "default", ("10.244.0.9",))
+    assert rcode(ask(server, pod)) == "NOERROR"
+    server.store.set_pod("default/p", "default", ())
+    assert rcode(ask(server, pod)) == "NXDOMAIN"
+    assert rcode(ask(server, "fresh.svc.cluster.local")) == "NXDOMAIN"
+    server.store.set_namespace("fresh", True)
+    assert rcode(ask(server, "fresh.svc.cluster.local")) == "NOERROR"
+    # ns.dns.<zone> reads the kube-dns Service.
+    assert ask(server, "ns.dns.cluster.local").answer == []
+    dns_svc = {
+        "metadata": {"name": "kube-dns", "namespace": "kube-system"},
+        "spec": {"clusterIP": "10.96.0.10"},
+    }
+    server.store.set_records(
+        "kube-system/kube-dns", service_records(dns_svc, [], server.store.zone)
+    )
+    assert [r.to_text() for r in ask(server, "ns.dns.cluster.local").answer[0]] == ["10.96.0.10"]
 
 
 def test_srv_with_addresses_in_additional() -> None:

@@ -1,9 +1,11 @@
-"""The answer cache: finished responses keyed by the query's bytes, dropped on any change.
+"""The answer cache: finished responses keyed by the query's bytes, dropped as names change.
 
 The key is everything in the query but its ID and the letter case of the question (the
 flags, the question, the EDNS record) plus the transport, so a hit is the cached response
-with the query's ID and question copied in: no parsing, no building. Every entry belongs
-to one generation of the record store and the whole cache goes when the store changes.
+with the query's ID and question copied in: no parsing, no building. Each entry lists the
+names its answer was read from (the question, CNAME and SRV targets, and their ancestors'
+existence through the question itself); the record store says which names a change
+touched, and only the entries that read one of them go.
 """
 
 from __future__ import annotations
@@ -42,30 +44,50 @@ def query_key(data: bytes, transport: bytes) -> tuple[bytes, int] | None:
 class AnswerCache:
     def __init__(self, capacity: int = 10_000) -> None:
         self.capacity = capacity
-        self.generation = -1
-        # key -> (response, is a denial)
-        self._entries: dict[bytes, tuple[bytes, bool]] = {}
+        # key -> (response, is a denial, the names it was read from)
+        self._entries: dict[bytes, tuple[bytes, bool, frozenset[str]]] = {}
+        # name -> keys of the entries read from it
+        self._readers: dict[str, set[bytes]] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: bytes, generation: int) -> tuple[bytes, bool] | None:
-        if generation != self.generation:
-            self._entries.clear()
-            self.generation = generation
-            return None
-        return self._entries.get(key)
+    def get(self, key: bytes) -> tuple[bytes, bool] | None:
+        entry = self._entries.get(key)
+        return None if entry is None else (entry[0], entry[1])
 
-    def put(self, key: bytes, response: bytes, denial: bool, generation: int) -> None:
-        if generation != self.generation:
-            self._entries.clear()
-            self.generation = generation
+    def put(self, key: bytes, response: bytes, denial: bool, names: frozenset[str]) -> None:
         if self.capacity <= 0:
             return  # caching turned off
-        if len(self._entries) >= self.capacity:
+        if key in self._entries:
+            self._drop(key)
+        elif len(self._entries) >= self.capacity:
             # The oldest entry goes (dicts keep insertion order).
-            del self._entries[next(iter(self._entries))]
-        self._entries[key] = (response, denial)
+            self._drop(next(iter(self._entries)))
+        self._entries[key] = (response, denial, names)
+        for name in names:
+            self._readers.setdefault(name, set()).add(key)
+
+    def invalidate(self, names: set[str] | None) -> None:
+        """Forget the answers read from these names; None: every answer."""
+        if names is None:
+            self._entries.clear()
+            self._readers.clear()
+            return
+        for name in names:
+            for key in self._readers.pop(name, ()):
+                self._drop(key)
+
+    def _drop(self, key: bytes) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return
+        for name in entry[2]:
+            readers = self._readers.get(name)
+            if readers is not None:
+                readers.discard(key)
+                if not readers:
+                    del self._readers[name]
 
 
 def patched(cached: bytes, query: bytes, question_length: int) -> bytes:

@@ -49,6 +49,8 @@ class Answer:
     forward: bool = False
     # A CNAME out of the zone (an ExternalName): its target, to be looked up upstream.
     chase: dns.name.Name | None = None
+    # The store's names this answer was read from: when one changes, a cached copy goes.
+    names: set[str] = field(default_factory=set)
 
     @property
     def denial(self) -> bool:
@@ -66,6 +68,9 @@ class Resolver:
         self._ns_host = f"ns.dns.{zone}"
         self._svc = f"svc.{zone}"
         self._pod = f"pod.{zone}"
+        self._kube_dns = f"kube-dns.kube-system.svc.{zone}"
+        self._mname = dns.name.from_text(self._ns_host)
+        self._rname = dns.name.from_text(f"hostmaster.{zone}")
 
     def resolve(self, qname: dns.name.Name, qtype: int) -> Answer:
         name = qname.to_text().lower()
@@ -81,7 +86,7 @@ class Resolver:
         out = Answer()
         owner = qname
         for _ in range(_MAX_CHAIN):
-            by_type = self._records(name)
+            by_type = self._records(name, out.names)
             if by_type is None:
                 # After a CNAME too: the rcode speaks of the last name (RFC 6604).
                 out.rcode = dns.rcode.NXDOMAIN
@@ -105,24 +110,26 @@ class Resolver:
             out.answer.append(dns.rrset.from_rdata_list(owner, TTL, rdatas))
             if qtype in (dns.rdatatype.SRV, dns.rdatatype.NS):
                 # The targets' addresses, saving the client a round trip.
-                out.additional += self._target_addresses(rdatas)
+                out.additional += self._target_addresses(rdatas, out.names)
             return out
         return Answer(rcode=dns.rcode.SERVFAIL)
 
-    def _records(self, name: str) -> dict[int, list] | None:
+    def _records(self, name: str, read: set[str]) -> dict[int, list] | None:
         """The records at `name` by type; {} for a name that exists without any; None
-        when it does not exist."""
+        when it does not exist. The names it depends on go into `read`."""
+        read.add(name)
         found = self.store.lookup(name)
         if found is not None:
             return found
         if name == self.zone:
             return {
                 dns.rdatatype.SOA: [self.soa()[0]],
-                dns.rdatatype.NS: [NS(IN, dns.rdatatype.NS, dns.name.from_text(self._ns_host))],
+                dns.rdatatype.NS: [NS(IN, dns.rdatatype.NS, self._mname)],
             }
         if name == self._version.name:
             return {dns.rdatatype.TXT: [self._version.rdata]}
         if name == self._ns_host:
+            read.add(self._kube_dns)
             return self._ns_addresses()
         if self.store.exists(name) or name in (self._svc, self._pod, f"dns.{self.zone}"):
             return {}
@@ -130,6 +137,7 @@ class Resolver:
         if len(labels) == 2 and labels[1] in ("svc", "pod"):
             return {} if self.store.has_namespace(labels[0]) else None
         if len(labels) == 3 and labels[2] == "pod":
+            read.add(self.store.pod_zone(labels[1]))
             return self._pod_records(name, labels[0], labels[1])
         return None
 
@@ -146,14 +154,14 @@ class Resolver:
 
     def _ns_addresses(self) -> dict[int, list]:
         """ns.dns.<zone>: the kube-dns Service's cluster IPs (this server's own address)."""
-        found = self.store.lookup(f"kube-dns.kube-system.svc.{self.zone}") or {}
+        found = self.store.lookup(self._kube_dns) or {}
         return {t: list(found[t]) for t in _ADDRESS_TYPES if t in found}
 
-    def _target_addresses(self, rdatas: list) -> list[dns.rrset.RRset]:
+    def _target_addresses(self, rdatas: list, read: set[str]) -> list[dns.rrset.RRset]:
         out = []
         for rdata in rdatas:
             target = rdata.target
-            found = self._records(target.to_text().lower()) or {}
+            found = self._records(target.to_text().lower(), read) or {}
             for rdtype in _ADDRESS_TYPES:
                 if found.get(rdtype):
                     out.append(dns.rrset.from_rdata_list(target, TTL, found[rdtype]))
@@ -164,8 +172,8 @@ class Resolver:
         rdata = SOA(
             IN,
             dns.rdatatype.SOA,
-            dns.name.from_text(self._ns_host),
-            dns.name.from_text(f"hostmaster.{self.zone}"),
+            self._mname,
+            self._rname,
             self.store.modified & 0xFFFFFFFF,
             7200,
             1800,
@@ -187,8 +195,8 @@ class Resolver:
             apex = next(z for z in _REVERSE_ZONES if name.endswith(z))
             soa = self.soa()
             reverse_soa = dns.rrset.from_rdata_list(dns.name.from_text(apex), TTL, list(soa))
-            return Answer(authority=[reverse_soa])
-        return Answer(answer=[dns.rrset.from_rdata_list(qname, TTL, rdatas)])
+            return Answer(authority=[reverse_soa], names={name})
+        return Answer(answer=[dns.rrset.from_rdata_list(qname, TTL, rdatas)], names={name})
 
 
 __all__ = ["TTL", "Answer", "PodMode", "Resolver"]

@@ -72,6 +72,7 @@ class DnsServer:
         self.forwarder = forwarder
         self.metrics = metrics
         self.cache = cache if cache is not None else AnswerCache()
+        self.store.listeners.append(self.cache.invalidate)
 
     # ------------------------------------------------------------------ answers
 
@@ -81,7 +82,7 @@ class DnsServer:
         keyed = query_key(data, _TCP if proto == "tcp" else _UDP)
         if keyed is not None:
             key, qlen = keyed
-            hit = self.cache.get(key, self.store.generation)
+            hit = self.cache.get(key)
             if hit is not None:
                 response, denial = hit
                 self.metrics.cache_hit(denial)
@@ -120,7 +121,7 @@ class DnsServer:
             return Pending(query, data, answer, proto, family, started)
         wire = self._wire(self._message(query, answer), query, proto)
         if keyed is not None and answer.rcode in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
-            self.cache.put(keyed[0], wire, answer.denial, self.store.generation)
+            self.cache.put(keyed[0], wire, answer.denial, frozenset(answer.names))
             self.metrics.cache_entries.set(len(self.cache))
         self.metrics.observe(
             proto,

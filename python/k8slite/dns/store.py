@@ -1,25 +1,28 @@
 """The record store: every cluster record by name and type, kept in step by the watcher.
 
-Records are grouped by owner (a Service, a Pod) so a change replaces exactly what its
-owner stood for. A generation number moves on every real change; the answer cache keys
-its entries to it.
+Records are grouped by owner (a Service) so a change replaces exactly what its owner
+stood for. Every real change tells the listeners (the answer cache) which names it
+touched: the records' names and their ancestors, whose existence may have changed too.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import dns.rdata
 
 from k8slite.dns.records import Record, absolute
 
 RdataByType = dict[int, list[dns.rdata.Rdata]]
+# Called with the names a change touched, or None when it may have touched any.
+Listener = Callable[[set[str] | None], None]
 
 
 class RecordStore:
     def __init__(self, zone: str) -> None:
         self.zone = absolute(zone)
-        self.generation = 0
+        self.listeners: list[Listener] = []
         # Unix time of the last change: the SOA serial, as CoreDNS's.
         self.modified = int(time.time())
         self._owned: dict[str, list[Record]] = {}
@@ -32,9 +35,14 @@ class RecordStore:
         self._pod_ips: dict[str, dict[str, int]] = {}
         self._pods: dict[str, tuple[str, tuple[str, ...]]] = {}
 
-    def _changed(self) -> None:
-        self.generation += 1
+    def _changed(self, names: set[str] | None) -> None:
         self.modified = int(time.time())
+        for listener in self.listeners:
+            listener(names)
+
+    def pod_zone(self, namespace: str) -> str:
+        """<namespace>.pod.<zone>: what a change to the namespace's pod IPs touches."""
+        return f"{namespace}.pod.{self.zone}"
 
     # ------------------------------------------------------------------ records
 
@@ -43,15 +51,18 @@ class RecordStore:
         old = self._owned.get(owner, [])
         if old == records:
             return  # a status-only update, or a resync: nothing to invalidate
+        touched: set[str] = set()
         for rec in old:
             self._remove(rec)
+            touched.update(self._lineage(rec.name))
         for rec in records:
             self._add(rec)
+            touched.update(self._lineage(rec.name))
         if records:
             self._owned[owner] = records
         else:
             self._owned.pop(owner, None)
-        self._changed()
+        self._changed(touched)
 
     def _add(self, rec: Record) -> None:
         self._names.setdefault(rec.name, {}).setdefault(rec.rdtype, []).append(rec.rdata)
@@ -99,7 +110,8 @@ class RecordStore:
             self._namespaces.add(name)
         else:
             self._namespaces.discard(name)
-        self._changed()
+        # Every name under the namespace, pods' included, may answer differently now.
+        self._changed(None)
 
     def has_namespace(self, name: str) -> bool:
         return name in self._namespaces
@@ -112,7 +124,9 @@ class RecordStore:
         new = (namespace.lower(), ips) if ips else None
         if old == new:
             return
+        touched: set[str] = set()
         if old is not None:
+            touched.add(self.pod_zone(old[0]))
             counts = self._pod_ips[old[0]]
             for ip in old[1]:
                 counts[ip] -= 1
@@ -122,11 +136,12 @@ class RecordStore:
                 del self._pod_ips[old[0]]
             del self._pods[key]
         if new is not None:
+            touched.add(self.pod_zone(new[0]))
             counts = self._pod_ips.setdefault(new[0], {})
             for ip in new[1]:
                 counts[ip] = counts.get(ip, 0) + 1
             self._pods[key] = new
-        self._changed()
+        self._changed(touched)
 
     def has_pod_ip(self, namespace: str, ip: str) -> bool:
         return ip in self._pod_ips.get(namespace, {})
