@@ -2,7 +2,7 @@
 a Service's creation to its name resolving.
 
 Run: .venv/bin/python benches/dns.py [--services 1000] [--endpoints 10000] [--seconds 10]
-         [--clients 64] [--processes 2] [--creations 40]
+         [--clients 64] [--processes 2] [--creations 40] [--churn 20]
 
 A real API server holds N Services (one in ten headless) and their EndpointSlices with
 --endpoints endpoints in all, created through the API; the real k8slite-dns process watches
@@ -12,6 +12,9 @@ do not exist, chosen at random); each query's latency is from its send to its an
 cache hit ratio is the server's own (coredns_cache_hits_total over cache requests). Then,
 with no load, --creations Services are created one by one and each is timed from its POST
 to the first UDP answer that has its ClusterIP (polled as fast as answers come back).
+Between the two, the load runs again while a headless Service's EndpointSlice changes
+--churn times a second, for the hit ratio of a cache that keeps what a change did not
+touch.
 Last, the same load against a second k8slite-dns started with --cache-size 0, where every
 answer is parsed and built. Clients and server share the machine's cores, so the figures
 are what this box does with both, not the server's ceiling.
@@ -218,6 +221,35 @@ def run_load(port: int, services: int, clients: int, processes: int, seconds: fl
 # ----------------------------------------------------------------------------- creation
 
 
+class Churn:
+    """Endpoint changes at a steady rate: a headless Service's slice, one endpoint's ready
+    condition flipped each time (as pods come and go)."""
+
+    def __init__(self, server: harness.Server, per_second: float, endpoints_per: int) -> None:
+        self.server, self.period, self.per = server, 1.0 / per_second, endpoints_per
+        self.stop = threading.Event()
+        self.changes = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        ctx = harness.tls_context(self.server.data_dir / "pki")
+        conn = harness.Connection(self.server.host, self.server.port, ctx)
+        path = f"/apis/discovery.k8s.io/v1/namespaces/{NAMESPACE}/endpointslices/svc-0-slice"
+        endpoints = _slice(0, 0, self.per)["endpoints"]
+        while not self.stop.wait(self.period):
+            flip = endpoints[self.changes % len(endpoints)]["conditions"]
+            flip["ready"] = not flip["ready"]
+            status, body = conn.request(
+                "PATCH",
+                path,
+                json.dumps({"endpoints": endpoints}).encode(),
+                "application/merge-patch+json",
+            )
+            assert status == 200, body
+            self.changes += 1
+        conn.close()
+
+
 def creation_to_resolution(server: harness.Server, dns_port: int, count: int) -> list[float]:
     ctx = harness.tls_context(server.data_dir / "pki")
     conn = harness.Connection(server.host, server.port, ctx)
@@ -305,6 +337,7 @@ def main() -> None:
     p.add_argument("--clients", type=int, default=64, help="queries in flight, all processes")
     p.add_argument("--processes", type=int, default=2)
     p.add_argument("--creations", type=int, default=40)
+    p.add_argument("--churn", type=float, default=20.0, help="endpoint changes per second")
     args = p.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="k8slite-bench-dns-"))
@@ -338,6 +371,16 @@ def main() -> None:
         for status_line in Path(f"/proc/{dns_proc.pid}/status").read_text().splitlines():
             if status_line.startswith("VmRSS:"):
                 rss = int(status_line.split()[1]) / 1024
+        # Again with endpoints changing --churn times a second: the cache drops what each
+        # change touched, and only that.
+        churn = Churn(server, args.churn, max(1, args.endpoints // args.services))
+        churn.thread.start()
+        churned = run_load(port, args.services, args.clients, args.processes, args.seconds)
+        churn.stop.set()
+        churn.thread.join()
+        after = scrape(serving)
+        churn_hits = metric(after, "coredns_cache_hits_total") - hits
+        churn_requests = metric(after, "coredns_cache_requests_total") - requests
         creations = creation_to_resolution(server, port, args.creations)
         # The same load on a server with its answer cache off: every answer parsed and built.
         uncached_proc, uncached_port, _ = start_dns(
@@ -364,6 +407,12 @@ def main() -> None:
             "create_to_resolve_p50_ms": round(harness.percentile(creations, 0.5) * 1000, 1),
             "create_to_resolve_p99_ms": round(harness.percentile(creations, 0.99) * 1000, 1),
             "dns_rss_mib": round(rss, 1),
+            "churn_changes_per_s": round(churn.changes / args.seconds, 1),
+            "churn_qps": churned["qps"],
+            "churn_p99_ms": churned["p99_ms"],
+            "churn_cache_hit_ratio": round(churn_hits / churn_requests, 4)
+            if churn_requests
+            else None,
             "uncached_qps": uncached["qps"],
             "uncached_p50_ms": uncached["p50_ms"],
             "uncached_p99_ms": uncached["p99_ms"],
