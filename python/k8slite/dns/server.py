@@ -36,8 +36,8 @@ _UDP_MIN = 512
 # Per readiness wake-up of the UDP socket, at most this many queries before other tasks
 # (TCP, informers, /metrics) get a turn: a flood slows them down, it does not stop them.
 _UDP_BATCH = 64
-# A TCP client gets this long to send its next query, and at most this many are served at
-# once (more wait in the kernel's backlog).
+# A TCP client gets this long to send its next query, and at most this many connections
+# are open at once: one more is closed at once, so idle connections cannot pile up.
 TCP_IDLE = 10.0
 MAX_TCP = 512
 _UNSUPPORTED = frozenset(
@@ -274,8 +274,15 @@ class DnsServer:
         limiter = trio.CapacityLimiter(MAX_TCP)
 
         async def handle(stream: trio.SocketStream) -> None:
-            async with limiter:
+            try:
+                limiter.acquire_nowait()
+            except trio.WouldBlock:
+                await stream.aclose()
+                return
+            try:
                 await self._tcp_connection(stream)
+            finally:
+                limiter.release()
 
         await trio.serve_listeners(handle, listeners)
 
