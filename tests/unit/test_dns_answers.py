@@ -11,9 +11,11 @@ import dns.opcode
 import dns.rcode
 import dns.rdatatype
 import pytest
+import trio
 from prometheus_client import CollectorRegistry
 
-from k8slite.dns.forward import Forwarder, parse_upstreams, without_self
+import k8slite.dns.server as dns_server
+from k8slite.dns.forward import Forwarder, parse_upstreams, read_exactly, without_self
 from k8slite.dns.metrics import DnsMetrics
 from k8slite.dns.records import service_records
 from k8slite.dns.resolve import PodMode, Resolver
@@ -333,3 +335,28 @@ def test_upstream_flags() -> None:
     assert without_self([("127.0.0.1", 53), ("127.0.0.1", 5353)], "0.0.0.0", 53) == [
         ("127.0.0.1", 5353)
     ]
+
+
+async def test_tcp_connections_over_the_limit_are_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dns_server, "MAX_TCP", 2)
+    server = make_server()
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    query = dns.message.make_query("web.default.svc.cluster.local", "A").to_wire()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.serve_tcp, listeners)
+        held = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(2)]
+        # The two held connections are served...
+        for stream in held:
+            await stream.send_all(len(query).to_bytes(2, "big") + query)
+            length = int.from_bytes(await read_exactly(stream, 2) or b"", "big")
+            response = dns.message.from_wire(await read_exactly(stream, length) or b"")
+            assert rcode(response) == "NOERROR"
+        # ...and a third is hung up on straight away (nothing sent on it, so the close is a
+        # plain end of stream, not a reset).
+        extra = await trio.open_tcp_stream("127.0.0.1", port)
+        with trio.fail_after(10):
+            assert await read_exactly(extra, 2) is None
+        for stream in [*held, extra]:
+            await stream.aclose()
+        nursery.cancel_scope.cancel()
