@@ -31,7 +31,8 @@ from k8slite.dns.watch import ClusterWatcher
 log = logging.getLogger(__name__)
 
 # Until the informers have synced every cluster name would be NXDOMAIN, and clients would
-# cache that; so the DNS ports open only then. After this long, a warning says why not yet.
+# cache that; so the DNS ports are answered only then (bound at start, so a taken port
+# fails at once). After this long, a warning says why not yet.
 _SYNC_WARNING = 30.0
 
 
