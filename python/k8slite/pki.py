@@ -101,6 +101,13 @@ def client_identities(nodes: Sequence[str] = ()) -> list[ClientIdentity]:
         ClientIdentity("controller-manager", "system:kube-controller-manager"),
         ClientIdentity("scheduler", "system:kube-scheduler"),
         ClientIdentity("proxy", "system:kube-proxy"),
+        # Upstream's DNS runs as the ServiceAccount kube-system/kube-dns; the certificate
+        # names that account, so upstream's system:kube-dns binding applies as it is.
+        ClientIdentity(
+            "dns",
+            "system:serviceaccount:kube-system:kube-dns",
+            ("system:serviceaccounts", "system:serviceaccounts:kube-system"),
+        ),
         # The API server presents this one to kubelets (logs, exec, port-forward); it is
         # passed as --kubelet-client-certificate, never used through a kubeconfig.
         ClientIdentity(

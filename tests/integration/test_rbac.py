@@ -82,6 +82,7 @@ def test_bootstrap_policy_is_served(admin: httpx.Client) -> None:
         "view",
         "system:node",
         "system:node-proxier",
+        "system:kube-dns",
         "system:kube-scheduler",
         "system:kube-controller-manager",
         "system:discovery",
@@ -394,6 +395,15 @@ _CAN_I = {
     "proxy": [
         (["watch", "endpointslices.discovery.k8s.io"], True),
         (["list", "services"], True),
+        (["create", "pods"], False),
+        (["get", "secrets"], False),
+    ],
+    "dns": [
+        (["watch", "endpointslices.discovery.k8s.io", "-A"], True),
+        (["list", "services", "-A"], True),
+        (["list", "pods", "-A"], True),
+        (["watch", "namespaces"], True),
+        (["get", "services"], False),
         (["create", "pods"], False),
         (["get", "secrets"], False),
     ],

@@ -26,13 +26,17 @@ from tests.mtls import VersionHandler, kubeconfig_for, version_server
 REPO = Path(__file__).resolve().parents[2]
 NODES = ("node1", "node-2.example")
 
-COMPONENTS = ["admin", "controller-manager", "scheduler", "proxy"]
+COMPONENTS = ["admin", "controller-manager", "scheduler", "proxy", "dns"]
 CLIENTS = {
     # name: (CN, O)
     "admin": ("admin", ["system:masters"]),
     "controller-manager": ("system:kube-controller-manager", []),
     "scheduler": ("system:kube-scheduler", []),
     "proxy": ("system:kube-proxy", []),
+    "dns": (
+        "system:serviceaccount:kube-system:kube-dns",
+        ["system:serviceaccounts", "system:serviceaccounts:kube-system"],
+    ),
     "apiserver-kubelet-client": ("kube-apiserver-kubelet-client", ["system:masters"]),
     **{f"node-{n}": (f"system:node:{n}", ["system:nodes"]) for n in NODES},
 }
@@ -347,7 +351,7 @@ def test_bad_arguments_are_rejected(tmp_path: Path, kwargs: dict[str, list[str] 
 def test_certs_main(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     target = tmp_path / "pki"
     assert pki.certs_main(["--dir", str(target), "--san", "198.51.100.1"]) == 0
-    assert "wrote 23 files" in capsys.readouterr().out
+    assert "wrote 26 files" in capsys.readouterr().out
     # The default node is node1, as in the multi-process cluster.
     assert (target / "node-node1.kubeconfig").exists()
     assert pki.certs_main(["--dir", str(target), "--san", "198.51.100.1"]) == 0

@@ -384,6 +384,12 @@ def cluster_roles() -> dict[str, list[Obj]]:
             *events_rules(),
             rule(("list", "watch"), "discovery.k8s.io", "endpointslices"),
         ],
+        # Upstream's kube-dns role has endpoints and services; CoreDNS's own role adds
+        # what its kubernetes plugin watches, as k8slite-dns does.
+        "system:kube-dns": [
+            rule(("list", "watch"), "", ("endpoints", "services", "pods", "namespaces")),
+            rule(("list", "watch"), "discovery.k8s.io", "endpointslices"),
+        ],
         "system:kube-scheduler": [
             *events_rules(),
             rule("create", "coordination.k8s.io", "leases"),
@@ -459,6 +465,10 @@ def cluster_role_bindings() -> dict[str, tuple[str, list[Obj]]]:
         # Nodes get these rules from the node authorizer; upstream leaves this unbound too.
         "system:node": ("system:node", []),
         "system:node-proxier": ("system:node-proxier", [_user(PROXY)]),
+        "system:kube-dns": (
+            "system:kube-dns",
+            [{"kind": "ServiceAccount", "name": "kube-dns", "namespace": "kube-system"}],
+        ),
         "system:kube-scheduler": ("system:kube-scheduler", [_user(SCHEDULER)]),
         "system:volume-scheduler": ("system:volume-scheduler", [_user(SCHEDULER)]),
         "system:kube-controller-manager": (
