@@ -213,7 +213,15 @@ def test_leader_elector_refuses_the_same() -> None:
 VERSION_COMMANDS = [
     *(
         [f"k8slite.cmd.{m}", "--version"]
-        for m in ("k8slite", "apiserver", "controller_manager", "scheduler", "kubelet", "proxy")
+        for m in (
+            "k8slite",
+            "apiserver",
+            "controller_manager",
+            "scheduler",
+            "kubelet",
+            "proxy",
+            "dns",
+        )
     ),
     ["k8slite.cmd.k8slite", "version"],
 ]

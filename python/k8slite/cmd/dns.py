@@ -9,7 +9,9 @@ from pathlib import Path
 import trio
 
 from k8slite.client import KubeconfigError
-from k8slite.cmd.common import add_verbosity_flag, run_until_signal, setup_logging
+from k8slite.cmd.common import run_until_signal
+from k8slite.component.flags import add_component_flags
+from k8slite.component.logging import setup_logging
 from k8slite.component.serving import ServingOptions
 from k8slite.dns.component import DnsConfig, run
 from k8slite.dns.forward import parse_upstreams, resolv_conf_nameservers
@@ -44,7 +46,7 @@ def parse_args(argv: list[str] | None) -> tuple[DnsConfig, argparse.Namespace]:
     )
     # --bind-address is the DNS listeners' address as well as the serving one.
     ServingOptions.add_flags(p, default_port=9153)
-    add_verbosity_flag(p)
+    add_component_flags(p)
     a = p.parse_args(argv)
     if not 0 <= a.dns_port < 65536:
         p.error(f"--dns-port {a.dns_port} out of range")
@@ -83,7 +85,7 @@ async def _serve(config: DnsConfig) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     config, args = parse_args(argv)
-    setup_logging(args.verbosity)
+    setup_logging(args.verbosity, args.logging_format)
     try:
         return run_until_signal(_serve, config)
     except _FATAL as e:
