@@ -276,7 +276,8 @@ async def create_object(reg: Registry, req: Request, info: RequestInfo) -> bytes
     check_body_namespace(obj, info.namespace)
     opts = writes.write_options(req, "CreateOptions")
     writes.validate_body(req, reg.rt, obj, opts)
-    return await reg.create(info.namespace, obj, dry_run(req), writes.tracker(reg.rt, opts, None))
+    track = writes.with_admission(req, writes.tracker(reg.rt, opts, None))
+    return await reg.create(info.namespace, obj, dry_run(req), track)
 
 
 async def update_object(reg: Registry, req: Request, info: RequestInfo) -> tuple[bytes, bool]:
@@ -304,7 +305,7 @@ async def update_object(reg: Registry, req: Request, info: RequestInfo) -> tuple
         mutate,
         subresource=info.subresource,
         dry_run=dry_run(req),
-        track=writes.tracker(reg.rt, opts, info.subresource),
+        track=writes.with_admission(req, writes.tracker(reg.rt, opts, info.subresource)),
     )
 
 
@@ -379,7 +380,7 @@ async def patch_object(reg: Registry, req: Request, info: RequestInfo) -> tuple[
         subresource=info.subresource,
         dry_run=dry_run(req),
         allow_create=False,
-        track=writes.tracker(reg.rt, opts, info.subresource),
+        track=writes.with_admission(req, writes.tracker(reg.rt, opts, info.subresource)),
     )
     return data, False
 
@@ -415,6 +416,7 @@ async def apply_object(
         subresource=info.subresource,
         dry_run=dry_run(req),
         allow_create=info.subresource is None,
+        track=writes.with_admission(req, None),
     )
 
 

@@ -18,7 +18,12 @@ from k8slite.apiserver.http import Request
 from k8slite.apiserver.registry import Tracker
 
 Obj = dict[str, Any]
+# Checks of the final object against the stored one (old is None on create), as upstream's
+# validating admission: registered per request by the filters, run by the registry after
+# defaulting and validation, before the write is compared and stored (dry runs included).
+Admission = Callable[[Obj, Obj | None], None]
 _WARNINGS = "k8slite.warnings"
+_ADMISSION = "k8slite.admission"
 MAX_MANAGER_LENGTH = 128
 
 
@@ -40,6 +45,26 @@ def warning_headers(req: Request) -> dict[str, str] | None:
         return None
     quoted = (t.replace("\\", "\\\\").replace('"', '\\"') for t in texts)
     return {"Warning": ", ".join(f'299 - "{t}"' for t in quoted)}
+
+
+def admit(req: Request, check: Admission) -> None:
+    """Run check on the object this request writes, once it is final."""
+    req.scope.setdefault(_ADMISSION, []).append(check)
+
+
+def with_admission(req: Request, track: Tracker | None) -> Tracker | None:
+    """The registry's hook for this write: the request's admission checks, then track."""
+    checks: list[Admission] = req.scope.get(_ADMISSION) or []
+    if not checks:
+        return track
+
+    def hook(new: Obj, old: Obj | None) -> None:
+        for check in checks:
+            check(new, old)
+        if track is not None:
+            track(new, old)
+
+    return hook
 
 
 def _options_error(kind: str, field: str, reason: str, message: str) -> errors.ApiError:
