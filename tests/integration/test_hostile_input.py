@@ -1,0 +1,117 @@
+"""Hostile numbers and strings over real HTTPS: a 4xx Status in upstream's words, nothing stored."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import httpx
+
+from tests.conftest import ServerHandle
+
+CONFIGMAPS = "/api/v1/namespaces/{ns}/configmaps"
+
+
+def _status(r: httpx.Response, code: int, reason: str | None = None) -> dict[str, Any]:
+    """A whole Status answer (not a stream cut short), with the code asked for."""
+    assert r.status_code == code, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    status: dict[str, Any] = r.json()
+    assert (status["kind"], status["status"], status["code"]) == ("Status", "Failure", code)
+    if reason is not None:
+        assert status["reason"] == reason
+    return status
+
+
+def _token(**fields: Any) -> str:
+    raw = json.dumps({"v": "meta.k8s.io/v1", **fields}).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _revision(api: httpx.Client, ns: str) -> int:
+    return int(api.get(CONFIGMAPS.format(ns=ns)).json()["metadata"]["resourceVersion"])
+
+
+def test_oversized_query_integers_answer_400(
+    apiserver: ServerHandle, api: httpx.Client, namespace: str
+) -> None:
+    url = CONFIGMAPS.format(ns=namespace)
+    assert api.post(url, json={"metadata": {"name": "x"}}).status_code == 201
+    big, huge = str(2**70), str(2**64)
+    cases: list[tuple[dict[str, str], str]] = [
+        ({"limit": big}, f'strconv.ParseInt: parsing "{big}": value out of range'),
+        ({"limit": "1_0"}, 'strconv.ParseInt: parsing "1_0": invalid syntax'),
+        (
+            {"resourceVersion": big, "resourceVersionMatch": "Exact"},
+            f'resourceVersion: Invalid value: "{big}": strconv.ParseUint: parsing "{big}": '
+            "value out of range",
+        ),
+        (
+            {"watch": "1", "resourceVersion": huge},
+            f'resourceVersion: Invalid value: "{huge}": strconv.ParseUint: parsing "{huge}": '
+            "value out of range",
+        ),
+        (
+            {"watch": "1", "timeoutSeconds": huge},
+            f'strconv.ParseInt: parsing "{huge}": value out of range',
+        ),
+    ]
+    bad_rv = (
+        "continue key is not valid: incorrect encoded start resourceVersion "
+        "(version meta.k8s.io/v1)"
+    )
+    tokens: list[tuple[str, str]] = [
+        (
+            base64.urlsafe_b64encode(b'{"v":"meta.k8s.io/v1","rv":1e400,"start":"x"}').decode(),
+            f"{bad_rv}: json: cannot unmarshal number 1e400 into Go struct field "
+            "continueToken.rv of type int64",
+        ),
+        (
+            _token(rv=2**70, start="x"),
+            f"{bad_rv}: json: cannot unmarshal number {2**70} into Go struct field "
+            "continueToken.rv of type int64",
+        ),
+        (
+            _token(rv=1, start=None),
+            "continue key is not valid: encoded start key empty (version meta.k8s.io/v1)",
+        ),
+        (
+            _token(rv=1, start=["x"]),
+            f"{bad_rv}: json: cannot unmarshal array into Go struct field "
+            "continueToken.start of type string",
+        ),
+    ]
+    cases += [({"limit": "1", "continue": t}, message) for t, message in tokens]
+    for params, message in cases:
+        assert _status(api.get(url, params=params), 400, "BadRequest")["message"] == message
+    r = api.delete(f"{url}/x", params={"gracePeriodSeconds": big})
+    assert _status(r, 400)["message"] == f'strconv.ParseInt: parsing "{big}": value out of range'
+    assert api.get(f"{url}/x").status_code == 200
+    # The largest values that parse are answered too: nothing overflows past the parser.
+    assert api.get(url, params={"limit": str(2**63 - 1)}).status_code == 200
+    log = (apiserver.data_dir / "apiserver.log").read_text()
+    assert "OverflowError" not in log
+
+
+def test_future_resource_version_answers_504(api: httpx.Client, namespace: str) -> None:
+    url = CONFIGMAPS.format(ns=namespace)
+    future = _revision(api, namespace) + 10**9
+    queries = [
+        {"watch": "1", "resourceVersion": str(future)},
+        {"resourceVersion": str(future)},
+        {"resourceVersion": str(future), "resourceVersionMatch": "Exact"},
+        {"limit": "1", "continue": _token(rv=future, start="x")},
+        {"watch": "1", "resourceVersion": str(2**64 - 1)},
+    ]
+    for params in queries:
+        status = _status(api.get(url, params=params, timeout=30), 504, "Timeout")
+        assert status["message"].startswith(
+            f"Too large resource version: {params.get('resourceVersion', future)}, current: "
+        )
+        assert status["details"] == {
+            "causes": [
+                {"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}
+            ],
+            "retryAfterSeconds": 1,
+        }
