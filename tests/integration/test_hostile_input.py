@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
 from typing import Any
 
 import httpx
 
-from tests.conftest import ServerHandle
+from tests.conftest import ServerHandle, kubectl_path
 
 CONFIGMAPS = "/api/v1/namespaces/{ns}/configmaps"
 
@@ -115,3 +116,117 @@ def test_future_resource_version_answers_504(api: httpx.Client, namespace: str) 
             ],
             "retryAfterSeconds": 1,
         }
+
+
+def _deployment(name: str, replicas: Any = 1) -> dict[str, Any]:
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+            },
+        },
+    }
+
+
+def test_out_of_range_integers_are_refused(
+    apiserver: ServerHandle, api: httpx.Client, namespace: str
+) -> None:
+    pods = f"/api/v1/namespaces/{namespace}/pods"
+    deployments = f"/apis/apps/v1/namespaces/{namespace}/deployments"
+    grace = 2**200
+    pod = {
+        "metadata": {"name": "p"},
+        "spec": {
+            "terminationGracePeriodSeconds": grace,
+            "containers": [{"name": "c", "image": "busybox"}],
+        },
+    }
+    r = api.post(pods, json=pod)
+    assert _status(r, 400, "BadRequest")["message"] == (
+        'Pod in version "v1" cannot be handled as a Pod: json: cannot unmarshal number '
+        f"{grace} into Go struct field PodSpec.spec.terminationGracePeriodSeconds of type int64"
+    )
+    pod["spec"]["terminationGracePeriodSeconds"] = 30
+    pod["spec"]["securityContext"] = {"supplementalGroups": [1, -(2**63) - 1]}
+    r = api.post(pods, json=pod)
+    assert _status(r, 400)["message"].endswith(
+        f"cannot unmarshal number {-(2**63) - 1} into Go struct field "
+        "PodSecurityContext.spec.securityContext.supplementalGroups of type int64"
+    )
+    big = 2**40
+    r = api.post(deployments, json=_deployment("d", big))
+    assert _status(r, 400)["message"] == (
+        'Deployment in version "v1" cannot be handled as a Deployment: json: cannot unmarshal '
+        f"number {big} into Go struct field DeploymentSpec.spec.replicas of type int32"
+    )
+    assert api.get(f"{deployments}/d").status_code == 404
+    assert api.post(deployments, json=_deployment("d")).status_code == 201
+    before = api.get(f"{deployments}/d").json()
+    refused = f"json: cannot unmarshal number {big} into Go struct field"
+    patches = [
+        ("application/merge-patch+json", {"spec": {"replicas": big}}),
+        ("application/strategic-merge-patch+json", {"spec": {"replicas": big}}),
+        (
+            "application/json-patch+json",
+            [{"op": "replace", "path": "/spec/replicas", "value": big}],
+        ),
+        ("application/apply-patch+yaml", _deployment("d", big)),
+    ]
+    for ctype, patch in patches:
+        r = api.patch(
+            f"{deployments}/d",
+            content=json.dumps(patch),
+            headers={"content-type": ctype},
+            params={"fieldManager": "t", "force": "true"} if "apply" in ctype else {},
+        )
+        cause = _status(r, 422, "Invalid")["details"]["causes"][0]
+        assert cause["field"] == "patch"
+        assert refused in cause["message"], cause
+    r = api.put(f"{deployments}/d", json=_deployment("d", big) | {"metadata": before["metadata"]})
+    assert refused in _status(r, 400)["message"]
+    scale = api.get(f"{deployments}/d/scale").json()
+    scale["spec"]["replicas"] = big
+    r = api.put(f"{deployments}/d/scale", json=scale)
+    assert _status(r, 400)["message"] == (
+        'Scale in version "v1" cannot be handled as a Scale: json: cannot unmarshal number '
+        f"{big} into Go struct field ScaleSpec.spec.replicas of type int32"
+    )
+    r = api.request("DELETE", f"{deployments}/d", json={"gracePeriodSeconds": 2**64})
+    assert _status(r, 400)["message"] == (
+        'DeleteOptions in version "v1" cannot be handled as a DeleteOptions: json: cannot '
+        f"unmarshal number {2**64} into Go struct field DeleteOptions.gracePeriodSeconds of "
+        "type int64"
+    )
+    assert api.get(f"{deployments}/d").json() == before
+    # The largest value an int32 holds is stored, and the real kubectl decodes the list.
+    r = api.patch(
+        f"{deployments}/d",
+        json={"spec": {"replicas": 2**31 - 1}},
+        headers={"content-type": "application/merge-patch+json"},
+    )
+    assert r.status_code == 200, r.text
+    out = subprocess.run(
+        [
+            str(kubectl_path()),
+            "--kubeconfig",
+            str(apiserver.kubeconfig),
+            "get",
+            "deployments,pods",
+            "-n",
+            namespace,
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    assert [i["spec"]["replicas"] for i in json.loads(out.stdout)["items"]] == [2**31 - 1]

@@ -19,7 +19,7 @@ from k8slite._native import (
     dumps,
     loads,
 )
-from k8slite.api import apply, errors, schemas
+from k8slite.api import apply, errors, fieldvalidation, schemas
 from k8slite.api.patch import json_patch, merge_patch
 from k8slite.api.resources import ResourceType
 from k8slite.api.schemas import Definition
@@ -464,6 +464,9 @@ async def apply_object(
     )
 
 
+_DELETE_OPTIONS = ("", "v1", "DeleteOptions")
+
+
 def delete_options(req: Request, body: Any) -> DeleteOptions:
     opts = DeleteOptions(dry_run=dry_run(req))
     if isinstance(body, dict):
@@ -471,6 +474,12 @@ def delete_options(req: Request, body: Any) -> DeleteOptions:
             raise errors.bad_request(
                 f"the kind in the data ({body.get('kind')}) does not match "
                 f"the expected kind (DeleteOptions)"
+            )
+        found = fieldvalidation.check(dict(body), schemas.catalog().kinds[_DELETE_OPTIONS])
+        if found.type_error:
+            raise errors.bad_request(
+                'DeleteOptions in version "v1" cannot be handled as a DeleteOptions: '
+                + found.type_error
             )
         opts.grace_period_seconds = body.get("gracePeriodSeconds")
         opts.propagation_policy = body.get("propagationPolicy")

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from k8slite._native import dumps
 from k8slite.api import apply, errors, fieldvalidation, schemas
 from k8slite.api.resources import ResourceType
 from k8slite.apiserver.http import Request
@@ -143,27 +144,29 @@ def validate_patched(
         return
     found = fieldvalidation.check(obj, defn)
 
-    def invalid(message: str) -> errors.ApiError:
-        return errors.invalid(
-            "",
-            "",
-            [
-                {
-                    "reason": "FieldValueInvalid",
-                    "field": "patch",
-                    "message": f'Invalid value: "{shown()}": {message}',
-                }
-            ],
-        )
-
     if found.type_error:
-        raise invalid(found.type_error)
+        raise invalid_patch(shown(), found.type_error)
     if found.unknown:
         if opts.validation == "Strict":
-            raise invalid(found.strict_message())
+            raise invalid_patch(shown(), found.strict_message())
         if opts.validation == "Warn":
             for path in found.unknown:
                 warn(req, f'unknown field "{path}"')
+
+
+def invalid_patch(shown: str, message: str) -> errors.ApiError:
+    """422 for a patch whose result does not decode, as upstream's patcher answers."""
+    return errors.invalid(
+        "",
+        "",
+        [
+            {
+                "reason": "FieldValueInvalid",
+                "field": "patch",
+                "message": f'Invalid value: "{shown}": {message}',
+            }
+        ],
+    )
 
 
 def check_apply_config(rt: ResourceType, config: Obj, namespace: str | None, name: str) -> None:
@@ -172,6 +175,10 @@ def check_apply_config(rt: ResourceType, config: Obj, namespace: str | None, nam
     if defn is None:
         return
     found = fieldvalidation.check(config, defn, prune=False)
+    if found.out_of_range and found.type_error:
+        # Not a typing problem of the configuration but a number no field can hold: refused
+        # as a patch whose result does not decode.
+        raise invalid_patch(dumps(config).decode(), found.type_error)
     problem = None
     if found.unknown:
         problem = f".{found.unknown[0]}: field not declared in schema"
