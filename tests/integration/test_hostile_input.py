@@ -230,3 +230,45 @@ def test_out_of_range_integers_are_refused(
     )
     assert out.returncode == 0, out.stderr
     assert [i["spec"]["replicas"] for i in json.loads(out.stdout)["items"]] == [2**31 - 1]
+
+
+def test_configmap_and_secret_data_is_limited_to_1mib(api: httpx.Client, namespace: str) -> None:
+    configmaps = CONFIGMAPS.format(ns=namespace)
+    secrets = f"/api/v1/namespaces/{namespace}/secrets"
+    limit = 1 << 20
+    too_long = f"Too long: may not be more than {limit} bytes"
+    big = {"metadata": {"name": "big"}, "data": {"a": "x" * (limit - 10), "b": "y" * 11}}
+    r = api.post(configmaps, json=big)
+    assert _status(r, 422, "Invalid")["message"] == f'ConfigMap "big" is invalid: []: {too_long}'
+    binary = base64.b64encode(b"\0" * 11).decode()
+    both = {
+        "metadata": {"name": "big"},
+        "data": {"a": "x" * (limit - 10)},
+        "binaryData": {"b": binary},
+    }
+    assert _status(api.post(configmaps, json=both), 422)["details"]["causes"] == [
+        {"reason": "FieldValueTooLong", "message": too_long, "field": "[]"}
+    ]
+    assert api.get(f"{configmaps}/big").status_code == 404
+    big["data"]["b"] = "y" * 10  # exactly 1 MiB of values
+    assert api.post(configmaps, json=big).status_code == 201
+    r = api.patch(
+        f"{configmaps}/big",
+        json={"data": {"c": "z"}},
+        headers={"content-type": "application/merge-patch+json"},
+    )
+    assert _status(r, 422)["message"] == f'ConfigMap "big" is invalid: []: {too_long}'
+    assert "c" not in api.get(f"{configmaps}/big").json()["data"]
+    payload = base64.b64encode(b"s" * (limit + 1)).decode()
+    r = api.post(secrets, json={"metadata": {"name": "big"}, "data": {"k": payload}})
+    assert _status(r, 422)["message"] == f'Secret "big" is invalid: data: {too_long}'
+    r = api.post(
+        secrets, json={"metadata": {"name": "big"}, "stringData": {"k": "s" * (limit + 1)}}
+    )
+    assert _status(r, 422)["message"] == f'Secret "big" is invalid: data: {too_long}'
+    assert api.get(f"{secrets}/big").status_code == 404
+    exact = base64.b64encode(b"s" * limit).decode()
+    assert (
+        api.post(secrets, json={"metadata": {"name": "big"}, "data": {"k": exact}}).status_code
+        == 201
+    )
