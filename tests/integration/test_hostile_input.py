@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
+import ssl
 import subprocess
 from typing import Any
 
@@ -272,3 +274,30 @@ def test_configmap_and_secret_data_is_limited_to_1mib(api: httpx.Client, namespa
         api.post(secrets, json={"metadata": {"name": "big"}, "data": {"k": exact}}).status_code
         == 201
     )
+
+
+def test_chunk_size_of_2_80_is_refused_at_once(
+    apiserver: ServerHandle, api: httpx.Client, namespace: str
+) -> None:
+    """A chunk of 2**80 bytes is refused on its header, not waited for.
+
+    hypercorn's HTTP/1.1 parser (h11) takes at most 20 hex digits of chunk size; this pins it.
+    """
+    host, port = apiserver.url.removeprefix("https://").rsplit(":", 1)
+    ctx = ssl.create_default_context(cafile=str(apiserver.ca))
+    ctx.load_cert_chain(*apiserver.cert("admin"))
+    url = CONFIGMAPS.format(ns=namespace)
+    head = (
+        f"POST {url} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n"
+    )
+    with (
+        socket.create_connection((host, int(port)), timeout=20) as raw,
+        ctx.wrap_socket(raw, server_hostname=host) as tls,
+    ):
+        # The body never comes: only an answer to the header can end this read.
+        tls.sendall(head.encode() + format(2**80, "x").encode() + b'\r\n{"metadata":')
+        answer = tls.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 400"), answer
+    assert b"connection: close" in answer.lower()
+    assert api.get(url).json()["items"] == []
