@@ -301,3 +301,17 @@ def test_chunk_size_of_2_80_is_refused_at_once(
     assert answer.startswith(b"HTTP/1.1 400"), answer
     assert b"connection: close" in answer.lower()
     assert api.get(url).json()["items"] == []
+
+
+def test_lone_surrogate_escape_is_stored_as_replacement_character(
+    api: httpx.Client, namespace: str
+) -> None:
+    url = CONFIGMAPS.format(ns=namespace)
+    body = b'{"metadata":{"name":"s","annotations":{"a":"x\\udc00"}},"data":{"k":"\\ud800\\u0041"}}'
+    r = api.post(url, content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 201, r.text
+    stored = api.get(f"{url}/s").json()
+    assert stored["data"] == {"k": "\ufffdA"}
+    assert stored["metadata"]["annotations"] == {"a": "x\ufffd"}
+    # What is stored is plain UTF-8: the raw answer carries the character, not an escape.
+    assert "\ufffdA".encode() in api.get(f"{url}/s").content
