@@ -18,7 +18,7 @@ CONFIGMAPS = "/api/v1/namespaces/{ns}/configmaps"
 
 def _status(r: httpx.Response, code: int, reason: str | None = None) -> dict[str, Any]:
     """A whole Status answer (not a stream cut short), with the code asked for."""
-    assert r.status_code == code, r.text
+    assert r.status_code == code, r.text[:2000]
     assert r.headers["content-type"].startswith("application/json")
     status: dict[str, Any] = r.json()
     assert (status["kind"], status["status"], status["code"]) == ("Status", "Failure", code)
