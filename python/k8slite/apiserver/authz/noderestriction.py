@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from k8slite._native import loads
-from k8slite.api import errors
+from k8slite.api import errors, nodelabels
 from k8slite.apiserver import rest, writes
 from k8slite.apiserver.authn import user_of
 from k8slite.apiserver.authz.node import NodeGraph, pod_references
@@ -24,26 +24,6 @@ from k8slite.apiserver.requestinfo import RequestInfo
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 _WRITES = {"create", "update", "patch", "delete", "deletecollection"}
 Obj = dict[str, Any]
-# Labels a kubelet sets on its own Node (upstream's kubelet label set), and label domains
-# (with their subdomains) that are all the kubelet's.
-KUBELET_LABELS = frozenset(
-    {
-        "kubernetes.io/hostname",
-        "kubernetes.io/arch",
-        "kubernetes.io/os",
-        "beta.kubernetes.io/arch",
-        "beta.kubernetes.io/os",
-        "beta.kubernetes.io/instance-type",
-        "node.kubernetes.io/instance-type",
-        "topology.kubernetes.io/zone",
-        "topology.kubernetes.io/region",
-        "failure-domain.beta.kubernetes.io/zone",
-        "failure-domain.beta.kubernetes.io/region",
-    }
-)
-KUBELET_LABEL_DOMAINS = ("kubelet.kubernetes.io", "node.kubernetes.io")
-# Labels only administrators set: the scheduler trusts them to steer workloads to nodes.
-RESTRICTED_LABEL_DOMAIN = "node-restriction.kubernetes.io"
 
 
 class NodeRestriction:
@@ -222,20 +202,7 @@ def _node_change(info: RequestInfo, node: str, new: Obj, old: Obj | None) -> Non
 def forbidden_labels(new: dict[str, str], old: dict[str, str]) -> list[str]:
     """The changed label keys (added, removed or modified) a node may not change, sorted."""
     changed = {k for k in new.keys() | old.keys() if new.get(k) != old.get(k)}
-    return sorted(k for k in changed if not _kubelet_may_set(k))
-
-
-def _kubelet_may_set(key: str) -> bool:
-    domain = key.split("/", 1)[0] if "/" in key else ""
-    if _within(domain, RESTRICTED_LABEL_DOMAIN):
-        return False
-    if not (_within(domain, "kubernetes.io") or _within(domain, "k8s.io")):
-        return True  # not a Kubernetes label: the node's own business
-    return key in KUBELET_LABELS or any(_within(domain, d) for d in KUBELET_LABEL_DOMAINS)
-
-
-def _within(domain: str, parent: str) -> bool:
-    return domain == parent or domain.endswith("." + parent)
+    return sorted(k for k in changed if not nodelabels.node_may_set(k))
 
 
 def _labels(obj: Obj) -> dict[str, str]:
