@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -91,6 +92,154 @@ def test_node_changes_only_its_own_node(admin: httpx.Client, node1: httpx.Client
     assert node1.get("/api/v1/nodes/node2").status_code == 200
 
 
+NODE_ONE = "/api/v1/nodes/node1"
+MERGE = {"content-type": "application/merge-patch+json"}
+
+
+def _merged(obj: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch applied by hand, to send the same change as a whole PUT."""
+    for key, value in patch.items():
+        if value is None:
+            obj.pop(key, None)
+        elif isinstance(value, dict) and isinstance(obj.get(key), dict):
+            _merged(obj[key], value)
+        else:
+            obj[key] = value
+    return obj
+
+
+def _node_patches() -> list[tuple[dict[str, Any], str]]:
+    """Changes a kubelet may not make to its own Node, each with upstream's reason."""
+    restricted = "node-restriction.kubernetes.io/secure"
+    return [
+        (
+            {"metadata": {"labels": {"node-role.kubernetes.io/control-plane": ""}}},
+            "is not allowed to modify labels: node-role.kubernetes.io/control-plane",
+        ),
+        (
+            {"metadata": {"labels": {restricted: "yes", "sub.k8s.io/x": "1"}}},
+            f"is not allowed to modify labels: {restricted}, sub.k8s.io/x",
+        ),
+        ({"spec": {"taints": None}}, 'node "node1" is not allowed to modify taints'),
+        (
+            {"spec": {"taints": [{"key": "k", "effect": "NoExecute"}]}},
+            'node "node1" is not allowed to modify taints',
+        ),
+        (
+            {
+                "metadata": {
+                    "ownerReferences": [
+                        {"apiVersion": "v1", "kind": "Namespace", "name": "gone", "uid": "1"}
+                    ]
+                }
+            },
+            'node "node1" is not allowed to modify ownerReferences',
+        ),
+        (
+            {"spec": {"configSource": {"configMap": {"name": "c", "namespace": "kube-system"}}}},
+            'node "node1" is not allowed to update configSource to a new non-nil configSource',
+        ),
+    ]
+
+
+def test_node_may_not_relabel_untaint_or_reown_itself(
+    admin: httpx.Client, node1: httpx.Client
+) -> None:
+    _ensure_nodes(admin)
+    taint = {"key": "dedicated", "value": "x", "effect": "NoSchedule"}
+    r = admin.patch(
+        NODE_ONE,
+        json={
+            "metadata": {"labels": {"node-role.kubernetes.io/worker": ""}},
+            "spec": {"taints": [taint]},
+        },
+        headers=MERGE,
+    )
+    assert r.status_code == 200, r.text
+    before = admin.get(NODE_ONE).json()
+    strategic = {"content-type": "application/strategic-merge-patch+json"}
+    for patch, why in _node_patches():
+        expected = f'nodes "node1" is forbidden: {why}'
+        assert _message(node1.patch(NODE_ONE, json=patch, headers=MERGE)) == expected
+        assert _message(node1.patch(NODE_ONE, json=patch, headers=strategic)) == expected
+        # The same change as a whole PUT and a dry run: refused just the same.
+        changed = _merged(json.loads(json.dumps(before)), patch)
+        assert _message(node1.put(NODE_ONE, json=changed)) == expected
+        r = node1.put(NODE_ONE, json=changed, params={"dryRun": "All"})
+        assert _message(r) == expected
+    # Removing an admin's label is a change too.
+    r = node1.patch(
+        NODE_ONE,
+        json={"metadata": {"labels": {"node-role.kubernetes.io/worker": None}}},
+        headers=MERGE,
+    )
+    assert _message(r) == (
+        'nodes "node1" is forbidden: is not allowed to modify labels: '
+        "node-role.kubernetes.io/worker"
+    )
+    apply = {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": "node1", "labels": {"node-role.kubernetes.io/evil": ""}},
+    }
+    r = node1.patch(
+        NODE_ONE,
+        content=json.dumps(apply),
+        params={"fieldManager": "kubelet"},
+        headers={"content-type": "application/apply-patch+yaml"},
+    )
+    assert _message(r) == (
+        'nodes "node1" is forbidden: is not allowed to modify labels: node-role.kubernetes.io/evil'
+    )
+    after = admin.get(NODE_ONE).json()
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    assert after == before
+    # What a kubelet sets is still its own: kubelet labels, any label outside Kubernetes'
+    # domains, and an unchanged taint list.
+    allowed = {
+        "kubernetes.io/hostname": "node1",
+        "topology.kubernetes.io/zone": "z1",
+        "node.kubernetes.io/instance-type": "big",
+        "beta.kubernetes.io/instance-type": "big",
+        "failure-domain.beta.kubernetes.io/region": "r1",
+        "kubelet.kubernetes.io/x": "1",
+        "sub.node.kubernetes.io/y": "2",
+        "example.com/tier": "web",
+    }
+    r = node1.patch(NODE_ONE, json={"metadata": {"labels": allowed}}, headers=MERGE)
+    assert r.status_code == 200, r.text
+    assert r.json()["spec"]["taints"] == [taint]
+    current = r.json()
+    current["metadata"]["labels"]["example.com/tier"] = "db"
+    assert node1.put(NODE_ONE, json=current).status_code == 200
+
+
+def test_node_registers_only_with_kubelet_labels(admin: httpx.Client, node2: httpx.Client) -> None:
+    admin.delete("/api/v1/nodes/node2")
+    assert admin.get("/api/v1/nodes/node2").status_code == 404
+    labels = {
+        "kubernetes.io/hostname": "node2",
+        "node-role.kubernetes.io/control-plane": "",
+        "node-restriction.kubernetes.io/pool": "secure",
+    }
+    body = {"metadata": {"name": "node2", "labels": labels}}
+    assert _message(node2.post("/api/v1/nodes", json=body)) == (
+        'nodes "node2" is forbidden: node "node2" is not allowed to set the following labels: '
+        "node-restriction.kubernetes.io/pool, node-role.kubernetes.io/control-plane"
+    )
+    source = {"configMap": {"name": "c", "namespace": "kube-system", "kubeletConfigKey": "k"}}
+    with_source = {"metadata": {"name": "node2"}, "spec": {"configSource": source}}
+    assert _message(node2.post("/api/v1/nodes", json=with_source)) == (
+        'nodes "node2" is forbidden: node "node2" is not allowed to create pods with a non-nil '
+        "configSource"
+    )
+    assert admin.get("/api/v1/nodes/node2").status_code == 404
+    # Registering with taints (--register-with-taints) and kubelet labels is fine.
+    body["metadata"]["labels"] = {"kubernetes.io/hostname": "node2", "tier": "test"}
+    body["spec"] = {"taints": [{"key": "dedicated", "value": "x", "effect": "NoSchedule"}]}
+    assert node2.post("/api/v1/nodes", json=body).status_code == 201
+
+
 def test_node_changes_only_its_own_lease(node1: httpx.Client, node2: httpx.Client) -> None:
     for client, name in ((node1, "node1"), (node2, "node2")):
         r = client.post(LEASES, json={"metadata": {"name": name}, "spec": {"holderIdentity": name}})
@@ -129,6 +278,11 @@ def test_node_changes_only_pods_bound_to_it(admin: httpx.Client, node1: httpx.Cl
     merge = {"content-type": "application/merge-patch+json"}
     r = node1.patch(f"/api/v1/namespaces/{ns}/pods/{mine}/status", json=status, headers=merge)
     assert r.status_code == 200, r.text
+    claims = {"status": {"resourceClaimStatuses": [{"name": "gpu", "resourceClaimName": "x"}]}}
+    r = node1.patch(f"/api/v1/namespaces/{ns}/pods/{mine}/status", json=claims, headers=merge)
+    assert _message(r) == (
+        f'pods "{mine}" is forbidden: node "node1" cannot update resource claim statues'
+    )
     for other in (theirs, unbound):
         r = node1.patch(f"/api/v1/namespaces/{ns}/pods/{other}/status", json=status, headers=merge)
         assert (
@@ -145,7 +299,8 @@ def test_node_changes_only_pods_bound_to_it(admin: httpx.Client, node1: httpx.Cl
             json={"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": other}},
         )
         assert (
-            _message(r) == f'pods "{other}" is forbidden: node "node1" can only evict '
+            # Upstream's message leaves this node name unquoted.
+            _message(r) == f'pods "{other}" is forbidden: node node1 can only evict '
             f"pods with spec.nodeName set to itself"
         )
     current = admin.get(f"/api/v1/namespaces/{ns}/pods/{mine}").json()
@@ -159,26 +314,71 @@ def test_node_changes_only_pods_bound_to_it(admin: httpx.Client, node1: httpx.Cl
     assert r.status_code == 200, r.text
 
 
-def test_node_creates_only_its_mirror_pods(node1: httpx.Client) -> None:
+def test_node_creates_only_its_mirror_pods(admin: httpx.Client, node1: httpx.Client) -> None:
+    _ensure_nodes(admin)
     ns = "default"
-    r = node1.post(f"/api/v1/namespaces/{ns}/pods", json=_pod("plain", "node1"))
+    pods = f"/api/v1/namespaces/{ns}/pods"
+    r = node1.post(pods, json=_pod("plain", "node1"))
     assert (
         _message(r) == 'pods "plain" is forbidden: pod does not have '
         '"kubernetes.io/config.mirror" annotation, node "node1" can only '
         "create mirror pods"
     )
-    mirror = _pod(_unique("static"), "node2")
+    name = _unique("static")
+    mirror = _pod(name, "node2")
     mirror["metadata"]["annotations"] = {"kubernetes.io/config.mirror": "hash"}
-    r = node1.post(f"/api/v1/namespaces/{ns}/pods", json=mirror)
+    r = node1.post(pods, json=mirror)
     assert _message(r).endswith(
         'node "node1" can only create pods with spec.nodeName set to itself'
     )
     mirror["spec"]["nodeName"] = "node1"
-    mirror["spec"]["volumes"] = [{"name": "s", "secret": {"secretName": "stolen"}}]
-    r = node1.post(f"/api/v1/namespaces/{ns}/pods", json=mirror)
+    # The kubelet's owner reference to its Node, and nothing else, as upstream requires.
+    uid = admin.get("/api/v1/nodes/node1").json()["metadata"]["uid"]
+    owner = {"apiVersion": "v1", "kind": "Node", "name": "node1", "uid": uid, "controller": True}
+    owners: list[tuple[Any, str]] = [
+        (None, 'node "node1" can only create pods with an owner reference set to itself'),
+        (
+            [owner, owner],
+            'node "node1" can only create pods with a single owner reference set to itself',
+        ),
+        (
+            [{**owner, "name": "node2"}],
+            'node "node1" can only create pods with an owner reference set to itself',
+        ),
+        (
+            [{**owner, "controller": False}],
+            'node "node1" can only create pods with a controller owner reference set to itself',
+        ),
+        (
+            [{**owner, "blockOwnerDeletion": True}],
+            'node "node1" must not set blockOwnerDeletion on an owner reference',
+        ),
+        (
+            [{**owner, "uid": "0000"}],
+            f"node node1 UID mismatch: expected 0000 got {uid}",
+        ),
+    ]
+    for refs, why in owners:
+        mirror["metadata"]["ownerReferences"] = refs
+        assert _message(node1.post(pods, json=mirror)) == f'pods "{name}" is forbidden: {why}'
+    mirror["metadata"]["ownerReferences"] = [owner]
+    mirror["spec"]["volumes"] = [
+        {"name": "c", "configMap": {"name": "cm"}},
+        {"name": "s", "secret": {"secretName": "stolen"}},
+    ]
+    r = node1.post(pods, json=mirror)
     assert _message(r).endswith('node "node1" can not create pods that reference secrets')
+    mirror["spec"]["volumes"] = [{"name": "d", "persistentVolumeClaim": {"claimName": "x"}}]
+    r = node1.post(pods, json=mirror)
+    assert _message(r).endswith(
+        'node "node1" can not create pods that reference persistentvolumeclaims'
+    )
+    assert admin.get(f"{pods}/{name}").status_code == 404
     del mirror["spec"]["volumes"]
-    assert node1.post(f"/api/v1/namespaces/{ns}/pods", json=mirror).status_code == 201
+    assert node1.post(pods, json=mirror).status_code == 201
+    # Other pod subresources are not the node's.
+    r = node1.post(f"{pods}/{name}/binding", json={"target": {"kind": "Node", "name": "node1"}})
+    assert r.status_code == 403
 
 
 def test_node_reads_only_what_its_pods_reference(

@@ -590,6 +590,10 @@ def _check_immutable_data(new: Obj, old: Obj, errs: FieldErrors) -> None:
             errs.forbidden("immutable", "field is immutable when `immutable` is set")
 
 
+# What a ConfigMap's or Secret's data may hold in all (upstream's MaxSecretSize, 1 MiB).
+MAX_DATA_SIZE = 1 << 20
+
+
 @register("", "ConfigMap")
 class ConfigMapStrategy(Strategy):
     def validate(self, obj: Obj, errs: FieldErrors, namespaced: bool) -> None:
@@ -604,10 +608,21 @@ class ConfigMapStrategy(Strategy):
             if key in data:
                 errs.invalid("binaryData", key, "duplicate of key present in data")
             _check_base64(errs, f"binaryData[{key}]", value)
+        size = sum(len(v.encode()) for v in data.values() if isinstance(v, str))
+        size += sum(_decoded_size(v) for v in binary.values())
+        if size > MAX_DATA_SIZE:
+            errs.too_long("[]", MAX_DATA_SIZE)  # upstream's path for the whole object
 
     def validate_update(self, new: Obj, old: Obj, errs: FieldErrors, namespaced: bool) -> None:
         super().validate_update(new, old, errs, namespaced)
         _check_immutable_data(new, old, errs)
+
+
+def _decoded_size(value: Any) -> int:
+    """The bytes a base64 value holds, without decoding it."""
+    if not isinstance(value, str):
+        return 0
+    return len(value) * 3 // 4 - value[-2:].count("=")
 
 
 def _check_base64(errs: FieldErrors, path: str, value: Any) -> None:
@@ -634,6 +649,8 @@ class SecretStrategy(Strategy):
         for key, value in (obj.get("data") or {}).items():
             check_config_key(errs, "data", key)
             _check_base64(errs, f"data[{key}]", value)
+        if sum(_decoded_size(v) for v in (obj.get("data") or {}).values()) > MAX_DATA_SIZE:
+            errs.too_long("data", MAX_DATA_SIZE)
 
     def validate_update(self, new: Obj, old: Obj, errs: FieldErrors, namespaced: bool) -> None:
         super().validate_update(new, old, errs, namespaced)

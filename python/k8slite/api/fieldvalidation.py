@@ -1,12 +1,14 @@
 """Server-side field validation: unknown fields and mistyped values, found against the schemas.
 
 Upstream decodes a body into typed structs: unknown fields are dropped (and reported under
-fieldValidation=Warn or refused under Strict) and a value of the wrong JSON type fails the
-decode. The same walk here also prunes the unknown fields it reports.
+fieldValidation=Warn or refused under Strict) and a value of the wrong JSON type, or an
+integer beyond its field's int32 or int64, fails the decode. The same walk here also prunes
+the unknown fields it reports.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +24,9 @@ _JSON_TYPES = {
     dict: "object",
 }
 
+INT_RANGES = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
+_INDEX = re.compile(r"\[\d+\]")
+
 
 @dataclass
 class Findings:
@@ -30,6 +35,7 @@ class Findings:
     unknown: list[str] = field(default_factory=list)
     type_error: str | None = None
     type_path: str | None = None
+    out_of_range: bool = False  # the type error is an integer its field cannot hold
 
     def strict_message(self) -> str:
         return "strict decoding error: " + ", ".join(f'unknown field "{p}"' for p in self.unknown)
@@ -43,8 +49,9 @@ def go_type(node: Node) -> str:
         return "[]" + go_type(node.elem)
     if node.kind == "map" and node.elem is not None:
         return "map[string]" + go_type(node.elem)
+    if node.kind == "integer":
+        return node.fmt or "int32"
     return {
-        "integer": "int32",
         "boolean": "bool",
         "number": "float64",
         "string": "string",
@@ -95,20 +102,17 @@ class _Walker:
 
     def value(self, value: Any, node: Node, path: str, owner: Definition) -> None:
         if not _type_ok(node, value):
-            if self.found.type_error is None:
-                json_type = _JSON_TYPES.get(type(value), "value")
-                self.found.type_error = (
-                    f"json: cannot unmarshal {json_type} into Go struct field "
-                    f"{owner.short}.{path} of type {go_type(node)}"
-                )
-                self.found.type_path = path
+            self.mistyped(value, node, path, owner)
             return
         kind = node.kind
-        if kind == "struct" and node.definition is not None:
+        if kind == "integer":
+            low, high = INT_RANGES[node.fmt or "int32"]
+            if not low <= value <= high and self.found.type_error is None:
+                self.mistyped(value, node, path, owner)
+                self.found.out_of_range = True
+        elif kind == "struct" and node.definition is not None:
             self.struct(value, node.definition, path)
-        elif (
-            kind == "list" and node.elem is not None and node.elem.kind in ("struct", "list", "map")
-        ):
+        elif kind == "list" and node.elem is not None and node.elem.kind != "any":
             for i, item in enumerate(value):
                 if item is not None:
                     self.value(item, node.elem, f"{path}[{i}]", owner)
@@ -116,6 +120,20 @@ class _Walker:
             for key, item in value.items():
                 if item is not None:
                     self.value(item, node.elem, f"{path}.{key}", owner)
+
+    def mistyped(self, value: Any, node: Node, path: str, owner: Definition) -> None:
+        """Record the first value the decoder would refuse, in Go's words."""
+        if self.found.type_error is not None:
+            return
+        json_type = _JSON_TYPES.get(type(value), "value")
+        if json_type == "number" and node.kind in ("integer", "number"):
+            json_type = f"number {value}"  # Go shows a number it cannot store as written
+        # Go's field path names struct fields and map keys, never list indices.
+        self.found.type_error = (
+            f"json: cannot unmarshal {json_type} into Go struct field "
+            f"{owner.short}.{_INDEX.sub('', path)} of type {go_type(node)}"
+        )
+        self.found.type_path = path
 
 
 def check(obj: dict[str, Any], defn: Definition, prune: bool = True) -> Findings:

@@ -56,6 +56,49 @@ _GROUP_OF_TYPE = {
     "ScaleStatus": "autoscaling",
     "Eviction": "policy",
 }
+# Integer fields that upstream declares int64 (format "int64"), by type and JSON name; every
+# other integer is an int32. The client's models say only "int", so the formats upstream's
+# OpenAPI carries are kept here.
+INT64_FIELDS = frozenset(
+    {
+        ("ObjectMeta", "generation"),
+        ("ObjectMeta", "deletionGracePeriodSeconds"),
+        ("ListMeta", "remainingItemCount"),
+        ("DeleteOptions", "gracePeriodSeconds"),
+        ("Condition", "observedGeneration"),
+        ("PodCondition", "observedGeneration"),
+        ("PodStatus", "observedGeneration"),
+        ("DeploymentStatus", "observedGeneration"),
+        ("ReplicaSetStatus", "observedGeneration"),
+        ("PodSpec", "activeDeadlineSeconds"),
+        ("PodSpec", "terminationGracePeriodSeconds"),
+        ("Probe", "terminationGracePeriodSeconds"),
+        ("PodSecurityContext", "fsGroup"),
+        ("PodSecurityContext", "runAsGroup"),
+        ("PodSecurityContext", "runAsUser"),
+        ("PodSecurityContext", "supplementalGroups"),
+        ("SecurityContext", "runAsGroup"),
+        ("SecurityContext", "runAsUser"),
+        ("LinuxContainerUser", "uid"),
+        ("LinuxContainerUser", "gid"),
+        ("LinuxContainerUser", "supplementalGroups"),
+        ("ServiceAccountTokenProjection", "expirationSeconds"),
+        ("SleepAction", "seconds"),
+        ("Toleration", "tolerationSeconds"),
+        ("ContainerImage", "sizeBytes"),
+        ("NodeSwapStatus", "capacity"),
+        # File owners of projected and configMap/secret/downwardAPI volume files: user IDs.
+        ("KeyToPath", "user"),
+        ("DownwardAPIVolumeFile", "user"),
+        ("ConfigMapVolumeSource", "defaultUser"),
+        ("SecretVolumeSource", "defaultUser"),
+        ("DownwardAPIVolumeSource", "defaultUser"),
+        ("ProjectedVolumeSource", "defaultUser"),
+        ("ServiceAccountTokenProjection", "user"),
+        ("ClusterTrustBundleProjection", "user"),
+        ("PodCertificateProjection", "user"),
+    }
+)
 # Extra kinds served as subresources or in every group: (class, group, version, kind).
 _EXTRA_KINDS = (
     ("V1Scale", "autoscaling", "v1", "Scale"),
@@ -164,6 +207,8 @@ class _Builder:
             json_name = cls.attribute_map[attr]
             doc, required = _field_doc(cls, attr)
             node = self.node(typ, group, json_name, patchmeta.field_meta(name, json_name))
+            if (short, json_name) in INT64_FIELDS:
+                _set_int64(node)
             if not doc and node.definition is not None:
                 doc = node.definition.description
             node.description = doc
@@ -193,6 +238,13 @@ class _Builder:
         if typ == "object":
             return Node("intstr" if json_name in patchmeta.INT_OR_STRING else "any", fmt=json_name)
         return Node("struct", definition=self.definition(typ, group), meta=meta)
+
+
+def _set_int64(node: Node) -> None:
+    while node.kind == "list" and node.elem is not None:
+        node = node.elem
+    if node.kind == "integer":
+        node.fmt = "int64"
 
 
 def _kind_class(models: Any, rt: ResourceType) -> str | None:

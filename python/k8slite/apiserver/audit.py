@@ -1,7 +1,8 @@
 """The audit log: one JSON line per mutating request, in upstream's audit.k8s.io/v1 Event shape.
 
 Each line is an Event at level Metadata and stage ResponseComplete (so the tools that read
-upstream audit logs read these): user and groups, verb, the object (group, version,
+upstream audit logs read these): user and groups (and the impersonated user, when the
+request impersonated one), verb, the object (group, version,
 resource, subresource, namespace, name), the response code, the request's start and end
 times, and its latency in the annotation "k8slite.io/latency-seconds".
 """
@@ -23,6 +24,17 @@ def _timestamp(when: float) -> str:
     """RFC 3339 with microseconds, as upstream's MicroTime."""
     moment = dt.datetime.fromtimestamp(when, dt.UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _user_info(user: UserInfo) -> dict[str, Any]:
+    """authentication.k8s.io/v1 UserInfo: empty uid and extra are left out."""
+    out: dict[str, Any] = {"username": user.name}
+    if user.uid:
+        out["uid"] = user.uid
+    out["groups"] = list(user.groups)
+    if user.extra:
+        out["extra"] = user.extra
+    return out
 
 
 class AuditLog:
@@ -48,6 +60,7 @@ class AuditLog:
         source_ip: str,
         user_agent: str,
         object_ref: dict[str, str] | None,
+        impersonated: UserInfo | None = None,
     ) -> None:
         event: dict[str, Any] = {
             "kind": "Event",
@@ -57,10 +70,12 @@ class AuditLog:
             "stage": "ResponseComplete",
             "requestURI": uri,
             "verb": verb,
-            "user": {"username": user.name, "groups": list(user.groups)} if user else {},
+            "user": _user_info(user) if user else {},
             "sourceIPs": [source_ip] if source_ip else [],
             "userAgent": user_agent,
         }
+        if impersonated is not None:
+            event["impersonatedUser"] = _user_info(impersonated)
         if object_ref:
             event["objectRef"] = object_ref
         event["responseStatus"] = {"metadata": {}, "code": code}

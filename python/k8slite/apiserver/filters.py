@@ -1,6 +1,8 @@
-"""The handler chain in front of the API: authentication, priority and fairness, deadline, audit.
+"""The handler chain in front of the API: authentication, impersonation, priority and fairness,
+deadline, audit.
 
-Upstream's order: authenticate (401), then API Priority and Fairness (a seat in the
+Upstream's order: authenticate (401), then impersonation (403 unless the caller may act as
+whom the Impersonate-* headers name), then API Priority and Fairness (a seat in the
 request's priority level, else 429; long-running requests take none), then the request
 deadline (504 after 60 s, long-running requests exempt), then authorization. A write's
 body is read before its seat is taken, within its own deadline (408 past a quarter of the
@@ -21,10 +23,11 @@ from k8slite._native import loads
 from k8slite.api import errors
 from k8slite.apiserver import http
 from k8slite.apiserver.audit import AuditLog
-from k8slite.apiserver.authn import SCOPE_KEY, CertAuthenticator, UserInfo
+from k8slite.apiserver.authn import SCOPE_KEY, CertAuthenticator, UserInfo, user_of
 from k8slite.apiserver.authz.attributes import Attributes
 from k8slite.apiserver.authz.authorizer import ATTRIBUTES_KEY, Authorizer
 from k8slite.apiserver.flowcontrol.controller import FlowControl
+from k8slite.apiserver.impersonation import IMPERSONATOR_KEY, ImpersonationError, impersonate
 from k8slite.apiserver.limits import REQUEST_TIMEOUT, is_long_running, is_mutating, request_deadline
 from k8slite.apiserver.metrics import ApiMetrics
 from k8slite.apiserver.requestinfo import is_resource_path
@@ -199,10 +202,20 @@ class SecureApp:
         try:
             user = self.authn.authenticate(scope)
             scope[SCOPE_KEY] = user
-            await self._limited(scope, receive, response, user, mutating, long_running)
+            acting = impersonate(scope, user, self.authorizer)
+            if acting is not None:
+                scope[SCOPE_KEY] = acting
+            await self._limited(scope, receive, response, acting or user, mutating, long_running)
         except errors.ApiError as e:
             if not response.status:  # else the answer is on its way and cannot change
                 await http.respond_error(response, e)
+        except ImpersonationError as e:
+            # Upstream's answer is a plain-text internal error naming the request.
+            uri = scope["path"] + (
+                "?" + scope["query_string"].decode() if scope.get("query_string") else ""
+            )
+            text = f'Internal Server Error: "{uri}": {e}\n'
+            await http.respond(response, 500, text.encode(), "text/plain; charset=utf-8")
         finally:
             if self.audit is not None and mutating:
                 self._audit(scope, user, response, started)
@@ -266,8 +279,11 @@ class SecureApp:
         query = scope.get("query_string", b"").decode("latin-1")
         uri = scope["path"] + (f"?{query}" if query else "")
         verb = attrs.verb if attrs else scope["method"].lower()
+        # user is the authenticated one; an impersonated one is the scope's user now.
+        impersonated = user_of(scope) if scope.get(IMPERSONATOR_KEY) is not None else None
         self.audit.record(
             user=user,
+            impersonated=impersonated,
             verb=verb,
             uri=uri,
             code=response.status or 500,

@@ -12,6 +12,7 @@ from urllib.parse import parse_qs
 
 from k8slite._native import dumps
 from k8slite.api import errors
+from k8slite.apiserver.goints import parse_int64
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -51,13 +52,15 @@ class Request:
         return (self.arg(name) or "").lower() in ("1", "true")
 
     def int_arg(self, name: str) -> int | None:
+        """An int64 query parameter (None when absent or empty)."""
         value = self.arg(name)
         if value in (None, ""):
             return None
         try:
-            return int(value)  # type: ignore[arg-type]
-        except ValueError:
-            raise errors.bad_request(f'invalid value for {name}: "{value}"') from None
+            return parse_int64(value)  # type: ignore[arg-type]
+        except ValueError as e:
+            # As upstream's query parameter decoding: Go's strconv error, 400.
+            raise errors.bad_request(str(e)) from None
 
     @property
     def content_type(self) -> str:

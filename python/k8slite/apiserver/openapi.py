@@ -109,8 +109,8 @@ class _Renderer:
             out = self.ref(special, description) if special else {"type": "object"}
         else:
             out = {"type": kind}
-            if node.fmt == "byte":
-                out["format"] = "byte"
+            if node.fmt in ("byte", "int32", "int64"):
+                out["format"] = node.fmt
         if description and "description" not in out and "allOf" not in out and "$ref" not in out:
             out["description"] = description
         if node.enum:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from typing import Any
 
 import trio
@@ -18,12 +19,12 @@ from k8slite._native import (
     dumps,
     loads,
 )
-from k8slite.api import apply, errors, schemas
+from k8slite.api import apply, errors, fieldvalidation, schemas
 from k8slite.api.patch import json_patch, merge_patch
 from k8slite.api.resources import ResourceType
 from k8slite.api.schemas import Definition
 from k8slite.api.strategic import go_format, strategic_merge_patch
-from k8slite.apiserver import pbobjects, writes, yamlbody
+from k8slite.apiserver import goints, pbobjects, writes, yamlbody
 from k8slite.apiserver.http import Request
 from k8slite.apiserver.registry import DeleteOptions, Registry
 from k8slite.apiserver.requestinfo import RequestInfo
@@ -138,29 +139,71 @@ def encode_continue(rv: int, start_key: str) -> str:
     return base64.urlsafe_b64encode(token).decode().rstrip("=")
 
 
+_BAD_CONTINUE_RV = (
+    "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)"
+)
+
+
 def decode_continue(token: str) -> tuple[int, str]:
+    """The revision and start key of a continue token, checked as upstream decodes it."""
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         data = loads(raw)
-        if data.get("v") != "meta.k8s.io/v1":
-            raise ValueError(
-                "continue key is not valid: incorrect encoded start "
-                "resourceVersion (version meta.k8s.io/v1)"
-            )
-        rv, start = int(data["rv"]), str(data["start"])
-    except (binascii.Error, ValueError, KeyError, TypeError, AttributeError) as e:
-        message = str(e) if str(e).startswith("continue key") else f"continue key is not valid: {e}"
-        raise errors.bad_request(message) from None
-    if rv <= 0:
+    except (binascii.Error, ValueError) as e:
+        raise errors.bad_request(f"{_BAD_CONTINUE_RV}: {e}") from None
+    if not isinstance(data, dict):
         raise errors.bad_request(
-            "continue key is not valid: incorrect encoded start "
-            "resourceVersion (version meta.k8s.io/v1)"
+            f"{_BAD_CONTINUE_RV}: json: cannot unmarshal {_json_kind(data)} into Go value "
+            "of type storage.continueToken"
+        )
+    # The token is a Go struct: rv an int64, start a string, v a string.
+    for field, kind in (("v", str), ("rv", int), ("start", str)):
+        value = data.get(field)
+        fits = isinstance(value, kind) and not isinstance(value, bool)
+        if isinstance(value, int) and fits:
+            fits = goints.INT64_MIN <= value <= goints.INT64_MAX
+        if value is not None and not fits:
+            shown = _json_kind(value)
+            if shown == "number":  # Go shows the number as written
+                literal = re.search(rb'"%s"\s*:\s*(-?[0-9][0-9.eE+-]*)' % field.encode(), raw)
+                shown += f" {literal.group(1).decode() if literal else value}"
+            raise errors.bad_request(
+                f"{_BAD_CONTINUE_RV}: json: cannot unmarshal {shown} into Go struct "
+                f"field continueToken.{field} of type {'int64' if kind is int else 'string'}"
+            )
+    if data.get("v") != "meta.k8s.io/v1":
+        raise errors.bad_request(
+            "continue key is not valid: server does not recognize this encoded version "
+            + str(data.get("v") or "")
+        )
+    rv, start = data.get("rv") or 0, data.get("start") or ""
+    if rv <= 0:
+        raise errors.bad_request(_BAD_CONTINUE_RV)
+    if not start:
+        raise errors.bad_request(
+            "continue key is not valid: encoded start key empty (version meta.k8s.io/v1)"
         )
     return rv, start.rstrip("\x00")
 
 
+def _json_kind(value: object) -> str:
+    """How Go's JSON decoder names a value of the wrong type."""
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    return "number"
+
+
 async def wait_for_revision(reg: Registry, rv: int) -> None:
-    """Wait briefly for the store to reach rv; upstream answers 504 when it does not."""
+    """Wait briefly for the store to reach rv; upstream answers 504 when it does not.
+
+    Lists and watches call it before they send anything, so the answer is a whole Status.
+    """
     with trio.move_on_after(_TOO_LARGE_RV_WAIT):
         while reg.store.revision() < rv:
             await reg.changed.wait()
@@ -180,13 +223,12 @@ async def wait_for_revision(reg: Registry, rv: int) -> None:
 
 
 def parse_rv(value: str, what: str = "resourceVersion") -> int:
+    """A resource version: a uint64, as upstream's storage parses it (400 otherwise)."""
     try:
-        rv = int(value)
-    except ValueError:
-        raise errors.bad_request(f'{what}: Invalid value: "{value}": must be an integer') from None
-    if rv < 0:
-        raise errors.bad_request(f'{what}: Invalid value: "{value}": must be non-negative')
-    return rv
+        return goints.parse_uint64(value)
+    except ValueError as e:
+        # Upstream answers this with 500 (kubernetes#139485); a bad query is the client's.
+        raise errors.bad_request(f'{what}: Invalid value: "{value}": {e}') from None
 
 
 async def list_objects(reg: Registry, req: Request, info: RequestInfo) -> bytes:
@@ -224,6 +266,8 @@ async def list_objects(reg: Registry, req: Request, info: RequestInfo) -> bytes:
             )
     elif rv_arg and rv_arg != "0":
         await wait_for_revision(reg, parse_rv(rv_arg))
+    if at is not None and at > reg.store.revision():
+        await wait_for_revision(reg, at)
     prefix = rt.prefix(info.namespace)
     list_rv = at if at is not None else reg.store.revision()
 
@@ -276,7 +320,8 @@ async def create_object(reg: Registry, req: Request, info: RequestInfo) -> bytes
     check_body_namespace(obj, info.namespace)
     opts = writes.write_options(req, "CreateOptions")
     writes.validate_body(req, reg.rt, obj, opts)
-    return await reg.create(info.namespace, obj, dry_run(req), writes.tracker(reg.rt, opts, None))
+    track = writes.with_admission(req, writes.tracker(reg.rt, opts, None))
+    return await reg.create(info.namespace, obj, dry_run(req), track)
 
 
 async def update_object(reg: Registry, req: Request, info: RequestInfo) -> tuple[bytes, bool]:
@@ -304,7 +349,7 @@ async def update_object(reg: Registry, req: Request, info: RequestInfo) -> tuple
         mutate,
         subresource=info.subresource,
         dry_run=dry_run(req),
-        track=writes.tracker(reg.rt, opts, info.subresource),
+        track=writes.with_admission(req, writes.tracker(reg.rt, opts, info.subresource)),
     )
 
 
@@ -379,7 +424,7 @@ async def patch_object(reg: Registry, req: Request, info: RequestInfo) -> tuple[
         subresource=info.subresource,
         dry_run=dry_run(req),
         allow_create=False,
-        track=writes.tracker(reg.rt, opts, info.subresource),
+        track=writes.with_admission(req, writes.tracker(reg.rt, opts, info.subresource)),
     )
     return data, False
 
@@ -415,7 +460,11 @@ async def apply_object(
         subresource=info.subresource,
         dry_run=dry_run(req),
         allow_create=info.subresource is None,
+        track=writes.with_admission(req, None),
     )
+
+
+_DELETE_OPTIONS = ("", "v1", "DeleteOptions")
 
 
 def delete_options(req: Request, body: Any) -> DeleteOptions:
@@ -425,6 +474,12 @@ def delete_options(req: Request, body: Any) -> DeleteOptions:
             raise errors.bad_request(
                 f"the kind in the data ({body.get('kind')}) does not match "
                 f"the expected kind (DeleteOptions)"
+            )
+        found = fieldvalidation.check(dict(body), schemas.catalog().kinds[_DELETE_OPTIONS])
+        if found.type_error:
+            raise errors.bad_request(
+                'DeleteOptions in version "v1" cannot be handled as a DeleteOptions: '
+                + found.type_error
             )
         opts.grace_period_seconds = body.get("gracePeriodSeconds")
         opts.propagation_policy = body.get("propagationPolicy")

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from k8slite._native import LabelSelector, dumps, loads
-from k8slite.api import errors, meta
+from k8slite.api import errors, fieldvalidation, meta, schemas
+from k8slite.apiserver import writes
 from k8slite.apiserver.http import Request
 from k8slite.apiserver.registry import Registry
 from k8slite.apiserver.requestinfo import RequestInfo
@@ -80,6 +81,9 @@ async def evict_pod(reg: Registry, req: Request, info: RequestInfo) -> bytes:
     return _success()
 
 
+_SCALE = ("autoscaling", "v1", "Scale")
+
+
 def _scale_of(obj: Obj) -> Obj:
     m = obj["metadata"]
     selector = (obj.get("spec") or {}).get("selector") or {}
@@ -121,6 +125,13 @@ async def update_scale(reg: Registry, req: Request, info: RequestInfo) -> bytes:
         rv = resource_version_of(wanted)
         if rv and rv != current["metadata"].get("resourceVersion"):
             raise errors.conflict(reg.rt.plural, name, reg.rt.group)
+        found = fieldvalidation.check(meta.clone(wanted), schemas.catalog().kinds[_SCALE])
+        if found.type_error:
+            if is_patch:
+                raise writes.invalid_patch(dumps(wanted).decode(), found.type_error)
+            raise errors.bad_request(
+                f'Scale in version "v1" cannot be handled as a Scale: {found.type_error}'
+            )
         replicas = (wanted.get("spec") or {}).get("replicas")
         if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
             raise errors.invalid(

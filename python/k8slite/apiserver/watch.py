@@ -14,7 +14,7 @@ from k8slite.api import errors
 from k8slite.apiserver import directsend, http
 from k8slite.apiserver.registry import Registry
 from k8slite.apiserver.requestinfo import RequestInfo
-from k8slite.apiserver.rest import field_selector, label_selector, parse_rv
+from k8slite.apiserver.rest import field_selector, label_selector, parse_rv, wait_for_revision
 
 # Upstream's --min-request-timeout: a watch without timeoutSeconds ends after 30 to 60 min.
 MIN_REQUEST_TIMEOUT = 1800
@@ -96,6 +96,8 @@ async def serve_watch(
         timeout = int(MIN_REQUEST_TIMEOUT * (1 + random.random()))
     prefix = reg.rt.prefix(info.namespace)
     initial = send_initial == "true" or (send_initial is None and start == 0)
+    if start > reg.store.revision():
+        await wait_for_revision(reg, start)
 
     await http.start_stream(send)
     async with trio.open_nursery() as nursery:

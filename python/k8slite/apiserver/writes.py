@@ -11,13 +11,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from k8slite._native import dumps
 from k8slite.api import apply, errors, fieldvalidation, schemas
 from k8slite.api.resources import ResourceType
 from k8slite.apiserver.http import Request
 from k8slite.apiserver.registry import Tracker
 from k8slite.component.objects import Obj
 
+# Checks of the final object against the stored one (old is None on create), as upstream's
+# validating admission: registered per request by the filters, run by the registry after
+# defaulting and validation, before the write is compared and stored (dry runs included).
+Admission = Callable[[Obj, Obj | None], None]
 _WARNINGS = "k8slite.warnings"
+_ADMISSION = "k8slite.admission"
 MAX_MANAGER_LENGTH = 128
 
 
@@ -39,6 +45,26 @@ def warning_headers(req: Request) -> dict[str, str] | None:
         return None
     quoted = (t.replace("\\", "\\\\").replace('"', '\\"') for t in texts)
     return {"Warning": ", ".join(f'299 - "{t}"' for t in quoted)}
+
+
+def admit(req: Request, check: Admission) -> None:
+    """Run check on the object this request writes, once it is final."""
+    req.scope.setdefault(_ADMISSION, []).append(check)
+
+
+def with_admission(req: Request, track: Tracker | None) -> Tracker | None:
+    """The registry's hook for this write: the request's admission checks, then track."""
+    checks: list[Admission] = req.scope.get(_ADMISSION) or []
+    if not checks:
+        return track
+
+    def hook(new: Obj, old: Obj | None) -> None:
+        for check in checks:
+            check(new, old)
+        if track is not None:
+            track(new, old)
+
+    return hook
 
 
 def _options_error(kind: str, field: str, reason: str, message: str) -> errors.ApiError:
@@ -117,27 +143,29 @@ def validate_patched(
         return
     found = fieldvalidation.check(obj, defn)
 
-    def invalid(message: str) -> errors.ApiError:
-        return errors.invalid(
-            "",
-            "",
-            [
-                {
-                    "reason": "FieldValueInvalid",
-                    "field": "patch",
-                    "message": f'Invalid value: "{shown()}": {message}',
-                }
-            ],
-        )
-
     if found.type_error:
-        raise invalid(found.type_error)
+        raise invalid_patch(shown(), found.type_error)
     if found.unknown:
         if opts.validation == "Strict":
-            raise invalid(found.strict_message())
+            raise invalid_patch(shown(), found.strict_message())
         if opts.validation == "Warn":
             for path in found.unknown:
                 warn(req, f'unknown field "{path}"')
+
+
+def invalid_patch(shown: str, message: str) -> errors.ApiError:
+    """422 for a patch whose result does not decode, as upstream's patcher answers."""
+    return errors.invalid(
+        "",
+        "",
+        [
+            {
+                "reason": "FieldValueInvalid",
+                "field": "patch",
+                "message": f'Invalid value: "{shown}": {message}',
+            }
+        ],
+    )
 
 
 def check_apply_config(rt: ResourceType, config: Obj, namespace: str | None, name: str) -> None:
@@ -146,6 +174,10 @@ def check_apply_config(rt: ResourceType, config: Obj, namespace: str | None, nam
     if defn is None:
         return
     found = fieldvalidation.check(config, defn, prune=False)
+    if found.out_of_range and found.type_error:
+        # Not a typing problem of the configuration but a number no field can hold: refused
+        # as a patch whose result does not decode.
+        raise invalid_patch(dumps(config).decode(), found.type_error)
     problem = None
     if found.unknown:
         problem = f".{found.unknown[0]}: field not declared in schema"

@@ -13,7 +13,12 @@ from k8slite.client import ApiClient, load_kubeconfig
 from k8slite.cmd.common import run_until_signal
 from k8slite.component.flags import add_component_flags, duration
 from k8slite.component.logging import setup_logging
-from k8slite.kubelet.config import KubeletConfig, parse_key_values, parse_taints
+from k8slite.kubelet.config import (
+    KubeletConfig,
+    parse_key_values,
+    parse_node_labels,
+    parse_taints,
+)
 from k8slite.kubelet.hollow import DEFAULT_POD_CIDR_BASE, HollowNodes, HollowNodesConfig
 
 
@@ -40,7 +45,7 @@ def parse_args(argv: list[str] | None) -> tuple[HollowNodesConfig, Path, argpars
         default={},
         help="what each node reports, e.g. cpu=8,memory=32Gi",
     )
-    p.add_argument("--node-labels", type=parse_key_values, default={})
+    p.add_argument("--node-labels", type=parse_node_labels, default={})
     p.add_argument("--register-with-taints", type=parse_taints, default=[])
     p.add_argument("--node-lease-renew-interval", type=duration, default=10.0)
     p.add_argument("--node-lease-duration-seconds", type=int, default=40)

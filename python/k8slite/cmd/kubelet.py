@@ -14,7 +14,12 @@ from k8slite.client import ApiClient, load_kubeconfig
 from k8slite.cmd.common import run_until_signal
 from k8slite.component.flags import add_component_flags, duration
 from k8slite.component.logging import setup_logging
-from k8slite.kubelet.config import KubeletConfig, parse_key_values, parse_taints
+from k8slite.kubelet.config import (
+    KubeletConfig,
+    parse_key_values,
+    parse_node_labels,
+    parse_taints,
+)
 from k8slite.kubelet.kubelet import Kubelet
 from k8slite.kubelet.runtime import RUNTIMES, make_runtime
 
@@ -52,7 +57,7 @@ def parser() -> argparse.ArgumentParser:
         "--docker-network", default="k8slite-pods", help="the Docker network pods get their IPs on"
     )
     p.add_argument("--max-pods", type=int, default=110)
-    p.add_argument("--node-labels", type=parse_key_values, default={}, help="k=v,...")
+    p.add_argument("--node-labels", type=parse_node_labels, default={}, help="k=v,...")
     p.add_argument(
         "--register-with-taints", type=parse_taints, default=[], help="key=value:Effect,..."
     )

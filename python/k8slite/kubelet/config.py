@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from k8slite.api import nodelabels
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +86,21 @@ def parse_key_values(text: str) -> dict[str, str]:
             raise ValueError(f"{item!r} is not key=value")
         out[key] = value
     return out
+
+
+def parse_node_labels(text: str) -> dict[str, str]:
+    """--node-labels: key=value pairs, refused (as upstream's kubelet) where the API server's
+    node restriction would refuse them: Kubernetes labels other than the kubelet's own."""
+    labels = parse_key_values(text)
+    unknown = sorted(k for k in labels if not nodelabels.node_may_set(k))
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            "unknown 'kubernetes.io' or 'k8s.io' labels specified with --node-labels: "
+            f"[{' '.join(unknown)}]\n--node-labels in the 'kubernetes.io' namespace must begin "
+            f"with an allowed prefix ({', '.join(nodelabels.KUBELET_LABEL_DOMAINS)}) or be in "
+            f"the specifically allowed set ({', '.join(sorted(nodelabels.KUBELET_LABELS))})"
+        )
+    return labels
 
 
 def parse_taints(text: str) -> list[Taint]:

@@ -449,16 +449,14 @@ impl Decoder<'_> {
         }
     }
 
-    /// A string with backslash escapes, unescaped into the scratch buffer. Lone surrogates
-    /// (`"\ud800"`, valid JSON and valid in a Python str) are written in the generalised UTF-8
-    /// form that CPython's "surrogatepass" handler reads back.
+    /// A string with backslash escapes, unescaped into the scratch buffer. A lone surrogate
+    /// escape (`"\ud800"`) reads as U+FFFD, as Go's decoder (and so upstream) reads it.
     unsafe fn escaped_string(
         &mut self,
         start: usize,
         first_escape: usize,
     ) -> Result<*mut ffi::PyObject, Fail> {
         let d = self.data;
-        let mut lone_surrogate = false;
         self.scratch.clear();
         self.scratch.extend_from_slice(&d[start..first_escape]);
         let mut i = first_escape;
@@ -475,8 +473,7 @@ impl Decoder<'_> {
                     _ => {
                         let (cp, next) = self.escape(i)?;
                         i = next;
-                        lone_surrogate |= (0xD800..0xE000).contains(&cp);
-                        push_wtf8(self.scratch, cp);
+                        push_utf8(self.scratch, cp);
                     }
                 },
                 Some(_) => return Err(self.syntax(i, "in string literal")),
@@ -490,20 +487,10 @@ impl Decoder<'_> {
         if buf.is_ascii() {
             return self.ok_or_python(new_ascii(buf));
         }
-        let errors: *const c_char = if lone_surrogate {
-            // "surrogatepass" would also let encoded surrogates in the raw input through,
-            // so the raw bytes are checked first.
-            if let Err(bad) = validate_utf8_raw(raw) {
-                return Err(self.bad_utf8(start + bad));
-            }
-            c"surrogatepass".as_ptr()
-        } else {
-            ptr::null()
-        };
         let obj = ffi::PyUnicode_DecodeUTF8(
             buf.as_ptr() as *const c_char,
             buf.len() as ffi::Py_ssize_t,
-            errors,
+            ptr::null(),
         );
         if obj.is_null() {
             return Err(self.invalid_utf8(start, raw));
@@ -511,8 +498,9 @@ impl Decoder<'_> {
         Ok(obj)
     }
 
-    /// Decodes the escape at `d[at] == '\\'`: returns the code point (a lone surrogate if
-    /// unpaired) and the index after the escape.
+    /// Decodes the escape at `d[at] == '\\'`: returns the code point (U+FFFD for a surrogate
+    /// that is not half of a pair, the next escape then read on its own) and the index after
+    /// the escape.
     fn escape(&self, at: usize) -> Result<(u32, usize), Fail> {
         let d = self.data;
         let Some(&c) = d.get(at + 1) else {
@@ -539,6 +527,9 @@ impl Decoder<'_> {
                             return Ok((cp, at + 12));
                         }
                     }
+                }
+                if (0xD800..0xE000).contains(&hi) {
+                    return Ok((REPLACEMENT, at + 6));
                 }
                 return Ok((hi, at + 6));
             }
@@ -716,8 +707,11 @@ static SIMPLE_ESCAPES: [u8; 256] = {
     t
 };
 
-/// UTF-8 of `cp`, or for a surrogate its 3-byte generalised form.
-fn push_wtf8(out: &mut Vec<u8>, cp: u32) {
+/// What a lone surrogate escape decodes to (Go's unicode.ReplacementChar).
+const REPLACEMENT: u32 = 0xFFFD;
+
+/// UTF-8 of `cp` (never a surrogate: escape() replaces those).
+fn push_utf8(out: &mut Vec<u8>, cp: u32) {
     if cp < 0x80 {
         out.push(cp as u8);
     } else if cp < 0x800 {
