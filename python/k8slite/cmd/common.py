@@ -1,9 +1,10 @@
-"""What every component's main shares: a clean stop on SIGINT or SIGTERM."""
+"""What every component's main shares: a clean stop on SIGINT or SIGTERM, plain fatal errors."""
 
 from __future__ import annotations
 
 import logging
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -31,3 +32,31 @@ def run_until_signal(main: Callable[..., Awaitable[Any]], *args: Any) -> int:
     """Run main under Trio; SIGINT or SIGTERM cancels it and returns 0."""
     trio.run(_until_signal, main, *args)
     return 0
+
+
+def leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:
+    """The exceptions a (nested) group holds, flattened."""
+    out: list[BaseException] = []
+    for e in group.exceptions:
+        out += leaves(e) if isinstance(e, BaseExceptionGroup) else [e]
+    return out
+
+
+def report_fatal(prog: str, fatal: tuple[type[Exception], ...], run: Callable[[], int]) -> int:
+    """run(), with the known fatal errors printed as `prog: error: ...` (exit code 1).
+
+    Failures inside nurseries arrive grouped; a group of known ones is reported plainly,
+    anything else is raised as it is.
+    """
+    try:
+        return run()
+    except fatal as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 1
+    except BaseExceptionGroup as group:
+        known, _ = group.split(fatal)
+        if known is None:
+            raise
+        for leaf in leaves(known):
+            print(f"{prog}: error: {leaf}", file=sys.stderr)
+        return 1

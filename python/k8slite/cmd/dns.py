@@ -9,7 +9,7 @@ from pathlib import Path
 import trio
 
 from k8slite.client import KubeconfigError
-from k8slite.cmd.common import run_until_signal
+from k8slite.cmd.common import report_fatal, run_until_signal
 from k8slite.component.flags import add_component_flags
 from k8slite.component.logging import setup_logging
 from k8slite.component.serving import ServingOptions
@@ -86,25 +86,7 @@ async def _serve(config: DnsConfig) -> None:
 def main(argv: list[str] | None = None) -> int:
     config, args = parse_args(argv)
     setup_logging(args.verbosity, args.logging_format)
-    try:
-        return run_until_signal(_serve, config)
-    except _FATAL as e:
-        print(f"k8slite-dns: error: {e}", file=sys.stderr)
-        return 1
-    except BaseExceptionGroup as group:
-        fatal, _ = group.split(_FATAL)
-        if fatal is None:
-            raise
-        for leaf in _leaves(fatal):
-            print(f"k8slite-dns: error: {leaf}", file=sys.stderr)
-        return 1
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    out: list[BaseException] = []
-    for e in group.exceptions:
-        out += _leaves(e) if isinstance(e, BaseExceptionGroup) else [e]
-    return out
+    return report_fatal("k8slite-dns", _FATAL, lambda: run_until_signal(_serve, config))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from pathlib import Path
 import trio
 
 from k8slite.client import KubeconfigError
-from k8slite.cmd.common import run_until_signal
+from k8slite.cmd.common import report_fatal, run_until_signal
 from k8slite.component.flags import add_component_flags, duration
 from k8slite.component.logging import setup_logging
 from k8slite.proxy.nftables import NftablesError
@@ -105,29 +105,14 @@ async def _serve(config: ProxyConfig) -> None:
 def main(argv: list[str] | None = None) -> int:
     config, args = parse_args(argv)
     setup_logging(args.verbosity, args.logging_format)
-    try:
+
+    def run_proxy() -> int:
         if args.cleanup:
             trio.run(cleanup, config)
             return 0
         return run_until_signal(_serve, config)
-    except _FATAL as e:
-        print(f"k8slite-proxy: error: {e}", file=sys.stderr)
-        return 1
-    except BaseExceptionGroup as group:
-        # Failures inside nurseries arrive grouped; a known one is reported plainly.
-        fatal, _ = group.split(_FATAL)
-        if fatal is None:
-            raise
-        for leaf in _leaves(fatal):
-            print(f"k8slite-proxy: error: {leaf}", file=sys.stderr)
-        return 1
 
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    out: list[BaseException] = []
-    for e in group.exceptions:
-        out += _leaves(e) if isinstance(e, BaseExceptionGroup) else [e]
-    return out
+    return report_fatal("k8slite-proxy", _FATAL, run_proxy)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from cryptography.exceptions import InvalidSignature
 from k8slite import datadir, pki
 from k8slite.cmd import runstate
 from k8slite.cmd.child import Child, spawn
+from k8slite.cmd.common import leaves
 from k8slite.cmd.runstate import ClusterInfo, ProcessRecord
 from k8slite.component.logging import setup_logging
 
@@ -959,14 +960,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         trio.run(_until_signal, opts)
     except* UpError as group:
-        errors += [e for e in _leaves(group) if isinstance(e, UpError)]
+        errors += [e for e in leaves(group) if isinstance(e, UpError)]
     for e in errors:
         print(f"k8slite up: error: {e}", file=sys.stderr)
     return 1 if errors else 0
-
-
-def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:
-    out: list[BaseException] = []
-    for e in group.exceptions:
-        out += _leaves(e) if isinstance(e, BaseExceptionGroup) else [e]
-    return out
