@@ -46,12 +46,17 @@ def validate_selector_and_template(errs: FieldErrors, spec: Obj, kind: str) -> N
     except SelectorError as e:
         errs.invalid("spec.selector", go_selector(selector), str(e))
         return
+    validate_template(errs, template, parsed)
+
+
+def validate_template(errs: FieldErrors, template: Any, selector: LabelSelector) -> None:
+    """spec.template of a workload: present, selected by its selector, restartPolicy Always."""
     if not isinstance(template, dict):
         errs.required("spec.template")
         return
     labels = labels_of(template)
     check_labels(errs, "spec.template.metadata.labels", labels)
-    if not parsed.matches(labels):
+    if not selector.matches(labels):
         errs.invalid(
             "spec.template.metadata.labels",
             go_map(labels),
@@ -83,20 +88,20 @@ def _int_or_percent(errs: FieldErrors, path: str, value: Any) -> int | None:
     return value if isinstance(value, int) else None
 
 
-def _default_template(spec: Obj) -> None:
+def default_template(spec: Obj) -> None:
     template = spec.get("template")
     if isinstance(template, dict) and isinstance(template.get("spec"), dict):
         default_pod_spec(template["spec"])
 
 
-class _WorkloadStrategy(Strategy):
+class WorkloadStrategy(Strategy):
     tracks_generation = True
 
     def default(self, obj: Obj) -> None:
         spec = obj.setdefault("spec", {})
         if isinstance(spec, dict):
             spec.setdefault("replicas", 1)
-            _default_template(spec)
+            default_template(spec)
 
     def validate(self, obj: Obj, errs: FieldErrors, namespaced: bool) -> None:
         super().validate(obj, errs, namespaced)
@@ -130,12 +135,12 @@ class _WorkloadStrategy(Strategy):
 
 
 @register("apps", "ReplicaSet")
-class ReplicaSetStrategy(_WorkloadStrategy):
+class ReplicaSetStrategy(WorkloadStrategy):
     pass
 
 
 @register("apps", "Deployment")
-class DeploymentStrategy(_WorkloadStrategy):
+class DeploymentStrategy(WorkloadStrategy):
     def default(self, obj: Obj) -> None:
         super().default(obj)
         spec = obj.get("spec")
