@@ -423,3 +423,109 @@ async def _gone(kube: ApiClient, ns: str, name: str) -> bool:
     except NotFound:
         return True
     return False
+
+
+# ------------------------------------------------------------------- kubectl drain
+
+
+async def _node_of_pods(kube: ApiClient, ns: str, labels: str, nodes: list[str]) -> str:
+    """A node holding at least one of the pods."""
+    for pod in await ready_pods(kube, ns, labels):
+        node = pod["spec"].get("nodeName")
+        if node in nodes:
+            return str(node)
+    raise AssertionError("no pod on the test nodes")
+
+
+async def _pods_on(kube: ApiClient, ns: str, node: str) -> list[str]:
+    listed = await kube.list(PODS, namespace=ns, field_selector=f"spec.nodeName={node}")
+    return sorted(p["metadata"]["name"] for p in pods_of(listed["items"]))
+
+
+async def test_kubectl_drain_honours_budget(
+    module_apiserver: ServerHandle,
+    kube: ApiClient,
+    ns: str,
+    nodes: list[str],
+    kubelet: FakeKubelet,
+) -> None:
+    await kube.create(DEPLOYMENTS, deployment("web", replicas=2), namespace=ns)
+    await kube.create(
+        PODDISRUPTIONBUDGETS, pdb("web", {"app": "web"}, minAvailable=2), namespace=ns
+    )
+    await wait_for(
+        lambda: pdb_status(kube, ns, "web", currentHealthy=2, disruptionsAllowed=0),
+        30,
+        message="2 healthy, none allowed",
+    )
+    node = await _node_of_pods(kube, ns, "app=web", nodes)
+    victims = await _pods_on(kube, ns, node)
+
+    # The budget forbids: drain cordons, keeps retrying the eviction, and gives up at
+    # its --timeout with the pods still there.
+    out = await kubectl(
+        module_apiserver, "drain", node, "--timeout=8s", "--pod-selector=app=web", check=False
+    )
+    assert f"node/{node} cordoned" in out
+    assert "Cannot evict pod as it would violate the pod's disruption budget." in out
+    assert "global timeout reached: 8s" in out
+    assert f"node/{node} drained" not in out
+    assert (await kube.get(NODES, node))["spec"].get("unschedulable") is True
+    assert await _pods_on(kube, ns, node) == victims
+
+    # Room for one disruption (a third replica): drain evicts and finishes.
+    await kube.patch(DEPLOYMENTS, "web", {"spec": {"replicas": 3}}, namespace=ns)
+    out = await kubectl(module_apiserver, "drain", node, "--timeout=60s", "--pod-selector=app=web")
+    assert f"node/{node} drained" in out
+    for name in victims:
+        assert f"pod/{name} evicted" in out
+        assert await _gone(kube, ns, name)
+
+    await kubectl(module_apiserver, "uncordon", node)
+    assert not (await kube.get(NODES, node))["spec"].get("unschedulable")
+
+
+async def test_kubectl_drain_unmanaged_and_emptydir_pods(
+    module_apiserver: ServerHandle,
+    kube: ApiClient,
+    ns: str,
+    nodes: list[str],
+    kubelet: FakeKubelet,
+) -> None:
+    node = nodes[0]
+    bare = _bare_pod("bare", {"app": "bare"})
+    bare["spec"]["nodeName"] = node
+    scratch = _bare_pod("scratch", {"app": "scratch"})
+    scratch["spec"]["nodeName"] = node
+    scratch["spec"]["volumes"] = [{"name": "tmp", "emptyDir": {}}]
+    scratch["metadata"]["ownerReferences"] = []
+    for pod in (bare, scratch):
+        await kube.create(PODS, pod, namespace=ns)
+    await wait_for(lambda: _ready_names(kube, ns, {"bare", "scratch"}), 30, message="ready")
+
+    # Without --force and --delete-emptydir-data drain refuses, naming both reasons.
+    out = await kubectl(module_apiserver, "drain", node, "--timeout=20s", check=False)
+    assert "cannot delete Pods that declare no controller (use --force to override)" in out
+    assert f"{ns}/bare" in out
+    assert "cannot delete Pods with local storage (use --delete-emptydir-data to override)" in out
+    assert f"{ns}/scratch" in out
+    assert f"node/{node} drained" not in out
+
+    out = await kubectl(
+        module_apiserver,
+        "drain",
+        node,
+        "--force",
+        "--delete-emptydir-data",
+        "--grace-period=0",
+        "--timeout=60s",
+    )
+    assert f"node/{node} drained" in out
+    for name in ("bare", "scratch"):
+        assert await _gone(kube, ns, name)
+    await kubectl(module_apiserver, "uncordon", node)
+
+
+async def _ready_names(kube: ApiClient, ns: str, names: set[str]) -> bool:
+    listed = await kube.list(PODS, namespace=ns)
+    return names <= {p["metadata"]["name"] for p in listed["items"] if is_ready(p)}
