@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import trio
 
+from k8slite.api.resources import lookup
 from k8slite.client import ApiClient, NotFound
 from k8slite.client.resource import (
     DEPLOYMENTS,
@@ -20,6 +21,7 @@ from k8slite.client.resource import (
     PODDISRUPTIONBUDGETS,
     PODS,
     REPLICATIONCONTROLLERS,
+    Resource,
 )
 from k8slite.component.objects import Obj, get_condition
 from tests.conftest import ServerHandle
@@ -529,3 +531,53 @@ async def test_kubectl_drain_unmanaged_and_emptydir_pods(
 async def _ready_names(kube: ApiClient, ns: str, names: set[str]) -> bool:
     listed = await kube.list(PODS, namespace=ns)
     return names <= {p["metadata"]["name"] for p in listed["items"] if is_ready(p)}
+
+
+async def test_kubectl_drain_ignore_daemonsets(
+    module_apiserver: ServerHandle,
+    kube: ApiClient,
+    ns: str,
+    nodes: list[str],
+    kubelet: FakeKubelet,
+) -> None:
+    # drain recognises a DaemonSet's pod by reading its DaemonSet: the kind must be served.
+    if lookup("apps", "v1", "daemonsets") is None:
+        pytest.skip("DaemonSet is not served in this tree")
+    daemonsets = Resource("apps", "v1", "daemonsets")
+    labels = {"app": "agent"}
+    ds = await kube.create(
+        daemonsets,
+        {
+            "apiVersion": "apps/v1",
+            "kind": "DaemonSet",
+            "metadata": {"name": "agent"},
+            "spec": {
+                "selector": {"matchLabels": labels},
+                "template": {"metadata": {"labels": labels}, "spec": _bare_pod("", labels)["spec"]},
+            },
+        },
+        namespace=ns,
+    )
+    node = nodes[0]
+    agent = _bare_pod("agent-pod", labels)
+    agent["spec"]["nodeName"] = node
+    agent["metadata"]["ownerReferences"] = [
+        {
+            "apiVersion": "apps/v1",
+            "kind": "DaemonSet",
+            "name": "agent",
+            "uid": ds["metadata"]["uid"],
+            "controller": True,
+        }
+    ]
+    await kube.create(PODS, agent, namespace=ns)
+    await wait_for(lambda: _ready_names(kube, ns, {"agent-pod"}), 30, message="agent ready")
+
+    out = await kubectl(module_apiserver, "drain", node, "--timeout=20s", check=False)
+    assert "cannot delete DaemonSet-managed Pods (use --ignore-daemonsets to ignore)" in out
+    out = await kubectl(module_apiserver, "drain", node, "--ignore-daemonsets", "--timeout=60s")
+    assert f"Warning: ignoring DaemonSet-managed Pods: {ns}/agent-pod" in out
+    assert f"node/{node} drained" in out
+    pod = await kube.get(PODS, "agent-pod", namespace=ns)
+    assert not pod["metadata"].get("deletionTimestamp")
+    await kubectl(module_apiserver, "uncordon", node)
