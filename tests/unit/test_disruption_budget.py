@@ -20,6 +20,7 @@ from k8slite.controllers.disruption import (
     expected_and_desired,
     needs_scale,
     scaled_value,
+    stale_disruption_wait,
 )
 
 NOW = dt.datetime(2026, 1, 1, 12, 0, 0, tzinfo=dt.UTC)
@@ -126,6 +127,35 @@ def test_status_and_condition() -> None:
         "InsufficientPods",
         later,
     )
+
+
+def _marked(
+    seconds_ago: int,
+    reason: str = "EvictionByEvictionAPI",
+    deleting: bool = False,
+    phase: str = "Running",
+) -> Obj:
+    p = pod("a", deleting=deleting, phase=phase)
+    p["status"]["conditions"].append(
+        {
+            "type": "DisruptionTarget",
+            "status": "True",
+            "reason": reason,
+            "lastTransitionTime": format_time(NOW - dt.timedelta(seconds=seconds_ago)),
+        }
+    )
+    return p
+
+
+def test_stale_disruption_target() -> None:
+    # Marked by an eviction 30 s ago and still not terminating: stale in 90 s.
+    assert stale_disruption_wait(_marked(30), NOW) == 90.0
+    assert stale_disruption_wait(_marked(600), NOW) == 0.0
+    # Nothing to reset: no condition, the kubelet's own, terminating or finished pods.
+    assert stale_disruption_wait(pod("a"), NOW) is None
+    assert stale_disruption_wait(_marked(600, "TerminationByKubelet"), NOW) is None
+    assert stale_disruption_wait(_marked(600, deleting=True), NOW) is None
+    assert stale_disruption_wait(_marked(600, phase="Failed"), NOW) is None
 
 
 # ---------------------------------------------------------------- the eviction side

@@ -45,6 +45,13 @@ log = logging.getLogger(__name__)
 # A pod the eviction API recorded in disruptedPods is expected gone within this long; after
 # it, it counts again (upstream's DeletionTimeout).
 DELETION_TIMEOUT = dt.timedelta(minutes=2)
+# A DisruptionTarget condition on a pod still not terminating this long after it was set
+# is reset to False: the eviction that set it never deleted the pod (upstream's
+# stalePodDisruptionTimeout).
+STALE_DISRUPTION_TIMEOUT = dt.timedelta(minutes=2)
+# Queue keys of pods whose DisruptionTarget condition may go stale (budgets' keys are
+# "<namespace>/<name>", and a namespace has no ":").
+_STALE_POD = "pod:"
 # After a failed sync (status then says SyncFailed), look again after this long.
 SYNC_FAILED_RETRY = 15.0
 DISRUPTION_ALLOWED = "DisruptionAllowed"
@@ -197,6 +204,24 @@ class Budget:
         return status
 
 
+def stale_disruption_wait(pod: Obj, now: dt.datetime) -> float | None:
+    """Seconds until the pod's DisruptionTarget condition is stale (0: it is), or None when
+    it has none to reset: not True, set by the kubelet, or the pod is terminating or done."""
+    cond = get_condition(pod.get("status"), "DisruptionTarget")
+    phase = (pod.get("status") or {}).get("phase")
+    if (
+        cond is None
+        or cond.get("status") != "True"
+        or cond.get("reason") == "TerminationByKubelet"
+        or is_deleting(pod)
+        or phase in ("Succeeded", "Failed")
+    ):
+        return None
+    since = cond.get("lastTransitionTime")
+    set_at = parse_time(since) if since else now
+    return max((set_at + STALE_DISRUPTION_TIMEOUT - now).total_seconds(), 0.0)
+
+
 def pdb_selector(pdb: Obj) -> LabelSelector:
     """The pods a budget covers: a null selector none, an empty one all of its namespace."""
     return LabelSelector.from_dict((pdb.get("spec") or {}).get("selector"))
@@ -237,6 +262,9 @@ class DisruptionController(Controller):
     def _pod_changed(self, pod: Obj) -> None:
         for pdb in self._budgets_for(pod):
             self.enqueue(pdb)
+        wait = stale_disruption_wait(pod, utcnow())
+        if wait is not None:
+            self.queue.add_after(_STALE_POD + f"{namespace_of(pod)}/{name_of(pod)}", wait)
 
     def _pod_updated(self, old: Obj, new: Obj) -> None:
         if resource_version_of(old) == resource_version_of(new):
@@ -251,6 +279,8 @@ class DisruptionController(Controller):
     # -------------------------------------------------------------------- sync
 
     async def sync(self, key: str) -> float | None:
+        if key.startswith(_STALE_POD):
+            return await self._reset_stale_disruption(key[len(_STALE_POD) :])
         namespace, name = key.split("/", 1)
         pdb = self.pdb_informer.get(name, namespace)
         if pdb is None:
@@ -388,6 +418,38 @@ class DisruptionController(Controller):
                 found.setdefault((api.group, api.kind), api.resource)
             self._scalable = found
         return self._scalable.get((group, kind))
+
+    async def _reset_stale_disruption(self, key: str) -> float | None:
+        """DisruptionTarget back to False on a pod an eviction marked but never deleted."""
+        namespace, name = key.split("/", 1)
+        pod = self.pod_informer.get(name, namespace)
+        if pod is None:
+            return None
+        wait = stale_disruption_wait(pod, utcnow())
+        if wait is None:
+            return None
+        if wait > 0:
+            return wait
+        patch = {
+            "metadata": {"resourceVersion": resource_version_of(pod)},
+            "status": {
+                "conditions": [
+                    {
+                        "type": "DisruptionTarget",
+                        "status": "False",
+                        "lastTransitionTime": format_time(utcnow()),
+                    }
+                ]
+            },
+        }
+        try:
+            await self.client.patch(
+                PODS, name, patch, namespace=namespace, patch_type="strategic", subresource="status"
+            )
+        except NotFound:
+            return None
+        log.info("Reset stale DisruptionTarget condition to False: pod %s", key)
+        return None
 
     async def _fail_safe(self, pdb: Obj, message: str) -> None:
         """No disruptions while the budget cannot be computed (upstream's failSafe)."""
