@@ -88,20 +88,20 @@ def _int_or_percent(errs: FieldErrors, path: str, value: Any) -> int | None:
     return value if isinstance(value, int) else None
 
 
-def default_template(spec: Obj) -> None:
+def _default_template(spec: Obj) -> None:
     template = spec.get("template")
     if isinstance(template, dict) and isinstance(template.get("spec"), dict):
         default_pod_spec(template["spec"])
 
 
-class WorkloadStrategy(Strategy):
+class _WorkloadStrategy(Strategy):
     tracks_generation = True
 
     def default(self, obj: Obj) -> None:
         spec = obj.setdefault("spec", {})
         if isinstance(spec, dict):
             spec.setdefault("replicas", 1)
-            default_template(spec)
+            _default_template(spec)
 
     def validate(self, obj: Obj, errs: FieldErrors, namespaced: bool) -> None:
         super().validate(obj, errs, namespaced)
@@ -135,12 +135,12 @@ class WorkloadStrategy(Strategy):
 
 
 @register("apps", "ReplicaSet")
-class ReplicaSetStrategy(WorkloadStrategy):
+class ReplicaSetStrategy(_WorkloadStrategy):
     pass
 
 
 @register("apps", "Deployment")
-class DeploymentStrategy(WorkloadStrategy):
+class DeploymentStrategy(_WorkloadStrategy):
     def default(self, obj: Obj) -> None:
         super().default(obj)
         spec = obj.get("spec")

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from k8slite._native import LabelSelector
-from k8slite.api.apps_v1 import WorkloadStrategy, default_template, validate_template
+
+# The ReplicaSet's strategy (status checks, generation tracking) and template defaults.
+from k8slite.api.apps_v1 import _default_template, _WorkloadStrategy, validate_template
 from k8slite.api.strategy import Obj, Strategy, register
 from k8slite.api.validation import FieldErrors, check_labels, check_non_negative
 from k8slite.component.objects import labels_of
 
 
 @register("", "ReplicationController")
-class ReplicationControllerStrategy(WorkloadStrategy):
+class ReplicationControllerStrategy(_WorkloadStrategy):
     def default(self, obj: Obj) -> None:
         """Upstream's SetDefaults_ReplicationController: an unset selector (and unset
         labels) come from the template's labels; replicas 1."""
@@ -26,7 +28,7 @@ class ReplicationControllerStrategy(WorkloadStrategy):
             if isinstance(m, dict) and not m.get("labels"):
                 m["labels"] = dict(template_labels)
         spec.setdefault("replicas", 1)
-        default_template(spec)
+        _default_template(spec)
 
     def validate(self, obj: Obj, errs: FieldErrors, namespaced: bool) -> None:
         # The metadata checks only: the ReplicaSet's selector rules do not apply.
