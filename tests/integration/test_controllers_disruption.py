@@ -419,6 +419,52 @@ async def test_eviction_api(
     await wait_for(lambda: _gone(kube, ns, "pending"), 30, message="pending pod deleted")
 
 
+async def test_concurrent_evictions_share_one_disruption(
+    module_apiserver: ServerHandle, kube: ApiClient, ns: str, kubelet: FakeKubelet
+) -> None:
+    """Evictions racing for the budget's last disruption: the compare-and-swap of its
+    status lets exactly one through."""
+    core = _python_client(module_apiserver)
+    names = ["p0", "p1", "p2", "p3"]
+    for name in names:
+        pod = _bare_pod(name, {"app": "race"})
+        pod["metadata"]["finalizers"] = [HOLD]
+        await kube.create(PODS, pod, namespace=ns)
+    await kube.create(
+        PODDISRUPTIONBUDGETS, pdb("race", {"app": "race"}, minAvailable=3), namespace=ns
+    )
+    await wait_for(
+        lambda: pdb_status(kube, ns, "race", currentHealthy=4, disruptionsAllowed=1),
+        30,
+        message="4 healthy, 1 allowed",
+    )
+    codes: list[int] = []
+
+    async def evict(name: str) -> None:
+        try:
+            await trio.to_thread.run_sync(_evict, core, ns, name)
+            codes.append(201)
+        except k8s.client.exceptions.ApiException as e:
+            codes.append(e.status)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            for name in names:
+                nursery.start_soon(evict, name)
+        assert sorted(codes) == [201, 429, 429, 429]
+        budget = (await kube.get(PODDISRUPTIONBUDGETS, "race", namespace=ns))["status"]
+        assert budget["disruptionsAllowed"] == 0
+        deleting = [
+            p["metadata"]["name"]
+            for p in (await kube.list(PODS, namespace=ns, label_selector="app=race"))["items"]
+            if p["metadata"].get("deletionTimestamp")
+        ]
+        assert len(deleting) == 1
+    finally:
+        for name in names:
+            await _release(kube, ns, name)
+
+
 async def _gone(kube: ApiClient, ns: str, name: str) -> bool:
     try:
         await kube.get(PODS, name, namespace=ns)
