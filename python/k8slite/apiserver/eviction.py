@@ -22,7 +22,6 @@ from k8slite.apiserver.rest import decode_body, delete_options
 from k8slite.component.objects import (
     Obj,
     generation_of,
-    get_condition,
     is_deleting,
     labels_of,
     name_of,
@@ -30,6 +29,7 @@ from k8slite.component.objects import (
     set_condition,
     uid_of,
 )
+from k8slite.controllers.podutil import is_pod_ready
 
 EVICTION_API_VERSIONS = ("policy/v1", "policy/v1beta1")
 DISRUPTION_BUDGET_CAUSE = "DisruptionBudget"
@@ -61,11 +61,6 @@ def _too_many_requests(cause: str, retry_after: int) -> errors.ApiError:
         details["retryAfterSeconds"] = retry_after
         headers["Retry-After"] = str(retry_after)
     return errors.ApiError(429, "TooManyRequests", VIOLATION_MESSAGE, details, headers)
-
-
-def is_pod_ready(pod: Obj) -> bool:
-    cond = get_condition(pod.get("status"), "Ready")
-    return cond is not None and cond.get("status") == "True"
 
 
 def can_ignore_budget(pod: Obj) -> bool:

@@ -33,6 +33,7 @@ from k8slite.component.objects import (
     name_of,
     namespace_of,
     resource_version_of,
+    set_condition,
     uid_of,
 )
 from k8slite.controllers.base import Controller, ControllerContext
@@ -146,15 +147,6 @@ def disruption_condition(allowed: int, observed_generation: int, now: str) -> Ob
     }
 
 
-def _set_condition(status: Obj, condition: Obj) -> None:
-    """metav1 SetStatusCondition: keep lastTransitionTime while the status is unchanged."""
-    conditions = [c for c in status.get("conditions") or () if c.get("type") != condition["type"]]
-    current = get_condition(status, condition["type"])
-    if current is not None and current.get("status") == condition["status"]:
-        condition = {**condition, "lastTransitionTime": current.get("lastTransitionTime")}
-    status["conditions"] = [*conditions, condition]
-
-
 @dataclass(frozen=True)
 class Budget:
     """What a sync measured; status() turns it into the budget's new status."""
@@ -198,7 +190,7 @@ class Budget:
         if self.disrupted_pods:
             status["disruptedPods"] = dict(self.disrupted_pods)
         status["conditions"] = copy.deepcopy((pdb.get("status") or {}).get("conditions") or [])
-        _set_condition(
+        set_condition(
             status, disruption_condition(self.disruptions_allowed, generation_of(pdb), now)
         )
         return status
@@ -456,7 +448,7 @@ class DisruptionController(Controller):
         body = copy.deepcopy(pdb)
         status = body.setdefault("status", {})
         status["disruptionsAllowed"] = 0
-        _set_condition(
+        set_condition(
             status,
             {
                 "type": DISRUPTION_ALLOWED,
