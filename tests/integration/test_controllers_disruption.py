@@ -579,6 +579,10 @@ async def _ready_names(kube: ApiClient, ns: str, names: set[str]) -> bool:
     return names <= {p["metadata"]["name"] for p in listed["items"] if is_ready(p)}
 
 
+# drain recognises a DaemonSet's pod by reading its DaemonSet: the kind must be served.
+@pytest.mark.skipif(
+    lookup("apps", "v1", "daemonsets") is None, reason="DaemonSet is not served in this tree"
+)
 async def test_kubectl_drain_ignore_daemonsets(
     module_apiserver: ServerHandle,
     kube: ApiClient,
@@ -586,9 +590,6 @@ async def test_kubectl_drain_ignore_daemonsets(
     nodes: list[str],
     kubelet: FakeKubelet,
 ) -> None:
-    # drain recognises a DaemonSet's pod by reading its DaemonSet: the kind must be served.
-    if lookup("apps", "v1", "daemonsets") is None:
-        pytest.skip("DaemonSet is not served in this tree")
     daemonsets = Resource("apps", "v1", "daemonsets")
     labels = {"app": "agent"}
     ds = await kube.create(
