@@ -46,12 +46,17 @@ def validate_selector_and_template(errs: FieldErrors, spec: Obj, kind: str) -> N
     except SelectorError as e:
         errs.invalid("spec.selector", go_selector(selector), str(e))
         return
+    validate_template(errs, template, parsed)
+
+
+def validate_template(errs: FieldErrors, template: Any, selector: LabelSelector) -> None:
+    """spec.template of a workload: present, selected by its selector, restartPolicy Always."""
     if not isinstance(template, dict):
         errs.required("spec.template")
         return
     labels = labels_of(template)
     check_labels(errs, "spec.template.metadata.labels", labels)
-    if not parsed.matches(labels):
+    if not selector.matches(labels):
         errs.invalid(
             "spec.template.metadata.labels",
             go_map(labels),

@@ -14,6 +14,7 @@ CORE = "io.k8s.api.core.v1."
 APPS = "io.k8s.api.apps.v1."
 META = "io.k8s.apimachinery.pkg.apis.meta.v1."
 DISCOVERY = "io.k8s.api.discovery.v1."
+POLICY = "io.k8s.api.policy.v1."
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +150,8 @@ FIELDS: dict[str, dict[str, FieldMeta]] = {
     APPS + "DeploymentSpec": {"strategy": FieldMeta(strategy="retainKeys")},
     APPS + "DeploymentStatus": _CONDITIONS,
     APPS + "ReplicaSetStatus": _CONDITIONS,
+    CORE + "ReplicationControllerStatus": _CONDITIONS,
+    POLICY + "PodDisruptionBudgetStatus": _CONDITIONS,
     DISCOVERY + "EndpointSlice": {"endpoints": ATOMIC, "ports": ATOMIC},
     DISCOVERY + "Endpoint": {"addresses": SET},
     DISCOVERY + "EndpointHints": {"forZones": ATOMIC, "forNodes": ATOMIC},

@@ -322,6 +322,33 @@ def replicaset_row(rs: Obj, now: dt.datetime) -> list[Cell]:
     ]
 
 
+def replicationcontroller_row(rc: Obj, now: dt.datetime) -> list[Cell]:
+    spec, status = rc.get("spec") or {}, rc.get("status") or {}
+    names, images = containers_and_images(_template_spec(rc))
+    return [
+        rc["metadata"].get("name", ""),
+        spec.get("replicas", 0),
+        status.get("replicas", 0),
+        status.get("readyReplicas", 0),
+        age(rc, now),
+        names,
+        images,
+        go_labels(spec.get("selector")),
+    ]
+
+
+def pdb_row(pdb: Obj, now: dt.datetime) -> list[Cell]:
+    spec, status = pdb.get("spec") or {}, pdb.get("status") or {}
+    min_available, max_unavailable = spec.get("minAvailable"), spec.get("maxUnavailable")
+    return [
+        pdb["metadata"].get("name", ""),
+        "N/A" if min_available is None else str(min_available),
+        "N/A" if max_unavailable is None else str(max_unavailable),
+        int(status.get("disruptionsAllowed") or 0),
+        age(pdb, now),
+    ]
+
+
 def node_row(node: Obj, now: dt.datetime) -> list[Cell]:
     spec, status = node.get("spec") or {}, node.get("status") or {}
     states = []
@@ -585,6 +612,43 @@ PRINTERS: dict[tuple[str, str], Printer] = {
             SELECTOR,
         ),
         replicaset_row,
+    ),
+    ("", "ReplicationController"): Printer(
+        (
+            NAME,
+            Column("Desired", "integer", "Number of desired pods."),
+            Column("Current", "integer", "Number of actual pods."),
+            Column("Ready", "integer", "Number of ready pods."),
+            AGE,
+            CONTAINERS,
+            IMAGES,
+            SELECTOR,
+        ),
+        replicationcontroller_row,
+    ),
+    ("policy", "PodDisruptionBudget"): Printer(
+        (
+            NAME,
+            Column(
+                "Min Available",
+                description="The minimum number of pods that must be available "
+                "simultaneously. This can be either an integer or a string specifying a "
+                'percentage, e.g. "28%".',
+            ),
+            Column(
+                "Max Unavailable",
+                description="The maximum number of pods that may be unavailable "
+                "simultaneously. This can be either an integer or a string specifying a "
+                'percentage, e.g. "28%".',
+            ),
+            Column(
+                "Allowed Disruptions",
+                "integer",
+                "Calculated number of pods that may be disrupted at this time.",
+            ),
+            AGE,
+        ),
+        pdb_row,
     ),
     ("", "Node"): Printer(
         (

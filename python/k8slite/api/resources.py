@@ -142,6 +142,20 @@ RESOURCES: list[ResourceType] = [
         fields=("status.replicas",),
         categories=("all",),
     ),
+    ResourceType(
+        "",
+        "v1",
+        "ReplicationController",
+        "replicationcontrollers",
+        True,
+        ("rc",),
+        ("status", "scale"),
+        fields=("status.replicas",),
+        categories=("all",),
+    ),
+    ResourceType(
+        "policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", True, ("pdb",), ("status",)
+    ),
     ResourceType("coordination.k8s.io", "v1", "Lease", "leases", True),
     ResourceType("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", True),
     ResourceType(_RBAC, "v1", "ClusterRole", "clusterroles", False),

@@ -8,7 +8,16 @@ import time
 from collections.abc import Awaitable, Callable
 
 from k8slite.api import errors
-from k8slite.apiserver import http, podlogs, requestinfo, rest, subresources, tables, writes
+from k8slite.apiserver import (
+    eviction,
+    http,
+    podlogs,
+    requestinfo,
+    rest,
+    subresources,
+    tables,
+    writes,
+)
 from k8slite.apiserver.core import ApiCore
 from k8slite.apiserver.metrics import ApiMetrics
 from k8slite.apiserver.registry import Registry
@@ -127,7 +136,7 @@ class ResourceHandler:
             if sub == "binding":
                 return 201, await subresources.bind_pod(reg, req, info)
             if sub == "eviction":
-                return 201, await subresources.evict_pod(reg, req, info)
+                return await eviction.evict_pod(self.core, reg, req, info)
         elif verb == "update":
             if sub == "scale":
                 return 200, await subresources.update_scale(reg, req, info)

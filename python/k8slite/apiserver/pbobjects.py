@@ -277,6 +277,15 @@ DELETE_OPTIONS: Message = {
     5: ("dryRun", _STRS),
 }
 
+_PDB_SPEC: Message = {
+    1: ("minAvailable", "intstr"),
+    2: ("selector", LABEL_SELECTOR),
+    3: ("maxUnavailable", "intstr"),
+    4: ("unhealthyPodEvictionPolicy", "str"),
+}
+# `kubectl drain` evicts through the typed policy/v1 client (v1beta1 from older clients).
+_EVICTION: Message = {1: ("metadata", OBJECT_META), 2: ("deleteOptions", DELETE_OPTIONS)}
+
 KINDS: dict[tuple[str, str], Message] = {
     ("v1", "Namespace"): {1: ("metadata", OBJECT_META), 2: ("spec", {1: ("finalizers", _STRS)})},
     ("v1", "ConfigMap"): {
@@ -299,6 +308,9 @@ KINDS: dict[tuple[str, str], Message] = {
     },
     ("apps/v1", "Deployment"): {1: ("metadata", OBJECT_META), 2: ("spec", _DEPLOYMENT_SPEC)},
     ("v1", "Pod"): {1: ("metadata", OBJECT_META), 2: ("spec", POD_SPEC)},
+    ("policy/v1", "PodDisruptionBudget"): {1: ("metadata", OBJECT_META), 2: ("spec", _PDB_SPEC)},
+    ("policy/v1", "Eviction"): _EVICTION,
+    ("policy/v1beta1", "Eviction"): _EVICTION,
     ("authorization.k8s.io/v1", "SelfSubjectAccessReview"): {
         1: ("metadata", OBJECT_META),
         2: ("spec", _ACCESS_SPEC),

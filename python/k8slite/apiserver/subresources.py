@@ -1,4 +1,4 @@
-"""Subresources with their own shapes: pods/binding, pods/eviction and */scale."""
+"""Subresources with their own shapes: pods/binding and */scale (pods/eviction: eviction.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from k8slite.apiserver import writes
 from k8slite.apiserver.http import Request
 from k8slite.apiserver.registry import Registry
 from k8slite.apiserver.requestinfo import RequestInfo
-from k8slite.apiserver.rest import apply_patch, decode_body, delete_options, dry_run
+from k8slite.apiserver.rest import apply_patch, decode_body, dry_run
 from k8slite.component.objects import Obj, is_deleting, resource_version_of, set_condition
 
 
@@ -68,25 +68,14 @@ async def bind_pod(reg: Registry, req: Request, info: RequestInfo) -> bytes:
     return _success()
 
 
-async def evict_pod(reg: Registry, req: Request, info: RequestInfo) -> bytes:
-    """POST pods/<name>/eviction: a delete that disruption budgets could refuse (none here)."""
-    assert info.name is not None
-    body = decode_body(req, await req.body())
-    if not isinstance(body, dict) or body.get("kind") not in (None, "Eviction"):
-        raise errors.bad_request("the body of the request must be an Eviction")
-    opts = delete_options(req, body.get("deleteOptions") or None)
-    if dry_run(req):
-        opts.dry_run = True
-    await reg.delete(info.namespace, info.name, opts)
-    return _success()
-
-
 _SCALE = ("autoscaling", "v1", "Scale")
 
 
 def _scale_of(obj: Obj) -> Obj:
     m = obj["metadata"]
     selector = (obj.get("spec") or {}).get("selector") or {}
+    if obj.get("kind") == "ReplicationController":
+        selector = {"matchLabels": selector}  # an RC's selector is a plain label map
     return {
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",

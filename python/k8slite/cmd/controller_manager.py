@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     workers = p.add_argument_group("workers")
     for flag, default in (
         ("--concurrent-replicaset-syncs", 5),
+        ("--concurrent-rc-syncs", 5),
         ("--concurrent-deployment-syncs", 5),
         ("--concurrent-endpoint-syncs", 5),
         ("--concurrent-service-endpoint-syncs", 5),
@@ -122,6 +123,7 @@ def parse_args(argv: list[str] | None) -> tuple[ControllerManagerConfig, argpars
         )
     options = ControllerOptions(
         concurrent_replicaset_syncs=a.concurrent_replicaset_syncs,
+        concurrent_rc_syncs=a.concurrent_rc_syncs,
         concurrent_deployment_syncs=a.concurrent_deployment_syncs,
         concurrent_endpoint_syncs=a.concurrent_endpoint_syncs,
         concurrent_service_endpoint_syncs=a.concurrent_service_endpoint_syncs,

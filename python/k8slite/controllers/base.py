@@ -51,6 +51,7 @@ class ControllerOptions:
     """Tunables from the command line (upstream's flag names in comments)."""
 
     concurrent_replicaset_syncs: int = 5  # --concurrent-replicaset-syncs
+    concurrent_rc_syncs: int = 5  # --concurrent-rc-syncs
     concurrent_deployment_syncs: int = 5  # --concurrent-deployment-syncs
     concurrent_endpoint_syncs: int = 5  # --concurrent-endpoint-syncs
     concurrent_service_endpoint_syncs: int = 5  # --concurrent-service-endpoint-syncs

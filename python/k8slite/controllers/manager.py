@@ -16,12 +16,16 @@ from k8slite.component.events import EventBroadcaster
 from k8slite.component.serving import ComponentServer, ServingOptions, serve
 from k8slite.controllers.base import Controller, ControllerContext, ControllerOptions
 from k8slite.controllers.deployment import DeploymentController
+from k8slite.controllers.disruption import DisruptionController
 from k8slite.controllers.endpoints import EndpointsController
 from k8slite.controllers.endpointslice import EndpointSliceController
 from k8slite.controllers.garbagecollector import GarbageCollector
 from k8slite.controllers.namespace import NamespaceController
 from k8slite.controllers.nodelifecycle import NodeLifecycleController
-from k8slite.controllers.replicaset import ReplicaSetController
+from k8slite.controllers.replicaset import (
+    ReplicaSetController,
+    ReplicationControllerController,
+)
 from k8slite.controllers.tainteviction import TaintEvictionController
 from k8slite.leaderelection import LeaderElectionConfig
 
@@ -65,6 +69,10 @@ CONTROLLERS: dict[str, ControllerSpec] = {
         NodeLifecycleController, lambda o: 1, ("nodelifecycle",)
     ),
     "taint-eviction-controller": ControllerSpec(TaintEvictionController, lambda o: 4),
+    "replicationcontroller-controller": ControllerSpec(
+        ReplicationControllerController, lambda o: o.concurrent_rc_syncs, ("replicationcontroller",)
+    ),
+    "disruption-controller": ControllerSpec(DisruptionController, lambda o: 1, ("disruption",)),
 }
 _ALIASES = {alias: name for name, spec in CONTROLLERS.items() for alias in spec.aliases}
 

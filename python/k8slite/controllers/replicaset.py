@@ -1,10 +1,13 @@
-"""The ReplicaSet controller: keep spec.replicas pods of the template, and report status."""
+"""The ReplicaSet and ReplicationController controllers: one reconcile keeps spec.replicas
+pods of the template and reports status, for either kind (they differ in the selector's
+shape only)."""
 
 from __future__ import annotations
 
 import copy
 import logging
 from collections.abc import Awaitable, Callable
+from typing import ClassVar
 
 import trio
 
@@ -17,7 +20,7 @@ from k8slite.client import (
     NotFound,
     object_key,
 )
-from k8slite.client.resource import PODS, REPLICASETS
+from k8slite.client.resource import PODS, REPLICASETS, REPLICATIONCONTROLLERS, Resource
 from k8slite.component.events import NORMAL, WARNING
 from k8slite.component.objects import (
     Obj,
@@ -57,6 +60,12 @@ NAMESPACE_TERMINATING = "NamespaceTerminating"
 
 def selector_of(obj: Obj) -> LabelSelector:
     return LabelSelector.from_dict((obj.get("spec") or {}).get("selector"))
+
+
+def rc_selector_of(obj: Obj) -> LabelSelector:
+    """An RC's selector is a plain label map: all of its pairs must match."""
+    selector = (obj.get("spec") or {}).get("selector") or {}
+    return LabelSelector.from_dict({"matchLabels": selector} if selector else None)
 
 
 def replicas_of(obj: Obj) -> int:
@@ -124,11 +133,15 @@ async def slow_start_batch(
 class ReplicaSetController(Controller):
     name = "replicaset-controller"
     queue_name = "replicaset"
+    # The owner kind this controller serves; the ReplicationController controller below
+    # changes these and nothing else.
+    kind: ClassVar[str] = "ReplicaSet"
+    resource: ClassVar[Resource] = REPLICASETS
 
     def __init__(self, ctx: ControllerContext, workers: int = 5) -> None:
         super().__init__(ctx, workers)
         self.expectations = Expectations()
-        self.rs_informer = ctx.informers.informer(REPLICASETS)
+        self.rs_informer = ctx.informers.informer(self.resource)
         self.pod_informer = ctx.informers.informer(
             PODS, indexers={ORPHAN_INDEX: orphan_namespace_index}
         )
@@ -147,7 +160,7 @@ class ReplicaSetController(Controller):
 
     def _owner_of(self, pod: Obj, ref: Obj | None) -> Obj | None:
         """The ReplicaSet a pod's controller ref names, if it is one we know (same uid)."""
-        if ref is None or ref.get("kind") != "ReplicaSet":
+        if ref is None or ref.get("kind") != self.kind:
             return None
         rs = self.rs_informer.get(ref.get("name", ""), meta(pod).get("namespace"))
         if rs is None or uid_of(rs) != ref.get("uid"):
@@ -159,7 +172,7 @@ class ReplicaSetController(Controller):
         labels = labels_of(pod)
         out = []
         for rs in self.rs_informer.list(meta(pod).get("namespace")):
-            selector = selector_of(rs)
+            selector = self.selector(rs)
             if not selector.is_empty() and selector.matches(labels):
                 out.append(rs)
         return out
@@ -214,6 +227,9 @@ class ReplicaSetController(Controller):
         self.expectations.deletion_observed(key, object_key(obj))
         self.queue.add(key)
 
+    def selector(self, owner: Obj) -> LabelSelector:
+        return selector_of(owner)
+
     # -------------------------------------------------------------------- sync
 
     async def sync(self, key: str) -> float | None:
@@ -223,7 +239,7 @@ class ReplicaSetController(Controller):
             self.expectations.delete(key)
             return None
         needs_sync = self.expectations.satisfied(key)
-        selector = selector_of(rs)
+        selector = self.selector(rs)
         candidates = [
             p for p in owned_and_orphans(self.pod_informer.indexer, rs) if is_pod_active(p)
         ]
@@ -231,8 +247,8 @@ class ReplicaSetController(Controller):
             self.client,
             PODS,
             rs,
-            REPLICASETS,
-            "ReplicaSet",
+            self.resource,
+            self.kind,
             lambda p: selector.matches(labels_of(p)),
         )
         pods = await manager.claim(candidates)
@@ -267,7 +283,7 @@ class ReplicaSetController(Controller):
         # the create call even returns.
         self.expectations.expect_creations(key, count)
         template = (rs.get("spec") or {}).get("template") or {}
-        owner_ref = new_controller_ref(rs, "apps/v1", "ReplicaSet")
+        owner_ref = new_controller_ref(rs, self.resource.api_version, self.kind)
 
         async def create() -> None:
             try:
@@ -348,16 +364,29 @@ class ReplicaSetController(Controller):
         body = copy.deepcopy(rs)
         body["status"] = status
         try:
-            return await self.client.update_status(REPLICASETS, body)
+            return await self.client.update_status(self.resource, body)
         except Conflict:
             fresh = await self.client.get(
-                REPLICASETS, meta(rs)["name"], namespace=meta(rs).get("namespace")
+                self.resource, meta(rs)["name"], namespace=meta(rs).get("namespace")
             )
             status["observedGeneration"] = generation_of(fresh)
             fresh["status"] = status
-            return await self.client.update_status(REPLICASETS, fresh)
+            return await self.client.update_status(self.resource, fresh)
         except NotFound:
             return rs
+
+
+class ReplicationControllerController(ReplicaSetController):
+    """Upstream's ReplicationManager: the ReplicaSet controller over core/v1 RCs."""
+
+    name = "replicationcontroller-controller"
+    queue_name = "replicationmanager"
+    event_source = "replication-controller"
+    kind = "ReplicationController"
+    resource = REPLICATIONCONTROLLERS
+
+    def selector(self, owner: Obj) -> LabelSelector:
+        return rc_selector_of(owner)
 
 
 _STATUS_FIELDS = (
