@@ -54,6 +54,13 @@ for _kind in ("Deployment", "ReplicaSet"):
             },
         }
     }
+_BASES["ReplicationController"] = {
+    "spec": {
+        "selector": {"app": "a"},
+        "template": _BASES["ReplicaSet"]["spec"]["template"],
+    }
+}
+_BASES["PodDisruptionBudget"] = {"spec": {"minAvailable": 1}}
 EDGES = [2**64, 2**200, -(2**63) - 1, -(2**63), 2**63 - 1, 2**63, 2**31, 2**31 - 1, -(2**31) - 1]
 VERBS = ("create", "update", "merge", "strategic", "json", "apply")
 
@@ -168,6 +175,19 @@ def _write(
     )
 
 
+def _base(rt: ResourceType, name: str) -> dict[str, Any]:
+    base = {"apiVersion": rt.api_version, "kind": rt.kind, "metadata": {"name": name}}
+    base.update(copy.deepcopy(_BASES.get(rt.kind, {})))
+    return base
+
+
+@pytest.mark.parametrize("rt", [k[0] for k in KINDS], ids=lambda rt: rt.kind)
+def test_every_kind_has_a_valid_base(api: httpx.Client, rt: ResourceType) -> None:
+    """The property test below samples kinds; a kind without a valid base fails here, always."""
+    r = api.post(_url(rt), json=_base(rt, f"b-{os.urandom(4).hex()}"), params={"dryRun": "All"})
+    assert r.status_code == 201, r.text
+
+
 @settings(
     max_examples=240,
     deadline=None,
@@ -183,8 +203,7 @@ def test_integers_are_stored_in_range_or_refused(
 ) -> None:
     rt, (path, fmt) = case
     name = f"r-{os.urandom(4).hex()}"
-    base = {"apiVersion": rt.api_version, "kind": rt.kind, "metadata": {"name": name}}
-    base.update(copy.deepcopy(_BASES.get(rt.kind, {})))
+    base = _base(rt, name)
     if verb == "create":
         obj = base
     else:
