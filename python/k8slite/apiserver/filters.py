@@ -30,6 +30,7 @@ from k8slite.apiserver.limits import (
     request_deadline,
 )
 from k8slite.apiserver.requestinfo import is_resource_path
+from k8slite.apiserver.streaming import deny
 
 log = logging.getLogger(__name__)
 ASGIApp = Any
@@ -126,6 +127,16 @@ class SecureApp:
         self.request_timeout = request_timeout
 
     async def __call__(self, scope: http.Scope, receive: http.Receive, send: http.Send) -> None:
+        if scope["type"] == "websocket":
+            # Long-running: neither limited nor timed; authorized by the resource handler.
+            try:
+                scope[SCOPE_KEY] = self.authn.authenticate(scope)
+            except errors.ApiError as e:
+                await receive()
+                await deny(send, e)
+                return
+            await self.app(scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
 
 from k8slite.api import errors
-from k8slite.apiserver import http, podlogs, requestinfo, rest, subresources, tables, writes
+from k8slite.apiserver import (
+    http,
+    podlogs,
+    requestinfo,
+    rest,
+    streaming,
+    subresources,
+    tables,
+    writes,
+)
 from k8slite.apiserver.core import ApiCore
 from k8slite.apiserver.metrics import ApiMetrics
 from k8slite.apiserver.registry import Registry
@@ -58,6 +68,8 @@ class ResourceHandler:
                 code = 200
                 await podlogs.serve_log(self.core, self.kubelets, req, info, send)
                 return
+            if _streaming(info):
+                await streaming.refuse_plain(self.core, req, info)
             reg = self.core.registry(info.resource)
             if info.verb == "watch":
                 code = 200
@@ -83,6 +95,37 @@ class ResourceHandler:
             log.exception("internal error serving %s %s", req.method, req.path)
             code = 500
             await http.respond_error(send, errors.internal("an unexpected error occurred"))
+        finally:
+            self._observe(req, info, code, time.perf_counter() - start)
+
+    async def websocket(self, scope: http.Scope, receive: http.Receive, send: http.Send) -> None:
+        """A WebSocket upgrade: pods/exec, attach and portforward stream; others are refused.
+
+        The upgrade is a GET, authorized as create on the subresource (what kubectl 1.35
+        asks, and upstream's AuthorizePodWebsocketUpgradeCreatePermission), so a role that
+        lets a user exec lets them whichever way their client connects.
+        """
+        if (await receive())["type"] != "websocket.connect":
+            return
+        req = http.Request({**scope, "method": "GET"}, _no_body)
+        start = time.perf_counter()
+        info: RequestInfo | None = None
+        code = 101
+        try:
+            info = requestinfo.parse("GET", req.path, False)
+            if not _streaming(info):
+                raise errors.bad_request("Upgrade request required")
+            info = dataclasses.replace(info, verb="create")
+            for check in self.filters:
+                await check(req, info)
+            await streaming.serve_websocket(self.core, self.kubelets, req, info, receive, send)
+        except errors.ApiError as e:
+            code = e.code
+            await streaming.deny(send, e)
+        except Exception:
+            log.exception("internal error streaming %s", req.path)
+            code = 500
+            await streaming.deny(send, errors.internal("an unexpected error occurred"))
         finally:
             self._observe(req, info, code, time.perf_counter() - start)
 
@@ -159,6 +202,19 @@ class ResourceHandler:
             code,
             seconds,
         )
+
+
+def _streaming(info: RequestInfo) -> bool:
+    return (
+        info.subresource in streaming.SUBRESOURCES
+        and info.resource.plural == "pods"
+        and not info.group
+    )
+
+
+async def _no_body() -> http.Message:
+    # A WebSocket upgrade has no request body; its messages are the stream's.
+    return {"type": "http.request", "body": b"", "more_body": False}
 
 
 def _render(req: http.Request, info: RequestInfo, body: bytes) -> tuple[str, bytes]:
