@@ -24,6 +24,7 @@ from typing import Any
 import trio
 
 from k8slite.component.serving import Request, Response, WebSocket, text
+from k8slite.kubelet import spdy
 from k8slite.kubelet.podworkers import PodWorker, PodWorkers
 from k8slite.kubelet.runtime.base import (
     STDERR,
@@ -42,6 +43,9 @@ V1 = "channel.k8s.io"
 V1_BASE64 = "base64.channel.k8s.io"
 EXEC_PROTOCOLS = (V5, V4, V4_BASE64, V1, V1_BASE64)
 PORT_FORWARD_PROTOCOLS = (V4, V4_BASE64, V1, V1_BASE64)
+# kubectl's port-forward: SPDY/3.1 carried in binary WebSocket messages (upstream's
+# PortForwardWebsockets), streams named by the headers streamType, port and requestID.
+SPDY_TUNNEL = "SPDY/3.1+portforward.k8s.io"
 
 STDIN, ERROR, RESIZE, CLOSE = 0, 3, 4, 255
 _READ = 64 * 1024
@@ -259,21 +263,31 @@ class StreamingServer:
         if isinstance(found, Response):
             return found
         worker, _ = found
-        try:
-            ports = [int(p) for v in req.query.get("port") or () for p in v.split(",") if p]
-        except ValueError:
-            return text(400, "invalid port")
-        if not ports or any(not 0 < p < 65536 for p in ports):
-            return text(400, 'query parameter "port" is required and must be 1-65535')
-        protocol = negotiate(ws.subprotocols, PORT_FORWARD_PROTOCOLS)
+        protocol = negotiate(ws.subprotocols, (*PORT_FORWARD_PROTOCOLS, SPDY_TUNNEL))
         if isinstance(protocol, Response):
             return protocol
+        ports: list[int] = []
+        if protocol != SPDY_TUNNEL:
+            # Over channels the ports are named up front; SPDY streams name their own.
+            try:
+                ports = [int(p) for v in req.query.get("port") or () for p in v.split(",") if p]
+            except ValueError:
+                return text(400, "invalid port")
+            if not ports or any(not 0 < p < 65536 for p in ports):
+                return text(400, 'query parameter "port" is required and must be 1-65535')
         sandbox = worker.state.sandbox
         if sandbox is None or worker.sandbox_stopped:
             return text(500, f"pod {worker.namespace}/{worker.name} has no running sandbox")
+
+        def connect(port: int) -> Awaitable[Any]:
+            assert sandbox is not None
+            return self.runtime.port_forward(sandbox, port)
+
         await ws.accept(protocol)
-        channels = Channels(ws, protocol)
-        await _serve_ports(channels, ports, lambda port: self.runtime.port_forward(sandbox, port))
+        if protocol == SPDY_TUNNEL:
+            await _serve_spdy_ports(ws, worker, connect)
+        else:
+            await _serve_ports(Channels(ws, protocol), ports, connect)
         return None
 
 
@@ -372,3 +386,71 @@ async def _serve_ports(
         with trio.CancelScope(shield=True):
             for stream in streams.values():
                 await trio.aclose_forcefully(stream)
+
+
+async def _serve_spdy_ports(
+    ws: WebSocket, worker: PodWorker, connect: Callable[[int], Awaitable[Any]]
+) -> None:
+    """Each connection is a pair of streams (error, data) sharing a requestID."""
+    pairs: dict[str, dict[str, spdy.Stream]] = {}
+
+    async def receive() -> bytes | None:
+        message = await ws.receive()
+        if isinstance(message, str):
+            raise spdy.ProtocolError("a text message in a SPDY tunnel")
+        return message
+
+    session = spdy.Session(receive, ws.send)
+
+    async def forward(data: spdy.Stream, error: spdy.Stream) -> None:
+        port = int(data.headers.get("port") or 0)
+        try:
+            tcp = await connect(port)
+        except ContainerRuntimeError as e:
+            message = f"error forwarding port {port} to pod {worker.uid}, uid : {e}"
+            await session.write(error, message.encode())
+            await session.close(error)
+            await session.close(data)
+            return
+        async with tcp, trio.open_nursery() as nursery:
+
+            async def client_to_pod() -> None:
+                with suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    async for chunk in data.data:
+                        await tcp.send_all(chunk)
+                    await tcp.send_eof()
+
+            async def reset() -> None:
+                await data.reset.wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(client_to_pod)
+            nursery.start_soon(reset)
+            with suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                while chunk := await tcp.receive_some(_READ):
+                    await session.write(data, chunk)
+            nursery.cancel_scope.cancel()
+        # Both halves end: the client waits for the error stream to end, empty when fine.
+        with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            await session.close(data)
+            await session.close(error)
+
+    async with trio.open_nursery() as nursery:
+
+        async def on_stream(stream: spdy.Stream) -> None:
+            await session.accept(stream)
+            kind = stream.headers.get("streamtype", "")
+            if kind not in ("data", "error"):
+                await session.reset(stream)
+                return
+            pair = pairs.setdefault(stream.headers.get("requestid", ""), {})
+            pair[kind] = stream
+            if "data" in pair and "error" in pair:
+                del pairs[stream.headers.get("requestid", "")]
+                nursery.start_soon(forward, pair["data"], pair["error"])
+
+        try:
+            await session.serve(on_stream)
+        except spdy.ProtocolError as e:
+            log.info("port-forward to %s/%s: %s", worker.namespace, worker.name, e)
+        nursery.cancel_scope.cancel()
