@@ -105,7 +105,8 @@ def test_exec_stdin_piped(cluster: Cluster, ns: str, pods: dict[str, str]) -> No
 def test_exec_tty_and_resize(cluster: Cluster, ns: str, pods: dict[str, str]) -> None:
     command = (
         f"stty cols 123 rows 45; {kubectl_path()} exec -it -n {ns} shell -- "
-        "sh -c 'tty; stty size; exit 4'"
+        # Docker applies the first size while the process starts: read it a moment later.
+        "sh -c 'tty; sleep 1; stty size; exit 4'"
     )
     # stdin stays open (a pipe that ends after the test) so the terminal is not closed early.
     with subprocess.Popen(["sleep", "60"], stdout=subprocess.PIPE) as feeder:

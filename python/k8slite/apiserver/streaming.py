@@ -8,6 +8,10 @@ the client's subprotocols. The kubelet's answer decides: its refusal becomes the
 (a Status), its chosen subprotocol is the one the client gets, and from then on messages
 are relayed both ways unchanged until either side closes.
 
+When the kubelet refuses (a container not running, a runtime that cannot attach) or cannot
+be reached, an exec or attach client is still accepted and gets the error as a Status on
+its error channel, as from upstream's stream translator; a port-forward is refused.
+
 Requests without a WebSocket upgrade (plain GETs, and SPDY/3.1 upgrades: only WebSockets
 are streamed) get the same checks and then upstream's 400 "Upgrade request required", or
 for SPDY a 400 saying to use WebSockets, which kubectl and the official clients do.
@@ -15,6 +19,7 @@ for SPDY a 400 saying to use WebSockets, which kubectl and the official clients 
 
 from __future__ import annotations
 
+import base64
 import logging
 from contextlib import suppress
 from typing import Any
@@ -50,6 +55,14 @@ _STREAM_PARAMS = (("stdin", "input"), ("stdout", "output"), ("stderr", "error"),
 _READ = 64 * 1024
 _MAX_REFUSAL = 4096
 CONNECT_TIMEOUT = 10.0
+# The exec and attach protocols, which have an error channel to report a refusal on.
+_CHANNEL_PROTOCOLS = (
+    "v5.channel.k8s.io",
+    "v4.channel.k8s.io",
+    "v4.base64.channel.k8s.io",
+    "channel.k8s.io",
+    "base64.channel.k8s.io",
+)
 
 
 def kubelet_target(core: ApiCore, req: http.Request, info: RequestInfo) -> tuple[Obj, str]:
@@ -81,22 +94,9 @@ def _check_port(port: str) -> None:
 
 async def refuse_plain(core: ApiCore, req: http.Request, info: RequestInfo) -> None:
     """A request without a WebSocket upgrade: the checks, then why it cannot stream."""
-    pod, _ = kubelet_target(core, req, info)
+    kubelet_target(core, req, info)
     if "spdy" not in req.headers.get("upgrade", "").lower():
         raise errors.bad_request("Upgrade request required")
-    # A client that fell back to SPDY after its WebSocket was refused by the kubelet:
-    # say what the kubelet would have said about a container that is not running.
-    if info.subresource != "portforward":
-        name = pick_container(pod, req.arg("container"))
-        status = pod.get("status") or {}
-        statuses = [
-            *(status.get("initContainerStatuses") or ()),
-            *(status.get("containerStatuses") or ()),
-            *(status.get("ephemeralContainerStatuses") or ()),
-        ]
-        st = next((s for s in statuses if s.get("name") == name), None)
-        if st is None or "running" not in (st.get("state") or {}):
-            raise errors.internal(f'unable to upgrade connection: container not found ("{name}")')
     raise errors.bad_request(
         "unable to upgrade connection: this server streams over WebSockets "
         "(v5.channel.k8s.io) only, not SPDY/3.1"
@@ -131,7 +131,7 @@ class KubeletSocket:
                 stream = trio.SSLStream(tcp, ctx, server_hostname=host.strip("[]"))
                 await stream.do_handshake()
         except (OSError, trio.BrokenResourceError, trio.TooSlowError) as e:
-            raise errors.internal(f"error dialing backend: {e}") from None
+            raise errors.ApiError(500, "InternalError", f"error dialing backend: {e}") from None
         sock = cls(stream)
         try:
             await sock._handshake(host, port, target, subprotocols)
@@ -222,7 +222,16 @@ async def serve_websocket(
     host, port = pod_kubelet(core, connector, pod)
     assert connector is not None  # pod_kubelet refuses without one
     offered = list(req.scope.get("subprotocols") or ())
-    kubelet = await KubeletSocket.open(connector, host, port, target, offered)
+    try:
+        kubelet = await KubeletSocket.open(connector, host, port, target, offered)
+    except errors.ApiError as e:
+        # As upstream's stream translator: the client's streams are up first, and what
+        # the kubelet refused arrives as an error on them (kubectl shows it, no fallback).
+        channel = next((p for p in offered if p in _CHANNEL_PROTOCOLS), None)
+        if channel is None:
+            raise
+        await _report(send, channel, f"unable to upgrade connection: {e.message}")
+        return
     try:
         await send({"type": "websocket.accept", "subprotocol": kubelet.subprotocol})
         async with trio.open_nursery() as nursery:
@@ -235,6 +244,21 @@ async def serve_websocket(
             await send({"type": "websocket.close", "code": 1000})
     finally:
         await kubelet.aclose()
+
+
+async def _report(send: http.Send, protocol: str, message: str) -> None:
+    """Accept, say what went wrong on the error channel (3), and close."""
+    await send({"type": "websocket.accept", "subprotocol": protocol})
+    if protocol.startswith(("v4.", "v5.")):
+        status = errors.internal(message).status()
+        data = dumps({k: v for k, v in status.items() if k not in ("kind", "apiVersion")})
+    else:
+        data = message.encode()
+    if "base64" in protocol:
+        await send({"type": "websocket.send", "text": "3" + base64.b64encode(data).decode()})
+    else:
+        await send({"type": "websocket.send", "bytes": b"\x03" + data})
+    await send({"type": "websocket.close", "code": 1000})
 
 
 async def _client_to_kubelet(

@@ -312,7 +312,8 @@ async def _serve_session(
             elif channel == CLOSE and channels.protocol == V5 and data[:1] == bytes([STDIN]):
                 await session.close_stdin()
             elif channel == RESIZE and opts.tty:
-                with suppress(ValueError, TypeError, AttributeError):
+                # A bad or refused size leaves the terminal as it is; the session goes on.
+                with suppress(ValueError, TypeError, AttributeError, ContainerRuntimeError):
                     size = json.loads(data)
                     await session.resize(int(size.get("Width", 0)), int(size.get("Height", 0)))
         # The client is gone: nothing more to deliver.

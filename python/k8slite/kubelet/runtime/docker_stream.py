@@ -20,6 +20,7 @@ from k8slite.kubelet.runtime.base import STDOUT, ContainerRuntimeError, NotFound
 _HEADER = 8
 _READ = 64 * 1024
 _MAX_HEAD = 64 * 1024
+_RESIZE_TRIES = 10
 
 
 async def open_engine(base_url: str) -> trio.abc.HalfCloseableStream:
@@ -105,8 +106,17 @@ class DockerSession:
             await self.stream.send_eof()
 
     async def resize(self, width: int, height: int) -> None:
-        if self.tty and width > 0 and height > 0:
-            await self._resize(width, height)
+        if not (self.tty and width > 0 and height > 0):
+            return
+        # The first size comes as the process starts, when the engine may refuse it (not
+        # running yet): a few tries, as the docker CLI does, then the terminal keeps its size.
+        for attempt in range(_RESIZE_TRIES):
+            try:
+                await self._resize(width, height)
+                return
+            except ContainerRuntimeError:
+                if attempt + 1 < _RESIZE_TRIES:
+                    await trio.sleep(0.01 * (attempt + 1))
 
     async def copy_output(self, write: Callable[[int, bytes], Awaitable[None]]) -> None:
         buf = bytearray(self.first)
