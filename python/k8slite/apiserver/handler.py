@@ -127,7 +127,9 @@ class ResourceHandler:
             code = 500
             await streaming.deny(send, errors.internal("an unexpected error occurred"))
         finally:
-            self._observe(req, info, code, time.perf_counter() - start)
+            # Upstream counts streaming requests under the verb CONNECT.
+            connect = dataclasses.replace(info, verb="connect") if info is not None else None
+            self._observe(req, connect, code, time.perf_counter() - start)
 
     async def _watch(
         self, reg: Registry, req: http.Request, info: RequestInfo, send: http.Send
