@@ -7,6 +7,7 @@ host processes (the runtime's whole point), so no Docker is needed.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shutil
@@ -14,9 +15,11 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from urllib.parse import quote
 
 import httpx
 import pytest
+import websocket
 
 from tests.conftest import ServerHandle, kubectl_path
 from tests.integration.kubelet_harness import (
@@ -138,3 +141,50 @@ def test_port_forward_to_the_node_loopback(
             assert "Directory listing" in page.text
         finally:
             proc.kill()
+
+
+def _channel_exec(
+    apiserver: ServerHandle, namespace: str, protocol: str, command: list[str]
+) -> tuple[str, dict[int, bytes]]:
+    """exec over a raw WebSocket: the negotiated protocol and what came on each channel."""
+    cert, key = apiserver.cert("admin")
+    query = "&".join(f"command={quote(c)}" for c in command) + "&stdout=true&stderr=true"
+    ws = websocket.create_connection(
+        f"wss{apiserver.url.removeprefix('https')}/api/v1/namespaces/{namespace}/pods/"
+        f"shell/exec?{query}",
+        subprotocols=[protocol],
+        sslopt={"ca_certs": str(apiserver.ca), "certfile": str(cert), "keyfile": str(key)},
+        timeout=30,
+    )
+    received: dict[int, bytes] = {}
+    try:
+        while True:
+            opcode, data = ws.recv_data()
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                break
+            if protocol.startswith("base64"):
+                text = data.decode()
+                channel, payload = int(text[0]), base64.b64decode(text[1:])
+            else:
+                channel, payload = data[0], data[1:]
+            received[channel] = received.get(channel, b"") + payload
+    except websocket.WebSocketConnectionClosedException:
+        pass
+    finally:
+        chosen = ws.subprotocol
+        ws.close()
+    return chosen, received
+
+
+@pytest.mark.parametrize("protocol", ["channel.k8s.io", "base64.channel.k8s.io"])
+def test_older_channel_protocols(
+    apiserver: ServerHandle, pods: Pods, namespace: str, protocol: str
+) -> None:
+    pods.create("shell", [{"name": "main", "image": "busybox:1.35", "command": ["sleep", "600"]}])
+    pods.wait_phase("shell", "Running")
+    chosen, ok = _channel_exec(apiserver, namespace, protocol, ["sh", "-c", "echo hi; echo e >&2"])
+    assert chosen == protocol
+    assert (ok.get(1), ok.get(2), ok.get(3, b"")) == (b"hi\n", b"e\n", b"")
+    _, failed = _channel_exec(apiserver, namespace, protocol, ["sh", "-c", "exit 9"])
+    # Before v4 the error channel carries words, not a Status.
+    assert failed[3] == b"command terminated with non-zero exit code: exit code 9"
