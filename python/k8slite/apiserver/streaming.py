@@ -20,7 +20,6 @@ for SPDY a 400 saying to use WebSockets, which kubectl and the official clients 
 from __future__ import annotations
 
 import base64
-import logging
 from contextlib import suppress
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -45,8 +44,6 @@ from k8slite.apiserver.core import ApiCore
 from k8slite.apiserver.podlogs import KubeletConnector, kubelet_error, pick_container, pod_kubelet
 from k8slite.apiserver.requestinfo import RequestInfo
 from k8slite.component.objects import Obj
-
-log = logging.getLogger(__name__)
 
 SUBRESOURCES = frozenset({"exec", "attach", "portforward"})
 _KUBELET_PATHS = {"exec": "exec", "attach": "attach", "portforward": "portForward"}
