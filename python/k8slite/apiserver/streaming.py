@@ -4,9 +4,8 @@ A WebSocket upgrade is authorized (create on the subresource: kubectl 1.35 and u
 AuthorizePodWebsocketUpgradeCreatePermission), the pod and container checked with
 upstream's messages, and then the API server opens a WebSocket of its own to the kubelet's
 /exec, /attach or /portForward over mutual TLS with its kubelet-client identity, offering
-the client's subprotocols. The kubelet's answer decides: its refusal becomes the client's
-(a Status), its chosen subprotocol is the one the client gets, and from then on messages
-are relayed both ways unchanged until either side closes.
+the client's subprotocols. The protocol the kubelet chooses is the one the client gets, and
+from then on messages are relayed both ways unchanged until either side closes.
 
 When the kubelet refuses (a container not running, a runtime that cannot attach) or cannot
 be reached, an exec or attach client is still accepted and gets the error as a Status on
