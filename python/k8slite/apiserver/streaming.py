@@ -19,6 +19,7 @@ for SPDY a 400 saying to use WebSockets, which kubectl and the official clients 
 from __future__ import annotations
 
 import base64
+import logging
 from contextlib import suppress
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -43,6 +44,8 @@ from k8slite.apiserver.core import ApiCore
 from k8slite.apiserver.podlogs import KubeletConnector, kubelet_error, pick_container, pod_kubelet
 from k8slite.apiserver.requestinfo import RequestInfo
 from k8slite.component.objects import Obj
+
+log = logging.getLogger(__name__)
 
 SUBRESOURCES = frozenset({"exec", "attach", "portforward"})
 _KUBELET_PATHS = {"exec": "exec", "attach": "attach", "portforward": "portForward"}
@@ -236,8 +239,9 @@ async def serve_websocket(
                 key = "bytes" if isinstance(message, bytes) else "text"
                 await send({"type": "websocket.send", key: message})
             nursery.cancel_scope.cancel()
-        with suppress(Exception):
-            await send({"type": "websocket.close", "code": 1000})
+        await send({"type": "websocket.close", "code": 1000})
+    except Exception as e:  # noqa: BLE001 - the streams were up: a side that left ends them
+        log.debug("stream %s ended: %r", target, e)
     finally:
         await kubelet.aclose()
 

@@ -17,6 +17,7 @@ as upstream's serve through component-base and apiserver's secure serving:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import enum
 import json
@@ -123,13 +124,19 @@ class WebSocket:
         return None
 
     async def send(self, data: bytes | str) -> None:
+        """Send a message; trio.BrokenResourceError once the client has gone."""
         key = "bytes" if isinstance(data, bytes) else "text"
-        await self._send({"type": "websocket.send", key: data})
+        try:
+            await self._send({"type": "websocket.send", key: data})
+        except Exception as e:  # the server refuses sends on a closed connection
+            self.closed = True
+            raise trio.BrokenResourceError("the client went away") from e
 
     async def close(self, code: int = 1000) -> None:
         if not self.closed:
             self.closed = True
-            await self._send({"type": "websocket.close", "code": code})
+            with contextlib.suppress(Exception):  # the client may have gone already
+                await self._send({"type": "websocket.close", "code": code})
 
 
 # A streaming route: a Response refuses the upgrade; None once it accepted and served it.
@@ -313,8 +320,11 @@ class ComponentServer:
                 refused = text(404, "404 page not found") if handler is None else None
                 if handler is not None:
                     refused = await handler(req, ws)
-        except Exception:
-            log.exception("streaming %s", req.path)
+        except Exception as e:
+            if ws.accepted:  # the streams were up: one side went away, or broke
+                log.info("stream %s ended: %r", req.path, e)
+            else:
+                log.exception("streaming %s", req.path)
             refused = text(500, "internal error")
         if refused is not None and not ws.accepted:
             await ws.deny(refused)

@@ -307,13 +307,22 @@ async def _serve_session(
     async def input_loop(cancel: trio.CancelScope) -> None:
         while (message := await channels.read()) is not None:
             channel, data = message
-            if channel == STDIN and opts.stdin:
-                await session.write_stdin(data)
-            elif channel == CLOSE and channels.protocol == V5 and data[:1] == bytes([STDIN]):
-                await session.close_stdin()
-            elif channel == RESIZE and opts.tty:
-                # A bad or refused size leaves the terminal as it is; the session goes on.
-                with suppress(ValueError, TypeError, AttributeError, ContainerRuntimeError):
+            # Input for a process that already ended its stdin (or exited) is dropped; a bad
+            # or refused size leaves the terminal as it is. The session goes on either way.
+            with suppress(
+                trio.BrokenResourceError,
+                trio.ClosedResourceError,
+                OSError,
+                ValueError,
+                TypeError,
+                AttributeError,
+                ContainerRuntimeError,
+            ):
+                if channel == STDIN and opts.stdin:
+                    await session.write_stdin(data)
+                elif channel == CLOSE and channels.protocol == V5 and data[:1] == bytes([STDIN]):
+                    await session.close_stdin()
+                elif channel == RESIZE and opts.tty:
                     size = json.loads(data)
                     await session.resize(int(size.get("Width", 0)), int(size.get("Height", 0)))
         # The client is gone: nothing more to deliver.
@@ -328,6 +337,9 @@ async def _serve_session(
             code = await session.wait()
         except ContainerRuntimeError as e:
             error = str(e)
+        except trio.BrokenResourceError:  # the client went away: nobody to tell
+            nursery.cancel_scope.cancel()
+            return
         nursery.cancel_scope.cancel()
     if channels.ws.closed:
         return
