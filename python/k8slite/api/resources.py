@@ -111,7 +111,7 @@ RESOURCES: list[ResourceType] = [
         "pods",
         True,
         ("po",),
-        ("status", "binding", "log", "eviction"),
+        ("status", "binding", "log", "eviction", "exec", "attach", "portforward"),
         fields=_POD_FIELDS,
         categories=("all",),
     ),

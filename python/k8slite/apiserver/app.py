@@ -9,11 +9,13 @@ from quart_trio import QuartTrio
 
 from k8slite import GIT_VERSION, KUBERNETES_VERSION
 from k8slite._native import dumps
+from k8slite.api import errors
 from k8slite.apiserver import discovery, http, openapi, reasonphrases
 from k8slite.apiserver.core import ApiCore
 from k8slite.apiserver.handler import ResourceHandler
 from k8slite.apiserver.metrics import ApiMetrics
 from k8slite.apiserver.requestinfo import is_resource_path
+from k8slite.apiserver.streaming import deny
 
 
 def version_info() -> dict[str, str]:
@@ -74,5 +76,11 @@ class ApiServerApp:
     async def __call__(self, scope: http.Scope, receive: http.Receive, send: http.Send) -> None:
         if scope["type"] == "http" and is_resource_path(scope["path"]):
             await self.resources(scope, receive, send)
+        elif scope["type"] == "websocket":
+            if is_resource_path(scope["path"]):
+                await self.resources.websocket(scope, receive, send)
+            else:
+                await receive()
+                await deny(send, errors.not_found_path())
         else:
             await self.quart(scope, receive, send)  # type: ignore[arg-type]

@@ -31,6 +31,7 @@ from k8slite.apiserver.impersonation import IMPERSONATOR_KEY, ImpersonationError
 from k8slite.apiserver.limits import REQUEST_TIMEOUT, is_long_running, is_mutating, request_deadline
 from k8slite.apiserver.metrics import ApiMetrics
 from k8slite.apiserver.requestinfo import is_resource_path
+from k8slite.apiserver.streaming import deny
 
 log = logging.getLogger(__name__)
 ASGIApp = Any
@@ -186,6 +187,16 @@ class SecureApp:
         self.body_timeout = request_timeout / 4
 
     async def __call__(self, scope: http.Scope, receive: http.Receive, send: http.Send) -> None:
+        if scope["type"] == "websocket":
+            # Long-running: neither limited nor timed; authorized by the resource handler.
+            try:
+                scope[SCOPE_KEY] = self.authn.authenticate(scope)
+            except errors.ApiError as e:
+                await receive()
+                await deny(send, e)
+                return
+            await self.app(scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -14,6 +15,7 @@ from k8slite.apiserver import (
     podlogs,
     requestinfo,
     rest,
+    streaming,
     subresources,
     tables,
     writes,
@@ -70,6 +72,8 @@ class ResourceHandler:
                 code = 200
                 await podlogs.serve_log(self.core, self.kubelets, req, info, send)
                 return
+            if _streaming(info):
+                await streaming.refuse_plain(self.core, req, info)
             if info.verb not in info.resource.verbs:
                 raise errors.method_not_allowed()
             reg = self.core.registry(info.resource)
@@ -99,6 +103,39 @@ class ResourceHandler:
             await http.respond_error(send, errors.internal("an unexpected error occurred"))
         finally:
             self._observe(req, info, code, time.perf_counter() - start)
+
+    async def websocket(self, scope: http.Scope, receive: http.Receive, send: http.Send) -> None:
+        """A WebSocket upgrade: pods/exec, attach and portforward stream; others are refused.
+
+        The upgrade is a GET, authorized as create on the subresource (what kubectl 1.35
+        asks, and upstream's AuthorizePodWebsocketUpgradeCreatePermission), so a role that
+        lets a user exec lets them whichever way their client connects.
+        """
+        if (await receive())["type"] != "websocket.connect":
+            return
+        req = http.Request({**scope, "method": "GET"}, _no_body)
+        start = time.perf_counter()
+        info: RequestInfo | None = None
+        code = 101
+        try:
+            info = requestinfo.parse("GET", req.path, False)
+            if not _streaming(info):
+                raise errors.bad_request("Upgrade request required")
+            info = dataclasses.replace(info, verb="create")
+            for check in self.filters:
+                await check(req, info)
+            await streaming.serve_websocket(self.core, self.kubelets, req, info, receive, send)
+        except errors.ApiError as e:
+            code = e.code
+            await streaming.deny(send, e)
+        except Exception:
+            log.exception("internal error streaming %s", req.path)
+            code = 500
+            await streaming.deny(send, errors.internal("an unexpected error occurred"))
+        finally:
+            # Upstream counts streaming requests under the verb CONNECT.
+            connect = dataclasses.replace(info, verb="connect") if info is not None else None
+            self._observe(req, connect, code, time.perf_counter() - start)
 
     async def _watch(
         self, reg: Registry, req: http.Request, info: RequestInfo, send: http.Send
@@ -173,6 +210,19 @@ class ResourceHandler:
             code,
             seconds,
         )
+
+
+def _streaming(info: RequestInfo) -> bool:
+    return (
+        info.subresource in streaming.SUBRESOURCES
+        and info.resource.plural == "pods"
+        and not info.group
+    )
+
+
+async def _no_body() -> http.Message:
+    # A WebSocket upgrade has no request body; its messages are the stream's.
+    return {"type": "http.request", "body": b"", "more_body": False}
 
 
 def _render(req: http.Request, info: RequestInfo, body: bytes) -> tuple[str, bytes]:

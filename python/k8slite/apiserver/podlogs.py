@@ -45,6 +45,7 @@ class KubeletConnector:
     def __init__(self, cert: Path, key: Path, ca: Path) -> None:
         self.cert, self.key, self.ca = cert, key, ca
         self._client: httpx.AsyncClient | None = None
+        self._ssl: ssl.SSLContext | None = None
 
     @classmethod
     def from_pki(cls, pki_dir: Path) -> KubeletConnector:
@@ -54,17 +55,23 @@ class KubeletConnector:
             pki_dir / "ca.pem",
         )
 
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
+    def ssl_context(self) -> ssl.SSLContext:
+        """The client side of the mutual TLS (made on first use, then kept)."""
+        if self._ssl is None:
             if not self.cert.exists():
                 raise errors.ApiError(
                     503, "ServiceUnavailable", f"no kubelet client certificate at {self.cert}"
                 )
             ctx = ssl.create_default_context(cafile=str(self.ca))
             ctx.load_cert_chain(str(self.cert), str(self.key))
+            self._ssl = ctx
+        return self._ssl
+
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
             # Kubelet traffic never goes through a proxy from the environment.
             self._client = httpx.AsyncClient(
-                verify=ctx, trust_env=False, timeout=httpx.Timeout(30.0, read=None)
+                verify=self.ssl_context(), trust_env=False, timeout=httpx.Timeout(30.0, read=None)
             )
         return self._client
 
@@ -124,6 +131,20 @@ def pick_container(pod: Obj, requested: str | None) -> str:
     return requested
 
 
+def pod_kubelet(core: ApiCore, connector: KubeletConnector | None, pod: Obj) -> tuple[str, int]:
+    """The host (bracketed when IPv6) and port of the kubelet running the pod."""
+    node_name = (pod.get("spec") or {}).get("nodeName")
+    if not node_name:
+        raise errors.bad_request(f"pod {pod['metadata']['name']} does not have a host assigned")
+    if connector is None:
+        raise errors.ApiError(503, "ServiceUnavailable", "this API server has no kubelet client")
+    hit = core.registries[("", "nodes")].cache.get(f"/registry/core/nodes/{node_name}")
+    if hit is None:
+        raise errors.not_found("nodes", node_name)
+    host, port = kubelet_location(loads(hit[0]))
+    return (f"[{host}]" if ":" in host else host), port
+
+
 def kubelet_location(node: Obj) -> tuple[str, int]:
     status = node.get("status") or {}
     port = int(
@@ -152,16 +173,8 @@ async def serve_log(
     pods = core.registries[("", "pods")]
     pod = pods.get(info.namespace, info.name)
     container = pick_container(pod, req.arg("container"))
-    node_name = (pod.get("spec") or {}).get("nodeName")
-    if not node_name:
-        raise errors.bad_request(f"pod {info.name} does not have a host assigned")
-    if connector is None:
-        raise errors.ApiError(503, "ServiceUnavailable", "this API server has no kubelet client")
-    hit = core.registries[("", "nodes")].cache.get(f"/registry/core/nodes/{node_name}")
-    if hit is None:
-        raise errors.not_found("nodes", node_name)
-    host, port = kubelet_location(loads(hit[0]))
-    host = f"[{host}]" if ":" in host else host
+    host, port = pod_kubelet(core, connector, pod)
+    assert connector is not None  # pod_kubelet refuses without one
     url = (
         f"https://{host}:{port}/containerLogs/{quote(info.namespace or '', safe='')}/"
         f"{quote(info.name, safe='')}/{quote(container, safe='')}"
@@ -176,7 +189,7 @@ async def serve_log(
                     body += chunk
                     if len(body) >= _MAX_ERROR_BODY:
                         break
-                raise _kubelet_error(response.status_code, body, info.name)
+                raise kubelet_error(response.status_code, body, info.name)
             await http.start_stream(send, 200, "text/plain")
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(_cancel_on_disconnect, req.receive, nursery.cancel_scope)
@@ -190,7 +203,7 @@ async def serve_log(
         await http.end_stream(send)
 
 
-def _kubelet_error(code: int, body: bytes, pod: str) -> errors.ApiError:
+def kubelet_error(code: int, body: bytes, pod: str) -> errors.ApiError:
     text = body[:_MAX_ERROR_BODY].decode(errors="replace").strip()
     if code == 400:
         return errors.bad_request(text)

@@ -17,6 +17,7 @@ as upstream's serve through component-base and apiserver's secure serving:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import enum
 import json
@@ -83,6 +84,63 @@ class Response:
 
 
 Handler = Callable[[Request], Awaitable[Response]]
+
+
+class WebSocket:
+    """One WebSocket of a streaming route, over ASGI: accept or deny, then messages."""
+
+    def __init__(self, receive: Any, send: Any, subprotocols: Sequence[str]) -> None:
+        self._receive = receive
+        self._send = send
+        # What the client offered in Sec-WebSocket-Protocol, in its order.
+        self.subprotocols = list(subprotocols)
+        self.accepted = False
+        self.closed = False
+
+    async def accept(self, subprotocol: str | None) -> None:
+        await self._send({"type": "websocket.accept", "subprotocol": subprotocol})
+        self.accepted = True
+
+    async def deny(self, response: Response) -> None:
+        """Refuse the upgrade with an HTTP answer (ASGI's websocket.http.response)."""
+        body = response.body if isinstance(response.body, bytes) else b""
+        headers = [(b"content-type", response.content_type.encode())]
+        headers += [(k.encode(), v.encode()) for k, v in response.headers.items()]
+        await self._send(
+            {"type": "websocket.http.response.start", "status": response.status, "headers": headers}
+        )
+        await self._send({"type": "websocket.http.response.body", "body": body})
+        self.closed = True
+
+    async def receive(self) -> bytes | str | None:
+        """The next message; None once the client closed or went away."""
+        while not self.closed:
+            message = await self._receive()
+            if message["type"] == "websocket.receive":
+                data = message.get("bytes")
+                return data if data is not None else message.get("text") or ""
+            if message["type"] == "websocket.disconnect":
+                self.closed = True
+        return None
+
+    async def send(self, data: bytes | str) -> None:
+        """Send a message; trio.BrokenResourceError once the client has gone."""
+        key = "bytes" if isinstance(data, bytes) else "text"
+        try:
+            await self._send({"type": "websocket.send", key: data})
+        except Exception as e:  # the server refuses sends on a closed connection
+            self.closed = True
+            raise trio.BrokenResourceError("the client went away") from e
+
+    async def close(self, code: int = 1000) -> None:
+        if not self.closed:
+            self.closed = True
+            with contextlib.suppress(Exception):  # the client may have gone already
+                await self._send({"type": "websocket.close", "code": code})
+
+
+# A streaming route: a Response refuses the upgrade; None once it accepted and served it.
+StreamHandler = Callable[[Request, WebSocket], Awaitable[Response | None]]
 # Called before any routing: None lets the request through, a Response refuses it.
 Authorizer = Callable[[Request], Awaitable[Response | None]]
 
@@ -179,6 +237,7 @@ class ComponentServer:
         registry: CollectorRegistry | None = None,
         configz: Mapping[str, Callable[[], Any]] | None = None,
         routes: Mapping[str, Handler] | None = None,
+        streams: Mapping[str, StreamHandler] | None = None,
         authorize: Authorizer | None = None,
     ) -> None:
         self.checks = dict(checks if checks is not None else dict.fromkeys(HEALTH_PATHS, (PING,)))
@@ -186,6 +245,8 @@ class ComponentServer:
         self.configz = dict(configz or {})
         self.routes = {p: h for p, h in (routes or {}).items() if not p.endswith("/")}
         self.prefixes = {p: h for p, h in (routes or {}).items() if p.endswith("/")}
+        # WebSocket routes by path prefix (the kubelet's /exec/, /attach/, /portForward/).
+        self.streams = dict(streams or {})
         self.authorize = authorize
         self._authenticator = CertAuthenticator()
 
@@ -233,6 +294,9 @@ class ComponentServer:
                 await send({"type": "lifespan.startup.complete"})
             await send({"type": "lifespan.shutdown.complete"})
             return
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             return
         req = self._request(scope)
@@ -242,6 +306,30 @@ class ComponentServer:
             log.exception("handling %s %s", req.method, req.path)
             response = text(500, "internal error")
         await _send(response, req.method == "HEAD", receive, send)
+
+    async def _websocket(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        """A WebSocket upgrade: authorized as a GET, then the streaming route's."""
+        if (await receive())["type"] != "websocket.connect":
+            return
+        req = self._request({**scope, "method": "GET"})
+        ws = WebSocket(receive, send, scope.get("subprotocols") or ())
+        try:
+            refused = await self.authorize(req) if self.authorize is not None else None
+            if refused is None:
+                handler = next((h for p, h in self.streams.items() if req.path.startswith(p)), None)
+                refused = text(404, "404 page not found") if handler is None else None
+                if handler is not None:
+                    refused = await handler(req, ws)
+        except Exception as e:
+            if ws.accepted:  # the streams were up: one side went away, or broke
+                log.info("stream %s ended: %r", req.path, e)
+            else:
+                log.exception("streaming %s", req.path)
+            refused = text(500, "internal error")
+        if refused is not None and not ws.accepted:
+            await ws.deny(refused)
+        else:
+            await ws.close()
 
 
 def health(root: str, checks: Sequence[Check], req: Request, name: str = "") -> Response:

@@ -72,6 +72,9 @@ _OPERATIONS = {
     "container_status": "container_status",
     "list_containers": "list_containers",
     "exec": "exec_sync",
+    "exec_stream": "exec",
+    "attach": "attach",
+    "port_forward": "port_forward",
 }
 
 

@@ -1,5 +1,6 @@
-"""The kubelet API (HTTPS, port 10250): /pods and /containerLogs, with the component base's
-/healthz, /metrics and /configz.
+"""The kubelet API (HTTPS, port 10250): /pods, /containerLogs and the streaming /exec,
+/attach and /portForward (streaming.py), with the component base's /healthz, /metrics and
+/configz.
 
 Callers present a client certificate from the cluster CA. The API server's own identity
 (kube-apiserver-kubelet-client) may do everything, and group system:monitoring may scrape
@@ -23,6 +24,7 @@ from k8slite.component.serving import PING, ComponentServer, Request, Response, 
 from k8slite.kubelet.authz import AuthorizationError, Authorizer, attributes
 from k8slite.kubelet.podworkers import PodWorker, PodWorkers
 from k8slite.kubelet.runtime.base import NotFoundError, Runtime
+from k8slite.kubelet.streaming import StreamingServer
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,7 @@ class KubeletApi:
             registry=self.registry,
             configz={"kubeletconfig": self.config} if self.config is not None else None,
             routes={"/pods": self._pods, "/containerLogs/": self._logs},
+            streams=StreamingServer(self.workers, self.runtime).routes(),
             authorize=self.authorize,
         )
 

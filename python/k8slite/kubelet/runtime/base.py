@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import AsyncGenerator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -172,6 +172,9 @@ class ContainerConfig:
     run_as_group: int | None = None
     privileged: bool = False
     labels: dict[str, str] = field(default_factory=dict)  # extra labels, e.g. a spec hash
+    # spec.stdin and tty: what `kubectl attach -i` and `kubectl run -it` use.
+    stdin: bool = False
+    tty: bool = False
 
     @classmethod
     def from_spec(
@@ -211,6 +214,8 @@ class ContainerConfig:
             run_as_user=None if user is None else int(user),
             run_as_group=None if group is None else int(group),
             privileged=bool(sc.get("privileged", False)),
+            stdin=bool(container.get("stdin")),
+            tty=bool(container.get("tty")),
         )
 
 
@@ -256,6 +261,30 @@ class ExecResult:
 
     exit_code: int
     output: bytes
+
+
+STDOUT = 1
+STDERR = 2
+
+
+class StreamSession(Protocol):
+    """A running exec or attach: its stdin, its output as (STDOUT or STDERR, bytes), its TTY."""
+
+    async def write_stdin(self, data: bytes) -> None: ...
+
+    async def close_stdin(self) -> None: ...
+
+    async def resize(self, width: int, height: int) -> None: ...
+
+    async def copy_output(self, write: Callable[[int, bytes], Awaitable[None]]) -> None:
+        """write(STDOUT or STDERR, bytes) until the output ends (a TTY's is all STDOUT)."""
+        ...
+
+    async def wait(self) -> int | None:
+        """The exit code once the output ended; None when there is none (attach)."""
+        ...
+
+    async def aclose(self) -> None: ...
 
 
 class ContainerRuntimeError(Exception):
@@ -523,6 +552,20 @@ class Runtime(Protocol):
 
     async def exec(self, container_id: str, argv: list[str], timeout: float) -> ExecResult:
         """Run argv in the running container; ExecTimeoutError after timeout seconds."""
+        ...
+
+    async def exec_stream(
+        self, container_id: str, argv: list[str], *, stdin: bool, tty: bool
+    ) -> StreamSession:
+        """Start argv in the running container, its streams connected (kubectl exec)."""
+        ...
+
+    async def attach(self, container_id: str, *, stdin: bool, tty: bool) -> StreamSession:
+        """Connect to the streams of the container's main process (kubectl attach)."""
+        ...
+
+    async def port_forward(self, sandbox: Sandbox, port: int) -> Any:
+        """A trio.abc.HalfCloseableStream to the port inside the pod's network namespace."""
         ...
 
     def logs(

@@ -57,6 +57,7 @@ from k8slite.kubelet.runtime.base import (
     validate_image,
 )
 from k8slite.kubelet.runtime.docker_network import ensure_network
+from k8slite.kubelet.runtime.docker_stream import DockerSession, hijack
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,8 @@ _PROPAGATION = {"None": None, "HostToContainer": "rslave", "Bidirectional": "rsh
 # Upstream's kubelet default: containerLogMaxSize 10Mi, containerLogMaxFiles 5.
 _LOG_CONFIG = docker.types.LogConfig(type="json-file", config={"max-size": "10m", "max-file": "5"})
 _STREAM_HEADER = 8
+# How long an exec's exit code may lag behind the end of its output.
+EXEC_EXIT_WAIT = 10.0
 
 
 class DockerRuntime:
@@ -431,6 +434,76 @@ class DockerRuntime:
             raise ExecTimeoutError(f"command {argv!r} timed out after {timeout}s")
         return ExecResult(int(info.get("ExitCode") or 0), output)
 
+    async def exec_stream(
+        self, container_id: str, argv: list[str], *, stdin: bool, tty: bool
+    ) -> DockerSession:
+        created = await self._call(
+            docker.APIClient.exec_create,
+            container_id,
+            argv,
+            stdout=True,
+            stderr=True,
+            stdin=stdin,
+            tty=tty,
+        )
+        exec_id = created["Id"]
+        api = await self._client()
+        with _translated():
+            stream, first = await hijack(
+                self._base_url,
+                api.api_version,
+                f"/exec/{exec_id}/start",
+                {"Detach": False, "Tty": tty},
+            )
+
+        async def resize(width: int, height: int) -> None:
+            await self._call(docker.APIClient.exec_resize, exec_id, height=height, width=width)
+
+        async def exit_code() -> int | None:
+            # The output ends as the process does; the engine may note the exit just after.
+            with trio.move_on_after(EXEC_EXIT_WAIT):
+                while True:
+                    info = await self._call(docker.APIClient.exec_inspect, exec_id)
+                    if not info.get("Running"):
+                        return int(info.get("ExitCode") or 0)
+                    await trio.sleep(0.02)
+            return None
+
+        return DockerSession(stream, first, tty, resize, exit_code)
+
+    async def attach(self, container_id: str, *, stdin: bool, tty: bool) -> DockerSession:
+        attrs = await self._call(docker.APIClient.inspect_container, container_id)
+        config = attrs.get("Config") or {}
+        if stdin and not config.get("OpenStdin"):
+            raise ContainerRuntimeError(
+                "Unable to attach: the container was not started with stdin: true"
+            )
+        api = await self._client()
+        query = f"stream=1&stdout=1&stderr=1&stdin={1 if stdin else 0}"
+        with _translated():
+            stream, first = await hijack(
+                self._base_url, api.api_version, f"/containers/{container_id}/attach?{query}", None
+            )
+
+        async def resize(width: int, height: int) -> None:
+            await self._call(docker.APIClient.resize, container_id, height=height, width=width)
+
+        async def no_exit_code() -> int | None:
+            return None
+
+        return DockerSession(stream, first, bool(config.get("Tty")), resize, no_exit_code)
+
+    async def port_forward(self, sandbox: Sandbox, port: int) -> trio.SocketStream:
+        # The pod's address on the bridge network (the node's own for hostNetwork pods).
+        host = sandbox.ip or self.node_ip
+        try:
+            return await trio.open_tcp_stream(host, port)
+        except OSError as e:
+            raise ContainerRuntimeError(
+                f"failed to connect to localhost:{port} inside namespace of pod "
+                f"{sandbox.namespace}/{sandbox.name}: {e.strerror or e}"
+            ) from None
+
     def _kill_exec(self, info: Mapping[str, Any]) -> None:
         # The engine has no API to kill an exec; its Pid is a host PID, valid only when the
         # engine runs on this machine (a unix socket).
@@ -618,6 +691,8 @@ def _container_spec(
         "user": user,
         "labels": labels,
         "host_config": host_config,
+        "stdin_open": config.stdin,
+        "tty": config.tty,
     }
 
 

@@ -37,10 +37,13 @@ from k8slite.kubelet.runtime.base import (
     NotFoundError,
     Sandbox,
     SandboxState,
+    StreamSession,
     pod_identity,
     validate_image,
 )
 
+# Simulated containers run nothing a stream could connect to.
+_NO_PROCESSES = "the fake runtime's containers run no processes to exec, attach or forward to"
 # Ids unique across every FakeRuntime of the process (hollow nodes share one process).
 _ids = itertools.count(1)
 
@@ -262,6 +265,17 @@ class FakeRuntime:
         if _state(self._get(container_id)) is not ContainerState.RUNNING:
             raise ContainerRuntimeError(f"container {container_id} is not running")
         return ExecResult(0, b"")
+
+    async def exec_stream(
+        self, container_id: str, argv: list[str], *, stdin: bool, tty: bool
+    ) -> StreamSession:
+        raise ContainerRuntimeError(_NO_PROCESSES)
+
+    async def attach(self, container_id: str, *, stdin: bool, tty: bool) -> StreamSession:
+        raise ContainerRuntimeError(_NO_PROCESSES)
+
+    async def port_forward(self, sandbox: Sandbox, port: int) -> Any:
+        raise ContainerRuntimeError(_NO_PROCESSES)
 
     async def logs(
         self,

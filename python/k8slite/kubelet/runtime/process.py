@@ -55,6 +55,7 @@ from k8slite.kubelet.runtime.base import (
     terminated_reason,
     validate_image,
 )
+from k8slite.kubelet.runtime.process_stream import ProcessSession
 from k8slite.kubelet.runtime.shim import proc_start, rfc3339_ns
 
 SHIM = Path(__file__).with_name("shim.py")
@@ -397,6 +398,35 @@ class ProcessRuntime:
             code = done.returncode
             return ExecResult(128 - code if code < 0 else code, done.stdout)
         raise ExecTimeoutError(f"command {argv!r} timed out after {timeout}s")
+
+    async def exec_stream(
+        self, container_id: str, argv: list[str], *, stdin: bool, tty: bool
+    ) -> ProcessSession:
+        container = self._get(container_id)
+        if self._status(container).state is not ContainerState.RUNNING:
+            raise ContainerRuntimeError(f"container {container_id} is not running")
+        return await ProcessSession.start(
+            argv, container.env, container.cwd or None, stdin=stdin, tty=tty
+        )
+
+    async def attach(self, container_id: str, *, stdin: bool, tty: bool) -> ProcessSession:
+        # The main process writes to its log file and reads nothing: there is nothing
+        # to attach to (kubectl logs -f shows the same output).
+        self._get(container_id)
+        raise ContainerRuntimeError(
+            "the process runtime keeps no streams of a container's main process to attach "
+            "to; use kubectl logs -f"
+        )
+
+    async def port_forward(self, sandbox: Sandbox, port: int) -> trio.SocketStream:
+        # Process pods share the node's network namespace: the port is on loopback.
+        try:
+            return await trio.open_tcp_stream("127.0.0.1", port)
+        except OSError as e:
+            raise ContainerRuntimeError(
+                f"failed to connect to localhost:{port} inside namespace of pod "
+                f"{sandbox.namespace}/{sandbox.name}: {e.strerror or e}"
+            ) from None
 
     async def logs(
         self,
