@@ -24,12 +24,14 @@ _SUBRESOURCE_VERBS = {
     "eviction": ("create",),
     "log": ("get",),
     "finalize": ("update",),
+    "token": ("create",),
 }
 # (group, version, kind) answered by subresources whose shape is not the parent kind.
 _SUBRESOURCE_KINDS = {
     "scale": ("autoscaling", "v1", "Scale"),
     "binding": ("", "v1", "Binding"),
     "eviction": ("policy", "v1", "Eviction"),
+    "token": ("authentication.k8s.io", "v1", "TokenRequest"),
 }
 
 

@@ -19,7 +19,7 @@ from k8slite._native import loads
 from k8slite.api import errors
 from k8slite.apiserver import http
 from k8slite.apiserver.audit import AuditLog
-from k8slite.apiserver.authn import MASTERS, SCOPE_KEY, CertAuthenticator, UserInfo
+from k8slite.apiserver.authn import MASTERS, SCOPE_KEY, Authenticator, UserInfo
 from k8slite.apiserver.authz.attributes import Attributes
 from k8slite.apiserver.authz.authorizer import ATTRIBUTES_KEY, Authorizer
 from k8slite.apiserver.limits import (
@@ -117,9 +117,10 @@ class SecureApp:
         limiter: InflightLimiter | None = None,
         audit: AuditLog | None = None,
         request_timeout: float = REQUEST_TIMEOUT,
+        authn: Authenticator | None = None,
     ) -> None:
         self.app = app
-        self.authn = CertAuthenticator()
+        self.authn = authn or Authenticator()
         self.authorizer = authorizer
         self.limiter = limiter or InflightLimiter()
         self.audit = audit

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from k8slite.apiserver.app import ApiServerApp
 from k8slite.apiserver.audit import AuditLog
+from k8slite.apiserver.authn import Authenticator
 from k8slite.apiserver.authz.authorizer import Authorizer
 from k8slite.apiserver.authz.bootstrap import reconcile
 from k8slite.apiserver.authz.escalation import EscalationCheck
@@ -30,6 +31,7 @@ async def secure_app(
     max_requests_inflight: int = MAX_REQUESTS_INFLIGHT,
     max_mutating_requests_inflight: int = MAX_MUTATING_REQUESTS_INFLIGHT,
     request_timeout: float = REQUEST_TIMEOUT,
+    authn: Authenticator | None = None,
 ) -> SecureApp:
     """The app behind authentication, limits, audit and authorization, policy reconciled.
 
@@ -46,4 +48,4 @@ async def secure_app(
     app.resources.virtual.update(reviews(authorizer))
     audit = AuditLog(audit_log_path) if audit_log_path else None
     limiter = InflightLimiter(max_requests_inflight, max_mutating_requests_inflight)
-    return SecureApp(app, authorizer, limiter, audit, request_timeout)
+    return SecureApp(app, authorizer, limiter, audit, request_timeout, authn)
