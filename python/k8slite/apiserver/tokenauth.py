@@ -24,7 +24,7 @@ from k8slite.apiserver.authn import AUTHENTICATED, UserInfo
 from k8slite.apiserver.core import ApiCore
 from k8slite.apiserver.registry import Registry
 from k8slite.serviceaccount import claims as sa
-from k8slite.serviceaccount.jwt import LEGACY_ISSUER, InvalidToken, PublicKey, verify
+from k8slite.serviceaccount.jwt import LEGACY_ISSUER, InvalidToken, PublicKey, Verifier
 
 # go-jose's default leeway for exp/nbf, which upstream's validator uses.
 LEEWAY = 60
@@ -93,7 +93,7 @@ class TokenAuthenticator:
         audiences: list[str],
     ) -> None:
         self.core = core
-        self.keys = keys
+        self.verifier = Verifier(keys)
         self.issuers = set(issuers)
         self.audiences = set(audiences)
         self._cache: dict[str, _Entry] = {}
@@ -138,7 +138,7 @@ class TokenAuthenticator:
         return entry.user, entry.audiences
 
     def _verify(self, token: str, audiences: set[str]) -> _Entry:
-        claims = verify(self.keys, token)
+        claims = self.verifier.verify(token)
         issuer = claims.get("iss")
         if issuer == LEGACY_ISSUER:
             return self._legacy(token, claims, audiences)

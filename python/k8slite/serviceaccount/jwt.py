@@ -98,38 +98,44 @@ def sign(key: PrivateKey, claims: dict[str, Any]) -> str:
     return signing_input + "." + b64url(sig)
 
 
-def verify(keys: list[PublicKey], token: str) -> dict[str, Any]:
-    """The claims of a token signed by one of `keys`; InvalidToken otherwise."""
-    parts = token.split(".")
-    if len(parts) != 3:
-        raise InvalidToken("not a JWT")
-    try:
-        header = json.loads(_unb64url(parts[0]))
-        claims = json.loads(_unb64url(parts[1]))
-        sig = _unb64url(parts[2])
-    except ValueError:
-        raise InvalidToken("malformed JWT") from None
-    if not isinstance(header, dict) or not isinstance(claims, dict):
-        raise InvalidToken("malformed JWT")
-    alg, kid = header.get("alg"), header.get("kid")
-    data = (parts[0] + "." + parts[1]).encode()
-    for key in keys:
-        if _alg(key) != alg or (kid and kid != key_id(key)):
-            continue
+class Verifier:
+    """Checks signatures against a set of public keys (their kid and alg worked out once)."""
+
+    def __init__(self, keys: list[PublicKey]) -> None:
+        self.keys = [(key_id(k), _alg(k), k) for k in keys]
+
+    def verify(self, token: str) -> dict[str, Any]:
+        """The claims of a token signed by one of the keys; InvalidToken otherwise."""
+        parts = token.split(".")
+        if len(parts) != 3:
+            raise InvalidToken("not a JWT")
         try:
-            if isinstance(key, rsa.RSAPublicKey):
-                key.verify(sig, data, padding.PKCS1v15(), hashes.SHA256())
-            else:
-                if len(sig) != 64:
-                    raise InvalidSignature
-                der = encode_dss_signature(
-                    int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")
-                )
-                key.verify(der, data, ec.ECDSA(hashes.SHA256()))
-        except InvalidSignature:
-            continue
-        return claims
-    raise InvalidToken("invalid signature")
+            header = json.loads(_unb64url(parts[0]))
+            claims = json.loads(_unb64url(parts[1]))
+            sig = _unb64url(parts[2])
+        except ValueError:
+            raise InvalidToken("malformed JWT") from None
+        if not isinstance(header, dict) or not isinstance(claims, dict):
+            raise InvalidToken("malformed JWT")
+        alg, kid = header.get("alg"), header.get("kid")
+        data = (parts[0] + "." + parts[1]).encode()
+        for key_kid, key_alg, key in self.keys:
+            if key_alg != alg or (kid and kid != key_kid):
+                continue
+            try:
+                if isinstance(key, rsa.RSAPublicKey):
+                    key.verify(sig, data, padding.PKCS1v15(), hashes.SHA256())
+                else:
+                    if len(sig) != 64:
+                        raise InvalidSignature
+                    der = encode_dss_signature(
+                        int.from_bytes(sig[:32], "big"), int.from_bytes(sig[32:], "big")
+                    )
+                    key.verify(der, data, ec.ECDSA(hashes.SHA256()))
+            except InvalidSignature:
+                continue
+            return claims
+        raise InvalidToken("invalid signature")
 
 
 def jwk(key: PublicKey) -> dict[str, str]:
