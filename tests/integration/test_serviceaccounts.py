@@ -472,3 +472,17 @@ def test_legacy_token_secret(server: ServerHandle, admin: httpx.Client, ns: str)
     assert admin.delete(path).status_code == 200
     with bearer(server, token) as client:
         assert client.get("/api").status_code == 401
+
+
+def test_malformed_pods_are_refused_not_crashed(admin: httpx.Client, ns: str) -> None:
+    """Admission runs before validation: odd shapes must reach validation's 4xx answers."""
+    for spec in (
+        {"volumes": 5},
+        {"containers": [{"name": "c", "image": "busybox:1.35", "volumeMounts": 7}]},
+        {"containers": "nope"},
+        {"serviceAccountName": 5},
+    ):
+        body = pod("odd")
+        body["spec"].update(spec)
+        r = admin.post(f"/api/v1/namespaces/{ns}/pods", json=body)
+        assert 400 <= r.status_code < 500, (spec, r.status_code, r.text)

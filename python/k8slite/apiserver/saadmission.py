@@ -76,6 +76,8 @@ class ServiceAccountAdmission:
             return
         spec = pod["spec"]
         name = spec.get("serviceAccountName") or spec.get("serviceAccount") or DEFAULT_ACCOUNT
+        if not isinstance(name, str):
+            return  # not a name at all: validation refuses the pod
         spec["serviceAccountName"] = spec["serviceAccount"] = name
         account = await self._lookup(namespace, name)
         if account is None:
@@ -113,6 +115,8 @@ def _automount(account: Obj, spec: Obj) -> bool:
 
 def _mount_token(spec: Obj) -> None:
     volumes = spec.get("volumes") or []
+    if not isinstance(volumes, list):
+        return  # malformed: validation refuses the pod
     existing = next(
         (
             v.get("name")
@@ -124,10 +128,13 @@ def _mount_token(spec: Obj) -> None:
     volume_name = existing or VOLUME_PREFIX + "".join(secrets.choice(_ALPHABET) for _ in range(5))
     needed = False
     for group in ("initContainers", "containers"):
-        for container in spec.get(group) or ():
+        containers = spec.get(group) or []
+        for container in containers if isinstance(containers, list) else ():
             if not isinstance(container, dict):
                 continue
             mounts = container.get("volumeMounts") or []
+            if not isinstance(mounts, list):
+                continue
             if any(isinstance(m, dict) and m.get("mountPath") == MOUNT_PATH for m in mounts):
                 continue  # the user's own mount there wins, as upstream
             container["volumeMounts"] = [
