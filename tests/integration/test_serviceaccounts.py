@@ -486,3 +486,63 @@ def test_malformed_pods_are_refused_not_crashed(admin: httpx.Client, ns: str) ->
         body["spec"].update(spec)
         r = admin.post(f"/api/v1/namespaces/{ns}/pods", json=body)
         assert 400 <= r.status_code < 500, (spec, r.status_code, r.text)
+
+
+def test_secret_and_node_bound_tokens(server: ServerHandle, admin: httpx.Client, ns: str) -> None:
+    secret = {"metadata": {"name": "anchor"}, "data": {"k": "dg=="}}
+    assert admin.post(f"/api/v1/namespaces/{ns}/secrets", json=secret).status_code == 201
+    token = create_token(
+        server, ns, "default", "--bound-object-kind", "Secret", "--bound-object-name", "anchor"
+    )
+    assert claims_of(token)["kubernetes.io"]["secret"]["name"] == "anchor"
+    node = f"sa-node-{uuid.uuid4().hex[:6]}"
+    created = admin.post("/api/v1/nodes", json={"metadata": {"name": node}})
+    assert created.status_code == 201, created.text
+    node_token = create_token(
+        server, ns, "default", "--bound-object-kind", "Node", "--bound-object-name", node
+    )
+    assert claims_of(node_token)["kubernetes.io"]["node"] == {
+        "name": node,
+        "uid": created.json()["metadata"]["uid"],
+    }
+    whoami = kubectl(server, "auth", "whoami", "-o", "json", token=node_token)
+    extra = json.loads(whoami.stdout)["status"]["userInfo"]["extra"]
+    assert extra["authentication.kubernetes.io/node-name"] == [node]
+    with bearer(server, token) as by_secret, bearer(server, node_token) as by_node:
+        assert by_secret.get("/api").status_code == 200
+        assert by_node.get("/api").status_code == 200
+        assert admin.delete(f"/api/v1/namespaces/{ns}/secrets/anchor").status_code == 200
+        assert admin.delete(f"/api/v1/nodes/{node}").status_code == 200
+        assert by_secret.get("/api").status_code == 401
+        assert by_node.get("/api").status_code == 401
+    # A binding to something that is not there, or of a kind that cannot be bound.
+    missing = kubectl(
+        server, "-n", ns, "create", "token", "default", "--bound-object-kind", "Pod",
+        "--bound-object-name", "nowhere",
+    )  # fmt: skip
+    assert 'pods "nowhere" not found' in missing.stderr
+
+
+def test_legacy_token_secret_goes_with_its_account(admin: httpx.Client, ns: str) -> None:
+    base = f"/api/v1/namespaces/{ns}"
+    assert (
+        admin.post(f"{base}/serviceaccounts", json={"metadata": {"name": "temp"}}).status_code
+        == 201
+    )
+    secret = {
+        "metadata": {
+            "name": "temp-token",
+            "annotations": {"kubernetes.io/service-account.name": "temp"},
+        },
+        "type": "kubernetes.io/service-account-token",
+    }
+    assert admin.post(f"{base}/secrets", json=secret).status_code == 201
+    wait_for(
+        lambda: (admin.get(f"{base}/secrets/temp-token").json().get("data") or {}).get("token"),
+        what="the token",
+    )
+    assert admin.delete(f"{base}/serviceaccounts/temp").status_code == 200
+    wait_for(
+        lambda: admin.get(f"{base}/secrets/temp-token").status_code == 404,
+        what="the token Secret deleted with its account",
+    )

@@ -115,11 +115,8 @@ class ServiceAccountTokens:
         out = {
             "kind": "TokenRequest",
             "apiVersion": f"{AUTHN_GROUP}/v1",
-            "metadata": {
-                "name": name,
-                "namespace": namespace,
-                "creationTimestamp": meta.format_time(datetime.fromtimestamp(now, UTC)),
-            },
+            # Upstream answers with the request's own (empty) metadata, named.
+            "metadata": {"name": name, "namespace": namespace, "creationTimestamp": None},
             "spec": out_spec,
             "status": {
                 "token": token,
