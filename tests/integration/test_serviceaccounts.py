@@ -7,6 +7,7 @@ root-ca-cert-publisher and token controllers), the real kubectl and the official
 from __future__ import annotations
 
 import base64
+import calendar
 import json
 import shutil
 import ssl
@@ -546,3 +547,38 @@ def test_legacy_token_secret_goes_with_its_account(admin: httpx.Client, ns: str)
         lambda: admin.get(f"{base}/secrets/temp-token").status_code == 404,
         what="the token Secret deleted with its account",
     )
+
+
+def test_kubelet_style_token_is_extended_with_warnafter(admin: httpx.Client, ns: str) -> None:
+    created = admin.post(f"/api/v1/namespaces/{ns}/pods", json=pod("p")).json()
+    request = {
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest",
+        "spec": {
+            "audiences": [],
+            "expirationSeconds": 3607,
+            "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": "p"},
+        },
+    }
+    r = admin.post(f"/api/v1/namespaces/{ns}/serviceaccounts/default/token", json=request)
+    assert r.status_code == 201, r.text
+    answer = r.json()
+    assert answer["kind"] == "TokenRequest"
+    assert answer["spec"]["expirationSeconds"] == 3607
+    assert answer["spec"]["audiences"] == [ISSUER]
+    assert answer["spec"]["boundObjectRef"]["uid"] == created["metadata"]["uid"]
+    c = claims_of(answer["status"]["token"])
+    assert c["exp"] - c["iat"] == 365 * 24 * 3600
+    assert c["kubernetes.io"]["warnafter"] == c["iat"] + 3607
+    # The answer tells the kubelet the hour it asked for, so it refreshes in time.
+    expires = answer["status"]["expirationTimestamp"]
+    assert calendar.timegm(time.strptime(expires, "%Y-%m-%dT%H:%M:%SZ")) == c["iat"] + 3607
+    # Any other lifetime is taken as asked.
+    request["spec"]["expirationSeconds"] = 7200
+    r = admin.post(f"/api/v1/namespaces/{ns}/serviceaccounts/default/token", json=request)
+    c = claims_of(r.json()["status"]["token"])
+    assert c["exp"] - c["iat"] == 7200 and "warnafter" not in c["kubernetes.io"]
+    # A wrong uid in the reference is a conflict, as upstream.
+    request["spec"]["boundObjectRef"]["uid"] = "not-the-uid"
+    r = admin.post(f"/api/v1/namespaces/{ns}/serviceaccounts/default/token", json=request)
+    assert r.status_code == 409 and "does not match the UID in record" in r.json()["message"]

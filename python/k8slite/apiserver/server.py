@@ -68,6 +68,7 @@ class ApiServerConfig:
     api_audiences: list[str] = field(default_factory=list)
     service_account_max_token_expiration: float = 0.0
     service_account_jwks_uri: str = ""
+    service_account_extend_token_expiration: bool = True
     # Upstream's admission plugins this server runs on top of its fixed checks.
     admission_plugins: tuple[str, ...] = DEFAULT_ADMISSION_PLUGINS
 
@@ -146,6 +147,7 @@ def _service_account_tokens(config: ApiServerConfig, core: ApiCore) -> ServiceAc
         list(config.api_audiences or config.service_account_issuers),
         jwks_uri=config.service_account_jwks_uri,
         max_expiration=int(config.service_account_max_token_expiration),
+        extend_expiration=config.service_account_extend_token_expiration,
     )
 
 

@@ -47,6 +47,8 @@ class ServiceAccountTokens:
     jwks_uri: str = ""
     # Upstream's --service-account-max-token-expiration; 0: no cap.
     max_expiration: int = 0
+    # Upstream's --service-account-extend-token-expiration.
+    extend_expiration: bool = True
     authenticator: TokenAuthenticator = field(init=False)
 
     def __post_init__(self) -> None:
@@ -84,7 +86,8 @@ class ServiceAccountTokens:
         expires = now + seconds
         warn_after = None
         if (
-            "pod" in bound
+            self.extend_expiration
+            and "pod" in bound
             and seconds == sa.WARN_ONLY_SECONDS
             and set(audiences) <= set(self.audiences)
         ):

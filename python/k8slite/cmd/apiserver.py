@@ -21,7 +21,7 @@ from k8slite.apiserver.server import (
     run,
 )
 from k8slite.cmd.common import run_until_signal
-from k8slite.component.flags import add_component_flags, duration
+from k8slite.component.flags import add_component_flags, duration, go_bool
 from k8slite.component.logging import setup_logging
 from k8slite.serviceaccount.claims import DEFAULT_ISSUER
 
@@ -122,6 +122,15 @@ def parse_args(argv: list[str] | None) -> tuple[ApiServerConfig, argparse.Namesp
         help="longest lifetime of a requested token, e.g. 24h (default: no limit)",
     )
     sa.add_argument(
+        "--service-account-extend-token-expiration",
+        type=go_bool,
+        nargs="?",
+        const=True,
+        default=True,
+        help="pod-bound tokens asked for with 3607 s last a year, warned of after 3607 s "
+        "(default true)",
+    )
+    sa.add_argument(
         "--service-account-jwks-uri",
         default="",
         help="jwks_uri in the discovery document (default: this server's /openid/v1/jwks)",
@@ -163,6 +172,7 @@ def parse_args(argv: list[str] | None) -> tuple[ApiServerConfig, argparse.Namesp
         api_audiences=a.api_audiences,
         service_account_max_token_expiration=a.service_account_max_token_expiration,
         service_account_jwks_uri=a.service_account_jwks_uri,
+        service_account_extend_token_expiration=a.service_account_extend_token_expiration,
         admission_plugins=_admission_plugins(
             a.enable_admission_plugins, a.disable_admission_plugins
         ),
