@@ -75,8 +75,6 @@ def test_claims_shapes() -> None:
         "kubernetes.io/serviceaccount/service-account.uid": "u-1",
         "sub": "system:serviceaccount:ns:bot",
     }
-    assert claims.split_username("system:serviceaccount:ns:bot") == ("ns", "bot")
-    assert claims.split_username("system:serviceaccount:ns") is None
 
 
 def test_public_keys_from_pem_files(tmp_path: Path) -> None:

@@ -144,7 +144,7 @@ class TokenAuthenticator:
             return self._legacy(token, claims, audiences)
         if issuer not in self.issuers:
             raise InvalidToken("issuer not accepted")
-        held = _audiences(claims, set()) & audiences
+        held = _audiences(claims) & audiences
         if not held:
             raise InvalidToken("token audiences are not among the accepted audiences")
         private = claims.get("kubernetes.io")
@@ -221,11 +221,11 @@ def _str(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
-def _audiences(claims: dict[str, Any], implicit: set[str]) -> set[str]:
+def _audiences(claims: dict[str, Any]) -> set[str]:
     """The token's audiences: aud as a string or a list."""
     aud = claims.get("aud")
     if isinstance(aud, str):
         return {aud}
     if isinstance(aud, list):
         return {a for a in aud if isinstance(a, str)}
-    return set(implicit)
+    return set()

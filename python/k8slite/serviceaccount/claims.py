@@ -26,14 +26,6 @@ def groups(namespace: str) -> tuple[str, ...]:
     return (GROUP, f"{GROUP_PREFIX}{namespace}")
 
 
-def split_username(user: str) -> tuple[str, str] | None:
-    """(namespace, name) of system:serviceaccount:NS:NAME, None for any other user."""
-    if not user.startswith(USER_PREFIX):
-        return None
-    namespace, sep, name = user[len(USER_PREFIX) :].partition(":")
-    return (namespace, name) if sep and namespace and name and ":" not in name else None
-
-
 def ref(obj: dict[str, Any]) -> dict[str, str]:
     m = obj.get("metadata") or {}
     return {"name": str(m.get("name") or ""), "uid": str(m.get("uid") or "")}
