@@ -46,6 +46,10 @@ def start(argv: list[str], data_dir: Path, timeout: float = 120.0) -> Server:
 
 
 def start_apiserver(data_dir: Path, *extra: str) -> Server:
+    """A bare API server. No controller manager makes namespaces' `default` ServiceAccount,
+    so the ServiceAccount admission plugin is off unless `extra` enables it."""
+    if not any(arg.startswith("--enable-admission-plugins") for arg in extra):
+        extra = ("--disable-admission-plugins=ServiceAccount", *extra)
     return start(
         [
             sys.executable,

@@ -81,8 +81,14 @@ TEST_NODES = ("node1", "node2")
 
 
 def start_apiserver(data_dir: Path, *extra: str, timeout: float = 60.0) -> ServerHandle:
-    """Start k8slite-apiserver on a free port and wait for its 'listening on' line."""
+    """Start k8slite-apiserver on a free port and wait for its 'listening on' line.
+
+    Without a controller manager no namespace gets its `default` ServiceAccount, so the
+    ServiceAccount admission plugin is off unless `extra` enables it.
+    """
     data_dir.mkdir(parents=True, exist_ok=True)
+    if not any(arg.startswith("--enable-admission-plugins") for arg in extra):
+        extra = ("--disable-admission-plugins=ServiceAccount", *extra)
     pki.ensure_pki(data_dir / "pki", nodes=TEST_NODES)
     args = [
         sys.executable,

@@ -172,6 +172,7 @@ def ensure_pki(
     written: list[Path] = []
     with _locked(pki_dir):
         ca = _ensure_ca(pki_dir, written)
+        _ensure_service_account_key(pki_dir, written)
         server_sans = [
             *_LOOPBACK_SANS,
             *host,
@@ -490,6 +491,44 @@ def _ensure_ca(pki_dir: Path, written: list[Path]) -> KeyPair:
     )
     written += _write_pair(pki_dir, "ca", cert, key)
     return cert, key
+
+
+def _ensure_service_account_key(pki_dir: Path, written: list[Path]) -> None:
+    """sa.key (RSA 2048, as kubeadm makes it) signs service-account tokens; sa.pub checks them.
+
+    Kept once made: replacing it would invalidate every token handed out.
+    """
+    key_path, pub_path = service_account_key_paths(pki_dir)
+    try:
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    except (FileNotFoundError, ValueError, TypeError, UnsupportedAlgorithm):
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        _write_atomic(key_path, pem, KEY_MODE)
+        written.append(key_path)
+    _fix_key_mode(key_path)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    if _write_if_changed(pub_path, public, CERT_MODE):
+        written.append(pub_path)
+
+
+def ensure_service_account_key(pki_dir: Path) -> list[Path]:
+    """Only the service-account key pair, if missing (for a PKI made before it existed)."""
+    written: list[Path] = []
+    with _locked(pki_dir):
+        _ensure_service_account_key(pki_dir, written)
+    return written
+
+
+def service_account_key_paths(pki_dir: Path) -> tuple[Path, Path]:
+    """The service-account signing key and its public half: sa.key, sa.pub."""
+    return pki_dir / "sa.key", pki_dir / "sa.pub"
 
 
 def _ensure_leaf(

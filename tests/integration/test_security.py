@@ -58,9 +58,22 @@ def _refused_raw(server: ServerHandle, cert: tuple[str, str] | None) -> None:
             raise ConnectionError("closed without an answer")
 
 
-def test_no_client_certificate_is_refused(apiserver: ServerHandle) -> None:
-    _refused(apiserver, None)
-    _refused_raw(apiserver, None)
+def test_no_client_certificate_nor_token_is_unauthorized(apiserver: ServerHandle) -> None:
+    """No certificate: the connection stands (a bearer token may follow), but a request
+    with neither gets upstream's 401 Status, never an anonymous answer."""
+    with httpx.Client(base_url=apiserver.url, verify=_context(apiserver, None), timeout=10) as c:
+        for headers in ({}, {"Authorization": "Bearer not-a-token"}, {"Authorization": "Basic x"}):
+            r = c.get("/api/v1/namespaces", headers=headers)
+            assert r.status_code == 401, r.text
+            assert r.json() == {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "metadata": {},
+                "status": "Failure",
+                "message": "Unauthorized",
+                "reason": "Unauthorized",
+                "code": 401,
+            }
 
 
 def test_certificate_of_a_foreign_ca_is_refused(apiserver: ServerHandle, tmp_path: Path) -> None:
@@ -133,7 +146,7 @@ def test_seed_curl_command(apiserver: ServerHandle) -> None:
         timeout=30,
         check=False,
     )
-    assert refused.returncode != 0
+    assert json.loads(refused.stdout)["code"] == 401
 
 
 def _kubectl(server: ServerHandle, identity: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -18,6 +18,7 @@ import pytest
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from k8slite import pki
@@ -85,7 +86,8 @@ def expected_files(nodes: tuple[str, ...] = NODES) -> set[str]:
     clients = [*users, "apiserver-kubelet-client"]
     stems = ["ca", "server", *(f"kubelet-{n}" for n in nodes), *(f"client-{c}" for c in clients)]
     files = {f"{s}.{ext}" for s in stems for ext in ("pem", "key")}
-    return files | {f"{u}.kubeconfig" for u in users}
+    # sa.key signs service-account tokens, sa.pub verifies them.
+    return files | {f"{u}.kubeconfig" for u in users} | {"sa.key", "sa.pub"}
 
 
 def listing(path: Path) -> set[str]:
@@ -99,8 +101,22 @@ def test_files_and_modes(pki_dir: Path) -> None:
         mode = stat.S_IMODE(path.stat().st_mode)
         if path.suffix in (".key", ".kubeconfig"):
             assert mode == 0o600, path.name
-        elif path.suffix == ".pem":
+        elif path.suffix in (".pem", ".pub"):
             assert mode == 0o644, path.name
+
+
+def test_service_account_key_pair(pki_dir: Path) -> None:
+    """An RSA key as kubeadm makes, its public half beside it; kept by every later run."""
+    key_path, pub_path = pki.service_account_key_paths(pki_dir)
+    key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    assert isinstance(key, rsa.RSAPrivateKey) and key.key_size == 2048
+    assert pub_path.read_bytes() == key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    before = key_path.read_bytes()
+    pub_path.unlink()
+    assert pki.ensure_service_account_key(pki_dir) == [pub_path]
+    assert key_path.read_bytes() == before and pub_path.exists()
 
 
 def test_second_run_changes_nothing(pki_dir: Path) -> None:
@@ -351,7 +367,7 @@ def test_bad_arguments_are_rejected(tmp_path: Path, kwargs: dict[str, list[str] 
 def test_certs_main(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     target = tmp_path / "pki"
     assert pki.certs_main(["--dir", str(target), "--san", "198.51.100.1"]) == 0
-    assert "wrote 26 files" in capsys.readouterr().out
+    assert "wrote 28 files" in capsys.readouterr().out
     # The default node is node1, as in the multi-process cluster.
     assert (target / "node-node1.kubeconfig").exists()
     assert pki.certs_main(["--dir", str(target), "--san", "198.51.100.1"]) == 0

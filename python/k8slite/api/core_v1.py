@@ -279,7 +279,9 @@ class PodStrategy(Strategy):
         spec = obj.setdefault("spec", {})
         if isinstance(spec, dict):
             default_pod_spec(spec)
-            spec.setdefault("serviceAccountName", "default")
+            # serviceAccount is the deprecated name of the same field; upstream mirrors it.
+            account = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+            spec["serviceAccountName"] = spec["serviceAccount"] = account
             spec.setdefault("priority", 0)
             add_default_tolerations(spec)
 

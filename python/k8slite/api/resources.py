@@ -120,7 +120,7 @@ RESOURCES: list[ResourceType] = [
     ResourceType("", "v1", "ConfigMap", "configmaps", True, ("cm",)),
     ResourceType("", "v1", "Secret", "secrets", True, (), fields=("type",)),
     ResourceType("", "v1", "Event", "events", True, ("ev",), fields=_EVENT_FIELDS),
-    ResourceType("", "v1", "ServiceAccount", "serviceaccounts", True, ("sa",)),
+    ResourceType("", "v1", "ServiceAccount", "serviceaccounts", True, ("sa",), ("token",)),
     ResourceType(
         "apps",
         "v1",
@@ -211,6 +211,9 @@ RESOURCES: list[ResourceType] = [
         "localsubjectaccessreviews",
         True,
         verbs=("create",),
+    ),
+    ResourceType(
+        "authentication.k8s.io", "v1", "TokenReview", "tokenreviews", False, verbs=("create",)
     ),
     ResourceType(
         "authentication.k8s.io",

@@ -1,8 +1,9 @@
-"""Authentication: the user and groups of a request, from its verified client certificate."""
+"""Authentication: the user and groups of a request, from its client certificate or bearer token."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,6 +89,40 @@ class CertAuthenticator:
         if AUTHENTICATED not in groups:
             groups.append(AUTHENTICATED)
         return UserInfo(user, tuple(groups)), cert.not_valid_after_utc.timestamp()
+
+
+def bearer_token(scope: Any) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header, as upstream reads it."""
+    for name, value in scope.get("headers") or ():
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").strip().partition(" ")
+            token = token.strip()
+            if scheme.lower() == "bearer" and token and " " not in token:
+                return token
+            return None
+    return None
+
+
+class Authenticator:
+    """Upstream's union order: a client certificate if one was presented, else a bearer token.
+
+    A certificate the TLS layer accepted names the user; without one, the token must
+    authenticate, or the answer is 401 (no anonymous requests).
+    """
+
+    def __init__(self, tokens: Callable[[str], UserInfo | None] | None = None) -> None:
+        self.certs = CertAuthenticator()
+        self.tokens = tokens
+
+    def authenticate(self, scope: Any) -> UserInfo:
+        tls = scope.get("extensions", {}).get(TLS_EXTENSION) or {}
+        if tls.get("client_cert_chain") or self.tokens is None:
+            return self.certs.authenticate(scope)
+        token = bearer_token(scope)
+        user = self.tokens(token) if token else None
+        if user is None:
+            raise unauthorized()
+        return user
 
 
 def user_of(scope: Any) -> UserInfo | None:

@@ -27,6 +27,7 @@ _SUBRESOURCE_VERBS = {
     "attach": ("create", "get"),
     "portforward": ("create", "get"),
     "finalize": ("update",),
+    "token": ("create",),
 }
 # (group, version, kind) answered by subresources whose shape is not the parent kind.
 _SUBRESOURCE_KINDS = {
@@ -36,6 +37,7 @@ _SUBRESOURCE_KINDS = {
     "exec": ("", "v1", "PodExecOptions"),
     "attach": ("", "v1", "PodAttachOptions"),
     "portforward": ("", "v1", "PodPortForwardOptions"),
+    "token": ("authentication.k8s.io", "v1", "TokenRequest"),
 }
 
 

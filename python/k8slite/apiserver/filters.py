@@ -23,7 +23,7 @@ from k8slite._native import loads
 from k8slite.api import errors
 from k8slite.apiserver import http
 from k8slite.apiserver.audit import AuditLog
-from k8slite.apiserver.authn import SCOPE_KEY, CertAuthenticator, UserInfo, user_of
+from k8slite.apiserver.authn import SCOPE_KEY, Authenticator, UserInfo, user_of
 from k8slite.apiserver.authz.attributes import Attributes
 from k8slite.apiserver.authz.authorizer import ATTRIBUTES_KEY, Authorizer
 from k8slite.apiserver.flowcontrol.controller import FlowControl
@@ -169,9 +169,10 @@ class SecureApp:
         metrics: ApiMetrics,
         audit: AuditLog | None = None,
         request_timeout: float = REQUEST_TIMEOUT,
+        authn: Authenticator | None = None,
     ) -> None:
         self.app = app
-        self.authn = CertAuthenticator()
+        self.authn = authn or Authenticator()
         self.authorizer = authorizer
         self.flowcontrol = flowcontrol
         self.body_reads = metrics.body_reads

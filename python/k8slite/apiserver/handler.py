@@ -36,6 +36,8 @@ RequestFilter = Callable[[http.Request, RequestInfo], Awaitable[None]]
 # Serves every verb of a resource that is computed rather than stored (access reviews):
 # returns the status code and body.
 VirtualResource = Callable[[http.Request, RequestInfo], Awaitable[tuple[int, bytes]]]
+# Serves a create of a subresource with a shape of its own: returns the body.
+SubresourceCreate = Callable[[Registry, http.Request, RequestInfo], Awaitable[bytes]]
 
 
 class ResourceHandler:
@@ -50,6 +52,8 @@ class ResourceHandler:
         self.virtual: dict[tuple[str, str], VirtualResource] = {}
         # How pods/log reaches kubelets; set by the server from its PKI.
         self.kubelets: podlogs.KubeletConnector | None = None
+        # serviceaccounts/<name>/token (TokenRequest); set by the server from its keys.
+        self.token_request: SubresourceCreate | None = None
 
     async def __call__(self, scope: http.Scope, receive: http.Receive, send: http.Send) -> None:
         req = http.Request(scope, receive)
@@ -174,6 +178,8 @@ class ResourceHandler:
                 return 201, await subresources.bind_pod(reg, req, info)
             if sub == "eviction":
                 return await eviction.evict_pod(self.core, reg, req, info)
+            if sub == "token" and self.token_request is not None:
+                return 201, await self.token_request(reg, req, info)
         elif verb == "update":
             if sub == "scale":
                 return 200, await subresources.update_scale(reg, req, info)

@@ -328,6 +328,30 @@ KINDS: dict[tuple[str, str], Message] = {
         2: ("spec", {1: ("namespace", "str")}),
     },
     ("authentication.k8s.io/v1", "SelfSubjectReview"): {1: ("metadata", OBJECT_META)},
+    # `kubectl create token`
+    ("authentication.k8s.io/v1", "TokenRequest"): {
+        1: ("metadata", OBJECT_META),
+        2: (
+            "spec",
+            {
+                1: ("audiences", _STRS),
+                3: (
+                    "boundObjectRef",
+                    {
+                        1: ("kind", "str"),
+                        2: ("apiVersion", "str"),
+                        3: ("name", "str"),
+                        4: ("uid", "str"),
+                    },
+                ),
+                4: ("expirationSeconds", "int?"),
+            },
+        ),
+    },
+    ("authentication.k8s.io/v1", "TokenReview"): {
+        1: ("metadata", OBJECT_META),
+        2: ("spec", {1: ("token", "str"), 2: ("audiences", _STRS)}),
+    },
 }
 
 

@@ -119,6 +119,9 @@ class Registry:
         self._namespace_state = namespace_state
         self.changed = trio.Event()
         self.allocator: Allocator | None = None
+        # Mutating admission of creates (upstream's plugins, e.g. ServiceAccount for pods):
+        # may change the object or refuse it with an ApiError.
+        self.admit: Callable[[str | None, Obj], Awaitable[None]] | None = None
 
     # ---------------------------------------------------------------- helpers
 
@@ -212,6 +215,13 @@ class Registry:
     async def create(
         self, namespace: str | None, obj: Obj, dry_run: bool = False, track: Tracker | None = None
     ) -> bytes:
+        if self.admit is not None and isinstance(obj, dict):
+            # NamespaceLifecycle comes first among upstream's plugins.
+            m = obj.get("metadata")
+            self._check_namespace_for_create(
+                namespace, str(m.get("name") or "") if isinstance(m, dict) else ""
+            )
+            await self.admit(namespace, obj)
         obj = self.prepare_new(namespace, obj, track)
         name = obj["metadata"]["name"]
         self._check_namespace_for_create(namespace, name)

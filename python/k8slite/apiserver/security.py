@@ -6,6 +6,7 @@ from pathlib import Path
 
 from k8slite.apiserver.app import ApiServerApp
 from k8slite.apiserver.audit import AuditLog
+from k8slite.apiserver.authn import Authenticator
 from k8slite.apiserver.authz.authorizer import Authorizer
 from k8slite.apiserver.authz.bootstrap import reconcile
 from k8slite.apiserver.authz.escalation import EscalationCheck
@@ -31,6 +32,7 @@ async def secure_app(
     max_requests_inflight: int = MAX_REQUESTS_INFLIGHT,
     max_mutating_requests_inflight: int = MAX_MUTATING_REQUESTS_INFLIGHT,
     request_timeout: float = REQUEST_TIMEOUT,
+    authn: Authenticator | None = None,
 ) -> SecureApp:
     """The app behind authentication, priority and fairness, audit and authorization.
 
@@ -57,4 +59,4 @@ async def secure_app(
         request_timeout / 4,
         app.metrics,
     )
-    return SecureApp(app, authorizer, flowcontrol, app.metrics, audit, request_timeout)
+    return SecureApp(app, authorizer, flowcontrol, app.metrics, audit, request_timeout, authn)

@@ -13,6 +13,7 @@ from hypercorn.config import Config as HypercornConfig
 from k8slite import datadir, pki
 from k8slite.apiserver.allocators import ServiceAllocator
 from k8slite.apiserver.app import ApiServerApp
+from k8slite.apiserver.authn import Authenticator
 from k8slite.apiserver.bootstrap import ensure_kubernetes_service
 from k8slite.apiserver.core import ApiCore
 from k8slite.apiserver.limits import (
@@ -22,12 +23,20 @@ from k8slite.apiserver.limits import (
 )
 from k8slite.apiserver.metrics import ApiMetrics, MeteredStore
 from k8slite.apiserver.podlogs import KubeletConnector
+from k8slite.apiserver.saadmission import ServiceAccountAdmission
 from k8slite.apiserver.security import secure_app
+from k8slite.apiserver.serviceaccounts import ServiceAccountTokens
 from k8slite.apiserver.tls import serve
 from k8slite.apiserver.watch import bookmark_ticker
+from k8slite.serviceaccount.claims import DEFAULT_ISSUER
+from k8slite.serviceaccount.jwt import load_private_key, load_public_keys
 from k8slite.storage.rocksdb import RocksStore
 
 log = logging.getLogger(__name__)
+
+# The admission plugins with something to do here that upstream enables by default.
+ADMISSION_PLUGINS = ("ServiceAccount",)
+DEFAULT_ADMISSION_PLUGINS = ADMISSION_PLUGINS
 
 
 @dataclass
@@ -50,6 +59,18 @@ class ApiServerConfig:
     max_requests_inflight: int = MAX_REQUESTS_INFLIGHT
     max_mutating_requests_inflight: int = MAX_MUTATING_REQUESTS_INFLIGHT
     request_timeout: float = REQUEST_TIMEOUT
+    # Service-account tokens (upstream's flags): the keys that verify them (default
+    # DIR/pki/sa.pub), the key that signs them (DIR/pki/sa.key), the issuers (the first
+    # signs), the audiences the API accepts (default: the issuers), the longest lifetime.
+    service_account_key_files: list[Path] = field(default_factory=list)
+    service_account_signing_key_file: Path | None = None
+    service_account_issuers: list[str] = field(default_factory=lambda: [DEFAULT_ISSUER])
+    api_audiences: list[str] = field(default_factory=list)
+    service_account_max_token_expiration: float = 0.0
+    service_account_jwks_uri: str = ""
+    service_account_extend_token_expiration: bool = True
+    # Upstream's admission plugins this server runs on top of its fixed checks.
+    admission_plugins: tuple[str, ...] = DEFAULT_ADMISSION_PLUGINS
 
     @property
     def pki_dir(self) -> Path:
@@ -70,8 +91,9 @@ def _hypercorn_config(config: ApiServerConfig) -> HypercornConfig:
     hc.certfile = str(config.tls_cert_file or config.pki_dir / "server.pem")
     hc.keyfile = str(config.tls_private_key_file or config.pki_dir / "server.key")
     hc.ca_certs = str(config.client_ca_file or config.pki_dir / "ca.pem")
-    # Mutual TLS: no certificate signed by the cluster CA, no connection (no anonymous).
-    hc.verify_mode = ssl.CERT_REQUIRED
+    # A client certificate, if presented, must be signed by the cluster CA, or there is no
+    # connection; without one, a request must carry a bearer token (no anonymous access).
+    hc.verify_mode = ssl.CERT_OPTIONAL
     # Slow or silent clients: the handshake must finish in 10 s; a connection that does not
     # finish sending a request's headers counts as idle (keep_alive_timeout); bodies are
     # bounded by the request timeout.
@@ -105,6 +127,28 @@ def _ensure_certificates(config: ApiServerConfig) -> None:
         )
     elif not (config.pki_dir / "server.pem").exists():
         pki.ensure_pki(config.pki_dir, sans=config.extra_sans)
+    else:
+        pki.ensure_service_account_key(config.pki_dir)
+
+
+def _service_account_tokens(config: ApiServerConfig, core: ApiCore) -> ServiceAccountTokens:
+    key_files = config.service_account_key_files or [
+        pki.service_account_key_paths(config.pki_dir)[1]
+    ]
+    signing = (
+        config.service_account_signing_key_file or pki.service_account_key_paths(config.pki_dir)[0]
+    )
+    keys = [key for path in key_files for key in load_public_keys(path)]
+    return ServiceAccountTokens(
+        core,
+        load_private_key(signing),
+        keys,
+        list(config.service_account_issuers),
+        list(config.api_audiences or config.service_account_issuers),
+        jwks_uri=config.service_account_jwks_uri,
+        max_expiration=int(config.service_account_max_token_expiration),
+        extend_expiration=config.service_account_extend_token_expiration,
+    )
 
 
 async def run(
@@ -133,6 +177,12 @@ async def run(
         await core.ensure_system_namespaces()
         app = ApiServerApp(core, metrics)
         app.resources.kubelets = KubeletConnector.from_pki(config.pki_dir)
+        tokens = _service_account_tokens(config, core)
+        app.resources.token_request = tokens.token_request
+        app.resources.virtual[("authentication.k8s.io", "tokenreviews")] = tokens.token_review
+        tokens.register_discovery(app.quart)
+        if "ServiceAccount" in config.admission_plugins:
+            core.registries[("", "pods")].admit = ServiceAccountAdmission(core).admit
         secured = await secure_app(
             app,
             core,
@@ -140,6 +190,7 @@ async def run(
             max_requests_inflight=config.max_requests_inflight,
             max_mutating_requests_inflight=config.max_mutating_requests_inflight,
             request_timeout=config.request_timeout,
+            authn=Authenticator(tokens.authenticator.authenticate),
         )
         hc = _hypercorn_config(config)
         async with trio.open_nursery() as nursery:
@@ -151,6 +202,11 @@ async def run(
                 config.bind_address if config.bind_address not in ("0.0.0.0", "::") else "127.0.0.1"
             )
             serving = Serving(f"https://{local}:{port}", port)
+            advertised = config.advertise_address or local
+            tokens.jwks_uri = tokens.jwks_uri or (
+                f"https://{f'[{advertised}]' if ':' in advertised else advertised}:{port}"
+                "/openid/v1/jwks"
+            )
             await ensure_kubernetes_service(
                 core, allocator.kubernetes_ip, config.advertise_address or local, port
             )

@@ -17,7 +17,13 @@ from k8slite.client.errors import (
     Unauthorized,
 )
 from k8slite.client.informer import EventHandler, SharedInformer, SharedInformerFactory
-from k8slite.client.kubeconfig import ClientConfig, KubeconfigError, load_kubeconfig
+from k8slite.client.kubeconfig import (
+    ClientConfig,
+    InClusterError,
+    KubeconfigError,
+    in_cluster_config,
+    load_kubeconfig,
+)
 from k8slite.client.ratelimit import TokenBucket, default_controller_rate_limiter
 from k8slite.client.reflector import Reflector
 from k8slite.client.resource import Resource, group_version_path, resource
@@ -68,6 +74,8 @@ __all__ = [
     "default_controller_rate_limiter",
     "group_version_path",
     "load_kubeconfig",
+    "in_cluster_config",
+    "InClusterError",
     "object_key",
     "resource",
     "run_workers",

@@ -8,10 +8,13 @@ import platform
 import ssl
 import sys
 import tempfile
+import time
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import yaml
 
 from k8slite import __version__
@@ -45,10 +48,87 @@ class ClientConfig:
     http2: bool = False
     # Attempts after the first one for retryable failures (connection errors, 429, 5xx).
     max_retries: int = 5
+    # The cluster's CA bundle (PEM) the kubeconfig trusts, for components that publish it.
+    ca_data: bytes | None = None
+    # A file holding the bearer token, re-read now and then as it is rotated (in-cluster).
+    token_file: Path | None = None
 
 
 class KubeconfigError(ValueError):
     """The kubeconfig is missing, malformed or names a context/cluster/user it lacks."""
+
+
+# In a pod: where the kubelet puts the account's credentials, and the API's address.
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+# client-go re-reads a token file this often, so a rotated token is picked up.
+TOKEN_FILE_PERIOD = 60.0
+
+
+class InClusterError(KubeconfigError):
+    """Not running in a pod: no KUBERNETES_SERVICE_HOST/PORT or no token file."""
+
+
+def in_cluster_config(directory: Path = SERVICE_ACCOUNT_DIR) -> ClientConfig:
+    """client-go's rest.InClusterConfig: the `kubernetes` Service and the pod's token."""
+    host = os.environ.get("KUBERNETES_SERVICE_HOST", "")
+    port = os.environ.get("KUBERNETES_SERVICE_PORT", "")
+    if not host or not port:
+        raise InClusterError(
+            "unable to load in-cluster configuration, KUBERNETES_SERVICE_HOST and "
+            "KUBERNETES_SERVICE_PORT must be defined"
+        )
+    token_file = directory / "token"
+    try:
+        token = token_file.read_text().strip()
+    except OSError as e:
+        raise InClusterError(f"cannot read the service account token: {e}") from e
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    ca_file = directory / "ca.crt"
+    ca_data = None
+    try:
+        ca_data = ca_file.read_bytes()
+        ctx.load_verify_locations(cadata=ca_data.decode())
+    except (OSError, ssl.SSLError):
+        # As client-go: without a readable CA the system roots are used.
+        ca_data = None
+    try:
+        namespace = (directory / "namespace").read_text().strip() or "default"
+    except OSError:
+        namespace = "default"
+    if ":" in host:
+        host = f"[{host}]"
+    return ClientConfig(
+        server=f"https://{host}:{port}",
+        ssl_context=ctx,
+        token=token,
+        namespace=namespace,
+        ca_data=ca_data,
+        token_file=token_file,
+    )
+
+
+class FileTokenAuth(httpx.Auth):
+    """Bearer auth from a file, re-read every TOKEN_FILE_PERIOD seconds (client-go's
+    cached file token source); a failed re-read keeps the last token."""
+
+    def __init__(self, path: Path, token: str | None = None) -> None:
+        self.path = path
+        self.token = token or ""
+        self.read_at = time.monotonic() if token else float("-inf")
+
+    def current(self) -> str:
+        now = time.monotonic()
+        if now - self.read_at >= TOKEN_FILE_PERIOD:
+            try:
+                self.token = self.path.read_text().strip() or self.token
+            except OSError:
+                pass
+            self.read_at = now
+        return self.token
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = f"Bearer {self.current()}"
+        yield request
 
 
 def default_kubeconfig_path() -> Path:
@@ -86,6 +166,7 @@ def load_kubeconfig(
         ssl_context=ssl_context,
         token=_token(user, base),
         namespace=ctx.get("namespace") or "default",
+        ca_data=_pem(cluster, "certificate-authority-data", "certificate-authority", base),
     )
 
 

@@ -14,7 +14,7 @@ import trio
 from k8slite.client import _json
 from k8slite.client.backoff import Backoff
 from k8slite.client.errors import ApiConnectionError, ApiError, error_for, status_for
-from k8slite.client.kubeconfig import ClientConfig
+from k8slite.client.kubeconfig import ClientConfig, FileTokenAuth
 from k8slite.client.ratelimit import TokenBucket
 from k8slite.client.resource import Resource
 from k8slite.component.objects import meta
@@ -121,9 +121,13 @@ class ApiClient:
     def __init__(self, config: ClientConfig) -> None:
         self.config = config
         headers = {"User-Agent": config.user_agent, "Accept": JSON}
-        if config.token:
+        auth = None
+        if config.token_file is not None:
+            auth = FileTokenAuth(config.token_file, config.token)
+        elif config.token:
             headers["Authorization"] = f"Bearer {config.token}"
         self._http = httpx.AsyncClient(
+            auth=auth,
             base_url=config.server,
             verify=config.ssl_context if config.ssl_context is not None else True,
             http2=config.http2,

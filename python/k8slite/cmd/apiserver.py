@@ -14,10 +14,31 @@ from k8slite.apiserver.limits import (
     MAX_REQUESTS_INFLIGHT,
     REQUEST_TIMEOUT,
 )
-from k8slite.apiserver.server import ApiServerConfig, run
+from k8slite.apiserver.server import (
+    ADMISSION_PLUGINS,
+    DEFAULT_ADMISSION_PLUGINS,
+    ApiServerConfig,
+    run,
+)
 from k8slite.cmd.common import run_until_signal
-from k8slite.component.flags import add_component_flags, duration
+from k8slite.component.flags import add_component_flags, duration, go_bool
 from k8slite.component.logging import setup_logging
+from k8slite.serviceaccount.claims import DEFAULT_ISSUER
+
+
+def _names(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _admission_plugins(enable: list[str], disable: list[str]) -> tuple[str, ...]:
+    for name in (*enable, *disable):
+        if name not in ADMISSION_PLUGINS:
+            raise SystemExit(
+                f"k8slite-apiserver: unknown admission plugin {name!r} "
+                f"(known: {', '.join(ADMISSION_PLUGINS)})"
+            )
+    wanted = set(DEFAULT_ADMISSION_PLUGINS) | set(enable)
+    return tuple(p for p in ADMISSION_PLUGINS if p in wanted and p not in disable)
 
 
 def parse_args(argv: list[str] | None) -> tuple[ApiServerConfig, argparse.Namespace]:
@@ -67,6 +88,66 @@ def parse_args(argv: list[str] | None) -> tuple[ApiServerConfig, argparse.Namesp
         default=REQUEST_TIMEOUT,
         help="longest a non-long-running request may take, e.g. 60s or 1m0s",
     )
+    sa = p.add_argument_group("service accounts")
+    sa.add_argument(
+        "--service-account-key-file",
+        type=Path,
+        action="append",
+        default=[],
+        help="PEM file of public (or private) keys that verify service-account tokens; "
+        "repeatable (default DIR/pki/sa.pub)",
+    )
+    sa.add_argument(
+        "--service-account-signing-key-file",
+        type=Path,
+        help="private key that signs service-account tokens (default DIR/pki/sa.key)",
+    )
+    sa.add_argument(
+        "--service-account-issuer",
+        action="append",
+        default=[],
+        help=f"issuer of service-account tokens; repeatable, the first signs "
+        f"(default {DEFAULT_ISSUER})",
+    )
+    sa.add_argument(
+        "--api-audiences",
+        type=_names,
+        default=[],
+        help="comma-separated audiences the API accepts in tokens (default: the issuers)",
+    )
+    sa.add_argument(
+        "--service-account-max-token-expiration",
+        type=duration,
+        default=0.0,
+        help="longest lifetime of a requested token, e.g. 24h (default: no limit)",
+    )
+    sa.add_argument(
+        "--service-account-extend-token-expiration",
+        type=go_bool,
+        nargs="?",
+        const=True,
+        default=True,
+        help="pod-bound tokens asked for with 3607 s last a year, warned of after 3607 s "
+        "(default true)",
+    )
+    sa.add_argument(
+        "--service-account-jwks-uri",
+        default="",
+        help="jwks_uri in the discovery document (default: this server's /openid/v1/jwks)",
+    )
+    p.add_argument(
+        "--enable-admission-plugins",
+        type=_names,
+        default=[],
+        help="admission plugins to run besides the defaults "
+        f"(known: {', '.join(ADMISSION_PLUGINS)})",
+    )
+    p.add_argument(
+        "--disable-admission-plugins",
+        type=_names,
+        default=[],
+        help="admission plugins not to run, though on by default",
+    )
     add_component_flags(p)
     a = p.parse_args(argv)
     low, _, high = a.service_node_port_range.partition("-")
@@ -85,6 +166,16 @@ def parse_args(argv: list[str] | None) -> tuple[ApiServerConfig, argparse.Namesp
         max_requests_inflight=a.max_requests_inflight,
         max_mutating_requests_inflight=a.max_mutating_requests_inflight,
         request_timeout=a.request_timeout,
+        service_account_key_files=a.service_account_key_file,
+        service_account_signing_key_file=a.service_account_signing_key_file,
+        service_account_issuers=a.service_account_issuer or [DEFAULT_ISSUER],
+        api_audiences=a.api_audiences,
+        service_account_max_token_expiration=a.service_account_max_token_expiration,
+        service_account_jwks_uri=a.service_account_jwks_uri,
+        service_account_extend_token_expiration=a.service_account_extend_token_expiration,
+        admission_plugins=_admission_plugins(
+            a.enable_admission_plugins, a.disable_admission_plugins
+        ),
     )
     return config, a
 

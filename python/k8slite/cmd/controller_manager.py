@@ -101,6 +101,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="deprecated and ignored, as upstream: pods are evicted after "
         "their toleration of the node's NoExecute taint",
     )
+    accounts = p.add_argument_group("service accounts")
+    accounts.add_argument(
+        "--root-ca-file",
+        type=Path,
+        help="CA bundle published as kube-root-ca.crt and put into token Secrets "
+        "(default: the kubeconfig's certificate authority)",
+    )
+    accounts.add_argument(
+        "--service-account-private-key-file",
+        type=Path,
+        help="PEM private key that signs legacy service-account token Secrets "
+        "(without it the serviceaccount-token-controller stays off)",
+    )
     add_leader_election_flags(p, default_name=LEASE_NAME)
     add_component_flags(p)
     return p
@@ -132,6 +145,8 @@ def parse_args(argv: list[str] | None) -> tuple[ControllerManagerConfig, argpars
         node_monitor_period=a.node_monitor_period,
         node_monitor_grace_period=a.node_monitor_grace_period,
         node_startup_grace_period=a.node_startup_grace_period,
+        root_ca_file=a.root_ca_file,
+        service_account_private_key_file=a.service_account_private_key_file,
     )
     leader_election = leader_election_config(parser, a)
     config = ControllerManagerConfig(

@@ -6,6 +6,7 @@ import abc
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import trio
@@ -60,6 +61,9 @@ class ControllerOptions:
     node_monitor_period: float = 5.0  # --node-monitor-period
     node_monitor_grace_period: float = 40.0  # --node-monitor-grace-period
     node_startup_grace_period: float = 60.0  # --node-startup-grace-period
+    root_ca_file: Path | None = None  # --root-ca-file (default: the kubeconfig's CA)
+    # --service-account-private-key-file: signs legacy tokens; none, no token controller.
+    service_account_private_key_file: Path | None = None
 
 
 class ControllerContext:
@@ -72,12 +76,15 @@ class ControllerContext:
         broadcaster: EventBroadcaster,
         options: ControllerOptions,
         metrics_registry: CollectorRegistry = REGISTRY,
+        root_ca: bytes = b"",
     ) -> None:
         self.client_for = client_for
         self.informers = informers
         self.broadcaster = broadcaster
         self.options = options
         self.metrics_registry = metrics_registry
+        # The cluster CA bundle published to namespaces and put into token Secrets.
+        self.root_ca = root_ca
 
 
 class Controller(abc.ABC):

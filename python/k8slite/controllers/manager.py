@@ -26,7 +26,10 @@ from k8slite.controllers.replicaset import (
     ReplicaSetController,
     ReplicationControllerController,
 )
+from k8slite.controllers.rootcacertpublisher import RootCACertPublisher
+from k8slite.controllers.serviceaccount import ServiceAccountsController
 from k8slite.controllers.tainteviction import TaintEvictionController
+from k8slite.controllers.tokens import TokensController
 from k8slite.leaderelection import LeaderElectionConfig
 
 log = logging.getLogger(__name__)
@@ -43,6 +46,8 @@ class ControllerSpec:
     make: Callable[[ControllerContext, int], Controller]
     workers: Callable[[ControllerOptions], int]
     aliases: tuple[str, ...] = ()
+    # What the controller cannot run without, as a flag name, if the options lack it.
+    missing: Callable[[ControllerOptions], str | None] = lambda _o: None
 
 
 # Upstream's names (and the short names older flags used); all are on by default.
@@ -73,6 +78,20 @@ CONTROLLERS: dict[str, ControllerSpec] = {
         ReplicationControllerController, lambda o: o.concurrent_rc_syncs, ("replicationcontroller",)
     ),
     "disruption-controller": ControllerSpec(DisruptionController, lambda o: 1, ("disruption",)),
+    "serviceaccount-controller": ControllerSpec(
+        ServiceAccountsController, lambda o: 1, ("serviceaccount",)
+    ),
+    "serviceaccount-token-controller": ControllerSpec(
+        TokensController,
+        lambda o: 1,
+        ("serviceaccount-token",),
+        lambda o: (
+            None if o.service_account_private_key_file else "--service-account-private-key-file"
+        ),
+    ),
+    "root-ca-certificate-publisher-controller": ControllerSpec(
+        RootCACertPublisher, lambda o: 1, ("root-ca-cert-publisher",)
+    ),
 }
 _ALIASES = {alias: name for name, spec in CONTROLLERS.items() for alias in spec.aliases}
 
@@ -130,6 +149,14 @@ class ControllerManager:
         self.base_client_config = dataclasses.replace(
             base, qps=config.kube_api_qps, burst=config.kube_api_burst
         )
+        ca_file = config.options.root_ca_file
+        self.root_ca = ca_file.read_bytes() if ca_file else (base.ca_data or b"")
+        for name in list(self.names):
+            missing = CONTROLLERS[name].missing(config.options)
+            if missing:
+                # As upstream: the controller stays off, the rest run.
+                log.warning("%s is disabled: it needs %s", name, missing)
+                self.names.remove(name)
 
     def _client_config(self, name: str) -> ClientConfig:
         """Each controller its own client and rate limit, named in the user agent."""
@@ -174,7 +201,12 @@ class ControllerManager:
                 client_for("event-broadcaster"), host=self.config.identity, registry=self.registry
             )
             ctx = ControllerContext(
-                client_for, factory, broadcaster, self.config.options, self.registry
+                client_for,
+                factory,
+                broadcaster,
+                self.config.options,
+                self.registry,
+                self.root_ca,
             )
             controllers = [
                 CONTROLLERS[name].make(ctx, CONTROLLERS[name].workers(ctx.options))

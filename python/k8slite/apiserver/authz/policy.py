@@ -373,6 +373,17 @@ def cluster_roles() -> dict[str, list[Obj]]:
                 ),
             )
         ],
+        "system:service-account-issuer-discovery": [
+            url_rule(
+                "get",
+                (
+                    "/.well-known/openid-configuration",
+                    "/.well-known/openid-configuration/",
+                    "/openid/v1/jwks",
+                    "/openid/v1/jwks/",
+                ),
+            )
+        ],
         "system:auth-delegator": [
             rule("create", "authentication.k8s.io", "tokenreviews"),
             rule("create", "authorization.k8s.io", "subjectaccessreviews"),
@@ -462,6 +473,10 @@ def cluster_role_bindings() -> dict[str, tuple[str, list[Obj]]]:
             [_group(AUTHENTICATED), _group(UNAUTHENTICATED)],
         ),
         "system:monitoring": ("system:monitoring", [_group("system:monitoring")]),
+        "system:service-account-issuer-discovery": (
+            "system:service-account-issuer-discovery",
+            [_group("system:serviceaccounts")],
+        ),
         # Nodes get these rules from the node authorizer; upstream leaves this unbound too.
         "system:node": ("system:node", []),
         "system:node-proxier": ("system:node-proxier", [_user(PROXY)]),

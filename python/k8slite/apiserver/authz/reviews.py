@@ -213,7 +213,7 @@ def reviews(authorizer: Authorizer) -> dict[tuple[str, str], Review]:
         user_info: Obj = {"username": user.name, "groups": list(user.groups)}
         if user.uid:
             user_info["uid"] = user.uid
-        if user.extra:  # impersonated extras
+        if user.extra:
             user_info["extra"] = user.extra
         return _answer(info, obj, {"userInfo": user_info})
 
