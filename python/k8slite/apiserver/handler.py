@@ -8,7 +8,16 @@ import time
 from collections.abc import Awaitable, Callable
 
 from k8slite.api import errors
-from k8slite.apiserver import http, podlogs, requestinfo, rest, subresources, tables, writes
+from k8slite.apiserver import (
+    http,
+    podlogs,
+    requestinfo,
+    rest,
+    subresources,
+    tables,
+    versions,
+    writes,
+)
 from k8slite.apiserver.core import ApiCore
 from k8slite.apiserver.metrics import ApiMetrics
 from k8slite.apiserver.registry import Registry
@@ -69,6 +78,8 @@ class ResourceHandler:
                 await self._watch(reg, req, info, send)
             else:
                 code, body = await self.dispatch(reg, req, info)
+                if reg.stored_api_version is not None:
+                    body = versions.convert_body(body, info.resource)
                 content_type, body = _render(req, info, body)
                 await http.respond(send, code, body, content_type, writes.warning_headers(req))
         except errors.ApiError as e:
@@ -105,6 +116,8 @@ class ResourceHandler:
             if target is not None:
                 include = tables.include_object(req.arg("includeObject"))
                 convert = tables.watch_converter(rt, target, include)
+            if reg.stored_api_version is not None:
+                convert = versions.watch_converter(rt, convert)
             await serve_watch(reg, req, info, send, convert, self.metrics.direct_writes)
         finally:
             watchers.dec()

@@ -67,9 +67,9 @@ class Allocator(Protocol):
     def on_remove(self, obj: Obj) -> list[Op]: ...
 
 
-def normalize(obj: Obj, rt: ResourceType) -> Obj:
-    """kind and apiVersion first, metadata in upstream's order, status last."""
-    out: Obj = {"kind": rt.kind, "apiVersion": rt.api_version}
+def normalize(obj: Obj, rt: ResourceType, api_version: str | None = None) -> Obj:
+    """kind and apiVersion (the stored one) first, metadata in upstream's order, status last."""
+    out: Obj = {"kind": rt.kind, "apiVersion": api_version or rt.api_version}
     m = objects.meta(obj)
     ordered = {k: m[k] for k in _META_ORDER if k in m}
     ordered.update((k, v) for k, v in m.items() if k not in ordered)
@@ -119,6 +119,9 @@ class Registry:
         self._namespace_state = namespace_state
         self.changed = trio.Event()
         self.allocator: Allocator | None = None
+        # The apiVersion objects are stored in, when it is not this registry's own (a
+        # custom resource served in several versions keeps its storage version's).
+        self.stored_api_version: str | None = None
 
     # ---------------------------------------------------------------- helpers
 
@@ -202,12 +205,12 @@ class Registry:
             m.pop("generation", None)
         self.strategy.default(obj)
         self.strategy.prepare_create(obj)
-        if "status" in self.rt.subresources:
+        if "status" in self.rt.subresources and self.strategy.creates_status:
             obj.setdefault("status", {})
         self._validate(obj, None)
         if track is not None:
             track(obj, None)
-        return normalize(obj, self.rt)
+        return normalize(obj, self.rt, self.stored_api_version)
 
     async def create(
         self, namespace: str | None, obj: Obj, dry_run: bool = False, track: Tracker | None = None
@@ -361,7 +364,7 @@ class Registry:
                 m["generation"] = int(old_meta.get("generation", 1)) + 1
         if track is not None:
             track(new, old)
-        new = normalize(new, self.rt)
+        new = normalize(new, self.rt, self.stored_api_version)
         new["metadata"]["resourceVersion"] = old_meta.get("resourceVersion")
         return new
 
