@@ -146,6 +146,9 @@ class Schema:
         "map_type",
         "description",
         "raw",
+        "prunable",
+        "defaults_below",
+        "has_combinators",
     )
 
     def __init__(self, raw: dict[str, Any]) -> None:
@@ -189,38 +192,55 @@ class Schema:
         self.list_type: str = raw.get("x-kubernetes-list-type") or ""
         self.list_map_keys: list[str] = list(raw.get("x-kubernetes-list-map-keys") or ())
         self.map_type: str = raw.get("x-kubernetes-map-type") or ""
+        # What the walks need below this node, worked out once so that every write can
+        # skip scalar leaves and subtrees without defaults.
+        self.prunable = self.type in ("object", "array") and not self.int_or_string
+        self.defaults_below = (
+            any(c.has_default or c.defaults_below for c in self.properties.values())
+            or (self.items is not None and self.items.defaults_below)
+            or (isinstance(self.additional, Schema) and self.additional.defaults_below)
+        )
+        self.has_combinators = bool(self.all_of or self.any_of or self.one_of or self.not_)
 
     # ------------------------------------------------------------------ pruning
 
     def prune(self, value: Any, path: str, unknown: list[str], root: bool = False) -> None:
         """Drop fields the schema does not specify, recording their paths."""
         if isinstance(value, dict):
-            keep_meta = root or self.embedded
-            if isinstance(self.additional, Schema):
-                for key, item in value.items():
-                    self.additional.prune(item, f"{path}.{key}" if path else key, unknown)
+            additional = self.additional
+            if isinstance(additional, Schema):
+                if additional.prunable:
+                    for key, item in value.items():
+                        if isinstance(item, dict | list):
+                            additional.prune(item, f"{path}.{key}" if path else key, unknown)
                 return
+            keep_meta = root or self.embedded
+            keep_unknown = self.preserve_unknown or additional is True
             drop = []
+            properties = self.properties
             for key, item in value.items():
-                sub = f"{path}.{key}" if path else key
                 if keep_meta and key in _ROOT_FIELDS:
                     continue  # metadata is ObjectMeta, whatever the schema says of it
-                child = self.properties.get(key)
+                child = properties.get(key)
                 if child is not None:
-                    child.prune(item, sub, unknown)
-                elif not self.preserve_unknown and self.additional is not True:
+                    if child.prunable and isinstance(item, dict | list):
+                        child.prune(item, f"{path}.{key}" if path else key, unknown)
+                elif not keep_unknown:
                     drop.append(key)
-                    unknown.append(sub)
+                    unknown.append(f"{path}.{key}" if path else key)
             for key in drop:
                 del value[key]
-        elif isinstance(value, list) and self.items is not None:
+        elif isinstance(value, list) and self.items is not None and self.items.prunable:
             for i, item in enumerate(value):
-                self.items.prune(item, f"{path}[{i}]", unknown)
+                if isinstance(item, dict | list):
+                    self.items.prune(item, f"{path}[{i}]", unknown)
 
     # ---------------------------------------------------------------- defaulting
 
     def apply_defaults(self, value: Any, root: bool = False) -> None:
         """Set the defaults of absent (or null, when not nullable) properties, recursively."""
+        if not self.defaults_below:
+            return
         if isinstance(value, dict):
             for key, child in self.properties.items():
                 if root and key in _ROOT_FIELDS:
@@ -229,7 +249,7 @@ class Schema:
                     key not in value or (value[key] is None and not child.nullable)
                 ):
                     value[key] = meta.clone(child.default)
-                if key in value:
+                if child.defaults_below and key in value:
                     child.apply_defaults(value[key])
             if isinstance(self.additional, Schema):
                 for item in value.values():
@@ -272,7 +292,8 @@ class Schema:
             self._array(value, path, errs)
         elif isinstance(value, dict):
             self._object(value, path, errs)
-        self._combinators(value, path, errs)
+        if self.has_combinators:
+            self._combinators(value, path, errs)
 
     def _numbers(self, value: float, shown: str, errs: FieldErrors) -> None:
         if self.maximum is not None:
@@ -412,10 +433,6 @@ class CompiledSchema:
         self.root.prune(obj, "", unknown, root=True)
         return unknown
 
-    def unknown_fields(self, obj: dict[str, Any]) -> list[str]:
-        """The paths pruning would remove, leaving obj as it is."""
-        return self.prune(meta.clone(obj))
-
     def apply_defaults(self, obj: dict[str, Any]) -> None:
         self.root.apply_defaults(obj, root=True)
 
@@ -432,7 +449,8 @@ class CompiledSchema:
                 child.validate(item, key, errs)
             elif isinstance(root.additional, Schema):
                 root.additional.validate(item, key, errs)
-        root._combinators(body, "", errs)
+        if root.has_combinators:
+            root._combinators(body, "", errs)
 
 
 # ------------------------------------------------------------- structural check

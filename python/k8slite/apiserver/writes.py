@@ -158,11 +158,12 @@ def _check_custom(
     opts: WriteOptions,
     refuse: Callable[[str], errors.ApiError],
 ) -> None:
-    """Unknown fields of a custom resource: those its structural schema would prune."""
+    """Unknown fields of a custom resource: those its structural schema prunes (here, as
+    the strategy would anyway)."""
     custom = custom_of(rt)
     if custom is None or custom.schema is None or opts.validation == "Ignore":
         return
-    unknown = custom.schema.unknown_fields(obj)
+    unknown = custom.schema.prune(obj)
     if not unknown:
         return
     if opts.validation == "Strict":
