@@ -195,7 +195,7 @@ class Schema:
         # What the walks need below this node, worked out once so that every write can
         # skip scalar leaves and subtrees without defaults.
         self.prunable = self.type in ("object", "array") and not self.int_or_string
-        self.defaults_below = (
+        self.defaults_below: bool = (
             any(c.has_default or c.defaults_below for c in self.properties.values())
             or (self.items is not None and self.items.defaults_below)
             or (isinstance(self.additional, Schema) and self.additional.defaults_below)
