@@ -401,3 +401,52 @@ def test_deleting_the_crd_removes_objects_and_endpoints(
         what="gadgets served again",
     )
     assert http.get(f"/apis/{GROUP}/v1/namespaces/{ns}/gadgets").json()["items"] == []
+
+
+def test_invalid_crds_refused_and_name_conflicts_not_served(k: Kubectl, http: httpx.Client) -> None:
+    no_storage = CLUSTER_CRD.replace("storage: true", "storage: false")
+    refused = k("apply", "-f", "-", stdin=no_storage, check=False)
+    assert refused.returncode != 0
+    assert (
+        'spec.versions: Invalid value: "v1": must have exactly one version marked as storage '
+        "version" in refused.stderr
+    )
+    misnamed = CLUSTER_CRD.replace(f"name: clusterthings.{GROUP}", f"name: things.{GROUP}")
+    assert (
+        'must be spec.names.plural+"."+spec.group'
+        in k("apply", "-f", "-", stdin=misnamed, check=False).stderr
+    )
+    # CEL rules are stored (not evaluated yet): such a CRD is accepted.
+    cel = (
+        CLUSTER_CRD.replace(
+            "x-kubernetes-preserve-unknown-fields: true",
+            "x-kubernetes-preserve-unknown-fields: true\n"
+            "            x-kubernetes-validations:\n"
+            "            - rule: self.size() > 0",
+        )
+        .replace("clusterthings", "celthings")
+        .replace("ClusterThing", "CelThing")
+    )
+    k("apply", "-f", "-", stdin=cel)
+    # Another CRD of the group wanting an accepted plural waits, unserved, with the reason.
+    rival = cel.replace(f"name: celthings.{GROUP}", f"name: celthings2.{GROUP}").replace(
+        "kind: CelThing", "kind: OtherThing"
+    )
+    rival = rival.replace("plural: celthings", "plural: celthings2\n    singular: celthing")
+    k("apply", "-f", "-", stdin=rival)
+
+    def accepted() -> dict[str, Any] | None:
+        crd = http.get(
+            f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/celthings2.{GROUP}"
+        ).json()
+        found = {c["type"]: c for c in crd.get("status", {}).get("conditions", [])}
+        return found.get("NamesAccepted")
+
+    condition = wait_for(accepted, what="the NamesAccepted condition")
+    assert (condition["status"], condition["reason"], condition["message"]) == (
+        "False",
+        "SingularConflict",
+        '"celthing" is already in use',
+    )
+    assert http.get(f"/apis/{GROUP}/v1/celthings2").status_code == 404
+    k("delete", "crd", f"celthings2.{GROUP}", f"celthings.{GROUP}")

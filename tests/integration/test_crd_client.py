@@ -4,6 +4,7 @@ CRUD through the API client, and a shared informer following the kind."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 import trio
@@ -11,7 +12,7 @@ import trio
 from k8slite.client import ApiClient, SharedInformerFactory, discover
 from k8slite.client.resource import Resource
 from k8slite.component.objects import Obj
-from tests.conftest import ServerHandle
+from tests.conftest import ServerHandle, start_apiserver
 from tests.integration.client_helpers import server_config
 
 GROUP = "client.example.com"
@@ -78,3 +79,25 @@ async def test_informer_follows_a_kind_made_at_runtime(kube: ApiClient) -> None:
                 await changed.wait()
         assert seen == [("w", 1), ("w", 2)]
         nursery.cancel_scope.cancel()
+
+
+def test_custom_kinds_and_objects_survive_a_restart(tmp_path: Path) -> None:
+    server = start_apiserver(tmp_path / "data")
+    try:
+        with server.client() as http:
+            assert http.post(f"/apis/{CRDS.group}/v1/{CRDS.plural}", json=CRD).status_code == 201
+            body = {"apiVersion": f"{GROUP}/v1", "kind": "Widget", "metadata": {"name": "kept"}}
+            created = http.post(f"/apis/{GROUP}/v1/namespaces/default/widgets", json=body)
+            assert created.status_code == 201, created.text
+    finally:
+        server.stop()
+    again = start_apiserver(tmp_path / "data")
+    try:
+        with again.client() as http:
+            got = http.get(f"/apis/{GROUP}/v1/namespaces/default/widgets/kept")
+            assert got.status_code == 200, got.text
+            assert got.json()["metadata"]["uid"] == created.json()["metadata"]["uid"]
+            kinds = {r["name"] for r in http.get(f"/apis/{GROUP}/v1").json()["resources"]}
+            assert kinds == {"widgets"}
+    finally:
+        again.stop()

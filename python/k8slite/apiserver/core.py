@@ -40,6 +40,7 @@ class ApiCore:
         self.custom: dict[tuple[str, str, str], Registry] = {}
         self._siblings: dict[str, list[Registry]] = {}
         self._crd_versions: dict[str, str] = {}
+        self._compiled: dict[str, tuple[tuple[object, ...], list[ResourceType]]] = {}
 
     def add_resource(self, rt: ResourceType, capacity: int = WATCH_CACHE_CAPACITY) -> Registry:
         cache = WatchCache(list(rt.selectable_fields), capacity)
@@ -75,9 +76,19 @@ class ApiCore:
         self._crd_versions = versions
         conflicts = name_conflicts(crds)
         kinds: list[ResourceType] = []
+        compiled: dict[str, tuple[tuple[object, ...], list[ResourceType]]] = {}
         for crd in crds:
-            if crd["metadata"]["name"] not in conflicts:
-                kinds.extend(served_kinds(crd))
+            m = crd["metadata"]
+            if m["name"] in conflicts:
+                continue
+            # Status and metadata writes leave the kinds as they are: compile a CRD's
+            # schemas again only when its spec (generation) or its deletion changes.
+            key = (m.get("uid"), m.get("generation"), bool(m.get("deletionTimestamp")))
+            hit = self._compiled.get(m["name"])
+            served = hit[1] if hit is not None and hit[0] == key else served_kinds(crd)
+            compiled[m["name"]] = (key, served)
+            kinds.extend(served)
+        self._compiled = compiled
         revision = self.store.revision()
         wanted = {(rt.group, rt.version, rt.plural): rt for rt in kinds}
         for key in list(self.custom):

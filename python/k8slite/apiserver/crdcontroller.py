@@ -82,6 +82,10 @@ class CrdController:
             except (errors.ApiError, StoreUnavailable) as e:
                 log.warning("apiextensions controller: %s; retrying", e)
                 retry = True
+            except Exception:
+                # A bug here must not take the API server down with it: log, look again.
+                log.exception("apiextensions controller failed; retrying")
+                retry = True
             with trio.move_on_after(_CLEANUP_RETRY if retry else _RESYNC):
                 await changed.wait()
 
