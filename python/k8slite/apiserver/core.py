@@ -83,10 +83,10 @@ class ApiCore:
                 continue
             # Status and metadata writes leave the kinds as they are: compile a CRD's
             # schemas again only when its spec (generation) or its deletion changes.
-            key = (m.get("uid"), m.get("generation"), bool(m.get("deletionTimestamp")))
+            identity = (m.get("uid"), m.get("generation"), bool(m.get("deletionTimestamp")))
             hit = self._compiled.get(m["name"])
-            served = hit[1] if hit is not None and hit[0] == key else served_kinds(crd)
-            compiled[m["name"]] = (key, served)
+            served = hit[1] if hit is not None and hit[0] == identity else served_kinds(crd)
+            compiled[m["name"]] = (identity, served)
             kinds.extend(served)
         self._compiled = compiled
         revision = self.store.revision()
