@@ -292,12 +292,21 @@ def test_name_conflicts_first_come_first_served() -> None:
         (".spec.items[*].name", ["a", "b"]),
         (".metadata.labels['app.kubernetes.io/name']", ["x"]),
         (".spec.missing", []),
+        ('.status.conditions[?(@.type=="Ready")].status', ["True"]),
+        (".status.conditions[?(@.type!='Ready')].reason", ["Pending"]),
+        (".status.conditions[?(@.observedGeneration==2)].type", ["Synced"]),
     ],
 )
 def test_printer_json_paths(path: str, expected: list[Any]) -> None:
     obj = {
         "metadata": {"labels": {"app.kubernetes.io/name": "x"}},
         "spec": {"replicas": 3, "items": [{"name": "a"}, {"name": "b"}]},
+        "status": {
+            "conditions": [
+                {"type": "Ready", "status": "True", "observedGeneration": 1},
+                {"type": "Synced", "reason": "Pending", "observedGeneration": 2},
+            ]
+        },
     }
     assert json_path(obj, path) == expected
 

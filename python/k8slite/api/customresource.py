@@ -25,7 +25,11 @@ _DEFAULT_AGE = {
     "description": "CreationTimestamp is a timestamp representing the server time when this "
     "object was created.",
 }
-_PATH_TOKEN = re.compile(r"\.([^.\[]+)|\[(\*|-?\d+|'[^']*'|\"[^\"]*\")\]")
+_PATH_TOKEN = re.compile(
+    r"\.([^.\[]+)"
+    r"|\[(\*|-?\d+|'[^']*'|\"[^\"]*\")\]"
+    r"|\[\?\(@\.([\w.-]+)\s*(==|!=)\s*(\"[^\"]*\"|'[^']*'|[^)\s]+)\s*\)\]"
+)
 
 
 # ------------------------------------------------------------ apply's schema
@@ -78,7 +82,7 @@ def apply_root(raw: Obj, kind: str) -> Node:
 
 
 def json_path(value: Any, path: str) -> list[Any]:
-    """Evaluate a printer column's simple JSONPath (.a.b, [0], [*], ['k']) on an object."""
+    """Evaluate a printer column's JSONPath (.a.b, [0], [*], ['k'], [?(@.k=="v")])."""
     path = path.strip()
     if path.startswith("{") and path.endswith("}"):
         path = path[1:-1]
@@ -88,6 +92,11 @@ def json_path(value: Any, path: str) -> list[Any]:
     for m in _PATH_TOKEN.finditer(path):
         key, index = m.group(1), m.group(2)
         nxt: list[Any] = []
+        if m.group(3) is not None:
+            for v in current:
+                nxt.extend(_filtered(v, m.group(3), m.group(4), m.group(5)))
+            current = nxt
+            continue
         for v in current:
             if key is not None or (index and index[0] in "'\""):
                 name = key if key is not None else index[1:-1]
@@ -104,6 +113,25 @@ def json_path(value: Any, path: str) -> list[Any]:
                     nxt.append(v[i])
         current = nxt
     return current
+
+
+def _filtered(value: Any, field: str, op: str, literal: str) -> list[Any]:
+    """The items of a list whose field compares (== or !=) with the literal."""
+    if not isinstance(value, list):
+        return []
+    wanted: Any = literal[1:-1] if literal[:1] in "'\"" else literal
+    if wanted is literal:
+        try:
+            wanted = json.loads(literal)  # numbers, true, false
+        except ValueError:
+            pass
+    out = []
+    for item in value:
+        found = json_path(item, "." + field)
+        match = bool(found) and found[0] == wanted
+        if match == (op == "=="):
+            out.append(item)
+    return out
 
 
 def _text(value: Any) -> str:
