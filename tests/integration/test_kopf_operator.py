@@ -186,3 +186,22 @@ def test_kopf_operator_owns_a_deployment(
     )
     assert http.get(f"{base}/shop").status_code == 404
     assert json.loads(http.get(base).text)["items"] == []
+
+
+def test_namespace_deletion_takes_custom_resources(
+    manager: ManagerHandle, http: httpx.Client, namespace: str
+) -> None:
+    crd = json.loads(json.dumps(CRD).replace("webapps", "gizmos").replace("WebApp", "Gizmo"))
+    crd["spec"]["names"]["singular"] = "gizmo"
+    r = http.post("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", json=crd)
+    assert r.status_code == 201, r.text
+    base = f"/apis/{GROUP}/v1/namespaces/{namespace}/gizmos"
+    body = {"apiVersion": f"{GROUP}/v1", "kind": "Gizmo", "metadata": {"name": "g"}}
+    assert http.post(base, json=body).status_code == 201
+    assert http.delete(f"/api/v1/namespaces/{namespace}").status_code == 200
+    wait_for(
+        lambda: http.get(f"/api/v1/namespaces/{namespace}").status_code == 404,
+        timeout=45,
+        what="the namespace, custom resources and all, to go",
+    )
+    assert http.get(f"/apis/{GROUP}/v1/gizmos").json()["items"] == []
