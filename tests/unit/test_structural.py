@@ -271,6 +271,29 @@ def test_crd_defaults_and_served_kinds() -> None:
     assert kinds[0].singular == "crontab" and kinds[0].namespaced
 
 
+def test_protected_groups_and_built_in_names() -> None:
+    crd = _crd(group="stable.k8s.io")
+    crd["metadata"]["name"] = "crontabs.stable.k8s.io"
+    assert _crd_errors(crd) == [
+        "metadata.annotations[api-approved.kubernetes.io]: Required value: protected groups "
+        'must have approval annotation "api-approved.kubernetes.io", see '
+        "https://github.com/kubernetes/enhancements/pull/1111"
+    ]
+    crd["metadata"]["annotations"] = {"api-approved.kubernetes.io": "unapproved, testing"}
+    assert _crd_errors(crd) == []
+    # Even approved, a CRD never takes a built-in kind's names.
+    shadow = _crd(
+        group="apiextensions.k8s.io", names={"plural": "customresourcedefinitions", "kind": "X"}
+    )
+    shadow["metadata"] = {"name": "customresourcedefinitions.apiextensions.k8s.io"}
+    assert name_conflicts([shadow]) == {
+        "customresourcedefinitions.apiextensions.k8s.io": (
+            "PluralConflict",
+            '"customresourcedefinitions" is already in use',
+        )
+    }
+
+
 def test_name_conflicts_first_come_first_served() -> None:
     older = _crd()
     older["metadata"]["creationTimestamp"] = "2024-01-01T00:00:00Z"

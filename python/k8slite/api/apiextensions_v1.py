@@ -18,6 +18,7 @@ from k8slite.component.objects import Obj, set_condition
 
 GROUP = "apiextensions.k8s.io"
 CLEANUP_FINALIZER = "customresourcecleanup.apiextensions.k8s.io"
+APPROVAL_ANNOTATION = "api-approved.kubernetes.io"
 _SCOPES = ["Cluster", "Namespaced"]
 _COLUMN_TYPES = ["boolean", "date", "integer", "number", "string"]
 _VERSION_RE = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?\Z")
@@ -113,6 +114,11 @@ class CustomResourceDefinitionStrategy(Strategy):
                 )
 
 
+def _protected(group: str) -> bool:
+    """Groups of the Kubernetes project itself, which need an API review's approval."""
+    return any(group == d or group.endswith("." + d) for d in ("k8s.io", "kubernetes.io"))
+
+
 def _storage_versions(obj: Obj) -> list[str]:
     spec = obj.get("spec") or {}
     return [
@@ -132,6 +138,14 @@ def _validate_spec(obj: Obj, spec: Obj, errs: FieldErrors) -> None:
         errs.invalid("metadata.name", name, 'must be spec.names.plural+"."+spec.group')
     if not group:
         errs.required("spec.group")
+    elif isinstance(group, str) and _protected(group):
+        annotations = obj.get("metadata", {}).get("annotations") or {}
+        if not annotations.get(APPROVAL_ANNOTATION):
+            errs.required(
+                f"metadata.annotations[{APPROVAL_ANNOTATION}]",
+                f'protected groups must have approval annotation "{APPROVAL_ANNOTATION}", '
+                "see https://github.com/kubernetes/enhancements/pull/1111",
+            )
     elif isinstance(group, str):
         check_dns_subdomain(errs, "spec.group", group)
         if "." not in group:

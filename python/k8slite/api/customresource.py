@@ -11,7 +11,7 @@ from typing import Any
 from k8slite.api import errors, meta, schemas
 from k8slite.api.patchmeta import META, FieldMeta
 from k8slite.api.printers import NAME, Cell, Column, Printer, since
-from k8slite.api.resources import ALL_VERBS, ResourceType
+from k8slite.api.resources import ALL_VERBS, RESOURCES, ResourceType
 from k8slite.api.schemas import Definition, Node
 from k8slite.api.strategy import Strategy
 from k8slite.api.structural import CompiledSchema
@@ -340,7 +340,10 @@ def name_conflicts(crds: list[Obj]) -> dict[str, tuple[str, str]]:
 
     Upstream's naming controller accepts names first come, first served; the rest wait.
     """
+    # The built-in kinds hold their names first: a CRD never shadows one.
     taken: dict[tuple[str, str], str] = {}
+    for rt in RESOURCES:
+        taken[(rt.group, f"resource/{rt.plural}")] = taken[(rt.group, f"kind/{rt.kind}")] = ""
     out: dict[str, tuple[str, str]] = {}
     ordered = sorted(
         crds,
