@@ -3,6 +3,7 @@ CRUD through the API client, and a shared informer following the kind."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -101,3 +102,23 @@ def test_custom_kinds_and_objects_survive_a_restart(tmp_path: Path) -> None:
             assert kinds == {"widgets"}
     finally:
         again.stop()
+
+
+def test_defaults_added_later_appear_when_objects_are_read(
+    module_apiserver: ServerHandle,
+) -> None:
+    crd = json.loads(json.dumps(CRD).replace("widgets", "gauges").replace("Widget", "Gauge"))
+    crd_path = f"/apis/{CRDS.group}/v1/{CRDS.plural}"
+    base = f"/apis/{GROUP}/v1/namespaces/default/gauges"
+    with module_apiserver.client() as http:
+        assert http.post(crd_path, json=crd).status_code == 201
+        body = {"apiVersion": f"{GROUP}/v1", "kind": "Gauge", "metadata": {"name": "old"}}
+        assert http.post(base, json={**body, "spec": {}}).status_code == 201
+        current = http.get(f"{crd_path}/gauges.{GROUP}").json()
+        spec = current["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+        spec["properties"]["size"]["default"] = 7
+        r = http.put(f"{crd_path}/gauges.{GROUP}", json=current)
+        assert r.status_code == 200, r.text
+        assert http.get(f"{base}/old").json()["spec"] == {"size": 7}
+        assert [i["spec"] for i in http.get(base).json()["items"]] == [{"size": 7}]
+        http.delete(f"{crd_path}/gauges.{GROUP}")

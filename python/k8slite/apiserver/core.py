@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 from k8slite._native import WatchCache, loads
 from k8slite.api import errors
 from k8slite.api.customresource import (
     CustomResourceStrategy,
+    CustomVersion,
     custom_of,
     name_conflicts,
     served_kinds,
@@ -103,6 +105,9 @@ class ApiCore:
                 cache = self._custom_cache(rt, first.get((rt.group, rt.plural)), revision)
                 reg = Registry(rt, self.store, cache, self.namespace_phase)
                 self.custom[key] = reg
+                reg.on_read = _read_defaults(custom, reg, stale=False)
+            elif custom_of(reg.rt) is not custom:
+                reg.on_read = _read_defaults(custom, reg, stale=reg.on_read is not None)
             reg.rt = rt
             reg.strategy = CustomResourceStrategy(custom)
             storage = rt.group + "/" + custom.storage_version
@@ -190,3 +195,14 @@ class ApiCore:
             key = self._namespaces.key(None, name)
             with contextlib.suppress(KeyExists):
                 await self.store.txn([Op("create", key, encoder(obj))])
+
+
+def _read_defaults(
+    custom: CustomVersion, reg: Registry, stale: bool
+) -> Callable[[Obj], None] | None:
+    """Defaulting on read, needed only when objects may predate the schema's defaults:
+    some are stored already as this schema arrives (stale: some were before)."""
+    schema = custom.schema
+    if schema is None or not schema.root.defaults_below:
+        return None
+    return schema.apply_defaults if stale or len(reg.cache) else None

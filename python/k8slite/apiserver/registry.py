@@ -122,6 +122,9 @@ class Registry:
         # The apiVersion objects are stored in, when it is not this registry's own (a
         # custom resource served in several versions keeps its storage version's).
         self.stored_api_version: str | None = None
+        # Applied to objects as they are read (custom resources stored before their schema
+        # gained defaults); None for every other kind.
+        self.on_read: Callable[[Obj], None] | None = None
 
     # ---------------------------------------------------------------- helpers
 

@@ -1,7 +1,9 @@
-"""Serving a custom resource in a version other than its storage version (None conversion).
+"""Custom resources on their way out: served in a version other than their storage version
+(None conversion), and defaulted as read from storage.
 
-With the None strategy only apiVersion differs between versions, so responses are
-rewritten on the way out: the object, each item of a list, each watch event's object.
+With the None strategy only apiVersion differs between versions; defaults a schema gained
+after an object was stored are applied when it is read, as upstream does. Both rewrite the
+object, each item of a list, each watch event's object.
 """
 
 from __future__ import annotations
@@ -13,28 +15,38 @@ from k8slite.api.resources import ResourceType
 from k8slite.component.objects import Obj
 
 FrameConverter = Callable[[list[bytes]], list[bytes]]
+# Fills in a schema's defaults (a registry's on_read).
+Defaulter = Callable[[Obj], None]
 
 
-def _rewrite(obj: Obj, rt: ResourceType) -> None:
+def _object(obj: Obj, rt: ResourceType, defaults: Defaulter | None) -> None:
+    obj["apiVersion"] = rt.api_version
+    if defaults is not None:
+        defaults(obj)
+
+
+def _rewrite(obj: Obj, rt: ResourceType, defaults: Defaulter | None) -> None:
     if obj.get("kind") == rt.kind:
-        obj["apiVersion"] = rt.api_version
+        _object(obj, rt, defaults)
     elif obj.get("kind") == rt.list_kind:
         obj["apiVersion"] = rt.api_version
         for item in obj.get("items") or ():
             if isinstance(item, dict):
-                item["apiVersion"] = rt.api_version
+                _object(item, rt, defaults)
 
 
-def convert_body(body: bytes, rt: ResourceType) -> bytes:
+def convert_body(body: bytes, rt: ResourceType, defaults: Defaulter | None) -> bytes:
     """An object or list response in rt's version (Status and Scale pass unchanged)."""
     obj = loads(body)
     if not isinstance(obj, dict) or obj.get("kind") not in (rt.kind, rt.list_kind):
         return body
-    _rewrite(obj, rt)
+    _rewrite(obj, rt, defaults)
     return dumps(obj)
 
 
-def watch_converter(rt: ResourceType, then: FrameConverter | None) -> FrameConverter:
+def watch_converter(
+    rt: ResourceType, defaults: Defaulter | None, then: FrameConverter | None
+) -> FrameConverter:
     """Rewrite each event's object, then apply `then` (Table conversion) if given."""
 
     def convert(frames: list[bytes]) -> list[bytes]:
@@ -43,7 +55,7 @@ def watch_converter(rt: ResourceType, then: FrameConverter | None) -> FrameConve
             event = loads(frame)
             obj = event.get("object") if isinstance(event, dict) else None
             if isinstance(obj, dict) and obj.get("kind") == rt.kind:
-                _rewrite(obj, rt)
+                _object(obj, rt, defaults)
                 out.append(dumps(event) + b"\n")
             else:
                 out.append(frame)
