@@ -353,6 +353,19 @@ def test_server_side_apply_with_list_map(k: Kubectl, crd: str) -> None:
         check=False,
     )
     assert conflict.returncode != 0 and "conflict" in conflict.stderr.lower()
+    unknown = k(
+        "-n",
+        ns,
+        "apply",
+        "--server-side",
+        "--field-manager=one",
+        "-f",
+        "-",
+        stdin=crontab("s", bogus=1),
+        check=False,
+    )
+    assert unknown.returncode != 0
+    assert ".spec.bogus: field not declared in schema" in unknown.stderr
 
 
 def test_two_versions_and_cluster_scope(k: Kubectl, crd: str, http: httpx.Client) -> None:

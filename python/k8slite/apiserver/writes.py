@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from k8slite.api import apply, errors, fieldvalidation, schemas
+from k8slite.api import apply, errors, fieldvalidation, meta, schemas
 from k8slite.api.customresource import custom_of
 from k8slite.api.resources import ResourceType
 from k8slite.apiserver.http import Request
@@ -178,6 +178,11 @@ def check_apply_config(rt: ResourceType, config: Obj, namespace: str | None, nam
     """An applied configuration must type against the schema (upstream answers 500)."""
     defn = schemas.root(rt)
     if defn is None:
+        custom = custom_of(rt)
+        # A custom resource's configuration: fields its structural schema would prune.
+        unknown = custom.schema.prune(meta.clone(config)) if custom and custom.schema else []
+        if unknown:
+            raise apply_failed(rt, namespace, name, f".{unknown[0]}: field not declared in schema")
         return
     found = fieldvalidation.check(config, defn, prune=False)
     problem = None
