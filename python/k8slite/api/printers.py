@@ -886,6 +886,13 @@ PRINTERS: dict[tuple[str, str], Printer] = {
             age(o, now),
         ],
     ),
+    ("apiextensions.k8s.io", "CustomResourceDefinition"): Printer(
+        (NAME, Column("Created At", type="date", description=AGE_DOC)),
+        lambda o, now: [
+            o["metadata"].get("name", ""),
+            o["metadata"].get("creationTimestamp", ""),
+        ],
+    ),
 }
 DEFAULT = Printer((NAME, AGE), _simple())
 

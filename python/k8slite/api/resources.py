@@ -28,7 +28,8 @@ class ResourceType:
 
     @property
     def singular(self) -> str:
-        return self.kind.lower()
+        # A CRD may name its singular; built-in kinds use the lower-cased kind.
+        return str(self.extra.get("singular") or self.kind.lower())
 
     @property
     def group_version(self) -> str:
@@ -223,20 +224,47 @@ RESOURCES: list[ResourceType] = [
         False,
         verbs=("create",),
     ),
+    ResourceType(
+        "apiextensions.k8s.io",
+        "v1",
+        "CustomResourceDefinition",
+        "customresourcedefinitions",
+        False,
+        ("crd", "crds"),
+        ("status",),
+        categories=("api-extensions",),
+    ),
 ]
 
 _BY_PATH = {(r.group, r.version, r.plural): r for r in RESOURCES}
+# Kinds added at runtime (custom resources), keyed like _BY_PATH. Replaced whole by
+# set_dynamic so that readers iterating it never see it change under them.
+_DYNAMIC: dict[tuple[str, str, str], ResourceType] = {}
 
 
 def lookup(group: str, version: str, plural: str) -> ResourceType | None:
     """The resource served at /api(s)/<group>/<version>/<plural>, if any."""
-    return _BY_PATH.get((group, version, plural))
+    key = (group, version, plural)
+    # Built-in kinds answer from the first dict; only custom resources reach the second.
+    return _BY_PATH.get(key) or _DYNAMIC.get(key)
 
 
-def group_versions() -> dict[str, list[str]]:
-    """Served groups (core is "") and their versions, in table order."""
+def set_dynamic(resources: list[ResourceType]) -> None:
+    """Serve exactly these runtime kinds (besides the built-in table) from now on."""
+    global _DYNAMIC
+    _DYNAMIC = {(r.group, r.version, r.plural): r for r in resources}
+
+
+def served() -> list[ResourceType]:
+    """Every served resource: the built-in table, then the runtime kinds."""
+    return RESOURCES + list(_DYNAMIC.values()) if _DYNAMIC else RESOURCES
+
+
+def group_versions(builtin: bool = False) -> dict[str, list[str]]:
+    """Served groups (core is "") and their versions, in table order (built-in ones only
+    when builtin is set)."""
     out: dict[str, list[str]] = {}
-    for r in RESOURCES:
+    for r in RESOURCES if builtin else served():
         versions = out.setdefault(r.group, [])
         if r.version not in versions:
             versions.append(r.version)

@@ -26,6 +26,9 @@ class Strategy:
     return_deleted_object = False
     # Whether spec changes bump metadata.generation (upstream: workloads and pods).
     tracks_generation = False
+    # Whether a kind with a status subresource is created with an empty status (custom
+    # resources are created without one).
+    creates_status = True
 
     def default(self, obj: Obj) -> None:
         """Fill unset fields with upstream's defaults (on create and on update)."""
@@ -99,6 +102,7 @@ def strategy_for(group: str, kind: str) -> Strategy:
 def _load_kinds() -> None:
     # Importing the modules registers their strategies.
     from k8slite.api import (  # noqa: F401
+        apiextensions_v1,
         apps_v1,
         core_v1,
         flowcontrol_v1,

@@ -83,6 +83,13 @@ class FieldErrors:
     def duplicate(self, path: str, value: Any) -> None:
         self._add("FieldValueDuplicate", path, f"Duplicate value: {go_repr(value)}")
 
+    def duplicate_text(self, path: str, shown: str) -> None:
+        """A duplicate whose value upstream prints in Go's own form (list-map keys)."""
+        self._add("FieldValueDuplicate", path, f"Duplicate value: {shown}")
+
+    def too_many(self, path: str, count: int, limit: int) -> None:
+        self._add("FieldValueTooMany", path, f"Too many: {count}: must have at most {limit} items")
+
     def not_found(self, path: str, value: Any) -> None:
         self._add("FieldValueNotFound", path, f"Not found: {go_repr(value)}")
 

@@ -13,7 +13,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from k8slite._native import dumps
-from k8slite.api.resources import RESOURCES, ResourceType, group_versions
+from k8slite.api.resources import ResourceType, group_versions, served
 from k8slite.component.objects import Obj
 
 AGGREGATED_VERSIONS = ("v2", "v2beta1")
@@ -51,7 +51,7 @@ def _sub_kind(rt: ResourceType, sub: str) -> tuple[str, str, str]:
 
 
 def _resources(group: str, version: str) -> list[ResourceType]:
-    return [r for r in RESOURCES if r.group == group and r.version == version]
+    return [r for r in served() if r.group == group and r.version == version]
 
 
 def api_versions(server_address: str) -> Obj:

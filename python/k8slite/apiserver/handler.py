@@ -18,6 +18,7 @@ from k8slite.apiserver import (
     streaming,
     subresources,
     tables,
+    versions,
     writes,
 )
 from k8slite.apiserver.core import ApiCore
@@ -86,6 +87,8 @@ class ResourceHandler:
                 await self._watch(reg, req, info, send)
             else:
                 code, body = await self.dispatch(reg, req, info)
+                if reg.stored_api_version is not None or reg.on_read is not None:
+                    body = versions.convert_body(body, info.resource, reg.on_read)
                 content_type, body = _render(req, info, body)
                 await http.respond(send, code, body, content_type, writes.warning_headers(req))
         except errors.ApiError as e:
@@ -155,6 +158,8 @@ class ResourceHandler:
             if target is not None:
                 include = tables.include_object(req.arg("includeObject"))
                 convert = tables.watch_converter(rt, target, include)
+            if reg.stored_api_version is not None or reg.on_read is not None:
+                convert = versions.watch_converter(rt, reg.on_read, convert)
             await serve_watch(reg, req, info, send, convert, self.metrics.direct_writes)
         finally:
             watchers.dec()

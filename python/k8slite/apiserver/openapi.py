@@ -15,10 +15,11 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from k8slite import KUBERNETES_VERSION
-from k8slite._native import dumps
-from k8slite.api import schemas
+from k8slite._native import dumps, loads
+from k8slite.api import meta, schemas
+from k8slite.api.customresource import custom_of
 from k8slite.api.patchmeta import META
-from k8slite.api.resources import RESOURCES, ResourceType, group_versions
+from k8slite.api.resources import RESOURCES, ResourceType, group_versions, served
 from k8slite.api.schemas import Definition, Node
 from k8slite.component.objects import Obj
 
@@ -264,13 +265,17 @@ def _op(
     return op
 
 
-def _paths(rt: ResourceType, v3: bool) -> dict[str, Obj]:
-    root = schemas.root(rt)
-    if root is None:
-        return {}
-    defn = root.name
-    lst_defn = schemas.catalog().kinds.get((rt.group, rt.version, rt.list_kind))
-    lst = lst_defn.name if lst_defn is not None else defn
+def _paths(rt: ResourceType, v3: bool, names: tuple[str, str] | None = None) -> dict[str, Obj]:
+    """The paths of a kind; names are its (definition, list definition) when not built-in."""
+    if names is None:
+        root = schemas.root(rt)
+        if root is None:
+            return {}
+        defn = root.name
+        lst_defn = schemas.catalog().kinds.get((rt.group, rt.version, rt.list_kind))
+        lst = lst_defn.name if lst_defn is not None else defn
+    else:
+        defn, lst = names
     status = META + "Status"
     base = f"/api/{rt.version}" if not rt.group else f"/apis/{rt.group}/{rt.version}"
     scoped = (
@@ -378,7 +383,7 @@ def gv_path(group: str, version: str) -> str:
 def v3_documents() -> dict[str, tuple[bytes, str]]:
     """Per group-version documents (bytes, hash), keyed by e.g. "apis/apps/v1"."""
     out: dict[str, tuple[bytes, str]] = {}
-    for group, versions in group_versions().items():
+    for group, versions in group_versions(builtin=True).items():
         for version in versions:
             paths: dict[str, Obj] = {}
             for rt in RESOURCES:
@@ -398,11 +403,137 @@ def v3_documents() -> dict[str, tuple[bytes, str]]:
     return out
 
 
+# ------------------------------------------------------------- custom resources
+
+_TYPE_META = {
+    "apiVersion": "APIVersion defines the versioned schema of this representation of an "
+    "object. Servers should convert recognized schemas to the latest internal value, and may "
+    "reject unrecognized values. More info: https://git.k8s.io/community/contributors/devel/"
+    "sig-architecture/api-conventions.md#resources",
+    "kind": "Kind is a string value representing the REST resource this object represents. "
+    "Servers may infer this from the endpoint the client submits requests to. Cannot be "
+    "updated. In CamelCase. More info: https://git.k8s.io/community/contributors/devel/"
+    "sig-architecture/api-conventions.md#types-kinds",
+}
+_OBJECT_META_DOC = (
+    "Standard object's metadata. More info: https://git.k8s.io/community/contributors/devel/"
+    "sig-architecture/api-conventions.md#metadata"
+)
+_LIST_DOC = (
+    "List of {plural}. More info: https://git.k8s.io/community/contributors/devel/"
+    "sig-architecture/api-conventions.md"
+)
+
+
+def custom_definition_names(rt: ResourceType) -> tuple[str, str]:
+    """Upstream names a custom kind's definition by its reversed group: com.example.v1.Kind."""
+    prefix = ".".join(reversed(rt.group.split("."))) + "." + rt.version + "."
+    return prefix + rt.kind, prefix + rt.list_kind
+
+
+def _custom_schemas(rt: ResourceType, r: _Renderer) -> dict[str, Obj]:
+    custom = custom_of(rt)
+    assert custom is not None
+    name, list_name = custom_definition_names(rt)
+    gvk = {"group": rt.group, "kind": rt.kind, "version": rt.version}
+    body = meta.clone(custom.raw_schema)
+    props = body.pop("properties", {}) or {}
+    properties: Obj = {k: {"type": "string", "description": v} for k, v in _TYPE_META.items()}
+    properties["metadata"] = r.ref(META + "ObjectMeta", _OBJECT_META_DOC)
+    properties.update((k, v) for k, v in props.items() if k not in properties)
+    kind_schema: Obj = {**body, "type": "object", "properties": properties}
+    kind_schema["x-kubernetes-group-version-kind"] = [gvk]
+    items_ref = {"$ref": r.prefix + name}
+    list_schema: Obj = {
+        "description": f"{rt.kind}List is a list of {rt.kind}",
+        "type": "object",
+        "required": ["items"],
+        "properties": {
+            "apiVersion": {"type": "string", "description": _TYPE_META["apiVersion"]},
+            "items": {
+                "type": "array",
+                "description": _LIST_DOC.format(plural=rt.plural),
+                "items": items_ref,
+            },
+            "kind": {"type": "string", "description": _TYPE_META["kind"]},
+            "metadata": r.ref(META + "ListMeta", "Standard list metadata."),
+        },
+        "x-kubernetes-group-version-kind": [{**gvk, "kind": rt.list_kind}],
+    }
+    return {name: kind_schema, list_name: list_schema}
+
+
+def _custom_document(kinds: list[ResourceType], v3: bool) -> tuple[dict[str, Obj], dict[str, Obj]]:
+    """Paths and definitions of custom kinds (their own and those they refer to)."""
+    paths: dict[str, Obj] = {}
+    own: dict[str, Obj] = {}
+    r = _Renderer(v3)
+    for rt in kinds:
+        paths.update(_paths(rt, v3, custom_definition_names(rt)))
+        own.update(_custom_schemas(rt, r))
+    refs = (_refs(paths) | r.used) - own.keys()
+    return paths, {**r.closure(refs), **own}
+
+
+# Documents of custom group-versions, kept while the kinds they describe are served.
+_custom_docs: dict[str, tuple[list[object], tuple[bytes, str]]] = {}
+
+
+def _custom_kinds() -> dict[str, list[ResourceType]]:
+    out: dict[str, list[ResourceType]] = {}
+    for rt in served():
+        if custom_of(rt) is not None:
+            out.setdefault(gv_path(rt.group, rt.version), []).append(rt)
+    return out
+
+
+def custom_v3_documents() -> dict[str, tuple[bytes, str]]:
+    """Per group-version documents of the custom kinds served now."""
+    out: dict[str, tuple[bytes, str]] = {}
+    for path, kinds in _custom_kinds().items():
+        identity: list[object] = [custom_of(rt) for rt in kinds]
+        hit = _custom_docs.get(path)
+        if (
+            hit is not None
+            and len(hit[0]) == len(identity)
+            and all(a is b for a, b in zip(hit[0], identity, strict=True))
+        ):
+            out[path] = hit[1]
+            continue
+        paths, definitions = _custom_document(kinds, v3=True)
+        doc = dumps(
+            {
+                "openapi": "3.0.0",
+                "info": _info(),
+                "paths": dict(sorted(paths.items())),
+                "components": {"schemas": dict(sorted(definitions.items()))},
+            }
+        )
+        out[path] = (doc, hashlib.sha512(doc).hexdigest().upper())
+        _custom_docs[path] = (identity, out[path])
+    for stale in _custom_docs.keys() - out.keys():
+        del _custom_docs[stale]
+    return out
+
+
+def v2_with_custom() -> bytes:
+    """The v2 document, with the custom kinds served now merged in."""
+    kinds = [rt for group in _custom_kinds().values() for rt in group]
+    if not kinds:
+        return v2()
+    doc = loads(v2())
+    paths, definitions = _custom_document(kinds, v3=False)
+    doc["paths"] = dict(sorted({**doc["paths"], **paths}.items()))
+    doc["definitions"] = dict(sorted({**doc["definitions"], **definitions}.items()))
+    return dumps(doc)
+
+
 def v3_root() -> Obj:
+    documents = {**v3_documents(), **custom_v3_documents()}
     return {
         "paths": {
             path: {"serverRelativeURL": f"/openapi/v3/{path}?hash={digest}"}
-            for path, (_, digest) in v3_documents().items()
+            for path, (_, digest) in documents.items()
         }
     }
 
@@ -419,7 +550,7 @@ def register(app: QuartTrio) -> None:
             return Response(
                 dumps(_not_acceptable(accept)), status=406, content_type="application/json"
             )
-        return Response(v2(), content_type="application/json")
+        return Response(v2_with_custom(), content_type="application/json")
 
     @app.route("/openapi/v3")
     async def openapi_v3() -> Response:
@@ -427,7 +558,7 @@ def register(app: QuartTrio) -> None:
 
     @app.route("/openapi/v3/<path:gv>")
     async def openapi_v3_gv(gv: str) -> Response:
-        doc = v3_documents().get(gv)
+        doc = v3_documents().get(gv) or custom_v3_documents().get(gv)
         if doc is None:
             return Response(dumps(_not_found()), status=404, content_type="application/json")
         body, digest = doc

@@ -67,9 +67,9 @@ class Allocator(Protocol):
     def on_remove(self, obj: Obj) -> list[Op]: ...
 
 
-def normalize(obj: Obj, rt: ResourceType) -> Obj:
-    """kind and apiVersion first, metadata in upstream's order, status last."""
-    out: Obj = {"kind": rt.kind, "apiVersion": rt.api_version}
+def normalize(obj: Obj, rt: ResourceType, api_version: str | None = None) -> Obj:
+    """kind and apiVersion (the stored one) first, metadata in upstream's order, status last."""
+    out: Obj = {"kind": rt.kind, "apiVersion": api_version or rt.api_version}
     m = objects.meta(obj)
     ordered = {k: m[k] for k in _META_ORDER if k in m}
     ordered.update((k, v) for k, v in m.items() if k not in ordered)
@@ -122,6 +122,12 @@ class Registry:
         # Mutating admission of creates (upstream's plugins, e.g. ServiceAccount for pods):
         # may change the object or refuse it with an ApiError.
         self.admit: Callable[[str | None, Obj], Awaitable[None]] | None = None
+        # The apiVersion objects are stored in, when it is not this registry's own (a
+        # custom resource served in several versions keeps its storage version's).
+        self.stored_api_version: str | None = None
+        # Applied to objects as they are read (custom resources stored before their schema
+        # gained defaults); None for every other kind.
+        self.on_read: Callable[[Obj], None] | None = None
 
     # ---------------------------------------------------------------- helpers
 
@@ -205,12 +211,12 @@ class Registry:
             m.pop("generation", None)
         self.strategy.default(obj)
         self.strategy.prepare_create(obj)
-        if "status" in self.rt.subresources:
+        if "status" in self.rt.subresources and self.strategy.creates_status:
             obj.setdefault("status", {})
         self._validate(obj, None)
         if track is not None:
             track(obj, None)
-        return normalize(obj, self.rt)
+        return normalize(obj, self.rt, self.stored_api_version)
 
     async def create(
         self, namespace: str | None, obj: Obj, dry_run: bool = False, track: Tracker | None = None
@@ -371,7 +377,7 @@ class Registry:
                 m["generation"] = int(old_meta.get("generation", 1)) + 1
         if track is not None:
             track(new, old)
-        new = normalize(new, self.rt)
+        new = normalize(new, self.rt, self.stored_api_version)
         new["metadata"]["resourceVersion"] = old_meta.get("resourceVersion")
         return new
 

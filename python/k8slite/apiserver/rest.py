@@ -20,6 +20,7 @@ from k8slite._native import (
     loads,
 )
 from k8slite.api import apply, errors, fieldvalidation, schemas
+from k8slite.api.customresource import custom_of
 from k8slite.api.patch import json_patch, merge_patch
 from k8slite.api.resources import ResourceType
 from k8slite.api.schemas import Definition
@@ -34,6 +35,11 @@ PATCH_TYPES = (
     "application/json-patch+json",
     "application/merge-patch+json",
     "application/strategic-merge-patch+json",
+    "application/apply-patch+yaml",
+)
+CUSTOM_PATCH_TYPES = (
+    "application/json-patch+json",
+    "application/merge-patch+json",
     "application/apply-patch+yaml",
 )
 # How long a list or get for a resourceVersion newer than ours waits before 504.
@@ -372,13 +378,15 @@ async def patch_object(reg: Registry, req: Request, info: RequestInfo) -> tuple[
     """PATCH of any type; returns the body and whether an apply created the object."""
     assert info.name is not None
     ctype = req.content_type
-    if ctype not in PATCH_TYPES:
+    # Custom resources have no Go struct to carry patch strategies: no strategic merge.
+    accepted = CUSTOM_PATCH_TYPES if custom_of(reg.rt) is not None else PATCH_TYPES
+    if ctype not in accepted:
         raise errors.ApiError(
             415,
             "UnsupportedMediaType",
             f"the body of the request was in "
             f"an unknown format - accepted media types include: "
-            f"{', '.join(PATCH_TYPES)}",
+            f"{', '.join(accepted)}",
         )
     patch = decode_body(req, await req.body())
     if ctype == "application/apply-patch+yaml":
@@ -439,8 +447,7 @@ async def apply_object(
     config = apply.check_config(body, rt.api_version, rt.kind, name)
     check_body_namespace(config, namespace)
     writes.check_apply_config(rt, config, namespace, name)
-    definition = schemas.root(rt)
-    node = schemas.Node("struct", definition=definition) if definition else None
+    node = writes.schema_node(rt)
     request = apply.ApplyRequest(
         config, opts.manager, req.flag("force"), rt.api_version, info.subresource or ""
     )

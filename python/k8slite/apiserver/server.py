@@ -16,6 +16,7 @@ from k8slite.apiserver.app import ApiServerApp
 from k8slite.apiserver.authn import Authenticator
 from k8slite.apiserver.bootstrap import ensure_kubernetes_service
 from k8slite.apiserver.core import ApiCore
+from k8slite.apiserver.crdcontroller import CrdController
 from k8slite.apiserver.limits import (
     MAX_MUTATING_REQUESTS_INFLIGHT,
     MAX_REQUESTS_INFLIGHT,
@@ -195,6 +196,8 @@ async def run(
         hc = _hypercorn_config(config)
         async with trio.open_nursery() as nursery:
             binds = await nursery.start(serve, secured, hc)
+            nursery.start_soon(bookmark_ticker, core.custom.values())
+            nursery.start_soon(CrdController(core).run)
             nursery.start_soon(bookmark_ticker, core.registries.values())
             url = binds[0]
             port = int(url.rsplit(":", 1)[1])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from k8slite._native import LabelSelector, dumps, loads
 from k8slite.api import errors, fieldvalidation, meta, schemas
+from k8slite.api.customresource import Scale, custom_of, json_path
+from k8slite.api.resources import ResourceType
 from k8slite.apiserver import writes
 from k8slite.apiserver.http import Request
 from k8slite.apiserver.registry import Registry
@@ -71,11 +73,41 @@ async def bind_pod(reg: Registry, req: Request, info: RequestInfo) -> bytes:
 _SCALE = ("autoscaling", "v1", "Scale")
 
 
-def _scale_of(obj: Obj) -> Obj:
+def _custom_scale(obj: Obj, scale: Scale) -> tuple[int, int, str]:
+    """Replicas and selector from the paths a CRD's scale subresource names."""
+    spec = json_path(obj, scale.spec_replicas)
+    status = json_path(obj, scale.status_replicas)
+    selector = json_path(obj, scale.label_selector) if scale.label_selector else []
+    return (
+        spec[0] if spec and isinstance(spec[0], int) else 0,
+        status[0] if status and isinstance(status[0], int) else 0,
+        selector[0] if selector and isinstance(selector[0], str) else "",
+    )
+
+
+def _set_path(obj: Obj, path: str, value: int) -> None:
+    """Set a .a.b path (a scale subresource's specReplicasPath), making objects on the way."""
+    keys = path.lstrip(".").split(".")
+    for key in keys[:-1]:
+        child = obj.get(key)
+        if not isinstance(child, dict):
+            child = obj[key] = {}
+        obj = child
+    obj[keys[-1]] = value
+
+
+def _scale_of(obj: Obj, rt: ResourceType) -> Obj:
     m = obj["metadata"]
-    selector = (obj.get("spec") or {}).get("selector") or {}
-    if obj.get("kind") == "ReplicationController":
-        selector = {"matchLabels": selector}  # an RC's selector is a plain label map
+    custom = custom_of(rt)
+    if custom is not None and custom.scale is not None:
+        spec_replicas, replicas, selector_text = _custom_scale(obj, custom.scale)
+    else:
+        selector = (obj.get("spec") or {}).get("selector") or {}
+        if obj.get("kind") == "ReplicationController":
+            selector = {"matchLabels": selector}  # an RC's selector is a plain label map
+        spec_replicas = (obj.get("spec") or {}).get("replicas", 0)
+        replicas = (obj.get("status") or {}).get("replicas", 0)
+        selector_text = str(LabelSelector.from_dict(selector))
     return {
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
@@ -84,17 +116,14 @@ def _scale_of(obj: Obj) -> Obj:
             for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
             if k in m
         },
-        "spec": {"replicas": (obj.get("spec") or {}).get("replicas", 0)},
-        "status": {
-            "replicas": (obj.get("status") or {}).get("replicas", 0),
-            "selector": str(LabelSelector.from_dict(selector)),
-        },
+        "spec": {"replicas": spec_replicas},
+        "status": {"replicas": replicas, "selector": selector_text},
     }
 
 
 def get_scale(reg: Registry, info: RequestInfo) -> bytes:
     assert info.name is not None
-    return dumps(_scale_of(reg.get(info.namespace, info.name)))
+    return dumps(_scale_of(reg.get(info.namespace, info.name), reg.rt))
 
 
 async def update_scale(reg: Registry, req: Request, info: RequestInfo) -> bytes:
@@ -107,7 +136,7 @@ async def update_scale(reg: Registry, req: Request, info: RequestInfo) -> bytes:
     def mutate(current: Obj | None) -> Obj:
         if current is None:
             raise errors.not_found(reg.rt.plural, name, reg.rt.group)
-        scale = _scale_of(current)
+        scale = _scale_of(current, reg.rt)
         wanted = apply_patch(req.content_type, meta.clone(scale), body) if is_patch else body
         if not isinstance(wanted, dict):
             raise errors.bad_request("the body of the request must be a Scale")
@@ -135,10 +164,14 @@ async def update_scale(reg: Registry, req: Request, info: RequestInfo) -> bytes:
                 ],
                 "autoscaling",
             )
-        current.setdefault("spec", {})["replicas"] = replicas
+        custom = custom_of(reg.rt)
+        if custom is not None and custom.scale is not None:
+            _set_path(current, custom.scale.spec_replicas, replicas)
+        else:
+            current.setdefault("spec", {})["replicas"] = replicas
         return current
 
     data, _ = await reg.update(
         info.namespace, name, mutate, dry_run=dry_run(req), allow_create=False
     )
-    return dumps(_scale_of(loads(data)))
+    return dumps(_scale_of(loads(data), reg.rt))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from k8slite._native import dumps, loads
 from k8slite.api import errors
+from k8slite.api.customresource import custom_of
 from k8slite.api.printers import Printer, printer
 from k8slite.api.resources import ResourceType
 from k8slite.component.objects import Obj, meta
@@ -95,7 +96,8 @@ def table(
     list_meta: Obj,
     headers: bool = True,
 ) -> Obj:
-    p = printer(rt.group, rt.kind)
+    custom = custom_of(rt)
+    p = custom.printer if custom is not None else printer(rt.group, rt.kind)
     now = dt.datetime.now(dt.UTC)
     out: Obj = {
         "kind": TABLE,

@@ -184,9 +184,11 @@ async def _stream(
 
 
 async def bookmark_ticker(registries: Iterable[Registry]) -> None:
-    """Wake every watcher each BOOKMARK_TICK, so that idle ones send their bookmarks."""
-    regs = list(registries)
+    """Wake every watcher each BOOKMARK_TICK, so that idle ones send their bookmarks.
+
+    registries is read again at each tick (a live view), as custom kinds come and go.
+    """
     while True:
         await trio.sleep(BOOKMARK_TICK)
-        for reg in regs:
+        for reg in list(registries):
             reg.notify()

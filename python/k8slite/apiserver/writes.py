@@ -12,7 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from k8slite._native import dumps
-from k8slite.api import apply, errors, fieldvalidation, schemas
+from k8slite.api import apply, errors, fieldvalidation, meta, schemas
+from k8slite.api.customresource import custom_of
 from k8slite.api.resources import ResourceType
 from k8slite.apiserver.http import Request
 from k8slite.apiserver.registry import Tracker
@@ -103,12 +104,20 @@ def write_options(req: Request, options_kind: str, is_apply: bool = False) -> Wr
     return WriteOptions(manager, validation)
 
 
+def schema_node(rt: ResourceType) -> schemas.Node | None:
+    """The root schema node apply and managedFields walk: a built-in's or a CRD's."""
+    root = schemas.root(rt)
+    if root is not None:
+        return schemas.Node("struct", definition=root)
+    custom = custom_of(rt)
+    return custom.apply_node if custom is not None else None
+
+
 def tracker(rt: ResourceType, opts: WriteOptions, subresource: str | None) -> Tracker | None:
     """Records an Update by opts.manager in managedFields (kinds with a schema only)."""
-    root = schemas.root(rt)
-    if root is None:
+    node = schema_node(rt)
+    if node is None:
         return None
-    node = schemas.Node("struct", definition=root)
     who = apply.Manager(opts.manager, "Update", subresource or "")
 
     def track(new: Obj, old: Obj | None) -> None:
@@ -121,6 +130,7 @@ def validate_body(req: Request, rt: ResourceType, obj: Obj, opts: WriteOptions) 
     """Field validation of a create or update body: 400 like upstream's decoder."""
     defn = schemas.root(rt)
     if defn is None:
+        _check_custom(req, rt, obj, opts, errors.bad_request)
         return
     found = fieldvalidation.check(obj, defn)
     prefix = f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: '
@@ -140,6 +150,7 @@ def validate_patched(
     """Field validation of a patched object: 422 on the patch (shown renders it)."""
     defn = schemas.root(rt)
     if defn is None:
+        _check_custom(req, rt, obj, opts, errors.bad_request)
         return
     found = fieldvalidation.check(obj, defn)
 
@@ -168,10 +179,38 @@ def invalid_patch(shown: str, message: str) -> errors.ApiError:
     )
 
 
+def _check_custom(
+    req: Request,
+    rt: ResourceType,
+    obj: Obj,
+    opts: WriteOptions,
+    refuse: Callable[[str], errors.ApiError],
+) -> None:
+    """Unknown fields of a custom resource: those its structural schema prunes (here, as
+    the strategy would anyway)."""
+    custom = custom_of(rt)
+    if custom is None or custom.schema is None or opts.validation == "Ignore":
+        return
+    unknown = custom.schema.prune(obj)
+    if not unknown:
+        return
+    if opts.validation == "Strict":
+        found = fieldvalidation.Findings(unknown=unknown)
+        prefix = f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: '
+        raise refuse(prefix + found.strict_message())
+    for path in unknown:
+        warn(req, f'unknown field "{path}"')
+
+
 def check_apply_config(rt: ResourceType, config: Obj, namespace: str | None, name: str) -> None:
     """An applied configuration must type against the schema (upstream answers 500)."""
     defn = schemas.root(rt)
     if defn is None:
+        custom = custom_of(rt)
+        # A custom resource's configuration: fields its structural schema would prune.
+        unknown = custom.schema.prune(meta.clone(config)) if custom and custom.schema else []
+        if unknown:
+            raise apply_failed(rt, namespace, name, f".{unknown[0]}: field not declared in schema")
         return
     found = fieldvalidation.check(config, defn, prune=False)
     if found.out_of_range and found.type_error:

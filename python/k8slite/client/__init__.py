@@ -26,7 +26,7 @@ from k8slite.client.kubeconfig import (
 )
 from k8slite.client.ratelimit import TokenBucket, default_controller_rate_limiter
 from k8slite.client.reflector import Reflector
-from k8slite.client.resource import Resource, group_version_path, resource
+from k8slite.client.resource import Resource, discover, group_version_path, resource
 from k8slite.client.rest import ApiClient, Watch
 from k8slite.client.store import (
     NAMESPACE_INDEX,
@@ -72,6 +72,7 @@ __all__ = [
     "Watch",
     "WorkQueue",
     "default_controller_rate_limiter",
+    "discover",
     "group_version_path",
     "load_kubeconfig",
     "in_cluster_config",

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import quote
+
+from k8slite.client.errors import NotFound
+
+if TYPE_CHECKING:
+    from k8slite.client.rest import ApiClient
 
 
 def group_version_path(group: str, version: str) -> str:
@@ -56,6 +62,26 @@ class Resource:
 def resource(group: str, version: str, plural: str) -> Resource:
     """Shorthand for Resource(group, version, plural)."""
     return Resource(group, version, plural)
+
+
+async def discover(client: ApiClient, group: str, kind: str) -> Resource | None:
+    """The resource serving `kind` in its group's preferred version, found by discovery:
+    how a client reaches kinds made at runtime (custom resources). None if not served."""
+    try:
+        if group:
+            doc = await client.request("GET", f"/apis/{quote(group, safe='')}")
+            version = ((doc or {}).get("preferredVersion") or {}).get("version")
+        else:
+            version = "v1"
+        if not version:
+            return None
+        listing = await client.request("GET", group_version_path(group, version))
+    except NotFound:
+        return None
+    for entry in (listing or {}).get("resources") or ():
+        if entry.get("kind") == kind and "/" not in entry.get("name", "/"):
+            return Resource(group, version, entry["name"])
+    return None
 
 
 # The resources the built-in components talk about, so nobody spells them twice.

@@ -51,6 +51,9 @@ FOREGROUND = "foregroundDeletion"
 # Events are never owners worth collecting for, and there are many of them.
 IGNORED = frozenset({("", "events"), ("events.k8s.io", "events")})
 ABSENT_CACHE_SIZE = 500
+# How often discovery is read again for new kinds (upstream's GC resyncs every 30 s).
+DISCOVERY_RESYNC = 30.0
+CRDS = Resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
 WRITE_RETRIES = 5
 
 
@@ -96,6 +99,7 @@ class GarbageCollector(Controller):
         self._informers: dict[Resource, tuple[ApiResource, SharedInformer]] = {}
         self._absent: OrderedDict[str, None] = OrderedDict()
         self._synced = False
+        self._rediscover = trio.Event()
 
     async def setup(self) -> None:
         backoff = Backoff(initial=1.0, cap=30.0)
@@ -107,9 +111,22 @@ class GarbageCollector(Controller):
                 # Nothing can be collected without knowing what exists: keep asking.
                 log.warning("garbage collector: discovery failed (%s); retrying", e)
                 await backoff.sleep()
+        self._monitor(found)
+        crds = self._informers.get(CRDS)
+        if crds is not None:
+            # A new CRD is a new kind to watch: look again now rather than at the resync.
+            crds[1].add_event_handler(
+                lambda _obj: self._rediscover.set(),
+                lambda _old, _new: self._rediscover.set(),
+            )
+        log.info("garbage collector watching %d resources", len(self._informers))
+
+    def _monitor(self, found: list[ApiResource]) -> list[SharedInformer]:
+        """Informers (with our handlers) for the kinds not watched yet; returns the new ones."""
+        added = []
         for api in found:
-            self._kinds.setdefault((api.group, api.kind), api)
-            if (api.group, api.resource.plural) in IGNORED:
+            self._kinds[(api.group, api.kind)] = api
+            if (api.group, api.resource.plural) in IGNORED or api.resource in self._informers:
                 continue
             if not api.supports("list", "watch", "delete"):
                 continue
@@ -120,7 +137,30 @@ class GarbageCollector(Controller):
                 functools.partial(self._observe, api),
                 functools.partial(self._observe_delete, api),
             )
-        log.info("garbage collector watching %d resources", len(self._informers))
+            added.append(informer)
+        return added
+
+    async def _resync_discovery(self, nursery: trio.Nursery) -> None:
+        """Watch the kinds that appear after start (custom resources), as upstream's GC
+        re-reads discovery periodically."""
+        while True:
+            with trio.move_on_after(DISCOVERY_RESYNC):
+                await self._rediscover.wait()
+            self._rediscover = trio.Event()
+            try:
+                found = await server_resources(self.client)
+            except (ApiError, ApiConnectionError) as e:
+                log.warning("garbage collector: discovery failed (%s); retrying", e)
+                continue
+            added = self._monitor(found)
+            if not added:
+                continue
+            log.info("garbage collector watching %d more resources", len(added))
+            await self.ctx.informers.start(nursery)
+            for informer in added:
+                await informer.wait_synced()
+            # Dependents kept because their owner's kind was unknown get another look.
+            self.after_sync()
 
     def after_sync(self) -> None:
         # Owner checks wait for every cache: before that, "not in the cache" means nothing.
@@ -136,6 +176,7 @@ class GarbageCollector(Controller):
             await nursery.start(
                 run_workers, self.orphan_queue, self._reconcile_orphan, self.workers
             )
+            nursery.start_soon(self._resync_discovery, nursery)
             task_status.started()
 
     # ------------------------------------------------------------------- graph

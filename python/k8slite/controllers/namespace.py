@@ -21,8 +21,9 @@ from k8slite.controllers.podutil import utcnow
 log = logging.getLogger(__name__)
 
 KUBERNETES_FINALIZER = "kubernetes"
-# Discovery rarely changes; one answer serves a burst of namespace deletions.
-DISCOVERY_TTL = 30.0
+# One discovery answer serves a burst of namespace deletions, yet is short-lived, since
+# custom resource kinds come and go (upstream re-reads discovery on every attempt).
+DISCOVERY_TTL = 2.0
 # Waiting for content that is going away on its own (pods finishing their grace period).
 MIN_REQUEUE, MAX_REQUEUE = 1.0, 15.0
 
