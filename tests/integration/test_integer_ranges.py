@@ -25,6 +25,7 @@ from k8slite.api import fieldvalidation, schemas
 from k8slite.api.resources import RESOURCES, ResourceType
 from k8slite.api.schemas import Definition, Node
 from tests.conftest import ServerHandle, start_apiserver
+from tests.polling import wait_for
 
 NS = "ranges"
 Path_ = tuple[str | int, ...]
@@ -61,6 +62,20 @@ _BASES["ReplicationController"] = {
     }
 }
 _BASES["PodDisruptionBudget"] = {"spec": {"minAvailable": 1}}
+_BASES["CustomResourceDefinition"] = {
+    "spec": {
+        "group": "ranges.example.com",
+        "scope": "Namespaced",
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {"openAPIV3Schema": {"type": "object"}},
+            }
+        ],
+    }
+}
 EDGES = [2**64, 2**200, -(2**63) - 1, -(2**63), 2**63 - 1, 2**63, 2**31, 2**31 - 1, -(2**31) - 1]
 VERBS = ("create", "update", "merge", "strategic", "json", "apply")
 
@@ -175,9 +190,27 @@ def _write(
     )
 
 
+def _established(api: httpx.Client, rt: ResourceType, name: str) -> dict[str, Any]:
+    """A CRD once the API server's controller has written its conditions (a write of its
+    own, which would otherwise race the test's)."""
+
+    def ready() -> dict[str, Any] | None:
+        crd: dict[str, Any] = api.get(_url(rt, name)).json()
+        conditions = (crd.get("status") or {}).get("conditions") or []
+        done = any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+        return crd if done else None
+
+    return wait_for(ready, timeout=30, what=f"CRD {name} Established")
+
+
 def _base(rt: ResourceType, name: str) -> dict[str, Any]:
     base = {"apiVersion": rt.api_version, "kind": rt.kind, "metadata": {"name": name}}
     base.update(copy.deepcopy(_BASES.get(rt.kind, {})))
+    if rt.kind == "CustomResourceDefinition":
+        # Its name is its plural and group, and its names must not clash with another's.
+        plural = name.replace("-", "")
+        base["spec"]["names"] = {"plural": plural, "kind": plural.capitalize()}
+        base["metadata"]["name"] = f"{plural}.{base['spec']['group']}"
     return base
 
 
@@ -202,14 +235,16 @@ def test_integers_are_stored_in_range_or_refused(
     api: httpx.Client, case: tuple[ResourceType, tuple[Path_, str]], verb: str, value: int
 ) -> None:
     rt, (path, fmt) = case
-    name = f"r-{os.urandom(4).hex()}"
-    base = _base(rt, name)
+    base = _base(rt, f"r-{os.urandom(4).hex()}")
+    name = base["metadata"]["name"]
     if verb == "create":
         obj = base
     else:
         r = api.post(_url(rt), json=base)
         assert r.status_code == 201, r.text
         obj = r.json()
+        if rt.kind == "CustomResourceDefinition":
+            obj = _established(api, rt, name)
     before = obj["metadata"].get("resourceVersion")
     obj = copy.deepcopy(obj)
     _set(obj, path, value)
