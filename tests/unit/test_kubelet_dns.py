@@ -5,6 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from k8slite.api import strategy  # noqa: F401  (loads every kind first: core_v1 imports it)
+from k8slite.api.core_v1 import validate_pod_spec
+from k8slite.api.validation import FieldErrors
 from k8slite.kubelet.dns import (
     ResolvConf,
     hosts_file,
@@ -162,3 +165,47 @@ def test_write_pod_files(tmp_path: Path) -> None:
         hosts=hosts,
     )
     assert (pod_dir / "resolv.conf").read_text() == ""
+
+
+def _pod_errors(**spec: Any) -> list[tuple[str, str]]:
+    errs = FieldErrors()
+    validate_pod_spec(errs, "spec", {"containers": [{"name": "c", "image": "busybox"}], **spec})
+    return [(c["field"], c["message"]) for c in errs.causes]
+
+
+def test_api_validates_pod_dns() -> None:
+    ok = {
+        "nameservers": ["10.0.0.1", "fd00::1"],
+        "searches": ["a.example.", "_srv.example", "."],
+        "options": [{"name": "ndots", "value": "2"}],
+    }
+    assert _pod_errors(dnsPolicy="None", dnsConfig=ok, hostname="db-0", subdomain="db") == []
+    assert _pod_errors(dnsPolicy="None") == [
+        ("spec.dnsConfig", "Required value: must provide `dnsConfig` when `dnsPolicy` is None")
+    ]
+    assert _pod_errors(dnsPolicy="None", dnsConfig={"searches": ["a"]}) == [
+        (
+            "spec.dnsConfig.nameservers",
+            "Required value: must provide at least one DNS nameserver when `dnsPolicy` is None",
+        )
+    ]
+    bad = {
+        "nameservers": ["1.1.1.1", "2.2.2.2", "3.3.3.3", "nope"],
+        "searches": ["Bad_Name"],
+        "options": [{"value": "1"}],
+    }
+    fields = [f for f, _ in _pod_errors(dnsPolicy="Sometimes", dnsConfig=bad, hostname="A.b")]
+    assert fields == [
+        "spec.hostname",
+        "spec.dnsPolicy",
+        "spec.dnsConfig.nameservers",
+        "spec.dnsConfig.nameservers[3]",
+        "spec.dnsConfig.searches[0]",
+        "spec.dnsConfig.options[0]",
+    ]
+    too_many = {"searches": [f"d{i}.example" for i in range(33)]}
+    assert _pod_errors(dnsConfig=too_many)[0][1].endswith("must not have more than 32 search paths")
+    too_long = {"searches": ["x" * 60 + f".e{i}" for i in range(32)]}
+    assert _pod_errors(dnsConfig=too_long)[0][1].endswith(
+        "must not have more than 2048 characters (including spaces) in the search list"
+    )
