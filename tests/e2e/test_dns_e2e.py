@@ -80,7 +80,7 @@ def cluster(
 ) -> Iterator[Cluster]:
     mode = request.param
     tmp = tmp_path_factory.mktemp(f"dns-{mode}")
-    with cluster_for_tests(tmp, "--proxy-mode", mode, "--upstream-dns", "") as cluster:
+    with cluster_for_tests(tmp, "--proxy-mode", mode) as cluster:
         if cluster.info and not cluster.info.get("proxy"):
             pytest.skip("the cluster runs no proxy, which cluster DNS needs")
         yield cluster
