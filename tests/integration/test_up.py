@@ -253,9 +253,11 @@ def test_one_up_per_data_dir(tmp_path: Path) -> None:
 
 
 def test_prometheus_config_names_every_component(tmp_path: Path) -> None:
-    doc = yaml.safe_load(prometheus_config(tmp_path, DEFAULT_PORTS))
+    ports = {**DEFAULT_PORTS, "dns-metrics": 9153}
+    doc = yaml.safe_load(prometheus_config(tmp_path, ports, dns_address="10.244.0.1"))
     jobs = {j["job_name"]: j for j in doc["scrape_configs"]}
-    assert set(jobs) == {"apiserver", "controller-manager", "scheduler", "kubelet", "proxy"}
+    assert set(jobs) == {"apiserver", "controller-manager", "scheduler", "kubelet", "proxy", "dns"}
+    assert jobs["dns"]["static_configs"][0]["targets"] == ["10.244.0.1:9153"]
     assert jobs["apiserver"]["static_configs"][0]["targets"] == ["127.0.0.1:8080"]
     assert jobs["proxy"]["scheme"] == "http"
     assert jobs["kubelet"]["tls_config"]["cert_file"].endswith("client-monitoring.pem")

@@ -417,7 +417,9 @@ def process_runtime_warning(why: str) -> str:
     return "\n".join(f"WARNING: {line}" for line in lines)
 
 
-def prometheus_config(data_dir: Path, ports: dict[str, int], proxy: bool = True) -> str:
+def prometheus_config(
+    data_dir: Path, ports: dict[str, int], proxy: bool = True, dns_address: str = ""
+) -> str:
     """A Prometheus scrape configuration for every component of this cluster."""
     p = data_dir / "pki"
 
@@ -432,11 +434,17 @@ def prometheus_config(data_dir: Path, ports: dict[str, int], proxy: bool = True)
             "key_file": str(p / f"client-{identity}.key"),
         }
 
-    def job(name: str, port_key: str, identity: str | None, https: bool = True) -> dict[str, Any]:
+    def job(
+        name: str,
+        port_key: str,
+        identity: str | None,
+        https: bool = True,
+        host: str = "127.0.0.1",
+    ) -> dict[str, Any]:
         config: dict[str, Any] = {
             "job_name": name,
             "scheme": "https" if https else "http",
-            "static_configs": [{"targets": [f"127.0.0.1:{ports[port_key]}"]}],
+            "static_configs": [{"targets": [f"{host}:{ports[port_key]}"]}],
         }
         if https:
             config["tls_config"] = tls(identity)
@@ -450,6 +458,9 @@ def prometheus_config(data_dir: Path, ports: dict[str, int], proxy: bool = True)
     ]
     if proxy:
         jobs.append(job("proxy", "proxy-metrics", None, https=False))
+    if dns_address:
+        # Self-signed, as the controller manager's: where k8slite-dns listens.
+        jobs.append(job("dns", "dns-metrics", None, host=dns_address))
     doc = {"global": {"scrape_interval": "15s", "scrape_timeout": "10s"}, "scrape_configs": jobs}
     header = (
         f"# Prometheus scrape configuration for the K8s-Lite cluster in {data_dir},\n"
@@ -803,7 +814,7 @@ async def _up(opts: UpOptions, data_dir: Path, runtime: str, why: str) -> None:
         detached=opts.background,
     )
     runstate.write(data_dir, info)
-    (data_dir / "prometheus.yml").write_text(prometheus_config(data_dir, ports, proxy))
+    (data_dir / "prometheus.yml").write_text(prometheus_config(data_dir, ports, proxy, dns_address))
 
     def record(c: Component) -> None:
         assert c.proc is not None
