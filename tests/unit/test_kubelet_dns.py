@@ -5,9 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from k8slite.api import strategy  # noqa: F401  (loads every kind first: core_v1 imports it)
 from k8slite.api.core_v1 import validate_pod_spec
 from k8slite.api.validation import FieldErrors
+from k8slite.kubelet import dns as kubelet_dns
 from k8slite.kubelet.dns import (
     ResolvConf,
     hosts_file,
@@ -209,3 +212,17 @@ def test_api_validates_pod_dns() -> None:
     assert _pod_errors(dnsConfig=too_long)[0][1].endswith(
         "must not have more than 2048 characters (including spaces) in the search list"
     )
+
+
+def test_default_resolv_conf_skips_systemd_resolved_stub(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    etc, behind = tmp_path / "etc-resolv.conf", tmp_path / "systemd-resolv.conf"
+    monkeypatch.setattr(kubelet_dns, "HOST_RESOLV_CONF", etc)
+    monkeypatch.setattr(kubelet_dns, "_SYSTEMD_RESOLV_CONF", behind)
+    etc.write_text("nameserver 127.0.0.53\noptions edns0 trust-ad\nsearch lan\n")
+    assert kubelet_dns.default_resolv_conf() == etc  # nothing behind it: as it is
+    behind.write_text("nameserver 192.168.1.1\n")
+    assert kubelet_dns.default_resolv_conf() == behind
+    etc.write_text("nameserver 192.168.1.1\n")
+    assert kubelet_dns.default_resolv_conf() == etc

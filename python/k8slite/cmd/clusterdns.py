@@ -5,22 +5,17 @@ from __future__ import annotations
 import errno
 import logging
 import socket
-from pathlib import Path
 from typing import Any
 
 import httpx
 
 from k8slite.dns import kubedns
-from k8slite.dns.forward import resolv_conf_nameservers
 
 log = logging.getLogger("k8slite.up")
 
 # Upstream's DNS port, and where it goes when a host resolver holds 53 on that address.
 DNS_PORT, FALLBACK_DNS_PORT = 53, 10053
 METRICS_PORT = 9153
-# systemd-resolved's stub, and the file with the resolvers behind it (kubeadm's choice).
-_STUB = "127.0.0.53"
-_SYSTEMD_RESOLV_CONF = Path("/run/systemd/resolve/resolv.conf")
 
 
 class ClusterDnsError(Exception):
@@ -83,18 +78,6 @@ def pick_ports(host: str, any_port: bool) -> tuple[int, int]:
     if _free(host, METRICS_PORT) is None:
         raise ClusterDnsError(f"port {METRICS_PORT} (DNS metrics) is taken on {host}")
     return dns, METRICS_PORT
-
-
-def host_resolv_conf() -> Path:
-    """The resolver configuration pods with dnsPolicy Default get: /etc/resolv.conf, unless
-    it names only systemd-resolved's stub, which a pod cannot reach (then the file behind
-    it, as kubeadm chooses)."""
-    etc = Path("/etc/resolv.conf")
-    if [host for host, _ in resolv_conf_nameservers(etc)] == [
-        _STUB
-    ] and _SYSTEMD_RESOLV_CONF.is_file():
-        return _SYSTEMD_RESOLV_CONF
-    return etc
 
 
 async def _put(client: httpx.AsyncClient, url: str, collection: str, obj: dict[str, Any]) -> None:

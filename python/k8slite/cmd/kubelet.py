@@ -15,6 +15,7 @@ from k8slite.cmd.common import run_until_signal
 from k8slite.component.flags import add_component_flags, duration
 from k8slite.component.logging import setup_logging
 from k8slite.kubelet.config import KubeletConfig, parse_key_values, parse_taints
+from k8slite.kubelet.dns import default_resolv_conf
 from k8slite.kubelet.kubelet import Kubelet
 from k8slite.kubelet.runtime import RUNTIMES, make_runtime
 
@@ -109,8 +110,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cluster-domain", default="cluster.local")
     p.add_argument(
         "--resolv-conf",
-        default="/etc/resolv.conf",
-        help="the host's resolver configuration, for pods with dnsPolicy Default ('' for none)",
+        help="the host's resolver configuration, for pods with dnsPolicy Default ('' for "
+        "none; default /etc/resolv.conf, or /run/systemd/resolve/resolv.conf when "
+        "/etc/resolv.conf names only systemd-resolved's stub)",
     )
     add_component_flags(p)
     return p
@@ -149,7 +151,11 @@ def parse_args(argv: list[str] | None) -> tuple[KubeletConfig, argparse.Namespac
         backoff_max=a.crashloop_backoff_max,
         cluster_dns=a.cluster_dns,
         cluster_domain=a.cluster_domain,
-        resolv_conf=Path(a.resolv_conf) if a.resolv_conf else None,
+        resolv_conf=(
+            default_resolv_conf()
+            if a.resolv_conf is None
+            else (Path(a.resolv_conf) if a.resolv_conf else None)
+        ),
         kube_api_qps=a.kube_api_qps,
         kube_api_burst=a.kube_api_burst,
     )

@@ -577,8 +577,6 @@ def components(
                 # get the host's resolvers (dnsPolicy Default), as upstream's kubelet does
                 # without --cluster-dns.
                 *(["--cluster-dns", kubedns.CLUSTER_IP] if proxy else []),
-                "--resolv-conf",
-                str(clusterdns.host_resolv_conf()),
                 *verbosity,
             ],
             logs / "kubelet.log",

@@ -18,6 +18,10 @@ CLUSTER_OPTIONS = ("ndots:5",)
 RESOLV_CONF, ETC_HOSTS = "resolv.conf", "etc-hosts"
 POD_FILES = {RESOLV_CONF: "/etc/resolv.conf", ETC_HOSTS: "/etc/hosts"}
 HOST_HOSTS = Path("/etc/hosts")
+HOST_RESOLV_CONF = Path("/etc/resolv.conf")
+# systemd-resolved's stub, and the file with the resolvers behind it.
+_STUB = "127.0.0.53"
+_SYSTEMD_RESOLV_CONF = Path("/run/systemd/resolve/resolv.conf")
 HOSTS_HEADER = "# Kubernetes-managed hosts file.\n"
 HOST_NETWORK_HOSTS_HEADER = "# Kubernetes-managed hosts file (host network).\n"
 _LOCAL_HOSTS = (
@@ -72,6 +76,19 @@ def parse_resolv_conf(text: str) -> ResolvConf:
         elif fields[0] == "options":
             options += fields[1:]
     return ResolvConf(tuple(servers), tuple(searches), tuple(options))
+
+
+def default_resolv_conf() -> Path:
+    """--resolv-conf's default: /etc/resolv.conf, unless it names only systemd-resolved's
+    stub, which no pod can reach; then the file with the resolvers behind it (what kubeadm
+    configures the kubelet with)."""
+    try:
+        conf = parse_resolv_conf(HOST_RESOLV_CONF.read_text())
+    except OSError:
+        return HOST_RESOLV_CONF
+    if conf.servers == (_STUB,) and _SYSTEMD_RESOLV_CONF.is_file():
+        return _SYSTEMD_RESOLV_CONF
+    return HOST_RESOLV_CONF
 
 
 def _unique(items: Iterable[str]) -> tuple[str, ...]:
