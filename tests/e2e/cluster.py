@@ -116,7 +116,8 @@ def host_network_lock() -> Iterator[None]:
 def up_command(
     data_dir: Path, *extra: str, node: str | None = None, network: str | None = None
 ) -> list[str]:
-    """`k8slite up` on free ports with a node and a Docker network of its own."""
+    """`k8slite up` on free ports with a node and a Docker network of its own, its cluster
+    DNS without upstream resolvers (no name a test looks up leaves the machine)."""
     suffix = uuid.uuid4().hex[:6]
     return [
         str(BIN / "k8slite"),
@@ -129,6 +130,8 @@ def up_command(
         node or f"e2e-{suffix}",
         "--docker-network",
         network or f"k8slite-e2e-{suffix}",
+        "--upstream-dns",
+        "",
         *extra,
     ]
 

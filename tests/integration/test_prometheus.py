@@ -94,7 +94,7 @@ def test_every_target_up(cluster: Cluster, tmp_path: Path) -> None:
                 f"{(tmp_path / 'prometheus.log').read_text()[-2000:]}"
             ) from e
         jobs = {t["labels"]["job"] for t in active}
-        expected = {"apiserver", "controller-manager", "scheduler", "kubelet"}
+        expected = {"apiserver", "controller-manager", "scheduler", "kubelet", "dns"}
         if cluster.info.get("proxy"):
             expected.add("proxy")
         assert jobs == expected

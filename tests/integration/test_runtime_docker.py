@@ -26,7 +26,6 @@ from k8slite.kubelet.runtime import (
     ContainerConfig,
     ContainerState,
     ContainerStatus,
-    DNSConfig,
     ImageNeverPullError,
     ImagePullError,
     InvalidImageNameError,
@@ -217,18 +216,17 @@ async def test_pod_network_httpd_shared_namespaces_and_probes(runtime: DockerRun
     assert not probe.success
 
 
-async def test_env_mounts_workdir_user_and_host_aliases(
+async def test_env_mounts_workdir_user_and_etc_files(
     runtime: DockerRuntime, tmp_path: Path
 ) -> None:
     (tmp_path / "config").mkdir()
     (tmp_path / "config" / "greeting").write_text("hi from the host\n")
     (tmp_path / "data").mkdir(mode=0o777)
     (tmp_path / "data").chmod(0o777)
-    pod = make_pod("envpod", hostAliases=[{"ip": "10.1.2.3", "hostnames": ["db.example"]}])
-    dns = DNSConfig(
-        servers=("10.96.0.10",), searches=("default.svc.cluster.local",), options=("ndots:5",)
-    )
-    sandbox = await runtime.run_sandbox(pod, dns=dns)
+    # The kubelet's /etc/hosts and /etc/resolv.conf are single files mounted over Docker's.
+    (tmp_path / "etc-hosts").write_text("127.0.0.1\tlocalhost\n10.1.2.3\tdb.example\n")
+    (tmp_path / "resolv.conf").write_text("nameserver 10.96.0.10\noptions ndots:5\n")
+    sandbox = await runtime.run_sandbox(make_pod("envpod"))
     spec = {
         "name": "app",
         "image": BUSYBOX,
@@ -244,6 +242,8 @@ async def test_env_mounts_workdir_user_and_host_aliases(
         mounts=[
             Mount(str(tmp_path / "config"), "/etc/config", read_only=True),
             Mount(str(tmp_path / "data"), "/data"),
+            Mount(str(tmp_path / "etc-hosts"), "/etc/hosts"),
+            Mount(str(tmp_path / "resolv.conf"), "/etc/resolv.conf"),
         ],
     )
     assert config.args == ["hello from k8slite", "$(NAME)", "$(MISSING)"]
@@ -278,9 +278,7 @@ async def test_env_mounts_workdir_user_and_host_aliases(
         "wrote",
         "ro",
         "10.1.2.3\tdb.example",
-        "search default.svc.cluster.local",
-        # Docker's embedded DNS of the pod network, which forwards to the given servers.
-        "nameserver 127.0.0.11",
+        "nameserver 10.96.0.10",
         "options ndots:5",
         "",
     ]

@@ -85,6 +85,8 @@ def test_up_runs_stops_and_reuses(tmp_path: Path) -> None:
         out = "".join(cluster.output)
         assert f"export KUBECONFIG={data / 'kubeconfig'}" in out, out
         assert "  kubectl get nodes" in out, out
+        # No proxy (--no-proxy), so pods cannot reach kube-dns: up says so.
+        assert "pods do not use it: it needs the proxy" in out, out
         node, port = cluster.info["node"], cluster.info["ports"]["apiserver"]
         # Every kubeconfig points at the port chosen, the admin's is in DIR/kubeconfig.
         for name in (
@@ -107,6 +109,7 @@ def test_up_runs_stops_and_reuses(tmp_path: Path) -> None:
             ("k8slite-controller-manager", "controller-manager"),
             ("k8slite-scheduler", "scheduler"),
             ("k8slite-kubelet", f"node-{node}"),
+            ("k8slite-dns", "dns"),
         ):
             [cmd] = [c for c in cmds if f"/{script} " in c]
             if identity:
@@ -118,6 +121,7 @@ def test_up_runs_stops_and_reuses(tmp_path: Path) -> None:
             ("controller-manager", "k8slite-controller-manager serving on"),
             ("scheduler", "k8slite-scheduler listening on"),
             ("kubelet", "API listening on"),
+            ("dns", "k8slite-dns ready: DNS on 127.0.0.1:"),
         ):
             text = (data / "logs" / f"{log}.log").read_text()
             assert line in text, (log, text, (data / "up.stderr").read_text())
@@ -249,9 +253,11 @@ def test_one_up_per_data_dir(tmp_path: Path) -> None:
 
 
 def test_prometheus_config_names_every_component(tmp_path: Path) -> None:
-    doc = yaml.safe_load(prometheus_config(tmp_path, DEFAULT_PORTS))
+    ports = {**DEFAULT_PORTS, "dns-metrics": 9153}
+    doc = yaml.safe_load(prometheus_config(tmp_path, ports, dns_address="10.244.0.1"))
     jobs = {j["job_name"]: j for j in doc["scrape_configs"]}
-    assert set(jobs) == {"apiserver", "controller-manager", "scheduler", "kubelet", "proxy"}
+    assert set(jobs) == {"apiserver", "controller-manager", "scheduler", "kubelet", "proxy", "dns"}
+    assert jobs["dns"]["static_configs"][0]["targets"] == ["10.244.0.1:9153"]
     assert jobs["apiserver"]["static_configs"][0]["targets"] == ["127.0.0.1:8080"]
     assert jobs["proxy"]["scheme"] == "http"
     assert jobs["kubelet"]["tls_config"]["cert_file"].endswith("client-monitoring.pem")
@@ -314,7 +320,7 @@ def test_detached_cluster_status_logs_and_stop(tmp_path: Path) -> None:
         supervisor = info["pid"]
         assert running(supervisor)
         comps = {name: rec["pid"] for name, rec in info["components"].items()}
-        assert set(comps) == {"apiserver", "controller-manager", "scheduler", "kubelet"}
+        assert set(comps) == {"apiserver", "controller-manager", "scheduler", "kubelet", "dns"}
         assert set(children(supervisor)) == set(comps.values())
         assert "the cluster is up" in (data / "logs" / "up.log").read_text()
 
@@ -380,7 +386,7 @@ def test_killed_supervisor_takes_its_components_along(tmp_path: Path) -> None:
         assert cluster.proc is not None
         node = cluster.info["node"]
         pids = list(children(cluster.proc.pid))
-        assert len(pids) == 4, pids
+        assert len(pids) == 5, pids
         cluster.proc.kill()
         cluster.proc.wait()
         wait_for(

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from k8slite.kubelet.config import KubeletConfig, Taint, parse_key_values, parse_taints
+from k8slite.kubelet.config import Taint, parse_key_values, parse_taints
 from k8slite.kubelet.envvars import ConfigError, container_env, service_env
-from k8slite.kubelet.lifecycle import dns_config, should_restart
+from k8slite.kubelet.lifecycle import should_restart
 from k8slite.kubelet.volumes import VolumeError, VolumeManager, write_atomic
 
 OBJECTS: dict[tuple[str, str, str], dict[str, Any]] = {
@@ -245,17 +245,3 @@ def test_flags_and_rules() -> None:
     assert should_restart("Always", 0) and not should_restart("Never", 1)
     assert should_restart("OnFailure", 1) and not should_restart("OnFailure", 0)
     assert should_restart("Never", 0, sidecar=True)
-    config = KubeletConfig(node_name="n", cluster_dns=["10.96.0.10"])
-    dns = dns_config(POD, config)
-    assert dns is not None and dns.servers == ("10.96.0.10",)
-    assert dns.searches == ("ns.svc.cluster.local", "svc.cluster.local", "cluster.local")
-    assert dns_config(POD, KubeletConfig(node_name="n")) is None
-    custom = {
-        **POD,
-        "spec": {
-            "dnsPolicy": "None",
-            "dnsConfig": {"nameservers": ["1.2.3.4"], "options": [{"name": "ndots", "value": "2"}]},
-        },
-    }
-    dns = dns_config(custom, config)
-    assert dns is not None and dns.servers == ("1.2.3.4",) and dns.options == ("ndots:2",)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import re
 from typing import Any
 
@@ -14,6 +15,7 @@ from k8slite.api.validation import (
     FieldErrors,
     check_config_key,
     check_dns_label,
+    check_dns_subdomain,
     check_env_name,
     check_int_or_port_name,
     check_labels,
@@ -233,6 +235,7 @@ def validate_pod_spec(errs: FieldErrors, path: str, spec: Any) -> None:
     policy = spec.get("restartPolicy")
     if policy not in (None, "Always", "OnFailure", "Never"):
         errs.not_supported(f"{path}.restartPolicy", policy, ["Always", "Never", "OnFailure"])
+    _validate_pod_dns(errs, path, spec)
     check_non_negative(
         errs, f"{path}.terminationGracePeriodSeconds", spec.get("terminationGracePeriodSeconds")
     )
@@ -255,6 +258,73 @@ def validate_pod_spec(errs: FieldErrors, path: str, spec: Any) -> None:
             errs.not_supported(
                 f"{tp}.effect", effect, ["NoExecute", "NoSchedule", "PreferNoSchedule"]
             )
+
+
+DNS_POLICIES = ["ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"]
+# Upstream's limits on spec.dnsConfig.
+MAX_DNS_NAMESERVERS, MAX_DNS_SEARCHES, MAX_DNS_SEARCH_CHARS = 3, 32, 2048
+
+
+def _validate_pod_dns(errs: FieldErrors, path: str, spec: Obj) -> None:
+    """hostname, subdomain, dnsPolicy and dnsConfig, with upstream's limits and messages."""
+    for key in ("hostname", "subdomain"):
+        if spec.get(key):
+            check_dns_label(errs, f"{path}.{key}", spec[key])
+    policy = spec.get("dnsPolicy")
+    if policy is not None and policy not in DNS_POLICIES:
+        errs.not_supported(f"{path}.dnsPolicy", policy, DNS_POLICIES)
+    cp = f"{path}.dnsConfig"
+    config = spec.get("dnsConfig")
+    if policy == "None":
+        if not config:
+            errs.required(cp, "must provide `dnsConfig` when `dnsPolicy` is None")
+            return
+        if not config.get("nameservers"):
+            errs.required(
+                f"{cp}.nameservers",
+                "must provide at least one DNS nameserver when `dnsPolicy` is None",
+            )
+            return
+    if not isinstance(config, dict):
+        return
+    servers = config.get("nameservers") or []
+    if len(servers) > MAX_DNS_NAMESERVERS:
+        errs.invalid(
+            f"{cp}.nameservers",
+            servers,
+            f"must not have more than {MAX_DNS_NAMESERVERS} nameservers",
+        )
+    for i, server in enumerate(servers):
+        try:
+            ipaddress.ip_address(server)
+        except ValueError:
+            errs.invalid(
+                f"{cp}.nameservers[{i}]",
+                server,
+                "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
+            )
+    searches = config.get("searches") or []
+    if len(searches) > MAX_DNS_SEARCHES:
+        errs.invalid(
+            f"{cp}.searches", searches, f"must not have more than {MAX_DNS_SEARCHES} search paths"
+        )
+    if len(" ".join(searches)) > MAX_DNS_SEARCH_CHARS:
+        errs.invalid(
+            f"{cp}.searches",
+            searches,
+            f"must not have more than {MAX_DNS_SEARCH_CHARS} characters "
+            "(including spaces) in the search list",
+        )
+    for i, search in enumerate(searches):
+        # Relaxed as upstream's v1.35: "." alone, and underscores, are allowed.
+        if search != ".":
+            errs_one = FieldErrors()
+            check_dns_subdomain(errs_one, "", search.removesuffix(".").replace("_", "a"))
+            if errs_one:
+                check_dns_subdomain(errs, f"{cp}.searches[{i}]", search.removesuffix("."))
+    for i, option in enumerate(config.get("options") or ()):
+        if not isinstance(option, dict) or not option.get("name"):
+            errs.required(f"{cp}.options[{i}]", "must not be empty")
 
 
 # Pod spec fields an update may change (upstream's list, simplified to whole fields).

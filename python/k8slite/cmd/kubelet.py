@@ -20,6 +20,7 @@ from k8slite.kubelet.config import (
     parse_node_labels,
     parse_taints,
 )
+from k8slite.kubelet.dns import default_resolv_conf
 from k8slite.kubelet.kubelet import Kubelet
 from k8slite.kubelet.runtime import RUNTIMES, make_runtime
 
@@ -104,8 +105,20 @@ def parser() -> argparse.ArgumentParser:
         help="requests per second to the API server (0: unlimited)",
     )
     p.add_argument("--kube-api-burst", type=int, default=100)
-    p.add_argument("--cluster-dns", type=lambda s: [x for x in s.split(",") if x], default=[])
+    p.add_argument(
+        "--cluster-dns",
+        type=lambda s: [x for x in s.split(",") if x],
+        default=[],
+        help="comma-separated nameservers of ClusterFirst pods (default none: pods get "
+        "the host's resolver configuration)",
+    )
     p.add_argument("--cluster-domain", default="cluster.local")
+    p.add_argument(
+        "--resolv-conf",
+        help="the host's resolver configuration, for pods with dnsPolicy Default ('' for "
+        "none; default /etc/resolv.conf, or /run/systemd/resolve/resolv.conf when "
+        "/etc/resolv.conf names only systemd-resolved's stub)",
+    )
     add_component_flags(p)
     return p
 
@@ -143,6 +156,11 @@ def parse_args(argv: list[str] | None) -> tuple[KubeletConfig, argparse.Namespac
         backoff_max=a.crashloop_backoff_max,
         cluster_dns=a.cluster_dns,
         cluster_domain=a.cluster_domain,
+        resolv_conf=(
+            default_resolv_conf()
+            if a.resolv_conf is None
+            else (Path(a.resolv_conf) if a.resolv_conf else None)
+        ),
         kube_api_qps=a.kube_api_qps,
         kube_api_burst=a.kube_api_burst,
     )

@@ -26,6 +26,7 @@ COMPONENT_PORTS = {
     "scheduler": ("scheduler",),
     "kubelet": ("kubelet", "kubelet-healthz"),
     "proxy": ("proxy-metrics", "proxy-healthz"),
+    "dns": ("dns", "dns-metrics"),
     "hollow-nodes": (),
 }
 
@@ -102,7 +103,7 @@ def status_main(argv: list[str]) -> int:
     # Loopback, to our own components; the controller manager's and scheduler's serving
     # certificates are self-signed, as upstream's are by default.
     with _admin_client(data_dir) as admin, httpx.Client(verify=False, timeout=5) as plain:
-        urls = health_urls(info.ports, info.proxy)
+        urls = health_urls(info.ports, info.proxy, info.dns_address)
         readiness = _node_readiness(admin, info)
         print(f"node       {info.node}: {readiness}")
         healthy &= readiness == "Ready"
@@ -164,7 +165,7 @@ def logs_main(argv: list[str]) -> int:
     p = _parser("logs", "Print a component's log (DIR/logs/COMPONENT.log); -f follows it.")
     p.add_argument(
         "component",
-        help="apiserver, controller-manager, scheduler, kubelet, proxy, "
+        help="apiserver, controller-manager, scheduler, kubelet, proxy, dns, "
         "hollow-nodes, or up (the supervisor's own log, with --detach)",
     )
     p.add_argument("-f", "--follow", action="store_true", help="keep printing what is written")

@@ -64,6 +64,8 @@ class ClusterInfo:
     pid: int
     supervisor: ProcessRecord | None = None
     docker_network: str | None = None
+    # Where k8slite-dns listens (its ports are "dns" and "dns-metrics" in ports).
+    dns_address: str = ""
     # starting, ready, stopped.
     state: str = "starting"
     detached: bool = False

@@ -28,11 +28,12 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
 from k8slite import datadir, pki
-from k8slite.cmd import runstate
+from k8slite.cmd import clusterdns, runstate
 from k8slite.cmd.child import Child, spawn
 from k8slite.cmd.common import leaves
 from k8slite.cmd.runstate import ClusterInfo, ProcessRecord
 from k8slite.component.logging import setup_logging
+from k8slite.dns import kubedns
 
 log = logging.getLogger("k8slite.up")
 
@@ -60,6 +61,8 @@ DEFAULT_PORTS = {
 }
 RUNTIMES = ("docker", "process", "fake")
 DEFAULT_DATA_DIR = ".k8slite"
+# The kubelet's default pod network.
+DEFAULT_DOCKER_NETWORK = "k8slite-pods"
 SANDBOX_IMAGE = "k8slite/pause:1.0"
 WORKLOAD_IMAGE = "busybox:1.35"
 # The identity Prometheus scrapes with: upstream's system:monitoring group may read the API
@@ -202,9 +205,9 @@ async def wait_node_ready(url: str, pki_dir: Path, node: str, timeout: float = 1
             await _poll(client, f"{url}/api/v1/nodes/{node}", _node_ready, 0.3)
 
 
-def health_urls(ports: dict[str, int], proxy: bool) -> dict[str, str]:
-    """Each component's /healthz (the controller manager and the scheduler serve HTTPS with
-    a certificate of their own; the proxy plain HTTP, as upstream)."""
+def health_urls(ports: dict[str, int], proxy: bool, dns_address: str = "") -> dict[str, str]:
+    """Each component's /healthz (the controller manager, the scheduler and k8slite-dns serve
+    HTTPS with a certificate of their own; the proxy plain HTTP, as upstream)."""
     urls = {
         name: f"https://127.0.0.1:{ports[name]}/healthz"
         for name in ("controller-manager", "scheduler")
@@ -212,6 +215,8 @@ def health_urls(ports: dict[str, int], proxy: bool) -> dict[str, str]:
     urls["kubelet"] = f"http://127.0.0.1:{ports['kubelet-healthz']}/healthz"
     if proxy:
         urls["proxy"] = f"http://127.0.0.1:{ports['proxy-healthz']}/healthz"
+    if dns_address:
+        urls["dns"] = f"https://{dns_address}:{ports['dns-metrics']}/healthz"
     return urls
 
 
@@ -387,6 +392,15 @@ def detect_runtime() -> tuple[str, str]:
         client.close()
 
 
+def dns_listen_address(runtime: str, network: str) -> str:
+    """Where k8slite-dns listens: the Docker pod network's gateway, which pods reach (and
+    which no host resolver holds, so port 53 is usually free there); for pods that are host
+    processes, loopback, which the proxy reaches from the host."""
+    if runtime == "docker":
+        return clusterdns.docker_gateway(network)
+    return "127.0.0.1"
+
+
 def process_runtime_warning(why: str) -> str:
     """The WARNING block `k8slite up` starts with when it falls back to the process runtime."""
     lines = [
@@ -404,7 +418,9 @@ def process_runtime_warning(why: str) -> str:
     return "\n".join(f"WARNING: {line}" for line in lines)
 
 
-def prometheus_config(data_dir: Path, ports: dict[str, int], proxy: bool = True) -> str:
+def prometheus_config(
+    data_dir: Path, ports: dict[str, int], proxy: bool = True, dns_address: str = ""
+) -> str:
     """A Prometheus scrape configuration for every component of this cluster."""
     p = data_dir / "pki"
 
@@ -419,11 +435,17 @@ def prometheus_config(data_dir: Path, ports: dict[str, int], proxy: bool = True)
             "key_file": str(p / f"client-{identity}.key"),
         }
 
-    def job(name: str, port_key: str, identity: str | None, https: bool = True) -> dict[str, Any]:
+    def job(
+        name: str,
+        port_key: str,
+        identity: str | None,
+        https: bool = True,
+        host: str = "127.0.0.1",
+    ) -> dict[str, Any]:
         config: dict[str, Any] = {
             "job_name": name,
             "scheme": "https" if https else "http",
-            "static_configs": [{"targets": [f"127.0.0.1:{ports[port_key]}"]}],
+            "static_configs": [{"targets": [f"{host}:{ports[port_key]}"]}],
         }
         if https:
             config["tls_config"] = tls(identity)
@@ -437,6 +459,9 @@ def prometheus_config(data_dir: Path, ports: dict[str, int], proxy: bool = True)
     ]
     if proxy:
         jobs.append(job("proxy", "proxy-metrics", None, https=False))
+    if dns_address:
+        # Self-signed, as the controller manager's: where k8slite-dns listens.
+        jobs.append(job("dns", "dns-metrics", None, host=dns_address))
     doc = {"global": {"scrape_interval": "15s", "scrape_timeout": "10s"}, "scrape_configs": jobs}
     header = (
         f"# Prometheus scrape configuration for the K8s-Lite cluster in {data_dir},\n"
@@ -464,10 +489,18 @@ class UpOptions:
     detach: bool = False
     # Set in that background supervisor: nobody reads its standard output.
     background: bool = False
+    # k8slite-dns's --upstream-dns (None: the host's resolvers; "": none).
+    upstream_dns: str | None = None
 
 
 def components(
-    opts: UpOptions, data_dir: Path, node: str, runtime: str, ports: dict[str, int], proxy: bool
+    opts: UpOptions,
+    data_dir: Path,
+    node: str,
+    runtime: str,
+    ports: dict[str, int],
+    proxy: bool,
+    dns_address: str,
 ) -> tuple[Component, list[Component]]:
     """The API server, and the rest (in start order), each with its own identity."""
     p, logs = data_dir / "pki", data_dir / "logs"
@@ -549,9 +582,29 @@ def components(
                 "--healthz-port",
                 str(ports["kubelet-healthz"]),
                 *(["--docker-network", opts.docker_network] if opts.docker_network else []),
+                # Pods reach the kube-dns Service only through the proxy; without it they
+                # get the host's resolvers (dnsPolicy Default), as upstream's kubelet does
+                # without --cluster-dns.
+                *(["--cluster-dns", kubedns.CLUSTER_IP] if proxy else []),
                 *verbosity,
             ],
             logs / "kubelet.log",
+        ),
+        Component(
+            "dns",
+            [
+                script("k8slite-dns"),
+                *kubeconfig("dns"),
+                "--bind-address",
+                dns_address,
+                "--dns-port",
+                str(ports["dns"]),
+                "--secure-port",
+                str(ports["dns-metrics"]),
+                *([] if opts.upstream_dns is None else ["--upstream-dns", opts.upstream_dns]),
+                *verbosity,
+            ],
+            logs / "dns.log",
         ),
     ]
     if proxy:
@@ -734,6 +787,22 @@ async def _up(opts: UpOptions, data_dir: Path, runtime: str, why: str) -> None:
             "is not started, so Services are not reachable from this host"
         )
         proxy = False
+    try:
+        dns_address = await trio.to_thread.run_sync(
+            dns_listen_address, runtime, opts.docker_network or DEFAULT_DOCKER_NETWORK
+        )
+        dns_port, dns_metrics = clusterdns.pick_ports(dns_address, opts.port == 0)
+    except clusterdns.ClusterDnsError as e:
+        raise UpError(f"cluster DNS: {e}") from None
+    ports = {**ports, "dns": dns_port, "dns-metrics": dns_metrics}
+    if not proxy:
+        log.warning(
+            "cluster DNS needs the proxy (the kube-dns Service at %s): pods get the "
+            "host's resolvers; k8slite-dns answers on %s port %d from this host",
+            kubedns.CLUSTER_IP,
+            dns_address,
+            dns_port,
+        )
     me = os.getpid()
     info = ClusterInfo(
         str(data_dir),
@@ -748,10 +817,11 @@ async def _up(opts: UpOptions, data_dir: Path, runtime: str, why: str) -> None:
             me, sys.argv, str(data_dir / "logs" / "up.log") if opts.background else ""
         ),
         docker_network=opts.docker_network,
+        dns_address=dns_address,
         detached=opts.background,
     )
     runstate.write(data_dir, info)
-    (data_dir / "prometheus.yml").write_text(prometheus_config(data_dir, ports, proxy))
+    (data_dir / "prometheus.yml").write_text(prometheus_config(data_dir, ports, proxy, dns_address))
 
     def record(c: Component) -> None:
         assert c.proc is not None
@@ -759,7 +829,7 @@ async def _up(opts: UpOptions, data_dir: Path, runtime: str, why: str) -> None:
         info.components[c.name].restarts = c.restarts
         runstate.write(data_dir, info)
 
-    apiserver, rest = components(opts, data_dir, node, runtime, ports, proxy)
+    apiserver, rest = components(opts, data_dir, node, runtime, ports, proxy, dns_address)
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(supervise, apiserver, record)
@@ -771,10 +841,21 @@ async def _up(opts: UpOptions, data_dir: Path, runtime: str, why: str) -> None:
                     f"its log {apiserver.log_path} ends with:\n{_tail(apiserver.log_path)}"
                 ) from None
             log.info("API server ready at %s", url)
+            try:
+                await clusterdns.publish(
+                    url, _admin_context(pki_dir), dns_address, dns_port, dns_metrics
+                )
+            except (clusterdns.ClusterDnsError, httpx.HTTPError) as e:
+                raise UpError(f"cluster DNS: {e}") from None
             for c in rest:
                 nursery.start_soon(supervise, c, record)
             await wait_started(
-                url, pki_dir, node, health_urls(ports, proxy), data_dir / "logs", opts.wait
+                url,
+                pki_dir,
+                node,
+                health_urls(ports, proxy, dns_address),
+                data_dir / "logs",
+                opts.wait,
             )
             info.state = "ready"
             runstate.write(data_dir, info)
@@ -811,6 +892,13 @@ def welcome(info: ClusterInfo, data_dir: Path) -> list[str]:
     ]
     if info.runtime == "process":
         lines.append("Pods run as host processes, sharing its ports: see the WARNING above.")
+    dns_at = f"k8slite-dns on {info.dns_address} port {info.ports['dns']}"
+    if info.proxy:
+        lines.append(f"Cluster DNS: {kubedns.CLUSTER_IP} (Service kube-system/kube-dns), {dns_at}.")
+    else:
+        lines.append(
+            f"Cluster DNS: {dns_at}; pods do not use it: it needs the proxy (run as root)."
+        )
     lines += [
         "",
         f"  export KUBECONFIG={abs_dir / 'kubeconfig'}",
@@ -920,6 +1008,12 @@ def parse_args(argv: list[str] | None) -> UpOptions:
         help="the Docker network of the pods (default: the kubelet's, k8slite-pods)",
     )
     p.add_argument(
+        "--upstream-dns",
+        metavar="IP[:PORT],...",
+        help="where cluster DNS forwards names outside the cluster "
+        "(default: the host's resolvers; '' for none)",
+    )
+    p.add_argument(
         "--no-proxy",
         dest="proxy",
         action="store_false",
@@ -953,6 +1047,7 @@ def parse_args(argv: list[str] | None) -> UpOptions:
         wait=a.wait,
         detach=a.detach,
         background=a.background,
+        upstream_dns=a.upstream_dns,
     )
 
 

@@ -64,8 +64,11 @@ class KubeletConfig:
     # The client's rate limit towards the API server (upstream kubeAPIQPS / kubeAPIBurst).
     kube_api_qps: float = 50.0
     kube_api_burst: int = 100
+    # Nameservers of ClusterFirst pods (none: they get the host's, as dnsPolicy Default).
     cluster_dns: list[str] = field(default_factory=list)
     cluster_domain: str = "cluster.local"
+    # The host's resolver configuration that Default pods get (None: none).
+    resolv_conf: Path | None = Path("/etc/resolv.conf")
 
     def __post_init__(self) -> None:
         self.root_dir = Path(self.root_dir)

@@ -14,7 +14,7 @@ import trio
 from k8slite.client import ApiClient
 from k8slite.component.events import NORMAL, WARNING, EventRecorder
 from k8slite.component.objects import Obj
-from k8slite.kubelet import lifecycle
+from k8slite.kubelet import dns, lifecycle
 from k8slite.kubelet.config import KubeletConfig
 from k8slite.kubelet.envvars import ConfigError, container_env
 from k8slite.kubelet.metrics import KubeletMetrics
@@ -28,6 +28,7 @@ from k8slite.kubelet.runtime.base import (
     ContainerState,
     ContainerStatus,
     ImagePullError,
+    Mount,
     NotFoundError,
     Runtime,
 )
@@ -317,6 +318,14 @@ class ContainerOps:
             allocatable=self.env.allocatable,
         )
         mounts = self.env.volumes.mounts(c, self.state.volume_paths or {}, self.state.pod)
+        # The kubelet's /etc/hosts and /etc/resolv.conf, unless the container mounts its own.
+        pod_dir = self.env.volumes.pod_dir(self.state.uid)
+        taken = {m.container_path for m in mounts}
+        mounts += [
+            Mount(str(pod_dir / name), path)
+            for name, path in dns.POD_FILES.items()
+            if path not in taken and (pod_dir / name).is_file()
+        ]
         return ContainerConfig.from_spec(
             c, pod=self.state.pod, restart_count=restart_count, env=env, mounts=mounts
         )

@@ -1,14 +1,13 @@
-"""Pieces of a pod's lifecycle that need no worker state: hooks, DNS, restart rules, grace."""
+"""Pieces of a pod's lifecycle that need no worker state: hooks, restart rules, grace."""
 
 from __future__ import annotations
 
 import httpx
 import trio
 
-from k8slite.component.objects import Obj, meta, namespace_of
-from k8slite.kubelet.config import KubeletConfig
+from k8slite.component.objects import Obj, meta
 from k8slite.kubelet.probes import USER_AGENT, resolve_port
-from k8slite.kubelet.runtime.base import ContainerRuntimeError, DNSConfig, Runtime
+from k8slite.kubelet.runtime.base import ContainerRuntimeError, Runtime
 
 # Upstream gives a container at least this long after its preStop hook before SIGKILL.
 MIN_GRACE_AFTER_HOOK = 2.0
@@ -79,35 +78,3 @@ def grace_period(pod: Obj) -> float:
     spec = pod.get("spec") or {}
     value = spec.get("terminationGracePeriodSeconds")
     return float(30 if value is None else value)
-
-
-def dns_config(pod: Obj, config: KubeletConfig) -> DNSConfig | None:
-    """The pod's resolv.conf per dnsPolicy and dnsConfig; None keeps the runtime's default.
-
-    ClusterFirst uses --cluster-dns when set (otherwise the node's resolver, as upstream
-    falls back to); Default always the node's; None only what dnsConfig gives.
-    """
-    spec = pod.get("spec") or {}
-    policy = spec.get("dnsPolicy") or "ClusterFirst"
-    if policy == "ClusterFirstWithHostNet":
-        policy = "ClusterFirst"
-    elif policy == "ClusterFirst" and spec.get("hostNetwork"):
-        policy = "Default"
-    servers: list[str] = []
-    searches: list[str] = []
-    options: list[str] = []
-    if policy == "ClusterFirst" and config.cluster_dns:
-        ns = namespace_of(pod) or "default"
-        domain = config.cluster_domain
-        servers = list(config.cluster_dns)
-        searches = [f"{ns}.svc.{domain}", f"svc.{domain}", domain]
-        options = ["ndots:5"]
-    extra = spec.get("dnsConfig") or {}
-    if policy != "None" and not servers and not extra:
-        return None
-    servers += [s for s in extra.get("nameservers") or () if s not in servers]
-    searches += [s for s in extra.get("searches") or () if s not in searches]
-    for opt in extra.get("options") or ():
-        text = opt["name"] + (f":{opt['value']}" if opt.get("value") else "")
-        options = [o for o in options if o.split(":")[0] != opt["name"]] + [text]
-    return DNSConfig(tuple(servers), tuple(searches), tuple(options))

@@ -22,7 +22,7 @@ from k8slite.client import ApiConnectionError, ApiError, Conflict, NotFound
 from k8slite.client.resource import PODS
 from k8slite.component.events import NORMAL, WARNING
 from k8slite.component.objects import Obj
-from k8slite.kubelet import lifecycle, status
+from k8slite.kubelet import dns, lifecycle, status
 from k8slite.kubelet.containers import RETRY_SECONDS, ContainerOps, WorkerEnv
 from k8slite.kubelet.podstate import PodState
 from k8slite.kubelet.runtime.base import (
@@ -289,6 +289,8 @@ class PodWorker:
             if old is not None and old.state is SandboxState.READY:
                 self.state.sandbox = old
                 self._set_ips(old)
+                # Kept as written for this sandbox (a kubelet restart must not change them).
+                self._write_pod_files(old, missing_only=True)
                 return True
         if self.state.sandbox is not None:
             # The sandbox died (or vanished): its containers lost their namespaces.
@@ -307,11 +309,7 @@ class PodWorker:
             if not self._anything_to_run():
                 return False
         try:
-            sandbox = await rt.run_sandbox(
-                self.pod,
-                attempt=self.state.attempt,
-                dns=lifecycle.dns_config(self.pod, self.env.config),
-            )
+            sandbox = await rt.run_sandbox(self.pod, attempt=self.state.attempt)
         except ContainerRuntimeError as e:
             self.containers.event(
                 WARNING, "FailedCreatePodSandBox", f"Failed to create pod sandbox: {e.message}"
@@ -320,7 +318,27 @@ class PodWorker:
             return False
         self.state.sandbox = sandbox
         self._set_ips(sandbox)
+        self._write_pod_files(sandbox, missing_only=False)
         return True
+
+    def _write_pod_files(self, sandbox: Sandbox, missing_only: bool) -> None:
+        """The pod's resolv.conf and /etc/hosts, which its containers mount."""
+        if self.env.volumes is None:
+            return
+        pod_dir = self.env.volumes.pod_dir(self.uid)
+        if missing_only and all((pod_dir / name).exists() for name in dns.POD_FILES):
+            return
+        cfg = self.env.config
+        warnings = dns.write_pod_files(
+            pod_dir,
+            self.pod,
+            [sandbox.ip] if sandbox.ip else [],
+            cluster_dns=cfg.cluster_dns,
+            cluster_domain=cfg.cluster_domain,
+            resolv_conf=cfg.resolv_conf,
+        )
+        for reason, message in warnings:
+            self.containers.event(WARNING, reason, message)
 
     def _set_ips(self, sandbox: Sandbox) -> None:
         self.view.sandbox_ready = True

@@ -100,15 +100,6 @@ class NamespaceOptions:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class DNSConfig:
-    """The resolv.conf of a pod, computed by the kubelet from dnsPolicy and dnsConfig."""
-
-    servers: tuple[str, ...] = ()
-    searches: tuple[str, ...] = ()
-    options: tuple[str, ...] = ()
-
-
 @dataclass(slots=True)
 class Sandbox:
     """A pod sandbox: holds the pod's network (and IPC, maybe PID) namespace and its IP."""
@@ -491,10 +482,11 @@ class Runtime(Protocol):
         """status.nodeInfo.containerRuntimeVersion, e.g. "docker://20.10.24"."""
         ...
 
-    async def run_sandbox(
-        self, pod: Mapping[str, Any], *, attempt: int = 0, dns: DNSConfig | None = None
-    ) -> Sandbox:
-        """Create and start the pod's sandbox (or return the running one of this attempt)."""
+    async def run_sandbox(self, pod: Mapping[str, Any], *, attempt: int = 0) -> Sandbox:
+        """Create and start the pod's sandbox (or return the running one of this attempt).
+
+        Its /etc/hosts and /etc/resolv.conf are the kubelet's: files it mounts into every
+        container."""
         ...
 
     async def stop_sandbox(self, sandbox_id: str) -> None:

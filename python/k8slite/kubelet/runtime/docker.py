@@ -34,7 +34,6 @@ from k8slite.kubelet.runtime.base import (
     ContainerStatus,
     CreateContainerError,
     CreateSandboxError,
-    DNSConfig,
     ExecResult,
     ExecTimeoutError,
     ImageInfo,
@@ -179,14 +178,12 @@ class DockerRuntime:
 
     # -- sandboxes --------------------------------------------------------------------------
 
-    async def run_sandbox(
-        self, pod: Mapping[str, Any], *, attempt: int = 0, dns: DNSConfig | None = None
-    ) -> Sandbox:
+    async def run_sandbox(self, pod: Mapping[str, Any], *, attempt: int = 0) -> Sandbox:
         namespaces = NamespaceOptions.from_pod(pod)
         if namespaces.network is NamespaceMode.POD:
             await self._ensure_network()
         labels = sandbox_labels(self.node_name, pod, attempt, namespaces)
-        spec = self._sandbox_spec(pod, attempt, namespaces, labels, dns)
+        spec = self._sandbox_spec(pod, attempt, namespaces, labels)
         try:
             attrs = await self._call(_run_sandbox, spec)
         except CreateSandboxError as e:
@@ -204,7 +201,6 @@ class DockerRuntime:
         attempt: int,
         namespaces: NamespaceOptions,
         labels: dict[str, str],
-        dns: DNSConfig | None,
     ) -> dict[str, Any]:
         uid, namespace, name = pod_identity(pod)
         spec = pod.get("spec") or {}
@@ -214,18 +210,8 @@ class DockerRuntime:
             # "shareable" so app containers may join it; Docker's default IPC mode is private.
             "ipc_mode": "host" if namespaces.ipc is NamespaceMode.NODE else "shareable",
             "pid_mode": "host" if namespaces.pid is NamespaceMode.NODE else None,
-            "extra_hosts": {
-                h: a["ip"] for a in spec.get("hostAliases") or () for h in a.get("hostnames") or ()
-            }
-            or None,
             "log_config": _LOG_CONFIG,
         }
-        if dns is not None:
-            host_config.update(
-                dns=list(dns.servers) or None,
-                dns_search=list(dns.searches) or None,
-                dns_opt=list(dns.options) or None,
-            )
         ports = [] if host_net else _host_ports(spec)
         if ports:
             host_config["port_bindings"] = {key: (ip, hp) if ip else hp for key, ip, hp in ports}

@@ -114,3 +114,15 @@ def _host_routes() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     except OSError:
         pass
     return routes
+
+
+def gateway(api: docker.APIClient, name: str) -> str:
+    """The network's gateway: the bridge's address on the host (Docker's default, the
+    subnet's first address, unless the network names another)."""
+    net = api.inspect_network(name)
+    for cfg in (net.get("IPAM") or {}).get("Config") or ():
+        if cfg.get("Gateway"):
+            return str(cfg["Gateway"]).split("/")[0]
+        if cfg.get("Subnet"):
+            return str(next(ipaddress.ip_network(cfg["Subnet"], strict=False).hosts()))
+    raise CreateSandboxError(f"Docker network {name!r} has no subnet")

@@ -28,7 +28,6 @@ from k8slite.kubelet.runtime.base import (
     ContainerState,
     ContainerStatus,
     CreateSandboxError,
-    DNSConfig,
     ExecResult,
     ImageInfo,
     ImageRef,
@@ -96,9 +95,7 @@ class FakeRuntime:
 
     # -- sandboxes --------------------------------------------------------------------------
 
-    async def run_sandbox(
-        self, pod: Mapping[str, Any], *, attempt: int = 0, dns: DNSConfig | None = None
-    ) -> Sandbox:
+    async def run_sandbox(self, pod: Mapping[str, Any], *, attempt: int = 0) -> Sandbox:
         uid, namespace, name = pod_identity(pod)
         existing = self._sandboxes.get(self._by_pod.get((uid, attempt), ""))
         if existing is not None:

@@ -37,7 +37,6 @@ from k8slite.kubelet.runtime.base import (
     ContainerState,
     ContainerStatus,
     CreateContainerError,
-    DNSConfig,
     ExecResult,
     ExecTimeoutError,
     ImageInfo,
@@ -128,9 +127,7 @@ class ProcessRuntime:
 
     # -- sandboxes --------------------------------------------------------------------------
 
-    async def run_sandbox(
-        self, pod: Mapping[str, Any], *, attempt: int = 0, dns: DNSConfig | None = None
-    ) -> Sandbox:
+    async def run_sandbox(self, pod: Mapping[str, Any], *, attempt: int = 0) -> Sandbox:
         uid = pod_identity(pod)[0]
         for sandbox in await self.list_sandboxes():
             if sandbox.pod_uid == uid and sandbox.attempt == attempt:

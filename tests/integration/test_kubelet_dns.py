@@ -1,0 +1,139 @@
+"""A Docker kubelet's pods see the resolv.conf and /etc/hosts their dnsPolicy asks for."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ServerHandle
+from tests.integration.kubelet_harness import (
+    BUSYBOX,
+    KubeletProcess,
+    Pods,
+    docker_problem,
+    kubectl,
+    remove_docker_leftovers,
+    retire_node,
+    unique_node,
+    wait_idle,
+)
+
+_PROBLEM = docker_problem()
+pytestmark = pytest.mark.skipif(_PROBLEM is not None, reason=_PROBLEM or "")
+# The host's resolver configuration as this kubelet reads it (--resolv-conf).
+HOST_RESOLV_CONF = "nameserver 192.0.2.53\nsearch corp.example\noptions timeout:2\n"
+SHOW = "cat /etc/resolv.conf; echo ---; cat /etc/hosts; echo ---; hostname"
+
+
+@pytest.fixture(scope="module")
+def kubelet(
+    apiserver: ServerHandle, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[KubeletProcess]:
+    node = unique_node("kl-dns")
+    network = f"k8slite-t-{node}"
+    workdir = tmp_path_factory.mktemp(node)
+    (workdir / "host-resolv.conf").write_text(HOST_RESOLV_CONF)
+    proc = KubeletProcess(
+        apiserver,
+        node,
+        "docker",
+        workdir,
+        "--docker-network",
+        network,
+        "--cluster-dns",
+        "10.96.0.10",
+        "--cluster-domain",
+        "cluster.local",
+        "--resolv-conf",
+        str(workdir / "host-resolv.conf"),
+    )
+    try:
+        proc.start()
+        yield proc
+    finally:
+        if proc.proc is not None:
+            retire_node(apiserver, node)
+            wait_idle(proc)
+        proc.stop()
+        remove_docker_leftovers([node], network)
+
+
+@pytest.fixture
+def pods(api: httpx.Client, namespace: str, kubelet: KubeletProcess) -> Pods:
+    return Pods(api, namespace, kubelet.node)
+
+
+def _shown(apiserver: ServerHandle, pods: Pods, name: str, **spec: object) -> list[str]:
+    """Run SHOW in a new pod; its resolv.conf, /etc/hosts and hostname, from its log."""
+    pods.create(
+        name,
+        [{"name": "show", "image": BUSYBOX, "command": ["sh", "-c", SHOW]}],
+        restartPolicy="Never",
+        **spec,
+    )
+    pods.wait_phase(name, "Succeeded")
+    done = kubectl(apiserver, "logs", name, "-n", pods.namespace)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split("---\n")
+
+
+def test_cluster_first_pod(apiserver: ServerHandle, pods: Pods) -> None:
+    resolv, hosts, hostname = _shown(
+        apiserver,
+        pods,
+        "cf",
+        hostname="db-0",
+        subdomain="db",
+        hostAliases=[{"ip": "10.1.2.3", "hostnames": ["alias.example"]}],
+    )
+    assert resolv == (
+        "nameserver 10.96.0.10\n"
+        f"search {pods.namespace}.svc.cluster.local svc.cluster.local cluster.local "
+        "corp.example\n"
+        "options ndots:5\n"
+    )
+    ip = pods.status("cf")["podIP"]
+    assert hosts.startswith("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"), hosts
+    assert f"{ip}\tdb-0.db.{pods.namespace}.svc.cluster.local\tdb-0\n" in hosts, hosts
+    assert hosts.endswith("# Entries added by HostAliases.\n10.1.2.3\talias.example\n"), hosts
+    assert hostname == "db-0\n"
+
+
+def test_default_and_none_pods(apiserver: ServerHandle, pods: Pods) -> None:
+    resolv = _shown(apiserver, pods, "dflt", dnsPolicy="Default")[0]
+    assert resolv == HOST_RESOLV_CONF
+    config = {
+        "nameservers": ["192.0.2.1"],
+        "searches": ["a.example"],
+        "options": [{"name": "ndots", "value": "1"}],
+    }
+    resolv = _shown(apiserver, pods, "none", dnsPolicy="None", dnsConfig=config)[0]
+    assert resolv == "nameserver 192.0.2.1\nsearch a.example\noptions ndots:1\n"
+
+
+def test_a_container_may_mount_its_own_resolv_conf(
+    apiserver: ServerHandle, pods: Pods, tmp_path: Path
+) -> None:
+    (tmp_path / "resolv.conf").write_text("nameserver 192.0.2.99\n")
+    tmp_path.chmod(0o755)
+    pods.create(
+        "own",
+        [
+            {
+                "name": "show",
+                "image": BUSYBOX,
+                "command": ["cat", "/etc/resolv.conf"],
+                "volumeMounts": [
+                    {"name": "host", "mountPath": "/etc/resolv.conf", "subPath": "resolv.conf"}
+                ],
+            }
+        ],
+        restartPolicy="Never",
+        volumes=[{"name": "host", "hostPath": {"path": str(tmp_path)}}],
+    )
+    pods.wait_phase("own", "Succeeded")
+    done = kubectl(apiserver, "logs", "own", "-n", pods.namespace)
+    assert done.stdout == "nameserver 192.0.2.99\n", done.stderr
