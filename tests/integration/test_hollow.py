@@ -90,7 +90,9 @@ def test_thousand_hollow_nodes_register_and_stay_ready(
                 _renewed_after(lease, registered_at) for lease in leases
             )
 
-        wait_for(all_renewed, timeout=6 * RENEW, interval=1.0, what="every lease renewed")
+        # 1,000 renewals every RENEW seconds: on a loaded 2-core machine a round can take
+        # several periods, so the wait is generous (it asserts that they renew, not how fast).
+        wait_for(all_renewed, timeout=24 * RENEW, interval=1.0, what="every lease renewed")
         nodes = api.get("/api/v1/nodes").json()["items"]
         assert sum(_ready(n) for n in nodes) == COUNT
         assert proc.poll() is None
