@@ -149,6 +149,7 @@ FIELDS: dict[str, dict[str, FieldMeta]] = {
     APPS + "DeploymentSpec": {"strategy": FieldMeta(strategy="retainKeys")},
     APPS + "DeploymentStatus": _CONDITIONS,
     APPS + "ReplicaSetStatus": _CONDITIONS,
+    APPS + "DaemonSetStatus": _CONDITIONS,
     DISCOVERY + "EndpointSlice": {"endpoints": ATOMIC, "ports": ATOMIC},
     DISCOVERY + "Endpoint": {"addresses": SET},
     DISCOVERY + "EndpointHints": {"forZones": ATOMIC, "forNodes": ATOMIC},
@@ -185,6 +186,7 @@ KEY_DEFAULTS = {"protocol": "TCP"}
 # Enumerations worth showing in `kubectl explain` (upstream's `+enum` types).
 ENUMS: dict[tuple[str, str], tuple[str, ...]] = {
     (APPS + "DeploymentStrategy", "type"): ("Recreate", "RollingUpdate"),
+    (APPS + "DaemonSetUpdateStrategy", "type"): ("OnDelete", "RollingUpdate"),
     (CORE + "PodSpec", "restartPolicy"): ("Always", "Never", "OnFailure"),
     (CORE + "PodSpec", "dnsPolicy"): ("ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"),
     (CORE + "Container", "imagePullPolicy"): ("Always", "IfNotPresent", "Never"),

@@ -142,6 +142,10 @@ RESOURCES: list[ResourceType] = [
         fields=("status.replicas",),
         categories=("all",),
     ),
+    ResourceType(
+        "apps", "v1", "DaemonSet", "daemonsets", True, ("ds",), ("status",), categories=("all",)
+    ),
+    ResourceType("apps", "v1", "ControllerRevision", "controllerrevisions", True),
     ResourceType("coordination.k8s.io", "v1", "Lease", "leases", True),
     ResourceType("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", True),
     ResourceType(_RBAC, "v1", "ClusterRole", "clusterroles", False),

@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, default in (
         ("--concurrent-replicaset-syncs", 5),
         ("--concurrent-deployment-syncs", 5),
+        ("--concurrent-daemonset-syncs", 2),
         ("--concurrent-endpoint-syncs", 5),
         ("--concurrent-service-endpoint-syncs", 5),
         ("--concurrent-gc-syncs", 20),
@@ -123,6 +124,7 @@ def parse_args(argv: list[str] | None) -> tuple[ControllerManagerConfig, argpars
     options = ControllerOptions(
         concurrent_replicaset_syncs=a.concurrent_replicaset_syncs,
         concurrent_deployment_syncs=a.concurrent_deployment_syncs,
+        concurrent_daemonset_syncs=a.concurrent_daemonset_syncs,
         concurrent_endpoint_syncs=a.concurrent_endpoint_syncs,
         concurrent_service_endpoint_syncs=a.concurrent_service_endpoint_syncs,
         concurrent_gc_syncs=a.concurrent_gc_syncs,
