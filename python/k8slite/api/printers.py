@@ -341,6 +341,26 @@ def daemonset_row(ds: Obj, now: dt.datetime) -> list[Cell]:
     ]
 
 
+def cronjob_row(cj: Obj, now: dt.datetime) -> list[Cell]:
+    spec, status = cj.get("spec") or {}, cj.get("status") or {}
+    job_spec = (spec.get("jobTemplate") or {}).get("spec") or {}
+    names, images = containers_and_images((job_spec.get("template") or {}).get("spec"))
+    suspend = spec.get("suspend")
+    last = status.get("lastScheduleTime")
+    return [
+        cj["metadata"].get("name", ""),
+        spec.get("schedule", ""),
+        spec.get("timeZone") or "<none>",
+        "<unset>" if suspend is None else ("True" if suspend else "False"),
+        len(status.get("active") or ()),
+        since(last, now) if last else "<none>",
+        age(cj, now),
+        names,
+        images,
+        go_selector(job_spec.get("selector")),
+    ]
+
+
 def controllerrevision_row(cr: Obj, now: dt.datetime) -> list[Cell]:
     """CONTROLLER is the controller's lowercased Kind.group/name, or <none>."""
     controller = "<none>"
@@ -641,6 +661,37 @@ PRINTERS: dict[tuple[str, str], Printer] = {
             SELECTOR,
         ),
         daemonset_row,
+    ),
+    ("batch", "CronJob"): Printer(
+        (
+            NAME,
+            Column(
+                "Schedule",
+                description="The schedule in Cron format, see https://en.wikipedia.org/wiki/Cron.",
+            ),
+            Column(
+                "Timezone",
+                description="The time zone name for the given schedule, see "
+                "https://en.wikipedia.org/wiki/List_of_tz_database_time_zones.",
+            ),
+            Column(
+                "Suspend",
+                "boolean",
+                "This flag tells the controller to suspend "
+                "subsequent executions, it does not apply to already started executions.",
+            ),
+            Column("Active", "integer", "A list of pointers to currently running jobs."),
+            Column(
+                "Last Schedule",
+                description="Information when was the last time the job "
+                "was successfully scheduled.",
+            ),
+            AGE,
+            CONTAINERS,
+            IMAGES,
+            SELECTOR,
+        ),
+        cronjob_row,
     ),
     ("apps", "ControllerRevision"): Printer(
         (

@@ -142,6 +142,10 @@ RESOURCES: list[ResourceType] = [
         fields=("status.replicas",),
         categories=("all",),
     ),
+    ResourceType("batch", "v1", "Job", "jobs", True, (), ("status",), categories=("all",)),
+    ResourceType(
+        "batch", "v1", "CronJob", "cronjobs", True, ("cj",), ("status",), categories=("all",)
+    ),
     ResourceType(
         "apps", "v1", "DaemonSet", "daemonsets", True, ("ds",), ("status",), categories=("all",)
     ),

@@ -8,12 +8,13 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from k8slite.api.apps_v1 import TEMPLATE_GENERATION
 from k8slite.component.objects import Obj, annotations_of, is_deleting, labels_of, meta
 from k8slite.controllers.deploymentutil import scaled_value
 from k8slite.controllers.podutil import is_pod_available, is_pod_ready
 from k8slite.controllers.tainteviction import tolerates
 
+# Where the API server keeps a DaemonSet's template generation (api/apps_v1.py writes it).
+TEMPLATE_GENERATION = "deprecated.daemonset.template.generation"
 # Labels a daemon pod carries besides its template's (upstream's names).
 REVISION_HASH = "controller-revision-hash"
 POD_TEMPLATE_GENERATION = "pod-template-generation"
