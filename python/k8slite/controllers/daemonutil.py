@@ -338,6 +338,11 @@ def rolling_update_plan(
     goes once its node's new pod is available.
     """
     generation = template_generation(ds)
+    # Nothing to roll once every pod runs the current template (the common case).
+    if all(
+        is_pod_updated(p, revision_hash, generation) for pods in node_pods.values() for p in pods
+    ):
+        return [], []
     min_ready = int((ds.get("spec") or {}).get("minReadySeconds") or 0)
     surge, max_unavailable = surge_and_unavailable(ds, len(eligible))
     if surge == 0:
@@ -404,10 +409,10 @@ def compute_status(
             desired += 1
             if pods:
                 current += 1
-                pod = min(pods, key=_creation_key)
+                pod = pods[0] if len(pods) == 1 else min(pods, key=_creation_key)
                 if is_pod_ready(pod):
                     ready += 1
-                    if is_pod_available(pod, min_ready, now):
+                    if min_ready <= 0 or is_pod_available(pod, min_ready, now):
                         available += 1
                 if is_pod_updated(pod, revision_hash, generation):
                     updated += 1
