@@ -25,6 +25,7 @@ from tests.integration.controller_harness import (
     create_namespace,
     kubectl,
     manager_kubeconfig,
+    start_controller_manager,
     wait_for,
 )
 
@@ -372,3 +373,32 @@ async def test_validation_and_kubectl(
     assert job["metadata"]["ownerReferences"][0]["uid"] == cj["metadata"]["uid"]
     with pytest.raises(NotFound):
         await kube.get(CRONJOBS, "bad", namespace=ns)
+
+
+async def test_controller_manager_runs_cronjobs(fresh_apiserver: ServerHandle) -> None:
+    """The controller manager's own cronjob controller, on the real clock: a CronJob whose
+    last run was minutes ago starts the Job of the current minute at once."""
+    manager = start_controller_manager(fresh_apiserver, "--controllers=cronjob")
+    try:
+        async with ApiClient(admin_config(fresh_apiserver)) as kube:
+            ns = await create_namespace(kube, "cjm")
+            # Suspended until its status says it last ran long ago.
+            cj = await kube.create(CRONJOBS, cronjob("tick", suspend=True), namespace=ns)
+            past = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+            cj["status"] = {"lastScheduleTime": past.strftime("%Y-%m-%dT%H:%M:%SZ")}
+            cj = await kube.update_status(CRONJOBS, cj)
+            cj["spec"]["suspend"] = False
+            await kube.update(CRONJOBS, cj)
+            [job] = await wait_for(lambda: job_count(kube, ns, 1), message="a Job at once")
+            minute = int(dt.datetime.now(dt.UTC).timestamp()) // 60
+            assert job["metadata"]["name"] in (f"tick-{minute}", f"tick-{minute - 1}")
+
+            async def one_active() -> bool:
+                out = await kubectl(fresh_apiserver, "-n", ns, "get", "cronjob", "tick")
+                return out.splitlines()[1].split()[7:9] == ["False", "1"]  # SUSPEND ACTIVE
+
+            await wait_for(one_active, message="ACTIVE 1")
+            out = await kubectl(fresh_apiserver, "-n", ns, "describe", "cronjob", "tick")
+            assert "SuccessfulCreate" in out
+    finally:
+        manager.stop()
