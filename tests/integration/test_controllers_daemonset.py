@@ -230,6 +230,10 @@ async def test_one_pod_per_eligible_node(
     assert out.splitlines()[0].split() == ["NAME", "CONTROLLER", "REVISION", "AGE"]
     assert out.splitlines()[1].split()[1:3] == ["daemonset.apps/agent", "1"]
 
+    out = await kubectl(module_apiserver, "describe", "ds", "agent", "-n", ns)
+    assert "Desired Number of Nodes Scheduled: 4" in out
+    assert "4 Running / 0 Waiting / 0 Succeeded / 0 Failed" in out
+
     # A new node gets its pod; a NoExecute taint the pods do not tolerate removes one.
     await make_nodes(kube, ns, f"{ns}-late")
     await wait_for(lambda: rolled_out(kube, ns, 5), message="a pod on the new node")
