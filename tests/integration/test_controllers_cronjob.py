@@ -307,7 +307,9 @@ async def test_forbid_replace_suspend_and_missed_runs(
         CRONJOBS, cronjob("strict", "*/30 * * * *", startingDeadlineSeconds=10), namespace=ns
     )
     created = parse_time(strict["metadata"]["creationTimestamp"])
-    running.advance_to(created + dt.timedelta(hours=2), strict)
+    # Five minutes past a half hour, two hours on: the last start is older than 10 s.
+    half_hour = created.replace(minute=created.minute // 30 * 30, second=0, microsecond=0)
+    running.advance_to(half_hour + dt.timedelta(hours=2, minutes=5), strict)
     await trio.sleep(1.0)
     assert not [j for j in await jobs(kube, ns) if j["metadata"]["name"].startswith("strict-")]
 
