@@ -45,7 +45,7 @@ _BASES: dict[str, dict[str, Any]] = {
     "RoleBinding": {"roleRef": {"apiGroup": _RBAC, "kind": "ClusterRole", "name": "view"}},
     "ClusterRoleBinding": {"roleRef": {"apiGroup": _RBAC, "kind": "ClusterRole", "name": "view"}},
 }
-for _kind in ("Deployment", "ReplicaSet"):
+for _kind in ("Deployment", "ReplicaSet", "DaemonSet", "StatefulSet"):
     _BASES[_kind] = {
         "spec": {
             "selector": {"matchLabels": {"app": "a"}},
@@ -62,6 +62,14 @@ _BASES["ReplicationController"] = {
     }
 }
 _BASES["PodDisruptionBudget"] = {"spec": {"minAvailable": 1}}
+_JOB_TEMPLATE = {
+    "spec": {"containers": [{"name": "c", "image": "busybox"}], "restartPolicy": "Never"}
+}
+_BASES["Job"] = {"spec": {"template": _JOB_TEMPLATE}}
+_BASES["CronJob"] = {
+    "spec": {"schedule": "*/5 * * * *", "jobTemplate": {"spec": {"template": _JOB_TEMPLATE}}}
+}
+_BASES["ControllerRevision"] = {"revision": 1}
 _BASES["CustomResourceDefinition"] = {
     "spec": {
         "group": "ranges.example.com",

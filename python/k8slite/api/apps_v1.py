@@ -1,4 +1,4 @@
-"""apps/v1 kinds: Deployment and ReplicaSet defaults and validation."""
+"""apps/v1 kinds: Deployment, ReplicaSet, DaemonSet and ControllerRevision rules."""
 
 from __future__ import annotations
 
@@ -188,3 +188,128 @@ class DeploymentStrategy(_WorkloadStrategy):
             errs.invalid(
                 "spec.progressDeadlineSeconds", deadline, "must be greater than minReadySeconds"
             )
+
+
+# apps/v1 keeps the DaemonSet's template generation (upstream's internal
+# spec.templateGeneration) in this annotation; its pods carry it as a label.
+TEMPLATE_GENERATION = "deprecated.daemonset.template.generation"
+_DS_STATUS_FIELDS = (
+    "currentNumberScheduled",
+    "numberMisscheduled",
+    "desiredNumberScheduled",
+    "numberReady",
+    "observedGeneration",
+    "updatedNumberScheduled",
+    "numberAvailable",
+    "numberUnavailable",
+    "collisionCount",
+)
+
+
+def _template_generation(obj: Obj) -> int:
+    value = ((obj.get("metadata") or {}).get("annotations") or {}).get(TEMPLATE_GENERATION)
+    try:
+        return int(value) if value is not None else 0
+    except ValueError:
+        return 0
+
+
+def _set_template_generation(obj: Obj, generation: int) -> None:
+    annotations = obj.setdefault("metadata", {}).get("annotations")
+    if not isinstance(annotations, dict):
+        annotations = obj["metadata"]["annotations"] = {}
+    annotations[TEMPLATE_GENERATION] = str(generation)
+
+
+@register("apps", "DaemonSet")
+class DaemonSetStrategy(Strategy):
+    tracks_generation = True
+
+    def default(self, obj: Obj) -> None:
+        spec = obj.setdefault("spec", {})
+        if not isinstance(spec, dict):
+            return
+        _default_template(spec)
+        strategy = spec.setdefault("updateStrategy", {})
+        if isinstance(strategy, dict):
+            strategy.setdefault("type", "RollingUpdate")
+            if strategy["type"] == "RollingUpdate":
+                rolling = strategy.setdefault("rollingUpdate", {})
+                rolling.setdefault("maxUnavailable", 1)
+                rolling.setdefault("maxSurge", 0)
+        spec.setdefault("revisionHistoryLimit", 10)
+
+    def prepare_create(self, obj: Obj) -> None:
+        super().prepare_create(obj)
+        _set_template_generation(obj, max(1, _template_generation(obj)))
+
+    def prepare_update(self, new: Obj, old: Obj) -> None:
+        super().prepare_update(new, old)
+        # Clients may not set the template generation: it moves on when the template does.
+        generation = _template_generation(old)
+        if (new.get("spec") or {}).get("template") != (old.get("spec") or {}).get("template"):
+            generation += 1
+        _set_template_generation(new, generation)
+
+    def validate(self, obj: Obj, errs: FieldErrors, namespaced: bool) -> None:
+        super().validate(obj, errs, namespaced)
+        spec = obj.get("spec")
+        if not isinstance(spec, dict):
+            errs.required("spec")
+            return
+        validate_selector_and_template(errs, spec, "DaemonSet")
+        template_spec = (spec.get("template") or {}).get("spec") or {}
+        if template_spec.get("activeDeadlineSeconds") is not None:
+            errs.forbidden(
+                "spec.template.spec.activeDeadlineSeconds",
+                "activeDeadlineSeconds in DaemonSet is not Supported",
+            )
+        check_non_negative(errs, "spec.minReadySeconds", spec.get("minReadySeconds"))
+        check_non_negative(errs, "spec.revisionHistoryLimit", spec.get("revisionHistoryLimit"))
+        strategy = spec.get("updateStrategy") or {}
+        kind = strategy.get("type")
+        path = "spec.updateStrategy"
+        if kind not in ("OnDelete", "RollingUpdate"):
+            errs.not_supported(f"{path}.type", kind, ["OnDelete", "RollingUpdate"])
+        elif kind == "RollingUpdate":
+            rolling = strategy.get("rollingUpdate")
+            if not isinstance(rolling, dict):
+                errs.required(f"{path}.rollingUpdate")
+                return
+            path += ".rollingUpdate"
+            unavailable = _int_or_percent(
+                errs, f"{path}.maxUnavailable", rolling.get("maxUnavailable", 0)
+            )
+            surge = _int_or_percent(errs, f"{path}.maxSurge", rolling.get("maxSurge", 0))
+            if unavailable == 0 and surge == 0:
+                errs.invalid(
+                    f"{path}.maxUnavailable",
+                    rolling.get("maxUnavailable"),
+                    "may not be 0 when `maxSurge` is 0",
+                )
+
+    def validate_update(self, new: Obj, old: Obj, errs: FieldErrors, namespaced: bool) -> None:
+        super().validate_update(new, old, errs, namespaced)
+        new_sel = (new.get("spec") or {}).get("selector")
+        if new_sel != (old.get("spec") or {}).get("selector") and isinstance(new_sel, dict):
+            errs.immutable("spec.selector", go_selector(new_sel))
+
+    def validate_status(self, new: Obj, old: Obj, errs: FieldErrors) -> None:
+        status = new.get("status") or {}
+        for field in _DS_STATUS_FIELDS:
+            check_non_negative(errs, f"status.{field}", status.get(field))
+
+
+@register("apps", "ControllerRevision")
+class ControllerRevisionStrategy(Strategy):
+    def validate(self, obj: Obj, errs: FieldErrors, namespaced: bool) -> None:
+        super().validate(obj, errs, namespaced)
+        if obj.get("data") is None:
+            errs.required("data", "data is mandatory")
+        check_non_negative(errs, "revision", obj.get("revision"))
+
+    def validate_update(self, new: Obj, old: Obj, errs: FieldErrors, namespaced: bool) -> None:
+        super().validate_update(new, old, errs, namespaced)
+        # A revision records history: its data may never change.
+        if new.get("data") != old.get("data"):
+            errs.immutable("data", new.get("data"))

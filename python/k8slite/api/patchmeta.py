@@ -152,6 +152,7 @@ FIELDS: dict[str, dict[str, FieldMeta]] = {
     APPS + "ReplicaSetStatus": _CONDITIONS,
     CORE + "ReplicationControllerStatus": _CONDITIONS,
     POLICY + "PodDisruptionBudgetStatus": _CONDITIONS,
+    APPS + "DaemonSetStatus": _CONDITIONS,
     DISCOVERY + "EndpointSlice": {"endpoints": ATOMIC, "ports": ATOMIC},
     DISCOVERY + "Endpoint": {"addresses": SET},
     DISCOVERY + "EndpointHints": {"forZones": ATOMIC, "forNodes": ATOMIC},
@@ -188,6 +189,7 @@ KEY_DEFAULTS = {"protocol": "TCP"}
 # Enumerations worth showing in `kubectl explain` (upstream's `+enum` types).
 ENUMS: dict[tuple[str, str], tuple[str, ...]] = {
     (APPS + "DeploymentStrategy", "type"): ("Recreate", "RollingUpdate"),
+    (APPS + "DaemonSetUpdateStrategy", "type"): ("OnDelete", "RollingUpdate"),
     (CORE + "PodSpec", "restartPolicy"): ("Always", "Never", "OnFailure"),
     (CORE + "PodSpec", "dnsPolicy"): ("ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"),
     (CORE + "Container", "imagePullPolicy"): ("Always", "IfNotPresent", "Never"),

@@ -349,6 +349,56 @@ def pdb_row(pdb: Obj, now: dt.datetime) -> list[Cell]:
     ]
 
 
+def daemonset_row(ds: Obj, now: dt.datetime) -> list[Cell]:
+    spec, status = ds.get("spec") or {}, ds.get("status") or {}
+    template_spec = _template_spec(ds)
+    names, images = containers_and_images(template_spec)
+    return [
+        ds["metadata"].get("name", ""),
+        status.get("desiredNumberScheduled", 0),
+        status.get("currentNumberScheduled", 0),
+        status.get("numberReady", 0),
+        status.get("updatedNumberScheduled", 0),
+        status.get("numberAvailable", 0),
+        go_labels(template_spec.get("nodeSelector")),
+        age(ds, now),
+        names,
+        images,
+        go_selector(spec.get("selector")),
+    ]
+
+
+def cronjob_row(cj: Obj, now: dt.datetime) -> list[Cell]:
+    spec, status = cj.get("spec") or {}, cj.get("status") or {}
+    job_spec = (spec.get("jobTemplate") or {}).get("spec") or {}
+    names, images = containers_and_images((job_spec.get("template") or {}).get("spec"))
+    suspend = spec.get("suspend")
+    last = status.get("lastScheduleTime")
+    return [
+        cj["metadata"].get("name", ""),
+        spec.get("schedule", ""),
+        spec.get("timeZone") or "<none>",
+        "<unset>" if suspend is None else ("True" if suspend else "False"),
+        len(status.get("active") or ()),
+        since(last, now) if last else "<none>",
+        age(cj, now),
+        names,
+        images,
+        go_selector(job_spec.get("selector")),
+    ]
+
+
+def controllerrevision_row(cr: Obj, now: dt.datetime) -> list[Cell]:
+    """CONTROLLER is the controller's lowercased Kind.group/name, or <none>."""
+    controller = "<none>"
+    for ref in cr["metadata"].get("ownerReferences") or ():
+        if ref.get("controller"):
+            group = str(ref.get("apiVersion", "")).rpartition("/")[0]
+            kind = str(ref.get("kind", "")) + (f".{group}" if group else "")
+            controller = f"{kind.lower()}/{ref.get('name', '')}"
+    return [cr["metadata"].get("name", ""), controller, cr.get("revision", 0), age(cr, now)]
+
+
 def node_row(node: Obj, now: dt.datetime) -> list[Cell]:
     spec, status = node.get("spec") or {}, node.get("status") or {}
     states = []
@@ -649,6 +699,96 @@ PRINTERS: dict[tuple[str, str], Printer] = {
             AGE,
         ),
         pdb_row,
+    ),
+    ("apps", "DaemonSet"): Printer(
+        (
+            NAME,
+            Column(
+                "Desired",
+                "integer",
+                "The total number of nodes that should be running the daemon pod "
+                "(including nodes correctly running the daemon pod).",
+            ),
+            Column(
+                "Current",
+                "integer",
+                "The number of nodes that are running at least 1 daemon pod and are "
+                "supposed to run the daemon pod.",
+            ),
+            Column(
+                "Ready",
+                "integer",
+                "The number of nodes that should be running the daemon pod and have one "
+                "or more of the daemon pod running with a Ready Condition.",
+            ),
+            Column(
+                "Up-to-date",
+                "integer",
+                "The total number of nodes that are running updated daemon pod",
+            ),
+            Column(
+                "Available",
+                "integer",
+                "The number of nodes that should be running the daemon pod and have one "
+                "or more of the daemon pod running and available (ready for at least "
+                "spec.minReadySeconds)",
+            ),
+            Column(
+                "Node Selector",
+                description="NodeSelector is a selector which must be true for the pod to "
+                "fit on a node. Selector which must match a node's labels for the pod to be "
+                "scheduled on that node.",
+            ),
+            AGE,
+            CONTAINERS,
+            IMAGES,
+            SELECTOR,
+        ),
+        daemonset_row,
+    ),
+    ("batch", "CronJob"): Printer(
+        (
+            NAME,
+            Column(
+                "Schedule",
+                description="The schedule in Cron format, see https://en.wikipedia.org/wiki/Cron.",
+            ),
+            Column(
+                "Timezone",
+                description="The time zone name for the given schedule, see "
+                "https://en.wikipedia.org/wiki/List_of_tz_database_time_zones.",
+            ),
+            Column(
+                "Suspend",
+                "boolean",
+                "This flag tells the controller to suspend "
+                "subsequent executions, it does not apply to already started executions.",
+            ),
+            Column("Active", "integer", "A list of pointers to currently running jobs."),
+            Column(
+                "Last Schedule",
+                description="Information when was the last time the job "
+                "was successfully scheduled.",
+            ),
+            AGE,
+            CONTAINERS,
+            IMAGES,
+            SELECTOR,
+        ),
+        cronjob_row,
+    ),
+    ("apps", "ControllerRevision"): Printer(
+        (
+            NAME,
+            Column("Controller", description="Controller of the object"),
+            Column(
+                "Revision",
+                "integer",
+                "Revision indicates the revision of the state represented by Data.",
+            ),
+            AGE,
+        ),
+        controllerrevision_row,
     ),
     ("", "Node"): Printer(
         (

@@ -157,6 +157,14 @@ RESOURCES: list[ResourceType] = [
     ResourceType(
         "policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", True, ("pdb",), ("status",)
     ),
+    ResourceType("batch", "v1", "Job", "jobs", True, (), ("status",), categories=("all",)),
+    ResourceType(
+        "batch", "v1", "CronJob", "cronjobs", True, ("cj",), ("status",), categories=("all",)
+    ),
+    ResourceType(
+        "apps", "v1", "DaemonSet", "daemonsets", True, ("ds",), ("status",), categories=("all",)
+    ),
+    ResourceType("apps", "v1", "ControllerRevision", "controllerrevisions", True),
     ResourceType("coordination.k8s.io", "v1", "Lease", "leases", True),
     ResourceType("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", True),
     ResourceType(_RBAC, "v1", "ClusterRole", "clusterroles", False),

@@ -105,6 +105,7 @@ def _load_kinds() -> None:
         apiextensions_v1,
         apps_v1,
         core_v1,
+        cronjob_v1,
         flowcontrol_v1,
         misc_v1,
         policy_v1,

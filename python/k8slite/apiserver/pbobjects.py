@@ -245,6 +245,34 @@ _DEPLOYMENT_SPEC: Message = {
     7: ("paused", "bool"),
     9: ("progressDeadlineSeconds", "int?"),
 }
+# batch/v1 JobSpec (`kubectl create job`); policies are not among what kubectl fills in.
+JOB_SPEC: Message = {
+    1: ("parallelism", "int?"),
+    2: ("completions", "int?"),
+    3: ("activeDeadlineSeconds", "int?"),
+    4: ("selector", LABEL_SELECTOR),
+    5: ("manualSelector", "bool?"),
+    6: ("template", POD_TEMPLATE),
+    7: ("backoffLimit", "int?"),
+    8: ("ttlSecondsAfterFinished", "int?"),
+    9: ("completionMode", "str"),
+    10: ("suspend", "bool?"),
+    12: ("backoffLimitPerIndex", "int?"),
+    13: ("maxFailedIndexes", "int?"),
+    14: ("podReplacementPolicy", "str"),
+    15: ("managedBy", "str"),
+}
+# batch/v1 CronJobSpec (`kubectl create cronjob`).
+_CRONJOB_SPEC: Message = {
+    1: ("schedule", "str"),
+    8: ("timeZone", "str"),
+    2: ("startingDeadlineSeconds", "int?"),
+    3: ("concurrencyPolicy", "str"),
+    4: ("suspend", "bool?"),
+    5: ("jobTemplate", {1: ("metadata", OBJECT_META), 2: ("spec", JOB_SPEC)}),
+    6: ("successfulJobsHistoryLimit", "int?"),
+    7: ("failedJobsHistoryLimit", "int?"),
+}
 
 # Access reviews: `kubectl auth can-i` and `kubectl auth whoami` post these.
 _RESOURCE_ATTRIBUTES: Message = {
@@ -311,6 +339,8 @@ KINDS: dict[tuple[str, str], Message] = {
     ("policy/v1", "PodDisruptionBudget"): {1: ("metadata", OBJECT_META), 2: ("spec", _PDB_SPEC)},
     ("policy/v1", "Eviction"): _EVICTION,
     ("policy/v1beta1", "Eviction"): _EVICTION,
+    ("batch/v1", "Job"): {1: ("metadata", OBJECT_META), 2: ("spec", JOB_SPEC)},
+    ("batch/v1", "CronJob"): {1: ("metadata", OBJECT_META), 2: ("spec", _CRONJOB_SPEC)},
     ("authorization.k8s.io/v1", "SelfSubjectAccessReview"): {
         1: ("metadata", OBJECT_META),
         2: ("spec", _ACCESS_SPEC),

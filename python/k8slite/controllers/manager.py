@@ -15,6 +15,8 @@ from k8slite.client import ApiClient, ClientConfig, SharedInformerFactory, load_
 from k8slite.component.events import EventBroadcaster
 from k8slite.component.serving import ComponentServer, ServingOptions, serve
 from k8slite.controllers.base import Controller, ControllerContext, ControllerOptions
+from k8slite.controllers.cronjob import CronJobController
+from k8slite.controllers.daemonset import DaemonSetController
 from k8slite.controllers.deployment import DeploymentController
 from k8slite.controllers.disruption import DisruptionController
 from k8slite.controllers.endpoints import EndpointsController
@@ -57,6 +59,12 @@ CONTROLLERS: dict[str, ControllerSpec] = {
     ),
     "deployment-controller": ControllerSpec(
         DeploymentController, lambda o: o.concurrent_deployment_syncs, ("deployment",)
+    ),
+    "cronjob-controller": ControllerSpec(
+        CronJobController, lambda o: o.concurrent_cron_job_syncs, ("cronjob",)
+    ),
+    "daemonset-controller": ControllerSpec(
+        DaemonSetController, lambda o: o.concurrent_daemonset_syncs, ("daemonset",)
     ),
     "endpoints-controller": ControllerSpec(
         EndpointsController, lambda o: o.concurrent_endpoint_syncs, ("endpoint",)

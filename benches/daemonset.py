@@ -1,0 +1,186 @@
+"""A DaemonSet over hollow nodes: time until every node runs its daemon pod.
+
+Run: .venv/bin/python benches/daemonset.py [--nodes 5000] [--qps 500]
+
+For each size: a fresh API server, `k8slite hollow-nodes --count N`, the scheduler and a
+controller manager running only the DaemonSet controller (client QPS as given). Then one
+DaemonSet is created; the clock runs from its create until its status says all N pods are
+ready (a hollow node's pod is Ready once Running), checked once more by listing the pods.
+CPU seconds of each process over that span show where the time went.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).parent))
+import harness
+
+NAMESPACE = "bench"
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def kubeconfig(data: Path, server: harness.Server, identity: str) -> Path:
+    """The identity's kubeconfig, aimed at this server's port."""
+    text = (data / "pki" / f"{identity}.kubeconfig").read_text()
+    out = data / f"{identity}.bench.kubeconfig"
+    out.write_text(text.replace("https://127.0.0.1:8080", server.url))
+    return out
+
+
+def start_component(
+    module: str, args: list[str], log: Path, marker: str
+) -> subprocess.Popen[bytes]:
+    proc, _ = harness.launch(
+        [sys.executable, "-m", module, *args], log, marker, what=module, timeout=600
+    )
+    return proc
+
+
+def wait_for_line(log: Path, text: str, timeout: float) -> None:
+    """The clock starts once the controllers run (informers synced, leader or not)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in log.read_text(errors="replace"):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"no {text!r} in {log}")
+
+
+def daemonset() -> dict[str, Any]:
+    labels = {"app": "agent"}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {"name": "agent", "namespace": NAMESPACE},
+        "spec": {
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "agent", "image": "k8slite/pause:1.0"}]},
+            },
+        },
+    }
+
+
+def measure(count: int, qps: int, timeout: float) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix="k8slite-ds-") as tmp:
+        data = Path(tmp) / "data"
+        server = harness.start_apiserver(data)
+        procs: list[subprocess.Popen[bytes]] = []
+        try:
+            hollow = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "k8slite.cmd.k8slite",
+                    "hollow-nodes",
+                    "--count",
+                    str(count),
+                    "--kubeconfig",
+                    str(kubeconfig(data, server, "admin")),
+                ],
+                stdout=subprocess.PIPE,
+                stderr=(Path(tmp) / "hollow.log").open("ab"),
+            )
+            procs.append(hollow)
+            assert hollow.stdout is not None
+            line = hollow.stdout.readline()
+            if b"nodes ready" not in line:
+                raise RuntimeError(f"hollow nodes did not start: {line!r}")
+            common = ["--secure-port", "0", "--bind-address", "127.0.0.1", "--leader-elect=false"]
+            scheduler = start_component(
+                "k8slite.cmd.scheduler",
+                ["--kubeconfig", str(kubeconfig(data, server, "scheduler")), *common],
+                Path(tmp) / "scheduler.log",
+                "listening on ",
+            )
+            procs.append(scheduler)
+            manager = start_component(
+                "k8slite.cmd.controller_manager",
+                [
+                    "--kubeconfig",
+                    str(kubeconfig(data, server, "controller-manager")),
+                    "--controllers=daemonset",
+                    f"--kube-api-qps={qps}",
+                    f"--kube-api-burst={2 * qps}",
+                    *common,
+                ],
+                Path(tmp) / "manager.log",
+                "serving on ",
+            )
+            procs.append(manager)
+            wait_for_line(Path(tmp) / "manager.log", "controllers running", 300)
+            ctx = harness.tls_context(data / "pki")
+            with httpx.Client(verify=ctx, timeout=120, base_url=server.url) as api:
+                api.post("/api/v1/namespaces", json={"metadata": {"name": NAMESPACE}})
+                path = f"/apis/apps/v1/namespaces/{NAMESPACE}/daemonsets"
+                pids = {
+                    "apiserver": server.proc.pid,
+                    "hollow": hollow.pid,
+                    "scheduler": scheduler.pid,
+                    "manager": manager.pid,
+                }
+                cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
+                started = time.monotonic()
+                r = api.post(path, json=daemonset())
+                r.raise_for_status()
+                status: dict[str, Any] = {}
+                while time.monotonic() - started < timeout:
+                    status = api.get(f"{path}/agent").json().get("status") or {}
+                    if status.get("numberReady") == count:
+                        break
+                    time.sleep(0.5)
+                elapsed = time.monotonic() - started
+                cpu = {k: round(cpu_seconds(p) - cpu0[k], 1) for k, p in pids.items()}
+                pods = api.get(
+                    f"/api/v1/namespaces/{NAMESPACE}/pods",
+                    params={"fieldSelector": "status.phase=Running"},
+                ).json()["items"]
+                nodes = {p["spec"].get("nodeName") for p in pods}
+            if status.get("numberReady") != count:
+                raise RuntimeError(f"only {status.get('numberReady')} of {count} ready: {status}")
+            return {
+                "nodes": count,
+                "running_pods": len(pods),
+                "distinct_nodes": len(nodes),
+                "all_running_s": round(elapsed, 1),
+                "pods_per_s": round(count / elapsed, 1),
+                **{f"{k}_cpu_s": v for k, v in cpu.items()},
+            }
+        finally:
+            for proc in reversed(procs):
+                harness.stop(proc, 30)
+            server.stop()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--nodes", type=int, nargs="+", default=[5000])
+    p.add_argument("--qps", type=int, default=500, help="the controller manager's client QPS")
+    p.add_argument("--timeout", type=float, default=900.0)
+    a = p.parse_args()
+    results = {}
+    for count in a.nodes:
+        r = measure(count, a.qps, a.timeout)
+        print(json.dumps(r), flush=True)
+        results[f"n{count}"] = r
+    harness.emit({"bench": "daemonset", "qps": a.qps, **results})
+
+
+if __name__ == "__main__":
+    main()
