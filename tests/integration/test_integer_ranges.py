@@ -69,7 +69,7 @@ _BASES["Job"] = {"spec": {"template": _JOB_TEMPLATE}}
 _BASES["CronJob"] = {
     "spec": {"schedule": "*/5 * * * *", "jobTemplate": {"spec": {"template": _JOB_TEMPLATE}}}
 }
-_BASES["ControllerRevision"] = {"revision": 1}
+_BASES["ControllerRevision"] = {"revision": 1, "data": {"spec": {}}}
 _BASES["CustomResourceDefinition"] = {
     "spec": {
         "group": "ranges.example.com",
