@@ -322,6 +322,31 @@ def replicaset_row(rs: Obj, now: dt.datetime) -> list[Cell]:
     ]
 
 
+def statefulset_row(sts: Obj, now: dt.datetime) -> list[Cell]:
+    spec, status = sts.get("spec") or {}, sts.get("status") or {}
+    names, images = containers_and_images(_template_spec(sts))
+    return [
+        sts["metadata"].get("name", ""),
+        f"{status.get('readyReplicas', 0)}/{spec.get('replicas', 0)}",
+        age(sts, now),
+        names,
+        images,
+    ]
+
+
+def controllerrevision_row(cr: Obj, now: dt.datetime) -> list[Cell]:
+    """The controller as kind.group/name (statefulset.apps/web), or <none>."""
+    controller = "<none>"
+    for ref in cr["metadata"].get("ownerReferences") or ():
+        if ref.get("controller"):
+            group = str(ref.get("apiVersion", "")).rpartition("/")[0]
+            kind = str(ref.get("kind", "")).lower()
+            controller = (
+                f"{kind}.{group}/{ref.get('name')}" if group else f"{kind}/{ref.get('name')}"
+            )
+    return [cr["metadata"].get("name", ""), controller, cr.get("revision", 0), age(cr, now)]
+
+
 def replicationcontroller_row(rc: Obj, now: dt.datetime) -> list[Cell]:
     spec, status = rc.get("spec") or {}, rc.get("status") or {}
     names, images = containers_and_images(_template_spec(rc))
@@ -612,6 +637,28 @@ PRINTERS: dict[tuple[str, str], Printer] = {
             SELECTOR,
         ),
         replicaset_row,
+    ),
+    ("apps", "StatefulSet"): Printer(
+        (
+            NAME,
+            Column("Ready", description="Number of the pod with ready state"),
+            AGE,
+            CONTAINERS,
+            IMAGES,
+        ),
+        statefulset_row,
+    ),
+    ("apps", "ControllerRevision"): Printer(
+        (
+            NAME,
+            Column("Controller", description="Controller of the object"),
+            Column(
+                "Revision",
+                description="Revision indicates the revision of the state represented by Data.",
+            ),
+            AGE,
+        ),
+        controllerrevision_row,
     ),
     ("", "ReplicationController"): Printer(
         (

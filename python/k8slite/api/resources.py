@@ -143,6 +143,20 @@ RESOURCES: list[ResourceType] = [
         categories=("all",),
     ),
     ResourceType(
+        "apps",
+        "v1",
+        "StatefulSet",
+        "statefulsets",
+        True,
+        ("sts",),
+        ("status", "scale"),
+        categories=("all",),
+    ),
+    ResourceType("apps", "v1", "ControllerRevision", "controllerrevisions", True),
+    ResourceType(
+        "", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", True, ("pvc",), ("status",)
+    ),
+    ResourceType(
         "",
         "v1",
         "ReplicationController",

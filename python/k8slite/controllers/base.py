@@ -53,6 +53,7 @@ class ControllerOptions:
     concurrent_replicaset_syncs: int = 5  # --concurrent-replicaset-syncs
     concurrent_rc_syncs: int = 5  # --concurrent-rc-syncs
     concurrent_deployment_syncs: int = 5  # --concurrent-deployment-syncs
+    concurrent_statefulset_syncs: int = 5  # --concurrent-statefulset-syncs
     concurrent_endpoint_syncs: int = 5  # --concurrent-endpoint-syncs
     concurrent_service_endpoint_syncs: int = 5  # --concurrent-service-endpoint-syncs
     concurrent_gc_syncs: int = 20  # --concurrent-gc-syncs

@@ -26,6 +26,7 @@ from k8slite.controllers.replicaset import (
     ReplicaSetController,
     ReplicationControllerController,
 )
+from k8slite.controllers.statefulset import StatefulSetController
 from k8slite.controllers.tainteviction import TaintEvictionController
 from k8slite.leaderelection import LeaderElectionConfig
 
@@ -73,6 +74,9 @@ CONTROLLERS: dict[str, ControllerSpec] = {
         ReplicationControllerController, lambda o: o.concurrent_rc_syncs, ("replicationcontroller",)
     ),
     "disruption-controller": ControllerSpec(DisruptionController, lambda o: 1, ("disruption",)),
+    "statefulset-controller": ControllerSpec(
+        StatefulSetController, lambda o: o.concurrent_statefulset_syncs, ("statefulset",)
+    ),
 }
 _ALIASES = {alias: name for name, spec in CONTROLLERS.items() for alias in spec.aliases}
 
