@@ -13,9 +13,11 @@ import trio
 from k8slite.client import ApiClient, NotFound, SharedInformer
 from k8slite.client.resource import (
     CONTROLLERREVISIONS,
+    ENDPOINTSLICES,
     EVENTS,
     PERSISTENTVOLUMECLAIMS,
     PODS,
+    SERVICES,
     STATEFULSETS,
 )
 from k8slite.component.objects import Obj
@@ -391,3 +393,52 @@ async def test_claims_deleted_with_the_set(kube: ApiClient, ns: str, kubelet: Fa
     assert [(o["kind"], o["name"]) for o in owners] == [("StatefulSet", "web")]
     await kube.delete(STATEFULSETS, "web", namespace=ns)
     await wait_for(lambda: _gone(kube, ns, "data-web-0"), message="claim deleted with the set")
+
+
+async def test_rollout_restart(
+    kube: ApiClient, ns: str, kubelet: FakeKubelet, module_apiserver: ServerHandle
+) -> None:
+    await kube.create(STATEFULSETS, statefulset(replicas=2), namespace=ns)
+    names = ["web-0", "web-1"]
+    await wait_for(lambda: all_ready(kube, ns, names), message="2 ready pods")
+    before = {n: p["metadata"]["uid"] for n, p in (await active_pods(kube, ns)).items()}
+    out = await kubectl(module_apiserver, "rollout", "restart", "sts/web", "-n", ns)
+    assert "statefulset.apps/web restarted" in out
+
+    async def replaced() -> bool:
+        pods = await active_pods(kube, ns)
+        return (
+            sorted(pods) == names
+            and all(is_ready(p) for p in pods.values())
+            and all(p["metadata"]["uid"] != before[n] for n, p in pods.items())
+        )
+
+    await wait_for(replaced, message="both pods replaced")
+    await kubectl(module_apiserver, "rollout", "status", "sts/web", "-n", ns, "--timeout=30s")
+
+
+async def test_headless_service_slices_carry_hostnames(
+    kube: ApiClient, ns: str, kubelet: FakeKubelet
+) -> None:
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "web"},
+        "spec": {"clusterIP": "None", "selector": {"app": "web"}, "ports": [{"port": 80}]},
+    }
+    await kube.create(SERVICES, service, namespace=ns)
+    body = statefulset(replicas=2, podManagementPolicy="Parallel")
+    await kube.create(STATEFULSETS, body, namespace=ns)
+
+    async def hostnames() -> list[str]:
+        slices = (await kube.list(ENDPOINTSLICES, namespace=ns))["items"]
+        return sorted(e.get("hostname", "") for s in slices for e in s.get("endpoints") or ())
+
+    # The DNS server answers web-0.web.<ns>.svc.cluster.local from these.
+    await wait_for(
+        lambda: _equal(hostnames(), ["web-0", "web-1"]), message="slice endpoints' hostnames"
+    )
+
+
+async def _equal(value: Any, wanted: Any) -> bool:
+    return bool(await value == wanted)

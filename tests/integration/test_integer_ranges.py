@@ -44,7 +44,7 @@ _BASES: dict[str, dict[str, Any]] = {
     "RoleBinding": {"roleRef": {"apiGroup": _RBAC, "kind": "ClusterRole", "name": "view"}},
     "ClusterRoleBinding": {"roleRef": {"apiGroup": _RBAC, "kind": "ClusterRole", "name": "view"}},
 }
-for _kind in ("Deployment", "ReplicaSet"):
+for _kind in ("Deployment", "ReplicaSet", "StatefulSet"):
     _BASES[_kind] = {
         "spec": {
             "selector": {"matchLabels": {"app": "a"}},

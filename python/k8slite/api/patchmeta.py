@@ -192,6 +192,10 @@ KEY_DEFAULTS = {"protocol": "TCP"}
 # Enumerations worth showing in `kubectl explain` (upstream's `+enum` types).
 ENUMS: dict[tuple[str, str], tuple[str, ...]] = {
     (APPS + "DeploymentStrategy", "type"): ("Recreate", "RollingUpdate"),
+    (APPS + "StatefulSetSpec", "podManagementPolicy"): ("OrderedReady", "Parallel"),
+    (APPS + "StatefulSetUpdateStrategy", "type"): ("OnDelete", "RollingUpdate"),
+    (APPS + "StatefulSetPersistentVolumeClaimRetentionPolicy", "whenDeleted"): ("Delete", "Retain"),
+    (APPS + "StatefulSetPersistentVolumeClaimRetentionPolicy", "whenScaled"): ("Delete", "Retain"),
     (CORE + "PodSpec", "restartPolicy"): ("Always", "Never", "OnFailure"),
     (CORE + "PodSpec", "dnsPolicy"): ("ClusterFirst", "ClusterFirstWithHostNet", "Default", "None"),
     (CORE + "Container", "imagePullPolicy"): ("Always", "IfNotPresent", "Never"),
