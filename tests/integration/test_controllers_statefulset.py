@@ -303,10 +303,16 @@ async def _all_images(kube: ApiClient, ns: str, names: list[str], image: str) ->
     return sorted(images) == sorted(names) and set(images.values()) == {image}
 
 
-async def test_on_delete(kube: ApiClient, ns: str, kubelet: FakeKubelet) -> None:
+async def test_on_delete(
+    kube: ApiClient, ns: str, kubelet: FakeKubelet, module_apiserver: ServerHandle
+) -> None:
     body = statefulset(replicas=2, updateStrategy={"type": "OnDelete"})
     await kube.create(STATEFULSETS, body, namespace=ns)
     await wait_for(lambda: all_ready(kube, ns, ["web-0", "web-1"]), message="2 ready pods")
+    out = await kubectl(module_apiserver, "describe", "sts", "web", "-n", ns)
+    assert "Update Strategy:    OnDelete" in out
+    assert "Pods Status:        2 Running / 0 Waiting / 0 Succeeded / 0 Failed" in out
+    assert "create Pod web-1 in StatefulSet web successful" in out
     image = {"spec": {"containers": [{"name": "app", "image": "busybox:1.36"}]}}
     await kube.patch(
         STATEFULSETS, "web", {"spec": {"template": image}}, namespace=ns, patch_type="strategic"

@@ -511,8 +511,12 @@ class StatefulSetController(Controller):
         """A claim's owner references under the retention policy: the set's when whenDeleted
         is Delete, its pod's when the pod is scaled away and whenScaled is Delete."""
         policy = (sts.get("spec") or {}).get("persistentVolumeClaimRetentionPolicy") or {}
-        ours = {uid_of(sts), pod_uid}
-        refs = [r for r in meta(claim).get("ownerReferences") or () if r.get("uid") not in ours]
+        # Ours: the set's, and any to a pod of this name (an earlier incarnation's too).
+        refs = [
+            r
+            for r in meta(claim).get("ownerReferences") or ()
+            if r.get("uid") != uid_of(sts) and (r.get("kind"), r.get("name")) != ("Pod", pod_name)
+        ]
         if policy.get("whenDeleted") == "Delete":
             refs.append(new_controller_ref(sts, "apps/v1", KIND))
         if condemned and pod_uid and policy.get("whenScaled") == "Delete":
