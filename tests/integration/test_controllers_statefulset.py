@@ -363,6 +363,7 @@ async def test_claims_per_ordinal(
     ]
     claim = await kube.get(PERSISTENTVOLUMECLAIMS, "data-web-1", namespace=ns)
     assert claim["metadata"]["labels"] == {"app": "web"}
+    first_uid = claim["metadata"]["uid"]
 
     await kube.patch(STATEFULSETS, "web", {"spec": {"replicas": 1}}, namespace=ns)
     await wait_for(lambda: all_ready(kube, ns, ["web-0"]), message="one pod left")
@@ -376,6 +377,13 @@ async def test_claims_per_ordinal(
             lambda: _gone(kube, ns, "data-web-1"), message="data-web-1 deleted with web-1"
         )
         assert await _claim_names(kube, ns) == ["data-web-0"]
+
+    # Back at two: Retain reuses the claim, Delete made a fresh one.
+    await kube.patch(STATEFULSETS, "web", {"spec": {"replicas": 2}}, namespace=ns)
+    await wait_for(lambda: all_ready(kube, ns, ["web-0", "web-1"]), message="web-1 back")
+    claim = await kube.get(PERSISTENTVOLUMECLAIMS, "data-web-1", namespace=ns)
+    assert (claim["metadata"]["uid"] == first_uid) == (when_scaled == "Retain")
+    assert not claim["metadata"].get("ownerReferences")
 
 
 async def _gone(kube: ApiClient, ns: str, claim: str) -> bool:

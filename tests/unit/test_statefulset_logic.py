@@ -92,6 +92,9 @@ def test_update_selection_goes_highest_first_one_at_a_time() -> None:
     # An unhealthy pod uses up maxUnavailable 1: nothing else goes until it is back.
     replicas = [pod(0), pod(1), pod(2, "web-b", ready=False)]
     assert pods_to_update(s, replicas, "web-b", 0) == []
+    # So does one below the partition.
+    s["spec"]["updateStrategy"]["rollingUpdate"]["partition"] = 1
+    assert pods_to_update(s, [pod(0, ready=False), pod(1), pod(2)], "web-b", 0) == []
 
 
 def test_update_selection_with_max_unavailable() -> None:

@@ -56,6 +56,8 @@ POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
 POD_INDEX_LABEL = "apps.kubernetes.io/pod-index"
 REVISION_LABEL = "controller-revision-hash"
 _ORDINAL_RE = re.compile(r"(.*)-([0-9]+)\Z")
+# How soon to look again at a claim still being deleted (its informer has no handler).
+CLAIM_RECHECK = 1.0
 
 
 # ------------------------------------------------------------------ pure parts
@@ -139,9 +141,10 @@ def pods_to_update(
     sts: Obj, replicas: list[Obj | None], update_revision: str, min_ready: int
 ) -> list[Obj]:
     """RollingUpdate: pods to delete now, highest ordinal first, none below the partition,
-    at most maxUnavailable unhealthy at once (counting those already unhealthy)."""
+    at most maxUnavailable unhealthy at once (counting any replica already unhealthy, below
+    the partition too, as upstream)."""
     floor = partition_of(sts)
-    unavailable = sum(1 for p in replicas[floor:] if p is None or not is_healthy(p, min_ready))
+    unavailable = sum(1 for p in replicas if p is None or not is_healthy(p, min_ready))
     budget = max_unavailable(sts) - unavailable
     out: list[Obj] = []
     for pod in reversed(replicas[floor:]):
@@ -389,6 +392,7 @@ class StatefulSetController(Controller):
         update_name, current_name = meta(update_rev)["name"], meta(current_rev)["name"]
         rolling = (spec.get("updateStrategy") or {}).get("type", "RollingUpdate") == "RollingUpdate"
         floor = partition_of(sts) if rolling else 0
+        delay: float | None = None
 
         def revision_for(index: int) -> Obj:
             # Below the partition new pods keep the current revision.
@@ -408,6 +412,12 @@ class StatefulSetController(Controller):
                     return None
                 continue
             if pod is None:
+                if self._claims_terminating(sts, f"{meta(sts)['name']}-{ordinal}"):
+                    # A claim of a scaled-away pod is still going: wait, then make a new one.
+                    if ordered:
+                        return CLAIM_RECHECK
+                    delay = CLAIM_RECHECK
+                    continue
                 rev = revision_for(index)
                 creates.append(self._creator(sts, rev, ordinal))
                 if ordered:
@@ -426,7 +436,8 @@ class StatefulSetController(Controller):
         first_unhealthy = next(
             (
                 p
-                for p in [*part.replicas, *reversed(part.condemned)]
+                # Replicas by ordinal, then condemned highest first, as upstream.
+                for p in [*part.replicas, *part.condemned]
                 if p is not None and not is_healthy(p, min_ready)
             ),
             None,
@@ -434,23 +445,23 @@ class StatefulSetController(Controller):
         for pod in part.condemned:
             if is_deleting(pod):
                 if ordered:
-                    return None
+                    return delay
                 continue
             if ordered and not is_healthy(pod, min_ready) and pod is not first_unhealthy:
-                return None
+                return delay
             await self._delete_pod(sts, pod)
             if ordered:
-                return None
+                return delay
 
         if not rolling:
-            return None  # OnDelete: users delete pods, recreation picks up the new revision
+            return delay  # OnDelete: users delete pods, recreation picks up the new revision
         if ordered and any(p is None or is_deleting(p) for p in part.replicas):
-            return None
+            return delay
         victims = pods_to_update(sts, part.replicas, update_name, min_ready)
         for pod in victims:
             log.debug("rolling %s (%s -> %s)", meta(pod)["name"], current_name, update_name)
             await self._delete_pod(sts, pod)
-        return None
+        return delay
 
     def _creator(self, sts: Obj, revision: Obj, ordinal: int) -> Callable[[], Awaitable[None]]:
         async def create() -> None:
@@ -518,10 +529,20 @@ class StatefulSetController(Controller):
             if r.get("uid") != uid_of(sts) and (r.get("kind"), r.get("name")) != ("Pod", pod_name)
         ]
         if policy.get("whenDeleted") == "Delete":
-            refs.append(new_controller_ref(sts, "apps/v1", KIND))
+            # Not blocking: a foreground delete of the set must not wait on its claims,
+            # which the pvc-protection finalizer holds until the pods are gone.
+            refs.append({**new_controller_ref(sts, "apps/v1", KIND), "blockOwnerDeletion": False})
         if condemned and pod_uid and policy.get("whenScaled") == "Delete":
             refs.append({"apiVersion": "v1", "kind": "Pod", "name": pod_name, "uid": pod_uid})
         return refs
+
+    def _claims_terminating(self, sts: Obj, pod_name: str) -> bool:
+        namespace = meta(sts).get("namespace")
+        for template in (sts.get("spec") or {}).get("volumeClaimTemplates") or ():
+            claim = self.claim_informer.get(claim_name(template, pod_name), namespace)
+            if claim is not None and is_deleting(claim):
+                return True
+        return False
 
     async def _create_claims(self, sts: Obj, pod: Obj) -> None:
         pod_name = meta(pod)["name"]
