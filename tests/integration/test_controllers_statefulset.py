@@ -183,6 +183,24 @@ async def test_ordered_create_and_scale_down(
     messages = {e["message"] for e in events if e["reason"] == "SuccessfulCreate"}
     assert "create Pod web-0 in StatefulSet web successful" in messages
 
+    # A pod whose identity label was changed gets it back.
+    await kubectl(
+        module_apiserver,
+        "label",
+        "pod",
+        "web-2",
+        "-n",
+        ns,
+        "--overwrite",
+        "apps.kubernetes.io/pod-index=9",
+    )
+
+    async def relabelled() -> bool:
+        found = (await active_pods(kube, ns))["web-2"]
+        return found["metadata"]["labels"]["apps.kubernetes.io/pod-index"] == "2"
+
+    await wait_for(relabelled, message="web-2's index label restored")
+
     out = await kubectl(module_apiserver, "scale", "sts", "web", "-n", ns, "--replicas=1")
     assert "statefulset.apps/web scaled" in out
     await wait_for(lambda: all_ready(kube, ns, ["web-0"]), message="one pod left")

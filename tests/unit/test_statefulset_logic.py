@@ -15,6 +15,7 @@ from k8slite.controllers.statefulset import (
     REVISION_LABEL,
     claim_name,
     compute_status,
+    identity_matches,
     max_unavailable,
     new_pod,
     parent_and_ordinal,
@@ -233,3 +234,13 @@ def test_printer_rows() -> None:
         "revision": 2,
     }
     assert controllerrevision_row(rev, NOW) == ["web-abc", "statefulset.apps/web", 2, "60s"]
+
+
+def test_identity_matches() -> None:
+    p = pod(1)
+    assert not identity_matches(p, 1)
+    p["metadata"]["labels"].update(
+        {"statefulset.kubernetes.io/pod-name": "web-1", "apps.kubernetes.io/pod-index": "1"}
+    )
+    assert identity_matches(p, 1)
+    assert not identity_matches(p, 2)

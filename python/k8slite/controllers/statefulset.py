@@ -155,6 +155,16 @@ def pods_to_update(
     return out
 
 
+def identity_labels(pod_name: str, ordinal: int) -> dict[str, str]:
+    return {POD_NAME_LABEL: pod_name, POD_INDEX_LABEL: str(ordinal)}
+
+
+def identity_matches(pod: Obj, ordinal: int) -> bool:
+    """The pod still carries its name and index labels (a user may have changed them)."""
+    labels = labels_of(pod)
+    return all(labels.get(k) == v for k, v in identity_labels(meta(pod)["name"], ordinal).items())
+
+
 def claim_name(template: Obj, pod_name: str) -> str:
     return f"{meta(template).get('name')}-{pod_name}"
 
@@ -165,7 +175,7 @@ def new_pod(sts: Obj, template: Obj, ordinal: int, revision: str) -> Obj:
     name = f"{m['name']}-{ordinal}"
     tmeta = meta(template)
     labels = dict(tmeta.get("labels") or {})
-    labels.update({POD_NAME_LABEL: name, POD_INDEX_LABEL: str(ordinal), REVISION_LABEL: revision})
+    labels.update({**identity_labels(name, ordinal), REVISION_LABEL: revision})
     pod_meta: Obj = {
         "name": name,
         "namespace": m.get("namespace"),
@@ -426,6 +436,8 @@ class StatefulSetController(Controller):
                 continue
             if ordered and is_deleting(pod):
                 return None  # wait for the old pod to go before anything else
+            if not is_deleting(pod) and not identity_matches(pod, ordinal):
+                await self._fix_identity(sts, pod, ordinal)
             if ordered and not is_healthy(pod, min_ready):
                 return None
         if creates:
@@ -489,6 +501,34 @@ class StatefulSetController(Controller):
             )
 
         return create
+
+    async def _fix_identity(self, sts: Obj, pod: Obj, ordinal: int) -> None:
+        """Put a pod's identity labels back (upstream's updateStatefulPod)."""
+        name = meta(pod)["name"]
+        patch = {
+            "metadata": {
+                "labels": identity_labels(name, ordinal),
+                "resourceVersion": resource_version_of(pod),
+            }
+        }
+        try:
+            await self.client.patch(PODS, name, patch, namespace=meta(pod).get("namespace"))
+        except NotFound:
+            return
+        except ApiError as e:
+            self.recorder.event(
+                sts,
+                WARNING,
+                "FailedUpdate",
+                f"update Pod {name} in StatefulSet {meta(sts)['name']} failed error: {e.message}",
+            )
+            raise
+        self.recorder.event(
+            sts,
+            NORMAL,
+            "SuccessfulUpdate",
+            f"update Pod {name} in StatefulSet {meta(sts)['name']} successful",
+        )
 
     async def _delete_pod(self, sts: Obj, pod: Obj) -> None:
         m = meta(pod)
