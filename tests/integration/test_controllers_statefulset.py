@@ -474,3 +474,34 @@ async def test_headless_service_slices_carry_hostnames(
 
 async def _equal(value: Any, wanted: Any) -> bool:
     return bool(await value == wanted)
+
+
+async def test_orphaned_pods_and_revisions_are_adopted(
+    kube: ApiClient, ns: str, kubelet: FakeKubelet, module_apiserver: ServerHandle
+) -> None:
+    await kube.create(STATEFULSETS, statefulset(replicas=2), namespace=ns)
+    names = ["web-0", "web-1"]
+    await wait_for(lambda: all_ready(kube, ns, names), message="2 ready pods")
+    uids = {n: p["metadata"]["uid"] for n, p in (await active_pods(kube, ns)).items()}
+    (revision,) = (await kube.list(CONTROLLERREVISIONS, namespace=ns))["items"]
+    await kubectl(module_apiserver, "delete", "sts", "web", "-n", ns, "--cascade=orphan")
+
+    async def orphaned() -> bool:
+        items = (await kube.list(CONTROLLERREVISIONS, namespace=ns))["items"]
+        return all(not r["metadata"].get("ownerReferences") for r in items)
+
+    await wait_for(orphaned, message="the revision orphaned")
+    created = await kube.create(STATEFULSETS, statefulset(replicas=2), namespace=ns)
+
+    async def adopted() -> bool:
+        items = (await kube.list(CONTROLLERREVISIONS, namespace=ns))["items"]
+        pods = await active_pods(kube, ns)
+        owned = [*items, *pods.values()]
+        owners = [(o["metadata"].get("ownerReferences") or [{}])[0].get("uid") for o in owned]
+        return set(owners) == {created["metadata"]["uid"]}
+
+    await wait_for(adopted, message="pods and revision adopted")
+    # Adopted, not remade: the same pods and the same revision.
+    assert {n: p["metadata"]["uid"] for n, p in (await active_pods(kube, ns)).items()} == uids
+    (again,) = (await kube.list(CONTROLLERREVISIONS, namespace=ns))["items"]
+    assert again["metadata"]["uid"] == revision["metadata"]["uid"] and again["revision"] == 1

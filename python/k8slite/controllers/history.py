@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from typing import Any
 
+from k8slite._native import LabelSelector
 from k8slite.client import AlreadyExists, ApiClient, NotFound
-from k8slite.client.resource import CONTROLLERREVISIONS
-from k8slite.component.objects import Obj, controller_ref, meta, uid_of
+from k8slite.client.resource import CONTROLLERREVISIONS, Resource
+from k8slite.component.objects import Obj, labels_of, meta
+from k8slite.controllers.ownerref import RefManager, owned_and_orphans
 
 # Upstream's rand.SafeEncodeString alphabet: no vowels (no words), no look-alikes.
 _SAFE = "bcdfghjklmnpqrstvwxz2456789"
@@ -81,11 +84,26 @@ def new_revision(
     }
 
 
-def owned_revisions(indexer: object, owner: Obj) -> list[Obj]:
-    """The owner's revisions in the cache, oldest (lowest revision) first."""
-    uid = uid_of(owner)
-    found = indexer.by_index("ownerUID", uid)  # type: ignore[attr-defined]
-    return sort_revisions(r for r in found if (controller_ref(r) or {}).get("uid") == uid)
+async def claim_revisions(
+    client: ApiClient,
+    indexer: Any,
+    owner: Obj,
+    owner_res: Resource,
+    owner_kind: str,
+    selector: LabelSelector,
+) -> list[Obj]:
+    """The owner's revisions, oldest (lowest revision) first: those it controls plus
+    orphans its selector matches, adopted (upstream's ClaimControllerRevisions). The
+    informer needs ownerref.ORPHAN_INDEX."""
+    manager = RefManager(
+        client,
+        CONTROLLERREVISIONS,
+        owner,
+        owner_res,
+        owner_kind,
+        lambda r: selector.matches(labels_of(r)),
+    )
+    return sort_revisions(await manager.claim(owned_and_orphans(indexer, owner)))
 
 
 def sort_revisions(revisions: Iterable[Obj]) -> list[Obj]:
@@ -118,9 +136,8 @@ async def create_revision(client: ApiClient, revision: Obj, owner: Obj) -> tuple
                 existing = await client.get(CONTROLLERREVISIONS, name, namespace=m.get("namespace"))
             except NotFound:
                 continue  # deleted in between: try the same name again
-            if existing.get("data") == data and (controller_ref(existing) or {}).get(
-                "uid"
-            ) == ref.get("uid"):
+            if existing.get("data") == data:
+                # Ours in all but owner (an orphan the next claim adopts), as upstream.
                 return existing, collision
             collision += 1
 

@@ -277,7 +277,9 @@ class StatefulSetController(Controller):
         self.pod_informer = ctx.informers.informer(
             PODS, indexers={ORPHAN_INDEX: orphan_namespace_index}
         )
-        self.revision_informer = ctx.informers.informer(CONTROLLERREVISIONS)
+        self.revision_informer = ctx.informers.informer(
+            CONTROLLERREVISIONS, indexers={ORPHAN_INDEX: orphan_namespace_index}
+        )
         self.claim_informer = ctx.informers.informer(PERSISTENTVOLUMECLAIMS)
         self.sts_informer.add_event_handler(
             self.enqueue, lambda old, new: self.enqueue(new), self.enqueue
@@ -339,7 +341,9 @@ class StatefulSetController(Controller):
         manager = RefManager(self.client, PODS, sts, STATEFULSETS, KIND, is_member)
         pods = await manager.claim(candidates)
 
-        revisions = history.owned_revisions(self.revision_informer.indexer, sts)
+        revisions = await history.claim_revisions(
+            self.client, self.revision_informer.indexer, sts, STATEFULSETS, KIND, selector
+        )
         status = sts.get("status") or {}
         collision = int(status.get("collisionCount") or 0)
         update_rev, collision = await self._update_revision(sts, revisions, collision)
