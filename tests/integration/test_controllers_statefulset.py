@@ -179,9 +179,13 @@ async def test_ordered_create_and_scale_down(
     assert header.split() == ["NAME", "READY", "AGE", "CONTAINERS", "IMAGES"]
     assert row.split()[:2] == ["web", "3/3"] and row.split()[-1] == "busybox:1.35"
 
-    events = (await kube.list(EVENTS, namespace=ns))["items"]
-    messages = {e["message"] for e in events if e["reason"] == "SuccessfulCreate"}
-    assert "create Pod web-0 in StatefulSet web successful" in messages
+    async def created_event() -> bool:
+        events = (await kube.list(EVENTS, namespace=ns))["items"]
+        messages = {e["message"] for e in events if e["reason"] == "SuccessfulCreate"}
+        return "create Pod web-0 in StatefulSet web successful" in messages
+
+    # Events are written in the background: poll for the one we want.
+    await wait_for(created_event, message="the SuccessfulCreate event")
 
     # A pod whose identity label was changed gets it back.
     await kubectl(
@@ -327,10 +331,14 @@ async def test_on_delete(
     body = statefulset(replicas=2, updateStrategy={"type": "OnDelete"})
     await kube.create(STATEFULSETS, body, namespace=ns)
     await wait_for(lambda: all_ready(kube, ns, ["web-0", "web-1"]), message="2 ready pods")
-    out = await kubectl(module_apiserver, "describe", "sts", "web", "-n", ns)
+
+    async def described() -> str | None:
+        out = await kubectl(module_apiserver, "describe", "sts", "web", "-n", ns)
+        return out if "create Pod web-1 in StatefulSet web successful" in out else None
+
+    out = await wait_for(described, message="describe with the create event")
     assert "Update Strategy:    OnDelete" in out
     assert "Pods Status:        2 Running / 0 Waiting / 0 Succeeded / 0 Failed" in out
-    assert "create Pod web-1 in StatefulSet web successful" in out
     image = {"spec": {"containers": [{"name": "app", "image": "busybox:1.36"}]}}
     await kube.patch(
         STATEFULSETS, "web", {"spec": {"template": image}}, namespace=ns, patch_type="strategic"
