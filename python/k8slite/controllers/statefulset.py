@@ -415,7 +415,7 @@ class StatefulSetController(Controller):
         for pod in part.replicas:
             if pod is not None and not is_deleting(pod):
                 await self._ensure_claim_refs(sts, meta(pod)["name"], uid_of(pod), False)
-        await self._retain_condemned_claims(sts, part.condemned)
+        await self._mark_condemned_claims(sts, part.condemned)
 
         creates: list[Callable[[], Awaitable[None]]] = []
         for index, pod in enumerate(part.replicas):
@@ -645,7 +645,7 @@ class StatefulSetController(Controller):
             except NotFound:
                 continue
 
-    async def _retain_condemned_claims(self, sts: Obj, condemned: list[Obj]) -> None:
+    async def _mark_condemned_claims(self, sts: Obj, condemned: list[Obj]) -> None:
         """Before a scaled-away pod goes, its claims get the references the policy wants."""
         for pod in condemned:
             await self._ensure_claim_refs(sts, meta(pod)["name"], uid_of(pod), True)
