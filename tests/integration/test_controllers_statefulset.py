@@ -21,7 +21,7 @@ from k8slite.client.resource import (
     STATEFULSETS,
 )
 from k8slite.component.objects import Obj
-from tests.conftest import ServerHandle
+from tests.conftest import ServerHandle, kubectl_path
 from tests.integration.controller_harness import (
     FakeKubelet,
     ManagerHandle,
@@ -513,3 +513,31 @@ async def test_orphaned_pods_and_revisions_are_adopted(
     assert {n: p["metadata"]["uid"] for n, p in (await active_pods(kube, ns)).items()} == uids
     (again,) = (await kube.list(CONTROLLERREVISIONS, namespace=ns))["items"]
     assert again["metadata"]["uid"] == revision["metadata"]["uid"] and again["revision"] == 1
+
+
+async def test_explain_and_validation_with_kubectl(module_apiserver: ServerHandle, ns: str) -> None:
+    out = await kubectl(module_apiserver, "explain", "sts.spec.updateStrategy")
+    assert "type\t<string>\n  enum: OnDelete, RollingUpdate" in out
+    out = await kubectl(module_apiserver, "explain", "sts.spec.podManagementPolicy")
+    assert "ENUM:\n    OrderedReady\n    Parallel\n" in out
+    bad = statefulset()
+    bad["spec"]["template"]["metadata"]["labels"] = {"app": "other"}
+    result = await trio.run_process(
+        [
+            str(kubectl_path()),
+            "--kubeconfig",
+            str(module_apiserver.kubeconfig),
+            "create",
+            "-n",
+            ns,
+            "-f",
+            "-",
+        ],
+        stdin=json.dumps(bad).encode(),
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert 'The StatefulSet "web" is invalid' in result.stderr.decode()
+    assert "`selector` does not match template `labels`" in result.stderr.decode()
