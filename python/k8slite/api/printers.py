@@ -322,6 +322,18 @@ def replicaset_row(rs: Obj, now: dt.datetime) -> list[Cell]:
     ]
 
 
+def statefulset_row(sts: Obj, now: dt.datetime) -> list[Cell]:
+    spec, status = sts.get("spec") or {}, sts.get("status") or {}
+    names, images = containers_and_images(_template_spec(sts))
+    return [
+        sts["metadata"].get("name", ""),
+        f"{status.get('readyReplicas', 0)}/{spec.get('replicas', 0)}",
+        age(sts, now),
+        names,
+        images,
+    ]
+
+
 def replicationcontroller_row(rc: Obj, now: dt.datetime) -> list[Cell]:
     spec, status = rc.get("spec") or {}, rc.get("status") or {}
     names, images = containers_and_images(_template_spec(rc))
@@ -662,6 +674,16 @@ PRINTERS: dict[tuple[str, str], Printer] = {
             SELECTOR,
         ),
         replicaset_row,
+    ),
+    ("apps", "StatefulSet"): Printer(
+        (
+            NAME,
+            Column("Ready", description="Number of the pod with ready state"),
+            AGE,
+            CONTAINERS,
+            IMAGES,
+        ),
+        statefulset_row,
     ),
     ("", "ReplicationController"): Printer(
         (

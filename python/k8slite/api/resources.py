@@ -144,6 +144,19 @@ RESOURCES: list[ResourceType] = [
         categories=("all",),
     ),
     ResourceType(
+        "apps",
+        "v1",
+        "StatefulSet",
+        "statefulsets",
+        True,
+        ("sts",),
+        ("status", "scale"),
+        categories=("all",),
+    ),
+    ResourceType(
+        "", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", True, ("pvc",), ("status",)
+    ),
+    ResourceType(
         "",
         "v1",
         "ReplicationController",

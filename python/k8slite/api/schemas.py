@@ -70,6 +70,8 @@ INT64_FIELDS = frozenset(
         ("PodStatus", "observedGeneration"),
         ("DeploymentStatus", "observedGeneration"),
         ("ReplicaSetStatus", "observedGeneration"),
+        ("StatefulSetStatus", "observedGeneration"),
+        ("ControllerRevision", "revision"),
         ("PodSpec", "activeDeadlineSeconds"),
         ("PodSpec", "terminationGracePeriodSeconds"),
         ("Probe", "terminationGracePeriodSeconds"),

@@ -56,6 +56,7 @@ class ControllerOptions:
     concurrent_deployment_syncs: int = 5  # --concurrent-deployment-syncs
     concurrent_daemonset_syncs: int = 2  # --concurrent-daemonset-syncs
     concurrent_cron_job_syncs: int = 5  # --concurrent-cron-job-syncs
+    concurrent_statefulset_syncs: int = 5  # --concurrent-statefulset-syncs
     concurrent_endpoint_syncs: int = 5  # --concurrent-endpoint-syncs
     concurrent_service_endpoint_syncs: int = 5  # --concurrent-service-endpoint-syncs
     concurrent_gc_syncs: int = 20  # --concurrent-gc-syncs

@@ -30,6 +30,7 @@ from k8slite.controllers.replicaset import (
 )
 from k8slite.controllers.rootcacertpublisher import RootCACertPublisher
 from k8slite.controllers.serviceaccount import ServiceAccountsController
+from k8slite.controllers.statefulset import StatefulSetController
 from k8slite.controllers.tainteviction import TaintEvictionController
 from k8slite.controllers.tokens import TokensController
 from k8slite.leaderelection import LeaderElectionConfig
@@ -99,6 +100,9 @@ CONTROLLERS: dict[str, ControllerSpec] = {
     ),
     "root-ca-certificate-publisher-controller": ControllerSpec(
         RootCACertPublisher, lambda o: 1, ("root-ca-cert-publisher",)
+    ),
+    "statefulset-controller": ControllerSpec(
+        StatefulSetController, lambda o: o.concurrent_statefulset_syncs, ("statefulset",)
     ),
 }
 _ALIASES = {alias: name for name, spec in CONTROLLERS.items() for alias in spec.aliases}

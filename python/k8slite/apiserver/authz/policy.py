@@ -332,6 +332,7 @@ _CONTROLLER_ROLES: dict[str, list[Obj]] = {
             "controllerrevisions",
         ),
         rule(("create", "get"), "", "persistentvolumeclaims"),
+        rule(("update", "delete"), "", "persistentvolumeclaims"),
     ],
     "ttl-after-finished-controller": [
         rule(("delete", "get", "list", "watch"), "batch", "jobs"),
