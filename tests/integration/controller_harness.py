@@ -153,8 +153,11 @@ def deployment(
     }
 
 
-async def kubectl(server: ServerHandle, *args: str, check: bool = True) -> str:
-    """Run the real kubectl against `server` (admin); its stdout (stderr too on failure)."""
+async def kubectl(
+    server: ServerHandle, *args: str, check: bool = True, with_stderr: bool = False
+) -> str:
+    """Run the real kubectl against `server` (admin); its stdout (stderr too on failure, or
+    always with `with_stderr`: kubectl prints its warnings there)."""
     result = await trio.run_process(
         [str(kubectl_path()), "--kubeconfig", str(server.kubeconfig), *args],
         capture_stdout=True,
@@ -166,7 +169,7 @@ async def kubectl(server: ServerHandle, *args: str, check: bool = True) -> str:
         raise AssertionError(
             f"kubectl {' '.join(args)} failed ({result.returncode}): {out}{result.stderr.decode()}"
         )
-    return out + (result.stderr.decode() if result.returncode != 0 else "")
+    return out + (result.stderr.decode() if result.returncode != 0 or with_stderr else "")
 
 
 async def wait_for(

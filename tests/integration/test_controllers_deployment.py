@@ -338,11 +338,21 @@ async def test_scale_up_and_down(
     annotations = rs["metadata"]["annotations"]
     assert annotations["deployment.kubernetes.io/desired-replicas"] == "1"
     assert annotations["deployment.kubernetes.io/max-replicas"] == "2"
-    messages = [e["message"] for e in await events_for(kube, ns, "web")]
-    assert f"Scaled up replica set {name} from 2 to 7" in messages
-    assert f"Scaled down replica set {name} from 7 to 1" in messages
-    deleted = [e for e in await events_for(kube, ns, name) if e["reason"] == "SuccessfulDelete"]
-    assert len(deleted) == 6
+    # Events are written in the background: wait for them rather than read them once.
+    wanted = {
+        f"Scaled up replica set {name} from 2 to 7",
+        f"Scaled down replica set {name} from 7 to 1",
+    }
+
+    async def scaled() -> bool:
+        return wanted <= {e["message"] for e in await events_for(kube, ns, "web")}
+
+    async def six_deleted() -> bool:
+        events = await events_for(kube, ns, name)
+        return len([e for e in events if e["reason"] == "SuccessfulDelete"]) == 6
+
+    await wait_for(scaled, message="the scaling events")
+    await wait_for(six_deleted, message="six SuccessfulDelete events")
 
 
 async def _count_is(kube: ApiClient, ns: str, n: int) -> bool:

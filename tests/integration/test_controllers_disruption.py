@@ -622,7 +622,9 @@ async def test_kubectl_drain_ignore_daemonsets(
 
     out = await kubectl(module_apiserver, "drain", node, "--timeout=20s", check=False)
     assert "cannot delete DaemonSet-managed Pods (use --ignore-daemonsets to ignore)" in out
-    out = await kubectl(module_apiserver, "drain", node, "--ignore-daemonsets", "--timeout=60s")
+    out = await kubectl(
+        module_apiserver, "drain", node, "--ignore-daemonsets", "--timeout=60s", with_stderr=True
+    )
     assert f"Warning: ignoring DaemonSet-managed Pods: {ns}/agent-pod" in out
     assert f"node/{node} drained" in out
     pod = await kube.get(PODS, "agent-pod", namespace=ns)

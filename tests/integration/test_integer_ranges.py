@@ -69,6 +69,9 @@ _BASES["Job"] = {"spec": {"template": _JOB_TEMPLATE}}
 _BASES["CronJob"] = {
     "spec": {"schedule": "*/5 * * * *", "jobTemplate": {"spec": {"template": _JOB_TEMPLATE}}}
 }
+_BASES["PersistentVolumeClaim"] = {
+    "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
+}
 _BASES["ControllerRevision"] = {"revision": 1, "data": {"spec": {}}}
 _BASES["CustomResourceDefinition"] = {
     "spec": {
