@@ -61,6 +61,17 @@ _BASES["ReplicationController"] = {
     }
 }
 _BASES["PodDisruptionBudget"] = {"spec": {"minAvailable": 1}}
+_BASES["PersistentVolume"] = {
+    "spec": {
+        "capacity": {"storage": "1Gi"},
+        "accessModes": ["ReadWriteOnce"],
+        "hostPath": {"path": "/tmp/x"},
+    }
+}
+_BASES["PersistentVolumeClaim"] = {
+    "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
+}
+_BASES["StorageClass"] = {"provisioner": "example.com/x"}
 EDGES = [2**64, 2**200, -(2**63) - 1, -(2**63), 2**63 - 1, 2**63, 2**31, 2**31 - 1, -(2**31) - 1]
 VERBS = ("create", "update", "merge", "strategic", "json", "apply")
 

@@ -106,6 +106,7 @@ def _load_kinds() -> None:
         policy_v1,
         rbac_v1,
         replicationcontroller,
+        storage_v1,
     )
 
 

@@ -6,6 +6,7 @@ import contextlib
 
 from k8slite._native import WatchCache, loads
 from k8slite.api.resources import RESOURCES, ResourceType
+from k8slite.apiserver import storageadmission
 from k8slite.apiserver.registry import Registry, encoder
 from k8slite.component.objects import is_deleting
 from k8slite.storage import Event, KeyExists, Op, Store
@@ -26,6 +27,10 @@ class ApiCore:
         for rt in RESOURCES:
             self.add_resource(rt, capacity)
         self._namespaces = self.registries[("", "namespaces")]
+        storageadmission.install(
+            self.registries[("", "persistentvolumeclaims")],
+            self.registries[("storage.k8s.io", "storageclasses")],
+        )
 
     def add_resource(self, rt: ResourceType, capacity: int = WATCH_CACHE_CAPACITY) -> Registry:
         cache = WatchCache(list(rt.selectable_fields), capacity)

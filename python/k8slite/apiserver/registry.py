@@ -119,6 +119,9 @@ class Registry:
         self._namespace_state = namespace_state
         self.changed = trio.Event()
         self.allocator: Allocator | None = None
+        # Mutating admission of this kind (e.g. DefaultStorageClass): runs after defaulting,
+        # before validation, on creates (old is None) and main-resource updates.
+        self.admission: Callable[[Obj, Obj | None], None] | None = None
 
     # ---------------------------------------------------------------- helpers
 
@@ -201,6 +204,8 @@ class Registry:
         else:
             m.pop("generation", None)
         self.strategy.default(obj)
+        if self.admission is not None:
+            self.admission(obj, None)
         self.strategy.prepare_create(obj)
         if "status" in self.rt.subresources:
             obj.setdefault("status", {})
@@ -338,6 +343,8 @@ class Registry:
                 m["namespace"] = namespace
             self.strategy.default(new)
             self.strategy.prepare_update(new, old)
+            if self.admission is not None:
+                self.admission(new, old)
             if old_meta.get("deletionTimestamp"):
                 # A terminating object may only lose finalizers, never gain them.
                 added = set(m.get("finalizers") or ()) - set(old_meta.get("finalizers") or ())
