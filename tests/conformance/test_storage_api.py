@@ -68,6 +68,7 @@ def test_claim_gets_default_class_and_columns(kubectl: Kubectl, ns: str) -> None
     assert claim["spec"]["storageClassName"] == "local-path"
     assert claim["spec"]["volumeMode"] == "Filesystem"
     assert claim["status"]["phase"] == "Pending"
+    assert claim["metadata"]["finalizers"] == ["kubernetes.io/pvc-protection"]
     table = rows(kubectl("get", "pvc", "-n", ns).stdout)
     assert table[0] == [
         "NAME",
@@ -92,6 +93,10 @@ def test_pv_defaults_and_columns(kubectl: Kubectl) -> None:
     pv = json.loads(kubectl("get", "pv", name, "-o", "json").stdout)
     assert pv["spec"]["persistentVolumeReclaimPolicy"] == "Retain"
     assert pv["spec"]["volumeMode"] == "Filesystem"
+    assert pv["status"]["phase"] == "Pending"
+    # StorageObjectInUseProtection admission; the protection controller (not running with
+    # this API server alone) removes it once the volume is not bound.
+    assert pv["metadata"]["finalizers"] == ["kubernetes.io/pv-protection"]
     out = kubectl("get", "pv", name).stdout
     table = rows(out)
     assert table[0] == [
@@ -106,7 +111,7 @@ def test_pv_defaults_and_columns(kubectl: Kubectl) -> None:
         "REASON",
         "AGE",
     ]
-    kubectl("delete", "pv", name)
+    kubectl("delete", "pv", name, "--wait=false")
 
 
 def test_validation_messages(kubectl: Kubectl, ns: str) -> None:

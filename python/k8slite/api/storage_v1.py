@@ -40,6 +40,17 @@ PV_SOURCES = (
     "storageos",
     "vsphereVolume",
 )
+# Annotations the binder, the scheduler and provisioners share (upstream's names).
+BIND_COMPLETED = "pv.kubernetes.io/bind-completed"
+BOUND_BY_CONTROLLER = "pv.kubernetes.io/bound-by-controller"
+PROVISIONED_BY = "pv.kubernetes.io/provisioned-by"
+STORAGE_PROVISIONER = "volume.kubernetes.io/storage-provisioner"
+BETA_STORAGE_PROVISIONER = "volume.beta.kubernetes.io/storage-provisioner"
+SELECTED_NODE = "volume.kubernetes.io/selected-node"
+PVC_PROTECTION = "kubernetes.io/pvc-protection"
+PV_PROTECTION = "kubernetes.io/pv-protection"
+# Where a node's kubelet keeps local-path volumes; the kubelet sets it on its Node.
+LOCAL_PATH_DIR = "k8slite.io/local-path-dir"
 DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
 BETA_DEFAULT_CLASS_ANNOTATION = "storageclass.beta.kubernetes.io/is-default-class"
 
@@ -194,10 +205,10 @@ class PersistentVolumeClaimStrategy(Strategy):
         ns, os_ = dict(new.get("spec") or {}), dict(old.get("spec") or {})
         # A claim binds by setting volumeName once; a missing class may be set once (as
         # upstream allows for the default-class retroactive assignment).
-        if not os_.get("volumeName"):
-            os_["volumeName"] = ns.get("volumeName")
-        if os_.get("storageClassName") is None:
-            os_["storageClassName"] = ns.get("storageClassName")
+        if not os_.get("volumeName") and "volumeName" in ns:
+            os_["volumeName"] = ns["volumeName"]
+        if os_.get("storageClassName") is None and "storageClassName" in ns:
+            os_["storageClassName"] = ns["storageClassName"]
         bound = (old.get("status") or {}).get("phase") == "Bound"
         for spec in (ns, os_):
             spec.pop("volumeAttributesClassName", None)
@@ -212,10 +223,13 @@ class PersistentVolumeClaimStrategy(Strategy):
                 "volumeAttributesClassName for bound claims",
             )
             return
-        new_size, capacity = storage_request(new), _status_capacity(old)
-        if bound and capacity is not None and new_size is not None:
+        new_size, old_size = storage_request(new), storage_request(old)
+        capacity = _status_capacity(old)
+        if bound and capacity is not None and new_size is not None and old_size is not None:
+            # Shrinking is allowed only back to (not below) what the volume has.
             try:
-                if parse_quantity(new_size) < parse_quantity(capacity):
+                size = parse_quantity(new_size)
+                if size < parse_quantity(old_size) and size < parse_quantity(capacity):
                     errs.forbidden(
                         "spec.resources.requests.storage",
                         "field can not be less than status.capacity",

@@ -30,6 +30,7 @@ class ApiCore:
         storageadmission.install(
             self.registries[("", "persistentvolumeclaims")],
             self.registries[("storage.k8s.io", "storageclasses")],
+            self.registries[("", "persistentvolumes")],
         )
 
     def add_resource(self, rt: ResourceType, capacity: int = WATCH_CACHE_CAPACITY) -> Registry:

@@ -1,13 +1,19 @@
-"""Storage admission: DefaultStorageClass and PersistentVolumeClaimResize, as upstream's plugins."""
+"""Storage admission as upstream's plugins: DefaultStorageClass, PersistentVolumeClaimResize
+and StorageObjectInUseProtection (the protection finalizers on new claims and volumes)."""
 
 from __future__ import annotations
 
 from k8slite._native import loads
 from k8slite.api import errors
 from k8slite.api.quantity import QuantityError, parse_quantity
-from k8slite.api.storage_v1 import is_default_class, storage_request
+from k8slite.api.storage_v1 import (
+    PV_PROTECTION,
+    PVC_PROTECTION,
+    is_default_class,
+    storage_request,
+)
 from k8slite.apiserver.registry import Registry
-from k8slite.component.objects import Obj, name_of
+from k8slite.component.objects import Obj, meta, name_of
 
 _RESIZE_REFUSED = (
     "only dynamically provisioned pvc can be resized and the storageclass that provisions "
@@ -37,14 +43,22 @@ def _grows(new: Obj, old: Obj) -> bool:
         return False
 
 
-def install(claims: Registry, classes: Registry) -> None:
-    """Admit claims: the default class on create, resize only where the class allows it."""
+def _protect(obj: Obj, finalizer: str) -> None:
+    finalizers = meta(obj).setdefault("finalizers", [])
+    if isinstance(finalizers, list) and finalizer not in finalizers:
+        finalizers.append(finalizer)
+
+
+def install(claims: Registry, classes: Registry, volumes: Registry) -> None:
+    """Admit claims: the default class and protection on create, resize only where the
+    class allows it; and volumes: protection on create."""
 
     def admit(new: Obj, old: Obj | None) -> None:
         spec = new.get("spec")
         if not isinstance(spec, dict):
             return
         if old is None:
+            _protect(new, PVC_PROTECTION)
             if spec.get("storageClassName") is None:
                 sc = default_class(classes)
                 if sc is not None:
@@ -59,4 +73,9 @@ def install(claims: Registry, classes: Registry) -> None:
         if not (old.get("spec") or {}).get("volumeName") or not sc.get("allowVolumeExpansion"):
             raise errors.forbidden("persistentvolumeclaims", name_of(new), "", _RESIZE_REFUSED)
 
+    def admit_volume(new: Obj, old: Obj | None) -> None:
+        if old is None:
+            _protect(new, PV_PROTECTION)
+
     claims.admission = admit
+    volumes.admission = admit_volume
