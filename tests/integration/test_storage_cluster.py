@@ -223,6 +223,7 @@ async def test_immediate_class_binds_premade_volume_and_retain_releases(
             "metadata": {"name": cls},
             "provisioner": "kubernetes.io/no-provisioner",
             "reclaimPolicy": "Retain",
+            "allowVolumeExpansion": True,
         },
     )
     for name, size in ((f"small-{suffix}", "1Gi"), (f"big-{suffix}", "5Gi")):
@@ -275,6 +276,24 @@ async def test_immediate_class_binds_premade_volume_and_retain_releases(
     assert small.split()[1:7] == ["1Gi", "RWO,RWX", "Retain", "Bound", f"{ns}/c", cls]
     pvc_row = next(line for line in lines if line.startswith("persistentvolumeclaim/c "))
     assert pvc_row.split()[1:6] == ["Bound", f"small-{suffix}", "1Gi", "RWO,RWX", cls]
+
+    # Expansion: the volume's recorded capacity and the claim's status follow the request.
+    await kube.patch(
+        PERSISTENTVOLUMECLAIMS,
+        "c",
+        {"spec": {"resources": {"requests": {"storage": "3Gi"}}}},
+        namespace=ns,
+    )
+
+    async def grown() -> bool:
+        c = await kube.get(PERSISTENTVOLUMECLAIMS, "c", namespace=ns)
+        v = await kube.get(PERSISTENTVOLUMES, f"small-{suffix}")
+        return (c.get("status") or {}).get("capacity") == {"storage": "3Gi"} and v["spec"][
+            "capacity"
+        ] == {"storage": "3Gi"}
+
+    await wait_for(grown, 30, message="the claim and volume grown to 3Gi")
+    assert "VolumeResizeSuccessful" in await _reasons(kube, ns, "c")
 
     await kube.delete(PERSISTENTVOLUMECLAIMS, "c", namespace=ns)
     await wait_for(

@@ -21,6 +21,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import trio
+
 from k8slite.api.storage_v1 import PV_SOURCES
 from k8slite.component.objects import Obj
 from k8slite.kubelet.envvars import (
@@ -47,6 +49,9 @@ _PLUGINS = {
 }
 # Volumes whose files are written by the kubelet and mounted read-only (upstream: since 1.10).
 _READ_ONLY = {"configMap", "secret", "downwardAPI", "projected"}
+# Volumes whose files take the pod's fsGroup (upstream: those of plugins that support
+# ownership management; the kubelet-written ones are group-readable already).
+_FS_GROUP_OWNED = frozenset({"emptyDir", "persistentVolumeClaim"})
 # The PV sources a claim's volume may have; this kubelet mounts hostPath and local ones.
 _PV_SOURCES = frozenset(PV_SOURCES)
 
@@ -99,6 +104,14 @@ class VolumeManager:
                     host_ip=host_ip,
                     allocatable=allocatable,
                 )
+                fs_group = ((pod.get("spec") or {}).get("securityContext") or {}).get("fsGroup")
+                if plugin in _FS_GROUP_OWNED and isinstance(fs_group, int):
+                    try:
+                        await trio.to_thread.run_sync(set_group_ownership, paths[name], fs_group)
+                    except PermissionError as e:
+                        # A kubelet not running as root cannot give files away; the pod
+                        # still runs, as upstream's does when ownership cannot change.
+                        log.warning("fsGroup %d not applied to volume %s: %s", fs_group, name, e)
             except (ConfigError, OSError) as e:
                 raise VolumeError(f'MountVolume.SetUp failed for volume "{name}" : {e}') from None
         return paths
@@ -367,6 +380,27 @@ def _host_path(source: Obj) -> str:
         if not check(mode):
             raise ConfigError(f"hostPath type check failed: {path} {words}")
     return path
+
+
+def set_group_ownership(path: str, gid: int) -> None:
+    """upstream's fsGroup ownership: the group owns every file, can read and write it, and
+    new files inherit the group (setgid directories). As fsGroupChangePolicy
+    OnRootMismatch, a root that already has the group and the setgid bit is left as is, so
+    a volume is walked once, not at every sync."""
+    st = os.stat(path)
+    if st.st_gid == gid and st.st_mode & stat.S_ISGID:
+        return
+    for root, dirs, files in os.walk(path):
+        for name in (root, *(os.path.join(root, f) for f in files)):
+            if os.path.islink(name):
+                continue
+            os.chown(name, -1, gid)
+            mode = stat.S_IMODE(os.stat(name).st_mode)
+            if os.path.isdir(name):
+                os.chmod(name, mode | stat.S_IRGRP | stat.S_IWGRP | stat.S_IXGRP | stat.S_ISGID)
+            else:
+                os.chmod(name, mode | stat.S_IRGRP | stat.S_IWGRP)
+        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d))]
 
 
 def write_atomic(target: Path, files: Mapping[str, tuple[bytes, int]]) -> bool:
