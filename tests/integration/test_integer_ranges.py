@@ -69,6 +69,13 @@ _BASES["Job"] = {"spec": {"template": _JOB_TEMPLATE}}
 _BASES["CronJob"] = {
     "spec": {"schedule": "*/5 * * * *", "jobTemplate": {"spec": {"template": _JOB_TEMPLATE}}}
 }
+_BASES["PersistentVolume"] = {
+    "spec": {
+        "capacity": {"storage": "1Gi"},
+        "accessModes": ["ReadWriteOnce"],
+        "hostPath": {"path": "/tmp/x"},
+    }
+}
 _BASES["PersistentVolumeClaim"] = {
     "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
 }
@@ -87,6 +94,7 @@ _BASES["CustomResourceDefinition"] = {
         ],
     }
 }
+_BASES["StorageClass"] = {"provisioner": "example.com/x"}
 EDGES = [2**64, 2**200, -(2**63) - 1, -(2**63), 2**63 - 1, 2**63, 2**31, 2**31 - 1, -(2**31) - 1]
 VERBS = ("create", "update", "merge", "strategic", "json", "apply")
 

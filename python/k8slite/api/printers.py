@@ -411,6 +411,82 @@ def controllerrevision_row(cr: Obj, now: dt.datetime) -> list[Cell]:
     return [cr["metadata"].get("name", ""), controller, cr.get("revision", 0), age(cr, now)]
 
 
+_MODE_ABBREVIATIONS = (
+    ("ReadWriteOnce", "RWO"),
+    ("ReadOnlyMany", "ROX"),
+    ("ReadWriteMany", "RWX"),
+    ("ReadWriteOncePod", "RWOP"),
+)
+
+
+def access_modes(modes: Any) -> str:
+    """Upstream's GetAccessModesAsString: abbreviations in a fixed order."""
+    present = set(modes or ())
+    return ",".join(short for mode, short in _MODE_ABBREVIATIONS if mode in present)
+
+
+def _phase_or_terminating(obj: Obj) -> str:
+    if obj["metadata"].get("deletionTimestamp"):
+        return "Terminating"
+    return str((obj.get("status") or {}).get("phase", ""))
+
+
+def pv_row(pv: Obj, now: dt.datetime) -> list[Cell]:
+    spec, status = pv.get("spec") or {}, pv.get("status") or {}
+    ref = spec.get("claimRef") or {}
+    claim = f"{ref.get('namespace', '')}/{ref.get('name', '')}" if ref else ""
+    return [
+        pv["metadata"].get("name", ""),
+        str((spec.get("capacity") or {}).get("storage", "")),
+        access_modes(spec.get("accessModes")),
+        str(spec.get("persistentVolumeReclaimPolicy", "")),
+        _phase_or_terminating(pv),
+        claim,
+        str(spec.get("storageClassName") or ""),
+        str(spec.get("volumeAttributesClassName") or "<unset>"),
+        str(status.get("reason", "")),
+        age(pv, now),
+        str(spec.get("volumeMode", "")),
+    ]
+
+
+def pvc_row(pvc: Obj, now: dt.datetime) -> list[Cell]:
+    spec, status = pvc.get("spec") or {}, pvc.get("status") or {}
+    capacity, modes = "", ""
+    if spec.get("volumeName"):
+        capacity = str((status.get("capacity") or {}).get("storage", ""))
+        modes = access_modes(status.get("accessModes"))
+    return [
+        pvc["metadata"].get("name", ""),
+        _phase_or_terminating(pvc),
+        str(spec.get("volumeName") or ""),
+        capacity,
+        modes,
+        str(spec.get("storageClassName") or ""),
+        str(status.get("currentVolumeAttributesClassName") or "<unset>"),
+        age(pvc, now),
+        str(spec.get("volumeMode", "")),
+    ]
+
+
+def storageclass_row(sc: Obj, now: dt.datetime) -> list[Cell]:
+    name = sc["metadata"].get("name", "")
+    annotations = sc["metadata"].get("annotations") or {}
+    if "true" in (
+        annotations.get("storageclass.kubernetes.io/is-default-class"),
+        annotations.get("storageclass.beta.kubernetes.io/is-default-class"),
+    ):
+        name += " (default)"
+    return [
+        name,
+        str(sc.get("provisioner", "")),
+        str(sc.get("reclaimPolicy") or "Delete"),
+        str(sc.get("volumeBindingMode") or "Immediate"),
+        bool(sc.get("allowVolumeExpansion") or False),
+        age(sc, now),
+    ]
+
+
 def node_row(node: Obj, now: dt.datetime) -> list[Cell]:
     spec, status = node.get("spec") or {}, node.get("status") or {}
     states = []
@@ -966,6 +1042,105 @@ PRINTERS: dict[tuple[str, str], Printer] = {
             AGE,
         ),
         _simple(lambda o: len(o.get("secrets") or ())),
+    ),
+    ("", "PersistentVolume"): Printer(
+        (
+            NAME,
+            Column(
+                "Capacity",
+                description="capacity is the description of the persistent "
+                "volume's resources and capacity.",
+            ),
+            Column(
+                "Access Modes",
+                description="accessModes contains all ways the volume can be mounted.",
+            ),
+            Column(
+                "Reclaim Policy",
+                description="persistentVolumeReclaimPolicy defines what "
+                "happens to a persistent volume when released from its claim.",
+            ),
+            Column(
+                "Status",
+                description="phase indicates if a volume is available, bound to "
+                "a claim, or released by a claim.",
+            ),
+            Column(
+                "Claim",
+                description="claimRef is part of a bi-directional binding between "
+                "PersistentVolume and PersistentVolumeClaim.",
+            ),
+            Column("StorageClass", description="StorageClass of the pv"),
+            Column("VolumeAttributesClass", description="VolumeAttributesClass of the pv"),
+            Column(
+                "Reason",
+                description="reason is a brief CamelCase string that describes "
+                "any failure and is meant for machine parsing and tidy display in the CLI.",
+            ),
+            AGE,
+            Column(
+                "VolumeMode",
+                priority=1,
+                description="volumeMode defines if a volume is "
+                "intended to be used with a formatted filesystem or to remain in raw block "
+                "state.",
+            ),
+        ),
+        pv_row,
+    ),
+    ("", "PersistentVolumeClaim"): Printer(
+        (
+            NAME,
+            Column(
+                "Status", description="phase represents the current phase of PersistentVolumeClaim."
+            ),
+            Column(
+                "Volume",
+                description="volumeName is the binding reference to the "
+                "PersistentVolume backing this claim.",
+            ),
+            Column(
+                "Capacity",
+                description="capacity represents the actual resources of the underlying volume.",
+            ),
+            Column(
+                "Access Modes",
+                description="accessModes contains the actual access modes "
+                "the volume backing the PVC has.",
+            ),
+            Column("StorageClass", description="StorageClass of the pvc"),
+            Column("VolumeAttributesClass", description="VolumeAttributesClass of the pvc"),
+            AGE,
+            Column(
+                "VolumeMode",
+                priority=1,
+                description="volumeMode defines what type of volume is required by the claim.",
+            ),
+        ),
+        pvc_row,
+    ),
+    ("storage.k8s.io", "StorageClass"): Printer(
+        (
+            NAME,
+            Column("Provisioner", description="provisioner indicates the type of the provisioner."),
+            Column(
+                "ReclaimPolicy",
+                description="reclaimPolicy controls the reclaimPolicy for "
+                "dynamically provisioned PersistentVolumes of this storage class.",
+            ),
+            Column(
+                "VolumeBindingMode",
+                description="volumeBindingMode indicates how "
+                "PersistentVolumeClaims should be provisioned and bound.",
+            ),
+            Column(
+                "AllowVolumeExpansion",
+                description="allowVolumeExpansion shows whether "
+                "the storage class allow volume expand.",
+            ),
+            AGE,
+        ),
+        storageclass_row,
     ),
     ("coordination.k8s.io", "Lease"): Printer(
         (

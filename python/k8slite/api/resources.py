@@ -178,6 +178,8 @@ RESOURCES: list[ResourceType] = [
         "apps", "v1", "DaemonSet", "daemonsets", True, ("ds",), ("status",), categories=("all",)
     ),
     ResourceType("apps", "v1", "ControllerRevision", "controllerrevisions", True),
+    ResourceType("", "v1", "PersistentVolume", "persistentvolumes", False, ("pv",), ("status",)),
+    ResourceType("storage.k8s.io", "v1", "StorageClass", "storageclasses", False, ("sc",)),
     ResourceType("coordination.k8s.io", "v1", "Lease", "leases", True),
     ResourceType("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", True),
     ResourceType(_RBAC, "v1", "ClusterRole", "clusterroles", False),

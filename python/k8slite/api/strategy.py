@@ -112,6 +112,7 @@ def _load_kinds() -> None:
         rbac_v1,
         replicationcontroller,
         statefulset,
+        storage_v1,
     )
 
 

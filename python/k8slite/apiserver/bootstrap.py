@@ -1,4 +1,5 @@
-"""Objects every cluster has, reconciled at each start: the `kubernetes` service, APF defaults."""
+"""Objects every cluster has, reconciled at each start: the `kubernetes` service, APF defaults,
+the default StorageClass."""
 
 from __future__ import annotations
 
@@ -91,6 +92,33 @@ async def ensure_kubernetes_service(
     await _ensure(core, "", "endpoints", _endpoints(address, port), ("subsets",))
     await _ensure(
         core, "discovery.k8s.io", "endpointslices", _slice(address, port), ("endpoints", "ports")
+    )
+
+
+# The default class: k3s's local-path provisioner's name and settings.
+DEFAULT_STORAGE_CLASS = "local-path"
+LOCAL_PATH_PROVISIONER = "rancher.io/local-path"
+
+
+async def ensure_default_storage_class(core: ApiCore) -> None:
+    """Create the `local-path` StorageClass once; a user's later edits or deletion stick."""
+    classes = core.registries[("storage.k8s.io", "storageclasses")]
+    if classes.cache.get(classes.key(None, DEFAULT_STORAGE_CLASS)) is not None:
+        return
+    await classes.create(
+        None,
+        {
+            "apiVersion": "storage.k8s.io/v1",
+            "kind": "StorageClass",
+            "metadata": {
+                "name": DEFAULT_STORAGE_CLASS,
+                "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+            },
+            "provisioner": LOCAL_PATH_PROVISIONER,
+            "reclaimPolicy": "Delete",
+            "volumeBindingMode": "WaitForFirstConsumer",
+            "allowVolumeExpansion": True,
+        },
     )
 
 

@@ -15,6 +15,7 @@ from k8slite.api.customresource import (
     served_kinds,
 )
 from k8slite.api.resources import RESOURCES, ResourceType, set_dynamic
+from k8slite.apiserver import storageadmission
 from k8slite.apiserver.registry import Registry, encoder
 from k8slite.component.objects import Obj, is_deleting
 from k8slite.storage import Event, KeyExists, Op, Store
@@ -43,6 +44,11 @@ class ApiCore:
         self._siblings: dict[str, list[Registry]] = {}
         self._crd_versions: dict[str, str] = {}
         self._compiled: dict[str, tuple[tuple[object, ...], list[ResourceType]]] = {}
+        storageadmission.install(
+            self.registries[("", "persistentvolumeclaims")],
+            self.registries[("storage.k8s.io", "storageclasses")],
+            self.registries[("", "persistentvolumes")],
+        )
 
     def add_resource(self, rt: ResourceType, capacity: int = WATCH_CACHE_CAPACITY) -> Registry:
         cache = WatchCache(list(rt.selectable_fields), capacity)

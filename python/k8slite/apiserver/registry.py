@@ -128,6 +128,9 @@ class Registry:
         # Applied to objects as they are read (custom resources stored before their schema
         # gained defaults); None for every other kind.
         self.on_read: Callable[[Obj], None] | None = None
+        # Mutating admission of this kind (e.g. DefaultStorageClass): runs after defaulting,
+        # before validation, on creates (old is None) and main-resource updates.
+        self.admission: Callable[[Obj, Obj | None], None] | None = None
 
     # ---------------------------------------------------------------- helpers
 
@@ -210,6 +213,8 @@ class Registry:
         else:
             m.pop("generation", None)
         self.strategy.default(obj)
+        if self.admission is not None:
+            self.admission(obj, None)
         self.strategy.prepare_create(obj)
         if "status" in self.rt.subresources and self.strategy.creates_status:
             obj.setdefault("status", {})
@@ -354,6 +359,8 @@ class Registry:
                 m["namespace"] = namespace
             self.strategy.default(new)
             self.strategy.prepare_update(new, old)
+            if self.admission is not None:
+                self.admission(new, old)
             if old_meta.get("deletionTimestamp"):
                 # A terminating object may only lose finalizers, never gain them.
                 added = set(m.get("finalizers") or ()) - set(old_meta.get("finalizers") or ())

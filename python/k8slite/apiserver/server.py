@@ -14,7 +14,7 @@ from k8slite import datadir, pki
 from k8slite.apiserver.allocators import ServiceAllocator
 from k8slite.apiserver.app import ApiServerApp
 from k8slite.apiserver.authn import Authenticator
-from k8slite.apiserver.bootstrap import ensure_kubernetes_service
+from k8slite.apiserver.bootstrap import ensure_default_storage_class, ensure_kubernetes_service
 from k8slite.apiserver.core import ApiCore
 from k8slite.apiserver.crdcontroller import CrdController
 from k8slite.apiserver.limits import (
@@ -213,5 +213,6 @@ async def run(
             await ensure_kubernetes_service(
                 core, allocator.kubernetes_ip, config.advertise_address or local, port
             )
+            await ensure_default_storage_class(core)
             log.info("k8slite-apiserver serving on %s", serving.url)
             task_status.started(serving)

@@ -22,8 +22,10 @@ from k8slite.controllers.disruption import DisruptionController
 from k8slite.controllers.endpoints import EndpointsController
 from k8slite.controllers.endpointslice import EndpointSliceController
 from k8slite.controllers.garbagecollector import GarbageCollector
+from k8slite.controllers.localpath import LocalPathProvisioner
 from k8slite.controllers.namespace import NamespaceController
 from k8slite.controllers.nodelifecycle import NodeLifecycleController
+from k8slite.controllers.persistentvolume import PersistentVolumeController
 from k8slite.controllers.replicaset import (
     ReplicaSetController,
     ReplicationControllerController,
@@ -33,6 +35,7 @@ from k8slite.controllers.serviceaccount import ServiceAccountsController
 from k8slite.controllers.statefulset import StatefulSetController
 from k8slite.controllers.tainteviction import TaintEvictionController
 from k8slite.controllers.tokens import TokensController
+from k8slite.controllers.volumeprotection import PVCProtectionController, PVProtectionController
 from k8slite.leaderelection import LeaderElectionConfig
 
 log = logging.getLogger(__name__)
@@ -104,6 +107,17 @@ CONTROLLERS: dict[str, ControllerSpec] = {
     "statefulset-controller": ControllerSpec(
         StatefulSetController, lambda o: o.concurrent_statefulset_syncs, ("statefulset",)
     ),
+    "persistentvolume-binder-controller": ControllerSpec(
+        PersistentVolumeController, lambda o: 1, ("persistentvolume-binder",)
+    ),
+    "persistentvolume-protection-controller": ControllerSpec(
+        PVProtectionController, lambda o: 1, ("pv-protection",)
+    ),
+    "persistentvolumeclaim-protection-controller": ControllerSpec(
+        PVCProtectionController, lambda o: 1, ("pvc-protection",)
+    ),
+    # k3s runs its local-path provisioner in the cluster; here it is one more controller.
+    "local-path-provisioner": ControllerSpec(LocalPathProvisioner, lambda o: 1),
 }
 _ALIASES = {alias: name for name, spec in CONTROLLERS.items() for alias in spec.aliases}
 

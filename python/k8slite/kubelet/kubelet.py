@@ -15,7 +15,7 @@ from k8slite.client.resource import PODS, SERVICES
 from k8slite.component.events import EventBroadcaster
 from k8slite.component.objects import Obj
 from k8slite.component.serving import ServingOptions, serve
-from k8slite.kubelet import machine
+from k8slite.kubelet import localpath, machine
 from k8slite.kubelet.authz import Authorizer, sar_review
 from k8slite.kubelet.config import KubeletConfig
 from k8slite.kubelet.containers import WorkerEnv
@@ -167,6 +167,9 @@ class Kubelet:
             await self._remove_orphans(workers, env.volumes)
             if not self.simulated:
                 nursery.start_soon(self.relister.run)
+                nursery.start_soon(
+                    localpath.cleanup_loop, self.client, localpath.local_path_dir(cfg.root_dir)
+                )
             log.info("kubelet %s running (%s)", cfg.node_name, version)
             task_status.started(KubeletServing(port, healthz))
 

@@ -12,6 +12,7 @@ import trio
 
 from k8slite import KUBERNETES_VERSION
 from k8slite.api import meta
+from k8slite.api.storage_v1 import LOCAL_PATH_DIR
 from k8slite.client import (
     AlreadyExists,
     ApiClient,
@@ -23,6 +24,7 @@ from k8slite.client import (
 from k8slite.client.resource import LEASES, NODES
 from k8slite.component.objects import Obj
 from k8slite.kubelet.config import KubeletConfig
+from k8slite.kubelet.localpath import local_path_dir
 from k8slite.kubelet.machine import NodeInfo, Pressure
 from k8slite.leaderelection import micro_time
 
@@ -190,6 +192,8 @@ class NodeStatusManager:
                 "annotations": {
                     "node.alpha.kubernetes.io/ttl": "0",
                     "volumes.kubernetes.io/controller-managed-attach-detach": "true",
+                    # Where the local-path provisioner's volumes of this node live.
+                    LOCAL_PATH_DIR: str(local_path_dir(c.root_dir)),
                 },
             },
             "spec": spec,
@@ -237,8 +241,14 @@ class NodeStatusManager:
             log.info("node %s registered", self.name)
         except AlreadyExists:
             # Upstream keeps the existing Node (its taints, spec) and refreshes its labels.
-            labels = self.node_object(status)["metadata"]["labels"]
-            node = await self.client.patch(NODES, self.name, {"metadata": {"labels": labels}})
+            m = self.node_object(status)["metadata"]
+            patch = {
+                "metadata": {
+                    "labels": m["labels"],
+                    "annotations": {LOCAL_PATH_DIR: m["annotations"][LOCAL_PATH_DIR]},
+                }
+            }
+            node = await self.client.patch(NODES, self.name, patch)
             self.reported = node.get("status") or {}
             node = await self._write_status(status)
         self.uid = node["metadata"]["uid"]

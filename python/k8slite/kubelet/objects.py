@@ -1,4 +1,5 @@
-"""Reading the ConfigMaps, Secrets and service account tokens pods use, with a short cache."""
+"""Reading the ConfigMaps, Secrets, claims, volumes and service account tokens pods use, with a
+short cache."""
 
 from __future__ import annotations
 
@@ -6,12 +7,23 @@ import logging
 import time
 
 from k8slite.client import ApiClient, ApiError, NotFound
-from k8slite.client.resource import CONFIGMAPS, SECRETS, SERVICEACCOUNTS
+from k8slite.client.resource import (
+    CONFIGMAPS,
+    PERSISTENTVOLUMECLAIMS,
+    PERSISTENTVOLUMES,
+    SECRETS,
+    SERVICEACCOUNTS,
+)
 from k8slite.component.objects import Obj, meta
 
 log = logging.getLogger(__name__)
 
-_RESOURCES = {"ConfigMap": CONFIGMAPS, "Secret": SECRETS}
+_RESOURCES = {
+    "ConfigMap": CONFIGMAPS,
+    "Secret": SECRETS,
+    "PersistentVolumeClaim": PERSISTENTVOLUMECLAIMS,
+    "PersistentVolume": PERSISTENTVOLUMES,
+}
 
 
 class ObjectFetcher:
@@ -33,7 +45,10 @@ class ObjectFetcher:
         if hit is not None and now - hit[0] < self.ttl:
             return hit[1]
         try:
-            obj: Obj | None = await self.client.get(_RESOURCES[kind], name, namespace=namespace)
+            res = _RESOURCES[kind]
+            obj: Obj | None = await self.client.get(
+                res, name, namespace=None if res is PERSISTENTVOLUMES else namespace
+            )
         except NotFound:
             obj = None
         if len(self._cache) > 1024:

@@ -1,4 +1,5 @@
-"""Pod volumes prepared on the host: emptyDir, configMap, secret, downwardAPI, projected, hostPath.
+"""Pod volumes prepared on the host: emptyDir, configMap, secret, downwardAPI, projected, hostPath
+and persistentVolumeClaim (a bound claim's hostPath or local volume).
 
 Each volume of a pod is a directory under ROOT/pods/<uid>/volumes/<plugin>/<name>, bind
 mounted into the containers that name it. ConfigMap, Secret, downward API and projected
@@ -20,6 +21,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import trio
+
+from k8slite.api.storage_v1 import PV_SOURCES
 from k8slite.component.objects import Obj
 from k8slite.kubelet.envvars import (
     ConfigError,
@@ -41,9 +45,15 @@ _PLUGINS = {
     "downwardAPI": "kubernetes.io~downward-api",
     "projected": "kubernetes.io~projected",
     "hostPath": "kubernetes.io~host-path",
+    "persistentVolumeClaim": "kubernetes.io~pvc",
 }
 # Volumes whose files are written by the kubelet and mounted read-only (upstream: since 1.10).
 _READ_ONLY = {"configMap", "secret", "downwardAPI", "projected"}
+# Volumes whose files take the pod's fsGroup (upstream: those of plugins that support
+# ownership management; the kubelet-written ones are group-readable already).
+_FS_GROUP_OWNED = frozenset({"emptyDir", "persistentVolumeClaim"})
+# The PV sources a claim's volume may have; this kubelet mounts hostPath and local ones.
+_PV_SOURCES = frozenset(PV_SOURCES)
 
 
 class VolumeError(Exception):
@@ -94,6 +104,14 @@ class VolumeManager:
                     host_ip=host_ip,
                     allocatable=allocatable,
                 )
+                fs_group = ((pod.get("spec") or {}).get("securityContext") or {}).get("fsGroup")
+                if plugin in _FS_GROUP_OWNED and isinstance(fs_group, int):
+                    try:
+                        await trio.to_thread.run_sync(set_group_ownership, paths[name], fs_group)
+                    except PermissionError as e:
+                        # A kubelet not running as root cannot give files away; the pod
+                        # still runs, as upstream's does when ownership cannot change.
+                        log.warning("fsGroup %d not applied to volume %s: %s", fs_group, name, e)
             except (ConfigError, OSError) as e:
                 raise VolumeError(f'MountVolume.SetUp failed for volume "{name}" : {e}') from None
         return paths
@@ -112,6 +130,8 @@ class VolumeManager:
         source = volume[plugin] or {}
         if plugin == "hostPath":
             return _host_path(source)
+        if plugin == "persistentVolumeClaim":
+            return await self._claim_path(pod["metadata"].get("namespace") or "default", source)
         target = self.volume_dir(uid, plugin, volume["name"])
         if plugin == "emptyDir":
             target.mkdir(parents=True, exist_ok=True)
@@ -243,10 +263,45 @@ class VolumeManager:
                 if token is not None:
                     files[sat.get("path") or "token"] = (token.encode(), mode)
 
+    async def _claim_path(self, namespace: str, source: Obj) -> str:
+        """The host directory of the volume a claim is bound to (hostPath or local)."""
+        claim_name = str(source.get("claimName") or "")
+        claim = await self.get("PersistentVolumeClaim", namespace, claim_name)
+        if claim is None:
+            raise ConfigError(f'persistentvolumeclaim "{claim_name}" not found')
+        volume_name = (claim.get("spec") or {}).get("volumeName") or ""
+        phase = (claim.get("status") or {}).get("phase") or ""
+        if not volume_name or phase != "Bound":
+            raise ConfigError(
+                f"error processing PVC {namespace}/{claim_name}: PVC {namespace}/{claim_name} "
+                f'has non-bound phase ("{phase}") or empty pvc.Spec.VolumeName ("{volume_name}")'
+            )
+        pv = await self.get("PersistentVolume", "", volume_name)
+        if pv is None:
+            raise ConfigError(f'persistentvolume "{volume_name}" not found')
+        spec = pv.get("spec") or {}
+        if isinstance(spec.get("hostPath"), dict):
+            return _host_path(spec["hostPath"])
+        if isinstance(spec.get("local"), dict):
+            return _host_path({"path": spec["local"].get("path"), "type": "Directory"})
+        kinds = sorted(k for k in spec if k in _PV_SOURCES)
+        raise ConfigError(
+            f'volume "{volume_name}" of type {", ".join(kinds) or "unknown"} is not supported '
+            "by this kubelet (hostPath and local are)"
+        )
+
     @staticmethod
     def mounts(container: Obj, paths: Mapping[str, str], pod: Obj) -> list[Mount]:
         """The container's volumeMounts as host paths (subPath resolved)."""
-        kinds = {v["name"]: _plugin(v) for v in (pod.get("spec") or {}).get("volumes") or ()}
+        volumes = (pod.get("spec") or {}).get("volumes") or ()
+        kinds = {v["name"]: _plugin(v) for v in volumes}
+        # A claim mounted with persistentVolumeClaim.readOnly is read-only in every container.
+        read_only_claims = {
+            v["name"]
+            for v in volumes
+            if isinstance(v.get("persistentVolumeClaim"), dict)
+            and v["persistentVolumeClaim"].get("readOnly")
+        }
         out = []
         for vm in container.get("volumeMounts") or ():
             host = paths.get(vm.get("name") or "")
@@ -264,7 +319,11 @@ class VolumeManager:
                 if not os.path.exists(host):
                     # Upstream creates a missing subPath as a directory.
                     os.makedirs(host, exist_ok=True)
-            read_only = bool(vm.get("readOnly")) or kinds.get(vm.get("name")) in _READ_ONLY
+            read_only = (
+                bool(vm.get("readOnly"))
+                or kinds.get(vm.get("name")) in _READ_ONLY
+                or vm.get("name") in read_only_claims
+            )
             out.append(
                 Mount(host, vm["mountPath"], read_only, vm.get("mountPropagation") or "None")
             )
@@ -321,6 +380,27 @@ def _host_path(source: Obj) -> str:
         if not check(mode):
             raise ConfigError(f"hostPath type check failed: {path} {words}")
     return path
+
+
+def set_group_ownership(path: str, gid: int) -> None:
+    """upstream's fsGroup ownership: the group owns every file, can read and write it, and
+    new files inherit the group (setgid directories). As fsGroupChangePolicy
+    OnRootMismatch, a root that already has the group and the setgid bit is left as is, so
+    a volume is walked once, not at every sync."""
+    st = os.stat(path)
+    if st.st_gid == gid and st.st_mode & stat.S_ISGID:
+        return
+    for root, dirs, files in os.walk(path):
+        for name in (root, *(os.path.join(root, f) for f in files)):
+            if os.path.islink(name):
+                continue
+            os.chown(name, -1, gid)
+            mode = stat.S_IMODE(os.stat(name).st_mode)
+            if os.path.isdir(name):
+                os.chmod(name, mode | stat.S_IRGRP | stat.S_IWGRP | stat.S_IXGRP | stat.S_ISGID)
+            else:
+                os.chmod(name, mode | stat.S_IRGRP | stat.S_IWGRP)
+        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d))]
 
 
 def write_atomic(target: Path, files: Mapping[str, tuple[bytes, int]]) -> bool:

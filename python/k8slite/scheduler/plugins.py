@@ -323,8 +323,34 @@ def host_ports(spec: Obj) -> list[tuple[str, str, int]]:
     return out
 
 
-def pod_spec(pod: Obj, namespaces: NamespaceLister | None = None) -> PodSpec:
-    """The kernel's summary of a pod, built once per pod version."""
+def combine_terms(required: list[Obj] | None, extra: list[list[Obj]]) -> list[Obj] | None:
+    """ANDs lists of ORed node-selector terms into one ORed list (a cross product)."""
+    result = required
+    for terms in extra:
+        if result is None:
+            result = list(terms)
+            continue
+        result = [
+            {
+                "matchExpressions": [
+                    *(a.get("matchExpressions") or ()),
+                    *(b.get("matchExpressions") or ()),
+                ],
+                "matchFields": [*(a.get("matchFields") or ()), *(b.get("matchFields") or ())],
+            }
+            for a in result
+            for b in terms
+        ]
+    return result
+
+
+def pod_spec(
+    pod: Obj,
+    namespaces: NamespaceLister | None = None,
+    volume_terms: list[list[Obj]] | None = None,
+) -> PodSpec:
+    """The kernel's summary of a pod, built once per pod version; volume_terms are the node
+    constraints of its volumes (term lists ANDed with the pod's own required terms)."""
     spec = pod.get("spec") or {}
     namespace = namespace_of(pod) or "default"
     labels = {str(k): str(v) for k, v in labels_of(pod).items()}
@@ -332,6 +358,9 @@ def pod_spec(pod: Obj, namespaces: NamespaceLister | None = None) -> PodSpec:
     affinity = spec.get("affinity") or {}
     node_affinity = affinity.get("nodeAffinity") or {}
     required = node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution")
+    required_terms = None if required is None else list(required.get("nodeSelectorTerms") or ())
+    if volume_terms:
+        required_terms = combine_terms(required_terms, volume_terms)
     preferred = [
         (int(p.get("weight") or 0), _node_term(p.get("preference")))
         for p in node_affinity.get("preferredDuringSchedulingIgnoredDuringExecution") or ()
@@ -346,9 +375,7 @@ def pod_spec(pod: Obj, namespaces: NamespaceLister | None = None) -> PodSpec:
         requests=requests,
         nonzero=nonzero,
         node_selector={str(k): str(v) for k, v in (spec.get("nodeSelector") or {}).items()},
-        required=None
-        if required is None
-        else [_node_term(t) for t in required.get("nodeSelectorTerms") or ()],
+        required=None if required_terms is None else [_node_term(t) for t in required_terms],
         preferred=preferred,
         tolerations=[
             (

@@ -11,17 +11,27 @@ from prometheus_client import CollectorRegistry
 
 from k8slite._native import NodeTable, ScheduleResult
 from k8slite.api.meta import now as now_text
+from k8slite.api.storage_v1 import SELECTED_NODE
 from k8slite.client import ApiClient, ApiConnectionError, ApiError, Conflict, NotFound
 from k8slite.client.informer import SharedInformerFactory
-from k8slite.client.resource import NAMESPACES, NODES, PODS
+from k8slite.client.resource import (
+    NAMESPACES,
+    NODES,
+    PERSISTENTVOLUMECLAIMS,
+    PERSISTENTVOLUMES,
+    PODS,
+    STORAGECLASSES,
+)
 from k8slite.client.store import DeletedFinalStateUnknown
 from k8slite.component.events import NORMAL, WARNING, EventBroadcaster
 from k8slite.component.objects import Obj, get_condition, is_deleting, meta, name_of, namespace_of
 from k8slite.scheduler.cache import SchedulerCache
 from k8slite.scheduler.http import WritePool, pod_path
 from k8slite.scheduler.metrics import ERROR, SCHEDULED, UNSCHEDULABLE, SchedulerMetrics
-from k8slite.scheduler.plugins import FILTER_PLUGINS, Profile
+from k8slite.scheduler.plugins import FILTER_PLUGINS, Profile, pod_spec
 from k8slite.scheduler.queue import QueuedPod, SchedulingQueue, pod_key
+from k8slite.scheduler.volumes import FILTER_NAME as VOLUME_BINDING
+from k8slite.scheduler.volumes import VolumeBinding
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +107,22 @@ class Scheduler:
         self.pods = self.factory.informer(PODS, field_selector=ACTIVE_PODS)
         self.namespaces = self.factory.informer(NAMESPACES)
         self.cache = SchedulerCache(self.profile.node_table(), self.namespaces.list)
+        self.volume_binding = VolumeBinding(
+            self.factory.informer(PERSISTENTVOLUMECLAIMS),
+            self.factory.informer(PERSISTENTVOLUMES),
+            self.factory.informer(STORAGECLASSES),
+            self.pods,
+        )
+        for informer in (
+            self.volume_binding.claims,
+            self.volume_binding.volumes,
+            self.volume_binding.classes,
+        ):
+            informer.add_event_handler(
+                lambda _: self._volumes_changed(),
+                lambda _old, _new: self._volumes_changed(),
+                lambda _: self._volumes_changed(),
+            )
         # Bindings and conditions go over a lean pool of their own; the informers' lists and
         # watches, and the one event writer, stay on the general client.
         self.writes = WritePool(client.config)
@@ -146,6 +172,10 @@ class Scheduler:
 
     def _ours(self, pod: Obj) -> bool:
         return (pod.get("spec") or {}).get("schedulerName", "default-scheduler") == self.name
+
+    def _volumes_changed(self) -> None:
+        if self._synced:
+            self.queue.move_all("PersistentVolumeChange", (VOLUME_BINDING, "NodeAffinity"))
 
     def _on_node_add(self, node: Obj) -> None:
         self.cache.add_node(node)
@@ -197,7 +227,16 @@ class Scheduler:
             self.queue.done(qp.key)
             await trio.lowlevel.checkpoint()
             return
-        spec = qp.cache.get("spec")
+        volumes = self.volume_binding.check(pod)
+        if volumes.error is not None:
+            self._volume_unschedulable(qp, volumes.error, start)
+            await trio.lowlevel.checkpoint()
+            return
+        qp.cache["select"] = volumes.select
+        # Volume constraints follow claims and volumes, not the pod: never cached.
+        spec = pod_spec(pod, self.namespaces.list, volumes.terms) if volumes.terms else None
+        if spec is None:
+            spec = qp.cache.get("spec")
         if spec is None:
             try:
                 spec = qp.cache["spec"] = self.cache.spec_of(pod)
@@ -229,6 +268,29 @@ class Scheduler:
         log.debug("pod %s unschedulable: %s", qp.key, message)
         self.events.event(qp.pod, WARNING, "FailedScheduling", message, action="Scheduling")
         self._set_condition(qp.pod, "Unschedulable", message)
+
+    def _volume_unschedulable(self, qp: QueuedPod, reason: str, start: float) -> None:
+        """A pod its claims keep off every node (upstream's VolumeBinding PreFilter)."""
+        n = len(self.table)
+        message = (
+            f"0/{n} nodes are available: {reason}. no new claims to deallocate, preemption: "
+            f"0/{n} nodes are available: {n} Preemption is not helpful for scheduling."
+            if n
+            else NO_NODES
+        )
+        self.queue.requeue_unschedulable(qp, (VOLUME_BINDING,))
+        self.metrics.attempt(UNSCHEDULABLE, time.perf_counter() - start)
+        self.events.event(qp.pod, WARNING, "FailedScheduling", message, action="Scheduling")
+        self._set_condition(qp.pod, "Unschedulable", message)
+
+    async def _select_node(self, qp: QueuedPod, node: str) -> None:
+        """Name the chosen node on the pod's unbound delayed-binding claims (PreBind)."""
+        for claim in qp.cache.get("select") or ():
+            path = (
+                f"/api/v1/namespaces/{namespace_of(claim)}/persistentvolumeclaims/{name_of(claim)}"
+            )
+            patch = {"metadata": {"annotations": {SELECTED_NODE: node}}}
+            await self.writes.request("PATCH", path, patch, "application/merge-patch+json")
 
     def _set_condition(self, pod: Obj, reason: str, message: str) -> None:
         """PodScheduled=False with the reason and message, unless the pod already says so."""
@@ -272,6 +334,7 @@ class Scheduler:
             "target": {"apiVersion": "v1", "kind": "Node", "name": node},
         }
         try:
+            await self._select_node(qp, node)
             await self.writes.request("POST", pod_path(namespace, name, "binding"), binding)
         except (NotFound, Conflict) as e:
             # Gone, being deleted, or bound by someone else: the watch says what happened.
