@@ -1,8 +1,10 @@
-"""The kubelet side of service-account tokens, on the process runtime: the projected token
-is renewed before it expires (the kubelet's --token-refresh-fraction shortens the wait from
-upstream's 80% of the lifetime to 1% of the API server's 10-minute minimum, about 6 s),
-the files swap atomically, the official client's in-cluster loader reads them, and a
-deleted pod's token stops working."""
+"""The kubelet side of service-account tokens, on Docker and the process runtime.
+
+The projected token is renewed before it expires (the kubelet's --token-refresh-fraction
+shortens the wait from upstream's 80% of the lifetime to 1% of the API server's 10-minute
+minimum, about 6 s), the files swap atomically and a running Docker container reads the new
+token through its mount, the official client's in-cluster loader reads them, and a deleted
+pod's tokens stop working."""
 
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ from tests.integration.controller_harness import ManagerHandle, start_controller
 from tests.integration.kubelet_harness import (
     KubeletProcess,
     Pods,
+    docker_problem,
+    remove_docker_leftovers,
     remove_process_leftovers,
     retire_node,
     unique_node,
@@ -33,12 +37,22 @@ from tests.polling import wait_for
 
 k8s = pytest.importorskip("kubernetes")
 VOLUME = "token-vol"
+MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+# Prints the token each time it changes (in Docker, where the mount is applied).
+WATCH = f"last=; while true; do t=$(cat {MOUNT}/token 2>/dev/null); " + (
+    '[ "$t" != "$last" ] && echo "$t" && last=$t; sleep 1; done'
+)
+_DOCKER = docker_problem()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["process", "docker"])
 def cluster(
+    request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[ServerHandle, ManagerHandle, KubeletProcess]]:
+    runtime = request.param
+    if runtime == "docker" and _DOCKER is not None:
+        pytest.skip(_DOCKER)
     tmp = Path(tempfile.mkdtemp(prefix="k8slite-kltok-"))
     server = start_apiserver(tmp, "--enable-admission-plugins=ServiceAccount")
     manager = start_controller_manager(
@@ -46,9 +60,17 @@ def cluster(
         "--service-account-private-key-file",
         str(pki.service_account_key_paths(server.pki)[0]),
     )
-    node = unique_node("kl-tok")
+    node = unique_node(f"kl-tok-{runtime[:4]}")
+    network = f"k8slite-t-{node}"
     kubelet = KubeletProcess(
-        server, node, "process", tmp_path_factory.mktemp(node), "--token-refresh-fraction", "0.01"
+        server,
+        node,
+        runtime,
+        tmp_path_factory.mktemp(node),
+        "--docker-network",
+        network,
+        "--token-refresh-fraction",
+        "0.01",
     )
     try:
         kubelet.start()
@@ -58,7 +80,10 @@ def cluster(
             retire_node(server, node)
             wait_idle(kubelet)
         kubelet.stop()
-        remove_process_leftovers(kubelet.workdir)
+        if runtime == "docker":
+            remove_docker_leftovers([node], network)
+        else:
+            remove_process_leftovers(kubelet.workdir)
         manager.stop()
         server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -104,6 +129,11 @@ def _read(path: Path) -> str | None:
         return path.read_text()
     except FileNotFoundError:
         return None
+
+
+def _logs(admin: httpx.Client, ns: str, pod: str) -> str:
+    r = admin.get(f"/api/v1/namespaces/{ns}/pods/{pod}/log")
+    return r.text if r.status_code == 200 else ""
 
 
 def _who(server: ServerHandle, token: str) -> httpx.Response:
@@ -159,7 +189,7 @@ def test_token_renewed_read_in_cluster_and_dead_with_the_pod(
                 {
                     "name": "c",
                     "image": "busybox:1.35",
-                    "command": ["sh", "-c", "sleep 3600"],
+                    "command": ["sh", "-c", WATCH],
                     "volumeMounts": [mount],
                 }
             ],
@@ -188,6 +218,13 @@ def test_token_renewed_read_in_cluster_and_dead_with_the_pod(
         c2 = claims_of(second)
         assert c2["iat"] >= c1["iat"] and c2["jti"] != c1["jti"]
         assert os.readlink(vdir / "..data") != stamp
+        if kubelet.runtime == "docker":
+            # The container's bind mount of the directory sees the ..data link swap.
+            wait_for(
+                lambda: second in _logs(admin, ns, "p").split(),
+                what="the running container to read the new token",
+            )
+            assert _logs(admin, ns, "p").split()[0] == first
         # The old directory is gone: only the live one is left.
         assert [p.name for p in vdir.iterdir() if p.name.startswith("..2")] == [
             os.readlink(vdir / "..data")
