@@ -119,8 +119,22 @@ def parser() -> argparse.ArgumentParser:
         "none; default /etc/resolv.conf, or /run/systemd/resolve/resolv.conf when "
         "/etc/resolv.conf names only systemd-resolved's stub)",
     )
+    p.add_argument(
+        "--token-refresh-fraction",
+        type=_fraction,
+        default=0.8,
+        help="renew a pod's service-account token after this share of its lifetime "
+        "(upstream's fixed 0.8; a k8slite knob for tests that watch a renewal)",
+    )
     add_component_flags(p)
     return p
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not in (0, 1]")
+    return value
 
 
 def parse_args(argv: list[str] | None) -> tuple[KubeletConfig, argparse.Namespace]:
@@ -163,6 +177,7 @@ def parse_args(argv: list[str] | None) -> tuple[KubeletConfig, argparse.Namespac
         ),
         kube_api_qps=a.kube_api_qps,
         kube_api_burst=a.kube_api_burst,
+        token_refresh_fraction=a.token_refresh_fraction,
     )
     return config, a
 

@@ -69,6 +69,9 @@ class KubeletConfig:
     cluster_domain: str = "cluster.local"
     # The host's resolver configuration that Default pods get (None: none).
     resolv_conf: Path | None = Path("/etc/resolv.conf")
+    # The share of a service-account token's lifetime after which it is renewed (upstream:
+    # 0.8, not configurable); tests lower it to see a renewal within seconds.
+    token_refresh_fraction: float = 0.8
 
     def __post_init__(self) -> None:
         self.root_dir = Path(self.root_dir)

@@ -26,6 +26,7 @@ from k8slite.kubelet.pleg import Relister
 from k8slite.kubelet.podworkers import Adopted, PodWorkers
 from k8slite.kubelet.runtime.base import ContainerRuntimeError, Runtime
 from k8slite.kubelet.server import KubeletApi, read_only_server
+from k8slite.kubelet.tokens import TokenManager
 from k8slite.kubelet.volumes import VolumeManager
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,11 @@ class Kubelet:
                 runtime=self.runtime,
                 volumes=None
                 if self.simulated
-                else VolumeManager(cfg.root_dir, objects.get, objects.token),
+                else VolumeManager(
+                    cfg.root_dir,
+                    objects.get,
+                    TokenManager(objects.token, cfg.token_refresh_fraction),
+                ),
                 objects=objects,
                 services=(lambda: services.list()) if services else list,
                 events=events.recorder("kubelet", host=cfg.node_name),

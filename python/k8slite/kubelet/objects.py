@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 
+from k8slite.api.meta import parse_time
 from k8slite.client import ApiClient, ApiError, NotFound
 from k8slite.client.resource import (
     CONFIGMAPS,
@@ -63,8 +64,9 @@ class ObjectFetcher:
         audiences: list[str],
         expiration_seconds: int,
         pod: Obj,
-    ) -> str | None:
-        """A bound token from serviceaccounts/<sa>/token; None where the API has none."""
+    ) -> tuple[str, float] | None:
+        """A bound token from serviceaccounts/<sa>/token and its expiry (Unix time); None
+        where the API has none."""
         m = meta(pod)
         body = {
             "apiVersion": "authentication.k8s.io/v1",
@@ -90,4 +92,11 @@ class ObjectFetcher:
                 log.debug("no TokenRequest API (%s); projected token left out", e)
                 return None
             raise
-        return str((answer.get("status") or {}).get("token") or "") or None
+        status = answer.get("status") or {}
+        token = str(status.get("token") or "")
+        if not token:
+            return None
+        expiry = status.get("expirationTimestamp")
+        # No expiry stated: take the lifetime asked for, as upstream's token manager does.
+        expires = parse_time(expiry).timestamp() if expiry else time.time() + expiration_seconds
+        return token, expires

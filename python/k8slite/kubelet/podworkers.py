@@ -363,7 +363,12 @@ class PodWorker:
         if manager is None:
             return True
         refresh = self.env.config.sync_frequency or 60.0
-        if self.state.volume_paths is not None and time.monotonic() - self.volumes_at < refresh:
+        renewal = manager.next_renewal(self.uid)
+        if (
+            self.state.volume_paths is not None
+            and time.monotonic() - self.volumes_at < refresh
+            and (renewal is None or time.time() < renewal)
+        ):
             return True
         try:
             self.state.volume_paths = await manager.setup(
@@ -373,6 +378,10 @@ class PodWorker:
                 allocatable=self.env.allocatable,
             )
             self.volumes_at = time.monotonic()
+            renewal = manager.next_renewal(self.uid)
+            if renewal is not None:
+                # Sync when a token is due, so the container gets the new one in time.
+                self.state.wake_at(trio.current_time() + max(renewal - time.time(), 0.0))
             return True
         except VolumeError as e:
             self.containers.event(WARNING, "FailedMount", str(e))

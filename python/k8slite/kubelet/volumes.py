@@ -17,7 +17,7 @@ import os
 import shutil
 import stat
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +32,10 @@ from k8slite.kubelet.envvars import (
     resource_field_value,
 )
 from k8slite.kubelet.runtime.base import Mount
+from k8slite.kubelet.tokens import TokenManager
 
 log = logging.getLogger(__name__)
 
-# A service account token: (namespace, account, audiences, expiration seconds, pod) -> token.
-TokenGetter = Callable[[str, str, list[str], int, Obj], Awaitable[str | None]]
 DATA_LINK = "..data"
 _PLUGINS = {
     "emptyDir": "kubernetes.io~empty-dir",
@@ -67,10 +66,12 @@ def _plugin(volume: Obj) -> str | None:
 class VolumeManager:
     """Sets up and tears down the volumes of the pods of one kubelet."""
 
-    def __init__(self, root_dir: Path, get: ObjectGetter, token: TokenGetter | None = None) -> None:
+    def __init__(
+        self, root_dir: Path, get: ObjectGetter, tokens: TokenManager | None = None
+    ) -> None:
         self.root = Path(root_dir) / "pods"
         self.get = get
-        self.token = token
+        self.tokens = tokens
 
     def pod_dir(self, uid: str) -> Path:
         return self.root / uid
@@ -253,11 +254,11 @@ class VolumeManager:
                     host_ip,
                     allocatable,
                 )
-            elif "serviceAccountToken" in src and self.token is not None:
+            elif "serviceAccountToken" in src and self.tokens is not None:
                 sat = src["serviceAccountToken"]
                 account = (pod.get("spec") or {}).get("serviceAccountName") or "default"
                 audiences = [sat["audience"]] if sat.get("audience") else []
-                token = await self.token(
+                token = await self.tokens.get(
                     namespace, account, audiences, int(sat.get("expirationSeconds") or 3607), pod
                 )
                 if token is not None:
@@ -329,9 +330,15 @@ class VolumeManager:
             )
         return out
 
+    def next_renewal(self, uid: str) -> float | None:
+        """When (Unix time) a token of the pod's projected volumes is due for renewal."""
+        return self.tokens.next_renewal(uid) if self.tokens is not None else None
+
     def cleanup(self, uid: str) -> None:
         """Remove the pod's volumes (never hostPath ones: those are the host's)."""
         shutil.rmtree(self.pod_dir(uid), ignore_errors=True)
+        if self.tokens is not None:
+            self.tokens.forget(uid)
 
     def known_pods(self) -> list[str]:
         """Uids that have a directory, for cleaning up after pods gone while we were down."""
