@@ -142,6 +142,7 @@ RESOURCES: list[ResourceType] = [
         fields=("status.replicas",),
         categories=("all",),
     ),
+    ResourceType("batch", "v1", "Job", "jobs", True, (), ("status",), categories=("all",)),
     ResourceType("coordination.k8s.io", "v1", "Lease", "leases", True),
     ResourceType("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", True),
     ResourceType(_RBAC, "v1", "ClusterRole", "clusterroles", False),

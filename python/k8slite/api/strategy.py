@@ -98,7 +98,7 @@ def strategy_for(group: str, kind: str) -> Strategy:
 
 def _load_kinds() -> None:
     # Importing the modules registers their strategies.
-    from k8slite.api import apps_v1, core_v1, misc_v1, rbac_v1  # noqa: F401
+    from k8slite.api import apps_v1, core_v1, job_v1, misc_v1, rbac_v1  # noqa: F401
 
 
 _load_kinds()

@@ -59,6 +59,16 @@ class ControllerOptions:
     node_monitor_period: float = 5.0  # --node-monitor-period
     node_monitor_grace_period: float = 40.0  # --node-monitor-grace-period
     node_startup_grace_period: float = 60.0  # --node-startup-grace-period
+    concurrent_job_syncs: int = 5  # --concurrent-job-syncs
+    concurrent_ttl_after_finished_syncs: int = 5  # --concurrent-ttl-after-finished-syncs
+    terminated_pod_gc_threshold: int = 12500  # --terminated-pod-gc-threshold
+    # Back-off before a failed Job pod is replaced (10s doubling to 6m; upstream has no
+    # flag: tests shorten it).
+    job_pod_failure_backoff: float = 10.0
+    job_pod_failure_max_backoff: float = 360.0
+    # The pod GC's sweep period and missing-node quarantine (upstream's constants, 20s/40s).
+    pod_gc_period: float = 20.0
+    pod_gc_quarantine: float = 40.0
 
 
 class ControllerContext:

@@ -19,10 +19,13 @@ from k8slite.controllers.deployment import DeploymentController
 from k8slite.controllers.endpoints import EndpointsController
 from k8slite.controllers.endpointslice import EndpointSliceController
 from k8slite.controllers.garbagecollector import GarbageCollector
+from k8slite.controllers.job import JobController
 from k8slite.controllers.namespace import NamespaceController
 from k8slite.controllers.nodelifecycle import NodeLifecycleController
+from k8slite.controllers.podgc import PodGCController
 from k8slite.controllers.replicaset import ReplicaSetController
 from k8slite.controllers.tainteviction import TaintEvictionController
+from k8slite.controllers.ttlafterfinished import TTLAfterFinishedController
 from k8slite.leaderelection import LeaderElectionConfig
 
 log = logging.getLogger(__name__)
@@ -65,6 +68,15 @@ CONTROLLERS: dict[str, ControllerSpec] = {
         NodeLifecycleController, lambda o: 1, ("nodelifecycle",)
     ),
     "taint-eviction-controller": ControllerSpec(TaintEvictionController, lambda o: 4),
+    "job-controller": ControllerSpec(JobController, lambda o: o.concurrent_job_syncs, ("job",)),
+    "ttl-after-finished-controller": ControllerSpec(
+        TTLAfterFinishedController,
+        lambda o: o.concurrent_ttl_after_finished_syncs,
+        ("ttl-after-finished",),
+    ),
+    "pod-garbage-collector-controller": ControllerSpec(
+        PodGCController, lambda o: 1, ("pod-garbage-collector", "podgc")
+    ),
 }
 _ALIASES = {alias: name for name, spec in CONTROLLERS.items() for alias in spec.aliases}
 
