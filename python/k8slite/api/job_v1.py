@@ -362,7 +362,13 @@ def validate_job_spec(errs: FieldErrors, spec: Obj, kind_selector_required: bool
 
 
 # Fields of a JobSpec that never change once set (upstream's ValidateJobSpecUpdate).
-_IMMUTABLE = ("selector", "completionMode", "podFailurePolicy", "backoffLimitPerIndex")
+_IMMUTABLE = (
+    "selector",
+    "completionMode",
+    "podFailurePolicy",
+    "backoffLimitPerIndex",
+    "managedBy",
+)
 
 
 @register("batch", "Job")

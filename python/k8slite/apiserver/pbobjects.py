@@ -245,6 +245,23 @@ _DEPLOYMENT_SPEC: Message = {
     7: ("paused", "bool"),
     9: ("progressDeadlineSeconds", "int?"),
 }
+# batch/v1 JobSpec (`kubectl create job`); policies are not among what kubectl fills in.
+JOB_SPEC: Message = {
+    1: ("parallelism", "int?"),
+    2: ("completions", "int?"),
+    3: ("activeDeadlineSeconds", "int?"),
+    4: ("selector", LABEL_SELECTOR),
+    5: ("manualSelector", "bool?"),
+    6: ("template", POD_TEMPLATE),
+    7: ("backoffLimit", "int?"),
+    8: ("ttlSecondsAfterFinished", "int?"),
+    9: ("completionMode", "str"),
+    10: ("suspend", "bool?"),
+    12: ("backoffLimitPerIndex", "int?"),
+    13: ("maxFailedIndexes", "int?"),
+    14: ("podReplacementPolicy", "str"),
+    15: ("managedBy", "str"),
+}
 
 # Access reviews: `kubectl auth can-i` and `kubectl auth whoami` post these.
 _RESOURCE_ATTRIBUTES: Message = {
@@ -299,6 +316,7 @@ KINDS: dict[tuple[str, str], Message] = {
     },
     ("apps/v1", "Deployment"): {1: ("metadata", OBJECT_META), 2: ("spec", _DEPLOYMENT_SPEC)},
     ("v1", "Pod"): {1: ("metadata", OBJECT_META), 2: ("spec", POD_SPEC)},
+    ("batch/v1", "Job"): {1: ("metadata", OBJECT_META), 2: ("spec", JOB_SPEC)},
     ("authorization.k8s.io/v1", "SelfSubjectAccessReview"): {
         1: ("metadata", OBJECT_META),
         2: ("spec", _ACCESS_SPEC),

@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 
 # At most this many creates or deletes per sync (upstream's MaxPodCreateDeletePerSync).
 MAX_POD_CHANGES_PER_SYNC = 500
+# spec.managedBy of jobs this controller runs (unset means the same).
+JOB_CONTROLLER_NAME = "kubernetes.io/job-controller"
 # How soon to look again when the cache has not caught up with our own write.
 STALE_RETRY = 0.05
 
@@ -235,6 +237,9 @@ class JobController(Controller):
             self.backoff.pop(key, None)
             self.written.pop(key, None)
             return None
+        managed_by = (job.get("spec") or {}).get("managedBy")
+        if managed_by not in (None, JOB_CONTROLLER_NAME):
+            return None  # another controller runs this job (upstream's spec.managedBy)
         pods = await self._claim(job)
         if _older(job, self.written.get(key)):
             return STALE_RETRY  # our last status write has not reached the cache yet
