@@ -349,3 +349,61 @@ async def test_validation_and_defaults(
     )
     explain = await kubectl(module_apiserver, "explain", "job.spec.podFailurePolicy")
     assert "rules" in explain
+
+
+async def test_active_deadline_fails_the_job(kube: ApiClient, ns: str, node: str) -> None:
+    await kube.create(JOBS, job("late", node, "sleep 30", activeDeadlineSeconds=2), namespace=ns)
+    done = await finished(kube, ns, "late", "Failed")
+    cond = condition(done, "Failed")
+    assert cond is not None and cond["reason"] == "DeadlineExceeded"
+    assert cond["message"] == "Job was active longer than specified deadline"
+    assert done["status"]["active"] == 0
+    assert "DeadlineExceeded" in await reasons(kube, ns, "late")
+
+
+async def test_backoff_limit_per_index(kube: ApiClient, ns: str, node: str) -> None:
+    spec = job(
+        "per-index",
+        node,
+        '[ "$JOB_COMPLETION_INDEX" = 1 ] && exit 1; exit 0',
+        completions=3,
+        parallelism=3,
+        completionMode="Indexed",
+        backoffLimitPerIndex=1,
+    )
+    created = await kube.create(JOBS, spec, namespace=ns)
+    assert created["spec"]["backoffLimit"] == 2**31 - 1
+    done = await finished(kube, ns, "per-index", "Failed")
+    status = done["status"]
+    assert condition(done, "Failed")["reason"] == "FailedIndexes"  # type: ignore[index]
+    assert (status["completedIndexes"], status["failedIndexes"]) == ("0,2", "1")
+    assert status["failed"] == 2 and status["succeeded"] == 2
+    retried = [
+        p
+        for p in await job_pods(kube, ns)
+        if p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] == "1"
+    ]
+    counts = sorted(
+        p["metadata"]["annotations"]["batch.kubernetes.io/job-index-failure-count"] for p in retried
+    )
+    assert counts == ["0", "1"]
+
+
+async def test_success_policy_ends_the_job_early(kube: ApiClient, ns: str, node: str) -> None:
+    spec = job(
+        "leader",
+        node,
+        '[ "$JOB_COMPLETION_INDEX" = 0 ] && exit 0; sleep 30',
+        completions=3,
+        parallelism=3,
+        completionMode="Indexed",
+        successPolicy={"rules": [{"succeededIndexes": "0"}]},
+    )
+    await kube.create(JOBS, spec, namespace=ns)
+    done = await finished(kube, ns, "leader", "Complete")
+    for ctype in ("SuccessCriteriaMet", "Complete"):
+        cond = condition(done, ctype)
+        assert cond is not None and cond["reason"] == "SuccessPolicy"
+        assert cond["message"] == "Matched rules at index 0"
+    assert done["status"]["completedIndexes"] == "0"
+    assert done["status"]["active"] == 0
