@@ -58,8 +58,6 @@ log = logging.getLogger(__name__)
 MAX_POD_CHANGES_PER_SYNC = 500
 # spec.managedBy of jobs this controller runs (unset means the same).
 JOB_CONTROLLER_NAME = "kubernetes.io/job-controller"
-# How soon to look again when the cache has not caught up with our own write.
-STALE_RETRY = 0.05
 
 MSG_BACKOFF = "Job has reached the specified backoff limit"
 MSG_DEADLINE = "Job was active longer than specified deadline"
@@ -242,7 +240,9 @@ class JobController(Controller):
             return None  # another controller runs this job (upstream's spec.managedBy)
         pods = await self._claim(job)
         if _older(job, self.written.get(key)):
-            return STALE_RETRY  # our last status write has not reached the cache yet
+            # Our last status write has not reached the cache yet; its update event will
+            # queue the job again (a timer here would spin while the informer lags).
+            return None
         if is_finished(job):
             await self._release(key, [p for p in pods if has_tracking_finalizer(p)])
             return None
