@@ -15,6 +15,7 @@ APPS = "io.k8s.api.apps.v1."
 META = "io.k8s.apimachinery.pkg.apis.meta.v1."
 DISCOVERY = "io.k8s.api.discovery.v1."
 POLICY = "io.k8s.api.policy.v1."
+BATCH = "io.k8s.api.batch.v1."
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +158,15 @@ FIELDS: dict[str, dict[str, FieldMeta]] = {
     CORE + "PersistentVolumeClaimStatus": {**_CONDITIONS, "accessModes": ATOMIC},
     POLICY + "PodDisruptionBudgetStatus": _CONDITIONS,
     APPS + "DaemonSetStatus": _CONDITIONS,
+    BATCH + "JobStatus": {
+        # Upstream merges conditions by type in SMP but owns them whole in SSA.
+        "conditions": FieldMeta(strategy="merge", merge_key="type", list_type="atomic")
+    },
+    BATCH + "UncountedTerminatedPods": {"succeeded": SET, "failed": SET},
+    BATCH + "PodFailurePolicy": {"rules": ATOMIC},
+    BATCH + "PodFailurePolicyRule": {"onPodConditions": ATOMIC},
+    BATCH + "PodFailurePolicyOnExitCodesRequirement": {"values": SET},
+    BATCH + "SuccessPolicy": {"rules": ATOMIC},
     DISCOVERY + "EndpointSlice": {"endpoints": ATOMIC, "ports": ATOMIC},
     DISCOVERY + "Endpoint": {"addresses": SET},
     DISCOVERY + "EndpointHints": {"forZones": ATOMIC, "forNodes": ATOMIC},
@@ -206,6 +216,10 @@ ENUMS: dict[tuple[str, str], tuple[str, ...]] = {
     (CORE + "ServiceSpec", "type"): ("ClusterIP", "ExternalName", "LoadBalancer", "NodePort"),
     (CORE + "PodStatus", "phase"): ("Failed", "Pending", "Running", "Succeeded", "Unknown"),
     (CORE + "NamespaceStatus", "phase"): ("Active", "Terminating"),
+    (BATCH + "JobSpec", "completionMode"): ("Indexed", "NonIndexed"),
+    (BATCH + "JobSpec", "podReplacementPolicy"): ("Failed", "TerminatingOrFailed"),
+    (BATCH + "PodFailurePolicyRule", "action"): ("Count", "FailIndex", "FailJob", "Ignore"),
+    (BATCH + "PodFailurePolicyOnExitCodesRequirement", "operator"): ("In", "NotIn"),
 }
 
 # JSON field names whose untyped ("object") values are upstream's IntOrString.

@@ -487,6 +487,48 @@ def storageclass_row(sc: Obj, now: dt.datetime) -> list[Cell]:
     ]
 
 
+def _job_status(job: Obj) -> str:
+    """The STATUS column of `kubectl get jobs` (the first that applies, in upstream's order)."""
+    conditions = (job.get("status") or {}).get("conditions")
+    for ctype in ("Complete", "Failed"):
+        if _condition_true(conditions, ctype):
+            return ctype
+    if job["metadata"].get("deletionTimestamp"):
+        return "Terminating"
+    for ctype in ("Suspended", "FailureTarget", "SuccessCriteriaMet"):
+        if _condition_true(conditions, ctype):
+            return ctype
+    return "Running"
+
+
+def job_row(job: Obj, now: dt.datetime) -> list[Cell]:
+    spec, status = job.get("spec") or {}, job.get("status") or {}
+    succeeded = status.get("succeeded", 0)
+    parallelism = spec.get("parallelism")
+    if spec.get("completions") is not None:
+        completions = f"{succeeded}/{spec['completions']}"
+    elif isinstance(parallelism, int) and parallelism > 1:
+        completions = f"{succeeded}/1 of {parallelism}"
+    else:
+        completions = f"{succeeded}/1"
+    duration = ""
+    start, end = status.get("startTime"), status.get("completionTime")
+    if start:
+        finish = meta.parse_time(end) if end else now
+        duration = human_duration((finish - meta.parse_time(start)).total_seconds())
+    names, images = containers_and_images(_template_spec(job))
+    return [
+        job["metadata"].get("name", ""),
+        _job_status(job),
+        completions,
+        duration,
+        age(job, now),
+        names,
+        images,
+        go_selector(spec.get("selector")),
+    ]
+
+
 def node_row(node: Obj, now: dt.datetime) -> list[Cell]:
     spec, status = node.get("spec") or {}, node.get("status") or {}
     states = []
@@ -887,6 +929,19 @@ PRINTERS: dict[tuple[str, str], Printer] = {
             AGE,
         ),
         controllerrevision_row,
+    ),
+    ("batch", "Job"): Printer(
+        (
+            NAME,
+            Column("Status", description="Status of the job."),
+            Column("Completions", description="The completion status of the job."),
+            Column("Duration", description="Time required to complete the job."),
+            AGE,
+            CONTAINERS,
+            IMAGES,
+            SELECTOR,
+        ),
+        job_row,
     ),
     ("", "Node"): Printer(
         (

@@ -107,6 +107,7 @@ def _load_kinds() -> None:
         core_v1,
         cronjob_v1,
         flowcontrol_v1,
+        job_v1,
         misc_v1,
         policy_v1,
         rbac_v1,

@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
         ("--concurrent-service-endpoint-syncs", 5),
         ("--concurrent-gc-syncs", 20),
         ("--concurrent-namespace-syncs", 10),
+        ("--concurrent-job-syncs", 5),
+        ("--concurrent-ttl-after-finished-syncs", 5),
     ):
         workers.add_argument(flag, type=_positive, default=default)
     nodes = p.add_argument_group("node lifecycle")
@@ -117,6 +119,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="PEM private key that signs legacy service-account token Secrets "
         "(without it the serviceaccount-token-controller stays off)",
     )
+    pods = p.add_argument_group("pods")
+    pods.add_argument(
+        "--terminated-pod-gc-threshold",
+        type=int,
+        default=12500,
+        help="terminated pods that may exist before the oldest are deleted (0: no limit)",
+    )
+    pods.add_argument(
+        "--job-pod-failure-backoff",
+        type=duration,
+        default="10s",
+        metavar="DURATION",
+        help="k8slite only (upstream fixes it at 10s): the first back-off before a failed "
+        "Job pod is replaced; it doubles per failure up to 36 times this",
+    )
+    pods.add_argument(
+        "--pod-gc-quarantine",
+        type=duration,
+        default="40s",
+        metavar="DURATION",
+        help="k8slite only (upstream fixes it at 40s): how long a node must be missing "
+        "before the pod garbage collector deletes its pods",
+    )
     add_leader_election_flags(p, default_name=LEASE_NAME)
     add_component_flags(p)
     return p
@@ -153,6 +178,13 @@ def parse_args(argv: list[str] | None) -> tuple[ControllerManagerConfig, argpars
         node_startup_grace_period=a.node_startup_grace_period,
         root_ca_file=a.root_ca_file,
         service_account_private_key_file=a.service_account_private_key_file,
+        concurrent_job_syncs=a.concurrent_job_syncs,
+        concurrent_ttl_after_finished_syncs=a.concurrent_ttl_after_finished_syncs,
+        terminated_pod_gc_threshold=a.terminated_pod_gc_threshold,
+        job_pod_failure_backoff=a.job_pod_failure_backoff,
+        job_pod_failure_max_backoff=a.job_pod_failure_backoff * 36,
+        pod_gc_quarantine=a.pod_gc_quarantine,
+        pod_gc_period=min(20.0, a.pod_gc_quarantine),
     )
     leader_election = leader_election_config(parser, a)
     config = ControllerManagerConfig(

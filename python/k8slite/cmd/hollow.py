@@ -52,6 +52,14 @@ def parse_args(argv: list[str] | None) -> tuple[HollowNodesConfig, Path, argpars
     p.add_argument("--node-status-update-frequency", type=duration, default=10.0)
     p.add_argument("--node-status-report-frequency", type=duration, default=60.0)
     p.add_argument("--concurrency", type=int, default=32, help="API requests in flight at once")
+    p.add_argument(
+        "--completion-time",
+        type=duration,
+        default=1.0,
+        metavar="DURATION",
+        help="how long containers of pods with restartPolicy Never or OnFailure (Jobs) run "
+        "before they exit 0",
+    )
     add_component_flags(p)
     a = p.parse_args(argv)
     template = KubeletConfig(
@@ -68,7 +76,11 @@ def parse_args(argv: list[str] | None) -> tuple[HollowNodesConfig, Path, argpars
         node_status_report_frequency=a.node_status_report_frequency,
     )
     config = HollowNodesConfig(
-        count=a.count, template=template, pod_cidr_base=a.pod_cidr_base, concurrency=a.concurrency
+        count=a.count,
+        template=template,
+        pod_cidr_base=a.pod_cidr_base,
+        concurrency=a.concurrency,
+        completion_seconds=a.completion_time,
     )
     return config, a.kubeconfig, a
 

@@ -67,6 +67,16 @@ class ControllerOptions:
     root_ca_file: Path | None = None  # --root-ca-file (default: the kubeconfig's CA)
     # --service-account-private-key-file: signs legacy tokens; none, no token controller.
     service_account_private_key_file: Path | None = None
+    concurrent_job_syncs: int = 5  # --concurrent-job-syncs
+    concurrent_ttl_after_finished_syncs: int = 5  # --concurrent-ttl-after-finished-syncs
+    terminated_pod_gc_threshold: int = 12500  # --terminated-pod-gc-threshold
+    # Back-off before a failed Job pod is replaced (10s doubling to 6m; upstream has no
+    # flag: tests shorten it).
+    job_pod_failure_backoff: float = 10.0
+    job_pod_failure_max_backoff: float = 360.0
+    # The pod GC's sweep period and missing-node quarantine (upstream's constants, 20s/40s).
+    pod_gc_period: float = 20.0
+    pod_gc_quarantine: float = 40.0
 
 
 class ControllerContext:

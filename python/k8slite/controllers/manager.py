@@ -22,10 +22,12 @@ from k8slite.controllers.disruption import DisruptionController
 from k8slite.controllers.endpoints import EndpointsController
 from k8slite.controllers.endpointslice import EndpointSliceController
 from k8slite.controllers.garbagecollector import GarbageCollector
+from k8slite.controllers.job import JobController
 from k8slite.controllers.localpath import LocalPathProvisioner
 from k8slite.controllers.namespace import NamespaceController
 from k8slite.controllers.nodelifecycle import NodeLifecycleController
 from k8slite.controllers.persistentvolume import PersistentVolumeController
+from k8slite.controllers.podgc import PodGCController
 from k8slite.controllers.replicaset import (
     ReplicaSetController,
     ReplicationControllerController,
@@ -35,6 +37,7 @@ from k8slite.controllers.serviceaccount import ServiceAccountsController
 from k8slite.controllers.statefulset import StatefulSetController
 from k8slite.controllers.tainteviction import TaintEvictionController
 from k8slite.controllers.tokens import TokensController
+from k8slite.controllers.ttlafterfinished import TTLAfterFinishedController
 from k8slite.controllers.volumeprotection import PVCProtectionController, PVProtectionController
 from k8slite.leaderelection import LeaderElectionConfig
 
@@ -118,6 +121,15 @@ CONTROLLERS: dict[str, ControllerSpec] = {
     ),
     # k3s runs its local-path provisioner in the cluster; here it is one more controller.
     "local-path-provisioner": ControllerSpec(LocalPathProvisioner, lambda o: 1),
+    "job-controller": ControllerSpec(JobController, lambda o: o.concurrent_job_syncs, ("job",)),
+    "ttl-after-finished-controller": ControllerSpec(
+        TTLAfterFinishedController,
+        lambda o: o.concurrent_ttl_after_finished_syncs,
+        ("ttl-after-finished",),
+    ),
+    "pod-garbage-collector-controller": ControllerSpec(
+        PodGCController, lambda o: 1, ("pod-garbage-collector", "podgc")
+    ),
 }
 _ALIASES = {alias: name for name, spec in CONTROLLERS.items() for alias in spec.aliases}
 

@@ -52,6 +52,8 @@ class HollowNodesConfig:
     pod_cidr_base: str = DEFAULT_POD_CIDR_BASE
     # Requests in flight at once for heartbeats, status and registration.
     concurrency: int = 32
+    # How long containers of run-to-completion pods (Jobs) run before exiting 0.
+    completion_seconds: float = 1.0
 
 
 class HollowNode:
@@ -66,10 +68,16 @@ class HollowNode:
         info: NodeInfo,
         capacity: dict[str, str],
         events: EventRecorder,
+        completion_seconds: float,
     ) -> None:
         self.name = config.node_name
         self.runtime = FakeRuntime(
-            config.node_name, pod_cidr=config.pod_cidr or "10.0.0.0/24", node_ip=config.node_ip
+            config.node_name,
+            pod_cidr=config.pod_cidr or "10.0.0.0/24",
+            node_ip=config.node_ip,
+            completion_seconds=completion_seconds,
+            # Hollow workers sleep until told: wake the pod's when its container exits.
+            on_exit_due=lambda uid, seconds: self.workers.wake_after(uid, seconds + 0.01),
         )
         self.workers = PodWorkers(
             WorkerEnv(
@@ -132,7 +140,12 @@ class HollowNodes:
         self.events = EventBroadcaster(client)
         self.nodes = [
             HollowNode(
-                client, c, self.info, capacity, self.events.recorder("kubelet", host=c.node_name)
+                client,
+                c,
+                self.info,
+                capacity,
+                self.events.recorder("kubelet", host=c.node_name),
+                config.completion_seconds,
             )
             for c in node_configs(config)
         ]

@@ -64,9 +64,12 @@ class PodState:
     async def wait(self, deadline: float) -> None:
         """Until woken, a timer expires or `deadline` (trio time) passes."""
         now = trio.current_time()
+        fired = any(t <= now for t in self.timers)
         self.timers = [t for t in self.timers if t > now]
-        with trio.move_on_at(min(min(self.timers, default=deadline), deadline)):
-            await self.woken.wait()
+        # A timer that came due while the last sync ran is due now, not dropped.
+        if not fired:
+            with trio.move_on_at(min(min(self.timers, default=deadline), deadline)):
+                await self.woken.wait()
         self.woken = trio.Event()
 
     def container_spec(self, name: str) -> Obj:

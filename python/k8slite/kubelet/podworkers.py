@@ -619,6 +619,12 @@ class PodWorkers:
         if worker is not None:
             worker.state.wake()
 
+    def wake_after(self, uid: str, seconds: float) -> None:
+        """Have the pod's worker sync again in `seconds` (a container is due to change)."""
+        worker = self.workers.get(uid)
+        if worker is not None:
+            worker.state.wake_at(trio.current_time() + seconds)
+
     async def _run_worker(self, worker: PodWorker) -> None:
         try:
             await worker.run()

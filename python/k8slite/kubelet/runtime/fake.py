@@ -1,11 +1,13 @@
-"""The fake runtime of hollow nodes: everything succeeds at once and containers run forever."""
+"""The fake runtime of hollow nodes: everything succeeds at once and containers run forever,
+except those of run-to-completion pods (restartPolicy Never or OnFailure) when a run time
+is given: they exit 0 that long after they start, so Jobs finish on hollow nodes."""
 
 from __future__ import annotations
 
 import ipaddress
 import itertools
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,6 +61,7 @@ class _Container:
     created_at: float
     started_at: float | None = None
     finished_at: float | None = None
+    run_for: float | None = None  # exits 0 this long after it starts; None: runs forever
 
 
 class FakeRuntime:
@@ -71,9 +74,21 @@ class FakeRuntime:
     name = "fake"
 
     def __init__(
-        self, node_name: str, *, pod_cidr: str = "10.244.0.0/16", node_ip: str = "127.0.0.1"
+        self,
+        node_name: str,
+        *,
+        pod_cidr: str = "10.244.0.0/16",
+        node_ip: str = "127.0.0.1",
+        completion_seconds: float | None = None,
+        on_exit_due: Callable[[str, float], None] | None = None,
     ) -> None:
+        """completion_seconds: how long containers of run-to-completion pods run;
+        on_exit_due(pod uid, seconds) is told when one will exit, to look at it then."""
         self.node_name = node_name
+        self.completion_seconds = completion_seconds
+        self._on_exit_due = on_exit_due
+        # Sandboxes of run-to-completion pods (their containers exit on their own).
+        self._completing: set[str] = set()
         self.node_ip = node_ip
         self._network = ipaddress.ip_network(pod_cidr)
         # Offsets into pod_cidr: fresh ones in order, then those of removed sandboxes.
@@ -116,6 +131,8 @@ class FakeRuntime:
             time.time(),
         )
         self._sandboxes[sandbox.id] = sandbox
+        if (pod.get("spec") or {}).get("restartPolicy", "Always") != "Always":
+            self._completing.add(sandbox.id)
         self._by_pod[uid, attempt] = sandbox.id
         self._by_sandbox[sandbox.id] = set()
         return sandbox
@@ -142,6 +159,7 @@ class FakeRuntime:
         sandbox = self._sandboxes.pop(sandbox_id, None)
         if sandbox is None:
             return
+        self._completing.discard(sandbox_id)
         del self._by_pod[sandbox.pod_uid, sandbox.attempt]
         for cid in self._by_sandbox.pop(sandbox_id):
             del self._containers[cid]
@@ -185,12 +203,17 @@ class FakeRuntime:
             config.image,
             time.time(),
         )
+        if sandbox.id in self._completing and self.completion_seconds is not None:
+            c.run_for = self.completion_seconds
         self._containers[c.id] = c
         self._by_sandbox[sandbox.id].add(c.id)
         return c.id
 
     async def start_container(self, container_id: str) -> None:
-        self._get(container_id).started_at = time.time()
+        c = self._get(container_id)
+        c.started_at = time.time()
+        if c.run_for is not None and self._on_exit_due is not None:
+            self._on_exit_due(c.sandbox.pod_uid, c.run_for)
 
     async def stop_container(self, container_id: str, grace_seconds: float) -> None:
         c = self._containers.get(container_id)
@@ -289,6 +312,13 @@ class FakeRuntime:
 
 
 def _state(c: _Container) -> ContainerState:
+    if (
+        c.finished_at is None
+        and c.run_for is not None
+        and c.started_at is not None
+        and time.time() >= c.started_at + c.run_for
+    ):
+        c.finished_at = c.started_at + c.run_for
     if c.finished_at is not None:
         return ContainerState.EXITED
     return ContainerState.CREATED if c.started_at is None else ContainerState.RUNNING
