@@ -96,11 +96,19 @@ def register(group: str, kind: str) -> Callable[[type[Strategy]], type[Strategy]
 
 
 def strategy_for(group: str, kind: str) -> Strategy:
+    if not _loaded:
+        _load_kinds()
     return _STRATEGIES.get((group, kind), _DEFAULT)
 
 
+_loaded = False
+
+
 def _load_kinds() -> None:
-    # Importing the modules registers their strategies.
+    # Importing the modules registers their strategies. Done on first use, not at import:
+    # the kind modules import each other (and this one), in whatever order callers start.
+    global _loaded
+    _loaded = True
     from k8slite.api import (  # noqa: F401
         apiextensions_v1,
         apps_v1,
@@ -116,5 +124,3 @@ def _load_kinds() -> None:
         storage_v1,
     )
 
-
-_load_kinds()
