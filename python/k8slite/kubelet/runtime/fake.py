@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from k8slite import __version__
+from k8slite.api.quantity import int_value, milli_value
+from k8slite.component.objects import meta
+from k8slite.kubelet.config import parse_key_values
 from k8slite.kubelet.runtime.base import (
     LABEL_CONTAINER_NAME,
     LABEL_MANAGED,
@@ -26,6 +29,7 @@ from k8slite.kubelet.runtime.base import (
     ContainerInfo,
     ContainerRuntimeError,
     ContainerState,
+    ContainerStats,
     ContainerStatus,
     CreateSandboxError,
     ExecResult,
@@ -41,10 +45,34 @@ from k8slite.kubelet.runtime.base import (
     validate_image,
 )
 
+# A pod's annotation that overrides the node's synthetic usage for each of its containers
+# (e.g. "cpu=500m,memory=64Mi"), read when its sandbox starts: how a scale test loads pods.
+SYNTHETIC_USAGE_ANNOTATION = "k8slite.io/synthetic-usage"
 # Simulated containers run nothing a stream could connect to.
 _NO_PROCESSES = "the fake runtime's containers run no processes to exec, attach or forward to"
 # Ids unique across every FakeRuntime of the process (hollow nodes share one process).
 _ids = itertools.count(1)
+
+
+@dataclass(frozen=True, slots=True)
+class SyntheticUsage:
+    """What each running fake container reports: CPU in millicores, memory in bytes."""
+
+    cpu_millicores: int = 0
+    memory_bytes: int = 0
+
+    @classmethod
+    def parse(cls, values: Mapping[str, str], base: SyntheticUsage | None = None) -> SyntheticUsage:
+        """{"cpu": "250m", "memory": "64Mi"}, each missing key as in base."""
+        base = base or cls()
+        unknown = sorted(set(values) - {"cpu", "memory"})
+        if unknown:
+            raise ValueError(f"synthetic usage: unknown resource(s) {', '.join(unknown)}")
+        cpu, memory = values.get("cpu"), values.get("memory")
+        return cls(
+            milli_value(cpu) if cpu else base.cpu_millicores,
+            int_value(memory) if memory else base.memory_bytes,
+        )
 
 
 @dataclass(slots=True)
@@ -71,9 +99,17 @@ class FakeRuntime:
     name = "fake"
 
     def __init__(
-        self, node_name: str, *, pod_cidr: str = "10.244.0.0/16", node_ip: str = "127.0.0.1"
+        self,
+        node_name: str,
+        *,
+        pod_cidr: str = "10.244.0.0/16",
+        node_ip: str = "127.0.0.1",
+        usage: SyntheticUsage | None = None,
     ) -> None:
         self.node_name = node_name
+        self.usage = usage or SyntheticUsage()
+        # Sandboxes whose pod's annotation overrides self.usage.
+        self._usage: dict[str, SyntheticUsage] = {}
         self.node_ip = node_ip
         self._network = ipaddress.ip_network(pod_cidr)
         # Offsets into pod_cidr: fresh ones in order, then those of removed sandboxes.
@@ -116,6 +152,14 @@ class FakeRuntime:
             time.time(),
         )
         self._sandboxes[sandbox.id] = sandbox
+        annotation = (meta(pod).get("annotations") or {}).get(SYNTHETIC_USAGE_ANNOTATION)
+        if annotation:
+            try:
+                self._usage[sandbox.id] = SyntheticUsage.parse(
+                    parse_key_values(annotation), self.usage
+                )
+            except ValueError as e:
+                raise CreateSandboxError(f"annotation {SYNTHETIC_USAGE_ANNOTATION}: {e}") from e
         self._by_pod[uid, attempt] = sandbox.id
         self._by_sandbox[sandbox.id] = set()
         return sandbox
@@ -143,6 +187,7 @@ class FakeRuntime:
         if sandbox is None:
             return
         del self._by_pod[sandbox.pod_uid, sandbox.attempt]
+        self._usage.pop(sandbox_id, None)
         for cid in self._by_sandbox.pop(sandbox_id):
             del self._containers[cid]
         if sandbox.namespaces.network is NamespaceMode.POD:
@@ -220,6 +265,22 @@ class FakeRuntime:
         if state is ContainerState.EXITED:
             status.exit_code, status.reason = 0, REASON_COMPLETED
         return status
+
+    async def container_stats(self, container_id: str) -> ContainerStats:
+        c = self._get(container_id)
+        if c.started_at is None or c.finished_at is not None:
+            raise NotFoundError(f"container {container_id} is not running")
+        usage = self._usage.get(c.sandbox.id, self.usage)
+        now = time.time()
+        memory = usage.memory_bytes
+        return ContainerStats(
+            timestamp=now,
+            # millicores for (now - started) seconds: 1m is a million core-nanoseconds a second.
+            cpu_usage_ns=int(usage.cpu_millicores * 1_000_000 * (now - c.started_at)),
+            memory_usage=memory,
+            memory_working_set=memory,
+            memory_rss=memory,
+        )
 
     async def list_containers(self) -> list[ContainerInfo]:
         return [
