@@ -103,6 +103,7 @@ def _load_kinds() -> None:
     # Importing the modules registers their strategies.
     from k8slite.api import (  # noqa: F401
         apiextensions_v1,
+        apiregistration_v1,
         apps_v1,
         core_v1,
         flowcontrol_v1,

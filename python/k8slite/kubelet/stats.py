@@ -149,6 +149,8 @@ class StatsProvider:
         self._latest: dict[str, tuple[float, ContainerStats]] = {}
         self._previous: dict[str, ContainerStats] = {}
         self._available: int | None = None
+        # A simulated node's CPU counter: (when, core-nanoseconds, nanocores then).
+        self._node_cpu: tuple[float, int, int] | None = None
 
     def _rated(self, key: str, stats: ContainerStats, started_at: float) -> Usage:
         prev = self._previous.get(key)
@@ -233,13 +235,26 @@ class StatsProvider:
                 ContainerUsage(container, started, self._rated(cid, stats, started))
             )
         pod_list = sorted(pods.values(), key=lambda p: (p.namespace, p.name))
-        now = time.time()
+        now = round(time.time(), 3)  # to the millisecond, as samples are stamped
         if self.host is None:
-            node, available = _sum((p.total for p in pod_list), now), None
+            node, available = self._simulated_node(pod_list, now), None
         else:
             raw = await self._read("node", self._host)
             node, available = self._rated("node", raw, machine_boot_time()), self._available
         return Snapshot(node, available, pod_list, errors)
+
+    def _simulated_node(self, pods: list[PodUsage], now: float) -> Usage:
+        """A simulated node's usage: its pods' memory, and a CPU counter of its own that
+        grows at the pods' current rate (their counters, read at different times and
+        starting with each pod, do not add up to one that only grows)."""
+        total = _sum((p.total for p in pods), now)
+        if self._node_cpu is not None:
+            last_time, last_cpu, last_rate = self._node_cpu
+            cpu = last_cpu + int(last_rate * max(now - last_time, 0.0))
+        else:
+            cpu = 0
+        self._node_cpu = (now, cpu, total.nano_cores)
+        return Usage(now, cpu, total.nano_cores, total.memory_usage, total.working_set, total.rss)
 
     async def _host(self) -> ContainerStats:
         assert self.host is not None
@@ -285,7 +300,7 @@ class StatsProvider:
         def add(family: str, labels: dict[str, str], value: float, when: float) -> None:
             text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
             name = f"{family}{{{text}}}" if text else family
-            families[family].append(f"{name} {value!r} {int(when * 1000)}")
+            families[family].append(f"{name} {value!r} {round(when * 1000)}")
 
         for pod in snap.pods:
             for c in pod.containers:

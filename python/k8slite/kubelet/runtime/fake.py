@@ -271,7 +271,9 @@ class FakeRuntime:
         if c.started_at is None or c.finished_at is not None:
             raise NotFoundError(f"container {container_id} is not running")
         usage = self._usage.get(c.sandbox.id, self.usage)
-        now = time.time()
+        # To the millisecond, as /metrics/resource stamps samples: a rate over a short
+        # window (from the container's start) then comes out as configured.
+        now = round(time.time(), 3)
         memory = usage.memory_bytes
         return ContainerStats(
             timestamp=now,
