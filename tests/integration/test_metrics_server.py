@@ -149,6 +149,14 @@ def test_apiservice_available_and_group_discovered(
         ("nodes", "NodeMetrics", False),
         ("pods", "PodMetrics", True),
     }
+    # Aggregated discovery lists the group too, and the OpenAPI documents still build.
+    aggregated = api.get(
+        "/apis",
+        headers={"Accept": "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"},
+    ).json()
+    assert "metrics.k8s.io" in {g["metadata"]["name"] for g in aggregated["items"]}
+    assert api.get("/openapi/v2").status_code == 200
+    assert api.get("/openapi/v3").status_code == 200
     listed = kubectl(apiserver, "get", "apiservices", APISERVICE)
     assert listed.returncode == 0, listed.stderr
     header, row = listed.stdout.splitlines()
