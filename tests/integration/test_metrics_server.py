@@ -5,6 +5,7 @@ going through the API server's aggregation proxy.
 
 from __future__ import annotations
 
+import os
 import ssl
 import sys
 from collections.abc import Iterator
@@ -272,3 +273,50 @@ def _direct(server: ServerHandle, identity: str, url: str, headers: dict[str, st
 
 def _milli(cpu: str) -> int:
     return int(cpu.removesuffix("m")) if cpu.endswith("m") else int(float(cpu) * 1000)
+
+
+def test_apiservice_unavailable_in_upstream_words(api: httpx.Client) -> None:
+    """No Service, then a Service without endpoints: Available False with the reason."""
+    name = f"v1.{os.urandom(3).hex()}.example.com"
+    group = name.removeprefix("v1.")
+    svc = f"nowhere-{os.urandom(3).hex()}"
+    body = {
+        "metadata": {"name": name},
+        "spec": {
+            "group": group,
+            "version": "v1",
+            "service": {"namespace": "default", "name": svc},
+            "insecureSkipTLSVerify": True,
+            "groupPriorityMinimum": 1000,
+            "versionPriority": 15,
+        },
+    }
+    assert api.post(APISERVICES, json=body).status_code == 201
+    try:
+
+        def condition(reason: str) -> dict[str, Any] | None:
+            obj = api.get(f"{APISERVICES}/{name}").json()
+            for c in (obj.get("status") or {}).get("conditions") or ():
+                if c["type"] == "Available" and c["reason"] == reason:
+                    return c  # type: ignore[no-any-return]
+            return None
+
+        gone = wait_for(lambda: condition("ServiceNotFound"), 30, what="ServiceNotFound")
+        assert gone["status"] == "False"
+        assert gone["message"] == f'service/{svc} in "default" is not present'
+        r = api.post(
+            "/api/v1/namespaces/default/services",
+            json={"metadata": {"name": svc}, "spec": {"ports": [{"port": 443}]}},
+        )
+        assert r.status_code == 201, r.text
+        empty = wait_for(lambda: condition("MissingEndpoints"), 30, what="MissingEndpoints")
+        assert empty["message"] == (
+            f'endpoints for service/{svc} in "default" have no addresses with port name ""'
+        )
+        # A wrong name is refused as upstream's validation does.
+        bad = api.post(APISERVICES, json={**body, "metadata": {"name": f"v2.{group}"}})
+        assert bad.status_code == 422
+        assert f"must be v1.{group}" in bad.json()["message"]
+    finally:
+        api.delete(f"{APISERVICES}/{name}")
+        api.delete(f"/api/v1/namespaces/default/services/{svc}")
