@@ -108,6 +108,15 @@ def client_identities(nodes: Sequence[str] = ()) -> list[ClientIdentity]:
             "system:serviceaccount:kube-system:kube-dns",
             ("system:serviceaccounts", "system:serviceaccounts:kube-system"),
         ),
+        # Upstream's metrics-server runs as the ServiceAccount kube-system/metrics-server.
+        ClientIdentity(
+            "metrics-server",
+            "system:serviceaccount:kube-system:metrics-server",
+            ("system:serviceaccounts", "system:serviceaccounts:kube-system"),
+        ),
+        # The API server presents this one to aggregated API servers (the front proxy's
+        # --proxy-client-cert-file), vouching for the user in X-Remote-User/X-Remote-Group.
+        ClientIdentity("front-proxy-client", "front-proxy-client", kubeconfig=False),
         # The API server presents this one to kubelets (logs, exec, port-forward); it is
         # passed as --kubelet-client-certificate, never used through a kubeconfig.
         ClientIdentity(

@@ -257,6 +257,47 @@ def _images(cluster: Cluster, ns: str) -> set[str]:
     return {c["image"] for p in pods(cluster, ns, "app=web") for c in p["spec"]["containers"]}
 
 
+def test_kubectl_top(cluster: Cluster, ns: str, node: str, web: str) -> None:
+    """Resource metrics: the kubelet's, scraped by k8slite-metrics-server, through the API
+    server's aggregation proxy to kubectl top; a pod spinning a shell uses CPU."""
+    cluster.kubectl(
+        "run",
+        "burn",
+        "-n",
+        ns,
+        f"--image={IMAGE}",
+        "--image-pull-policy=IfNotPresent",
+        f"--overrides={json.dumps({'spec': {'nodeName': node}})}",
+        "--",
+        "sh",
+        "-c",
+        "while :; do :; done",
+    )
+
+    def burning() -> list[str] | None:
+        done = cluster.kubectl("top", "pods", "-n", ns, "--containers", check=False)
+        rows = {tuple(line.split()[:2]): line.split()[2:] for line in done.stdout.splitlines()[1:]}
+        cpu = rows.get(("burn", "burn"))
+        web_rows = [k for k in rows if k[0].startswith("web-")]
+        # A spinning shell gets a tenth of a core or more even on a busy 2-core machine.
+        return cpu if cpu and int(cpu[0].removesuffix("m")) >= 100 and len(web_rows) == 3 else None
+
+    usage = wait_for(burning, 120, interval=2.0, what="kubectl top to show the burning pod")
+    assert usage[1].endswith(("Ki", "Mi")), usage
+
+    def node_row() -> list[str] | None:
+        done = cluster.kubectl("top", "nodes", check=False)
+        for line in done.stdout.splitlines()[1:]:
+            row = line.split()
+            if row[0] == node and row[1] != "<unknown>":
+                return row
+        return None
+
+    row = wait_for(node_row, 60, interval=2.0, what=f"kubectl top nodes to show {node}")
+    assert row[1].endswith("m") and row[2].endswith("%") and row[3].endswith("Mi"), row
+    cluster.kubectl("delete", "pod", "burn", "-n", ns, "--grace-period=0", "--force", check=False)
+
+
 def test_rolling_update_and_rollback(cluster: Cluster, ns: str, web: str) -> None:
     cluster.kubectl("set", "image", "deployment/web", f"web={IMAGE_V2}", "-n", ns)
     rollout(cluster, ns, "web")

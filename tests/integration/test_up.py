@@ -110,6 +110,7 @@ def test_up_runs_stops_and_reuses(tmp_path: Path) -> None:
             ("k8slite-scheduler", "scheduler"),
             ("k8slite-kubelet", f"node-{node}"),
             ("k8slite-dns", "dns"),
+            ("k8slite-metrics-server", "metrics-server"),
         ):
             [cmd] = [c for c in cmds if f"/{script} " in c]
             if identity:
@@ -122,6 +123,7 @@ def test_up_runs_stops_and_reuses(tmp_path: Path) -> None:
             ("scheduler", "k8slite-scheduler listening on"),
             ("kubelet", "API listening on"),
             ("dns", "k8slite-dns ready: DNS on 127.0.0.1:"),
+            ("metrics-server", "k8slite-metrics-server ready: serving on https://127.0.0.1:"),
         ):
             text = (data / "logs" / f"{log}.log").read_text()
             assert line in text, (log, text, (data / "up.stderr").read_text())
@@ -320,7 +322,14 @@ def test_detached_cluster_status_logs_and_stop(tmp_path: Path) -> None:
         supervisor = info["pid"]
         assert running(supervisor)
         comps = {name: rec["pid"] for name, rec in info["components"].items()}
-        assert set(comps) == {"apiserver", "controller-manager", "scheduler", "kubelet", "dns"}
+        assert set(comps) == {
+            "apiserver",
+            "controller-manager",
+            "scheduler",
+            "kubelet",
+            "dns",
+            "metrics-server",
+        }
         assert set(children(supervisor)) == set(comps.values())
         assert "the cluster is up" in (data / "logs" / "up.log").read_text()
 
@@ -386,7 +395,7 @@ def test_killed_supervisor_takes_its_components_along(tmp_path: Path) -> None:
         assert cluster.proc is not None
         node = cluster.info["node"]
         pids = list(children(cluster.proc.pid))
-        assert len(pids) == 5, pids
+        assert len(pids) == 6, pids
         cluster.proc.kill()
         cluster.proc.wait()
         wait_for(

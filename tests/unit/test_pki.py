@@ -27,7 +27,7 @@ from tests.mtls import VersionHandler, kubeconfig_for, version_server
 REPO = Path(__file__).resolve().parents[2]
 NODES = ("node1", "node-2.example")
 
-COMPONENTS = ["admin", "controller-manager", "scheduler", "proxy", "dns"]
+COMPONENTS = ["admin", "controller-manager", "scheduler", "proxy", "dns", "metrics-server"]
 CLIENTS = {
     # name: (CN, O)
     "admin": ("admin", ["system:masters"]),
@@ -38,6 +38,11 @@ CLIENTS = {
         "system:serviceaccount:kube-system:kube-dns",
         ["system:serviceaccounts", "system:serviceaccounts:kube-system"],
     ),
+    "metrics-server": (
+        "system:serviceaccount:kube-system:metrics-server",
+        ["system:serviceaccounts", "system:serviceaccounts:kube-system"],
+    ),
+    "front-proxy-client": ("front-proxy-client", []),
     "apiserver-kubelet-client": ("kube-apiserver-kubelet-client", ["system:masters"]),
     **{f"node-{n}": (f"system:node:{n}", ["system:nodes"]) for n in NODES},
 }
@@ -83,7 +88,7 @@ def snapshot(path: Path) -> dict[str, tuple[bytes, int, int]]:
 
 def expected_files(nodes: tuple[str, ...] = NODES) -> set[str]:
     users = [*COMPONENTS, *(f"node-{n}" for n in nodes)]
-    clients = [*users, "apiserver-kubelet-client"]
+    clients = [*users, "apiserver-kubelet-client", "front-proxy-client"]
     stems = ["ca", "server", *(f"kubelet-{n}" for n in nodes), *(f"client-{c}" for c in clients)]
     files = {f"{s}.{ext}" for s in stems for ext in ("pem", "key")}
     # sa.key signs service-account tokens, sa.pub verifies them.
@@ -367,7 +372,7 @@ def test_bad_arguments_are_rejected(tmp_path: Path, kwargs: dict[str, list[str] 
 def test_certs_main(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     target = tmp_path / "pki"
     assert pki.certs_main(["--dir", str(target), "--san", "198.51.100.1"]) == 0
-    assert "wrote 28 files" in capsys.readouterr().out
+    assert "wrote 33 files" in capsys.readouterr().out
     # The default node is node1, as in the multi-process cluster.
     assert (target / "node-node1.kubeconfig").exists()
     assert pki.certs_main(["--dir", str(target), "--san", "198.51.100.1"]) == 0

@@ -1285,8 +1285,37 @@ PRINTERS: dict[tuple[str, str], Printer] = {
             o["metadata"].get("creationTimestamp", ""),
         ],
     ),
+    ("apiregistration.k8s.io", "APIService"): Printer(
+        (
+            NAME,
+            Column("Service", description="The service the API server proxies to"),
+            Column("Available", description="Whether the APIService is available"),
+            AGE,
+        ),
+        lambda o, now: [o["metadata"].get("name", ""), *apiservice_cells(o), age(o, now)],
+    ),
 }
 DEFAULT = Printer((NAME, AGE), _simple())
+
+
+def apiservice_cells(o: Obj) -> list[Cell]:
+    """SERVICE ("ns/name" or Local) and AVAILABLE ("True", "False (Reason)"), as kubectl's."""
+    service = (o.get("spec") or {}).get("service")
+    where = f"{service.get('namespace')}/{service.get('name')}" if service else "Local"
+    available = next(
+        (
+            c
+            for c in (o.get("status") or {}).get("conditions") or ()
+            if c.get("type") == "Available"
+        ),
+        None,
+    )
+    if available is None:
+        return [where, "Unknown"]
+    state = str(available.get("status", "Unknown"))
+    if state != "True" and available.get("reason"):
+        state += f" ({available['reason']})"
+    return [where, state]
 
 
 def printer(group: str, kind: str) -> Printer:

@@ -257,12 +257,25 @@ RESOURCES: list[ResourceType] = [
         ("status",),
         categories=("api-extensions",),
     ),
+    ResourceType(
+        "apiregistration.k8s.io",
+        "v1",
+        "APIService",
+        "apiservices",
+        False,
+        (),
+        ("status",),
+        categories=("api-extensions",),
+    ),
 ]
 
 _BY_PATH = {(r.group, r.version, r.plural): r for r in RESOURCES}
-# Kinds added at runtime (custom resources), keyed like _BY_PATH. Replaced whole by
-# set_dynamic so that readers iterating it never see it change under them.
+# Kinds added at runtime (custom resources, aggregated APIs' resources), keyed like
+# _BY_PATH. Replaced whole by set_dynamic so that readers iterating it never see it change
+# under them.
 _DYNAMIC: dict[tuple[str, str, str], ResourceType] = {}
+# The runtime kinds by who serves them ("customresourcedefinitions", "apiservices").
+_SOURCES: dict[str, list[ResourceType]] = {}
 
 
 def lookup(group: str, version: str, plural: str) -> ResourceType | None:
@@ -272,10 +285,12 @@ def lookup(group: str, version: str, plural: str) -> ResourceType | None:
     return _BY_PATH.get(key) or _DYNAMIC.get(key)
 
 
-def set_dynamic(resources: list[ResourceType]) -> None:
-    """Serve exactly these runtime kinds (besides the built-in table) from now on."""
+def set_dynamic(resources: list[ResourceType], source: str = "customresourcedefinitions") -> None:
+    """Serve exactly these runtime kinds of `source` (besides the built-in table and the
+    other sources' kinds) from now on."""
     global _DYNAMIC
-    _DYNAMIC = {(r.group, r.version, r.plural): r for r in resources}
+    _SOURCES[source] = list(resources)
+    _DYNAMIC = {(r.group, r.version, r.plural): r for rs in _SOURCES.values() for r in rs}
 
 
 def served() -> list[ResourceType]:

@@ -111,6 +111,7 @@ def _load_kinds() -> None:
     _loaded = True
     from k8slite.api import (  # noqa: F401
         apiextensions_v1,
+        apiregistration_v1,
         apps_v1,
         core_v1,
         cronjob_v1,
@@ -123,4 +124,3 @@ def _load_kinds() -> None:
         statefulset,
         storage_v1,
     )
-

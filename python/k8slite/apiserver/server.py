@@ -11,6 +11,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 
 from k8slite import datadir, pki
+from k8slite.apiserver.aggregator import Aggregator
 from k8slite.apiserver.allocators import ServiceAllocator
 from k8slite.apiserver.app import ApiServerApp
 from k8slite.apiserver.authn import Authenticator
@@ -182,6 +183,7 @@ async def run(
         app.resources.token_request = tokens.token_request
         app.resources.virtual[("authentication.k8s.io", "tokenreviews")] = tokens.token_review
         tokens.register_discovery(app.quart)
+        aggregator = Aggregator(core, app.resources, config.pki_dir)
         if "ServiceAccount" in config.admission_plugins:
             core.registries[("", "pods")].admit = ServiceAccountAdmission(core).admit
         secured = await secure_app(
@@ -198,6 +200,7 @@ async def run(
             binds = await nursery.start(serve, secured, hc)
             nursery.start_soon(bookmark_ticker, core.custom.values())
             nursery.start_soon(CrdController(core).run)
+            nursery.start_soon(aggregator.run)
             nursery.start_soon(bookmark_ticker, core.registries.values())
             url = binds[0]
             port = int(url.rsplit(":", 1)[1])

@@ -68,6 +68,13 @@ def parser() -> argparse.ArgumentParser:
         default={},
         help="override what the host reports, e.g. cpu=4,memory=8Gi,pods=50",
     )
+    p.add_argument(
+        "--synthetic-usage",
+        type=parse_key_values,
+        default={},
+        help="fake runtime: what each running container uses, e.g. cpu=100m,memory=32Mi "
+        "(a pod's annotation k8slite.io/synthetic-usage overrides it)",
+    )
     p.add_argument("--address", default="127.0.0.1", help="the kubelet API's address")
     p.add_argument(
         "--port",
@@ -153,6 +160,7 @@ def parse_args(argv: list[str] | None) -> tuple[KubeletConfig, argparse.Namespac
         node_labels=a.node_labels,
         register_with_taints=a.register_with_taints,
         capacity=a.capacity,
+        synthetic_usage=a.synthetic_usage,
         address=a.address,
         port=a.port,
         healthz_bind_address=a.healthz_bind_address,
@@ -191,6 +199,7 @@ async def _run(config: KubeletConfig) -> None:
         node_ip=config.node_ip,
         pod_cidr=config.pod_cidr,
         docker_network=config.docker_network,
+        synthetic_usage=config.synthetic_usage,
     )
     try:
         client_config = replace(

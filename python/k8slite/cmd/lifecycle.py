@@ -27,6 +27,7 @@ COMPONENT_PORTS = {
     "kubelet": ("kubelet", "kubelet-healthz"),
     "proxy": ("proxy-metrics", "proxy-healthz"),
     "dns": ("dns", "dns-metrics"),
+    "metrics-server": ("metrics-server",),
     "hollow-nodes": (),
 }
 

@@ -28,7 +28,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
 from k8slite import datadir, pki
-from k8slite.cmd import clusterdns, runstate
+from k8slite.cmd import clusterdns, clustermetrics, runstate
 from k8slite.cmd.child import Child, spawn
 from k8slite.cmd.common import leaves
 from k8slite.cmd.runstate import ClusterInfo, ProcessRecord
@@ -58,6 +58,7 @@ DEFAULT_PORTS = {
     "kubelet-healthz": 10248,
     "proxy-metrics": 10249,
     "proxy-healthz": 10256,
+    "metrics-server": clustermetrics.DEFAULT_PORT,
 }
 RUNTIMES = ("docker", "process", "fake")
 DEFAULT_DATA_DIR = ".k8slite"
@@ -213,6 +214,8 @@ def health_urls(ports: dict[str, int], proxy: bool, dns_address: str = "") -> di
         for name in ("controller-manager", "scheduler")
     }
     urls["kubelet"] = f"http://127.0.0.1:{ports['kubelet-healthz']}/healthz"
+    if "metrics-server" in ports:
+        urls["metrics-server"] = f"https://127.0.0.1:{ports['metrics-server']}/healthz"
     if proxy:
         urls["proxy"] = f"http://127.0.0.1:{ports['proxy-healthz']}/healthz"
     if dns_address:
@@ -606,6 +609,22 @@ def components(
             ],
             logs / "dns.log",
         ),
+        Component(
+            "metrics-server",
+            [
+                script("k8slite-metrics-server"),
+                *kubeconfig("metrics-server"),
+                "--bind-address",
+                "127.0.0.1",
+                "--secure-port",
+                str(ports["metrics-server"]),
+                # Client certificates of the cluster: the API server's front-proxy one.
+                "--client-ca-file",
+                str(p / "ca.pem"),
+                *verbosity,
+            ],
+            logs / "metrics-server.log",
+        ),
     ]
     if proxy:
         rest.append(
@@ -847,6 +866,12 @@ async def _up(opts: UpOptions, data_dir: Path, runtime: str, why: str) -> None:
                 )
             except (clusterdns.ClusterDnsError, httpx.HTTPError) as e:
                 raise UpError(f"cluster DNS: {e}") from None
+            try:
+                await clustermetrics.publish(
+                    url, _admin_context(pki_dir), "127.0.0.1", ports["metrics-server"]
+                )
+            except (clustermetrics.ClusterMetricsError, httpx.HTTPError) as e:
+                raise UpError(f"resource metrics: {e}") from None
             for c in rest:
                 nursery.start_soon(supervise, c, record)
             await wait_started(

@@ -145,6 +145,16 @@ StreamHandler = Callable[[Request, WebSocket], Awaitable[Response | None]]
 Authorizer = Callable[[Request], Awaitable[Response | None]]
 
 
+def _headers(raw: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Header names lower-cased; a repeated header's values joined with ", " (RFC 9110), so
+    that none is lost (X-Remote-Group names one group per header)."""
+    out: dict[str, str] = {}
+    for k, v in raw:
+        name, value = k.decode("latin-1").lower(), v.decode("latin-1")
+        out[name] = f"{out[name]}, {value}" if name in out else value
+    return out
+
+
 def text(status: int, message: str) -> Response:
     """A plain-text answer, newline-terminated like Go's http.Error."""
     return Response(status, (message + "\n").encode())
@@ -284,7 +294,7 @@ class ComponentServer:
             scope["method"],
             scope["path"],
             parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True),
-            {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]},
+            _headers(scope["headers"]),
             user,
         )
 

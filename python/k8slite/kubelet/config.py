@@ -37,6 +37,8 @@ class KubeletConfig:
     register_with_taints: list[Taint] = field(default_factory=list)
     # Quantities that replace what the host reports (cpu, memory, ephemeral-storage, ...).
     capacity: dict[str, str] = field(default_factory=dict)
+    # The fake runtime: what each running container reports using (cpu, memory quantities).
+    synthetic_usage: dict[str, str] = field(default_factory=dict)
     # Kubelet API (HTTPS) and healthz (HTTP, loopback); 0 picks a free port, None disables.
     address: str = "127.0.0.1"
     port: int | None = 10250

@@ -26,6 +26,7 @@ from k8slite.kubelet.pleg import Relister
 from k8slite.kubelet.podworkers import Adopted, PodWorkers
 from k8slite.kubelet.runtime.base import ContainerRuntimeError, Runtime
 from k8slite.kubelet.server import KubeletApi, read_only_server
+from k8slite.kubelet.stats import StatsProvider, host_stats
 from k8slite.kubelet.tokens import TokenManager
 from k8slite.kubelet.volumes import VolumeManager
 
@@ -146,6 +147,13 @@ class Kubelet:
                 self.metrics.registry,
                 Authorizer(sar_review(self.client, cfg.node_name)),
                 config=lambda: cfg,
+                stats=StatsProvider(
+                    self.runtime,
+                    workers,
+                    cfg.node_name,
+                    # A simulated node uses what its pods use; a real one what the host does.
+                    host=None if self.simulated else host_stats,
+                ),
             )
             port = await self._serve_api(nursery, api)
             healthz = None

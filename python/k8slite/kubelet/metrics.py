@@ -71,6 +71,7 @@ _OPERATIONS = {
     "remove_container": "remove_container",
     "container_status": "container_status",
     "list_containers": "list_containers",
+    "container_stats": "container_stats",
     "exec": "exec_sync",
     "exec_stream": "exec",
     "attach": "attach",

@@ -1,6 +1,6 @@
-"""The kubelet API (HTTPS, port 10250): /pods, /containerLogs and the streaming /exec,
-/attach and /portForward (streaming.py), with the component base's /healthz, /metrics and
-/configz.
+"""The kubelet API (HTTPS, port 10250): /pods, /containerLogs, the resource usage of
+/stats/summary and /metrics/resource (stats.py), and the streaming /exec, /attach and
+/portForward (streaming.py), with the component base's /healthz, /metrics and /configz.
 
 Callers present a client certificate from the cluster CA. The API server's own identity
 (kube-apiserver-kubelet-client) may do everything, and group system:monitoring may scrape
@@ -20,10 +20,11 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from k8slite.component.serving import PING, ComponentServer, Request, Response, text
+from k8slite.component.serving import PING, ComponentServer, Handler, Request, Response, text
 from k8slite.kubelet.authz import AuthorizationError, Authorizer, attributes
 from k8slite.kubelet.podworkers import PodWorker, PodWorkers
 from k8slite.kubelet.runtime.base import NotFoundError, Runtime
+from k8slite.kubelet.stats import PROMETHEUS_TEXT, StatsProvider
 from k8slite.kubelet.streaming import StreamingServer
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,7 @@ class KubeletApi:
         authorizer: Authorizer | None = None,
         allowed_users: frozenset[str] = frozenset({APISERVER_KUBELET_CLIENT}),
         config: Callable[[], Any] | None = None,
+        stats: StatsProvider | None = None,
     ) -> None:
         self.workers = workers
         self.runtime = runtime
@@ -63,6 +65,7 @@ class KubeletApi:
         self.authorizer = authorizer
         self.allowed_users = allowed_users
         self.config = config
+        self.stats = stats
 
     def server(self) -> ComponentServer:
         """The authenticated API (10250): every path needs a certificate and permission."""
@@ -70,10 +73,17 @@ class KubeletApi:
             checks=HEALTHZ,
             registry=self.registry,
             configz={"kubeletconfig": self.config} if self.config is not None else None,
-            routes={"/pods": self._pods, "/containerLogs/": self._logs},
+            routes=self._routes(),
             streams=StreamingServer(self.workers, self.runtime).routes(),
             authorize=self.authorize,
         )
+
+    def _routes(self) -> dict[str, Handler]:
+        routes: dict[str, Handler] = {"/pods": self._pods, "/containerLogs/": self._logs}
+        if self.stats is not None:
+            routes["/stats/summary"] = self._summary
+            routes["/metrics/resource"] = self._resource_metrics
+        return routes
 
     async def authorize(self, req: Request) -> Response | None:
         """None when the caller may; else the refusal (401 without a certificate)."""
@@ -111,6 +121,15 @@ class KubeletApi:
             )
         body = {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}
         return Response(200, json.dumps(body).encode(), _JSON)
+
+    async def _summary(self, req: Request) -> Response:
+        assert self.stats is not None
+        body = await self.stats.summary()
+        return Response(200, json.dumps(body).encode(), _JSON)
+
+    async def _resource_metrics(self, req: Request) -> Response:
+        assert self.stats is not None
+        return Response(200, (await self.stats.resource_metrics()).encode(), PROMETHEUS_TEXT)
 
     async def _logs(self, req: Request) -> Response:
         parts = req.path.strip("/").split("/")

@@ -402,6 +402,14 @@ def cluster_roles() -> dict[str, list[Obj]]:
             rule(("list", "watch"), "", ("endpoints", "services", "pods", "namespaces")),
             rule(("list", "watch"), "discovery.k8s.io", "endpointslices"),
         ],
+        # What upstream's metrics-server manifest grants it, and who may read its API.
+        "system:metrics-server": [
+            rule("get", "", "nodes/metrics"),
+            rule(READ, "", ("pods", "nodes")),
+        ],
+        "system:aggregated-metrics-reader": [
+            rule(READ, "metrics.k8s.io", ("pods", "nodes")),
+        ],
         "system:kube-scheduler": [
             *events_rules(),
             rule("create", "coordination.k8s.io", "leases"),
@@ -455,6 +463,9 @@ def cluster_roles() -> dict[str, list[Obj]]:
     return roles
 
 
+_METRICS_SERVER = {"kind": "ServiceAccount", "name": "metrics-server", "namespace": "kube-system"}
+
+
 def _user(name: str) -> Obj:
     return {"kind": "User", "apiGroup": RBAC_GROUP, "name": name}
 
@@ -485,6 +496,8 @@ def cluster_role_bindings() -> dict[str, tuple[str, list[Obj]]]:
             "system:kube-dns",
             [{"kind": "ServiceAccount", "name": "kube-dns", "namespace": "kube-system"}],
         ),
+        "system:metrics-server": ("system:metrics-server", [_METRICS_SERVER]),
+        "metrics-server:system:auth-delegator": ("system:auth-delegator", [_METRICS_SERVER]),
         "system:kube-scheduler": ("system:kube-scheduler", [_user(SCHEDULER)]),
         "system:volume-scheduler": ("system:volume-scheduler", [_user(SCHEDULER)]),
         "system:kube-controller-manager": (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from k8slite.kubelet.runtime.base import (
@@ -41,12 +42,14 @@ def make_runtime(
     node_ip: str = "127.0.0.1",
     pod_cidr: str | None = None,
     docker_network: str | None = None,
+    synthetic_usage: Mapping[str, str] | None = None,
 ) -> Runtime:
     """The runtime a kubelet's --runtime names, imported only when chosen.
 
-    pod_cidr is the Docker pod network's subnet (shared by every kubelet on the engine;
-    chosen automatically when None) or, for fake, the node's own pod CIDR. docker_network
-    names the Docker network of the pods (default k8slite-pods).
+        pod_cidr is the Docker pod network's subnet (shared by every kubelet on the engine;
+        chosen automatically when None) or, for fake, the node's own pod CIDR. docker_network
+        names the Docker network of the pods (default k8slite-pods); synthetic_usage is what each
+    fake container reports using ({"cpu": "100m", "memory": "32Mi"}).
     """
     if kind == "docker":
         from k8slite.kubelet.runtime.docker import DEFAULT_NETWORK, DockerRuntime
@@ -59,9 +62,14 @@ def make_runtime(
 
         return ProcessRuntime(node_name, Path(root_dir) / "process-runtime", node_ip=node_ip)
     if kind == "fake":
-        from k8slite.kubelet.runtime.fake import FakeRuntime
+        from k8slite.kubelet.runtime.fake import FakeRuntime, SyntheticUsage
 
-        return FakeRuntime(node_name, node_ip=node_ip, pod_cidr=pod_cidr or "10.244.0.0/16")
+        return FakeRuntime(
+            node_name,
+            node_ip=node_ip,
+            pod_cidr=pod_cidr or "10.244.0.0/16",
+            usage=SyntheticUsage.parse(synthetic_usage or {}),
+        )
     raise ValueError(f"unknown container runtime {kind!r}; choose one of {', '.join(RUNTIMES)}")
 
 

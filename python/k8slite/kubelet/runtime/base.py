@@ -247,6 +247,17 @@ class ContainerStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class ContainerStats:
+    """A running container's resource usage at one moment (cAdvisor's figures)."""
+
+    timestamp: float  # seconds since the epoch
+    cpu_usage_ns: int  # cumulative CPU time, core-nanoseconds
+    memory_usage: int  # bytes, page cache included
+    memory_working_set: int  # usage less inactive file pages: what the OOM killer weighs
+    memory_rss: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class ExecResult:
     """The outcome of a command run to completion in a container (stdout and stderr merged)."""
 
@@ -540,6 +551,10 @@ class Runtime(Protocol):
 
     async def list_containers(self) -> list[ContainerInfo]:
         """All of this node's containers, running or exited, for adoption and cleanup."""
+        ...
+
+    async def container_stats(self, container_id: str) -> ContainerStats:
+        """The running container's CPU and memory usage; NotFoundError when it is gone."""
         ...
 
     async def exec(self, container_id: str, argv: list[str], timeout: float) -> ExecResult:

@@ -31,6 +31,7 @@ from k8slite.kubelet.runtime.base import (
     ContainerInfo,
     ContainerRuntimeError,
     ContainerState,
+    ContainerStats,
     ContainerStatus,
     CreateContainerError,
     CreateSandboxError,
@@ -389,6 +390,11 @@ class DockerRuntime:
             docker.APIClient.containers, all=True, filters=self._filters(TYPE_CONTAINER)
         )
         return [self._container_row(row) for row in rows]
+
+    async def container_stats(self, container_id: str) -> ContainerStats:
+        # one_shot: the engine answers from one cgroup read, not after a second's sampling.
+        raw = await self._call(docker.APIClient.stats, container_id, stream=False, one_shot=True)
+        return _stats(raw)
 
     def _container_row(self, row: Mapping[str, Any]) -> ContainerInfo:
         return container_info(
@@ -771,6 +777,22 @@ def _status(attrs: Mapping[str, Any]) -> ContainerStatus:
         status.finished_at = _parse_time(state.get("FinishedAt"))
         status.reason = terminated_reason(status.exit_code, bool(state.get("OOMKilled")))
     return status
+
+
+def _stats(raw: Mapping[str, Any]) -> ContainerStats:
+    """Docker's stats document as cAdvisor's figures (cgroup v2 or v1 memory names)."""
+    cpu = (raw.get("cpu_stats") or {}).get("cpu_usage") or {}
+    memory = raw.get("memory_stats") or {}
+    detail = memory.get("stats") or {}
+    usage = int(memory.get("usage") or 0)
+    inactive = detail.get("inactive_file", detail.get("total_inactive_file", 0))
+    return ContainerStats(
+        timestamp=_parse_time(raw.get("read")) or time.time(),
+        cpu_usage_ns=int(cpu.get("total_usage") or 0),
+        memory_usage=usage,
+        memory_working_set=max(usage - int(inactive or 0), 0),
+        memory_rss=int(detail.get("anon", detail.get("total_rss", 0)) or 0),
+    )
 
 
 def _parse_time(value: str | None) -> float | None:

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from k8slite import __version__
+from k8slite.api.quantity import int_value, milli_value
+from k8slite.component.objects import meta
+from k8slite.kubelet.config import parse_key_values
 from k8slite.kubelet.runtime.base import (
     LABEL_CONTAINER_NAME,
     LABEL_MANAGED,
@@ -28,6 +31,7 @@ from k8slite.kubelet.runtime.base import (
     ContainerInfo,
     ContainerRuntimeError,
     ContainerState,
+    ContainerStats,
     ContainerStatus,
     CreateSandboxError,
     ExecResult,
@@ -43,10 +47,34 @@ from k8slite.kubelet.runtime.base import (
     validate_image,
 )
 
+# A pod's annotation that overrides the node's synthetic usage for each of its containers
+# (e.g. "cpu=500m,memory=64Mi"), read when its sandbox starts: how a scale test loads pods.
+SYNTHETIC_USAGE_ANNOTATION = "k8slite.io/synthetic-usage"
 # Simulated containers run nothing a stream could connect to.
 _NO_PROCESSES = "the fake runtime's containers run no processes to exec, attach or forward to"
 # Ids unique across every FakeRuntime of the process (hollow nodes share one process).
 _ids = itertools.count(1)
+
+
+@dataclass(frozen=True, slots=True)
+class SyntheticUsage:
+    """What each running fake container reports: CPU in millicores, memory in bytes."""
+
+    cpu_millicores: int = 0
+    memory_bytes: int = 0
+
+    @classmethod
+    def parse(cls, values: Mapping[str, str], base: SyntheticUsage | None = None) -> SyntheticUsage:
+        """{"cpu": "250m", "memory": "64Mi"}, each missing key as in base."""
+        base = base or cls()
+        unknown = sorted(set(values) - {"cpu", "memory"})
+        if unknown:
+            raise ValueError(f"synthetic usage: unknown resource(s) {', '.join(unknown)}")
+        cpu, memory = values.get("cpu"), values.get("memory")
+        return cls(
+            milli_value(cpu) if cpu else base.cpu_millicores,
+            int_value(memory) if memory else base.memory_bytes,
+        )
 
 
 @dataclass(slots=True)
@@ -81,6 +109,7 @@ class FakeRuntime:
         node_ip: str = "127.0.0.1",
         completion_seconds: float | None = None,
         on_exit_due: Callable[[str, float], None] | None = None,
+        usage: SyntheticUsage | None = None,
     ) -> None:
         """completion_seconds: how long containers of run-to-completion pods run;
         on_exit_due(pod uid, seconds) is told when one will exit, to look at it then."""
@@ -89,6 +118,9 @@ class FakeRuntime:
         self._on_exit_due = on_exit_due
         # Sandboxes of run-to-completion pods (their containers exit on their own).
         self._completing: set[str] = set()
+        self.usage = usage or SyntheticUsage()
+        # Sandboxes whose pod's annotation overrides self.usage.
+        self._usage: dict[str, SyntheticUsage] = {}
         self.node_ip = node_ip
         self._network = ipaddress.ip_network(pod_cidr)
         # Offsets into pod_cidr: fresh ones in order, then those of removed sandboxes.
@@ -133,6 +165,14 @@ class FakeRuntime:
         self._sandboxes[sandbox.id] = sandbox
         if (pod.get("spec") or {}).get("restartPolicy", "Always") != "Always":
             self._completing.add(sandbox.id)
+        annotation = (meta(pod).get("annotations") or {}).get(SYNTHETIC_USAGE_ANNOTATION)
+        if annotation:
+            try:
+                self._usage[sandbox.id] = SyntheticUsage.parse(
+                    parse_key_values(annotation), self.usage
+                )
+            except ValueError as e:
+                raise CreateSandboxError(f"annotation {SYNTHETIC_USAGE_ANNOTATION}: {e}") from e
         self._by_pod[uid, attempt] = sandbox.id
         self._by_sandbox[sandbox.id] = set()
         return sandbox
@@ -161,6 +201,7 @@ class FakeRuntime:
             return
         self._completing.discard(sandbox_id)
         del self._by_pod[sandbox.pod_uid, sandbox.attempt]
+        self._usage.pop(sandbox_id, None)
         for cid in self._by_sandbox.pop(sandbox_id):
             del self._containers[cid]
         if sandbox.namespaces.network is NamespaceMode.POD:
@@ -243,6 +284,24 @@ class FakeRuntime:
         if state is ContainerState.EXITED:
             status.exit_code, status.reason = 0, REASON_COMPLETED
         return status
+
+    async def container_stats(self, container_id: str) -> ContainerStats:
+        c = self._get(container_id)
+        if c.started_at is None or c.finished_at is not None:
+            raise NotFoundError(f"container {container_id} is not running")
+        usage = self._usage.get(c.sandbox.id, self.usage)
+        # To the millisecond, as /metrics/resource stamps samples: a rate over a short
+        # window (from the container's start) then comes out as configured.
+        now = round(time.time(), 3)
+        memory = usage.memory_bytes
+        return ContainerStats(
+            timestamp=now,
+            # millicores for (now - started) seconds: 1m is a million core-nanoseconds a second.
+            cpu_usage_ns=int(usage.cpu_millicores * 1_000_000 * (now - c.started_at)),
+            memory_usage=memory,
+            memory_working_set=memory,
+            memory_rss=memory,
+        )
 
     async def list_containers(self) -> list[ContainerInfo]:
         return [

@@ -35,6 +35,7 @@ from k8slite.kubelet.runtime.base import (
     ContainerInfo,
     ContainerRuntimeError,
     ContainerState,
+    ContainerStats,
     ContainerStatus,
     CreateContainerError,
     ExecResult,
@@ -361,6 +362,13 @@ class ProcessRuntime:
             status.message = ended.get("message") or ""
         return status
 
+    async def container_stats(self, container_id: str) -> ContainerStats:
+        c = self._get(container_id)
+        state = _read_json(c.dir / "state.json")
+        if state is None or not _alive(state["pid"], state["pid_start"]):
+            raise NotFoundError(f"container {container_id} is not running")
+        return await trio.to_thread.run_sync(group_stats, int(state["pid"]))
+
     async def list_containers(self) -> list[ContainerInfo]:
         self._reap()
         return [c.info(self._status(c).state) for c in self._containers.values()]
@@ -507,6 +515,37 @@ def _tail_offset(f: Any, lines: int) -> int:
 def _sandbox(data: Mapping[str, Any]) -> Sandbox:
     return sandbox_from_labels(
         data["id"], data["labels"], data["ip"], SandboxState(data["state"]), data["created_at"]
+    )
+
+
+def group_stats(pgid: int) -> ContainerStats:
+    """The usage of every process in the container's process group (the shim made the
+    container's process a group leader), children that exited included, from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    page = os.sysconf("SC_PAGE_SIZE")
+    cpu_ticks = rss_pages = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue  # exited while we looked
+        # Fields after the command (which may hold spaces) in parentheses; pgrp is the 5th
+        # field, utime/stime/cutime/cstime the 14th to 17th, rss the 24th.
+        fields = stat.rpartition(")")[2].split()
+        if int(fields[2]) != pgid:
+            continue
+        cpu_ticks += sum(int(v) for v in fields[11:15])
+        rss_pages += int(fields[21])
+    rss = rss_pages * page
+    return ContainerStats(
+        timestamp=time.time(),
+        cpu_usage_ns=cpu_ticks * 1_000_000_000 // ticks,
+        memory_usage=rss,
+        memory_working_set=rss,
+        memory_rss=rss,
     )
 
 
