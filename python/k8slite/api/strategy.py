@@ -123,4 +123,3 @@ def _load_kinds() -> None:
         statefulset,
         storage_v1,
     )
-
