@@ -41,6 +41,7 @@ from k8slite.controllers.ownerref import (
     new_controller_ref,
     orphan_namespace_index,
     owned_and_orphans,
+    resolve_controller_ref,
 )
 from k8slite.controllers.podutil import is_pod_ready, utcnow
 from k8slite.controllers.replicaset import (
@@ -151,10 +152,7 @@ class DaemonSetController(Controller):
                 self.enqueue(ds)
 
     def _owner_of(self, obj: Obj, ref: Obj | None) -> Obj | None:
-        if ref is None or ref.get("kind") != "DaemonSet":
-            return None
-        ds = self.ds_informer.get(ref.get("name", ""), namespace_of(obj))
-        return ds if ds is not None and uid_of(ds) == ref.get("uid") else None
+        return resolve_controller_ref(self.ds_informer, "DaemonSet", obj, ref)
 
     def _selecting(self, obj: Obj) -> list[Obj]:
         labels = labels_of(obj)

@@ -47,6 +47,7 @@ from k8slite.controllers.ownerref import (
     new_controller_ref,
     orphan_namespace_index,
     owned_and_orphans,
+    resolve_controller_ref,
 )
 from k8slite.controllers.podutil import is_pod_active, is_pod_ready, utcnow
 from k8slite.controllers.ranking import pods_to_delete
@@ -166,13 +167,7 @@ class JobController(Controller):
         return f"pod:{object_key(pod)}"
 
     def _owner_of(self, pod: Obj) -> Obj | None:
-        ref = controller_ref(pod)
-        if ref is None or ref.get("kind") != "Job":
-            return None
-        job = self.job_informer.get(ref.get("name", ""), meta(pod).get("namespace"))
-        if job is None or uid_of(job) != ref.get("uid"):
-            return None
-        return job
+        return resolve_controller_ref(self.job_informer, "Job", pod, controller_ref(pod))
 
     def _orphaned_with_finalizer(self, pod: Obj) -> bool:
         ref = controller_ref(pod)

@@ -41,6 +41,7 @@ from k8slite.controllers.ownerref import (
     new_controller_ref,
     orphan_namespace_index,
     owned_and_orphans,
+    resolve_controller_ref,
 )
 from k8slite.controllers.podutil import (
     is_pod_active,
@@ -160,12 +161,7 @@ class ReplicaSetController(Controller):
 
     def _owner_of(self, pod: Obj, ref: Obj | None) -> Obj | None:
         """The ReplicaSet a pod's controller ref names, if it is one we know (same uid)."""
-        if ref is None or ref.get("kind") != self.kind:
-            return None
-        rs = self.rs_informer.get(ref.get("name", ""), meta(pod).get("namespace"))
-        if rs is None or uid_of(rs) != ref.get("uid"):
-            return None
-        return rs
+        return resolve_controller_ref(self.rs_informer, self.kind, pod, ref)
 
     def _selecting(self, pod: Obj) -> list[Obj]:
         """ReplicaSets of the pod's namespace whose selector matches it (for orphans)."""
