@@ -45,7 +45,7 @@ from k8slite.controllers.ownerref import (
 )
 from k8slite.controllers.podutil import is_pod_ready, utcnow
 from k8slite.controllers.replicaset import (
-    is_namespace_terminating,
+    create_controlled_pod,
     pod_from_template,
     slow_start_batch,
 )
@@ -373,14 +373,7 @@ class DaemonSetController(Controller):
             node_name = pending.pop()
             pod = pod_from_template(ds, template, owner_ref)
             du.pin_to_node(pod["spec"], node_name)
-            try:
-                made = await self.client.create(PODS, pod)
-            except ApiError as e:
-                if is_namespace_terminating(e):
-                    return
-                self.recorder.event(ds, WARNING, "FailedCreate", f"Error creating: {e.message}")
-                raise
-            self.recorder.event(ds, NORMAL, "SuccessfulCreate", f"Created pod: {name_of(made)}")
+            await create_controlled_pod(self.client, self.recorder, ds, pod)
 
         created, error = await slow_start_batch(len(nodes), create)
         # Pods never made will never be observed: stop waiting for them.

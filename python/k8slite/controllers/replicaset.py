@@ -14,6 +14,7 @@ import trio
 from k8slite._native import LabelSelector
 from k8slite.client import (
     OWNER_UID_INDEX,
+    ApiClient,
     ApiError,
     Conflict,
     DeletedFinalStateUnknown,
@@ -21,7 +22,7 @@ from k8slite.client import (
     object_key,
 )
 from k8slite.client.resource import PODS, REPLICASETS, REPLICATIONCONTROLLERS, Resource
-from k8slite.component.events import NORMAL, WARNING
+from k8slite.component.events import NORMAL, WARNING, EventRecorder
 from k8slite.component.objects import (
     Obj,
     controller_ref,
@@ -30,6 +31,7 @@ from k8slite.component.objects import (
     is_deleting,
     labels_of,
     meta,
+    name_of,
     resource_version_of,
     uid_of,
 )
@@ -98,6 +100,24 @@ def pod_from_template(owner: Obj, template: Obj, owner_ref: Obj) -> Obj:
         "metadata": pod_meta,
         "spec": copy.deepcopy(template.get("spec") or {}),
     }
+
+
+async def create_controlled_pod(
+    client: ApiClient, recorder: EventRecorder, owner: Obj, body: Obj
+) -> None:
+    """Create one of the owner's pods, with upstream's SuccessfulCreate/FailedCreate events.
+
+    A terminating namespace is not an error: every create there fails while the namespace
+    controller is at work.
+    """
+    try:
+        pod = await client.create(PODS, body)
+    except ApiError as e:
+        if is_namespace_terminating(e):
+            return
+        recorder.event(owner, WARNING, "FailedCreate", f"Error creating: {e.message}")
+        raise
+    recorder.event(owner, NORMAL, "SuccessfulCreate", f"Created pod: {name_of(pod)}")
 
 
 async def _collect_errors(fn: Callable[[], Awaitable[None]], errors: list[Exception]) -> None:
@@ -282,16 +302,8 @@ class ReplicaSetController(Controller):
         owner_ref = new_controller_ref(rs, self.resource.api_version, self.kind)
 
         async def create() -> None:
-            try:
-                pod = await self.client.create(PODS, pod_from_template(rs, template, owner_ref))
-            except ApiError as e:
-                if is_namespace_terminating(e):
-                    return  # every create will fail; the namespace controller is at work
-                self.recorder.event(rs, WARNING, "FailedCreate", f"Error creating: {e.message}")
-                raise
-            self.recorder.event(
-                rs, NORMAL, "SuccessfulCreate", f"Created pod: {meta(pod).get('name')}"
-            )
+            body = pod_from_template(rs, template, owner_ref)
+            await create_controlled_pod(self.client, self.recorder, rs, body)
 
         created, error = await slow_start_batch(count, create)
         # The pods never made will never be observed: stop waiting for them.
