@@ -14,6 +14,7 @@ import trio
 from k8slite._native import LabelSelector
 from k8slite.client import (
     OWNER_UID_INDEX,
+    AlreadyExists,
     ApiClient,
     ApiError,
     Conflict,
@@ -77,8 +78,20 @@ def replicas_of(obj: Obj) -> int:
 
 
 def is_namespace_terminating(error: ApiError) -> bool:
+    """The create was refused because its namespace is going away (nothing to retry)."""
     causes = error.details.get("causes") or ()
     return any(c.get("reason") == NAMESPACE_TERMINATING for c in causes)
+
+
+async def create_if_absent(client: ApiClient, res: Resource, body: Obj, namespace: str) -> None:
+    """Create the object unless it exists already or its namespace is going away."""
+    try:
+        await client.create(res, body, namespace=namespace)
+    except AlreadyExists:
+        pass
+    except ApiError as e:
+        if not is_namespace_terminating(e):
+            raise
 
 
 def pod_from_template(owner: Obj, template: Obj, owner_ref: Obj) -> Obj:
