@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 
+from k8slite.api.nodeaffinity import node_matches_terms
 from k8slite.api.printers import pv_row, pvc_row, storageclass_row
 from k8slite.api.strategy import strategy_for
 from k8slite.api.validation import FieldErrors
 from k8slite.component.objects import Obj
-from k8slite.controllers.volumematch import find_best_match, node_matches_terms
+from k8slite.controllers.volumematch import find_best_match
 from k8slite.kubelet.volumes import set_group_ownership
 from k8slite.scheduler.plugins import combine_terms
 

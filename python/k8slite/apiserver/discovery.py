@@ -13,6 +13,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 
 from k8slite._native import dumps
+from k8slite.api import errors
 from k8slite.api.resources import ResourceType, group_versions, served
 from k8slite.component.objects import Obj
 
@@ -205,17 +206,8 @@ def register(app: QuartTrio) -> None:
 
     def answer(obj: Obj | None, content_type: str = "application/json") -> Response:
         if obj is None:
-            obj = {
-                "kind": "Status",
-                "apiVersion": "v1",
-                "metadata": {},
-                "status": "Failure",
-                "message": "the server could not find the requested resource",
-                "reason": "NotFound",
-                "details": {},
-                "code": 404,
-            }
-            return Response(dumps(obj), status=404, content_type="application/json")
+            err = errors.not_found_path()
+            return Response(dumps(err.status()), status=err.code, content_type="application/json")
         return Response(dumps(obj), content_type=content_type)
 
     def root(legacy: bool) -> Response:

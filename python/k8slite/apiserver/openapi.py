@@ -16,7 +16,7 @@ from quart_trio import QuartTrio
 
 from k8slite import KUBERNETES_VERSION
 from k8slite._native import dumps, loads
-from k8slite.api import meta, schemas
+from k8slite.api import errors, meta, schemas
 from k8slite.api.customresource import custom_of
 from k8slite.api.patchmeta import META
 from k8slite.api.resources import RESOURCES, ResourceType, group_versions, served
@@ -547,9 +547,8 @@ def register(app: QuartTrio) -> None:
         accept = request.headers.get("Accept", "")
         if accept and "json" not in accept and "*/*" not in accept:
             # Only the JSON form is served; clients fall back when refused.
-            return Response(
-                dumps(_not_acceptable(accept)), status=406, content_type="application/json"
-            )
+            err = errors.not_acceptable(accept)
+            return Response(dumps(err.status()), status=err.code, content_type="application/json")
         return Response(v2_with_custom(), content_type="application/json")
 
     @app.route("/openapi/v3")
@@ -560,7 +559,8 @@ def register(app: QuartTrio) -> None:
     async def openapi_v3_gv(gv: str) -> Response:
         doc = v3_documents().get(gv) or custom_v3_documents().get(gv)
         if doc is None:
-            return Response(dumps(_not_found()), status=404, content_type="application/json")
+            err = errors.not_found_path()
+            return Response(dumps(err.status()), status=err.code, content_type="application/json")
         body, digest = doc
         immutable = request.args.get("hash") == digest
         return Response(
@@ -571,29 +571,3 @@ def register(app: QuartTrio) -> None:
                 "Cache-Control": "public, immutable" if immutable else "no-cache, private",
             },
         )
-
-
-def _not_acceptable(accept: str) -> Obj:
-    return {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": f"the server was unable to respond with a content type that the "
-        f'client supports (got "{accept}")',
-        "reason": "NotAcceptable",
-        "code": 406,
-    }
-
-
-def _not_found() -> Obj:
-    return {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": "the server could not find the requested resource",
-        "reason": "NotFound",
-        "details": {},
-        "code": 404,
-    }

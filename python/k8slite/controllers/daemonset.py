@@ -41,10 +41,11 @@ from k8slite.controllers.ownerref import (
     new_controller_ref,
     orphan_namespace_index,
     owned_and_orphans,
+    resolve_controller_ref,
 )
 from k8slite.controllers.podutil import is_pod_ready, utcnow
 from k8slite.controllers.replicaset import (
-    is_namespace_terminating,
+    create_controlled_pod,
     pod_from_template,
     slow_start_batch,
 )
@@ -151,10 +152,7 @@ class DaemonSetController(Controller):
                 self.enqueue(ds)
 
     def _owner_of(self, obj: Obj, ref: Obj | None) -> Obj | None:
-        if ref is None or ref.get("kind") != "DaemonSet":
-            return None
-        ds = self.ds_informer.get(ref.get("name", ""), namespace_of(obj))
-        return ds if ds is not None and uid_of(ds) == ref.get("uid") else None
+        return resolve_controller_ref(self.ds_informer, "DaemonSet", obj, ref)
 
     def _selecting(self, obj: Obj) -> list[Obj]:
         labels = labels_of(obj)
@@ -375,14 +373,7 @@ class DaemonSetController(Controller):
             node_name = pending.pop()
             pod = pod_from_template(ds, template, owner_ref)
             du.pin_to_node(pod["spec"], node_name)
-            try:
-                made = await self.client.create(PODS, pod)
-            except ApiError as e:
-                if is_namespace_terminating(e):
-                    return
-                self.recorder.event(ds, WARNING, "FailedCreate", f"Error creating: {e.message}")
-                raise
-            self.recorder.event(ds, NORMAL, "SuccessfulCreate", f"Created pod: {name_of(made)}")
+            await create_controlled_pod(self.client, self.recorder, ds, pod)
 
         created, error = await slow_start_batch(len(nodes), create)
         # Pods never made will never be observed: stop waiting for them.

@@ -8,6 +8,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from k8slite.api.nodeaffinity import node_matches_terms
 from k8slite.component.objects import Obj, annotations_of, is_deleting, labels_of, meta
 from k8slite.controllers.deploymentutil import scaled_value
 from k8slite.controllers.podutil import is_pod_available, is_pod_ready
@@ -117,41 +118,6 @@ def is_pod_updated(pod: Obj, revision_hash: str, generation: int | None) -> bool
 # ---------------------------------------------------------------- node eligibility
 
 
-def _requirement_matches(req: Obj, value: str | None) -> bool:
-    op = req.get("operator")
-    values = [str(v) for v in req.get("values") or ()]
-    if op == "In":
-        return value is not None and value in values
-    if op == "NotIn":
-        return value is None or value not in values
-    if op == "Exists":
-        return value is not None
-    if op == "DoesNotExist":
-        return value is None
-    if op in ("Gt", "Lt") and value is not None and len(values) == 1:
-        try:
-            have, bound = int(value), int(values[0])
-        except ValueError:
-            return False
-        return have > bound if op == "Gt" else have < bound
-    return False
-
-
-def _term_matches(term: Obj, labels: Mapping[str, str], node_name: str) -> bool:
-    exprs = term.get("matchExpressions") or ()
-    fields = term.get("matchFields") or ()
-    if not exprs and not fields:
-        return False  # an empty term selects no node
-    for req in exprs:
-        if not _requirement_matches(req, labels.get(str(req.get("key")))):
-            return False
-    for req in fields:
-        value = node_name if req.get("key") == "metadata.name" else None
-        if not _requirement_matches(req, value):
-            return False
-    return True
-
-
 def fits_node_affinity(spec: Obj, node: Obj) -> bool:
     """nodeSelector and the required node affinity terms (ORed) against the node."""
     labels = labels_of(node)
@@ -163,8 +129,7 @@ def fits_node_affinity(spec: Obj, node: Obj) -> bool:
     )
     if required is None:
         return True
-    name = str(meta(node).get("name", ""))
-    return any(_term_matches(t, labels, name) for t in required.get("nodeSelectorTerms") or ())
+    return node_matches_terms(required.get("nodeSelectorTerms") or (), node)
 
 
 class Eligibility:

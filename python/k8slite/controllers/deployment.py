@@ -38,6 +38,7 @@ from k8slite.controllers.ownerref import (
     new_controller_ref,
     orphan_namespace_index,
     owned_and_orphans,
+    resolve_controller_ref,
 )
 from k8slite.controllers.replicaset import is_namespace_terminating, replicas_of
 
@@ -78,10 +79,7 @@ class DeploymentController(Controller):
     # ---------------------------------------------------------------- handlers
 
     def _owner_of(self, obj: Obj, ref: Obj | None) -> Obj | None:
-        if ref is None or ref.get("kind") != "Deployment":
-            return None
-        d = self.d_informer.get(ref.get("name", ""), meta(obj).get("namespace"))
-        return d if d is not None and uid_of(d) == ref.get("uid") else None
+        return resolve_controller_ref(self.d_informer, "Deployment", obj, ref)
 
     def _selecting(self, rs: Obj) -> list[Obj]:
         labels = labels_of(rs)

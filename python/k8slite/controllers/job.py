@@ -20,7 +20,6 @@ from k8slite.component.objects import (
     is_deleting,
     labels_of,
     meta,
-    name_of,
     resource_version_of,
     uid_of,
 )
@@ -47,10 +46,14 @@ from k8slite.controllers.ownerref import (
     new_controller_ref,
     orphan_namespace_index,
     owned_and_orphans,
+    resolve_controller_ref,
 )
 from k8slite.controllers.podutil import is_pod_active, is_pod_ready, utcnow
 from k8slite.controllers.ranking import pods_to_delete
-from k8slite.controllers.replicaset import is_namespace_terminating, slow_start_batch
+from k8slite.controllers.replicaset import (
+    create_controlled_pod,
+    slow_start_batch,
+)
 
 log = logging.getLogger(__name__)
 
@@ -166,13 +169,7 @@ class JobController(Controller):
         return f"pod:{object_key(pod)}"
 
     def _owner_of(self, pod: Obj) -> Obj | None:
-        ref = controller_ref(pod)
-        if ref is None or ref.get("kind") != "Job":
-            return None
-        job = self.job_informer.get(ref.get("name", ""), meta(pod).get("namespace"))
-        if job is None or uid_of(job) != ref.get("uid"):
-            return None
-        return job
+        return resolve_controller_ref(self.job_informer, "Job", pod, controller_ref(pod))
 
     def _orphaned_with_finalizer(self, pod: Obj) -> bool:
         ref = controller_ref(pod)
@@ -664,14 +661,7 @@ class JobController(Controller):
                 self._failures_of_index(job, index) if per_index and index is not None else None
             )
             body = pod_for_job(job, owner_ref, index, failures)
-            try:
-                pod = await self.client.create(PODS, body)
-            except ApiError as e:
-                if is_namespace_terminating(e):
-                    return
-                self.recorder.event(job, WARNING, "FailedCreate", f"Error creating: {e.message}")
-                raise
-            self.recorder.event(job, NORMAL, "SuccessfulCreate", f"Created pod: {name_of(pod)}")
+            await create_controlled_pod(self.client, self.recorder, job, body)
 
         created, error = await slow_start_batch(len(indexes), create)
         for _ in range(len(indexes) - created):

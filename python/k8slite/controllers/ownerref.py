@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from k8slite.client import ApiClient, Invalid, NotFound
+from k8slite.client.informer import SharedInformer
 from k8slite.client.resource import Resource
 from k8slite.component.objects import (
     Obj,
@@ -28,6 +29,17 @@ def new_controller_ref(owner: Obj, api_version: str, kind: str) -> Obj:
         "controller": True,
         "blockOwnerDeletion": True,
     }
+
+
+def resolve_controller_ref(
+    informer: SharedInformer, kind: str, obj: Obj, ref: Obj | None
+) -> Obj | None:
+    """The owner a controller ref names, from the informer's cache, when it is of `kind` and
+    has the ref's uid (a same-named successor is not the owner)."""
+    if ref is None or ref.get("kind") != kind:
+        return None
+    owner = informer.get(str(ref.get("name", "")), meta(obj).get("namespace"))
+    return owner if owner is not None and uid_of(owner) == ref.get("uid") else None
 
 
 def owner_patch(obj: Obj, refs: list[Obj]) -> Obj:

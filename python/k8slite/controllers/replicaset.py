@@ -14,6 +14,8 @@ import trio
 from k8slite._native import LabelSelector
 from k8slite.client import (
     OWNER_UID_INDEX,
+    AlreadyExists,
+    ApiClient,
     ApiError,
     Conflict,
     DeletedFinalStateUnknown,
@@ -21,7 +23,7 @@ from k8slite.client import (
     object_key,
 )
 from k8slite.client.resource import PODS, REPLICASETS, REPLICATIONCONTROLLERS, Resource
-from k8slite.component.events import NORMAL, WARNING
+from k8slite.component.events import NORMAL, WARNING, EventRecorder
 from k8slite.component.objects import (
     Obj,
     controller_ref,
@@ -30,6 +32,7 @@ from k8slite.component.objects import (
     is_deleting,
     labels_of,
     meta,
+    name_of,
     resource_version_of,
     uid_of,
 )
@@ -41,6 +44,7 @@ from k8slite.controllers.ownerref import (
     new_controller_ref,
     orphan_namespace_index,
     owned_and_orphans,
+    resolve_controller_ref,
 )
 from k8slite.controllers.podutil import (
     is_pod_active,
@@ -74,8 +78,20 @@ def replicas_of(obj: Obj) -> int:
 
 
 def is_namespace_terminating(error: ApiError) -> bool:
+    """The create was refused because its namespace is going away (nothing to retry)."""
     causes = error.details.get("causes") or ()
     return any(c.get("reason") == NAMESPACE_TERMINATING for c in causes)
+
+
+async def create_if_absent(client: ApiClient, res: Resource, body: Obj, namespace: str) -> None:
+    """Create the object unless it exists already or its namespace is going away."""
+    try:
+        await client.create(res, body, namespace=namespace)
+    except AlreadyExists:
+        pass
+    except ApiError as e:
+        if not is_namespace_terminating(e):
+            raise
 
 
 def pod_from_template(owner: Obj, template: Obj, owner_ref: Obj) -> Obj:
@@ -97,6 +113,24 @@ def pod_from_template(owner: Obj, template: Obj, owner_ref: Obj) -> Obj:
         "metadata": pod_meta,
         "spec": copy.deepcopy(template.get("spec") or {}),
     }
+
+
+async def create_controlled_pod(
+    client: ApiClient, recorder: EventRecorder, owner: Obj, body: Obj
+) -> None:
+    """Create one of the owner's pods, with upstream's SuccessfulCreate/FailedCreate events.
+
+    A terminating namespace is not an error: every create there fails while the namespace
+    controller is at work.
+    """
+    try:
+        pod = await client.create(PODS, body)
+    except ApiError as e:
+        if is_namespace_terminating(e):
+            return
+        recorder.event(owner, WARNING, "FailedCreate", f"Error creating: {e.message}")
+        raise
+    recorder.event(owner, NORMAL, "SuccessfulCreate", f"Created pod: {name_of(pod)}")
 
 
 async def _collect_errors(fn: Callable[[], Awaitable[None]], errors: list[Exception]) -> None:
@@ -160,12 +194,7 @@ class ReplicaSetController(Controller):
 
     def _owner_of(self, pod: Obj, ref: Obj | None) -> Obj | None:
         """The ReplicaSet a pod's controller ref names, if it is one we know (same uid)."""
-        if ref is None or ref.get("kind") != self.kind:
-            return None
-        rs = self.rs_informer.get(ref.get("name", ""), meta(pod).get("namespace"))
-        if rs is None or uid_of(rs) != ref.get("uid"):
-            return None
-        return rs
+        return resolve_controller_ref(self.rs_informer, self.kind, pod, ref)
 
     def _selecting(self, pod: Obj) -> list[Obj]:
         """ReplicaSets of the pod's namespace whose selector matches it (for orphans)."""
@@ -286,16 +315,8 @@ class ReplicaSetController(Controller):
         owner_ref = new_controller_ref(rs, self.resource.api_version, self.kind)
 
         async def create() -> None:
-            try:
-                pod = await self.client.create(PODS, pod_from_template(rs, template, owner_ref))
-            except ApiError as e:
-                if is_namespace_terminating(e):
-                    return  # every create will fail; the namespace controller is at work
-                self.recorder.event(rs, WARNING, "FailedCreate", f"Error creating: {e.message}")
-                raise
-            self.recorder.event(
-                rs, NORMAL, "SuccessfulCreate", f"Created pod: {meta(pod).get('name')}"
-            )
+            body = pod_from_template(rs, template, owner_ref)
+            await create_controlled_pod(self.client, self.recorder, rs, body)
 
         created, error = await slow_start_batch(count, create)
         # The pods never made will never be observed: stop waiting for them.

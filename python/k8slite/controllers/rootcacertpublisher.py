@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import copy
 
-from k8slite.client import AlreadyExists, ApiError, DeletedFinalStateUnknown, NotFound
+from k8slite.client import DeletedFinalStateUnknown, NotFound
 from k8slite.client.resource import CONFIGMAPS, NAMESPACES
 from k8slite.component.objects import Obj, is_deleting, name_of, namespace_of
 from k8slite.controllers.base import Controller, ControllerContext
-from k8slite.controllers.serviceaccount import is_namespace_terminating
+from k8slite.controllers.replicaset import create_if_absent
 
 CONFIGMAP = "kube-root-ca.crt"
 DESCRIPTION = "kubernetes.io/description"
@@ -61,13 +61,7 @@ class RootCACertPublisher(Controller):
                 },
                 "data": data,
             }
-            try:
-                await self.client.create(CONFIGMAPS, new, namespace=key)
-            except AlreadyExists:
-                pass
-            except ApiError as e:
-                if not is_namespace_terminating(e):
-                    raise
+            await create_if_absent(self.client, CONFIGMAPS, new, key)
             return None
         annotations = (current.get("metadata") or {}).get("annotations") or {}
         if current.get("data") == data and annotations.get(DESCRIPTION):

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-from k8slite.client import AlreadyExists, ApiError, DeletedFinalStateUnknown
+from k8slite.client import DeletedFinalStateUnknown
 from k8slite.client.resource import NAMESPACES, SERVICEACCOUNTS
 from k8slite.component.objects import Obj, is_deleting, name_of, namespace_of
 from k8slite.controllers.base import Controller, ControllerContext
+from k8slite.controllers.replicaset import create_if_absent
 
 # The accounts upstream makes in each namespace.
 ACCOUNTS = ("default",)
-NAMESPACE_TERMINATING = "NamespaceTerminating"
-
-
-def is_namespace_terminating(error: ApiError) -> bool:
-    """The create was refused because its namespace is going away (nothing to retry)."""
-    causes = (error.status.get("details") or {}).get("causes") or []
-    return any(c.get("reason") == NAMESPACE_TERMINATING for c in causes)
 
 
 class ServiceAccountsController(Controller):
@@ -60,11 +54,5 @@ class ServiceAccountsController(Controller):
                 "kind": "ServiceAccount",
                 "metadata": {"name": name, "namespace": key},
             }
-            try:
-                await self.client.create(SERVICEACCOUNTS, body, namespace=key)
-            except AlreadyExists:
-                pass
-            except ApiError as e:
-                if not is_namespace_terminating(e):
-                    raise
+            await create_if_absent(self.client, SERVICEACCOUNTS, body, key)
         return None

@@ -7,6 +7,7 @@ from fractions import Fraction
 from typing import Any
 
 from k8slite._native import LabelSelector, SelectorError
+from k8slite.api.nodeaffinity import node_matches_terms
 from k8slite.api.quantity import QuantityError, parse_quantity
 from k8slite.api.storage_v1 import storage_request
 from k8slite.component.objects import Obj, is_deleting, labels_of, name_of, namespace_of, uid_of
@@ -39,41 +40,6 @@ def bound_to_claim(pv: Obj, claim: Obj) -> bool:
     if ref.get("name") != name_of(claim) or ref.get("namespace") != namespace_of(claim):
         return False
     return not ref.get("uid") or ref.get("uid") == uid_of(claim)
-
-
-def _requirement_matches(req: Obj, value: str | None) -> bool:
-    op, values = req.get("operator"), [str(v) for v in req.get("values") or ()]
-    if op == "In":
-        return value is not None and value in values
-    if op == "NotIn":
-        return value is None or value not in values
-    if op == "Exists":
-        return value is not None
-    if op == "DoesNotExist":
-        return value is None
-    if op in ("Gt", "Lt") and value is not None and len(values) == 1:
-        try:
-            have, bound = int(value), int(values[0])
-        except ValueError:
-            return False
-        return have > bound if op == "Gt" else have < bound
-    return False
-
-
-def node_matches_terms(terms: Iterable[Obj], node: Obj) -> bool:
-    """NodeSelectorTerms (ORed; each term's requirements ANDed) against a node."""
-    labels = labels_of(node)
-    fields = {"metadata.name": name_of(node)}
-    for term in terms:
-        exprs = term.get("matchExpressions") or []
-        field_reqs = term.get("matchFields") or []
-        if not exprs and not field_reqs:
-            continue  # an empty term matches nothing, as upstream
-        if all(_requirement_matches(r, labels.get(str(r.get("key")))) for r in exprs) and all(
-            _requirement_matches(r, fields.get(str(r.get("key")))) for r in field_reqs
-        ):
-            return True
-    return False
 
 
 def volume_terms(pv: Obj) -> list[Obj] | None:

@@ -8,6 +8,8 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mappi
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import trio
+
 from k8slite.api.quantity import int_value, milli_value
 from k8slite.component.objects import meta
 
@@ -472,6 +474,17 @@ def sandbox_from_labels(
         created_at=created_at,
         labels=labels,
     )
+
+
+async def connect_pod_port(sandbox: Sandbox, host: str, port: int) -> trio.SocketStream:
+    """A TCP connection to a pod's port for port-forward, failing with CRI's message."""
+    try:
+        return await trio.open_tcp_stream(host, port)
+    except OSError as e:
+        raise ContainerRuntimeError(
+            f"failed to connect to localhost:{port} inside namespace of pod "
+            f"{sandbox.namespace}/{sandbox.name}: {e.strerror or e}"
+        ) from None
 
 
 def terminated_reason(exit_code: int, oom_killed: bool = False) -> str:

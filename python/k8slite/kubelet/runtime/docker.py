@@ -46,6 +46,7 @@ from k8slite.kubelet.runtime.base import (
     Sandbox,
     SandboxState,
     StartContainerError,
+    connect_pod_port,
     container_info,
     container_labels,
     never_pull_error,
@@ -487,14 +488,7 @@ class DockerRuntime:
 
     async def port_forward(self, sandbox: Sandbox, port: int) -> trio.SocketStream:
         # The pod's address on the bridge network (the node's own for hostNetwork pods).
-        host = sandbox.ip or self.node_ip
-        try:
-            return await trio.open_tcp_stream(host, port)
-        except OSError as e:
-            raise ContainerRuntimeError(
-                f"failed to connect to localhost:{port} inside namespace of pod "
-                f"{sandbox.namespace}/{sandbox.name}: {e.strerror or e}"
-            ) from None
+        return await connect_pod_port(sandbox, sandbox.ip or self.node_ip, port)
 
     def _kill_exec(self, info: Mapping[str, Any]) -> None:
         # The engine has no API to kill an exec; its Pid is a host PID, valid only when the

@@ -47,6 +47,7 @@ from k8slite.kubelet.runtime.base import (
     Sandbox,
     SandboxState,
     StartContainerError,
+    connect_pod_port,
     container_info,
     container_labels,
     pod_identity,
@@ -425,13 +426,7 @@ class ProcessRuntime:
 
     async def port_forward(self, sandbox: Sandbox, port: int) -> trio.SocketStream:
         # Process pods share the node's network namespace: the port is on loopback.
-        try:
-            return await trio.open_tcp_stream("127.0.0.1", port)
-        except OSError as e:
-            raise ContainerRuntimeError(
-                f"failed to connect to localhost:{port} inside namespace of pod "
-                f"{sandbox.namespace}/{sandbox.name}: {e.strerror or e}"
-            ) from None
+        return await connect_pod_port(sandbox, "127.0.0.1", port)
 
     async def logs(
         self,
