@@ -543,6 +543,12 @@ def _ready_doc(what: str) -> str:
     return f"The aggregate readiness state of this {what} for accepting traffic."
 
 
+_WEBHOOKS = Column(
+    "Webhooks",
+    type="integer",
+    description="Webhooks is a list of webhooks and the affected resources and operations.",
+)
+
 PRINTERS: dict[tuple[str, str], Printer] = {
     ("", "Pod"): Printer(
         (
@@ -885,6 +891,12 @@ PRINTERS: dict[tuple[str, str], Printer] = {
             *_limits(o),
             age(o, now),
         ],
+    ),
+    ("admissionregistration.k8s.io", "MutatingWebhookConfiguration"): Printer(
+        (NAME, _WEBHOOKS, AGE), _simple(lambda o: len(o.get("webhooks") or ()))
+    ),
+    ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration"): Printer(
+        (NAME, _WEBHOOKS, AGE), _simple(lambda o: len(o.get("webhooks") or ()))
     ),
     ("apiextensions.k8s.io", "CustomResourceDefinition"): Printer(
         (NAME, Column("Created At", type="date", description=AGE_DOC)),

@@ -224,6 +224,23 @@ RESOURCES: list[ResourceType] = [
         False,
         verbs=("create",),
     ),
+    # Admission webhooks: called by the API server on the writes their rules match.
+    ResourceType(
+        "admissionregistration.k8s.io",
+        "v1",
+        "MutatingWebhookConfiguration",
+        "mutatingwebhookconfigurations",
+        False,
+        categories=("api-extensions",),
+    ),
+    ResourceType(
+        "admissionregistration.k8s.io",
+        "v1",
+        "ValidatingWebhookConfiguration",
+        "validatingwebhookconfigurations",
+        False,
+        categories=("api-extensions",),
+    ),
     ResourceType(
         "apiextensions.k8s.io",
         "v1",

@@ -102,6 +102,7 @@ def strategy_for(group: str, kind: str) -> Strategy:
 def _load_kinds() -> None:
     # Importing the modules registers their strategies.
     from k8slite.api import (  # noqa: F401
+        admissionregistration_v1,
         apiextensions_v1,
         apps_v1,
         core_v1,

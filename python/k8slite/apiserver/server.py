@@ -29,6 +29,7 @@ from k8slite.apiserver.security import secure_app
 from k8slite.apiserver.serviceaccounts import ServiceAccountTokens
 from k8slite.apiserver.tls import serve
 from k8slite.apiserver.watch import bookmark_ticker
+from k8slite.apiserver.webhooks import WebhookDispatcher
 from k8slite.serviceaccount.claims import DEFAULT_ISSUER
 from k8slite.serviceaccount.jwt import load_private_key, load_public_keys
 from k8slite.storage.rocksdb import RocksStore
@@ -36,7 +37,7 @@ from k8slite.storage.rocksdb import RocksStore
 log = logging.getLogger(__name__)
 
 # The admission plugins with something to do here that upstream enables by default.
-ADMISSION_PLUGINS = ("ServiceAccount",)
+ADMISSION_PLUGINS = ("ServiceAccount", "MutatingAdmissionWebhook", "ValidatingAdmissionWebhook")
 DEFAULT_ADMISSION_PLUGINS = ADMISSION_PLUGINS
 
 
@@ -184,6 +185,14 @@ async def run(
         tokens.register_discovery(app.quart)
         if "ServiceAccount" in config.admission_plugins:
             core.registries[("", "pods")].admit = ServiceAccountAdmission(core).admit
+        if {"MutatingAdmissionWebhook", "ValidatingAdmissionWebhook"} & set(
+            config.admission_plugins
+        ):
+            app.resources.webhooks = WebhookDispatcher(
+                core,
+                mutating="MutatingAdmissionWebhook" in config.admission_plugins,
+                validating="ValidatingAdmissionWebhook" in config.admission_plugins,
+            )
         secured = await secure_app(
             app,
             core,

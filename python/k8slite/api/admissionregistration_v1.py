@@ -1,0 +1,178 @@
+"""admissionregistration.k8s.io/v1 Mutating/ValidatingWebhookConfiguration defaults and rules."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+from k8slite._native import LabelSelector, SelectorError
+from k8slite.api.strategy import Obj, Strategy, register
+from k8slite.api.validation import FieldErrors
+
+GROUP = "admissionregistration.k8s.io"
+OPERATIONS = ["*", "CONNECT", "CREATE", "DELETE", "UPDATE"]
+SCOPES = ["*", "Cluster", "Namespaced"]
+FAILURE_POLICIES = ["Fail", "Ignore"]
+MATCH_POLICIES = ["Equivalent", "Exact"]
+SIDE_EFFECTS = ["None", "NoneOnDryRun"]
+REINVOCATION = ["IfNeeded", "Never"]
+REVIEW_VERSIONS = ("v1", "v1beta1")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+
+def _default_webhook(hook: Obj, mutating: bool) -> None:
+    hook.setdefault("failurePolicy", "Fail")
+    hook.setdefault("matchPolicy", "Equivalent")
+    hook.setdefault("namespaceSelector", {})
+    hook.setdefault("objectSelector", {})
+    hook.setdefault("timeoutSeconds", 10)
+    if mutating:
+        hook.setdefault("reinvocationPolicy", "Never")
+    for rule in hook.get("rules") or ():
+        if isinstance(rule, dict):
+            rule.setdefault("scope", "*")
+    service = (hook.get("clientConfig") or {}).get("service")
+    if isinstance(service, dict):
+        service.setdefault("port", 443)
+
+
+def _is_qualified(name: str) -> bool:
+    labels = name.split(".")
+    return len(name) <= 253 and len(labels) >= 3 and all(_DNS_LABEL.match(x) for x in labels)
+
+
+def _check_client_config(errs: FieldErrors, path: str, config: Any) -> None:
+    config = config if isinstance(config, dict) else {}
+    url, service = config.get("url"), config.get("service")
+    if (url is None) == (service is None):
+        errs.required(path, "exactly one of url or service is required")
+        return
+    if url is not None:
+        parts = urlsplit(str(url))
+        if parts.scheme != "https":
+            errs.invalid(f"{path}.url", url, "'https' is the only allowed URL scheme")
+        elif not parts.hostname:
+            errs.invalid(f"{path}.url", url, "host must be specified")
+        elif parts.fragment or parts.query:
+            errs.invalid(f"{path}.url", url, "fragments and query parameters are not allowed")
+        return
+    if not service.get("namespace"):
+        errs.required(f"{path}.service.namespace", "service namespace is required")
+    if not service.get("name"):
+        errs.required(f"{path}.service.name", "service name is required")
+    port = service.get("port")
+    if not isinstance(port, int) or not 1 <= port <= 65535:
+        errs.invalid(f"{path}.service.port", port, "port is not valid: must be between 1 and 65535")
+    svc_path = service.get("path")
+    if svc_path is not None and not str(svc_path).startswith("/"):
+        errs.invalid(f"{path}.service.path", svc_path, "must start with a '/'")
+
+
+def _check_rules(errs: FieldErrors, path: str, rules: Any) -> None:
+    for i, rule in enumerate(rules or ()):
+        here = f"{path}[{i}]"
+        if not isinstance(rule, dict):
+            errs.invalid(here, rule, "must be an object")
+            continue
+        for field in ("apiGroups", "apiVersions", "resources", "operations"):
+            if not rule.get(field):
+                errs.required(f"{here}.{field}", "")
+        for op in rule.get("operations") or ():
+            if op not in OPERATIONS:
+                errs.not_supported(f"{here}.operations", op, OPERATIONS)
+        if rule.get("scope") not in SCOPES:
+            errs.not_supported(f"{here}.scope", rule.get("scope"), SCOPES)
+        for j, res in enumerate(rule.get("resources") or ()):
+            if not res:
+                errs.required(f"{here}.resources[{j}]", "resource must not be empty")
+
+
+def _check_selector(errs: FieldErrors, path: str, selector: Any) -> None:
+    try:
+        LabelSelector.from_dict(selector or {})
+    except SelectorError as e:
+        errs.invalid(path, selector, str(e))
+
+
+def validate_webhooks(obj: Obj, errs: FieldErrors, mutating: bool) -> None:
+    """Upstream's ValidateMutating/ValidatingWebhookConfiguration (v1 rules)."""
+    seen: set[str] = set()
+    for i, hook in enumerate(obj.get("webhooks") or ()):
+        path = f"webhooks[{i}]"
+        if not isinstance(hook, dict):
+            errs.invalid(path, hook, "must be an object")
+            continue
+        name = hook.get("name") or ""
+        if not name:
+            errs.required(f"{path}.name", "")
+        elif not _is_qualified(str(name)):
+            errs.invalid(
+                f"{path}.name",
+                name,
+                "should be a domain with at least three segments separated by dots",
+            )
+        elif name in seen:
+            errs.duplicate(f"{path}.name", name)
+        seen.add(str(name))
+        versions = hook.get("admissionReviewVersions")
+        if not versions:
+            errs.required(f"{path}.admissionReviewVersions", "must specify one of v1, v1beta1")
+        elif not any(v in REVIEW_VERSIONS for v in versions):
+            errs.invalid(
+                f"{path}.admissionReviewVersions",
+                versions,
+                "must include at least one of v1, v1beta1",
+            )
+        side = hook.get("sideEffects")
+        if side is None:
+            errs.required(f"{path}.sideEffects", "must specify one of None, NoneOnDryRun")
+        elif side not in SIDE_EFFECTS:
+            errs.not_supported(f"{path}.sideEffects", side, SIDE_EFFECTS)
+        timeout = hook.get("timeoutSeconds")
+        if not isinstance(timeout, int) or not 1 <= timeout <= 30:
+            errs.invalid(
+                f"{path}.timeoutSeconds",
+                timeout,
+                "the timeout value must be between 1 and 30 seconds",
+            )
+        if hook.get("failurePolicy") not in FAILURE_POLICIES:
+            errs.not_supported(f"{path}.failurePolicy", hook.get("failurePolicy"), FAILURE_POLICIES)
+        if hook.get("matchPolicy") not in MATCH_POLICIES:
+            errs.not_supported(f"{path}.matchPolicy", hook.get("matchPolicy"), MATCH_POLICIES)
+        if mutating and hook.get("reinvocationPolicy") not in REINVOCATION:
+            errs.not_supported(
+                f"{path}.reinvocationPolicy", hook.get("reinvocationPolicy"), REINVOCATION
+            )
+        _check_rules(errs, f"{path}.rules", hook.get("rules"))
+        _check_selector(errs, f"{path}.namespaceSelector", hook.get("namespaceSelector"))
+        _check_selector(errs, f"{path}.objectSelector", hook.get("objectSelector"))
+        _check_client_config(errs, f"{path}.clientConfig", hook.get("clientConfig"))
+
+
+class _WebhookConfigurationStrategy(Strategy):
+    mutating = False
+    tracks_generation = True
+
+    def default(self, obj: Obj) -> None:
+        for hook in obj.get("webhooks") or ():
+            if isinstance(hook, dict):
+                _default_webhook(hook, self.mutating)
+
+    def validate(self, obj: Obj, errs: FieldErrors, namespaced: bool) -> None:
+        super().validate(obj, errs, namespaced)
+        validate_webhooks(obj, errs, self.mutating)
+
+    def validate_update(self, new: Obj, old: Obj, errs: FieldErrors, namespaced: bool) -> None:
+        super().validate_update(new, old, errs, namespaced)
+        validate_webhooks(new, errs, self.mutating)
+
+
+@register(GROUP, "MutatingWebhookConfiguration")
+class MutatingWebhookConfigurationStrategy(_WebhookConfigurationStrategy):
+    mutating = True
+
+
+@register(GROUP, "ValidatingWebhookConfiguration")
+class ValidatingWebhookConfigurationStrategy(_WebhookConfigurationStrategy):
+    mutating = False
