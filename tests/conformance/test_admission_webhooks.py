@@ -347,3 +347,35 @@ def test_webhook_configuration_validation(api: httpx.Client) -> None:
         "'https' is the only allowed URL scheme",
     ):
         assert part in message, message
+
+
+def test_match_conditions_pick_the_objects_a_webhook_sees(
+    api: httpx.Client, namespace: str, webhook: WebhookServer, configs: list[str]
+) -> None:
+    _labelled_namespace(api, namespace)
+    config = {"url": webhook.url("/mutate"), "caBundle": webhook.ca_bundle}
+    condition = {"name": "m-only", "expression": "object.metadata.name.startsWith('m-')"}
+    _configure(
+        api,
+        configs,
+        "mutatingwebhookconfigurations",
+        "MutatingWebhookConfiguration",
+        [_hook("cond.hooks.example.com", config, namespace, matchConditions=[condition])],
+    )
+    r = api.post(f"/api/v1/namespaces/{namespace}/pods", json=_pod("m-one"))
+    assert r.status_code == 201, r.text
+    assert r.json()["metadata"]["labels"] == {"mutated": "yes"}
+    r = api.post(f"/api/v1/namespaces/{namespace}/pods", json=_pod("other"))
+    assert r.status_code == 201, r.text
+    assert "labels" not in r.json()["metadata"]
+    bad = _hook("bad.hooks.example.com", config, namespace)
+    bad["matchConditions"] = [{"name": "broken", "expression": "object.metadata.name =="}]
+    r = api.post(
+        f"{ARG}/mutatingwebhookconfigurations",
+        json={"metadata": {"name": "bad-conditions"}, "webhooks": [bad]},
+    )
+    assert r.status_code == 422, r.text
+    assert (
+        'webhooks[0].matchConditions[0].expression: Invalid value: "object.metadata.name ==": '
+        "compilation failed: ERROR: <input>:1:24: Syntax error" in r.json()["message"]
+    )

@@ -7,6 +7,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from k8slite._native import LabelSelector, SelectorError
+from k8slite.api.celrules import CelError, compile_expression
 from k8slite.api.strategy import Obj, Strategy, register
 from k8slite.api.validation import FieldErrors
 
@@ -148,6 +149,32 @@ def validate_webhooks(obj: Obj, errs: FieldErrors, mutating: bool) -> None:
         _check_selector(errs, f"{path}.namespaceSelector", hook.get("namespaceSelector"))
         _check_selector(errs, f"{path}.objectSelector", hook.get("objectSelector"))
         _check_client_config(errs, f"{path}.clientConfig", hook.get("clientConfig"))
+        check_match_conditions(errs, f"{path}.matchConditions", hook.get("matchConditions"))
+
+
+def check_match_conditions(errs: FieldErrors, path: str, conditions: Any) -> None:
+    """matchConditions: at most 64, named uniquely, each a CEL expression that compiles."""
+    conditions = conditions or ()
+    if len(conditions) > 64:
+        errs.too_many(path, len(conditions), 64)
+    names: set[str] = set()
+    for i, cond in enumerate(conditions):
+        here = f"{path}[{i}]"
+        cond = cond if isinstance(cond, dict) else {}
+        name = cond.get("name")
+        if not name:
+            errs.required(f"{here}.name", "")
+        elif name in names:
+            errs.duplicate(f"{here}.name", name)
+        names.add(str(name))
+        expression = cond.get("expression")
+        if not expression:
+            errs.required(f"{here}.expression", "")
+            continue
+        try:
+            compile_expression(str(expression))
+        except CelError as e:
+            errs.invalid(f"{here}.expression", expression, f"compilation failed: {e}")
 
 
 class _WebhookConfigurationStrategy(Strategy):

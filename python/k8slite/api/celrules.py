@@ -113,7 +113,7 @@ class Rule:
             passed = self.rule.run(variables)
         except (RuntimeError, TypeError, KeyError, ValueError, OverflowError) as e:
             errs._add(
-                "FieldValueInvalid", shown, f'Invalid value: "{go_type(value)}": {_eval_error(e)}'
+                "FieldValueInvalid", shown, f'Invalid value: "{go_type(value)}": {eval_error(e)}'
             )
             return
         if passed is True:
@@ -129,7 +129,7 @@ class Rule:
         _report(errs, self.reason, shown, go_type(value), message)
 
 
-def _eval_error(e: Exception) -> str:
+def eval_error(e: Exception) -> str:
     if isinstance(e, KeyError):
         return f"no such key: {e.args[0] if e.args else ''}"
     return str(e).split(". ", 1)[0]

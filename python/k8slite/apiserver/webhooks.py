@@ -23,7 +23,8 @@ from typing import Any
 import httpx
 
 from k8slite._native import LabelSelector, loads
-from k8slite.api import errors, meta
+from k8slite.api import celrules, errors, meta
+from k8slite.api.celrules import Expression, compile_expression
 from k8slite.api.patch import json_patch
 from k8slite.api.resources import ResourceType
 from k8slite.apiserver.authn import UserInfo
@@ -48,6 +49,8 @@ class Webhook:
     spec: Obj
     namespace_selector: LabelSelector
     object_selector: LabelSelector
+    # matchConditions, compiled once per configuration change: (name, expression).
+    conditions: tuple[tuple[str, Expression], ...] = ()
 
     @property
     def name(self) -> str:
@@ -77,6 +80,25 @@ def _rule_matches(rule: Obj, rt: ResourceType, operation: str, subresource: str 
         if subresource is not None and sub in ("*", subresource):
             return True
     return False
+
+
+def _conditions_match(hook: Webhook, request: Obj) -> bool:
+    """Every matchCondition true (the webhook is called); an error is a call failure."""
+    variables = {
+        "object": request.get("object"),
+        "oldObject": request.get("oldObject"),
+        "request": request,
+    }
+    for name, expression in hook.conditions:
+        try:
+            result = expression.run(variables)
+        except (RuntimeError, TypeError, KeyError, ValueError, OverflowError) as e:
+            raise WebhookCallError(
+                f"failed to evaluate match condition {name!r}: {celrules.eval_error(e)}"
+            ) from None
+        if result is not True:
+            return False
+    return True
 
 
 def _ssl_context(spec: Obj) -> ssl.SSLContext:
@@ -113,6 +135,10 @@ class WebhookDispatcher:
                         spec,
                         LabelSelector.from_dict(spec.get("namespaceSelector") or {}),
                         LabelSelector.from_dict(spec.get("objectSelector") or {}),
+                        tuple(
+                            (str(c["name"]), compile_expression(str(c["expression"])))
+                            for c in spec.get("matchConditions") or ()
+                        ),
                     )
                 )
         self._parsed[plural] = (reg.changed, hooks)
@@ -356,6 +382,8 @@ class RequestWebhooks:
         """Call one webhook; a patched object (mutating, when it patched) or None."""
         review = self._review(rt, operation, obj, old, subresource, dry_run)
         try:
+            if not _conditions_match(hook, review["request"]):
+                return None
             response = await self._post(hook, review)
             for warning in response.get("warnings") or ():
                 self.warn(str(warning))
