@@ -203,3 +203,122 @@ class MutatingWebhookConfigurationStrategy(_WebhookConfigurationStrategy):
 @register(GROUP, "ValidatingWebhookConfiguration")
 class ValidatingWebhookConfigurationStrategy(_WebhookConfigurationStrategy):
     mutating = False
+
+
+# ------------------------------------------------- ValidatingAdmissionPolicy (+Binding)
+
+VALIDATION_ACTIONS = ["Audit", "Deny", "Warn"]
+PARAM_NOT_FOUND = ["Allow", "Deny"]
+
+
+def _default_match_resources(match: Any) -> None:
+    if not isinstance(match, dict):
+        return
+    match.setdefault("namespaceSelector", {})
+    match.setdefault("objectSelector", {})
+    match.setdefault("matchPolicy", "Equivalent")
+    for field in ("resourceRules", "excludeResourceRules"):
+        for rule in match.get(field) or ():
+            if isinstance(rule, dict):
+                rule.setdefault("scope", "*")
+
+
+def _check_expressions(errs: FieldErrors, path: str, entries: Any, field: str) -> None:
+    for i, entry in enumerate(entries or ()):
+        entry = entry if isinstance(entry, dict) else {}
+        for name in (field, "messageExpression"):
+            text = entry.get(name)
+            if name == field and not text:
+                errs.required(f"{path}[{i}].{field}", f"{field} is not specified")
+                continue
+            if text:
+                try:
+                    compile_expression(str(text))
+                except CelError as e:
+                    errs.invalid(f"{path}[{i}].{name}", text, f"compilation failed: {e}")
+
+
+@register(GROUP, "ValidatingAdmissionPolicy")
+class ValidatingAdmissionPolicyStrategy(Strategy):
+    tracks_generation = True
+
+    def default(self, obj: Obj) -> None:
+        spec = obj.get("spec")
+        if isinstance(spec, dict):
+            spec.setdefault("failurePolicy", "Fail")
+            _default_match_resources(spec.get("matchConstraints"))
+
+    def validate(self, obj: Obj, errs: FieldErrors, namespaced: bool) -> None:
+        super().validate(obj, errs, namespaced)
+        spec = obj.get("spec") or {}
+        if not spec.get("validations") and not spec.get("auditAnnotations"):
+            errs.required(
+                "spec.validations", "validations or auditAnnotations must contain at least one item"
+            )
+        if not spec.get("matchConstraints"):
+            errs.required("spec.matchConstraints", "")
+        elif not (spec["matchConstraints"].get("resourceRules")):
+            errs.required("spec.matchConstraints.resourceRules", "")
+        else:
+            _check_rules(
+                errs,
+                "spec.matchConstraints.resourceRules",
+                spec["matchConstraints"]["resourceRules"],
+            )
+        if spec.get("failurePolicy") not in FAILURE_POLICIES:
+            errs.not_supported("spec.failurePolicy", spec.get("failurePolicy"), FAILURE_POLICIES)
+        param_kind = spec.get("paramKind")
+        if param_kind is not None:
+            if not (param_kind or {}).get("apiVersion"):
+                errs.required("spec.paramKind.apiVersion", "")
+            if not (param_kind or {}).get("kind"):
+                errs.required("spec.paramKind.kind", "")
+        _check_expressions(errs, "spec.validations", spec.get("validations"), "expression")
+        _check_expressions(errs, "spec.variables", spec.get("variables"), "expression")
+        check_match_conditions(errs, "spec.matchConditions", spec.get("matchConditions"))
+
+    def validate_update(self, new: Obj, old: Obj, errs: FieldErrors, namespaced: bool) -> None:
+        self.validate(new, errs, namespaced)
+
+
+@register(GROUP, "ValidatingAdmissionPolicyBinding")
+class ValidatingAdmissionPolicyBindingStrategy(Strategy):
+    tracks_generation = True
+
+    def default(self, obj: Obj) -> None:
+        spec = obj.get("spec")
+        if isinstance(spec, dict):
+            _default_match_resources(spec.get("matchResources"))
+
+    def validate(self, obj: Obj, errs: FieldErrors, namespaced: bool) -> None:
+        super().validate(obj, errs, namespaced)
+        spec = obj.get("spec") or {}
+        if not spec.get("policyName"):
+            errs.required("spec.policyName", "")
+        actions = spec.get("validationActions") or []
+        if not actions:
+            errs.required("spec.validationActions", "at least one validation action is required")
+        for i, action in enumerate(actions):
+            if action not in VALIDATION_ACTIONS:
+                errs.not_supported(f"spec.validationActions[{i}]", action, VALIDATION_ACTIONS)
+        if "Deny" in actions and "Warn" in actions:
+            errs.invalid(
+                "spec.validationActions",
+                actions,
+                "must not contain both Deny and Warn (repeating the same validation failure "
+                "information in the API response and headers serves no purpose)",
+            )
+        ref = spec.get("paramRef")
+        if isinstance(ref, dict):
+            if ref.get("name") and ref.get("selector") is not None:
+                errs.forbidden("spec.paramRef.name", "name and selector are mutually exclusive")
+            if not ref.get("name") and ref.get("selector") is None:
+                errs.required("spec.paramRef", "one of name or selector must be specified")
+            action = ref.get("parameterNotFoundAction")
+            if action is None:
+                errs.required("spec.paramRef.parameterNotFoundAction", "")
+            elif action not in PARAM_NOT_FOUND:
+                errs.not_supported("spec.paramRef.parameterNotFoundAction", action, PARAM_NOT_FOUND)
+
+    def validate_update(self, new: Obj, old: Obj, errs: FieldErrors, namespaced: bool) -> None:
+        self.validate(new, errs, namespaced)

@@ -24,6 +24,7 @@ from k8slite.apiserver.limits import (
 )
 from k8slite.apiserver.metrics import ApiMetrics, MeteredStore
 from k8slite.apiserver.podlogs import KubeletConnector
+from k8slite.apiserver.policies import PolicyEvaluator
 from k8slite.apiserver.saadmission import ServiceAccountAdmission
 from k8slite.apiserver.security import secure_app
 from k8slite.apiserver.serviceaccounts import ServiceAccountTokens
@@ -37,7 +38,12 @@ from k8slite.storage.rocksdb import RocksStore
 log = logging.getLogger(__name__)
 
 # The admission plugins with something to do here that upstream enables by default.
-ADMISSION_PLUGINS = ("ServiceAccount", "MutatingAdmissionWebhook", "ValidatingAdmissionWebhook")
+ADMISSION_PLUGINS = (
+    "ServiceAccount",
+    "MutatingAdmissionWebhook",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionWebhook",
+)
 DEFAULT_ADMISSION_PLUGINS = ADMISSION_PLUGINS
 
 
@@ -185,14 +191,18 @@ async def run(
         tokens.register_discovery(app.quart)
         if "ServiceAccount" in config.admission_plugins:
             core.registries[("", "pods")].admit = ServiceAccountAdmission(core).admit
-        if {"MutatingAdmissionWebhook", "ValidatingAdmissionWebhook"} & set(
-            config.admission_plugins
+        plugins = set(config.admission_plugins)
+        if plugins & {"MutatingAdmissionWebhook", "ValidatingAdmissionWebhook"} or (
+            "ValidatingAdmissionPolicy" in plugins
         ):
-            app.resources.webhooks = WebhookDispatcher(
+            webhooks = WebhookDispatcher(
                 core,
-                mutating="MutatingAdmissionWebhook" in config.admission_plugins,
-                validating="ValidatingAdmissionWebhook" in config.admission_plugins,
+                mutating="MutatingAdmissionWebhook" in plugins,
+                validating="ValidatingAdmissionWebhook" in plugins,
             )
+            if "ValidatingAdmissionPolicy" in plugins:
+                webhooks.policies = PolicyEvaluator(core)
+            app.resources.webhooks = webhooks
         secured = await secure_app(
             app,
             core,

@@ -29,6 +29,7 @@ from k8slite.api.patch import json_patch
 from k8slite.api.resources import ResourceType
 from k8slite.apiserver.authn import UserInfo
 from k8slite.apiserver.core import ApiCore
+from k8slite.apiserver.policies import PolicyEvaluator
 from k8slite.component.objects import Obj, labels_of, namespace_of
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,9 @@ class WebhookDispatcher:
         self.core = core
         # Which of upstream's two plugins are on (--disable-admission-plugins).
         self.enabled = {MUTATING: mutating, VALIDATING: validating}
+        # ValidatingAdmissionPolicy, evaluated before the validating webhooks as upstream
+        # orders its plugins; None when that plugin is off.
+        self.policies: PolicyEvaluator | None = None
         self._parsed: dict[str, tuple[object, list[Webhook]]] = {}
 
     def webhooks(self, plural: str) -> list[Webhook]:
@@ -448,6 +452,10 @@ class RequestWebhooks:
         subresource: str | None,
         dry_run: bool,
     ) -> None:
+        policies = self.dispatcher.policies
+        if policies is not None:
+            request = self._review(rt, operation, obj, old, subresource, dry_run)["request"]
+            policies.check(rt, operation, obj, old, subresource, request, self.warn)
         if operation == "DELETE":
             # A delete has nothing to mutate: mutating webhooks are called for their verdict.
             for hook in self._matching(MUTATING, rt, operation, obj, old, subresource):
