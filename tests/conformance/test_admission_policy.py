@@ -122,7 +122,16 @@ def test_policy_denies_replicas_above_the_parameter(
         ), out.stderr
         assert api.get(f"/apis/apps/v1/namespaces/{namespace}/deployments/big").status_code == 404
         kubectl("create", "-n", namespace, "-f", "-", stdin=json.dumps(_deployment("ok", 3)))
-        out = kubectl("scale", "-n", namespace, "deployment/ok", "--replicas=4", check=False)
+        out = kubectl(
+            "patch",
+            "-n",
+            namespace,
+            "deployment/ok",
+            "--type=merge",
+            "-p",
+            '{"spec":{"replicas":4}}',
+            check=False,
+        )
         assert out.returncode == 1 and "replicas 4 exceed the limit of 3" in out.stderr
         rows = kubectl("get", "validatingadmissionpolicy", policy).stdout.split("\n")
         assert rows[0].split() == ["NAME", "VALIDATIONS", "PARAMKIND", "AGE"]
