@@ -8,6 +8,7 @@ environment offers them, regular expressions through `matches`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ from k8slite.api.validation import FieldErrors
 _EXTENDED = cel.Context()
 add_stdlib_to_context(_EXTENDED)
 _EXTENSION_NAMES = frozenset(_EXTENDED.functions)
+_SELF = re.compile(r"\b(self|oldSelf)\b(\s*\.\s*([A-Za-z_][A-Za-z0-9_]*))?")
 _REASONS = ("FieldValueInvalid", "FieldValueForbidden", "FieldValueRequired", "FieldValueDuplicate")
 
 
@@ -35,6 +37,17 @@ class Expression:
     source: str
     program: Any
     extended: bool
+
+    # The fields of self/oldSelf the expression selects, when it uses them only as
+    # `self.<field>`: evaluation is then handed those fields alone, since converting a
+    # whole object into CEL values costs more than most rules.
+    fields: frozenset[str] | None = None
+
+    def project(self, value: Any) -> Any:
+        """value, or the part of it this expression can see."""
+        if self.fields is None or not isinstance(value, dict):
+            return value
+        return {k: value[k] for k in self.fields if k in value}
 
     def run(self, variables: dict[str, Any]) -> Any:
         """Evaluate; raises the binding's error (RuntimeError, TypeError, KeyError...)."""
@@ -51,7 +64,14 @@ def compile_expression(source: str) -> Expression:
     except ValueError as e:
         raise CelError(str(e).replace(f"Failed to parse expression '{source}': ", "")) from None
     extended = bool(set(program.functions()) & _EXTENSION_NAMES)
-    return Expression(source, program, extended)
+    fields: set[str] | None = set()
+    for m in _SELF.finditer(source):
+        if m.group(3) is None:
+            fields = None  # self used whole (self == ..., size(self), self[...])
+            break
+        assert fields is not None
+        fields.add(m.group(3))
+    return Expression(source, program, extended, frozenset(fields) if fields is not None else None)
 
 
 def go_type(value: Any) -> str:
@@ -97,16 +117,17 @@ class Rule:
 
     def check(self, value: Any, old: Any, has_old: bool, path: str, errs: FieldErrors) -> None:
         """Evaluate on self=value (oldSelf=old for a transition rule) and report a failure."""
-        variables: dict[str, Any] = {"self": value}
+        if self.transition and not has_old and not self.optional_old_self:
+            return  # a transition rule applies to updates of an existing value only
+        project = self.rule.project if self.message_expression is None else _whole
+        variables: dict[str, Any] = {"self": project(value)}
         if self.transition:
             if self.optional_old_self:
                 variables["oldSelf"] = (
-                    cel.OptionalValue.of(old) if has_old else cel.OptionalValue.none()
+                    cel.OptionalValue.of(project(old)) if has_old else cel.OptionalValue.none()
                 )
-            elif not has_old:
-                return  # a transition rule applies to updates of an existing value only
             else:
-                variables["oldSelf"] = old
+                variables["oldSelf"] = project(old)
         where = path + self.field_path if self.field_path else path
         shown = where or "<nil>"
         try:
@@ -127,6 +148,10 @@ class Rule:
             if isinstance(text, str) and text.strip() and "\n" not in text:
                 message = text
         _report(errs, self.reason, shown, go_type(value), message)
+
+
+def _whole(value: Any) -> Any:
+    return value
 
 
 def eval_error(e: Exception) -> str:
