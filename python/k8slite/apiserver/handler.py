@@ -175,8 +175,15 @@ class ResourceHandler:
             running.dec()
 
     def _admission(self, req: http.Request, info: RequestInfo) -> RequestWebhooks | None:
-        """The webhook admission of a write (reads have none)."""
+        """The webhook admission of a write of an object or its status (reads have none).
+
+        The subresources with kinds of their own (binding, eviction, scale, token) write
+        through the object's registry: judged as object writes they would mislead webhooks,
+        so they are not sent.
+        """
         if self.webhooks is None or info.verb in ("get", "list", "watch"):
+            return None
+        if info.subresource not in (None, "status", "finalize"):
             return None
         options: dict[str, object] = {}
         if req.arg("fieldManager"):
