@@ -19,6 +19,7 @@ import pytest
 
 from k8slite import pki
 from tests.conformance.conftest import Kubectl
+from tests.conftest import start_apiserver
 
 ARG = "/apis/admissionregistration.k8s.io/v1"
 Reviewer = Callable[[str, dict[str, Any]], dict[str, Any]]
@@ -379,3 +380,66 @@ def test_match_conditions_pick_the_objects_a_webhook_sees(
         'webhooks[0].matchConditions[0].expression: Invalid value: "object.metadata.name ==": '
         "compilation failed: ERROR: <input>:1:24: Syntax error" in r.json()["message"]
     )
+
+
+def test_audit_annotations_of_webhooks_and_policies(tmp_path: Path) -> None:
+    log = tmp_path / "audit.log"
+    server = start_apiserver(tmp_path / "data", f"--audit-log-path={log}")
+    hooks = WebhookServer(
+        tmp_path, "hooks.example.svc", lambda path, request: {"auditAnnotations": {"seen": "yes"}}
+    )
+    try:
+        with server.client() as api:
+            config = {"url": hooks.url("/audit"), "caBundle": hooks.ca_bundle}
+            hook = _hook("audit.hooks.example.com", config, "default")
+            hook["namespaceSelector"] = {}
+            _configure(
+                api, [], "validatingwebhookconfigurations", "ValidatingWebhookConfiguration", [hook]
+            )
+            policy = {
+                "metadata": {"name": "audited"},
+                "spec": {
+                    "matchConstraints": {
+                        "resourceRules": [
+                            {
+                                "apiGroups": [""],
+                                "apiVersions": ["v1"],
+                                "operations": ["CREATE"],
+                                "resources": ["pods"],
+                            }
+                        ]
+                    },
+                    "validations": [{"expression": "false", "message": "always fails"}],
+                    "auditAnnotations": [{"key": "pod", "valueExpression": "object.metadata.name"}],
+                },
+            }
+            assert api.post(f"{ARG}/validatingadmissionpolicies", json=policy).status_code == 201
+            binding = {
+                "metadata": {"name": "audited-b"},
+                "spec": {"policyName": "audited", "validationActions": ["Audit"]},
+            }
+            r = api.post(f"{ARG}/validatingadmissionpolicybindings", json=binding)
+            assert r.status_code == 201, r.text
+            r = api.post("/api/v1/namespaces/default/pods", json=_pod("audited-pod"))
+            assert r.status_code == 201, r.text
+        events = [json.loads(line) for line in log.read_text().splitlines()]
+        create = next(
+            e
+            for e in events
+            if e["verb"] == "create" and e.get("objectRef", {}).get("name") == "audited-pod"
+        )
+        notes = create["annotations"]
+        assert notes["audit.hooks.example.com/seen"] == "yes"
+        assert notes["audited/pod"] == "audited-pod"
+        assert json.loads(notes["validation.policy.admission.k8s.io/validation_failure"]) == [
+            {
+                "message": "always fails",
+                "policy": "audited",
+                "binding": "audited-b",
+                "validationActions": ["Audit"],
+                "expressionIndex": 0,
+            }
+        ]
+    finally:
+        hooks.close()
+        server.stop()

@@ -275,6 +275,12 @@ class ValidatingAdmissionPolicyStrategy(Strategy):
                 errs.required("spec.paramKind.kind", "")
         _check_expressions(errs, "spec.validations", spec.get("validations"), "expression")
         _check_expressions(errs, "spec.variables", spec.get("variables"), "expression")
+        _check_expressions(
+            errs, "spec.auditAnnotations", spec.get("auditAnnotations"), "valueExpression"
+        )
+        for i, entry in enumerate(spec.get("auditAnnotations") or ()):
+            if not (entry if isinstance(entry, dict) else {}).get("key"):
+                errs.required(f"spec.auditAnnotations[{i}].key", "")
         check_match_conditions(errs, "spec.matchConditions", spec.get("matchConditions"))
 
     def validate_update(self, new: Obj, old: Obj, errs: FieldErrors, namespaced: bool) -> None:

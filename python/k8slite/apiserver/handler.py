@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from k8slite.api import errors
 from k8slite.apiserver import (
     admission,
+    audit,
     eviction,
     http,
     podlogs,
@@ -191,7 +192,10 @@ class ResourceHandler:
         if req.query.get("dryRun"):
             options["dryRun"] = list(req.query["dryRun"])
         return self.webhooks.for_request(
-            user_of(req.scope), options, lambda text: writes.warn(req, text)
+            user_of(req.scope),
+            options,
+            lambda text: writes.warn(req, text),
+            lambda key, value: audit.annotate(req.scope, key, value),
         )
 
     async def dispatch(

@@ -10,6 +10,7 @@ Expressions compile once per change of a policy.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from k8slite.component.objects import Obj, labels_of, name_of
 log = logging.getLogger(__name__)
 
 GROUP = "admissionregistration.k8s.io"
+# The audit annotation listing the validations that failed under the Audit action.
+AUDIT_FAILURES = "validation.policy.admission.k8s.io/validation_failure"
 POLICIES = "validatingadmissionpolicies"
 BINDINGS = "validatingadmissionpolicybindings"
 _EVAL_ERRORS = (RuntimeError, TypeError, KeyError, ValueError, OverflowError)
@@ -47,6 +50,7 @@ class Policy:
     validations: tuple[Validation, ...]
     variables: tuple[tuple[str, Expression], ...]
     conditions: tuple[tuple[str, Expression], ...]
+    audit_annotations: tuple[tuple[str, Expression], ...]
 
     @classmethod
     def parse(cls, obj: Obj) -> Policy:
@@ -72,6 +76,10 @@ class Policy:
             tuple(
                 (str(c["name"]), compile_expression(str(c["expression"])))
                 for c in spec.get("matchConditions") or ()
+            ),
+            tuple(
+                (str(a["key"]), compile_expression(str(a["valueExpression"])))
+                for a in spec.get("auditAnnotations") or ()
             ),
         )
 
@@ -222,8 +230,28 @@ class PolicyEvaluator:
         sub: str | None,
         request: Obj,
         warn: Callable[[str], None],
+        annotate: Callable[[str, str], None],
     ) -> None:
         """Evaluate every binding that matches; raise the first denial."""
+        audits: list[Obj] = []
+        try:
+            self._check(rt, operation, obj, old, sub, request, warn, annotate, audits)
+        finally:
+            if audits:
+                annotate(AUDIT_FAILURES, json.dumps(audits, separators=(",", ":")))
+
+    def _check(
+        self,
+        rt: ResourceType,
+        operation: str,
+        obj: Obj | None,
+        old: Obj | None,
+        sub: str | None,
+        request: Obj,
+        warn: Callable[[str], None],
+        annotate: Callable[[str, str], None],
+        audits: list[Obj],
+    ) -> None:
         bindings = self.bindings()
         if not bindings or (rt.group, rt.plural) in (
             (GROUP, POLICIES),
@@ -269,7 +297,8 @@ class PolicyEvaluator:
                         "params": param,
                         "namespaceObject": namespace,
                     }
-                    self._evaluate(policy, binding, base, actions, warn, details)
+                    sink = _Sink(warn, annotate, audits, details)
+                    self._evaluate(policy, binding, base, actions, sink)
             except _ParamsMissing:
                 self._act(
                     policy,
@@ -277,8 +306,8 @@ class PolicyEvaluator:
                     actions,
                     "no params found for policy binding with `Deny` parameterNotFoundAction",
                     "Invalid",
-                    warn,
-                    details,
+                    _Sink(warn, annotate, audits, details),
+                    -1,
                 )
             except PolicyError as e:
                 if policy.spec.get("failurePolicy", "Fail") == "Fail":
@@ -296,8 +325,7 @@ class PolicyEvaluator:
         binding: Obj,
         base: dict[str, Any],
         actions: list[str],
-        warn: Callable[[str], None],
-        details: Obj,
+        sink: _Sink,
     ) -> None:
         variables: dict[str, Any] = {}
         env = {**base, "variables": variables}
@@ -316,7 +344,7 @@ class PolicyEvaluator:
                 raise PolicyError(
                     f"variable '{name}' resulted in error: {celrules.eval_error(e)}"
                 ) from None
-        for v in policy.validations:
+        for index, v in enumerate(policy.validations):
             try:
                 passed = v.expression.run(env)
             except _EVAL_ERRORS as e:
@@ -334,7 +362,16 @@ class PolicyEvaluator:
                     text = None
                 if isinstance(text, str) and text.strip():
                     message = text
-            self._act(policy, binding, actions, message, v.reason, warn, details)
+            self._act(policy, binding, actions, message, v.reason, sink, index)
+        for key, expression in policy.audit_annotations:
+            try:
+                value = expression.run(env)
+            except _EVAL_ERRORS as e:
+                raise PolicyError(
+                    f"auditAnnotation '{key}' resulted in error: {celrules.eval_error(e)}"
+                ) from None
+            if isinstance(value, str) and value:
+                sink.annotate(f"{policy.name}/{key}", value)
 
     def _act(
         self,
@@ -343,19 +380,40 @@ class PolicyEvaluator:
         actions: list[str],
         message: str,
         reason: str,
-        warn: Callable[[str], None],
-        details: Obj,
+        sink: _Sink,
+        index: int,
     ) -> None:
         who = f"ValidatingAdmissionPolicy '{policy.name}' with binding '{name_of(binding)}'"
         if "Warn" in actions:
-            warn(f"Validation failed for {who}: {message}")
+            sink.warn(f"Validation failed for {who}: {message}")
         if "Audit" in actions:
-            log.info("audit: validation failed for %s: %s", who, message)
+            failure: Obj = {
+                "message": message,
+                "policy": policy.name,
+                "binding": name_of(binding),
+                "validationActions": actions,
+            }
+            if index >= 0:
+                failure["expressionIndex"] = index
+            sink.audits.append(failure)
         if "Deny" in actions:
             text = f"{who} denied request: {message}"
             raise errors.ApiError(
-                _CODES.get(reason, 400), reason, text, {**details, "causes": [{"message": text}]}
+                _CODES.get(reason, 400),
+                reason,
+                text,
+                {**sink.details, "causes": [{"message": text}]},
             )
+
+
+@dataclass(frozen=True)
+class _Sink:
+    """Where a request's policy outcomes go besides a denial."""
+
+    warn: Callable[[str], None]
+    annotate: Callable[[str, str], None]
+    audits: list[Obj]
+    details: Obj
 
 
 class _ParamsMissing(Exception):

@@ -192,9 +192,13 @@ class WebhookDispatcher:
         raise WebhookCallError(f'service "{ns}/{name}" has no ready endpoints')
 
     def for_request(
-        self, user: UserInfo | None, options: Obj, warn: Callable[[str], None]
+        self,
+        user: UserInfo | None,
+        options: Obj,
+        warn: Callable[[str], None],
+        annotate: Callable[[str, str], None],
     ) -> RequestWebhooks:
-        return RequestWebhooks(self, user, options, warn)
+        return RequestWebhooks(self, user, options, warn, annotate)
 
 
 def _user_info(user: UserInfo | None) -> Obj:
@@ -217,11 +221,14 @@ class RequestWebhooks:
         user: UserInfo | None,
         options: Obj,
         warn: Callable[[str], None],
+        annotate: Callable[[str, str], None],
     ) -> None:
         self.dispatcher = dispatcher
         self.user = user
         self.options = options
         self.warn = warn
+        # Adds to the request's audit event (auditAnnotations, failed Audit validations).
+        self.annotate = annotate
 
     # ------------------------------------------------------------------ matching
 
@@ -391,6 +398,9 @@ class RequestWebhooks:
             response = await self._post(hook, review)
             for warning in response.get("warnings") or ():
                 self.warn(str(warning))
+            annotations = response.get("auditAnnotations")
+            for key, value in (annotations if isinstance(annotations, dict) else {}).items():
+                self.annotate(f"{hook.name}/{key}", str(value))
             if not response.get("allowed"):
                 raise self._refused(hook, response)
             patch = response.get("patch")
@@ -455,7 +465,7 @@ class RequestWebhooks:
         policies = self.dispatcher.policies
         if policies is not None:
             request = self._review(rt, operation, obj, old, subresource, dry_run)["request"]
-            policies.check(rt, operation, obj, old, subresource, request, self.warn)
+            policies.check(rt, operation, obj, old, subresource, request, self.warn, self.annotate)
         if operation == "DELETE":
             # A delete has nothing to mutate: mutating webhooks are called for their verdict.
             for hook in self._matching(MUTATING, rt, operation, obj, old, subresource):
