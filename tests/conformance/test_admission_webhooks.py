@@ -9,6 +9,7 @@ import json
 import os
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -96,6 +97,8 @@ def _review(path: str, request: dict[str, Any]) -> dict[str, Any]:
         }
     if path == "/validate":
         return {"warnings": ["seen by the validating webhook"]}
+    if path == "/slow":
+        time.sleep(3)
     return {}
 
 
@@ -274,9 +277,10 @@ def test_failure_policy_when_the_webhook_is_down(
     assert r.status_code == 500, r.text
     body = r.json()
     assert body["reason"] == "InternalError"
-    assert body["message"].startswith(
+    assert body["message"] == (
         f'Internal error occurred: failed calling webhook "fail.hooks.example.com": '
         f'failed to call webhook: Post "{url}?timeout=5s": '
+        f"dial tcp 127.0.0.1:{webhook.port}: connect: connection refused"
     )
     assert api.get(f"/api/v1/namespaces/{namespace}/pods/refused").status_code == 404
 
@@ -443,3 +447,25 @@ def test_audit_annotations_of_webhooks_and_policies(tmp_path: Path) -> None:
     finally:
         hooks.close()
         server.stop()
+
+
+def test_a_webhook_past_its_timeout_fails_the_write(
+    api: httpx.Client, namespace: str, webhook: WebhookServer, configs: list[str]
+) -> None:
+    _labelled_namespace(api, namespace)
+    config = {"url": webhook.url("/slow"), "caBundle": webhook.ca_bundle}
+    _configure(
+        api,
+        configs,
+        "validatingwebhookconfigurations",
+        "ValidatingWebhookConfiguration",
+        [_hook("slow.hooks.example.com", config, namespace, timeoutSeconds=1)],
+    )
+    r = api.post(f"/api/v1/namespaces/{namespace}/pods", json=_pod("late"))
+    assert r.status_code == 500, r.text
+    assert r.json()["message"] == (
+        'Internal error occurred: failed calling webhook "slow.hooks.example.com": '
+        f'failed to call webhook: Post "{webhook.url("/slow")}?timeout=1s": '
+        "context deadline exceeded"
+    )
+    assert api.get(f"/api/v1/namespaces/{namespace}/pods/late").status_code == 404

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -81,6 +82,27 @@ def _rule_matches(rule: Obj, rt: ResourceType, operation: str, subresource: str 
         if subresource is not None and sub in ("*", subresource):
             return True
     return False
+
+
+def _go_error(e: Exception, url: str) -> str:
+    """The cause in the words of Go's HTTP client, as upstream reports it."""
+    if isinstance(e, httpx.TimeoutException):
+        return "context deadline exceeded"
+    if _refused(e):
+        parts = urlsplit(url)
+        return f"dial tcp {parts.hostname}:{parts.port or 443}: connect: connection refused"
+    return str(e) or type(e).__name__
+
+
+def _refused(e: BaseException | None, depth: int = 0) -> bool:
+    """Whether a connection refusal is behind e (trio groups the attempts' errors)."""
+    if e is None or depth > 8:
+        return False
+    if isinstance(e, ConnectionRefusedError):
+        return True
+    if isinstance(e, BaseExceptionGroup) and any(_refused(x, depth + 1) for x in e.exceptions):
+        return True
+    return _refused(e.__cause__ or e.__context__, depth + 1)
 
 
 def _conditions_match(hook: Webhook, request: Obj) -> bool:
@@ -336,7 +358,9 @@ class RequestWebhooks:
                     extensions=extensions,
                 )
         except (httpx.HTTPError, ssl.SSLError, OSError, ValueError) as e:
-            raise WebhookCallError(f'failed to call webhook: Post "{url}": {e}') from None
+            raise WebhookCallError(
+                f'failed to call webhook: Post "{url}": {_go_error(e, url)}'
+            ) from None
         if answer.status_code != 200:
             raise WebhookCallError(
                 f"received invalid webhook response: the server responded with status "
