@@ -97,6 +97,16 @@ def _review(path: str, request: dict[str, Any]) -> dict[str, Any]:
         }
     if path == "/validate":
         return {"warnings": ["seen by the validating webhook"]}
+    if path == "/first":
+        # Notes whether the second webhook's label was there when it was called.
+        seen = "b" in ((obj.get("metadata") or {}).get("labels") or {})
+        return _patch(
+            [{"op": "add", "path": "/metadata/annotations", "value": {"a-saw-b": str(seen)}}]
+        )
+    if path == "/second":
+        labels = (obj.get("metadata") or {}).get("labels")
+        ops = [] if labels else [{"op": "add", "path": "/metadata/labels", "value": {}}]
+        return _patch([*ops, {"op": "add", "path": "/metadata/labels/b", "value": "1"}])
     if path == "/slow":
         time.sleep(3)
     return {}
@@ -469,3 +479,27 @@ def test_a_webhook_past_its_timeout_fails_the_write(
         "context deadline exceeded"
     )
     assert api.get(f"/api/v1/namespaces/{namespace}/pods/late").status_code == 404
+
+
+def test_reinvocation_if_needed(
+    api: httpx.Client, namespace: str, webhook: WebhookServer, configs: list[str]
+) -> None:
+    _labelled_namespace(api, namespace)
+    first = {"url": webhook.url("/first"), "caBundle": webhook.ca_bundle}
+    second = {"url": webhook.url("/second"), "caBundle": webhook.ca_bundle}
+    # Configurations run in name order: the first webhook's comes first.
+    for name, config, policy in (("a", first, "IfNeeded"), ("b", second, "Never")):
+        hook = _hook(f"{name}.hooks.example.com", config, namespace, reinvocationPolicy=policy)
+        r = api.post(
+            f"{ARG}/mutatingwebhookconfigurations",
+            json={"metadata": {"name": f"0-{name}-{namespace}"}, "webhooks": [hook]},
+        )
+        assert r.status_code == 201, r.text
+        configs.append(f"{ARG}/mutatingwebhookconfigurations/0-{name}-{namespace}")
+    r = api.post(f"/api/v1/namespaces/{namespace}/pods", json=_pod("again"))
+    assert r.status_code == 201, r.text
+    m = r.json()["metadata"]
+    assert m["labels"] == {"b": "1"}
+    assert m["annotations"] == {"a-saw-b": "True"}
+    paths = [c["object"]["metadata"]["name"] for c in webhook.calls]
+    assert paths == ["again", "again", "again"]
