@@ -21,6 +21,7 @@ import pytest
 from k8slite import pki
 from tests.conformance.conftest import Kubectl
 from tests.conftest import start_apiserver
+from tests.polling import wait_for
 
 ARG = "/apis/admissionregistration.k8s.io/v1"
 Reviewer = Callable[[str, dict[str, Any]], dict[str, Any]]
@@ -436,12 +437,20 @@ def test_audit_annotations_of_webhooks_and_policies(tmp_path: Path) -> None:
             assert r.status_code == 201, r.text
             r = api.post("/api/v1/namespaces/default/pods", json=_pod("audited-pod"))
             assert r.status_code == 201, r.text
-        events = [json.loads(line) for line in log.read_text().splitlines()]
-        create = next(
-            e
-            for e in events
-            if e["verb"] == "create" and e.get("objectRef", {}).get("name") == "audited-pod"
-        )
+
+        def audited() -> dict[str, Any] | None:
+            # The event is written once the response is complete: it may trail the answer.
+            events = [json.loads(line) for line in log.read_text().splitlines()]
+            return next(
+                (
+                    e
+                    for e in events
+                    if e["verb"] == "create" and e.get("objectRef", {}).get("name") == "audited-pod"
+                ),
+                None,
+            )
+
+        create = wait_for(audited, what="the pod's audit event")
         notes = create["annotations"]
         assert notes["audit.hooks.example.com/seen"] == "yes"
         assert notes["audited/pod"] == "audited-pod"

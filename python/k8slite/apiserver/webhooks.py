@@ -94,6 +94,14 @@ def _go_error(e: Exception, url: str) -> str:
     return str(e) or type(e).__name__
 
 
+def _in_version(obj: Obj | None, rt: ResourceType) -> Obj | None:
+    """The object as the request's version shows it: the registry keeps a custom resource
+    in its storage version's apiVersion, and versions convert with strategy None."""
+    if obj is None or obj.get("apiVersion") == rt.api_version:
+        return obj
+    return {**obj, "apiVersion": rt.api_version}
+
+
 def _refused(e: BaseException | None, depth: int = 0) -> bool:
     """Whether a connection refusal is behind e (trio groups the attempts' errors)."""
     if e is None or depth > 8:
@@ -318,8 +326,8 @@ class RequestWebhooks:
             "name": m.get("name") or "",
             "operation": operation,
             "userInfo": _user_info(self.user),
-            "object": obj,
-            "oldObject": old,
+            "object": _in_version(obj, rt),
+            "oldObject": _in_version(old, rt),
             "dryRun": dry_run,
             "options": {
                 "kind": _OPTIONS_KIND.get(operation, "CreateOptions"),
