@@ -495,7 +495,7 @@ class RequestWebhooks:
         dry_run: bool,
     ) -> None:
         policies = self.dispatcher.policies
-        if policies is not None:
+        if policies is not None and policies.bindings():
             request = self._review(rt, operation, obj, old, subresource, dry_run)["request"]
             policies.check(rt, operation, obj, old, subresource, request, self.warn, self.annotate)
         if operation == "DELETE":
