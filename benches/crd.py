@@ -1,7 +1,8 @@
 """Custom resource creates per second (a realistic structural schema) vs ConfigMap creates on
 the same server, and the time from a CRD's creation to its first custom resource accepted.
 
-Run: .venv/bin/python benches/crd.py [--requests 6000] [--clients 20] [--runs 3]
+Run: .venv/bin/python benches/crd.py [--requests 6000] [--clients 20] [--runs 3] [--cel]
+(--cel: the schema carries three CEL x-kubernetes-validations rules, one per container.)
 """
 
 from __future__ import annotations
@@ -25,7 +26,26 @@ CRDS = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
 ROUNDS = 6
 
 
-def crd(plural: str, kind: str) -> dict[str, Any]:
+# Three CEL rules like operators write: a cross-field check, a macro over a list, and one
+# evaluated on every list item.
+CEL_RULES = {
+    "spec": [
+        {"rule": "self.replicas <= 50 || self.paused", "message": "at most 50 replicas"},
+        {
+            "rule": "self.containers.all(c, c.name != 'init')",
+            "message": "init is a reserved container name",
+        },
+    ],
+    "container": [
+        {
+            "rule": "!has(self.port) || self.port != 22",
+            "messageExpression": "'port 22: ' + self.name",
+        }
+    ],
+}
+
+
+def crd(plural: str, kind: str, cel: bool = False) -> dict[str, Any]:
     """A CRD like operators ship: nested spec, enums, patterns, bounds, defaults, list-maps."""
     container = {
         "type": "object",
@@ -81,6 +101,9 @@ def crd(plural: str, kind: str) -> dict[str, Any]:
             },
         },
     }
+    if cel:
+        schema["properties"]["spec"]["x-kubernetes-validations"] = CEL_RULES["spec"]
+        container["x-kubernetes-validations"] = CEL_RULES["container"]
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -200,6 +223,7 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=6000)
     p.add_argument("--clients", type=int, default=20)
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--cel", action="store_true", help="three CEL rules in the schema")
     a = p.parse_args()
     ratios, crs, cms, firsts = [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -210,7 +234,9 @@ def main() -> None:
             try:
                 firsts.append(time_to_first(server, pki, run))
                 conn = harness.Connection(server.host, server.port, harness.tls_context(pki))
-                status, body = conn.request("POST", CRDS, json.dumps(crd("apps", "App")).encode())
+                status, body = conn.request(
+                    "POST", CRDS, json.dumps(crd("apps", "App", a.cel)).encode()
+                )
                 assert status == 201, body
                 conn.close()
                 # Alternate short batches of each so that load from elsewhere on the
@@ -246,7 +272,7 @@ def main() -> None:
     print(f"CRD to first custom resource: {harness.median(firsts) * 1e3:.0f} ms (goal < 1 s)")
     harness.emit(
         {
-            "bench": "crd",
+            "bench": "crd-cel" if a.cel else "crd",
             "clients": a.clients,
             "requests": a.requests,
             "runs": a.runs,

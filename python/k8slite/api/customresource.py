@@ -321,9 +321,14 @@ class CustomResourceStrategy(Strategy):
         if self.custom.schema is not None:
             self.custom.schema.validate(obj, errs)
 
+    def validate_update(self, new: Obj, old: Obj, errs: FieldErrors, namespaced: bool) -> None:
+        check_object_meta(errs, new.get("metadata", {}), namespaced, self.name_check)
+        if self.custom.schema is not None:
+            self.custom.schema.validate(new, errs, old)
+
     def validate_status(self, new: Obj, old: Obj, errs: FieldErrors) -> None:
         if self.custom.schema is not None:
-            self.custom.schema.validate(new, errs)
+            self.custom.schema.validate(new, errs, old)
 
     def spec_changed(self, new: Obj, old: Obj) -> bool:
         # Without a status subresource every change but metadata's is a new generation.

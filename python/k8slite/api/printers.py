@@ -723,6 +723,25 @@ def _ready_doc(what: str) -> str:
     return f"The aggregate readiness state of this {what} for accepting traffic."
 
 
+def _param_kind(kind: Obj | None) -> str:
+    if not kind:
+        return "<unset>"
+    return f"{kind.get('apiVersion', '')}/{kind.get('kind', '')}"
+
+
+def _param_ref(ref: Obj | None) -> str:
+    if not ref:
+        return "<unset>"
+    name = ref.get("name") or "*"
+    return f"{ref['namespace']}/{name}" if ref.get("namespace") else f"*/{name}"
+
+
+_WEBHOOKS = Column(
+    "Webhooks",
+    type="integer",
+    description="Webhooks is a list of webhooks and the affected resources and operations.",
+)
+
 PRINTERS: dict[tuple[str, str], Printer] = {
     ("", "Pod"): Printer(
         (
@@ -1277,6 +1296,53 @@ PRINTERS: dict[tuple[str, str], Printer] = {
             *_limits(o),
             age(o, now),
         ],
+    ),
+    ("admissionregistration.k8s.io", "MutatingWebhookConfiguration"): Printer(
+        (NAME, _WEBHOOKS, AGE), _simple(lambda o: len(o.get("webhooks") or ()))
+    ),
+    ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration"): Printer(
+        (NAME, _WEBHOOKS, AGE), _simple(lambda o: len(o.get("webhooks") or ()))
+    ),
+    ("admissionregistration.k8s.io", "ValidatingAdmissionPolicy"): Printer(
+        (
+            NAME,
+            Column(
+                "Validations",
+                type="integer",
+                description="Validations contain CEL expressions which is used to apply the "
+                "validation.",
+            ),
+            Column(
+                "ParamKind",
+                description="ParamKind specifies the kind of resources used to parameterize "
+                "this policy",
+            ),
+            AGE,
+        ),
+        _simple(
+            lambda o: len((o.get("spec") or {}).get("validations") or ()),
+            lambda o: _param_kind((o.get("spec") or {}).get("paramKind")),
+        ),
+    ),
+    ("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding"): Printer(
+        (
+            NAME,
+            Column(
+                "PolicyName",
+                description="PolicyName references a ValidatingAdmissionPolicy name which the "
+                "ValidatingAdmissionPolicyBinding binds to.",
+            ),
+            Column(
+                "ParamRef",
+                description="paramRef specifies the parameter resource used to configure the "
+                "admission control policy.",
+            ),
+            AGE,
+        ),
+        _simple(
+            lambda o: (o.get("spec") or {}).get("policyName") or "",
+            lambda o: _param_ref((o.get("spec") or {}).get("paramRef")),
+        ),
     ),
     ("apiextensions.k8s.io", "CustomResourceDefinition"): Printer(
         (NAME, Column("Created At", type="date", description=AGE_DOC)),

@@ -110,6 +110,7 @@ def _load_kinds() -> None:
     global _loaded
     _loaded = True
     from k8slite.api import (  # noqa: F401
+        admissionregistration_v1,
         apiextensions_v1,
         apiregistration_v1,
         apps_v1,

@@ -13,10 +13,13 @@ import uuid
 from typing import Any
 
 from k8slite.api import meta
+from k8slite.api.celrules import Rule, check_rule_definitions
 from k8slite.api.validation import FieldErrors, go_repr
 
 # Fields every object has at its root whatever its schema says (kept by pruning).
 _ROOT_FIELDS = ("apiVersion", "kind", "metadata")
+# No correlated old value (None is a value: a field set to null).
+_MISSING = object()
 _INT32 = (-(2**31), 2**31 - 1)
 _INT64 = (-(2**63), 2**63 - 1)
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}\Z")
@@ -149,6 +152,8 @@ class Schema:
         "prunable",
         "defaults_below",
         "has_combinators",
+        "rules",
+        "rules_below",
     )
 
     def __init__(self, raw: dict[str, Any]) -> None:
@@ -201,6 +206,16 @@ class Schema:
             or (isinstance(self.additional, Schema) and self.additional.defaults_below)
         )
         self.has_combinators = bool(self.all_of or self.any_of or self.one_of or self.not_)
+        # x-kubernetes-validations, compiled once with the schema (its CRD version).
+        self.rules = [Rule.from_raw(r) for r in raw.get("x-kubernetes-validations") or ()]
+        self.rules_below: bool = any(
+            c is not None and (c.rules or c.rules_below)
+            for c in (
+                *self.properties.values(),
+                self.items,
+                self.additional if isinstance(self.additional, Schema) else None,
+            )
+        )
 
     # ------------------------------------------------------------------ pruning
 
@@ -294,6 +309,48 @@ class Schema:
             self._object(value, path, errs)
         if self.has_combinators:
             self._combinators(value, path, errs)
+
+    def check_rules(
+        self, value: Any, old: Any, has_old: bool, path: str, errs: FieldErrors
+    ) -> None:
+        """Evaluate the CEL rules here and below; old is the correlated stored value."""
+        for rule in self.rules:
+            rule.check(value, old, has_old, path, errs)
+        if not self.rules_below or value is None:
+            return
+        if isinstance(value, dict):
+            old_map = old if has_old and isinstance(old, dict) else {}
+            for key, item in value.items():
+                child = self.properties.get(key)
+                if child is None and isinstance(self.additional, Schema):
+                    child = self.additional
+                if child is not None and (child.rules or child.rules_below):
+                    sub = f"{path}.{key}" if path else key
+                    child.check_rules(item, old_map.get(key), key in old_map, sub, errs)
+        elif isinstance(value, list) and self.items is not None:
+            olds = self._correlated(value, old if has_old and isinstance(old, list) else None)
+            for i, item in enumerate(value):
+                found = olds.get(i, _MISSING)
+                self.items.check_rules(item, found, found is not _MISSING, f"{path}[{i}]", errs)
+
+    def _correlated(self, value: list[Any], old: list[Any] | None) -> dict[int, Any]:
+        """Old items matching new ones: by key in a map list, by value in a set; atomic
+        lists correlate nothing (transition rules below them do not apply)."""
+        if old is None:
+            return {}
+        if self.list_type == "map" and self.list_map_keys:
+            keys = self.list_map_keys
+            by_key = {repr([o.get(k) for k in keys]): o for o in old if isinstance(o, dict)}
+            out: dict[int, Any] = {}
+            for i, item in enumerate(value):
+                if isinstance(item, dict):
+                    hit = by_key.get(repr([item.get(k) for k in keys]), _MISSING)
+                    if hit is not _MISSING:
+                        out[i] = hit
+            return out
+        if self.list_type == "set":
+            return {i: item for i, item in enumerate(value) if item in old}
+        return {}
 
     def _numbers(self, value: float, shown: str, errs: FieldErrors) -> None:
         if self.maximum is not None:
@@ -436,7 +493,38 @@ class CompiledSchema:
     def apply_defaults(self, obj: dict[str, Any]) -> None:
         self.root.apply_defaults(obj, root=True)
 
-    def validate(self, obj: dict[str, Any], errs: FieldErrors) -> None:
+    def validate(
+        self, obj: dict[str, Any], errs: FieldErrors, old: dict[str, Any] | None = None
+    ) -> None:
+        """Schema validation, then (when that passes) the CEL rules; old for an update."""
+        self._validate_schema(obj, errs)
+        if errs or not (self.root.rules or self.root.rules_below):
+            return
+        root = self.root
+        if root.rules:
+            # Root rules see apiVersion, kind and metadata's name and generateName.
+            m = obj.get("metadata") or {}
+            shown = {**obj, "metadata": {k: m[k] for k in ("name", "generateName") if k in m}}
+            old_shown = None
+            if old is not None:
+                om = old.get("metadata") or {}
+                old_shown = {
+                    **old,
+                    "metadata": {k: om[k] for k in ("name", "generateName") if k in om},
+                }
+            for rule in root.rules:
+                rule.check(shown, old_shown, old is not None, "", errs)
+        old_body = old or {}
+        for key, item in obj.items():
+            if key in _ROOT_FIELDS:
+                continue
+            child = root.properties.get(key)
+            if child is None and isinstance(root.additional, Schema):
+                child = root.additional
+            if child is not None and (child.rules or child.rules_below):
+                child.check_rules(item, old_body.get(key), key in old_body, key, errs)
+
+    def _validate_schema(self, obj: dict[str, Any], errs: FieldErrors) -> None:
         body = {k: v for k, v in obj.items() if k not in _ROOT_FIELDS}
         # metadata is checked as ObjectMeta by the registry, not against the schema.
         root = self.root
@@ -493,6 +581,10 @@ def structural_errors(raw: Any, path: str, errs: FieldErrors, root: bool = True)
                 f"{path}.x-kubernetes-list-map-keys",
                 "must not be empty if x-kubernetes-list-type is map",
             )
+    if "x-kubernetes-validations" in raw:
+        check_rule_definitions(
+            raw["x-kubernetes-validations"], f"{path}.x-kubernetes-validations", errs
+        )
     for key, child in (raw.get("properties") or {}).items():
         structural_errors(child, f"{path}.properties[{key}]", errs, root=False)
     if isinstance(raw.get("items"), dict):

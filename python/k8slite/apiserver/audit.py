@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -18,6 +19,14 @@ from k8slite._native import dumps
 from k8slite.apiserver.authn import UserInfo
 
 LATENCY_ANNOTATION = "k8slite.io/latency-seconds"
+# Annotations admission adds to a request's audit event (webhooks' auditAnnotations, a
+# policy's Audit action), kept in the request's ASGI scope until the event is written.
+ANNOTATIONS_KEY = "k8slite.audit.annotations"
+
+
+def annotate(scope: MutableMapping[str, Any], key: str, value: str) -> None:
+    """Add an annotation to this request's audit event (the first value of a key stays)."""
+    scope.setdefault(ANNOTATIONS_KEY, {}).setdefault(key, value)
 
 
 def _timestamp(when: float) -> str:
@@ -61,6 +70,7 @@ class AuditLog:
         user_agent: str,
         object_ref: dict[str, str] | None,
         impersonated: UserInfo | None = None,
+        annotations: dict[str, str] | None = None,
     ) -> None:
         event: dict[str, Any] = {
             "kind": "Event",
@@ -81,5 +91,8 @@ class AuditLog:
         event["responseStatus"] = {"metadata": {}, "code": code}
         event["requestReceivedTimestamp"] = _timestamp(started)
         event["stageTimestamp"] = _timestamp(finished)
-        event["annotations"] = {LATENCY_ANNOTATION: f"{finished - started:.6f}"}
+        event["annotations"] = {
+            **(annotations or {}),
+            LATENCY_ANNOTATION: f"{finished - started:.6f}",
+        }
         self._file.write(dumps(event).decode() + "\n")

@@ -22,7 +22,7 @@ import trio
 from k8slite._native import loads
 from k8slite.api import errors
 from k8slite.apiserver import http
-from k8slite.apiserver.audit import AuditLog
+from k8slite.apiserver.audit import ANNOTATIONS_KEY, AuditLog
 from k8slite.apiserver.authn import SCOPE_KEY, Authenticator, UserInfo, user_of
 from k8slite.apiserver.authz.attributes import Attributes
 from k8slite.apiserver.authz.authorizer import ATTRIBUTES_KEY, Authorizer
@@ -304,6 +304,7 @@ class SecureApp:
             source_ip=str(client[0]),
             user_agent=headers.get(b"user-agent", b"").decode("latin-1"),
             object_ref=_object_ref(attrs, response) if attrs else None,
+            annotations=scope.get(ANNOTATIONS_KEY),
         )
 
 

@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable
 
 from k8slite.api import errors
 from k8slite.apiserver import (
+    admission,
+    audit,
     eviction,
     http,
     podlogs,
@@ -21,11 +23,13 @@ from k8slite.apiserver import (
     versions,
     writes,
 )
+from k8slite.apiserver.authn import user_of
 from k8slite.apiserver.core import ApiCore
 from k8slite.apiserver.metrics import ApiMetrics
 from k8slite.apiserver.registry import Registry
 from k8slite.apiserver.requestinfo import RequestInfo
 from k8slite.apiserver.watch import serve_watch
+from k8slite.apiserver.webhooks import RequestWebhooks, WebhookDispatcher
 from k8slite.storage import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -55,6 +59,8 @@ class ResourceHandler:
         self.kubelets: podlogs.KubeletConnector | None = None
         # serviceaccounts/<name>/token (TokenRequest); set by the server from its keys.
         self.token_request: SubresourceCreate | None = None
+        # Admission webhooks called on writes; set by the server.
+        self.webhooks: WebhookDispatcher | None = None
 
     async def __call__(self, scope: http.Scope, receive: http.Receive, send: http.Send) -> None:
         req = http.Request(scope, receive)
@@ -86,7 +92,11 @@ class ResourceHandler:
                 code = 200
                 await self._watch(reg, req, info, send)
             else:
-                code, body = await self.dispatch(reg, req, info)
+                token = admission.CURRENT.set(self._admission(req, info))
+                try:
+                    code, body = await self.dispatch(reg, req, info)
+                finally:
+                    admission.CURRENT.reset(token)
                 if reg.stored_api_version is not None or reg.on_read is not None:
                     body = versions.convert_body(body, info.resource, reg.on_read)
                 content_type, body = _render(req, info, body)
@@ -164,6 +174,29 @@ class ResourceHandler:
         finally:
             watchers.dec()
             running.dec()
+
+    def _admission(self, req: http.Request, info: RequestInfo) -> RequestWebhooks | None:
+        """The webhook admission of a write of an object or its status (reads have none).
+
+        The subresources with kinds of their own (binding, eviction, scale, token) write
+        through the object's registry: judged as object writes they would mislead webhooks,
+        so they are not sent.
+        """
+        if self.webhooks is None or info.verb in ("get", "list", "watch"):
+            return None
+        if info.subresource not in (None, "status", "finalize"):
+            return None
+        options: dict[str, object] = {}
+        if req.arg("fieldManager"):
+            options["fieldManager"] = req.arg("fieldManager")
+        if req.query.get("dryRun"):
+            options["dryRun"] = list(req.query["dryRun"])
+        return self.webhooks.for_request(
+            user_of(req.scope),
+            options,
+            lambda text: writes.warn(req, text),
+            lambda key, value: audit.annotate(req.scope, key, value),
+        )
 
     async def dispatch(
         self, reg: Registry, req: http.Request, info: RequestInfo

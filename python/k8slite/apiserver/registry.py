@@ -19,6 +19,7 @@ from k8slite.api import errors, meta
 from k8slite.api.resources import ResourceType
 from k8slite.api.strategy import Obj, Strategy, strategy_for
 from k8slite.api.validation import FieldErrors
+from k8slite.apiserver import admission
 from k8slite.component import objects
 from k8slite.storage import KeyExists, KeyNotFound, Op, RevisionConflict, Store
 
@@ -185,6 +186,42 @@ class Registry:
         name = obj.get("metadata", {}).get("name") or ""
         errs.raise_if_any(self.rt.kind, name, self.rt.group)
 
+    async def _admission(
+        self,
+        namespace: str | None,
+        operation: str,
+        obj: Obj,
+        old: Obj | None,
+        subresource: str | None,
+        dry_run: bool,
+    ) -> Obj:
+        """The request's mutating then validating admission (webhooks) of a prepared object.
+
+        What mutation changed is defaulted and validated again, as upstream validates only
+        after mutating admission; system metadata keeps the server's values.
+        """
+        chain = admission.current()
+        if chain is None:
+            return obj
+        mutated = await chain.mutate(self.rt, operation, obj, old, subresource, dry_run)
+        if mutated is not obj:
+            if not isinstance(mutated.get("metadata"), dict):
+                mutated["metadata"] = {}
+            m, system = mutated["metadata"], obj["metadata"]
+            for key in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp"):
+                if key in system:
+                    m[key] = system[key]
+            if subresource is None:
+                self.strategy.default(mutated)
+                self._validate(mutated, old)
+            elif subresource == "status" and old is not None:
+                errs = FieldErrors()
+                self.strategy.validate_status(mutated, old, errs)
+                errs.raise_if_any(self.rt.kind, str(m.get("name") or ""), self.rt.group)
+            mutated = normalize(mutated, self.rt, self.stored_api_version)
+        await chain.validate(self.rt, operation, mutated, old, subresource, dry_run)
+        return mutated
+
     # ----------------------------------------------------------------- create
 
     def prepare_new(self, namespace: str | None, obj: Obj, track: Tracker | None = None) -> Obj:
@@ -234,6 +271,7 @@ class Registry:
             )
             await self.admit(namespace, obj)
         obj = self.prepare_new(namespace, obj, track)
+        obj = await self._admission(namespace, "CREATE", obj, None, None, dry_run)
         name = obj["metadata"]["name"]
         self._check_namespace_for_create(namespace, name)
         key = self.key(namespace, name)
@@ -287,6 +325,7 @@ class Registry:
             # A second decode of the stored bytes is several times cheaper than deepcopy.
             desired = await _call(mutate, loads(current[0]))
             new = self._prepare_update(namespace, name, desired, old, subresource, track)
+            new = await self._admission(namespace, "UPDATE", new, old, subresource, dry_run)
             removing = self._ready_to_remove(new)
             if removing:
                 ops = [Op("delete", key, encoder(new), current[1]), *self._releases(new)]
@@ -413,6 +452,9 @@ class Registry:
             obj = loads(current[0])
             m = obj["metadata"]
             self._check_preconditions(name, m, opts)
+            chain = admission.current()
+            if chain is not None:
+                await chain.validate(self.rt, "DELETE", None, obj, None, opts.dry_run)
             self.strategy.check_delete(obj)
             self._mark_deleting(obj, opts)
             removed = self._ready_to_remove(obj)

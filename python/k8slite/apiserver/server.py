@@ -25,11 +25,13 @@ from k8slite.apiserver.limits import (
 )
 from k8slite.apiserver.metrics import ApiMetrics, MeteredStore
 from k8slite.apiserver.podlogs import KubeletConnector
+from k8slite.apiserver.policies import PolicyEvaluator
 from k8slite.apiserver.saadmission import ServiceAccountAdmission
 from k8slite.apiserver.security import secure_app
 from k8slite.apiserver.serviceaccounts import ServiceAccountTokens
 from k8slite.apiserver.tls import serve
 from k8slite.apiserver.watch import bookmark_ticker
+from k8slite.apiserver.webhooks import WebhookDispatcher
 from k8slite.serviceaccount.claims import DEFAULT_ISSUER
 from k8slite.serviceaccount.jwt import load_private_key, load_public_keys
 from k8slite.storage.rocksdb import RocksStore
@@ -37,7 +39,12 @@ from k8slite.storage.rocksdb import RocksStore
 log = logging.getLogger(__name__)
 
 # The admission plugins with something to do here that upstream enables by default.
-ADMISSION_PLUGINS = ("ServiceAccount",)
+ADMISSION_PLUGINS = (
+    "ServiceAccount",
+    "MutatingAdmissionWebhook",
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionWebhook",
+)
 DEFAULT_ADMISSION_PLUGINS = ADMISSION_PLUGINS
 
 
@@ -186,6 +193,18 @@ async def run(
         aggregator = Aggregator(core, app.resources, config.pki_dir)
         if "ServiceAccount" in config.admission_plugins:
             core.registries[("", "pods")].admit = ServiceAccountAdmission(core).admit
+        plugins = set(config.admission_plugins)
+        if plugins & {"MutatingAdmissionWebhook", "ValidatingAdmissionWebhook"} or (
+            "ValidatingAdmissionPolicy" in plugins
+        ):
+            webhooks = WebhookDispatcher(
+                core,
+                mutating="MutatingAdmissionWebhook" in plugins,
+                validating="ValidatingAdmissionWebhook" in plugins,
+            )
+            if "ValidatingAdmissionPolicy" in plugins:
+                webhooks.policies = PolicyEvaluator(core)
+            app.resources.webhooks = webhooks
         secured = await secure_app(
             app,
             core,
