@@ -79,6 +79,32 @@ _BASES["PersistentVolume"] = {
 _BASES["PersistentVolumeClaim"] = {
     "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}
 }
+_BASES["ValidatingAdmissionPolicy"] = {
+    "spec": {
+        "matchConstraints": {
+            "resourceRules": [
+                {
+                    "apiGroups": ["apps"],
+                    "apiVersions": ["v1"],
+                    "operations": ["CREATE"],
+                    "resources": ["deployments"],
+                }
+            ]
+        },
+        "validations": [{"expression": "true"}],
+    }
+}
+_BASES["ValidatingAdmissionPolicyBinding"] = {
+    "spec": {"policyName": "ranges", "validationActions": ["Deny"]}
+}
+_BASES["APIService"] = {
+    "spec": {
+        "group": "ranges.example.com",
+        "version": "v1",
+        "groupPriorityMinimum": 100,
+        "versionPriority": 10,
+    }
+}
 _BASES["ControllerRevision"] = {"revision": 1, "data": {"spec": {}}}
 _BASES["CustomResourceDefinition"] = {
     "spec": {
@@ -209,22 +235,29 @@ def _write(
     )
 
 
-def _established(api: httpx.Client, rt: ResourceType, name: str) -> dict[str, Any]:
-    """A CRD once the API server's controller has written its conditions (a write of its
-    own, which would otherwise race the test's)."""
+# Kinds the API server itself writes a condition on after each create (the CRD and
+# aggregation controllers): the test writes after that one write, which would race it.
+_SETTLES_ON = {"CustomResourceDefinition": "Established", "APIService": "Available"}
+
+
+def _settled(api: httpx.Client, rt: ResourceType, name: str, ctype: str) -> dict[str, Any]:
+    """The object once the API server's controller has written its `ctype` condition."""
 
     def ready() -> dict[str, Any] | None:
-        crd: dict[str, Any] = api.get(_url(rt, name)).json()
-        conditions = (crd.get("status") or {}).get("conditions") or []
-        done = any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
-        return crd if done else None
+        obj: dict[str, Any] = api.get(_url(rt, name)).json()
+        conditions = (obj.get("status") or {}).get("conditions") or []
+        return obj if any(c["type"] == ctype for c in conditions) else None
 
-    return wait_for(ready, timeout=30, what=f"CRD {name} Established")
+    return wait_for(ready, timeout=30, what=f"{rt.kind} {name} condition {ctype}")
 
 
 def _base(rt: ResourceType, name: str) -> dict[str, Any]:
     base = {"apiVersion": rt.api_version, "kind": rt.kind, "metadata": {"name": name}}
     base.update(copy.deepcopy(_BASES.get(rt.kind, {})))
+    if rt.kind == "APIService":
+        # Its name is its version and group.
+        base["spec"]["group"] = f"{name.replace('-', '')}.example.com"
+        base["metadata"]["name"] = f"v1.{base['spec']['group']}"
     if rt.kind == "CustomResourceDefinition":
         # Its name is its plural and group, and its names must not clash with another's.
         plural = name.replace("-", "")
@@ -262,8 +295,8 @@ def test_integers_are_stored_in_range_or_refused(
         r = api.post(_url(rt), json=base)
         assert r.status_code == 201, r.text
         obj = r.json()
-        if rt.kind == "CustomResourceDefinition":
-            obj = _established(api, rt, name)
+        if rt.kind in _SETTLES_ON:
+            obj = _settled(api, rt, name, _SETTLES_ON[rt.kind])
     before = obj["metadata"].get("resourceVersion")
     obj = copy.deepcopy(obj)
     _set(obj, path, value)
