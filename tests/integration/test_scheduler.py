@@ -256,13 +256,16 @@ async def test_places_by_fit_taints_affinity_and_ports(api: ApiClient, running: 
     got = await bound(api, "db-2")
     assert got["db-2"] == freed
     metrics = running.registry
-    assert (
-        metrics.get_sample_value(
+
+    async def scheduled() -> bool:
+        # Counted once the binding is acknowledged, which can trail the pod's nodeName.
+        value = metrics.get_sample_value(
             "scheduler_schedule_attempts_total",
             {"result": "scheduled", "profile": "default-scheduler"},
         )
-        or 0
-    ) >= 8
+        return (value or 0) >= 8
+
+    await wait_for(scheduled, message="8 scheduled attempts counted")
 
 
 async def test_unschedulable_until_a_node_is_added(api: ApiClient, running: Scheduler) -> None:
