@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-import trio
 
 from k8slite.client import ApiClient, NotFound
 from k8slite.client.resource import (
@@ -192,10 +191,13 @@ async def test_local_path_claim_follows_its_first_pod(
     await wait_for(lambda: _phase_is("Running", kube, PODS, "reader", ns), 60, message="reader")
 
     # A claim in use is only marked for deletion until its pod is gone.
+    # What holds it is the protection finalizer, kept while the reader runs: checked as such
+    # rather than by waiting a guessed while for the claim not to go.
     await kube.delete(PERSISTENTVOLUMECLAIMS, "data", namespace=ns)
-    await trio.sleep(3)
     held = await kube.get(PERSISTENTVOLUMECLAIMS, "data", namespace=ns)
     assert held["metadata"].get("deletionTimestamp")
+    assert "kubernetes.io/pvc-protection" in held["metadata"]["finalizers"]
+    assert await _phase_is("Running", kube, PODS, "reader", ns)
     assert "Terminating" in await kubectl(module_apiserver, "get", "pvc", "data", "-n", ns)
     await kube.delete(PODS, "reader", namespace=ns)
 
