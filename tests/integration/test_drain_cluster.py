@@ -9,22 +9,19 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from k8slite.client import ApiClient
-from k8slite.client.resource import DEPLOYMENTS, NODES, PODDISRUPTIONBUDGETS, PODS
+from k8slite.client.resource import DEPLOYMENTS, PODDISRUPTIONBUDGETS, PODS
 from k8slite.component.objects import Obj
 from tests.conftest import ServerHandle
+from tests.integration.cluster_harness import nodes_with_control_plane, ready_nodes
 from tests.integration.controller_harness import (
-    ManagerHandle,
     admin_config,
     create_namespace,
     deployment,
     is_ready,
     kubectl,
     pods_of,
-    start_controller_manager,
     wait_for,
 )
-from tests.integration.kubelet_harness import KubeletProcess, unique_node
-from tests.integration.test_scheduler import SchedulerProcess, start_scheduler
 
 
 @pytest.fixture(scope="module")
@@ -33,24 +30,8 @@ def cluster(
 ) -> Iterator[list[str]]:
     """The controller manager, the scheduler and two kubelets; yields the node names."""
     workdir = tmp_path_factory.mktemp("drain")
-    manager: ManagerHandle = start_controller_manager(module_apiserver)
-    scheduler: SchedulerProcess | None = None
-    kubelets: list[KubeletProcess] = []
-    try:
-        scheduler = start_scheduler(module_apiserver, workdir / "scheduler.log")
-        for i in range(2):
-            node = unique_node("drain")
-            (workdir / f"k{i}").mkdir()
-            kubelet = KubeletProcess(module_apiserver, node, "fake", workdir / f"k{i}")
-            kubelet.start()
-            kubelets.append(kubelet)
-        yield [k.node for k in kubelets]
-    finally:
-        for kubelet in kubelets:
-            kubelet.stop()
-        if scheduler is not None:
-            scheduler.stop()
-        manager.stop()
+    with nodes_with_control_plane(module_apiserver, workdir, "drain") as nodes:
+        yield nodes
 
 
 @pytest.fixture
@@ -64,15 +45,6 @@ async def _web_pods(kube: ApiClient, ns: str) -> list[Obj]:
     return pods_of(listed["items"])
 
 
-async def _ready_nodes(kube: ApiClient, nodes: list[str]) -> bool:
-    for name in nodes:
-        node = await kube.get(NODES, name)
-        conditions = (node.get("status") or {}).get("conditions") or ()
-        if not any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
-            return False
-    return True
-
-
 async def _budget(kube: ApiClient, ns: str, **want: int) -> bool:
     obj = await kube.get(PODDISRUPTIONBUDGETS, "web", namespace=ns)
     status = obj.get("status") or {}
@@ -84,7 +56,7 @@ async def _budget(kube: ApiClient, ns: str, **want: int) -> bool:
 async def test_drain_waits_for_the_budget_on_real_kubelets(
     module_apiserver: ServerHandle, kube: ApiClient, cluster: list[str]
 ) -> None:
-    await wait_for(lambda: _ready_nodes(kube, cluster), 60, message="nodes Ready")
+    await wait_for(lambda: ready_nodes(kube, cluster), 60, message="nodes Ready")
     ns = await create_namespace(kube, "drain")
     web = deployment("web", replicas=2, image="busybox:1.35")
     web["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 1

@@ -12,18 +12,14 @@ import trio
 from k8slite.client import ApiClient
 from k8slite.client.resource import STATEFULSETS
 from tests.conftest import ServerHandle
+from tests.integration.cluster_harness import nodes_with_control_plane, ready_nodes
 from tests.integration.controller_harness import (
-    ManagerHandle,
     admin_config,
     create_namespace,
     kubectl,
-    start_controller_manager,
     wait_for,
 )
-from tests.integration.kubelet_harness import KubeletProcess, unique_node
 from tests.integration.test_controllers_statefulset import PodLog, all_ready, statefulset
-from tests.integration.test_drain_cluster import _ready_nodes
-from tests.integration.test_scheduler import SchedulerProcess, start_scheduler
 
 
 @pytest.fixture(scope="module")
@@ -32,25 +28,8 @@ def cluster(
 ) -> Iterator[list[str]]:
     """The controller manager, the scheduler and two kubelets; yields the node names."""
     workdir = tmp_path_factory.mktemp("sts")
-    manager: ManagerHandle = start_controller_manager(module_apiserver)
-    scheduler: SchedulerProcess | None = None
-    kubelets: list[KubeletProcess] = []
-    try:
-        scheduler = start_scheduler(module_apiserver, workdir / "scheduler.log")
-        for i in range(2):
-            (workdir / f"k{i}").mkdir()
-            kubelet = KubeletProcess(
-                module_apiserver, unique_node("sts"), "fake", workdir / f"k{i}"
-            )
-            kubelet.start()
-            kubelets.append(kubelet)
-        yield [k.node for k in kubelets]
-    finally:
-        for kubelet in kubelets:
-            kubelet.stop()
-        if scheduler is not None:
-            scheduler.stop()
-        manager.stop()
+    with nodes_with_control_plane(module_apiserver, workdir, "sts") as nodes:
+        yield nodes
 
 
 @pytest.fixture
@@ -62,7 +41,7 @@ async def kube(module_apiserver: ServerHandle, cluster: list[str]) -> AsyncItera
 async def test_ordered_statefulset_on_real_kubelets(
     module_apiserver: ServerHandle, kube: ApiClient, cluster: list[str], nursery: trio.Nursery
 ) -> None:
-    await wait_for(lambda: _ready_nodes(kube, cluster), 60, message="nodes Ready")
+    await wait_for(lambda: ready_nodes(kube, cluster), 60, message="nodes Ready")
     ns = await create_namespace(kube, "sts")
     log = PodLog(kube, ns)
     await nursery.start(log.run)

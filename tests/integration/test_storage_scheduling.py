@@ -13,39 +13,22 @@ from k8slite.client import ApiClient
 from k8slite.client.resource import PERSISTENTVOLUMECLAIMS, PERSISTENTVOLUMES, PODS, STORAGECLASSES
 from k8slite.component.objects import Obj
 from tests.conftest import ServerHandle
+from tests.integration.cluster_harness import nodes_with_control_plane
 from tests.integration.controller_harness import (
-    ManagerHandle,
     admin_config,
     create_namespace,
-    start_controller_manager,
     wait_for,
 )
-from tests.integration.kubelet_harness import KubeletProcess, unique_node
-from tests.integration.test_scheduler import SchedulerProcess, start_scheduler
 
 
 @pytest.fixture(scope="module")
 def nodes(
     module_apiserver: ServerHandle, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[list[str]]:
+    """The controller manager, the scheduler and two kubelets; yields the node names."""
     workdir = tmp_path_factory.mktemp("storage-sched")
-    manager: ManagerHandle = start_controller_manager(module_apiserver)
-    scheduler: SchedulerProcess | None = None
-    kubelets: list[KubeletProcess] = []
-    try:
-        scheduler = start_scheduler(module_apiserver, workdir / "scheduler.log")
-        for i in range(2):
-            (workdir / f"k{i}").mkdir()
-            kubelet = KubeletProcess(module_apiserver, unique_node("vs"), "fake", workdir / f"k{i}")
-            kubelet.start()
-            kubelets.append(kubelet)
-        yield [k.node for k in kubelets]
-    finally:
-        for kubelet in kubelets:
-            kubelet.stop()
-        if scheduler is not None:
-            scheduler.stop()
-        manager.stop()
+    with nodes_with_control_plane(module_apiserver, workdir, "vs") as nodes:
+        yield nodes
 
 
 @pytest.fixture
