@@ -109,6 +109,8 @@ def _review(path: str, request: dict[str, Any]) -> dict[str, Any]:
         ops = [] if labels else [{"op": "add", "path": "/metadata/labels", "value": {}}]
         return _patch([*ops, {"op": "add", "path": "/metadata/labels/b", "value": "1"}])
     if path == "/slow":
+        # A webhook slower than its 1 s timeoutSeconds: what the timeout test is about (not a
+        # wait for something; a busy machine only makes it slower).
         time.sleep(3)
     return {}
 
