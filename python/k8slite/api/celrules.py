@@ -15,7 +15,7 @@ from typing import Any
 import cel
 from cel.stdlib import add_stdlib_to_context
 
-from k8slite.api.validation import FieldErrors
+from k8slite.api.validation import FieldErrors, json_type
 
 # One evaluation context holding the extension functions, reused for every evaluation
 # (building one costs far more than a rule): the API server evaluates on one thread.
@@ -75,18 +75,8 @@ def compile_expression(source: str) -> Expression:
 
 
 def go_type(value: Any) -> str:
-    """The schema type upstream shows as a rule's invalid value."""
-    if isinstance(value, dict):
-        return "object"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    return "string"
+    """The schema type upstream shows as a rule's invalid value (a null shows as string)."""
+    return "string" if value is None else json_type(value)
 
 
 @dataclass(frozen=True)

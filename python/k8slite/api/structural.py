@@ -14,7 +14,7 @@ from typing import Any
 
 from k8slite.api import meta
 from k8slite.api.celrules import Rule, check_rule_definitions
-from k8slite.api.validation import FieldErrors, go_repr
+from k8slite.api.validation import FieldErrors, go_repr, json_type
 
 # Fields every object has at its root whatever its schema says (kept by pruning).
 _ROOT_FIELDS = ("apiVersion", "kind", "metadata")
@@ -31,23 +31,6 @@ _EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+\Z")
 _HOSTNAME_RE = re.compile(
     r"[a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?)*\Z"
 )
-
-
-def json_type(value: Any) -> str:
-    """The JSON type name upstream's validator reports for a value."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
 
 
 def _type_ok(expected: str, value: Any) -> bool:

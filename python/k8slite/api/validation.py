@@ -324,3 +324,20 @@ def check_owner_references(errs: FieldErrors, owners: Any) -> None:
         errs.invalid(
             "metadata.ownerReferences", "", "Only one reference can have Controller set to true"
         )
+
+
+def json_type(value: Any) -> str:
+    """The JSON type name upstream's validator reports for a value."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
