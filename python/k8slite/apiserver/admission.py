@@ -44,3 +44,32 @@ CURRENT: ContextVar[AdmissionChain | None] = ContextVar("k8slite.admission", def
 
 def current() -> AdmissionChain | None:
     return CURRENT.get()
+
+
+def rule_matches(
+    rule: Obj, rt: ResourceType, operation: str, subresource: str | None, name: str = ""
+) -> bool:
+    """Upstream's RuleWithOperations match, for webhooks and policies alike: operation,
+    group, version, scope, resource (`*`, `pods`, `pods/*`, `*/status`) and, where the rule
+    names them, resourceNames."""
+    if not ({"*", operation} & set(rule.get("operations") or ())):
+        return False
+    if not ({"*", rt.group} & set(rule.get("apiGroups") or ())):
+        return False
+    if not ({"*", rt.version} & set(rule.get("apiVersions") or ())):
+        return False
+    scope = rule.get("scope") or "*"
+    if scope == "Cluster" and rt.namespaced or scope == "Namespaced" and not rt.namespaced:
+        return False
+    names = rule.get("resourceNames") or ()
+    if names and name not in names:
+        return False
+    for res in rule.get("resources") or ():
+        plural, _, sub = str(res).partition("/")
+        if plural not in ("*", rt.plural):
+            continue
+        if subresource is None and not sub:
+            return True
+        if subresource is not None and sub in ("*", subresource):
+            return True
+    return False

@@ -20,6 +20,7 @@ from k8slite._native import LabelSelector, loads
 from k8slite.api import celrules, errors, resources
 from k8slite.api.celrules import Expression, compile_expression
 from k8slite.api.resources import ResourceType
+from k8slite.apiserver.admission import rule_matches
 from k8slite.apiserver.core import ApiCore
 from k8slite.component.objects import Obj, labels_of, name_of
 
@@ -88,28 +89,6 @@ class PolicyError(Exception):
     """A policy that could not be evaluated: subject to its failurePolicy."""
 
 
-def _rule_matches(rule: Obj, rt: ResourceType, operation: str, sub: str | None, name: str) -> bool:
-    if not ({"*", operation} & set(rule.get("operations") or ())):
-        return False
-    if not ({"*", rt.group} & set(rule.get("apiGroups") or ())):
-        return False
-    if not ({"*", rt.version} & set(rule.get("apiVersions") or ())):
-        return False
-    scope = rule.get("scope") or "*"
-    if scope == "Cluster" and rt.namespaced or scope == "Namespaced" and not rt.namespaced:
-        return False
-    names = rule.get("resourceNames") or ()
-    if names and name not in names:
-        return False
-    for res in rule.get("resources") or ():
-        plural, _, want = str(res).partition("/")
-        if plural not in ("*", rt.plural):
-            continue
-        if sub is None and not want or sub is not None and want in ("*", sub):
-            return True
-    return False
-
-
 class PolicyEvaluator:
     """Reads policies and bindings from the API server's caches; checks writes."""
 
@@ -162,10 +141,10 @@ class PolicyEvaluator:
             return True
         name = str((some.get("metadata") or {}).get("name") or "")
         rules = match.get("resourceRules")
-        if rules and not any(_rule_matches(r, rt, operation, sub, name) for r in rules):
+        if rules and not any(rule_matches(r, rt, operation, sub, name) for r in rules):
             return False
         if any(
-            _rule_matches(r, rt, operation, sub, name)
+            rule_matches(r, rt, operation, sub, name)
             for r in match.get("excludeResourceRules") or ()
         ):
             return False

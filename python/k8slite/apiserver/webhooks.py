@@ -28,6 +28,7 @@ from k8slite.api import celrules, errors, meta
 from k8slite.api.celrules import Expression, compile_expression
 from k8slite.api.patch import json_patch
 from k8slite.api.resources import ResourceType
+from k8slite.apiserver.admission import rule_matches
 from k8slite.apiserver.authn import UserInfo
 from k8slite.apiserver.core import ApiCore
 from k8slite.apiserver.policies import PolicyEvaluator
@@ -61,27 +62,6 @@ class Webhook:
 
 class WebhookCallError(Exception):
     """The webhook could not be called or answered nonsense: subject to failurePolicy."""
-
-
-def _rule_matches(rule: Obj, rt: ResourceType, operation: str, subresource: str | None) -> bool:
-    if not ({"*", operation} & set(rule.get("operations") or ())):
-        return False
-    if not ({"*", rt.group} & set(rule.get("apiGroups") or ())):
-        return False
-    if not ({"*", rt.version} & set(rule.get("apiVersions") or ())):
-        return False
-    scope = rule.get("scope") or "*"
-    if scope == "Cluster" and rt.namespaced or scope == "Namespaced" and not rt.namespaced:
-        return False
-    for res in rule.get("resources") or ():
-        plural, _, sub = str(res).partition("/")
-        if plural not in ("*", rt.plural):
-            continue
-        if subresource is None and not sub:
-            return True
-        if subresource is not None and sub in ("*", subresource):
-            return True
-    return False
 
 
 def _go_error(e: Exception, url: str) -> str:
@@ -287,7 +267,7 @@ class RequestWebhooks:
         found = []
         for hook in hooks:
             rules = hook.spec.get("rules") or ()
-            if not any(_rule_matches(r, rt, operation, subresource) for r in rules):
+            if not any(rule_matches(r, rt, operation, subresource) for r in rules):
                 continue
             if ns_labels is not None and not hook.namespace_selector.matches(ns_labels):
                 continue
