@@ -55,11 +55,16 @@ CRD = {
         ],
     },
 }
+# The operator, as tests/e2e/test_kopf_in_cluster_e2e.py also runs it inside a pod: its
+# service account's credentials there, the kubeconfig here.
 OPERATOR = """\
 import kopf
 from kubernetes import client, config
 
-config.load_kube_config()
+try:
+    config.load_incluster_config()
+except config.ConfigException:
+    config.load_kube_config()
 
 
 @kopf.on.create("ops.example.com", "v1", "webapps")
@@ -73,7 +78,11 @@ def create_fn(spec, name, namespace, body, **_):
             "selector": {"matchLabels": {"app": name}},
             "template": {
                 "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "web", "image": "busybox:1.35"}]},
+                "spec": {
+                    "containers": [
+                        {"name": "web", "image": "busybox:1.35", "command": ["sleep", "3600"]}
+                    ]
+                },
             },
         },
     }
