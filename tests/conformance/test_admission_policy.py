@@ -176,3 +176,56 @@ def test_policy_and_binding_validation(api: httpx.Client) -> None:
     message = r.json()["message"]
     assert "spec.matchConstraints: Required value" in message
     assert 'spec.validations[0].expression: Invalid value: "1 +": compilation failed' in message
+
+
+def test_expression_over_the_call_cost_limit_is_an_error(
+    api: httpx.Client, namespace: str, kubectl: Kubectl
+) -> None:
+    # Quadratic in the ConfigMap's keys: cheap on a few, over upstream's per-call limit of
+    # 1,000,000 on 1,500 (the failure policy, Fail, then refuses the write).
+    name = f"pairs-{os.urandom(3).hex()}"
+    expression = "object.data.all(k, object.data.all(j, k == j || k != j))"
+    policy = {
+        "metadata": {"name": name},
+        "spec": {
+            "matchConstraints": {
+                "resourceRules": [
+                    {
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "operations": ["CREATE"],
+                        "resources": ["configmaps"],
+                    }
+                ]
+            },
+            "validations": [{"expression": expression}],
+        },
+    }
+    binding = {
+        "metadata": {"name": name},
+        "spec": {
+            "policyName": name,
+            "validationActions": ["Deny"],
+            "matchResources": {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}
+            },
+        },
+    }
+    assert api.post(f"{ARG}/validatingadmissionpolicies", json=policy).status_code == 201
+    assert api.post(f"{ARG}/validatingadmissionpolicybindings", json=binding).status_code == 201
+    try:
+        small = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "small"}}
+        small["data"] = {f"k{i}": "v" for i in range(3)}
+        kubectl("create", "-n", namespace, "-f", "-", stdin=json.dumps(small))
+        big = {**small, "metadata": {"name": "big"}, "data": {f"k{i}": "v" for i in range(1500)}}
+        out = kubectl("create", "-n", namespace, "-f", "-", stdin=json.dumps(big), check=False)
+        assert out.returncode == 1
+        assert (
+            f"ValidatingAdmissionPolicy '{name}' with binding '{name}' denied request: "
+            f"expression '{expression}' resulted in error: operation cancelled: actual cost "
+            "limit exceeded"
+        ) in out.stderr, out.stderr
+        assert api.get(f"/api/v1/namespaces/{namespace}/configmaps/big").status_code == 404
+    finally:
+        api.delete(f"{ARG}/validatingadmissionpolicybindings/{name}")
+        api.delete(f"{ARG}/validatingadmissionpolicies/{name}")

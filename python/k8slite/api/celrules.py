@@ -9,12 +9,15 @@ environment offers them, regular expressions through `matches`.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import cel
 from cel.stdlib import add_stdlib_to_context
 
+from k8slite.api import celcost
+from k8slite.api.celcost import Budget, CostModel, CostTally, SchemaShape, Shape, ValuesShape
 from k8slite.api.validation import FieldErrors, json_type
 
 # One evaluation context holding the extension functions, reused for every evaluation
@@ -24,6 +27,11 @@ add_stdlib_to_context(_EXTENDED)
 _EXTENSION_NAMES = frozenset(_EXTENDED.functions)
 _SELF = re.compile(r"\b(self|oldSelf)\b(\s*\.\s*([A-Za-z_][A-Za-z0-9_]*))?")
 _REASONS = ("FieldValueInvalid", "FieldValueForbidden", "FieldValueRequired", "FieldValueDuplicate")
+# A rule estimated to cost at most this much is charged its estimate against a request's
+# budget; a dearer one is estimated again on the request's own values before it runs.
+_CHEAP = 1000
+# cel-go's error for an evaluation over the per-call limit.
+COST_EXCEEDED = "operation cancelled: actual cost limit exceeded"
 
 
 class CelError(Exception):
@@ -42,6 +50,18 @@ class Expression:
     # `self.<field>`: evaluation is then handed those fields alone, since converting a
     # whole object into CEL values costs more than most rules.
     fields: frozenset[str] | None = None
+    # For the runtime cost limit of expressions without a schema (policies): the parse
+    # tree and its estimate with every variable as large as a request allows.
+    model: CostModel = CostModel(None)
+    static_cost: int = 0
+
+    def exceeds_call_limit(self, variables: Mapping[str, Any]) -> bool:
+        """Whether evaluating on these values may cost more than upstream's per-call limit
+        (estimated on the values only when the estimate without them is over it)."""
+        if self.static_cost <= celcost.PER_CALL_LIMIT:
+            return False
+        env = {name: ValuesShape([value]) for name, value in variables.items()}
+        return self.model.cost(env) > celcost.PER_CALL_LIMIT
 
     def project(self, value: Any) -> Any:
         """value, or the part of it this expression can see."""
@@ -71,7 +91,15 @@ def compile_expression(source: str) -> Expression:
             break
         assert fields is not None
         fields.add(m.group(3))
-    return Expression(source, program, extended, frozenset(fields) if fields is not None else None)
+    model = CostModel.of(source)
+    return Expression(
+        source,
+        program,
+        extended,
+        frozenset(fields) if fields is not None else None,
+        model,
+        model.cost({}),
+    )
 
 
 def go_type(value: Any) -> str:
@@ -90,11 +118,20 @@ class Rule:
     field_path: str
     transition: bool
     optional_old_self: bool
+    # The cost models of rule and messageExpression and their estimates on the schema.
+    rule_model: CostModel
+    rule_cost: int
+    message_model: CostModel | None
+    message_cost: int
 
     @classmethod
-    def from_raw(cls, raw: dict[str, Any]) -> Rule:
-        rule = compile_expression(str(raw.get("rule") or ""))
+    def from_raw(cls, raw: dict[str, Any], shape: Shape | None = None) -> Rule:
+        source = str(raw.get("rule") or "")
+        rule = compile_expression(source)
         message_expr = raw.get("messageExpression")
+        env = _env(shape or celcost.ANY)
+        rule_model = CostModel.of(source)
+        message_model = CostModel.of(str(message_expr)) if message_expr else None
         return cls(
             rule,
             str(raw.get("message") or ""),
@@ -103,12 +140,57 @@ class Rule:
             str(raw.get("fieldPath") or ""),
             "oldSelf" in rule.program.variables(),
             bool(raw.get("optionalOldSelf")),
+            rule_model,
+            rule_model.cost(env),
+            message_model,
+            message_model.cost(env) if message_model else 0,
         )
 
-    def check(self, value: Any, old: Any, has_old: bool, path: str, errs: FieldErrors) -> None:
-        """Evaluate on self=value (oldSelf=old for a transition rule) and report a failure."""
+    def _charge(self, model: CostModel, static: int, value: Any, old: Any, budget: Budget) -> int:
+        """Charge one evaluation to the budget; its cost (estimated on these values when
+        the schema's estimate is not small), which the caller checks against the limit."""
+        cost = static
+        if static > _CHEAP:
+            env = {"self": ValuesShape([value]), "oldSelf": ValuesShape([old])}
+            cost = model.cost(env)
+        if cost <= celcost.PER_CALL_LIMIT:
+            budget.spend(cost)
+        return cost
+
+    def check(
+        self,
+        value: Any,
+        old: Any,
+        has_old: bool,
+        path: str,
+        errs: FieldErrors,
+        budget: Budget | None = None,
+    ) -> None:
+        """Evaluate on self=value (oldSelf=old for a transition rule) and report a failure.
+        With a budget, upstream's runtime limits apply: a call estimated above the per-call
+        limit, or one the request's remaining budget cannot pay, stops all further rules."""
         if self.transition and not has_old and not self.optional_old_self:
             return  # a transition rule applies to updates of an existing value only
+        if budget is not None:
+            if budget.exhausted:
+                return
+            cost = self._charge(self.rule_model, self.rule_cost, value, old, budget)
+            if cost > celcost.PER_CALL_LIMIT or budget.exhausted:
+                budget.exhausted = True
+                where = path + self.field_path if self.field_path else path
+                problem = (
+                    "'operation cancelled: actual cost limit exceeded': no further validation "
+                    f"rules will be run due to call cost exceeds limit for rule: {self.shown()}"
+                    if cost > celcost.PER_CALL_LIMIT
+                    else "validation failed due to running out of cost budget, no further "
+                    "validation rules will be run"
+                )
+                errs._add(
+                    "FieldValueInvalid",
+                    where or "<nil>",
+                    f'Invalid value: "{go_type(value)}": {problem}',
+                )
+                return
         project = self.rule.project if self.message_expression is None else _whole
         variables: dict[str, Any] = {"self": project(value)}
         if self.transition:
@@ -130,7 +212,7 @@ class Rule:
         if passed is True:
             return
         message = self.message or f"failed rule: {self.rule.source}"
-        if self.message_expression is not None:
+        if self.message_expression is not None and self._message_affordable(value, old, budget):
             try:
                 text = self.message_expression.run(variables)
             except (RuntimeError, TypeError, KeyError, ValueError, OverflowError):
@@ -138,6 +220,21 @@ class Rule:
             if isinstance(text, str) and text.strip() and "\n" not in text:
                 message = text
         _report(errs, self.reason, shown, go_type(value), message)
+
+    def _message_affordable(self, value: Any, old: Any, budget: Budget | None) -> bool:
+        """Whether the messageExpression may run (else the message is the fallback)."""
+        if budget is None or self.message_model is None:
+            return True
+        cost = self._charge(self.message_model, self.message_cost, value, old, budget)
+        return cost <= celcost.PER_CALL_LIMIT and not budget.exhausted
+
+    def shown(self) -> str:
+        """How upstream names a rule in its runtime errors: its message, else its source."""
+        return self.message.strip() or self.rule.source.strip()
+
+
+def _env(shape: Shape) -> dict[str, Shape]:
+    return {"self": shape, "oldSelf": shape}
 
 
 def _whole(value: Any) -> Any:
@@ -161,8 +258,19 @@ def _report(errs: FieldErrors, reason: str, path: str, type_name: str, message: 
         errs._add("FieldValueInvalid", path, f'Invalid value: "{type_name}": {message}')
 
 
-def check_rule_definitions(raw: Any, path: str, errs: FieldErrors) -> None:
-    """Compile-time checks of a schema node's x-kubernetes-validations (CRD validation)."""
+def check_rule_definitions(
+    raw: Any,
+    path: str,
+    errs: FieldErrors,
+    node: dict[str, Any] | None = None,
+    cardinality: int = 1,
+    tally: CostTally | None = None,
+) -> None:
+    """Compile-time checks of a schema node's x-kubernetes-validations (CRD validation):
+    each rule and messageExpression compiles, and its estimated cost on the node's schema,
+    times how many times it can run in one object (cardinality), is within upstream's
+    per-expression limit; each estimate goes into tally for the schema's total."""
+    env = _env(SchemaShape(node) if node is not None else celcost.ANY)
     for i, entry in enumerate(raw or ()):
         here = f"{path}[{i}]"
         if not isinstance(entry, dict) or not entry.get("rule"):
@@ -174,6 +282,18 @@ def check_rule_definitions(raw: Any, path: str, errs: FieldErrors) -> None:
                     compile_expression(str(entry[field]))
                 except CelError as e:
                     errs.invalid(f"{here}.{field}", entry[field], f"compilation failed: {e}")
+                    continue
+                cost = celcost.multiply(CostModel.of(str(entry[field])).cost(env), cardinality)
+                if cost > celcost.STATIC_EXPRESSION_LIMIT:
+                    what = "rule" if field == "rule" else "messageExpression"
+                    errs.forbidden(
+                        f"{here}.{field}",
+                        celcost.exceeds_message(
+                            f"estimated {what} cost", cost, celcost.STATIC_EXPRESSION_LIMIT
+                        ),
+                    )
+                if tally is not None:
+                    tally.observe(f"{here}.{field}", cost)
         reason = entry.get("reason")
         if reason is not None and reason not in _REASONS:
             errs.not_supported(f"{here}.reason", reason, list(_REASONS))

@@ -12,7 +12,8 @@ import re
 import uuid
 from typing import Any
 
-from k8slite.api import meta
+from k8slite.api import celcost, meta
+from k8slite.api.celcost import Budget, CostTally, SchemaShape
 from k8slite.api.celrules import Rule, check_rule_definitions
 from k8slite.api.validation import FieldErrors, go_repr, json_type
 
@@ -190,7 +191,9 @@ class Schema:
         )
         self.has_combinators = bool(self.all_of or self.any_of or self.one_of or self.not_)
         # x-kubernetes-validations, compiled once with the schema (its CRD version).
-        self.rules = [Rule.from_raw(r) for r in raw.get("x-kubernetes-validations") or ()]
+        rules = raw.get("x-kubernetes-validations") or ()
+        shape = SchemaShape(raw) if rules else None
+        self.rules = [Rule.from_raw(r, shape) for r in rules]
         self.rules_below: bool = any(
             c is not None and (c.rules or c.rules_below)
             for c in (
@@ -294,12 +297,18 @@ class Schema:
             self._combinators(value, path, errs)
 
     def check_rules(
-        self, value: Any, old: Any, has_old: bool, path: str, errs: FieldErrors
+        self,
+        value: Any,
+        old: Any,
+        has_old: bool,
+        path: str,
+        errs: FieldErrors,
+        budget: Budget,
     ) -> None:
         """Evaluate the CEL rules here and below; old is the correlated stored value."""
         for rule in self.rules:
-            rule.check(value, old, has_old, path, errs)
-        if not self.rules_below or value is None:
+            rule.check(value, old, has_old, path, errs, budget)
+        if not self.rules_below or value is None or budget.exhausted:
             return
         if isinstance(value, dict):
             old_map = old if has_old and isinstance(old, dict) else {}
@@ -309,12 +318,14 @@ class Schema:
                     child = self.additional
                 if child is not None and (child.rules or child.rules_below):
                     sub = f"{path}.{key}" if path else key
-                    child.check_rules(item, old_map.get(key), key in old_map, sub, errs)
+                    child.check_rules(item, old_map.get(key), key in old_map, sub, errs, budget)
         elif isinstance(value, list) and self.items is not None:
             olds = self._correlated(value, old if has_old and isinstance(old, list) else None)
             for i, item in enumerate(value):
                 found = olds.get(i, _MISSING)
-                self.items.check_rules(item, found, found is not _MISSING, f"{path}[{i}]", errs)
+                self.items.check_rules(
+                    item, found, found is not _MISSING, f"{path}[{i}]", errs, budget
+                )
 
     def _correlated(self, value: list[Any], old: list[Any] | None) -> dict[int, Any]:
         """Old items matching new ones: by key in a map list, by value in a set; atomic
@@ -484,6 +495,7 @@ class CompiledSchema:
         if errs or not (self.root.rules or self.root.rules_below):
             return
         root = self.root
+        budget = Budget()
         if root.rules:
             # Root rules see apiVersion, kind and metadata's name and generateName.
             m = obj.get("metadata") or {}
@@ -496,7 +508,7 @@ class CompiledSchema:
                     "metadata": {k: om[k] for k in ("name", "generateName") if k in om},
                 }
             for rule in root.rules:
-                rule.check(shown, old_shown, old is not None, "", errs)
+                rule.check(shown, old_shown, old is not None, "", errs, budget)
         old_body = old or {}
         for key, item in obj.items():
             if key in _ROOT_FIELDS:
@@ -505,7 +517,7 @@ class CompiledSchema:
             if child is None and isinstance(root.additional, Schema):
                 child = root.additional
             if child is not None and (child.rules or child.rules_below):
-                child.check_rules(item, old_body.get(key), key in old_body, key, errs)
+                child.check_rules(item, old_body.get(key), key in old_body, key, errs, budget)
 
     def _validate_schema(self, obj: dict[str, Any], errs: FieldErrors) -> None:
         body = {k: v for k, v in obj.items() if k not in _ROOT_FIELDS}
@@ -527,8 +539,42 @@ class CompiledSchema:
 # ------------------------------------------------------------- structural check
 
 
-def structural_errors(raw: Any, path: str, errs: FieldErrors, root: bool = True) -> None:
-    """Upstream's rules for a structural schema, reported under path (the CRD's field)."""
+def structural_errors(
+    raw: Any,
+    path: str,
+    errs: FieldErrors,
+    root: bool = True,
+    cardinality: int = 1,
+    tally: CostTally | None = None,
+) -> None:
+    """Upstream's rules for a structural schema, reported under path (the CRD's field).
+    cardinality: how many values this node can have in one object (for CEL costs)."""
+    if root:
+        tally = CostTally()
+        _structural_node(raw, path, errs, True, cardinality, tally)
+        if tally.total > celcost.STATIC_CRD_LIMIT:
+            for where in tally.most_expensive():
+                errs.forbidden(
+                    where,
+                    "contributed to estimated rule & messageExpression cost total exceeding "
+                    "cost limit for entire OpenAPIv3 schema",
+                )
+            errs.forbidden(
+                path,
+                celcost.exceeds_message(
+                    "x-kubernetes-validations estimated rule & messageExpression cost total "
+                    "for entire OpenAPIv3 schema",
+                    tally.total,
+                    celcost.STATIC_CRD_LIMIT,
+                ),
+            )
+        return
+    _structural_node(raw, path, errs, False, cardinality, tally)
+
+
+def _structural_node(
+    raw: Any, path: str, errs: FieldErrors, root: bool, cardinality: int, tally: CostTally | None
+) -> None:
     if not isinstance(raw, dict):
         errs.required(path, "must not be empty")
         return
@@ -566,11 +612,19 @@ def structural_errors(raw: Any, path: str, errs: FieldErrors, root: bool = True)
             )
     if "x-kubernetes-validations" in raw:
         check_rule_definitions(
-            raw["x-kubernetes-validations"], f"{path}.x-kubernetes-validations", errs
+            raw["x-kubernetes-validations"],
+            f"{path}.x-kubernetes-validations",
+            errs,
+            raw,
+            cardinality,
+            tally,
         )
     for key, child in (raw.get("properties") or {}).items():
-        structural_errors(child, f"{path}.properties[{key}]", errs, root=False)
+        _structural_node(child, f"{path}.properties[{key}]", errs, False, cardinality, tally)
+    # A list's items and a map's values can occur as often as the collection is long.
+    many = celcost.multiply(cardinality, SchemaShape(raw).size())
     if isinstance(raw.get("items"), dict):
-        structural_errors(raw["items"], f"{path}.items", errs, root=False)
+        _structural_node(raw["items"], f"{path}.items", errs, False, many, tally)
     if isinstance(raw.get("additionalProperties"), dict):
-        structural_errors(raw["additionalProperties"], f"{path}.additionalProperties", errs, False)
+        additional = raw["additionalProperties"]
+        _structural_node(additional, f"{path}.additionalProperties", errs, False, many, tally)

@@ -310,6 +310,8 @@ class PolicyEvaluator:
         env = {**base, "variables": variables}
         for name, condition in policy.conditions:
             try:
+                if condition.exceeds_call_limit(env):
+                    raise RuntimeError(celrules.COST_EXCEEDED)
                 if condition.run(env) is not True:
                     return
             except _EVAL_ERRORS as e:
@@ -318,6 +320,8 @@ class PolicyEvaluator:
                 ) from None
         for name, expression in policy.variables:
             try:
+                if expression.exceeds_call_limit(env):
+                    raise RuntimeError(celrules.COST_EXCEEDED)
                 variables[name] = expression.run(env)
             except _EVAL_ERRORS as e:
                 raise PolicyError(
@@ -325,6 +329,8 @@ class PolicyEvaluator:
                 ) from None
         for index, v in enumerate(policy.validations):
             try:
+                if v.expression.exceeds_call_limit(env):
+                    raise RuntimeError(celrules.COST_EXCEEDED)
                 passed = v.expression.run(env)
             except _EVAL_ERRORS as e:
                 problem = celrules.eval_error(e)
