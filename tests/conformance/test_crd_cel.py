@@ -143,3 +143,106 @@ def test_rule_that_does_not_compile_refuses_the_crd(kubectl: Kubectl) -> None:
         '.rule: Invalid value: "self.minReplicas <=": compilation failed: ERROR: <input>:1:20: '
         "Syntax error" in out.stderr
     ), out.stderr
+
+
+LIBRARIES = {
+    "memory": (
+        "isQuantity(self.memory) && quantity(self.memory).compareTo(quantity('64Gi')) <= 0",
+        "memory must be a quantity of at most 64Gi",
+    ),
+    "endpoint": (
+        "isURL(self.endpoint) && url(self.endpoint).getScheme() == 'https'",
+        "endpoint must be an https URL",
+    ),
+    "subnet": (
+        "isCIDR(self.subnet) && cidr('10.0.0.0/8').containsCIDR(self.subnet)",
+        "subnet must be within 10.0.0.0/8",
+    ),
+    "gateway": ("ip(self.gateway).family() == 4", "gateway must be IPv4"),
+    "versions": ("self.versions.isSorted()", "versions must be sorted"),
+    "name": ("self.name.find('[0-9]+') != ''", "name needs a digit"),
+}
+
+
+def test_kubernetes_cel_libraries(kubectl: Kubectl, ns: str) -> None:
+    text = {"type": "string", "maxLength": 64}
+    spec = {
+        "type": "object",
+        "properties": {
+            "memory": text,
+            "endpoint": text,
+            "subnet": text,
+            "gateway": text,
+            "name": text,
+            "versions": {"type": "array", "maxItems": 10, "items": {"type": "integer"}},
+        },
+        "x-kubernetes-validations": [
+            {"rule": f"!has(self.{field}) || ({rule})", "message": message}
+            for field, (rule, message) in LIBRARIES.items()
+        ],
+    }
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"nets.{GROUP}"},
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {"plural": "nets", "singular": "net", "kind": "Net"},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": spec}}},
+                }
+            ],
+        },
+    }
+    kubectl("apply", "-f", "-", stdin=json.dumps(crd))
+    try:
+        kubectl("wait", "--for=condition=Established", f"crd/nets.{GROUP}", "--timeout=60s")
+
+        def net(object_name: str, fields: dict[str, object]) -> str:
+            meta = {"name": object_name}
+            return json.dumps(
+                {"apiVersion": f"{GROUP}/v1", "kind": "Net", "metadata": meta, "spec": fields}
+            )
+
+        good = {
+            "memory": "512Mi",
+            "endpoint": "https://example.com:8443/hook?x=1",
+            "subnet": "10.1.0.0/16",
+            "gateway": "10.1.0.1",
+            "versions": [1, 2, 5],
+            "name": "net1",
+        }
+        kubectl("create", "-n", ns, "-f", "-", stdin=net("good", good))
+        bad = {
+            "memory": "128Gi",
+            "endpoint": "http://example.com/",
+            "subnet": "192.168.0.0/16",
+            "gateway": "fd00::1",
+            "versions": [3, 1],
+            "name": "net",
+        }
+        for field, value in bad.items():
+            out = kubectl(
+                "create", "-n", ns, "-f", "-", stdin=net("bad", {field: value}), check=False
+            )
+            assert out.returncode == 1
+            message = LIBRARIES[field][1]
+            assert f'The Net "bad" is invalid: spec: Invalid value: "object": {message}' in (
+                out.stderr
+            ), out.stderr
+        # A library function's own error is the rule's error, in upstream's words.
+        out = kubectl(
+            "create", "-n", ns, "-f", "-", stdin=net("bad", {"gateway": "10.0.0.300"}), check=False
+        )
+        assert out.returncode == 1
+        assert "IP Address '10.0.0.300' parse error during conversion from string" in (
+            out.stderr
+        ), out.stderr
+        assert "NotFound" in kubectl("get", "-n", ns, "net", "bad", check=False).stderr
+    finally:
+        kubectl("delete", "crd", f"nets.{GROUP}", "--wait=false", check=False)

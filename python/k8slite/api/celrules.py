@@ -18,13 +18,20 @@ from cel.stdlib import add_stdlib_to_context
 
 from k8slite.api import celcost
 from k8slite.api.celcost import Budget, CostModel, CostTally, SchemaShape, Shape, ValuesShape
+from k8slite.api.cellib import add_kubernetes_library
 from k8slite.api.validation import FieldErrors, json_type
 
 # One evaluation context holding the extension functions, reused for every evaluation
 # (building one costs far more than a rule): the API server evaluates on one thread.
 _EXTENDED = cel.Context()
 add_stdlib_to_context(_EXTENDED)
-_EXTENSION_NAMES = frozenset(_EXTENDED.functions)
+add_kubernetes_library(_EXTENDED)
+# Program.functions() names `math.greatest(...)` as `greatest`: both spellings count.
+_EXTENSION_NAMES = frozenset(_EXTENDED.functions) | {
+    name.rsplit(".", 1)[1] for name in _EXTENDED.functions if "." in name
+}
+# How the binding wraps the error of a Python function (the Kubernetes libraries').
+_WRAPPED = re.compile(r"^Function '[^']*' error: Python function call failed: \w+: ")
 _SELF = re.compile(r"\b(self|oldSelf)\b(\s*\.\s*([A-Za-z_][A-Za-z0-9_]*))?")
 _REASONS = ("FieldValueInvalid", "FieldValueForbidden", "FieldValueRequired", "FieldValueDuplicate")
 # A rule estimated to cost at most this much is charged its estimate against a request's
@@ -244,7 +251,11 @@ def _whole(value: Any) -> Any:
 def eval_error(e: Exception) -> str:
     if isinstance(e, KeyError):
         return f"no such key: {e.args[0] if e.args else ''}"
-    return str(e).split(". ", 1)[0]
+    text = str(e)
+    unwrapped = _WRAPPED.sub("", text)
+    if unwrapped != text:  # the library's own message, without the binding's advice
+        return unwrapped.removesuffix(". Check function arguments and their types.")
+    return text.split(". ", 1)[0]
 
 
 def _report(errs: FieldErrors, reason: str, path: str, type_name: str, message: str) -> None:
