@@ -35,7 +35,7 @@ MAX_REQUEST_BYTES = 3 * 1024 * 1024
 UNBOUNDED = 2**64 - 1
 _STRING_FACTOR = 0.1
 _REGEX_FACTOR = 0.25
-_LIST_CREATE = 10
+LIST_CREATE = 10
 _MAP_CREATE = 30
 
 
@@ -271,6 +271,31 @@ _NAMESPACES = frozenset(("math", "strings", "base64", "sets", "lists", "optional
 _RELATIONS = frozenset(("<", "<=", ">", ">=", "==", "!=", "in"))
 
 
+# A literal's value when it is a plain one (celfast evaluates those), else this.
+NO_VALUE = object()
+
+
+def _string_value(text: str) -> Any:
+    """A quoted string's value when it needs no unescaping (raw or without backslashes)."""
+    prefix = len(text) - len(text.lstrip("rRbB"))
+    flags, body = text[:prefix].lower(), text[prefix:]
+    if "b" in flags:
+        return NO_VALUE
+    quote = 3 if body[:3] in ("'''", '"""') else 1
+    inner = body[quote:-quote]
+    return inner if "r" in flags or "\\" not in inner else NO_VALUE
+
+
+def _number_value(text: str) -> Any:
+    if text[-1] in "uU":
+        return NO_VALUE
+    if text[:2] in ("0x", "0X"):
+        return int(text, 16)
+    if any(c in text for c in ".eE"):
+        return float(text)
+    return int(text)
+
+
 def _string_length(text: str) -> int:
     body = text.lstrip("rRbB")
     quote = 3 if body[:3] in ("'''", '"""') else 1
@@ -390,12 +415,12 @@ class _Parser:
     def primary(self) -> Node:
         kind, text = self.take()
         if kind == "str":
-            return ("lit", "string", _string_length(text))
+            return ("lit", "string", _string_length(text), _string_value(text))
         if kind == "num":
-            return ("lit", "scalar", 1)
+            return ("lit", "scalar", 1, _number_value(text))
         if kind == "id":
             if text in ("true", "false", "null"):
-                return ("lit", "scalar", 1)
+                return ("lit", "scalar", 1, {"true": True, "false": False, "null": None}[text])
             if self.accept("("):
                 return self.call(text, None)
             if self.peek()[1] == "{":  # a message (Type{field: value})
@@ -410,7 +435,7 @@ class _Parser:
             self.take(")")
             return inner
         if text == "[":
-            return ("list", self.args("]"), _LIST_CREATE)
+            return ("list", self.args("]"), LIST_CREATE)
         if text == "{":
             return ("list", self.map_entries(), _MAP_CREATE)
         raise ParseError(f"unexpected {text!r}")

@@ -9,15 +9,16 @@ environment offers them, regular expressions through `matches`.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import cel
 from cel.stdlib import add_stdlib_to_context
 
-from k8slite.api import celcost
+from k8slite.api import celcost, celfast
 from k8slite.api.celcost import Budget, CostModel, CostTally, SchemaShape, Shape, ValuesShape
+from k8slite.api.celfast import Fallback
 from k8slite.api.cellib import add_kubernetes_library
 from k8slite.api.validation import FieldErrors, json_type
 
@@ -61,6 +62,8 @@ class Expression:
     # tree and its estimate with every variable as large as a request allows.
     model: CostModel = CostModel(None)
     static_cost: int = 0
+    # The expression as Python closures when celfast handles it (see run).
+    fast: Callable[[dict[str, Any]], Any] | None = None
 
     def exceeds_call_limit(self, variables: Mapping[str, Any]) -> bool:
         """Whether evaluating on these values may cost more than upstream's per-call limit
@@ -78,6 +81,11 @@ class Expression:
 
     def run(self, variables: dict[str, Any]) -> Any:
         """Evaluate; raises the binding's error (RuntimeError, TypeError, KeyError...)."""
+        if self.fast is not None:
+            try:
+                return self.fast(variables)
+            except Fallback:
+                pass  # the binding answers: an error, or a case the fast path leaves to it
         if not self.extended:
             return self.program.execute(variables)
         for name, value in variables.items():
@@ -106,6 +114,7 @@ def compile_expression(source: str) -> Expression:
         frozenset(fields) if fields is not None else None,
         model,
         model.cost({}),
+        celfast.build(model.tree) if model.tree is not None else None,
     )
 
 
@@ -181,7 +190,11 @@ class Rule:
         if budget is not None:
             if budget.exhausted:
                 return
-            cost = self._charge(self.rule_model, self.rule_cost, value, old, budget)
+            if self.rule_cost <= _CHEAP and budget.remaining >= self.rule_cost:
+                budget.remaining -= self.rule_cost  # the common case, inline
+                cost = self.rule_cost
+            else:
+                cost = self._charge(self.rule_model, self.rule_cost, value, old, budget)
             if cost > celcost.PER_CALL_LIMIT or budget.exhausted:
                 budget.exhausted = True
                 where = path + self.field_path if self.field_path else path
@@ -198,7 +211,12 @@ class Rule:
                     f'Invalid value: "{go_type(value)}": {problem}',
                 )
                 return
-        project = self.rule.project if self.message_expression is None else _whole
+        # The binding converts what it is given into CEL values: hand it only the fields
+        # the rule reads (the fast path reads the values in place, and needs no copy).
+        if self.message_expression is not None or self.rule.fast is not None:
+            project = _whole
+        else:
+            project = self.rule.project
         variables: dict[str, Any] = {"self": project(value)}
         if self.transition:
             if self.optional_old_self:
@@ -207,17 +225,17 @@ class Rule:
                 )
             else:
                 variables["oldSelf"] = project(old)
-        where = path + self.field_path if self.field_path else path
-        shown = where or "<nil>"
         try:
             passed = self.rule.run(variables)
         except (RuntimeError, TypeError, KeyError, ValueError, OverflowError) as e:
+            shown = (path + self.field_path if self.field_path else path) or "<nil>"
             errs._add(
                 "FieldValueInvalid", shown, f'Invalid value: "{go_type(value)}": {eval_error(e)}'
             )
             return
         if passed is True:
             return
+        shown = (path + self.field_path if self.field_path else path) or "<nil>"
         message = self.message or f"failed rule: {self.rule.source}"
         if self.message_expression is not None and self._message_affordable(value, old, budget):
             try:
