@@ -114,3 +114,19 @@ def test_request_budget_stops_further_rules() -> None:
     errs = FieldErrors()
     CompiledSchema(schema).validate(few, errs)
     assert errs.causes == []
+
+
+def test_root_rules_see_bounded_metadata() -> None:
+    # metadata.name is at most 253 characters: a regular expression on it is affordable.
+    from k8slite.api.structural import structural_errors
+
+    schema = {
+        "type": "object",
+        "x-kubernetes-validations": [{"rule": "self.metadata.name.matches('^[a-z]+(-[a-z]+)*$')"}],
+        "properties": {"spec": {"type": "object"}},
+    }
+    errs = FieldErrors()
+    structural_errors(schema, "spec.versions[0].schema.openAPIV3Schema", errs)
+    assert errs.causes == []
+    rule = CostModel.of("self.metadata.name.matches('^[a-z]+(-[a-z]+)*$')")
+    assert rule.cost({"self": SchemaShape(schema, root=True)}) < 1000

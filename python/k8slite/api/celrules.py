@@ -294,12 +294,13 @@ def check_rule_definitions(
     node: dict[str, Any] | None = None,
     cardinality: int = 1,
     tally: CostTally | None = None,
+    root: bool = False,
 ) -> None:
     """Compile-time checks of a schema node's x-kubernetes-validations (CRD validation):
     each rule and messageExpression compiles, and its estimated cost on the node's schema,
     times how many times it can run in one object (cardinality), is within upstream's
     per-expression limit; each estimate goes into tally for the schema's total."""
-    env = _env(SchemaShape(node) if node is not None else celcost.ANY)
+    env = _env(SchemaShape(node, root) if node is not None else celcost.ANY)
     for i, entry in enumerate(raw or ()):
         here = f"{path}[{i}]"
         if not isinstance(entry, dict) or not entry.get("rule"):

@@ -140,7 +140,7 @@ class Schema:
         "rules_below",
     )
 
-    def __init__(self, raw: dict[str, Any]) -> None:
+    def __init__(self, raw: dict[str, Any], root: bool = False) -> None:
         self.raw = raw
         self.type: str = raw.get("type") or ""
         self.format: str = raw.get("format") or ""
@@ -192,7 +192,7 @@ class Schema:
         self.has_combinators = bool(self.all_of or self.any_of or self.one_of or self.not_)
         # x-kubernetes-validations, compiled once with the schema (its CRD version).
         rules = raw.get("x-kubernetes-validations") or ()
-        shape = SchemaShape(raw) if rules else None
+        shape = SchemaShape(raw, root) if rules else None
         self.rules = [Rule.from_raw(r, shape) for r in rules]
         self.rules_below: bool = any(
             c is not None and (c.rules or c.rules_below)
@@ -476,7 +476,7 @@ class CompiledSchema:
     """A CRD version's schema, ready for writes: prune, default, validate."""
 
     def __init__(self, raw: dict[str, Any]) -> None:
-        self.root = Schema(raw)
+        self.root = Schema(raw, root=True)
 
     def prune(self, obj: dict[str, Any]) -> list[str]:
         """Remove unknown fields; returns their paths (for fieldValidation)."""
@@ -618,6 +618,7 @@ def _structural_node(
             raw,
             cardinality,
             tally,
+            root,
         )
     for key, child in (raw.get("properties") or {}).items():
         _structural_node(child, f"{path}.properties[{key}]", errs, False, cardinality, tally)
