@@ -8,7 +8,9 @@ It answers only where its answer is certainly the binding's: on anything else (a
 field, mixed types such as 1 == 1.0 or a comparison with null, an int64 overflow, an
 optional, a list or map compared, an error that CEL's `&&`/`||` might absorb) it raises
 Fallback and the caller evaluates the expression with the binding, which gives the
-result or the error upstream's way. tests/unit/test_celfast.py checks the two agree.
+result or the error upstream's way. tests/unit/test_celfast.py checks the two agree. One
+deliberate difference: size() of a string counts its code points, as cel-go does, where
+the binding counts UTF-8 bytes.
 """
 
 from __future__ import annotations
