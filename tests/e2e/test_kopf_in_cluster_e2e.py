@@ -127,8 +127,9 @@ def test_kopf_operator_in_a_pod(cluster: Cluster) -> None:
     ops, apps, name = f"kopf-ops-{suffix}", f"kopf-apps-{suffix}", f"webapp-operator-{suffix}"
     for ns in (ops, apps):
         cluster.kubectl("create", "namespace", ns)
-    crd = _get(cluster, "crd", CRD["metadata"]["name"])  # type: ignore[index]
-    if crd is None:
+    crd_name = str(CRD["metadata"]["name"])  # type: ignore[index]
+    made_crd = _get(cluster, "crd", crd_name) is None
+    if made_crd:
         _create(cluster, CRD)
     wait_for(
         lambda: cluster.kubectl("get", f"webapps.{GROUP}", "-A", check=False).returncode == 0,
@@ -215,6 +216,8 @@ def test_kopf_operator_in_a_pod(cluster: Cluster) -> None:
         for ns in (apps, ops):
             cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
         cluster.kubectl("delete", "clusterrolebinding,clusterrole", name, check=False)
+        if made_crd:
+            cluster.kubectl("delete", "crd", crd_name, "--wait=false", check=False)
 
 
 def _describe(cluster: Cluster, ns: str) -> str:
