@@ -10,7 +10,7 @@ import pytest
 
 from k8slite.api import celcost
 from k8slite.api.celcost import CostModel, SchemaShape, ValuesShape
-from k8slite.api.structural import CompiledSchema
+from k8slite.api.structural import CompiledSchema, structural_errors
 from k8slite.api.validation import FieldErrors
 
 EXPRESSIONS = [
@@ -54,12 +54,17 @@ def test_estimate_follows_schema_bounds() -> None:
         groups={"type": "array", "items": {"type": "array", "items": {"type": "string"}}}
     )
     assert rule.cost({"self": unbounded}) > 100 * celcost.STATIC_EXPRESSION_LIMIT
-    # Strings: a tenth of the longest a comparison can traverse; contains multiplies.
+    # Strings: a tenth of the longest a comparison can traverse (maxLength counts code
+    # points, up to 4 bytes each); contains multiplies.
     text = {"type": "string", "maxLength": 1000}
-    assert CostModel.of("self.s == self.t").cost({"self": _shape(s=text, t=text)}) == 105
+    assert CostModel.of("self.s == self.t").cost({"self": _shape(s=text, t=text)}) == 5 + 400
     assert CostModel.of("self.s.contains(self.t)").cost({"self": _shape(s=text, t=text)}) == (
-        1 + 1 + 1 + 1 + 1 + 100 * 100
+        5 + 400 * 400
     )
+    # A map's keys have no size in upstream's estimate: a regex on each costs little.
+    labels = {"type": "object", "maxProperties": 16, "additionalProperties": {"type": "string"}}
+    rule = CostModel.of("self.labels.all(k, k.matches('^[a-z]+$'))")
+    assert rule.cost({"self": _shape(labels=labels)}) == 1 + 1 + 16 * (2 + 1 + 1 + 1 * 2)
 
 
 def test_runtime_estimate_uses_the_request_values() -> None:
@@ -83,15 +88,16 @@ def test_factor_wording() -> None:
 
 
 def test_request_budget_stops_further_rules() -> None:
-    # Each evaluation is within the per-call limit (about 900,000 on 9,480-character
-    # strings), eleven items of two rules are not within the request's 10,000,000.
-    text = {"type": "string", "maxLength": 9480}
+    # Each evaluation is within the per-call limit (about 450,000 on two lists of 300), and
+    # each rule within the static limit times twelve items; but two rules on twelve full
+    # items are not within the request's 10,000,000.
+    numbers = {"type": "array", "maxItems": 300, "items": {"type": "integer"}}
     item = {
         "type": "object",
-        "properties": {"s": text, "t": text},
+        "properties": {"xs": numbers, "ys": numbers},
         "x-kubernetes-validations": [
-            {"rule": "!self.s.contains(self.t)", "message": "first"},
-            {"rule": "!self.t.contains(self.s)", "message": "second"},
+            {"rule": "self.xs.all(x, self.ys.exists(y, x == y))", "message": "first"},
+            {"rule": "self.ys.all(y, self.xs.exists(x, x == y))", "message": "second"},
         ],
     }
     schema = {
@@ -99,27 +105,34 @@ def test_request_budget_stops_further_rules() -> None:
         "properties": {
             "spec": {
                 "type": "object",
-                "properties": {"items": {"type": "array", "maxItems": 11, "items": item}},
+                "properties": {"items": {"type": "array", "maxItems": 12, "items": item}},
             }
         },
     }
-    obj = {"spec": {"items": [{"s": "a" * 9480, "t": "b" * 9480} for _ in range(11)]}}
+    errs = FieldErrors()
+    structural_errors(schema, "spec.versions[0].schema.openAPIV3Schema", errs)
+    assert errs.causes == []
+    full = {"xs": list(range(300)), "ys": list(range(300))}
+    per_call = CostModel.of(item["x-kubernetes-validations"][0]["rule"]).cost(  # type: ignore[index]
+        {"self": ValuesShape([full])}
+    )
+    assert per_call < celcost.PER_CALL_LIMIT and 2 * 12 * per_call > celcost.RUNTIME_BUDGET
+    obj = {"spec": {"items": [full] * 12}}
     errs = FieldErrors()
     CompiledSchema(schema).validate(obj, errs)
+    stopped = celcost.RUNTIME_BUDGET // per_call  # evaluations paid for; the next is not
     assert [f"{c['field']}: {c['message']}" for c in errs.causes] == [
-        'spec.items[5]: Invalid value: "object": validation failed due to running out of cost '
-        "budget, no further validation rules will be run"
+        f'spec.items[{stopped // 2}]: Invalid value: "object": validation failed due to '
+        "running out of cost budget, no further validation rules will be run"
     ]
-    few = {"spec": {"items": obj["spec"]["items"][:3]}}
     errs = FieldErrors()
-    CompiledSchema(schema).validate(few, errs)
+    CompiledSchema(schema).validate({"spec": {"items": [full] * 3}}, errs)
     assert errs.causes == []
 
 
-def test_root_rules_see_bounded_metadata() -> None:
-    # metadata.name is at most 253 characters: a regular expression on it is affordable.
-    from k8slite.api.structural import structural_errors
-
+def test_root_rules_see_metadata_as_upstream() -> None:
+    # metadata.name has no bound in upstream's estimate (as long as a request), yet a short
+    # regular expression on it stays within the limit.
     schema = {
         "type": "object",
         "x-kubernetes-validations": [{"rule": "self.metadata.name.matches('^[a-z]+(-[a-z]+)*$')"}],
@@ -129,4 +142,5 @@ def test_root_rules_see_bounded_metadata() -> None:
     structural_errors(schema, "spec.versions[0].schema.openAPIV3Schema", errs)
     assert errs.causes == []
     rule = CostModel.of("self.metadata.name.matches('^[a-z]+(-[a-z]+)*$')")
-    assert rule.cost({"self": SchemaShape(schema, root=True)}) < 1000
+    cost = rule.cost({"self": SchemaShape(schema, root=True)})
+    assert celcost.PER_CALL_LIMIT < cost < celcost.STATIC_EXPRESSION_LIMIT

@@ -91,25 +91,37 @@ SCALAR = Fixed("scalar")
 # is ANY, as large as a request allows.
 OPAQUE = Fixed("any", 1)
 # Conversions and the result of string() of a number, a bool, a timestamp.
-_CONVERSIONS = frozenset(("int", "uint", "double", "bool", "type", "dyn"))
+_CONVERSIONS = frozenset(("int", "uint", "double", "bool", "type", "dyn", "duration", "timestamp"))
 _SCALAR_TEXT = Fixed("string", 40)
 
 
 def _min_json_size(raw: dict[str, Any]) -> int:
-    """The fewest bytes a value of this schema takes serialized (upstream's estimate)."""
+    """The fewest bytes a value of this schema takes serialized, as upstream estimates it:
+    an object is {} and its required properties without defaults."""
     t = raw.get("type")
     if raw.get("x-kubernetes-int-or-string"):
         return 1
     if t == "string":
-        return 2 + int(raw.get("minLength") or 0)
+        return 2
     if t == "boolean":
         return 4
+    if t == "object" and not isinstance(raw.get("additionalProperties"), dict):
+        props = raw.get("properties") or {}
+        size = 2
+        for name in raw.get("required") or ():
+            prop = props.get(name)
+            if isinstance(prop, dict) and "default" not in prop:
+                size += len(name) + _min_json_size(prop) + 4
+        return size
     if t in ("object", "array"):
         return 2
     return 1
 
 
-_FORMAT_LENGTHS = {"date": 10, "date-time": 32, "uuid": 36, "ipv4": 15, "ipv6": 45, "byte": 0}
+# Strings without maxLength: as long as a request allows, but for these formats.
+_FORMAT_LENGTHS = {"date": 12, "date-time": 37, "duration": 32}
+# maxLength counts code points, sizes count bytes: up to four a code point (as upstream).
+_BYTES_PER_CHAR = 4
 
 
 class SchemaShape(Shape):
@@ -138,13 +150,13 @@ class SchemaShape(Shape):
 
     def size(self) -> int:
         raw = self.raw
-        if self.kind == "string":
+        if self.kind == "string" or raw.get("x-kubernetes-int-or-string"):
             if raw.get("maxLength") is not None:
-                return int(raw["maxLength"])
-            if raw.get("enum"):
+                return max(int(raw["maxLength"]), 0) * _BYTES_PER_CHAR
+            if raw.get("enum") and self.kind == "string":
                 return max(len(str(v)) for v in raw["enum"])
             fixed = _FORMAT_LENGTHS.get(raw.get("format") or "")
-            return fixed if fixed else MAX_REQUEST_BYTES - 2
+            return fixed if fixed and self.kind == "string" else MAX_REQUEST_BYTES - 2
         if self.kind == "list":
             if raw.get("maxItems") is not None:
                 return int(raw["maxItems"])
@@ -156,8 +168,8 @@ class SchemaShape(Shape):
                 return int(raw["maxProperties"])
             value = raw.get("additionalProperties")
             value = value if isinstance(value, dict) else {}
-            # "":<value>, each: an empty key, a colon and a comma.
-            return (MAX_REQUEST_BYTES - 2) // (_min_json_size(value) + 4)
+            # "":<value>, each: an empty key, a colon, a comma and two to spare.
+            return (MAX_REQUEST_BYTES - 2) // (_min_json_size(value) + 6)
         if self.kind == "object":
             if raw.get("maxProperties") is not None:
                 return int(raw["maxProperties"])
@@ -170,7 +182,7 @@ class SchemaShape(Shape):
             return SchemaShape(props[name])
         if self.root or self.raw.get("x-kubernetes-embedded-resource"):
             if name in ("apiVersion", "kind"):
-                return Fixed("string", 316)
+                return Fixed("string", MAX_REQUEST_BYTES - 2)
             if name == "metadata":
                 return _METADATA
         additional = self.raw.get("additionalProperties")
@@ -186,17 +198,16 @@ class SchemaShape(Shape):
         if self.kind == "object":
             names = self.raw.get("properties") or {}
             return Fixed("string", max((len(n) for n in names), default=0))
-        return Fixed("string", MAX_REQUEST_BYTES - 2)
+        # Upstream's estimator gives a map's keys no size (its string type has no bound set),
+        # so what a rule does with a key costs as with an empty string.
+        return Fixed("string", 0)
 
 
-# What root rules see of metadata: name and generateName.
+# What root rules see of metadata: name and generateName, strings with no bound given.
 _METADATA = SchemaShape(
     {
         "type": "object",
-        "properties": {
-            "name": {"type": "string", "maxLength": 253},
-            "generateName": {"type": "string", "maxLength": 253},
-        },
+        "properties": {"name": {"type": "string"}, "generateName": {"type": "string"}},
     }
 )
 
@@ -515,8 +526,6 @@ _STRING_TRAVERSALS = frozenset(
         "isCIDR",
         "base64.encode",
         "base64.decode",
-        "timestamp",
-        "duration",
     )
 )
 # Functions that walk a list once (the Kubernetes lists library, the lists extension).
@@ -623,10 +632,10 @@ def _call(node: Node, env: Mapping[str, Shape]) -> Est:
     if name == "size":
         return Est(base, SCALAR)
     if name in _CONVERSIONS or (name == "string" and s.kind == "scalar"):
-        cost = _add(base, _factor(s.size(), _STRING_FACTOR)) if s.kind == "string" else base
+        # Conversions cost 1 in cel-go, but string() and bytes() of text (below).
         if name == "dyn":
-            return Est(cost, s)
-        return Est(cost, _SCALAR_TEXT if name == "string" else SCALAR)
+            return Est(base, s)
+        return Est(base, _SCALAR_TEXT if name == "string" else SCALAR)
     if name in ("startsWith", "endsWith") and others:
         return Est(_add(base, _factor(others[0].shape.size(), _STRING_FACTOR)), SCALAR)
     if name == "contains" and others:
