@@ -34,11 +34,14 @@ from k8slite.kubelet.runtime.base import (
     SandboxState,
 )
 from k8slite.kubelet.status import TERMINAL, PodView
-from k8slite.kubelet.volumes import VolumeError
+from k8slite.kubelet.volumes import ClaimPending, VolumeError
 
 log = logging.getLogger(__name__)
 
 _API_ERRORS = (ApiError, ApiConnectionError)
+# A pod waiting for its claims to bind looks again this soon, doubling up to RETRY_SECONDS:
+# binding takes a moment after scheduling, and pod start-up should not wait much longer.
+CLAIM_RETRY_SECONDS = 0.1
 # Tries at the final status and DELETE while the API server is unreachable (0.2 s doubling,
 # so about 50 s), after the client's own retries of each request.
 FINISH_ATTEMPTS = 8
@@ -110,6 +113,8 @@ class PodWorker:
         self.running_seen = False
         self.sandbox_stopped = False
         self.volumes_at = 0.0
+        self.claim_retry = CLAIM_RETRY_SECONDS
+        self.mount_event_at = 0.0  # when FailedMount may be said again
         self.eviction: str | None = None  # housekeeping's verdict, applied at the next sync
         self.written: tuple[Obj, int] | None = None  # (status, resourceVersion) we wrote
         self.reported: Obj = pod.get("status") or {}
@@ -418,8 +423,14 @@ class PodWorker:
                 self.state.wake_at(trio.current_time() + max(renewal - time.time(), 0.0))
             return True
         except VolumeError as e:
-            self.containers.event(WARNING, "FailedMount", str(e))
-            self.state.wake_at(trio.current_time() + RETRY_SECONDS)
+            now = trio.current_time()
+            if now >= self.mount_event_at:
+                self.containers.event(WARNING, "FailedMount", str(e))
+                self.mount_event_at = now + RETRY_SECONDS
+            delay = RETRY_SECONDS
+            if isinstance(e, ClaimPending):
+                delay, self.claim_retry = self.claim_retry, min(2 * self.claim_retry, RETRY_SECONDS)
+            self.state.wake_at(now + delay)
             return self.state.volume_paths is not None
 
     async def _stop_after_terminal(self) -> None:

@@ -60,6 +60,14 @@ class VolumeError(Exception):
     """A volume cannot be set up; the message is upstream's FailedMount text."""
 
 
+class ClaimPending(VolumeError):
+    """A claim is not bound yet: soon it will be (the binder or provisioner is at it)."""
+
+
+class _ClaimNotBound(ConfigError):
+    pass
+
+
 def _plugin(volume: Obj) -> str | None:
     return next((k for k in _PLUGINS if k in volume), None)
 
@@ -114,6 +122,8 @@ class VolumeManager:
                         # A kubelet not running as root cannot give files away; the pod
                         # still runs, as upstream's does when ownership cannot change.
                         log.warning("fsGroup %d not applied to volume %s: %s", fs_group, name, e)
+            except _ClaimNotBound as e:
+                raise ClaimPending(f'MountVolume.SetUp failed for volume "{name}" : {e}') from None
             except (ConfigError, OSError) as e:
                 raise VolumeError(f'MountVolume.SetUp failed for volume "{name}" : {e}') from None
         return paths
@@ -283,7 +293,7 @@ class VolumeManager:
         volume_name = (claim.get("spec") or {}).get("volumeName") or ""
         phase = (claim.get("status") or {}).get("phase") or ""
         if not volume_name or phase != "Bound":
-            raise ConfigError(
+            raise _ClaimNotBound(
                 f"error processing PVC {namespace}/{claim_name}: PVC {namespace}/{claim_name} "
                 f'has non-bound phase ("{phase}") or empty pvc.Spec.VolumeName ("{volume_name}")'
             )
