@@ -71,12 +71,12 @@ def _exec(cluster: Cluster, ns: str, pod: str, script: str) -> str:
     return cluster.kubectl("exec", pod, "-n", ns, "--", "sh", "-c", script).stdout
 
 
-def _install(cluster: Cluster, home: Path, ns: str, node: str, *values: str) -> None:
+def _helm(cluster: Cluster, home: Path, verb: str, ns: str, node: str, *values: str) -> None:
+    """`helm install|upgrade` of the chart, waiting for the set to be Ready."""
     helm(
         cluster,
         home,
-        "upgrade",
-        "--install",
+        verb,
         RELEASE,
         CHART,
         "-n",
@@ -96,7 +96,7 @@ def helm_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def release(cluster: Cluster, ns: str, node: str, helm_home: Path) -> dict[str, dict[str, Any]]:
     """The chart installed (helm waits for every pod Ready); its pods by name."""
-    _install(cluster, helm_home, ns, node)
+    _helm(cluster, helm_home, "install", ns, node)
     ready = wait_for(lambda: ready_pods(cluster, ns, SELECTOR, 3), 60, what="3 ready pods")
     return {p["metadata"]["name"]: p for p in ready}
 
@@ -151,7 +151,7 @@ def test_stable_network_identity(
 def test_upgrade_with_partition_updates_only_the_last_pod(
     cluster: Cluster, ns: str, node: str, helm_home: Path, release: dict[str, dict[str, Any]]
 ) -> None:
-    _install(cluster, helm_home, ns, node, "message=v2", "partition=2")
+    _helm(cluster, helm_home, "upgrade", ns, node, "message=v2", "partition=2")
     sts = json.loads(cluster.kubectl("get", "sts", RELEASE, "-n", ns, "-o", "json").stdout)
     status = sts["status"]
     assert status["currentRevision"] != status["updateRevision"]
