@@ -163,7 +163,11 @@ def _condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
 
 def test_empty_dir_over_its_size_limit_evicts_the_pod(pods: Pods) -> None:
     def pod(name: str, megabytes: int) -> None:
-        script = f"dd if=/dev/zero of=/scratch/fill bs=1M count={megabytes} && sync; sleep 600"
+        # Ready once its data is written, so the test knows when it is there to be measured.
+        script = (
+            f"dd if=/dev/zero of=/scratch/fill bs=1M count={megabytes} && sync && "
+            "touch /tmp/written; sleep 600"
+        )
         pods.create(
             name,
             [
@@ -171,6 +175,10 @@ def test_empty_dir_over_its_size_limit_evicts_the_pod(pods: Pods) -> None:
                     "name": "c",
                     "image": BUSYBOX,
                     "command": ["sh", "-c", script],
+                    "readinessProbe": {
+                        "exec": {"command": ["test", "-f", "/tmp/written"]},
+                        "periodSeconds": 1,
+                    },
                     "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
                 }
             ],
@@ -178,6 +186,7 @@ def test_empty_dir_over_its_size_limit_evicts_the_pod(pods: Pods) -> None:
         )
 
     pod("within", 1)
+    wait_for(lambda: pods.condition("within", "Ready") == "True", 90, what="within written")
     pod("over", 4)
     status = pods.wait_phase("over", "Failed", timeout=90)
     message = 'Usage of EmptyDir volume "scratch" exceeds the limit "2Mi". '
@@ -185,8 +194,8 @@ def test_empty_dir_over_its_size_limit_evicts_the_pod(pods: Pods) -> None:
     assert status["message"] == message
     target = _condition(status, "DisruptionTarget")
     assert target.get("status") == "True" and target.get("reason") == "TerminationByKubelet"
-    assert pods.wait_events("over", "message", message)
-    assert "Evicted" in pods.wait_events("over", "reason", "Evicted")
+    assert "Evicted" in pods.wait_events("over", "reason", "Evicted", timeout=60)
+    assert message in pods.wait_events("over", "message", message, timeout=60)
     # The container was killed, and is not restarted (restartPolicy Always).
     state = wait_for(
         lambda: pods.container("over", "c").get("state", {}).get("terminated"),
@@ -194,7 +203,8 @@ def test_empty_dir_over_its_size_limit_evicts_the_pod(pods: Pods) -> None:
         what="the evicted container terminated",
     )
     assert state["exitCode"] != 0
-    # The pod under its limit was measured too (the kubelet checks every second) and stays.
+    # The pod under its limit was measured in the same rounds (its data was there before
+    # the other pod was made) and stays.
     assert pods.status("within")["phase"] == "Running"
     assert pods.container("within", "c")["restartCount"] == 0
     assert "Evicted" not in [e["reason"] for e in pods.events("within")]
@@ -257,7 +267,7 @@ def test_host_path_types(pods: Pods, tmp_path: Path) -> None:
                 'MountVolume.SetUp failed for volume "host" : '
                 f"hostPath type check failed: {path} {words}"
             )
-            pods.wait_events(name, "message", message)
+            pods.wait_events(name, "message", message, timeout=90)
             assert pods.status(name)["phase"] == "Pending"
             waiting = pods.container(name, "c")["state"]["waiting"]
             assert waiting["reason"] == "ContainerCreating"
@@ -266,6 +276,7 @@ def test_host_path_types(pods: Pods, tmp_path: Path) -> None:
             "message",
             'MountVolume.SetUp failed for volume "host" : '
             f"open {tmp_path / 'absent' / 'f'}: no such file or directory",
+            timeout=90,
         )
         assert (tmp_path / "made" / "deep").is_dir()
         assert (tmp_path / "new-file").is_file()
