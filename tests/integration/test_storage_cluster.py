@@ -69,10 +69,12 @@ def components(
             kubelet.start()
         yield kubelet
     finally:
-        if kubelet is not None and kubelet.proc is not None:
-            retire_node(module_apiserver, node)
-            wait_idle(kubelet)
-            kubelet.stop()
+        if kubelet is not None:
+            if kubelet.proc is not None:
+                retire_node(module_apiserver, node)
+                wait_idle(kubelet)
+                kubelet.stop()
+            # Also after a failed restart (no kubelet left to delete the pods).
             remove_docker_leftovers([node], network)
         if scheduler is not None:
             scheduler.stop()
