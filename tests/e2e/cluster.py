@@ -204,3 +204,23 @@ def cluster_for_tests(tmp: Path, *extra: str) -> Iterator[Cluster]:
 def _arg(argv: Any, flag: str) -> str | None:
     args = list(argv)
     return args[args.index(flag) + 1] if flag in args else None
+
+
+def is_ready(obj: dict[str, Any]) -> bool:
+    """A pod or node with condition Ready True."""
+    return any(
+        c["type"] == "Ready" and c["status"] == "True"
+        for c in (obj.get("status") or {}).get("conditions") or ()
+    )
+
+
+def real_node(cluster: Cluster) -> str:
+    """A Ready node with a real runtime (not a hollow one) for the workloads."""
+    if cluster.info:
+        return str(cluster.info["node"])
+    nodes = json.loads(cluster.kubectl("get", "nodes", "-o", "json").stdout)["items"]
+    for n in nodes:
+        info = (n.get("status") or {}).get("nodeInfo") or {}
+        if "hollow" not in info.get("osImage", "") and is_ready(n):
+            return str(n["metadata"]["name"])
+    pytest.fail("no Ready node with a real runtime in the cluster")

@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from tests.conftest import BIN
-from tests.e2e.cluster import Cluster, cluster_for_tests
+from tests.e2e.cluster import Cluster, cluster_for_tests, is_ready, real_node
 from tests.polling import wait_for
 
 pytestmark = pytest.mark.xdist_group("host-network")
@@ -48,15 +48,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 @pytest.fixture(scope="module")
 def node(cluster: Cluster) -> str:
-    """A Ready node with a real runtime (not a hollow one) for the workloads."""
-    if cluster.info:
-        return str(cluster.info["node"])
-    nodes = json.loads(cluster.kubectl("get", "nodes", "-o", "json").stdout)["items"]
-    for n in nodes:
-        info = (n.get("status") or {}).get("nodeInfo") or {}
-        if "hollow" not in info.get("osImage", "") and _ready(n):
-            return str(n["metadata"]["name"])
-    pytest.fail("no Ready node with a real runtime in the cluster")
+    return real_node(cluster)
 
 
 @pytest.fixture(scope="module")
@@ -65,13 +57,6 @@ def ns(cluster: Cluster) -> Iterator[str]:
     cluster.kubectl("create", "namespace", name)
     yield name
     cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
-def _ready(obj: dict[str, Any]) -> bool:
-    return any(
-        c["type"] == "Ready" and c["status"] == "True"
-        for c in (obj.get("status") or {}).get("conditions") or ()
-    )
 
 
 def deployment(name: str, node: str, replicas: int, image: str = IMAGE) -> str:
@@ -115,7 +100,7 @@ def ready_pods(cluster: Cluster, ns: str, selector: str, n: int) -> list[dict[st
     ok = [
         p
         for p in live
-        if p["spec"].get("nodeName") and p["status"].get("phase") == "Running" and _ready(p)
+        if p["spec"].get("nodeName") and p["status"].get("phase") == "Running" and is_ready(p)
     ]
     return ok if len(live) == n and len(ok) == n else None
 

@@ -87,6 +87,10 @@ class KubeletProcess:
         self.kubeconfig = server.kubeconfig_for(f"node-{node}")
 
     def start(self, timeout: float = 60.0) -> None:
+        # Again at every (re)start: once, a restarted kubelet found its serving certificate
+        # gone from the module's PKI directory (cause not found; nothing in the suite
+        # deletes it). Only missing or unfit files are written.
+        pki.ensure_pki(self.server.pki, nodes=[*TEST_NODES, self.node])
         args = [
             sys.executable,
             "-m",

@@ -244,3 +244,26 @@ def test_identity_matches() -> None:
     )
     assert identity_matches(p, 1)
     assert not identity_matches(p, 2)
+
+
+def test_containers_may_mount_claim_templates_by_name() -> None:
+    obj = sts(
+        volumeClaimTemplates=[
+            {
+                "metadata": {"name": "data"},
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": "1Gi"}},
+                },
+            }
+        ]
+    )
+    container = obj["spec"]["template"]["spec"]["containers"][0]
+    container["volumeMounts"] = [{"name": "data", "mountPath": "/data"}]
+    assert problems(obj) == []
+    # The template is stored as given: the claim volumes are the controller's to add.
+    assert "volumes" not in obj["spec"]["template"]["spec"]
+    container["volumeMounts"].append({"name": "nope", "mountPath": "/nope"})
+    assert problems(obj) == [
+        'spec.template.spec.containers[0].volumeMounts[1].name: Not found: "nope"'
+    ]

@@ -89,7 +89,7 @@ class StatefulSetStrategy(_WorkloadStrategy):
                 errs.required(f"spec.volumeClaimTemplates[{i}].metadata.name")
             else:
                 check_dns_label(errs, f"spec.volumeClaimTemplates[{i}].metadata.name", name)
-        validate_selector_and_template(errs, spec, "StatefulSet")
+        validate_selector_and_template(errs, _with_claim_volumes(spec), "StatefulSet")
         template_spec = (spec.get("template") or {}).get("spec") or {}
         if template_spec.get("activeDeadlineSeconds") is not None:
             errs.forbidden(
@@ -158,3 +158,28 @@ def _validate_update_strategy(errs: FieldErrors, strategy: Any) -> None:
                 rolling["maxUnavailable"],
                 "must be greater than 0",
             )
+
+
+def _with_claim_volumes(spec: Obj) -> Obj:
+    """The spec with each claim template as a volume of the pod template, as the pods get
+    them: containers mount claim templates by name, which a bare pod spec would refuse
+    (upstream does not check the template's mounts against its volumes alone)."""
+    template = spec.get("template")
+    claims = [
+        (c.get("metadata") or {}).get("name")
+        for c in spec.get("volumeClaimTemplates") or ()
+        if isinstance(c, dict)
+    ]
+    if not isinstance(template, dict) or not isinstance(template.get("spec"), dict) or not claims:
+        return spec
+    volumes = template["spec"].get("volumes") or []
+    if not isinstance(volumes, list):
+        return spec
+    have = {v.get("name") for v in volumes if isinstance(v, dict)}
+    extra = [
+        {"name": name, "persistentVolumeClaim": {"claimName": name}}
+        for name in claims
+        if isinstance(name, str) and name and name not in have
+    ]
+    pod_spec = {**template["spec"], "volumes": [*volumes, *extra]}
+    return {**spec, "template": {**template, "spec": pod_spec}}

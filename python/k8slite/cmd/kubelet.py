@@ -99,6 +99,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sync-frequency", type=duration, default=60.0)
     p.add_argument("--pleg-relist-period", type=duration, default=1.0)
     p.add_argument(
+        "--housekeeping-interval",
+        type=duration,
+        default=10.0,
+        help="how often volume usage is measured against emptyDir sizeLimits (evictions)",
+    )
+    p.add_argument(
         "--crashloop-backoff-initial",
         type=duration,
         default=10.0,
@@ -174,6 +180,7 @@ def parse_args(argv: list[str] | None) -> tuple[KubeletConfig, argparse.Namespac
         node_lease_renew_interval=a.node_lease_renew_interval,
         sync_frequency=a.sync_frequency,
         pleg_relist_period=a.pleg_relist_period,
+        housekeeping_period=a.housekeeping_interval,
         backoff_initial=a.crashloop_backoff_initial,
         backoff_max=a.crashloop_backoff_max,
         cluster_dns=a.cluster_dns,

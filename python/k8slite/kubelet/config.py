@@ -58,6 +58,9 @@ class KubeletConfig:
     sync_frequency: float = 60.0
     # How often the runtime is relisted for container state changes (upstream PLEG: 1s).
     pleg_relist_period: float = 1.0
+    # How often disk emptyDirs are measured against their sizeLimit (upstream's eviction
+    # manager monitors every 10 s).
+    housekeeping_period: float = 10.0
     # CrashLoopBackOff and image pull back-off: initial delay doubling up to the max.
     backoff_initial: float = 10.0
     backoff_max: float = 300.0

@@ -15,7 +15,7 @@ from k8slite.client.resource import PODS, SERVICES
 from k8slite.component.events import EventBroadcaster
 from k8slite.component.objects import Obj
 from k8slite.component.serving import ServingOptions, serve
-from k8slite.kubelet import localpath, machine
+from k8slite.kubelet import emptydir, localpath, machine
 from k8slite.kubelet.authz import Authorizer, sar_review
 from k8slite.kubelet.config import KubeletConfig
 from k8slite.kubelet.containers import WorkerEnv
@@ -183,8 +183,25 @@ class Kubelet:
                 nursery.start_soon(
                     localpath.cleanup_loop, self.client, localpath.local_path_dir(cfg.root_dir)
                 )
+                nursery.start_soon(self._housekeeping, workers)
             log.info("kubelet %s running (%s)", cfg.node_name, version)
             task_status.started(KubeletServing(port, healthz))
+
+    async def _housekeeping(self, workers: PodWorkers) -> None:
+        """Evict pods whose disk-backed emptyDir uses more than its sizeLimit (upstream's
+        eviction manager, local storage part), every --housekeeping-interval."""
+        while True:
+            await trio.sleep(self.config.housekeeping_period)
+            for worker in list(workers.workers.values()):
+                paths = worker.state.volume_paths
+                if not worker.active or not paths or worker.eviction is not None:
+                    continue
+                if not emptydir.limited_disk_volumes(worker.pod):
+                    continue
+                message = await trio.to_thread.run_sync(emptydir.over_limit, worker.pod, paths)
+                if message is not None:
+                    log.info("evicting pod %s/%s: %s", worker.namespace, worker.name, message)
+                    worker.evict(message)
 
     async def _serve_api(self, nursery: trio.Nursery, api: KubeletApi) -> int | None:
         cfg = self.config

@@ -52,6 +52,11 @@ class ObjectFetcher:
             )
         except NotFound:
             obj = None
+        if (
+            kind == "PersistentVolumeClaim"
+            and ((obj or {}).get("status") or {}).get("phase") != "Bound"
+        ):
+            return obj  # about to be bound: the pod waiting for it looks again soon
         if len(self._cache) > 1024:
             self._cache = {k: v for k, v in self._cache.items() if now - v[0] < self.ttl}
         self._cache[key] = (now, obj)

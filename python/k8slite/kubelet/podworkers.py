@@ -22,7 +22,7 @@ from k8slite.client import ApiConnectionError, ApiError, Conflict, NotFound
 from k8slite.client.resource import PODS
 from k8slite.component.events import NORMAL, WARNING
 from k8slite.component.objects import Obj
-from k8slite.kubelet import dns, lifecycle, status
+from k8slite.kubelet import dns, emptydir, lifecycle, status
 from k8slite.kubelet.containers import RETRY_SECONDS, ContainerOps, WorkerEnv
 from k8slite.kubelet.podstate import PodState
 from k8slite.kubelet.runtime.base import (
@@ -34,11 +34,14 @@ from k8slite.kubelet.runtime.base import (
     SandboxState,
 )
 from k8slite.kubelet.status import TERMINAL, PodView
-from k8slite.kubelet.volumes import VolumeError
+from k8slite.kubelet.volumes import ClaimPending, VolumeError
 
 log = logging.getLogger(__name__)
 
 _API_ERRORS = (ApiError, ApiConnectionError)
+# A pod waiting for its claims to bind looks again this soon, doubling up to RETRY_SECONDS:
+# binding takes a moment after scheduling, and pod start-up should not wait much longer.
+CLAIM_RETRY_SECONDS = 0.1
 # Tries at the final status and DELETE while the API server is unreachable (0.2 s doubling,
 # so about 50 s), after the client's own retries of each request.
 FINISH_ATTEMPTS = 8
@@ -110,6 +113,9 @@ class PodWorker:
         self.running_seen = False
         self.sandbox_stopped = False
         self.volumes_at = 0.0
+        self.claim_retry = CLAIM_RETRY_SECONDS
+        self.mount_event_at = 0.0  # when FailedMount may be said again
+        self.eviction: str | None = None  # housekeeping's verdict, applied at the next sync
         self.written: tuple[Obj, int] | None = None  # (status, resourceVersion) we wrote
         self.reported: Obj = pod.get("status") or {}
         self._last_sync = 0.0
@@ -244,7 +250,10 @@ class PodWorker:
         else:
             await self._sync_runtime()
         phase = status.phase(self.pod.get("spec") or {}, self.state.records)
-        if phase in TERMINAL:
+        if self.view.phase in TERMINAL:
+            # Evicted, or past its deadline, during this sync.
+            await self._stop_after_terminal()
+        elif phase in TERMINAL:
             self.view.phase = phase
             await self._stop_after_terminal()
         elif phase == status.RUNNING and not self.running_seen:
@@ -253,9 +262,39 @@ class PodWorker:
                 self.env.metrics.pod_start.observe(time.monotonic() - self.first_seen)
         await self._report()
 
+    def evict(self, message: str) -> None:
+        """Have the next sync evict the pod (housekeeping found it over a limit)."""
+        if self.eviction is None and self.view.phase not in TERMINAL:
+            self.eviction = message
+            self.state.wake()
+
+    async def _evicted(self) -> bool:
+        """upstream's eviction manager: the pod fails with reason Evicted and a
+        DisruptionTarget condition, its containers killed at once (local storage limits
+        allow no grace period)."""
+        if self.eviction is None:
+            return False
+        self.view.phase = status.FAILED
+        self.view.reason = emptydir.EVICTED
+        self.view.message = self.eviction
+        self.view.extra_conditions = [
+            {
+                "type": "DisruptionTarget",
+                "status": "True",
+                "lastProbeTime": None,
+                "lastTransitionTime": meta.now(),
+                "reason": "TerminationByKubelet",
+                "message": self.eviction,
+            }
+        ]
+        self.containers.event(WARNING, emptydir.EVICTED, self.eviction)
+        await self.containers.kill_all(0)
+        return True
+
     async def _sync_runtime(self) -> None:
         if (
-            not await self._deadline_exceeded()
+            not await self._evicted()
+            and not await self._deadline_exceeded()
             and await self._ensure_sandbox()
             and await self._ensure_volumes()
         ):
@@ -384,8 +423,14 @@ class PodWorker:
                 self.state.wake_at(trio.current_time() + max(renewal - time.time(), 0.0))
             return True
         except VolumeError as e:
-            self.containers.event(WARNING, "FailedMount", str(e))
-            self.state.wake_at(trio.current_time() + RETRY_SECONDS)
+            now = trio.current_time()
+            if now >= self.mount_event_at:
+                self.containers.event(WARNING, "FailedMount", str(e))
+                self.mount_event_at = now + RETRY_SECONDS
+            delay = RETRY_SECONDS
+            if isinstance(e, ClaimPending):
+                delay, self.claim_retry = self.claim_retry, min(2 * self.claim_retry, RETRY_SECONDS)
+            self.state.wake_at(now + delay)
             return self.state.volume_paths is not None
 
     async def _stop_after_terminal(self) -> None:

@@ -260,6 +260,8 @@ class PodView:
     phase: str | None = None  # latched once terminal
     reason: str = ""
     message: str = ""
+    # Conditions the kubelet itself adds (DisruptionTarget when it evicts the pod).
+    extra_conditions: list[Obj] = field(default_factory=list)
 
 
 def pod_status(
@@ -277,7 +279,13 @@ def pod_status(
     )
     status: Obj = {
         "phase": pod_phase,
-        "conditions": conditions(spec, records, pod_phase, view.sandbox_ready, previous_conditions),
+        "conditions": conditions(
+            spec,
+            records,
+            pod_phase,
+            view.sandbox_ready,
+            [*previous_conditions, *view.extra_conditions],
+        ),
     }
     if view.reason:
         status["reason"] = view.reason

@@ -25,6 +25,7 @@ import trio
 
 from k8slite.api.storage_v1 import PV_SOURCES
 from k8slite.component.objects import Obj
+from k8slite.kubelet import emptydir
 from k8slite.kubelet.envvars import (
     ConfigError,
     ObjectGetter,
@@ -57,6 +58,14 @@ _PV_SOURCES = frozenset(PV_SOURCES)
 
 class VolumeError(Exception):
     """A volume cannot be set up; the message is upstream's FailedMount text."""
+
+
+class ClaimPending(VolumeError):
+    """A claim is not bound yet: soon it will be (the binder or provisioner is at it)."""
+
+
+class _ClaimNotBound(ConfigError):
+    pass
 
 
 def _plugin(volume: Obj) -> str | None:
@@ -113,6 +122,8 @@ class VolumeManager:
                         # A kubelet not running as root cannot give files away; the pod
                         # still runs, as upstream's does when ownership cannot change.
                         log.warning("fsGroup %d not applied to volume %s: %s", fs_group, name, e)
+            except _ClaimNotBound as e:
+                raise ClaimPending(f'MountVolume.SetUp failed for volume "{name}" : {e}') from None
             except (ConfigError, OSError) as e:
                 raise VolumeError(f'MountVolume.SetUp failed for volume "{name}" : {e}') from None
         return paths
@@ -135,7 +146,16 @@ class VolumeManager:
             return await self._claim_path(pod["metadata"].get("namespace") or "default", source)
         target = self.volume_dir(uid, plugin, volume["name"])
         if plugin == "emptyDir":
-            target.mkdir(parents=True, exist_ok=True)
+            medium = source.get("medium") or ""
+            if medium == "Memory":
+                emptydir.mount_tmpfs(target, emptydir.memory_size(pod, source, allocatable))
+            elif medium:
+                raise ConfigError(
+                    f'emptyDir medium "{medium}" is not supported by this kubelet ("" and '
+                    '"Memory" are)'
+                )
+            else:
+                target.mkdir(parents=True, exist_ok=True)
             # Upstream's emptyDir is world-writable, so any container user may use it.
             target.chmod(0o777)
             return str(target)
@@ -273,7 +293,7 @@ class VolumeManager:
         volume_name = (claim.get("spec") or {}).get("volumeName") or ""
         phase = (claim.get("status") or {}).get("phase") or ""
         if not volume_name or phase != "Bound":
-            raise ConfigError(
+            raise _ClaimNotBound(
                 f"error processing PVC {namespace}/{claim_name}: PVC {namespace}/{claim_name} "
                 f'has non-bound phase ("{phase}") or empty pvc.Spec.VolumeName ("{volume_name}")'
             )
@@ -336,6 +356,7 @@ class VolumeManager:
 
     def cleanup(self, uid: str) -> None:
         """Remove the pod's volumes (never hostPath ones: those are the host's)."""
+        emptydir.unmount_under(self.pod_dir(uid))
         shutil.rmtree(self.pod_dir(uid), ignore_errors=True)
         if self.tokens is not None:
             self.tokens.forget(uid)
@@ -368,23 +389,27 @@ _HOST_CHECKS = {
 
 
 def _host_path(source: Obj) -> str:
+    """The path, after upstream's type check (pkg/volume/hostpath checkTypeInternal): the
+    ...OrCreate types make what is missing (a file's parent directory must exist), then
+    check like the plain type; no type checks nothing."""
     path = source.get("path") or ""
     kind = source.get("type") or ""
-    if kind == "DirectoryOrCreate":
+    if kind == "DirectoryOrCreate" and not os.path.lexists(path):
         os.makedirs(path, mode=0o755, exist_ok=True)
-    elif kind == "FileOrCreate":
-        if not os.path.exists(path):
-            os.makedirs(os.path.dirname(path) or "/", exist_ok=True)
-            with open(path, "a"):
-                pass
-            os.chmod(path, 0o644)
-    elif kind in _HOST_CHECKS:
-        check, words = _HOST_CHECKS[kind]
+    elif kind == "FileOrCreate" and not os.path.lexists(path):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_RDONLY, 0o644)
+        except FileNotFoundError:
+            raise ConfigError(f"open {path}: no such file or directory") from None
+        os.close(fd)
+    check = _HOST_CHECKS.get(kind.removesuffix("OrCreate"))
+    if check is not None:
+        test, words = check
         try:
             mode = os.stat(path).st_mode
-        except FileNotFoundError:
-            raise ConfigError(f"hostPath type check failed: {path} {words}") from None
-        if not check(mode):
+        except (FileNotFoundError, NotADirectoryError):
+            mode = 0
+        if not test(mode):
             raise ConfigError(f"hostPath type check failed: {path} {words}")
     return path
 
