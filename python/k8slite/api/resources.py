@@ -168,6 +168,16 @@ RESOURCES: list[ResourceType] = [
         categories=("all",),
     ),
     ResourceType(
+        "autoscaling",
+        "v2",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+        True,
+        ("hpa",),
+        ("status",),
+        categories=("all",),
+    ),
+    ResourceType(
         "policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", True, ("pdb",), ("status",)
     ),
     ResourceType("batch", "v1", "Job", "jobs", True, (), ("status",), categories=("all",)),

@@ -114,6 +114,7 @@ def _load_kinds() -> None:
         apiextensions_v1,
         apiregistration_v1,
         apps_v1,
+        autoscaling_v2,
         core_v1,
         cronjob_v1,
         flowcontrol_v1,
