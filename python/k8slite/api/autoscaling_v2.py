@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeGuard
 
 from k8slite.api.quantity import QuantityError, parse_quantity
 from k8slite.api.strategy import Obj, Strategy, register
@@ -80,8 +80,12 @@ def default_hpa_spec(spec: Obj) -> None:
         behavior["scaleDown"] = _default_rules(behavior.get("scaleDown"), default_scale_down())
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _dict(value: Any) -> Obj:
+    return value if isinstance(value, dict) else {}
 
 
 def _positive_quantity(errs: FieldErrors, path: str, value: Any) -> None:
@@ -118,7 +122,7 @@ def _validate_resource_source(errs: FieldErrors, path: str, src: Obj, container:
         errs.required(f"{path}.name", "must specify a resource name")
     if container and not src.get("container"):
         errs.required(f"{path}.container", "must specify a container")
-    target = src.get("target") if isinstance(src.get("target"), dict) else {}
+    target = _dict(src.get("target"))
     _validate_target(errs, f"{path}.target", target)
     utilization, average = target.get("averageUtilization"), target.get("averageValue")
     if utilization is None and average is None:
@@ -141,7 +145,7 @@ def _validate_metric_identifier(errs: FieldErrors, path: str, metric: Any) -> No
 def _validate_named_source(errs: FieldErrors, path: str, stype: str, src: Obj) -> None:
     """Pods, Object and External sources: a metric and a target of the kind each allows."""
     _validate_metric_identifier(errs, f"{path}.metric", src.get("metric"))
-    target = src.get("target") if isinstance(src.get("target"), dict) else {}
+    target = _dict(src.get("target"))
     _validate_target(errs, f"{path}.target", target)
     if stype == "Object":
         ref = src.get("describedObject") or {}
@@ -245,7 +249,7 @@ def _validate_rules(errs: FieldErrors, path: str, rules: Any) -> None:
 def validate_hpa_spec(errs: FieldErrors, spec: Obj) -> None:
     """ValidateHorizontalPodAutoscalerSpec: the target reference, replica bounds, metrics
     and behavior."""
-    ref = spec.get("scaleTargetRef") if isinstance(spec.get("scaleTargetRef"), dict) else {}
+    ref = _dict(spec.get("scaleTargetRef"))
     for field in ("kind", "name"):
         value = ref.get(field)
         if not value:
