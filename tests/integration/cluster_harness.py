@@ -17,18 +17,26 @@ from tests.integration.test_scheduler import SchedulerProcess, start_scheduler
 
 @contextlib.contextmanager
 def nodes_with_control_plane(
-    server: ServerHandle, workdir: Path, prefix: str, count: int = 2
+    server: ServerHandle,
+    workdir: Path,
+    prefix: str,
+    count: int = 2,
+    *,
+    manager_flags: tuple[str, ...] = (),
+    kubelet_flags: tuple[str, ...] = (),
 ) -> Iterator[list[str]]:
-    """Start the controller manager, the scheduler and `count` fake-runtime kubelets;
-    yield the node names; stop them all on the way out."""
-    manager: ManagerHandle = start_controller_manager(server)
+    """Start the controller manager, the scheduler and `count` fake-runtime kubelets (with
+    these extra flags); yield the node names; stop them all on the way out."""
+    manager: ManagerHandle = start_controller_manager(server, *manager_flags)
     scheduler: SchedulerProcess | None = None
     kubelets: list[KubeletProcess] = []
     try:
         scheduler = start_scheduler(server, workdir / "scheduler.log")
         for i in range(count):
             (workdir / f"k{i}").mkdir()
-            kubelet = KubeletProcess(server, unique_node(prefix), "fake", workdir / f"k{i}")
+            kubelet = KubeletProcess(
+                server, unique_node(prefix), "fake", workdir / f"k{i}", *kubelet_flags
+            )
             kubelet.start()
             kubelets.append(kubelet)
         yield [k.node for k in kubelets]

@@ -63,7 +63,7 @@ async def resource_metrics(
     except ApiError as e:
         raise MetricsError(
             f"unable to get metrics for resource {resource}: unable to fetch metrics from "
-            f"resource metrics API: {e}"
+            f"resource metrics API: {e.message}"
         ) from e
     items = listing.get("items") or []
     if not items:

@@ -170,8 +170,9 @@ class HorizontalPodAutoscalerController(Controller):
         try:
             res = await self._resource_for(str(ref.get("apiVersion") or ""), str(ref.get("kind")))
         except (LookupError, NotFound) as e:
+            detail = e.message if isinstance(e, NotFound) else str(e)
             raise _ScaleError(
-                f"unable to determine resource for scale target reference: {e}", str(e)
+                f"unable to determine resource for scale target reference: {detail}", detail
             ) from e
         try:
             scale = await self.client.get(
@@ -179,7 +180,7 @@ class HorizontalPodAutoscalerController(Controller):
             )
         except ApiError as e:
             raise _ScaleError(
-                f"failed to query scale subresource for {_reference(hpa)}: {e}", str(e)
+                f"failed to query scale subresource for {_reference(hpa)}: {e.message}", e.message
             ) from e
         return res, scale
 
@@ -263,14 +264,14 @@ class HorizontalPodAutoscalerController(Controller):
                     hpa,
                     WARNING,
                     "FailedRescale",
-                    f"New size: {desired}; reason: {reason}; error: {e}",
+                    f"New size: {desired}; reason: {reason}; error: {e.message}",
                 )
                 _condition(
                     status,
                     "AbleToScale",
                     False,
                     "FailedUpdateScale",
-                    f"the HPA controller was unable to update the target scale: {e}",
+                    f"the HPA controller was unable to update the target scale: {e.message}",
                 )
                 self._set_current(status, current, metric_statuses)
                 await self._write_status(hpa, original)

@@ -1,0 +1,284 @@
+"""The HorizontalPodAutoscaler end to end: fake-runtime kubelets whose synthetic CPU usage the
+test sets through the pods' annotation, k8slite-metrics-server behind its APIService, the
+controller manager's HPA controller scaling a Deployment through its scale subresource, and
+the real kubectl autoscale, get hpa and describe hpa."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import ServerHandle
+from tests.integration.cluster_harness import nodes_with_control_plane
+from tests.integration.kubelet_harness import kubectl
+from tests.integration.metrics_harness import metrics_api
+from tests.polling import wait_for
+
+USAGE = "k8slite.io/synthetic-usage"
+KIND = "HorizontalPodAutoscaler"
+HPAS = "/apis/autoscaling/v2/namespaces/{ns}/horizontalpodautoscalers"
+DEPLOYMENTS = "/apis/apps/v1/namespaces/{ns}/deployments"
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    module_apiserver: ServerHandle, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerHandle]:
+    """Controller manager (HPA sync every second), scheduler, two fake nodes whose pods use
+    10m CPU unless annotated, and the metrics API, Available."""
+    workdir: Path = tmp_path_factory.mktemp("hpa")
+    with (
+        nodes_with_control_plane(
+            module_apiserver,
+            workdir,
+            "hpa",
+            manager_flags=("--horizontal-pod-autoscaler-sync-period=1s",),
+            kubelet_flags=("--synthetic-usage", "cpu=10m,memory=16Mi"),
+        ),
+        metrics_api(module_apiserver, workdir, wait=True),
+    ):
+        yield module_apiserver
+
+
+@pytest.fixture
+def ns(cluster: ServerHandle) -> Iterator[str]:
+    name = f"hpa-{os.urandom(3).hex()}"
+    with cluster.client() as api:
+        assert api.post("/api/v1/namespaces", json={"metadata": {"name": name}}).is_success
+    yield name
+
+
+def _deployment(name: str, cpu_usage: str | None, request: str | None = "100m") -> dict[str, Any]:
+    container: dict[str, Any] = {"name": "app", "image": "busybox:1.35"}
+    if request:
+        container["resources"] = {"requests": {"cpu": request}}
+    annotations = {USAGE: f"cpu={cpu_usage}"} if cpu_usage else {}
+    return {
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}, "annotations": annotations},
+                "spec": {"containers": [container]},
+            },
+        },
+    }
+
+
+def _replicas(api: httpx.Client, ns: str, name: str) -> int:
+    scale = api.get(f"{DEPLOYMENTS.format(ns=ns)}/{name}/scale").json()
+    return int(scale["spec"]["replicas"])
+
+
+def _condition(hpa: dict[str, Any], ctype: str) -> dict[str, Any]:
+    for c in (hpa.get("status") or {}).get("conditions") or ():
+        if c["type"] == ctype:
+            return c  # type: ignore[no-any-return]
+    return {}
+
+
+def _events(api: httpx.Client, ns: str, name: str) -> list[dict[str, Any]]:
+    items = api.get(
+        f"/api/v1/namespaces/{ns}/events",
+        params={"fieldSelector": f"involvedObject.name={name},involvedObject.kind={KIND}"},
+    ).json()["items"]
+    return items  # type: ignore[no-any-return]
+
+
+def _event(api: httpx.Client, ns: str, name: str, reason: str, message: str) -> bool:
+    return any(e["reason"] == reason and e["message"] == message for e in _events(api, ns, name))
+
+
+def test_hpa_scales_a_deployment_up_under_load_and_down_after_it(
+    cluster: ServerHandle, ns: str
+) -> None:
+    with cluster.client() as api:
+        # One pod using 300m of its 100m request: 300% against a 50% target.
+        r = api.post(DEPLOYMENTS.format(ns=ns), json=_deployment("web", "300m"))
+        assert r.status_code == 201, r.text
+        done = kubectl(
+            cluster, "autoscale", "deployment", "web", "-n", ns, "--min=1", "--max=4", "--cpu=50%"
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "horizontalpodautoscaler.autoscaling/web autoscaled"
+        # A short scale-down stabilization window instead of the 5 minutes of the default.
+        done = kubectl(
+            cluster,
+            "patch",
+            "hpa",
+            "web",
+            "-n",
+            ns,
+            "--type=merge",
+            "-p",
+            '{"spec":{"behavior":{"scaleDown":{"stabilizationWindowSeconds":5}}}}',
+        )
+        assert done.returncode == 0, done.stderr
+        hpa = api.get(f"{HPAS.format(ns=ns)}/web").json()
+        # The API server filled in the rest of behavior with upstream's defaults.
+        assert hpa["spec"]["behavior"]["scaleUp"]["policies"][0] == {
+            "type": "Pods",
+            "value": 4,
+            "periodSeconds": 15,
+        }
+        assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 5
+
+        wait_for(lambda: _replicas(api, ns, "web") == 4, 120, 0.5, what="scale-up to 4")
+
+        def settled() -> dict[str, Any] | None:
+            hpa = api.get(f"{HPAS.format(ns=ns)}/web").json()
+            status = hpa.get("status") or {}
+            current = (status.get("currentMetrics") or [{}])[0].get("resource") or {}
+            utilization = (current.get("current") or {}).get("averageUtilization", 0)
+            # Every pod reporting (300%): the proposal is far above max, so it is limited.
+            limited = _condition(hpa, "ScalingLimited").get("reason") == "TooManyReplicas"
+            return (
+                hpa
+                if status.get("currentReplicas") == 4 and utilization > 250 and limited
+                else None
+            )
+
+        hpa = wait_for(settled, 120, 0.5, what="the HPA's status at 4 replicas")
+        status = hpa["status"]
+        assert status["desiredReplicas"] == 4 and status.get("lastScaleTime")
+        metric = status["currentMetrics"][0]
+        assert metric["type"] == "Resource" and metric["resource"]["name"] == "cpu"
+        # 300m of 100m, give or take a millicore of rate rounding.
+        assert 295 <= metric["resource"]["current"]["averageUtilization"] <= 305
+        assert _condition(hpa, "AbleToScale")["status"] == "True"
+        active = _condition(hpa, "ScalingActive")
+        assert (active["status"], active["reason"], active["message"]) == (
+            "True",
+            "ValidMetricFound",
+            "the HPA was able to successfully calculate a replica count from cpu resource "
+            "utilization (percentage of request)",
+        )
+        limited = _condition(hpa, "ScalingLimited")
+        assert (limited["status"], limited["message"]) == (
+            "True",
+            "the desired replica count is more than the maximum replica count",
+        )
+        assert _event(
+            api,
+            ns,
+            "web",
+            "SuccessfulRescale",
+            "New size: 4; reason: cpu resource utilization (percentage of request) above target",
+        )
+
+        # kubectl's table and description.
+        listed = kubectl(cluster, "get", "hpa", "-n", ns)
+        assert listed.returncode == 0, listed.stderr
+        header, row = listed.stdout.splitlines()
+        assert header.split() == [
+            "NAME",
+            "REFERENCE",
+            "TARGETS",
+            "MINPODS",
+            "MAXPODS",
+            "REPLICAS",
+            "AGE",
+        ]
+        cells = re.split(r"\s{2,}", row.strip())
+        assert cells[:2] == ["web", "Deployment/web"]
+        assert re.fullmatch(r"cpu: \d+%/50%", cells[2]), cells
+        assert cells[3:6] == ["1", "4", "4"]
+        described = kubectl(cluster, "describe", "hpa", "web", "-n", ns)
+        assert described.returncode == 0, described.stderr
+        text = described.stdout
+        assert re.search(r"Reference:\s+Deployment/web", text), text
+        assert re.search(
+            r"resource cpu on pods\s+\(as a percentage of request\):\s+\d+% \(\d+m\) / 50%", text
+        ), text
+        assert re.search(r"Deployment pods:\s+4 current / 4 desired", text), text
+        assert re.search(r"ScalingActive\s+True\s+ValidMetricFound", text), text
+        assert re.search(r"ScalingLimited\s+True\s+TooManyReplicas", text), text
+        assert "SuccessfulRescale" in text and "New size: 4; reason: cpu resource" in text
+
+        # The load drops: new pods use 10m (10% of request); after the 5 s window the HPA
+        # goes to minReplicas.
+        r = api.patch(
+            f"{DEPLOYMENTS.format(ns=ns)}/web",
+            json={"spec": {"template": {"metadata": {"annotations": {USAGE: "cpu=10m"}}}}},
+            headers={"Content-Type": "application/merge-patch+json"},
+        )
+        assert r.status_code == 200, r.text
+        wait_for(lambda: _replicas(api, ns, "web") == 1, 180, 0.5, what="scale-down to 1")
+        assert wait_for(
+            lambda: _event(
+                api, ns, "web", "SuccessfulRescale", "New size: 1; reason: All metrics below target"
+            ),
+            30,
+            what="the scale-down event",
+        )
+        hpa = api.get(f"{HPAS.format(ns=ns)}/web").json()
+        assert hpa["status"]["desiredReplicas"] == 1
+
+
+def test_hpa_reports_what_keeps_it_from_scaling(cluster: ServerHandle, ns: str) -> None:
+    with cluster.client() as api:
+        r = api.post(DEPLOYMENTS.format(ns=ns), json=_deployment("norequest", "50m", None))
+        assert r.status_code == 201, r.text
+        for name, target in (("norequest", "norequest"), ("missing", "nope")):
+            r = api.post(
+                HPAS.format(ns=ns),
+                json={
+                    "metadata": {"name": name},
+                    "spec": {
+                        "scaleTargetRef": {
+                            "apiVersion": "apps/v1",
+                            "kind": "Deployment",
+                            "name": target,
+                        },
+                        "maxReplicas": 3,
+                    },
+                },
+            )
+            assert r.status_code == 201, r.text
+            # The API server's default target: 80% CPU.
+            assert r.json()["spec"]["metrics"][0]["resource"]["target"] == {
+                "type": "Utilization",
+                "averageUtilization": 80,
+            }
+
+        def condition(name: str, ctype: str, reason: str) -> dict[str, Any] | None:
+            hpa = api.get(f"{HPAS.format(ns=ns)}/{name}").json()
+            found = _condition(hpa, ctype)
+            return found if found.get("reason") == reason else None
+
+        # No CPU request on the pods: no utilization can be computed.
+        active = wait_for(
+            lambda: condition("norequest", "ScalingActive", "FailedGetResourceMetric"),
+            120,
+            0.5,
+            what="ScalingActive False",
+        )
+        assert active["status"] == "False"
+        assert re.fullmatch(
+            r"the HPA was unable to compute the replica count: failed to get cpu utilization: "
+            r"missing request for cpu in container app of Pod norequest-[a-z0-9]+-[a-z0-9]+",
+            active["message"],
+        ), active["message"]
+        events = {e["reason"] for e in _events(api, ns, "norequest")}
+        assert {"FailedGetResourceMetric", "FailedComputeMetricsReplicas"} <= events
+        # A target that does not exist: its scale cannot be read.
+        able = wait_for(
+            lambda: condition("missing", "AbleToScale", "FailedGetScale"),
+            60,
+            0.5,
+            what="FailedGetScale",
+        )
+        assert (able["status"], able["message"]) == (
+            "False",
+            "the HPA controller was unable to get the target's current scale: "
+            'deployments.apps "nope" not found',
+        )
+        assert _event(api, ns, "missing", "FailedGetScale", 'deployments.apps "nope" not found')
+        assert _replicas(api, ns, "norequest") == 1
