@@ -430,6 +430,27 @@ def _hpa_metric(spec: Obj, status: Obj | None) -> str:
     return f"{current.get('value', '<unknown>')}/{target.get('value', '')}"
 
 
+def _hpa_v1_as_v2(spec: Obj, status: Obj) -> tuple[Obj, Obj]:
+    """v1's CPU target and utilization as the v2 metric they stand for."""
+    target, current = (
+        spec.get("targetCPUUtilizationPercentage"),
+        status.get("currentCPUUtilizationPercentage"),
+    )
+    cpu = {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": target}}
+    metrics = [{"type": "Resource", "resource": cpu}] if target is not None else []
+    now = (
+        [
+            {
+                "type": "Resource",
+                "resource": {"name": "cpu", "current": {"averageUtilization": current}},
+            }
+        ]
+        if current is not None
+        else []
+    )
+    return {**spec, "metrics": metrics}, {**status, "currentMetrics": now}
+
+
 def hpa_targets(specs: Any, statuses: Any) -> str:
     """The Targets column: the first two metrics, then how many more."""
     if not specs:
@@ -447,6 +468,8 @@ def hpa_targets(specs: Any, statuses: Any) -> str:
 
 def hpa_row(hpa: Obj, now: dt.datetime) -> list[Cell]:
     spec, status = hpa.get("spec") or {}, hpa.get("status") or {}
+    if hpa.get("apiVersion") == "autoscaling/v1":
+        spec, status = _hpa_v1_as_v2(spec, status)
     ref = spec.get("scaleTargetRef") or {}
     lowest = spec.get("minReplicas")
     return [

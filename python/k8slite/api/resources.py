@@ -177,6 +177,18 @@ RESOURCES: list[ResourceType] = [
         ("status",),
         categories=("all",),
     ),
+    # Stored as v2 (the first of a kind's versions here is its storage version); v1 is
+    # converted on the way in and out (api/autoscaling_v1.py).
+    ResourceType(
+        "autoscaling",
+        "v1",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+        True,
+        ("hpa",),
+        ("status",),
+        categories=("all",),
+    ),
     ResourceType(
         "policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", True, ("pdb",), ("status",)
     ),

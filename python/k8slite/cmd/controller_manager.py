@@ -144,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
         "before the pod garbage collector deletes its pods",
     )
     hpa = p.add_argument_group("horizontal pod autoscaler")
-    for flag, default, text in (
+    for flag, period, text in (
         ("sync-period", "15s", "how often each HPA is reconciled"),
         (
             "downscale-stabilization",
@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
         hpa.add_argument(
             f"--horizontal-pod-autoscaler-{flag}",
             type=duration,
-            default=default,
+            default=period,
             metavar="DURATION",
             help=text,
         )
