@@ -282,3 +282,110 @@ def test_hpa_reports_what_keeps_it_from_scaling(cluster: ServerHandle, ns: str) 
         )
         assert _event(api, ns, "missing", "FailedGetScale", 'deployments.apps "nope" not found')
         assert _replicas(api, ns, "norequest") == 1
+
+
+def test_hpa_api_validation_v1_conversion_and_explain(
+    apiserver: ServerHandle, api: httpx.Client, namespace: str
+) -> None:
+    v2, v1 = HPAS.format(ns=namespace), HPAS.format(ns=namespace).replace("/v2/", "/v1/")
+    ref = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}
+    bad = api.post(
+        v2,
+        json={
+            "metadata": {"name": "bad"},
+            "spec": {
+                "scaleTargetRef": ref,
+                "minReplicas": 3,
+                "maxReplicas": 2,
+                "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {}}}],
+                "behavior": {
+                    "scaleDown": {
+                        "stabilizationWindowSeconds": 4000,
+                        "selectPolicy": "Most",
+                        "policies": [{"type": "Pods", "value": 0, "periodSeconds": 15}],
+                    }
+                },
+            },
+        },
+    )
+    assert bad.status_code == 422, bad.text
+    causes = {(c["field"], c["message"]) for c in bad.json()["details"]["causes"]}
+    assert causes == {
+        ("spec.maxReplicas", "Invalid value: 2: must be greater than or equal to `minReplicas`"),
+        (
+            "spec.metrics[0].resource.target.type",
+            "Required value: must specify a metric target type",
+        ),
+        (
+            "spec.metrics[0].resource.target.type",
+            'Invalid value: "": must be either Utilization, Value, or AverageValue',
+        ),
+        (
+            "spec.metrics[0].resource.target.averageUtilization",
+            "Required value: must set either a target raw value or a target utilization",
+        ),
+        (
+            "spec.behavior.scaleDown.stabilizationWindowSeconds",
+            "Invalid value: 4000: must be less than or equal to 3600",
+        ),
+        (
+            "spec.behavior.scaleDown.selectPolicy",
+            'Unsupported value: "Most": supported values: "Disabled", "Max", "Min"',
+        ),
+        (
+            "spec.behavior.scaleDown.policies[0].value",
+            "Invalid value: 0: must be greater than zero",
+        ),
+    }
+    assert api.get(f"{v2}/bad").status_code == 404
+
+    # A v1 object is stored as v2: its CPU target is the v2 Utilization metric.
+    body = {"metadata": {"name": "old"}, "spec": {"scaleTargetRef": ref, "maxReplicas": 3}}
+    body["spec"]["targetCPUUtilizationPercentage"] = 40
+    made = api.post(v1, json=body)
+    assert made.status_code == 201, made.text
+    assert made.json()["apiVersion"] == "autoscaling/v1"
+    assert made.json()["spec"]["targetCPUUtilizationPercentage"] == 40
+    stored = api.get(f"{v2}/old").json()
+    assert stored["spec"]["metrics"] == [
+        {
+            "type": "Resource",
+            "resource": {
+                "name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": 40},
+            },
+        }
+    ]
+    # What v1 cannot say survives a v1 update: a memory metric and behavior added in v2.
+    stored["spec"]["metrics"].append(
+        {
+            "type": "Resource",
+            "resource": {
+                "name": "memory",
+                "target": {"type": "AverageValue", "averageValue": "64Mi"},
+            },
+        }
+    )
+    stored["spec"]["behavior"] = {"scaleDown": {"stabilizationWindowSeconds": 60}}
+    assert api.put(f"{v2}/old", json=stored).status_code == 200
+    old = api.get(f"{v1}/old").json()
+    assert "metrics" not in old["spec"] and "behavior" not in old["spec"]
+    old["spec"]["targetCPUUtilizationPercentage"] = 60
+    assert api.put(f"{v1}/old", json=old).status_code == 200, old
+    after = api.get(f"{v2}/old").json()["spec"]
+    assert [m["resource"]["name"] for m in after["metrics"]] == ["cpu", "memory"]
+    assert after["metrics"][0]["resource"]["target"]["averageUtilization"] == 60
+    assert after["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 60
+    # Discovery: both versions, v2 preferred.
+    group = api.get("/apis/autoscaling").json()
+    assert [v["version"] for v in group["versions"]] == ["v2", "v1"]
+    assert group["preferredVersion"]["version"] == "v2"
+    listed = kubectl(apiserver, "get", "horizontalpodautoscalers.v1.autoscaling", "-n", namespace)
+    assert listed.returncode == 0, listed.stderr
+    # The v1 table shows what v1 says: the CPU target.
+    row = re.split(r"\s{2,}", listed.stdout.splitlines()[1])
+    assert row[:5] == ["old", "Deployment/web", "cpu: <unknown>/60%", "1", "3"], row
+    explained = kubectl(apiserver, "explain", "hpa.spec.behavior.scaleDown")
+    assert explained.returncode == 0, explained.stderr
+    assert "stabilizationWindowSeconds" in explained.stdout
+    assert "selectPolicy" in explained.stdout
