@@ -392,3 +392,120 @@ def test_hpa_api_validation_v1_conversion_and_explain(
     assert explained.returncode == 0, explained.stderr
     assert "stabilizationWindowSeconds" in explained.stdout
     assert "selectPolicy" in explained.stdout
+
+
+def test_hpa_scales_any_target_through_its_scale_subresource(
+    cluster: ServerHandle, ns: str
+) -> None:
+    """ReplicaSets, StatefulSets, RCs and custom resources: above maxReplicas the HPA
+    brings the target down without looking at metrics; at zero it leaves it alone."""
+    group = f"hpa{os.urandom(3).hex()}.example.com"
+    crd = {
+        "metadata": {"name": f"widgets.{group}"},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": True,
+                        }
+                    },
+                    "subresources": {
+                        "scale": {
+                            "specReplicasPath": ".spec.replicas",
+                            "statusReplicasPath": ".status.replicas",
+                        }
+                    },
+                }
+            ],
+        },
+    }
+    template = {
+        "metadata": {"labels": {"app": "x"}},
+        "spec": {"containers": [{"name": "app", "image": "busybox:1.35"}]},
+    }
+    selector = {"matchLabels": {"app": "x"}}
+    targets = [
+        ("apps/v1", "ReplicaSet", "replicasets", 5, {"selector": selector}),
+        ("apps/v1", "StatefulSet", "statefulsets", 0, {"selector": selector, "serviceName": "x"}),
+        ("v1", "ReplicationController", "replicationcontrollers", 0, {"selector": {"app": "x"}}),
+        (f"{group}/v1", "Widget", "widgets", 7, {}),
+    ]
+    with cluster.client() as api:
+        crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+        assert api.post(crds, json=crd).status_code == 201
+        try:
+            for api_version, kind, plural, replicas, extra in targets:
+                base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+                spec: dict[str, Any] = {"replicas": replicas, **extra}
+                if kind != "Widget":
+                    spec["template"] = template
+                body = {"apiVersion": api_version, "kind": kind, "metadata": {"name": "t"}}
+                url = f"{base}/namespaces/{ns}/{plural}"
+                wait_for(
+                    lambda url=url, body=body, spec=spec: (
+                        api.post(url, json={**body, "spec": spec}).status_code in (201, 409)
+                    ),
+                    60,
+                    0.5,
+                    what=f"a {kind} to be created",
+                )
+                hpa = {
+                    "metadata": {"name": kind.lower()},
+                    "spec": {
+                        "scaleTargetRef": {"apiVersion": api_version, "kind": kind, "name": "t"},
+                        "minReplicas": 1,
+                        "maxReplicas": 3,
+                    },
+                }
+                assert api.post(HPAS.format(ns=ns), json=hpa).status_code == 201
+
+            def scale_of(api_version: str, plural: str) -> int:
+                base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+                scale = api.get(f"{base}/namespaces/{ns}/{plural}/t/scale").json()
+                return int(scale["spec"]["replicas"])
+
+            for api_version, kind, plural, replicas, _ in targets:
+                name = kind.lower()
+                if replicas == 0:
+                    disabled = wait_for(
+                        lambda name=name: (
+                            _condition(
+                                api.get(f"{HPAS.format(ns=ns)}/{name}").json(), "ScalingActive"
+                            ).get("reason")
+                            == "ScalingDisabled"
+                        ),
+                        60,
+                        0.5,
+                        what=f"ScalingDisabled for the {kind}",
+                    )
+                    assert disabled
+                    assert scale_of(api_version, plural) == 0
+                else:
+                    wait_for(
+                        lambda v=api_version, p=plural: scale_of(v, p) == 3,
+                        60,
+                        0.5,
+                        what=f"the {kind} scaled down to maxReplicas",
+                    )
+                    assert wait_for(
+                        lambda name=name: _event(
+                            api,
+                            ns,
+                            name,
+                            "SuccessfulRescale",
+                            "New size: 3; reason: Current number of replicas above "
+                            "Spec.MaxReplicas",
+                        ),
+                        30,
+                        what=f"the {kind}'s rescale event",
+                    )
+        finally:
+            api.delete(f"{crds}/widgets.{group}")
