@@ -372,8 +372,7 @@ class HorizontalPodAutoscalerController(Controller):
             try:
                 proposal = await self._replicas_for_metric(hpa, spec, current, selector)
             except MetricFailure as e:
-                if not failures:
-                    self.recorder.event(hpa, WARNING, e.reason, str(e))
+                self.recorder.event(hpa, WARNING, e.reason, str(e))
                 failures.append(e)
                 continue
             statuses[i] = proposal.status
@@ -414,10 +413,15 @@ class HorizontalPodAutoscalerController(Controller):
             reason = _FAILED_REASONS.get(stype or "", "InvalidMetricSourceType")
             if reason == "InvalidMetricSourceType":
                 raise MetricFailure(reason, f'unknown metric source type "{stype}"')
+            # No custom or external metrics API is served: what upstream's clients say then.
+            api = "external" if stype == "External" else "custom"
+            message = (
+                f"unable to get {'external ' if api == 'external' else ''}metric "
+                f"{_metric_name(spec)}: unable to fetch metrics from {api} metrics API: no "
+                f"{api} metrics API ({api}.metrics.k8s.io) registered"
+            )
             raise MetricFailure(
-                reason,
-                f"unable to get metric {_metric_name(spec)}: no {stype} metrics API is served "
-                "(custom.metrics.k8s.io and external.metrics.k8s.io are not)",
+                reason, message, f"failed to get {str(stype).lower()} metric value: {message}"
             )
         source = spec.get(field) or {}
         resource = str(source.get("name") or "")
