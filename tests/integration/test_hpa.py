@@ -5,8 +5,10 @@ the real kubectl autoscale, get hpa and describe hpa."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -379,6 +381,22 @@ def test_hpa_api_validation_v1_conversion_and_explain(
     assert [m["resource"]["name"] for m in after["metrics"]] == ["cpu", "memory"]
     assert after["metrics"][0]["resource"]["target"]["averageUtilization"] == 60
     assert after["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 60
+    # A v1 watcher is woken by a write through v2 and sees the v1 shape.
+    rv = api.get(f"{v1}/old").json()["metadata"]["resourceVersion"]
+    changed = api.get(f"{v2}/old").json()
+    changed["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"] = 65
+    timer = threading.Timer(0.5, lambda: api.put(f"{v2}/old", json=changed))
+    timer.start()
+    try:
+        with api.stream(
+            "GET", v1, params={"watch": "1", "resourceVersion": rv, "timeoutSeconds": "30"}
+        ) as watch:
+            event = json.loads(next(watch.iter_lines()))
+    finally:
+        timer.join()
+    assert event["type"] == "MODIFIED"
+    assert event["object"]["apiVersion"] == "autoscaling/v1"
+    assert event["object"]["spec"]["targetCPUUtilizationPercentage"] == 65
     # Discovery: both versions, v2 preferred.
     group = api.get("/apis/autoscaling").json()
     assert [v["version"] for v in group["versions"]] == ["v2", "v1"]
@@ -387,7 +405,7 @@ def test_hpa_api_validation_v1_conversion_and_explain(
     assert listed.returncode == 0, listed.stderr
     # The v1 table shows what v1 says: the CPU target.
     row = re.split(r"\s{2,}", listed.stdout.splitlines()[1])
-    assert row[:5] == ["old", "Deployment/web", "cpu: <unknown>/60%", "1", "3"], row
+    assert row[:5] == ["old", "Deployment/web", "cpu: <unknown>/65%", "1", "3"], row
     explained = kubectl(apiserver, "explain", "hpa.spec.behavior.scaleDown")
     assert explained.returncode == 0, explained.stderr
     assert "stabilizationWindowSeconds" in explained.stdout
