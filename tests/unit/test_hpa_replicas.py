@@ -16,6 +16,7 @@ from k8slite.controllers.hpacalc import (
     raw_resource_replicas,
     resource_replicas,
 )
+from k8slite.controllers.hpametrics import milli_quantity
 
 NOW = 1_800_000_000.0
 # Started and ready long ago: past the CPU initialization period, samples all count.
@@ -177,3 +178,9 @@ def test_average_value_with_unready_pods() -> None:
     pods = [pod("a"), pod("b"), pod("c"), pod("d", phase="Pending")]
     got = raw_resource_replicas(4, 500, "cpu", pods, usage(a=1500, b=1500, c=1500), now=NOW)
     assert got == (9, 1500)
+
+
+def test_status_quantities_are_decimal_si() -> None:
+    # currentMetrics' averageValue, as resource.NewMilliQuantity(v, DecimalSI) prints it.
+    shown = [milli_quantity(m) for m in (0, 198, 1500, 2000, 1_000_000, 128_000_000_000)]
+    assert shown == ["0", "198m", "1500m", "2", "1k", "128M"]

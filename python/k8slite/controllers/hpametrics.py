@@ -78,3 +78,15 @@ async def resource_metrics(
             timestamp, window = _sample_time(item)
             out[str(meta(item).get("name"))] = PodMetric(value, timestamp, window)
     return out
+
+
+def milli_quantity(milli: int) -> str:
+    """resource.NewMilliQuantity(v, DecimalSI).String(): "1500m", "2", "128M"."""
+    if milli % 1000:
+        return f"{milli}m"
+    value = milli // 1000
+    for suffix in ("", "k", "M", "G", "T", "P"):
+        if value == 0 or value % 1000:
+            return f"{value}{suffix}"
+        value //= 1000
+    return f"{value}E"

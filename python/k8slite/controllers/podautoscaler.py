@@ -37,7 +37,7 @@ from k8slite.controllers.hpacalc import (
     raw_resource_replicas,
     resource_replicas,
 )
-from k8slite.controllers.hpametrics import resource_metrics
+from k8slite.controllers.hpametrics import milli_quantity, resource_metrics
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +81,6 @@ def _condition(status: Obj, ctype: str, value: bool, reason: str, message: str) 
             "message": message,
         },
     )
-
-
-def _quantity_milli(milli: int) -> str:
-    """resource.NewMilliQuantity(v, DecimalSI).String(): whole units when they are whole."""
-    return str(milli // 1000) if milli % 1000 == 0 else f"{milli}m"
 
 
 def _tolerances(hpa: Obj, default: float) -> Tolerances:
@@ -476,7 +471,7 @@ class HorizontalPodAutoscalerController(Controller):
                 )
             except MetricsError as e:
                 raise MetricsError(f"failed to get {resource} usage: {e}") from e
-            current_value: Obj = {"averageValue": _quantity_milli(average)}
+            current_value: Obj = {"averageValue": milli_quantity(average)}
             name = f"{resource} resource"
         elif target.get("averageUtilization") is not None:
             try:
@@ -497,7 +492,7 @@ class HorizontalPodAutoscalerController(Controller):
             except MetricsError as e:
                 raise MetricsError(f"failed to get {resource} utilization: {e}") from e
             current_value = {
-                "averageValue": _quantity_milli(average),
+                "averageValue": milli_quantity(average),
                 "averageUtilization": utilization,
             }
             kind = "container resource" if per_container else "resource"
