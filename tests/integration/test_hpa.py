@@ -5,6 +5,7 @@ the real kubectl autoscale, get hpa and describe hpa."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -32,7 +33,7 @@ DEPLOYMENTS = "/apis/apps/v1/namespaces/{ns}/deployments"
 def cluster(
     module_apiserver: ServerHandle, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerHandle]:
-    """Controller manager (HPA sync every second), scheduler, two fake nodes whose pods use
+    """Controller manager (HPA sync every 3 s), scheduler, two fake nodes whose pods use
     10m CPU unless annotated, and the metrics API, Available."""
     workdir: Path = tmp_path_factory.mktemp("hpa")
     with (
@@ -40,7 +41,7 @@ def cluster(
             module_apiserver,
             workdir,
             "hpa",
-            manager_flags=("--horizontal-pod-autoscaler-sync-period=1s",),
+            manager_flags=("--horizontal-pod-autoscaler-sync-period=3s",),
             kubelet_flags=("--synthetic-usage", "cpu=10m,memory=16Mi"),
         ),
         metrics_api(module_apiserver, workdir, wait=True),
@@ -98,6 +99,28 @@ def _event(api: httpx.Client, ns: str, name: str, reason: str, message: str) -> 
     return any(e["reason"] == reason and e["message"] == message for e in _events(api, ns, name))
 
 
+def _counted_sample(api: httpx.Client, ns: str, selector: str) -> bool:
+    """Every selected pod has a CPU sample taken a window after it became ready (what the
+    HPA counts within the CPU initialization period)."""
+    pods = api.get(f"/api/v1/namespaces/{ns}/pods", params={"labelSelector": selector}).json()
+    metrics = api.get(
+        f"/apis/metrics.k8s.io/v1beta1/namespaces/{ns}/pods", params={"labelSelector": selector}
+    ).json()
+    samples = {m["metadata"]["name"]: m for m in metrics.get("items") or ()}
+    if not pods["items"]:
+        return False
+    for pod in pods["items"]:
+        ready = _condition(pod, "Ready")
+        sample = samples.get(pod["metadata"]["name"])
+        if ready.get("status") != "True" or sample is None:
+            return False
+        became = dt.datetime.fromisoformat(ready["lastTransitionTime"])
+        window = float(sample["window"].removesuffix("s"))
+        if dt.datetime.fromisoformat(sample["timestamp"]) < became + dt.timedelta(seconds=window):
+            return False
+    return True
+
+
 def test_hpa_scales_a_deployment_up_under_load_and_down_after_it(
     cluster: ServerHandle, ns: str
 ) -> None:
@@ -105,6 +128,11 @@ def test_hpa_scales_a_deployment_up_under_load_and_down_after_it(
         # One pod using 300m of its 100m request: 300% against a 50% target.
         r = api.post(DEPLOYMENTS.format(ns=ns), json=_deployment("web", "300m"))
         assert r.status_code == 201, r.text
+        # Each sync that cannot compute a count writes two Warning events, and an object's
+        # events are rate limited (25, then one per 5 minutes, as client-go's spam filter):
+        # the HPA starts once its pod has a sample it will count, so that its rescale
+        # events are not crowded out.
+        wait_for(lambda: _counted_sample(api, ns, "app=web"), 120, 0.5, what="a counted sample")
         done = kubectl(
             cluster, "autoscale", "deployment", "web", "-n", ns, "--min=1", "--max=4", "--cpu=50%"
         )
@@ -217,7 +245,7 @@ def test_hpa_scales_a_deployment_up_under_load_and_down_after_it(
             lambda: _event(
                 api, ns, "web", "SuccessfulRescale", "New size: 1; reason: All metrics below target"
             ),
-            30,
+            60,
             what="the scale-down event",
         )
         hpa = api.get(f"{HPAS.format(ns=ns)}/web").json()
@@ -228,17 +256,17 @@ def test_hpa_reports_what_keeps_it_from_scaling(cluster: ServerHandle, ns: str) 
     with cluster.client() as api:
         r = api.post(DEPLOYMENTS.format(ns=ns), json=_deployment("norequest", "50m", None))
         assert r.status_code == 201, r.text
-        for name, target in (("norequest", "norequest"), ("missing", "nope")):
+        for name, kind, target in (
+            ("norequest", "Deployment", "norequest"),
+            ("missing", "Deployment", "nope"),
+            ("unknown", "Gizmo", "g"),
+        ):
             r = api.post(
                 HPAS.format(ns=ns),
                 json={
                     "metadata": {"name": name},
                     "spec": {
-                        "scaleTargetRef": {
-                            "apiVersion": "apps/v1",
-                            "kind": "Deployment",
-                            "name": target,
-                        },
+                        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": kind, "name": target},
                         "maxReplicas": 3,
                     },
                 },
@@ -286,6 +314,14 @@ def test_hpa_reports_what_keeps_it_from_scaling(cluster: ServerHandle, ns: str) 
             'deployments.apps "nope" not found',
         )
         assert _event(api, ns, "missing", "FailedGetScale", 'deployments.apps "nope" not found')
+        # A kind its group does not serve.
+        able = wait_for(
+            lambda: condition("unknown", "AbleToScale", "FailedGetScale"), 60, 0.5, what="no kind"
+        )
+        assert able["message"] == (
+            "the HPA controller was unable to get the target's current scale: "
+            'no matches for kind "Gizmo" in group "apps"'
+        )
         assert _replicas(api, ns, "norequest") == 1
 
 

@@ -144,8 +144,12 @@ class HorizontalPodAutoscalerController(Controller):
         if cached is not None:
             return cached
         versions = ["v1"]
+        missing = LookupError(f'no matches for kind "{kind}" in group "{group}"')
         if group:
-            doc = await self.client.request("GET", f"/apis/{group}")
+            try:
+                doc = await self.client.request("GET", f"/apis/{group}")
+            except NotFound:
+                raise missing from None
             versions = [v["version"] for v in (doc or {}).get("versions") or ()]
             preferred = ((doc or {}).get("preferredVersion") or {}).get("version")
             if preferred in versions:
@@ -158,7 +162,7 @@ class HorizontalPodAutoscalerController(Controller):
                     res = Resource(group, version, entry["name"])
                     self._resources[(group, kind)] = res
                     return res
-        raise LookupError(f'no matches for kind "{kind}" in group "{group}"')
+        raise missing
 
     async def _scale(self, hpa: Obj) -> tuple[Resource, Obj]:
         ref = (hpa.get("spec") or {}).get("scaleTargetRef") or {}
@@ -174,6 +178,8 @@ class HorizontalPodAutoscalerController(Controller):
                 res, str(ref.get("name")), namespace=namespace_of(hpa), subresource="scale"
             )
         except ApiError as e:
+            # The kind may have gone (a deleted CRD): look it up again next time.
+            self._resources.pop((res.group, str(ref.get("kind"))), None)
             raise _ScaleError(
                 f"failed to query scale subresource for {_reference(hpa)}: {e.message}", e.message
             ) from e
