@@ -202,6 +202,18 @@ def test_hpa_scales_a_deployment_up_under_load_and_down_after_it(
             "SuccessfulRescale",
             "New size: 4; reason: cpu resource utilization (percentage of request) above target",
         )
+        # autoscaling/v1 readers: the CPU utilization, the rest in upstream's annotations.
+        old = api.get(f"{HPAS.format(ns=ns).replace('/v2/', '/v1/')}/web").json()
+        assert old["status"]["currentCPUUtilizationPercentage"] > 250
+        conditions = json.loads(
+            old["metadata"]["annotations"]["autoscaling.alpha.kubernetes.io/conditions"]
+        )
+        assert [c["type"] for c in conditions] == ["AbleToScale", "ScalingActive", "ScalingLimited"]
+        current = json.loads(
+            old["metadata"]["annotations"]["autoscaling.alpha.kubernetes.io/current-metrics"]
+        )
+        assert current[0]["resource"]["name"] == "cpu"
+        assert current[0]["resource"]["currentAverageValue"].endswith("m")
 
         # kubectl's table and description.
         listed = kubectl(cluster, "get", "hpa", "-n", ns)
@@ -411,8 +423,17 @@ def test_hpa_api_validation_v1_conversion_and_explain(
     assert api.put(f"{v2}/old", json=stored).status_code == 200
     old = api.get(f"{v1}/old").json()
     assert "metrics" not in old["spec"] and "behavior" not in old["spec"]
+    # v1 readers see them in upstream's annotations, v1's shape.
+    annotations = old["metadata"]["annotations"]
+    assert json.loads(annotations["autoscaling.alpha.kubernetes.io/metrics"]) == [
+        {"type": "Resource", "resource": {"name": "memory", "targetAverageValue": "64Mi"}}
+    ]
+    behavior = api.get(f"{v2}/old").json()["spec"]["behavior"]
+    assert json.loads(annotations["autoscaling.alpha.kubernetes.io/behavior"]) == behavior
     old["spec"]["targetCPUUtilizationPercentage"] = 60
     assert api.put(f"{v1}/old", json=old).status_code == 200, old
+    # ... which a v1 writer sends back: they are views, never stored.
+    assert "annotations" not in api.get(f"{v2}/old").json()["metadata"]
     after = api.get(f"{v2}/old").json()["spec"]
     assert [m["resource"]["name"] for m in after["metrics"]] == ["cpu", "memory"]
     assert after["metrics"][0]["resource"]["target"]["averageUtilization"] == 60
