@@ -283,6 +283,69 @@ def test_kubectl_top(cluster: Cluster, ns: str, node: str, web: str) -> None:
     cluster.kubectl("delete", "pod", "burn", "-n", ns, "--grace-period=0", "--force", check=False)
 
 
+def test_hpa_scales_up_a_deployment_that_burns_cpu(cluster: Cluster, ns: str, node: str) -> None:
+    """A Docker pod spinning a shell (limited to 200m, requesting 50m: far above a 50%
+    target) makes the HPA scale its Deployment up, from the kubelet's Docker stats through
+    the metrics server; the controller manager runs with upstream's defaults."""
+    spin = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "spin"},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "spin"}},
+            "template": {
+                "metadata": {"labels": {"app": "spin"}},
+                "spec": {
+                    "nodeSelector": {"kubernetes.io/hostname": node},
+                    "terminationGracePeriodSeconds": 1,
+                    "containers": [
+                        {
+                            "name": "spin",
+                            "image": IMAGE,
+                            "command": ["sh", "-c", "while :; do :; done"],
+                            "resources": {
+                                "requests": {"cpu": "50m"},
+                                "limits": {"cpu": "200m"},
+                            },
+                        }
+                    ],
+                },
+            },
+        },
+    }
+    cluster.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(spin))
+    try:
+        done = cluster.kubectl(
+            "autoscale", "deployment", "spin", "-n", ns, "--min=1", "--max=3", "--cpu=50%"
+        )
+        assert "horizontalpodautoscaler.autoscaling/spin autoscaled" in done.stdout
+
+        def scaled() -> dict[str, Any] | None:
+            hpa = json.loads(cluster.kubectl("get", "hpa", "spin", "-n", ns, "-o", "json").stdout)
+            status = hpa.get("status") or {}
+            return hpa if status.get("desiredReplicas", 0) >= 3 else None
+
+        hpa = wait_for(scaled, 300, interval=3.0, what="the HPA to scale spin up to 3")
+        metric = hpa["status"]["currentMetrics"][0]["resource"]
+        # A spinning shell gets well over its 50m request even on a busy machine.
+        assert metric["name"] == "cpu" and metric["current"]["averageUtilization"] > 100
+        replicas = cluster.kubectl(
+            "get", "deployment", "spin", "-n", ns, "-o", "jsonpath={.spec.replicas}"
+        ).stdout
+        assert int(replicas) == 3
+        events = cluster.kubectl(
+            "get", "events", "-n", ns, "--field-selector", "reason=SuccessfulRescale"
+        ).stdout
+        assert "cpu resource utilization (percentage of request) above target" in events
+    finally:
+        # Three spinning pods cost CPU on a shared machine: stop them at once.
+        cluster.kubectl("delete", "hpa", "spin", "-n", ns, check=False)
+        cluster.kubectl(
+            "delete", "deployment", "spin", "-n", ns, "--grace-period=0", "--force", check=False
+        )
+
+
 def test_rolling_update_and_rollback(cluster: Cluster, ns: str, web: str) -> None:
     cluster.kubectl("set", "image", "deployment/web", f"web={IMAGE_V2}", "-n", ns)
     rollout(cluster, ns, "web")

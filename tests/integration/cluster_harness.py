@@ -24,12 +24,20 @@ from tests.integration.test_scheduler import SchedulerProcess, start_scheduler
 
 @contextlib.contextmanager
 def nodes_with_control_plane(
-    server: ServerHandle, workdir: Path, prefix: str, count: int = 2, runtime: str = "fake"
+    server: ServerHandle,
+    workdir: Path,
+    prefix: str,
+    count: int = 2,
+    runtime: str = "fake",
+    *,
+    manager_flags: tuple[str, ...] = (),
+    kubelet_flags: tuple[str, ...] = (),
 ) -> Iterator[list[str]]:
-    """Start the controller manager, the scheduler and `count` kubelets of `runtime`; yield
-    the node names; stop them all on the way out. Real runtimes' pods are deleted first
-    (and for Docker the containers and pod network removed), so nothing is left running."""
-    manager: ManagerHandle = start_controller_manager(server)
+    """Start the controller manager, the scheduler and `count` kubelets of `runtime` (with
+    these extra flags); yield the node names; stop them all on the way out. Real runtimes'
+    pods are deleted first (and for Docker the containers and pod network removed), so
+    nothing is left running."""
+    manager: ManagerHandle = start_controller_manager(server, *manager_flags)
     scheduler: SchedulerProcess | None = None
     kubelets: list[KubeletProcess] = []
     network = f"k8slite-t-{unique_node(prefix)}"
@@ -39,7 +47,7 @@ def nodes_with_control_plane(
         for i in range(count):
             (workdir / f"k{i}").mkdir()
             kubelet = KubeletProcess(
-                server, unique_node(prefix), runtime, workdir / f"k{i}", *extra
+                server, unique_node(prefix), runtime, workdir / f"k{i}", *extra, *kubelet_flags
             )
             kubelets.append(kubelet)
             kubelet.start()

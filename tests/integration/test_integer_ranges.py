@@ -62,6 +62,9 @@ _BASES["ReplicationController"] = {
     }
 }
 _BASES["PodDisruptionBudget"] = {"spec": {"minAvailable": 1}}
+_BASES["HorizontalPodAutoscaler"] = {
+    "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "d"}, "maxReplicas": 3}
+}
 _JOB_TEMPLATE = {
     "spec": {"containers": [{"name": "c", "image": "busybox"}], "restartPolicy": "Never"}
 }

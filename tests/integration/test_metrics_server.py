@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import os
 import ssl
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,13 +23,9 @@ from tests.integration.kubelet_harness import (
     unique_node,
     wait_idle,
 )
-from tests.launch import launch, stop
+from tests.integration.metrics_harness import APISERVICE, APISERVICES, available
+from tests.integration.metrics_harness import metrics_api as run_metrics_api
 from tests.polling import wait_for
-
-APISERVICE = "v1beta1.metrics.k8s.io"
-APISERVICES = "/apis/apiregistration.k8s.io/v1/apiservices"
-SYSTEM = "/api/v1/namespaces/kube-system"
-SLICES = "/apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices"
 
 
 @pytest.fixture(scope="module")
@@ -57,91 +51,19 @@ def kubelet(
         proc.stop()
 
 
-def _start_metrics_server(server: ServerHandle, workdir: Path) -> tuple[Any, int]:
-    args = [
-        sys.executable,
-        "-m",
-        "k8slite.cmd.metricsserver",
-        "--kubeconfig",
-        str(server.kubeconfig_for("metrics-server")),
-        "--bind-address",
-        "127.0.0.1",
-        "--secure-port",
-        "0",
-        "--client-ca-file",
-        str(server.ca),
-        "--metric-resolution",
-        "1s",
-    ]
-    proc, line = launch(args, workdir / "metrics-server.log", " ready: ", what="metrics server")
-    return proc, int(line.rsplit(":", 1)[1])
-
-
 @pytest.fixture(scope="module")
 def metrics_api(
     apiserver: ServerHandle, kubelet: KubeletProcess, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[int]:
-    """The metrics server, its Service and EndpointSlice, and the APIService, until the
-    API server says it is Available."""
-    proc, port = _start_metrics_server(apiserver, tmp_path_factory.mktemp("metrics-server"))
-    with apiserver.client() as api:
-        try:
-            r = api.post(
-                f"{SYSTEM}/services",
-                json={
-                    "metadata": {"name": "metrics-server"},
-                    "spec": {"ports": [{"name": "https", "port": 443, "targetPort": port}]},
-                },
-            )
-            assert r.status_code == 201, r.text
-            r = api.post(
-                SLICES,
-                json={
-                    "metadata": {
-                        "name": "metrics-server",
-                        "labels": {"kubernetes.io/service-name": "metrics-server"},
-                    },
-                    "addressType": "IPv4",
-                    "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": True}}],
-                    "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
-                },
-            )
-            assert r.status_code == 201, r.text
-            r = api.post(
-                APISERVICES,
-                json={
-                    "metadata": {"name": APISERVICE},
-                    "spec": {
-                        "group": "metrics.k8s.io",
-                        "version": "v1beta1",
-                        "service": {"namespace": "kube-system", "name": "metrics-server"},
-                        "insecureSkipTLSVerify": True,
-                        "groupPriorityMinimum": 100,
-                        "versionPriority": 100,
-                    },
-                },
-            )
-            assert r.status_code == 201, r.text
-            yield port
-        finally:
-            api.delete(f"{APISERVICES}/{APISERVICE}")
-            api.delete(f"{SLICES}/metrics-server")
-            api.delete(f"{SYSTEM}/services/metrics-server")
-            stop(proc, 10)
-
-
-def _available(api: httpx.Client) -> dict[str, Any] | None:
-    obj = api.get(f"{APISERVICES}/{APISERVICE}").json()
-    for c in (obj.get("status") or {}).get("conditions") or ():
-        if c["type"] == "Available" and c["status"] == "True":
-            return c  # type: ignore[no-any-return]
-    return None
+    """The metrics server, its Service and EndpointSlice, and the APIService."""
+    with run_metrics_api(apiserver, tmp_path_factory.mktemp("metrics-server")) as port:
+        yield port
 
 
 def test_apiservice_available_and_group_discovered(
     apiserver: ServerHandle, api: httpx.Client, metrics_api: int
 ) -> None:
-    condition = wait_for(lambda: _available(api), 30, what="the APIService to be Available")
+    condition = wait_for(lambda: available(api), 30, what="the APIService to be Available")
     assert (condition["reason"], condition["message"]) == ("Passed", "all checks passed")
     groups = api.get("/apis").json()["groups"]
     assert any(g["name"] == "metrics.k8s.io" for g in groups)
@@ -172,7 +94,7 @@ def test_kubectl_top_nodes_and_pods(
     kubelet: KubeletProcess,
     metrics_api: int,
 ) -> None:
-    wait_for(lambda: _available(api), 30, what="the APIService to be Available")
+    wait_for(lambda: available(api), 30, what="the APIService to be Available")
     pods = Pods(api, namespace, kubelet.node)
     container = {"name": "app", "image": BUSYBOX}
     pods.create("small", [container], metadata={"labels": {"tier": "web"}})
@@ -239,7 +161,7 @@ def test_kubectl_top_nodes_and_pods(
 def test_metrics_api_is_authorized_for_the_user(
     apiserver: ServerHandle, api: httpx.Client, metrics_api: int
 ) -> None:
-    wait_for(lambda: _available(api), 30, what="the APIService to be Available")
+    wait_for(lambda: available(api), 30, what="the APIService to be Available")
     # A node may not read pod metrics: RBAC in the API server refuses before the proxy.
     with apiserver.client("node-node1") as node:
         r = node.get("/apis/metrics.k8s.io/v1beta1/pods")

@@ -301,6 +301,29 @@ def test_command_line_follows_upstream_flags() -> None:
     ) == (15.0, 10.0, 2.0)
     assert defaults.serving.secure_port == 10257
     assert defaults.options.node_monitor_grace_period == 40.0
+    # The horizontal pod autoscaler's flags and upstream's defaults.
+    hpa = defaults.options.autoscaler
+    assert (
+        hpa.sync_period,
+        hpa.downscale_stabilization,
+        hpa.tolerance,
+        hpa.cpu_initialization_period,
+        hpa.initial_readiness_delay,
+    ) == (15.0, 300.0, 0.1, 300.0, 30.0)
+    tuned, _ = parse_args(
+        [
+            "--horizontal-pod-autoscaler-sync-period=1s",
+            "--horizontal-pod-autoscaler-downscale-stabilization=30s",
+            "--horizontal-pod-autoscaler-tolerance=0.05",
+            "--horizontal-pod-autoscaler-cpu-initialization-period=1m",
+            "--horizontal-pod-autoscaler-initial-readiness-delay=10s",
+            "--controllers=horizontalpodautoscaling",
+        ]
+    )
+    hpa = tuned.options.autoscaler
+    assert (hpa.sync_period, hpa.downscale_stabilization, hpa.tolerance) == (1.0, 30.0, 0.05)
+    assert (hpa.cpu_initialization_period, hpa.initial_readiness_delay) == (60.0, 10.0)
+    assert enabled_controllers(tuned.controllers) == ["horizontal-pod-autoscaler-controller"]
     with pytest.raises(SystemExit):
         parse_args(["--controllers=*,-nosuch"])
     with pytest.raises(SystemExit):

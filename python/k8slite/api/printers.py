@@ -400,6 +400,89 @@ def cronjob_row(cj: Obj, now: dt.datetime) -> list[Cell]:
     ]
 
 
+def _hpa_metric(spec: Obj, status: Obj | None) -> str:
+    """One metric as formatHPAMetrics shows it: "cpu: 45%/50%", "<unknown>/10 (avg)"."""
+    stype = spec.get("type")
+    field = {
+        "Resource": "resource",
+        "ContainerResource": "containerResource",
+        "Pods": "pods",
+        "Object": "object",
+        "External": "external",
+    }.get(stype or "")
+    if field is None:
+        return "<unknown type>"
+    source = spec.get(field) or {}
+    target = source.get("target") or {}
+    current = ((status or {}).get(field) or {}).get("current") or {} if status else {}
+    if field in ("resource", "containerResource"):
+        name = source.get("name", "")
+        if target.get("averageValue") is not None:
+            return f"{name}: {current.get('averageValue', '<unknown>')}/{target['averageValue']}"
+        now = current.get("averageUtilization")
+        shown = f"{now}%" if now is not None else "<unknown>"
+        wanted = target.get("averageUtilization")
+        return f"{name}: {shown}/{f'{wanted}%' if wanted is not None else '<auto>'}"
+    if field == "pods":
+        return f"{current.get('averageValue', '<unknown>')}/{target.get('averageValue', '')}"
+    if target.get("averageValue") is not None:
+        return f"{current.get('averageValue', '<unknown>')}/{target['averageValue']} (avg)"
+    return f"{current.get('value', '<unknown>')}/{target.get('value', '')}"
+
+
+def _hpa_v1_as_v2(spec: Obj, status: Obj) -> tuple[Obj, Obj]:
+    """v1's CPU target and utilization as the v2 metric they stand for."""
+    target, current = (
+        spec.get("targetCPUUtilizationPercentage"),
+        status.get("currentCPUUtilizationPercentage"),
+    )
+    cpu = {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": target}}
+    metrics = [{"type": "Resource", "resource": cpu}] if target is not None else []
+    now = (
+        [
+            {
+                "type": "Resource",
+                "resource": {"name": "cpu", "current": {"averageUtilization": current}},
+            }
+        ]
+        if current is not None
+        else []
+    )
+    return {**spec, "metrics": metrics}, {**status, "currentMetrics": now}
+
+
+def hpa_targets(specs: Any, statuses: Any) -> str:
+    """The Targets column: the first two metrics, then how many more."""
+    if not specs:
+        return "<none>"
+    statuses = statuses if isinstance(statuses, list) else []
+    shown = [
+        _hpa_metric(spec, statuses[i] if i < len(statuses) else None)
+        for i, spec in enumerate(specs)
+        if isinstance(spec, dict)
+    ]
+    if len(shown) > 2:
+        return f"{', '.join(shown[:2])} + {len(shown) - 2} more..."
+    return ", ".join(shown)
+
+
+def hpa_row(hpa: Obj, now: dt.datetime) -> list[Cell]:
+    spec, status = hpa.get("spec") or {}, hpa.get("status") or {}
+    if hpa.get("apiVersion") == "autoscaling/v1":
+        spec, status = _hpa_v1_as_v2(spec, status)
+    ref = spec.get("scaleTargetRef") or {}
+    lowest = spec.get("minReplicas")
+    return [
+        hpa["metadata"].get("name", ""),
+        f"{ref.get('kind', '')}/{ref.get('name', '')}",
+        hpa_targets(spec.get("metrics"), status.get("currentMetrics")),
+        "<unset>" if lowest is None else str(lowest),
+        spec.get("maxReplicas", 0),
+        status.get("currentReplicas", 0),
+        age(hpa, now),
+    ]
+
+
 def controllerrevision_row(cr: Obj, now: dt.datetime) -> list[Cell]:
     """CONTROLLER is the controller's lowercased Kind.group/name, or <none>."""
     controller = "<none>"
@@ -775,6 +858,40 @@ PRINTERS: dict[tuple[str, str], Printer] = {
         ),
         pod_row,
         pod_conditions,
+    ),
+    ("autoscaling", "HorizontalPodAutoscaler"): Printer(
+        (
+            NAME,
+            Column(
+                "Reference",
+                description="scaleTargetRef points to the target resource to scale, and is used "
+                "to the pods for which metrics should be collected, as well as to actually "
+                "change the replica count.",
+            ),
+            Column(
+                "Targets",
+                description="metrics contains the specifications for which to use to calculate "
+                "the desired replica count (the maximum replica count across all metrics will "
+                "be used).",
+            ),
+            Column(
+                "MinPods",
+                description="minReplicas is the lower limit for the number of replicas to which "
+                "the autoscaler can scale down.  It defaults to 1 pod.",
+            ),
+            Column(
+                "MaxPods",
+                description="maxReplicas is the upper limit for the number of replicas to "
+                "which the autoscaler can scale up. It cannot be less that minReplicas.",
+            ),
+            Column(
+                "Replicas",
+                description="currentReplicas is current number of replicas of pods managed by "
+                "this autoscaler, as last seen by the autoscaler.",
+            ),
+            AGE,
+        ),
+        hpa_row,
     ),
     ("apps", "Deployment"): Printer(
         (

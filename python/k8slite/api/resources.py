@@ -168,6 +168,28 @@ RESOURCES: list[ResourceType] = [
         categories=("all",),
     ),
     ResourceType(
+        "autoscaling",
+        "v2",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+        True,
+        ("hpa",),
+        ("status",),
+        categories=("all",),
+    ),
+    # Stored as v2 (the first of a kind's versions here is its storage version); v1 is
+    # converted on the way in and out (api/autoscaling_v1.py).
+    ResourceType(
+        "autoscaling",
+        "v1",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+        True,
+        ("hpa",),
+        ("status",),
+        categories=("all",),
+    ),
+    ResourceType(
         "policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", True, ("pdb",), ("status",)
     ),
     ResourceType("batch", "v1", "Job", "jobs", True, (), ("status",), categories=("all",)),

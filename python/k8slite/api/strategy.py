@@ -6,6 +6,7 @@ storage) and asks the kind's Strategy for the rest. Kinds register with @registe
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
 
 from k8slite.api import errors, meta
@@ -83,22 +84,36 @@ class Strategy:
         return any(new.get(k) != old.get(k) for k in keys)
 
 
-_STRATEGIES: dict[tuple[str, str], Strategy] = {}
+class ConvertingStrategy(Strategy, abc.ABC):
+    """A built-in kind served in a version besides the one it is stored in (upstream's
+    conversion through the internal version): default() turns a request's object into the
+    storage version's shape, from_storage() turns a stored object into the served one."""
+
+    @abc.abstractmethod
+    def from_storage(self, obj: Obj) -> None:
+        """Rewrite a stored object (in place) as this version serves it."""
+
+
+# By (group, kind, version); version "" is every version without a strategy of its own.
+_STRATEGIES: dict[tuple[str, str, str], Strategy] = {}
 _DEFAULT = Strategy()
 
 
-def register(group: str, kind: str) -> Callable[[type[Strategy]], type[Strategy]]:
+def register(
+    group: str, kind: str, version: str = ""
+) -> Callable[[type[Strategy]], type[Strategy]]:
     def wrap(cls: type[Strategy]) -> type[Strategy]:
-        _STRATEGIES[(group, kind)] = cls()
+        _STRATEGIES[(group, kind, version)] = cls()
         return cls
 
     return wrap
 
 
-def strategy_for(group: str, kind: str) -> Strategy:
+def strategy_for(group: str, kind: str, version: str = "") -> Strategy:
     if not _loaded:
         _load_kinds()
-    return _STRATEGIES.get((group, kind), _DEFAULT)
+    found = _STRATEGIES.get((group, kind, version)) if version else None
+    return found or _STRATEGIES.get((group, kind, ""), _DEFAULT)
 
 
 _loaded = False
@@ -114,6 +129,8 @@ def _load_kinds() -> None:
         apiextensions_v1,
         apiregistration_v1,
         apps_v1,
+        autoscaling_v1,
+        autoscaling_v2,
         core_v1,
         cronjob_v1,
         flowcontrol_v1,

@@ -15,6 +15,7 @@ from k8slite.api.customresource import (
     served_kinds,
 )
 from k8slite.api.resources import RESOURCES, ResourceType, set_dynamic
+from k8slite.api.strategy import ConvertingStrategy
 from k8slite.apiserver import storageadmission
 from k8slite.apiserver.registry import Registry, encoder
 from k8slite.component.objects import Obj, is_deleting
@@ -34,8 +35,15 @@ class ApiCore:
         self.registries: dict[tuple[str, str], Registry] = {}
         self._by_prefix: dict[str, Registry] = {}
         self._capacity = capacity
+        # A built-in kind's other versions (autoscaling/v1 beside v2), converting to and from
+        # the first version's objects, whose cache they share and beside which they are woken.
+        self.versions: dict[tuple[str, str, str], Registry] = {}
+        self._version_siblings: dict[str, list[Registry]] = {}
         for rt in RESOURCES:
-            self.add_resource(rt, capacity)
+            if (rt.group, rt.plural) in self.registries:
+                self._add_version(rt)
+            else:
+                self.add_resource(rt, capacity)
         self._namespaces = self.registries[("", "namespaces")]
         self._crds = self.registries[("apiextensions.k8s.io", "customresourcedefinitions")]
         # Custom resources: a registry per served (group, version, plural); the versions of
@@ -57,10 +65,23 @@ class ApiCore:
         self._by_prefix[rt.key_prefix] = reg
         return reg
 
+    def _add_version(self, rt: ResourceType) -> None:
+        storage = self.registries[(rt.group, rt.plural)]
+        reg = Registry(rt, self.store, storage.cache, self.namespace_phase)
+        strategy = reg.strategy
+        assert isinstance(strategy, ConvertingStrategy), f"{rt} has no conversion"
+        reg.stored_api_version = storage.rt.api_version
+        reg.on_read = reg.to_served = strategy.from_storage
+        self.versions[(rt.group, rt.version, rt.plural)] = reg
+        self._version_siblings.setdefault(rt.key_prefix, []).append(reg)
+
     def registry(self, rt: ResourceType) -> Registry:
         reg = self.registries.get((rt.group, rt.plural))
         if reg is not None and reg.rt is rt:
             return reg  # every built-in kind, and a custom kind's first version
+        other = self.versions.get((rt.group, rt.version, rt.plural))
+        if other is not None:
+            return other
         custom = self.custom.get((rt.group, rt.version, rt.plural))
         if custom is None:
             raise errors.not_found_path()
@@ -192,6 +213,8 @@ class ApiCore:
             reg.notify()
             for sibling in self._siblings.get(reg.rt.key_prefix, ()):
                 sibling.notify()
+            for version in self._version_siblings.get(reg.rt.key_prefix, ()):
+                version.notify()
 
     async def ensure_system_namespaces(self) -> None:
         for name in SYSTEM_NAMESPACES:

@@ -274,6 +274,65 @@ _CRONJOB_SPEC: Message = {
     7: ("failedJobsHistoryLimit", "int?"),
 }
 
+# autoscaling/v2 HorizontalPodAutoscalerSpec (`kubectl autoscale`, which tries v2 first).
+_METRIC_TARGET: Message = {
+    1: ("type", "str"),
+    2: ("value", "quantity"),
+    3: ("averageValue", "quantity"),
+    4: ("averageUtilization", "int?"),
+}
+_METRIC_IDENTIFIER: Message = {1: ("name", "str"), 2: ("selector", LABEL_SELECTOR)}
+_CROSS_VERSION_REF: Message = {1: ("kind", "str"), 2: ("name", "str"), 3: ("apiVersion", "str")}
+_SCALING_RULES: Message = {
+    3: ("stabilizationWindowSeconds", "int?"),
+    1: ("selectPolicy", "str"),
+    2: (
+        "policies",
+        ("list", {1: ("type", "str"), 2: ("value", "int"), 3: ("periodSeconds", "int")}),
+    ),
+    4: ("tolerance", "quantity"),
+}
+_HPA_V2_SPEC: Message = {
+    1: ("scaleTargetRef", _CROSS_VERSION_REF),
+    2: ("minReplicas", "int?"),
+    3: ("maxReplicas", "int"),
+    4: (
+        "metrics",
+        (
+            "list",
+            {
+                1: ("type", "str"),
+                2: (
+                    "object",
+                    {
+                        1: ("describedObject", _CROSS_VERSION_REF),
+                        2: ("target", _METRIC_TARGET),
+                        3: ("metric", _METRIC_IDENTIFIER),
+                    },
+                ),
+                3: ("pods", {1: ("metric", _METRIC_IDENTIFIER), 2: ("target", _METRIC_TARGET)}),
+                4: ("resource", {1: ("name", "str"), 2: ("target", _METRIC_TARGET)}),
+                5: (
+                    "external",
+                    {1: ("metric", _METRIC_IDENTIFIER), 2: ("target", _METRIC_TARGET)},
+                ),
+                7: (
+                    "containerResource",
+                    {1: ("name", "str"), 2: ("target", _METRIC_TARGET), 3: ("container", "str")},
+                ),
+            },
+        ),
+    ),
+    5: ("behavior", {1: ("scaleUp", _SCALING_RULES), 2: ("scaleDown", _SCALING_RULES)}),
+}
+# autoscaling/v1's, kubectl's fallback where v2 is not served.
+_HPA_V1_SPEC: Message = {
+    1: ("scaleTargetRef", _CROSS_VERSION_REF),
+    2: ("minReplicas", "int?"),
+    3: ("maxReplicas", "int"),
+    4: ("targetCPUUtilizationPercentage", "int?"),
+}
+
 # Access reviews: `kubectl auth can-i` and `kubectl auth whoami` post these.
 _RESOURCE_ATTRIBUTES: Message = {
     1: ("namespace", "str"),
@@ -341,6 +400,14 @@ KINDS: dict[tuple[str, str], Message] = {
     ("policy/v1beta1", "Eviction"): _EVICTION,
     ("batch/v1", "Job"): {1: ("metadata", OBJECT_META), 2: ("spec", JOB_SPEC)},
     ("batch/v1", "CronJob"): {1: ("metadata", OBJECT_META), 2: ("spec", _CRONJOB_SPEC)},
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): {
+        1: ("metadata", OBJECT_META),
+        2: ("spec", _HPA_V2_SPEC),
+    },
+    ("autoscaling/v1", "HorizontalPodAutoscaler"): {
+        1: ("metadata", OBJECT_META),
+        2: ("spec", _HPA_V1_SPEC),
+    },
     ("authorization.k8s.io/v1", "SelfSubjectAccessReview"): {
         1: ("metadata", OBJECT_META),
         2: ("spec", _ACCESS_SPEC),

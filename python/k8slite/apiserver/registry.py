@@ -115,7 +115,7 @@ class Registry:
         self.rt = rt
         self.store = store
         self.cache = cache
-        self.strategy: Strategy = strategy_for(rt.group, rt.kind)
+        self.strategy: Strategy = strategy_for(rt.group, rt.kind, rt.version)
         # Returns a namespace's phase ("Active", "Terminating") or None if it does not exist.
         self._namespace_state = namespace_state
         self.changed = trio.Event()
@@ -127,8 +127,11 @@ class Registry:
         # custom resource served in several versions keeps its storage version's).
         self.stored_api_version: str | None = None
         # Applied to objects as they are read (custom resources stored before their schema
-        # gained defaults); None for every other kind.
+        # gained defaults, a built-in kind's other versions); None for every other kind.
         self.on_read: Callable[[Obj], None] | None = None
+        # Turns the stored object into this version's shape before an update's mutator sees
+        # it (a patch or apply is of the served version); None when they are the same.
+        self.to_served: Callable[[Obj], None] | None = None
         # Mutating admission of this kind (e.g. DefaultStorageClass): runs after defaulting,
         # before validation, on creates (old is None) and main-resource updates.
         self.admission: Callable[[Obj, Obj | None], None] | None = None
@@ -323,7 +326,10 @@ class Registry:
                 return await self.create(namespace, desired, dry_run, track), True
             old = loads(current[0])
             # A second decode of the stored bytes is several times cheaper than deepcopy.
-            desired = await _call(mutate, loads(current[0]))
+            served = loads(current[0])
+            if self.to_served is not None:
+                self.to_served(served)
+            desired = await _call(mutate, served)
             new = self._prepare_update(namespace, name, desired, old, subresource, track)
             new = await self._admission(namespace, "UPDATE", new, old, subresource, dry_run)
             removing = self._ready_to_remove(new)

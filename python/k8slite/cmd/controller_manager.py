@@ -18,7 +18,7 @@ from k8slite.component.flags import (
 )
 from k8slite.component.logging import setup_logging
 from k8slite.component.serving import ServingOptions
-from k8slite.controllers.base import ControllerOptions
+from k8slite.controllers.base import AutoscalerOptions, ControllerOptions
 from k8slite.controllers.manager import (
     CONTROLLERS,
     LEASE_NAME,
@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("--concurrent-namespace-syncs", 10),
         ("--concurrent-job-syncs", 5),
         ("--concurrent-ttl-after-finished-syncs", 5),
+        ("--concurrent-horizontal-pod-autoscaler-syncs", 5),
     ):
         workers.add_argument(flag, type=_positive, default=default)
     nodes = p.add_argument_group("node lifecycle")
@@ -142,6 +143,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="k8slite only (upstream fixes it at 40s): how long a node must be missing "
         "before the pod garbage collector deletes its pods",
     )
+    hpa = p.add_argument_group("horizontal pod autoscaler")
+    for flag, period, text in (
+        ("sync-period", "15s", "how often each HPA is reconciled"),
+        (
+            "downscale-stabilization",
+            "5m",
+            "how far back the highest recommendation is kept when scaling down",
+        ),
+        (
+            "cpu-initialization-period",
+            "5m",
+            "how long after a pod starts its CPU samples are checked against its readiness",
+        ),
+        (
+            "initial-readiness-delay",
+            "30s",
+            "how long after a pod starts a readiness change counts as its first",
+        ),
+    ):
+        hpa.add_argument(
+            f"--horizontal-pod-autoscaler-{flag}",
+            type=duration,
+            default=period,
+            metavar="DURATION",
+            help=text,
+        )
+    hpa.add_argument(
+        "--horizontal-pod-autoscaler-tolerance",
+        type=float,
+        default=0.1,
+        help="the least change of the usage ratio (from 1.0) the autoscaler acts on",
+    )
     add_leader_election_flags(p, default_name=LEASE_NAME)
     add_component_flags(p)
     return p
@@ -185,6 +218,14 @@ def parse_args(argv: list[str] | None) -> tuple[ControllerManagerConfig, argpars
         job_pod_failure_max_backoff=a.job_pod_failure_backoff * 36,
         pod_gc_quarantine=a.pod_gc_quarantine,
         pod_gc_period=min(20.0, a.pod_gc_quarantine),
+        concurrent_horizontal_pod_autoscaler_syncs=a.concurrent_horizontal_pod_autoscaler_syncs,
+        autoscaler=AutoscalerOptions(
+            sync_period=a.horizontal_pod_autoscaler_sync_period,
+            downscale_stabilization=a.horizontal_pod_autoscaler_downscale_stabilization,
+            tolerance=a.horizontal_pod_autoscaler_tolerance,
+            cpu_initialization_period=a.horizontal_pod_autoscaler_cpu_initialization_period,
+            initial_readiness_delay=a.horizontal_pod_autoscaler_initial_readiness_delay,
+        ),
     )
     leader_election = leader_election_config(parser, a)
     config = ControllerManagerConfig(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -47,6 +47,17 @@ def reconcile_errors(registry: CollectorRegistry = REGISTRY) -> Counter:
     return counter
 
 
+@dataclass(frozen=True)
+class AutoscalerOptions:
+    """Upstream's --horizontal-pod-autoscaler-* flags."""
+
+    sync_period: float = 15.0
+    downscale_stabilization: float = 300.0
+    tolerance: float = 0.1
+    cpu_initialization_period: float = 300.0
+    initial_readiness_delay: float = 30.0
+
+
 @dataclass
 class ControllerOptions:
     """Tunables from the command line (upstream's flag names in comments)."""
@@ -69,6 +80,9 @@ class ControllerOptions:
     service_account_private_key_file: Path | None = None
     concurrent_job_syncs: int = 5  # --concurrent-job-syncs
     concurrent_ttl_after_finished_syncs: int = 5  # --concurrent-ttl-after-finished-syncs
+    concurrent_horizontal_pod_autoscaler_syncs: int = (
+        5  # --concurrent-horizontal-pod-autoscaler-syncs
+    )
     terminated_pod_gc_threshold: int = 12500  # --terminated-pod-gc-threshold
     # Back-off before a failed Job pod is replaced (10s doubling to 6m; upstream has no
     # flag: tests shorten it).
@@ -77,6 +91,9 @@ class ControllerOptions:
     # The pod GC's sweep period and missing-node quarantine (upstream's constants, 20s/40s).
     pod_gc_period: float = 20.0
     pod_gc_quarantine: float = 40.0
+    # --horizontal-pod-autoscaler-* (sync period, downscale stabilization, tolerance, CPU
+    # initialization period, initial readiness delay).
+    autoscaler: AutoscalerOptions = field(default_factory=AutoscalerOptions)
 
 
 class ControllerContext:

@@ -27,6 +27,7 @@ from k8slite.controllers.localpath import LocalPathProvisioner
 from k8slite.controllers.namespace import NamespaceController
 from k8slite.controllers.nodelifecycle import NodeLifecycleController
 from k8slite.controllers.persistentvolume import PersistentVolumeController
+from k8slite.controllers.podautoscaler import HorizontalPodAutoscalerController
 from k8slite.controllers.podgc import PodGCController
 from k8slite.controllers.replicaset import (
     ReplicaSetController,
@@ -126,6 +127,11 @@ CONTROLLERS: dict[str, ControllerSpec] = {
         TTLAfterFinishedController,
         lambda o: o.concurrent_ttl_after_finished_syncs,
         ("ttl-after-finished",),
+    ),
+    "horizontal-pod-autoscaler-controller": ControllerSpec(
+        HorizontalPodAutoscalerController,
+        lambda o: o.concurrent_horizontal_pod_autoscaler_syncs,
+        ("horizontalpodautoscaling",),
     ),
     "pod-garbage-collector-controller": ControllerSpec(
         PodGCController, lambda o: 1, ("pod-garbage-collector", "podgc")
