@@ -16,6 +16,7 @@ from k8slite.apiserver import (
     http,
     podlogs,
     requestinfo,
+    resourceproxy,
     rest,
     streaming,
     subresources,
@@ -57,6 +58,8 @@ class ResourceHandler:
         self.virtual: dict[tuple[str, str], VirtualResource] = {}
         # How pods/log reaches kubelets; set by the server from its PKI.
         self.kubelets: podlogs.KubeletConnector | None = None
+        # pods/proxy, services/proxy and nodes/proxy.
+        self.proxy = resourceproxy.ResourceProxy(core)
         # serviceaccounts/<name>/token (TokenRequest); set by the server from its keys.
         self.token_request: SubresourceCreate | None = None
         # Admission webhooks called on writes; set by the server.
@@ -74,6 +77,9 @@ class ResourceHandler:
             )
             for check in self.filters:
                 await check(req, info)
+            if info.subresource == requestinfo.PROXY:
+                code = await self.proxy.serve(self.kubelets, req, info, send)
+                return
             virtual = self.virtual.get((info.group, info.resource.plural))
             if virtual is not None:
                 code, body = await virtual(req, info)

@@ -41,7 +41,13 @@ from k8slite._native import dumps
 from k8slite.api import errors
 from k8slite.apiserver import http
 from k8slite.apiserver.core import ApiCore
-from k8slite.apiserver.podlogs import KubeletConnector, kubelet_error, pick_container, pod_kubelet
+from k8slite.apiserver.podlogs import (
+    KubeletConnector,
+    dial,
+    kubelet_error,
+    pick_container,
+    pod_kubelet,
+)
 from k8slite.apiserver.requestinfo import RequestInfo
 from k8slite.component.objects import Obj
 
@@ -105,7 +111,7 @@ async def refuse_plain(core: ApiCore, req: http.Request, info: RequestInfo) -> N
 class KubeletSocket:
     """The API server's WebSocket to a kubelet (wsproto over a Trio TLS stream)."""
 
-    def __init__(self, stream: trio.SSLStream[trio.SocketStream]) -> None:
+    def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
         self.conn = WSConnection(ConnectionType.CLIENT)
         self.subprotocol: str | None = None
@@ -126,9 +132,7 @@ class KubeletSocket:
         ctx = connector.ssl_context()
         try:
             with trio.fail_after(CONNECT_TIMEOUT):
-                tcp = await trio.open_tcp_stream(host.strip("[]"), port)
-                stream = trio.SSLStream(tcp, ctx, server_hostname=host.strip("[]"))
-                await stream.do_handshake()
+                stream = await dial(host, port, ctx)
         except (OSError, trio.BrokenResourceError, trio.TooSlowError) as e:
             raise errors.ApiError(500, "InternalError", f"error dialing backend: {e}") from None
         sock = cls(stream)
