@@ -161,8 +161,8 @@ def response_headers(
     out = []
     for name, value in without_hop_by_hop(headers):
         lower = name.lower()
-        if lower in _CORS:
-            continue
+        if lower in _CORS or lower == "date":
+            continue  # the API server's own Date goes out on every answer; not two of them
         if lower == "location":
             value = rewrite_location(value, path_prepend, backend, request_host)
         out.append((lower.encode("latin-1"), value.encode("latin-1")))

@@ -1,0 +1,177 @@
+"""The proxy subresources' path parsing and header rewriting, against upstream's rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from k8slite.api import errors
+from k8slite.apiserver.limits import is_long_running
+from k8slite.apiserver.proxylocation import is_global_unicast, split_scheme_name_port, subpath
+from k8slite.apiserver.requestinfo import is_proxy_path, parse
+from k8slite.apiserver.resourceproxy import (
+    forwarded_uri,
+    path_prepend,
+    request_headers,
+    response_headers,
+    rewrite_location,
+)
+
+POD = "/api/v1/namespaces/ns/pods/web:8080/proxy"
+
+
+@pytest.mark.parametrize(
+    ("id_", "expected"),
+    [
+        ("web", ("", "web", "")),
+        ("web:8080", ("", "web", "8080")),
+        ("web:http", ("", "web", "http")),
+        ("https:web:8443", ("https", "web", "8443")),
+        ("http:web:", ("http", "web", "")),
+        ("ftp:web:21", None),  # only http and https
+        (":8080", None),  # a name is needed
+        ("a:b:c:d", None),
+    ],
+)
+def test_split_scheme_name_port(id_: str, expected: tuple[str, str, str] | None) -> None:
+    assert split_scheme_name_port(id_) == expected
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        (f"{POD}", ""),
+        (f"{POD}/", "/"),
+        (f"{POD}/a/b", "/a/b"),
+        (f"{POD}/a/b/", "/a/b/"),
+        (f"{POD}/a//b", "/a//b"),
+    ],
+)
+def test_subpath_keeps_the_trailing_slash(path: str, expected: str) -> None:
+    assert subpath(path, 7) == expected
+
+
+def test_request_info_of_proxy_paths() -> None:
+    info = parse("GET", f"{POD}/some/deep/path", False)
+    assert (info.verb, info.resource.plural, info.name, info.subresource, info.namespace) == (
+        "get",
+        "pods",
+        "web:8080",
+        "proxy",
+        "ns",
+    )
+    # The verb comes from the method alone (upstream's RequestInfoFactory).
+    methods = {"HEAD": "get", "POST": "create", "PUT": "update", "PATCH": "patch"}
+    methods |= {"DELETE": "delete", "OPTIONS": ""}
+    for method, verb in methods.items():
+        assert parse(method, f"{POD}/x", False).verb == verb, method
+    node = parse("GET", "/api/v1/nodes/n1:10250/proxy/stats/summary", False)
+    assert (node.resource.plural, node.name, node.namespace) == ("nodes", "n1:10250", None)
+    svc = parse("POST", "/api/v1/namespaces/ns/services/https:web:443/proxy/", False)
+    assert (svc.verb, svc.name) == ("create", "https:web:443")
+    # Other subresources still end where they end.
+    with pytest.raises(errors.ApiError):
+        parse("GET", "/api/v1/namespaces/ns/pods/web/log/more", False)
+    with pytest.raises(errors.ApiError):
+        parse("GET", "/api/v1/namespaces/ns/configmaps/x/proxy/y", False)
+
+
+def test_proxy_paths_are_long_running_for_every_method() -> None:
+    assert is_proxy_path(f"{POD}/x") and is_proxy_path("/api/v1/nodes/n/proxy")
+    assert not is_proxy_path("/api/v1/namespaces/ns/configmaps/proxy")
+    assert not is_proxy_path("/api/v1/namespaces/proxy/pods")
+    assert not is_proxy_path("/apis/apps/v1/namespaces/ns/deployments/x/proxy")
+    for method in ("GET", "PUT", "DELETE", "PATCH", "OPTIONS"):
+        assert is_long_running({"method": method, "path": f"{POD}/upload"})
+    assert not is_long_running({"method": "PUT", "path": "/api/v1/namespaces/ns/configmaps/x"})
+
+
+def test_addresses_a_proxy_may_reach() -> None:
+    for ok in ("10.244.0.5", "172.18.0.2", "8.8.8.8", "fd00::1", "[fd00::1]"):
+        assert is_global_unicast(ok), ok
+    for bad in ("127.0.0.1", "169.254.169.254", "0.0.0.0", "::1", "fe80::1", "224.0.0.1", ""):
+        assert not is_global_unicast(bad), bad
+    assert not is_global_unicast("::ffff:127.0.0.1")
+
+
+def test_request_headers() -> None:
+    sent = request_headers(
+        [
+            ("Host", "127.0.0.1:6443"),
+            ("Authorization", "Bearer secret"),
+            ("Impersonate-User", "someone"),
+            ("Impersonate-Extra-Scopes", "x"),
+            ("Connection", "keep-alive, X-Private"),
+            ("X-Private", "hop"),
+            ("Keep-Alive", "timeout=5"),
+            ("Upgrade", "h2c"),
+            ("Te", "gzip"),
+            ("X-Forwarded-For", "10.0.0.9"),
+            ("X-Forwarded-Uri", "/spoofed"),
+            ("Accept", "text/html"),
+            ("Cookie", "a=b"),
+        ],
+        "127.0.0.1",
+        f"{POD}/a",
+    )
+    assert sent == [
+        ("Host", "127.0.0.1:6443"),
+        ("Accept", "text/html"),
+        ("Cookie", "a=b"),
+        ("X-Forwarded-For", "10.0.0.9, 127.0.0.1"),
+        ("X-Forwarded-Uri", f"{POD}/a"),
+    ]
+
+
+def test_forwarded_uri_and_prefix() -> None:
+    assert path_prepend(f"{POD}/a/b", "/a/b") == POD
+    assert path_prepend(f"{POD}/", "/") == POD
+    assert path_prepend(POD, "") == POD
+    assert forwarded_uri(POD, "/a/b/") == f"{POD}/a/b/"
+    assert forwarded_uri(POD, "/") == f"{POD}/"
+    assert forwarded_uri(POD, "") == POD
+
+
+@pytest.mark.parametrize(
+    ("location", "expected"),
+    [
+        # The backend's own host, or a bare absolute path: under the proxy path, relative.
+        ("/login", f"{POD}/login"),
+        ("/dir/", f"{POD}/dir/"),
+        ("http://10.244.0.5:8080/a?b=c#d", f"{POD}/a?b=c#d"),
+        ("/x/../y", f"{POD}/y"),
+        # Already under the proxy path: left alone.
+        (f"{POD}/z", f"{POD}/z"),
+        # The caller's own Host: kept absolute, path under the proxy path.
+        ("https://127.0.0.1:6443/home", f"https://127.0.0.1:6443{POD}/home"),
+        # Another host, or a relative path: left alone.
+        ("https://example.com/a", "https://example.com/a"),
+        ("next/page", "next/page"),
+    ],
+)
+def test_rewrite_location(location: str, expected: str) -> None:
+    assert rewrite_location(location, POD, "10.244.0.5:8080", "127.0.0.1:6443") == expected
+
+
+def test_response_headers() -> None:
+    out = response_headers(
+        [
+            ("Content-Type", "text/plain"),
+            ("Transfer-Encoding", "chunked"),
+            ("Connection", "close"),
+            ("Access-Control-Allow-Origin", "*"),
+            ("Access-Control-Allow-Credentials", "true"),
+            ("Set-Cookie", "a=1"),
+            ("Set-Cookie", "b=2"),
+            ("Location", "/next"),
+            ("Date", "Mon, 07 Dec 2026 08:00:00 GMT"),
+        ],
+        POD,
+        "10.244.0.5:8080",
+        "127.0.0.1:6443",
+    )
+    assert out == [
+        (b"content-type", b"text/plain"),
+        (b"set-cookie", b"a=1"),
+        (b"set-cookie", b"b=2"),
+        (b"location", f"{POD}/next".encode()),
+    ]
