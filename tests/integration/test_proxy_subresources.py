@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import websocket
 
 from k8slite import pki
 from tests.conftest import ServerHandle, kubectl_path
@@ -413,3 +414,43 @@ def test_a_user_without_the_proxy_subresource_is_refused(
         f'nodes "{kubelet.node}" is forbidden: User "{user}" cannot get resource "nodes/proxy" '
         'in API group "" at the cluster scope'
     ) in done.stderr
+
+
+def _websocket(server: ServerHandle, path: str, protocol: str) -> websocket.WebSocket:
+    cert, key = server.cert("admin")
+    return websocket.create_connection(
+        f"wss{server.url.removeprefix('https')}{path}",
+        subprotocols=[protocol],
+        sslopt={"ca_certs": str(server.ca), "certfile": str(cert), "keyfile": str(key)},
+        timeout=30,
+    )
+
+
+def test_websockets_pass_through(
+    module_apiserver: ServerHandle, kubelet: KubeletProcess, web: dict[str, object], ns: str
+) -> None:
+    """A WebSocket through nodes/proxy to the kubelet's own /exec, and a backend that does
+    not speak WebSocket: its answer comes back as it gave it."""
+    path = (
+        f"/api/v1/nodes/{kubelet.node}/proxy/exec/{ns}/web/httpd"
+        "?command=echo&command=through&output=1"
+    )
+    ws = _websocket(module_apiserver, path, "v4.channel.k8s.io")
+    received: dict[int, bytes] = {}
+    try:
+        assert ws.subprotocol == "v4.channel.k8s.io"
+        while True:
+            opcode, data = ws.recv_data()
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                break
+            received[data[0]] = received.get(data[0], b"") + data[1:]
+    except websocket.WebSocketConnectionClosedException:
+        pass
+    finally:
+        ws.close()
+    assert received[1] == b"through\n"
+    assert json.loads(received[3])["status"] == "Success"
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        _websocket(module_apiserver, f"/api/v1/namespaces/{ns}/pods/web:8080/proxy/", "chat")
+    assert refused.value.status_code == 200
+    assert refused.value.resp_body == b"index-page\n"

@@ -128,7 +128,8 @@ class ResourceHandler:
             self._observe(req, info, code, time.perf_counter() - start)
 
     async def websocket(self, scope: http.Scope, receive: http.Receive, send: http.Send) -> None:
-        """A WebSocket upgrade: pods/exec, attach and portforward stream; others are refused.
+        """A WebSocket upgrade: pods/exec, attach and portforward stream, the proxy
+        subresources pass it to their backend; others are refused.
 
         The upgrade is a GET, authorized as create on the subresource (what kubectl 1.35
         asks, and upstream's AuthorizePodWebsocketUpgradeCreatePermission), so a role that
@@ -142,6 +143,12 @@ class ResourceHandler:
         code = 101
         try:
             info = requestinfo.parse("GET", req.path, False)
+            if info.subresource == requestinfo.PROXY:
+                # A WebSocket through a proxy is a GET on it, authorized as one (upstream).
+                for check in self.filters:
+                    await check(req, info)
+                code = await self.proxy.serve_websocket(self.kubelets, req, info, receive, send)
+                return
             if not _streaming(info):
                 raise errors.bad_request("Upgrade request required")
             info = dataclasses.replace(info, verb="create")

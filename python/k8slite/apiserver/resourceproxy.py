@@ -42,6 +42,7 @@ from k8slite.apiserver.proxylocation import (
     subpath,
 )
 from k8slite.apiserver.requestinfo import RequestInfo
+from k8slite.apiserver.streaming import KubeletSocket, WebSocketRefused, relay
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,16 @@ _CORS = frozenset(
         "access-control-allow-headers",
         "access-control-allow-methods",
         "access-control-allow-origin",
+    }
+)
+# A WebSocket handshake's own headers: the API server's handshake with the backend has its own.
+_WEBSOCKET_HANDSHAKE = frozenset(
+    {
+        "host",
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-protocol",
+        "sec-websocket-extensions",
     }
 )
 # Dialing a backend (and its TLS handshake) gives up after this long (upstream's: 30 s).
@@ -243,6 +254,75 @@ class ResourceProxy:
             self._insecure = ctx
         return self._insecure
 
+    def _target(self, req: http.Request, info: RequestInfo) -> tuple[Location, str, str]:
+        """The backend, the proxied path (unescaped) and the path prefix before it."""
+        location = self.locate(info)
+        # The path's segments after api/v1/[namespaces/<ns>/]<resource>/<name>/proxy.
+        after = 2 + (2 if info.namespace else 0) + 3
+        backend_path = subpath(req.path, after)
+        return location, backend_path, path_prepend(req.path, backend_path)
+
+    def _request_headers(
+        self, req: http.Request, prepend: str, backend_path: str, drop: frozenset[str]
+    ) -> Headers:
+        raw = [
+            (k.decode("latin-1"), v.decode("latin-1"))
+            for k, v in req.scope["headers"]
+            if k.decode("latin-1").lower() not in drop
+        ]
+        peer = req.scope.get("client")
+        return request_headers(raw, peer[0] if peer else None, forwarded_uri(prepend, backend_path))
+
+    async def serve_websocket(
+        self,
+        kubelets: KubeletConnector | None,
+        req: http.Request,
+        info: RequestInfo,
+        receive: http.Receive,
+        send: http.Send,
+    ) -> int:
+        """A WebSocket through the proxy: the backend's handshake answer decides (a refusal
+        is passed back as it came), then messages are relayed both ways unchanged."""
+        location, backend_path, prepend = self._target(req, info)
+        ctx = self._tls(location, kubelets)
+        port = _port(location)
+        headers = self._request_headers(req, prepend, backend_path, _WEBSOCKET_HANDSHAKE)
+        query = req.scope.get("query_string", b"").decode("latin-1")
+        target = (_escape(backend_path) or "/") + (f"?{query}" if query else "")
+        stream = await self._dial(location, port, ctx, req.path)
+        try:
+            backend = await KubeletSocket.over(
+                stream,
+                req.headers.get("host") or location.netloc,
+                target,
+                list(req.scope.get("subprotocols") or ()),
+                headers,
+            )
+        except WebSocketRefused as e:
+            answer = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in e.headers]
+            rewritten = response_headers(
+                answer, prepend, location.netloc, req.headers.get("host", "")
+            )
+            await send(
+                {"type": "websocket.http.response.start", "status": e.status, "headers": rewritten}
+            )
+            await send({"type": "websocket.http.response.body", "body": e.body})
+            return e.status
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+            raise _dial_error(location, e) from None
+        await relay(backend, receive, send, req.path)
+        return 101
+
+    async def _dial(
+        self, location: Location, port: int, ctx: ssl.SSLContext | None, what: str
+    ) -> trio.abc.Stream:
+        try:
+            with trio.fail_after(CONNECT_TIMEOUT):
+                return await dial(location.host, port, ctx)
+        except (OSError, trio.TooSlowError, trio.BrokenResourceError) as e:
+            log.info("proxying %s to %s: %r", what, location.netloc, e)
+            raise _dial_error(location, e) from None
+
     def locate(self, info: RequestInfo) -> Location:
         assert info.name is not None
         plural = info.resource.plural
@@ -260,10 +340,7 @@ class ResourceProxy:
         send: http.Send,
     ) -> int:
         """Relay the request; the status code answered."""
-        location = self.locate(info)
-        # The path's segments after api/v1/[namespaces/<ns>/]<resource>/<name>/proxy.
-        after = 2 + (2 if info.namespace else 0) + 3
-        backend_path = subpath(req.path, after)
+        location, backend_path, prepend = self._target(req, info)
         query = req.scope.get("query_string", b"").decode("latin-1")
         if not backend_path and req.method in ("GET", "HEAD"):
             # Upstream's redirect of the proxy's root to itself with a trailing slash.
@@ -272,23 +349,14 @@ class ResourceProxy:
             return 301
         ctx = self._tls(location, kubelets)
         port = _port(location)
-        prepend = path_prepend(req.path, backend_path)
-        raw = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in req.scope["headers"]]
-        peer = req.scope.get("client")
-        uri = forwarded_uri(prepend, backend_path)
-        headers = request_headers(raw, peer[0] if peer else None, uri)
+        headers = self._request_headers(req, prepend, backend_path, frozenset())
         if not any(k.lower() == "host" for k, _ in headers):
             headers.insert(0, ("Host", location.netloc))
         has_body = _has_body(req.headers)
         if has_body and "content-length" not in req.headers:
             headers.append(("Transfer-Encoding", "chunked"))
         target = (_escape(backend_path) or "/") + (f"?{query}" if query else "")
-        try:
-            with trio.fail_after(CONNECT_TIMEOUT):
-                stream = await dial(location.host, port, ctx)
-        except (OSError, trio.TooSlowError, trio.BrokenResourceError) as e:
-            log.info("proxying %s to %s: %r", req.path, location.netloc, e)
-            raise _dial_error(location, e) from None
+        stream = await self._dial(location, port, ctx, req.path)
         try:
             exchange = _Exchange(stream, req.receive, send)
             return await exchange.run(
