@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import h11
 import pytest
+import trio
+import trio.testing
 
 from k8slite.api import errors
 from k8slite.apiserver.limits import is_long_running
 from k8slite.apiserver.proxylocation import is_global_unicast, split_scheme_name_port, subpath
 from k8slite.apiserver.requestinfo import is_proxy_path, parse
 from k8slite.apiserver.resourceproxy import (
+    _Exchange,
     forwarded_uri,
     path_prepend,
     request_headers,
@@ -175,3 +181,53 @@ def test_response_headers() -> None:
         (b"set-cookie", b"b=2"),
         (b"location", f"{POD}/next".encode()),
     ]
+
+
+async def _exchange_with(backend_answer: bytes) -> tuple[int | errors.ApiError, list[Any]]:
+    """Run one proxied exchange against an in-memory backend that reads the request and
+    answers `backend_answer`, then closes; what the caller was sent, or the error."""
+    client, server = trio.testing.memory_stream_pair()
+    sent: list[Any] = []
+
+    async def receive() -> dict[str, Any]:
+        await trio.sleep_forever()
+        return {}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    async def backend() -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += await server.receive_some(65536)
+        await server.send_all(backend_answer)
+        await server.aclose()
+
+    exchange = _Exchange(client, receive, send)
+    request = h11.Request(method="GET", target="/", headers=[("Host", "backend")])
+    result: int | errors.ApiError
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(backend)
+        try:
+            result = await exchange.run(request, False, lambda hs: [])
+        except errors.ApiError as e:
+            result = e
+    return result, sent
+
+
+async def test_a_backend_that_closes_without_answering_is_a_503() -> None:
+    result, sent = await _exchange_with(b"")
+    assert isinstance(result, errors.ApiError), result
+    assert (result.code, result.message) == (503, "error trying to reach service: EOF")
+    assert sent == []
+
+
+async def test_an_answer_is_relayed_chunk_by_chunk() -> None:
+    answer = (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    )
+    result, sent = await _exchange_with(answer)
+    assert result == 200
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 200
+    assert b"".join(m.get("body", b"") for m in sent[1:]) == b"abcde"
+    assert sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}

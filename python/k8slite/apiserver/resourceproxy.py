@@ -396,6 +396,8 @@ class _Exchange:
         self.stream = stream
         self.receive = receive
         self.send = send
+        self.status = 0  # the backend's, once its answer has begun
+        self.received = 0  # bytes from the backend
         # Backend header blocks up to 1 MiB (Go's default limit), not h11's 16 KiB.
         self.conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=1 << 20)
 
@@ -413,11 +415,19 @@ class _Exchange:
             raise _unreachable(str(e) or "EOF") from None
         except h11.LocalProtocolError as e:
             raise errors.bad_request(f"invalid request to proxy: {e}") from None
+        failure: errors.ApiError | None = None
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._from_caller, has_body, nursery.cancel_scope)
-            status = await self._answer(rewrite)
+            try:
+                await self._answer(rewrite)
+            except errors.ApiError as e:
+                failure = e  # raised outside the nursery, not wrapped in an exception group
             nursery.cancel_scope.cancel()
-        return status
+        if failure is not None:
+            raise failure
+        # The caller may have left before any answer: nobody got one, nothing to count but
+        # that (499, as proxies log a request its client closed).
+        return self.status or 499
 
     async def _from_caller(self, has_body: bool, scope: trio.CancelScope) -> None:
         """The caller's body to the backend; then wait for the caller to leave, which ends
@@ -450,18 +460,22 @@ class _Exchange:
                 data = await self.stream.receive_some(self._READ)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 data = b""
+            self.received += len(data)
             self.conn.receive_data(bytes(data))
 
-    async def _answer(self, rewrite: Callable[[Headers], list[tuple[bytes, bytes]]]) -> int:
+    async def _answer(self, rewrite: Callable[[Headers], list[tuple[bytes, bytes]]]) -> None:
         try:
             event = await self._event()
             while isinstance(event, h11.InformationalResponse):  # 100 Continue and the like
                 event = await self._event()
         except h11.RemoteProtocolError as e:
-            raise _unreachable(str(e) or "malformed HTTP response") from None
+            # Go's words: a connection closed before any answer is "EOF".
+            raise _unreachable(
+                f"malformed HTTP response: {e}" if self.received else "EOF"
+            ) from None
         if not isinstance(event, h11.Response):
             raise _unreachable("EOF")
-        status = int(event.status_code)
+        self.status = status = int(event.status_code)
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers]
         start = {"type": "http.response.start", "status": status, "headers": rewrite(headers)}
         await self.send(start)
@@ -476,7 +490,6 @@ class _Exchange:
             # The answer has begun: it can only be cut short (the connection closes
             # unended, so the caller sees a truncated body, not a complete one).
             log.info("proxied answer cut short: %r", e)
-            return status
+            return
         with suppress(Exception):
             await http.end_stream(self.send)
-        return status
