@@ -37,7 +37,8 @@ from tests.integration.kubelet_harness import (
 )
 from tests.polling import wait_for
 
-# index.html, a directory (busybox answers /dir with a redirect to /dir/), and CGI scripts:
+# index.html, a directory (busybox answers /dir with a redirect to /dir/), a page with
+# links, and CGI scripts:
 # env (the request as CGI sees it, with a CORS header and one of its own in the answer)
 # sum (the body's MD5), and slow and go (an answer that waits for another request).
 ENV_CGI = (
@@ -66,6 +67,7 @@ HTTPD = f"""
 mkdir -p /www/dir /www/cgi-bin
 echo index-page > /www/index.html
 echo in-dir > /www/dir/index.html
+echo '<a href="/dir/">dir</a> <a href="rel">rel</a>' > /www/links.html
 cat > /www/cgi-bin/env <<'EOF'
 {ENV_CGI}EOF
 cat > /www/cgi-bin/sum <<'EOF'
@@ -197,7 +199,7 @@ def test_pod_proxy_passes_method_query_and_headers(
     assert "access-control-allow-origin" not in r.headers
 
 
-def test_redirects_are_rewritten_to_the_proxy_path(
+def test_redirects_and_links_are_rewritten_to_the_proxy_path(
     module_apiserver: ServerHandle, web: dict[str, object], ns: str
 ) -> None:
     base = f"/api/v1/namespaces/{ns}/pods/web:8080/proxy"
@@ -210,6 +212,10 @@ def test_redirects_are_rewritten_to_the_proxy_path(
         # The proxy's root without its slash: upstream's 301 to it, query kept.
         r = api.get(base, params={"x": "1"})
         assert (r.status_code, r.headers["location"]) == (301, f"{base}/?x=1")
+        # An HTML page's absolute links go back through the proxy; relative ones need not.
+        r = api.get(f"{base}/links.html")
+        assert r.headers["content-type"].startswith("text/html")
+        assert r.text == f'<a href="{base}/dir/">dir</a> <a href="rel">rel</a>\n'
 
 
 def test_large_bodies_stream_both_ways(

@@ -1,7 +1,9 @@
-"""The proxy subresources' path parsing and header rewriting, against upstream's rules."""
+"""The proxy subresources' path parsing, header and link rewriting, and the relay of one
+exchange (over an in-memory backend), against upstream's rules."""
 
 from __future__ import annotations
 
+import gzip
 from typing import Any
 
 import h11
@@ -11,11 +13,14 @@ import trio.testing
 
 from k8slite.api import errors
 from k8slite.apiserver.limits import is_long_running
+from k8slite.apiserver.proxyhtml import rewrite_html
 from k8slite.apiserver.proxylocation import is_global_unicast, split_scheme_name_port, subpath
 from k8slite.apiserver.requestinfo import is_proxy_path, parse
 from k8slite.apiserver.resourceproxy import (
+    Rewriter,
     _Exchange,
     forwarded_uri,
+    html_encoding,
     path_prepend,
     request_headers,
     response_headers,
@@ -209,7 +214,7 @@ async def _exchange_with(backend_answer: bytes) -> tuple[int | errors.ApiError, 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(backend)
         try:
-            result = await exchange.run(request, False, lambda hs: [])
+            result = await exchange.run(request, False, Rewriter(POD, "backend", "api:6443"))
         except errors.ApiError as e:
             result = e
     return result, sent
@@ -231,3 +236,50 @@ async def test_an_answer_is_relayed_chunk_by_chunk() -> None:
     assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 200
     assert b"".join(m.get("body", b"") for m in sent[1:]) == b"abcde"
     assert sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+
+
+def test_links_in_html_pages() -> None:
+    rewriter = Rewriter(POD, "10.244.0.5:8080", "127.0.0.1:6443")
+    page = (
+        '<!DOCTYPE html><html><head><link rel="stylesheet" href="/s.css">'
+        "<script src='/app.js'>if (a > b) { x = '<a href=\"/no\">'; }</script></head>"
+        '<body><a href="/docs/?a=1&amp;b=2">docs</a> <a href="rel/page">rel</a> '
+        '<a href="https://example.com/x">out</a> <img src="http://10.244.0.5:8080/i.png"/>'
+        '<!-- <a href="/commented"> --><form action="/post" method=post>'
+        '<p title="/not-a-link">\u00e9</p></form></body></html>'
+    )
+    out = rewrite_html(page.encode(), rewriter.url).decode()
+    assert f'<link rel="stylesheet" href="{POD}/s.css">' in out
+    # A script's source is rewritten, its code is not.
+    assert f'<script src="{POD}/app.js">if (a > b) {{ x = \'<a href="/no">\'; }}</script>' in out
+    assert f'<a href="{POD}/docs/?a=1&amp;b=2">docs</a>' in out
+    assert '<a href="rel/page">rel</a>' in out
+    assert '<a href="https://example.com/x">out</a>' in out
+    assert f'<img src="{POD}/i.png"/>' in out
+    assert '<!-- <a href="/commented"> -->' in out
+    assert f'<form action="{POD}/post" method="post">' in out
+    assert '<p title="/not-a-link">\u00e9</p>' in out
+
+
+def test_which_answers_are_rewritten() -> None:
+    assert html_encoding([("Content-Type", "text/html; charset=utf-8")]) == ""
+    assert html_encoding([("Content-Type", "text/html"), ("Content-Encoding", "gzip")]) == "gzip"
+    assert html_encoding([("Content-Type", "text/html"), ("Content-Encoding", "br")]) is None
+    assert html_encoding([("Content-Type", "text/plain")]) is None
+    assert html_encoding([("Content-Type", "text/html"), ("Location", "/x")]) is None
+
+
+async def test_an_html_page_is_rewritten_with_its_new_length() -> None:
+    page = gzip.compress(b'<a href="/x">x</a>')
+    answer = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Encoding: gzip\r\n"
+        + f"Content-Length: {len(page)}\r\n\r\n".encode()
+        + page
+    )
+    result, sent = await _exchange_with(answer)
+    assert result == 200
+    headers = dict(sent[0]["headers"])
+    body = sent[1]["body"]
+    assert gzip.decompress(body) == f'<a href="{POD}/x">x</a>'.encode()
+    assert headers[b"content-length"] == str(len(body)).encode()
+    assert headers[b"content-encoding"] == b"gzip"

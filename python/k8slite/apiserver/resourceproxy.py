@@ -13,7 +13,8 @@ Pods and services are reached over plain HTTP, or HTTPS without checking the bac
 certificate (upstream: pod and service addresses are IPs it cannot verify); a node's
 kubelet over mutual TLS with the kubelet-client identity, the kubelet authorizing it.
 A backend that cannot be reached is upstream's 503 "error trying to reach service: ...".
-Upstream's rewriting of links inside text/html answers is not done: bodies pass unchanged.
+A text/html answer is the exception to streaming, as upstream: read whole so that its
+links can be rewritten the same way (proxyhtml.py), and sent with its new length.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ import errno
 import logging
 import posixpath
 import ssl
-from collections.abc import Callable
+import zlib
 from contextlib import suppress
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -31,7 +33,7 @@ import h11
 import trio
 
 from k8slite.api import errors
-from k8slite.apiserver import http
+from k8slite.apiserver import http, proxyhtml
 from k8slite.apiserver.core import ApiCore
 from k8slite.apiserver.podlogs import KubeletConnector, dial
 from k8slite.apiserver.proxylocation import (
@@ -178,6 +180,34 @@ def response_headers(
             value = rewrite_location(value, path_prepend, backend, request_host)
         out.append((lower.encode("latin-1"), value.encode("latin-1")))
     return out
+
+
+@dataclass(frozen=True)
+class Rewriter:
+    """How an answer is made to point back through the proxy: its Location, and the links
+    of an HTML page (upstream's Transport with its PathPrepend)."""
+
+    prepend: str  # the proxy path before the proxied path
+    backend: str  # the backend's host:port
+    request_host: str  # the Host the caller used
+
+    def url(self, value: str) -> str:
+        return rewrite_location(value, self.prepend, self.backend, self.request_host)
+
+    def headers(self, headers: Headers) -> list[tuple[bytes, bytes]]:
+        return response_headers(headers, self.prepend, self.backend, self.request_host)
+
+
+def html_encoding(headers: Headers) -> str | None:
+    """The Content-Encoding of an HTML answer whose links are to be rewritten, or None:
+    not HTML, a redirect (its Location is rewritten instead), or an encoding upstream
+    does not undo."""
+    values = {k.lower(): v for k, v in headers}
+    content_type = values.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type != "text/html" or values.get("location"):
+        return None
+    encoding = values.get("content-encoding", "").strip().lower()
+    return encoding if encoding in proxyhtml.ENCODINGS else None
 
 
 def path_prepend(request_path: str, backend_path: str) -> str:
@@ -362,9 +392,7 @@ class ResourceProxy:
             return await exchange.run(
                 h11.Request(method=req.method, target=target, headers=headers),
                 has_body,
-                lambda hs: response_headers(
-                    hs, prepend, location.netloc, req.headers.get("host", "")
-                ),
+                Rewriter(prepend, location.netloc, req.headers.get("host", "")),
             )
         finally:
             await trio.aclose_forcefully(stream)
@@ -405,7 +433,7 @@ class _Exchange:
         self,
         request: h11.Request,
         has_body: bool,
-        rewrite: Callable[[Headers], list[tuple[bytes, bytes]]],
+        rewrite: Rewriter,
     ) -> int:
         try:
             await self.stream.send_all(self.conn.send(request))
@@ -463,7 +491,7 @@ class _Exchange:
             self.received += len(data)
             self.conn.receive_data(bytes(data))
 
-    async def _answer(self, rewrite: Callable[[Headers], list[tuple[bytes, bytes]]]) -> None:
+    async def _answer(self, rewrite: Rewriter) -> None:
         try:
             event = await self._event()
             while isinstance(event, h11.InformationalResponse):  # 100 Continue and the like
@@ -477,7 +505,15 @@ class _Exchange:
             raise _unreachable("EOF")
         self.status = status = int(event.status_code)
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers]
-        start = {"type": "http.response.start", "status": status, "headers": rewrite(headers)}
+        encoding = html_encoding(headers)
+        if encoding is not None:
+            await self._html(status, headers, encoding, rewrite)
+            return
+        start = {
+            "type": "http.response.start",
+            "status": status,
+            "headers": rewrite.headers(headers),
+        }
         await self.send(start)
         try:
             while True:
@@ -493,3 +529,27 @@ class _Exchange:
             return
         with suppress(Exception):
             await http.end_stream(self.send)
+
+    async def _html(self, status: int, headers: Headers, encoding: str, rewrite: Rewriter) -> None:
+        """An HTML page read whole, its links rewritten, sent with its new length (as
+        upstream, which buffers it too); a page that cannot be decoded passes unchanged."""
+        chunks: list[bytes] = []
+        try:
+            while not isinstance(
+                event := await self._event(), h11.EndOfMessage | h11.ConnectionClosed
+            ):
+                if isinstance(event, h11.Data):
+                    chunks.append(bytes(event.data))
+        except h11.RemoteProtocolError as e:
+            raise _unreachable(f"reading the page: {e}") from None
+        body = b"".join(chunks)
+        try:
+            body = proxyhtml.encode(
+                proxyhtml.rewrite_html(proxyhtml.decode(body, encoding), rewrite.url), encoding
+            )
+        except (OSError, EOFError, zlib.error) as e:
+            log.info("proxied page not rewritten: %r", e)
+        kept = [(k, v) for k, v in headers if k.lower() != "content-length"]
+        out = [*rewrite.headers(kept), (b"content-length", str(len(body)).encode())]
+        await self.send({"type": "http.response.start", "status": status, "headers": out})
+        await self.send({"type": "http.response.body", "body": body, "more_body": False})
