@@ -98,8 +98,19 @@ def kubelet(
         pytest.skip(problem)
     node = unique_node("kl-proxy")
     network = f"k8slite-t-{node}"
+    workdir = tmp_path_factory.mktemp(node)
+    # The node's log directory, served on the kubelet's /logs/ (upstream: /var/log).
+    (workdir / "syslogs" / "pods").mkdir(parents=True)
+    (workdir / "syslogs" / "messages").write_text("node booted\n")
     proc = KubeletProcess(
-        module_apiserver, node, "docker", tmp_path_factory.mktemp(node), "--docker-network", network
+        module_apiserver,
+        node,
+        "docker",
+        workdir,
+        "--docker-network",
+        network,
+        "--system-log-dir",
+        str(workdir / "syslogs"),
     )
     try:
         proc.start()
@@ -361,6 +372,16 @@ def test_node_proxy_reaches_the_kubelet(
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["kind"] == "PodList"
+    # The node's log directory: a listing, a file, a directory's redirect to itself with "/".
+    base = f"/api/v1/nodes/{kubelet.node}/proxy/logs"
+    with module_apiserver.client() as api:
+        listing = api.get(f"{base}/")
+        assert listing.status_code == 200, listing.text
+        assert '<a href="messages">messages</a>' in listing.text
+        assert '<a href="pods/">pods/</a>' in listing.text
+        assert api.get(f"{base}/messages").text == "node booted\n"
+        moved = api.get(f"{base}/pods")
+        assert (moved.status_code, moved.headers["location"]) == (301, "pods/")
 
 
 def test_a_user_without_the_proxy_subresource_is_refused(
