@@ -188,7 +188,9 @@ def test_response_headers() -> None:
     ]
 
 
-async def _exchange_with(backend_answer: bytes) -> tuple[int | errors.ApiError, list[Any]]:
+async def _exchange_with(
+    backend_answer: bytes, method: str = "GET"
+) -> tuple[int | errors.ApiError, list[Any]]:
     """Run one proxied exchange against an in-memory backend that reads the request and
     answers `backend_answer`, then closes; what the caller was sent, or the error."""
     client, server = trio.testing.memory_stream_pair()
@@ -209,7 +211,7 @@ async def _exchange_with(backend_answer: bytes) -> tuple[int | errors.ApiError, 
         await server.aclose()
 
     exchange = _Exchange(client, receive, send)
-    request = h11.Request(method="GET", target="/", headers=[("Host", "backend")])
+    request = h11.Request(method=method, target="/", headers=[("Host", "backend")])
     result: int | errors.ApiError
     async with trio.open_nursery() as nursery:
         nursery.start_soon(backend)
@@ -283,3 +285,11 @@ async def test_an_html_page_is_rewritten_with_its_new_length() -> None:
     assert gzip.decompress(body) == f'<a href="{POD}/x">x</a>'.encode()
     assert headers[b"content-length"] == str(len(body)).encode()
     assert headers[b"content-encoding"] == b"gzip"
+
+
+async def test_a_head_answer_keeps_its_headers() -> None:
+    """No body to rewrite: an HTML answer to HEAD keeps the length of the page it describes."""
+    answer = b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: 1234\r\n\r\n"
+    result, sent = await _exchange_with(answer, "HEAD")
+    assert result == 200
+    assert (b"content-length", b"1234") in sent[0]["headers"]

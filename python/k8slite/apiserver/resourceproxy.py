@@ -426,6 +426,7 @@ class _Exchange:
         self.send = send
         self.status = 0  # the backend's, once its answer has begun
         self.received = 0  # bytes from the backend
+        self.method = b""
         # Backend header blocks up to 1 MiB (Go's default limit), not h11's 16 KiB.
         self.conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=1 << 20)
 
@@ -435,6 +436,7 @@ class _Exchange:
         has_body: bool,
         rewrite: Rewriter,
     ) -> int:
+        self.method = bytes(request.method)
         try:
             await self.stream.send_all(self.conn.send(request))
             if not has_body:
@@ -506,7 +508,7 @@ class _Exchange:
         self.status = status = int(event.status_code)
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers]
         encoding = html_encoding(headers)
-        if encoding is not None:
+        if encoding is not None and self.method != b"HEAD" and status not in (204, 304):
             await self._html(status, headers, encoding, rewrite)
             return
         start = {
