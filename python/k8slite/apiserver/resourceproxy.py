@@ -330,12 +330,9 @@ class ResourceProxy:
             )
         except WebSocketRefused as e:
             answer = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in e.headers]
-            rewritten = response_headers(
-                answer, prepend, location.netloc, req.headers.get("host", "")
-            )
-            await send(
-                {"type": "websocket.http.response.start", "status": e.status, "headers": rewritten}
-            )
+            rewriter = Rewriter(prepend, location.netloc, req.headers.get("host", ""))
+            start = {"status": e.status, "headers": rewriter.headers(answer)}
+            await send({"type": "websocket.http.response.start", **start})
             await send({"type": "websocket.http.response.body", "body": e.body})
             return e.status
         except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
