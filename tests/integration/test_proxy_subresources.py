@@ -63,6 +63,7 @@ GO_CGI = '#!/bin/sh\ntouch /tmp/go\necho "Content-Type: text/plain"\necho\necho 
 # A 12 MiB page (past the 3 MiB an API request body may have) whose bytes a test can know.
 BIG_LINE = b"k8slite proxy streams this line\n"
 BIG_SIZE = 12 * 1024 * 1024
+_SERVE = "exec httpd -f -p 8080 -h /www"
 HTTPD = f"""
 mkdir -p /www/dir /www/cgi-bin
 echo index-page > /www/index.html
@@ -78,7 +79,7 @@ cat > /www/cgi-bin/go <<'EOF'
 {GO_CGI}EOF
 yes '{BIG_LINE.decode().strip()}' | head -c {BIG_SIZE} > /www/big
 chmod +x /www/cgi-bin/*
-exec httpd -f -p 8080 -h /www
+{_SERVE}
 """
 
 
@@ -306,6 +307,48 @@ def test_service_proxy_through_kubectl_proxy(
             assert r.json()["message"] == 'no endpoints available for service "empty"'
         finally:
             proc.kill()
+
+
+def test_service_proxy_picks_only_ready_endpoints(
+    module_apiserver: ServerHandle, kubelet: KubeletProcess, web: dict[str, object], ns: str
+) -> None:
+    """A second pod of the Service that serves but never passes its readiness probe is in
+    the Endpoints' notReadyAddresses, and services/proxy never picks it."""
+    with module_apiserver.client() as api:
+        pods = Pods(api, ns, kubelet.node)
+        sick = {
+            "name": "httpd",
+            "image": BUSYBOX,
+            "command": ["sh", "-c", "mkdir /www; echo sick-page > /www/index.html; " + _SERVE],
+            "ports": [{"name": "http", "containerPort": 8080}],
+            "readinessProbe": {"exec": {"command": ["false"]}, "periodSeconds": 1},
+        }
+        pods.create("sick", [sick], metadata={"labels": {"app": "web"}})
+        try:
+
+            def not_ready() -> bool:
+                subsets = api.get(f"/api/v1/namespaces/{ns}/endpoints/web").json()["subsets"]
+                return any(
+                    a["targetRef"]["name"] == "sick"
+                    for s in subsets
+                    for a in s.get("notReadyAddresses") or ()
+                )
+
+            wait_for(not_ready, 120, what="the sick pod among the not-ready addresses")
+            # It does serve: straight to the pod, it answers.
+            wait_for(
+                lambda: (
+                    api.get(f"/api/v1/namespaces/{ns}/pods/sick:8080/proxy/").text == "sick-page\n"
+                ),
+                60,
+                what="the sick pod's httpd",
+            )
+            # One ready address: each pick is it (a pick among all would miss ~half the time).
+            for _ in range(20):
+                r = api.get(f"/api/v1/namespaces/{ns}/services/web:80/proxy/")
+                assert (r.status_code, r.text) == (200, "index-page\n")
+        finally:
+            pods.delete("sick", grace=0)
 
 
 def test_refusals_are_upstream_statuses(
