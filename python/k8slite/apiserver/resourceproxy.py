@@ -44,7 +44,7 @@ from k8slite.apiserver.proxylocation import (
     subpath,
 )
 from k8slite.apiserver.requestinfo import RequestInfo
-from k8slite.apiserver.streaming import KubeletSocket, WebSocketRefused, relay
+from k8slite.apiserver.streaming import BackendSocket, WebSocketRefused, relay
 
 log = logging.getLogger(__name__)
 
@@ -321,7 +321,7 @@ class ResourceProxy:
         target = (_escape(backend_path) or "/") + (f"?{query}" if query else "")
         stream = await self._dial(location, port, ctx, req.path)
         try:
-            backend = await KubeletSocket.over(
+            backend = await BackendSocket.over(
                 stream,
                 req.headers.get("host") or location.netloc,
                 target,

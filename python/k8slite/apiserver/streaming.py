@@ -116,7 +116,7 @@ class WebSocketRefused(Exception):
         self.status, self.headers, self.body = status, headers, body
 
 
-class KubeletSocket:
+class BackendSocket:
     """The API server's WebSocket to a kubelet (wsproto over a Trio TLS stream), or to a
     pod or service for the proxy subresources (over whatever stream was dialed)."""
 
@@ -136,7 +136,7 @@ class KubeletSocket:
         port: int,
         target: str,
         subprotocols: list[str],
-    ) -> KubeletSocket:
+    ) -> BackendSocket:
         """Connected and accepted; an ApiError with the kubelet's words when refused."""
         ctx = connector.ssl_context()
         try:
@@ -157,7 +157,7 @@ class KubeletSocket:
         target: str,
         subprotocols: list[str],
         headers: list[tuple[str, str]] | None = None,
-    ) -> KubeletSocket:
+    ) -> BackendSocket:
         """A WebSocket handshake on a connected stream (closed if it fails); a refusal as
         WebSocketRefused with the server's status, headers and (the start of its) body."""
         sock = cls(stream)
@@ -262,7 +262,7 @@ async def serve_websocket(
     assert connector is not None  # pod_kubelet refuses without one
     offered = list(req.scope.get("subprotocols") or ())
     try:
-        kubelet = await KubeletSocket.open(connector, host, port, target, offered)
+        kubelet = await BackendSocket.open(connector, host, port, target, offered)
     except errors.ApiError as e:
         # As upstream's stream translator: the client's streams are up first, and what
         # the kubelet refused arrives as an error on them (kubectl shows it, no fallback).
@@ -274,7 +274,7 @@ async def serve_websocket(
     await relay(kubelet, receive, send, target)
 
 
-async def relay(backend: KubeletSocket, receive: http.Receive, send: http.Send, what: str) -> None:
+async def relay(backend: BackendSocket, receive: http.Receive, send: http.Send, what: str) -> None:
     """Accept the caller's WebSocket with the backend's subprotocol, then pass messages both
     ways unchanged until either side closes; the backend's socket is closed at the end."""
     try:
@@ -308,7 +308,7 @@ async def _report(send: http.Send, protocol: str, message: str) -> None:
 
 
 async def _client_to_kubelet(
-    receive: http.Receive, kubelet: KubeletSocket, scope: trio.CancelScope
+    receive: http.Receive, kubelet: BackendSocket, scope: trio.CancelScope
 ) -> None:
     while True:
         message = await receive()
