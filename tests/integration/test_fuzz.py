@@ -340,7 +340,14 @@ def test_malformed_requests_change_nothing(server: ServerHandle, case: tuple[str
     with server.client() as admin:
         before = _revision(admin)
         status = send_raw(server, identity, data)
-        assert status is None or status < 500, (status, data[:300])
+        # A proxy subresource answers 503 when its backend cannot be reached (upstream's
+        # "error trying to reach service", "no endpoints available ..."): that is the
+        # backend's state, not a failure to handle the request.
+        proxied = b"/proxy" in data.split(b"\r\n", 1)[0]
+        assert status is None or status < 500 or (proxied and status == 503), (
+            status,
+            data[:300],
+        )
         assert server.proc.poll() is None, "the API server died"
         assert _revision(admin) == before, data[:300]
 

@@ -188,3 +188,18 @@ def test_older_channel_protocols(
     _, failed = _channel_exec(apiserver, namespace, protocol, ["sh", "-c", "exit 9"])
     # Before v4 the error channel carries words, not a Status.
     assert failed[3] == b"command terminated with non-zero exit code: exit code 9"
+
+
+def test_proxy_to_a_process_pod_is_refused(
+    apiserver: ServerHandle, pods: Pods, namespace: str, api: httpx.Client
+) -> None:
+    """A process-runtime pod has its node's loopback address: pods/proxy refuses it as
+    upstream refuses any pod address that is not global unicast."""
+    port = _free_port()
+    server = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
+    pods.create("web", [{"name": "main", "image": "python", "command": server}])
+    status = pods.wait_phase("web", "Running")
+    assert status["podIP"] == "127.0.0.1"
+    r = api.get(f"/api/v1/namespaces/{namespace}/pods/web:{port}/proxy/")
+    assert r.status_code == 400, r.text
+    assert (r.json()["reason"], r.json()["message"]) == ("BadRequest", "address not allowed")

@@ -103,7 +103,14 @@ RESOURCES: list[ResourceType] = [
         fields=("status.phase",),
     ),
     ResourceType(
-        "", "v1", "Node", "nodes", False, ("no",), ("status",), fields=("spec.unschedulable",)
+        "",
+        "v1",
+        "Node",
+        "nodes",
+        False,
+        ("no",),
+        ("status", "proxy"),
+        fields=("spec.unschedulable",),
     ),
     ResourceType(
         "",
@@ -112,11 +119,13 @@ RESOURCES: list[ResourceType] = [
         "pods",
         True,
         ("po",),
-        ("status", "binding", "log", "eviction", "exec", "attach", "portforward"),
+        ("status", "binding", "log", "eviction", "exec", "attach", "portforward", "proxy"),
         fields=_POD_FIELDS,
         categories=("all",),
     ),
-    ResourceType("", "v1", "Service", "services", True, ("svc",), ("status",), categories=("all",)),
+    ResourceType(
+        "", "v1", "Service", "services", True, ("svc",), ("status", "proxy"), categories=("all",)
+    ),
     ResourceType("", "v1", "Endpoints", "endpoints", True, ("ep",)),
     ResourceType("", "v1", "ConfigMap", "configmaps", True, ("cm",)),
     ResourceType("", "v1", "Secret", "secrets", True, (), fields=("type",)),

@@ -27,6 +27,7 @@ _SUBRESOURCE_VERBS = {
     "exec": ("create", "get"),
     "attach": ("create", "get"),
     "portforward": ("create", "get"),
+    "proxy": ("create", "delete", "get", "patch", "update"),
     "finalize": ("update",),
     "token": ("create",),
 }
@@ -48,6 +49,8 @@ def _storage_hash(rt: ResourceType) -> str:
 
 
 def _sub_kind(rt: ResourceType, sub: str) -> tuple[str, str, str]:
+    if sub == "proxy":  # PodProxyOptions, ServiceProxyOptions, NodeProxyOptions
+        return ("", "v1", f"{rt.kind}ProxyOptions")
     return _SUBRESOURCE_KINDS.get(sub, (rt.group, rt.version, rt.kind))
 
 

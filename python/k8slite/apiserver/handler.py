@@ -16,6 +16,7 @@ from k8slite.apiserver import (
     http,
     podlogs,
     requestinfo,
+    resourceproxy,
     rest,
     streaming,
     subresources,
@@ -57,6 +58,8 @@ class ResourceHandler:
         self.virtual: dict[tuple[str, str], VirtualResource] = {}
         # How pods/log reaches kubelets; set by the server from its PKI.
         self.kubelets: podlogs.KubeletConnector | None = None
+        # pods/proxy, services/proxy and nodes/proxy.
+        self.proxy = resourceproxy.ResourceProxy(core)
         # serviceaccounts/<name>/token (TokenRequest); set by the server from its keys.
         self.token_request: SubresourceCreate | None = None
         # Admission webhooks called on writes; set by the server.
@@ -74,6 +77,9 @@ class ResourceHandler:
             )
             for check in self.filters:
                 await check(req, info)
+            if info.subresource == requestinfo.PROXY:
+                code = await self.proxy.serve(self.kubelets, req, info, send)
+                return
             virtual = self.virtual.get((info.group, info.resource.plural))
             if virtual is not None:
                 code, body = await virtual(req, info)
@@ -122,7 +128,8 @@ class ResourceHandler:
             self._observe(req, info, code, time.perf_counter() - start)
 
     async def websocket(self, scope: http.Scope, receive: http.Receive, send: http.Send) -> None:
-        """A WebSocket upgrade: pods/exec, attach and portforward stream; others are refused.
+        """A WebSocket upgrade: pods/exec, attach and portforward stream, the proxy
+        subresources pass it to their backend; others are refused.
 
         The upgrade is a GET, authorized as create on the subresource (what kubectl 1.35
         asks, and upstream's AuthorizePodWebsocketUpgradeCreatePermission), so a role that
@@ -136,6 +143,12 @@ class ResourceHandler:
         code = 101
         try:
             info = requestinfo.parse("GET", req.path, False)
+            if info.subresource == requestinfo.PROXY:
+                # A WebSocket through a proxy is a GET on it, authorized as one (upstream).
+                for check in self.filters:
+                    await check(req, info)
+                code = await self.proxy.serve_websocket(self.kubelets, req, info, receive, send)
+                return
             if not _streaming(info):
                 raise errors.bad_request("Upgrade request required")
             info = dataclasses.replace(info, verb="create")

@@ -12,7 +12,7 @@ from k8slite._native import DecodeError, loads
 from k8slite.api import errors
 from k8slite.apiserver import yamlbody
 from k8slite.apiserver.http import Request
-from k8slite.apiserver.requestinfo import RequestInfo
+from k8slite.apiserver.requestinfo import PROXY, RequestInfo, is_proxy_path
 from k8slite.component.flags import Duration
 
 # Upstream's --max-requests-inflight and --max-mutating-requests-inflight defaults; with
@@ -36,7 +36,13 @@ def is_mutating(method: str) -> bool:
 
 
 def is_long_running(scope: Any) -> bool:
-    """Watches and streaming subresources (upstream's LongRunningRequestCheck)."""
+    """Watches and streaming subresources (upstream's LongRunningRequestCheck).
+
+    A proxy is long-running whatever its method (upstream decides by subresource alone): it
+    may stream a body either way, which must not be read whole first nor cut off at 60 s.
+    """
+    if is_proxy_path(scope["path"]):
+        return True
     if scope["method"] not in ("GET", "HEAD", "POST"):
         return False
     parts = scope["path"].rstrip("/").split("/")
@@ -44,7 +50,7 @@ def is_long_running(scope: Any) -> bool:
     legacy = 3 if parts[1:2] == ["api"] else 4 if parts[1:2] == ["apis"] else 0
     if legacy and len(parts) > legacy and parts[legacy] == "watch":
         return True
-    if parts[-1] in _LONG_RUNNING_SUBRESOURCES or "proxy" in parts[5:]:
+    if parts[-1] in _LONG_RUNNING_SUBRESOURCES:
         return True
     query = scope.get("query_string", b"")
     if b"watch=" in query:
@@ -109,8 +115,8 @@ async def check_body_depth(req: Request, info: RequestInfo) -> None:
     is also refused when its aliases make it expand to more containers than it has bytes
     (the "billion laughs"), before anything else decodes it.
     """
-    if info.verb not in _WRITE_VERBS:
-        return
+    if info.verb not in _WRITE_VERBS or info.subresource == PROXY:
+        return  # a proxied body is the backend's business, streamed on unread
     body = await req.body()
     if "yaml" in req.content_type:
         try:

@@ -81,6 +81,23 @@ class KubeletConnector:
             self._client = None
 
 
+async def dial(host: str, port: int, ctx: ssl.SSLContext | None) -> trio.abc.Stream:
+    """A connection to host:port (brackets of an IPv6 host allowed), TLS when given a
+    context (the server's certificate checked against the host, as ctx says); the caller
+    bounds the time. The streaming and proxy subresources open their connections here."""
+    bare = host.strip("[]")
+    tcp = await trio.open_tcp_stream(bare, port)
+    if ctx is None:
+        return tcp
+    stream = trio.SSLStream(tcp, ctx, server_hostname=bare)
+    try:
+        await stream.do_handshake()
+    except BaseException:
+        await trio.aclose_forcefully(stream)
+        raise
+    return stream
+
+
 def _validate(req: http.Request) -> None:
     causes = []
     for name, minimum in (("tailLines", 0), ("limitBytes", 1), ("sinceSeconds", 1)):

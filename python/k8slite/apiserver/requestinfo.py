@@ -12,6 +12,11 @@ _NAMESPACE_SUBRESOURCES = {"status", "finalize"}
 # Where the filter chain leaves a request's parsed RequestInfo for the resource handler.
 SCOPE_KEY = "k8slite.requestinfo"
 _VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+# The proxy subresource (pods, services, nodes) carries a path of its own after it.
+PROXY = "proxy"
+# A proxy request's verb comes from its method alone, as upstream's RequestInfoFactory maps
+# it (any other method, such as OPTIONS, has the empty verb only a "*" rule allows).
+_PROXY_VERBS = {"GET": "get", "HEAD": "get", **_VERBS}
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,14 +63,18 @@ def parse(method: str, path: str, watch_param: bool) -> RequestInfo:
         raise errors.not_found_path()
     name = rest[1] if len(rest) > 1 else None
     subresource = rest[2] if len(rest) > 2 else None
-    if len(rest) > 3 or (subresource and subresource not in resource.subresources):
+    if subresource and subresource not in resource.subresources:
+        raise errors.not_found_path()
+    if len(rest) > 3 and subresource != PROXY:
         raise errors.not_found_path()
     if resource.namespaced is False:
         if namespace is not None:
             raise errors.not_found_path()
     elif name is not None and namespace is None:
         raise errors.not_found_path()
-    if method in ("GET", "HEAD"):
+    if subresource == PROXY and not legacy_watch:
+        verb = _PROXY_VERBS.get(method, "")
+    elif method in ("GET", "HEAD"):
         if legacy_watch or (name is None and watch_param):
             verb = "watch"
         else:
@@ -81,3 +90,18 @@ def parse(method: str, path: str, watch_param: bool) -> RequestInfo:
     else:
         raise errors.method_not_allowed()
     return RequestInfo(verb, group, version, resource, namespace, name, subresource)
+
+
+def is_proxy_path(path: str) -> bool:
+    """Whether the path names a proxy subresource: /api/v1/[namespaces/NS/]RES/NAME/proxy[/...].
+
+    Only the core group has proxy subresources; this is decided from the path alone, before
+    the request is parsed (the request filters need it: a proxy streams its body).
+    """
+    parts = path.strip("/").split("/")
+    if parts[:1] != ["api"] or len(parts) < 5:
+        return False
+    rest = parts[2:]
+    if rest[0] == "namespaces" and len(rest) > 4:
+        rest = rest[2:]
+    return rest[0] in ("pods", "services", "nodes") and len(rest) >= 3 and rest[2] == PROXY

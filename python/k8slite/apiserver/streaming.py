@@ -41,7 +41,13 @@ from k8slite._native import dumps
 from k8slite.api import errors
 from k8slite.apiserver import http
 from k8slite.apiserver.core import ApiCore
-from k8slite.apiserver.podlogs import KubeletConnector, kubelet_error, pick_container, pod_kubelet
+from k8slite.apiserver.podlogs import (
+    KubeletConnector,
+    dial,
+    kubelet_error,
+    pick_container,
+    pod_kubelet,
+)
 from k8slite.apiserver.requestinfo import RequestInfo
 from k8slite.component.objects import Obj
 
@@ -102,10 +108,19 @@ async def refuse_plain(core: ApiCore, req: http.Request, info: RequestInfo) -> N
     )
 
 
-class KubeletSocket:
-    """The API server's WebSocket to a kubelet (wsproto over a Trio TLS stream)."""
+class WebSocketRefused(Exception):
+    """A server answered a WebSocket handshake with an HTTP response instead."""
 
-    def __init__(self, stream: trio.SSLStream[trio.SocketStream]) -> None:
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        super().__init__(f"WebSocket refused: {status}")
+        self.status, self.headers, self.body = status, headers, body
+
+
+class BackendSocket:
+    """The API server's WebSocket to a kubelet (wsproto over a Trio TLS stream), or to a
+    pod or service for the proxy subresources (over whatever stream was dialed)."""
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
         self.conn = WSConnection(ConnectionType.CLIENT)
         self.subprotocol: str | None = None
@@ -121,28 +136,49 @@ class KubeletSocket:
         port: int,
         target: str,
         subprotocols: list[str],
-    ) -> KubeletSocket:
+    ) -> BackendSocket:
         """Connected and accepted; an ApiError with the kubelet's words when refused."""
         ctx = connector.ssl_context()
         try:
             with trio.fail_after(CONNECT_TIMEOUT):
-                tcp = await trio.open_tcp_stream(host.strip("[]"), port)
-                stream = trio.SSLStream(tcp, ctx, server_hostname=host.strip("[]"))
-                await stream.do_handshake()
+                stream = await dial(host, port, ctx)
         except (OSError, trio.BrokenResourceError, trio.TooSlowError) as e:
             raise errors.ApiError(500, "InternalError", f"error dialing backend: {e}") from None
+        try:
+            return await cls.over(stream, f"{host}:{port}", target, subprotocols)
+        except WebSocketRefused as e:
+            raise kubelet_error(e.status, e.body, target) from None
+
+    @classmethod
+    async def over(
+        cls,
+        stream: trio.abc.Stream,
+        host: str,
+        target: str,
+        subprotocols: list[str],
+        headers: list[tuple[str, str]] | None = None,
+    ) -> BackendSocket:
+        """A WebSocket handshake on a connected stream (closed if it fails); a refusal as
+        WebSocketRefused with the server's status, headers and (the start of its) body."""
         sock = cls(stream)
         try:
-            await sock._handshake(host, port, target, subprotocols)
+            await sock._handshake(host, target, subprotocols, headers or [])
         except BaseException:
             await sock.aclose()
             raise
         return sock
 
-    async def _handshake(self, host: str, port: int, target: str, subprotocols: list[str]) -> None:
-        request = Request(host=f"{host}:{port}", target=target, subprotocols=subprotocols)
+    async def _handshake(
+        self, host: str, target: str, subprotocols: list[str], headers: list[tuple[str, str]]
+    ) -> None:
+        request = Request(
+            host=host,
+            target=target,
+            subprotocols=subprotocols,
+            extra_headers=[(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers],
+        )
         await self.stream.send_all(self.conn.send(request))
-        refused: int | None = None
+        refused: RejectConnection | None = None
         body = b""
         while True:
             for event in await self._events():
@@ -150,15 +186,19 @@ class KubeletSocket:
                     self.subprotocol = event.subprotocol
                     return
                 if isinstance(event, RejectConnection):
-                    refused = event.status_code
+                    refused = event
                     if not event.has_body:
-                        raise kubelet_error(refused, b"", target)
+                        raise WebSocketRefused(event.status_code, list(event.headers), b"")
                 elif isinstance(event, RejectData):
                     body += event.data
                     if event.body_finished or len(body) > _MAX_REFUSAL:
-                        raise kubelet_error(refused or 500, body, target)
+                        raise WebSocketRefused(
+                            refused.status_code if refused else 500,
+                            list(refused.headers) if refused else [],
+                            body,
+                        )
             if self.closed:
-                raise kubelet_error(refused or 500, body, target)
+                raise WebSocketRefused(refused.status_code if refused else 500, [], body)
 
     async def _events(self) -> list[Any]:
         try:
@@ -222,7 +262,7 @@ async def serve_websocket(
     assert connector is not None  # pod_kubelet refuses without one
     offered = list(req.scope.get("subprotocols") or ())
     try:
-        kubelet = await KubeletSocket.open(connector, host, port, target, offered)
+        kubelet = await BackendSocket.open(connector, host, port, target, offered)
     except errors.ApiError as e:
         # As upstream's stream translator: the client's streams are up first, and what
         # the kubelet refused arrives as an error on them (kubectl shows it, no fallback).
@@ -231,19 +271,25 @@ async def serve_websocket(
             raise
         await _report(send, channel, f"unable to upgrade connection: {e.message}")
         return
+    await relay(kubelet, receive, send, target)
+
+
+async def relay(backend: BackendSocket, receive: http.Receive, send: http.Send, what: str) -> None:
+    """Accept the caller's WebSocket with the backend's subprotocol, then pass messages both
+    ways unchanged until either side closes; the backend's socket is closed at the end."""
     try:
-        await send({"type": "websocket.accept", "subprotocol": kubelet.subprotocol})
+        await send({"type": "websocket.accept", "subprotocol": backend.subprotocol})
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(_client_to_kubelet, receive, kubelet, nursery.cancel_scope)
-            while (message := await kubelet.receive()) is not None:
+            nursery.start_soon(_client_to_kubelet, receive, backend, nursery.cancel_scope)
+            while (message := await backend.receive()) is not None:
                 key = "bytes" if isinstance(message, bytes) else "text"
                 await send({"type": "websocket.send", key: message})
             nursery.cancel_scope.cancel()
         await send({"type": "websocket.close", "code": 1000})
     except Exception as e:  # noqa: BLE001 - the streams were up: a side that left ends them
-        log.debug("stream %s ended: %r", target, e)
+        log.debug("stream %s ended: %r", what, e)
     finally:
-        await kubelet.aclose()
+        await backend.aclose()
 
 
 async def _report(send: http.Send, protocol: str, message: str) -> None:
@@ -262,7 +308,7 @@ async def _report(send: http.Send, protocol: str, message: str) -> None:
 
 
 async def _client_to_kubelet(
-    receive: http.Receive, kubelet: KubeletSocket, scope: trio.CancelScope
+    receive: http.Receive, kubelet: BackendSocket, scope: trio.CancelScope
 ) -> None:
     while True:
         message = await receive()

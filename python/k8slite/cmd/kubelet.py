@@ -139,6 +139,12 @@ def parser() -> argparse.ArgumentParser:
         help="renew a pod's service-account token after this share of its lifetime "
         "(upstream's fixed 0.8; a k8slite knob for tests that watch a renewal)",
     )
+    p.add_argument(
+        "--system-log-dir",
+        default="/var/log",
+        help="the directory the kubelet API serves on /logs/ (upstream's system log "
+        "handler serves /var/log; '' turns it off, as enableSystemLogHandler: false)",
+    )
     add_component_flags(p)
     return p
 
@@ -193,6 +199,7 @@ def parse_args(argv: list[str] | None) -> tuple[KubeletConfig, argparse.Namespac
         kube_api_qps=a.kube_api_qps,
         kube_api_burst=a.kube_api_burst,
         token_refresh_fraction=a.token_refresh_fraction,
+        system_log_dir=Path(a.system_log_dir) if a.system_log_dir else None,
     )
     return config, a
 

@@ -77,6 +77,8 @@ class KubeletConfig:
     # The share of a service-account token's lifetime after which it is renewed (upstream:
     # 0.8, not configurable); tests lower it to see a renewal within seconds.
     token_refresh_fraction: float = 0.8
+    # The directory /logs/ serves (upstream's system log handler: /var/log); None: not served.
+    system_log_dir: Path | None = Path("/var/log")
 
     def __post_init__(self) -> None:
         self.root_dir = Path(self.root_dir)

@@ -27,6 +27,7 @@ from k8slite.kubelet.podworkers import Adopted, PodWorkers
 from k8slite.kubelet.runtime.base import ContainerRuntimeError, Runtime
 from k8slite.kubelet.server import KubeletApi, read_only_server
 from k8slite.kubelet.stats import StatsProvider, host_stats
+from k8slite.kubelet.systemlogs import SystemLogs
 from k8slite.kubelet.tokens import TokenManager
 from k8slite.kubelet.volumes import VolumeManager
 
@@ -147,6 +148,7 @@ class Kubelet:
                 self.metrics.registry,
                 Authorizer(sar_review(self.client, cfg.node_name)),
                 config=lambda: cfg,
+                system_logs=SystemLogs(cfg.system_log_dir) if cfg.system_log_dir else None,
                 stats=StatsProvider(
                     self.runtime,
                     workers,

@@ -1,6 +1,7 @@
 """The kubelet API (HTTPS, port 10250): /pods, /containerLogs, the resource usage of
-/stats/summary and /metrics/resource (stats.py), and the streaming /exec, /attach and
-/portForward (streaming.py), with the component base's /healthz, /metrics and /configz.
+/stats/summary and /metrics/resource (stats.py), the node's log directory on /logs/
+(systemlogs.py), and the streaming /exec, /attach and /portForward (streaming.py), with the
+component base's /healthz, /metrics and /configz.
 
 Callers present a client certificate from the cluster CA. The API server's own identity
 (kube-apiserver-kubelet-client) may do everything, and group system:monitoring may scrape
@@ -26,6 +27,7 @@ from k8slite.kubelet.podworkers import PodWorker, PodWorkers
 from k8slite.kubelet.runtime.base import NotFoundError, Runtime
 from k8slite.kubelet.stats import PROMETHEUS_TEXT, StatsProvider
 from k8slite.kubelet.streaming import StreamingServer
+from k8slite.kubelet.systemlogs import PREFIX, SystemLogs
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,7 @@ class KubeletApi:
         allowed_users: frozenset[str] = frozenset({APISERVER_KUBELET_CLIENT}),
         config: Callable[[], Any] | None = None,
         stats: StatsProvider | None = None,
+        system_logs: SystemLogs | None = None,
     ) -> None:
         self.workers = workers
         self.runtime = runtime
@@ -66,6 +69,7 @@ class KubeletApi:
         self.allowed_users = allowed_users
         self.config = config
         self.stats = stats
+        self.system_logs = system_logs
 
     def server(self) -> ComponentServer:
         """The authenticated API (10250): every path needs a certificate and permission."""
@@ -83,6 +87,8 @@ class KubeletApi:
         if self.stats is not None:
             routes["/stats/summary"] = self._summary
             routes["/metrics/resource"] = self._resource_metrics
+        if self.system_logs is not None:
+            routes["/logs"] = routes[PREFIX] = self.system_logs.serve
         return routes
 
     async def authorize(self, req: Request) -> Response | None:
