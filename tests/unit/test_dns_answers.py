@@ -214,6 +214,59 @@ def test_names_outside_the_zone_are_pending_for_the_upstreams() -> None:
     assert isinstance(server.respond(query.to_wire(), "udp", "1"), Pending)
 
 
+def pending(server: DnsServer, name: str, rdtype: str = "A") -> bool:
+    query = dns.message.make_query(name, rdtype)
+    return isinstance(server.respond(query.to_wire(), "udp", "1"), Pending)
+
+
+def test_service_dot_namespace_is_answered_for_an_existing_service() -> None:
+    # busybox's nslookup asks for `web.default.` itself (no search list for dotted names).
+    server = make_server()
+    response = ask(server, "Web.Default")
+    assert rcode(response) == "NOERROR"
+    assert response.answer[0].name.to_text() == "Web.Default."
+    assert [r.to_text() for r in response.answer[0]] == ["10.96.0.20"]
+    assert response.answer[0].ttl == 5
+    assert not response.flags & dns.flags.AA  # not our zone
+    # NODATA for the other types, with no SOA (ours is cluster.local's, not this name's).
+    for rdtype in ("AAAA", "MX", "SRV"):
+        nodata = ask(server, "web.default", rdtype)
+        assert rcode(nodata) == "NOERROR" and nodata.answer == [], rdtype
+        assert nodata.authority == [], rdtype
+    # A headless Service: every ready endpoint; an ExternalName: its CNAME, followed.
+    assert len(ask(server, "big.default", proto="tcp").answer[0]) == 100
+    ext = ask(server, "ext.default").answer
+    assert [(r.name.to_text(), r.rdtype) for r in ext] == [
+        ("ext.default.", dns.rdatatype.CNAME),
+        ("web.default.svc.cluster.local.", dns.rdatatype.A),
+    ]
+
+
+def test_other_two_label_names_go_upstream() -> None:
+    server = make_server()
+    server.store.set_namespace("dev", True)  # a namespace named like a TLD
+    for name in (
+        "nope.default",  # no such Service
+        "web.other",  # no such namespace
+        "example.dev",  # a namespace, but no Service: the real domain
+        "web.default.com",  # three labels
+        "default",  # one label
+        "big.default.svc",
+    ):
+        assert pending(server, name), name
+    # The Service appears: its short name is answered (and no cached forward hides it)...
+    svc = {"metadata": {"name": "example", "namespace": "dev"}, "spec": {"clusterIP": "10.96.0.7"}}
+    server.store.set_records("dev/example", service_records(svc, [], server.store.zone))
+    assert [r.to_text() for r in ask(server, "example.dev").answer[0]] == ["10.96.0.7"]
+    # ... and when it goes, so does the cached answer: the name is forwarded again.
+    server.store.set_records("dev/example", [])
+    assert pending(server, "example.dev")
+    server.store.set_records("dev/example", service_records(svc, [], server.store.zone))
+    assert not pending(server, "example.dev")
+    server.store.set_namespace("dev", False)
+    assert pending(server, "example.dev")
+
+
 def test_pod_records() -> None:
     insecure = make_server(PodMode.INSECURE)
     response = ask(insecure, "10-244-0-9.default.pod.cluster.local")
