@@ -199,16 +199,80 @@ def client(port: int, services: int, window: int, seconds: float, seed: int) -> 
     return {"sent": sent, "lost": lost, "truncated": truncated, "latencies": latencies.tolist()}
 
 
-def _client_entry(args: tuple[int, int, int, float, int], out: Any) -> None:
-    out.put(client(*args))
+def paced_client(port: int, services: int, rate: float, seconds: float, seed: int) -> dict:
+    """Send `rate` queries a second on a fixed schedule for `seconds`, whatever the answers
+    do (an offered load, as many clients each asking now and then); latencies in seconds,
+    from each query's send to its answer."""
+    rng = random.Random(seed)
+    wires = prebuilt(questions(services), rng)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    sock.connect(("127.0.0.1", port))
+    pending: dict[int, float] = {}
+    latencies = array("d")
+    clock = time.perf_counter
+    interval = 1.0 / rate
+    next_id = sent = truncated = 0
+    next_send = clock()
+    end = next_send + seconds
+    while True:
+        now = clock()
+        if now >= end:
+            break
+        while next_send <= now:
+            next_id = (next_id + 1) & 0xFFFF
+            pending[next_id] = clock()
+            sock.send(wires[next_id])
+            sent += 1
+            next_send += interval
+        # Wait for answers until the next send is due (the timeout rounds up to 1 ms, so
+        # sends go out in small bursts that keep the average rate).
+        sock.settimeout(max(0.0, next_send - clock()))
+        try:
+            data = sock.recv(65535)
+        except (TimeoutError, BlockingIOError):
+            continue
+        started = pending.pop((data[0] << 8) | data[1], None)
+        if started is not None:
+            latencies.append(clock() - started)
+            truncated += bool(data[2] & 0x02)
+    # Answers still to come get a moment; what has not come by then is lost.
+    sock.settimeout(0.2)
+    while pending:
+        try:
+            data = sock.recv(65535)
+        except TimeoutError:
+            break
+        started = pending.pop((data[0] << 8) | data[1], None)
+        if started is not None:
+            latencies.append(clock() - started)
+    sock.close()
+    lost = len(pending)
+    return {"sent": sent, "lost": lost, "truncated": truncated, "latencies": latencies.tolist()}
 
 
-def run_load(port: int, services: int, clients: int, processes: int, seconds: float) -> dict:
+def _client_entry(args: tuple[int, int, float, float, int], paced: bool, out: Any) -> None:
+    out.put(paced_client(*args) if paced else client(*args))
+
+
+def run_load(
+    port: int,
+    services: int,
+    clients: int,
+    processes: int,
+    seconds: float,
+    rate: float | None = None,
+) -> dict:
+    """Closed loop (`clients` queries in flight), or paced at `rate` queries a second."""
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     window = max(1, clients // processes)
+    share = (rate or 0) / processes
     procs = [
-        ctx.Process(target=_client_entry, args=((port, services, window, seconds, p), out))
+        ctx.Process(
+            target=_client_entry,
+            args=((port, services, share if rate else window, seconds, p), bool(rate), out),
+        )
         for p in range(processes)
     ]
     for p in procs:
@@ -224,7 +288,7 @@ def run_load(port: int, services: int, clients: int, processes: int, seconds: fl
         "answered": len(latencies),
         "lost": sum(r["lost"] for r in results),
         "truncated": sum(r["truncated"] for r in results),
-        "in_flight": window * processes,
+        "in_flight": None if rate else window * processes,
     }
 
 
@@ -348,6 +412,9 @@ def main() -> None:
     p.add_argument("--processes", type=int, default=2)
     p.add_argument("--creations", type=int, default=40)
     p.add_argument("--churn", type=float, default=20.0, help="endpoint changes per second")
+    p.add_argument(
+        "--rate", type=float, default=20_000, help="queries per second of the paced phase"
+    )
     args = p.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="k8slite-bench-dns-"))
@@ -373,6 +440,10 @@ def main() -> None:
         cpu_before = cpu_seconds(dns_proc.pid)
         load = run_load(port, args.services, args.clients, args.processes, args.seconds)
         cpu = cpu_seconds(dns_proc.pid) - cpu_before
+        # The goal's rate, offered on a schedule: the latency at that load, not at saturation.
+        paced = run_load(
+            port, args.services, args.clients, args.processes, args.seconds, rate=args.rate
+        )
         text = scrape(serving)
         hits = metric(text, "coredns_cache_hits_total")
         requests = metric(text, "coredns_cache_requests_total")
@@ -414,6 +485,11 @@ def main() -> None:
             "server_cpu_us_per_query": round(cpu / max(1, load["answered"]) * 1e6, 1),
             "server_cpu_s": round(cpu, 2),
             "cache_hit_ratio": round(hits / requests, 4) if requests else None,
+            "paced_rate": args.rate,
+            "paced_qps": paced["qps"],
+            "paced_p50_ms": paced["p50_ms"],
+            "paced_p99_ms": paced["p99_ms"],
+            "paced_lost": paced["lost"],
             "create_to_resolve_p50_ms": round(harness.percentile(creations, 0.5) * 1000, 1),
             "create_to_resolve_p99_ms": round(harness.percentile(creations, 0.99) * 1000, 1),
             "dns_rss_mib": round(rss, 1),
