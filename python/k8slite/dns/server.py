@@ -269,7 +269,11 @@ class DnsServer:
                         nursery.start_soon(self._udp_later, sock, reply, addr)
                     elif reply is not None:
                         _sendto(sock, reply, addr)
-                await trio.lowlevel.checkpoint()
+                else:
+                    # A full batch and maybe more waiting: the others get a turn first.
+                    # (A drained socket goes straight back to waiting, which yields too:
+                    # one trip through the scheduler per wake-up, not two.)
+                    await trio.lowlevel.checkpoint()
 
     async def _udp_later(self, sock: socket.socket, pending: Pending, addr: Any) -> None:
         reply = await self._finish_safely(pending)
