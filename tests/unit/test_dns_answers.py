@@ -431,3 +431,37 @@ async def test_tcp_connections_over_the_limit_are_closed(monkeypatch: pytest.Mon
         for stream in [*held, extra]:
             await stream.aclose()
         nursery.cancel_scope.cancel()
+
+
+def test_metrics_are_counted_per_query_and_exported_as_coredns_families() -> None:
+    server = make_server()
+    ask(server, "web.default.svc.cluster.local")  # built
+    ask(server, "web.default.svc.cluster.local")  # from the cache
+    ask(server, "nope.default.svc.cluster.local")  # a denial, built
+    ask(server, "_http._tcp.web.default.svc.cluster.local", "SRV", proto="tcp")
+    registry = server.metrics.registry
+    base = {"server": "dns://:53", "zone": ".", "view": ""}
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    assert value("coredns_dns_requests_total", **base, proto="udp", family="1", type="A") == 3
+    assert value("coredns_dns_requests_total", **base, proto="tcp", family="1", type="SRV") == 1
+    responses = "coredns_dns_responses_total"
+    assert value(responses, **base, rcode="NOERROR", plugin="kubernetes") == 2
+    assert value(responses, **base, rcode="NOERROR", plugin="cache") == 1
+    assert value(responses, **base, rcode="NXDOMAIN", plugin="kubernetes") == 1
+    # The histogram's buckets are cumulative and end with every request of the type.
+    a = {**base, "type": "A"}
+    buckets = [
+        value("coredns_dns_request_duration_seconds_bucket", **a, le=le) or 0.0
+        for le in ("0.00025", "0.0005", "8.192", "+Inf")
+    ]
+    assert buckets == sorted(buckets) and buckets[-1] == 3
+    assert value("coredns_dns_request_duration_seconds_count", **a) == 3
+    assert (value("coredns_dns_request_duration_seconds_sum", **a) or 0) > 0
+    cache = {"server": "dns://:53", "zones": ".", "view": ""}
+    assert value("coredns_cache_hits_total", **cache, type="success") == 1
+    assert value("coredns_cache_hits_total", **cache, type="denial") == 0
+    assert value("coredns_cache_misses_total", **cache) == 3
+    assert value("coredns_cache_requests_total", **cache) == 4
