@@ -2,22 +2,25 @@
 a Service's creation to its name resolving.
 
 Run: .venv/bin/python benches/dns.py [--services 1000] [--endpoints 10000] [--seconds 10]
-         [--clients 64] [--processes 2] [--creations 40] [--churn 20]
+         [--clients 64] [--processes 2] [--creations 40] [--churn 20] [--rate 20000]
 
 A real API server holds N Services (one in ten headless) and their EndpointSlices with
 --endpoints endpoints in all, created through the API; the real k8slite-dns process watches
 it. Load: --processes client processes keep --clients queries in flight between them over
 UDP on loopback for --seconds (A for ClusterIP and headless Services, SRV, and names that
 do not exist, chosen at random); each query's latency is from its send to its answer. The
-cache hit ratio is the server's own (coredns_cache_hits_total over cache requests). Then,
-with no load, --creations Services are created one by one and each is timed from its POST
-to the first UDP answer that has its ClusterIP (polled as fast as answers come back).
-Between the two, the load runs again while a headless Service's EndpointSlice changes
---churn times a second, for the hit ratio of a cache that keeps what a change did not
-touch.
-Last, the same load against a second k8slite-dns started with --cache-size 0, where every
-answer is parsed and built. Clients and server share the machine's cores, so the figures
-are what this box does with both, not the server's ceiling.
+clients are prebuilt queries on blocking sockets (one send and one recv per answer); their
+own CPU per answer is reported beside the server's, to show they are not the limit. Then
+the same mix is offered at --rate queries a second on a fixed schedule (the goal's rate:
+latency at that load rather than at saturation). The cache hit ratio is the server's own
+(coredns_cache_hits_total over cache requests). Then the closed loop runs again while a
+headless Service's EndpointSlice changes --churn times a second, for the hit ratio of a
+cache that keeps what a change did not touch. Then, with no load, --creations Services are
+created one by one and each is timed from its POST to the first UDP answer that has its
+ClusterIP (polled as fast as answers come back). Last, the same load against a second
+k8slite-dns started with --cache-size 0, where every answer is parsed and built. Clients
+and server share the machine's cores, so the figures are what this box does with both,
+not the server's ceiling.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import sys
 import tempfile
 import threading
 import time
+from array import array
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +56,8 @@ from k8slite import pki
 from tests.launch import launch, stop
 
 NAMESPACE = "bench"
+# The paced client's send granularity, seconds.
+_TICK = 0.001
 ZONE = "cluster.local"
 
 
@@ -140,65 +146,164 @@ def questions(services: int) -> list[bytes]:
     return out
 
 
+def prebuilt(pool: list[bytes], rng: random.Random) -> list[bytes]:
+    """One finished query per DNS ID, questions drawn at random from the pool: sending is
+    then a list index, with no packing or joining per query."""
+    return [struct.pack("!H", qid) + rng.choice(pool)[2:] for qid in range(65536)]
+
+
 def client(port: int, services: int, window: int, seconds: float, seed: int) -> dict[str, Any]:
-    """Keep `window` queries in flight for `seconds`; latencies in seconds."""
+    """Keep `window` queries in flight for `seconds` (a new one goes out as each answer
+    comes in); latencies in seconds.
+
+    The client is kept cheap so that it measures the server, not itself: queries are
+    prebuilt, the socket is blocking (one recv and one send per answer, no select), and
+    latencies go into a flat array.
+    """
     rng = random.Random(seed)
-    pool = questions(services)
+    wires = prebuilt(questions(services), rng)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    sock.connect(("127.0.0.1", port))
+    sock.settimeout(0.1)
+    pending: dict[int, float] = {}  # ID -> when it was sent
+    latencies = array("d")
+    record = latencies.append
+    clock = time.perf_counter
+    send, recv = sock.send, sock.recv
+    next_id = sent = lost = truncated = 0
+    cpu = time.process_time()
+    end = clock() + seconds
+    next_sweep = clock() + 0.25
+    while True:
+        while len(pending) < window:
+            next_id = (next_id + 1) & 0xFFFF
+            if next_id in pending:
+                continue  # still out from 65,536 queries ago (lost, surely)
+            pending[next_id] = clock()
+            send(wires[next_id])
+            sent += 1
+        try:
+            data = recv(65535)
+        except TimeoutError:
+            data = b""
+        got = clock()
+        started = pending.pop((data[0] << 8) | data[1], None) if data else None
+        if started is not None:
+            record(got - started)
+            if data[2] & 0x02:
+                truncated += 1
+        if got >= end:
+            break
+        if got >= next_sweep:
+            # A datagram unanswered for a second is lost; its slot goes back to the window.
+            stale = [qid for qid, at in pending.items() if got - at > 1.0]
+            for qid in stale:
+                del pending[qid]
+            lost += len(stale)
+            next_sweep = got + 0.25
+    cpu = time.process_time() - cpu
+    sock.close()
+    return {
+        "sent": sent,
+        "lost": lost,
+        "truncated": truncated,
+        "latencies": latencies.tolist(),
+        "cpu_s": cpu,
+    }
+
+
+def paced_client(port: int, services: int, rate: float, seconds: float, seed: int) -> dict:
+    """Send `rate` queries a second on a fixed schedule for `seconds`, whatever the answers
+    do (an offered load, as many clients each asking now and then); latencies in seconds,
+    from each query's send to its answer."""
+    rng = random.Random(seed)
+    wires = prebuilt(questions(services), rng)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
     sock.connect(("127.0.0.1", port))
     sock.setblocking(False)
     pending: dict[int, float] = {}
-    latencies: list[float] = []
-    next_id = 0
-    sent = lost = truncated = 0
-    end = time.perf_counter() + seconds
-    while True:
-        now = time.perf_counter()
-        if now >= end:
-            break
-        while len(pending) < window:
-            next_id = (next_id + 1) & 0xFFFF
-            if next_id in pending:
-                break
-            wire = struct.pack("!H", next_id) + rng.choice(pool)[2:]
-            try:
-                sock.send(wire)
-            except BlockingIOError:
-                break
-            pending[next_id] = time.perf_counter()
-            sent += 1
-        select.select([sock], [], [], 0.05)
+    latencies = array("d")
+    record = latencies.append
+    clock = time.perf_counter
+    send, recv = sock.send, sock.recv
+    interval = 1.0 / rate
+    next_id = sent = truncated = 0
+    cpu = time.process_time()
+    next_send = clock()
+    end = next_send + seconds
+    readable = [sock]
+
+    def drain() -> None:
+        nonlocal truncated
         while True:
             try:
-                data = sock.recv(65535)
+                data = recv(65535)
             except BlockingIOError:
-                break
-            got = time.perf_counter()
-            qid = struct.unpack_from("!H", data)[0]
-            started = pending.pop(qid, None)
+                return
+            started = pending.pop((data[0] << 8) | data[1], None)
             if started is not None:
-                latencies.append(got - started)
-                truncated += bool(data[2] & 0x02)
-        # A datagram lost for a second is lost; its slot goes back to the window.
-        stale = [q for q, t in pending.items() if now - t > 1.0]
-        for q in stale:
-            del pending[q]
-        lost += len(stale)
+                record(clock() - started)
+                if data[2] & 0x02:
+                    truncated += 1
+
+    while True:
+        now = clock()
+        if now >= end:
+            break
+        while next_send <= now:
+            next_id = (next_id + 1) & 0xFFFF
+            pending[next_id] = clock()
+            try:
+                send(wires[next_id])
+            except BlockingIOError:
+                del pending[next_id]  # the socket's buffer is full: not offered after all
+            sent += 1
+            next_send += interval
+        drain()
+        # Sleep until an answer comes or, at the soonest, a millisecond on: the sends that
+        # fell due meanwhile go out together (a burst of rate/1000, as many clients make),
+        # which keeps the client's own cost per query well under the server's.
+        select.select(readable, [], [], max(_TICK, next_send - clock()))
+    # Answers still to come get a moment; what has not come by then is lost.
+    wait_until = clock() + 0.5
+    while pending and clock() < wait_until:
+        select.select(readable, [], [], 0.05)
+        drain()
+    cpu = time.process_time() - cpu
     sock.close()
-    return {"sent": sent, "lost": lost, "truncated": truncated, "latencies": latencies}
+    return {
+        "cpu_s": cpu,
+        "sent": sent,
+        "lost": len(pending),
+        "truncated": truncated,
+        "latencies": latencies.tolist(),
+    }
 
 
-def _client_entry(args: tuple[int, int, int, float, int], out: Any) -> None:
-    out.put(client(*args))
+def _client_entry(args: tuple[int, int, float, float, int], paced: bool, out: Any) -> None:
+    out.put(paced_client(*args) if paced else client(*args))
 
 
-def run_load(port: int, services: int, clients: int, processes: int, seconds: float) -> dict:
+def run_load(
+    port: int,
+    services: int,
+    clients: int,
+    processes: int,
+    seconds: float,
+    rate: float | None = None,
+) -> dict:
+    """Closed loop (`clients` queries in flight), or paced at `rate` queries a second."""
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     window = max(1, clients // processes)
+    share = (rate or 0) / processes
     procs = [
-        ctx.Process(target=_client_entry, args=((port, services, window, seconds, p), out))
+        ctx.Process(
+            target=_client_entry,
+            args=((port, services, share if rate else window, seconds, p), bool(rate), out),
+        )
         for p in range(processes)
     ]
     for p in procs:
@@ -214,7 +319,11 @@ def run_load(port: int, services: int, clients: int, processes: int, seconds: fl
         "answered": len(latencies),
         "lost": sum(r["lost"] for r in results),
         "truncated": sum(r["truncated"] for r in results),
-        "in_flight": window * processes,
+        "in_flight": None if rate else window * processes,
+        # The clients' own CPU per answer: well under the server's, or they are the limit.
+        "client_cpu_us_per_query": round(
+            sum(r["cpu_s"] for r in results) / max(1, len(latencies)) * 1e6, 1
+        ),
     }
 
 
@@ -338,6 +447,9 @@ def main() -> None:
     p.add_argument("--processes", type=int, default=2)
     p.add_argument("--creations", type=int, default=40)
     p.add_argument("--churn", type=float, default=20.0, help="endpoint changes per second")
+    p.add_argument(
+        "--rate", type=float, default=20_000, help="queries per second of the paced phase"
+    )
     args = p.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="k8slite-bench-dns-"))
@@ -363,6 +475,10 @@ def main() -> None:
         cpu_before = cpu_seconds(dns_proc.pid)
         load = run_load(port, args.services, args.clients, args.processes, args.seconds)
         cpu = cpu_seconds(dns_proc.pid) - cpu_before
+        # The goal's rate, offered on a schedule: the latency at that load, not at saturation.
+        paced = run_load(
+            port, args.services, args.clients, args.processes, args.seconds, rate=args.rate
+        )
         text = scrape(serving)
         hits = metric(text, "coredns_cache_hits_total")
         requests = metric(text, "coredns_cache_requests_total")
@@ -404,6 +520,12 @@ def main() -> None:
             "server_cpu_us_per_query": round(cpu / max(1, load["answered"]) * 1e6, 1),
             "server_cpu_s": round(cpu, 2),
             "cache_hit_ratio": round(hits / requests, 4) if requests else None,
+            "paced_rate": args.rate,
+            "paced_qps": paced["qps"],
+            "paced_p50_ms": paced["p50_ms"],
+            "paced_p99_ms": paced["p99_ms"],
+            "paced_lost": paced["lost"],
+            "paced_client_cpu_us_per_query": paced["client_cpu_us_per_query"],
             "create_to_resolve_p50_ms": round(harness.percentile(creations, 0.5) * 1000, 1),
             "create_to_resolve_p99_ms": round(harness.percentile(creations, 0.99) * 1000, 1),
             "dns_rss_mib": round(rss, 1),

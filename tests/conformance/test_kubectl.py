@@ -170,6 +170,119 @@ def test_create_generators_and_their_tables(kubectl: Kubectl, ns: str) -> None:
     assert [(m["manager"], m["operation"]) for m in managed] == [("kubectl-create", "Update")]
 
 
+def test_create_generators_of_every_served_kind(kubectl: Kubectl, ns: str, tmp_path: Path) -> None:
+    """kubectl's typed clients send these as protobuf: each must be decoded, not 415."""
+    key, cert = tmp_path / "tls.key", tmp_path / "tls.crt"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-subj", "/CN=gen.example", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    viewer, aggregate = f"viewer-{ns}", f"aggregate-{ns}"
+    made = [
+        (
+            ["role", "pod-reader", "--verb=get,list", "--resource=pods", "--resource-name=a"],
+            "role.rbac.authorization.k8s.io/pod-reader",
+        ),
+        (
+            [
+                "rolebinding",
+                "pod-reader",
+                "--role=pod-reader",
+                "--user=bob",
+                "--group=team",
+                f"--serviceaccount={ns}:robot",
+            ],
+            "rolebinding.rbac.authorization.k8s.io/pod-reader",
+        ),
+        (
+            ["clusterrole", viewer, "--verb=get", "--resource=nodes", "--non-resource-url=/x"],
+            f"clusterrole.rbac.authorization.k8s.io/{viewer}",
+        ),
+        (
+            ["clusterrole", aggregate, "--aggregation-rule=tier=web"],
+            f"clusterrole.rbac.authorization.k8s.io/{aggregate}",
+        ),
+        (
+            ["clusterrolebinding", viewer, f"--clusterrole={viewer}", "--user=carol"],
+            f"clusterrolebinding.rbac.authorization.k8s.io/{viewer}",
+        ),
+        (
+            ["poddisruptionbudget", "pdb", "--selector=app=x", "--min-available=1"],
+            "poddisruptionbudget.policy/pdb",
+        ),
+        (["service", "nodeport", "np", "--tcp=80:8080"], "service/np"),
+        (["service", "loadbalancer", "lb", "--tcp=80:8080"], "service/lb"),
+        (["service", "externalname", "ext", "--external-name=db.example"], "service/ext"),
+        (["secret", "tls", "tls", f"--cert={cert}", f"--key={key}"], "secret/tls"),
+        (
+            [
+                "secret",
+                "docker-registry",
+                "reg",
+                "--docker-username=u",
+                "--docker-password=p",
+                "--docker-server=registry.example",
+            ],
+            "secret/reg",
+        ),
+    ]
+    for args, name in made:
+        done = kubectl("-n", ns, "create", *args, check=False)
+        assert (done.returncode, done.stdout) == (0, f"{name} created\n"), done.stderr
+
+    def get(*args: str) -> dict[str, Any]:
+        return json.loads(kubectl("-n", ns, "get", *args, "-o", "json").stdout)  # type: ignore[no-any-return]
+
+    assert get("role", "pod-reader")["rules"] == [
+        {"apiGroups": [""], "resources": ["pods"], "resourceNames": ["a"], "verbs": ["get", "list"]}
+    ]
+    binding = get("rolebinding", "pod-reader")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": "pod-reader",
+    }
+    assert binding["subjects"] == [
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "bob"},
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "team"},
+        {"kind": "ServiceAccount", "name": "robot", "namespace": ns},
+    ]
+    assert get("clusterrole", viewer)["rules"] == [
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]},
+        {"nonResourceURLs": ["/x"], "verbs": ["get"]},
+    ]
+    assert get("clusterrole", aggregate)["aggregationRule"] == {
+        "clusterRoleSelectors": [{"matchLabels": {"tier": "web"}}]
+    }
+    assert get("clusterrolebinding", viewer)["subjects"] == [
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "carol"}
+    ]
+
+    # The decoded objects are what RBAC enforces.
+    def can(*args: str) -> str:
+        return kubectl("auth", "can-i", *args, check=False).stdout.strip()
+
+    # The rule names pod "a": get of it, not of another pod, nor a list (it has no name).
+    assert can("get", "pods/a", "-n", ns, "--as=bob") == "yes"
+    assert can("get", "pods/b", "-n", ns, "--as=bob") == "no"
+    assert can("list", "pods", "-n", ns, "--as=bob") == "no"
+    assert can("get", "nodes", "--as=carol") == "yes"
+    assert get("service", "np")["spec"]["type"] == "NodePort"
+    assert get("service", "lb")["spec"]["type"] == "LoadBalancer"
+    assert get("service", "ext")["spec"]["externalName"] == "db.example"
+    assert get("secret", "tls")["type"] == "kubernetes.io/tls"
+    assert get("secret", "reg")["type"] == "kubernetes.io/dockerconfigjson"
+    assert get("pdb", "pdb")["spec"]["minAvailable"] == 1
+    for args in (
+        ["clusterrolebinding", viewer],
+        ["clusterrole", viewer],
+        ["clusterrole", aggregate],
+    ):
+        kubectl("delete", *args)
+
+
 def test_pod_status_column(kubectl: Kubectl, ns: str, http: httpx.Client) -> None:
     running = {
         "phase": "Running",

@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
+import subprocess
 import textwrap
 from collections.abc import Iterator
 
 import pytest
 
+from tests.conftest import kubectl_path
 from tests.e2e.cluster import Cluster, cluster_for_tests
 from tests.e2e.test_cluster_e2e import IMAGE, cluster_ip, pods, rollout, routed_locally
 from tests.polling import wait_for
@@ -24,14 +28,17 @@ from tests.polling import wait_for
 pytestmark = pytest.mark.xdist_group("host-network")
 
 DNS_IP = "10.96.0.10"
-# busybox 1.35's nslookup applies the search list only to names without a dot (as on any
-# cluster), so SVC.NS and kubernetes.default are resolved through the C library's resolver,
-# which honours the search list and ndots:5: wget and ping.
+# busybox 1.35's nslookup applies the search list only to names without a dot, so it asks
+# for SVC.NS and kubernetes.default as they are (k8slite-dns answers those for an existing
+# Service); wget and ping resolve through the C library's resolver, which honours the search
+# list and ndots:5.
 SCRIPT = """\
 lookup() {{ echo "== nslookup $1"; nslookup "$1" 2>&1; echo "rc=$?"; }}
 echo "== resolv.conf"; cat /etc/resolv.conf
 lookup kubernetes.default.svc.cluster.local
+lookup kubernetes.default
 lookup web
+lookup web.{ns}
 lookup web.{ns}.svc.cluster.local
 lookup db
 lookup missing
@@ -146,9 +153,12 @@ def test_pods_resolve_services_by_name(cluster: Cluster) -> None:
 
         body = answers("kubernetes.default.svc.cluster.local")
         assert "Name:\tkubernetes.default.svc.cluster.local\nAddress: 10.96.0.1\n" in body
+        body = answers("kubernetes.default")
+        assert "Name:\tkubernetes.default\nAddress: 10.96.0.1\n" in body, log
         web_ip = cluster_ip(cluster, ns, "web")
         for name in ("web", f"web.{ns}.svc.cluster.local"):
             assert f"Name:\tweb.{ns}.svc.cluster.local\nAddress: {web_ip}\n" in answers(name)
+        assert f"Name:\tweb.{ns}\nAddress: {web_ip}\n" in answers(f"web.{ns}"), log
         # The headless Service: its pods' addresses.
         db = answers("db")
         for p in web_pods:
@@ -163,3 +173,30 @@ def test_pods_resolve_services_by_name(cluster: Cluster) -> None:
         assert got["ping kubernetes.default"].startswith("PING kubernetes.default (10.96.0.1)"), log
     finally:
         cluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="needs script(1) for a terminal")
+def test_done_means_nslookup_kubernetes_default(cluster: Cluster) -> None:
+    """Issue 14's "Done means", to the letter: on a fresh cluster,
+    `kubectl run -it --rm t --image=busybox:1.35 -- nslookup kubernetes.default`
+    prints 10.96.0.1 (in a terminal, through script(1), as a user would run it)."""
+    wait_for(lambda: routed_locally(DNS_IP), 30, what=f"the route to {DNS_IP}")
+    command = f"{kubectl_path()} run -it --rm t --image=busybox:1.35 -- nslookup kubernetes.default"
+    # stdin stays open (a pipe that ends after the test) so the terminal is not closed early.
+    with subprocess.Popen(["sleep", "300"], stdout=subprocess.PIPE) as feeder:
+        try:
+            done = subprocess.run(
+                ["script", "-qec", command, "/dev/null"],
+                stdin=feeder.stdout,
+                capture_output=True,
+                text=True,
+                timeout=240,
+                env=dict(os.environ, KUBECONFIG=str(cluster.kubeconfig)),
+                check=False,
+            )
+        finally:
+            feeder.kill()
+    # Line ends as two terminals (the container's and script's) made them.
+    out = re.sub(r"[\r\n]+", "\n", done.stdout)
+    assert "Name:\tkubernetes.default\nAddress: 10.96.0.1\n" in out, repr(done.stdout)
+    assert 'pod "t" deleted from default namespace' in out, out + done.stderr

@@ -7,10 +7,8 @@ import re
 import socket
 import socketserver
 import struct
-import sys
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,7 +25,7 @@ import pytest
 
 from k8slite.dns import kubedns
 from tests.conftest import ServerHandle
-from tests.launch import launch, stop
+from tests.integration.dns_harness import Dns, running_dns
 from tests.polling import wait_for
 
 UPSTREAM_HOST = "127.0.0.2"
@@ -88,46 +86,14 @@ def upstream() -> Iterator[int]:
 # --------------------------------------------------------------------------- k8slite-dns
 
 
-@dataclass
-class Dns:
-    port: int
-    serving_url: str
-
-    def query(
-        self, name: str, rdtype: str = "A", *, tcp: bool = False, **kw: Any
-    ) -> dns.message.Message:
-        q = dns.message.make_query(name, rdtype, **kw)
-        send = dns.query.tcp if tcp else dns.query.udp
-        return send(q, "127.0.0.1", timeout=10, port=self.port)  # type: ignore[no-any-return]
-
-
 @pytest.fixture(scope="module")
 def k8sdns(
     apiserver: ServerHandle, upstream: int, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Dns]:
     log = tmp_path_factory.mktemp("dns") / "dns.log"
-    argv = [
-        sys.executable,
-        "-m",
-        "k8slite.cmd.dns",
-        "--kubeconfig",
-        str(apiserver.kubeconfig_for("dns")),
-        "--bind-address",
-        "127.0.0.1",
-        "--dns-port",
-        "0",
-        "--secure-port",
-        "0",
-        "--upstream-dns",
-        f"{UPSTREAM_HOST}:{upstream}",
-        "--pods",
-        "verified",
-    ]
-    proc, line = launch(argv, log, "k8slite-dns ready: ", what="k8slite-dns")
-    found = re.search(r"DNS on 127\.0\.0\.1:(\d+) .*serving on (\S+)", line)
-    assert found, line
-    yield Dns(int(found[1]), found[2])
-    stop(proc)
+    flags = ("--upstream-dns", f"{UPSTREAM_HOST}:{upstream}", "--pods", "verified")
+    with running_dns(apiserver, log, *flags) as server:
+        yield server
 
 
 def answers(response: dns.message.Message, rdtype: str = "A") -> list[str]:

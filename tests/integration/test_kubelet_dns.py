@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import dns.exception
 import httpx
 import pytest
 
 from tests.conftest import ServerHandle
+from tests.integration.dns_harness import Dns, running_dns
 from tests.integration.kubelet_harness import (
     BUSYBOX,
     KubeletProcess,
@@ -20,6 +22,7 @@ from tests.integration.kubelet_harness import (
     unique_node,
     wait_idle,
 )
+from tests.polling import wait_for
 
 _PROBLEM = docker_problem()
 pytestmark = pytest.mark.skipif(_PROBLEM is not None, reason=_PROBLEM or "")
@@ -137,3 +140,63 @@ def test_a_container_may_mount_its_own_resolv_conf(
     pods.wait_phase("own", "Succeeded")
     done = kubectl(apiserver, "logs", "own", "-n", pods.namespace)
     assert done.stdout == "nameserver 192.0.2.99\n", done.stderr
+
+
+@pytest.fixture(scope="module")
+def k8sdns(apiserver: ServerHandle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dns]:
+    # No upstream resolvers: a name the cluster does not answer gets SERVFAIL, and no query
+    # leaves the machine.
+    log = tmp_path_factory.mktemp("kl-dns-server") / "dns.log"
+    with running_dns(apiserver, log, "--upstream-dns", "") as server:
+        yield server
+
+
+def test_busybox_nslookup_of_service_dot_namespace(
+    apiserver: ServerHandle, api: httpx.Client, pods: Pods, k8sdns: Dns
+) -> None:
+    """busybox's own nslookup sends `SVC.NS.` as it is (no search list for a dotted name),
+    as `kubectl run -it --rm t --image=busybox:1.35 -- nslookup kubernetes.default` does;
+    k8slite-dns answers it with the Service's address. A hostNetwork pod reaches the server
+    on loopback."""
+    ns = pods.namespace
+    r = api.post(
+        f"/api/v1/namespaces/{ns}/services",
+        json={"metadata": {"name": "web"}, "spec": {"ports": [{"port": 80}]}},
+    )
+    assert r.status_code == 201, r.text
+    web_ip = r.json()["spec"]["clusterIP"]
+    kubernetes_ip = api.get("/api/v1/namespaces/default/services/kubernetes").json()["spec"][
+        "clusterIP"
+    ]
+    server = f"127.0.0.1:{k8sdns.port}"
+
+    # The server learns of the Service from its watch: wait until it answers the name.
+    def resolves() -> bool:
+        try:
+            answer = k8sdns.query(f"web.{ns}").answer
+        except dns.exception.Timeout:
+            return False  # a lost datagram: not yet
+        return [r.to_text() for rrset in answer for r in rrset] == [web_ip]
+
+    wait_for(resolves, timeout=60, what=f"web.{ns} to resolve")
+    script = (
+        f'for n in kubernetes.default web.{ns} nope.{ns}; do echo "== $n"; '
+        f'nslookup -type=a "$n" {server} 2>&1; echo "rc=$?"; done'
+    )
+    pods.create(
+        "lookup",
+        [{"name": "lookup", "image": BUSYBOX, "command": ["sh", "-c", script]}],
+        restartPolicy="Never",
+        hostNetwork=True,
+    )
+    pods.wait_phase("lookup", "Succeeded")
+    done = kubectl(apiserver, "logs", "lookup", "-n", ns)
+    got = {part.partition("\n")[0]: part for part in done.stdout.split("== ")[1:]}
+    assert kubernetes_ip == "10.96.0.1"
+    assert "Name:\tkubernetes.default\nAddress: 10.96.0.1\n" in got["kubernetes.default"], (
+        done.stdout
+    )
+    assert got["kubernetes.default"].endswith("rc=0\n"), done.stdout
+    assert f"Name:\tweb.{ns}\nAddress: {web_ip}\n" in got[f"web.{ns}"], done.stdout
+    # No such Service: not ours to answer, and there is no upstream to ask.
+    assert "SERVFAIL" in got[f"nope.{ns}"] and got[f"nope.{ns}"].endswith("rc=1\n"), done.stdout

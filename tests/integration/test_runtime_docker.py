@@ -24,6 +24,7 @@ import trio
 from k8slite.kubelet.probes import run_probe
 from k8slite.kubelet.runtime import (
     ContainerConfig,
+    ContainerRuntimeError,
     ContainerState,
     ContainerStatus,
     ImageNeverPullError,
@@ -419,6 +420,21 @@ async def test_logs_tail_timestamps_since_and_follow(runtime: DockerRuntime) -> 
     assert await read_logs(runtime, cid, since_seconds=since) == b"late\n"
     with pytest.raises(NotFoundError):
         await read_logs(runtime, "no-such-container")
+
+
+async def test_tty_logs_and_attach_to_an_exited_container(runtime: DockerRuntime) -> None:
+    """What `kubectl run -it` meets when its command ends at once: the attach is refused in
+    words (the engine's own attach would wait forever) and the logs, a terminal's bytes
+    with no frames, are read whole."""
+    sandbox = await runtime.run_sandbox(make_pod("quick"))
+    cid = await start(
+        runtime, sandbox, "quick", "sh", "-c", "echo one; echo two", stdin=True, tty=True
+    )
+    await wait_exited(runtime, cid)
+    assert await read_logs(runtime, cid) == b"one\r\ntwo\r\n"
+    with trio.fail_after(30), pytest.raises(ContainerRuntimeError) as refused:
+        await runtime.attach(cid, stdin=True, tty=True)
+    assert "cannot attach to container quick: it is not running (exit code 0)" in str(refused.value)
 
 
 async def test_adoption_by_labels_and_removal(runtime: DockerRuntime, pod_network: str) -> None:

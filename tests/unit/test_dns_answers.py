@@ -107,12 +107,30 @@ def test_nodata_versus_nxdomain() -> None:
 def test_names_are_case_insensitive_and_the_cache_keeps_the_query_case() -> None:
     server = make_server()
     first = ask(server, "web.default.svc.cluster.local")
-    assert server.metrics.cache_misses._value.get() == 1
+    assert server.metrics.cache_misses == 1
     again = ask(server, "WEB.Default.svc.cluster.local")  # a cache hit, other case
-    assert server.metrics.cache_misses._value.get() == 1
+    assert server.metrics.cache_misses == 1
     assert again.question[0].name.to_text() == "WEB.Default.svc.cluster.local."
     assert again.answer[0].name.to_text() == "WEB.Default.svc.cluster.local."
     assert [r.to_text() for r in again.answer[0]] == [r.to_text() for r in first.answer[0]]
+
+
+def test_cache_hits_in_either_case_answer_with_the_query_case() -> None:
+    # The first query upper case: the cached copy keeps the question in lower case, so the
+    # lower-case query after it (the fast path: its bytes are the key) is answered as asked.
+    server = make_server()
+    for name in ("WEB.default.svc.cluster.local", "web.default.svc.cluster.local"):
+        response = ask(server, name)
+        assert response.question[0].name.to_text() == name + "."
+        assert response.answer[0].name.to_text() == name + "."
+        assert [r.to_text() for r in response.answer[0]] == ["10.96.0.20"]
+    # The same for a denial, and the other way round (lower case first).
+    for name in ("nope.default.svc.cluster.local", "NOPE.Default.svc.cluster.local"):
+        response = ask(server, name)
+        assert rcode(response) == "NXDOMAIN"
+        assert response.question[0].name.to_text() == name + "."
+    assert misses(server) == 2
+    assert server.metrics.cache_hits == 2
 
 
 def test_cache_is_dropped_when_records_change() -> None:
@@ -124,7 +142,7 @@ def test_cache_is_dropped_when_records_change() -> None:
 
 
 def misses(server: DnsServer) -> float:
-    return server.metrics.cache_misses._value.get()  # type: ignore[no-any-return]
+    return server.metrics.cache_misses
 
 
 def set_service(server: DnsServer, name: str, ip: str) -> None:
@@ -212,6 +230,59 @@ def test_names_outside_the_zone_are_pending_for_the_upstreams() -> None:
     server = make_server()
     query = dns.message.make_query("example.com", "A")
     assert isinstance(server.respond(query.to_wire(), "udp", "1"), Pending)
+
+
+def pending(server: DnsServer, name: str, rdtype: str = "A") -> bool:
+    query = dns.message.make_query(name, rdtype)
+    return isinstance(server.respond(query.to_wire(), "udp", "1"), Pending)
+
+
+def test_service_dot_namespace_is_answered_for_an_existing_service() -> None:
+    # busybox's nslookup asks for `web.default.` itself (no search list for dotted names).
+    server = make_server()
+    response = ask(server, "Web.Default")
+    assert rcode(response) == "NOERROR"
+    assert response.answer[0].name.to_text() == "Web.Default."
+    assert [r.to_text() for r in response.answer[0]] == ["10.96.0.20"]
+    assert response.answer[0].ttl == 5
+    assert not response.flags & dns.flags.AA  # not our zone
+    # NODATA for the other types, with no SOA (ours is cluster.local's, not this name's).
+    for rdtype in ("AAAA", "MX", "SRV"):
+        nodata = ask(server, "web.default", rdtype)
+        assert rcode(nodata) == "NOERROR" and nodata.answer == [], rdtype
+        assert nodata.authority == [], rdtype
+    # A headless Service: every ready endpoint; an ExternalName: its CNAME, followed.
+    assert len(ask(server, "big.default", proto="tcp").answer[0]) == 100
+    ext = ask(server, "ext.default").answer
+    assert [(r.name.to_text(), r.rdtype) for r in ext] == [
+        ("ext.default.", dns.rdatatype.CNAME),
+        ("web.default.svc.cluster.local.", dns.rdatatype.A),
+    ]
+
+
+def test_other_two_label_names_go_upstream() -> None:
+    server = make_server()
+    server.store.set_namespace("dev", True)  # a namespace named like a TLD
+    for name in (
+        "nope.default",  # no such Service
+        "web.other",  # no such namespace
+        "example.dev",  # a namespace, but no Service: the real domain
+        "web.default.com",  # three labels
+        "default",  # one label
+        "big.default.svc",
+    ):
+        assert pending(server, name), name
+    # The Service appears: its short name is answered (and no cached forward hides it)...
+    svc = {"metadata": {"name": "example", "namespace": "dev"}, "spec": {"clusterIP": "10.96.0.7"}}
+    server.store.set_records("dev/example", service_records(svc, [], server.store.zone))
+    assert [r.to_text() for r in ask(server, "example.dev").answer[0]] == ["10.96.0.7"]
+    # ... and when it goes, so does the cached answer: the name is forwarded again.
+    server.store.set_records("dev/example", [])
+    assert pending(server, "example.dev")
+    server.store.set_records("dev/example", service_records(svc, [], server.store.zone))
+    assert not pending(server, "example.dev")
+    server.store.set_namespace("dev", False)
+    assert pending(server, "example.dev")
 
 
 def test_pod_records() -> None:
@@ -360,3 +431,38 @@ async def test_tcp_connections_over_the_limit_are_closed(monkeypatch: pytest.Mon
         for stream in [*held, extra]:
             await stream.aclose()
         nursery.cancel_scope.cancel()
+
+
+def test_metrics_are_counted_per_query_and_exported_as_coredns_families() -> None:
+    server = make_server()
+    ask(server, "web.default.svc.cluster.local")  # built
+    ask(server, "web.default.svc.cluster.local")  # from the cache
+    ask(server, "nope.default.svc.cluster.local")  # a denial, built
+    ask(server, "_http._tcp.web.default.svc.cluster.local", "SRV", proto="tcp")
+    registry = server.metrics.registry
+    base = {"server": "dns://:53", "zone": ".", "view": ""}
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, labels)
+
+    assert value("coredns_dns_requests_total", **base, proto="udp", family="1", type="A") == 3
+    assert value("coredns_dns_requests_total", **base, proto="tcp", family="1", type="SRV") == 1
+    responses = "coredns_dns_responses_total"
+    assert value(responses, **base, rcode="NOERROR", plugin="kubernetes") == 2
+    assert value(responses, **base, rcode="NOERROR", plugin="cache") == 1
+    assert value(responses, **base, rcode="NXDOMAIN", plugin="kubernetes") == 1
+    # The histogram's buckets are cumulative and end with every request of the type.
+    a = {**base, "type": "A"}
+    found = [
+        value("coredns_dns_request_duration_seconds_bucket", **a, le=le)
+        for le in ("0.00025", "0.0005", "8.192", "+Inf")
+    ]
+    buckets = [b for b in found if b is not None]
+    assert len(buckets) == 4 and buckets == sorted(buckets) and buckets[-1] == 3, found
+    assert value("coredns_dns_request_duration_seconds_count", **a) == 3
+    assert (value("coredns_dns_request_duration_seconds_sum", **a) or 0) > 0
+    cache = {"server": "dns://:53", "zones": ".", "view": ""}
+    assert value("coredns_cache_hits_total", **cache, type="success") == 1
+    assert value("coredns_cache_hits_total", **cache, type="denial") == 0
+    assert value("coredns_cache_misses_total", **cache) == 3
+    assert value("coredns_cache_requests_total", **cache) == 4

@@ -373,6 +373,34 @@ _PDB_SPEC: Message = {
 # `kubectl drain` evicts through the typed policy/v1 client (v1beta1 from older clients).
 _EVICTION: Message = {1: ("metadata", OBJECT_META), 2: ("deleteOptions", DELETE_OPTIONS)}
 
+# rbac.authorization.k8s.io/v1 (`kubectl create role|clusterrole|rolebinding|
+# clusterrolebinding`).
+_POLICY_RULE: Message = {
+    1: ("verbs", _STRS),
+    2: ("apiGroups", _STRS),
+    3: ("resources", _STRS),
+    4: ("resourceNames", _STRS),
+    5: ("nonResourceURLs", _STRS),
+}
+_ROLE: Message = {1: ("metadata", OBJECT_META), 2: ("rules", ("list", _POLICY_RULE))}
+_BINDING: Message = {
+    1: ("metadata", OBJECT_META),
+    2: (
+        "subjects",
+        (
+            "list",
+            {
+                1: ("kind", "str"),
+                2: ("apiGroup", "str"),
+                3: ("name", "str"),
+                4: ("namespace", "str"),
+            },
+        ),
+    ),
+    3: ("roleRef", {1: ("apiGroup", "str"), 2: ("kind", "str"), 3: ("name", "str")}),
+}
+_RBAC = "rbac.authorization.k8s.io/v1"
+
 KINDS: dict[tuple[str, str], Message] = {
     ("v1", "Namespace"): {1: ("metadata", OBJECT_META), 2: ("spec", {1: ("finalizers", _STRS)})},
     ("v1", "ConfigMap"): {
@@ -408,6 +436,13 @@ KINDS: dict[tuple[str, str], Message] = {
         1: ("metadata", OBJECT_META),
         2: ("spec", _HPA_V1_SPEC),
     },
+    (_RBAC, "Role"): _ROLE,
+    (_RBAC, "ClusterRole"): {
+        **_ROLE,
+        3: ("aggregationRule", {1: ("clusterRoleSelectors", ("list", LABEL_SELECTOR))}),
+    },
+    (_RBAC, "RoleBinding"): _BINDING,
+    (_RBAC, "ClusterRoleBinding"): _BINDING,
     ("authorization.k8s.io/v1", "SelfSubjectAccessReview"): {
         1: ("metadata", OBJECT_META),
         2: ("spec", _ACCESS_SPEC),

@@ -2,10 +2,14 @@
 
 The key is everything in the query but its ID and the letter case of the question (the
 flags, the question, the EDNS record) plus the transport, so a hit is the cached response
-with the query's ID and question copied in: no parsing, no building. Each entry lists the
-names its answer was read from (the question, CNAME and SRV targets, and their ancestors'
-existence through the question itself); the record store says which names a change
-touched, and only the entries that read one of them go.
+with the query's ID and question copied in: no parsing, no building. The response is kept
+with the question in lower case, as the key has it: a query whose question is lower case
+already (what stub resolvers send) is its own key, transport + bytes after the ID, found
+without even walking the name, and answered by the stored bytes with its ID put in.
+
+Each entry lists the names its answer was read from (the question, CNAME and SRV
+targets, and their ancestors' existence through the question itself); the record store
+says which names a change touched, and only the entries that read one of them go.
 """
 
 from __future__ import annotations
@@ -14,6 +18,13 @@ import struct
 
 _HEADER = 12
 _COUNTS = struct.Struct("!HHHH")
+# Where the question starts in a key: after the transport byte and the header but its ID.
+_KEY_QUESTION = 1 + _HEADER - 2
+
+
+def exact_key(data: bytes, transport: bytes) -> bytes:
+    """The key of a query whose question is in lower case (else one no entry has)."""
+    return transport + data[2:]
 
 
 def query_key(data: bytes, transport: bytes) -> tuple[bytes, int] | None:
@@ -44,27 +55,39 @@ def query_key(data: bytes, transport: bytes) -> tuple[bytes, int] | None:
 class AnswerCache:
     def __init__(self, capacity: int = 10_000) -> None:
         self.capacity = capacity
-        # key -> (response, is a denial, the names it was read from)
-        self._entries: dict[bytes, tuple[bytes, bool, frozenset[str]]] = {}
+        # key -> (response, is a denial, the query type, the names it was read from)
+        self._entries: dict[bytes, tuple[bytes, bool, int, frozenset[str]]] = {}
         # name -> keys of the entries read from it
         self._readers: dict[str, set[bytes]] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: bytes) -> tuple[bytes, bool] | None:
-        entry = self._entries.get(key)
-        return None if entry is None else (entry[0], entry[1])
+    def get(self, key: bytes) -> tuple[bytes, bool, int, frozenset[str]] | None:
+        """(response with the question in lower case, is a denial, query type, names)."""
+        return self._entries.get(key)
 
-    def put(self, key: bytes, response: bytes, denial: bool, names: frozenset[str]) -> None:
+    def put(
+        self,
+        key: bytes,
+        question_length: int,
+        response: bytes,
+        denial: bool,
+        names: frozenset[str],
+    ) -> None:
+        """Keep `response` to the query that `key` (from query_key) stands for."""
         if self.capacity <= 0:
             return  # caching turned off
+        end = _KEY_QUESTION + question_length
+        question = key[_KEY_QUESTION:end]
+        qtype = int.from_bytes(key[end - 4 : end - 2], "big")
+        response = response[:_HEADER] + question + response[_HEADER + question_length :]
         if key in self._entries:
             self._drop(key)
         elif len(self._entries) >= self.capacity:
             # The oldest entry goes (dicts keep insertion order).
             self._drop(next(iter(self._entries)))
-        self._entries[key] = (response, denial, names)
+        self._entries[key] = (response, denial, qtype, names)
         for name in names:
             self._readers.setdefault(name, set()).add(key)
 
@@ -82,12 +105,17 @@ class AnswerCache:
         entry = self._entries.pop(key, None)
         if entry is None:
             return
-        for name in entry[2]:
+        for name in entry[3]:
             readers = self._readers.get(name)
             if readers is not None:
                 readers.discard(key)
                 if not readers:
                     del self._readers[name]
+
+
+def with_id(cached: bytes, query: bytes) -> bytes:
+    """The cached response with this query's ID: for a query found by exact_key."""
+    return query[:2] + cached[2:]
 
 
 def patched(cached: bytes, query: bytes, question_length: int) -> bytes:

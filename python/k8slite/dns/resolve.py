@@ -78,7 +78,38 @@ class Resolver:
             return self._in_zone(qname, name, qtype)
         if name.endswith(_REVERSE_ZONES):
             return self._reverse(qname, name, qtype)
+        short = self._service_short_name(qname, name, qtype)
+        if short is not None:
+            return short
         return Answer(authoritative=False, forward=True)
+
+    def _service_short_name(self, qname: dns.name.Name, name: str, qtype: int) -> Answer | None:
+        """`SVC.NS.` answered as `SVC.NS.svc.<zone>` when NS is a namespace holding Service
+        SVC (with records); None (forward it) otherwise.
+
+        A K8s-Lite deviation from CoreDNS: busybox's nslookup (>= 1.29) applies the search
+        list only to names without a dot, so `nslookup kubernetes.default` asks for
+        `kubernetes.default.` itself. Answering only for an existing Service leaves every
+        other two-label name (real domains included) to the upstream resolvers.
+        """
+        svc, _, ns = name[:-1].partition(".")
+        if not svc or not ns or "." in ns or not self.store.has_namespace(ns):
+            return None
+        full = f"{svc}.{ns}.svc.{self.zone}"
+        if self.store.lookup(full) is None:
+            return None
+        inner = self._in_zone(dns.name.from_text(full), full, qtype)
+        # The Service's own records under the name asked; a denial carries no SOA, as the
+        # name is not in our zone (nor is it authoritative).
+        inner.answer = [
+            dns.rrset.from_rdata_list(qname, rrset.ttl, list(rrset))
+            if rrset.name.to_text().lower() == full
+            else rrset
+            for rrset in inner.answer
+        ]
+        inner.authority = []
+        inner.authoritative = False
+        return inner
 
     # ------------------------------------------------------------------ in zone
 

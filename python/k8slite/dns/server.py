@@ -1,6 +1,7 @@
 """The DNS protocol side: queries in over UDP and TCP, answers out, never a crash.
 
-A query is answered from the answer cache when it can be (no parsing at all), else parsed
+A query is answered from the answer cache when it can be (no parsing at all; for a
+lower-case question not even a walk over its name), else parsed
 with dnspython and answered from the record store; names that are not the cluster's go to
 the upstream resolvers in a task of their own, so a slow upstream holds up nobody else.
 """
@@ -22,7 +23,7 @@ import dns.rdataclass
 import dns.rdatatype
 import trio
 
-from k8slite.dns.cache import AnswerCache, patched, query_key
+from k8slite.dns.cache import AnswerCache, exact_key, patched, query_key, with_id
 from k8slite.dns.forward import Forwarder, read_exactly
 from k8slite.dns.metrics import DnsMetrics, rcode_text
 from k8slite.dns.resolve import Answer, Resolver
@@ -79,19 +80,27 @@ class DnsServer:
     def respond(self, data: bytes, proto: str, family: str) -> bytes | Pending | None:
         """The response to one query, or a Pending for finish(), or None (dropped)."""
         started = time.perf_counter()
-        keyed = query_key(data, _TCP if proto == "tcp" else _UDP)
-        if keyed is not None:
-            key, qlen = keyed
-            hit = self.cache.get(key)
-            if hit is not None:
-                response, denial = hit
-                self.metrics.cache_hit(denial)
-                qtype = int.from_bytes(data[8 + qlen : 10 + qlen], "big")
-                self.metrics.observe(
-                    proto, family, qtype, response[3] & 0xF, "cache", time.perf_counter() - started
-                )
-                return patched(response, data, qlen)
-            self.metrics.cache_miss()
+        transport = _TCP if proto == "tcp" else _UDP
+        # The fast path: a lower-case question is its own key; no walk, no parse.
+        keyed: tuple[bytes, int] | None = None
+        entry = self.cache.get(exact_key(data, transport))
+        if entry is not None:
+            reply = with_id(entry[0], data)
+        else:
+            keyed = query_key(data, transport)
+            if keyed is not None:
+                entry = self.cache.get(keyed[0])
+                if entry is not None:
+                    reply = patched(entry[0], data, keyed[1])
+                else:
+                    self.metrics.cache_miss()
+        if entry is not None:
+            response, denial, qtype, _ = entry
+            self.metrics.cache_hit(denial)
+            self.metrics.observe(
+                proto, family, qtype, response[3] & 0xF, "cache", time.perf_counter() - started
+            )
+            return reply
         try:
             query = dns.message.from_wire(data)
         except dns.message.ShortHeader:
@@ -121,7 +130,7 @@ class DnsServer:
             return Pending(query, data, answer, proto, family, started)
         wire = self._wire(self._message(query, answer), query, proto)
         if keyed is not None and answer.rcode in (dns.rcode.NOERROR, dns.rcode.NXDOMAIN):
-            self.cache.put(keyed[0], wire, answer.denial, frozenset(answer.names))
+            self.cache.put(keyed[0], keyed[1], wire, answer.denial, frozenset(answer.names))
             self.metrics.cache_entries.set(len(self.cache))
         self.metrics.observe(
             proto,
@@ -260,7 +269,11 @@ class DnsServer:
                         nursery.start_soon(self._udp_later, sock, reply, addr)
                     elif reply is not None:
                         _sendto(sock, reply, addr)
-                await trio.lowlevel.checkpoint()
+                else:
+                    # A full batch and maybe more waiting: the others get a turn first.
+                    # (A drained socket goes straight back to waiting, which yields too:
+                    # one trip through the scheduler per wake-up, not two.)
+                    await trio.lowlevel.checkpoint()
 
     async def _udp_later(self, sock: socket.socket, pending: Pending, addr: Any) -> None:
         reply = await self._finish_safely(pending)

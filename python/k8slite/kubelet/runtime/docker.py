@@ -20,6 +20,7 @@ import requests
 import trio
 
 from k8slite.kubelet.runtime.base import (
+    LABEL_CONTAINER_NAME,
     LABEL_MANAGED,
     LABEL_NODE,
     LABEL_SANDBOX_ID,
@@ -82,6 +83,8 @@ _LOG_CONFIG = docker.types.LogConfig(type="json-file", config={"max-size": "10m"
 _STREAM_HEADER = 8
 # How long an exec's exit code may lag behind the end of its output.
 EXEC_EXIT_WAIT = 10.0
+# How often an attach checks that the container still runs (see attach's ended()).
+ATTACH_POLL = 1.0
 
 
 class DockerRuntime:
@@ -471,12 +474,23 @@ class DockerRuntime:
             raise ContainerRuntimeError(
                 "Unable to attach: the container was not started with stdin: true"
             )
+        # The engine's attach to a container that is not running waits for output that never
+        # comes: refuse it, as a CRI runtime does (kubectl run -it then shows the logs).
+        started = _running_since(attrs)
         api = await self._client()
         query = f"stream=1&stdout=1&stderr=1&stdin={1 if stdin else 0}"
         with _translated():
             stream, first = await hijack(
                 self._base_url, api.api_version, f"/containers/{container_id}/attach?{query}", None
             )
+        try:
+            # It may have exited (or restarted) while the connection was being set up.
+            now = await self._call(docker.APIClient.inspect_container, container_id)
+            if _running_since(now) != started:
+                raise ContainerRuntimeError(_not_running(now))
+        except BaseException:
+            await trio.aclose_forcefully(stream)
+            raise
 
         async def resize(width: int, height: int) -> None:
             await self._call(docker.APIClient.resize, container_id, height=height, width=width)
@@ -484,7 +498,19 @@ class DockerRuntime:
         async def no_exit_code() -> int | None:
             return None
 
-        return DockerSession(stream, first, bool(config.get("Tty")), resize, no_exit_code)
+        async def ended() -> None:
+            # The engine ends an attach as the process exits, except when the exit falls
+            # between its upgrade and hooking up the streams: then this ends it.
+            while True:
+                await trio.sleep(ATTACH_POLL)
+                with suppress(ContainerRuntimeError):
+                    now = await self._call(docker.APIClient.inspect_container, container_id)
+                    if _running_since(now) != started:
+                        return
+
+        return DockerSession(
+            stream, first, bool(config.get("Tty")), resize, no_exit_code, ended=ended
+        )
 
     async def port_forward(self, sandbox: Sandbox, port: int) -> trio.SocketStream:
         # The pod's address on the bridge network (the node's own for hostNetwork pods).
@@ -517,6 +543,9 @@ class DockerRuntime:
         }
         if since_seconds is not None:
             params["since"] = f"{time.time() - since_seconds:.9f}"
+        # A TTY container's log is its terminal's bytes as they are, with no frames.
+        attrs = await self._call(docker.APIClient.inspect_container, container_id)
+        raw = bool((attrs.get("Config") or {}).get("Tty"))
         client = await self._http_client()
         async with client.stream(
             "GET", f"/containers/{container_id}/logs", params=params
@@ -526,6 +555,11 @@ class DockerRuntime:
             if response.status_code >= 400:
                 body = (await response.aread()).decode(errors="replace")
                 raise ContainerRuntimeError(f"logs of {container_id}: {body.strip()}")
+            if raw:
+                async for chunk in response.aiter_raw():
+                    if chunk:
+                        yield chunk
+                return
             buf = bytearray()
             async for chunk in response.aiter_raw():
                 buf += chunk
@@ -559,6 +593,24 @@ class DockerRuntime:
 
 
 # -- blocking helpers, run in worker threads ----------------------------------------------------
+
+
+def _running_since(attrs: Mapping[str, Any]) -> str:
+    """When the container's current run started; raises if it is not running."""
+    state = attrs.get("State") or {}
+    if not state.get("Running") or state.get("Restarting"):
+        raise ContainerRuntimeError(_not_running(attrs))
+    return str(state.get("StartedAt") or "")
+
+
+def _not_running(attrs: Mapping[str, Any]) -> str:
+    state = attrs.get("State") or {}
+    labels = (attrs.get("Config") or {}).get("Labels") or {}
+    name = str(labels.get(LABEL_CONTAINER_NAME) or "")
+    what = f"container {name}" if name else "the container"
+    if state.get("Running") and not state.get("Restarting"):
+        return f"cannot attach to {what}: it restarted while attaching"
+    return f"cannot attach to {what}: it is not running (exit code {state.get('ExitCode', 0)})"
 
 
 @contextmanager

@@ -21,6 +21,7 @@ _HEADER = 8
 _READ = 64 * 1024
 _MAX_HEAD = 64 * 1024
 _RESIZE_TRIES = 10
+_DRAIN = 1.0
 
 
 async def open_engine(base_url: str) -> trio.abc.HalfCloseableStream:
@@ -88,12 +89,17 @@ class DockerSession:
         tty: bool,
         resize: Callable[[int, int], Awaitable[None]],
         exit_code: Callable[[], Awaitable[int | None]],
+        *,
+        ended: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.stream = stream
         self.first = first
         self.tty = tty
         self._resize = resize
         self._exit_code = exit_code
+        # Returns once the process is known to have ended: the output then gets a moment to
+        # drain and the session ends even if the engine never closes the stream.
+        self._ended = ended
         self._stdin_closed = False
 
     async def write_stdin(self, data: bytes) -> None:
@@ -119,6 +125,25 @@ class DockerSession:
                     await trio.sleep(0.01 * (attempt + 1))
 
     async def copy_output(self, write: Callable[[int, bytes], Awaitable[None]]) -> None:
+        if self._ended is None:
+            await self._copy_output(write)
+            return
+        ended = self._ended
+        async with trio.open_nursery() as nursery:
+
+            async def copy() -> None:
+                await self._copy_output(write)
+                nursery.cancel_scope.cancel()
+
+            async def watch() -> None:
+                await ended()
+                await trio.sleep(_DRAIN)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(copy)
+            nursery.start_soon(watch)
+
+    async def _copy_output(self, write: Callable[[int, bytes], Awaitable[None]]) -> None:
         buf = bytearray(self.first)
         self.first = b""
         while True:
