@@ -8,14 +8,11 @@ from typing import Any
 
 import pytest
 import yaml
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from k8slite._native import loads
 from k8slite.apiserver import openapi, openapi_proto
 from k8slite.apiserver.crdschema_v2 import v2_schema
-
-descriptor_pb2 = pytest.importorskip("google.protobuf.descriptor_pb2")
-descriptor_pool = pytest.importorskip("google.protobuf.descriptor_pool")
-message_factory = pytest.importorskip("google.protobuf.message_factory")
 
 # message: "number name type" per field; "*" after the number marks a repeated field.
 _MESSAGES = {

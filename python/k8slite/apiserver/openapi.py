@@ -626,7 +626,8 @@ def register(app: QuartTrio) -> None:
         forms = _v2_served()
         body, digest = forms.json if media_type == "application/json" else forms.proto
         headers = {"Etag": f'"{digest}"', "Vary": "Accept"}
-        if f'"{digest}"' in request.headers.get("If-None-Match", ""):
+        if_none_match = request.headers.get("If-None-Match", "")
+        if f'"{digest}"' in if_none_match or if_none_match.strip() == "*":
             return Response(b"", status=304, headers=headers)
         return Response(body, content_type=media_type, headers=headers)
 
