@@ -523,11 +523,6 @@ def custom_v3_documents() -> dict[str, tuple[bytes, str]]:
     return out
 
 
-def v2_with_custom() -> bytes:
-    """The v2 document, with the custom kinds served now merged in."""
-    return _v2_served().json[0]
-
-
 class _V2Forms:
     """The v2 document of one set of served kinds: JSON, and protobuf made on first use."""
 
@@ -553,6 +548,7 @@ _v2_forms: list[_V2Forms] = []  # the one for the kinds served last
 
 
 def _v2_served() -> _V2Forms:
+    """The v2 document with the custom kinds served now merged in, made again when they change."""
     kinds = [rt for group in _custom_kinds().values() for rt in group]
     identity: list[object] = [custom_of(rt) for rt in kinds]
     if _v2_forms:
