@@ -6,6 +6,7 @@ import os
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -47,6 +48,35 @@ def kubectl(apiserver: ServerHandle, tmp_path_factory: pytest.TempPathFactory) -
             text=True,
             timeout=timeout,
             env=full_env,
+            check=False,
+        )
+        if check:
+            assert proc.returncode == 0, f"{' '.join(args)}: {proc.stderr}"
+        return proc
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def k(module_apiserver: ServerHandle, tmp_path_factory: pytest.TempPathFactory) -> Kubectl:
+    """kubectl against this module's own API server (its CRDs change discovery for all)."""
+    binary = kubectl_path()
+    if not binary.exists():
+        pytest.skip("kubectl is not installed (hack/get-kubectl installs it into .venv/bin)")
+    cache = tmp_path_factory.mktemp("kubectl-cache")
+    home = tmp_path_factory.mktemp("kubectl-home")
+
+    def run(
+        *args: str, stdin: str | None = None, check: bool = True, timeout: float = 60, **_: Any
+    ) -> subprocess.CompletedProcess[str]:
+        cmd = [str(binary), "--kubeconfig", str(module_apiserver.kubeconfig)]
+        proc = subprocess.run(
+            [*cmd, "--cache-dir", str(cache), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={"PATH": os.environ.get("PATH", ""), "HOME": str(home)},
             check=False,
         )
         if check:

@@ -52,13 +52,26 @@ def test_openapi_documents(http: httpx.Client) -> None:
     v2 = http.get("/openapi/v2").json()
     deployment = v2["definitions"]["io.k8s.api.apps.v1.Deployment"]
     assert deployment["x-kubernetes-group-version-kind"][0]["kind"] == "Deployment"
-    assert (
-        http.get(
-            "/openapi/v2",
-            headers={"Accept": "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"},
-        ).status_code
-        == 406
+    json_etag = http.get("/openapi/v2").headers["etag"]
+    pb = http.get(
+        "/openapi/v2",
+        headers={"Accept": "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"},
     )
+    assert pb.status_code == 200
+    assert (
+        pb.headers["content-type"] == "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+    )
+    assert pb.content.startswith(b"\x0a\x032.0")  # Document.swagger (field 1) = "2.0"
+    assert pb.headers["etag"] != json_etag  # each form has its own
+    again = http.get(
+        "/openapi/v2",
+        headers={
+            "Accept": "application/com.github.proto-openapi.spec.v2@v1.0+protobuf",
+            "If-None-Match": pb.headers["etag"],
+        },
+    )
+    assert (again.status_code, again.content) == (304, b"")
+    assert http.get("/openapi/v2", headers={"Accept": "application/yaml"}).status_code == 406
 
 
 def test_table_and_partial_metadata(http: httpx.Client, ns: str) -> None:

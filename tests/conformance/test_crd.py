@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,7 @@ import httpx
 import pytest
 
 from tests.conformance.conftest import Kubectl, rows
-from tests.conftest import ServerHandle, kubectl_path
+from tests.conftest import ServerHandle
 from tests.polling import wait_for
 
 GROUP = "stable.example.com"
@@ -130,35 +129,6 @@ def crontab(name: str, **spec: Any) -> str:
     return json.dumps(
         {"apiVersion": f"{GROUP}/v1", "kind": "CronTab", "metadata": {"name": name}, "spec": body}
     )
-
-
-@pytest.fixture(scope="module")
-def k(module_apiserver: ServerHandle, tmp_path_factory: pytest.TempPathFactory) -> Kubectl:
-    """kubectl against this module's own API server (its CRDs change discovery for all)."""
-    binary = kubectl_path()
-    if not binary.exists():
-        pytest.skip("kubectl is not installed (hack/get-kubectl installs it into .venv/bin)")
-    cache = tmp_path_factory.mktemp("kubectl-cache")
-    home = tmp_path_factory.mktemp("kubectl-home")
-
-    def run(
-        *args: str, stdin: str | None = None, check: bool = True, timeout: float = 60, **_: Any
-    ) -> subprocess.CompletedProcess[str]:
-        cmd = [str(binary), "--kubeconfig", str(module_apiserver.kubeconfig)]
-        proc = subprocess.run(
-            [*cmd, "--cache-dir", str(cache), *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env={"PATH": os.environ.get("PATH", ""), "HOME": str(home)},
-            check=False,
-        )
-        if check:
-            assert proc.returncode == 0, f"{' '.join(args)}: {proc.stderr}"
-        return proc
-
-    return run
 
 
 @pytest.fixture(scope="module")

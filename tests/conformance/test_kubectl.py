@@ -115,6 +115,18 @@ def test_explain(kubectl: Kubectl) -> None:
     assert 'field "nope" does not exist' in missing.stderr
 
 
+def test_explain_plaintext_openapiv2(kubectl: Kubectl) -> None:
+    """The v2 template reads /openapi/v2 as gnostic protobuf."""
+    out = kubectl("explain", "pods.spec.containers", "--output", "plaintext-openapiv2").stdout
+    assert out.startswith("KIND:     Pod\nVERSION:  v1\n\nRESOURCE: containers <[]Object>\n")
+    assert "   name\t<string> -required-\n" in out
+    assert "   ports\t<[]Object>\n" in out
+    field = kubectl("explain", "deployment.spec.replicas", "--output", "plaintext-openapiv2").stdout
+    assert field.startswith(
+        "KIND:     Deployment\nVERSION:  apps/v1\n\nFIELD:    replicas <integer>\n"
+    )
+
+
 # ----------------------------------------------------- create generators, get
 
 

@@ -3,6 +3,9 @@
 v3 is what kubectl 1.35 reads: `kubectl explain`, the patch metadata of client-side apply,
 and the check that the server validates fields itself (the `fieldValidation` parameter on a
 kind's PATCH operation). The per group-version documents are addressed by content hash.
+v2 is what kubectl validates on the client with (the items of a `kind: List`); it asks for
+it as protobuf (openapi_proto), and gets JSON when it asks for that. Both forms are made
+once per set of served custom kinds and carry an ETag (If-None-Match gets 304).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from k8slite.api.customresource import custom_of
 from k8slite.api.patchmeta import META
 from k8slite.api.resources import RESOURCES, ResourceType, group_versions, served
 from k8slite.api.schemas import Definition, Node
+from k8slite.apiserver import openapi_proto
+from k8slite.apiserver.crdschema_v2 import v2_schema
 from k8slite.component.objects import Obj
 
 _SPECIAL: dict[str, Obj] = {
@@ -399,7 +404,7 @@ def v3_documents() -> dict[str, tuple[bytes, str]]:
                     "components": {"schemas": schemas_},
                 }
             )
-            out[gv_path(group, version)] = (doc, hashlib.sha512(doc).hexdigest().upper())
+            out[gv_path(group, version)] = (doc, _etag(doc))
     return out
 
 
@@ -437,6 +442,8 @@ def _custom_schemas(rt: ResourceType, r: _Renderer) -> dict[str, Obj]:
     name, list_name = custom_definition_names(rt)
     gvk = {"group": rt.group, "kind": rt.kind, "version": rt.version}
     body = meta.clone(custom.raw_schema)
+    if not r.v3:
+        body = v2_schema(body)
     props = body.pop("properties", {}) or {}
     properties: Obj = {k: {"type": "string", "description": v} for k, v in _TYPE_META.items()}
     properties["metadata"] = r.ref(META + "ObjectMeta", _OBJECT_META_DOC)
@@ -509,23 +516,86 @@ def custom_v3_documents() -> dict[str, tuple[bytes, str]]:
                 "components": {"schemas": dict(sorted(definitions.items()))},
             }
         )
-        out[path] = (doc, hashlib.sha512(doc).hexdigest().upper())
+        out[path] = (doc, _etag(doc))
         _custom_docs[path] = (identity, out[path])
     for stale in _custom_docs.keys() - out.keys():
         del _custom_docs[stale]
     return out
 
 
-def v2_with_custom() -> bytes:
-    """The v2 document, with the custom kinds served now merged in."""
+class _V2Forms:
+    """The v2 document of one set of served kinds: JSON, and protobuf made on first use."""
+
+    def __init__(self, identity: list[object], json: bytes) -> None:
+        self.identity = identity
+        self.json = (json, _etag(json))
+        self._proto: tuple[bytes, str] | None = None
+
+    @property
+    def proto(self) -> tuple[bytes, str]:
+        if self._proto is None:
+            body = openapi_proto.document(loads(self.json[0]))
+            self._proto = (body, _etag(body))
+        return self._proto
+
+
+def _etag(body: bytes) -> str:
+    """Upstream's ETag of an OpenAPI document: its SHA-512 in upper-case hex."""
+    return hashlib.sha512(body).hexdigest().upper()
+
+
+_v2_forms: list[_V2Forms] = []  # the one for the kinds served last
+
+
+def _v2_served() -> _V2Forms:
+    """The v2 document with the custom kinds served now merged in, made again when they change."""
     kinds = [rt for group in _custom_kinds().values() for rt in group]
-    if not kinds:
-        return v2()
-    doc = loads(v2())
-    paths, definitions = _custom_document(kinds, v3=False)
-    doc["paths"] = dict(sorted({**doc["paths"], **paths}.items()))
-    doc["definitions"] = dict(sorted({**doc["definitions"], **definitions}.items()))
-    return dumps(doc)
+    identity: list[object] = [custom_of(rt) for rt in kinds]
+    if _v2_forms:
+        hit = _v2_forms[0]
+        if len(hit.identity) == len(identity) and all(
+            a is b for a, b in zip(hit.identity, identity, strict=True)
+        ):
+            return hit
+    if kinds:
+        doc = loads(v2())
+        paths, definitions = _custom_document(kinds, v3=False)
+        doc["paths"] = dict(sorted({**doc["paths"], **paths}.items()))
+        doc["definitions"] = dict(sorted({**doc["definitions"], **definitions}.items()))
+        json = dumps(doc)
+    else:
+        json = v2()
+    _v2_forms[:] = [_V2Forms(identity, json)]
+    return _v2_forms[0]
+
+
+def _v2_media_type(accept: str) -> str | None:
+    """The form of /openapi/v2 an Accept header asks for: JSON, protobuf or none (406).
+
+    Media ranges are taken in the order of their q-values, then of the header; an empty
+    header, */* and application/* get JSON.
+    """
+    if not accept.strip():
+        return "application/json"
+    ranges: list[tuple[float, int, str]] = []
+    for i, part in enumerate(accept.split(",")):
+        media, *params = (p.strip() for p in part.split(";"))
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if q > 0:
+            ranges.append((-q, i, media.lower()))
+    for _, _, media in sorted(ranges):
+        if media in ("application/json", "application/*", "*/*"):
+            return "application/json"
+        if media in openapi_proto.MEDIA_TYPES:
+            return openapi_proto.CONTENT_TYPE
+    return None
 
 
 def v3_root() -> Obj:
@@ -545,11 +615,17 @@ def register(app: QuartTrio) -> None:
     @app.route("/openapi/v2")
     async def openapi_v2() -> Response:
         accept = request.headers.get("Accept", "")
-        if accept and "json" not in accept and "*/*" not in accept:
-            # Only the JSON form is served; clients fall back when refused.
+        media_type = _v2_media_type(accept)
+        if media_type is None:
             err = errors.not_acceptable(accept)
             return Response(dumps(err.status()), status=err.code, content_type="application/json")
-        return Response(v2_with_custom(), content_type="application/json")
+        forms = _v2_served()
+        body, digest = forms.json if media_type == "application/json" else forms.proto
+        headers = {"Etag": f'"{digest}"', "Vary": "Accept"}
+        if_none_match = request.headers.get("If-None-Match", "")
+        if f'"{digest}"' in if_none_match or if_none_match.strip() == "*":
+            return Response(b"", status=304, headers=headers)
+        return Response(body, content_type=media_type, headers=headers)
 
     @app.route("/openapi/v3")
     async def openapi_v3() -> Response:

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import trio
 
-from k8slite import KUBERNETES_VERSION
+from k8slite import KUBERNETES_VERSION, protowire
 from k8slite.kubelet.runtime.base import ContainerRuntimeError, ExecTimeoutError, Runtime
 
 # Upstream's User-Agent, "kube-probe/<major>.<minor>".
@@ -156,9 +156,9 @@ async def _tcp(
 async def _grpc(probe: Mapping[str, Any], pod_ip: str, timeout: float) -> ProbeResult:
     """grpc.health.v1.Health/Check over HTTP/2 without TLS, as upstream's gRPC probe."""
     target = f"{_host(probe, pod_ip)}:{int(probe['port'])}"
-    service = str(probe.get("service") or "").encode()
+    service = str(probe.get("service") or "")
     # HealthCheckRequest{service = 1}, in a gRPC frame: no compression, 4-byte length.
-    message = b"\x0a" + _varint(len(service)) + service if service else b""
+    message = protowire.string(1, service)
     frame = b"\x00" + len(message).to_bytes(4, "big") + message
     headers = {"content-type": "application/grpc", "te": "trailers", "user-agent": USER_AGENT}
     with trio.move_on_after(timeout):
@@ -184,15 +184,6 @@ async def _grpc(probe: Mapping[str, Any], pod_ip: str, timeout: float) -> ProbeR
             False, f'service unhealthy (responded with "{_GRPC_STATUS.get(status, status)}")'
         )
     return ProbeResult(False, f"timeout: health rpc did not complete within {timeout:g}s")
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 def _grpc_serving_status(body: bytes) -> int:
