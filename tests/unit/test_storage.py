@@ -1,4 +1,9 @@
-"""RocksStore against a real RocksDB: CAS, atomicity, revisions, events, group commit, crashes."""
+"""The Store contract against real backends: RocksDB, and etcd (a real etcd process).
+
+CAS, atomicity, revisions, events and reopening run on both backends, with revisions counted
+from where the store starts (etcd's first is 1, and the tests share one etcd); group commit,
+staged writes and crashes are RocksDB's own.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,11 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Awaitable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -28,6 +36,12 @@ from k8slite.storage import (
     StoreUnavailable,
 )
 from k8slite.storage.base import Encoder
+from k8slite.storage.etcd import EtcdStore
+from tests.etcd_server import EtcdProcess, start_etcd
+
+BACKENDS = ["rocksdb", "etcd"]
+# Opens a new store on the same data each call (so a test can close and reopen it).
+StoreOpener = Callable[[], Any]
 
 
 def encoder(key: str) -> Encoder:
@@ -50,80 +64,139 @@ def body(key: str, rv: int) -> bytes:
     return encoder(key)(rv)
 
 
+@pytest.fixture(scope="session")
+def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdProcess]:
+    """One etcd for the session; each store gets a prefix of its own."""
+    server = start_etcd(tmp_path_factory.mktemp("etcd"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def etcd_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdProcess]:
+    server = start_etcd(tmp_path_factory.mktemp("etcd-tls"), tls=True)
+    yield server
+    server.stop()
+
+
+def etcd_opener(etcd: EtcdProcess) -> StoreOpener:
+    prefix = f"/test-{uuid.uuid4().hex}"
+    return lambda: EtcdStore(
+        [etcd.url], prefix=prefix, root="", tls=etcd.tls, compaction_interval=0
+    )
+
+
+def opener(request: pytest.FixtureRequest, backend: str, path: Path) -> StoreOpener:
+    if backend == "rocksdb":
+        return lambda: RocksStore(path)
+    return etcd_opener(request.getfixturevalue(backend))
+
+
+@pytest.fixture(params=BACKENDS)
+def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreOpener:
+    return opener(request, request.param, tmp_path / "db")
+
+
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[RocksStore]:
+async def store(new_store: StoreOpener) -> AsyncIterator[Any]:
+    async with new_store() as store:
+        yield store
+
+
+@pytest.fixture
+async def rocks(tmp_path: Path) -> AsyncIterator[RocksStore]:
     async with RocksStore(tmp_path / "db") as store:
         yield store
 
 
-async def test_create_get_update_delete(store: RocksStore) -> None:
-    assert store.revision() == 0
+async def check_create_get_update_delete(store: Any) -> None:
+    base = store.revision()
     assert await store.get("/registry/pods/a") is None
 
     rv, datas = await store.txn([create("/registry/pods/a")])
-    assert (rv, datas) == (1, [body("/registry/pods/a", 1)])
-    assert await store.get("/registry/pods/a") == (body("/registry/pods/a", 1), 1)
+    assert (rv, datas) == (base + 1, [body("/registry/pods/a", base + 1)])
+    assert await store.get("/registry/pods/a") == (body("/registry/pods/a", base + 1), base + 1)
 
-    rv, _ = await store.txn([update("/registry/pods/a", expected_rv=1)])
-    assert rv == 2
-    assert await store.get("/registry/pods/a") == (body("/registry/pods/a", 2), 2)
+    rv, _ = await store.txn([update("/registry/pods/a", expected_rv=base + 1)])
+    assert rv == base + 2
+    assert await store.get("/registry/pods/a") == (body("/registry/pods/a", base + 2), base + 2)
 
-    rv, datas = await store.txn([delete("/registry/pods/a", expected_rv=2)])
-    assert (rv, datas) == (3, [body("/registry/pods/a", 3)])
+    rv, datas = await store.txn([delete("/registry/pods/a", expected_rv=base + 2)])
+    assert (rv, datas) == (base + 3, [body("/registry/pods/a", base + 3)])
     assert await store.get("/registry/pods/a") is None
-    assert store.revision() == 3
+    assert store.revision() == base + 3
+
+
+async def test_create_get_update_delete(store: Any) -> None:
+    if isinstance(store, RocksStore):
+        assert store.revision() == 0
+    await check_create_get_update_delete(store)
+
+
+async def test_etcd_over_tls_with_client_certificates(etcd_tls: EtcdProcess) -> None:
+    assert etcd_tls.url.startswith("https://")
+    async with etcd_opener(etcd_tls)() as store:
+        await check_create_get_update_delete(store)
+        assert [key for key, _, _ in store.scan("")] == []
 
 
 @pytest.mark.parametrize(
-    ("op", "error", "current_rv"),
+    ("op", "error", "conflict"),
     [
-        (create("/k/exists"), KeyExists, None),
-        (update("/k/missing"), KeyNotFound, None),
-        (delete("/k/missing"), KeyNotFound, None),
-        (update("/k/exists", expected_rv=7), RevisionConflict, 1),
-        (delete("/k/exists", expected_rv=7), RevisionConflict, 1),
+        (create("/k/exists"), KeyExists, False),
+        (update("/k/missing"), KeyNotFound, False),
+        (delete("/k/missing"), KeyNotFound, False),
+        (update("/k/exists", expected_rv=10**9), RevisionConflict, True),
+        (delete("/k/exists", expected_rv=10**9), RevisionConflict, True),
     ],
 )
 async def test_cas_failure_writes_nothing(
-    store: RocksStore, op: Op, error: type[StorageError], current_rv: int | None
+    store: Any, op: Op, error: type[StorageError], conflict: bool
 ) -> None:
-    await store.txn([create("/k/exists")])
+    created, _ = await store.txn([create("/k/exists")])
     events: list[list[Event]] = []
     store.subscribe(events.append)
-    writes = store.synced_writes
+    writes = getattr(store, "synced_writes", None)
 
     with pytest.raises(error) as raised:
         await store.txn([create("/k/new"), op])
 
     assert raised.value.key == op.key
+    assert isinstance(raised.value, RevisionConflict) == conflict
     if isinstance(raised.value, RevisionConflict):
-        assert raised.value.current_rv == current_rv
+        assert raised.value.current_rv == created
     assert await store.get("/k/new") is None
-    assert await store.get("/k/exists") == (body("/k/exists", 1), 1)
-    assert (store.revision(), store.synced_writes, events) == (1, writes, [])
+    assert await store.get("/k/exists") == (body("/k/exists", created), created)
+    assert (store.revision(), getattr(store, "synced_writes", None), events) == (
+        created,
+        writes,
+        [],
+    )
     # The failed transaction did not use up a revision.
-    assert (await store.txn([create("/k/next")]))[0] == 2
+    assert (await store.txn([create("/k/next")]))[0] == created + 1
 
 
-async def test_multi_op_txn_is_atomic_and_shares_a_revision(store: RocksStore) -> None:
+async def test_multi_op_txn_is_atomic_and_shares_a_revision(store: Any) -> None:
     events: list[list[Event]] = []
     store.subscribe(events.append)
-    await store.txn([create("/a"), create("/b")])
+    first, _ = await store.txn([create("/a"), create("/b")])
 
-    rv, _ = await store.txn([update("/a", 1), delete("/b", 1), create("/c")])
+    rv, _ = await store.txn([update("/a", first), delete("/b", first), create("/c")])
 
-    assert rv == 2
-    assert await store.get("/a") == (body("/a", 2), 2)
+    assert rv == first + 1
+    assert await store.get("/a") == (body("/a", rv), rv)
     assert await store.get("/b") is None
-    assert await store.get("/c") == (body("/c", 2), 2)
+    assert await store.get("/c") == (body("/c", rv), rv)
     assert [[(e.type, e.key, e.rv) for e in batch] for batch in events] == [
-        [("ADDED", "/a", 1), ("ADDED", "/b", 1)],
-        [("MODIFIED", "/a", 2), ("DELETED", "/b", 2), ("ADDED", "/c", 2)],
+        [("ADDED", "/a", first), ("ADDED", "/b", first)],
+        [("MODIFIED", "/a", rv), ("DELETED", "/b", rv), ("ADDED", "/c", rv)],
     ]
-    assert events[1][1].data == body("/b", 2)  # a delete carries its op's encode(rv)
+    # A delete carries the object's final state at the deletion's revision (on etcd: its
+    # last stored value, as upstream's DELETED events; these encoders make the two equal).
+    assert events[1][1].data == body("/b", rv)
 
 
-async def test_failing_encoder_and_malformed_txns_stage_nothing(store: RocksStore) -> None:
+async def test_failing_encoder_and_malformed_txns_stage_nothing(store: Any) -> None:
     def boom(rv: int) -> bytes:
         raise RuntimeError("cannot encode")
 
@@ -135,37 +208,39 @@ async def test_failing_encoder_and_malformed_txns_stage_nothing(store: RocksStor
         await store.txn([create("/a"), update("/a")])
 
     assert await store.get("/a") is None
-    assert (await store.txn([create("/a")]))[0] == 1
+    base = store.revision()
+    assert (await store.txn([create("/a")]))[0] == base + 1
 
 
-async def test_revisions_and_index_survive_reopen(tmp_path: Path) -> None:
-    path = tmp_path / "db"
-    async with RocksStore(path) as store:
+async def test_revisions_and_index_survive_reopen(new_store: StoreOpener) -> None:
+    async with new_store() as store:
+        base = store.revision()
         await store.txn([create("/r/a")])
         await store.txn([create("/r/b")])
-        await store.txn([update("/r/a", 1)])
-        last, _ = await store.txn([delete("/r/b", 2)])  # the newest revision lives on no key
+        await store.txn([update("/r/a", base + 1)])
+        last, _ = await store.txn([delete("/r/b", base + 2)])  # the newest lives on no key
 
-    async with RocksStore(path) as store:
-        assert store.revision() == last == 4
-        assert await store.get("/r/a") == (body("/r/a", 3), 3)
+    async with new_store() as store:
+        assert store.revision() == last == base + 4
+        assert await store.get("/r/a") == (body("/r/a", base + 3), base + 3)
         assert await store.get("/r/b") is None
         with pytest.raises(KeyExists):
             await store.txn([create("/r/a")])
         with pytest.raises(RevisionConflict):
-            await store.txn([update("/r/a", 1)])
-        assert (await store.txn([create("/r/b")]))[0] == 5
+            await store.txn([update("/r/a", base + 1)])
+        assert (await store.txn([create("/r/b")]))[0] == base + 5
 
-    async with RocksStore(path) as store:
-        assert store.revision() == 5
+    async with new_store() as store:
+        assert store.revision() == base + 5
         assert list(store.scan("/r/")) == [
-            ("/r/a", body("/r/a", 3), 3),
-            ("/r/b", body("/r/b", 5), 5),
+            ("/r/a", body("/r/a", base + 3), base + 3),
+            ("/r/b", body("/r/b", base + 5), base + 5),
         ]
 
 
-async def test_scan_returns_prefix_in_key_order(store: RocksStore) -> None:
+async def test_scan_returns_prefix_in_key_order(store: Any) -> None:
     keys = ["/reg/pods/ns/b", "/reg/pods/ns/a", "/reg/pods/ns/é", "/reg/pods/ns0/x", "/reg/pod"]
+    base = store.revision()
     for key in keys:
         await store.txn([create(key)])
     await store.txn([update("/reg/pods/ns/a")])
@@ -173,14 +248,14 @@ async def test_scan_returns_prefix_in_key_order(store: RocksStore) -> None:
     scanned = list(store.scan("/reg/pods/ns/"))
 
     assert scanned == [
-        ("/reg/pods/ns/a", body("/reg/pods/ns/a", 6), 6),
-        ("/reg/pods/ns/b", body("/reg/pods/ns/b", 1), 1),
-        ("/reg/pods/ns/é", body("/reg/pods/ns/é", 3), 3),
+        ("/reg/pods/ns/a", body("/reg/pods/ns/a", base + 6), base + 6),
+        ("/reg/pods/ns/b", body("/reg/pods/ns/b", base + 1), base + 1),
+        ("/reg/pods/ns/é", body("/reg/pods/ns/é", base + 3), base + 3),
     ]
     assert [key for key, _, _ in store.scan("")] == sorted(keys)
 
 
-async def test_subscribers_see_events_in_order_before_txn_returns(store: RocksStore) -> None:
+async def test_subscribers_see_events_in_order_before_txn_returns(store: Any) -> None:
     seen: dict[str, int] = {}
     revisions: list[int] = []
 
@@ -191,6 +266,7 @@ async def test_subscribers_see_events_in_order_before_txn_returns(store: RocksSt
             seen[event.key] = event.rv
 
     store.subscribe(subscriber)
+    base = store.revision()
 
     async def write(i: int) -> None:
         rv, _ = await store.txn([create(f"/s/{i}")])
@@ -202,10 +278,11 @@ async def test_subscribers_see_events_in_order_before_txn_returns(store: RocksSt
         for i in range(50):
             nursery.start_soon(write, i)
 
-    assert revisions == list(range(1, 101))
+    assert revisions == list(range(base + 1, base + 101))
 
 
-async def test_concurrent_txns_are_group_committed(store: RocksStore) -> None:
+async def test_concurrent_txns_are_group_committed(rocks: RocksStore) -> None:
+    store = rocks
     rvs: list[int] = []
 
     async def write(i: int) -> None:
@@ -220,8 +297,9 @@ async def test_concurrent_txns_are_group_committed(store: RocksStore) -> None:
 
 
 async def test_reads_and_cas_see_staged_writes(
-    store: RocksStore, monkeypatch: pytest.MonkeyPatch
+    rocks: RocksStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    store = rocks
     await store.txn([create("/p/a")])
     gate = threading.Event()
     real_write = store._write
@@ -288,7 +366,7 @@ async def test_failed_disk_write_fails_the_group_and_breaks_the_store(
         assert [key for key, _, _ in store.scan("/f/")] == ["/f/kept"]
 
 
-async def test_failing_subscriber_breaks_the_store(store: RocksStore) -> None:
+async def test_failing_subscriber_breaks_the_store(store: Any) -> None:
     def subscriber(events: list[Event]) -> None:
         raise RuntimeError("cache bug")
 
@@ -299,8 +377,8 @@ async def test_failing_subscriber_breaks_the_store(store: RocksStore) -> None:
         await store.txn([create("/y")])
 
 
-async def test_store_refuses_service_outside_its_block(tmp_path: Path) -> None:
-    store = RocksStore(tmp_path / "db")
+async def test_store_refuses_service_outside_its_block(new_store: StoreOpener) -> None:
+    store = new_store()
     with pytest.raises(StoreUnavailable):
         await store.txn([create("/a")])
     async with store:
@@ -312,9 +390,9 @@ async def test_store_refuses_service_outside_its_block(tmp_path: Path) -> None:
 class ModelStore:
     """The reference: CAS on a dict, one revision per successful transaction."""
 
-    def __init__(self) -> None:
+    def __init__(self, revision: int = 0) -> None:
         self.revs: dict[str, int] = {}
-        self.revision = 0
+        self.revision = revision
 
     def txn(self, ops: list[Op]) -> int:
         for op in ops:
@@ -359,25 +437,34 @@ ops = st.builds(
 txns = st.lists(st.lists(ops, min_size=1, max_size=3, unique_by=lambda op: op.key), max_size=10)
 
 
+def shift(op: Op, base: int) -> Op:
+    return op if op.expected_rv is None else replace(op, expected_rv=op.expected_rv + base)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @settings(max_examples=20, deadline=None)
 @given(txns=txns)
-def test_store_matches_a_reference_model(txns: list[list[Op]]) -> None:
-    model = ModelStore()
-
-    def expected_scan() -> list[tuple[str, bytes, int]]:
+def test_store_matches_a_reference_model(
+    request: pytest.FixtureRequest, backend: str, txns: list[list[Op]]
+) -> None:
+    def expected_scan(model: ModelStore) -> list[tuple[str, bytes, int]]:
         return [(key, b"%d" % rv, rv) for key, rv in sorted(model.revs.items())]
 
-    async def run(path: Path) -> None:
-        async with RocksStore(path) as store:
-            for ops in txns:
+    async def run(new_store: StoreOpener) -> None:
+        async with new_store() as store:
+            # Expected revisions count from where the store starts.
+            base = store.revision()
+            model = ModelStore(base)
+            for relative in txns:
+                ops = [shift(op, base) for op in relative]
                 assert await outcome(store.txn(ops)) == model_outcome(model, ops)
-            assert list(store.scan("")) == expected_scan()
-        async with RocksStore(path) as store:
+            assert list(store.scan("")) == expected_scan(model)
+        async with new_store() as store:
             assert store.revision() == model.revision
-            assert list(store.scan("")) == expected_scan()
+            assert list(store.scan("")) == expected_scan(model)
 
     with tempfile.TemporaryDirectory() as tmp:
-        trio.run(run, Path(tmp))
+        trio.run(run, opener(request, backend, Path(tmp) / "db"))
 
 
 def read_acks(lines: list[bytes]) -> dict[str, tuple[str, int]]:
