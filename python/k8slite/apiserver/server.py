@@ -34,6 +34,8 @@ from k8slite.apiserver.watch import bookmark_ticker
 from k8slite.apiserver.webhooks import WebhookDispatcher
 from k8slite.serviceaccount.claims import DEFAULT_ISSUER
 from k8slite.serviceaccount.jwt import load_private_key, load_public_keys
+from k8slite.storage import Store
+from k8slite.storage.etcd import DEFAULT_COMPACTION_INTERVAL, DEFAULT_PREFIX, EtcdStore, EtcdTLS
 from k8slite.storage.rocksdb import RocksStore
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,8 @@ ADMISSION_PLUGINS = (
     "ValidatingAdmissionWebhook",
 )
 DEFAULT_ADMISSION_PLUGINS = ADMISSION_PLUGINS
+# Upstream's --storage-backend names etcd "etcd3"; RocksDB stays our embedded default.
+STORAGE_BACKENDS = ("rocksdb", "etcd3")
 
 
 @dataclass
@@ -80,6 +84,12 @@ class ApiServerConfig:
     service_account_extend_token_expiration: bool = True
     # Upstream's admission plugins this server runs on top of its fixed checks.
     admission_plugins: tuple[str, ...] = DEFAULT_ADMISSION_PLUGINS
+    # Storage: RocksDB in DIR/db, or etcd (upstream's --storage-backend and --etcd-* flags).
+    storage_backend: str = "rocksdb"
+    etcd_servers: list[str] = field(default_factory=list)
+    etcd_tls: EtcdTLS | None = None
+    etcd_prefix: str = DEFAULT_PREFIX
+    etcd_compaction_interval: float = DEFAULT_COMPACTION_INTERVAL
 
     @property
     def pki_dir(self) -> Path:
@@ -160,19 +170,32 @@ def _service_account_tokens(config: ApiServerConfig, core: ApiCore) -> ServiceAc
     )
 
 
+def open_store(config: ApiServerConfig) -> Store:
+    """The configured backend, to open with `async with`."""
+    if config.storage_backend == "etcd3":
+        return EtcdStore(
+            config.etcd_servers,
+            prefix=config.etcd_prefix,
+            tls=config.etcd_tls,
+            compaction_interval=config.etcd_compaction_interval,
+        )
+    return RocksStore(config.data_dir / "db")
+
+
 async def run(
     config: ApiServerConfig, *, task_status: trio.TaskStatus[Serving] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Serve until cancelled."""
     # Its data holds every Secret: the owner's alone, as etcd keeps its data dir.
     datadir.private_data_dir(config.data_dir)
-    datadir.private_tree(config.data_dir / "db")
+    if config.storage_backend == "rocksdb":
+        datadir.private_tree(config.data_dir / "db")
     if config.tls_cert_file is None:
         _ensure_certificates(config)
     if config.pki_dir.exists():
         pki.secure_dir(config.pki_dir)
     metrics = ApiMetrics()
-    async with RocksStore(config.data_dir / "db") as raw_store:
+    async with open_store(config) as raw_store:
         store = MeteredStore(raw_store, metrics)
         core = ApiCore(store, config.watch_cache_size)  # type: ignore[arg-type]
         allocator = ServiceAllocator(

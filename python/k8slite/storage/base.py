@@ -69,7 +69,7 @@ Subscriber = Callable[[list[Event]], None]
 
 
 class Store(Protocol):
-    """What the API server needs from storage; RocksDB now, etcd for HA later.
+    """What the API server needs from storage: embedded RocksDB, or etcd for HA.
 
     Revisions are global and increase with every committed transaction; all ops of one
     transaction share its revision (as in etcd, so etcd's revision can be ours). A
@@ -103,3 +103,6 @@ class Store(Protocol):
 
     def subscribe(self, subscriber: Subscriber) -> None:
         """Call subscriber with each committed transaction's events, in revision order."""
+
+    def health(self) -> str | None:
+        """None while the store can serve, else why not (the API server's etcd check)."""

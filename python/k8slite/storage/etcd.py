@@ -64,6 +64,9 @@ STORAGE_ROOT = "/registry"
 COMPACT_REV_KEY = "compact_rev_key"
 _HEADER = b"k8slite-rv:"
 _SCAN_PAGE = 1000
+# The etcd health check: how often etcd is probed, and how long a probe may take.
+HEALTH_INTERVAL = 1.0
+HEALTH_TIMEOUT = 2.0
 # etcd's gRPC codes that the gateway puts in "code".
 _OUT_OF_RANGE = 11
 
@@ -165,6 +168,7 @@ class EtcdStore:
         self._moved = trio.Event()  # set (and replaced) whenever _revision moves
         self._subscribers: list[Subscriber] = []
         self._down: str | None = "not open"
+        self._unhealthy: str | None = None
         self._cause: BaseException | None = None
         self._stack: AsyncExitStack | None = None
         watched = (self.prefix + "/").encode()
@@ -188,6 +192,7 @@ class EtcdStore:
             self._down = None
             nursery = await stack.enter_async_context(trio.open_nursery())
             nursery.start_soon(self._watch_loop)
+            nursery.start_soon(self._probe_loop)
             if self.compaction_interval > 0:
                 nursery.start_soon(self._compact_loop)
             stack.callback(nursery.cancel_scope.cancel)
@@ -281,13 +286,23 @@ class EtcdStore:
         await self._wait_for(rv)
         return rv, [op.encode(rv) for op in ops]
 
-    # Health, for /readyz's etcd check.
+    # Health, for the etcd check of /readyz, /livez and /healthz.
 
-    async def check(self) -> None:
-        """Raise StoreUnavailable unless etcd answers a linearizable read and the watch runs."""
-        self._usable()
-        with trio.fail_after(min(self._timeout, 5.0)):
-            await self._call("/v3/kv/range", {"key": _b64(self._watch_range[0]), "count_only": True})
+    def health(self) -> str | None:
+        """None while healthy, else why not: from the last probe (health checks are sync)."""
+        return self._down or self._unhealthy
+
+    async def _probe_loop(self) -> None:
+        """Every HEALTH_INTERVAL, a linearizable read of our prefix: it needs an etcd leader."""
+        start = _b64(self._watch_range[0])
+        while self._down is None:
+            try:
+                with trio.fail_after(HEALTH_TIMEOUT):
+                    await self._call("/v3/kv/range", {"key": start, "count_only": True})
+                self._unhealthy = None
+            except (StoreUnavailable, trio.TooSlowError) as e:
+                self._unhealthy = f"etcd does not answer: {e!r}"
+            await trio.sleep(HEALTH_INTERVAL)
 
     # Requests.
 
