@@ -95,8 +95,7 @@ def parse_args(argv: list[str] | None) -> tuple[ApiServerConfig, argparse.Namesp
         "--storage-backend",
         choices=STORAGE_BACKENDS,
         default="rocksdb",
-        help="rocksdb: embedded in DIR/db (the default); etcd3: the etcd cluster of "
-        "--etcd-servers",
+        help="rocksdb: embedded in DIR/db (the default); etcd3: the etcd cluster of --etcd-servers",
     )
     etcd.add_argument(
         "--etcd-servers",
