@@ -30,6 +30,8 @@ class Event:
     type: Literal["ADDED", "MODIFIED", "DELETED"]
     key: str
     rv: int
+    # The object's bytes; for DELETED, its final state, or b"" when that is not known (etcd:
+    # a relist after the watch's history was compacted), so keep the last state seen.
     data: bytes
 
 

@@ -158,6 +158,7 @@ class EtcdStore:
         self.compaction_interval = compaction_interval
         self.compactions = 0  # compactions this store ran (the others' are not counted)
         self.watch_restarts = 0  # watches reopened after a disconnect
+        self.relists = 0  # catch-ups from etcd's state after the watch's history was compacted
         self._ssl = tls.context() if tls is not None else None
         self._timeout = request_timeout
         self._current = 0  # index of the endpoint in use
@@ -167,6 +168,9 @@ class EtcdStore:
         self._watched = 0  # the last revision the watch is known complete to
         self._moved = trio.Event()  # set (and replaced) whenever _revision moves
         self._subscribers: list[Subscriber] = []
+        # Every live key's mod revision as the subscribers know it: what a relist compares
+        # etcd's state with when the watch's history was compacted away.
+        self._index: dict[str, int] = {}
         self._down: str | None = "not open"
         self._unhealthy: str | None = None
         self._cause: BaseException | None = None
@@ -186,9 +190,12 @@ class EtcdStore:
         self._sync = httpx.Client(timeout=timeout, verify=verify)
         async with AsyncExitStack() as stack:
             stack.push_async_callback(self._close_clients)
-            start, _ = self._watch_range
-            answer = await self._call("/v3/kv/range", {"key": _b64(start), "count_only": True})
-            self._revision = self._watched = int(answer["header"]["revision"])
+            start, end = self._watch_range
+            revision, kvs = await self._range_all(start, end, keys_only=True)
+            self._index = {
+                self._storage_key(_unb64(kv["key"])): int(kv["mod_revision"]) for kv in kvs
+            }
+            self._revision = self._watched = revision
             self._down = None
             nursery = await stack.enter_async_context(trio.open_nursery())
             nursery.start_soon(self._watch_loop)
@@ -400,11 +407,14 @@ class EtcdStore:
             try:
                 await self._watch_once(self.endpoints[index])
             except Compacted as e:
-                # Events between our last revision and the compaction are gone: the caches
-                # cannot be brought up to date event by event any more.
-                log.error("etcd store %s: %s", self.prefix, e)
-                self._break(f"broken: {e}", e)
-                return
+                # The events since our last revision are gone: catch up from etcd's state.
+                log.warning("etcd store %s: %s; relisting", self.prefix, e)
+                try:
+                    await self._relist()
+                    self.relists += 1
+                    continue
+                except StoreUnavailable as relist_error:
+                    log.warning("etcd store %s: relist failed: %s", self.prefix, relist_error)
             except (httpx.TransportError, httpx.HTTPStatusError, _WatchEnded, ValueError) as e:
                 log.warning(
                     "etcd watch on %s ended (%r); resuming at revision %d",
@@ -456,6 +466,58 @@ class EtcdStore:
                     self._watched = max(self._watched, int(result["header"]["revision"]))
         raise _WatchEnded("the watch stream ended")
 
+    async def _range_all(
+        self, start: bytes, end: bytes, *, keys_only: bool = False
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """Every kv in [start, end) at one revision, page by page; returns (revision, kvs)."""
+        revision = 0
+        kvs: list[dict[str, Any]] = []
+        while True:
+            body: dict[str, Any] = {
+                "key": _b64(start),
+                "range_end": _b64(end),
+                "limit": str(_SCAN_PAGE),
+                "keys_only": keys_only,
+            }
+            if revision:
+                body["revision"] = str(revision)
+            answer = await self._call("/v3/kv/range", body)
+            revision = revision or int(answer["header"]["revision"])
+            page = answer.get("kvs") or []
+            kvs += page
+            if not answer.get("more") or not page:
+                return revision, kvs
+            start = _unb64(page[-1]["key"]) + b"\x00"
+
+    async def _relist(self) -> None:
+        """Bring subscribers to etcd's current state in one batch of events (upstream's
+        reflector relists its watch cache the same way after ErrCompacted).
+
+        A key gone meanwhile gets a DELETED event with empty data: its final state is lost
+        with the compacted history, so subscribers keep the last state they knew.
+        """
+        start, end = self._watch_range
+        revision, kvs = await self._range_all(start, end)
+        found: dict[str, dict[str, Any]] = {self._storage_key(_unb64(kv["key"])): kv for kv in kvs}
+        events: list[Event] = []
+        for key in sorted(found.keys() | self._index.keys()):
+            kv = found.get(key)
+            if kv is None:
+                events.append(Event("DELETED", key, revision, b""))
+                continue
+            mod = int(kv["mod_revision"])
+            if self._index.get(key) != mod:
+                kind: Literal["ADDED", "MODIFIED"] = "MODIFIED" if key in self._index else "ADDED"
+                events.append(
+                    Event(kind, key, revision, decode_value(_unb64(kv.get("value")), mod))
+                )
+        if events:
+            # Applied at the relist's revision, with each object's own in its bytes.
+            self._publish(
+                revision, events, {key: int(kv["mod_revision"]) for key, kv in found.items()}
+            )
+        self._watched = max(self._watched, revision)
+
     def _deliver(self, raw_events: list[dict[str, Any]]) -> None:
         batch: list[Event] = []
         batch_rv = 0
@@ -483,11 +545,16 @@ class EtcdStore:
         )
         return Event(kind, key, rv, decode_value(_unb64(kv.get("value")), rv))
 
-    def _publish(self, rv: int, events: list[Event]) -> None:
+    def _publish(self, rv: int, events: list[Event], mods: dict[str, int] | None = None) -> None:
         if rv <= self._revision:
             return  # already delivered (a resumed watch never repeats, but be sure)
         self._revision = rv
         self._watched = max(self._watched, rv)
+        for event in events:
+            if event.type == "DELETED":
+                self._index.pop(event.key, None)
+            else:
+                self._index[event.key] = mods[event.key] if mods is not None else event.rv
         try:
             for subscriber in self._subscribers:
                 subscriber(events)
