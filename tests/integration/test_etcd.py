@@ -245,3 +245,29 @@ def test_etcd_health_check_follows_etcd(tmp_path: Path, etcd: EtcdProcess) -> No
             assert api.post(CONFIGMAPS, json={"metadata": {"name": "back"}}).status_code == 201
     finally:
         server.stop()
+
+
+def test_events_expire_after_event_ttl(tmp_path: Path, etcd: EtcdProcess) -> None:
+    """Events are written with an etcd lease of --event-ttl, as upstream: they go by themselves
+    (watchers see DELETED), while other kinds stay."""
+    server = on_etcd(tmp_path, etcd, "a", "--event-ttl=2s")
+    events_url = "/api/v1/namespaces/default/events"
+    try:
+        with server.client() as api:
+            watcher = Watcher(server, events_url, list_rv(api, events_url))
+            event = {
+                "metadata": {"name": "e1"},
+                "involvedObject": {"kind": "ConfigMap", "namespace": "default", "name": "x"},
+                "reason": "Tested",
+                "message": "expires",
+                "type": "Normal",
+            }
+            r = api.post(events_url, json=event)
+            assert r.status_code == 201, r.text
+            assert api.post(CONFIGMAPS, json={"metadata": {"name": "stays"}}).status_code == 201
+            wait_for(lambda: watcher.names("DELETED") == ["e1"], what="the Event to expire")
+            assert api.get(f"{events_url}/e1").status_code == 404
+            assert api.get(f"{CONFIGMAPS}/stays").status_code == 200
+            watcher.stop()
+    finally:
+        server.stop()

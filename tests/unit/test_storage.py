@@ -620,3 +620,33 @@ async def test_etcd_watch_relists_after_its_history_is_compacted(etcd: EtcdProce
             fourth, _ = await cut_off.txn([update("/k4", second)])
             assert events[-1] == [Event("MODIFIED", "/k4", fourth, body("/k4", fourth))]
         nursery.cancel_scope.cancel()
+
+
+async def test_etcd_keys_with_a_ttl_expire_through_a_shared_lease(etcd: EtcdProcess) -> None:
+    async with etcd_opener(etcd)() as store:
+        events: list[Event] = []
+        store.subscribe(events.extend)
+        # Writes of one TTL share a lease while it still covers that TTL (upstream's reuse).
+        await store.txn([Op("create", "/ev/long1", encoder("/ev/long1"), ttl=600)])
+        await store.txn([Op("create", "/ev/long2", encoder("/ev/long2"), ttl=600)])
+        assert store.leases_granted == 1
+        # A lease revoked under the store (its keys go with it): the next write gets another.
+        async with httpx.AsyncClient(base_url=etcd.url) as c:
+            r = await c.post("/v3/lease/revoke", json={"ID": str(store._leases[600][0])})
+            assert r.status_code == 200, r.text
+        await store.txn([Op("create", "/ev/long3", encoder("/ev/long3"), ttl=600)])
+        assert store.leases_granted == 2
+        assert await store.get("/ev/long1") is None
+
+        rv, _ = await store.txn(
+            [Op("create", "/ev/a", encoder("/ev/a"), ttl=2), create("/ev/kept")]
+        )
+        assert store.leases_granted == 3
+        with trio.fail_after(30):
+            while "/ev/a" not in {e.key for e in events if e.type == "DELETED"}:
+                await store._moved.wait()
+        assert await store.get("/ev/a") is None
+        assert await store.get("/ev/kept") == (body("/ev/kept", rv), rv)
+        assert (await store.get("/ev/long3")) is not None
+        deleted = next(e for e in events if e.type == "DELETED" and e.key == "/ev/a")
+        assert deleted.data == body("/ev/a", deleted.rv)

@@ -90,6 +90,9 @@ class ApiServerConfig:
     etcd_tls: EtcdTLS | None = None
     etcd_prefix: str = DEFAULT_PREFIX
     etcd_compaction_interval: float = DEFAULT_COMPACTION_INTERVAL
+    # Upstream's --event-ttl: Events disappear this long after their last write (on etcd,
+    # through a lease; RocksDB keeps them until deleted).
+    event_ttl: float = 3600.0
 
     @property
     def pki_dir(self) -> Path:
@@ -204,6 +207,7 @@ async def run(
             config.service_node_port_range,
         )
         core.registries[("", "services")].allocator = allocator
+        core.registries[("", "events")].ttl = max(1, round(config.event_ttl))
         allocator.warm()
         core.warm()
         await core.ensure_system_namespaces()

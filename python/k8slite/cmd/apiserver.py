@@ -117,6 +117,13 @@ def parse_args(argv: list[str] | None) -> tuple[ApiServerConfig, argparse.Namesp
         default=300.0,
         help="how often etcd history is compacted, e.g. 5m0s (0 disables)",
     )
+    p.add_argument(
+        "--event-ttl",
+        type=duration,
+        default=3600.0,
+        help="how long Events are kept after their last write, e.g. 1h0m0s (etcd3 only: "
+        "RocksDB keeps them until deleted)",
+    )
     sa = p.add_argument_group("service accounts")
     sa.add_argument(
         "--service-account-key-file",
@@ -216,6 +223,7 @@ def parse_args(argv: list[str] | None) -> tuple[ApiServerConfig, argparse.Namesp
         else None,
         etcd_prefix=a.etcd_prefix,
         etcd_compaction_interval=a.etcd_compaction_interval,
+        event_ttl=a.event_ttl,
     )
     return config, a
 

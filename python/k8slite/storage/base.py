@@ -21,6 +21,9 @@ class Op:
     encode: Encoder
     # update/delete: the revision the key must still have (None: whatever it has).
     expected_rv: int | None = None
+    # create/update: seconds after which the key may disappear by itself (an etcd lease, as
+    # upstream writes Events with --event-ttl); None: kept until deleted. RocksDB keeps it.
+    ttl: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import math
 import secrets
 import ssl
 from collections.abc import Iterator, Sequence
@@ -64,6 +65,9 @@ STORAGE_ROOT = "/registry"
 COMPACT_REV_KEY = "compact_rev_key"
 _HEADER = b"k8slite-rv:"
 _SCAN_PAGE = 1000
+# Lease reuse, as upstream's (leaseReuseDurationSeconds, leaseReuseDurationPercent).
+LEASE_REUSE_SECONDS = 60.0
+LEASE_REUSE_FRACTION = 0.05
 # The etcd health check: how often etcd is probed, and how long a probe may take.
 HEALTH_INTERVAL = 1.0
 HEALTH_TIMEOUT = 2.0
@@ -158,6 +162,9 @@ class EtcdStore:
         self.compaction_interval = compaction_interval
         self.compactions = 0  # compactions this store ran (the others' are not counted)
         self.watch_restarts = 0  # watches reopened after a disconnect
+        self.leases_granted = 0
+        self._leases: dict[int, tuple[int, float]] = {}  # ttl -> (lease id, expiry)
+        self._lease_lock = trio.Lock()
         self.relists = 0  # catch-ups from etcd's state after the watch's history was compacted
         self._ssl = tls.context() if tls is not None else None
         self._timeout = request_timeout
@@ -271,9 +278,25 @@ class EtcdStore:
         keys = [_b64(self._etcd_key(op.key)) for op in ops]
         # Encode before sending anything, so an encoder that raises leaves no trace.
         values = [encode_value(op.encode) for op in ops]
+        try:
+            answer = await self._txn(ops, keys, values)
+        except StoreUnavailable as e:
+            if "lease not found" not in str(e):
+                raise
+            # Our lease expired or was revoked under us (nothing was written): a new one.
+            self._leases.clear()
+            answer = await self._txn(ops, keys, values)
+        if not answer.get("succeeded"):
+            raise _conflict(ops, answer.get("responses") or [])
+        rv = int(answer["header"]["revision"])
+        await self._wait_for(rv)
+        return rv, [op.encode(rv) for op in ops]
+
+    async def _txn(self, ops: list[Op], keys: list[str], values: list[bytes]) -> Any:
         compare: list[dict[str, str]] = []
         success: list[dict[str, Any]] = []
-        for op, key, value in zip(ops, keys, values, strict=True):
+        leases = [await self._lease(op.ttl) if op.ttl and op.verb != "delete" else 0 for op in ops]
+        for op, key, value, lease in zip(ops, keys, values, leases, strict=True):
             if op.verb == "create":
                 compare.append(_compare(key, "CREATE", "EQUAL", 0))
             elif op.expected_rv is None:
@@ -283,15 +306,31 @@ class EtcdStore:
             if op.verb == "delete":
                 success.append({"request_delete_range": {"key": key}})
             else:
-                success.append({"request_put": {"key": key, "value": _b64(value)}})
+                put = {"key": key, "value": _b64(value)}
+                if lease:
+                    put["lease"] = str(lease)
+                success.append({"request_put": put})
         failure = [{"request_range": {"key": key, "keys_only": True}} for key in keys]
         body = {"compare": compare, "success": success, "failure": failure}
-        answer = await self._call("/v3/kv/txn", body, idempotent=False)
-        if not answer.get("succeeded"):
-            raise _conflict(ops, answer.get("responses") or [])
-        rv = int(answer["header"]["revision"])
-        await self._wait_for(rv)
-        return rv, [op.encode(rv) for op in ops]
+        return await self._call("/v3/kv/txn", body, idempotent=False)
+
+    # Leases, for keys with a TTL: as upstream's lease manager, one lease serves every write
+    # of the same TTL for a while (at most a minute, or 5% of the TTL), granted that much
+    # longer, so a key lives at least its TTL and etcd is not asked for a lease per write.
+
+    async def _lease(self, ttl: int) -> int:
+        async with self._lease_lock:
+            now = trio.current_time()
+            reuse = min(LEASE_REUSE_SECONDS, ttl * LEASE_REUSE_FRACTION)
+            held = self._leases.get(ttl)
+            if held is not None and now + ttl + reuse >= held[1] > now + ttl:
+                return held[0]
+            granted = math.ceil(ttl + reuse)
+            answer = await self._call("/v3/lease/grant", {"TTL": str(granted)})
+            lease = int(answer["ID"])
+            self._leases[ttl] = (lease, now + granted)
+            self.leases_granted += 1
+            return lease
 
     # Health, for the etcd check of /readyz, /livez and /healthz.
 
