@@ -43,6 +43,7 @@ from typing import Any, Literal, Self
 import httpx
 import trio
 
+from k8slite._native import dumps, loads
 from k8slite.storage.base import (
     Event,
     KeyExists,
@@ -52,6 +53,7 @@ from k8slite.storage.base import (
     StoreUnavailable,
     Subscriber,
 )
+from k8slite.storage.etcdhttp import ConnectFailed, EtcdHTTP, RequestFailed
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +172,7 @@ class EtcdStore:
         self._timeout = request_timeout
         self._current = 0  # index of the endpoint in use
         self._client: httpx.AsyncClient | None = None
+        self._http: list[EtcdHTTP] = []
         self._sync: httpx.Client | None = None
         self._revision = 0  # the last revision whose events every subscriber has seen
         self._watched = 0  # the last revision the watch is known complete to
@@ -190,10 +193,12 @@ class EtcdStore:
     async def __aenter__(self) -> Self:
         if self._down != "not open":
             raise RuntimeError("an EtcdStore opens once; make a new one to reopen")
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
+        limits = httpx.Limits(max_connections=4, max_keepalive_connections=4)
         timeout = httpx.Timeout(self._timeout, connect=min(self._timeout, 3.0))
         verify: ssl.SSLContext | bool = self._ssl if self._ssl is not None else True
+        # The watch stream goes through httpx; every other request through EtcdHTTP.
         self._client = httpx.AsyncClient(limits=limits, timeout=timeout, verify=verify)
+        self._http = [EtcdHTTP(url, self._ssl) for url in self.endpoints]
         self._sync = httpx.Client(timeout=timeout, verify=verify)
         async with AsyncExitStack() as stack:
             stack.push_async_callback(self._close_clients)
@@ -235,6 +240,8 @@ class EtcdStore:
         client, self._client = self._client, None
         sync, self._sync = self._sync, None
         with trio.CancelScope(shield=True):
+            for http in self._http:
+                await http.aclose()
             if client is not None:
                 await client.aclose()
             if sync is not None:
@@ -371,24 +378,29 @@ class EtcdStore:
             self._current = (failed + 1) % len(self.endpoints)
 
     async def _call(self, path: str, body: dict[str, Any], idempotent: bool = True) -> Any:
-        """POST to the endpoint in use, moving on to the next while none can be reached."""
-        assert self._client is not None
+        """POST to the endpoint in use, moving on to the next while none can be reached.
+
+        A read is also retried on the next endpoint when its connection breaks or it takes
+        too long; a write is not (it may have been applied), it raises StoreUnavailable.
+        """
+        payload = dumps(body)
         last: Exception | None = None
         for _ in range(len(self.endpoints)):
             index = self._current
             try:
-                response = await self._client.post(self.endpoints[index] + path, json=body)
-            except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+                with trio.fail_after(self._timeout):
+                    status, data = await self._http[index].post(path, payload)
+            except ConnectFailed as e:
                 last = e  # never sent: safe to try the next endpoint
                 self._rotate(index)
                 continue
-            except httpx.TransportError as e:
+            except (RequestFailed, trio.TooSlowError) as e:
                 if idempotent:
                     last = e
                     self._rotate(index)
                     continue
                 raise StoreUnavailable(f"etcd {path} outcome unknown: {e!r}") from e
-            return _answer(path, response)
+            return _answer(path, status, data)
         raise StoreUnavailable(f"no etcd endpoint answered {path}: {last!r}") from last
 
     def _scan_pages(self, start: bytes, end: bytes, rv: int) -> Iterator[tuple[str, bytes, int]]:
@@ -421,7 +433,7 @@ class EtcdStore:
                 last = e
                 self._rotate(index)
                 continue
-            return _answer("/v3/kv/range", response)
+            return _answer("/v3/kv/range", response.status_code, response.content)
         raise StoreUnavailable(f"no etcd endpoint answered a range: {last!r}") from last
 
     # The watch feeding subscribers.
@@ -658,16 +670,15 @@ def _compare(key: str, target: str, result: str, value: int) -> dict[str, str]:
     return {"key": key, "target": target, "result": result, field: str(value)}
 
 
-def _answer(path: str, response: httpx.Response) -> Any:
+def _answer(path: str, status: int, data: bytes) -> Any:
     try:
-        answer = response.json()
+        answer = loads(data)
     except ValueError:
-        raise StoreUnavailable(
-            f"etcd {path}: HTTP {response.status_code}: {response.text[:200]}"
-        ) from None
-    if response.status_code != 200 or "error" in answer:
-        message = answer.get("message") or answer.get("error") or response.text[:200]
-        if answer.get("code") == _OUT_OF_RANGE and "compacted" in message:
+        raise StoreUnavailable(f"etcd {path}: HTTP {status}: {data[:200]!r}") from None
+    if status != 200 or not isinstance(answer, dict) or "error" in answer:
+        fields = answer if isinstance(answer, dict) else {}
+        message = str(fields.get("message") or fields.get("error") or data[:200])
+        if fields.get("code") == _OUT_OF_RANGE and "compacted" in message:
             raise Compacted(f"etcd {path}: {message}", 0)
         raise StoreUnavailable(f"etcd {path}: {message}")
     return answer
