@@ -39,6 +39,7 @@ from k8slite.storage import (
 from k8slite.storage.base import Encoder
 from k8slite.storage.etcd import EtcdStore
 from tests.etcd_server import EtcdProcess, start_etcd
+from tests.integration.client_helpers import TcpProxy
 
 BACKENDS = ["rocksdb", "etcd"]
 # Opens a new store on the same data each call (so a test can close and reopen it).
@@ -532,62 +533,13 @@ def test_acknowledged_writes_survive_kill_9(tmp_path: Path) -> None:
     trio.run(verify)
 
 
-class Cuttable:
-    """A TCP proxy in front of etcd that the test can cut: every connection through it is
-    closed and new ones are dropped until it is mended (a network partition)."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.port = 0
-        self.up = True
-        self._scopes: set[trio.CancelScope] = set()
-
-    async def serve(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
-        self.port = listeners[0].socket.getsockname()[1]
-        task_status.started()
-        await trio.serve_listeners(self._handle, listeners)
-
-    async def _handle(self, client: trio.SocketStream) -> None:
-        async with client:
-            if not self.up:
-                return
-            with trio.CancelScope() as scope:
-                self._scopes.add(scope)
-                try:
-                    server = await trio.open_tcp_stream("127.0.0.1", self.target_port)
-                    async with server, trio.open_nursery() as nursery:
-                        nursery.start_soon(self._pipe, client, server, nursery.cancel_scope)
-                        nursery.start_soon(self._pipe, server, client, nursery.cancel_scope)
-                finally:
-                    self._scopes.discard(scope)
-
-    @staticmethod
-    async def _pipe(src: trio.SocketStream, dst: trio.SocketStream, done: trio.CancelScope) -> None:
-        try:
-            async for chunk in src:
-                await dst.send_all(chunk)
-        except trio.BrokenResourceError:
-            pass
-        done.cancel()
-
-    def cut(self) -> None:
-        self.up = False
-        for scope in self._scopes:
-            scope.cancel()
-
-    def mend(self) -> None:
-        self.up = True
-
-
 async def test_etcd_watch_relists_after_its_history_is_compacted(etcd: EtcdProcess) -> None:
     """Cut off from etcd while others write and compact, a store catches up from etcd's
     state in one batch, then follows the watch again."""
     prefix = f"/test-{uuid.uuid4().hex}"
-    port = int(etcd.url.rsplit(":", 1)[1])
-    proxy = Cuttable(port)
+    proxy = TcpProxy("127.0.0.1", int(etcd.url.rsplit(":", 1)[1]))
     async with trio.open_nursery() as nursery:
-        await nursery.start(proxy.serve)
+        await nursery.start(proxy.run)
         cut_off = EtcdStore(
             [f"http://127.0.0.1:{proxy.port}"], prefix=prefix, root="", compaction_interval=0
         )
@@ -604,7 +556,7 @@ async def test_etcd_watch_relists_after_its_history_is_compacted(etcd: EtcdProce
                 r = await c.post("/v3/kv/compaction", json={"revision": str(third)})
                 assert r.status_code == 200, r.text
             assert cut_off.revision() == first
-            proxy.mend()
+            await proxy.restore()
 
             with trio.fail_after(30):
                 while cut_off.revision() < third:
