@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +80,11 @@ def stored(api: httpx.Client, url: str = CONFIGMAPS) -> dict[str, int]:
 
 
 def test_two_apiservers_on_one_etcd_over_tls(tmp_path: Path, etcd_tls: EtcdProcess) -> None:
-    a = on_etcd(tmp_path, etcd_tls, "a")
-    b = on_etcd(tmp_path, etcd_tls, "b")
+    # Started together, as `k8slite up --ha` will: both create the bootstrap objects at once.
+    with ThreadPoolExecutor(2) as pool:
+        started = [pool.submit(on_etcd, tmp_path, etcd_tls, name) for name in ("a", "b")]
+        servers = [f.result() for f in started]  # a start that fails fails the test here
+    a, b = servers
     try:
         with a.client() as api_a, b.client() as api_b:
             watcher = Watcher(b, CONFIGMAPS, list_rv(api_b))

@@ -602,3 +602,22 @@ async def test_etcd_keys_with_a_ttl_expire_through_a_shared_lease(etcd: EtcdProc
         assert (await store.get("/ev/long3")) is not None
         deleted = next(e for e in events if e.type == "DELETED" and e.key == "/ev/a")
         assert deleted.data == body("/ev/a", deleted.rv)
+
+
+async def test_etcd_conflict_means_the_conflicting_write_was_delivered(etcd: EtcdProcess) -> None:
+    """Told KeyExists or RevisionConflict because of another store's write, a store has
+    already delivered that write to its subscribers (so its cache shows what conflicted)."""
+    new_store = etcd_opener(etcd)
+    async with new_store() as mine, new_store() as other:
+        seen: dict[str, int] = {}
+        mine.subscribe(lambda events: seen.update((e.key, e.rv) for e in events))
+        for i in range(20):
+            rv, _ = await other.txn([create(f"/c/{i}")])
+            with pytest.raises(KeyExists):
+                await mine.txn([create(f"/c/{i}")])
+            assert seen[f"/c/{i}"] == rv
+        # A write outside the prefix (the compactor's key) moves etcd's revision on without
+        # an event for us: a conflict must not wait for it.
+        await mine.compact_once(*await mine.compact_once(0, 0))
+        with trio.fail_after(5), pytest.raises(RevisionConflict):
+            await mine.txn([update("/c/0", 1)])

@@ -3,7 +3,11 @@ the default StorageClass."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from k8slite._native import loads
+from k8slite.api import errors
 from k8slite.apiserver.core import ApiCore
 from k8slite.apiserver.flowcontrol import defaults
 from k8slite.component.objects import Obj
@@ -61,6 +65,16 @@ def _slice(address: str, port: int) -> Obj:
     }
 
 
+@contextlib.contextmanager
+def _created_elsewhere() -> Iterator[None]:
+    """Another API server on the same etcd, starting at the same time, created it first."""
+    try:
+        yield
+    except errors.ApiError as e:
+        if e.code != 409 or e.reason != "AlreadyExists":
+            raise
+
+
 async def _ensure(
     core: ApiCore,
     group: str,
@@ -79,7 +93,11 @@ async def _ensure(
             current[f] = desired[f]
         return current
 
-    await reg.update(namespace, desired["metadata"]["name"], mutate, allow_create=True)
+    name = desired["metadata"]["name"]
+    with _created_elsewhere():
+        await reg.update(namespace, name, mutate, allow_create=True)
+        return
+    await reg.update(namespace, name, mutate)  # created meanwhile: bring its fields back
 
 
 async def ensure_kubernetes_service(
@@ -88,7 +106,8 @@ async def ensure_kubernetes_service(
     """The `kubernetes` service at the range's first address, pointing at this server."""
     services = core.registries[("", "services")]
     if services.cache.get(services.key("default", "kubernetes")) is None:
-        await services.create("default", _service(cluster_ip, port))
+        with _created_elsewhere():
+            await services.create("default", _service(cluster_ip, port))
     await _ensure(core, "", "endpoints", _endpoints(address, port), ("subsets",))
     await _ensure(
         core, "discovery.k8s.io", "endpointslices", _slice(address, port), ("endpoints", "ports")
@@ -105,21 +124,22 @@ async def ensure_default_storage_class(core: ApiCore) -> None:
     classes = core.registries[("storage.k8s.io", "storageclasses")]
     if classes.cache.get(classes.key(None, DEFAULT_STORAGE_CLASS)) is not None:
         return
-    await classes.create(
-        None,
-        {
-            "apiVersion": "storage.k8s.io/v1",
-            "kind": "StorageClass",
-            "metadata": {
-                "name": DEFAULT_STORAGE_CLASS,
-                "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+    with _created_elsewhere():
+        await classes.create(
+            None,
+            {
+                "apiVersion": "storage.k8s.io/v1",
+                "kind": "StorageClass",
+                "metadata": {
+                    "name": DEFAULT_STORAGE_CLASS,
+                    "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+                },
+                "provisioner": LOCAL_PATH_PROVISIONER,
+                "reclaimPolicy": "Delete",
+                "volumeBindingMode": "WaitForFirstConsumer",
+                "allowVolumeExpansion": True,
             },
-            "provisioner": LOCAL_PATH_PROVISIONER,
-            "reclaimPolicy": "Delete",
-            "volumeBindingMode": "WaitForFirstConsumer",
-            "allowVolumeExpansion": True,
-        },
-    )
+        )
 
 
 _FLOWCONTROL = "flowcontrol.apiserver.k8s.io"

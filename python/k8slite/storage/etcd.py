@@ -294,7 +294,12 @@ class EtcdStore:
             self._leases.clear()
             answer = await self._txn(ops, keys, values)
         if not answer.get("succeeded"):
-            raise _conflict(ops, answer.get("responses") or [])
+            responses = answer.get("responses") or []
+            # The caller may read its caches next: they must hold the writes the compare saw
+            # (a key another API server just created is in this cache once KeyExists says
+            # so). Their revisions, not the header's: that may be a write outside our prefix.
+            await self._wait_for(max(_mod_revisions(responses), default=0))
+            raise _conflict(ops, responses)
         rv = int(answer["header"]["revision"])
         await self._wait_for(rv)
         return rv, [op.encode(rv) for op in ops]
@@ -682,6 +687,13 @@ def _answer(path: str, status: int, data: bytes) -> Any:
             raise Compacted(f"etcd {path}: {message}", 0)
         raise StoreUnavailable(f"etcd {path}: {message}")
     return answer
+
+
+def _mod_revisions(responses: list[dict[str, Any]]) -> Iterator[int]:
+    """The mod revisions of the keys a txn's failure branch read."""
+    for response in responses:
+        for kv in (response.get("response_range") or {}).get("kvs") or ():
+            yield int(kv["mod_revision"])
 
 
 def _conflict(ops: list[Op], responses: list[dict[str, Any]]) -> Exception:
