@@ -275,3 +275,58 @@ def test_events_expire_after_event_ttl(tmp_path: Path, etcd: EtcdProcess) -> Non
             watcher.stop()
     finally:
         server.stop()
+
+
+def endpoint_ports(api: httpx.Client) -> list[int]:
+    ep = api.get("/api/v1/namespaces/default/endpoints/kubernetes").json()
+    return sorted(p["port"] for s in ep.get("subsets") or [] for p in s["ports"])
+
+
+def slice_ports(api: httpx.Client) -> list[int]:
+    slices = api.get("/apis/discovery.k8s.io/v1/namespaces/default/endpointslices").json()
+    return sorted(
+        p["port"]
+        for s in slices["items"]
+        if s["metadata"]["labels"].get("kubernetes.io/service-name") == "kubernetes"
+        for p in s["ports"]
+    )
+
+
+def port_of(server: ServerHandle) -> int:
+    return int(server.url.rsplit(":", 1)[1])
+
+
+def test_kubernetes_endpoints_list_every_live_apiserver(tmp_path: Path, etcd: EtcdProcess) -> None:
+    """Upstream's lease endpoint reconciler: each API server holds a lease; the `kubernetes`
+    Endpoints and EndpointSlices name the live ones. One that stops removes itself; one
+    that dies drops out when its lease runs out."""
+    a = on_etcd(tmp_path, etcd, "a")
+    b = on_etcd(tmp_path, etcd, "b")
+    c: ServerHandle | None = None
+    try:
+        with a.client() as api:
+            both = sorted([port_of(a), port_of(b)])
+            wait_for(lambda: endpoint_ports(api) == both, what="both servers in the endpoints")
+            wait_for(lambda: slice_ports(api) == both, what="both servers in the slices")
+
+            b.kill9()
+            wait_for(
+                lambda: endpoint_ports(api) == [port_of(a)],
+                timeout=90,
+                what="the killed server to drop out when its lease runs out",
+            )
+            assert slice_ports(api) == [port_of(a)]
+
+            c = on_etcd(tmp_path, etcd, "c")
+            wait_for(lambda: port_of(c) in endpoint_ports(api), what="a new server to join")
+            c.stop()
+            # Gone at once (well within the lease's 15 s): it removed itself as it stopped.
+            wait_for(
+                lambda: endpoint_ports(api) == [port_of(a)],
+                timeout=10,
+                what="a stopped server to remove itself",
+            )
+    finally:
+        for server in (a, b, c):
+            if server is not None:
+                server.stop()

@@ -24,6 +24,7 @@ from k8slite.apiserver.limits import (
     REQUEST_TIMEOUT,
 )
 from k8slite.apiserver.metrics import ApiMetrics, MeteredStore
+from k8slite.apiserver.peers import LeaseEndpointReconciler
 from k8slite.apiserver.podlogs import KubeletConnector
 from k8slite.apiserver.policies import PolicyEvaluator
 from k8slite.apiserver.saadmission import ServiceAccountAdmission
@@ -242,26 +243,41 @@ async def run(
             authn=Authenticator(tokens.authenticator.authenticate),
         )
         hc = _hypercorn_config(config)
-        async with trio.open_nursery() as nursery:
-            binds = await nursery.start(serve, secured, hc)
-            nursery.start_soon(bookmark_ticker, core.custom.values())
-            nursery.start_soon(CrdController(core).run)
-            nursery.start_soon(aggregator.run)
-            nursery.start_soon(bookmark_ticker, core.registries.values())
-            url = binds[0]
-            port = int(url.rsplit(":", 1)[1])
-            local = (
-                config.bind_address if config.bind_address not in ("0.0.0.0", "::") else "127.0.0.1"
-            )
-            serving = Serving(f"https://{local}:{port}", port)
-            advertised = config.advertise_address or local
-            tokens.jwks_uri = tokens.jwks_uri or (
-                f"https://{f'[{advertised}]' if ':' in advertised else advertised}:{port}"
-                "/openid/v1/jwks"
-            )
-            await ensure_kubernetes_service(
-                core, allocator.kubernetes_ip, config.advertise_address or local, port
-            )
-            await ensure_default_storage_class(core)
-            log.info("k8slite-apiserver serving on %s", serving.url)
-            task_status.started(serving)
+        peers: LeaseEndpointReconciler | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                binds = await nursery.start(serve, secured, hc)
+                nursery.start_soon(bookmark_ticker, core.custom.values())
+                nursery.start_soon(CrdController(core).run)
+                nursery.start_soon(aggregator.run)
+                nursery.start_soon(bookmark_ticker, core.registries.values())
+                url = binds[0]
+                port = int(url.rsplit(":", 1)[1])
+                local = (
+                    config.bind_address
+                    if config.bind_address not in ("0.0.0.0", "::")
+                    else "127.0.0.1"
+                )
+                serving = Serving(f"https://{local}:{port}", port)
+                advertised = config.advertise_address or local
+                tokens.jwks_uri = tokens.jwks_uri or (
+                    f"https://{f'[{advertised}]' if ':' in advertised else advertised}:{port}"
+                    "/openid/v1/jwks"
+                )
+                shared = config.storage_backend == "etcd3"
+                await ensure_kubernetes_service(
+                    core, allocator.kubernetes_ip, advertised, port, endpoints=not shared
+                )
+                if shared:
+                    # Several API servers may share this etcd: the endpoints list the live ones.
+                    peers = LeaseEndpointReconciler(core, advertised, port)
+                    await peers.reconcile()
+                    nursery.start_soon(peers.run)
+                await ensure_default_storage_class(core)
+                log.info("k8slite-apiserver serving on %s", serving.url)
+                task_status.started(serving)
+        finally:
+            if peers is not None:
+                # Leaving: out of the endpoints now, not when our lease runs out.
+                with trio.CancelScope(shield=True), trio.move_on_after(5):
+                    await peers.remove()
