@@ -317,6 +317,37 @@ def test_kubernetes_endpoints_list_every_live_apiserver(tmp_path: Path, etcd: Et
             )
             assert slice_ports(api) == [port_of(a)]
 
+            # Each server also holds an identity Lease in kube-system (upstream's
+            # APIServerIdentity); the dead one's stays until it expires (an hour).
+            leases = api.get(
+                "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases",
+                params={"labelSelector": "apiserver.kubernetes.io/identity=kube-apiserver"},
+            ).json()["items"]
+            assert len(leases) == 2
+            for lease in leases:
+                assert lease["metadata"]["name"].startswith("apiserver-")
+                assert lease["spec"]["leaseDurationSeconds"] == 3600
+                assert lease["spec"]["holderIdentity"].startswith(lease["metadata"]["name"] + "_")
+
+            # An identity lease not renewed within its duration is collected.
+            stale = {
+                "metadata": {
+                    "name": "apiserver-gone",
+                    "labels": {"apiserver.kubernetes.io/identity": "kube-apiserver"},
+                },
+                "spec": {
+                    "holderIdentity": "apiserver-gone_x",
+                    "leaseDurationSeconds": 3600,
+                    "renewTime": "2020-01-01T00:00:00.000000Z",
+                },
+            }
+            url = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases"
+            assert api.post(url, json=stale).status_code == 201
+            wait_for(
+                lambda: api.get(f"{url}/apiserver-gone").status_code == 404,
+                what="the expired identity lease to be collected",
+            )
+
             c = on_etcd(tmp_path, etcd, "c")
             wait_for(lambda: port_of(c) in endpoint_ports(api), what="a new server to join")
             c.stop()

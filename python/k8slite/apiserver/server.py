@@ -18,6 +18,7 @@ from k8slite.apiserver.authn import Authenticator
 from k8slite.apiserver.bootstrap import ensure_default_storage_class, ensure_kubernetes_service
 from k8slite.apiserver.core import ApiCore
 from k8slite.apiserver.crdcontroller import CrdController
+from k8slite.apiserver.identity import IdentityLease
 from k8slite.apiserver.limits import (
     MAX_MUTATING_REQUESTS_INFLIGHT,
     MAX_REQUESTS_INFLIGHT,
@@ -273,6 +274,9 @@ async def run(
                     peers = LeaseEndpointReconciler(core, advertised, port)
                     await peers.reconcile()
                     nursery.start_soon(peers.run)
+                    identity = IdentityLease(core, port)
+                    await identity.renew()
+                    nursery.start_soon(identity.run)
                 await ensure_default_storage_class(core)
                 log.info("k8slite-apiserver serving on %s", serving.url)
                 task_status.started(serving)
