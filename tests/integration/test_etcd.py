@@ -83,8 +83,13 @@ def test_two_apiservers_on_one_etcd_over_tls(tmp_path: Path, etcd_tls: EtcdProce
     # Started together, as `k8slite up --ha` will: both create the bootstrap objects at once.
     with ThreadPoolExecutor(2) as pool:
         started = [pool.submit(on_etcd, tmp_path, etcd_tls, name) for name in ("a", "b")]
-        servers = [f.result() for f in started]  # a start that fails fails the test here
-    a, b = servers
+    failed = [f.exception() for f in started if f.exception() is not None]
+    if failed:  # stop the one that did start, then fail with why the other did not
+        for f in started:
+            if f.exception() is None:
+                f.result().stop()
+        raise failed[0]
+    a, b = (f.result() for f in started)
     try:
         with a.client() as api_a, b.client() as api_b:
             watcher = Watcher(b, CONFIGMAPS, list_rv(api_b))
