@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import httpx
 import pytest
 
 from k8slite import pki
+from tests.etcd_server import start_etcd
 from tests.launch import after, launch, stop
 
 BIN = Path(sys.executable).parent
@@ -103,6 +105,26 @@ def start_apiserver(data_dir: Path, *extra: str, timeout: float = 60.0) -> Serve
     marker = "listening on "
     proc, line = launch(args, data_dir / "apiserver.log", marker, what="apiserver", timeout=timeout)
     return ServerHandle(after(line, marker), data_dir, proc, args)
+
+
+# Storage backends the REST and watch suites run on (upstream's --storage-backend names).
+BACKENDS = ("rocksdb", "etcd3")
+
+
+@contextmanager
+def apiserver_on(backend: str, base: Path, *extra: str) -> Iterator[ServerHandle]:
+    """An API server on `backend`: RocksDB in base/data, or a real etcd of its own in base/etcd."""
+    etcd = start_etcd(base / "etcd") if backend == "etcd3" else None
+    try:
+        flags = etcd.flags if etcd is not None else []
+        server = start_apiserver(base / "data", *flags, *extra)
+        try:
+            yield server
+        finally:
+            server.stop()
+    finally:
+        if etcd is not None:
+            etcd.stop()
 
 
 @pytest.fixture(scope="session")

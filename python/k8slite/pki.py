@@ -69,6 +69,8 @@ _LOOPBACK_SANS: tuple[x509.GeneralName, ...] = (
 )
 
 KeyPair = tuple[x509.Certificate, CertificateIssuerPrivateKeyTypes]
+# One extended key usage, or several (etcd's serving certificate is a client one too).
+Usage = x509.ObjectIdentifier | tuple[x509.ObjectIdentifier, ...]
 # Key types that can sign certificates: ours are EC, a CA brought along may be any of these.
 # Not DSA: Go's crypto/x509 (so upstream's components) signs no certificate with it, and
 # cryptography deprecates it (merely naming its key type warns on every start).
@@ -211,6 +213,38 @@ def ensure_pki(
                 )
                 if _write_if_changed(path, data, KEY_MODE):
                     written.append(path)
+    return written
+
+
+# etcd's certificates, as kubeadm names them: the members' serving (and peer) certificate,
+# and the API server's client certificate.
+ETCD_SERVER = "etcd-server"
+ETCD_CLIENT = "apiserver-etcd-client"
+
+
+def ensure_etcd_pki(pki_dir: Path, sans: Sequence[str] = ()) -> list[Path]:
+    """etcd's certificates from the cluster CA (made if missing); returns the files written.
+
+    etcd's serving certificate carries client auth as well as server auth: its JSON gateway
+    dials the member's own gRPC port presenting it, and members present it to each other.
+    """
+    pki_dir = Path(pki_dir)
+    secure_dir(pki_dir)
+    written: list[Path] = []
+    with _locked(pki_dir):
+        ca = _ensure_ca(pki_dir, written)
+        server_sans = [*_LOOPBACK_SANS, *_hostname_san(), *(parse_san(s) for s in sans)]
+        _ensure_leaf(
+            pki_dir,
+            ETCD_SERVER,
+            ca,
+            _name("kube-etcd"),
+            (SERVER_AUTH, CLIENT_AUTH),
+            server_sans,
+            written,
+        )
+        client = _name("kube-apiserver-etcd-client")
+        _ensure_leaf(pki_dir, ETCD_CLIENT, ca, client, CLIENT_AUTH, (), written)
     return written
 
 
@@ -391,7 +425,7 @@ def _sign(
     *,
     start: datetime,
     end: datetime,
-    usage: x509.ObjectIdentifier | None = None,
+    usage: Usage | None = None,
     sans: Sequence[x509.GeneralName] = (),
 ) -> x509.Certificate:
     """A certificate for `public_key` signed by `signer`; a self-signed CA when no `issuer`."""
@@ -433,7 +467,7 @@ def _sign(
             aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.public_key())
     builder = builder.add_extension(aki, False)
     if usage is not None:
-        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), False)
+        builder = builder.add_extension(x509.ExtendedKeyUsage(_usages(usage)), False)
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(_dedupe(sans)), False)
     return builder.sign(signer, _hash_for(signer))
@@ -545,7 +579,7 @@ def _ensure_leaf(
     stem: str,
     ca: KeyPair,
     subject: x509.Name,
-    usage: x509.ObjectIdentifier,
+    usage: Usage,
     sans: Sequence[x509.GeneralName],
     written: list[Path],
 ) -> None:
@@ -573,7 +607,7 @@ def _fits(
     cert: x509.Certificate,
     ca_cert: x509.Certificate,
     subject: x509.Name,
-    usage: x509.ObjectIdentifier,
+    usage: Usage,
     sans: Sequence[x509.GeneralName],
 ) -> bool:
     """Whether an existing leaf can stay: same CA, subject, usage, SANs, not near expiry."""
@@ -593,7 +627,11 @@ def _fits(
         have = set(cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
     except x509.ExtensionNotFound:
         have = set()
-    return usage in usages and set(sans) <= have
+    return set(_usages(usage)) <= set(usages) and set(sans) <= have
+
+
+def _usages(usage: Usage) -> list[x509.ObjectIdentifier]:
+    return [usage] if isinstance(usage, x509.ObjectIdentifier) else list(usage)
 
 
 def _write_pair(

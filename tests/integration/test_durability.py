@@ -3,18 +3,32 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 
-from tests.conftest import start_apiserver
+from tests.conftest import BACKENDS, start_apiserver
+from tests.etcd_server import start_etcd
 
 WRITERS = 8
 
 
-def test_acknowledged_writes_survive_kill9(tmp_path: Path) -> None:
+@pytest.fixture(params=BACKENDS)
+def storage_flags(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[list[str]]:
+    """RocksDB in the data dir, or a real etcd that outlives the API server's kill."""
+    if request.param == "rocksdb":
+        yield []
+        return
+    etcd = start_etcd(tmp_path / "etcd")
+    yield etcd.flags
+    etcd.stop()
+
+
+def test_acknowledged_writes_survive_kill9(tmp_path: Path, storage_flags: list[str]) -> None:
     data = tmp_path / "data"
-    server = start_apiserver(data)
+    server = start_apiserver(data, *storage_flags)
     acked: dict[str, int] = {}
     lock = threading.Lock()
     stop = threading.Event()
@@ -50,7 +64,7 @@ def test_acknowledged_writes_survive_kill9(tmp_path: Path) -> None:
     with lock:
         snapshot = dict(acked)
 
-    restarted = start_apiserver(data)
+    restarted = start_apiserver(data, *storage_flags)
     try:
         with restarted.client() as api:
             listed = api.get("/api/v1/namespaces/default/configmaps").json()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,7 +22,7 @@ from k8slite.client import (
 from k8slite.client.resource import CONFIGMAPS, NAMESPACES, PODS
 from k8slite.client.store import NODE_NAME_INDEX
 from k8slite.component.objects import Obj
-from tests.conftest import ServerHandle, start_apiserver
+from tests.conftest import BACKENDS, ServerHandle, apiserver_on
 from tests.integration.client_helpers import TcpProxy, server_config
 
 
@@ -66,6 +66,15 @@ class Recorder:
         with trio.fail_after(timeout):
             while not predicate():
                 await self.changed.wait()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def apiserver(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerHandle]:
+    """This module's API server, once on each storage backend (RocksDB, a real etcd)."""
+    with apiserver_on(request.param, tmp_path_factory.mktemp(request.param)) as server:
+        yield server
 
 
 @pytest.fixture
@@ -187,10 +196,10 @@ async def test_resync_redelivers_cached_objects(kube: ApiClient, namespace: str)
     assert rec.events[0] == ("add", f"{namespace}/r")
 
 
-async def test_relist_after_410_reports_missed_deletes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_relist_after_410_reports_missed_deletes(tmp_path: Path, backend: str) -> None:
     # A tiny watch cache: a watcher that was away for a few writes must relist.
-    server = start_apiserver(tmp_path / "data", "--watch-cache-size", "3")
-    try:
+    with apiserver_on(backend, tmp_path, "--watch-cache-size", "3") as server:
         config = server_config(server)
         target = urlsplit(config.server)
         async with ApiClient(config) as direct, trio.open_nursery() as nursery:
@@ -234,5 +243,3 @@ async def test_relist_after_410_reports_missed_deletes(tmp_path: Path) -> None:
             await via_proxy.aclose()
             proxy.close()
             nursery.cancel_scope.cancel()
-    finally:
-        server.stop()

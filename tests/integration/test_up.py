@@ -6,6 +6,7 @@ service route; tests/e2e runs `k8slite up` with it.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -25,6 +26,7 @@ from k8slite import pki
 from k8slite.cmd.up import DEFAULT_PORTS, free_port, prometheus_config, wait_healthy
 from tests.conftest import BIN
 from tests.e2e.cluster import Cluster, start_up, stop_up, up_command
+from tests.etcd_server import start_etcd
 from tests.launch import REPO
 from tests.polling import wait_for
 
@@ -519,3 +521,43 @@ def test_kubeconfig_merge_keeps_the_users_entries(tmp_path: Path) -> None:
     assert merged.returncode == 0, merged.stderr
     assert yaml.safe_load(first.read_text())["current-context"] == name_one
     assert yaml.safe_load(second.read_text()) == theirs
+
+
+def test_up_on_an_existing_etcd(tmp_path: Path) -> None:
+    """`k8slite up --etcd-servers` stores in that etcd (TLS, client certificates): a second
+    cluster directory on the same etcd finds what the first stored."""
+    etcd = start_etcd(tmp_path / "etcd", tls=True)
+    assert etcd.tls is not None
+    flags = [
+        "--etcd-servers",
+        etcd.url,
+        "--etcd-cafile",
+        str(etcd.tls.cafile),
+        "--etcd-certfile",
+        str(etcd.tls.certfile),
+        "--etcd-keyfile",
+        str(etcd.tls.keyfile),
+    ]
+    try:
+        first = up(tmp_path / "first", "--runtime", "fake", *flags)
+        try:
+            cmds = list(children(first.proc.pid).values()) if first.proc else []
+            [cmd] = [c for c in cmds if "/k8slite-apiserver " in c]
+            assert "--storage-backend=etcd3" in cmd and f"--etcd-servers={etcd.url}" in cmd
+            first.kubectl("create", "configmap", "in-etcd", "--from-literal=k=v")
+        finally:
+            assert stop_up(first) == 0
+        assert not (tmp_path / "first" / "db").exists()  # nothing went to RocksDB
+
+        with etcd.client() as c:
+            key = base64.b64encode(b"/registry/core/configmaps/default/in-etcd").decode()
+            assert c.post("/v3/kv/range", json={"key": key}).json().get("count") == "1"
+
+        second = up(tmp_path / "second", "--runtime", "fake", *flags)
+        try:
+            value = second.kubectl("get", "configmap", "in-etcd", "-o", "jsonpath={.data.k}").stdout
+            assert value == "v"
+        finally:
+            assert stop_up(second) == 0
+    finally:
+        etcd.stop()

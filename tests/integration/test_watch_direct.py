@@ -11,11 +11,22 @@ import re
 import socket
 import ssl
 import time
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import httpx
+import pytest
 
-from tests.conftest import ServerHandle
+from tests.conftest import BACKENDS, ServerHandle, apiserver_on
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def apiserver(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerHandle]:
+    """This module's API server, once on each storage backend (RocksDB, a real etcd)."""
+    with apiserver_on(request.param, tmp_path_factory.mktemp(request.param)) as server:
+        yield server
 
 
 class ChunkedWatch:

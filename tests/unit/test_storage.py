@@ -1,4 +1,9 @@
-"""RocksStore against a real RocksDB: CAS, atomicity, revisions, events, group commit, crashes."""
+"""The Store contract against real backends: RocksDB, and etcd (a real etcd process).
+
+CAS, atomicity, revisions, events and reopening run on both backends, with revisions counted
+from where the store starts (etcd's first is 1, and the tests share one etcd); group commit,
+staged writes and crashes are RocksDB's own.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,13 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Awaitable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 import trio
 import trio.testing
@@ -28,6 +37,13 @@ from k8slite.storage import (
     StoreUnavailable,
 )
 from k8slite.storage.base import Encoder
+from k8slite.storage.etcd import EtcdStore
+from tests.etcd_server import EtcdProcess, start_etcd
+from tests.integration.client_helpers import TcpProxy
+
+BACKENDS = ["rocksdb", "etcd"]
+# Opens a new store on the same data each call (so a test can close and reopen it).
+StoreOpener = Callable[[], Any]
 
 
 def encoder(key: str) -> Encoder:
@@ -50,80 +66,139 @@ def body(key: str, rv: int) -> bytes:
     return encoder(key)(rv)
 
 
+@pytest.fixture(scope="session")
+def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdProcess]:
+    """One etcd for the session; each store gets a prefix of its own."""
+    server = start_etcd(tmp_path_factory.mktemp("etcd"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def etcd_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdProcess]:
+    server = start_etcd(tmp_path_factory.mktemp("etcd-tls"), tls=True)
+    yield server
+    server.stop()
+
+
+def etcd_opener(etcd: EtcdProcess) -> StoreOpener:
+    prefix = f"/test-{uuid.uuid4().hex}"
+    return lambda: EtcdStore(
+        [etcd.url], prefix=prefix, root="", tls=etcd.tls, compaction_interval=0
+    )
+
+
+def opener(request: pytest.FixtureRequest, backend: str, path: Path) -> StoreOpener:
+    if backend == "rocksdb":
+        return lambda: RocksStore(path)
+    return etcd_opener(request.getfixturevalue(backend))
+
+
+@pytest.fixture(params=BACKENDS)
+def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreOpener:
+    return opener(request, request.param, tmp_path / "db")
+
+
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[RocksStore]:
+async def store(new_store: StoreOpener) -> AsyncIterator[Any]:
+    async with new_store() as store:
+        yield store
+
+
+@pytest.fixture
+async def rocks(tmp_path: Path) -> AsyncIterator[RocksStore]:
     async with RocksStore(tmp_path / "db") as store:
         yield store
 
 
-async def test_create_get_update_delete(store: RocksStore) -> None:
-    assert store.revision() == 0
+async def check_create_get_update_delete(store: Any) -> None:
+    base = store.revision()
     assert await store.get("/registry/pods/a") is None
 
     rv, datas = await store.txn([create("/registry/pods/a")])
-    assert (rv, datas) == (1, [body("/registry/pods/a", 1)])
-    assert await store.get("/registry/pods/a") == (body("/registry/pods/a", 1), 1)
+    assert (rv, datas) == (base + 1, [body("/registry/pods/a", base + 1)])
+    assert await store.get("/registry/pods/a") == (body("/registry/pods/a", base + 1), base + 1)
 
-    rv, _ = await store.txn([update("/registry/pods/a", expected_rv=1)])
-    assert rv == 2
-    assert await store.get("/registry/pods/a") == (body("/registry/pods/a", 2), 2)
+    rv, _ = await store.txn([update("/registry/pods/a", expected_rv=base + 1)])
+    assert rv == base + 2
+    assert await store.get("/registry/pods/a") == (body("/registry/pods/a", base + 2), base + 2)
 
-    rv, datas = await store.txn([delete("/registry/pods/a", expected_rv=2)])
-    assert (rv, datas) == (3, [body("/registry/pods/a", 3)])
+    rv, datas = await store.txn([delete("/registry/pods/a", expected_rv=base + 2)])
+    assert (rv, datas) == (base + 3, [body("/registry/pods/a", base + 3)])
     assert await store.get("/registry/pods/a") is None
-    assert store.revision() == 3
+    assert store.revision() == base + 3
+
+
+async def test_create_get_update_delete(store: Any) -> None:
+    if isinstance(store, RocksStore):
+        assert store.revision() == 0
+    await check_create_get_update_delete(store)
+
+
+async def test_etcd_over_tls_with_client_certificates(etcd_tls: EtcdProcess) -> None:
+    assert etcd_tls.url.startswith("https://")
+    async with etcd_opener(etcd_tls)() as store:
+        await check_create_get_update_delete(store)
+        assert [key for key, _, _ in store.scan("")] == []
 
 
 @pytest.mark.parametrize(
-    ("op", "error", "current_rv"),
+    ("op", "error", "conflict"),
     [
-        (create("/k/exists"), KeyExists, None),
-        (update("/k/missing"), KeyNotFound, None),
-        (delete("/k/missing"), KeyNotFound, None),
-        (update("/k/exists", expected_rv=7), RevisionConflict, 1),
-        (delete("/k/exists", expected_rv=7), RevisionConflict, 1),
+        (create("/k/exists"), KeyExists, False),
+        (update("/k/missing"), KeyNotFound, False),
+        (delete("/k/missing"), KeyNotFound, False),
+        (update("/k/exists", expected_rv=10**9), RevisionConflict, True),
+        (delete("/k/exists", expected_rv=10**9), RevisionConflict, True),
     ],
 )
 async def test_cas_failure_writes_nothing(
-    store: RocksStore, op: Op, error: type[StorageError], current_rv: int | None
+    store: Any, op: Op, error: type[StorageError], conflict: bool
 ) -> None:
-    await store.txn([create("/k/exists")])
+    created, _ = await store.txn([create("/k/exists")])
     events: list[list[Event]] = []
     store.subscribe(events.append)
-    writes = store.synced_writes
+    writes = getattr(store, "synced_writes", None)
 
     with pytest.raises(error) as raised:
         await store.txn([create("/k/new"), op])
 
     assert raised.value.key == op.key
+    assert isinstance(raised.value, RevisionConflict) == conflict
     if isinstance(raised.value, RevisionConflict):
-        assert raised.value.current_rv == current_rv
+        assert raised.value.current_rv == created
     assert await store.get("/k/new") is None
-    assert await store.get("/k/exists") == (body("/k/exists", 1), 1)
-    assert (store.revision(), store.synced_writes, events) == (1, writes, [])
+    assert await store.get("/k/exists") == (body("/k/exists", created), created)
+    assert (store.revision(), getattr(store, "synced_writes", None), events) == (
+        created,
+        writes,
+        [],
+    )
     # The failed transaction did not use up a revision.
-    assert (await store.txn([create("/k/next")]))[0] == 2
+    assert (await store.txn([create("/k/next")]))[0] == created + 1
 
 
-async def test_multi_op_txn_is_atomic_and_shares_a_revision(store: RocksStore) -> None:
+async def test_multi_op_txn_is_atomic_and_shares_a_revision(store: Any) -> None:
     events: list[list[Event]] = []
     store.subscribe(events.append)
-    await store.txn([create("/a"), create("/b")])
+    first, _ = await store.txn([create("/a"), create("/b")])
 
-    rv, _ = await store.txn([update("/a", 1), delete("/b", 1), create("/c")])
+    rv, _ = await store.txn([update("/a", first), delete("/b", first), create("/c")])
 
-    assert rv == 2
-    assert await store.get("/a") == (body("/a", 2), 2)
+    assert rv == first + 1
+    assert await store.get("/a") == (body("/a", rv), rv)
     assert await store.get("/b") is None
-    assert await store.get("/c") == (body("/c", 2), 2)
+    assert await store.get("/c") == (body("/c", rv), rv)
     assert [[(e.type, e.key, e.rv) for e in batch] for batch in events] == [
-        [("ADDED", "/a", 1), ("ADDED", "/b", 1)],
-        [("MODIFIED", "/a", 2), ("DELETED", "/b", 2), ("ADDED", "/c", 2)],
+        [("ADDED", "/a", first), ("ADDED", "/b", first)],
+        [("MODIFIED", "/a", rv), ("DELETED", "/b", rv), ("ADDED", "/c", rv)],
     ]
-    assert events[1][1].data == body("/b", 2)  # a delete carries its op's encode(rv)
+    # A delete carries the object's final state at the deletion's revision (on etcd: its
+    # last stored value, as upstream's DELETED events; these encoders make the two equal).
+    assert events[1][1].data == body("/b", rv)
 
 
-async def test_failing_encoder_and_malformed_txns_stage_nothing(store: RocksStore) -> None:
+async def test_failing_encoder_and_malformed_txns_stage_nothing(store: Any) -> None:
     def boom(rv: int) -> bytes:
         raise RuntimeError("cannot encode")
 
@@ -135,37 +210,39 @@ async def test_failing_encoder_and_malformed_txns_stage_nothing(store: RocksStor
         await store.txn([create("/a"), update("/a")])
 
     assert await store.get("/a") is None
-    assert (await store.txn([create("/a")]))[0] == 1
+    base = store.revision()
+    assert (await store.txn([create("/a")]))[0] == base + 1
 
 
-async def test_revisions_and_index_survive_reopen(tmp_path: Path) -> None:
-    path = tmp_path / "db"
-    async with RocksStore(path) as store:
+async def test_revisions_and_index_survive_reopen(new_store: StoreOpener) -> None:
+    async with new_store() as store:
+        base = store.revision()
         await store.txn([create("/r/a")])
         await store.txn([create("/r/b")])
-        await store.txn([update("/r/a", 1)])
-        last, _ = await store.txn([delete("/r/b", 2)])  # the newest revision lives on no key
+        await store.txn([update("/r/a", base + 1)])
+        last, _ = await store.txn([delete("/r/b", base + 2)])  # the newest lives on no key
 
-    async with RocksStore(path) as store:
-        assert store.revision() == last == 4
-        assert await store.get("/r/a") == (body("/r/a", 3), 3)
+    async with new_store() as store:
+        assert store.revision() == last == base + 4
+        assert await store.get("/r/a") == (body("/r/a", base + 3), base + 3)
         assert await store.get("/r/b") is None
         with pytest.raises(KeyExists):
             await store.txn([create("/r/a")])
         with pytest.raises(RevisionConflict):
-            await store.txn([update("/r/a", 1)])
-        assert (await store.txn([create("/r/b")]))[0] == 5
+            await store.txn([update("/r/a", base + 1)])
+        assert (await store.txn([create("/r/b")]))[0] == base + 5
 
-    async with RocksStore(path) as store:
-        assert store.revision() == 5
+    async with new_store() as store:
+        assert store.revision() == base + 5
         assert list(store.scan("/r/")) == [
-            ("/r/a", body("/r/a", 3), 3),
-            ("/r/b", body("/r/b", 5), 5),
+            ("/r/a", body("/r/a", base + 3), base + 3),
+            ("/r/b", body("/r/b", base + 5), base + 5),
         ]
 
 
-async def test_scan_returns_prefix_in_key_order(store: RocksStore) -> None:
+async def test_scan_returns_prefix_in_key_order(store: Any) -> None:
     keys = ["/reg/pods/ns/b", "/reg/pods/ns/a", "/reg/pods/ns/é", "/reg/pods/ns0/x", "/reg/pod"]
+    base = store.revision()
     for key in keys:
         await store.txn([create(key)])
     await store.txn([update("/reg/pods/ns/a")])
@@ -173,14 +250,14 @@ async def test_scan_returns_prefix_in_key_order(store: RocksStore) -> None:
     scanned = list(store.scan("/reg/pods/ns/"))
 
     assert scanned == [
-        ("/reg/pods/ns/a", body("/reg/pods/ns/a", 6), 6),
-        ("/reg/pods/ns/b", body("/reg/pods/ns/b", 1), 1),
-        ("/reg/pods/ns/é", body("/reg/pods/ns/é", 3), 3),
+        ("/reg/pods/ns/a", body("/reg/pods/ns/a", base + 6), base + 6),
+        ("/reg/pods/ns/b", body("/reg/pods/ns/b", base + 1), base + 1),
+        ("/reg/pods/ns/é", body("/reg/pods/ns/é", base + 3), base + 3),
     ]
     assert [key for key, _, _ in store.scan("")] == sorted(keys)
 
 
-async def test_subscribers_see_events_in_order_before_txn_returns(store: RocksStore) -> None:
+async def test_subscribers_see_events_in_order_before_txn_returns(store: Any) -> None:
     seen: dict[str, int] = {}
     revisions: list[int] = []
 
@@ -191,6 +268,7 @@ async def test_subscribers_see_events_in_order_before_txn_returns(store: RocksSt
             seen[event.key] = event.rv
 
     store.subscribe(subscriber)
+    base = store.revision()
 
     async def write(i: int) -> None:
         rv, _ = await store.txn([create(f"/s/{i}")])
@@ -202,10 +280,11 @@ async def test_subscribers_see_events_in_order_before_txn_returns(store: RocksSt
         for i in range(50):
             nursery.start_soon(write, i)
 
-    assert revisions == list(range(1, 101))
+    assert revisions == list(range(base + 1, base + 101))
 
 
-async def test_concurrent_txns_are_group_committed(store: RocksStore) -> None:
+async def test_concurrent_txns_are_group_committed(rocks: RocksStore) -> None:
+    store = rocks
     rvs: list[int] = []
 
     async def write(i: int) -> None:
@@ -220,8 +299,9 @@ async def test_concurrent_txns_are_group_committed(store: RocksStore) -> None:
 
 
 async def test_reads_and_cas_see_staged_writes(
-    store: RocksStore, monkeypatch: pytest.MonkeyPatch
+    rocks: RocksStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    store = rocks
     await store.txn([create("/p/a")])
     gate = threading.Event()
     real_write = store._write
@@ -288,7 +368,7 @@ async def test_failed_disk_write_fails_the_group_and_breaks_the_store(
         assert [key for key, _, _ in store.scan("/f/")] == ["/f/kept"]
 
 
-async def test_failing_subscriber_breaks_the_store(store: RocksStore) -> None:
+async def test_failing_subscriber_breaks_the_store(store: Any) -> None:
     def subscriber(events: list[Event]) -> None:
         raise RuntimeError("cache bug")
 
@@ -299,8 +379,8 @@ async def test_failing_subscriber_breaks_the_store(store: RocksStore) -> None:
         await store.txn([create("/y")])
 
 
-async def test_store_refuses_service_outside_its_block(tmp_path: Path) -> None:
-    store = RocksStore(tmp_path / "db")
+async def test_store_refuses_service_outside_its_block(new_store: StoreOpener) -> None:
+    store = new_store()
     with pytest.raises(StoreUnavailable):
         await store.txn([create("/a")])
     async with store:
@@ -312,9 +392,9 @@ async def test_store_refuses_service_outside_its_block(tmp_path: Path) -> None:
 class ModelStore:
     """The reference: CAS on a dict, one revision per successful transaction."""
 
-    def __init__(self) -> None:
+    def __init__(self, revision: int = 0) -> None:
         self.revs: dict[str, int] = {}
-        self.revision = 0
+        self.revision = revision
 
     def txn(self, ops: list[Op]) -> int:
         for op in ops:
@@ -359,25 +439,34 @@ ops = st.builds(
 txns = st.lists(st.lists(ops, min_size=1, max_size=3, unique_by=lambda op: op.key), max_size=10)
 
 
+def shift(op: Op, base: int) -> Op:
+    return op if op.expected_rv is None else replace(op, expected_rv=op.expected_rv + base)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @settings(max_examples=20, deadline=None)
 @given(txns=txns)
-def test_store_matches_a_reference_model(txns: list[list[Op]]) -> None:
-    model = ModelStore()
-
-    def expected_scan() -> list[tuple[str, bytes, int]]:
+def test_store_matches_a_reference_model(
+    request: pytest.FixtureRequest, backend: str, txns: list[list[Op]]
+) -> None:
+    def expected_scan(model: ModelStore) -> list[tuple[str, bytes, int]]:
         return [(key, b"%d" % rv, rv) for key, rv in sorted(model.revs.items())]
 
-    async def run(path: Path) -> None:
-        async with RocksStore(path) as store:
-            for ops in txns:
+    async def run(new_store: StoreOpener) -> None:
+        async with new_store() as store:
+            # Expected revisions count from where the store starts.
+            base = store.revision()
+            model = ModelStore(base)
+            for relative in txns:
+                ops = [shift(op, base) for op in relative]
                 assert await outcome(store.txn(ops)) == model_outcome(model, ops)
-            assert list(store.scan("")) == expected_scan()
-        async with RocksStore(path) as store:
+            assert list(store.scan("")) == expected_scan(model)
+        async with new_store() as store:
             assert store.revision() == model.revision
-            assert list(store.scan("")) == expected_scan()
+            assert list(store.scan("")) == expected_scan(model)
 
     with tempfile.TemporaryDirectory() as tmp:
-        trio.run(run, Path(tmp))
+        trio.run(run, opener(request, backend, Path(tmp) / "db"))
 
 
 def read_acks(lines: list[bytes]) -> dict[str, tuple[str, int]]:
@@ -442,3 +531,93 @@ def test_acknowledged_writes_survive_kill_9(tmp_path: Path) -> None:
             await store.txn([create("/after/crash")])
 
     trio.run(verify)
+
+
+async def test_etcd_watch_relists_after_its_history_is_compacted(etcd: EtcdProcess) -> None:
+    """Cut off from etcd while others write and compact, a store catches up from etcd's
+    state in one batch, then follows the watch again."""
+    prefix = f"/test-{uuid.uuid4().hex}"
+    proxy = TcpProxy("127.0.0.1", int(etcd.url.rsplit(":", 1)[1]))
+    async with trio.open_nursery() as nursery:
+        await nursery.start(proxy.run)
+        cut_off = EtcdStore(
+            [f"http://127.0.0.1:{proxy.port}"], prefix=prefix, root="", compaction_interval=0
+        )
+        other = EtcdStore([etcd.url], prefix=prefix, root="", compaction_interval=0)
+        async with cut_off, other:
+            events: list[list[Event]] = []
+            cut_off.subscribe(events.append)
+            first, _ = await cut_off.txn([create("/k1"), create("/k2"), create("/k3")])
+
+            proxy.cut()
+            second, _ = await other.txn([update("/k1", first), delete("/k2", first), create("/k4")])
+            third, _ = await other.txn([update("/k1", second)])
+            async with httpx.AsyncClient(base_url=etcd.url) as c:
+                r = await c.post("/v3/kv/compaction", json={"revision": str(third)})
+                assert r.status_code == 200, r.text
+            assert cut_off.revision() == first
+            await proxy.restore()
+
+            with trio.fail_after(30):
+                while cut_off.revision() < third:
+                    await cut_off._moved.wait()
+            assert cut_off.relists == 1
+            relisted = cut_off.revision()
+            assert events[-1] == [
+                Event("MODIFIED", "/k1", relisted, body("/k1", third)),
+                Event("DELETED", "/k2", relisted, b""),  # its final state went with history
+                Event("ADDED", "/k4", relisted, body("/k4", second)),
+            ]
+            # Following the watch again, and writing.
+            fourth, _ = await cut_off.txn([update("/k4", second)])
+            assert events[-1] == [Event("MODIFIED", "/k4", fourth, body("/k4", fourth))]
+        nursery.cancel_scope.cancel()
+
+
+async def test_etcd_keys_with_a_ttl_expire_through_a_shared_lease(etcd: EtcdProcess) -> None:
+    async with etcd_opener(etcd)() as store:
+        events: list[Event] = []
+        store.subscribe(events.extend)
+        # Writes of one TTL share a lease while it still covers that TTL (upstream's reuse).
+        await store.txn([Op("create", "/ev/long1", encoder("/ev/long1"), ttl=600)])
+        await store.txn([Op("create", "/ev/long2", encoder("/ev/long2"), ttl=600)])
+        assert store.leases_granted == 1
+        # A lease revoked under the store (its keys go with it): the next write gets another.
+        async with httpx.AsyncClient(base_url=etcd.url) as c:
+            r = await c.post("/v3/lease/revoke", json={"ID": str(store._leases[600][0])})
+            assert r.status_code == 200, r.text
+        await store.txn([Op("create", "/ev/long3", encoder("/ev/long3"), ttl=600)])
+        assert store.leases_granted == 2
+        assert await store.get("/ev/long1") is None
+
+        rv, _ = await store.txn(
+            [Op("create", "/ev/a", encoder("/ev/a"), ttl=2), create("/ev/kept")]
+        )
+        assert store.leases_granted == 3
+        with trio.fail_after(30):
+            while "/ev/a" not in {e.key for e in events if e.type == "DELETED"}:
+                await store._moved.wait()
+        assert await store.get("/ev/a") is None
+        assert await store.get("/ev/kept") == (body("/ev/kept", rv), rv)
+        assert (await store.get("/ev/long3")) is not None
+        deleted = next(e for e in events if e.type == "DELETED" and e.key == "/ev/a")
+        assert deleted.data == body("/ev/a", deleted.rv)
+
+
+async def test_etcd_conflict_means_the_conflicting_write_was_delivered(etcd: EtcdProcess) -> None:
+    """Told KeyExists or RevisionConflict because of another store's write, a store has
+    already delivered that write to its subscribers (so its cache shows what conflicted)."""
+    new_store = etcd_opener(etcd)
+    async with new_store() as mine, new_store() as other:
+        seen: dict[str, int] = {}
+        mine.subscribe(lambda events: seen.update((e.key, e.rv) for e in events))
+        for i in range(20):
+            rv, _ = await other.txn([create(f"/c/{i}")])
+            with pytest.raises(KeyExists):
+                await mine.txn([create(f"/c/{i}")])
+            assert seen[f"/c/{i}"] == rv
+        # A write outside the prefix (the compactor's key) moves etcd's revision on without
+        # an event for us: a conflict must not wait for it.
+        await mine.compact_once(*await mine.compact_once(0, 0))
+        with trio.fail_after(5), pytest.raises(RevisionConflict):
+            await mine.txn([update("/c/0", 1)])

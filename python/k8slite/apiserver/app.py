@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from quart import Response
+from quart import Response, request
 from quart_trio import QuartTrio
 
 from k8slite import GIT_VERSION, KUBERNETES_VERSION
@@ -16,6 +16,7 @@ from k8slite.apiserver.handler import ResourceHandler
 from k8slite.apiserver.metrics import ApiMetrics
 from k8slite.apiserver.requestinfo import is_resource_path
 from k8slite.apiserver.streaming import deny
+from k8slite.component import serving
 
 
 def version_info() -> dict[str, str]:
@@ -45,11 +46,26 @@ def build_quart(core: ApiCore, metrics: ApiMetrics) -> QuartTrio:
     async def version() -> Response:
         return json(version_info())
 
+    # Upstream's checks that mean something here: ping, and etcd (the store can serve: on
+    # etcd, its last probe got an answer; on RocksDB, no write has failed).
+    checks = (serving.PING, serving.Check("etcd", core.store.health))
+
     @app.route("/healthz")
     @app.route("/livez")
     @app.route("/readyz")
-    async def health() -> Response:
-        return Response("ok", content_type="text/plain")
+    @app.route("/healthz/<name>")
+    @app.route("/livez/<name>")
+    @app.route("/readyz/<name>")
+    async def health(name: str = "") -> Response:
+        root = request.path.strip("/").split("/", 1)[0]
+        query = {key: request.args.getlist(key) for key in request.args}
+        answer = serving.health(
+            root, checks, serving.Request(request.method, request.path, query, {}), name
+        )
+        body = answer.body if isinstance(answer.body, bytes) else b""
+        return Response(
+            body, status=answer.status, content_type=answer.content_type, headers=answer.headers
+        )
 
     @app.route("/metrics")
     async def prometheus() -> Response:

@@ -3,9 +3,14 @@ the default StorageClass."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from k8slite._native import loads
+from k8slite.api import errors
 from k8slite.apiserver.core import ApiCore
 from k8slite.apiserver.flowcontrol import defaults
+from k8slite.apiserver.registry import DeleteOptions
 from k8slite.component.objects import Obj
 
 _LABELS = {"component": "apiserver", "provider": "kubernetes"}
@@ -25,7 +30,15 @@ def _service(cluster_ip: str, port: int) -> Obj:
     }
 
 
-def _endpoints(address: str, port: int) -> Obj:
+def _by_port(peers: list[tuple[str, int]]) -> dict[int, list[str]]:
+    """The API servers' addresses grouped by port, ports in order."""
+    ports: dict[int, list[str]] = {}
+    for address, port in sorted(peers, key=lambda p: (p[1], p[0])):
+        ports.setdefault(port, []).append(address)
+    return ports
+
+
+def _endpoints(peers: list[tuple[str, int]]) -> Obj:
     return {
         "apiVersion": "v1",
         "kind": "Endpoints",
@@ -36,29 +49,40 @@ def _endpoints(address: str, port: int) -> Obj:
         },
         "subsets": [
             {
-                "addresses": [{"ip": address}],
+                "addresses": [{"ip": address} for address in addresses],
                 "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
             }
+            for port, addresses in _by_port(peers).items()
         ],
     }
 
 
-def _slice(address: str, port: int) -> Obj:
+def _slice(name: str, addresses: list[str], port: int) -> Obj:
     return {
         "apiVersion": "discovery.k8s.io/v1",
         "kind": "EndpointSlice",
         "metadata": {
-            "name": "kubernetes",
+            "name": name,
             "namespace": "default",
             "labels": {
                 "kubernetes.io/service-name": "kubernetes",
                 "endpointslice.kubernetes.io/managed-by": "kube-apiserver",
             },
         },
-        "addressType": "IPv6" if ":" in address else "IPv4",
-        "endpoints": [{"addresses": [address], "conditions": {"ready": True}}],
+        "addressType": "IPv6" if ":" in addresses[0] else "IPv4",
+        "endpoints": [{"addresses": [a], "conditions": {"ready": True}} for a in addresses],
         "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
     }
+
+
+@contextlib.contextmanager
+def _created_elsewhere() -> Iterator[None]:
+    """Another API server on the same etcd, starting at the same time, created it first."""
+    try:
+        yield
+    except errors.ApiError as e:
+        if e.code != 409 or e.reason != "AlreadyExists":
+            raise
 
 
 async def _ensure(
@@ -79,20 +103,56 @@ async def _ensure(
             current[f] = desired[f]
         return current
 
-    await reg.update(namespace, desired["metadata"]["name"], mutate, allow_create=True)
+    name = desired["metadata"]["name"]
+    with _created_elsewhere():
+        await reg.update(namespace, name, mutate, allow_create=True)
+        return
+    await reg.update(namespace, name, mutate)  # created meanwhile: bring its fields back
 
 
 async def ensure_kubernetes_service(
-    core: ApiCore, cluster_ip: str, address: str, port: int
+    core: ApiCore, cluster_ip: str, address: str, port: int, endpoints: bool = True
 ) -> None:
-    """The `kubernetes` service at the range's first address, pointing at this server."""
+    """The `kubernetes` service at the range's first address, pointing at this server (its
+    endpoints too, unless the lease reconciler keeps them: see peers.py)."""
     services = core.registries[("", "services")]
     if services.cache.get(services.key("default", "kubernetes")) is None:
-        await services.create("default", _service(cluster_ip, port))
-    await _ensure(core, "", "endpoints", _endpoints(address, port), ("subsets",))
-    await _ensure(
-        core, "discovery.k8s.io", "endpointslices", _slice(address, port), ("endpoints", "ports")
-    )
+        with _created_elsewhere():
+            await services.create("default", _service(cluster_ip, port))
+    if endpoints:
+        await ensure_endpoints(core, [(address, port)])
+
+
+async def ensure_endpoints(core: ApiCore, peers: list[tuple[str, int]]) -> None:
+    """The `kubernetes` Endpoints and EndpointSlices name exactly these API servers.
+
+    A slice per port: "kubernetes" for the first, "kubernetes-<port>" for others (upstream's
+    servers share one port, so it has only the first).
+    """
+    if not peers:
+        return
+    await _ensure(core, "", "endpoints", _endpoints(peers), ("subsets",))
+    wanted = set()
+    for i, (port, addresses) in enumerate(_by_port(peers).items()):
+        name = "kubernetes" if i == 0 else f"kubernetes-{port}"
+        wanted.add(name)
+        await _ensure(
+            core,
+            "discovery.k8s.io",
+            "endpointslices",
+            _slice(name, addresses, port),
+            ("endpoints", "ports"),
+        )
+    slices = core.registries[("discovery.k8s.io", "endpointslices")]
+    for obj in loads(slices.cache.list(slices.rt.prefix("default"))[0]):
+        m = obj["metadata"]
+        labels = m.get("labels") or {}
+        if (
+            labels.get("endpointslice.kubernetes.io/managed-by") == "kube-apiserver"
+            and m["name"] not in wanted
+        ):
+            with contextlib.suppress(errors.ApiError):
+                await slices.delete("default", m["name"], DeleteOptions())
 
 
 # The default class: k3s's local-path provisioner's name and settings.
@@ -105,21 +165,22 @@ async def ensure_default_storage_class(core: ApiCore) -> None:
     classes = core.registries[("storage.k8s.io", "storageclasses")]
     if classes.cache.get(classes.key(None, DEFAULT_STORAGE_CLASS)) is not None:
         return
-    await classes.create(
-        None,
-        {
-            "apiVersion": "storage.k8s.io/v1",
-            "kind": "StorageClass",
-            "metadata": {
-                "name": DEFAULT_STORAGE_CLASS,
-                "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+    with _created_elsewhere():
+        await classes.create(
+            None,
+            {
+                "apiVersion": "storage.k8s.io/v1",
+                "kind": "StorageClass",
+                "metadata": {
+                    "name": DEFAULT_STORAGE_CLASS,
+                    "annotations": {"storageclass.kubernetes.io/is-default-class": "true"},
+                },
+                "provisioner": LOCAL_PATH_PROVISIONER,
+                "reclaimPolicy": "Delete",
+                "volumeBindingMode": "WaitForFirstConsumer",
+                "allowVolumeExpansion": True,
             },
-            "provisioner": LOCAL_PATH_PROVISIONER,
-            "reclaimPolicy": "Delete",
-            "volumeBindingMode": "WaitForFirstConsumer",
-            "allowVolumeExpansion": True,
-        },
-    )
+        )
 
 
 _FLOWCONTROL = "flowcontrol.apiserver.k8s.io"

@@ -201,7 +201,14 @@ class ApiCore:
         for ev in events:
             reg = self._registry_for_key(ev.key)
             if reg is not None:
-                reg.cache.apply(ev.type, ev.key, ev.rv, ev.data)
+                data = ev.data
+                if not data:
+                    # A deletion whose final state is unknown: the last state this cache saw.
+                    hit = reg.cache.get(ev.key)
+                    if hit is None:
+                        continue
+                    data = hit[0]
+                reg.cache.apply(ev.type, ev.key, ev.rv, data)
                 touched.add(reg)
         if events:
             revision = events[-1].rv

@@ -132,6 +132,9 @@ class Registry:
         # Turns the stored object into this version's shape before an update's mutator sees
         # it (a patch or apply is of the served version); None when they are the same.
         self.to_served: Callable[[Obj], None] | None = None
+        # Seconds a stored object of this kind lives after its last write (upstream's
+        # --event-ttl for Events); None: until deleted. Only etcd honours it (a lease).
+        self.ttl: int | None = None
         # Mutating admission of this kind (e.g. DefaultStorageClass): runs after defaulting,
         # before validation, on creates (old is None) and main-resource updates.
         self.admission: Callable[[Obj, Obj | None], None] | None = None
@@ -287,7 +290,9 @@ class Registry:
                 attempt["metadata"].pop("resourceVersion", None)
                 return dumps(attempt)
             try:
-                _, datas = await self.store.txn([Op("create", key, encoder(attempt)), *claims])
+                _, datas = await self.store.txn(
+                    [Op("create", key, encoder(attempt), ttl=self.ttl), *claims]
+                )
             except KeyExists as e:
                 if e.key == key:
                     raise errors.already_exists(self.rt.plural, name, self.rt.group) from None
@@ -337,7 +342,7 @@ class Registry:
                 ops = [Op("delete", key, encoder(new), current[1]), *self._releases(new)]
             else:
                 claims = self.allocator.on_update(new, old) if self.allocator else []
-                ops = [Op("update", key, encoder(new), current[1]), *claims]
+                ops = [Op("update", key, encoder(new), current[1], self.ttl), *claims]
             if not removing and _same(new, old):
                 return current[0], False
             if dry_run:
@@ -468,7 +473,10 @@ class Registry:
                 return self._delete_answer(obj, removed, dumps(obj), opts)
             if _same(obj, loads(current[0])):
                 return self._delete_answer(obj, False, current[0], opts)
-            op = Op("delete" if removed else "update", key, encoder(obj), current[1])
+            if removed:
+                op = Op("delete", key, encoder(obj), current[1])
+            else:
+                op = Op("update", key, encoder(obj), current[1], self.ttl)
             extra = self._releases(obj) if removed else []
             try:
                 _, datas = await self.store.txn([op, *extra])

@@ -18,12 +18,14 @@ from k8slite.apiserver.authn import Authenticator
 from k8slite.apiserver.bootstrap import ensure_default_storage_class, ensure_kubernetes_service
 from k8slite.apiserver.core import ApiCore
 from k8slite.apiserver.crdcontroller import CrdController
+from k8slite.apiserver.identity import IdentityLease
 from k8slite.apiserver.limits import (
     MAX_MUTATING_REQUESTS_INFLIGHT,
     MAX_REQUESTS_INFLIGHT,
     REQUEST_TIMEOUT,
 )
 from k8slite.apiserver.metrics import ApiMetrics, MeteredStore
+from k8slite.apiserver.peers import LeaseEndpointReconciler
 from k8slite.apiserver.podlogs import KubeletConnector
 from k8slite.apiserver.policies import PolicyEvaluator
 from k8slite.apiserver.saadmission import ServiceAccountAdmission
@@ -34,6 +36,8 @@ from k8slite.apiserver.watch import bookmark_ticker
 from k8slite.apiserver.webhooks import WebhookDispatcher
 from k8slite.serviceaccount.claims import DEFAULT_ISSUER
 from k8slite.serviceaccount.jwt import load_private_key, load_public_keys
+from k8slite.storage import Store
+from k8slite.storage.etcd import DEFAULT_COMPACTION_INTERVAL, DEFAULT_PREFIX, EtcdStore, EtcdTLS
 from k8slite.storage.rocksdb import RocksStore
 
 log = logging.getLogger(__name__)
@@ -46,6 +50,8 @@ ADMISSION_PLUGINS = (
     "ValidatingAdmissionWebhook",
 )
 DEFAULT_ADMISSION_PLUGINS = ADMISSION_PLUGINS
+# Upstream's --storage-backend names etcd "etcd3"; RocksDB stays our embedded default.
+STORAGE_BACKENDS = ("rocksdb", "etcd3")
 
 
 @dataclass
@@ -80,6 +86,15 @@ class ApiServerConfig:
     service_account_extend_token_expiration: bool = True
     # Upstream's admission plugins this server runs on top of its fixed checks.
     admission_plugins: tuple[str, ...] = DEFAULT_ADMISSION_PLUGINS
+    # Storage: RocksDB in DIR/db, or etcd (upstream's --storage-backend and --etcd-* flags).
+    storage_backend: str = "rocksdb"
+    etcd_servers: list[str] = field(default_factory=list)
+    etcd_tls: EtcdTLS | None = None
+    etcd_prefix: str = DEFAULT_PREFIX
+    etcd_compaction_interval: float = DEFAULT_COMPACTION_INTERVAL
+    # Upstream's --event-ttl: Events disappear this long after their last write (on etcd,
+    # through a lease; RocksDB keeps them until deleted).
+    event_ttl: float = 3600.0
 
     @property
     def pki_dir(self) -> Path:
@@ -160,19 +175,32 @@ def _service_account_tokens(config: ApiServerConfig, core: ApiCore) -> ServiceAc
     )
 
 
+def open_store(config: ApiServerConfig) -> Store:
+    """The configured backend, to open with `async with`."""
+    if config.storage_backend == "etcd3":
+        return EtcdStore(
+            config.etcd_servers,
+            prefix=config.etcd_prefix,
+            tls=config.etcd_tls,
+            compaction_interval=config.etcd_compaction_interval,
+        )
+    return RocksStore(config.data_dir / "db")
+
+
 async def run(
     config: ApiServerConfig, *, task_status: trio.TaskStatus[Serving] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Serve until cancelled."""
     # Its data holds every Secret: the owner's alone, as etcd keeps its data dir.
     datadir.private_data_dir(config.data_dir)
-    datadir.private_tree(config.data_dir / "db")
+    if config.storage_backend == "rocksdb":
+        datadir.private_tree(config.data_dir / "db")
     if config.tls_cert_file is None:
         _ensure_certificates(config)
     if config.pki_dir.exists():
         pki.secure_dir(config.pki_dir)
     metrics = ApiMetrics()
-    async with RocksStore(config.data_dir / "db") as raw_store:
+    async with open_store(config) as raw_store:
         store = MeteredStore(raw_store, metrics)
         core = ApiCore(store, config.watch_cache_size)  # type: ignore[arg-type]
         allocator = ServiceAllocator(
@@ -181,6 +209,7 @@ async def run(
             config.service_node_port_range,
         )
         core.registries[("", "services")].allocator = allocator
+        core.registries[("", "events")].ttl = max(1, round(config.event_ttl))
         allocator.warm()
         core.warm()
         await core.ensure_system_namespaces()
@@ -215,26 +244,44 @@ async def run(
             authn=Authenticator(tokens.authenticator.authenticate),
         )
         hc = _hypercorn_config(config)
-        async with trio.open_nursery() as nursery:
-            binds = await nursery.start(serve, secured, hc)
-            nursery.start_soon(bookmark_ticker, core.custom.values())
-            nursery.start_soon(CrdController(core).run)
-            nursery.start_soon(aggregator.run)
-            nursery.start_soon(bookmark_ticker, core.registries.values())
-            url = binds[0]
-            port = int(url.rsplit(":", 1)[1])
-            local = (
-                config.bind_address if config.bind_address not in ("0.0.0.0", "::") else "127.0.0.1"
-            )
-            serving = Serving(f"https://{local}:{port}", port)
-            advertised = config.advertise_address or local
-            tokens.jwks_uri = tokens.jwks_uri or (
-                f"https://{f'[{advertised}]' if ':' in advertised else advertised}:{port}"
-                "/openid/v1/jwks"
-            )
-            await ensure_kubernetes_service(
-                core, allocator.kubernetes_ip, config.advertise_address or local, port
-            )
-            await ensure_default_storage_class(core)
-            log.info("k8slite-apiserver serving on %s", serving.url)
-            task_status.started(serving)
+        peers: LeaseEndpointReconciler | None = None
+        try:
+            async with trio.open_nursery() as nursery:
+                binds = await nursery.start(serve, secured, hc)
+                nursery.start_soon(bookmark_ticker, core.custom.values())
+                nursery.start_soon(CrdController(core).run)
+                nursery.start_soon(aggregator.run)
+                nursery.start_soon(bookmark_ticker, core.registries.values())
+                url = binds[0]
+                port = int(url.rsplit(":", 1)[1])
+                local = (
+                    config.bind_address
+                    if config.bind_address not in ("0.0.0.0", "::")
+                    else "127.0.0.1"
+                )
+                serving = Serving(f"https://{local}:{port}", port)
+                advertised = config.advertise_address or local
+                tokens.jwks_uri = tokens.jwks_uri or (
+                    f"https://{f'[{advertised}]' if ':' in advertised else advertised}:{port}"
+                    "/openid/v1/jwks"
+                )
+                shared = config.storage_backend == "etcd3"
+                await ensure_kubernetes_service(
+                    core, allocator.kubernetes_ip, advertised, port, endpoints=not shared
+                )
+                if shared:
+                    # Several API servers may share this etcd: the endpoints list the live ones.
+                    peers = LeaseEndpointReconciler(core, advertised, port)
+                    await peers.reconcile()
+                    nursery.start_soon(peers.run)
+                    identity = IdentityLease(core, port)
+                    await identity.renew()
+                    nursery.start_soon(identity.run)
+                await ensure_default_storage_class(core)
+                log.info("k8slite-apiserver serving on %s", serving.url)
+                task_status.started(serving)
+        finally:
+            if peers is not None:
+                # Leaving: out of the endpoints now, not when our lease runs out.
+                with trio.CancelScope(shield=True), trio.move_on_after(5):
+                    await peers.remove()

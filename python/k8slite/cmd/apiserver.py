@@ -1,4 +1,4 @@
-"""k8slite-apiserver: serve the Kubernetes API over HTTPS on embedded RocksDB."""
+"""k8slite-apiserver: serve the Kubernetes API over HTTPS on embedded RocksDB or on etcd."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from k8slite.apiserver.limits import (
 from k8slite.apiserver.server import (
     ADMISSION_PLUGINS,
     DEFAULT_ADMISSION_PLUGINS,
+    STORAGE_BACKENDS,
     ApiServerConfig,
     run,
 )
@@ -24,6 +25,7 @@ from k8slite.cmd.common import run_until_signal
 from k8slite.component.flags import add_component_flags, duration, go_bool
 from k8slite.component.logging import setup_logging
 from k8slite.serviceaccount.claims import DEFAULT_ISSUER
+from k8slite.storage.etcd import DEFAULT_PREFIX, EtcdTLS
 
 
 def _names(value: str) -> list[str]:
@@ -88,6 +90,40 @@ def parse_args(argv: list[str] | None) -> tuple[ApiServerConfig, argparse.Namesp
         default=REQUEST_TIMEOUT,
         help="longest a non-long-running request may take, e.g. 60s or 1m0s",
     )
+    etcd = p.add_argument_group("storage")
+    etcd.add_argument(
+        "--storage-backend",
+        choices=STORAGE_BACKENDS,
+        default="rocksdb",
+        help="rocksdb: embedded in DIR/db (the default); etcd3: the etcd cluster of --etcd-servers",
+    )
+    etcd.add_argument(
+        "--etcd-servers",
+        type=_names,
+        default=[],
+        help="comma-separated etcd URLs (http:// or https://), tried in turn",
+    )
+    etcd.add_argument("--etcd-cafile", type=Path, help="CA bundle that verifies etcd")
+    etcd.add_argument("--etcd-certfile", type=Path, help="client certificate for etcd")
+    etcd.add_argument("--etcd-keyfile", type=Path, help="key of --etcd-certfile")
+    etcd.add_argument(
+        "--etcd-prefix",
+        default=DEFAULT_PREFIX,
+        help=f"the prefix of every key in etcd (default {DEFAULT_PREFIX})",
+    )
+    etcd.add_argument(
+        "--etcd-compaction-interval",
+        type=duration,
+        default=300.0,
+        help="how often etcd history is compacted, e.g. 5m0s (0 disables)",
+    )
+    p.add_argument(
+        "--event-ttl",
+        type=duration,
+        default=3600.0,
+        help="how long Events are kept after their last write, e.g. 1h0m0s (etcd3 only: "
+        "RocksDB keeps them until deleted)",
+    )
     sa = p.add_argument_group("service accounts")
     sa.add_argument(
         "--service-account-key-file",
@@ -150,6 +186,10 @@ def parse_args(argv: list[str] | None) -> tuple[ApiServerConfig, argparse.Namesp
     )
     add_component_flags(p)
     a = p.parse_args(argv)
+    if a.storage_backend == "etcd3" and not a.etcd_servers:
+        p.error("--etcd-servers must be specified with --storage-backend=etcd3")
+    if bool(a.etcd_certfile) != bool(a.etcd_keyfile):
+        p.error("--etcd-certfile and --etcd-keyfile go together")
     low, _, high = a.service_node_port_range.partition("-")
     config = ApiServerConfig(
         data_dir=a.data_dir,
@@ -176,6 +216,14 @@ def parse_args(argv: list[str] | None) -> tuple[ApiServerConfig, argparse.Namesp
         admission_plugins=_admission_plugins(
             a.enable_admission_plugins, a.disable_admission_plugins
         ),
+        storage_backend=a.storage_backend,
+        etcd_servers=a.etcd_servers,
+        etcd_tls=EtcdTLS(a.etcd_cafile, a.etcd_certfile, a.etcd_keyfile)
+        if a.etcd_cafile or a.etcd_certfile
+        else None,
+        etcd_prefix=a.etcd_prefix,
+        etcd_compaction_interval=a.etcd_compaction_interval,
+        event_ttl=a.event_ttl,
     )
     return config, a
 

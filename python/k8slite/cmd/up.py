@@ -492,6 +492,10 @@ class UpOptions:
     detach: bool = False
     # Set in that background supervisor: nobody reads its standard output.
     background: bool = False
+    # An existing etcd cluster to store in, instead of RocksDB in DIR/db: the API server's
+    # --etcd-servers, and its client TLS flags (--etcd-cafile, --etcd-certfile, --etcd-keyfile).
+    etcd_servers: list[str] = field(default_factory=list)
+    etcd_tls_flags: list[str] = field(default_factory=list)
     # k8slite-dns's --upstream-dns (None: the host's resolvers; "": none).
     upstream_dns: str | None = None
 
@@ -532,6 +536,7 @@ def components(
             str(pki.service_account_key_paths(p)[1]),
             "--service-account-signing-key-file",
             str(pki.service_account_key_paths(p)[0]),
+            *_storage_flags(opts),
             *verbosity,
         ],
         logs / "apiserver.log",
@@ -978,6 +983,17 @@ async def _until_signal(opts: UpOptions) -> None:
                 break
 
 
+def _storage_flags(opts: UpOptions) -> list[str]:
+    """The API server's storage: RocksDB in DIR/db, or the etcd cluster given."""
+    if not opts.etcd_servers:
+        return []
+    return [
+        "--storage-backend=etcd3",
+        "--etcd-servers=" + ",".join(opts.etcd_servers),
+        *opts.etcd_tls_flags,
+    ]
+
+
 def parse_args(argv: list[str] | None) -> UpOptions:
     p = argparse.ArgumentParser(prog="k8slite up", description=__doc__)
     p.add_argument(
@@ -1044,6 +1060,20 @@ def parse_args(argv: list[str] | None) -> UpOptions:
         action="store_false",
         help="do not run the proxy (it needs root: it routes the service range)",
     )
+    etcd = p.add_argument_group("storage on an existing etcd cluster (default: RocksDB in DIR/db)")
+    etcd.add_argument(
+        "--etcd-servers",
+        default="",
+        metavar="URL,...",
+        help="store every object in this etcd cluster (the API server's --etcd-servers)",
+    )
+    for flag, what in (
+        ("--etcd-cafile", "the CA bundle that verifies etcd"),
+        ("--etcd-certfile", "the API server's client certificate for etcd"),
+        ("--etcd-keyfile", "its key"),
+        ("--etcd-prefix", "where the keys live in etcd (default /registry)"),
+    ):
+        etcd.add_argument(flag, help=what)
     p.add_argument(
         "-v",
         "--v",
@@ -1057,6 +1087,10 @@ def parse_args(argv: list[str] | None) -> UpOptions:
         p.error("--wait must be more than 0")
     if a.nodes < 0:
         p.error("--nodes must be 0 or more")
+    if (a.etcd_cafile or a.etcd_certfile or a.etcd_keyfile or a.etcd_prefix) and not (
+        a.etcd_servers
+    ):
+        p.error("the --etcd-* flags need --etcd-servers")
     if a.node_name and not valid_node_name(a.node_name):
         p.error(f"--node-name {a.node_name!r} is not a lowercase RFC 1123 subdomain")
     return UpOptions(
@@ -1073,6 +1107,12 @@ def parse_args(argv: list[str] | None) -> UpOptions:
         detach=a.detach,
         background=a.background,
         upstream_dns=a.upstream_dns,
+        etcd_servers=[u.strip() for u in a.etcd_servers.split(",") if u.strip()],
+        etcd_tls_flags=[
+            f"--{name.replace('_', '-')}={value}"
+            for name in ("etcd_cafile", "etcd_certfile", "etcd_keyfile", "etcd_prefix")
+            if (value := getattr(a, name))
+        ],
     )
 
 

@@ -21,6 +21,9 @@ class Op:
     encode: Encoder
     # update/delete: the revision the key must still have (None: whatever it has).
     expected_rv: int | None = None
+    # create/update: seconds after which the key may disappear by itself (an etcd lease, as
+    # upstream writes Events with --event-ttl); None: kept until deleted. RocksDB keeps it.
+    ttl: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +33,8 @@ class Event:
     type: Literal["ADDED", "MODIFIED", "DELETED"]
     key: str
     rv: int
+    # The object's bytes; for DELETED, its final state, or b"" when that is not known (etcd:
+    # a relist after the watch's history was compacted), so keep the last state seen.
     data: bytes
 
 
@@ -69,7 +74,7 @@ Subscriber = Callable[[list[Event]], None]
 
 
 class Store(Protocol):
-    """What the API server needs from storage; RocksDB now, etcd for HA later.
+    """What the API server needs from storage: embedded RocksDB, or etcd for HA.
 
     Revisions are global and increase with every committed transaction; all ops of one
     transaction share its revision (as in etcd, so etcd's revision can be ours). A
@@ -103,3 +108,6 @@ class Store(Protocol):
 
     def subscribe(self, subscriber: Subscriber) -> None:
         """Call subscriber with each committed transaction's events, in revision order."""
+
+    def health(self) -> str | None:
+        """None while the store can serve, else why not (the API server's etcd check)."""

@@ -180,6 +180,9 @@ class RocksStore:
     def subscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.append(subscriber)
 
+    def health(self) -> str | None:
+        return self._down
+
     async def get(self, key: str) -> tuple[bytes, int] | None:
         db = self._usable()
         staged = self._staged.get(key)
