@@ -142,6 +142,33 @@ def running_kubelet(
         kubelet.stop()
 
 
+@contextmanager
+def kubelet_of_its_own(
+    server: ServerHandle, node: str, runtime: str, workdir: Path, *extra: str
+) -> Iterator[KubeletProcess]:
+    """A kubelet of `runtime` for a test module (Docker: on a pod network of its own).
+
+    On the way out its pods are deleted and waited for, its Node and Lease removed, and what
+    its runtime still runs (containers and network, or processes) removed: nothing of it
+    lingers for the next module, even after a failed start.
+    """
+    network = f"k8slite-t-{node}"
+    flags = ("--docker-network", network, *extra) if runtime == "docker" else extra
+    kubelet = KubeletProcess(server, node, runtime, workdir, *flags)
+    try:
+        kubelet.start()
+        yield kubelet
+    finally:
+        if kubelet.proc is not None:
+            retire_node(server, node)
+            wait_idle(kubelet)
+        kubelet.stop()
+        if runtime == "docker":
+            remove_docker_leftovers([node], network)
+        else:
+            remove_process_leftovers(workdir)
+
+
 def retire_node(server: ServerHandle, node: str, timeout: float = 60.0) -> None:
     """Delete the node's pods (its kubelet still running), then its Node and Lease.
 

@@ -17,10 +17,8 @@ from tests.integration.kubelet_harness import (
     Pods,
     docker_problem,
     kubectl,
-    remove_docker_leftovers,
-    retire_node,
+    kubelet_of_its_own,
     unique_node,
-    wait_idle,
 )
 from tests.polling import wait_for
 
@@ -36,32 +34,21 @@ def kubelet(
     apiserver: ServerHandle, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[KubeletProcess]:
     node = unique_node("kl-dns")
-    network = f"k8slite-t-{node}"
     workdir = tmp_path_factory.mktemp(node)
     (workdir / "host-resolv.conf").write_text(HOST_RESOLV_CONF)
-    proc = KubeletProcess(
+    with kubelet_of_its_own(
         apiserver,
         node,
         "docker",
         workdir,
-        "--docker-network",
-        network,
         "--cluster-dns",
         "10.96.0.10",
         "--cluster-domain",
         "cluster.local",
         "--resolv-conf",
         str(workdir / "host-resolv.conf"),
-    )
-    try:
-        proc.start()
+    ) as proc:
         yield proc
-    finally:
-        if proc.proc is not None:
-            retire_node(apiserver, node)
-            wait_idle(proc)
-        proc.stop()
-        remove_docker_leftovers([node], network)
 
 
 @pytest.fixture

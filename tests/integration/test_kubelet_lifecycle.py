@@ -24,7 +24,7 @@ from tests.integration.kubelet_harness import (
     Pods,
     docker_problem,
     kubectl,
-    remove_docker_leftovers,
+    kubelet_of_its_own,
     remove_process_leftovers,
     retire_node,
     unique_node,
@@ -45,33 +45,19 @@ def kubelet(
     if runtime == "docker" and _DOCKER is not None:
         pytest.skip(_DOCKER)
     node = unique_node(f"kl-{runtime[:4]}")
-    network = f"k8slite-t-{node}"
-    proc = KubeletProcess(
+    with kubelet_of_its_own(
         apiserver,
         node,
         runtime,
         tmp_path_factory.mktemp(node),
-        "--docker-network",
-        network,
         "--node-labels",
         "tier=test,zone=a",
         "--register-with-taints",
         "dedicated=tests:PreferNoSchedule",
         "--capacity",
         "cpu=3",
-    )
-    try:
-        proc.start()
+    ) as proc:
         yield proc
-    finally:
-        if proc.proc is not None:
-            retire_node(apiserver, node)
-            wait_idle(proc)
-        proc.stop()
-        if runtime == "docker":
-            remove_docker_leftovers([node], network)
-        else:
-            remove_process_leftovers(proc.workdir)
 
 
 @pytest.fixture

@@ -24,10 +24,8 @@ from tests.integration.kubelet_harness import (
     Pods,
     docker_problem,
     kubectl,
-    remove_docker_leftovers,
-    retire_node,
+    kubelet_of_its_own,
     unique_node,
-    wait_idle,
 )
 from tests.polling import wait_for
 
@@ -40,27 +38,11 @@ def kubelet(
     apiserver: ServerHandle, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[KubeletProcess]:
     node = unique_node("kl-vol")
-    network = f"k8slite-t-{node}"
     # Housekeeping each second, so an emptyDir over its limit is seen at once.
-    proc = KubeletProcess(
-        apiserver,
-        node,
-        "docker",
-        tmp_path_factory.mktemp(node),
-        "--docker-network",
-        network,
-        "--housekeeping-interval",
-        "1s",
-    )
-    try:
-        proc.start()
+    with kubelet_of_its_own(
+        apiserver, node, "docker", tmp_path_factory.mktemp(node), "--housekeeping-interval", "1s"
+    ) as proc:
         yield proc
-    finally:
-        if proc.proc is not None:
-            retire_node(apiserver, node)
-            wait_idle(proc)
-        proc.stop()
-        remove_docker_leftovers([node], network)
 
 
 @pytest.fixture

@@ -30,10 +30,8 @@ from tests.integration.kubelet_harness import (
     Pods,
     docker_problem,
     kubectl,
-    remove_docker_leftovers,
-    retire_node,
+    kubelet_of_its_own,
     unique_node,
-    wait_idle,
 )
 from tests.polling import wait_for
 
@@ -98,30 +96,14 @@ def kubelet(
     if problem:
         pytest.skip(problem)
     node = unique_node("kl-proxy")
-    network = f"k8slite-t-{node}"
     workdir = tmp_path_factory.mktemp(node)
     # The node's log directory, served on the kubelet's /logs/ (upstream: /var/log).
     (workdir / "syslogs" / "pods").mkdir(parents=True)
     (workdir / "syslogs" / "messages").write_text("node booted\n")
-    proc = KubeletProcess(
-        module_apiserver,
-        node,
-        "docker",
-        workdir,
-        "--docker-network",
-        network,
-        "--system-log-dir",
-        str(workdir / "syslogs"),
-    )
-    try:
-        proc.start()
+    with kubelet_of_its_own(
+        module_apiserver, node, "docker", workdir, "--system-log-dir", str(workdir / "syslogs")
+    ) as proc:
         yield proc
-    finally:
-        if proc.proc is not None:
-            retire_node(module_apiserver, node)
-            wait_idle(proc)
-        proc.stop()
-        remove_docker_leftovers([node], network)
 
 
 @pytest.fixture(scope="module")
