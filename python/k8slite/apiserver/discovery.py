@@ -29,6 +29,7 @@ _SUBRESOURCE_VERBS = {
     "portforward": ("create", "get"),
     "finalize": ("update",),
     "token": ("create",),
+    "ephemeralcontainers": ("get", "patch", "update"),
 }
 # (group, version, kind) answered by subresources whose shape is not the parent kind.
 _SUBRESOURCE_KINDS = {

@@ -184,7 +184,7 @@ class ResourceHandler:
         """
         if self.webhooks is None or info.verb in ("get", "list", "watch"):
             return None
-        if info.subresource not in (None, "status", "finalize"):
+        if info.subresource not in (None, "status", "finalize", "ephemeralcontainers"):
             return None
         options: dict[str, object] = {}
         if req.arg("fieldManager"):
@@ -205,7 +205,7 @@ class ResourceHandler:
         if verb == "get":
             if sub == "scale":
                 return 200, subresources.get_scale(reg, info)
-            if sub in (None, "status"):
+            if sub in (None, "status", "ephemeralcontainers"):
                 return 200, rest.get_object(reg, req, info)
         elif verb == "list":
             return 200, await rest.list_objects(reg, req, info)
@@ -221,13 +221,13 @@ class ResourceHandler:
         elif verb == "update":
             if sub == "scale":
                 return 200, await subresources.update_scale(reg, req, info)
-            if sub in (None, "status", "finalize"):
+            if sub in (None, "status", "finalize", "ephemeralcontainers"):
                 data, created = await rest.update_object(reg, req, info)
                 return (201 if created else 200), data
         elif verb == "patch":
             if sub == "scale":
                 return 200, await subresources.update_scale(reg, req, info)
-            if sub in (None, "status"):
+            if sub in (None, "status", "ephemeralcontainers"):
                 data, created = await rest.patch_object(reg, req, info)
                 return (201 if created else 200), data
         elif verb == "delete" and sub is None:
