@@ -17,6 +17,7 @@ from k8slite.apiserver import (
     podlogs,
     requestinfo,
     rest,
+    spdystreams,
     streaming,
     subresources,
     tables,
@@ -84,6 +85,10 @@ class ResourceHandler:
                 await podlogs.serve_log(self.core, self.kubelets, req, info, send)
                 return
             if _streaming(info):
+                if spdystreams.is_upgrade(req):
+                    code = 101
+                    await spdystreams.serve(self.core, self.kubelets, req, info)
+                    return
                 await streaming.refuse_plain(self.core, req, info)
             if info.verb not in info.resource.verbs:
                 raise errors.method_not_allowed()

@@ -11,9 +11,8 @@ When the kubelet refuses (a container not running, a runtime that cannot attach)
 be reached, an exec or attach client is still accepted and gets the error as a Status on
 its error channel, as from upstream's stream translator; a port-forward is refused.
 
-Requests without a WebSocket upgrade (plain GETs, and SPDY/3.1 upgrades: only WebSockets
-are streamed) get the same checks and then upstream's 400 "Upgrade request required", or
-for SPDY a 400 saying to use WebSockets, which kubectl and the official clients do.
+SPDY/3.1 upgrades are served by spdystreams.py. Requests with no upgrade get the same
+checks and then upstream's 400 "Upgrade request required".
 """
 
 from __future__ import annotations
@@ -92,14 +91,9 @@ def _check_port(port: str) -> None:
 
 
 async def refuse_plain(core: ApiCore, req: http.Request, info: RequestInfo) -> None:
-    """A request without a WebSocket upgrade: the checks, then why it cannot stream."""
+    """A request with no upgrade at all: the checks, then upstream's refusal."""
     kubelet_target(core, req, info)
-    if "spdy" not in req.headers.get("upgrade", "").lower():
-        raise errors.bad_request("Upgrade request required")
-    raise errors.bad_request(
-        "unable to upgrade connection: this server streams over WebSockets "
-        "(v5.channel.k8s.io) only, not SPDY/3.1"
-    )
+    raise errors.bad_request("Upgrade request required")
 
 
 class KubeletSocket:
@@ -112,6 +106,8 @@ class KubeletSocket:
         self._pending: list[Any] = []
         self._parts: list[bytes | str] = []
         self.closed = False
+        # Pongs (from the receiving task) and messages (from others) share the stream.
+        self._send_lock = trio.Lock()
 
     @classmethod
     async def open(
@@ -184,7 +180,8 @@ class KubeletSocket:
                             return b"".join(p for p in parts if isinstance(p, bytes))
                         return "".join(p for p in parts if isinstance(p, str))
                 elif isinstance(event, Ping):
-                    await self.stream.send_all(self.conn.send(event.response()))
+                    async with self._send_lock:
+                        await self.stream.send_all(self.conn.send(event.response()))
                 elif isinstance(event, CloseConnection):
                     with suppress(Exception):
                         await self.stream.send_all(self.conn.send(event.response()))
@@ -196,7 +193,8 @@ class KubeletSocket:
 
     async def send(self, data: bytes | str) -> None:
         message = BytesMessage(data=data) if isinstance(data, bytes) else TextMessage(data=data)
-        await self.stream.send_all(self.conn.send(message))
+        async with self._send_lock:
+            await self.stream.send_all(self.conn.send(message))
 
     async def aclose(self) -> None:
         with trio.CancelScope(shield=True):

@@ -1,0 +1,196 @@
+"""exec, attach and port-forward over plain SPDY/3.1, with the real kubectl forced to it.
+
+KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false and KUBECTL_PORT_FORWARD_WEBSOCKETS=false make
+kubectl 1.35 speak what older clients speak: an `Upgrade: SPDY/3.1` request offering the
+channel protocols (v5.channel.k8s.io ... channel.k8s.io) or portforward.k8s.io. The API
+server answers it itself (apiserver/spdystreams.py); the pods are Docker containers of a
+kubelet of the test's own. Traffic goes only to loopback and the test's pods.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.conftest import ServerHandle, kubectl_path
+from tests.integration.kubelet_harness import (
+    BUSYBOX,
+    KubeletProcess,
+    Pods,
+    docker_problem,
+    remove_docker_leftovers,
+    retire_node,
+    unique_node,
+    wait_idle,
+)
+
+_PROBLEM = docker_problem()
+pytestmark = pytest.mark.skipif(_PROBLEM is not None, reason=_PROBLEM or "")
+SPDY_ONLY = {
+    "KUBECTL_REMOTE_COMMAND_WEBSOCKETS": "false",
+    "KUBECTL_PORT_FORWARD_WEBSOCKETS": "false",
+}
+HTTPD = (
+    "for p in 8080 8081; do mkdir -p /www$p && echo page-$p > /www$p/index.html; done; "
+    "seq 1 200000 > /www8080/big; "
+    "httpd -p 8080 -h /www8080 && exec httpd -f -p 8081 -h /www8081"
+)
+TICKER = "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.5; done"
+
+
+@pytest.fixture(scope="module")
+def kubelet(
+    apiserver: ServerHandle, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[KubeletProcess]:
+    node = unique_node("kl-spdy")
+    network = f"k8slite-t-{node}"
+    proc = KubeletProcess(
+        apiserver, node, "docker", tmp_path_factory.mktemp(node), "--docker-network", network
+    )
+    try:
+        proc.start()
+        yield proc
+    finally:
+        if proc.proc is not None:
+            retire_node(apiserver, node)
+            wait_idle(proc)
+        proc.stop()
+        remove_docker_leftovers([node], network)
+
+
+@pytest.fixture
+def pods(api: httpx.Client, namespace: str, kubelet: KubeletProcess) -> Pods:
+    return Pods(api, namespace, kubelet.node)
+
+
+def _env(server: ServerHandle) -> dict[str, str]:
+    return dict(os.environ, KUBECONFIG=str(server.kubeconfig), **SPDY_ONLY)
+
+
+def _kubectl(
+    server: ServerHandle, *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    # -v=6 logs each request with its verb and status.
+    return subprocess.run(
+        [str(kubectl_path()), "-v=6", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env=_env(server),
+        check=False,
+    )
+
+
+def _start(pods: Pods, name: str, script: str) -> None:
+    pods.create(name, [{"name": "main", "image": BUSYBOX, "command": ["sh", "-c", script]}])
+    pods.wait_phase(name, "Running", timeout=120)
+
+
+def test_exec_exit_code_stdin_and_stderr(
+    apiserver: ServerHandle, pods: Pods, namespace: str
+) -> None:
+    _start(pods, "shell", "sleep 3600")
+    done = _kubectl(
+        apiserver, "exec", "-n", namespace, "shell", "--", "sh", "-c", "echo o; echo e >&2; exit 3"
+    )
+    assert (done.returncode, done.stdout) == (3, "o\n"), done.stderr
+    assert "e\n" in done.stderr and "command terminated with exit code 3" in done.stderr
+    # A SPDY upgrade is a POST (a WebSocket one a GET).
+    assert re.search(r'verb="POST" url="[^"]*/pods/shell/exec\?[^"]*" status="101', done.stderr)
+    # stdin piped in, its end reaching the process (cat ends), a large enough body to take
+    # several frames both ways.
+    data = "".join(f"line {i}\n" for i in range(20000))
+    piped = _kubectl(apiserver, "exec", "-i", "-n", namespace, "shell", "--", "cat", stdin=data)
+    assert piped.returncode == 0, piped.stderr[-2000:]
+    assert piped.stdout == data
+
+
+@pytest.mark.skipif(shutil.which("script") is None, reason="needs script(1) for a terminal")
+def test_exec_tty_and_resize(apiserver: ServerHandle, pods: Pods, namespace: str) -> None:
+    _start(pods, "term", "sleep 3600")
+    command = (
+        f"stty cols 111 rows 33; {kubectl_path()} exec -it -n {namespace} term -- "
+        # Docker applies the first size while the process starts: read it a moment later.
+        "sh -c 'tty; sleep 1; stty size; exit 5'"
+    )
+    with subprocess.Popen(["sleep", "60"], stdout=subprocess.PIPE) as feeder:
+        try:
+            done = subprocess.run(
+                ["script", "-qec", command, "/dev/null"],
+                stdin=feeder.stdout,
+                capture_output=True,
+                text=True,
+                timeout=90,
+                env=_env(apiserver),
+                check=False,
+            )
+        finally:
+            feeder.kill()
+    lines = done.stdout.replace("\r", "").splitlines()
+    assert lines[0].startswith("/dev/pts/"), done.stdout + done.stderr
+    assert lines[1] == "33 111", done.stdout
+    assert done.returncode == 5
+
+
+def test_attach(apiserver: ServerHandle, pods: Pods, namespace: str) -> None:
+    _start(pods, "ticker", TICKER)
+    with subprocess.Popen(
+        [str(kubectl_path()), "attach", "-n", namespace, "ticker"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=_env(apiserver),
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            seen = [proc.stdout.readline() for _ in range(3)]
+        finally:
+            proc.kill()
+    assert all(line.startswith("tick ") for line in seen), seen
+    numbers = [int(line.split()[1]) for line in seen]
+    assert numbers == sorted(numbers) and len(set(numbers)) == 3
+
+
+def test_port_forward_two_ports_and_the_error_stream(
+    apiserver: ServerHandle, pods: Pods, namespace: str
+) -> None:
+    _start(pods, "web", HTTPD)
+    nothing = 8099  # nobody listens there in the pod
+    with subprocess.Popen(
+        [str(kubectl_path()), "port-forward", "-n", namespace, "pod/web"]
+        + [":8080", ":8081", f":{nothing}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(apiserver),
+    ) as proc:
+        try:
+            assert proc.stdout is not None and proc.stderr is not None
+            local: dict[int, int] = {}
+            while len(local) < 3:
+                line = proc.stdout.readline()
+                assert line, proc.stderr.read()
+                found = re.match(r"Forwarding from 127\.0\.0\.1:(\d+) -> (\d+)", line)
+                if found:
+                    local[int(found.group(2))] = int(found.group(1))
+            for _ in range(2):  # connections one after another on the same session
+                for port in (8080, 8081):
+                    page = httpx.get(f"http://127.0.0.1:{local[port]}/index.html", timeout=30)
+                    assert page.text == f"page-{port}\n"
+            big = httpx.get(f"http://127.0.0.1:{local[8080]}/big", timeout=60)
+            assert big.text == "".join(f"{i}\n" for i in range(1, 200001))
+            # The pod's refusal comes back on that connection's error stream.
+            with pytest.raises(httpx.HTTPError):
+                httpx.get(f"http://127.0.0.1:{local[nothing]}/", timeout=30)
+            proc.wait(timeout=60)
+            errors = proc.stderr.read()
+        finally:
+            proc.kill()
+    assert f"error forwarding port {nothing} to pod" in errors, errors
