@@ -194,3 +194,26 @@ def test_port_forward_two_ports_and_the_error_stream(
         finally:
             proc.kill()
     assert f"error forwarding port {nothing} to pod" in errors, errors
+
+
+def test_protocol_negotiation_refusal(
+    api: httpx.Client, pods: Pods, namespace: str, apiserver: ServerHandle
+) -> None:
+    _start(pods, "idle", "sleep 3600")
+    url = f"/api/v1/namespaces/{namespace}/pods/idle/exec"
+    headers = {
+        "Connection": "Upgrade",
+        "Upgrade": "SPDY/3.1",
+        "X-Stream-Protocol-Version": "v9.channel.k8s.io",
+    }
+    r = api.post(url, params={"command": "true", "stdout": "true"}, headers=headers)
+    assert r.status_code == 403, r.text
+    assert r.text == (
+        "unable to upgrade: unable to negotiate protocol: client supports "
+        "[v9.channel.k8s.io], server accepts [v5.channel.k8s.io v4.channel.k8s.io "
+        "v3.channel.k8s.io v2.channel.k8s.io channel.k8s.io]\n"
+    )
+    assert r.headers["x-accepted-stream-protocol-versions"].startswith("v5.channel.k8s.io, ")
+    # Without any upgrade: upstream's refusal.
+    r = api.post(url, params={"command": "true", "stdout": "true"})
+    assert (r.status_code, r.json()["message"]) == (400, "Upgrade request required")

@@ -86,8 +86,8 @@ class ResourceHandler:
                 return
             if _streaming(info):
                 if spdystreams.is_upgrade(req):
-                    code = 101
-                    await spdystreams.serve(self.core, self.kubelets, req, info)
+                    code = 101  # until it answers otherwise
+                    code = await spdystreams.serve(self.core, self.kubelets, req, info, send)
                     return
                 await streaming.refuse_plain(self.core, req, info)
             if info.verb not in info.resource.verbs:

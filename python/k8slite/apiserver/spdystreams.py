@@ -62,20 +62,16 @@ def offered(req: http.Request) -> list[str]:
     return out
 
 
-def _negotiate(req: http.Request, supported: tuple[str, ...]) -> str:
-    """The first of the client's protocols the server speaks; "" when it named none."""
-    protocols = offered(req)
+def _negotiate(protocols: list[str], supported: tuple[str, ...]) -> str | None:
+    """The first of the client's protocols the server speaks: "" when it named none (the
+    oldest protocol then, unnamed), None when it speaks none of them."""
     if not protocols:
         return ""
-    chosen = next((p for p in protocols if p in supported), None)
-    if chosen is None:
-        raise errors.ApiError(
-            403,
-            "Forbidden",
-            "unable to upgrade: unable to negotiate protocol: client supports "
-            f"{protocols}, server supports {list(supported)}",
-        )
-    return chosen
+    return next((p for p in protocols if p in supported), None)
+
+
+def _go_list(items: list[str] | tuple[str, ...]) -> str:
+    return "[" + " ".join(items) + "]"
 
 
 def _switching(protocol: str) -> bytes:
@@ -86,9 +82,16 @@ def _switching(protocol: str) -> bytes:
 
 
 async def serve(
-    core: ApiCore, connector: KubeletConnector | None, req: http.Request, info: RequestInfo
-) -> None:
-    """Answer an authorized SPDY/3.1 upgrade and stream; refusals as ApiError before it."""
+    core: ApiCore,
+    connector: KubeletConnector | None,
+    req: http.Request,
+    info: RequestInfo,
+    send: http.Send,
+) -> int:
+    """Answer an authorized SPDY/3.1 upgrade and stream; refusals as ApiError before it.
+
+    Returns the status answered (101 once streaming).
+    """
     take = req.scope.get("extensions", {}).get(TAKE_KEY)
     forward = info.subresource == "portforward"
     pod, target = kubelet_target(core, req, info)
@@ -96,7 +99,22 @@ async def serve(
         raise errors.bad_request(
             "unable to upgrade connection: SPDY/3.1 needs an HTTP/1.1 connection of its own"
         )
-    protocol = _negotiate(req, (PORT_FORWARD,) if forward else REMOTE_COMMAND)
+    supported = (PORT_FORWARD,) if forward else REMOTE_COMMAND
+    protocol = _negotiate(offered(req), supported)
+    if protocol is None:
+        # upstream's httpstream.Handshake: plain text, and the versions it would accept.
+        message = (
+            "unable to upgrade: unable to negotiate protocol: client supports "
+            f"{_go_list(offered(req))}, server accepts {_go_list(supported)}\n"
+        )
+        await http.respond(
+            send,
+            403,
+            message.encode(),
+            "text/plain; charset=utf-8",
+            {"X-Accepted-Stream-Protocol-Versions": ", ".join(supported)},
+        )
+        return 403
     host, port = pod_kubelet(core, connector, pod)
     assert connector is not None  # pod_kubelet refuses without one
     kubelet = await KubeletSocket.open(
@@ -116,6 +134,7 @@ async def serve(
             await conn.aclose()
     finally:
         await kubelet.aclose()
+    return 101
 
 
 async def _relay(conn: TakenConnection, kubelet: KubeletSocket) -> None:
