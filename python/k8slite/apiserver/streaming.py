@@ -18,23 +18,18 @@ checks and then upstream's 400 "Upgrade request required".
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
+import os
+from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import h11
 import trio
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import (
-    AcceptConnection,
-    BytesMessage,
-    CloseConnection,
-    Ping,
-    RejectConnection,
-    RejectData,
-    Request,
-    TextMessage,
-)
+from wsproto.connection import Connection, ConnectionType
+from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 
 from k8slite._native import dumps
 from k8slite.api import errors
@@ -42,6 +37,7 @@ from k8slite.apiserver import http
 from k8slite.apiserver.core import ApiCore
 from k8slite.apiserver.podlogs import KubeletConnector, kubelet_error, pick_container, pod_kubelet
 from k8slite.apiserver.requestinfo import RequestInfo
+from k8slite.apiserver.tls import TAKE_KEY, TakenConnection, receive_batch
 from k8slite.component.objects import Obj
 
 log = logging.getLogger(__name__)
@@ -50,7 +46,8 @@ SUBRESOURCES = frozenset({"exec", "attach", "portforward"})
 _KUBELET_PATHS = {"exec": "exec", "attach": "attach", "portforward": "portForward"}
 # The API's stdin/stdout/stderr/tty become the kubelet's input/output/error/tty (upstream).
 _STREAM_PARAMS = (("stdin", "input"), ("stdout", "output"), ("stderr", "error"), ("tty", "tty"))
-_READ = 64 * 1024
+_READ = 256 * 1024
+_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _MAX_REFUSAL = 4096
 CONNECT_TIMEOUT = 10.0
 # The exec and attach protocols, which have an error channel to report a refusal on.
@@ -97,11 +94,16 @@ async def refuse_plain(core: ApiCore, req: http.Request, info: RequestInfo) -> N
 
 
 class KubeletSocket:
-    """The API server's WebSocket to a kubelet (wsproto over a Trio TLS stream)."""
+    """The API server's WebSocket to a kubelet: an h11 handshake, then wsproto framing.
+
+    The handshake is done apart from the framing so that what follows it can be taken
+    raw (`take_raw`): the bytes read past the 101 response, then the stream itself.
+    """
 
     def __init__(self, stream: trio.SSLStream[trio.SocketStream]) -> None:
         self.stream = stream
-        self.conn = WSConnection(ConnectionType.CLIENT)
+        self._conn: Connection | None = None
+        self._trailing = b""  # read past the handshake, not yet framed
         self.subprotocol: str | None = None
         self._pending: list[Any] = []
         self._parts: list[bytes | str] = []
@@ -129,42 +131,89 @@ class KubeletSocket:
             raise errors.ApiError(500, "InternalError", f"error dialing backend: {e}") from None
         sock = cls(stream)
         try:
-            await sock._handshake(host, port, target, subprotocols)
+            with trio.fail_after(CONNECT_TIMEOUT):
+                await sock._handshake(host, port, target, subprotocols)
+        except trio.TooSlowError:
+            await sock.aclose()
+            raise errors.ApiError(
+                500, "InternalError", "error dialing backend: the kubelet did not answer"
+            ) from None
         except BaseException:
             await sock.aclose()
             raise
         return sock
 
     async def _handshake(self, host: str, port: int, target: str, subprotocols: list[str]) -> None:
-        request = Request(host=f"{host}:{port}", target=target, subprotocols=subprotocols)
-        await self.stream.send_all(self.conn.send(request))
+        key = base64.b64encode(os.urandom(16))
+        headers = [
+            ("Host", f"{host}:{port}"),
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Key", key.decode()),
+            ("Sec-WebSocket-Version", "13"),
+        ]
+        if subprotocols:
+            headers.append(("Sec-WebSocket-Protocol", ", ".join(subprotocols)))
+        h11c = h11.Connection(h11.CLIENT)
+        await self.stream.send_all(
+            h11c.send(h11.Request(method="GET", target=target, headers=headers))
+        )
         refused: int | None = None
         body = b""
         while True:
-            for event in await self._events():
-                if isinstance(event, AcceptConnection):
-                    self.subprotocol = event.subprotocol
-                    return
-                if isinstance(event, RejectConnection):
-                    refused = event.status_code
-                    if not event.has_body:
-                        raise kubelet_error(refused, b"", target)
-                elif isinstance(event, RejectData):
-                    body += event.data
-                    if event.body_finished or len(body) > _MAX_REFUSAL:
-                        raise kubelet_error(refused or 500, body, target)
-            if self.closed:
+            event = h11c.next_event()
+            if event is h11.NEED_DATA:
+                data = await self._read()
+                h11c.receive_data(data)
+                continue
+            if isinstance(event, h11.InformationalResponse) and event.status_code == 101:
+                got = {k.lower(): v for k, v in event.headers}
+                expected = base64.b64encode(hashlib.sha1(key + _WS_GUID).digest())
+                if got.get(b"sec-websocket-accept") != expected:
+                    raise kubelet_error(500, b"the kubelet's WebSocket accept is wrong", target)
+                protocol = got.get(b"sec-websocket-protocol")
+                self.subprotocol = protocol.decode() if protocol else None
+                self._trailing = h11c.trailing_data[0]
+                return
+            if isinstance(event, h11.Response):
+                refused = event.status_code
+            elif isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > _MAX_REFUSAL:
+                    raise kubelet_error(refused or 500, body, target)
+            elif not isinstance(event, h11.InformationalResponse):  # the end, or odd
                 raise kubelet_error(refused or 500, body, target)
 
-    async def _events(self) -> list[Any]:
+    async def _read(self) -> bytes:
         try:
-            data = await self.stream.receive_some(_READ)
+            return bytes(await self.stream.receive_some(_READ))
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            data = b""
+            return b""
+
+    @property
+    def conn(self) -> Connection:
+        """wsproto's framing, from the first byte after the handshake."""
+        if self._conn is None:
+            self._conn = Connection(ConnectionType.CLIENT, None, self._trailing)
+            self._trailing = b""
+        return self._conn
+
+    def take_raw(self) -> bytes:
+        """Frames already read past the handshake; the caller then reads the stream itself.
+
+        Only before any message was received or sent.
+        """
+        assert self._conn is None
+        data, self._trailing = self._trailing, b""
+        return data
+
+    async def _events(self) -> list[Any]:
+        conn = self.conn
+        data = await self._read()
         if not data:
             self.closed = True
-        self.conn.receive_data(bytes(data) if data else None)
-        return list(self.conn.events())
+        conn.receive_data(data or None)
+        return list(conn.events())
 
     async def receive(self) -> bytes | str | None:
         """The next whole message from the kubelet; None once it closed."""
@@ -229,7 +278,13 @@ async def serve_websocket(
             raise
         await _report(send, channel, f"unable to upgrade connection: {e.message}")
         return
+    take = _splice_taker(req)
     try:
+        if take is not None:
+            client = take()  # before the accept: every byte after the 101 is ours
+            await send({"type": "websocket.accept", "subprotocol": kubelet.subprotocol})
+            await _splice(client, kubelet)
+            return
         await send({"type": "websocket.accept", "subprotocol": kubelet.subprotocol})
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_client_to_kubelet, receive, kubelet, nursery.cancel_scope)
@@ -242,6 +297,44 @@ async def serve_websocket(
         log.debug("stream %s ended: %r", target, e)
     finally:
         await kubelet.aclose()
+
+
+def _splice_taker(req: http.Request) -> Callable[[], TakenConnection] | None:
+    """How to take the client's connection, when its frames can go to the kubelet as
+    they are: HTTP/1.1 and no extension (a compressed client would need a compressing
+    kubelet connection)."""
+    if any(name.lower() == b"sec-websocket-extensions" for name, _ in req.scope["headers"]):
+        return None
+    take: Callable[[], TakenConnection] | None = req.scope.get("extensions", {}).get(TAKE_KEY)
+    return take
+
+
+async def _splice(client: TakenConnection, kubelet: KubeletSocket) -> None:
+    """Relay the WebSocket as bytes: no parsing, no reframing, no copies of our own.
+
+    Both connections frame alike: the kubelet's frames come unmasked, as a server's to
+    its client, which is what the API server is to the client; the client's come masked,
+    as a client's, which is what the API server is to the kubelet. Control frames (ping,
+    close) pass too, so each end answers the other's.
+    """
+    first = kubelet.take_raw()
+    kubelet.closed = True  # no close frame of ours in the middle of theirs
+    async with trio.open_nursery() as nursery:
+
+        async def client_to_kubelet() -> None:
+            with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                while (data := await client.receive()) is not None:
+                    await kubelet.stream.send_all(data)
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(client_to_kubelet)
+        with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            if first:
+                await client.send_all(first)
+            while data := await receive_batch(kubelet.stream, _READ):
+                await client.send_all(data)
+        nursery.cancel_scope.cancel()
+    await client.aclose()
 
 
 async def _report(send: http.Send, protocol: str, message: str) -> None:

@@ -44,6 +44,8 @@ TLS_EXTENSION = "tls"
 TAKE_KEY = "k8slite.take_connection"
 # Bytes read ahead for a taken connection's owner: beyond it, TCP pushes back.
 _TAKEN_BUFFER = 16
+_TAKEN_READ = 256 * 1024
+_MAX_RECORD = 16 * 1024  # TLS's largest plaintext record
 
 
 def tls_extension(stream: trio.SSLStream[Any]) -> dict[str, Any]:
@@ -90,19 +92,54 @@ class _PeerCertApp:
                 if self.direct is None:
                     self.direct = directsend.DirectChunks(self.server, self.stream)
                 scope["extensions"][directsend.SCOPE_KEY] = self.direct
-                if scope["type"] == "http":
-                    scope["extensions"][TAKE_KEY] = self.server.take
+                scope["extensions"][TAKE_KEY] = self.server.take
         await self.app(scope, receive, send, sync_spawn, call_soon)
+
+
+async def receive_batch(stream: trio.SSLStream[Any], max_bytes: int) -> bytes:
+    """What a TLS stream has to give, up to max_bytes: b"" at its end.
+
+    Trio's receive_some hands out one TLS record (16 KiB at most) per call, so a relay
+    loop pays a round of Trio and a send per record. Past the first record this also
+    takes the records already read from the socket, straight from the SSL object (it
+    never blocks: without a whole record it asks for more and we stop). What the SSL
+    object may have to send meanwhile stays in its outgoing buffer for Trio's next call.
+
+    It stops after a record shorter than the largest: that ended one write of the
+    sender's (a WebSocket message, say), and a relay that sends it on ends its own
+    records there too. Clients that read a message at a time and check for more only in
+    the TLS record at hand (the Python client's port-forward) then see a message end
+    where the sender made one, not a run of messages they buffer up.
+    """
+    first = await stream.receive_some(max_bytes)
+    ssl_object = getattr(stream, "_ssl_object", None)
+    if len(first) < _MAX_RECORD or ssl_object is None:
+        return bytes(first)
+    parts, size = [first], len(first)
+    while size < max_bytes and len(parts[-1]) >= _MAX_RECORD:
+        try:
+            more = ssl_object.read(max_bytes - size)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            break
+        except ssl.SSLError:
+            break  # Trio's next call meets it and says so
+        if not more:
+            break
+        parts.append(more)
+        size += len(more)
+    return bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
 
 
 class TakenConnection:
     """A TLS connection taken from hypercorn by the app, to speak a protocol of its own.
 
     What hypercorn cannot do: an HTTP/1.1 upgrade to something other than WebSockets or
-    HTTP/2 (SPDY/3.1, which kubectl's streaming speaks). The app writes the 101 response
-    itself and from then on owns the bytes both ways: the connection's reader passes what
-    arrives to `receive` instead of to h11, and `aclose` ends the connection (hypercorn's
-    own answer to the request, when the app returns, then meets a closed stream).
+    HTTP/2 (SPDY/3.1, which kubectl's streaming speaks), and a WebSocket whose frames are
+    relayed as they are (streaming.py's splice). The app answers the upgrade (itself, or
+    with hypercorn's websocket.accept after taking) and from then on owns the bytes both
+    ways: the connection's reader passes what arrives to `receive` instead of to h11 or
+    wsproto, and `aclose` ends the connection (hypercorn's own answer or close frame,
+    when the app returns, then meets a closed stream).
     """
 
     def __init__(
@@ -118,7 +155,7 @@ class TakenConnection:
         except (trio.EndOfChannel, trio.ClosedResourceError):
             return None
 
-    async def send_all(self, data: bytes) -> None:
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await self.stream.send_all(data)
 
     async def aclose(self) -> None:
@@ -162,7 +199,7 @@ class PeerCertServer(TCPServer):
                     with trio.fail_after(self.config.read_timeout or inf):
                         data = await self.stream.receive_some(MAX_RECV)
                 else:
-                    data = await self.stream.receive_some(MAX_RECV)
+                    data = await receive_batch(self.stream, _TAKEN_READ)
             except (trio.ClosedResourceError, trio.BrokenResourceError, trio.TooSlowError):
                 break
             if self._taken is not None:
