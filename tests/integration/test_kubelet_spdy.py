@@ -9,15 +9,22 @@ kubelet of the test's own. Traffic goes only to loopback and the test's pods.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import socket
+import ssl
+import struct
 import subprocess
+import zlib
 from collections.abc import Iterator
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 import pytest
 
+from k8slite.kubelet import spdy
 from tests.conftest import ServerHandle, kubectl_path
 from tests.integration.kubelet_harness import (
     BUSYBOX,
@@ -217,3 +224,84 @@ def test_protocol_negotiation_refusal(
     # Without any upgrade: upstream's refusal.
     r = api.post(url, params={"command": "true", "stdout": "true"})
     assert (r.status_code, r.json()["message"]) == (400, "Upgrade request required")
+
+
+def _raw_exec(
+    server: ServerHandle, path: str, command: list[str], protocol: str
+) -> tuple[str, dict[str, bytes]]:
+    """A SPDY/3.1 exec by hand, offering one protocol: (the one answered, data by stream).
+
+    The client side of what kubectl does: the upgrade, then SYN_STREAMs for the error,
+    stdout and stderr streams (header blocks compressed with SPDY/3's dictionary), then
+    reading frames until the server closes.
+    """
+    url = urlsplit(server.url)
+    ctx = ssl.create_default_context(cafile=str(server.ca))
+    ctx.load_cert_chain(*server.cert("admin"))
+    query = urlencode([("command", c) for c in command] + [("stdout", "1"), ("stderr", "1")])
+    request = (
+        f"POST {path}?{query} HTTP/1.1\r\nHost: {url.netloc}\r\nContent-Length: 0\r\n"
+        "Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\n"
+        f"X-Stream-Protocol-Version: {protocol}\r\n\r\n"
+    )
+    with (
+        socket.create_connection((url.hostname, url.port), timeout=60) as tcp,
+        ctx.wrap_socket(tcp, server_hostname=url.hostname) as sock,
+    ):
+        sock.sendall(request.encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = sock.recv(4096)
+            assert chunk, head
+            head += chunk
+        head, rest = head.split(b"\r\n\r\n", 1)
+        lines = head.decode().split("\r\n")
+        assert lines[0] == "HTTP/1.1 101 Switching Protocols", head
+        headers = dict(line.split(": ", 1) for line in lines[1:])
+        deflate = zlib.compressobj(zdict=spdy.DICTIONARY)
+        names = {1: "error", 3: "stdout", 5: "stderr"}
+        for stream_id, kind in names.items():
+            block = deflate.compress(spdy.encode_headers({"streamType": kind}))
+            block += deflate.flush(zlib.Z_SYNC_FLUSH)
+            body = struct.pack(">IIH", stream_id, 0, 0) + block
+            sock.sendall(struct.pack(">HHI", 0x8003, spdy.SYN_STREAM, len(body)) + body)
+        data: dict[str, bytes] = dict.fromkeys(names.values(), b"")
+        buf = rest
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+            while len(buf) >= 8:
+                first, second = struct.unpack(">II", buf[:8])
+                length = second & 0xFFFFFF
+                if len(buf) < 8 + length:
+                    break
+                body, buf = buf[8 : 8 + length], buf[8 + length :]
+                if not first & 0x80000000 and first in names:
+                    data[names[first]] += body
+    return headers.get("X-Stream-Protocol-Version", ""), data
+
+
+@pytest.mark.parametrize("protocol", ["v4.channel.k8s.io", "channel.k8s.io"])
+def test_older_protocols_by_hand(
+    apiserver: ServerHandle, pods: Pods, namespace: str, protocol: str
+) -> None:
+    _start(pods, "old", "sleep 3600")
+    command = ["sh", "-c", "echo out; echo err >&2; exit 7"]
+    path = f"/api/v1/namespaces/{namespace}/pods/old/exec"
+    answered, data = _raw_exec(apiserver, path, command, protocol)
+    assert answered == protocol
+    assert (data["stdout"], data["stderr"]) == (b"out\n", b"err\n")
+    message = (
+        "command terminated with non-zero exit code: error executing command "
+        "[sh -c echo out; echo err >&2; exit 7], exit code 7"
+    )
+    if protocol.startswith("v4."):
+        status = json.loads(data["error"])
+        assert status["status"] == "Failure" and status["reason"] == "NonZeroExitCode"
+        assert status["details"]["causes"] == [{"reason": "ExitCode", "message": "7"}]
+        assert status["message"] == message
+    else:
+        # Before v4 the error stream carries the message alone.
+        assert data["error"].decode() == message
