@@ -47,6 +47,8 @@ STREAM_CREATION_TIMEOUT = 30.0
 # (closing with its bytes unread would reset the connection and lose what we sent).
 _LINGER = 5.0
 _STDIN, _STDOUT, _STDERR, _ERROR, _RESIZE, _CLOSE = 0, 1, 2, 3, 4, 255
+# A side that left: what sending to it raises.
+_GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
 
 
 def is_upgrade(req: http.Request) -> bool:
@@ -128,7 +130,7 @@ async def serve(
                 await _relay(conn, kubelet)
             else:
                 await RemoteCommand(conn, kubelet, protocol, req).run()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, spdy.ProtocolError) as e:
+        except (*_GONE, spdy.ProtocolError) as e:
             log.debug("SPDY stream %s ended: %r", target, e)
         finally:
             await conn.aclose()
@@ -142,15 +144,16 @@ async def _relay(conn: TakenConnection, kubelet: KubeletSocket) -> None:
     async with trio.open_nursery() as nursery:
 
         async def client_to_kubelet() -> None:
-            with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            with suppress(*_GONE):
                 while (data := await conn.receive()) is not None:
                     await kubelet.send(data)
             nursery.cancel_scope.cancel()
 
         nursery.start_soon(client_to_kubelet)
-        while (message := await kubelet.receive()) is not None:
-            if isinstance(message, bytes):
-                await conn.send_all(message)
+        with suppress(*_GONE):
+            while (message := await kubelet.receive()) is not None:
+                if isinstance(message, bytes):
+                    await conn.send_all(message)
         nursery.cancel_scope.cancel()
 
 
@@ -184,7 +187,8 @@ class RemoteCommand:
                 log.info("SPDY client opened %s of %s", sorted(self.streams), self.expected)
                 nursery.cancel_scope.cancel()
                 return
-            await self._from_kubelet()
+            with suppress(*_GONE):  # the client went away: nobody to tell
+                await self._from_kubelet()
             # Everything is sent: the client closes when it has read it all.
             with trio.move_on_after(_LINGER):
                 await self.client_gone.wait()
@@ -206,13 +210,15 @@ class RemoteCommand:
             await self.session.serve(on_stream)
         except spdy.ProtocolError as e:
             log.info("SPDY exec client: %s", e)
+        except _GONE:
+            pass  # the client left while we accepted a stream
         finally:
             self.client_gone.set()
             if not self.ready.is_set():
                 nursery.cancel_scope.cancel()
 
     async def _stdin(self, stream: spdy.Stream) -> None:
-        with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        with suppress(*_GONE):
             async for chunk in stream.data:
                 await self.kubelet.send(bytes([_STDIN]) + chunk)
             # The client closed its stdin: v5's close signal ends the process's.
@@ -221,7 +227,7 @@ class RemoteCommand:
     async def _resize(self, stream: spdy.Stream) -> None:
         buf = ""
         decoder = json.JSONDecoder()
-        with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        with suppress(*_GONE):
             async for chunk in stream.data:
                 buf += chunk.decode(errors="replace")
                 while buf.strip():

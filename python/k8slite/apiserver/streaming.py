@@ -30,6 +30,7 @@ import h11
 import trio
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
+from wsproto.utilities import LocalProtocolError
 
 from k8slite._native import dumps
 from k8slite.api import errors
@@ -241,9 +242,14 @@ class KubeletSocket:
             self._pending = await self._events()
 
     async def send(self, data: bytes | str) -> None:
+        """Send a message; trio.BrokenResourceError once the kubelet has closed."""
         message = BytesMessage(data=data) if isinstance(data, bytes) else TextMessage(data=data)
         async with self._send_lock:
-            await self.stream.send_all(self.conn.send(message))
+            try:
+                frame = self.conn.send(message)
+            except LocalProtocolError:  # the close handshake has begun
+                raise trio.BrokenResourceError("the kubelet closed the stream") from None
+            await self.stream.send_all(frame)
 
     async def aclose(self) -> None:
         with trio.CancelScope(shield=True):
