@@ -106,6 +106,9 @@ class KubeletSocket:
         self._conn: Connection | None = None
         self._trailing = b""  # read past the handshake, not yet framed
         self.subprotocol: str | None = None
+        # Only an accepted connection speaks WebSocket: after a refusal no frame may
+        # follow (hypercorn, receiving one, fails the whole server on answering it).
+        self.accepted = False
         self._pending: list[Any] = []
         self._parts: list[bytes | str] = []
         self.closed = False
@@ -175,6 +178,7 @@ class KubeletSocket:
                 protocol = got.get(b"sec-websocket-protocol")
                 self.subprotocol = protocol.decode() if protocol else None
                 self._trailing = h11c.trailing_data[0]
+                self.accepted = True
                 return
             if isinstance(event, h11.Response):
                 refused = event.status_code
@@ -253,7 +257,7 @@ class KubeletSocket:
 
     async def aclose(self) -> None:
         with trio.CancelScope(shield=True):
-            if not self.closed:
+            if self.accepted and not self.closed:
                 self.closed = True
                 with suppress(Exception):
                     with trio.move_on_after(1):

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from math import inf
 from typing import Any
 
+import h11
 import trio
 from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.config import Config
@@ -211,7 +212,12 @@ class PeerCertServer(TCPServer):
                     break
                 continue
             with trio.CancelScope() as self._handling:
-                await self.protocol.handle(RawData(bytes(data)))
+                try:
+                    await self.protocol.handle(RawData(bytes(data)))
+                except h11.LocalProtocolError:
+                    # hypercorn answering bytes that follow a refused WebSocket upgrade
+                    # with a second response: this connection's end, not the server's.
+                    break
             self._handling = None
             if data == b"":
                 break
