@@ -79,6 +79,52 @@ async def test_each_request_sees_its_connections_certificate(tmp_path: Path) -> 
         nursery.cancel_scope.cancel()
 
 
+async def _deny_websockets(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Refuses every WebSocket upgrade with a 403; answers plain requests with 200."""
+    if scope["type"] == "lifespan":
+        await _echo_identity(scope, receive, send)
+    elif scope["type"] == "websocket":
+        await receive()
+        await send({"type": "websocket.http.response.start", "status": 403, "headers": []})
+        await send({"type": "websocket.http.response.body", "body": b"no"})
+    else:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"alive"})
+
+
+async def test_bytes_after_a_refused_upgrade_end_only_that_connection(tmp_path: Path) -> None:
+    # hypercorn answers them with a second response, which h11 refuses by raising; that
+    # must close this connection, not fail the server (the kubelet died of it once).
+    pki.ensure_pki(tmp_path)
+    ctx = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+    ctx.load_cert_chain(tmp_path / "client-admin.pem", tmp_path / "client-admin.key")
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(tls.serve, _deny_websockets, _config(tmp_path))
+        host, port = binds[0].removeprefix("https://").rsplit(":", 1)
+        for _ in range(3):
+            stream = await trio.open_ssl_over_tcp_stream(
+                host, int(port), ssl_context=ctx, https_compatible=True
+            )
+            await stream.send_all(
+                b"GET /x HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                b"Sec-WebSocket-Version: 13\r\n\r\n"
+            )
+            answer = b""
+            while b"no" not in answer:
+                answer += await stream.receive_some()
+            assert answer.startswith(b"HTTP/1.1 403")
+            # A close frame, as a client that did not read the refusal might send.
+            await stream.send_all(b"\x88\x82abcd" + bytes([0x03 ^ 0x61, 0xE8 ^ 0x62]))
+            with trio.move_on_after(10):
+                while await stream.receive_some():
+                    pass
+            await trio.aclose_forcefully(stream)
+        async with _client(tmp_path, "admin", binds[0], False) as client:
+            assert (await client.get("/")).text == "alive"
+        nursery.cancel_scope.cancel()
+
+
 def test_hypercorn_internals_the_adapter_relies_on() -> None:
     # PeerCertServer passes these arguments through to TCPServer unchanged.
     params = list(inspect.signature(TCPServer.__init__).parameters)

@@ -8,7 +8,7 @@ import ipaddress
 import re
 from typing import Any
 
-from k8slite.api import errors, meta
+from k8slite.api import ephemeralcontainers, errors, meta
 from k8slite.api.quantity import QuantityError, parse_quantity
 from k8slite.api.strategy import Obj, Strategy, register
 from k8slite.api.validation import (
@@ -79,7 +79,7 @@ def default_pod_spec(spec: Obj) -> None:
     spec.setdefault("securityContext", {})
     spec.setdefault("schedulerName", "default-scheduler")
     spec.setdefault("enableServiceLinks", True)
-    for group in ("initContainers", "containers"):
+    for group in ("initContainers", "containers", ephemeralcontainers.FIELD):
         for c in spec.get(group) or ():
             if isinstance(c, dict):
                 default_container(c)
@@ -232,6 +232,9 @@ def validate_pod_spec(errs: FieldErrors, path: str, spec: Any) -> None:
                 if c["name"] in names:
                     errs.duplicate(f"{path}.{group}[{i}].name", c["name"])
                 names.add(c["name"])
+    for i, c in enumerate(spec.get(ephemeralcontainers.FIELD) or ()):
+        validate_container(errs, f"{path}.{ephemeralcontainers.FIELD}[{i}]", c, volumes)
+    ephemeralcontainers.validate_new(errs, spec)
     policy = spec.get("restartPolicy")
     if policy not in (None, "Always", "OnFailure", "Never"):
         errs.not_supported(f"{path}.restartPolicy", policy, ["Always", "Never", "OnFailure"])
@@ -356,12 +359,27 @@ class PodStrategy(Strategy):
             add_default_tolerations(spec)
 
     def prepare_create(self, obj: Obj) -> None:
-        obj["status"] = {"phase": "Pending", "qosClass": qos_class(obj.get("spec") or {})}
+        spec = obj.get("spec") or {}
+        if isinstance(spec, dict) and spec.get(ephemeralcontainers.FIELD):
+            # Added only through pods/ephemeralcontainers, to a pod that exists.
+            errs = FieldErrors()
+            errs.forbidden(f"spec.{ephemeralcontainers.FIELD}", "cannot be set on create")
+            errs.raise_if_any("Pod", str((obj.get("metadata") or {}).get("name") or ""))
+        obj["status"] = {"phase": "Pending", "qosClass": qos_class(spec)}
 
     def prepare_subresource(self, subresource: str, new: Obj, old: Obj) -> Obj:
         # The binding handler sets spec.nodeName and PodScheduled itself, nothing else.
         if subresource == "binding":
             return new
+        if subresource == ephemeralcontainers.SUBRESOURCE:
+            out = ephemeralcontainers.apply_update(new, old)
+            self.default(out)
+            errs = FieldErrors()
+            Strategy.validate(self, out, errs, True)
+            validate_pod_spec(errs, "spec", out.get("spec"))
+            ephemeralcontainers.validate_update(errs, out, old)
+            errs.raise_if_any("Pod", str(old["metadata"].get("name") or ""))
+            return out
         return super().prepare_subresource(subresource, new, old)
 
     def prepare_status_update(self, new: Obj, old: Obj) -> Obj:

@@ -30,6 +30,7 @@ _SUBRESOURCE_VERBS = {
     "proxy": ("create", "delete", "get", "patch", "update"),
     "finalize": ("update",),
     "token": ("create",),
+    "ephemeralcontainers": ("get", "patch", "update"),
 }
 # (group, version, kind) answered by subresources whose shape is not the parent kind.
 _SUBRESOURCE_KINDS = {

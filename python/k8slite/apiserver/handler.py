@@ -18,6 +18,7 @@ from k8slite.apiserver import (
     requestinfo,
     resourceproxy,
     rest,
+    spdystreams,
     streaming,
     subresources,
     tables,
@@ -90,6 +91,10 @@ class ResourceHandler:
                 await podlogs.serve_log(self.core, self.kubelets, req, info, send)
                 return
             if _streaming(info):
+                if spdystreams.is_upgrade(req):
+                    code = 101  # until it answers otherwise
+                    code = await spdystreams.serve(self.core, self.kubelets, req, info, send)
+                    return
                 await streaming.refuse_plain(self.core, req, info)
             if info.verb not in info.resource.verbs:
                 raise errors.method_not_allowed()
@@ -197,7 +202,7 @@ class ResourceHandler:
         """
         if self.webhooks is None or info.verb in ("get", "list", "watch"):
             return None
-        if info.subresource not in (None, "status", "finalize"):
+        if info.subresource not in (None, "status", "finalize", "ephemeralcontainers"):
             return None
         options: dict[str, object] = {}
         if req.arg("fieldManager"):
@@ -218,7 +223,7 @@ class ResourceHandler:
         if verb == "get":
             if sub == "scale":
                 return 200, subresources.get_scale(reg, info)
-            if sub in (None, "status"):
+            if sub in (None, "status", "ephemeralcontainers"):
                 return 200, rest.get_object(reg, req, info)
         elif verb == "list":
             return 200, await rest.list_objects(reg, req, info)
@@ -234,13 +239,13 @@ class ResourceHandler:
         elif verb == "update":
             if sub == "scale":
                 return 200, await subresources.update_scale(reg, req, info)
-            if sub in (None, "status", "finalize"):
+            if sub in (None, "status", "finalize", "ephemeralcontainers"):
                 data, created = await rest.update_object(reg, req, info)
                 return (201 if created else 200), data
         elif verb == "patch":
             if sub == "scale":
                 return 200, await subresources.update_scale(reg, req, info)
-            if sub in (None, "status"):
+            if sub in (None, "status", "ephemeralcontainers"):
                 data, created = await rest.patch_object(reg, req, info)
                 return (201 if created else 200), data
         elif verb == "delete" and sub is None:

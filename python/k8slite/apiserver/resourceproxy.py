@@ -335,7 +335,12 @@ class ResourceProxy:
             await send({"type": "websocket.http.response.start", **start})
             await send({"type": "websocket.http.response.body", "body": e.body})
             return e.status
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
+        except (
+            trio.BrokenResourceError,
+            trio.ClosedResourceError,
+            trio.TooSlowError,
+            OSError,
+        ) as e:
             raise _dial_error(location, e) from None
         await relay(backend, receive, send, req.path)
         return 101

@@ -11,31 +11,26 @@ When the kubelet refuses (a container not running, a runtime that cannot attach)
 be reached, an exec or attach client is still accepted and gets the error as a Status on
 its error channel, as from upstream's stream translator; a port-forward is refused.
 
-Requests without a WebSocket upgrade (plain GETs, and SPDY/3.1 upgrades: only WebSockets
-are streamed) get the same checks and then upstream's 400 "Upgrade request required", or
-for SPDY a 400 saying to use WebSockets, which kubectl and the official clients do.
+SPDY/3.1 upgrades are served by spdystreams.py. Requests with no upgrade get the same
+checks and then upstream's 400 "Upgrade request required".
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
+import os
+from collections.abc import Callable
 from contextlib import suppress
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import h11
 import trio
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import (
-    AcceptConnection,
-    BytesMessage,
-    CloseConnection,
-    Ping,
-    RejectConnection,
-    RejectData,
-    Request,
-    TextMessage,
-)
+from wsproto.connection import Connection, ConnectionType
+from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
+from wsproto.utilities import LocalProtocolError
 
 from k8slite._native import dumps
 from k8slite.api import errors
@@ -49,6 +44,7 @@ from k8slite.apiserver.podlogs import (
     pod_kubelet,
 )
 from k8slite.apiserver.requestinfo import RequestInfo
+from k8slite.apiserver.tls import TAKE_KEY, TakenConnection, receive_batch
 from k8slite.component.objects import Obj
 
 log = logging.getLogger(__name__)
@@ -57,7 +53,8 @@ SUBRESOURCES = frozenset({"exec", "attach", "portforward"})
 _KUBELET_PATHS = {"exec": "exec", "attach": "attach", "portforward": "portForward"}
 # The API's stdin/stdout/stderr/tty become the kubelet's input/output/error/tty (upstream).
 _STREAM_PARAMS = (("stdin", "input"), ("stdout", "output"), ("stderr", "error"), ("tty", "tty"))
-_READ = 64 * 1024
+_READ = 256 * 1024
+_WS_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _MAX_REFUSAL = 4096
 CONNECT_TIMEOUT = 10.0
 # The exec and attach protocols, which have an error channel to report a refusal on.
@@ -98,14 +95,9 @@ def _check_port(port: str) -> None:
 
 
 async def refuse_plain(core: ApiCore, req: http.Request, info: RequestInfo) -> None:
-    """A request without a WebSocket upgrade: the checks, then why it cannot stream."""
+    """A request with no upgrade at all: the checks, then upstream's refusal."""
     kubelet_target(core, req, info)
-    if "spdy" not in req.headers.get("upgrade", "").lower():
-        raise errors.bad_request("Upgrade request required")
-    raise errors.bad_request(
-        "unable to upgrade connection: this server streams over WebSockets "
-        "(v5.channel.k8s.io) only, not SPDY/3.1"
-    )
+    raise errors.bad_request("Upgrade request required")
 
 
 class WebSocketRefused(Exception):
@@ -117,16 +109,26 @@ class WebSocketRefused(Exception):
 
 
 class BackendSocket:
-    """The API server's WebSocket to a kubelet (wsproto over a Trio TLS stream), or to a
-    pod or service for the proxy subresources (over whatever stream was dialed)."""
+    """The API server's WebSocket to a kubelet, or to a pod or service for the proxy
+    subresources: an h11 handshake, then wsproto framing.
+
+    The handshake is done apart from the framing so that what follows it can be taken
+    raw (`take_raw`): the bytes read past the 101 response, then the stream itself.
+    """
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self.stream = stream
-        self.conn = WSConnection(ConnectionType.CLIENT)
+        self._conn: Connection | None = None
+        self._trailing = b""  # read past the handshake, not yet framed
         self.subprotocol: str | None = None
+        # Only an accepted connection speaks WebSocket: after a refusal no frame may
+        # follow (hypercorn, receiving one, fails the whole server on answering it).
+        self.accepted = False
         self._pending: list[Any] = []
         self._parts: list[bytes | str] = []
         self.closed = False
+        # Pongs (from the receiving task) and messages (from others) share the stream.
+        self._send_lock = trio.Lock()
 
     @classmethod
     async def open(
@@ -148,6 +150,10 @@ class BackendSocket:
             return await cls.over(stream, f"{host}:{port}", target, subprotocols)
         except WebSocketRefused as e:
             raise kubelet_error(e.status, e.body, target) from None
+        except trio.TooSlowError:
+            raise errors.ApiError(
+                500, "InternalError", "error dialing backend: the kubelet did not answer"
+            ) from None
 
     @classmethod
     async def over(
@@ -158,57 +164,98 @@ class BackendSocket:
         subprotocols: list[str],
         headers: list[tuple[str, str]] | None = None,
     ) -> BackendSocket:
-        """A WebSocket handshake on a connected stream (closed if it fails); a refusal as
-        WebSocketRefused with the server's status, headers and (the start of its) body."""
+        """A WebSocket handshake on a connected stream (closed if it fails, and
+        trio.TooSlowError after CONNECT_TIMEOUT); a refusal as WebSocketRefused with the
+        server's status, headers and (the start of its) body."""
         sock = cls(stream)
         try:
-            await sock._handshake(host, target, subprotocols, headers or [])
+            with trio.fail_after(CONNECT_TIMEOUT):
+                await sock._handshake(host, target, subprotocols, headers or [])
         except BaseException:
             await sock.aclose()
             raise
         return sock
 
     async def _handshake(
-        self, host: str, target: str, subprotocols: list[str], headers: list[tuple[str, str]]
+        self, host: str, target: str, subprotocols: list[str], extra: list[tuple[str, str]]
     ) -> None:
-        request = Request(
-            host=host,
-            target=target,
-            subprotocols=subprotocols,
-            extra_headers=[(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers],
+        key = base64.b64encode(os.urandom(16))
+        headers = [
+            ("Host", host),
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Key", key.decode()),
+            ("Sec-WebSocket-Version", "13"),
+        ]
+        if subprotocols:
+            headers.append(("Sec-WebSocket-Protocol", ", ".join(subprotocols)))
+        h11c = h11.Connection(h11.CLIENT)
+        await self.stream.send_all(
+            h11c.send(h11.Request(method="GET", target=target, headers=[*headers, *extra]))
         )
-        await self.stream.send_all(self.conn.send(request))
-        refused: RejectConnection | None = None
+        refused: h11.Response | None = None
         body = b""
+
+        def refusal() -> WebSocketRefused:
+            if refused is None:
+                return WebSocketRefused(500, [], body)
+            return WebSocketRefused(refused.status_code, list(refused.headers), body)
+
         while True:
-            for event in await self._events():
-                if isinstance(event, AcceptConnection):
-                    self.subprotocol = event.subprotocol
-                    return
-                if isinstance(event, RejectConnection):
-                    refused = event
-                    if not event.has_body:
-                        raise WebSocketRefused(event.status_code, list(event.headers), b"")
-                elif isinstance(event, RejectData):
-                    body += event.data
-                    if event.body_finished or len(body) > _MAX_REFUSAL:
-                        raise WebSocketRefused(
-                            refused.status_code if refused else 500,
-                            list(refused.headers) if refused else [],
-                            body,
-                        )
-            if self.closed:
-                raise WebSocketRefused(refused.status_code if refused else 500, [], body)
+            event = h11c.next_event()
+            if event is h11.NEED_DATA:
+                data = await self._read()
+                h11c.receive_data(data)
+                continue
+            if isinstance(event, h11.InformationalResponse) and event.status_code == 101:
+                got = {k.lower(): v for k, v in event.headers}
+                expected = base64.b64encode(hashlib.sha1(key + _WS_GUID).digest())
+                if got.get(b"sec-websocket-accept") != expected:
+                    raise WebSocketRefused(500, [], b"the backend's WebSocket accept is wrong")
+                protocol = got.get(b"sec-websocket-protocol")
+                self.subprotocol = protocol.decode() if protocol else None
+                self._trailing = h11c.trailing_data[0]
+                self.accepted = True
+                return
+            if isinstance(event, h11.Response):
+                refused = event
+            elif isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > _MAX_REFUSAL:
+                    raise refusal()
+            elif not isinstance(event, h11.InformationalResponse):  # the end, or odd
+                raise refusal()
+
+    async def _read(self) -> bytes:
+        try:
+            return bytes(await self.stream.receive_some(_READ))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return b""
+
+    @property
+    def conn(self) -> Connection:
+        """wsproto's framing, from the first byte after the handshake."""
+        if self._conn is None:
+            self._conn = Connection(ConnectionType.CLIENT, None, self._trailing)
+            self._trailing = b""
+        return self._conn
+
+    def take_raw(self) -> bytes:
+        """Frames already read past the handshake; the caller then reads the stream itself.
+
+        Only before any message was received or sent.
+        """
+        assert self._conn is None
+        data, self._trailing = self._trailing, b""
+        return data
 
     async def _events(self) -> list[Any]:
-        try:
-            data = await self.stream.receive_some(_READ)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            data = b""
+        conn = self.conn
+        data = await self._read()
         if not data:
             self.closed = True
-        self.conn.receive_data(bytes(data) if data else None)
-        return list(self.conn.events())
+        conn.receive_data(data or None)
+        return list(conn.events())
 
     async def receive(self) -> bytes | str | None:
         """The next whole message from the kubelet; None once it closed."""
@@ -224,7 +271,8 @@ class BackendSocket:
                             return b"".join(p for p in parts if isinstance(p, bytes))
                         return "".join(p for p in parts if isinstance(p, str))
                 elif isinstance(event, Ping):
-                    await self.stream.send_all(self.conn.send(event.response()))
+                    async with self._send_lock:
+                        await self.stream.send_all(self.conn.send(event.response()))
                 elif isinstance(event, CloseConnection):
                     with suppress(Exception):
                         await self.stream.send_all(self.conn.send(event.response()))
@@ -235,12 +283,18 @@ class BackendSocket:
             self._pending = await self._events()
 
     async def send(self, data: bytes | str) -> None:
+        """Send a message; trio.BrokenResourceError once the kubelet has closed."""
         message = BytesMessage(data=data) if isinstance(data, bytes) else TextMessage(data=data)
-        await self.stream.send_all(self.conn.send(message))
+        async with self._send_lock:
+            try:
+                frame = self.conn.send(message)
+            except LocalProtocolError:  # the close handshake has begun
+                raise trio.BrokenResourceError("the kubelet closed the stream") from None
+            await self.stream.send_all(frame)
 
     async def aclose(self) -> None:
         with trio.CancelScope(shield=True):
-            if not self.closed:
+            if self.accepted and not self.closed:
                 self.closed = True
                 with suppress(Exception):
                     with trio.move_on_after(1):
@@ -271,7 +325,18 @@ async def serve_websocket(
             raise
         await _report(send, channel, f"unable to upgrade connection: {e.message}")
         return
-    await relay(kubelet, receive, send, target)
+    take = _splice_taker(req)
+    if take is None:
+        await relay(kubelet, receive, send, target)
+        return
+    try:
+        client = take()  # before the accept: every byte after the 101 is ours
+        await send({"type": "websocket.accept", "subprotocol": kubelet.subprotocol})
+        await _splice(client, kubelet)
+    except Exception as e:  # noqa: BLE001 - the streams were up: a side that left ends them
+        log.debug("stream %s ended: %r", target, e)
+    finally:
+        await kubelet.aclose()
 
 
 async def relay(backend: BackendSocket, receive: http.Receive, send: http.Send, what: str) -> None:
@@ -290,6 +355,46 @@ async def relay(backend: BackendSocket, receive: http.Receive, send: http.Send, 
         log.debug("stream %s ended: %r", what, e)
     finally:
         await backend.aclose()
+
+
+def _splice_taker(req: http.Request) -> Callable[[], TakenConnection] | None:
+    """How to take the client's connection, when its frames can go to the kubelet as
+    they are: HTTP/1.1 and no extension (a compressed client would need a compressing
+    kubelet connection)."""
+    if any(name.lower() == b"sec-websocket-extensions" for name, _ in req.scope["headers"]):
+        return None
+    take: Callable[[], TakenConnection] | None = req.scope.get("extensions", {}).get(TAKE_KEY)
+    return take
+
+
+async def _splice(client: TakenConnection, kubelet: BackendSocket) -> None:
+    """Relay the WebSocket as bytes: no parsing, no reframing, no copies of our own.
+
+    Both connections frame alike: the kubelet's frames come unmasked, as a server's to
+    its client, which is what the API server is to the client; the client's come masked,
+    as a client's, which is what the API server is to the kubelet. Control frames (ping,
+    close) pass too, so each end answers the other's.
+    """
+    first = kubelet.take_raw()
+    kubelet.closed = True  # no close frame of ours in the middle of theirs
+    tls = kubelet.stream
+    assert isinstance(tls, trio.SSLStream)  # a kubelet is always reached over TLS
+    async with trio.open_nursery() as nursery:
+
+        async def client_to_kubelet() -> None:
+            with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                while (data := await client.receive()) is not None:
+                    await kubelet.stream.send_all(data)
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(client_to_kubelet)
+        with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+            if first:
+                await client.send_all(first)
+            while data := await receive_batch(tls, _READ):
+                await client.send_all(data)
+        nursery.cancel_scope.cancel()
+    await client.aclose()
 
 
 async def _report(send: http.Send, protocol: str, message: str) -> None:

@@ -23,13 +23,16 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Callable
+from math import inf
 from typing import Any
 
+import h11
 import trio
 from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.config import Config
+from hypercorn.events import Closed, RawData
 from hypercorn.trio.lifespan import Lifespan
-from hypercorn.trio.tcp_server import TCPServer
+from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import AppWrapper, ASGIFramework, ConnectionState, LifespanState
 from hypercorn.utils import repr_socket_addr
@@ -37,6 +40,13 @@ from hypercorn.utils import repr_socket_addr
 from k8slite.apiserver import directsend
 
 TLS_EXTENSION = "tls"
+# scope["extensions"][TAKE_KEY]() hands an HTTP/1.1 connection over to the app (see
+# TakenConnection); only for requests that are alone on their connection.
+TAKE_KEY = "k8slite.take_connection"
+# Bytes read ahead for a taken connection's owner: beyond it, TCP pushes back.
+_TAKEN_BUFFER = 16
+_TAKEN_READ = 256 * 1024
+_MAX_RECORD = 16 * 1024  # TLS's largest plaintext record
 
 
 def tls_extension(stream: trio.SSLStream[Any]) -> dict[str, Any]:
@@ -57,7 +67,7 @@ class _PeerCertApp:
     """One connection's view of the app: adds the connection's TLS extension to each scope."""
 
     def __init__(
-        self, app: AppWrapper, stream: trio.SSLStream[Any], server: TCPServer | None = None
+        self, app: AppWrapper, stream: trio.SSLStream[Any], server: PeerCertServer | None = None
     ) -> None:
         self.app = app
         self.stream = stream
@@ -83,7 +93,76 @@ class _PeerCertApp:
                 if self.direct is None:
                     self.direct = directsend.DirectChunks(self.server, self.stream)
                 scope["extensions"][directsend.SCOPE_KEY] = self.direct
+                scope["extensions"][TAKE_KEY] = self.server.take
         await self.app(scope, receive, send, sync_spawn, call_soon)
+
+
+async def receive_batch(stream: trio.SSLStream[Any], max_bytes: int) -> bytes:
+    """What a TLS stream has to give, up to max_bytes: b"" at its end.
+
+    Trio's receive_some hands out one TLS record (16 KiB at most) per call, so a relay
+    loop pays a round of Trio and a send per record. Past the first record this also
+    takes the records already read from the socket, straight from the SSL object (it
+    never blocks: without a whole record it asks for more and we stop). What the SSL
+    object may have to send meanwhile stays in its outgoing buffer for Trio's next call.
+
+    It stops after a record shorter than the largest: that ended one write of the
+    sender's (a WebSocket message, say), and a relay that sends it on ends its own
+    records there too. Clients that read a message at a time and check for more only in
+    the TLS record at hand (the Python client's port-forward) then see a message end
+    where the sender made one, not a run of messages they buffer up.
+    """
+    first = await stream.receive_some(max_bytes)
+    ssl_object = getattr(stream, "_ssl_object", None)
+    if len(first) < _MAX_RECORD or ssl_object is None:
+        return bytes(first)
+    parts, size = [first], len(first)
+    while size < max_bytes and len(parts[-1]) >= _MAX_RECORD:
+        try:
+            more = ssl_object.read(max_bytes - size)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            break
+        except ssl.SSLError:
+            break  # Trio's next call meets it and says so
+        if not more:
+            break
+        parts.append(more)
+        size += len(more)
+    return bytes(parts[0]) if len(parts) == 1 else b"".join(parts)
+
+
+class TakenConnection:
+    """A TLS connection taken from hypercorn by the app, to speak a protocol of its own.
+
+    What hypercorn cannot do: an HTTP/1.1 upgrade to something other than WebSockets or
+    HTTP/2 (SPDY/3.1, which kubectl's streaming speaks), and a WebSocket whose frames are
+    relayed as they are (streaming.py's splice). The app answers the upgrade (itself, or
+    with hypercorn's websocket.accept after taking) and from then on owns the bytes both
+    ways: the connection's reader passes what arrives to `receive` instead of to h11 or
+    wsproto, and `aclose` ends the connection (hypercorn's own answer or close frame,
+    when the app returns, then meets a closed stream).
+    """
+
+    def __init__(
+        self, stream: trio.SSLStream[Any], incoming: trio.MemoryReceiveChannel[bytes]
+    ) -> None:
+        self.stream = stream
+        self._incoming = incoming
+
+    async def receive(self) -> bytes | None:
+        """The next bytes from the client; None once it has closed."""
+        try:
+            return await self._incoming.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            return None
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.stream.send_all(data)
+
+    async def aclose(self) -> None:
+        with trio.CancelScope(shield=True), trio.move_on_after(5):
+            await self.stream.aclose()
+        await trio.aclose_forcefully(self.stream)
 
 
 class PeerCertServer(TCPServer):
@@ -98,6 +177,53 @@ class PeerCertServer(TCPServer):
         stream: trio.SSLStream[Any],
     ) -> None:
         super().__init__(_PeerCertApp(app, stream, self), config, context, state, stream)
+        self._taken: trio.MemorySendChannel[bytes] | None = None
+        self._handling: trio.CancelScope | None = None
+
+    def take(self) -> TakenConnection:
+        """The connection, from now on the caller's (see TakenConnection)."""
+        if self._taken is not None:
+            raise RuntimeError("the connection was taken already")
+        self._taken, incoming = trio.open_memory_channel[bytes](_TAKEN_BUFFER)
+        if self._handling is not None:
+            # The reader is parked in h11, which pauses after an Upgrade request until
+            # the response says whether the protocol switches: set it free to read for us.
+            self._handling.cancel()
+        return TakenConnection(self.stream, incoming)
+
+    async def _read_data(self) -> None:
+        # hypercorn's loop, except that once the app took the connection what arrives is
+        # the app's, and no read timeout applies (a quiet tunnel is not a stuck request).
+        while True:
+            try:
+                if self._taken is None:
+                    with trio.fail_after(self.config.read_timeout or inf):
+                        data = await self.stream.receive_some(MAX_RECV)
+                else:
+                    data = await receive_batch(self.stream, _TAKEN_READ)
+            except (trio.ClosedResourceError, trio.BrokenResourceError, trio.TooSlowError):
+                break
+            if self._taken is not None:
+                if not data:
+                    break
+                try:
+                    await self._taken.send(bytes(data))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    break
+                continue
+            with trio.CancelScope() as self._handling:
+                try:
+                    await self.protocol.handle(RawData(bytes(data)))
+                except h11.LocalProtocolError:
+                    # hypercorn answering bytes that follow a refused WebSocket upgrade
+                    # with a second response: this connection's end, not the server's.
+                    break
+            self._handling = None
+            if data == b"":
+                break
+        if self._taken is not None:
+            self._taken.close()
+        await self.protocol.handle(Closed())
 
 
 async def serve(

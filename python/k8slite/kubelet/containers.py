@@ -98,7 +98,13 @@ class ContainerOps:
         self, type_: str, reason: str, message: str, rec: ContainerRecord | None = None
     ) -> None:
         if self.env.events is not None:
-            group = "initContainers" if rec and rec.init else "containers"
+            group = (
+                "ephemeralContainers"
+                if rec and rec.ephemeral
+                else "initContainers"
+                if rec and rec.init
+                else "containers"
+            )
             field_path = f"spec.{group}{{{rec.name}}}" if rec else ""
             self.env.events.event(self.state.pod, type_, reason, message, field_path=field_path)
 
@@ -115,6 +121,8 @@ class ContainerOps:
     def follow_probes(self) -> None:
         """Probes for the running containers, none for the others."""
         for rec in self.state.records.values():
+            if rec.ephemeral:
+                continue  # no probes, never ready
             if rec.running and rec.probes is None:
                 self.start_probes(rec)
             elif not rec.running and rec.probes is not None:
@@ -152,6 +160,8 @@ class ContainerOps:
                 await self._kill(rec, c, lifecycle.grace_period(self.state.pod))
                 rec.backoff = 0.0
             rec.kill = None
+        # Before the init containers, as upstream: a debugger can start while they fail.
+        await self._start_ephemeral()
         for c in spec.get("initContainers") or ():
             rec = self.state.records[c["name"]]
             if rec.sidecar:
@@ -175,6 +185,14 @@ class ContainerOps:
             if rec.state in (None, ContainerState.CREATED) or (
                 rec.state is ContainerState.EXITED and lifecycle.should_restart(policy, exit_code)
             ):
+                await self._start(rec, c)
+
+    async def _start_ephemeral(self) -> None:
+        """Each ephemeral container is started once; one that exited stays exited."""
+        self.state.add_ephemeral()
+        for c in self.state.pod["spec"].get("ephemeralContainers") or ():
+            rec = self.state.records[c["name"]]
+            if rec.current is None:
                 await self._start(rec, c)
 
     def _probe_grace(self, c: Obj, kind: str) -> float:
@@ -222,6 +240,10 @@ class ContainerOps:
             return
         assert self.state.sandbox is not None
         rt = self.env.runtime
+        target = self.state.records.get(c.get("targetContainerName") or "")
+        if rec.ephemeral and target is not None and target.running:
+            assert target.current is not None
+            config.pid_target = target.current.id  # kubectl debug --target: its processes
         try:
             cid = await rt.create_container(self.state.sandbox, config)
         except ContainerRuntimeError as e:
@@ -390,9 +412,14 @@ class ContainerOps:
         spec = self.state.pod.get("spec") or {}
         regular = [(self.state.records[c["name"]], c) for c in spec.get("containers") or ()]
         init = [(self.state.records[c["name"]], c) for c in spec.get("initContainers") or ()]
+        ephemeral = [
+            (self.state.records[c["name"]], c)
+            for c in spec.get("ephemeralContainers") or ()
+            if c["name"] in self.state.records
+        ]
         deadline = trio.current_time() + grace
         async with trio.open_nursery() as nursery:
-            for rec, c in regular + [(r, c) for r, c in init if not r.sidecar]:
+            for rec, c in regular + ephemeral + [(r, c) for r, c in init if not r.sidecar]:
                 if rec.running:
                     self.event(NORMAL, "Killing", f"Stopping container {rec.name}", rec)
                     nursery.start_soon(self._kill, rec, c, grace)
@@ -404,6 +431,8 @@ class ContainerOps:
     # ---------------------------------------------------------------------- probes
 
     def start_probes(self, rec: ContainerRecord) -> None:
+        if rec.ephemeral:
+            return  # no probes, never ready
         c = self.state.container_spec(rec.name)
         if self.env.simulated or self.nursery is None or rec.current is None:
             rec.started = rec.ready = True

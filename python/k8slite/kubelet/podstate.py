@@ -38,7 +38,15 @@ class PodState:
             )
         for c in spec.get("containers") or ():
             records[c["name"]] = ContainerRecord(c["name"])
-        return cls(pod, view, records)
+        state = cls(pod, view, records)
+        state.add_ephemeral()
+        return state
+
+    def add_ephemeral(self) -> None:
+        """Records for ephemeral containers added to the pod since (they are never removed)."""
+        for c in (self.pod.get("spec") or {}).get("ephemeralContainers") or ():
+            if c["name"] not in self.records:
+                self.records[c["name"]] = ContainerRecord(c["name"], ephemeral=True)
 
     @property
     def uid(self) -> str:
@@ -74,7 +82,7 @@ class PodState:
 
     def container_spec(self, name: str) -> Obj:
         spec = self.pod.get("spec") or {}
-        for group in ("initContainers", "containers"):
+        for group in ("initContainers", "containers", "ephemeralContainers"):
             for c in spec.get(group) or ():
                 if c["name"] == name:
                     return c  # type: ignore[no-any-return]

@@ -386,6 +386,8 @@ class PodWorker:
     def _anything_to_run(self) -> bool:
         policy = (self.pod.get("spec") or {}).get("restartPolicy") or "Always"
         for rec in self.state.records.values():
+            if rec.ephemeral:
+                continue  # not restarted, not a reason for a new sandbox
             if rec.current is None or (
                 rec.state is ContainerState.EXITED
                 and (
@@ -459,7 +461,11 @@ class PodWorker:
             by_name.setdefault(info.name, []).append(info)
         reported = {
             s["name"]: s
-            for group in ("initContainerStatuses", "containerStatuses")
+            for group in (
+                "initContainerStatuses",
+                "containerStatuses",
+                "ephemeralContainerStatuses",
+            )
             for s in (self.pod.get("status") or {}).get(group) or ()
         }
         for name, infos in by_name.items():
@@ -503,7 +509,11 @@ class PodWorker:
             if self.view.phase not in TERMINAL:
                 self.view.phase = (
                     status.SUCCEEDED
-                    if all(r.exited_ok() for r in self.state.records.values() if not r.init)
+                    if all(
+                        r.exited_ok()
+                        for r in self.state.records.values()
+                        if not (r.init or r.ephemeral)
+                    )
                     else status.FAILED
                 )
             await self._finish_in_api()

@@ -178,7 +178,11 @@ class KubeletApi:
 def log_container_id(worker: PodWorker, container: str, previous: bool) -> str | Response:
     """Which container instance's logs to read, with upstream's refusals."""
     status = worker.status()
-    statuses = (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or [])
+    statuses = [
+        *(status.get("initContainerStatuses") or ()),
+        *(status.get("containerStatuses") or ()),
+        *(status.get("ephemeralContainerStatuses") or ()),
+    ]
     st = next((s for s in statuses if s["name"] == container), None)
     if st is None:
         return text(400, f"container {container} is not valid for pod {worker.name}")

@@ -26,6 +26,7 @@ class ContainerRecord:
     name: str
     init: bool = False
     sidecar: bool = False  # an init container with restartPolicy Always
+    ephemeral: bool = False  # started once for debugging, never restarted, never ready
     current: ContainerStatus | None = None
     previous: ContainerStatus | None = None
     waiting: tuple[str, str] | None = None
@@ -308,6 +309,12 @@ def pod_status(
         container_status(c, records[c["name"]], view.runtime, default)
         for c in spec.get("containers") or ()
     ]
+    ephemeral = [c for c in spec.get("ephemeralContainers") or () if c["name"] in records]
+    if ephemeral:
+        status["ephemeralContainerStatuses"] = [
+            container_status(c, records[c["name"]], view.runtime, "ContainerCreating")
+            for c in ephemeral
+        ]
     return status
 
 

@@ -48,7 +48,9 @@ PORT_FORWARD_PROTOCOLS = (V4, V4_BASE64, V1, V1_BASE64)
 SPDY_TUNNEL = "SPDY/3.1+portforward.k8s.io"
 
 STDIN, ERROR, RESIZE, CLOSE = 0, 3, 4, 255
-_READ = 64 * 1024
+# Port-forward reads from the pod: as much as is there, so that a fast stream goes in few
+# large messages (the cost through the API server is per message more than per byte).
+_READ = 256 * 1024
 
 
 def negotiate(offered: list[str], supported: tuple[str, ...]) -> str | None | Response:

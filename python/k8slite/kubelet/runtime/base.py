@@ -168,6 +168,9 @@ class ContainerConfig:
     # spec.stdin and tty: what `kubectl attach -i` and `kubectl run -it` use.
     stdin: bool = False
     tty: bool = False
+    # An ephemeral container's target (kubectl debug --target): the id of the container
+    # whose process namespace it joins; runtimes without namespaces ignore it.
+    pid_target: str = ""
 
     @classmethod
     def from_spec(

@@ -685,7 +685,11 @@ def _container_spec(
     host_config: dict[str, Any] = {
         "network_mode": join,
         "ipc_mode": "host" if ns.ipc is NamespaceMode.NODE else join,
-        "pid_mode": {NamespaceMode.NODE: "host", NamespaceMode.POD: join}.get(ns.pid),
+        "pid_mode": (
+            f"container:{config.pid_target}"
+            if config.pid_target
+            else {NamespaceMode.NODE: "host", NamespaceMode.POD: join}.get(ns.pid)
+        ),
         "mounts": [
             docker.types.Mount(
                 m.container_path,
