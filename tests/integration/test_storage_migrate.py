@@ -4,6 +4,7 @@ dir whose API server is running."""
 
 from __future__ import annotations
 
+import base64
 import shutil
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import pytest
 import trio
 
 from k8slite._native import dumps, loads
-from k8slite.storage import RocksStore, Store
+from k8slite.storage import Op, RocksStore, Store
 from k8slite.storage.etcd import EtcdStore
 from tests.conftest import ServerHandle, start_apiserver
 from tests.etcd_server import EtcdProcess, start_etcd
@@ -66,7 +67,15 @@ URLS = [
     "/apis/apps/v1/namespaces/shop/deployments",
     "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
     "/apis/example.com/v1/namespaces/shop/widgets",
+    "/api/v1/namespaces/shop/events",
 ]
+EVENT = {
+    "metadata": {"name": "cm0.1"},
+    "involvedObject": {"kind": "ConfigMap", "namespace": "shop", "name": "cm0"},
+    "reason": "Migrated",
+    "message": "an Event, kept with an etcd lease of --event-ttl",
+    "type": "Normal",
+}
 
 
 @pytest.fixture
@@ -94,6 +103,7 @@ def populate(api: httpx.Client) -> None:
     created("/api/v1/namespaces", {"metadata": {"name": "other"}})
     for i in range(5):
         created(URLS[1], {"metadata": {"name": f"cm{i}"}, "data": {"k": f"v{i}", "text": "ü✓"}})
+    created(URLS[6], EVENT)
     created(URLS[2], {"metadata": {"name": "token"}, "stringData": {"password": "s3cr3t"}})
     created(URLS[3], DEPLOYMENT)
     created(URLS[4], CRD)
@@ -150,7 +160,7 @@ def check_served(server: ServerHandle, expected: dict[tuple[str, str], dict[str,
         wait_for(lambda: api.get(URLS[5]).status_code == 200, what="widgets to be served")
         got = objects(api)
     assert got == expected
-    assert len(expected) >= 11  # shop, other, 5 ConfigMaps, a Secret, a Deployment, CRD, CR
+    assert len(expected) >= 12  # shop, other, 5 ConfigMaps, Secret, Deployment, CRD, CR, Event
 
 
 def test_round_trip_rocksdb_etcd_rocksdb(tmp_path: Path, etcd: EtcdProcess) -> None:
@@ -170,6 +180,11 @@ def test_round_trip_rocksdb_etcd_rocksdb(tmp_path: Path, etcd: EtcdProcess) -> N
     assert "configmaps  " in result.stdout and "widgets.example.com" in result.stdout
     # Every key, byte for byte but its resourceVersion.
     assert stored(etcd_store(etcd)) == on_rocks
+    # Events live by an etcd lease there, as the API server on etcd writes them.
+    event_key = base64.b64encode(b"/registry/core/events/shop/cm0.1").decode()
+    with etcd.client() as c:
+        kvs = c.post("/v3/kv/range", json={"key": event_key}).json()["kvs"]
+    assert int(kvs[0].get("lease", 0)) != 0
 
     server = start_apiserver(first, *etcd.flags)  # same PKI, now on etcd
     try:
@@ -225,3 +240,53 @@ def test_refuses_a_data_dir_whose_apiserver_runs(tmp_path: Path, etcd: EtcdProce
     assert result.returncode == 1
     assert "is locked: an API server of data dir" in result.stderr, result.stderr
     assert stored(etcd_store(etcd)) == {}
+
+
+def fill(db: Path, names: int, last: tuple[str, bytes]) -> None:
+    """A RocksDB of `names` ConfigMaps written by our encoder, then the raw key `last`."""
+
+    async def write() -> None:
+        async with RocksStore(db) as store:
+            for i in range(names):
+                body = dumps({"metadata": {"name": f"a{i:03}", "resourceVersion": "0"}})
+                key = f"/registry/core/configmaps/x/a{i:03}"
+                await store.txn([Op("create", key, stamp(body))])
+            await store.txn([Op("create", last[0], lambda _rv: last[1])])
+
+    trio.run(write)
+
+
+def stamp(body: bytes) -> Any:
+    def encode(rv: int) -> bytes:
+        obj = loads(body)
+        obj["metadata"]["resourceVersion"] = str(rv)
+        return bytes(dumps(obj))
+
+    return encode
+
+
+def test_a_value_that_cannot_be_copied_exactly_stops_before_any_write(
+    tmp_path: Path, etcd: EtcdProcess
+) -> None:
+    data = tmp_path / "data"
+    # Not our encoder's bytes (spaces): re-encoding it would change more than its RV.
+    odd = b'{"metadata": {"name": "zz", "resourceVersion": "151"}}'
+    fill(data / "db", 150, ("/registry/core/configmaps/x/zz", odd))
+    result = migrate(etcd, "--from", "rocksdb", "--to", "etcd", f"--data-dir={data}")
+    assert result.returncode == 1
+    assert "/registry/core/configmaps/x/zz: its stored bytes do not re-encode" in result.stderr
+    assert "nothing was written to the target" in result.stderr
+    assert stored(etcd_store(etcd)) == {}
+
+
+def test_a_failed_write_says_what_the_target_holds(tmp_path: Path, etcd: EtcdProcess) -> None:
+    """etcd refuses a value over its request size limit (1.5 MiB) after the others are in."""
+    data = tmp_path / "data"
+    big = b'{"data":"' + b"x" * (2 << 20) + b'"}'
+    fill(data / "db", 150, ("/registry/core/configmaps/x/zz", big))
+    result = migrate(etcd, "--from", "rocksdb", "--to", "etcd", f"--data-dir={data}")
+    assert result.returncode == 1
+    assert "failed after writing only the 150 objects above" in result.stderr, result.stderr
+    assert "configmaps  150" in result.stdout
+    in_etcd = stored(etcd_store(etcd))
+    assert len(in_etcd) == 150 and "/registry/core/configmaps/x/zz" not in in_etcd

@@ -16,7 +16,15 @@ from k8slite.component.flags import duration
 from k8slite.datadir import private_data_dir
 from k8slite.storage import RocksStore, StorageError, Store, StoreUnavailable
 from k8slite.storage.etcd import DEFAULT_PREFIX, EtcdStore, EtcdTLS
-from k8slite.storage.migrate import Copy, MigrationError, clear, copy_all, count_keys, etcd_ttls
+from k8slite.storage.migrate import (
+    Copy,
+    MigrationError,
+    check_all,
+    clear,
+    copy_all,
+    count_keys,
+    etcd_ttls,
+)
 
 PROG = "k8slite storage"
 BACKENDS = ("rocksdb", "etcd")
@@ -108,6 +116,7 @@ async def migrate(a: argparse.Namespace, copy: Copy) -> None:
                 f"the target {_describe(target, a)} is not empty: it holds {held} keys; "
                 "use --force to delete them and migrate anyway"
             )
+        check_all(source)  # a value that cannot be copied stops us before any write
         if held:
             copy.cleared = await clear(target)
             print(f"deleted {copy.cleared} keys from the target (--force)")
@@ -135,11 +144,13 @@ def migrate_main(argv: list[str]) -> int:
             if copy.total or copy.cleared:
                 _report(copy)
                 print(
-                    f"{PROG}: error: failed after writing the {copy.total} objects above "
-                    f"(and deleting {copy.cleared}): the target is partial; fix the cause "
-                    "and rerun with --force",
+                    f"{PROG}: error: failed after writing only the {copy.total} objects above "
+                    f"(and deleting {copy.cleared} keys first): the target is partial; fix "
+                    "the cause and rerun with --force",
                     file=sys.stderr,
                 )
+            else:
+                print(f"{PROG}: error: nothing was written to the target", file=sys.stderr)
             raise
         _report(copy)
         print(

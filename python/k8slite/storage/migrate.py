@@ -87,6 +87,16 @@ def _batches(ops: Iterable[tuple[Op, int]]) -> Iterator[list[Op]]:
         yield batch
 
 
+def check_all(source: Store) -> int:
+    """Raise MigrationError for the first value that cannot be copied exactly, before any
+    write; returns how many keys there are."""
+    n = 0
+    for key, data, rv in source.scan(""):
+        restamp(key, data, rv)
+        n += 1
+    return n
+
+
 def count_keys(store: Store) -> int:
     return sum(1 for _ in store.scan(""))
 
