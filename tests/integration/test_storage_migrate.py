@@ -5,6 +5,7 @@ dir whose API server is running."""
 from __future__ import annotations
 
 import base64
+import json
 import shutil
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from k8slite.storage import Op, RocksStore, Store
 from k8slite.storage.etcd import EtcdStore
 from tests.conftest import ServerHandle, start_apiserver
 from tests.etcd_server import EtcdProcess, start_etcd
+from tests.integration.kubelet_harness import kubectl
 from tests.polling import wait_for
 
 CRD = {
@@ -154,12 +156,32 @@ def etcd_store(etcd: EtcdProcess) -> EtcdStore:
     return EtcdStore([etcd.url], tls=etcd.tls, compaction_interval=0)
 
 
+KINDS = {URLS[1]: "ConfigMap", URLS[2]: "Secret", URLS[3]: "Deployment", URLS[5]: "Widget"}
+
+
 def check_served(server: ServerHandle, expected: dict[tuple[str, str], dict[str, Any]]) -> None:
     with server.client() as api:
         # The CRD's kind is served again once the new server has established it.
         wait_for(lambda: api.get(URLS[5]).status_code == 200, what="widgets to be served")
         got = objects(api)
     assert got == expected
+    # The real kubectl sees the same objects, with the same uids, through the new server.
+    shown = kubectl(
+        server, "get", "deployments,configmaps,secrets,widgets", "-n", "shop", "-o=json"
+    )
+    assert shown.returncode == 0, shown.stderr
+    uids = {
+        (i["kind"], i["metadata"]["name"], i["metadata"]["uid"])
+        for i in json.loads(shown.stdout)["items"]
+    }
+    in_shop = {
+        (url, name): obj for (url, name), obj in expected.items() if "/namespaces/shop/" in url
+    }
+    assert {
+        (o.get("kind") or KINDS[url], name, o["metadata"]["uid"])
+        for (url, name), o in in_shop.items()
+        if not url.endswith("events")
+    } == uids
     assert len(expected) >= 12  # shop, other, 5 ConfigMaps, Secret, Deployment, CRD, CR, Event
 
 

@@ -73,7 +73,7 @@ def restamp(key: str, data: bytes, rv: int) -> Encoder:
     return encode
 
 
-def _batches(ops: Iterable[tuple[Op, int]]) -> Iterator[list[Op]]:
+def batches(ops: Iterable[tuple[Op, int]]) -> Iterator[list[Op]]:
     """Ops grouped into transactions within etcd's limits (a bigger value goes alone)."""
     batch: list[Op] = []
     size = 0
@@ -105,7 +105,7 @@ async def clear(store: Store) -> int:
     """Delete every key of `store`; returns how many."""
     keys = [key for key, _, _ in store.scan("")]
     deletes = ((Op("delete", key, lambda _rv: b""), 0) for key in keys)
-    for batch in _batches(deletes):
+    for batch in batches(deletes):
         await store.txn(batch)
     return len(keys)
 
@@ -125,7 +125,7 @@ async def copy_all(
             ttl = next((t for prefix, t in ttls.items() if key.startswith(prefix)), None)
             yield Op("create", key, restamp(key, data, rv), ttl=ttl), len(data)
 
-    for batch in _batches(ops()):
+    for batch in batches(ops()):
         await target.txn(batch)
         copy.written.update(resource_of(op.key) for op in batch)
 
