@@ -70,6 +70,7 @@ URLS = [
     "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
     "/apis/example.com/v1/namespaces/shop/widgets",
     "/api/v1/namespaces/shop/events",
+    "/apis/coordination.k8s.io/v1/namespaces/shop/leases",
 ]
 EVENT = {
     "metadata": {"name": "cm0.1"},
@@ -106,6 +107,11 @@ def populate(api: httpx.Client) -> None:
     for i in range(5):
         created(URLS[1], {"metadata": {"name": f"cm{i}"}, "data": {"k": f"v{i}", "text": "ü✓"}})
     created(URLS[6], EVENT)
+    lease = {
+        "metadata": {"name": "leader"},
+        "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15},
+    }
+    created(URLS[7], lease)
     created(URLS[2], {"metadata": {"name": "token"}, "stringData": {"password": "s3cr3t"}})
     created(URLS[3], DEPLOYMENT)
     created(URLS[4], CRD)
@@ -180,9 +186,10 @@ def check_served(server: ServerHandle, expected: dict[tuple[str, str], dict[str,
     assert {
         (o.get("kind") or KINDS[url], name, o["metadata"]["uid"])
         for (url, name), o in in_shop.items()
-        if not url.endswith("events")
+        if url in KINDS
     } == uids
-    assert len(expected) >= 12  # shop, other, 5 ConfigMaps, Secret, Deployment, CRD, CR, Event
+    # shop, other, 5 ConfigMaps, Secret, Deployment, CRD, CR, Event, Lease
+    assert len(expected) >= 13
 
 
 def test_round_trip_rocksdb_etcd_rocksdb(tmp_path: Path, etcd: EtcdProcess) -> None:
