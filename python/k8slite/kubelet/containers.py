@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -93,6 +94,8 @@ class ContainerOps:
         self.state = state
         # Where probes run: the worker's nursery, once it runs (no probes before).
         self.nursery: trio.Nursery | None = None
+        # Posts the pod's status at once (set by the pod worker).
+        self.report: Callable[[], Awaitable[None]] | None = None
 
     def event(
         self, type_: str, reason: str, message: str, rec: ContainerRecord | None = None
@@ -263,9 +266,36 @@ class ContainerOps:
             rec.backoff = min(max(rec.backoff * 2, cfg.backoff_initial), cfg.backoff_max)
         if start_error is None:
             self.event(NORMAL, "Started", f"Started container {rec.name}", rec)
+            await self._report_it_ran(rec, c)
             await self._post_start(rec, c)
         if rec.running:
             self.start_probes(rec)
+
+    async def _report_it_ran(self, rec: ContainerRecord, c: Obj) -> None:
+        """A container that had exited by the time we first looked did run: report it
+        running (and ready, as nothing probes it) once before its exit, as a kubelet that
+        looked a moment sooner would have. A client waiting for it to run (`kubectl run -it`
+        of a quick command, which waits for Ready) then sees it run instead of timing out."""
+        exited = rec.current
+        if (
+            self.report is None
+            or exited is None
+            or exited.state is not ContainerState.EXITED
+            or rec.init
+            or rec.ephemeral
+            or c.get("readinessProbe")
+            or c.get("startupProbe")
+        ):
+            return
+        rec.current = dataclasses.replace(
+            exited, state=ContainerState.RUNNING, finished_at=None, exit_code=None, reason=""
+        )
+        rec.started = rec.ready = True
+        try:
+            await self.report()
+        finally:
+            rec.current = exited
+            rec.started = rec.ready = False
 
     async def _replace_instance(self, rec: ContainerRecord, new: ContainerStatus) -> None:
         """new becomes current; the old current becomes previous; older ones are removed."""

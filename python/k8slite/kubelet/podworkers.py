@@ -105,6 +105,7 @@ class PodWorker:
             view.reason, view.message = rejected
         self.state = PodState.of(pod, view)
         self.containers = ContainerOps(env, self.state)
+        self.containers.report = self._report
         self.rejected = rejected is not None
         self.adopted = adopted
         self.removed = False  # gone from the API (deleted for good, or force-deleted)
