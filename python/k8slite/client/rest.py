@@ -139,6 +139,8 @@ class ApiClient:
             ),
         )
         self._bucket = TokenBucket(config.qps, config.burst) if config.qps > 0 else None
+        # Streams (watches, followed logs) hold their connection for long: not counted.
+        self._in_flight = trio.CapacityLimiter(max(1, config.max_in_flight))
 
     async def __aenter__(self) -> Self:
         return self
@@ -182,7 +184,11 @@ class ApiClient:
                 timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
             )
             try:
-                response = await self._http.send(request, stream=stream)
+                if stream:
+                    response = await self._http.send(request, stream=True)
+                else:
+                    async with self._in_flight:
+                        response = await self._http.send(request)
             except httpx.TransportError as e:
                 if attempt >= self.config.max_retries or not (
                     idempotent or isinstance(e, _NOT_SENT)
