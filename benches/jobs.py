@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import harness
 from harness import percentile
 
-from k8slite.client import ApiClient, load_kubeconfig
 from k8slite.api.meta import parse_time
+from k8slite.client import ApiClient, load_kubeconfig
 from k8slite.client.resource import JOBS, NAMESPACES, PODS
 from tests.conftest import ServerHandle
 from tests.launch import REPO, launch, stop
