@@ -140,8 +140,11 @@ def measure(count: int, qps: int, timeout: float) -> dict[str, float]:
                 r = api.post(path, json=daemonset())
                 r.raise_for_status()
                 status: dict[str, Any] = {}
+                all_created: float | None = None
                 while time.monotonic() - started < timeout:
                     status = api.get(f"{path}/agent").json().get("status") or {}
+                    if all_created is None and status.get("currentNumberScheduled") == count:
+                        all_created = time.monotonic() - started
                     if status.get("numberReady") == count:
                         break
                     time.sleep(0.5)
@@ -158,6 +161,7 @@ def measure(count: int, qps: int, timeout: float) -> dict[str, float]:
                 "nodes": count,
                 "running_pods": len(pods),
                 "distinct_nodes": len(nodes),
+                "all_created_s": round(all_created or elapsed, 1),
                 "all_running_s": round(elapsed, 1),
                 "pods_per_s": round(count / elapsed, 1),
                 **{f"{k}_cpu_s": v for k, v in cpu.items()},
