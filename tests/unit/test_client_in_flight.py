@@ -1,4 +1,4 @@
-"""ApiClient keeps at most max_in_flight ordinary requests in flight; watches do not count."""
+"""ApiClient caps ordinary HTTP/1.1 requests in flight; watches and HTTP/2 are not capped."""
 
 from __future__ import annotations
 
@@ -85,3 +85,13 @@ async def test_an_open_watch_does_not_hold_a_slot() -> None:
             await client.get(PODS, "p")
         nursery.cancel_scope.cancel()
     assert server.answered == 1
+
+
+async def test_http2_is_not_capped() -> None:
+    server = _Server()
+    client = ApiClient(ClientConfig(server="https://api.test", qps=0, max_in_flight=2, http2=True))
+    client._http = httpx.AsyncClient(base_url="https://api.test", transport=server)
+    async with trio.open_nursery() as nursery:
+        for _ in range(10):
+            nursery.start_soon(client.get, PODS, "p")
+    assert (server.answered, server.most) == (10, 10)

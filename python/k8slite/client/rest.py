@@ -140,7 +140,9 @@ class ApiClient:
         )
         self._bucket = TokenBucket(config.qps, config.burst) if config.qps > 0 else None
         # Streams (watches, followed logs) hold their connection for long: not counted.
-        self._in_flight = trio.CapacityLimiter(max(1, config.max_in_flight))
+        self._in_flight = (
+            None if config.http2 else trio.CapacityLimiter(max(1, config.max_in_flight))
+        )
 
     async def __aenter__(self) -> Self:
         return self
@@ -184,8 +186,8 @@ class ApiClient:
                 timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
             )
             try:
-                if stream:
-                    response = await self._http.send(request, stream=True)
+                if stream or self._in_flight is None:
+                    response = await self._http.send(request, stream=stream)
                 else:
                     async with self._in_flight:
                         response = await self._http.send(request)
