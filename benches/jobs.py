@@ -6,30 +6,52 @@ Run: .venv/bin/python benches/jobs.py [--jobs 1000] [--nodes 100] [--run-time 1s
 A fresh API server, `k8slite hollow-nodes` (fake runtime: a Job's container exits 0
 --run-time after it starts), the scheduler and the controller manager, each a process of
 its own. The Jobs are created over 20 concurrent requests; jobs/s is 1,000 over the time
-from the first creation to the moment a poll (every second) sees the last Complete
-condition. Controller
-CPU per job is the controller manager's user+system CPU over the run divided by the jobs.
-The components' client rate limits are raised (--kube-api-qps), as a scale test of upstream
-does: at upstream's default of 20 QPS the Job controller alone could not exceed ~5 jobs/s.
+from the first creation to the moment a watch sees the last Complete condition. The
+components' client rate limits are raised (--kube-api-qps), as a scale test of upstream
+does: at upstream's default of 20 QPS the Job controller alone could not exceed ~5 jobs/s;
+the bench's own client gets the same QPS (at client-go's default of 50 the creates alone
+took 18 s).
+
+Printed besides: each stage's median/p90/max seconds per Job from the API's own stamps
+(Job created -> its pod created -> PodScheduled -> container started -> finished -> Job
+completionTime; whole seconds), so the slow stage shows; the CPU seconds of every process
+over the run (controller CPU per job is the controller manager's divided by the jobs); and
+the API requests per job by verb and resource, from the API server's metrics.
+
+Where the time goes (docs/controllers.md has the figures): every process is CPU-bound
+Python on a 2-core machine. One Job costs about 12 requests (its create, 3 status writes -
+active, the uncounted uid, the count with Complete - the pod's create, binding, 2 kubelet
+status patches, the finalizer patch, about 3 events), which is 45-60 ms of CPU summed over
+the four processes (about half of it in the API server, about 2 ms a request). Two cores
+therefore finish at most ~35-40 Jobs a second, whatever the pipeline does; 200 jobs/s
+would need each request to cost a fifth of what the Python HTTP/TLS stacks on both ends
+cost now.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import re
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+import httpx
 import trio
 
 sys.path.insert(0, str(Path(__file__).parent))
 import harness
+from harness import percentile
 
+from k8slite.api.meta import parse_time
 from k8slite.client import ApiClient, load_kubeconfig
-from k8slite.client.resource import JOBS, NAMESPACES
+from k8slite.client.resource import JOBS, NAMESPACES, PODS
 from tests.conftest import ServerHandle
 from tests.launch import REPO, launch, stop
 
@@ -39,6 +61,23 @@ NAMESPACE = "bench-jobs"
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / 100
+
+
+def request_counts(server: ServerHandle) -> collections.Counter[str]:
+    """The API server's request counter, as 'VERB resource[/sub]' -> count (watches aside)."""
+    with httpx.Client(verify=harness.tls_context(server.pki), base_url=server.url) as api:
+        text = api.get("/metrics").text
+    out: collections.Counter[str] = collections.Counter()
+    for line in text.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+        if labels.get("verb") == "WATCH":
+            continue
+        sub = labels.get("subresource")
+        what = labels.get("resource", "") + (f"/{sub}" if sub else "")
+        out[f"{labels.get('verb')} {what}"] += int(float(line.rsplit(" ", 1)[1]))
+    return out
 
 
 def job(i: int) -> dict[str, object]:
@@ -115,39 +154,107 @@ def component(
     return proc
 
 
-async def create_and_wait(server: ServerHandle, count: int, timeout: float) -> tuple[float, float]:
+STAGES = ("pod created", "scheduled", "started", "finished", "job complete")
+
+
+def stage_times(jobs: list[dict[str, Any]], pods: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Per job, the seconds (whole seconds, as the API stamps them) each stage took."""
+    by_owner = {ref["uid"]: p for p in pods for ref in p["metadata"].get("ownerReferences") or ()}
+    out: dict[str, list[float]] = {s: [] for s in STAGES}
+    for j in jobs:
+        pod = by_owner.get(j["metadata"]["uid"])
+        if pod is None or not (j.get("status") or {}).get("completionTime"):
+            continue
+        scheduled = next(
+            (c for c in pod["status"].get("conditions") or () if c["type"] == "PodScheduled"), {}
+        )
+        ends = [
+            (s.get("state") or {}).get("terminated") or {}
+            for s in pod["status"].get("containerStatuses") or ()
+        ]
+        stamps = [
+            j["metadata"]["creationTimestamp"],
+            pod["metadata"]["creationTimestamp"],
+            scheduled.get("lastTransitionTime"),
+            ends[0].get("startedAt") if ends else None,
+            ends[0].get("finishedAt") if ends else None,
+            j["status"]["completionTime"],
+        ]
+        if None in stamps:
+            continue
+        times = [parse_time(t).timestamp() for t in stamps]
+        for name, a, b in zip(STAGES, times, times[1:], strict=False):
+            out[name].append(b - a)
+    return out
+
+
+def is_complete(job: dict[str, Any]) -> bool:
+    return any(
+        c["type"] == "Complete" and c["status"] == "True"
+        for c in (job.get("status") or {}).get("conditions") or ()
+    )
+
+
+async def create_and_wait(
+    server: ServerHandle, count: int, qps: int, timeout: float
+) -> tuple[float, float]:
     """Create the jobs; return (seconds from first create to all Complete, create seconds)."""
-    async with ApiClient(load_kubeconfig(server.kubeconfig)) as client:
+    # The bench's own client is throttled like the components (client-go's default 50 QPS
+    # alone would take 18 s to create 1,000 Jobs).
+    config = replace(load_kubeconfig(server.kubeconfig), qps=qps, burst=qps)
+    async with ApiClient(config) as client:
         await client.create(
             NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
         )
+        complete: set[str] = set()
+        all_complete = trio.Event()
+
+        async def watch_completions() -> None:
+            """Follow the jobs with list+watch (polling a list of 1,000 jobs every second
+            would be load of its own and a second of error)."""
+            while True:
+                listed = await client.list(JOBS, namespace=NAMESPACE)
+                complete.clear()
+                complete.update(j["metadata"]["name"] for j in listed["items"] if is_complete(j))
+                rv = listed["metadata"]["resourceVersion"]
+                async with client.watch(JOBS, namespace=NAMESPACE, resource_version=rv) as w:
+                    async for etype, obj in w:
+                        if etype in ("ADDED", "MODIFIED") and is_complete(obj):
+                            complete.add(obj["metadata"]["name"])
+                        if len(complete) == count:
+                            all_complete.set()
+                            return
+
         limiter = trio.CapacityLimiter(20)
         started = time.monotonic()
+        created = 0.0
 
         async def one(i: int) -> None:
             async with limiter:
                 await client.create(JOBS, job(i), namespace=NAMESPACE)
 
-        async with trio.open_nursery() as nursery:
-            for i in range(count):
-                nursery.start_soon(one, i)
-        created = time.monotonic() - started
-        while True:
-            if time.monotonic() - started > timeout:
-                raise RuntimeError(f"not all {count} jobs completed in {timeout}s")
-            items = (await client.list(JOBS, namespace=NAMESPACE))["items"]
-            done = sum(
-                1
-                for j in items
-                if any(
-                    c["type"] == "Complete" and c["status"] == "True"
-                    for c in (j.get("status") or {}).get("conditions") or ()
-                )
+        with trio.move_on_after(timeout) as scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch_completions)
+                async with trio.open_nursery() as creates:
+                    for i in range(count):
+                        creates.start_soon(one, i)
+                created = time.monotonic() - started
+                await all_complete.wait()
+        elapsed = time.monotonic() - started
+        if scope.cancelled_caught:
+            raise RuntimeError(f"only {len(complete)} of {count} jobs completed in {timeout}s")
+        jobs = (await client.list(JOBS, namespace=NAMESPACE))["items"]
+        pods = (await client.list(PODS, namespace=NAMESPACE))["items"]
+        stages = stage_times(jobs, pods)
+        print(
+            "Seconds per stage (median/p90/max, to whole seconds): "
+            + ", ".join(
+                f"{name} {percentile(v, 0.5):.0f}/{percentile(v, 0.9):.0f}/{max(v, default=0):.0f}"
+                for name, v in stages.items()
             )
-            if done == count:
-                return time.monotonic() - started, created
-            # Listing every job is itself load on the API server: not too often.
-            await trio.sleep(1.0)
+        )
+        return elapsed, created
 
 
 def main() -> None:
@@ -165,9 +272,11 @@ def main() -> None:
         server = ServerHandle(api.url, data, api.proc)
         procs: list[subprocess.Popen[bytes]] = []
         try:
-            procs.append(hollow_nodes(server, a.nodes, a.run_time))
+            hollow = hollow_nodes(server, a.nodes, a.run_time)
+            procs.append(hollow)
             rates = (f"--kube-api-qps={a.qps}", f"--kube-api-burst={a.qps}")
-            procs.append(component(server, "scheduler", "scheduler", *rates))
+            scheduler = component(server, "scheduler", "scheduler", *rates)
+            procs.append(scheduler)
             manager = component(
                 server,
                 "controller_manager",
@@ -176,9 +285,17 @@ def main() -> None:
                 f"--concurrent-job-syncs={a.job_syncs}",
             )
             procs.append(manager)
-            cpu_before = cpu_seconds(manager.pid)
-            elapsed, create_s = trio.run(create_and_wait, server, a.jobs, a.timeout)
-            cpu = cpu_seconds(manager.pid) - cpu_before
+            pids = {
+                "manager": manager.pid,
+                "apiserver": api.proc.pid,
+                "scheduler": scheduler.pid,
+                "hollow": hollow.pid,
+            }
+            requests_before = request_counts(server)
+            cpu_before = {k: cpu_seconds(pid) for k, pid in pids.items()}
+            elapsed, create_s = trio.run(create_and_wait, server, a.jobs, a.qps, a.timeout)
+            cpu = {k: cpu_seconds(pid) - cpu_before[k] for k, pid in pids.items()}
+            requests = request_counts(server) - requests_before
         finally:
             for proc in reversed(procs):
                 stop(proc)
@@ -186,7 +303,12 @@ def main() -> None:
     print(
         f"{a.jobs} jobs on {a.nodes} hollow nodes: all Complete in {elapsed:.1f}s "
         f"({a.jobs / elapsed:.1f} jobs/s; created in {create_s:.1f}s); controller manager "
-        f"CPU {cpu:.1f}s ({1000 * cpu / a.jobs:.1f} ms per job)"
+        f"CPU {cpu['manager']:.1f}s ({1000 * cpu['manager'] / a.jobs:.1f} ms per job)"
+    )
+    print("CPU seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
+    print(
+        f"API requests per job ({sum(requests.values()) / a.jobs:.1f} in all): "
+        + ", ".join(f"{k} {n / a.jobs:.2f}" for k, n in requests.most_common() if n >= a.jobs / 20)
     )
     harness.emit(
         {
@@ -196,7 +318,9 @@ def main() -> None:
             "seconds_to_all_complete": round(elapsed, 2),
             "jobs_per_second": round(a.jobs / elapsed, 1),
             "create_seconds": round(create_s, 2),
-            "controller_cpu_ms_per_job": round(1000 * cpu / a.jobs, 2),
+            "controller_cpu_ms_per_job": round(1000 * cpu["manager"] / a.jobs, 2),
+            **{f"{k}_cpu_s": round(v, 1) for k, v in cpu.items()},
+            "requests_per_job": round(sum(requests.values()) / a.jobs, 1),
         }
     )
 

@@ -4,12 +4,12 @@ kubectl for get and the rollout commands; a fake kubelet runs the bound pods."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 import trio
 
-from k8slite.client import ApiClient, load_kubeconfig
+from k8slite.client import ApiClient, Conflict, load_kubeconfig
 from k8slite.client.resource import CONTROLLERREVISIONS, DAEMONSETS, EVENTS, NODES, PODS
 from k8slite.component.objects import Obj
 from k8slite.scheduler.plugins import Profile
@@ -354,15 +354,31 @@ async def test_rolling_update_history_and_undo(
     assert census.min_ready_nodes == 2
 
 
+async def change_daemonset(kube: ApiClient, ns: str, change: Callable[[Obj], None]) -> None:
+    """Read, change and write the DaemonSet, again on a conflict (client-go's
+    RetryOnConflict): the controller writes its status at any moment."""
+    for _ in range(10):
+        ds = await kube.get(DAEMONSETS, "agent", namespace=ns)
+        change(ds)
+        try:
+            await kube.update(DAEMONSETS, ds)
+            return
+        except Conflict:
+            continue
+    raise AssertionError("the DaemonSet kept changing under 10 updates")
+
+
 async def test_on_delete_and_surge(kube: ApiClient, ns: str, kubelet: FakeKubelet) -> None:
     nodes = [f"{ns}-{i}" for i in range(2)]
     await make_nodes(kube, ns, *nodes)
     body = daemonset(ns, updateStrategy={"type": "OnDelete"})
     await kube.create(DAEMONSETS, body, namespace=ns)
     await wait_for(lambda: rolled_out(kube, ns, 2), message="2 daemon pods")
-    ds = await kube.get(DAEMONSETS, "agent", namespace=ns)
-    ds["spec"]["template"]["spec"]["containers"][0]["image"] = "busybox:1.36"
-    await kube.update(DAEMONSETS, ds)
+
+    def new_image(ds: Obj) -> None:
+        ds["spec"]["template"]["spec"]["containers"][0]["image"] = "busybox:1.36"
+
+    await change_daemonset(kube, ns, new_image)
 
     async def observed() -> Obj | None:
         got = await kube.get(DAEMONSETS, "agent", namespace=ns)
@@ -385,13 +401,14 @@ async def test_on_delete_and_surge(kube: ApiClient, ns: str, kubelet: FakeKubele
     await wait_for(replaced, message="the deleted pod replaced from the new template")
 
     # Surge: a new pod comes up beside each old one before the old one goes.
-    ds = await kube.get(DAEMONSETS, "agent", namespace=ns)
-    ds["spec"]["updateStrategy"] = {
-        "type": "RollingUpdate",
-        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
-    }
-    ds["spec"]["template"]["spec"]["containers"][0]["image"] = "busybox:1.37"
-    await kube.update(DAEMONSETS, ds)
+    def surge(ds: Obj) -> None:
+        ds["spec"]["updateStrategy"] = {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+        }
+        ds["spec"]["template"]["spec"]["containers"][0]["image"] = "busybox:1.37"
+
+    await change_daemonset(kube, ns, surge)
     await wait_for(lambda: rolled_out(kube, ns, 2), timeout=60, message="the surge rollout")
     assert {image_of(p) for p in await active_pods(kube, ns)} == {"busybox:1.37"}
 

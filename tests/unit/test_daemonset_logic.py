@@ -311,3 +311,36 @@ def test_revision_data_replaces_the_template() -> None:
     assert data["spec"]["template"]["$patch"] == "replace"
     assert du.same_data(data, du.revision_data(ds()))
     assert not du.same_data(data, du.revision_data(ds({"hostNetwork": True})))
+
+
+def test_node_verdicts_are_kept_until_node_or_template_changes() -> None:
+    from types import SimpleNamespace
+
+    from k8slite.controllers.daemonset import DaemonSetController
+
+    controller = SimpleNamespace(verdict_cache={})
+
+    def verdicts(daemon: Obj, nodes: dict[str, Obj]) -> dict[str, tuple[bool, bool]]:
+        return DaemonSetController._verdicts(controller, "default/agent", daemon, nodes)  # type: ignore[arg-type]
+
+    daemon = ds({"nodeSelector": {"disk": "ssd"}})
+    daemon["metadata"].update(uid="u1", generation=1)
+    a = node("a", {"disk": "ssd"})
+    a["metadata"]["resourceVersion"] = "10"
+    b = node("b")
+    b["metadata"]["resourceVersion"] = "11"
+    assert verdicts(daemon, {"a": a, "b": b}) == {"a": (True, True), "b": (False, False)}
+
+    # A node whose resourceVersion is unchanged keeps its verdict (the cache is used)...
+    stale = {**b, "metadata": {**b["metadata"], "labels": {"disk": "ssd"}}}
+    assert verdicts(daemon, {"a": a, "b": stale})["b"] == (False, False)
+    # ...a changed node is judged again...
+    stale["metadata"]["resourceVersion"] = "12"
+    assert verdicts(daemon, {"a": a, "b": stale})["b"] == (True, True)
+    # ...and so is every node once the template changes (a new generation).
+    changed = ds({"nodeSelector": {"disk": "hdd"}})
+    changed["metadata"].update(uid="u1", generation=2)
+    assert verdicts(changed, {"a": a, "b": stale}) == {"a": (False, False), "b": (False, False)}
+    # Nodes that are gone leave the cache.
+    verdicts(changed, {"a": a})
+    assert set(controller.verdict_cache["default/agent"][1]) == {"a"}

@@ -46,6 +46,14 @@ class ClientConfig:
     # The kubeconfig context's namespace, for callers that want a default.
     namespace: str = "default"
     http2: bool = False
+    # HTTP/1.1: ordinary (not streamed) requests in flight at once; more wait their turn.
+    # Each holds a connection of its own, and httpcore's pool scans every connection for
+    # every queued request each time one starts or ends, so a burst of a few hundred (a
+    # DaemonSet's slow-start batch of 128) cost more CPU in that scan than in everything
+    # else; one API server process gains nothing from more than a few dozen requests of one
+    # client at once anyway. HTTP/2 multiplexes one connection and is not capped (hollow
+    # nodes' heartbeats would otherwise hold up their pods' status writes).
+    max_in_flight: int = 32
     # Attempts after the first one for retryable failures (connection errors, 429, 5xx).
     max_retries: int = 5
     # The cluster's CA bundle (PEM) the kubeconfig trusts, for components that publish it.

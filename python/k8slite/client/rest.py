@@ -139,6 +139,10 @@ class ApiClient:
             ),
         )
         self._bucket = TokenBucket(config.qps, config.burst) if config.qps > 0 else None
+        # Streams (watches, followed logs) hold their connection for long: not counted.
+        self._in_flight = (
+            None if config.http2 else trio.CapacityLimiter(max(1, config.max_in_flight))
+        )
 
     async def __aenter__(self) -> Self:
         return self
@@ -182,7 +186,11 @@ class ApiClient:
                 timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
             )
             try:
-                response = await self._http.send(request, stream=stream)
+                if stream or self._in_flight is None:
+                    response = await self._http.send(request, stream=stream)
+                else:
+                    async with self._in_flight:
+                        response = await self._http.send(request)
             except httpx.TransportError as e:
                 if attempt >= self.config.max_retries or not (
                     idempotent or isinstance(e, _NOT_SENT)

@@ -88,6 +88,9 @@ class ControllerOptions:
     # flag: tests shorten it).
     job_pod_failure_backoff: float = 10.0
     job_pod_failure_max_backoff: float = 360.0
+    # Pod events queue their Job this long later (upstream's syncJobBatchPeriod, 1s, no
+    # flag): the changes of a burst (created, bound, running, finished) meet in one sync.
+    job_sync_batch_period: float = 1.0
     # The pod GC's sweep period and missing-node quarantine (upstream's constants, 20s/40s).
     pod_gc_period: float = 20.0
     pod_gc_quarantine: float = 40.0

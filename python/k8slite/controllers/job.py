@@ -141,6 +141,7 @@ class JobController(Controller):
         # copy could count a pod whose finalizer is already gone a second time.
         self.written: dict[str, str] = {}
         self.backoff_base = ctx.options.job_pod_failure_backoff
+        self.batch_period = ctx.options.job_sync_batch_period
         self.backoff_cap = ctx.options.job_pod_failure_max_backoff
         self.job_informer = ctx.informers.informer(JOBS)
         self.pod_informer = ctx.informers.informer(
@@ -189,7 +190,7 @@ class JobController(Controller):
                 self.expectations.deletion_observed(key, object_key(pod))
             else:
                 self.expectations.creation_observed(key)
-            self.queue.add(key)
+            self.queue.add_after(key, self.batch_period)
         elif self._orphaned_with_finalizer(pod):
             self.queue.add(self._orphan_key(pod))
 
@@ -206,7 +207,7 @@ class JobController(Controller):
             self.releasing.get(key, set()).discard(uid_of(new))
         if is_deleting(new):
             self.expectations.deletion_observed(key, object_key(new))
-        self.queue.add(key)
+        self.queue.add_after(key, self.batch_period)
 
     def _pod_deleted(self, pod: Obj | DeletedFinalStateUnknown) -> None:
         obj = pod.obj if isinstance(pod, DeletedFinalStateUnknown) else pod
@@ -216,7 +217,7 @@ class JobController(Controller):
         key = object_key(job)
         self.expectations.deletion_observed(key, object_key(obj))
         self.releasing.get(key, set()).discard(uid_of(obj))
-        self.queue.add(key)
+        self.queue.add_after(key, self.batch_period)
 
     # -------------------------------------------------------------------- sync
 
