@@ -113,6 +113,17 @@ def test_token_authenticates_as_its_bootstrap_user(
         "system:bootstrappers:team-b",
         "system:authenticated",
     ]
+    # TokenReview knows bootstrap tokens too; they hold the API's audiences only.
+    reviews = "/apis/authentication.k8s.io/v1/tokenreviews"
+    review = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview"}
+    r = admin.post(reviews, json={**review, "spec": {"token": token.token}})
+    assert r.status_code == 201, r.text
+    status = r.json()["status"]
+    assert status["authenticated"] is True
+    assert status["user"]["username"] == f"system:bootstrap:{token.token_id}"
+    assert status["user"]["groups"] == user["groups"]
+    r = admin.post(reviews, json={**review, "spec": {"token": token.token, "audiences": ["x"]}})
+    assert not r.json()["status"].get("authenticated"), r.text
 
 
 def _refused(server: ServerHandle, token: str) -> None:

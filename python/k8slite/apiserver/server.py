@@ -225,6 +225,8 @@ async def run(
         app.resources.kubelets = KubeletConnector.from_pki(config.pki_dir)
         tokens = _service_account_tokens(config, core)
         app.resources.token_request = tokens.token_request
+        if config.enable_bootstrap_token_auth:
+            tokens.agnostic.append(BootstrapTokenAuthenticator(core).authenticate)
         app.resources.virtual[("authentication.k8s.io", "tokenreviews")] = tokens.token_review
         tokens.register_discovery(app.quart)
         aggregator = Aggregator(core, app.resources, config.pki_dir)
@@ -250,11 +252,7 @@ async def run(
             max_mutating_requests_inflight=config.max_mutating_requests_inflight,
             request_timeout=config.request_timeout,
             authn=Authenticator(
-                *(
-                    [BootstrapTokenAuthenticator(core).authenticate]
-                    if config.enable_bootstrap_token_auth
-                    else []
-                ),
+                *tokens.agnostic,
                 tokens.authenticator.authenticate,
                 anonymous_paths=frozenset(config.anonymous_auth_paths),
             ),
