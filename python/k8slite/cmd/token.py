@@ -16,7 +16,15 @@ import yaml
 
 from k8slite import bootstraptoken as bt
 from k8slite.api.printers import short_human_duration
-from k8slite.client import AlreadyExists, ApiClient, ApiError, NotFound, load_kubeconfig
+from k8slite.client import (
+    AlreadyExists,
+    ApiClient,
+    ApiConnectionError,
+    ApiError,
+    KubeconfigError,
+    NotFound,
+    load_kubeconfig,
+)
 from k8slite.client.resource import CONFIGMAPS, SECRETS
 from k8slite.cmd.up import DEFAULT_DATA_DIR
 from k8slite.component.flags import duration
@@ -181,9 +189,11 @@ def main(argv: list[str]) -> int:
         return 1
     try:
         return trio.run(_run, a)
-    except (TokenError, bt.InvalidTokenField) as e:
+    except (TokenError, bt.InvalidTokenField, ApiError, KubeconfigError) as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 1
-    except ApiError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
+    except ApiConnectionError as e:
+        print(
+            f"{PROG}: error: cannot reach the API server: {e} (is the cluster up?)", file=sys.stderr
+        )
         return 1
