@@ -103,6 +103,27 @@ def test_up_runs_stops_and_reuses(tmp_path: Path) -> None:
         nodes = cluster.kubectl("get", "nodes").stdout
         assert any(line.split()[:2] == [node, "Ready"] for line in nodes.splitlines()), nodes
         cluster.kubectl("create", "configmap", "survivor", "--from-literal=k=v")
+        # Bootstrap tokens are on, as kubeadm's: a token made with `k8slite token` signs
+        # cluster-info (the signer runs) and authenticates.
+        join = subprocess.run(
+            [str(BIN / "python"), "-m", "k8slite.cmd.k8slite", "token", "--data-dir", str(data)]
+            + ["create", "--print-join-command"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert join.returncode == 0, join.stderr
+        assert join.stdout.split()[2:4] == ["--server", f"https://127.0.0.1:{port}"], join.stdout
+        token_id = join.stdout.split()[5][:6]
+        wait_for(
+            lambda: (
+                f"jws-kubeconfig-{token_id}"
+                in cluster.kubectl(
+                    "get", "cm", "-n", "kube-public", "cluster-info", "-o", "json"
+                ).stdout
+            ),
+            what="cluster-info signed with the new token",
+        )
         # One child per component, each its own console script with its own identity.
         assert cluster.proc is not None
         cmds = list(children(cluster.proc.pid).values())

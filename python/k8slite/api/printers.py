@@ -95,6 +95,25 @@ def human_duration(seconds: float) -> str:
     return f"{hours // 24 // 365}y"
 
 
+def short_human_duration(seconds: float) -> str:
+    """Upstream's ShortHumanDuration (one unit), which kubeadm's token list prints."""
+    s = int(seconds)
+    if s < -1:
+        return "<invalid>"
+    if s < 0:
+        return "0s"
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    hours = s // 3600
+    if hours < 24:
+        return f"{hours}h"
+    if hours < 24 * 365:
+        return f"{hours // 24}d"
+    return f"{hours // 24 // 365}y"
+
+
 def since(timestamp: Any, now: dt.datetime) -> str:
     if not timestamp or not isinstance(timestamp, str):
         return "<unknown>"

@@ -18,6 +18,8 @@ AUTHENTICATED = "system:authenticated"
 MASTERS = "system:masters"
 NODES = "system:nodes"
 NODE_PREFIX = "system:node:"
+ANONYMOUS = "system:anonymous"
+UNAUTHENTICATED = "system:unauthenticated"
 # Where the authenticated user travels in the ASGI scope (like upstream's request context).
 SCOPE_KEY = "k8slite.user"
 # Distinct certificates remembered; a cluster has a few dozen, users add some more.
@@ -107,22 +109,42 @@ class Authenticator:
     """Upstream's union order: a client certificate if one was presented, else a bearer token.
 
     A certificate the TLS layer accepted names the user; without one, the token must
-    authenticate, or the answer is 401 (no anonymous requests).
+    authenticate (each token authenticator in turn; the first to know it wins), or the
+    answer is 401. A request with no credentials at all is anonymous only on
+    `anonymous_paths`, like upstream's AuthenticationConfiguration anonymous.conditions;
+    everywhere else it is 401 (as upstream with --anonymous-auth=false).
     """
 
-    def __init__(self, tokens: Callable[[str], UserInfo | None] | None = None) -> None:
+    def __init__(
+        self,
+        tokens: Callable[[str], UserInfo | None] | None = None,
+        *more_tokens: Callable[[str], UserInfo | None],
+        anonymous_paths: frozenset[str] = frozenset(),
+    ) -> None:
         self.certs = CertAuthenticator()
-        self.tokens = tokens
+        self.tokens = [t for t in (tokens, *more_tokens) if t is not None]
+        self.anonymous_paths = anonymous_paths
 
     def authenticate(self, scope: Any) -> UserInfo:
         tls = scope.get("extensions", {}).get(TLS_EXTENSION) or {}
-        if tls.get("client_cert_chain") or self.tokens is None:
+        if tls.get("client_cert_chain") or not self.tokens:
+            if not tls.get("client_cert_chain") and self._anonymous(scope):
+                return UserInfo(ANONYMOUS, (UNAUTHENTICATED,))
             return self.certs.authenticate(scope)
         token = bearer_token(scope)
-        user = self.tokens(token) if token else None
-        if user is None:
-            raise unauthorized()
-        return user
+        if token is None and self._anonymous(scope):
+            return UserInfo(ANONYMOUS, (UNAUTHENTICATED,))
+        for authenticate in self.tokens if token else ():
+            user = authenticate(token)  # type: ignore[arg-type]
+            if user is not None:
+                return user
+        raise unauthorized()
+
+    def _anonymous(self, scope: Any) -> bool:
+        """No credentials of any kind, on a path open to anonymous requests."""
+        if not self.anonymous_paths or scope.get("path") not in self.anonymous_paths:
+            return False
+        return not any(name == b"authorization" for name, _ in scope.get("headers") or ())
 
 
 def user_of(scope: Any) -> UserInfo | None:

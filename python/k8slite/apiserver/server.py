@@ -11,11 +11,13 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 
 from k8slite import datadir, pki
+from k8slite.apiserver import clusterinfo
 from k8slite.apiserver.aggregator import Aggregator
 from k8slite.apiserver.allocators import ServiceAllocator
 from k8slite.apiserver.app import ApiServerApp
 from k8slite.apiserver.authn import Authenticator
 from k8slite.apiserver.bootstrap import ensure_default_storage_class, ensure_kubernetes_service
+from k8slite.apiserver.bootstrapauth import BootstrapTokenAuthenticator
 from k8slite.apiserver.core import ApiCore
 from k8slite.apiserver.crdcontroller import CrdController
 from k8slite.apiserver.identity import IdentityLease
@@ -95,6 +97,12 @@ class ApiServerConfig:
     # Upstream's --event-ttl: Events disappear this long after their last write (on etcd,
     # through a lease; RocksDB keeps them until deleted).
     event_ttl: float = 3600.0
+    # Upstream's --enable-bootstrap-token-auth: bootstrap tokens authenticate, and (as
+    # kubeadm's init does) kube-public/cluster-info is published for joining nodes.
+    enable_bootstrap_token_auth: bool = False
+    # Paths open to requests without credentials (upstream: AuthenticationConfiguration
+    # anonymous.conditions); empty: none, every request must authenticate.
+    anonymous_auth_paths: list[str] = field(default_factory=list)
 
     @property
     def pki_dir(self) -> Path:
@@ -217,6 +225,8 @@ async def run(
         app.resources.kubelets = KubeletConnector.from_pki(config.pki_dir)
         tokens = _service_account_tokens(config, core)
         app.resources.token_request = tokens.token_request
+        if config.enable_bootstrap_token_auth:
+            tokens.agnostic.append(BootstrapTokenAuthenticator(core).authenticate)
         app.resources.virtual[("authentication.k8s.io", "tokenreviews")] = tokens.token_review
         tokens.register_discovery(app.quart)
         aggregator = Aggregator(core, app.resources, config.pki_dir)
@@ -241,7 +251,11 @@ async def run(
             max_requests_inflight=config.max_requests_inflight,
             max_mutating_requests_inflight=config.max_mutating_requests_inflight,
             request_timeout=config.request_timeout,
-            authn=Authenticator(tokens.authenticator.authenticate),
+            authn=Authenticator(
+                *tokens.agnostic,
+                tokens.authenticator.authenticate,
+                anonymous_paths=frozenset(config.anonymous_auth_paths),
+            ),
         )
         hc = _hypercorn_config(config)
         peers: LeaseEndpointReconciler | None = None
@@ -278,6 +292,10 @@ async def run(
                     await identity.renew()
                     nursery.start_soon(identity.run)
                 await ensure_default_storage_class(core)
+                if config.enable_bootstrap_token_auth:
+                    host = f"[{advertised}]" if ":" in advertised else advertised
+                    ca_file = config.client_ca_file or config.pki_dir / "ca.pem"
+                    await clusterinfo.publish(core, f"https://{host}:{port}", ca_file.read_bytes())
                 log.info("k8slite-apiserver serving on %s", serving.url)
                 task_status.started(serving)
         finally:

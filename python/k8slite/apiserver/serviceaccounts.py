@@ -8,6 +8,7 @@ optionally bound to a Pod, Secret or Node; POST tokenreviews says who a token is
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -17,6 +18,7 @@ from quart_trio import QuartTrio
 from k8slite._native import dumps
 from k8slite.api import errors, meta
 from k8slite.apiserver import rest
+from k8slite.apiserver.authn import UserInfo
 from k8slite.apiserver.core import ApiCore
 from k8slite.apiserver.http import Request
 from k8slite.apiserver.registry import Registry
@@ -50,6 +52,9 @@ class ServiceAccountTokens:
     # Upstream's --service-account-extend-token-expiration.
     extend_expiration: bool = True
     authenticator: TokenAuthenticator = field(init=False)
+    # Other token authenticators TokenReview consults first (bootstrap tokens): they know
+    # no audiences, so they hold the API's, as upstream's audience-agnostic wrapper.
+    agnostic: list[Callable[[str], UserInfo | None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.authenticator = TokenAuthenticator(
@@ -182,7 +187,7 @@ class ServiceAccountTokens:
         audiences = spec.get("audiences") or []
         if not isinstance(audiences, list) or not all(isinstance(a, str) for a in audiences):
             raise errors.bad_request("spec.audiences must be a list of strings")
-        user, held = self.authenticator.review(token, audiences)
+        user, held = self._review(token, audiences)
         status: Obj
         if user is None:
             status = {"user": {}, "error": "[invalid bearer token, token lookup failed]"}
@@ -201,6 +206,16 @@ class ServiceAccountTokens:
             "status": status,
         }
         return 201, dumps(out)
+
+    def _review(self, token: str, audiences: list[str]) -> tuple[UserInfo | None, list[str]]:
+        for authenticate in self.agnostic:
+            user = authenticate(token)
+            if user is not None:
+                held = sorted(set(audiences) & set(self.audiences)) if audiences else None
+                if held == []:
+                    return None, []
+                return user, held if held is not None else sorted(self.audiences)
+        return self.authenticator.review(token, audiences)
 
     def register_discovery(self, app: QuartTrio) -> None:
         """Upstream's service-account issuer discovery (OIDC) documents."""

@@ -184,6 +184,19 @@ def parse_args(argv: list[str] | None) -> tuple[ApiServerConfig, argparse.Namesp
         default=[],
         help="admission plugins not to run, though on by default",
     )
+    p.add_argument(
+        "--enable-bootstrap-token-auth",
+        action="store_true",
+        help="bootstrap token Secrets (kube-system, type bootstrap.kubernetes.io/token) "
+        "authenticate; kube-public/cluster-info is published for joining nodes",
+    )
+    p.add_argument(
+        "--anonymous-auth-paths",
+        type=_names,
+        default=[],
+        help="comma-separated paths requests without credentials may use, as "
+        "system:anonymous (RBAC still applies); default none",
+    )
     add_component_flags(p)
     a = p.parse_args(argv)
     if a.storage_backend == "etcd3" and not a.etcd_servers:
@@ -224,6 +237,8 @@ def parse_args(argv: list[str] | None) -> tuple[ApiServerConfig, argparse.Namesp
         etcd_prefix=a.etcd_prefix,
         etcd_compaction_interval=a.etcd_compaction_interval,
         event_ttl=a.event_ttl,
+        enable_bootstrap_token_auth=a.enable_bootstrap_token_auth,
+        anonymous_auth_paths=a.anonymous_auth_paths,
     )
     return config, a
 

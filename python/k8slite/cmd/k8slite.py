@@ -61,6 +61,12 @@ def _storage(argv: list[str]) -> int:
     return storage_main(argv)
 
 
+def _token(argv: list[str]) -> int:
+    from k8slite.cmd.token import main as token_main
+
+    return token_main(argv)
+
+
 COMMANDS = {
     "version": (_version, "print the version"),
     "certs": (_certs, "create the cluster's certificates and kubeconfigs"),
@@ -69,6 +75,7 @@ COMMANDS = {
     "stop": (_stop, "stop the cluster of a data directory"),
     "logs": (_logs, "print (-f: follow) a component's log"),
     "kubeconfig": (_kubeconfig, "print the admin kubeconfig, or --merge it into ~/.kube/config"),
+    "token": (_token, "create, list or delete bootstrap tokens (nodes join with them)"),
     "hollow-nodes": (_hollow_nodes, "run simulated kubelets for scale tests"),
     "storage": (_storage, "migrate a stopped cluster's objects between RocksDB and etcd"),
 }

@@ -28,6 +28,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 
 from k8slite import datadir, pki
+from k8slite.bootstraptoken import CLUSTER_INFO_PATH
 from k8slite.cmd import clusterdns, clustermetrics, runstate
 from k8slite.cmd.child import Child, spawn
 from k8slite.cmd.common import leaves
@@ -536,6 +537,11 @@ def components(
             str(pki.service_account_key_paths(p)[1]),
             "--service-account-signing-key-file",
             str(pki.service_account_key_paths(p)[0]),
+            # As kubeadm: bootstrap tokens let nodes join; cluster-info is readable
+            # without credentials (and only it), for discovery.
+            "--enable-bootstrap-token-auth",
+            "--anonymous-auth-paths",
+            CLUSTER_INFO_PATH,
             *_storage_flags(opts),
             *verbosity,
         ],
@@ -551,6 +557,9 @@ def components(
                 str(p / "ca.pem"),
                 "--service-account-private-key-file",
                 str(pki.service_account_key_paths(p)[0]),
+                # kubeadm's choice: the default controllers and the two bootstrap-token ones.
+                "--controllers",
+                "*,bootstrapsigner,tokencleaner",
                 "--bind-address",
                 "127.0.0.1",
                 "--secure-port",

@@ -15,6 +15,7 @@ from k8slite.client import ApiClient, ClientConfig, SharedInformerFactory, load_
 from k8slite.component.events import EventBroadcaster
 from k8slite.component.serving import ComponentServer, ServingOptions, serve
 from k8slite.controllers.base import Controller, ControllerContext, ControllerOptions
+from k8slite.controllers.bootstrapsigner import BootstrapSigner
 from k8slite.controllers.cronjob import CronJobController
 from k8slite.controllers.daemonset import DaemonSetController
 from k8slite.controllers.deployment import DeploymentController
@@ -37,6 +38,7 @@ from k8slite.controllers.rootcacertpublisher import RootCACertPublisher
 from k8slite.controllers.serviceaccount import ServiceAccountsController
 from k8slite.controllers.statefulset import StatefulSetController
 from k8slite.controllers.tainteviction import TaintEvictionController
+from k8slite.controllers.tokencleaner import TokenCleaner
 from k8slite.controllers.tokens import TokensController
 from k8slite.controllers.ttlafterfinished import TTLAfterFinishedController
 from k8slite.controllers.volumeprotection import PVCProtectionController, PVProtectionController
@@ -58,9 +60,12 @@ class ControllerSpec:
     aliases: tuple[str, ...] = ()
     # What the controller cannot run without, as a flag name, if the options lack it.
     missing: Callable[[ControllerOptions], str | None] = lambda _o: None
+    # Upstream's disabled-by-default controllers run only when named ("*" leaves them off).
+    default_on: bool = True
 
 
-# Upstream's names (and the short names older flags used); all are on by default.
+# Upstream's names (and the short names older flags used); on by default but for the two
+# bootstrap-token controllers, as upstream.
 CONTROLLERS: dict[str, ControllerSpec] = {
     "replicaset-controller": ControllerSpec(
         ReplicaSetController, lambda o: o.concurrent_replicaset_syncs, ("replicaset",)
@@ -136,6 +141,12 @@ CONTROLLERS: dict[str, ControllerSpec] = {
     "pod-garbage-collector-controller": ControllerSpec(
         PodGCController, lambda o: 1, ("pod-garbage-collector", "podgc")
     ),
+    "bootstrap-signer-controller": ControllerSpec(
+        BootstrapSigner, lambda o: 1, ("bootstrapsigner",), default_on=False
+    ),
+    "token-cleaner-controller": ControllerSpec(
+        TokenCleaner, lambda o: 1, ("tokencleaner",), default_on=False
+    ),
 }
 _ALIASES = {alias: name for name, spec in CONTROLLERS.items() for alias in spec.aliases}
 
@@ -163,7 +174,11 @@ def enabled_controllers(flags: list[str]) -> list[str]:
             disabled.add(_canonical(item[1:]))
         elif item:
             enabled.add(_canonical(item))
-    return [name for name in CONTROLLERS if name not in disabled and (name in enabled or star)]
+    return [
+        name
+        for name, spec in CONTROLLERS.items()
+        if name not in disabled and (name in enabled or (star and spec.default_on))
+    ]
 
 
 @dataclass

@@ -530,6 +530,17 @@ def namespaced_roles() -> dict[tuple[str, str], list[Obj]]:
             rule("watch", "", "configmaps"),
             rule(("get", "update"), "", "configmaps", ("kube-scheduler",)),
         ],
+        # The bootstrap-token controllers' roles, as upstream's namespace policy.
+        ("kube-system", "system:controller:bootstrap-signer"): [rule(READ, "", "secrets")],
+        ("kube-system", "system:controller:token-cleaner"): [
+            rule(("delete", "get", "list", "watch"), "", "secrets"),
+            *events_rules(),
+        ],
+        ("kube-public", "system:controller:bootstrap-signer"): [
+            rule(READ, "", "configmaps"),
+            rule("update", "", "configmaps", ("cluster-info",)),
+            *events_rules(),
+        ],
     }
 
 
@@ -547,4 +558,18 @@ def role_bindings() -> dict[tuple[str, str], tuple[str, list[Obj]]]:
             "system::leader-locking-kube-scheduler",
             [_user(SCHEDULER)],
         ),
+        **{
+            (ns, f"system:controller:{name}"): (
+                f"system:controller:{name}",
+                [
+                    {"kind": "ServiceAccount", "name": name, "namespace": "kube-system"},
+                    _user(CONTROLLER_MANAGER),
+                ],
+            )
+            for ns, name in (
+                ("kube-system", "bootstrap-signer"),
+                ("kube-system", "token-cleaner"),
+                ("kube-public", "bootstrap-signer"),
+            )
+        },
     }
