@@ -55,6 +55,12 @@ def _hollow_nodes(argv: list[str]) -> int:
     return hollow_main(argv)
 
 
+def _dashboard(argv: list[str]) -> int:
+    from k8slite.dashboard.main import main as dashboard_main
+
+    return dashboard_main(argv)
+
+
 COMMANDS = {
     "version": (_version, "print the version"),
     "certs": (_certs, "create the cluster's certificates and kubeconfigs"),
@@ -64,6 +70,7 @@ COMMANDS = {
     "logs": (_logs, "print (-f: follow) a component's log"),
     "kubeconfig": (_kubeconfig, "print the admin kubeconfig, or --merge it into ~/.kube/config"),
     "hollow-nodes": (_hollow_nodes, "run simulated kubelets for scale tests"),
+    "dashboard": (_dashboard, "serve a live web dashboard of the cluster on 127.0.0.1"),
 }
 
 
