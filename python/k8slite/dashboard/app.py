@@ -49,13 +49,18 @@ class Dashboard:
         self.files = _static()
 
     def server(self) -> ComponentServer:
-        routes = {"/": self.index, "/static/": self.static, "/api/stream": self.stream}
+        # "/" is a prefix route on ComponentServer (it ends in "/"): index() answers the rest.
+        routes = {"/": self.index, "/api/stream": self.stream}
         routes.update({f"/{page}": self.page for page in PAGES})
         return ComponentServer(
             routes=routes, posts={"/api/scale": self.scale}, authorize=self.guard.authorize
         )
 
     async def index(self, req: Request) -> Response:
+        if req.path.startswith("/static/"):
+            return await self.static(req)
+        if req.path != "/":
+            return _ok(b"404 page not found\n", "text/plain; charset=utf-8", 404)
         if req.arg("session") is not None:  # the guard has checked it
             return self.guard.login()
         return Response(303, b"", headers={**SECURITY_HEADERS, "location": "/cluster"})

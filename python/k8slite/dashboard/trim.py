@@ -71,8 +71,10 @@ def _replicated(obj: Mapping[str, Any]) -> Trimmed:
 
 
 def replicaset(obj: Mapping[str, Any]) -> Trimmed:
-    owner = controller_ref(obj) or {}
-    return {**_replicated(obj), "owner": owner.get("name", "")}
+    # A ReplicaSet has no up-to-date count: its pods all share its template.
+    trimmed = _replicated(obj)
+    del trimmed["updated"]
+    return {**trimmed, "owner": (controller_ref(obj) or {}).get("name", "")}
 
 
 def daemonset(obj: Mapping[str, Any]) -> Trimmed:

@@ -36,7 +36,8 @@
       return w.failed > 0 ? ["bad", "Failing"] : ["warn", "Running"];
     }
     if (w.desired === 0) return ["ok", "Scaled to zero"];
-    if (w.ready >= w.desired && w.updated >= w.desired) return ["ok", "Ready"];
+    const updated = w.updated === undefined ? w.desired : w.updated;
+    if (w.ready >= w.desired && updated >= w.desired) return ["ok", "Ready"];
     return ["warn", "Progressing"];
   }
 
@@ -88,7 +89,7 @@
     const [cls, text] = status(kind, w);
     const values = kind === "jobs"
       ? [w.namespace, w.name, w.desired, w.ready, w.active, w.failed]
-      : [w.namespace, w.name, w.desired, w.ready, w.updated, w.available];
+      : [w.namespace, w.name, w.desired, w.ready, w.updated ?? "–", w.available];
     values.forEach((v, i) => { entry.cells[i].textContent = String(v); });
     entry.cells[6].replaceChildren(el("span", { class: `badge ${cls}`, text }));
     if (entry.input && !entry.input.dataset.edited && document.activeElement !== entry.input) {
