@@ -14,9 +14,11 @@ from typing import Any
 
 import httpx
 import pytest
+import trio
 
 from k8slite.client import ApiClient
 from k8slite.client.resource import DEPLOYMENTS
+from k8slite.dashboard.main import serve_beside
 from tests.conftest import ServerHandle
 from tests.integration.cluster_harness import nodes_with_control_plane, ready_nodes
 from tests.integration.controller_harness import (
@@ -254,3 +256,20 @@ async def test_cluster_workloads_and_events_pages_follow_the_cluster_live(
 
     async with ApiClient(admin_config(module_apiserver)) as kube:
         await kube.delete(DEPLOYMENTS, "web", namespace=ns)
+
+
+async def test_up_serves_the_dashboard_beside_the_cluster_and_survives_a_taken_port(
+    module_apiserver: ServerHandle,
+) -> None:
+    """The hook `k8slite up` uses: the URL with the secret, or None (and the caller goes on)
+    when the port is taken."""
+    async with trio.open_nursery() as nursery:
+        url = await nursery.start(serve_beside, module_apiserver.kubeconfig, 0)
+        assert url is not None and "?session=" in url
+        base = url.split("/?", 1)[0]
+        async with httpx.AsyncClient(timeout=30) as web:
+            assert (await web.get(f"{base}/cluster")).status_code == 403
+            assert (await web.get(url)).status_code == 303
+        taken = int(base.rsplit(":", 1)[1])
+        assert await nursery.start(serve_beside, module_apiserver.kubeconfig, taken) is None
+        nursery.cancel_scope.cancel()

@@ -75,3 +75,28 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         pass
     return 0
+
+
+async def serve_beside(
+    kubeconfig: Path,
+    port: int,
+    *,
+    task_status: trio.TaskStatus[str | None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """The dashboard inside another command's nursery (`k8slite up`): reports its URL, or
+    None when it cannot start (its port taken); a failure never takes the caller down."""
+    args = parser().parse_args(["--kubeconfig", str(kubeconfig), "--port", str(port)])
+    started = False
+
+    async def _run(*, task_status: trio.TaskStatus[str]) -> None:
+        await run(args, task_status=task_status)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(_run)
+            started = True
+            task_status.started(url)
+    except Exception as e:  # noqa: BLE001 - the dashboard is optional; the cluster runs on
+        log.warning("the dashboard stopped: %s", e)
+        if not started:
+            task_status.started(None)
