@@ -45,6 +45,7 @@ RESOURCES: dict[str, Resource] = {
     "jobs": JOBS,
     "events": EVENTS,
 }
+PAGE_SIZE = 5_000
 # Changes a stream may have queued before it is ended (the browser then starts over).
 QUEUE = 20_000
 # Changes sent in one server-sent event at most: bursts (a rollout, a relist) batch up.
@@ -68,7 +69,8 @@ def sse(event: str, data: Any) -> bytes:
 class Hub:
     def __init__(self, client: ApiClient, kinds: Iterable[str] = RESOURCES) -> None:
         self.client = client
-        self.factory = SharedInformerFactory(client)
+        # Big pages: fewer round trips for the first list of a large cluster.
+        self.factory = SharedInformerFactory(client, page_size=PAGE_SIZE)
         self.informers: dict[str, SharedInformer] = {}
         self._subscribers: set[_Subscriber] = set()
         for kind in kinds:

@@ -4,7 +4,7 @@
 // their pods stay a few DOM nodes each. Only tiles whose content changed are rebuilt.
 (function () {
   const { state, live, el, isSynced } = window.K8sLite;
-  const CELLS_MAX = 40;
+  const CELLS_MAX = 16;
   const UNSCHEDULED = "\u0000unscheduled";
   const tiles = new Map(); // node name -> {tile, signature}
   const grid = document.getElementById("nodes");
