@@ -63,9 +63,24 @@ def browser() -> Iterator[Any]:
 
 
 def _waiter(driver: Any) -> Any:
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.support.wait import WebDriverWait
 
-    return WebDriverWait(driver, DEADLINE, poll_frequency=0.2)
+    # The pages redraw live: an element found a moment ago may have been replaced since.
+    ignored = (NoSuchElementException, StaleElementReferenceException)
+    return WebDriverWait(driver, DEADLINE, poll_frequency=0.2, ignored_exceptions=ignored)
+
+
+_READ = """
+return Array.from(document.querySelectorAll(arguments[0])).map((e) => ({
+  text: e.textContent, status: e.dataset.status, label: e.getAttribute("aria-label"),
+  type: e.dataset.type, reason: e.dataset.reason}));
+"""
+
+
+def _read(driver: Any, css: str) -> list[dict[str, Any]]:
+    """The elements matching `css`, read in one script: a consistent view of a live page."""
+    return list(driver.execute_script(_READ, css))
 
 
 def _screenshot(driver: Any, tmp_path: Path, name: str) -> None:
@@ -182,15 +197,13 @@ async def test_cluster_workloads_and_events_pages_follow_the_cluster_live(
         "3600",
     )
 
-    def running_web_pods(driver: Any) -> list[Any] | None:
-        cells = driver.find_elements(
-            By.CSS_SELECTOR, f'[data-node]:not([data-node=""]) [data-pod^="{ns}/web-"]'
-        )
-        running = [c for c in cells if c.get_attribute("data-status") == "Running"]
+    def running_web_pods(driver: Any) -> list[dict[str, Any]] | None:
+        cells = _read(driver, f'[data-node]:not([data-node=""]) [data-pod^="{ns}/web-"]')
+        running = [c for c in cells if c["status"] == "Running"]
         return running if len(running) == 2 else None
 
     cells = wait.until(running_web_pods)
-    assert all(c.get_attribute("aria-label").endswith("Running, ready") for c in cells)
+    assert all(c["label"].endswith("Running, ready") for c in cells), cells
     assert browser.execute_script("return window.notReloaded === true;")
     _screenshot(browser, tmp_path, "cluster")
 
@@ -222,35 +235,36 @@ async def test_cluster_workloads_and_events_pages_follow_the_cluster_live(
 
     # Events: filter by type and reason.
     browser.find_element(By.LINK_TEXT, "Events").click()
-    reason = wait.until(lambda d: d.find_element(By.ID, "filter-reason"))
     wait.until(
-        lambda d: "ScalingReplicaSet" in [o.get_attribute("value") for o in Select(reason).options]
+        lambda d: any(o["text"] == "ScalingReplicaSet" for o in _read(d, "#filter-reason option"))
     )
-    Select(browser.find_element(By.ID, "filter-type")).select_by_value("Normal")
-    Select(browser.find_element(By.ID, "filter-reason")).select_by_value("ScalingReplicaSet")
 
-    def filtered_rows(driver: Any) -> list[Any] | None:
-        rows = driver.find_elements(By.CSS_SELECTOR, "#events tbody tr")
-        ours = [r for r in rows if "Deployment/web" in r.text and ns in r.text]
+    def choose(select_id: str, value: str) -> None:
+        """Pick an option as a user would; the reason list is redrawn as reasons arrive."""
+
+        def pick(d: Any) -> bool:
+            Select(d.find_element(By.ID, select_id)).select_by_value(value)
+            return bool(d.find_element(By.ID, select_id).get_attribute("value") == value)
+
+        wait.until(pick)
+
+    choose("filter-type", "Normal")
+    choose("filter-reason", "ScalingReplicaSet")
+
+    def filtered_rows(driver: Any) -> list[dict[str, Any]] | None:
+        rows = _read(driver, "#events tbody tr")
+        ours = [r for r in rows if "Deployment/web" in r["text"] and ns in r["text"]]
         return rows if len(ours) >= 2 else None  # scaled up to 2, then to 3
 
     rows = wait.until(filtered_rows)
-    assert all(r.get_attribute("data-reason") == "ScalingReplicaSet" for r in rows)
-    assert all(r.get_attribute("data-type") == "Normal" for r in rows)
+    assert all(r["reason"] == "ScalingReplicaSet" for r in rows), rows
+    assert all(r["type"] == "Normal" for r in rows), rows
     # Other reasons exist (Scheduled, at least) and come back when the filter is cleared.
-    Select(browser.find_element(By.ID, "filter-reason")).select_by_value("")
+    choose("filter-reason", "")
+    wait.until(lambda d: any(r["reason"] == "Scheduled" for r in _read(d, "#events tbody tr")))
+    choose("filter-reason", "ScalingReplicaSet")
     wait.until(
-        lambda d: any(
-            r.get_attribute("data-reason") == "Scheduled"
-            for r in d.find_elements(By.CSS_SELECTOR, "#events tbody tr")
-        )
-    )
-    Select(browser.find_element(By.ID, "filter-reason")).select_by_value("ScalingReplicaSet")
-    wait.until(
-        lambda d: all(
-            r.get_attribute("data-reason") == "ScalingReplicaSet"
-            for r in d.find_elements(By.CSS_SELECTOR, "#events tbody tr")
-        )
+        lambda d: all(r["reason"] == "ScalingReplicaSet" for r in _read(d, "#events tbody tr"))
     )
     _screenshot(browser, tmp_path, "events")
 
