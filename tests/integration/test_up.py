@@ -18,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 import trio
 import yaml
@@ -89,6 +90,14 @@ def test_up_runs_stops_and_reuses(tmp_path: Path) -> None:
         assert "  kubectl get nodes" in out, out
         # No proxy (--no-proxy), so pods cannot reach kube-dns: up says so.
         assert "pods do not use it: it needs the proxy" in out, out
+        # The dashboard runs beside it (a free port with --port 0), its address printed and
+        # recorded; the session secret in it is what lets a browser in.
+        dashboard = cluster.info["dashboard"]
+        assert dashboard.startswith("http://127.0.0.1:") and "/?session=" in dashboard
+        assert f"Dashboard: {dashboard}" in out, out
+        with httpx.Client(timeout=30) as web:
+            assert web.get(dashboard.split("/?")[0] + "/cluster").status_code == 403
+            assert web.get(dashboard).status_code == 303
         node, port = cluster.info["node"], cluster.info["ports"]["apiserver"]
         # Every kubeconfig points at the port chosen, the admin's is in DIR/kubeconfig.
         for name in (

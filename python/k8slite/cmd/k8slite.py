@@ -67,6 +67,12 @@ def _token(argv: list[str]) -> int:
     return token_main(argv)
 
 
+def _dashboard(argv: list[str]) -> int:
+    from k8slite.dashboard.main import main as dashboard_main
+
+    return dashboard_main(argv)
+
+
 COMMANDS = {
     "version": (_version, "print the version"),
     "certs": (_certs, "create the cluster's certificates and kubeconfigs"),
@@ -78,6 +84,7 @@ COMMANDS = {
     "token": (_token, "create, list or delete bootstrap tokens (nodes join with them)"),
     "hollow-nodes": (_hollow_nodes, "run simulated kubelets for scale tests"),
     "storage": (_storage, "migrate a stopped cluster's objects between RocksDB and etcd"),
+    "dashboard": (_dashboard, "serve a live web dashboard of the cluster on 127.0.0.1"),
 }
 
 

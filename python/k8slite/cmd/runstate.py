@@ -69,6 +69,8 @@ class ClusterInfo:
     # starting, ready, stopped.
     state: str = "starting"
     detached: bool = False
+    # The dashboard's address with its session secret (this file is 0600), "" when not served.
+    dashboard: str = ""
     components: dict[str, ProcessRecord] = field(default_factory=dict)
 
     @classmethod

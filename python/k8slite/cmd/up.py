@@ -34,6 +34,7 @@ from k8slite.cmd.child import Child, spawn
 from k8slite.cmd.common import leaves
 from k8slite.cmd.runstate import ClusterInfo, ProcessRecord
 from k8slite.component.logging import setup_logging
+from k8slite.dashboard.main import serve_beside
 from k8slite.dns import kubedns
 
 log = logging.getLogger("k8slite.up")
@@ -499,6 +500,9 @@ class UpOptions:
     etcd_tls_flags: list[str] = field(default_factory=list)
     # k8slite-dns's --upstream-dns (None: the host's resolvers; "": none).
     upstream_dns: str | None = None
+    # Serve `k8slite dashboard` beside the cluster (0: a free port).
+    dashboard: bool = True
+    dashboard_port: int = 8001
 
 
 def components(
@@ -896,6 +900,9 @@ async def _up(opts: UpOptions, data_dir: Path, runtime: str, why: str) -> None:
                 data_dir / "logs",
                 opts.wait,
             )
+            if opts.dashboard:
+                port = 0 if opts.port == 0 else opts.dashboard_port
+                info.dashboard = await nursery.start(serve_beside, kubeconfig, port) or ""
             info.state = "ready"
             runstate.write(data_dir, info)
             if opts.background:
@@ -938,6 +945,8 @@ def welcome(info: ClusterInfo, data_dir: Path) -> list[str]:
         lines.append(
             f"Cluster DNS: {dns_at}; pods do not use it: it needs the proxy (run as root)."
         )
+    if info.dashboard:
+        lines.append(f"Dashboard: {info.dashboard}")
     lines += [
         "",
         f"  export KUBECONFIG={abs_dir / 'kubeconfig'}",
@@ -1084,6 +1093,18 @@ def parse_args(argv: list[str] | None) -> UpOptions:
     ):
         etcd.add_argument(flag, help=what)
     p.add_argument(
+        "--no-dashboard",
+        dest="dashboard",
+        action="store_false",
+        help="do not serve the web dashboard (k8slite dashboard) beside the cluster",
+    )
+    p.add_argument(
+        "--dashboard-port",
+        type=int,
+        default=8001,
+        help="the dashboard's port on 127.0.0.1 (with --port 0: a free one)",
+    )
+    p.add_argument(
         "-v",
         "--v",
         dest="verbosity",
@@ -1116,6 +1137,8 @@ def parse_args(argv: list[str] | None) -> UpOptions:
         detach=a.detach,
         background=a.background,
         upstream_dns=a.upstream_dns,
+        dashboard=a.dashboard,
+        dashboard_port=a.dashboard_port,
         etcd_servers=[u.strip() for u in a.etcd_servers.split(",") if u.strip()],
         etcd_tls_flags=[
             f"--{name.replace('_', '-')}={value}"

@@ -47,6 +47,8 @@ HEALTH_PATHS = ("/healthz", "/readyz", "/livez")
 TEXT = "text/plain; charset=utf-8"
 _JSON = "application/json"
 _HEADERS_MAX = 16 * 1024
+# The POST routes take small JSON bodies (the dashboard's scale requests).
+_BODY_MAX = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,8 @@ class Request:
     headers: dict[str, str]
     # Who the verified client certificate says the caller is; None without one.
     user: UserInfo | None = None
+    # The request body: read only for the POST routes (at most _BODY_MAX bytes).
+    body: bytes = b""
 
     def arg(self, name: str) -> str | None:
         values = self.query.get(name)
@@ -249,6 +253,7 @@ class ComponentServer:
         routes: Mapping[str, Handler] | None = None,
         streams: Mapping[str, StreamHandler] | None = None,
         authorize: Authorizer | None = None,
+        posts: Mapping[str, Handler] | None = None,
     ) -> None:
         self.checks = dict(checks if checks is not None else dict.fromkeys(HEALTH_PATHS, (PING,)))
         self.registry = registry
@@ -257,6 +262,8 @@ class ComponentServer:
         self.prefixes = {p: h for p, h in (routes or {}).items() if p.endswith("/")}
         # WebSocket routes by path prefix (the kubelet's /exec/, /attach/, /portForward/).
         self.streams = dict(streams or {})
+        # POST routes by exact path; every other route answers GET and HEAD only.
+        self.posts = dict(posts or {})
         self.authorize = authorize
         self._authenticator = CertAuthenticator()
 
@@ -266,6 +273,8 @@ class ComponentServer:
             refused = await self.authorize(req)
             if refused is not None:
                 return refused
+        if req.method == "POST" and req.path in self.posts:
+            return await self.posts[req.path](req)
         if req.method not in ("GET", "HEAD"):
             return text(405, "405 method not allowed")
         handler = self.routes.get(req.path)
@@ -311,7 +320,11 @@ class ComponentServer:
             return
         req = self._request(scope)
         try:
+            if req.method == "POST" and req.path in self.posts:
+                req.body = await _read_body(receive)
             response = await self.handle(req)
+        except _BodyTooLarge:
+            response = text(413, "request entity too large")
         except Exception:
             log.exception("handling %s %s", req.method, req.path)
             response = text(500, "internal error")
@@ -428,6 +441,27 @@ async def _send(response: Response, head_only: bool, receive: Any, send: Any) ->
                 with trio.CancelScope(shield=True):
                     await aclose()
         nursery.cancel_scope.cancel()
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _read_body(receive: Any) -> bytes:
+    """The request body of a POST route, refused past _BODY_MAX."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks)
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > _BODY_MAX:
+            raise _BodyTooLarge
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            return b"".join(chunks)
 
 
 async def _cancel_on_disconnect(receive: Any, scope: trio.CancelScope) -> None:
