@@ -120,6 +120,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="PEM private key that signs legacy service-account token Secrets "
         "(without it the serviceaccount-token-controller stays off)",
     )
+    certs = p.add_argument_group("certificates")
+    certs.add_argument(
+        "--cluster-signing-cert-file",
+        type=Path,
+        help="PEM CA certificate csrsigning issues cluster-scoped certificates with",
+    )
+    certs.add_argument(
+        "--cluster-signing-key-file",
+        type=Path,
+        help="PEM private key of --cluster-signing-cert-file",
+    )
+    certs.add_argument(
+        "--cluster-signing-duration",
+        type=duration,
+        default="8760h",
+        metavar="DURATION",
+        help="the longest a signed certificate lasts (spec.expirationSeconds may ask less)",
+    )
     pods = p.add_argument_group("pods")
     pods.add_argument(
         "--terminated-pod-gc-threshold",
@@ -211,6 +229,9 @@ def parse_args(argv: list[str] | None) -> tuple[ControllerManagerConfig, argpars
         node_startup_grace_period=a.node_startup_grace_period,
         root_ca_file=a.root_ca_file,
         service_account_private_key_file=a.service_account_private_key_file,
+        cluster_signing_cert_file=a.cluster_signing_cert_file,
+        cluster_signing_key_file=a.cluster_signing_key_file,
+        cluster_signing_duration=a.cluster_signing_duration,
         concurrent_job_syncs=a.concurrent_job_syncs,
         concurrent_ttl_after_finished_syncs=a.concurrent_ttl_after_finished_syncs,
         terminated_pod_gc_threshold=a.terminated_pod_gc_threshold,

@@ -94,6 +94,11 @@ class ControllerOptions:
     # --horizontal-pod-autoscaler-* (sync period, downscale stabilization, tolerance, CPU
     # initialization period, initial readiness delay).
     autoscaler: AutoscalerOptions = field(default_factory=AutoscalerOptions)
+    # --cluster-signing-cert-file / --cluster-signing-key-file: the CA csrsigning issues
+    # with (without them it stays off); --cluster-signing-duration: the longest certificate.
+    cluster_signing_cert_file: Path | None = None
+    cluster_signing_key_file: Path | None = None
+    cluster_signing_duration: float = 8760 * 3600.0
 
 
 class ControllerContext:

@@ -15,6 +15,7 @@ from k8slite.client import ApiClient, ClientConfig, SharedInformerFactory, load_
 from k8slite.component.events import EventBroadcaster
 from k8slite.component.serving import ComponentServer, ServingOptions, serve
 from k8slite.controllers.base import Controller, ControllerContext, ControllerOptions
+from k8slite.controllers.certificates import CSRApprovingController, CSRSigningController
 from k8slite.controllers.cronjob import CronJobController
 from k8slite.controllers.daemonset import DaemonSetController
 from k8slite.controllers.deployment import DeploymentController
@@ -135,6 +136,19 @@ CONTROLLERS: dict[str, ControllerSpec] = {
     ),
     "pod-garbage-collector-controller": ControllerSpec(
         PodGCController, lambda o: 1, ("pod-garbage-collector", "podgc")
+    ),
+    "certificatesigningrequest-approving-controller": ControllerSpec(
+        CSRApprovingController, lambda o: 5, ("csrapproving",)
+    ),
+    "certificatesigningrequest-signing-controller": ControllerSpec(
+        CSRSigningController,
+        lambda o: 5,
+        ("csrsigning",),
+        lambda o: (
+            None
+            if o.cluster_signing_cert_file and o.cluster_signing_key_file
+            else "--cluster-signing-cert-file and --cluster-signing-key-file"
+        ),
     ),
 }
 _ALIASES = {alias: name for name, spec in CONTROLLERS.items() for alias in spec.aliases}
