@@ -26,6 +26,7 @@ from k8slite.controllers.garbagecollector import GarbageCollector
 from k8slite.controllers.job import JobController
 from k8slite.controllers.localpath import LocalPathProvisioner
 from k8slite.controllers.namespace import NamespaceController
+from k8slite.controllers.nodeipam import NodeIPAMController
 from k8slite.controllers.nodelifecycle import NodeLifecycleController
 from k8slite.controllers.persistentvolume import PersistentVolumeController
 from k8slite.controllers.podautoscaler import HorizontalPodAutoscalerController
@@ -136,6 +137,16 @@ CONTROLLERS: dict[str, ControllerSpec] = {
     ),
     "pod-garbage-collector-controller": ControllerSpec(
         PodGCController, lambda o: 1, ("pod-garbage-collector", "podgc")
+    ),
+    "node-ipam-controller": ControllerSpec(
+        NodeIPAMController,
+        lambda o: 1,
+        ("nodeipam",),
+        lambda o: (
+            None
+            if o.allocate_node_cidrs and o.cluster_cidr
+            else "--allocate-node-cidrs and --cluster-cidr"
+        ),
     ),
     "certificatesigningrequest-approving-controller": ControllerSpec(
         CSRApprovingController, lambda o: 5, ("csrapproving",)
