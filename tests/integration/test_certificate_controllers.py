@@ -56,6 +56,15 @@ def cluster(
             f"--clusterrole={role}",
             f"--group={BOOTSTRAPPERS}",
         )
+    # Nodes renew their own client certificates (kubeadm's node-autoapprove-certificate-rotation).
+    _kubectl(
+        server,
+        "create",
+        "clusterrolebinding",
+        "node-autoapprove-certificate-rotation",
+        "--clusterrole=system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+        "--group=system:nodes",
+    )
     # csr-makers may create requests, but not have node client ones auto-approved.
     _kubectl(
         server,
@@ -236,3 +245,19 @@ def test_denied_and_rule_breaking_requests_are_never_signed(
     _certificate(server, "after-denied")
     assert "certificate" not in _get(server, "denied")["status"]
     assert _conditions(server, "denied") == ["Denied"]
+
+
+def test_a_node_renews_its_own_client_certificate(
+    cluster: tuple[ServerHandle, ManagerHandle],
+) -> None:
+    server, _ = cluster
+    pem = csr_pem("system:node:node1", ("system:nodes",))
+    with server.client("node-node1") as c:
+        r = c.post(CSRS, json=csr_object("node-csr-renew", pem, KUBELET_CLIENT_SIGNER))
+    assert r.status_code == 201, r.text
+    cert = _certificate(server, "node-csr-renew")
+    assert cert.subject.rfc4514_string() == "CN=system:node:node1,O=system:nodes"
+    (approved,) = _get(server, "node-csr-renew")["status"]["conditions"]
+    assert approved["message"] == (
+        "Auto approving self kubelet client certificate after SubjectAccessReview."
+    )
