@@ -174,6 +174,12 @@ def test_kubectl_table_approve_and_deny(server: ServerHandle) -> None:
     ]
     assert approved[0]["lastUpdateTime"]
     assert _kubectl(server, "get", "csr", "deny-me").stdout.split()[-1] == "Denied"
+    r = _kubectl(server, "get", "csr", "--field-selector=spec.signerName=example.com/none")
+    assert r.returncode == 0 and "No resources found" in r.stderr, r.stderr
+    r = _kubectl(
+        server, "get", "csr", f"--field-selector=spec.signerName={CLIENT_SIGNER}", "-o", "name"
+    )
+    assert "certificatesigningrequest.certificates.k8s.io/deny-me" in r.stdout.split(), r.stderr
     assert _kubectl(server, "get", "csr", "approve-me").stdout.split()[-1] == "Approved"
 
     # Approved and Denied exclude each other; a condition may not be removed.

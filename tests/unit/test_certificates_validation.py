@@ -118,3 +118,15 @@ def test_certificate_needs_approval_and_is_immutable() -> None:
     errs = FieldErrors()
     STRATEGY.validate_status(approved, old, errs)
     assert "must contain at least one CERTIFICATE PEM block" in str(errs.causes)
+
+
+def test_one_condition_per_type() -> None:
+    old = _stored()
+    twice = {"type": "Failed", "status": "True"}
+    new = copy.deepcopy(old)
+    new["status"]["conditions"] = [twice, dict(twice)]
+    errs = FieldErrors()
+    STRATEGY.validate_status(new, old, errs)
+    assert 'status.conditions[1].type: Duplicate value: "Failed"' in [
+        f"{c['field']}: {c['message']}" for c in errs.causes
+    ]

@@ -186,7 +186,8 @@ def _check_conditions(errs: FieldErrors, status: Any, old: Obj | None) -> None:
         if not kind:
             errs.required(f"{path}.type", "")
             continue
-        if kind in (APPROVED, DENIED) and kind in seen:
+        if kind in seen:
+            # Only one condition of a given type is allowed.
             errs.duplicate(f"{path}.type", kind)
         seen.add(str(kind))
         if kind in (APPROVED, DENIED):

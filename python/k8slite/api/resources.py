@@ -230,6 +230,7 @@ RESOURCES: list[ResourceType] = [
         False,
         ("csr",),
         ("status", "approval"),
+        fields=("spec.signerName",),
     ),
     ResourceType("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", True),
     ResourceType(_RBAC, "v1", "ClusterRole", "clusterroles", False),
