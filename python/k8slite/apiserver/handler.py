@@ -202,7 +202,7 @@ class ResourceHandler:
         """
         if self.webhooks is None or info.verb in ("get", "list", "watch"):
             return None
-        if info.subresource not in (None, "status", "finalize", "ephemeralcontainers"):
+        if info.subresource not in (None, "status", "finalize", "ephemeralcontainers", "approval"):
             return None
         options: dict[str, object] = {}
         if req.arg("fieldManager"):
