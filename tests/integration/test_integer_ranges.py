@@ -25,6 +25,7 @@ from k8slite.api import fieldvalidation, schemas
 from k8slite.api.resources import RESOURCES, ResourceType
 from k8slite.api.schemas import Definition, Node
 from tests.conftest import ServerHandle, start_apiserver
+from tests.integration.csr_helpers import csr_object, csr_pem
 from tests.polling import wait_for
 
 NS = "ranges"
@@ -124,6 +125,7 @@ _BASES["CustomResourceDefinition"] = {
     }
 }
 _BASES["StorageClass"] = {"provisioner": "example.com/x"}
+_BASES["CertificateSigningRequest"] = {"spec": csr_object("base", csr_pem("ranges"))["spec"]}
 EDGES = [2**64, 2**200, -(2**63) - 1, -(2**63), 2**63 - 1, 2**63, 2**31, 2**31 - 1, -(2**31) - 1]
 VERBS = ("create", "update", "merge", "strategic", "json", "apply")
 

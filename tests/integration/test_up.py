@@ -28,6 +28,7 @@ from k8slite.cmd.up import DEFAULT_PORTS, free_port, prometheus_config, wait_hea
 from tests.conftest import BIN
 from tests.e2e.cluster import Cluster, start_up, stop_up, up_command
 from tests.etcd_server import start_etcd
+from tests.integration.csr_helpers import csr_object, csr_pem
 from tests.launch import REPO
 from tests.polling import wait_for
 
@@ -230,6 +231,23 @@ def test_hollow_nodes(tmp_path: Path) -> None:
 
         names = wait_for(all_ready, 60, what="4 Ready nodes")
         assert set(names) == {cluster.info["node"], "hollow-0", "hollow-1", "hollow-2"}, names
+    finally:
+        assert stop_up(cluster) == 0
+
+
+def test_up_signs_approved_certificate_requests(tmp_path: Path) -> None:
+    """`k8slite up` hands the cluster CA to csrsigning: an approved request is issued."""
+    cluster = up(tmp_path / "data", "--runtime", "fake")
+    try:
+        obj = csr_object("up-alice", csr_pem("alice"))
+        cluster.kubectl("create", "-f", "-", input=json.dumps(obj))
+        cluster.kubectl("certificate", "approve", "up-alice")
+
+        def issued() -> str | None:
+            out = cluster.kubectl("get", "csr", "up-alice", "--no-headers").stdout.split()
+            return out[-1] if out and out[-1] == "Approved,Issued" else None
+
+        wait_for(issued, 90, what="csr up-alice issued")
     finally:
         assert stop_up(cluster) == 0
 

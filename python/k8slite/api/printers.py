@@ -380,6 +380,31 @@ def pdb_row(pdb: Obj, now: dt.datetime) -> list[Cell]:
     ]
 
 
+def csr_condition(csr: Obj) -> str:
+    """Upstream's extractCSRStatus: Denied, Approved or Pending, then Failed and Issued."""
+    status = csr.get("status") or {}
+    kinds = {c.get("type") for c in status.get("conditions") or () if isinstance(c, dict)}
+    out = "Denied" if "Denied" in kinds else "Approved" if "Approved" in kinds else "Pending"
+    if "Failed" in kinds:
+        out += ",Failed"
+    if status.get("certificate"):
+        out += ",Issued"
+    return out
+
+
+def csr_row(csr: Obj, now: dt.datetime) -> list[Cell]:
+    spec = csr.get("spec") or {}
+    seconds = spec.get("expirationSeconds")
+    return [
+        csr["metadata"].get("name", ""),
+        age(csr, now),
+        spec.get("signerName") or "<none>",
+        spec.get("username", ""),
+        human_duration(seconds) if isinstance(seconds, int) else "<none>",
+        csr_condition(csr),
+    ]
+
+
 def daemonset_row(ds: Obj, now: dt.datetime) -> list[Cell]:
     spec, status = ds.get("spec") or {}, ds.get("status") or {}
     template_spec = _template_spec(ds)
@@ -1351,6 +1376,17 @@ PRINTERS: dict[tuple[str, str], Printer] = {
             AGE,
         ),
         storageclass_row,
+    ),
+    ("certificates.k8s.io", "CertificateSigningRequest"): Printer(
+        (
+            NAME,
+            AGE,
+            Column("SignerName"),
+            Column("Requestor"),
+            Column("RequestedDuration"),
+            Column("Condition"),
+        ),
+        csr_row,
     ),
     ("coordination.k8s.io", "Lease"): Printer(
         (

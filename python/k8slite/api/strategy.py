@@ -131,6 +131,7 @@ def _load_kinds() -> None:
         apps_v1,
         autoscaling_v1,
         autoscaling_v2,
+        certificates_v1,
         core_v1,
         cronjob_v1,
         flowcontrol_v1,

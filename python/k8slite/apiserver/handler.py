@@ -202,7 +202,7 @@ class ResourceHandler:
         """
         if self.webhooks is None or info.verb in ("get", "list", "watch"):
             return None
-        if info.subresource not in (None, "status", "finalize", "ephemeralcontainers"):
+        if info.subresource not in (None, "status", "finalize", "ephemeralcontainers", "approval"):
             return None
         options: dict[str, object] = {}
         if req.arg("fieldManager"):
@@ -223,7 +223,7 @@ class ResourceHandler:
         if verb == "get":
             if sub == "scale":
                 return 200, subresources.get_scale(reg, info)
-            if sub in (None, "status", "ephemeralcontainers"):
+            if sub in (None, "status", "ephemeralcontainers", "approval"):
                 return 200, rest.get_object(reg, req, info)
         elif verb == "list":
             return 200, await rest.list_objects(reg, req, info)
@@ -239,13 +239,13 @@ class ResourceHandler:
         elif verb == "update":
             if sub == "scale":
                 return 200, await subresources.update_scale(reg, req, info)
-            if sub in (None, "status", "finalize", "ephemeralcontainers"):
+            if sub in (None, "status", "finalize", "ephemeralcontainers", "approval"):
                 data, created = await rest.update_object(reg, req, info)
                 return (201 if created else 200), data
         elif verb == "patch":
             if sub == "scale":
                 return 200, await subresources.update_scale(reg, req, info)
-            if sub in (None, "status", "ephemeralcontainers"):
+            if sub in (None, "status", "ephemeralcontainers", "approval"):
                 data, created = await rest.patch_object(reg, req, info)
                 return (201 if created else 200), data
         elif verb == "delete" and sub is None:

@@ -400,8 +400,36 @@ _BINDING: Message = {
     3: ("roleRef", {1: ("apiGroup", "str"), 2: ("kind", "str"), 3: ("name", "str")}),
 }
 _RBAC = "rbac.authorization.k8s.io/v1"
+# certificates.k8s.io/v1: what `kubectl certificate approve|deny` sends to the approval
+# subresource (the whole object back). The user's extra (a map of ExtraValue) is left out:
+# the server fills spec's user fields itself.
+_CSR_CONDITION: Message = {
+    1: ("type", "str"),
+    6: ("status", "str"),
+    2: ("reason", "str"),
+    3: ("message", "str"),
+    4: ("lastUpdateTime", "time"),
+    5: ("lastTransitionTime", "time"),
+}
+_CSR: Message = {
+    1: ("metadata", OBJECT_META),
+    2: (
+        "spec",
+        {
+            1: ("request", "bytes"),
+            7: ("signerName", "str"),
+            8: ("expirationSeconds", "int?"),
+            5: ("usages", _STRS),
+            2: ("username", "str"),
+            3: ("uid", "str"),
+            4: ("groups", _STRS),
+        },
+    ),
+    3: ("status", {1: ("conditions", ("list", _CSR_CONDITION)), 2: ("certificate", "bytes")}),
+}
 
 KINDS: dict[tuple[str, str], Message] = {
+    ("certificates.k8s.io/v1", "CertificateSigningRequest"): _CSR,
     ("v1", "Namespace"): {1: ("metadata", OBJECT_META), 2: ("spec", {1: ("finalizers", _STRS)})},
     ("v1", "ConfigMap"): {
         1: ("metadata", OBJECT_META),

@@ -9,6 +9,7 @@ from k8slite.apiserver.audit import AuditLog
 from k8slite.apiserver.authn import Authenticator
 from k8slite.apiserver.authz.authorizer import Authorizer
 from k8slite.apiserver.authz.bootstrap import reconcile
+from k8slite.apiserver.authz.csradmission import CertificateAdmission
 from k8slite.apiserver.authz.escalation import EscalationCheck
 from k8slite.apiserver.authz.noderestriction import NodeRestriction
 from k8slite.apiserver.authz.reviews import reviews
@@ -46,6 +47,7 @@ async def secure_app(
         authorizer.filter,
         NodeRestriction(core, authorizer.graph).filter,
         EscalationCheck(core, authorizer).filter,
+        CertificateAdmission(authorizer).filter,
         check_body_depth,
     ]
     app.resources.virtual.update(reviews(authorizer))

@@ -14,11 +14,13 @@ from k8slite.component.flags import (
     add_component_flags,
     add_leader_election_flags,
     duration,
+    go_bool,
     leader_election_config,
 )
 from k8slite.component.logging import setup_logging
 from k8slite.component.serving import ServingOptions
 from k8slite.controllers.base import AutoscalerOptions, ControllerOptions
+from k8slite.controllers.cidrset import CIDRSet, parse_cluster_cidrs
 from k8slite.controllers.manager import (
     CONTROLLERS,
     LEASE_NAME,
@@ -120,6 +122,46 @@ def build_parser() -> argparse.ArgumentParser:
         help="PEM private key that signs legacy service-account token Secrets "
         "(without it the serviceaccount-token-controller stays off)",
     )
+    ipam = p.add_argument_group("node IPAM")
+    ipam.add_argument(
+        "--allocate-node-cidrs",
+        type=go_bool,
+        nargs="?",
+        const=True,
+        default=False,
+        help="give every node pod CIDRs from --cluster-cidr",
+    )
+    ipam.add_argument(
+        "--cluster-cidr",
+        default="",
+        help="the pods' range: a CIDR, or an IPv4 and an IPv6 one comma-separated",
+    )
+    ipam.add_argument(
+        "--node-cidr-mask-size",
+        type=int,
+        help="mask size of each node's range in a single-stack cluster "
+        "(default 24 for IPv4, 64 for IPv6)",
+    )
+    ipam.add_argument("--node-cidr-mask-size-ipv4", type=int, help="default 24")
+    ipam.add_argument("--node-cidr-mask-size-ipv6", type=int, help="default 64")
+    certs = p.add_argument_group("certificates")
+    certs.add_argument(
+        "--cluster-signing-cert-file",
+        type=Path,
+        help="PEM CA certificate csrsigning issues cluster-scoped certificates with",
+    )
+    certs.add_argument(
+        "--cluster-signing-key-file",
+        type=Path,
+        help="PEM private key of --cluster-signing-cert-file",
+    )
+    certs.add_argument(
+        "--cluster-signing-duration",
+        type=duration,
+        default="8760h",
+        metavar="DURATION",
+        help="the longest a signed certificate lasts (spec.expirationSeconds may ask less)",
+    )
     pods = p.add_argument_group("pods")
     pods.add_argument(
         "--terminated-pod-gc-threshold",
@@ -188,6 +230,22 @@ def parse_args(argv: list[str] | None) -> tuple[ControllerManagerConfig, argpars
         enabled_controllers(controllers)
     except UnknownController as e:
         parser.error(str(e))
+    if a.allocate_node_cidrs:
+        try:
+            nets = parse_cluster_cidrs(a.cluster_cidr)
+            mask = a.node_cidr_mask_size
+            if len(nets) == 2 and mask is not None:
+                parser.error(
+                    "--node-cidr-mask-size is for single-stack clusters; use "
+                    "--node-cidr-mask-size-ipv4 and --node-cidr-mask-size-ipv6"
+                )
+            for net in nets:
+                size = (
+                    a.node_cidr_mask_size_ipv4 if net.version == 4 else a.node_cidr_mask_size_ipv6
+                )
+                CIDRSet(net, size or mask or (24 if net.version == 4 else 64))
+        except ValueError as e:
+            parser.error(str(e))
     if a.pod_eviction_timeout is not None:
         # Worded as pflag words a deprecated flag; logging is not set up yet.
         print(
@@ -211,6 +269,13 @@ def parse_args(argv: list[str] | None) -> tuple[ControllerManagerConfig, argpars
         node_startup_grace_period=a.node_startup_grace_period,
         root_ca_file=a.root_ca_file,
         service_account_private_key_file=a.service_account_private_key_file,
+        cluster_signing_cert_file=a.cluster_signing_cert_file,
+        cluster_signing_key_file=a.cluster_signing_key_file,
+        cluster_signing_duration=a.cluster_signing_duration,
+        allocate_node_cidrs=a.allocate_node_cidrs,
+        cluster_cidr=a.cluster_cidr,
+        node_cidr_mask_size_ipv4=a.node_cidr_mask_size_ipv4 or a.node_cidr_mask_size or 24,
+        node_cidr_mask_size_ipv6=a.node_cidr_mask_size_ipv6 or a.node_cidr_mask_size or 64,
         concurrent_job_syncs=a.concurrent_job_syncs,
         concurrent_ttl_after_finished_syncs=a.concurrent_ttl_after_finished_syncs,
         terminated_pod_gc_threshold=a.terminated_pod_gc_threshold,

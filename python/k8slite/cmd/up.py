@@ -564,6 +564,10 @@ def components(
                 # kubeadm's choice: the default controllers and the two bootstrap-token ones.
                 "--controllers",
                 "*,bootstrapsigner,tokencleaner",
+                "--cluster-signing-cert-file",
+                str(pki.cert_paths(p, "ca")[0]),
+                "--cluster-signing-key-file",
+                str(pki.cert_paths(p, "ca")[1]),
                 "--bind-address",
                 "127.0.0.1",
                 "--secure-port",

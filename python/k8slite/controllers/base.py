@@ -97,6 +97,17 @@ class ControllerOptions:
     # --horizontal-pod-autoscaler-* (sync period, downscale stabilization, tolerance, CPU
     # initialization period, initial readiness delay).
     autoscaler: AutoscalerOptions = field(default_factory=AutoscalerOptions)
+    # --cluster-signing-cert-file / --cluster-signing-key-file: the CA csrsigning issues
+    # with (without them it stays off); --cluster-signing-duration: the longest certificate.
+    cluster_signing_cert_file: Path | None = None
+    cluster_signing_key_file: Path | None = None
+    cluster_signing_duration: float = 8760 * 3600.0
+    # Node IPAM: --allocate-node-cidrs, --cluster-cidr, --node-cidr-mask-size-ipv4/-ipv6
+    # (--node-cidr-mask-size sets the one of a single-stack range).
+    allocate_node_cidrs: bool = False
+    cluster_cidr: str = ""
+    node_cidr_mask_size_ipv4: int = 24
+    node_cidr_mask_size_ipv6: int = 64
 
 
 class ControllerContext:

@@ -16,6 +16,7 @@ from k8slite.component.events import EventBroadcaster
 from k8slite.component.serving import ComponentServer, ServingOptions, serve
 from k8slite.controllers.base import Controller, ControllerContext, ControllerOptions
 from k8slite.controllers.bootstrapsigner import BootstrapSigner
+from k8slite.controllers.certificates import CSRApprovingController, CSRSigningController
 from k8slite.controllers.cronjob import CronJobController
 from k8slite.controllers.daemonset import DaemonSetController
 from k8slite.controllers.deployment import DeploymentController
@@ -26,6 +27,7 @@ from k8slite.controllers.garbagecollector import GarbageCollector
 from k8slite.controllers.job import JobController
 from k8slite.controllers.localpath import LocalPathProvisioner
 from k8slite.controllers.namespace import NamespaceController
+from k8slite.controllers.nodeipam import NodeIPAMController
 from k8slite.controllers.nodelifecycle import NodeLifecycleController
 from k8slite.controllers.persistentvolume import PersistentVolumeController
 from k8slite.controllers.podautoscaler import HorizontalPodAutoscalerController
@@ -146,6 +148,29 @@ CONTROLLERS: dict[str, ControllerSpec] = {
     ),
     "token-cleaner-controller": ControllerSpec(
         TokenCleaner, lambda o: 1, ("tokencleaner",), default_on=False
+    ),
+    "node-ipam-controller": ControllerSpec(
+        NodeIPAMController,
+        lambda o: 1,
+        ("nodeipam",),
+        lambda o: (
+            None
+            if o.allocate_node_cidrs and o.cluster_cidr
+            else "--allocate-node-cidrs and --cluster-cidr"
+        ),
+    ),
+    "certificatesigningrequest-approving-controller": ControllerSpec(
+        CSRApprovingController, lambda o: 5, ("csrapproving",)
+    ),
+    "certificatesigningrequest-signing-controller": ControllerSpec(
+        CSRSigningController,
+        lambda o: 5,
+        ("csrsigning",),
+        lambda o: (
+            None
+            if o.cluster_signing_cert_file and o.cluster_signing_key_file
+            else "--cluster-signing-cert-file and --cluster-signing-key-file"
+        ),
     ),
 }
 _ALIASES = {alias: name for name, spec in CONTROLLERS.items() for alias in spec.aliases}

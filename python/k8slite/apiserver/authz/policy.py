@@ -181,12 +181,28 @@ ADMIN_RULES = [
     rule(READ_WRITE, RBAC_GROUP, ("roles", "rolebindings")),
 ]
 
+_CERTS = "certificates.k8s.io"
+_CSRS = "certificatesigningrequests"
+_SIGNERS = (
+    "kubernetes.io/kube-apiserver-client",
+    "kubernetes.io/kube-apiserver-client-kubelet",
+    "kubernetes.io/kubelet-serving",
+    "kubernetes.io/legacy-unknown",
+)
 _CONTROLLER_ROLES: dict[str, list[Obj]] = {
     "attachdetach-controller": [
         rule(READ, "", ("persistentvolumes", "persistentvolumeclaims", "nodes", "pods")),
         rule(("patch", "update"), "", "nodes/status"),
         rule(("create", "delete", "get", "list", "watch"), "storage.k8s.io", "volumeattachments"),
         rule(READ, "storage.k8s.io", ("csidrivers", "csinodes")),
+    ],
+    # csrapproving, csrsigning and csrcleaner (upstream's one role for the three).
+    "certificate-controller": [
+        rule(("delete", "get", "list", "watch"), _CERTS, _CSRS),
+        rule("update", _CERTS, (f"{_CSRS}/status", f"{_CSRS}/approval")),
+        rule("approve", _CERTS, "signers", ("kubernetes.io/kube-apiserver-client-kubelet",)),
+        rule("sign", _CERTS, "signers", _SIGNERS),
+        rule("create", "authorization.k8s.io", "subjectaccessreviews"),
     ],
     "clusterrole-aggregation-controller": [
         rule(("escalate", "get", "list", "patch", "update", "watch"), RBAC_GROUP, "clusterroles"),
@@ -390,6 +406,27 @@ def cluster_roles() -> dict[str, list[Obj]]:
             rule("create", "authorization.k8s.io", "subjectaccessreviews"),
         ],
         "system:node": NODE_RULES,
+        # TLS bootstrap (upstream's names): bootstrappers create CSRs; creating the
+        # nodeclient/selfnodeclient subresources is what csrapproving checks.
+        "system:node-bootstrapper": [rule(("create", "get", "list", "watch"), _CERTS, _CSRS)],
+        f"system:certificates.k8s.io:{_CSRS}:nodeclient": [
+            rule("create", _CERTS, f"{_CSRS}/nodeclient")
+        ],
+        f"system:certificates.k8s.io:{_CSRS}:selfnodeclient": [
+            rule("create", _CERTS, f"{_CSRS}/selfnodeclient")
+        ],
+        "system:certificates.k8s.io:kube-apiserver-client-approver": [
+            rule("approve", _CERTS, "signers", (_SIGNERS[0],))
+        ],
+        "system:certificates.k8s.io:kube-apiserver-client-kubelet-approver": [
+            rule("approve", _CERTS, "signers", (_SIGNERS[1],))
+        ],
+        "system:certificates.k8s.io:kubelet-serving-approver": [
+            rule("approve", _CERTS, "signers", (_SIGNERS[2],))
+        ],
+        "system:certificates.k8s.io:legacy-unknown-approver": [
+            rule("approve", _CERTS, "signers", (_SIGNERS[3],))
+        ],
         "system:node-proxier": [
             rule(("list", "watch"), "", ("services", "endpoints")),
             rule(READ, "", "nodes"),
