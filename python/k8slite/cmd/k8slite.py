@@ -55,6 +55,12 @@ def _hollow_nodes(argv: list[str]) -> int:
     return hollow_main(argv)
 
 
+def _load_balancer(argv: list[str]) -> int:
+    from k8slite.loadbalancer import main as lb_main
+
+    return lb_main(argv)
+
+
 COMMANDS = {
     "version": (_version, "print the version"),
     "certs": (_certs, "create the cluster's certificates and kubeconfigs"),
@@ -63,6 +69,7 @@ COMMANDS = {
     "stop": (_stop, "stop the cluster of a data directory"),
     "logs": (_logs, "print (-f: follow) a component's log"),
     "kubeconfig": (_kubeconfig, "print the admin kubeconfig, or --merge it into ~/.kube/config"),
+    "load-balancer": (_load_balancer, "a local TCP load balancer in front of API servers"),
     "hollow-nodes": (_hollow_nodes, "run simulated kubelets for scale tests"),
 }
 
