@@ -74,9 +74,7 @@ class LoadBalancer:
     def order(self) -> list[Backend]:
         """The servers to try, in turn: the healthy ones first, in their given order (one
         preferred server keeps watch caches warm), then the rest, as a last resort."""
-        return [b for b in self.backends if b.healthy] + [
-            b for b in self.backends if not b.healthy
-        ]
+        return [b for b in self.backends if b.healthy] + [b for b in self.backends if not b.healthy]
 
     async def serve(
         self, host: str = "127.0.0.1", port: int = 0, *, task_status: trio.TaskStatus[int]
