@@ -1,0 +1,170 @@
+"""`k8slite up --ha`: three real etcd members, three API servers behind the local load
+balancer, two controller managers and two schedulers, on one machine (fake runtime, no
+proxy, to keep it light). One cluster for the module: each test kills one process (kill -9)
+and checks that the cluster keeps working with nothing acknowledged lost; the supervisor
+restarts what was killed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.cluster import Cluster, start_up, stop_up, up_command
+from tests.etcd_server import need_etcd
+from tests.integration.test_up import k8slite, running
+from tests.polling import wait_for
+
+CONTROL_PLANE = [
+    "etcd-1",
+    "etcd-2",
+    "etcd-3",
+    "apiserver-1",
+    "apiserver-2",
+    "apiserver-3",
+    "load-balancer",
+    "controller-manager",
+    "controller-manager-2",
+    "scheduler",
+    "scheduler-2",
+]
+CONFIGMAPS = "/api/v1/namespaces/default/configmaps"
+
+
+@pytest.fixture(scope="module")
+def ha(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    need_etcd()
+    tmp = tmp_path_factory.mktemp("ha")
+    cluster = start_up(up_command(tmp, "--ha", "--no-proxy", "--runtime", "fake"), tmp)
+    try:
+        yield cluster
+    finally:
+        assert stop_up(cluster) == 0
+
+
+def pid_of(cluster: Cluster, name: str) -> int:
+    assert cluster.data_dir is not None
+    info = json.loads((cluster.data_dir / "cluster.json").read_text())
+    return int(info["components"][name]["pid"])
+
+
+def kill9(cluster: Cluster, name: str) -> int:
+    pid = pid_of(cluster, name)
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not running(pid), timeout=10, what=f"{name} (pid {pid}) to die")
+    return pid
+
+
+def ready_replicas(cluster: Cluster, name: str) -> int:
+    out = cluster.kubectl("get", "deployment", name, "-o", "jsonpath={.status.readyReplicas}")
+    return int(out.stdout or 0)
+
+
+def test_status_lists_every_process(ha: Cluster) -> None:
+    assert ha.data_dir is not None
+    done = k8slite("status", "--data-dir", str(ha.data_dir))
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {line.split()[0]: line.split() for line in done.stdout.splitlines()[5:] if line}
+    for name in CONTROL_PLANE:
+        assert name in rows, done.stdout
+    # Every API server is in the kubernetes Service's endpoints, behind the one address.
+    subsets = json.loads(ha.kubectl("get", "endpoints", "kubernetes", "-o", "json").stdout)[
+        "subsets"
+    ]
+    assert {p["port"] for s in subsets for p in s["ports"]} == {
+        ha.info["ports"][name] for name in ("apiserver-1", "apiserver-2", "apiserver-3")
+    }, subsets
+
+
+def test_deployment_scales_up_after_kill9_of_the_apiserver_in_use(ha: Cluster) -> None:
+    name = f"web-{uuid.uuid4().hex[:6]}"
+    ha.kubectl("create", "deployment", name, "--image=busybox:1.35", "--replicas=2")
+    wait_for(lambda: ready_replicas(ha, name) == 2, timeout=60, what="2 ready replicas")
+
+    # The balancer sends every new connection to the first healthy server: apiserver-1
+    # serves kubectl and every component.
+    kill9(ha, "apiserver-1")
+    killed = time.monotonic()
+    with ha.api() as api:
+
+        def write() -> bool:
+            body = {"metadata": {"name": f"after-kill-{uuid.uuid4().hex[:6]}"}}
+            return api.post(CONFIGMAPS, json=body).status_code == 201
+
+        wait_for(write, timeout=30, interval=0.05, what="a write through the balancer")
+    print(f"first write through the balancer {time.monotonic() - killed:.2f}s after kill -9")
+
+    # kubectl through the balancer, and the controller manager, scheduler and kubelet
+    # (reconnecting through it) carry a scale-up to the end.
+    ha.kubectl("scale", "deployment", name, "--replicas=4")
+    wait_for(lambda: ready_replicas(ha, name) == 4, timeout=60, what="4 ready replicas")
+    ha.kubectl("delete", "deployment", name)
+
+
+class Writer:
+    """Creates ConfigMaps through the balancer as fast as it can, in a thread; remembers
+    every one acknowledged (201) and counts failures (not acknowledged, so may or may not
+    be stored)."""
+
+    def __init__(self, cluster: Cluster, run: str) -> None:
+        self.run = run
+        self.acked: list[str] = []
+        self.failed = 0
+        self._stop = threading.Event()
+        self._api = cluster.api()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        i = 0
+        while not self._stop.is_set():
+            name = f"{self.run}-{i}"
+            i += 1
+            body: dict[str, Any] = {"metadata": {"name": name, "labels": {"run": self.run}}}
+            try:
+                r = self._api.post(CONFIGMAPS, json=body)
+            except httpx.HTTPError:
+                self.failed += 1
+                continue
+            if r.status_code == 201:
+                self.acked.append(name)
+            else:
+                self.failed += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(60)
+        self._api.close()
+
+
+def test_kill9_of_an_etcd_member_loses_no_acknowledged_write(ha: Cluster) -> None:
+    run = f"w{uuid.uuid4().hex[:6]}"
+    writer = Writer(ha, run)
+    try:
+        wait_for(lambda: len(writer.acked) >= 20, timeout=60, what="20 writes before the kill")
+        kill9(ha, "etcd-1")
+        at_kill = len(writer.acked)
+        # Writes continue on the two members left (the supervisor restarts the third).
+        wait_for(
+            lambda: len(writer.acked) >= at_kill + 50,
+            timeout=60,
+            what="50 writes after the kill",
+        )
+    finally:
+        writer.stop()
+    with ha.api() as api:
+        items = api.get(CONFIGMAPS, params={"labelSelector": f"run={run}"}).json()["items"]
+    stored = [i["metadata"]["name"] for i in items]
+    lost = set(writer.acked) - set(stored)
+    print(f"acknowledged {len(writer.acked)}, failed {writer.failed}, stored {len(stored)}")
+    assert not lost, f"{len(lost)} acknowledged writes lost: {sorted(lost)[:10]}"
+    assert len(stored) == len(set(stored))
