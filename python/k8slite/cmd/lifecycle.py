@@ -192,7 +192,8 @@ def logs_main(argv: list[str]) -> int:
     p.add_argument(
         "component",
         help="apiserver, controller-manager, scheduler, kubelet, proxy, dns, "
-        "hollow-nodes, or up (the supervisor's own log, with --detach)",
+        "hollow-nodes, or up (the supervisor's own log, with --detach); with --ha also "
+        "etcd-1..3, apiserver-1..3, load-balancer, controller-manager-2, scheduler-2",
     )
     p.add_argument("-f", "--follow", action="store_true", help="keep printing what is written")
     p.add_argument("--tail", type=int, default=-1, help="only the last N lines (default all)")
