@@ -108,7 +108,7 @@ def test_status_lists_every_process(ha: Cluster) -> None:
 def test_deployment_scales_up_after_kill9_of_the_apiserver_in_use(ha: Cluster) -> None:
     name = f"web-{uuid.uuid4().hex[:6]}"
     ha.kubectl("create", "deployment", name, "--image=busybox:1.35", "--replicas=2")
-    wait_for(lambda: ready_replicas(ha, name) == 2, timeout=60, what="2 ready replicas")
+    wait_for(lambda: ready_replicas(ha, name) == 2, timeout=120, what="2 ready replicas")
 
     # The balancer sends every new connection to the first healthy server: apiserver-1
     # serves kubectl and every component.
@@ -126,7 +126,7 @@ def test_deployment_scales_up_after_kill9_of_the_apiserver_in_use(ha: Cluster) -
     # kubectl through the balancer, and the controller manager, scheduler and kubelet
     # (reconnecting through it) carry a scale-up to the end.
     ha.kubectl("scale", "deployment", name, "--replicas=4")
-    wait_for(lambda: ready_replicas(ha, name) == 4, timeout=60, what="4 ready replicas")
+    wait_for(lambda: ready_replicas(ha, name) == 4, timeout=120, what="4 ready replicas")
     ha.kubectl("delete", "deployment", name)
 
 
@@ -138,7 +138,7 @@ class Writer:
     def __init__(self, cluster: Cluster, run: str) -> None:
         self.run = run
         self.acked: list[str] = []
-        self.failed = 0
+        self.failed: list[str] = []  # why each was not acknowledged
         self._stop = threading.Event()
         self._api = cluster.api()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -152,13 +152,13 @@ class Writer:
             body: dict[str, Any] = {"metadata": {"name": name, "labels": {"run": self.run}}}
             try:
                 r = self._api.post(CONFIGMAPS, json=body)
-            except httpx.HTTPError:
-                self.failed += 1
+            except httpx.HTTPError as e:
+                self.failed.append(type(e).__name__)
                 continue
             if r.status_code == 201:
                 self.acked.append(name)
             else:
-                self.failed += 1
+                self.failed.append(str(r.status_code))
 
     def stop(self) -> None:
         self._stop.set()

@@ -939,6 +939,11 @@ def welcome(info: ClusterInfo, data_dir: Path) -> list[str]:
         f"Data in {abs_dir}, logs in {abs_dir / 'logs'}.",
         f"Prometheus scrape config: {abs_dir / 'prometheus.yml'}.",
     ]
+    if "apiserver-1" in info.ports:
+        lines.append(
+            "High availability: three etcd members and three API servers behind a local "
+            "load balancer at that address; two controller managers and two schedulers."
+        )
     if info.runtime == "process":
         lines.append("Pods run as host processes, sharing its ports: see the WARNING above.")
     dns_at = f"k8slite-dns on {info.dns_address} port {info.ports['dns']}"
