@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -275,3 +276,22 @@ def test_watchers_on_other_apiservers_see_every_write_once_across_a_kill(ha: Clu
     finally:
         for w in watchers:
             w.stop()
+
+
+def test_up_ha_again_finds_its_etcd_data(tmp_path: Path) -> None:
+    """A second `k8slite up --ha` on the same directory restarts the members from their
+    data (same ports, kept in DIR/etcd/ports.json) and finds what the first stored."""
+    need_etcd()
+    argv = up_command(tmp_path, "--ha", "--no-proxy", "--runtime", "fake")
+    first = start_up(argv, tmp_path)
+    try:
+        first.kubectl("create", "configmap", "kept", "--from-literal=k=v")
+    finally:
+        assert stop_up(first) == 0
+    ports = json.loads((tmp_path / "etcd" / "ports.json").read_text())
+    second = start_up(argv, tmp_path)
+    try:
+        assert second.kubectl("get", "configmap", "kept", "-o", "jsonpath={.data.k}").stdout == "v"
+        assert all(second.info["ports"][name] == port for name, port in ports.items())
+    finally:
+        assert stop_up(second) == 0

@@ -348,6 +348,10 @@ def check_ports_free(ports: dict[str, int]) -> None:
     busy = []
     for name, port in ports.items():
         with socket.socket() as s:
+            # As the components bind (etcd, hypercorn and Trio set SO_REUSEADDR): a port
+            # that a killed process's connections hold in TIME_WAIT is free to them; only a
+            # listener makes it busy.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind(("127.0.0.1", port))
             except OSError as e:
