@@ -171,3 +171,26 @@ def _replace_flag(argv: list[str], flag: str, value: str) -> list[str]:
     i = out.index(flag)
     out[i + 1] = value
     return out
+
+
+def control_plane(
+    apiserver: Component,
+    rest: list[Component],
+    data_dir: Path,
+    ports: dict[str, int],
+    monitoring: str,
+) -> tuple[list[Component], list[Component]]:
+    """What serves the API under --ha, in start order (etcd members, API servers, the
+    balancer) instead of the one API server; and the rest with a second controller manager
+    and scheduler after the first ones."""
+    control = [
+        *etcd_members(data_dir, ports),
+        *apiservers(apiserver, data_dir, ports),
+        load_balancer(data_dir, ports, monitoring),
+    ]
+    more = []
+    for c in rest:
+        more.append(c)
+        if c.name in ("controller-manager", "scheduler"):
+            more.append(second(c, ports[f"{c.name}-2"], data_dir))
+    return control, more

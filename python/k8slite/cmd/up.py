@@ -872,7 +872,9 @@ async def _up(opts: UpOptions, data_dir: Path, runtime: str, why: str) -> None:
     # servers and the balancer in front of them, and second controller manager and scheduler.
     control = [apiserver]
     if opts.ha:
-        control, rest = ha_control_plane(apiserver, rest, data_dir, ports)
+        from k8slite.cmd import ha
+
+        control, rest = ha.control_plane(apiserver, rest, data_dir, ports, MONITORING_IDENTITY)
     try:
         async with trio.open_nursery() as nursery:
             for c in control:
@@ -1016,26 +1018,6 @@ def _stop_groups(control: list[Component]) -> list[list[Component]]:
     for c in control:
         groups[0 if c.name == "load-balancer" else 2 if c.name.startswith("etcd") else 1].append(c)
     return [g for g in groups if g]
-
-
-def ha_control_plane(
-    apiserver: Component, rest: list[Component], data_dir: Path, ports: dict[str, int]
-) -> tuple[list[Component], list[Component]]:
-    """--ha: etcd members, API servers and the balancer instead of the one API server, and
-    a second controller manager and scheduler after the first."""
-    from k8slite.cmd import ha
-
-    control = [
-        *ha.etcd_members(data_dir, ports),
-        *ha.apiservers(apiserver, data_dir, ports),
-        ha.load_balancer(data_dir, ports, MONITORING_IDENTITY),
-    ]
-    more = []
-    for c in rest:
-        more.append(c)
-        if c.name in ("controller-manager", "scheduler"):
-            more.append(ha.second(c, ports[f"{c.name}-2"], data_dir))
-    return control, more
 
 
 def _storage_flags(opts: UpOptions) -> list[str]:
