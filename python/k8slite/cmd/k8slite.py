@@ -73,6 +73,12 @@ def _dashboard(argv: list[str]) -> int:
     return dashboard_main(argv)
 
 
+def _load_balancer(argv: list[str]) -> int:
+    from k8slite.loadbalancer import main as lb_main
+
+    return lb_main(argv)
+
+
 COMMANDS = {
     "version": (_version, "print the version"),
     "certs": (_certs, "create the cluster's certificates and kubeconfigs"),
@@ -82,6 +88,7 @@ COMMANDS = {
     "logs": (_logs, "print (-f: follow) a component's log"),
     "kubeconfig": (_kubeconfig, "print the admin kubeconfig, or --merge it into ~/.kube/config"),
     "token": (_token, "create, list or delete bootstrap tokens (nodes join with them)"),
+    "load-balancer": (_load_balancer, "a local TCP load balancer in front of API servers"),
     "hollow-nodes": (_hollow_nodes, "run simulated kubelets for scale tests"),
     "storage": (_storage, "migrate a stopped cluster's objects between RocksDB and etcd"),
     "dashboard": (_dashboard, "serve a live web dashboard of the cluster on 127.0.0.1"),

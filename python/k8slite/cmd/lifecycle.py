@@ -30,6 +30,30 @@ COMPONENT_PORTS = {
     "metrics-server": ("metrics-server",),
     "hollow-nodes": (),
 }
+# --ha's control plane, by name prefix: etcd members, API servers, the balancer (each
+# serves on the port under its own name); controller-manager-2 and scheduler-2 sort after
+# the first ones.
+HA_ORDER = ("etcd-", "apiserver-", "load-balancer")
+
+
+def component_order(name: str) -> tuple[int, str]:
+    """Where a component sorts in `k8slite status`: the control plane first."""
+    for i, prefix in enumerate(HA_ORDER):
+        if name.startswith(prefix):
+            return (i, name)
+    order = list(COMPONENT_PORTS)
+    base = name.removesuffix("-2")
+    return (len(HA_ORDER) + (order.index(base) if base in order else len(order)), name)
+
+
+def component_ports(name: str, ports: dict[str, int]) -> list[int]:
+    if name == "load-balancer":
+        keys: tuple[str, ...] = ("apiserver",)
+    elif name in COMPONENT_PORTS:
+        keys = COMPONENT_PORTS[name]
+    else:
+        keys = (name, f"{name}-peer")
+    return [ports[k] for k in keys if k in ports]
 
 
 def _parser(prog: str, description: str) -> argparse.ArgumentParser:
@@ -110,13 +134,14 @@ def status_main(argv: list[str]) -> int:
         healthy &= readiness == "Ready"
         print()
         rows = [("COMPONENT", "PID", "PORTS", "HEALTH", "RESTARTS", "AGE")]
-        order = list(COMPONENT_PORTS)
-        for name, rec in sorted(info.components.items(), key=lambda c: order.index(c[0])):
-            ports = ",".join(str(info.ports[k]) for k in COMPONENT_PORTS.get(name, ()))
+        for name, rec in sorted(info.components.items(), key=lambda c: component_order(c[0])):
+            ports = ",".join(str(p) for p in component_ports(name, info.ports))
             if not rec.alive():
                 health = "not running"
-            elif name == "apiserver":
+            elif name in ("apiserver", "load-balancer"):
                 health = _health(admin, f"{info.server}/healthz")
+            elif name.startswith("apiserver-"):
+                health = _health(admin, f"https://127.0.0.1:{info.ports[name]}/healthz")
             elif name in urls:
                 health = _health(plain, urls[name])
             else:
@@ -167,7 +192,8 @@ def logs_main(argv: list[str]) -> int:
     p.add_argument(
         "component",
         help="apiserver, controller-manager, scheduler, kubelet, proxy, dns, "
-        "hollow-nodes, or up (the supervisor's own log, with --detach)",
+        "hollow-nodes, or up (the supervisor's own log, with --detach); with --ha also "
+        "etcd-1..3, apiserver-1..3, load-balancer, controller-manager-2, scheduler-2",
     )
     p.add_argument("-f", "--follow", action="store_true", help="keep printing what is written")
     p.add_argument("--tail", type=int, default=-1, help="only the last N lines (default all)")

@@ -211,9 +211,10 @@ async def wait_node_ready(url: str, pki_dir: Path, node: str, timeout: float = 1
 def health_urls(ports: dict[str, int], proxy: bool, dns_address: str = "") -> dict[str, str]:
     """Each component's /healthz (the controller manager, the scheduler and k8slite-dns serve
     HTTPS with a certificate of their own; the proxy plain HTTP, as upstream)."""
-    urls = {
+    urls: dict[str, str] = {
         name: f"https://127.0.0.1:{ports[name]}/healthz"
-        for name in ("controller-manager", "scheduler")
+        for name in ("controller-manager", "scheduler", "controller-manager-2", "scheduler-2")
+        if name in ports
     }
     urls["kubelet"] = f"http://127.0.0.1:{ports['kubelet-healthz']}/healthz"
     if "metrics-server" in ports:
@@ -349,6 +350,10 @@ def check_ports_free(ports: dict[str, int]) -> None:
     busy = []
     for name, port in ports.items():
         with socket.socket() as s:
+            # As the components bind (etcd, hypercorn and Trio set SO_REUSEADDR): a port
+            # that a killed process's connections hold in TIME_WAIT is free to them; only a
+            # listener makes it busy.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind(("127.0.0.1", port))
             except OSError as e:
@@ -503,6 +508,8 @@ class UpOptions:
     # Serve `k8slite dashboard` beside the cluster (0: a free port).
     dashboard: bool = True
     dashboard_port: int = 8001
+    # A three-way control plane on this machine (see cmd/ha.py).
+    ha: bool = False
 
 
 def components(
@@ -788,11 +795,14 @@ def stop_left_behind(previous: ClusterInfo, data_dir: Path) -> None:
         previous.pid,
         ", ".join(f"{name} (pid {rec.pid})" for name, rec in left.items()),
     )
-    # As a supervisor stops them: the API server last.
-    for group in (
-        {n: r for n, r in left.items() if n != "apiserver"},
-        {n: r for n, r in left.items() if n == "apiserver"},
-    ):
+
+    # As a supervisor stops them: the API server(s) after the rest, etcd last.
+    def rank(name: str) -> int:
+        if name.startswith("etcd-"):
+            return 3
+        return 2 if name.startswith("apiserver") else 1 if name == "load-balancer" else 0
+
+    for group in ({n: r for n, r in left.items() if rank(n) == i} for i in range(4)):
         for name in runstate.terminate(group, STOP_GRACE):
             log.warning("%s did not stop within %.0fs; killed it", name, STOP_GRACE)
     log.info("stopped what the previous `k8slite up` left behind")
@@ -801,6 +811,10 @@ def stop_left_behind(previous: ClusterInfo, data_dir: Path) -> None:
 async def _up(opts: UpOptions, data_dir: Path, runtime: str, why: str) -> None:
     node = opts.node_name or default_node_name()
     ports = pick_ports(opts.port)
+    if opts.ha:
+        from k8slite.cmd import ha
+
+        ports.update(ha.pick_ports(data_dir, opts.port))
     check_ports_free(ports)
     url = f"https://127.0.0.1:{ports['apiserver']}"
     pki_dir = data_dir / "pki"
@@ -871,15 +885,26 @@ async def _up(opts: UpOptions, data_dir: Path, runtime: str, why: str) -> None:
         runstate.write(data_dir, info)
 
     apiserver, rest = components(opts, data_dir, node, runtime, ports, proxy, dns_address)
+    # What serves the API, in start order: the API server; with --ha etcd, three API
+    # servers and the balancer in front of them, and second controller manager and scheduler.
+    control = [apiserver]
+    if opts.ha:
+        from k8slite.cmd import ha
+
+        control, rest = ha.control_plane(apiserver, rest, data_dir, ports, MONITORING_IDENTITY)
     try:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(supervise, apiserver, record)
+            for c in control:
+                nursery.start_soon(supervise, c, record)
             try:
                 await wait_ready(url, pki_dir / "ca.pem")
             except trio.TooSlowError:
                 raise UpError(
                     f"the API server did not become ready at {url}; "
-                    f"its log {apiserver.log_path} ends with:\n{_tail(apiserver.log_path)}"
+                    + "; ".join(
+                        f"{c.name}'s log {c.log_path} ends with:\n{_tail(c.log_path)}"
+                        for c in control
+                    )
                 ) from None
             log.info("API server ready at %s", url)
             try:
@@ -919,7 +944,7 @@ async def _up(opts: UpOptions, data_dir: Path, runtime: str, why: str) -> None:
                 )
     finally:
         with trio.CancelScope(shield=True):
-            await shutdown(apiserver, rest, runtime, node, data_dir, opts.docker_network)
+            await shutdown(control, rest, runtime, node, data_dir, opts.docker_network)
             info.state, info.components = "stopped", {}
             runstate.write(data_dir, info)
 
@@ -940,6 +965,11 @@ def welcome(info: ClusterInfo, data_dir: Path) -> list[str]:
         f"Data in {abs_dir}, logs in {abs_dir / 'logs'}.",
         f"Prometheus scrape config: {abs_dir / 'prometheus.yml'}.",
     ]
+    if "apiserver-1" in info.ports:
+        lines.append(
+            "High availability: three etcd members and three API servers behind a local "
+            "load balancer at that address; two controller managers and two schedulers."
+        )
     if info.runtime == "process":
         lines.append("Pods run as host processes, sharing its ports: see the WARNING above.")
     dns_at = f"k8slite-dns on {info.dns_address} port {info.ports['dns']}"
@@ -968,22 +998,21 @@ def welcome(info: ClusterInfo, data_dir: Path) -> list[str]:
 
 
 async def shutdown(
-    apiserver: Component,
+    control: list[Component],
     rest: list[Component],
     runtime: str,
     node: str,
     data_dir: Path,
     network: str | None,
 ) -> None:
-    """Stop everything: the components first, the API server last, then the pods."""
-    running = [c for c in rest if c.proc is not None]
-    if running or apiserver.proc is not None:
-        log.info(
-            "stopping %s",
-            ", ".join(c.name for c in [*reversed(running), apiserver] if c.proc is not None),
-        )
+    """Stop everything: the components first, then what serves the API (the API server;
+    with --ha the balancer, the API servers, then etcd), then the pods."""
+    running = [c for c in [*reversed(rest), *reversed(control)] if c.proc is not None]
+    if running:
+        log.info("stopping %s", ", ".join(c.name for c in running))
     await stop(list(reversed(rest)))
-    await stop([apiserver])
+    for group in _stop_groups(control):
+        await stop(group)
     await stop_pods(runtime, node, data_dir, network)
     log.info("stopped")
 
@@ -1003,6 +1032,14 @@ async def _until_signal(opts: UpOptions) -> None:
                 log.info("%s received, stopping the cluster", signal.Signals(signum).name)
                 nursery.cancel_scope.cancel()
                 break
+
+
+def _stop_groups(control: list[Component]) -> list[list[Component]]:
+    """The control plane in the order to stop it: the balancer, the API servers, etcd."""
+    groups: list[list[Component]] = [[], [], []]
+    for c in control:
+        groups[0 if c.name == "load-balancer" else 2 if c.name.startswith("etcd") else 1].append(c)
+    return [g for g in groups if g]
 
 
 def _storage_flags(opts: UpOptions) -> list[str]:
@@ -1082,6 +1119,13 @@ def parse_args(argv: list[str] | None) -> UpOptions:
         action="store_false",
         help="do not run the proxy (it needs root: it routes the service range)",
     )
+    p.add_argument(
+        "--ha",
+        action="store_true",
+        help="a three-way control plane on this machine: three etcd members, three API "
+        "servers behind a local load balancer on --port, two controller managers and "
+        "two schedulers",
+    )
     etcd = p.add_argument_group("storage on an existing etcd cluster (default: RocksDB in DIR/db)")
     etcd.add_argument(
         "--etcd-servers",
@@ -1125,6 +1169,8 @@ def parse_args(argv: list[str] | None) -> UpOptions:
         a.etcd_servers
     ):
         p.error("the --etcd-* flags need --etcd-servers")
+    if a.ha and a.etcd_servers:
+        p.error("--ha runs its own etcd cluster: it does not go with --etcd-servers")
     if a.node_name and not valid_node_name(a.node_name):
         p.error(f"--node-name {a.node_name!r} is not a lowercase RFC 1123 subdomain")
     return UpOptions(
@@ -1143,6 +1189,7 @@ def parse_args(argv: list[str] | None) -> UpOptions:
         upstream_dns=a.upstream_dns,
         dashboard=a.dashboard,
         dashboard_port=a.dashboard_port,
+        ha=a.ha,
         etcd_servers=[u.strip() for u in a.etcd_servers.split(",") if u.strip()],
         etcd_tls_flags=[
             f"--{name.replace('_', '-')}={value}"
