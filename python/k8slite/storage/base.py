@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal, Protocol, Self
@@ -111,3 +112,27 @@ class Store(Protocol):
 
     def health(self) -> str | None:
         """None while the store can serve, else why not (the API server's etcd check)."""
+
+
+class BackgroundTasks:
+    """The `async with` exit the stores share: their __aenter__ leaves in self._stack what
+    leaving must undo (the nursery of their background tasks, the database or clients)."""
+
+    _stack: AsyncExitStack | None
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        stack, self._stack = self._stack, None
+        assert stack is not None, "__aexit__ without __aenter__"
+        try:
+            return await stack.__aexit__(exc_type, exc, tb)
+        except BaseExceptionGroup as group:
+            # The background tasks never raise, so a group holding just the block's own
+            # exception is the nursery's wrapping of it: let that propagate as raised.
+            if exc is not None and group.exceptions == (exc,):
+                return False
+            raise

@@ -37,7 +37,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal, Self
 
 import httpx
@@ -45,6 +44,7 @@ import trio
 
 from k8slite._native import dumps, loads
 from k8slite.storage.base import (
+    BackgroundTasks,
     Event,
     KeyExists,
     KeyNotFound,
@@ -137,7 +137,7 @@ def decode_value(value: bytes, rv: int) -> bytes:
     return body.replace(placeholder, str(rv).encode()) if placeholder else body
 
 
-class EtcdStore:
+class EtcdStore(BackgroundTasks):
     """A Store on etcd; use as `async with EtcdStore(["http://127.0.0.1:2379"]) as store:`.
 
     `endpoints` are tried in turn: a request that cannot connect moves on to the next one. A
@@ -217,21 +217,6 @@ class EtcdStore:
             stack.callback(nursery.cancel_scope.cancel)
             self._stack = stack.pop_all()
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        stack, self._stack = self._stack, None
-        assert stack is not None, "__aexit__ without __aenter__"
-        try:
-            return await stack.__aexit__(exc_type, exc, tb)
-        except BaseExceptionGroup as group:
-            if exc is not None and group.exceptions == (exc,):
-                return False
-            raise
 
     async def _close_clients(self) -> None:
         if self._down is None:

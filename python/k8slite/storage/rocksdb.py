@@ -8,7 +8,6 @@ from collections.abc import Iterable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal, Self
 
 import trio
@@ -25,6 +24,7 @@ from rocksdict import (
 )
 
 from k8slite.storage.base import (
+    BackgroundTasks,
     Event,
     KeyExists,
     KeyNotFound,
@@ -90,7 +90,7 @@ class _Commit:
     durable: bool = False
 
 
-class RocksStore:
+class RocksStore(BackgroundTasks):
     """A Store on RocksDB at `path`; use as `async with RocksStore(path) as store:`.
 
     Transactions are checked against an in-memory index (key -> revision, staged writes
@@ -130,23 +130,6 @@ class RocksStore:
             stack.callback(nursery.cancel_scope.cancel)
             self._stack = stack.pop_all()
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool | None:
-        stack, self._stack = self._stack, None
-        assert stack is not None, "__aexit__ without __aenter__"
-        try:
-            return await stack.__aexit__(exc_type, exc, tb)
-        except BaseExceptionGroup as group:
-            # The committer never raises, so a group holding just the block's own exception
-            # is the nursery's wrapping of it: let that exception propagate as raised.
-            if exc is not None and group.exceptions == (exc,):
-                return False
-            raise
 
     def _load(self) -> None:
         """Open the database and rebuild the index; blocking, so run in a thread."""
