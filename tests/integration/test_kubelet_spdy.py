@@ -31,10 +31,8 @@ from tests.integration.kubelet_harness import (
     KubeletProcess,
     Pods,
     docker_problem,
-    remove_docker_leftovers,
-    retire_node,
+    kubelet_of_its_own,
     unique_node,
-    wait_idle,
 )
 
 _PROBLEM = docker_problem()
@@ -56,19 +54,8 @@ def kubelet(
     apiserver: ServerHandle, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[KubeletProcess]:
     node = unique_node("kl-spdy")
-    network = f"k8slite-t-{node}"
-    proc = KubeletProcess(
-        apiserver, node, "docker", tmp_path_factory.mktemp(node), "--docker-network", network
-    )
-    try:
-        proc.start()
+    with kubelet_of_its_own(apiserver, node, "docker", tmp_path_factory.mktemp(node)) as proc:
         yield proc
-    finally:
-        if proc.proc is not None:
-            retire_node(apiserver, node)
-            wait_idle(proc)
-        proc.stop()
-        remove_docker_leftovers([node], network)
 
 
 @pytest.fixture
