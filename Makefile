@@ -25,7 +25,7 @@ up: install deps tools images
 
 test: install deps tools images
 	$(CARGO) test
-	$(BIN)/python -m pytest -q --durations=30 tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=30 tests
 
 # The unit tests alone: no Docker, system packages, images or kubectl; under a minute.
 unit: install

@@ -179,3 +179,52 @@ def module_apiserver() -> Iterator[ServerHandle]:
     yield server
     server.stop()
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+# Modules that share something with the whole host: the Docker engine's containers and its
+# `k8slite-pods` network, process-runtime pods (they listen on the host's own network),
+# `k8slite up` (the service route, the dashboard's default port), network namespaces,
+# nftables tables and Chromium. Under pytest-xdist (`make test` runs `-n 2 --dist loadgroup`)
+# they all run in one worker, one after another, as they did before the suite was split;
+# every other module (API servers, controllers, hollow and fake-runtime kubelets on ephemeral
+# ports and temporary directories) goes whole to whichever worker is free. A module may also declare the
+# group itself with `pytestmark = pytest.mark.xdist_group("host-network")`.
+HOST_MODULES = frozenset(
+    {
+        "test_controllers_job",
+        "test_ephemeral_containers",
+        "test_hack_scripts",
+        "test_job_docker",
+        "test_kopf_operator",
+        "test_kubelet_debug",
+        "test_kubelet_dns",
+        "test_kubelet_docker",
+        "test_kubelet_lifecycle",
+        "test_kubelet_spdy",
+        "test_kubelet_stats",
+        "test_kubelet_streaming",
+        "test_kubelet_tokens",
+        "test_kubelet_volumes_docker",
+        "test_logs_follow_restart",
+        "test_metrics_server",
+        "test_proxy",
+        "test_proxy_nftables_kernel",
+        "test_proxy_subresources",
+        "test_runtime_docker",
+        "test_services_e2e",
+        "test_storage_cluster",
+        "test_tools",
+        "test_up",
+    }
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Every other module is a group of its own, so that its module-scoped fixtures (an API
+    # server, a control plane with kubelets) start once, in one worker, not once per worker.
+    for item in items:
+        if item.get_closest_marker("xdist_group"):
+            continue
+        module = item.nodeid.split("::", 1)[0]
+        host = Path(module).stem in HOST_MODULES
+        item.add_marker(pytest.mark.xdist_group("host-network" if host else module))
