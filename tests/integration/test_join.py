@@ -29,6 +29,7 @@ from k8slite import bootstraptoken as bt
 from k8slite.cmd import runstate
 from k8slite.kubelet import clientcert
 from tests.conftest import ServerHandle, start_apiserver
+from tests.e2e.cluster import start_up, stop_up, up_command
 from tests.integration.controller_harness import ManagerHandle, start_controller_manager
 from tests.polling import wait_for
 
@@ -245,3 +246,44 @@ def test_wrong_ca_hash_is_refused(server: ServerHandle, admin: httpx.Client) -> 
     assert "none of the public keys" in done.stderr and "are pinned" in done.stderr
     assert bt.ca_cert_hash(server.ca.read_bytes()) in done.stderr
     assert not data.exists()
+
+
+def test_up_prints_a_join_command_that_works(tmp_path: Path) -> None:
+    """`k8slite up` makes a bootstrap token and prints the `k8slite join` command, as
+    `kubeadm init` prints `kubeadm join ...`; run as printed (with a node name and data
+    directory of its own, on this host), it adds a node that turns Ready."""
+    data = tmp_path / "cp"
+    cluster = start_up(up_command(data, "--runtime", "fake", "--no-proxy", "--no-dashboard"), data)
+    node_data = tmp_path / "node"
+    try:
+        line = wait_for(
+            lambda: next((x for x in cluster.output if x.strip().startswith("k8slite join")), ""),
+            timeout=30,
+            what="the join command in up's output",
+        )
+        words = line.split()
+        port = cluster.info["ports"]["apiserver"]
+        assert words[2:4] == ["--server", f"https://127.0.0.1:{port}"], line
+        assert words[6] == "--discovery-token-ca-cert-hash", line
+        assert words[7] == bt.ca_cert_hash((data / "pki" / "ca.pem").read_bytes())
+        node = f"upjoin-{os.urandom(3).hex()}"
+        done = k8slite(
+            *words[1:],
+            "--node-name",
+            node,
+            "--data-dir",
+            str(node_data),
+            "--runtime",
+            "fake",
+            "--kubelet-port",
+            "0",
+            "--no-proxy",
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        nodes = cluster.kubectl("get", "nodes", "--no-headers").stdout
+        assert any(row.split()[:2] == [node, "Ready"] for row in nodes.splitlines()), nodes
+    finally:
+        info = runstate.read(node_data)
+        if info is not None and info.running():
+            k8slite("stop", "--data-dir", str(node_data))
+        stop_up(cluster)
