@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -95,7 +96,9 @@ def k8slite(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str
     )
 
 
-def join(server: ServerHandle, token: str, ca_hash: str, node: str, data: Path, *extra: str):  # type: ignore[no-untyped-def]
+def join(
+    server: ServerHandle, token: str, ca_hash: str, node: str, data: Path, *extra: str
+) -> subprocess.CompletedProcess[str]:
     return k8slite(
         "join",
         "--server",
@@ -123,13 +126,13 @@ def node_ready(admin: httpx.Client, node: str) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
 
-def issued_to(csr: dict[str, object]) -> str:
-    pem = base64.b64decode(str((csr.get("status") or {}).get("certificate", "")))  # type: ignore[union-attr]
+def issued_to(csr: dict[str, Any]) -> str:
+    pem = base64.b64decode(str((csr.get("status") or {}).get("certificate", "")))
     cert = x509.load_pem_x509_certificate(pem)
     return str(cert.subject.rfc4514_string())
 
 
-def csrs_of(admin: httpx.Client, username: str) -> list[dict[str, object]]:
+def csrs_of(admin: httpx.Client, username: str) -> list[dict[str, Any]]:
     items = admin.get(CSRS).json()["items"]
     return [c for c in items if c["spec"].get("username") == username]
 
@@ -153,7 +156,7 @@ def test_join_bootstraps_rotates_and_stops(server: ServerHandle, admin: httpx.Cl
         boots = csrs_of(admin, f"system:bootstrap:{token.token_id}")
         assert boots
         for boot in boots:
-            approved = [c for c in boot["status"]["conditions"] if c["type"] == "Approved"]  # type: ignore[index]
+            approved = [c for c in boot["status"]["conditions"] if c["type"] == "Approved"]
             assert approved and approved[0]["reason"] == "AutoApproved", boot
             assert issued_to(boot) == f"CN=system:node:{node},O=system:nodes"
         # What the node has: the CA, the kubeconfigs, one certificate file (0600).
@@ -179,7 +182,7 @@ def test_join_bootstraps_rotates_and_stops(server: ServerHandle, admin: httpx.Cl
         assert any(
             c["type"] == "Approved" and "self kubelet client" in c["message"]
             for r in renewals
-            for c in r["status"]["conditions"]  # type: ignore[index]
+            for c in r["status"]["conditions"]
         ), renewals
         # After the first certificate has expired the kubelet still renews its Lease:
         # its new connections present the rotated certificate.

@@ -26,8 +26,10 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 from urllib.parse import urlsplit
 
 import httpx
@@ -415,7 +417,8 @@ async def wait_node_ready(server: str, data_dir: Path, node: str, timeout: float
 
 
 @contextlib.contextmanager
-def _exclusive(data_dir: Path):  # type: ignore[no-untyped-def]
+def _exclusive(data_dir: Path) -> Iterator[IO[str]]:
+    """One supervisor per node data directory."""
     with (data_dir / "join.lock").open("a+") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
