@@ -24,10 +24,12 @@ from typing import Any
 
 import httpx
 import pytest
+import trio
 from cryptography import x509
 
 from k8slite import bootstraptoken as bt
 from k8slite.cmd import runstate
+from k8slite.cmd.up import create_join_command
 from k8slite.kubelet import clientcert
 from tests.conftest import ServerHandle, start_apiserver
 from tests.e2e.cluster import start_up, stop_up, up_command
@@ -285,6 +287,13 @@ def test_up_prints_a_join_command_that_works(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stdout + done.stderr
         nodes = cluster.kubectl("get", "nodes", "--no-headers").stdout
         assert any(row.split()[:2] == [node, "Ready"] for row in nodes.splitlines()), nodes
+        # What a restart of `k8slite up` does: the previous command again while its token
+        # lasts (none piles up), a new token for another server.
+        url = f"https://127.0.0.1:{port}"
+        same = trio.run(create_join_command, url, data / "pki", words[3], line.strip())
+        assert same == line.strip()
+        other = trio.run(create_join_command, url, data / "pki", "https://10.0.0.1:6443", line)
+        assert other.split()[3] == "https://10.0.0.1:6443" and other.split()[5] != words[5]
     finally:
         info = runstate.read(node_data)
         if info is not None and info.running():
