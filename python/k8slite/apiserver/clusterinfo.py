@@ -6,8 +6,9 @@ get it (Role and RoleBinding kubeadm:bootstrap-signer-clusterinfo). A joining no
 without credentials, because it does not trust the server yet and must not send its
 token to it, then checks the bootstrap signer's jws-kubeconfig-<token id> signature with
 its token and the CA with --discovery-token-ca-cert-hash. The API server does the same at
-start when bootstrap-token auth is on; an administrator's later changes to the RBAC
-objects are kept, the kubeconfig follows the advertised address and CA.
+start when bootstrap-token auth is on, with kubeadm's TLS bootstrap bindings (JOIN_BINDINGS:
+joining nodes get client certificates, nodes renew them); an administrator's later changes
+to the RBAC objects are kept, the kubeconfig follows the advertised address and CA.
 """
 
 from __future__ import annotations
@@ -73,7 +74,39 @@ def _rbac_objects() -> list[tuple[str, Obj]]:
         "roleRef": {"apiGroup": RBAC, "kind": "Role", "name": ROLE},
         "subjects": [{"apiGroup": RBAC, "kind": "User", "name": "system:anonymous"}],
     }
-    return [("roles", role), ("rolebindings", binding)]
+    return [("roles", role), ("rolebindings", binding), *_join_bindings()]
+
+
+# kubeadm's TLS bootstrap bindings (its "bootstrap-token" phase), and one of k8slite's.
+_CSRS = "system:certificates.k8s.io:certificatesigningrequests"
+JOIN_BINDINGS = (
+    # Joining nodes' tokens may create CSRs...
+    ("kubeadm:kubelet-bootstrap", "system:node-bootstrapper", bt.DEFAULT_NODE_GROUP),
+    # ...and have a node client certificate auto-approved (csrapproving's nodeclient check).
+    ("kubeadm:node-autoapprove-bootstrap", f"{_CSRS}:nodeclient", bt.DEFAULT_NODE_GROUP),
+    # Nodes renew their own client certificates (selfnodeclient).
+    ("kubeadm:node-autoapprove-certificate-rotation", f"{_CSRS}:selfnodeclient", "system:nodes"),
+    # k8slite: a joined node's proxy runs as the node (it has no credentials of its own;
+    # upstream's runs as the kube-proxy ServiceAccount in a pod on every node, so every
+    # node holds these rights there too): services, endpoint slices, nodes, read-only.
+    ("k8slite:node-proxier", "system:node-proxier", "system:nodes"),
+)
+
+
+def _join_bindings() -> list[tuple[str, Obj]]:
+    return [
+        (
+            "clusterrolebindings",
+            {
+                "apiVersion": f"{RBAC}/v1",
+                "kind": "ClusterRoleBinding",
+                "metadata": {"name": name},
+                "roleRef": {"apiGroup": RBAC, "kind": "ClusterRole", "name": role},
+                "subjects": [{"apiGroup": RBAC, "kind": "Group", "name": group}],
+            },
+        )
+        for name, role, group in JOIN_BINDINGS
+    ]
 
 
 async def _create_if_absent(core: ApiCore, group: str, plural: str, obj: Obj) -> None:

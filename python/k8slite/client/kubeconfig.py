@@ -60,6 +60,11 @@ class ClientConfig:
     ca_data: bytes | None = None
     # A file holding the bearer token, re-read now and then as it is rotated (in-cluster).
     token_file: Path | None = None
+    # The client certificate and key files a kubeconfig names (not embedded data): loaded
+    # again into ssl_context when they change, as client-go's cert rotation does, so a
+    # kubelet's rotated certificate (kubelet-client-current.pem) is used for new connections.
+    client_cert_file: Path | None = None
+    client_key_file: Path | None = None
 
 
 class KubeconfigError(ValueError):
@@ -139,6 +144,45 @@ class FileTokenAuth(httpx.Auth):
         yield request
 
 
+# How often a client certificate file is checked for a change (a stat, no more).
+CERT_FILE_PERIOD = 1.0
+
+
+class ClientCertReloader:
+    """Loads a client certificate and key again into an SSL context once their files
+    change (a new inode or mtime: a symlink swapped, a file replaced). Connections made
+    after that present the new certificate; open ones keep their handshake's."""
+
+    def __init__(self, ctx: ssl.SSLContext, cert: Path, key: Path) -> None:
+        self.ctx, self.cert, self.key = ctx, cert, key
+        self.seen = self._signature()
+        self.checked_at = time.monotonic()
+
+    def _signature(self) -> tuple[int, int, int, int] | None:
+        try:
+            c, k = self.cert.stat(), self.key.stat()
+        except OSError:
+            return None
+        return (c.st_ino, c.st_mtime_ns, k.st_ino, k.st_mtime_ns)
+
+    def check(self) -> bool:
+        """Reload if the files changed since the last look; whether it did."""
+        now = time.monotonic()
+        if now - self.checked_at < CERT_FILE_PERIOD:
+            return False
+        self.checked_at = now
+        signature = self._signature()
+        if signature is None or signature == self.seen:
+            return False
+        try:
+            self.ctx.load_cert_chain(self.cert, self.key)
+        except (OSError, ssl.SSLError):
+            # Half written, or a key that does not match yet: keep the last, look again.
+            return False
+        self.seen = signature
+        return True
+
+
 def default_kubeconfig_path() -> Path:
     """$KUBECONFIG's first existing entry, else ~/.kube/config (kubectl's lookup order)."""
     for entry in os.environ.get("KUBECONFIG", "").split(os.pathsep):
@@ -169,12 +213,20 @@ def load_kubeconfig(
     ssl_context = None
     if str(server).startswith("https://"):
         ssl_context = _ssl_context(cluster, user, base)
+    cert_file = key_file = None
+    by_file = user.get("client-certificate") and user.get("client-key")
+    embedded = user.get("client-certificate-data") or user.get("client-key-data")
+    if ssl_context is not None and by_file and not embedded:
+        cert_file = _resolve(base, user["client-certificate"])
+        key_file = _resolve(base, user["client-key"])
     return ClientConfig(
         server=str(server).rstrip("/"),
         ssl_context=ssl_context,
         token=_token(user, base),
         namespace=ctx.get("namespace") or "default",
         ca_data=_pem(cluster, "certificate-authority-data", "certificate-authority", base),
+        client_cert_file=cert_file,
+        client_key_file=key_file,
     )
 
 

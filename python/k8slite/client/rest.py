@@ -14,7 +14,7 @@ import trio
 from k8slite.client import _json
 from k8slite.client.backoff import Backoff
 from k8slite.client.errors import ApiConnectionError, ApiError, error_for, status_for
-from k8slite.client.kubeconfig import ClientConfig, FileTokenAuth
+from k8slite.client.kubeconfig import ClientCertReloader, ClientConfig, FileTokenAuth
 from k8slite.client.ratelimit import TokenBucket
 from k8slite.client.resource import Resource
 from k8slite.component.objects import meta
@@ -126,23 +126,44 @@ class ApiClient:
             auth = FileTokenAuth(config.token_file, config.token)
         elif config.token:
             headers["Authorization"] = f"Bearer {config.token}"
-        self._http = httpx.AsyncClient(
-            auth=auth,
+        self._auth, self._headers = auth, headers
+        self._http = self._new_http()
+        self._bucket = TokenBucket(config.qps, config.burst) if config.qps > 0 else None
+        self._cert_reloader = (
+            ClientCertReloader(config.ssl_context, config.client_cert_file, config.client_key_file)
+            if config.ssl_context is not None
+            and config.client_cert_file is not None
+            and config.client_key_file is not None
+            else None
+        )
+        # Streams (watches, followed logs) hold their connection for long: not counted.
+        self._in_flight = (
+            None if config.http2 else trio.CapacityLimiter(max(1, config.max_in_flight))
+        )
+
+    def _new_http(self) -> httpx.AsyncClient:
+        config = self.config
+        return httpx.AsyncClient(
+            auth=self._auth,
             base_url=config.server,
             verify=config.ssl_context if config.ssl_context is not None else True,
             http2=config.http2,
-            headers=headers,
+            headers=self._headers,
             timeout=httpx.Timeout(config.timeout),
             # Every informer holds a watch open; keep-alive spares a TLS handshake per call.
             limits=httpx.Limits(
                 max_connections=None, max_keepalive_connections=64, keepalive_expiry=60.0
             ),
         )
-        self._bucket = TokenBucket(config.qps, config.burst) if config.qps > 0 else None
-        # Streams (watches, followed logs) hold their connection for long: not counted.
-        self._in_flight = (
-            None if config.http2 else trio.CapacityLimiter(max(1, config.max_in_flight))
-        )
+
+    async def _use_new_certificate(self) -> None:
+        """The client certificate's files changed (a kubelet rotated it): new connections,
+        and the old ones closed, as client-go closes them on rotation, since the server
+        refuses a certificate that has expired even on a connection made before."""
+        old, self._http = self._http, self._new_http()
+        log.info("client certificate %s changed: reconnecting", self.config.client_cert_file)
+        with trio.move_on_after(_CLOSE_TIMEOUT, shield=True):
+            await old.aclose()
 
     async def __aenter__(self) -> Self:
         return self
@@ -177,6 +198,8 @@ class ApiClient:
         while True:
             if self._bucket is not None:
                 await self._bucket.wait()
+            if self._cert_reloader is not None and self._cert_reloader.check():
+                await self._use_new_certificate()
             request = self._http.build_request(
                 method,
                 path,

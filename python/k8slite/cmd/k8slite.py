@@ -25,6 +25,12 @@ def _up(argv: list[str]) -> int:
     return up_main(argv)
 
 
+def _join(argv: list[str]) -> int:
+    from k8slite.cmd.join import main as join_main
+
+    return join_main(argv)
+
+
 def _status(argv: list[str]) -> int:
     from k8slite.cmd.lifecycle import status_main
 
@@ -83,8 +89,9 @@ COMMANDS = {
     "version": (_version, "print the version"),
     "certs": (_certs, "create the cluster's certificates and kubeconfigs"),
     "up": (_up, "run a cluster on embedded defaults (--detach: in the background)"),
+    "join": (_join, "join this host to a cluster as a node (bootstrap token, TLS bootstrap)"),
     "status": (_status, "the cluster's components, their health, node readiness"),
-    "stop": (_stop, "stop the cluster of a data directory"),
+    "stop": (_stop, "stop the cluster (or joined node) of a data directory"),
     "logs": (_logs, "print (-f: follow) a component's log"),
     "kubeconfig": (_kubeconfig, "print the admin kubeconfig, or --merge it into ~/.kube/config"),
     "token": (_token, "create, list or delete bootstrap tokens (nodes join with them)"),

@@ -14,6 +14,7 @@ from k8slite.client import ApiClient, load_kubeconfig
 from k8slite.cmd.common import run_until_signal
 from k8slite.component.flags import add_component_flags, duration
 from k8slite.component.logging import setup_logging
+from k8slite.kubelet import clientcert
 from k8slite.kubelet.config import (
     KubeletConfig,
     parse_key_values,
@@ -23,6 +24,9 @@ from k8slite.kubelet.config import (
 from k8slite.kubelet.dns import default_resolv_conf
 from k8slite.kubelet.kubelet import Kubelet
 from k8slite.kubelet.runtime import RUNTIMES, make_runtime
+
+# How long a client certificate request may wait for approval and issuance.
+BOOTSTRAP_TIMEOUT = 300.0
 
 
 def _port(text: str) -> int | None:
@@ -41,6 +45,24 @@ def parser() -> argparse.ArgumentParser:
         "(development); fake: nothing runs (hollow nodes)",
     )
     p.add_argument("--kubeconfig", type=Path, help="default: PKI_DIR/node-<node-name>.kubeconfig")
+    p.add_argument(
+        "--bootstrap-kubeconfig",
+        type=Path,
+        help="TLS bootstrap: when --kubeconfig does not exist (or its certificate has "
+        "expired), get a client certificate with a CSR made with these (bootstrap token) "
+        "credentials and write --kubeconfig",
+    )
+    p.add_argument(
+        "--rotate-certificates",
+        action="store_true",
+        help="renew the client certificate (CERT_DIR/kubelet-client-current.pem) with a "
+        "CSR at 70-90%% of its lifetime",
+    )
+    p.add_argument(
+        "--cert-dir",
+        type=Path,
+        help="where the bootstrapped and rotated client certificate live (default PKI_DIR)",
+    )
     p.add_argument(
         "--pki-dir",
         type=Path,
@@ -204,8 +226,17 @@ def parse_args(argv: list[str] | None) -> tuple[KubeletConfig, argparse.Namespac
     return config, a
 
 
-async def _run(config: KubeletConfig) -> None:
+async def _run(config: KubeletConfig, args: argparse.Namespace) -> None:
     assert config.kubeconfig is not None
+    cert_dir = args.cert_dir or args.pki_dir
+    if args.bootstrap_kubeconfig is not None and not clientcert.usable(cert_dir, config.kubeconfig):
+        await clientcert.bootstrap(
+            load_kubeconfig(args.bootstrap_kubeconfig),
+            config.kubeconfig,
+            cert_dir,
+            config.node_name,
+            BOOTSTRAP_TIMEOUT,
+        )
     runtime = make_runtime(
         config.runtime,
         node_name=config.node_name,
@@ -221,6 +252,10 @@ async def _run(config: KubeletConfig) -> None:
         )
         async with ApiClient(client_config) as client, trio.open_nursery() as nursery:
             serving = await nursery.start(Kubelet(config, client, runtime).run)
+            if args.rotate_certificates:
+                nursery.start_soon(
+                    clientcert.rotate_forever, client, cert_dir, config.node_name, BOOTSTRAP_TIMEOUT
+                )
             where = []
             if serving.port is not None:
                 where.append(f"API listening on https://{config.address}:{serving.port}")
@@ -252,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
                     file=sys.stderr,
                 )
                 return 2
-    return run_until_signal(_run, config)
+    return run_until_signal(_run, config, args)
 
 
 if __name__ == "__main__":

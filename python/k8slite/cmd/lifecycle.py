@@ -67,10 +67,14 @@ def _parser(prog: str, description: str) -> argparse.ArgumentParser:
     return p
 
 
-def _admin_client(data_dir: Path) -> httpx.Client:
+def _admin_client(data_dir: Path, joined: bool = False) -> httpx.Client:
+    """The admin's credentials; on a joined node the kubelet's (it may read its Node)."""
     pki_dir = data_dir / "pki"
     ctx = ssl.create_default_context(cafile=str(pki_dir / "ca.pem"))
-    ctx.load_cert_chain(pki_dir / "client-admin.pem", pki_dir / "client-admin.key")
+    if joined:
+        ctx.load_cert_chain(pki_dir / "kubelet-client-current.pem")
+    else:
+        ctx.load_cert_chain(pki_dir / "client-admin.pem", pki_dir / "client-admin.key")
     return httpx.Client(verify=ctx, timeout=5)
 
 
@@ -116,18 +120,22 @@ def status_main(argv: list[str]) -> int:
         return 1
     assert info.supervisor is not None
     since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.supervisor.started))
+    supervisor_log = data_dir / "logs" / ("join.log" if info.joined else "up.log")
     how = (
-        f"in the background, its log {data_dir / 'logs' / 'up.log'}"
+        f"in the background, its log {supervisor_log}"
         if info.detached
         else "in the foreground, its output in its terminal"
     )
-    print(f"cluster    {data_dir}: {info.state}")
+    print(f"{'node' if info.joined else 'cluster':10} {data_dir}: {info.state}")
     print(f"supervisor pid {info.pid} since {since}, {how}")
     print(f"server     {info.server} ({info.runtime} runtime)")
     healthy = True
     # Loopback, to our own components; the controller manager's and scheduler's serving
     # certificates are self-signed, as upstream's are by default.
-    with _admin_client(data_dir) as admin, httpx.Client(verify=False, timeout=5) as plain:
+    with (
+        _admin_client(data_dir, info.joined) as admin,
+        httpx.Client(verify=False, timeout=5) as plain,
+    ):
         urls = health_urls(info.ports, info.proxy, info.dns_address)
         readiness = _node_readiness(admin, info)
         print(f"node       {info.node}: {readiness}")
@@ -192,7 +200,8 @@ def logs_main(argv: list[str]) -> int:
     p.add_argument(
         "component",
         help="apiserver, controller-manager, scheduler, kubelet, proxy, dns, "
-        "hollow-nodes, or up (the supervisor's own log, with --detach); with --ha also "
+        "hollow-nodes, or up (the supervisor's own log, with --detach; join on a joined "
+        "node); with --ha also "
         "etcd-1..3, apiserver-1..3, load-balancer, controller-manager-2, scheduler-2",
     )
     p.add_argument("-f", "--follow", action="store_true", help="keep printing what is written")

@@ -71,6 +71,11 @@ class ClusterInfo:
     detached: bool = False
     # The dashboard's address with its session secret (this file is 0600), "" when not served.
     dashboard: str = ""
+    # A node `k8slite join` runs (a kubelet and a proxy, no control plane): server is the
+    # cluster's API server, the credentials are the kubelet's.
+    joined: bool = False
+    # What `k8slite up` printed for adding nodes (it holds a bootstrap token: 0600 file).
+    join_command: str = ""
     components: dict[str, ProcessRecord] = field(default_factory=dict)
 
     @classmethod

@@ -132,12 +132,6 @@ async def _run(a: argparse.Namespace) -> int:
             if a.print_join_command:
                 server = await _server_of_cluster_info(client, config.server)
                 print(join_command(server, token.token, config.ca_data or b""))
-                # Say so rather than hand out a command that would fail as unknown.
-                print(
-                    "note: this K8s-Lite has no `k8slite join` yet: the command above is the "
-                    "form it will take; the token already authenticates as a bootstrapper.",
-                    file=sys.stderr,
-                )
             else:
                 print(token.token)
         elif a.action == "list":

@@ -510,6 +510,12 @@ class UpOptions:
     dashboard_port: int = 8001
     # A three-way control plane on this machine (see cmd/ha.py).
     ha: bool = False
+    # Where the API server listens, and the address other hosts reach it at (in its
+    # serving certificate and in cluster-info, so in the join command).
+    bind_address: str = "127.0.0.1"
+    advertise_address: str = ""
+    # Create a bootstrap token and print the `k8slite join` command that uses it.
+    join_token: bool = True
 
 
 def components(
@@ -538,6 +544,9 @@ def components(
             str(data_dir),
             "--secure-port",
             str(ports["apiserver"]),
+            "--bind-address",
+            opts.bind_address,
+            *(["--advertise-address", opts.advertise_address] if opts.advertise_address else []),
             "--tls-cert-file",
             str(p / "server.pem"),
             "--tls-private-key-file",
@@ -819,7 +828,7 @@ async def _up(opts: UpOptions, data_dir: Path, runtime: str, why: str) -> None:
     url = f"https://127.0.0.1:{ports['apiserver']}"
     pki_dir = data_dir / "pki"
     try:
-        written = pki.ensure_pki(pki_dir, nodes=[node], server_url=url)
+        written = pki.ensure_pki(pki_dir, nodes=[node], server_url=url, sans=server_sans(opts))
         if not _usable_client_cert(pki_dir, MONITORING_IDENTITY):
             pki.issue_client_cert(
                 pki_dir, MONITORING_IDENTITY, "system:monitoring:prometheus", ["system:monitoring"]
@@ -858,6 +867,8 @@ async def _up(opts: UpOptions, data_dir: Path, runtime: str, why: str) -> None:
             dns_address,
             dns_port,
         )
+    before = runstate.read(data_dir)
+    previous_join = before.join_command if before is not None else ""
     me = os.getpid()
     info = ClusterInfo(
         str(data_dir),
@@ -932,6 +943,13 @@ async def _up(opts: UpOptions, data_dir: Path, runtime: str, why: str) -> None:
             if opts.dashboard:
                 port = 0 if opts.port == 0 else opts.dashboard_port
                 info.dashboard = await nursery.start(serve_beside, kubeconfig, port) or ""
+            if opts.join_token:
+                try:
+                    info.join_command = await create_join_command(
+                        url, pki_dir, join_server(opts, ports["apiserver"]), previous_join
+                    )
+                except httpx.HTTPError as e:
+                    log.warning("could not create a bootstrap token for joining nodes: %s", e)
             info.state = "ready"
             runstate.write(data_dir, info)
             if opts.background:
@@ -947,6 +965,63 @@ async def _up(opts: UpOptions, data_dir: Path, runtime: str, why: str) -> None:
             await shutdown(control, rest, runtime, node, data_dir, opts.docker_network)
             info.state, info.components = "stopped", {}
             runstate.write(data_dir, info)
+
+
+def server_sans(opts: UpOptions) -> list[str]:
+    """The serving certificate's extra names: the advertised address, and the bound one
+    when it is a specific address (other hosts reach the API server there)."""
+    sans = [opts.advertise_address] if opts.advertise_address else []
+    if opts.bind_address not in ("127.0.0.1", "0.0.0.0", "::", "::1", ""):
+        sans.append(opts.bind_address)
+    return sans
+
+
+def join_server(opts: UpOptions, port: int) -> str:
+    """The address a joining node uses: the advertised one, else the bound one, else
+    loopback (which only nodes on this host reach)."""
+    host = opts.advertise_address or (
+        opts.bind_address if opts.bind_address not in ("0.0.0.0", "::", "") else "127.0.0.1"
+    )
+    return f"https://{f'[{host}]' if ':' in host else host}:{port}"
+
+
+async def create_join_command(url: str, pki_dir: Path, server: str, previous: str = "") -> str:
+    """The `k8slite join` command for a bootstrap token: the previous run's, should its
+    token still be there for an hour more (a restarted cluster does not pile up tokens),
+    else a new one, as kubeadm init makes (24 h, signing and authentication, the default
+    node group)."""
+    from k8slite import bootstraptoken as bt
+
+    ca_hash = bt.ca_cert_hash((pki_dir / "ca.pem").read_bytes())
+    now = dt.datetime.now(dt.UTC)
+    async with httpx.AsyncClient(verify=_admin_context(pki_dir), timeout=10) as client:
+        words = previous.split()
+        if len(words) == 8 and words[3] == server and words[7] == ca_hash:
+            parsed = bt.parse(words[5])
+            if parsed is not None:
+                r = await client.get(
+                    f"{url}/api/v1/namespaces/{bt.NAMESPACE}/secrets/{bt.secret_name(parsed[0])}"
+                )
+                old = bt.from_secret(r.json()) if r.status_code == 200 else None
+                at = old.expires_at() if old is not None else None
+                lasting = at is None or at > now + dt.timedelta(hours=1)
+                if old is not None and old.token == words[5] and lasting:
+                    return previous
+        token = bt.TokenSecret(
+            *bt.parse(bt.generate()) or ("", ""),
+            expiration=bt.format_time(now + dt.timedelta(hours=24)),
+            description="The default bootstrap token generated by 'k8slite up'.",
+            usages=list(bt.USAGES),
+            extra_groups=[bt.DEFAULT_NODE_GROUP],
+        )
+        r = await client.post(
+            f"{url}/api/v1/namespaces/{bt.NAMESPACE}/secrets", json=token.to_secret()
+        )
+        r.raise_for_status()
+    return (
+        f"k8slite join --server {server} --token {token.token} "
+        f"--discovery-token-ca-cert-hash {ca_hash}"
+    )
 
 
 def command(name: str, data_dir: Path) -> str:
@@ -989,6 +1064,20 @@ def welcome(info: ClusterInfo, data_dir: Path) -> list[str]:
     ]
     if shutil.which("kubectl") is None and Path(script("kubectl")).exists():
         lines.insert(-1, f"(kubectl is {script('kubectl')})")
+    if info.join_command:
+        lines += [
+            "To add a node, run on it (the token lasts 24 h; `k8slite token create "
+            "--print-join-command` makes another):",
+            "",
+            f"  {info.join_command}",
+            "",
+        ]
+        if "127.0.0.1" in info.join_command.split()[3]:
+            lines.insert(
+                -1,
+                "(the API server listens on loopback only: for other hosts, run `k8slite up` "
+                "with --bind-address 0.0.0.0 --advertise-address THIS_HOST_IP)",
+            )
     lines += [
         f"Status: {command('status', data_dir)}",
         f"Logs:   {command('logs', data_dir)} COMPONENT [-f]",
@@ -1141,6 +1230,24 @@ def parse_args(argv: list[str] | None) -> UpOptions:
     ):
         etcd.add_argument(flag, help=what)
     p.add_argument(
+        "--bind-address",
+        default="127.0.0.1",
+        help="the address the API server listens on (0.0.0.0: every interface, so that "
+        "other hosts can join)",
+    )
+    p.add_argument(
+        "--advertise-address",
+        default="",
+        help="the address other hosts reach the API server at: in its serving certificate, "
+        "the kubernetes Service's endpoints, cluster-info and the join command",
+    )
+    p.add_argument(
+        "--no-join-token",
+        dest="join_token",
+        action="store_false",
+        help="do not create a bootstrap token (nor print the `k8slite join` command)",
+    )
+    p.add_argument(
         "--no-dashboard",
         dest="dashboard",
         action="store_false",
@@ -1190,6 +1297,9 @@ def parse_args(argv: list[str] | None) -> UpOptions:
         dashboard=a.dashboard,
         dashboard_port=a.dashboard_port,
         ha=a.ha,
+        bind_address=a.bind_address,
+        advertise_address=a.advertise_address,
+        join_token=a.join_token,
         etcd_servers=[u.strip() for u in a.etcd_servers.split(",") if u.strip()],
         etcd_tls_flags=[
             f"--{name.replace('_', '-')}={value}"
