@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import subprocess
 import sys
 import threading
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -148,8 +150,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             "--leader-elect=false",
         )
         hosts = [segment.add_host(i) for i in range(3)]
-        for host in hosts:
-            start_kubelet(server, host, workdir / host.name)
+        # At once: each start is mostly the wait for Python to import the package.
+        with ThreadPoolExecutor(len(hosts)) as pool:
+            list(pool.map(lambda h: start_kubelet(server, h, workdir / h.name), hosts))
         cluster = Cluster(server, segment, hosts, str(cluster_net), workdir, {})
         yield cluster
         cluster.delete_pods()
@@ -167,13 +170,17 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 def agents(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
     """A node network agent per host in the backend the test names; their metrics URLs."""
     backend = request.param
-    started = []
+    started: list[tuple[Host, subprocess.Popen[bytes], str]] = []
+
+    def start(host: Host) -> None:
+        proc, url = start_agent(
+            cluster.server, host, cluster.workdir / host.name, cluster.cluster_cidr, backend
+        )
+        started.append((host, proc, url))
+
     try:
-        for host in cluster.hosts:
-            proc, url = start_agent(
-                cluster.server, host, cluster.workdir / host.name, cluster.cluster_cidr, backend
-            )
-            started.append((host, proc, url))
+        with ThreadPoolExecutor(len(cluster.hosts)) as pool:
+            list(pool.map(start, cluster.hosts))
         yield {host.name: url for host, _, url in started}
     finally:
         for host, proc, _ in started:
@@ -192,6 +199,10 @@ def _metric(url: str, name: str) -> float:
             if line.startswith(name + " "):
                 return float(line.split()[1])
     raise AssertionError(f"no metric {name} at {url}")
+
+
+def _procs(host: Host, module: str) -> list[subprocess.Popen[bytes]]:
+    return [p for p in host.procs if f"k8slite.cmd.{module}" in p.args]  # type: ignore[operator]
 
 
 def _expect_routes(cluster: Cluster, hosts: list[Host], via_vtep: bool) -> None:
@@ -286,21 +297,22 @@ def test_host_gw_pods_masquerade_restart_and_node_removal(
         listener.close()
 
     # A restarted agent finds everything in place: it changes nothing.
-    host_procs = [p for p in a.procs if "netagent" in " ".join(map(str, p.args))]  # type: ignore[arg-type]
-    stop_agent(a, host_procs[-1])
-    _, url = start_agent(
+    stop_agent(a, _procs(a, "netagent")[-1])
+    proc, url = start_agent(
         cluster.server, a, cluster.workdir / a.name, cluster.cluster_cidr, "host-gw"
     )
-    wait_for(lambda: _ready(url), timeout=30, what="restarted agent ready")
-    assert _metric(url, "k8slite_netagent_kernel_changes_total") == 0
-    assert _metric(url, "k8slite_netagent_peer_nodes") == 2
+    try:
+        wait_for(lambda: _ready(url), timeout=30, what="restarted agent ready")
+        assert _metric(url, "k8slite_netagent_kernel_changes_total") == 0
+        assert _metric(url, "k8slite_netagent_peer_nodes") == 2
+    finally:
+        stop_agent(a, proc)
 
     # A deleted node's routes go from every other host (its kubelet stopped first, or it
     # would register the node again).
-    kubelet = [p for p in c.procs if "kubelet" in " ".join(map(str, p.args))]  # type: ignore[arg-type]
-    for proc in kubelet:
-        stop(proc, 20)
-        c.procs.remove(proc)
+    for kubelet in _procs(c, "kubelet"):
+        stop(kubelet, 20)
+        c.procs.remove(kubelet)
     with cluster.api() as api:
         assert api.delete(f"/api/v1/nodes/{c.name}").status_code == 200
     for host in (a, b):
