@@ -89,27 +89,36 @@ class Host:
 
 class Segment:
     """A layer-2 segment for hosts, with the machine on it at `gateway` (the API server's
-    address)."""
+    address). With `remote`, a second segment behind a router (the switch's namespace
+    routes between the two): hosts there share no L2 segment with the first ones."""
 
-    def __init__(self, subnet: ipaddress.IPv4Network) -> None:
+    def __init__(
+        self, subnet: ipaddress.IPv4Network, remote: ipaddress.IPv4Network | None = None
+    ) -> None:
         tag = uuid.uuid4().hex[:6]
         self.tag = tag
-        self.subnet = subnet
-        hosts = subnet.hosts()
-        self.gateway = str(next(hosts))
-        self._addresses = hosts
+        self.subnet, self.remote = subnet, remote
+        self._addresses = {False: subnet.hosts(), True: remote.hosts() if remote else iter(())}
+        self.gateway = str(next(self._addresses[False]))
+        self.router = str(next(self._addresses[False]))
         self.switch = f"kps-{tag}"
         self.uplink = f"kpu{tag}"
         self.hosts: list[Host] = []
         _run("ip", "netns", "add", self.switch)
         try:
-            self._ns("link", "add", "br0", "type", "bridge")
-            self._ns("link", "set", "br0", "up")
+            self._ns("link", "set", "lo", "up")
+            self._bridge("br0", f"{self.router}/{subnet.prefixlen}")
             _run("ip", "link", "add", self.uplink, "type", "veth", "peer", "name", "up0",
                  "netns", self.switch)  # fmt: skip
             self._ns("link", "set", "up0", "master", "br0", "up")
             _run("ip", "addr", "add", f"{self.gateway}/{subnet.prefixlen}", "dev", self.uplink)
             _run("ip", "link", "set", self.uplink, "up")
+            if remote is not None:
+                self.remote_router = str(next(self._addresses[True]))
+                self._bridge("br1", f"{self.remote_router}/{remote.prefixlen}")
+                _run("ip", "netns", "exec", self.switch, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+                # The API server's replies to the remote hosts (the route goes with the uplink).
+                _run("ip", "route", "add", str(remote), "via", self.router, "dev", self.uplink)
         except BaseException:
             self.delete()
             raise
@@ -117,17 +126,28 @@ class Segment:
     def _ns(self, *args: str) -> str:
         return _run("ip", "-n", self.switch, *args)
 
-    def add_host(self, index: int) -> Host:
-        host = Host(f"kph-{self.tag}-{index}", str(next(self._addresses)))
+    def _bridge(self, name: str, address: str) -> None:
+        self._ns("link", "add", name, "type", "bridge")
+        self._ns("addr", "add", address, "dev", name)
+        self._ns("link", "set", name, "up")
+
+    def add_host(self, index: int, remote: bool = False) -> Host:
+        """A host on the segment (remote: on the one behind the router)."""
+        host = Host(f"kph-{self.tag}-{index}", str(next(self._addresses[remote])))
+        net = self.remote if remote and self.remote is not None else self.subnet
         self.hosts.append(host)
         _run("ip", "netns", "add", host.name)
         port = f"p{index}"
         _run("ip", "-n", self.switch, "link", "add", port, "type", "veth", "peer", "name",
              "eth0", "netns", host.name)  # fmt: skip
-        self._ns("link", "set", port, "master", "br0", "up")
+        self._ns("link", "set", port, "master", "br1" if remote else "br0", "up")
         host.ip_cmd("link", "set", "lo", "up")
-        host.ip_cmd("addr", "add", f"{host.ip}/{self.subnet.prefixlen}", "dev", "eth0")
+        host.ip_cmd("addr", "add", f"{host.ip}/{net.prefixlen}", "dev", "eth0")
         host.ip_cmd("link", "set", "eth0", "up")
+        if self.remote is not None:
+            other = self.subnet if remote else self.remote
+            via = self.remote_router if remote else self.router
+            host.ip_cmd("route", "add", str(other), "via", via)
         return host
 
     def delete(self) -> None:

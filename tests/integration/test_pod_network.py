@@ -135,8 +135,8 @@ class Cluster:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     require_hosts()
     workdir = tmp_path_factory.mktemp("podnet")
-    segment_net, cluster_net = free_subnets(1, 24)[0], free_subnets(1, 16)[0]
-    segment = Segment(segment_net)
+    (segment_net, remote_net), cluster_net = free_subnets(2, 24), free_subnets(1, 16)[0]
+    segment = Segment(segment_net, remote_net)
     server = manager = None
     hosts: list[Host] = []
     try:
@@ -158,7 +158,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         cluster.delete_pods()
     finally:
         segment.delete()
-        for host in hosts:
+        for host in segment.hosts:
             kill_pod_processes(workdir / host.name)
         if manager is not None:
             manager.stop()
@@ -183,8 +183,9 @@ def agents(cluster: Cluster, request: pytest.FixtureRequest) -> Iterator[dict[st
             list(pool.map(start, cluster.hosts))
         yield {host.name: url for host, _, url in started}
     finally:
-        for host, proc, _ in started:
-            if proc.poll() is None:
+        # Every agent in the hosts, those a test restarted too.
+        for host in cluster.segment.hosts:
+            for proc in _procs(host, "netagent"):
                 stop_agent(host, proc)
 
 
@@ -236,9 +237,17 @@ def _pod_to_pod(cluster: Cluster, server_host: Host, client_host: Host, tag: str
 
 
 @pytest.mark.parametrize("agents", ["vxlan"], indirect=True)
-def test_vxlan_pod_to_pod_across_nodes(cluster: Cluster, agents: dict[str, str]) -> None:
+def test_vxlan_pod_to_pod_across_nodes_and_subnets(
+    cluster: Cluster, agents: dict[str, str]
+) -> None:
     a, b = cluster.hosts[0], cluster.hosts[1]
-    for url in agents.values():
+    # A fourth host behind a router: no L2 segment shared with the others.
+    far = cluster.segment.add_host(3, remote=True)
+    start_kubelet(cluster.server, far, cluster.workdir / far.name)
+    _, far_url = start_agent(
+        cluster.server, far, cluster.workdir / far.name, cluster.cluster_cidr, "vxlan"
+    )
+    for url in [*agents.values(), far_url]:
         wait_for(lambda url=url: _ready(url), timeout=30, what=f"agent ready at {url}")
     # Each agent published its VTEP; every other host has a static entry for it.
     for host in (a, b):
@@ -249,8 +258,32 @@ def test_vxlan_pod_to_pod_across_nodes(cluster: Cluster, agents: dict[str, str])
         other = b if host is a else a
         fdb = other.ip_cmd("-j", "-4", "neigh", "show", "dev", "k8slite.1")
         assert mac in fdb
-    _expect_routes(cluster, cluster.hosts, via_vtep=True)
+    _expect_routes(cluster, [*cluster.hosts, far], via_vtep=True)
     _pod_to_pod(cluster, a, b, f"vx-{uuid.uuid4().hex[:4]}")
+    _pod_to_pod(cluster, far, a, f"vx-{uuid.uuid4().hex[:4]}")
+
+    # The far node leaves: its VTEP's neighbour entry and route go everywhere.
+    far_cidr = cluster.pod_cidr(far)
+    for proc in list(far.procs):
+        stop(proc, 20)
+        far.procs.remove(proc)
+    with cluster.api() as api:
+        for pod in api.get(PODS).json()["items"]:
+            if pod["spec"]["nodeName"] == far.name:
+                api.request(
+                    "DELETE", f"{PODS}/{pod['metadata']['name']}", json={"gracePeriodSeconds": 0}
+                )
+        assert api.delete(f"/api/v1/nodes/{far.name}").status_code == 200
+    vtep = str(ipaddress.IPv4Network(far_cidr).network_address)
+    for host in cluster.hosts:
+        wait_for(
+            lambda host=host: (
+                far_cidr not in host.routes()
+                and vtep not in host.ip_cmd("-4", "neigh", "show", "dev", "k8slite.1")
+            ),
+            timeout=30,
+            what=f"{far.name}'s route and VTEP gone from {host.name}",
+        )
 
 
 @pytest.mark.parametrize("agents", ["host-gw"], indirect=True)
@@ -298,15 +331,12 @@ def test_host_gw_pods_masquerade_restart_and_node_removal(
 
     # A restarted agent finds everything in place: it changes nothing.
     stop_agent(a, _procs(a, "netagent")[-1])
-    proc, url = start_agent(
+    _, url = start_agent(
         cluster.server, a, cluster.workdir / a.name, cluster.cluster_cidr, "host-gw"
     )
-    try:
-        wait_for(lambda: _ready(url), timeout=30, what="restarted agent ready")
-        assert _metric(url, "k8slite_netagent_kernel_changes_total") == 0
-        assert _metric(url, "k8slite_netagent_peer_nodes") == 2
-    finally:
-        stop_agent(a, proc)
+    wait_for(lambda: _ready(url), timeout=30, what="restarted agent ready")
+    assert _metric(url, "k8slite_netagent_kernel_changes_total") == 0
+    assert _metric(url, "k8slite_netagent_peer_nodes") == 2
 
     # A deleted node's routes go from every other host (its kubelet stopped first, or it
     # would register the node again).

@@ -11,6 +11,7 @@ VXLAN device, which each agent publishes in its own Node's annotations.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 from dataclasses import dataclass
@@ -103,6 +104,7 @@ class NodeNetworkAgent:
         self.synced = False
         self.last_error = ""
         self._masquerade_applied = False
+        self._off_link: set[str] = set()
         self.nodes.add_event_handler(
             on_add=lambda _: self.dirty.set(),
             on_update=lambda old, new: self._changed(old, new),
@@ -155,6 +157,7 @@ class NodeNetworkAgent:
             changes += await routes.sync_routes(routes.vxlan_routes(peers, device))
         else:
             await routes.remove_vxlan(c.vni)
+            peers = self._on_link(peers, await routes.connected_networks(uplink))
             changes = await routes.sync_routes(routes.host_gw_routes(peers))
         await ensure_bridge(c.bridge, cidr, mtu)
         if not self._masquerade_applied:
@@ -176,6 +179,26 @@ class NodeNetworkAgent:
             )
         self.synced = True
         self.last_error = ""
+
+    def _on_link(
+        self, peers: list[routes.Peer], networks: list[ipaddress.IPv4Network]
+    ) -> list[routes.Peer]:
+        """host-gw routes only to nodes on our own subnet (as flannel's host-gw); the others
+        are said once each: they need --backend vxlan."""
+        out = []
+        for peer in peers:
+            if any(ipaddress.ip_address(peer.public_ip) in net for net in networks):
+                out.append(peer)
+            elif peer.name not in self._off_link:
+                log.warning(
+                    "node %s (%s) is not on this node's subnet: host-gw cannot route its pod "
+                    "CIDR %s; use --backend vxlan",
+                    peer.name,
+                    peer.public_ip,
+                    peer.pod_cidr,
+                )
+                self._off_link.add(peer.name)
+        return out
 
     def _peers(self) -> list[routes.Peer]:
         out = []

@@ -57,6 +57,15 @@ async def device_of(address: str) -> tuple[str, int]:
     raise ipcmd.NetworkError(f"no device of this host has the address {address}")
 
 
+async def connected_networks(device: str) -> list[ipaddress.IPv4Network]:
+    """The subnets a device is directly on: the nodes host-gw can route through."""
+    return [
+        ipaddress.IPv4Network(f"{a['local']}/{a['prefixlen']}", strict=False)
+        for link in await ipcmd.ip_json("-4", "addr", "show", "dev", device)
+        for a in link.get("addr_info") or ()
+    ]
+
+
 async def our_routes() -> dict[str, str]:
     """Our routes in the main table: destination -> `via GATEWAY [dev DEVICE onlink]`."""
     out = {}
