@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,10 @@ import pytest
 from k8slite import pki
 from tests.conftest import TEST_NODES, ServerHandle, start_apiserver
 from tests.launch import launch, stop
+
+# Hosts start at once from threads; the PKI's file lock does not keep threads of one
+# process apart, and its temporary files are named by process.
+_PKI_LOCK = threading.Lock()
 
 
 def require_hosts() -> None:
@@ -167,13 +172,15 @@ def apiserver_on(data_dir: Path, address: str) -> ServerHandle:
 
 def start_kubelet(server: ServerHandle, host: Host, workdir: Path, *extra: str) -> None:
     """A process-runtime kubelet for the host's Node, pods on the pod network."""
-    pki.ensure_pki(server.pki, nodes=[*TEST_NODES, host.name], sans=[server_address(server)])
+    with _PKI_LOCK:
+        pki.ensure_pki(server.pki, nodes=[*TEST_NODES, host.name], sans=[server_address(server)])
+        kubeconfig = server.kubeconfig_for(f"node-{host.name}")
     workdir.mkdir(parents=True, exist_ok=True)
     args = [
         sys.executable, "-m", "k8slite.cmd.kubelet",
         "--node-name", host.name,
         "--runtime", "process",
-        "--kubeconfig", str(server.kubeconfig_for(f"node-{host.name}")),
+        "--kubeconfig", str(kubeconfig),
         "--pki-dir", str(server.pki),
         "--root-dir", str(workdir / "root"),
         "--node-ip", host.ip,
@@ -195,9 +202,11 @@ def start_agent(
     """The node network agent in the host, with the node's credentials; returns it and the
     URL of its metrics (on the host's address, reachable from the test)."""
     workdir.mkdir(parents=True, exist_ok=True)
+    with _PKI_LOCK:
+        kubeconfig = server.kubeconfig_for(f"node-{host.name}")
     args = [
         sys.executable, "-m", "k8slite.cmd.netagent",
-        "--kubeconfig", str(server.kubeconfig_for(f"node-{host.name}")),
+        "--kubeconfig", str(kubeconfig),
         "--node-name", host.name,
         "--cluster-cidr", cluster_cidr,
         "--backend", backend,
@@ -207,6 +216,24 @@ def start_agent(
     proc, line = launch(host.argv(args), workdir / "netagent.log", " ready in ", what="netagent")
     host.procs.append(proc)
     return proc, line.rsplit("serving on ", 1)[1].strip()
+
+
+def start_proxy(server: ServerHandle, host: Host, workdir: Path, cluster_cidr: str) -> None:
+    """k8slite-proxy in nftables mode in the host."""
+    with _PKI_LOCK:
+        kubeconfig = server.kubeconfig_for("proxy")
+    args = [
+        sys.executable, "-m", "k8slite.cmd.proxy",
+        "--kubeconfig", str(kubeconfig),
+        "--proxy-mode", "nftables",
+        "--hostname-override", host.name,
+        "--cluster-cidr", cluster_cidr,
+        "--metrics-bind-address", "127.0.0.1:0",
+        "--healthz-bind-address", "127.0.0.1:0",
+        "--min-sync-period", "50ms",
+    ]  # fmt: skip
+    proc, _ = launch(host.argv(args), workdir / "proxy.log", "ready in", what="proxy")
+    host.procs.append(proc)
 
 
 def stop_agent(host: Host, proc: subprocess.Popen[bytes]) -> None:
@@ -236,11 +263,13 @@ def kill_pod_processes(workdir: Path) -> None:
                        capture_output=True)  # fmt: skip
 
 
-def pod_json(name: str, node: str, command: list[str], **spec: Any) -> dict[str, Any]:
+def pod_json(
+    name: str, node: str, command: list[str], labels: dict[str, str] | None = None, **spec: Any
+) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": name},
+        "metadata": {"name": name, "labels": labels or {}},
         "spec": {
             "nodeName": node,
             "terminationGracePeriodSeconds": 1,

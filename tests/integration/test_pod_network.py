@@ -37,6 +37,7 @@ from tests.integration.podnet_harness import (
     require_hosts,
     start_agent,
     start_kubelet,
+    start_proxy,
     stop_agent,
 )
 from tests.launch import stop
@@ -100,9 +101,17 @@ class Cluster:
 
         return wait_for(cidr, timeout=60, what=f"the pod CIDR of {host.name}")
 
-    def run_pod(self, host: Host, name: str, code: str, *args: str, never: bool) -> None:
+    def run_pod(
+        self,
+        host: Host,
+        name: str,
+        code: str,
+        *args: str,
+        never: bool,
+        labels: dict[str, str] | None = None,
+    ) -> None:
         spec = {"restartPolicy": "Never"} if never else {}
-        body = pod_json(name, host.name, [sys.executable, "-c", code, *args], **spec)
+        body = pod_json(name, host.name, [sys.executable, "-c", code, *args], labels, **spec)
         with self.api() as c:
             r = c.post(PODS, json=body)
         assert r.status_code == 201, r.text
@@ -143,7 +152,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         server = apiserver_on(workdir / "data", segment.gateway)
         manager = start_controller_manager(
             server,
-            "--controllers=nodeipam",
+            "--controllers=nodeipam,endpointslice",
             "--allocate-node-cidrs",
             f"--cluster-cidr={cluster_net}",
             "--node-cidr-mask-size=24",
@@ -284,6 +293,49 @@ def test_vxlan_pod_to_pod_across_nodes_and_subnets(
             timeout=30,
             what=f"{far.name}'s route and VTEP gone from {host.name}",
         )
+
+
+@pytest.mark.parametrize("agents", ["host-gw"], indirect=True)
+def test_pod_to_service_across_nodes(cluster: Cluster, agents: dict[str, str]) -> None:
+    """A Service's ClusterIP, DNATed by the nftables proxy on the client's node to a pod on
+    another node: the pod network carries it, and the backend sees the client pod's address."""
+    a, b = cluster.hosts[0], cluster.hosts[1]
+    with ThreadPoolExecutor(2) as pool:
+        list(
+            pool.map(
+                lambda h: start_proxy(
+                    cluster.server, h, cluster.workdir / h.name, cluster.cluster_cidr
+                ),
+                (a, b),
+            )
+        )
+    try:
+        tag = uuid.uuid4().hex[:4]
+        cluster.run_pod(a, f"web-{tag}", ECHO_PEER, never=False, labels={"app": f"web-{tag}"})
+        service = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": f"web-{tag}"},
+            "spec": {
+                "selector": {"app": f"web-{tag}"},
+                "ports": [{"port": 80, "targetPort": PORT, "protocol": "TCP"}],
+            },
+        }
+        with cluster.api() as api:
+            r = api.post("/api/v1/namespaces/default/services", json=service)
+            assert r.status_code == 201, r.text
+            cluster_ip = r.json()["spec"]["clusterIP"]
+        cluster.wait_phase(f"web-{tag}", "Running")
+        name = f"svc-{tag}"
+        cluster.run_pod(b, name, ASK_PEER, cluster_ip, "80", "same", never=True)
+        assert cluster.wait_phase(name, "Succeeded", "Failed") == "Succeeded", cluster.pod(name)
+        with cluster.api() as api:
+            api.delete(f"/api/v1/namespaces/default/services/web-{tag}")
+    finally:
+        for host in (a, b):
+            for proc in _procs(host, "proxy"):
+                stop(proc, 10)
+                host.procs.remove(proc)
 
 
 @pytest.mark.parametrize("agents", ["host-gw"], indirect=True)
