@@ -4,8 +4,9 @@ on the segment's gateway and node IPAM in the controller manager.
 
 Each node gets its pod CIDR, pods get addresses from their node's range in namespaces of
 their own, a pod reaches a pod on another node with its own address seen (host-gw, and
-VXLAN), traffic leaving the pod network is masqueraded, a restarted agent changes nothing,
-and a deleted node's routes go from every other host.
+VXLAN, and VXLAN across a router), a pod reaches a Service whose endpoint is on another node
+through the nftables proxy, traffic leaving the pod network is masqueraded, a restarted
+agent changes nothing, and a deleted node's routes go from every other host.
 """
 
 from __future__ import annotations
@@ -295,11 +296,9 @@ def test_vxlan_pod_to_pod_across_nodes_and_subnets(
         )
 
 
-@pytest.mark.parametrize("agents", ["host-gw"], indirect=True)
-def test_pod_to_service_across_nodes(cluster: Cluster, agents: dict[str, str]) -> None:
+def _pod_to_service(cluster: Cluster, a: Host, b: Host) -> None:
     """A Service's ClusterIP, DNATed by the nftables proxy on the client's node to a pod on
     another node: the pod network carries it, and the backend sees the client pod's address."""
-    a, b = cluster.hosts[0], cluster.hosts[1]
     with ThreadPoolExecutor(2) as pool:
         list(
             pool.map(
@@ -339,7 +338,7 @@ def test_pod_to_service_across_nodes(cluster: Cluster, agents: dict[str, str]) -
 
 
 @pytest.mark.parametrize("agents", ["host-gw"], indirect=True)
-def test_host_gw_pods_masquerade_restart_and_node_removal(
+def test_host_gw_pods_services_masquerade_restart_and_node_removal(
     cluster: Cluster, agents: dict[str, str]
 ) -> None:
     a, b, c = cluster.hosts
@@ -358,6 +357,7 @@ def test_host_gw_pods_masquerade_restart_and_node_removal(
     assert f"inet {gateway}/24" in a.ip_cmd("-4", "addr", "show", "dev", "k8slite0")
 
     _pod_to_pod(cluster, a, b, f"gw-{uuid.uuid4().hex[:4]}")
+    _pod_to_service(cluster, a, b)
 
     # Leaving the pod network, a pod's traffic carries its node's address.
     listener = socket.create_server((cluster.segment.gateway, 0))
