@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -239,7 +240,13 @@ def main() -> int:
             finally:
                 for host, (proc, _) in zip(hosts, agents, strict=True):
                     stop_agent(host, proc)
-        summary: dict[str, Any] = {"mib": args.mib, "rounds": args.rounds, "pings": args.pings}
+        summary: dict[str, Any] = {
+            "mib": args.mib,
+            "rounds": args.rounds,
+            "pings": args.pings,
+            # The machine's load during the run: the figures' noise.
+            "loadavg_1m": round(os.getloadavg()[0], 1),
+        }
         for path, samples in results.items():
             summary[f"{path}_mib_s"] = round(statistics.median(s["mib_s"] for s in samples), 1)
             summary[f"{path}_rtt_us"] = round(statistics.median(s["rtt_us"] for s in samples), 1)
