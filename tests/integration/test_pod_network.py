@@ -272,6 +272,13 @@ def test_vxlan_pod_to_pod_across_nodes_and_subnets(
     _pod_to_pod(cluster, a, b, f"vx-{uuid.uuid4().hex[:4]}")
     _pod_to_pod(cluster, far, a, f"vx-{uuid.uuid4().hex[:4]}")
 
+    # A restarted agent finds its device, neighbours, FDB entries and routes in place.
+    stop_agent(b, _procs(b, "netagent")[-1])
+    _, url = start_agent(cluster.server, b, cluster.workdir / b.name, cluster.cluster_cidr, "vxlan")
+    wait_for(lambda: _ready(url), timeout=30, what="restarted agent ready")
+    assert _metric(url, "k8slite_netagent_kernel_changes_total") == 0
+    assert _metric(url, "k8slite_netagent_peer_nodes") == 3
+
     # The far node leaves: its VTEP's neighbour entry and route go everywhere.
     far_cidr = cluster.pod_cidr(far)
     for proc in list(far.procs):
