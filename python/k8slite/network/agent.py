@@ -103,7 +103,7 @@ class NodeNetworkAgent:
         self.dirty = trio.Event()
         self.synced = False
         self.last_error = ""
-        self._masquerade_applied = False
+        self._masquerade_applied = -float("inf")  # when the table was last written
         self._off_link: set[str] = set()
         self.nodes.add_event_handler(
             on_add=lambda _: self.dirty.set(),
@@ -160,9 +160,11 @@ class NodeNetworkAgent:
             peers = self._on_link(peers, await routes.connected_networks(uplink))
             changes = await routes.sync_routes(routes.host_gw_routes(peers))
         await ensure_bridge(c.bridge, cidr, mtu)
-        if not self._masquerade_applied:
+        # Rewritten whole at start and once a resync period (one atomic transaction), so a
+        # table someone flushed comes back.
+        if time.monotonic() - self._masquerade_applied >= c.resync_period:
             await routes.apply_masquerade(c.cluster_cidr)
-            self._masquerade_applied = True
+            self._masquerade_applied = time.monotonic()
         await self._publish(own, annotations)
         self.metrics.changes.inc(changes)
         self.metrics.peers.set(len(peers))
