@@ -73,6 +73,12 @@ def _token(argv: list[str]) -> int:
     return token_main(argv)
 
 
+def _netagent(argv: list[str]) -> int:
+    from k8slite.cmd.netagent import main as netagent_main
+
+    return netagent_main(argv)
+
+
 def _dashboard(argv: list[str]) -> int:
     from k8slite.dashboard.main import main as dashboard_main
 
@@ -98,6 +104,7 @@ COMMANDS = {
     "load-balancer": (_load_balancer, "a local TCP load balancer in front of API servers"),
     "hollow-nodes": (_hollow_nodes, "run simulated kubelets for scale tests"),
     "storage": (_storage, "migrate a stopped cluster's objects between RocksDB and etcd"),
+    "netagent": (_netagent, "the node network agent: pod routes across hosts (host-gw, vxlan)"),
     "dashboard": (_dashboard, "serve a live web dashboard of the cluster on 127.0.0.1"),
 }
 

@@ -79,6 +79,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--docker-network", default="k8slite-pods", help="the Docker network pods get their IPs on"
     )
+    p.add_argument(
+        "--pod-network",
+        choices=("host", "bridge"),
+        default="host",
+        help="bridge: pods get addresses from the node's pod CIDR (--pod-cidr or the Node's "
+        "spec.podCIDR), process pods in network namespaces of their own on --pod-bridge, "
+        "Docker pods on a network of this node; the node network agent connects the nodes "
+        "(default host: process pods share the node's network, Docker pods one network)",
+    )
+    p.add_argument(
+        "--pod-bridge", default="k8slite0", help="the bridge of process pods (--pod-network bridge)"
+    )
     p.add_argument("--max-pods", type=int, default=110)
     p.add_argument("--node-labels", type=parse_node_labels, default={}, help="k=v,...")
     p.add_argument(
@@ -190,6 +202,8 @@ def parse_args(argv: list[str] | None) -> tuple[KubeletConfig, argparse.Namespac
         node_ip=a.node_ip,
         pod_cidr=a.pod_cidr,
         docker_network=a.docker_network,
+        pod_network=a.pod_network,
+        pod_bridge=a.pod_bridge,
         max_pods=a.max_pods,
         node_labels=a.node_labels,
         register_with_taints=a.register_with_taints,
@@ -245,6 +259,8 @@ async def _run(config: KubeletConfig, args: argparse.Namespace) -> None:
         pod_cidr=config.pod_cidr,
         docker_network=config.docker_network,
         synthetic_usage=config.synthetic_usage,
+        pod_network=config.pod_network,
+        pod_bridge=config.pod_bridge,
     )
     try:
         client_config = replace(

@@ -32,6 +32,10 @@ class KubeletConfig:
     # The node's spec.podCIDR; for Docker also the pod network's subnet (None: chosen).
     pod_cidr: str | None = None
     docker_network: str = "k8slite-pods"
+    # "host": process pods share the node's network, Docker pods one network of the engine;
+    # "bridge": a pod network across hosts, on the node's pod CIDR (network/cni.py).
+    pod_network: str = "host"
+    pod_bridge: str = "k8slite0"
     max_pods: int = 110
     node_labels: dict[str, str] = field(default_factory=dict)
     register_with_taints: list[Taint] = field(default_factory=list)

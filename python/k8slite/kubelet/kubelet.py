@@ -11,7 +11,7 @@ import trio
 
 from k8slite import datadir
 from k8slite.client import ApiClient, DeletedFinalStateUnknown, SharedInformerFactory
-from k8slite.client.resource import PODS, SERVICES
+from k8slite.client.resource import NODES, PODS, SERVICES
 from k8slite.component.events import EventBroadcaster
 from k8slite.component.objects import Obj
 from k8slite.component.serving import ServingOptions, serve
@@ -74,6 +74,7 @@ class Kubelet:
         self.relister = Relister(self.runtime, self._wake, config.pleg_relist_period)
         self.workers: PodWorkers | None = None
         self._image_cache: list[Obj] = []
+        self._pod_cidr = config.pod_cidr
 
     async def _images(self) -> list[Obj]:
         # A runtime that stopped answering keeps the last list; Ready says what is wrong.
@@ -118,6 +119,8 @@ class Kubelet:
         factory = SharedInformerFactory(self.client)
         pods = factory.informer(PODS, field_selector=f"spec.nodeName={cfg.node_name}")
         services = None if self.simulated else factory.informer(SERVICES)
+        if cfg.pod_network == "bridge":
+            self._follow_pod_cidr(factory)
         async with (
             httpx.AsyncClient(verify=False, trust_env=False) as probe_http,
             trio.open_nursery() as nursery,
@@ -188,6 +191,23 @@ class Kubelet:
                 nursery.start_soon(self._housekeeping, workers)
             log.info("kubelet %s running (%s)", cfg.node_name, version)
             task_status.started(KubeletServing(port, healthz))
+
+    def _follow_pod_cidr(self, factory: SharedInformerFactory) -> None:
+        """Hand the runtime the pod CIDR the node IPAM controller gives our Node (upstream's
+        kubelet passes spec.podCIDR to the runtime through CRI's UpdateRuntimeConfig)."""
+        update = getattr(self.runtime, "update_pod_cidr", None)
+        if update is None:
+            return
+        nodes = factory.informer(NODES, field_selector=f"metadata.name={self.config.node_name}")
+
+        def changed(node: Obj) -> None:
+            cidr = (node.get("spec") or {}).get("podCIDR")
+            if cidr and cidr != self._pod_cidr:
+                log.info("node %s: pod CIDR %s", self.config.node_name, cidr)
+                self._pod_cidr = cidr
+                update(cidr)
+
+        nodes.add_event_handler(on_add=changed, on_update=lambda _, new: changed(new))
 
     async def _housekeeping(self, workers: PodWorkers) -> None:
         """Evict pods whose disk-backed emptyDir uses more than its sizeLimit (upstream's

@@ -91,7 +91,10 @@ class DockerRuntime:
     """Runtime over a Docker engine, through the docker SDK in worker threads.
 
     Pods get IPs on one user-defined bridge network shared by every kubelet on the engine,
-    so pods of different (simulated) nodes reach each other directly.
+    so pods of different (simulated) nodes reach each other directly. With `per_node` (a
+    pod network across hosts) the network is this node's alone, on the node's pod CIDR once
+    the kubelet learns it, and Docker does not masquerade it: the node network agent routes
+    the other nodes' pod CIDRs and masquerades only what leaves the pod network.
     """
 
     name = "docker"
@@ -106,10 +109,12 @@ class DockerRuntime:
         node_ip: str = "127.0.0.1",
         sandbox_image: str = DEFAULT_SANDBOX_IMAGE,
         max_threads: int = 8,
+        per_node: bool = False,
     ) -> None:
         self.node_name = node_name
         self.network = network
         self.pod_cidr = pod_cidr
+        self.per_node = per_node
         self.node_ip = node_ip
         self.sandbox_image = sandbox_image
         self._base_url = base_url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
@@ -178,8 +183,18 @@ class DockerRuntime:
             return
         async with self._network_lock:
             if not self._network_ready:
-                await self._call(ensure_network, self.network, self.pod_cidr)
+                if self.per_node and not self.pod_cidr:
+                    raise CreateSandboxError("network is not ready: the node has no pod CIDR yet")
+                await self._call(
+                    ensure_network, self.network, self.pod_cidr, masquerade=not self.per_node
+                )
                 self._network_ready = True
+
+    def update_pod_cidr(self, pod_cidr: str) -> None:
+        """The node's pod CIDR, as the kubelet learns it (CRI's UpdateRuntimeConfig): the
+        subnet of a per-node network made from now on."""
+        if self.per_node:
+            self.pod_cidr = pod_cidr
 
     # -- sandboxes --------------------------------------------------------------------------
 

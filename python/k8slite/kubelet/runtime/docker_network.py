@@ -19,8 +19,13 @@ log = logging.getLogger(__name__)
 CANDIDATE_CIDRS = tuple(f"10.{n}.0.0/16" for n in range(244, 255))
 
 
-def ensure_network(api: docker.APIClient, name: str, pod_cidr: str | None) -> None:
-    """Find or create the pods' bridge network, on a subnet nothing else on the host uses."""
+def ensure_network(
+    api: docker.APIClient, name: str, pod_cidr: str | None, *, masquerade: bool = True
+) -> None:
+    """Find or create the pods' bridge network, on a subnet nothing else on the host uses.
+
+    masquerade=False: Docker leaves the pods' source addresses alone (a pod network across
+    hosts, where the node network agent masquerades only what leaves the pod network)."""
     for _ in range(3):
         existing = [n for n in api.networks(names=[name]) if n["Name"] == name]
         if existing:
@@ -57,6 +62,9 @@ def ensure_network(api: docker.APIClient, name: str, pod_cidr: str | None) -> No
                 ipam=ipam,
                 check_duplicate=True,
                 labels={LABEL_MANAGED: "true"},
+                options=None
+                if masquerade
+                else {"com.docker.network.bridge.enable_ip_masquerade": "false"},
             )
             log.info("created Docker network %s on %s", name, free[0])
             return

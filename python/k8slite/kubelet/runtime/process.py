@@ -1,10 +1,12 @@
 """The process runtime: containers as plain host processes, for development without Docker.
 
-There is no isolation at all: every pod shares the host's network (its IP is the node's),
-filesystem and users. Mounts are recorded but not applied, so a command must use volume
-data at the host paths the kubelet prepared; images are not pulled, only looked up in an
-optional map of image -> entrypoint. Each container runs under a small shim process (see
-shim.py) that timestamps its output and records its exit, so a restarted kubelet adopts
+There is no isolation at all: every pod shares the host's filesystem and users, and its
+network (its IP is the node's) unless a pod network is configured: then each pod without
+hostNetwork gets a network namespace of its own on the node's bridge, with an address from
+the node's pod CIDR (network/cni.py). Mounts are recorded but not applied, so a command
+must use volume data at the host paths the kubelet prepared; images are not pulled, only
+looked up in an optional map of image -> entrypoint. Each container runs under a small shim
+process (see shim.py) that timestamps its output and records its exit, so a restarted kubelet adopts
 running containers and still learns how the others ended.
 """
 
@@ -38,10 +40,12 @@ from k8slite.kubelet.runtime.base import (
     ContainerStats,
     ContainerStatus,
     CreateContainerError,
+    CreateSandboxError,
     ExecResult,
     ExecTimeoutError,
     ImageInfo,
     ImageRef,
+    NamespaceMode,
     NamespaceOptions,
     NotFoundError,
     Sandbox,
@@ -58,6 +62,8 @@ from k8slite.kubelet.runtime.base import (
 )
 from k8slite.kubelet.runtime.process_stream import ProcessSession
 from k8slite.kubelet.runtime.shim import proc_start, rfc3339_ns
+from k8slite.network.cni import BridgeNetwork, NoPodCidrError, netns_path
+from k8slite.network.ipcmd import NetworkError
 
 SHIM = Path(__file__).with_name("shim.py")
 # Upstream reports a container that vanished without an exit status as killed.
@@ -94,9 +100,11 @@ class ProcessRuntime:
         *,
         node_ip: str = "127.0.0.1",
         images: Mapping[str, Sequence[str]] | None = None,
+        pod_network: BridgeNetwork | None = None,
     ) -> None:
         self.node_name = node_name
         self.node_ip = node_ip
+        self.pod_network = pod_network
         # image -> the entrypoint used when a container gives args but no command.
         self.images = {k: list(v) for k, v in (images or {}).items()}
         self._root = Path(state_dir)
@@ -136,12 +144,30 @@ class ProcessRuntime:
                 if sandbox.state is SandboxState.READY:
                     return sandbox
                 await self.remove_sandbox(sandbox.id)
-        labels = sandbox_labels(self.node_name, pod, attempt, NamespaceOptions.from_pod(pod))
-        sandbox = sandbox_from_labels(
-            secrets.token_hex(16), labels, self.node_ip, SandboxState.READY, time.time()
-        )
+        namespaces = NamespaceOptions.from_pod(pod)
+        labels = sandbox_labels(self.node_name, pod, attempt, namespaces)
+        sandbox_id = secrets.token_hex(16)
+        ip = self.node_ip
+        if self.pod_network is not None and namespaces.network is not NamespaceMode.NODE:
+            try:
+                ip = await self.pod_network.setup(sandbox_id)
+            except (NoPodCidrError, NetworkError) as e:
+                raise CreateSandboxError(f"setting up the pod network: {e}") from e
+        sandbox = sandbox_from_labels(sandbox_id, labels, ip, SandboxState.READY, time.time())
         self._save_sandbox(sandbox)
         return sandbox
+
+    def update_pod_cidr(self, pod_cidr: str) -> None:
+        """The node's pod CIDR, as the kubelet learns it (CRI's UpdateRuntimeConfig)."""
+        if self.pod_network is not None:
+            self.pod_network.pod_cidr = pod_cidr
+
+    async def _teardown_network(self, sandbox_id: str) -> None:
+        if self.pod_network is not None:
+            try:
+                await self.pod_network.teardown(sandbox_id)
+            except NetworkError as e:
+                raise ContainerRuntimeError(f"removing the pod network: {e}") from e
 
     def _save_sandbox(self, sandbox: Sandbox) -> None:
         _write_json(
@@ -162,12 +188,15 @@ class ProcessRuntime:
             return
         for c in self._pod_containers(sandbox_id):
             await self.stop_container(c.id, 0)
+        # As CRI's StopPodSandbox: the network goes with the last container.
+        await self._teardown_network(sandbox_id)
         sandbox.state = SandboxState.NOTREADY
         self._save_sandbox(sandbox)
 
     async def remove_sandbox(self, sandbox_id: str) -> None:
         for c in self._pod_containers(sandbox_id):
             await self.remove_container(c.id)
+        await self._teardown_network(sandbox_id)
         (self._sandbox_dir / f"{sandbox_id}.json").unlink(missing_ok=True)
 
     def _pod_containers(self, sandbox_id: str) -> list[_Container]:
@@ -262,7 +291,7 @@ class ProcessRuntime:
         err = os.open(container.dir / "shim.err", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             proc = await trio.lowlevel.open_process(
-                [sys.executable, "-I", "-S", str(SHIM), str(container.dir)],
+                [*self._enter(container), sys.executable, "-I", "-S", str(SHIM), container.dir],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=err,
@@ -387,7 +416,7 @@ class ProcessRuntime:
         with trio.move_on_after(timeout):
             try:
                 done = await trio.run_process(
-                    argv,
+                    [*self._enter(container), *argv],
                     env=container.env,
                     cwd=container.cwd or None,
                     check=False,
@@ -412,7 +441,11 @@ class ProcessRuntime:
         if self._status(container).state is not ContainerState.RUNNING:
             raise ContainerRuntimeError(f"container {container_id} is not running")
         return await ProcessSession.start(
-            argv, container.env, container.cwd or None, stdin=stdin, tty=tty
+            [*self._enter(container), *argv],
+            container.env,
+            container.cwd or None,
+            stdin=stdin,
+            tty=tty,
         )
 
     async def attach(self, container_id: str, *, stdin: bool, tty: bool) -> ProcessSession:
@@ -425,8 +458,10 @@ class ProcessRuntime:
         )
 
     async def port_forward(self, sandbox: Sandbox, port: int) -> trio.SocketStream:
-        # Process pods share the node's network namespace: the port is on loopback.
-        return await connect_pod_port(sandbox, "127.0.0.1", port)
+        # A pod of its own network namespace is reached at its address on the bridge; one
+        # sharing the node's has the port on loopback.
+        host = sandbox.ip if netns_path(sandbox.id).exists() else "127.0.0.1"
+        return await connect_pod_port(sandbox, host, port)
 
     async def logs(
         self,
@@ -467,6 +502,14 @@ class ProcessRuntime:
                 else:
                     await trio.sleep(delay)
                     delay = min(delay * 2, 0.25)
+
+    def _enter(self, container: _Container) -> list[str]:
+        """The command prefix that runs a process in the container's pod network namespace
+        (nsenter execs, so the PID the shim records is the process's own); none without."""
+        path = netns_path(container.labels.get(LABEL_SANDBOX_ID, ""))
+        if self.pod_network is None or not path.exists():
+            return []
+        return ["nsenter", f"--net={path}", "--"]
 
     def _live(self, container: _Container) -> bool:
         return self._status(container).state in (ContainerState.CREATED, ContainerState.RUNNING)
