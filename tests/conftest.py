@@ -187,8 +187,8 @@ def module_apiserver() -> Iterator[ServerHandle]:
 # nftables tables and Chromium. Under pytest-xdist (`make test` runs `-n 2 --dist loadgroup`)
 # they all run in one worker, one after another, as they did before the suite was split;
 # every other module (API servers, controllers, hollow and fake-runtime kubelets on ephemeral
-# ports and temporary directories) goes whole to whichever worker is free. A module may also declare the
-# group itself with `pytestmark = pytest.mark.xdist_group("host-network")`.
+# ports and temporary directories) goes whole to whichever worker is free. A module may also
+# declare the group itself with `pytestmark = pytest.mark.xdist_group("host-network")`.
 HOST_MODULES = frozenset(
     {
         "test_controllers_job",
