@@ -7,9 +7,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography import x509
-from cryptography.x509.oid import NameOID
-
 from k8slite.api import errors
 from k8slite.apiserver.tls import TLS_EXTENSION
 
@@ -78,6 +75,11 @@ class CertAuthenticator:
 
     @staticmethod
     def _parse(pem: str) -> tuple[UserInfo, float]:
+        # Here, not at the top: a component that serves plain HTTP, or has no client
+        # certificates to check, never loads cryptography (8 MiB).
+        from cryptography import x509
+        from cryptography.x509.oid import NameOID
+
         try:
             cert = x509.load_pem_x509_certificate(pem.encode())
         except ValueError:

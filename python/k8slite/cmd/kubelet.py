@@ -204,7 +204,9 @@ def parse_args(argv: list[str] | None) -> tuple[KubeletConfig, argparse.Namespac
     return config, a
 
 
-async def _run(config: KubeletConfig) -> None:
+async def serve(
+    config: KubeletConfig, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
     assert config.kubeconfig is not None
     runtime = make_runtime(
         config.runtime,
@@ -234,6 +236,7 @@ async def _run(config: KubeletConfig) -> None:
                 f"k8slite-kubelet {config.node_name} ready: {', '.join(where) or 'no API'}",
                 flush=True,
             )
+            task_status.started()
     finally:
         with trio.CancelScope(shield=True):
             await runtime.aclose()
@@ -252,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
                     file=sys.stderr,
                 )
                 return 2
-    return run_until_signal(_run, config)
+    return run_until_signal(serve, config)
 
 
 if __name__ == "__main__":

@@ -16,11 +16,20 @@ import trio
 
 from k8slite.cmd import runstate
 from k8slite.cmd.runstate import ClusterInfo
-from k8slite.cmd.up import DEFAULT_DATA_DIR, health_urls, stop_left_behind, stop_pods
+from k8slite.cmd.up import (
+    ALL_IN_ONE,
+    DEFAULT_DATA_DIR,
+    health_urls,
+    stop_left_behind,
+    stop_pods,
+)
 from k8slite.component.logging import setup_logging
 
 # The ports each component serves on, by their keys in ClusterInfo.ports.
 COMPONENT_PORTS = {
+    # --single-process: every component below, as tasks of one process.
+    "all-in-one": ("apiserver", "controller-manager", "scheduler", "kubelet", "kubelet-healthz")
+    + ("proxy-metrics", "proxy-healthz", "dns", "dns-metrics", "metrics-server"),
     "apiserver": ("apiserver",),
     "controller-manager": ("controller-manager",),
     "scheduler": ("scheduler",),
@@ -138,6 +147,14 @@ def status_main(argv: list[str]) -> int:
             ports = ",".join(str(p) for p in component_ports(name, info.ports))
             if not rec.alive():
                 health = "not running"
+            elif name == ALL_IN_ONE:
+                # Healthy when every component it runs is.
+                health = _health(admin, f"{info.server}/healthz")
+                for part, url in urls.items():
+                    if health != "ok":
+                        break
+                    if (part_health := _health(plain, url)) != "ok":
+                        health = f"{part}: {part_health}"
             elif name in ("apiserver", "load-balancer"):
                 health = _health(admin, f"{info.server}/healthz")
             elif name.startswith("apiserver-"):
@@ -192,7 +209,8 @@ def logs_main(argv: list[str]) -> int:
     p.add_argument(
         "component",
         help="apiserver, controller-manager, scheduler, kubelet, proxy, dns, "
-        "hollow-nodes, or up (the supervisor's own log, with --detach); with --ha also "
+        "hollow-nodes, all-in-one (--single-process), or up (the supervisor's own log, "
+        "with --detach); with --ha also "
         "etcd-1..3, apiserver-1..3, load-balancer, controller-manager-2, scheduler-2",
     )
     p.add_argument("-f", "--follow", action="store_true", help="keep printing what is written")

@@ -71,6 +71,8 @@ class ClusterInfo:
     detached: bool = False
     # The dashboard's address with its session secret (this file is 0600), "" when not served.
     dashboard: str = ""
+    # `k8slite up --single-process`: the components are tasks of one child, "all-in-one".
+    single_process: bool = False
     components: dict[str, ProcessRecord] = field(default_factory=dict)
 
     @classmethod

@@ -29,7 +29,7 @@ from cryptography.exceptions import InvalidSignature
 
 from k8slite import datadir, pki
 from k8slite.bootstraptoken import CLUSTER_INFO_PATH
-from k8slite.cmd import clusterdns, clustermetrics, runstate
+from k8slite.cmd import allinone, clusterdns, clustermetrics, runstate
 from k8slite.cmd.child import Child, spawn
 from k8slite.cmd.common import leaves
 from k8slite.cmd.runstate import ClusterInfo, ProcessRecord
@@ -253,11 +253,17 @@ async def wait_healthy(
 
 
 async def wait_started(
-    url: str, pki_dir: Path, node: str, urls: dict[str, str], logs: Path, timeout: float
+    url: str,
+    pki_dir: Path,
+    node: str,
+    urls: dict[str, str],
+    logs: Path,
+    timeout: float,
+    shared_log: Path | None = None,
 ) -> None:
     """Wait until every component serves /healthz and the node is Ready, saying so as each
     does, and every little while what it still waits for. An UpError names each that did
-    not come up, with the end of its log."""
+    not come up, with the end of its log (shared_log: the one log of them all)."""
     began = trio.current_time()
     pending = {*urls, "node"}
 
@@ -267,7 +273,7 @@ async def wait_started(
         log.info("%s (%.0fs)", what, trio.current_time() - began)
 
     def log_of(name: str) -> str:
-        path = logs / f"{name}.log"
+        path = shared_log or logs / f"{name}.log"
         return f"its log {path} ends with:\n{_tail(path)}"
 
     # What times out stays in pending, and is reported below.
@@ -510,6 +516,8 @@ class UpOptions:
     dashboard_port: int = 8001
     # A three-way control plane on this machine (see cmd/ha.py).
     ha: bool = False
+    # Every component as a task of one process, `k8slite all-in-one` (see cmd/allinone.py).
+    single_process: bool = False
 
 
 def components(
@@ -694,6 +702,23 @@ def components(
     return apiserver, rest
 
 
+ALL_IN_ONE = "all-in-one"
+
+
+def single_process(
+    apiserver: Component, rest: list[Component], logs: Path
+) -> tuple[Component, list[Component]]:
+    """The components as tasks of one `k8slite all-in-one` process, each with the flags
+    (ports, certificates, kubeconfig) it has as a process of its own; and what stays a
+    process (the hollow nodes, a test harness rather than a component)."""
+    hosted = [apiserver, *(c for c in rest if c.name in allinone.COMPONENTS)]
+    argv = [script("k8slite"), "all-in-one"]
+    for c in hosted:
+        argv += [allinone.SEPARATOR, c.name, *c.argv[1:]]
+    others = [c for c in rest if c.name not in allinone.COMPONENTS]
+    return Component(ALL_IN_ONE, argv, logs / f"{ALL_IN_ONE}.log"), others
+
+
 async def stop_pods(runtime: str, node: str, data_dir: Path, network: str | None) -> None:
     """Stop and remove the node's pods' containers and sandboxes, so that nothing of the
     cluster keeps running; the next `k8slite up` starts the pods again."""
@@ -874,6 +899,7 @@ async def _up(opts: UpOptions, data_dir: Path, runtime: str, why: str) -> None:
         docker_network=opts.docker_network,
         dns_address=dns_address,
         detached=opts.background,
+        single_process=opts.single_process,
     )
     runstate.write(data_dir, info)
     (data_dir / "prometheus.yml").write_text(prometheus_config(data_dir, ports, proxy, dns_address))
@@ -885,6 +911,11 @@ async def _up(opts: UpOptions, data_dir: Path, runtime: str, why: str) -> None:
         runstate.write(data_dir, info)
 
     apiserver, rest = components(opts, data_dir, node, runtime, ports, proxy, dns_address)
+    shared_log = None
+    if opts.single_process:
+        # The supervisor sees one child: it starts, restarts and stops it as the API server.
+        apiserver, rest = single_process(apiserver, rest, data_dir / "logs")
+        shared_log = apiserver.log_path
     # What serves the API, in start order: the API server; with --ha etcd, three API
     # servers and the balancer in front of them, and second controller manager and scheduler.
     control = [apiserver]
@@ -928,6 +959,7 @@ async def _up(opts: UpOptions, data_dir: Path, runtime: str, why: str) -> None:
                 health_urls(ports, proxy, dns_address),
                 data_dir / "logs",
                 opts.wait,
+                shared_log,
             )
             if opts.dashboard:
                 port = 0 if opts.port == 0 else opts.dashboard_port
@@ -969,6 +1001,11 @@ def welcome(info: ClusterInfo, data_dir: Path) -> list[str]:
         lines.append(
             "High availability: three etcd members and three API servers behind a local "
             "load balancer at that address; two controller managers and two schedulers."
+        )
+    if info.single_process:
+        lines.append(
+            "Single process: every component runs as a task of one process "
+            f"(`k8slite logs {ALL_IN_ONE}`)."
         )
     if info.runtime == "process":
         lines.append("Pods run as host processes, sharing its ports: see the WARNING above.")
@@ -1141,6 +1178,13 @@ def parse_args(argv: list[str] | None) -> UpOptions:
     ):
         etcd.add_argument(flag, help=what)
     p.add_argument(
+        "--single-process",
+        action="store_true",
+        help="run the API server, controller manager, scheduler, kubelet, proxy, DNS and "
+        "metrics server as tasks of one process (`k8slite all-in-one`), each with its own "
+        "ports and credentials, instead of a process each: a smaller footprint",
+    )
+    p.add_argument(
         "--no-dashboard",
         dest="dashboard",
         action="store_false",
@@ -1169,6 +1213,8 @@ def parse_args(argv: list[str] | None) -> UpOptions:
         a.etcd_servers
     ):
         p.error("the --etcd-* flags need --etcd-servers")
+    if a.ha and a.single_process:
+        p.error("--ha runs several API servers: it does not go with --single-process")
     if a.ha and a.etcd_servers:
         p.error("--ha runs its own etcd cluster: it does not go with --etcd-servers")
     if a.node_name and not valid_node_name(a.node_name):
@@ -1190,6 +1236,7 @@ def parse_args(argv: list[str] | None) -> UpOptions:
         dashboard=a.dashboard,
         dashboard_port=a.dashboard_port,
         ha=a.ha,
+        single_process=a.single_process,
         etcd_servers=[u.strip() for u in a.etcd_servers.split(",") if u.strip()],
         etcd_tls_flags=[
             f"--{name.replace('_', '-')}={value}"
