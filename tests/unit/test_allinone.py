@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import pickle
-import subprocess
-import sys
 
 import pytest
 import trio
 import trio.testing
 
-from k8slite.api import schemas
 from k8slite.cmd import allinone
 from k8slite.cmd.allinone import Task, keep_running, split_argv
 
@@ -69,18 +65,3 @@ async def test_a_component_that_never_serves_fails_the_process() -> None:
 
     with pytest.raises(OSError, match="address in use"):
         await keep_running(Task("apiserver", broken, argparse.Namespace()))
-
-
-def test_schemas_built_in_a_child_are_the_same() -> None:
-    """What the API server builds in a child process is what it would build itself."""
-    child = subprocess.run(
-        [sys.executable, "-m", "k8slite.api.schemas"], capture_output=True, check=True
-    )
-    built = pickle.loads(child.stdout)
-    assert isinstance(built, schemas.Catalog)
-    here = schemas.catalog()
-    assert set(built.definitions) == set(here.definitions)
-    assert set(built.kinds) == set(here.kinds)
-    pod = built.definitions["io.k8s.api.core.v1.PodSpec"]
-    assert pod.fields["containers"].meta == here.definitions[pod.name].fields["containers"].meta
-    assert pod.required == here.definitions[pod.name].required

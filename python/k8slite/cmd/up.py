@@ -520,6 +520,35 @@ class UpOptions:
     single_process: bool = False
 
 
+# The components that serve a self-signed certificate, as upstream's do when given none.
+# `k8slite up` makes their pairs, afresh at each start, rather than each component: one
+# handed its pair never loads cryptography (8 MiB of a process) just to make one.
+SELF_SIGNED = ("controller-manager", "scheduler", "dns", "metrics-server")
+
+
+def self_signed_dir(data_dir: Path, name: str) -> Path:
+    return data_dir / "pki" / "self-signed" / name
+
+
+def make_self_signed(data_dir: Path) -> None:
+    """A new self-signed serving pair for each of SELF_SIGNED (DIR/pki/self-signed/NAME)."""
+    host = socket.gethostname()
+    for name in SELF_SIGNED:
+        directory = self_signed_dir(data_dir, name)
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        pki.self_signed(directory, host)
+
+
+def _serving_pair(data_dir: Path, name: str) -> list[str]:
+    directory = self_signed_dir(data_dir, name)
+    return [
+        "--tls-cert-file",
+        str(directory / "serving.pem"),
+        "--tls-private-key-file",
+        str(directory / "serving.key"),
+    ]
+
+
 def components(
     opts: UpOptions,
     data_dir: Path,
@@ -587,6 +616,7 @@ def components(
                 "127.0.0.1",
                 "--secure-port",
                 str(ports["controller-manager"]),
+                *_serving_pair(data_dir, "controller-manager"),
                 *verbosity,
             ],
             logs / "controller-manager.log",
@@ -600,6 +630,7 @@ def components(
                 "127.0.0.1",
                 "--secure-port",
                 str(ports["scheduler"]),
+                *_serving_pair(data_dir, "scheduler"),
                 *verbosity,
             ],
             logs / "scheduler.log",
@@ -641,6 +672,7 @@ def components(
                 str(ports["dns"]),
                 "--secure-port",
                 str(ports["dns-metrics"]),
+                *_serving_pair(data_dir, "dns"),
                 *([] if opts.upstream_dns is None else ["--upstream-dns", opts.upstream_dns]),
                 *verbosity,
             ],
@@ -655,6 +687,7 @@ def components(
                 "127.0.0.1",
                 "--secure-port",
                 str(ports["metrics-server"]),
+                *_serving_pair(data_dir, "metrics-server"),
                 # Client certificates of the cluster: the API server's front-proxy one.
                 "--client-ca-file",
                 str(p / "ca.pem"),
@@ -849,7 +882,8 @@ async def _up(opts: UpOptions, data_dir: Path, runtime: str, why: str) -> None:
             pki.issue_client_cert(
                 pki_dir, MONITORING_IDENTITY, "system:monitoring:prometheus", ["system:monitoring"]
             )
-    except (pki.PKIError, ValueError) as e:
+        make_self_signed(data_dir)
+    except (pki.PKIError, ValueError, OSError) as e:
         raise UpError(str(e)) from None
     # Kubeconfigs are rewritten whenever the port changes; certificates only when missing
     # or unfit (see pki.ensure_pki).
