@@ -144,7 +144,12 @@ def status_main(argv: list[str]) -> int:
         print()
         rows = [("COMPONENT", "PID", "PORTS", "HEALTH", "RESTARTS", "AGE")]
         for name, rec in sorted(info.components.items(), key=lambda c: component_order(c[0])):
-            ports = ",".join(str(p) for p in component_ports(name, info.ports))
+            # A proxy that does not run (not root, --no-proxy) still has its ports picked.
+            shown = component_ports(
+                name,
+                {k: v for k, v in info.ports.items() if info.proxy or not k.startswith("proxy-")},
+            )
+            ports = ",".join(str(p) for p in shown)
             if not rec.alive():
                 health = "not running"
             elif name == ALL_IN_ONE:
