@@ -8,8 +8,11 @@ on first use, and shared by OpenAPI, field validation, strategic merge patch and
 
 from __future__ import annotations
 
-import functools
+import logging
+import pickle
 import re
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +20,7 @@ from k8slite.api import patchmeta
 from k8slite.api.patchmeta import NONE, FieldMeta
 from k8slite.api.resources import RESOURCES, ResourceType
 
+log = logging.getLogger(__name__)
 _CLASS_RE = re.compile(r"^([A-Z][a-z]+)?(V\d+(?:(?:alpha|beta)\d+)?)([A-Z]\w*)$")
 _LIST_RE = re.compile(r"^(?:List\[|list\[)(.+)\]$")
 _DICT_RE = re.compile(r"^(?:Dict\[str, |dict\(str, )(.+)[\])]$")
@@ -269,9 +273,47 @@ class Catalog:
         return self.kinds.get((rt.group, rt.version, rt.kind))
 
 
-@functools.cache
+_catalog: Catalog | None = None
+
+
 def catalog() -> Catalog:
-    """Build once: the served kinds first (core before the rest), then their lists."""
+    """Built once, on first use (or handed over by build_in_child)."""
+    global _catalog
+    if _catalog is None:
+        _catalog = _build()
+    return _catalog
+
+
+def build_in_child() -> None:
+    """Build the catalog in a short-lived child process and keep only the result.
+
+    The model classes of the `kubernetes` package it is derived from take about 55 MiB once
+    imported (pydantic, urllib3, oauthlib with them), which a process never gives back,
+    against 2 MiB for the catalog: the API server builds it this way at start-up. Should the
+    child fail, it is built here after all.
+    """
+    global _catalog
+    if _catalog is not None:
+        return
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "k8slite.api.schemas"],
+            capture_output=True,
+            check=True,
+            timeout=120,
+        )
+        # Our own child's output, on a pipe: nobody else writes it.
+        built = pickle.loads(done.stdout)  # noqa: S301
+    except (OSError, subprocess.SubprocessError, pickle.UnpicklingError, EOFError) as e:
+        log.warning("could not build the schemas in a child process (%s); building them here", e)
+        built = _build()
+    if not isinstance(built, Catalog):
+        built = _build()
+    _catalog = built
+
+
+def _build() -> Catalog:
+    """The served kinds first (core before the rest), then their lists."""
     b = _Builder()
     kinds: dict[tuple[str, str, str], Definition] = {}
     ordered = sorted(RESOURCES, key=lambda r: r.group != "")
@@ -300,3 +342,11 @@ def catalog() -> Catalog:
 def root(rt: ResourceType) -> Definition | None:
     """The definition of a served kind; None for a kind the client has no model for."""
     return catalog().root(rt)
+
+
+if __name__ == "__main__":
+    # What build_in_child runs: the catalog, pickled, on standard output (built by the
+    # module under its own name, not __main__, so that the classes unpickle as ours).
+    from k8slite.api import schemas
+
+    sys.stdout.buffer.write(pickle.dumps(schemas._build(), protocol=pickle.HIGHEST_PROTOCOL))

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography import x509
-from cryptography.x509.oid import NameOID
-
 from k8slite.api import errors
-from k8slite.apiserver.tls import TLS_EXTENSION
+from k8slite.apiserver.tls import PEER_CERT, TLS_EXTENSION
 
 # Upstream's well-known groups and users.
 AUTHENTICATED = "system:authenticated"
@@ -67,7 +65,7 @@ class CertAuthenticator:
         pem = chain[0]
         hit = self._cache.get(pem)
         if hit is None:
-            hit = self._parse(pem)
+            hit = _from_decoded(tls.get(PEER_CERT)) or self._parse(pem)
             if len(self._cache) >= _CACHE_SIZE:
                 self._cache.clear()
             self._cache[pem] = hit
@@ -78,6 +76,11 @@ class CertAuthenticator:
 
     @staticmethod
     def _parse(pem: str) -> tuple[UserInfo, float]:
+        # Here, not at the top: a component that serves plain HTTP, or has no client
+        # certificates to check, never loads cryptography (8 MiB).
+        from cryptography import x509
+        from cryptography.x509.oid import NameOID
+
         try:
             cert = x509.load_pem_x509_certificate(pem.encode())
         except ValueError:
@@ -91,6 +94,22 @@ class CertAuthenticator:
         if AUTHENTICATED not in groups:
             groups.append(AUTHENTICATED)
         return UserInfo(user, tuple(groups)), cert.not_valid_after_utc.timestamp()
+
+
+def _from_decoded(cert: dict[str, Any] | None) -> tuple[UserInfo, float] | None:
+    """The user of a verified certificate as ssl decodes it (SSLSocket.getpeercert()): the
+    first common name, the organizations as groups; None when there is nothing decoded."""
+    if not cert or "subject" not in cert or "notAfter" not in cert:
+        return None
+    pairs = [pair for rdn in cert["subject"] for pair in rdn]
+    names = [str(v) for k, v in pairs if k == "commonName"]
+    user = names[0] if names else ""
+    if not user:
+        raise unauthorized()
+    groups = [str(v) for k, v in pairs if k == "organizationName"]
+    if AUTHENTICATED not in groups:
+        groups.append(AUTHENTICATED)
+    return UserInfo(user, tuple(groups)), float(ssl.cert_time_to_seconds(cert["notAfter"]))
 
 
 def bearer_token(scope: Any) -> str | None:

@@ -610,7 +610,9 @@ def v3_root() -> Obj:
 
 def register(app: QuartTrio) -> None:
     """Serve /openapi/v2, /openapi/v3 and /openapi/v3/<group-version>."""
-    schemas.catalog()  # built at start-up so that the first write does not pay for it
+    # Built at start-up so that the first write does not pay for it; in a child process,
+    # so that this one does not keep the kubernetes client it is derived from.
+    schemas.build_in_child()
 
     @app.route("/openapi/v2")
     async def openapi_v2() -> Response:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ssl
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import httpx
@@ -18,9 +19,13 @@ import trio
 from k8slite._native import loads
 from k8slite.api import errors
 from k8slite.apiserver import http
-from k8slite.apiserver.core import ApiCore
 from k8slite.apiserver.requestinfo import RequestInfo
 from k8slite.component.objects import Obj
+
+if TYPE_CHECKING:
+    # For annotations only: the metrics server imports kubelet_location, and the API
+    # server's core (storage, CEL, every kind) is no part of it.
+    from k8slite.apiserver.core import ApiCore
 
 # Query parameters passed on to the kubelet as they came.
 _PASSED = (

@@ -40,6 +40,10 @@ from hypercorn.utils import repr_socket_addr
 from k8slite.apiserver import directsend
 
 TLS_EXTENSION = "tls"
+# Beside the ASGI keys: the client certificate as the ssl module decodes it (subject,
+# notAfter), which OpenSSL fills in for a certificate it verified; authn reads the user from
+# it without loading cryptography.
+PEER_CERT = "k8slite.peer_cert"
 # scope["extensions"][TAKE_KEY]() hands an HTTP/1.1 connection over to the app (see
 # TakenConnection); only for requests that are alone on their connection.
 TAKE_KEY = "k8slite.take_connection"
@@ -54,6 +58,7 @@ def tls_extension(stream: trio.SSLStream[Any]) -> dict[str, Any]:
     der = stream.getpeercert(binary_form=True)
     cipher = stream.cipher()
     return {
+        PEER_CERT: stream.getpeercert() if der else None,
         "server_cert": None,
         "client_cert_chain": [ssl.DER_cert_to_PEM_cert(der)] if der else [],
         "client_cert_name": None,

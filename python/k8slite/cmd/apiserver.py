@@ -243,11 +243,15 @@ def parse_args(argv: list[str] | None) -> tuple[ApiServerConfig, argparse.Namesp
     return config, a
 
 
-async def _serve(config: ApiServerConfig) -> None:
+async def serve(
+    config: ApiServerConfig, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Serve until cancelled; started once it listens (k8slite all-in-one waits for that)."""
     async with trio.open_nursery() as nursery:
         serving = await nursery.start(run, config)
         # A line for people and for scripts (tests read the URL from it).
         print(f"k8slite-apiserver listening on {serving.url}", flush=True)
+        task_status.started()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -255,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     # RocksDB creates its files under the process umask: 077 makes them 0600, as etcd's.
     os.umask(0o077)
     setup_logging(args.verbosity, args.logging_format)
-    return run_until_signal(_serve, config)
+    return run_until_signal(serve, config)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import trio
+from prometheus_client import REGISTRY, CollectorRegistry
 
 from k8slite.cmd.common import run_until_signal
 from k8slite.component.flags import (
@@ -305,12 +306,20 @@ def parse_args(argv: list[str] | None) -> tuple[ControllerManagerConfig, argpars
     return config, a
 
 
-async def _run(config: ControllerManagerConfig) -> None:
-    manager = ControllerManager(config)
+async def serve(
+    config: ControllerManagerConfig,
+    registry: CollectorRegistry = REGISTRY,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until cancelled, its metrics in registry (k8slite all-in-one gives each start
+    a new one: a restart registers them again)."""
+    manager = ControllerManager(config, registry)
     async with trio.open_nursery() as nursery:
         url = await nursery.start(manager.run)
         # A line for people and for scripts (tests read the URL from it).
         print(f"k8slite-controller-manager serving on {url}", flush=True)
+        task_status.started()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -318,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbosity, args.logging_format)
     code = 0
     try:
-        code = run_until_signal(_run, config)
+        code = run_until_signal(serve, config)
     except* LeaderElectionLost as group:
         # Upstream exits too: a new process starts clean, as a standby.
         log.error("leader election lost: %s", group.exceptions[0])

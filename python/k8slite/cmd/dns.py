@@ -71,7 +71,9 @@ def parse_args(argv: list[str] | None) -> tuple[DnsConfig, argparse.Namespace]:
     return config, a
 
 
-async def _serve(config: DnsConfig) -> None:
+async def serve(
+    config: DnsConfig, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
     async with trio.open_nursery() as nursery:
         serving = await nursery.start(run, config)
         host, port = serving.dns
@@ -81,12 +83,13 @@ async def _serve(config: DnsConfig) -> None:
             f"k8slite-dns ready: DNS on {address} (udp, tcp); serving on {serving.serving_url}",
             flush=True,
         )
+        task_status.started()
 
 
 def main(argv: list[str] | None = None) -> int:
     config, args = parse_args(argv)
     setup_logging(args.verbosity, args.logging_format)
-    return report_fatal("k8slite-dns", _FATAL, lambda: run_until_signal(_serve, config))
+    return report_fatal("k8slite-dns", _FATAL, lambda: run_until_signal(serve, config))
 
 
 if __name__ == "__main__":

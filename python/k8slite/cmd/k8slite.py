@@ -85,6 +85,12 @@ def _dashboard(argv: list[str]) -> int:
     return dashboard_main(argv)
 
 
+def _all_in_one(argv: list[str]) -> int:
+    from k8slite.cmd.allinone import main as all_in_one_main
+
+    return all_in_one_main(argv)
+
+
 def _load_balancer(argv: list[str]) -> int:
     from k8slite.loadbalancer import main as lb_main
 
@@ -101,6 +107,10 @@ COMMANDS = {
     "logs": (_logs, "print (-f: follow) a component's log"),
     "kubeconfig": (_kubeconfig, "print the admin kubeconfig, or --merge it into ~/.kube/config"),
     "token": (_token, "create, list or delete bootstrap tokens (nodes join with them)"),
+    "all-in-one": (
+        _all_in_one,
+        "run components as tasks of one process (what `k8slite up --single-process` runs)",
+    ),
     "load-balancer": (_load_balancer, "a local TCP load balancer in front of API servers"),
     "hollow-nodes": (_hollow_nodes, "run simulated kubelets for scale tests"),
     "storage": (_storage, "migrate a stopped cluster's objects between RocksDB and etcd"),

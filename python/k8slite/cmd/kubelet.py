@@ -240,7 +240,12 @@ def parse_args(argv: list[str] | None) -> tuple[KubeletConfig, argparse.Namespac
     return config, a
 
 
-async def _run(config: KubeletConfig, args: argparse.Namespace) -> None:
+async def serve(
+    config: KubeletConfig,
+    args: argparse.Namespace,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
     assert config.kubeconfig is not None
     cert_dir = args.cert_dir or args.pki_dir
     if args.bootstrap_kubeconfig is not None and not clientcert.usable(cert_dir, config.kubeconfig):
@@ -285,6 +290,7 @@ async def _run(config: KubeletConfig, args: argparse.Namespace) -> None:
                 f"k8slite-kubelet {config.node_name} ready: {', '.join(where) or 'no API'}",
                 flush=True,
             )
+            task_status.started()
     finally:
         with trio.CancelScope(shield=True):
             await runtime.aclose()
@@ -303,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
                     file=sys.stderr,
                 )
                 return 2
-    return run_until_signal(_run, config, args)
+    return run_until_signal(serve, config, args)
 
 
 if __name__ == "__main__":

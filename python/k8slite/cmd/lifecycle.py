@@ -16,11 +16,20 @@ import trio
 
 from k8slite.cmd import runstate
 from k8slite.cmd.runstate import ClusterInfo
-from k8slite.cmd.up import DEFAULT_DATA_DIR, health_urls, stop_left_behind, stop_pods
+from k8slite.cmd.up import (
+    ALL_IN_ONE,
+    DEFAULT_DATA_DIR,
+    health_urls,
+    stop_left_behind,
+    stop_pods,
+)
 from k8slite.component.logging import setup_logging
 
 # The ports each component serves on, by their keys in ClusterInfo.ports.
 COMPONENT_PORTS = {
+    # --single-process: every component below, as tasks of one process.
+    "all-in-one": ("apiserver", "controller-manager", "scheduler", "kubelet", "kubelet-healthz")
+    + ("proxy-metrics", "proxy-healthz", "dns", "dns-metrics", "metrics-server"),
     "apiserver": ("apiserver",),
     "controller-manager": ("controller-manager",),
     "scheduler": ("scheduler",),
@@ -143,9 +152,22 @@ def status_main(argv: list[str]) -> int:
         print()
         rows = [("COMPONENT", "PID", "PORTS", "HEALTH", "RESTARTS", "AGE")]
         for name, rec in sorted(info.components.items(), key=lambda c: component_order(c[0])):
-            ports = ",".join(str(p) for p in component_ports(name, info.ports))
+            # A proxy that does not run (not root, --no-proxy) still has its ports picked.
+            shown = component_ports(
+                name,
+                {k: v for k, v in info.ports.items() if info.proxy or not k.startswith("proxy-")},
+            )
+            ports = ",".join(str(p) for p in shown)
             if not rec.alive():
                 health = "not running"
+            elif name == ALL_IN_ONE:
+                # Healthy when every component it runs is.
+                health = _health(admin, f"{info.server}/healthz")
+                for part, url in urls.items():
+                    if health != "ok":
+                        break
+                    if (part_health := _health(plain, url)) != "ok":
+                        health = f"{part}: {part_health}"
             elif name in ("apiserver", "load-balancer"):
                 health = _health(admin, f"{info.server}/healthz")
             elif name.startswith("apiserver-"):
@@ -200,8 +222,8 @@ def logs_main(argv: list[str]) -> int:
     p.add_argument(
         "component",
         help="apiserver, controller-manager, scheduler, kubelet, proxy, dns, "
-        "hollow-nodes, or up (the supervisor's own log, with --detach; join on a joined "
-        "node); with --ha also "
+        "hollow-nodes, all-in-one (--single-process), or up (the supervisor's own log, "
+        "with --detach; join on a joined node); with --ha also "
         "etcd-1..3, apiserver-1..3, load-balancer, controller-manager-2, scheduler-2",
     )
     p.add_argument("-f", "--follow", action="store_true", help="keep printing what is written")

@@ -55,17 +55,20 @@ def parse_args(argv: list[str] | None) -> tuple[MetricsServerConfig, argparse.Na
     return config, a
 
 
-async def _serve(config: MetricsServerConfig) -> None:
+async def serve(
+    config: MetricsServerConfig, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
     async with trio.open_nursery() as nursery:
         serving = await nursery.start(run, config)
         # One line for people and scripts (tests and `k8slite up` wait for "ready:").
         print(f"k8slite-metrics-server ready: serving on {serving.url}", flush=True)
+        task_status.started()
 
 
 def main(argv: list[str] | None = None) -> int:
     config, args = parse_args(argv)
     setup_logging(args.verbosity, args.logging_format)
-    return report_fatal("k8slite-metrics-server", _FATAL, lambda: run_until_signal(_serve, config))
+    return report_fatal("k8slite-metrics-server", _FATAL, lambda: run_until_signal(serve, config))
 
 
 if __name__ == "__main__":

@@ -89,7 +89,9 @@ def parse_args(argv: list[str] | None) -> tuple[ProxyConfig, argparse.Namespace]
     return config, a
 
 
-async def _serve(config: ProxyConfig) -> None:
+async def serve(
+    config: ProxyConfig, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
     async with trio.open_nursery() as nursery:
         serving = await nursery.start(run, config)
         # Lines for people and for scripts (tests wait for "ready").
@@ -100,6 +102,7 @@ async def _serve(config: ProxyConfig) -> None:
             f"k8slite-proxy healthz on http://{serving.healthz[0]}:{serving.healthz[1]}", flush=True
         )
         print(f"k8slite-proxy ready in {config.mode} mode", flush=True)
+        task_status.started()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.cleanup:
             trio.run(cleanup, config)
             return 0
-        return run_until_signal(_serve, config)
+        return run_until_signal(serve, config)
 
     return report_fatal("k8slite-proxy", _FATAL, run_proxy)
 

@@ -76,6 +76,8 @@ class ClusterInfo:
     joined: bool = False
     # What `k8slite up` printed for adding nodes (it holds a bootstrap token: 0600 file).
     join_command: str = ""
+    # `k8slite up --single-process`: the components are tasks of one child, "all-in-one".
+    single_process: bool = False
     components: dict[str, ProcessRecord] = field(default_factory=dict)
 
     @classmethod

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import trio
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry
 
 from k8slite.client import ApiClient, load_kubeconfig
 from k8slite.cmd.common import run_until_signal
@@ -100,14 +100,21 @@ def parse_args(argv: list[str] | None) -> tuple[Options, argparse.Namespace]:
     return options, a
 
 
-async def serve(options: Options) -> None:
+async def serve(
+    options: Options,
+    registry: CollectorRegistry = REGISTRY,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until cancelled, its metrics in registry (k8slite all-in-one gives each start
+    a new one: a restart registers them again)."""
     config = load_kubeconfig(options.kubeconfig)
     config = dataclasses.replace(
         config, qps=options.qps, burst=options.burst, server=options.master or config.server
     )
     async with ApiClient(config) as client:
         scheduler = Scheduler(
-            client, options.profile, registry=REGISTRY, bind_concurrency=options.bind_concurrency
+            client, options.profile, registry=registry, bind_concurrency=options.bind_concurrency
         )
         synced = Check(
             "sched-handler-sync",
@@ -115,7 +122,7 @@ async def serve(options: Options) -> None:
         )
         app = ComponentServer(
             checks={"/healthz": (PING,), "/livez": (PING,), "/readyz": (PING, synced)},
-            registry=REGISTRY,
+            registry=registry,
             configz={"componentconfig": lambda: options},
             authorize=options.serving.authorizer(),
         )
@@ -123,11 +130,14 @@ async def serve(options: Options) -> None:
             url, _ = await nursery.start(serve_component, app, options.serving)
             # A line for people and for scripts (tests read the URL from it).
             print(f"k8slite-scheduler listening on {url}", flush=True)
+            task_status.started()
 
             async def lead(leader: trio.Nursery) -> None:
                 await scheduler.run()
 
-            await options.leader_election.run(client, lead, identity=default_identity())
+            await options.leader_election.run(
+                client, lead, identity=default_identity(), metrics_registry=registry
+            )
             nursery.cancel_scope.cancel()
 
 

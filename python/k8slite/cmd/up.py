@@ -29,7 +29,7 @@ from cryptography.exceptions import InvalidSignature
 
 from k8slite import datadir, pki
 from k8slite.bootstraptoken import CLUSTER_INFO_PATH
-from k8slite.cmd import clusterdns, clustermetrics, runstate
+from k8slite.cmd import allinone, clusterdns, clustermetrics, runstate
 from k8slite.cmd.child import Child, spawn
 from k8slite.cmd.common import leaves
 from k8slite.cmd.runstate import ClusterInfo, ProcessRecord
@@ -253,11 +253,17 @@ async def wait_healthy(
 
 
 async def wait_started(
-    url: str, pki_dir: Path, node: str, urls: dict[str, str], logs: Path, timeout: float
+    url: str,
+    pki_dir: Path,
+    node: str,
+    urls: dict[str, str],
+    logs: Path,
+    timeout: float,
+    shared_log: Path | None = None,
 ) -> None:
     """Wait until every component serves /healthz and the node is Ready, saying so as each
     does, and every little while what it still waits for. An UpError names each that did
-    not come up, with the end of its log."""
+    not come up, with the end of its log (shared_log: the one log of them all)."""
     began = trio.current_time()
     pending = {*urls, "node"}
 
@@ -267,7 +273,7 @@ async def wait_started(
         log.info("%s (%.0fs)", what, trio.current_time() - began)
 
     def log_of(name: str) -> str:
-        path = logs / f"{name}.log"
+        path = shared_log or logs / f"{name}.log"
         return f"its log {path} ends with:\n{_tail(path)}"
 
     # What times out stays in pending, and is reported below.
@@ -516,6 +522,37 @@ class UpOptions:
     advertise_address: str = ""
     # Create a bootstrap token and print the `k8slite join` command that uses it.
     join_token: bool = True
+    # Every component as a task of one process, `k8slite all-in-one` (see cmd/allinone.py).
+    single_process: bool = False
+
+
+# The components that serve a self-signed certificate, as upstream's do when given none.
+# `k8slite up` makes their pairs, afresh at each start, rather than each component: one
+# handed its pair never loads cryptography (8 MiB of a process) just to make one.
+SELF_SIGNED = ("controller-manager", "scheduler", "dns", "metrics-server")
+
+
+def self_signed_dir(data_dir: Path, name: str) -> Path:
+    return data_dir / "pki" / "self-signed" / name
+
+
+def make_self_signed(data_dir: Path) -> None:
+    """A new self-signed serving pair for each of SELF_SIGNED (DIR/pki/self-signed/NAME)."""
+    host = socket.gethostname()
+    for name in SELF_SIGNED:
+        directory = self_signed_dir(data_dir, name)
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        pki.self_signed(directory, host)
+
+
+def _serving_pair(data_dir: Path, name: str) -> list[str]:
+    directory = self_signed_dir(data_dir, name)
+    return [
+        "--tls-cert-file",
+        str(directory / "serving.pem"),
+        "--tls-private-key-file",
+        str(directory / "serving.key"),
+    ]
 
 
 def components(
@@ -588,6 +625,7 @@ def components(
                 "127.0.0.1",
                 "--secure-port",
                 str(ports["controller-manager"]),
+                *_serving_pair(data_dir, "controller-manager"),
                 *verbosity,
             ],
             logs / "controller-manager.log",
@@ -601,6 +639,7 @@ def components(
                 "127.0.0.1",
                 "--secure-port",
                 str(ports["scheduler"]),
+                *_serving_pair(data_dir, "scheduler"),
                 *verbosity,
             ],
             logs / "scheduler.log",
@@ -642,6 +681,7 @@ def components(
                 str(ports["dns"]),
                 "--secure-port",
                 str(ports["dns-metrics"]),
+                *_serving_pair(data_dir, "dns"),
                 *([] if opts.upstream_dns is None else ["--upstream-dns", opts.upstream_dns]),
                 *verbosity,
             ],
@@ -656,6 +696,7 @@ def components(
                 "127.0.0.1",
                 "--secure-port",
                 str(ports["metrics-server"]),
+                *_serving_pair(data_dir, "metrics-server"),
                 # Client certificates of the cluster: the API server's front-proxy one.
                 "--client-ca-file",
                 str(p / "ca.pem"),
@@ -701,6 +742,23 @@ def components(
             )
         )
     return apiserver, rest
+
+
+ALL_IN_ONE = "all-in-one"
+
+
+def single_process(
+    apiserver: Component, rest: list[Component], logs: Path
+) -> tuple[Component, list[Component]]:
+    """The components as tasks of one `k8slite all-in-one` process, each with the flags
+    (ports, certificates, kubeconfig) it has as a process of its own; and what stays a
+    process (the hollow nodes, a test harness rather than a component)."""
+    hosted = [apiserver, *(c for c in rest if c.name in allinone.COMPONENTS)]
+    argv = [script("k8slite"), "all-in-one"]
+    for c in hosted:
+        argv += [allinone.SEPARATOR, c.name, *c.argv[1:]]
+    others = [c for c in rest if c.name not in allinone.COMPONENTS]
+    return Component(ALL_IN_ONE, argv, logs / f"{ALL_IN_ONE}.log"), others
 
 
 async def stop_pods(runtime: str, node: str, data_dir: Path, network: str | None) -> None:
@@ -833,7 +891,8 @@ async def _up(opts: UpOptions, data_dir: Path, runtime: str, why: str) -> None:
             pki.issue_client_cert(
                 pki_dir, MONITORING_IDENTITY, "system:monitoring:prometheus", ["system:monitoring"]
             )
-    except (pki.PKIError, ValueError) as e:
+        make_self_signed(data_dir)
+    except (pki.PKIError, ValueError, OSError) as e:
         raise UpError(str(e)) from None
     # Kubeconfigs are rewritten whenever the port changes; certificates only when missing
     # or unfit (see pki.ensure_pki).
@@ -885,6 +944,7 @@ async def _up(opts: UpOptions, data_dir: Path, runtime: str, why: str) -> None:
         docker_network=opts.docker_network,
         dns_address=dns_address,
         detached=opts.background,
+        single_process=opts.single_process,
     )
     runstate.write(data_dir, info)
     (data_dir / "prometheus.yml").write_text(prometheus_config(data_dir, ports, proxy, dns_address))
@@ -896,6 +956,11 @@ async def _up(opts: UpOptions, data_dir: Path, runtime: str, why: str) -> None:
         runstate.write(data_dir, info)
 
     apiserver, rest = components(opts, data_dir, node, runtime, ports, proxy, dns_address)
+    shared_log = None
+    if opts.single_process:
+        # The supervisor sees one child: it starts, restarts and stops it as the API server.
+        apiserver, rest = single_process(apiserver, rest, data_dir / "logs")
+        shared_log = apiserver.log_path
     # What serves the API, in start order: the API server; with --ha etcd, three API
     # servers and the balancer in front of them, and second controller manager and scheduler.
     control = [apiserver]
@@ -939,6 +1004,7 @@ async def _up(opts: UpOptions, data_dir: Path, runtime: str, why: str) -> None:
                 health_urls(ports, proxy, dns_address),
                 data_dir / "logs",
                 opts.wait,
+                shared_log,
             )
             if opts.dashboard:
                 port = 0 if opts.port == 0 else opts.dashboard_port
@@ -1044,6 +1110,11 @@ def welcome(info: ClusterInfo, data_dir: Path) -> list[str]:
         lines.append(
             "High availability: three etcd members and three API servers behind a local "
             "load balancer at that address; two controller managers and two schedulers."
+        )
+    if info.single_process:
+        lines.append(
+            "Single process: every component runs as a task of one process "
+            f"(`k8slite logs {ALL_IN_ONE}`)."
         )
     if info.runtime == "process":
         lines.append("Pods run as host processes, sharing its ports: see the WARNING above.")
@@ -1248,6 +1319,13 @@ def parse_args(argv: list[str] | None) -> UpOptions:
         help="do not create a bootstrap token (nor print the `k8slite join` command)",
     )
     p.add_argument(
+        "--single-process",
+        action="store_true",
+        help="run the API server, controller manager, scheduler, kubelet, proxy, DNS and "
+        "metrics server as tasks of one process (`k8slite all-in-one`), each with its own "
+        "ports and credentials, instead of a process each: a smaller footprint",
+    )
+    p.add_argument(
         "--no-dashboard",
         dest="dashboard",
         action="store_false",
@@ -1276,6 +1354,8 @@ def parse_args(argv: list[str] | None) -> UpOptions:
         a.etcd_servers
     ):
         p.error("the --etcd-* flags need --etcd-servers")
+    if a.ha and a.single_process:
+        p.error("--ha runs several API servers: it does not go with --single-process")
     if a.ha and a.etcd_servers:
         p.error("--ha runs its own etcd cluster: it does not go with --etcd-servers")
     if a.node_name and not valid_node_name(a.node_name):
@@ -1300,6 +1380,7 @@ def parse_args(argv: list[str] | None) -> UpOptions:
         bind_address=a.bind_address,
         advertise_address=a.advertise_address,
         join_token=a.join_token,
+        single_process=a.single_process,
         etcd_servers=[u.strip() for u in a.etcd_servers.split(",") if u.strip()],
         etcd_tls_flags=[
             f"--{name.replace('_', '-')}={value}"

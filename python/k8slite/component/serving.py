@@ -36,7 +36,6 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as serve_plain
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from k8slite import pki
 from k8slite.api.errors import ApiError
 from k8slite.apiserver.authn import CertAuthenticator, UserInfo
 from k8slite.apiserver.tls import serve as serve_tls
@@ -517,6 +516,10 @@ def _tls(hc: HypercornConfig, options: ServingOptions, tmp: Path) -> None:
     if options.tls_cert_file is not None and options.tls_private_key_file is not None:
         cert, key = options.tls_cert_file, options.tls_private_key_file
     else:
+        # Here, not at the top: cryptography (8 MiB) is for components that make their own
+        # certificate; the proxy and the kubelet, given theirs or serving plain, skip it.
+        from k8slite import pki
+
         cert, key = pki.self_signed(tmp, socket.gethostname())
     hc.certfile, hc.keyfile = str(cert), str(key)
     if options.client_ca_file is not None:
