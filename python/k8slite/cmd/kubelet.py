@@ -14,7 +14,6 @@ from k8slite.client import ApiClient, load_kubeconfig
 from k8slite.cmd.common import run_until_signal
 from k8slite.component.flags import add_component_flags, duration
 from k8slite.component.logging import setup_logging
-from k8slite.kubelet import clientcert
 from k8slite.kubelet.config import (
     KubeletConfig,
     parse_key_values,
@@ -248,6 +247,10 @@ async def serve(
 ) -> None:
     assert config.kubeconfig is not None
     cert_dir = args.cert_dir or args.pki_dir
+    if args.bootstrap_kubeconfig is not None or args.rotate_certificates:
+        # Only a kubelet that makes its own certificates loads cryptography (see
+        # tests/unit/test_lean_imports.py): the others are handed theirs.
+        from k8slite.kubelet import clientcert
     if args.bootstrap_kubeconfig is not None and not clientcert.usable(cert_dir, config.kubeconfig):
         await clientcert.bootstrap(
             load_kubeconfig(args.bootstrap_kubeconfig),
