@@ -77,6 +77,57 @@ HEALTH_TIMEOUT = 2.0
 _OUT_OF_RANGE = 11
 
 
+# Upstream's etcd keys for the core and apps kinds: the resource without its group (and
+# four historical names), where our storage keys carry the group ("/core/pods/" here is
+# "/pods/" in etcd). Both sides are whole path segments; no value is a prefix of another,
+# and none is a group name or another first segment we store under ("masterleases",
+# "k8slite", groups with dots), so the mapping is one-to-one both ways. Every other key
+# (other groups, custom resources, our own) is kept as it is.
+_CORE_KEYS = {
+    "configmaps": "configmaps",
+    "endpoints": "services/endpoints",
+    "events": "events",
+    "namespaces": "namespaces",
+    "nodes": "minions",
+    "persistentvolumeclaims": "persistentvolumeclaims",
+    "persistentvolumes": "persistentvolumes",
+    "pods": "pods",
+    "replicationcontrollers": "controllers",
+    "secrets": "secrets",
+    "serviceaccounts": "serviceaccounts",
+    "services": "services/specs",
+}
+_APPS_KEYS = ("controllerrevisions", "daemonsets", "deployments", "replicasets", "statefulsets")
+_TO_UPSTREAM = {f"/core/{plural}/": f"/{key}/" for plural, key in _CORE_KEYS.items()} | {
+    f"/apps/{plural}/": f"/{plural}/" for plural in _APPS_KEYS
+}
+_FROM_UPSTREAM = {key: ours for ours, key in _TO_UPSTREAM.items()}
+
+
+def _head(path: str, segments: int) -> str:
+    """The first `segments` segments of "/a/b/c..." with their slashes ("/a/b/"), or ""."""
+    parts = path.split("/", segments + 1)
+    return "/".join(parts[: segments + 1]) + "/" if len(parts) > segments + 1 else ""
+
+
+def upstream_key(path: str) -> str:
+    """The etcd key (below the prefix) of a storage key below /registry: "/core/pods/ns/x"
+    is "/pods/ns/x", "/apps/deployments/ns/x" is "/deployments/ns/x", as upstream's."""
+    head = _head(path, 2)
+    key = _TO_UPSTREAM.get(head)
+    return key + path[len(head) :] if key is not None else path
+
+
+def storage_key(path: str) -> str:
+    """upstream_key's inverse."""
+    for segments in (1, 2):
+        head = _head(path, segments)
+        ours = _FROM_UPSTREAM.get(head)
+        if ours is not None:
+            return ours + path[len(head) :]
+    return path
+
+
 class Compacted(StoreUnavailable):
     """A read or watch asked for a revision etcd has compacted away (ErrCompacted)."""
 
@@ -256,6 +307,10 @@ class EtcdStore(BackgroundTasks):
         for its round trips, which happens at start and when a custom kind begins to be served.
         """
         self._usable()
+        path = prefix[len(self.root) :]
+        if path.startswith(("/core/", "/apps/")) and not _head(path, 2):
+            # Core and apps kinds each have a prefix of their own in etcd (upstream's keys).
+            raise ValueError(f"scan prefix {prefix!r} spans several etcd prefixes")
         start = self._etcd_key(prefix) if prefix else self._watch_range[0]
         if len(start) <= len(self.prefix):
             start = self._watch_range[0]
@@ -358,10 +413,14 @@ class EtcdStore(BackgroundTasks):
     def _etcd_key(self, key: str) -> bytes:
         if not key.startswith(self.root):
             raise ValueError(f"storage key {key!r} is not under {self.root!r}")
-        return (self.prefix + key[len(self.root) :]).encode()
+        path = key[len(self.root) :]
+        etcd_path = upstream_key(path)
+        if storage_key(etcd_path) != path:  # e.g. "/pods/x": would read back as "/core/pods/x"
+            raise ValueError(f"storage key {key!r} has no etcd key of its own")
+        return (self.prefix + etcd_path).encode()
 
     def _storage_key(self, raw: bytes) -> str:
-        return self.root + raw.decode()[len(self.prefix) :]
+        return self.root + storage_key(raw.decode()[len(self.prefix) :])
 
     def _rotate(self, failed: int) -> None:
         if self._current == failed:
