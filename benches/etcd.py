@@ -3,7 +3,8 @@
 - creates/s and latency with 50 clients (benches/create.py's load): RocksDB, a single etcd
   member, and a three-member etcd cluster, interleaved run by run;
 - LIST of 100,000 pods from the watch cache on RocksDB and on etcd (the pods are written
-  straight into the store, then a fresh API server warms its cache from it);
+  straight into each store, then a fresh API server on each warms its cache from it; both
+  servers are asked in turn, so both see the same load);
 - watch delivery across API servers: pods created through API server A at a steady rate,
   watched on API server B, both on the three-member cluster; the time from sending each
   create to B's watcher receiving its ADDED event;
@@ -18,6 +19,7 @@ figures move with it.
 
 Run: .venv/bin/python benches/etcd.py [--requests 10000] [--clients 50] [--runs 3]
      [--list-size 100000] [--watch-events 2000] [--watch-rate 100] [--failovers 3]
+(`--runs 0`, `--list-size 0`, `--watch-events 0`, `--failovers 0` leave a section out.)
 """
 
 from __future__ import annotations

@@ -27,10 +27,10 @@ from tests.integration.test_etcd import Watcher
 from tests.polling import wait_for
 
 # The third API server compacts every second, so a watcher away for a few seconds is past
-# it, and its watch cache holds 100 events, so its window moves past too. Only the last one
+# it, and its watch cache holds 50 events, so its window moves past too. Only the last one
 # started compacts: an API server reads at its revision while it warms its caches, and one
 # warming for longer than another's compaction interval finds that revision gone.
-C_FLAGS = ("--etcd-compaction-interval=1s", "--watch-cache-size=100")
+C_FLAGS = ("--etcd-compaction-interval=1s", "--watch-cache-size=50")
 
 
 @dataclass
@@ -287,13 +287,13 @@ def test_compaction_under_a_watcher_that_was_away(ha: HA) -> None:
         wait_for(reflector.idle.is_set, timeout=30, what="the reflector to stop watching")
         away_at = reflector.rv
         # Away until etcd has compacted past its revision and C's watch cache window has
-        # moved past it (more than 100 events since).
+        # moved past it (more than 50 events since).
         wait_for(
             lambda: compacted_past(ha.members[2], away_at),
             timeout=30,
             what="etcd to compact past the reflector's revision",
         )
-        writer.wait_more(150, "while the reflector is away")
+        writer.wait_more(80, "while the reflector is away")
         lists = reflector.lists
         reflector.running.set()
         wait_for(lambda: reflector.lists > lists, timeout=30, what="the reflector to relist")

@@ -18,6 +18,10 @@ Semantics follow upstream's storage/etcd3:
 - a compaction loop runs every compaction interval, compacting to the revision seen one
   interval before, coordinated between API servers by upstream's `compact_rev_key`.
 
+Keys. etcd holds upstream's keys for the core and apps kinds (/registry/pods/<ns>/<name>,
+/registry/services/specs/..., /registry/deployments/...), where our storage keys carry the
+group (/registry/core/pods/...); upstream_key and storage_key map between the two.
+
 Values. Our encoders stamp the commit revision into the bytes, but etcd assigns it only at
 commit. So a value is stored as a header line naming a placeholder, then the bytes the
 encoder gave for that placeholder: `k8slite-rv:<digits>\\n{...json...}`. Reading replaces the
