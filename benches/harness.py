@@ -45,7 +45,7 @@ def start(argv: list[str], data_dir: Path, timeout: float = 120.0) -> Server:
     return Server(url, host, int(port), data_dir, proc)
 
 
-def start_apiserver(data_dir: Path, *extra: str) -> Server:
+def start_apiserver(data_dir: Path, *extra: str, timeout: float = 120.0) -> Server:
     """A bare API server. No controller manager makes namespaces' `default` ServiceAccount,
     so the ServiceAccount admission plugin is off unless `extra` enables it."""
     if not any(arg.startswith("--enable-admission-plugins") for arg in extra):
@@ -62,6 +62,7 @@ def start_apiserver(data_dir: Path, *extra: str) -> Server:
             *extra,
         ],
         data_dir,
+        timeout,
     )
 
 

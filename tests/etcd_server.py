@@ -149,3 +149,53 @@ def start_etcd(base: Path, *, tls: bool = False, timeout: float = 30.0) -> EtcdP
             continue
         return server
     raise RuntimeError(f"etcd would not start; see {data_dir.parent}/member.log")
+
+
+def cluster_flags(members: list[EtcdProcess]) -> list[str]:
+    """The API server flags that point at every member of a cluster (plain HTTP)."""
+    return ["--storage-backend=etcd3", "--etcd-servers=" + ",".join(m.url for m in members)]
+
+
+def start_etcd_cluster(base: Path, size: int = 3, *, timeout: float = 30.0) -> list[EtcdProcess]:
+    """A cluster of `size` members on loopback (plain HTTP), data in base/etcd-N/member.
+
+    Each member's args name the whole cluster, so `restart()` after kill9 brings one back
+    from its data dir into the same cluster.
+    """
+    etcd = need_etcd()
+    for _ in range(3):  # a free port may be taken between choosing it and etcd binding it
+        names = [f"etcd-{i + 1}" for i in range(size)]
+        clients = {name: f"http://127.0.0.1:{free_port()}" for name in names}
+        peers = {name: f"http://127.0.0.1:{free_port()}" for name in names}
+        initial = ",".join(f"{name}={peers[name]}" for name in names)
+        token = f"k8slite-test-{base.name}-{free_port()}"
+        members = []
+        for name in names:
+            data_dir = base / name / "member"
+            data_dir.parent.mkdir(parents=True, exist_ok=True)
+            args = [
+                etcd,
+                f"--name={name}",
+                f"--data-dir={data_dir}",
+                f"--listen-client-urls={clients[name]}",
+                f"--advertise-client-urls={clients[name]}",
+                f"--listen-peer-urls={peers[name]}",
+                f"--initial-advertise-peer-urls={peers[name]}",
+                f"--initial-cluster={initial}",
+                "--initial-cluster-state=new",
+                f"--initial-cluster-token={token}",
+                f"--experimental-watch-progress-notify-interval={PROGRESS_INTERVAL}",
+                "--log-level=warn",
+                "--logger=zap",
+            ]
+            members.append(EtcdProcess(clients[name], data_dir, _spawn(args, data_dir), None, args))
+        try:
+            for member in members:
+                _wait_healthy(member, timeout)
+        except RuntimeError:
+            for member in members:
+                stop(member.proc)
+                shutil.rmtree(member.data_dir, ignore_errors=True)
+            continue
+        return members
+    raise RuntimeError(f"an etcd cluster would not start; see the logs in {base}")

@@ -120,13 +120,15 @@ def test_status_lists_every_process(ha: Cluster) -> None:
     }, subsets
 
 
-def test_deployment_scales_up_after_kill9_of_the_apiserver_in_use(ha: Cluster) -> None:
+def test_deployment_scale_up_goes_on_across_kill9_of_the_apiserver_in_use(ha: Cluster) -> None:
     name = f"web-{uuid.uuid4().hex[:6]}"
     ha.kubectl("create", "deployment", name, "--image=busybox:1.35", "--replicas=2")
     wait_for(lambda: ready_replicas(ha, name) == 2, timeout=120, what="2 ready replicas")
 
     # The balancer sends every new connection to the first healthy server: apiserver-1
-    # serves kubectl and every component.
+    # serves kubectl and every component. The scale-up starts, and the controller
+    # manager is at work on it through apiserver-1 when that is killed.
+    ha.kubectl("scale", "deployment", name, "--replicas=6")
     kill9(ha, "apiserver-1")
     killed = time.monotonic()
     with ha.api() as api:
@@ -138,10 +140,11 @@ def test_deployment_scales_up_after_kill9_of_the_apiserver_in_use(ha: Cluster) -
         wait_for(write, timeout=30, interval=0.05, what="a write through the balancer")
     print(f"first write through the balancer {time.monotonic() - killed:.2f}s after kill -9")
 
-    # kubectl through the balancer, and the controller manager, scheduler and kubelet
-    # (reconnecting through it) carry a scale-up to the end.
-    ha.kubectl("scale", "deployment", name, "--replicas=4")
-    wait_for(lambda: ready_replicas(ha, name) == 4, timeout=120, what="4 ready replicas")
+    # The controller manager, scheduler and kubelet (reconnecting through the balancer)
+    # carry the scale-up to the end, and a second one after it.
+    wait_for(lambda: ready_replicas(ha, name) == 6, timeout=120, what="6 ready replicas")
+    ha.kubectl("scale", "deployment", name, "--replicas=8")
+    wait_for(lambda: ready_replicas(ha, name) == 8, timeout=120, what="8 ready replicas")
     ha.kubectl("delete", "deployment", name)
 
 

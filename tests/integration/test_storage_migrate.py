@@ -209,8 +209,9 @@ def test_round_trip_rocksdb_etcd_rocksdb(tmp_path: Path, etcd: EtcdProcess) -> N
     assert "configmaps  " in result.stdout and "widgets.example.com" in result.stdout
     # Every key, byte for byte but its resourceVersion.
     assert stored(etcd_store(etcd)) == on_rocks
-    # Events live by an etcd lease there, as the API server on etcd writes them.
-    event_key = base64.b64encode(b"/registry/core/events/shop/cm0.1").decode()
+    # Events live by an etcd lease there, as the API server on etcd writes them, at
+    # upstream's key (/registry/events/..., no group segment).
+    event_key = base64.b64encode(b"/registry/events/shop/cm0.1").decode()
     with etcd.client() as c:
         kvs = c.post("/v3/kv/range", json={"key": event_key}).json()["kvs"]
     assert int(kvs[0].get("lease", 0)) != 0

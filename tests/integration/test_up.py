@@ -598,7 +598,8 @@ def test_up_on_an_existing_etcd(tmp_path: Path) -> None:
         assert not (tmp_path / "first" / "db").exists()  # nothing went to RocksDB
 
         with etcd.client() as c:
-            key = base64.b64encode(b"/registry/core/configmaps/default/in-etcd").decode()
+            # At upstream's key: /registry/configmaps/..., no group segment.
+            key = base64.b64encode(b"/registry/configmaps/default/in-etcd").decode()
             assert c.post("/v3/kv/range", json={"key": key}).json().get("count") == "1"
 
         second = up(tmp_path / "second", "--runtime", "fake", *flags)

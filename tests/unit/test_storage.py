@@ -7,6 +7,7 @@ staged writes and crashes are RocksDB's own.
 
 from __future__ import annotations
 
+import base64
 import json
 import signal
 import subprocess
@@ -37,7 +38,7 @@ from k8slite.storage import (
     StoreUnavailable,
 )
 from k8slite.storage.base import Encoder
-from k8slite.storage.etcd import EtcdStore
+from k8slite.storage.etcd import EtcdStore, storage_key, upstream_key
 from tests.etcd_server import EtcdProcess, start_etcd
 from tests.integration.client_helpers import TcpProxy
 
@@ -621,3 +622,47 @@ async def test_etcd_conflict_means_the_conflicting_write_was_delivered(etcd: Etc
         await mine.compact_once(*await mine.compact_once(0, 0))
         with trio.fail_after(5), pytest.raises(RevisionConflict):
             await mine.txn([update("/c/0", 1)])
+
+
+@pytest.mark.parametrize(
+    ("ours", "upstream"),
+    [
+        ("/core/pods/default/x", "/pods/default/x"),
+        ("/core/services/default/kubernetes", "/services/specs/default/kubernetes"),
+        ("/core/endpoints/default/kubernetes", "/services/endpoints/default/kubernetes"),
+        ("/core/nodes/n1", "/minions/n1"),
+        ("/core/replicationcontrollers/ns/rc", "/controllers/ns/rc"),
+        ("/apps/deployments/ns/web", "/deployments/ns/web"),
+        ("/core/pods/", "/pods/"),
+        # Other groups, custom resources and our own keys stay as they are.
+        ("/batch/jobs/ns/j", "/batch/jobs/ns/j"),
+        ("/example.com/widgets/ns/w", "/example.com/widgets/ns/w"),
+        ("/masterleases/10.0.0.1:6443", "/masterleases/10.0.0.1:6443"),
+        ("/k8slite/servicenodeports/30000", "/k8slite/servicenodeports/30000"),
+    ],
+)
+def test_etcd_keys_are_upstreams(ours: str, upstream: str) -> None:
+    assert upstream_key(ours) == upstream
+    assert storage_key(upstream) == ours
+
+
+async def test_etcd_store_writes_upstreams_keys(etcd: EtcdProcess) -> None:
+    """Under /registry, a pod is at /registry/pods/<ns>/<name> in etcd, as upstream's; the
+    store's own keys, scans and events keep the group segment."""
+    prefix = f"/registry-{uuid.uuid4().hex}"
+    events: list[Event] = []
+    async with EtcdStore([etcd.url], prefix=prefix, compaction_interval=0) as store:
+        store.subscribe(events.extend)
+        pod, deployment = "/registry/core/pods/default/x", "/registry/apps/deployments/ns/web"
+        await store.txn([create(pod), create(deployment)])
+        with etcd.client() as c:
+            start = base64.b64encode(f"{prefix}/".encode()).decode()
+            end = base64.b64encode(f"{prefix}0".encode()).decode()
+            kvs = c.post("/v3/kv/range", json={"key": start, "range_end": end}).json()["kvs"]
+        raw = sorted(base64.b64decode(kv["key"]).decode() for kv in kvs)
+        assert raw == [f"{prefix}/deployments/ns/web", f"{prefix}/pods/default/x"]
+        assert [key for key, _, _ in store.scan("/registry/core/pods/")] == [pod]
+        assert sorted(e.key for e in events) == [deployment, pod]
+        assert await store.get(pod) is not None
+        with pytest.raises(ValueError, match="spans several etcd prefixes"):
+            store.scan("/registry/core/")

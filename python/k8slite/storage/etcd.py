@@ -18,6 +18,10 @@ Semantics follow upstream's storage/etcd3:
 - a compaction loop runs every compaction interval, compacting to the revision seen one
   interval before, coordinated between API servers by upstream's `compact_rev_key`.
 
+Keys. etcd holds upstream's keys for the core and apps kinds (/registry/pods/<ns>/<name>,
+/registry/services/specs/..., /registry/deployments/...), where our storage keys carry the
+group (/registry/core/pods/...); upstream_key and storage_key map between the two.
+
 Values. Our encoders stamp the commit revision into the bytes, but etcd assigns it only at
 commit. So a value is stored as a header line naming a placeholder, then the bytes the
 encoder gave for that placeholder: `k8slite-rv:<digits>\\n{...json...}`. Reading replaces the
@@ -75,6 +79,57 @@ HEALTH_INTERVAL = 1.0
 HEALTH_TIMEOUT = 2.0
 # etcd's gRPC codes that the gateway puts in "code".
 _OUT_OF_RANGE = 11
+
+
+# Upstream's etcd keys for the core and apps kinds: the resource without its group (and
+# four historical names), where our storage keys carry the group ("/core/pods/" here is
+# "/pods/" in etcd). Both sides are whole path segments; no value is a prefix of another,
+# and none is a group name or another first segment we store under ("masterleases",
+# "k8slite", groups with dots), so the mapping is one-to-one both ways. Every other key
+# (other groups, custom resources, our own) is kept as it is.
+_CORE_KEYS = {
+    "configmaps": "configmaps",
+    "endpoints": "services/endpoints",
+    "events": "events",
+    "namespaces": "namespaces",
+    "nodes": "minions",
+    "persistentvolumeclaims": "persistentvolumeclaims",
+    "persistentvolumes": "persistentvolumes",
+    "pods": "pods",
+    "replicationcontrollers": "controllers",
+    "secrets": "secrets",
+    "serviceaccounts": "serviceaccounts",
+    "services": "services/specs",
+}
+_APPS_KEYS = ("controllerrevisions", "daemonsets", "deployments", "replicasets", "statefulsets")
+_TO_UPSTREAM = {f"/core/{plural}/": f"/{key}/" for plural, key in _CORE_KEYS.items()} | {
+    f"/apps/{plural}/": f"/{plural}/" for plural in _APPS_KEYS
+}
+_FROM_UPSTREAM = {key: ours for ours, key in _TO_UPSTREAM.items()}
+
+
+def _head(path: str, segments: int) -> str:
+    """The first `segments` segments of "/a/b/c..." with their slashes ("/a/b/"), or ""."""
+    parts = path.split("/", segments + 1)
+    return "/".join(parts[: segments + 1]) + "/" if len(parts) > segments + 1 else ""
+
+
+def upstream_key(path: str) -> str:
+    """The etcd key (below the prefix) of a storage key below /registry: "/core/pods/ns/x"
+    is "/pods/ns/x", "/apps/deployments/ns/x" is "/deployments/ns/x", as upstream's."""
+    head = _head(path, 2)
+    key = _TO_UPSTREAM.get(head)
+    return key + path[len(head) :] if key is not None else path
+
+
+def storage_key(path: str) -> str:
+    """upstream_key's inverse."""
+    for segments in (1, 2):
+        head = _head(path, segments)
+        ours = _FROM_UPSTREAM.get(head)
+        if ours is not None:
+            return ours + path[len(head) :]
+    return path
 
 
 class Compacted(StoreUnavailable):
@@ -256,6 +311,10 @@ class EtcdStore(BackgroundTasks):
         for its round trips, which happens at start and when a custom kind begins to be served.
         """
         self._usable()
+        path = prefix[len(self.root) :]
+        if path.startswith(("/core/", "/apps/")) and not _head(path, 2):
+            # Core and apps kinds each have a prefix of their own in etcd (upstream's keys).
+            raise ValueError(f"scan prefix {prefix!r} spans several etcd prefixes")
         start = self._etcd_key(prefix) if prefix else self._watch_range[0]
         if len(start) <= len(self.prefix):
             start = self._watch_range[0]
@@ -358,10 +417,14 @@ class EtcdStore(BackgroundTasks):
     def _etcd_key(self, key: str) -> bytes:
         if not key.startswith(self.root):
             raise ValueError(f"storage key {key!r} is not under {self.root!r}")
-        return (self.prefix + key[len(self.root) :]).encode()
+        path = key[len(self.root) :]
+        etcd_path = upstream_key(path)
+        if storage_key(etcd_path) != path:  # e.g. "/pods/x": would read back as "/core/pods/x"
+            raise ValueError(f"storage key {key!r} has no etcd key of its own")
+        return (self.prefix + etcd_path).encode()
 
     def _storage_key(self, raw: bytes) -> str:
-        return self.root + raw.decode()[len(self.prefix) :]
+        return self.root + storage_key(raw.decode()[len(self.prefix) :])
 
     def _rotate(self, failed: int) -> None:
         if self._current == failed:
