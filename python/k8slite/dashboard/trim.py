@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from k8slite.api.quantity import QuantityError, int_value, milli_value
 from k8slite.component.objects import (
     controller_ref,
     get_condition,
@@ -20,6 +22,23 @@ def _base(obj: Mapping[str, Any]) -> Trimmed:
     return {"namespace": namespace_of(obj), "name": name_of(obj)}
 
 
+# The same few quantity strings recur in every pod: each is worked out once.
+@functools.lru_cache(maxsize=1024)
+def _milli(value: object) -> int:
+    try:
+        return milli_value(value)
+    except (QuantityError, ValueError, TypeError):
+        return 0
+
+
+@functools.lru_cache(maxsize=1024)
+def _bytes(value: object) -> int:
+    try:
+        return int_value(value)
+    except (QuantityError, ValueError, TypeError):
+        return 0
+
+
 def node(obj: Mapping[str, Any]) -> Trimmed:
     status = obj.get("status") or {}
     ready = get_condition(status, "Ready")
@@ -31,7 +50,34 @@ def node(obj: Mapping[str, Any]) -> Trimmed:
         "unschedulable": bool((obj.get("spec") or {}).get("unschedulable")),
         "cpu": allocatable.get("cpu", ""),
         "memory": allocatable.get("memory", ""),
+        # The same as numbers (millicores, bytes): the tile's fill is requests / these.
+        "cpuM": _milli(allocatable.get("cpu", 0)),
+        "memB": _bytes(allocatable.get("memory", 0)),
     }
+
+
+def requests(spec: Mapping[str, Any]) -> tuple[int, int]:
+    """The pod's CPU (millicores) and memory (bytes) requests as the scheduler counts them:
+    the containers' sum, or the largest init container's when that is more, plus overhead."""
+
+    def total(containers: Any, combine: Callable[[int, int], int]) -> tuple[int, int]:
+        cpu = mem = 0
+        for c in containers or ():
+            req = (c.get("resources") or {}).get("requests") or {}
+            if req:
+                cpu = combine(cpu, _milli(req.get("cpu", 0)))
+                mem = combine(mem, _bytes(req.get("memory", 0)))
+        return cpu, mem
+
+    cpu, mem = total(spec.get("containers"), lambda a, b: a + b)
+    if spec.get("initContainers"):
+        icpu, imem = total(spec.get("initContainers"), max)
+        cpu, mem = max(cpu, icpu), max(mem, imem)
+    overhead = spec.get("overhead") or {}
+    if overhead:
+        cpu += _milli(overhead.get("cpu", 0))
+        mem += _bytes(overhead.get("memory", 0))
+    return cpu, mem
 
 
 def pod_status(obj: Mapping[str, Any]) -> str:
@@ -47,21 +93,44 @@ def pod_status(obj: Mapping[str, Any]) -> str:
 
 
 def pod(obj: Mapping[str, Any]) -> Trimmed:
-    ready = get_condition(obj.get("status"), "Ready")
+    status = obj.get("status") or {}
+    spec = obj.get("spec") or {}
+    metadata = obj.get("metadata") or {}
+    ready = get_condition(status, "Ready")
     owner = controller_ref(obj) or {}
+    cpu, mem = requests(spec)
     return {
         **_base(obj),
-        "node": (obj.get("spec") or {}).get("nodeName") or "",
+        "node": spec.get("nodeName") or "",
         "status": pod_status(obj),
         "ready": (ready or {}).get("status") == "True",
         "owner": f"{owner.get('kind', '')}/{owner.get('name', '')}" if owner else "",
+        # For the Pods page's label selector, its table and the node tiles' allocation.
+        "labels": metadata.get("labels") or {},
+        "restarts": sum(
+            int(cs.get("restartCount") or 0) for cs in status.get("containerStatuses") or ()
+        ),
+        "created": metadata.get("creationTimestamp") or "",
+        "ip": status.get("podIP") or "",
+        "containers": [c.get("name", "") for c in spec.get("containers") or ()],
+        "cpuM": cpu,
+        "memB": mem,
     }
+
+
+REVISION = "deployment.kubernetes.io/revision"
+
+
+def _revision(obj: Mapping[str, Any]) -> str:
+    return str(((obj.get("metadata") or {}).get("annotations") or {}).get(REVISION, ""))
 
 
 def _replicated(obj: Mapping[str, Any]) -> Trimmed:
     spec, status = obj.get("spec") or {}, obj.get("status") or {}
     return {
         **_base(obj),
+        "revision": _revision(obj),
+        "paused": bool(spec.get("paused")),
         "desired": spec.get("replicas", 1),
         "ready": status.get("readyReplicas", 0),
         "updated": status.get("updatedReplicas", 0),
@@ -73,7 +142,7 @@ def _replicated(obj: Mapping[str, Any]) -> Trimmed:
 def replicaset(obj: Mapping[str, Any]) -> Trimmed:
     # A ReplicaSet has no up-to-date count: its pods all share its template.
     trimmed = _replicated(obj)
-    del trimmed["updated"]
+    del trimmed["updated"], trimmed["paused"]
     return {**trimmed, "owner": (controller_ref(obj) or {}).get("name", "")}
 
 
@@ -109,6 +178,8 @@ def event(obj: Mapping[str, Any]) -> Trimmed:
         "reason": obj.get("reason") or "",
         "message": obj.get("message") or obj.get("note") or "",
         "object": f"{involved.get('kind', '')}/{involved.get('name', '')}",
+        # The involved object's namespace (an event's own may differ for cluster objects).
+        "objectNamespace": involved.get("namespace") or "",
         "count": obj.get("count") or 1,
         "time": obj.get("lastTimestamp")
         or obj.get("eventTime")
