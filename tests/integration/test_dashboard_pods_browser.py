@@ -11,6 +11,7 @@ scheduler's Prometheus metrics.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -293,7 +294,7 @@ async def test_rollout_restart_replaces_the_pods_and_undo_rolls_back(
         restarted = await kube.get(DEPLOYMENTS, "roll", namespace=ns)
         annotations = restarted["spec"]["template"]["metadata"].get("annotations") or {}
         assert "kubectl.kubernetes.io/restartedAt" in annotations
-        screenshot(browser, tmp_path, "workloads")
+        screenshot(browser, tmp_path, "workloads-rollout")
 
         # Undo: back to revision 1's template (no restartedAt), rolled out as revision 3.
         browser.find_element(
@@ -338,6 +339,44 @@ async def test_metrics_page_plots_the_api_server_and_scheduler_live(
     wait.until(lambda d: points(d, "sched-rate") >= 2)
     label = browser.find_element(By.CSS_SELECTOR, "#plot-api-rate svg").get_attribute("aria-label")
     assert re.search(r"requests [0-9.]+ req/s", label), label
+    # The kubelet's metrics come through the API server's nodes/<name>/proxy.
+    wait.until(lambda d: "kubelets: 1 of 1 answered" in d.find_element(By.ID, "sources").text)
     sources = browser.find_element(By.ID, "sources").text
     assert "apiserver: ok" in sources and "scheduler: ok" in sources, sources
     screenshot(browser, tmp_path, "metrics")
+
+
+def test_exec_and_rollout_refuse_other_origins_and_sessionless_requests(
+    cluster: tuple[str, DashboardProcess],
+) -> None:
+    """The exec WebSocket is a GET upgrade: the same guard as every page (cookie, Origin,
+    Host); rollout is a POST like scale."""
+    import httpx
+    import websocket
+
+    _, dashboard = cluster
+    base, secret = dashboard.base, dashboard.secret
+    ws_url = base.replace("http://", "ws://") + "/api/exec?namespace=a&name=b"
+    cookie = f"k8slite-dashboard={secret}"
+    for options in ({"origin": base}, {"cookie": cookie, "origin": "http://evil.test"}):
+        with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+            websocket.create_connection(ws_url, timeout=30, **options)
+        assert refused.value.status_code == 403, options
+    # Our origin and the cookie: accepted, and the API server's answer comes back in words.
+    ws = websocket.create_connection(ws_url, cookie=cookie, origin=base, timeout=30)
+    try:
+        message = json.loads(ws.recv())
+    finally:
+        ws.close()
+    assert message == {"exit": None, "message": 'pods "b" not found'}, message
+    body = {"action": "restart", "kind": "deployments", "namespace": "a", "name": "b"}
+    with httpx.Client(timeout=30, cookies={"k8slite-dashboard": secret}) as session:
+        assert session.post(f"{base}/api/rollout", json=body).status_code == 403  # no Origin
+        evil = session.post(f"{base}/api/rollout", json=body, headers={"origin": "http://x.test"})
+        assert evil.status_code == 403
+        missing = session.post(f"{base}/api/rollout", json=body, headers={"origin": base})
+        assert missing.status_code == 404, missing.text
+        odd = session.post(
+            f"{base}/api/rollout", json={**body, "action": "pause"}, headers={"origin": base}
+        )
+        assert odd.status_code == 400

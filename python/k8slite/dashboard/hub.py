@@ -13,16 +13,18 @@ reconnects and starts again from a fresh snapshot.
 
 from __future__ import annotations
 
-import json
+import contextlib
+import gc
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+import re
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import trio
 
-from k8slite.client import ApiClient
-from k8slite.client.errors import ApiError
+from k8slite.client import ApiClient, _json
+from k8slite.client.errors import ApiConnectionError, ApiError
 from k8slite.client.reflector import Reflector
 from k8slite.client.resource import (
     DAEMONSETS,
@@ -36,7 +38,7 @@ from k8slite.client.resource import (
     Resource,
 )
 from k8slite.client.store import object_key
-from k8slite.component.objects import Obj, resource_version_of
+from k8slite.component.objects import Obj
 from k8slite.dashboard.trim import TRIMMERS, Trimmed
 
 log = logging.getLogger(__name__)
@@ -68,8 +70,9 @@ class _Subscriber:
 
 
 def sse(event: str, data: Any) -> bytes:
-    """One server-sent event; JSON never holds a raw newline, so one data line suffices."""
-    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+    """One server-sent event; JSON never holds a raw newline, so one data line suffices.
+    (The native encoder: a snapshot of 30,000 pods is some 10 MB of JSON.)"""
+    return b"event: " + event.encode() + b"\ndata: " + _json.dumps(data) + b"\n\n"
 
 
 class TrimmedCache:
@@ -108,35 +111,106 @@ class TrimmedCache:
         self.publish({"kind": self.kind, "op": "put", "key": key, "obj": trimmed})
 
 
+_pauses = 0  # lists running with the garbage collector paused (the kinds list at once)
+
+
+@contextlib.contextmanager
+def _collection_paused() -> Iterator[None]:
+    global _pauses
+    if _pauses == 0 and not gc.isenabled():
+        yield  # paused by someone else: theirs to resume
+        return
+    _pauses += 1
+    gc.disable()
+    try:
+        yield
+    finally:
+        _pauses -= 1
+        if _pauses == 0:
+            gc.enable()
+
+
 class TrimmingReflector(Reflector):
     """Lists page by page, trimming each page before fetching the next."""
 
     sink: TrimmedCache
 
     async def _list(self) -> None:
-        objects: dict[str, Trimmed] = {}
+        # No cyclic garbage collection while listing: decoding a page of 5,000 pods makes
+        # about a million objects, and the collections their allocation sets off walked
+        # them again and again (a page took 0.25 to 0.9 s to decode instead of 0.09 s).
+        # Decoded pages hold no cycles and are freed by reference counting anyway.
+        with _collection_paused():
+            await self._list_pages()
+
+    async def _list_pages(self) -> None:
+        """Pages are fetched one ahead: the next page's continue token is read from the head
+        of the current page's bytes (the List's metadata comes before its items), so the API
+        server works on the next page while this one is decoded and trimmed in a thread."""
         trim = self.sink.trim
-        token: str | None = None
+        objects: dict[str, Trimmed] = {}
+        raw = await self._page(None)
         while True:
+            ahead = _head_continue(raw)
+            fetched: list[bytes | ApiError | ApiConnectionError] = []
+            async with trio.open_nursery() as nursery:
+                if ahead:
+                    nursery.start_soon(self._page_into, ahead, fetched)
+                metadata = await trio.to_thread.run_sync(_decode_and_trim, raw, trim, objects)
+            token = metadata.get("continue")
             try:
-                page = await self.client.list(
-                    self.res, limit=self.page_size, continue_=token, namespace=self.namespace
-                )
+                if not token:
+                    break
+                if token == ahead:
+                    got = fetched[0]
+                    if not isinstance(got, bytes):
+                        raise got
+                    raw = got
+                else:
+                    raw = await self._page(token)
             except ApiError as e:
-                if e.code != 410 or token is None:
+                if e.code != 410:
                     raise
                 # The snapshot expired mid-way: pages of one list must share it; start over.
-                objects, token = {}, None
-                continue
-            for obj in page.get("items") or ():
-                objects[object_key(obj)] = trim(obj)
-            del page["items"]  # let the page's objects go before the next arrives
-            token = (page.get("metadata") or {}).get("continue")
-            if not token:
-                break
-        rv = resource_version_of(page)
+                objects = {}
+                raw = await self._page(None)
         self.sink.replace_trimmed(objects)
-        self.last_sync_resource_version = rv
+        self.last_sync_resource_version = str(metadata.get("resourceVersion") or "")
+
+    async def _page(self, token: str | None) -> bytes:
+        params = {"limit": str(self.page_size)}
+        if token:
+            params["continue"] = token
+        return await self.client.request_bytes("GET", self.res.path(self.namespace), params=params)
+
+    async def _page_into(
+        self, token: str, into: list[bytes | ApiError | ApiConnectionError]
+    ) -> None:
+        try:
+            into.append(await self._page(token))
+        except (ApiError, ApiConnectionError) as e:
+            into.append(e)
+
+
+_CONTINUE = re.compile(rb'"continue"\s*:\s*"([^"]+)"')
+
+
+def _head_continue(raw: bytes) -> str | None:
+    """The continue token in the List's metadata, when it comes before the items."""
+    items = raw.find(b'"items"', 0, 65536)
+    found = _CONTINUE.search(raw, 0, items) if items > 0 else None
+    return found.group(1).decode() if found else None
+
+
+def _decode_and_trim(
+    raw: bytes, trim: Callable[[Mapping[str, Any]], Trimmed], into: dict[str, Trimmed]
+) -> dict[str, Any]:
+    """Decode a List page and trim its items into `into`; the page's metadata. The decoded
+    objects go as soon as each is trimmed."""
+    page = _json.loads(raw)
+    for obj in page.get("items") or ():
+        into[object_key(obj)] = trim(obj)
+    return dict(page.get("metadata") or {})
 
 
 class Hub:

@@ -56,24 +56,24 @@ def node(obj: Mapping[str, Any]) -> Trimmed:
     }
 
 
+def _sum_requests(containers: Any) -> tuple[int, int]:
+    cpu = mem = 0
+    for c in containers or ():
+        req = (c.get("resources") or {}).get("requests")
+        if req:
+            cpu += _milli(req.get("cpu", 0))
+            mem += _bytes(req.get("memory", 0))
+    return cpu, mem
+
+
 def requests(spec: Mapping[str, Any]) -> tuple[int, int]:
     """The pod's CPU (millicores) and memory (bytes) requests as the scheduler counts them:
     the containers' sum, or the largest init container's when that is more, plus overhead."""
-
-    def total(containers: Any, combine: Callable[[int, int], int]) -> tuple[int, int]:
-        cpu = mem = 0
-        for c in containers or ():
-            req = (c.get("resources") or {}).get("requests") or {}
-            if req:
-                cpu = combine(cpu, _milli(req.get("cpu", 0)))
-                mem = combine(mem, _bytes(req.get("memory", 0)))
-        return cpu, mem
-
-    cpu, mem = total(spec.get("containers"), lambda a, b: a + b)
-    if spec.get("initContainers"):
-        icpu, imem = total(spec.get("initContainers"), max)
+    cpu, mem = _sum_requests(spec.get("containers"))
+    for c in spec.get("initContainers") or ():
+        icpu, imem = _sum_requests((c,))
         cpu, mem = max(cpu, icpu), max(mem, imem)
-    overhead = spec.get("overhead") or {}
+    overhead = spec.get("overhead")
     if overhead:
         cpu += _milli(overhead.get("cpu", 0))
         mem += _bytes(overhead.get("memory", 0))
@@ -84,7 +84,10 @@ def pod_status(obj: Mapping[str, Any]) -> str:
     """What `kubectl get pods` shows in STATUS, roughly: Terminating, a waiting reason, phase."""
     if is_deleting(obj):
         return "Terminating"
-    status = obj.get("status") or {}
+    return _status_of(obj.get("status") or {})
+
+
+def _status_of(status: Mapping[str, Any]) -> str:
     for cs in status.get("containerStatuses") or ():
         waiting = (cs.get("state") or {}).get("waiting")
         if waiting and waiting.get("reason"):
@@ -93,23 +96,35 @@ def pod_status(obj: Mapping[str, Any]) -> str:
 
 
 def pod(obj: Mapping[str, Any]) -> Trimmed:
+    # Written out rather than through the accessors: the first list of a large cluster
+    # trims tens of thousands of pods while the page waits.
+    metadata = obj.get("metadata") or {}
     status = obj.get("status") or {}
     spec = obj.get("spec") or {}
-    metadata = obj.get("metadata") or {}
-    ready = get_condition(status, "Ready")
-    owner = controller_ref(obj) or {}
+    ready = False
+    for cond in status.get("conditions") or ():
+        if cond.get("type") == "Ready":
+            ready = cond.get("status") == "True"
+            break
+    owner = ""
+    for ref in metadata.get("ownerReferences") or ():
+        if ref.get("controller"):
+            owner = f"{ref.get('kind', '')}/{ref.get('name', '')}"
+            break
+    restarts = 0
+    for cs in status.get("containerStatuses") or ():
+        restarts += int(cs.get("restartCount") or 0)
     cpu, mem = requests(spec)
     return {
-        **_base(obj),
+        "namespace": metadata.get("namespace") or "",
+        "name": metadata.get("name") or "",
         "node": spec.get("nodeName") or "",
-        "status": pod_status(obj),
-        "ready": (ready or {}).get("status") == "True",
-        "owner": f"{owner.get('kind', '')}/{owner.get('name', '')}" if owner else "",
+        "status": "Terminating" if metadata.get("deletionTimestamp") else _status_of(status),
+        "ready": ready,
+        "owner": owner,
         # For the Pods page's label selector, its table and the node tiles' allocation.
         "labels": metadata.get("labels") or {},
-        "restarts": sum(
-            int(cs.get("restartCount") or 0) for cs in status.get("containerStatuses") or ()
-        ),
+        "restarts": restarts,
         "created": metadata.get("creationTimestamp") or "",
         "ip": status.get("podIP") or "",
         "containers": [c.get("name", "") for c in spec.get("containers") or ()],

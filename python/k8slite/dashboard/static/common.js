@@ -45,6 +45,8 @@
     source.addEventListener("open", () => setConnection(true, "Live"));
     source.addEventListener("error", () => setConnection(false, "Reconnecting…"));
     source.addEventListener("snapshot", (e) => {
+      // Marks for benches/dashboard.py: when the snapshot and each kind's list arrived.
+      performance.mark("k8slite-snapshot");
       const data = JSON.parse(e.data);
       synced = data.synced;
       for (const k of kinds) {
@@ -57,7 +59,10 @@
       const data = JSON.parse(e.data);
       for (const k of data.synced) synced[k] = true;
       for (const c of data.changes) {
-        if (c.op === "reset") state[c.kind] = new Map(Object.entries(c.objects));
+        if (c.op === "reset") {
+          performance.mark(`k8slite-reset-${c.kind}`);
+          state[c.kind] = new Map(Object.entries(c.objects));
+        }
         else if (c.op === "delete") state[c.kind].delete(c.key);
         else state[c.kind].set(c.key, c.obj);
         schedule(c.kind);
