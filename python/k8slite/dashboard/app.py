@@ -8,6 +8,7 @@ import json
 from importlib import resources
 from typing import Any
 
+import h11
 import trio
 
 from k8slite.apiserver.streaming import WebSocketRefused
@@ -158,7 +159,7 @@ class Dashboard:
             await ws.accept(None)
             await ws.send(json.dumps({"exit": None, "message": pods.refusal_message(e)}))
             return None
-        except (OSError, trio.TooSlowError, trio.BrokenResourceError) as e:
+        except (OSError, trio.TooSlowError, trio.BrokenResourceError, h11.ProtocolError) as e:
             await ws.accept(None)
             await ws.send(json.dumps({"exit": None, "message": f"cannot reach the API: {e}"}))
             return None
