@@ -17,6 +17,10 @@ import pytest
 from tests.conftest import ServerHandle
 from tests.launch import after, launch, stop
 
+REPO = Path(__file__).resolve().parents[2]
+DOCS_SCREENSHOTS = REPO / "docs" / "dashboard"
+# Generous: a loaded 2-core machine, a browser and a cluster of five processes.
+DEADLINE = 120
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 
@@ -36,7 +40,7 @@ class DashboardProcess:
 
 
 @contextmanager
-def running_dashboard(server: ServerHandle, log: Path) -> Iterator[DashboardProcess]:
+def running_dashboard(server: ServerHandle, log: Path, *extra: str) -> Iterator[DashboardProcess]:
     argv = [
         sys.executable,
         "-m",
@@ -46,6 +50,7 @@ def running_dashboard(server: ServerHandle, log: Path) -> Iterator[DashboardProc
         "0",
         "--kubeconfig",
         str(server.kubeconfig),
+        *extra,
     ]
     marker = "Dashboard: "
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -78,3 +83,34 @@ def chromium() -> Any:
     ):
         options.add_argument(arg)
     return webdriver.Chrome(options=options, service=Service(executable_path=str(CHROMEDRIVER)))
+
+
+def waiter(driver: Any) -> Any:
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    # The pages redraw live: an element found a moment ago may have been replaced since.
+    ignored = (NoSuchElementException, StaleElementReferenceException)
+    return WebDriverWait(driver, DEADLINE, poll_frequency=0.2, ignored_exceptions=ignored)
+
+
+_READ = """
+return Array.from(document.querySelectorAll(arguments[0])).map((e) => ({
+  text: e.textContent, status: e.dataset.status, label: e.getAttribute("aria-label"),
+  type: e.dataset.type, reason: e.dataset.reason}));
+"""
+
+
+def read_live(driver: Any, css: str) -> list[dict[str, Any]]:
+    """The elements matching `css`, read in one script: a consistent view of a live page."""
+    return list(driver.execute_script(_READ, css))
+
+
+def screenshot(driver: Any, tmp_path: Path, name: str) -> None:
+    """Into the test's directory; also into docs/dashboard/ for docs/dashboard.md when
+    K8SLITE_DOCS_SCREENSHOTS=1 (so that `make test` leaves the tree as it found it)."""
+    shot = tmp_path / f"{name}.png"
+    assert driver.save_screenshot(str(shot)), f"no screenshot of {name}"
+    if os.environ.get("K8SLITE_DOCS_SCREENSHOTS") == "1":
+        DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, DOCS_SCREENSHOTS / f"{name}.png")

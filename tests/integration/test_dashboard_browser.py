@@ -7,8 +7,6 @@ session secret, or from another origin, are refused."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,12 +26,15 @@ from tests.integration.controller_harness import (
     kubectl,
     wait_for,
 )
-from tests.integration.dashboard_harness import DashboardProcess, chromium, running_dashboard
-
-REPO = Path(__file__).resolve().parents[2]
-DOCS_SCREENSHOTS = REPO / "docs" / "dashboard"
-# Generous: a loaded 2-core machine, a browser and a cluster of five processes.
-DEADLINE = 120
+from tests.integration.dashboard_harness import (
+    DEADLINE,
+    DashboardProcess,
+    chromium,
+    read_live,
+    running_dashboard,
+    screenshot,
+    waiter,
+)
 
 
 @pytest.fixture(scope="module")
@@ -61,37 +62,6 @@ def browser() -> Iterator[Any]:
         yield driver
     finally:
         driver.quit()
-
-
-def _waiter(driver: Any) -> Any:
-    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
-    from selenium.webdriver.support.wait import WebDriverWait
-
-    # The pages redraw live: an element found a moment ago may have been replaced since.
-    ignored = (NoSuchElementException, StaleElementReferenceException)
-    return WebDriverWait(driver, DEADLINE, poll_frequency=0.2, ignored_exceptions=ignored)
-
-
-_READ = """
-return Array.from(document.querySelectorAll(arguments[0])).map((e) => ({
-  text: e.textContent, status: e.dataset.status, label: e.getAttribute("aria-label"),
-  type: e.dataset.type, reason: e.dataset.reason}));
-"""
-
-
-def _read(driver: Any, css: str) -> list[dict[str, Any]]:
-    """The elements matching `css`, read in one script: a consistent view of a live page."""
-    return list(driver.execute_script(_READ, css))
-
-
-def _screenshot(driver: Any, tmp_path: Path, name: str) -> None:
-    """Into the test's directory; also into docs/dashboard/ for docs/dashboard.md when
-    K8SLITE_DOCS_SCREENSHOTS=1 (so that `make test` leaves the tree as it found it)."""
-    shot = tmp_path / f"{name}.png"
-    assert driver.save_screenshot(str(shot)), f"no screenshot of {name}"
-    if os.environ.get("K8SLITE_DOCS_SCREENSHOTS") == "1":
-        DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(shot, DOCS_SCREENSHOTS / f"{name}.png")
 
 
 def test_requests_without_the_session_or_from_elsewhere_are_refused(
@@ -172,7 +142,7 @@ async def test_cluster_workloads_and_events_pages_follow_the_cluster_live(
         await wait_for(lambda: ready_nodes(kube, cluster), DEADLINE, message="nodes Ready")
         ns = await create_namespace(kube, "dash")
 
-    wait = _waiter(browser)
+    wait = waiter(browser)
     browser.get(dashboard.url)
     wait.until(lambda d: d.current_url.endswith("/cluster"))
     # The secret left the address bar; the cookie carries the session.
@@ -201,14 +171,14 @@ async def test_cluster_workloads_and_events_pages_follow_the_cluster_live(
     )
 
     def running_web_pods(driver: Any) -> list[dict[str, Any]] | None:
-        cells = _read(driver, f'[data-node]:not([data-node=""]) [data-pod^="{ns}/web-"]')
+        cells = read_live(driver, f'[data-node]:not([data-node=""]) [data-pod^="{ns}/web-"]')
         running = [c for c in cells if c["status"] == "Running"]
         return running if len(running) == 2 else None
 
     cells = wait.until(running_web_pods)
     assert all(c["label"].endswith("Running, ready") for c in cells), cells
     assert browser.execute_script("return window.notReloaded === true;")
-    _screenshot(browser, tmp_path, "cluster")
+    screenshot(browser, tmp_path, "cluster")
 
     # Workloads: scale the Deployment to 3 from the page.
     browser.find_element(By.LINK_TEXT, "Workloads").click()
@@ -234,12 +204,14 @@ async def test_cluster_workloads_and_events_pages_follow_the_cluster_live(
             == ["3", "3", "3", "3", "Ready"]
         )
     )
-    _screenshot(browser, tmp_path, "workloads")
+    screenshot(browser, tmp_path, "workloads")
 
     # Events: filter by type and reason.
     browser.find_element(By.LINK_TEXT, "Events").click()
     wait.until(
-        lambda d: any(o["text"] == "ScalingReplicaSet" for o in _read(d, "#filter-reason option"))
+        lambda d: any(
+            o["text"] == "ScalingReplicaSet" for o in read_live(d, "#filter-reason option")
+        )
     )
 
     def choose(select_id: str, value: str) -> None:
@@ -255,7 +227,7 @@ async def test_cluster_workloads_and_events_pages_follow_the_cluster_live(
     choose("filter-reason", "ScalingReplicaSet")
 
     def filtered_rows(driver: Any) -> list[dict[str, Any]] | None:
-        rows = _read(driver, "#events tbody tr")
+        rows = read_live(driver, "#events tbody tr")
         ours = [r for r in rows if "Deployment/web" in r["text"] and ns in r["text"]]
         return rows if len(ours) >= 2 else None  # scaled up to 2, then to 3
 
@@ -264,12 +236,12 @@ async def test_cluster_workloads_and_events_pages_follow_the_cluster_live(
     assert all(r["type"] == "Normal" for r in rows), rows
     # Other reasons exist (Scheduled, at least) and come back when the filter is cleared.
     choose("filter-reason", "")
-    wait.until(lambda d: any(r["reason"] == "Scheduled" for r in _read(d, "#events tbody tr")))
+    wait.until(lambda d: any(r["reason"] == "Scheduled" for r in read_live(d, "#events tbody tr")))
     choose("filter-reason", "ScalingReplicaSet")
     wait.until(
-        lambda d: all(r["reason"] == "ScalingReplicaSet" for r in _read(d, "#events tbody tr"))
+        lambda d: all(r["reason"] == "ScalingReplicaSet" for r in read_live(d, "#events tbody tr"))
     )
-    _screenshot(browser, tmp_path, "events")
+    screenshot(browser, tmp_path, "events")
 
     async with ApiClient(admin_config(module_apiserver)) as kube:
         await kube.delete(DEPLOYMENTS, "web", namespace=ns)

@@ -6,8 +6,9 @@ from __future__ import annotations
 from importlib import resources
 
 from k8slite.component.serving import Request
-from k8slite.dashboard import trim
+from k8slite.dashboard import metrics, trim
 from k8slite.dashboard.app import PAGES, _static
+from k8slite.dashboard.hub import TrimmedCache
 from k8slite.dashboard.security import COOKIE, SessionGuard
 
 HOST = "127.0.0.1:8001"
@@ -65,11 +66,23 @@ def test_pods_and_nodes_are_trimmed_to_what_the_pages_show() -> None:
             "ownerReferences": [{"kind": "ReplicaSet", "name": "web", "controller": True}],
             "annotations": {"big": "x" * 1000},
         },
-        "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "busybox"}]},
+        "spec": {
+            "nodeName": "n1",
+            "containers": [
+                {
+                    "name": "c",
+                    "image": "busybox",
+                    "resources": {"requests": {"cpu": "250m", "memory": "64Mi"}},
+                },
+                {"name": "d", "image": "busybox", "resources": {"requests": {"cpu": "1"}}},
+            ],
+        },
         "status": {
             "phase": "Pending",
             "conditions": [{"type": "Ready", "status": "False"}],
-            "containerStatuses": [{"state": {"waiting": {"reason": "ImagePullBackOff"}}}],
+            "containerStatuses": [
+                {"restartCount": 2, "state": {"waiting": {"reason": "ImagePullBackOff"}}}
+            ],
         },
     }
     assert trim.pod(pod) == {
@@ -79,11 +92,82 @@ def test_pods_and_nodes_are_trimmed_to_what_the_pages_show() -> None:
         "status": "ImagePullBackOff",
         "ready": False,
         "owner": "ReplicaSet/web",
+        "labels": {},
+        "restarts": 2,
+        "created": "",
+        "ip": "",
+        "containers": ["c", "d"],
+        "cpuM": 1250,
+        "memB": 64 * 2**20,
     }
     pod["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
     assert trim.pod_status(pod) == "Terminating"
     node = {"metadata": {"name": "n1"}, "status": {"allocatable": {"cpu": "2"}}}
     assert trim.node(node)["ready"] == "Unknown"
+    assert (trim.node(node)["cpuM"], trim.node(node)["memB"]) == (2000, 0)
+
+
+def test_requests_count_as_the_scheduler_counts_them() -> None:
+    def c(cpu: str, mem: str) -> dict[str, object]:
+        return {"resources": {"requests": {"cpu": cpu, "memory": mem}}}
+
+    # The larger of the containers' sum and the largest init container, plus overhead.
+    spec = {
+        "containers": [c("100m", "1Mi"), c("200m", "1Mi")],
+        "initContainers": [c("500m", "1Ki"), c("50m", "1Ki")],
+        "overhead": {"cpu": "10m", "memory": "1Ki"},
+    }
+    assert trim.requests(spec) == (510, 2 * 2**20 + 1024)
+    assert trim.requests({"containers": [{"name": "x"}, c("bogus", "1Gi")]}) == (0, 2**30)
+
+
+def test_metrics_rates_means_and_quantiles_from_two_scrapes() -> None:
+    def page(count: int, duration_sum: float, buckets: tuple[int, int, int]) -> str:
+        lines = [
+            "# TYPE apiserver_request_total counter",
+            f'apiserver_request_total{{verb="GET",code="200"}} {count}',
+            f'apiserver_request_total{{verb="LIST",code="200"}} {count}',
+            f'apiserver_request_duration_seconds_bucket{{verb="GET",le="0.1"}} {buckets[0]}',
+            f'apiserver_request_duration_seconds_bucket{{verb="GET",le="1"}} {buckets[1]}',
+            f'apiserver_request_duration_seconds_bucket{{verb="GET",le="+Inf"}} {buckets[2]}',
+            f'apiserver_request_duration_seconds_sum{{verb="GET"}} {duration_sum}',
+            f'apiserver_request_duration_seconds_count{{verb="GET"}} {buckets[2]}',
+        ]
+        return "\n".join(lines)
+
+    names = (["apiserver_request_total"], ["apiserver_request_duration_seconds"])
+    before = metrics.parse(page(10, 1.0, (10, 10, 10)), *names)
+    after = metrics.parse(page(60, 11.0, (10, 110, 110)), *names)
+    assert metrics._rate(before, after, "apiserver_request_total", 10.0) == 10.0
+    h0 = before.histograms["apiserver_request_duration_seconds"]
+    h1 = after.histograms["apiserver_request_duration_seconds"]
+    assert metrics.mean(h0, h1) == 0.1
+    # All 100 new requests fell in (0.1, 1]: the 99th percentile is interpolated in it.
+    p99 = metrics.quantile(0.99, h0, h1)
+    assert p99 is not None and abs(p99 - (0.1 + 0.9 * 0.99)) < 1e-9
+    assert metrics.quantile(0.99, h1, h1) is None
+    scheduled = metrics.parse(
+        'scheduler_schedule_attempts_total{profile="p",result="scheduled"} 7\n'
+        'scheduler_schedule_attempts_total{profile="p",result="error"} 3\n',
+        ["scheduler_schedule_attempts_total"],
+        [],
+        match='result="scheduled"',
+    )
+    assert scheduled.counters == {"scheduler_schedule_attempts_total": 7.0}
+
+
+def test_a_cache_publishes_a_whole_list_once_then_only_real_changes() -> None:
+    seen: list[dict[str, object]] = []
+    cache = TrimmedCache("pods", trim.pod, seen.append)
+    pod = {"metadata": {"name": "a", "namespace": "n", "resourceVersion": "1"}, "spec": {}}
+    cache.replace([pod], "1")
+    assert [c["op"] for c in seen] == ["reset"] and cache.synced
+    # A new resourceVersion with nothing the pages show changed: not sent.
+    cache.apply("MODIFIED", {**pod, "metadata": {**pod["metadata"], "resourceVersion": "2"}})
+    assert len(seen) == 1
+    cache.apply("MODIFIED", {**pod, "spec": {"nodeName": "x"}})
+    cache.apply("DELETED", pod)
+    assert [c["op"] for c in seen] == ["reset", "put", "delete"] and cache.objects == {}
 
 
 def test_the_pages_and_their_scripts_ship_in_the_package() -> None:

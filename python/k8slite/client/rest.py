@@ -267,6 +267,20 @@ class ApiClient:
         )
         return _decode(content)
 
+    async def open_stream(self, path: str) -> httpx.Response:
+        """GET a long-lived stream (a followed pod log): the open response, whose body the
+        caller reads and closes; a typed ApiError when the server refuses it."""
+        response = await self._send(
+            "GET", path, timeout=httpx.Timeout(self.config.timeout, read=None), stream=True
+        )
+        if response.status_code >= 400:
+            try:
+                content = await response.aread()
+            finally:
+                await response.aclose()
+            raise_for_status(response, content)
+        return response
+
     # ---------------------------------------------------------------------- verbs
 
     async def get(

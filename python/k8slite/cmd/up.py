@@ -1008,7 +1008,11 @@ async def _up(opts: UpOptions, data_dir: Path, runtime: str, why: str) -> None:
             )
             if opts.dashboard:
                 port = 0 if opts.port == 0 else opts.dashboard_port
-                info.dashboard = await nursery.start(serve_beside, kubeconfig, port) or ""
+                # The Metrics page scrapes the scheduler where this cluster serves it.
+                scheduler = f"https://127.0.0.1:{ports['scheduler']}/metrics"
+                info.dashboard = (
+                    await nursery.start(serve_beside, kubeconfig, port, scheduler) or ""
+                )
             if opts.join_token:
                 try:
                     info.join_command = await create_join_command(

@@ -13,6 +13,7 @@ from k8slite.client import ApiClient, KubeconfigError, load_kubeconfig
 from k8slite.component.serving import ServingOptions, serve
 from k8slite.dashboard.app import Dashboard
 from k8slite.dashboard.hub import Hub
+from k8slite.dashboard.metrics import Sampler
 from k8slite.dashboard.security import SessionGuard, new_secret
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default="127.0.0.1", help="loopback address to bind")
     p.add_argument("--kubeconfig", type=Path, help="default: $KUBECONFIG or ~/.kube/config")
     p.add_argument("--context", help="kubeconfig context (default: its current-context)")
+    p.add_argument(
+        "--scheduler-metrics",
+        help="the scheduler's /metrics URL for the Metrics page (k8slite up passes it)",
+    )
+    p.add_argument(
+        "--metrics-interval", type=float, default=5.0, help="seconds between metrics samples"
+    )
     return p
 
 
@@ -43,7 +51,13 @@ async def run(
         await hub.start(nursery)
         # The Host values are known once the port is: the guard is filled in then.
         guard = SessionGuard(new_secret(), frozenset())
-        dashboard = Dashboard(client, hub, guard)
+        sampler = Sampler(
+            client,
+            lambda: list(hub.caches["nodes"].objects),
+            interval=args.metrics_interval,
+            scheduler_url=args.scheduler_metrics,
+        )
+        dashboard = Dashboard(client, hub, guard, sampler, nursery)
         options = ServingOptions(bind_address=args.address, secure_port=args.port, secure=False)
         base, port = await nursery.start(serve, dashboard.server(), options)
         address = f"[{args.address}]" if ":" in args.address else args.address
@@ -80,12 +94,16 @@ def main(argv: list[str] | None = None) -> int:
 async def serve_beside(
     kubeconfig: Path,
     port: int,
+    scheduler_metrics: str | None = None,
     *,
     task_status: trio.TaskStatus[str | None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """The dashboard inside another command's nursery (`k8slite up`): reports its URL, or
     None when it cannot start (its port taken); a failure never takes the caller down."""
-    args = parser().parse_args(["--kubeconfig", str(kubeconfig), "--port", str(port)])
+    argv = ["--kubeconfig", str(kubeconfig), "--port", str(port)]
+    if scheduler_metrics:
+        argv += ["--scheduler-metrics", scheduler_metrics]
+    args = parser().parse_args(argv)
     started = False
 
     async def _run(*, task_status: trio.TaskStatus[str]) -> None:

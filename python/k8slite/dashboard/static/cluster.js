@@ -1,7 +1,9 @@
 "use strict";
 // Cluster: a tile per node (colour and text for readiness) holding its pods as small cells,
 // or as counts by status once a node has more than CELLS_MAX pods, so thousands of nodes and
-// their pods stay a few DOM nodes each. Only tiles whose content changed are rebuilt.
+// their pods stay a few DOM nodes each. Only tiles whose content changed are rebuilt. Each
+// tile is filled by what its pods request of the node's allocatable CPU and memory (the
+// scheduler's view), drawn as meters with the figures written out.
 (function () {
   const { state, live, el, isSynced } = window.K8sLite;
   const CELLS_MAX = 16;
@@ -48,6 +50,38 @@
     return el("ul", { class: "counts", "aria-label": `${pods.length} pods` }, ...items);
   }
 
+  // Pods that hold their requests: every bound pod but those that have finished.
+  function allocated(pods) {
+    let cpu = 0, mem = 0;
+    for (const p of pods) {
+      if (p.status === "Succeeded" || p.status === "Failed") continue;
+      cpu += p.cpuM || 0;
+      mem += p.memB || 0;
+    }
+    return [cpu, mem];
+  }
+
+  function cores(milli) {
+    return milli % 1000 === 0 ? String(milli / 1000) : (milli / 1000).toFixed(2).replace(/0+$/, "");
+  }
+
+  function bytes(n) {
+    const units = ["B", "Ki", "Mi", "Gi", "Ti"];
+    let i = 0;
+    while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
+    return `${n >= 10 || i === 0 ? Math.round(n) : n.toFixed(1)}${units[i]}`;
+  }
+
+  function meter(label, used, total, show) {
+    const ratio = total > 0 ? used / total : 0;
+    const pct = Math.round(ratio * 100);
+    const text = `${label} ${show(used)} of ${show(total)} (${pct}%)`;
+    return el("div", { class: "alloc" },
+      el("meter", { min: "0", max: "1", low: "0.7", high: "0.9", optimum: "0",
+        value: String(Math.min(1, ratio)), "aria-label": `${label} requested` }),
+      el("span", { class: `alloc-text${ratio > 1 ? " over" : ""}`, text }));
+  }
+
   function tileFor(name, node, pods) {
     const [cls, text] = node ? readiness(node) : ["unscheduled", ""];
     const state = node && node.unschedulable ? `${text}, SchedulingDisabled` : text;
@@ -60,14 +94,21 @@
     },
       el("h3", { text: title }),
       node ? el("p", { class: "state", text: state }) : null,
-      node ? el("p", { class: "res", text: `${node.cpu || "?"} CPU · ${node.memory || "?"} memory` }) : null,
+      node ? meter("CPU", ...cpuOf(node, pods), cores) : null,
+      node ? meter("Memory", ...memOf(node, pods), bytes) : null,
       el("p", { class: "res", text: `${pods.length} pod${pods.length === 1 ? "" : "s"}` }),
       podsBlock(pods));
     return tile;
   }
 
+  function cpuOf(node, pods) { return [allocated(pods)[0], node.cpuM || 0]; }
+  function memOf(node, pods) { return [allocated(pods)[1], node.memB || 0]; }
+
   function signature(node, pods) {
-    const head = node ? `${node.ready}|${node.unschedulable}|${node.cpu}|${node.memory}` : "-";
+    const [cpu, mem] = allocated(pods);
+    const head = node
+      ? `${node.ready}|${node.unschedulable}|${node.cpuM}|${node.memB}|${cpu}|${mem}`
+      : "-";
     if (pods.length > CELLS_MAX) {
       const c = {};
       for (const p of pods) c[p.status] = (c[p.status] || 0) + 1;
@@ -110,6 +151,9 @@
     for (const n of state.nodes.values()) if (n.ready === "True") ready++;
     const running = [...state.pods.values()].filter((p) => p.status === "Running").length;
     const loading = isSynced("nodes") && isSynced("pods") ? "" : " (loading…)";
+    if (!loading && !performance.getEntriesByName("k8slite-first-view").length) {
+      performance.mark("k8slite-first-view"); // the whole cluster drawn (for the bench)
+    }
     summary.textContent = `${state.nodes.size} nodes, ${ready} Ready · ${state.pods.size} pods, ` +
       `${running} Running${loading}`;
   }
