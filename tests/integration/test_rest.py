@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -563,8 +565,25 @@ def test_binding_and_scale(api: httpx.Client, namespace: str) -> None:
 
 
 def test_metrics(api: httpx.Client) -> None:
+    name = f"metrics-{uuid.uuid4().hex[:8]}"
+    cm = {"metadata": {"name": name}, "data": {"a": "1"}}
+    path = "/api/v1/namespaces/default/configmaps"
+    assert api.post(path, json=cm).status_code == 201
+    assert api.put(f"{path}/{name}", json=cm).status_code == 200
+    assert api.delete(f"{path}/{name}").status_code == 200
+    assert api.get(path).status_code == 200
     text = api.get("/metrics").text
     assert "apiserver_request_total{" in text
+    # Upstream's verb labels: the HTTP method, LIST for collections (dashboards and
+    # clusterloader2's SLO queries match on them).
+    for verb, scope in (("POST", "namespace"), ("PUT", "resource"), ("DELETE", "resource")):
+        assert re.search(
+            rf'apiserver_request_duration_seconds_count\{{[^}}]*resource="configmaps"'
+            rf'[^}}]*scope="{scope}"[^}}]*verb="{verb}"',
+            text,
+        ), verb
+    assert 'verb="LIST"' in text
+    assert 'verb="CREATE"' not in text and 'verb="UPDATE"' not in text
     assert "apiserver_request_duration_seconds_bucket{" in text
     assert "etcd_request_duration_seconds_bucket{" in text
     assert 'apiserver_storage_objects{resource="namespaces"}' in text

@@ -131,3 +131,63 @@ def test_hypercorn_internals_the_adapter_relies_on() -> None:
     assert params == ["self", "app", "config", "context", "state", "stream"]
     # Every HTTP scope carries an "extensions" dict for the adapter to add "tls" to.
     assert '"extensions": {}' in inspect.getsource(HTTPStream.handle)
+
+
+async def _answer_at_once(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Answers before reading the request body, as a handler that refuses early does."""
+    if scope["type"] == "lifespan":
+        await _echo_identity(scope, receive, send)
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"alive"})
+
+
+async def test_h2_body_after_the_answer_is_dropped_not_fatal(tmp_path: Path) -> None:
+    # A stream closes once its response is sent; DATA the client sends after that (the
+    # body of a request answered early, e.g. by the request timeout) made hypercorn raise
+    # KeyError, which stopped the whole API server at 1,000 hollow nodes.
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    pki.ensure_pki(tmp_path)
+    ctx = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+    ctx.load_cert_chain(tmp_path / "client-admin.pem", tmp_path / "client-admin.key")
+    ctx.set_alpn_protocols(["h2"])
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(tls.serve, _answer_at_once, _config(tmp_path))
+        host, port = binds[0].removeprefix("https://").rsplit(":", 1)
+        stream = await trio.open_ssl_over_tcp_stream(host, int(port), ssl_context=ctx)
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        conn.initiate_connection()
+
+        def headers(method: str) -> list[tuple[str, str]]:
+            return [(":method", method), (":path", "/x"), (":scheme", "https")] + [
+                (":authority", "h")
+            ]
+
+        async def until_ended(stream_id: int) -> bytes:
+            body = b""
+            while True:
+                await stream.send_all(conn.data_to_send())
+                data = await stream.receive_some()
+                assert data, "the server closed the connection"
+                for event in conn.receive_data(data):
+                    if isinstance(event, h2.events.DataReceived) and event.stream_id == stream_id:
+                        body += event.data
+                        conn.acknowledge_received_data(event.flow_controlled_length, stream_id)
+                    if isinstance(event, h2.events.StreamEnded) and event.stream_id == stream_id:
+                        return body
+
+        conn.send_headers(1, headers("POST"))
+        assert await until_ended(1) == b"alive"
+        # The body, after the answer: the server's stream 1 is gone.
+        conn.send_data(1, b"x" * 1000, end_stream=True)
+        await stream.send_all(conn.data_to_send())
+        # The connection (and the server) go on serving.
+        conn.send_headers(3, headers("GET"), end_stream=True)
+        assert await until_ended(3) == b"alive"
+        await trio.aclose_forcefully(stream)
+        async with _client(tmp_path, "admin", binds[0], True) as client:
+            assert (await client.get("/")).text == "alive"
+        nursery.cancel_scope.cancel()

@@ -262,8 +262,11 @@ class ResourceHandler:
             self.metrics.observe_request(req.method, "", "", "", "", "", code, seconds)
             return
         scope = "resource" if info.name else ("namespace" if info.namespace else "cluster")
+        verb = _REPORTED_VERBS.get(info.verb, info.verb.upper())
+        if verb == "PATCH" and req.content_type == "application/apply-patch+yaml":
+            verb = "APPLY"
         self.metrics.observe_request(
-            info.verb.upper(),
+            verb,
             info.group,
             info.version,
             info.resource.plural,
@@ -272,6 +275,22 @@ class ResourceHandler:
             code,
             seconds,
         )
+
+
+# The verb label of the request metrics, as upstream's: the HTTP method, but LIST and WATCH
+# for reads of collections and APPLY for server-side apply (dashboards and clusterloader2's
+# SLO queries match on these), CONNECT for exec, attach, port-forward and proxy.
+_REPORTED_VERBS = {
+    "create": "POST",
+    "update": "PUT",
+    "patch": "PATCH",
+    "delete": "DELETE",
+    "deletecollection": "DELETE",
+    "get": "GET",
+    "list": "LIST",
+    "watch": "WATCH",
+    "connect": "CONNECT",
+}
 
 
 def _streaming(info: RequestInfo) -> bool:

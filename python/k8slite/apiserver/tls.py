@@ -13,6 +13,13 @@ little of hypercorn as possible:
   strings, the client's own certificate first (OpenSSL on Python 3.11 hands out only the
   leaf, so the list has one element).
 
+Two more repairs of hypercorn 0.18, both found by benches/density.py at 1,000 hollow nodes:
+its HTTP/2 protocol raised KeyError for DATA of a stream it had already answered and
+closed (a request answered early, e.g. 504 by the request timeout, before its body was
+all in), and nothing caught that above the connection, so it stopped the whole server.
+`_H2Protocol` drops such DATA (returning its flow-control credit), and `serve` confines
+any other error of one connection to that connection, as Go's net/http does.
+
 Every request of a connection, HTTP/1.1 or HTTP/2 streams alike, gets the same certificate:
 a TLS connection has exactly one authenticated peer. The assumptions about hypercorn's
 internals (TCPServer's constructor, scopes carrying an "extensions" dict, the stream's
@@ -21,16 +28,20 @@ attribute name) are pinned by tests/unit/test_tls_adapter.py.
 
 from __future__ import annotations
 
+import logging
 import ssl
 from collections.abc import Callable
 from math import inf
 from typing import Any
 
+import h2.events
 import h11
+import hypercorn.protocol
 import trio
 from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.config import Config
 from hypercorn.events import Closed, RawData
+from hypercorn.protocol.h2 import H2Protocol
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
 from hypercorn.trio.worker_context import WorkerContext
@@ -38,6 +49,8 @@ from hypercorn.typing import AppWrapper, ASGIFramework, ConnectionState, Lifespa
 from hypercorn.utils import repr_socket_addr
 
 from k8slite.apiserver import directsend
+
+log = logging.getLogger(__name__)
 
 TLS_EXTENSION = "tls"
 # Beside the ASGI keys: the client certificate as the ssl module decodes it (subject,
@@ -231,6 +244,36 @@ class PeerCertServer(TCPServer):
         await self.protocol.handle(Closed())
 
 
+class _H2Protocol(H2Protocol):
+    """hypercorn's HTTP/2, but DATA for a stream it has closed already is dropped.
+
+    A stream is closed as soon as its response is sent, which may be before the client has
+    sent all of its body; hypercorn handles the END_STREAM that follows, not the DATA."""
+
+    async def _handle_events(self, events: list[h2.events.Event]) -> None:
+        kept: list[h2.events.Event] = []
+        for event in events:
+            if not isinstance(event, h2.events.DataReceived):
+                kept.append(event)
+                continue
+            # DATA is handled on its own, after what came before it: handling one event
+            # may open (a request) or close (a response sent) another's stream.
+            if kept:
+                await super()._handle_events(kept)
+                kept = []
+            if event.stream_id in self.streams:
+                await super()._handle_events([event])
+            else:
+                self.connection.acknowledge_received_data(
+                    event.flow_controlled_length, event.stream_id
+                )
+        await super()._handle_events(kept)
+
+
+# hypercorn's ProtocolWrapper picks the HTTP/2 protocol by this module-level name.
+hypercorn.protocol.H2Protocol = _H2Protocol  # type: ignore[misc]
+
+
 async def serve(
     app: ASGIFramework,
     config: Config,
@@ -264,7 +307,14 @@ async def serve(
         binds.append(f"https://{repr_socket_addr(sock.family, sock.getsockname())}")
 
     async def handle(stream: trio.SSLStream[Any]) -> None:
-        await PeerCertServer(wrapped, config, context, ConnectionState(state.copy()), stream).run()
+        try:
+            await PeerCertServer(
+                wrapped, config, context, ConnectionState(state.copy()), stream
+            ).run()
+        except Exception:
+            # One connection's failure is that connection's end, never the server's.
+            log.exception("error serving a connection; it is closed")
+            await trio.aclose_forcefully(stream)
 
     async with trio.open_nursery() as nursery:
         await nursery.start(lifespan.handle_lifespan)

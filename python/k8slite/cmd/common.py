@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -29,8 +30,25 @@ async def _run_then_cancel(
 
 
 def run_until_signal(main: Callable[..., Awaitable[Any]], *args: Any) -> int:
-    """Run main under Trio; SIGINT or SIGTERM cancels it and returns 0."""
-    trio.run(_until_signal, main, *args)
+    """Run main under Trio; SIGINT or SIGTERM cancels it and returns 0.
+
+    With K8SLITE_PROFILE_DIR set, the run is profiled by cProfile (the event loop's thread
+    only) and the statistics written there on a clean stop, as COMPONENT-PID.prof: how the
+    benches find where a component spends its CPU (benches/density.py --profile)."""
+    profile_dir = os.environ.get("K8SLITE_PROFILE_DIR")
+    if not profile_dir:
+        trio.run(_until_signal, main, *args)
+        return 0
+    import cProfile
+
+    profiler = cProfile.Profile()
+    try:
+        profiler.runcall(trio.run, _until_signal, main, *args)
+    finally:
+        # A second SIGTERM (a supervisor's) must not cut the dump short.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        name = os.path.splitext(os.path.basename(sys.argv[0]))[0]
+        profiler.dump_stats(os.path.join(profile_dir, f"{name}-{os.getpid()}.prof"))
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import AsyncExitStack
 from dataclasses import replace
 from pathlib import Path
 
@@ -53,6 +54,12 @@ def parse_args(argv: list[str] | None) -> tuple[HollowNodesConfig, Path, argpars
     p.add_argument("--node-status-report-frequency", type=duration, default=60.0)
     p.add_argument("--concurrency", type=int, default=32, help="API requests in flight at once")
     p.add_argument(
+        "--connections",
+        type=int,
+        default=8,
+        help="HTTP/2 connections to the API server, the nodes spread over them",
+    )
+    p.add_argument(
         "--completion-time",
         type=duration,
         default=1.0,
@@ -85,18 +92,23 @@ def parse_args(argv: list[str] | None) -> tuple[HollowNodesConfig, Path, argpars
     return config, a.kubeconfig, a
 
 
-async def _run(config: HollowNodesConfig, kubeconfig: Path) -> None:
-    # One HTTP/2 connection carries every node's requests.
+async def _run(config: HollowNodesConfig, kubeconfig: Path, connections: int) -> None:
+    # A few HTTP/2 connections carry every node's requests (see kubelet/hollow.py for why
+    # not one).
     client_config = replace(load_kubeconfig(kubeconfig), http2=True, qps=0)
-    async with ApiClient(client_config) as client, trio.open_nursery() as nursery:
-        await nursery.start(HollowNodes(client, config).run)
+    async with AsyncExitStack() as stack, trio.open_nursery() as nursery:
+        clients = [
+            await stack.enter_async_context(ApiClient(client_config))
+            for _ in range(max(1, connections))
+        ]
+        await nursery.start(HollowNodes(clients, config).run)
         print(f"k8slite hollow-nodes: {config.count} nodes ready", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     config, kubeconfig, args = parse_args(argv)
     setup_logging(args.verbosity, args.logging_format)
-    return run_until_signal(_run, config, kubeconfig)
+    return run_until_signal(_run, config, kubeconfig, args.connections)
 
 
 if __name__ == "__main__":

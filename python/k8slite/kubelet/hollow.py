@@ -1,9 +1,15 @@
 """Hollow nodes: thousands of fake-runtime kubelets in one process, for scale tests.
 
 Every hollow node has its own Node, Lease heartbeat and pod workers over a FakeRuntime, but
-they share one API client (one HTTP/2 connection), one pod informer (all bound pods,
-handed to the node they are bound to) and one scheduler of heartbeats, so a node costs a
-few kilobytes and no task of its own while idle.
+they share a few API clients (HTTP/2 connections, node i on client i mod their number),
+one pod informer (all bound pods, handed to the node they are bound to) and one scheduler
+of heartbeats, so a node costs a few kilobytes and no task of its own while idle.
+
+Why several connections: hypercorn writes all of one HTTP/2 connection's responses from
+one task, so on a busy API server (benches/density.py at 1,000 nodes) a single connection
+made the hollow nodes' requests wait 5-11 s at the median (p99 28-42 s) where the other
+components' HTTP/1.1 requests waited 0.6-0.8 s: heartbeats came 2 minutes apart, nodes
+went Unknown and their pods were evicted. Real kubelets each have a connection of their own.
 """
 
 from __future__ import annotations
@@ -122,8 +128,9 @@ def node_configs(config: HollowNodesConfig) -> list[KubeletConfig]:
 class HollowNodes:
     """Runs many HollowNodes; `run()` reports once all are registered with a Lease."""
 
-    def __init__(self, client: ApiClient, config: HollowNodesConfig) -> None:
-        self.client = client
+    def __init__(self, clients: ApiClient | list[ApiClient], config: HollowNodesConfig) -> None:
+        clients = clients if isinstance(clients, list) else [clients]
+        client = self.client = clients[0]
         self.config = config
         t = config.template
         self.info = NodeInfo(
@@ -140,14 +147,14 @@ class HollowNodes:
         self.events = EventBroadcaster(client)
         self.nodes = [
             HollowNode(
-                client,
+                clients[i % len(clients)],
                 c,
                 self.info,
                 capacity,
                 self.events.recorder("kubelet", host=c.node_name),
                 config.completion_seconds,
             )
-            for c in node_configs(config)
+            for i, c in enumerate(node_configs(config))
         ]
         self.by_name = {n.name: n for n in self.nodes}
         self.limiter = trio.CapacityLimiter(config.concurrency)
