@@ -15,8 +15,11 @@ took 18 s).
 Printed besides: each stage's median/p90/max seconds per Job from the API's own stamps
 (Job created -> its pod created -> PodScheduled -> container started -> finished -> Job
 completionTime; whole seconds), so the slow stage shows; the CPU seconds of every process
-over the run (controller CPU per job is the controller manager's divided by the jobs); and
-the API requests per job by verb and resource, from the API server's metrics.
+over the run (controller CPU per job is the controller manager's divided by the jobs); the
+API requests per job by verb and resource, from the API server's metrics; and the Job
+controller's syncs per job and wall-clock milliseconds per sync, from its workqueue's
+metrics (with the backlog this bench makes, jobs/s is about the workers divided by syncs
+per job times seconds per sync: the workers wait on their writes in turn).
 
 Where the time goes (docs/controllers.md has the figures): every process is CPU-bound
 Python on a 2-core machine. One Job costs about 12 requests (its create, 3 status writes -
@@ -33,6 +36,7 @@ from __future__ import annotations
 import argparse
 import collections
 import re
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -53,7 +57,7 @@ from k8slite.api.meta import parse_time
 from k8slite.client import ApiClient, load_kubeconfig
 from k8slite.client.resource import JOBS, NAMESPACES, PODS
 from tests.conftest import ServerHandle
-from tests.launch import REPO, launch, stop
+from tests.launch import REPO, after, launch, stop
 
 NAMESPACE = "bench-jobs"
 
@@ -131,9 +135,10 @@ def hollow_nodes(server: ServerHandle, count: int, run_time: str) -> subprocess.
 
 def component(
     server: ServerHandle, module: str, identity: str, *extra: str
-) -> subprocess.Popen[bytes]:
+) -> tuple[subprocess.Popen[bytes], str]:
+    """The component's process and the URL it serves health and metrics on."""
     marker = "serving on " if module == "controller_manager" else "listening on "
-    proc, _ = launch(
+    proc, line = launch(
         [
             sys.executable,
             "-m",
@@ -151,7 +156,27 @@ def component(
         what=module,
         timeout=60,
     )
-    return proc
+    return proc, after(line, marker).split()[0]
+
+
+def job_syncs(server: ServerHandle, manager_url: str) -> tuple[int, float]:
+    """The Job controller's syncs so far and the seconds they took, from its workqueue."""
+    # The manager serves on a self-signed certificate of its own; the admin client
+    # certificate is what authorizes the scrape.
+    tls = harness.tls_context(server.pki)
+    tls.check_hostname = False
+    tls.verify_mode = ssl.CERT_NONE
+    with httpx.Client(verify=tls, base_url=manager_url) as c:
+        text = c.get("/metrics").text
+    count = total = 0.0
+    for line in text.splitlines():
+        if 'name="job"' not in line:
+            continue
+        if line.startswith("workqueue_work_duration_seconds_count"):
+            count = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("workqueue_work_duration_seconds_sum"):
+            total = float(line.rsplit(" ", 1)[1])
+    return int(count), total
 
 
 STAGES = ("pod created", "scheduled", "started", "finished", "job complete")
@@ -275,9 +300,9 @@ def main() -> None:
             hollow = hollow_nodes(server, a.nodes, a.run_time)
             procs.append(hollow)
             rates = (f"--kube-api-qps={a.qps}", f"--kube-api-burst={a.qps}")
-            scheduler = component(server, "scheduler", "scheduler", *rates)
+            scheduler, _ = component(server, "scheduler", "scheduler", *rates)
             procs.append(scheduler)
-            manager = component(
+            manager, manager_url = component(
                 server,
                 "controller_manager",
                 "controller-manager",
@@ -292,10 +317,14 @@ def main() -> None:
                 "hollow": hollow.pid,
             }
             requests_before = request_counts(server)
+            syncs_before = job_syncs(server, manager_url)
             cpu_before = {k: cpu_seconds(pid) for k, pid in pids.items()}
             elapsed, create_s = trio.run(create_and_wait, server, a.jobs, a.qps, a.timeout)
             cpu = {k: cpu_seconds(pid) - cpu_before[k] for k, pid in pids.items()}
             requests = request_counts(server) - requests_before
+            syncs_after = job_syncs(server, manager_url)
+            syncs = syncs_after[0] - syncs_before[0]
+            sync_seconds = syncs_after[1] - syncs_before[1]
         finally:
             for proc in reversed(procs):
                 stop(proc)
@@ -310,6 +339,10 @@ def main() -> None:
         f"API requests per job ({sum(requests.values()) / a.jobs:.1f} in all): "
         + ", ".join(f"{k} {n / a.jobs:.2f}" for k, n in requests.most_common() if n >= a.jobs / 20)
     )
+    print(
+        f"Job controller: {syncs / a.jobs:.1f} syncs per job, "
+        f"{1000 * sync_seconds / max(syncs, 1):.1f} ms (wall) per sync"
+    )
     harness.emit(
         {
             "bench": "jobs",
@@ -321,6 +354,7 @@ def main() -> None:
             "controller_cpu_ms_per_job": round(1000 * cpu["manager"] / a.jobs, 2),
             **{f"{k}_cpu_s": round(v, 1) for k, v in cpu.items()},
             "requests_per_job": round(sum(requests.values()) / a.jobs, 1),
+            "job_syncs_per_job": round(syncs / a.jobs, 1),
         }
     )
 
