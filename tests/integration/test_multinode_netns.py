@@ -335,8 +335,14 @@ def test_joined_nodes_pods_reach_pods_and_services_by_name(cluster: Cluster) -> 
     assert any(x["type"] == "Approved" for x in serving[0]["status"]["conditions"])
 
     # n2 leaves: its kubelet stopped, its Node deleted; its route goes from every host.
+    sandboxes = cluster.data[n2.name].glob("kubelet/*/process-runtime/sandboxes/*.json")
+    namespaces = {netns_name(p.stem) for p in sandboxes}
+    assert namespaces  # the echo pods and far
     stop = _run([*K8SLITE, "stop", "--data-dir", str(cluster.data[n2.name])], timeout=120)
     assert stop.returncode == 0, stop.stdout + stop.stderr
+    # Its pods' network namespaces (and /etc/netns files) went with them.
+    assert not [n for n in namespaces if (Path("/run/netns") / n).exists()], namespaces
+    assert not [n for n in namespaces if (NETNS_ETC_DIR / n).exists()], namespaces
     with cluster.api() as c:
         assert c.delete(f"/api/v1/nodes/{n2.name}").status_code == 200
     for host in (cluster.cp, n1):

@@ -612,7 +612,13 @@ async def _run_node(opts: JoinOptions, data_dir: Path, runtime: str) -> None:
     finally:
         with trio.CancelScope(shield=True):
             await stop(list(reversed(components)))
-            await stop_pods(runtime, opts.node_name, data_dir, opts.docker_network)
+            await stop_pods(
+                runtime,
+                opts.node_name,
+                data_dir,
+                opts.docker_network,
+                "bridge" if network is not None else "host",
+            )
             info.state, info.components = "stopped", {}
             runstate.write(data_dir, info)
             log.info("stopped")

@@ -858,15 +858,22 @@ def single_process(
     return Component(ALL_IN_ONE, argv, logs / f"{ALL_IN_ONE}.log"), others
 
 
-async def stop_pods(runtime: str, node: str, data_dir: Path, network: str | None) -> None:
+async def stop_pods(
+    runtime: str, node: str, data_dir: Path, network: str | None, pod_network: str = "host"
+) -> None:
     """Stop and remove the node's pods' containers and sandboxes, so that nothing of the
-    cluster keeps running; the next `k8slite up` starts the pods again."""
+    cluster keeps running; the next `k8slite up` starts the pods again. With pod_network
+    "bridge", their network namespaces, veths and addresses go too."""
     if runtime == "fake":
         return
     from k8slite.kubelet.runtime import make_runtime
 
     rt = make_runtime(
-        runtime, node_name=node, root_dir=data_dir / "kubelet" / node, docker_network=network
+        runtime,
+        node_name=node,
+        root_dir=data_dir / "kubelet" / node,
+        docker_network=network,
+        pod_network=pod_network,
     )
 
     # Whatever goes wrong with one pod (the engine gone, a container already removed), the
@@ -1147,7 +1154,9 @@ async def _up(opts: UpOptions, data_dir: Path, runtime: str, why: str) -> None:
                 )
     finally:
         with trio.CancelScope(shield=True):
-            await shutdown(control, rest, runtime, node, data_dir, opts.docker_network)
+            await shutdown(
+                control, rest, runtime, node, data_dir, opts.docker_network, opts.pod_network
+            )
             info.state, info.components = "stopped", {}
             runstate.write(data_dir, info)
 
@@ -1306,6 +1315,7 @@ async def shutdown(
     node: str,
     data_dir: Path,
     network: str | None,
+    pod_network: str = "host",
 ) -> None:
     """Stop everything: the components first, then what serves the API (the API server;
     with --ha the balancer, the API servers, then etcd), then the pods."""
@@ -1315,7 +1325,7 @@ async def shutdown(
     await stop(list(reversed(rest)))
     for group in _stop_groups(control):
         await stop(group)
-    await stop_pods(runtime, node, data_dir, network)
+    await stop_pods(runtime, node, data_dir, network, pod_network)
     log.info("stopped")
 
 
