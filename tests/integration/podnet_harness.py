@@ -248,7 +248,7 @@ def server_address(server: ServerHandle) -> str:
 def kill_pod_processes(workdir: Path) -> None:
     """Whatever process pods of a kubelet under workdir still run, and their namespaces."""
     from k8slite.kubelet.runtime.shim import proc_start
-    from k8slite.network.cni import netns_name
+    from k8slite.network.cni import NETNS_ETC_DIR, netns_name
 
     state = workdir / "root" / "process-runtime"
     for path in (state / "containers").glob("*/state.json"):
@@ -261,6 +261,7 @@ def kill_pod_processes(workdir: Path) -> None:
     for path in (state / "sandboxes").glob("*.json"):
         subprocess.run(["ip", "netns", "del", netns_name(path.stem)], check=False,
                        capture_output=True)  # fmt: skip
+        shutil.rmtree(NETNS_ETC_DIR / netns_name(path.stem), ignore_errors=True)
 
 
 def pod_json(

@@ -261,3 +261,41 @@ def test_a_node_renews_its_own_client_certificate(
     assert approved["message"] == (
         "Auto approving self kubelet client certificate after SubjectAccessReview."
     )
+
+
+def test_a_nodes_own_serving_certificate_is_approved_only_with_its_own_names(
+    cluster: tuple[ServerHandle, ManagerHandle],
+) -> None:
+    """K8s-Lite's csrapproving approves a node's kubelet-serving request for itself when
+    every SAN is the node's name or an address its Node reports (upstream approves none)."""
+    server, _ = cluster
+    with server.client() as c:
+        r = c.post(
+            "/api/v1/nodes",
+            json={"apiVersion": "v1", "kind": "Node", "metadata": {"name": "node1"}},
+        )
+        assert r.status_code in (201, 409), r.text
+        node = c.get("/api/v1/nodes/node1").json()
+        node.setdefault("status", {})["addresses"] = [
+            {"type": "InternalIP", "address": "192.0.2.9"},
+            {"type": "Hostname", "address": "node1"},
+        ]
+        r = c.put("/api/v1/nodes/node1/status", json=node)
+        assert r.status_code == 200, r.text
+    usages = ["digital signature", "server auth"]
+    stranger = csr_pem("system:node:node1", ("system:nodes",), dns=("evil.example",))
+    own = csr_pem("system:node:node1", ("system:nodes",), dns=("node1",))
+    with server.client("node-node1") as c:
+        for name, pem in (("serving-stranger-san", stranger), ("serving-own", own)):
+            body = csr_object(name, pem, KUBELET_SERVING_SIGNER, usages=usages)
+            r = c.post(CSRS, json=body)
+            assert r.status_code == 201, r.text
+    cert = _certificate(server, "serving-own")
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.DNSName) == ["node1"]
+    (approved,) = _get(server, "serving-own")["status"]["conditions"]
+    assert approved["reason"] == "AutoApproved"
+    assert "kubelet serving certificate" in approved["message"]
+    # Made first, so looked at already; its SAN is no name of node1's: it stays for an
+    # administrator (looked at again every 2 s, never approved).
+    assert "Approved" not in _conditions(server, "serving-stranger-san")

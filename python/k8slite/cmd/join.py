@@ -9,7 +9,10 @@
    kubeconfig names the certificate file, which the kubelet rotates before it expires.
 3. The node's components (node_components) under the same supervisor as `k8slite up`, in
    the background: the kubelet and, as root, the proxy (as the node: see
-   apiserver/clusterinfo.py JOIN_BINDINGS). `k8slite join` returns once the node is
+   apiserver/clusterinfo.py JOIN_BINDINGS) and, when the cluster has a pod network
+   (kube-system/k8slite-network, which `k8slite up --pod-network bridge` publishes and the
+   node reads with its new credentials: network/clusterconfig.py), the node network agent,
+   with the kubelet's --pod-network bridge. `k8slite join` returns once the node is
    Ready; `k8slite stop --data-dir DIR` stops it, `k8slite status` and `logs` see it.
 """
 
@@ -41,11 +44,14 @@ from k8slite.cmd import runstate
 from k8slite.cmd.common import leaves
 from k8slite.cmd.runstate import ClusterInfo, ProcessRecord
 from k8slite.cmd.up import (
+    NETAGENT_PORT,
     RUNTIMES,
     Component,
     UpError,
     detect_runtime,
     free_port,
+    netagent_component,
+    restart,
     script,
     stop,
     stop_left_behind,
@@ -58,6 +64,8 @@ from k8slite.cmd.up import default_node_name as host_node_name
 from k8slite.component.logging import setup_logging
 from k8slite.dns import kubedns
 from k8slite.kubelet import clientcert
+from k8slite.network import clusterconfig
+from k8slite.network.clusterconfig import PodNetworkConfig
 from k8slite.tokendiscovery import DiscoveryError, discover
 
 log = logging.getLogger("k8slite.join")
@@ -71,6 +79,7 @@ NODE_PORTS = {
     "kubelet-healthz": 10248,
     "proxy-metrics": 10249,
     "proxy-healthz": 10256,
+    "netagent": NETAGENT_PORT,
 }
 BOOTSTRAP_KUBECONFIG = "bootstrap-kubelet.kubeconfig"
 KUBELET_KUBECONFIG = "kubelet.kubeconfig"
@@ -308,10 +317,15 @@ def prepare(opts: JoinOptions, data_dir: Path) -> None:
 
 
 def node_components(
-    opts: JoinOptions, data_dir: Path, node_ip: str, runtime: str, ports: dict[str, int]
+    opts: JoinOptions,
+    data_dir: Path,
+    node_ip: str,
+    runtime: str,
+    ports: dict[str, int],
+    network: PodNetworkConfig | None = None,
 ) -> list[Component]:
-    """The node's components in start order. A component every node runs beside the
-    kubelet (a pod network agent) is appended here."""
+    """The node's components in start order; with the cluster's pod network, the kubelet
+    puts pods on it and the node network agent joins it."""
     f, logs = paths(data_dir), data_dir / "logs"
     verbosity = ["-v", str(opts.verbosity)] if opts.verbosity else []
     components = [
@@ -351,6 +365,7 @@ def node_components(
                 "--healthz-port",
                 str(ports["kubelet-healthz"]),
                 *(["--docker-network", opts.docker_network] if opts.docker_network else []),
+                *(["--pod-network", "bridge"] if network else []),
                 *(["--cluster-dns", kubedns.CLUSTER_IP] if opts.proxy else []),
                 *verbosity,
             ],
@@ -375,20 +390,101 @@ def node_components(
                     f"127.0.0.1:{ports['proxy-metrics']}",
                     "--healthz-bind-address",
                     f"127.0.0.1:{ports['proxy-healthz']}",
+                    *(["--cluster-cidr", network.cluster_cidr] if network else []),
                     *verbosity,
                 ],
                 logs / "proxy.log",
             )
         )
-    # Further node agents (the pod network's) go here, before the return.
+    if network is not None:
+        components.append(
+            netagent_component(
+                ["--kubeconfig", str(f["kubeconfig"])],
+                opts.node_name,
+                network,
+                ports["netagent"],
+                logs,
+                verbosity,
+            )
+        )
     return components
 
 
-def health_urls(ports: dict[str, int], proxy: bool) -> dict[str, str]:
+def health_urls(ports: dict[str, int], proxy: bool, netagent: bool = False) -> dict[str, str]:
     urls = {"kubelet": f"http://127.0.0.1:{ports['kubelet-healthz']}/healthz"}
     if proxy:
         urls["proxy"] = f"http://127.0.0.1:{ports['proxy-healthz']}/healthz"
+    if netagent:
+        urls["netagent"] = f"http://127.0.0.1:{ports['netagent']}/healthz"
     return urls
+
+
+async def read_pod_network(server: str, data_dir: Path, timeout: float) -> PodNetworkConfig | None:
+    """The cluster's pod network (kube-system/k8slite-network), read as the node; retried
+    while the API server does not answer."""
+    with trio.move_on_after(timeout):
+        while True:
+            try:
+                return await trio.to_thread.run_sync(
+                    clusterconfig.read, server, node_context(data_dir)
+                )
+            except (clusterconfig.ClusterConfigError, OSError, ssl.SSLError) as e:
+                log.warning("%s; retrying", e)
+            await trio.sleep(1.0)
+    raise UpError(f"could not read the cluster's pod network settings within {timeout:.0f}s")
+
+
+def serving_issued(data_dir: Path, node_ip: str) -> bool:
+    """Whether the kubelet's serving certificate is the cluster CA's, for node_ip, and has
+    a while to live (else it is the self-signed one `prepare` made)."""
+    from datetime import UTC, datetime
+
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+
+    f = paths(data_dir)
+    try:
+        cert = x509.load_pem_x509_certificate(f["serving"].read_bytes())
+        cert.verify_directly_issued_by(x509.load_pem_x509_certificate(f["ca"].read_bytes()))
+        ips = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        addresses = {str(ip) for ip in ips.get_values_for_type(x509.IPAddress)}
+    except (OSError, ValueError, TypeError, InvalidSignature, x509.ExtensionNotFound):
+        return False
+    left = cert.not_valid_after_utc - datetime.now(UTC)
+    return node_ip in addresses and left > pki.RENEW_BEFORE
+
+
+async def serve_with_issued_certificate(
+    opts: JoinOptions, data_dir: Path, node_ip: str, kubelet: Component
+) -> None:
+    """Upstream's serverTLSBootstrap, once the Node reports its addresses: a serving
+    certificate from the cluster CA (signer kubernetes.io/kubelet-serving, asked for as the
+    node), so that the API server, which checks kubelets' certificates against the CA,
+    reaches this kubelet for logs, exec and port-forward; then the kubelet serves with it."""
+    from k8slite.client import ApiClient
+
+    f = paths(data_dir)
+    try:
+        async with ApiClient(load_kubeconfig(f["kubeconfig"])) as client:
+            cert, key = await clientcert.request_serving_certificate(
+                client, opts.node_name, [node_ip], min(opts.tls_bootstrap_timeout, 60.0)
+            )
+    except (clientcert.BootstrapError, ApiError, ApiConnectionError) as e:
+        # The node works without it; only the API server's calls to its kubelet fail.
+        log.warning(
+            "no serving certificate from the cluster CA (kubectl logs and exec will not reach "
+            "this node): %s",
+            e,
+        )
+        return
+    clientcert.write_private(f["serving-key"], key.decode())
+    clientcert.write_private(f["serving"], cert.decode())
+    log.info("kubelet serving certificate issued by the cluster CA; restarting the kubelet")
+    old = kubelet.proc.pid if kubelet.proc is not None else None
+    restart(kubelet)
+    with trio.fail_after(START_TIMEOUT):
+        while kubelet.proc is None or kubelet.proc.pid == old:
+            await trio.sleep(0.05)
 
 
 def node_context(data_dir: Path) -> ssl.SSLContext:
@@ -406,10 +502,13 @@ async def wait_node_ready(server: str, data_dir: Path, node: str, timeout: float
             try:
                 async with httpx.AsyncClient(verify=node_context(data_dir), timeout=10) as c:
                     r = await c.get(url)
-                conditions = (r.json().get("status") or {}).get("conditions") or ()
-                if r.status_code == 200 and any(
-                    c.get("type") == "Ready" and c.get("status") == "True" for c in conditions
-                ):
+                obj = r.json() if r.status_code == 200 else None
+                if not isinstance(obj, dict):
+                    # Not yet registered (404), or not an object (a proxy's answer).
+                    await trio.sleep(0.2)
+                    continue
+                conditions = (obj.get("status") or {}).get("conditions") or ()
+                if any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
                     return
             except (httpx.HTTPError, ValueError, OSError, ssl.SSLError):
                 pass
@@ -445,6 +544,19 @@ async def _run_node(opts: JoinOptions, data_dir: Path, runtime: str) -> None:
         log.warning("not root: the proxy (which routes the service range) is not started")
         proxy = False
     opts.proxy = proxy
+    network = await read_pod_network(opts.server, data_dir, opts.wait)
+    if network is not None:
+        if os.geteuid() != 0:
+            raise UpError(
+                f"the cluster's pod network ({network.cluster_cidr}, {network.backend}) needs "
+                "root here: the node network agent makes a bridge, routes and nftables rules"
+            )
+        log.info(
+            "the cluster's pod network: %s, %s backend (kube-system/%s)",
+            network.cluster_cidr,
+            network.backend,
+            clusterconfig.NAME,
+        )
     me = os.getpid()
     info = ClusterInfo(
         str(data_dir),
@@ -461,6 +573,7 @@ async def _run_node(opts: JoinOptions, data_dir: Path, runtime: str) -> None:
         docker_network=opts.docker_network,
         detached=opts.background,
         joined=True,
+        pod_network=f"{network.cluster_cidr} {network.backend}" if network else "",
     )
     runstate.write(data_dir, info)
 
@@ -470,14 +583,14 @@ async def _run_node(opts: JoinOptions, data_dir: Path, runtime: str) -> None:
         info.components[c.name].restarts = c.restarts
         runstate.write(data_dir, info)
 
-    components = node_components(opts, data_dir, node_ip, runtime, ports)
+    components = node_components(opts, data_dir, node_ip, runtime, ports, network)
     began = trio.current_time()
     try:
         async with trio.open_nursery() as nursery:
             for c in components:
                 nursery.start_soon(supervise, c, record)
             try:
-                await wait_healthy(health_urls(ports, proxy), opts.wait)
+                await wait_healthy(health_urls(ports, proxy, network is not None), opts.wait)
                 await wait_node_ready(opts.server, data_dir, opts.node_name, opts.wait)
             except trio.TooSlowError:
                 raise UpError(
@@ -489,6 +602,9 @@ async def _run_node(opts: JoinOptions, data_dir: Path, runtime: str) -> None:
                 opts.node_name,
                 trio.current_time() - began,
             )
+            if not serving_issued(data_dir, node_ip):
+                await serve_with_issued_certificate(opts, data_dir, node_ip, components[0])
+                await wait_healthy(health_urls(ports, proxy, network is not None), opts.wait)
             info.state = "ready"
             runstate.write(data_dir, info)
             if not opts.background:
@@ -496,7 +612,13 @@ async def _run_node(opts: JoinOptions, data_dir: Path, runtime: str) -> None:
     finally:
         with trio.CancelScope(shield=True):
             await stop(list(reversed(components)))
-            await stop_pods(runtime, opts.node_name, data_dir, opts.docker_network)
+            await stop_pods(
+                runtime,
+                opts.node_name,
+                data_dir,
+                opts.docker_network,
+                "bridge" if network is not None else "host",
+            )
             info.state, info.components = "stopped", {}
             runstate.write(data_dir, info)
             log.info("stopped")

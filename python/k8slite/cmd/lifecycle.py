@@ -212,7 +212,14 @@ def stop_main(argv: list[str]) -> int:
     setup_logging()
     stop_left_behind(info, data_dir)
     # The pods, as the supervisor would have stopped them.
-    trio.run(stop_pods, info.runtime, info.node, data_dir, info.docker_network)
+    trio.run(
+        stop_pods,
+        info.runtime,
+        info.node,
+        data_dir,
+        info.docker_network,
+        "bridge" if info.pod_network else "host",
+    )
     print("stopped")
     return 0
 

@@ -78,6 +78,8 @@ class ClusterInfo:
     join_command: str = ""
     # `k8slite up --single-process`: the components are tasks of one child, "all-in-one".
     single_process: bool = False
+    # `--pod-network bridge`: "CIDR BACKEND" of the pod network across hosts, else "".
+    pod_network: str = ""
     components: dict[str, ProcessRecord] = field(default_factory=dict)
 
     @classmethod

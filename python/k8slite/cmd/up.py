@@ -7,6 +7,7 @@ import contextlib
 import datetime as dt
 import errno
 import fcntl
+import ipaddress
 import logging
 import os
 import re
@@ -36,6 +37,7 @@ from k8slite.cmd.runstate import ClusterInfo, ProcessRecord
 from k8slite.component.logging import setup_logging
 from k8slite.dashboard.main import serve_beside
 from k8slite.dns import kubedns
+from k8slite.network import clusterconfig
 
 log = logging.getLogger("k8slite.up")
 
@@ -68,6 +70,10 @@ DEFAULT_DATA_DIR = ".k8slite"
 DEFAULT_DOCKER_NETWORK = "k8slite-pods"
 SANDBOX_IMAGE = "k8slite/pause:1.0"
 WORKLOAD_IMAGE = "busybox:1.35"
+# The pod network of `--pod-network bridge` (kubeadm's --pod-network-cidr, flannel's default)
+# and the node network agent's metrics port.
+DEFAULT_POD_NETWORK_CIDR = "10.244.0.0/16"
+NETAGENT_PORT = 10271
 # The identity Prometheus scrapes with: upstream's system:monitoring group may read the API
 # server's /metrics, /healthz, /livez and /readyz, and the kubelet's /metrics, nothing else.
 MONITORING_IDENTITY = "monitoring"
@@ -87,6 +93,16 @@ class Component:
     restarts: int = 0
     # The running child, if any; stop() ends it.
     proc: Child | None = field(default=None, repr=False)
+    # Set by restart(): the next exit is asked for, and the child starts again at once.
+    restarting: bool = field(default=False, repr=False)
+
+
+def restart(component: Component) -> None:
+    """Stop the running child so that its supervisor starts it again at once (new files
+    to load: a kubelet's serving certificate)."""
+    if component.proc is not None and component.proc.returncode is None:
+        component.restarting = True
+        component.proc.send_signal(signal.SIGTERM)
 
 
 def _tail(path: Path, lines: int = 5) -> str:
@@ -107,18 +123,24 @@ async def supervise(component: Component, on_start: Callable[[Component], None])
     (the API server last), which cancelling every supervisor at once could not.
     """
     delay = _BACKOFF_START
+    started_once = False
     while True:
         started = trio.current_time()
         # Synchronous, in Trio's thread: no cancellation can come between the start and
         # component.proc, and the child's death signal is tied to a thread that lives.
         proc = component.proc = spawn(component.argv, component.log_path)
-        if component.restarts == 0:
+        if not started_once:
+            started_once = True
             log.info("started %s (pid %d), log %s", component.name, proc.pid, component.log_path)
         else:
             log.info("restarted %s (pid %d)", component.name, proc.pid)
         on_start(component)
         code = await proc.wait()
         component.proc = None
+        if component.restarting:
+            component.restarting = False
+            log.info("%s stopped to restart (%s)", component.name, _exit_reason(code))
+            continue
         component.restarts += 1
         if trio.current_time() - started > _HEALTHY_AFTER:
             delay = _BACKOFF_START
@@ -223,6 +245,8 @@ def health_urls(ports: dict[str, int], proxy: bool, dns_address: str = "") -> di
         urls["proxy"] = f"http://127.0.0.1:{ports['proxy-healthz']}/healthz"
     if dns_address:
         urls["dns"] = f"https://{dns_address}:{ports['dns-metrics']}/healthz"
+    if "netagent" in ports:
+        urls["netagent"] = f"http://127.0.0.1:{ports['netagent']}/healthz"
     return urls
 
 
@@ -524,6 +548,13 @@ class UpOptions:
     join_token: bool = True
     # Every component as a task of one process, `k8slite all-in-one` (see cmd/allinone.py).
     single_process: bool = False
+    # "bridge": a pod network across hosts (docs/networking.md#a-pod-network-across-hosts):
+    # node IPAM from pod_network_cidr, the kubelet's --pod-network bridge, the node network
+    # agent, and kube-system/k8slite-network for joining nodes. "host": none.
+    pod_network: str = "host"
+    pod_network_cidr: str = DEFAULT_POD_NETWORK_CIDR
+    node_cidr_mask_size: int = 24
+    pod_network_backend: str = "host-gw"
 
 
 # The components that serve a self-signed certificate, as upstream's do when given none.
@@ -567,6 +598,7 @@ def components(
     """The API server, and the rest (in start order), each with its own identity."""
     p, logs = data_dir / "pki", data_dir / "logs"
     verbosity = ["-v", str(opts.verbosity)] if opts.verbosity else []
+    bridge = opts.pod_network == "bridge"
 
     def kubeconfig(identity: str) -> list[str]:
         return ["--kubeconfig", str(pki.kubeconfig_path(p, identity))]
@@ -626,6 +658,17 @@ def components(
                 "--secure-port",
                 str(ports["controller-manager"]),
                 *_serving_pair(data_dir, "controller-manager"),
+                *(
+                    [
+                        "--allocate-node-cidrs",
+                        "--cluster-cidr",
+                        opts.pod_network_cidr,
+                        "--node-cidr-mask-size",
+                        str(opts.node_cidr_mask_size),
+                    ]
+                    if bridge
+                    else []
+                ),
                 *verbosity,
             ],
             logs / "controller-manager.log",
@@ -662,6 +705,8 @@ def components(
                 "--healthz-port",
                 str(ports["kubelet-healthz"]),
                 *(["--docker-network", opts.docker_network] if opts.docker_network else []),
+                # Other nodes route this node's pod CIDR to its InternalIP.
+                *(["--pod-network", "bridge", "--node-ip", node_ip(opts)] if bridge else []),
                 # Pods reach the kube-dns Service only through the proxy; without it they
                 # get the host's resolvers (dnsPolicy Default), as upstream's kubelet does
                 # without --cluster-dns.
@@ -720,9 +765,21 @@ def components(
                     f"127.0.0.1:{ports['proxy-metrics']}",
                     "--healthz-bind-address",
                     f"127.0.0.1:{ports['proxy-healthz']}",
+                    *(["--cluster-cidr", opts.pod_network_cidr] if bridge else []),
                     *verbosity,
                 ],
                 logs / "proxy.log",
+            )
+        )
+    if bridge:
+        rest.append(
+            netagent_component(
+                kubeconfig(f"node-{node}"),
+                node,
+                clusterconfig.PodNetworkConfig(opts.pod_network_cidr, opts.pod_network_backend),
+                ports["netagent"],
+                logs,
+                verbosity,
             )
         )
     if opts.nodes > 0:
@@ -744,6 +801,46 @@ def components(
     return apiserver, rest
 
 
+def netagent_component(
+    kubeconfig: list[str],
+    node: str,
+    network: clusterconfig.PodNetworkConfig,
+    port: int,
+    logs: Path,
+    verbosity: list[str],
+) -> Component:
+    """The node network agent, as the node (its credentials read Nodes and annotate its
+    own): the pod bridge, routes to every other node's pod CIDR, masquerade."""
+    return Component(
+        "netagent",
+        [
+            script("k8slite"),
+            "netagent",
+            *kubeconfig,
+            "--node-name",
+            node,
+            "--cluster-cidr",
+            network.cluster_cidr,
+            "--backend",
+            network.backend,
+            "--metrics-bind-address",
+            f"127.0.0.1:{port}",
+            *verbosity,
+        ],
+        logs / "netagent.log",
+    )
+
+
+def node_ip(opts: UpOptions) -> str:
+    """This node's address for other hosts: the advertised one, else the bound one when
+    specific, else loopback (a cluster of one host)."""
+    if opts.advertise_address:
+        return opts.advertise_address
+    if opts.bind_address not in ("0.0.0.0", "::", ""):
+        return opts.bind_address
+    return "127.0.0.1"
+
+
 ALL_IN_ONE = "all-in-one"
 
 
@@ -761,15 +858,22 @@ def single_process(
     return Component(ALL_IN_ONE, argv, logs / f"{ALL_IN_ONE}.log"), others
 
 
-async def stop_pods(runtime: str, node: str, data_dir: Path, network: str | None) -> None:
+async def stop_pods(
+    runtime: str, node: str, data_dir: Path, network: str | None, pod_network: str = "host"
+) -> None:
     """Stop and remove the node's pods' containers and sandboxes, so that nothing of the
-    cluster keeps running; the next `k8slite up` starts the pods again."""
+    cluster keeps running; the next `k8slite up` starts the pods again. With pod_network
+    "bridge", their network namespaces, veths and addresses go too."""
     if runtime == "fake":
         return
     from k8slite.kubelet.runtime import make_runtime
 
     rt = make_runtime(
-        runtime, node_name=node, root_dir=data_dir / "kubelet" / node, docker_network=network
+        runtime,
+        node_name=node,
+        root_dir=data_dir / "kubelet" / node,
+        docker_network=network,
+        pod_network=pod_network,
     )
 
     # Whatever goes wrong with one pod (the engine gone, a container already removed), the
@@ -882,8 +986,16 @@ async def _up(opts: UpOptions, data_dir: Path, runtime: str, why: str) -> None:
         from k8slite.cmd import ha
 
         ports.update(ha.pick_ports(data_dir, opts.port))
+    bridge = opts.pod_network == "bridge"
+    if bridge:
+        if os.geteuid() != 0:
+            raise UpError(
+                "--pod-network bridge needs root: the node network agent makes a bridge, "
+                "routes and nftables rules, the kubelet a network namespace per pod"
+            )
+        ports["netagent"] = free_port() if opts.port == 0 else NETAGENT_PORT
     check_ports_free(ports)
-    url = f"https://127.0.0.1:{ports['apiserver']}"
+    url = local_server(opts, ports["apiserver"])
     pki_dir = data_dir / "pki"
     try:
         written = pki.ensure_pki(pki_dir, nodes=[node], server_url=url, sans=server_sans(opts))
@@ -911,9 +1023,14 @@ async def _up(opts: UpOptions, data_dir: Path, runtime: str, why: str) -> None:
         )
         proxy = False
     try:
-        dns_address = await trio.to_thread.run_sync(
-            dns_listen_address, runtime, opts.docker_network or DEFAULT_DOCKER_NETWORK
-        )
+        if bridge:
+            # Pods of every node reach it through their node's proxy (the kube-dns Service
+            # at 10.96.0.10): on this node's address, which every node reaches.
+            dns_address = node_ip(opts)
+        else:
+            dns_address = await trio.to_thread.run_sync(
+                dns_listen_address, runtime, opts.docker_network or DEFAULT_DOCKER_NETWORK
+            )
         dns_port, dns_metrics = clusterdns.pick_ports(dns_address, opts.port == 0)
     except clusterdns.ClusterDnsError as e:
         raise UpError(f"cluster DNS: {e}") from None
@@ -945,6 +1062,11 @@ async def _up(opts: UpOptions, data_dir: Path, runtime: str, why: str) -> None:
         dns_address=dns_address,
         detached=opts.background,
         single_process=opts.single_process,
+        pod_network=(
+            f"{opts.pod_network_cidr} {opts.pod_network_backend}"
+            if opts.pod_network == "bridge"
+            else ""
+        ),
     )
     runstate.write(data_dir, info)
     (data_dir / "prometheus.yml").write_text(prometheus_config(data_dir, ports, proxy, dns_address))
@@ -995,6 +1117,10 @@ async def _up(opts: UpOptions, data_dir: Path, runtime: str, why: str) -> None:
                 )
             except (clustermetrics.ClusterMetricsError, httpx.HTTPError) as e:
                 raise UpError(f"resource metrics: {e}") from None
+            try:
+                await publish_pod_network(url, pki_dir, opts)
+            except (clusterconfig.ClusterConfigError, httpx.HTTPError) as e:
+                raise UpError(f"pod network: {e}") from None
             for c in rest:
                 nursery.start_soon(supervise, c, record)
             await wait_started(
@@ -1032,9 +1158,20 @@ async def _up(opts: UpOptions, data_dir: Path, runtime: str, why: str) -> None:
                 )
     finally:
         with trio.CancelScope(shield=True):
-            await shutdown(control, rest, runtime, node, data_dir, opts.docker_network)
+            await shutdown(
+                control, rest, runtime, node, data_dir, opts.docker_network, opts.pod_network
+            )
             info.state, info.components = "stopped", {}
             runstate.write(data_dir, info)
+
+
+async def publish_pod_network(url: str, pki_dir: Path, opts: UpOptions) -> None:
+    """kube-system/k8slite-network for joining nodes: the pod network they join, or none."""
+    if opts.pod_network == "bridge":
+        config = clusterconfig.PodNetworkConfig(opts.pod_network_cidr, opts.pod_network_backend)
+        await clusterconfig.publish(url, _admin_context(pki_dir), config)
+    else:
+        await clusterconfig.remove(url, _admin_context(pki_dir))
 
 
 def server_sans(opts: UpOptions) -> list[str]:
@@ -1044,6 +1181,13 @@ def server_sans(opts: UpOptions) -> list[str]:
     if opts.bind_address not in ("127.0.0.1", "0.0.0.0", "::", "::1", ""):
         sans.append(opts.bind_address)
     return sans
+
+
+def local_server(opts: UpOptions, port: int) -> str:
+    """Where this host's components reach the API server: loopback, unless it listens on
+    one specific address only."""
+    host = "127.0.0.1" if opts.bind_address in ("0.0.0.0", "::", "") else opts.bind_address
+    return f"https://{f'[{host}]' if ':' in host else host}:{port}"
 
 
 def join_server(opts: UpOptions, port: int) -> str:
@@ -1120,7 +1264,9 @@ def welcome(info: ClusterInfo, data_dir: Path) -> list[str]:
             "Single process: every component runs as a task of one process "
             f"(`k8slite logs {ALL_IN_ONE}`)."
         )
-    if info.runtime == "process":
+    if info.runtime == "process" and info.pod_network:
+        lines.append("Pods run as host processes, each in a network namespace of its own.")
+    elif info.runtime == "process":
         lines.append("Pods run as host processes, sharing its ports: see the WARNING above.")
     dns_at = f"k8slite-dns on {info.dns_address} port {info.ports['dns']}"
     if info.proxy:
@@ -1128,6 +1274,11 @@ def welcome(info: ClusterInfo, data_dir: Path) -> list[str]:
     else:
         lines.append(
             f"Cluster DNS: {dns_at}; pods do not use it: it needs the proxy (run as root)."
+        )
+    if info.pod_network:
+        lines.append(
+            f"Pod network: {info.pod_network} (each node's pods on its pod CIDR, routed "
+            "between nodes by k8slite netagent; joining nodes run it too)."
         )
     if info.dashboard:
         lines.append(f"Dashboard: {info.dashboard}")
@@ -1168,6 +1319,7 @@ async def shutdown(
     node: str,
     data_dir: Path,
     network: str | None,
+    pod_network: str = "host",
 ) -> None:
     """Stop everything: the components first, then what serves the API (the API server;
     with --ha the balancer, the API servers, then etcd), then the pods."""
@@ -1177,7 +1329,7 @@ async def shutdown(
     await stop(list(reversed(rest)))
     for group in _stop_groups(control):
         await stop(group)
-    await stop_pods(runtime, node, data_dir, network)
+    await stop_pods(runtime, node, data_dir, network, pod_network)
     log.info("stopped")
 
 
@@ -1316,6 +1468,35 @@ def parse_args(argv: list[str] | None) -> UpOptions:
         help="the address other hosts reach the API server at: in its serving certificate, "
         "the kubernetes Service's endpoints, cluster-info and the join command",
     )
+    net = p.add_argument_group("a pod network across hosts (docs/networking.md)")
+    net.add_argument(
+        "--pod-network",
+        choices=("host", "bridge"),
+        default="host",
+        help="bridge: every node (this one and those that join) gets a pod CIDR of "
+        "--pod-network-cidr, its pods addresses from it (process pods in network namespaces "
+        "of their own), and runs the node network agent that routes between nodes "
+        "(needs root); host: pods share the node's network or one Docker network (default)",
+    )
+    net.add_argument(
+        "--pod-network-cidr",
+        default=DEFAULT_POD_NETWORK_CIDR,
+        metavar="CIDR",
+        help=f"the whole pod network, as kubeadm's flag (default {DEFAULT_POD_NETWORK_CIDR})",
+    )
+    net.add_argument(
+        "--node-cidr-mask-size",
+        type=int,
+        default=24,
+        help="the size of each node's pod CIDR (default 24)",
+    )
+    net.add_argument(
+        "--pod-network-backend",
+        choices=("host-gw", "vxlan"),
+        default="host-gw",
+        help="host-gw: route pod CIDRs to nodes' addresses (nodes on one L2 segment); "
+        "vxlan: through a VXLAN device (any IP network) (default host-gw)",
+    )
     p.add_argument(
         "--no-join-token",
         dest="join_token",
@@ -1364,6 +1545,12 @@ def parse_args(argv: list[str] | None) -> UpOptions:
         p.error("--ha runs its own etcd cluster: it does not go with --etcd-servers")
     if a.node_name and not valid_node_name(a.node_name):
         p.error(f"--node-name {a.node_name!r} is not a lowercase RFC 1123 subdomain")
+    try:
+        cidr = ipaddress.IPv4Network(a.pod_network_cidr)
+    except ValueError as e:
+        p.error(f"--pod-network-cidr {a.pod_network_cidr!r}: {e}")
+    if not cidr.prefixlen < a.node_cidr_mask_size <= 30:
+        p.error(f"--node-cidr-mask-size must be more than {cidr.prefixlen} and at most 30")
     return UpOptions(
         data_dir=a.data_dir,
         port=a.port,
@@ -1385,6 +1572,10 @@ def parse_args(argv: list[str] | None) -> UpOptions:
         advertise_address=a.advertise_address,
         join_token=a.join_token,
         single_process=a.single_process,
+        pod_network=a.pod_network,
+        pod_network_cidr=str(cidr),
+        node_cidr_mask_size=a.node_cidr_mask_size,
+        pod_network_backend=a.pod_network_backend,
         etcd_servers=[u.strip() for u in a.etcd_servers.split(",") if u.strip()],
         etcd_tls_flags=[
             f"--{name.replace('_', '-')}={value}"

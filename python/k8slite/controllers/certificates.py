@@ -3,7 +3,12 @@
 The approver auto-approves kubelet client certificate requests (signer
 kubernetes.io/kube-apiserver-client-kubelet) when a SubjectAccessReview says the requester
 may create certificatesigningrequests/selfnodeclient (a node renewing its own certificate)
-or certificatesigningrequests/nodeclient (a bootstrapper asking for a new node's). The
+or certificatesigningrequests/nodeclient (a bootstrapper asking for a new node's). K8s-Lite
+also approves a node's request for its own kubelet serving certificate (signer
+kubernetes.io/kubelet-serving) when the requester is the node the certificate names and
+every subjectAltName is that node's name or one of the addresses its Node reports (the
+signer's own checks): upstream leaves these to an administrator or an add-on approver such
+as kubelet-csr-approver, so that `kubectl logs` and `exec` reach joined nodes at once. The
 signer issues approved requests of the three built-in signers with the cluster CA, or marks
 them Failed when they break the signer's rules (csrrules.py).
 """
@@ -23,6 +28,7 @@ from k8slite.api.certificates_v1 import (
     DENIED,
     FAILED,
     KUBE_APISERVER_CLIENT_KUBELET,
+    KUBELET_SERVING,
     CSRError,
     condition,
     has_true,
@@ -43,6 +49,12 @@ SUBJECT_ACCESS_REVIEWS = Resource("authorization.k8s.io", "v1", "subjectaccessre
 # How soon a recognised request the requester may not have approved is looked at again
 # (a role binding may come later).
 SAR_RETRY = 30.0
+# How soon a serving request whose SANs the Node does not (yet) report is looked at again.
+SERVING_RETRY = 2.0
+SERVING_APPROVAL = (
+    "Auto approving self kubelet serving certificate: its subjectAltNames are the node's "
+    "name and addresses."
+)
 # (SubjectAccessReview subresource, recognizer, approval message), upstream's order.
 _RECOGNIZERS = (
     (
@@ -80,7 +92,34 @@ class CSRApprovingController(Controller):
     def __init__(self, ctx: ControllerContext, workers: int = 1) -> None:
         super().__init__(ctx, workers)
         self.csrs = ctx.informers.informer(CSRS)
+        self.nodes = ctx.informers.informer(NODES)
         self.csrs.add_event_handler(self.enqueue, lambda _old, new: self.enqueue(new), None)
+
+    def _serving_problem(self, csr: Obj) -> str | None:
+        """Why a kubelet serving request is not a node's for itself, or None."""
+        spec = csr["spec"]
+        username = str(spec.get("username") or "")
+        if not username.startswith(csrrules.NODE_PREFIX) or csrrules.NODES_GROUP not in (
+            spec.get("groups") or ()
+        ):
+            return "not requested by a node"
+        try:
+            req = parse_request(request_pem(csr))
+        except CSRError as e:
+            return str(e)
+        if csrrules.common_name(req) != username:
+            return "its common name is not the requester's"
+        node = self.nodes.get(username[len(csrrules.NODE_PREFIX) :])
+        return csrrules.kubelet_serving_problem(req, list(spec.get("usages") or ()), node)
+
+    async def _approve(self, csr: Obj, message: str) -> None:
+        body = meta.clone(csr)
+        conditions = body.setdefault("status", {}).setdefault("conditions", [])
+        conditions.append(_now_condition(APPROVED, "AutoApproved", message))
+        try:
+            await self.client.update(CSRS, body, subresource="approval")
+        except NotFound:
+            pass
 
     async def _allowed(self, csr: Obj, subresource: str) -> bool:
         spec = csr["spec"]
@@ -107,7 +146,20 @@ class CSRApprovingController(Controller):
         csr = self.csrs.get(key)
         if csr is None or condition(csr, APPROVED) or condition(csr, DENIED):
             return None
-        if (csr.get("spec") or {}).get("signerName") != KUBE_APISERVER_CLIENT_KUBELET:
+        signer = (csr.get("spec") or {}).get("signerName")
+        if signer == KUBELET_SERVING:
+            problem = self._serving_problem(csr)
+            if problem is None:
+                await self._approve(csr, SERVING_APPROVAL)
+                return None
+            log.info("not approving kubelet serving csr %s: %s", key, problem)
+            # The Node may report the address a moment later; never if not a node's.
+            return (
+                SERVING_RETRY
+                if "not addresses of" in problem or "does not exist" in problem
+                else None
+            )
+        if signer != KUBE_APISERVER_CLIENT_KUBELET:
             return None
         try:
             req = parse_request(request_pem(csr))
@@ -119,13 +171,7 @@ class CSRApprovingController(Controller):
                 continue
             tried.append(subresource)
             if await self._allowed(csr, subresource):
-                body = meta.clone(csr)
-                conditions = body.setdefault("status", {}).setdefault("conditions", [])
-                conditions.append(_now_condition(APPROVED, "AutoApproved", message))
-                try:
-                    await self.client.update(CSRS, body, subresource="approval")
-                except NotFound:
-                    pass
+                await self._approve(csr, message)
                 return None
         if tried:
             log.info(

@@ -31,7 +31,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from k8slite.api.certificates_v1 import APPROVED, DENIED, FAILED, KUBE_APISERVER_CLIENT_KUBELET
+from k8slite.api.certificates_v1 import (
+    APPROVED,
+    DENIED,
+    FAILED,
+    KUBE_APISERVER_CLIENT_KUBELET,
+    KUBELET_SERVING,
+)
 from k8slite.client import ApiClient, ApiConnectionError, ApiError, ClientConfig, NotFound
 from k8slite.client.resource import Resource
 
@@ -42,6 +48,7 @@ CURRENT = "kubelet-client-current.pem"
 NODES_GROUP = "system:nodes"
 # ECDSA keys: no key encipherment (upstream's usages for them).
 USAGES = ["digital signature", "client auth"]
+SERVING_USAGES = ["digital signature", "server auth"]
 # Upstream's jitter: rotate somewhere in [70%, 90%) of the lifetime.
 ROTATE_FROM, ROTATE_SPREAD = 0.7, 0.2
 # How often a pending request is looked at, and how long a failed rotation waits to retry.
@@ -65,15 +72,20 @@ def key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def request_pem(node: str, key: ec.EllipticCurvePrivateKey) -> bytes:
+def request_pem(
+    node: str, key: ec.EllipticCurvePrivateKey, sans: list[x509.GeneralName] | None = None
+) -> bytes:
+    """CN system:node:NODE, O system:nodes; `sans` for a serving certificate."""
     subject = x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, NODES_GROUP),
             x509.NameAttribute(NameOID.COMMON_NAME, f"system:node:{node}"),
         ]
     )
-    req = x509.CertificateSigningRequestBuilder().subject_name(subject).sign(key, hashes.SHA256())
-    return req.public_bytes(serialization.Encoding.PEM)
+    builder = x509.CertificateSigningRequestBuilder().subject_name(subject)
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
 
 
 def csr_name(req_pem: bytes) -> str:
@@ -93,19 +105,49 @@ async def request_certificate(
     """Create the CSR for node's client certificate with `key`, wait until it is issued;
     the certificate's PEM. BootstrapError when denied, failed, or not issued in time."""
     req = request_pem(node, key)
-    name = name or csr_name(req)
+    return await _request(
+        client, name or csr_name(req), req, KUBE_APISERVER_CLIENT_KUBELET, USAGES, node, timeout
+    )
+
+
+async def request_serving_certificate(
+    client: ApiClient, node: str, ips: list[str], timeout: float
+) -> tuple[bytes, bytes]:
+    """The kubelet's serving certificate (upstream's serverTLSBootstrap), asked for as the
+    node: signer kubernetes.io/kubelet-serving, SANs the node's name and addresses (which
+    csrapproving checks against the Node before it approves). (certificate PEM, key PEM)."""
+    import ipaddress
+
+    key = new_key()
+    sans: list[x509.GeneralName] = [x509.DNSName(node)]
+    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+    req = request_pem(node, key, sans)
+    name = "csr-" + csr_name(req).removeprefix("node-csr-")
+    cert = await _request(client, name, req, KUBELET_SERVING, SERVING_USAGES, node, timeout)
+    return cert, key_pem(key)
+
+
+async def _request(
+    client: ApiClient,
+    name: str,
+    req: bytes,
+    signer: str,
+    usages: list[str],
+    node: str,
+    timeout: float,
+) -> bytes:
     body = {
         "apiVersion": "certificates.k8s.io/v1",
         "kind": "CertificateSigningRequest",
         "metadata": {"name": name},
         "spec": {
             "request": base64.b64encode(req).decode(),
-            "signerName": KUBE_APISERVER_CLIENT_KUBELET,
-            "usages": USAGES,
+            "signerName": signer,
+            "usages": usages,
         },
     }
     await client.create(CSRS, body)
-    log.info("created CertificateSigningRequest %s for system:node:%s", name, node)
+    log.info("created CertificateSigningRequest %s for system:node:%s (%s)", name, node, signer)
     with trio.move_on_after(timeout):
         while True:
             try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import shutil
 from pathlib import Path
 
 from k8slite.network import ipcmd
@@ -13,6 +14,12 @@ from k8slite.network.bridge import DEFAULT_BRIDGE, ensure_bridge, gateway, link_
 
 log = logging.getLogger(__name__)
 NETNS_DIR = Path("/run/netns")
+# `ip netns exec NAME` bind-mounts each file of /etc/netns/NAME over /etc's own, in a mount
+# namespace of the command's: how a pod of the process runtime sees its resolv.conf and
+# /etc/hosts (the kubelet's, which the Docker runtime bind-mounts) rather than the host's.
+NETNS_ETC_DIR = Path("/etc/netns")
+# The pod files that go there: /etc/resolv.conf and /etc/hosts.
+POD_ETC_FILES = ("/etc/resolv.conf", "/etc/hosts")
 
 
 class NoPodCidrError(RuntimeError):
@@ -26,6 +33,19 @@ def netns_name(sandbox_id: str) -> str:
 
 def netns_path(sandbox_id: str) -> Path:
     return NETNS_DIR / netns_name(sandbox_id)
+
+
+def netns_etc(sandbox_id: str) -> Path:
+    return NETNS_ETC_DIR / netns_name(sandbox_id)
+
+
+def install_pod_file(sandbox_id: str, host_path: str, container_path: str) -> None:
+    """Copy one of the kubelet's pod files (POD_ETC_FILES) to where `ip netns exec` finds it."""
+    directory = netns_etc(sandbox_id)
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / Path(container_path).name
+    shutil.copyfile(host_path, target)
+    target.chmod(0o644)
 
 
 def host_veth(sandbox_id: str) -> str:
@@ -121,4 +141,5 @@ class BridgeNetwork:
         await ipcmd.ignore_missing("link", "del", host_veth(sandbox_id))
         if netns_path(sandbox_id).exists():
             await ipcmd.ignore_missing("netns", "del", netns_name(sandbox_id))
+        shutil.rmtree(netns_etc(sandbox_id), ignore_errors=True)
         self.ipam.release(sandbox_id)

@@ -200,7 +200,14 @@ _CONTROLLER_ROLES: dict[str, list[Obj]] = {
     "certificate-controller": [
         rule(("delete", "get", "list", "watch"), _CERTS, _CSRS),
         rule("update", _CERTS, (f"{_CSRS}/status", f"{_CSRS}/approval")),
-        rule("approve", _CERTS, "signers", ("kubernetes.io/kube-apiserver-client-kubelet",)),
+        # And kubelet-serving: K8s-Lite's csrapproving approves a node's own serving
+        # certificate with checked SANs (controllers/certificates.py); upstream's does not.
+        rule(
+            "approve",
+            _CERTS,
+            "signers",
+            ("kubernetes.io/kube-apiserver-client-kubelet", "kubernetes.io/kubelet-serving"),
+        ),
         rule("sign", _CERTS, "signers", _SIGNERS),
         rule("create", "authorization.k8s.io", "subjectaccessreviews"),
     ],

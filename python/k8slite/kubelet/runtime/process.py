@@ -3,11 +3,12 @@
 There is no isolation at all: every pod shares the host's filesystem and users, and its
 network (its IP is the node's) unless a pod network is configured: then each pod without
 hostNetwork gets a network namespace of its own on the node's bridge, with an address from
-the node's pod CIDR (network/cni.py). Mounts are recorded but not applied, so a command
-must use volume data at the host paths the kubelet prepared; images are not pulled, only
-looked up in an optional map of image -> entrypoint. Each container runs under a small shim
-process (see shim.py) that timestamps its output and records its exit, so a restarted kubelet adopts
-running containers and still learns how the others ended.
+the node's pod CIDR (network/cni.py), and sees the kubelet's resolv.conf and /etc/hosts (the
+only mounts applied, through `ip netns exec`). Other mounts are recorded but not applied,
+so a command must use volume data at the host paths the kubelet prepared; images are not
+pulled, only looked up in an optional map of image -> entrypoint. Each container runs under a
+small shim process (see shim.py) that timestamps its output and records its exit, so a
+restarted kubelet adopts running containers and still learns how the others ended.
 """
 
 from __future__ import annotations
@@ -62,7 +63,15 @@ from k8slite.kubelet.runtime.base import (
 )
 from k8slite.kubelet.runtime.process_stream import ProcessSession
 from k8slite.kubelet.runtime.shim import proc_start, rfc3339_ns
-from k8slite.network.cni import BridgeNetwork, NoPodCidrError, netns_path
+from k8slite.network.cni import (
+    POD_ETC_FILES,
+    BridgeNetwork,
+    NoPodCidrError,
+    install_pod_file,
+    netns_etc,
+    netns_name,
+    netns_path,
+)
 from k8slite.network.ipcmd import NetworkError
 
 SHIM = Path(__file__).with_name("shim.py")
@@ -256,6 +265,15 @@ class ProcessRuntime:
         }
         if "HOME" in os.environ:
             env.setdefault("HOME", os.environ["HOME"])
+        if self.pod_network is not None and netns_path(sandbox.id).exists():
+            # A pod of its own network namespace resolves with the kubelet's resolv.conf
+            # (cluster DNS), as a container does: see _enter.
+            for m in config.mounts:
+                if m.container_path in POD_ETC_FILES:
+                    try:
+                        install_pod_file(sandbox.id, m.host_path, m.container_path)
+                    except OSError as e:
+                        raise CreateContainerError(f"pod file {m.container_path}: {e}") from e
         cid = secrets.token_hex(16)
         container = _Container(
             id=cid,
@@ -506,9 +524,13 @@ class ProcessRuntime:
     def _enter(self, container: _Container) -> list[str]:
         """The command prefix that runs a process in the container's pod network namespace
         (nsenter execs, so the PID the shim records is the process's own); none without."""
-        path = netns_path(container.labels.get(LABEL_SANDBOX_ID, ""))
+        sandbox_id = container.labels.get(LABEL_SANDBOX_ID, "")
+        path = netns_path(sandbox_id)
         if self.pod_network is None or not path.exists():
             return []
+        if netns_etc(sandbox_id).is_dir():
+            # With the pod's resolv.conf and /etc/hosts over the host's (it execs too).
+            return ["ip", "netns", "exec", netns_name(sandbox_id)]
         return ["nsenter", f"--net={path}", "--"]
 
     def _live(self, container: _Container) -> bool:
