@@ -23,13 +23,26 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerHandle]:
     handle = start_apiserver(root / "data", f"--audit-log-path={root / 'audit.log'}")
     # carol: a user with no roles at all.
     pki.issue_client_cert(handle.pki, "carol", "carol")
+    # kubectl's discovery as a user who may not impersonate fails with a bare "unknown"
+    # (its discovery client does not read the Status): as someone who first learned the
+    # server's resources, it sends the request itself and prints the server's message. The
+    # cache is this server's own, not one left by an earlier server on the same port.
+    warm = _kubectl(handle, "admin", "api-resources")
+    assert warm.returncode == 0, warm.stderr
     yield handle
     handle.stop()
 
 
 def _kubectl(server: ServerHandle, identity: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(kubectl_path()), "--kubeconfig", str(server.kubeconfig_for(identity)), *args],
+        [
+            str(kubectl_path()),
+            "--kubeconfig",
+            str(server.kubeconfig_for(identity)),
+            "--cache-dir",
+            str(server.data_dir / "kubectl-cache"),
+            *args,
+        ],
         capture_output=True,
         text=True,
         timeout=60,
