@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from k8slite import datadir
 from k8slite.cmd import runstate
@@ -23,11 +24,28 @@ def detach(opts: UpOptions, argv: list[str]) -> int:
     datadir.private_data_dir(data_dir)
     datadir.private_tree(log_path.parent)
     # The same flags; the last --data-dir wins, made absolute because cwd is "/" there.
+    started = run_in_background("up", argv, data_dir, log_path, "k8slite up", "the cluster")
+    if isinstance(started, int):
+        return started
+    info, pid = started
+    print("\n".join(welcome(info, opts.data_dir)))
+    print(f"It runs in the background: supervisor pid {pid}, its log {log_path}.")
+    print(f"Stop it with `{command('stop', opts.data_dir)}`.", flush=True)
+    return 0
+
+
+def run_in_background(
+    subcommand: str, argv: list[str], data_dir: Path, log_path: Path, prog: str, what: str
+) -> tuple[runstate.ClusterInfo, int] | int:
+    """`k8slite SUBCOMMAND ARGV --data-dir DIR --background` (up or join) as a session of
+    its own appending to log_path, whose new lines are echoed here until DIR/cluster.json
+    says that supervisor is ready: (its ClusterInfo, its pid), or an exit code (1: it
+    stopped first; 130: Ctrl-C here, which stops it)."""
     child_argv = [
         sys.executable,
         "-m",
         "k8slite.cmd.k8slite",
-        "up",
+        subcommand,
         *argv,
         "--data-dir",
         str(data_dir),
@@ -53,11 +71,11 @@ def detach(opts: UpOptions, argv: list[str]) -> int:
                 sys.stderr.flush()
                 info = runstate.read(data_dir)
                 if info is not None and info.pid == child.pid and info.state == "ready":
-                    break
+                    return info, child.pid
                 if child.poll() is not None:
                     sys.stderr.buffer.write(log.read())
                     print(
-                        f"k8slite up: error: the cluster did not come up; its log: {log_path}",
+                        f"{prog}: error: {what} did not come up; its log: {log_path}",
                         file=sys.stderr,
                     )
                     return 1
@@ -67,7 +85,3 @@ def detach(opts: UpOptions, argv: list[str]) -> int:
         child.send_signal(signal.SIGTERM)
         child.wait(_ABORT_TIMEOUT)
         return 130
-    print("\n".join(welcome(info, opts.data_dir)))
-    print(f"It runs in the background: supervisor pid {child.pid}, its log {log_path}.")
-    print(f"Stop it with `{command('stop', opts.data_dir)}`.", flush=True)
-    return 0

@@ -26,9 +26,7 @@ import os
 import signal
 import socket
 import ssl
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +40,7 @@ from k8slite import datadir, pki
 from k8slite.client import ApiConnectionError, ApiError, load_kubeconfig
 from k8slite.cmd import runstate
 from k8slite.cmd.common import leaves
+from k8slite.cmd.detach import run_in_background
 from k8slite.cmd.runstate import ClusterInfo, ProcessRecord
 from k8slite.cmd.up import (
     NETAGENT_PORT,
@@ -85,7 +84,6 @@ BOOTSTRAP_KUBECONFIG = "bootstrap-kubelet.kubeconfig"
 KUBELET_KUBECONFIG = "kubelet.kubeconfig"
 # How long the kubelet and proxy may take to serve and the node to turn Ready.
 START_TIMEOUT = 120.0
-_ABORT_TIMEOUT = 60.0
 
 
 class JoinError(Exception):
@@ -665,50 +663,12 @@ def _detach(opts: JoinOptions, argv: list[str], data_dir: Path) -> int:
     here until the node is Ready (or the supervisor gives up)."""
     log_path = data_dir / "logs" / "join.log"
     datadir.private_tree(log_path.parent)
-    child_argv = [
-        sys.executable,
-        "-m",
-        "k8slite.cmd.k8slite",
-        "join",
-        *argv,
-        "--data-dir",
-        str(data_dir),
-        "--background",
-    ]
-    with log_path.open("ab") as out:
-        offset = out.tell()
-        child = subprocess.Popen(
-            child_argv,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=out,
-            start_new_session=True,
-            cwd="/",
-        )
-    try:
-        with log_path.open("rb") as f:
-            f.seek(offset)
-            while True:
-                sys.stderr.buffer.write(f.read())
-                sys.stderr.flush()
-                info = runstate.read(data_dir)
-                if info is not None and info.pid == child.pid and info.state == "ready":
-                    break
-                if child.poll() is not None:
-                    sys.stderr.buffer.write(f.read())
-                    print(
-                        f"{PROG}: error: the node did not come up; its log: {log_path}",
-                        file=sys.stderr,
-                    )
-                    return 1
-                time.sleep(0.2)
-    except KeyboardInterrupt:
-        print(f"stopping the background supervisor (pid {child.pid})", file=sys.stderr)
-        child.send_signal(signal.SIGTERM)
-        child.wait(_ABORT_TIMEOUT)
-        return 130
+    started = run_in_background("join", argv, data_dir, log_path, PROG, "the node")
+    if isinstance(started, int):
+        return started
+    info, pid = started
     print("\n".join(welcome(info, opts.data_dir)))
-    print(f"It runs in the background: supervisor pid {child.pid}, its log {log_path}.")
+    print(f"It runs in the background: supervisor pid {pid}, its log {log_path}.")
     return 0
 
 
