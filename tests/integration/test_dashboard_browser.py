@@ -18,6 +18,7 @@ import trio
 from k8slite.client import ApiClient
 from k8slite.client.resource import DEPLOYMENTS
 from k8slite.dashboard.main import serve_beside
+from k8slite.dashboard.security import cookie_name
 from tests.conftest import ServerHandle
 from tests.integration.cluster_harness import nodes_with_control_plane, ready_nodes
 from tests.integration.controller_harness import (
@@ -87,7 +88,7 @@ def test_requests_without_the_session_or_from_elsewhere_are_refused(
         cookie = login.headers["set-cookie"]
         assert "HttpOnly" in cookie and "SameSite=Strict" in cookie, cookie
         assert "script-src 'self'" in login.headers["content-security-policy"]
-    with httpx.Client(timeout=30, cookies={"k8slite-dashboard": secret}) as session:
+    with httpx.Client(timeout=30, cookies={cookie_name(secret): secret}) as session:
         page = session.get(base + "/cluster")
         assert page.status_code == 200
         csp = page.headers["content-security-policy"]

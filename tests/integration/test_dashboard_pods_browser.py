@@ -21,6 +21,7 @@ import pytest
 
 from k8slite.client import ApiClient
 from k8slite.client.resource import DEPLOYMENTS, PODS
+from k8slite.dashboard.security import cookie_name
 from tests.conftest import ServerHandle
 from tests.integration.cluster_harness import ready_nodes
 from tests.integration.controller_harness import (
@@ -357,7 +358,7 @@ def test_exec_and_rollout_refuse_other_origins_and_sessionless_requests(
     _, dashboard = cluster
     base, secret = dashboard.base, dashboard.secret
     ws_url = base.replace("http://", "ws://") + "/api/exec?namespace=a&name=b"
-    cookie = f"k8slite-dashboard={secret}"
+    cookie = f"{cookie_name(secret)}={secret}"
     for options in ({"origin": base}, {"cookie": cookie, "origin": "http://evil.test"}):
         with pytest.raises(websocket.WebSocketBadStatusException) as refused:
             websocket.create_connection(ws_url, timeout=30, **options)
@@ -370,7 +371,7 @@ def test_exec_and_rollout_refuse_other_origins_and_sessionless_requests(
         ws.close()
     assert message == {"exit": None, "message": 'pods "b" not found'}, message
     body = {"action": "restart", "kind": "deployments", "namespace": "a", "name": "b"}
-    with httpx.Client(timeout=30, cookies={"k8slite-dashboard": secret}) as session:
+    with httpx.Client(timeout=30, cookies={cookie_name(secret): secret}) as session:
         assert session.post(f"{base}/api/rollout", json=body).status_code == 403  # no Origin
         evil = session.post(f"{base}/api/rollout", json=body, headers={"origin": "http://x.test"})
         assert evil.status_code == 403

@@ -9,10 +9,11 @@ from k8slite.component.serving import Request
 from k8slite.dashboard import metrics, trim
 from k8slite.dashboard.app import PAGES, _static
 from k8slite.dashboard.hub import TrimmedCache
-from k8slite.dashboard.security import COOKIE, SessionGuard
+from k8slite.dashboard.security import SessionGuard, cookie_name
 
 HOST = "127.0.0.1:8001"
 GUARD = SessionGuard("s3cret", frozenset({HOST, "localhost:8001"}))
+COOKIE = cookie_name("s3cret")
 
 
 def _req(path: str = "/cluster", method: str = "GET", query: str = "", **headers: str) -> Request:

@@ -14,13 +14,14 @@ Responses carry a strict Content-Security-Policy (scripts only from our own file
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
 from http.cookies import CookieError, SimpleCookie
 
 from k8slite.component.serving import Request, Response, text
 
-COOKIE = "k8slite-dashboard"
+COOKIE_PREFIX = "k8slite-dashboard-"
 SESSION_PARAM = "session"
 # Open without the secret: the health check and the page that exchanges the secret.
 PUBLIC_PATHS = frozenset({"/healthz"})
@@ -51,11 +52,19 @@ def new_secret() -> str:
     return secrets.token_urlsafe(24)
 
 
+def cookie_name(secret: str) -> str:
+    """The session cookie's name, its own for each dashboard: browsers keep cookies per host,
+    not per port, so two dashboards on one machine (`k8slite up`'s and `k8slite
+    dashboard`'s) with one name would each overwrite the other's session."""
+    return COOKIE_PREFIX + hashlib.sha256(secret.encode()).hexdigest()[:12]
+
+
 class SessionGuard:
     """The authorizer of the dashboard's ComponentServer."""
 
     def __init__(self, secret: str, hosts: frozenset[str]) -> None:
         self.secret = secret
+        self.cookie = cookie_name(secret)
         # Host header values we answer to ("127.0.0.1:8001", "localhost:8001").
         self.hosts = hosts
 
@@ -72,7 +81,7 @@ class SessionGuard:
             cookie.load(req.headers.get("cookie", ""))
         except CookieError:  # a malformed Cookie header is as good as none
             return False
-        morsel = cookie.get(COOKIE)
+        morsel = cookie.get(self.cookie)
         return self._matches(morsel.value if morsel is not None else None)
 
     def cross_origin(self, req: Request) -> str | None:
@@ -111,7 +120,7 @@ class SessionGuard:
             headers={
                 **SECURITY_HEADERS,
                 "location": "/cluster",
-                "set-cookie": f"{COOKIE}={self.secret}; HttpOnly; SameSite=Strict; Path=/",
+                "set-cookie": f"{self.cookie}={self.secret}; HttpOnly; SameSite=Strict; Path=/",
             },
         )
 
