@@ -16,7 +16,6 @@ browsers as server-sent events: the history first, then each new point.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -30,6 +29,7 @@ import httpx
 import trio
 
 from k8slite.client import ApiClient, ApiConnectionError, ApiError
+from k8slite.dashboard.hub import sse
 
 log = logging.getLogger(__name__)
 
@@ -274,7 +274,7 @@ class Sampler:
                 "interval": self.interval,
                 "sources": dict(self.sources),
             }
-            yield _sse("history", history)
+            yield sse("history", history)
             while True:
                 with trio.move_on_after(15.0) as idle:
                     try:
@@ -284,7 +284,7 @@ class Sampler:
                 if idle.cancelled_caught:
                     yield b": keepalive\n\n"
                     continue
-                yield _sse("point", message)
+                yield sse("point", message)
         finally:
             self._subscribers.discard(send)
             send.close()
@@ -302,7 +302,3 @@ def _rate(before: Scrape, after: Scrape, name: str, elapsed: float) -> float | N
 
 def _ms(seconds: float | None) -> float | None:
     return None if seconds is None else seconds * 1000
-
-
-def _sse(event: str, data: Any) -> bytes:
-    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()

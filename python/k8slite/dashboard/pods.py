@@ -21,6 +21,7 @@ from k8slite.apiserver.streaming import BackendSocket, WebSocketRefused
 from k8slite.client import ApiClient
 from k8slite.client.resource import PODS
 from k8slite.component.serving import WebSocket
+from k8slite.dashboard.hub import sse
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +33,6 @@ KEEPALIVE = 15.0
 EXEC_PROTOCOLS = ["v5.channel.k8s.io", "v4.channel.k8s.io"]
 _STREAMS = {1: "stdout", 2: "stderr"}
 CONNECT_TIMEOUT = 10.0
-
-
-def sse(event: str, data: Any) -> bytes:
-    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
 async def pod_yaml(client: ApiClient, namespace: str, name: str) -> str:
