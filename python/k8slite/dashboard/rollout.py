@@ -11,33 +11,24 @@ DeploymentRollbacker does; its refusals use kubectl's words.
 
 from __future__ import annotations
 
-import copy
 import datetime
-from typing import Any
 
 from k8slite.client import ApiClient
 from k8slite.client.resource import DAEMONSETS, DEPLOYMENTS, REPLICASETS, STATEFULSETS, Resource
 from k8slite.component.objects import controller_ref
+from k8slite.controllers.deploymentutil import (
+    SKIP_COPY,
+    equal_ignore_hash,
+    revision_of,
+    without_hash,
+)
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
-REVISION = "deployment.kubernetes.io/revision"
-TEMPLATE_HASH = "pod-template-hash"
 RESTARTABLE: dict[str, Resource] = {
     "deployments": DEPLOYMENTS,
     "statefulsets": STATEFULSETS,
     "daemonsets": DAEMONSETS,
 }
-# ReplicaSet annotations kubectl does not copy onto the Deployment on a rollback.
-_SKIPPED_ANNOTATIONS = frozenset(
-    {
-        "kubectl.kubernetes.io/last-applied-configuration",
-        REVISION,
-        "deployment.kubernetes.io/revision-history",
-        "deployment.kubernetes.io/desired-replicas",
-        "deployment.kubernetes.io/max-replicas",
-        "deprecated.deployment.rollback.to",
-    }
-)
 
 
 class RolloutRefused(Exception):
@@ -57,21 +48,6 @@ async def restart(client: ApiClient, kind: str, namespace: str, name: str) -> st
     return f"{kind.rstrip('s')}.apps/{name} restarted"
 
 
-def _revision(obj: dict[str, Any]) -> int:
-    try:
-        return int(((obj.get("metadata") or {}).get("annotations") or {}).get(REVISION, "0"))
-    except ValueError:
-        return 0
-
-
-def _template_without_hash(template: dict[str, Any]) -> dict[str, Any]:
-    template = copy.deepcopy(template)
-    labels = (template.get("metadata") or {}).get("labels")
-    if labels:
-        labels.pop(TEMPLATE_HASH, None)
-    return template
-
-
 async def undo(client: ApiClient, kind: str, namespace: str, name: str) -> str:
     if kind != "deployments":
         raise RolloutRefused(f"undo of {kind} is not supported here (Deployments only)")
@@ -86,23 +62,24 @@ async def undo(client: ApiClient, kind: str, namespace: str, name: str) -> str:
     owned = [
         rs
         for rs in listed.get("items") or ()
-        if (controller_ref(rs) or {}).get("uid") == uid and _revision(rs) > 0
+        if (controller_ref(rs) or {}).get("uid") == uid and revision_of(rs) > 0
     ]
-    current = _revision(deployment)
-    older = [rs for rs in owned if _revision(rs) < current] if current else []
+    current = revision_of(deployment)
+    older = [rs for rs in owned if revision_of(rs) < current] if current else []
     if not older:
         raise RolloutRefused(f'no rollout history found for deployment "{name}"')
-    previous = max(older, key=_revision)
-    template = _template_without_hash((previous.get("spec") or {}).get("template") or {})
-    if template == _template_without_hash((deployment.get("spec") or {}).get("template") or {}):
-        revision = _revision(previous)
+    previous = max(older, key=revision_of)
+    template = without_hash((previous.get("spec") or {}).get("template") or {})
+    if equal_ignore_hash(template, (deployment.get("spec") or {}).get("template") or {}):
+        revision = revision_of(previous)
         return (
             f"deployment.apps/{name} skipped rollback "
             f"(current template already matches revision {revision})"
         )
     annotations = dict((deployment.get("metadata") or {}).get("annotations") or {})
     for key, value in ((previous.get("metadata") or {}).get("annotations") or {}).items():
-        if key not in _SKIPPED_ANNOTATIONS:
+        # The annotations kubectl does not copy back: the controller's own (and kubectl's).
+        if key not in SKIP_COPY:
             annotations[key] = value
     patch = [
         {"op": "replace", "path": "/spec/template", "value": template},
