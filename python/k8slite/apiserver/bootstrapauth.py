@@ -25,11 +25,6 @@ class BootstrapTokenAuthenticator:
         # token id -> (resourceVersion, decoded token or None, being deleted)
         self._decoded: dict[str, tuple[int, bt.TokenSecret | None, bool]] = {}
 
-    @staticmethod
-    def handles(token: str) -> bool:
-        """Whether the token has the bootstrap form (a JWT never does)."""
-        return bt.TOKEN_RE.match(token) is not None
-
     def authenticate(self, token: str, now: datetime | None = None) -> UserInfo | None:
         parsed = bt.parse(token)
         if parsed is None:

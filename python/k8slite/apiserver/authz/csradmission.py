@@ -18,7 +18,7 @@ from k8slite.api import errors
 from k8slite.api.certificates_v1 import GROUP, KUBE_APISERVER_CLIENT, parse_request, request_pem
 from k8slite.api.validation import go_repr
 from k8slite.apiserver import writes
-from k8slite.apiserver.authn import UserInfo, user_of
+from k8slite.apiserver.authn import MASTERS, UserInfo, user_of
 from k8slite.apiserver.authz.attributes import Attributes
 from k8slite.apiserver.authz.authorizer import Authorizer
 from k8slite.apiserver.http import Request
@@ -26,7 +26,6 @@ from k8slite.apiserver.requestinfo import RequestInfo
 from k8slite.component.objects import Obj
 
 _PLURAL = "certificatesigningrequests"
-MASTERS = "system:masters"
 
 
 class CertificateAdmission:
