@@ -10,8 +10,8 @@ from pathlib import Path
 
 import trio
 
-from k8slite.client import ApiClient, load_kubeconfig
-from k8slite.cmd.common import run_until_signal
+from k8slite.client import ApiClient, ApiConnectionError, ApiError, load_kubeconfig
+from k8slite.cmd.common import report_fatal, run_until_signal
 from k8slite.component.flags import add_component_flags, duration
 from k8slite.component.logging import setup_logging
 from k8slite.kubelet.config import (
@@ -312,7 +312,14 @@ def main(argv: list[str] | None = None) -> int:
                     file=sys.stderr,
                 )
                 return 2
-    return run_until_signal(serve, config, args)
+    if args.bootstrap_kubeconfig is None:
+        return run_until_signal(serve, config, args)
+    # TLS bootstrap: a refused, denied or unanswered CertificateSigningRequest, or a server
+    # that cannot be reached with the bootstrap kubeconfig, is said in one line, not a trace.
+    from k8slite.kubelet.clientcert import BootstrapError
+
+    fatal = (BootstrapError, ApiError, ApiConnectionError)
+    return report_fatal("k8slite-kubelet", fatal, lambda: run_until_signal(serve, config, args))
 
 
 if __name__ == "__main__":
