@@ -104,6 +104,7 @@ class NodeNetworkAgent:
         self.synced = False
         self.last_error = ""
         self._masquerade_applied = -float("inf")  # when the table was last written
+        self._vxlan_cleared = False  # host-gw: a VXLAN device left by an earlier run removed
         self._off_link: set[str] = set()
         self.nodes.add_event_handler(
             on_add=lambda _: self.dirty.set(),
@@ -156,7 +157,9 @@ class NodeNetworkAgent:
             changes = await routes.sync_vxlan_peers(device, peers)
             changes += await routes.sync_routes(routes.vxlan_routes(peers, device))
         else:
-            await routes.remove_vxlan(c.vni)
+            if not self._vxlan_cleared:
+                await routes.remove_vxlan(c.vni)
+                self._vxlan_cleared = True
             peers = self._on_link(peers, await routes.connected_networks(uplink))
             changes = await routes.sync_routes(routes.host_gw_routes(peers))
         await ensure_bridge(c.bridge, cidr, mtu)

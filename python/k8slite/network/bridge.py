@@ -27,6 +27,7 @@ async def ensure_bridge(name: str, pod_cidr: str, mtu: int | None = None) -> Non
             if "File exists" not in str(e):
                 raise
     want = gateway(pod_cidr)
+    # One read gives the addresses, the MTU and the flags: a quiet resync writes nothing.
     links = await ipcmd.ip_json("-4", "addr", "show", "dev", name)
     have = {
         f"{a['local']}/{a['prefixlen']}"
@@ -38,9 +39,11 @@ async def ensure_bridge(name: str, pod_cidr: str, mtu: int | None = None) -> Non
         await ipcmd.ignore_missing("addr", "del", stale, "dev", name)
     if str(want) not in have:
         await ipcmd.ip("addr", "replace", str(want), "dev", name)
-    if mtu is not None:
+    link = links[0] if links else {}
+    if mtu is not None and link.get("mtu") != mtu:
         await ipcmd.ip("link", "set", name, "mtu", str(mtu))
-    await ipcmd.ip("link", "set", name, "up")
+    if "UP" not in (link.get("flags") or ()):
+        await ipcmd.ip("link", "set", name, "up")
 
 
 async def link_mtu(name: str) -> int | None:
