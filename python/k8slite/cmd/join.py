@@ -50,6 +50,7 @@ from k8slite.cmd.up import (
     detect_runtime,
     free_port,
     netagent_component,
+    node_ready,
     restart,
     script,
     stop,
@@ -497,18 +498,12 @@ async def wait_node_ready(server: str, data_dir: Path, node: str, timeout: float
     url = f"{server}/api/v1/nodes/{node}"
     with trio.fail_after(timeout):
         while True:
+            # The context afresh each time: the certificate may rotate while we wait.
             try:
                 async with httpx.AsyncClient(verify=node_context(data_dir), timeout=10) as c:
-                    r = await c.get(url)
-                obj = r.json() if r.status_code == 200 else None
-                if not isinstance(obj, dict):
-                    # Not yet registered (404), or not an object (a proxy's answer).
-                    await trio.sleep(0.2)
-                    continue
-                conditions = (obj.get("status") or {}).get("conditions") or ()
-                if any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
-                    return
-            except (httpx.HTTPError, ValueError, OSError, ssl.SSLError):
+                    if node_ready(await c.get(url)):
+                        return
+            except (httpx.HTTPError, OSError, ssl.SSLError):
                 pass
             await trio.sleep(0.2)
 

@@ -215,8 +215,15 @@ async def wait_ready(url: str, ca: Path, timeout: float = 60.0) -> None:
             await _poll(client, f"{url}/readyz", _is_ok, 0.2)
 
 
-def _node_ready(r: httpx.Response) -> bool:
-    node = r.json() if r.status_code == 200 else {}
+def node_ready(r: httpx.Response) -> bool:
+    """Whether a GET of a Node answered with its Ready condition True (a 404 before it
+    registers, or a body that is not an object, e.g. a proxy's answer, is "not yet")."""
+    try:
+        node = r.json() if r.status_code == 200 else {}
+    except ValueError:
+        return False
+    if not isinstance(node, dict):
+        return False
     return any(
         c.get("type") == "Ready" and c.get("status") == "True"
         for c in (node.get("status") or {}).get("conditions") or ()
@@ -227,7 +234,7 @@ async def wait_node_ready(url: str, pki_dir: Path, node: str, timeout: float = 1
     """Poll the Node until its Ready condition is True."""
     with trio.fail_after(timeout):
         async with httpx.AsyncClient(verify=_admin_context(pki_dir), timeout=10) as client:
-            await _poll(client, f"{url}/api/v1/nodes/{node}", _node_ready, 0.3)
+            await _poll(client, f"{url}/api/v1/nodes/{node}", node_ready, 0.3)
 
 
 def health_urls(ports: dict[str, int], proxy: bool, dns_address: str = "") -> dict[str, str]:
