@@ -111,8 +111,15 @@ class WatchCache:
     warm-up; oldest() then stays at the newest loaded rv, or 0.)
     """
 
-    def __new__(cls, field_paths: list[str], capacity: int = 10000) -> Self:
-        """`capacity` events are kept in the ring (at least 1)."""
+    def __new__(
+        cls,
+        field_paths: list[str],
+        capacity: int = 10000,
+        window: float = 0.0,
+        max_capacity: int = 0,
+    ) -> Self:
+        """At least `capacity` events are kept in the ring (at least 1); more while they are
+        younger than `window` seconds, up to `max_capacity` (0: `capacity`)."""
     def load(self, key: str, rv: int, data: bytes) -> None:
         """Warm-up: store an object without an event. ValueError once warm-up has ended."""
     def apply(self, type: str, key: str, rv: int, data: bytes) -> None:

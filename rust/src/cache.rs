@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Bound as Edge;
 use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
 
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::ffi;
@@ -186,6 +187,8 @@ impl Attrs {
 /// One change, with the version it replaced (None for a creation).
 struct Event {
     rv: u64,
+    /// When it was applied: the ring keeps events younger than its window.
+    at: Instant,
     kind: Kind,
     /// The new version; for DELETED the object's final state (not in the map).
     new: Arc<Obj>,
@@ -199,7 +202,13 @@ struct Event {
 struct Inner {
     map: BTreeMap<Arc<str>, Arc<Obj>>,
     ring: VecDeque<Event>,
+    /// The ring holds at least `capacity` events, more while they are younger than
+    /// `window` (as upstream's watch cache keeps 75 s of history: a watcher or a paginated
+    /// LIST that fell that far behind at a burst of writes can still resume), but never
+    /// more than `max_capacity`.
     capacity: usize,
+    window: Duration,
+    max_capacity: usize,
     revision: u64,
     oldest: u64,
     /// Until the first advance() or apply(): load() fills the cache from a store snapshot.
@@ -395,10 +404,18 @@ where
 #[pymethods]
 impl WatchCache {
     #[new]
-    #[pyo3(signature = (field_paths, capacity = 10000))]
-    fn py_new(field_paths: Vec<String>, capacity: usize) -> PyResult<Self> {
+    #[pyo3(signature = (field_paths, capacity = 10000, window = 0.0, max_capacity = 0))]
+    fn py_new(
+        field_paths: Vec<String>,
+        capacity: usize,
+        window: f64,
+        max_capacity: usize,
+    ) -> PyResult<Self> {
         if capacity == 0 {
             return Err(PyValueError::new_err("capacity must be at least 1"));
+        }
+        if !(window.is_finite() && window >= 0.0) {
+            return Err(PyValueError::new_err("window must be a number of seconds, 0 or more"));
         }
         let field_index = field_paths
             .iter()
@@ -410,6 +427,8 @@ impl WatchCache {
                 map: BTreeMap::new(),
                 ring: VecDeque::with_capacity(capacity.min(1 << 16)),
                 capacity,
+                window: Duration::from_secs_f64(window),
+                max_capacity: max_capacity.max(capacity),
                 revision: 0,
                 oldest: 0,
                 warming: true,
@@ -484,15 +503,24 @@ impl WatchCache {
         if !deleted {
             inner.map.insert(key, Arc::clone(&new));
         }
+        let now = Instant::now();
         inner.ring.push_back(Event {
             rv,
+            at: now,
             kind,
             new,
             prev,
             added: OnceLock::new(),
             deleted: OnceLock::new(),
         });
-        if inner.ring.len() > inner.capacity {
+        while inner.ring.len() > inner.capacity {
+            let young = inner
+                .ring
+                .front()
+                .is_some_and(|e| now.duration_since(e.at) < inner.window);
+            if young && inner.ring.len() <= inner.max_capacity {
+                break;
+            }
             if let Some(old) = inner.ring.pop_front() {
                 inner.oldest = old.rv;
             }

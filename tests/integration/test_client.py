@@ -325,7 +325,9 @@ async def test_watch_ends_at_timeout_and_iterates_bare(kube: ApiClient, namespac
 
 
 async def test_watch_from_expired_version(tmp_path: Path) -> None:
-    server = start_apiserver(tmp_path / "data", "--watch-cache-size", "3")
+    server = start_apiserver(
+        tmp_path / "data", "--watch-cache-size", "3", "--watch-cache-window", "0"
+    )
     try:
         async with ApiClient(server_config(server)) as client:
             ns = "expiry"

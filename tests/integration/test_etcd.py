@@ -196,7 +196,14 @@ def etcd_range(etcd: EtcdProcess, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_compaction_and_gone(tmp_path: Path, etcd: EtcdProcess) -> None:
-    server = on_etcd(tmp_path, etcd, "a", "--etcd-compaction-interval=1s", "--watch-cache-size=5")
+    server = on_etcd(
+        tmp_path,
+        etcd,
+        "a",
+        "--etcd-compaction-interval=1s",
+        "--watch-cache-size=5",
+        "--watch-cache-window=0",
+    )
     try:
         with server.client() as api:
             first = api.post(CONFIGMAPS, json={"metadata": {"name": "c0"}}).json()

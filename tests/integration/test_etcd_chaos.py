@@ -30,7 +30,7 @@ from tests.polling import wait_for
 # it, and its watch cache holds 50 events, so its window moves past too. Only the last one
 # started compacts: an API server reads at its revision while it warms its caches, and one
 # warming for longer than another's compaction interval finds that revision gone.
-C_FLAGS = ("--etcd-compaction-interval=1s", "--watch-cache-size=50")
+C_FLAGS = ("--etcd-compaction-interval=1s", "--watch-cache-size=50", "--watch-cache-window=0")
 
 
 @dataclass

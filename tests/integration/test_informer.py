@@ -199,7 +199,9 @@ async def test_resync_redelivers_cached_objects(kube: ApiClient, namespace: str)
 @pytest.mark.parametrize("backend", BACKENDS)
 async def test_relist_after_410_reports_missed_deletes(tmp_path: Path, backend: str) -> None:
     # A tiny watch cache: a watcher that was away for a few writes must relist.
-    with apiserver_on(backend, tmp_path, "--watch-cache-size", "3") as server:
+    with apiserver_on(
+        backend, tmp_path, "--watch-cache-size", "3", "--watch-cache-window", "0"
+    ) as server:
         config = server_config(server)
         target = urlsplit(config.server)
         async with ApiClient(config) as direct, trio.open_nursery() as nursery:

@@ -433,7 +433,9 @@ def test_watch_timeout_and_bookmark_for_initial_events(api: httpx.Client, namesp
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_watch_too_old_is_gone(tmp_path: Path, backend: str) -> None:
     with (
-        apiserver_on(backend, tmp_path, "--watch-cache-size", "5") as server,
+        apiserver_on(
+            backend, tmp_path, "--watch-cache-size", "5", "--watch-cache-window", "0"
+        ) as server,
         server.client() as api,
     ):
         url = "/api/v1/namespaces/default/configmaps"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from functools import partial
 from typing import Any
 
@@ -252,6 +253,44 @@ def test_cache_without_warm_up_starts_at_first_advance() -> None:
     assert cache.oldest() == 7
     with pytest.raises(ExpiredError):
         cache.list(PREFIX, at_revision=6)
+
+
+def test_window_keeps_young_events_beyond_the_capacity() -> None:
+    # Upstream keeps 75 s of history however many events that is (up to a bound): a
+    # watcher or a paginated LIST behind by less than that can still resume.
+    def write(cache: WatchCache, rv: int) -> None:
+        cache.apply(
+            "MODIFIED", PREFIX + "ns1/a", rv, pod(PREFIX + "ns1/a", rv, None, "", "Pending")
+        )
+
+    young = WatchCache(FIELDS, 2, 60.0, 5)
+    young.advance(10)
+    for rv in range(11, 16):
+        write(young, rv)
+    assert young.oldest() == 10  # 5 events, all young: none dropped though capacity is 2
+    assert len(young.events_since(10, PREFIX)[0]) == 5
+    assert young.list(PREFIX, at_revision=11)[1] == 1  # a snapshot inside the window
+    write(young, 16)  # the upper bound holds even for young events
+    assert young.oldest() == 11
+    with pytest.raises(ExpiredError):
+        young.events_since(10, PREFIX)
+
+    aging = WatchCache(FIELDS, 2, 0.2, 100)
+    aging.advance(10)
+    for rv in range(11, 15):
+        write(aging, rv)
+    assert aging.oldest() == 10
+    time.sleep(0.3)  # the window's own clock: every event so far is now too old
+    write(aging, 15)
+    assert aging.oldest() == 13  # back to the capacity: events 14 and 15 kept
+
+    counted = WatchCache(FIELDS, 2)  # no window: exactly the capacity
+    counted.advance(10)
+    for rv in range(11, 15):
+        write(counted, rv)
+    assert counted.oldest() == 12
+    with pytest.raises(ValueError, match="window"):
+        WatchCache(FIELDS, 2, -1.0)
 
 
 def test_rejects_bad_input() -> None:

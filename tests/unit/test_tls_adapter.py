@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import trio
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -190,4 +191,42 @@ async def test_h2_body_after_the_answer_is_dropped_not_fatal(tmp_path: Path) -> 
         await trio.aclose_forcefully(stream)
         async with _client(tmp_path, "admin", binds[0], True) as client:
             assert (await client.get("/")).text == "alive"
+        nursery.cancel_scope.cancel()
+
+
+async def _abandon_or_answer(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """/abandon: headers and part of a body, then gives up (as the request timeout does)."""
+    if scope["type"] == "lifespan":
+        await _echo_identity(scope, receive, send)
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    if scope["path"] == "/abandon":
+        await send({"type": "http.response.body", "body": b"x" * 100_000, "more_body": True})
+        return
+    await send({"type": "http.response.body", "body": b"alive"})
+
+
+async def test_an_abandoned_response_fails_the_request_instead_of_hanging(
+    tmp_path: Path,
+) -> None:
+    # hypercorn forgot an HTTP/2 stream whose app stopped mid-body, so the client waited for
+    # the rest for ever (the density bench's hollow nodes hung in a relist so): the stream
+    # is reset now, and over HTTP/1.1 the connection closes. Either way the request fails
+    # at once and the connection (HTTP/2) or a new one (HTTP/1.1) serves the next.
+    pki.ensure_pki(tmp_path)
+    async with trio.open_nursery() as nursery:
+        config = _config(tmp_path)
+        # Nor may the server's idle timeout close the connection (the API server's is 90 s).
+        config.keep_alive_timeout = 60
+        binds = await nursery.start(tls.serve, _abandon_or_answer, config)
+        for http2 in (True, False):
+            async with _client(tmp_path, "admin", binds[0], http2) as client:
+                # Reads time out after 60 s: only a reset or a close ends this in time.
+                client.timeout = httpx.Timeout(60)
+                with trio.fail_after(10):
+                    with pytest.raises(httpx.RemoteProtocolError):
+                        await client.get("/abandon")
+                    answer = await client.get("/ok")
+                assert answer.text == "alive"
+                assert answer.http_version == ("HTTP/2" if http2 else "HTTP/1.1")
         nursery.cancel_scope.cancel()

@@ -23,18 +23,31 @@ from k8slite.storage import Event, KeyExists, Op, Store
 
 # Namespaces that exist from the start, as in every upstream cluster.
 SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
-# Recent events kept per resource for watch resumption; older starts get 410 Gone.
+# Recent events kept per resource for watch resumption and paginated LISTs; older starts
+# get 410 Gone. At least WATCH_CACHE_CAPACITY, more while younger than WATCH_CACHE_WINDOW
+# seconds, as upstream's watch cache keeps 75 s of history however fast the writes come
+# (at 30,000 pods a few minutes a 10,000-event ring held 16 s, and the density bench's
+# hollow nodes lost their watch and their relist's continue token to it), never more than
+# WATCH_CACHE_MAX (upstream's upper bound too).
 WATCH_CACHE_CAPACITY = 10_000
+WATCH_CACHE_WINDOW = 75.0
+WATCH_CACHE_MAX = 100 * 1024
 
 
 class ApiCore:
     """Registries by (group, plural), warmed from the store and kept current by it."""
 
-    def __init__(self, store: Store, capacity: int = WATCH_CACHE_CAPACITY) -> None:
+    def __init__(
+        self,
+        store: Store,
+        capacity: int = WATCH_CACHE_CAPACITY,
+        window: float = WATCH_CACHE_WINDOW,
+    ) -> None:
         self.store = store
         self.registries: dict[tuple[str, str], Registry] = {}
         self._by_prefix: dict[str, Registry] = {}
         self._capacity = capacity
+        self._window = window
         # A built-in kind's other versions (autoscaling/v1 beside v2), converting to and from
         # the first version's objects, whose cache they share and beside which they are woken.
         self.versions: dict[tuple[str, str, str], Registry] = {}
@@ -43,7 +56,7 @@ class ApiCore:
             if (rt.group, rt.plural) in self.registries:
                 self._add_version(rt)
             else:
-                self.add_resource(rt, capacity)
+                self.add_resource(rt)
         self._namespaces = self.registries[("", "namespaces")]
         self._crds = self.registries[("apiextensions.k8s.io", "customresourcedefinitions")]
         # Custom resources: a registry per served (group, version, plural); the versions of
@@ -58,8 +71,11 @@ class ApiCore:
             self.registries[("", "persistentvolumes")],
         )
 
-    def add_resource(self, rt: ResourceType, capacity: int = WATCH_CACHE_CAPACITY) -> Registry:
-        cache = WatchCache(list(rt.selectable_fields), capacity)
+    def _new_cache(self, rt: ResourceType) -> WatchCache:
+        return WatchCache(list(rt.selectable_fields), self._capacity, self._window, WATCH_CACHE_MAX)
+
+    def add_resource(self, rt: ResourceType) -> Registry:
+        cache = self._new_cache(rt)
         reg = Registry(rt, self.store, cache, self.namespace_phase)
         self.registries[(rt.group, rt.plural)] = reg
         self._by_prefix[rt.key_prefix] = reg
@@ -164,7 +180,7 @@ class ApiCore:
         existing = self.registries.get((rt.group, rt.plural))
         if existing is not None:
             return existing.cache
-        cache = WatchCache(list(rt.selectable_fields), self._capacity)
+        cache = self._new_cache(rt)
         for key, data, rv in self.store.scan(rt.key_prefix):
             cache.load(key, rv, data)
         cache.advance(revision)

@@ -18,7 +18,7 @@ from k8slite.apiserver.app import ApiServerApp
 from k8slite.apiserver.authn import Authenticator
 from k8slite.apiserver.bootstrap import ensure_default_storage_class, ensure_kubernetes_service
 from k8slite.apiserver.bootstrapauth import BootstrapTokenAuthenticator
-from k8slite.apiserver.core import ApiCore
+from k8slite.apiserver.core import WATCH_CACHE_CAPACITY, WATCH_CACHE_WINDOW, ApiCore
 from k8slite.apiserver.crdcontroller import CrdController
 from k8slite.apiserver.identity import IdentityLease
 from k8slite.apiserver.limits import (
@@ -64,7 +64,8 @@ class ApiServerConfig:
     tls_cert_file: Path | None = None
     tls_private_key_file: Path | None = None
     client_ca_file: Path | None = None
-    watch_cache_size: int = 10_000
+    watch_cache_size: int = WATCH_CACHE_CAPACITY
+    watch_cache_window: float = WATCH_CACHE_WINDOW
     extra_sans: list[str] = field(default_factory=list)
     service_cluster_ip_range: str = "10.96.0.0/12"
     service_node_port_range: tuple[int, int] = (30000, 32767)
@@ -210,7 +211,7 @@ async def run(
     metrics = ApiMetrics()
     async with open_store(config) as raw_store:
         store = MeteredStore(raw_store, metrics)
-        core = ApiCore(store, config.watch_cache_size)  # type: ignore[arg-type]
+        core = ApiCore(store, config.watch_cache_size, config.watch_cache_window)  # type: ignore[arg-type]
         allocator = ServiceAllocator(
             store,
             config.service_cluster_ip_range,  # type: ignore[arg-type]

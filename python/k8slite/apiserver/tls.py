@@ -28,20 +28,26 @@ attribute name) are pinned by tests/unit/test_tls_adapter.py.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import ssl
 from collections.abc import Callable
 from math import inf
 from typing import Any
 
+import h2.errors
 import h2.events
+import h2.exceptions
 import h11
 import hypercorn.protocol
+import priority
 import trio
 from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.config import Config
 from hypercorn.events import Closed, RawData
-from hypercorn.protocol.h2 import H2Protocol
+from hypercorn.protocol.events import Event as StreamEvent
+from hypercorn.protocol.events import StreamClosed
+from hypercorn.protocol.h2 import H2Protocol, StreamBuffer
 from hypercorn.trio.lifespan import Lifespan
 from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
 from hypercorn.trio.worker_context import WorkerContext
@@ -245,10 +251,41 @@ class PeerCertServer(TCPServer):
 
 
 class _H2Protocol(H2Protocol):
-    """hypercorn's HTTP/2, but DATA for a stream it has closed already is dropped.
+    """hypercorn's HTTP/2 with two repairs.
 
-    A stream is closed as soon as its response is sent, which may be before the client has
-    sent all of its body; hypercorn handles the END_STREAM that follows, not the DATA."""
+    DATA for a stream it has closed already is dropped: a stream is closed as soon as its
+    response is sent, which may be before the client has sent all of its body; hypercorn
+    handles the END_STREAM that follows, not the DATA.
+
+    A response the app abandons half-way (the request timeout fired while a big LIST was
+    being sent) resets its stream. hypercorn only forgets such a stream, sending neither
+    END_STREAM nor RST_STREAM, so the client waits for the rest for ever: its connection's
+    other streams keep it busy, so no read timeout fires. The density bench's hollow nodes
+    hung so in their relist of 30,000 pods and no pod started again. Go's net/http resets
+    the stream (INTERNAL_ERROR) when a handler gives up after its headers went out; so do we.
+    """
+
+    async def stream_send(self, event: StreamEvent) -> None:
+        if isinstance(event, StreamClosed):
+            buffer = self.stream_buffers.get(event.stream_id)
+            # The app's last body message marks the buffer complete; a closed stream whose
+            # buffer is not was abandoned. (StreamBuffer has no public flag for "ended".)
+            if buffer is not None and not buffer._complete:
+                await self._reset_abandoned(event.stream_id, buffer)
+        await super().stream_send(event)
+
+    async def _reset_abandoned(self, stream_id: int, buffer: StreamBuffer) -> None:
+        try:
+            self.connection.reset_stream(stream_id, error_code=h2.errors.ErrorCodes.INTERNAL_ERROR)
+            await self._flush()
+        except h2.exceptions.ProtocolError:
+            pass  # closed already, from the client's side or the connection's
+        # What is left unsent is dropped; the send task finds the stream closed and clears
+        # its buffer and priority entry itself, as for a stream the client reset.
+        await buffer.close()
+        with contextlib.suppress(priority.MissingStreamError):
+            self.priority.unblock(stream_id)
+        await self.has_data.set()
 
     async def _handle_events(self, events: list[h2.events.Event]) -> None:
         kept: list[h2.events.Event] = []

@@ -145,6 +145,8 @@ class ApiClient:
 
     def _new_http(self) -> httpx.AsyncClient:
         config = self.config
+        if config.http2:  # h2 only for those that use it: it costs memory to load
+            from k8slite.client import http2  # noqa: F401  (wider windows, see there)
         return httpx.AsyncClient(
             auth=self._auth,
             base_url=config.server,

@@ -60,7 +60,14 @@ def parse_args(argv: list[str] | None) -> tuple[ApiServerConfig, argparse.Namesp
         "--watch-cache-size",
         type=int,
         default=10_000,
-        help="recent events kept per resource for watch resumption",
+        help="recent events kept per resource for watch resumption, at least",
+    )
+    p.add_argument(
+        "--watch-cache-window",
+        type=float,
+        default=75.0,
+        metavar="SECONDS",
+        help="and more while younger than this (up to 102,400); 0: exactly --watch-cache-size",
     )
     p.add_argument("--service-cluster-ip-range", default="10.96.0.0/12")
     p.add_argument("--service-node-port-range", default="30000-32767")
@@ -212,6 +219,7 @@ def parse_args(argv: list[str] | None) -> tuple[ApiServerConfig, argparse.Namesp
         tls_private_key_file=a.tls_private_key_file,
         client_ca_file=a.client_ca_file,
         watch_cache_size=a.watch_cache_size,
+        watch_cache_window=a.watch_cache_window,
         service_cluster_ip_range=a.service_cluster_ip_range,
         service_node_port_range=(int(low), int(high or low)),
         advertise_address=a.advertise_address,
