@@ -415,7 +415,9 @@ impl WatchCache {
             return Err(PyValueError::new_err("capacity must be at least 1"));
         }
         if !(window.is_finite() && window >= 0.0) {
-            return Err(PyValueError::new_err("window must be a number of seconds, 0 or more"));
+            return Err(PyValueError::new_err(
+                "window must be a number of seconds, 0 or more",
+            ));
         }
         let field_index = field_paths
             .iter()
