@@ -21,7 +21,7 @@ fn key(name: &str) -> String {
 }
 
 fn cache(capacity: usize) -> WatchCache {
-    WatchCache::py_new(vec!["spec.nodeName".to_string()], capacity).expect("cache")
+    WatchCache::py_new(vec!["spec.nodeName".to_string()], capacity, 0.0, 0).expect("cache")
 }
 
 fn apply(py: Python<'_>, c: &WatchCache, kind: &str, name: &str, rv: u64, app: &str, node: &str) {
@@ -241,6 +241,7 @@ fn bad_input_is_refused_with_reasons() {
             err.value(py).to_string(),
             "field label not supported: metadata.name"
         );
-        assert!(WatchCache::py_new(Vec::new(), 0).is_err());
+        assert!(WatchCache::py_new(Vec::new(), 0, 0.0, 0).is_err());
+        assert!(WatchCache::py_new(Vec::new(), 1, f64::NAN, 0).is_err());
     });
 }
