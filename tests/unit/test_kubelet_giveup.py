@@ -55,3 +55,49 @@ def test_delete_that_gives_up_says_so(caplog: pytest.LogCaptureFixture) -> None:
     assert gave_up[0].startswith("Gave up deleting pod ns/web (uid-1) after stopping")
     assert f"did not answer {FINISH_ATTEMPTS} attempts" in gave_up[0]
     assert "stays Terminating" in gave_up[0]
+
+
+def test_busy_answers_to_the_final_delete_are_retried(caplog: pytest.LogCaptureFixture) -> None:
+    # A starved API server answered a final DELETE 408 (its request body came too late);
+    # the worker gave up at once and the pod stayed Terminating for good.
+    from k8slite.client.errors import error_for
+
+    pod = {
+        "metadata": {
+            "name": "web",
+            "namespace": "ns",
+            "uid": "uid-2",
+            "resourceVersion": "5",
+            "deletionTimestamp": "2026-01-01T00:00:00Z",
+            "deletionGracePeriodSeconds": 0,
+        },
+        "spec": {"nodeName": "n", "containers": [{"name": "c", "image": "busybox:1.35"}]},
+        "status": {"phase": "Running"},
+    }
+    answers = [408, 429, 503]
+    deletes: list[int] = []
+
+    async def main() -> PodWorker:
+        config = ClientConfig(server=f"https://127.0.0.1:{_closed_port()}", timeout=5.0)
+        async with ApiClient(config) as client:
+            env = WorkerEnv(KubeletConfig(node_name="n", runtime="fake"), client, FakeRuntime("n"))
+            worker = PodWorker(env, pod)
+
+            async def report() -> None:
+                pass
+
+            async def delete() -> None:
+                deletes.append(1)
+                if answers:
+                    code = answers.pop(0)
+                    raise error_for(code, {"code": code, "message": "busy"})
+
+            worker._report = report  # type: ignore[method-assign]
+            worker._delete = delete  # type: ignore[method-assign]
+            await worker.run()
+            return worker
+
+    caplog.set_level(logging.WARNING, logger="k8slite.kubelet.podworkers")
+    worker = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0.01))
+    assert worker.done and len(deletes) == 4 and not answers
+    assert "Gave up deleting" not in caplog.text
