@@ -400,6 +400,15 @@ async def test_a_few_lost_nodes_are_tainted_one_at_a_time(clock: trio.testing.Mo
     assert c.eviction_taints(every) == {}
     assert not c.node(lost[0])["spec"].get("taints")
 
+    # A deleted node leaves its zone's queue.
+    tainter = c.controller.tainters[":\x00:b"]
+    c.set_ready(lost[:1], "Unknown")
+    await c.controller.monitor_node_health()
+    assert lost[0] in tainter
+    del c.client.objects[(NODES, None, lost[0])]
+    c.client.informer(NODES).apply("DELETED", c.controller.nodes.get(lost[0]))  # type: ignore[arg-type]
+    assert lost[0] not in tainter and not tainter.tainted(lost[0])
+
 
 async def test_all_nodes_unknown_is_full_disruption(clock: trio.testing.MockClock) -> None:
     """1,000 nodes in one zone: two lost ones are tainted; then every Lease lapses (a
@@ -523,3 +532,20 @@ async def test_starved_server_run_makes_no_eviction_churn(autojump_clock: trio.a
         for n in names
     )
     assert c.metric("node_collector_evictions_total", "") == 0
+
+
+async def test_a_taint_removed_by_hand_comes_back_in_turn(clock: trio.testing.MockClock) -> None:
+    c = Cluster()
+    names = c.add_nodes("n", 5)
+    await c.controller.monitor_node_health()
+    c.set_ready(names[:1], "Unknown")
+    await c.step(clock, 5, names[1:])
+    assert c.eviction_taints(names) == {names[0]: UNREACHABLE}
+    node = c.node(names[0])
+    node["spec"]["taints"] = []
+    c.client.put(NODES, node)
+    await c.controller.sync(names[0])  # the NoSchedule sync does not put it back...
+    assert c.eviction_taints(names) == {}
+    await c.step(clock, 10, names[1:])  # ... the zone's queue does, at its rate
+    assert c.eviction_taints(names) == {names[0]: UNREACHABLE}
+    assert c.metric("node_collector_evictions_total", "") == 2

@@ -369,7 +369,11 @@ class NodeLifecycleController(Controller):
 
     def _node_deleted(self, node: Obj | DeletedFinalStateUnknown) -> None:
         obj = node.obj if isinstance(node, DeletedFinalStateUnknown) else node
-        self.health.pop(meta(obj).get("name", ""), None)
+        name = meta(obj).get("name", "")
+        self.health.pop(name, None)
+        tainter = self.tainters.get(zone_key(obj))
+        if tainter is not None:
+            tainter.remove(name)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -576,7 +580,7 @@ class NodeLifecycleController(Controller):
         pairs = _taint_pairs(node)
         if (other, "NoExecute") in pairs:
             return  # swapped by the NoSchedule sync
-        if (key, "NoExecute") not in pairs:
+        if (key, "NoExecute") not in pairs and tainter.tainted(name):
             tainter.remove(name)  # tainted once, but the taint went: queue it again
         if tainter.add(name):
             log.debug("node %s is %s; queued for the %s taint", name, status, key)
@@ -609,13 +613,15 @@ class NodeLifecycleController(Controller):
         if (key, "NoExecute") in _taint_pairs(node):
             return None
         try:
-            node = await self._set_eviction_taint(node, key)
+            node, changed = await self._set_eviction_taint(node, key)
         except NotFound:
             return None
         except (ApiError, ApiConnectionError) as e:
             self._errors.inc()
             log.warning("node %s: %s taint not added: %s", name, key, e)
             return 0.0
+        if not changed:
+            return None  # the server's copy had it already
         log.info("node %s: tainted %s:NoExecute", name, key)
         self.metrics.evictions.labels(zone_key(node)).inc()
         return None
@@ -640,20 +646,20 @@ class NodeLifecycleController(Controller):
             log.warning("node %s: NoExecute taints not removed: %s", name, e)
         return tainter.remove(name) if tainter is not None else False
 
-    async def _set_eviction_taint(self, node: Obj, key: str | None) -> Obj:
+    async def _set_eviction_taint(self, node: Obj, key: str | None) -> tuple[Obj, bool]:
         """Write the node with `key`'s NoExecute taint as our only one (None: none); on a
-        conflict, again on the server's copy."""
+        conflict, again on the server's copy. (The node, whether it was written.)"""
         for attempt in range(NODE_HEALTH_UPDATE_RETRIES):
             body = copy.deepcopy(node)
             current = list((body.get("spec") or {}).get("taints") or ())
             taints = with_eviction_taint(current, key)
             if _pairs(taints) == _pairs(current):
-                return node  # nothing to change (the server's copy has it already)
+                return node, False
             body.setdefault("spec", {})["taints"] = taints
             if not taints:
                 body["spec"].pop("taints")
             try:
-                return await self.client.update(NODES, body)
+                return await self.client.update(NODES, body), True
             except Conflict:
                 if attempt == NODE_HEALTH_UPDATE_RETRIES - 1:
                     raise
