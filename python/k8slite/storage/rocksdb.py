@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import struct
 from collections.abc import Iterable, Iterator
 from contextlib import AsyncExitStack
@@ -74,9 +75,12 @@ def _options() -> Options:
     return opts
 
 
-def _sync_writes() -> WriteOptions:
+def _unsynced_writes() -> WriteOptions:
+    # The WAL is fdatasync'ed by _sync_wal after the write, not by RocksDB during it:
+    # rocksdict holds the GIL for all of a write, so a synced write would stall the API
+    # server's event loop for the whole fsync (milliseconds), once per group.
     write = WriteOptions()
-    write.sync = True  # fsync the WAL before write() returns: acknowledged means durable
+    write.sync = False
     return write
 
 
@@ -95,8 +99,14 @@ class RocksStore(BackgroundTasks):
 
     Transactions are checked against an in-memory index (key -> revision, staged writes
     included), staged, and queued; one committer task writes every queued transaction in
-    a single synced RocksDB write, feeds subscribers, then wakes the callers. A caller
-    cancelled while waiting does not undo its transaction: it may still commit, as in etcd.
+    a single RocksDB write batch, fdatasyncs the WAL, feeds subscribers (each transaction
+    its own revision and events, in order), then wakes the callers. A caller cancelled
+    while waiting does not undo its transaction: it may still commit, as in etcd.
+
+    Durability: RocksDB appends the batch to its WAL (in the OS page cache) while holding
+    the GIL; the fdatasync of every WAL file then runs in a worker thread without it, so
+    the event loop serves requests (and stages the next group) while the disk flushes.
+    A WAL file that RocksDB has since deleted held only data already in synced SST files.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -104,7 +114,9 @@ class RocksStore(BackgroundTasks):
         self.synced_writes = 0  # group commits so far; fewer than txns when grouping works
         self._db: Rdict | None = None
         self._meta: ColumnFamily | None = None  # where the revision key lives
-        self._write_options = _sync_writes()
+        self._write_options = _unsynced_writes()
+        self._wal_fds: dict[str, int] = {}  # WAL file name -> our fd on it, for fdatasync
+        self._dir_fd: int | None = None
         self._revs: dict[str, int] = {}  # every live key's revision, staged writes included
         self._staged: dict[str, tuple[bytes | None, int]] = {}  # not yet durable; None: deleted
         self._batch = WriteBatch(raw_mode=True)
@@ -141,6 +153,7 @@ class RocksStore(BackgroundTasks):
         self._next_rv = self._committed_rv + 1
         self._revs = {key: rv for key, _, rv in _scan(db.items(), b"")}
         self._meta = db.get_column_family_handle(_META_CF)
+        self._dir_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
         self._db = db
         self._down = None
 
@@ -154,6 +167,10 @@ class RocksStore(BackgroundTasks):
             # Closing flushes memtables; finish it even when shutdown is a cancellation.
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(db.close)
+        for fd in [*self._wal_fds.values(), self._dir_fd]:
+            if fd is not None:
+                os.close(fd)
+        self._wal_fds, self._dir_fd = {}, None
 
     # The Store protocol.
 
@@ -272,8 +289,32 @@ class RocksStore(BackgroundTasks):
             self._break("broken: a subscriber failed", exc, group)
 
     def _write(self, batch: WriteBatch) -> None:
+        """Write the group's batch and make it durable; runs in a worker thread."""
         assert self._db is not None
         self._db.write(batch, self._write_options)
+        self._sync_wal()
+
+    def _sync_wal(self) -> None:
+        """fdatasync every WAL file (the batch is in the newest; older ones may still hold
+        unsynced writes of earlier groups if RocksDB switched files since), and the
+        directory when a WAL file is new, so that the file itself survives a crash."""
+        assert self._dir_fd is not None
+        names = sorted(name for name in os.listdir(self.path) if name.endswith(".log"))
+        new = False
+        for name in names:
+            fd = self._wal_fds.get(name)
+            if fd is None:
+                try:
+                    fd = os.open(self.path / name, os.O_RDONLY)
+                except FileNotFoundError:
+                    continue  # obsolete and purged meanwhile: its data is in synced SSTs
+                self._wal_fds[name] = fd
+                new = True
+            os.fdatasync(fd)
+        for name in [name for name in self._wal_fds if name not in names]:
+            os.close(self._wal_fds.pop(name))
+        if new:
+            os.fsync(self._dir_fd)
 
     def _publish(self, group: list[_Commit]) -> None:
         for commit in group:
