@@ -383,6 +383,34 @@ async def test_each_group_is_fdatasynced_before_its_writers_are_answered(
     assert len(synced) > before
 
 
+async def test_a_new_wal_file_is_synced_after_rocksdb_switches_to_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "db"
+    synced: list[str] = []
+    real = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        real(fd)
+        synced.append(Path(os.readlink(f"/proc/self/fd/{fd}")).name)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    async with RocksStore(path) as store:
+        await store.txn([create("/n/a")])
+        first = max(path.glob("*.log"), key=lambda p: int(p.stem)).name
+        assert synced[-1] == first
+        assert store._db is not None
+        store._db.flush()  # switches memtables, so RocksDB starts a new WAL file
+        await store.txn([create("/n/b")])
+        newest = max(path.glob("*.log"), key=lambda p: int(p.stem)).name
+        assert newest != first and synced[-1] == newest
+        synced.clear()
+        await store.txn([create("/n/c")])
+        assert synced == [newest]  # the usual case: one fdatasync of the open WAL file
+    async with RocksStore(path) as store:
+        assert [key for key, _, _ in store.scan("/n/")] == ["/n/a", "/n/b", "/n/c"]
+
+
 async def test_failed_wal_sync_fails_each_writer_of_the_group(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
