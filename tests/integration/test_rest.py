@@ -8,6 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -564,6 +565,58 @@ def test_binding_and_scale(api: httpx.Client, namespace: str) -> None:
     )
     assert r.json()["spec"]["replicas"] == 1
     assert api.get(f"{url}/rs").json()["spec"]["replicas"] == 1
+
+
+def test_concurrent_bindings_each_commit_with_a_revision_and_event_of_their_own(
+    api: httpx.Client, apiserver: ServerHandle, namespace: str
+) -> None:
+    """Bindings that arrive together share the store's group commit, yet each is its own
+    write: its own resourceVersion, its own MODIFIED event, in revision order."""
+    count = 20
+    for i in range(count):
+        assert api.post(pods(namespace), json=pod(f"cb-{i}")).status_code == 201
+    r = api.patch(
+        f"{pods(namespace)}/cb-0/status",
+        json={
+            "status": {
+                "conditions": [
+                    {"type": "PodScheduled", "status": "False", "reason": "Unschedulable"},
+                    {"type": "example.com/gate", "status": "True"},
+                ]
+            }
+        },
+        headers={"content-type": "application/merge-patch+json"},
+    )
+    assert r.status_code == 200, r.text
+    start = current_rv(api)
+
+    def bind(i: int) -> int:
+        binding = {
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {"name": f"cb-{i}"},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": f"node-{i % 3}"},
+        }
+        with apiserver.client() as c:
+            return c.post(f"{pods(namespace)}/cb-{i}/binding", json=binding).status_code
+
+    with ThreadPoolExecutor(10) as pool:
+        assert list(pool.map(bind, range(count))) == [201] * count
+    events = read_events(api, pods(namespace), {"resourceVersion": str(start)}, count)
+    assert {e["type"] for e in events} == {"MODIFIED"}
+    assert sorted(e["object"]["metadata"]["name"] for e in events) == sorted(
+        f"cb-{i}" for i in range(count)
+    )
+    rvs = [int(e["object"]["metadata"]["resourceVersion"]) for e in events]
+    assert rvs == sorted(set(rvs)) and rvs[0] > start
+    for e in events:
+        i = int(e["object"]["metadata"]["name"].removeprefix("cb-"))
+        assert e["object"]["spec"]["nodeName"] == f"node-{i % 3}"
+    conditions = api.get(f"{pods(namespace)}/cb-0").json()["status"]["conditions"]
+    assert [(c["type"], c["status"]) for c in conditions] == [
+        ("PodScheduled", "True"),
+        ("example.com/gate", "True"),
+    ]
 
 
 def test_metrics(api: httpx.Client) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -297,6 +298,146 @@ async def test_concurrent_txns_are_group_committed(rocks: RocksStore) -> None:
 
     assert sorted(rvs) == list(range(1, 201))
     assert store.synced_writes < 200 // 4
+
+
+async def test_one_group_commit_answers_each_writer_with_its_own_revision(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writers queued behind one gated disk write share the next group's write batch; each
+    gets its own revision and event, in order, and is answered only once the group is
+    durable; a writer whose CAS fails is refused alone, the others commit."""
+    path = tmp_path / "db"
+    async with RocksStore(path) as store:
+        await store.txn([create("/c/stale")])
+        await store.txn([update("/c/stale", 1)])
+        seen: list[tuple[str, int]] = []
+        store.subscribe(lambda events: seen.extend((e.key, e.rv) for e in events))
+        gate = threading.Event()
+        real_write = store._write
+        batches: list[int] = []
+
+        def gated_write(batch: Any) -> None:
+            gate.wait()
+            batches.append(len(batch))
+            real_write(batch)
+
+        monkeypatch.setattr(store, "_write", gated_write)
+        answered: dict[int, int] = {}
+        refused: list[StorageError] = []
+
+        async def write(i: int) -> None:
+            answered[i] = (await store.txn([create(f"/c/{i}")]))[0]
+            # Answered only once durable: the store's revision has reached ours.
+            assert store.revision() >= answered[i]
+
+        async def conflicting() -> None:
+            try:
+                await store.txn([update("/c/stale", 1)])  # the key is at revision 2
+            except RevisionConflict as exc:
+                refused.append(exc)
+
+        try:
+            with trio.fail_after(30):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(write, -1)  # the first group, held at the gate
+                    await trio.testing.wait_all_tasks_blocked()
+                    for i in range(20):
+                        nursery.start_soon(write, i)
+                    nursery.start_soon(conflicting)
+                    await trio.testing.wait_all_tasks_blocked()
+                    assert not answered  # nothing answered before its write is durable
+                    gate.set()
+        finally:
+            gate.set()
+
+        assert len(refused) == 1 and refused[0].current_rv == 2
+        assert answered[-1] == 3
+        assert sorted(answered[i] for i in range(20)) == list(range(4, 24))
+        # Two synced writes: the gated one, then the twenty queued behind it (each batch
+        # also carries the revision key).
+        assert batches == [2, 21]
+        assert seen == sorted(seen, key=lambda e: e[1])
+        assert {key: rv for key, rv in seen} == {f"/c/{i}": rv for i, rv in answered.items()}
+
+    async with RocksStore(path) as store:  # every answered write survived
+        assert store.revision() == 23
+        assert len(list(store.scan("/c/"))) == 22
+
+
+async def test_each_group_is_fdatasynced_before_its_writers_are_answered(
+    rocks: RocksStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = rocks
+    synced: list[str] = []
+    real = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        real(fd)
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    await store.txn([create("/d/a")])
+    assert synced and all(name.endswith(".log") for name in synced)
+    before = len(synced)
+    await store.txn([create("/d/b")])
+    assert len(synced) > before
+
+
+async def test_a_new_wal_file_is_synced_after_rocksdb_switches_to_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "db"
+    synced: list[str] = []
+    real = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        real(fd)
+        synced.append(Path(os.readlink(f"/proc/self/fd/{fd}")).name)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    async with RocksStore(path) as store:
+        await store.txn([create("/n/a")])
+        first = max(path.glob("*.log"), key=lambda p: int(p.stem)).name
+        assert synced[-1] == first
+        assert store._db is not None
+        store._db.flush()  # switches memtables, so RocksDB starts a new WAL file
+        await store.txn([create("/n/b")])
+        newest = max(path.glob("*.log"), key=lambda p: int(p.stem)).name
+        assert newest != first and synced[-1] == newest
+        synced.clear()
+        await store.txn([create("/n/c")])
+        assert synced == [newest]  # the usual case: one fdatasync of the open WAL file
+    async with RocksStore(path) as store:
+        assert [key for key, _, _ in store.scan("/n/")] == ["/n/a", "/n/b", "/n/c"]
+
+
+async def test_failed_wal_sync_fails_each_writer_of_the_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with RocksStore(tmp_path / "db") as store:
+        await store.txn([create("/w/kept")])
+
+        def fdatasync(fd: int) -> None:
+            raise OSError("I/O error")
+
+        monkeypatch.setattr(os, "fdatasync", fdatasync)
+        failures: list[BaseException] = []
+
+        async def write(i: int) -> None:
+            try:
+                await store.txn([create(f"/w/{i}")])
+            except StoreUnavailable as exc:
+                failures.append(exc)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(10):
+                nursery.start_soon(write, i)
+
+        assert len(failures) == 10
+        assert all(isinstance(f.__cause__, OSError) for f in failures)
+        assert store.revision() == 1
+        with pytest.raises(StoreUnavailable):
+            await store.txn([create("/w/later")])
 
 
 async def test_reads_and_cas_see_staged_writes(

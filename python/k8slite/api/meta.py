@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import time
 import uuid
 from typing import Any
 
@@ -15,9 +16,17 @@ _GENERATED_SUFFIX = 5
 _MAX_NAME = 253
 
 
+# The last second now() formatted, and its text: many writes stamp the same second.
+_now: tuple[int, str] = (-1, "")
+
+
 def now() -> str:
     """RFC 3339 UTC, second precision: the format of metav1.Time."""
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    global _now
+    second = int(time.time())
+    if second != _now[0]:
+        _now = (second, time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second)))
+    return _now[1]
 
 
 def format_time(t: dt.datetime) -> str:

@@ -171,16 +171,25 @@ class MeteredStore:
     def __init__(self, store: Store, metrics: ApiMetrics) -> None:
         self._store = store
         self._metrics = metrics
+        # (operation, type) -> its histogram child: labels() costs more than observe().
+        self._children: dict[tuple[str, str], Any] = {}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
+
+    def _observe(self, operation: str, key: str, seconds: float) -> None:
+        labels = (operation, _type_of(key))
+        child = self._children.get(labels)
+        if child is None:
+            child = self._children[labels] = self._metrics.storage.labels(*labels)
+        child.observe(seconds)
 
     async def get(self, key: str) -> tuple[bytes, int] | None:
         start = time.perf_counter()
         try:
             return await self._store.get(key)
         finally:
-            self._metrics.storage.labels("get", _type_of(key)).observe(time.perf_counter() - start)
+            self._observe("get", key, time.perf_counter() - start)
 
     async def txn(self, ops: list[Op]) -> tuple[int, list[bytes]]:
         start = time.perf_counter()
@@ -188,9 +197,7 @@ class MeteredStore:
             return await self._store.txn(ops)
         finally:
             operation = ops[0].verb if len(ops) == 1 else "txn"
-            self._metrics.storage.labels(operation, _type_of(ops[0].key)).observe(
-                time.perf_counter() - start
-            )
+            self._observe(operation, ops[0].key, time.perf_counter() - start)
 
 
 def _type_of(key: str) -> str:

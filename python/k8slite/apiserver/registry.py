@@ -312,11 +312,14 @@ class Registry:
         dry_run: bool = False,
         allow_create: bool | None = None,
         track: Tracker | None = None,
+        copies: bool = False,
     ) -> tuple[bytes, bool]:
         """Read, mutate, validate and compare-and-swap until it sticks (GuaranteedUpdate).
 
         Returns the stored bytes and whether the object was created. The mutator raises
-        ApiError to refuse (for example a stale resourceVersion in a PUT body).
+        ApiError to refuse (for example a stale resourceVersion in a PUT body). A mutator
+        that never changes its argument in place but returns a changed copy says
+        `copies=True`: the stored bytes are then decoded once, not twice.
         """
         key = self.key(namespace, name)
         if allow_create is None:
@@ -330,10 +333,13 @@ class Registry:
                 _check_name(desired, name)
                 return await self.create(namespace, desired, dry_run, track), True
             old = loads(current[0])
-            # A second decode of the stored bytes is several times cheaper than deepcopy.
-            served = loads(current[0])
-            if self.to_served is not None:
-                self.to_served(served)
+            if copies and self.to_served is None:
+                served = old
+            else:
+                # A second decode of the stored bytes is several times cheaper than deepcopy.
+                served = loads(current[0])
+                if self.to_served is not None:
+                    self.to_served(served)
             desired = await _call(mutate, served)
             new = self._prepare_update(namespace, name, desired, old, subresource, track)
             new = await self._admission(namespace, "UPDATE", new, old, subresource, dry_run)

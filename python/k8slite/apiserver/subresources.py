@@ -37,9 +37,12 @@ async def bind_pod(reg: Registry, req: Request, info: RequestInfo) -> bytes:
         )
 
     def mutate(current: Obj | None) -> Obj:
+        # Changes a copy (of the pod, its spec and status, not the rest): the registry
+        # decodes the stored pod once and keeps it as the update's old object.
         if current is None:
             raise errors.not_found("pods", name)
-        spec = current.setdefault("spec", {})
+        spec = current.get("spec")
+        spec = dict(spec) if isinstance(spec, dict) else {}
         if is_deleting(current):
             raise errors.conflict(
                 "pods/binding",
@@ -55,8 +58,12 @@ async def bind_pod(reg: Registry, req: Request, info: RequestInfo) -> bytes:
                 f'pod {name} is already assigned to node "{spec["nodeName"]}"',
             )
         spec["nodeName"] = node
+        status = current.get("status")
+        status = dict(status) if isinstance(status, dict) else {}
+        if isinstance(status.get("conditions"), list):
+            status["conditions"] = list(status["conditions"])
         set_condition(
-            current.setdefault("status", {}),
+            status,
             {
                 "type": "PodScheduled",
                 "status": "True",
@@ -64,10 +71,15 @@ async def bind_pod(reg: Registry, req: Request, info: RequestInfo) -> bytes:
                 "lastTransitionTime": meta.now(),
             },
         )
-        return current
+        return {**current, "spec": spec, "status": status}
 
-    await reg.update(info.namespace, name, mutate, subresource="binding", dry_run=dry_run(req))
-    return _success()
+    await reg.update(
+        info.namespace, name, mutate, subresource="binding", dry_run=dry_run(req), copies=True
+    )
+    return _SUCCESS
+
+
+_SUCCESS = _success()
 
 
 _SCALE = ("autoscaling", "v1", "Scale")

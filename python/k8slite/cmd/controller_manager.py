@@ -104,6 +104,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long a new node may take to post its first status",
     )
     nodes.add_argument(
+        "--node-eviction-rate",
+        type=float,
+        default=0.1,
+        help="nodes a second whose pods are evicted (NoExecute-tainted) when their zone "
+        "is healthy, or when it is fully disrupted but others are not",
+    )
+    nodes.add_argument(
+        "--secondary-node-eviction-rate",
+        type=float,
+        default=0.01,
+        help="nodes a second whose pods are evicted when their zone is unhealthy; 0 in a "
+        "zone of no more than --large-cluster-size-threshold nodes",
+    )
+    nodes.add_argument(
+        "--large-cluster-size-threshold",
+        type=int,
+        default=50,
+        help="a zone of more nodes than this keeps evicting at the secondary rate when "
+        "unhealthy; a smaller one stops",
+    )
+    nodes.add_argument(
+        "--unhealthy-zone-threshold",
+        type=float,
+        default=0.55,
+        help="the share of not-ready nodes (at least 3) from which a zone is unhealthy",
+    )
+    nodes.add_argument(
         "--pod-eviction-timeout",
         type=duration,
         metavar="DURATION",
@@ -268,6 +295,10 @@ def parse_args(argv: list[str] | None) -> tuple[ControllerManagerConfig, argpars
         node_monitor_period=a.node_monitor_period,
         node_monitor_grace_period=a.node_monitor_grace_period,
         node_startup_grace_period=a.node_startup_grace_period,
+        node_eviction_rate=a.node_eviction_rate,
+        secondary_node_eviction_rate=a.secondary_node_eviction_rate,
+        large_cluster_size_threshold=a.large_cluster_size_threshold,
+        unhealthy_zone_threshold=a.unhealthy_zone_threshold,
         root_ca_file=a.root_ca_file,
         service_account_private_key_file=a.service_account_private_key_file,
         cluster_signing_cert_file=a.cluster_signing_cert_file,

@@ -75,6 +75,14 @@ class ControllerOptions:
     node_monitor_period: float = 5.0  # --node-monitor-period
     node_monitor_grace_period: float = 40.0  # --node-monitor-grace-period
     node_startup_grace_period: float = 60.0  # --node-startup-grace-period
+    # NoExecute tainting of not-ready nodes, per zone: nodes a second in a healthy (or a
+    # fully disrupted) zone, in a partially disrupted one (0 in a zone of no more than
+    # large_cluster_size_threshold nodes), and the share of not-ready nodes from which a
+    # zone is partially disrupted.
+    node_eviction_rate: float = 0.1  # --node-eviction-rate
+    secondary_node_eviction_rate: float = 0.01  # --secondary-node-eviction-rate
+    large_cluster_size_threshold: int = 50  # --large-cluster-size-threshold
+    unhealthy_zone_threshold: float = 0.55  # --unhealthy-zone-threshold
     root_ca_file: Path | None = None  # --root-ca-file (default: the kubeconfig's CA)
     # --service-account-private-key-file: signs legacy tokens; none, no token controller.
     service_account_private_key_file: Path | None = None

@@ -93,8 +93,9 @@ CONTROLLERS: dict[str, ControllerSpec] = {
     "namespace-controller": ControllerSpec(
         NamespaceController, lambda o: o.concurrent_namespace_syncs, ("namespace",)
     ),
+    # Upstream's nodeUpdateWorkerSize: 8 workers keep the NoSchedule taints in step.
     "node-lifecycle-controller": ControllerSpec(
-        NodeLifecycleController, lambda o: 1, ("nodelifecycle",)
+        NodeLifecycleController, lambda o: 8, ("nodelifecycle",)
     ),
     "taint-eviction-controller": ControllerSpec(TaintEvictionController, lambda o: 4),
     "replicationcontroller-controller": ControllerSpec(

@@ -1,28 +1,52 @@
 """The node lifecycle controller: notice silent nodes, mark them Unknown, and taint them.
 
 A node is healthy while its kubelet renews its Lease in kube-node-lease (or posts node
-status). When neither has happened for --node-monitor-grace-period, its conditions become
-Unknown and its pods not ready. Ready=False or Unknown earns the not-ready or unreachable
-NoExecute taint, which the taint eviction controller acts on; the taint goes when the
-node is Ready again. Conditions also map to the NoSchedule taints the scheduler honours.
+status). Every --node-monitor-period a monitor pass looks at every node: one silent for
+--node-monitor-grace-period gets its conditions set to Unknown and its pods marked not
+ready. Conditions map to NoSchedule taints at once (the scheduler honours them). The
+NoExecute taints that make the taint eviction controller evict pods (not-ready for
+Ready=False, unreachable for Ready=Unknown) are added through one rate-limited queue per
+zone, as upstream's v1.35 controller does:
+
+- a zone (the node's region and zone labels) is Normal, PartialDisruption when at least
+  --unhealthy-zone-threshold of its nodes (and more than two) are not ready, or
+  FullDisruption when none is ready;
+- a Normal or FullDisruption zone taints --node-eviction-rate nodes a second, a partially
+  disrupted one --secondary-node-eviction-rate, or none if it has no more than
+  --large-cluster-size-threshold nodes;
+- when every zone is fully disrupted the fault is taken to be the control plane's or the
+  network's, not the nodes': tainting stops and the not-ready/unreachable NoExecute taints
+  are removed until some node is ready again.
+
+A taint already there is swapped (not-ready <-> unreachable) at once, and removed at once
+when the node is Ready again.
 """
 
 from __future__ import annotations
 
 import copy
+import enum
+import itertools
 import logging
+import weakref
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import trio
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from k8slite.api.meta import now as now_text
 from k8slite.client import (
     NODE_NAME_INDEX,
+    ApiConnectionError,
+    ApiError,
     Conflict,
     DeletedFinalStateUnknown,
     NotFound,
+    TokenBucket,
     run_workers,
 )
+from k8slite.client.ratelimit import Clock
 from k8slite.client.resource import LEASES, NODES, PODS
 from k8slite.component.events import NORMAL, WARNING
 from k8slite.component.objects import Obj, get_condition, meta
@@ -45,6 +69,28 @@ PRESSURE_TAINTS = {
 }
 # Taints this controller owns; any other taint on a node is left as it is.
 MANAGED_TAINT_KEYS = frozenset({UNREACHABLE, NOT_READY, UNSCHEDULABLE, *PRESSURE_TAINTS.values()})
+# The NoExecute taints the rate-limited queues add: (key, effect).
+EVICTION_TAINTS = frozenset({(UNREACHABLE, "NoExecute"), (NOT_READY, "NoExecute")})
+
+# Zone labels, the deprecated beta ones first (upstream's GetZoneKey reads them so).
+ZONE_LABELS = ("failure-domain.beta.kubernetes.io/zone", "topology.kubernetes.io/zone")
+REGION_LABELS = ("failure-domain.beta.kubernetes.io/region", "topology.kubernetes.io/region")
+# A node with this label counts in no zone's health.
+EXCLUDE_DISRUPTION = "node.kubernetes.io/exclude-disruption"
+
+# Upstream's constants: the tainting queues are tried every 100 ms with a burst of one;
+# a monitor pass looks at 8 nodes at once; a node health update is tried 5 times.
+NODE_EVICTION_PERIOD = 0.1
+EVICTION_BURST = 1
+NODE_UPDATE_WORKERS = 8
+NODE_HEALTH_UPDATE_RETRIES = 5
+
+
+class ZoneState(enum.StrEnum):
+    INITIAL = "Initial"
+    NORMAL = "Normal"
+    FULL_DISRUPTION = "FullDisruption"
+    PARTIAL_DISRUPTION = "PartialDisruption"
 
 
 @dataclass
@@ -54,6 +100,9 @@ class NodeHealth:
     probe_time: float
     heartbeat: str | None
     lease_renew: str | None
+
+
+# ------------------------------------------------------------------------- taints
 
 
 def desired_taints(node: Obj) -> list[tuple[str, str]]:
@@ -75,11 +124,26 @@ def desired_taints(node: Obj) -> list[tuple[str, str]]:
     return out
 
 
+def _pairs(taints: Iterable[Obj]) -> set[tuple[str, str]]:
+    return {(str(t.get("key") or ""), str(t.get("effect") or "")) for t in taints}
+
+
+def _taint_pairs(node: Obj) -> set[tuple[str, str]]:
+    return _pairs((node.get("spec") or {}).get("taints") or ())
+
+
 def merge_taints(node: Obj) -> list[Obj] | None:
-    """The node's taints with ours brought up to date; None when nothing changes."""
+    """The node's taints with ours brought up to date; None when nothing changes.
+
+    A not-ready or unreachable NoExecute taint is swapped for the other at once, and goes
+    once the node is Ready, but a node without one does not get one here: that is the
+    zone's rate-limited queue's decision (see NodeLifecycleController).
+    """
     current = list((node.get("spec") or {}).get("taints") or ())
-    wanted = desired_taints(node)
     ours = {(t.get("key"), t.get("effect")) for t in current if t.get("key") in MANAGED_TAINT_KEYS}
+    wanted = desired_taints(node)
+    if not ours & EVICTION_TAINTS:
+        wanted = [pair for pair in wanted if pair not in EVICTION_TAINTS]
     if ours == set(wanted):
         return None
     kept = [
@@ -98,7 +162,182 @@ def merge_taints(node: Obj) -> list[Obj] | None:
     return kept
 
 
+def with_eviction_taint(taints: list[Obj], key: str | None) -> list[Obj]:
+    """taints without our NoExecute ones, plus `key`'s (None: none) stamped now."""
+    kept = [t for t in taints if (t.get("key"), t.get("effect")) not in EVICTION_TAINTS]
+    if key is not None:
+        kept.append({"key": key, "effect": "NoExecute", "timeAdded": now_text()})
+    return kept
+
+
+# -------------------------------------------------------------------------- zones
+
+
+def zone_key(node: Obj) -> str:
+    """The node's zone as upstream keys it: "region:\\0:zone", or "" without labels."""
+    labels = meta(node).get("labels") or {}
+    zone = next((labels[k] for k in ZONE_LABELS if k in labels), "")
+    region = next((labels[k] for k in REGION_LABELS if k in labels), "")
+    if not region and not zone:
+        return ""
+    return f"{region}:\x00:{zone}"
+
+
+def compute_zone_state(
+    ready_conditions: Sequence[Obj | None], unhealthy_threshold: float
+) -> tuple[int, ZoneState]:
+    """(not ready nodes, state) of a zone from its nodes' Ready conditions (None: none).
+
+    FullDisruption: no node ready. PartialDisruption: more than two nodes not ready and
+    they are at least the threshold's share. Normal otherwise.
+    """
+    ready = sum(1 for c in ready_conditions if c is not None and c.get("status") == "True")
+    not_ready = len(ready_conditions) - ready
+    if ready == 0 and not_ready > 0:
+        return not_ready, ZoneState.FULL_DISRUPTION
+    if not_ready > 2 and not_ready / (ready + not_ready) >= unhealthy_threshold:
+        return not_ready, ZoneState.PARTIAL_DISRUPTION
+    return not_ready, ZoneState.NORMAL
+
+
+def zone_eviction_rate(
+    state: ZoneState,
+    zone_size: int,
+    *,
+    rate: float,
+    secondary_rate: float,
+    large_cluster_threshold: int,
+) -> float:
+    """Nodes a second a zone in this state taints (upstream's setLimiterInZone)."""
+    if state == ZoneState.PARTIAL_DISRUPTION:
+        return secondary_rate if zone_size > large_cluster_threshold else 0.0
+    return rate
+
+
+class TaintQueue:
+    """One zone's nodes waiting for a NoExecute taint, let through at the zone's rate.
+
+    Upstream's RateLimitedTimedQueue: a token bucket (burst 1) is asked before each node
+    is looked at; a rate of 0 lets nothing through. A node that got its taint stays known
+    (add() refuses it) until remove(), so a monitor pass does not queue it again.
+    """
+
+    def __init__(self, rate: float, clock: Clock = trio.current_time) -> None:
+        self._clock = clock
+        self.rate = rate
+        self._bucket = self._new_bucket(rate)
+        self._waiting: dict[str, tuple[float, int]] = {}  # name -> (not before, order)
+        self._done: set[str] = set()
+        self._order = itertools.count()
+
+    def _new_bucket(self, rate: float) -> TokenBucket | None:
+        return TokenBucket(rate, EVICTION_BURST, clock=self._clock) if rate > 0 else None
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._waiting
+
+    def tainted(self, name: str) -> bool:
+        """True if the node got its taint through this queue (and was not removed since)."""
+        return name in self._done
+
+    def add(self, name: str) -> bool:
+        """Queue the node; False if it is queued already or was tainted since its last
+        remove()."""
+        if name in self._waiting or name in self._done:
+            return False
+        self._waiting[name] = (self._clock(), next(self._order))
+        return True
+
+    def remove(self, name: str) -> bool:
+        """Forget the node (it is ready again, or its taint is gone); True if it was queued."""
+        self._done.discard(name)
+        return self._waiting.pop(name, None) is not None
+
+    def set_rate(self, rate: float) -> None:
+        """A new rate; a bucket that is empty now leaves the new one empty too."""
+        if rate == self.rate:
+            return
+        bucket = self._new_bucket(rate)
+        if bucket is not None and (self._bucket is None or not self._bucket.try_accept()):
+            bucket.try_accept()
+        self.rate, self._bucket = rate, bucket
+
+    async def try_each(self, action: Callable[[str], Awaitable[float | None]]) -> None:
+        """Hand queued nodes to `action` while the rate allows; it returns None when done
+        with the node, or seconds after which to try it again."""
+        while self._waiting:
+            if self._bucket is None or not self._bucket.try_accept():
+                return
+            name, (not_before, _) = min(self._waiting.items(), key=lambda item: item[1])
+            now = self._clock()
+            if now < not_before:
+                return
+            retry = await action(name)
+            if name not in self._waiting:
+                continue  # removed while we worked on it
+            if retry is None:
+                del self._waiting[name]
+                self._done.add(name)
+            else:
+                self._waiting[name] = (now + retry, next(self._order))
+
+
+# ------------------------------------------------------------------------ metrics
+
+
+class _Metrics:
+    """Upstream's node_collector_* families, once per registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        zone = ("zone",)
+        self.zone_health = Gauge(
+            "node_collector_zone_health",
+            "Gauge measuring percentage of healthy nodes per zone.",
+            zone,
+            registry=registry,
+        )
+        self.zone_size = Gauge(
+            "node_collector_zone_size",
+            "Gauge measuring number of registered Nodes per zones.",
+            zone,
+            registry=registry,
+        )
+        self.unhealthy_nodes = Gauge(
+            "node_collector_unhealthy_nodes_in_zone",
+            "Gauge measuring number of not Ready Nodes per zones.",
+            zone,
+            registry=registry,
+        )
+        self.evictions = Counter(
+            "node_collector_evictions",
+            "Number of Node evictions that happened since current instance of "
+            "NodeController started.",
+            zone,
+            registry=registry,
+        )
+
+
+_metrics: weakref.WeakKeyDictionary[CollectorRegistry, _Metrics] = weakref.WeakKeyDictionary()
+
+
+def _metrics_for(registry: CollectorRegistry) -> _Metrics:
+    metrics = _metrics.get(registry)
+    if metrics is None:
+        metrics = _metrics[registry] = _Metrics(registry)
+    return metrics
+
+
+# --------------------------------------------------------------------- controller
+
+
 class NodeLifecycleController(Controller):
+    """Monitor passes check health and queue nodes for NoExecute taints, a tainting pass
+    empties the zones' queues at their rates, and the keyed queue keeps each node's
+    NoSchedule taints in step with its conditions as it changes."""
+
     name = "node-lifecycle-controller"
     queue_name = "node_lifecycle_controller"
     event_source = "node-controller"
@@ -109,57 +348,141 @@ class NodeLifecycleController(Controller):
         self.monitor_period = options.node_monitor_period
         self.grace_period = options.node_monitor_grace_period
         self.startup_grace_period = options.node_startup_grace_period
+        self.eviction_rate = options.node_eviction_rate
+        self.secondary_eviction_rate = options.secondary_node_eviction_rate
+        self.large_cluster_threshold = options.large_cluster_size_threshold
+        self.unhealthy_zone_threshold = options.unhealthy_zone_threshold
         self.nodes = ctx.informers.informer(NODES)
         self.leases = ctx.informers.informer(LEASES, namespace=NODE_LEASE_NAMESPACE)
         self.pods = ctx.informers.informer(PODS)
         self.health: dict[str, NodeHealth] = {}
+        self.known_nodes: set[str] = set()
+        self.zone_states: dict[str, ZoneState] = {}
+        self.tainters: dict[str, TaintQueue] = {}
+        # Held by the tainting pass while it writes, and while entering full disruption
+        # (which must not race a taint being added).
+        self._taint_lock = trio.Lock()
+        self.metrics = _metrics_for(ctx.metrics_registry)
         self.nodes.add_event_handler(
             self.enqueue, lambda _o, n: self.enqueue(n), self._node_deleted
         )
 
     def _node_deleted(self, node: Obj | DeletedFinalStateUnknown) -> None:
         obj = node.obj if isinstance(node, DeletedFinalStateUnknown) else node
-        self.health.pop(meta(obj).get("name", ""), None)
+        name = meta(obj).get("name", "")
+        self.health.pop(name, None)
+        tainter = self.tainters.get(zone_key(obj))
+        if tainter is not None:
+            tainter.remove(name)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(run_workers, self.queue, self._reconcile, self.workers)
             nursery.start_soon(self._monitor)
+            nursery.start_soon(self._taint_forever)
             task_status.started()
 
-    async def _monitor(self) -> None:
-        """Every --node-monitor-period, look at every node (silence makes no events)."""
-        while True:
-            for node in self.nodes.list():
-                self.queue.add(meta(node)["name"])
-            await trio.sleep(self.monitor_period)
+    # ------------------------------------------------------------ NoSchedule taints
 
     async def sync(self, key: str) -> float | None:
         node = self.nodes.get(key)
         if node is None:
-            self.health.pop(key, None)
             return None
-        before = get_condition(node.get("status"), "Ready")
-        node = await self._check_health(node)
-        after = get_condition(node.get("status"), "Ready")
-        was_ready = before is not None and before.get("status") == "True"
-        is_ready = after is not None and after.get("status") == "True"
-        if was_ready and not is_ready:
-            self.recorder.event(
-                node, NORMAL, "NodeNotReady", f"Node {key} status is now: NodeNotReady"
-            )
-        if not is_ready:
-            await self._mark_pods_not_ready(key)
-        await self._update_taints(node)
+        taints = merge_taints(node)
+        if taints is None:
+            return None
+        body = copy.deepcopy(node)
+        body.setdefault("spec", {})["taints"] = taints
+        if not taints:
+            body["spec"].pop("taints")
+        await self.client.update(NODES, body)
         return None
 
-    async def _check_health(self, node: Obj) -> Obj:
+    # ---------------------------------------------------------------- monitor pass
+
+    async def _monitor(self) -> None:
+        """Every --node-monitor-period, look at every node (silence makes no events)."""
+        while True:
+            try:
+                await self.monitor_node_health()
+            except (ApiError, ApiConnectionError) as e:
+                self._errors.inc()
+                log.warning("monitoring node health: %s", e)
+            await trio.sleep(self.monitor_period)
+
+    async def monitor_node_health(self) -> None:
+        """One pass: health of every node, NoExecute taints queued, zone states updated."""
+        nodes = self.nodes.list()
+        names = {meta(n)["name"] for n in nodes}
+        for node in nodes:
+            name = meta(node)["name"]
+            if name not in self.known_nodes:
+                self.known_nodes.add(name)
+                self._add_zone(zone_key(node))
+                # A node we have not seen before (or since we took over) starts untainted:
+                # if it is still not ready, its zone's queue taints it again in turn.
+                await self._mark_reachable(node)
+            elif zone_key(node) not in self.zone_states:
+                self._add_zone(zone_key(node))
+        self.known_nodes &= names
+
+        zone_ready: dict[str, list[Obj | None]] = {}
+
+        async def check(node: Obj) -> None:
+            name = meta(node)["name"]
+            node = self.nodes.get(name) or node  # the pass's own writes since the list
+            try:
+                checked = await self._update_health(node)
+                if checked is None:
+                    return
+                node, observed, current = checked
+                if EXCLUDE_DISRUPTION not in (meta(node).get("labels") or {}):
+                    zone_ready.setdefault(zone_key(node), []).append(current)
+                if current is None:
+                    return
+                self._queue_for_tainting(node, observed)
+                was_ready = observed.get("status") == "True"
+                is_ready = current.get("status") == "True"
+                if was_ready and not is_ready:
+                    self.recorder.event(
+                        node, NORMAL, "NodeNotReady", f"Node {name} status is now: NodeNotReady"
+                    )
+                if not is_ready:
+                    await self._mark_pods_not_ready(name)
+            except (ApiError, ApiConnectionError) as e:
+                self._errors.inc()
+                log.warning("node %s: health not updated: %s", name, e)
+
+        await _parallelize(NODE_UPDATE_WORKERS, nodes, check)
+        await self._handle_disruption(zone_ready, nodes)
+
+    async def _update_health(self, node: Obj) -> tuple[Obj, Obj, Obj | None] | None:
+        """(node, Ready as it was, Ready as it is now) after a health check; None if the
+        node is gone. A write that conflicts is tried again on the server's copy."""
+        for attempt in range(NODE_HEALTH_UPDATE_RETRIES):
+            try:
+                return await self._check_health(node)
+            except Conflict:
+                if attempt == NODE_HEALTH_UPDATE_RETRIES - 1:
+                    raise
+            try:
+                node = await self.client.get(NODES, meta(node)["name"])
+            except NotFound:
+                return None
+        return None
+
+    async def _check_health(self, node: Obj) -> tuple[Obj, Obj, Obj | None]:
         """Record signs of life; past the grace period, turn the conditions Unknown."""
         name = meta(node)["name"]
         now = trio.current_time()
         ready = get_condition(node.get("status"), "Ready")
+        if ready is not None:
+            observed, grace = ready, self.grace_period
+        else:
+            # Never posted: as upstream, judged as Unknown since its creation.
+            observed = {"type": "Ready", "status": "Unknown"}
+            grace = self.startup_grace_period
         heartbeat = ready.get("lastHeartbeatTime") if ready is not None else None
-        grace = self.grace_period if ready is not None else self.startup_grace_period
         lease = self.leases.get(name, NODE_LEASE_NAMESPACE)
         renew = (lease.get("spec") or {}).get("renewTime") if lease is not None else None
         health = self.health.get(name)
@@ -171,7 +494,13 @@ class NodeLifecycleController(Controller):
         if renew is not None and renew != health.lease_renew:
             health.lease_renew, health.probe_time = renew, now
         if now <= health.probe_time + grace:
-            return node
+            return node, observed, ready
+        statuses = {
+            c.get("type"): c.get("status")
+            for c in (node.get("status") or {}).get("conditions") or ()
+        }
+        if all(statuses.get(ctype) == "Unknown" for ctype in WATCHED_CONDITIONS):
+            return node, observed, ready  # marked already (most of the silent nodes' passes)
         updated = copy.deepcopy(node)
         conditions = updated.setdefault("status", {}).setdefault("conditions", [])
         stamp = now_text()
@@ -196,11 +525,12 @@ class NodeLifecycleController(Controller):
                     lastTransitionTime=stamp,
                 )
         if updated == node:
-            return node
+            return node, observed, ready
         log.info(
             "node %s: no sign of life for %.0fs; conditions Unknown", name, now - health.probe_time
         )
-        return await self.client.update_status(NODES, updated)
+        written = await self.client.update_status(NODES, updated)
+        return written, observed, get_condition(written.get("status"), "Ready")
 
     async def _mark_pods_not_ready(self, node_name: str) -> None:
         for pod in self.pods.indexer.by_index(NODE_NAME_INDEX, node_name):
@@ -219,12 +549,202 @@ class NodeLifecycleController(Controller):
                 continue  # gone, or changed: the next pass looks again
             self.recorder.event(pod, WARNING, "NodeNotReady", "Node is not ready")
 
-    async def _update_taints(self, node: Obj) -> None:
-        taints = merge_taints(node)
-        if taints is None:
+    # ----------------------------------------------------------- NoExecute taints
+
+    def _add_zone(self, zone: str) -> None:
+        """A zone seen for the first time (or again, after it had no node): Initial."""
+        if zone in self.zone_states:
             return
-        body = copy.deepcopy(node)
-        body.setdefault("spec", {})["taints"] = taints
-        if not taints:
-            body["spec"].pop("taints")
-        await self.client.update(NODES, body)
+        self.zone_states[zone] = ZoneState.INITIAL
+        tainter = self.tainters.get(zone)
+        if tainter is None:
+            self.tainters[zone] = TaintQueue(self.eviction_rate)
+            self.metrics.evictions.labels(zone).inc(0)
+        else:
+            tainter.set_rate(self.eviction_rate)
+
+    def _queue_for_tainting(self, node: Obj, observed: Obj) -> None:
+        """Upstream's processTaintBaseEviction, but for the swap and the removal, which
+        the NoSchedule sync does as soon as the conditions change (merge_taints)."""
+        status = observed.get("status")
+        name = meta(node)["name"]
+        zone = zone_key(node)
+        if zone not in self.tainters:
+            self._add_zone(zone)
+        tainter = self.tainters[zone]
+        if status == "True":
+            tainter.remove(name)
+            return
+        key = NOT_READY if status == "False" else UNREACHABLE
+        other = UNREACHABLE if key == NOT_READY else NOT_READY
+        pairs = _taint_pairs(node)
+        if (other, "NoExecute") in pairs:
+            return  # swapped by the NoSchedule sync
+        if (key, "NoExecute") not in pairs and tainter.tainted(name):
+            tainter.remove(name)  # tainted once, but the taint went: queue it again
+        if tainter.add(name):
+            log.debug("node %s is %s; queued for the %s taint", name, status, key)
+
+    async def _taint_forever(self) -> None:
+        while True:
+            await self.taint_pass()
+            await trio.sleep(NODE_EVICTION_PERIOD)
+
+    async def taint_pass(self) -> None:
+        """Let each zone's queue taint the nodes its rate allows."""
+        for tainter in list(self.tainters.values()):
+            if not tainter:
+                continue
+            async with self._taint_lock:
+                await tainter.try_each(self._taint)
+
+    async def _taint(self, name: str) -> float | None:
+        """Give a queued node the NoExecute taint of its Ready condition now."""
+        node = self.nodes.get(name)
+        if node is None:
+            return None
+        ready = get_condition(node.get("status"), "Ready")
+        if ready is None:
+            return 0.05  # upstream waits 50 ms for a node without a Ready condition
+        status = ready.get("status")
+        if status == "True":
+            return None  # ready again: nothing to do
+        key = NOT_READY if status == "False" else UNREACHABLE
+        if (key, "NoExecute") in _taint_pairs(node):
+            return None
+        try:
+            node, changed = await self._set_eviction_taint(node, key)
+        except NotFound:
+            return None
+        except (ApiError, ApiConnectionError) as e:
+            self._errors.inc()
+            log.warning("node %s: %s taint not added: %s", name, key, e)
+            return 0.0
+        if not changed:
+            return None  # the server's copy had it already
+        log.info("node %s: tainted %s:NoExecute", name, key)
+        self.metrics.evictions.labels(zone_key(node)).inc()
+        return None
+
+    async def _mark_reachable(self, node: Obj) -> bool:
+        """Remove the node's not-ready and unreachable NoExecute taints and forget it in
+        its zone's queue; True if it was queued."""
+        name = meta(node)["name"]
+        tainter = self.tainters.get(zone_key(node))
+        try:
+            node = self.nodes.get(name) or node
+            if not _taint_pairs(node) & EVICTION_TAINTS:
+                if tainter is None or not tainter.tainted(name):
+                    return tainter.remove(name) if tainter is not None else False
+                # We tainted it, but the watch may not have brought that back yet.
+                node = await self.client.get(NODES, name)
+            await self._set_eviction_taint(node, None)
+        except NotFound:
+            pass
+        except (ApiError, ApiConnectionError) as e:
+            self._errors.inc()
+            log.warning("node %s: NoExecute taints not removed: %s", name, e)
+        return tainter.remove(name) if tainter is not None else False
+
+    async def _set_eviction_taint(self, node: Obj, key: str | None) -> tuple[Obj, bool]:
+        """Write the node with `key`'s NoExecute taint as our only one (None: none); on a
+        conflict, again on the server's copy. (The node, whether it was written.)"""
+        for attempt in range(NODE_HEALTH_UPDATE_RETRIES):
+            body = copy.deepcopy(node)
+            current = list((body.get("spec") or {}).get("taints") or ())
+            taints = with_eviction_taint(current, key)
+            if _pairs(taints) == _pairs(current):
+                return node, False
+            body.setdefault("spec", {})["taints"] = taints
+            if not taints:
+                body["spec"].pop("taints")
+            try:
+                return await self.client.update(NODES, body), True
+            except Conflict:
+                if attempt == NODE_HEALTH_UPDATE_RETRIES - 1:
+                    raise
+            node = await self.client.get(NODES, meta(node)["name"])
+        raise AssertionError("unreachable")
+
+    # -------------------------------------------------------------------- zones
+
+    def _zone_rate(self, state: ZoneState, size: int) -> float:
+        return zone_eviction_rate(
+            state,
+            size,
+            rate=self.eviction_rate,
+            secondary_rate=self.secondary_eviction_rate,
+            large_cluster_threshold=self.large_cluster_threshold,
+        )
+
+    async def _handle_disruption(
+        self, zone_ready: dict[str, list[Obj | None]], nodes: Iterable[Obj]
+    ) -> None:
+        """Zone states from this pass's Ready conditions, and the queues' rates from them."""
+        new_states: dict[str, ZoneState] = {}
+        for zone, conditions in zone_ready.items():
+            unhealthy, state = compute_zone_state(conditions, self.unhealthy_zone_threshold)
+            size = len(conditions)
+            self.metrics.zone_size.labels(zone).set(size)
+            self.metrics.zone_health.labels(zone).set(100 * (size - unhealthy) / size)
+            self.metrics.unhealthy_nodes.labels(zone).set(unhealthy)
+            new_states[zone] = state
+            self.zone_states.setdefault(zone, ZoneState.INITIAL)
+        for zone in list(self.zone_states):
+            if zone not in zone_ready:
+                # No node (that counts) left in the zone.
+                self.metrics.zone_size.labels(zone).set(0)
+                self.metrics.zone_health.labels(zone).set(100)
+                self.metrics.unhealthy_nodes.labels(zone).set(0)
+                del self.zone_states[zone]
+        all_down = all(s == ZoneState.FULL_DISRUPTION for s in new_states.values())
+        all_were_down = all(s == ZoneState.FULL_DISRUPTION for s in self.zone_states.values())
+        if all_down and all_were_down:
+            return
+        if all_down:
+            log.info(
+                "Controller detected that all Nodes are not-Ready. Entering master disruption mode"
+            )
+            for zone in self.zone_states:
+                self.tainters[zone].set_rate(0.0)
+                self.zone_states[zone] = ZoneState.FULL_DISRUPTION
+            async with self._taint_lock:
+                for node in nodes:
+                    await self._mark_reachable(node)
+            return
+        if all_were_down:
+            log.info(
+                "Controller detected that some Nodes are Ready. Exiting master disruption mode"
+            )
+            # Every node gets a full grace period again.
+            now = trio.current_time()
+            for health in self.health.values():
+                health.probe_time = now
+            for zone in self.zone_states:
+                self.tainters[zone].set_rate(
+                    self._zone_rate(new_states[zone], len(zone_ready[zone]))
+                )
+                self.zone_states[zone] = new_states[zone]
+            return
+        for zone, old in self.zone_states.items():
+            new = new_states[zone]
+            if new == old:
+                continue
+            log.info("Controller detected that zone %r is now in state %s", zone, new)
+            self.tainters[zone].set_rate(self._zone_rate(new, len(zone_ready[zone])))
+            self.zone_states[zone] = new
+
+
+async def _parallelize(
+    workers: int, items: Sequence[Obj], fn: Callable[[Obj], Awaitable[None]]
+) -> None:
+    """fn over items, `workers` at a time (upstream's workqueue.ParallelizeUntil)."""
+    it = iter(items)
+
+    async def worker() -> None:
+        for item in it:
+            await fn(item)
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(min(workers, len(items))):
+            nursery.start_soon(worker)

@@ -9,8 +9,12 @@ read one response, keep the connection for the next caller.
 
 from __future__ import annotations
 
+import errno
+import os
+import socket
 import ssl
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 import trio
@@ -24,10 +28,75 @@ _READ = 65536
 _STALE = (trio.BrokenResourceError, trio.ClosedResourceError, OSError, ssl.SSLError, EOFError)
 
 
+_T = TypeVar("_T")
+
+
+class _TLSSocket(trio.abc.AsyncResource):
+    """TLS on a non-blocking socket of the ssl module, waiting for readiness in Trio.
+
+    The ssl module's own record layer on the socket: trio.SSLStream's MemoryBIO state
+    machine costs several times its CPU per small request, and the binder sends one or
+    two requests per pod.
+    """
+
+    def __init__(self, sock: ssl.SSLSocket) -> None:
+        self.sock = sock
+
+    @classmethod
+    async def connect(cls, host: str, port: int, context: ssl.SSLContext) -> _TLSSocket:
+        family, kind, proto, _, address = (
+            await trio.socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        )[0]
+        raw = socket.socket(family, kind, proto)
+        try:
+            raw.setblocking(False)
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            code = raw.connect_ex(address)
+            if code not in (0, errno.EINPROGRESS):
+                raise OSError(code, os.strerror(code))
+            await trio.lowlevel.wait_writable(raw)
+            code = raw.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if code:
+                raise OSError(code, os.strerror(code))
+            sock = context.wrap_socket(raw, server_hostname=host, do_handshake_on_connect=False)
+        except BaseException:
+            raw.close()
+            raise
+        conn = cls(sock)
+        try:
+            await conn._io(sock.do_handshake)
+        except BaseException:
+            sock.close()
+            raise
+        return conn
+
+    async def _io(self, call: Callable[..., _T], *args: Any) -> _T:
+        while True:
+            try:
+                return call(*args)
+            except ssl.SSLWantReadError:
+                await trio.lowlevel.wait_readable(self.sock)
+            except ssl.SSLWantWriteError:
+                await trio.lowlevel.wait_writable(self.sock)
+
+    async def send_all(self, data: bytes) -> None:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        view = memoryview(data)
+        while view:
+            view = view[await self._io(self.sock.send, view) :]
+
+    async def receive_some(self, max_bytes: int) -> bytes:
+        return await self._io(self.sock.recv, max_bytes)
+
+    async def aclose(self) -> None:
+        self.sock.close()
+        await trio.lowlevel.checkpoint()
+
+
 class _Connection:
     """One HTTPS/1.1 connection and the bytes read past the last response."""
 
-    def __init__(self, stream: trio.SSLStream[trio.SocketStream]) -> None:
+    def __init__(self, stream: _TLSSocket) -> None:
         self.stream = stream
         self.buf = bytearray()
 
@@ -100,10 +169,7 @@ class WritePool:
         self._idle: list[_Connection] = []
 
     async def _connect(self) -> _Connection:
-        tcp = await trio.open_tcp_stream(self.host, self.port)
-        stream = trio.SSLStream(tcp, self.context, server_hostname=self.host)
-        await stream.do_handshake()
-        return _Connection(stream)
+        return _Connection(await _TLSSocket.connect(self.host, self.port, self.context))
 
     async def request(
         self, method: str, path: str, body: Any, content_type: str = "application/json"

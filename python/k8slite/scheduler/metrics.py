@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -51,8 +52,15 @@ class SchedulerMetrics:
             buckets=_exponential(0.01, 2, 20),
             registry=registry,
         )
-        for result in (SCHEDULED, UNSCHEDULABLE, ERROR):
-            self.attempts.labels(result, profile)
+        # Each labelled child looked up once: labels() costs more than inc() or observe(),
+        # and these are called once or twice per pod.
+        self._attempts = {
+            r: self.attempts.labels(r, profile) for r in (SCHEDULED, UNSCHEDULABLE, ERROR)
+        }
+        self._durations = {
+            r: self.attempt_duration.labels(r, profile) for r in (SCHEDULED, UNSCHEDULABLE, ERROR)
+        }
+        self._sli: dict[int, Any] = {}
 
     def watch_queue(self, pending: Callable[[], dict[str, int]]) -> None:
         """Report the queue's sizes whenever metrics are collected."""
@@ -64,8 +72,11 @@ class SchedulerMetrics:
             self.pending.labels(name).set_function(size(name))
 
     def attempt(self, result: str, seconds: float) -> None:
-        self.attempts.labels(result, self.profile).inc()
-        self.attempt_duration.labels(result, self.profile).observe(seconds)
+        self._attempts[result].inc()
+        self._durations[result].observe(seconds)
 
     def scheduled(self, attempts: int, since_queued: float) -> None:
-        self.sli_duration.labels(str(attempts)).observe(since_queued)
+        child = self._sli.get(attempts)
+        if child is None:
+            child = self._sli[attempts] = self.sli_duration.labels(str(attempts))
+        child.observe(since_queued)

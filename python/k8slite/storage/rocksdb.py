@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import struct
 from collections.abc import Iterable, Iterator
 from contextlib import AsyncExitStack
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 _RV = struct.Struct(">Q")
 _META_CF = "meta"
 _REVISION_KEY = b"revision"
+# Changes whenever a column family switches memtables (and so RocksDB switches WAL files).
+_SUPER_VERSION = "rocksdb.current-super-version-number"
 
 _EVENT_TYPES: dict[str, Literal["ADDED", "MODIFIED", "DELETED"]] = {
     "create": "ADDED",
@@ -74,9 +77,12 @@ def _options() -> Options:
     return opts
 
 
-def _sync_writes() -> WriteOptions:
+def _unsynced_writes() -> WriteOptions:
+    # The WAL is fdatasync'ed by _sync_wal after the write, not by RocksDB during it:
+    # rocksdict holds the GIL for all of a write, so a synced write would stall the API
+    # server's event loop for the whole fsync (milliseconds), once per group.
     write = WriteOptions()
-    write.sync = True  # fsync the WAL before write() returns: acknowledged means durable
+    write.sync = False
     return write
 
 
@@ -95,8 +101,14 @@ class RocksStore(BackgroundTasks):
 
     Transactions are checked against an in-memory index (key -> revision, staged writes
     included), staged, and queued; one committer task writes every queued transaction in
-    a single synced RocksDB write, feeds subscribers, then wakes the callers. A caller
-    cancelled while waiting does not undo its transaction: it may still commit, as in etcd.
+    a single RocksDB write batch, fdatasyncs the WAL, feeds subscribers (each transaction
+    its own revision and events, in order), then wakes the callers. A caller cancelled
+    while waiting does not undo its transaction: it may still commit, as in etcd.
+
+    Durability: RocksDB appends the batch to its WAL (in the OS page cache) while holding
+    the GIL; the fdatasync of every WAL file then runs in a worker thread without it, so
+    the event loop serves requests (and stages the next group) while the disk flushes.
+    A WAL file that RocksDB has since deleted held only data already in synced SST files.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -104,7 +116,11 @@ class RocksStore(BackgroundTasks):
         self.synced_writes = 0  # group commits so far; fewer than txns when grouping works
         self._db: Rdict | None = None
         self._meta: ColumnFamily | None = None  # where the revision key lives
-        self._write_options = _sync_writes()
+        self._write_options = _unsynced_writes()
+        self._meta_db: Rdict | None = None  # the meta column family, for its properties
+        self._wal_fd: int | None = None  # our fd on the WAL file RocksDB appends to
+        self._wal_versions: tuple[int | None, ...] = ()  # see _sync_wal
+        self._dir_fd: int | None = None
         self._revs: dict[str, int] = {}  # every live key's revision, staged writes included
         self._staged: dict[str, tuple[bytes | None, int]] = {}  # not yet durable; None: deleted
         self._batch = WriteBatch(raw_mode=True)
@@ -141,6 +157,8 @@ class RocksStore(BackgroundTasks):
         self._next_rv = self._committed_rv + 1
         self._revs = {key: rv for key, _, rv in _scan(db.items(), b"")}
         self._meta = db.get_column_family_handle(_META_CF)
+        self._meta_db = db.get_column_family(_META_CF)
+        self._dir_fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
         self._db = db
         self._down = None
 
@@ -149,11 +167,15 @@ class RocksStore(BackgroundTasks):
             self._down = "closed"
         self._fail(self._queue)
         self._batch = WriteBatch(raw_mode=True)
-        db, self._db, self._meta = self._db, None, None
+        db, self._db, self._meta, self._meta_db = self._db, None, None, None
         if db is not None:
             # Closing flushes memtables; finish it even when shutdown is a cancellation.
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(db.close)
+        for fd in (self._wal_fd, self._dir_fd):
+            if fd is not None:
+                os.close(fd)
+        self._wal_fd, self._dir_fd, self._wal_versions = None, None, ()
 
     # The Store protocol.
 
@@ -272,8 +294,58 @@ class RocksStore(BackgroundTasks):
             self._break("broken: a subscriber failed", exc, group)
 
     def _write(self, batch: WriteBatch) -> None:
+        """Write the group's batch and make it durable; runs in a worker thread."""
         assert self._db is not None
         self._db.write(batch, self._write_options)
+        self._sync_wal()
+
+    def _sync_wal(self) -> None:
+        """fdatasync the WAL file the batch went to.
+
+        Each call that releases the GIL here costs the worker a wait for it when the event
+        loop is busy, so the usual case is one fdatasync of the WAL file already open.
+        RocksDB starts a new WAL file only when a column family switches memtables, which
+        also changes that family's super version: when a version moved, every WAL file is
+        listed and synced (an older one may still hold an earlier group's unsynced bytes,
+        written before the switch), the directory too when a file is new, and the newest
+        is kept for next time. A WAL file that RocksDB deleted meanwhile held only data
+        already in synced SST files.
+        """
+        assert self._db is not None and self._meta_db is not None
+        versions = (
+            self._db.property_int_value(_SUPER_VERSION),
+            self._meta_db.property_int_value(_SUPER_VERSION),
+        )
+        if versions == self._wal_versions and self._wal_fd is not None:
+            os.fdatasync(self._wal_fd)
+            return
+        assert self._dir_fd is not None
+        names = sorted(
+            (name for name in os.listdir(self.path) if name.endswith(".log")),
+            key=lambda name: int(name.removesuffix(".log")),
+        )
+        newest: int | None = None
+        try:
+            for name in names:
+                try:
+                    fd = os.open(self.path / name, os.O_RDONLY)
+                except FileNotFoundError:
+                    continue  # obsolete and purged meanwhile: its data is in synced SSTs
+                if newest is not None:
+                    os.close(newest)
+                newest = fd
+                os.fdatasync(fd)
+            if newest is not None and (
+                self._wal_fd is None or not os.path.sameopenfile(newest, self._wal_fd)
+            ):
+                os.fsync(self._dir_fd)  # the new WAL file's directory entry
+        except BaseException:
+            if newest is not None:
+                os.close(newest)
+            raise
+        if self._wal_fd is not None:
+            os.close(self._wal_fd)
+        self._wal_fd, self._wal_versions = newest, versions
 
     def _publish(self, group: list[_Commit]) -> None:
         for commit in group:
