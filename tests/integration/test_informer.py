@@ -19,6 +19,7 @@ from k8slite.client import (
     SharedInformerFactory,
     object_key,
 )
+from k8slite.client.informer import strip_managed_fields
 from k8slite.client.resource import CONFIGMAPS, NAMESPACES, PODS
 from k8slite.client.store import NODE_NAME_INDEX
 from k8slite.component.objects import Obj
@@ -123,6 +124,36 @@ async def test_list_then_watch(kube: ApiClient, namespace: str) -> None:
         late = Recorder()
         late.register(informer)
         assert sorted(late.events) == [("add", f"{namespace}/b"), ("add", f"{namespace}/c")]
+        nursery.cancel_scope.cancel()
+
+
+async def test_transform_strips_managed_fields_and_updates_keep_them(
+    kube: ApiClient, namespace: str
+) -> None:
+    # The controller manager's, scheduler's and hollow nodes' informers keep no
+    # managedFields; a write made from such a cached copy must not lose the stored ones.
+    await kube.create(CONFIGMAPS, configmap("m", x="1"), namespace=namespace)
+    factory = SharedInformerFactory(kube, namespace=namespace, transform=strip_managed_fields)
+    informer = factory.informer(CONFIGMAPS)
+    rec = Recorder()
+    rec.register(informer)
+    async with trio.open_nursery() as nursery:
+        await factory.start(nursery)
+        with trio.fail_after(20):
+            await factory.wait_for_cache_sync()
+        listed = informer.get("m", namespace)
+        assert listed is not None and "managedFields" not in listed["metadata"]
+        await kube.patch(CONFIGMAPS, "m", {"data": {"x": "2"}}, namespace=namespace)
+        await rec.wait_for(lambda: ("update", f"{namespace}/m") in rec.events)
+        watched = informer.get("m", namespace)
+        assert watched is not None and watched["data"] == {"x": "2"}
+        assert "managedFields" not in watched["metadata"]
+        stored = await kube.get(CONFIGMAPS, "m", namespace=namespace)
+        assert stored["metadata"]["managedFields"]
+        changed = {**watched, "data": {"x": "3"}}
+        updated = await kube.update(CONFIGMAPS, changed, namespace=namespace)
+        managers = {e["manager"] for e in updated["metadata"]["managedFields"]}
+        assert managers and managers == {e["manager"] for e in stored["metadata"]["managedFields"]}
         nursery.cancel_scope.cancel()
 
 

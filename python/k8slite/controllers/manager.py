@@ -12,6 +12,7 @@ import trio
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from k8slite.client import ApiClient, ClientConfig, SharedInformerFactory, load_kubeconfig
+from k8slite.client.informer import strip_managed_fields
 from k8slite.component.events import EventBroadcaster
 from k8slite.component.serving import ComponentServer, ServingOptions, serve
 from k8slite.controllers.base import Controller, ControllerContext, ControllerOptions
@@ -281,7 +282,9 @@ class ControllerManager:
         try:
             # Informers start only now that we lead: their first list then comes after
             # the previous leader stopped writing, so no controller acts on its past.
-            factory = SharedInformerFactory(client_for("shared-informers"))
+            factory = SharedInformerFactory(
+                client_for("shared-informers"), transform=strip_managed_fields
+            )
             broadcaster = EventBroadcaster(
                 client_for("event-broadcaster"), host=self.config.identity, registry=self.registry
             )

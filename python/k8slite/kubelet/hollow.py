@@ -24,6 +24,7 @@ from typing import Any
 import trio
 
 from k8slite.client import ApiClient, DeletedFinalStateUnknown, SharedInformerFactory
+from k8slite.client.informer import strip_managed_fields
 from k8slite.client.resource import PODS
 from k8slite.component.events import EventBroadcaster, EventRecorder
 from k8slite.component.objects import Obj
@@ -204,7 +205,7 @@ class HollowNodes:
         t = self.config.template
         await self.register()
         log.info("%d hollow nodes registered", len(self.nodes))
-        factory = SharedInformerFactory(self.client)
+        factory = SharedInformerFactory(self.client, transform=strip_managed_fields)
         # Every bound pod: a set of node names is no field selector; filter here.
         pods = factory.informer(PODS, field_selector="spec.nodeName!=")
         async with trio.open_nursery() as nursery:

@@ -13,7 +13,7 @@ from k8slite._native import NodeTable, ScheduleResult
 from k8slite.api.meta import now as now_text
 from k8slite.api.storage_v1 import SELECTED_NODE
 from k8slite.client import ApiClient, ApiConnectionError, ApiError, Conflict, NotFound
-from k8slite.client.informer import SharedInformerFactory
+from k8slite.client.informer import SharedInformerFactory, strip_managed_fields
 from k8slite.client.resource import (
     NAMESPACES,
     NODES,
@@ -102,7 +102,7 @@ class Scheduler:
         self.metrics = SchedulerMetrics(self.registry, self.name)
         self.queue = SchedulingQueue()
         self.metrics.watch_queue(self.queue.pending)
-        self.factory = SharedInformerFactory(client)
+        self.factory = SharedInformerFactory(client, transform=strip_managed_fields)
         self.nodes = self.factory.informer(NODES)
         self.pods = self.factory.informer(PODS, field_selector=ACTIVE_PODS)
         self.namespaces = self.factory.informer(NAMESPACES)
