@@ -124,50 +124,21 @@ def members_tree(value: Any, node: Node | None) -> dict[str, Any]:
 
 
 def _build(value: Any, node: Node | None, member: bool) -> dict[str, Any] | None:
-    """The FieldsV1 subtree of value; None when nothing in it is a member (as _members).
-
-    granular() and _child() written out, and scalars' empty subtrees made in place: this
-    walk is a tenth of a create's CPU (docs/performance.md)."""
-    if node is None or not isinstance(value, dict | list):
+    """The FieldsV1 subtree of value; None when nothing in it is a member (as _members)."""
+    if not granular(node) or not isinstance(value, dict | list):
         return {}
-    kind = node.kind
+    assert node is not None
     children: dict[str, Any] = {}
-    if kind == "struct":
-        definition = node.definition
-        if definition is None or definition.atomic:
-            return {}
-        fields = definition.fields
-        for k, v in value.items():  # type: ignore[union-attr]
-            if v is None:
-                continue
-            if isinstance(v, dict | list):
-                sub = _build(v, fields.get(k), False)
-                if sub is not None:
-                    children["f:" + k] = sub
-            else:
-                children["f:" + k] = {}
-    elif kind == "map":
-        if node.meta.map_type == "atomic":
-            return {}
-        member = True
-        elem = node.elem
-        for k, v in value.items():  # type: ignore[union-attr]
-            if v is None:
-                continue
-            if isinstance(v, dict | list):
-                sub = _build(v, elem, False)
-                if sub is not None:
-                    children["f:" + k] = sub
-            else:
-                children["f:" + k] = {}
-    elif kind == "list":
-        if node.meta.list_type not in ("map", "set"):
-            return {}
-        elem = node.elem
+    if node.kind == "list":
         for key, item in _list_items(value, node).items():  # type: ignore[arg-type]
-            children[key] = _build(item, elem, True)
+            children[key] = _build(item, node.elem, True)
     else:
-        return {}
+        member = member or node.kind == "map"
+        for k, v in value.items():  # type: ignore[union-attr]
+            if v is not None:
+                sub = _build(v, _child(node, k), False)
+                if sub is not None:
+                    children["f:" + k] = sub
     if not children:
         return {} if member else None
     out: dict[str, Any] = {".": {}} if member else {}
