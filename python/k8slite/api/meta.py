@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import time
 import uuid
 from typing import Any
 
@@ -15,9 +16,19 @@ _GENERATED_SUFFIX = 5
 _MAX_NAME = 253
 
 
+# The last second now() formatted and its text: a create stamps two times (its creation
+# and its managedFields entry), and strftime was 1% of a create's CPU (docs/performance.md).
+_now: tuple[int, str] = (-1, "")
+
+
 def now() -> str:
     """RFC 3339 UTC, second precision: the format of metav1.Time."""
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    global _now
+    second = int(time.time())  # what datetime.now reads, cut to the second as the format is
+    if _now[0] != second:
+        text = dt.datetime.fromtimestamp(second, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        _now = (second, text)
+    return _now[1]
 
 
 def format_time(t: dt.datetime) -> str:
