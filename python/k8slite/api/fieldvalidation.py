@@ -82,7 +82,7 @@ def _type_ok(node: Node, value: Any) -> bool:
 
 # A value's place, built only when something is reported: None at the root, else
 # (parent, field name or map key) or (parent, list index). Formatting every path while
-# walking was a third of this walk's cost on a create (docs/performance.md).
+# walking was a fifth of this walk's cost on a create (docs/performance.md).
 _Path = tuple[Any, str | int] | None
 
 

@@ -270,14 +270,14 @@ class _IdleTimer:
     per request.
 
     hypercorn stops its idle task when a request starts and starts a new one (a nursery
-    start: a task, a lock, a cancel scope) when the response ends, some 60 µs of Python
-    per request (docs/performance.md). Here one task waits for the server's end under a
-    cancel scope whose deadline the two calls move: now plus keep_alive_timeout when the
-    connection turns idle, never while it is busy. At the deadline, or when the server
-    ends while the connection is idle, it closes the connection as hypercorn's
-    _idle_timeout does (its _initiate_server_close, shielded). If the server ends while a
-    request is served, the task ends and the next restart starts another, which finds the
-    server ended and closes, as hypercorn's would.
+    start: a task, a lock, a cancel scope) when the response ends, 7% of a create's
+    samples on the event loop (docs/performance.md). Here one task waits for the
+    server's end under a cancel scope whose deadline the two calls move: now plus
+    keep_alive_timeout when the connection turns idle, never while it is busy. At the
+    deadline, or when the server ends while the connection is idle, it closes the
+    connection as hypercorn's _idle_timeout does (its _initiate_server_close, shielded).
+    If the server ends while a request is served, the task ends and the next restart
+    starts another, which finds the server ended and closes, as hypercorn's would.
     """
 
     def __init__(self, server: TCPServer) -> None:
