@@ -279,3 +279,29 @@ async def test_keep_alive_timeout_closes_idle_connections_not_busy_ones(tmp_path
                 pass
         await trio.aclose_forcefully(stream)
         nursery.cancel_scope.cancel()
+
+
+async def test_a_client_gone_mid_request_leaves_no_connection_task(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    # The keep-alive timer's task must not hold the connection's task group open once the
+    # client has gone while its request was being served.
+    finished = trio.Event()
+    run = tls.PeerCertServer.run
+
+    async def run_and_note(self: tls.PeerCertServer) -> None:
+        try:
+            await run(self)
+        finally:
+            finished.set()
+
+    monkeypatch.setattr(tls.PeerCertServer, "run", run_and_note)
+    pki.ensure_pki(tmp_path)
+    async with trio.open_nursery() as nursery:
+        url = await _serve_sized_or_streamed(nursery, _config(tmp_path))
+        stream = await _open(tmp_path, url)
+        await stream.send_all(b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n")
+        await trio.aclose_forcefully(stream)
+        with trio.fail_after(30):
+            await finished.wait()
+        nursery.cancel_scope.cancel()

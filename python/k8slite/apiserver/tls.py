@@ -200,7 +200,8 @@ class PeerCertServer(TCPServer):
         stream: trio.SSLStream[Any],
     ) -> None:
         super().__init__(_PeerCertApp(app, stream, self), config, context, state, stream)
-        self.idle_task = _IdleTimer(self)  # type: ignore[assignment]
+        self._idle_timer = _IdleTimer(self)
+        self.idle_task = self._idle_timer  # type: ignore[assignment]
         self.direct = directsend.DirectChunks(self, stream)
         self._taken: trio.MemorySendChannel[bytes] | None = None
         self._handling: trio.CancelScope | None = None
@@ -262,6 +263,7 @@ class PeerCertServer(TCPServer):
                 break
         if self._taken is not None:
             self._taken.close()
+        self._idle_timer.reading_ended()
         await self.protocol.handle(Closed())
 
 
@@ -277,7 +279,9 @@ class _IdleTimer:
     deadline, or when the server ends while the connection is idle, it closes the
     connection as hypercorn's _idle_timeout does (its _initiate_server_close, shielded).
     If the server ends while a request is served, the task ends and the next restart
-    starts another, which finds the server ended and closes, as hypercorn's would.
+    starts another, which finds the server ended and closes, as hypercorn's would. When
+    the client goes while a request is served (hypercorn has no idle task then), the task
+    ends too (`reading_ended`), so the connection's task group can finish.
     """
 
     def __init__(self, server: TCPServer) -> None:
@@ -286,6 +290,7 @@ class _IdleTimer:
         self._close = server._initiate_server_close
         self._scope: trio.CancelScope | None = None
         self._idle = False
+        self._gone = False
 
     async def restart(self, task_group: TaskGroup, action: Callable[[], Any]) -> None:
         self._idle = True
@@ -301,10 +306,17 @@ class _IdleTimer:
         if self._scope is not None:
             self._scope.deadline = inf
 
+    def reading_ended(self) -> None:
+        """The connection's reader is done. Idle, the timer runs on as hypercorn's idle
+        task would; busy, hypercorn would have none: the task ends."""
+        if not self._idle and self._scope is not None:
+            self._gone = True
+            self._scope.cancel()
+
     async def _watch(self, scope: trio.CancelScope) -> None:
         with scope:
             await self._terminated.wait()
-        if not scope.cancelled_caught and not self._idle:
+        if self._gone or (not scope.cancelled_caught and not self._idle):
             self._scope = None
             return
         with trio.CancelScope(shield=True):
