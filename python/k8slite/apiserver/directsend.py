@@ -15,10 +15,11 @@ the frame goes the ordinary way. The stream's end still goes through hypercorn, 
 writes the last chunk. A socket that takes only part of a frame gets the rest through
 Trio's own send, with both locks still held, so frames never interleave.
 
-Every other write of an HTTP/1.1 connection's (hypercorn's bytes: a response's head and
-body, see tls._H11Protocol) takes the same way under the same conditions (`write_raw`,
-from tls.PeerCertServer.protocol_send): Trio's SSLStream and hypercorn's lock around
-them were about 6% of a create's CPU, the write(2) itself about 7% (docs/performance.md).
+Every other write of a connection's (hypercorn's bytes: an HTTP/1.1 response's head and
+body, see tls._H11Protocol, or HTTP/2 frames) takes the same way under the same
+conditions (`write_raw`, from tls.PeerCertServer.protocol_send): Trio's SSLStream and
+hypercorn's lock around them were about 6% of a create's CPU, the write(2) itself about
+7% (docs/performance.md).
 """
 
 from __future__ import annotations
