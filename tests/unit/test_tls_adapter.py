@@ -230,3 +230,117 @@ async def test_an_abandoned_response_fails_the_request_instead_of_hanging(
                 assert answer.text == "alive"
                 assert answer.http_version == ("HTTP/2" if http2 else "HTTP/1.1")
         nursery.cancel_scope.cancel()
+
+
+async def _sized_or_streamed(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """/sized: a Content-Length answer; /stream: a chunked one whose body waits for /go;
+    /slow: a sized answer after a second's work."""
+    if scope["type"] == "lifespan":
+        await _echo_identity(scope, receive, send)
+        return
+    state = scope["state"]
+    if scope["path"] == "/go":
+        state["go"].set()
+    if scope["path"] == "/stream":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await state["go"].wait()
+        await send({"type": "http.response.body", "body": b"later", "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    if scope["path"] == "/slow":
+        await trio.sleep(1.0)
+    body = b"x" * 3000
+    headers = [(b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": 201, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _open(tmp_path: Path, url: str) -> trio.SSLStream[Any]:
+    ctx = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+    ctx.load_cert_chain(tmp_path / "client-admin.pem", tmp_path / "client-admin.key")
+    host, port = url.removeprefix("https://").rsplit(":", 1)
+    return await trio.open_ssl_over_tcp_stream(
+        host, int(port), ssl_context=ctx, https_compatible=True
+    )
+
+
+async def _serve_sized_or_streamed(nursery: trio.Nursery, config: Config) -> str:
+    go = trio.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            scope["state"]["go"] = go
+        await _sized_or_streamed(scope, receive, send)
+
+    binds = await nursery.start(tls.serve, app, config)
+    return str(binds[0])
+
+
+async def test_a_sized_answer_is_one_write_a_streamed_one_starts_at_once(tmp_path: Path) -> None:
+    # One TLS record (a read of the SSL stream returns one) holds head and body alike;
+    # a streamed answer's head still goes out before its body exists (watches need it).
+    pki.ensure_pki(tmp_path)
+    async with trio.open_nursery() as nursery:
+        url = await _serve_sized_or_streamed(nursery, _config(tmp_path))
+        stream = await _open(tmp_path, url)
+        for _ in range(3):  # keep-alive: the same connection answers again
+            await stream.send_all(b"POST /sized HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n")
+            first = bytes(await stream.receive_some())
+            assert first.startswith(b"HTTP/1.1 201 ")
+            assert first.endswith(b"\r\n\r\n" + b"x" * 3000)
+        await stream.send_all(b"GET /stream HTTP/1.1\r\nHost: h\r\n\r\n")
+        head = bytes(await stream.receive_some())
+        assert head.startswith(b"HTTP/1.1 200 ") and b"later" not in head
+        async with _client(tmp_path, "admin", url, False) as client:
+            assert (await client.get("/go")).status_code == 201
+        rest = b""
+        while not rest.endswith(b"0\r\n\r\n"):
+            rest += await stream.receive_some()
+        assert b"later" in rest
+        await trio.aclose_forcefully(stream)
+        nursery.cancel_scope.cancel()
+
+
+async def test_keep_alive_timeout_closes_idle_connections_not_busy_ones(tmp_path: Path) -> None:
+    pki.ensure_pki(tmp_path)
+    config = _config(tmp_path)
+    config.keep_alive_timeout = 0.5
+    async with trio.open_nursery() as nursery:
+        url = await _serve_sized_or_streamed(nursery, config)
+        stream = await _open(tmp_path, url)
+        # Busy for twice the keep-alive timeout: answered, not closed.
+        await stream.send_all(b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n")
+        answer = bytes(await stream.receive_some())
+        assert answer.startswith(b"HTTP/1.1 201 ")
+        # Idle afterwards: the server closes the connection.
+        with trio.fail_after(30):
+            while await stream.receive_some():
+                pass
+        await trio.aclose_forcefully(stream)
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_client_gone_mid_request_leaves_no_connection_task(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    # The keep-alive timer's task must not hold the connection's task group open once the
+    # client has gone while its request was being served.
+    finished = trio.Event()
+    run = tls.PeerCertServer.run
+
+    async def run_and_note(self: tls.PeerCertServer) -> None:
+        try:
+            await run(self)
+        finally:
+            finished.set()
+
+    monkeypatch.setattr(tls.PeerCertServer, "run", run_and_note)
+    pki.ensure_pki(tmp_path)
+    async with trio.open_nursery() as nursery:
+        url = await _serve_sized_or_streamed(nursery, _config(tmp_path))
+        stream = await _open(tmp_path, url)
+        await stream.send_all(b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n")
+        await trio.aclose_forcefully(stream)
+        with trio.fail_after(30):
+            await finished.wait()
+        nursery.cancel_scope.cancel()

@@ -80,27 +80,51 @@ def _type_ok(node: Node, value: Any) -> bool:
     return True
 
 
+# A value's place, built only when something is reported: None at the root, else
+# (parent, field name or map key) or (parent, list index). Formatting every path while
+# walking was a fifth of this walk's cost on a create (docs/performance.md).
+_Path = tuple[Any, str | int] | None
+
+
+def _render(path: _Path) -> str:
+    """The path as upstream's messages write it: a.b[0].c (a field at the root bare)."""
+    parts: list[str | int] = []
+    while path is not None:
+        path, part = path
+        parts.append(part)
+    out = ""
+    for part in reversed(parts):
+        if isinstance(part, int):
+            out = f"{out}[{part}]"
+            continue
+        out = f"{out}.{part}" if out else part
+    return out
+
+
 class _Walker:
     def __init__(self, prune: bool) -> None:
         self.prune = prune
         self.found = Findings()
 
-    def struct(self, obj: dict[str, Any], defn: Definition, path: str) -> None:
+    def struct(self, obj: dict[str, Any], defn: Definition, path: _Path) -> None:
         fields = defn.fields
         unknown: list[str] = []
         for key, value in obj.items():
             node = fields.get(key)
-            sub = f"{path}.{key}" if path else key
             if node is None:
-                self.found.unknown.append(sub)
+                self.found.unknown.append(_render((path, key)))
                 unknown.append(key)
             elif value is not None:
-                self.value(value, node, sub, defn)
+                kind = node.kind
+                # The leaves most fields are, checked here without a call.
+                if kind == "string" and isinstance(value, str):
+                    continue
+                self.value(value, node, (path, key), defn)
         if self.prune:
             for key in unknown:
                 del obj[key]
 
-    def value(self, value: Any, node: Node, path: str, owner: Definition) -> None:
+    def value(self, value: Any, node: Node, path: _Path, owner: Definition) -> None:
         if not _type_ok(node, value):
             self.mistyped(value, node, path, owner)
             return
@@ -115,13 +139,13 @@ class _Walker:
         elif kind == "list" and node.elem is not None and node.elem.kind != "any":
             for i, item in enumerate(value):
                 if item is not None:
-                    self.value(item, node.elem, f"{path}[{i}]", owner)
+                    self.value(item, node.elem, (path, i), owner)
         elif kind == "map" and node.elem is not None and node.elem.kind != "any":
             for key, item in value.items():
                 if item is not None:
-                    self.value(item, node.elem, f"{path}.{key}", owner)
+                    self.value(item, node.elem, (path, key), owner)
 
-    def mistyped(self, value: Any, node: Node, path: str, owner: Definition) -> None:
+    def mistyped(self, value: Any, node: Node, path: _Path, owner: Definition) -> None:
         """Record the first value the decoder would refuse, in Go's words."""
         if self.found.type_error is not None:
             return
@@ -129,15 +153,16 @@ class _Walker:
         if json_type == "number" and node.kind in ("integer", "number"):
             json_type = f"number {value}"  # Go shows a number it cannot store as written
         # Go's field path names struct fields and map keys, never list indices.
+        text = _render(path)
         self.found.type_error = (
             f"json: cannot unmarshal {json_type} into Go struct field "
-            f"{owner.short}.{_INDEX.sub('', path)} of type {go_type(node)}"
+            f"{owner.short}.{_INDEX.sub('', text)} of type {go_type(node)}"
         )
-        self.found.type_path = path
+        self.found.type_path = text
 
 
 def check(obj: dict[str, Any], defn: Definition, prune: bool = True) -> Findings:
     """Walk obj against its definition; unknown fields are removed when prune is set."""
     walker = _Walker(prune)
-    walker.struct(obj, defn, "")
+    walker.struct(obj, defn, None)
     return walker.found

@@ -1,4 +1,4 @@
-"""A short cut for watch frames: HTTP/1.1 chunks written straight onto the TLS connection.
+"""A short cut for watch frames and responses: bytes written straight onto the TLS connection.
 
 Sending one frame the ordinary way (ASGI send, hypercorn's HTTP stream, h11's chunk
 framing, hypercorn's send lock, then Trio's SSLStream with its checkpoints and locks) costs
@@ -14,6 +14,12 @@ else is true (HTTP/2, a send in progress, a Trio or h11 without the expected int
 the frame goes the ordinary way. The stream's end still goes through hypercorn, which
 writes the last chunk. A socket that takes only part of a frame gets the rest through
 Trio's own send, with both locks still held, so frames never interleave.
+
+Every other write of a connection's (hypercorn's bytes: an HTTP/1.1 response's head and
+body, see tls._H11Protocol, or HTTP/2 frames) takes the same way under the same
+conditions (`write_raw`, from tls.PeerCertServer.protocol_send): Trio's SSLStream and
+hypercorn's lock around them were about 6% of a create's CPU, the write(2) itself about
+7% (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -59,6 +65,17 @@ class DirectChunks:
         """Send data as one chunk of the response body; False: send it the ordinary way."""
         if self.broken or not data:
             return False
+        return await self._write(data, chunk=True)
+
+    async def write_raw(self, data: bytes) -> bool:
+        """Send bytes hypercorn framed already (a whole response, say) the same short way;
+        False: nothing was sent, send them the ordinary way (which also meets, and
+        handles, a connection that broke here)."""
+        if self.broken or not data:
+            return False
+        return await self._write(data, chunk=False)
+
+    async def _write(self, data: bytes, chunk: bool) -> bool:
         stream = self.stream
         outer = self.server.send_lock
         inner = stream._inner_send_lock
@@ -72,22 +89,22 @@ class DirectChunks:
             except trio.WouldBlock:
                 return False
             try:
-                return await self._write_locked(stream, data)
+                return await self._write_locked(stream, data, chunk)
             finally:
                 inner.release()
         finally:
             outer.release()
 
-    async def _write_locked(self, stream: Any, data: bytes) -> bool:
+    async def _write_locked(self, stream: Any, data: bytes, chunk: bool) -> bool:
         if (
             getattr(stream._state, "name", None) != "OK"
             or stream._delayed_outgoing is not None
             or stream._outgoing.pending
-            or not self._in_chunked_body()
+            or (chunk and not self._in_chunked_body())
         ):
             return False
         try:
-            stream._ssl_object.write(b"%x\r\n%b\r\n" % (len(data), data))
+            stream._ssl_object.write(b"%x\r\n%b\r\n" % (len(data), data) if chunk else data)
         except ssl.SSLError:
             self.broken = True
             return False  # the ordinary way meets the same error and closes the connection
@@ -97,10 +114,11 @@ class DirectChunks:
         except BlockingIOError:
             sent = 0
         except OSError:
-            # The peer is gone. Nothing more can reach it; the watch ends when the
-            # disconnect is read, and until then frames take the ordinary way.
+            # The peer is gone. Nothing more can reach it; a watch ends when the
+            # disconnect is read, and until then frames take the ordinary way, which
+            # meets the broken connection and closes it (as it does a response's bytes).
             self.broken = True
-            return True
+            return chunk
         if sent < len(out):
             # A slow reader: the rest goes out through Trio, both locks held, shielded like
             # hypercorn's own sends (a cancelled partial TLS record would corrupt the stream).

@@ -20,6 +20,11 @@ all in), and nothing caught that above the connection, so it stopped the whole s
 `_H2Protocol` drops such DATA (returning its flow-control credit), and `serve` confines
 any other error of one connection to that connection, as Go's net/http does.
 
+Three costs of hypercorn's per request are cut here, each measured (docs/performance.md):
+a response's head and body go out in one write (`_H11Protocol`), straight onto the TLS
+connection when nothing else is being sent (`PeerCertServer.protocol_send`, through
+directsend.py), and the keep-alive timer is one task per connection (`_IdleTimer`).
+
 Every request of a connection, HTTP/1.1 or HTTP/2 streams alike, gets the same certificate:
 a TLS connection has exactly one authenticated peer. The assumptions about hypercorn's
 internals (TCPServer's constructor, scopes carrying an "extensions" dict, the stream's
@@ -45,10 +50,12 @@ import trio
 from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.config import Config
 from hypercorn.events import Closed, RawData
+from hypercorn.protocol.events import Body, EndBody, Response, StreamClosed
 from hypercorn.protocol.events import Event as StreamEvent
-from hypercorn.protocol.events import StreamClosed
 from hypercorn.protocol.h2 import H2Protocol, StreamBuffer
+from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.trio.lifespan import Lifespan
+from hypercorn.trio.task_group import TaskGroup
 from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import AppWrapper, ASGIFramework, ConnectionState, LifespanState
@@ -96,7 +103,6 @@ class _PeerCertApp:
         self.app = app
         self.stream = stream
         self.server = server
-        self.direct: directsend.DirectChunks | None = None
         # Computed at the first request: by then the handshake is over (TCPServer.run does
         # it before any request can be read), and it never changes afterwards.
         self.tls: dict[str, Any] | None = None
@@ -114,9 +120,7 @@ class _PeerCertApp:
                 self.tls = tls_extension(self.stream)
             scope["extensions"][TLS_EXTENSION] = self.tls
             if self.server is not None and scope.get("http_version") == "1.1":
-                if self.direct is None:
-                    self.direct = directsend.DirectChunks(self.server, self.stream)
-                scope["extensions"][directsend.SCOPE_KEY] = self.direct
+                scope["extensions"][directsend.SCOPE_KEY] = self.server.direct
                 scope["extensions"][TAKE_KEY] = self.server.take
         await self.app(scope, receive, send, sync_spawn, call_soon)
 
@@ -201,6 +205,9 @@ class PeerCertServer(TCPServer):
         stream: trio.SSLStream[Any],
     ) -> None:
         super().__init__(_PeerCertApp(app, stream, self), config, context, state, stream)
+        self._idle_timer = _IdleTimer(self)
+        self.idle_task = self._idle_timer  # type: ignore[assignment]
+        self.direct = directsend.DirectChunks(self, stream)
         self._taken: trio.MemorySendChannel[bytes] | None = None
         self._handling: trio.CancelScope | None = None
 
@@ -215,13 +222,27 @@ class PeerCertServer(TCPServer):
             self._handling.cancel()
         return TakenConnection(self.stream, incoming)
 
+    async def protocol_send(self, event: Any) -> None:
+        # Bytes go straight onto the connection when nothing else is being sent on it
+        # (directsend.py); else, and for every other event, hypercorn's way.
+        if (
+            isinstance(event, RawData)
+            and self._taken is None
+            and await self.direct.write_raw(event.data)
+        ):
+            return
+        await super().protocol_send(event)
+
     async def _read_data(self) -> None:
         # hypercorn's loop, except that once the app took the connection what arrives is
         # the app's, and no read timeout applies (a quiet tunnel is not a stuck request).
         while True:
             try:
                 if self._taken is None:
-                    with trio.fail_after(self.config.read_timeout or inf):
+                    if self.config.read_timeout:
+                        with trio.fail_after(self.config.read_timeout):
+                            data = await self.stream.receive_some(MAX_RECV)
+                    else:  # no timeout: no cancel scope per read either
                         data = await self.stream.receive_some(MAX_RECV)
                 else:
                     data = await receive_batch(self.stream, _TAKEN_READ)
@@ -247,7 +268,113 @@ class PeerCertServer(TCPServer):
                 break
         if self._taken is not None:
             self._taken.close()
+        self._idle_timer.reading_ended()
         await self.protocol.handle(Closed())
+
+
+class _IdleTimer:
+    """hypercorn's keep-alive timer (its TrioSingleTask's restart and stop), without a task
+    per request.
+
+    hypercorn stops its idle task when a request starts and starts a new one (a nursery
+    start: a task, a lock, a cancel scope) when the response ends, 7% of a create's
+    samples on the event loop (docs/performance.md). Here one task waits for the
+    server's end under a cancel scope whose deadline the two calls move: now plus
+    keep_alive_timeout when the connection turns idle, never while it is busy. At the
+    deadline, or when the server ends while the connection is idle, it closes the
+    connection as hypercorn's _idle_timeout does (its _initiate_server_close, shielded).
+    If the server ends while a request is served, the task ends and the next restart
+    starts another, which finds the server ended and closes, as hypercorn's would. When
+    the client goes while a request is served (hypercorn has no idle task then), the task
+    ends too (`reading_ended`), so the connection's task group can finish.
+    """
+
+    def __init__(self, server: TCPServer) -> None:
+        self._timeout = server.config.keep_alive_timeout
+        self._terminated = server.context.terminated  # hypercorn's EventWrapper
+        self._close = server._initiate_server_close
+        self._scope: trio.CancelScope | None = None
+        self._idle = False
+        self._gone = False
+
+    async def restart(self, task_group: TaskGroup, action: Callable[[], Any]) -> None:
+        self._idle = True
+        deadline = trio.current_time() + self._timeout
+        if self._scope is None:
+            self._scope = trio.CancelScope(deadline=deadline)
+            task_group.spawn(self._watch, self._scope)
+        else:
+            self._scope.deadline = deadline
+
+    async def stop(self) -> None:
+        self._idle = False
+        if self._scope is not None:
+            self._scope.deadline = inf
+
+    def reading_ended(self) -> None:
+        """The connection's reader is done. Idle, the timer runs on as hypercorn's idle
+        task would; busy, hypercorn would have none: the task ends."""
+        if not self._idle and self._scope is not None:
+            self._gone = True
+            self._scope.cancel()
+
+    async def _watch(self, scope: trio.CancelScope) -> None:
+        with scope:
+            await self._terminated.wait()
+        if self._gone or (not scope.cancelled_caught and not self._idle):
+            self._scope = None
+            return
+        with trio.CancelScope(shield=True):
+            await self._close()
+
+
+class _H11Protocol(H11Protocol):
+    """hypercorn's HTTP/1.1, with a response's head and body in one write.
+
+    hypercorn writes each h11 event as it comes: the head of a response, its body, the
+    (for a Content-Length body, empty) end of message, each a TLS record and a send(2)
+    through Trio's locks and checkpoints. A response that says its length is complete in
+    the app's hands: its head waits for the first piece of body (or the end of the message,
+    or anything else about the stream) and goes out with it; an empty write is not made.
+    Streamed (chunked) responses, watches, are written as before, head first.
+    """
+
+    _pending: bytes | None = None  # a response's head, waiting for its body
+    _defer = False  # set while hypercorn writes a head that may wait
+
+    async def stream_send(self, event: Any) -> None:
+        if self._pending is not None and not isinstance(event, Body | EndBody):
+            await self._flush(b"")
+        if (
+            isinstance(event, Response)
+            and event.status_code >= 200
+            and any(name.lower() == b"content-length" for name, _ in event.headers)
+        ):
+            self._defer = True
+            try:
+                await super().stream_send(event)
+            finally:
+                self._defer = False
+            return
+        await super().stream_send(event)
+
+    async def _send_h11_event(self, event: Any) -> None:
+        try:
+            data = self.connection.send(event)
+        except h11.LocalProtocolError:
+            if self.connection.their_state != h11.ERROR:
+                raise
+            return
+        if self._defer and isinstance(event, h11.Response):
+            self._pending = data
+            return
+        await self._flush(data)
+
+    async def _flush(self, data: bytes | None) -> None:
+        if self._pending is not None:
+            data, self._pending = self._pending + (data or b""), None
+        if data:
+            await self.send(RawData(data=data))
 
 
 class _H2Protocol(H2Protocol):
@@ -307,8 +434,9 @@ class _H2Protocol(H2Protocol):
         await super()._handle_events(kept)
 
 
-# hypercorn's ProtocolWrapper picks the HTTP/2 protocol by this module-level name.
+# hypercorn's ProtocolWrapper picks its protocols by these module-level names.
 hypercorn.protocol.H2Protocol = _H2Protocol  # type: ignore[misc]
+hypercorn.protocol.H11Protocol = _H11Protocol  # type: ignore[misc]
 
 
 async def serve(
