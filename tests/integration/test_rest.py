@@ -631,7 +631,8 @@ def test_metrics(api: httpx.Client) -> None:
     assert "apiserver_request_total{" in text
     # Upstream's verb labels: the HTTP method, LIST for collections (dashboards and
     # clusterloader2's SLO queries match on them).
-    for verb, scope in (("POST", "namespace"), ("PUT", "resource"), ("DELETE", "resource")):
+    # A create's scope is "resource" (one object), as upstream's CleanScope says.
+    for verb, scope in (("POST", "resource"), ("PUT", "resource"), ("DELETE", "resource")):
         assert re.search(
             rf'apiserver_request_duration_seconds_count\{{[^}}]*resource="configmaps"'
             rf'[^}}]*scope="{scope}"[^}}]*verb="{verb}"',

@@ -36,12 +36,20 @@ def test_api_latency_classes() -> None:
         f'apiserver_request_duration_seconds_bucket{{component="apiserver",group="",'
         f'resource="pods",scope="{scope}",subresource="",verb="{verb}",version="v1",'
         f'le="{le}"}} {count}'
-        for verb, scope in (("POST", "namespace"), ("LIST", "cluster"), ("GET", "resource"))
+        for verb, scope in (
+            ("POST", "resource"),
+            ("DELETE", "namespace"),
+            ("LIST", "cluster"),
+            ("GET", "resource"),
+        )
         for le, count in (("0.5", 0), ("2", 10), ("+Inf", 10))
     )
     api = density.api_latency(text)
-    assert api["mutating"]["worst"] == "POST pods namespace"
-    assert api["mutating"]["over_slo"] == ["POST pods namespace"]
+    assert api["mutating"]["worst"] == "POST pods resource"
+    assert api["mutating"]["over_slo"] == ["POST pods resource"]
+    # A delete-collection is no single-object call: reported, not held to the SLO.
+    assert api["mutating_collections"]["worst"] == "DELETE pods namespace"
+    assert api["mutating_collections"]["over_slo"] == []
     assert api["cluster_list"]["over_slo"] == []
     assert api["get"]["worst_p99_s"] == pytest.approx(1.985)
     assert api["namespace_list"]["worst"] is None

@@ -261,7 +261,11 @@ class ResourceHandler:
         if info is None:
             self.metrics.observe_request(req.method, "", "", "", "", "", code, seconds)
             return
-        scope = "resource" if info.name else ("namespace" if info.namespace else "cluster")
+        # Upstream's CleanScope: a create is of one object, so "resource", like a named call.
+        if info.name or info.verb == "create":
+            scope = "resource"
+        else:
+            scope = "namespace" if info.namespace else "cluster"
         verb = _REPORTED_VERBS.get(info.verb, info.verb.upper())
         if verb == "PATCH" and req.content_type == "application/apply-patch+yaml":
             verb = "APPLY"
