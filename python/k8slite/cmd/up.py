@@ -10,6 +10,7 @@ import fcntl
 import ipaddress
 import logging
 import os
+import random
 import re
 import shlex
 import shutil
@@ -368,8 +369,35 @@ def default_node_name() -> str:
     return name if valid_node_name(name) else "node1"
 
 
+# Free ports for --port 0 come from here: below the kernel's ephemeral range and below the
+# NodePort range (30000-32767), above every upstream default port.
+FREE_PORTS = range(20000, 30000)
+
+
+def _ephemeral_start() -> int:
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+        return int(text.split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
 def free_port() -> int:
-    """A TCP port free on loopback right now (the component binds it a moment later)."""
+    """A TCP port free on loopback right now (the component binds it a moment later).
+
+    Not from the kernel's ephemeral range when it can be helped: such a port, free a moment
+    ago, can become the source port of some connection before the component binds it, and
+    stays taken while that connection lives (CI saw an all-in-one fail to bind on every
+    restart so)."""
+    if _ephemeral_start() >= FREE_PORTS.stop:
+        for _ in range(200):
+            port = random.choice(FREE_PORTS)
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
