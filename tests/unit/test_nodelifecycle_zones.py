@@ -522,6 +522,8 @@ async def test_starved_server_run_makes_no_eviction_churn(autojump_clock: trio.a
     names = c.add_nodes("hollow", 1000)
     async with trio.open_nursery() as nursery:
         await nursery.start(c.controller.run)
+        # Virtual time (autojump clock): the claim is about a span, that in 400 s of the
+        # controller's own loops (past the 300 s tolerations) no NoExecute taint appears.
         await trio.sleep(400)
         nursery.cancel_scope.cancel()
     assert all(c.node(n)["status"]["conditions"][0]["status"] == "Unknown" for n in names)

@@ -7,6 +7,7 @@ import contextlib
 import datetime as dt
 import errno
 import fcntl
+import functools
 import ipaddress
 import logging
 import os
@@ -374,6 +375,7 @@ def default_node_name() -> str:
 FREE_PORTS = range(20000, 30000)
 
 
+@functools.cache
 def _ephemeral_start() -> int:
     try:
         text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
