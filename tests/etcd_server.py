@@ -7,7 +7,6 @@ PKI module (the cluster CA signs etcd's serving certificate and the API server's
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import httpx
 import pytest
 
 from k8slite import pki
+from k8slite.freeport import free_port
 from k8slite.storage.etcd import EtcdTLS
 from tests.launch import stop
 
@@ -30,12 +30,6 @@ def need_etcd() -> str:
     if ETCD is None:
         pytest.skip("etcd is not installed (hack/install-deps installs etcd-server)")
     return ETCD
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

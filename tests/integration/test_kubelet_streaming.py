@@ -11,7 +11,6 @@ import base64
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ import httpx
 import pytest
 import websocket
 
+from k8slite.freeport import free_port
 from tests.conftest import ServerHandle, kubectl_path
 from tests.integration.kubelet_harness import (
     KubeletProcess,
@@ -54,12 +54,6 @@ def kubelet(
 @pytest.fixture
 def pods(api: httpx.Client, namespace: str, kubelet: KubeletProcess) -> Pods:
     return Pods(api, namespace, kubelet.node)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_exec_pipes_exit_code_and_stdin(
@@ -114,7 +108,7 @@ def test_attach_is_refused_in_words(apiserver: ServerHandle, pods: Pods, namespa
 def test_port_forward_to_the_node_loopback(
     apiserver: ServerHandle, pods: Pods, namespace: str
 ) -> None:
-    port = _free_port()
+    port = free_port()
     server = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
     pods.create("web", [{"name": "main", "image": "python", "command": server}])
     pods.wait_phase("web", "Running")
@@ -195,7 +189,7 @@ def test_proxy_to_a_process_pod_is_refused(
 ) -> None:
     """A process-runtime pod has its node's loopback address: pods/proxy refuses it as
     upstream refuses any pod address that is not global unicast."""
-    port = _free_port()
+    port = free_port()
     server = [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"]
     pods.create("web", [{"name": "main", "image": "python", "command": server}])
     status = pods.wait_phase("web", "Running")

@@ -8,7 +8,6 @@ cluster's components on loopback.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ import httpx
 import pytest
 import yaml
 
+from k8slite.freeport import free_port
 from tests.e2e.cluster import Cluster, cluster_for_tests
 from tests.launch import stop
 from tests.polling import wait_for
@@ -38,12 +38,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield cluster
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_promtool_accepts_the_config(cluster: Cluster) -> None:
     if shutil.which("promtool") is None:
         pytest.skip("promtool is not installed")
@@ -60,7 +54,7 @@ def test_every_target_up(cluster: Cluster, tmp_path: Path) -> None:
     config["global"].update(scrape_interval="1s", scrape_timeout="1s")
     path = tmp_path / "prometheus.yml"
     path.write_text(yaml.safe_dump(config))
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "prometheus.log").open("wb")
     proc = subprocess.Popen(
         [

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import os
-import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -21,6 +20,7 @@ import httpx
 import pytest
 import trio
 
+from k8slite.freeport import free_port
 from k8slite.kubelet.probes import run_probe
 from k8slite.kubelet.runtime import (
     ContainerConfig,
@@ -141,12 +141,6 @@ async def read_logs(rt: DockerRuntime, cid: str, **kw: Any) -> bytes:
         async for chunk in chunks:
             out += chunk
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 HTTPD = 'mkdir -p /www && echo "hello from $POD" > /www/index.html && exec httpd -f -p 8080 -h /www'

@@ -24,7 +24,8 @@ import trio
 import yaml
 
 from k8slite import pki
-from k8slite.cmd.up import DEFAULT_PORTS, free_port, prometheus_config, wait_healthy
+from k8slite.cmd.up import DEFAULT_PORTS, prometheus_config, wait_healthy
+from k8slite.freeport import free_port
 from tests.conftest import BIN
 from tests.e2e.cluster import Cluster, start_up, stop_up, up_command
 from tests.etcd_server import start_etcd

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import errno
 import logging
-import socket
 from typing import Any
 
 import httpx
 
 from k8slite.dns import kubedns
+from k8slite.freeport import bindable, free_port
 
 log = logging.getLogger("k8slite.up")
 
@@ -44,40 +43,27 @@ def docker_gateway(network: str) -> str:
         api.close()
 
 
-def _free(host: str, port: int) -> int | None:
-    """port (0: any) if free on host for both UDP and TCP right now, else None."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as udp, socket.socket(family) as tcp:
-        try:
-            udp.bind((host, port))
-            tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            tcp.bind((host, udp.getsockname()[1]))
-        except OSError as e:
-            if e.errno not in (errno.EADDRINUSE, errno.EACCES):
-                raise
-            return None
-        return int(udp.getsockname()[1])
-
-
 def pick_ports(host: str, any_port: bool) -> tuple[int, int]:
     """(DNS port, metrics port) on host: 53 and 9153, or 10053 when 53 is taken (a host
     resolver); free ones for several clusters side by side (any_port)."""
     if any_port:
-        for _ in range(20):
-            dns = _free(host, 0)
-            metrics = _free(host, 0)
-            if dns and metrics and dns != metrics:
-                return dns, metrics
-        raise ClusterDnsError(f"no free ports for cluster DNS on {host}")
-    dns = _free(host, DNS_PORT) or _free(host, FALLBACK_DNS_PORT)
-    if dns is None:
+        try:
+            dns = free_port(host, udp=True)
+            metrics = free_port(host)
+            while metrics == dns:
+                metrics = free_port(host)
+        except OSError as e:
+            raise ClusterDnsError(f"no free ports for cluster DNS on {host}: {e}") from None
+        return dns, metrics
+    fixed = bindable(host, DNS_PORT, udp=True) or bindable(host, FALLBACK_DNS_PORT, udp=True)
+    if fixed is None:
         raise ClusterDnsError(
             f"ports {DNS_PORT} and {FALLBACK_DNS_PORT} are taken on {host}: "
             "is another cluster running?"
         )
-    if _free(host, METRICS_PORT) is None:
+    if bindable(host, METRICS_PORT) is None:
         raise ClusterDnsError(f"port {METRICS_PORT} (DNS metrics) is taken on {host}")
-    return dns, METRICS_PORT
+    return fixed, METRICS_PORT
 
 
 async def _put(client: httpx.AsyncClient, url: str, collection: str, obj: dict[str, Any]) -> None:

@@ -14,7 +14,8 @@ import shutil
 from pathlib import Path
 
 from k8slite import pki
-from k8slite.cmd.up import Component, free_port, script
+from k8slite.cmd.up import Component, script
+from k8slite.freeport import free_port
 
 MEMBERS = 3
 APISERVERS = 3

@@ -48,7 +48,6 @@ from k8slite.cmd.up import (
     Component,
     UpError,
     detect_runtime,
-    free_port,
     netagent_component,
     node_ready,
     restart,
@@ -63,6 +62,7 @@ from k8slite.cmd.up import (
 from k8slite.cmd.up import default_node_name as host_node_name
 from k8slite.component.logging import setup_logging
 from k8slite.dns import kubedns
+from k8slite.freeport import free_port
 from k8slite.kubelet import clientcert
 from k8slite.network import clusterconfig
 from k8slite.network.clusterconfig import PodNetworkConfig

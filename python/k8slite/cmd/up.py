@@ -5,13 +5,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import errno
 import fcntl
-import functools
 import ipaddress
 import logging
 import os
-import random
 import re
 import shlex
 import shutil
@@ -39,6 +36,7 @@ from k8slite.cmd.runstate import ClusterInfo, ProcessRecord
 from k8slite.component.logging import setup_logging
 from k8slite.dashboard.main import serve_beside
 from k8slite.dns import kubedns
+from k8slite.freeport import bindable, free_port
 from k8slite.network import clusterconfig
 
 log = logging.getLogger("k8slite.up")
@@ -370,41 +368,6 @@ def default_node_name() -> str:
     return name if valid_node_name(name) else "node1"
 
 
-# Free ports for --port 0 come from here: below the kernel's ephemeral range and below the
-# NodePort range (30000-32767), above every upstream default port.
-FREE_PORTS = range(20000, 30000)
-
-
-@functools.cache
-def _ephemeral_start() -> int:
-    try:
-        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
-        return int(text.split()[0])
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-def free_port() -> int:
-    """A TCP port free on loopback right now (the component binds it a moment later).
-
-    Not from the kernel's ephemeral range when it can be helped: such a port, free a moment
-    ago, can become the source port of some connection before the component binds it, and
-    stays taken while that connection lives (CI saw an all-in-one fail to bind on every
-    restart so)."""
-    if _ephemeral_start() >= FREE_PORTS.stop:
-        for _ in range(200):
-            port = random.choice(FREE_PORTS)
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def pick_ports(api_port: int) -> dict[str, int]:
     """Upstream's ports, or free ones for everything when the API port is 0."""
     if api_port == 0:
@@ -414,19 +377,9 @@ def pick_ports(api_port: int) -> dict[str, int]:
 
 def check_ports_free(ports: dict[str, int]) -> None:
     """Fail early, and clearly, when another process holds one of our ports."""
-    busy = []
-    for name, port in ports.items():
-        with socket.socket() as s:
-            # As the components bind (etcd, hypercorn and Trio set SO_REUSEADDR): a port
-            # that a killed process's connections hold in TIME_WAIT is free to them; only a
-            # listener makes it busy.
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError as e:
-                if e.errno != errno.EADDRINUSE:
-                    raise
-                busy.append(f"{port} ({name})")
+    busy = [
+        f"{port} ({name})" for name, port in ports.items() if bindable("127.0.0.1", port) is None
+    ]
     if busy:
         raise UpError(
             f"port {', '.join(busy)} already in use: is another cluster running? "
