@@ -583,6 +583,10 @@ def startup_figures(pods: list[PodTimes]) -> dict[str, Any]:
     }
 
 
+class Unfinished(Exception):
+    """A phase did not end within its time: the run stops there and reports what it saw."""
+
+
 def run(a: argparse.Namespace) -> dict[str, Any]:
     namespaces = a.namespaces or max(1, a.nodes // 100)
     layout = plan(a.pods, namespaces)
@@ -597,6 +601,23 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
             pids = {"apiserver": server.proc.pid, **{k: p.pid for k, p in procs.items()}}
             sampler = Sampler(pids)
             ctx = harness.tls_context(server.data_dir / "pki")
+            # Phase ends, by name: None for a phase that did not end.
+            took: dict[str, float | None] = dict.fromkeys(
+                ("creates_issued", "create_all", "scale_down", "delete_pods", "delete_all")
+            )
+            unfinished: str | None = None
+            deadline = time.monotonic() + a.deadline if a.deadline else float("inf")
+
+            def wait(check: Any, what: str) -> None:
+                limit = min(a.timeout, deadline - time.monotonic())
+                try:
+                    wait_until(check, limit, what, watch)
+                except TimeoutError:
+                    raise Unfinished(
+                        f"{what}: not done in {time.monotonic() - t_phase:.0f} s "
+                        f"({len(watch.live)} pods, {watch.running} Running)"
+                    ) from None
+
             with httpx.Client(verify=ctx, timeout=300, base_url=server.url) as api:
                 for ns in [PROBE_NS, *sorted({ns for ns, _, _ in layout})]:
                     checked(api.post("/api/v1/namespaces", json={"metadata": {"name": ns}}))
@@ -608,70 +629,86 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
                 probe = LagProbe(server.url, ctx)
                 probe.start(api)
                 cpu = [sampler.cpu()]
+                at_full: dict[str, Any] = {}
 
-                # Create: every Deployment at --qps, until every pod is Running.
-                t0 = time.monotonic()
+                def snapshot() -> None:
+                    """What "everything running" (or as far as the run got) looked like."""
+                    at_full.update(
+                        startup=startup_figures(list(watch.pods.values())),
+                        load=os.getloadavg(),
+                        data=dir_mib(server.data_dir),
+                        rss={k: round(rss_mib(p), 1) for k, p in pids.items()},
+                    )
 
-                def create(ns: str, name: str, replicas: int) -> Any:
-                    return lambda c: checked(
-                        c.post(
-                            f"/apis/apps/v1/namespaces/{ns}/deployments",
-                            json=deployment(name, replicas),
+                try:
+                    # Create: every Deployment at --qps, until every pod is Running.
+                    t_phase = t0 = time.monotonic()
+
+                    def create(ns: str, name: str, replicas: int) -> Any:
+                        return lambda c: checked(
+                            c.post(
+                                f"/apis/apps/v1/namespaces/{ns}/deployments",
+                                json=deployment(name, replicas),
+                            )
                         )
+
+                    errors = in_parallel(
+                        [create(*d) for d in layout], a.workers, server.url, ctx, a.qps
                     )
+                    if errors:
+                        raise RuntimeError(f"{len(errors)} creates failed, first: {errors[0]}")
+                    took["creates_issued"] = time.monotonic() - t0
+                    wait(lambda: watch.running >= a.pods, "all pods Running")
+                    took["create_all"] = time.monotonic() - t0
+                    cpu.append(sampler.cpu())
+                    snapshot()
 
-                errors = in_parallel(
-                    [create(*d) for d in layout], a.workers, server.url, ctx, a.qps
-                )
-                if errors:
-                    raise RuntimeError(f"{len(errors)} creates failed, first: {errors[0]}")
-                issued_s = time.monotonic() - t0
-                wait_until(lambda: watch.running >= a.pods, a.timeout, "all pods Running", watch)
-                create_s = time.monotonic() - t0
-                cpu.append(sampler.cpu())
-                saturated = startup_figures(list(watch.pods.values()))
-                load_create = os.getloadavg()
-                data_full = dir_mib(server.data_dir)
-                rss_full = {k: round(rss_mib(p), 1) for k, p in pids.items()}
+                    # Scale down: every Deployment to half, until the extra pods are gone.
+                    t_phase = t1 = time.monotonic()
+                    target = sum(r // 2 for _, _, r in layout)
 
-                # Scale down: every Deployment to half, until the extra pods are gone.
-                t1 = time.monotonic()
-                target = sum(r // 2 for _, _, r in layout)
-
-                def scale(ns: str, name: str, replicas: int) -> Any:
-                    return lambda c: checked(
-                        c.patch(
-                            f"/apis/apps/v1/namespaces/{ns}/deployments/{name}/scale",
-                            json={"spec": {"replicas": replicas // 2}},
-                            headers={"Content-Type": "application/merge-patch+json"},
+                    def scale(ns: str, name: str, replicas: int) -> Any:
+                        return lambda c: checked(
+                            c.patch(
+                                f"/apis/apps/v1/namespaces/{ns}/deployments/{name}/scale",
+                                json={"spec": {"replicas": replicas // 2}},
+                                headers={"Content-Type": "application/merge-patch+json"},
+                            )
                         )
+
+                    errors = in_parallel(
+                        [scale(*d) for d in layout], a.workers, server.url, ctx, a.qps
                     )
+                    if errors:
+                        raise RuntimeError(f"{len(errors)} scales failed, first: {errors[0]}")
+                    wait(lambda: len(watch.live) <= target, "scaled down")
+                    took["scale_down"] = time.monotonic() - t1
+                    cpu.append(sampler.cpu())
 
-                errors = in_parallel([scale(*d) for d in layout], a.workers, server.url, ctx, a.qps)
-                if errors:
-                    raise RuntimeError(f"{len(errors)} scales failed, first: {errors[0]}")
-                wait_until(lambda: len(watch.live) <= target, a.timeout, "scaled down", watch)
-                scale_s = time.monotonic() - t1
-                cpu.append(sampler.cpu())
+                    # Delete: the namespaces, until no pod and no namespace is left.
+                    t_phase = t2 = time.monotonic()
+                    for ns in sorted({ns for ns, _, _ in layout}):
+                        checked(api.delete(f"/api/v1/namespaces/{ns}"))
+                    wait(lambda: not watch.live, "all pods deleted")
+                    took["delete_pods"] = time.monotonic() - t2
 
-                # Delete: the namespaces, until no pod and no namespace is left.
-                t2 = time.monotonic()
-                for ns in sorted({ns for ns, _, _ in layout}):
-                    checked(api.delete(f"/api/v1/namespaces/{ns}"))
-                wait_until(lambda: not watch.live, a.timeout, "all pods deleted", watch)
-                pods_gone_s = time.monotonic() - t2
+                    def namespaces_gone() -> bool:
+                        items = api.get("/api/v1/namespaces").json()["items"]
+                        return not any(
+                            i["metadata"]["name"].startswith(NS_PREFIX)
+                            and i["metadata"]["name"] != PROBE_NS
+                            for i in items
+                        )
 
-                def namespaces_gone() -> bool:
-                    items = api.get("/api/v1/namespaces").json()["items"]
-                    return not any(
-                        i["metadata"]["name"].startswith(NS_PREFIX)
-                        and i["metadata"]["name"] != PROBE_NS
-                        for i in items
-                    )
-
-                wait_until(namespaces_gone, a.timeout, "namespaces deleted", watch)
-                delete_s = time.monotonic() - t2
-                cpu.append(sampler.cpu())
+                    wait(namespaces_gone, "namespaces deleted")
+                    took["delete_all"] = time.monotonic() - t2
+                    cpu.append(sampler.cpu())
+                except Unfinished as e:
+                    unfinished = str(e)
+                    print(f"  stopped: {unfinished}", flush=True)
+                    cpu.append(sampler.cpu())
+                    if not at_full:
+                        snapshot()
                 probe.stop.set()
                 watch.stop.set()
                 metrics = api.get("/metrics").text
@@ -680,25 +717,23 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
             cpu_s = {
                 name: {
                     phase: round(cpu[i + 1][name] - cpu[i][name], 1)
-                    for i, phase in enumerate(phases)
+                    for i, phase in enumerate(phases[: len(cpu) - 1])
                 }
                 for name in pids
             }
             lags = probe.lags
+            create_s = took["create_all"]
             figures = {
                 "nodes": a.nodes,
                 "pods": a.pods,
                 "namespaces": namespaces,
                 "deployments": len(layout),
                 "qps": a.qps,
+                "unfinished": unfinished,
                 "setup_s": round(setup_s, 1),
-                "creates_issued_s": round(issued_s, 1),
-                "create_all_s": round(create_s, 1),
-                "pods_per_s": round(a.pods / create_s, 1),
-                "scale_down_s": round(scale_s, 1),
-                "delete_pods_s": round(pods_gone_s, 1),
-                "delete_all_s": round(delete_s, 1),
-                "pod_startup": saturated,
+                **{f"{k}_s": round(v, 1) if v is not None else None for k, v in took.items()},
+                "pods_per_s": round(a.pods / create_s, 1) if create_s else None,
+                "pod_startup": at_full["startup"],
                 "pod_startup_slo_s": POD_STARTUP_SLO,
                 "api": api_latency(metrics),
                 "watch_lag_s": {
@@ -710,11 +745,11 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
                     "max": round(max(lags), 3) if lags else None,
                 },
                 "rss_peak_mib": {k: round(v, 1) for k, v in sampler.peak.items()},
-                "rss_all_running_mib": rss_full,
+                "rss_all_running_mib": at_full["rss"],
                 "cpu_s": cpu_s,
-                "data_dir_all_running_mib": data_full,
+                "data_dir_all_running_mib": at_full["data"],
                 "data_dir_end_mib": dir_mib(server.data_dir),
-                "load_average_at_all_running": [round(x, 2) for x in load_create],
+                "load_average_at_all_running": [round(x, 2) for x in at_full["load"]],
                 "load_average_max": round(max(sampler.loads), 2) if sampler.loads else None,
                 "load_average_mean": (
                     round(sum(sampler.loads) / len(sampler.loads), 2) if sampler.loads else None
@@ -773,20 +808,30 @@ def row(f: dict[str, Any], command: str) -> str:
         f"{f['nodes']:,}",
         f"{f['pods']:,}",
         f"{f['load_average_mean']}/{f['load_average_max']}",
-        f"{f['create_all_s']} s ({f['pods_per_s']} pods/s)",
+        (
+            f"{f['create_all_s']} s ({f['pods_per_s']} pods/s)"
+            if f["create_all_s"] is not None
+            else "**not finished**"
+        ),
         f"{s['p50']}/{s['p90']}/{s['p99']} s{over}",
         worst("mutating"),
         worst("get"),
         worst("namespace_list"),
         worst("cluster_list"),
         f"{f['watch_lag_s']['p99']} s",
-        f"{f['scale_down_s']} s",
-        f"{f['delete_all_s']} s",
+        seconds(f["scale_down_s"]),
+        seconds(f["delete_all_s"]),
         "/".join(str(round(rss[k])) for k in ("apiserver", "manager", "scheduler", "hollow")),
         f"{f['data_dir_all_running_mib']} MiB",
         f"`{command}`",
     ]
+    if f["unfinished"]:
+        cells[-1] += f" (stopped: {f['unfinished']})"
     return "| " + " | ".join(cells) + " |\n"
+
+
+def seconds(v: float | None) -> str:
+    return f"{v} s" if v is not None else "not reached"
 
 
 def record(path: Path, figures: dict[str, Any], command: str) -> None:
@@ -815,6 +860,13 @@ def main() -> None:
     p.add_argument("--controller-qps", type=int, default=500)
     p.add_argument("--controllers", default="*")
     p.add_argument("--timeout", type=float, default=3600.0, help="per phase")
+    p.add_argument(
+        "--deadline",
+        type=float,
+        default=0,
+        help="seconds for all phases together (0: none); a phase still going then, or one "
+        "past --timeout, ends the run, which reports what it saw and which phase it stopped in",
+    )
     p.add_argument("--record", type=Path, help="add a row to this Markdown file's table")
     p.add_argument("--keep-logs", type=Path, help="copy the components' logs here")
     p.add_argument(
@@ -836,12 +888,14 @@ def main() -> None:
     s = f["pod_startup"]["startup_s"]
     print(
         f"{a.nodes} nodes, {a.pods} pods in {f['deployments']} Deployments: all Running in "
-        f"{f['create_all_s']} s; start-up p50 {s['p50']} s p90 {s['p90']} s p99 {s['p99']} s "
-        f"(SLO {POD_STARTUP_SLO} s); scale-down {f['scale_down_s']} s, delete all "
-        f"{f['delete_all_s']} s; load average mean {f['load_average_mean']} "
-        f"max {f['load_average_max']}",
+        f"{seconds(f['create_all_s'])}; start-up of the {f['pod_startup']['pods']} that ran: "
+        f"p50 {s['p50']} s p90 {s['p90']} s p99 {s['p99']} s (SLO {POD_STARTUP_SLO} s); "
+        f"scale-down {seconds(f['scale_down_s'])}, delete all {seconds(f['delete_all_s'])}; "
+        f"load average mean {f['load_average_mean']} max {f['load_average_max']}",
         flush=True,
     )
+    if f["unfinished"]:
+        print(f"  NOT FINISHED: {f['unfinished']}", flush=True)
     for cls, v in f["api"].items():
         slo = f"{v['slo_s']} s" if v["slo_s"] is not None else "none"
         print(

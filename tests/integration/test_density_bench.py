@@ -7,12 +7,12 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from tests.launch import REPO
 
 
-def test_density_bench_runs_at_a_tiny_size(tmp_path: Path) -> None:
-    table = tmp_path / "scale.md"
+def density(table: Path, *flags: str) -> dict[str, Any]:
     result = subprocess.run(
         [
             sys.executable,
@@ -20,7 +20,8 @@ def test_density_bench_runs_at_a_tiny_size(tmp_path: Path) -> None:
             *("--nodes", "10", "--pods", "100", "--qps", "50"),
             # Only the controllers the bench needs: a quicker start.
             "--controllers=deployment,replicaset,namespace,garbagecollector",
-            *("--record", str(table), "--timeout", "120"),
+            *("--record", str(table)),
+            *flags,
         ],
         cwd=REPO,
         capture_output=True,
@@ -29,8 +30,15 @@ def test_density_bench_runs_at_a_tiny_size(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    figures: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     assert figures["bench"] == "density"
+    return figures
+
+
+def test_density_bench_runs_at_a_tiny_size(tmp_path: Path) -> None:
+    table = tmp_path / "scale.md"
+    figures = density(table, "--timeout", "120")
+    assert figures["unfinished"] is None
     assert figures["pods"] == 100 and figures["pod_startup"]["pods"] == 100
     assert figures["deployments"] > 3  # sizes vary: medium and small ones at this size
     startup = figures["pod_startup"]["startup_s"]
@@ -46,3 +54,17 @@ def test_density_bench_runs_at_a_tiny_size(tmp_path: Path) -> None:
     text = table.read_text()
     assert "| date (UTC) | machine | nodes | pods |" in text
     assert "| 10 | 100 |" in text
+
+
+def test_a_run_out_of_time_reports_what_it_saw(tmp_path: Path) -> None:
+    """--deadline ends the run in the phase it reaches, and the report and the row say so."""
+    table = tmp_path / "scale.md"
+    figures = density(table, "--deadline", "1", "--timeout", "120")
+    assert figures["unfinished"].startswith("all pods Running: not done in"), figures
+    assert figures["create_all_s"] is None and figures["scale_down_s"] is None
+    assert figures["creates_issued_s"] > 0  # the creates were all made
+    assert figures["pod_startup"]["pods"] < 100
+    assert set(figures["cpu_s"]["apiserver"]) == {"create"}
+    assert figures["api"]["mutating"]["worst_p99_s"] is not None
+    row = table.read_text().splitlines()[-1]
+    assert "**not finished**" in row and "(stopped: all pods Running" in row

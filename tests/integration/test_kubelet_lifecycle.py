@@ -243,8 +243,15 @@ def test_liveness_failure_restarts_container(pods: Pods) -> None:
             )
         ],
     )
+    # Between the kill and the restart the container waits in CrashLoopBackOff with
+    # restartCount already 1 and, as upstream, the dead container's ID in containerID: the
+    # restart is the new container running.
     cs = wait_for(
-        lambda: (c := pods.container("live", "main")).get("restartCount", 0) >= 1 and c,
+        lambda: (
+            (c := pods.container("live", "main")).get("restartCount", 0) >= 1
+            and "running" in c["state"]
+            and c
+        ),
         timeout=60,
         what="a liveness restart",
     )
