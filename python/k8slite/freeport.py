@@ -17,6 +17,12 @@ from pathlib import Path
 
 FREE_PORTS = range(20000, 30000)
 
+# Ports this process has handed out: a port is only probed, not held, until its component
+# binds it, so without this two picks in a row could return the same port (with ~25 ports
+# drawn from 10,000 for `up --ha`, a few percent of the time: CI saw the kubelet and the
+# metrics server fail to bind on every restart).
+_handed_out: set[int] = set()
+
 
 @functools.cache
 def _ephemeral_start() -> int:
@@ -46,14 +52,17 @@ def bindable(host: str, port: int, udp: bool = False) -> int | None:
 
 
 def free_port(host: str = "127.0.0.1", udp: bool = False) -> int:
-    """A port free on host right now (the caller's process binds it a moment later)."""
+    """A port free on host right now (the caller's process binds it a moment later), and
+    not one this process has handed out before."""
     if _ephemeral_start() >= FREE_PORTS.stop:
-        for _ in range(200):
-            port = bindable(host, random.choice(FREE_PORTS), udp)
-            if port is not None:
-                return port
-    for _ in range(20):
-        port = bindable(host, 0, udp)
-        if port is not None:
+        candidates = [random.choice(FREE_PORTS) for _ in range(200)]
+    else:
+        candidates = [0] * 50
+    for candidate in candidates:
+        if candidate in _handed_out:
+            continue
+        port = bindable(host, candidate, udp)
+        if port is not None and port not in _handed_out:
+            _handed_out.add(port)
             return port
     raise OSError(errno.EADDRINUSE, f"no free port on {host}")

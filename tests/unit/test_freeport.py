@@ -47,3 +47,10 @@ def test_a_kernel_with_a_low_ephemeral_range_falls_back_to_any_port(
     monkeypatch.setattr(freeport, "_ephemeral_start", lambda: 10000)
     port = free_port()
     assert bindable("127.0.0.1", port) == port
+
+
+def test_no_port_is_handed_out_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pick is only probed, not held: picks in a row must still differ."""
+    monkeypatch.setattr(freeport, "FREE_PORTS", range(FREE_PORTS.start, FREE_PORTS.start + 40))
+    ports = [free_port() for _ in range(30)]
+    assert len(set(ports)) == len(ports)
