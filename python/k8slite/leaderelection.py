@@ -246,17 +246,21 @@ class LeaderElector:
             "leaseTransitions": self._observed.get("leaseTransitions", 0),
         }
         try:
-            try:
-                lease = await self._update(spec)
-            except Conflict:
-                # A renew cancelled in flight may still have landed, leaving us a stale
-                # resourceVersion: re-read, and release only if the lease is still ours.
-                current = await self.client.get(LEASES, self.name, namespace=self.namespace)
-                if (current.get("spec") or {}).get("holderIdentity") != self.identity:
-                    self._observe(current, dict(current.get("spec") or {}))
-                    return True
-                self._lease = current
-                lease = await self._update(spec)
+            for attempt in range(3):
+                try:
+                    lease = await self._update(spec)
+                    break
+                except Conflict:
+                    # A renew cancelled in flight may still land (on a busy server, even
+                    # after a re-read), leaving us a stale resourceVersion: re-read, and
+                    # release only if the lease is still ours.
+                    if attempt == 2:
+                        raise
+                    current = await self.client.get(LEASES, self.name, namespace=self.namespace)
+                    if (current.get("spec") or {}).get("holderIdentity") != self.identity:
+                        self._observe(current, dict(current.get("spec") or {}))
+                        return True
+                    self._lease = current
         except (ApiError, ApiConnectionError) as e:
             log.warning("lease %s/%s: release failed: %s", self.namespace, self.name, e)
             return False
