@@ -52,9 +52,10 @@ from k8slite.apiserver.registry import encoder
 from k8slite.client.errors import ApiConnectionError, ApiError
 from k8slite.client.kubeconfig import ClientConfig
 from k8slite.client.rest import ApiClient
+from k8slite.freeport import free_port
 from k8slite.storage import Op
 from k8slite.storage.etcd import EtcdStore
-from tests.etcd_server import EtcdProcess, cluster_flags, free_port, start_etcd, start_etcd_cluster
+from tests.etcd_server import EtcdProcess, cluster_flags, start_etcd, start_etcd_cluster
 from tests.launch import launch, stop
 
 BACKENDS = ("rocksdb", "etcd1", "etcd3")

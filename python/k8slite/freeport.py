@@ -9,6 +9,7 @@ below the NodePort range (30000-32767), above every upstream default port.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import random
@@ -35,11 +36,13 @@ def _ephemeral_start() -> int:
 def bindable(host: str, port: int, udp: bool = False) -> int | None:
     """port (0: any) if free on host right now, for TCP (and UDP too when udp), else None."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family) as tcp, socket.socket(family, socket.SOCK_DGRAM) as dgram:
+    with contextlib.ExitStack() as held:
         try:
             if udp:
+                dgram = held.enter_context(socket.socket(family, socket.SOCK_DGRAM))
                 dgram.bind((host, port))
                 port = dgram.getsockname()[1]
+            tcp = held.enter_context(socket.socket(family))
             # As the components bind (etcd, hypercorn and Trio set SO_REUSEADDR): a port
             # whose old connections sit in TIME_WAIT is free to them.
             tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

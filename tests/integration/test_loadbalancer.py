@@ -14,8 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from k8slite.freeport import free_port
 from tests.conftest import ServerHandle, start_apiserver
-from tests.etcd_server import EtcdProcess, free_port, start_etcd
+from tests.etcd_server import EtcdProcess, start_etcd
 from tests.launch import launch, stop
 from tests.polling import wait_for
 
