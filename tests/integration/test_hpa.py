@@ -311,8 +311,16 @@ def test_hpa_reports_what_keeps_it_from_scaling(cluster: ServerHandle, ns: str) 
             what="ScalingActive False for the missing request",
         )
         assert active["status"] == "False"
-        events = {e["reason"] for e in _events(api, ns, "norequest")}
-        assert {"FailedGetResourceMetric", "FailedComputeMetricsReplicas"} <= events
+        # The controller's events go out through its recorder after the status write.
+        wait_for(
+            lambda: (
+                {"FailedGetResourceMetric", "FailedComputeMetricsReplicas"}
+                <= {e["reason"] for e in _events(api, ns, "norequest")}
+            ),
+            30,
+            0.5,
+            what="the failed-metric events",
+        )
         # A target that does not exist: its scale cannot be read.
         able = wait_for(
             lambda: condition("missing", "AbleToScale", "FailedGetScale"),
@@ -325,7 +333,14 @@ def test_hpa_reports_what_keeps_it_from_scaling(cluster: ServerHandle, ns: str) 
             "the HPA controller was unable to get the target's current scale: "
             'deployments.apps "nope" not found',
         )
-        assert _event(api, ns, "missing", "FailedGetScale", 'deployments.apps "nope" not found')
+        wait_for(
+            lambda: _event(
+                api, ns, "missing", "FailedGetScale", 'deployments.apps "nope" not found'
+            ),
+            30,
+            0.5,
+            what="the FailedGetScale event",
+        )
         # A kind its group does not serve.
         able = wait_for(
             lambda: condition("unknown", "AbleToScale", "FailedGetScale"), 60, 0.5, what="no kind"

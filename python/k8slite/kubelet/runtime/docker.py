@@ -402,6 +402,14 @@ class DockerRuntime:
 
     async def container_status(self, container_id: str) -> ContainerStatus:
         attrs = await self._call(docker.APIClient.inspect_container, container_id)
+        # Docker learns of an OOM kill from containerd's OOM event, which can come after the
+        # exit: a limited container just killed by SIGKILL is looked at again for a moment
+        # before it is reported as Error (the kubelet writes the reason only once).
+        for _ in range(_OOM_SETTLE_TRIES):
+            if not _may_still_turn_oom(attrs):
+                break
+            await trio.sleep(_OOM_SETTLE_STEP)
+            attrs = await self._call(docker.APIClient.inspect_container, container_id)
         return _status(attrs)
 
     async def list_containers(self) -> list[ContainerInfo]:
@@ -806,6 +814,20 @@ def _pull(api: docker.APIClient, image: str) -> dict[str, Any]:
     if attrs is None:
         raise pull_error(image, error or "the pull did not produce the image")
     return attrs
+
+
+_OOM_SETTLE_TRIES = 10
+_OOM_SETTLE_STEP = 0.1  # seconds: at most a second's wait, only for a fresh SIGKILL exit
+
+
+def _may_still_turn_oom(attrs: Mapping[str, Any]) -> bool:
+    state = attrs["State"]
+    if state.get("Status") != "exited" or state.get("OOMKilled") or state.get("ExitCode") != 137:
+        return False
+    if not (attrs.get("HostConfig") or {}).get("Memory"):
+        return False  # no memory limit: the kernel's OOM killer is not the cgroup's
+    finished = _parse_time(state.get("FinishedAt"))
+    return finished is not None and time.time() - finished < 2.0
 
 
 def _status(attrs: Mapping[str, Any]) -> ContainerStatus:
