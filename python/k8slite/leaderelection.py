@@ -7,7 +7,6 @@ import logging
 import random
 import socket
 import uuid
-import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,6 +24,7 @@ from k8slite.client.errors import (
 )
 from k8slite.client.resource import LEASES
 from k8slite.client.rest import ApiClient
+from k8slite.metrics import PerRegistry
 
 log = logging.getLogger(__name__)
 
@@ -82,15 +82,11 @@ class _Families:
         )
 
 
-_families: weakref.WeakKeyDictionary[CollectorRegistry, _Families] = weakref.WeakKeyDictionary()
+_families_for = PerRegistry(_Families)
 
 
 def _master_gauge(registry: CollectorRegistry | None, name: str) -> Any:
-    registry = registry or CollectorRegistry()
-    families = _families.get(registry)
-    if families is None:
-        families = _families[registry] = _Families(registry)
-    return families.master.labels(name)
+    return _families_for(registry or CollectorRegistry()).master.labels(name)
 
 
 class LeaderElector:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+
+T = TypeVar("T")
 
 
 def component_registry() -> CollectorRegistry:
@@ -18,3 +24,22 @@ def component_registry() -> CollectorRegistry:
     PlatformCollector(registry=registry)
     GCCollector(registry=registry)
     return registry
+
+
+class PerRegistry(Generic[T]):
+    """A module's metric families, made once per registry and then shared.
+
+    prometheus_client refuses a second family of one name in a registry, and several
+    instances (controllers, queues, electors of one process or of a test) may report into
+    the same one. Held weakly: a registry that is dropped takes its families with it.
+    """
+
+    def __init__(self, make: Callable[[CollectorRegistry], T]) -> None:
+        self._make = make
+        self._made: weakref.WeakKeyDictionary[CollectorRegistry, T] = weakref.WeakKeyDictionary()
+
+    def __call__(self, registry: CollectorRegistry) -> T:
+        made = self._made.get(registry)
+        if made is None:
+            made = self._made[registry] = self._make(registry)
+        return made

@@ -15,6 +15,7 @@ import trio
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 from k8slite.client.ratelimit import RateLimiter, default_controller_rate_limiter
+from k8slite.metrics import PerRegistry
 
 log = logging.getLogger(__name__)
 
@@ -77,14 +78,7 @@ class _Families:
         )
 
 
-_families: weakref.WeakKeyDictionary[CollectorRegistry, _Families] = weakref.WeakKeyDictionary()
-
-
-def _families_for(registry: CollectorRegistry) -> _Families:
-    families = _families.get(registry)
-    if families is None:
-        families = _families[registry] = _Families(registry)
-    return families
+_families_for = PerRegistry(_Families)
 
 
 class WorkQueue(Generic[T]):

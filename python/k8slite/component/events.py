@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import socket
 import time
-import weakref
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from k8slite.api.meta import now as now_text
 from k8slite.client import ApiClient, ApiConnectionError, ApiError, NotFound
 from k8slite.client.resource import EVENTS
 from k8slite.component.objects import Obj
+from k8slite.metrics import PerRegistry
 
 log = logging.getLogger(__name__)
 
@@ -115,24 +115,15 @@ class _Bucket:
     updated: float
 
 
-class _DropCounter:
-    """k8slite_events_dropped_total, once per registry (several broadcasters may share one)."""
-
-    _by_registry: weakref.WeakKeyDictionary[CollectorRegistry, Counter] = (
-        weakref.WeakKeyDictionary()
+# k8slite_events_dropped_total, once per registry (several broadcasters may share one).
+_dropped_counter = PerRegistry(
+    lambda registry: Counter(
+        "k8slite_events_dropped_total",
+        "Events not written: the queue was full, or the spam filter held them back.",
+        ("reason",),
+        registry=registry,
     )
-
-    @classmethod
-    def get(cls, registry: CollectorRegistry) -> Counter:
-        counter = cls._by_registry.get(registry)
-        if counter is None:
-            counter = cls._by_registry[registry] = Counter(
-                "k8slite_events_dropped_total",
-                "Events not written: the queue was full, or the spam filter held them back.",
-                ("reason",),
-                registry=registry,
-            )
-        return counter
+)
 
 
 class EventRecorder:
@@ -195,7 +186,7 @@ class EventBroadcaster:
         self.client = client
         self.host = host or socket.gethostname()
         self.registry = registry if registry is not None else CollectorRegistry()
-        self._dropped = _DropCounter.get(self.registry)
+        self._dropped = _dropped_counter(self.registry)
         self._send, self._receive = trio.open_memory_channel[Obj](QUEUE_CAPACITY)
         self._similar: _Lru[tuple[str, ...], _Similar] = _Lru()
         self._written: _Lru[tuple[str, ...], _Written] = _Lru()

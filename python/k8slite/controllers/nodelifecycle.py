@@ -28,7 +28,6 @@ import copy
 import enum
 import itertools
 import logging
-import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -51,6 +50,7 @@ from k8slite.client.resource import LEASES, NODES, PODS
 from k8slite.component.events import NORMAL, WARNING
 from k8slite.component.objects import Obj, get_condition, meta
 from k8slite.controllers.base import Controller, ControllerContext
+from k8slite.metrics import PerRegistry
 
 log = logging.getLogger(__name__)
 
@@ -320,14 +320,7 @@ class _Metrics:
         )
 
 
-_metrics: weakref.WeakKeyDictionary[CollectorRegistry, _Metrics] = weakref.WeakKeyDictionary()
-
-
-def _metrics_for(registry: CollectorRegistry) -> _Metrics:
-    metrics = _metrics.get(registry)
-    if metrics is None:
-        metrics = _metrics[registry] = _Metrics(registry)
-    return metrics
+_metrics_for = PerRegistry(_Metrics)
 
 
 # --------------------------------------------------------------------- controller
