@@ -38,9 +38,7 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import queue
-import subprocess
 import sys
 import tempfile
 import threading
@@ -54,6 +52,8 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
 import harness
+from hollow_cluster import start_cluster
+from scale_table import record, seconds
 
 NS_PREFIX = "density-"
 PROBE_NS = "density-probe"
@@ -417,89 +417,6 @@ def api_latency(text: str) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ the run
 
 
-def kubeconfig(data: Path, server: harness.Server, identity: str) -> Path:
-    text = (data / "pki" / f"{identity}.kubeconfig").read_text()
-    out = data / f"{identity}.bench.kubeconfig"
-    out.write_text(text.replace("https://127.0.0.1:8080", server.url))
-    return out
-
-
-def wait_for_line(log: Path, text: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if text in log.read_text(errors="replace"):
-            return
-        time.sleep(0.2)
-    raise RuntimeError(f"no {text!r} in {log}")
-
-
-def start_cluster(
-    tmp: Path, nodes: int, qps: int, controllers: str
-) -> tuple[harness.Server, dict[str, subprocess.Popen[bytes]]]:
-    data = tmp / "data"
-    server = harness.start_apiserver(data)
-    procs: dict[str, subprocess.Popen[bytes]] = {}
-    try:
-        hollow = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "k8slite.cmd.k8slite",
-                "hollow-nodes",
-                "--count",
-                str(nodes),
-                "--kubeconfig",
-                str(kubeconfig(data, server, "admin")),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=(tmp / "hollow.log").open("ab"),
-        )
-        procs["hollow"] = hollow
-        assert hollow.stdout is not None
-        line = hollow.stdout.readline()
-        if b"nodes ready" not in line:
-            raise RuntimeError(f"hollow nodes did not start: {line!r}; see {tmp / 'hollow.log'}")
-        common = ["--secure-port", "0", "--bind-address", "127.0.0.1", "--leader-elect=false"]
-        procs["scheduler"], _ = harness.launch(
-            [
-                sys.executable,
-                "-m",
-                "k8slite.cmd.scheduler",
-                "--kubeconfig",
-                str(kubeconfig(data, server, "scheduler")),
-                *common,
-            ],
-            tmp / "scheduler.log",
-            "listening on ",
-            what="scheduler",
-            timeout=600,
-        )
-        procs["manager"], _ = harness.launch(
-            [
-                sys.executable,
-                "-m",
-                "k8slite.cmd.controller_manager",
-                "--kubeconfig",
-                str(kubeconfig(data, server, "controller-manager")),
-                f"--controllers={controllers}",
-                f"--kube-api-qps={qps}",
-                f"--kube-api-burst={2 * qps}",
-                *common,
-            ],
-            tmp / "manager.log",
-            "serving on ",
-            what="controller manager",
-            timeout=600,
-        )
-        wait_for_line(tmp / "manager.log", "controllers running", 600)
-    except BaseException:
-        for proc in reversed(procs.values()):
-            harness.stop(proc, 30)
-        server.stop()
-        raise
-    return server, procs
-
-
 def wait_until(check: Any, timeout: float, what: str, watch: PodWatch) -> float:
     """Seconds until check() holds, polled every 0.2 s; raises after timeout. Says how far
     it got every 30 s, so that a long run shows its progress."""
@@ -593,7 +510,8 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="k8slite-density-") as tmp_name:
         tmp = Path(tmp_name)
         t_setup = time.monotonic()
-        server, procs = start_cluster(tmp, a.nodes, a.controller_qps, a.controllers)
+        cluster = start_cluster(tmp, a.nodes, a.controllers, qps=a.controller_qps)
+        server, procs = cluster.server, cluster.procs
         setup_s = time.monotonic() - t_setup
         figures: dict[str, Any] = {}
         sampler: Sampler | None = None
@@ -758,90 +676,13 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         finally:
             if sampler is not None:
                 sampler.stop.set()
-            for proc in reversed(procs.values()):
-                harness.stop(proc, 30)
-            server.stop()
+            cluster.stop()
             if a.keep_logs:
                 a.keep_logs.mkdir(parents=True, exist_ok=True)
                 for log in [*tmp.glob("*.log"), server.data_dir / "server.log"]:
                     name = "apiserver.log" if log.name == "server.log" else log.name
                     (a.keep_logs / name).write_bytes(log.read_bytes())
     return figures
-
-
-# ------------------------------------------------------------------------ docs/scale.md
-
-TABLE_HEAD = (
-    "| date (UTC) | machine | nodes | pods | load avg (mean/max) | create all | "
-    "pod start-up p50/p90/p99 | worst mutating p99 | worst GET p99 | worst ns LIST p99 | "
-    "worst cluster LIST p99 | watch lag p99 | scale down | delete all | peak RSS MiB "
-    "(apiserver/cm/sched/hollow) | data dir | command |\n"
-    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | "
-    "--- | --- | --- |\n"
-)
-
-
-def machine() -> str:
-    cpu = "?"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    mem = int(Path("/proc/meminfo").read_text().split()[1]) / (1 << 20)
-    return f"{os.cpu_count()} cores {cpu}, {mem:.0f} GiB, Python {platform.python_version()}"
-
-
-def row(f: dict[str, Any], command: str) -> str:
-    s = f["pod_startup"]["startup_s"]
-    api = f["api"]
-
-    def worst(cls: str) -> str:
-        v = api[cls]["worst_p99_s"]
-        mark = " **over**" if v is not None and v > api[cls]["slo_s"] else ""
-        return f"{v} s ({api[cls]['worst']}){mark}" if v is not None else "-"
-
-    over = " **over**" if s["p99"] > POD_STARTUP_SLO else ""
-    rss = f["rss_peak_mib"]
-    cells = [
-        dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M"),
-        machine(),
-        f"{f['nodes']:,}",
-        f"{f['pods']:,}",
-        f"{f['load_average_mean']}/{f['load_average_max']}",
-        (
-            f"{f['create_all_s']} s ({f['pods_per_s']} pods/s)"
-            if f["create_all_s"] is not None
-            else "**not finished**"
-        ),
-        f"{s['p50']}/{s['p90']}/{s['p99']} s{over}",
-        worst("mutating"),
-        worst("get"),
-        worst("namespace_list"),
-        worst("cluster_list"),
-        f"{f['watch_lag_s']['p99']} s",
-        seconds(f["scale_down_s"]),
-        seconds(f["delete_all_s"]),
-        "/".join(str(round(rss[k])) for k in ("apiserver", "manager", "scheduler", "hollow")),
-        f"{f['data_dir_all_running_mib']} MiB",
-        f"`{command}`",
-    ]
-    if f["unfinished"]:
-        cells[-1] += f" (stopped: {f['unfinished']})"
-    return "| " + " | ".join(cells) + " |\n"
-
-
-def seconds(v: float | None) -> str:
-    return f"{v} s" if v is not None else "not reached"
-
-
-def record(path: Path, figures: dict[str, Any], command: str) -> None:
-    """Add a row to the measured-runs table in path (made with the header if missing)."""
-    marker = "<!-- density rows: benches/density.py --record adds one here -->\n"
-    text = path.read_text() if path.exists() else f"# Scale\n\n{marker}"
-    if TABLE_HEAD not in text:
-        text = text.replace(marker, marker + TABLE_HEAD)
-    head_end = text.index(TABLE_HEAD) + len(TABLE_HEAD)
-    path.write_text(text[:head_end] + row(figures, command) + text[head_end:])
 
 
 def main() -> None:

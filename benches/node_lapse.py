@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +28,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
 import harness
-from density import kubeconfig, wait_for_line
+from hollow_cluster import start_cluster
 
 
 def count(nodes: list[dict[str, Any]]) -> tuple[int, int, int]:
@@ -53,68 +51,27 @@ def count(nodes: list[dict[str, Any]]) -> tuple[int, int, int]:
 def run(nodes: int, observe: float, code: str | None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="k8slite-lapse-") as name:
         tmp = Path(name)
-        data = tmp / "data"
-        server = harness.start_apiserver(data)
-        procs: list[subprocess.Popen[bytes]] = []
+        env = dict(os.environ, PYTHONPATH=code) if code else None
+        cluster = start_cluster(
+            tmp, nodes, "nodelifecycle,taint-eviction-controller", scheduler=False, manager_env=env
+        )
         try:
-            hollow = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "k8slite.cmd.k8slite",
-                    "hollow-nodes",
-                    "--count",
-                    str(nodes),
-                    "--kubeconfig",
-                    str(kubeconfig(data, server, "admin")),
-                ],
-                stdout=subprocess.PIPE,
-                stderr=(tmp / "hollow.log").open("ab"),
-            )
-            procs.append(hollow)
-            assert hollow.stdout is not None
-            if b"nodes ready" not in hollow.stdout.readline():
-                raise RuntimeError(f"hollow nodes did not start; see {tmp / 'hollow.log'}")
-            env = dict(os.environ, PYTHONPATH=code) if code else None
-            log = tmp / "manager.log"
-            manager = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "k8slite.cmd.controller_manager",
-                    "--kubeconfig",
-                    str(kubeconfig(data, server, "controller-manager")),
-                    "--controllers=nodelifecycle,taint-eviction-controller",
-                    "--secure-port",
-                    "0",
-                    "--bind-address",
-                    "127.0.0.1",
-                    "--leader-elect=false",
-                ],
-                env=env,
-                stdout=log.open("ab"),
-                stderr=subprocess.STDOUT,
-            )
-            procs.append(manager)
-            wait_for_line(log, "controllers running", 300)
             time.sleep(15)  # a monitor pass or three with every node alive
+            hollow = cluster.procs["hollow"]
             hollow.send_signal(signal.SIGKILL)
             hollow.wait()
             killed = time.monotonic()
             series = []
-            ctx = harness.tls_context(data / "pki")
+            ctx = harness.tls_context(cluster.server.data_dir / "pki")
             with httpx.Client(verify=ctx, timeout=60) as api:
                 while time.monotonic() - killed < observe:
-                    items = api.get(f"{server.url}/api/v1/nodes").json()["items"]
+                    items = api.get(f"{cluster.server.url}/api/v1/nodes").json()["items"]
                     series.append([round(time.monotonic() - killed), *count(items)])
                     time.sleep(5)
-            text = log.read_text(errors="replace")
-            served = re.search(r"serving on (\S+)", text)
-            metrics = []
-            if served:
-                # A self-signed serving certificate, as upstream's default.
-                answer = httpx.get(f"{served.group(1)}/metrics", verify=False, timeout=30)
-                metrics = [m for m in answer.text.splitlines() if m.startswith("node_collector_")]
+            text = (tmp / "manager.log").read_text(errors="replace")
+            # A self-signed serving certificate, as upstream's default.
+            answer = httpx.get(f"{cluster.manager_url}/metrics", verify=False, timeout=30)
+            metrics = [m for m in answer.text.splitlines() if m.startswith("node_collector_")]
             first_unknown = next((s[0] for s in series if s[1]), None)
             all_unknown = next((s[0] for s in series if s[1] == nodes), None)
             return {
@@ -129,9 +86,7 @@ def run(nodes: int, observe: float, code: str | None) -> dict[str, Any]:
                 "node_collector": metrics,
             }
         finally:
-            for proc in reversed(procs):
-                harness.stop(proc, 30)
-            server.stop()
+            cluster.stop()
 
 
 def main() -> None:
