@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +32,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
 import harness
+from hollow_cluster import start_cluster
 
 NAMESPACE = "bench"
 
@@ -40,33 +40,6 @@ NAMESPACE = "bench"
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def kubeconfig(data: Path, server: harness.Server, identity: str) -> Path:
-    """The identity's kubeconfig, aimed at this server's port."""
-    text = (data / "pki" / f"{identity}.kubeconfig").read_text()
-    out = data / f"{identity}.bench.kubeconfig"
-    out.write_text(text.replace("https://127.0.0.1:8080", server.url))
-    return out
-
-
-def start_component(
-    module: str, args: list[str], log: Path, marker: str
-) -> subprocess.Popen[bytes]:
-    proc, _ = harness.launch(
-        [sys.executable, "-m", module, *args], log, marker, what=module, timeout=600
-    )
-    return proc
-
-
-def wait_for_line(log: Path, text: str, timeout: float) -> None:
-    """The clock starts once the controllers run (informers synced, leader or not)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if text in log.read_text(errors="replace"):
-            return
-        time.sleep(0.2)
-    raise RuntimeError(f"no {text!r} in {log}")
 
 
 def daemonset() -> dict[str, Any]:
@@ -87,62 +60,14 @@ def daemonset() -> dict[str, Any]:
 
 def measure(count: int, qps: int, timeout: float) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="k8slite-ds-") as tmp:
-        data = Path(tmp) / "data"
-        server = harness.start_apiserver(data)
-        procs: list[subprocess.Popen[bytes]] = []
+        cluster = start_cluster(Path(tmp), count, "daemonset", qps=qps)
         try:
-            hollow = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "k8slite.cmd.k8slite",
-                    "hollow-nodes",
-                    "--count",
-                    str(count),
-                    "--kubeconfig",
-                    str(kubeconfig(data, server, "admin")),
-                ],
-                stdout=subprocess.PIPE,
-                stderr=(Path(tmp) / "hollow.log").open("ab"),
-            )
-            procs.append(hollow)
-            assert hollow.stdout is not None
-            line = hollow.stdout.readline()
-            if b"nodes ready" not in line:
-                raise RuntimeError(f"hollow nodes did not start: {line!r}")
-            common = ["--secure-port", "0", "--bind-address", "127.0.0.1", "--leader-elect=false"]
-            scheduler = start_component(
-                "k8slite.cmd.scheduler",
-                ["--kubeconfig", str(kubeconfig(data, server, "scheduler")), *common],
-                Path(tmp) / "scheduler.log",
-                "listening on ",
-            )
-            procs.append(scheduler)
-            manager = start_component(
-                "k8slite.cmd.controller_manager",
-                [
-                    "--kubeconfig",
-                    str(kubeconfig(data, server, "controller-manager")),
-                    "--controllers=daemonset",
-                    f"--kube-api-qps={qps}",
-                    f"--kube-api-burst={2 * qps}",
-                    *common,
-                ],
-                Path(tmp) / "manager.log",
-                "serving on ",
-            )
-            procs.append(manager)
-            wait_for_line(Path(tmp) / "manager.log", "controllers running", 300)
-            ctx = harness.tls_context(data / "pki")
-            with httpx.Client(verify=ctx, timeout=120, base_url=server.url) as api:
+            ctx = harness.tls_context(Path(tmp) / "data" / "pki")
+            with httpx.Client(verify=ctx, timeout=120, base_url=cluster.server.url) as api:
                 api.post("/api/v1/namespaces", json={"metadata": {"name": NAMESPACE}})
                 path = f"/apis/apps/v1/namespaces/{NAMESPACE}/daemonsets"
-                pids = {
-                    "apiserver": server.proc.pid,
-                    "hollow": hollow.pid,
-                    "scheduler": scheduler.pid,
-                    "manager": manager.pid,
-                }
+                pids = {"apiserver": cluster.server.proc.pid}
+                pids.update((name, proc.pid) for name, proc in cluster.procs.items())
                 cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
                 started = time.monotonic()
                 r = api.post(path, json=daemonset())
@@ -175,9 +100,7 @@ def measure(count: int, qps: int, timeout: float) -> dict[str, float]:
                 **{f"{k}_cpu_s": v for k, v in cpu.items()},
             }
         finally:
-            for proc in reversed(procs):
-                harness.stop(proc, 30)
-            server.stop()
+            cluster.stop()
 
 
 def main() -> None:

@@ -1,6 +1,6 @@
-"""A cluster of hollow nodes for the benches that need one (density.py, node_lapse.py): a
-fresh API server, `k8slite hollow-nodes --count N`, a controller manager and, if asked, the
-scheduler, each logging into the bench's temporary directory."""
+"""A cluster of hollow nodes for the benches that need one (density.py, node_lapse.py,
+daemonset.py): a fresh API server, `k8slite hollow-nodes --count N`, a controller manager
+and, if asked, the scheduler, each logging into the bench's temporary directory."""
 
 from __future__ import annotations
 
