@@ -551,3 +551,31 @@ async def test_a_taint_removed_by_hand_comes_back_in_turn(clock: trio.testing.Mo
     await c.step(clock, 10, names[1:])  # ... the zone's queue does, at its rate
     assert c.eviction_taints(names) == {names[0]: UNREACHABLE}
     assert c.metric("node_collector_evictions_total", "") == 2
+
+
+async def test_a_lagging_lease_informer_does_not_mark_a_live_node(
+    clock: trio.testing.MockClock,
+) -> None:
+    """The Lease informer stops showing renewals (its watch fell behind) while the server
+    has them: before marking a node Unknown the controller reads its Lease afresh, sees
+    the renewal and counts it; a node whose Lease really stopped is still marked."""
+    c = Cluster()
+    live, dead = c.add_nodes("n", 2)
+    await c.controller.monitor_node_health()
+    informer = c.client.informer(LEASES)
+    lagging = informer.apply
+    informer.apply = lambda *args: None  # type: ignore[method-assign]  # the watch stalls
+    await c.step(clock, 45, [live])  # the server still gets live's renewals
+    assert c.node(live)["status"]["conditions"][0]["status"] == "True"
+    assert c.node(dead)["status"]["conditions"][0]["status"] == "Unknown"
+    late = "k8slite_node_lifecycle_late_lease_renewals_total"
+    assert c.registry.get_sample_value(late) == 1
+    # Past another grace period with the informer still behind, a new fresh read is
+    # needed and made; once the informer catches up no fresh read is needed at all.
+    await c.step(clock, 45, [live])
+    assert c.node(live)["status"]["conditions"][0]["status"] == "True"
+    assert c.registry.get_sample_value(late) == 2
+    informer.apply = lagging  # type: ignore[method-assign]
+    await c.step(clock, 60, [live])
+    assert c.node(live)["status"]["conditions"][0]["status"] == "True"
+    assert c.registry.get_sample_value(late) == 2
