@@ -10,6 +10,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import harness
 
@@ -81,37 +82,39 @@ def start_cluster(
         if b"nodes ready" not in line:
             raise RuntimeError(f"hollow nodes did not start: {line!r}; see {tmp / 'hollow.log'}")
         common = ["--secure-port", "0", "--bind-address", "127.0.0.1", "--leader-elect=false"]
-        if scheduler:
-            cluster.procs["scheduler"], _ = harness.launch(
+
+        def launch(
+            name: str, component: str, identity: str, args: list[str], marker: str, **kw: Any
+        ) -> tuple[subprocess.Popen[bytes], str]:
+            """python -m k8slite.cmd.COMPONENT as identity, logging to NAME.log."""
+            return harness.launch(
                 [
                     sys.executable,
                     "-m",
-                    "k8slite.cmd.scheduler",
+                    f"k8slite.cmd.{component}",
                     "--kubeconfig",
-                    str(kubeconfig(data, server, "scheduler")),
+                    str(kubeconfig(data, server, identity)),
+                    *args,
                     *common,
                 ],
-                tmp / "scheduler.log",
-                "listening on ",
-                what="scheduler",
+                tmp / f"{name}.log",
+                marker,
+                what=component,
                 timeout=600,
+                **kw,
+            )
+
+        if scheduler:
+            cluster.procs["scheduler"], _ = launch(
+                "scheduler", "scheduler", "scheduler", [], "listening on "
             )
         limits = [f"--kube-api-qps={qps}", f"--kube-api-burst={2 * qps}"] if qps is not None else []
-        cluster.procs["manager"], serving = harness.launch(
-            [
-                sys.executable,
-                "-m",
-                "k8slite.cmd.controller_manager",
-                "--kubeconfig",
-                str(kubeconfig(data, server, "controller-manager")),
-                f"--controllers={controllers}",
-                *limits,
-                *common,
-            ],
-            tmp / "manager.log",
+        cluster.procs["manager"], serving = launch(
+            "manager",
+            "controller_manager",
+            "controller-manager",
+            [f"--controllers={controllers}", *limits],
             "serving on ",
-            what="controller manager",
-            timeout=600,
             env=manager_env,
         )
         cluster.manager_url = harness.after(serving, "serving on ")
