@@ -24,10 +24,12 @@ from k8slite.controllers.nodelifecycle import (
     NOT_READY,
     UNREACHABLE,
     NodeLifecycleController,
+    merge_taints,
+)
+from k8slite.controllers.nodezones import (
     TaintQueue,
     ZoneState,
     compute_zone_state,
-    merge_taints,
     zone_eviction_rate,
     zone_key,
 )
