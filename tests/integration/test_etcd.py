@@ -110,6 +110,14 @@ def test_two_apiservers_on_one_etcd_over_tls(tmp_path: Path, etcd_tls: EtcdProce
             # One revision line: B lists what A wrote, at A's revisions.
             assert {n: rv for n, rv in acked}.items() <= stored(api_b).items()
 
+            # A read of the latest state through B sees what A just acknowledged (B waits for
+            # its watch to reach etcd's revision, as upstream's consistent reads do).
+            for i in range(30):
+                r = api_a.post(CONFIGMAPS, json={"metadata": {"name": f"y{i}"}})
+                assert r.status_code == 201, r.text
+                assert api_b.get(f"{CONFIGMAPS}/y{i}").status_code == 200
+                assert f"y{i}" in stored(api_b)
+
             # Compare-and-swap holds across servers: B updates at A's revision, then A's
             # copy of that revision is stale.
             name, rv = acked[0]
@@ -251,8 +259,13 @@ def test_etcd_health_check_follows_etcd(tmp_path: Path, etcd: EtcdProcess) -> No
             assert "[-]etcd failed: reason withheld" in body
             assert body.rstrip().endswith("readyz check failed")
             assert "[+]ping ok" in body
-            r = api.get(CONFIGMAPS + "/nothing-yet")  # reads come from the cache: 404, not 503
-            assert r.status_code == 404
+            # A read of the latest state needs etcd's revision (a quorum read, as upstream's);
+            # a read of any state (resourceVersion=0) comes from the cache.
+            r = api.get(CONFIGMAPS + "/nothing-yet")
+            assert r.status_code == 503 and r.json()["reason"] == "ServiceUnavailable", r.text
+            r = api.get(CONFIGMAPS + "/nothing-yet", params={"resourceVersion": "0"})
+            assert r.status_code == 404, r.text
+            assert api.get(CONFIGMAPS, params={"resourceVersion": "0"}).status_code == 200
             r = api.post(CONFIGMAPS, json={"metadata": {"name": "while-down"}})
             assert r.status_code == 503 and r.json()["reason"] == "ServiceUnavailable", r.text
 

@@ -8,6 +8,7 @@ staged writes and crashes are RocksDB's own.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -807,3 +808,104 @@ async def test_etcd_store_writes_upstreams_keys(etcd: EtcdProcess) -> None:
         assert await store.get(pod) is not None
         with pytest.raises(ValueError, match="spans several etcd prefixes"):
             store.scan("/registry/core/")
+
+
+class WatchHoldingProxy(TcpProxy):
+    """A TcpProxy to etcd that, while held, keeps back what etcd sends on watch streams
+    (connections whose request is POST /v3/watch): the store behind it learns of other
+    stores' writes late, as an API server's watch does under load."""
+
+    def __init__(self, etcd: EtcdProcess) -> None:
+        super().__init__("127.0.0.1", int(etcd.url.rsplit(":", 1)[1]))
+        self.held = False
+        self._released = trio.Event()
+
+    def hold(self) -> None:
+        self.held, self._released = True, trio.Event()
+
+    def release(self) -> None:
+        self.held = False
+        self._released.set()
+
+    async def _forward(self, client: trio.SocketStream) -> None:
+        try:
+            upstream = await trio.open_tcp_stream(*self.target)
+            async with client, upstream, trio.open_nursery() as nursery:
+                request = await client.receive_some(65536)
+                await upstream.send_all(request)
+                nursery.start_soon(self._pump, client, upstream)
+                if request.startswith(b"POST /v3/watch"):
+                    nursery.start_soon(self._pump_held, upstream, client)
+                else:
+                    nursery.start_soon(self._pump, upstream, client)
+        except (OSError, trio.BrokenResourceError):
+            pass
+
+    async def _pump_held(self, src: trio.SocketStream, dst: trio.SocketStream) -> None:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            while data := await src.receive_some(65536):
+                while self.held:
+                    await self._released.wait()
+                await dst.send_all(data)
+
+
+async def test_etcd_sync_waits_for_writes_made_through_another_store(etcd: EtcdProcess) -> None:
+    """An API server's write is acknowledged once etcd committed it; another API server's
+    cache learns of it through its watch, later. sync() waits until it has: a read of the
+    latest state after it sees the write. Writes outside the prefix, and a key made and
+    removed again, are not waited for, and their events still come in order."""
+    prefix = f"/test-{uuid.uuid4().hex}"
+    proxy = WatchHoldingProxy(etcd)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(proxy.run)
+        reader = EtcdStore(
+            [f"http://127.0.0.1:{proxy.port}"], prefix=prefix, root="", compaction_interval=0
+        )
+        writer = EtcdStore([etcd.url], prefix=prefix, root="", compaction_interval=0)
+        async with reader, writer:
+            seen: list[tuple[str, str]] = []
+            reader.subscribe(lambda events: seen.extend((e.type, e.key) for e in events))
+
+            proxy.hold()
+            rv, _ = await writer.txn([create("/s/a")])
+            await trio.sleep(0.3)
+            assert reader.revision() < rv  # held back: without sync, a read would miss it
+            synced = trio.Event()
+
+            async def sync() -> None:
+                await reader.sync()
+                synced.set()
+
+            nursery.start_soon(sync)
+            await trio.sleep(0.5)
+            assert not synced.is_set()  # etcd says our prefix changed: sync waits
+            proxy.release()
+            with trio.fail_after(5):
+                await synced.wait()
+            assert reader.revision() >= rv
+            assert seen == [("ADDED", "/s/a")]
+
+            # A key made and deleted again while the watch is held: etcd's state is what the
+            # cache holds, so sync need not wait; the events come after, in order.
+            proxy.hold()
+            await writer.txn([create("/s/b")])
+            gone, _ = await writer.txn([delete("/s/b")])
+            with trio.fail_after(3):
+                await reader.sync()
+            assert reader.revision() < gone
+            proxy.release()
+            with trio.fail_after(5):
+                while reader.revision() < gone:
+                    await trio.sleep(0.01)
+            assert seen[1:] == [("ADDED", "/s/b"), ("DELETED", "/s/b")]
+
+            # A write outside the prefix moves etcd's revision on without an event for us.
+            async with httpx.AsyncClient(base_url=etcd.url) as c:
+                key = base64.b64encode(f"/elsewhere-{uuid.uuid4().hex}".encode()).decode()
+                r = await c.post("/v3/kv/put", json={"key": key, "value": key})
+                assert r.status_code == 200, r.text
+            with trio.fail_after(3):
+                await reader.sync()
+                await reader.sync()  # the second from what the first learnt: no wait
+            assert reader.revision() == gone
+        nursery.cancel_scope.cancel()

@@ -221,6 +221,8 @@ class ResourceHandler:
     ) -> tuple[int, bytes]:
         verb, sub = info.verb, info.subresource
         if verb == "get":
+            if not req.arg("resourceVersion"):
+                await reg.store.sync()  # the most recent state, as a quorum read gives
             if sub == "scale":
                 return 200, subresources.get_scale(reg, info)
             if sub in (None, "status", "ephemeralcontainers", "approval"):

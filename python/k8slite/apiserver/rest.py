@@ -272,6 +272,8 @@ async def list_objects(reg: Registry, req: Request, info: RequestInfo) -> bytes:
             )
     elif rv_arg and rv_arg != "0":
         await wait_for_revision(reg, parse_rv(rv_arg))
+    elif not rv_arg:
+        await reg.store.sync()  # the most recent state, as a quorum read gives
     if at is not None and at > reg.store.revision():
         await wait_for_revision(reg, at)
     prefix = rt.prefix(info.namespace)

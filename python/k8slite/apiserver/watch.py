@@ -98,6 +98,8 @@ async def serve_watch(
     initial = send_initial == "true" or (send_initial is None and start == 0)
     if start > reg.store.revision():
         await wait_for_revision(reg, start)
+    elif not rv_arg:
+        await reg.store.sync()  # its initial state is the most recent one
 
     await http.start_stream(send)
     async with trio.open_nursery() as nursery:

@@ -98,6 +98,11 @@ class Store(Protocol):
     def revision(self) -> int:
         """The last committed revision."""
 
+    async def sync(self) -> None:
+        """Until the subscribers' caches hold every write committed before the call, by this
+        process or any other: what a read of the latest state (a get, list or watch without
+        a resourceVersion) waits for, as upstream's consistent reads do."""
+
     async def get(self, key: str) -> tuple[bytes, int] | None:
         """The stored bytes and revision of `key`, including writes not yet committed."""
 

@@ -77,6 +77,9 @@ LEASE_REUSE_FRACTION = 0.05
 # The etcd health check: how often etcd is probed, and how long a probe may take.
 HEALTH_INTERVAL = 1.0
 HEALTH_TIMEOUT = 2.0
+# How long sync waits for the watch to move before asking etcd whether anything of ours is
+# on its way (the watch usually delivers within milliseconds).
+SYNC_GRACE = 0.05
 # etcd's gRPC codes that the gateway puts in "code".
 _OUT_OF_RANGE = 11
 
@@ -236,6 +239,8 @@ class EtcdStore(BackgroundTasks):
         # Every live key's mod revision as the subscribers know it: what a relist compares
         # etcd's state with when the watch's history was compacted away.
         self._index: dict[str, int] = {}
+        # (our revision, etcd's) when sync found etcd's later revisions all outside our prefix.
+        self._unchanged = (0, 0)
         self._down: str | None = "not open"
         self._unhealthy: str | None = None
         self._cause: BaseException | None = None
@@ -294,6 +299,62 @@ class EtcdStore(BackgroundTasks):
 
     def subscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.append(subscriber)
+
+    async def sync(self) -> None:
+        """Until the watch has delivered every write etcd committed before the call.
+
+        Another API server's write is acknowledged once etcd committed it; ours learn of it
+        through the watch, a moment later. A read of the latest state first asks etcd for its
+        revision (a linearizable read of one key, so it needs a quorum, as upstream's
+        consistent reads do) and waits for the watch to get there.
+
+        etcd's revision also counts writes the watch never sees (compact_rev_key, keys of
+        other prefixes). When the watch stands still short of it, etcd is asked whether our
+        prefix changed in between; when it did not, the caches are already current.
+        """
+        self._usable()
+        answer = await self._call("/v3/kv/range", {"key": _b64(self._watch_range[0])})
+        current = int(answer["header"]["revision"])
+        if self._revision >= current or self._unchanged == (self._revision, current):
+            return
+        with trio.move_on_after(self._timeout):
+            while self._revision < current:
+                with trio.move_on_after(SYNC_GRACE) as grace:
+                    await self._moved.wait()
+                self._usable()
+                if grace.cancelled_caught and await self._unchanged_until(current):
+                    return
+        self._usable()
+        if self._revision < current:
+            raise StoreUnavailable(f"etcd is at revision {current} but its watch did not get there")
+
+    async def _unchanged_until(self, current: int) -> bool:
+        """Whether the keys under our prefix at `current` are those the caches hold now.
+
+        They are when no live key was written after the caches' revision and as many keys
+        live: a key written then and deleted again within the gap escapes this check, but
+        leaves the same state, and the watch still delivers its events in order (the
+        caches' revision is not moved past them).
+        """
+        seen, live = self._revision, len(self._index)
+        start, end = self._watch_range
+        answer = await self._call(
+            "/v3/kv/range",
+            {
+                "key": _b64(start),
+                "range_end": _b64(end),
+                "revision": str(current),
+                "keys_only": True,
+                "min_mod_revision": str(seen + 1),
+            },
+        )
+        if self._revision != seen:
+            return False  # the watch moved meanwhile: wait for it again
+        # `count` is every live key in the range; `kvs` only those the filter kept.
+        if answer.get("kvs") or int(answer.get("count") or 0) != live:
+            return False
+        self._unchanged = (seen, current)
+        return True
 
     async def get(self, key: str) -> tuple[bytes, int] | None:
         self._usable()

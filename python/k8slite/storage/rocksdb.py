@@ -182,6 +182,10 @@ class RocksStore(BackgroundTasks):
     def revision(self) -> int:
         return self._committed_rv
 
+    async def sync(self) -> None:
+        # This process is the only writer, and a write returns after its subscribers saw it.
+        return
+
     def subscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.append(subscriber)
 

@@ -19,6 +19,7 @@ import httpx
 import requests
 import trio
 
+from k8slite.kubelet.runtime import kernellog
 from k8slite.kubelet.runtime.base import (
     LABEL_CONTAINER_NAME,
     LABEL_MANAGED,
@@ -125,6 +126,7 @@ class DockerRuntime:
         self._api_lock = trio.Lock()
         self._network_lock = trio.Lock()
         self._network_ready = False
+        self._kernel_oom: dict[str, bool] = {}  # container ID -> OOM kill in the kernel's log
         self._http: httpx.AsyncClient | None = None
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -402,15 +404,22 @@ class DockerRuntime:
 
     async def container_status(self, container_id: str) -> ContainerStatus:
         attrs = await self._call(docker.APIClient.inspect_container, container_id)
-        # Docker learns of an OOM kill from containerd's OOM event, which can come after the
-        # exit: a limited container just killed by SIGKILL is looked at again for a moment
-        # before it is reported as Error (the kubelet writes the reason only once).
-        for _ in range(_OOM_SETTLE_TRIES):
-            if not _may_still_turn_oom(attrs):
-                break
-            await trio.sleep(_OOM_SETTLE_STEP)
-            attrs = await self._call(docker.APIClient.inspect_container, container_id)
+        if _sigkilled_under_a_memory_limit(attrs) and await self._oom_in_kernel_log(attrs["Id"]):
+            attrs["State"]["OOMKilled"] = True  # Docker missed it (see kernellog)
         return _status(attrs)
+
+    async def _oom_in_kernel_log(self, container_id: str) -> bool:
+        """Once per container: the kernel's log is read only for a limited container that
+        Docker says was SIGKILLed but not OOM-killed, and its answer does not change."""
+        verdict = self._kernel_oom.get(container_id)
+        if verdict is None:
+            verdict = await trio.to_thread.run_sync(
+                lambda: kernellog.oom_kill_logged(container_id, kernellog.kmsg_records())
+            )
+            if len(self._kernel_oom) >= _KERNEL_OOM_REMEMBERED:
+                self._kernel_oom.clear()
+            self._kernel_oom[container_id] = verdict
+        return verdict
 
     async def list_containers(self) -> list[ContainerInfo]:
         rows = await self._call(
@@ -816,18 +825,15 @@ def _pull(api: docker.APIClient, image: str) -> dict[str, Any]:
     return attrs
 
 
-_OOM_SETTLE_TRIES = 10
-_OOM_SETTLE_STEP = 0.1  # seconds: at most a second's wait, only for a fresh SIGKILL exit
+# Verdicts of the kernel's log kept, by container ID (a bound, not a cache to tune).
+_KERNEL_OOM_REMEMBERED = 1024
 
 
-def _may_still_turn_oom(attrs: Mapping[str, Any]) -> bool:
+def _sigkilled_under_a_memory_limit(attrs: Mapping[str, Any]) -> bool:
     state = attrs["State"]
     if state.get("Status") != "exited" or state.get("OOMKilled") or state.get("ExitCode") != 137:
         return False
-    if not (attrs.get("HostConfig") or {}).get("Memory"):
-        return False  # no memory limit: the kernel's OOM killer is not the cgroup's
-    finished = _parse_time(state.get("FinishedAt"))
-    return finished is not None and time.time() - finished < 2.0
+    return bool((attrs.get("HostConfig") or {}).get("Memory"))
 
 
 def _status(attrs: Mapping[str, Any]) -> ContainerStatus:
