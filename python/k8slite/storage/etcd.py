@@ -317,13 +317,17 @@ class EtcdStore(BackgroundTasks):
         current = int(answer["header"]["revision"])
         if self._revision >= current or self._unchanged == (self._revision, current):
             return
+        checked = -1  # our revision when etcd last said the prefix changed after it
         with trio.move_on_after(self._timeout):
             while self._revision < current:
                 with trio.move_on_after(SYNC_GRACE) as grace:
                     await self._moved.wait()
                 self._usable()
-                if grace.cancelled_caught and await self._unchanged_until(current):
-                    return
+                if grace.cancelled_caught and self._revision != checked:
+                    seen = self._revision
+                    if await self._unchanged_until(current):
+                        return
+                    checked = seen
         self._usable()
         if self._revision < current:
             raise StoreUnavailable(f"etcd is at revision {current} but its watch did not get there")
