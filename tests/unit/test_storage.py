@@ -676,17 +676,25 @@ def test_acknowledged_writes_survive_kill_9(tmp_path: Path) -> None:
     trio.run(verify)
 
 
+def behind_proxy_and_direct(etcd: EtcdProcess, proxy: TcpProxy) -> tuple[EtcdStore, EtcdStore]:
+    """Two stores on one new prefix: the first reaches etcd through the proxy, the second
+    directly."""
+    prefix = f"/test-{uuid.uuid4().hex}"
+    return (
+        EtcdStore(
+            [f"http://127.0.0.1:{proxy.port}"], prefix=prefix, root="", compaction_interval=0
+        ),
+        EtcdStore([etcd.url], prefix=prefix, root="", compaction_interval=0),
+    )
+
+
 async def test_etcd_watch_relists_after_its_history_is_compacted(etcd: EtcdProcess) -> None:
     """Cut off from etcd while others write and compact, a store catches up from etcd's
     state in one batch, then follows the watch again."""
-    prefix = f"/test-{uuid.uuid4().hex}"
     proxy = TcpProxy("127.0.0.1", int(etcd.url.rsplit(":", 1)[1]))
     async with trio.open_nursery() as nursery:
         await nursery.start(proxy.run)
-        cut_off = EtcdStore(
-            [f"http://127.0.0.1:{proxy.port}"], prefix=prefix, root="", compaction_interval=0
-        )
-        other = EtcdStore([etcd.url], prefix=prefix, root="", compaction_interval=0)
+        cut_off, other = behind_proxy_and_direct(etcd, proxy)
         async with cut_off, other:
             events: list[list[Event]] = []
             cut_off.subscribe(events.append)
@@ -854,14 +862,10 @@ async def test_etcd_sync_waits_for_writes_made_through_another_store(etcd: EtcdP
     cache learns of it through its watch, later. sync() waits until it has: a read of the
     latest state after it sees the write. Writes outside the prefix, and a key made and
     removed again, are not waited for, and their events still come in order."""
-    prefix = f"/test-{uuid.uuid4().hex}"
     proxy = WatchHoldingProxy(etcd)
     async with trio.open_nursery() as nursery:
         await nursery.start(proxy.run)
-        reader = EtcdStore(
-            [f"http://127.0.0.1:{proxy.port}"], prefix=prefix, root="", compaction_interval=0
-        )
-        writer = EtcdStore([etcd.url], prefix=prefix, root="", compaction_interval=0)
+        reader, writer = behind_proxy_and_direct(etcd, proxy)
         async with reader, writer:
             seen: list[tuple[str, str]] = []
             reader.subscribe(lambda events: seen.extend((e.type, e.key) for e in events))
