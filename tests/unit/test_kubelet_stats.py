@@ -9,14 +9,14 @@ import sys
 
 import pytest
 
-from k8slite.kubelet.runtime.docker import _stats
+from k8slite.kubelet.runtime.docker_documents import container_stats_of
 from k8slite.kubelet.runtime.fake import SyntheticUsage
 from k8slite.kubelet.runtime.process import group_stats
 from tests.polling import wait_for
 
 
 def test_docker_stats_cgroup_v1_and_v2() -> None:
-    v1 = _stats(
+    v1 = container_stats_of(
         {
             "read": "2026-12-07T05:00:00.5Z",
             "cpu_stats": {"cpu_usage": {"total_usage": 1_500_000_000}},
@@ -33,7 +33,7 @@ def test_docker_stats_cgroup_v1_and_v2() -> None:
         5_000_000,
     )
     assert v1.timestamp % 1 == 0.5
-    v2 = _stats(
+    v2 = container_stats_of(
         {
             "read": "2026-12-07T05:00:00Z",
             "cpu_stats": {"cpu_usage": {"total_usage": 7}},
