@@ -40,7 +40,8 @@ from k8slite.storage import (
     StoreUnavailable,
 )
 from k8slite.storage.base import Encoder
-from k8slite.storage.etcd import EtcdStore, storage_key, upstream_key
+from k8slite.storage.etcd import EtcdStore
+from k8slite.storage.etcdlayout import storage_key, upstream_key
 from tests.etcd_server import EtcdProcess, start_etcd
 from tests.integration.client_helpers import TcpProxy
 

@@ -18,15 +18,7 @@ Semantics follow upstream's storage/etcd3:
 - a compaction loop runs every compaction interval, compacting to the revision seen one
   interval before, coordinated between API servers by upstream's `compact_rev_key`.
 
-Keys. etcd holds upstream's keys for the core and apps kinds (/registry/pods/<ns>/<name>,
-/registry/services/specs/..., /registry/deployments/...), where our storage keys carry the
-group (/registry/core/pods/...); upstream_key and storage_key map between the two.
-
-Values. Our encoders stamp the commit revision into the bytes, but etcd assigns it only at
-commit. So a value is stored as a header line naming a placeholder, then the bytes the
-encoder gave for that placeholder: `k8slite-rv:<digits>\\n{...json...}`. Reading replaces the
-placeholder with the key's mod revision. The placeholder is 18 random digits per write, so it
-cannot be confused with anything else in the object.
+Keys and values as etcd holds them: etcdlayout.
 """
 
 from __future__ import annotations
@@ -35,7 +27,6 @@ import base64
 import json
 import logging
 import math
-import secrets
 import ssl
 from collections.abc import Iterator, Sequence
 from contextlib import AsyncExitStack
@@ -58,6 +49,13 @@ from k8slite.storage.base import (
     Subscriber,
 )
 from k8slite.storage.etcdhttp import ConnectFailed, EtcdHTTP, RequestFailed
+from k8slite.storage.etcdlayout import (
+    decode_value,
+    encode_value,
+    path_head,
+    storage_key,
+    upstream_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +67,6 @@ DEFAULT_COMPACTION_INTERVAL = 300.0
 STORAGE_ROOT = "/registry"
 # Upstream's key coordinating compaction between API servers (outside any prefix).
 COMPACT_REV_KEY = "compact_rev_key"
-_HEADER = b"k8slite-rv:"
 _SCAN_PAGE = 1000
 # Lease reuse, as upstream's (leaseReuseDurationSeconds, leaseReuseDurationPercent).
 LEASE_REUSE_SECONDS = 60.0
@@ -82,57 +79,6 @@ HEALTH_TIMEOUT = 2.0
 SYNC_GRACE = 0.05
 # etcd's gRPC codes that the gateway puts in "code".
 _OUT_OF_RANGE = 11
-
-
-# Upstream's etcd keys for the core and apps kinds: the resource without its group (and
-# four historical names), where our storage keys carry the group ("/core/pods/" here is
-# "/pods/" in etcd). Both sides are whole path segments; no value is a prefix of another,
-# and none is a group name or another first segment we store under ("masterleases",
-# "k8slite", groups with dots), so the mapping is one-to-one both ways. Every other key
-# (other groups, custom resources, our own) is kept as it is.
-_CORE_KEYS = {
-    "configmaps": "configmaps",
-    "endpoints": "services/endpoints",
-    "events": "events",
-    "namespaces": "namespaces",
-    "nodes": "minions",
-    "persistentvolumeclaims": "persistentvolumeclaims",
-    "persistentvolumes": "persistentvolumes",
-    "pods": "pods",
-    "replicationcontrollers": "controllers",
-    "secrets": "secrets",
-    "serviceaccounts": "serviceaccounts",
-    "services": "services/specs",
-}
-_APPS_KEYS = ("controllerrevisions", "daemonsets", "deployments", "replicasets", "statefulsets")
-_TO_UPSTREAM = {f"/core/{plural}/": f"/{key}/" for plural, key in _CORE_KEYS.items()} | {
-    f"/apps/{plural}/": f"/{plural}/" for plural in _APPS_KEYS
-}
-_FROM_UPSTREAM = {key: ours for ours, key in _TO_UPSTREAM.items()}
-
-
-def _head(path: str, segments: int) -> str:
-    """The first `segments` segments of "/a/b/c..." with their slashes ("/a/b/"), or ""."""
-    parts = path.split("/", segments + 1)
-    return "/".join(parts[: segments + 1]) + "/" if len(parts) > segments + 1 else ""
-
-
-def upstream_key(path: str) -> str:
-    """The etcd key (below the prefix) of a storage key below /registry: "/core/pods/ns/x"
-    is "/pods/ns/x", "/apps/deployments/ns/x" is "/deployments/ns/x", as upstream's."""
-    head = _head(path, 2)
-    key = _TO_UPSTREAM.get(head)
-    return key + path[len(head) :] if key is not None else path
-
-
-def storage_key(path: str) -> str:
-    """upstream_key's inverse."""
-    for segments in (1, 2):
-        head = _head(path, segments)
-        ours = _FROM_UPSTREAM.get(head)
-        if ours is not None:
-            return ours + path[len(head) :]
-    return path
 
 
 class Compacted(StoreUnavailable):
@@ -175,24 +121,6 @@ def _range_end(prefix: bytes) -> bytes:
             return bytes(end)
         end.pop()
     return b"\x00"  # every key
-
-
-def encode_value(encode: Any) -> bytes:
-    """The stored form of an encoder's output: a placeholder revision, replaced on read."""
-    placeholder = secrets.randbelow(9 * 10**17) + 10**17
-    body: bytes = encode(placeholder)
-    digits = str(placeholder).encode()
-    return _HEADER + (digits if digits in body else b"") + b"\n" + body
-
-
-def decode_value(value: bytes, rv: int) -> bytes:
-    """The bytes an encoder would have given for rv (values without our header: as stored)."""
-    if not value.startswith(_HEADER):
-        return value
-    end = value.index(b"\n")
-    placeholder = value[len(_HEADER) : end]
-    body = value[end + 1 :]
-    return body.replace(placeholder, str(rv).encode()) if placeholder else body
 
 
 class EtcdStore(BackgroundTasks):
@@ -377,7 +305,7 @@ class EtcdStore(BackgroundTasks):
         """
         self._usable()
         path = prefix[len(self.root) :]
-        if path.startswith(("/core/", "/apps/")) and not _head(path, 2):
+        if path.startswith(("/core/", "/apps/")) and not path_head(path, 2):
             # Core and apps kinds each have a prefix of their own in etcd (upstream's keys).
             raise ValueError(f"scan prefix {prefix!r} spans several etcd prefixes")
         start = self._etcd_key(prefix) if prefix else self._watch_range[0]
