@@ -40,11 +40,12 @@ def test_the_oom_kill_of_the_containers_task_is_found() -> None:
     assert not kernellog.oom_kill_logged("", [oom_record(ID)])
 
 
-def test_kmsg_records_reads_the_log_to_its_end() -> None:
-    if not os.access(kernellog.KMSG, os.R_OK):
-        pytest.skip("/dev/kmsg is not readable here")
+def test_kmsg_records_reads_the_log_to_its_end_or_gives_nothing() -> None:
     records = list(kernellog.kmsg_records())
-    assert records and all(b";" in r for r in records)
+    if os.access(kernellog.KMSG, os.R_OK):  # as root, as here and in CI: the whole buffer
+        assert records and all(b";" in r for r in records)
+    else:  # the runtime then reports what Docker says, nothing more
+        assert records == []
     assert list(kernellog.kmsg_records("/nonexistent/kmsg")) == []
 
 

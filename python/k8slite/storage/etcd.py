@@ -258,7 +258,11 @@ class EtcdStore(BackgroundTasks):
                     checked = seen
         self._usable()
         if self._revision < current:
-            raise StoreUnavailable(f"etcd is at revision {current} but its watch did not get there")
+            raise StoreUnavailable(
+                f"etcd is at revision {current} but this API server's watch of it is at "
+                f"{self._revision} after {self._timeout:g}s; retry (the API server's log says "
+                "why its etcd watch lags)"
+            )
 
     async def _unchanged_until(self, current: int) -> bool:
         """Whether the keys under our prefix at `current` are those the caches hold now.
